@@ -1,0 +1,122 @@
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { mergeConfig, readConfigFile, validateConfig, type RunConfig } from './config.js';
+import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
+import { createLogger, flushLogger, type Logger } from './logger.js';
+import { formatSummary, run } from './run.js';
+import { generateSample } from './sample/generate.js';
+
+const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error.`;
+
+async function runCommand(argv: Record<string, unknown>): Promise<number> {
+  const fromFile = argv.config ? await readConfigFile(String(argv.config)) : {};
+  const fromFlags = validateConfig(
+    {
+      archive: argv.archive,
+      sample: argv.sample,
+      sink: argv.sink,
+      statusLog: argv['status-log'],
+      plugins: argv.plugin,
+      maxItemSize: argv['max-item-size'],
+      rejects: argv.rejects,
+      domains: argv.domain,
+      userMap: argv['user-map'],
+      defaultMailbox: argv['default-mailbox'],
+      logLevel: argv['log-level'],
+      json: argv.json,
+    },
+    'command line',
+  );
+  const config: RunConfig = mergeConfig(fromFile, fromFlags);
+  const logger = createLogger({ level: config.logLevel, json: config.json });
+  try {
+    const { summary, exitCode } = await run(config, logger);
+    process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
+    return exitCode;
+  } catch (err) {
+    report(logger, err);
+    return exitCodeOf(err);
+  } finally {
+    await flushLogger(logger);
+  }
+}
+
+function exitCodeOf(err: unknown): number {
+  return err instanceof PivotArchiveError ? ExitCode.SETUP_FAILED : ExitCode.DELIVERY_FAILED;
+}
+
+function report(logger: Logger | undefined, err: unknown): void {
+  const code = err instanceof PivotArchiveError ? `${err.code}: ` : '';
+  const text = `${code}${errorMessage(err)}`;
+  if (logger) logger.error(text);
+  else process.stderr.write(`pivot-archive: ${text}\n`);
+  if (!(err instanceof PivotArchiveError) && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+}
+
+/** The command-line interface; resolves to the process exit code (never calls process.exit). */
+export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
+  let exitCode: number = ExitCode.OK;
+  const parser = yargs(args)
+    .scriptName('pivot-archive')
+    .usage('$0 <command> [options]\n\nArchive Pivot chat export archives into mailboxes.')
+    .command(
+      'run [archive]',
+      'Deliver one Pivot export archive (a path, or - for stdin) to a sink',
+      (y) =>
+        y
+          .positional('archive', { type: 'string', describe: 'export archive (.zip), or - to read it from stdin' })
+          .option('sample', { type: 'boolean', describe: 'use the built-in sample archive instead' })
+          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=8]' })
+          .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and a final summary to FILE' })
+          .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
+          .option('config', { type: 'string', describe: 'JSON config file; flags override it' })
+          .option('max-item-size', { type: 'string', describe: 'largest message delivered (default 10MiB); larger items are kept in --rejects' })
+          .option('rejects', { type: 'string', describe: 'folder for rejected items (event JSON and attachments) [default: ./pivot-rejects]' })
+          .option('domain', { type: 'string', array: true, describe: "organisation's mail domain; only its mailboxes are targets (repeatable)" })
+          .option('user-map', { type: 'string', describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' })
+          .option('default-mailbox', { type: 'string', describe: 'mailbox for items that have no target (else they are rejected as unmapped)' })
+          .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' })
+          .option('json', { type: 'boolean', describe: 'JSON log lines on stderr and a JSON summary on stdout' })
+          .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
+          .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')
+          .example('$0 run --sample --sink maildir:./out', ''),
+      async (argv) => {
+        exitCode = await runCommand(argv as Record<string, unknown>);
+      },
+    )
+    .command(
+      'sample',
+      'Write a synthetic Pivot export archive, for demos and benchmarks',
+      (y) =>
+        y
+          .option('out', { type: 'string', demandOption: true, describe: 'path of the .zip to write' })
+          .option('events', { type: 'number', default: 1000, describe: 'number of chat events' })
+          .option('seed', { type: 'number', default: 1, describe: 'the same seed makes the same archive' })
+          .option('files', { type: 'number', describe: 'number of messages/*.json files' })
+          .option('edge-cases', { type: 'boolean', default: true, describe: 'add bad, oversize and hostile items' }),
+      async (argv) => {
+        if (!Number.isInteger(argv.events) || argv.events < 0) throw new PivotArchiveError(ErrorCode.USAGE, '--events must be a whole number');
+        const info = await generateSample(argv.out, { events: argv.events, seed: argv.seed, messageFiles: argv.files, edgeCases: argv['edge-cases'] });
+        process.stdout.write(`${info.path}: export ${info.exportId}, ${info.events} events\n`);
+      },
+    )
+    .demandCommand(1, 'Name a command: run or sample.')
+    .strict()
+    .epilog(EXAMPLES)
+    .help()
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .fail((message, err) => {
+      throw err ?? new PivotArchiveError(ErrorCode.USAGE, message);
+    });
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    report(undefined, err);
+    if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.USAGE) process.stderr.write('Run pivot-archive --help for usage.\n');
+    return exitCodeOf(err);
+  }
+  return exitCode;
+}
+
+

@@ -1,0 +1,100 @@
+import { readFile } from 'node:fs/promises';
+import { ErrorCode, PivotArchiveError, errorMessage } from './errors.js';
+import { DEFAULT_MAX_ITEM_SIZE } from './transforms/size-filter/index.js';
+
+/** Everything a run can be told, by flags or by the config file (same names, camelCase). */
+export interface RunConfig {
+  archive?: string;
+  sample: boolean;
+  sink: string;
+  statusLog?: string;
+  plugins: string[];
+  maxItemSize: number;
+  rejects: string;
+  domains: string[];
+  userMap?: string;
+  defaultMailbox?: string;
+  logLevel: string;
+  json: boolean;
+}
+
+export const RUN_DEFAULTS = {
+  sample: false,
+  plugins: [] as string[],
+  maxItemSize: DEFAULT_MAX_ITEM_SIZE,
+  rejects: './pivot-rejects',
+  domains: [] as string[],
+  logLevel: 'info',
+  json: false,
+};
+
+const LOG_LEVELS = ['error', 'warn', 'info', 'verbose', 'debug'];
+
+type FieldKind = 'string' | 'boolean' | 'strings' | 'size';
+const FIELDS: Record<keyof RunConfig, FieldKind> = {
+  archive: 'string',
+  sample: 'boolean',
+  sink: 'string',
+  statusLog: 'string',
+  plugins: 'strings',
+  maxItemSize: 'size',
+  rejects: 'string',
+  domains: 'strings',
+  userMap: 'string',
+  defaultMailbox: 'string',
+  logLevel: 'string',
+  json: 'boolean',
+};
+
+/** "10MiB", "512KiB", "1048576" -> bytes. */
+export function parseSize(value: unknown, what: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$/i.exec(String(value).trim());
+  const unit = (match?.[2] ?? 'B').toLowerCase();
+  const scale: Record<string, number> = { b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, kb: 1e3, mb: 1e6, gb: 1e9 };
+  const bytes = match ? Math.floor(Number(match[1]) * scale[unit]!) : NaN;
+  if (!Number.isFinite(bytes) || bytes < 1) throw new PivotArchiveError(ErrorCode.CONFIG, `${what}: ${JSON.stringify(value)} is not a size such as 10MiB`);
+  return bytes;
+}
+
+/** Checks keys and types of a config object; unknown keys are errors, never ignored. */
+export function validateConfig(input: Record<string, unknown>, origin: string): Partial<RunConfig> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(input)) {
+    if (value === undefined) continue;
+    const kind = FIELDS[key as keyof RunConfig];
+    const bad = (expected: string) => new PivotArchiveError(ErrorCode.CONFIG, `${origin}: ${key} must be ${expected}`);
+    if (!kind) {
+      throw new PivotArchiveError(ErrorCode.CONFIG, `${origin}: unknown key ${JSON.stringify(key)} (known: ${Object.keys(FIELDS).join(', ')})`);
+    }
+    if (kind === 'string' && typeof value !== 'string') throw bad('a string');
+    if (kind === 'boolean' && typeof value !== 'boolean') throw bad('true or false');
+    if (kind === 'strings' && !(Array.isArray(value) && value.every((v) => typeof v === 'string'))) throw bad('a list of strings');
+    out[key] = kind === 'size' ? parseSize(value, `${origin}: ${key}`) : value;
+  }
+  if (out.logLevel !== undefined && !LOG_LEVELS.includes(out.logLevel as string)) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `${origin}: logLevel must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+  return out as Partial<RunConfig>;
+}
+
+export async function readConfigFile(path: string): Promise<Partial<RunConfig>> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `cannot read config file ${path}: ${errorMessage(err)}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `config file ${path} must hold a JSON object`);
+  }
+  return validateConfig(parsed as Record<string, unknown>, path);
+}
+
+/** Defaults, then the config file, then flags: the later wins. */
+export function mergeConfig(...layers: Partial<RunConfig>[]): RunConfig {
+  const merged = Object.assign({}, RUN_DEFAULTS, ...layers.map((l) => Object.fromEntries(Object.entries(l).filter(([, v]) => v !== undefined)))) as RunConfig;
+  if (!merged.sink) throw new PivotArchiveError(ErrorCode.USAGE, 'no sink: give --sink maildir:DIR (or "sink" in the config file)');
+  if (!merged.archive && !merged.sample) throw new PivotArchiveError(ErrorCode.USAGE, 'no archive: give a path, - for stdin, or --sample');
+  if (merged.archive && merged.sample) throw new PivotArchiveError(ErrorCode.USAGE, 'give an archive or --sample, not both');
+  return merged;
+}

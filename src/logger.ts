@@ -1,0 +1,25 @@
+import winston from 'winston';
+
+export type Logger = winston.Logger;
+
+/** Logs go to stderr, so stdout carries only the summary (and can be piped). */
+export function createLogger(options: { level: string; json: boolean }): Logger {
+  return winston.createLogger({
+    level: options.level,
+    format: options.json
+      ? winston.format.combine(winston.format.timestamp(), winston.format.json())
+      : winston.format.combine(
+          winston.format.timestamp({ format: 'HH:mm:ss' }),
+          winston.format.printf(({ timestamp, level, message }) => `${timestamp} ${level} ${message}`),
+        ),
+    transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'] })],
+  });
+}
+
+/** Resolves once every transport has written what it was given (winston loses lines otherwise). */
+export async function flushLogger(logger: Logger): Promise<void> {
+  await new Promise<void>((resolve) => {
+    logger.on('finish', () => resolve());
+    logger.end();
+  });
+}

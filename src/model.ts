@@ -1,0 +1,81 @@
+/** Types of the input contract (shared/spec/pivot-export-v1.md) and of items in the chain. */
+
+export const EVENT_TYPES = ['message', 'edit', 'delete', 'join', 'leave'] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+export interface Manifest {
+  format: 'pivot-export';
+  version: 1;
+  exportId: string;
+  tenant: string;
+  windowStart: string;
+  windowEnd: string;
+  createdAt: string;
+}
+
+export interface User {
+  id: string;
+  displayName?: string | null;
+  email?: string | null;
+  company?: string | null;
+}
+
+export interface Conversation {
+  id: string;
+  type: 'direct' | 'group' | 'room';
+  name?: string | null;
+  createdAt?: string;
+  members: string[];
+}
+
+export interface AttachmentRef {
+  id: string;
+  fileName?: string | null;
+  contentType?: string | null;
+  size?: number | null;
+}
+
+/** An event as it stands in messages/*.json: nothing is trusted yet. */
+export type RawEvent = Record<string, unknown>;
+
+/** Where an event stands in the archive: the order it is read in. */
+export interface EventPosition {
+  /** Index of the messages file in name order. */
+  file: number;
+  /** Index of the event in its file. */
+  index: number;
+}
+
+/** A checked event, ready for plugins, MIME and fan-out. */
+export interface Item {
+  id: string;
+  type: EventType;
+  sentAt: string;
+  conversation: Conversation;
+  sender: User;
+  text?: string;
+  html?: string;
+  replyToId?: string;
+  targetId?: string;
+  /** For join/leave: who joined or left. */
+  member?: User;
+  attachments: AttachmentRef[];
+  /** Users taking part in the event (members at that time, sender, join/leave member). */
+  participants: User[];
+  /** Extra `X-` headers added by plugins (name -> value). */
+  headers: Record<string, string>;
+  /** The event exactly as read from the archive, for the rejects folder. */
+  readonly raw: RawEvent;
+  readonly position: EventPosition;
+}
+
+/** One (mailbox, message) pair, the unit a sink delivers. */
+export interface Delivery {
+  mailbox: string;
+  itemId: string;
+  conversationId: string;
+  messageId: string;
+  /** Milliseconds since the epoch: becomes INTERNALDATE / file mtime. */
+  internalDate: number;
+  message: Buffer;
+}

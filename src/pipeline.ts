@@ -1,0 +1,185 @@
+import _ from 'highland';
+import { RejectReason, errorMessage } from './errors.js';
+import type { Logger } from './logger.js';
+import type { Delivery, Item } from './model.js';
+import type { Sink } from './sinks/sink.js';
+import { PivotExportArchive, type SourceEvent } from './sources/pivot-zip/index.js';
+import { readEntryBuffer } from './sources/pivot-zip/zip-reader.js';
+import { targetMailboxes, type FanOutConfig } from './transforms/fan-out/index.js';
+import { buildMessage, messageIdFor, type LoadedAttachment, type MimeContext } from './transforms/mime/index.js';
+import { PluginRegistry } from './transforms/plugins/index.js';
+import { RejectsFolder, attachmentsLowerBound } from './transforms/size-filter/index.js';
+import { isRejection, reject, validateEvent, type Rejection } from './transforms/validate/index.js';
+import { StatusLog, emptyCounters, isBalanced, type Counters, type RunSummary } from './status-log.js';
+
+export interface PipelineOptions {
+  archive: PivotExportArchive;
+  sink: Sink;
+  plugins: PluginRegistry;
+  fanOut: FanOutConfig;
+  maxItemSize: number;
+  rejects: RejectsFolder;
+  statusLog: StatusLog;
+  logger: Logger;
+}
+
+/** An item with its message built, before fan-out. */
+interface BuiltMessage {
+  item: Item;
+  message: Buffer;
+}
+
+type Flowing<T> = T | Rejection;
+
+/**
+ * The whole chain. Every stage passes rejections through untouched; the last stage records
+ * them. highland pulls one item at a time through it, so a slow sink slows the reader.
+ *
+ *   source -> validate -> plugins -> MIME (+ size filter) -> fan-out -> sink
+ */
+export async function runPipeline(options: PipelineOptions): Promise<RunSummary> {
+  const { archive, sink, logger } = options;
+  const counters = emptyCounters();
+  counters.itemsFromSource = archive.eventCount;
+  const startedAt = new Date().toISOString();
+  const context: MimeContext = { tenant: archive.manifest.tenant, exportId: archive.manifest.exportId };
+  const seen = { events: 0 };
+
+  await new Promise<void>((resolve, reject) => {
+    _<SourceEvent>(archive.events())
+      .map((event) => (seen.events++, validateEvent(archive, event)))
+      .flatMap((x) => _(applyPlugins(x, options, counters)))
+      .sequence()
+      .flatMap((x) => _(toMessage(x, context, options, counters)))
+      .flatMap((x) => _(fanOut(x, options, counters)))
+      .sequence()
+      .map((x) => _(record(x, options, counters)))
+      .parallel(sink.maxInFlight)
+      .stopOnError((err: Error) => reject(err))
+      .done(() => resolve());
+  });
+
+  if (seen.events !== archive.eventCount) {
+    throw new Error(`the archive yielded ${seen.events} events on the second read, ${archive.eventCount} on the first`);
+  }
+  const rejectedTotal = Object.values(counters.rejected).reduce((a, b) => a + b, 0);
+  const summary: RunSummary = {
+    record: 'summary',
+    archive: archive.path,
+    exportId: archive.manifest.exportId,
+    tenant: archive.manifest.tenant,
+    sink: sink.description,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    ...counters,
+    rejectedTotal,
+    balanced: isBalanced(counters),
+  };
+  await options.statusLog.write(summary);
+  logger.debug(`run of ${archive.manifest.exportId} finished`);
+  return summary;
+}
+
+async function applyPlugins(x: Flowing<Item>, options: PipelineOptions, counters: Counters): Promise<Flowing<Item>[]> {
+  if (isRejection(x)) return [x];
+  const outcome = await options.plugins.apply(
+    x,
+    { exportId: options.archive.manifest.exportId, tenant: options.archive.manifest.tenant },
+    (plugin, message) => options.logger.info(`plugin ${plugin}: ${message}`),
+  );
+  if ('rejected' in outcome) return [reject(x.raw, outcome.rejected.reason, outcome.rejected.detail)];
+  counters.itemsAddedByPlugins += outcome.items.length - 1;
+  return outcome.items;
+}
+
+/** Builds the item's message, reading attachments on demand; items over the size limit are rejected. */
+async function toMessage(x: Flowing<Item>, context: MimeContext, options: PipelineOptions, counters: Counters): Promise<Flowing<BuiltMessage>> {
+  if (isRejection(x)) return x;
+  const { archive, maxItemSize } = options;
+  const oversize = (size: string) =>
+    reject(x.raw, RejectReason.OVERSIZE, `item ${x.id} is ${size} bytes as a message, over the ${maxItemSize}-byte limit`);
+  const lowerBound = attachmentsLowerBound(archive, x.attachments);
+  if (lowerBound > maxItemSize) return oversize(`over ${lowerBound}`);
+  const loaded: LoadedAttachment[] = [];
+  for (const ref of x.attachments) {
+    const entry = archive.attachment(ref.id);
+    if (!entry) {
+      loaded.push({ ref, missing: 'its bytes are not in the export archive' });
+      counters.notes++;
+      await options.statusLog.write({
+        record: 'note',
+        itemId: x.id,
+        conversationId: x.conversation.id,
+        reason: 'attachment-missing',
+        detail: `attachment ${ref.id} of item ${x.id} is not in the archive; the item is delivered without it`,
+      });
+      continue;
+    }
+    try {
+      loaded.push({ ref, bytes: await readEntryBuffer(entry, maxItemSize) });
+    } catch (err) {
+      return reject(x.raw, RejectReason.ATTACHMENT_UNREADABLE, `attachment ${ref.id} of item ${x.id}: ${errorMessage(err)}`);
+    }
+  }
+  const message = buildMessage(x, context, loaded);
+  if (message.length > maxItemSize) return oversize(String(message.length));
+  return { item: x, message };
+}
+
+async function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Counters): Promise<Flowing<Delivery>[]> {
+  if (isRejection(x)) return [x];
+  const { item, message } = x;
+  const mailboxes = targetMailboxes(item.participants, options.fanOut);
+  if (mailboxes.length === 0) {
+    return [reject(item.raw, RejectReason.UNMAPPED, `no participant of item ${item.id} maps to a mailbox of the organisation`)];
+  }
+  counters.itemsRouted++;
+  counters.itemsAvailableForImport += mailboxes.length;
+  const messageId = messageIdFor(options.archive.manifest.tenant, item.id);
+  const internalDate = Date.parse(item.sentAt);
+  return mailboxes.map((mailbox) => ({
+    mailbox,
+    itemId: item.id,
+    conversationId: item.conversation.id,
+    messageId,
+    internalDate,
+    message,
+  }));
+}
+
+/** Delivers, or keeps a rejected item in the rejects folder; then writes the outcome line. */
+async function record(x: Flowing<Delivery>, options: PipelineOptions, counters: Counters): Promise<void> {
+  const { sink, statusLog, logger } = options;
+  if (isRejection(x)) {
+    counters.rejected[x.reason] = (counters.rejected[x.reason] ?? 0) + 1;
+    let kept: string | undefined;
+    try {
+      kept = await options.rejects.keep(options.archive, x.raw, `${x.reason}: ${x.detail}`);
+    } catch (err) {
+      logger.error(`could not keep rejected item ${x.itemId} in ${options.rejects.dir}: ${errorMessage(err)}`);
+    }
+    logger.warn(`rejected item ${JSON.stringify(x.itemId)} (${x.reason}): ${x.detail}`);
+    await statusLog.write({
+      record: 'outcome',
+      itemId: x.itemId,
+      conversationId: x.conversationId,
+      mailbox: null,
+      sink: sink.kind,
+      outcome: 'rejected',
+      reason: x.reason,
+      detail: x.detail,
+      kept,
+    });
+    return;
+  }
+  const line = { record: 'outcome' as const, itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox, sink: sink.kind, size: x.message.length };
+  try {
+    const outcome = await sink.write(x);
+    counters[outcome]++;
+    await statusLog.write({ ...line, outcome });
+  } catch (err) {
+    counters.failed++;
+    logger.error(`delivery of item ${JSON.stringify(x.itemId)} to ${x.mailbox} failed: ${errorMessage(err)}`);
+    await statusLog.write({ ...line, outcome: 'failed', reason: 'sink-error', detail: errorMessage(err) });
+  }
+}

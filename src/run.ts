@@ -1,0 +1,118 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { RunConfig } from './config.js';
+import { ExitCode, errorMessage } from './errors.js';
+import type { Logger } from './logger.js';
+import { runPipeline } from './pipeline.js';
+import { generateSample } from './sample/generate.js';
+import { createSink } from './sinks/index.js';
+import { PivotExportArchive } from './sources/pivot-zip/index.js';
+import { spoolToTempFile } from './sources/pivot-zip/spool.js';
+import { StatusLog, type RunSummary } from './status-log.js';
+import { parseDomain, readUserMap, type FanOutConfig } from './transforms/fan-out/index.js';
+import { validEmail } from './transforms/mime/index.js';
+import { PluginRegistry, loadPlugin } from './transforms/plugins/index.js';
+import { RejectsFolder } from './transforms/size-filter/index.js';
+import { ErrorCode, PivotArchiveError } from './errors.js';
+
+export const SAMPLE_EVENTS = 1000;
+
+export interface RunResult {
+  summary: RunSummary;
+  exitCode: number;
+}
+
+/**
+ * One run: everything is checked (sink spec, plugins, user map, archive) before the first
+ * delivery; then the pipeline runs and the summary says whether every item is accounted for.
+ */
+export async function run(config: RunConfig, logger: Logger, options: { cwd?: string; stdin?: NodeJS.ReadableStream } = {}): Promise<RunResult> {
+  const cwd = options.cwd ?? process.cwd();
+  const sink = createSink(config.sink, { cwd });
+  const plugins = new PluginRegistry();
+  for (const specifier of config.plugins) {
+    const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);
+    logger.info(`plugin ${plugin.name}${plugin.version ? `@${plugin.version}` : ''} registered`);
+  }
+  if (config.defaultMailbox !== undefined && !validEmail(config.defaultMailbox)) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `--default-mailbox ${JSON.stringify(config.defaultMailbox)} is not an email address`);
+  }
+  const fanOut: FanOutConfig = {
+    domains: config.domains.map(parseDomain),
+    userMap: config.userMap ? await readUserMap(resolve(cwd, config.userMap)) : new Map(),
+    defaultMailbox: config.defaultMailbox,
+  };
+
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    let archivePath: string;
+    if (config.sample) {
+      const dir = await mkdtemp(join(tmpdir(), 'pivot-archive-sample-'));
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      archivePath = (await generateSample(join(dir, 'pivot-sample.zip'), { events: SAMPLE_EVENTS })).path;
+      logger.info(`built-in sample: ${SAMPLE_EVENTS} chat events plus edge cases`);
+    } else if (config.archive === '-') {
+      const spooled = await spoolToTempFile((options.stdin ?? process.stdin) as import('node:stream').Readable);
+      cleanups.push(spooled.remove);
+      archivePath = spooled.path;
+    } else {
+      archivePath = resolve(cwd, config.archive!);
+    }
+
+    const archive = await PivotExportArchive.open({ path: archivePath });
+    for (const name of archive.hostileEntryNames) {
+      logger.warn(`archive entry ${JSON.stringify(name)} has a hostile name (absolute, .., backslash or control character): ignored`);
+    }
+    logger.info(`export ${archive.manifest.exportId} (tenant ${archive.manifest.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s)`);
+
+    const statusLog = await StatusLog.open(config.statusLog ? resolve(cwd, config.statusLog) : undefined);
+    await sink.open();
+    let summary: RunSummary;
+    try {
+      summary = await runPipeline({
+        archive,
+        sink,
+        plugins,
+        fanOut,
+        maxItemSize: config.maxItemSize,
+        rejects: new RejectsFolder(resolve(cwd, config.rejects)),
+        statusLog,
+        logger,
+      });
+    } finally {
+      await sink.close();
+      await statusLog.close();
+    }
+    if (config.archive === '-') summary.archive = '-';
+    const exitCode = summary.failed > 0 || !summary.balanced ? ExitCode.DELIVERY_FAILED : ExitCode.OK;
+    return { summary, exitCode };
+  } finally {
+    for (const cleanup of cleanups) {
+      await cleanup().catch((err: unknown) => logger.warn(`cleanup failed: ${errorMessage(err)}`));
+    }
+  }
+}
+
+export function formatSummary(s: RunSummary): string {
+  const rejected = Object.entries(s.rejected)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([reason, n]) => `${reason} ${n}`)
+    .join(', ');
+  const rows: [string, number | string][] = [
+    ['items from source', s.itemsFromSource],
+    ['items added by plugins', s.itemsAddedByPlugins],
+    ['items rejected', `${s.rejectedTotal}${rejected ? `  (${rejected})` : ''}`],
+    ['items routed to mailboxes', s.itemsRouted],
+    ['available for import', s.itemsAvailableForImport],
+    ['delivered', s.delivered],
+    ['skipped (already there)', s.skipped],
+    ['failed', s.failed],
+    ['notes (e.g. missing attachment)', s.notes],
+  ];
+  return [
+    `pivot-archive: export ${s.exportId} -> ${s.sink}`,
+    ...rows.map(([label, value]) => `  ${label.padEnd(32)} ${value}`),
+    `  ${'counters add up'.padEnd(32)} ${s.balanced ? 'yes' : 'NO'}`,
+  ].join('\n');
+}

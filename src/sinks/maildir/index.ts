@@ -1,0 +1,200 @@
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { mkdir, open, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve, sep } from 'node:path';
+import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import type { Delivery } from '../../model.js';
+import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
+
+export interface MaildirSinkConfig {
+  /** Root folder; each mailbox is the Maildir++ tree `root/<mailbox>/`. */
+  root: string;
+  /**
+   * On-disk name of the Inbox/Pivot folder in Maildir++ layout. `.INBOX.Pivot` is what
+   * Dovecot's default namespace shows as `INBOX/Pivot`; `.Pivot` suits a Courier-style
+   * `INBOX.` namespace.
+   */
+  folder: string;
+  /** Deliveries written at once (files opened, written and synced in parallel). */
+  concurrency: number;
+}
+
+const QUERY_KEYS = new Set(['folder', 'concurrency']);
+
+export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(spec)}: ${why}`);
+  const body = spec.replace(/^maildir:/i, '');
+  const [path = '', query = ''] = body.split('?', 2);
+  if (path === '') throw bad('names no folder (use maildir:DIR)');
+  const params = new URLSearchParams(query);
+  for (const key of params.keys()) {
+    if (!QUERY_KEYS.has(key)) throw bad(`unknown option ${JSON.stringify(key)} (known: ${[...QUERY_KEYS].join(', ')})`);
+  }
+  const folder = params.get('folder') ?? '.INBOX.Pivot';
+  if (!/^\.[^/\\.\u0000-\u001f][^/\\\u0000-\u001f]*$/.test(folder) || folder.includes('..')) {
+    throw bad(`folder ${JSON.stringify(folder)} is not a Maildir++ folder name such as .INBOX.Pivot`);
+  }
+  const concurrency = Number(params.get('concurrency') ?? 8);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw bad('concurrency must be a whole number from 1 to 256');
+  return { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency };
+}
+
+/**
+ * Coalesces directory fsyncs: every caller waits for a sync that started after it asked,
+ * so many renames share one fsync.
+ */
+class DirectorySync {
+  private inFlight: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+
+  constructor(private readonly dir: string) {}
+
+  sync(): Promise<void> {
+    if (this.queued) return this.queued;
+    if (!this.inFlight) return this.start();
+    this.queued = this.inFlight
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = null;
+        return this.start();
+      });
+    return this.queued;
+  }
+
+  private start(): Promise<void> {
+    const run = (async () => {
+      const handle = await open(this.dir, constants.O_RDONLY | constants.O_DIRECTORY);
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    })();
+    const tracked: Promise<void> = run.finally(() => {
+      if (this.inFlight === tracked) this.inFlight = null;
+    });
+    tracked.catch(() => undefined); // the caller of start() sees the failure
+    this.inFlight = tracked;
+    return run;
+  }
+}
+
+/** Mailbox names that can be folder names under the root, and nothing else. */
+function mailboxFolder(root: string, mailbox: string): string {
+  if (!/^[^/\\\u0000-\u001f]+@[^/\\\u0000-\u001f]+$/.test(mailbox) || mailbox.startsWith('.')) {
+    throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} cannot be a Maildir folder name`);
+  }
+  const path = resolve(root, mailbox);
+  if (!path.startsWith(root + sep)) {
+    throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} would leave the Maildir root`);
+  }
+  return path;
+}
+
+/** A file name unique per (mailbox, Message-ID), so a re-run finds what it wrote before. */
+export function maildirBaseName(delivery: Pick<Delivery, 'messageId' | 'internalDate'>): string {
+  const key = createHash('sha256').update(delivery.messageId).digest('hex').slice(0, 32);
+  return `${Math.floor(delivery.internalDate / 1000)}.P${key}.pivot-archive`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+export class MaildirSink implements Sink {
+  readonly kind = 'maildir';
+  readonly description: string;
+  readonly maxInFlight: number;
+  private readonly prepared = new Map<string, Promise<string>>();
+  private readonly syncs = new Map<string, DirectorySync>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private state: 'new' | 'open' | 'closed' = 'new';
+
+  constructor(readonly config: MaildirSinkConfig) {
+    this.description = `maildir:${config.root}`;
+    this.maxInFlight = config.concurrency;
+  }
+
+  async open(): Promise<void> {
+    await mkdir(this.config.root, { recursive: true });
+    this.state = 'open';
+  }
+
+  write(delivery: Delivery): Promise<WriteOutcome> {
+    if (this.state !== 'open') {
+      return Promise.reject(new PivotArchiveError(ErrorCode.SINK_CLOSED, `maildir sink is ${this.state === 'new' ? 'not open' : 'closed'}`));
+    }
+    const work = this.deliver(delivery);
+    this.inFlight.add(work);
+    const forget = () => this.inFlight.delete(work);
+    work.then(forget, forget);
+    return work;
+  }
+
+  async close(): Promise<void> {
+    this.state = 'closed';
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** The Pivot folder of a mailbox, made once per run: the mailbox's own Maildir and the subfolder. */
+  private folderOf(mailbox: string): Promise<string> {
+    let ready = this.prepared.get(mailbox);
+    if (!ready) {
+      ready = (async () => {
+        const home = mailboxFolder(this.config.root, mailbox);
+        const folder = join(home, this.config.folder);
+        for (const dir of [home, folder]) {
+          for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(dir, sub), { recursive: true });
+        }
+        await writeFile(join(folder, 'maildirfolder'), '');
+        return folder;
+      })();
+      ready.catch(() => this.prepared.delete(mailbox));
+      this.prepared.set(mailbox, ready);
+    }
+    return ready;
+  }
+
+  private syncOf(dir: string): DirectorySync {
+    let sync = this.syncs.get(dir);
+    if (!sync) this.syncs.set(dir, (sync = new DirectorySync(dir)));
+    return sync;
+  }
+
+  private async deliver(delivery: Delivery): Promise<WriteOutcome> {
+    const folder = await this.folderOf(delivery.mailbox);
+    const base = maildirBaseName(delivery);
+    const final = join(folder, 'cur', `${base}:2,S`);
+    if ((await exists(final)) || (await exists(join(folder, 'new', base)))) return 'skipped';
+    const temporary = join(folder, 'tmp', base);
+    const handle = await open(temporary, 'wx').catch(async (err: NodeJS.ErrnoException) => {
+      // Left by a run that was killed between create and rename: it was never delivered.
+      if (err.code !== 'EEXIST') throw err;
+      await unlink(temporary);
+      return open(temporary, 'wx');
+    });
+    try {
+      await handle.writeFile(delivery.message);
+      const time = new Date(delivery.internalDate);
+      // Dovecot takes a Maildir file's mtime as the message's INTERNALDATE.
+      await handle.utimes(time, time);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, final);
+    await this.syncOf(join(folder, 'cur')).sync();
+    return 'delivered';
+  }
+}
+
+export const maildirSinkFactory: SinkFactory = {
+  scheme: 'maildir',
+  create: (spec, { cwd }) => new MaildirSink(parseMaildirSpec(spec, cwd)),
+};

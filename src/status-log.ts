@@ -1,0 +1,111 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { ErrorCode, PivotArchiveError, errorMessage } from './errors.js';
+
+export type Outcome = 'delivered' | 'skipped' | 'rejected' | 'failed';
+
+/** One line of the status log: what became of one item, or of one (mailbox, item). */
+export interface OutcomeRecord {
+  record: 'outcome';
+  itemId: string;
+  conversationId: string;
+  mailbox: string | null;
+  sink: string;
+  outcome: Outcome;
+  reason?: string;
+  detail?: string;
+  size?: number;
+  /** Where a rejected item's event and attachments were kept. */
+  kept?: string;
+}
+
+/** Something worth knowing about a delivered item, e.g. an attachment missing from the archive. */
+export interface NoteRecord {
+  record: 'note';
+  itemId: string;
+  conversationId: string;
+  reason: string;
+  detail: string;
+}
+
+/** The admin-log counters. They add up, or `balanced` says they do not. */
+export interface RunSummary {
+  record: 'summary';
+  archive: string;
+  exportId: string;
+  tenant: string;
+  sink: string;
+  startedAt: string;
+  finishedAt: string;
+  /** Events in the archive. */
+  itemsFromSource: number;
+  /** Items that plugins added by splitting one item into several. */
+  itemsAddedByPlugins: number;
+  /** Items refused before fan-out, by reason (bad, oversize, unmapped, plugin...). */
+  rejected: Record<string, number>;
+  rejectedTotal: number;
+  /** Items that reached at least one mailbox target. */
+  itemsRouted: number;
+  /** (mailbox, item) pairs after fan-out: the items available for import. */
+  itemsAvailableForImport: number;
+  delivered: number;
+  skipped: number;
+  failed: number;
+  notes: number;
+  /** itemsFromSource + itemsAddedByPlugins = rejectedTotal + itemsRouted, and
+   *  itemsAvailableForImport = delivered + skipped + failed. */
+  balanced: boolean;
+}
+
+export type Counters = Omit<RunSummary, 'record' | 'archive' | 'exportId' | 'tenant' | 'sink' | 'startedAt' | 'finishedAt' | 'balanced' | 'rejectedTotal'>;
+
+export function emptyCounters(): Counters {
+  return {
+    itemsFromSource: 0,
+    itemsAddedByPlugins: 0,
+    rejected: {},
+    itemsRouted: 0,
+    itemsAvailableForImport: 0,
+    delivered: 0,
+    skipped: 0,
+    failed: 0,
+    notes: 0,
+  };
+}
+
+export function isBalanced(c: Counters): boolean {
+  const rejectedTotal = Object.values(c.rejected).reduce((a, b) => a + b, 0);
+  return (
+    c.itemsFromSource + c.itemsAddedByPlugins === rejectedTotal + c.itemsRouted &&
+    c.itemsAvailableForImport === c.delivered + c.skipped + c.failed
+  );
+}
+
+/** JSON Lines, one record a line, written with backpressure; `close` waits for the disk. */
+export class StatusLog {
+  private constructor(private readonly out: WriteStream | null) {}
+
+  static async open(path: string | undefined): Promise<StatusLog> {
+    if (!path) return new StatusLog(null);
+    try {
+      await mkdir(dirname(path), { recursive: true });
+      const out = createWriteStream(path, { flags: 'a' });
+      await once(out, 'open');
+      return new StatusLog(out);
+    } catch (err) {
+      throw new PivotArchiveError(ErrorCode.CONFIG, `cannot open status log ${path}: ${errorMessage(err)}`);
+    }
+  }
+
+  async write(record: OutcomeRecord | NoteRecord | RunSummary): Promise<void> {
+    if (this.out && !this.out.write(JSON.stringify(record) + '\n')) await once(this.out, 'drain');
+  }
+
+  async close(): Promise<void> {
+    if (!this.out) return;
+    this.out.end();
+    await once(this.out, 'finish');
+  }
+}

@@ -1,0 +1,133 @@
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import semver from 'semver';
+import { ErrorCode, PivotArchiveError, RejectReason, errorMessage } from '../../errors.js';
+import type { Item } from '../../model.js';
+
+/** Version of the plugin API this host implements; plugins name the range they accept. */
+export const HOST_API_VERSION = '1.0.0';
+
+/** What a plugin's transform may see of the run besides the item. */
+export interface PluginContext {
+  readonly exportId: string;
+  readonly tenant: string;
+  /** Log a message under the plugin's name (goes to the run's log, never to mail). */
+  log(message: string): void;
+}
+
+/** Returned by a transform to drop an item on purpose; the reason is recorded. */
+export interface PluginDrop {
+  readonly drop: string;
+}
+
+/**
+ * A transform returns the item (changed or not), several items (a split: each needs its own
+ * id), or `drop(reason)`. It may be async. A throw rejects that item only.
+ */
+export type PluginResult = Item | Item[] | PluginDrop;
+
+export interface PivotPlugin {
+  /** Unique name; it appears in reasons such as `plugin:<name>`. */
+  name: string;
+  /** The plugin's own version, for logs. */
+  version?: string;
+  /** semver range of HOST_API_VERSION the plugin works with, e.g. "^1.0.0". */
+  hostApi: string;
+  transform(item: Item, context: PluginContext): PluginResult | Promise<PluginResult>;
+}
+
+export function drop(reason: string): PluginDrop {
+  return { drop: reason };
+}
+
+/** Identity helper so plugin authors get type checking: `export default definePlugin({...})`. */
+export function definePlugin(plugin: PivotPlugin): PivotPlugin {
+  return plugin;
+}
+
+export type PluginOutcome =
+  | { items: Item[] }
+  | { rejected: { reason: string; detail: string } };
+
+/**
+ * The ordered set of plugins of a run. Tests build it empty; `register` checks the name,
+ * the shape and the host API range before anything runs.
+ */
+export class PluginRegistry {
+  private readonly plugins: PivotPlugin[] = [];
+
+  get names(): string[] {
+    return this.plugins.map((p) => p.name);
+  }
+
+  register(candidate: unknown, origin = 'plugin'): PivotPlugin {
+    const plugin = candidate as PivotPlugin;
+    if (plugin === null || typeof plugin !== 'object') {
+      throw new PivotArchiveError(ErrorCode.PLUGIN_INVALID, `${origin}: does not export a plugin object`);
+    }
+    if (typeof plugin.name !== 'string' || !/^[A-Za-z0-9@/._-]{1,100}$/.test(plugin.name)) {
+      throw new PivotArchiveError(ErrorCode.PLUGIN_INVALID, `${origin}: plugin needs a name of letters, digits and @/._-`);
+    }
+    if (typeof plugin.transform !== 'function') {
+      throw new PivotArchiveError(ErrorCode.PLUGIN_INVALID, `${origin}: plugin ${plugin.name} has no transform function`);
+    }
+    if (typeof plugin.hostApi !== 'string' || semver.validRange(plugin.hostApi) === null) {
+      throw new PivotArchiveError(ErrorCode.PLUGIN_INVALID, `${origin}: plugin ${plugin.name} needs a semver range in hostApi`);
+    }
+    if (!semver.satisfies(HOST_API_VERSION, plugin.hostApi)) {
+      throw new PivotArchiveError(
+        ErrorCode.PLUGIN_VERSION,
+        `${origin}: plugin ${plugin.name} wants host API ${plugin.hostApi}; this is ${HOST_API_VERSION}`,
+      );
+    }
+    if (this.plugins.some((p) => p.name === plugin.name)) {
+      throw new PivotArchiveError(ErrorCode.PLUGIN_DUPLICATE, `${origin}: a plugin named ${plugin.name} is already registered`);
+    }
+    this.plugins.push(plugin);
+    return plugin;
+  }
+
+  /** Runs the item through every plugin in order; never throws. */
+  async apply(item: Item, context: Omit<PluginContext, 'log'>, log: (plugin: string, message: string) => void): Promise<PluginOutcome> {
+    let items = [item];
+    for (const plugin of this.plugins) {
+      const next: Item[] = [];
+      const pluginContext: PluginContext = { ...context, log: (message) => log(plugin.name, message) };
+      for (const current of items) {
+        let result: PluginResult;
+        try {
+          result = await plugin.transform(current, pluginContext);
+        } catch (err) {
+          return { rejected: { reason: `${RejectReason.PLUGIN_ERROR}:${plugin.name}`, detail: `plugin ${plugin.name} failed on item ${current.id}: ${errorMessage(err)}` } };
+        }
+        if (result !== null && typeof result === 'object' && 'drop' in result && typeof result.drop === 'string') {
+          return { rejected: { reason: `${RejectReason.PLUGIN_DROP}:${plugin.name}`, detail: `plugin ${plugin.name} dropped item ${current.id}: ${result.drop}` } };
+        }
+        const produced = Array.isArray(result) ? result : [result];
+        const broken = produced.find((p) => p === null || typeof p !== 'object' || typeof (p as Item).id !== 'string' || (p as Item).id === '');
+        if (produced.length === 0 || broken !== undefined) {
+          return { rejected: { reason: `${RejectReason.PLUGIN_ERROR}:${plugin.name}`, detail: `plugin ${plugin.name} returned no usable item for ${current.id} (use drop(reason) to drop)` } };
+        }
+        next.push(...(produced as Item[]));
+      }
+      items = next;
+    }
+    const ids = new Set(items.map((i) => i.id));
+    if (ids.size !== items.length) {
+      return { rejected: { reason: RejectReason.PLUGIN_ERROR, detail: `plugins split item ${item.id} into items that share an id` } };
+    }
+    return { items };
+  }
+}
+
+/** Loads a plugin module from a path (relative to `cwd`) or a package name. */
+export async function loadPlugin(specifier: string, cwd: string): Promise<unknown> {
+  const isPath = specifier.startsWith('.') || isAbsolute(specifier);
+  const target = isPath ? pathToFileURL(resolve(cwd, specifier)).href : specifier;
+  try {
+    const module = (await import(target)) as { default?: unknown; plugin?: unknown };
+    return module.default ?? module.plugin;
+  } catch (err) {
+    throw new PivotArchiveError(ErrorCode.PLUGIN_LOAD, `cannot load plugin ${specifier}: ${errorMessage(err)}`, { cause: err });
+  }
+}
