@@ -41,12 +41,19 @@ export function headerSafe(value: string): string {
 
 const PLAIN_HEADER_TEXT = /^[\x20-\x7e]*$/;
 
-/** An unstructured header value: kept readable when it is plain ASCII, else RFC 2047 words. */
-function unstructured(value: string): string {
-  const clean = headerSafe(value);
+/**
+ * A header value that decodes to exactly `value`: kept as it is when it is short-worded
+ * printable ASCII, else RFC 2047 words, which carry any character (even CR/LF) encoded.
+ */
+function exactText(value: string): string {
   const plain =
-    PLAIN_HEADER_TEXT.test(clean) && !clean.includes('=?') && clean.split(' ').every((word) => word.length <= 70);
-  return plain ? clean : libmime.encodeWord(clean, 'Q', 52);
+    PLAIN_HEADER_TEXT.test(value) && !value.includes('=?') && value.split(' ').every((word) => word.length <= 70);
+  return plain ? value : libmime.encodeWord(value, 'Q', 52);
+}
+
+/** Display text (subject, plugin headers): control characters folded to spaces first. */
+function unstructured(value: string): string {
+  return exactText(headerSafe(value));
 }
 
 const ASCII_EMAIL = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
@@ -229,9 +236,9 @@ export function buildMessage(item: Item, context: MimeContext, attachments: Load
   if (parent !== undefined) head += header('In-Reply-To', messageIdFor(context.tenant, parent));
   head +=
     header('References', references.join(' ')) +
-    header('X-Pivot-Item-Id', unstructured(item.id)) +
-    header('X-Pivot-Conversation-Id', unstructured(item.conversation.id)) +
-    header('X-Pivot-Export-Id', unstructured(context.exportId)) +
+    header('X-Pivot-Item-Id', exactText(item.id)) +
+    header('X-Pivot-Conversation-Id', exactText(item.conversation.id)) +
+    header('X-Pivot-Export-Id', exactText(context.exportId)) +
     header('X-Pivot-Event-Type', item.type);
   for (const [name, value] of Object.entries(item.headers).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (!/^X-[A-Za-z0-9-]{1,60}$/.test(name) || BUILT_IN_HEADERS.has(name.toLowerCase())) continue;

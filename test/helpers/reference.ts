@@ -1,0 +1,51 @@
+// An independent, deliberately naive reading of the spec: whole-file JSON, sort everything by
+// time. End-to-end tests compare the tool's output with what this computes.
+
+interface Ev {
+  id?: string;
+  conversationId?: string;
+  type?: string;
+  sentAt?: string;
+  senderId?: string;
+  memberId?: string;
+}
+
+export function expectedPairs(
+  users: { id: string; email?: string | null }[],
+  conversations: { id: string; members: string[] }[],
+  files: unknown[][],
+  options: { domains?: string[]; excluded?: Set<string> } = {},
+): string[] {
+  const emailOf = new Map(users.map((u) => [u.id, u.email]));
+  const events: { ev: Ev; order: number }[] = [];
+  files.forEach((file, f) => file.forEach((ev, i) => events.push({ ev: ev as Ev, order: f * 1e9 + i })));
+  const time = (e: Ev) => Date.parse(e.sentAt ?? '');
+  const out: string[] = [];
+  for (const { ev, order } of events) {
+    if (!ev.id || !ev.sentAt || !ev.type || Number.isNaN(time(ev)) || options.excluded?.has(ev.id)) continue;
+    const conversation = conversations.find((c) => c.id === ev.conversationId);
+    if (!conversation || !emailOf.has(ev.senderId!)) continue;
+    const members = new Set(conversation.members);
+    const earlier = events
+      .filter(({ ev: o }) => o.conversationId === ev.conversationId && (o.type === 'join' || o.type === 'leave'))
+      .filter(({ ev: o, order: oo }) => time(o) < time(ev) || (time(o) === time(ev) && oo < order))
+      .sort((a, b) => time(a.ev) - time(b.ev) || a.order - b.order);
+    for (const { ev: o } of earlier) {
+      const who = o.memberId ?? o.senderId!;
+      if (o.type === 'join') members.add(who);
+      else members.delete(who);
+    }
+    members.add(ev.senderId!);
+    if (ev.type === 'join' || ev.type === 'leave') members.add(ev.memberId ?? ev.senderId!);
+    const mailboxes = new Set<string>();
+    for (const id of members) {
+      const email = emailOf.get(id);
+      if (typeof email !== 'string' || !/^[^@\s]+@[^@\s]+\.[a-z]+$/i.test(email)) continue;
+      const mailbox = email.toLowerCase();
+      if (options.domains && !options.domains.includes(mailbox.split('@')[1]!)) continue;
+      mailboxes.add(mailbox);
+    }
+    for (const mailbox of mailboxes) out.push(`${mailbox} ${ev.id}`);
+  }
+  return out.sort();
+}

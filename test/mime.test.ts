@@ -1,0 +1,182 @@
+import test from 'ava';
+import libmime from 'libmime';
+import { simpleParser } from 'mailparser';
+import type { Item, User } from '../src/model.js';
+import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
+
+const jane: User = { id: 'u_1', displayName: 'Jane Doe', email: 'jane.doe@acme.example' };
+const omar: User = { id: 'u_2', displayName: 'Omar Haddad', email: 'omar@acme.example' };
+const context = { tenant: 'acme', exportId: 'acme-2026-11-23' };
+
+function item(overrides: Partial<Item> = {}): Item {
+  const base: Item = {
+    id: 'm_1001',
+    type: 'message',
+    sentAt: '2026-11-23T14:03:22.123Z',
+    conversation: { id: 'c_456', type: 'room', name: 'Rates desk EMEA', members: ['u_1', 'u_2'] },
+    sender: jane,
+    text: 'Can you show 5y at 3.42?',
+    attachments: [],
+    participants: [jane, omar],
+    headers: {},
+    raw: {},
+    position: { file: 0, index: 0 },
+  };
+  return { ...base, ...overrides };
+}
+
+function headerLines(message: Buffer): string[] {
+  const text = message.toString('utf8');
+  return text.slice(0, text.indexOf('\r\n\r\n')).split('\r\n');
+}
+
+function assertLineLengths(t: import('ava').ExecutionContext, message: Buffer): void {
+  for (const line of message.toString('binary').split('\r\n')) t.true(line.length <= 998, `line of ${line.length} octets`);
+  t.false(/[^\r]\n|\r(?!\n)/.test(message.toString('binary')), 'bare CR or LF');
+}
+
+test('a message has the headers the spec asks for, read back by mailparser', async (t) => {
+  const message = buildMessage(item({ replyToId: 'm_0999' }), context, []);
+  const mail = await simpleParser(message);
+  t.is(mail.from?.value[0]?.address, 'jane.doe@acme.example');
+  t.is(mail.from?.value[0]?.name, 'Jane Doe');
+  t.deepEqual((Array.isArray(mail.to) ? mail.to : [mail.to]).flatMap((a) => a!.value.map((v) => v.address)), ['omar@acme.example']);
+  t.is(mail.subject, 'Rates desk EMEA');
+  t.is(mail.date?.toISOString(), '2026-11-23T14:03:22.000Z');
+  t.is(mail.messageId, messageIdFor('acme', 'm_1001'));
+  t.is(mail.inReplyTo, messageIdFor('acme', 'm_0999'));
+  t.true(String(mail.references).includes(messageIdFor('acme', 'm_0999')));
+  t.is(mail.headers.get('x-pivot-item-id'), 'm_1001');
+  t.is(mail.headers.get('x-pivot-conversation-id'), 'c_456');
+  t.is(mail.headers.get('x-pivot-export-id'), 'acme-2026-11-23');
+  t.is(mail.headers.get('x-pivot-event-type'), 'message');
+  t.is(mail.text?.trim(), 'Can you show 5y at 3.42?');
+});
+
+test('the Message-ID depends on tenant and event id, not on the export id', (t) => {
+  const a = buildMessage(item(), context, []);
+  const b = buildMessage(item(), { ...context, exportId: 'acme-redelivered' }, []);
+  const id = (m: Buffer) => /Message-ID:\s*(<[^>]+>)/.exec(m.toString())![1];
+  t.is(id(a), id(b));
+  t.not(messageIdFor('acme', 'm_1'), messageIdFor('other', 'm_1'));
+});
+
+test('the same item yields byte-identical messages', (t) => {
+  const attachment = { ref: { id: 'a_1', fileName: 'x.pdf', contentType: 'application/pdf' }, bytes: Buffer.from('%PDF-1.4') };
+  const one = buildMessage(item({ html: '<p>hi</p>', attachments: [attachment.ref] }), context, [attachment]);
+  const two = buildMessage(item({ html: '<p>hi</p>', attachments: [attachment.ref] }), context, [attachment]);
+  t.true(one.equals(two));
+});
+
+test('CR/LF and control characters in names, subject and ids never create or break a header', async (t) => {
+  const eve: User = { id: 'u_eve', displayName: 'Eve\r\nBcc: victim@evil.example\r\n\r\nbody', email: 'eve@acme.example' };
+  const message = buildMessage(
+    item({
+      id: 'm_\r\nX-Injected: 1',
+      sender: eve,
+      participants: [eve, { ...omar, displayName: 'Omar\u0000"<x>", Haddad' }],
+      conversation: { id: 'c\n1', type: 'room', name: 'Desk\r\nSubject: fake', members: [] },
+      text: 'hello\r\nBcc: nobody@evil.example',
+    }),
+    context,
+    [],
+  );
+  const lines = headerLines(message);
+  t.false(lines.some((l) => /^(Bcc|X-Injected|Subject: fake)/i.test(l)));
+  t.is(lines.filter((l) => /^Subject:/.test(l)).length, 1);
+  const mail = await simpleParser(message);
+  t.is(mail.bcc, undefined);
+  t.is(mail.from?.value[0]?.address, 'eve@acme.example');
+  t.is(mail.subject, 'Desk Subject: fake');
+  // mailparser leaves unknown headers RFC 2047-encoded; any RFC 2047 decoder gives the id back exactly.
+  t.is(libmime.decodeWords(String(mail.headers.get('x-pivot-item-id'))), 'm_\r\nX-Injected: 1');
+  t.is(libmime.decodeWords(String(mail.headers.get('x-pivot-conversation-id'))), 'c\n1');
+  t.is((Array.isArray(mail.to) ? mail.to[0] : mail.to)?.value[0]?.address, 'omar@acme.example');
+  t.true(mail.text?.includes('Bcc: nobody@evil.example'), 'the body keeps its text');
+  assertLineLengths(t, message);
+});
+
+test('non-ASCII, emoji and right-to-left names and subjects round-trip as RFC 2047 words', async (t) => {
+  const zoe: User = { id: 'u_z', displayName: 'Zoë Ødegård 😀 مرحبا', email: 'zoe@acme.example' };
+  const message = buildMessage(
+    item({ sender: zoe, participants: [zoe, jane], conversation: { id: 'c', type: 'group', name: 'Ставки \u202Eevil 📈', members: [] } }),
+    context,
+    [],
+  );
+  t.true(/^[\x00-\x7f]*$/.test(message.toString('binary').split('\r\n\r\n')[0]!), 'headers are 7-bit');
+  const mail = await simpleParser(message);
+  t.is(mail.from?.value[0]?.name, 'Zoë Ødegård 😀 مرحبا');
+  t.is(mail.subject, 'Ставки \u202Eevil 📈');
+});
+
+test('a 120 KB line, NUL and emoji in the body keep every line within 998 octets', async (t) => {
+  const text = `start ${'x'.repeat(120_000)} 😀 \u0000 end`;
+  const message = buildMessage(item({ text, html: `<p>${'y'.repeat(120_000)}</p>` }), context, []);
+  assertLineLengths(t, message);
+  const mail = await simpleParser(message);
+  t.is(mail.text, text);
+  t.true(mail.html && mail.html.includes('y'.repeat(120_000)));
+});
+
+test('a very long subject without spaces is folded within the line limit', async (t) => {
+  const name = 'z'.repeat(5000);
+  const message = buildMessage(item({ conversation: { id: 'c', type: 'room', name, members: [] } }), context, []);
+  assertLineLengths(t, message);
+  t.is((await simpleParser(message)).subject, name);
+});
+
+test('html makes multipart/alternative; attachments are base64 with RFC 2231 names', async (t) => {
+  const bytes = Buffer.from(Array.from({ length: 3000 }, (_, i) => i % 256));
+  const ref = { id: 'a_77', fileName: 'tërm shëet "Q4"\r\n.pdf', contentType: 'application/pdf' };
+  const message = buildMessage(item({ html: '<p>Can you show <b>5y</b>?</p>', attachments: [ref] }), context, [{ ref, bytes }]);
+  const text = message.toString();
+  t.regex(text, /Content-Type: multipart\/mixed/);
+  t.regex(text, /Content-Type: multipart\/alternative/);
+  t.regex(text, /filename\*0\*=utf-8''/);
+  assertLineLengths(t, message);
+  const mail = await simpleParser(message);
+  t.is(mail.html, '<p>Can you show <b>5y</b>?</p>');
+  t.is(mail.attachments.length, 1);
+  t.is(mail.attachments[0]!.filename, 'tërm shëet "Q4" .pdf');
+  t.is(mail.attachments[0]!.contentType, 'application/pdf');
+  t.true(mail.attachments[0]!.content.equals(bytes));
+});
+
+test('a missing attachment is noted in the body and the item still has its text', async (t) => {
+  const ref = { id: 'a_gone', fileName: 'gone.pdf' };
+  const mail = await simpleParser(buildMessage(item({ attachments: [ref] }), context, [{ ref, missing: 'its bytes are not in the export archive' }]));
+  t.is(mail.attachments.length, 0);
+  t.regex(mail.text ?? '', /Attachment "gone.pdf" \(a_gone\) is not included: its bytes are not in the export archive/);
+  t.regex(mail.text ?? '', /Can you show/);
+});
+
+test('edits and deletes reference their target; join and leave are short notices', async (t) => {
+  const edit = await simpleParser(buildMessage(item({ id: 'm_2', type: 'edit', targetId: 'm_1001', text: 'new text' }), context, []));
+  t.is(edit.inReplyTo, messageIdFor('acme', 'm_1001'));
+  t.regex(edit.text ?? '', /edited message m_1001[\s\S]*new text/);
+  t.is(edit.headers.get('x-pivot-event-type'), 'edit');
+  const del = await simpleParser(buildMessage(item({ id: 'm_3', type: 'delete', targetId: 'm_1001', text: undefined }), context, []));
+  t.is(del.inReplyTo, messageIdFor('acme', 'm_1001'));
+  t.regex(del.text ?? '', /deleted message m_1001/);
+  const join = await simpleParser(buildMessage(item({ id: 'm_4', type: 'join', member: omar, text: undefined }), context, []));
+  t.regex(join.text ?? '', /Omar Haddad joined the conversation\. \(by Jane Doe\)/);
+});
+
+test('a direct chat without a name takes the participants as its subject; a user without email still appears by name', async (t) => {
+  const ghost: User = { id: 'u_ghost', displayName: 'Ghost', email: 'not an address' };
+  const mail = await simpleParser(
+    buildMessage(item({ sender: ghost, participants: [ghost, jane], conversation: { id: 'c', type: 'direct', name: null, members: [] } }), context, []),
+  );
+  t.is(mail.subject, 'Ghost, Jane Doe');
+  t.is(mail.from?.value[0]?.name, 'Ghost');
+  t.regex(mail.from?.value[0]?.address ?? '', /@pivot-archive\.invalid$/);
+});
+
+test('plugin headers are added when they are X- headers, and cannot replace the built-in ones', async (t) => {
+  const mail = await simpleParser(
+    buildMessage(item({ headers: { 'X-Desk': 'Rates\r\nBcc: x@y.z', 'X-Pivot-Item-Id': 'forged', Bcc: 'x@evil.example' } }), context, []),
+  );
+  t.is(mail.headers.get('x-desk'), 'Rates Bcc: x@y.z');
+  t.is(mail.headers.get('x-pivot-item-id'), 'm_1001');
+  t.is(mail.bcc, undefined);
+});
