@@ -20,7 +20,8 @@ export interface ZipLimits {
   maxRatio: number;
 }
 
-export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxRatio: 1000 };
+// Chat JSON deflates about 5-20:1; deflate cannot pass about 1032:1, which zero-filled bombs approach.
+export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxRatio: 200 };
 
 /** Entry names that must never be trusted: absolute, `..`, backslash, NUL or control characters. */
 export function isHostileEntryName(name: string): boolean {

@@ -1,0 +1,177 @@
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../src/errors.js';
+import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
+import { isHostileEntryName } from '../src/sources/pivot-zip/zip-reader.js';
+import { MANIFEST, writeArchive, type Fixture } from './helpers/archive.js';
+import { tempDir } from './helpers/tmp.js';
+
+const users = [
+  { id: 'u_1', displayName: 'Jane', email: 'jane@acme.example' },
+  { id: 'u_2', displayName: 'Omar', email: 'omar@acme.example' },
+];
+const conversations = [{ id: 'c_1', type: 'direct', name: null, members: ['u_1', 'u_2'] }];
+const events = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => ({
+    id: `${prefix}${i}`,
+    conversationId: 'c_1',
+    type: 'message',
+    sentAt: new Date(Date.parse('2026-11-23T08:00:00Z') + i * 1000).toISOString(),
+    senderId: i % 2 ? 'u_1' : 'u_2',
+    text: `message ${i} 0123456789`,
+  }));
+const fixture: Fixture = { users, conversations, messages: { 'b.json': events('b', 50), 'a.json': events('a', 50) } };
+
+async function readAll(archive: PivotExportArchive): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const { raw } of archive.events()) ids.push(String(raw.id));
+  return ids;
+}
+
+async function expectArchiveError(t: import('ava').ExecutionContext, path: string, code: ErrorCodeValue, pattern?: RegExp) {
+  const err = await t.throwsAsync(PivotExportArchive.open({ path }), { instanceOf: PivotArchiveError });
+  t.is((err as PivotArchiveError).code, code, err?.message);
+  if (pattern) t.regex(err!.message, pattern);
+}
+
+const expectedOrder = [...events('a', 50), ...events('b', 50)].map((e) => e.id);
+
+test('reads an archive made by archiver (streamed, data descriptors), files in name order', async (t) => {
+  const path = await writeArchive(join(await tempDir(t), 'x.zip'), fixture);
+  const archive = await PivotExportArchive.open({ path });
+  t.is(archive.manifest.exportId, MANIFEST.exportId);
+  t.is(archive.eventCount, 100);
+  t.deepEqual(await readAll(archive), expectedOrder);
+});
+
+test('reads a ZIP64 archive made by archiver, and a STORE one', async (t) => {
+  const dir = await tempDir(t);
+  for (const options of [{ zip64: true }, { store: true }]) {
+    const archive = await PivotExportArchive.open({ path: await writeArchive(join(dir, `${Object.keys(options)[0]}.zip`), fixture, options) });
+    t.deepEqual(await readAll(archive), expectedOrder);
+  }
+});
+
+function pipeZip(entries: Record<string, string | Buffer>, zip64: boolean): Buffer {
+  const script = fileURLToPath(new URL('../../test/fixtures/pipe_zip.py', import.meta.url));
+  const input = JSON.stringify(Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, Buffer.from(v).toString('base64')])));
+  return execFileSync('python3', [script, ...(zip64 ? ['zip64'] : [])], { input, maxBuffer: 1 << 30 });
+}
+
+function fixtureEntries(): Record<string, string> {
+  return {
+    'messages/b.json': JSON.stringify(events('b', 50)),
+    'manifest.json': JSON.stringify(MANIFEST),
+    'users.json': JSON.stringify(users),
+    'conversations.json': JSON.stringify(conversations),
+    'messages/a.json': JSON.stringify(events('a', 50)),
+  };
+}
+
+test('reads archives written through a pipe by another zip writer (data descriptors, with and without ZIP64)', async (t) => {
+  const dir = await tempDir(t);
+  for (const zip64 of [false, true]) {
+    const bytes = pipeZip(fixtureEntries(), zip64);
+    // A data descriptor signature follows the entry data when the writer could not seek back.
+    t.true(bytes.includes(Buffer.from([0x50, 0x4b, 0x07, 0x08])));
+    if (zip64) t.is(bytes.readUInt16LE(4), 45, 'the first local header needs ZIP64 (version 4.5)');
+    const path = join(dir, `pipe-${zip64}.zip`);
+    await writeFile(path, bytes);
+    t.deepEqual(await readAll(await PivotExportArchive.open({ path })), expectedOrder);
+  }
+});
+
+test('a truncated archive fails with a clear error, and does not hang', async (t) => {
+  t.timeout(20_000);
+  const dir = await tempDir(t);
+  const whole = await readFile(await writeArchive(join(dir, 'x.zip'), fixture));
+  for (const keep of [whole.length - 10, Math.floor(whole.length / 2), 100]) {
+    const path = join(dir, `cut-${keep}.zip`);
+    await writeFile(path, whole.subarray(0, keep));
+    await expectArchiveError(t, path, ErrorCode.ARCHIVE_UNREADABLE, /not a readable zip archive/);
+  }
+});
+
+test('a corrupted byte inside a messages file fails the CRC check when the archive is opened', async (t) => {
+  const dir = await tempDir(t);
+  const bytes = await readFile(await writeArchive(join(dir, 'x.zip'), fixture, { store: true }));
+  const at = bytes.indexOf('message 7 0123456789');
+  bytes[at + 8] = '8'.charCodeAt(0); // still valid JSON: only the CRC can tell
+  const path = join(dir, 'bad.zip');
+  await writeFile(path, bytes);
+  await expectArchiveError(t, path, ErrorCode.ARCHIVE_CORRUPT, /CRC-32/);
+});
+
+test('a zip bomb entry is refused by its compression ratio', async (t) => {
+  const path = await writeArchive(join(await tempDir(t), 'bomb.zip'), { ...fixture, attachments: { a_zero: Buffer.alloc(64 * 1024 * 1024) } });
+  await expectArchiveError(t, path, ErrorCode.ARCHIVE_HOSTILE, /attachments\/a_zero.*zip bomb/);
+});
+
+test('an entry that inflates past the size its central directory declares is cut off', async (t) => {
+  const dir = await tempDir(t);
+  const bytes = await readFile(await writeArchive(join(dir, 'x.zip'), fixture));
+  // Lower the declared uncompressed size of messages/a.json in the central directory.
+  const name = Buffer.from('messages/a.json');
+  let header = -1;
+  for (let i = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02])); i >= 0; i = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]), i + 4)) {
+    if (bytes.subarray(i + 46, i + 46 + name.length).equals(name)) header = i;
+  }
+  t.true(header > 0);
+  bytes.writeUInt32LE(100, header + 24);
+  const path = join(dir, 'liar.zip');
+  await writeFile(path, bytes);
+  await expectArchiveError(t, path, ErrorCode.ARCHIVE_CORRUPT, /inflates past its declared 100 bytes/);
+});
+
+test('overlapping entries are refused', async (t) => {
+  const dir = await tempDir(t);
+  const bytes = await readFile(await writeArchive(join(dir, 'x.zip'), { ...fixture, attachments: { a_1: Buffer.from('one'), a_2: Buffer.from('two') } }, { store: true }));
+  const central = (name: string) => {
+    for (let i = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02])); i >= 0; i = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]), i + 4)) {
+      if (bytes.subarray(i + 46, i + 46 + name.length).toString() === name) return i;
+    }
+    throw new Error(name);
+  };
+  // Point attachments/a_2 at the local header of messages/a.json.
+  bytes.writeUInt32LE(bytes.readUInt32LE(central('messages/a.json') + 42), central('attachments/a_2') + 42);
+  const path = join(dir, 'overlap.zip');
+  await writeFile(path, bytes);
+  await expectArchiveError(t, path, ErrorCode.ARCHIVE_HOSTILE, /overlaps/);
+});
+
+test('zip-slip and other hostile entry names are set aside, never read as archive content', async (t) => {
+  const hostile = ['../evil.json', '/etc/passwd', 'messages\\c.json', 'messages/../../x.json', 'attachments/\u0001a', 'attachments/\u0000a'];
+  // Python's zipfile cuts names at NUL: write a placeholder of the same length and patch it in.
+  const entries: Record<string, string> = { ...fixtureEntries() };
+  for (const name of hostile) entries[name.replace('\u0000', 'Z')] = '[]';
+  const bytes = pipeZip(entries, false);
+  const placeholder = Buffer.from('attachments/Za');
+  for (let i = bytes.indexOf(placeholder); i >= 0; i = bytes.indexOf(placeholder, i + 1)) bytes[i + 12] = 0;
+  const path = join(await tempDir(t), 'slip.zip');
+  await writeFile(path, bytes);
+  const archive = await PivotExportArchive.open({ path });
+  t.deepEqual([...archive.hostileEntryNames].sort(), [...hostile].sort());
+  t.is(archive.messageFiles.length, 2);
+  t.deepEqual(await readAll(archive), expectedOrder);
+  for (const name of hostile) t.true(isHostileEntryName(name), name);
+  for (const name of ['messages/a.json', 'attachments/a_77', 'messages/..json']) t.false(isHostileEntryName(name), name);
+});
+
+test('a missing required entry, an unknown version or a bad messages file fails the archive', async (t) => {
+  const dir = await tempDir(t);
+  for (const missing of ['manifest', 'users', 'conversations'] as const) {
+    const path = await writeArchive(join(dir, `no-${missing}.zip`), { ...fixture, [missing]: null });
+    await expectArchiveError(t, path, ErrorCode.ARCHIVE_MISSING_ENTRY, new RegExp(`${missing}.json is missing`));
+  }
+  await expectArchiveError(t, await writeArchive(join(dir, 'v2.zip'), { ...fixture, manifest: { ...MANIFEST, version: 2 } }), ErrorCode.ARCHIVE_VERSION, /version 2/);
+  await expectArchiveError(t, await writeArchive(join(dir, 'nomsg.zip'), { ...fixture, messages: {} }), ErrorCode.ARCHIVE_MISSING_ENTRY, /messages/);
+  const notArray = await writeArchive(join(dir, 'obj.zip'), { ...fixture, extra: { 'messages/c.json': '{"id":1}' } });
+  await expectArchiveError(t, notArray, ErrorCode.ARCHIVE_CONTENT, /messages\/c.json is not a JSON array/);
+  const broken = await writeArchive(join(dir, 'broken.zip'), { ...fixture, extra: { 'messages/c.json': '[{"id":"x"},' } });
+  await expectArchiveError(t, broken, ErrorCode.ARCHIVE_CONTENT, /messages\/c.json/);
+  const noWindow = await writeArchive(join(dir, 'nowin.zip'), { ...fixture, manifest: { ...MANIFEST, windowStart: 'yesterday' } });
+  await expectArchiveError(t, noWindow, ErrorCode.ARCHIVE_CONTENT, /windowStart/);
+});
