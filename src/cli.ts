@@ -8,11 +8,13 @@ import { generateSample } from './sample/generate.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error.`;
 
-async function runCommand(argv: Record<string, unknown>): Promise<number> {
+async function runCommand(argv: Record<string, unknown>, args: string[]): Promise<number> {
+  // yargs hands a lone "-" positional over as "": put the stdin marker back.
+  const archive = argv.archive === '' && args.includes('-') ? '-' : argv.archive;
   const fromFile = argv.config ? await readConfigFile(String(argv.config)) : {};
   const fromFlags = validateConfig(
     {
-      archive: argv.archive,
+      archive,
       sample: argv.sample,
       sink: argv.sink,
       statusLog: argv['status-log'],
@@ -79,9 +81,10 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('json', { type: 'boolean', describe: 'JSON log lines on stderr and a JSON summary on stdout' })
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
           .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')
-          .example('$0 run --sample --sink maildir:./out', ''),
+          .example('$0 run --sample --sink maildir:./out', '')
+          .epilog(EXAMPLES),
       async (argv) => {
-        exitCode = await runCommand(argv as Record<string, unknown>);
+        exitCode = await runCommand(argv as Record<string, unknown>, args);
       },
     )
     .command(

@@ -1,0 +1,66 @@
+import test from 'ava';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCode } from '../src/errors.js';
+import { MembershipTimeline } from '../src/transforms/participants/index.js';
+import { parseDomain, readUserMap, targetMailboxes, type FanOutConfig } from '../src/transforms/fan-out/index.js';
+import { tempDir } from './helpers/tmp.js';
+
+const at = (hh: number, file = 0, index = 0) => ({ time: Date.parse(`2026-11-23T${String(hh).padStart(2, '0')}:00:00Z`), file, index });
+
+test('members over time: windowStart members with earlier join/leave applied', (t) => {
+  const timeline = new MembershipTimeline(() => ['a', 'b']);
+  timeline.record('c', at(10), 'x', true);
+  timeline.record('c', at(12), 'a', false);
+  t.deepEqual([...timeline.membersAt('c', at(9))].sort(), ['a', 'b']);
+  t.deepEqual([...timeline.membersAt('c', at(11))].sort(), ['a', 'b', 'x']);
+  t.deepEqual([...timeline.membersAt('c', at(13))].sort(), ['b', 'x']);
+  // An earlier event read later (another messages file) still sees the membership of its time.
+  t.deepEqual([...timeline.membersAt('c', at(9, 3, 0))].sort(), ['a', 'b']);
+  t.deepEqual([...timeline.membersAt('other', at(13))], ['a', 'b']);
+});
+
+test('members over time: a join recorded after the events it precedes still counts (collected in a first pass)', (t) => {
+  const timeline = new MembershipTimeline(() => ['a']);
+  timeline.membersAt('c', at(8));
+  timeline.record('c', at(9, 2, 5), 'late', true);
+  t.true(timeline.membersAt('c', at(10, 0, 1)).has('late'));
+  t.false(timeline.membersAt('c', at(9, 2, 4)).has('late'), 'same time, earlier position: not yet');
+  t.true(timeline.membersAt('c', at(9, 2, 6)).has('late'));
+});
+
+const config = (over: Partial<FanOutConfig> = {}): FanOutConfig => ({ domains: [], userMap: new Map(), ...over });
+const people = [
+  { id: 'u_1', email: 'Jane.Doe@ACME.example' },
+  { id: 'u_2', email: 'omar@broker.example' },
+  { id: 'u_3', email: null },
+  { id: 'u_4', email: 'not an address' },
+  { id: 'u_5', email: 'jane.doe@acme.example' },
+  { id: 'u_6', email: '../../etc@acme.example' },
+];
+
+test('fan-out: every participant with a valid email, lowercased, each mailbox once', (t) => {
+  t.deepEqual(targetMailboxes(people, config()), ['jane.doe@acme.example', 'omar@broker.example']);
+});
+
+test('fan-out: --domain keeps the organisation only; --user-map overrides; --default-mailbox catches the rest', (t) => {
+  t.deepEqual(targetMailboxes(people, config({ domains: ['acme.example'] })), ['jane.doe@acme.example']);
+  const userMap = new Map([['u_3', 'ghost@acme.example'], ['omar@broker.example', 'omar.h@acme.example']]);
+  t.deepEqual(targetMailboxes(people, config({ domains: ['acme.example'], userMap })), ['ghost@acme.example', 'jane.doe@acme.example', 'omar.h@acme.example']);
+  t.deepEqual(targetMailboxes([people[2]!, people[3]!], config()), []);
+  t.deepEqual(targetMailboxes([people[2]!], config({ defaultMailbox: 'Compliance@acme.example' })), ['compliance@acme.example']);
+});
+
+test('user map CSV: header and comments allowed, a bad line names its line number', async (t) => {
+  const dir = await tempDir(t);
+  const good = join(dir, 'map.csv');
+  await writeFile(good, 'pivot,mailbox\n# comment\nu_3, ghost@acme.example\nOmar@Broker.example,omar.h@acme.example\n');
+  t.deepEqual([...(await readUserMap(good))], [['u_3', 'ghost@acme.example'], ['omar@broker.example', 'omar.h@acme.example']]);
+  const bad = join(dir, 'bad.csv');
+  await writeFile(bad, 'u_1,jane@acme.example\nu_2,not-an-address\n');
+  const err = await t.throwsAsync(readUserMap(bad));
+  t.is((err as { code?: string }).code, ErrorCode.CONFIG);
+  t.regex(err!.message, /bad.csv:2/);
+  t.throws(() => parseDomain('not a domain'), { message: /not a domain name/ });
+  t.is(parseDomain('@ACME.example'), 'acme.example');
+});

@@ -1,0 +1,91 @@
+import test from 'ava';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ErrorCode } from '../src/errors.js';
+import { createSink } from '../src/sinks/index.js';
+import { MaildirSink, maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
+import { delivery, sinkConformance } from './helpers/sink-conformance.js';
+import { readMaildir } from './helpers/maildir.js';
+import { tempDir } from './helpers/tmp.js';
+
+const roots: string[] = [];
+test.after.always(() => Promise.all(roots.map((r) => rm(r, { recursive: true, force: true }))));
+
+sinkConformance({
+  name: 'maildir',
+  async store() {
+    const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
+    roots.push(root);
+    return {
+      create: async () => createSink(`maildir:${root}`, { cwd: '/' }),
+      async read(mailbox) {
+        return (await readMaildir(root)).filter((m) => m.mailbox === mailbox).map((m) => m.raw);
+      },
+    };
+  },
+});
+
+test('maildir: Maildir++ layout with the .INBOX.Pivot folder, seen flag and mtime = sentAt', async (t) => {
+  const root = await tempDir(t);
+  const sink = createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  const d = delivery(3);
+  await sink.write(d);
+  await sink.close();
+  const home = join(root, 'jane@acme.example');
+  for (const sub of ['cur', 'new', 'tmp', '.INBOX.Pivot/cur', '.INBOX.Pivot/new', '.INBOX.Pivot/tmp']) t.true((await stat(join(home, sub))).isDirectory(), sub);
+  t.is(await readFile(join(home, '.INBOX.Pivot', 'maildirfolder'), 'utf8'), '');
+  const files = await readdir(join(home, '.INBOX.Pivot', 'cur'));
+  t.deepEqual(files, [`${maildirBaseName(d)}:2,S`]);
+  t.is((await stat(join(home, '.INBOX.Pivot', 'cur', files[0]!))).mtimeMs, d.internalDate);
+  t.deepEqual(await readdir(join(home, '.INBOX.Pivot', 'tmp')), []);
+});
+
+test('maildir: the folder name is configurable for a Courier-style INBOX. namespace', async (t) => {
+  const root = await tempDir(t);
+  const sink = createSink(`maildir:${root}?folder=.Pivot`, { cwd: '/' });
+  await sink.open();
+  await sink.write(delivery(1));
+  await sink.close();
+  t.is((await readMaildir(root, '.Pivot')).length, 1);
+});
+
+test('maildir: a mailbox address can never produce a path outside the root', async (t) => {
+  const root = join(await tempDir(t), 'root');
+  const sink = createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  for (const mailbox of ['../escape@acme.example', 'a/../../b@acme.example', '.hidden@acme.example', 'x@y/../../z', 'nul\u0000@acme.example', '..']) {
+    const err = await t.throwsAsync(sink.write(delivery(1, mailbox)));
+    t.is((err as { code?: string }).code, ErrorCode.SINK_WRITE, mailbox);
+  }
+  await sink.close();
+  t.deepEqual(await readdir(join(root, '..')), ['root']);
+  t.deepEqual(await readdir(root), []);
+});
+
+test('maildir: a temporary file left by a killed run is replaced, and the message delivered once', async (t) => {
+  const root = await tempDir(t);
+  const d = delivery(5);
+  const tmp = join(root, 'jane@acme.example', '.INBOX.Pivot', 'tmp');
+  await mkdir(tmp, { recursive: true });
+  await writeFile(join(tmp, maildirBaseName(d)), 'half written');
+  const sink = createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  t.is(await sink.write(d), 'delivered');
+  await sink.close();
+  const stored = await readMaildir(root);
+  t.is(stored.length, 1);
+  t.true(stored[0]!.raw.equals(d.message));
+});
+
+test('maildir: the sink spec is validated before any I/O; unknown options are errors', (t) => {
+  t.throws(() => parseMaildirSpec('maildir:/x?folders=.Pivot', '/'), { message: /unknown option "folders"/ });
+  t.throws(() => parseMaildirSpec('maildir:', '/'), { message: /names no folder/ });
+  t.throws(() => parseMaildirSpec('maildir:/x?folder=../up', '/'), { message: /not a Maildir\+\+ folder name/ });
+  t.throws(() => parseMaildirSpec('maildir:/x?concurrency=0', '/'), { message: /concurrency/ });
+  t.throws(() => createSink('ftp://x', { cwd: '/' }), { message: /unknown sink "ftp:\/\/x"/ });
+  const config = parseMaildirSpec('maildir:out?concurrency=4', '/srv');
+  t.deepEqual(config, { root: '/srv/out', folder: '.INBOX.Pivot', concurrency: 4 });
+  t.true(createSink('maildir:out', { cwd: '/srv' }) instanceof MaildirSink);
+});
