@@ -68,7 +68,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
         y
           .positional('archive', { type: 'string', describe: 'export archive (.zip), or - to read it from stdin' })
           .option('sample', { type: 'boolean', describe: 'use the built-in sample archive instead' })
-          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=8]' })
+          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=32]' })
           .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and a final summary to FILE' })
           .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
           .option('config', { type: 'string', describe: 'JSON config file; flags override it' })

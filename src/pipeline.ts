@@ -48,13 +48,12 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   await new Promise<void>((resolve, reject) => {
     _<SourceEvent>(archive.events())
       .map((event) => (seen.events++, validateEvent(archive, event)))
-      .flatMap((x) => _(applyPlugins(x, options, counters)))
+      .through(inOrder(1, (x) => applyPlugins(x, options, counters)))
       .sequence()
-      .flatMap((x) => _(toMessage(x, context, options, counters)))
-      .flatMap((x) => _(fanOut(x, options, counters)))
+      .through(inOrder(1, (x) => toMessage(x, context, options, counters)))
+      .map((x) => fanOut(x, options, counters))
       .sequence()
-      .map((x) => _(record(x, options, counters)))
-      .parallel(sink.maxInFlight)
+      .through(inOrder(sink.maxInFlight, (x) => record(x, options, counters)))
       .stopOnError((err: Error) => reject(err))
       .done(() => resolve());
   });
@@ -78,6 +77,49 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   await options.statusLog.write(summary);
   logger.debug(`run of ${archive.manifest.exportId} finished`);
   return summary;
+}
+
+/**
+ * An async stage with at most `limit` calls in flight, results in input order. One highland
+ * stream per stage, not one per item (`flatMap(x => _(promise))` costs a stream per item).
+ */
+function inOrder<A, B>(limit: number, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
+  return (source) => {
+    const pending: Promise<B>[] = [];
+    return source.consume((err, x, push, next) => {
+      if (err) {
+        push(err);
+        next();
+      } else if (_.isNil(x)) {
+        // Drain what is in flight, in order, then end.
+        Promise.all(pending).then(
+          (results) => {
+            for (const r of results) push(null, r);
+            push(null, _.nil);
+          },
+          (e: Error) => push(e, undefined),
+        );
+      } else {
+        const result = fn(x as A);
+        result.catch(() => undefined); // reported when its turn comes, not as unhandled
+        pending.push(result);
+        if (pending.length < limit) {
+          next();
+          return;
+        }
+        pending.shift()!.then(
+          (r) => {
+            push(null, r);
+            next();
+          },
+          (e: Error) => {
+            push(e);
+            next();
+          },
+        );
+      }
+    });
+  };
 }
 
 async function applyPlugins(x: Flowing<Item>, options: PipelineOptions, counters: Counters): Promise<Flowing<Item>[]> {
@@ -126,7 +168,7 @@ async function toMessage(x: Flowing<Item>, context: MimeContext, options: Pipeli
   return { item: x, message };
 }
 
-async function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Counters): Promise<Flowing<Delivery>[]> {
+function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Counters): Flowing<Delivery>[] {
   if (isRejection(x)) return [x];
   const { item, message } = x;
   const mailboxes = targetMailboxes(item.participants, options.fanOut);

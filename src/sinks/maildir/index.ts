@@ -34,7 +34,7 @@ export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   if (!/^\.[^/\\.\u0000-\u001f][^/\\\u0000-\u001f]*$/.test(folder) || folder.includes('..')) {
     throw bad(`folder ${JSON.stringify(folder)} is not a Maildir++ folder name such as .INBOX.Pivot`);
   }
-  const concurrency = Number(params.get('concurrency') ?? 8);
+  const concurrency = Number(params.get('concurrency') ?? 32);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw bad('concurrency must be a whole number from 1 to 256');
   return { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency };
 }

@@ -73,7 +73,16 @@ export function displayNameOf(user: User): string {
   return name || user.id;
 }
 
+const addresses = new WeakMap<User, string>();
+
+/** `"Name" <address>` of a user; users recur in every item, so the text is made once. */
 function addressOf(user: User): string {
+  let address = addresses.get(user);
+  if (address === undefined) addresses.set(user, (address = formatAddress(user)));
+  return address;
+}
+
+function formatAddress(user: User): string {
   const email = validEmail(user.email);
   const address = email ?? `pivot-user.${digest('user', user.id).slice(0, 16)}@${HEADER_DOMAIN}`;
   const name = typeof user.displayName === 'string' ? headerSafe(user.displayName) : headerSafe(user.id);

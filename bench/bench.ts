@@ -1,0 +1,66 @@
+// npm run bench: generates sample archives and measures each stage in its own process.
+// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir]
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateSample } from '../src/sample/generate.js';
+
+function option(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1]! : fallback;
+}
+
+const sizes = option('events', '100000,1000000').split(',').map(Number);
+const stages = option('stages', 'source,naive-json-parse,mime,maildir').split(',');
+const work = join(tmpdir(), 'pivot-archive-bench');
+await mkdir(work, { recursive: true });
+const stageScript = fileURLToPath(new URL('./stage.js', import.meta.url));
+
+interface Row {
+  stage: string;
+  events: number;
+  deliveries: number;
+  seconds: number;
+  peakRssMB: number;
+}
+
+const rows: { size: number; archiveMB: number; row: Row }[] = [];
+for (const size of sizes) {
+  const archive = join(work, `sample-${size}.zip`);
+  if (!existsSync(archive)) {
+    process.stderr.write(`generating ${archive} ...\n`);
+    await generateSample(archive, { events: size, seed: 42, edgeCases: false, level: 6 });
+  }
+  const archiveMB = (await stat(archive)).size / 1024 / 1024;
+  for (const stage of stages) {
+    const out = join(work, `maildir-${size}`);
+    await rm(out, { recursive: true, force: true });
+    process.stderr.write(`${size} events: ${stage} ...\n`);
+    const line = execFileSync(process.execPath, [stageScript, stage, archive, out], {
+      env: { ...process.env, UV_THREADPOOL_SIZE: '32' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+      maxBuffer: 1 << 20,
+    }).toString();
+    rows.push({ size, archiveMB, row: JSON.parse(line) as Row });
+    await rm(out, { recursive: true, force: true });
+  }
+}
+
+const header = ['events', 'archive MB', 'stage', 'seconds', 'events/s', 'deliveries/s', 'peak RSS MB'];
+const table = rows.map(({ size, archiveMB, row }) => [
+  String(size),
+  archiveMB.toFixed(0),
+  row.stage,
+  row.seconds.toFixed(1),
+  Math.round(row.events / row.seconds).toLocaleString('en'),
+  row.deliveries ? Math.round(row.deliveries / row.seconds).toLocaleString('en') : '-',
+  row.peakRssMB.toFixed(0),
+]);
+const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => r[i]!.length)));
+const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+console.log(line(header));
+console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+for (const r of table) console.log(line(r));

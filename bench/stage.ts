@@ -1,0 +1,67 @@
+// One benchmark stage in its own process, so its peak RSS is its own. Prints one JSON line.
+import { performance } from 'node:perf_hooks';
+import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
+import { readEntryBuffer } from '../src/sources/pivot-zip/zip-reader.js';
+import { runPipeline } from '../src/pipeline.js';
+import { createLogger } from '../src/logger.js';
+import { createSink } from '../src/sinks/index.js';
+import type { Sink } from '../src/sinks/sink.js';
+import { StatusLog } from '../src/status-log.js';
+import { PluginRegistry } from '../src/transforms/plugins/index.js';
+import { RejectsFolder, DEFAULT_MAX_ITEM_SIZE } from '../src/transforms/size-filter/index.js';
+
+const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];
+
+/** Takes every delivery and keeps none: measures the chain up to the sink. */
+const discardSink: Sink = {
+  kind: 'discard',
+  description: 'discard',
+  maxInFlight: 8,
+  open: async () => undefined,
+  write: async () => 'delivered',
+  close: async () => undefined,
+};
+
+async function measure(): Promise<{ events: number; deliveries: number }> {
+  switch (stage) {
+    case 'source': {
+      const archive = await PivotExportArchive.open({ path: archivePath });
+      let events = 0;
+      for await (const _event of archive.events()) events++;
+      return { events, deliveries: 0 };
+    }
+    case 'naive-json-parse': {
+      // The baseline a streaming reader is compared with: each messages file parsed whole.
+      const archive = await PivotExportArchive.open({ path: archivePath });
+      let events = 0;
+      for (const entry of archive.messageFiles) events += (JSON.parse((await readEntryBuffer(entry, 2 ** 31 - 1)).toString('utf8')) as unknown[]).length;
+      return { events, deliveries: 0 };
+    }
+    case 'mime':
+    case 'maildir': {
+      const archive = await PivotExportArchive.open({ path: archivePath });
+      const sink = stage === 'mime' ? discardSink : createSink(`maildir:${out}`, { cwd: process.cwd() });
+      await sink.open();
+      const summary = await runPipeline({
+        archive,
+        sink,
+        plugins: new PluginRegistry(),
+        fanOut: { domains: [], userMap: new Map() },
+        maxItemSize: DEFAULT_MAX_ITEM_SIZE,
+        rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
+        statusLog: await StatusLog.open(undefined),
+        logger: createLogger({ level: 'error', json: false }),
+      });
+      await sink.close();
+      if (!summary.balanced) throw new Error('counters do not add up');
+      return { events: summary.itemsFromSource, deliveries: summary.delivered };
+    }
+    default:
+      throw new Error(`unknown stage ${stage}`);
+  }
+}
+
+const start = performance.now();
+const { events, deliveries } = await measure();
+const seconds = (performance.now() - start) / 1000;
+process.stdout.write(JSON.stringify({ stage, events, deliveries, seconds, peakRssMB: process.resourceUsage().maxRSS / 1024 }) + '\n');
