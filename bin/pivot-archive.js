@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --optimize-for-size
 // Many small Maildir files are written in parallel: give libuv more threads than its default 4,
 // before anything starts the pool.
 process.env.UV_THREADPOOL_SIZE ??= '32';

@@ -45,15 +45,21 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   const context: MimeContext = { tenant: archive.manifest.tenant, exportId: archive.manifest.exportId };
   const seen = { events: 0 };
 
+  // Many small messages may be in flight at once, but only about one item's worth of big ones.
+  const inFlight: InFlightLimit<Flowing<Delivery>> = {
+    count: sink.maxInFlight,
+    weight: (x) => (isRejection(x) ? 0 : x.message.length),
+    maxWeight: options.maxItemSize,
+  };
   await new Promise<void>((resolve, reject) => {
     _<SourceEvent>(archive.events())
       .map((event) => (seen.events++, validateEvent(archive, event)))
-      .through(inOrder(1, (x) => applyPlugins(x, options, counters)))
+      .through(inOrder({ count: 1 }, (x) => applyPlugins(x, options, counters)))
       .sequence()
-      .through(inOrder(1, (x) => toMessage(x, context, options, counters)))
+      .through(inOrder({ count: 1 }, (x) => toMessage(x, context, options, counters)))
       .map((x) => fanOut(x, options, counters))
       .sequence()
-      .through(inOrder(sink.maxInFlight, (x) => record(x, options, counters)))
+      .through(inOrder(inFlight, (x) => record(x, options, counters)))
       .stopOnError((err: Error) => reject(err))
       .done(() => resolve());
   });
@@ -79,45 +85,64 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   return summary;
 }
 
+/** How much an async stage may hold in flight: a count, and optionally a total weight in bytes. */
+interface InFlightLimit<A> {
+  count: number;
+  /** Size of one input; the stage waits while the total would pass `maxWeight` (one always runs). */
+  weight?: (x: A) => number;
+  maxWeight?: number;
+}
+
 /**
- * An async stage with at most `limit` calls in flight, results in input order. One highland
- * stream per stage, not one per item (`flatMap(x => _(promise))` costs a stream per item).
+ * An async stage with bounded work in flight, results in input order. One highland stream per
+ * stage, not one per item (`flatMap(x => _(promise))` costs a stream per item).
  */
-function inOrder<A, B>(limit: number, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
+function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
   return (source) => {
-    const pending: Promise<B>[] = [];
+    const pending: { result: Promise<B>; weight: number }[] = [];
+    let weight = 0;
+    const full = () => pending.length >= limit.count || weight >= (limit.maxWeight ?? Infinity);
     return source.consume((err, x, push, next) => {
       if (err) {
         push(err);
         next();
-      } else if (_.isNil(x)) {
+        return;
+      }
+      if (_.isNil(x)) {
         // Drain what is in flight, in order, then end.
-        Promise.all(pending).then(
+        Promise.all(pending.map((p) => p.result)).then(
           (results) => {
             for (const r of results) push(null, r);
             push(null, _.nil);
           },
-          (e: Error) => push(e, undefined),
+          (e: Error) => push(e),
         );
-      } else {
-        const result = fn(x as A);
-        result.catch(() => undefined); // reported when its turn comes, not as unhandled
-        pending.push(result);
-        if (pending.length < limit) {
+        return;
+      }
+      const result = fn(x as A);
+      result.catch(() => undefined); // reported when its turn comes, not as unhandled
+      const w = limit.weight?.(x as A) ?? 0;
+      pending.push({ result, weight: w });
+      weight += w;
+      const drain = (): void => {
+        if (!full()) {
           next();
           return;
         }
-        pending.shift()!.then(
+        const head = pending.shift()!;
+        weight -= head.weight;
+        head.result.then(
           (r) => {
             push(null, r);
-            next();
+            drain();
           },
           (e: Error) => {
             push(e);
-            next();
+            drain();
           },
         );
-      }
+      };
+      drain();
     });
   };
 }

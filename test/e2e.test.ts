@@ -69,6 +69,21 @@ test('an archive on stdin is spooled to a temporary file that is removed afterwa
   t.deepEqual(await readdir(spool), []);
 });
 
+test('the same archive yields byte-identical Maildir files in two runs', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 300, seed: 11 });
+  const runs: Awaited<ReturnType<typeof readMaildir>>[] = [];
+  for (const name of ['one', 'two']) {
+    const result = await cli(['run', archive, '--sink', `maildir:${join(dir, name)}`, '--rejects', join(dir, `rejects-${name}`)]);
+    t.is(result.code, 0, result.stderr);
+    runs.push(await readMaildir(join(dir, name)));
+  }
+  t.true(runs[0]!.length > 300);
+  t.deepEqual(runs[0]!.map((m) => `${m.mailbox}/${m.file}`), runs[1]!.map((m) => `${m.mailbox}/${m.file}`));
+  t.true(runs[0]!.every((m, i) => m.raw.equals(runs[1]![i]!.raw)));
+});
+
 test('a corrupt archive exits 2 with the reason, before anything is delivered', async (t) => {
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
