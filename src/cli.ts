@@ -26,6 +26,7 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       defaultMailbox: argv['default-mailbox'],
       logLevel: argv['log-level'],
       json: argv.json,
+      insecure: argv.insecure,
     },
     'command line',
   );
@@ -68,7 +69,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
         y
           .positional('archive', { type: 'string', describe: 'export archive (.zip), or - to read it from stdin' })
           .option('sample', { type: 'boolean', describe: 'use the built-in sample archive instead' })
-          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=32]' })
+          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=32] or imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD)' })
           .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and a final summary to FILE' })
           .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
           .option('config', { type: 'string', describe: 'JSON config file; flags override it' })
@@ -78,6 +79,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('user-map', { type: 'string', describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' })
           .option('default-mailbox', { type: 'string', describe: 'mailbox for items that have no target (else they are rejected as unmapped)' })
           .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' })
+          .option('insecure', { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' })
           .option('json', { type: 'boolean', describe: 'JSON log lines on stderr and a JSON summary on stdout' })
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
           .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')

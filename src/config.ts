@@ -16,6 +16,8 @@ export interface RunConfig {
   defaultMailbox?: string;
   logLevel: string;
   json: boolean;
+  /** Allow a clear-text protocol (e.g. IMAP without TLS) to a host that is not loopback. */
+  insecure: boolean;
 }
 
 export const RUN_DEFAULTS = {
@@ -26,6 +28,7 @@ export const RUN_DEFAULTS = {
   domains: [] as string[],
   logLevel: 'info',
   json: false,
+  insecure: false,
 };
 
 const LOG_LEVELS = ['error', 'warn', 'info', 'verbose', 'debug'];
@@ -44,6 +47,7 @@ const FIELDS: Record<keyof RunConfig, FieldKind> = {
   defaultMailbox: 'string',
   logLevel: 'string',
   json: 'boolean',
+  insecure: 'boolean',
 };
 
 /** "10MiB", "512KiB", "1048576" -> bytes. */

@@ -29,7 +29,7 @@ export interface RunResult {
  */
 export async function run(config: RunConfig, logger: Logger, options: { cwd?: string; stdin?: NodeJS.ReadableStream } = {}): Promise<RunResult> {
   const cwd = options.cwd ?? process.cwd();
-  const sink = createSink(config.sink, { cwd });
+  const sink = createSink(config.sink, { cwd, insecure: config.insecure });
   const plugins = new PluginRegistry();
   for (const specifier of config.plugins) {
     const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);

@@ -20,9 +20,17 @@ export interface Sink {
   close(): Promise<void>;
 }
 
+/** What the command line tells every sink factory. */
+export interface SinkOptions {
+  /** Relative paths resolve against it. */
+  cwd: string;
+  /** Allow clear-text protocols to hosts other than loopback. */
+  insecure?: boolean;
+}
+
 export interface SinkFactory {
   /** The scheme of the sink spec, e.g. `maildir` in `maildir:/srv/mail`. */
   scheme: string;
   /** Parses and validates the spec; throws E_SINK_CONFIG on anything unknown. Does no I/O. */
-  create(spec: string, options: { cwd: string }): Sink;
+  create(spec: string, options: SinkOptions): Sink;
 }

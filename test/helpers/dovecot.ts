@@ -1,0 +1,205 @@
+// Starts a throwaway Dovecot (Debian package dovecot-imapd) on a free loopback port with its own
+// config, passwd-file users, a master user and Maildir storage in a temporary folder.
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ImapFlow } from 'imapflow';
+
+const run = promisify(execFile);
+
+/** Runs dovecot with no pipes: the daemon it forks keeps inherited pipes open forever. */
+function runDetached(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(DOVECOT_BINARY!, args, { stdio: 'ignore' });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`dovecot ${args.join(' ')} exited with ${code}`))));
+  });
+}
+export const DOVECOT_BINARY = ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot'].find((p) => existsSync(p));
+export const ADMIN = 'archiver';
+export const ADMIN_PASSWORD = 'admin-secret-Zq81';
+
+/** Outside CI a missing Dovecot is said loudly; in CI it is a failure (the test command installs it). */
+export function dovecotMissingMessage(): string {
+  return 'Dovecot is not installed (Debian package dovecot-imapd): IMAP tests cannot run. `npm test` installs it as root.';
+}
+
+export interface Dovecot {
+  port: number;
+  dir: string;
+  /** Where mailboxes live when the default mail location is used. */
+  mailRoot: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+function greets(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    socket.setTimeout(1000);
+    socket.once('data', (d) => {
+      socket.destroy();
+      resolve(d.toString().startsWith('* OK'));
+    });
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`Dovecot: timed out waiting until ${what}`);
+}
+
+export async function startDovecot(users: string[], options: { mailLocation?: string } = {}): Promise<Dovecot> {
+  if (!DOVECOT_BINARY) throw new Error(dovecotMissingMessage());
+  const dir = await mkdtemp(join(tmpdir(), 'pivot-dovecot-'));
+  // Dovecot's own unprivileged processes read the config, users and mail below it.
+  await chmod(dir, 0o755);
+  const port = await freePort();
+  const asRoot = process.getuid?.() === 0;
+  // Dovecot will not run mail processes as root: as root, use its own unprivileged users.
+  const mailUser = asRoot ? 'dovecot' : userInfo().username;
+  const loginUser = asRoot ? 'dovenull' : userInfo().username;
+  const mailRoot = join(dir, 'mail');
+  for (const sub of ['run', 'state', 'log', 'mail', 'home', 'index']) await mkdir(join(dir, sub), { recursive: true });
+  if (asRoot) {
+    const { stdout } = await run('id', ['-u', 'dovecot']);
+    const { stdout: gid } = await run('id', ['-g', 'dovecot']);
+    for (const sub of ['mail', 'home', 'index']) await chown(join(dir, sub), Number(stdout), Number(gid));
+  }
+  await writeFile(join(dir, 'users'), [...new Set(users)].map((u) => `${u}:{PLAIN}user-secret`).join('\n') + '\n');
+  await writeFile(join(dir, 'masters'), `${ADMIN}:{PLAIN}${ADMIN_PASSWORD}\n`);
+  const config = `
+protocols = imap
+listen = 127.0.0.1
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+log_path = ${dir}/log/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_master_user_separator = *
+default_internal_user = ${mailUser}
+default_internal_group = ${mailUser}
+default_login_user = ${loginUser}
+mail_location = ${options.mailLocation ?? `maildir:${mailRoot}/%u`}
+mail_uid = ${mailUser}
+mail_gid = ${mailUser}
+first_valid_uid = 1
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u ${dir}/masters
+  master = yes
+  pass = yes
+}
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u ${dir}/users
+}
+userdb {
+  driver = static
+  args = uid=${mailUser} gid=${mailUser} home=${dir}/home/%u
+}
+service imap-login {
+  chroot =
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${port}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service anvil {
+  chroot =
+}
+service stats {
+  unix_listener stats-reader {
+    mode = 0666
+  }
+  unix_listener stats-writer {
+    mode = 0666
+  }
+}
+`;
+  const conf = join(dir, 'dovecot.conf');
+  await writeFile(conf, config);
+  const dovecot: Dovecot = {
+    port,
+    dir,
+    mailRoot,
+    async start() {
+      await runDetached(['-c', conf]);
+      await waitFor(() => greets(port), 'it greets');
+    },
+    async stop() {
+      await runDetached(['-c', conf, 'stop']).catch(() => undefined);
+      await waitFor(async () => !(await greets(port)), 'it stops');
+    },
+  };
+  await dovecot.start();
+  return dovecot;
+}
+
+export async function removeDovecot(dovecot: Dovecot): Promise<void> {
+  await dovecot.stop();
+  await rm(dovecot.dir, { recursive: true, force: true });
+}
+
+export interface FetchedMessage {
+  source: Buffer;
+  internalDate: Date;
+  flags: Set<string>;
+  messageId: string;
+}
+
+/**
+ * Reads a mailbox's folder back with a plain imapflow client of its own (master-user login),
+ * independent of the sink's code.
+ */
+export async function fetchFolder(port: number, mailbox: string, folder = 'INBOX/Pivot'): Promise<FetchedMessage[]> {
+  const client = new ImapFlow({ host: '127.0.0.1', port, secure: false, doSTARTTLS: false, logger: false, auth: { user: `${mailbox}*${ADMIN}`, pass: ADMIN_PASSWORD } });
+  await client.connect();
+  try {
+    const exists = (await client.list()).some((m) => m.path === folder);
+    if (!exists) return [];
+    const box = await client.mailboxOpen(folder, { readOnly: true });
+    if (box.exists === 0) return [];
+    const messages = await client.fetchAll('1:*', { source: true, internalDate: true, flags: true, envelope: true });
+    return messages.map((m) => ({
+      source: m.source!,
+      internalDate: new Date(m.internalDate!),
+      flags: m.flags ?? new Set(),
+      messageId: m.envelope?.messageId ?? '',
+    }));
+  } finally {
+    await client.logout();
+  }
+}
