@@ -2,17 +2,13 @@ import test from 'ava';
 import { simpleParser } from 'mailparser';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { createSink } from '../src/sinks/index.js';
 import { parseImapSpec, redactUrl } from '../src/sinks/imap/config.js';
 import { createImapSink } from '../src/sinks/imap/index.js';
 import { generateSample } from '../src/sample/generate.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { delivery, sinkConformance } from './helpers/sink-conformance.js';
-import { pairs } from './helpers/maildir.js';
-import { expectedPairs } from './helpers/reference.js';
 import { tempDir } from './helpers/tmp.js';
-import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
 
 test('IMAP sink spec: TLS by default, secrets never in the URL or the description', (t) => {
   const config = parseImapSpec('imap://archiver@mail.acme.example/?folder=INBOX/Pivot');
@@ -112,4 +108,4 @@ if (!DOVECOT_BINARY) {
   });
 }
 
-export { createSink, pairs, expectedPairs, readJsonEntriesIndependently };
+

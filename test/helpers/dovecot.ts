@@ -73,7 +73,8 @@ async function waitFor(check: () => Promise<boolean>, what: string, ms = 15_000)
   throw new Error(`Dovecot: timed out waiting until ${what}`);
 }
 
-export async function startDovecot(users: string[], options: { mailLocation?: string } = {}): Promise<Dovecot> {
+/** `mailLocation` gets a folder Dovecot may write its index and control files to. */
+export async function startDovecot(users: string[], options: { mailLocation?: (indexDir: string) => string } = {}): Promise<Dovecot> {
   if (!DOVECOT_BINARY) throw new Error(dovecotMissingMessage());
   const dir = await mkdtemp(join(tmpdir(), 'pivot-dovecot-'));
   // Dovecot's own unprivileged processes read the config, users and mail below it.
@@ -105,7 +106,7 @@ auth_master_user_separator = *
 default_internal_user = ${mailUser}
 default_internal_group = ${mailUser}
 default_login_user = ${loginUser}
-mail_location = ${options.mailLocation ?? `maildir:${mailRoot}/%u`}
+mail_location = ${options.mailLocation?.(join(dir, 'index')) ?? `maildir:${mailRoot}/%u`}
 mail_uid = ${mailUser}
 mail_gid = ${mailUser}
 first_valid_uid = 1

@@ -1,0 +1,122 @@
+import test from 'ava';
+import { simpleParser } from 'mailparser';
+import { chmod, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generateSample } from '../src/sample/generate.js';
+import { validEmail } from '../src/transforms/mime/index.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { pairs, readMaildir } from './helpers/maildir.js';
+import { expectedPairs } from './helpers/reference.js';
+import { tempDir } from './helpers/tmp.js';
+import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
+
+const env = { PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD };
+
+interface Export {
+  archive: string;
+  mailboxes: string[];
+  expected: string[];
+}
+
+async function makeExport(dir: string, events: number, seed: number): Promise<Export> {
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events, seed, messageFiles: 2 });
+  const entries = readJsonEntriesIndependently(archive);
+  const users = entries['users.json'] as { id: string; email?: string | null }[];
+  const files = Object.keys(entries).filter((n) => n.startsWith('messages/')).sort().map((n) => entries[n] as unknown[]);
+  const mailboxes = [...new Set(users.flatMap((u) => (validEmail(u.email) ? [u.email!.toLowerCase()] : [])))];
+  const expected = expectedPairs(users, entries['conversations.json'] as never, files, { excluded: new Set(['edge_oversize']) });
+  return { archive, mailboxes, expected };
+}
+
+/** Every (mailbox, item) pair the server holds, read back over IMAP and parsed by mailparser. */
+async function readBack(dovecot: Dovecot, mailboxes: string[]): Promise<{ pairs: string[]; messages: { mailbox: string; internalDate: Date; seen: boolean; date: Date }[] }> {
+  const found: { mailbox: string; itemId: string; internalDate: Date; seen: boolean; date: Date }[] = [];
+  for (const mailbox of mailboxes) {
+    for (const m of await fetchFolder(dovecot.port, mailbox)) {
+      const parsed = await simpleParser(m.source);
+      found.push({ mailbox, itemId: String(parsed.headers.get('x-pivot-item-id')), internalDate: m.internalDate, seen: m.flags.has('\\Seen'), date: parsed.date! });
+    }
+  }
+  return { pairs: pairs(found), messages: found };
+}
+
+if (!DOVECOT_BINARY) {
+  if (process.env.CI) test('Dovecot is installed for the IMAP end-to-end tests', (t) => t.fail(dovecotMissingMessage()));
+  else console.warn(`\n*** ${dovecotMissingMessage()} ***\n`);
+} else {
+  test('archive -> IMAP: every mailbox holds exactly its items, once, as seen, INTERNALDATE = sentAt; a re-run appends nothing', async (t) => {
+    t.timeout(300_000);
+    const dir = await tempDir(t);
+    const ex = await makeExport(dir, 600, 21);
+    const dovecot = await startDovecot(ex.mailboxes);
+    t.teardown(() => removeDovecot(dovecot));
+    const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=INBOX/Pivot`;
+    const status = join(dir, 'status.jsonl');
+    const first = await cli(['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')], { env });
+    t.is(first.code, 0, first.stderr);
+    const back = await readBack(dovecot, ex.mailboxes);
+    t.deepEqual(back.pairs, ex.expected);
+    t.is(new Set(back.pairs).size, back.pairs.length);
+    t.true(back.messages.every((m) => m.seen));
+    t.true(back.messages.every((m) => m.internalDate.getTime() === m.date.getTime()));
+    t.is((await readStatusLog(status)).summary.delivered, ex.expected.length);
+
+    const again = await cli(['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')], { env });
+    t.is(again.code, 0, again.stderr);
+    const summary = (await readStatusLog(status)).summary;
+    t.deepEqual([summary.delivered, summary.skipped], [0, ex.expected.length]);
+    t.is((await readBack(dovecot, ex.mailboxes)).pairs.length, ex.expected.length);
+  });
+
+  test('Dovecot stopped mid-run: failures are recorded, exit 1, and a re-run completes the set with no duplicates', async (t) => {
+    t.timeout(300_000);
+    const dir = await tempDir(t);
+    const ex = await makeExport(dir, 1500, 22);
+    const dovecot = await startDovecot(ex.mailboxes);
+    t.teardown(() => removeDovecot(dovecot));
+    const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=1&retryDelay=100`;
+    const status = join(dir, 'status.jsonl');
+    const running = cli(['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')], { env });
+    // Stop the server once a part of the set is in, then bring it back.
+    for (;;) {
+      const text = await readFile(status, 'utf8').catch(() => '');
+      if ((text.match(/"outcome":"delivered"/g) ?? []).length >= ex.expected.length / 5) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await dovecot.stop();
+    await new Promise((r) => setTimeout(r, 1500));
+    await dovecot.start();
+    const first = await running;
+    t.is(first.code, 1, first.stderr);
+    const broken = (await readStatusLog(status)).summary;
+    t.true(broken.failed > 0);
+    t.true(broken.delivered < ex.expected.length);
+    t.is(broken.delivered + broken.failed, ex.expected.length);
+
+    const second = await cli(['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')], { env });
+    t.is(second.code, 0, second.stderr);
+    const back = await readBack(dovecot, ex.mailboxes);
+    t.deepEqual(back.pairs, ex.expected);
+    t.is(new Set(back.pairs).size, back.pairs.length, 'no duplicates');
+  });
+
+  test('the Maildir sink output, served by Dovecot, shows every message in INBOX/Pivot, seen, with INTERNALDATE = sentAt', async (t) => {
+    t.timeout(300_000);
+    const dir = await tempDir(t);
+    await chmod(dir, 0o755);
+    const ex = await makeExport(dir, 300, 23);
+    const out = join(dir, 'mail');
+    const result = await cli(['run', ex.archive, '--sink', `maildir:${out}`, '--rejects', join(dir, 'rejects')]);
+    t.is(result.code, 0, result.stderr);
+    const onDisk = await readMaildir(out);
+    const dovecot = await startDovecot(ex.mailboxes, { mailLocation: (index) => `maildir:${out}/%u:INDEX=${index}/%u:CONTROL=${index}/%u` });
+    t.teardown(() => removeDovecot(dovecot));
+    const back = await readBack(dovecot, ex.mailboxes);
+    t.deepEqual(back.pairs, ex.expected);
+    t.deepEqual(back.pairs, pairs(onDisk));
+    t.true(back.messages.every((m) => m.seen));
+    t.true(back.messages.every((m) => m.internalDate.getTime() === m.date.getTime()));
+  });
+}
