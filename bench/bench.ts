@@ -1,5 +1,6 @@
 // npm run bench: generates sample archives and measures each stage in its own process.
-// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir]
+// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir --imap-events 10000]
+// The IMAP row delivers into a throwaway local Dovecot (as the tests start it), on a smaller archive.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
@@ -15,6 +16,7 @@ function option(name: string, fallback: string): string {
 
 const sizes = option('events', '100000,1000000').split(',').map(Number);
 const stages = option('stages', 'source,naive-json-parse,mime,maildir').split(',');
+const imapEvents = Number(option('imap-events', '10000'));
 const work = join(tmpdir(), 'pivot-archive-bench');
 await mkdir(work, { recursive: true });
 const stageScript = fileURLToPath(new URL('./stage.js', import.meta.url));
@@ -28,25 +30,49 @@ interface Row {
 }
 
 const rows: { size: number; archiveMB: number; row: Row }[] = [];
-for (const size of sizes) {
+
+async function archiveOf(size: number): Promise<{ archive: string; archiveMB: number }> {
   const archive = join(work, `sample-${size}.zip`);
   if (!existsSync(archive)) {
     process.stderr.write(`generating ${archive} ...\n`);
     await generateSample(archive, { events: size, seed: 42, edgeCases: false, level: 6 });
   }
-  const archiveMB = (await stat(archive)).size / 1024 / 1024;
+  return { archive, archiveMB: (await stat(archive)).size / 1024 / 1024 };
+}
+
+function runStage(stage: string, archive: string, out: string, env: Record<string, string> = {}): Row {
+  // --optimize-for-size, as bin/pivot-archive.js runs: V8 then grows its heap far less eagerly.
+  const line = execFileSync(process.execPath, ['--optimize-for-size', stageScript, stage, archive, out], {
+    env: { ...process.env, UV_THREADPOOL_SIZE: '32', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 20,
+  }).toString();
+  return JSON.parse(line) as Row;
+}
+
+for (const size of sizes) {
+  const { archive, archiveMB } = await archiveOf(size);
   for (const stage of stages) {
     const out = join(work, `maildir-${size}`);
     await rm(out, { recursive: true, force: true });
     process.stderr.write(`${size} events: ${stage} ...\n`);
-    // --optimize-for-size, as bin/pivot-archive.js runs: V8 then grows its heap far less eagerly.
-    const line = execFileSync(process.execPath, ['--optimize-for-size', stageScript, stage, archive, out], {
-      env: { ...process.env, UV_THREADPOOL_SIZE: '32' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-      maxBuffer: 1 << 20,
-    }).toString();
-    rows.push({ size, archiveMB, row: JSON.parse(line) as Row });
+    rows.push({ size, archiveMB, row: runStage(stage, archive, out) });
     await rm(out, { recursive: true, force: true });
+  }
+}
+
+if (imapEvents > 0) {
+  const { archive, archiveMB } = await archiveOf(imapEvents);
+  const users = (JSON.parse(execFileSync('python3', ['-c', 'import sys,zipfile;print(zipfile.ZipFile(sys.argv[1]).read("users.json").decode())', archive]).toString()) as { email?: string }[])
+    .flatMap((u) => (u.email ? [u.email.toLowerCase()] : []));
+  const { startDovecot, removeDovecot, ADMIN_PASSWORD } = await import('../test/helpers/dovecot.js');
+  const dovecot = await startDovecot(users);
+  try {
+    process.stderr.write(`${imapEvents} events: imap (local Dovecot) ...\n`);
+    const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none`;
+    rows.push({ size: imapEvents, archiveMB, row: runStage('imap', archive, '', { PIVOT_BENCH_IMAP_SINK: sink, PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD }) });
+  } finally {
+    await removeDovecot(dovecot);
   }
 }
 

@@ -40,9 +40,11 @@ async function measure(): Promise<{ events: number; deliveries: number }> {
       return { events, deliveries: 0 };
     }
     case 'mime':
-    case 'maildir': {
+    case 'maildir':
+    case 'imap': {
       const archive = await PivotExportArchive.open({ path: archivePath });
-      const sink = stage === 'mime' ? discardSink : createSink(`maildir:${out}`, { cwd: process.cwd() });
+      const spec = stage === 'imap' ? process.env.PIVOT_BENCH_IMAP_SINK! : `maildir:${out}`;
+      const sink = stage === 'mime' ? discardSink : createSink(spec, { cwd: process.cwd() });
       await sink.open();
       const summary = await runPipeline({
         archive,

@@ -33,6 +33,7 @@ interface Session {
 /** A failure that retrying cannot fix (login refused, mailbox unknown). */
 class PermanentError extends Error {}
 
+const DAY = 86_400_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -163,15 +164,26 @@ export class ImapSink implements Sink {
   /** Message-IDs of the batch the folder already holds: one OR search, narrowed by date. */
   private async presentMessageIds(session: Session, folder: string, deliveries: Delivery[]): Promise<Set<string>> {
     const present = new Set<string>();
-    const box = await session.client.mailboxOpen(folder);
+    // Keep the folder selected between batches of the same mailbox.
+    const box = session.client.mailbox && session.client.mailbox.path === folder ? session.client.mailbox : await session.client.mailboxOpen(folder);
     if (box.exists === 0) return present;
-    const day = 86_400_000;
+    // Only messages near the batch's INTERNALDATEs can match: the server then reads the headers
+    // of those alone, not of the whole folder (imapflow sends WITHIN where the server has it).
+    // The margin covers clock skew between this host and the server.
+    const margin = 10 * 60_000;
     const times = deliveries.map((d) => d.internalDate);
     const ids = [...new Set(deliveries.map((d) => d.messageId))];
+    let since = Math.min(...times) - margin;
+    let before = Math.max(...times) + margin;
+    if (!session.client.capabilities.has('WITHIN')) {
+      // Plain SINCE/BEFORE compare dates only, and BEFORE excludes its day.
+      since = Math.floor(since / DAY) * DAY - DAY;
+      before = Math.floor(before / DAY) * DAY + 2 * DAY;
+    }
     const uids = await session.client.search(
       {
-        since: new Date(Math.min(...times) - day),
-        before: new Date(Math.max(...times) + 2 * day),
+        since: new Date(since),
+        before: new Date(before),
         ...(ids.length === 1 ? { header: { 'message-id': ids[0]! } } : { or: ids.map((id) => ({ header: { 'message-id': id } })) }),
       },
       { uid: true },
