@@ -14,8 +14,8 @@ function option(name: string, fallback: string): string {
   return i >= 0 ? process.argv[i + 1]! : fallback;
 }
 
-const sizes = option('events', '100000,1000000').split(',').map(Number);
-const stages = option('stages', 'source,naive-json-parse,mime,maildir').split(',');
+const sizes = option('events', '100000,1000000').split(',').filter(Boolean).map(Number);
+const stages = option('stages', 'source,naive-json-parse,mime,maildir').split(',').filter(Boolean);
 const imapEvents = Number(option('imap-events', '10000'));
 const work = join(tmpdir(), 'pivot-archive-bench');
 await mkdir(work, { recursive: true });

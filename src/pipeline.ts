@@ -44,6 +44,17 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   const startedAt = new Date().toISOString();
   const context: MimeContext = { tenant: archive.manifest.tenant, exportId: archive.manifest.exportId };
   const seen = { events: 0 };
+  for (const name of archive.hostileEntryNames) {
+    counters.notes++;
+    logger.warn(`archive entry ${JSON.stringify(name)} has a hostile name (absolute, .., backslash or control character): not read`);
+    await options.statusLog.write({
+      record: 'note',
+      itemId: '',
+      conversationId: '',
+      reason: 'hostile-entry-name',
+      detail: `archive entry ${JSON.stringify(name)} is absolute, has "..", a backslash or a control character; it was not read`,
+    });
+  }
 
   // Many small messages may be in flight at once, but only about one item's worth of big ones.
   const inFlight: InFlightLimit<Flowing<Delivery>> = {

@@ -61,9 +61,6 @@ export async function run(config: RunConfig, logger: Logger, options: { cwd?: st
     }
 
     const archive = await PivotExportArchive.open({ path: archivePath });
-    for (const name of archive.hostileEntryNames) {
-      logger.warn(`archive entry ${JSON.stringify(name)} has a hostile name (absolute, .., backslash or control character): ignored`);
-    }
     logger.info(`export ${archive.manifest.exportId} (tenant ${archive.manifest.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s)`);
 
     const statusLog = await StatusLog.open(config.statusLog ? resolve(cwd, config.statusLog) : undefined);

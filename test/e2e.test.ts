@@ -1,9 +1,10 @@
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { writeArchive } from './helpers/archive.js';
-import { cli, readStatusLog } from './helpers/cli.js';
+import { REPO_ROOT, cli, readStatusLog } from './helpers/cli.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
 import { expectedPairs } from './helpers/reference.js';
 import { tempDir } from './helpers/tmp.js';
@@ -254,4 +255,33 @@ test('the built-in sample runs with the example plugins', async (t) => {
   const stored = await readMaildir(out);
   t.true(stored.length > 1000);
   t.true(stored.every((m) => typeof m.parsed.headers.get('x-pivot-conversation-type') === 'string'));
+});
+
+test('hostile entry names are recorded as notes and nothing escapes: only the Maildir and the log are written', async (t) => {
+  const dir = await tempDir(t);
+  const work = join(dir, 'work');
+  await mkdir(work);
+  const entries: Record<string, string> = {
+    'manifest.json': JSON.stringify({ format: 'pivot-export', version: 1, exportId: 'x', tenant: 'acme', windowStart: '2026-11-23T00:00:00Z', windowEnd: '2026-11-24T00:00:00Z', createdAt: '2026-11-24T00:05:12Z' }),
+    'users.json': JSON.stringify(users),
+    'conversations.json': JSON.stringify(conversations),
+    'messages/0.json': JSON.stringify([message('m_1', { attachments: [{ id: '../../evil', fileName: '../../evil.sh' }] })]),
+    '../evil.json': '[]',
+    '/tmp/abs-evil.json': '[]',
+    'attachments/../../evil': '#!/bin/sh\n',
+  };
+  const script = join(REPO_ROOT, 'test', 'fixtures', 'pipe_zip.py');
+  const input = JSON.stringify(Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, Buffer.from(v).toString('base64')])));
+  const archive = join(dir, 'slip.zip');
+  await writeFile(archive, execFileSync('python3', [script], { input }));
+  const status = join(work, 'status.jsonl');
+  const result = await cli(['run', archive, '--sink', 'maildir:mail', '--status-log', status], { cwd: work });
+  t.is(result.code, 0, result.stderr);
+  const { lines, summary } = await readStatusLog(status);
+  t.deepEqual(lines.filter((l) => l.reason === 'hostile-entry-name').length, 3);
+  t.is(summary.delivered, 2);
+  t.deepEqual((await readdir(work)).sort(), ['mail', 'status.jsonl']);
+  t.deepEqual((await readdir(dir)).sort(), ['slip.zip', 'work']);
+  const [stored] = await readMaildir(join(work, 'mail'));
+  t.regex(stored!.parsed.text ?? '', /Attachment "\.\.\/\.\.\/evil\.sh" \(\.\.\/\.\.\/evil\) is not included/);
 });
