@@ -1,5 +1,5 @@
 // npm run bench: generates sample archives and measures each stage in its own process.
-// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir --imap-events 10000]
+// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir --imap-events 3000]
 // The IMAP row delivers into a throwaway local Dovecot (as the tests start it), on a smaller archive.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -16,7 +16,7 @@ function option(name: string, fallback: string): string {
 
 const sizes = option('events', '100000,1000000').split(',').filter(Boolean).map(Number);
 const stages = option('stages', 'source,naive-json-parse,mime,maildir').split(',').filter(Boolean);
-const imapEvents = Number(option('imap-events', '10000'));
+const imapEvents = Number(option('imap-events', '3000'));
 const work = join(tmpdir(), 'pivot-archive-bench');
 await mkdir(work, { recursive: true });
 const stageScript = fileURLToPath(new URL('./stage.js', import.meta.url));

@@ -1,4 +1,5 @@
 // One benchmark stage in its own process, so its peak RSS is its own. Prints one JSON line.
+import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
 import { readCentralDirectory, readEntryBuffer } from '../src/sources/pivot-zip/zip-reader.js';
@@ -68,4 +69,6 @@ async function measure(): Promise<{ events: number; deliveries: number }> {
 const start = performance.now();
 const { events, deliveries } = await measure();
 const seconds = (performance.now() - start) / 1000;
-process.stdout.write(JSON.stringify({ stage, events, deliveries, seconds, peakRssMB: process.resourceUsage().maxRSS / 1024 }) + '\n');
+// VmHWM, not getrusage's maxrss: Linux carries maxrss over from the parent across exec.
+const peakKiB = Number(/VmHWM:\s+(\d+) kB/.exec(await readFile('/proc/self/status', 'utf8'))?.[1]);
+process.stdout.write(JSON.stringify({ stage, events, deliveries, seconds, peakRssMB: peakKiB / 1024 }) + '\n');

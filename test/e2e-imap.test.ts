@@ -78,9 +78,13 @@ if (!DOVECOT_BINARY) {
     t.teardown(() => removeDovecot(dovecot));
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=1&retryDelay=100`;
     const status = join(dir, 'status.jsonl');
-    const running = cli(['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')], { env });
+    let finished = false;
+    const running = cli(['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')], { env }).finally(() => {
+      finished = true;
+    });
     // Stop the server once a part of the set is in, then bring it back.
     for (;;) {
+      if (finished) return t.fail(`the run ended before the server could be stopped: ${(await running).stderr}`);
       const text = await readFile(status, 'utf8').catch(() => '');
       if ((text.match(/"outcome":"delivered"/g) ?? []).length >= ex.expected.length / 5) break;
       await new Promise((r) => setTimeout(r, 50));
