@@ -2,7 +2,7 @@
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -62,6 +62,15 @@ function greets(port: number): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function waitFor(check: () => Promise<boolean>, what: string, ms = 15_000): Promise<void> {
@@ -161,8 +170,10 @@ service stats {
       await waitFor(() => greets(port), 'it greets');
     },
     async stop() {
+      const pid = Number(await readFile(join(dir, 'run', 'master.pid'), 'utf8').catch(() => '0'));
       await runDetached(['-c', conf, 'stop']).catch(() => undefined);
-      await waitFor(async () => !(await greets(port)), 'it stops');
+      // Not just the port: a new master refuses to start while the old one is still exiting.
+      await waitFor(async () => !(await greets(port)) && !(pid > 0 && alive(pid)), 'it stops');
     },
   };
   await dovecot.start();
