@@ -3,7 +3,7 @@ import { simpleParser } from 'mailparser';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { parseImapSpec, redactUrl } from '../src/sinks/imap/config.js';
-import { createImapSink } from '../src/sinks/imap/index.js';
+import { createImapSink, imapDateTime } from '../src/sinks/imap/index.js';
 import { generateSample } from '../src/sample/generate.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { cli, readStatusLog } from './helpers/cli.js';
@@ -27,6 +27,11 @@ test('IMAP sink spec: TLS by default, secrets never in the URL or the descriptio
   const sink = createImapSink('imap://a@h/?folder=INBOX/Pivot', { env: { PIVOT_IMAP_PASSWORD: 'hunter2' } });
   t.false(sink.description.includes('hunter2'));
   t.is(redactUrl('imap://u:pw@h/?token=abc&folder=x'), 'imap://u:***@h/?token=***&folder=x');
+});
+
+test('IMAP date-time for INTERNALDATE is RFC 3501 form in UTC', (t) => {
+  t.is(imapDateTime(Date.parse('2026-11-03T04:05:06.789Z')), '03-Nov-2026 04:05:06 +0000');
+  t.is(imapDateTime(Date.parse('2026-01-23T23:59:59+02:00')), '23-Jan-2026 21:59:59 +0000');
 });
 
 if (!DOVECOT_BINARY) {
