@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { simpleParser } from 'mailparser';
 import { chmod, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -42,16 +42,22 @@ async function readBack(dovecot: Dovecot, mailboxes: string[]): Promise<{ pairs:
   return { pairs: pairs(found), messages: found };
 }
 
+/** A generated export and a Dovecot that knows its mailboxes, removed when the test ends. */
+async function exportAndServer(t: ExecutionContext, events: number, seed: number): Promise<{ dir: string; ex: Export; dovecot: Dovecot }> {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const ex = await makeExport(dir, events, seed);
+  const dovecot = await startDovecot(ex.mailboxes);
+  t.teardown(() => removeDovecot(dovecot));
+  return { dir, ex, dovecot };
+}
+
 if (!DOVECOT_BINARY) {
   if (process.env.CI) test('Dovecot is installed for the IMAP end-to-end tests', (t) => t.fail(dovecotMissingMessage()));
   else console.warn(`\n*** ${dovecotMissingMessage()} ***\n`);
 } else {
   test('archive -> IMAP: every mailbox holds exactly its items, once, as seen, INTERNALDATE = sentAt; a re-run appends nothing', async (t) => {
-    t.timeout(300_000);
-    const dir = await tempDir(t);
-    const ex = await makeExport(dir, 600, 21);
-    const dovecot = await startDovecot(ex.mailboxes);
-    t.teardown(() => removeDovecot(dovecot));
+    const { dir, ex, dovecot } = await exportAndServer(t, 600, 21);
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=INBOX/Pivot`;
     const status = join(dir, 'status.jsonl');
     const first = await cli(['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')], { env });
@@ -71,11 +77,7 @@ if (!DOVECOT_BINARY) {
   });
 
   test('Dovecot stopped mid-run: failures are recorded, exit 1, and a re-run completes the set with no duplicates', async (t) => {
-    t.timeout(300_000);
-    const dir = await tempDir(t);
-    const ex = await makeExport(dir, 1500, 22);
-    const dovecot = await startDovecot(ex.mailboxes);
-    t.teardown(() => removeDovecot(dovecot));
+    const { dir, ex, dovecot } = await exportAndServer(t, 1500, 22);
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=1&retryDelay=100`;
     const status = join(dir, 'status.jsonl');
     let finished = false;
