@@ -54,7 +54,7 @@ async function measure(): Promise<{ events: number; deliveries: number }> {
         fanOut: { domains: [], userMap: new Map() },
         maxItemSize: DEFAULT_MAX_ITEM_SIZE,
         rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
-        statusLog: await StatusLog.open(undefined),
+        statusLog: await StatusLog.open([]),
         logger: createLogger({ level: 'error', json: false }),
       });
       await sink.close();

@@ -5,13 +5,16 @@ import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.j
 import { createLogger, flushLogger, type Logger } from './logger.js';
 import { formatSummary, run } from './run.js';
 import { generateSample } from './sample/generate.js';
+import { StateDir } from './state/index.js';
+import { crontabLine, formatStatus } from './state/report.js';
 
-const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error.`;
+const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error; 3 another run holds the state dir.`;
 
 async function runCommand(argv: Record<string, unknown>, args: string[]): Promise<number> {
   // yargs hands a lone "-" positional over as "": put the stdin marker back.
   const archive = argv.archive === '' && args.includes('-') ? '-' : argv.archive;
-  const fromFile = argv.config ? await readConfigFile(String(argv.config)) : {};
+  const configFile = argv.config ?? process.env.PIVOT_ARCHIVE_CONFIG;
+  const fromFile = configFile ? await readConfigFile(String(configFile)) : {};
   const fromFlags = validateConfig(
     {
       archive,
@@ -27,6 +30,7 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       logLevel: argv['log-level'],
       json: argv.json,
       insecure: argv.insecure,
+      stateDir: argv['state-dir'],
     },
     'command line',
   );
@@ -45,7 +49,8 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
 }
 
 function exitCodeOf(err: unknown): number {
-  return err instanceof PivotArchiveError ? ExitCode.SETUP_FAILED : ExitCode.DELIVERY_FAILED;
+  if (!(err instanceof PivotArchiveError)) return ExitCode.DELIVERY_FAILED;
+  return err.code === ErrorCode.LOCKED ? ExitCode.LOCKED : ExitCode.SETUP_FAILED;
 }
 
 function report(logger: Logger | undefined, err: unknown): void {
@@ -72,7 +77,8 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=32] or imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD)' })
           .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and a final summary to FILE' })
           .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
-          .option('config', { type: 'string', describe: 'JSON config file; flags override it' })
+          .option('config', { type: 'string', describe: 'JSON config file (or PIVOT_ARCHIVE_CONFIG); flags override it' })
+          .option('state-dir', { type: 'string', describe: 'lock (one run at a time) and history of runs, for scheduled runs' })
           .option('max-item-size', { type: 'string', describe: 'largest message delivered (default 10MiB); larger items are kept in --rejects' })
           .option('rejects', { type: 'string', describe: 'folder for rejected items (event JSON and attachments) [default: ./pivot-rejects]' })
           .option('domain', { type: 'string', array: true, describe: "organisation's mail domain; only its mailboxes are targets (repeatable)" })
@@ -105,7 +111,32 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
         process.stdout.write(`${info.path}: export ${info.exportId}, ${info.events} events\n`);
       },
     )
-    .demandCommand(1, 'Name a command: run or sample.')
+    .command(
+      'status',
+      'Show the last runs recorded in a state dir: counters and what failed',
+      (y) =>
+        y
+          .option('state-dir', { type: 'string', demandOption: true, describe: 'the state dir given to run' })
+          .option('last', { type: 'number', default: 10, describe: 'how many runs, newest first' })
+          .option('json', { type: 'boolean', describe: 'one JSON object per run' }),
+      async (argv) => {
+        process.stdout.write(await formatStatus(new StateDir(argv['state-dir']), argv.last, argv.json ?? false));
+      },
+    )
+    .command(
+      'cron',
+      'Print a crontab line that runs the rest of the command line every night',
+      (y) =>
+        y
+          .option('print', { type: 'boolean', demandOption: true, describe: 'print the line (nothing is installed)' })
+          .option('at', { type: 'string', default: '02:30', describe: 'time of day, HH:MM, in the cron daemon\'s time zone' })
+          .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --sink maildir:/srv/mail'),
+      (argv) => {
+        process.stdout.write(crontabLine(String(argv.at), (argv['--'] as string[] | undefined) ?? [], process.cwd()) + '\n');
+      },
+    )
+    .demandCommand(1, 'Name a command: run, sample, status or cron.')
+    .parserConfiguration({ 'populate--': true })
     .strict()
     .epilog(EXAMPLES)
     .help()

@@ -18,6 +18,8 @@ export interface RunConfig {
   json: boolean;
   /** Allow a clear-text protocol (e.g. IMAP without TLS) to a host that is not loopback. */
   insecure: boolean;
+  /** Lock and run history of scheduled runs (see StateDir). */
+  stateDir?: string;
 }
 
 export const RUN_DEFAULTS = {
@@ -48,6 +50,7 @@ const FIELDS: Record<keyof RunConfig, FieldKind> = {
   logLevel: 'string',
   json: 'boolean',
   insecure: 'boolean',
+  stateDir: 'string',
 };
 
 /** "10MiB", "512KiB", "1048576" -> bytes. */

@@ -18,6 +18,7 @@ export const ErrorCode = {
   SINK_CONFIG: 'E_SINK_CONFIG',
   SINK_CLOSED: 'E_SINK_CLOSED',
   SINK_WRITE: 'E_SINK_WRITE',
+  LOCKED: 'E_LOCKED',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -29,11 +30,6 @@ export class PivotArchiveError extends Error {
     this.name = 'PivotArchiveError';
     this.code = code;
   }
-}
-
-/** Errors that fail the whole run before delivery: bad usage, bad config, bad archive. */
-export function isFatalSetupError(err: unknown): err is PivotArchiveError {
-  return err instanceof PivotArchiveError && err.code !== ErrorCode.SINK_WRITE;
 }
 
 /** Reasons recorded for items that are not delivered; stable strings for the status log. */
@@ -50,7 +46,7 @@ export const RejectReason = {
   PLUGIN_DROP: 'dropped',
 } as const;
 
-export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2 } as const;
+export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3 } as const;
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

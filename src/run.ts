@@ -10,6 +10,7 @@ import { createSink } from './sinks/index.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
 import { StatusLog, type RunSummary } from './status-log.js';
+import { StateDir } from './state/index.js';
 import { parseDomain, readUserMap, type FanOutConfig } from './transforms/fan-out/index.js';
 import { validEmail } from './transforms/mime/index.js';
 import { PluginRegistry, loadPlugin } from './transforms/plugins/index.js';
@@ -45,6 +46,12 @@ export async function run(config: RunConfig, logger: Logger, options: { cwd?: st
   };
 
   const cleanups: (() => Promise<void>)[] = [];
+  const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
+  if (config.stateDir) {
+    const state = new StateDir(resolve(cwd, config.stateDir));
+    cleanups.push(await state.lock());
+    logs.push(await state.newRunLog());
+  }
   try {
     let archivePath: string;
     if (config.sample) {
@@ -63,7 +70,7 @@ export async function run(config: RunConfig, logger: Logger, options: { cwd?: st
     const archive = await PivotExportArchive.open({ path: archivePath });
     logger.info(`export ${archive.manifest.exportId} (tenant ${archive.manifest.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s)`);
 
-    const statusLog = await StatusLog.open(config.statusLog ? resolve(cwd, config.statusLog) : undefined);
+    const statusLog = await StatusLog.open(logs);
     await sink.open();
     let summary: RunSummary;
     try {
@@ -85,7 +92,7 @@ export async function run(config: RunConfig, logger: Logger, options: { cwd?: st
     const exitCode = summary.failed > 0 || !summary.balanced ? ExitCode.DELIVERY_FAILED : ExitCode.OK;
     return { summary, exitCode };
   } finally {
-    for (const cleanup of cleanups) {
+    for (const cleanup of cleanups.reverse()) {
       await cleanup().catch((err: unknown) => logger.warn(`cleanup failed: ${errorMessage(err)}`));
     }
   }

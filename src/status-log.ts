@@ -83,29 +83,34 @@ export function isBalanced(c: Counters): boolean {
   );
 }
 
-/** JSON Lines, one record a line, written with backpressure; `close` waits for the disk. */
+/** JSON Lines, one record a line, to one or more files, written with backpressure; `close` waits for the disk. */
 export class StatusLog {
-  private constructor(private readonly out: WriteStream | null) {}
+  private constructor(private readonly outs: WriteStream[]) {}
 
-  static async open(path: string | undefined): Promise<StatusLog> {
-    if (!path) return new StatusLog(null);
-    try {
-      await mkdir(dirname(path), { recursive: true });
-      const out = createWriteStream(path, { flags: 'a' });
-      await once(out, 'open');
-      return new StatusLog(out);
-    } catch (err) {
-      throw new PivotArchiveError(ErrorCode.CONFIG, `cannot open status log ${path}: ${errorMessage(err)}`);
+  static async open(paths: string[]): Promise<StatusLog> {
+    const outs: WriteStream[] = [];
+    for (const path of paths) {
+      try {
+        await mkdir(dirname(path), { recursive: true });
+        const out = createWriteStream(path, { flags: 'a' });
+        await once(out, 'open');
+        outs.push(out);
+      } catch (err) {
+        throw new PivotArchiveError(ErrorCode.CONFIG, `cannot open status log ${path}: ${errorMessage(err)}`);
+      }
     }
+    return new StatusLog(outs);
   }
 
   async write(record: OutcomeRecord | NoteRecord | RunSummary): Promise<void> {
-    if (this.out && !this.out.write(JSON.stringify(record) + '\n')) await once(this.out, 'drain');
+    const line = JSON.stringify(record) + '\n';
+    for (const out of this.outs) if (!out.write(line)) await once(out, 'drain');
   }
 
   async close(): Promise<void> {
-    if (!this.out) return;
-    this.out.end();
-    await once(this.out, 'finish');
+    for (const out of this.outs) {
+      out.end();
+      await once(out, 'finish');
+    }
   }
 }

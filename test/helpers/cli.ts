@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { RunSummary } from '../../src/status-log.js';
@@ -28,6 +28,12 @@ export function cli(args: string[], options: { cwd?: string; stdin?: Buffer; env
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(options.stdin ?? '');
   });
+}
+
+/** Starts the command line without waiting: for tests that signal or race it. */
+export function startCli(args: string[]): { child: ChildProcess; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: 'ignore' });
+  return { child, exited: new Promise((resolve) => child.on('exit', resolve)) };
 }
 
 export async function readStatusLog(path: string): Promise<{ lines: Record<string, unknown>[]; summary: RunSummary }> {

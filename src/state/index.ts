@@ -1,0 +1,97 @@
+import { hostname } from 'node:os';
+import { mkdir, open, readFile, readdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
+import type { RunSummary } from '../status-log.js';
+
+/**
+ * The state dir of scheduled runs: a lock (one run at a time) and every run's status log under
+ * `runs/`, kept for auditors.
+ */
+export class StateDir {
+  constructor(readonly dir: string) {}
+
+  get lockPath(): string {
+    return join(this.dir, 'lock');
+  }
+
+  /** Status log of a run that starts now: `runs/<UTC time>.jsonl`, sortable by name. */
+  async newRunLog(now = new Date()): Promise<string> {
+    await mkdir(join(this.dir, 'runs'), { recursive: true });
+    return join(this.dir, 'runs', `${now.toISOString().replace(/[:.]/g, '-')}-${process.pid}.jsonl`);
+  }
+
+  /**
+   * Takes the lock or throws E_LOCKED. A lock whose process is gone (killed run) on this host
+   * is stale and taken over.
+   */
+  async lock(): Promise<() => Promise<void>> {
+    await mkdir(this.dir, { recursive: true });
+    const mine = JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() });
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const handle = await open(this.lockPath, 'wx');
+        await handle.writeFile(mine);
+        await handle.sync();
+        await handle.close();
+        return async () => {
+          if ((await readFile(this.lockPath, 'utf8').catch(() => '')) === mine) await unlink(this.lockPath);
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw new PivotArchiveError(ErrorCode.CONFIG, `cannot lock state dir ${this.dir}: ${errorMessage(err)}`);
+        }
+      }
+      const holder = await this.holder();
+      if (holder && holder.host === hostname() && !alive(holder.pid)) {
+        await unlink(this.lockPath).catch(() => undefined);
+        continue;
+      }
+      throw new PivotArchiveError(
+        ErrorCode.LOCKED,
+        `another run holds ${this.lockPath}${holder ? ` (pid ${holder.pid} on ${holder.host}, since ${holder.startedAt})` : ''}; this run did nothing`,
+      );
+    }
+    throw new PivotArchiveError(ErrorCode.LOCKED, `could not take over the stale lock ${this.lockPath}`);
+  }
+
+  private async holder(): Promise<{ pid: number; host: string; startedAt: string } | undefined> {
+    try {
+      return JSON.parse(await readFile(this.lockPath, 'utf8')) as { pid: number; host: string; startedAt: string };
+    } catch {
+      // Unreadable or half written: treat as held, never delete what we cannot read.
+      return undefined;
+    }
+  }
+
+  /** The runs recorded here, newest first, each with its summary (none if it was killed). */
+  async runs(limit: number): Promise<{ log: string; summary?: RunSummary; failed: Record<string, unknown>[] }[]> {
+    const names = (await readdir(join(this.dir, 'runs')).catch(() => [] as string[])).filter((n) => n.endsWith('.jsonl')).sort().reverse().slice(0, limit);
+    const runs = [];
+    for (const name of names) {
+      const log = join(this.dir, 'runs', name);
+      const lines = (await readFile(log, 'utf8')).split('\n').filter(Boolean).flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Record<string, unknown>];
+        } catch {
+          return []; // a line cut by a kill
+        }
+      });
+      runs.push({
+        log,
+        summary: lines.find((l) => l.record === 'summary') as RunSummary | undefined,
+        failed: lines.filter((l) => l.outcome === 'failed'),
+      });
+    }
+    return runs;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

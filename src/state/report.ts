@@ -1,0 +1,35 @@
+import { fileURLToPath } from 'node:url';
+import { ErrorCode, PivotArchiveError } from '../errors.js';
+import { formatSummary } from '../run.js';
+import type { StateDir } from './index.js';
+
+/** What `status` prints: the last runs, their counters and the items that failed. */
+export async function formatStatus(state: StateDir, last: number, json: boolean): Promise<string> {
+  const runs = await state.runs(last);
+  if (json) return runs.map((r) => JSON.stringify({ log: r.log, summary: r.summary ?? null, failed: r.failed.length })).join('\n') + (runs.length ? '\n' : '');
+  if (runs.length === 0) return `no runs recorded in ${state.dir}\n`;
+  return runs
+    .map((r) => {
+      const head = `${r.log}\n`;
+      if (!r.summary) return `${head}  no summary: the run was stopped before it finished; run it again\n`;
+      const failed = r.failed.slice(0, 10).map((f) => `  failed: item ${f.itemId} -> ${f.mailbox}: ${f.detail}`);
+      const more = r.failed.length > 10 ? [`  ... and ${r.failed.length - 10} more failed (see the log)`] : [];
+      return `${head}${formatSummary(r.summary)}\n${[...failed, ...more].map((l) => `${l}\n`).join('')}`;
+    })
+    .join('\n');
+}
+
+const BIN = fileURLToPath(new URL('../../../bin/pivot-archive.js', import.meta.url));
+
+function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** `MM HH * * * cd DIR && NODE BIN ARGS`: absolute paths, since cron's PATH and cwd are bare. */
+export function crontabLine(at: string, args: string[], cwd: string): string {
+  const match = /^([01]?\d|2[0-3]):([0-5]\d)$/.exec(at);
+  if (!match) throw new PivotArchiveError(ErrorCode.USAGE, `--at ${JSON.stringify(at)} is not a time of day such as 02:30`);
+  if (args.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, 'give the command to schedule after --, e.g. -- run --inbox DIR --sink maildir:DIR');
+  const command = [process.execPath, '--optimize-for-size', BIN, ...args].map(shellQuote).join(' ');
+  return `${Number(match[2])} ${Number(match[1])} * * * cd ${shellQuote(cwd)} && ${command}`;
+}
