@@ -4,6 +4,8 @@ import { mergeConfig, readConfigFile, validateConfig, type RunConfig } from './c
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, type Logger } from './logger.js';
 import { formatSummary, run } from './run.js';
+import type { RunSummary } from './status-log.js';
+import { runInbox } from './state/inbox.js';
 import { generateSample } from './sample/generate.js';
 import { StateDir } from './state/index.js';
 import { crontabLine, formatStatus } from './state/report.js';
@@ -31,14 +33,27 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       json: argv.json,
       insecure: argv.insecure,
       stateDir: argv['state-dir'],
+      inbox: argv.inbox,
+      keep: argv.keep,
+      settleSeconds: argv.settle,
     },
     'command line',
   );
   const config: RunConfig = mergeConfig(fromFile, fromFlags);
   const logger = createLogger({ level: config.logLevel, json: config.json });
   try {
+    const print = (summary: RunSummary) => process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
+    if (config.inbox) {
+      const inbox = await runInbox(config, logger);
+      for (const r of inbox.results) {
+        if (r.run) print(r.run.summary);
+        else if (!config.json) process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}\n`);
+      }
+      if (!config.json) process.stdout.write(`pivot-archive: inbox: ${inbox.results.length} archive(s) handled, ${inbox.waiting.length} still being copied in\n`);
+      return inbox.exitCode;
+    }
     const { summary, exitCode } = await run(config, logger);
-    process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
+    print(summary);
     return exitCode;
   } catch (err) {
     report(logger, err);
@@ -79,6 +94,9 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
           .option('config', { type: 'string', describe: 'JSON config file (or PIVOT_ARCHIVE_CONFIG); flags override it' })
           .option('state-dir', { type: 'string', describe: 'lock (one run at a time) and history of runs, for scheduled runs' })
+          .option('inbox', { type: 'string', describe: 'drop folder: every settled .zip not completed yet, oldest first (needs --state-dir)' })
+          .option('keep', { type: 'boolean', describe: 'with --inbox: leave completed archives in place (else they move to done/)' })
+          .option('settle', { type: 'number', describe: 'with --inbox: seconds an archive must be unmodified before it is read [default: 60]' })
           .option('max-item-size', { type: 'string', describe: 'largest message delivered (default 10MiB); larger items are kept in --rejects' })
           .option('rejects', { type: 'string', describe: 'folder for rejected items (event JSON and attachments) [default: ./pivot-rejects]' })
           .option('domain', { type: 'string', array: true, describe: "organisation's mail domain; only its mailboxes are targets (repeatable)" })

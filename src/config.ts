@@ -20,6 +20,12 @@ export interface RunConfig {
   insecure: boolean;
   /** Lock and run history of scheduled runs (see StateDir). */
   stateDir?: string;
+  /** Drop folder: every settled, not yet completed archive in it, oldest first. */
+  inbox?: string;
+  /** With inbox: leave completed archives in place instead of moving them to done/. */
+  keep: boolean;
+  /** With inbox: an archive modified less than this many seconds ago is still being copied in. */
+  settleSeconds: number;
 }
 
 export const RUN_DEFAULTS = {
@@ -31,11 +37,13 @@ export const RUN_DEFAULTS = {
   logLevel: 'info',
   json: false,
   insecure: false,
+  keep: false,
+  settleSeconds: 60,
 };
 
 const LOG_LEVELS = ['error', 'warn', 'info', 'verbose', 'debug'];
 
-type FieldKind = 'string' | 'boolean' | 'strings' | 'size';
+type FieldKind = 'string' | 'boolean' | 'strings' | 'size' | 'seconds';
 const FIELDS: Record<keyof RunConfig, FieldKind> = {
   archive: 'string',
   sample: 'boolean',
@@ -51,6 +59,9 @@ const FIELDS: Record<keyof RunConfig, FieldKind> = {
   json: 'boolean',
   insecure: 'boolean',
   stateDir: 'string',
+  inbox: 'string',
+  keep: 'boolean',
+  settleSeconds: 'seconds',
 };
 
 /** "10MiB", "512KiB", "1048576" -> bytes. */
@@ -76,6 +87,7 @@ export function validateConfig(input: Record<string, unknown>, origin: string): 
     if (kind === 'string' && typeof value !== 'string') throw bad('a string');
     if (kind === 'boolean' && typeof value !== 'boolean') throw bad('true or false');
     if (kind === 'strings' && !(Array.isArray(value) && value.every((v) => typeof v === 'string'))) throw bad('a list of strings');
+    if (kind === 'seconds' && !(typeof value === 'number' && Number.isInteger(value) && value >= 0)) throw bad('a whole number of seconds');
     out[key] = kind === 'size' ? parseSize(value, `${origin}: ${key}`) : value;
   }
   if (out.logLevel !== undefined && !LOG_LEVELS.includes(out.logLevel as string)) {
@@ -101,7 +113,9 @@ export async function readConfigFile(path: string): Promise<Partial<RunConfig>> 
 export function mergeConfig(...layers: Partial<RunConfig>[]): RunConfig {
   const merged = Object.assign({}, RUN_DEFAULTS, ...layers.map((l) => Object.fromEntries(Object.entries(l).filter(([, v]) => v !== undefined)))) as RunConfig;
   if (!merged.sink) throw new PivotArchiveError(ErrorCode.USAGE, 'no sink: give --sink maildir:DIR (or "sink" in the config file)');
-  if (!merged.archive && !merged.sample) throw new PivotArchiveError(ErrorCode.USAGE, 'no archive: give a path, - for stdin, or --sample');
-  if (merged.archive && merged.sample) throw new PivotArchiveError(ErrorCode.USAGE, 'give an archive or --sample, not both');
+  const sources = [merged.archive, merged.sample || undefined, merged.inbox].filter((x) => x !== undefined);
+  if (sources.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, 'no archive: give a path, - for stdin, --inbox DIR or --sample');
+  if (sources.length > 1) throw new PivotArchiveError(ErrorCode.USAGE, 'give one of: an archive, --inbox DIR, --sample');
+  if (merged.inbox && !merged.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--inbox needs --state-dir, where completed archives are recorded');
   return merged;
 }

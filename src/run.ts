@@ -28,7 +28,11 @@ export interface RunResult {
  * One run: everything is checked (sink spec, plugins, user map, archive) before the first
  * delivery; then the pipeline runs and the summary says whether every item is accounted for.
  */
-export async function run(config: RunConfig, logger: Logger, options: { cwd?: string; stdin?: NodeJS.ReadableStream } = {}): Promise<RunResult> {
+export async function run(
+  config: RunConfig,
+  logger: Logger,
+  options: { cwd?: string; stdin?: NodeJS.ReadableStream; lockHeld?: boolean } = {},
+): Promise<RunResult> {
   const cwd = options.cwd ?? process.cwd();
   const sink = createSink(config.sink, { cwd, insecure: config.insecure });
   const plugins = new PluginRegistry();
@@ -49,7 +53,7 @@ export async function run(config: RunConfig, logger: Logger, options: { cwd?: st
   const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
   if (config.stateDir) {
     const state = new StateDir(resolve(cwd, config.stateDir));
-    cleanups.push(await state.lock());
+    if (!options.lockHeld) cleanups.push(await state.lock());
     logs.push(await state.newRunLog());
   }
   try {

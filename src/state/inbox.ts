@@ -1,0 +1,102 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rename, stat, writeFile, access } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { RunConfig } from '../config.js';
+import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { run, type RunResult } from '../run.js';
+import { StateDir } from './index.js';
+
+export interface InboxResult {
+  results: { archive: string; outcome: 'completed' | 'already-completed' | 'failed-archive' | 'deliveries-failed'; run?: RunResult; reason?: string }[];
+  waiting: string[];
+  exitCode: number;
+}
+
+async function sha256(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Moves a file into `dir`, never over another file of the same name. */
+async function moveInto(path: string, dir: string, name: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  let target = join(dir, name);
+  for (let n = 1; await exists(target); n++) target = join(dir, `${name}.${n}`);
+  await rename(path, target);
+  return target;
+}
+
+/**
+ * Every `*.zip` in the drop folder that has settled (not modified for `settleSeconds`) and is
+ * not completed yet (its sha256 is not recorded in the state dir), oldest first. Completed
+ * archives go to `done/` (or stay, with `keep`); archives that fail as a whole go to `failed/`
+ * with a `.reason.txt`; archives with failed deliveries stay for the next run.
+ */
+export async function runInbox(config: RunConfig, logger: Logger, cwd = process.cwd()): Promise<InboxResult> {
+  const inbox = resolve(cwd, config.inbox!);
+  const state = new StateDir(resolve(cwd, config.stateDir!));
+  const release = await state.lock();
+  const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
+  try {
+    const candidates = [];
+    const names = await readdir(inbox).catch((err: unknown) => {
+      throw new PivotArchiveError(ErrorCode.CONFIG, `cannot read inbox ${inbox}: ${errorMessage(err)}`);
+    });
+    for (const name of names) {
+      if (!name.endsWith('.zip')) continue;
+      const info = await stat(join(inbox, name));
+      if (!info.isFile()) continue;
+      if (Date.now() - info.mtimeMs < config.settleSeconds * 1000) {
+        result.waiting.push(name);
+        logger.info(`${name}: modified less than ${config.settleSeconds} s ago, still being copied in; left for the next run`);
+        continue;
+      }
+      candidates.push({ name, mtime: info.mtimeMs });
+    }
+    candidates.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
+    for (const { name } of candidates) {
+      const path = join(inbox, name);
+      const digest = await sha256(path);
+      const record = join(state.dir, 'completed', `${digest}.json`);
+      if (await exists(record)) {
+        logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
+        if (!config.keep) await moveInto(path, join(inbox, 'done'), name);
+        result.results.push({ archive: name, outcome: 'already-completed' });
+        continue;
+      }
+      try {
+        const done = await run({ ...config, inbox: undefined, archive: path }, logger, { cwd, lockHeld: true });
+        if (done.exitCode === ExitCode.OK) {
+          await mkdir(join(state.dir, 'completed'), { recursive: true });
+          await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
+          if (!config.keep) await moveInto(path, join(inbox, 'done'), name);
+          result.results.push({ archive: name, outcome: 'completed', run: done });
+        } else {
+          result.results.push({ archive: name, outcome: 'deliveries-failed', run: done });
+          result.exitCode = Math.max(result.exitCode, done.exitCode);
+        }
+      } catch (err) {
+        if (!(err instanceof PivotArchiveError) || !err.code.startsWith('E_ARCHIVE_')) throw err;
+        const reason = `${err.code}: ${errorMessage(err)}`;
+        logger.error(`${name}: ${reason}; moved to failed/`);
+        const moved = await moveInto(path, join(inbox, 'failed'), name);
+        await writeFile(`${moved}.reason.txt`, reason + '\n');
+        result.results.push({ archive: name, outcome: 'failed-archive', reason });
+        result.exitCode = Math.max(result.exitCode, ExitCode.SETUP_FAILED);
+      }
+    }
+  } finally {
+    await release();
+  }
+  return result;
+}
