@@ -10,7 +10,7 @@ import { generateSample } from './sample/generate.js';
 import { StateDir } from './state/index.js';
 import { crontabLine, formatStatus } from './state/report.js';
 
-const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error; 3 another run holds the state dir.`;
+const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish).`;
 
 async function runCommand(argv: Record<string, unknown>, args: string[]): Promise<number> {
   // yargs hands a lone "-" positional over as "": put the stdin marker back.
@@ -41,10 +41,19 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
   );
   const config: RunConfig = mergeConfig(fromFile, fromFlags);
   const logger = createLogger({ level: config.logLevel, json: config.json });
+  // SIGINT/SIGTERM: read no further event, let the items in flight finish, write the summary.
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal.aborted) return;
+    logger.warn(`${signal}: stopping after the items in flight; run again to finish`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     const print = (summary: RunSummary) => process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     if (config.inbox) {
-      const inbox = await runInbox(config, logger);
+      const inbox = await runInbox(config, logger, stop.signal);
       for (const r of inbox.results) {
         if (r.run) print(r.run.summary);
         else if (!config.json) process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}\n`);
@@ -52,13 +61,15 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       if (!config.json) process.stdout.write(`pivot-archive: inbox: ${inbox.results.length} archive(s) handled, ${inbox.waiting.length} still being copied in\n`);
       return inbox.exitCode;
     }
-    const { summary, exitCode } = await run(config, logger);
+    const { summary, exitCode } = await run(config, logger, { stop: stop.signal });
     print(summary);
     return exitCode;
   } catch (err) {
     report(logger, err);
     return exitCodeOf(err);
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await flushLogger(logger);
   }
 }

@@ -46,7 +46,7 @@ export const RejectReason = {
   PLUGIN_DROP: 'dropped',
 } as const;
 
-export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3 } as const;
+export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3, INTERRUPTED: 4 } as const;
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

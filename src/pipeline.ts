@@ -21,6 +21,8 @@ export interface PipelineOptions {
   rejects: RejectsFolder;
   statusLog: StatusLog;
   logger: Logger;
+  /** Aborted on SIGINT/SIGTERM: no new event is read, the items in flight finish. */
+  stop?: AbortSignal;
 }
 
 /** An item with its message built, before fan-out. */
@@ -63,7 +65,7 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
     maxWeight: options.maxItemSize,
   };
   await new Promise<void>((resolve, reject) => {
-    _<SourceEvent>(archive.events())
+    _<SourceEvent>(archive.events(options.stop))
       .map((event) => (seen.events++, validateEvent(archive, event)))
       .through(inOrder({ count: 1 }, (x) => applyPlugins(x, options, counters)))
       .sequence()
@@ -75,7 +77,11 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
       .done(() => resolve());
   });
 
-  if (seen.events !== archive.eventCount) {
+  const interrupted = options.stop?.aborted ?? false;
+  if (interrupted) {
+    // Only what was read counts: the rest is for the next run.
+    counters.itemsFromSource = seen.events;
+  } else if (seen.events !== archive.eventCount) {
     throw new Error(`the archive yielded ${seen.events} events on the second read, ${archive.eventCount} on the first`);
   }
   const rejectedTotal = Object.values(counters.rejected).reduce((a, b) => a + b, 0);
@@ -89,6 +95,7 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
     finishedAt: new Date().toISOString(),
     ...counters,
     rejectedTotal,
+    interrupted,
     balanced: isBalanced(counters),
   };
   await options.statusLog.write(summary);

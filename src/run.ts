@@ -31,7 +31,7 @@ export interface RunResult {
 export async function run(
   config: RunConfig,
   logger: Logger,
-  options: { cwd?: string; stdin?: NodeJS.ReadableStream; lockHeld?: boolean } = {},
+  options: { cwd?: string; stdin?: NodeJS.ReadableStream; lockHeld?: boolean; stop?: AbortSignal } = {},
 ): Promise<RunResult> {
   const cwd = options.cwd ?? process.cwd();
   const sink = createSink(config.sink, { cwd, insecure: config.insecure });
@@ -87,13 +87,15 @@ export async function run(
         rejects: new RejectsFolder(resolve(cwd, config.rejects)),
         statusLog,
         logger,
+        stop: options.stop,
       });
     } finally {
       await sink.close();
       await statusLog.close();
     }
     if (config.archive === '-') summary.archive = '-';
-    const exitCode = summary.failed > 0 || !summary.balanced ? ExitCode.DELIVERY_FAILED : ExitCode.OK;
+    const exitCode =
+      summary.failed > 0 || !summary.balanced ? ExitCode.DELIVERY_FAILED : summary.interrupted ? ExitCode.INTERRUPTED : ExitCode.OK;
     return { summary, exitCode };
   } finally {
     for (const cleanup of cleanups.reverse()) {
@@ -122,5 +124,6 @@ export function formatSummary(s: RunSummary): string {
     `pivot-archive: export ${s.exportId} -> ${s.sink}`,
     ...rows.map(([label, value]) => `  ${label.padEnd(32)} ${value}`),
     `  ${'counters add up'.padEnd(32)} ${s.balanced ? 'yes' : 'NO'}`,
+    ...(s.interrupted ? ['  interrupted: stopped on a signal after the items in flight; run it again to finish'] : []),
   ].join('\n');
 }

@@ -54,12 +54,14 @@ export interface RunSummary {
   skipped: number;
   failed: number;
   notes: number;
+  /** Stopped by SIGINT/SIGTERM: items from source counts only the events read before. */
+  interrupted: boolean;
   /** itemsFromSource + itemsAddedByPlugins = rejectedTotal + itemsRouted, and
    *  itemsAvailableForImport = delivered + skipped + failed. */
   balanced: boolean;
 }
 
-export type Counters = Omit<RunSummary, 'record' | 'archive' | 'exportId' | 'tenant' | 'sink' | 'startedAt' | 'finishedAt' | 'balanced' | 'rejectedTotal'>;
+export type Counters = Omit<RunSummary, 'record' | 'archive' | 'exportId' | 'tenant' | 'sink' | 'startedAt' | 'finishedAt' | 'balanced' | 'rejectedTotal' | 'interrupted'>;
 
 export function emptyCounters(): Counters {
   return {

@@ -2,7 +2,7 @@ import test from 'ava';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
-import { cli, startCli } from './helpers/cli.js';
+import { cli, readStatusLog, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -56,4 +56,32 @@ test('killed with SIGKILL at random points, a re-run leaves every mailbox with e
     for (const mailbox of await readdir(out)) t.deepEqual(await readdir(join(out, mailbox, '.INBOX.Pivot', 'tmp')), [], `seed ${seed}: ${mailbox}/tmp left behind`);
   }
   t.true(cutMidway >= 3, `only ${cutMidway} of 5 kills landed in the middle of delivery`);
+});
+
+test('SIGTERM stops cleanly: items in flight finish, the summary says interrupted (exit 4), a re-run finishes the set', async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 3000, seed: 32 });
+  const out = join(dir, 'mail');
+  const status = join(dir, 'status.jsonl');
+  const args = ['run', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects')];
+  const { child, exited } = startCli(args);
+  while ((await delivered(out)) < 500) await new Promise((r) => setTimeout(r, 10));
+  child.kill('SIGTERM');
+  t.is(await exited, 4);
+  const { summary, lines } = await readStatusLog(status);
+  t.true(summary.interrupted);
+  t.true(summary.balanced);
+  t.true(summary.itemsFromSource < 3007);
+  // Everything the log calls delivered is on disk, and nothing else is.
+  t.is(await delivered(out), summary.delivered);
+  t.is(lines.filter((l) => l.outcome === 'delivered').length, summary.delivered);
+
+  const resumed = await cli(args);
+  t.is(resumed.code, 0, resumed.stderr);
+  const again = (await readStatusLog(status)).summary;
+  t.false(again.interrupted);
+  t.is(again.skipped, summary.delivered);
+  t.is(await delivered(out), again.itemsAvailableForImport);
 });

@@ -42,7 +42,7 @@ async function moveInto(path: string, dir: string, name: string): Promise<string
  * archives go to `done/` (or stay, with `keep`); archives that fail as a whole go to `failed/`
  * with a `.reason.txt`; archives with failed deliveries stay for the next run.
  */
-export async function runInbox(config: RunConfig, logger: Logger, cwd = process.cwd()): Promise<InboxResult> {
+export async function runInbox(config: RunConfig, logger: Logger, stop?: AbortSignal, cwd = process.cwd()): Promise<InboxResult> {
   const inbox = resolve(cwd, config.inbox!);
   const state = new StateDir(resolve(cwd, config.stateDir!));
   const release = await state.lock();
@@ -65,6 +65,7 @@ export async function runInbox(config: RunConfig, logger: Logger, cwd = process.
     }
     candidates.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
     for (const { name } of candidates) {
+      if (stop?.aborted) break;
       const path = join(inbox, name);
       const digest = await sha256(path);
       const record = join(state.dir, 'completed', `${digest}.json`);
@@ -75,7 +76,7 @@ export async function runInbox(config: RunConfig, logger: Logger, cwd = process.
         continue;
       }
       try {
-        const done = await run({ ...config, inbox: undefined, archive: path }, logger, { cwd, lockHeld: true });
+        const done = await run({ ...config, inbox: undefined, archive: path }, logger, { cwd, lockHeld: true, stop });
         if (done.exitCode === ExitCode.OK) {
           await mkdir(join(state.dir, 'completed'), { recursive: true });
           await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');

@@ -80,11 +80,19 @@ export class PivotExportArchive {
     );
   }
 
-  /** Every event, file by file in name order, as a stream that honours backpressure. */
-  events(): Readable {
+  /**
+   * Every event, file by file in name order, as a stream that honours backpressure. Once
+   * `stop` is aborted no further event is read: the stream ends and what is in flight finishes.
+   */
+  events(stop?: AbortSignal): Readable {
     const { path, messageFiles } = this;
     async function* all(): AsyncGenerator<SourceEvent> {
-      for (const [file, entry] of messageFiles.entries()) yield* readEvents(path, entry, file);
+      for (const [file, entry] of messageFiles.entries()) {
+        for await (const event of readEvents(path, entry, file)) {
+          if (stop?.aborted) return;
+          yield event;
+        }
+      }
     }
     return Readable.from(all(), { objectMode: true, highWaterMark: 64 });
   }
