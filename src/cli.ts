@@ -6,6 +6,7 @@ import { createLogger, flushLogger, type Logger } from './logger.js';
 import { formatSummary, run } from './run.js';
 import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';
+import { progressReporter } from './progress.js';
 import { generateSample } from './sample/generate.js';
 import { StateDir } from './state/index.js';
 import { crontabLine, formatStatus } from './state/report.js';
@@ -34,13 +35,14 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       insecure: argv.insecure,
       stateDir: argv['state-dir'],
       inbox: argv.inbox,
+      logFile: argv['log-file'],
       keep: argv.keep,
       settleSeconds: argv.settle,
     },
     'command line',
   );
   const config: RunConfig = mergeConfig(fromFile, fromFlags);
-  const logger = createLogger({ level: config.logLevel, json: config.json });
+  const logger = createLogger({ level: config.logLevel, json: config.json, file: config.logFile });
   // SIGINT/SIGTERM: read no further event, let the items in flight finish, write the summary.
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
@@ -50,10 +52,12 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const progress = progressReporter(logger, { quiet: argv.quiet === true, tty: process.stderr.isTTY === true && !config.json });
+  const runOptions = { stop: stop.signal, progress: progress.report, progressEveryMs: progress.everyMs };
   try {
     const print = (summary: RunSummary) => process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     if (config.inbox) {
-      const inbox = await runInbox(config, logger, stop.signal);
+      const inbox = await runInbox(config, logger, runOptions);
       for (const r of inbox.results) {
         if (r.run) print(r.run.summary);
         else if (!config.json) process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}\n`);
@@ -61,7 +65,7 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       if (!config.json) process.stdout.write(`pivot-archive: inbox: ${inbox.results.length} archive(s) handled, ${inbox.waiting.length} still being copied in\n`);
       return inbox.exitCode;
     }
-    const { summary, exitCode } = await run(config, logger, { stop: stop.signal });
+    const { summary, exitCode } = await run(config, logger, runOptions);
     print(summary);
     return exitCode;
   } catch (err) {
@@ -114,6 +118,8 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('user-map', { type: 'string', describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' })
           .option('default-mailbox', { type: 'string', describe: 'mailbox for items that have no target (else they are rejected as unmapped)' })
           .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' })
+          .option('log-file', { type: 'string', describe: 'also write the log to FILE as JSON lines (rotate with logrotate copytruncate)' })
+          .option('quiet', { type: 'boolean', describe: 'no progress bar (TTY) and no progress lines (off a TTY)' })
           .option('insecure', { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' })
           .option('json', { type: 'boolean', describe: 'JSON log lines on stderr and a JSON summary on stdout' })
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')

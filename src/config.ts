@@ -20,6 +20,8 @@ export interface RunConfig {
   insecure: boolean;
   /** Lock and run history of scheduled runs (see StateDir). */
   stateDir?: string;
+  /** Also write the log, as JSON lines, to this file. */
+  logFile?: string;
   /** Drop folder: every settled, not yet completed archive in it, oldest first. */
   inbox?: string;
   /** With inbox: leave completed archives in place instead of moving them to done/. */
@@ -60,6 +62,7 @@ const FIELDS: Record<keyof RunConfig, FieldKind> = {
   insecure: 'boolean',
   stateDir: 'string',
   inbox: 'string',
+  logFile: 'string',
   keep: 'boolean',
   settleSeconds: 'seconds',
 };

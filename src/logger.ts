@@ -3,7 +3,11 @@ import winston from 'winston';
 export type Logger = winston.Logger;
 
 /** Logs go to stderr, so stdout carries only the summary (and can be piped). */
-export function createLogger(options: { level: string; json: boolean }): Logger {
+export function createLogger(options: { level: string; json: boolean; file?: string }): Logger {
+  // A log file is always JSON lines, whatever stderr shows; rotate it with logrotate's copytruncate.
+  const file = options.file
+    ? [new winston.transports.File({ filename: options.file, format: winston.format.combine(winston.format.timestamp(), winston.format.json()) })]
+    : [];
   return winston.createLogger({
     level: options.level,
     format: options.json
@@ -12,7 +16,7 @@ export function createLogger(options: { level: string; json: boolean }): Logger 
           winston.format.timestamp({ format: 'HH:mm:ss' }),
           winston.format.printf(({ timestamp, level, message }) => `${timestamp} ${level} ${message}`),
         ),
-    transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'] })],
+    transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'] }), ...file],
   });
 }
 

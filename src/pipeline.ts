@@ -23,6 +23,19 @@ export interface PipelineOptions {
   logger: Logger;
   /** Aborted on SIGINT/SIGTERM: no new event is read, the items in flight finish. */
   stop?: AbortSignal;
+  /** Called every `progressEveryMs` (and once at the end) with how far the run is. */
+  progress?: (p: Progress) => void;
+  progressEveryMs?: number;
+}
+
+export interface Progress {
+  eventsRead: number;
+  eventsTotal: number;
+  delivered: number;
+  skipped: number;
+  failed: number;
+  rejected: number;
+  elapsedMs: number;
 }
 
 /** An item with its message built, before fan-out. */
@@ -64,6 +77,18 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
     weight: (x) => (isRejection(x) ? 0 : x.message.length),
     maxWeight: options.maxItemSize,
   };
+  const started = Date.now();
+  const report = () =>
+    options.progress?.({
+      eventsRead: seen.events,
+      eventsTotal: archive.eventCount,
+      delivered: counters.delivered,
+      skipped: counters.skipped,
+      failed: counters.failed,
+      rejected: Object.values(counters.rejected).reduce((a, b) => a + b, 0),
+      elapsedMs: Date.now() - started,
+    });
+  const ticker = options.progress ? setInterval(report, options.progressEveryMs ?? 1000) : undefined;
   await new Promise<void>((resolve, reject) => {
     _<SourceEvent>(archive.events(options.stop))
       .map((event) => (seen.events++, validateEvent(archive, event)))
@@ -75,6 +100,9 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
       .through(inOrder(inFlight, (x) => record(x, options, counters)))
       .stopOnError((err: Error) => reject(err))
       .done(() => resolve());
+  }).finally(() => {
+    clearInterval(ticker);
+    report();
   });
 
   const interrupted = options.stop?.aborted ?? false;

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import type { RunConfig } from './config.js';
 import { ExitCode, errorMessage } from './errors.js';
 import type { Logger } from './logger.js';
-import { runPipeline } from './pipeline.js';
+import { runPipeline, type Progress } from './pipeline.js';
 import { generateSample } from './sample/generate.js';
 import { createSink } from './sinks/index.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
@@ -19,6 +19,16 @@ import { ErrorCode, PivotArchiveError } from './errors.js';
 
 export const SAMPLE_EVENTS = 1000;
 
+export interface RunOptions {
+  cwd?: string;
+  stdin?: NodeJS.ReadableStream;
+  /** The caller (the drop folder) already holds the state dir's lock. */
+  lockHeld?: boolean;
+  stop?: AbortSignal;
+  progress?: (p: Progress) => void;
+  progressEveryMs?: number;
+}
+
 export interface RunResult {
   summary: RunSummary;
   exitCode: number;
@@ -31,7 +41,7 @@ export interface RunResult {
 export async function run(
   config: RunConfig,
   logger: Logger,
-  options: { cwd?: string; stdin?: NodeJS.ReadableStream; lockHeld?: boolean; stop?: AbortSignal } = {},
+  options: RunOptions = {},
 ): Promise<RunResult> {
   const cwd = options.cwd ?? process.cwd();
   const sink = createSink(config.sink, { cwd, insecure: config.insecure });
@@ -88,6 +98,8 @@ export async function run(
         statusLog,
         logger,
         stop: options.stop,
+        progress: options.progress,
+        progressEveryMs: options.progressEveryMs,
       });
     } finally {
       await sink.close();

@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import type { RunConfig } from '../config.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { run, type RunResult } from '../run.js';
+import { run, type RunOptions, type RunResult } from '../run.js';
 import { StateDir } from './index.js';
 
 export interface InboxResult {
@@ -42,7 +42,8 @@ async function moveInto(path: string, dir: string, name: string): Promise<string
  * archives go to `done/` (or stay, with `keep`); archives that fail as a whole go to `failed/`
  * with a `.reason.txt`; archives with failed deliveries stay for the next run.
  */
-export async function runInbox(config: RunConfig, logger: Logger, stop?: AbortSignal, cwd = process.cwd()): Promise<InboxResult> {
+export async function runInbox(config: RunConfig, logger: Logger, options: Omit<RunOptions, 'lockHeld'> = {}): Promise<InboxResult> {
+  const { stop, cwd = process.cwd() } = options;
   const inbox = resolve(cwd, config.inbox!);
   const state = new StateDir(resolve(cwd, config.stateDir!));
   const release = await state.lock();
@@ -76,7 +77,7 @@ export async function runInbox(config: RunConfig, logger: Logger, stop?: AbortSi
         continue;
       }
       try {
-        const done = await run({ ...config, inbox: undefined, archive: path }, logger, { cwd, lockHeld: true, stop });
+        const done = await run({ ...config, inbox: undefined, archive: path }, logger, { ...options, cwd, lockHeld: true });
         if (done.exitCode === ExitCode.OK) {
           await mkdir(join(state.dir, 'completed'), { recursive: true });
           await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
