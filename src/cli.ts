@@ -36,13 +36,15 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       stateDir: argv['state-dir'],
       inbox: argv.inbox,
       logFile: argv['log-file'],
+      keepRuns: argv['keep-runs'],
       keep: argv.keep,
       settleSeconds: argv.settle,
     },
     'command line',
   );
   const config: RunConfig = mergeConfig(fromFile, fromFlags);
-  const logger = createLogger({ level: config.logLevel, json: config.json, file: config.logFile });
+  // Human-readable on a terminal; JSON lines with --json or off a terminal (cron, log collectors).
+  const logger = createLogger({ level: config.logLevel, json: config.json || !process.stderr.isTTY, file: config.logFile });
   // SIGINT/SIGTERM: read no further event, let the items in flight finish, write the summary.
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
@@ -109,6 +111,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
           .option('config', { type: 'string', describe: 'JSON config file (or PIVOT_ARCHIVE_CONFIG); flags override it' })
           .option('state-dir', { type: 'string', describe: 'lock (one run at a time) and history of runs, for scheduled runs' })
+          .option('keep-runs', { type: 'number', describe: 'runs kept under --state-dir, the oldest removed first [default: 0, for ever]' })
           .option('inbox', { type: 'string', describe: 'drop folder: every settled .zip not completed yet, oldest first (needs --state-dir)' })
           .option('keep', { type: 'boolean', describe: 'with --inbox: leave completed archives in place (else they move to done/)' })
           .option('settle', { type: 'number', describe: 'with --inbox: seconds an archive must be unmodified before it is read [default: 60]' })
@@ -121,7 +124,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('log-file', { type: 'string', describe: 'also write the log to FILE as JSON lines (rotate with logrotate copytruncate)' })
           .option('quiet', { type: 'boolean', describe: 'no progress bar (TTY) and no progress lines (off a TTY)' })
           .option('insecure', { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' })
-          .option('json', { type: 'boolean', describe: 'JSON log lines on stderr and a JSON summary on stdout' })
+          .option('json', { type: 'boolean', describe: 'JSON log lines on stderr (the default off a terminal) and a JSON summary on stdout' })
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
           .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')
           .example('$0 run --sample --sink maildir:./out', '')

@@ -20,6 +20,8 @@ export interface RunConfig {
   insecure: boolean;
   /** Lock and run history of scheduled runs (see StateDir). */
   stateDir?: string;
+  /** Runs kept under the state dir (0: for ever). */
+  keepRuns: number;
   /** Also write the log, as JSON lines, to this file. */
   logFile?: string;
   /** Drop folder: every settled, not yet completed archive in it, oldest first. */
@@ -41,11 +43,12 @@ export const RUN_DEFAULTS = {
   insecure: false,
   keep: false,
   settleSeconds: 60,
+  keepRuns: 0,
 };
 
 const LOG_LEVELS = ['error', 'warn', 'info', 'verbose', 'debug'];
 
-type FieldKind = 'string' | 'boolean' | 'strings' | 'size' | 'seconds';
+type FieldKind = 'string' | 'boolean' | 'strings' | 'size' | 'seconds' | 'count';
 const FIELDS: Record<keyof RunConfig, FieldKind> = {
   archive: 'string',
   sample: 'boolean',
@@ -65,6 +68,7 @@ const FIELDS: Record<keyof RunConfig, FieldKind> = {
   logFile: 'string',
   keep: 'boolean',
   settleSeconds: 'seconds',
+  keepRuns: 'count',
 };
 
 /** "10MiB", "512KiB", "1048576" -> bytes. */
@@ -90,7 +94,9 @@ export function validateConfig(input: Record<string, unknown>, origin: string): 
     if (kind === 'string' && typeof value !== 'string') throw bad('a string');
     if (kind === 'boolean' && typeof value !== 'boolean') throw bad('true or false');
     if (kind === 'strings' && !(Array.isArray(value) && value.every((v) => typeof v === 'string'))) throw bad('a list of strings');
-    if (kind === 'seconds' && !(typeof value === 'number' && Number.isInteger(value) && value >= 0)) throw bad('a whole number of seconds');
+    if ((kind === 'seconds' || kind === 'count') && !(typeof value === 'number' && Number.isInteger(value) && value >= 0)) {
+      throw bad(kind === 'seconds' ? 'a whole number of seconds' : 'a whole number (0 for no limit)');
+    }
     out[key] = kind === 'size' ? parseSize(value, `${origin}: ${key}`) : value;
   }
   if (out.logLevel !== undefined && !LOG_LEVELS.includes(out.logLevel as string)) {

@@ -64,7 +64,7 @@ export async function run(
   if (config.stateDir) {
     const state = new StateDir(resolve(cwd, config.stateDir));
     if (!options.lockHeld) cleanups.push(await state.lock());
-    logs.push(await state.newRunLog());
+    logs.push(await state.newRunLog(config.keepRuns));
   }
   try {
     let archivePath: string;

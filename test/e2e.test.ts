@@ -97,7 +97,7 @@ test('a corrupt archive exits 2 with the reason, before anything is delivered', 
   const out = join(dir, 'mail');
   const result = await cli(['run', archive, '--sink', `maildir:${out}`]);
   t.is(result.code, 2);
-  t.regex(result.stderr, /E_ARCHIVE_CORRUPT: .*export\.zip: entry "messages\/0000\.json" fails its CRC-32 check/);
+  t.regex(result.log, /E_ARCHIVE_CORRUPT: .*export\.zip: entry "messages\/0000\.json" fails its CRC-32 check/);
   t.deepEqual(await readMaildir(out), []);
 });
 
@@ -111,16 +111,16 @@ test('usage errors exit 2 and say what is wrong; --help lists the commands', asy
   t.regex(runHelp.stdout, /Exit codes: 0/);
   const noSink = await cli(['run', 'x.zip']);
   t.is(noSink.code, 2);
-  t.regex(noSink.stderr, /no sink/);
+  t.regex(noSink.log, /no sink/);
   const unknown = await cli(['run', 'x.zip', '--sink', 'maildir:/tmp/x', '--frobnicate']);
   t.is(unknown.code, 2);
-  t.regex(unknown.stderr, /Unknown argument: frobnicate/);
+  t.regex(unknown.log, /Unknown argument: frobnicate/);
   const missing = await cli(['run', '/nonexistent/x.zip', '--sink', 'maildir:/tmp/x']);
   t.is(missing.code, 2);
-  t.regex(missing.stderr, /E_ARCHIVE_UNREADABLE: \/nonexistent\/x.zip/);
+  t.regex(missing.log, /E_ARCHIVE_UNREADABLE: \/nonexistent\/x.zip/);
   const badSink = await cli(['run', 'x.zip', '--sink', 'maildir:/tmp/x?bogus=1']);
   t.is(badSink.code, 2);
-  t.regex(badSink.stderr, /E_SINK_CONFIG: .*unknown option "bogus"/);
+  t.regex(badSink.log, /E_SINK_CONFIG: .*unknown option "bogus"/);
 });
 
 test('the config file holds what flags hold, flags override it, unknown keys are errors', async (t) => {
@@ -139,7 +139,7 @@ test('the config file holds what flags hold, flags override it, unknown keys are
   await writeFile(config, JSON.stringify({ sink: 'maildir:x', colour: 'blue' }));
   const bad = await cli(['run', archive, '--config', config]);
   t.is(bad.code, 2);
-  t.regex(bad.stderr, /E_CONFIG: .*unknown key "colour"/);
+  t.regex(bad.log, /E_CONFIG: .*unknown key "colour"/);
 });
 
 const users = [
@@ -200,7 +200,7 @@ test('bad items are recorded with their reason and the run goes on', async (t) =
   });
   t.is(summary.delivered, 2);
   t.true(summary.balanced);
-  t.regex(result.stderr, /rejected item "m_conv" \(unknown-conversation\)/);
+  t.regex(result.log, /rejected item "m_conv" \(unknown-conversation\)/);
 });
 
 test('deliveries that fail exit 1, are recorded, and a re-run delivers exactly what is missing', async (t) => {
@@ -251,7 +251,7 @@ test('the built-in sample runs with the example plugins', async (t) => {
   const out = join(dir, 'out');
   const result = await cli(['run', '--sample', '--sink', `maildir:${out}`, '--plugin', './plugins/redact-card-numbers.js', '--plugin', './plugins/conversation-header.js', '--rejects', join(dir, 'rejects')]);
   t.is(result.code, 0, result.stderr);
-  t.regex(result.stderr, /plugin redact-card-numbers@1.0.0 registered/);
+  t.regex(result.log, /plugin redact-card-numbers@1.0.0 registered/);
   const stored = await readMaildir(out);
   t.true(stored.length > 1000);
   t.true(stored.every((m) => typeof m.parsed.headers.get('x-pivot-conversation-type') === 'string'));

@@ -146,11 +146,11 @@ test('a plugin that cannot be loaded or wants another host API stops the run bef
   const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane], conversations: [{ id: 'c', type: 'room', members: ['u_1'] }], messages: { '0.json': [] } });
   const missing = await cli(['run', archive, '--sink', `maildir:${join(dir, 'm')}`, '--plugin', './nope.js']);
   t.is(missing.code, 2);
-  t.regex(missing.stderr, /E_PLUGIN_LOAD: cannot load plugin \.\/nope\.js/);
+  t.regex(missing.log, /E_PLUGIN_LOAD: cannot load plugin \.\/nope\.js/);
   const future = join(dir, 'future.mjs');
   await (await import('node:fs/promises')).writeFile(future, "export default { name: 'future', hostApi: '^2.0.0', transform: (i) => i };\n");
   const wrong = await cli(['run', archive, '--sink', `maildir:${join(dir, 'm')}`, '--plugin', future]);
   t.is(wrong.code, 2);
-  t.regex(wrong.stderr, /E_PLUGIN_VERSION: .*wants host API \^2\.0\.0; this is 1\.0\.0/);
+  t.regex(wrong.log, /E_PLUGIN_VERSION: .*wants host API \^2\.0\.0; this is 1\.0\.0/);
   t.deepEqual(await readMaildir(join(dir, 'm')), []);
 });

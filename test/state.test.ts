@@ -19,7 +19,7 @@ test('one run at a time per state dir: a second run exits 3 at once and does not
   for (let i = 0; i < 200 && !(await readdir(state).catch(() => [] as string[])).includes('lock'); i++) await new Promise((r) => setTimeout(r, 25));
   const second = await cli(args('second'));
   t.is(second.code, 3);
-  t.regex(second.stderr, /E_LOCKED: another run holds .*lock \(pid \d+ on /);
+  t.regex(second.log, /E_LOCKED: another run holds .*lock \(pid \d+ on /);
   t.deepEqual(await readMaildir(join(dir, 'second')), []);
   t.is(await first.exited, 0);
   t.false((await readdir(state)).includes('lock'), 'the lock is released');
@@ -65,6 +65,18 @@ test('every run is kept under the state dir; status shows the last runs and what
   t.is(runs[0]!.summary.delivered, 0, 'the newest run first: it had nothing left to deliver');
 });
 
+test('--keep-runs keeps only the newest run logs under the state dir', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 20, seed: 15, edgeCases: false });
+  const state = join(dir, 'state');
+  for (let i = 0; i < 3; i++) t.is((await cli(['run', archive, '--sink', `maildir:${join(dir, 'out')}`, '--state-dir', state, '--keep-runs', '2'])).code, 0);
+  const runs = await readdir(join(state, 'runs'));
+  t.is(runs.length, 2);
+  const newest = await cli(['status', '--state-dir', state, '--json', '--last', '1']);
+  t.is((JSON.parse(newest.stdout) as { summary: { skipped: number } }).summary.skipped > 0, true, 'the newest run (all skipped) is kept');
+});
+
 test('cron --print gives a crontab line with absolute paths and quoted arguments', async (t) => {
   const result = await cli(['cron', '--print', '--at', '02:30', '--', 'run', '--inbox', '/srv/pivot in', '--sink', 'maildir:/srv/mail?folder=.Pivot']);
   t.is(result.code, 0, result.stderr);
@@ -72,7 +84,7 @@ test('cron --print gives a crontab line with absolute paths and quoted arguments
   t.regex(line, /^30 2 \* \* \* cd \S+ && \S*node --optimize-for-size \/\S+\/bin\/pivot-archive\.js run --inbox '\/srv\/pivot in' --sink 'maildir:\/srv\/mail\?folder=\.Pivot'$/);
   const bad = await cli(['cron', '--print', '--at', '25:00', '--', 'run']);
   t.is(bad.code, 2);
-  t.regex(bad.stderr, /not a time of day/);
+  t.regex(bad.log, /not a time of day/);
 });
 
 test('--inbox: settled archives oldest first, done/ and failed/ moves, a file still being copied is left, nothing twice', async (t) => {
@@ -121,8 +133,8 @@ test('--inbox: settled archives oldest first, done/ and failed/ moves, a file st
 test('--inbox needs --state-dir, and excludes an archive argument', async (t) => {
   const noState = await cli(['run', '--inbox', '/tmp', '--sink', 'maildir:/tmp/x']);
   t.is(noState.code, 2);
-  t.regex(noState.stderr, /--inbox needs --state-dir/);
+  t.regex(noState.log, /--inbox needs --state-dir/);
   const both = await cli(['run', 'x.zip', '--inbox', '/tmp', '--state-dir', '/tmp/s', '--sink', 'maildir:/tmp/x']);
   t.is(both.code, 2);
-  t.regex(both.stderr, /give one of/);
+  t.regex(both.log, /give one of/);
 });

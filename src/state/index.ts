@@ -15,10 +15,18 @@ export class StateDir {
     return join(this.dir, 'lock');
   }
 
-  /** Status log of a run that starts now: `runs/<UTC time>.jsonl`, sortable by name. */
-  async newRunLog(now = new Date()): Promise<string> {
-    await mkdir(join(this.dir, 'runs'), { recursive: true });
-    return join(this.dir, 'runs', `${now.toISOString().replace(/[:.]/g, '-')}-${process.pid}.jsonl`);
+  /**
+   * Status log of a run that starts now: `runs/<UTC time>-<pid>.jsonl`, sortable by name. With
+   * `keepRuns` > 0, only that many runs are kept, this one included; 0 keeps them for ever.
+   */
+  async newRunLog(keepRuns = 0, now = new Date()): Promise<string> {
+    const runs = join(this.dir, 'runs');
+    await mkdir(runs, { recursive: true });
+    if (keepRuns > 0) {
+      const old = (await readdir(runs)).filter((n) => n.endsWith('.jsonl')).sort();
+      for (const name of old.slice(0, Math.max(0, old.length - (keepRuns - 1)))) await unlink(join(runs, name));
+    }
+    return join(runs, `${now.toISOString().replace(/[:.]/g, '-')}-${process.pid}.jsonl`);
   }
 
   /**

@@ -10,6 +10,22 @@ export interface CliResult {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** stderr with each JSON log line (the format off a terminal) read back as "level message". */
+  log: string;
+}
+
+function logText(stderr: string): string {
+  return stderr
+    .split('\n')
+    .map((line) => {
+      try {
+        const record = JSON.parse(line) as { level?: string; message?: string };
+        return record.message === undefined ? line : `${record.level} ${record.message}`;
+      } catch {
+        return line;
+      }
+    })
+    .join('\n');
 }
 
 /** Runs the real command line in a child process. */
@@ -25,7 +41,7 @@ export function cli(args: string[], options: { cwd?: string; stdin?: Buffer; env
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code) => resolve({ code, stdout, stderr, log: logText(stderr) }));
     child.stdin.end(options.stdin ?? '');
   });
 }
