@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, stat, writeFile, access } from 'node:fs/promises';
+import { mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '../config.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from '../errors.js';
+import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
 import { run, type RunOptions, type RunResult } from '../run.js';
 import { StateDir } from './index.js';
@@ -20,18 +21,11 @@ async function sha256(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 /** Moves a file into `dir`, never over another file of the same name. */
 async function moveInto(path: string, dir: string, name: string): Promise<string> {
   await mkdir(dir, { recursive: true });
   let target = join(dir, name);
-  for (let n = 1; await exists(target); n++) target = join(dir, `${name}.${n}`);
+  for (let n = 1; await pathExists(target); n++) target = join(dir, `${name}.${n}`);
   await rename(path, target);
   return target;
 }
@@ -70,7 +64,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       const path = join(inbox, name);
       const digest = await sha256(path);
       const record = join(state.dir, 'completed', `${digest}.json`);
-      if (await exists(record)) {
+      if (await pathExists(record)) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
         if (!config.keep) await moveInto(path, join(inbox, 'done'), name);
         result.results.push({ archive: name, outcome: 'already-completed' });

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import { pathExists } from '../../fs-util.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
 
@@ -97,16 +98,6 @@ export function maildirBaseName(delivery: Pick<Delivery, 'messageId' | 'internal
   return `${Math.floor(delivery.internalDate / 1000)}.P${key}.pivot-archive`;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
-
 export class MaildirSink implements Sink {
   readonly kind = 'maildir';
   readonly description: string;
@@ -171,7 +162,7 @@ export class MaildirSink implements Sink {
     const folder = await this.folderOf(delivery.mailbox);
     const base = maildirBaseName(delivery);
     const final = join(folder, 'cur', `${base}:2,S`);
-    if ((await exists(final)) || (await exists(join(folder, 'new', base)))) return 'skipped';
+    if ((await pathExists(final)) || (await pathExists(join(folder, 'new', base)))) return 'skipped';
     const temporary = join(folder, 'tmp', base);
     const handle = await open(temporary, 'wx').catch(async (err: NodeJS.ErrnoException) => {
       // Left by a run that was killed between create and rename: it was never delivered.
