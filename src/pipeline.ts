@@ -1,7 +1,8 @@
 import _ from 'highland';
 import { RejectReason, errorMessage } from './errors.js';
 import type { Logger } from './logger.js';
-import type { Delivery, Item } from './model.js';
+import type { Delivery, EventPosition, Item } from './model.js';
+import type { Checkpoint } from './state/checkpoint.js';
 import type { Sink } from './sinks/sink.js';
 import { PivotExportArchive, type SourceEvent } from './sources/pivot-zip/index.js';
 import { readEntryBuffer } from './sources/pivot-zip/zip-reader.js';
@@ -23,6 +24,8 @@ export interface PipelineOptions {
   logger: Logger;
   /** Aborted on SIGINT/SIGTERM: no new event is read, the items in flight finish. */
   stop?: AbortSignal;
+  /** Resume point of an earlier run of this archive (with --state-dir). */
+  checkpoint?: Checkpoint;
   /** Called every `progressEveryMs` (and once at the end) with how far the run is. */
   progress?: (p: Progress) => void;
   progressEveryMs?: number;
@@ -45,6 +48,12 @@ interface BuiltMessage {
 }
 
 type Flowing<T> = T | Rejection;
+
+/** A delivery and the archive position of its event, for the checkpoint. */
+interface Routed {
+  delivery: Delivery;
+  position: EventPosition;
+}
 
 /**
  * The whole chain. Every stage passes rejections through untouched; the last stage records
@@ -72,9 +81,9 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   }
 
   // Many small messages may be in flight at once, but only about one item's worth of big ones.
-  const inFlight: InFlightLimit<Flowing<Delivery>> = {
+  const inFlight: InFlightLimit<Flowing<Routed>> = {
     count: sink.maxInFlight,
-    weight: (x) => (isRejection(x) ? 0 : x.message.length),
+    weight: (x) => (isRejection(x) ? 0 : x.delivery.message.length),
     maxWeight: options.maxItemSize,
   };
   const started = Date.now();
@@ -91,13 +100,20 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   const ticker = options.progress ? setInterval(report, options.progressEveryMs ?? 1000) : undefined;
   await new Promise<void>((resolve, reject) => {
     _<SourceEvent>(archive.events(options.stop))
-      .map((event) => (seen.events++, validateEvent(archive, event)))
+      .filter((event) => {
+        seen.events++;
+        if (!options.checkpoint?.done(event.position)) return true;
+        counters.itemsDoneEarlier++;
+        return false;
+      })
+      .map((event) => validateEvent(archive, event))
       .through(inOrder({ count: 1 }, (x) => applyPlugins(x, options, counters)))
       .sequence()
       .through(inOrder({ count: 1 }, (x) => toMessage(x, context, options, counters)))
       .map((x) => fanOut(x, options, counters))
       .sequence()
       .through(inOrder(inFlight, (x) => record(x, options, counters)))
+      .map((settled) => options.checkpoint?.settled(settled.position, settled.ok))
       .stopOnError((err: Error) => reject(err))
       .done(() => resolve());
   }).finally(() => {
@@ -200,7 +216,7 @@ async function applyPlugins(x: Flowing<Item>, options: PipelineOptions, counters
     { exportId: options.archive.manifest.exportId, tenant: options.archive.manifest.tenant },
     (plugin, message) => options.logger.info(`plugin ${plugin}: ${message}`),
   );
-  if ('rejected' in outcome) return [reject(x.raw, outcome.rejected.reason, outcome.rejected.detail)];
+  if ('rejected' in outcome) return [reject(x.raw, x.position, outcome.rejected.reason, outcome.rejected.detail)];
   counters.itemsAddedByPlugins += outcome.items.length - 1;
   return outcome.items;
 }
@@ -210,7 +226,7 @@ async function toMessage(x: Flowing<Item>, context: MimeContext, options: Pipeli
   if (isRejection(x)) return x;
   const { archive, maxItemSize } = options;
   const oversize = (size: string) =>
-    reject(x.raw, RejectReason.OVERSIZE, `item ${x.id} is ${size} bytes as a message, over the ${maxItemSize}-byte limit`);
+    reject(x.raw, x.position, RejectReason.OVERSIZE, `item ${x.id} is ${size} bytes as a message, over the ${maxItemSize}-byte limit`);
   const lowerBound = attachmentsLowerBound(archive, x.attachments);
   if (lowerBound > maxItemSize) return oversize(`over ${lowerBound}`);
   const loaded: LoadedAttachment[] = [];
@@ -231,7 +247,7 @@ async function toMessage(x: Flowing<Item>, context: MimeContext, options: Pipeli
     try {
       loaded.push({ ref, bytes: await readEntryBuffer(entry, maxItemSize) });
     } catch (err) {
-      return reject(x.raw, RejectReason.ATTACHMENT_UNREADABLE, `attachment ${ref.id} of item ${x.id}: ${errorMessage(err)}`);
+      return reject(x.raw, x.position, RejectReason.ATTACHMENT_UNREADABLE, `attachment ${ref.id} of item ${x.id}: ${errorMessage(err)}`);
     }
   }
   const message = buildMessage(x, context, loaded);
@@ -239,31 +255,28 @@ async function toMessage(x: Flowing<Item>, context: MimeContext, options: Pipeli
   return { item: x, message };
 }
 
-function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Counters): Flowing<Delivery>[] {
+function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Counters): Flowing<Routed>[] {
   if (isRejection(x)) return [x];
   const { item, message } = x;
   const mailboxes = targetMailboxes(item.participants, options.fanOut);
   if (mailboxes.length === 0) {
-    return [reject(item.raw, RejectReason.UNMAPPED, `no participant of item ${item.id} maps to a mailbox of the organisation`)];
+    return [reject(item.raw, item.position, RejectReason.UNMAPPED, `no participant of item ${item.id} maps to a mailbox of the organisation`)];
   }
   counters.itemsRouted++;
   counters.itemsAvailableForImport += mailboxes.length;
   const messageId = messageIdFor(options.archive.manifest.tenant, item.id);
   const internalDate = Date.parse(item.sentAt);
   return mailboxes.map((mailbox) => ({
-    mailbox,
-    itemId: item.id,
-    conversationId: item.conversation.id,
-    messageId,
-    internalDate,
-    message,
+    delivery: { mailbox, itemId: item.id, conversationId: item.conversation.id, messageId, internalDate, message },
+    position: item.position,
   }));
 }
 
 /** Delivers, or keeps a rejected item in the rejects folder; then writes the outcome line. */
-async function record(x: Flowing<Delivery>, options: PipelineOptions, counters: Counters): Promise<void> {
+async function record(routed: Flowing<Routed>, options: PipelineOptions, counters: Counters): Promise<{ position: EventPosition; ok: boolean }> {
   const { sink, statusLog, logger } = options;
-  if (isRejection(x)) {
+  if (isRejection(routed)) {
+    const x = routed;
     counters.rejected[x.reason] = (counters.rejected[x.reason] ?? 0) + 1;
     let kept: string | undefined;
     try {
@@ -283,16 +296,19 @@ async function record(x: Flowing<Delivery>, options: PipelineOptions, counters: 
       detail: x.detail,
       kept,
     });
-    return;
+    return { position: x.position, ok: true };
   }
+  const x = routed.delivery;
   const line = { record: 'outcome' as const, itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox, sink: sink.kind, size: x.message.length };
   try {
     const outcome = await sink.write(x);
     counters[outcome]++;
     await statusLog.write({ ...line, outcome });
+    return { position: routed.position, ok: true };
   } catch (err) {
     counters.failed++;
     logger.error(`delivery of item ${JSON.stringify(x.itemId)} to ${x.mailbox} failed: ${errorMessage(err)}`);
     await statusLog.write({ ...line, outcome: 'failed', reason: 'sink-error', detail: errorMessage(err) });
+    return { position: routed.position, ok: false };
   }
 }

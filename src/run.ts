@@ -11,6 +11,7 @@ import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
 import { StatusLog, type RunSummary } from './status-log.js';
 import { StateDir } from './state/index.js';
+import { Checkpoint } from './state/checkpoint.js';
 import { parseDomain, readUserMap, type FanOutConfig } from './transforms/fan-out/index.js';
 import { validEmail } from './transforms/mime/index.js';
 import { PluginRegistry, loadPlugin } from './transforms/plugins/index.js';
@@ -61,8 +62,8 @@ export async function run(
 
   const cleanups: (() => Promise<void>)[] = [];
   const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
-  if (config.stateDir) {
-    const state = new StateDir(resolve(cwd, config.stateDir));
+  const state = config.stateDir ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
+  if (state) {
     if (!options.lockHeld) cleanups.push(await state.lock());
     logs.push(await state.newRunLog(config.keepRuns));
   }
@@ -85,6 +86,8 @@ export async function run(
     logger.info(`export ${archive.manifest.exportId} (tenant ${archive.manifest.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s)`);
 
     const statusLog = await StatusLog.open(logs);
+    const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog) : undefined;
+    if (checkpoint?.resumeAt) logger.info(`resuming ${archive.manifest.exportId} from an earlier run's checkpoint (messages file ${checkpoint.resumeAt.file}, event ${checkpoint.resumeAt.index})`);
     await sink.open();
     let summary: RunSummary;
     try {
@@ -98,9 +101,11 @@ export async function run(
         statusLog,
         logger,
         stop: options.stop,
+        checkpoint,
         progress: options.progress,
         progressEveryMs: options.progressEveryMs,
       });
+      await checkpoint?.finish(!summary.interrupted && summary.failed === 0 && summary.balanced);
     } finally {
       await sink.close();
       await statusLog.close();
@@ -124,6 +129,7 @@ export function formatSummary(s: RunSummary): string {
   const rows: [string, number | string][] = [
     ['items from source', s.itemsFromSource],
     ['items added by plugins', s.itemsAddedByPlugins],
+    ['items done by an earlier run', s.itemsDoneEarlier],
     ['items rejected', `${s.rejectedTotal}${rejected ? `  (${rejected})` : ''}`],
     ['items routed to mailboxes', s.itemsRouted],
     ['available for import', s.itemsAvailableForImport],

@@ -43,6 +43,8 @@ export interface RunSummary {
   itemsFromSource: number;
   /** Items that plugins added by splitting one item into several. */
   itemsAddedByPlugins: number;
+  /** Events an earlier, interrupted run of this archive settled (skipped via the checkpoint). */
+  itemsDoneEarlier: number;
   /** Items refused before fan-out, by reason (bad, oversize, unmapped, plugin...). */
   rejected: Record<string, number>;
   rejectedTotal: number;
@@ -56,7 +58,7 @@ export interface RunSummary {
   notes: number;
   /** Stopped by SIGINT/SIGTERM: items from source counts only the events read before. */
   interrupted: boolean;
-  /** itemsFromSource + itemsAddedByPlugins = rejectedTotal + itemsRouted, and
+  /** itemsFromSource + itemsAddedByPlugins = itemsDoneEarlier + rejectedTotal + itemsRouted, and
    *  itemsAvailableForImport = delivered + skipped + failed. */
   balanced: boolean;
 }
@@ -67,6 +69,7 @@ export function emptyCounters(): Counters {
   return {
     itemsFromSource: 0,
     itemsAddedByPlugins: 0,
+    itemsDoneEarlier: 0,
     rejected: {},
     itemsRouted: 0,
     itemsAvailableForImport: 0,
@@ -80,7 +83,7 @@ export function emptyCounters(): Counters {
 export function isBalanced(c: Counters): boolean {
   const rejectedTotal = Object.values(c.rejected).reduce((a, b) => a + b, 0);
   return (
-    c.itemsFromSource + c.itemsAddedByPlugins === rejectedTotal + c.itemsRouted &&
+    c.itemsFromSource + c.itemsAddedByPlugins === c.itemsDoneEarlier + rejectedTotal + c.itemsRouted &&
     c.itemsAvailableForImport === c.delivered + c.skipped + c.failed
   );
 }
@@ -107,6 +110,11 @@ export class StatusLog {
   async write(record: OutcomeRecord | NoteRecord | RunSummary): Promise<void> {
     const line = JSON.stringify(record) + '\n';
     for (const out of this.outs) if (!out.write(line)) await once(out, 'drain');
+  }
+
+  /** Resolves once every line written so far has reached the file. */
+  async flush(): Promise<void> {
+    await Promise.all(this.outs.map((out) => new Promise<void>((resolve, reject) => out.write('', (err) => (err ? reject(err) : resolve())))));
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, readStatusLog, startCli } from './helpers/cli.js';
@@ -84,4 +84,50 @@ test('SIGTERM stops cleanly: items in flight finish, the summary says interrupte
   t.false(again.interrupted);
   t.is(again.skipped, summary.delivered);
   t.is(await delivered(out), again.itemsAvailableForImport);
+});
+
+test('with --state-dir a killed run resumes from its checkpoint; the run logs together account for every delivery', async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 4000, seed: 33 });
+  const reference = join(dir, 'reference');
+  t.is((await cli(['run', archive, '--sink', `maildir:${reference}`, '--rejects', join(dir, 'rejects')])).code, 0);
+  const expected = await readMaildir(reference);
+  const out = join(dir, 'mail');
+  const state = join(dir, 'state');
+  const args = ['run', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects')];
+  // Kill once a checkpoint has been written (they are saved about every second).
+  const { child, exited } = startCli(args);
+  while ((await readdir(join(state, 'checkpoints')).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).length === 0) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGKILL');
+  await exited;
+  const resumed = await cli(args);
+  t.is(resumed.code, 0, resumed.stderr);
+  t.regex(resumed.log, /resuming acme-2026-11-23 from an earlier run's checkpoint/);
+  const runs = (await readdir(join(state, 'runs'))).sort();
+  t.is(runs.length, 2);
+  const summary = (await readStatusLog(join(state, 'runs', runs[1]!))).summary;
+  t.true(summary.itemsDoneEarlier > 0);
+  t.true(summary.balanced);
+  const got = await readMaildir(out);
+  t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), expected.map((m) => `${m.mailbox}/${m.file}`));
+  t.true(got.every((m, i) => m.raw.equals(expected[i]!.raw)));
+  // Audit: every (mailbox, item) on disk is in one of the two run logs.
+  const logged = new Set<string>();
+  for (const run of runs) {
+    const text = await readFile(join(state, 'runs', run), 'utf8');
+    for (const line of text.split('\n').filter(Boolean)) {
+      try {
+        const l = JSON.parse(line) as { outcome?: string; mailbox?: string; itemId?: string };
+        if (l.outcome === 'delivered' || l.outcome === 'skipped') logged.add(`${l.mailbox} ${l.itemId}`);
+      } catch {
+        // the killed run's last line may be cut
+      }
+    }
+  }
+  t.true(got.every((m) => logged.has(`${m.mailbox} ${m.itemId}`)), 'a delivery is missing from the run logs');
+  t.deepEqual((await readdir(join(state, 'checkpoints'))).filter((n) => n.endsWith('.json')), [], 'removed once the archive completed');
 });

@@ -1,10 +1,12 @@
 import { RejectReason } from '../../errors.js';
-import { EVENT_TYPES, type AttachmentRef, type EventType, type Item, type User } from '../../model.js';
+import { EVENT_TYPES, type AttachmentRef, type EventPosition, type EventType, type Item, type User } from '../../model.js';
 import type { PivotExportArchive, SourceEvent } from '../../sources/pivot-zip/index.js';
 
 /** A bad or refused item: never delivered, always recorded with its reason. */
 export interface Rejection {
   rejected: true;
+  /** Where the event stands in the archive (for the resume checkpoint). */
+  position: EventPosition;
   itemId: string;
   conversationId: string;
   reason: string;
@@ -14,11 +16,13 @@ export interface Rejection {
 
 export function reject(
   raw: Record<string, unknown>,
+  position: EventPosition,
   reason: string,
   detail: string,
 ): Rejection {
   return {
     rejected: true,
+    position,
     itemId: typeof raw.id === 'string' ? raw.id : '',
     conversationId: typeof raw.conversationId === 'string' ? raw.conversationId : '',
     reason,
@@ -39,10 +43,10 @@ const ZONED_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)
  */
 export function validateEvent(archive: PivotExportArchive, { raw: input, position }: SourceEvent): Item | Rejection {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    return reject({ value: input as unknown }, RejectReason.INVALID_FIELD, `event at ${position.file}:${position.index} is not a JSON object`);
+    return reject({ value: input as unknown }, position, RejectReason.INVALID_FIELD, `event at ${position.file}:${position.index} is not a JSON object`);
   }
   const raw = input;
-  const bad = (reason: string, detail: string) => reject(raw, reason, detail);
+  const bad = (reason: string, detail: string) => reject(raw, position, reason, detail);
   for (const field of ['id', 'type', 'sentAt', 'conversationId', 'senderId'] as const) {
     if (typeof raw[field] !== 'string' || raw[field] === '') {
       return bad(`${RejectReason.MISSING_FIELD}:${field}`, `event has no string ${field}`);

@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { EventPosition } from '../model.js';
+import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
+import type { StatusLog } from '../status-log.js';
+
+export function comparePositions(a: EventPosition, b: EventPosition): number {
+  return a.file - b.file || a.index - b.index;
+}
+
+/**
+ * Where a killed or stopped run of an archive got to: every event before `resumeAt` is settled
+ * (delivered, skipped or rejected, and its status lines written), so the next run skips them.
+ * Kept in memory as one position, on disk as one small file; removed once the archive completes.
+ */
+export class Checkpoint {
+  private candidate: EventPosition | null = null;
+  private frozen = false;
+  private lastSave = Date.now();
+  private saving: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly path: string,
+    readonly resumeAt: EventPosition | null,
+    private readonly statusLog: StatusLog,
+  ) {}
+
+  /** The archive's identity: its export id and the CRC-32 and size of every messages file. */
+  static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog): Promise<Checkpoint> {
+    const identity = [archive.manifest.exportId, ...archive.messageFiles.map((f) => `${f.name}:${f.crc32}:${f.uncompressedSize}`)].join('\n');
+    const dir = join(stateDir, 'checkpoints');
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, `${createHash('sha256').update(identity).digest('hex')}.json`);
+    let resumeAt: EventPosition | null = null;
+    try {
+      resumeAt = (JSON.parse(await readFile(path, 'utf8')) as { resumeAt: EventPosition }).resumeAt;
+    } catch {
+      // No checkpoint (or a torn one, which rename makes impossible): start at the beginning.
+    }
+    return new Checkpoint(path, resumeAt, statusLog);
+  }
+
+  /** Events are skipped when an earlier run settled them. */
+  done(position: EventPosition): boolean {
+    return this.resumeAt !== null && comparePositions(position, this.resumeAt) < 0;
+  }
+
+  /**
+   * Called in stream order as elements settle. Everything before `position` is settled; a
+   * failed delivery freezes the checkpoint, so the next run retries from there.
+   */
+  settled(position: EventPosition, ok: boolean): void {
+    if (this.frozen) return;
+    this.candidate = position;
+    if (!ok) this.frozen = true;
+    if (Date.now() - this.lastSave >= 1000) {
+      this.lastSave = Date.now();
+      this.saving = this.saving.then(() => this.save());
+    }
+  }
+
+  /** After the run: removed when the whole archive settled cleanly, else saved for the next run. */
+  async finish(complete: boolean): Promise<void> {
+    await this.saving;
+    if (complete) await unlink(this.path).catch(() => undefined);
+    else await this.save();
+  }
+
+  private async save(): Promise<void> {
+    const at = this.candidate;
+    if (!at) return;
+    // The status lines of everything before `at` must be on disk before the checkpoint says so.
+    await this.statusLog.flush();
+    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, savedAt: new Date().toISOString() }) + '\n');
+    await rename(`${this.path}.tmp`, this.path);
+  }
+}
