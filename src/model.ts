@@ -72,6 +72,10 @@ export interface Item {
 /** One (mailbox, message) pair, the unit a sink delivers. */
 export interface Delivery {
   mailbox: string;
+  /** The export the item came from (a batching sink names its batches after it). */
+  exportId: string;
+  /** Where the item's event stands in its archive (for the checkpoint and for batching). */
+  position: EventPosition;
   itemId: string;
   conversationId: string;
   messageId: string;

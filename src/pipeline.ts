@@ -49,12 +49,6 @@ interface BuiltMessage {
 
 type Flowing<T> = T | Rejection;
 
-/** A delivery and the archive position of its event, for the checkpoint. */
-interface Routed {
-  delivery: Delivery;
-  position: EventPosition;
-}
-
 /**
  * The whole chain. Every stage passes rejections through untouched; the last stage records
  * them. highland pulls one item at a time through it, so a slow sink slows the reader.
@@ -81,10 +75,10 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
   }
 
   // Many small messages may be in flight at once, but only about one item's worth of big ones.
-  const inFlight: InFlightLimit<Flowing<Routed>> = {
+  const inFlight: InFlightLimit<Flowing<Delivery>> = {
     count: sink.maxInFlight,
-    weight: (x) => (isRejection(x) ? 0 : x.delivery.message.length),
-    maxWeight: options.maxItemSize,
+    weight: (x) => (isRejection(x) ? 0 : x.message.length),
+    maxWeight: Math.max(options.maxItemSize, sink.maxInFlightBytes ?? 0),
   };
   const started = Date.now();
   const report = () =>
@@ -255,7 +249,7 @@ async function toMessage(x: Flowing<Item>, context: MimeContext, options: Pipeli
   return { item: x, message };
 }
 
-function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Counters): Flowing<Routed>[] {
+function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Counters): Flowing<Delivery>[] {
   if (isRejection(x)) return [x];
   const { item, message } = x;
   const mailboxes = targetMailboxes(item.participants, options.fanOut);
@@ -266,17 +260,14 @@ function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Co
   counters.itemsAvailableForImport += mailboxes.length;
   const messageId = messageIdFor(options.archive.manifest.tenant, item.id);
   const internalDate = Date.parse(item.sentAt);
-  return mailboxes.map((mailbox) => ({
-    delivery: { mailbox, itemId: item.id, conversationId: item.conversation.id, messageId, internalDate, message },
-    position: item.position,
-  }));
+  const exportId = options.archive.manifest.exportId;
+  return mailboxes.map((mailbox) => ({ mailbox, exportId, position: item.position, itemId: item.id, conversationId: item.conversation.id, messageId, internalDate, message }));
 }
 
 /** Delivers, or keeps a rejected item in the rejects folder; then writes the outcome line. */
-async function record(routed: Flowing<Routed>, options: PipelineOptions, counters: Counters): Promise<{ position: EventPosition; ok: boolean }> {
+async function record(x: Flowing<Delivery>, options: PipelineOptions, counters: Counters): Promise<{ position: EventPosition; ok: boolean }> {
   const { sink, statusLog, logger } = options;
-  if (isRejection(routed)) {
-    const x = routed;
+  if (isRejection(x)) {
     counters.rejected[x.reason] = (counters.rejected[x.reason] ?? 0) + 1;
     let kept: string | undefined;
     try {
@@ -298,17 +289,16 @@ async function record(routed: Flowing<Routed>, options: PipelineOptions, counter
     });
     return { position: x.position, ok: true };
   }
-  const x = routed.delivery;
   const line = { record: 'outcome' as const, itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox, sink: sink.kind, size: x.message.length };
   try {
     const outcome = await sink.write(x);
     counters[outcome]++;
     await statusLog.write({ ...line, outcome });
-    return { position: routed.position, ok: true };
+    return { position: x.position, ok: true };
   } catch (err) {
     counters.failed++;
     logger.error(`delivery of item ${JSON.stringify(x.itemId)} to ${x.mailbox} failed: ${errorMessage(err)}`);
     await statusLog.write({ ...line, outcome: 'failed', reason: 'sink-error', detail: errorMessage(err) });
-    return { position: routed.position, ok: false };
+    return { position: x.position, ok: false };
   }
 }

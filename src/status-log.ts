@@ -1,3 +1,4 @@
+import { redactSecrets } from './redact.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
@@ -108,7 +109,7 @@ export class StatusLog {
   }
 
   async write(record: OutcomeRecord | NoteRecord | RunSummary): Promise<void> {
-    const line = JSON.stringify(record) + '\n';
+    const line = redactSecrets(JSON.stringify(record)) + '\n';
     for (const out of this.outs) if (!out.write(line)) await once(out, 'drain');
   }
 

@@ -2,7 +2,8 @@ import test from 'ava';
 import { simpleParser } from 'mailparser';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { parseImapSpec, redactUrl } from '../src/sinks/imap/config.js';
+import { parseImapSpec } from '../src/sinks/imap/config.js';
+import { redactSecrets } from '../src/redact.js';
 import { createImapSink, imapDateTime } from '../src/sinks/imap/index.js';
 import { generateSample } from '../src/sample/generate.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
@@ -26,7 +27,7 @@ test('IMAP sink spec: TLS by default, secrets never in the URL or the descriptio
   t.throws(() => createImapSink('imap://a@h/', { env: {} }), { message: /PIVOT_IMAP_PASSWORD/ });
   const sink = createImapSink('imap://a@h/?folder=INBOX/Pivot', { env: { PIVOT_IMAP_PASSWORD: 'hunter2' } });
   t.false(sink.description.includes('hunter2'));
-  t.is(redactUrl('imap://u:pw@h/?token=abc&folder=x'), 'imap://u:***@h/?token=***&folder=x');
+  t.is(redactSecrets('imap://u:pw@h/?token=abc&folder=x'), 'imap://u:***@h/?token=***&folder=x');
 });
 
 test('IMAP date-time for INTERNALDATE is RFC 3501 form in UTC', (t) => {

@@ -15,6 +15,8 @@ export interface Sink {
   readonly description: string;
   /** How many writes the pipeline keeps in flight at once. */
   readonly maxInFlight: number;
+  /** Bytes of messages the pipeline may keep in flight (a batching sink needs a batch's worth). */
+  readonly maxInFlightBytes?: number;
   open(): Promise<void>;
   write(delivery: Delivery): Promise<WriteOutcome>;
   close(): Promise<void>;

@@ -1,6 +1,6 @@
 // Minimal typings for packages that ship none; only what this project calls.
 declare module 'unzipper' {
-  const unzipper: { Open: { file(path: string): Promise<unknown> } };
+  const unzipper: { Open: { file(path: string): Promise<unknown>; buffer(data: Buffer): Promise<unknown> } };
   export default unzipper;
 }
 declare module 'stream-json' {

@@ -3,11 +3,12 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ImapFlow } from 'imapflow';
+import { freePort, waitFor } from './net.js';
 
 const run = promisify(execFile);
 
@@ -37,17 +38,6 @@ export interface Dovecot {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
 function greets(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = createConnection({ host: '127.0.0.1', port });
@@ -71,15 +61,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-async function waitFor(check: () => Promise<boolean>, what: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`Dovecot: timed out waiting until ${what}`);
 }
 
 /** `mailLocation` gets a folder Dovecot may write its index and control files to. */
@@ -167,13 +148,13 @@ service stats {
     mailRoot,
     async start() {
       await runDetached(['-c', conf]);
-      await waitFor(() => greets(port), 'it greets');
+      await waitFor(() => greets(port), 'Dovecot greets');
     },
     async stop() {
       const pid = Number(await readFile(join(dir, 'run', 'master.pid'), 'utf8').catch(() => '0'));
       await runDetached(['-c', conf, 'stop']).catch(() => undefined);
       // Not just the port: a new master refuses to start while the old one is still exiting.
-      await waitFor(async () => !(await greets(port)) && !(pid > 0 && alive(pid)), 'it stops');
+      await waitFor(async () => !(await greets(port)) && !(pid > 0 && alive(pid)), 'Dovecot stops');
     },
   };
   await dovecot.start();

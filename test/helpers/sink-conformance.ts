@@ -33,7 +33,7 @@ export function delivery(n: number, mailbox = 'jane@acme.example'): Delivery {
     { tenant: 'acme', exportId: 'conformance' },
     [],
   );
-  return { mailbox, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
+  return { mailbox, exportId: 'conformance', position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
 }
 
 async function messageIds(raws: Buffer[]): Promise<string[]> {

@@ -1,5 +1,7 @@
 import { isIP } from 'node:net';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import { redactSecrets } from '../../redact.js';
+import { integerOption } from '../query.js';
 
 export type ImapTls = 'implicit' | 'starttls' | 'none';
 export type ImapAuthMode = 'master' | 'authzid';
@@ -31,19 +33,13 @@ export interface ImapSinkConfig {
 const QUERY_KEYS = ['folder', 'tls', 'auth', 'masterSeparator', 'pool', 'batch', 'retries', 'retryDelay', 'passwordEnv'];
 const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|::1|\[::1\])$/i;
 
-function integer(value: string | null, fallback: number, min: number, max: number, name: string, bad: (why: string) => Error): number {
-  if (value === null) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) throw bad(`${name} must be a whole number from ${min} to ${max}`);
-  return n;
-}
 
 /**
  * Parses `imap[s]://admin@host[:port]/?folder=INBOX/Pivot&tls=implicit|starttls|none&auth=master|authzid`.
  * TLS on port 993 is the default; plain text on a host other than loopback needs `insecure`.
  */
 export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}): ImapSinkConfig {
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink ${redactUrl(spec)}: ${why}`);
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink ${redactSecrets(spec)}: ${why}`);
   let url: URL;
   try {
     url = new URL(spec);
@@ -69,21 +65,17 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
   if (folder === '' || /[\u0000-\u001f*%]/.test(folder)) throw bad('folder must be a plain folder path such as INBOX/Pivot');
   return {
     host,
-    port: integer(url.port || null, tls === 'implicit' ? 993 : 143, 1, 65535, 'port', bad),
+    port: integerOption(url.port || null, tls === 'implicit' ? 993 : 143, 1, 65535, 'port', bad),
     tls,
     user: decodeURIComponent(url.username),
     auth,
     masterSeparator: q.get('masterSeparator') ?? '*',
     folder,
-    pool: integer(q.get('pool'), 4, 1, 64, 'pool', bad),
-    batch: integer(q.get('batch'), 50, 1, 1000, 'batch', bad),
-    retries: integer(q.get('retries'), 5, 0, 100, 'retries', bad),
-    retryDelayMs: integer(q.get('retryDelay'), 500, 0, 600_000, 'retryDelay', bad),
+    pool: integerOption(q.get('pool'), 4, 1, 64, 'pool', bad),
+    batch: integerOption(q.get('batch'), 50, 1, 1000, 'batch', bad),
+    retries: integerOption(q.get('retries'), 5, 0, 100, 'retries', bad),
+    retryDelayMs: integerOption(q.get('retryDelay'), 500, 0, 600_000, 'retryDelay', bad),
     passwordEnv: q.get('passwordEnv') ?? 'PIVOT_IMAP_PASSWORD',
   };
 }
 
-/** A URL fit for a log: no password, no query values that could hold a token. */
-export function redactUrl(spec: string): string {
-  return spec.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@').replace(/([?&](?:sig|token|access_token|password|pass)=)[^&]*/gi, '$1***');
-}

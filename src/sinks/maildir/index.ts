@@ -6,6 +6,7 @@ import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { pathExists } from '../../fs-util.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
+import { integerOption } from '../query.js';
 
 export interface MaildirSinkConfig {
   /** Root folder; each mailbox is the Maildir++ tree `root/<mailbox>/`. */
@@ -35,8 +36,7 @@ export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   if (!/^\.[^/\\.\u0000-\u001f][^/\\\u0000-\u001f]*$/.test(folder) || folder.includes('..')) {
     throw bad(`folder ${JSON.stringify(folder)} is not a Maildir++ folder name such as .INBOX.Pivot`);
   }
-  const concurrency = Number(params.get('concurrency') ?? 32);
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw bad('concurrency must be a whole number from 1 to 256');
+  const concurrency = integerOption(params.get('concurrency'), 32, 1, 256, 'concurrency', bad);
   return { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency };
 }
 

@@ -54,13 +54,16 @@ interface UnzipperFile {
  * unknown compression methods and duplicate names.
  */
 export async function readCentralDirectory(
-  archivePath: string,
+  source: string | { label: string; buffer: Buffer },
   limits: ZipLimits = DEFAULT_ZIP_LIMITS,
 ): Promise<{ entries: Map<string, ZipEntry>; hostileNames: string[] }> {
+  // A path on disk, or a zip already in memory (a staged batch); the label names it in errors.
+  const archivePath = typeof source === 'string' ? source : source.label;
   let files: UnzipperFile[];
   let centralDirectoryOffset: number;
   try {
-    const directory = (await unzipper.Open.file(archivePath)) as unknown as {
+    const opened = typeof source === 'string' ? unzipper.Open.file(source) : unzipper.Open.buffer(source.buffer);
+    const directory = (await opened) as unknown as {
       files: UnzipperFile[];
       offsetToStartOfCentralDirectory: number;
     };

@@ -1,0 +1,119 @@
+// The staged batch format, written by the Blob sink and read back by `import --from`:
+// a zip holding `manifest.json` first, then one `.eml` per (mailbox, item). See SPEC.md.
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import archiver from 'archiver';
+import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import type { Delivery, EventPosition } from '../../model.js';
+import { readCentralDirectory, readEntryBuffer } from '../../sources/pivot-zip/zip-reader.js';
+
+export const BATCH_FORMAT = 'pivot-archive-staged-batch';
+export const MANIFEST_NAME = 'manifest.json';
+
+/** One message of a batch, as the manifest lists it. */
+export interface StagedEntry {
+  /** The entry's name in the zip: `000001.eml`... never derived from the mailbox. */
+  name: string;
+  mailbox: string;
+  itemId: string;
+  conversationId: string;
+  messageId: string;
+  internalDate: number;
+  position: EventPosition;
+  size: number;
+  sha256: string;
+}
+
+export interface BatchManifest {
+  format: typeof BATCH_FORMAT;
+  version: 1;
+  exportId: string;
+  entries: StagedEntry[];
+}
+
+/** What identifies a staged message: the same (mailbox, Message-ID) is never staged twice. */
+export function stagedKey(d: { mailbox: string; messageId: string }): string {
+  return `${d.mailbox}\n${d.messageId}`;
+}
+
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function manifestFor(exportId: string, deliveries: Delivery[]): BatchManifest {
+  return {
+    format: BATCH_FORMAT,
+    version: 1,
+    exportId,
+    entries: deliveries.map((d, i) => ({
+      name: `${String(i + 1).padStart(6, '0')}.eml`,
+      mailbox: d.mailbox,
+      itemId: d.itemId,
+      conversationId: d.conversationId,
+      messageId: d.messageId,
+      internalDate: d.internalDate,
+      position: d.position,
+      size: d.message.length,
+      sha256: sha256(d.message),
+    })),
+  };
+}
+
+/** The batch as a zip stream (archiver), to pipe straight into an upload. Same input, same bytes. */
+export function batchZipStream(manifest: BatchManifest, messages: Buffer[]): Readable {
+  const zip = archiver('zip', { zlib: { level: 1 } });
+  zip.append(Buffer.from(JSON.stringify(manifest)), { name: MANIFEST_NAME, date: new Date(0) });
+  manifest.entries.forEach((entry, i) => zip.append(messages[i]!, { name: entry.name, date: new Date(entry.internalDate) }));
+  zip.finalize().catch((err: Error) => zip.destroy(err));
+  return zip;
+}
+
+/** A staged message read back: its bytes, or why they cannot be trusted. */
+export type ReadEntry = { entry: StagedEntry; message: Buffer } | { entry: StagedEntry; problem: string };
+
+/**
+ * Reads a downloaded batch through its central directory. The manifest must be well formed;
+ * each message is checked against its sha256 and size, and a mismatch is reported per entry.
+ */
+export async function readBatch(label: string, zip: Buffer, maxMessageSize: number): Promise<{ manifest: BatchManifest; entries: AsyncGenerator<ReadEntry> }> {
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `staged batch ${label}: ${why}`);
+  const { entries } = await readCentralDirectory({ label: `staged batch ${label}`, buffer: zip });
+  const manifestEntry = entries.get(MANIFEST_NAME);
+  if (!manifestEntry) throw bad(`has no ${MANIFEST_NAME}`);
+  let manifest: BatchManifest;
+  try {
+    manifest = JSON.parse((await readEntryBuffer(manifestEntry, 64 * 1024 * 1024)).toString('utf8')) as BatchManifest;
+  } catch (err) {
+    throw bad(`${MANIFEST_NAME} is not readable JSON: ${errorMessage(err)}`);
+  }
+  if (manifest?.format !== BATCH_FORMAT || manifest.version !== 1 || !Array.isArray(manifest.entries) || typeof manifest.exportId !== 'string') {
+    throw bad(`${MANIFEST_NAME} is not a ${BATCH_FORMAT} version 1 manifest`);
+  }
+  for (const e of manifest.entries) {
+    if (typeof e?.name !== 'string' || typeof e.mailbox !== 'string' || typeof e.messageId !== 'string' || typeof e.sha256 !== 'string') {
+      throw bad(`${MANIFEST_NAME} lists an entry without name, mailbox, messageId or sha256`);
+    }
+  }
+  async function* read(): AsyncGenerator<ReadEntry> {
+    for (const entry of manifest.entries) {
+      const zipEntry = entries.get(entry.name);
+      if (!zipEntry) {
+        yield { entry, problem: `${entry.name} is listed in the manifest but missing from the batch` };
+        continue;
+      }
+      let message: Buffer;
+      try {
+        message = await readEntryBuffer(zipEntry, maxMessageSize);
+      } catch (err) {
+        yield { entry, problem: `${entry.name} cannot be read: ${errorMessage(err)}` };
+        continue;
+      }
+      if (message.length !== entry.size || sha256(message) !== entry.sha256) {
+        yield { entry, problem: `${entry.name} does not match its sha256 in the manifest (tampered or corrupt)` };
+        continue;
+      }
+      yield { entry, message };
+    }
+  }
+  return { manifest, entries: read() };
+}

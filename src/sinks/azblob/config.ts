@@ -1,0 +1,105 @@
+import { BlobServiceClient, type ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob';
+import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import { redactSecrets } from '../../redact.js';
+import { integerOption } from '../query.js';
+
+/** Where staged batches live, and how they are cut. */
+export interface AzureBlobLocation {
+  container: string;
+  /** Folder-like prefix inside the container, without leading or trailing `/` ('' for none). */
+  prefix: string;
+}
+
+export interface AzureBlobSinkConfig extends AzureBlobLocation {
+  /** Messages in one batch at most. */
+  messages: number;
+  /** Bytes of messages in one batch at most (a single larger message gets a batch of its own). */
+  maxBatchBytes: number;
+  /** Events per window: batches never span windows, so a re-run checks one window at a time. */
+  windowEvents: number;
+  /** Batches uploading at once. */
+  concurrency: number;
+  /** A batch waits this long for more messages before it is uploaded as it is. */
+  lingerMs: number;
+  /** Attempts after the first for each storage request. */
+  retries: number;
+}
+
+const SINK_KEYS = ['messages', 'mib', 'events', 'concurrency', 'linger', 'retries'];
+
+/** Container names per Azure's rules; prefixes as `/`-separated names with nothing to climb out. */
+export function parseAzureBlobLocation(spec: string, bad: (why: string) => Error): { location: AzureBlobLocation; query: URLSearchParams } {
+  const match = /^azblob:\/\/([^/?#]*)(\/[^?#]*)?(\?[^#]*)?$/i.exec(spec);
+  if (!match) throw bad('is not of the form azblob://CONTAINER[/PREFIX][?options]');
+  const container = match[1]!;
+  if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(container)) {
+    throw bad(`container ${JSON.stringify(container)} is not a valid Azure container name (3-63 lowercase letters, digits, single hyphens)`);
+  }
+  const prefix = (match[2] ?? '').replace(/^\/+|\/+$/g, '');
+  if (prefix.split('/').some((part) => part === '.' || part === '..' || (prefix !== '' && part === '')) || /[\u0000-\u001f\u007f\\]/.test(prefix)) {
+    throw bad(`prefix ${JSON.stringify(prefix)} must be plain /-separated names`);
+  }
+  return { location: { container, prefix }, query: new URLSearchParams(match[3] ?? '') };
+}
+
+/** Parses `azblob://CONTAINER[/PREFIX][?messages=500&mib=8&events=1000&concurrency=2&linger=250&retries=3]`. */
+export function parseAzureBlobSpec(spec: string): AzureBlobSinkConfig {
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob sink ${redactSecrets(spec)}: ${why}`);
+  const { location, query } = parseAzureBlobLocation(spec, bad);
+  for (const key of query.keys()) {
+    if (!SINK_KEYS.includes(key)) throw bad(`unknown option ${JSON.stringify(key)} (known: ${SINK_KEYS.join(', ')})`);
+  }
+  return {
+    ...location,
+    messages: integerOption(query.get('messages'), 500, 1, 50_000, 'messages', bad),
+    maxBatchBytes: integerOption(query.get('mib'), 8, 1, 1024, 'mib', bad) * 1024 * 1024,
+    windowEvents: integerOption(query.get('events'), 1000, 1, 1_000_000, 'events', bad),
+    concurrency: integerOption(query.get('concurrency'), 2, 1, 32, 'concurrency', bad),
+    lingerMs: integerOption(query.get('linger'), 250, 0, 60_000, 'linger', bad),
+    retries: integerOption(query.get('retries'), 3, 0, 20, 'retries', bad),
+  };
+}
+
+/**
+ * The container client, from the environment: AZURE_STORAGE_CONNECTION_STRING, or
+ * AZURE_STORAGE_ACCOUNT_URL (which may carry a SAS) plus an optional AZURE_STORAGE_SAS_TOKEN.
+ * Builds no connection: the first request is made in `open()`.
+ */
+export function containerClientFromEnv(location: AzureBlobLocation, env: NodeJS.ProcessEnv, retries: number): ContainerClient {
+  const options: StoragePipelineOptions = {
+    retryOptions: { maxTries: retries + 1, retryDelayInMs: 500, maxRetryDelayInMs: 5000, tryTimeoutInMs: 120_000 },
+    userAgentOptions: { userAgentPrefix: 'pivot-archive' },
+  };
+  const fail = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob storage: ${why}`);
+  const connectionString = env.AZURE_STORAGE_CONNECTION_STRING;
+  const accountUrl = env.AZURE_STORAGE_ACCOUNT_URL;
+  let service: BlobServiceClient;
+  try {
+    if (connectionString) {
+      service = BlobServiceClient.fromConnectionString(connectionString, options);
+    } else if (accountUrl) {
+      const sas = (env.AZURE_STORAGE_SAS_TOKEN ?? '').replace(/^\?/, '');
+      const url = new URL(accountUrl);
+      if (sas) url.search = url.search ? `${url.search}&${sas}` : `?${sas}`;
+      service = new BlobServiceClient(url.toString(), undefined, options);
+    } else {
+      throw fail('set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL with a SAS (in the URL or in AZURE_STORAGE_SAS_TOKEN)');
+    }
+  } catch (err) {
+    if (err instanceof PivotArchiveError) throw err;
+    throw fail(`the connection settings are not usable: ${redactSecrets(errorMessage(err))}`);
+  }
+  return service.getContainerClient(location.container);
+}
+
+/** `azblob://account/container/prefix`, for logs: no key, no SAS. */
+export function describeLocation(client: ContainerClient, location: AzureBlobLocation): string {
+  return `azblob://${client.accountName}/${location.container}${location.prefix ? `/${location.prefix}` : ''}`;
+}
+
+/** A storage error as one line, secrets masked (SDK messages can quote request URLs). */
+export function storageErrorMessage(err: unknown): string {
+  const e = err as { statusCode?: number; code?: string };
+  const status = e?.statusCode ? ` (HTTP ${e.statusCode}${e.code ? ` ${e.code}` : ''})` : '';
+  return redactSecrets(`${errorMessage(err).split('\n')[0]}${status}`);
+}

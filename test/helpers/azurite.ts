@@ -1,0 +1,72 @@
+// Starts the real Azurite blob emulator (npm package, a devDependency) on a free loopback port,
+// in memory by default, or on disk so that its data survives a stop and start (fault tests).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
+import { freePort, waitFor } from './net.js';
+
+// Azurite's documented development account; not a secret.
+const ACCOUNT = 'devstoreaccount1';
+const KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+const AZURITE_BLOB = join(createRequire(import.meta.url).resolve('azurite/package.json'), '..', 'dist', 'src', 'blob', 'main.js');
+
+export interface Azurite {
+  port: number;
+  connectionString: string;
+  /** The environment a pivot-archive child process needs to reach this Azurite. */
+  env: NodeJS.ProcessEnv;
+  container(name: string): ContainerClient;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Stops it and removes its data. */
+  dispose(): Promise<void>;
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+export async function startAzurite(options: { persistent?: boolean } = {}): Promise<Azurite> {
+  const port = await freePort();
+  const location = options.persistent ? await mkdtemp(join(tmpdir(), 'pivot-azurite-')) : undefined;
+  const storage = location ? ['--location', location] : ['--inMemoryPersistence'];
+  const args = [AZURITE_BLOB, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--skipApiVersionCheck', '--disableTelemetry', '--silent', ...storage];
+  let child: ChildProcess | undefined;
+  const connectionString = `DefaultEndpointsProtocol=http;AccountName=${ACCOUNT};AccountKey=${KEY};BlobEndpoint=http://127.0.0.1:${port}/${ACCOUNT};`;
+  const service = BlobServiceClient.fromConnectionString(connectionString, { retryOptions: { maxTries: 1 } });
+  const azurite: Azurite = {
+    port,
+    connectionString,
+    env: { ...process.env, AZURE_STORAGE_CONNECTION_STRING: connectionString },
+    container: (name) => service.getContainerClient(name),
+    async start() {
+      child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+      await waitFor(() => listening(port), 'Azurite listens');
+    },
+    async stop() {
+      if (!child || child.exitCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
+      child = undefined;
+    },
+    async dispose() {
+      await azurite.stop();
+      if (location) await rm(location, { recursive: true, force: true });
+    },
+  };
+  await azurite.start();
+  return azurite;
+}
