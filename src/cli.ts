@@ -1,9 +1,11 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { mergeConfig, readConfigFile, validateConfig, type RunConfig } from './config.js';
+import { mergeConfig, parseSize, readConfigFile, validateConfig, type RunConfig } from './config.js';
+import { DEFAULT_MAX_ITEM_SIZE } from './transforms/size-filter/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, type Logger } from './logger.js';
-import { formatSummary, run } from './run.js';
+import { formatImportSummary, formatSummary, run } from './run.js';
+import { runImport, type ImportConfig } from './import.js';
 import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
@@ -43,20 +45,9 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
     'command line',
   );
   const config: RunConfig = mergeConfig(fromFile, fromFlags);
-  // Human-readable on a terminal; JSON lines with --json or off a terminal (cron, log collectors).
-  const logger = createLogger({ level: config.logLevel, json: config.json || !process.stderr.isTTY, file: config.logFile });
-  // SIGINT/SIGTERM: read no further event, let the items in flight finish, write the summary.
-  const stop = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stop.signal.aborted) return;
-    logger.warn(`${signal}: stopping after the items in flight; run again to finish`);
-    stop.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const progress = progressReporter(logger, { quiet: argv.quiet === true, tty: process.stderr.isTTY === true && !config.json });
-  const runOptions = { stop: stop.signal, progress: progress.report, progressEveryMs: progress.everyMs };
-  try {
+  return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
+    const progress = progressReporter(logger, { quiet: argv.quiet === true, tty: process.stderr.isTTY === true && !config.json });
+    const runOptions = { stop, progress: progress.report, progressEveryMs: progress.everyMs };
     const print = (summary: RunSummary) => process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     if (config.inbox) {
       const inbox = await runInbox(config, logger, runOptions);
@@ -70,6 +61,47 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
     const { summary, exitCode } = await run(config, logger, runOptions);
     print(summary);
     return exitCode;
+  });
+}
+
+async function importCommand(argv: Record<string, unknown>): Promise<number> {
+  const json = argv.json === true;
+  const level = typeof argv['log-level'] === 'string' ? argv['log-level'] : 'info';
+  return withLoggerAndSignals({ level, json, file: argv['log-file'] as string | undefined }, async (logger, stop) => {
+    const config: ImportConfig = {
+      from: String(argv.from),
+      sink: String(argv.sink),
+      exportId: argv.export as string | undefined,
+      again: argv.again === true,
+      statusLog: argv['status-log'] as string | undefined,
+      maxItemSize: argv['max-item-size'] === undefined ? DEFAULT_MAX_ITEM_SIZE : parseSize(argv['max-item-size'], '--max-item-size'),
+      insecure: argv.insecure === true,
+    };
+    const { summary, exitCode } = await runImport(config, logger, { stop });
+    process.stdout.write((json ? JSON.stringify(summary) : formatImportSummary(summary)) + '\n');
+    return exitCode;
+  });
+}
+
+/**
+ * Logs human-readable on a terminal, JSON lines with --json or off a terminal (cron, log
+ * collectors); SIGINT/SIGTERM abort `stop`, so no further item is read and those in flight finish.
+ */
+async function withLoggerAndSignals(
+  options: { level: string; json: boolean; file?: string },
+  body: (logger: Logger, stop: AbortSignal) => Promise<number>,
+): Promise<number> {
+  const logger = createLogger({ level: options.level, json: options.json || !process.stderr.isTTY, file: options.file });
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal.aborted) return;
+    logger.warn(`${signal}: stopping after the items in flight; run again to finish`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await body(logger, stop.signal);
   } catch (err) {
     report(logger, err);
     return exitCodeOf(err);
@@ -150,6 +182,27 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
       },
     )
     .command(
+      'import',
+      'Deliver staged batches (written by --sink azblob://...) into a mailbox sink; marks what it imported',
+      (y) =>
+        y
+          .option('from', { type: 'string', demandOption: true, describe: 'staging: azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL with a SAS)' })
+          .option('sink', { type: 'string', demandOption: true, describe: 'where to deliver: maildir:DIR or imap://ADMIN@HOST/...' })
+          .option('export', { type: 'string', describe: 'only the batches of this export id [default: every batch not imported yet]' })
+          .option('again', { type: 'boolean', describe: 'read batches already marked as imported into this sink too (still nothing twice)' })
+          .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and per batch, and a summary, to FILE' })
+          .option('max-item-size', { type: 'string', describe: 'largest staged message accepted (default 10MiB)' })
+          .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' })
+          .option('log-file', { type: 'string', describe: 'also write the log to FILE as JSON lines' })
+          .option('insecure', { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' })
+          .option('json', { type: 'boolean', describe: 'JSON log lines and a JSON summary' })
+          .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
+          .epilog(EXAMPLES),
+      async (argv) => {
+        exitCode = await importCommand(argv as Record<string, unknown>);
+      },
+    )
+    .command(
       'status',
       'Show the last runs recorded in a state dir: counters and what failed',
       (y) =>
@@ -173,7 +226,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
         process.stdout.write(crontabLine(String(argv.at), (argv['--'] as string[] | undefined) ?? [], process.cwd()) + '\n');
       },
     )
-    .demandCommand(1, 'Name a command: run, sample, status or cron.')
+    .demandCommand(1, 'Name a command: run, import, sample, status or cron.')
     .parserConfiguration({ 'populate--': true })
     .strict()
     .epilog(EXAMPLES)

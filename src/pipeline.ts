@@ -142,7 +142,7 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
 }
 
 /** How much an async stage may hold in flight: a count, and optionally a total weight in bytes. */
-interface InFlightLimit<A> {
+export interface InFlightLimit<A> {
   count: number;
   /** Size of one input; the stage waits while the total would pass `maxWeight` (one always runs). */
   weight?: (x: A) => number;
@@ -153,7 +153,7 @@ interface InFlightLimit<A> {
  * An async stage with bounded work in flight, results in input order. One highland stream per
  * stage, not one per item (`flatMap(x => _(promise))` costs a stream per item).
  */
-function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
+export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
   return (source) => {
     const pending: { result: Promise<B>; weight: number }[] = [];
     let weight = 0;
@@ -267,38 +267,42 @@ function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Co
 /** Delivers, or keeps a rejected item in the rejects folder; then writes the outcome line. */
 async function record(x: Flowing<Delivery>, options: PipelineOptions, counters: Counters): Promise<{ position: EventPosition; ok: boolean }> {
   const { sink, statusLog, logger } = options;
-  if (isRejection(x)) {
-    counters.rejected[x.reason] = (counters.rejected[x.reason] ?? 0) + 1;
-    let kept: string | undefined;
-    try {
-      kept = await options.rejects.keep(options.archive, x.raw, `${x.reason}: ${x.detail}`);
-    } catch (err) {
-      logger.error(`could not keep rejected item ${x.itemId} in ${options.rejects.dir}: ${errorMessage(err)}`);
-    }
-    logger.warn(`rejected item ${JSON.stringify(x.itemId)} (${x.reason}): ${x.detail}`);
-    await statusLog.write({
-      record: 'outcome',
-      itemId: x.itemId,
-      conversationId: x.conversationId,
-      mailbox: null,
-      sink: sink.kind,
-      outcome: 'rejected',
-      reason: x.reason,
-      detail: x.detail,
-      kept,
-    });
-    return { position: x.position, ok: true };
+  if (!isRejection(x)) return { position: x.position, ok: await deliver(x, options, counters) };
+  counters.rejected[x.reason] = (counters.rejected[x.reason] ?? 0) + 1;
+  let kept: string | undefined;
+  try {
+    kept = await options.rejects.keep(options.archive, x.raw, `${x.reason}: ${x.detail}`);
+  } catch (err) {
+    logger.error(`could not keep rejected item ${x.itemId} in ${options.rejects.dir}: ${errorMessage(err)}`);
   }
+  logger.warn(`rejected item ${JSON.stringify(x.itemId)} (${x.reason}): ${x.detail}`);
+  await statusLog.write({
+    record: 'outcome',
+    itemId: x.itemId,
+    conversationId: x.conversationId,
+    mailbox: null,
+    sink: sink.kind,
+    outcome: 'rejected',
+    reason: x.reason,
+    detail: x.detail,
+    kept,
+  });
+  return { position: x.position, ok: true };
+}
+
+/** Writes one delivery to the sink and its outcome to the status log; false when it failed. */
+export async function deliver(x: Delivery, options: Pick<PipelineOptions, 'sink' | 'statusLog' | 'logger'>, counters: Counters): Promise<boolean> {
+  const { sink, statusLog, logger } = options;
   const line = { record: 'outcome' as const, itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox, sink: sink.kind, size: x.message.length };
   try {
     const outcome = await sink.write(x);
     counters[outcome]++;
     await statusLog.write({ ...line, outcome });
-    return { position: x.position, ok: true };
+    return true;
   } catch (err) {
     counters.failed++;
     logger.error(`delivery of item ${JSON.stringify(x.itemId)} to ${x.mailbox} failed: ${errorMessage(err)}`);
     await statusLog.write({ ...line, outcome: 'failed', reason: 'sink-error', detail: errorMessage(err) });
-    return { position: x.position, ok: false };
+    return false;
   }
 }

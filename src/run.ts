@@ -9,7 +9,7 @@ import { generateSample } from './sample/generate.js';
 import { createSink } from './sinks/index.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
-import { StatusLog, type RunSummary } from './status-log.js';
+import { StatusLog, type ImportSummary, type RunSummary } from './status-log.js';
 import { StateDir } from './state/index.js';
 import { Checkpoint } from './state/checkpoint.js';
 import { parseDomain, readUserMap, type FanOutConfig } from './transforms/fan-out/index.js';
@@ -143,5 +143,22 @@ export function formatSummary(s: RunSummary): string {
     ...rows.map(([label, value]) => `  ${label.padEnd(32)} ${value}`),
     `  ${'counters add up'.padEnd(32)} ${s.balanced ? 'yes' : 'NO'}`,
     ...(s.interrupted ? ['  interrupted: stopped on a signal after the items in flight; run it again to finish'] : []),
+  ].join('\n');
+}
+
+export function formatImportSummary(s: ImportSummary): string {
+  const rows: [string, number][] = [
+    ['batches imported', s.batchesImported],
+    ['batches failed', s.batchesFailed],
+    ['messages staged (in those batches)', s.itemsStaged],
+    ['delivered', s.delivered],
+    ['skipped (already there)', s.skipped],
+    ['failed', s.failed],
+  ];
+  return [
+    `pivot-archive: import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}`,
+    ...rows.map(([label, value]) => `  ${label.padEnd(36)} ${value}`),
+    `  ${'counters add up'.padEnd(36)} ${s.balanced ? 'yes' : 'NO'}`,
+    ...(s.interrupted ? ['  interrupted: stopped on a signal; import again to finish'] : []),
   ].join('\n');
 }

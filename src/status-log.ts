@@ -64,6 +64,35 @@ export interface RunSummary {
   balanced: boolean;
 }
 
+/** What became of one staged batch in `import --from`. */
+export interface BatchRecord {
+  record: 'batch';
+  batch: string;
+  outcome: 'imported' | 'failed';
+  items?: number;
+  detail?: string;
+}
+
+/** The summary of `import --from`: every staged message delivered, skipped or failed. */
+export interface ImportSummary {
+  record: 'import-summary';
+  from: string;
+  sink: string;
+  exportId: string | null;
+  startedAt: string;
+  finishedAt: string;
+  batchesImported: number;
+  batchesFailed: number;
+  /** Messages listed in the manifests of the batches read. */
+  itemsStaged: number;
+  delivered: number;
+  skipped: number;
+  failed: number;
+  interrupted: boolean;
+  /** itemsStaged = delivered + skipped + failed. */
+  balanced: boolean;
+}
+
 export type Counters = Omit<RunSummary, 'record' | 'archive' | 'exportId' | 'tenant' | 'sink' | 'startedAt' | 'finishedAt' | 'balanced' | 'rejectedTotal' | 'interrupted'>;
 
 export function emptyCounters(): Counters {
@@ -108,7 +137,7 @@ export class StatusLog {
     return new StatusLog(outs);
   }
 
-  async write(record: OutcomeRecord | NoteRecord | RunSummary): Promise<void> {
+  async write(record: OutcomeRecord | NoteRecord | RunSummary | BatchRecord | ImportSummary): Promise<void> {
     const line = redactSecrets(JSON.stringify(record)) + '\n';
     for (const out of this.outs) if (!out.write(line)) await once(out, 'drain');
   }

@@ -1,8 +1,14 @@
 import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import unzipper from 'unzipper';
 import { createAzureBlobSink } from '../src/sinks/azblob/index.js';
+import { parseAzureBlobSpec } from '../src/sinks/azblob/config.js';
+import { redactSecrets } from '../src/redact.js';
 import { startAzurite, type Azurite } from './helpers/azurite.js';
-import { sinkConformance } from './helpers/sink-conformance.js';
+import { cli } from './helpers/cli.js';
+import { delivery, sinkConformance } from './helpers/sink-conformance.js';
+import { tempDir } from './helpers/tmp.js';
 
 let azurite: Azurite;
 let stores = 0;
@@ -37,4 +43,54 @@ sinkConformance({
       read: (mailbox) => readStaged(container, mailbox),
     };
   },
+});
+
+test('azblob spec: validated before any I/O; unknown options, bad names and missing credentials are E_SINK_CONFIG', (t) => {
+  const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString };
+  t.like(parseAzureBlobSpec('azblob://pivot-staging/acme/nightly?messages=10&mib=2'), { container: 'pivot-staging', prefix: 'acme/nightly', messages: 10, maxBatchBytes: 2 * 1024 * 1024 });
+  t.throws(() => parseAzureBlobSpec('azblob://pivot-staging?bogus=1'), { code: 'E_SINK_CONFIG', message: /unknown option "bogus"/ } as never);
+  t.throws(() => parseAzureBlobSpec('azblob://Pivot_Staging'), { code: 'E_SINK_CONFIG', message: /container/ } as never);
+  t.throws(() => parseAzureBlobSpec('azblob://pivot-staging/../x'), { code: 'E_SINK_CONFIG', message: /prefix/ } as never);
+  t.throws(() => parseAzureBlobSpec('azblob://pivot-staging?messages=0'), { code: 'E_SINK_CONFIG', message: /messages must be/ } as never);
+  t.throws(() => createAzureBlobSink('azblob://pivot-staging', { env: {} }), { code: 'E_SINK_CONFIG', message: /AZURE_STORAGE_CONNECTION_STRING/ } as never);
+  const sink = createAzureBlobSink('azblob://pivot-staging/acme', { env });
+  t.is(sink.description, 'azblob://devstoreaccount1/pivot-staging/acme');
+  t.false(sink.description.includes('AccountKey'));
+});
+
+test('azblob: blob names and metadata stay ASCII for a non-ASCII export id (Azure refuses other metadata; Azurite would not)', async (t) => {
+  const sink = createAzureBlobSink('azblob://metadata-check/x?linger=20', { env: azurite.env });
+  await sink.open();
+  const d = { ...delivery(3), exportId: 'désk/2026 ü' };
+  t.is(await sink.write(d), 'delivered');
+  await sink.close();
+  const blobs = [];
+  for await (const b of azurite.container('metadata-check').listBlobsFlat({ includeMetadata: true })) blobs.push(b);
+  t.is(blobs.length, 1);
+  const [blob] = blobs;
+  t.regex(blob!.name, /^[\x21-\x7e]+$/);
+  t.true(blob!.name.startsWith(`x/${encodeURIComponent('désk/2026 ü')}/0000/0000000-`));
+  for (const value of Object.values(blob!.metadata ?? {})) t.regex(value, /^[\x20-\x7e]*$/);
+  t.is(decodeURIComponent(blob!.metadata!.exportid!), 'désk/2026 ü');
+  t.is(blob!.metadata!.itemcount, '1');
+  t.is(blob!.metadata!.firsttime, new Date(d.internalDate).toISOString());
+});
+
+test('azblob: a SAS never reaches the log, the status log or the summary, even when storage refuses it', async (t) => {
+  const dir = await tempDir(t);
+  const secret = 'NotARealSignatureButSecret123';
+  const env = { AZURE_STORAGE_ACCOUNT_URL: `http://127.0.0.1:${azurite.port}/devstoreaccount1?sv=2021-08-06&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=${secret}` };
+  const status = join(dir, 'status.jsonl');
+  const result = await cli(['run', '--sample', '--sink', 'azblob://sas-check?retries=0', '--status-log', status, '--rejects', join(dir, 'rejects'), '--log-level', 'debug'], { env });
+  t.not(result.code, 0, 'storage refuses the forged SAS');
+  t.regex(result.log, /sig=\*\*\*|403|not stored|cannot reach/);
+  t.false(result.stderr.includes(secret));
+  t.false(result.stdout.includes(secret));
+  t.false((await readFile(status, 'utf8')).includes(secret));
+});
+
+test('redactSecrets masks SAS signatures, account keys and URL passwords', (t) => {
+  t.is(redactSecrets('GET https://a.blob.core.windows.net/c/b?sv=2021&sig=abc%2Fdef&se=1 failed'), 'GET https://a.blob.core.windows.net/c/b?sv=2021&sig=***&se=1 failed');
+  t.is(redactSecrets('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k/ey==;EndpointSuffix=core.windows.net'), 'DefaultEndpointsProtocol=https;AccountName=a;AccountKey=***;EndpointSuffix=core.windows.net');
+  t.is(redactSecrets('BlobEndpoint=https://a/;SharedAccessSignature=sv=1&sig=x'), 'BlobEndpoint=https://a/;SharedAccessSignature=***');
 });

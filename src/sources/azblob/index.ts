@@ -1,0 +1,88 @@
+import type { ContainerClient } from '@azure/storage-blob';
+import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import { redactSecrets } from '../../redact.js';
+import { readBatch, sha256, type BatchManifest, type ReadEntry } from '../../sinks/azblob/batch.js';
+import { containerClientFromEnv, describeLocation, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../sinks/azblob/config.js';
+import { exportFolder } from '../../sinks/azblob/index.js';
+
+/** Batches larger than this are refused rather than downloaded (a staged batch is a few MiB). */
+const MAX_BATCH_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * The staged batches under `azblob://CONTAINER/PREFIX` (see SPEC.md): listed in name order,
+ * read one at a time, and marked once imported into a given sink, so that the next import
+ * starts where the last one stopped.
+ */
+export class StagedBatches {
+  readonly description: string;
+
+  constructor(
+    private readonly container: ContainerClient,
+    private readonly location: AzureBlobLocation,
+  ) {
+    this.description = describeLocation(container, location);
+  }
+
+  /**
+   * Names of the batches not yet imported into the sink `markerKey` stands for (all of them
+   * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
+   * after its batch, so one name of look-behind is all the memory it takes.
+   */
+  async *pending(markerKey: string, options: { exportId?: string; again?: boolean }): AsyncGenerator<string> {
+    const prefix = options.exportId ? exportFolder(this.location, options.exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
+    let waiting: string | null = null;
+    try {
+      for await (const blob of this.container.listBlobsFlat({ prefix })) {
+        if (waiting && blob.name.startsWith(`${waiting}.imported-`)) {
+          if (blob.name === markerName(waiting, markerKey) && !options.again) waiting = null;
+          continue;
+        }
+        if (waiting) yield waiting;
+        waiting = blob.name.endsWith('.zip') ? blob.name : null;
+      }
+    } catch (err) {
+      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: cannot list the staged batches: ${storageErrorMessage(err)}`);
+    }
+    if (waiting) yield waiting;
+  }
+
+  /** Downloads one batch and opens it; its messages are checked against the manifest as they are read. */
+  async read(name: string, maxMessageSize: number): Promise<{ manifest: BatchManifest; entries: AsyncGenerator<ReadEntry> }> {
+    const blob = this.container.getBlockBlobClient(name);
+    let zip: Buffer;
+    try {
+      const size = (await blob.getProperties()).contentLength ?? 0;
+      if (size > MAX_BATCH_BYTES) throw new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `staged batch ${name} is ${size} bytes, over the ${MAX_BATCH_BYTES}-byte limit`);
+      zip = await blob.downloadToBuffer();
+    } catch (err) {
+      if (err instanceof PivotArchiveError) throw err;
+      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `staged batch ${name} cannot be downloaded: ${storageErrorMessage(err)}`);
+    }
+    return readBatch(name, zip, maxMessageSize);
+  }
+
+  /** Records that `name` is wholly in the sink: the next import skips it. */
+  async markImported(name: string, markerKey: string, info: Record<string, unknown>): Promise<void> {
+    const body = JSON.stringify({ ...info, importedAt: new Date().toISOString() });
+    await this.container.getBlockBlobClient(markerName(name, markerKey)).upload(body, Buffer.byteLength(body), {
+      blobHTTPHeaders: { blobContentType: 'application/json' },
+    });
+  }
+}
+
+function markerName(batch: string, markerKey: string): string {
+  return `${batch}.imported-${markerKey}`;
+}
+
+/** A sink's marker key: the same sink (kind and place, no secret) gets the same key on every host. */
+export function importMarkerKey(sinkDescription: string): string {
+  return sha256(redactSecrets(sinkDescription)).slice(0, 16);
+}
+
+/** Parses `azblob://CONTAINER[/PREFIX]` (no options) and reaches it with the credentials in `env`. */
+export function openStagedBatches(spec: string, env: NodeJS.ProcessEnv = process.env): StagedBatches {
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.USAGE, `--from ${JSON.stringify(redactSecrets(spec))}: ${why}`);
+  const { location, query } = parseAzureBlobLocation(spec, bad);
+  if ([...query.keys()].length > 0) throw bad('takes no options');
+  return new StagedBatches(containerClientFromEnv(location, env, 3), location);
+}

@@ -1,0 +1,170 @@
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import archiver from 'archiver';
+import unzipper from 'unzipper';
+import { generateSample } from '../src/sample/generate.js';
+import { startAzurite, type Azurite } from './helpers/azurite.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { readMaildir } from './helpers/maildir.js';
+import { tempDir } from './helpers/tmp.js';
+
+interface StagedBatch {
+  name: string;
+  metadata: Record<string, string>;
+  manifest: { exportId: string; entries: { name: string; mailbox: string; itemId: string; messageId: string; sha256: string }[] };
+  files: Map<string, Buffer>;
+}
+
+/** Every staged batch in a container, read with the SDK and unzipper (not with our reader). */
+async function readStaging(azurite: Azurite, container: string): Promise<StagedBatch[]> {
+  const client = azurite.container(container);
+  const batches: StagedBatch[] = [];
+  for await (const blob of client.listBlobsFlat({ includeMetadata: true })) {
+    if (!blob.name.endsWith('.zip')) continue;
+    const zip = (await unzipper.Open.buffer(await client.getBlockBlobClient(blob.name).downloadToBuffer())) as { files: { path: string; buffer(): Promise<Buffer> }[] };
+    const files = new Map<string, Buffer>();
+    for (const f of zip.files) files.set(f.path, await f.buffer());
+    batches.push({ name: blob.name, metadata: blob.metadata ?? {}, manifest: JSON.parse(files.get('manifest.json')!.toString()) as StagedBatch['manifest'], files });
+  }
+  return batches;
+}
+
+async function makeArchive(dir: string, seed: number, events = 3000): Promise<string> {
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events, messageFiles: 2, seed });
+  return archive;
+}
+
+test('archive -> Blob staging -> import -> Maildir equals a direct run, byte for byte; re-runs stage and import nothing twice', async (t) => {
+  t.timeout(300_000);
+  const azurite = await startAzurite();
+  t.teardown(() => azurite.dispose());
+  const dir = await tempDir(t);
+  const archive = await makeArchive(dir, 41);
+  const rejects = ['--rejects', join(dir, 'rejects')];
+  const direct = join(dir, 'direct');
+  t.is((await cli(['run', archive, '--sink', `maildir:${direct}`, ...rejects])).code, 0);
+
+  const sink = 'azblob://pivot-staging/acme?messages=200';
+  const staged = await cli(['run', archive, '--sink', sink, '--status-log', join(dir, 'stage.jsonl'), ...rejects], { env: azurite.env as Record<string, string> });
+  t.is(staged.code, 0, staged.stderr);
+  const stageSummary = (await readStatusLog(join(dir, 'stage.jsonl'))).summary;
+  t.true(stageSummary.balanced);
+  t.true(stageSummary.delivered > 0);
+  t.is(stageSummary.skipped, 0);
+  const batches = await readStaging(azurite, 'pivot-staging');
+  t.true(batches.length > 5, `expected several batches, got ${batches.length}`);
+  const keys = batches.flatMap((b) => b.manifest.entries.map((e) => `${e.mailbox} ${e.messageId}`));
+  t.is(keys.length, stageSummary.delivered);
+  t.is(new Set(keys).size, keys.length, 'no (mailbox, Message-ID) staged twice');
+  for (const b of batches) {
+    t.true(b.name.startsWith('acme/acme-2026-11-23/'), b.name);
+    t.is(b.metadata.itemcount, String(b.manifest.entries.length));
+    t.is(decodeURIComponent(b.metadata.exportid!), 'acme-2026-11-23');
+    t.true(b.manifest.entries.length <= 200);
+  }
+
+  const imported = join(dir, 'imported');
+  const imp = await cli(['import', '--from', 'azblob://pivot-staging/acme', '--sink', `maildir:${imported}`, '--status-log', join(dir, 'import.jsonl')], { env: azurite.env as Record<string, string> });
+  t.is(imp.code, 0, imp.stderr);
+  const want = await readMaildir(direct);
+  const got = await readMaildir(imported);
+  t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), want.map((m) => `${m.mailbox}/${m.file}`));
+  t.true(got.every((m, i) => m.raw.equals(want[i]!.raw)), 'byte-identical messages');
+  t.true(got.every((m, i) => m.mtime.getTime() === want[i]!.mtime.getTime()), 'same INTERNALDATE');
+
+  // Staging the same export again uploads nothing; importing again reads nothing.
+  const again = await cli(['run', archive, '--sink', sink, '--status-log', join(dir, 'stage2.jsonl'), ...rejects], { env: azurite.env as Record<string, string> });
+  t.is(again.code, 0, again.stderr);
+  const againSummary = (await readStatusLog(join(dir, 'stage2.jsonl'))).summary;
+  t.is(againSummary.delivered, 0);
+  t.is(againSummary.skipped, stageSummary.delivered);
+  t.is((await readStaging(azurite, 'pivot-staging')).length, batches.length);
+  const reimport = await cli(['import', '--from', 'azblob://pivot-staging/acme', '--sink', `maildir:${imported}`, '--json'], { env: azurite.env as Record<string, string> });
+  t.is(reimport.code, 0, reimport.stderr);
+  t.like(JSON.parse(reimport.stdout), { batchesImported: 0, itemsStaged: 0 });
+  const forced = await cli(['import', '--from', 'azblob://pivot-staging/acme', '--sink', `maildir:${imported}`, '--again', '--json'], { env: azurite.env as Record<string, string> });
+  t.like(JSON.parse(forced.stdout), { batchesImported: batches.length, delivered: 0, skipped: stageSummary.delivered, balanced: true });
+  t.is((await readMaildir(imported)).length, want.length);
+});
+
+test('a tampered staged batch is detected on import: the altered message fails, the rest is delivered, the batch stays pending', async (t) => {
+  t.timeout(300_000);
+  const azurite = await startAzurite();
+  t.teardown(() => azurite.dispose());
+  const dir = await tempDir(t);
+  const archive = await makeArchive(dir, 42, 600);
+  const env = azurite.env as Record<string, string>;
+  t.is((await cli(['run', archive, '--sink', 'azblob://staging', '--rejects', join(dir, 'rejects')], { env })).code, 0);
+  const [victim] = await readStaging(azurite, 'staging');
+  // Re-zip the batch with one message altered and upload it over the original.
+  const altered = victim!.manifest.entries[1]!;
+  const zip = archiver('zip');
+  for (const [name, bytes] of victim!.files) zip.append(name === altered.name ? Buffer.concat([bytes, Buffer.from('\r\nX-Injected: 1\r\n')]) : bytes, { name });
+  void zip.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of zip) chunks.push(c as Buffer);
+  const body = Buffer.concat(chunks);
+  await azurite.container('staging').getBlockBlobClient(victim!.name).upload(body, body.length);
+
+  const out = join(dir, 'mail');
+  const status = join(dir, 'import.jsonl');
+  const imp = await cli(['import', '--from', 'azblob://staging', '--sink', `maildir:${out}`, '--status-log', status, '--json'], { env });
+  t.is(imp.code, 1, imp.stderr);
+  const summary = JSON.parse(imp.stdout) as { failed: number; batchesFailed: number; balanced: boolean };
+  t.like(summary, { failed: 1, batchesFailed: 1, balanced: true });
+  const lines = (await readFile(status, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const failure = lines.find((l) => l.outcome === 'failed')!;
+  t.like(failure, { itemId: altered.itemId, mailbox: altered.mailbox, reason: 'staged-mismatch' });
+  t.regex(String(failure.detail), /sha256/);
+  const stored = await readMaildir(out);
+  t.false(stored.some((m) => m.raw.includes('X-Injected')), 'the altered message is never imported');
+  t.false(stored.some((m) => m.mailbox === altered.mailbox && m.parsed.messageId === altered.messageId));
+  const stagedTotal = (await readStaging(azurite, 'staging')).reduce((n, b) => n + b.manifest.entries.length, 0);
+  t.is(stored.length, stagedTotal - 1, 'every other message is delivered');
+  // The batch was not marked: a later import tries it again (and fails again, loudly).
+  const again = await cli(['import', '--from', 'azblob://staging', '--sink', `maildir:${out}`, '--json'], { env });
+  t.like(JSON.parse(again.stdout), { failed: 1, batchesFailed: 1 });
+});
+
+test('Azurite stopped mid-run: failures are recorded, exit 1; after a restart a re-run completes the staging with nothing twice', async (t) => {
+  t.timeout(300_000);
+  const azurite = await startAzurite({ persistent: true });
+  t.teardown(() => azurite.dispose());
+  const dir = await tempDir(t);
+  const archive = await makeArchive(dir, 43, 6000);
+  const env = azurite.env as Record<string, string>;
+  const rejects = ['--rejects', join(dir, 'rejects')];
+  const sink = 'azblob://staging/acme?messages=100&retries=0';
+  // Stop the emulator once the first batches are there, and keep it down until the run ends.
+  const running = cli(['run', archive, '--sink', sink, '--status-log', join(dir, 'first.jsonl'), ...rejects], { env });
+  const client = azurite.container('staging');
+  for (;;) {
+    const names: string[] = [];
+    try {
+      for await (const b of client.listBlobsFlat()) names.push(b.name);
+    } catch {
+      // the container is not there yet
+    }
+    if (names.length >= 3) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await azurite.stop();
+  const first = await running;
+  t.is(first.code, 1, first.stderr);
+  const firstSummary = (await readStatusLog(join(dir, 'first.jsonl'))).summary;
+  t.true(firstSummary.failed > 0);
+  t.true(firstSummary.delivered > 0);
+  t.true(firstSummary.balanced);
+
+  await azurite.start();
+  const second = await cli(['run', archive, '--sink', sink, '--status-log', join(dir, 'second.jsonl'), ...rejects], { env });
+  t.is(second.code, 0, second.stderr);
+  const secondSummary = (await readStatusLog(join(dir, 'second.jsonl'))).summary;
+  t.is(secondSummary.skipped, firstSummary.delivered, 'what the first run staged is skipped');
+  t.is(secondSummary.delivered, firstSummary.failed, 'what failed is staged now');
+  const keys = (await readStaging(azurite, 'staging')).flatMap((b) => b.manifest.entries.map((e) => `${e.mailbox} ${e.messageId}`));
+  t.is(keys.length, secondSummary.itemsAvailableForImport);
+  t.is(new Set(keys).size, keys.length, 'no (mailbox, Message-ID) staged twice');
+});
