@@ -1,6 +1,7 @@
 // npm run bench: generates sample archives and measures each stage in its own process.
-// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir --imap-events 3000]
-// The IMAP row delivers into a throwaway local Dovecot (as the tests start it), on a smaller archive.
+// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir --imap-events 3000 --staging-events 20000]
+// The IMAP row delivers into a throwaway local Dovecot, the staging row into a local Azurite (in
+// memory), both started as the tests start them, on smaller archives.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
@@ -17,6 +18,7 @@ function option(name: string, fallback: string): string {
 const sizes = option('events', '100000,1000000').split(',').filter(Boolean).map(Number);
 const stages = option('stages', 'source,naive-json-parse,mime,maildir').split(',').filter(Boolean);
 const imapEvents = Number(option('imap-events', '3000'));
+const stagingEvents = Number(option('staging-events', '20000'));
 const work = join(tmpdir(), 'pivot-archive-bench');
 await mkdir(work, { recursive: true });
 const stageScript = fileURLToPath(new URL('./stage.js', import.meta.url));
@@ -25,6 +27,7 @@ interface Row {
   stage: string;
   events: number;
   deliveries: number;
+  messageBytes: number;
   seconds: number;
   peakRssMB: number;
 }
@@ -70,13 +73,26 @@ if (imapEvents > 0) {
   try {
     process.stderr.write(`${imapEvents} events: imap (local Dovecot) ...\n`);
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none`;
-    rows.push({ size: imapEvents, archiveMB, row: runStage('imap', archive, '', { PIVOT_BENCH_IMAP_SINK: sink, PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD }) });
+    rows.push({ size: imapEvents, archiveMB, row: runStage('imap', archive, '', { PIVOT_BENCH_SINK: sink, PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD }) });
   } finally {
     await removeDovecot(dovecot);
   }
 }
 
-const header = ['events', 'archive MB', 'stage', 'seconds', 'events/s', 'deliveries/s', 'peak RSS MB'];
+if (stagingEvents > 0) {
+  const { archive, archiveMB } = await archiveOf(stagingEvents);
+  const { startAzurite } = await import('../test/helpers/azurite.js');
+  const azurite = await startAzurite();
+  try {
+    process.stderr.write(`${stagingEvents} events: azblob (local Azurite) ...\n`);
+    const env = { PIVOT_BENCH_SINK: 'azblob://bench/staging', AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString };
+    rows.push({ size: stagingEvents, archiveMB, row: runStage('azblob', archive, '', env) });
+  } finally {
+    await azurite.dispose();
+  }
+}
+
+const header = ['events', 'archive MB', 'stage', 'seconds', 'events/s', 'deliveries/s', 'message MB/s', 'peak RSS MB'];
 const table = rows.map(({ size, archiveMB, row }) => [
   String(size),
   archiveMB.toFixed(0),
@@ -84,6 +100,7 @@ const table = rows.map(({ size, archiveMB, row }) => [
   row.seconds.toFixed(1),
   Math.round(row.events / row.seconds).toLocaleString('en'),
   row.deliveries ? Math.round(row.deliveries / row.seconds).toLocaleString('en') : '-',
+  row.messageBytes ? (row.messageBytes / 1024 / 1024 / row.seconds).toFixed(1) : '-',
   row.peakRssMB.toFixed(0),
 ]);
 const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => r[i]!.length)));

@@ -23,7 +23,21 @@ const discardSink: Sink = {
   close: async () => undefined,
 };
 
-async function measure(): Promise<{ events: number; deliveries: number }> {
+let bytes = 0;
+/** The same sink, counting the message bytes it is given (for MB/s). */
+function countingBytes(sink: Sink): Sink {
+  return {
+    kind: sink.kind,
+    description: sink.description,
+    maxInFlight: sink.maxInFlight,
+    maxInFlightBytes: sink.maxInFlightBytes,
+    open: () => sink.open(),
+    write: (d) => ((bytes += d.message.length), sink.write(d)),
+    close: () => sink.close(),
+  };
+}
+
+async function measure(): Promise<{ events: number; deliveries: number; bytes?: number }> {
   switch (stage) {
     case 'source': {
       const archive = await PivotExportArchive.open({ path: archivePath });
@@ -42,10 +56,11 @@ async function measure(): Promise<{ events: number; deliveries: number }> {
     }
     case 'mime':
     case 'maildir':
-    case 'imap': {
+    case 'imap':
+    case 'azblob': {
       const archive = await PivotExportArchive.open({ path: archivePath });
-      const spec = stage === 'imap' ? process.env.PIVOT_BENCH_IMAP_SINK! : `maildir:${out}`;
-      const sink = stage === 'mime' ? discardSink : createSink(spec, { cwd: process.cwd() });
+      const spec = stage === 'imap' || stage === 'azblob' ? process.env.PIVOT_BENCH_SINK! : `maildir:${out}`;
+      const sink = countingBytes(stage === 'mime' ? discardSink : createSink(spec, { cwd: process.cwd() }));
       await sink.open();
       const summary = await runPipeline({
         archive,
@@ -59,7 +74,7 @@ async function measure(): Promise<{ events: number; deliveries: number }> {
       });
       await sink.close();
       if (!summary.balanced) throw new Error('counters do not add up');
-      return { events: summary.itemsFromSource, deliveries: summary.delivered };
+      return { events: summary.itemsFromSource, deliveries: summary.delivered, bytes };
     }
     default:
       throw new Error(`unknown stage ${stage}`);
@@ -67,8 +82,8 @@ async function measure(): Promise<{ events: number; deliveries: number }> {
 }
 
 const start = performance.now();
-const { events, deliveries } = await measure();
+const { events, deliveries, bytes: messageBytes = 0 } = await measure();
 const seconds = (performance.now() - start) / 1000;
 // VmHWM, not getrusage's maxrss: Linux carries maxrss over from the parent across exec.
 const peakKiB = Number(/VmHWM:\s+(\d+) kB/.exec(await readFile('/proc/self/status', 'utf8'))?.[1]);
-process.stdout.write(JSON.stringify({ stage, events, deliveries, seconds, peakRssMB: peakKiB / 1024 }) + '\n');
+process.stdout.write(JSON.stringify({ stage, events, deliveries, messageBytes, seconds, peakRssMB: peakKiB / 1024 }) + '\n');

@@ -34,6 +34,9 @@ export interface PipelineOptions {
 export interface Progress {
   eventsRead: number;
   eventsTotal: number;
+  /** Uncompressed bytes of the messages files read so far, and in all. */
+  bytesRead: number;
+  bytesTotal: number;
   delivered: number;
   skipped: number;
   failed: number;
@@ -85,6 +88,8 @@ export async function runPipeline(options: PipelineOptions): Promise<RunSummary>
     options.progress?.({
       eventsRead: seen.events,
       eventsTotal: archive.eventCount,
+      bytesRead: archive.messageBytesRead,
+      bytesTotal: archive.messageBytesTotal,
       delivered: counters.delivered,
       skipped: counters.skipped,
       failed: counters.failed,

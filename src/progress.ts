@@ -5,7 +5,8 @@ export function describeProgress(p: Progress): string {
   const rate = p.elapsedMs > 0 ? (p.eventsRead / p.elapsedMs) * 1000 : 0;
   const left = rate > 0 ? Math.round((p.eventsTotal - p.eventsRead) / rate) : NaN;
   const eta = Number.isFinite(left) ? `${Math.floor(left / 60)}m${String(left % 60).padStart(2, '0')}s` : '?';
-  return `items ${p.eventsRead}/${p.eventsTotal}, delivered ${p.delivered}, skipped ${p.skipped}, rejected ${p.rejected}, failed ${p.failed}, ${Math.round(rate)} items/s, ETA ${eta}`;
+  const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
+  return `items ${p.eventsRead}/${p.eventsTotal} (${mb(p.bytesRead)}/${mb(p.bytesTotal)} MB), delivered ${p.delivered}, skipped ${p.skipped}, rejected ${p.rejected}, failed ${p.failed}, ${Math.round(rate)} items/s, ETA ${eta}`;
 }
 
 /**

@@ -7,10 +7,10 @@ import { generateSample } from '../src/sample/generate.js';
 import { cli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
-const halfway = { eventsRead: 500, eventsTotal: 1000, delivered: 1200, skipped: 3, rejected: 2, failed: 1, elapsedMs: 10_000 };
+const halfway = { eventsRead: 500, eventsTotal: 1000, bytesRead: 3 * 1024 * 1024, bytesTotal: 6 * 1024 * 1024, delivered: 1200, skipped: 3, rejected: 2, failed: 1, elapsedMs: 10_000 };
 
-test('progress says items, deliveries, rate and ETA', (t) => {
-  t.is(describeProgress(halfway), 'items 500/1000, delivered 1200, skipped 3, rejected 2, failed 1, 50 items/s, ETA 0m10s');
+test('progress says items, bytes of the messages read, deliveries, rate and ETA', (t) => {
+  t.is(describeProgress(halfway), 'items 500/1000 (3.0/6.0 MB), delivered 1200, skipped 3, rejected 2, failed 1, 50 items/s, ETA 0m10s');
 });
 
 test('on a TTY the bar is redrawn in place; --quiet turns reporting off', (t) => {
@@ -31,7 +31,7 @@ test('off a TTY a run logs progress lines, and --quiet keeps them out', async (t
   await generateSample(archive, { events: 100, seed: 5, edgeCases: false });
   const logFile = join(dir, 'run.log');
   const loud = await cli(['run', archive, '--sink', `maildir:${join(dir, 'a')}`, '--log-file', logFile]);
-  t.regex(loud.log, /progress: items 100\/100, delivered \d+/);
+  t.regex(loud.log, /progress: items 100\/100 \((\d+\.\d)\/\1 MB\), delivered \d+/);
   // Off a terminal the log on stderr is JSON lines.
   t.true(loud.stderr.trim().split('\n').every((l) => typeof (JSON.parse(l) as { message: string }).message === 'string'));
   // The log file gets the same lines as JSON.

@@ -16,6 +16,9 @@ function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: nu
   return `${exportFolder(location, d.exportId)}${String(d.position.file).padStart(4, '0')}/${String(window).padStart(7, '0')}-`;
 }
 
+/** uploadStream's block size: a typical batch (a few hundred KiB zipped) is one block. */
+const UPLOAD_BLOCK_BYTES = 1024 * 1024;
+
 /** The largest staged batch read back to learn what a window already holds. */
 const MAX_BATCH_DOWNLOAD = 2 * 1024 * 1024 * 1024;
 
@@ -176,7 +179,7 @@ export class AzureBlobSink implements Sink {
     const times = deliveries.map((d) => d.internalDate);
     const zip = batchZipStream(manifest, deliveries.map((d) => d.message));
     try {
-      await this.container.getBlockBlobClient(name).uploadStream(zip, 4 * 1024 * 1024, 2, {
+      await this.container.getBlockBlobClient(name).uploadStream(zip, UPLOAD_BLOCK_BYTES, 2, {
         conditions: { ifNoneMatch: '*' },
         blobHTTPHeaders: { blobContentType: 'application/zip' },
         // ASCII only: Azure refuses other metadata values (Azurite does not, so tests check it).

@@ -86,9 +86,11 @@ export class PivotExportArchive {
    */
   events(stop?: AbortSignal): Readable {
     const { path, messageFiles } = this;
+    this.messageBytesRead = 0;
+    const onBytes = (n: number) => (this.messageBytesRead += n);
     async function* all(): AsyncGenerator<SourceEvent> {
       for (const [file, entry] of messageFiles.entries()) {
-        for await (const event of readEvents(path, entry, file)) {
+        for await (const event of readEvents(path, entry, file, onBytes)) {
           if (stop?.aborted) return;
           yield event;
         }
@@ -97,14 +99,21 @@ export class PivotExportArchive {
     return Readable.from(all(), { objectMode: true, highWaterMark: 64 });
   }
 
+  /** Uncompressed bytes of the messages files the current `events()` read has consumed. */
+  messageBytesRead = 0;
+
+  get messageBytesTotal(): number {
+    return this.messageFiles.reduce((sum, f) => sum + f.uncompressedSize, 0);
+  }
+
   attachment(id: string): ZipEntry | undefined {
     return this.entries.get(ATTACHMENT_PREFIX + id);
   }
 }
 
-async function* readEvents(path: string, entry: ZipEntry, file: number): AsyncGenerator<SourceEvent> {
+async function* readEvents(path: string, entry: ZipEntry, file: number, onBytes?: (n: number) => void): AsyncGenerator<SourceEvent> {
   try {
-    for await (const { key, value } of streamJsonArray(entry.open())) {
+    for await (const { key, value } of streamJsonArray(entry.open(onBytes))) {
       yield { raw: (value ?? {}) as RawEvent, position: { file, index: key } };
     }
   } catch (err) {

@@ -11,8 +11,8 @@ export interface ZipEntry {
   crc32: number;
   offset: number;
   method: number;
-  /** Opens a stream of the entry's bytes, checked against the central directory. */
-  open(): Readable;
+  /** Opens a stream of the entry's bytes, checked against the central directory; `onBytes` counts them. */
+  open(onBytes?: (n: number) => void): Readable;
 }
 
 export interface ZipLimits {
@@ -119,7 +119,7 @@ export async function readCentralDirectory(
       crc32: file.crc32 >>> 0,
       offset: Number(file.offsetToLocalFileHeader),
       method: file.compressionMethod,
-      open: () => checkedEntryStream(archivePath, name, file, uncompressedSize),
+      open: (onBytes) => checkedEntryStream(archivePath, name, file, uncompressedSize, onBytes),
     });
   }
   refuseOverlaps(archivePath, [...entries.values()], centralDirectoryOffset);
@@ -147,7 +147,7 @@ function refuseOverlaps(archivePath: string, entries: ZipEntry[], centralDirecto
  * The entry's bytes, never more than the central directory declares, and failing unless
  * the length and CRC-32 match it: a truncated, corrupt or bomb entry cannot pass.
  */
-function checkedEntryStream(archivePath: string, name: string, file: UnzipperFile, declaredSize: number): Readable {
+function checkedEntryStream(archivePath: string, name: string, file: UnzipperFile, declaredSize: number, onBytes?: (n: number) => void): Readable {
   let seen = 0;
   let crc = 0;
   const fail = (why: string) =>
@@ -155,6 +155,7 @@ function checkedEntryStream(archivePath: string, name: string, file: UnzipperFil
   const guard = new Transform({
     transform(chunk: Buffer, _enc, done: TransformCallback) {
       seen += chunk.length;
+      onBytes?.(chunk.length);
       if (seen > declaredSize) {
         done(fail(`inflates past its declared ${declaredSize} bytes`));
         return;
