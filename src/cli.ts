@@ -15,6 +15,14 @@ import { crontabLine, formatStatus } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish).`;
 
+/** Options `run` and `import` share. */
+const LOG_AND_SINK_OPTIONS = {
+  'log-level': { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' },
+  'log-file': { type: 'string', describe: 'also write the log to FILE as JSON lines (rotate with logrotate copytruncate)' },
+  insecure: { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' },
+  json: { type: 'boolean', describe: 'JSON log lines on stderr (the default off a terminal) and a JSON summary on stdout' },
+} as const;
+
 async function runCommand(argv: Record<string, unknown>, args: string[]): Promise<number> {
   // yargs hands a lone "-" positional over as "": put the stdin marker back.
   const archive = argv.archive === '' && args.includes('-') ? '-' : argv.archive;
@@ -152,11 +160,8 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('domain', { type: 'string', array: true, describe: "organisation's mail domain; only its mailboxes are targets (repeatable)" })
           .option('user-map', { type: 'string', describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' })
           .option('default-mailbox', { type: 'string', describe: 'mailbox for items that have no target (else they are rejected as unmapped)' })
-          .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' })
-          .option('log-file', { type: 'string', describe: 'also write the log to FILE as JSON lines (rotate with logrotate copytruncate)' })
           .option('quiet', { type: 'boolean', describe: 'no progress bar (TTY) and no progress lines (off a TTY)' })
-          .option('insecure', { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' })
-          .option('json', { type: 'boolean', describe: 'JSON log lines on stderr (the default off a terminal) and a JSON summary on stdout' })
+          .options(LOG_AND_SINK_OPTIONS)
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
           .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')
           .example('$0 run --sample --sink maildir:./out', '')
@@ -192,10 +197,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('again', { type: 'boolean', describe: 'read batches already marked as imported into this sink too (still nothing twice)' })
           .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and per batch, and a summary, to FILE' })
           .option('max-item-size', { type: 'string', describe: 'largest staged message accepted (default 10MiB)' })
-          .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' })
-          .option('log-file', { type: 'string', describe: 'also write the log to FILE as JSON lines' })
-          .option('insecure', { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' })
-          .option('json', { type: 'boolean', describe: 'JSON log lines and a JSON summary' })
+          .options(LOG_AND_SINK_OPTIONS)
           .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
           .epilog(EXAMPLES),
       async (argv) => {
