@@ -94,3 +94,14 @@ test('redactSecrets masks SAS signatures, account keys and URL passwords', (t) =
   t.is(redactSecrets('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k/ey==;EndpointSuffix=core.windows.net'), 'DefaultEndpointsProtocol=https;AccountName=a;AccountKey=***;EndpointSuffix=core.windows.net');
   t.is(redactSecrets('BlobEndpoint=https://a/;SharedAccessSignature=sv=1&sig=x'), 'BlobEndpoint=https://a/;SharedAccessSignature=***');
 });
+
+test('azblob: two runs staging the same batch at once store it once; the loser is told skipped by the conditional create', async (t) => {
+  const spec = 'azblob://race-check/x?linger=20';
+  const [a, b] = [createAzureBlobSink(spec, { env: azurite.env }), createAzureBlobSink(spec, { env: azurite.env })];
+  await a.open();
+  await b.open();
+  const outcomes = await Promise.all([a.write(delivery(5)), b.write(delivery(5))]);
+  await Promise.all([a.close(), b.close()]);
+  t.deepEqual(outcomes.sort(), ['delivered', 'skipped']);
+  t.is((await readStaged('race-check', 'jane@acme.example')).length, 1);
+});

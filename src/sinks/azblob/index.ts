@@ -193,7 +193,9 @@ export class AzureBlobSink implements Sink {
       });
       return 'delivered';
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 409) return 'skipped';
+      // 409 BlobAlreadyExists (412 from some gateways): another run committed this very batch.
+      const status = (err as { statusCode?: number }).statusCode;
+      if (status === 409 || status === 412) return 'skipped';
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: batch ${name} (${deliveries.length} messages) was not stored: ${storageErrorMessage(err)}`);
     } finally {
       zip.destroy();
