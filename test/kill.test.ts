@@ -43,12 +43,14 @@ test('killed with SIGKILL at random points, a re-run leaves every mailbox with e
   let cutMidway = 0;
   for (const seed of [1, 2, 3, 4, 5]) {
     const out = join(dir, `killed-${seed}`);
+    // With a state dir, so the re-run resumes from whatever checkpoint the killed run left.
+    const args = ['run', archive, '--sink', `maildir:${out}`, '--rejects', join(dir, 'rejects'), '--state-dir', join(dir, `state-${seed}`)];
     // Seed 1 kills during start-up (archive still being checked); the others during delivery.
     const at = seed === 1 ? 0 : Math.floor(random(seed)() * expected.size * 0.9);
-    await runAndKill(['run', archive, '--sink', `maildir:${out}`, '--rejects', join(dir, 'rejects')], out, at);
+    await runAndKill(args, out, at);
     const before = (await readMaildir(out)).length;
     if (before > 0 && before < expected.size) cutMidway++;
-    const resumed = await cli(['run', archive, '--sink', `maildir:${out}`, '--rejects', join(dir, 'rejects')]);
+    const resumed = await cli(args);
     t.is(resumed.code, 0, `seed ${seed}, killed after ${at} messages: ${resumed.stderr}`);
     const got = await readMaildir(out);
     t.is(got.length, expected.size, `seed ${seed}: killed after ${at} messages`);
