@@ -52,7 +52,7 @@ export function parseAzureBlobSpec(spec: string): AzureBlobSinkConfig {
   return {
     ...location,
     messages: integerOption(query.get('messages'), 500, 1, 50_000, 'messages', bad),
-    maxBatchBytes: integerOption(query.get('mib'), 8, 1, 1024, 'mib', bad) * 1024 * 1024,
+    maxBatchBytes: integerOption(query.get('mib'), 8, 1, 256, 'mib', bad) * 1024 * 1024,
     windowEvents: integerOption(query.get('events'), 1000, 1, 1_000_000, 'events', bad),
     concurrency: integerOption(query.get('concurrency'), 2, 1, 32, 'concurrency', bad),
     lingerMs: integerOption(query.get('linger'), 250, 0, 60_000, 'linger', bad),

@@ -20,7 +20,7 @@ function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: nu
 const UPLOAD_BLOCK_BYTES = 1024 * 1024;
 
 /** The largest staged batch read back to learn what a window already holds. */
-const MAX_BATCH_DOWNLOAD = 2 * 1024 * 1024 * 1024;
+const MAX_BATCH_DOWNLOAD = 320 * 1024 * 1024;
 
 interface Waiter {
   delivery: Delivery;

@@ -5,8 +5,12 @@ import { readBatch, sha256, type BatchManifest, type ReadEntry } from '../../sin
 import { containerClientFromEnv, describeLocation, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../sinks/azblob/config.js';
 import { exportFolder } from '../../sinks/azblob/index.js';
 
-/** Batches larger than this are refused rather than downloaded (a staged batch is a few MiB). */
-const MAX_BATCH_BYTES = 1024 * 1024 * 1024;
+/**
+ * A batch is downloaded whole and read through its central directory (not unzipper's streaming
+ * `Parse`), so one batch is what import holds in memory: the sink cuts them at `mib` (at most
+ * 256 MiB, 8 by default); anything larger than this was not written by it and is refused.
+ */
+const MAX_BATCH_BYTES = 320 * 1024 * 1024;
 
 /**
  * The staged batches under `azblob://CONTAINER/PREFIX` (see SPEC.md): listed in name order,
