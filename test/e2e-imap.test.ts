@@ -76,6 +76,25 @@ if (!DOVECOT_BINARY) {
     t.is((await readBack(dovecot, ex.mailboxes)).pairs.length, ex.expected.length);
   });
 
+  test('TLS: imaps:// (implicit, the default) and tls=starttls deliver with the certificate verified; an untrusted certificate fails every item, loudly', async (t) => {
+    const { dir, ex, dovecot } = await exportAndServer(t, 200, 23);
+    // The test server's certificate is self-signed: trusted through Node's NODE_EXTRA_CA_CERTS.
+    const trusted = { ...env, NODE_EXTRA_CA_CERTS: dovecot.certFile };
+    const args = (sink: string, log: string) => ['run', ex.archive, '--sink', sink, '--status-log', join(dir, log), '--rejects', join(dir, 'rejects')];
+    const untrusted = await cli(args(`imaps://archiver@127.0.0.1:${dovecot.tlsPort}/?folder=INBOX/Pivot&retries=0`, 'untrusted.jsonl'), { env });
+    t.is(untrusted.code, 1);
+    t.regex(untrusted.log, /self[- ]signed|certificate/i);
+    t.is((await readStatusLog(join(dir, 'untrusted.jsonl'))).summary.delivered, 0);
+    t.is((await readBack(dovecot, ex.mailboxes)).pairs.length, 0);
+
+    const implicit = await cli(args(`imaps://archiver@127.0.0.1:${dovecot.tlsPort}/?folder=INBOX/Pivot`, 'implicit.jsonl'), { env: trusted });
+    t.is(implicit.code, 0, implicit.stderr);
+    t.deepEqual((await readBack(dovecot, ex.mailboxes)).pairs, ex.expected);
+    const starttls = await cli(args(`imap://archiver@127.0.0.1:${dovecot.port}/?tls=starttls&folder=INBOX/Pivot`, 'starttls.jsonl'), { env: trusted });
+    t.is(starttls.code, 0, starttls.stderr);
+    t.like((await readStatusLog(join(dir, 'starttls.jsonl'))).summary, { delivered: 0, skipped: ex.expected.length });
+  });
+
   test('Dovecot stopped mid-run: failures are recorded, exit 1, and a re-run completes the set with no duplicates', async (t) => {
     const { dir, ex, dovecot } = await exportAndServer(t, 1500, 22);
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=1&retryDelay=100`;

@@ -30,7 +30,11 @@ export function dovecotMissingMessage(): string {
 }
 
 export interface Dovecot {
+  /** Plain IMAP (with STARTTLS offered); `tlsPort` is implicit TLS (IMAPS). */
   port: number;
+  tlsPort: number;
+  /** The self-signed certificate the server presents (for 127.0.0.1 and localhost). */
+  certFile: string;
   dir: string;
   /** Where mailboxes live when the default mail location is used. */
   mailRoot: string;
@@ -70,6 +74,10 @@ export async function startDovecot(users: string[], options: { mailLocation?: (i
   // Dovecot's own unprivileged processes read the config, users and mail below it.
   await chmod(dir, 0o755);
   const port = await freePort();
+  const tlsPort = await freePort();
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', keyFile, '-out', certFile]);
   const asRoot = process.getuid?.() === 0;
   // Dovecot will not run mail processes as root: as root, use its own unprivileged users.
   const mailUser = asRoot ? 'dovecot' : userInfo().username;
@@ -89,7 +97,9 @@ listen = 127.0.0.1
 base_dir = ${dir}/run
 state_dir = ${dir}/state
 log_path = ${dir}/log/dovecot.log
-ssl = no
+ssl = yes
+ssl_cert = <${certFile}
+ssl_key = <${keyFile}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_master_user_separator = *
@@ -125,7 +135,8 @@ service imap-login {
     port = ${port}
   }
   inet_listener imaps {
-    port = 0
+    address = 127.0.0.1
+    port = ${tlsPort}
   }
 }
 service anvil {
@@ -144,6 +155,8 @@ service stats {
   await writeFile(conf, config);
   const dovecot: Dovecot = {
     port,
+    tlsPort,
+    certFile,
     dir,
     mailRoot,
     async start() {
