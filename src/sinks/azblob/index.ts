@@ -77,8 +77,9 @@ export class AzureBlobSink implements Sink {
     try {
       await this.container.createIfNotExists();
     } catch (err) {
-      // A SAS limited to writing blobs may not create containers; the uploads will tell.
-      if ((err as { statusCode?: number }).statusCode !== 403) {
+      // A SAS that may write blobs but not create containers is fine; any other refusal (a bad
+      // signature, a wrong key, no such account) stops the run before anything is read.
+      if ((err as { code?: string }).code !== 'AuthorizationPermissionMismatch') {
         throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot reach the container: ${storageErrorMessage(err)}`);
       }
     }
