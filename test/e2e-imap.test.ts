@@ -7,6 +7,7 @@ import { validEmail } from '../src/transforms/mime/index.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
+import { startAzurite } from './helpers/azurite.js';
 import { expectedPairs } from './helpers/reference.js';
 import { tempDir } from './helpers/tmp.js';
 import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
@@ -93,6 +94,24 @@ if (!DOVECOT_BINARY) {
     const starttls = await cli(args(`imap://archiver@127.0.0.1:${dovecot.port}/?tls=starttls&folder=INBOX/Pivot`, 'starttls.jsonl'), { env: trusted });
     t.is(starttls.code, 0, starttls.stderr);
     t.like((await readStatusLog(join(dir, 'starttls.jsonl'))).summary, { delivered: 0, skipped: ex.expected.length });
+  });
+
+  test('archive -> Azure Blob staging -> import into IMAP: every mailbox holds exactly its items, once; a second import appends nothing', async (t) => {
+    const { dir, ex, dovecot } = await exportAndServer(t, 300, 24);
+    const azurite = await startAzurite();
+    t.teardown(() => azurite.dispose());
+    const staged = await cli(['run', ex.archive, '--sink', 'azblob://staging/acme', '--rejects', join(dir, 'rejects')], { env: azurite.env as Record<string, string> });
+    t.is(staged.code, 0, staged.stderr);
+    const importArgs = ['import', '--from', 'azblob://staging/acme', '--sink', `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=INBOX/Pivot`, '--json'];
+    const imported = await cli(importArgs, { env: { ...env, ...(azurite.env as Record<string, string>) } });
+    t.is(imported.code, 0, imported.stderr);
+    t.like(JSON.parse(imported.stdout), { delivered: ex.expected.length, failed: 0, balanced: true });
+    const back = await readBack(dovecot, ex.mailboxes);
+    t.deepEqual(back.pairs, ex.expected);
+    t.true(back.messages.every((m) => m.seen && m.internalDate.getTime() === m.date.getTime()));
+    const again = await cli([...importArgs, '--again'], { env: { ...env, ...(azurite.env as Record<string, string>) } });
+    t.like(JSON.parse(again.stdout), { delivered: 0, skipped: ex.expected.length });
+    t.is((await readBack(dovecot, ex.mailboxes)).pairs.length, ex.expected.length);
   });
 
   test('Dovecot stopped mid-run: failures are recorded, exit 1, and a re-run completes the set with no duplicates', async (t) => {
