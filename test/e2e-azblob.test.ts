@@ -5,6 +5,7 @@ import archiver from 'archiver';
 import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
 import { startAzurite, type Azurite } from './helpers/azurite.js';
+import { startIdentityEndpoint } from './helpers/identity-endpoint.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -167,4 +168,31 @@ test('Azurite stopped mid-run: failures are recorded, exit 1; after a restart a 
   const keys = (await readStaging(azurite, 'staging')).flatMap((b) => b.manifest.entries.map((e) => `${e.mailbox} ${e.messageId}`));
   t.is(keys.length, secondSummary.itemsAvailableForImport);
   t.is(new Set(keys).size, keys.length, 'no (mailbox, Message-ID) staged twice');
+});
+
+test('Azure AD: with AZURE_STORAGE_ACCOUNT_URL alone, staging and import authenticate with a managed-identity token over HTTPS', async (t) => {
+  t.timeout(300_000);
+  const azurite = await startAzurite({ oauth: true });
+  t.teardown(() => azurite.dispose());
+  const identity = await startIdentityEndpoint();
+  t.teardown(() => identity.close());
+  const dir = await tempDir(t);
+  const archive = await makeArchive(dir, 44, 300);
+  const rejects = ['--rejects', join(dir, 'rejects')];
+  const direct = join(dir, 'direct');
+  t.is((await cli(['run', archive, '--sink', `maildir:${direct}`, ...rejects])).code, 0);
+  const env = { AZURE_STORAGE_ACCOUNT_URL: azurite.accountUrl, NODE_EXTRA_CA_CERTS: azurite.certFile!, ...identity.env };
+  const staged = await cli(['run', archive, '--sink', 'azblob://aad-staging', ...rejects], { env });
+  t.is(staged.code, 0, staged.stderr);
+  t.true(identity.tokensIssued() > 0, 'the token came from the identity endpoint');
+  const imported = join(dir, 'imported');
+  const imp = await cli(['import', '--from', 'azblob://aad-staging', '--sink', `maildir:${imported}`], { env });
+  t.is(imp.code, 0, imp.stderr);
+  const want = await readMaildir(direct);
+  const got = await readMaildir(imported);
+  t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), want.map((m) => `${m.mailbox}/${m.file}`));
+  // Without a token source the run stops before delivering anything, with the library's reason.
+  const noIdentity = await cli(['run', archive, '--sink', 'azblob://aad-staging', ...rejects], { env: { AZURE_STORAGE_ACCOUNT_URL: azurite.accountUrl, NODE_EXTRA_CA_CERTS: azurite.certFile!, IDENTITY_ENDPOINT: '', IDENTITY_HEADER: '' } });
+  t.is(noIdentity.code, 2);
+  t.regex(noIdentity.log, /cannot reach the container: .*(credential|token|Managed Identity)/i);
 });

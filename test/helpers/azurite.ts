@@ -8,7 +8,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
-import { freePort, waitFor } from './net.js';
+import { freePort, selfSignedCertificate, waitFor } from './net.js';
 
 // Azurite's documented development account; not a secret.
 const ACCOUNT = 'devstoreaccount1';
@@ -18,6 +18,9 @@ const AZURITE_BLOB = join(createRequire(import.meta.url).resolve('azurite/packag
 export interface Azurite {
   port: number;
   connectionString: string;
+  /** With `oauth`: the HTTPS account URL and the certificate it presents (self-signed). */
+  accountUrl: string;
+  certFile?: string;
   /** The environment a pivot-archive child process needs to reach this Azurite. */
   env: NodeJS.ProcessEnv;
   container(name: string): ContainerClient;
@@ -38,17 +41,27 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-export async function startAzurite(options: { persistent?: boolean } = {}): Promise<Azurite> {
+/**
+ * `persistent`: data on disk, surviving stop and start. `oauth`: HTTPS with a self-signed
+ * certificate and Azure AD bearer tokens accepted (Azurite's `--oauth basic` checks a token's
+ * audience, issuer and lifetime, not its signature).
+ */
+export async function startAzurite(options: { persistent?: boolean; oauth?: boolean } = {}): Promise<Azurite> {
   const port = await freePort();
-  const location = options.persistent ? await mkdtemp(join(tmpdir(), 'pivot-azurite-')) : undefined;
-  const storage = location ? ['--location', location] : ['--inMemoryPersistence'];
-  const args = [AZURITE_BLOB, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--skipApiVersionCheck', '--disableTelemetry', '--silent', ...storage];
+  const dir = await mkdtemp(join(tmpdir(), 'pivot-azurite-'));
+  const storage = options.persistent ? ['--location', dir] : ['--inMemoryPersistence'];
+  const tls = options.oauth ? await selfSignedCertificate(dir) : undefined;
+  const https = tls ? ['--oauth', 'basic', '--cert', tls.certFile, '--key', tls.keyFile] : [];
+  const args = [AZURITE_BLOB, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--skipApiVersionCheck', '--disableTelemetry', '--silent', ...storage, ...https];
   let child: ChildProcess | undefined;
-  const connectionString = `DefaultEndpointsProtocol=http;AccountName=${ACCOUNT};AccountKey=${KEY};BlobEndpoint=http://127.0.0.1:${port}/${ACCOUNT};`;
+  const accountUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${port}/${ACCOUNT}`;
+  const connectionString = `DefaultEndpointsProtocol=http;AccountName=${ACCOUNT};AccountKey=${KEY};BlobEndpoint=${accountUrl};`;
   const service = BlobServiceClient.fromConnectionString(connectionString, { retryOptions: { maxTries: 1 } });
   const azurite: Azurite = {
     port,
     connectionString,
+    accountUrl,
+    certFile: tls?.certFile,
     env: { ...process.env, AZURE_STORAGE_CONNECTION_STRING: connectionString },
     container: (name) => service.getContainerClient(name),
     async start() {
@@ -64,7 +77,7 @@ export async function startAzurite(options: { persistent?: boolean } = {}): Prom
     },
     async dispose() {
       await azurite.stop();
-      if (location) await rm(location, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
     },
   };
   await azurite.start();

@@ -8,7 +8,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ImapFlow } from 'imapflow';
-import { freePort, waitFor } from './net.js';
+import { freePort, selfSignedCertificate, waitFor } from './net.js';
 
 const run = promisify(execFile);
 
@@ -75,9 +75,7 @@ export async function startDovecot(users: string[], options: { mailLocation?: (i
   await chmod(dir, 0o755);
   const port = await freePort();
   const tlsPort = await freePort();
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', keyFile, '-out', certFile]);
+  const { certFile, keyFile } = await selfSignedCertificate(dir);
   const asRoot = process.getuid?.() === 0;
   // Dovecot will not run mail processes as root: as root, use its own unprivileged users.
   const mailUser = asRoot ? 'dovecot' : userInfo().username;

@@ -1,5 +1,8 @@
 // Small helpers for the tests that start real servers (Dovecot, Azurite) on loopback.
+import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -19,4 +22,12 @@ export async function waitFor(check: () => Promise<boolean>, what: string, ms = 
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`timed out waiting until ${what}`);
+}
+
+/** A self-signed certificate for 127.0.0.1 and localhost, written into `dir`. */
+export async function selfSignedCertificate(dir: string): Promise<{ certFile: string; keyFile: string }> {
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', keyFile, '-out', certFile]);
+  return { certFile, keyFile };
 }

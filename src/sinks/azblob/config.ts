@@ -1,3 +1,4 @@
+import type { TokenCredential } from '@azure/core-auth';
 import { BlobServiceClient, type ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
@@ -81,15 +82,32 @@ export function containerClientFromEnv(location: AzureBlobLocation, env: NodeJS.
       const sas = (env.AZURE_STORAGE_SAS_TOKEN ?? '').replace(/^\?/, '');
       const url = new URL(accountUrl);
       if (sas) url.search = url.search ? `${url.search}&${sas}` : `?${sas}`;
-      service = new BlobServiceClient(url.toString(), undefined, options);
+      // No SAS: Azure AD (managed identity, workload identity, a service principal in the environment).
+      const credential = url.searchParams.has('sig') ? undefined : azureAdCredential();
+      service = new BlobServiceClient(url.toString(), credential, options);
     } else {
-      throw fail('set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL with a SAS (in the URL or in AZURE_STORAGE_SAS_TOKEN)');
+      throw fail('set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL (with a SAS in it or in AZURE_STORAGE_SAS_TOKEN, or alone for Azure AD)');
     }
   } catch (err) {
     if (err instanceof PivotArchiveError) throw err;
     throw fail(`the connection settings are not usable: ${redactSecrets(errorMessage(err))}`);
   }
   return service.getContainerClient(location.container);
+}
+
+/**
+ * @azure/identity's DefaultAzureCredential, loaded on first use (it costs about 0.1 s to load and
+ * most runs never need it): managed identity on an Azure host, workload identity, or a service
+ * principal in AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET, in that library's order.
+ */
+function azureAdCredential(): TokenCredential {
+  let credential: Promise<TokenCredential> | undefined;
+  return {
+    async getToken(scopes, options) {
+      credential ??= import('@azure/identity').then(({ DefaultAzureCredential }) => new DefaultAzureCredential());
+      return (await credential).getToken(scopes, options);
+    },
+  };
 }
 
 /** `azblob://account/container/prefix`, for logs: no key, no SAS. */
