@@ -61,6 +61,9 @@ export class AzureBlobSink implements Sink {
   private window: WindowIndex | null = null;
   private readonly exportHasBatches = new Map<string, Promise<boolean>>();
   private readonly commits = new Set<Promise<void>>();
+  /** Uploads running, and those waiting for one of the `concurrency` slots. */
+  private uploading = 0;
+  private readonly uploadQueue: (() => void)[] = [];
   private state: 'new' | 'open' | 'closed' = 'new';
 
   constructor(
@@ -159,6 +162,9 @@ export class AzureBlobSink implements Sink {
       }
     }
     if (fresh.length === 0) return;
+    // A finished upload hands its slot straight to the next waiting one.
+    if (this.uploading < this.config.concurrency) this.uploading++;
+    else await new Promise<void>((resolve) => this.uploadQueue.push(resolve));
     try {
       const outcome = await this.upload(window.prefix, fresh.map((w) => w.delivery));
       settle.resolve(outcome);
@@ -166,6 +172,10 @@ export class AzureBlobSink implements Sink {
     } catch (err) {
       settle.reject(err);
       for (const w of fresh) w.reject(err);
+    } finally {
+      const next = this.uploadQueue.shift();
+      if (next) next();
+      else this.uploading--;
     }
   }
 
