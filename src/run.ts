@@ -138,12 +138,7 @@ export function formatSummary(s: RunSummary): string {
     ['failed', s.failed],
     ['notes (e.g. missing attachment)', s.notes],
   ];
-  return [
-    `pivot-archive: export ${s.exportId} -> ${s.sink}`,
-    ...rows.map(([label, value]) => `  ${label.padEnd(32)} ${value}`),
-    `  ${'counters add up'.padEnd(32)} ${s.balanced ? 'yes' : 'NO'}`,
-    ...(s.interrupted ? ['  interrupted: stopped on a signal after the items in flight; run it again to finish'] : []),
-  ].join('\n');
+  return summaryTable(`export ${s.exportId} -> ${s.sink}`, rows, s.balanced, s.interrupted && 'stopped on a signal after the items in flight; run it again to finish');
 }
 
 export function formatImportSummary(s: ImportSummary): string {
@@ -155,10 +150,16 @@ export function formatImportSummary(s: ImportSummary): string {
     ['skipped (already there)', s.skipped],
     ['failed', s.failed],
   ];
+  return summaryTable(`import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}`, rows, s.balanced, s.interrupted && 'stopped on a signal; import again to finish');
+}
+
+/** The summary for humans: a title, aligned counters, whether they add up, and why it stopped early. */
+function summaryTable(title: string, rows: [string, number | string][], balanced: boolean, interrupted: string | false): string {
+  const width = Math.max(...rows.map(([label]) => label.length), 'counters add up'.length) + 1;
   return [
-    `pivot-archive: import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}`,
-    ...rows.map(([label, value]) => `  ${label.padEnd(36)} ${value}`),
-    `  ${'counters add up'.padEnd(36)} ${s.balanced ? 'yes' : 'NO'}`,
-    ...(s.interrupted ? ['  interrupted: stopped on a signal; import again to finish'] : []),
+    `pivot-archive: ${title}`,
+    ...rows.map(([label, value]) => `  ${label.padEnd(width)} ${value}`),
+    `  ${'counters add up'.padEnd(width)} ${balanced ? 'yes' : 'NO'}`,
+    ...(interrupted ? [`  interrupted: ${interrupted}`] : []),
   ].join('\n');
 }

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EventPosition } from '../model.js';
 import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
 import type { StatusLog } from '../status-log.js';
+import { sha256Hex } from '../hash.js';
 
 export function comparePositions(a: EventPosition, b: EventPosition): number {
   return a.file - b.file || a.index - b.index;
@@ -31,7 +31,7 @@ export class Checkpoint {
     const identity = [archive.manifest.exportId, ...archive.messageFiles.map((f) => `${f.name}:${f.crc32}:${f.uncompressedSize}`)].join('\n');
     const dir = join(stateDir, 'checkpoints');
     await mkdir(dir, { recursive: true });
-    const path = join(dir, `${createHash('sha256').update(identity).digest('hex')}.json`);
+    const path = join(dir, `${sha256Hex(identity)}.json`);
     let resumeAt: EventPosition | null = null;
     try {
       resumeAt = (JSON.parse(await readFile(path, 'utf8')) as { resumeAt: EventPosition }).resumeAt;

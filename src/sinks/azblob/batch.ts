@@ -1,9 +1,9 @@
 // The staged batch format, written by the Blob sink and read back by `import --from`:
 // a zip holding `manifest.json` first, then one `.eml` per (mailbox, item). See SPEC.md.
-import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import archiver from 'archiver';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import { sha256Hex } from '../../hash.js';
 import type { Delivery, EventPosition } from '../../model.js';
 import { readCentralDirectory, readEntryBuffer } from '../../sources/pivot-zip/zip-reader.js';
 
@@ -36,10 +36,6 @@ export function stagedKey(d: { mailbox: string; messageId: string }): string {
   return `${d.mailbox}\n${d.messageId}`;
 }
 
-export function sha256(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 export function manifestFor(exportId: string, deliveries: Delivery[]): BatchManifest {
   return {
     format: BATCH_FORMAT,
@@ -54,7 +50,7 @@ export function manifestFor(exportId: string, deliveries: Delivery[]): BatchMani
       internalDate: d.internalDate,
       position: d.position,
       size: d.message.length,
-      sha256: sha256(d.message),
+      sha256: sha256Hex(d.message),
     })),
   };
 }
@@ -119,7 +115,7 @@ export async function readBatch(label: string, zip: Buffer, maxMessageSize: numb
         yield { entry, problem: `${entry.name} cannot be read: ${errorMessage(err)}` };
         continue;
       }
-      if (message.length !== entry.size || sha256(message) !== entry.sha256) {
+      if (message.length !== entry.size || sha256Hex(message) !== entry.sha256) {
         yield { entry, problem: `${entry.name} does not match its sha256 in the manifest (tampered or corrupt)` };
         continue;
       }

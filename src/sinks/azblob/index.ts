@@ -2,7 +2,8 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
-import { batchZipStream, manifestFor, readBatch, sha256, stagedKey } from './batch.js';
+import { sha256Hex } from '../../hash.js';
+import { batchZipStream, manifestFor, readBatch, stagedKey } from './batch.js';
 import { containerClientFromEnv, describeLocation, parseAzureBlobSpec, storageErrorMessage, type AzureBlobLocation, type AzureBlobSinkConfig } from './config.js';
 
 /** `<prefix>/<exportId>/`: the export id is URL-encoded, so a blob name stays ASCII and flat. */
@@ -186,7 +187,7 @@ export class AzureBlobSink implements Sink {
   private async upload(prefix: string, deliveries: Delivery[]): Promise<WriteOutcome> {
     const exportId = deliveries[0]!.exportId;
     const manifest = manifestFor(exportId, deliveries);
-    const name = `${prefix}${sha256(deliveries.map(stagedKey).join('\n')).slice(0, 16)}.zip`;
+    const name = `${prefix}${sha256Hex(deliveries.map(stagedKey).join('\n')).slice(0, 16)}.zip`;
     const times = deliveries.map((d) => d.internalDate);
     const zip = batchZipStream(manifest, deliveries.map((d) => d.message));
     try {

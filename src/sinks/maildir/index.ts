@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
@@ -7,6 +6,7 @@ import { pathExists } from '../../fs-util.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
 import { integerOption } from '../query.js';
+import { sha256Hex } from '../../hash.js';
 
 export interface MaildirSinkConfig {
   /** Root folder; each mailbox is the Maildir++ tree `root/<mailbox>/`. */
@@ -94,7 +94,7 @@ function mailboxFolder(root: string, mailbox: string): string {
 
 /** A file name unique per (mailbox, Message-ID), so a re-run finds what it wrote before. */
 export function maildirBaseName(delivery: Pick<Delivery, 'messageId' | 'internalDate'>): string {
-  const key = createHash('sha256').update(delivery.messageId).digest('hex').slice(0, 32);
+  const key = sha256Hex(delivery.messageId).slice(0, 32);
   return `${Math.floor(delivery.internalDate / 1000)}.P${key}.pivot-archive`;
 }
 

@@ -1,7 +1,8 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
-import { readBatch, sha256, type BatchManifest, type ReadEntry } from '../../sinks/azblob/batch.js';
+import { sha256Hex } from '../../hash.js';
+import { readBatch, type BatchManifest, type ReadEntry } from '../../sinks/azblob/batch.js';
 import { containerClientFromEnv, describeLocation, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../sinks/azblob/config.js';
 import { exportFolder } from '../../sinks/azblob/index.js';
 
@@ -80,7 +81,7 @@ function markerName(batch: string, markerKey: string): string {
 
 /** A sink's marker key: the same sink (kind and place, no secret) gets the same key on every host. */
 export function importMarkerKey(sinkDescription: string): string {
-  return sha256(redactSecrets(sinkDescription)).slice(0, 16);
+  return sha256Hex(redactSecrets(sinkDescription)).slice(0, 16);
 }
 
 /** Parses `azblob://CONTAINER[/PREFIX]` (no options) and reaches it with the credentials in `env`. */

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import libmime from 'libmime';
 import * as libqp from 'libqp';
 import type { AttachmentRef, Item, User } from '../../model.js';
+import { sha256Hex } from '../../hash.js';
 
 /** Identity of the export a message came from; only `tenant` feeds the Message-ID. */
 export interface MimeContext {
@@ -19,7 +19,7 @@ const BUILT_IN_HEADERS = new Set(
 );
 
 function digest(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\u0000')).digest('hex');
+  return sha256Hex(parts.join('\u0000'));
 }
 
 /**

@@ -2,10 +2,10 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createHash } from 'node:crypto';
 import type { AttachmentRef, RawEvent } from '../../model.js';
 import type { PivotExportArchive } from '../../sources/pivot-zip/index.js';
 import { base64Size } from '../mime/index.js';
+import { sha256Hex } from '../../hash.js';
 
 export const DEFAULT_MAX_ITEM_SIZE = 10 * 1024 * 1024;
 
@@ -25,7 +25,7 @@ export function attachmentsLowerBound(archive: PivotExportArchive, refs: readonl
 /** A file-system-safe, unique folder name for an item id that may hold anything. */
 export function safeName(id: string): string {
   const readable = id.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '_').slice(0, 60);
-  return `${readable}.${createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
+  return `${readable}.${sha256Hex(id).slice(0, 12)}`;
 }
 
 /**
