@@ -2,7 +2,7 @@
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -12,13 +12,22 @@ import { freePort, selfSignedCertificate, waitFor } from './net.js';
 
 const run = promisify(execFile);
 
-/** Runs dovecot with no pipes: the daemon it forks keeps inherited pipes open forever. */
-function runDetached(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(DOVECOT_BINARY!, args, { stdio: 'ignore' });
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`dovecot ${args.join(' ')} exited with ${code}`))));
-  });
+/**
+ * Runs dovecot with no pipes (the daemon it forks keeps inherited pipes open forever); its stderr,
+ * where it says why it cannot start before its log is open, goes to a file quoted on failure.
+ */
+async function runDetached(args: string[], stderrFile: string): Promise<void> {
+  const stderr = await open(stderrFile, 'w');
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn(DOVECOT_BINARY!, args, { stdio: ['ignore', 'ignore', stderr.fd] });
+      child.on('error', reject);
+      child.on('exit', resolve);
+    });
+    if (code !== 0) throw new Error(`dovecot ${args.join(' ')} exited with ${code}: ${(await readFile(stderrFile, 'utf8')).trim()}`);
+  } finally {
+    await stderr.close();
+  }
 }
 export const DOVECOT_BINARY = ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot'].find((p) => existsSync(p));
 export const ADMIN = 'archiver';
@@ -73,8 +82,6 @@ export async function startDovecot(users: string[], options: { mailLocation?: (i
   const dir = await mkdtemp(join(tmpdir(), 'pivot-dovecot-'));
   // Dovecot's own unprivileged processes read the config, users and mail below it.
   await chmod(dir, 0o755);
-  const port = await freePort();
-  const tlsPort = await freePort();
   const { certFile, keyFile } = await selfSignedCertificate(dir);
   const asRoot = process.getuid?.() === 0;
   // Dovecot will not run mail processes as root: as root, use its own unprivileged users.
@@ -89,7 +96,7 @@ export async function startDovecot(users: string[], options: { mailLocation?: (i
   }
   await writeFile(join(dir, 'users'), [...new Set(users)].map((u) => `${u}:{PLAIN}user-secret`).join('\n') + '\n');
   await writeFile(join(dir, 'masters'), `${ADMIN}:{PLAIN}${ADMIN_PASSWORD}\n`);
-  const config = `
+  const config = (port: number, tlsPort: number) => `
 protocols = imap
 listen = 127.0.0.1
 base_dir = ${dir}/run
@@ -150,26 +157,38 @@ service stats {
 }
 `;
   const conf = join(dir, 'dovecot.conf');
-  await writeFile(conf, config);
   const dovecot: Dovecot = {
-    port,
-    tlsPort,
+    port: 0,
+    tlsPort: 0,
     certFile,
     dir,
     mailRoot,
     async start() {
-      await runDetached(['-c', conf]);
-      await waitFor(() => greets(port), 'Dovecot greets');
+      await runDetached(['-c', conf], join(dir, 'log', 'start.err'));
+      await waitFor(() => greets(dovecot.port), 'Dovecot greets');
     },
     async stop() {
       const pid = Number(await readFile(join(dir, 'run', 'master.pid'), 'utf8').catch(() => '0'));
-      await runDetached(['-c', conf, 'stop']).catch(() => undefined);
+      await runDetached(['-c', conf, 'stop'], join(dir, 'log', 'stop.err')).catch(() => undefined);
       // Not just the port: a new master refuses to start while the old one is still exiting.
-      await waitFor(async () => !(await greets(port)) && !(pid > 0 && alive(pid)), 'Dovecot stops');
+      await waitFor(async () => !(await greets(dovecot.port)) && !(pid > 0 && alive(pid)), 'Dovecot stops');
     },
   };
-  await dovecot.start();
-  return dovecot;
+  // Another test's server may bind a port between our check and Dovecot's bind: then new ports.
+  for (let attempt = 1; ; attempt++) {
+    dovecot.port = await freePort();
+    do dovecot.tlsPort = await freePort();
+    while (dovecot.tlsPort === dovecot.port);
+    await writeFile(conf, config(dovecot.port, dovecot.tlsPort));
+    await rm(join(dir, 'log', 'dovecot.log'), { force: true });
+    try {
+      await dovecot.start();
+      return dovecot;
+    } catch (error) {
+      const log = await readFile(join(dir, 'log', 'dovecot.log'), 'utf8').catch(() => '');
+      if (attempt === 3 || !/Address already in use/.test(`${(error as Error).message}\n${log}`)) throw new Error(`${(error as Error).message}\n${log.slice(-2000)}`);
+    }
+  }
 }
 
 export async function removeDovecot(dovecot: Dovecot): Promise<void> {

@@ -1,17 +1,30 @@
 // Small helpers for the tests that start real servers (Dovecot, Azurite) on loopback.
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
+/**
+ * A free loopback port below the kernel's ephemeral range, so that no client connection (of which
+ * the tests make many, in parallel) can be holding it when a server binds it, or rebinds it after a
+ * restart: picking from the ephemeral range made Dovecot fail to start now and then in CI.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  const ephemeralStart = Number((await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '32768')).trim().split(/\s+/)[0]);
+  const low = 10_000;
+  const high = Math.max(low + 1000, ephemeralStart);
+  for (;;) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (await canBind(port)) return port;
+  }
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
 }
 
