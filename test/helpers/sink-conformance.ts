@@ -13,9 +13,14 @@ export interface SinkHarness {
   store(): Promise<{ create(): Promise<Sink>; read(mailbox: string): Promise<Buffer[]> }>;
 }
 
-export function delivery(n: number, mailbox = 'jane@acme.example'): Delivery {
+/**
+ * Event `m_<n>` for `mailbox`. `nextDay`: the next day's export reusing the id, for an event sent
+ * a few seconds after the first day's window closed (the hardest case to tell apart).
+ */
+export function delivery(n: number, mailbox = 'jane@acme.example', nextDay = false): Delivery {
   const user = { id: 'u_1', displayName: 'Jane', email: 'jane@acme.example' };
-  const sentAt = new Date(Date.parse('2026-11-23T08:00:00Z') + n * 60_000).toISOString();
+  const sentAt = nextDay ? `2026-11-24T00:00:${String(10 + n).padStart(2, '0')}.000Z` : new Date(Date.parse('2026-11-23T23:59:00Z') + n * 10_000).toISOString();
+  const exportId = nextDay ? 'conformance-2026-11-24' : 'conformance';
   const message = buildMessage(
     {
       id: `m_${n}`,
@@ -30,10 +35,10 @@ export function delivery(n: number, mailbox = 'jane@acme.example'): Delivery {
       raw: {},
       position: { file: 0, index: n },
     },
-    { tenant: 'acme', exportId: 'conformance' },
+    { tenant: 'acme', exportId },
     [],
   );
-  return { mailbox, exportId: 'conformance', position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
+  return { mailbox, exportId, position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
 }
 
 async function messageIds(raws: Buffer[]): Promise<string[]> {
@@ -67,6 +72,22 @@ export function sinkConformance(harness: SinkHarness): void {
     t.deepEqual(await Promise.all([1, 2].map((n) => again.write(delivery(n)))), ['skipped', 'delivered']);
     await again.close();
     t.deepEqual(await messageIds(await store.read('jane@acme.example')), [messageIdFor('acme', 'm_1'), messageIdFor('acme', 'm_2')].sort());
+  });
+
+  test(`${name} conformance: an event id that another day's export reuses is another item, kept beside the first`, async (t) => {
+    const store = await harness.store();
+    const first = await store.create();
+    await first.open();
+    t.is(await first.write(delivery(1)), 'delivered');
+    t.is(await first.write(delivery(1, undefined, true)), 'delivered');
+    await first.close();
+    const again = await store.create();
+    await again.open();
+    t.deepEqual(await Promise.all([false, true].map((nextDay) => again.write(delivery(1, undefined, nextDay)))), ['skipped', 'skipped']);
+    await again.close();
+    const stored = await Promise.all((await store.read('jane@acme.example')).map((raw) => simpleParser(raw)));
+    t.deepEqual(stored.map((m) => m.messageId), [messageIdFor('acme', 'm_1'), messageIdFor('acme', 'm_1')]);
+    t.deepEqual(stored.map((m) => m.date?.toISOString()).sort(), ['2026-11-23T23:59:10.000Z', '2026-11-24T00:00:11.000Z']);
   });
 
   test(`${name} conformance: close waits for every write in flight`, async (t) => {

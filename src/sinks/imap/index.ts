@@ -37,6 +37,15 @@ const DAY = 86_400_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * What makes a stored message the same item: its Message-ID and its Date header to the second
+ * (= sentAt). The export format promises event ids unique only within one export, so another
+ * day's event may reuse an id, and so a Message-ID; the time keeps it a different item.
+ */
+function identity(messageId: string, time: number): string {
+  return `${messageId} ${Math.floor(time / 1000)}`;
+}
+
+/**
  * Appends each (mailbox, message) to the mailbox's Pivot folder over IMAP, with INTERNALDATE =
  * sentAt and \Seen. Deliveries are grouped per mailbox into batches: one login and one
  * Message-ID search per batch, so a re-run appends only what the folder does not hold yet.
@@ -137,13 +146,14 @@ export class ImapSink implements Sink {
    */
   private async appendMissing(session: Session, batch: Pending[]): Promise<Pending[]> {
     const folder = await this.folderOf(session);
-    const present = await this.presentMessageIds(session, folder, batch.map((p) => p.delivery));
+    const present = await this.presentKeys(session, folder, batch.map((p) => p.delivery));
     const todo: Pending[] = [];
     for (const entry of batch) {
-      if (present.has(entry.delivery.messageId)) {
+      const key = identity(entry.delivery.messageId, entry.delivery.internalDate);
+      if (present.has(key)) {
         entry.resolve('skipped');
       } else {
-        present.add(entry.delivery.messageId);
+        present.add(key);
         todo.push(entry);
       }
     }
@@ -180,8 +190,8 @@ export class ImapSink implements Sink {
     return session.client.capabilities.has('MULTIAPPEND') && /^[A-Za-z0-9._/-]+$/.test(folder) && typeof (session.client as unknown as ExecClient).exec === 'function';
   }
 
-  /** Message-IDs of the batch the folder already holds: one OR search, narrowed by date. */
-  private async presentMessageIds(session: Session, folder: string, deliveries: Delivery[]): Promise<Set<string>> {
+  /** Identities (see `identity`) of the batch the folder already holds: one OR search, narrowed by date. */
+  private async presentKeys(session: Session, folder: string, deliveries: Delivery[]): Promise<Set<string>> {
     const present = new Set<string>();
     // Keep the folder selected between batches of the same mailbox.
     const box = session.client.mailbox && session.client.mailbox.path === folder ? session.client.mailbox : await session.client.mailboxOpen(folder);
@@ -209,7 +219,8 @@ export class ImapSink implements Sink {
     );
     if (!uids || uids.length === 0) return present;
     for (const message of await session.client.fetchAll(uids, { envelope: true }, { uid: true })) {
-      if (message.envelope?.messageId) present.add(message.envelope.messageId);
+      const { messageId, date } = message.envelope ?? {};
+      if (messageId && date) present.add(identity(messageId, new Date(date).getTime()));
     }
     return present;
   }
