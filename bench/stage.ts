@@ -60,7 +60,7 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
     case 'azblob': {
       const archive = await PivotExportArchive.open({ path: archivePath });
       const spec = stage === 'imap' || stage === 'azblob' ? process.env.PIVOT_BENCH_SINK! : `maildir:${out}`;
-      const sink = countingBytes(stage === 'mime' ? discardSink : createSink(spec, { cwd: process.cwd() }));
+      const sink = countingBytes(stage === 'mime' ? discardSink : await createSink(spec, { cwd: process.cwd() }));
       await sink.open();
       const summary = await runPipeline({
         archive,

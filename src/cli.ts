@@ -5,11 +5,10 @@ import { DEFAULT_MAX_ITEM_SIZE } from './transforms/size-filter/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, type Logger } from './logger.js';
 import { formatImportSummary, formatSummary, run } from './run.js';
-import { runImport, type ImportConfig } from './import.js';
+import type { ImportConfig } from './import.js';
 import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
-import { generateSample } from './sample/generate.js';
 import { StateDir } from './state/index.js';
 import { crontabLine, formatStatus } from './state/report.js';
 
@@ -85,6 +84,8 @@ async function importCommand(argv: Record<string, unknown>): Promise<number> {
       maxItemSize: argv['max-item-size'] === undefined ? DEFAULT_MAX_ITEM_SIZE : parseSize(argv['max-item-size'], '--max-item-size'),
       insecure: argv.insecure === true,
     };
+    // Loaded on use: import brings the Azure Storage client (about 25 MB) that runs need not.
+    const { runImport } = await import('./import.js');
     const { summary, exitCode } = await runImport(config, logger, { stop });
     process.stdout.write((json ? JSON.stringify(summary) : formatImportSummary(summary)) + '\n');
     return exitCode;
@@ -182,6 +183,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('edge-cases', { type: 'boolean', default: true, describe: 'add bad, oversize and hostile items' }),
       async (argv) => {
         if (!Number.isInteger(argv.events) || argv.events < 0) throw new PivotArchiveError(ErrorCode.USAGE, '--events must be a whole number');
+        const { generateSample } = await import('./sample/generate.js');
         const info = await generateSample(argv.out, { events: argv.events, seed: argv.seed, messageFiles: argv.files, edgeCases: argv['edge-cases'] });
         process.stdout.write(`${info.path}: export ${info.exportId}, ${info.events} events\n`);
       },

@@ -35,7 +35,7 @@ export async function runImport(
   options: { cwd?: string; env?: NodeJS.ProcessEnv; stop?: AbortSignal } = {},
 ): Promise<{ summary: ImportSummary; exitCode: number }> {
   const cwd = options.cwd ?? process.cwd();
-  const sink = createSink(config.sink, { cwd, insecure: config.insecure });
+  const sink = await createSink(config.sink, { cwd, insecure: config.insecure });
   if (sink.kind === 'azblob') throw new PivotArchiveError(ErrorCode.USAGE, 'import delivers into a mailbox sink (maildir:DIR or imap://...), not back into staging');
   const staged = openStagedBatches(config.from, options.env);
   const markerKey = importMarkerKey(sink.description);

@@ -5,7 +5,6 @@ import type { RunConfig } from './config.js';
 import { ExitCode, errorMessage } from './errors.js';
 import type { Logger } from './logger.js';
 import { runPipeline, type Progress } from './pipeline.js';
-import { generateSample } from './sample/generate.js';
 import { createSink } from './sinks/index.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
@@ -45,7 +44,7 @@ export async function run(
   options: RunOptions = {},
 ): Promise<RunResult> {
   const cwd = options.cwd ?? process.cwd();
-  const sink = createSink(config.sink, { cwd, insecure: config.insecure });
+  const sink = await createSink(config.sink, { cwd, insecure: config.insecure });
   const plugins = new PluginRegistry();
   for (const specifier of config.plugins) {
     const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);
@@ -72,6 +71,8 @@ export async function run(
     if (config.sample) {
       const dir = await mkdtemp(join(tmpdir(), 'pivot-archive-sample-'));
       cleanups.push(() => rm(dir, { recursive: true, force: true }));
+      // archiver (the sample's zip writer) is loaded only for the sample.
+      const { generateSample } = await import('./sample/generate.js');
       archivePath = (await generateSample(join(dir, 'pivot-sample.zip'), { events: SAMPLE_EVENTS })).path;
       logger.info(`built-in sample: ${SAMPLE_EVENTS} chat events plus edge cases`);
     } else if (config.archive === '-') {

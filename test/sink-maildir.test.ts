@@ -28,7 +28,7 @@ sinkConformance({
 
 test('maildir: Maildir++ layout with the .INBOX.Pivot folder, seen flag and mtime = sentAt', async (t) => {
   const root = await tempDir(t);
-  const sink = createSink(`maildir:${root}`, { cwd: '/' });
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
   await sink.open();
   const d = delivery(3);
   await sink.write(d);
@@ -44,7 +44,7 @@ test('maildir: Maildir++ layout with the .INBOX.Pivot folder, seen flag and mtim
 
 test('maildir: the folder name is configurable for a Courier-style INBOX. namespace', async (t) => {
   const root = await tempDir(t);
-  const sink = createSink(`maildir:${root}?folder=.Pivot`, { cwd: '/' });
+  const sink = await createSink(`maildir:${root}?folder=.Pivot`, { cwd: '/' });
   await sink.open();
   await sink.write(delivery(1));
   await sink.close();
@@ -53,7 +53,7 @@ test('maildir: the folder name is configurable for a Courier-style INBOX. namesp
 
 test('maildir: a mailbox address can never produce a path outside the root', async (t) => {
   const root = join(await tempDir(t), 'root');
-  const sink = createSink(`maildir:${root}`, { cwd: '/' });
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
   await sink.open();
   for (const mailbox of ['../escape@acme.example', 'a/../../b@acme.example', '.hidden@acme.example', 'x@y/../../z', 'nul\u0000@acme.example', '..']) {
     const err = await t.throwsAsync(sink.write(delivery(1, mailbox)));
@@ -70,7 +70,7 @@ test('maildir: a temporary file left by a killed run is replaced, and the messag
   const tmp = join(root, 'jane@acme.example', '.INBOX.Pivot', 'tmp');
   await mkdir(tmp, { recursive: true });
   await writeFile(join(tmp, maildirBaseName(d)), 'half written');
-  const sink = createSink(`maildir:${root}`, { cwd: '/' });
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
   await sink.open();
   t.is(await sink.write(d), 'delivered');
   await sink.close();
@@ -79,13 +79,13 @@ test('maildir: a temporary file left by a killed run is replaced, and the messag
   t.true(stored[0]!.raw.equals(d.message));
 });
 
-test('maildir: the sink spec is validated before any I/O; unknown options are errors', (t) => {
+test('maildir: the sink spec is validated before any I/O; unknown options are errors', async (t) => {
   t.throws(() => parseMaildirSpec('maildir:/x?folders=.Pivot', '/'), { message: /unknown option "folders"/ });
   t.throws(() => parseMaildirSpec('maildir:', '/'), { message: /names no folder/ });
   t.throws(() => parseMaildirSpec('maildir:/x?folder=../up', '/'), { message: /not a Maildir\+\+ folder name/ });
   t.throws(() => parseMaildirSpec('maildir:/x?concurrency=0', '/'), { message: /concurrency/ });
-  t.throws(() => createSink('ftp://x', { cwd: '/' }), { message: /unknown sink "ftp:\/\/x"/ });
+  await t.throwsAsync(createSink('ftp://x', { cwd: '/' }), { message: /unknown sink "ftp:\/\/x"/ });
   const config = parseMaildirSpec('maildir:out?concurrency=4', '/srv');
   t.deepEqual(config, { root: '/srv/out', folder: '.INBOX.Pivot', concurrency: 4 });
-  t.true(createSink('maildir:out', { cwd: '/srv' }) instanceof MaildirSink);
+  t.true((await createSink('maildir:out', { cwd: '/srv' })) instanceof MaildirSink);
 });
