@@ -1,10 +1,10 @@
 import test from 'ava';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { createSink } from '../src/sinks/index.js';
-import { MaildirSink, maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
+import { EXPORTS_FILE, MaildirSink, maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
 import { delivery, sinkConformance } from './helpers/sink-conformance.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -62,6 +62,30 @@ test('maildir: a mailbox address can never produce a path outside the root', asy
   await sink.close();
   t.deepEqual(await readdir(join(root, '..')), ['root']);
   t.deepEqual(await readdir(root), []);
+});
+
+test('maildir: a message whose flags a mail client changed (the file renamed) is not delivered again by a re-run', async (t) => {
+  const root = await tempDir(t);
+  const folder = join(root, 'jane@acme.example', '.INBOX.Pivot');
+  const writeAll = async (deliveries: ReturnType<typeof delivery>[]) => {
+    const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+    await sink.open();
+    const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+    await sink.close();
+    return outcomes;
+  };
+  const firstDay = [1, 2, 3].map((n) => delivery(n));
+  t.deepEqual(await writeAll(firstDay), ['delivered', 'delivered', 'delivered']);
+  t.is(await readFile(join(folder, EXPORTS_FILE), 'utf8'), '"conformance"\n');
+  // Flagged, and marked unread, as Dovecot renames them for a client.
+  const cur = join(folder, 'cur');
+  await rename(join(cur, `${maildirBaseName(firstDay[0]!)}:2,S`), join(cur, `${maildirBaseName(firstDay[0]!)}:2,FS`));
+  await rename(join(cur, `${maildirBaseName(firstDay[1]!)}:2,S`), join(cur, `${maildirBaseName(firstDay[1]!)}:2,`));
+  // The re-run of that export skips all three; the next day's export (reusing id m_1) is new.
+  t.deepEqual(await writeAll([...firstDay, delivery(1, undefined, true)]), ['skipped', 'skipped', 'skipped', 'delivered']);
+  t.is((await readdir(cur)).length, 4);
+  t.is(await readFile(join(folder, EXPORTS_FILE), 'utf8'), '"conformance"\n"conformance-2026-11-24"\n');
+  t.deepEqual((await readMaildir(root)).map((m) => m.parsed.date?.toISOString()).sort(), ['2026-11-23T23:59:10.000Z', '2026-11-23T23:59:20.000Z', '2026-11-23T23:59:30.000Z', '2026-11-24T00:00:11.000Z']);
 });
 
 test('maildir: a temporary file left by a killed run is replaced, and the message delivered once', async (t) => {

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, opendir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { pathExists } from '../../fs-util.js';
@@ -92,17 +92,32 @@ function mailboxFolder(root: string, mailbox: string): string {
   return path;
 }
 
-/** A file name unique per (mailbox, Message-ID), so a re-run finds what it wrote before. */
+/** A file name unique per (mailbox, Message-ID, second), so a re-run finds what it wrote before. */
 export function maildirBaseName(delivery: Pick<Delivery, 'messageId' | 'internalDate'>): string {
   const key = sha256Hex(delivery.messageId).slice(0, 32);
   return `${Math.floor(delivery.internalDate / 1000)}.P${key}.pivot-archive`;
 }
+
+/**
+ * In the Pivot folder, beside `maildirfolder`: the export ids ever delivered into it, one JSON
+ * string per line. Mail servers ignore a plain file there (only `.`-folders are folders).
+ */
+export const EXPORTS_FILE = 'pivot-archive-exports';
+
+/** `cur/` names of ours whose flags a mail client changed (anything but the `:2,S` we wrote). */
+const RENAMED_BY_CLIENT = /^(\d+\.P[0-9a-f]{32}\.pivot-archive):2,(?!S$)/;
 
 export class MaildirSink implements Sink {
   readonly kind = 'maildir';
   readonly description: string;
   readonly maxInFlight: number;
   private readonly prepared = new Map<string, Promise<string>>();
+  /** Per folder: the export ids its exports file listed when this run first looked. */
+  private readonly exportsListed = new Map<string, Promise<Set<string>>>();
+  /** Per (folder, export): whether that export had been delivered into the folder before this run. */
+  private readonly deliveredBefore = new Map<string, Promise<boolean>>();
+  /** Per folder, listed once per run: base names of ours that a client renamed. */
+  private readonly renamed = new Map<string, Promise<Set<string>>>();
   private readonly syncs = new Map<string, DirectorySync>();
   private readonly inFlight = new Set<Promise<unknown>>();
   private state: 'new' | 'open' | 'closed' = 'new';
@@ -152,6 +167,73 @@ export class MaildirSink implements Sink {
     return ready;
   }
 
+  /**
+   * Whether `exportId` was delivered into `folder` before this run. If not, it is recorded (and
+   * synced) now, before the first of its messages lands, so that a later re-run knows to look.
+   */
+  private exportDeliveredBefore(folder: string, exportId: string): Promise<boolean> {
+    const key = `${folder}\n${exportId}`;
+    let before = this.deliveredBefore.get(key);
+    if (!before) {
+      before = (async () => {
+        const listed = await this.listedExports(folder);
+        if (listed.has(exportId)) return true;
+        const handle = await open(join(folder, EXPORTS_FILE), 'a');
+        try {
+          await handle.write(`${JSON.stringify(exportId)}\n`);
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await this.syncOf(folder).sync(); // the file's name, if this made it
+        return false;
+      })();
+      before.catch(() => this.deliveredBefore.delete(key));
+      this.deliveredBefore.set(key, before);
+    }
+    return before;
+  }
+
+  private listedExports(folder: string): Promise<Set<string>> {
+    let listed = this.exportsListed.get(folder);
+    if (!listed) {
+      listed = readFile(join(folder, EXPORTS_FILE), 'utf8').then(
+        (text) => new Set(text.split('\n').flatMap((line) => {
+          try {
+            const id: unknown = JSON.parse(line);
+            return typeof id === 'string' ? [id] : [];
+          } catch {
+            return []; // a line cut short by a crash
+          }
+        })),
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return new Set<string>();
+          throw err;
+        },
+      );
+      listed.catch(() => this.exportsListed.delete(folder));
+      this.exportsListed.set(folder, listed);
+    }
+    return listed;
+  }
+
+  private renamedIn(folder: string): Promise<Set<string>> {
+    let renamed = this.renamed.get(folder);
+    if (!renamed) {
+      renamed = (async () => {
+        const bases = new Set<string>();
+        for await (const entry of await opendir(join(folder, 'cur'), { bufferSize: 1024 })) {
+          const match = RENAMED_BY_CLIENT.exec(entry.name);
+          if (match) bases.add(match[1]!);
+        }
+        return bases;
+      })();
+      renamed.catch(() => this.renamed.delete(folder));
+      this.renamed.set(folder, renamed);
+    }
+    return renamed;
+  }
+
   private syncOf(dir: string): DirectorySync {
     let sync = this.syncs.get(dir);
     if (!sync) this.syncs.set(dir, (sync = new DirectorySync(dir)));
@@ -163,6 +245,9 @@ export class MaildirSink implements Sink {
     const base = maildirBaseName(delivery);
     const final = join(folder, 'cur', `${base}:2,S`);
     if ((await pathExists(final)) || (await pathExists(join(folder, 'new', base)))) return 'skipped';
+    // A client that changes flags renames the file (`:2,S` -> `:2,FS`). Finding that takes a
+    // listing of the folder, made only when this export went into the folder before (a re-run).
+    if ((await this.exportDeliveredBefore(folder, delivery.exportId)) && (await this.renamedIn(folder)).has(base)) return 'skipped';
     const temporary = join(folder, 'tmp', base);
     const handle = await open(temporary, 'wx').catch(async (err: NodeJS.ErrnoException) => {
       // Left by a run that was killed between create and rename: it was never delivered.
