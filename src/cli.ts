@@ -3,7 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import { mergeConfig, parseSize, readConfigFile, validateConfig, type RunConfig } from './config.js';
 import { DEFAULT_MAX_ITEM_SIZE } from './transforms/size-filter/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
-import { createLogger, flushLogger, type Logger } from './logger.js';
+import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { formatImportSummary, formatSummary, run } from './run.js';
 import type { ImportConfig } from './import.js';
 import type { RunSummary } from './status-log.js';
@@ -17,7 +17,7 @@ const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries fail
 /** Options `run` and `import` share. */
 const LOG_AND_SINK_OPTIONS = {
   'log-level': { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' },
-  'log-file': { type: 'string', describe: 'also write the log to FILE as JSON lines (rotate with logrotate copytruncate)' },
+  'log-file': { type: 'string', describe: 'also write the log to FILE as JSON lines (appended; SIGHUP reopens it, for logrotate)' },
   insecure: { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' },
   json: { type: 'boolean', describe: 'JSON log lines on stderr (the default off a terminal) and a JSON summary on stdout' },
 } as const;
@@ -109,6 +109,12 @@ async function withLoggerAndSignals(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // With a log file SIGHUP means "reopen it" (logrotate); without one it keeps its usual meaning.
+  const onHangup = () => {
+    reopenLogFile(logger, options.file!);
+    logger.info(`SIGHUP: log file ${options.file} reopened`);
+  };
+  if (options.file) process.on('SIGHUP', onHangup);
   try {
     return await body(logger, stop.signal);
   } catch (err) {
@@ -117,6 +123,7 @@ async function withLoggerAndSignals(
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onHangup);
     await flushLogger(logger);
   }
 }

@@ -11,10 +11,12 @@ const redact = winston.format((info) => {
 
 const jsonLines = () => winston.format.combine(winston.format.timestamp(), winston.format.json());
 
+/** A log file is always JSON lines, whatever stderr shows; it is appended to, never truncated. */
+const logFile = (filename: string) => new winston.transports.File({ filename, format: jsonLines() });
+
 /** Logs go to stderr, so stdout carries only the summary (and can be piped). */
 export function createLogger(options: { level: string; json: boolean; file?: string }): Logger {
-  // A log file is always JSON lines, whatever stderr shows; rotate it with logrotate's copytruncate.
-  const file = options.file ? [new winston.transports.File({ filename: options.file, format: jsonLines() })] : [];
+  const file = options.file ? [logFile(options.file)] : [];
   const console = new winston.transports.Console({
     stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'],
     format: options.json
@@ -25,6 +27,20 @@ export function createLogger(options: { level: string; json: boolean; file?: str
         ),
   });
   return winston.createLogger({ level: options.level, format: redact(), transports: [console, ...file] });
+}
+
+/**
+ * Closes the log file and opens it again under its name (for logrotate's `postrotate`, which sends
+ * SIGHUP after moving the file away). Lines logged meanwhile go to the new file; the old one
+ * gets what it was given before.
+ */
+export function reopenLogFile(logger: Logger, filename: string): void {
+  const old = logger.transports.find((t) => t instanceof winston.transports.File);
+  logger.add(logFile(filename));
+  if (old) {
+    logger.remove(old);
+    old.close?.();
+  }
 }
 
 /** Resolves once every transport has written what it was given (winston loses lines otherwise). */

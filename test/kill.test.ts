@@ -1,5 +1,5 @@
 import test from 'ava';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, readStatusLog, startCli } from './helpers/cli.js';
@@ -86,6 +86,32 @@ test('SIGTERM stops cleanly: items in flight finish, the summary says interrupte
   t.false(again.interrupted);
   t.is(again.skipped, summary.delivered);
   t.is(await delivered(out), again.itemsAvailableForImport);
+});
+
+test('SIGHUP reopens --log-file (logrotate moves it away first): the run goes on, later lines go to the new file', async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 3000, seed: 34 });
+  const out = join(dir, 'mail');
+  const log = join(dir, 'run.log');
+  const status = join(dir, 'status.jsonl');
+  const { child, exited } = startCli(['run', archive, '--sink', `maildir:${out}`, '--log-file', log, '--status-log', status, '--rejects', join(dir, 'rejects')]);
+  while ((await delivered(out)) < 300) await new Promise((r) => setTimeout(r, 10));
+  await rename(log, `${log}.1`);
+  child.kill('SIGHUP');
+  t.is(await exited, 0);
+  const messages = async (path: string) => (await readFile(path, 'utf8')).trim().split('\n').map((line) => String((JSON.parse(line) as { message: unknown }).message));
+  const rotated = await messages(`${log}.1`);
+  const current = await messages(log);
+  t.regex(rotated[0]!, /^export acme-2026-11-23/);
+  t.false(rotated.some((m) => m.startsWith('SIGHUP')));
+  t.regex(current[0]!, /^SIGHUP: log file .* reopened$/);
+  const { summary } = await readStatusLog(status);
+  t.false(summary.interrupted);
+  t.true(summary.balanced);
+  t.is(summary.delivered, await delivered(out));
+  t.true(summary.delivered > 300);
 });
 
 test('with --state-dir a killed run resumes from its checkpoint; the run logs together account for every delivery', async (t) => {
