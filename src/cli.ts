@@ -15,6 +15,12 @@ import { crontabLine, formatStatus } from './state/report.js';
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish).`;
 
 /** Options `run` and `import` share. */
+/** Options for scheduled `run` and `import`: one at a time per state dir, every run kept. */
+const STATE_OPTIONS = {
+  'state-dir': { type: 'string', describe: 'lock (one run at a time) and history of runs, for scheduled runs' },
+  'keep-runs': { type: 'number', describe: 'runs kept under --state-dir, the oldest removed first [default: 0, for ever]' },
+} as const;
+
 const LOG_AND_SINK_OPTIONS = {
   'log-level': { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' },
   'log-file': { type: 'string', describe: 'also write the log to FILE as JSON lines (appended; SIGHUP reopens it, for logrotate)' },
@@ -83,6 +89,8 @@ async function importCommand(argv: Record<string, unknown>): Promise<number> {
       statusLog: argv['status-log'] as string | undefined,
       maxItemSize: argv['max-item-size'] === undefined ? DEFAULT_MAX_ITEM_SIZE : parseSize(argv['max-item-size'], '--max-item-size'),
       insecure: argv.insecure === true,
+      stateDir: argv['state-dir'] as string | undefined,
+      keepRuns: (argv['keep-runs'] as number | undefined) ?? 0,
     };
     // Loaded on use: import brings the Azure Storage client (about 25 MB) that runs need not.
     const { runImport } = await import('./import.js');
@@ -158,8 +166,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and a final summary to FILE' })
           .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
           .option('config', { type: 'string', describe: 'JSON config file (or PIVOT_ARCHIVE_CONFIG); flags override it' })
-          .option('state-dir', { type: 'string', describe: 'lock (one run at a time) and history of runs, for scheduled runs' })
-          .option('keep-runs', { type: 'number', describe: 'runs kept under --state-dir, the oldest removed first [default: 0, for ever]' })
+          .options(STATE_OPTIONS)
           .option('inbox', { type: 'string', describe: 'drop folder: every settled .zip not completed yet, oldest first (needs --state-dir)' })
           .option('keep', { type: 'boolean', describe: 'with --inbox: leave completed archives in place (else they move to done/)' })
           .option('settle', { type: 'number', describe: 'with --inbox: seconds an archive must be unmodified before it is read [default: 60]' })
@@ -206,6 +213,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('again', { type: 'boolean', describe: 'read batches already marked as imported into this sink too (still nothing twice)' })
           .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and per batch, and a summary, to FILE' })
           .option('max-item-size', { type: 'string', describe: 'largest staged message accepted (default 10MiB)' })
+          .options(STATE_OPTIONS)
           .options(LOG_AND_SINK_OPTIONS)
           .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
           .epilog(EXAMPLES),
@@ -218,7 +226,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
       'Show the last runs recorded in a state dir: counters and what failed',
       (y) =>
         y
-          .option('state-dir', { type: 'string', demandOption: true, describe: 'the state dir given to run' })
+          .option('state-dir', { type: 'string', demandOption: true, describe: 'the state dir given to run or import' })
           .option('last', { type: 'number', default: 10, describe: 'how many runs, newest first' })
           .option('json', { type: 'boolean', describe: 'one JSON object per run' }),
       async (argv) => {

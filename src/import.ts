@@ -10,6 +10,7 @@ import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 import { importMarkerKey, openStagedBatches } from './sources/azblob/index.js';
 import { StatusLog, emptyCounters, type Counters, type ImportSummary } from './status-log.js';
+import { StateDir } from './state/index.js';
 
 export interface ImportConfig {
   /** `azblob://CONTAINER[/PREFIX]`: where the staged batches are. */
@@ -23,6 +24,10 @@ export interface ImportConfig {
   statusLog?: string;
   maxItemSize: number;
   insecure: boolean;
+  /** Lock (one run or import at a time) and history of runs, as for `run`. */
+  stateDir?: string;
+  /** Runs kept under the state dir (0: all). */
+  keepRuns: number;
 }
 
 /**
@@ -39,7 +44,17 @@ export async function runImport(
   if (sink.kind === 'azblob') throw new PivotArchiveError(ErrorCode.USAGE, 'import delivers into a mailbox sink (maildir:DIR or imap://...), not back into staging');
   const staged = openStagedBatches(config.from, options.env);
   const markerKey = importMarkerKey(sink.description);
-  const statusLog = await StatusLog.open(config.statusLog ? [resolve(cwd, config.statusLog)] : []);
+  const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
+  const state = config.stateDir ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
+  const unlock = state ? await state.lock() : undefined;
+  let statusLog: StatusLog;
+  try {
+    if (state) logs.push(await state.newRunLog(config.keepRuns));
+    statusLog = await StatusLog.open(logs);
+  } catch (err) {
+    await unlock?.();
+    throw err;
+  }
   const startedAt = new Date().toISOString();
   const counters = emptyCounters();
   let batchesImported = 0;
@@ -105,6 +120,7 @@ export async function runImport(
     return { summary, exitCode };
   } finally {
     await statusLog.close();
+    await unlock?.();
   }
 }
 

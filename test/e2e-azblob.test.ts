@@ -1,5 +1,6 @@
 import test from 'ava';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import archiver from 'archiver';
 import unzipper from 'unzipper';
@@ -125,8 +126,20 @@ test('a tampered staged batch is detected on import: the altered message fails, 
   const stagedTotal = (await readStaging(azurite, 'staging')).reduce((n, b) => n + b.manifest.entries.length, 0);
   t.is(stored.length, stagedTotal - 1, 'every other message is delivered');
   // The batch was not marked: a later import tries it again (and fails again, loudly).
-  const again = await cli(['import', '--from', 'azblob://staging', '--sink', `maildir:${out}`, '--json'], { env });
+  const state = join(dir, 'state');
+  const again = await cli(['import', '--from', 'azblob://staging', '--sink', `maildir:${out}`, '--state-dir', state, '--json'], { env });
   t.like(JSON.parse(again.stdout), { failed: 1, batchesFailed: 1 });
+  // A scheduled import keeps its history like a run: `status` shows it, with what failed.
+  const report = await cli(['status', '--state-dir', state]);
+  t.regex(report.stdout, /import azblob:\/\/devstoreaccount1\/staging -> maildir:/);
+  t.regex(report.stdout, new RegExp(`failed: batch ${victim!.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 1 message\\(s\\) failed`));
+  t.regex(report.stdout, new RegExp(`failed: item ${altered.itemId} -> ${altered.mailbox.replace('.', '\\.')}: .*sha256`));
+  // And one at a time: while another process holds the state dir, an import does nothing, exit 3.
+  await writeFile(join(state, 'lock'), JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() }));
+  const locked = await cli(['import', '--from', 'azblob://staging', '--sink', `maildir:${join(dir, 'other')}`, '--state-dir', state], { env });
+  t.is(locked.code, 3, locked.stderr);
+  t.regex(locked.log, /E_LOCKED: another run holds/);
+  t.deepEqual(await readMaildir(join(dir, 'other')), []);
 });
 
 test('Azurite stopped mid-run: failures are recorded, exit 1; after a restart a re-run completes the staging with nothing twice', async (t) => {
