@@ -21,6 +21,18 @@ async function delivered(out: string): Promise<number> {
   return n;
 }
 
+/** A 3,000-event sample run into `dir/mail` with a status log, started; `signal` is sent once `after` messages are delivered. */
+async function signalMidRun(dir: string, seed: number, signal: NodeJS.Signals, after: number, extra: string[] = []) {
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 3000, seed });
+  const out = join(dir, 'mail');
+  const status = join(dir, 'status.jsonl');
+  const args = ['run', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'), ...extra];
+  const { child, exited } = startCli(args);
+  while ((await delivered(out)) < after) await new Promise((r) => setTimeout(r, 10));
+  return { args, out, status, exited, signal: () => child.kill(signal) };
+}
+
 /** Kills the run with SIGKILL once `after` messages are delivered (0: as soon as it starts). */
 async function runAndKill(args: string[], out: string, after: number): Promise<void> {
   const { child, exited } = startCli(args);
@@ -62,15 +74,8 @@ test('killed with SIGKILL at random points, a re-run leaves every mailbox with e
 
 test('SIGTERM stops cleanly: items in flight finish, the summary says interrupted (exit 4), a re-run finishes the set', async (t) => {
   t.timeout(300_000);
-  const dir = await tempDir(t);
-  const archive = join(dir, 'export.zip');
-  await generateSample(archive, { events: 3000, seed: 32 });
-  const out = join(dir, 'mail');
-  const status = join(dir, 'status.jsonl');
-  const args = ['run', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects')];
-  const { child, exited } = startCli(args);
-  while ((await delivered(out)) < 500) await new Promise((r) => setTimeout(r, 10));
-  child.kill('SIGTERM');
+  const { args, out, status, exited, signal } = await signalMidRun(await tempDir(t), 32, 'SIGTERM', 500);
+  signal();
   t.is(await exited, 4);
   const { summary, lines } = await readStatusLog(status);
   t.true(summary.interrupted);
@@ -91,15 +96,10 @@ test('SIGTERM stops cleanly: items in flight finish, the summary says interrupte
 test('SIGHUP reopens --log-file (logrotate moves it away first): the run goes on, later lines go to the new file', async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
-  const archive = join(dir, 'export.zip');
-  await generateSample(archive, { events: 3000, seed: 34 });
-  const out = join(dir, 'mail');
   const log = join(dir, 'run.log');
-  const status = join(dir, 'status.jsonl');
-  const { child, exited } = startCli(['run', archive, '--sink', `maildir:${out}`, '--log-file', log, '--status-log', status, '--rejects', join(dir, 'rejects')]);
-  while ((await delivered(out)) < 300) await new Promise((r) => setTimeout(r, 10));
+  const { out, status, exited, signal } = await signalMidRun(dir, 34, 'SIGHUP', 300, ['--log-file', log]);
   await rename(log, `${log}.1`);
-  child.kill('SIGHUP');
+  signal();
   t.is(await exited, 0);
   const messages = async (path: string) => (await readFile(path, 'utf8')).trim().split('\n').map((line) => String((JSON.parse(line) as { message: unknown }).message));
   const rotated = await messages(`${log}.1`);

@@ -107,6 +107,38 @@ export const EXPORTS_FILE = 'pivot-archive-exports';
 /** `cur/` names of ours whose flags a mail client changed (anything but the `:2,S` we wrote). */
 const RENAMED_BY_CLIENT = /^(\d+\.P[0-9a-f]{32}\.pivot-archive):2,(?!S$)/;
 
+/** `make()` run once per key and remembered, unless it fails (the next caller tries again). */
+function once<T>(cache: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
+  let value = cache.get(key);
+  if (!value) {
+    value = make();
+    value.catch(() => cache.delete(key));
+    cache.set(key, value);
+  }
+  return value;
+}
+
+/** The export ids an exports file lists (none if there is none yet). */
+async function readExportsFile(path: string): Promise<Set<string>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Set();
+    throw err;
+  }
+  const ids = new Set<string>();
+  for (const line of text.split('\n')) {
+    try {
+      const id: unknown = JSON.parse(line);
+      if (typeof id === 'string') ids.add(id);
+    } catch {
+      // an empty last line, or one cut short by a crash
+    }
+  }
+  return ids;
+}
+
 export class MaildirSink implements Sink {
   readonly kind = 'maildir';
   readonly description: string;
@@ -150,21 +182,15 @@ export class MaildirSink implements Sink {
 
   /** The Pivot folder of a mailbox, made once per run: the mailbox's own Maildir and the subfolder. */
   private folderOf(mailbox: string): Promise<string> {
-    let ready = this.prepared.get(mailbox);
-    if (!ready) {
-      ready = (async () => {
-        const home = mailboxFolder(this.config.root, mailbox);
-        const folder = join(home, this.config.folder);
-        for (const dir of [home, folder]) {
-          for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(dir, sub), { recursive: true });
-        }
-        await writeFile(join(folder, 'maildirfolder'), '');
-        return folder;
-      })();
-      ready.catch(() => this.prepared.delete(mailbox));
-      this.prepared.set(mailbox, ready);
-    }
-    return ready;
+    return once(this.prepared, mailbox, async () => {
+      const home = mailboxFolder(this.config.root, mailbox);
+      const folder = join(home, this.config.folder);
+      for (const dir of [home, folder]) {
+        for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(dir, sub), { recursive: true });
+      }
+      await writeFile(join(folder, 'maildirfolder'), '');
+      return folder;
+    });
   }
 
   /**
@@ -172,66 +198,30 @@ export class MaildirSink implements Sink {
    * synced) now, before the first of its messages lands, so that a later re-run knows to look.
    */
   private exportDeliveredBefore(folder: string, exportId: string): Promise<boolean> {
-    const key = `${folder}\n${exportId}`;
-    let before = this.deliveredBefore.get(key);
-    if (!before) {
-      before = (async () => {
-        const listed = await this.listedExports(folder);
-        if (listed.has(exportId)) return true;
-        const handle = await open(join(folder, EXPORTS_FILE), 'a');
-        try {
-          await handle.write(`${JSON.stringify(exportId)}\n`);
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await this.syncOf(folder).sync(); // the file's name, if this made it
-        return false;
-      })();
-      before.catch(() => this.deliveredBefore.delete(key));
-      this.deliveredBefore.set(key, before);
-    }
-    return before;
-  }
-
-  private listedExports(folder: string): Promise<Set<string>> {
-    let listed = this.exportsListed.get(folder);
-    if (!listed) {
-      listed = readFile(join(folder, EXPORTS_FILE), 'utf8').then(
-        (text) => new Set(text.split('\n').flatMap((line) => {
-          try {
-            const id: unknown = JSON.parse(line);
-            return typeof id === 'string' ? [id] : [];
-          } catch {
-            return []; // a line cut short by a crash
-          }
-        })),
-        (err: NodeJS.ErrnoException) => {
-          if (err.code === 'ENOENT') return new Set<string>();
-          throw err;
-        },
-      );
-      listed.catch(() => this.exportsListed.delete(folder));
-      this.exportsListed.set(folder, listed);
-    }
-    return listed;
+    return once(this.deliveredBefore, `${folder}\n${exportId}`, async () => {
+      const listed = await once(this.exportsListed, folder, () => readExportsFile(join(folder, EXPORTS_FILE)));
+      if (listed.has(exportId)) return true;
+      const handle = await open(join(folder, EXPORTS_FILE), 'a');
+      try {
+        await handle.write(`${JSON.stringify(exportId)}\n`);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await this.syncOf(folder).sync(); // the file's name, if this made it
+      return false;
+    });
   }
 
   private renamedIn(folder: string): Promise<Set<string>> {
-    let renamed = this.renamed.get(folder);
-    if (!renamed) {
-      renamed = (async () => {
-        const bases = new Set<string>();
-        for await (const entry of await opendir(join(folder, 'cur'), { bufferSize: 1024 })) {
-          const match = RENAMED_BY_CLIENT.exec(entry.name);
-          if (match) bases.add(match[1]!);
-        }
-        return bases;
-      })();
-      renamed.catch(() => this.renamed.delete(folder));
-      this.renamed.set(folder, renamed);
-    }
-    return renamed;
+    return once(this.renamed, folder, async () => {
+      const bases = new Set<string>();
+      for await (const entry of await opendir(join(folder, 'cur'), { bufferSize: 1024 })) {
+        const match = RENAMED_BY_CLIENT.exec(entry.name);
+        if (match) bases.add(match[1]!);
+      }
+      return bases;
+    });
   }
 
   private syncOf(dir: string): DirectorySync {
