@@ -46,7 +46,7 @@ async function archiveOf(size: number): Promise<{ archive: string; archiveMB: nu
 function runStage(stage: string, archive: string, out: string, env: Record<string, string> = {}): Row {
   // --optimize-for-size, as bin/pivot-archive.js runs: V8 then grows its heap far less eagerly.
   const line = execFileSync(process.execPath, ['--optimize-for-size', stageScript, stage, archive, out], {
-    env: { ...process.env, UV_THREADPOOL_SIZE: '32', ...env },
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 1 << 20,
   }).toString();

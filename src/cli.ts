@@ -162,7 +162,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
         y
           .positional('archive', { type: 'string', describe: 'export archive (.zip), or - to read it from stdin' })
           .option('sample', { type: 'boolean', describe: 'use the built-in sample archive instead' })
-          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=32], imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING)' })
+          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=256&links=1], imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING)' })
           .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and a final summary to FILE' })
           .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
           .option('config', { type: 'string', describe: 'JSON config file (or PIVOT_ARCHIVE_CONFIG); flags override it' })

@@ -88,6 +88,42 @@ test('maildir: a message whose flags a mail client changed (the file renamed) is
   t.deepEqual((await readMaildir(root)).map((m) => m.parsed.date?.toISOString()).sort(), ['2026-11-23T23:59:10.000Z', '2026-11-23T23:59:20.000Z', '2026-11-23T23:59:30.000Z', '2026-11-24T00:00:11.000Z']);
 });
 
+test('maildir: an item\'s copies for other mailboxes are hard links to its first durable file, each still its own message', async (t) => {
+  const root = await tempDir(t);
+  const mailboxes = ['a@acme.example', 'b@acme.example', 'c@acme.example'];
+  const fanOut = (n: number) => {
+    // As the pipeline does: one message Buffer for every mailbox of the item.
+    const one = delivery(n);
+    return mailboxes.map((mailbox) => ({ ...one, mailbox }));
+  };
+  const deliverAll = async (spec: string, deliveries: ReturnType<typeof delivery>[]) => {
+    const sink = await createSink(spec, { cwd: '/' });
+    await sink.open();
+    const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+    await sink.close();
+    return outcomes;
+  };
+  const fileOf = (mailbox: string, d: ReturnType<typeof delivery>, flags = 'S') => join(root, mailbox, '.INBOX.Pivot', 'cur', `${maildirBaseName(d)}:2,${flags}`);
+  const item = fanOut(1);
+  t.deepEqual(await deliverAll(`maildir:${root}`, item), ['delivered', 'delivered', 'delivered']);
+  const stats = await Promise.all(mailboxes.map((m) => stat(fileOf(m, item[0]!))));
+  t.is(new Set(stats.map((s) => s.ino)).size, 1, 'one file, three names');
+  t.true(stats.every((s) => s.nlink === 3 && s.mtimeMs === item[0]!.internalDate));
+  // One mailbox's client flags its copy (a rename) and another's expunges it: the rest stay.
+  await rename(fileOf('a@acme.example', item[0]!), fileOf('a@acme.example', item[0]!, 'FS'));
+  await rm(fileOf('b@acme.example', item[0]!));
+  t.true((await readFile(fileOf('c@acme.example', item[0]!))).equals(item[0]!.message));
+  t.deepEqual(await deliverAll(`maildir:${root}`, item), ['skipped', 'delivered', 'skipped']);
+  t.is((await stat(fileOf('c@acme.example', item[0]!))).nlink, 2, "c's file is still a's (renamed) too");
+  t.true((await readFile(fileOf('b@acme.example', item[0]!))).equals(item[0]!.message), 'b has it again');
+  // links=0: a file of its own for every copy.
+  const separate = fanOut(2);
+  t.deepEqual(await deliverAll(`maildir:${root}?links=0`, separate), ['delivered', 'delivered', 'delivered']);
+  const own = await Promise.all(mailboxes.map((m) => stat(fileOf(m, separate[0]!))));
+  t.is(new Set(own.map((s) => s.ino)).size, 3);
+  t.deepEqual((await readMaildir(root)).map((m) => m.mailbox).sort(), ['a@acme.example', 'a@acme.example', 'b@acme.example', 'b@acme.example', 'c@acme.example', 'c@acme.example']);
+});
+
 test('maildir: a temporary file left by a killed run is replaced, and the message delivered once', async (t) => {
   const root = await tempDir(t);
   const d = delivery(5);
@@ -110,6 +146,8 @@ test('maildir: the sink spec is validated before any I/O; unknown options are er
   t.throws(() => parseMaildirSpec('maildir:/x?concurrency=0', '/'), { message: /concurrency/ });
   await t.throwsAsync(createSink('ftp://x', { cwd: '/' }), { message: /unknown sink "ftp:\/\/x"/ });
   const config = parseMaildirSpec('maildir:out?concurrency=4', '/srv');
-  t.deepEqual(config, { root: '/srv/out', folder: '.INBOX.Pivot', concurrency: 4 });
+  t.deepEqual(config, { root: '/srv/out', folder: '.INBOX.Pivot', concurrency: 4, links: true });
+  t.false(parseMaildirSpec('maildir:out?links=0', '/srv').links);
+  t.throws(() => parseMaildirSpec('maildir:/x?links=yes', '/'), { message: /links must be 1/ });
   t.true((await createSink('maildir:out', { cwd: '/srv' })) instanceof MaildirSink);
 });

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { mkdir, open, opendir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, opendir, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { pathExists } from '../../fs-util.js';
@@ -19,9 +19,14 @@ export interface MaildirSinkConfig {
   folder: string;
   /** Deliveries written at once (files opened, written and synced in parallel). */
   concurrency: number;
+  /**
+   * Hard-link an item's later mailbox copies to its first file (as Dovecot's own
+   * `maildir_copy_with_hardlinks` does) instead of writing and syncing each one.
+   */
+  links: boolean;
 }
 
-const QUERY_KEYS = new Set(['folder', 'concurrency']);
+const QUERY_KEYS = new Set(['folder', 'concurrency', 'links']);
 
 export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(spec)}: ${why}`);
@@ -36,8 +41,10 @@ export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   if (!/^\.[^/\\.\u0000-\u001f][^/\\\u0000-\u001f]*$/.test(folder) || folder.includes('..')) {
     throw bad(`folder ${JSON.stringify(folder)} is not a Maildir++ folder name such as .INBOX.Pivot`);
   }
-  const concurrency = integerOption(params.get('concurrency'), 32, 1, 256, 'concurrency', bad);
-  return { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency };
+  const concurrency = integerOption(params.get('concurrency'), 256, 1, 1024, 'concurrency', bad);
+  const links = params.get('links') ?? '1';
+  if (links !== '0' && links !== '1') throw bad(`links must be 1 (hard-link an item's copies, the default) or 0 (a file each), not ${JSON.stringify(links)}`);
+  return { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency, links: links === '1' };
 }
 
 /**
@@ -150,6 +157,14 @@ export class MaildirSink implements Sink {
   private readonly deliveredBefore = new Map<string, Promise<boolean>>();
   /** Per folder, listed once per run: base names of ours that a client renamed. */
   private readonly renamed = new Map<string, Promise<Set<string>>>();
+  /**
+   * Fan-out hands every mailbox of an item the same Buffer: its first file written (once durable;
+   * undefined if that write failed), for the other mailboxes to link to. Weak, so it lives only
+   * as long as the item's deliveries do.
+   */
+  /** Per folder: what `tmp/` held when this run first used it (files a killed run left). */
+  private readonly leftInTmp = new Map<string, Set<string>>();
+  private readonly firstCopy = new WeakMap<Buffer, Promise<{ base: string; path: string } | undefined>>();
   private readonly syncs = new Map<string, DirectorySync>();
   private readonly inFlight = new Set<Promise<unknown>>();
   private state: 'new' | 'open' | 'closed' = 'new';
@@ -189,6 +204,7 @@ export class MaildirSink implements Sink {
         for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(dir, sub), { recursive: true });
       }
       await writeFile(join(folder, 'maildirfolder'), '');
+      this.leftInTmp.set(folder, new Set(await readdir(join(folder, 'tmp'))));
       return folder;
     });
   }
@@ -238,6 +254,27 @@ export class MaildirSink implements Sink {
     // A client that changes flags renames the file (`:2,S` -> `:2,FS`). Finding that takes a
     // listing of the folder, made only when this export went into the folder before (a re-run).
     if ((await this.exportDeliveredBefore(folder, delivery.exportId)) && (await this.renamedIn(folder)).has(base)) return 'skipped';
+    const copy = this.config.links ? this.firstCopy.get(delivery.message) : undefined;
+    if (copy) {
+      const first = await copy;
+      const linked = first?.base === base ? await linkCopy(first.path, final) : 'not-linked';
+      if (linked === 'exists') return 'skipped';
+      if (linked === 'linked') {
+        // A killed run may have left this copy half written in tmp/; a written copy replaces it there.
+        if (this.leftInTmp.get(folder)?.delete(base)) await unlink(join(folder, 'tmp', base)).catch(() => undefined);
+        await this.syncOf(join(folder, 'cur')).sync();
+        return 'delivered';
+      }
+    } else if (this.config.links) {
+      const written = this.writeFile(delivery, folder, base, final);
+      this.firstCopy.set(delivery.message, written.then(() => ({ base, path: final }), () => undefined));
+      return written;
+    }
+    return this.writeFile(delivery, folder, base, final);
+  }
+
+  /** The Maildir delivery proper: `tmp/`, write, mtime, fsync, rename into `cur/`, sync `cur/`. */
+  private async writeFile(delivery: Delivery, folder: string, base: string, final: string): Promise<WriteOutcome> {
     const temporary = join(folder, 'tmp', base);
     const handle = await open(temporary, 'wx').catch(async (err: NodeJS.ErrnoException) => {
       // Left by a run that was killed between create and rename: it was never delivered.
@@ -257,6 +294,20 @@ export class MaildirSink implements Sink {
     await rename(temporary, final);
     await this.syncOf(join(folder, 'cur')).sync();
     return 'delivered';
+  }
+}
+
+/**
+ * Links an item's durable first file under another mailbox's name. `exists`: that name is taken
+ * (delivered meanwhile); `not-linked` (the first file renamed by a client, another file system,
+ * too many links): the caller writes a file of its own.
+ */
+async function linkCopy(from: string, to: string): Promise<'linked' | 'exists' | 'not-linked'> {
+  try {
+    await link(from, to);
+    return 'linked';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EEXIST' ? 'exists' : 'not-linked';
   }
 }
 
