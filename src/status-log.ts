@@ -120,6 +120,9 @@ export function isBalanced(c: Counters): boolean {
 
 /** JSON Lines, one record a line, to one or more files, written with backpressure; `close` waits for the disk. */
 export class StatusLog {
+  /** One wait for 'drain' per file, shared by every writer held up (each `once` adds listeners). */
+  private readonly drains = new Map<WriteStream, Promise<void>>();
+
   private constructor(private readonly outs: WriteStream[]) {}
 
   static async open(paths: string[]): Promise<StatusLog> {
@@ -139,7 +142,16 @@ export class StatusLog {
 
   async write(record: OutcomeRecord | NoteRecord | RunSummary | BatchRecord | ImportSummary): Promise<void> {
     const line = redactSecrets(JSON.stringify(record)) + '\n';
-    for (const out of this.outs) if (!out.write(line)) await once(out, 'drain');
+    for (const out of this.outs) if (!out.write(line)) await this.drained(out);
+  }
+
+  private drained(out: WriteStream): Promise<void> {
+    let drain = this.drains.get(out);
+    if (!drain) {
+      drain = once(out, 'drain').then(() => undefined).finally(() => this.drains.delete(out));
+      this.drains.set(out, drain);
+    }
+    return drain;
   }
 
   /** Resolves once every line written so far has reached the file. */
