@@ -1,5 +1,5 @@
 import test from 'ava';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import archiver from 'archiver';
@@ -75,6 +75,13 @@ test('archive -> Blob staging -> import -> Maildir equals a direct run, byte for
   t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), want.map((m) => `${m.mailbox}/${m.file}`));
   t.true(got.every((m, i) => m.raw.equals(want[i]!.raw)), 'byte-identical messages');
   t.true(got.every((m, i) => m.mtime.getTime() === want[i]!.mtime.getTime()), 'same INTERNALDATE');
+  // An item's copies are hard links to one file in both (import hands them one Buffer, as fan-out
+  // does); only an item whose copies straddle two batches gets a second file.
+  const files = async (root: string, stored: typeof got) =>
+    new Set(await Promise.all(stored.map(async (m) => (await stat(join(root, m.mailbox, '.INBOX.Pivot', 'cur', m.file))).ino))).size;
+  const directFiles = await files(direct, want);
+  t.true(directFiles < want.length / 2, `${directFiles} files for ${want.length} messages`);
+  t.true((await files(imported, got)) <= directFiles + batches.length);
 
   // Staging the same export again uploads nothing; importing again reads nothing.
   const again = await cli(['run', archive, '--sink', sink, '--status-log', join(dir, 'stage2.jsonl'), ...rejects], { env: azurite.env as Record<string, string> });
