@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { link, mkdir, open, opendir, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, opendir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { pathExists } from '../../fs-util.js';
@@ -162,8 +162,6 @@ export class MaildirSink implements Sink {
    * undefined if that write failed), for the other mailboxes to link to. Weak, so it lives only
    * as long as the item's deliveries do.
    */
-  /** Per folder: what `tmp/` held when this run first used it (files a killed run left). */
-  private readonly leftInTmp = new Map<string, Set<string>>();
   private readonly firstCopy = new WeakMap<Buffer, Promise<{ base: string; path: string } | undefined>>();
   private readonly syncs = new Map<string, DirectorySync>();
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -204,7 +202,6 @@ export class MaildirSink implements Sink {
         for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(dir, sub), { recursive: true });
       }
       await writeFile(join(folder, 'maildirfolder'), '');
-      this.leftInTmp.set(folder, new Set(await readdir(join(folder, 'tmp'))));
       return folder;
     });
   }
@@ -240,6 +237,24 @@ export class MaildirSink implements Sink {
     });
   }
 
+  /**
+   * A copy as a hard link to the item's durable first file: linked into `tmp/` under this copy's
+   * name, renamed into `cur/`, `cur/` synced, as Dovecot's own hard-link copy does. False where no
+   * link can be made (the first file renamed by a client, another file system): then the caller
+   * writes a file of its own.
+   */
+  private async linkCopy(from: string, folder: string, base: string, final: string): Promise<boolean> {
+    const temporary = join(folder, 'tmp', base);
+    try {
+      await replacingStale(temporary, () => link(from, temporary));
+    } catch {
+      return false;
+    }
+    await rename(temporary, final);
+    await this.syncOf(join(folder, 'cur')).sync();
+    return true;
+  }
+
   private syncOf(dir: string): DirectorySync {
     let sync = this.syncs.get(dir);
     if (!sync) this.syncs.set(dir, (sync = new DirectorySync(dir)));
@@ -257,14 +272,7 @@ export class MaildirSink implements Sink {
     const copy = this.config.links ? this.firstCopy.get(delivery.message) : undefined;
     if (copy) {
       const first = await copy;
-      const linked = first?.base === base ? await linkCopy(first.path, final) : 'not-linked';
-      if (linked === 'exists') return 'skipped';
-      if (linked === 'linked') {
-        // A killed run may have left this copy half written in tmp/; a written copy replaces it there.
-        if (this.leftInTmp.get(folder)?.delete(base)) await unlink(join(folder, 'tmp', base)).catch(() => undefined);
-        await this.syncOf(join(folder, 'cur')).sync();
-        return 'delivered';
-      }
+      if (first?.base === base && (await this.linkCopy(first.path, folder, base, final))) return 'delivered';
     } else if (this.config.links) {
       const written = this.writeFile(delivery, folder, base, final);
       this.firstCopy.set(delivery.message, written.then(() => ({ base, path: final }), () => undefined));
@@ -276,12 +284,7 @@ export class MaildirSink implements Sink {
   /** The Maildir delivery proper: `tmp/`, write, mtime, fsync, rename into `cur/`, sync `cur/`. */
   private async writeFile(delivery: Delivery, folder: string, base: string, final: string): Promise<WriteOutcome> {
     const temporary = join(folder, 'tmp', base);
-    const handle = await open(temporary, 'wx').catch(async (err: NodeJS.ErrnoException) => {
-      // Left by a run that was killed between create and rename: it was never delivered.
-      if (err.code !== 'EEXIST') throw err;
-      await unlink(temporary);
-      return open(temporary, 'wx');
-    });
+    const handle = await replacingStale(temporary, () => open(temporary, 'wx'));
     try {
       await handle.writeFile(delivery.message);
       const time = new Date(delivery.internalDate);
@@ -297,17 +300,14 @@ export class MaildirSink implements Sink {
   }
 }
 
-/**
- * Links an item's durable first file under another mailbox's name. `exists`: that name is taken
- * (delivered meanwhile); `not-linked` (the first file renamed by a client, another file system,
- * too many links): the caller writes a file of its own.
- */
-async function linkCopy(from: string, to: string): Promise<'linked' | 'exists' | 'not-linked'> {
+/** `create()` of a `tmp/` file; one of that name is left by a run killed before its rename (never delivered): replaced. */
+async function replacingStale<T>(temporary: string, create: () => Promise<T>): Promise<T> {
   try {
-    await link(from, to);
-    return 'linked';
+    return await create();
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EEXIST' ? 'exists' : 'not-linked';
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    await unlink(temporary);
+    return create();
   }
 }
 
