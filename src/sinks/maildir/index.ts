@@ -269,14 +269,15 @@ export class MaildirSink implements Sink {
     // A client that changes flags renames the file (`:2,S` -> `:2,FS`). Finding that takes a
     // listing of the folder, made only when this export went into the folder before (a re-run).
     if ((await this.exportDeliveredBefore(folder, delivery.exportId)) && (await this.renamedIn(folder)).has(base)) return 'skipped';
-    const copy = this.config.links ? this.firstCopy.get(delivery.message) : undefined;
-    if (copy) {
+    if (this.config.links) {
+      const copy = this.firstCopy.get(delivery.message);
+      if (!copy) {
+        const written = this.writeFile(delivery, folder, base, final);
+        this.firstCopy.set(delivery.message, written.then(() => ({ base, path: final }), () => undefined));
+        return written;
+      }
       const first = await copy;
       if (first?.base === base && (await this.linkCopy(first.path, folder, base, final))) return 'delivered';
-    } else if (this.config.links) {
-      const written = this.writeFile(delivery, folder, base, final);
-      this.firstCopy.set(delivery.message, written.then(() => ({ base, path: final }), () => undefined));
-      return written;
     }
     return this.writeFile(delivery, folder, base, final);
   }
