@@ -14,13 +14,13 @@ import { crontabLine, formatStatus } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish).`;
 
-/** Options `run` and `import` share. */
 /** Options for scheduled `run` and `import`: one at a time per state dir, every run kept. */
 const STATE_OPTIONS = {
   'state-dir': { type: 'string', describe: 'lock (one run at a time) and history of runs, for scheduled runs' },
   'keep-runs': { type: 'number', describe: 'runs kept under --state-dir, the oldest removed first [default: 0, for ever]' },
 } as const;
 
+/** Options `run` and `import` share. */
 const LOG_AND_SINK_OPTIONS = {
   'log-level': { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' },
   'log-file': { type: 'string', describe: 'also write the log to FILE as JSON lines (appended; SIGHUP reopens it, for logrotate)' },
