@@ -45,16 +45,12 @@ export async function runImport(
   const staged = openStagedBatches(config.from, options.env);
   const markerKey = importMarkerKey(sink.description);
   const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
-  const state = config.stateDir ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
-  const unlock = state ? await state.lock() : undefined;
-  let statusLog: StatusLog;
-  try {
-    if (state) logs.push(await state.newRunLog(config.keepRuns));
-    statusLog = await StatusLog.open(logs);
-  } catch (err) {
-    await unlock?.();
+  const state = config.stateDir ? await new StateDir(resolve(cwd, config.stateDir)).begin(config.keepRuns) : undefined;
+  if (state) logs.push(state.runLog);
+  const statusLog = await StatusLog.open(logs).catch(async (err: unknown) => {
+    await state?.release();
     throw err;
-  }
+  });
   const startedAt = new Date().toISOString();
   const counters = emptyCounters();
   let batchesImported = 0;
@@ -120,7 +116,7 @@ export async function runImport(
     return { summary, exitCode };
   } finally {
     await statusLog.close();
-    await unlock?.();
+    await state?.release();
   }
 }
 

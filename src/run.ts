@@ -63,8 +63,9 @@ export async function run(
   const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
   const state = config.stateDir ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
   if (state) {
-    if (!options.lockHeld) cleanups.push(await state.lock());
-    logs.push(await state.newRunLog(config.keepRuns));
+    const { runLog, release } = await state.begin(config.keepRuns, options.lockHeld);
+    cleanups.push(release);
+    logs.push(runLog);
   }
   try {
     let archivePath: string;

@@ -30,6 +30,20 @@ export class StateDir {
   }
 
   /**
+   * What a scheduled run or import takes of the state dir: the lock (unless its caller already
+   * holds it) and a new run log. `release` frees the lock; it is freed already if this throws.
+   */
+  async begin(keepRuns: number, lockHeld = false): Promise<{ runLog: string; release: () => Promise<void> }> {
+    const release = lockHeld ? async () => undefined : await this.lock();
+    try {
+      return { runLog: await this.newRunLog(keepRuns), release };
+    } catch (err) {
+      await release();
+      throw err;
+    }
+  }
+
+  /**
    * Takes the lock or throws E_LOCKED. A lock whose process is gone (killed run) on this host
    * is stale and taken over.
    */
