@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
@@ -33,6 +33,15 @@ async function signalMidRun(dir: string, seed: number, signal: NodeJS.Signals, a
   return { args, out, status, exited, signal: () => child.kill(signal) };
 }
 
+/** A sample archive of `events` events in `dir`, and what a plain run of it puts in a Maildir. */
+async function archiveWithReference(t: ExecutionContext, dir: string, events: number, seed: number) {
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events, seed });
+  const reference = join(dir, 'reference');
+  t.is((await cli(['run', archive, '--sink', `maildir:${reference}`, '--rejects', join(dir, 'rejects')])).code, 0);
+  return { archive, expected: await readMaildir(reference) };
+}
+
 /** Kills the run with SIGKILL once `after` messages are delivered (0: as soon as it starts). */
 async function runAndKill(args: string[], out: string, after: number): Promise<void> {
   const { child, exited } = startCli(args);
@@ -46,11 +55,8 @@ async function runAndKill(args: string[], out: string, after: number): Promise<v
 test('killed with SIGKILL at random points, a re-run leaves every mailbox with each item exactly once, byte for byte', async (t) => {
   t.timeout(600_000);
   const dir = await tempDir(t);
-  const archive = join(dir, 'export.zip');
-  await generateSample(archive, { events: 1500, seed: 31 });
-  const reference = join(dir, 'reference');
-  t.is((await cli(['run', archive, '--sink', `maildir:${reference}`, '--rejects', join(dir, 'rejects')])).code, 0);
-  const expected = new Map((await readMaildir(reference)).map((m) => [`${m.mailbox}/${m.file}`, m.raw]));
+  const { archive, expected: stored } = await archiveWithReference(t, dir, 1500, 31);
+  const expected = new Map(stored.map((m) => [`${m.mailbox}/${m.file}`, m.raw]));
 
   let cutMidway = 0;
   for (const seed of [1, 2, 3, 4, 5]) {
@@ -117,11 +123,7 @@ test('SIGHUP reopens --log-file (logrotate moves it away first): the run goes on
 test('with --state-dir a killed run resumes from its checkpoint; the run logs together account for every delivery', async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
-  const archive = join(dir, 'export.zip');
-  await generateSample(archive, { events: 4000, seed: 33 });
-  const reference = join(dir, 'reference');
-  t.is((await cli(['run', archive, '--sink', `maildir:${reference}`, '--rejects', join(dir, 'rejects')])).code, 0);
-  const expected = await readMaildir(reference);
+  const { archive, expected } = await archiveWithReference(t, dir, 4000, 33);
   const out = join(dir, 'mail');
   const state = join(dir, 'state');
   const args = ['run', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects')];
