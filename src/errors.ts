@@ -18,7 +18,13 @@ export const ErrorCode = {
   SINK_CONFIG: 'E_SINK_CONFIG',
   SINK_CLOSED: 'E_SINK_CLOSED',
   SINK_WRITE: 'E_SINK_WRITE',
+  /** The sink cannot work at all (root not writable, credentials refused): found when it opens. */
+  SINK_UNAVAILABLE: 'E_SINK_UNAVAILABLE',
+  /** The status log (or a run record) cannot be written. */
+  STATUS_LOG: 'E_STATUS_LOG',
   LOCKED: 'E_LOCKED',
+  /** A bug in this tool, not in the input or the setup. */
+  INTERNAL: 'E_INTERNAL',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -44,9 +50,41 @@ export const RejectReason = {
   ATTACHMENT_UNREADABLE: 'attachment-unreadable',
   PLUGIN_ERROR: 'plugin',
   PLUGIN_DROP: 'dropped',
+  /** A later event that reuses an id already used in the same export (the first is delivered). */
+  DUPLICATE_ID: 'duplicate-id',
+  /** An array element of a messages file that is not valid JSON. */
+  MALFORMED_JSON: 'malformed-json',
+  /** An event larger than --max-event-size: never held in memory, its bytes streamed to the rejects folder. */
+  EVENT_TOO_LARGE: 'event-too-large',
 } as const;
 
-export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3, INTERRUPTED: 4 } as const;
+/** Reasons of `note` records: something recorded about the input, the item still delivered. */
+export const NoteReason = {
+  HOSTILE_ENTRY_NAME: 'hostile-entry-name',
+  /** An archive entry outside the spec's layout (e.g. `Messages/a.json`, `messages/a.JSON`): not read. */
+  IGNORED_ENTRY: 'ignored-entry',
+  ATTACHMENT_MISSING: 'attachment-missing',
+  /** Bytes that are not UTF-8 in an event: read as U+FFFD; the original bytes are in the note's location. */
+  INVALID_UTF8: 'invalid-utf8',
+  /** A participant's address that a sink cannot take (e.g. a non-ASCII local part over IMAP). */
+  ADDRESS_NOT_DELIVERABLE: 'address-not-deliverable',
+} as const;
+
+/** Reasons of `failed` outcomes. */
+export const FailReason = {
+  SINK_ERROR: 'sink-error',
+  /** A rejected item that could not be kept in the rejects folder. */
+  NOT_KEPT: 'not-kept',
+  STAGED_MISMATCH: 'staged-mismatch',
+} as const;
+
+/**
+ * 0 all accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage,
+ * config or archive error before any delivery; 3 locked; 4 stopped by a signal; 5 the run
+ * accounted for everything but looks wrong: nothing delivered, or more rejected than
+ * --max-rejected allows (a mapping mistake); 70 a bug in this tool (EX_SOFTWARE).
+ */
+export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3, INTERRUPTED: 4, ALARM: 5, INTERNAL: 70 } as const;
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -46,6 +46,27 @@ export interface EventPosition {
   index: number;
 }
 
+/**
+ * One array element of a messages file, as the source read it. `bytes` are the element's exact
+ * bytes in the archive (what the rejects folder keeps); `raw` is their parsed value. An element
+ * that could not be held or parsed has no `raw`, and says why.
+ */
+export interface SourceEvent {
+  position: EventPosition;
+  /** The element's exact bytes; absent only when it was over the event size cap (`tooLarge`). */
+  bytes?: Buffer;
+  /** The parsed element (any JSON value); absent when `malformed` or `tooLarge`. */
+  raw?: unknown;
+  /** Why the element's bytes are not valid JSON. */
+  malformed?: string;
+  /** The element was over the cap: never held; its bytes stand at this range of its messages file. */
+  tooLarge?: { offset: number; length: number };
+  /** Another event of this export used this id before (its position): this one is a duplicate. */
+  duplicateOf?: EventPosition;
+  /** Offset within the element of its first byte that is not UTF-8 (read as U+FFFD). */
+  invalidUtf8At?: number;
+}
+
 /** A checked event, ready for plugins, MIME and fan-out. */
 export interface Item {
   id: string;
@@ -66,6 +87,8 @@ export interface Item {
   headers: Record<string, string>;
   /** The event exactly as read from the archive, for the rejects folder. */
   readonly raw: RawEvent;
+  /** The event's exact bytes in the archive (what the rejects folder keeps). */
+  readonly bytes?: Buffer;
   readonly position: EventPosition;
 }
 

@@ -28,6 +28,11 @@ export interface SinkOptions {
   cwd: string;
   /** Allow clear-text protocols to hosts other than loopback. */
   insecure?: boolean;
+  /**
+   * Aborted on SIGINT/SIGTERM: a sink stops waiting (retry back-off, reconnects) and fails what
+   * it still holds at once, so the run ends within seconds; those items are recorded failed.
+   */
+  stop?: AbortSignal;
 }
 
 export interface SinkFactory {
