@@ -9,7 +9,8 @@ import { createSink } from '../src/sinks/index.js';
 import type { Sink } from '../src/sinks/sink.js';
 import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
-import { RejectsFolder, DEFAULT_MAX_ITEM_SIZE } from '../src/transforms/size-filter/index.js';
+import { DEFAULT_MAX_ITEM_SIZE } from '../src/transforms/size-filter/index.js';
+import { RejectsFolder } from '../src/rejects.js';
 
 const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];
 
@@ -68,11 +69,13 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
         plugins: new PluginRegistry(),
         fanOut: { domains: [], userMap: new Map() },
         maxItemSize: DEFAULT_MAX_ITEM_SIZE,
+        maxRejected: 1,
         rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
         statusLog: await StatusLog.open([]),
         logger: createLogger({ level: 'error', json: false }),
       });
       await sink.close();
+      archive.close();
       if (!summary.balanced) throw new Error('counters do not add up');
       return { events: summary.itemsFromSource, deliveries: summary.delivered, bytes };
     }

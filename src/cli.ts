@@ -12,7 +12,7 @@ import { progressReporter } from './progress.js';
 import { StateDir } from './state/index.js';
 import { crontabLine, formatStatus } from './state/report.js';
 
-const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some deliveries failed; 2 usage, config or archive error; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish).`;
+const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
 
 /** Options for scheduled `run` and `import`: one at a time per state dir, every run kept. */
 const STATE_OPTIONS = {
@@ -41,8 +41,11 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       statusLog: argv['status-log'],
       plugins: argv.plugin,
       maxItemSize: argv['max-item-size'],
+      maxEventSize: argv['max-event-size'],
+      maxRejected: argv['max-rejected'],
       rejects: argv.rejects,
       domains: argv.domain,
+      allDomains: argv['all-domains'],
       userMap: argv['user-map'],
       defaultMailbox: argv['default-mailbox'],
       logLevel: argv['log-level'],
@@ -137,7 +140,7 @@ async function withLoggerAndSignals(
 }
 
 function exitCodeOf(err: unknown): number {
-  if (!(err instanceof PivotArchiveError)) return ExitCode.DELIVERY_FAILED;
+  if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.INTERNAL) return ExitCode.INTERNAL;
   return err.code === ErrorCode.LOCKED ? ExitCode.LOCKED : ExitCode.SETUP_FAILED;
 }
 
@@ -171,8 +174,11 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
           .option('keep', { type: 'boolean', describe: 'with --inbox: leave completed archives in place (else they move to done/)' })
           .option('settle', { type: 'number', describe: 'with --inbox: seconds an archive must be unmodified before it is read [default: 60]' })
           .option('max-item-size', { type: 'string', describe: 'largest message delivered (default 10MiB); larger items are kept in --rejects' })
+          .option('max-event-size', { type: 'string', describe: 'largest event (its JSON) held in memory (default 64MiB); larger events are rejected and their bytes streamed to --rejects' })
+          .option('max-rejected', { type: 'string', describe: 'share of the items that may be rejected before the run exits 5, e.g. 10% (default), 100% to never alarm' })
           .option('rejects', { type: 'string', describe: 'folder for rejected items (event JSON and attachments) [default: ./pivot-rejects]' })
-          .option('domain', { type: 'string', array: true, describe: "organisation's mail domain; only its mailboxes are targets (repeatable)" })
+          .option('domain', { type: 'string', array: true, describe: "organisation's mail domain; only its mailboxes are targets (repeatable; a maildir sink needs it, or --all-domains)" })
+          .option('all-domains', { type: 'boolean', describe: 'deliver to participants of every domain, other firms\' traders included (a maildir sink then creates their mailboxes)' })
           .option('user-map', { type: 'string', describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' })
           .option('default-mailbox', { type: 'string', describe: 'mailbox for items that have no target (else they are rejected as unmapped)' })
           .option('quiet', { type: 'boolean', describe: 'no progress bar (TTY) and no progress lines (off a TTY)' })

@@ -10,8 +10,14 @@ export interface RunConfig {
   statusLog?: string;
   plugins: string[];
   maxItemSize: number;
+  /** Largest event (bytes of its JSON) held in memory; larger ones are rejected and streamed to the rejects folder. */
+  maxEventSize: number;
+  /** Share of the items read (0..1) that may be rejected before the run ends with exit 5. */
+  maxRejected: number;
   rejects: string;
   domains: string[];
+  /** Deliver to participants of every domain: the explicit opposite of `domains`, for sinks that create mailboxes. */
+  allDomains: boolean;
   userMap?: string;
   defaultMailbox?: string;
   logLevel: string;
@@ -32,12 +38,24 @@ export interface RunConfig {
   settleSeconds: number;
 }
 
+/** 64 MiB: far under V8's longest string (about 512 MiB), far over any chat event with its text. */
+export const DEFAULT_MAX_EVENT_SIZE = 64 * 1024 * 1024;
+
+/**
+ * 10%: a mapping mistake (a typo in --domain, a wrong user map) rejects most items as
+ * `unmapped`; a normal day rejects a few oversize or bad items, well under this.
+ */
+export const DEFAULT_MAX_REJECTED = 0.1;
+
 export const RUN_DEFAULTS = {
   sample: false,
   plugins: [] as string[],
   maxItemSize: DEFAULT_MAX_ITEM_SIZE,
+  maxEventSize: DEFAULT_MAX_EVENT_SIZE,
+  maxRejected: DEFAULT_MAX_REJECTED,
   rejects: './pivot-rejects',
   domains: [] as string[],
+  allDomains: false,
   logLevel: 'info',
   json: false,
   insecure: false,
@@ -48,7 +66,7 @@ export const RUN_DEFAULTS = {
 
 const LOG_LEVELS = ['error', 'warn', 'info', 'verbose', 'debug'];
 
-type FieldKind = 'string' | 'boolean' | 'strings' | 'size' | 'seconds' | 'count';
+type FieldKind = 'string' | 'boolean' | 'strings' | 'size' | 'seconds' | 'count' | 'share';
 const FIELDS: Record<keyof RunConfig, FieldKind> = {
   archive: 'string',
   sample: 'boolean',
@@ -56,8 +74,11 @@ const FIELDS: Record<keyof RunConfig, FieldKind> = {
   statusLog: 'string',
   plugins: 'strings',
   maxItemSize: 'size',
+  maxEventSize: 'size',
+  maxRejected: 'share',
   rejects: 'string',
   domains: 'strings',
+  allDomains: 'boolean',
   userMap: 'string',
   defaultMailbox: 'string',
   logLevel: 'string',
@@ -81,12 +102,22 @@ export function parseSize(value: unknown, what: string): number {
   return bytes;
 }
 
+/** "10%", "0.5%", "100%" or a fraction 0..1 -> a share 0..1. */
+export function parseShare(value: unknown, what: string): number {
+  const text = String(value).trim();
+  const match = /^(\d+(?:\.\d+)?)(%?)$/.exec(text);
+  const share = match ? Number(match[1]) / (match[2] ? 100 : 1) : NaN;
+  if (!(share >= 0 && share <= 1)) throw new PivotArchiveError(ErrorCode.CONFIG, `${what}: ${JSON.stringify(value)} is not a share such as 10% (0% to 100%)`);
+  return share;
+}
+
 /** Checks keys and types of a config object; unknown keys are errors, never ignored. */
 export function validateConfig(input: Record<string, unknown>, origin: string): Partial<RunConfig> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(input)) {
     if (value === undefined) continue;
-    const kind = FIELDS[key as keyof RunConfig];
+    // Own keys only: "constructor" or "__proto__" must not pass as known.
+    const kind = Object.hasOwn(FIELDS, key) ? FIELDS[key as keyof RunConfig] : undefined;
     const bad = (expected: string) => new PivotArchiveError(ErrorCode.CONFIG, `${origin}: ${key} must be ${expected}`);
     if (!kind) {
       throw new PivotArchiveError(ErrorCode.CONFIG, `${origin}: unknown key ${JSON.stringify(key)} (known: ${Object.keys(FIELDS).join(', ')})`);
@@ -97,7 +128,7 @@ export function validateConfig(input: Record<string, unknown>, origin: string): 
     if ((kind === 'seconds' || kind === 'count') && !(typeof value === 'number' && Number.isInteger(value) && value >= 0)) {
       throw bad(kind === 'seconds' ? 'a whole number of seconds' : 'a whole number (0 for no limit)');
     }
-    out[key] = kind === 'size' ? parseSize(value, `${origin}: ${key}`) : value;
+    out[key] = kind === 'size' ? parseSize(value, `${origin}: ${key}`) : kind === 'share' ? parseShare(value, `${origin}: ${key}`) : value;
   }
   if (out.logLevel !== undefined && !LOG_LEVELS.includes(out.logLevel as string)) {
     throw new PivotArchiveError(ErrorCode.CONFIG, `${origin}: logLevel must be one of ${LOG_LEVELS.join(', ')}`);
@@ -125,6 +156,7 @@ export function mergeConfig(...layers: Partial<RunConfig>[]): RunConfig {
   const sources = [merged.archive, merged.sample || undefined, merged.inbox].filter((x) => x !== undefined);
   if (sources.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, 'no archive: give a path, - for stdin, --inbox DIR or --sample');
   if (sources.length > 1) throw new PivotArchiveError(ErrorCode.USAGE, 'give one of: an archive, --inbox DIR, --sample');
+  if (merged.allDomains && merged.domains.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, 'give --domain or --all-domains, not both');
   if (merged.inbox && !merged.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--inbox needs --state-dir, where completed archives are recorded');
   return merged;
 }

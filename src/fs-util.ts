@@ -1,4 +1,5 @@
-import { stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 
 /** Whether a path exists; errors other than "not found" (permissions, I/O) are thrown, not hidden. */
 export async function pathExists(path: string): Promise<boolean> {
@@ -8,5 +9,15 @@ export async function pathExists(path: string): Promise<boolean> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
+  }
+}
+
+/** fsyncs a directory, so the names created in it survive a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }

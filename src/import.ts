@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { resolve } from 'node:path';
 import _ from 'highland';
-import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
+import { ErrorCode, ExitCode, FailReason, PivotArchiveError, errorMessage } from './errors.js';
 import type { Logger } from './logger.js';
 import type { Delivery } from './model.js';
 import { deliver, inOrder } from './pipeline.js';
@@ -40,7 +40,7 @@ export async function runImport(
   options: { cwd?: string; env?: NodeJS.ProcessEnv; stop?: AbortSignal } = {},
 ): Promise<{ summary: ImportSummary; exitCode: number }> {
   const cwd = options.cwd ?? process.cwd();
-  const sink = await createSink(config.sink, { cwd, insecure: config.insecure });
+  const sink = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
   if (sink.kind === 'azblob') throw new PivotArchiveError(ErrorCode.USAGE, 'import delivers into a mailbox sink (maildir:DIR or imap://...), not back into staging');
   const staged = openStagedBatches(config.from, options.env);
   const markerKey = importMarkerKey(sink.description);
@@ -135,7 +135,7 @@ async function deliverBatch(
     if ('problem' in x) {
       counters.failed++;
       logger.error(`staged item ${JSON.stringify(entry.itemId)} for ${entry.mailbox}: ${x.problem}`);
-      await statusLog.write({ record: 'outcome', itemId: entry.itemId, conversationId: entry.conversationId, mailbox: entry.mailbox, sink: sink.kind, outcome: 'failed', reason: 'staged-mismatch', detail: x.problem });
+      await statusLog.write({ record: 'outcome', itemId: entry.itemId, conversationId: entry.conversationId, mailbox: entry.mailbox, sink: sink.kind, outcome: 'failed', reason: FailReason.STAGED_MISMATCH, detail: x.problem });
       return;
     }
     const delivery: Delivery = {

@@ -46,7 +46,7 @@ test('archive -> Blob staging -> import -> Maildir equals a direct run, byte for
   const archive = await makeArchive(dir, 41);
   const rejects = ['--rejects', join(dir, 'rejects')];
   const direct = join(dir, 'direct');
-  t.is((await cli(['run', archive, '--sink', `maildir:${direct}`, ...rejects])).code, 0);
+  t.is((await cli(['run', '--all-domains', archive, '--sink', `maildir:${direct}`, ...rejects])).code, 0);
 
   const sink = 'azblob://pivot-staging/acme?messages=200';
   const staged = await cli(['run', archive, '--sink', sink, '--status-log', join(dir, 'stage.jsonl'), ...rejects], { env: azurite.env as Record<string, string> });
@@ -200,7 +200,7 @@ test('Azure AD: with AZURE_STORAGE_ACCOUNT_URL alone, staging and import authent
   const archive = await makeArchive(dir, 44, 300);
   const rejects = ['--rejects', join(dir, 'rejects')];
   const direct = join(dir, 'direct');
-  t.is((await cli(['run', archive, '--sink', `maildir:${direct}`, ...rejects])).code, 0);
+  t.is((await cli(['run', '--all-domains', archive, '--sink', `maildir:${direct}`, ...rejects])).code, 0);
   const env = { AZURE_STORAGE_ACCOUNT_URL: azurite.accountUrl, NODE_EXTRA_CA_CERTS: azurite.certFile!, ...identity.env };
   const staged = await cli(['run', archive, '--sink', 'azblob://aad-staging', ...rejects], { env });
   t.is(staged.code, 0, staged.stderr);

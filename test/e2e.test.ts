@@ -28,7 +28,7 @@ test('a generated export lands in the Maildir exactly: nothing missing, nothing 
   await generateSample(archive, { events: 3000, messageFiles: 3, seed: 7 });
   const out = join(dir, 'mail');
   const status = join(dir, 'status.jsonl');
-  const first = await cli(['run', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects')]);
+  const first = await cli(['run', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects')]);
   t.is(first.code, 0, first.stderr);
   const expected = expectedFor(archive, ['edge_oversize']);
   const stored = await readMaildir(out);
@@ -46,7 +46,7 @@ test('a generated export lands in the Maildir exactly: nothing missing, nothing 
   t.is(lines.filter((l) => l.record === 'note' && l.reason === 'attachment-missing').length, 1);
   t.regex(first.stdout, /counters add up\s+yes/);
 
-  const second = await cli(['run', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects')]);
+  const second = await cli(['run', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects')]);
   t.is(second.code, 0, second.stderr);
   t.is((await readMaildir(out)).length, stored.length);
   const again = (await readStatusLog(status)).summary;
@@ -61,7 +61,7 @@ test('an archive on stdin is spooled to a temporary file that is removed afterwa
   const spool = join(dir, 'tmp');
   await mkdir(spool);
   const out = join(dir, 'mail');
-  const result = await cli(['run', '-', '--sink', `maildir:${out}`, '--json'], { stdin: await readFile(archive), env: { TMPDIR: spool } });
+  const result = await cli(['run', '--all-domains', '-', '--sink', `maildir:${out}`, '--json'], { stdin: await readFile(archive), env: { TMPDIR: spool } });
   t.is(result.code, 0, result.stderr);
   t.deepEqual(pairs(await readMaildir(out)), expectedFor(archive));
   const summary = JSON.parse(result.stdout) as Json;
@@ -76,7 +76,7 @@ test('the same archive yields byte-identical Maildir files in two runs', async (
   await generateSample(archive, { events: 300, seed: 11 });
   const runs: Awaited<ReturnType<typeof readMaildir>>[] = [];
   for (const name of ['one', 'two']) {
-    const result = await cli(['run', archive, '--sink', `maildir:${join(dir, name)}`, '--rejects', join(dir, `rejects-${name}`)]);
+    const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, name)}`, '--rejects', join(dir, `rejects-${name}`)]);
     t.is(result.code, 0, result.stderr);
     runs.push(await readMaildir(join(dir, name)));
   }
@@ -95,7 +95,7 @@ test('a corrupt archive exits 2 with the reason, before anything is delivered', 
   bytes[at + 9] = bytes[at + 9] === 0x61 ? 0x62 : 0x61;
   await writeFile(archive, bytes);
   const out = join(dir, 'mail');
-  const result = await cli(['run', archive, '--sink', `maildir:${out}`]);
+  const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${out}`]);
   t.is(result.code, 2);
   t.regex(result.log, /E_ARCHIVE_CORRUPT: .*export\.zip: entry "messages\/0000\.json" fails its CRC-32 check/);
   t.deepEqual(await readMaildir(out), []);
@@ -112,13 +112,13 @@ test('usage errors exit 2 and say what is wrong; --help lists the commands', asy
   const noSink = await cli(['run', 'x.zip']);
   t.is(noSink.code, 2);
   t.regex(noSink.log, /no sink/);
-  const unknown = await cli(['run', 'x.zip', '--sink', 'maildir:/tmp/x', '--frobnicate']);
+  const unknown = await cli(['run', '--all-domains', 'x.zip', '--sink', 'maildir:/tmp/x', '--frobnicate']);
   t.is(unknown.code, 2);
   t.regex(unknown.log, /Unknown argument: frobnicate/);
-  const missing = await cli(['run', '/nonexistent/x.zip', '--sink', 'maildir:/tmp/x']);
+  const missing = await cli(['run', '--all-domains', '/nonexistent/x.zip', '--sink', 'maildir:/tmp/x']);
   t.is(missing.code, 2);
   t.regex(missing.log, /E_ARCHIVE_UNREADABLE: \/nonexistent\/x.zip/);
-  const badSink = await cli(['run', 'x.zip', '--sink', 'maildir:/tmp/x?bogus=1']);
+  const badSink = await cli(['run', '--all-domains', 'x.zip', '--sink', 'maildir:/tmp/x?bogus=1']);
   t.is(badSink.code, 2);
   t.regex(badSink.log, /E_SINK_CONFIG: .*unknown option "bogus"/);
 });
@@ -157,7 +157,7 @@ test('an item over --max-item-size is rejected as oversize and kept whole in the
   const out = join(dir, 'mail');
   const rejects = join(dir, 'rejects');
   const status = join(dir, 'status.jsonl');
-  const result = await cli(['run', archive, '--sink', `maildir:${out}`, '--max-item-size', '200KiB', '--rejects', rejects, '--status-log', status]);
+  const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${out}`, '--max-item-size', '200KiB', '--rejects', rejects, '--status-log', status, '--max-rejected', '100%']);
   t.is(result.code, 0, result.stderr);
   t.deepEqual(pairs(await readMaildir(out)), ['jane@acme.example m_near', 'jane@acme.example m_small', 'omar@acme.example m_near', 'omar@acme.example m_small']);
   const { lines, summary } = await readStatusLog(status);
@@ -186,7 +186,7 @@ test('bad items are recorded with their reason and the run goes on', async (t) =
   ];
   const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: { '0.json': events } });
   const status = join(dir, 'status.jsonl');
-  const result = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--status-log', status, '--rejects', join(dir, 'rejects')]);
+  const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--status-log', status, '--rejects', join(dir, 'rejects'), '--max-rejected', '100%']);
   t.is(result.code, 0, result.stderr);
   const { summary } = await readStatusLog(status);
   t.deepEqual(summary.rejected, {
@@ -210,14 +210,14 @@ test('deliveries that fail exit 1, are recorded, and a re-run delivers exactly w
   await mkdir(out);
   await writeFile(join(out, 'omar@acme.example'), 'a file where a mailbox folder belongs');
   const status = join(dir, 'status.jsonl');
-  const first = await cli(['run', archive, '--sink', `maildir:${out}`, '--status-log', status]);
+  const first = await cli(['run', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status]);
   t.is(first.code, 1);
   const { summary, lines } = await readStatusLog(status);
   t.is(summary.failed, 2);
   t.is(summary.delivered, 2);
   t.true(lines.filter((l) => l.outcome === 'failed').every((l) => l.mailbox === 'omar@acme.example' && typeof l.detail === 'string'));
   await (await import('node:fs/promises')).rm(join(out, 'omar@acme.example'));
-  const second = await cli(['run', archive, '--sink', `maildir:${out}`, '--status-log', status]);
+  const second = await cli(['run', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status]);
   t.is(second.code, 0, second.stderr);
   const again = (await readStatusLog(status)).summary;
   t.deepEqual([again.delivered, again.skipped, again.failed], [2, 2, 0]);
@@ -239,7 +239,7 @@ test('participants follow join and leave across messages files read out of time 
   };
   const archive = await writeArchive(join(dir, 'x.zip'), { users: people, conversations, messages });
   const out = join(dir, 'mail');
-  const result = await cli(['run', archive, '--sink', `maildir:${out}`]);
+  const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${out}`]);
   t.is(result.code, 0, result.stderr);
   const got = pairs(await readMaildir(out)).filter((p) => p.startsWith('li@'));
   t.deepEqual(got, ['li@acme.example j_1', 'li@acme.example l_1', 'li@acme.example m_after_join']);
@@ -249,7 +249,7 @@ test('participants follow join and leave across messages files read out of time 
 test('the built-in sample runs with the example plugins, and Node has nothing to warn about', async (t) => {
   const dir = await tempDir(t);
   const out = join(dir, 'out');
-  const result = await cli(['run', '--sample', '--sink', `maildir:${out}`, '--status-log', join(dir, 'status.jsonl'), '--plugin', './plugins/redact-card-numbers.js', '--plugin', './plugins/conversation-header.js', '--rejects', join(dir, 'rejects')]);
+  const result = await cli(['run', '--all-domains', '--sample', '--sink', `maildir:${out}`, '--status-log', join(dir, 'status.jsonl'), '--plugin', './plugins/redact-card-numbers.js', '--plugin', './plugins/conversation-header.js', '--rejects', join(dir, 'rejects')]);
   t.is(result.code, 0, result.stderr);
   // e.g. MaxListenersExceededWarning, once seen when many deliveries waited on the status log.
   t.notRegex(result.stderr, /Warning/);
@@ -277,7 +277,7 @@ test('hostile entry names are recorded as notes and nothing escapes: only the Ma
   const archive = join(dir, 'slip.zip');
   await writeFile(archive, execFileSync('python3', [script], { input }));
   const status = join(work, 'status.jsonl');
-  const result = await cli(['run', archive, '--sink', 'maildir:mail', '--status-log', status], { cwd: work });
+  const result = await cli(['run', '--all-domains', archive, '--sink', 'maildir:mail', '--status-log', status], { cwd: work });
   t.is(result.code, 0, result.stderr);
   const { lines, summary } = await readStatusLog(status);
   t.deepEqual(lines.filter((l) => l.reason === 'hostile-entry-name').length, 3);

@@ -123,7 +123,7 @@ test('example plugins end to end: headers added, a skipped conversation recorded
   const out = join(dir, 'mail');
   const status = join(dir, 'status.jsonl');
   const result = await cli(
-    ['run', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'),
+    ['run', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'),
       '--plugin', './plugins/redact-card-numbers.js', '--plugin', './plugins/conversation-header.js', '--plugin', failing],
     { env: { PIVOT_SKIP_CONVERSATIONS: 'c_2' } },
   );
@@ -144,12 +144,12 @@ test('example plugins end to end: headers added, a skipped conversation recorded
 test('a plugin that cannot be loaded or wants another host API stops the run before delivery (exit 2)', async (t) => {
   const dir = await tempDir(t);
   const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane], conversations: [{ id: 'c', type: 'room', members: ['u_1'] }], messages: { '0.json': [] } });
-  const missing = await cli(['run', archive, '--sink', `maildir:${join(dir, 'm')}`, '--plugin', './nope.js']);
+  const missing = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'm')}`, '--plugin', './nope.js']);
   t.is(missing.code, 2);
   t.regex(missing.log, /E_PLUGIN_LOAD: cannot load plugin \.\/nope\.js/);
   const future = join(dir, 'future.mjs');
   await (await import('node:fs/promises')).writeFile(future, "export default { name: 'future', hostApi: '^2.0.0', transform: (i) => i };\n");
-  const wrong = await cli(['run', archive, '--sink', `maildir:${join(dir, 'm')}`, '--plugin', future]);
+  const wrong = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'm')}`, '--plugin', future]);
   t.is(wrong.code, 2);
   t.regex(wrong.log, /E_PLUGIN_VERSION: .*wants host API \^2\.0\.0; this is 1\.0\.0/);
   t.deepEqual(await readMaildir(join(dir, 'm')), []);

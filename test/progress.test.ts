@@ -30,14 +30,14 @@ test('off a TTY a run logs progress lines, and --quiet keeps them out', async (t
   const archive = join(dir, 'x.zip');
   await generateSample(archive, { events: 100, seed: 5, edgeCases: false });
   const logFile = join(dir, 'run.log');
-  const loud = await cli(['run', archive, '--sink', `maildir:${join(dir, 'a')}`, '--log-file', logFile]);
+  const loud = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'a')}`, '--log-file', logFile]);
   t.regex(loud.log, /progress: items 100\/100 \((\d+\.\d)\/\1 MB\), delivered \d+/);
   // Off a terminal the log on stderr is JSON lines.
   t.true(loud.stderr.trim().split('\n').every((l) => typeof (JSON.parse(l) as { message: string }).message === 'string'));
   // The log file gets the same lines as JSON.
   const logged = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { level: string; message: string });
   t.true(logged.some((l) => l.level === 'info' && /^progress: items 100\/100/.test(l.message)));
-  const quiet = await cli(['run', archive, '--sink', `maildir:${join(dir, 'b')}`, '--quiet']);
+  const quiet = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'b')}`, '--quiet']);
   t.is(quiet.code, 0);
   t.notRegex(quiet.log, /progress:/);
 });

@@ -1,0 +1,38 @@
+import { ErrorCode, ExitCode } from './errors.js';
+import type { RunSummary } from './status-log.js';
+
+/**
+ * Why a run that accounted for every item still deserves a look (exit 5), or undefined: an
+ * export with no events, a run that delivered nothing, or more rejections than `maxRejected`
+ * (a typo in --domain rejects everything as `unmapped` and would otherwise exit 0).
+ */
+export function alarmOf(s: RunSummary, maxRejected: number): string | undefined {
+  const handled = s.itemsFromSource + s.itemsAddedByPlugins - s.itemsDoneEarlier;
+  if (s.eventsInArchive === 0) return 'the export holds no events: nothing to deliver (is the exporter working?)';
+  if (handled <= 0) return undefined;
+  if (s.delivered + s.skipped === 0) return `nothing was delivered: all ${handled} items read were rejected (check --domain, --user-map and --max-item-size)`;
+  const share = s.rejectedTotal / handled;
+  if (share > maxRejected) {
+    return `${percent(share)} of the items read (${s.rejectedTotal} of ${handled}) were rejected, over --max-rejected ${percent(maxRejected)} (check --domain and --user-map)`;
+  }
+  return undefined;
+}
+
+function percent(share: number): string {
+  return `${Number((share * 100).toFixed(2))}%`;
+}
+
+/**
+ * The exit code of a run, from its summary alone (see ExitCode): a chain failure is 2 when
+ * nothing reached the sink yet, else 1 (70 for a bug); then failures, interruption, alarm.
+ */
+export function runExitCode(s: RunSummary): number {
+  if (s.error) {
+    if (s.error.code === ErrorCode.INTERNAL) return ExitCode.INTERNAL;
+    return s.delivered + s.skipped > 0 ? ExitCode.DELIVERY_FAILED : ExitCode.SETUP_FAILED;
+  }
+  if (s.failed > 0 || s.rejectedNotKept > 0 || !s.balanced) return ExitCode.DELIVERY_FAILED;
+  if (s.interrupted) return ExitCode.INTERRUPTED;
+  if (s.alarm) return ExitCode.ALARM;
+  return ExitCode.OK;
+}
