@@ -1,7 +1,9 @@
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import libmime from 'libmime';
-import { simpleParser } from 'mailparser';
+import { parseAddressHeader, simpleParser } from 'mailparser';
 import type { Item, User } from '../src/model.js';
+import * as mime from '../src/transforms/mime/index.js';
 import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
 
 const jane: User = { id: 'u_1', displayName: 'Jane Doe', email: 'jane.doe@acme.example' };
@@ -179,4 +181,124 @@ test('plugin headers are added when they are X- headers, and cannot replace the 
   t.is(mail.headers.get('x-desk'), 'Rates Bcc: x@y.z');
   t.is(mail.headers.get('x-pivot-item-id'), 'm_1001');
   t.is(mail.bcc, undefined);
+});
+
+// --- Internationalised addresses (RFC 6531/6532, IDN) ---
+
+function headerValue(message: Buffer, name: string): string {
+  const text = message.toString('utf8');
+  const head = text.slice(0, text.indexOf('\r\n\r\n'));
+  const match = new RegExp(`^${name}: ((?:.*)(?:\r\n[ \t].*)*)`, 'm').exec(head);
+  return match![1]!.replace(/\r\n(?=[ \t])/g, '');
+}
+
+/** What mailparser reads in From and To, domains as written (decodePunycode off) and as simpleParser gives them. */
+async function mailparserAddresses(message: Buffer): Promise<{ from: string[]; to: string[]; fromSimple: string[]; toSimple: string[] }> {
+  const mail = await simpleParser(message);
+  const list = (a: typeof mail.to) => (Array.isArray(a) ? a : a ? [a] : []).flatMap((x) => x.value.map((v) => v.address ?? ''));
+  const raw = (name: string) => parseAddressHeader(headerValue(message, name), { decodePunycode: false }).value.map((v) => v.address ?? '');
+  return { from: raw('From'), to: raw('To'), fromSimple: list(mail.from), toSimple: list(mail.to) };
+}
+
+/**
+ * What Python's email package (policy=default) reads in From and To: from the bytes (8-bit
+ * header bytes come back surrogate-escaped, undone here) and from the text decoded as UTF-8.
+ */
+function pythonAddresses(message: Buffer): { bytes: { from: string[]; to: string[] }; text: { from: string[]; to: string[] } } {
+  const script = `
+import email, json, sys
+from email import policy
+raw = sys.stdin.buffer.read()
+def read(msg):
+    fix = lambda s: s.encode('utf-8', 'surrogateescape').decode('utf-8')
+    return {h.lower(): [fix(a.addr_spec) for a in msg[h].addresses] for h in ('From', 'To')}
+print(json.dumps({'bytes': read(email.message_from_bytes(raw, policy=policy.default)),
+                  'text': read(email.message_from_string(raw.decode('utf-8'), policy=policy.default))}))
+`;
+  return JSON.parse(execFileSync('python3', ['-c', script], { input: message }).toString());
+}
+
+test('an IDN domain makes a valid address, written with its A-label: the headers stay pure ASCII', async (t) => {
+  const anna: User = { id: 'u_a', displayName: 'Anna Bücher', email: 'anna@BÜCHER.example' };
+  const bob: User = { id: 'u_b', displayName: 'Bob', email: 'bob@xn--bcher-kva.example' };
+  const message = buildMessage(item({ sender: anna, participants: [anna, bob, jane] }), context, []);
+  t.true(/^[\x00-\x7f]*$/.test(message.toString('binary').split('\r\n\r\n')[0]!), 'headers are 7-bit');
+  t.regex(headerValue(message, 'From'), /<anna@xn--bcher-kva\.example>$/);
+  const parsed = await mailparserAddresses(message);
+  t.deepEqual(parsed.from, ['anna@xn--bcher-kva.example']);
+  t.deepEqual(parsed.to, ['bob@xn--bcher-kva.example', 'jane.doe@acme.example']);
+  // simpleParser shows an IDN domain in Unicode: the same mailbox.
+  t.deepEqual(parsed.toSimple, ['bob@bücher.example', 'jane.doe@acme.example']);
+  const python = pythonAddresses(message);
+  t.deepEqual(python.bytes, { from: ['anna@xn--bcher-kva.example'], to: ['bob@xn--bcher-kva.example', 'jane.doe@acme.example'] });
+  t.false(/pivot-archive\.invalid/.test(headerValue(message, 'From') + headerValue(message, 'To')), 'no placeholder address');
+});
+
+test('a non-ASCII local part is written as RFC 6532 UTF-8, and mailparser and Python read it back exactly', async (t) => {
+  const jurgen: User = { id: 'u_j', displayName: 'Jürgen\r\nBcc: victim@evil.example', email: ' Jürgen@Acme.Example ' };
+  const yonghu: User = { id: 'u_y', displayName: '用户 "Q"', email: '用户@例子.广告' };
+  const ascii: User = { id: 'u_x', displayName: 'Xavier', email: 'xavier@xn--fsqu00a.xn--4rr70v' };
+  const message = buildMessage(item({ sender: jurgen, participants: [jurgen, yonghu, ascii, omar] }), context, []);
+  const lines = headerLines(message);
+  t.false(lines.some((l) => /^Bcc/i.test(l)), 'a display name cannot add a header');
+  t.is(lines.filter((l) => /^(From|To):/.test(l)).length, 2);
+  t.regex(headerValue(message, 'From'), /<Jürgen@acme\.example>$/, 'local part as given (NFC), domain lower-cased');
+  t.true(headerValue(message, 'To').includes('<用户@例子.广告>'), 'UTF-8 local part with the Unicode domain');
+  t.true(headerValue(message, 'To').includes('<xavier@xn--fsqu00a.xn--4rr70v>'), 'an ASCII local part keeps the A-label');
+  const expected = { from: ['Jürgen@acme.example'], to: ['用户@例子.广告', 'xavier@xn--fsqu00a.xn--4rr70v', 'omar@acme.example'] };
+  const parsed = await mailparserAddresses(message);
+  t.deepEqual({ from: parsed.from, to: parsed.to }, expected);
+  t.deepEqual(parsed.fromSimple, expected.from);
+  const python = pythonAddresses(message);
+  t.deepEqual(python.bytes, expected);
+  t.deepEqual(python.text, expected);
+  const mail = await simpleParser(message);
+  t.is(mail.from?.value[0]?.name, 'Jürgen Bcc: victim@evil.example');
+  t.is(mail.bcc, undefined);
+  assertLineLengths(t, message);
+});
+
+test('long internationalised addresses and names keep every header line within 998 octets', async (t) => {
+  const users: User[] = Array.from({ length: 40 }, (_, i) => ({
+    id: `u_${i}`,
+    displayName: `Jürgen 用户 ${'名'.repeat(100)} ${i}`,
+    email: `${'ü'.repeat(30)}${i}@${'例'.repeat(15)}.${'子'.repeat(15)}.example`,
+  }));
+  const message = buildMessage(item({ sender: users[0]!, participants: users }), context, []);
+  assertLineLengths(t, message);
+  const parsed = await mailparserAddresses(message);
+  t.is(parsed.to.length, 39);
+  t.is(parsed.from[0], users[0]!.email!);
+  t.deepEqual(pythonAddresses(message).bytes.to, users.slice(1).map((u) => u.email!));
+});
+
+test('malformed addresses stay invalid: the user appears by name with a placeholder address', async (t) => {
+  const invalid = [
+    'a b@acme.example', 'a@@acme.example', '@acme.example', 'jane@', 'a..b@acme.example', '.a@acme.example',
+    'eve\r\nBcc: victim@evil.example', 'jürgen\u0000@acme.example', 'x@xn--zz.example', 'x@a/b.example',
+    'x@exa mple.example', 'ü\u202E@acme.example', 'a"b@acme.example', 'x@acme', 'x@1.2.3.4', 'a\ufffd@acme.example',
+    `${'ü'.repeat(33)}@acme.example`, 'not an address', '',
+  ];
+  for (const email of invalid) {
+    t.is(mime.validEmail(email), undefined, JSON.stringify(email));
+    const ghost: User = { id: 'u_g', displayName: 'Ghost', email };
+    const message = buildMessage(item({ sender: ghost, participants: [ghost, jane] }), context, []);
+    t.regex(headerValue(message, 'From'), /^"Ghost" <pivot-user\.[0-9a-f]{16}@pivot-archive\.invalid>$/, JSON.stringify(email));
+    t.true(/^[\x00-\x7f]*$/.test(message.toString('binary').split('\r\n\r\n')[0]!), 'headers are 7-bit');
+    t.false(headerLines(message).some((l) => /^Bcc/i.test(l)));
+  }
+});
+
+test('validEmail gives the mailbox key; needsSmtpUtf8 and hasUtf8Headers say when EAI is needed', (t) => {
+  t.is(mime.validEmail('anna@BÜCHER.example'), 'anna@xn--bcher-kva.example');
+  t.is(mime.validEmail('Jürgen@acme.example'), 'jürgen@acme.example');
+  t.is(mime.validEmail('Jane.Doe@ACME.example'), 'jane.doe@acme.example');
+  t.true(mime.needsSmtpUtf8('Jürgen@acme.example'));
+  t.true(mime.needsSmtpUtf8('用户@xn--fsqu00a.xn--4rr70v'));
+  t.false(mime.needsSmtpUtf8('anna@bücher.example'), 'an IDN domain alone has an ASCII form');
+  t.false(mime.needsSmtpUtf8('not an address'));
+  const jurgen: User = { id: 'u_j', email: 'jürgen@acme.example' };
+  t.true(mime.hasUtf8Headers(item({ participants: [jane, jurgen] })));
+  t.true(mime.hasUtf8Headers(item({ sender: jurgen, participants: [jane] })));
+  t.false(mime.hasUtf8Headers(item({ participants: [jane, { id: 'u_a', email: 'anna@bücher.example' }] })));
 });

@@ -64,3 +64,48 @@ test('user map CSV: header and comments allowed, a bad line names its line numbe
   t.throws(() => parseDomain('not a domain'), { message: /not a domain name/ });
   t.is(parseDomain('@ACME.example'), 'acme.example');
 });
+
+test('fan-out: IDN and non-ASCII addresses are targets, keyed canonically (NFC, lower case, A-label domain)', (t) => {
+  const users = [
+    { id: 'u_1', email: 'anna@BÜCHER.example' },
+    { id: 'u_2', email: 'anna@xn--bcher-kva.example' },
+    { id: 'u_3', email: 'Jürgen@acme.example' },
+    { id: 'u_4', email: 'ju\u0308rgen@ACME.example' }, // NFD: the same mailbox
+    { id: 'u_5', email: '用户@例子.广告' },
+    { id: 'u_6', email: 'a..b@acme.example' },
+  ];
+  t.deepEqual(targetMailboxes(users, config()), ['anna@xn--bcher-kva.example', 'jürgen@acme.example', '用户@xn--fsqu00a.xn--4rr70v']);
+  // --domain in any form: parsed by parseDomain, or as given in a FanOutConfig.
+  t.deepEqual(targetMailboxes(users, config({ domains: [parseDomain('bücher.example')] })), ['anna@xn--bcher-kva.example']);
+  t.deepEqual(targetMailboxes(users, config({ domains: ['BÜCHER.example', '例子.广告'] })), ['anna@xn--bcher-kva.example', '用户@xn--fsqu00a.xn--4rr70v']);
+  t.deepEqual(targetMailboxes([users[5]!], config({ defaultMailbox: 'Compliance@BÜCHER.example' })), ['compliance@xn--bcher-kva.example']);
+});
+
+test('fan-out: user-map keys match a Pivot email in any of its forms', (t) => {
+  const userMap = new Map([['jürgen@acme.example', 'j.mueller@xn--bcher-kva.example']]);
+  t.deepEqual(targetMailboxes([{ id: 'u_1', email: 'JU\u0308RGEN@Acme.Example' }], config({ userMap })), ['j.mueller@xn--bcher-kva.example']);
+});
+
+test('parseDomain: IDN accepted as its A-label; a value that is not a domain names itself and why', (t) => {
+  t.is(parseDomain('bücher.example'), 'xn--bcher-kva.example');
+  t.is(parseDomain(' @BÜCHER.Example '), 'xn--bcher-kva.example');
+  t.is(parseDomain('xn--bcher-kva.example'), 'xn--bcher-kva.example');
+  t.is(parseDomain('例子.广告'), 'xn--fsqu00a.xn--4rr70v');
+  const refused: [string, RegExp][] = [
+    ['not a domain', /space/],
+    ['', /empty/],
+    ['jane@acme.example', /email address/],
+    ['a/b.example', /"\/"/],
+    ['localhost', /two labels/],
+    ['acme..example', /empty label/],
+    ['xn--zz.example', /IDNA/],
+    ['1.2.3.4', /IP address/],
+    ['-acme.example', /label/],
+  ];
+  for (const [value, why] of refused) {
+    const err = t.throws(() => parseDomain(value), undefined, JSON.stringify(value));
+    t.is((err as { code?: string }).code, ErrorCode.CONFIG);
+    t.true(err!.message.startsWith(`--domain ${JSON.stringify(value)} is not a domain name: `), err!.message);
+    t.regex(err!.message, why);
+  }
+});

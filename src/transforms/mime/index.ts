@@ -2,6 +2,7 @@ import libmime from 'libmime';
 import * as libqp from 'libqp';
 import type { AttachmentRef, Item, User } from '../../model.js';
 import { sha256Hex } from '../../hash.js';
+import { canonicalMailbox, needsSmtpUtf8, parseAddress } from '../../address.js';
 
 /** Identity of the export a message came from; only `tenant` feeds the Message-ID. */
 export interface MimeContext {
@@ -56,17 +57,15 @@ function unstructured(value: string): string {
   return exactText(headerSafe(value));
 }
 
-const ASCII_EMAIL = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
-
-/** The *Email* property, when it is a usable address; `undefined` for missing or malformed. */
+/**
+ * The *Email* property, when it is a usable address: its mailbox key (local part NFC and
+ * lower-cased, domain as A-label; see src/address.ts); `undefined` for missing or malformed.
+ */
 export function validEmail(email: unknown): string | undefined {
-  if (typeof email !== 'string') return undefined;
-  const trimmed = email.trim();
-  if (trimmed.length > 254 || !ASCII_EMAIL.test(trimmed)) return undefined;
-  const [local] = trimmed.split('@');
-  if (local!.length > 64 || local!.startsWith('.') || local!.endsWith('.') || local!.includes('..')) return undefined;
-  return trimmed;
+  return canonicalMailbox(email);
 }
+
+export { needsSmtpUtf8 };
 
 export function displayNameOf(user: User): string {
   const name = typeof user.displayName === 'string' ? headerSafe(user.displayName) : '';
@@ -82,9 +81,18 @@ function addressOf(user: User): string {
   return address;
 }
 
+/**
+ * Whether the message of this item has an RFC 6532 UTF-8 address in From or To (a participant
+ * whose address has a non-ASCII local part): only a sink or server that takes UTF-8 headers
+ * (SMTPUTF8 / IMAP UTF8=ACCEPT) can hold it as it is. Every other header is always 7-bit.
+ */
+export function hasUtf8Headers(item: Item): boolean {
+  return item.participants.concat(item.sender).some((user) => parseAddress(user.email)?.smtpUtf8 === true);
+}
+
 function formatAddress(user: User): string {
-  const email = validEmail(user.email);
-  const address = email ?? `pivot-user.${digest('user', user.id).slice(0, 16)}@${HEADER_DOMAIN}`;
+  // An ASCII local part: local@A-label, pure ASCII. A non-ASCII one: RFC 6532 UTF-8 (no ASCII form exists).
+  const address = parseAddress(user.email)?.header ?? `pivot-user.${digest('user', user.id).slice(0, 16)}@${HEADER_DOMAIN}`;
   const name = typeof user.displayName === 'string' ? headerSafe(user.displayName) : headerSafe(user.id);
   if (!name) return `<${address}>`;
   const phrase =

@@ -1,0 +1,45 @@
+import test from 'ava';
+import { alarmOf, runExitCode } from '../src/exit-policy.js';
+import type { RunSummary } from '../src/status-log.js';
+import { parseZonedTime } from '../src/transforms/validate/index.js';
+
+function summary(overrides: Partial<RunSummary>): RunSummary {
+  return {
+    record: 'summary', archive: 'x.zip', sha256: '0'.repeat(64), exportId: 'e', tenant: 't', sink: 'maildir:/m', startedAt: '', finishedAt: '',
+    eventsInArchive: 100, itemsFromSource: 100, itemsAddedByPlugins: 0, itemsDoneEarlier: 0, rejected: {}, rejectedTotal: 0,
+    itemsRouted: 100, itemsAvailableForImport: 200, delivered: 200, skipped: 0, failed: 0, rejectedNotKept: 0, notes: 0,
+    interrupted: false, balanced: true, ...overrides,
+  } as RunSummary;
+}
+
+test('alarm: nothing delivered, over --max-rejected, or an empty export; a few rejections or a fully skipped re-run are fine', (t) => {
+  t.regex(alarmOf(summary({ delivered: 0, rejectedTotal: 100, itemsRouted: 0, itemsAvailableForImport: 0 }), 0.1)!, /nothing was delivered/);
+  t.regex(alarmOf(summary({ rejectedTotal: 11 }), 0.1)!, /11% .*over --max-rejected 10%/);
+  t.is(alarmOf(summary({ rejectedTotal: 10 }), 0.1), undefined);
+  t.is(alarmOf(summary({ rejectedTotal: 2 }), 0.1), undefined);
+  t.is(alarmOf(summary({ delivered: 0, skipped: 200 }), 0.1), undefined, 'a re-run that finds everything there');
+  t.is(alarmOf(summary({ itemsDoneEarlier: 100, delivered: 0 }), 0.1), undefined, 'a resume with nothing left');
+  t.regex(alarmOf(summary({ eventsInArchive: 0, itemsFromSource: 0, itemsRouted: 0, delivered: 0 }), 0.1)!, /no events/);
+  t.is(alarmOf(summary({ rejectedTotal: 100, delivered: 1 }), 1), undefined, '100% never alarms on the share');
+});
+
+test('exit code: failures before interruption before alarm; a chain error is 2 before any delivery, 1 after, 70 for a bug', (t) => {
+  t.is(runExitCode(summary({})), 0);
+  t.is(runExitCode(summary({ alarm: 'x' })), 5);
+  t.is(runExitCode(summary({ alarm: 'x', interrupted: true })), 4);
+  t.is(runExitCode(summary({ failed: 1, interrupted: true })), 1);
+  t.is(runExitCode(summary({ rejectedNotKept: 1 })), 1);
+  t.is(runExitCode(summary({ balanced: false })), 1);
+  t.is(runExitCode(summary({ error: { code: 'E_STATUS_LOG', message: '' }, delivered: 0 })), 2);
+  t.is(runExitCode(summary({ error: { code: 'E_ARCHIVE_CORRUPT', message: '' } })), 1);
+  t.is(runExitCode(summary({ error: { code: 'E_INTERNAL', message: '' } })), 70);
+});
+
+test('zoned times: impossible calendar values are NaN, never rolled over', (t) => {
+  t.is(parseZonedTime('2026-11-23T09:00:00Z'), Date.UTC(2026, 10, 23, 9));
+  t.is(parseZonedTime('2026-11-23T09:00:00.123+01:00'), Date.UTC(2026, 10, 23, 8, 0, 0, 123));
+  t.is(parseZonedTime('2024-02-29T00:00Z'), Date.UTC(2024, 1, 29));
+  for (const bad of ['2026-02-31T10:00:00Z', '2025-02-29T00:00:00Z', '2026-13-01T00:00:00Z', '2026-11-23T24:00:00Z', '2026-11-23T09:60:00Z', '2026-11-23T09:00:60Z', '2026-11-23T09:00:00+24:00', '2026-11-23T09:00:00', '2026-11-23 09:00:00Z', 'yesterday']) {
+    t.true(Number.isNaN(parseZonedTime(bad)), bad);
+  }
+});
