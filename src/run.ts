@@ -17,7 +17,7 @@ import { StatusLog, type ImportSummary, type RunSummary } from './status-log.js'
 import { StateDir } from './state/index.js';
 import { Checkpoint } from './state/checkpoint.js';
 import { parseDomain, readUserMap, type FanOutConfig } from './transforms/fan-out/index.js';
-import { validEmail } from './transforms/mime/index.js';
+import { checkAddress } from './address.js';
 import { PluginRegistry, loadPlugin } from './transforms/plugins/index.js';
 
 export const SAMPLE_EVENTS = 1000;
@@ -184,8 +184,9 @@ async function fileIdentity(path: string): Promise<{ sha256?: string; size?: num
 
 /** Checks what the run's options say before anything is read; returns the fan-out settings. */
 async function checkRunConfig(config: RunConfig, sink: Sink, cwd: string): Promise<FanOutConfig> {
-  if (config.defaultMailbox !== undefined && !validEmail(config.defaultMailbox)) {
-    throw new PivotArchiveError(ErrorCode.CONFIG, `--default-mailbox ${JSON.stringify(config.defaultMailbox)} is not an email address`);
+  const defaultMailbox = config.defaultMailbox === undefined ? undefined : checkAddress(config.defaultMailbox);
+  if (defaultMailbox && !defaultMailbox.ok) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `--default-mailbox ${JSON.stringify(config.defaultMailbox)} is not an email address: ${defaultMailbox.reason}`);
   }
   // A Maildir sink makes a mailbox for every target: without a domain, other firms' traders get one each.
   if (sink.kind === 'maildir' && config.domains.length === 0 && !config.allDomains) {
@@ -197,7 +198,7 @@ async function checkRunConfig(config: RunConfig, sink: Sink, cwd: string): Promi
   return {
     domains: config.domains.map(parseDomain),
     userMap: config.userMap ? await readUserMap(resolve(cwd, config.userMap)) : new Map(),
-    defaultMailbox: config.defaultMailbox,
+    defaultMailbox: defaultMailbox?.ok ? defaultMailbox.address.mailbox : undefined,
   };
 }
 
