@@ -3,8 +3,61 @@
  * storage account keys), masked wherever text leaves the process: logs and status lines.
  */
 export function redactSecrets(text: string): string {
-  return text
-    .replace(/\/\/([^:@/\s]*):[^@/\s]*@/g, '//$1:***@')
+  return maskUserinfoPasswords(text)
     .replace(/([?&](?:sig|token|access_token|password|pass)=)[^&\s"']*/gi, '$1***')
     .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***');
+}
+
+/**
+ * What may follow the `@` that ends a URL's userinfo: a host (or none), a port, then the end of
+ * the URL. Sticky: tried at one position of the text.
+ */
+const AFTER_USERINFO = /(?:\[[0-9A-Fa-f:.]*\]|[\p{L}\p{N}](?:[\p{L}\p{N}._-]*[\p{L}\p{N}])?)?(?::\d*)?(?=$|[\s/?#"'`\\()<>[\]{},;|])/uy;
+
+/**
+ * Masks the password of every `//USER:PASSWORD@HOST` in `text`, whatever the password holds.
+ * A pasted password may hold `/`, `?`, `#`, `@`, `%`, `:`, quotes or spaces, so the userinfo is
+ * taken to run from the `//` to the LAST `@` that a plausible host follows, within the line (in a
+ * JSON text: within the string value); everything from the first `:` after the `//` to that `@`
+ * becomes `***`. When in doubt it masks more than the password (`imap://a@h:993/?x=b@c` becomes
+ * `imap://a@h:***@c`), never less.
+ */
+function maskUserinfoPasswords(text: string): string {
+  if (!text.includes('//')) return text;
+  // A JSON text (a status line): a value's userinfo never runs on into the next value.
+  const json = /^\s*[[{]/.test(text);
+  let out = '';
+  let done = 0;
+  for (let from = text.indexOf('//'); from >= 0; from = text.indexOf('//', from)) {
+    from += 2;
+    let end = text.indexOf('\n', from);
+    if (end < 0) end = text.length;
+    if (json) end = Math.min(end, closingQuote(text, from, end));
+    let at = -1;
+    for (let i = text.lastIndexOf('@', end - 1); i >= from; i = i > 0 ? text.lastIndexOf('@', i - 1) : -1) {
+      AFTER_USERINFO.lastIndex = i + 1;
+      if (AFTER_USERINFO.test(text) && AFTER_USERINFO.lastIndex <= end) {
+        at = i;
+        break;
+      }
+    }
+    if (at < 0) continue;
+    const colon = text.indexOf(':', from);
+    if (colon >= 0 && colon < at) {
+      out += text.slice(done, colon + 1) + '***';
+      done = at;
+    }
+    from = at + 1;
+  }
+  return out + text.slice(done);
+}
+
+/** The first `"` at or after `from` that a backslash does not escape, or `end`. */
+function closingQuote(text: string, from: number, end: number): number {
+  for (let i = text.indexOf('"', from); i >= 0 && i < end; i = text.indexOf('"', i + 1)) {
+    let slashes = 0;
+    while (text[i - 1 - slashes] === '\\') slashes++;
+    if (slashes % 2 === 0) return i;
+  }
+  return end;
 }

@@ -1,10 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { simpleParser } from 'mailparser';
+import { spawn } from 'node:child_process';
 import { chmod, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { validEmail } from '../src/transforms/mime/index.js';
-import { cli, readStatusLog } from './helpers/cli.js';
+import { BIN, cli, readStatusLog, REPO_ROOT } from './helpers/cli.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
 import { startAzurite } from './helpers/azurite.js';
@@ -77,15 +78,16 @@ if (!DOVECOT_BINARY) {
     t.is((await readBack(dovecot, ex.mailboxes)).pairs.length, ex.expected.length);
   });
 
-  test('TLS: imaps:// (implicit, the default) and tls=starttls deliver with the certificate verified; an untrusted certificate fails every item, loudly', async (t) => {
+  test('TLS: imaps:// (implicit, the default) and tls=starttls deliver with the certificate verified; an untrusted certificate stops the run before any delivery, loudly', async (t) => {
     const { dir, ex, dovecot } = await exportAndServer(t, 200, 23);
     // The test server's certificate is self-signed: trusted through Node's NODE_EXTRA_CA_CERTS.
     const trusted = { ...env, NODE_EXTRA_CA_CERTS: dovecot.certFile };
     const args = (sink: string, log: string) => ['run', ex.archive, '--sink', sink, '--status-log', join(dir, log), '--rejects', join(dir, 'rejects')];
-    const untrusted = await cli(args(`imaps://archiver@127.0.0.1:${dovecot.tlsPort}/?folder=INBOX/Pivot&retries=0`, 'untrusted.jsonl'), { env });
-    t.is(untrusted.code, 1);
-    t.regex(untrusted.log, /self[- ]signed|certificate/i);
-    t.is((await readStatusLog(join(dir, 'untrusted.jsonl'))).summary.delivered, 0);
+    // Was exit 1 with every item failed; the sink's open() now finds it: E_SINK_UNAVAILABLE, exit 2.
+    const untrusted = await cli(args(`imaps://archiver@127.0.0.1:${dovecot.tlsPort}/?folder=INBOX/Pivot`, 'untrusted.jsonl'), { env });
+    t.is(untrusted.code, 2, untrusted.stderr);
+    t.regex(untrusted.log, /E_SINK_UNAVAILABLE: .*(self[- ]signed|certificate)/i);
+    t.false((await readFile(join(dir, 'untrusted.jsonl'), 'utf8').catch(() => '')).includes('"outcome"'));
     t.is((await readBack(dovecot, ex.mailboxes)).pairs.length, 0);
 
     const implicit = await cli(args(`imaps://archiver@127.0.0.1:${dovecot.tlsPort}/?folder=INBOX/Pivot`, 'implicit.jsonl'), { env: trusted });
@@ -146,13 +148,58 @@ if (!DOVECOT_BINARY) {
     t.is(new Set(back.pairs).size, back.pairs.length, 'no duplicates');
   });
 
+  test('SIGTERM while the IMAP server is down ends the run within seconds; what was held is recorded failed and a re-run completes the set', async (t) => {
+    // Was 5 min 14 s: the sink kept sleeping between retries and reconnecting after the signal.
+    const { dir, ex, dovecot } = await exportAndServer(t, 1500, 25);
+    const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=5&retryDelay=20000`;
+    const status = join(dir, 'status.jsonl');
+    const args = ['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')];
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stdout.resume();
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    t.teardown(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    for (;;) {
+      if (child.exitCode !== null) return t.fail(`the run ended before the server could be stopped: ${stderr}`);
+      const text = await readFile(status, 'utf8').catch(() => '');
+      if ((text.match(/"outcome":"delivered"/g) ?? []).length >= ex.expected.length / 5) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await dovecot.stop();
+    // The batches in flight fail to reconnect and wait 20 s to retry.
+    await new Promise((r) => setTimeout(r, 1500));
+    const signalled = Date.now();
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<'late'>((r) => setTimeout(() => r('late'), 30_000))]);
+    const took = Date.now() - signalled;
+    if (code === 'late') return t.fail('still running 30 s after SIGTERM');
+    t.log(`exit ${code}, ${took} ms after SIGTERM`);
+    t.true(took < 5_000, `exited ${took} ms after SIGTERM`);
+    t.true(code === 1 || code === 4, `exit ${code}: ${stderr}`);
+    const { lines } = await readStatusLog(status);
+    const failed = lines.filter((l) => l.outcome === 'failed');
+    t.true(failed.length > 0);
+    t.true(failed.some((l) => /stopped by a signal before it was stored/.test(String(l.detail))));
+    t.false(stderr.includes(ADMIN_PASSWORD));
+
+    await dovecot.start();
+    const again = await cli(args, { env });
+    t.is(again.code, 0, again.stderr);
+    const back = await readBack(dovecot, ex.mailboxes);
+    t.deepEqual(back.pairs, ex.expected);
+    t.is(new Set(back.pairs).size, back.pairs.length, 'no duplicates');
+  });
+
   test('the Maildir sink output, served by Dovecot, shows every message in INBOX/Pivot, seen, with INTERNALDATE = sentAt', async (t) => {
     t.timeout(300_000);
     const dir = await tempDir(t);
     await chmod(dir, 0o755);
     const ex = await makeExport(dir, 300, 23);
     const out = join(dir, 'mail');
-    const result = await cli(['run', ex.archive, '--sink', `maildir:${out}`, '--rejects', join(dir, 'rejects')]);
+    const result = await cli(['run', '--all-domains', ex.archive, '--sink', `maildir:${out}`, '--rejects', join(dir, 'rejects')]);
     t.is(result.code, 0, result.stderr);
     const onDisk = await readMaildir(out);
     const dovecot = await startDovecot(ex.mailboxes, { mailLocation: (index) => `maildir:${out}/%u:INDEX=${index}/%u:CONTROL=${index}/%u` });

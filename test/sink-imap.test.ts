@@ -1,13 +1,15 @@
 import test from 'ava';
 import { simpleParser } from 'mailparser';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { redactSecrets } from '../src/redact.js';
 import { createImapSink, imapDateTime } from '../src/sinks/imap/index.js';
 import { generateSample } from '../src/sample/generate.js';
-import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
-import { cli, readStatusLog } from './helpers/cli.js';
+import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { freePort } from './helpers/net.js';
+import { cli } from './helpers/cli.js';
 import { delivery, sinkConformance } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -96,21 +98,91 @@ if (!DOVECOT_BINARY) {
     t.deepEqual(good, { status: 'fulfilled', value: 'delivered' });
   });
 
-  test('imap: a wrong admin password is recorded per item, never logged', async (t) => {
+  test('imap: a wrong admin password stops the run before any delivery (exit 2, E_SINK_UNAVAILABLE), never logged', async (t) => {
+    // Was: every item failed one login at a time ("recorded per item", exit 1), 427 of 1,007 in
+    // five minutes. Now open() logs in once and the run stops there; the password still never
+    // shows in stdout, stderr or the status log.
     const dir = await tempDir(t);
     const archive = join(dir, 'x.zip');
     await generateSample(archive, { events: 20, seed: 4, edgeCases: false });
     const status = join(dir, 'status.jsonl');
-    const result = await cli(['run', archive, '--sink', `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=0`, '--status-log', status], {
+    const started = Date.now();
+    const result = await cli(['run', archive, '--sink', `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none`, '--status-log', status], {
       env: { PIVOT_IMAP_PASSWORD: 'wrong-password-XYZ' },
     });
-    t.is(result.code, 1);
-    const { summary, lines } = await readStatusLog(status);
-    t.is(summary.delivered, 0);
-    t.true(summary.failed > 0);
-    t.true(lines.filter((l) => l.outcome === 'failed').every((l) => /login refused/.test(String(l.detail))));
+    t.is(result.code, 2, result.stderr);
+    t.true(Date.now() - started < 30_000);
+    t.regex(result.log, /E_SINK_UNAVAILABLE: IMAP sink \(admin archiver at 127\.0\.0\.1:\d+\): the server refused the admin's credentials/);
+    const text = await readFile(status, 'utf8').catch(() => '');
+    t.false(text.includes('"outcome"'), 'no item reached the sink');
+    t.false(result.stdout.includes('wrong-password-XYZ'));
     t.false(result.stderr.includes('wrong-password-XYZ'));
-    t.false(JSON.stringify(lines).includes('wrong-password-XYZ'));
+    t.false(text.includes('wrong-password-XYZ'));
+  });
+
+  for (const auth of ['master', 'authzid']) {
+    test(`imap (${auth}): open() proves the admin's credentials: a wrong password is E_SINK_UNAVAILABLE before any write, the right one opens`, async (t) => {
+      const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&auth=${auth}&folder=INBOX/Probe`;
+      const wrong = createImapSink(spec, { env: { PIVOT_IMAP_PASSWORD: 'wrong-Pw-1' } });
+      const started = Date.now();
+      const err = await t.throwsAsync(wrong.open(), { code: ErrorCode.SINK_UNAVAILABLE } as never);
+      t.true(Date.now() - started < 30_000);
+      t.regex(err!.message, /the server refused the admin's credentials \(a login to pivot-archive-credential-check@invalid, a mailbox that does not exist: AUTHENTICATIONFAILED/);
+      t.false(err!.message.includes('wrong-Pw-1'));
+      await t.throwsAsync(wrong.write(delivery(1, 'jane@acme.example')), { code: ErrorCode.SINK_CLOSED } as never);
+      // The right password: Dovecot answers the login to a mailbox it does not know AUTHORIZATIONFAILED.
+      const right = createImapSink(spec, { env });
+      await right.open();
+      await right.close();
+      t.deepEqual(await fetchFolder(dovecot.port, 'jane@acme.example', 'INBOX/Probe'), []);
+    });
+  }
+
+  test('imap: probe=MAILBOX proves the credentials with a login to that mailbox', async (t) => {
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&probe=jane@acme.example`;
+    await createImapSink(spec, { env }).open();
+    const err = await t.throwsAsync(createImapSink(spec, { env: { PIVOT_IMAP_PASSWORD: 'wrong-Pw-2' } }).open(), { code: ErrorCode.SINK_UNAVAILABLE } as never);
+    t.regex(err!.message, /refused the admin's credentials \(a login to jane@acme\.example \(probe=\): AUTHENTICATIONFAILED/);
+    t.notRegex(err!.message, /probe=MAILBOX/);
+  });
+
+  test('imap: a server that cannot be reached is E_SINK_UNAVAILABLE from open(), after a short bounded retry', async (t) => {
+    const port = await freePort();
+    const sink = createImapSink(`imap://archiver@127.0.0.1:${port}/?tls=none&retryDelay=200`, { env });
+    const started = Date.now();
+    const err = await t.throwsAsync(sink.open(), { code: ErrorCode.SINK_UNAVAILABLE } as never);
+    t.regex(err!.message, /cannot log in to check the admin's credentials: .*ECONNREFUSED.* \(3 attempts\)/);
+    t.true(Date.now() - started < 5_000);
+  });
+
+  test('imap: a certificate that is not trusted is E_SINK_UNAVAILABLE from open(), at once', async (t) => {
+    const sink = createImapSink(`imaps://archiver@127.0.0.1:${dovecot.tlsPort}/`, { env });
+    const started = Date.now();
+    const err = await t.throwsAsync(sink.open(), { code: ErrorCode.SINK_UNAVAILABLE } as never);
+    t.regex(err!.message, /self[- ]signed|certificate/i);
+    t.notRegex(err!.message, /attempts/);
+    t.true(Date.now() - started < 3_000);
+  });
+
+  test('imap: the admin password changed in the middle of a run fails what the sink holds at once, and every later write', async (t) => {
+    // Its own server: the password changes for every login to it.
+    const own = await startDovecot(['jane@acme.example', 'omar@acme.example', 'a@acme.example']);
+    t.teardown(() => removeDovecot(own));
+    const sink = createImapSink(`imap://archiver@127.0.0.1:${own.port}/?tls=none&pool=1&retries=3&retryDelay=2000`, { env });
+    await sink.open();
+    t.is(await sink.write(delivery(1, 'jane@acme.example')), 'delivered');
+    await setAdminPassword(own, 'rotated-password-Q7');
+    const results = await Promise.allSettled([delivery(2, 'omar@acme.example'), delivery(3, 'a@acme.example'), delivery(4, 'omar@acme.example')].map((d) => sink.write(d)));
+    for (const r of results) {
+      t.is(r.status, 'rejected');
+      t.regex(((r as PromiseRejectedResult).reason as Error).message, /^mailbox \S+: the server refused the admin's credentials in the middle of the run/);
+    }
+    const started = Date.now();
+    await t.throwsAsync(sink.write(delivery(5, 'jane@acme.example')), { code: ErrorCode.SINK_WRITE, message: /refused the admin's credentials/ } as never);
+    t.true(Date.now() - started < 100);
+    await sink.close();
+    await setAdminPassword(own, ADMIN_PASSWORD);
+    t.deepEqual(await fetchFolder(own.port, 'omar@acme.example'), []);
   });
 }
 

@@ -1,5 +1,4 @@
 import { ErrorCode, PivotArchiveError } from '../errors.js';
-import { redactSecrets } from '../redact.js';
 import type { Sink, SinkFactory, SinkOptions } from './sink.js';
 
 export type { Sink, SinkFactory, SinkOptions, WriteOutcome } from './sink.js';
@@ -26,8 +25,13 @@ export async function createSink(spec: string, options: SinkOptions, factories?:
     const known = factories ? factories.map((f) => f.scheme) : [...builtIn.keys()];
     throw new PivotArchiveError(
       ErrorCode.SINK_CONFIG,
-      `unknown sink ${JSON.stringify(redactSecrets(spec.replace(/\?.*$/, '')))}: expected one of ${known.map((s) => `${s}:...`).join(', ')}`,
+      `unknown sink ${JSON.stringify(shownSpec(spec))}: expected one of ${known.map((s) => `${s}:...`).join(', ')}`,
     );
   }
   return factory.create(spec, options);
+}
+
+/** The part of an unknown spec that is safe to show: with a userinfo (a password may hold any character), the scheme alone. */
+function shownSpec(spec: string): string {
+  return spec.includes('@') ? `${/^[^:]*:/.exec(spec)?.[0] ?? ''}...` : spec.replace(/\?.*$/, '');
 }

@@ -2,7 +2,7 @@
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -189,6 +189,19 @@ service stats {
       if (attempt === 3 || !/Address already in use/.test(`${(error as Error).message}\n${log}`)) throw new Error(`${(error as Error).message}\n${log.slice(-2000)}`);
     }
   }
+}
+
+/**
+ * Gives the master user (the sink's admin) another password, as an administrator rotating it
+ * would: Dovecot reads the passwd-file again on a later login, no restart.
+ */
+export async function setAdminPassword(dovecot: Dovecot, password: string): Promise<void> {
+  const file = join(dovecot.dir, 'masters');
+  await writeFile(`${file}.new`, `${ADMIN}:{PLAIN}${password}\n`);
+  await rename(`${file}.new`, file);
+  // Dovecot looks at the file at most once a second (passwd_file_sync): a login in the same second
+  // as the last one would still get the old password.
+  await new Promise((resolve) => setTimeout(resolve, 1100));
 }
 
 export async function removeDovecot(dovecot: Dovecot): Promise<void> {

@@ -33,8 +33,16 @@ export function parseAzureBlobLocation(spec: string, bad: (why: string) => Error
   const match = /^azblob:\/\/([^/?#]*)(\/[^?#]*)?(\?[^#]*)?$/i.exec(spec);
   if (!match) throw bad('is not of the form azblob://CONTAINER[/PREFIX][?options]');
   const container = match[1]!;
+  // USER:PASSWORD@ written into the URL (a password may hold `/`, `?`, `#`, so it may reach past
+  // the container): refused, and nothing of it quoted.
+  const at = spec.lastIndexOf('@');
+  if (at > 0 && spec.slice('azblob://'.length, at).includes(':')) {
+    throw bad('must not carry credentials: they come from the environment (AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_URL, AZURE_STORAGE_SAS_TOKEN)');
+  }
   if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(container)) {
-    throw bad(`container ${JSON.stringify(container)} is not a valid Azure container name (3-63 lowercase letters, digits, single hyphens)`);
+    // Quoted only when it holds nothing that could be part of a credential.
+    const quoted = /^[\w.-]*$/.test(container) ? ` ${JSON.stringify(container)}` : '';
+    throw bad(`container${quoted} is not a valid Azure container name (3-63 lowercase letters, digits, single hyphens)`);
   }
   const prefix = (match[2] ?? '').replace(/^\/+|\/+$/g, '');
   if (prefix.split('/').some((part) => part === '.' || part === '..' || (prefix !== '' && part === '')) || /[\u0000-\u001f\u007f\\]/.test(prefix)) {

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
+import { domainToASCII } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
-import { redactSecrets } from '../../redact.js';
 import { integerOption } from '../query.js';
 
 export type ImapTls = 'implicit' | 'starttls' | 'none';
@@ -28,46 +28,87 @@ export interface ImapSinkConfig {
   retryDelayMs: number;
   /** Environment variable holding the admin password (never the URL, never a log). */
   passwordEnv: string;
+  /**
+   * A mailbox the admin can log in to, used by `open()` to prove the admin's credentials; without
+   * it `open()` logs in to a mailbox that does not exist (see SPEC.md).
+   */
+  probe?: string;
 }
 
-const QUERY_KEYS = ['folder', 'tls', 'auth', 'masterSeparator', 'pool', 'batch', 'retries', 'retryDelay', 'passwordEnv'];
-const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|::1|\[::1\])$/i;
+const QUERY_KEYS = ['folder', 'tls', 'auth', 'masterSeparator', 'pool', 'batch', 'retries', 'retryDelay', 'passwordEnv', 'probe'];
+const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|::1)$/i;
 
+/**
+ * `SCHEME://USER@HOST[:PORT]` at the start of a spec. USER holds no `:` (a `:` there starts a
+ * password), no `/`, `?`, `#`; it may hold `@` (`archiver@acme.com@mail.acme.com`): the HOST
+ * starts after the last `@` before the first `/`, `?` or `#`.
+ */
+const AUTHORITY = /^(imaps?):\/\/([^:/?#\s]+)@(\[[^\s/?#@[\]\\]*\]|[^\s:/?#@[\]\\]+)(?::(\d*))?(?=[/?#]|$)/i;
+const FORM = 'imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot&...';
 
 /**
  * Parses `imap[s]://admin@host[:port]/?folder=INBOX/Pivot&tls=implicit|starttls|none&auth=master|authzid`.
  * TLS on port 993 is the default; plain text on a host other than loopback needs `insecure`.
+ *
+ * A password in the URL is refused, and no error repeats the text where one could be: the URL is
+ * split by hand, since a pasted password may hold `/`, `?`, `#`, `@`, `%` or spaces, which make a
+ * URL parser cut the authority in the wrong place (and then quote the password as a "port").
  */
 export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}): ImapSinkConfig {
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink ${redactSecrets(spec)}: ${why}`);
-  let url: URL;
-  try {
-    url = new URL(spec);
-  } catch {
-    throw bad('is not a URL such as imap://archiver@mail.example.com/?folder=INBOX/Pivot');
+  const scheme = /^(imaps?):\/\//i.exec(spec)?.[1]?.toLowerCase();
+  if (!scheme) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: the spec must start with imap:// or imaps:// (${FORM})`);
+  const rest = spec.slice(scheme.length + 3);
+  const authority = AUTHORITY.exec(spec);
+  if (!authority) {
+    // Anything up to an `@` that holds a `:` may be USER:PASSWORD: say so, and quote nothing.
+    const at = rest.lastIndexOf('@');
+    if (at >= 0 && rest.slice(0, at).includes(':')) {
+      throw new PivotArchiveError(
+        ErrorCode.SINK_CONFIG,
+        `IMAP sink: the URL must not carry a password (it is not repeated here): write ${scheme}://ADMIN@HOST/... and put the password in the environment (PIVOT_IMAP_PASSWORD, or the variable passwordEnv names)`,
+      );
+    }
+    // Quoted only when it cannot hold a password at all (`imap://archiver:secret` has no `@`, yet
+    // the text after the `:` is most likely one).
+    const quoted = /[:@]/.test(rest) ? '' : ` ${JSON.stringify(spec)}`;
+    if (at < 0) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink${quoted}: names no admin user (${FORM})`);
+    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: the spec is not of the form ${FORM} (it is not repeated here, in case it holds a password)`);
   }
-  if (url.password) throw bad(`must not carry a password: put it in the environment (PIVOT_IMAP_PASSWORD)`);
-  if (!url.username) throw bad('names no admin user (imap://USER@host)');
-  if (url.pathname !== '/' && url.pathname !== '') throw bad('takes options after "?", not a path');
-  for (const key of url.searchParams.keys()) {
+  const [whole, , rawUser, rawHost, rawPort] = authority;
+  // From here on the USER part holds no password: errors may name the sink by its authority.
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink ${scheme}://${rawUser}@${rawHost}${rawPort !== undefined ? `:${rawPort}` : ''}: ${why}`);
+  const tail = /^(\/[^?#]*)?(?:\?([^#]*))?(#.*)?$/s.exec(spec.slice(whole.length))!;
+  if (tail[1] !== undefined && tail[1] !== '/') throw bad('takes options after "?", not a path (folder=INBOX/Pivot)');
+  if (tail[3] !== undefined) throw bad('takes no #fragment (write # in a folder name as %23)');
+  let user: string;
+  try {
+    user = decodeURIComponent(rawUser!);
+  } catch {
+    throw bad('the admin user is not valid percent-encoding');
+  }
+  const bracketed = /^\[(.*)\]$/.exec(rawHost!);
+  const host = bracketed ? bracketed[1]! : domainToASCII(rawHost!);
+  if (bracketed ? isIP(host) !== 6 : host === '') throw bad('the host is not a valid host name or address');
+  const q = new URLSearchParams(tail[2] ?? '');
+  for (const key of q.keys()) {
     if (!QUERY_KEYS.includes(key)) throw bad(`unknown option ${JSON.stringify(key)} (known: ${QUERY_KEYS.join(', ')})`);
   }
-  const q = url.searchParams;
   const tls = (q.get('tls') ?? 'implicit') as ImapTls;
   if (!['implicit', 'starttls', 'none'].includes(tls)) throw bad('tls must be implicit, starttls or none');
   const auth = (q.get('auth') ?? 'master') as ImapAuthMode;
   if (!['master', 'authzid'].includes(auth)) throw bad('auth must be master or authzid');
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (tls === 'none' && !LOOPBACK.test(url.hostname) && !(isIP(host) && host.startsWith('127.')) && !options.insecure) {
+  if (tls === 'none' && !LOOPBACK.test(host) && !options.insecure) {
     throw bad('tls=none sends the password in clear text to a host that is not loopback: add --insecure to allow it');
   }
   const folder = q.get('folder') ?? 'INBOX/Pivot';
   if (folder === '' || /[\u0000-\u001f*%]/.test(folder)) throw bad('folder must be a plain folder path such as INBOX/Pivot');
+  const probe = q.get('probe') ?? undefined;
+  if (probe !== undefined && (probe === '' || /[\u0000-\u0020\u007f]/.test(probe))) throw bad('probe must name a mailbox, such as probe=jane@acme.example');
   return {
     host,
-    port: integerOption(url.port || null, tls === 'implicit' ? 993 : 143, 1, 65535, 'port', bad),
+    port: integerOption(rawPort || null, tls === 'implicit' ? 993 : 143, 1, 65535, 'port', bad),
     tls,
-    user: decodeURIComponent(url.username),
+    user,
     auth,
     masterSeparator: q.get('masterSeparator') ?? '*',
     folder,
@@ -76,6 +117,6 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
     retries: integerOption(q.get('retries'), 5, 0, 100, 'retries', bad),
     retryDelayMs: integerOption(q.get('retryDelay'), 500, 0, 600_000, 'retryDelay', bad),
     passwordEnv: q.get('passwordEnv') ?? 'PIVOT_IMAP_PASSWORD',
+    ...(probe !== undefined ? { probe } : {}),
   };
 }
-

@@ -1,7 +1,7 @@
 import { ImapFlow, type AuthOptions } from 'imapflow';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
+import type { Sink, SinkFactory, SinkOptions, WriteOutcome } from '../sink.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
 
 /**
@@ -14,6 +14,37 @@ export function passwordAuth(config: ImapSinkConfig, password: string): ImapAuth
   return config.auth === 'master'
     ? (mailbox) => ({ user: `${mailbox}${config.masterSeparator}${config.user}`, pass: password })
     : (mailbox) => ({ user: config.user, pass: password, authzid: mailbox, loginMethod: 'AUTH=PLAIN' });
+}
+
+/**
+ * The mailbox `open()` logs in to when no `probe=` names one: no server holds it (`.invalid` is
+ * reserved, RFC 6761). Dovecot (2.3, master passdb with `pass = yes`) answers a master login to
+ * it `NO [AUTHORIZATIONFAILED]` when the admin's password is right and `NO [AUTHENTICATIONFAILED]`
+ * when it is wrong; without `pass = yes` and with a static userdb the login succeeds.
+ */
+export const PROBE_MAILBOX = 'pivot-archive-credential-check@invalid';
+
+/** One login that can prove the admin's credentials (see `ImapSink.open`). */
+export interface CredentialCheck {
+  /** What the login is, for messages: `a login to jane@acme.example`. */
+  what: string;
+  auth(): AuthOptions | Promise<AuthOptions>;
+}
+
+/**
+ * The logins `open()` tries, in order, until one proves the admin's credentials: the `probe=`
+ * mailbox alone when the spec names one; else, for `auth=authzid`, the admin itself (Cyrus-style
+ * admins are users), then a login to PROBE_MAILBOX (a Dovecot master user is no user of its own,
+ * so it can only reach other mailboxes).
+ */
+export function credentialChecks(config: ImapSinkConfig, authFor: ImapAuthProvider, password?: string): CredentialCheck[] {
+  const to = (mailbox: string, note: string): CredentialCheck => ({ what: `a login to ${mailbox}${note}`, auth: () => authFor(mailbox) });
+  if (config.probe !== undefined) return [to(config.probe, ' (probe=)')];
+  const nowhere = to(PROBE_MAILBOX, ', a mailbox that does not exist');
+  if (config.auth === 'authzid' && password !== undefined) {
+    return [{ what: `a login as ${config.user} itself`, auth: () => ({ user: config.user, pass: password }) }, nowhere];
+  }
+  return [nowhere];
 }
 
 interface Pending {
@@ -33,8 +64,18 @@ interface Session {
 /** A failure that retrying cannot fix (login refused, mailbox unknown). */
 class PermanentError extends Error {}
 
+/** The sink as a whole has failed (stopped, or the admin refused): see `ImapSink.failure`. */
+class SinkFailedError extends Error {}
+
 const DAY = 86_400_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Logins `open()` makes at most to reach the server (a short, bounded retry), and the longest wait between them. */
+const OPEN_ATTEMPTS = 3;
+const OPEN_MAX_DELAY_MS = 5_000;
+/** After a stop, a command already on the wire gets this long before its connection is closed. */
+const STOP_GRACE_MS = 1_000;
+/** LOGOUT waits this long at most: a hung server must not hold `close()`. */
+const LOGOUT_MS = 2_000;
+export const STOPPED_REASON = 'stopped by a signal before it was stored (a re-run delivers it)';
 
 /**
  * What makes a stored message the same item: its Message-ID and its Date header to the second
@@ -58,20 +99,55 @@ export class ImapSink implements Sink {
   /** The flush chain of each mailbox: one batch per mailbox at a time. */
   private readonly flushing = new Map<string, Promise<void>>();
   private readonly idle: Session[] = [];
+  /** Every session logged in, idle or busy. */
+  private readonly live = new Set<Session>();
+  /** Clients still connecting or logging in: closed at once when the sink fails. */
+  private readonly connecting = new Set<ImapFlow>();
   private sessions = 0;
   private readonly waiters: (() => void)[] = [];
+  /** Wake-ups of the waits between retries: called when the sink fails. */
+  private readonly sleepers = new Set<() => void>();
   private lingerTimer: NodeJS.Timeout | null = null;
   private state: 'new' | 'open' | 'closed' = 'new';
+  /**
+   * Why the sink as a whole has failed (a stop signal, or the admin's credentials refused in the
+   * middle of a run), or null: everything it holds and every later write is rejected with it.
+   */
+  private failure: string | null = null;
+  /** The re-check of the admin's credentials under way, if any (see `refused`). */
+  private recheck: Promise<void> | null = null;
+  private readonly stop: AbortSignal | undefined;
+  private readonly onStop = () => this.fail(STOPPED_REASON, STOP_GRACE_MS);
 
   constructor(
     readonly config: ImapSinkConfig,
     private readonly authFor: ImapAuthProvider,
+    /** The logins that prove the admin's credentials in `open()`; none: `open()` makes no login. */
+    private readonly checks: CredentialCheck[] = credentialChecks(config, authFor),
+    options: { stop?: AbortSignal } = {},
   ) {
     this.description = `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
     this.maxInFlight = config.pool * config.batch * 2;
+    this.stop = options.stop;
   }
 
+  /**
+   * Logs in once to prove the admin's credentials (see `credentialChecks`), so a wrong password, a
+   * server that cannot be reached or a TLS failure is one E_SINK_UNAVAILABLE error before any
+   * delivery, not a slow failure of every item. A stop signal during the check ends it: `open()`
+   * then resolves and every write rejects as stopped.
+   */
   async open(): Promise<void> {
+    if (this.state === 'open') return;
+    if (this.state === 'closed') throw new PivotArchiveError(ErrorCode.SINK_CLOSED, 'IMAP sink is closed');
+    if (this.stop?.aborted) this.onStop();
+    else this.stop?.addEventListener('abort', this.onStop, { once: true });
+    try {
+      await this.checkCredentials();
+    } catch (err) {
+      this.stop?.removeEventListener('abort', this.onStop);
+      throw err;
+    }
     this.state = 'open';
   }
 
@@ -79,6 +155,7 @@ export class ImapSink implements Sink {
     if (this.state !== 'open') {
       return Promise.reject(new PivotArchiveError(ErrorCode.SINK_CLOSED, `IMAP sink is ${this.state === 'new' ? 'not open' : 'closed'}`));
     }
+    if (this.failure !== null) return Promise.reject(this.failed(delivery.mailbox));
     return new Promise((resolve, reject) => {
       let queue = this.queues.get(delivery.mailbox);
       if (!queue) this.queues.set(delivery.mailbox, (queue = []));
@@ -92,7 +169,123 @@ export class ImapSink implements Sink {
     this.state = 'closed';
     this.flushAll();
     while (this.flushing.size > 0) await Promise.allSettled([...this.flushing.values()]);
+    this.stop?.removeEventListener('abort', this.onStop);
     await Promise.allSettled(this.idle.splice(0).map((s) => this.end(s)));
+  }
+
+  /** The error of an item the sink holds, or is given, once it has failed as a whole. */
+  private failed(mailbox: string): PivotArchiveError {
+    return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${this.failure}`);
+  }
+
+  /**
+   * Fails the sink as a whole: what it holds and every later write are rejected with `reason` at
+   * once; no wait between retries goes on, no login starts or finishes; a command already sent on
+   * a live connection gets `graceMs` to finish (a batch stops before its next command either way).
+   */
+  private fail(reason: string, graceMs: number): void {
+    if (this.failure !== null) return;
+    this.failure = reason;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.lingerTimer = null;
+    for (const [mailbox, queue] of this.queues) for (const p of queue) p.reject(this.failed(mailbox));
+    this.queues.clear();
+    for (const wake of [...this.sleepers]) wake();
+    for (const wake of this.waiters.splice(0)) wake();
+    for (const client of this.connecting) client.close();
+    const busy = [...this.live].filter((s) => !this.idle.includes(s));
+    if (busy.length > 0 && Number.isFinite(graceMs)) {
+      setTimeout(() => {
+        for (const session of busy) {
+          session.broken = true;
+          session.client.close();
+        }
+      }, graceMs).unref();
+    }
+  }
+
+  /** Waits `ms`, or less when the sink fails meanwhile. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleepers.add(wake);
+    });
+  }
+
+  /** See `open`. Throws E_SINK_UNAVAILABLE; returns early when the sink is stopped. */
+  private async checkCredentials(): Promise<void> {
+    if (this.checks.length === 0) return;
+    const attempts = 1 + Math.min(this.config.retries, OPEN_ATTEMPTS - 1);
+    // Not `imap://...`: the mailbox named after it would make redactSecrets mask the text between.
+    const where = `IMAP sink (admin ${this.config.user} at ${this.config.host}:${this.config.port})`;
+    const unavailable = (why: string) => new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${where}: ${why}`);
+    for (let attempt = 1; ; attempt++) {
+      if (this.failure !== null) return;
+      let verdict: Verdict;
+      try {
+        verdict = await this.proveCredentials();
+      } catch (err) {
+        if (this.failure !== null) return;
+        if (!isTlsFailure(err) && attempt < attempts) {
+          await this.pause(Math.min(this.config.retryDelayMs * 2 ** (attempt - 1), OPEN_MAX_DELAY_MS));
+          continue;
+        }
+        const hint = (err as { authenticationFailed?: boolean }).authenticationFailed && this.config.probe === undefined ? PROBE_HINT : '';
+        throw unavailable(`cannot log in to check the admin's credentials: ${serverText(err)}${attempt > 1 ? ` (${attempt} attempts)` : ''}${hint}`);
+      }
+      if (verdict.accepted) return;
+      throw unavailable(`the server refused the admin's credentials (${verdict.what}: ${verdict.text}); check the password in ${this.config.passwordEnv}${this.config.probe === undefined ? PROBE_HINT : ''}`);
+    }
+  }
+
+  /**
+   * Tries the credential checks in order: the first login the server lets in, or refuses only
+   * because the admin may not act as that mailbox (AUTHORIZATIONFAILED, RFC 5530), proves the
+   * credentials; a login refused as AUTHENTICATIONFAILED (or with no code) moves on to the next
+   * check; anything else (no connection, TLS, UNAVAILABLE) is thrown, to be retried.
+   */
+  private async proveCredentials(): Promise<Verdict> {
+    let refused: Verdict = { accepted: false, what: '', text: '' };
+    for (const check of this.checks) {
+      try {
+        const client = await this.login(await check.auth(), () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
+        await this.logout(client);
+        return { accepted: true, what: check.what, text: 'OK' };
+      } catch (err) {
+        const refusal = loginRefusal(err);
+        if (refusal === 'authorization') return { accepted: true, what: check.what, text: serverText(err) };
+        if (refusal !== 'authentication') throw err;
+        refused = { accepted: false, what: check.what, text: serverText(err) };
+      }
+    }
+    return refused;
+  }
+
+  /**
+   * A mailbox login refused as AUTHENTICATIONFAILED: the mailbox may be disabled, or the admin's
+   * password may have changed since `open()`. One credential check tells (one at a time: refusals
+   * meanwhile share it); if the server now refuses the admin, the sink fails as a whole.
+   */
+  private async refused(): Promise<void> {
+    if (this.checks.length === 0) return;
+    this.recheck ??= (async () => {
+      try {
+        const verdict = await this.proveCredentials();
+        if (!verdict.accepted) {
+          this.fail(`the server refused the admin's credentials in the middle of the run (${verdict.what}: ${verdict.text}); check the password in ${this.config.passwordEnv}`, Infinity);
+        }
+      } catch {
+        // No answer either way: the mailbox's own refusal stands.
+      } finally {
+        this.recheck = null;
+      }
+    })();
+    await this.recheck;
   }
 
   private flushAll(): void {
@@ -116,6 +309,7 @@ export class ImapSink implements Sink {
   private async deliverBatch(mailbox: string, batch: Pending[]): Promise<void> {
     let remaining = batch;
     for (let attempt = 0; ; attempt++) {
+      if (this.failure !== null) break;
       let session: Session | null = null;
       try {
         session = await this.acquire(mailbox);
@@ -128,15 +322,17 @@ export class ImapSink implements Sink {
           session.broken = true;
           this.release(session);
         }
+        if (this.failure !== null) break;
         const permanent = err instanceof PermanentError;
         if (permanent || attempt >= this.config.retries) {
           const reason = `mailbox ${mailbox}: ${errorMessage(err)}${permanent ? '' : ` (after ${attempt + 1} attempts)`}`;
           for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
           return;
         }
-        await sleep(Math.min(this.config.retryDelayMs * 2 ** attempt, 30_000));
+        await this.pause(Math.min(this.config.retryDelayMs * 2 ** attempt, 30_000));
       }
     }
+    for (const p of remaining) p.reject(this.failed(mailbox));
   }
 
   /**
@@ -158,6 +354,8 @@ export class ImapSink implements Sink {
       }
     }
     for (let start = 0; start < todo.length; ) {
+      // A failed sink sends no further command: what is left is rejected with the failure.
+      if (this.failure !== null) throw Object.assign(new SinkFailedError(this.failure), { remaining: todo.slice(start) });
       const chunk = this.canMultiAppend(session, folder) ? multiAppendChunk(todo, start) : [todo[start]!];
       try {
         if (chunk.length > 1) await multiAppend(session.client, folder, chunk.map((p) => p.delivery));
@@ -167,6 +365,7 @@ export class ImapSink implements Sink {
         if (!isRefusal(err)) throw Object.assign(err as Error, { remaining: todo.slice(start) });
         // MULTIAPPEND is all or nothing: find the message the server refuses one by one.
         for (const [i, entry] of chunk.entries()) {
+          if (this.failure !== null) throw Object.assign(new SinkFailedError(this.failure), { remaining: todo.slice(start + i) });
           try {
             await this.appendOne(session, folder, entry);
             entry.resolve('delivered');
@@ -238,7 +437,8 @@ export class ImapSink implements Sink {
 
   private async acquire(mailbox: string): Promise<Session> {
     for (;;) {
-      const mine = this.idle.findIndex((s) => s.mailbox === mailbox);
+      if (this.failure !== null) throw new SinkFailedError(this.failure);
+      const mine = this.idle.findIndex((s) => s.mailbox === mailbox && !s.broken);
       if (mine >= 0) return this.idle.splice(mine, 1)[0]!;
       if (this.sessions < this.config.pool) break;
       if (this.idle.length > 0) {
@@ -271,44 +471,105 @@ export class ImapSink implements Sink {
   }
 
   private async connect(mailbox: string): Promise<Session> {
+    const session: Session = { mailbox, client: null as unknown as ImapFlow, folder: null, broken: false };
+    try {
+      session.client = await this.login(await this.authFor(mailbox), () => (session.broken = true), { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+    } catch (err) {
+      if (this.failure !== null) throw new SinkFailedError(this.failure);
+      const refusal = loginRefusal(err);
+      if (refusal === 'authentication') await this.refused();
+      if (this.failure !== null) throw new SinkFailedError(this.failure);
+      if (refusal !== null && refusal !== 'unavailable') throw new PermanentError(`login refused for this mailbox: ${serverText(err)}`);
+      throw err;
+    }
+    this.live.add(session);
+    return session;
+  }
+
+  /**
+   * A connected, logged-in client; `gone` is called when its connection fails or closes. While it
+   * connects it is in `connecting`, so a failure of the sink closes it at once.
+   */
+  private async login(auth: AuthOptions, gone: () => void, timeouts: { connectionTimeout: number; greetingTimeout: number }): Promise<ImapFlow> {
+    if (this.failure !== null) throw new SinkFailedError(this.failure);
     const client = new ImapFlow({
       host: this.config.host,
       port: this.config.port,
       secure: this.config.tls === 'implicit',
       doSTARTTLS: this.config.tls === 'starttls' ? true : this.config.tls === 'none' ? false : undefined,
-      auth: await this.authFor(mailbox),
+      auth,
       logger: false,
       disableAutoIdle: true,
-      connectionTimeout: 30_000,
-      greetingTimeout: 15_000,
+      ...timeouts,
     });
-    const session: Session = { mailbox, client, folder: null, broken: false };
-    client.on('error', () => {
-      session.broken = true;
-    });
-    client.on('close', () => {
-      session.broken = true;
-    });
+    client.on('error', gone);
+    client.on('close', gone);
+    this.connecting.add(client);
     try {
       await client.connect();
     } catch (err) {
-      if ((err as { authenticationFailed?: boolean }).authenticationFailed) {
-        throw new PermanentError(`login refused for this mailbox: ${serverText(err)}`);
-      }
+      client.close();
       throw err;
+    } finally {
+      this.connecting.delete(client);
     }
-    return session;
+    if (this.failure !== null) {
+      client.close();
+      throw new SinkFailedError(this.failure);
+    }
+    return client;
   }
 
-  private async end(session: Session): Promise<void> {
+  /** LOGOUT, bounded (a hung server must not hold anyone), then the connection is closed. */
+  private async logout(client: ImapFlow): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      if (!session.broken) await session.client.logout();
+      await Promise.race([client.logout(), new Promise((resolve) => (timer = setTimeout(resolve, LOGOUT_MS)))]);
     } catch {
       // The connection is going away either way.
     } finally {
-      session.client.close();
+      clearTimeout(timer);
+      client.close();
     }
   }
+
+  private async end(session: Session): Promise<void> {
+    this.live.delete(session);
+    if (session.broken || this.failure === STOPPED_REASON) session.client.close();
+    else await this.logout(session.client);
+  }
+}
+
+/** What `open()` learnt from its credential checks. */
+interface Verdict {
+  accepted: boolean;
+  what: string;
+  text: string;
+}
+
+const PROBE_HINT = ' (if the password is right and the server refuses logins to mailboxes that do not exist this way, name one that exists with probe=MAILBOX)';
+
+/**
+ * Why the server refused a login (RFC 5530 response codes), or null when it did not refuse it
+ * (no connection, TLS, a timeout): `authentication` the credentials (AUTHENTICATIONFAILED, or a
+ * NO with no code), `authorization` the credentials are right but the admin may not act as that
+ * mailbox (AUTHORIZATIONFAILED: Dovecot's answer for a mailbox it does not know), `unavailable` a
+ * temporary failure (UNAVAILABLE), `other` any other code (EXPIRED, PRIVACYREQUIRED...).
+ */
+function loginRefusal(err: unknown): 'authentication' | 'authorization' | 'unavailable' | 'other' | null {
+  const e = err as { authenticationFailed?: boolean; serverResponseCode?: string };
+  if (!e?.authenticationFailed) return null;
+  const code = (e.serverResponseCode ?? '').toUpperCase();
+  if (code === '' || code === 'AUTHENTICATIONFAILED') return 'authentication';
+  if (code === 'AUTHORIZATIONFAILED') return 'authorization';
+  if (code === 'UNAVAILABLE') return 'unavailable';
+  return 'other';
+}
+
+/** A certificate the server presents that is not trusted, or a TLS handshake that fails: retrying cannot help. */
+function isTlsFailure(err: unknown): boolean {
+  const code = String((err as { code?: unknown })?.code ?? '');
+  return /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ERR_TLS|ERR_SSL/.test(code);
 }
 
 /** The server said NO or BAD to this command: the connection is fine, the message is not. */
@@ -362,14 +623,18 @@ function serverText(err: unknown): string {
   return [e.serverResponseCode, e.responseText].filter(Boolean).join(' ') || errorMessage(err);
 }
 
-export function createImapSink(spec: string, options: { insecure?: boolean; env?: NodeJS.ProcessEnv; auth?: ImapAuthProvider } = {}): ImapSink {
+export function createImapSink(
+  spec: string,
+  options: Partial<Pick<SinkOptions, 'insecure' | 'stop'>> & { env?: NodeJS.ProcessEnv; auth?: ImapAuthProvider } = {},
+): ImapSink {
   const config = parseImapSpec(spec, options);
-  if (options.auth) return new ImapSink(config, options.auth);
+  if (options.auth) return new ImapSink(config, options.auth, credentialChecks(config, options.auth), { stop: options.stop });
   const password = (options.env ?? process.env)[config.passwordEnv];
   if (!password) {
     throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in the environment variable ${config.passwordEnv}`);
   }
-  return new ImapSink(config, passwordAuth(config, password));
+  const authFor = passwordAuth(config, password);
+  return new ImapSink(config, authFor, credentialChecks(config, authFor, password), { stop: options.stop });
 }
 
 export const imapSinkFactory: SinkFactory = {

@@ -1,0 +1,148 @@
+// A password written into a sink URL must never reach an error message, a log line or a status
+// line, whatever characters it holds: the IMAP spec parser refuses it without quoting it, and
+// redactSecrets masks it in any text that still carries one.
+import test from 'ava';
+import { redactSecrets } from '../src/redact.js';
+import { createSink } from '../src/sinks/index.js';
+import { parseAzureBlobSpec } from '../src/sinks/azblob/config.js';
+import { parseImapSpec } from '../src/sinks/imap/config.js';
+import { createImapSink } from '../src/sinks/imap/index.js';
+
+/** Each holds a character that cuts a URL's authority short, or confuses a pattern that looks for one. */
+const HOSTILE = [
+  'Pw/x',
+  'p w',
+  'p@ss',
+  '100%',
+  '100%25',
+  'a#b',
+  'q?r=s',
+  'a:b:c',
+  'x@y.z/w?v#u',
+  'pw@mail.acme.example',
+  'pw@127.0.0.1:993/',
+  '12/34',
+  '//',
+  'a://b@c',
+  'quo"te',
+  "apo'strophe",
+  'back\\slash',
+  'üñî©ødé',
+  'tab\there',
+  ' lead and trail ',
+  '@',
+  ':',
+  '@@//??##',
+  'semi;colon&amp=1',
+  '<angle>',
+  '{brace}[bracket]',
+].map((p) => `S3cr${p}Z9t`);
+
+/**
+ * The forms a password can take in text: as typed, percent-encoded (as URL serializers write it),
+ * JSON-escaped; and its first and last characters alone, which show when a pattern cuts it in two.
+ */
+function forms(password: string): string[] {
+  return [...new Set([password, encodeURIComponent(password), JSON.stringify(password).slice(1, -1), 'S3cr', 'Z9t'])];
+}
+
+function urls(password: string): string[] {
+  return [
+    `imap://archiver:${password}@mail.acme.example/?folder=INBOX/Pivot`,
+    `imap://archiver:${password}@mail.acme.example:993/?folder=INBOX/Pivot&probe=jane@acme.example`,
+    `imaps://archiver@acme.example:${password}@mail.acme.example`,
+    `imap://archiver:${encodeURIComponent(password)}@mail.acme.example/`,
+    `imap://archiver:${password}@[::1]:143/?tls=none`,
+    `azblob://user:${password}@pivot-staging/acme`,
+    `https://user:${password}@acme.blob.core.windows.net/c?sv=1`,
+  ];
+}
+
+test('redactSecrets: no userinfo password survives, whatever it holds, in plain text or a JSON line', (t) => {
+  for (const password of HOSTILE) {
+    for (const url of urls(password)) {
+      const texts = [
+        url,
+        `IMAP sink ${url}: unknown option "bogus"`,
+        `unknown sink ${JSON.stringify(url)}: expected one of maildir:..., imap:...`,
+        `failed (${url}) for mailbox jane@acme.example: login refused`,
+        JSON.stringify({ record: 'failure', sink: url, error: `cannot open ${url}`, detail: 'mailbox jane@acme.example: login refused' }),
+      ];
+      for (const text of texts) {
+        const out = redactSecrets(text);
+        for (const form of forms(password)) t.false(out.includes(form), `${JSON.stringify(form)} shows in ${out}`);
+        if (text.startsWith('{')) {
+          // A status line stays a JSON object with the same fields; only the password is gone.
+          const parsed = JSON.parse(out) as Record<string, string>;
+          t.deepEqual(Object.keys(parsed), ['record', 'sink', 'error', 'detail']);
+          t.is(parsed.detail, 'mailbox jane@acme.example: login refused');
+        }
+      }
+    }
+  }
+});
+
+test('redactSecrets: text with no password in it is left alone', (t) => {
+  for (const text of [
+    'imap://archiver@127.0.0.1:1430/INBOX/Pivot',
+    'export e1 -> imap://archiver@mail.acme.example:993/INBOX/Pivot: 10 delivered',
+    'mailbox jane@acme.example: login refused for this mailbox: AUTHORIZATIONFAILED Authorization failed',
+    'maildir:/srv/mail',
+    'https://acme.blob.core.windows.net/staging/acme/batch-1.zip',
+    JSON.stringify({ record: 'outcome', mailbox: 'jane@acme.example', sink: 'imap://archiver@h:993/INBOX/Pivot' }),
+  ]) {
+    t.is(redactSecrets(text), text);
+  }
+  t.is(redactSecrets('imap://u:pw@h/?token=abc&folder=x'), 'imap://u:***@h/?token=***&folder=x');
+  t.is(redactSecrets('imap://u:Pw/x@host failed'), 'imap://u:***@host failed');
+  t.is(redactSecrets('see imap://u:p w@host'), 'see imap://u:***@host');
+});
+
+test('IMAP spec: a password in the URL is refused, and the error never quotes it', (t) => {
+  for (const password of HOSTILE) {
+    for (const url of urls(password).filter((u) => u.startsWith('imap'))) {
+      const err = t.throws(() => parseImapSpec(url), { code: 'E_SINK_CONFIG' } as never, url);
+      for (const form of forms(password)) t.false(err!.message.includes(form), `${JSON.stringify(form)} shows in ${err!.message}`);
+      t.regex(err!.message, /must not carry a password|not of the form/, url);
+      // The factory (what the command line calls) says the same before it looks at the environment.
+      const again = t.throws(() => createImapSink(url, { env: { PIVOT_IMAP_PASSWORD: 'x' } }));
+      for (const form of forms(password)) t.false(again!.message.includes(form));
+    }
+  }
+  // A user that forgot the host: the text after the `:` is most likely the password.
+  t.false(t.throws(() => parseImapSpec('imap://archiver:S3cret'))!.message.includes('S3cret'));
+});
+
+test('IMAP spec: the URL is split by hand, as a URL parser would, where no password can be', (t) => {
+  t.like(parseImapSpec('imap://archiver@mail.acme.example/?folder=INBOX/Pivot'), { user: 'archiver', host: 'mail.acme.example', port: 993, folder: 'INBOX/Pivot' });
+  t.like(parseImapSpec('imap://archiver@acme.example@Mail.Acme.Example:1993'), { user: 'archiver@acme.example', host: 'mail.acme.example', port: 1993 });
+  t.like(parseImapSpec('imap://archiver%40acme.example@mail.acme.example/'), { user: 'archiver@acme.example' });
+  t.like(parseImapSpec('imap://a@[::1]:1430/?tls=none'), { host: '::1', port: 1430, tls: 'none' });
+  t.like(parseImapSpec('imap://a@127.0.0.1:1430/?tls=none&probe=jane@acme.example'), { host: '127.0.0.1', probe: 'jane@acme.example' });
+  t.like(parseImapSpec('imap://a@bücher.example/'), { host: 'xn--bcher-kva.example' });
+  t.throws(() => parseImapSpec('imap://a@mail.acme.example/INBOX'), { message: /not a path/ });
+  t.throws(() => parseImapSpec('imap://mail.acme.example/'), { message: /names no admin user/ });
+  t.throws(() => parseImapSpec('imap://a@mail.acme.example/?probe='), { message: /probe must name a mailbox/ });
+  t.throws(() => parseImapSpec('imap://a%zz@mail.acme.example/'), { code: 'E_SINK_CONFIG' } as never);
+  t.throws(() => parseImapSpec('imap://a@[zz]/'), { message: /not a valid host/ });
+});
+
+test('Azure Blob spec: credentials written into the URL are never quoted in its errors', (t) => {
+  for (const password of HOSTILE) {
+    for (const spec of [`azblob://user:${password}@pivot-staging/acme`, `azblob://user:${password}@pivot-staging?bogus=1`, `azblob://pivot-staging:${password}@x/acme`]) {
+      const err = t.throws(() => parseAzureBlobSpec(spec), { code: 'E_SINK_CONFIG' } as never, spec);
+      for (const form of forms(password)) t.false(err!.message.includes(form), `${JSON.stringify(form)} shows in ${err!.message}`);
+    }
+  }
+  t.throws(() => parseAzureBlobSpec('azblob://Pivot_Staging'), { message: /container "Pivot_Staging"/ });
+});
+
+// src/sinks/index.ts (lead-owned): the unknown-sink error quotes the spec up to its first `?`,
+// which cuts a password holding `?` in two, so redactSecrets finds no `@` and the part before the
+// `?` showed; it names the scheme alone.
+test('createSink: an unknown sink scheme is named without quoting a password', async (t) => {
+  for (const password of HOSTILE) {
+    const err = await t.throwsAsync(createSink(`imapx://archiver:${password}@mail.acme.example/`, { cwd: '.' }), { code: 'E_SINK_CONFIG' } as never);
+    for (const form of forms(password)) t.false(err!.message.includes(form), `${JSON.stringify(form)} shows in ${err!.message}`);
+  }
+});
