@@ -1,5 +1,5 @@
 // One benchmark stage in its own process, so its peak RSS is its own. Prints one JSON line.
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
 import { readCentralDirectory, readEntryBuffer } from '../src/sources/pivot-zip/zip-reader.js';
@@ -44,15 +44,18 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
       const archive = await PivotExportArchive.open({ path: archivePath });
       let events = 0;
       for await (const _event of archive.events()) events++;
+      await archive.close();
       return { events, deliveries: 0 };
     }
     case 'naive-json-parse': {
       // The baseline a streaming reader is compared with: each messages file parsed whole.
-      const { entries } = await readCentralDirectory(archivePath);
+      const handle = await open(archivePath, 'r');
+      const { entries } = await readCentralDirectory({ label: archivePath, handle, size: (await handle.stat()).size });
       let events = 0;
       for (const entry of [...entries.values()].filter((e) => e.name.startsWith('messages/'))) {
         events += (JSON.parse((await readEntryBuffer(entry, 2 ** 31 - 1)).toString('utf8')) as unknown[]).length;
       }
+      await handle.close();
       return { events, deliveries: 0 };
     }
     case 'mime':
@@ -75,7 +78,7 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
         logger: createLogger({ level: 'error', json: false }),
       });
       await sink.close();
-      archive.close();
+      await archive.close();
       if (!summary.balanced) throw new Error('counters do not add up');
       return { events: summary.itemsFromSource, deliveries: summary.delivered, bytes };
     }

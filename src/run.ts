@@ -121,7 +121,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
     await recordFailure(statusLog, err, { archive: config.sample ? SAMPLE_ARCHIVE_NAME : (config.archive ?? ''), path: archivePath, opened: archive, startedAt });
     throw err;
   } finally {
-    archive?.close();
+    await archive?.close();
     for (const cleanup of cleanups.reverse()) {
       await cleanup().catch((err: unknown) => logger.warn(`cleanup failed: ${errorMessage(err)}`));
     }

@@ -35,12 +35,16 @@ export interface NoteRecord {
 export interface RunSummary {
   record: 'summary';
   archive: string;
+  /** sha256 of the archive file, as the run read it. */
+  sha256: string;
   exportId: string;
   tenant: string;
   sink: string;
   startedAt: string;
   finishedAt: string;
-  /** Events in the archive. */
+  /** Events in the archive, whether this run read them all or not. */
+  eventsInArchive: number;
+  /** Events this run read (all of them, unless it was interrupted or stopped by an error). */
   itemsFromSource: number;
   /** Items that plugins added by splitting one item into several. */
   itemsAddedByPlugins: number;
@@ -56,12 +60,31 @@ export interface RunSummary {
   delivered: number;
   skipped: number;
   failed: number;
+  /** Rejected items the rejects folder could not keep: recorded `failed` (not-kept); they fail the run. */
+  rejectedNotKept: number;
   notes: number;
+  /** Why a run that accounted for everything still exits 5 (nothing delivered, too many rejected). */
+  alarm?: string;
+  /** What stopped the run part-way (the archive changed, the status log failed), if anything. */
+  error?: { code: string; message: string };
   /** Stopped by SIGINT/SIGTERM: items from source counts only the events read before. */
   interrupted: boolean;
   /** itemsFromSource + itemsAddedByPlugins = itemsDoneEarlier + rejectedTotal + itemsRouted, and
    *  itemsAvailableForImport = delivered + skipped + failed. */
   balanced: boolean;
+}
+
+/** The record of a run that failed before its summary: what failed, and which archive. */
+export interface FailureRecord {
+  record: 'failure';
+  archive: string;
+  sha256?: string;
+  size?: number;
+  startedAt: string;
+  finishedAt: string;
+  code: string;
+  exitCode: number;
+  error: string;
 }
 
 /** What became of one staged batch in `import --from`. */
@@ -93,7 +116,7 @@ export interface ImportSummary {
   balanced: boolean;
 }
 
-export type Counters = Omit<RunSummary, 'record' | 'archive' | 'exportId' | 'tenant' | 'sink' | 'startedAt' | 'finishedAt' | 'balanced' | 'rejectedTotal' | 'interrupted'>;
+export type Counters = Omit<RunSummary, 'record' | 'archive' | 'sha256' | 'exportId' | 'tenant' | 'sink' | 'startedAt' | 'finishedAt' | 'eventsInArchive' | 'balanced' | 'rejectedTotal' | 'interrupted' | 'alarm' | 'error'>;
 
 export function emptyCounters(): Counters {
   return {
@@ -106,6 +129,7 @@ export function emptyCounters(): Counters {
     delivered: 0,
     skipped: 0,
     failed: 0,
+    rejectedNotKept: 0,
     notes: 0,
   };
 }
@@ -118,51 +142,93 @@ export function isBalanced(c: Counters): boolean {
   );
 }
 
-/** JSON Lines, one record a line, to one or more files, written with backpressure; `close` waits for the disk. */
-export class StatusLog {
-  /** One wait for 'drain' per file, shared by every writer held up (each `once` adds listeners). */
-  private readonly drains = new Map<WriteStream, Promise<void>>();
+/** One file of the status log, and the first error writing it hit (disk full, I/O). */
+interface LogFile {
+  path: string;
+  out: WriteStream;
+  failed?: PivotArchiveError;
+  /** One wait for 'drain' shared by every writer held up (each `once` adds listeners). */
+  drain?: Promise<void>;
+}
 
-  private constructor(private readonly outs: WriteStream[]) {}
+/**
+ * JSON Lines, one record a line, to one or more files, written with backpressure; `close` waits
+ * for the disk. A file that cannot be written (ENOSPC, EIO) fails every later write, flush and
+ * close with E_STATUS_LOG naming it: the run stops rather than go on unrecorded.
+ */
+export class StatusLog {
+  private constructor(private readonly files: LogFile[]) {}
 
   static async open(paths: string[]): Promise<StatusLog> {
-    const outs: WriteStream[] = [];
+    const files: LogFile[] = [];
     for (const path of paths) {
       try {
         await mkdir(dirname(path), { recursive: true });
         const out = createWriteStream(path, { flags: 'a' });
+        const file: LogFile = { path, out };
+        out.on('error', (err) => {
+          file.failed ??= new PivotArchiveError(ErrorCode.STATUS_LOG, `cannot write status log ${path}: ${errorMessage(err)}`, { cause: err });
+        });
         await once(out, 'open');
-        outs.push(out);
+        files.push(file);
       } catch (err) {
-        throw new PivotArchiveError(ErrorCode.CONFIG, `cannot open status log ${path}: ${errorMessage(err)}`);
+        for (const f of files) f.out.destroy();
+        throw new PivotArchiveError(ErrorCode.STATUS_LOG, `cannot open status log ${path}: ${errorMessage(err)}`, { cause: err });
       }
     }
-    return new StatusLog(outs);
+    return new StatusLog(files);
   }
 
-  async write(record: OutcomeRecord | NoteRecord | RunSummary | BatchRecord | ImportSummary): Promise<void> {
+  async write(record: OutcomeRecord | NoteRecord | RunSummary | FailureRecord | BatchRecord | ImportSummary): Promise<void> {
     const line = redactSecrets(JSON.stringify(record)) + '\n';
-    for (const out of this.outs) if (!out.write(line)) await this.drained(out);
+    for (const file of this.files) {
+      if (file.failed) throw file.failed;
+      if (!file.out.write(line)) await this.drained(file);
+      if (file.failed) throw file.failed;
+    }
   }
 
-  private drained(out: WriteStream): Promise<void> {
-    let drain = this.drains.get(out);
-    if (!drain) {
-      drain = once(out, 'drain').then(() => undefined).finally(() => this.drains.delete(out));
-      this.drains.set(out, drain);
-    }
-    return drain;
+  /** Resolves on 'drain', or once the file has failed (the caller then throws its error). */
+  private drained(file: LogFile): Promise<void> {
+    file.drain ??= new Promise<void>((resolve) => {
+      const done = () => {
+        file.out.off('drain', done);
+        file.out.off('error', done);
+        file.drain = undefined;
+        resolve();
+      };
+      file.out.on('drain', done);
+      file.out.on('error', done);
+    });
+    return file.drain;
   }
 
   /** Resolves once every line written so far has reached the file. */
   async flush(): Promise<void> {
-    await Promise.all(this.outs.map((out) => new Promise<void>((resolve, reject) => out.write('', (err) => (err ? reject(err) : resolve())))));
+    await Promise.all(
+      this.files.map(
+        (file) =>
+          new Promise<void>((resolve, reject) => {
+            if (file.failed) return reject(file.failed);
+            file.out.write('', (err) => (file.failed || err ? reject(file.failed ?? err) : resolve()));
+          }),
+      ),
+    );
   }
 
+  /** Ends every file; rejects with the first write error, never hangs on a failed file. */
   async close(): Promise<void> {
-    for (const out of this.outs) {
-      out.end();
-      await once(out, 'finish');
+    for (const file of this.files) {
+      if (file.failed) {
+        file.out.destroy();
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        file.out.once('error', () => resolve());
+        file.out.end(() => resolve());
+      });
     }
+    const failed = this.files.find((f) => f.failed)?.failed;
+    if (failed) throw failed;
   }
 }

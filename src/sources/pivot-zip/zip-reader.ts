@@ -1,4 +1,5 @@
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { FileHandle } from 'node:fs/promises';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import unzipper from 'unzipper';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
@@ -47,22 +48,111 @@ interface UnzipperFile {
   stream(): Readable;
 }
 
+/** A zip held open: every read goes through this one descriptor, whatever happens to its path. */
+export interface OpenZipFile {
+  label: string;
+  handle: FileHandle;
+  size: number;
+  /** Every read stream made on the handle and not closed yet: destroyed before the handle closes. */
+  streams?: Set<Readable>;
+}
+
+const EOCD_SIGNATURE = 0x06054b50;
+/** The end-of-central-directory record: 22 bytes, then a comment of up to 65,535 bytes. */
+const EOCD_SIZE = 22;
+const MAX_COMMENT = 0xffff;
+/** The ZIP64 end-of-central-directory locator stands just before the EOCD record. */
+const ZIP64_LOCATOR_SIZE = 20;
+
 /**
- * Reads the central directory with unzipper's `Open.file` (never the streaming `Parse`, which
+ * Where the end-of-central-directory record starts: searched backwards from the end over the
+ * largest comment the format allows (APPNOTE 4.3.16), taking the record whose comment length
+ * reaches exactly the end of the file, so a comment (or a stored entry) holding the signature
+ * cannot be taken for it. -1 if there is none.
+ */
+export function findEndOfCentralDirectory(tail: Buffer, tailStart: number, fileSize: number): number {
+  for (let i = tail.length - EOCD_SIZE; i >= 0; i--) {
+    if (tail.readUInt32LE(i) === EOCD_SIGNATURE && tailStart + i + EOCD_SIZE + tail.readUInt16LE(i + 20) === fileSize) return tailStart + i;
+  }
+  return -1;
+}
+
+/**
+ * Bytes [start, end) of a held file, read with positioned reads. Unlike fs.createReadStream on a
+ * borrowed descriptor, destroying it never closes the descriptor (unzipper destroys what it has read enough of).
+ */
+export function rangeStream(handle: FileHandle, start: number, end: number): Readable {
+  let position = start;
+  return new Readable({
+    highWaterMark: 256 * 1024,
+    read(wanted) {
+      const length = Math.min(wanted, end - position);
+      if (length <= 0) {
+        this.push(null);
+        return;
+      }
+      handle.read(Buffer.allocUnsafe(length), 0, length, position).then(
+        ({ bytesRead, buffer }) => {
+          position += bytesRead;
+          this.push(bytesRead === 0 ? null : buffer.subarray(0, bytesRead));
+        },
+        (err: Error) => this.destroy(err),
+      );
+    },
+  });
+}
+
+/** unzipper's reading options for a zip of `size` bytes whose tail is `tail`: it must look back to the EOCD record. */
+function tailOptions(tail: Buffer, tailStart: number, size: number): { tailSize: number } {
+  const eocd = findEndOfCentralDirectory(tail, tailStart, size);
+  // unzipper expects the record at the start of the tail it reads (plus room for the ZIP64 locator).
+  return { tailSize: eocd < 0 ? 80 : size - eocd };
+}
+
+async function readTail(read: (start: number, length: number) => Promise<Buffer>, size: number): Promise<{ tail: Buffer; start: number }> {
+  const start = Math.max(0, size - EOCD_SIZE - MAX_COMMENT - ZIP64_LOCATOR_SIZE);
+  return { tail: await read(start, size - start), start };
+}
+
+/**
+ * Reads the central directory with unzipper's `Open.custom` over one held descriptor (never the streaming `Parse`, which
  * misreads ZIP64 data descriptors and hangs on truncated input) and refuses what a safe
  * reader must refuse: overlapping entries, absurd compression ratios, encryption,
  * unknown compression methods and duplicate names.
  */
 export async function readCentralDirectory(
-  source: string | { label: string; buffer: Buffer },
+  source: OpenZipFile | { label: string; buffer: Buffer },
   limits: ZipLimits = DEFAULT_ZIP_LIMITS,
 ): Promise<{ entries: Map<string, ZipEntry>; hostileNames: string[] }> {
-  // A path on disk, or a zip already in memory (a staged batch); the label names it in errors.
-  const archivePath = typeof source === 'string' ? source : source.label;
+  // A zip held open on disk, or one already in memory (a staged batch); the label names it in errors.
+  const archivePath = source.label;
   let files: UnzipperFile[];
   let centralDirectoryOffset: number;
   try {
-    const opened = typeof source === 'string' ? unzipper.Open.file(source) : unzipper.Open.buffer(source.buffer);
+    let opened: Promise<unknown>;
+    if ('buffer' in source) {
+      const { tail, start } = await readTail(async (at, length) => source.buffer.subarray(at, at + length), source.buffer.length);
+      opened = unzipper.Open.buffer(source.buffer, tailOptions(tail, start, source.buffer.length));
+    } else {
+      const { handle, size } = source;
+      const read = async (at: number, length: number) => {
+        const buffer = Buffer.alloc(length);
+        const { bytesRead } = await handle.read(buffer, 0, length, at);
+        return buffer.subarray(0, bytesRead);
+      };
+      const { tail, start } = await readTail(read, size);
+      const custom = {
+        size: async () => size,
+        // unzipper's own file source reads one byte past start+length (an inclusive end); so do we.
+        stream: (at: number, length?: number) => {
+          const stream = rangeStream(handle, at, length ? at + length + 1 : size);
+          source.streams?.add(stream);
+          stream.on('close', () => source.streams?.delete(stream));
+          return stream;
+        },
+      };
+      opened = unzipper.Open.custom(custom, tailOptions(tail, start, size));
+    }
     const directory = (await opened) as unknown as {
       files: UnzipperFile[];
       offsetToStartOfCentralDirectory: number;
