@@ -13,7 +13,7 @@ test('one run at a time per state dir: a second run exits 3 at once and does not
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 2000, seed: 12 });
   const state = join(dir, 'state');
-  const args = (out: string) => ['run', archive, '--sink', `maildir:${join(dir, out)}`, '--state-dir', state, '--rejects', join(dir, 'rejects')];
+  const args = (out: string) => ['run', '--all-domains', archive, '--sink', `maildir:${join(dir, out)}`, '--state-dir', state, '--rejects', join(dir, 'rejects')];
   const first = startCli(args('first'));
   // Wait until the first run holds the lock.
   for (let i = 0; i < 200 && !(await readdir(state).catch(() => [] as string[])).includes('lock'); i++) await new Promise((r) => setTimeout(r, 25));
@@ -33,7 +33,7 @@ test('a stale lock left by a killed run is taken over', async (t) => {
   await mkdir(state);
   // A pid that is not running: the largest pid a Linux system hands out, plus one.
   await writeFile(join(state, 'lock'), JSON.stringify({ pid: 4194305, host: hostname(), startedAt: '2026-11-23T02:30:00Z' }));
-  const result = await cli(['run', archive, '--sink', `maildir:${join(dir, 'out')}`, '--state-dir', state]);
+  const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'out')}`, '--state-dir', state]);
   t.is(result.code, 0, result.stderr);
   t.true((await readMaildir(join(dir, 'out'))).length > 0);
 });
@@ -47,7 +47,7 @@ test('every run is kept under the state dir; status shows the last runs and what
   await mkdir(out);
   await writeFile(join(out, 'user1@acme.example'), 'a file where a mailbox belongs');
   const config = join(dir, 'config.json');
-  await writeFile(config, JSON.stringify({ sink: `maildir:${out}`, stateDir: state }));
+  await writeFile(config, JSON.stringify({ sink: `maildir:${out}`, stateDir: state, allDomains: true }));
   // The config file named by PIVOT_ARCHIVE_CONFIG holds everything the flags hold.
   t.is((await cli(['run', archive], { env: { PIVOT_ARCHIVE_CONFIG: config } })).code, 1);
   t.is((await cli(['run', archive], { env: { PIVOT_ARCHIVE_CONFIG: config } })).code, 1);
@@ -70,7 +70,7 @@ test('--keep-runs keeps only the newest run logs under the state dir', async (t)
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 20, seed: 15, edgeCases: false });
   const state = join(dir, 'state');
-  for (let i = 0; i < 3; i++) t.is((await cli(['run', archive, '--sink', `maildir:${join(dir, 'out')}`, '--state-dir', state, '--keep-runs', '2'])).code, 0);
+  for (let i = 0; i < 3; i++) t.is((await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'out')}`, '--state-dir', state, '--keep-runs', '2'])).code, 0);
   const runs = await readdir(join(state, 'runs'));
   t.is(runs.length, 2);
   const newest = await cli(['status', '--state-dir', state, '--json', '--last', '1']);
@@ -103,7 +103,7 @@ test('--inbox: settled archives oldest first, done/ and failed/ moves, a file st
   await utimes(join(inbox, 'broken.zip'), old(10), old(10));
   const state = join(dir, 'state');
   const out = join(dir, 'mail');
-  const args = ['run', '--inbox', inbox, '--state-dir', state, '--sink', `maildir:${out}`, '--settle', '60'];
+  const args = ['run', '--all-domains', '--inbox', inbox, '--state-dir', state, '--sink', `maildir:${out}`, '--settle', '60'];
   const first = await cli(args);
   t.is(first.code, 2, 'an archive failed as a whole');
   t.regex(first.stdout, /export acme-2026-11-22[\s\S]*export acme-2026-11-23/, 'oldest first');

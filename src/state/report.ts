@@ -6,11 +6,19 @@ import type { StateDir } from './index.js';
 /** What `status` prints: the last runs, their counters and the items that failed. */
 export async function formatStatus(state: StateDir, last: number, json: boolean): Promise<string> {
   const runs = await state.runs(last);
-  if (json) return runs.map((r) => JSON.stringify({ log: r.log, summary: r.summary ?? null, failed: r.failed.length })).join('\n') + (runs.length ? '\n' : '');
+  if (json) {
+    // What the human view shows: the summary or the failure, and the failed items (the first 10, and how many).
+    const lines = runs.map((r) => JSON.stringify({ log: r.log, summary: r.summary ?? null, failure: r.failure ?? null, failedTotal: r.failed.length, failed: r.failed.slice(0, 10) }));
+    return lines.join('\n') + (runs.length ? '\n' : '');
+  }
   if (runs.length === 0) return `no runs recorded in ${state.dir}\n`;
   return runs
     .map((r) => {
       const head = `${r.log}\n`;
+      if (r.failure) {
+        const f = r.failure;
+        return `${head}  FAILED before delivering (exit ${f.exitCode}): ${f.code}: ${f.error}\n  archive ${f.archive || '(none)'}${f.sha256 ? `, sha256 ${f.sha256}, ${f.size} bytes` : ''}\n  started ${f.startedAt}, ended ${f.finishedAt}\n`;
+      }
       if (!r.summary) return `${head}  no summary: the run was stopped before it finished; run it again\n`;
       const failed = r.failed.slice(0, 10).map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox}: ${f.detail}`));
       const more = r.failed.length > 10 ? [`  ... and ${r.failed.length - 10} more failed (see the log)`] : [];

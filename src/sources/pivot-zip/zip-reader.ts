@@ -84,7 +84,7 @@ export function findEndOfCentralDirectory(tail: Buffer, tailStart: number, fileS
 export function rangeStream(handle: FileHandle, start: number, end: number): Readable {
   let position = start;
   return new Readable({
-    highWaterMark: 256 * 1024,
+    highWaterMark: 64 * 1024,
     read(wanted) {
       const length = Math.min(wanted, end - position);
       if (length <= 0) {
