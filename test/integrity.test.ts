@@ -285,3 +285,24 @@ test('a corrupt archive run with --state-dir leaves a run record with its error,
   t.true(status.stdout.includes(sha256(bytes)), status.stdout);
   t.regex(status.stdout, /E_ARCHIVE_UNREADABLE/);
 });
+
+test('the drop folder: a poison archive goes to failed/ with its reason, one with a 15 MB event is delivered with it kept, and the next archives still run', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'in');
+  await (await import('node:fs/promises')).mkdir(inbox);
+  await writeFile(join(inbox, 'a-corrupt.zip'), Buffer.concat([Buffer.from('PK\u0003\u0004'), randomBytes(4000)]));
+  const huge = `{"id":"m_huge","conversationId":"c_1","type":"message","sentAt":"2026-11-23T09:00:00Z","senderId":"u_1","text":"${randomBytes(15 * 1024 * 1024).toString('base64')}"}`;
+  await writeArchive(join(inbox, 'b-poison-event.zip'), { users, conversations, messages: {}, extra: { 'messages/0.json': `[${JSON.stringify(message('m_1'))},${huge}]` } });
+  await writeArchive(join(inbox, 'c-good.zip'), { users, conversations, manifest: { ...(await import('./helpers/archive.js')).MANIFEST, exportId: 'acme-good' }, messages: { '0.json': [message('m_2')] } });
+  const out = join(dir, 'mail');
+  const args = ['run', '--inbox', inbox, '--state-dir', join(dir, 'state'), '--sink', `maildir:${out}`, '--domain', 'acme.example', '--settle', '0', '--max-event-size', '1MiB', '--max-rejected', '100%', '--rejects', join(dir, 'rejects')];
+  const result = await cli(args);
+  t.is(result.code, 2, result.stderr);
+  t.deepEqual((await readdir(join(inbox, 'failed'))).sort(), ['a-corrupt.zip', 'a-corrupt.zip.reason.txt']);
+  t.regex(await readFile(join(inbox, 'failed', 'a-corrupt.zip.reason.txt'), 'utf8'), /E_ARCHIVE_UNREADABLE/);
+  t.deepEqual((await readdir(join(inbox, 'done'))).sort(), ['b-poison-event.zip', 'c-good.zip']);
+  t.deepEqual(pairs(await readMaildir(out)), ['jane@acme.example m_1', 'jane@acme.example m_2', 'omar@acme.example m_1', 'omar@acme.example m_2']);
+  const again = await cli(args);
+  t.is(again.code, 0, again.stderr);
+});

@@ -30,6 +30,16 @@ async function moveInto(path: string, dir: string, name: string): Promise<string
   return target;
 }
 
+/** moveInto, logged instead of thrown: a move that fails must not stop the other archives. */
+async function moveSafely(logger: Logger, path: string, dir: string, name: string): Promise<string | undefined> {
+  try {
+    return await moveInto(path, dir, name);
+  } catch (err) {
+    logger.error(`${name}: cannot be moved to ${dir}: ${errorMessage(err)}`);
+    return undefined;
+  }
+}
+
 /**
  * Every `*.zip` in the drop folder that has settled (not modified for `settleSeconds`) and is
  * not completed yet (its sha256 is not recorded in the state dir), oldest first. Completed
@@ -62,11 +72,17 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     for (const { name } of candidates) {
       if (stop?.aborted) break;
       const path = join(inbox, name);
-      const digest = await sha256(path);
+      let digest: string;
+      try {
+        digest = await sha256(path);
+      } catch (err) {
+        logger.warn(`${name}: cannot be read (${errorMessage(err)}); left for the next run`);
+        continue;
+      }
       const record = join(state.dir, 'completed', `${digest}.json`);
       if (await pathExists(record)) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
-        if (!config.keep) await moveInto(path, join(inbox, 'done'), name);
+        if (!config.keep) await moveSafely(logger, path, join(inbox, 'done'), name);
         result.results.push({ archive: name, outcome: 'already-completed' });
         continue;
       }
@@ -75,20 +91,23 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         if (done.exitCode === ExitCode.OK) {
           await mkdir(join(state.dir, 'completed'), { recursive: true });
           await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
-          if (!config.keep) await moveInto(path, join(inbox, 'done'), name);
+          if (!config.keep) await moveSafely(logger, path, join(inbox, 'done'), name);
           result.results.push({ archive: name, outcome: 'completed', run: done });
         } else {
+          // Failed deliveries, an interruption or an alarm: left in place for the next run.
           result.results.push({ archive: name, outcome: 'deliveries-failed', run: done });
           result.exitCode = Math.max(result.exitCode, done.exitCode);
         }
       } catch (err) {
-        if (!(err instanceof PivotArchiveError) || !err.code.startsWith('E_ARCHIVE_')) throw err;
-        const reason = `${err.code}: ${errorMessage(err)}`;
+        // The archive's own fault, or a bug it triggered, fails that archive alone; a setup error stops the inbox.
+        const internal = !(err instanceof PivotArchiveError) || err.code === ErrorCode.INTERNAL;
+        if (!internal && !(err as PivotArchiveError).code.startsWith('E_ARCHIVE_')) throw err;
+        const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${(err as PivotArchiveError).code}: ${errorMessage(err)}`;
         logger.error(`${name}: ${reason}; moved to failed/`);
-        const moved = await moveInto(path, join(inbox, 'failed'), name);
-        await writeFile(`${moved}.reason.txt`, reason + '\n');
+        const moved = await moveSafely(logger, path, join(inbox, 'failed'), name);
+        if (moved) await writeFile(`${moved}.reason.txt`, reason + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
         result.results.push({ archive: name, outcome: 'failed-archive', reason });
-        result.exitCode = Math.max(result.exitCode, ExitCode.SETUP_FAILED);
+        result.exitCode = Math.max(result.exitCode, internal ? ExitCode.INTERNAL : ExitCode.SETUP_FAILED);
       }
     }
   } finally {
