@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { createSink } from '../src/sinks/index.js';
-import { EXPORTS_FILE, MaildirSink, maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
+import { MaildirSink, maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
 import { delivery, sinkConformance } from './helpers/sink-conformance.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -76,7 +76,6 @@ test('maildir: a message whose flags a mail client changed (the file renamed) is
   };
   const firstDay = [1, 2, 3].map((n) => delivery(n));
   t.deepEqual(await writeAll(firstDay), ['delivered', 'delivered', 'delivered']);
-  t.is(await readFile(join(folder, EXPORTS_FILE), 'utf8'), '"conformance"\n');
   // Flagged, and marked unread, as Dovecot renames them for a client.
   const cur = join(folder, 'cur');
   await rename(join(cur, `${maildirBaseName(firstDay[0]!)}:2,S`), join(cur, `${maildirBaseName(firstDay[0]!)}:2,FS`));
@@ -84,8 +83,37 @@ test('maildir: a message whose flags a mail client changed (the file renamed) is
   // The re-run of that export skips all three; the next day's export (reusing id m_1) is new.
   t.deepEqual(await writeAll([...firstDay, delivery(1, undefined, true)]), ['skipped', 'skipped', 'skipped', 'delivered']);
   t.is((await readdir(cur)).length, 4);
-  t.is(await readFile(join(folder, EXPORTS_FILE), 'utf8'), '"conformance"\n"conformance-2026-11-24"\n');
   t.deepEqual((await readMaildir(root)).map((m) => m.parsed.date?.toISOString()).sort(), ['2026-11-23T23:59:10.000Z', '2026-11-23T23:59:20.000Z', '2026-11-23T23:59:30.000Z', '2026-11-24T00:00:11.000Z']);
+});
+
+test('maildir: a re-export under a new export id after a client changed flags delivers nothing twice', async (t) => {
+  const root = await tempDir(t);
+  const folder = join(root, 'jane@acme.example', '.INBOX.Pivot');
+  const writeAll = async (deliveries: ReturnType<typeof delivery>[]) => {
+    const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+    await sink.open();
+    const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+    await sink.close();
+    return outcomes;
+  };
+  const firstDay = [1, 2, 3, 4].map((n) => delivery(n));
+  t.deepEqual(await writeAll(firstDay), ['delivered', 'delivered', 'delivered', 'delivered']);
+  const cur = join(folder, 'cur');
+  const base = (d: ReturnType<typeof delivery>) => maildirBaseName(d);
+  await rename(join(cur, `${base(firstDay[0]!)}:2,S`), join(cur, `${base(firstDay[0]!)}:2,FS`));
+  await rename(join(cur, `${base(firstDay[1]!)}:2,S`), join(cur, `${base(firstDay[1]!)}:2,`));
+  // A server that moved one back to new/ (no flags at all) still holds it.
+  await rename(join(cur, `${base(firstDay[2]!)}:2,S`), join(folder, 'new', base(firstDay[2]!)));
+  // The same events in an export with another id: only its X-Pivot-Export-Id header differs.
+  const reexport = firstDay.map((d) => {
+    const message = Buffer.from(d.message.toString('utf8').replace('X-Pivot-Export-Id: conformance\r\n', 'X-Pivot-Export-Id: conformance-reexport-7\r\n'));
+    t.false(message.equals(d.message));
+    return { ...d, exportId: 'conformance-reexport-7', message };
+  });
+  t.deepEqual(await writeAll(reexport), ['skipped', 'skipped', 'skipped', 'skipped']);
+  t.is((await readdir(cur)).length, 3);
+  t.is((await readdir(join(folder, 'new'))).length, 1);
+  t.is((await readMaildir(root)).length, 4);
 });
 
 test('maildir: an item\'s copies for other mailboxes are hard links to its first durable file, each still its own message', async (t) => {

@@ -1,12 +1,20 @@
-import { constants } from 'node:fs';
-import { link, mkdir, open, opendir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { isAbsolute, join, resolve, sep } from 'node:path';
-import { ErrorCode, PivotArchiveError } from '../../errors.js';
-import { pathExists } from '../../fs-util.js';
+import { randomBytes } from 'node:crypto';
+import { constants, readFileSync } from 'node:fs';
+import { chown, link, lstat, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
 import { integerOption } from '../query.js';
 import { sha256Hex } from '../../hash.js';
+
+/** Who owns what the sink creates (run as root): `gid` absent = the Maildir root's group. */
+export interface MaildirOwner {
+  uid: number;
+  gid?: number;
+}
 
 export interface MaildirSinkConfig {
   /** Root folder; each mailbox is the Maildir++ tree `root/<mailbox>/`. */
@@ -24,9 +32,11 @@ export interface MaildirSinkConfig {
    * `maildir_copy_with_hardlinks` does) instead of writing and syncing each one.
    */
   links: boolean;
+  /** `?owner=USER[:GROUP]`; absent: the owner of the Maildir root. Only root can give files away. */
+  owner?: MaildirOwner;
 }
 
-const QUERY_KEYS = new Set(['folder', 'concurrency', 'links']);
+const QUERY_KEYS = new Set(['folder', 'concurrency', 'links', 'owner']);
 
 export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(spec)}: ${why}`);
@@ -44,7 +54,60 @@ export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   const concurrency = integerOption(params.get('concurrency'), 256, 1, 1024, 'concurrency', bad);
   const links = params.get('links') ?? '1';
   if (links !== '0' && links !== '1') throw bad(`links must be 1 (hard-link an item's copies, the default) or 0 (a file each), not ${JSON.stringify(links)}`);
-  return { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency, links: links === '1' };
+  const config: MaildirSinkConfig = { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency, links: links === '1' };
+  const owner = params.get('owner');
+  if (owner !== null) config.owner = parseOwner(owner, bad);
+  return config;
+}
+
+/** Entries of /etc/passwd or /etc/group as [name, id, primary gid (passwd only)]; none if unreadable. */
+function accounts(file: string): string[][] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text.split('\n').flatMap((line) => (line.startsWith('#') || !line.includes(':') ? [] : [line.split(':')]));
+}
+
+const ID = /^\d{1,10}$/;
+/** Ids chown takes: -1 (0xffffffff) means "leave as is" to the kernel, so it is not an owner. */
+const MAX_ID = 0xfffffffe;
+
+/**
+ * `USER[:GROUP]`: names resolved from /etc/passwd and /etc/group (users only NSS knows need
+ * numbers), numbers taken as they are. A user without a group takes its primary group when
+ * /etc/passwd lists it, otherwise the group of the Maildir root.
+ */
+function parseOwner(value: string, bad: (why: string) => Error): MaildirOwner {
+  const parts = value.split(':');
+  const [user = '', group] = parts;
+  if (parts.length > 2 || user === '' || group === '') throw bad(`owner must be USER[:GROUP] (names or numbers), not ${JSON.stringify(value)}`);
+  const passwd = accounts('/etc/passwd');
+  let uid: number;
+  let gid: number | undefined;
+  if (ID.test(user)) {
+    uid = Number(user);
+    const entry = passwd.find((e) => e[2] === String(uid));
+    if (entry && ID.test(entry[3] ?? '')) gid = Number(entry[3]);
+  } else {
+    const entry = passwd.find((e) => e[0] === user);
+    if (!entry || !ID.test(entry[2] ?? '') || !ID.test(entry[3] ?? '')) throw bad(`owner: no user ${JSON.stringify(user)} in /etc/passwd (give a number for a user it does not list)`);
+    uid = Number(entry[2]);
+    gid = Number(entry[3]);
+  }
+  if (group !== undefined) {
+    if (ID.test(group)) {
+      gid = Number(group);
+    } else {
+      const entry = accounts('/etc/group').find((e) => e[0] === group);
+      if (!entry || !ID.test(entry[2] ?? '')) throw bad(`owner: no group ${JSON.stringify(group)} in /etc/group (give a number for a group it does not list)`);
+      gid = Number(entry[2]);
+    }
+  }
+  if (uid > MAX_ID || (gid !== undefined && gid > MAX_ID)) throw bad(`owner ${JSON.stringify(value)}: ids go up to ${MAX_ID}`);
+  return gid === undefined ? { uid } : { uid, gid };
 }
 
 /**
@@ -99,20 +162,86 @@ function mailboxFolder(root: string, mailbox: string): string {
   return path;
 }
 
+const SUFFIX = '.pivot-archive';
+
 /** A file name unique per (mailbox, Message-ID, second), so a re-run finds what it wrote before. */
 export function maildirBaseName(delivery: Pick<Delivery, 'messageId' | 'internalDate'>): string {
   const key = sha256Hex(delivery.messageId).slice(0, 32);
-  return `${Math.floor(delivery.internalDate / 1000)}.P${key}.pivot-archive`;
+  return `${Math.floor(delivery.internalDate / 1000)}.P${key}${SUFFIX}`;
 }
 
 /**
- * In the Pivot folder, beside `maildirfolder`: the export ids ever delivered into it, one JSON
- * string per line. Mail servers ignore a plain file there (only `.`-folders are folders).
+ * The name of a message stored beside another complete version of it (same identity, other
+ * content): the identity's name plus a short hash of what is compared (`comparable`).
  */
-export const EXPORTS_FILE = 'pivot-archive-exports';
+export function maildirVariantName(delivery: Pick<Delivery, 'messageId' | 'internalDate' | 'message'>): string {
+  const base = maildirBaseName(delivery);
+  return `${base.slice(0, -SUFFIX.length)}.C${sha256Hex(comparable(delivery.message)).slice(0, 16)}${SUFFIX}`;
+}
 
-/** `cur/` names of ours whose flags a mail client changed (anything but the `:2,S` we wrote). */
-const RENAMED_BY_CLIENT = /^(\d+\.P[0-9a-f]{32}\.pivot-archive):2,(?!S$)/;
+/** Base names of ours (an identity's, or a variant's), with the `:2,<flags>` a file has after it. */
+const OURS = /^(\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive)(:2,.*)?$/;
+
+/** `tmp/` names of ours: the unique ones, and the fixed `<base>` that versions before them used. */
+const OUR_TEMPORARY = /^(?:\d+\.M\d+P\d+Q\d+R[0-9a-f]{8}\..*|\d+\.P[0-9a-f]{32}\.pivot-archive)$/;
+
+/** Maildir's rule: a `tmp/` file not touched for 36 hours is left over, never a live delivery. */
+const STALE_TEMPORARY_MS = 36 * 3600 * 1000;
+
+const HOST = (hostname() || 'localhost').replace(/\//g, '\\057').replace(/:/g, '\\072');
+/** Random per process: pids repeat across containers that share a volume, and across reboots. */
+const PROCESS_TAG = randomBytes(4).toString('hex');
+let temporaries = 0;
+
+/** A `tmp/` name no other writer uses: `<sec>.M<usec>P<pid>Q<n>R<random>.<host>` (Maildir's convention). */
+function uniqueName(): string {
+  const usec = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  return `${Math.floor(usec / 1e6)}.M${usec % 1e6}P${process.pid}Q${++temporaries}R${PROCESS_TAG}.${HOST}`;
+}
+
+/**
+ * What is compared between a stored file and a delivery: the bytes, without the
+ * X-Pivot-Export-Id header field, which is the only part of a message that differs when the same
+ * event comes again in an export with another id.
+ */
+function comparable(message: Buffer): Buffer {
+  let end = message.indexOf('\r\n\r\n');
+  if (end < 0) end = message.indexOf('\n\n');
+  if (end < 0) end = message.length;
+  const head = message.toString('latin1', 0, end);
+  const without = head.replace(/(^|\n)x-pivot-export-id:[^\n]*(?:\n[ \t][^\n]*)*/i, '$1');
+  return without.length === head.length ? message : Buffer.concat([Buffer.from(without, 'latin1'), message.subarray(end)]);
+}
+
+/**
+ * What a file holds, against our message: `same` message (byte for byte, or but for the export id),
+ * `torn` (empty, or the start of ours: a write cut short), `other` (another complete version),
+ * `absent`. Files much larger than ours are `other` unread.
+ */
+async function compare(path: string, ours: Buffer): Promise<'same' | 'torn' | 'other' | 'absent'> {
+  let theirs: Buffer;
+  try {
+    const handle = await open(path, 'r');
+    try {
+      const { size } = await handle.stat();
+      if (size > ours.length + 65536) return 'other';
+      theirs = Buffer.alloc(size);
+      const { bytesRead } = await handle.read(theirs, 0, size, 0);
+      theirs = theirs.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw err;
+  }
+  if (theirs.length === ours.length && theirs.equals(ours)) return 'same';
+  if (theirs.length < ours.length && ours.subarray(0, theirs.length).equals(theirs)) return 'torn';
+  const [a, b] = [comparable(theirs), comparable(ours)];
+  if (a.equals(b)) return 'same';
+  if (a.length < b.length && b.subarray(0, a.length).equals(a)) return 'torn';
+  return 'other';
+}
 
 /** `make()` run once per key and remembered, unless it fails (the next caller tries again). */
 function once<T>(cache: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
@@ -125,46 +254,114 @@ function once<T>(cache: Map<string, Promise<T>>, key: string, make: () => Promis
   return value;
 }
 
-/** The export ids an exports file lists (none if there is none yet). */
-async function readExportsFile(path: string): Promise<Set<string>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Set();
-    throw err;
-  }
-  const ids = new Set<string>();
-  for (const line of text.split('\n')) {
-    try {
-      const id: unknown = JSON.parse(line);
-      if (typeof id === 'string') ids.add(id);
-    } catch {
-      // an empty last line, or one cut short by a crash
+function isCode(err: unknown, code: string): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === code;
+}
+
+/** Our files in a folder's `cur/` and `new/`, as one listing finds them. */
+interface Listing {
+  /** Any file of ours at all: if none, a write does not look before it publishes. */
+  heldOurs: boolean;
+  /**
+   * Base name -> paths of our files not in the `cur/<base>:2,S` form we write: renamed by a
+   * client's flag change (`:2,FS`, `:2,`) or moved to `new/`. Few; the rest are not kept.
+   */
+  renamed: Map<string, string[]>;
+}
+
+/** The Pivot folder of one mailbox, as prepared (and listed) once per run. */
+interface Folder {
+  path: string;
+  listing: Listing;
+  /** A listing under way because a remembered name was gone (a client renamed it again). */
+  relisting?: Promise<void>;
+}
+
+async function listOurs(folder: string): Promise<Listing> {
+  const listing: Listing = { heldOurs: false, renamed: new Map() };
+  for (const sub of ['cur', 'new']) {
+    for await (const entry of await opendir(join(folder, sub), { bufferSize: 1024 })) {
+      const match = OURS.exec(entry.name);
+      if (!match) continue;
+      listing.heldOurs = true;
+      if (sub === 'cur' && match[2] === ':2,S') continue;
+      const paths = listing.renamed.get(match[1]!);
+      const path = join(folder, sub, entry.name);
+      if (paths) paths.push(path);
+      else listing.renamed.set(match[1]!, [path]);
     }
   }
-  return ids;
+  return listing;
 }
+
+/** Removes our `tmp/` files that runs killed mid-delivery left (untouched for 36 hours). Best effort. */
+async function removeStaleTemporaries(tmp: string): Promise<void> {
+  try {
+    for await (const entry of await opendir(tmp, { bufferSize: 256 })) {
+      if (!OUR_TEMPORARY.test(entry.name)) continue;
+      const path = join(tmp, entry.name);
+      // ctime: a live delivery sets its file's mtime to the message's date, but not its ctime.
+      const info = await lstat(path).catch(() => undefined);
+      if (info?.isFile() && Date.now() - info.ctimeMs > STALE_TEMPORARY_MS) await unlink(path).catch(() => undefined);
+    }
+  } catch {
+    // a listing that fails costs nothing but the clean-up
+  }
+}
+
+/**
+ * `mkdir -p`, one level at a time, so a failure says why (Node's recursive mkdir answers ENOENT
+ * for a read-only file system). Returns the first directory it made, if any.
+ */
+async function makeDirectories(path: string): Promise<string | undefined> {
+  const missing: string[] = [];
+  for (let dir = path; ; dir = dirname(dir)) {
+    try {
+      await stat(dir);
+      break;
+    } catch (err) {
+      if (!isCode(err, 'ENOENT')) throw err;
+      missing.unshift(dir);
+      if (dir === dirname(dir)) break;
+    }
+  }
+  for (const dir of missing) {
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      if (!isCode(err, 'EEXIST')) throw err;
+    }
+  }
+  return missing[0];
+}
+
+/** Where a message goes, as what holds its names says. */
+type Place =
+  /** The message is there already (`raced`: another writer put it there while we looked). */
+  | { kind: 'held'; path: string }
+  /** Nothing holds this base name: publish `cur/<name>:2,S`, without replacing anything. */
+  | { kind: 'free'; name: string }
+  /** A torn file holds it: replace that file. */
+  | { kind: 'torn'; path: string };
+
+/** How many times a write looks again after another writer took the name it was publishing. */
+const MAX_TRIES = 8;
 
 export class MaildirSink implements Sink {
   readonly kind = 'maildir';
   readonly description: string;
   readonly maxInFlight: number;
-  private readonly prepared = new Map<string, Promise<string>>();
-  /** Per folder: the export ids its exports file listed when this run first looked. */
-  private readonly exportsListed = new Map<string, Promise<Set<string>>>();
-  /** Per (folder, export): whether that export had been delivered into the folder before this run. */
-  private readonly deliveredBefore = new Map<string, Promise<boolean>>();
-  /** Per folder, listed once per run: base names of ours that a client renamed. */
-  private readonly renamed = new Map<string, Promise<Set<string>>>();
+  private readonly prepared = new Map<string, Promise<Folder>>();
   /**
    * Fan-out hands every mailbox of an item the same Buffer: its first file written (once durable;
-   * undefined if that write failed), for the other mailboxes to link to. Weak, so it lives only
-   * as long as the item's deliveries do.
+   * undefined if that write failed or wrote nothing), for the other mailboxes to link to. Weak, so
+   * it lives only as long as the item's deliveries do.
    */
-  private readonly firstCopy = new WeakMap<Buffer, Promise<{ base: string; path: string } | undefined>>();
+  private readonly firstCopy = new WeakMap<Buffer, Promise<string | undefined>>();
   private readonly syncs = new Map<string, DirectorySync>();
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Run as root: whom the directories and files it creates are given to. */
+  private owner: { uid: number; gid: number } | undefined;
   private state: 'new' | 'open' | 'closed' = 'new';
 
   constructor(readonly config: MaildirSinkConfig) {
@@ -172,8 +369,63 @@ export class MaildirSink implements Sink {
     this.maxInFlight = config.concurrency;
   }
 
+  /**
+   * Makes the root if need be and proves it a writable directory (a probe file created, synced and
+   * removed); E_SINK_UNAVAILABLE if not, once, instead of a failure per delivery.
+   */
   async open(): Promise<void> {
-    await mkdir(this.config.root, { recursive: true });
+    const root = this.config.root;
+    const unavailable = (why: string, err?: unknown) =>
+      new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `maildir root ${root} ${why}${err === undefined ? '' : `: ${errorMessage(err)}`}`, { cause: err });
+    const asRoot = process.getuid?.() === 0;
+    const wanted = this.config.owner;
+    if (!asRoot && wanted) {
+      const [uid, gid] = [process.getuid?.(), process.getgid?.()];
+      if (wanted.uid !== uid || (wanted.gid !== undefined && wanted.gid !== gid)) {
+        throw unavailable(`cannot be given to owner ${wanted.uid}${wanted.gid === undefined ? '' : `:${wanted.gid}`}: only root can give files away (this runs as ${uid}:${gid}); run as root or drop ?owner=`);
+      }
+    }
+    let made: string | undefined;
+    try {
+      made = await makeDirectories(root);
+    } catch (err) {
+      throw unavailable('cannot be made', err);
+    }
+    let info;
+    try {
+      info = await stat(root);
+    } catch (err) {
+      throw unavailable('cannot be read', err);
+    }
+    if (!info.isDirectory()) throw unavailable('is not a directory');
+    if (asRoot) {
+      const owner = { uid: wanted?.uid ?? info.uid, gid: wanted?.gid ?? info.gid };
+      // Files root creates are root's already: no chown for a root-owned root unless asked.
+      this.owner = !wanted && owner.uid === process.getuid?.() && owner.gid === process.getgid?.() ? undefined : owner;
+    }
+    const probe = join(root, `.pivot-archive-probe.${uniqueName()}`);
+    try {
+      const handle = await open(probe, 'wx');
+      try {
+        await handle.writeFile('probe\n');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await unlink(probe);
+    } catch (err) {
+      await unlink(probe).catch(() => undefined);
+      throw unavailable('is not writable', err);
+    }
+    if (made !== undefined && this.owner) {
+      // The root and the folders on the way to it that mkdir made are the owner's too.
+      for (let dir = root; ; dir = dirname(dir)) {
+        await chown(dir, this.owner.uid, this.owner.gid).catch((err: unknown) => {
+          throw unavailable(`cannot be given to ${this.owner!.uid}:${this.owner!.gid}`, err);
+        });
+        if (dir === made || dir === dirname(dir)) break;
+      }
+    }
     this.state = 'open';
   }
 
@@ -193,66 +445,89 @@ export class MaildirSink implements Sink {
     await Promise.allSettled([...this.inFlight]);
   }
 
-  /** The Pivot folder of a mailbox, made once per run: the mailbox's own Maildir and the subfolder. */
-  private folderOf(mailbox: string): Promise<string> {
+  /** A directory, made (and given to the owner) unless it is there. */
+  private async makeDir(dir: string): Promise<void> {
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      if (isCode(err, 'EEXIST')) return;
+      throw err;
+    }
+    if (this.owner) await chown(dir, this.owner.uid, this.owner.gid);
+  }
+
+  /**
+   * The Pivot folder of a mailbox, prepared once per run at its first delivery: the mailbox's own
+   * Maildir and the subfolder made, `cur/` and `new/` listed for our renamed files.
+   */
+  private folderOf(mailbox: string): Promise<Folder> {
     return once(this.prepared, mailbox, async () => {
       const home = mailboxFolder(this.config.root, mailbox);
-      const folder = join(home, this.config.folder);
-      for (const dir of [home, folder]) {
-        for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(dir, sub), { recursive: true });
+      const path = join(home, this.config.folder);
+      for (const dir of [home, path]) {
+        await this.makeDir(dir);
+        for (const sub of ['cur', 'new', 'tmp']) await this.makeDir(join(dir, sub));
       }
-      await writeFile(join(folder, 'maildirfolder'), '');
-      return folder;
-    });
-  }
-
-  /**
-   * Whether `exportId` was delivered into `folder` before this run. If not, it is recorded (and
-   * synced) now, before the first of its messages lands, so that a later re-run knows to look.
-   */
-  private exportDeliveredBefore(folder: string, exportId: string): Promise<boolean> {
-    return once(this.deliveredBefore, `${folder}\n${exportId}`, async () => {
-      const listed = await once(this.exportsListed, folder, () => readExportsFile(join(folder, EXPORTS_FILE)));
-      if (listed.has(exportId)) return true;
-      const handle = await open(join(folder, EXPORTS_FILE), 'a');
       try {
-        await handle.write(`${JSON.stringify(exportId)}\n`);
-        await handle.sync();
-      } finally {
-        await handle.close();
+        const marker = await open(join(path, 'maildirfolder'), 'wx');
+        try {
+          if (this.owner) await marker.chown(this.owner.uid, this.owner.gid);
+        } finally {
+          await marker.close();
+        }
+      } catch (err) {
+        if (!isCode(err, 'EEXIST')) throw err;
       }
-      await this.syncOf(folder).sync(); // the file's name, if this made it
-      return false;
+      const [listing] = await Promise.all([listOurs(path), removeStaleTemporaries(join(path, 'tmp'))]);
+      return { path, listing };
     });
   }
 
-  private renamedIn(folder: string): Promise<Set<string>> {
-    return once(this.renamed, folder, async () => {
-      const bases = new Set<string>();
-      for await (const entry of await opendir(join(folder, 'cur'), { bufferSize: 1024 })) {
-        const match = RENAMED_BY_CLIENT.exec(entry.name);
-        if (match) bases.add(match[1]!);
-      }
-      return bases;
-    });
+  /** Lists a folder again (one listing at a time). */
+  private relist(folder: Folder): Promise<void> {
+    folder.relisting ??= listOurs(folder.path)
+      .then((listing) => {
+        folder.listing = listing;
+      })
+      .finally(() => {
+        folder.relisting = undefined;
+      });
+    return folder.relisting;
   }
 
   /**
-   * A copy as a hard link to the item's durable first file: linked into `tmp/` under this copy's
-   * name, renamed into `cur/`, `cur/` synced, as Dovecot's own hard-link copy does. False where no
-   * link can be made (the first file renamed by a client, another file system): then the caller
-   * writes a file of its own.
+   * Where `message` (identity `base`) goes: every file holding the base name is compared. One
+   * holding our message: `held`. Another complete version: it stays, and the content-named
+   * variant is looked at the same way (where anything else is a torn file of ours). A torn file,
+   * with nothing else holding the name: `torn`. Nothing: `free`.
    */
-  private async linkCopy(from: string, folder: string, base: string, final: string): Promise<boolean> {
-    const temporary = join(folder, 'tmp', base);
-    try {
-      await replacingStale(temporary, () => link(from, temporary));
-    } catch {
-      return false;
+  private async place(folder: Folder, delivery: Delivery, retried = false): Promise<Place> {
+    let name = maildirBaseName(delivery);
+    let variant = false;
+    let vanished = false;
+    for (;;) {
+      const remembered = folder.listing.renamed.get(name) ?? [];
+      let torn: string | undefined;
+      let taken = false;
+      for (const path of [join(folder.path, 'cur', `${name}:2,S`), ...remembered]) {
+        const verdict = await compare(path, delivery.message);
+        if (verdict === 'same') return { kind: 'held', path };
+        if (verdict === 'absent') vanished ||= remembered.includes(path);
+        else if (verdict === 'torn' || variant) torn ??= path;
+        else taken = true;
+      }
+      if (taken) {
+        name = maildirVariantName(delivery);
+        variant = true;
+        continue;
+      }
+      if (vanished && !retried) {
+        // A client renamed a file of ours again since the listing: look at the folder afresh.
+        await this.relist(folder);
+        return this.place(folder, delivery, true);
+      }
+      return torn ? { kind: 'torn', path: torn } : { kind: 'free', name };
     }
-    await rename(temporary, final);
-    await this.syncOf(join(folder, 'cur')).sync();
-    return true;
   }
 
   private syncOf(dir: string): DirectorySync {
@@ -261,54 +536,88 @@ export class MaildirSink implements Sink {
     return sync;
   }
 
-  private async deliver(delivery: Delivery): Promise<WriteOutcome> {
-    const folder = await this.folderOf(delivery.mailbox);
-    const base = maildirBaseName(delivery);
-    const final = join(folder, 'cur', `${base}:2,S`);
-    if ((await pathExists(final)) || (await pathExists(join(folder, 'new', base)))) return 'skipped';
-    // A client that changes flags renames the file (`:2,S` -> `:2,FS`). Finding that takes a
-    // listing of the folder, made only when this export went into the folder before (a re-run).
-    if ((await this.exportDeliveredBefore(folder, delivery.exportId)) && (await this.renamedIn(folder)).has(base)) return 'skipped';
-    if (this.config.links) {
-      const copy = this.firstCopy.get(delivery.message);
-      if (!copy) {
-        const written = this.writeFile(delivery, folder, base, final);
-        this.firstCopy.set(delivery.message, written.then(() => ({ base, path: final }), () => undefined));
-        return written;
-      }
-      const first = await copy;
-      if (first?.base === base && (await this.linkCopy(first.path, folder, base, final))) return 'delivered';
-    }
-    return this.writeFile(delivery, folder, base, final);
-  }
-
-  /** The Maildir delivery proper: `tmp/`, write, mtime, fsync, rename into `cur/`, sync `cur/`. */
-  private async writeFile(delivery: Delivery, folder: string, base: string, final: string): Promise<WriteOutcome> {
-    const temporary = join(folder, 'tmp', base);
-    const handle = await replacingStale(temporary, () => open(temporary, 'wx'));
+  /** A complete, synced file of our own in `tmp/` under a name no other writer uses, given to the owner. */
+  private async writeTemporary(folder: Folder, delivery: Delivery): Promise<string> {
+    const temporary = join(folder.path, 'tmp', uniqueName());
+    const handle = await open(temporary, 'wx');
     try {
       await handle.writeFile(delivery.message);
       const time = new Date(delivery.internalDate);
       // Dovecot takes a Maildir file's mtime as the message's INTERNALDATE.
       await handle.utimes(time, time);
+      if (this.owner) await handle.chown(this.owner.uid, this.owner.gid);
       await handle.sync();
-    } finally {
-      await handle.close();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(temporary).catch(() => undefined);
+      throw err;
     }
-    await rename(temporary, final);
-    await this.syncOf(join(folder, 'cur')).sync();
-    return 'delivered';
+    await handle.close();
+    return temporary;
   }
-}
 
-/** `create()` of a `tmp/` file; one of that name is left by a run killed before its rename (never delivered): replaced. */
-async function replacingStale<T>(temporary: string, create: () => Promise<T>): Promise<T> {
-  try {
-    return await create();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    await unlink(temporary);
-    return create();
+  /**
+   * The Maildir delivery: a complete, synced file in `tmp/` (or, for an item's later copies, its
+   * first durable file) is published into `cur/` by `link()`, which never replaces a name another
+   * writer took first (then what holds it is compared again), and `cur/` is synced. A torn file of
+   * ours is replaced whole by `rename()`.
+   */
+  private async deliver(delivery: Delivery): Promise<WriteOutcome> {
+    const folder = await this.folderOf(delivery.mailbox);
+    // A folder that held nothing of ours when listed: the link below finds any name taken since.
+    let place: Place = folder.listing.heldOurs ? await this.place(folder, delivery) : { kind: 'free', name: maildirBaseName(delivery) };
+    if (place.kind === 'held') return 'skipped';
+    let linkFrom: string | undefined;
+    let becomeFirst: ((path: string | undefined) => void) | undefined;
+    if (this.config.links) {
+      const copy = this.firstCopy.get(delivery.message);
+      if (copy) linkFrom = await copy;
+      if (!linkFrom) this.firstCopy.set(delivery.message, new Promise((resolve) => (becomeFirst = resolve)));
+    }
+    let temporary: string | undefined;
+    let raced = false;
+    try {
+      for (let tries = 0; tries < MAX_TRIES; tries++) {
+        if (place.kind === 'held') {
+          // Another writer published it while we wrote: ours is not needed, theirs made durable.
+          if (raced) await this.syncOf(dirname(place.path)).sync();
+          return 'skipped';
+        }
+        if (place.kind === 'torn') {
+          temporary ??= await this.writeTemporary(folder, delivery);
+          await rename(temporary, place.path);
+          temporary = undefined;
+          await this.syncOf(dirname(place.path)).sync();
+          becomeFirst?.(place.path);
+          return 'delivered';
+        }
+        const final = join(folder.path, 'cur', `${place.name}:2,S`);
+        let source = linkFrom ?? temporary;
+        if (source === undefined) source = temporary = await this.writeTemporary(folder, delivery);
+        try {
+          await link(source, final);
+        } catch (err) {
+          if (isCode(err, 'EEXIST')) {
+            raced = true;
+            place = await this.place(folder, delivery);
+            continue;
+          }
+          if (source !== linkFrom) throw err;
+          // No link to the first copy (a client renamed it, another file system): a file of its own.
+          linkFrom = undefined;
+          continue;
+        }
+        const cleanUp = source === temporary ? unlink(temporary).catch(() => undefined) : undefined;
+        temporary = undefined;
+        await Promise.all([this.syncOf(join(folder.path, 'cur')).sync(), cleanUp]);
+        if (source !== linkFrom) becomeFirst?.(final);
+        return 'delivered';
+      }
+      throw new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: other writers kept taking the name of ${delivery.messageId} in ${folder.path} (${MAX_TRIES} tries)`);
+    } finally {
+      becomeFirst?.(undefined);
+      if (temporary !== undefined) await unlink(temporary).catch(() => undefined);
+    }
   }
 }
 

@@ -1,0 +1,82 @@
+// open() finds a Maildir root the sink cannot write into, once, before any delivery:
+// E_SINK_UNAVAILABLE naming the root and the reason (the command line exits 2), instead of one
+// failed delivery per message.
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ErrorCode } from '../src/errors.js';
+import { createSink } from '../src/sinks/index.js';
+import { delivery } from './helpers/sink-conformance.js';
+import { tempDir } from './helpers/tmp.js';
+
+const run = promisify(execFile);
+const asRoot = process.getuid?.() === 0;
+const rootOnly = asRoot ? test : test.skip;
+
+async function refused(t: ExecutionContext, root: string, reason: RegExp): Promise<void> {
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  const err = await t.throwsAsync(sink.open());
+  t.is((err as { code?: string } | undefined)?.code, ErrorCode.SINK_UNAVAILABLE);
+  t.true(err?.message.includes(root), `names the root: ${err?.message}`);
+  t.regex(err?.message ?? '', reason);
+  // And it is not open: a write is refused, not attempted.
+  await t.throwsAsync(sink.write(delivery(1)), { code: ErrorCode.SINK_CLOSED } as never);
+}
+
+test('maildir open: a root whose parent is a regular file is refused at open (ENOTDIR)', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'file'), 'not a folder');
+  await refused(t, join(dir, 'file', 'maildir'), /ENOTDIR/);
+});
+
+test('maildir open: a root that is a regular file is refused at open', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'file'), 'not a folder');
+  await refused(t, join(dir, 'file'), /not a directory/);
+});
+
+rootOnly('maildir open: a root on a read-only file system is refused at open (EROFS)', async (t) => {
+  const dir = await tempDir(t);
+  const mount = join(dir, 'ro');
+  await mkdir(mount);
+  try {
+    await run('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', mount]);
+  } catch (err) {
+    t.log(`no read-only mount here (${(err as Error).message.trim()}); not tested`);
+    t.pass();
+    return;
+  }
+  t.teardown(() => run('umount', [mount]).then(() => undefined));
+  await refused(t, mount, /EROFS/);
+  await refused(t, join(mount, 'below'), /EROFS/);
+});
+
+rootOnly('maildir open: an immutable root (chattr +i) is refused at open, even for root (EPERM)', async (t) => {
+  const dir = await tempDir(t);
+  const root = join(dir, 'immutable');
+  await mkdir(root);
+  try {
+    await run('chattr', ['+i', root]);
+  } catch (err) {
+    t.log(`no chattr +i here (${(err as Error).message.trim()}); not tested`);
+    t.pass();
+    return;
+  }
+  t.teardown(() => run('chattr', ['-i', root]).then(() => undefined));
+  await refused(t, root, /EPERM/);
+  t.deepEqual(await readdir(root), []);
+});
+
+test('maildir open: a writable root, made or found, is left with no probe file in it', async (t) => {
+  const dir = await tempDir(t);
+  for (const root of [dir, join(dir, 'made', 'here')]) {
+    const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+    await sink.open();
+    await sink.close();
+  }
+  t.deepEqual(await readdir(dir), ['made']);
+  t.deepEqual(await readdir(join(dir, 'made', 'here')), []);
+  await rmdir(join(dir, 'made', 'here'));
+});

@@ -1,0 +1,117 @@
+// What the Maildir sink finds under a message's name decides what it does: the same message is
+// skipped, a torn or empty file is replaced, another complete version is kept and ours stored
+// beside it; and a tmp/ file it did not make is never touched.
+import test from 'ava';
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Delivery } from '../src/model.js';
+import { createSink } from '../src/sinks/index.js';
+import { maildirBaseName } from '../src/sinks/maildir/index.js';
+import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
+import { tempDir } from './helpers/tmp.js';
+
+const MAILBOX = 'jane@acme.example';
+
+/** Event `m_<n>` as export `exportId` builds it, with `text` (a corrected event has other text). */
+function event(n: number, exportId = 'first-export', text = `message number ${n}`): Delivery {
+  const user = { id: 'u_1', displayName: 'Jane', email: MAILBOX };
+  const sentAt = new Date(Date.parse('2026-11-23T10:00:00Z') + n * 10_000).toISOString();
+  const message = buildMessage(
+    { id: `m_${n}`, type: 'message', sentAt, conversation: { id: 'c_1', type: 'room', name: 'Presence', members: ['u_1'] }, sender: user, text, attachments: [], participants: [user], headers: {}, raw: {}, position: { file: 0, index: n } },
+    { tenant: 'acme', exportId },
+    [],
+  );
+  return { mailbox: MAILBOX, exportId, position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
+}
+
+async function writeAll(root: string, deliveries: Delivery[]): Promise<string[]> {
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+  await sink.close();
+  return outcomes;
+}
+
+async function folderOf(root: string): Promise<{ cur: string; tmp: string }> {
+  const folder = join(root, MAILBOX, '.INBOX.Pivot');
+  for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(folder, sub), { recursive: true });
+  return { cur: join(folder, 'cur'), tmp: join(folder, 'tmp') };
+}
+
+test('maildir presence: an empty or torn file under a message\'s name is replaced by the complete message and not counted as held', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  const [empty, torn, whole] = [1, 2, 3].map((n) => event(n));
+  // As a crash or two racing writers of an earlier version could leave them.
+  await writeFile(join(cur, `${maildirBaseName(empty!)}:2,S`), '');
+  await writeFile(join(cur, `${maildirBaseName(torn!)}:2,S`), torn!.message.subarray(0, Math.floor(torn!.message.length / 2)));
+  await writeFile(join(cur, `${maildirBaseName(whole!)}:2,S`), whole!.message);
+  const wholeInode = (await stat(join(cur, `${maildirBaseName(whole!)}:2,S`))).ino;
+  t.deepEqual(await writeAll(root, [empty!, torn!, whole!]), ['delivered', 'delivered', 'skipped']);
+  t.deepEqual((await readdir(cur)).sort(), [empty!, torn!, whole!].map((d) => `${maildirBaseName(d)}:2,S`).sort());
+  for (const d of [empty!, torn!, whole!]) t.true((await readFile(join(cur, `${maildirBaseName(d)}:2,S`))).equals(d.message), d.itemId);
+  t.is((await stat(join(cur, `${maildirBaseName(whole!)}:2,S`))).ino, wholeInode, 'the complete file is left as it was');
+  t.deepEqual(await writeAll(root, [empty!, torn!, whole!]), ['skipped', 'skipped', 'skipped']);
+});
+
+test('maildir presence: another complete version under the same identity is kept, ours is stored beside it, and a re-run finds both', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  // The archived original, then a re-export that corrected the event (same Message-ID and second).
+  const original = event(1, 'first-export', 'the original text');
+  const corrected = event(1, 'correcting-export', 'the corrected text');
+  t.deepEqual(await writeAll(root, [original]), ['delivered']);
+  const originalName = `${maildirBaseName(original)}:2,S`;
+  const originalInode = (await stat(join(cur, originalName))).ino;
+  t.deepEqual(await writeAll(root, [corrected]), ['delivered']);
+  const names = (await readdir(cur)).sort();
+  t.is(names.length, 2);
+  t.true(names.includes(originalName));
+  const beside = names.find((n) => n !== originalName)!;
+  // Named from the identity plus a short hash of the content: the same second, the same key.
+  t.regex(beside, new RegExp(`^${maildirBaseName(original).replace(/\.pivot-archive$/, '').replace(/\./g, '\\.')}\\.C[0-9a-f]{16}\\.pivot-archive:2,S$`));
+  t.is((await stat(join(cur, originalName))).ino, originalInode, 'the original is never overwritten');
+  t.true((await readFile(join(cur, originalName))).equals(original.message));
+  t.true((await readFile(join(cur, beside))).equals(corrected.message));
+  // A re-run of either export finds its own version, whatever flags a client gave them since.
+  await rename(join(cur, beside), join(cur, beside.replace(/:2,S$/, ':2,FS')));
+  t.deepEqual(await writeAll(root, [original, corrected]), ['skipped', 'skipped']);
+  t.deepEqual(await writeAll(root, [corrected, original]), ['skipped', 'skipped']);
+  t.is((await readdir(cur)).length, 2);
+});
+
+test('maildir presence: a corrected event whose original a client renamed is stored beside it, never under a second copy of the original\'s name', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  const original = event(2, 'first-export', 'the original text');
+  const corrected = event(2, 'correcting-export', 'the corrected text');
+  t.deepEqual(await writeAll(root, [original]), ['delivered']);
+  const base = maildirBaseName(original);
+  await rename(join(cur, `${base}:2,S`), join(cur, `${base}:2,FS`));
+  t.deepEqual(await writeAll(root, [corrected]), ['delivered']);
+  const names = (await readdir(cur)).sort();
+  t.is(names.length, 2);
+  t.true(names.includes(`${base}:2,FS`));
+  t.false(names.includes(`${base}:2,S`), 'two files of one base name would be one message to Dovecot');
+  t.deepEqual(await writeAll(root, [original, corrected]), ['skipped', 'skipped']);
+});
+
+test('maildir presence: the same event exported again under another export id is the message already held, not a new version', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  t.deepEqual(await writeAll(root, [event(1, 'first-export'), event(2, 'first-export')]), ['delivered', 'delivered']);
+  // Only X-Pivot-Export-Id differs (and so the size).
+  t.deepEqual(await writeAll(root, [event(1, 'a-much-longer-export-id-2026-11-24'), event(2, 'x')]), ['skipped', 'skipped']);
+  t.is((await readdir(cur)).length, 2);
+});
+
+test('maildir presence: a tmp/ file the sink did not make is never removed or replaced (another writer may be writing it)', async (t) => {
+  const root = await tempDir(t);
+  const { tmp, cur } = await folderOf(root);
+  const d = event(4);
+  // Another run's live temporary file under the name every earlier version used for this message.
+  await writeFile(join(tmp, maildirBaseName(d)), 'being written by another run');
+  t.deepEqual(await writeAll(root, [d]), ['delivered']);
+  t.is(await readFile(join(tmp, maildirBaseName(d)), 'utf8'), 'being written by another run');
+  t.true((await readFile(join(cur, `${maildirBaseName(d)}:2,S`))).equals(d.message));
+});

@@ -1,0 +1,70 @@
+// Two writers delivering the same deliveries into one Maildir root at the same time (two runs at
+// once, no lock): every message ends up exactly once, complete, and no write is rejected.
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Delivery } from '../src/model.js';
+import { maildirBaseName } from '../src/sinks/maildir/index.js';
+import { raceDeliveries, RACE_MAILBOXES, writeAll, type RaceReport } from './maildir-race-writer.js';
+import { tempDir } from './helpers/tmp.js';
+
+const WRITER = fileURLToPath(new URL('./maildir-race-writer.js', import.meta.url));
+
+/** Every message once per mailbox, complete, under its name; nothing in new/ or tmp/. */
+async function checkStore(t: ExecutionContext, root: string, deliveries: Delivery[]): Promise<void> {
+  for (const mailbox of RACE_MAILBOXES) {
+    const folder = join(root, mailbox, '.INBOX.Pivot');
+    const mine = deliveries.filter((d) => d.mailbox === mailbox);
+    const cur = (await readdir(join(folder, 'cur'))).sort();
+    t.deepEqual(cur, mine.map((d) => `${maildirBaseName(d)}:2,S`).sort(), `${mailbox}: one file per message`);
+    t.deepEqual(await readdir(join(folder, 'new')), [], `${mailbox}: new/`);
+    t.deepEqual(await readdir(join(folder, 'tmp')), [], `${mailbox}: tmp/ left clean`);
+    const torn: string[] = [];
+    for (const d of mine) {
+      const bytes = await readFile(join(folder, 'cur', `${maildirBaseName(d)}:2,S`));
+      if (!bytes.equals(d.message)) torn.push(`${d.itemId} (${bytes.length} of ${d.message.length} bytes)`);
+    }
+    t.deepEqual(torn, [], `${mailbox}: every file complete`);
+  }
+}
+
+/** No write rejected, and every (mailbox, item) answered `delivered` by exactly one writer. */
+function checkReports(t: ExecutionContext, reports: RaceReport[], deliveries: Delivery[]): void {
+  t.deepEqual(reports.flatMap((r) => r.errors), [], 'no write rejected');
+  const delivered = reports.flatMap((r) => r.deliveredKeys).sort();
+  t.deepEqual(delivered, deliveries.map((d) => `${d.mailbox} ${d.itemId}`).sort(), 'each delivered exactly once');
+  t.is(reports.reduce((sum, r) => sum + r.delivered + r.skipped, 0), deliveries.length * reports.length);
+}
+
+test('maildir race: two sinks in one process delivering the same deliveries into one root store each message once, complete, and reject nothing', async (t) => {
+  const root = await tempDir(t);
+  const deliveries = raceDeliveries(150);
+  // Both writers go through the same items at the same moment, 256 in flight each.
+  const reports = await Promise.all([writeAll(`maildir:${root}`, deliveries), writeAll(`maildir:${root}`, deliveries)]);
+  checkReports(t, reports, deliveries);
+  await checkStore(t, root, deliveries);
+  // Hard links still work under the race: an item is one file for its four mailboxes, or a few.
+  const again = await writeAll(`maildir:${root}`, deliveries);
+  t.deepEqual(again, { delivered: 0, skipped: deliveries.length, errors: [], deliveredKeys: [] }, 'a re-run finds everything');
+});
+
+test('maildir race: two sinks with links=0 racing store each message once, complete, and reject nothing', async (t) => {
+  const root = await tempDir(t);
+  const deliveries = raceDeliveries(100);
+  const reports = await Promise.all([writeAll(`maildir:${root}?links=0`, deliveries), writeAll(`maildir:${root}?links=0`, deliveries)]);
+  checkReports(t, reports, deliveries);
+  await checkStore(t, root, deliveries);
+});
+
+test('maildir race: two processes delivering the same export into one root at once store each message once, complete, and reject nothing', async (t) => {
+  const root = await tempDir(t);
+  const items = 150;
+  const run = async () => JSON.parse((await promisify(execFile)(process.execPath, [WRITER, root, String(items)], { maxBuffer: 64 << 20 })).stdout) as RaceReport;
+  const reports = await Promise.all([run(), run()]);
+  const deliveries = raceDeliveries(items);
+  checkReports(t, reports, deliveries);
+  await checkStore(t, root, deliveries);
+});
