@@ -153,7 +153,7 @@ if (!DOVECOT_BINARY) {
     const { dir, ex, dovecot } = await exportAndServer(t, 1500, 25);
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=5&retryDelay=20000`;
     const status = join(dir, 'status.jsonl');
-    const args = ['run', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')];
+    const args = ['run', '--max-rejected', '100%', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects')];
     const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stdout.resume();
