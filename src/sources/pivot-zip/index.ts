@@ -1,32 +1,34 @@
-import { createHash } from 'node:crypto';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { crc32 } from 'node:zlib';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Conversation, EventPosition, Manifest, SourceEvent, User } from '../../model.js';
 import { MembershipTimeline } from '../../transforms/participants/index.js';
 import { checkEvent, isObject } from '../../transforms/validate/index.js';
-import { scanJsonArray } from './json-array.js';
-import { DEFAULT_ZIP_LIMITS, rangeStream, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry, type ZipLimits } from './zip-reader.js';
+import { JsonArrayScanner, type ArrayElement } from './json-array.js';
+import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry, type ZipLimits } from './zip-reader.js';
 
 export type { SourceEvent } from '../../model.js';
 
 export interface PivotZipSourceConfig {
   /** Path of the archive on disk (stdin is spooled to a file first). */
   path: string;
-  /** Largest event (bytes of its JSON) held in memory; a larger one is yielded `tooLarge`. */
+  /** Largest event (bytes of its JSON) held in memory; a larger one is yielded `tooLarge`. Default 64 MiB. */
   maxEventBytes?: number;
   limits?: ZipLimits;
 }
 
 /** users.json and conversations.json are read whole; this caps what that may cost. */
 const MAX_DIRECTORY_ENTRY_BYTES = 512 * 1024 * 1024;
-const DEFAULT_MAX_EVENT_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_EVENT_BYTES = 64 * 1024 * 1024;
 const MESSAGES_ENTRY = /^messages\/[^/]+\.json$/;
 const ATTACHMENT_PREFIX = 'attachments/';
-const REQUIRED = new Set(['manifest.json', 'users.json', 'conversations.json']);
+const REQUIRED = ['manifest.json', 'users.json', 'conversations.json'] as const;
 
-/** An archive entry the format does not name: recorded, never read. */
+/** An archive entry outside the format's layout: recorded with why, never read. */
 export interface IgnoredEntry {
   name: string;
   why: string;
@@ -34,18 +36,22 @@ export interface IgnoredEntry {
 
 /**
  * A Pivot export archive (format version 1), opened and checked: manifest, users and
- * conversations are loaded, every messages file has been scanned once (CRC, JSON structure,
- * ids, valid join/leave collected), so a corrupt archive fails here, before any delivery. The
- * file is held open until `close()`: every read goes through that one descriptor, so replacing
- * the path mid-run changes nothing the run reads.
+ * conversations are loaded, every messages file has been scanned once (CRC-32, JSON structure,
+ * id hashes, valid join/leave collected), so a corrupt archive fails here, before any delivery.
+ * The file is held open until `close()`: every read goes through that one descriptor, so
+ * replacing the path mid-run changes nothing the run reads.
  */
 export class PivotExportArchive {
+  /** Uncompressed bytes of the messages files the current `events()` read has consumed. */
+  messageBytesRead = 0;
+
   private constructor(
     readonly path: string,
     private readonly handle: FileHandle,
     private readonly streams: Set<Readable>,
-    /** Size in bytes and sha256 (hex) of the archive file. */
+    /** Size in bytes of the archive file. */
     readonly size: number,
+    /** sha256 (hex) of the whole archive file, as read through the held descriptor. */
     readonly sha256: string,
     readonly manifest: Manifest,
     readonly users: Map<string, User>,
@@ -54,8 +60,11 @@ export class PivotExportArchive {
     readonly membership: MembershipTimeline,
     readonly eventCount: number,
     readonly hostileEntryNames: string[],
+    /** Entries outside the layout (e.g. `Messages/a.json`), each with why: never read. */
     readonly ignoredEntries: IgnoredEntry[],
     private readonly duplicateCandidates: Set<number>,
+    /** CRC-32 of each too-large element (`file:index`) as the checked first pass read it. */
+    private readonly tooLargeCrcs: Map<string, number>,
     private readonly maxEventBytes: number,
     private readonly entries: Map<string, ZipEntry>,
   ) {}
@@ -63,6 +72,7 @@ export class PivotExportArchive {
   static async open(config: PivotZipSourceConfig): Promise<PivotExportArchive> {
     const { path } = config;
     const maxEventBytes = config.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
+    if (!(maxEventBytes > 0)) throw new RangeError(`maxEventBytes must be a positive number, not ${maxEventBytes}`);
     let handle: FileHandle;
     try {
       handle = await openFile(path, 'r');
@@ -71,17 +81,19 @@ export class PivotExportArchive {
       const why = code === 'ENOENT' ? 'the file does not exist' : code === 'EISDIR' ? 'it is a directory, not a file' : errorMessage(err);
       throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${path}: cannot open the archive: ${why}`, { cause: err });
     }
+    const streams = new Set<Readable>();
     try {
-      const size = (await handle.stat()).size;
-      const streams = new Set<Readable>();
-      try {
-        const [sha256, opened] = await Promise.all([hashFile(handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes, config.limits)]);
-        return new PivotExportArchive(path, handle, streams, size, sha256, ...opened);
-      } catch (err) {
-        await closeStreams(streams);
-        throw err;
+      const stat = await handle.stat();
+      if (!stat.isFile()) {
+        const why = stat.isDirectory() ? 'it is a directory, not a file' : 'it is not a regular file';
+        throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${path}: cannot open the archive: ${why}`);
       }
+      const size = stat.size;
+      // The whole file is hashed while the archive is checked, both through the held descriptor.
+      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes, config.limits)]);
+      return new PivotExportArchive(path, handle, streams, size, sha256, ...opened);
     } catch (err) {
+      await closeStreams(streams);
       await handle.close().catch(() => undefined);
       throw err;
     }
@@ -103,101 +115,178 @@ export class PivotExportArchive {
     if (messageFiles.length === 0) {
       throw new PivotArchiveError(ErrorCode.ARCHIVE_MISSING_ENTRY, `${path}: no messages/*.json entry`);
     }
-    const ignored = [...entries.keys()].filter((name) => !REQUIRED.has(name) && !MESSAGES_ENTRY.test(name) && !(name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length)).map(ignoredEntry);
+    const ignored: IgnoredEntry[] = [];
+    for (const name of entries.keys()) {
+      const why = whyIgnored(name);
+      if (why) ignored.push({ name, why });
+    }
 
     // First pass: count, hash every id (8 bytes an event, never the strings), keep valid join/leave.
     const ids = new IdHashes();
-    const changes: { hash: number; id: string; conversationId: string; time: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
+    const changes: { key: number; id: string; conversationId: string; time: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
+    const tooLargeCrcs = new Map<string, number>();
     let eventCount = 0;
-    for (const [file, entry] of messageFiles.entries()) {
-      for await (const event of readEvents(path, entry, file, maxEventBytes)) {
-        eventCount++;
-        const raw = event.raw;
-        const id = isObject(raw) && typeof raw.id === 'string' ? raw.id : undefined;
-        const hash = id === undefined ? NaN : hashId(id);
-        ids.push(hash);
-        if (id === undefined || !isObject(raw) || (raw.type !== 'join' && raw.type !== 'leave')) continue;
-        const checked = checkEvent(raw, { users, conversations });
-        if ('reason' in checked) continue; // a rejected join/leave changes nobody's membership
-        changes.push({ hash, id, conversationId: checked.conversation.id, time: checked.time, position: event.position, memberId: checked.member!.id, joined: raw.type === 'join' });
+    for (const [index, entry] of messageFiles.entries()) {
+      for await (const batch of eventBatches(path, entry, index, maxEventBytes, undefined, tooLargeCrcs)) {
+        eventCount += batch.length;
+        for (const event of batch) {
+          const raw = event.raw;
+          if (!isObject(raw) || typeof raw.id !== 'string') continue;
+          const key = ids.push(raw.id);
+          if (raw.type !== 'join' && raw.type !== 'leave') continue;
+          // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
+          const checked = checkEvent(raw, { users, conversations });
+          if ('reason' in checked) continue;
+          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: event.position, memberId: checked.member!.id, joined: raw.type === 'join' });
+        }
       }
     }
     const duplicateCandidates = ids.repeated();
-    // A join/leave that reuses an earlier event's id is rejected: it must not count either.
-    const suspect = changes.filter((c) => duplicateCandidates.has(c.hash));
-    const firstOf = suspect.length > 0 ? await firstPositions(path, messageFiles, maxEventBytes, new Set(suspect.map((c) => c.id))) : new Map<string, string>();
+    // A join/leave that reuses an earlier event's id is rejected duplicate-id: it must not count either.
+    const suspects = new Set(changes.filter((c) => duplicateCandidates.has(c.key)).map((c) => c.id));
+    const firstOf = suspects.size > 0 ? await firstPositions(path, messageFiles, maxEventBytes, suspects) : new Map<string, EventPosition>();
     const membership = new MembershipTimeline((id) => conversations.get(id)?.members ?? []);
     for (const c of changes) {
       const first = firstOf.get(c.id);
-      if (first !== undefined && first !== `${c.position.file}:${c.position.index}`) continue;
+      if (first && (first.file !== c.position.file || first.index !== c.position.index)) continue;
       membership.record(c.conversationId, { time: c.time, ...c.position }, c.memberId, c.joined);
     }
-    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, duplicateCandidates, maxEventBytes, entries] as const;
+    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, duplicateCandidates, tooLargeCrcs, maxEventBytes, entries] as const;
   }
 
-  /** Releases the archive file, once the reads still going on it have stopped. */
+  /** Releases the archive file, once the reads still going on it have stopped. Reads after it fail. */
   async close(): Promise<void> {
     await closeStreams(this.streams);
     await this.handle.close().catch(() => undefined);
   }
 
   /**
-   * Every event, file by file in name order, as a stream that honours backpressure. Once
-   * `stop` is aborted no further event is read: the stream ends and what is in flight finishes.
-   * A later event that reuses an id carries `duplicateOf` (the first one's position).
+   * Every event, file by file in name order, always from the first (a resumed run filters
+   * afterwards), as an object stream that honours backpressure. Once `stop` is aborted no
+   * further event is read: the stream ends and what is in flight finishes. A later event that
+   * reuses a (string) id carries `duplicateOf`, the first one's position.
    */
   events(stop?: AbortSignal): Readable {
     const { path, messageFiles, maxEventBytes, duplicateCandidates } = this;
     this.messageBytesRead = 0;
     const onBytes = (n: number) => (this.messageBytesRead += n);
-    async function* all(): AsyncGenerator<SourceEvent> {
+    async function* batches(): AsyncGenerator<SourceEvent[]> {
+      // Exact ids, only for the few whose hash was seen twice in the first pass.
       const firstSeen = new Map<string, EventPosition>();
-      for (const [file, entry] of messageFiles.entries()) {
-        for await (const event of readEvents(path, entry, file, maxEventBytes, onBytes)) {
-          if (stop?.aborted) return;
-          const id = isObject(event.raw) && typeof event.raw.id === 'string' ? event.raw.id : undefined;
-          if (id !== undefined && duplicateCandidates.has(hashId(id))) {
-            const first = firstSeen.get(id);
-            if (first) event.duplicateOf = first;
-            else firstSeen.set(id, event.position);
+      for (const [index, entry] of messageFiles.entries()) {
+        if (stop?.aborted) return;
+        for await (const batch of eventBatches(path, entry, index, maxEventBytes, onBytes)) {
+          if (duplicateCandidates.size > 0) {
+            for (const event of batch) {
+              const raw = event.raw;
+              if (!isObject(raw) || typeof raw.id !== 'string' || !duplicateCandidates.has(idKey(raw.id))) continue;
+              const first = firstSeen.get(raw.id);
+              if (first) event.duplicateOf = first;
+              else firstSeen.set(raw.id, event.position);
+            }
           }
-          yield event;
+          yield batch;
+          if (stop?.aborted) return;
         }
       }
     }
-    return Readable.from(all(), { objectMode: true, highWaterMark: 64 });
+    return eventStream(batches(), stop);
   }
 
-  /** Streams the exact bytes of an event too large to hold from its messages file into `out` (and ends it). */
+  /**
+   * Streams the exact bytes of an event too large to hold (`range` of its messages file, as
+   * `tooLarge` gave it) from the archive into `out`, and ends `out`. The messages file is read
+   * again through the held descriptor; the bytes are checked against what the scan saw.
+   */
   async copyEventBytes(position: EventPosition, range: { offset: number; length: number }, out: Writable): Promise<void> {
     const entry = this.messageFiles[position.file];
-    if (!entry) throw new Error(`no messages file ${position.file}`);
-    let at = 0;
-    const end = range.offset + range.length;
-    const slices = async function* () {
-      for await (const chunk of entry.open()) {
+    if (!entry) throw new RangeError(`${this.path}: there is no messages file ${position.file}`);
+    const { offset, length } = range;
+    if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= entry.uncompressedSize)) {
+      throw new RangeError(`${this.path}: bytes ${offset}+${length} are not inside ${entry.name} (${entry.uncompressedSize} bytes)`);
+    }
+    const expected = this.tooLargeCrcs.get(`${position.file}:${position.index}`);
+    const path = this.path;
+    let crc = 0;
+    let copied = 0;
+    async function* slices(): AsyncGenerator<Buffer> {
+      let at = 0;
+      const end = offset + length;
+      if (length === 0) return;
+      for await (const chunk of entry!.open()) {
         const buffer = chunk as Buffer;
-        const from = Math.max(range.offset - at, 0);
+        const from = Math.max(offset - at, 0);
         const to = Math.min(end - at, buffer.length);
-        if (to > from) yield buffer.subarray(from, to);
         at += buffer.length;
-        if (at >= end) return;
+        if (to > from) {
+          const slice = buffer.subarray(from, to);
+          crc = crc32(slice, crc);
+          copied += slice.length;
+          // The last slice is held back until it is checked: `out` never ends on wrong bytes.
+          if (at >= end) {
+            if (expected !== undefined && crc >>> 0 !== expected) {
+              throw new PivotArchiveError(ErrorCode.ARCHIVE_CORRUPT, `${path}: ${entry!.name} bytes ${offset}+${length} changed since they were read (CRC-32): was the archive rewritten?`);
+            }
+            yield slice;
+            return;
+          }
+          yield slice;
+        }
       }
-    };
-    const { pipeline } = await import('node:stream/promises');
-    await pipeline(Readable.from(slices()), out);
+    }
+    await pipeline(Readable.from(slices(), { objectMode: false }), out);
+    if (copied !== length) throw new PivotArchiveError(ErrorCode.ARCHIVE_CORRUPT, `${path}: ${entry.name} ended after ${copied} of the ${length} bytes of event ${position.index}`);
   }
-
-  /** Uncompressed bytes of the messages files the current `events()` read has consumed. */
-  messageBytesRead = 0;
 
   get messageBytesTotal(): number {
     return this.messageFiles.reduce((sum, f) => sum + f.uncompressedSize, 0);
   }
 
+  /** The entry `attachments/<id>`, read through the held descriptor when opened. */
   attachment(id: string): ZipEntry | undefined {
     return this.entries.get(ATTACHMENT_PREFIX + id);
   }
+}
+
+/**
+ * An object stream of the events in `batches` (one batch a chunk read): one await per chunk, not
+ * per event. Pushes stop at the high-water mark (backpressure) and when `stop` is aborted.
+ */
+function eventStream(batches: AsyncGenerator<SourceEvent[]>, stop?: AbortSignal): Readable {
+  let queue: SourceEvent[] = [];
+  let next = 0;
+  let pulling = false;
+  return new Readable({
+    objectMode: true,
+    highWaterMark: 64,
+    read() {
+      if (pulling) return;
+      pulling = true;
+      const fill = async () => {
+        for (;;) {
+          while (next < queue.length) {
+            if (stop?.aborted) return void this.push(null);
+            if (!this.push(queue[next++])) return;
+          }
+          if (stop?.aborted) return void this.push(null);
+          const result = await batches.next();
+          if (this.destroyed) return;
+          if (result.done) return void this.push(null);
+          queue = result.value;
+          next = 0;
+        }
+      };
+      fill().then(
+        () => (pulling = false),
+        (err: unknown) => this.destroy(err as Error),
+      );
+    },
+    destroy(err, done) {
+      // Ends the generator, which destroys the entry stream it is reading (after a read in flight).
+      batches.return(undefined).catch(() => undefined);
+      done(err);
+    },
+  });
 }
 
 /** Destroys read streams and waits until none has a read in flight (so the descriptor can close). */
@@ -214,103 +303,188 @@ async function closeStreams(streams: Set<Readable>): Promise<void> {
   );
 }
 
-function ignoredEntry(name: string): IgnoredEntry {
-  const folded = name.normalize('NFKC').toLowerCase();
-  if (/m.ss.g.s|\.json$/.test(folded) || folded.includes('messages')) {
-    return { name, why: 'looks like a messages file but is not messages/<name>.json (lower-case, one level): not read' };
+/** Why an entry (not hostile, not a directory) is outside the layout, or undefined when it is in it. */
+export function whyIgnored(name: string): string | undefined {
+  if ((REQUIRED as readonly string[]).includes(name) || MESSAGES_ENTRY.test(name)) return undefined;
+  if (name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length) return undefined;
+  const folded = name.normalize('NFKC').toLowerCase().replace(/^(\.?\/)+/, '');
+  const parts = folded.split('/');
+  for (const required of REQUIRED) {
+    if (resembles(parts[parts.length - 1]!, required)) return `looks like ${required} but is not named exactly ${required} at the top: not read`;
   }
-  return { name, why: 'not part of the export format (manifest.json, users.json, conversations.json, messages/<name>.json, attachments/<id>): not read' };
+  if (resembles(parts[0]!, 'messages') || (parts.length === 1 && folded.endsWith('.json'))) {
+    return 'looks like a messages file but is not messages/<name>.json (lower-case "messages/", one level, lower-case ".json"): not read';
+  }
+  if (resembles(parts[0]!, 'attachments') || resembles(parts[0]!, 'attachment')) return 'looks like an attachment but is not attachments/<id>: not read';
+  return 'not part of the export layout (manifest.json, users.json, conversations.json, messages/<name>.json, attachments/<id>): not read';
 }
 
-async function hashFile(handle: FileHandle, size: number): Promise<string> {
+/** Same length as `target`, and every character either equal or not ASCII (a look-alike letter). */
+function resembles(folded: string, target: string): boolean {
+  if ([...folded].length !== target.length) return false;
+  let i = 0;
+  for (const c of folded) {
+    if (c !== target[i] && c.charCodeAt(0) < 0x80) return false;
+    i++;
+  }
+  return true;
+}
+
+/** sha256 (hex) of the whole file, read through the held descriptor in 1 MiB positioned reads. */
+async function hashFile(path: string, handle: FileHandle, size: number): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of rangeStream(handle, 0, size)) hash.update(chunk as Buffer);
+  const buffer = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(size, 1)));
+  let position = 0;
+  while (position < size) {
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, size - position), position);
+    if (bytesRead === 0) throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${path}: the file ended at byte ${position} of ${size} while it was hashed`);
+    hash.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
   return hash.digest('hex');
 }
 
-/** A 53-bit hash of an id (two 32-bit FNV-1a variants): equal ids, equal hashes; collisions are checked exactly. */
-function hashId(id: string): number {
-  let a = 0x811c9dc5;
-  let b = 0x01000193 ^ id.length;
+// The two 32-bit halves of the last id hashed (no allocation an event).
+let hashLow = 0;
+let hashHigh = 0;
+
+/** A 64-bit hash of an id (two independently seeded 32-bit multiply-xorshift hashes), in hashLow/hashHigh. */
+function hashId(id: string): void {
+  let a = 0x9e3779b9 ^ id.length;
+  let b = 0x85ebca6b ^ Math.imul(id.length, 0xc2b2ae35);
   for (let i = 0; i < id.length; i++) {
     const c = id.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 15);
+    a = Math.imul(a ^ c, 0x5bd1e995);
+    a ^= a >>> 15;
+    b = Math.imul(b ^ c, 0x27d4eb2f);
+    b ^= b >>> 13;
   }
-  return (a >>> 0) * 0x200000 + ((b >>> 0) & 0x1fffff);
+  a = Math.imul(a ^ (a >>> 16), 0x85ebca6b);
+  a = Math.imul(a ^ (a >>> 13), 0xc2b2ae35);
+  b = Math.imul(b ^ (b >>> 16), 0x7feb352d);
+  b = Math.imul(b ^ (b >>> 15), 0x846ca68b);
+  hashLow = (a ^ (a >>> 16)) >>> 0;
+  hashHigh = (b ^ (b >>> 16)) >>> 0;
 }
 
-/** Id hashes in a growable typed array: 8 bytes an event, whatever the ids. */
-class IdHashes {
-  private values = new Float64Array(1024);
-  private length = 0;
+/** A number key (53 of the 64 bits) of a hash: equal hashes, equal keys; a rare false match is only checked exactly. */
+function keyOf(low: number, high: number): number {
+  return high * 0x200000 + (low >>> 11);
+}
 
-  push(hash: number): void {
-    if (Number.isNaN(hash)) return;
-    if (this.length === this.values.length) {
-      const grown = new Float64Array(this.values.length * 2);
-      grown.set(this.values);
-      this.values = grown;
+function idKey(id: string): number {
+  hashId(id);
+  return keyOf(hashLow, hashHigh);
+}
+
+/** 64-bit id hashes in a growable typed array: 8 bytes an event, never the ids themselves. */
+class IdHashes {
+  /** Two words a hash (low, high). */
+  private words = new Uint32Array(2 * 1024);
+  private count = 0;
+
+  /** Adds the hash of `id`; returns its key. */
+  push(id: string): number {
+    hashId(id);
+    if (2 * this.count === this.words.length) {
+      const grown = new Uint32Array(this.words.length * 2);
+      grown.set(this.words);
+      this.words = grown;
     }
-    this.values[this.length++] = hash;
+    this.words[2 * this.count] = hashLow;
+    this.words[2 * this.count + 1] = hashHigh;
+    this.count++;
+    return keyOf(hashLow, hashHigh);
   }
 
-  /** Hashes seen more than once: the only ids that can be duplicates. */
+  /** Keys of the hashes seen more than once (the only ids that can repeat); frees the array. */
   repeated(): Set<number> {
-    const sorted = this.values.subarray(0, this.length).sort();
+    const words = this.words.subarray(0, 2 * this.count);
+    // Sorted as 64-bit values (the byte order does not matter: equal hashes end up side by side).
+    new BigUint64Array(words.buffer, words.byteOffset, this.count).sort();
     const repeated = new Set<number>();
-    for (let i = 1; i < sorted.length; i++) if (sorted[i] === sorted[i - 1]) repeated.add(sorted[i]!);
-    this.values = new Float64Array(0);
+    for (let i = 1; i < this.count; i++) {
+      const low = words[2 * i]!;
+      const high = words[2 * i + 1]!;
+      if (low === words[2 * i - 2] && high === words[2 * i - 1]) repeated.add(keyOf(low, high));
+    }
+    this.words = new Uint32Array(0);
+    this.count = 0;
     return repeated;
   }
 }
 
-/** Where each of `ids` first stands (`file:index`): an extra pass, made only when a join/leave id repeats. */
-async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, string>> {
-  const first = new Map<string, string>();
-  for (const [file, entry] of files.entries()) {
-    for await (const { raw, position } of readEvents(path, entry, file, maxEventBytes)) {
-      if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, `${position.file}:${position.index}`);
+/** Where each of `ids` first stands: an extra pass, made only when a valid join/leave's id hash repeats. */
+async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, EventPosition>> {
+  const first = new Map<string, EventPosition>();
+  for (const [index, entry] of files.entries()) {
+    for await (const batch of eventBatches(path, entry, index, maxEventBytes)) {
+      for (const { raw, position } of batch) {
+        if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, position);
+      }
     }
   }
   return first;
 }
 
-/** The events of one messages file: each element's exact bytes and parsed value, or why not. */
-async function* readEvents(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void): AsyncGenerator<SourceEvent> {
+/**
+ * The events of one messages file, a batch per chunk read: each element's exact bytes and
+ * parsed value, or why not. A file whose array is broken fails the archive (ARCHIVE_CONTENT).
+ */
+async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void, tooLargeCrcs?: Map<string, number>): AsyncGenerator<SourceEvent[]> {
+  const scanner = new JsonArrayScanner(maxEventBytes);
+  const broken = (err: unknown) =>
+    err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
+  const stream = entry.open(onBytes);
   try {
-    for await (const element of scanJsonArray(entry.open(onBytes), maxEventBytes)) {
-      const event: SourceEvent = { position: { file, index: element.index } };
-      if (!element.bytes) {
-        event.tooLarge = { offset: element.offset, length: element.length };
-        yield event;
-        continue;
-      }
-      event.bytes = element.bytes;
-      if (!isUtf8(element.bytes)) event.invalidUtf8At = firstInvalidUtf8(element.bytes);
+    for await (const chunk of stream) {
+      let elements: ArrayElement[];
       try {
-        event.raw = JSON.parse(element.bytes.toString('utf8'));
+        elements = scanner.write(chunk as Buffer);
       } catch (err) {
-        event.malformed = errorMessage(err);
+        throw broken(err);
       }
-      yield event;
+      if (elements.length === 0) continue;
+      const batch = new Array<SourceEvent>(elements.length);
+      for (let i = 0; i < elements.length; i++) {
+        const element = elements[i]!;
+        batch[i] = toEvent(element, file);
+        if (element.crc32 !== undefined) tooLargeCrcs?.set(`${file}:${element.index}`, element.crc32);
+      }
+      yield batch;
     }
+    scanner.end();
   } catch (err) {
-    if (err instanceof PivotArchiveError) throw err;
-    throw new PivotArchiveError(
-      ErrorCode.ARCHIVE_CONTENT,
-      `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`,
-      { cause: err },
-    );
+    throw broken(err);
+  } finally {
+    stream.destroy();
   }
 }
 
-/** Offset of the first byte that does not start a valid UTF-8 sequence (only called on bytes that hold one). */
-function firstInvalidUtf8(bytes: Buffer): number {
+function toEvent(element: ArrayElement, file: number): SourceEvent {
+  const event: SourceEvent = { position: { file, index: element.index } };
+  const bytes = element.bytes;
+  if (!bytes) {
+    event.tooLarge = { offset: element.offset, length: element.length };
+    return event;
+  }
+  event.bytes = bytes;
+  // Decoded as usual (a bad sequence reads U+FFFD); where the first bad byte stands is said.
+  if (!isUtf8(bytes)) event.invalidUtf8At = firstInvalidUtf8(bytes);
+  try {
+    event.raw = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    event.malformed = errorMessage(err);
+  }
+  return event;
+}
+
+/** Offset of the first byte that does not belong to a valid UTF-8 sequence (only called on bytes that hold one). */
+export function firstInvalidUtf8(bytes: Buffer): number {
   for (let i = 0; i < bytes.length; ) {
     const c = bytes[i]!;
-    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : (c & 0xf0) === 0xe0 ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    if (n === 0 || !isUtf8(bytes.subarray(i, i + n))) return i;
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n === 0 || i + n > bytes.length || !isUtf8(bytes.subarray(i, i + n))) return i;
     i += n;
   }
   return bytes.length;

@@ -1,17 +1,29 @@
+import { crc32 } from 'node:zlib';
+
 /** One element of a top-level JSON array: where its bytes stand, and the bytes unless over the cap. */
 export interface ArrayElement {
   index: number;
   /** Byte offset of the element's first byte in the file. */
   offset: number;
   length: number;
-  /** The element's exact bytes; absent when `length` is over the cap (never held). */
+  /** The element's exact bytes (a copy); absent when `length` is over the cap (never held). */
   bytes?: Buffer;
+  /** CRC-32 of the bytes of an element over the cap (so a later copy of them can be checked). */
+  crc32?: number;
 }
 
 const SPACE = 0x20, TAB = 0x09, LF = 0x0a, CR = 0x0d;
 const OPEN_ARRAY = 0x5b, CLOSE_ARRAY = 0x5d, OPEN_OBJECT = 0x7b, CLOSE_OBJECT = 0x7d;
 const QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c;
-const BOM = [0xef, 0xbb, 0xbf];
+const BOM = [0xef, 0xbb, 0xbf] as const;
+
+// Where the scanner stands between elements (numbers: the hot loop compares small integers).
+const START = 0; // before `[` (a UTF-8 BOM and whitespace may come first)
+const FIRST = 1; // after `[`: an element or `]`
+const VALUE = 2; // after `,`: an element
+const NEXT = 3; // after an element: `,` or `]`
+const ELEMENT = 4; // inside an element
+const END = 5; // after `]`: whitespace only
 
 const isSpace = (b: number) => b === SPACE || b === LF || b === CR || b === TAB;
 
@@ -20,122 +32,205 @@ export class JsonArrayError extends Error {}
 
 /**
  * Finds the bounds of each element of a top-level JSON array in a byte stream, without parsing
- * it: strings (with escapes) and nesting are tracked with counters, never recursion, so any
- * depth is fine. Each element's exact bytes are yielded (for JSON.parse, and to keep them as
- * they were), unless it is longer than `maxElementBytes`: then only its bounds, and it is never
- * held in memory. An element that is not valid JSON inside its bounds is the caller's to report;
- * a broken array throws JsonArrayError.
+ * it: strings (with escapes) and nesting are tracked with a flag and a counter, never recursion,
+ * so any depth is fine. Feed it the file's chunks in order (`write`), then call `end`.
+ *
+ * Each element is returned with its exact bytes (for JSON.parse, and to keep them as they
+ * were), unless it is longer than `maxElementBytes`: then only its bounds, and its bytes are
+ * never held, however long it is. An element that is not valid JSON inside its bounds (say
+ * `{"id":"x", oops}`) is the caller's to report; a broken array (not an array, an unterminated
+ * string or array when the file ends, anything but whitespace after the closing `]`) throws
+ * JsonArrayError, naming the byte offset.
+ *
+ * The scan is synchronous and per chunk, so the per-byte loop is one plain function, and its
+ * caller pays one await per chunk rather than one per element.
  */
-export async function* scanJsonArray(chunks: AsyncIterable<Buffer>, maxElementBytes: number): AsyncGenerator<ArrayElement> {
-  type Phase = 'start' | 'first' | 'value' | 'next' | 'element' | 'end';
-  let phase: Phase = 'start';
-  let position = 0; // of the current chunk's first byte
-  let bomAt = 0;
-  let index = 0;
+export class JsonArrayScanner {
+  private state = START;
+  /** Offset in the file of the next chunk's first byte. */
+  private position = 0;
+  private bomAt = 0;
+  private index = 0;
   // The element being scanned.
-  let start = 0;
-  let depth = 0;
-  let inString = false;
-  let escaped = false;
-  let primitive = false;
-  let parts: Buffer[] = [];
-  let held = 0;
-  let tooLarge = false;
+  private start = 0;
+  private depth = 0;
+  private inString = false;
+  /** The next byte is escaped (a backslash ended the previous chunk). */
+  private escaped = false;
+  /** A number, true, false, null (or garbage): it ends at whitespace, `,` or `]`. */
+  private primitive = false;
+  private parts: Buffer[] = [];
+  private held = 0;
+  private tooLarge = false;
+  /** CRC-32 of the element's bytes so far, once it is over the cap. */
+  private crc = 0;
 
-  const fail = (at: number, why: string) => new JsonArrayError(`${why} at byte ${at}`);
+  constructor(private readonly maxElementBytes: number) {}
 
-  for await (const chunk of chunks) {
-    let partFrom = phase === 'element' ? 0 : -1;
-    const take = (end: number) => {
-      // Bytes of the element in this chunk, from partFrom up to end (exclusive).
-      if (tooLarge || partFrom < 0) return;
-      held += end - partFrom;
-      if (held > maxElementBytes) {
-        tooLarge = true;
-        parts = [];
-      } else parts.push(chunk.subarray(partFrom, end));
-    };
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i]!;
-      if (phase === 'element') {
-        if (inString) {
-          if (escaped) escaped = false;
-          else if (b === BACKSLASH) escaped = true;
-          else if (b === QUOTE) {
+  /** Scans the next chunk of the file; returns the elements that end in it (in order). */
+  write(chunk: Buffer): ArrayElement[] {
+    const out: ArrayElement[] = [];
+    const n = chunk.length;
+    let i = 0;
+    // Where the current element's bytes start in this chunk (it may have begun in an earlier one).
+    let from = 0;
+    // The current element's bytes up to the chunk's end are taken (false when it starts on the last byte).
+    let takenToEnd = true;
+    while (i < n) {
+      if (this.state === ELEMENT) {
+        // The element's end, or the chunk's: scanned with locals, written back once.
+        let depth = this.depth;
+        let inString = this.inString;
+        let escaped = this.escaped;
+        const primitive = this.primitive;
+        let end = -1;
+        for (; i < n; i++) {
+          if (inString) {
+            // Straight to the next quote (most of a chat event is string); it closes the string
+            // unless an odd run of backslashes stands just before it.
+            if (escaped) {
+              escaped = false; // this byte is escaped
+              continue;
+            }
+            const quote = chunk.indexOf(QUOTE, i);
+            let k = (quote < 0 ? n : quote) - 1;
+            while (k >= i && chunk[k] === BACKSLASH) k--;
+            const oddRun = ((quote < 0 ? n : quote) - 1 - k) % 2 === 1;
+            if (quote < 0) {
+              // The string goes on in the next chunk; an odd run of backslashes escapes its first byte.
+              escaped = oddRun;
+              i = n - 1;
+              continue;
+            }
+            i = quote;
+            if (oddRun) continue; // an escaped quote
             inString = false;
             if (depth === 0 && !primitive) {
-              take(i + 1);
-              yield finish(position + i + 1);
+              end = ++i;
+              break;
+            }
+            continue;
+          }
+          const b = chunk[i]!;
+          if (primitive) {
+            if (b === COMMA || b === CLOSE_ARRAY || isSpace(b)) {
+              end = i; // the delimiter belongs to the array
+              break;
+            }
+          } else if (b === QUOTE) inString = true;
+          else if (b === OPEN_OBJECT || b === OPEN_ARRAY) depth++;
+          else if (b === CLOSE_OBJECT || b === CLOSE_ARRAY) {
+            if (--depth === 0) {
+              end = ++i;
+              break;
             }
           }
-          continue;
         }
-        if (primitive) {
-          if (isSpace(b) || b === COMMA || b === CLOSE_ARRAY) {
-            take(i);
-            yield finish(position + i);
-            i--; // the delimiter belongs to the array
-          }
-          continue;
+        this.depth = depth;
+        this.inString = inString;
+        this.escaped = escaped;
+        if (end < 0) {
+          this.take(chunk, from, n);
+          takenToEnd = true;
+          break;
         }
-        if (b === QUOTE) inString = true;
-        else if (b === OPEN_OBJECT || b === OPEN_ARRAY) depth++;
-        else if (b === CLOSE_OBJECT || b === CLOSE_ARRAY) {
-          if (--depth === 0) {
-            take(i + 1);
-            yield finish(position + i + 1);
-          }
-        }
+        this.take(chunk, from, end);
+        out.push(this.finish(this.position + end));
         continue;
       }
-      if (phase === 'start' && position + i === bomAt && bomAt < 3 && b === BOM[bomAt]) {
-        bomAt++;
-        continue;
+      const b = chunk[i]!;
+      if (this.state === START && this.position + i === this.bomAt && this.bomAt < BOM.length) {
+        if (b === BOM[this.bomAt]) {
+          this.bomAt++;
+          i++;
+          continue;
+        }
+        if (this.bomAt > 0) throw this.fail(this.position + i, 'not a JSON array: a broken UTF-8 byte order mark');
+        this.bomAt = BOM.length;
       }
+      i++;
       if (isSpace(b)) continue;
-      switch (phase as Phase) {
-        case 'start':
-          if (b !== OPEN_ARRAY) throw fail(position + i, 'not a JSON array: expected [');
-          phase = 'first';
+      const at = this.position + i - 1;
+      switch (this.state) {
+        case START:
+          if (b !== OPEN_ARRAY) throw this.fail(at, 'not a JSON array: expected [');
+          this.state = FIRST;
           break;
-        case 'next':
-          if (b === COMMA) phase = 'value';
-          else if (b === CLOSE_ARRAY) phase = 'end';
-          else throw fail(position + i, 'expected , or ] after an element');
+        case NEXT:
+          if (b === COMMA) this.state = VALUE;
+          else if (b === CLOSE_ARRAY) this.state = END;
+          else throw this.fail(at, 'expected , or ] after an element');
           break;
-        case 'first':
-        case 'value':
+        case FIRST:
+        case VALUE:
           if (b === CLOSE_ARRAY) {
-            if (phase === 'value') throw fail(position + i, 'a , is followed by ]');
-            phase = 'end';
+            if (this.state === VALUE) throw this.fail(at, 'a , is followed by ]');
+            this.state = END;
             break;
           }
-          if (b === COMMA) throw fail(position + i, 'an element is missing before ,');
-          phase = 'element';
-          start = position + i;
-          partFrom = i;
-          depth = b === OPEN_OBJECT || b === OPEN_ARRAY ? 1 : 0;
-          inString = b === QUOTE;
-          primitive = depth === 0 && !inString;
-          escaped = false;
+          if (b === COMMA) throw this.fail(at, 'an element is missing before ,');
+          this.state = ELEMENT;
+          this.start = at;
+          from = i - 1;
+          takenToEnd = false;
+          this.depth = b === OPEN_OBJECT || b === OPEN_ARRAY ? 1 : 0;
+          this.inString = b === QUOTE;
+          this.primitive = this.depth === 0 && !this.inString;
+          this.escaped = false;
           break;
-        case 'end':
-          throw fail(position + i, 'more after the closing ]');
+        default:
+          throw this.fail(at, 'more after the closing ]');
       }
     }
-    if (phase === 'element') take(chunk.length);
-    position += chunk.length;
+    if (this.state === ELEMENT && !takenToEnd) this.take(chunk, from, n);
+    this.position += n;
+    return out;
   }
-  if ((phase as Phase) !== 'end') throw fail(position, 'the array is not closed: the file ends');
 
-  function finish(end: number): ArrayElement {
-    const element: ArrayElement = { index: index++, offset: start, length: end - start };
-    if (!tooLarge) element.bytes = parts.length === 1 ? Buffer.from(parts[0]!) : Buffer.concat(parts);
-    parts = [];
-    held = 0;
-    tooLarge = false;
-    phase = 'next';
-    primitive = false;
+  /** The file has ended: throws unless the array was closed. */
+  end(): void {
+    if (this.state !== END) {
+      const why = this.state === ELEMENT && this.inString ? 'a string is not closed' : this.state === START ? 'no [' : 'the array is not closed';
+      throw this.fail(this.position, `${why}: the file ends`);
+    }
+  }
+
+  /** Bytes [from, to) of the chunk belong to the current element: held unless it is over the cap. */
+  private take(chunk: Buffer, from: number, to: number): void {
+    if (to <= from) return;
+    if (this.tooLarge) {
+      this.crc = crc32(chunk.subarray(from, to), this.crc);
+      return;
+    }
+    this.held += to - from;
+    this.parts.push(chunk.subarray(from, to));
+    if (this.held > this.maxElementBytes) {
+      // Over the cap: let go of what is held, keep only a checksum of the bytes from here on.
+      this.tooLarge = true;
+      this.crc = 0;
+      for (const part of this.parts) this.crc = crc32(part, this.crc);
+      this.parts = [];
+    }
+  }
+
+  private finish(end: number): ArrayElement {
+    const element: ArrayElement = { index: this.index++, offset: this.start, length: end - this.start };
+    // A copy: the element must not keep the (larger) chunk it came in alive.
+    if (!this.tooLarge) element.bytes = this.parts.length === 1 ? Buffer.from(this.parts[0]!) : Buffer.concat(this.parts, this.held);
+    else element.crc32 = this.crc >>> 0;
+    this.parts = [];
+    this.held = 0;
+    this.tooLarge = false;
+    this.crc = 0;
+    this.state = NEXT;
+    this.primitive = false;
+    this.inString = false;
+    this.escaped = false;
+    this.depth = 0;
     return element;
+  }
+
+  private fail(at: number, why: string): JsonArrayError {
+    return new JsonArrayError(`${why} at byte ${at}`);
   }
 }

@@ -65,16 +65,21 @@ const MAX_COMMENT = 0xffff;
 const ZIP64_LOCATOR_SIZE = 20;
 
 /**
- * Where the end-of-central-directory record starts: searched backwards from the end over the
- * largest comment the format allows (APPNOTE 4.3.16), taking the record whose comment length
- * reaches exactly the end of the file, so a comment (or a stored entry) holding the signature
- * cannot be taken for it. -1 if there is none.
+ * Where the end-of-central-directory record starts, searched backwards from the end over the
+ * largest comment the format allows (APPNOTE 4.3.16): the record whose comment reaches exactly
+ * the end of the file, so a comment (or a stored entry) holding the signature cannot be taken
+ * for it; failing that (bytes were appended after the zip), the last record whose comment fits
+ * in the file, as Go's and Python's readers do. -1 if there is none.
  */
 export function findEndOfCentralDirectory(tail: Buffer, tailStart: number, fileSize: number): number {
+  let fits = -1;
   for (let i = tail.length - EOCD_SIZE; i >= 0; i--) {
-    if (tail.readUInt32LE(i) === EOCD_SIGNATURE && tailStart + i + EOCD_SIZE + tail.readUInt16LE(i + 20) === fileSize) return tailStart + i;
+    if (tail.readUInt32LE(i) !== EOCD_SIGNATURE) continue;
+    const end = tailStart + i + EOCD_SIZE + tail.readUInt16LE(i + 20);
+    if (end === fileSize) return tailStart + i;
+    if (end < fileSize && fits < 0) fits = tailStart + i;
   }
-  return -1;
+  return fits;
 }
 
 /**
@@ -102,11 +107,15 @@ export function rangeStream(handle: FileHandle, start: number, end: number): Rea
   });
 }
 
-/** unzipper's reading options for a zip of `size` bytes whose tail is `tail`: it must look back to the EOCD record. */
+/**
+ * unzipper's reading options for a zip of `size` bytes whose tail is `tail`. unzipper takes the
+ * first signature in the `tailSize` bytes it reads from the end (80 by default, so a comment over
+ * 58 bytes made the zip unreadable): it is given exactly the bytes from the record found above.
+ */
 function tailOptions(tail: Buffer, tailStart: number, size: number): { tailSize: number } {
   const eocd = findEndOfCentralDirectory(tail, tailStart, size);
-  // unzipper expects the record at the start of the tail it reads (plus room for the ZIP64 locator).
-  return { tailSize: eocd < 0 ? 80 : size - eocd };
+  if (eocd < 0) throw new Error(`no end-of-central-directory record in the last ${tail.length} bytes`);
+  return { tailSize: size - eocd };
 }
 
 async function readTail(read: (start: number, length: number) => Promise<Buffer>, size: number): Promise<{ tail: Buffer; start: number }> {
@@ -126,6 +135,16 @@ export async function readCentralDirectory(
 ): Promise<{ entries: Map<string, ZipEntry>; hostileNames: string[] }> {
   // A zip held open on disk, or one already in memory (a staged batch); the label names it in errors.
   const archivePath = source.label;
+  // The range streams an entry read makes (unzipper makes them inside file.stream(), synchronously).
+  let capture: Readable[] | undefined;
+  const openEntry = (file: UnzipperFile): { entry: Readable; ranges: Readable[] } => {
+    capture = [];
+    try {
+      return { entry: file.stream(), ranges: capture };
+    } finally {
+      capture = undefined;
+    }
+  };
   let files: UnzipperFile[];
   let centralDirectoryOffset: number;
   try {
@@ -141,17 +160,23 @@ export async function readCentralDirectory(
         return buffer.subarray(0, bytesRead);
       };
       const { tail, start } = await readTail(read, size);
+      // A read of the directory that fails must fail open(), never hang it or go unhandled.
+      let readFailed: (err: Error) => void = () => undefined;
+      const failure = new Promise<never>((_, reject) => (readFailed = reject));
+      failure.catch(() => undefined);
       const custom = {
         size: async () => size,
         // unzipper's own file source reads one byte past start+length (an inclusive end); so do we.
         stream: (at: number, length?: number) => {
-          const stream = rangeStream(handle, at, length ? at + length + 1 : size);
+          const stream = rangeStream(handle, at, length ? Math.min(at + length + 1, size) : size);
           source.streams?.add(stream);
           stream.on('close', () => source.streams?.delete(stream));
+          if (capture) capture.push(stream);
+          else stream.on('error', (err: Error) => readFailed(err));
           return stream;
         },
       };
-      opened = unzipper.Open.custom(custom, tailOptions(tail, start, size));
+      opened = Promise.race([unzipper.Open.custom(custom, tailOptions(tail, start, size)), failure]);
     }
     const directory = (await opened) as unknown as {
       files: UnzipperFile[];
@@ -209,7 +234,7 @@ export async function readCentralDirectory(
       crc32: file.crc32 >>> 0,
       offset: Number(file.offsetToLocalFileHeader),
       method: file.compressionMethod,
-      open: (onBytes) => checkedEntryStream(archivePath, name, file, uncompressedSize, onBytes),
+      open: (onBytes) => checkedEntryStream(archivePath, name, () => openEntry(file), file.crc32, uncompressedSize, onBytes),
     });
   }
   refuseOverlaps(archivePath, [...entries.values()], centralDirectoryOffset);
@@ -235,9 +260,17 @@ function refuseOverlaps(archivePath: string, entries: ZipEntry[], centralDirecto
 
 /**
  * The entry's bytes, never more than the central directory declares, and failing unless
- * the length and CRC-32 match it: a truncated, corrupt or bomb entry cannot pass.
+ * the length and CRC-32 match it: a truncated, corrupt or bomb entry cannot pass. A read of the
+ * file that fails, or that stops because the archive was closed, fails the stream (never hangs it).
  */
-function checkedEntryStream(archivePath: string, name: string, file: UnzipperFile, declaredSize: number, onBytes?: (n: number) => void): Readable {
+function checkedEntryStream(
+  archivePath: string,
+  name: string,
+  open: () => { entry: Readable; ranges: Readable[] },
+  declaredCrc: number,
+  declaredSize: number,
+  onBytes?: (n: number) => void,
+): Readable {
   let seen = 0;
   let crc = 0;
   const fail = (why: string) =>
@@ -255,19 +288,32 @@ function checkedEntryStream(archivePath: string, name: string, file: UnzipperFil
     },
     flush(done: TransformCallback) {
       if (seen !== declaredSize) done(fail(`ends after ${seen} of ${declaredSize} bytes`));
-      else if (crc >>> 0 !== file.crc32 >>> 0) done(fail('fails its CRC-32 check'));
+      else if (crc >>> 0 !== declaredCrc >>> 0) done(fail('fails its CRC-32 check'));
       else done();
     },
   });
   let raw: Readable;
+  let ranges: Readable[];
   try {
-    raw = file.stream();
+    ({ entry: raw, ranges } = open());
   } catch (err) {
     queueMicrotask(() => guard.destroy(fail(`cannot be read: ${errorMessage(err)}`)));
     return guard;
   }
+  let whole = false;
+  raw.once('finish', () => (whole = true));
+  for (const range of ranges) {
+    range.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));
+    // unzipper destroys the file read once the entry is whole; before that, a close means the archive was closed.
+    range.on('close', () => {
+      if (!range.readableEnded && !whole) guard.destroy(fail('cannot be read: the archive was closed'));
+    });
+  }
   raw.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));
-  guard.on('close', () => raw.destroy());
+  guard.on('close', () => {
+    raw.destroy();
+    for (const range of ranges) range.destroy();
+  });
   return raw.pipe(guard);
 }
 
