@@ -11,13 +11,3 @@ declare module 'unzipper' {
   const unzipper: { Open: { buffer(data: Buffer, options?: OpenOptions): Promise<unknown>; custom(source: CustomSource, options?: OpenOptions): Promise<unknown> } };
   export default unzipper;
 }
-declare module 'stream-json' {
-  import type { Transform } from 'node:stream';
-  const streamJson: { parser(options?: Record<string, unknown>): Transform };
-  export default streamJson;
-}
-declare module 'stream-json/streamers/StreamArray.js' {
-  import type { Transform } from 'node:stream';
-  const StreamArray: { streamArray(options?: Record<string, unknown>): Transform };
-  export default StreamArray;
-}

@@ -294,15 +294,33 @@ async function listOurs(folder: string): Promise<Listing> {
   return listing;
 }
 
-/** Removes our `tmp/` files that runs killed mid-delivery left (untouched for 36 hours). Best effort. */
+/** Whether a process of this host with that pid is gone (EPERM: it exists, as another user). */
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return isCode(err, 'ESRCH');
+  }
+}
+
+/** Our unique `tmp/` name's writer, when it was this host: `<sec>.M<usec>P<pid>Q<n>R<tag>.<host>`. */
+const WRITER = /^\d+\.M\d+P(\d+)Q\d+R[0-9a-f]{8}\.(.*)$/;
+
+/**
+ * Removes our `tmp/` files that runs killed mid-delivery left: at once when their writer was a
+ * process of this host that is gone, else once untouched for 36 hours (Maildir's rule). Best effort.
+ */
 async function removeStaleTemporaries(tmp: string): Promise<void> {
   try {
     for await (const entry of await opendir(tmp, { bufferSize: 256 })) {
       if (!OUR_TEMPORARY.test(entry.name)) continue;
       const path = join(tmp, entry.name);
+      const writer = WRITER.exec(entry.name);
+      const deadHere = writer !== null && writer[2] === HOST && Number(writer[1]) !== process.pid && processGone(Number(writer[1]));
       // ctime: a live delivery sets its file's mtime to the message's date, but not its ctime.
       const info = await lstat(path).catch(() => undefined);
-      if (info?.isFile() && Date.now() - info.ctimeMs > STALE_TEMPORARY_MS) await unlink(path).catch(() => undefined);
+      if (info?.isFile() && (deadHere || Date.now() - info.ctimeMs > STALE_TEMPORARY_MS)) await unlink(path).catch(() => undefined);
     }
   } catch {
     // a listing that fails costs nothing but the clean-up
