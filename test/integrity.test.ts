@@ -306,3 +306,25 @@ test('the drop folder: a poison archive goes to failed/ with its reason, one wit
   const again = await cli(args);
   t.is(again.code, 0, again.stderr);
 });
+
+test('input changed or ignored is recorded: bytes that are not UTF-8 and entries outside the layout each leave a note', async (t) => {
+  const dir = await tempDir(t);
+  const bad = Buffer.concat([Buffer.from('[{"id":"m_latin1","conversationId":"c_1","type":"message","sentAt":"2026-11-23T09:00:00Z","senderId":"u_1","text":"caf'), Buffer.from([0xe9]), Buffer.from('"}]')]);
+  const lookalike = 'm\u0435ssages/0.json'; // a Cyrillic е
+  const extra = { 'messages/0.json': bad, 'Messages/1.json': '[]', 'messages/2.JSON': '[]', 'messages/sub/3.json': '[]', './messages/4.json': '[]', [lookalike]: '[]' };
+  const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: {}, extra });
+  const status = join(dir, 'status.jsonl');
+  const out = join(dir, 'mail');
+  const result = await cli(['run', archive, '--sink', `maildir:${out}`, '--domain', 'acme.example', '--status-log', status, '--rejects', join(dir, 'rejects')]);
+  t.is(result.code, 0, result.stderr);
+  const { lines, summary } = await readStatusLog(status);
+  const notes = lines.filter((l) => l.record === 'note');
+  t.like(notes.find((n) => n.reason === 'invalid-utf8'), { itemId: 'm_latin1' });
+  t.regex(String(notes.find((n) => n.reason === 'invalid-utf8')!.detail), /byte 117 of the event/);
+  const ignored = notes.filter((n) => n.reason === 'ignored-entry').map((n) => String(n.detail));
+  for (const name of ['Messages/1.json', 'messages/2.JSON', 'messages/sub/3.json', './messages/4.json', lookalike]) {
+    t.true(ignored.some((d) => d.includes(JSON.stringify(name))), `${name}: ${ignored.join(' | ')}`);
+  }
+  t.is(summary.notes, notes.length);
+  t.deepEqual(pairs(await readMaildir(out)), ['jane@acme.example m_latin1', 'omar@acme.example m_latin1']);
+});

@@ -64,16 +64,19 @@ test('maildir: a mailbox address can never produce a path outside the root', asy
   t.deepEqual(await readdir(root), []);
 });
 
+/** One sink's life over `root`: open, write every delivery at once, close; the outcomes. */
+async function writeAllTo(root: string, deliveries: ReturnType<typeof delivery>[]) {
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+  await sink.close();
+  return outcomes;
+}
+
 test('maildir: a message whose flags a mail client changed (the file renamed) is not delivered again by a re-run', async (t) => {
   const root = await tempDir(t);
   const folder = join(root, 'jane@acme.example', '.INBOX.Pivot');
-  const writeAll = async (deliveries: ReturnType<typeof delivery>[]) => {
-    const sink = await createSink(`maildir:${root}`, { cwd: '/' });
-    await sink.open();
-    const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
-    await sink.close();
-    return outcomes;
-  };
+  const writeAll = (deliveries: ReturnType<typeof delivery>[]) => writeAllTo(root, deliveries);
   const firstDay = [1, 2, 3].map((n) => delivery(n));
   t.deepEqual(await writeAll(firstDay), ['delivered', 'delivered', 'delivered']);
   // Flagged, and marked unread, as Dovecot renames them for a client.
@@ -89,13 +92,7 @@ test('maildir: a message whose flags a mail client changed (the file renamed) is
 test('maildir: a re-export under a new export id after a client changed flags delivers nothing twice', async (t) => {
   const root = await tempDir(t);
   const folder = join(root, 'jane@acme.example', '.INBOX.Pivot');
-  const writeAll = async (deliveries: ReturnType<typeof delivery>[]) => {
-    const sink = await createSink(`maildir:${root}`, { cwd: '/' });
-    await sink.open();
-    const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
-    await sink.close();
-    return outcomes;
-  };
+  const writeAll = (deliveries: ReturnType<typeof delivery>[]) => writeAllTo(root, deliveries);
   const firstDay = [1, 2, 3, 4].map((n) => delivery(n));
   t.deepEqual(await writeAll(firstDay), ['delivered', 'delivered', 'delivered', 'delivered']);
   const cur = join(folder, 'cur');
