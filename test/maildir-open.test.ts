@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode } from '../src/errors.js';
 import { createSink } from '../src/sinks/index.js';
+import { cli } from './helpers/cli.js';
 import { delivery } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -79,4 +80,16 @@ test('maildir open: a writable root, made or found, is left with no probe file i
   t.deepEqual(await readdir(dir), ['made']);
   t.deepEqual(await readdir(join(dir, 'made', 'here')), []);
   await rmdir(join(dir, 'made', 'here'));
+});
+
+test('maildir open: the command line stops at once with exit 2 and one error naming the root, not an error per delivery', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'file'), 'not a folder');
+  const root = join(dir, 'file', 'mail');
+  const result = await cli(['run', '--sample', '--domain', 'acme.example', '--sink', `maildir:${root}`, '--rejects', join(dir, 'rejects')]);
+  t.is(result.code, 2, result.log);
+  const errors = result.log.split('\n').filter((line) => /^error /.test(line));
+  t.is(errors.length, 1, result.log);
+  t.regex(errors[0] ?? '', /E_SINK_UNAVAILABLE/);
+  t.true(errors[0]?.includes(root));
 });

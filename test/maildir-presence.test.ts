@@ -115,3 +115,19 @@ test('maildir presence: a tmp/ file the sink did not make is never removed or re
   t.is(await readFile(join(tmp, maildirBaseName(d)), 'utf8'), 'being written by another run');
   t.true((await readFile(join(cur, `${maildirBaseName(d)}:2,S`))).equals(d.message));
 });
+
+test('maildir presence: a file a client renames again during a run (after the folder was listed) is still found, not delivered twice', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  const [first, second] = [event(1), event(2)];
+  t.deepEqual(await writeAll(root, [first!]), ['delivered']);
+  const base = maildirBaseName(first!);
+  await rename(join(cur, `${base}:2,S`), join(cur, `${base}:2,FS`));
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  t.is(await sink.write(second!), 'delivered'); // the folder is listed now: it remembers `:2,FS`
+  await rename(join(cur, `${base}:2,FS`), join(cur, `${base}:2,FRS`));
+  t.is(await sink.write(first!), 'skipped');
+  await sink.close();
+  t.deepEqual((await readdir(cur)).sort(), [`${base}:2,FRS`, `${maildirBaseName(second!)}:2,S`].sort());
+});

@@ -2,11 +2,13 @@
 // once, no lock): every message ends up exactly once, complete, and no write is rejected.
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { unlinkSync, watch } from 'node:fs';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Delivery } from '../src/model.js';
+import { createSink } from '../src/sinks/index.js';
 import { maildirBaseName } from '../src/sinks/maildir/index.js';
 import { raceDeliveries, RACE_MAILBOXES, writeAll, type RaceReport } from './maildir-race-writer.js';
 import { tempDir } from './helpers/tmp.js';
@@ -67,4 +69,32 @@ test('maildir race: two processes delivering the same export into one root at on
   const deliveries = raceDeliveries(items);
   checkReports(t, reports, deliveries);
   await checkStore(t, root, deliveries);
+});
+
+test('maildir race: a tmp/ file of ours removed under it (a cleaner that took it for left over) is written again, not a failed write', async (t) => {
+  const root = await tempDir(t);
+  const tmp = join(root, 'a@acme.example', '.INBOX.Pivot', 'tmp');
+  await mkdir(tmp, { recursive: true });
+  const removed: string[] = [];
+  // Another host's tmp/ cleaner, or a writer in another PID namespace that took our pid for gone.
+  const watcher = watch(tmp, (_event, name) => {
+    if (!name || removed.length > 0) return;
+    try {
+      unlinkSync(join(tmp, name));
+      removed.push(name);
+    } catch {
+      // already gone
+    }
+  });
+  t.teardown(() => watcher.close());
+  // Megabytes, so the write is still going when the cleaner strikes.
+  const [d] = raceDeliveries(1);
+  const big = { ...d!, message: Buffer.concat([d!.message, Buffer.alloc(8 << 20, 'x')]) };
+  const sink = await createSink(`maildir:${root}?links=0`, { cwd: '/' });
+  await sink.open();
+  t.is(await sink.write(big), 'delivered');
+  await sink.close();
+  t.is(removed.length, 1, 'the cleaner struck');
+  t.true((await readFile(join(root, 'a@acme.example', '.INBOX.Pivot', 'cur', `${maildirBaseName(big)}:2,S`))).equals(big.message));
+  t.deepEqual(await readdir(tmp), []);
 });
