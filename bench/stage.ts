@@ -2,7 +2,7 @@
 import { open, readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
-import { readCentralDirectory, readEntryBuffer } from '../src/sources/pivot-zip/zip-reader.js';
+import { readCentralDirectory, readEntryBuffer } from '../src/formats/zip/index.js';
 import { runPipeline } from '../src/pipeline.js';
 import { createLogger } from '../src/logger.js';
 import { createSink } from '../src/sinks/index.js';
@@ -10,7 +10,7 @@ import type { Sink } from '../src/sinks/sink.js';
 import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
 import { DEFAULT_MAX_ITEM_SIZE } from '../src/transforms/size-filter/index.js';
-import { RejectsFolder } from '../src/rejects.js';
+import { RejectsFolder } from '../src/formats/rejects/index.js';
 
 const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];
 

@@ -5,7 +5,7 @@ import { ErrorCode, ExitCode, FailReason, PivotArchiveError, errorMessage } from
 import type { Logger } from './logger.js';
 import type { Delivery } from './model.js';
 import { deliver, inOrder } from './pipeline.js';
-import type { ReadEntry } from './sinks/azblob/batch.js';
+import type { ReadEntry } from './formats/staged-batch/index.js';
 import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 import { importMarkerKey, openStagedBatches } from './sources/azblob/index.js';
@@ -147,6 +147,7 @@ async function deliverBatch(
       messageId: entry.messageId,
       internalDate: entry.internalDate,
       message: x.message,
+      copyKey: `sha256:${entry.sha256}`,
     };
     await deliver(delivery, { sink, statusLog, logger }, counters);
   };

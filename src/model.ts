@@ -105,4 +105,9 @@ export interface Delivery {
   /** Milliseconds since the epoch: becomes INTERNALDATE / file mtime. */
   internalDate: number;
   message: Buffer;
+  /**
+   * Shared by the copies of one item for different mailboxes, whose bytes are identical, and by
+   * nothing else: a sink may store such copies once (Maildir: hard links). Absent: never shared.
+   */
+  copyKey?: string;
 }

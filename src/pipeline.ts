@@ -2,11 +2,11 @@ import _ from 'highland';
 import { ErrorCode, FailReason, NoteReason, PivotArchiveError, RejectReason, errorMessage } from './errors.js';
 import type { Logger } from './logger.js';
 import type { Delivery, EventPosition, Item, SourceEvent } from './model.js';
-import type { RejectsFolder } from './rejects.js';
+import type { RejectsFolder } from './formats/rejects/index.js';
 import type { Checkpoint } from './state/checkpoint.js';
 import type { Sink } from './sinks/sink.js';
 import type { PivotExportArchive } from './sources/pivot-zip/index.js';
-import { readEntryBuffer } from './sources/pivot-zip/zip-reader.js';
+import { readEntryBuffer } from './formats/zip/index.js';
 import { targetMailboxes, type FanOutConfig } from './transforms/fan-out/index.js';
 import { buildMessage, messageIdFor, type LoadedAttachment, type MimeContext } from './transforms/mime/index.js';
 import { PluginRegistry } from './transforms/plugins/index.js';
@@ -311,7 +311,8 @@ function fanOut(x: Flowing<BuiltMessage>, options: PipelineOptions, counters: Co
   const messageId = messageIdFor(options.archive.manifest.tenant, item.id);
   const internalDate = Date.parse(item.sentAt);
   const exportId = options.archive.manifest.exportId;
-  return mailboxes.map((mailbox) => ({ mailbox, exportId, position: item.position, itemId: item.id, conversationId: item.conversation.id, messageId, internalDate, message }));
+  const copyKey = `${exportId}:${item.position.file}:${item.position.index}:${item.id}`;
+  return mailboxes.map((mailbox) => ({ mailbox, exportId, position: item.position, itemId: item.id, conversationId: item.conversation.id, messageId, internalDate, message, copyKey }));
 }
 
 /** The last stage: a delivery goes to the sink, a rejection to the rejects folder; either way its outcome is written. */

@@ -8,7 +8,7 @@ import { ErrorCode, PivotArchiveError, errorMessage } from './errors.js';
 import { runExitCode } from './exit-policy.js';
 import type { Logger } from './logger.js';
 import { runPipeline, type Progress } from './pipeline.js';
-import { RejectsFolder } from './rejects.js';
+import { RejectsFolder } from './formats/rejects/index.js';
 import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
@@ -17,7 +17,7 @@ import { StatusLog, type ImportSummary, type RunSummary } from './status-log.js'
 import { StateDir } from './state/index.js';
 import { Checkpoint } from './state/checkpoint.js';
 import { parseDomain, readUserMap, type FanOutConfig } from './transforms/fan-out/index.js';
-import { checkAddress } from './address.js';
+import { checkAddress } from './formats/address/index.js';
 import { PluginRegistry, loadPlugin } from './transforms/plugins/index.js';
 
 export const SAMPLE_EVENTS = 1000;

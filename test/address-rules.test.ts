@@ -1,5 +1,5 @@
 import test from 'ava';
-import { canonicalDomain, canonicalMailbox, checkAddress, needsSmtpUtf8, parseAddress } from '../src/address.js';
+import { canonicalDomain, canonicalMailbox, checkAddress, needsSmtpUtf8, parseAddress } from '../src/formats/address/index.js';
 
 test('canonical mailbox keys: local part NFC and lower-cased, domain as lower-case A-label', (t) => {
   const same: [string, string][] = [

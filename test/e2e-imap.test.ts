@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { chmod, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
-import { validEmail } from '../src/transforms/mime/index.js';
+import { canonicalMailbox as validEmail } from '../src/formats/address/index.js';
 import { BIN, cli, readStatusLog, REPO_ROOT } from './helpers/cli.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { pairs, readMaildir } from './helpers/maildir.js';

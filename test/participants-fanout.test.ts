@@ -2,7 +2,7 @@ import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { MembershipTimeline } from '../src/transforms/participants/index.js';
+import { MembershipTimeline } from '../src/formats/pivot-export/membership.js';
 import { parseDomain, readUserMap, targetMailboxes, type FanOutConfig } from '../src/transforms/fan-out/index.js';
 import { tempDir } from './helpers/tmp.js';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../src/errors.js';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
-import { isHostileEntryName } from '../src/sources/pivot-zip/zip-reader.js';
+import { isHostileEntryName } from '../src/formats/zip/index.js';
 import { MANIFEST, writeArchive, type Fixture } from './helpers/archive.js';
 import { tempDir } from './helpers/tmp.js';
 

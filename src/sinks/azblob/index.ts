@@ -3,13 +3,9 @@ import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
 import { sha256Hex } from '../../hash.js';
-import { batchZipStream, manifestFor, readBatch, stagedKey } from './batch.js';
-import { containerClientFromEnv, describeLocation, parseAzureBlobSpec, storageErrorMessage, type AzureBlobLocation, type AzureBlobSinkConfig } from './config.js';
-
-/** `<prefix>/<exportId>/`: the export id is URL-encoded, so a blob name stays ASCII and flat. */
-export function exportFolder(location: AzureBlobLocation, exportId: string): string {
-  return `${location.prefix ? `${location.prefix}/` : ''}${encodeURIComponent(exportId)}/`;
-}
+import { batchZipStream, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
+import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
+import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 
 /** `<file>/<window>-`: the blob names of one window of events start with this. */
 function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: number): string {

@@ -2,9 +2,8 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
-import { readBatch, type BatchManifest, type ReadEntry } from '../../sinks/azblob/batch.js';
-import { containerClientFromEnv, describeLocation, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../sinks/azblob/config.js';
-import { exportFolder } from '../../sinks/azblob/index.js';
+import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
+import { containerClientFromEnv, describeLocation, exportFolder, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 
 /**
  * A batch is downloaded whole and read through its central directory (not unzipper's streaming

@@ -6,10 +6,10 @@ import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Conversation, EventPosition, Manifest, SourceEvent, User } from '../../model.js';
-import { MembershipTimeline } from '../../transforms/participants/index.js';
-import { checkEvent, isObject } from '../../transforms/validate/index.js';
+import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
+import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
-import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry, type ZipLimits } from './zip-reader.js';
+import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
 

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { User } from '../../model.js';
-import { canonicalDomain, canonicalMailbox, checkAddress, checkDomain } from '../../address.js';
+import { canonicalDomain, canonicalMailbox, checkAddress, checkDomain } from '../../formats/address/index.js';
 
 export interface FanOutConfig {
   /** Only mailboxes in these domains are targets (empty: any domain). Any form: `parseDomain` makes the A-label one. */

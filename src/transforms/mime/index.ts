@@ -2,7 +2,7 @@ import libmime from 'libmime';
 import * as libqp from 'libqp';
 import type { AttachmentRef, Item, User } from '../../model.js';
 import { sha256Hex } from '../../hash.js';
-import { canonicalMailbox, needsSmtpUtf8, parseAddress } from '../../address.js';
+import { parseAddress } from '../../formats/address/index.js';
 
 /** Identity of the export a message came from; only `tenant` feeds the Message-ID. */
 export interface MimeContext {
@@ -56,16 +56,6 @@ function exactText(value: string): string {
 function unstructured(value: string): string {
   return exactText(headerSafe(value));
 }
-
-/**
- * The *Email* property, when it is a usable address: its mailbox key (local part NFC and
- * lower-cased, domain as A-label; see src/address.ts); `undefined` for missing or malformed.
- */
-export function validEmail(email: unknown): string | undefined {
-  return canonicalMailbox(email);
-}
-
-export { needsSmtpUtf8 };
 
 export function displayNameOf(user: User): string {
   const name = typeof user.displayName === 'string' ? headerSafe(user.displayName) : '';

@@ -5,7 +5,7 @@ import archiver from 'archiver';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { sha256Hex } from '../../hash.js';
 import type { Delivery, EventPosition } from '../../model.js';
-import { readCentralDirectory, readEntryBuffer } from '../../sources/pivot-zip/zip-reader.js';
+import { readCentralDirectory, readEntryBuffer } from '../zip/index.js';
 
 export const BATCH_FORMAT = 'pivot-archive-staged-batch';
 export const MANIFEST_NAME = 'manifest.json';

@@ -4,10 +4,10 @@ import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { AttachmentRef, EventPosition } from './model.js';
-import type { ZipEntry } from './sources/pivot-zip/zip-reader.js';
-import { sha256Hex } from './hash.js';
-import { fsyncDir } from './fs-util.js';
+import type { AttachmentRef, EventPosition } from '../../model.js';
+import type { ZipEntry } from '../zip/index.js';
+import { sha256Hex } from '../../hash.js';
+import { fsyncDir } from '../../fs-util.js';
 
 /** A file-system-safe, unique folder name for an item id that may hold anything. */
 export function safeName(id: string): string {

@@ -1,0 +1,90 @@
+// The event rules of the Pivot export format (v1): what a valid event holds. The source uses them
+// to decide membership (only a valid join/leave counts), the validate stage to decide delivery.
+import { RejectReason } from '../../errors.js';
+import { EVENT_TYPES, type AttachmentRef, type Conversation, type EventType, type User } from '../../model.js';
+
+/** What validation needs of the archive. */
+export interface Directory {
+  users: ReadonlyMap<string, User>;
+  conversations: ReadonlyMap<string, Conversation>;
+}
+
+/** An event whose fields keep the spec; participants are not resolved yet. */
+export interface CheckedEvent {
+  id: string;
+  type: EventType;
+  sentAt: string;
+  time: number;
+  conversation: Conversation;
+  sender: User;
+  /** For join/leave: who joined or left. */
+  member?: User;
+  attachments: AttachmentRef[];
+}
+
+const ZONED_TIME = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?(?:Z|[+-](\d\d):?(\d\d))$/;
+
+/**
+ * Milliseconds since the epoch of an ISO 8601 time with a zone, or NaN. Impossible calendar
+ * values (`2026-02-31`, `25:00`, a zone of `+24:00`) are NaN, never rolled over as Date.parse does.
+ */
+export function parseZonedTime(value: string): number {
+  const m = ZONED_TIME.exec(value);
+  if (!m) return NaN;
+  const [year, month, day, hour, minute, second = 0, zoneHour = 0, zoneMinute = 0] = m.slice(1).map((x) => (x === undefined ? undefined : Number(x))) as number[];
+  const daysInMonth = new Date(Date.UTC(year!, month!, 0)).getUTCDate();
+  if (month! < 1 || month! > 12 || day! < 1 || day! > daysInMonth || hour! > 23 || minute! > 59 || second > 59 || zoneHour > 23 || zoneMinute > 59) return NaN;
+  return Date.parse(value);
+}
+
+/**
+ * Checks one parsed event's fields against the spec (the same rules decide whether a join/leave
+ * changes membership and whether the event is delivered). Fields not in the spec are ignored.
+ */
+export function checkEvent(raw: Record<string, unknown>, directory: Directory): CheckedEvent | { reason: string; detail: string } {
+  const bad = (reason: string, detail: string) => ({ reason, detail });
+  for (const field of ['id', 'type', 'sentAt', 'conversationId', 'senderId'] as const) {
+    if (typeof raw[field] !== 'string' || raw[field] === '') {
+      return bad(`${RejectReason.MISSING_FIELD}:${field}`, `event has no string ${field}`);
+    }
+  }
+  const id = raw.id as string;
+  const type = raw.type as string;
+  if (!(EVENT_TYPES as readonly string[]).includes(type)) return bad(RejectReason.UNKNOWN_TYPE, `event ${id} has unknown type ${JSON.stringify(type)}`);
+  const sentAt = raw.sentAt as string;
+  const time = parseZonedTime(sentAt);
+  if (Number.isNaN(time)) {
+    return bad(`${RejectReason.INVALID_FIELD}:sentAt`, `event ${id} has sentAt ${JSON.stringify(sentAt)}, not a valid ISO 8601 time with a zone`);
+  }
+  const conversation = directory.conversations.get(raw.conversationId as string);
+  if (!conversation) return bad(RejectReason.UNKNOWN_CONVERSATION, `event ${id} names unknown conversation ${JSON.stringify(raw.conversationId)}`);
+  const sender = directory.users.get(raw.senderId as string);
+  if (!sender) return bad(RejectReason.UNKNOWN_USER, `event ${id} names unknown sender ${JSON.stringify(raw.senderId)}`);
+  for (const field of ['text', 'html', 'replyToId', 'targetId', 'memberId'] as const) {
+    if (raw[field] !== undefined && raw[field] !== null && typeof raw[field] !== 'string') {
+      return bad(`${RejectReason.INVALID_FIELD}:${field}`, `event ${id} has a non-string ${field}`);
+    }
+  }
+  if ((type === 'edit' || type === 'delete') && !optional(raw, 'targetId')) {
+    return bad(`${RejectReason.MISSING_FIELD}:targetId`, `${type} event ${id} has no targetId`);
+  }
+  let member: User | undefined;
+  if (type === 'join' || type === 'leave') {
+    const memberId = optional(raw, 'memberId') ?? sender.id;
+    member = directory.users.get(memberId);
+    if (!member) return bad(RejectReason.UNKNOWN_USER, `event ${id} names unknown member ${JSON.stringify(memberId)}`);
+  }
+  const attachments = raw.attachments ?? [];
+  if (!Array.isArray(attachments) || attachments.some((a) => a === null || typeof a !== 'object' || typeof a.id !== 'string' || a.id === '')) {
+    return bad(`${RejectReason.INVALID_FIELD}:attachments`, `event ${id} has attachments that are not objects with a string id`);
+  }
+  return { id, type: type as EventType, sentAt, time, conversation, sender, member, attachments: attachments as AttachmentRef[] };
+}
+
+export function optional(raw: Record<string, unknown>, field: string): string | undefined {
+  return typeof raw[field] === 'string' ? (raw[field] as string) : undefined;
+}
+
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
