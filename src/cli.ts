@@ -4,7 +4,8 @@ import { mergeConfig, parseSize, readConfigFile, validateConfig, type RunConfig 
 import { DEFAULT_MAX_ITEM_SIZE } from './transforms/size-filter/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
-import { formatImportSummary, formatSummary, run } from './run.js';
+import { run } from './run.js';
+import { formatImportSummary, formatSummary } from './summary.js';
 import type { ImportConfig } from './import.js';
 import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
-import { formatImportSummary, formatSummary } from '../run.js';
+import { formatImportSummary, formatSummary } from '../summary.js';
 import type { StateDir } from './index.js';
 
 /** What `status` prints: the last runs, their counters and the items that failed. */
