@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
 import { readCentralDirectory, readEntryBuffer } from '../src/formats/zip/index.js';
 import { runPipeline } from '../src/pipeline.js';
+import { PivotZipSource } from '../src/sources/pivot-zip/source.js';
 import { createLogger } from '../src/logger.js';
 import { createSink } from '../src/sinks/index.js';
 import type { Sink } from '../src/sinks/sink.js';
@@ -66,8 +67,7 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
       const spec = stage === 'imap' || stage === 'azblob' ? process.env.PIVOT_BENCH_SINK! : `maildir:${out}`;
       const sink = countingBytes(stage === 'mime' ? discardSink : await createSink(spec, { cwd: process.cwd() }));
       await sink.open();
-      const summary = await runPipeline({
-        archive,
+      const summary = await runPipeline(new PivotZipSource(archive, archivePath), {
         sink,
         plugins: new PluginRegistry(),
         fanOut: { domains: [], userMap: new Map() },

@@ -5,7 +5,7 @@ import { DEFAULT_MAX_ITEM_SIZE } from './transforms/size-filter/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { run } from './run.js';
-import { formatImportSummary, formatSummary } from './summary.js';
+import { formatSummary } from './summary.js';
 import type { ImportConfig } from './import.js';
 import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';
@@ -99,7 +99,7 @@ async function importCommand(argv: Record<string, unknown>): Promise<number> {
     // Loaded on use: import brings the Azure Storage client (about 25 MB) that runs need not.
     const { runImport } = await import('./import.js');
     const { summary, exitCode } = await runImport(config, logger, { stop });
-    process.stdout.write((json ? JSON.stringify(summary) : formatImportSummary(summary)) + '\n');
+    process.stdout.write((json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     return exitCode;
   });
 }

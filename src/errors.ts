@@ -70,6 +70,8 @@ export const NoteReason = {
   ADDRESS_NOT_DELIVERABLE: 'address-not-deliverable',
 } as const;
 
+export type NoteReasonValue = (typeof NoteReason)[keyof typeof NoteReason];
+
 /** Reasons of `failed` outcomes. */
 export const FailReason = {
   SINK_ERROR: 'sink-error',
@@ -77,6 +79,8 @@ export const FailReason = {
   NOT_KEPT: 'not-kept',
   STAGED_MISMATCH: 'staged-mismatch',
 } as const;
+
+export type FailReasonValue = (typeof FailReason)[keyof typeof FailReason];
 
 /**
  * 0 all accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage,

@@ -1,4 +1,7 @@
-/** Types of the input contract (shared/spec/pivot-export-v1.md) and of items in the chain. */
+import type { Writable } from 'node:stream';
+import type { ZipEntry } from './formats/zip/index.js';
+
+/** Types of the input contract (the Pivot export format v1, see the README) and of items in the chain. */
 
 export const EVENT_TYPES = ['message', 'edit', 'delete', 'join', 'leave'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
@@ -110,4 +113,69 @@ export interface Delivery {
    * nothing else: a sink may store such copies once (Maildir: hard links). Absent: never shared.
    */
   copyKey?: string;
+}
+
+/** A bad or refused item: never delivered, always recorded with its reason. */
+export interface Rejection {
+  rejected: true;
+  /** Where the event stands in the archive (for the resume checkpoint). */
+  position: EventPosition;
+  itemId: string;
+  conversationId: string;
+  reason: string;
+  detail: string;
+  /** The parsed event (or what could be made of it); for plugins' and logs' sake. */
+  raw: Record<string, unknown>;
+  /** The event's exact bytes in the archive, kept as they were (absent when too large to hold). */
+  bytes?: Buffer;
+  /** Where the bytes of an event too large to hold stand in its messages file. */
+  tooLarge?: { offset: number; length: number };
+}
+
+export function reject(
+  raw: Record<string, unknown>,
+  position: EventPosition,
+  reason: string,
+  detail: string,
+  original: { bytes?: Buffer; tooLarge?: { offset: number; length: number } } = {},
+): Rejection {
+  return {
+    rejected: true,
+    position,
+    itemId: typeof raw.id === 'string' ? raw.id : '',
+    conversationId: typeof raw.conversationId === 'string' ? raw.conversationId : '',
+    reason,
+    detail,
+    raw,
+    ...(original.bytes ? { bytes: original.bytes } : {}),
+    ...(original.tooLarge ? { tooLarge: original.tooLarge } : {}),
+  };
+}
+
+/** A rejection of a checked item, carrying its exact bytes for the rejects folder. */
+export function rejectItem(item: Item, reason: string, detail: string): Rejection {
+  return reject(item.raw, item.position, reason, detail, { bytes: item.bytes });
+}
+
+export function isRejection(value: unknown): value is Rejection {
+  return typeof value === 'object' && value !== null && (value as Rejection).rejected === true;
+}
+
+/**
+ * What the stages of the chain may ask of the export an item came from: its identity, its
+ * directory (users, conversations, membership over time) and its bytes (attachments, and the
+ * exact bytes of events too large to hold). A source of already built messages has none.
+ */
+export interface ExportContext {
+  exportId: string;
+  tenant: string;
+  users: ReadonlyMap<string, User>;
+  conversations: ReadonlyMap<string, Conversation>;
+  /** The members of a conversation at an event (time, then position, decide the order). */
+  membersAt(conversationId: string, at: EventPosition & { time: number }): Iterable<string>;
+  attachment(id: string): ZipEntry | undefined;
+  /** Name of a messages file, for notes that point at bytes. */
+  messageFileName(index: number): string | undefined;
+  /** Streams the exact bytes of an event too large to hold into `out`, and ends it. */
+  copyEventBytes(position: EventPosition, range: { offset: number; length: number }, out: Writable): Promise<void>;
 }

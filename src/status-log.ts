@@ -31,20 +31,9 @@ export interface NoteRecord {
   detail: string;
 }
 
-/** The admin-log counters. They add up, or `balanced` says they do not. */
-export interface RunSummary {
-  record: 'summary';
-  archive: string;
-  /** sha256 of the archive file, as the run read it. */
-  sha256: string;
-  exportId: string;
-  tenant: string;
-  sink: string;
-  startedAt: string;
-  finishedAt: string;
-  /** Events in the archive, whether this run read them all or not. */
-  eventsInArchive: number;
-  /** Events this run read (all of them, unless it was interrupted or stopped by an error). */
+/** The chain's counters, the same for every source. They add up, or `balanced` says they do not. */
+export interface Counters {
+  /** Units this run read (all of them, unless it was interrupted or stopped by an error), with those done earlier. */
   itemsFromSource: number;
   /** Items that plugins added by splitting one item into several. */
   itemsAddedByPlugins: number;
@@ -52,7 +41,6 @@ export interface RunSummary {
   itemsDoneEarlier: number;
   /** Items refused before fan-out, by reason (bad, oversize, unmapped, plugin...). */
   rejected: Record<string, number>;
-  rejectedTotal: number;
   /** Items that reached at least one mailbox target. */
   itemsRouted: number;
   /** (mailbox, item) pairs after fan-out: the items available for import. */
@@ -63,14 +51,44 @@ export interface RunSummary {
   /** Rejected items the rejects folder could not keep: recorded `failed` (not-kept); they fail the run. */
   rejectedNotKept: number;
   notes: number;
+}
+
+/**
+ * The summary of a run or an import: one shape, whatever the source. The source's own fields
+ * are those of `pivot-zip` (archive, sha256, tenant, eventsInArchive) or of `staged-batches`
+ * (from, batchesImported, batchesFailed, itemsStaged).
+ */
+export interface RunSummary extends Counters {
+  record: 'summary';
+  /** `pivot-zip` (run) or `staged-batches` (import). */
+  source: string;
+  /** The export read (null for an import of every staged export). */
+  exportId: string | null;
+  sink: string;
+  startedAt: string;
+  finishedAt: string;
+  rejectedTotal: number;
+  /** The archive as the summary names it (a path, `-` for stdin, the built-in sample). */
+  archive?: string;
+  /** sha256 of the archive file, as the run read it. */
+  sha256?: string;
+  tenant?: string;
+  /** Events in the archive, whether this run read them all or not. */
+  eventsInArchive?: number;
+  /** The staging location an import read. */
+  from?: string;
+  batchesImported?: number;
+  batchesFailed?: number;
+  /** Messages listed in the manifests of the staged batches read. */
+  itemsStaged?: number;
   /** Why a run that accounted for everything still exits 5 (nothing delivered, too many rejected). */
   alarm?: string;
   /** What stopped the run part-way (the archive changed, the status log failed), if anything. */
   error?: { code: string; message: string };
-  /** Stopped by SIGINT/SIGTERM: items from source counts only the events read before. */
+  /** Stopped by SIGINT/SIGTERM: items from source counts only the units read before. */
   interrupted: boolean;
-  /** itemsFromSource + itemsAddedByPlugins = itemsDoneEarlier + rejectedTotal + itemsRouted, and
-   *  itemsAvailableForImport = delivered + skipped + failed. */
+  /** itemsFromSource + itemsAddedByPlugins = itemsDoneEarlier + rejectedTotal + itemsRouted,
+   *  itemsAvailableForImport = delivered + skipped + failed, and the source's own counters add up. */
   balanced: boolean;
 }
 
@@ -95,28 +113,6 @@ export interface BatchRecord {
   items?: number;
   detail?: string;
 }
-
-/** The summary of `import --from`: every staged message delivered, skipped or failed. */
-export interface ImportSummary {
-  record: 'import-summary';
-  from: string;
-  sink: string;
-  exportId: string | null;
-  startedAt: string;
-  finishedAt: string;
-  batchesImported: number;
-  batchesFailed: number;
-  /** Messages listed in the manifests of the batches read. */
-  itemsStaged: number;
-  delivered: number;
-  skipped: number;
-  failed: number;
-  interrupted: boolean;
-  /** itemsStaged = delivered + skipped + failed. */
-  balanced: boolean;
-}
-
-export type Counters = Omit<RunSummary, 'record' | 'archive' | 'sha256' | 'exportId' | 'tenant' | 'sink' | 'startedAt' | 'finishedAt' | 'eventsInArchive' | 'balanced' | 'rejectedTotal' | 'interrupted' | 'alarm' | 'error'>;
 
 export function emptyCounters(): Counters {
   return {
@@ -179,7 +175,7 @@ export class StatusLog {
     return new StatusLog(files);
   }
 
-  async write(record: OutcomeRecord | NoteRecord | RunSummary | FailureRecord | BatchRecord | ImportSummary): Promise<void> {
+  async write(record: OutcomeRecord | NoteRecord | RunSummary | FailureRecord | BatchRecord): Promise<void> {
     const line = redactSecrets(JSON.stringify(record)) + '\n';
     for (const file of this.files) {
       if (file.failed) throw file.failed;

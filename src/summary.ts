@@ -1,50 +1,47 @@
-import type { ImportSummary, RunSummary } from './status-log.js';
+import type { RunSummary } from './status-log.js';
 
-/** The summaries as people read them (the status log and --json carry the same counters as JSON). */
-export function formatSummary(s: RunSummary): string {
-  const rejected = Object.entries(s.rejected)
+/** A summary read back from a status log: this version's, or an import's from before 0.2 (`import-summary`). */
+export type RecordedSummary = RunSummary | (Omit<Partial<RunSummary>, 'record'> & { record: 'import-summary'; sink: string; balanced: boolean; interrupted: boolean });
+
+/** The summary as people read it (the status log and --json carry the same counters as JSON). */
+export function formatSummary(s: RecordedSummary): string {
+  const staged = s.from !== undefined;
+  const rejected = Object.entries(s.rejected ?? {})
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([reason, n]) => `${reason} ${n}`)
     .join(', ');
-  const rows: [string, number | string][] = [
-    ['items from source', s.interrupted || s.error ? `${s.itemsFromSource} of ${s.eventsInArchive} (the rest is for the next run)` : s.itemsFromSource],
-    ['items added by plugins', s.itemsAddedByPlugins],
-    ['items done by an earlier run', s.itemsDoneEarlier],
-    ['items rejected', `${s.rejectedTotal}${rejected ? `  (${rejected})` : ''}`],
-    ['items routed to mailboxes', s.itemsRouted],
-    ['available for import', s.itemsAvailableForImport],
-    ['delivered', s.delivered],
-    ['skipped (already there)', s.skipped],
-    ['failed', s.failed],
-    ['rejected but not kept (failed)', s.rejectedNotKept],
-    ['notes (e.g. missing attachment)', s.notes],
-  ];
+  const stoppedEarly = s.interrupted || s.error;
+  const rows: [string, number | string | undefined][] = staged
+    ? [
+        ['batches imported', s.batchesImported],
+        ['batches failed', s.batchesFailed],
+        ['messages staged (in those batches)', s.itemsStaged],
+      ]
+    : [
+        ['items from source', stoppedEarly && s.eventsInArchive !== undefined ? `${s.itemsFromSource} of ${s.eventsInArchive} (the rest is for the next run)` : s.itemsFromSource],
+        ['items added by plugins', s.itemsAddedByPlugins],
+        ['items done by an earlier run', s.itemsDoneEarlier],
+        ['items rejected', `${s.rejectedTotal}${rejected ? `  (${rejected})` : ''}`],
+        ['items routed to mailboxes', s.itemsRouted],
+        ['available for import', s.itemsAvailableForImport],
+      ];
+  rows.push(['delivered', s.delivered], ['skipped (already there)', s.skipped], ['failed', s.failed]);
+  if (!staged) rows.push(['rejected but not kept (failed)', s.rejectedNotKept], ['notes (e.g. missing attachment)', s.notes]);
   const stopped = s.error
     ? `stopped by an error (${s.error.code}: ${s.error.message}); what was done is recorded, run it again to finish`
-    : s.interrupted && 'stopped on a signal after the items in flight; run it again to finish';
-  const table = summaryTable(`export ${s.exportId} -> ${s.sink}`, rows, s.balanced, stopped);
+    : s.interrupted && `stopped on a signal after the items in flight; ${staged ? 'import' : 'run it'} again to finish`;
+  const title = staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`;
+  const table = summaryTable(title, rows, s.balanced, stopped);
   return s.alarm ? `${table}\n  ALARM: ${s.alarm}` : table;
 }
 
-export function formatImportSummary(s: ImportSummary): string {
-  const rows: [string, number][] = [
-    ['batches imported', s.batchesImported],
-    ['batches failed', s.batchesFailed],
-    ['messages staged (in those batches)', s.itemsStaged],
-    ['delivered', s.delivered],
-    ['skipped (already there)', s.skipped],
-    ['failed', s.failed],
-  ];
-  return summaryTable(`import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}`, rows, s.balanced, s.interrupted && 'stopped on a signal; import again to finish');
-}
-
 /** The summary for humans: a title, aligned counters, whether they add up, and why it stopped early. */
-function summaryTable(title: string, rows: [string, number | string][], balanced: boolean, interrupted: string | false): string {
+function summaryTable(title: string, rows: [string, number | string | undefined][], balanced: boolean, stopped: string | false | undefined): string {
   const width = Math.max(...rows.map(([label]) => label.length), 'counters add up'.length) + 1;
   return [
     `pivot-archive: ${title}`,
-    ...rows.map(([label, value]) => `  ${label.padEnd(width)} ${value}`),
+    ...rows.map(([label, value]) => `  ${label.padEnd(width)} ${value ?? 0}`),
     `  ${'counters add up'.padEnd(width)} ${balanced ? 'yes' : 'NO'}`,
-    ...(interrupted ? [`  stopped: ${interrupted}`] : []),
+    ...(stopped ? [`  stopped: ${stopped}`] : []),
   ].join('\n');
 }

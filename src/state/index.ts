@@ -2,7 +2,8 @@ import { hostname } from 'node:os';
 import { mkdir, open, readFile, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
-import type { FailureRecord, ImportSummary, RunSummary } from '../status-log.js';
+import type { FailureRecord } from '../status-log.js';
+import type { RecordedSummary } from '../summary.js';
 
 /**
  * The state dir of scheduled runs: a lock (one run at a time) and every run's status log under
@@ -87,7 +88,7 @@ export class StateDir {
   }
 
   /** The runs and imports recorded here, newest first, each with its summary (none if it was killed) or its failure record. */
-  async runs(limit: number): Promise<{ log: string; summary?: RunSummary | ImportSummary; failure?: FailureRecord; failed: Record<string, unknown>[] }[]> {
+  async runs(limit: number): Promise<{ log: string; summary?: RecordedSummary; failure?: FailureRecord; failed: Record<string, unknown>[] }[]> {
     const names = (await readdir(join(this.dir, 'runs')).catch(() => [] as string[])).filter((n) => n.endsWith('.jsonl')).sort().reverse().slice(0, limit);
     const runs = [];
     for (const name of names) {
@@ -101,7 +102,7 @@ export class StateDir {
       });
       runs.push({
         log,
-        summary: lines.find((l) => l.record === 'summary' || l.record === 'import-summary') as RunSummary | ImportSummary | undefined,
+        summary: lines.find((l) => l.record === 'summary' || l.record === 'import-summary') as RecordedSummary | undefined,
         failure: lines.find((l) => l.record === 'failure') as FailureRecord | undefined,
         failed: lines.filter((l) => l.outcome === 'failed'),
       });

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
-import { formatImportSummary, formatSummary } from '../summary.js';
+import { formatSummary } from '../summary.js';
 import type { StateDir } from './index.js';
 
 /** What `status` prints: the last runs, their counters and the items that failed. */
@@ -22,7 +22,7 @@ export async function formatStatus(state: StateDir, last: number, json: boolean)
       if (!r.summary) return `${head}  no summary: the run was stopped before it finished; run it again\n`;
       const failed = r.failed.slice(0, 10).map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox}: ${f.detail}`));
       const more = r.failed.length > 10 ? [`  ... and ${r.failed.length - 10} more failed (see the log)`] : [];
-      const summary = r.summary.record === 'import-summary' ? formatImportSummary(r.summary) : formatSummary(r.summary);
+      const summary = formatSummary(r.summary);
       return `${head}${summary}\n${[...failed, ...more].map((l) => `${l}\n`).join('')}`;
     })
     .join('\n');

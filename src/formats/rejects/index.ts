@@ -4,7 +4,7 @@ import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { AttachmentRef, EventPosition } from '../../model.js';
+import type { AttachmentRef, ExportContext, Rejection } from '../../model.js';
 import type { ZipEntry } from '../zip/index.js';
 import { sha256Hex } from '../../hash.js';
 import { fsyncDir } from '../../fs-util.js';
@@ -15,26 +15,8 @@ export function safeName(id: string): string {
   return `${readable}.${sha256Hex(id).slice(0, 12)}`;
 }
 
-/** What the rejects folder needs of the archive a rejected item came from. */
-export interface RejectsSource {
-  exportId: string;
-  attachment(id: string): ZipEntry | undefined;
-  /** Streams the exact bytes of an event too large to hold. */
-  copyEventBytes(position: EventPosition, range: { offset: number; length: number }, out: Writable): Promise<void>;
-}
-
-/** A rejected item as the rejects folder keeps it. */
-export interface RejectedItem {
-  itemId: string;
-  position: EventPosition;
-  reason: string;
-  /** The parsed event (attachment references are read from it). */
-  raw: Record<string, unknown>;
-  /** The event's exact bytes in the archive. */
-  bytes?: Buffer;
-  /** Where the bytes of an event too large to hold stand in its messages file. */
-  tooLarge?: { offset: number; length: number };
-}
+/** What the rejects folder needs of the export a rejected item came from. */
+export type RejectsSource = Pick<ExportContext, 'exportId' | 'attachment' | 'copyEventBytes'>;
 
 /**
  * Keeps what was not delivered, durably (fsynced) before its outcome is recorded, under
@@ -51,7 +33,7 @@ export class RejectsFolder {
   constructor(readonly dir: string) {}
 
   /** Keeps the item; resolves to its folder. Rejects when anything could not be written durably. */
-  async keep(source: RejectsSource, item: RejectedItem): Promise<string> {
+  async keep(source: RejectsSource, item: Rejection): Promise<string> {
     const exportDir = join(this.dir, safeName(source.exportId));
     const id = item.itemId || `(no id) messages file ${item.position.file}, event ${item.position.index}`;
     const folder = join(exportDir, `${safeName(id)}@${item.position.file}.${item.position.index}`);
@@ -63,7 +45,7 @@ export class RejectsFolder {
       else out.end(JSON.stringify(item.raw));
     });
     await writeDurably(join(folder, 'reason.txt'), async (out) => {
-      out.end(item.reason + '\n');
+      out.end(`${item.reason}: ${item.detail}\n`);
     });
     const refs = Array.isArray(item.raw.attachments) ? (item.raw.attachments as AttachmentRef[]) : [];
     let linked = false;

@@ -5,7 +5,7 @@ import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
-import type { Conversation, EventPosition, Manifest, SourceEvent, User } from '../../model.js';
+import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent, User } from '../../model.js';
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
@@ -41,7 +41,7 @@ export interface IgnoredEntry {
  * The file is held open until `close()`: every read goes through that one descriptor, so
  * replacing the path mid-run changes nothing the run reads.
  */
-export class PivotExportArchive {
+export class PivotExportArchive implements ExportContext {
   /** Uncompressed bytes of the messages files the current `events()` read has consumed. */
   messageBytesRead = 0;
 
@@ -242,6 +242,22 @@ export class PivotExportArchive {
     return this.messageFiles.reduce((sum, f) => sum + f.uncompressedSize, 0);
   }
 
+  get exportId(): string {
+    return this.manifest.exportId;
+  }
+
+  get tenant(): string {
+    return this.manifest.tenant;
+  }
+
+  membersAt(conversationId: string, at: EventPosition & { time: number }): Iterable<string> {
+    return this.membership.membersAt(conversationId, at);
+  }
+
+  messageFileName(index: number): string | undefined {
+    return this.messageFiles[index]?.name;
+  }
+
   /** The entry `attachments/<id>`, read through the held descriptor when opened. */
   attachment(id: string): ZipEntry | undefined {
     return this.entries.get(ATTACHMENT_PREFIX + id);
@@ -256,30 +272,38 @@ function eventStream(batches: AsyncGenerator<SourceEvent[]>, stop?: AbortSignal)
   let queue: SourceEvent[] = [];
   let next = 0;
   let pulling = false;
+  // Set by every read() call; a call that comes while a fill runs (a consumer that drains
+  // synchronously inside push) is seen by the fill, never lost.
+  let wanted = false;
   return new Readable({
     objectMode: true,
     highWaterMark: 64,
     read() {
+      wanted = true;
       if (pulling) return;
       pulling = true;
       const fill = async () => {
-        for (;;) {
-          while (next < queue.length) {
-            if (stop?.aborted) return void this.push(null);
-            if (!this.push(queue[next++])) return;
+        try {
+          fill: while (wanted) {
+            wanted = false;
+            for (;;) {
+              while (next < queue.length) {
+                if (stop?.aborted) return void this.push(null);
+                if (!this.push(queue[next++])) continue fill;
+              }
+              if (stop?.aborted) return void this.push(null);
+              const result = await batches.next();
+              if (this.destroyed) return;
+              if (result.done) return void this.push(null);
+              queue = result.value;
+              next = 0;
+            }
           }
-          if (stop?.aborted) return void this.push(null);
-          const result = await batches.next();
-          if (this.destroyed) return;
-          if (result.done) return void this.push(null);
-          queue = result.value;
-          next = 0;
+        } finally {
+          pulling = false;
         }
       };
-      fill().then(
-        () => (pulling = false),
-        (err: unknown) => this.destroy(err as Error),
-      );
+      fill().catch((err: unknown) => this.destroy(err as Error));
     },
     destroy(err, done) {
       // Ends the generator, which destroys the entry stream it is reading (after a read in flight).

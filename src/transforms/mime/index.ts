@@ -112,12 +112,6 @@ function base64Lines(bytes: Buffer): string {
   return (bytes.toString('base64').match(/.{1,76}/g) ?? []).join(CRLF);
 }
 
-/** Size of `n` bytes once base64 encoded in 76-character lines. */
-export function base64Size(n: number): number {
-  const chars = Math.ceil(n / 3) * 4;
-  return chars + Math.max(0, Math.ceil(chars / 76) - 1) * 2;
-}
-
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

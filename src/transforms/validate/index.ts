@@ -1,54 +1,14 @@
-import { RejectReason } from '../../errors.js';
-import type { EventPosition, Item, SourceEvent, User } from '../../model.js';
-import { checkEvent, isObject, optional, type Directory } from '../../formats/pivot-export/event.js';
-import type { MembershipTimeline } from '../../formats/pivot-export/membership.js';
-
-/** A bad or refused item: never delivered, always recorded with its reason. */
-export interface Rejection {
-  rejected: true;
-  /** Where the event stands in the archive (for the resume checkpoint). */
-  position: EventPosition;
-  itemId: string;
-  conversationId: string;
-  reason: string;
-  detail: string;
-  /** The parsed event (or what could be made of it); for plugins' and logs' sake. */
-  raw: Record<string, unknown>;
-  /** The event's exact bytes in the archive, kept as they were (absent when too large to hold). */
-  bytes?: Buffer;
-  /** Where the bytes of an event too large to hold stand in its messages file. */
-  tooLarge?: { offset: number; length: number };
-}
-
-export function reject(
-  raw: Record<string, unknown>,
-  position: EventPosition,
-  reason: string,
-  detail: string,
-  original: { bytes?: Buffer; tooLarge?: { offset: number; length: number } } = {},
-): Rejection {
-  return {
-    rejected: true,
-    position,
-    itemId: typeof raw.id === 'string' ? raw.id : '',
-    conversationId: typeof raw.conversationId === 'string' ? raw.conversationId : '',
-    reason,
-    detail,
-    raw,
-    ...(original.bytes ? { bytes: original.bytes } : {}),
-    ...(original.tooLarge ? { tooLarge: original.tooLarge } : {}),
-  };
-}
-
-export function isRejection(value: unknown): value is Rejection {
-  return typeof value === 'object' && value !== null && (value as Rejection).rejected === true;
-}
+import { NoteReason, RejectReason } from '../../errors.js';
+import { isRejection, reject, type ExportContext, type Item, type Rejection, type SourceEvent, type User } from '../../model.js';
+import { checkEvent, isObject, optional } from '../../formats/pivot-export/event.js';
+import type { Recorder } from '../../pipeline/recorder.js';
+import { rejected, type Stage } from '../../pipeline/unit.js';
 
 /**
  * Turns one source element into an item, or a rejection with its reason: what the source could
  * not hold or parse, a reused id, fields that break the spec. Never throws.
  */
-export function validateEvent(archive: Directory & { membership: MembershipTimeline }, event: SourceEvent): Item | Rejection {
+export function validateEvent(archive: ExportContext, event: SourceEvent): Item | Rejection {
   const { position, raw: input } = event;
   const at = `messages file ${position.file}, event ${position.index}`;
   const original = { bytes: event.bytes, tooLarge: event.tooLarge };
@@ -69,7 +29,7 @@ export function validateEvent(archive: Directory & { membership: MembershipTimel
   const checked = checkEvent(raw, archive);
   if ('reason' in checked) return reject(raw, position, checked.reason, checked.detail, original);
   const { conversation, sender, member, time } = checked;
-  const participantIds = new Set(archive.membership.membersAt(conversation.id, { time, ...position }));
+  const participantIds = new Set(archive.membersAt(conversation.id, { time, ...position }));
   participantIds.add(sender.id);
   if (member) participantIds.add(member.id);
   const participants: User[] = [];
@@ -95,5 +55,25 @@ export function validateEvent(archive: Directory & { membership: MembershipTimel
     raw,
     bytes: event.bytes,
     position,
+  };
+}
+
+/**
+ * The validate stage: an event becomes an item or a rejection. Bytes that were not UTF-8 (read
+ * as U+FFFD) are noted, naming the event, its file and the offset; the item goes on.
+ */
+export function validateStage(archive: ExportContext, recorder: Recorder): Stage<'event'> {
+  return async ({ event }) => {
+    const x = validateEvent(archive, event);
+    if (isRejection(x)) return rejected(x);
+    if (event.invalidUtf8At !== undefined) {
+      const file = archive.messageFileName(event.position.file);
+      await recorder.note(
+        NoteReason.INVALID_UTF8,
+        `event ${JSON.stringify(x.id)} (${file}, event ${event.position.index}) holds bytes that are not UTF-8 (the first at byte ${event.invalidUtf8At} of the event); they were read as U+FFFD and the item delivered so; the original bytes stay in the archive`,
+        { itemId: x.id, conversationId: x.conversation.id },
+      );
+    }
+    return { kind: 'item', position: x.position, item: x };
   };
 }

@@ -1,0 +1,64 @@
+import _ from 'highland';
+
+/** How much an async stage may hold in flight: a count, and optionally a total weight in bytes. */
+export interface InFlightLimit<A> {
+  count: number;
+  /** Size of one input; the stage waits while the total would pass `maxWeight` (one always runs). */
+  weight?: (x: A) => number;
+  maxWeight?: number;
+}
+
+/**
+ * An async stage with bounded work in flight, results in input order: the chain's only way to
+ * await. One highland stream per stage, not one per item (`flatMap(x => _(promise))` costs a
+ * stream per item). A rejected promise becomes a stream error at its turn, in order.
+ */
+export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
+  return (source) => {
+    const pending: { result: Promise<B>; weight: number }[] = [];
+    let weight = 0;
+    const full = () => pending.length >= limit.count || weight >= (limit.maxWeight ?? Infinity);
+    return source.consume((err, x, push, next) => {
+      if (err) {
+        push(err);
+        next();
+        return;
+      }
+      if (_.isNil(x)) {
+        // Drain what is in flight, in order, then end.
+        Promise.all(pending.map((p) => p.result)).then(
+          (results) => {
+            for (const r of results) push(null, r);
+            push(null, _.nil);
+          },
+          (e: Error) => push(e),
+        );
+        return;
+      }
+      const result = fn(x as A);
+      result.catch(() => undefined); // reported when its turn comes, not as unhandled
+      const w = limit.weight?.(x as A) ?? 0;
+      pending.push({ result, weight: w });
+      weight += w;
+      const drain = (): void => {
+        if (!full()) {
+          next();
+          return;
+        }
+        const head = pending.shift()!;
+        weight -= head.weight;
+        head.result.then(
+          (r) => {
+            push(null, r);
+            drain();
+          },
+          (e: Error) => {
+            push(e);
+            drain();
+          },
+        );
+      };
+      drain();
+    });
+  };
+}

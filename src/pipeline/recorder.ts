@@ -1,0 +1,155 @@
+import { ErrorCode, PivotArchiveError, errorMessage, type NoteReasonValue } from '../errors.js';
+import { alarmOf } from '../exit-policy.js';
+import type { Logger } from '../logger.js';
+import type { Source } from '../sources/source.js';
+import { StatusLog, emptyCounters, isBalanced, type Counters, type OutcomeRecord, type RunSummary } from '../status-log.js';
+
+/** How far a run is, for the progress line. */
+export interface Progress {
+  eventsRead: number;
+  eventsTotal: number;
+  /** Uncompressed bytes of the messages files read so far, and in all (0 when the source does not know). */
+  bytesRead: number;
+  bytesTotal: number;
+  delivered: number;
+  skipped: number;
+  failed: number;
+  rejected: number;
+  elapsedMs: number;
+}
+
+/** An error that stopped the chain, as the summary states it: our code, or E_INTERNAL for a bug. */
+export function chainError(err: unknown): { code: string; message: string } {
+  return { code: err instanceof PivotArchiveError ? err.code : ErrorCode.INTERNAL, message: errorMessage(err) };
+}
+
+/**
+ * The run's one account: the counters, and every line of the status log (notes, outcomes, the
+ * summary). Stages tell it what happened; only it counts, so the counters add up by construction.
+ */
+export class Recorder {
+  private readonly counters: Counters = emptyCounters();
+  private readonly startedAt = new Date();
+  private unitsRead = 0;
+
+  constructor(
+    private readonly statusLog: StatusLog,
+    private readonly logger: Logger,
+    private readonly sinkKind: string,
+  ) {}
+
+  /** A unit came from the source; one it hands over already built is routed to its one mailbox. */
+  read(kind: string): void {
+    this.unitsRead++;
+    if (kind === 'delivery' || kind === 'failed') this.routed(1);
+  }
+
+  /** Plugins turned one item into `count` items. */
+  split(count: number): void {
+    this.counters.itemsAddedByPlugins += count - 1;
+  }
+
+  /** An item reached `copies` mailboxes. */
+  routed(copies: number): void {
+    this.counters.itemsRouted++;
+    this.counters.itemsAvailableForImport += copies;
+  }
+
+  /** Something recorded about the input while the item goes on (or about the input as a whole). */
+  async note(reason: NoteReasonValue, detail: string, item: { itemId?: string; conversationId?: string } = {}): Promise<void> {
+    const itemId = item.itemId ?? '';
+    this.counters.notes++;
+    this.logger.warn(`${itemId ? `item ${JSON.stringify(itemId)}: ` : ''}${detail}`);
+    await this.statusLog.write({ record: 'note', itemId, conversationId: item.conversationId ?? '', reason, detail });
+  }
+
+  async delivered(line: OutcomeLine, outcome: 'delivered' | 'skipped'): Promise<void> {
+    this.counters[outcome]++;
+    await this.statusLog.write({ ...this.outcome(line), outcome });
+  }
+
+  async failed(line: OutcomeLine, reason: string, detail: string): Promise<void> {
+    this.counters.failed++;
+    this.logger.error(`delivery of item ${JSON.stringify(line.itemId)} to ${line.mailbox} failed: ${detail}`);
+    await this.statusLog.write({ ...this.outcome(line), outcome: 'failed', reason, detail });
+  }
+
+  async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: string, detail: string, kept: string): Promise<void> {
+    this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
+    this.logger.warn(`rejected item ${JSON.stringify(line.itemId)} (${reason}): ${detail}`);
+    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'rejected', reason, detail, kept });
+  }
+
+  /** Rejected, but the rejects folder could not keep it: neither delivered nor kept, so it fails the run. */
+  async notKept(line: Omit<OutcomeLine, 'mailbox'>, rejectReason: string, reason: string, detail: string): Promise<void> {
+    this.counters.rejected[rejectReason] = (this.counters.rejected[rejectReason] ?? 0) + 1;
+    this.counters.rejectedNotKept++;
+    this.logger.error(`item ${JSON.stringify(line.itemId)}: ${detail}`);
+    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'failed', reason, detail });
+  }
+
+  progress(source: Source): Progress {
+    const at = source.progress();
+    const c = this.counters;
+    return {
+      eventsRead: at.read,
+      eventsTotal: at.total ?? at.read,
+      bytesRead: at.bytesRead ?? 0,
+      bytesTotal: at.bytesTotal ?? 0,
+      delivered: c.delivered,
+      skipped: c.skipped,
+      failed: c.failed + c.rejectedNotKept,
+      rejected: Object.values(c.rejected).reduce((a, b) => a + b, 0),
+      elapsedMs: Date.now() - this.startedAt.getTime(),
+    };
+  }
+
+  /**
+   * The summary, written last: the counters, whether they add up, why the run stopped early
+   * (an error, a signal), and an alarm when it accounted for everything but looks wrong.
+   */
+  async summarise(source: Source, sinkDescription: string, maxRejected: number, stopped: { error?: { code: string; message: string }; interrupted: boolean }): Promise<RunSummary> {
+    const { error, interrupted } = stopped;
+    const fields = source.summaryFields();
+    this.counters.itemsFromSource = this.unitsRead + fields.itemsDoneEarlier;
+    this.counters.itemsDoneEarlier = fields.itemsDoneEarlier;
+    const rejectedTotal = Object.values(this.counters.rejected).reduce((a, b) => a + b, 0);
+    const summary: RunSummary = {
+      record: 'summary',
+      source: source.kind,
+      ...fields.identity,
+      sink: sinkDescription,
+      startedAt: this.startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      ...this.counters,
+      ...fields.counters,
+      rejectedTotal,
+      interrupted,
+      balanced: !error && isBalanced(this.counters) && fields.balanced,
+      ...(error ? { error } : {}),
+    };
+    const alarm = error || interrupted ? undefined : alarmOf(summary, maxRejected);
+    if (alarm) {
+      summary.alarm = alarm;
+      this.logger.warn(`${summary.exportId ? `export ${summary.exportId}` : source.kind}: ${alarm}`);
+    }
+    try {
+      await this.statusLog.write(summary);
+    } catch (err) {
+      summary.error ??= chainError(err);
+    }
+    return summary;
+  }
+
+  private outcome(line: OutcomeLine): Omit<OutcomeRecord, 'outcome'> {
+    return { record: 'outcome', itemId: line.itemId, conversationId: line.conversationId, mailbox: line.mailbox, sink: this.sinkKind, ...(line.size !== undefined ? { size: line.size } : {}) };
+  }
+}
+
+/** Who an outcome line is about. */
+export interface OutcomeLine {
+  itemId: string;
+  conversationId: string;
+  mailbox: string | null;
+  size?: number;
+}

@@ -1,0 +1,80 @@
+import { FailReason, errorMessage } from '../errors.js';
+import type { RejectsFolder } from '../formats/rejects/index.js';
+import type { EventPosition, ExportContext } from '../model.js';
+import type { Sink } from '../sinks/sink.js';
+import type { InFlightLimit } from './in-order.js';
+import type { Recorder } from './recorder.js';
+import type { Unit, UnitOf } from './unit.js';
+
+/** A unit's end: where it stood in the source, and whether it is accounted for without failure. */
+export interface Settled {
+  position: EventPosition;
+  ok: boolean;
+}
+
+/**
+ * The chain's last stage: a delivery goes to the sink, a rejection to the rejects folder, and
+ * either way its outcome is recorded before the unit counts as settled. Writes overlap up to
+ * the sink's bounds: many small messages at once, about one item's worth of big ones.
+ */
+export class Settler {
+  readonly limit: InFlightLimit<Unit>;
+
+  constructor(
+    private readonly sink: Sink,
+    private readonly rejects: RejectsFolder | undefined,
+    private readonly archive: ExportContext | undefined,
+    private readonly recorder: Recorder,
+    maxItemSize: number,
+  ) {
+    this.limit = {
+      count: sink.maxInFlight,
+      weight: (unit) => (unit.kind === 'delivery' ? unit.delivery.message.length : 0),
+      maxWeight: Math.max(maxItemSize, sink.maxInFlightBytes ?? 0),
+    };
+  }
+
+  readonly settle = async (unit: Unit): Promise<Settled> => {
+    const ok = unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unsettleable(unit);
+    return { position: unit.position, ok };
+  };
+
+  /** False when the sink did not store it. A status log that cannot be written stops the run. */
+  private async deliver({ delivery: d }: UnitOf<'delivery'>): Promise<boolean> {
+    const line = { itemId: d.itemId, conversationId: d.conversationId, mailbox: d.mailbox, size: d.message.length };
+    let outcome: 'delivered' | 'skipped';
+    try {
+      outcome = await this.sink.write(d);
+    } catch (err) {
+      await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
+      return false;
+    }
+    await this.recorder.delivered(line, outcome);
+    return true;
+  }
+
+  /** Kept and recorded `rejected`; an item that cannot be kept is recorded `failed` (not-kept). */
+  private async keep({ rejection: x }: UnitOf<'rejected'>): Promise<boolean> {
+    const line = { itemId: x.itemId, conversationId: x.conversationId };
+    let kept: string;
+    try {
+      if (!this.archive || !this.rejects) throw new Error('the source has no export and no rejects folder to keep it in');
+      kept = await this.rejects.keep(this.archive, x);
+    } catch (err) {
+      const detail = `rejected (${x.reason}: ${x.detail}) but could not be kept in the rejects folder ${this.rejects?.dir}: ${errorMessage(err)}`;
+      await this.recorder.notKept(line, x.reason, FailReason.NOT_KEPT, detail);
+      return false;
+    }
+    await this.recorder.rejected(line, x.reason, x.detail, kept);
+    return true;
+  }
+
+  private async fail(x: UnitOf<'failed'>): Promise<boolean> {
+    await this.recorder.failed({ itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox }, x.reason, x.detail);
+    return false;
+  }
+}
+
+function unsettleable(unit: Unit): never {
+  throw new Error(`a ${unit.kind} unit reached the end of the chain unbuilt`);
+}
