@@ -1,6 +1,6 @@
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { SIZE_UNITS_HELP, nearest, optionsOf, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
+import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { run } from './run.js';
@@ -179,8 +179,8 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example('$0 run --sample --sink maildir:./out', '')
           .epilog(`${EXAMPLES}\n\n${SIZES}`),
       async (argv) => {
-        const config = await resolveConfig('run', flagsOf(argv, args), process.env);
-        if (mode === 'execute') setExitCode(await runCommand(config));
+        if (mode === 'check') await checkFlags('run', argv);
+        else setExitCode(await runCommand(await resolveConfig('run', flagsOf(argv, args), process.env)));
       },
     )
     .command(
@@ -204,8 +204,8 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
           .epilog(`${EXAMPLES}\n\n${SIZES}`),
       async (argv) => {
-        const config = await resolveConfig('import', argv, process.env);
-        if (mode === 'execute') setExitCode(await importCommand(config));
+        if (mode === 'check') await checkFlags('import', argv);
+        else setExitCode(await importCommand(await resolveConfig('import', argv, process.env)));
       },
     )
     .command(
@@ -224,7 +224,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         y
           .options(CRON_OPTIONS)
           .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --sink maildir:/srv/mail')
-          .epilog('The command after -- is checked as it would run now, from this directory (a missing archive is fine: it may appear later).'),
+          .epilog('The command after -- is checked now: its command, flags, their values and the config file it names (a missing archive is fine: it may appear later).'),
       async (argv) => {
         const words = (argv['--'] as string[] | undefined) ?? [];
         const line = crontabLine(String(argv.at), words, process.cwd());

@@ -57,11 +57,8 @@ const CHECKS: { [C in Command]: (config: ConfigFor<C>) => void } = {
   import: () => undefined,
 };
 
-/**
- * The config of `command`: defaults, then the config file (--config, or its environment
- * variable), then the flags; the later wins. `flags` is yargs' argv, keyed by flag name.
- */
-export async function resolveConfig<C extends Command>(command: C, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<ConfigFor<C>> {
+/** The options given by flags (or their environment variables), parsed; `config` names the config file. */
+function givenOptions(command: Command, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
   const given: Record<string, unknown> = {};
   for (const spec of optionsOf(command)) {
     const fromEnv = spec.env && env[spec.env] ? env[spec.env] : undefined;
@@ -69,7 +66,15 @@ export async function resolveConfig<C extends Command>(command: C, flags: Record
     if (value === undefined) continue;
     given[spec.key] = parseValue(spec, value, flags[spec.flag] === undefined ? { name: spec.env!, code: ErrorCode.CONFIG } : flagOrigin(spec));
   }
-  const { config: configFile, ...fromFlags } = given;
+  return given;
+}
+
+/**
+ * The config of `command`: defaults, then the config file (--config, or its environment
+ * variable), then the flags; the later wins. `flags` is yargs' argv, keyed by flag name.
+ */
+export async function resolveConfig<C extends Command>(command: C, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<ConfigFor<C>> {
+  const { config: configFile, ...fromFlags } = givenOptions(command, flags, env);
   const fromFile = configFile === undefined ? {} : await readConfigFile(configFile as string, command);
   const merged: Record<string, unknown> = { ...defaultsOf(command), ...fromFile, ...fromFlags };
   for (const spec of fileKeysOf(command)) {
@@ -80,4 +85,14 @@ export async function resolveConfig<C extends Command>(command: C, flags: Record
   const config = merged as ConfigFor<C>;
   CHECKS[command](config);
   return config;
+}
+
+/**
+ * Checks a command line to be run later (by cron): every flag's value, and the config file it
+ * names. Not what is missing or what goes with what: the crontab may set PIVOT_ARCHIVE_CONFIG,
+ * whose file supplies the rest.
+ */
+export async function checkFlags(command: Command, flags: Record<string, unknown>): Promise<void> {
+  const { config: configFile } = givenOptions(command, flags, {});
+  if (configFile !== undefined) await readConfigFile(configFile as string, command);
 }
