@@ -3,6 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
+import { redactSecrets } from './redact.js';
 import { run } from './run.js';
 import { formatImportSummary, formatSummary } from './summary.js';
 import type { RunSummary } from './status-log.js';
@@ -131,7 +132,8 @@ function report(logger: Logger | undefined, err: unknown): void {
   const code = err instanceof PivotArchiveError ? `${err.code}: ` : '';
   const text = `${code}${errorMessage(err)}`;
   if (logger) logger.error(text);
-  else process.stderr.write(`pivot-archive: ${text}\n`);
+  // The logger masks secrets; a usage error can quote a word that holds one (a sink URL typed without --sink).
+  else process.stderr.write(`pivot-archive: ${redactSecrets(text)}\n`);
   if (!(err instanceof PivotArchiveError) && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
 }
 

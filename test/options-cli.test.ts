@@ -31,6 +31,13 @@ test('a typo\'d flag is named once, with the nearest flag of its command', async
   t.regex((await cli(['status', '--state-dir', 'x', '--jsn'])).stderr, /Unknown argument: jsn; did you mean --json\?/);
 });
 
+test('a usage error never quotes a password, even in a word yargs does not know', async (t) => {
+  const result = await cli(['run', 'a.zip', 'imap://admin:hunter2@mail.example/', '--sink', 'maildir:m']);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /Unknown argument: imap:\/\/admin:\*\*\*@mail\.example\//);
+  t.false(result.stderr.includes('hunter2'));
+});
+
 test('--help shows defaults as written, the size units and the config variable', async (t) => {
   const run = await cli(['run', '--help']);
   t.is(run.code, 0);
