@@ -10,7 +10,7 @@ import { createSink } from '../src/sinks/index.js';
 import type { Sink } from '../src/sinks/sink.js';
 import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
-import { DEFAULT_MAX_ITEM_SIZE } from '../src/transforms/size-filter/index.js';
+import { DEFAULT_MAX_ITEM_SIZE } from '../src/options/index.js';
 import { RejectsFolder } from '../src/formats/rejects/index.js';
 
 const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];

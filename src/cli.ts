@@ -1,12 +1,11 @@
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { mergeConfig, parseSize, readConfigFile, validateConfig, type RunConfig } from './config.js';
-import { DEFAULT_MAX_ITEM_SIZE } from './transforms/size-filter/index.js';
+import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
+import { redactSecrets } from './redact.js';
 import { run } from './run.js';
 import { formatSummary } from './summary.js';
-import type { ImportConfig } from './import.js';
 import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
@@ -15,59 +14,55 @@ import { crontabLine, formatStatus } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
 
-/** Options for scheduled `run` and `import`: one at a time per state dir, every run kept. */
-const STATE_OPTIONS = {
-  'state-dir': { type: 'string', describe: 'lock (one run at a time) and history of runs, for scheduled runs' },
-  'keep-runs': { type: 'number', describe: 'runs kept under --state-dir, the oldest removed first [default: 0, for ever]' },
+const SIZES = `Sizes (e.g. 10MiB, 10M, 10MB): ${SIZE_UNITS_HELP}.`;
+
+// The options of the commands that have no config file; run's and import's are in src/options/.
+const SAMPLE_OPTIONS = {
+  out: { type: 'string', demandOption: true, describe: 'path of the .zip to write' },
+  events: { type: 'number', default: 1000, describe: 'number of chat events' },
+  seed: { type: 'number', default: 1, describe: 'the same seed makes the same archive' },
+  files: { type: 'number', describe: 'number of messages/*.json files' },
+  'edge-cases': { type: 'boolean', default: true, describe: 'add bad, oversize and hostile items' },
+} as const;
+const STATUS_OPTIONS = {
+  'state-dir': { type: 'string', demandOption: true, describe: 'the state dir given to run or import' },
+  last: { type: 'number', default: 10, describe: 'how many runs, newest first' },
+  json: { type: 'boolean', describe: 'one JSON object per run: its summary or failure, and the items that failed' },
+} as const;
+const CRON_OPTIONS = {
+  print: { type: 'boolean', demandOption: true, describe: 'print the line (nothing is installed)' },
+  at: { type: 'string', default: '02:30', describe: "time of day, HH:MM, in the cron daemon's time zone" },
 } as const;
 
-/** Options `run` and `import` share. */
-const LOG_AND_SINK_OPTIONS = {
-  'log-level': { type: 'string', choices: ['error', 'warn', 'info', 'verbose', 'debug'], describe: 'log level [default: info]' },
-  'log-file': { type: 'string', describe: 'also write the log to FILE as JSON lines (appended; SIGHUP reopens it, for logrotate)' },
-  insecure: { type: 'boolean', describe: 'allow IMAP without TLS to a host that is not loopback' },
-  json: { type: 'boolean', describe: 'JSON log lines on stderr (the default off a terminal) and a JSON summary on stdout' },
-} as const;
+/** The flags of each command, for the "did you mean" of a typo'd one. */
+const FLAGS: Record<string, string[]> = {
+  run: optionsOf('run').filter((o) => !o.positional).map((o) => o.flag),
+  import: optionsOf('import').map((o) => o.flag),
+  sample: Object.keys(SAMPLE_OPTIONS),
+  status: Object.keys(STATUS_OPTIONS),
+  cron: Object.keys(CRON_OPTIONS),
+};
+const COMMANDS = Object.keys(FLAGS);
 
-async function runCommand(argv: Record<string, unknown>, args: string[]): Promise<number> {
-  // yargs hands a lone "-" positional over as "": put the stdin marker back.
-  const archive = argv.archive === '' && args.includes('-') ? '-' : argv.archive;
-  const configFile = argv.config ?? process.env.PIVOT_ARCHIVE_CONFIG;
-  const fromFile = configFile ? await readConfigFile(String(configFile)) : {};
-  const fromFlags = validateConfig(
-    {
-      archive,
-      sample: argv.sample,
-      sink: argv.sink,
-      statusLog: argv['status-log'],
-      plugins: argv.plugin,
-      maxItemSize: argv['max-item-size'],
-      maxEventSize: argv['max-event-size'],
-      maxRejected: argv['max-rejected'],
-      rejects: argv.rejects,
-      domains: argv.domain,
-      allDomains: argv['all-domains'],
-      userMap: argv['user-map'],
-      defaultMailbox: argv['default-mailbox'],
-      logLevel: argv['log-level'],
-      json: argv.json,
-      insecure: argv.insecure,
-      stateDir: argv['state-dir'],
-      inbox: argv.inbox,
-      logFile: argv['log-file'],
-      keepRuns: argv['keep-runs'],
-      keep: argv.keep,
-      settleSeconds: argv.settle,
-    },
-    'command line',
-  );
-  const config: RunConfig = mergeConfig(fromFile, fromFlags);
+/**
+ * `execute` runs the command; `check` only parses and validates it as it would run (for
+ * `cron --print -- COMMAND...`), so a typo is found when the line is made, not at night.
+ */
+type Mode = 'execute' | 'check';
+
+/** yargs' argv with a lone "-" positional put back: yargs hands it over as "". */
+function flagsOf(argv: Record<string, unknown>, args: string[]): Record<string, unknown> {
+  return argv.archive === '' && args.includes('-') ? { ...argv, archive: '-' } : argv;
+}
+
+async function runCommand(config: RunConfig): Promise<number> {
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
-    const progress = progressReporter(logger, { quiet: argv.quiet === true, tty: process.stderr.isTTY === true && !config.json });
+    const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const runOptions = { stop, progress: progress.report, progressEveryMs: progress.everyMs };
     const print = (summary: RunSummary) => process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     if (config.inbox) {
       const inbox = await runInbox(config, logger, runOptions);
+      progress.end();
       for (const r of inbox.results) {
         if (r.run) print(r.run.summary);
         else if (!config.json) process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}\n`);
@@ -76,30 +71,18 @@ async function runCommand(argv: Record<string, unknown>, args: string[]): Promis
       return inbox.exitCode;
     }
     const { summary, exitCode } = await run(config, logger, runOptions);
+    progress.end();
     print(summary);
     return exitCode;
   });
 }
 
-async function importCommand(argv: Record<string, unknown>): Promise<number> {
-  const json = argv.json === true;
-  const level = typeof argv['log-level'] === 'string' ? argv['log-level'] : 'info';
-  return withLoggerAndSignals({ level, json, file: argv['log-file'] as string | undefined }, async (logger, stop) => {
-    const config: ImportConfig = {
-      from: String(argv.from),
-      sink: String(argv.sink),
-      exportId: argv.export as string | undefined,
-      again: argv.again === true,
-      statusLog: argv['status-log'] as string | undefined,
-      maxItemSize: argv['max-item-size'] === undefined ? DEFAULT_MAX_ITEM_SIZE : parseSize(argv['max-item-size'], '--max-item-size'),
-      insecure: argv.insecure === true,
-      stateDir: argv['state-dir'] as string | undefined,
-      keepRuns: (argv['keep-runs'] as number | undefined) ?? 0,
-    };
+async function importCommand(config: ImportConfig): Promise<number> {
+  return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
     // Loaded on use: import brings the Azure Storage client (about 25 MB) that runs need not.
     const { runImport } = await import('./import.js');
     const { summary, exitCode } = await runImport(config, logger, { stop });
-    process.stdout.write((json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
+    process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     return exitCode;
   });
 }
@@ -149,61 +132,67 @@ function report(logger: Logger | undefined, err: unknown): void {
   const code = err instanceof PivotArchiveError ? `${err.code}: ` : '';
   const text = `${code}${errorMessage(err)}`;
   if (logger) logger.error(text);
-  else process.stderr.write(`pivot-archive: ${text}\n`);
+  // The logger masks secrets; a usage error can quote a word that holds one (a sink URL typed without --sink).
+  else process.stderr.write(`pivot-archive: ${redactSecrets(text)}\n`);
   if (!(err instanceof PivotArchiveError) && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
 }
 
-/** The command-line interface; resolves to the process exit code (never calls process.exit). */
-export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
-  let exitCode: number = ExitCode.OK;
-  const parser = yargs(args)
+/** A first word that is no command is refused by name, with the nearest command if it looks like a typo. */
+function checkCommandName(args: string[]): void {
+  const [first] = args;
+  if (first === undefined || first.startsWith('-') || COMMANDS.includes(first)) return;
+  const guess = nearest(first, COMMANDS);
+  throw new PivotArchiveError(ErrorCode.USAGE, `unknown command ${JSON.stringify(first)}; ${guess ? `did you mean ${JSON.stringify(guess)}?` : `the commands are ${COMMANDS.join(', ')}`}`);
+}
+
+/**
+ * yargs' "Unknown argument: sinkk", with the nearest flag of the command for each (messages are
+ * pinned to English) and without the camelCase twin yargs lists for a dashed name.
+ */
+function withFlagGuesses(message: string, known: string[]): string {
+  const listed = /^Unknown arguments?: (.*)$/.exec(message)?.[1]?.split(', ');
+  if (!listed) return message;
+  const camel = (name: string) => name.replace(/-+([^-])/g, (_, c: string) => c.toUpperCase());
+  const unknown = listed.filter((name) => !listed.some((other) => other !== name && camel(other) === name));
+  const guesses = unknown.flatMap((name) => {
+    const guess = nearest(name, known);
+    return guess ? [unknown.length === 1 ? `--${guess}` : `--${guess} for ${name}`] : [];
+  });
+  return `Unknown argument${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}${guesses.length ? `; did you mean ${guesses.join(', ')}?` : ''}`;
+}
+
+/** The parser of the whole command line; `setExitCode` receives what an executed command resolves to. */
+function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => void) {
+  const optionCommand = (command: Command) => (y: Argv) => {
+    const positional = yargsPositionalOf(command);
+    return (positional ? y.positional(positional.name, positional.options) : y).options(yargsOptionsOf(command));
+  };
+  return yargs(args)
     .scriptName('pivot-archive')
+    .locale('en')
     .usage('$0 <command> [options]\n\nArchive Pivot chat export archives into mailboxes.')
     .command(
       'run [archive]',
       'Deliver one Pivot export archive (a path, or - for stdin) to a sink',
       (y) =>
-        y
-          .positional('archive', { type: 'string', describe: 'export archive (.zip), or - to read it from stdin' })
-          .option('sample', { type: 'boolean', describe: 'use the built-in sample archive instead' })
-          .option('sink', { type: 'string', describe: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=256&links=1], imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING)' })
-          .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and a final summary to FILE' })
-          .option('plugin', { type: 'string', array: true, describe: 'transform plugin: a path or a package name (repeatable)' })
-          .option('config', { type: 'string', describe: 'JSON config file (or PIVOT_ARCHIVE_CONFIG); flags override it' })
-          .options(STATE_OPTIONS)
-          .option('inbox', { type: 'string', describe: 'drop folder: every settled .zip not completed yet, oldest first (needs --state-dir)' })
-          .option('keep', { type: 'boolean', describe: 'with --inbox: leave completed archives in place (else they move to done/)' })
-          .option('settle', { type: 'number', describe: 'with --inbox: seconds an archive must be unmodified before it is read [default: 60]' })
-          .option('max-item-size', { type: 'string', describe: 'largest message delivered (default 10MiB); larger items are kept in --rejects' })
-          .option('max-event-size', { type: 'string', describe: 'largest event (its JSON) held in memory (default 64MiB); larger events are rejected and their bytes streamed to --rejects' })
-          .option('max-rejected', { type: 'string', describe: 'share of the items that may be rejected before the run exits 5, e.g. 10% (default), 100% to never alarm' })
-          .option('rejects', { type: 'string', describe: 'folder for rejected items (event JSON and attachments) [default: ./pivot-rejects]' })
-          .option('domain', { type: 'string', array: true, describe: "organisation's mail domain; only its mailboxes are targets (repeatable; a maildir sink needs it, or --all-domains)" })
-          .option('all-domains', { type: 'boolean', describe: 'deliver to participants of every domain, other firms\' traders included (a maildir sink then creates their mailboxes)' })
-          .option('user-map', { type: 'string', describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' })
-          .option('default-mailbox', { type: 'string', describe: 'mailbox for items that have no target (else they are rejected as unmapped)' })
-          .option('quiet', { type: 'boolean', describe: 'no progress bar (TTY) and no progress lines (off a TTY)' })
-          .options(LOG_AND_SINK_OPTIONS)
+        optionCommand('run')(y)
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
           .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')
           .example('$0 run --sample --sink maildir:./out', '')
-          .epilog(EXAMPLES),
+          .epilog(`${EXAMPLES}\n\n${SIZES}`),
       async (argv) => {
-        exitCode = await runCommand(argv as Record<string, unknown>, args);
+        if (mode === 'check') await checkFlags('run', argv);
+        else setExitCode(await runCommand(await resolveConfig('run', flagsOf(argv, args), process.env)));
       },
     )
     .command(
       'sample',
       'Write a synthetic Pivot export archive, for demos and benchmarks',
       (y) =>
-        y
-          .option('out', { type: 'string', demandOption: true, describe: 'path of the .zip to write' })
-          .option('events', { type: 'number', default: 1000, describe: 'number of chat events' })
-          .option('seed', { type: 'number', default: 1, describe: 'the same seed makes the same archive' })
-          .option('files', { type: 'number', describe: 'number of messages/*.json files' })
-          .option('edge-cases', { type: 'boolean', default: true, describe: 'add bad, oversize and hostile items' }),
+        y.options(SAMPLE_OPTIONS),
       async (argv) => {
         if (!Number.isInteger(argv.events) || argv.events < 0) throw new PivotArchiveError(ErrorCode.USAGE, '--events must be a whole number');
+        if (mode === 'check') return;
         const { generateSample } = await import('./sample/generate.js');
         const info = await generateSample(argv.out, { events: argv.events, seed: argv.seed, messageFiles: argv.files, edgeCases: argv['edge-cases'] });
         process.stdout.write(`${info.path}: export ${info.exportId}, ${info.events} events\n`);
@@ -213,31 +202,21 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
       'import',
       'Deliver staged batches (written by --sink azblob://...) into a mailbox sink; marks what it imported',
       (y) =>
-        y
-          .option('from', { type: 'string', demandOption: true, describe: 'staging: azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL with a SAS)' })
-          .option('sink', { type: 'string', demandOption: true, describe: 'where to deliver: maildir:DIR or imap://ADMIN@HOST/...' })
-          .option('export', { type: 'string', describe: 'only the batches of this export id [default: every batch not imported yet]' })
-          .option('again', { type: 'boolean', describe: 'read batches already marked as imported into this sink too (still nothing twice)' })
-          .option('status-log', { type: 'string', describe: 'append one JSON line per outcome and per batch, and a summary, to FILE' })
-          .option('max-item-size', { type: 'string', describe: 'largest staged message accepted (default 10MiB)' })
-          .options(STATE_OPTIONS)
-          .options(LOG_AND_SINK_OPTIONS)
+        optionCommand('import')(y)
           .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
-          .epilog(EXAMPLES),
+          .epilog(`${EXAMPLES}\n\n${SIZES}`),
       async (argv) => {
-        exitCode = await importCommand(argv as Record<string, unknown>);
+        if (mode === 'check') await checkFlags('import', argv);
+        else setExitCode(await importCommand(await resolveConfig('import', argv, process.env)));
       },
     )
     .command(
       'status',
       'Show the last runs recorded in a state dir: counters and what failed',
       (y) =>
-        y
-          .option('state-dir', { type: 'string', demandOption: true, describe: 'the state dir given to run or import' })
-          .option('last', { type: 'number', default: 10, describe: 'how many runs, newest first' })
-          .option('json', { type: 'boolean', describe: 'one JSON object per run' }),
+        y.options(STATUS_OPTIONS),
       async (argv) => {
-        process.stdout.write(await formatStatus(new StateDir(argv['state-dir']), argv.last, argv.json ?? false));
+        if (mode === 'execute') process.stdout.write(await formatStatus(new StateDir(argv['state-dir']), argv.last, argv.json ?? false));
       },
     )
     .command(
@@ -245,25 +224,38 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
       'Print a crontab line that runs the rest of the command line every night',
       (y) =>
         y
-          .option('print', { type: 'boolean', demandOption: true, describe: 'print the line (nothing is installed)' })
-          .option('at', { type: 'string', default: '02:30', describe: 'time of day, HH:MM, in the cron daemon\'s time zone' })
-          .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --sink maildir:/srv/mail'),
-      (argv) => {
-        process.stdout.write(crontabLine(String(argv.at), (argv['--'] as string[] | undefined) ?? [], process.cwd()) + '\n');
+          .options(CRON_OPTIONS)
+          .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --sink maildir:/srv/mail')
+          .epilog('The command after -- is checked now: its command, flags, their values and the config file it names (a missing archive is fine: it may appear later).'),
+      async (argv) => {
+        const words = (argv['--'] as string[] | undefined) ?? [];
+        const line = crontabLine(String(argv.at), words, process.cwd());
+        await parseCommandLine(words, 'check', () => undefined);
+        if (mode === 'execute') process.stdout.write(line + '\n');
       },
     )
     .demandCommand(1, 'Name a command: run, import, sample, status or cron.')
     .parserConfiguration({ 'populate--': true })
     .strict()
     .epilog(EXAMPLES)
-    .help()
-    .version()
+    .help(mode === 'execute')
+    .version(mode === 'execute')
     .wrap(Math.min(110, process.stdout.columns || 110))
     .fail((message, err) => {
-      throw err ?? new PivotArchiveError(ErrorCode.USAGE, message);
+      throw err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(message, [...(FLAGS[args[0]!] ?? []), 'help']));
     });
+}
+
+async function parseCommandLine(args: string[], mode: Mode, setExitCode: (code: number) => void): Promise<void> {
+  checkCommandName(args);
+  await commandLine(args, mode, setExitCode).parseAsync();
+}
+
+/** The command-line interface; resolves to the process exit code (never calls process.exit). */
+export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
+  let exitCode: number = ExitCode.OK;
   try {
-    await parser.parseAsync();
+    await parseCommandLine(args, 'execute', (code) => (exitCode = code));
   } catch (err) {
     report(undefined, err);
     if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.USAGE) process.stderr.write('Run pivot-archive --help for usage.\n');
@@ -271,5 +263,3 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
   }
   return exitCode;
 }
-
-

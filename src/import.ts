@@ -1,27 +1,10 @@
 import { ErrorCode, PivotArchiveError } from './errors.js';
 import { runJob, type JobOptions, type JobResult } from './job.js';
 import type { Logger } from './logger.js';
+import type { ImportConfig } from './options/index.js';
 import { importMarkerKey, openStagedBatches } from './sources/staged-batches/index.js';
 import { StagedBatchSource } from './sources/staged-batches/source.js';
 import { PluginRegistry } from './transforms/plugins/index.js';
-
-export interface ImportConfig {
-  /** `azblob://CONTAINER[/PREFIX]`: where the staged batches are. */
-  from: string;
-  /** A mailbox sink: `maildir:DIR` or `imap://...`. */
-  sink: string;
-  /** Only this export's batches (else every batch under the prefix). */
-  exportId?: string;
-  /** Import batches already marked as imported into this sink too. */
-  again: boolean;
-  statusLog?: string;
-  maxItemSize: number;
-  insecure: boolean;
-  /** Lock (one run or import at a time) and history of runs, as for `run`. */
-  stateDir?: string;
-  /** Runs kept under the state dir (0: all). */
-  keepRuns: number;
-}
 
 /**
  * `import --from`: the staged batches not yet imported into the sink go through the chain

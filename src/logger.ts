@@ -14,10 +14,28 @@ const jsonLines = () => winston.format.combine(winston.format.timestamp(), winst
 /** A log file is always JSON lines, whatever stderr shows; it is appended to, never truncated. */
 const logFile = (filename: string) => new winston.transports.File({ filename, format: jsonLines() });
 
+/** The console transport, with what must run before each line it writes (the progress bar clears its line). */
+class StderrTransport extends winston.transports.Console {
+  beforeLine?: () => void;
+  override log(info: unknown, next: () => void): void {
+    this.beforeLine?.();
+    super.log!(info, next);
+  }
+}
+
+/** Runs `clear` before each line the logger writes to stderr; returns what removes it. */
+export function beforeConsoleLine(logger: Logger, clear: () => void): () => void {
+  const stderr = logger.transports.find((t) => t instanceof StderrTransport);
+  if (stderr) stderr.beforeLine = clear;
+  return () => {
+    if (stderr?.beforeLine === clear) stderr.beforeLine = undefined;
+  };
+}
+
 /** Logs go to stderr, so stdout carries only the summary (and can be piped). */
 export function createLogger(options: { level: string; json: boolean; file?: string }): Logger {
   const file = options.file ? [logFile(options.file)] : [];
-  const console = new winston.transports.Console({
+  const console = new StderrTransport({
     stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'],
     format: options.json
       ? jsonLines()

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { RunConfig } from './config.js';
+import type { RunConfig } from './options/index.js';
 import { ErrorCode, PivotArchiveError } from './errors.js';
 import { checkAddress } from './formats/address/index.js';
 import { RejectsFolder } from './formats/rejects/index.js';

@@ -2,7 +2,7 @@ import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger } from '../src/logger.js';
-import { describeProgress, progressReporter } from '../src/progress.js';
+import { barLine, describeProgress, progressReporter, type BarStream } from '../src/progress.js';
 import { generateSample } from '../src/sample/generate.js';
 import { cli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
@@ -23,6 +23,75 @@ test('on a TTY the bar is redrawn in place; --quiet turns reporting off', (t) =>
   bar.report!({ ...halfway, eventsRead: 1000 });
   t.true(written.endsWith('\n'));
   t.is(progressReporter(logger, { quiet: true, tty: true, stream }).report, undefined);
+});
+
+/** A terminal `columns` wide that records what is written to it. */
+function fakeTerminal(columns: number | undefined, transcript: string[] = []): BarStream & { transcript: string[] } {
+  return { columns, isTTY: true, transcript, write: (s: string) => (transcript.push(s), true) } as unknown as BarStream & { transcript: string[] };
+}
+
+/** What a terminal shows of a line: text after the last carriage return, without the erase-to-end code. */
+const visible = (line: string) => line.slice(line.lastIndexOf('\r') + 1).replace('\u001b[K', '');
+
+test('the bar is redrawn within the terminal width, on one line, and its final state is printed once', (t) => {
+  const term = fakeTerminal(40);
+  const bar = progressReporter(createLogger({ level: 'error', json: false }), { quiet: false, tty: true, stream: term });
+  for (const eventsRead of [100, 200, 300]) bar.report!({ ...halfway, eventsRead });
+  t.is(term.transcript.length, 3);
+  for (const write of term.transcript) {
+    t.true(write.startsWith('\r'), JSON.stringify(write));
+    t.false(write.includes('\n'), 'no line is left per redraw');
+    t.true(visible(write).length <= 39, `fits 40 columns without wrapping: ${visible(write)}`);
+  }
+  bar.report!({ ...halfway, eventsRead: 1000 });
+  bar.report!({ ...halfway, eventsRead: 1000 });
+  bar.end();
+  t.is(term.transcript.length, 4, 'the final state once, however often it is reported');
+  t.true(term.transcript[3]!.endsWith('\n'));
+  t.is(visible(term.transcript[3]!.trimEnd()), barLine({ ...halfway, eventsRead: 1000 }, 40));
+  // A wide terminal shows everything; the bar never takes the last column (it would wrap).
+  t.true(barLine(halfway, 200).endsWith('ETA 0m10s'));
+  t.is(barLine(halfway, 20).length, 19);
+});
+
+test.serial('a log line clears the bar first; the next report draws it again; end() leaves its last state once', async (t) => {
+  const transcript: string[] = [];
+  const term = fakeTerminal(100, transcript);
+  const logger = createLogger({ level: 'warn', json: false });
+  const bar = progressReporter(logger, { quiet: false, tty: true, stream: term });
+  // The logger writes to stderr: record it in the same transcript, in order.
+  const stderrWrite = process.stderr.write;
+  process.stderr.write = ((s: string) => (transcript.push(`stderr:${s}`), true)) as typeof process.stderr.write;
+  try {
+    bar.report!(halfway);
+    logger.warn('a warning');
+    await new Promise((resolve) => setImmediate(resolve));
+    bar.report!({ ...halfway, eventsRead: 600 });
+    logger.warn('another');
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.stderr.write = stderrWrite;
+  }
+  t.is(transcript.length, 6, transcript.join(' | '));
+  t.regex(transcript[0]!, /^\r\[#+\.+\] items 500\/1000/);
+  t.is(transcript[1], '\r\u001b[K', 'cleared before the log line');
+  t.regex(transcript[2]!, /^stderr:\d\d:\d\d:\d\d warn a warning\n$/);
+  t.regex(transcript[3]!, /^\r\[#+\.+\] items 600\/1000/);
+  t.is(transcript[4], '\r\u001b[K');
+  t.regex(transcript[5]!, /^stderr:.* warn another\n$/);
+  bar.end();
+  bar.end();
+  t.is(transcript.length, 7);
+  t.regex(transcript[6]!, /^\r\[#+\.+\] items 600\/1000.*\n$/, 'the last state stays, on its own line');
+  // After end() a log line no longer clears anything.
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try {
+    logger.warn('after the end');
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.stderr.write = stderrWrite;
+  }
+  t.is(transcript.length, 7);
 });
 
 test('off a TTY a run logs progress lines, and --quiet keeps them out', async (t) => {

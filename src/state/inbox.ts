@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { RunConfig } from '../config.js';
+import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';

@@ -5,6 +5,15 @@ import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import type { FailureRecord } from '../status-log.js';
 import type { RecordedSummary } from '../summary.js';
 
+/** A run (or import) as its log under `runs/` recorded it. */
+export interface RecordedRun {
+  log: string;
+  summary?: RecordedSummary;
+  failure?: FailureRecord;
+  /** Its status-log lines with outcome `failed`. */
+  failed: Record<string, unknown>[];
+}
+
 /**
  * The state dir of scheduled runs: a lock (one run at a time) and every run's status log under
  * `runs/`, kept for auditors.
@@ -88,7 +97,7 @@ export class StateDir {
   }
 
   /** The runs and imports recorded here, newest first, each with its summary (none if it was killed) or its failure record. */
-  async runs(limit: number): Promise<{ log: string; summary?: RecordedSummary; failure?: FailureRecord; failed: Record<string, unknown>[] }[]> {
+  async runs(limit: number): Promise<RecordedRun[]> {
     const names = (await readdir(join(this.dir, 'runs')).catch(() => [] as string[])).filter((n) => n.endsWith('.jsonl')).sort().reverse().slice(0, limit);
     const runs = [];
     for (const name of names) {

@@ -1,31 +1,43 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
 import { formatSummary } from '../summary.js';
-import type { StateDir } from './index.js';
+import type { RecordedRun, StateDir } from './index.js';
 
-/** What `status` prints: the last runs, their counters and the items that failed. */
-export async function formatStatus(state: StateDir, last: number, json: boolean): Promise<string> {
-  const runs = await state.runs(last);
-  if (json) {
-    // What the human view shows: the summary or the failure, and the failed items (the first 10, and how many).
-    const lines = runs.map((r) => JSON.stringify({ log: r.log, summary: r.summary ?? null, failure: r.failure ?? null, failedTotal: r.failed.length, failed: r.failed.slice(0, 10) }));
-    return lines.join('\n') + (runs.length ? '\n' : '');
+/** The failed items a status shows of one run; the log has them all. */
+const FAILED_SHOWN = 10;
+
+/** What `status` shows of one run, for people and for --json alike. */
+function runStatus(r: RecordedRun) {
+  return {
+    log: r.log,
+    summary: r.summary ?? null,
+    failure: r.failure ?? null,
+    /** Neither a summary nor a failure: killed before it finished. */
+    stopped: !r.summary && !r.failure,
+    failedTotal: r.failed.length,
+    failed: r.failed.slice(0, FAILED_SHOWN),
+  };
+}
+
+function formatRun(r: ReturnType<typeof runStatus>): string {
+  const head = `${r.log}\n`;
+  if (r.failure) {
+    const f = r.failure;
+    return `${head}  FAILED before delivering (exit ${f.exitCode}): ${f.code}: ${f.error}\n  archive ${f.archive || '(none)'}${f.sha256 ? `, sha256 ${f.sha256}, ${f.size} bytes` : ''}\n  started ${f.startedAt}, ended ${f.finishedAt}\n`;
   }
+  if (!r.summary) return `${head}  no summary: the run was stopped before it finished; run it again\n`;
+  const failed = r.failed.map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox}: ${f.detail}`));
+  const more = r.failedTotal > r.failed.length ? [`  ... and ${r.failedTotal - r.failed.length} more failed (see the log)`] : [];
+  const summary = formatSummary(r.summary);
+  return `${head}${summary}\n${[...failed, ...more].map((l) => `${l}\n`).join('')}`;
+}
+
+/** What `status` prints: the last runs, their counters and the items that failed; with `json`, one JSON object per run. */
+export async function formatStatus(state: StateDir, last: number, json: boolean): Promise<string> {
+  const runs = (await state.runs(last)).map(runStatus);
+  if (json) return runs.map((r) => `${JSON.stringify(r)}\n`).join('');
   if (runs.length === 0) return `no runs recorded in ${state.dir}\n`;
-  return runs
-    .map((r) => {
-      const head = `${r.log}\n`;
-      if (r.failure) {
-        const f = r.failure;
-        return `${head}  FAILED before delivering (exit ${f.exitCode}): ${f.code}: ${f.error}\n  archive ${f.archive || '(none)'}${f.sha256 ? `, sha256 ${f.sha256}, ${f.size} bytes` : ''}\n  started ${f.startedAt}, ended ${f.finishedAt}\n`;
-      }
-      if (!r.summary) return `${head}  no summary: the run was stopped before it finished; run it again\n`;
-      const failed = r.failed.slice(0, 10).map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox}: ${f.detail}`));
-      const more = r.failed.length > 10 ? [`  ... and ${r.failed.length - 10} more failed (see the log)`] : [];
-      const summary = formatSummary(r.summary);
-      return `${head}${summary}\n${[...failed, ...more].map((l) => `${l}\n`).join('')}`;
-    })
-    .join('\n');
+  return runs.map(formatRun).join('\n');
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/pivot-archive.js', import.meta.url));

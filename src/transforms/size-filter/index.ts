@@ -2,8 +2,6 @@ import { RejectReason } from '../../errors.js';
 import { rejectItem, type AttachmentRef, type ExportContext } from '../../model.js';
 import { rejected, type Stage } from '../../pipeline/unit.js';
 
-export const DEFAULT_MAX_ITEM_SIZE = 10 * 1024 * 1024;
-
 /** Size of `n` bytes once base64 encoded in 76-character lines. */
 export function base64Size(n: number): number {
   const chars = Math.ceil(n / 3) * 4;

@@ -1,0 +1,139 @@
+import { type Command, type OptionSpec, type ValueTypes } from './spec.js';
+
+/**
+ * Every option of `run` and `import`, declared once. The yargs options and their help, the
+ * config-file keys and their validation, the defaults and the RunConfig/ImportConfig types are
+ * all derived from this table.
+ */
+export const OPTIONS = [
+  { key: 'archive', flag: 'archive', type: 'string', positional: true, commands: ['run'], describe: 'export archive (.zip), or - to read it from stdin' },
+  { key: 'sample', flag: 'sample', type: 'boolean', default: false, commands: ['run'], describe: 'use the built-in sample archive instead' },
+  {
+    key: 'from',
+    flag: 'from',
+    type: 'string',
+    required: { what: 'staging', example: 'azblob://CONTAINER[/PREFIX]' },
+    commands: ['import'],
+    describe: 'staging: azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL with a SAS)',
+  },
+  {
+    key: 'sink',
+    flag: 'sink',
+    type: 'string',
+    required: { what: 'sink', example: 'maildir:DIR' },
+    commands: ['run', 'import'],
+    describe: {
+      run: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=256&links=1], imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING)',
+      import: 'where to deliver: maildir:DIR or imap://ADMIN@HOST/...',
+    },
+  },
+  { key: 'exportId', flag: 'export', type: 'string', commands: ['import'], describe: 'only the batches of this export id [default: every batch not imported yet]' },
+  { key: 'again', flag: 'again', type: 'boolean', default: false, commands: ['import'], describe: 'read batches already marked as imported into this sink too (still nothing twice)' },
+  {
+    key: 'statusLog',
+    flag: 'status-log',
+    type: 'string',
+    commands: ['run', 'import'],
+    describe: {
+      run: 'append one JSON line per outcome and a final summary to FILE',
+      import: 'append one JSON line per outcome and per batch, and a summary, to FILE',
+    },
+  },
+  { key: 'plugins', flag: 'plugin', type: 'strings', default: [], commands: ['run'], describe: 'transform plugin: a path or a package name (repeatable)' },
+  {
+    key: 'config',
+    flag: 'config',
+    type: 'string',
+    env: 'PIVOT_ARCHIVE_CONFIG',
+    flagOnly: true,
+    commands: ['run', 'import'],
+    describe: 'JSON config file: the options below as camelCase keys (e.g. "maxItemSize"); flags override it',
+  },
+  { key: 'stateDir', flag: 'state-dir', type: 'string', commands: ['run', 'import'], describe: 'lock (one run at a time) and history of runs, for scheduled runs' },
+  { key: 'keepRuns', flag: 'keep-runs', type: 'count', default: 0, commands: ['run', 'import'], describe: 'runs kept under --state-dir, the oldest removed first (0: for ever)' },
+  { key: 'inbox', flag: 'inbox', type: 'string', commands: ['run'], describe: 'drop folder: every settled .zip not completed yet, oldest first (needs --state-dir)' },
+  { key: 'keep', flag: 'keep', type: 'boolean', default: false, commands: ['run'], describe: 'with --inbox: leave completed archives in place (else they move to done/)' },
+  { key: 'settleSeconds', flag: 'settle', type: 'seconds', default: 60, commands: ['run'], describe: 'with --inbox: seconds an archive must be unmodified before it is read' },
+  {
+    key: 'maxItemSize',
+    flag: 'max-item-size',
+    type: 'size',
+    default: '10MiB',
+    commands: ['run', 'import'],
+    describe: {
+      run: 'largest message delivered (a size: see below); larger items are kept in --rejects',
+      import: 'largest staged message accepted (a size: see below)',
+    },
+  },
+  {
+    key: 'maxEventSize',
+    flag: 'max-event-size',
+    type: 'size',
+    // Far under V8's longest string (about 512 MiB), far over any chat event with its text.
+    default: '64MiB',
+    commands: ['run'],
+    describe: 'largest event (its JSON) held in memory (a size: see below); larger events are rejected and their bytes streamed to --rejects',
+  },
+  {
+    key: 'maxRejected',
+    flag: 'max-rejected',
+    type: 'share',
+    // A mapping mistake (a typo in --domain, a wrong user map) rejects most items as `unmapped`;
+    // a normal day rejects a few oversize or bad items, well under this.
+    default: '10%',
+    commands: ['run'],
+    describe: 'share of the items that may be rejected before the run exits 5; 100% to never alarm',
+  },
+  { key: 'rejects', flag: 'rejects', type: 'string', default: './pivot-rejects', commands: ['run'], describe: 'folder for rejected items (event JSON and attachments)' },
+  {
+    key: 'domains',
+    flag: 'domain',
+    type: 'strings',
+    default: [],
+    commands: ['run'],
+    describe: "organisation's mail domain; only its mailboxes are targets (repeatable; a maildir sink needs it, or --all-domains)",
+  },
+  {
+    key: 'allDomains',
+    flag: 'all-domains',
+    type: 'boolean',
+    default: false,
+    commands: ['run'],
+    describe: "deliver to participants of every domain, other firms' traders included (a maildir sink then creates their mailboxes)",
+  },
+  { key: 'userMap', flag: 'user-map', type: 'string', commands: ['run'], describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' },
+  { key: 'defaultMailbox', flag: 'default-mailbox', type: 'string', commands: ['run'], describe: 'mailbox for items that have no target (else they are rejected as unmapped)' },
+  { key: 'quiet', flag: 'quiet', type: 'boolean', default: false, commands: ['run'], describe: 'no progress bar (TTY) and no progress lines (off a TTY)' },
+  { key: 'logLevel', flag: 'log-level', type: 'choice', choices: ['error', 'warn', 'info', 'verbose', 'debug'], default: 'info', commands: ['run', 'import'], describe: 'log level' },
+  { key: 'logFile', flag: 'log-file', type: 'string', commands: ['run', 'import'], describe: 'also write the log to FILE as JSON lines (appended; SIGHUP reopens it, for logrotate)' },
+  { key: 'insecure', flag: 'insecure', type: 'boolean', default: false, commands: ['run', 'import'], describe: 'allow IMAP without TLS to a host that is not loopback' },
+  {
+    key: 'json',
+    flag: 'json',
+    type: 'boolean',
+    default: false,
+    commands: ['run', 'import'],
+    describe: 'JSON log lines on stderr (the default off a terminal) and a JSON summary on stdout',
+  },
+] as const satisfies readonly OptionSpec[];
+
+type Option = (typeof OPTIONS)[number];
+/** The options of a command that are part of its config (not `--config`, which names the file). */
+type ConfigOption<C extends Command> = Option extends infer O ? (O extends { commands: readonly (infer Cs)[]; flagOnly?: undefined } ? (C extends Cs ? O : never) : never) : never;
+/** An option always has a value once defaults, file and flags are merged: it has a default or is required. */
+type Always<O> = O extends { default: unknown } | { required: unknown } ? O : never;
+type ConfigOf<C extends Command> = { [O in Always<ConfigOption<C>> as O['key']]: ValueTypes[O['type']] } & {
+  [O in Exclude<ConfigOption<C>, Always<ConfigOption<C>>> as O['key']]?: ValueTypes[O['type']];
+};
+type Flat<T> = { [K in keyof T]: T[K] };
+
+/** Everything a run can be told, by flags or by the config file (the table's keys). */
+export interface RunConfig extends Flat<ConfigOf<'run'>> {}
+/** Everything an import can be told, by flags or by the config file (the table's keys). */
+export interface ImportConfig extends Flat<ConfigOf<'import'>> {}
+export type ConfigFor<C extends Command> = C extends 'run' ? RunConfig : ImportConfig;
+
+/** The options of `command`, in table order. */
+export function optionsOf(command: Command): readonly OptionSpec[] {
+  return OPTIONS.filter((o: OptionSpec) => o.commands.includes(command));
+}

@@ -1,0 +1,98 @@
+import type { Options as YargsOption, PositionalOptions } from 'yargs';
+import { ErrorCode, PivotArchiveError } from '../errors.js';
+import { optionsOf, type ConfigFor, type RunConfig } from './commands.js';
+import { fileKeysOf, readConfigFile } from './file.js';
+import { flagOrigin, parseValue, type Command, type OptionSpec } from './spec.js';
+
+const describe = (spec: OptionSpec, command: Command) => {
+  const text = typeof spec.describe === 'string' ? spec.describe : spec.describe[command]!;
+  const choices = spec.choices ? ` (${spec.choices.join(', ')})` : '';
+  return `${text}${choices}${spec.env ? ` [env: ${spec.env}]` : ''}`;
+};
+
+/** The default as help shows it: as the user would write it; none for off switches and empty lists. */
+const defaultText = (spec: OptionSpec) => (spec.default === undefined || spec.default === false || (Array.isArray(spec.default) && spec.default.length === 0) ? undefined : String(spec.default));
+
+/**
+ * The yargs options of `command`. Every value but booleans and lists is read as the string typed,
+ * so errors quote it; yargs gets no defaults, which would hide the config file's values.
+ */
+export function yargsOptionsOf(command: Command): Record<string, YargsOption> {
+  const options: Record<string, YargsOption> = {};
+  for (const spec of optionsOf(command).filter((o) => !o.positional)) {
+    options[spec.flag] = {
+      type: spec.type === 'boolean' ? 'boolean' : 'string',
+      array: spec.type === 'strings' || undefined,
+      describe: describe(spec, command),
+      defaultDescription: defaultText(spec),
+    };
+  }
+  return options;
+}
+
+export function yargsPositionalOf(command: Command): { name: string; options: PositionalOptions } | undefined {
+  const spec = optionsOf(command).find((o) => o.positional);
+  return spec && { name: spec.flag, options: { type: 'string', describe: describe(spec, command) } };
+}
+
+export function defaultsOf<C extends Command>(command: C): Partial<ConfigFor<C>> {
+  const defaults: Record<string, unknown> = {};
+  for (const spec of fileKeysOf(command)) {
+    if (spec.default !== undefined) defaults[spec.key] = parseValue(spec, spec.default, { name: `default of --${spec.flag}`, code: ErrorCode.CONFIG });
+  }
+  return defaults as Partial<ConfigFor<C>>;
+}
+
+export const DEFAULT_MAX_ITEM_SIZE = defaultsOf('run').maxItemSize!;
+
+/** Checks across options, once defaults, file and flags are merged. */
+const CHECKS: { [C in Command]: (config: ConfigFor<C>) => void } = {
+  run: (config: RunConfig) => {
+    const sources = [config.archive, config.sample || undefined, config.inbox].filter((x) => x !== undefined);
+    if (sources.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, 'no archive: give a path, - for stdin, --inbox DIR or --sample');
+    if (sources.length > 1) throw new PivotArchiveError(ErrorCode.USAGE, 'give one of: an archive, --inbox DIR, --sample');
+    if (config.allDomains && config.domains.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, 'give --domain or --all-domains, not both');
+    if (config.inbox && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--inbox needs --state-dir, where completed archives are recorded');
+  },
+  import: () => undefined,
+};
+
+/** The options given by flags (or their environment variables), parsed; `config` names the config file. */
+function givenOptions(command: Command, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const given: Record<string, unknown> = {};
+  for (const spec of optionsOf(command)) {
+    const fromEnv = spec.env && env[spec.env] ? env[spec.env] : undefined;
+    const value = flags[spec.flag] ?? fromEnv;
+    if (value === undefined) continue;
+    given[spec.key] = parseValue(spec, value, flags[spec.flag] === undefined ? { name: spec.env!, code: ErrorCode.CONFIG } : flagOrigin(spec));
+  }
+  return given;
+}
+
+/**
+ * The config of `command`: defaults, then the config file (--config, or its environment
+ * variable), then the flags; the later wins. `flags` is yargs' argv, keyed by flag name.
+ */
+export async function resolveConfig<C extends Command>(command: C, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<ConfigFor<C>> {
+  const { config: configFile, ...fromFlags } = givenOptions(command, flags, env);
+  const fromFile = configFile === undefined ? {} : await readConfigFile(configFile as string, command);
+  const merged: Record<string, unknown> = { ...defaultsOf(command), ...fromFile, ...fromFlags };
+  for (const spec of fileKeysOf(command)) {
+    if (spec.required && merged[spec.key] === undefined) {
+      throw new PivotArchiveError(ErrorCode.USAGE, `no ${spec.required.what}: give --${spec.flag} ${spec.required.example} (or "${spec.key}" in the config file)`);
+    }
+  }
+  const config = merged as ConfigFor<C>;
+  CHECKS[command](config);
+  return config;
+}
+
+/**
+ * Checks a command line to be run later (by cron): every flag's value, and the config file it
+ * names. Not what is missing or what goes with what: the crontab may set PIVOT_ARCHIVE_CONFIG,
+ * whose file supplies the rest.
+ */
+export async function checkFlags(command: Command, flags: Record<string, unknown>): Promise<void> {
+  const { config: configFile } = givenOptions(command, flags, {});
+  if (configFile !== undefined) await readConfigFile(configFile as string, command);
+}

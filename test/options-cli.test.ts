@@ -1,0 +1,159 @@
+import test from 'ava';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { generateSample } from '../src/sample/generate.js';
+import { StateDir } from '../src/state/index.js';
+import { formatStatus } from '../src/state/report.js';
+import type { FailureRecord, RunSummary } from '../src/status-log.js';
+import { cli } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
+
+test('a typo\'d command is named, with the nearest command, exit 2; its flags are not listed as unknown', async (t) => {
+  const typo = await cli(['rnu', 'x.zip', '--sink', 'maildir:/tmp/x', '--all-domains']);
+  t.is(typo.code, 2);
+  t.true(typo.stderr.includes('E_USAGE: unknown command "rnu"; did you mean "run"?'), typo.stderr);
+  t.notRegex(typo.stderr, /Unknown argument/);
+  const far = await cli(['archive', 'x.zip']);
+  t.is(far.code, 2);
+  t.regex(far.stderr, /unknown command "archive"; the commands are run, import, sample, status, cron/);
+  t.regex((await cli(['stauts', '--state-dir', 'x'])).stderr, /did you mean "status"\?/);
+});
+
+test('a typo\'d flag is named once, with the nearest flag of its command', async (t) => {
+  const sink = await cli(['run', 'x.zip', '--sinkk', 'maildir:/tmp/x']);
+  t.is(sink.code, 2);
+  t.regex(sink.stderr, /E_USAGE: Unknown argument: sinkk; did you mean --sink\?/);
+  // yargs also lists the camelCase twin of a dashed name: it is left out.
+  const size = await cli(['run', 'x.zip', '--sink', 'maildir:/tmp/x', '--max-itme-size', '1M']);
+  t.regex(size.stderr, /Unknown argument: max-itme-size; did you mean --max-item-size\?/);
+  // import's flags, not run's.
+  t.regex((await cli(['import', '--from', 'azblob://c', '--sink', 'maildir:m', '--agian'])).stderr, /Unknown argument: agian; did you mean --again\?/);
+  t.regex((await cli(['status', '--state-dir', 'x', '--jsn'])).stderr, /Unknown argument: jsn; did you mean --json\?/);
+});
+
+test('a usage error never quotes a password, even in a word yargs does not know', async (t) => {
+  const result = await cli(['run', 'a.zip', 'imap://admin:hunter2@mail.example/', '--sink', 'maildir:m']);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /Unknown argument: imap:\/\/admin:\*\*\*@mail\.example\//);
+  t.false(result.stderr.includes('hunter2'));
+});
+
+test('--help shows defaults as written, the size units and the config variable', async (t) => {
+  const run = await cli(['run', '--help']);
+  t.is(run.code, 0);
+  t.regex(run.stdout, /--max-item-size[^\n]*(\n[^-\n][^\n]*)*\[default: 10MiB\]/);
+  t.regex(run.stdout, /--max-rejected[^\n]*(\n[^-\n][^\n]*)*\[default: 10%\]/);
+  t.regex(run.stdout.replace(/\s+/g, ' '), /Sizes \(e\.g\. 10MiB, 10M, 10MB\): K, M, G and KiB, MiB, GiB are powers of 1024; KB, MB, GB are powers of 1000/);
+  const imp = await cli(['import', '--help']);
+  t.regex(imp.stdout.replace(/\s+/g, ' '), /--config JSON config file.*\[env: PIVOT_ARCHIVE_CONFIG\]/);
+  t.regex(imp.stdout, /--log-file/);
+});
+
+test('a bad size on the command line is refused naming the flag as typed, for run and import', async (t) => {
+  const dir = await tempDir(t);
+  const bad = await cli(['run', '--sample', '--sink', `maildir:${join(dir, 'm')}`, '--all-domains', '--max-item-size', '10XB']);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /E_USAGE: --max-item-size: "10XB" is not a size such as 10MiB/);
+  const imp = await cli(['import', '--from', 'azblob://c', '--sink', 'maildir:m', '--max-item-size', '10 parsecs']);
+  t.is(imp.code, 2);
+  t.regex(imp.stderr, /--max-item-size: "10 parsecs" is not a size/);
+});
+
+test('cron --print checks the command it schedules as run and import read it; a missing archive is fine', async (t) => {
+  const dir = await tempDir(t);
+  const ok = await cli(['cron', '--print', '--', 'run', join(dir, 'not-there-yet.zip'), '--sink', 'maildir:/srv/mail', '--all-domains', '--max-item-size', '10M']);
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stdout, /not-there-yet\.zip --sink maildir:\/srv\/mail --all-domains --max-item-size 10M$/m);
+  const direct = await cli(['run', 'x.zip', '--sink', 'maildir:/srv/mail', '--max-item-size', '10XB']);
+  const scheduled = await cli(['cron', '--print', '--', 'run', 'x.zip', '--sink', 'maildir:/srv/mail', '--max-item-size', '10XB']);
+  t.is(scheduled.code, 2);
+  t.is(scheduled.stdout, '', 'no crontab line for a command that would fail');
+  t.is(scheduled.stderr, direct.stderr, 'the same error as the command itself');
+  for (const [words, error] of [
+    [['run', 'x.zip', '--sinkk', 'maildir:x'], /Unknown argument: sinkk; did you mean --sink\?/],
+    [['rnu', 'x.zip'], /unknown command "rnu"; did you mean "run"\?/],
+    [['import', '--from', 'azblob://c', '--sink', 'maildir:m', '--keep-runs', 'many'], /--keep-runs: "many" is not a whole number/],
+    [['import', '--config', join(dir, 'missing.json')], /E_CONFIG: cannot read config file .*missing\.json/],
+    [['run', '--inbox', 'in', '--log-level', 'loud'], /--log-level: "loud" is not one of error, warn/],
+  ] as const) {
+    const result = await cli(['cron', '--print', '--', ...words]);
+    t.is(result.code, 2, words.join(' '));
+    t.regex(result.stderr, error);
+  }
+  // A config file named on the scheduled line is checked too.
+  const config = join(dir, 'c.json');
+  await writeFile(config, JSON.stringify({ sink: 'maildir:m', maxItemSize: '1 parsec' }));
+  const badFile = await cli(['cron', '--print', '--', 'run', '--inbox', 'in', '--config', config]);
+  t.is(badFile.code, 2);
+  t.true(badFile.stderr.includes(`E_CONFIG: ${config}: maxItemSize: "1 parsec" is not a size`), badFile.stderr);
+});
+
+test('import reads --config and PIVOT_ARCHIVE_CONFIG, checked like run\'s: errors name the file and the key', async (t) => {
+  const dir = await tempDir(t);
+  const config = join(dir, 'import.json');
+  await writeFile(config, JSON.stringify({ from: 'azblob://staging', sink: 'maildir:m', colour: 'blue' }));
+  const viaFlag = await cli(['import', '--config', config]);
+  t.is(viaFlag.code, 2);
+  t.true(viaFlag.log.includes(`E_CONFIG: ${config}: unknown key "colour"; known: from, sink, exportId, again, statusLog`), viaFlag.log);
+  await writeFile(config, JSON.stringify({ from: 'azblob://staging', sink: 'maildir:m', maxItemSize: '10XB' }));
+  const viaEnv = await cli(['import'], { env: { PIVOT_ARCHIVE_CONFIG: config } });
+  t.is(viaEnv.code, 2);
+  t.true(viaEnv.log.includes(`E_CONFIG: ${config}: maxItemSize: "10XB" is not a size`), viaEnv.log);
+  // The flag wins over the file.
+  const overridden = await cli(['import', '--max-item-size', '1X'], { env: { PIVOT_ARCHIVE_CONFIG: config } });
+  t.regex(overridden.log, /--max-item-size: "1X"/);
+  // from and sink may come from the file, but must come from somewhere.
+  const none = await cli(['import', '--sink', 'maildir:m']);
+  t.is(none.code, 2);
+  t.regex(none.log, /no staging: give --from azblob:\/\/CONTAINER\[\/PREFIX\] \(or "from" in the config file\)/);
+});
+
+test('quiet can be set in the config file', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'x.zip');
+  await generateSample(archive, { events: 50, seed: 3, edgeCases: false });
+  const config = join(dir, 'c.json');
+  await writeFile(config, JSON.stringify({ sink: `maildir:${join(dir, 'm')}`, allDomains: true, rejects: join(dir, 'r'), quiet: true }));
+  const quiet = await cli(['run', archive, '--config', config]);
+  t.is(quiet.code, 0, quiet.stderr);
+  t.notRegex(quiet.log, /progress:/);
+  // The flag overrides the file's quiet.
+  const loud = await cli(['run', archive, '--config', config, '--no-quiet']);
+  t.is(loud.code, 0, loud.stderr);
+  t.regex(loud.log, /progress: items 50\/50/);
+});
+
+const summary = (over: Partial<RunSummary>): RunSummary => ({
+  record: 'summary', source: 'pivot-zip', archive: 'a.zip', sha256: 'ab', exportId: 'acme-1', tenant: 'acme', sink: 'maildir:m', startedAt: '2026-11-23T02:30:00Z', finishedAt: '2026-11-23T02:31:00Z',
+  eventsInArchive: 20, itemsFromSource: 20, itemsAddedByPlugins: 0, itemsDoneEarlier: 0, rejected: { oversize: 2 }, rejectedTotal: 2, itemsRouted: 18, itemsAvailableForImport: 18,
+  delivered: 6, skipped: 0, failed: 12, rejectedNotKept: 0, notes: 0, interrupted: false, balanced: true, ...over,
+});
+
+test('status --json holds what the human view shows: counters, failure, failed items, per run, newest first', async (t) => {
+  const dir = await tempDir(t);
+  await mkdir(join(dir, 'runs'));
+  const failedItems = Array.from({ length: 12 }, (_, i) => ({ record: 'item', outcome: 'failed', itemId: `m_${i}`, mailbox: 'jane@acme.example', detail: 'disk full' }));
+  const failure: FailureRecord = { record: 'failure', archive: 'bad.zip', sha256: 'cd', size: 10, startedAt: 'x', finishedAt: 'y', code: 'E_ARCHIVE_CORRUPT', exitCode: 2, error: 'not a zip' };
+  const lines = (records: object[]) => records.map((r) => JSON.stringify(r) + '\n').join('');
+  await writeFile(join(dir, 'runs', '2026-11-21.jsonl'), lines([{ record: 'item', outcome: 'delivered', itemId: 'm_0' }]));
+  await writeFile(join(dir, 'runs', '2026-11-22.jsonl'), lines([failure]));
+  await writeFile(join(dir, 'runs', '2026-11-23.jsonl'), lines([...failedItems, summary({})]));
+  const state = new StateDir(dir);
+  const runs = (await formatStatus(state, 10, true)).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.deepEqual(runs.map((r) => basename(r.log as string)), ['2026-11-23.jsonl', '2026-11-22.jsonl', '2026-11-21.jsonl']);
+  t.like(runs[0], { summary: { delivered: 6, failed: 12, rejected: { oversize: 2 }, rejectedTotal: 2, balanced: true }, failure: null, stopped: false, failedTotal: 12 });
+  t.deepEqual(runs[0]!.failed, failedItems.slice(0, 10));
+  t.like(runs[1], { summary: null, failure: { code: 'E_ARCHIVE_CORRUPT', error: 'not a zip', sha256: 'cd' }, stopped: false, failedTotal: 0 });
+  t.like(runs[2], { summary: null, failure: null, stopped: true });
+  // The human view of the same runs shows the same things.
+  const human = await formatStatus(state, 10, false);
+  t.regex(human, /failed\s+12/);
+  t.is(human.match(/failed: item m_\d+ -> jane@acme\.example: disk full/g)?.length, 10);
+  t.regex(human, /\.\.\. and 2 more failed/);
+  t.regex(human, /FAILED before delivering \(exit 2\): E_ARCHIVE_CORRUPT: not a zip/);
+  t.regex(human, /no summary: the run was stopped/);
+  // Through the command line, --last too.
+  const last = await cli(['status', '--state-dir', dir, '--json', '--last', '1']);
+  t.is(last.code, 0, last.stderr);
+  t.like(JSON.parse(last.stdout), { summary: { exportId: 'acme-1', delivered: 6 }, failedTotal: 12 });
+});
