@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { createSink } from '../src/sinks/index.js';
-import { MaildirSink, maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
+import { parseMaildirSpec } from '../src/sinks/maildir/config.js';
+import { MaildirSink, maildirBaseName } from '../src/sinks/maildir/index.js';
 import { delivery, sinkConformance } from './helpers/sink-conformance.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -117,9 +118,9 @@ test('maildir: an item\'s copies for other mailboxes are hard links to its first
   const root = await tempDir(t);
   const mailboxes = ['a@acme.example', 'b@acme.example', 'c@acme.example'];
   const fanOut = (n: number) => {
-    // As the pipeline does: one message Buffer for every mailbox of the item.
+    // As the pipeline does: the item's copies share one copyKey (and its bytes).
     const one = delivery(n);
-    return mailboxes.map((mailbox) => ({ ...one, mailbox }));
+    return mailboxes.map((mailbox) => ({ ...one, mailbox, copyKey: `item-${n}` }));
   };
   const deliverAll = async (spec: string, deliveries: ReturnType<typeof delivery>[]) => {
     const sink = await createSink(spec, { cwd: '/' });
