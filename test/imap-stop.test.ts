@@ -7,7 +7,7 @@ import { ErrorCode } from '../src/errors.js';
 import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { createImapSink, ImapSink } from '../src/sinks/imap/index.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot } from './helpers/dovecot.js';
-import { delivery } from './helpers/sink-conformance.js';
+import { delivery, withServer } from './helpers/sink-conformance.js';
 
 const env = { PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -67,7 +67,7 @@ test('imap stop: a signal while open() waits for the server ends open() at once;
   await opening;
   t.true(Date.now() - signalled < 2_000);
   const started = Date.now();
-  const err = await t.throwsAsync(sink.write(delivery(1)), { code: ErrorCode.SINK_WRITE } as never);
+  const err = await t.throwsAsync(sink.write(delivery(1)), { code: ErrorCode.SINK_WRITE });
   t.regex(err!.message, STOPPED);
   t.true(Date.now() - started < 100);
   await sink.close();
@@ -83,10 +83,7 @@ test('imap stop: an already aborted signal: open() makes no login and writes are
   t.true(Date.now() - started < 500);
 });
 
-if (!DOVECOT_BINARY) {
-  if (process.env.CI) test('Dovecot is installed for the IMAP stop tests', (t) => t.fail(dovecotMissingMessage()));
-  else console.warn(`\n*** ${dovecotMissingMessage()} ***\n`);
-} else {
+withServer('Dovecot (IMAP stop)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
   test('imap stop: Dovecot stopped mid-run, batches waiting to retry are rejected within ~2 s of the signal, as stopped', async (t) => {
     const dovecot = await startDovecot(['jane@acme.example', 'omar@acme.example', 'b@acme.example']);
     t.teardown(() => removeDovecot(dovecot));
@@ -113,4 +110,4 @@ if (!DOVECOT_BINARY) {
     await sink.close();
     t.true(Date.now() - closing < 2_000);
   });
-}
+});

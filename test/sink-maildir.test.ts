@@ -6,26 +6,39 @@ import { ErrorCode } from '../src/errors.js';
 import { createSink } from '../src/sinks/index.js';
 import { parseMaildirSpec } from '../src/sinks/maildir/config.js';
 import { MaildirSink, maildirBaseName } from '../src/sinks/maildir/index.js';
-import { delivery, sinkConformance } from './helpers/sink-conformance.js';
+import { delivery, everyCase, noSecretInDescription, sinkConformance } from './helpers/sink-conformance.js';
+import { maildirOptions } from '../src/sinks/maildir/options.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
 const roots: string[] = [];
 test.after.always(() => Promise.all(roots.map((r) => rm(r, { recursive: true, force: true }))));
 
-sinkConformance({
-  name: 'maildir',
-  async store() {
-    const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
-    roots.push(root);
-    return {
-      create: async () => createSink(`maildir:${root}`, { cwd: '/' }),
-      async read(mailbox) {
-        return (await readMaildir(root)).filter((m) => m.mailbox === mailbox).map((m) => m.raw);
-      },
-    };
+sinkConformance(
+  {
+    name: 'maildir',
+    async store() {
+      const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
+      roots.push(root);
+      return {
+        create: async () => createSink(`maildir:${root}`, { cwd: '/' }),
+        async read(mailbox) {
+          return (await readMaildir(root)).filter((m) => m.mailbox === mailbox).map((m) => m.raw);
+        },
+        async breakStore() {
+          // A file where the mailbox's folder must be: every mkdir below it fails (ENOTDIR), even for root.
+          const mailbox = 'broken@acme.example';
+          await writeFile(join(root, mailbox), 'not a folder');
+          return { mailbox, repair: () => rm(join(root, mailbox)) };
+        },
+      };
+    },
+    options: maildirOptions,
+    withOptions: (query) => createSink(`maildir:/srv/mail?${query}`, { cwd: '/' }),
   },
-});
+  // No secret: a Maildir spec holds a path and options only.
+  everyCase.filter((c) => c !== noSecretInDescription),
+);
 
 test('maildir: Maildir++ layout with the .INBOX.Pivot folder, seen flag and mtime = sentAt', async (t) => {
   const root = await tempDir(t);

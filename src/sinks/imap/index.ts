@@ -324,7 +324,7 @@ export class ImapSink implements Sink {
       if (this.failure !== null) break;
       const permanent = attempt.error instanceof PermanentError;
       if (permanent || tries >= this.config.retries) {
-        const reason = `mailbox ${mailbox}: ${errorMessage(attempt.error)}${permanent ? '' : ` (after ${tries + 1} attempts)`}`;
+        const reason = `mailbox ${mailbox}: ${serverText(attempt.error)}${permanent ? '' : ` (after ${tries + 1} attempts)`}`;
         for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
         return;
       }
