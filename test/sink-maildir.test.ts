@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { createSink } from '../src/sinks/index.js';
+import { createSink, sinkOptionsHelp } from '../src/sinks/index.js';
 import { parseMaildirSpec } from '../src/sinks/maildir/config.js';
 import { MaildirSink, maildirBaseName } from '../src/sinks/maildir/index.js';
 import { delivery, everyCase, noSecretInDescription, sinkConformance } from './helpers/sink-conformance.js';
@@ -189,4 +189,12 @@ test('maildir: the sink spec is validated before any I/O; unknown options are er
   t.false(parseMaildirSpec('maildir:out?links=0', '/srv').links);
   t.throws(() => parseMaildirSpec('maildir:/x?links=yes', '/'), { message: /links must be 1/ });
   t.true((await createSink('maildir:out', { cwd: '/srv' })) instanceof MaildirSink);
+});
+
+test('sinkOptionsHelp: every sink\'s form and options, with defaults and bounds, from the tables the parser uses', (t) => {
+  const help = sinkOptionsHelp();
+  for (const line of ['maildir:DIR[', 'imap[s]://ADMIN@HOST', 'azblob://CONTAINER', 'concurrency=256', '(1-1024)', 'links=1|0', 'retryDelay=500', '(0-600000 ms)', 'mib=8', '(default PIVOT_IMAP_PASSWORD)']) {
+    t.true(help.includes(line), line);
+  }
+  t.is(help.match(/^imap\[s\]/gm)?.length, 1, 'imap and imaps share one section');
 });

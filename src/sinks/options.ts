@@ -120,7 +120,7 @@ export function optionsHelp(table: OptionTable): string[] {
         ? ` (${option.min}-${option.max}${option.unit ? ` ${option.unit}` : ''})`
         : option.type === 'choice'
           ? ` (default ${option.default})`
-          : option.default !== undefined
+          : option.default !== undefined && option.default !== option.form
             ? ` (default ${option.default})`
             : '';
     return [`${name}=${value}`, `${option.help}${detail}`] as const;
