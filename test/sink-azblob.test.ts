@@ -7,6 +7,7 @@ import { parseAzureBlobSpec } from '../src/sinks/azblob/config.js';
 import { redactSecrets } from '../src/redact.js';
 import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
 import { cli } from './helpers/cli.js';
+import { freePort } from './helpers/net.js';
 import { delivery, everyCase, sinkConformance, withServer } from './helpers/sink-conformance.js';
 import { azureBlobOptions } from '../src/sinks/azblob/options.js';
 import { tempDir } from './helpers/tmp.js';
@@ -56,6 +57,8 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
       },
       options: azureBlobOptions,
       withOptions: async (query) => createAzureBlobSink(`azblob://config-check/x?${query}`, { env: azurite.env }),
+      unusable: async () =>
+        createAzureBlobSink('azblob://nowhere?retries=0', { env: { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString.replace(`:${azurite.port}/`, `:${await freePort()}/`) } }),
       secrets: [
         {
           secret: KEY_SECRET,

@@ -69,6 +69,7 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
         },
         options: imapOptions,
         withOptions: async (query) => createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?${query}`, { env }),
+        unusable: async () => createImapSink(`imap://archiver@127.0.0.1:${await freePort()}/?tls=none&auth=${auth}&retryDelay=10`, { env }),
         secrets: [
           { secret: 'Pw:in/the@env%1', create: async () => createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?auth=${auth}`, { env: { PIVOT_IMAP_PASSWORD: 'Pw:in/the@env%1' } }) },
           { secret: 'other-var-Pw-2', create: async () => createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?passwordEnv=ARCHIVER_PW`, { env: { ARCHIVER_PW: 'other-var-Pw-2' } }) },

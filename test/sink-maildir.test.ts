@@ -35,6 +35,12 @@ sinkConformance(
     },
     options: maildirOptions,
     withOptions: (query) => createSink(`maildir:/srv/mail?${query}`, { cwd: '/' }),
+    async unusable() {
+      const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
+      roots.push(root);
+      await writeFile(join(root, 'file'), 'not a folder');
+      return createSink(`maildir:${join(root, 'file')}`, { cwd: '/' });
+    },
   },
   // No secret: a Maildir spec holds a path and options only.
   everyCase.filter((c) => c !== noSecretInDescription),

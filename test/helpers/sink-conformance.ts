@@ -33,6 +33,8 @@ export interface SinkHarness {
   options: OptionTable;
   /** A sink made from the spec the factory sees, with `query` as its options (no other option given). */
   withOptions(query: string): Promise<Sink>;
+  /** A sink whose store cannot be used at all (a root that is a file, nothing listening). */
+  unusable(): Promise<Sink>;
   /** Sinks given a secret in their spec or environment, each with the secret. */
   secrets?: { secret: string; create(): Promise<Sink> }[];
 }
@@ -192,6 +194,15 @@ export const refusesOutsideOpen: ConformanceCase = (harness) =>
     t.is((await store.read('jane@acme.example')).length, 0);
   });
 
+export const openFindsUnusableStore: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: open() on a store that cannot be used is E_SINK_UNAVAILABLE, and the sink stays unopened`, async (t) => {
+    t.timeout(60_000);
+    const sink = await harness.unusable();
+    await t.throwsAsync(sink.open(), { code: 'E_SINK_UNAVAILABLE' });
+    await t.throwsAsync(sink.write(delivery(1)), { code: 'E_SINK_CLOSED', message: closedError(sink.kind, 'write before open()').message });
+    await sink.close();
+  });
+
 export const rejectsWhatItCannotStore: ConformanceCase = (harness) =>
   test(`${harness.name} conformance: a store that refuses writes makes write reject, never resolve, and nothing is stored`, async (t) => {
     t.timeout(120_000);
@@ -247,6 +258,7 @@ export const everyCase: ConformanceCase[] = [
   keepsMailboxesApart,
   honoursMaxInFlight,
   refusesOutsideOpen,
+  openFindsUnusableStore,
   rejectsWhatItCannotStore,
   configErrorsByCode,
   noSecretInDescription,

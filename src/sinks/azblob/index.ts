@@ -97,7 +97,7 @@ export class AzureBlobSink implements Sink {
       // A SAS that may write blobs but not create containers is fine; any other refusal (a bad
       // signature, a wrong key, no such account) stops the run before anything is read.
       if ((err as { code?: string }).code !== 'AuthorizationPermissionMismatch') {
-        throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot reach the container: ${storageErrorMessage(err)}`);
+        throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${this.description}: cannot reach the container: ${storageErrorMessage(err)}`);
       }
     }
   }
