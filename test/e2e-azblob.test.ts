@@ -75,8 +75,8 @@ test('archive -> Blob staging -> import -> Maildir equals a direct run, byte for
   t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), want.map((m) => `${m.mailbox}/${m.file}`));
   t.true(got.every((m, i) => m.raw.equals(want[i]!.raw)), 'byte-identical messages');
   t.true(got.every((m, i) => m.mtime.getTime() === want[i]!.mtime.getTime()), 'same INTERNALDATE');
-  // An item's copies are hard links to one file in both (import hands them one Buffer, as fan-out
-  // does); only an item whose copies straddle two batches gets a second file.
+  // An item's copies are hard links to one file in both (import gives them one copyKey, as fan-out
+  // does); at most an item whose copies straddle two batches gets a second file.
   const files = async (root: string, stored: typeof got) =>
     new Set(await Promise.all(stored.map(async (m) => (await stat(join(root, m.mailbox, '.INBOX.Pivot', 'cur', m.file))).ino))).size;
   const directFiles = await files(direct, want);

@@ -21,7 +21,7 @@ if (cannotRun && process.env.CI) test('maildir dovecot: prerequisites', (t) => t
 const dovecotTest = cannotRun ? test.skip : test;
 if (cannotRun) console.warn(`\n*** maildir dovecot test skipped: ${cannotRun} ***\n`);
 
-/** Event `m_<n>` fanned out to both mailboxes (one Buffer: the copies are hard links). */
+/** Event `m_<n>` fanned out to both mailboxes (one copyKey: the copies are hard links). */
 function item(n: number, text = `message number ${n}`, exportId = 'dovecot-export'): Delivery[] {
   const user = { id: 'u_1', displayName: 'Ann', email: MAILBOXES[0]! };
   const sentAt = new Date(Date.parse('2026-11-23T10:00:00Z') + n * 60_000).toISOString();
@@ -30,7 +30,7 @@ function item(n: number, text = `message number ${n}`, exportId = 'dovecot-expor
     { tenant: 'acme', exportId },
     [],
   );
-  return MAILBOXES.map((mailbox) => ({ mailbox, exportId, position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message }));
+  return MAILBOXES.map((mailbox) => ({ mailbox, exportId, position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message, copyKey: `${exportId}:m_${n}` }));
 }
 
 async function deliverAll(spec: string, deliveries: Delivery[]): Promise<string[]> {

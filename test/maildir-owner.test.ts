@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode } from '../src/errors.js';
 import { createSink } from '../src/sinks/index.js';
-import { maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
+import { parseMaildirSpec } from '../src/sinks/maildir/config.js';
+import { maildirBaseName } from '../src/sinks/maildir/index.js';
 import { delivery } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -28,11 +29,11 @@ async function owners(dir: string): Promise<Map<string, string>> {
   return found;
 }
 
-/** Items fanned out to two mailboxes (one Buffer each, so copies are links), a few of them. */
+/** Items fanned out to two mailboxes (one copyKey each, so copies are links), a few of them. */
 function items(): ReturnType<typeof delivery>[] {
   return [1, 2, 3].flatMap((n) => {
     const one = delivery(n);
-    return ['a@acme.example', 'b@acme.example'].map((mailbox) => ({ ...one, mailbox }));
+    return ['a@acme.example', 'b@acme.example'].map((mailbox) => ({ ...one, mailbox, copyKey: `item-${n}` }));
   });
 }
 

@@ -5,103 +5,131 @@ import unzipper from 'unzipper';
 import { createAzureBlobSink } from '../src/sinks/azblob/index.js';
 import { parseAzureBlobSpec } from '../src/sinks/azblob/config.js';
 import { redactSecrets } from '../src/redact.js';
-import { startAzurite, type Azurite } from './helpers/azurite.js';
+import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
 import { cli } from './helpers/cli.js';
-import { delivery, sinkConformance } from './helpers/sink-conformance.js';
+import { freePort } from './helpers/net.js';
+import { delivery, everyCase, sinkConformance, withServer } from './helpers/sink-conformance.js';
+import { azureBlobOptions } from '../src/sinks/azblob/options.js';
 import { tempDir } from './helpers/tmp.js';
 
-let azurite: Azurite;
-let stores = 0;
+withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMessage(), () => {
+  let azurite: Azurite;
+  let stores = 0;
 
-test.before(async () => {
-  azurite = await startAzurite();
-});
-test.after.always(async () => {
-  await azurite?.dispose();
-});
+  test.before(async () => {
+    azurite = await startAzurite();
+  });
+  test.after.always(async () => {
+    await azurite?.dispose();
+  });
 
-/** Every .eml of every staged batch for a mailbox, read with the SDK and unzipper, not our reader. */
-async function readStaged(container: string, mailbox: string): Promise<Buffer[]> {
-  const found: Buffer[] = [];
-  const client = azurite.container(container);
-  if (!(await client.exists())) return found;
-  for await (const blob of client.listBlobsFlat()) {
-    const zip = (await unzipper.Open.buffer(await client.getBlockBlobClient(blob.name).downloadToBuffer())) as { files: unknown };
-    const files = zip.files as { path: string; buffer(): Promise<Buffer> }[];
-    const manifest = JSON.parse((await files.find((f) => f.path === 'manifest.json')!.buffer()).toString()) as { entries: { name: string; mailbox: string }[] };
-    for (const entry of manifest.entries.filter((e) => e.mailbox === mailbox)) found.push(await files.find((f) => f.path === entry.name)!.buffer());
+  /** Every .eml of every staged batch for a mailbox, read with the SDK and unzipper, not our reader. */
+  async function readStaged(container: string, mailbox: string): Promise<Buffer[]> {
+    const found: Buffer[] = [];
+    const client = azurite.container(container);
+    if (!(await client.exists())) return found;
+    for await (const blob of client.listBlobsFlat()) {
+      const zip = (await unzipper.Open.buffer(await client.getBlockBlobClient(blob.name).downloadToBuffer())) as { files: unknown };
+      const files = zip.files as { path: string; buffer(): Promise<Buffer> }[];
+      const manifest = JSON.parse((await files.find((f) => f.path === 'manifest.json')!.buffer()).toString()) as { entries: { name: string; mailbox: string }[] };
+      for (const entry of manifest.entries.filter((e) => e.mailbox === mailbox)) found.push(await files.find((f) => f.path === entry.name)!.buffer());
+    }
+    return found;
   }
-  return found;
-}
 
-sinkConformance({
-  name: 'azblob',
-  async store() {
-    const container = `conformance-${++stores}`;
-    return {
-      create: async () => createAzureBlobSink(`azblob://${container}/staging?linger=50`, { env: azurite.env }),
-      read: (mailbox) => readStaged(container, mailbox),
-    };
-  },
-});
+  const KEY_SECRET = 'c2VjcmV0LWtleS1mb3ItdGhlLXRlc3Q=';
+  const SAS_SECRET = 'Sig-Not-Real-42';
 
-test('azblob spec: validated before any I/O; unknown options, bad names and missing credentials are E_SINK_CONFIG', (t) => {
-  const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString };
-  t.like(parseAzureBlobSpec('azblob://pivot-staging/acme/nightly?messages=10&mib=2'), { container: 'pivot-staging', prefix: 'acme/nightly', messages: 10, maxBatchBytes: 2 * 1024 * 1024 });
-  t.throws(() => parseAzureBlobSpec('azblob://pivot-staging?bogus=1'), { code: 'E_SINK_CONFIG', message: /unknown option "bogus"/ } as never);
-  t.throws(() => parseAzureBlobSpec('azblob://Pivot_Staging'), { code: 'E_SINK_CONFIG', message: /container/ } as never);
-  t.throws(() => parseAzureBlobSpec('azblob://pivot-staging/../x'), { code: 'E_SINK_CONFIG', message: /prefix/ } as never);
-  t.throws(() => parseAzureBlobSpec('azblob://pivot-staging?messages=0'), { code: 'E_SINK_CONFIG', message: /messages must be/ } as never);
-  t.throws(() => createAzureBlobSink('azblob://pivot-staging', { env: {} }), { code: 'E_SINK_CONFIG', message: /AZURE_STORAGE_CONNECTION_STRING/ } as never);
-  const sink = createAzureBlobSink('azblob://pivot-staging/acme', { env });
-  t.is(sink.description, 'azblob://devstoreaccount1/pivot-staging/acme');
-  t.false(sink.description.includes('AccountKey'));
-});
+  sinkConformance(
+    {
+      name: 'azblob',
+      async store() {
+        const container = `conformance-${++stores}`;
+        return {
+          create: async () => createAzureBlobSink(`azblob://${container}/staging?linger=50`, { env: azurite.env }),
+          read: (mailbox) => readStaged(container, mailbox),
+          async breakStore() {
+            // The container deleted under the open sink: every upload is refused (404).
+            await azurite.container(container).delete();
+            return { mailbox: 'jane@acme.example', repair: async () => undefined };
+          },
+        };
+      },
+      options: azureBlobOptions,
+      withOptions: async (query) => createAzureBlobSink(`azblob://config-check/x?${query}`, { env: azurite.env }),
+      unusable: async () =>
+        createAzureBlobSink('azblob://nowhere?retries=0', { env: { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString.replace(`:${azurite.port}/`, `:${await freePort()}/`) } }),
+      secrets: [
+        {
+          secret: KEY_SECRET,
+          create: async () =>
+            createAzureBlobSink('azblob://secret-check', { env: { AZURE_STORAGE_CONNECTION_STRING: `DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${KEY_SECRET};BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;` } }),
+        },
+        { secret: SAS_SECRET, create: async () => createAzureBlobSink('azblob://secret-check', { env: { AZURE_STORAGE_ACCOUNT_URL: `http://127.0.0.1:1/devstoreaccount1?sv=2021-08-06&sig=${SAS_SECRET}` } }) },
+        { secret: SAS_SECRET, create: async () => createAzureBlobSink('azblob://secret-check', { env: { AZURE_STORAGE_ACCOUNT_URL: 'http://127.0.0.1:1/devstoreaccount1', AZURE_STORAGE_SAS_TOKEN: `?sv=2021-08-06&sig=${SAS_SECRET}` } }) },
+      ],
+    },
+    everyCase,
+  );
 
-test('azblob: blob names and metadata stay ASCII for a non-ASCII export id (Azure refuses other metadata; Azurite would not)', async (t) => {
-  const sink = createAzureBlobSink('azblob://metadata-check/x?linger=20', { env: azurite.env });
-  await sink.open();
-  const d = { ...delivery(3), exportId: 'désk/2026 ü' };
-  t.is(await sink.write(d), 'delivered');
-  await sink.close();
-  const blobs = [];
-  for await (const b of azurite.container('metadata-check').listBlobsFlat({ includeMetadata: true })) blobs.push(b);
-  t.is(blobs.length, 1);
-  const [blob] = blobs;
-  t.regex(blob!.name, /^[\x21-\x7e]+$/);
-  t.true(blob!.name.startsWith(`x/${encodeURIComponent('désk/2026 ü')}/0000/0000000-`));
-  for (const value of Object.values(blob!.metadata ?? {})) t.regex(value, /^[\x20-\x7e]*$/);
-  t.is(decodeURIComponent(blob!.metadata!.exportid!), 'désk/2026 ü');
-  t.is(blob!.metadata!.itemcount, '1');
-  t.is(blob!.metadata!.firsttime, new Date(d.internalDate).toISOString());
-});
+  test('azblob spec: validated before any I/O; unknown options, bad names and missing credentials are E_SINK_CONFIG', (t) => {
+    const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString };
+    t.like(parseAzureBlobSpec('azblob://pivot-staging/acme/nightly?messages=10&mib=2'), { container: 'pivot-staging', prefix: 'acme/nightly', messages: 10, maxBatchBytes: 2 * 1024 * 1024 });
+    t.throws(() => parseAzureBlobSpec('azblob://pivot-staging?bogus=1'), { code: 'E_SINK_CONFIG', message: /unknown option "bogus"/ });
+    t.throws(() => parseAzureBlobSpec('azblob://Pivot_Staging'), { code: 'E_SINK_CONFIG', message: /container/ });
+    t.throws(() => parseAzureBlobSpec('azblob://pivot-staging/../x'), { code: 'E_SINK_CONFIG', message: /prefix/ });
+    t.throws(() => parseAzureBlobSpec('azblob://pivot-staging?messages=0'), { code: 'E_SINK_CONFIG', message: /messages must be/ });
+    t.throws(() => createAzureBlobSink('azblob://pivot-staging', { env: {} }), { code: 'E_SINK_CONFIG', message: /AZURE_STORAGE_CONNECTION_STRING/ });
+    const sink = createAzureBlobSink('azblob://pivot-staging/acme', { env });
+    t.is(sink.description, 'azblob://devstoreaccount1/pivot-staging/acme');
+    t.false(sink.description.includes('AccountKey'));
+  });
 
-test('azblob: a SAS never reaches the log, the status log or the summary, even when storage refuses it', async (t) => {
-  const dir = await tempDir(t);
-  const secret = 'NotARealSignatureButSecret123';
-  const env = { AZURE_STORAGE_ACCOUNT_URL: `http://127.0.0.1:${azurite.port}/devstoreaccount1?sv=2021-08-06&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=${secret}` };
-  const status = join(dir, 'status.jsonl');
-  const result = await cli(['run', '--sample', '--sink', 'azblob://sas-check?retries=0', '--status-log', status, '--rejects', join(dir, 'rejects'), '--log-level', 'debug'], { env });
-  t.is(result.code, 2, 'storage refuses the forged SAS before anything is delivered');
-  t.regex(result.log, /cannot reach the container: .*HTTP 403/);
-  t.false(result.stderr.includes(secret));
-  t.false(result.stdout.includes(secret));
-  t.false((await readFile(status, 'utf8')).includes(secret));
-});
+  test('azblob: blob names and metadata stay ASCII for a non-ASCII export id (Azure refuses other metadata; Azurite would not)', async (t) => {
+    const sink = createAzureBlobSink('azblob://metadata-check/x?linger=20', { env: azurite.env });
+    await sink.open();
+    const d = { ...delivery(3), exportId: 'désk/2026 ü' };
+    t.is(await sink.write(d), 'delivered');
+    await sink.close();
+    const blobs = [];
+    for await (const b of azurite.container('metadata-check').listBlobsFlat({ includeMetadata: true })) blobs.push(b);
+    t.is(blobs.length, 1);
+    const [blob] = blobs;
+    t.regex(blob!.name, /^[\x21-\x7e]+$/);
+    t.true(blob!.name.startsWith(`x/${encodeURIComponent('désk/2026 ü')}/0000/0000000-`));
+    for (const value of Object.values(blob!.metadata ?? {})) t.regex(value, /^[\x20-\x7e]*$/);
+    t.is(decodeURIComponent(blob!.metadata!.exportid!), 'désk/2026 ü');
+    t.is(blob!.metadata!.itemcount, '1');
+    t.is(blob!.metadata!.firsttime, new Date(d.internalDate).toISOString());
+  });
 
-test('redactSecrets masks SAS signatures, account keys and URL passwords', (t) => {
-  t.is(redactSecrets('GET https://a.blob.core.windows.net/c/b?sv=2021&sig=abc%2Fdef&se=1 failed'), 'GET https://a.blob.core.windows.net/c/b?sv=2021&sig=***&se=1 failed');
-  t.is(redactSecrets('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k/ey==;EndpointSuffix=core.windows.net'), 'DefaultEndpointsProtocol=https;AccountName=a;AccountKey=***;EndpointSuffix=core.windows.net');
-  t.is(redactSecrets('BlobEndpoint=https://a/;SharedAccessSignature=sv=1&sig=x'), 'BlobEndpoint=https://a/;SharedAccessSignature=***');
-});
+  test('azblob: a SAS never reaches the log, the status log or the summary, even when storage refuses it', async (t) => {
+    const dir = await tempDir(t);
+    const secret = 'NotARealSignatureButSecret123';
+    const env = { AZURE_STORAGE_ACCOUNT_URL: `http://127.0.0.1:${azurite.port}/devstoreaccount1?sv=2021-08-06&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=${secret}` };
+    const status = join(dir, 'status.jsonl');
+    const result = await cli(['run', '--sample', '--sink', 'azblob://sas-check?retries=0', '--status-log', status, '--rejects', join(dir, 'rejects'), '--log-level', 'debug'], { env });
+    t.is(result.code, 2, 'storage refuses the forged SAS before anything is delivered');
+    t.regex(result.log, /cannot reach the container: .*HTTP 403/);
+    t.false(result.stderr.includes(secret));
+    t.false(result.stdout.includes(secret));
+    t.false((await readFile(status, 'utf8')).includes(secret));
+  });
 
-test('azblob: two runs staging the same batch at once store it once; the loser is told skipped by the conditional create', async (t) => {
-  const spec = 'azblob://race-check/x?linger=20';
-  const [a, b] = [createAzureBlobSink(spec, { env: azurite.env }), createAzureBlobSink(spec, { env: azurite.env })];
-  await a.open();
-  await b.open();
-  const outcomes = await Promise.all([a.write(delivery(5)), b.write(delivery(5))]);
-  await Promise.all([a.close(), b.close()]);
-  t.deepEqual(outcomes.sort(), ['delivered', 'skipped']);
-  t.is((await readStaged('race-check', 'jane@acme.example')).length, 1);
+  test('redactSecrets masks SAS signatures, account keys and URL passwords', (t) => {
+    t.is(redactSecrets('GET https://a.blob.core.windows.net/c/b?sv=2021&sig=abc%2Fdef&se=1 failed'), 'GET https://a.blob.core.windows.net/c/b?sv=2021&sig=***&se=1 failed');
+    t.is(redactSecrets('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k/ey==;EndpointSuffix=core.windows.net'), 'DefaultEndpointsProtocol=https;AccountName=a;AccountKey=***;EndpointSuffix=core.windows.net');
+    t.is(redactSecrets('BlobEndpoint=https://a/;SharedAccessSignature=sv=1&sig=x'), 'BlobEndpoint=https://a/;SharedAccessSignature=***');
+  });
+
+  test('azblob: two runs staging the same batch at once store it once; the loser is told skipped by the conditional create', async (t) => {
+    const spec = 'azblob://race-check/x?linger=20';
+    const [a, b] = [createAzureBlobSink(spec, { env: azurite.env }), createAzureBlobSink(spec, { env: azurite.env })];
+    await a.open();
+    await b.open();
+    const outcomes = await Promise.all([a.write(delivery(5)), b.write(delivery(5))]);
+    await Promise.all([a.close(), b.close()]);
+    t.deepEqual(outcomes.sort(), ['delivered', 'skipped']);
+    t.is((await readStaged('race-check', 'jane@acme.example')).length, 1);
+  });
 });

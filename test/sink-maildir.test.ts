@@ -3,28 +3,48 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { createSink } from '../src/sinks/index.js';
-import { MaildirSink, maildirBaseName, parseMaildirSpec } from '../src/sinks/maildir/index.js';
-import { delivery, sinkConformance } from './helpers/sink-conformance.js';
+import { createSink, sinkOptionsHelp } from '../src/sinks/index.js';
+import { parseMaildirSpec } from '../src/sinks/maildir/config.js';
+import { MaildirSink, maildirBaseName } from '../src/sinks/maildir/index.js';
+import { delivery, everyCase, noSecretInDescription, sinkConformance } from './helpers/sink-conformance.js';
+import { maildirOptions } from '../src/sinks/maildir/options.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
 const roots: string[] = [];
 test.after.always(() => Promise.all(roots.map((r) => rm(r, { recursive: true, force: true }))));
 
-sinkConformance({
-  name: 'maildir',
-  async store() {
-    const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
-    roots.push(root);
-    return {
-      create: async () => createSink(`maildir:${root}`, { cwd: '/' }),
-      async read(mailbox) {
-        return (await readMaildir(root)).filter((m) => m.mailbox === mailbox).map((m) => m.raw);
-      },
-    };
+sinkConformance(
+  {
+    name: 'maildir',
+    async store() {
+      const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
+      roots.push(root);
+      return {
+        create: async () => createSink(`maildir:${root}`, { cwd: '/' }),
+        async read(mailbox) {
+          return (await readMaildir(root)).filter((m) => m.mailbox === mailbox).map((m) => m.raw);
+        },
+        async breakStore() {
+          // A file where the mailbox's folder must be: every mkdir below it fails (ENOTDIR), even for root.
+          const mailbox = 'broken@acme.example';
+          await writeFile(join(root, mailbox), 'not a folder');
+          return { mailbox, repair: () => rm(join(root, mailbox)) };
+        },
+      };
+    },
+    options: maildirOptions,
+    withOptions: (query) => createSink(`maildir:/srv/mail?${query}`, { cwd: '/' }),
+    async unusable() {
+      const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
+      roots.push(root);
+      await writeFile(join(root, 'file'), 'not a folder');
+      return createSink(`maildir:${join(root, 'file')}`, { cwd: '/' });
+    },
   },
-});
+  // No secret: a Maildir spec holds a path and options only.
+  everyCase.filter((c) => c !== noSecretInDescription),
+);
 
 test('maildir: Maildir++ layout with the .INBOX.Pivot folder, seen flag and mtime = sentAt', async (t) => {
   const root = await tempDir(t);
@@ -117,9 +137,9 @@ test('maildir: an item\'s copies for other mailboxes are hard links to its first
   const root = await tempDir(t);
   const mailboxes = ['a@acme.example', 'b@acme.example', 'c@acme.example'];
   const fanOut = (n: number) => {
-    // As the pipeline does: one message Buffer for every mailbox of the item.
+    // As the pipeline does: the item's copies share one copyKey (and its bytes).
     const one = delivery(n);
-    return mailboxes.map((mailbox) => ({ ...one, mailbox }));
+    return mailboxes.map((mailbox) => ({ ...one, mailbox, copyKey: `item-${n}` }));
   };
   const deliverAll = async (spec: string, deliveries: ReturnType<typeof delivery>[]) => {
     const sink = await createSink(spec, { cwd: '/' });
@@ -175,4 +195,12 @@ test('maildir: the sink spec is validated before any I/O; unknown options are er
   t.false(parseMaildirSpec('maildir:out?links=0', '/srv').links);
   t.throws(() => parseMaildirSpec('maildir:/x?links=yes', '/'), { message: /links must be 1/ });
   t.true((await createSink('maildir:out', { cwd: '/srv' })) instanceof MaildirSink);
+});
+
+test('sinkOptionsHelp: every sink\'s form and options, with defaults and bounds, from the tables the parser uses', (t) => {
+  const help = sinkOptionsHelp();
+  for (const line of ['maildir:DIR[', 'imap[s]://ADMIN@HOST', 'azblob://CONTAINER', 'concurrency=256', '(1-1024)', 'links=1|0', 'retryDelay=500', '(0-600000 ms)', 'mib=8', '(default PIVOT_IMAP_PASSWORD)']) {
+    t.true(help.includes(line), line);
+  }
+  t.is(help.match(/^imap\[s\]/gm)?.length, 1, 'imap and imaps share one section');
 });

@@ -1,34 +1,49 @@
 import { ErrorCode, PivotArchiveError } from '../errors.js';
+import { optionsHelp, type OptionTable } from './options.js';
+import { AZURE_BLOB_FORM, azureBlobOptions } from './azblob/options.js';
+import { IMAP_FORM, imapOptions } from './imap/options.js';
+import { MAILDIR_FORM, maildirOptions } from './maildir/options.js';
 import type { Sink, SinkFactory, SinkOptions } from './sink.js';
 
 export type { Sink, SinkFactory, SinkOptions, WriteOutcome } from './sink.js';
 
+interface BuiltIn {
+  /** The factory, its module loaded only when a spec names it. */
+  load(): Promise<SinkFactory>;
+  form: string;
+  options: OptionTable;
+}
+
 /**
  * The built-in sinks, each module loaded only when a spec names it: the IMAP and Azure client
  * libraries take about 30 and 25 MB of memory once loaded, which a Maildir run need not carry.
+ * Their option tables are light modules of their own, so help needs no client library.
  */
-const builtIn = new Map<string, () => Promise<SinkFactory>>([
-  ['maildir', async () => (await import('./maildir/index.js')).maildirSinkFactory],
-  ['imap', async () => (await import('./imap/index.js')).imapSinkFactory],
-  ['imaps', async () => (await import('./imap/index.js')).imapsSinkFactory],
-  ['azblob', async () => (await import('./azblob/index.js')).azureBlobSinkFactory],
+const builtIn = new Map<string, BuiltIn>([
+  ['maildir', { load: async () => (await import('./maildir/index.js')).maildirSinkFactory, form: MAILDIR_FORM, options: maildirOptions }],
+  ['imap', { load: async () => (await import('./imap/index.js')).imapSinkFactory, form: IMAP_FORM, options: imapOptions }],
+  ['imaps', { load: async () => (await import('./imap/index.js')).imapsSinkFactory, form: IMAP_FORM, options: imapOptions }],
+  ['azblob', { load: async () => (await import('./azblob/index.js')).azureBlobSinkFactory, form: AZURE_BLOB_FORM, options: azureBlobOptions }],
 ]);
 
-/**
- * Creates the sink a spec such as `maildir:/srv/mail` names, validating it before any I/O;
- * `factories` replaces the built-in ones (tests, embedders).
- */
-export async function createSink(spec: string, options: SinkOptions, factories?: SinkFactory[]): Promise<Sink> {
+/** Creates the sink a spec such as `maildir:/srv/mail` names, validating it before any I/O. */
+export async function createSink(spec: string, options: SinkOptions): Promise<Sink> {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1]?.toLowerCase() ?? '';
-  const factory = factories ? factories.find((f) => f.scheme === scheme) : await builtIn.get(scheme)?.();
-  if (!factory) {
-    const known = factories ? factories.map((f) => f.scheme) : [...builtIn.keys()];
+  const sink = builtIn.get(scheme);
+  if (!sink) {
     throw new PivotArchiveError(
       ErrorCode.SINK_CONFIG,
-      `unknown sink ${JSON.stringify(shownSpec(spec))}: expected one of ${known.map((s) => `${s}:...`).join(', ')}`,
+      `unknown sink ${JSON.stringify(shownSpec(spec))}: expected one of ${[...builtIn.keys()].map((s) => `${s}:...`).join(', ')}`,
     );
   }
-  return factory.create(spec, options);
+  return (await sink.load()).create(spec, options);
+}
+
+/** Every sink's spec form and options (default, bounds, what each does), for `--help`. */
+export function sinkOptionsHelp(): string {
+  const sections = new Map<string, string>();
+  for (const { form, options } of builtIn.values()) sections.set(form, [form, ...optionsHelp(options).map((line) => `  ${line}`)].join('\n'));
+  return [...sections.values()].join('\n\n');
 }
 
 /** The part of an unknown spec that is safe to show: with a userinfo (a password may hold any character), the scheme alone. */

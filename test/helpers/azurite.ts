@@ -13,7 +13,18 @@ import { freePort, selfSignedCertificate, waitFor } from './net.js';
 // Azurite's documented development account; not a secret.
 const ACCOUNT = 'devstoreaccount1';
 const KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
-const AZURITE_BLOB = join(createRequire(import.meta.url).resolve('azurite/package.json'), '..', 'dist', 'src', 'blob', 'main.js');
+/** Azurite's blob server, or undefined when the package is not installed. */
+export const AZURITE_BLOB = (() => {
+  try {
+    return join(createRequire(import.meta.url).resolve('azurite/package.json'), '..', 'dist', 'src', 'blob', 'main.js');
+  } catch {
+    return undefined;
+  }
+})();
+
+export function azuriteMissingMessage(): string {
+  return 'Azurite is not installed (npm devDependency azurite): Azure Blob tests cannot run. `npm ci` installs it.';
+}
 
 export interface Azurite {
   port: number;
@@ -47,6 +58,7 @@ function listening(port: number): Promise<boolean> {
  * audience, issuer and lifetime, not its signature).
  */
 export async function startAzurite(options: { persistent?: boolean; oauth?: boolean } = {}): Promise<Azurite> {
+  if (!AZURITE_BLOB) throw new Error(azuriteMissingMessage());
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'pivot-azurite-'));
   const storage = options.persistent ? ['--location', dir] : ['--inMemoryPersistence'];

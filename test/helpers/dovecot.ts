@@ -2,7 +2,7 @@
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -202,6 +202,22 @@ export async function setAdminPassword(dovecot: Dovecot, password: string): Prom
   // Dovecot looks at the file at most once a second (passwd_file_sync): a login in the same second
   // as the last one would still get the old password.
   await new Promise((resolve) => setTimeout(resolve, 1100));
+}
+
+/**
+ * Makes a mailbox's storage unusable to the server, as a revoked or broken mail folder is: its
+ * Maildir made a directory the mail user may not enter (made first if no login made it yet).
+ * Logins to it still pass; every command that touches its folders fails. Returns the repair.
+ */
+export async function revokeMailbox(dovecot: Dovecot, mailbox: string): Promise<() => Promise<void>> {
+  const path = join(dovecot.mailRoot, mailbox);
+  const before = await stat(path).catch(() => undefined);
+  if (!before) await mkdir(path);
+  await chmod(path, 0o000);
+  return async () => {
+    if (before) await chmod(path, before.mode & 0o7777);
+    else await rm(path, { recursive: true, force: true });
+  };
 }
 
 export async function removeDovecot(dovecot: Dovecot): Promise<void> {

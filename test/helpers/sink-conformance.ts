@@ -1,17 +1,45 @@
-// The one conformance suite every sink passes (see src/sinks/SPEC.md). A sink's test file
-// calls `sinkConformance` with a harness that makes the sink and reads its store back by
-// independent means (files, another IMAP client, the storage SDK), parsed with mailparser.
+// The conformance suite of src/sinks/SPEC.md, as composable cases: a sink's test file runs the
+// cases that apply to it (`sinkConformance(harness, cases)`) with a harness that makes the sink,
+// reads its store back by independent means (files, another IMAP client, the storage SDK; parsed
+// with mailparser) and can break the store the way it really fails.
 import test from 'ava';
 import { simpleParser } from 'mailparser';
 import type { Delivery } from '../../src/model.js';
+import { closedError } from '../../src/sinks/lifecycle.js';
+import type { OptionTable } from '../../src/sinks/options.js';
 import type { Sink } from '../../src/sinks/sink.js';
 import { buildMessage, messageIdFor } from '../../src/transforms/mime/index.js';
 
+/** The mailboxes the conformance cases write to, for harnesses that must create them. */
+export const CONFORMANCE_MAILBOXES = ['jane@acme.example', 'a@acme.example', 'b@acme.example', ...[0, 1, 2, 3].map((n) => `user${n}@acme.example`)];
+
+export interface SinkStore {
+  /** A sink over this store; may be called again on the same store (a re-run). */
+  create(): Promise<Sink>;
+  read(mailbox: string): Promise<Buffer[]>;
+  /**
+   * Makes the store refuse writes to `mailbox` from now on, as it really fails (a file where a
+   * folder must be, a mailbox the server cannot write, a container deleted), with the sink open;
+   * `repair` makes it work again, to read back what it holds.
+   */
+  breakStore(): Promise<{ mailbox: string; repair(): Promise<void> }>;
+}
+
 export interface SinkHarness {
   name: string;
-  /** A fresh store for one test; `create` may be called again on the same store (a re-run). */
-  store(): Promise<{ create(): Promise<Sink>; read(mailbox: string): Promise<Buffer[]> }>;
+  /** A fresh store for one test. */
+  store(): Promise<SinkStore>;
+  /** The sink's option table (its keys and bounds are what the config case tries). */
+  options: OptionTable;
+  /** A sink made from the spec the factory sees, with `query` as its options (no other option given). */
+  withOptions(query: string): Promise<Sink>;
+  /** A sink whose store cannot be used at all (a root that is a file, nothing listening). */
+  unusable(): Promise<Sink>;
+  /** Sinks given a secret in their spec or environment, each with the secret. */
+  secrets?: { secret: string; create(): Promise<Sink> }[];
 }
+
+export type ConformanceCase = (harness: SinkHarness) => void;
 
 /**
  * Event `m_<n>` for `mailbox`. `nextDay`: the next day's export reusing the id, for an event sent
@@ -45,10 +73,8 @@ async function messageIds(raws: Buffer[]): Promise<string[]> {
   return (await Promise.all(raws.map(async (raw) => (await simpleParser(raw)).messageId ?? ''))).sort();
 }
 
-export function sinkConformance(harness: SinkHarness): void {
-  const name = harness.name;
-
-  test(`${name} conformance: a delivered message is in the store, byte for byte, as soon as write resolves`, async (t) => {
+export const delivers: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: a delivered message is in the store, byte for byte, as soon as write resolves`, async (t) => {
     const store = await harness.store();
     const sink = await store.create();
     await sink.open();
@@ -60,7 +86,8 @@ export function sinkConformance(harness: SinkHarness): void {
     await sink.close();
   });
 
-  test(`${name} conformance: the same (mailbox, Message-ID) again is skipped, in the same run and in a re-run`, async (t) => {
+export const skipsWhatItHolds: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: the same (mailbox, Message-ID) again is skipped, in the same run and in a re-run`, async (t) => {
     const store = await harness.store();
     const first = await store.create();
     await first.open();
@@ -74,7 +101,8 @@ export function sinkConformance(harness: SinkHarness): void {
     t.deepEqual(await messageIds(await store.read('jane@acme.example')), [messageIdFor('acme', 'm_1'), messageIdFor('acme', 'm_2')].sort());
   });
 
-  test(`${name} conformance: an event id that another day's export reuses is another item, kept beside the first`, async (t) => {
+export const keepsReusedEventIds: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: an event id that another day's export reuses is another item, kept beside the first`, async (t) => {
     const store = await harness.store();
     const first = await store.create();
     await first.open();
@@ -90,17 +118,20 @@ export function sinkConformance(harness: SinkHarness): void {
     t.deepEqual(stored.map((m) => m.date?.toISOString()).sort(), ['2026-11-23T23:59:10.000Z', '2026-11-24T00:00:11.000Z']);
   });
 
-  test(`${name} conformance: close waits for every write in flight`, async (t) => {
+export const closeWaitsForWrites: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: close waits for every write in flight, and a second close for the same end`, async (t) => {
     const store = await harness.store();
     const sink = await store.create();
     await sink.open();
     const writes = Array.from({ length: 40 }, (_, n) => sink.write(delivery(n, `user${n % 4}@acme.example`)));
-    await sink.close();
+    await Promise.all([sink.close(), sink.close()]);
     t.deepEqual(await Promise.all(writes), Array(40).fill('delivered'));
     for (let m = 0; m < 4; m++) t.is((await store.read(`user${m}@acme.example`)).length, 10);
+    await sink.close();
   });
 
-  test(`${name} conformance: mailboxes are kept apart`, async (t) => {
+export const keepsMailboxesApart: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: mailboxes are kept apart`, async (t) => {
     const store = await harness.store();
     const sink = await store.create();
     await sink.open();
@@ -112,13 +143,141 @@ export function sinkConformance(harness: SinkHarness): void {
     t.is((await store.read('b@acme.example')).length, 2);
   });
 
-  test(`${name} conformance: write before open or after close is refused, not lost silently`, async (t) => {
+export const honoursMaxInFlight: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: kept at maxInFlight writes in flight (never more, as the pipeline keeps them), every write settles without waiting for close`, async (t) => {
+    t.timeout(180_000);
     const store = await harness.store();
     const sink = await store.create();
-    await t.throwsAsync(sink.write(delivery(1)), { code: 'E_SINK_CLOSED' } as never);
+    await sink.open();
+    const limit = sink.maxInFlight;
+    t.true(Number.isInteger(limit) && limit >= 1, `maxInFlight ${limit}`);
+    // The pipeline's loop, instrumented: a write starts only while fewer than `limit` are unsettled.
+    const total = limit + 20;
+    const outcomes: string[] = [];
+    let started = 0;
+    let inFlight = 0;
+    let peak = 0;
+    await new Promise<void>((resolve, reject) => {
+      const next = () => {
+        if (started === total) {
+          if (inFlight === 0) resolve();
+          return;
+        }
+        const n = started++;
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        sink.write(delivery(n, `user${n % 4}@acme.example`)).then((outcome) => {
+          outcomes.push(outcome);
+          inFlight--;
+          next();
+        }, reject);
+      };
+      for (let i = 0; i < limit; i++) next();
+    });
+    t.is(peak, limit, 'the sink took maxInFlight writes at once');
+    t.is(outcomes.length, total);
+    t.true(outcomes.every((o) => o === 'delivered'));
+    await sink.close();
+    const stored = await Promise.all([0, 1, 2, 3].map(async (m) => (await store.read(`user${m}@acme.example`)).length));
+    t.is(stored.reduce((a, b) => a + b, 0), total);
+  });
+
+export const refusesOutsideOpen: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: write before open or after close is refused with the shared E_SINK_CLOSED error, nothing stored`, async (t) => {
+    const store = await harness.store();
+    const sink = await store.create();
+    await t.throwsAsync(sink.write(delivery(1)), { code: 'E_SINK_CLOSED', message: closedError(sink.kind, 'write before open()').message });
     await sink.open();
     await sink.close();
-    await t.throwsAsync(sink.write(delivery(2)), { code: 'E_SINK_CLOSED' } as never);
+    await t.throwsAsync(sink.write(delivery(2)), { code: 'E_SINK_CLOSED', message: closedError(sink.kind, 'write after close()').message });
+    await t.throwsAsync(sink.open(), { code: 'E_SINK_CLOSED', message: closedError(sink.kind, 'open() after close()').message });
     t.is((await store.read('jane@acme.example')).length, 0);
   });
+
+export const openFindsUnusableStore: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: open() on a store that cannot be used is E_SINK_UNAVAILABLE, and the sink stays unopened`, async (t) => {
+    t.timeout(60_000);
+    const sink = await harness.unusable();
+    await t.throwsAsync(sink.open(), { code: 'E_SINK_UNAVAILABLE' });
+    await t.throwsAsync(sink.write(delivery(1)), { code: 'E_SINK_CLOSED', message: closedError(sink.kind, 'write before open()').message });
+    await sink.close();
+  });
+
+export const rejectsWhatItCannotStore: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: a store that refuses writes makes write reject, never resolve, and nothing is stored`, async (t) => {
+    t.timeout(120_000);
+    const store = await harness.store();
+    const sink = await store.create();
+    await sink.open();
+    const broken = await store.breakStore();
+    const results = await Promise.allSettled([1, 2, 3].map((n) => sink.write(delivery(n, broken.mailbox))));
+    for (const result of results) {
+      t.is(result.status, 'rejected', `resolved ${(result as PromiseFulfilledResult<string>).value}`);
+      if (result.status === 'rejected') t.true(result.reason instanceof Error);
+    }
+    if (results[0]?.status === 'rejected') t.log(`rejected: ${(results[0].reason as Error).message}`);
+    await sink.close();
+    await broken.repair();
+    t.deepEqual(await store.read(broken.mailbox), []);
+  });
+
+export const configErrorsByCode: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: unknown options and values out of bounds are E_SINK_CONFIG, before any I/O`, async (t) => {
+    const keys = Object.keys(harness.options);
+    for (const typed of ['bogus', 'fo%6Fder2', keys[0]!.toUpperCase()]) {
+      const err = await t.throwsAsync(harness.withOptions(`${typed}=1`), { code: 'E_SINK_CONFIG' }, typed);
+      t.true(err?.message.includes(`unknown option ${JSON.stringify(typed)}`), `names ${typed} as typed: ${err?.message}`);
+      for (const key of keys) t.true(err?.message.includes(key), `lists ${key}: ${err?.message}`);
+    }
+    await t.throwsAsync(harness.withOptions(`${keys[0]}=&${keys[0]}=`), { code: 'E_SINK_CONFIG', message: /given twice/ });
+    for (const [name, option] of Object.entries(harness.options)) {
+      const wrong =
+        option.type === 'integer' ? [String(option.min - 1), String(option.max + 1), '1.5', 'x'] : option.type === 'choice' ? ['not-a-choice', option.default.toUpperCase()] : [];
+      for (const value of wrong) {
+        if (option.type === 'choice' && option.choices.includes(value)) continue;
+        await t.throwsAsync(harness.withOptions(`${name}=${value}`), { code: 'E_SINK_CONFIG', message: new RegExp(`${name} must be`) }, `${name}=${value}`);
+      }
+    }
+  });
+
+export const noSecretInDescription: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: description never holds a password or key given in the spec or the environment`, async (t) => {
+    t.true((harness.secrets ?? []).length > 0, 'the harness gives sinks with secrets');
+    for (const { secret, create } of harness.secrets ?? []) {
+      const sink = await create();
+      for (const form of new Set([secret, encodeURIComponent(secret)])) t.false(sink.description.includes(form), `${sink.description} holds the secret`);
+    }
+  });
+
+/** Every case, for a sink that has secrets to keep out of its description. */
+export const everyCase: ConformanceCase[] = [
+  delivers,
+  skipsWhatItHolds,
+  keepsReusedEventIds,
+  closeWaitsForWrites,
+  keepsMailboxesApart,
+  honoursMaxInFlight,
+  refusesOutsideOpen,
+  openFindsUnusableStore,
+  rejectsWhatItCannotStore,
+  configErrorsByCode,
+  noSecretInDescription,
+];
+
+export function sinkConformance(harness: SinkHarness, cases: ConformanceCase[]): void {
+  for (const register of cases) register(harness);
+}
+
+/**
+ * Registers the tests of a server the suite needs: `register` when it is there; when `missing`
+ * says why it is not, in CI one failing test naming it, elsewhere a visible skip and a warning.
+ */
+export function withServer(what: string, missing: string | undefined, register: () => void): void {
+  if (missing === undefined) return register();
+  if (process.env.CI) {
+    test(`${what} is there for these tests`, (t) => t.fail(missing));
+    return;
+  }
+  console.warn(`\n*** ${what} tests skipped: ${missing} ***\n`);
+  test.skip(`${what} tests skipped: ${missing}`, () => undefined);
 }

@@ -102,9 +102,6 @@ export async function readBatch(label: string, zip: Buffer, maxMessageSize: numb
     }
   }
   async function* read(): AsyncGenerator<ReadEntry> {
-    // An item's copies for several mailboxes are the same bytes, staged one after another: they
-    // get one Buffer, as fan-out gives them in a direct run (so the Maildir sink links them).
-    let previous: Buffer | undefined;
     for (const entry of manifest.entries) {
       const zipEntry = entries.get(entry.name);
       if (!zipEntry) {
@@ -122,8 +119,6 @@ export async function readBatch(label: string, zip: Buffer, maxMessageSize: numb
         yield { entry, problem: `${entry.name} does not match its sha256 in the manifest (tampered or corrupt)` };
         continue;
       }
-      if (previous?.equals(message)) message = previous;
-      previous = message;
       yield { entry, message };
     }
   }

@@ -1,7 +1,8 @@
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
 import { parseAzureBlobLocation, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
-import { integerOption } from '../query.js';
+import { parseSinkOptions } from '../options.js';
+import { azureBlobOptions } from './options.js';
 
 export interface AzureBlobSinkConfig extends AzureBlobLocation {
   /** Messages in one batch at most. */
@@ -18,22 +19,20 @@ export interface AzureBlobSinkConfig extends AzureBlobLocation {
   retries: number;
 }
 
-const SINK_KEYS = ['messages', 'mib', 'events', 'concurrency', 'linger', 'retries'];
-
-/** Parses `azblob://CONTAINER[/PREFIX][?messages=500&mib=8&events=1000&concurrency=2&linger=250&retries=3]`. */
+/** Parses `azblob://CONTAINER[/PREFIX][?OPTIONS]` (see `azureBlobOptions`). */
 export function parseAzureBlobSpec(spec: string): AzureBlobSinkConfig {
   const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob sink ${redactSecrets(spec)}: ${why}`);
-  const { location, query } = parseAzureBlobLocation(spec, bad);
-  for (const key of query.keys()) {
-    if (!SINK_KEYS.includes(key)) throw bad(`unknown option ${JSON.stringify(key)} (known: ${SINK_KEYS.join(', ')})`);
-  }
+  const { location } = parseAzureBlobLocation(spec, bad);
+  // The query as typed (the location's parse decodes it): an unknown key is named as the user wrote it.
+  const q = spec.indexOf('?');
+  const options = parseSinkOptions(azureBlobOptions, q < 0 ? '' : spec.slice(q + 1), bad);
   return {
     ...location,
-    messages: integerOption(query.get('messages'), 500, 1, 50_000, 'messages', bad),
-    maxBatchBytes: integerOption(query.get('mib'), 8, 1, 256, 'mib', bad) * 1024 * 1024,
-    windowEvents: integerOption(query.get('events'), 1000, 1, 1_000_000, 'events', bad),
-    concurrency: integerOption(query.get('concurrency'), 2, 1, 32, 'concurrency', bad),
-    lingerMs: integerOption(query.get('linger'), 250, 0, 60_000, 'linger', bad),
-    retries: integerOption(query.get('retries'), 3, 0, 20, 'retries', bad),
+    messages: options.messages,
+    maxBatchBytes: options.mib * 1024 * 1024,
+    windowEvents: options.events,
+    concurrency: options.concurrency,
+    lingerMs: options.linger,
+    retries: options.retries,
   };
 }

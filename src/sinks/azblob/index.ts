@@ -2,6 +2,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
+import { SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
@@ -61,7 +62,11 @@ export class AzureBlobSink implements Sink {
   /** Uploads running, and those waiting for one of the `concurrency` slots. */
   private uploading = 0;
   private readonly uploadQueue: (() => void)[] = [];
-  private state: 'new' | 'open' | 'closed' = 'new';
+  private readonly lifecycle = new SinkLifecycle('azblob', {
+    open: () => this.reachContainer(),
+    drain: () => this.seal(),
+    flush: () => this.committed(),
+  });
 
   constructor(
     readonly config: AzureBlobSinkConfig,
@@ -73,23 +78,32 @@ export class AzureBlobSink implements Sink {
     this.maxInFlightBytes = config.maxBatchBytes * (config.concurrency + 1);
   }
 
-  async open(): Promise<void> {
+  open(): Promise<void> {
+    return this.lifecycle.open();
+  }
+
+  write(delivery: Delivery): Promise<WriteOutcome> {
+    return this.lifecycle.write(() => this.enqueue(delivery));
+  }
+
+  close(): Promise<void> {
+    return this.lifecycle.close();
+  }
+
+  private async reachContainer(): Promise<void> {
     try {
       await this.container.createIfNotExists();
     } catch (err) {
       // A SAS that may write blobs but not create containers is fine; any other refusal (a bad
       // signature, a wrong key, no such account) stops the run before anything is read.
       if ((err as { code?: string }).code !== 'AuthorizationPermissionMismatch') {
-        throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot reach the container: ${storageErrorMessage(err)}`);
+        throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${this.description}: cannot reach the container: ${storageErrorMessage(err)}`);
       }
     }
-    this.state = 'open';
   }
 
-  write(delivery: Delivery): Promise<WriteOutcome> {
-    if (this.state !== 'open') {
-      return Promise.reject(new PivotArchiveError(ErrorCode.SINK_CLOSED, `${this.description}: write ${this.state === 'new' ? 'before open' : 'after close'}`));
-    }
+  /** Adds a delivery to the open batch (sealing it first if it is full or of another window); settles when its batch is committed. */
+  private enqueue(delivery: Delivery): Promise<WriteOutcome> {
     const window = windowPrefix(this.config, delivery, this.config.windowEvents);
     const size = delivery.message.length;
     const open = this.batch;
@@ -100,18 +114,12 @@ export class AzureBlobSink implements Sink {
     return new Promise<WriteOutcome>((resolve, reject) => batch.waiters.push({ delivery, resolve, reject }));
   }
 
-  async close(): Promise<void> {
-    if (this.state !== 'open') {
-      this.state = 'closed';
-      return;
-    }
-    this.state = 'closed';
-    this.seal();
+  /** Every commit started has ended (a commit settles its writes before it lets go of its upload slot). */
+  private async committed(): Promise<void> {
     while (this.commits.size > 0) await Promise.allSettled([...this.commits]);
   }
 
   private newBatch(window: string): OpenBatch {
-    const batch: OpenBatch = { window, waiters: [], bytes: 0, lastWrite: Date.now(), timer: undefined as unknown as NodeJS.Timeout };
     // Upload what is there when no write came for `lingerMs` (the end of the stream, a slow stage).
     const check = () => {
       if (this.batch !== batch) return;
@@ -119,7 +127,7 @@ export class AzureBlobSink implements Sink {
       if (idle >= this.config.lingerMs) this.seal();
       else batch.timer = setTimeout(check, this.config.lingerMs - idle);
     };
-    batch.timer = setTimeout(check, this.config.lingerMs);
+    const batch: OpenBatch = { window, waiters: [], bytes: 0, lastWrite: Date.now(), timer: setTimeout(check, this.config.lingerMs) };
     return batch;
   }
 

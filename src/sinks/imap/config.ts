@@ -1,7 +1,8 @@
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
-import { integerOption } from '../query.js';
+import { checkInteger, parseSinkOptions } from '../options.js';
+import { IMAP_FORM, imapOptions } from './options.js';
 
 export type ImapTls = 'implicit' | 'starttls' | 'none';
 export type ImapAuthMode = 'master' | 'authzid';
@@ -35,7 +36,6 @@ export interface ImapSinkConfig {
   probe?: string;
 }
 
-const QUERY_KEYS = ['folder', 'tls', 'auth', 'masterSeparator', 'pool', 'batch', 'retries', 'retryDelay', 'passwordEnv', 'probe'];
 const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|::1)$/i;
 
 /**
@@ -44,7 +44,6 @@ const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|::1)$/i;
  * starts after the last `@` before the first `/`, `?` or `#`.
  */
 const AUTHORITY = /^(imaps?):\/\/([^:/?#\s]+)@(\[[^\s/?#@[\]\\]*\]|[^\s:/?#@[\]\\]+)(?::(\d*))?(?=[/?#]|$)/i;
-const FORM = 'imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot&...';
 
 /**
  * Parses `imap[s]://admin@host[:port]/?folder=INBOX/Pivot&tls=implicit|starttls|none&auth=master|authzid`.
@@ -56,7 +55,7 @@ const FORM = 'imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot&...';
  */
 export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}): ImapSinkConfig {
   const scheme = /^(imaps?):\/\//i.exec(spec)?.[1]?.toLowerCase();
-  if (!scheme) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: the spec must start with imap:// or imaps:// (${FORM})`);
+  if (!scheme) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: the spec must start with imap:// or imaps:// (${IMAP_FORM})`);
   const rest = spec.slice(scheme.length + 3);
   const authority = AUTHORITY.exec(spec);
   if (!authority) {
@@ -71,8 +70,8 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
     // Quoted only when it cannot hold a password at all (`imap://archiver:secret` has no `@`, yet
     // the text after the `:` is most likely one).
     const quoted = /[:@]/.test(rest) ? '' : ` ${JSON.stringify(spec)}`;
-    if (at < 0) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink${quoted}: names no admin user (${FORM})`);
-    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: the spec is not of the form ${FORM} (it is not repeated here, in case it holds a password)`);
+    if (at < 0) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink${quoted}: names no admin user (${IMAP_FORM})`);
+    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: the spec is not of the form ${IMAP_FORM} (it is not repeated here, in case it holds a password)`);
   }
   const [whole, , rawUser, rawHost, rawPort] = authority;
   // From here on the USER part holds no password: errors may name the sink by its authority.
@@ -89,34 +88,23 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
   const bracketed = /^\[(.*)\]$/.exec(rawHost!);
   const host = bracketed ? bracketed[1]! : domainToASCII(rawHost!);
   if (bracketed ? isIP(host) !== 6 : host === '') throw bad('the host is not a valid host name or address');
-  const q = new URLSearchParams(tail[2] ?? '');
-  for (const key of q.keys()) {
-    if (!QUERY_KEYS.includes(key)) throw bad(`unknown option ${JSON.stringify(key)} (known: ${QUERY_KEYS.join(', ')})`);
-  }
-  const tls = (q.get('tls') ?? 'implicit') as ImapTls;
-  if (!['implicit', 'starttls', 'none'].includes(tls)) throw bad('tls must be implicit, starttls or none');
-  const auth = (q.get('auth') ?? 'master') as ImapAuthMode;
-  if (!['master', 'authzid'].includes(auth)) throw bad('auth must be master or authzid');
-  if (tls === 'none' && !LOOPBACK.test(host) && !options.insecure) {
+  const o = parseSinkOptions(imapOptions, tail[2] ?? '', bad);
+  if (o.tls === 'none' && !LOOPBACK.test(host) && !options.insecure) {
     throw bad('tls=none sends the password in clear text to a host that is not loopback: add --insecure to allow it');
   }
-  const folder = q.get('folder') ?? 'INBOX/Pivot';
-  if (folder === '' || /[\u0000-\u001f*%]/.test(folder)) throw bad('folder must be a plain folder path such as INBOX/Pivot');
-  const probe = q.get('probe') ?? undefined;
-  if (probe !== undefined && (probe === '' || /[\u0000-\u0020\u007f]/.test(probe))) throw bad('probe must name a mailbox, such as probe=jane@acme.example');
   return {
     host,
-    port: integerOption(rawPort || null, tls === 'implicit' ? 993 : 143, 1, 65535, 'port', bad),
-    tls,
+    port: rawPort ? checkInteger('port', rawPort, { min: 1, max: 65535 }, bad) : o.tls === 'implicit' ? 993 : 143,
+    tls: o.tls,
     user,
-    auth,
-    masterSeparator: q.get('masterSeparator') ?? '*',
-    folder,
-    pool: integerOption(q.get('pool'), 4, 1, 64, 'pool', bad),
-    batch: integerOption(q.get('batch'), 50, 1, 1000, 'batch', bad),
-    retries: integerOption(q.get('retries'), 5, 0, 100, 'retries', bad),
-    retryDelayMs: integerOption(q.get('retryDelay'), 500, 0, 600_000, 'retryDelay', bad),
-    passwordEnv: q.get('passwordEnv') ?? 'PIVOT_IMAP_PASSWORD',
-    ...(probe !== undefined ? { probe } : {}),
+    auth: o.auth,
+    masterSeparator: o.masterSeparator,
+    folder: o.folder,
+    pool: o.pool,
+    batch: o.batch,
+    retries: o.retries,
+    retryDelayMs: o.retryDelay,
+    passwordEnv: o.passwordEnv,
+    ...(o.probe !== undefined ? { probe: o.probe } : {}),
   };
 }

@@ -2,18 +2,14 @@ import { ImapFlow, type AuthOptions } from 'imapflow';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, WriteOutcome } from '../sink.js';
+import { SinkLifecycle } from '../lifecycle.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
 
-/**
- * How the admin reaches one mailbox. Built in: Dovecot master user and SASL PLAIN authzid; an
- * OAuth2 token provider (Exchange Online XOAUTH2) plugs in here without touching the sink.
- */
-export type ImapAuthProvider = (mailbox: string) => AuthOptions | Promise<AuthOptions>;
-
-export function passwordAuth(config: ImapSinkConfig, password: string): ImapAuthProvider {
+/** How the admin logs in to one mailbox: Dovecot master user, or SASL PLAIN with an authzid. */
+function loginFor(config: ImapSinkConfig, password: string, mailbox: string): AuthOptions {
   return config.auth === 'master'
-    ? (mailbox) => ({ user: `${mailbox}${config.masterSeparator}${config.user}`, pass: password })
-    : (mailbox) => ({ user: config.user, pass: password, authzid: mailbox, loginMethod: 'AUTH=PLAIN' });
+    ? { user: `${mailbox}${config.masterSeparator}${config.user}`, pass: password }
+    : { user: config.user, pass: password, authzid: mailbox, loginMethod: 'AUTH=PLAIN' };
 }
 
 /**
@@ -25,10 +21,10 @@ export function passwordAuth(config: ImapSinkConfig, password: string): ImapAuth
 export const PROBE_MAILBOX = 'pivot-archive-credential-check@invalid';
 
 /** One login that can prove the admin's credentials (see `ImapSink.open`). */
-export interface CredentialCheck {
+interface CredentialCheck {
   /** What the login is, for messages: `a login to jane@acme.example`. */
   what: string;
-  auth(): AuthOptions | Promise<AuthOptions>;
+  auth: AuthOptions;
 }
 
 /**
@@ -37,13 +33,11 @@ export interface CredentialCheck {
  * admins are users), then a login to PROBE_MAILBOX (a Dovecot master user is no user of its own,
  * so it can only reach other mailboxes).
  */
-export function credentialChecks(config: ImapSinkConfig, authFor: ImapAuthProvider, password?: string): CredentialCheck[] {
-  const to = (mailbox: string, note: string): CredentialCheck => ({ what: `a login to ${mailbox}${note}`, auth: () => authFor(mailbox) });
+function credentialChecks(config: ImapSinkConfig, password: string): CredentialCheck[] {
+  const to = (mailbox: string, note: string): CredentialCheck => ({ what: `a login to ${mailbox}${note}`, auth: loginFor(config, password, mailbox) });
   if (config.probe !== undefined) return [to(config.probe, ' (probe=)')];
   const nowhere = to(PROBE_MAILBOX, ', a mailbox that does not exist');
-  if (config.auth === 'authzid' && password !== undefined) {
-    return [{ what: `a login as ${config.user} itself`, auth: () => ({ user: config.user, pass: password }) }, nowhere];
-  }
+  if (config.auth === 'authzid') return [{ what: `a login as ${config.user} itself`, auth: { user: config.user, pass: password } }, nowhere];
   return [nowhere];
 }
 
@@ -63,6 +57,9 @@ interface Session {
 
 /** A failure that retrying cannot fix (login refused, mailbox unknown). */
 class PermanentError extends Error {}
+
+/** How one attempt at a batch ended: every entry settled, or stopped by `error` with `remaining` unsettled. */
+type Attempt = { finished: true } | { finished: false; remaining: Pending[]; error: unknown };
 
 /** The sink as a whole has failed (stopped, or the admin refused): see `ImapSink.failure`. */
 class SinkFailedError extends Error {}
@@ -108,7 +105,13 @@ export class ImapSink implements Sink {
   /** Wake-ups of the waits between retries: called when the sink fails. */
   private readonly sleepers = new Set<() => void>();
   private lingerTimer: NodeJS.Timeout | null = null;
-  private state: 'new' | 'open' | 'closed' = 'new';
+  /** The logins that prove the admin's credentials in `open()`; none: `open()` makes no login. */
+  private readonly checks: CredentialCheck[];
+  private readonly lifecycle = new SinkLifecycle('imap', {
+    open: () => this.start(),
+    drain: () => this.flushAll(),
+    flush: () => this.finish(),
+  });
   /**
    * Why the sink as a whole has failed (a stop signal, or the admin's credentials refused in the
    * middle of a run), or null: everything it holds and every later write is rejected with it.
@@ -119,16 +122,28 @@ export class ImapSink implements Sink {
   private readonly stop: AbortSignal | undefined;
   private readonly onStop = () => this.fail(STOPPED_REASON, STOP_GRACE_MS);
 
+  /** `proveCredentials: false`: `open()` makes no login (a test of a write's own login needs that). */
   constructor(
     readonly config: ImapSinkConfig,
-    private readonly authFor: ImapAuthProvider,
-    /** The logins that prove the admin's credentials in `open()`; none: `open()` makes no login. */
-    private readonly checks: CredentialCheck[] = credentialChecks(config, authFor),
-    options: { stop?: AbortSignal } = {},
+    private readonly password: string,
+    options: { stop?: AbortSignal; proveCredentials?: boolean } = {},
   ) {
     this.description = `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
     this.maxInFlight = config.pool * config.batch * 2;
     this.stop = options.stop;
+    this.checks = options.proveCredentials === false ? [] : credentialChecks(config, password);
+  }
+
+  open(): Promise<void> {
+    return this.lifecycle.open();
+  }
+
+  write(delivery: Delivery): Promise<WriteOutcome> {
+    return this.lifecycle.write(() => this.enqueue(delivery));
+  }
+
+  close(): Promise<void> {
+    return this.lifecycle.close();
   }
 
   /**
@@ -137,9 +152,7 @@ export class ImapSink implements Sink {
    * delivery, not a slow failure of every item. A stop signal during the check ends it: `open()`
    * then resolves and every write rejects as stopped.
    */
-  async open(): Promise<void> {
-    if (this.state === 'open') return;
-    if (this.state === 'closed') throw new PivotArchiveError(ErrorCode.SINK_CLOSED, 'IMAP sink is closed');
+  private async start(): Promise<void> {
     if (this.stop?.aborted) this.onStop();
     else this.stop?.addEventListener('abort', this.onStop, { once: true });
     try {
@@ -148,13 +161,10 @@ export class ImapSink implements Sink {
       this.stop?.removeEventListener('abort', this.onStop);
       throw err;
     }
-    this.state = 'open';
   }
 
-  write(delivery: Delivery): Promise<WriteOutcome> {
-    if (this.state !== 'open') {
-      return Promise.reject(new PivotArchiveError(ErrorCode.SINK_CLOSED, `IMAP sink is ${this.state === 'new' ? 'not open' : 'closed'}`));
-    }
+  /** Queues a delivery for its mailbox's next batch; settles when that batch has it stored (or not). */
+  private enqueue(delivery: Delivery): Promise<WriteOutcome> {
     if (this.failure !== null) return Promise.reject(this.failed(delivery.mailbox));
     return new Promise((resolve, reject) => {
       let queue = this.queues.get(delivery.mailbox);
@@ -165,9 +175,8 @@ export class ImapSink implements Sink {
     });
   }
 
-  async close(): Promise<void> {
-    this.state = 'closed';
-    this.flushAll();
+  /** After the last write settled: every batch chain ended, idle sessions logged out. */
+  private async finish(): Promise<void> {
     while (this.flushing.size > 0) await Promise.allSettled([...this.flushing.values()]);
     this.stop?.removeEventListener('abort', this.onStop);
     await Promise.allSettled(this.idle.splice(0).map((s) => this.end(s)));
@@ -253,7 +262,7 @@ export class ImapSink implements Sink {
     let refused: Verdict = { accepted: false, what: '', text: '' };
     for (const check of this.checks) {
       try {
-        const client = await this.login(await check.auth(), () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
+        const client = await this.login(check.auth, () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
         await this.logout(client);
         return { accepted: true, what: check.what, text: 'OK' };
       } catch (err) {
@@ -308,85 +317,100 @@ export class ImapSink implements Sink {
 
   private async deliverBatch(mailbox: string, batch: Pending[]): Promise<void> {
     let remaining = batch;
-    for (let attempt = 0; ; attempt++) {
+    for (let tries = 0; this.failure === null; tries++) {
+      const attempt = await this.tryBatch(mailbox, remaining);
+      if (attempt.finished) return;
+      remaining = attempt.remaining;
       if (this.failure !== null) break;
-      let session: Session | null = null;
-      try {
-        session = await this.acquire(mailbox);
-        remaining = await this.appendMissing(session, remaining);
-        this.release(session);
+      const permanent = attempt.error instanceof PermanentError;
+      if (permanent || tries >= this.config.retries) {
+        const reason = `mailbox ${mailbox}: ${serverText(attempt.error)}${permanent ? '' : ` (after ${tries + 1} attempts)`}`;
+        for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
         return;
-      } catch (err) {
-        remaining = (err as { remaining?: Pending[] }).remaining ?? remaining;
-        if (session) {
-          session.broken = true;
-          this.release(session);
-        }
-        if (this.failure !== null) break;
-        const permanent = err instanceof PermanentError;
-        if (permanent || attempt >= this.config.retries) {
-          const reason = `mailbox ${mailbox}: ${errorMessage(err)}${permanent ? '' : ` (after ${attempt + 1} attempts)`}`;
-          for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
-          return;
-        }
-        await this.pause(Math.min(this.config.retryDelayMs * 2 ** attempt, 30_000));
       }
+      await this.pause(Math.min(this.config.retryDelayMs * 2 ** tries, 30_000));
     }
     for (const p of remaining) p.reject(this.failed(mailbox));
   }
 
-  /**
-   * Appends what the folder lacks and settles those entries; returns the entries left to do
-   * when the connection fails midway. The search runs again on every attempt, so an APPEND
-   * that landed before a connection dropped is not appended twice.
-   */
-  private async appendMissing(session: Session, batch: Pending[]): Promise<Pending[]> {
-    const folder = await this.folderOf(session);
-    const present = await this.presentKeys(session, folder, batch.map((p) => p.delivery));
-    const todo: Pending[] = [];
-    for (const entry of batch) {
-      const key = identity(entry.delivery.messageId, entry.delivery.internalDate);
-      if (present.has(key)) {
-        entry.resolve('skipped');
-      } else {
-        present.add(key);
-        todo.push(entry);
-      }
+  /** One attempt at a batch: a session logged in to the mailbox, then what its folder lacks appended. */
+  private async tryBatch(mailbox: string, batch: Pending[]): Promise<Attempt> {
+    let session: Session;
+    try {
+      session = await this.acquire(mailbox);
+    } catch (error) {
+      return { finished: false, remaining: batch, error };
     }
-    for (let start = 0; start < todo.length; ) {
-      // A failed sink sends no further command: what is left is rejected with the failure.
-      if (this.failure !== null) throw Object.assign(new SinkFailedError(this.failure), { remaining: todo.slice(start) });
-      const chunk = this.canMultiAppend(session, folder) ? multiAppendChunk(todo, start) : [todo[start]!];
-      try {
-        if (chunk.length > 1) await multiAppend(session.client, folder, chunk.map((p) => p.delivery));
-        else await this.appendOne(session, folder, chunk[0]!);
-        for (const entry of chunk) entry.resolve('delivered');
-      } catch (err) {
-        if (!isRefusal(err)) throw Object.assign(err as Error, { remaining: todo.slice(start) });
-        // MULTIAPPEND is all or nothing: find the message the server refuses one by one.
-        for (const [i, entry] of chunk.entries()) {
-          if (this.failure !== null) throw Object.assign(new SinkFailedError(this.failure), { remaining: todo.slice(start + i) });
-          try {
-            await this.appendOne(session, folder, entry);
-            entry.resolve('delivered');
-          } catch (single) {
-            if (!isRefusal(single)) throw Object.assign(single as Error, { remaining: todo.slice(start + i) });
-            entry.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${entry.delivery.mailbox}: APPEND refused: ${serverText(single)}`));
-          }
+    const attempt = await this.appendMissing(session, batch);
+    if (!attempt.finished) session.broken = true;
+    this.release(session);
+    return attempt;
+  }
+
+  /**
+   * Appends what the folder lacks and settles those entries; when the connection fails (or the
+   * sink does) midway, says which entries are left. The search runs again on every attempt, so an
+   * APPEND that landed before a connection dropped is not appended twice.
+   */
+  private async appendMissing(session: Session, batch: Pending[]): Promise<Attempt> {
+    // Entries from `next` on are unsettled; until the search has answered, that is all of them.
+    let todo = batch;
+    let next = 0;
+    try {
+      const folder = await this.folderOf(session);
+      const present = await this.presentKeys(session, folder, batch.map((p) => p.delivery));
+      const missing: Pending[] = [];
+      for (const entry of batch) {
+        const key = identity(entry.delivery.messageId, entry.delivery.internalDate);
+        if (present.has(key)) {
+          entry.resolve('skipped');
+        } else {
+          present.add(key);
+          missing.push(entry);
         }
       }
-      start += chunk.length;
+      todo = missing;
+      while (next < todo.length) {
+        // A failed sink sends no further command: what is left is rejected with the failure.
+        if (this.failure !== null) throw new SinkFailedError(this.failure);
+        const appender = this.multiAppender(session, folder);
+        const chunk = appender ? multiAppendChunk(todo, next) : [todo[next]!];
+        try {
+          if (appender && chunk.length > 1) await multiAppend(appender, folder, chunk.map((p) => p.delivery));
+          else await this.appendOne(session, folder, chunk[0]!);
+        } catch (err) {
+          if (!isRefusal(err)) throw err;
+          // MULTIAPPEND is all or nothing: find the message the server refuses one by one.
+          for (const entry of chunk) {
+            if (this.failure !== null) throw new SinkFailedError(this.failure);
+            try {
+              await this.appendOne(session, folder, entry);
+              entry.resolve('delivered');
+            } catch (single) {
+              if (!isRefusal(single)) throw single;
+              entry.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${entry.delivery.mailbox}: APPEND refused: ${serverText(single)}`));
+            }
+            next++;
+          }
+          continue;
+        }
+        for (const entry of chunk) entry.resolve('delivered');
+        next += chunk.length;
+      }
+      return { finished: true };
+    } catch (error) {
+      return { finished: false, remaining: todo.slice(next), error };
     }
-    return [];
   }
 
   private async appendOne(session: Session, folder: string, { delivery }: Pending): Promise<void> {
     await session.client.append(folder, delivery.message, ['\\Seen'], new Date(delivery.internalDate));
   }
 
-  /** MULTIAPPEND (RFC 3502) where the server offers it and the folder name needs no encoding. */
-  private canMultiAppend(session: Session, folder: string): boolean {
-    return session.client.capabilities.has('MULTIAPPEND') && /^[A-Za-z0-9._/-]+$/.test(folder) && typeof (session.client as unknown as ExecClient).exec === 'function';
+  /** The session's client as a MULTIAPPEND (RFC 3502) runner, where the server offers it and the folder name needs no encoding. */
+  private multiAppender(session: Session, folder: string): ExecClient | undefined {
+    const client = session.client;
+    return client.capabilities.has('MULTIAPPEND') && /^[A-Za-z0-9._/-]+$/.test(folder) && canExec(client) ? client : undefined;
   }
 
   /** Identities (see `identity`) of the batch the folder already holds: one OR search, narrowed by date. */
@@ -471,9 +495,16 @@ export class ImapSink implements Sink {
   }
 
   private async connect(mailbox: string): Promise<Session> {
-    const session: Session = { mailbox, client: null as unknown as ImapFlow, folder: null, broken: false };
+    // `gone` may fire before the session exists (a connection dropped right after login).
+    let session: Session | undefined;
+    let lostEarly = false;
+    const gone = () => {
+      if (session) session.broken = true;
+      else lostEarly = true;
+    };
+    let client: ImapFlow;
     try {
-      session.client = await this.login(await this.authFor(mailbox), () => (session.broken = true), { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+      client = await this.login(loginFor(this.config, this.password, mailbox), gone, { connectionTimeout: 30_000, greetingTimeout: 15_000 });
     } catch (err) {
       if (this.failure !== null) throw new SinkFailedError(this.failure);
       const refusal = loginRefusal(err);
@@ -482,6 +513,7 @@ export class ImapSink implements Sink {
       if (refusal !== null && refusal !== 'unavailable') throw new PermanentError(`login refused for this mailbox: ${serverText(err)}`);
       throw err;
     }
+    session = { mailbox, client, folder: null, broken: lostEarly };
     this.live.add(session);
     return session;
   }
@@ -596,6 +628,11 @@ interface ExecClient {
   exec(command: string, attributes: unknown[], options: object): Promise<{ next(): void }>;
 }
 
+/** Whether this imapflow still has its (undocumented) command runner. */
+function canExec<C extends object>(client: C): client is C & ExecClient {
+  return 'exec' in client && typeof client.exec === 'function';
+}
+
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
 /** IMAP date-time (RFC 3501): "23-Nov-2026 14:03:22 +0000". */
@@ -609,12 +646,12 @@ export function imapDateTime(time: number): string {
  * Appends several messages in one command: the server stores them all or none, with one
  * round trip and one sync for the lot (measured: 1,208 vs 429 messages/s into Dovecot).
  */
-async function multiAppend(client: ImapFlow, folder: string, deliveries: Delivery[]): Promise<void> {
+async function multiAppend(client: ExecClient, folder: string, deliveries: Delivery[]): Promise<void> {
   const attributes: unknown[] = [{ type: 'ATOM', value: folder }];
   for (const d of deliveries) {
     attributes.push([{ type: 'ATOM', value: '\\Seen' }], { type: 'STRING', value: imapDateTime(d.internalDate) }, { type: 'LITERAL', value: d.message });
   }
-  const response = await (client as unknown as ExecClient).exec('APPEND', attributes, {});
+  const response = await client.exec('APPEND', attributes, {});
   response.next();
 }
 
@@ -623,18 +660,13 @@ function serverText(err: unknown): string {
   return [e.serverResponseCode, e.responseText].filter(Boolean).join(' ') || errorMessage(err);
 }
 
-export function createImapSink(
-  spec: string,
-  options: Partial<Pick<SinkOptions, 'insecure' | 'stop'>> & { env?: NodeJS.ProcessEnv; auth?: ImapAuthProvider } = {},
-): ImapSink {
+export function createImapSink(spec: string, options: Partial<Pick<SinkOptions, 'insecure' | 'stop'>> & { env?: NodeJS.ProcessEnv } = {}): ImapSink {
   const config = parseImapSpec(spec, options);
-  if (options.auth) return new ImapSink(config, options.auth, credentialChecks(config, options.auth), { stop: options.stop });
   const password = (options.env ?? process.env)[config.passwordEnv];
   if (!password) {
     throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in the environment variable ${config.passwordEnv}`);
   }
-  const authFor = passwordAuth(config, password);
-  return new ImapSink(config, authFor, credentialChecks(config, authFor, password), { stop: options.stop });
+  return new ImapSink(config, password, { stop: options.stop });
 }
 
 export const imapSinkFactory: SinkFactory = {

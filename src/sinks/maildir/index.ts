@@ -1,114 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import fs, { constants, readFileSync, readlinkSync } from 'node:fs';
+import fs, { constants, readlinkSync } from 'node:fs';
 import { chown, link, lstat, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
-import { integerOption } from '../query.js';
+import { SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
-
-/** Who owns what the sink creates (run as root): `gid` absent = the Maildir root's group. */
-export interface MaildirOwner {
-  uid: number;
-  gid?: number;
-}
-
-export interface MaildirSinkConfig {
-  /** Root folder; each mailbox is the Maildir++ tree `root/<mailbox>/`. */
-  root: string;
-  /**
-   * On-disk name of the Inbox/Pivot folder in Maildir++ layout. `.INBOX.Pivot` is what
-   * Dovecot's default namespace shows as `INBOX/Pivot`; `.Pivot` suits a Courier-style
-   * `INBOX.` namespace.
-   */
-  folder: string;
-  /** Deliveries written at once (files opened, written and synced in parallel). */
-  concurrency: number;
-  /**
-   * Hard-link an item's later mailbox copies to its first file (as Dovecot's own
-   * `maildir_copy_with_hardlinks` does) instead of writing and syncing each one.
-   */
-  links: boolean;
-  /** `?owner=USER[:GROUP]`; absent: the owner of the Maildir root. Only root can give files away. */
-  owner?: MaildirOwner;
-}
-
-const QUERY_KEYS = new Set(['folder', 'concurrency', 'links', 'owner']);
-
-export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(spec)}: ${why}`);
-  const body = spec.replace(/^maildir:/i, '');
-  const [path = '', query = ''] = body.split('?', 2);
-  if (path === '') throw bad('names no folder (use maildir:DIR)');
-  const params = new URLSearchParams(query);
-  for (const key of params.keys()) {
-    if (!QUERY_KEYS.has(key)) throw bad(`unknown option ${JSON.stringify(key)} (known: ${[...QUERY_KEYS].join(', ')})`);
-  }
-  const folder = params.get('folder') ?? '.INBOX.Pivot';
-  if (!/^\.[^/\\.\u0000-\u001f][^/\\\u0000-\u001f]*$/.test(folder) || folder.includes('..')) {
-    throw bad(`folder ${JSON.stringify(folder)} is not a Maildir++ folder name such as .INBOX.Pivot`);
-  }
-  const concurrency = integerOption(params.get('concurrency'), 256, 1, 1024, 'concurrency', bad);
-  const links = params.get('links') ?? '1';
-  if (links !== '0' && links !== '1') throw bad(`links must be 1 (hard-link an item's copies, the default) or 0 (a file each), not ${JSON.stringify(links)}`);
-  const config: MaildirSinkConfig = { root: isAbsolute(path) ? path : resolve(cwd, path), folder, concurrency, links: links === '1' };
-  const owner = params.get('owner');
-  if (owner !== null) config.owner = parseOwner(owner, bad);
-  return config;
-}
-
-/** Entries of /etc/passwd or /etc/group as [name, id, primary gid (passwd only)]; none if unreadable. */
-function accounts(file: string): string[][] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    return [];
-  }
-  return text.split('\n').flatMap((line) => (line.startsWith('#') || !line.includes(':') ? [] : [line.split(':')]));
-}
-
-const ID = /^\d{1,10}$/;
-/** Ids chown takes: -1 (0xffffffff) means "leave as is" to the kernel, so it is not an owner. */
-const MAX_ID = 0xfffffffe;
-
-/**
- * `USER[:GROUP]`: names resolved from /etc/passwd and /etc/group (users only NSS knows need
- * numbers), numbers taken as they are. A user without a group takes its primary group when
- * /etc/passwd lists it, otherwise the group of the Maildir root.
- */
-function parseOwner(value: string, bad: (why: string) => Error): MaildirOwner {
-  const parts = value.split(':');
-  const [user = '', group] = parts;
-  if (parts.length > 2 || user === '' || group === '') throw bad(`owner must be USER[:GROUP] (names or numbers), not ${JSON.stringify(value)}`);
-  const passwd = accounts('/etc/passwd');
-  let uid: number;
-  let gid: number | undefined;
-  if (ID.test(user)) {
-    uid = Number(user);
-    const entry = passwd.find((e) => e[2] === String(uid));
-    if (entry && ID.test(entry[3] ?? '')) gid = Number(entry[3]);
-  } else {
-    const entry = passwd.find((e) => e[0] === user);
-    if (!entry || !ID.test(entry[2] ?? '') || !ID.test(entry[3] ?? '')) throw bad(`owner: no user ${JSON.stringify(user)} in /etc/passwd (give a number for a user it does not list)`);
-    uid = Number(entry[2]);
-    gid = Number(entry[3]);
-  }
-  if (group !== undefined) {
-    if (ID.test(group)) {
-      gid = Number(group);
-    } else {
-      const entry = accounts('/etc/group').find((e) => e[0] === group);
-      if (!entry || !ID.test(entry[2] ?? '')) throw bad(`owner: no group ${JSON.stringify(group)} in /etc/group (give a number for a group it does not list)`);
-      gid = Number(entry[2]);
-    }
-  }
-  if (uid > MAX_ID || (gid !== undefined && gid > MAX_ID)) throw bad(`owner ${JSON.stringify(value)}: ids go up to ${MAX_ID}`);
-  return gid === undefined ? { uid } : { uid, gid };
-}
+import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 
 /**
  * Coalesces directory fsyncs: every caller waits for a sync that started after it asked,
@@ -438,35 +339,55 @@ type Place =
 /** How many times a write looks again after another writer took the name it was publishing. */
 const MAX_TRIES = 8;
 
+/**
+ * Copies of one item (one `copyKey`) remembered for the copies still to come: fan-out hands an
+ * item's copies to the sink one after another, so the most recent few thousand keys cover them
+ * and memory stays bounded.
+ */
+const REMEMBERED_COPIES = 4096;
+
+/** What this run knows of one item's copies (see `Delivery.copyKey`). */
+interface Copies {
+  /** Its first file written (once durable; undefined if that write failed or wrote nothing), for the others to link to. */
+  first?: Promise<string | undefined>;
+  /** The file found holding it this run. */
+  held?: Inode;
+}
+
 export class MaildirSink implements Sink {
   readonly kind = 'maildir';
   readonly description: string;
   readonly maxInFlight: number;
   private readonly prepared = new Map<string, Promise<Folder>>();
-  /**
-   * Fan-out hands every mailbox of an item the same Buffer: its first file written (once durable;
-   * undefined if that write failed or wrote nothing), for the other mailboxes to link to. Weak, so
-   * it lives only as long as the item's deliveries do.
-   */
-  private readonly firstCopy = new WeakMap<Buffer, Promise<string | undefined>>();
-  /** Per item Buffer (fan-out's copies share one): the file found holding it this run. Weak, as `firstCopy`. */
-  private readonly held = new WeakMap<Buffer, Inode>();
+  /** By copyKey, oldest first (see REMEMBERED_COPIES). */
+  private readonly copies = new Map<string, Copies>();
   private readonly syncs = new Map<string, DirectorySync>();
-  private readonly inFlight = new Set<Promise<unknown>>();
   /** Run as root: whom the directories and files it creates are given to. */
   private owner: { uid: number; gid: number } | undefined;
-  private state: 'new' | 'open' | 'closed' = 'new';
+  private readonly lifecycle = new SinkLifecycle('maildir', { open: () => this.proveRoot() });
 
   constructor(readonly config: MaildirSinkConfig) {
     this.description = `maildir:${config.root}`;
     this.maxInFlight = config.concurrency;
   }
 
+  open(): Promise<void> {
+    return this.lifecycle.open();
+  }
+
+  write(delivery: Delivery): Promise<WriteOutcome> {
+    return this.lifecycle.write(() => this.deliver(delivery));
+  }
+
+  close(): Promise<void> {
+    return this.lifecycle.close();
+  }
+
   /**
    * Makes the root if need be and proves it a writable directory (a probe file created, synced and
    * removed); E_SINK_UNAVAILABLE if not, once, instead of a failure per delivery.
    */
-  async open(): Promise<void> {
+  private async proveRoot(): Promise<void> {
     const root = this.config.root;
     const unavailable = (why: string, err?: unknown) =>
       new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `maildir root ${root} ${why}${err === undefined ? '' : `: ${errorMessage(err)}`}`, { cause: err });
@@ -519,23 +440,6 @@ export class MaildirSink implements Sink {
         if (dir === made || dir === dirname(dir)) break;
       }
     }
-    this.state = 'open';
-  }
-
-  write(delivery: Delivery): Promise<WriteOutcome> {
-    if (this.state !== 'open') {
-      return Promise.reject(new PivotArchiveError(ErrorCode.SINK_CLOSED, `maildir sink is ${this.state === 'new' ? 'not open' : 'closed'}`));
-    }
-    const work = this.deliver(delivery);
-    this.inFlight.add(work);
-    const forget = () => this.inFlight.delete(work);
-    work.then(forget, forget);
-    return work;
-  }
-
-  async close(): Promise<void> {
-    this.state = 'closed';
-    await Promise.allSettled([...this.inFlight]);
   }
 
   /** A directory, made (and given to the owner) unless it is there. */
@@ -624,12 +528,27 @@ export class MaildirSink implements Sink {
   }
 
   /**
-   * `compare()`, but an item's copies (one Buffer) that are hard links to a file already found
+   * What this run knows of the delivery's item, by its `copyKey`; none without links or a key. An
+   * entry used again becomes the most recent; the oldest is forgotten past REMEMBERED_COPIES.
+   */
+  private copiesOf(delivery: Delivery): Copies | undefined {
+    const key = delivery.copyKey;
+    if (!this.config.links || key === undefined) return undefined;
+    const copies = this.copies.get(key) ?? {};
+    this.copies.delete(key);
+    this.copies.set(key, copies);
+    if (this.copies.size > REMEMBERED_COPIES) this.copies.delete(this.copies.keys().next().value!);
+    return copies;
+  }
+
+  /**
+   * `compare()`, but an item's copies (one `copyKey`) that are hard links to a file already found
    * holding the item this run are known by an lstat: one file, the same bytes.
    */
   private async holds(path: string, delivery: Delivery): Promise<'same' | 'torn' | 'other' | 'absent'> {
-    if (!this.config.links) return (await compare(path, delivery.message, false)).verdict;
-    const known = this.held.get(delivery.message);
+    const copies = this.copiesOf(delivery);
+    if (!copies) return (await compare(path, delivery.message, false)).verdict;
+    const known = copies.held;
     if (known) {
       let info;
       try {
@@ -641,7 +560,7 @@ export class MaildirSink implements Sink {
       if (info.dev === known.dev && info.ino === known.ino) return 'same';
     }
     const { verdict, inode } = await compare(path, delivery.message, !known);
-    if (verdict === 'same' && inode) this.held.set(delivery.message, inode);
+    if (verdict === 'same' && inode) copies.held = inode;
     return verdict;
   }
 
@@ -684,10 +603,10 @@ export class MaildirSink implements Sink {
     if (place.kind === 'held') return 'skipped';
     let linkFrom: string | undefined;
     let becomeFirst: ((path: string | undefined) => void) | undefined;
-    if (this.config.links) {
-      const copy = this.firstCopy.get(delivery.message);
-      if (copy) linkFrom = await copy;
-      if (!linkFrom) this.firstCopy.set(delivery.message, new Promise((resolve) => (becomeFirst = resolve)));
+    const copies = this.copiesOf(delivery);
+    if (copies) {
+      if (copies.first) linkFrom = await copies.first;
+      if (!linkFrom) copies.first = new Promise((resolve) => (becomeFirst = resolve));
     }
     let temporary: string | undefined;
     let raced = false;

@@ -1,0 +1,72 @@
+import { ErrorCode, PivotArchiveError } from '../errors.js';
+
+/** What a sink does at each step of its life; the lifecycle decides when. */
+export interface SinkSteps {
+  /** Proves the store usable (E_SINK_UNAVAILABLE if not); the sink is open once it resolves. */
+  open(): Promise<void>;
+  /**
+   * Called once when `close()` starts, before it waits for the writes in flight: a batching sink
+   * sends what it holds now instead of after its linger, so those writes can settle.
+   */
+  drain?(): void;
+  /** Called once after every write in flight has settled: connections closed, buffers flushed. */
+  flush?(): Promise<void>;
+}
+
+/** The one error of a write (or an open) at the wrong time, for every sink. */
+export function closedError(kind: string, when: 'write before open()' | 'write after close()' | 'open() after close()'): PivotArchiveError {
+  return new PivotArchiveError(ErrorCode.SINK_CLOSED, `${kind} sink: ${when}`);
+}
+
+/**
+ * The life every sink shares: new -> open -> closed. A write is accepted only while open and is
+ * tracked until it settles; `close()` stops new writes, drains, waits for every write in flight,
+ * then flushes, once however often it is called. Composition rather than a base class: each sink
+ * keeps its own constructor and state, and the lifecycle is the one place that knows the order.
+ */
+export class SinkLifecycle {
+  private state: 'new' | 'open' | 'closed' = 'new';
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    private readonly kind: string,
+    private readonly steps: SinkSteps,
+  ) {}
+
+  /** Whether writes are accepted now. */
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /** A failed open leaves the sink new: writes are still refused, and `open()` may be tried again. */
+  async open(): Promise<void> {
+    if (this.state === 'open') return;
+    if (this.state === 'closed') throw closedError(this.kind, 'open() after close()');
+    await this.steps.open();
+    // close() may have come while the store was being proved: it stays closed.
+    if (this.state === 'new') this.state = 'open';
+  }
+
+  /** Runs one write while open, tracked until it settles; rejects with the shared error otherwise. */
+  write<T>(store: () => Promise<T>): Promise<T> {
+    if (this.state !== 'open') return Promise.reject(closedError(this.kind, this.state === 'new' ? 'write before open()' : 'write after close()'));
+    const work = store();
+    this.inFlight.add(work);
+    const forget = () => this.inFlight.delete(work);
+    work.then(forget, forget);
+    return work;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const wasOpen = this.state === 'open';
+      this.state = 'closed';
+      if (!wasOpen) return;
+      this.steps.drain?.();
+      await Promise.allSettled([...this.inFlight]);
+      await this.steps.flush?.();
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,18 @@
+import { choice, integer, text } from '../options.js';
+
+/** The spec's form, for messages and help. */
+export const MAILDIR_FORM = 'maildir:DIR[?folder=&concurrency=&links=&owner=]';
+
+/** The options of `maildir:DIR?...`, each with its default and bounds (see SPEC.md). */
+export const maildirOptions = {
+  folder: text({
+    default: '.INBOX.Pivot',
+    form: '.INBOX.Pivot',
+    help: 'the Pivot folder on disk, Maildir++ (.INBOX.Pivot shows as INBOX/Pivot in Dovecot; .Pivot suits a Courier-style INBOX. namespace)',
+    check: (value) =>
+      /^\.[^/\\.\u0000-\u001f][^/\\\u0000-\u001f]*$/.test(value) && !value.includes('..') ? undefined : `${JSON.stringify(value)} is not a Maildir++ folder name such as .INBOX.Pivot`,
+  }),
+  concurrency: integer({ default: 256, min: 1, max: 1024, help: 'deliveries written at once' }),
+  links: choice({ choices: ['1', '0'], default: '1', help: "1: an item's copies for other mailboxes are hard links to its first file; 0: a file each" }),
+  owner: text({ form: 'USER[:GROUP]', help: 'run as root: who owns what the sink creates (names or numbers); default the owner of DIR' }),
+};

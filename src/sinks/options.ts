@@ -1,0 +1,130 @@
+// Sink options, declared once per sink in a table (name, type, default, bounds, help): one parser
+// validates a spec's query against it and yields the typed values; the same table renders help.
+
+export interface IntegerOption {
+  type: 'integer';
+  default: number;
+  min: number;
+  max: number;
+  /** What the number is in, for help: `ms`, `MiB`. */
+  unit?: string;
+  help: string;
+}
+
+export interface ChoiceOption<V extends string = string> {
+  type: 'choice';
+  choices: readonly V[];
+  default: V;
+  help: string;
+}
+
+export interface TextOption {
+  type: 'text';
+  /** Absent: the option has no value unless given. */
+  default?: string;
+  /** What a value looks like, for help: `USER[:GROUP]`. */
+  form: string;
+  /** Why a value is refused, or undefined when it is fine. */
+  check?(value: string): string | undefined;
+  help: string;
+}
+
+export type SinkOption = IntegerOption | ChoiceOption | TextOption;
+export type OptionTable = Readonly<Record<string, SinkOption>>;
+
+/** The typed values a table yields: a text option without default may be undefined. */
+export type OptionValues<T extends OptionTable> = {
+  -readonly [K in keyof T]: T[K] extends IntegerOption
+    ? number
+    : T[K] extends ChoiceOption<infer V>
+      ? V
+      : T[K] extends { default: string }
+        ? string
+        : string | undefined;
+};
+
+export function integer(option: Omit<IntegerOption, 'type'>): IntegerOption {
+  return { type: 'integer', ...option };
+}
+
+export function choice<const V extends string>(option: Omit<ChoiceOption<V>, 'type'>): ChoiceOption<V> {
+  return { type: 'choice', ...option };
+}
+
+export function text<const O extends Omit<TextOption, 'type'>>(option: O): O & { type: 'text' } {
+  return { type: 'text', ...option };
+}
+
+/** `a`, `a or b`, `a, b or c`. */
+function either(values: readonly string[]): string {
+  return values.length < 2 ? values.join('') : `${values.slice(0, -1).join(', ')} or ${values.at(-1)}`;
+}
+
+/** A whole number within bounds, or the reason it is not (also for numbers outside a query, such as a port). */
+export function checkInteger(name: string, raw: string, { min, max }: Pick<IntegerOption, 'min' | 'max'>, bad: (why: string) => Error): number {
+  const n = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
+  if (!Number.isInteger(n) || n < min || n > max) throw bad(`${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/**
+ * Validates a spec's query (`a=1&b=2`, without the `?`) against a table and yields every option's
+ * value, defaults filled in. An unknown key is named as the user typed it (not percent-decoded),
+ * with the known keys; a key given twice is refused (which one was meant is not ours to guess).
+ * `bad` makes the E_SINK_CONFIG error, prefixed with whatever names the sink safely.
+ */
+export function parseSinkOptions<T extends OptionTable>(table: T, query: string, bad: (why: string) => Error): OptionValues<T> {
+  const given = new Map<string, string>();
+  for (const pair of query === '' ? [] : query.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    const typed = eq < 0 ? pair : pair.slice(0, eq);
+    const key = decode(typed);
+    if (!Object.hasOwn(table, key)) throw bad(`unknown option ${JSON.stringify(typed)} (known: ${Object.keys(table).join(', ')})`);
+    if (given.has(key)) throw bad(`option ${JSON.stringify(key)} is given twice`);
+    given.set(key, eq < 0 ? '' : decode(pair.slice(eq + 1)));
+  }
+  const values: Record<string, string | number | undefined> = {};
+  for (const [name, option] of Object.entries(table)) {
+    const raw = given.get(name);
+    if (raw === undefined) {
+      values[name] = option.default;
+    } else if (option.type === 'integer') {
+      values[name] = checkInteger(name, raw, option, bad);
+    } else if (option.type === 'choice') {
+      if (!option.choices.includes(raw)) throw bad(`${name} must be ${either(option.choices)}, not ${JSON.stringify(raw)} (${option.help})`);
+      values[name] = raw;
+    } else {
+      const why = option.check?.(raw);
+      if (why !== undefined) throw bad(`${name} ${why}`);
+      values[name] = raw;
+    }
+  }
+  return values as OptionValues<T>;
+
+  function decode(part: string): string {
+    try {
+      return decodeURIComponent(part.replace(/\+/g, ' '));
+    } catch {
+      throw bad(`the options are not valid percent-encoding`);
+    }
+  }
+}
+
+/** One line per option: `name=default  help (bounds)`, for `--help` and the docs. */
+export function optionsHelp(table: OptionTable): string[] {
+  const rows = Object.entries(table).map(([name, option]) => {
+    const value = option.type === 'integer' ? String(option.default) : option.type === 'choice' ? option.choices.join('|') : option.form;
+    const detail =
+      option.type === 'integer'
+        ? ` (${option.min}-${option.max}${option.unit ? ` ${option.unit}` : ''})`
+        : option.type === 'choice'
+          ? ` (default ${option.default})`
+          : option.default !== undefined && option.default !== option.form
+            ? ` (default ${option.default})`
+            : '';
+    return [`${name}=${value}`, `${option.help}${detail}`] as const;
+  });
+  const width = Math.max(0, ...rows.map(([left]) => left.length));
+  return rows.map(([left, right]) => `${left.padEnd(width)}  ${right}`);
+}
