@@ -78,7 +78,12 @@ export async function startAzurite(options: { persistent?: boolean; oauth?: bool
     container: (name) => service.getContainerClient(name),
     async start() {
       child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
-      await waitFor(() => listening(port), 'Azurite listens');
+      // A loaded 2-core machine can take long to start it; one that never listens is stopped, so
+      // no orphan keeps the test worker alive.
+      await waitFor(() => listening(port), 'Azurite listens', 60_000).catch(async (err: unknown) => {
+        await azurite.stop();
+        throw err;
+      });
     },
     async stop() {
       if (!child || child.exitCode !== null) return;
