@@ -5,6 +5,7 @@ import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.j
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
 import { run } from './run.js';
+import { sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
 import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';
@@ -179,7 +180,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
           .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')
           .example('$0 run --sample --sink maildir:./out', '')
-          .epilog(`${EXAMPLES}\n\n${SIZES}`),
+          .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
         if (mode === 'check') await checkFlags('run', argv);
         else setExitCode(await runCommand(await resolveConfig('run', flagsOf(argv, args), process.env)));
@@ -204,7 +205,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       (y) =>
         optionCommand('import')(y)
           .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
-          .epilog(`${EXAMPLES}\n\n${SIZES}`),
+          .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
         if (mode === 'check') await checkFlags('import', argv);
         else setExitCode(await importCommand(await resolveConfig('import', argv, process.env)));

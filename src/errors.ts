@@ -58,6 +58,10 @@ export const RejectReason = {
   EVENT_TOO_LARGE: 'event-too-large',
 } as const;
 
+type RejectReasonName = (typeof RejectReason)[keyof typeof RejectReason];
+/** A reject reason, alone or with what it is about: `missing-field:sentAt`, `plugin:<name>`. */
+export type RejectReasonValue = RejectReasonName | `${RejectReasonName}:${string}`;
+
 /** Reasons of `note` records: something recorded about the input, the item still delivered. */
 export const NoteReason = {
   HOSTILE_ENTRY_NAME: 'hostile-entry-name',

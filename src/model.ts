@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream';
+import type { RejectReasonValue } from './errors.js';
 import type { ZipEntry } from './formats/zip/index.js';
 
 /** Types of the input contract (the Pivot export format v1, see the README) and of items in the chain. */
@@ -122,7 +123,7 @@ export interface Rejection {
   position: EventPosition;
   itemId: string;
   conversationId: string;
-  reason: string;
+  reason: RejectReasonValue;
   detail: string;
   /** The parsed event (or what could be made of it); for plugins' and logs' sake. */
   raw: Record<string, unknown>;
@@ -135,7 +136,7 @@ export interface Rejection {
 export function reject(
   raw: Record<string, unknown>,
   position: EventPosition,
-  reason: string,
+  reason: RejectReasonValue,
   detail: string,
   original: { bytes?: Buffer; tooLarge?: { offset: number; length: number } } = {},
 ): Rejection {
@@ -153,7 +154,7 @@ export function reject(
 }
 
 /** A rejection of a checked item, carrying its exact bytes for the rejects folder. */
-export function rejectItem(item: Item, reason: string, detail: string): Rejection {
+export function rejectItem(item: Item, reason: RejectReasonValue, detail: string): Rejection {
   return reject(item.raw, item.position, reason, detail, { bytes: item.bytes });
 }
 

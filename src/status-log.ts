@@ -3,7 +3,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ErrorCode, PivotArchiveError, errorMessage } from './errors.js';
+import { ErrorCode, PivotArchiveError, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from './errors.js';
 
 export type Outcome = 'delivered' | 'skipped' | 'rejected' | 'failed';
 
@@ -15,7 +15,8 @@ export interface OutcomeRecord {
   mailbox: string | null;
   sink: string;
   outcome: Outcome;
-  reason?: string;
+  /** Why it was rejected or failed. */
+  reason?: RejectReasonValue | FailReasonValue;
   detail?: string;
   size?: number;
   /** Where a rejected item's event and attachments were kept. */
@@ -27,7 +28,7 @@ export interface NoteRecord {
   record: 'note';
   itemId: string;
   conversationId: string;
-  reason: string;
+  reason: NoteReasonValue;
   detail: string;
 }
 

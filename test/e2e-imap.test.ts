@@ -9,7 +9,8 @@ import { BIN, cli, readStatusLog, REPO_ROOT } from './helpers/cli.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
 import { startAzurite } from './helpers/azurite.js';
-import { expectedPairs } from './helpers/reference.js';
+import { withServer } from './helpers/sink-conformance.js';
+import { expectedPairs, type ReferenceConversations } from './helpers/reference.js';
 import { tempDir } from './helpers/tmp.js';
 import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
 
@@ -28,7 +29,7 @@ async function makeExport(dir: string, events: number, seed: number): Promise<Ex
   const users = entries['users.json'] as { id: string; email?: string | null }[];
   const files = Object.keys(entries).filter((n) => n.startsWith('messages/')).sort().map((n) => entries[n] as unknown[]);
   const mailboxes = [...new Set(users.flatMap((u) => (validEmail(u.email) ? [u.email!.toLowerCase()] : [])))];
-  const expected = expectedPairs(users, entries['conversations.json'] as never, files, { excluded: new Set(['edge_oversize']) });
+  const expected = expectedPairs(users, entries['conversations.json'] as ReferenceConversations, files, { excluded: new Set(['edge_oversize']) });
   return { archive, mailboxes, expected };
 }
 
@@ -54,10 +55,7 @@ async function exportAndServer(t: ExecutionContext, events: number, seed: number
   return { dir, ex, dovecot };
 }
 
-if (!DOVECOT_BINARY) {
-  if (process.env.CI) test('Dovecot is installed for the IMAP end-to-end tests', (t) => t.fail(dovecotMissingMessage()));
-  else console.warn(`\n*** ${dovecotMissingMessage()} ***\n`);
-} else {
+withServer('Dovecot (IMAP end to end)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
   test('archive -> IMAP: every mailbox holds exactly its items, once, as seen, INTERNALDATE = sentAt; a re-run appends nothing', async (t) => {
     const { dir, ex, dovecot } = await exportAndServer(t, 600, 21);
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=INBOX/Pivot`;
@@ -210,4 +208,4 @@ if (!DOVECOT_BINARY) {
     t.true(back.messages.every((m) => m.seen));
     t.true(back.messages.every((m) => m.internalDate.getTime() === m.date.getTime()));
   });
-}
+});

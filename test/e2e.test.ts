@@ -6,7 +6,7 @@ import { generateSample } from '../src/sample/generate.js';
 import { writeArchive } from './helpers/archive.js';
 import { REPO_ROOT, cli, readStatusLog } from './helpers/cli.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
-import { expectedPairs } from './helpers/reference.js';
+import { expectedPairs, type ReferenceConversations, type ReferenceUsers } from './helpers/reference.js';
 import { tempDir } from './helpers/tmp.js';
 import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
 
@@ -18,7 +18,7 @@ function expectedFor(archivePath: string, excluded: string[] = [], options: { do
     .filter((n) => n.startsWith('messages/'))
     .sort()
     .map((n) => entries[n] as unknown[]);
-  return expectedPairs(entries['users.json'] as never, entries['conversations.json'] as never, files, { ...options, excluded: new Set(excluded) });
+  return expectedPairs(entries['users.json'] as ReferenceUsers, entries['conversations.json'] as ReferenceConversations, files, { ...options, excluded: new Set(excluded) });
 }
 
 test('a generated export lands in the Maildir exactly: nothing missing, nothing twice; a re-run adds nothing', async (t) => {

@@ -42,13 +42,13 @@ test('an empty registry passes items through unchanged', async (t) => {
 test('registration checks name, transform, host API range and duplicates', (t) => {
   const registry = new PluginRegistry();
   t.is(HOST_API_VERSION, '1.0.0');
-  t.throws(() => registry.register(plugin({ hostApi: '^2.0.0' })), { code: ErrorCode.PLUGIN_VERSION } as never);
-  t.throws(() => registry.register(plugin({ hostApi: 'whenever' })), { code: ErrorCode.PLUGIN_INVALID } as never);
-  t.throws(() => registry.register(plugin({ name: 'bad name!' })), { code: ErrorCode.PLUGIN_INVALID } as never);
-  t.throws(() => registry.register(plugin({ transform: 'no' })), { code: ErrorCode.PLUGIN_INVALID } as never);
+  t.throws(() => registry.register(plugin({ hostApi: '^2.0.0' })), { code: ErrorCode.PLUGIN_VERSION });
+  t.throws(() => registry.register(plugin({ hostApi: 'whenever' })), { code: ErrorCode.PLUGIN_INVALID });
+  t.throws(() => registry.register(plugin({ name: 'bad name!' })), { code: ErrorCode.PLUGIN_INVALID });
+  t.throws(() => registry.register(plugin({ transform: 'no' })), { code: ErrorCode.PLUGIN_INVALID });
   t.throws(() => registry.register(undefined, 'x.js'), { message: /x.js: does not export a plugin object/ });
   registry.register(plugin());
-  t.throws(() => registry.register(plugin()), { code: ErrorCode.PLUGIN_DUPLICATE } as never);
+  t.throws(() => registry.register(plugin()), { code: ErrorCode.PLUGIN_DUPLICATE });
   t.deepEqual(registry.names, ['p']);
 });
 

@@ -25,14 +25,23 @@ export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>)
         return;
       }
       if (_.isNil(x)) {
-        // Drain what is in flight, in order, then end.
-        Promise.all(pending.map((p) => p.result)).then(
-          (results) => {
-            for (const r of results) push(null, r);
-            push(null, _.nil);
-          },
-          (e: Error) => push(e),
-        );
+        // Drain what is in flight one by one, in order (an error at its turn, after the results
+        // before it), then end.
+        const flush = (): void => {
+          const head = pending.shift();
+          if (!head) return void push(null, _.nil);
+          head.result.then(
+            (r) => {
+              push(null, r);
+              flush();
+            },
+            (e: Error) => {
+              push(e);
+              flush();
+            },
+          );
+        };
+        flush();
         return;
       }
       const result = fn(x as A);

@@ -1,4 +1,4 @@
-import { ErrorCode, PivotArchiveError, errorMessage, type NoteReasonValue } from '../errors.js';
+import { ErrorCode, PivotArchiveError, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from '../errors.js';
 import { alarmOf } from '../exit-policy.js';
 import type { Logger } from '../logger.js';
 import type { Source } from '../sources/source.js';
@@ -68,20 +68,20 @@ export class Recorder {
     await this.statusLog.write({ ...this.outcome(line), outcome });
   }
 
-  async failed(line: OutcomeLine, reason: string, detail: string): Promise<void> {
+  async failed(line: OutcomeLine, reason: FailReasonValue, detail: string): Promise<void> {
     this.counters.failed++;
     this.logger.error(`delivery of item ${JSON.stringify(line.itemId)} to ${line.mailbox} failed: ${detail}`);
     await this.statusLog.write({ ...this.outcome(line), outcome: 'failed', reason, detail });
   }
 
-  async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: string, detail: string, kept: string): Promise<void> {
+  async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: RejectReasonValue, detail: string, kept: string): Promise<void> {
     this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
     this.logger.warn(`rejected item ${JSON.stringify(line.itemId)} (${reason}): ${detail}`);
     await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'rejected', reason, detail, kept });
   }
 
   /** Rejected, but the rejects folder could not keep it: neither delivered nor kept, so it fails the run. */
-  async notKept(line: Omit<OutcomeLine, 'mailbox'>, rejectReason: string, reason: string, detail: string): Promise<void> {
+  async notKept(line: Omit<OutcomeLine, 'mailbox'>, rejectReason: RejectReasonValue, reason: FailReasonValue, detail: string): Promise<void> {
     this.counters.rejected[rejectReason] = (this.counters.rejected[rejectReason] ?? 0) + 1;
     this.counters.rejectedNotKept++;
     this.logger.error(`item ${JSON.stringify(line.itemId)}: ${detail}`);

@@ -1,4 +1,6 @@
 import { ErrorCode, PivotArchiveError } from '../errors.js';
+import type { Delivery } from '../model.js';
+import type { WriteOutcome } from './sink.js';
 
 /** What a sink does at each step of its life; the lifecycle decides when. */
 export interface SinkSteps {
@@ -21,8 +23,8 @@ export function closedError(kind: string, when: 'write before open()' | 'write a
 /**
  * The life every sink shares: new -> open -> closed. A write is accepted only while open and is
  * tracked until it settles; `close()` stops new writes, drains, waits for every write in flight,
- * then flushes, once however often it is called. Composition rather than a base class: each sink
- * keeps its own constructor and state, and the lifecycle is the one place that knows the order.
+ * then flushes, once however often it is called. The lifecycle is the one place that knows the
+ * order; `LifecycleSink` gives every sink the same three methods over it.
  */
 export class SinkLifecycle {
   private state: 'new' | 'open' | 'closed' = 'new';
@@ -68,5 +70,24 @@ export class SinkLifecycle {
       await this.steps.flush?.();
     })();
     return this.closing;
+  }
+}
+
+/** The `Sink` methods every sink has, over its lifecycle: a sink supplies `lifecycle` and `store`. */
+export abstract class LifecycleSink {
+  protected abstract readonly lifecycle: SinkLifecycle;
+  /** Stores one delivery durably (or finds it there); called only while the sink is open. */
+  protected abstract store(delivery: Delivery): Promise<WriteOutcome>;
+
+  open(): Promise<void> {
+    return this.lifecycle.open();
+  }
+
+  write(delivery: Delivery): Promise<WriteOutcome> {
+    return this.lifecycle.write(() => this.store(delivery));
+  }
+
+  close(): Promise<void> {
+    return this.lifecycle.close();
   }
 }

@@ -10,9 +10,13 @@ interface Ev {
   memberId?: string;
 }
 
+/** What the reference reads of users.json and conversations.json (as an independent parser gave them). */
+export type ReferenceUsers = { id: string; email?: string | null }[];
+export type ReferenceConversations = { id: string; members: string[] }[];
+
 export function expectedPairs(
-  users: { id: string; email?: string | null }[],
-  conversations: { id: string; members: string[] }[],
+  users: ReferenceUsers,
+  conversations: ReferenceConversations,
   files: unknown[][],
   options: { domains?: string[]; excluded?: Set<string> } = {},
 ): string[] {

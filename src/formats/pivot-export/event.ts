@@ -1,6 +1,6 @@
 // The event rules of the Pivot export format (v1): what a valid event holds. The source uses them
 // to decide membership (only a valid join/leave counts), the validate stage to decide delivery.
-import { RejectReason } from '../../errors.js';
+import { RejectReason, type RejectReasonValue } from '../../errors.js';
 import { EVENT_TYPES, type AttachmentRef, type Conversation, type EventType, type User } from '../../model.js';
 
 /** What validation needs of the archive. */
@@ -41,8 +41,8 @@ export function parseZonedTime(value: string): number {
  * Checks one parsed event's fields against the spec (the same rules decide whether a join/leave
  * changes membership and whether the event is delivered). Fields not in the spec are ignored.
  */
-export function checkEvent(raw: Record<string, unknown>, directory: Directory): CheckedEvent | { reason: string; detail: string } {
-  const bad = (reason: string, detail: string) => ({ reason, detail });
+export function checkEvent(raw: Record<string, unknown>, directory: Directory): CheckedEvent | { reason: RejectReasonValue; detail: string } {
+  const bad = (reason: RejectReasonValue, detail: string) => ({ reason, detail });
   for (const field of ['id', 'type', 'sentAt', 'conversationId', 'senderId'] as const) {
     if (typeof raw[field] !== 'string' || raw[field] === '') {
       return bad(`${RejectReason.MISSING_FIELD}:${field}`, `event has no string ${field}`);

@@ -2,7 +2,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
-import { SinkLifecycle } from '../lifecycle.js';
+import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
@@ -50,7 +50,7 @@ interface WindowIndex {
  * the batch holding it is committed (or found there already), so a delivery counts only once
  * it is durable.
  */
-export class AzureBlobSink implements Sink {
+export class AzureBlobSink extends LifecycleSink implements Sink {
   readonly kind = 'azblob';
   readonly description: string;
   readonly maxInFlight: number;
@@ -62,7 +62,7 @@ export class AzureBlobSink implements Sink {
   /** Uploads running, and those waiting for one of the `concurrency` slots. */
   private uploading = 0;
   private readonly uploadQueue: (() => void)[] = [];
-  private readonly lifecycle = new SinkLifecycle('azblob', {
+  protected readonly lifecycle = new SinkLifecycle('azblob', {
     open: () => this.reachContainer(),
     drain: () => this.seal(),
     flush: () => this.committed(),
@@ -72,23 +72,13 @@ export class AzureBlobSink implements Sink {
     readonly config: AzureBlobSinkConfig,
     private readonly container: ContainerClient,
   ) {
+    super();
     this.description = describeLocation(container, config);
     // Enough in flight to fill the open batch while `concurrency` others upload.
     this.maxInFlight = config.messages * (config.concurrency + 1);
     this.maxInFlightBytes = config.maxBatchBytes * (config.concurrency + 1);
   }
 
-  open(): Promise<void> {
-    return this.lifecycle.open();
-  }
-
-  write(delivery: Delivery): Promise<WriteOutcome> {
-    return this.lifecycle.write(() => this.enqueue(delivery));
-  }
-
-  close(): Promise<void> {
-    return this.lifecycle.close();
-  }
 
   private async reachContainer(): Promise<void> {
     try {
@@ -103,7 +93,7 @@ export class AzureBlobSink implements Sink {
   }
 
   /** Adds a delivery to the open batch (sealing it first if it is full or of another window); settles when its batch is committed. */
-  private enqueue(delivery: Delivery): Promise<WriteOutcome> {
+  protected store(delivery: Delivery): Promise<WriteOutcome> {
     const window = windowPrefix(this.config, delivery, this.config.windowEvents);
     const size = delivery.message.length;
     const open = this.batch;

@@ -2,7 +2,7 @@ import { ImapFlow, type AuthOptions } from 'imapflow';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, WriteOutcome } from '../sink.js';
-import { SinkLifecycle } from '../lifecycle.js';
+import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
 
 /** How the admin logs in to one mailbox: Dovecot master user, or SASL PLAIN with an authzid. */
@@ -88,7 +88,7 @@ function identity(messageId: string, time: number): string {
  * sentAt and \Seen. Deliveries are grouped per mailbox into batches: one login and one
  * Message-ID search per batch, so a re-run appends only what the folder does not hold yet.
  */
-export class ImapSink implements Sink {
+export class ImapSink extends LifecycleSink implements Sink {
   readonly kind = 'imap';
   readonly description: string;
   readonly maxInFlight: number;
@@ -107,7 +107,7 @@ export class ImapSink implements Sink {
   private lingerTimer: NodeJS.Timeout | null = null;
   /** The logins that prove the admin's credentials in `open()`; none: `open()` makes no login. */
   private readonly checks: CredentialCheck[];
-  private readonly lifecycle = new SinkLifecycle('imap', {
+  protected readonly lifecycle = new SinkLifecycle('imap', {
     open: () => this.start(),
     drain: () => this.flushAll(),
     flush: () => this.finish(),
@@ -128,23 +128,13 @@ export class ImapSink implements Sink {
     private readonly password: string,
     options: { stop?: AbortSignal; proveCredentials?: boolean } = {},
   ) {
+    super();
     this.description = `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
     this.maxInFlight = config.pool * config.batch * 2;
     this.stop = options.stop;
     this.checks = options.proveCredentials === false ? [] : credentialChecks(config, password);
   }
 
-  open(): Promise<void> {
-    return this.lifecycle.open();
-  }
-
-  write(delivery: Delivery): Promise<WriteOutcome> {
-    return this.lifecycle.write(() => this.enqueue(delivery));
-  }
-
-  close(): Promise<void> {
-    return this.lifecycle.close();
-  }
 
   /**
    * Logs in once to prove the admin's credentials (see `credentialChecks`), so a wrong password, a
@@ -164,7 +154,7 @@ export class ImapSink implements Sink {
   }
 
   /** Queues a delivery for its mailbox's next batch; settles when that batch has it stored (or not). */
-  private enqueue(delivery: Delivery): Promise<WriteOutcome> {
+  protected store(delivery: Delivery): Promise<WriteOutcome> {
     if (this.failure !== null) return Promise.reject(this.failed(delivery.mailbox));
     return new Promise((resolve, reject) => {
       let queue = this.queues.get(delivery.mailbox);

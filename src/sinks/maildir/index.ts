@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
-import { SinkLifecycle } from '../lifecycle.js';
+import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 
@@ -354,7 +354,7 @@ interface Copies {
   held?: Inode;
 }
 
-export class MaildirSink implements Sink {
+export class MaildirSink extends LifecycleSink implements Sink {
   readonly kind = 'maildir';
   readonly description: string;
   readonly maxInFlight: number;
@@ -364,24 +364,14 @@ export class MaildirSink implements Sink {
   private readonly syncs = new Map<string, DirectorySync>();
   /** Run as root: whom the directories and files it creates are given to. */
   private owner: { uid: number; gid: number } | undefined;
-  private readonly lifecycle = new SinkLifecycle('maildir', { open: () => this.proveRoot() });
+  protected readonly lifecycle = new SinkLifecycle('maildir', { open: () => this.proveRoot() });
 
   constructor(readonly config: MaildirSinkConfig) {
+    super();
     this.description = `maildir:${config.root}`;
     this.maxInFlight = config.concurrency;
   }
 
-  open(): Promise<void> {
-    return this.lifecycle.open();
-  }
-
-  write(delivery: Delivery): Promise<WriteOutcome> {
-    return this.lifecycle.write(() => this.deliver(delivery));
-  }
-
-  close(): Promise<void> {
-    return this.lifecycle.close();
-  }
 
   /**
    * Makes the root if need be and proves it a writable directory (a probe file created, synced and
@@ -596,7 +586,7 @@ export class MaildirSink implements Sink {
    * writer took first (then what holds it is compared again), and `cur/` is synced. A torn file of
    * ours is replaced whole by `rename()`.
    */
-  private async deliver(delivery: Delivery): Promise<WriteOutcome> {
+  protected async store(delivery: Delivery): Promise<WriteOutcome> {
     const folder = await this.folderOf(delivery.mailbox);
     // A folder that held nothing of ours when listed: the link below finds any name taken since.
     let place: Place = folder.listing.heldOurs ? await this.place(folder, delivery) : { kind: 'free', name: maildirBaseName(delivery) };

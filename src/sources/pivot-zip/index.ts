@@ -9,7 +9,7 @@ import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent,
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
-import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
+import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
 
@@ -18,7 +18,6 @@ export interface PivotZipSourceConfig {
   path: string;
   /** Largest event (bytes of its JSON) held in memory; a larger one is yielded `tooLarge`. Default 64 MiB. */
   maxEventBytes?: number;
-  limits?: ZipLimits;
 }
 
 /** users.json and conversations.json are read whole; this caps what that may cost. */
@@ -90,7 +89,7 @@ export class PivotExportArchive implements ExportContext {
       }
       const size = stat.size;
       // The whole file is hashed while the archive is checked, both through the held descriptor.
-      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes, config.limits)]);
+      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes)]);
       return new PivotExportArchive(path, handle, streams, size, sha256, ...opened);
     } catch (err) {
       await closeStreams(streams);
@@ -99,9 +98,9 @@ export class PivotExportArchive implements ExportContext {
     }
   }
 
-  private static async read(file: OpenZipFile, maxEventBytes: number, limits?: ZipLimits) {
+  private static async read(file: OpenZipFile, maxEventBytes: number) {
     const path = file.label;
-    const { entries, hostileNames } = await readCentralDirectory(file, limits ?? DEFAULT_ZIP_LIMITS);
+    const { entries, hostileNames } = await readCentralDirectory(file, DEFAULT_ZIP_LIMITS);
     const manifest = parseManifest(path, await readJsonEntry(path, entries, 'manifest.json'));
     const users = indexById<User>(path, 'users.json', await readJsonEntry(path, entries, 'users.json'));
     const conversations = indexById<Conversation>(path, 'conversations.json', await readJsonEntry(path, entries, 'conversations.json'));

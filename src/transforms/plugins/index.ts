@@ -1,7 +1,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import semver from 'semver';
-import { ErrorCode, PivotArchiveError, RejectReason, errorMessage } from '../../errors.js';
+import { ErrorCode, PivotArchiveError, RejectReason, errorMessage, type RejectReasonValue } from '../../errors.js';
 import type { Item } from '../../model.js';
 
 /** Version of the plugin API this host implements; plugins name the range they accept. */
@@ -47,7 +47,7 @@ export function definePlugin(plugin: PivotPlugin): PivotPlugin {
 
 export type PluginOutcome =
   | { items: Item[] }
-  | { rejected: { reason: string; detail: string } };
+  | { rejected: { reason: RejectReasonValue; detail: string } };
 
 /**
  * The ordered set of plugins of a run. Tests build it empty; `register` checks the name,
