@@ -11,7 +11,7 @@ import type { PluginRegistry } from './transforms/plugins/index.js';
 import { pluginStage } from './transforms/plugins/stage.js';
 import { sizeBoundStage, sizeLimitStage } from './transforms/size-filter/index.js';
 import { validateStage } from './transforms/validate/index.js';
-import { inOrder } from './pipeline/in-order.js';
+import { inOrder, inTurn } from './pipeline/in-order.js';
 import { Recorder, chainError, type Progress } from './pipeline/recorder.js';
 import { Settler } from './pipeline/settle.js';
 import { step, type Unit } from './pipeline/unit.js';
@@ -60,7 +60,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .through(step('built', sizeLimitStage(o.maxItemSize)))
         .through(step('built', archive && fanOutStage(o.fanOut, archive.exportId, recorder)))
         .through(inOrder(settler.limit, settler.settle))
-        .through(inOrder({ count: 1 }, (settled) => source.settled(settled.position, settled.ok))),
+        .through(inTurn((settled) => source.settled(settled.position, settled.ok))),
     );
   });
   clearInterval(ticker);

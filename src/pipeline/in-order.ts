@@ -71,3 +71,45 @@ export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>)
     });
   };
 }
+
+/**
+ * Calls `fn` on each item in order, waiting only when it returns a promise: the end of a chain
+ * whose work is mostly synchronous (the source told what settled) costs no promise per item.
+ */
+export function inTurn<A>(fn: (x: A) => Promise<void> | void): (source: Highland.Stream<A>) => Highland.Stream<A> {
+  return (source) =>
+    source.consume((err, x, push, next) => {
+      if (err) {
+        push(err);
+        next();
+        return;
+      }
+      if (_.isNil(x)) {
+        push(null, x);
+        return;
+      }
+      let done: Promise<void> | void;
+      try {
+        done = fn(x as A);
+      } catch (e) {
+        push(e as Error);
+        next();
+        return;
+      }
+      if (!done) {
+        push(null, x as A);
+        next();
+        return;
+      }
+      done.then(
+        () => {
+          push(null, x as A);
+          next();
+        },
+        (e: Error) => {
+          push(e);
+          next();
+        },
+      );
+    });
+}

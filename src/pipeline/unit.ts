@@ -1,6 +1,6 @@
 import type { FailReasonValue } from '../errors.js';
 import type { Delivery, EventPosition, Item, Rejection, SourceEvent } from '../model.js';
-import { inOrder } from './in-order.js';
+import _ from 'highland';
 
 /**
  * What flows through the chain, tagged with how far it got. A stage takes the units of one kind
@@ -25,19 +25,35 @@ export type Stage<K extends Unit['kind']> = (unit: UnitOf<K>) => Promise<Unit | 
 
 /**
  * Applies `stage` to the units of `kind`, one at a time (a stage may await: plugins, attachment
- * reads, notes), passes the others through, and flattens what it yields. Without a stage (a
- * source that has no export to build from), a unit of that kind is a bug and stops the chain.
+ * reads, notes), passes the others through at once, and flattens what it yields. Without a stage
+ * (a source that has no export to build from), a unit of that kind is a bug and stops the chain.
  */
 export function step<K extends Unit['kind']>(kind: K, stage: Stage<K> | undefined): (s: Highland.Stream<Unit>) => Highland.Stream<Unit> {
   return (s) =>
-    s
-      .through(
-        inOrder({ count: 1 }, async (unit: Unit): Promise<Unit[]> => {
-          if (unit.kind !== kind) return [unit];
-          if (!stage) throw new Error(`a ${kind} unit reached the chain from a source that cannot build it`);
-          const out = await stage(unit as UnitOf<K>);
-          return Array.isArray(out) ? out : [out];
-        }),
-      )
-      .sequence();
+    s.consume((err, unit, push, next) => {
+      if (err) {
+        push(err);
+        next();
+      } else if (_.isNil(unit)) {
+        push(null, unit);
+      } else if (unit.kind !== kind) {
+        push(null, unit);
+        next();
+      } else if (!stage) {
+        push(new Error(`a ${kind} unit reached the chain from a source that cannot build it`));
+        next();
+      } else {
+        stage(unit as UnitOf<K>).then(
+          (out) => {
+            if (Array.isArray(out)) for (const u of out) push(null, u);
+            else push(null, out);
+            next();
+          },
+          (e: Error) => {
+            push(e);
+            next();
+          },
+        );
+      }
+    });
 }

@@ -32,7 +32,7 @@ export interface Source {
    */
   read(stop?: AbortSignal): Readable;
   /** Told, in source order, how each unit's outputs settled (the checkpoint; marking batches). */
-  settled(position: EventPosition, ok: boolean): Promise<void>;
+  settled(position: EventPosition, ok: boolean): Promise<void> | void;
   /** How far reading is, for the progress line. */
   progress(): { read: number; total?: number; bytesRead?: number; bytesTotal?: number };
   /** Read to the end (not stopped by a signal). */

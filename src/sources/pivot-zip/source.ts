@@ -66,7 +66,7 @@ export class PivotZipSource implements Source {
     return events.pipe(toUnits);
   }
 
-  async settled(position: EventPosition, ok: boolean): Promise<void> {
+  settled(position: EventPosition, ok: boolean): void {
     this.resume?.settled(position, ok);
   }
 
