@@ -80,3 +80,28 @@ test('inOrder: an empty input ends at once', async (t) => {
   t.deepEqual(out, []);
   t.is(peak, 0);
 });
+
+test('inOrder: an error from upstream comes after the results of what was in flight, so they are never dropped', async (t) => {
+  const seen: number[] = [];
+  const upstream = _<number>((push, next) => {
+    push(null, 1);
+    push(null, 2);
+    push(new Error('the source failed'));
+    push(null, _.nil);
+    void next;
+  });
+  const error = await new Promise<Error>((resolve) => {
+    upstream
+      .through(
+        inOrder({ count: 4 }, async (x: number) => {
+          await delay(10);
+          return x;
+        }),
+      )
+      .stopOnError((err: Error) => resolve(err))
+      .each((x) => void seen.push(x));
+  });
+  t.is(error.message, 'the source failed');
+  await delay(20);
+  t.deepEqual(seen, [1, 2]);
+});

@@ -18,30 +18,34 @@ export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>)
     const pending: { result: Promise<B>; weight: number }[] = [];
     let weight = 0;
     const full = () => pending.length >= limit.count || weight >= (limit.maxWeight ?? Infinity);
+    /** Pushes what is in flight one by one, in order (an error at its turn), then calls `then`. */
+    const flush = (push: (err: Error | null, x?: B | Highland.Nil) => void, then: () => void): void => {
+      const head = pending.shift();
+      if (!head) return then();
+      weight -= head.weight;
+      head.result.then(
+        (r) => {
+          push(null, r);
+          flush(push, then);
+        },
+        (e: Error) => {
+          push(e);
+          flush(push, then);
+        },
+      );
+    };
     return source.consume((err, x, push, next) => {
       if (err) {
-        push(err);
-        next();
+        // An error from upstream comes after the results of what was already in flight: they
+        // settle and are counted before anything downstream stops on it.
+        flush(push, () => {
+          push(err);
+          next();
+        });
         return;
       }
       if (_.isNil(x)) {
-        // Drain what is in flight one by one, in order (an error at its turn, after the results
-        // before it), then end.
-        const flush = (): void => {
-          const head = pending.shift();
-          if (!head) return void push(null, _.nil);
-          head.result.then(
-            (r) => {
-              push(null, r);
-              flush();
-            },
-            (e: Error) => {
-              push(e);
-              flush();
-            },
-          );
-        };
-        flush();
+        flush(push, () => push(null, _.nil));
         return;
       }
       const result = fn(x as A);

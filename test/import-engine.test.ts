@@ -1,0 +1,79 @@
+// import through the one engine, with the staging store replaced by an in-memory one (the
+// Azurite end-to-end tests cover the real store): what the summary and the exit code say.
+import test from 'ava';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCode, ExitCode, PivotArchiveError } from '../src/errors.js';
+import { runExitCode } from '../src/exit-policy.js';
+import { batchZipStream, manifestFor, readBatch } from '../src/formats/staged-batch/index.js';
+import { createLogger } from '../src/logger.js';
+import type { Delivery } from '../src/model.js';
+import { runPipeline } from '../src/pipeline.js';
+import { createSink } from '../src/sinks/index.js';
+import type { StagedBatches } from '../src/sources/staged-batches/index.js';
+import { StagedBatchSource } from '../src/sources/staged-batches/source.js';
+import { StatusLog } from '../src/status-log.js';
+import { PluginRegistry } from '../src/transforms/plugins/index.js';
+import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
+import { tempDir } from './helpers/tmp.js';
+
+function delivery(n: number, mailbox: string): Delivery {
+  const user = { id: 'u_1', displayName: 'Ann', email: 'ann@acme.example' };
+  const sentAt = new Date(Date.parse('2026-11-23T10:00:00Z') + n * 60_000).toISOString();
+  const message = buildMessage(
+    { id: `m_${n}`, type: 'message', sentAt, conversation: { id: 'c_1', type: 'room', name: 'Rates', members: ['u_1'] }, sender: user, text: `message ${n}`, attachments: [], participants: [user], headers: {}, raw: {}, position: { file: 0, index: n } },
+    { tenant: 'acme', exportId: 'acme-1' },
+    [],
+  );
+  return { mailbox, exportId: 'acme-1', position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
+}
+
+async function batchZip(deliveries: Delivery[]): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of batchZipStream(manifestFor('acme-1', deliveries), deliveries.map((d) => d.message))) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Batches by name: a zip, or an error its download fails with. */
+function memoryStaging(batches: Map<string, Buffer | Error>, marked: string[]): StagedBatches {
+  const staging = {
+    description: 'azblob://memory/staging',
+    async *pending() {
+      yield* batches.keys();
+    },
+    async read(name: string, maxMessageSize: number) {
+      const zip = batches.get(name)!;
+      if (zip instanceof Error) throw zip;
+      return readBatch(name, zip, maxMessageSize);
+    },
+    async markImported(name: string) {
+      marked.push(name);
+    },
+  };
+  return staging as unknown as StagedBatches;
+}
+
+test('import: a staged batch that cannot be read is recorded failed and fails the import (exit 1); the others are delivered and marked', async (t) => {
+  const dir = await tempDir(t);
+  const good = [delivery(1, 'ann@acme.example'), delivery(1, 'bob@acme.example'), delivery(2, 'ann@acme.example')];
+  const marked: string[] = [];
+  const staging = memoryStaging(
+    new Map<string, Buffer | Error>([
+      ['acme-1/0000/0000000-a.zip', new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, 'staged batch cannot be downloaded: HTTP 403')],
+      ['acme-1/0000/0000000-b.zip', await batchZip(good)],
+    ]),
+    marked,
+  );
+  const logger = createLogger({ level: 'error', json: false });
+  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')]);
+  const sink = await createSink(`maildir:${join(dir, 'mail')}`, { cwd: dir });
+  await sink.open();
+  const source = new StagedBatchSource(staging, { markerKey: 'k', sinkDescription: sink.description, again: false, maxItemSize: 1e7, statusLog, logger });
+  const summary = await runPipeline(source, { sink, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, statusLog, logger });
+  await sink.close();
+  await statusLog.close();
+  t.like(summary, { source: 'staged-batches', batchesImported: 1, batchesFailed: 1, itemsStaged: 3, delivered: 3, failed: 0, balanced: true, interrupted: false });
+  t.deepEqual(marked, ['acme-1/0000/0000000-b.zip']);
+  t.is(runExitCode(summary), ExitCode.DELIVERY_FAILED);
+  t.deepEqual((await readdir(join(dir, 'mail'))).sort(), ['ann@acme.example', 'bob@acme.example']);
+});
