@@ -14,18 +14,12 @@ import type { StagedBatches } from '../src/sources/staged-batches/index.js';
 import { StagedBatchSource } from '../src/sources/staged-batches/source.js';
 import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
-import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
+import { chatDeliveries } from './helpers/chat.js';
 import { tempDir } from './helpers/tmp.js';
 
 function delivery(n: number, mailbox: string): Delivery {
-  const user = { id: 'u_1', displayName: 'Ann', email: 'ann@acme.example' };
   const sentAt = new Date(Date.parse('2026-11-23T10:00:00Z') + n * 60_000).toISOString();
-  const message = buildMessage(
-    { id: `m_${n}`, type: 'message', sentAt, conversation: { id: 'c_1', type: 'room', name: 'Rates', members: ['u_1'] }, sender: user, text: `message ${n}`, attachments: [], participants: [user], headers: {}, raw: {}, position: { file: 0, index: n } },
-    { tenant: 'acme', exportId: 'acme-1' },
-    [],
-  );
-  return { mailbox, exportId: 'acme-1', position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
+  return chatDeliveries({ id: `m_${n}`, sentAt, text: `message ${n}`, exportId: 'acme-1', index: n }, [mailbox])[0]!;
 }
 
 async function batchZip(deliveries: Delivery[]): Promise<Buffer> {

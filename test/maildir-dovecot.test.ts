@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Delivery } from '../src/model.js';
 import { createSink } from '../src/sinks/index.js';
-import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
+import { chatDeliveries } from './helpers/chat.js';
 import { ImapFlow } from 'imapflow';
 import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot } from './helpers/dovecot.js';
 import { tempDir } from './helpers/tmp.js';
@@ -23,14 +23,8 @@ if (cannotRun) console.warn(`\n*** maildir dovecot test skipped: ${cannotRun} **
 
 /** Event `m_<n>` fanned out to both mailboxes (one copyKey: the copies are hard links). */
 function item(n: number, text = `message number ${n}`, exportId = 'dovecot-export'): Delivery[] {
-  const user = { id: 'u_1', displayName: 'Ann', email: MAILBOXES[0]! };
   const sentAt = new Date(Date.parse('2026-11-23T10:00:00Z') + n * 60_000).toISOString();
-  const message = buildMessage(
-    { id: `m_${n}`, type: 'message', sentAt, conversation: { id: 'c_1', type: 'room', name: 'Dovecot', members: ['u_1'] }, sender: user, text, attachments: [], participants: [user], headers: {}, raw: {}, position: { file: 0, index: n } },
-    { tenant: 'acme', exportId },
-    [],
-  );
-  return MAILBOXES.map((mailbox) => ({ mailbox, exportId, position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message, copyKey: `${exportId}:m_${n}` }));
+  return chatDeliveries({ id: `m_${n}`, sentAt, text, exportId, index: n, conversation: { id: 'c_1', name: 'Dovecot' }, sender: { id: 'u_1', displayName: 'Ann', email: MAILBOXES[0]! } }, MAILBOXES);
 }
 
 async function deliverAll(spec: string, deliveries: Delivery[]): Promise<string[]> {

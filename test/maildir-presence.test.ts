@@ -7,21 +7,15 @@ import { join } from 'node:path';
 import type { Delivery } from '../src/model.js';
 import { createSink } from '../src/sinks/index.js';
 import { maildirBaseName } from '../src/sinks/maildir/index.js';
-import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
+import { chatDeliveries } from './helpers/chat.js';
 import { tempDir } from './helpers/tmp.js';
 
 const MAILBOX = 'jane@acme.example';
 
 /** Event `m_<n>` as export `exportId` builds it, with `text` (a corrected event has other text). */
 function event(n: number, exportId = 'first-export', text = `message number ${n}`): Delivery {
-  const user = { id: 'u_1', displayName: 'Jane', email: MAILBOX };
   const sentAt = new Date(Date.parse('2026-11-23T10:00:00Z') + n * 10_000).toISOString();
-  const message = buildMessage(
-    { id: `m_${n}`, type: 'message', sentAt, conversation: { id: 'c_1', type: 'room', name: 'Presence', members: ['u_1'] }, sender: user, text, attachments: [], participants: [user], headers: {}, raw: {}, position: { file: 0, index: n } },
-    { tenant: 'acme', exportId },
-    [],
-  );
-  return { mailbox: MAILBOX, exportId, position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
+  return chatDeliveries({ id: `m_${n}`, sentAt, text, exportId, index: n, conversation: { id: 'c_1', name: 'Presence' }, sender: { id: 'u_1', displayName: 'Jane', email: MAILBOX } }, [MAILBOX])[0]!;
 }
 
 async function writeAll(root: string, deliveries: Delivery[]): Promise<string[]> {

@@ -5,7 +5,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Delivery } from '../src/model.js';
 import { createSink } from '../src/sinks/index.js';
-import { buildMessage, messageIdFor } from '../src/transforms/mime/index.js';
+import { chatDeliveries } from './helpers/chat.js';
 
 export const RACE_MAILBOXES = ['a@acme.example', 'b@acme.example', 'c@acme.example', 'd@acme.example'];
 
@@ -15,32 +15,19 @@ export const RACE_MAILBOXES = ['a@acme.example', 'b@acme.example', 'c@acme.examp
  * write takes long enough for writers to overlap.
  */
 export function raceDeliveries(items: number): Delivery[] {
-  const deliveries: Delivery[] = [];
-  const user = { id: 'u_1', displayName: 'Jane', email: 'jane@acme.example' };
-  for (let n = 0; n < items; n++) {
-    const sentAt = new Date(Date.parse('2026-11-23T08:00:00Z') + n * 1000).toISOString();
-    const message = buildMessage(
+  return Array.from({ length: items }, (_, n) =>
+    chatDeliveries(
       {
         id: `race_${n}`,
-        type: 'message',
-        sentAt,
-        conversation: { id: 'c_race', type: 'room', name: 'Race', members: ['u_1'] },
-        sender: user,
+        sentAt: new Date(Date.parse('2026-11-23T08:00:00Z') + n * 1000).toISOString(),
         text: `message ${n}\n` + `line ${n} of a long body that makes the write take a while\n`.repeat(400 + (n % 7) * 100),
-        attachments: [],
-        participants: [user],
-        headers: {},
-        raw: {},
-        position: { file: 0, index: n },
+        exportId: 'race',
+        index: n,
+        conversation: { id: 'c_race', name: 'Race' },
       },
-      { tenant: 'acme', exportId: 'race' },
-      [],
-    );
-    for (const mailbox of RACE_MAILBOXES) {
-      deliveries.push({ mailbox, exportId: 'race', position: { file: 0, index: n }, itemId: `race_${n}`, conversationId: 'c_race', messageId: messageIdFor('acme', `race_${n}`), internalDate: Date.parse(sentAt), message });
-    }
-  }
-  return deliveries;
+      RACE_MAILBOXES,
+    ),
+  ).flat();
 }
 
 export interface RaceReport {

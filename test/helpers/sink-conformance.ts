@@ -8,7 +8,8 @@ import type { Delivery } from '../../src/model.js';
 import { closedError } from '../../src/sinks/lifecycle.js';
 import type { OptionTable } from '../../src/sinks/options.js';
 import type { Sink } from '../../src/sinks/sink.js';
-import { buildMessage, messageIdFor } from '../../src/transforms/mime/index.js';
+import { messageIdFor } from '../../src/transforms/mime/index.js';
+import { chatDeliveries } from './chat.js';
 
 /** The mailboxes the conformance cases write to, for harnesses that must create them. */
 export const CONFORMANCE_MAILBOXES = ['jane@acme.example', 'a@acme.example', 'b@acme.example', ...[0, 1, 2, 3].map((n) => `user${n}@acme.example`)];
@@ -46,27 +47,9 @@ export type ConformanceCase = (harness: SinkHarness) => void;
  * a few seconds after the first day's window closed (the hardest case to tell apart).
  */
 export function delivery(n: number, mailbox = 'jane@acme.example', nextDay = false): Delivery {
-  const user = { id: 'u_1', displayName: 'Jane', email: 'jane@acme.example' };
   const sentAt = nextDay ? `2026-11-24T00:00:${String(10 + n).padStart(2, '0')}.000Z` : new Date(Date.parse('2026-11-23T23:59:00Z') + n * 10_000).toISOString();
   const exportId = nextDay ? 'conformance-2026-11-24' : 'conformance';
-  const message = buildMessage(
-    {
-      id: `m_${n}`,
-      type: 'message',
-      sentAt,
-      conversation: { id: 'c_1', type: 'room', name: 'Conformance', members: ['u_1'] },
-      sender: user,
-      text: `message number ${n}`,
-      attachments: [],
-      participants: [user],
-      headers: {},
-      raw: {},
-      position: { file: 0, index: n },
-    },
-    { tenant: 'acme', exportId },
-    [],
-  );
-  return { mailbox, exportId, position: { file: 0, index: n }, itemId: `m_${n}`, conversationId: 'c_1', messageId: messageIdFor('acme', `m_${n}`), internalDate: Date.parse(sentAt), message };
+  return chatDeliveries({ id: `m_${n}`, sentAt, text: `message number ${n}`, exportId, index: n }, [mailbox])[0]!;
 }
 
 async function messageIds(raws: Buffer[]): Promise<string[]> {
