@@ -2,6 +2,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
+import { errorExitCode } from './exit-policy.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
 import { run } from './run.js';
@@ -115,18 +116,13 @@ async function withLoggerAndSignals(
     return await body(logger, stop.signal);
   } catch (err) {
     report(logger, err);
-    return exitCodeOf(err);
+    return errorExitCode(err);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onHangup);
     await flushLogger(logger);
   }
-}
-
-function exitCodeOf(err: unknown): number {
-  if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.INTERNAL) return ExitCode.INTERNAL;
-  return err.code === ErrorCode.LOCKED ? ExitCode.LOCKED : ExitCode.SETUP_FAILED;
 }
 
 function report(logger: Logger | undefined, err: unknown): void {
@@ -260,7 +256,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
   } catch (err) {
     report(undefined, err);
     if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.USAGE) process.stderr.write('Run pivot-archive --help for usage.\n');
-    return exitCodeOf(err);
+    return errorExitCode(err);
   }
   return exitCode;
 }

@@ -94,6 +94,11 @@ export type FailReasonValue = (typeof FailReason)[keyof typeof FailReason];
  */
 export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3, INTERRUPTED: 4, ALARM: 5, INTERNAL: 70 } as const;
 
+/** The stable code of an error: ours, or E_INTERNAL for anything we did not raise (a bug). */
+export function errorCodeOf(err: unknown): ErrorCodeValue {
+  return err instanceof PivotArchiveError ? err.code : ErrorCode.INTERNAL;
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -1,4 +1,4 @@
-import { ErrorCode, ExitCode } from './errors.js';
+import { ErrorCode, ExitCode, errorCodeOf } from './errors.js';
 import type { RunSummary } from './status-log.js';
 
 /**
@@ -36,4 +36,10 @@ export function runExitCode(s: RunSummary): number {
   if (s.interrupted) return ExitCode.INTERRUPTED;
   if (s.alarm) return ExitCode.ALARM;
   return ExitCode.OK;
+}
+
+/** The exit code of a run that ended with an error before its summary: 3 locked, 70 a bug, else 2. */
+export function errorExitCode(err: unknown): number {
+  const code = errorCodeOf(err);
+  return code === ErrorCode.INTERNAL ? ExitCode.INTERNAL : code === ErrorCode.LOCKED ? ExitCode.LOCKED : ExitCode.SETUP_FAILED;
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
-import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
-import { runExitCode } from './exit-policy.js';
+import { ErrorCode, errorCodeOf, errorMessage } from './errors.js';
+import { errorExitCode, runExitCode } from './exit-policy.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
 import { runPipeline, type PipelineOptions, type Progress } from './pipeline.js';
@@ -144,7 +144,6 @@ async function recordFailure(statusLog: StatusLog | undefined, err: unknown, inp
   if (!statusLog) return;
   const { path, ...named } = input;
   const identity = named.sha256 === undefined && path ? await fileIdentity(path) : {};
-  const code = err instanceof PivotArchiveError ? err.code : ErrorCode.INTERNAL;
   await statusLog
     .write({
       record: 'failure',
@@ -152,8 +151,8 @@ async function recordFailure(statusLog: StatusLog | undefined, err: unknown, inp
       ...identity,
       startedAt,
       finishedAt: new Date().toISOString(),
-      code,
-      exitCode: code === ErrorCode.INTERNAL ? ExitCode.INTERNAL : code === ErrorCode.LOCKED ? ExitCode.LOCKED : ExitCode.SETUP_FAILED,
+      code: errorCodeOf(err),
+      exitCode: errorExitCode(err),
       error: errorMessage(err),
     })
     .catch(() => undefined);

@@ -131,10 +131,14 @@ export function emptyCounters(): Counters {
   };
 }
 
+/** Items rejected, whatever the reason. */
+export function rejectedTotal(c: Pick<Counters, 'rejected'>): number {
+  return Object.values(c.rejected).reduce((a, b) => a + b, 0);
+}
+
 export function isBalanced(c: Counters): boolean {
-  const rejectedTotal = Object.values(c.rejected).reduce((a, b) => a + b, 0);
   return (
-    c.itemsFromSource + c.itemsAddedByPlugins === c.itemsDoneEarlier + rejectedTotal + c.itemsRouted &&
+    c.itemsFromSource + c.itemsAddedByPlugins === c.itemsDoneEarlier + rejectedTotal(c) + c.itemsRouted &&
     c.itemsAvailableForImport === c.delivered + c.skipped + c.failed
   );
 }

@@ -1,7 +1,7 @@
 // What the Maildir sink finds under a message's name decides what it does: the same message is
 // skipped, a torn or empty file is replaced, another complete version is kept and ours stored
 // beside it; and a tmp/ file it did not make is never touched.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Delivery } from '../src/model.js';
@@ -48,13 +48,21 @@ test('maildir presence: an empty or torn file under a message\'s name is replace
   t.deepEqual(await writeAll(root, [empty!, torn!, whole!]), ['skipped', 'skipped', 'skipped']);
 });
 
-test('maildir presence: another complete version under the same identity is kept, ours is stored beside it, and a re-run finds both', async (t) => {
+/**
+ * Event `m_<n>` as first exported, delivered into a new root, and its correction by a re-export
+ * (same Message-ID and second, other text), not delivered yet.
+ */
+async function originalDelivered(t: ExecutionContext, n: number) {
   const root = await tempDir(t);
   const { cur } = await folderOf(root);
-  // The archived original, then a re-export that corrected the event (same Message-ID and second).
-  const original = event(1, 'first-export', 'the original text');
-  const corrected = event(1, 'correcting-export', 'the corrected text');
+  const original = event(n, 'first-export', 'the original text');
+  const corrected = event(n, 'correcting-export', 'the corrected text');
   t.deepEqual(await writeAll(root, [original]), ['delivered']);
+  return { root, cur, original, corrected };
+}
+
+test('maildir presence: another complete version under the same identity is kept, ours is stored beside it, and a re-run finds both', async (t) => {
+  const { root, cur, original, corrected } = await originalDelivered(t, 1);
   const originalName = `${maildirBaseName(original)}:2,S`;
   const originalInode = (await stat(join(cur, originalName))).ino;
   t.deepEqual(await writeAll(root, [corrected]), ['delivered']);
@@ -75,11 +83,7 @@ test('maildir presence: another complete version under the same identity is kept
 });
 
 test('maildir presence: a corrected event whose original a client renamed is stored beside it, never under a second copy of the original\'s name', async (t) => {
-  const root = await tempDir(t);
-  const { cur } = await folderOf(root);
-  const original = event(2, 'first-export', 'the original text');
-  const corrected = event(2, 'correcting-export', 'the corrected text');
-  t.deepEqual(await writeAll(root, [original]), ['delivered']);
+  const { root, cur, original, corrected } = await originalDelivered(t, 2);
   const base = maildirBaseName(original);
   await rename(join(cur, `${base}:2,S`), join(cur, `${base}:2,FS`));
   t.deepEqual(await writeAll(root, [corrected]), ['delivered']);

@@ -9,28 +9,29 @@ export interface InFlightLimit<A> {
 }
 
 /**
- * An async stage with bounded work in flight, results in input order: the chain's only way to
- * await. One highland stream per stage, not one per item (`flatMap(x => _(promise))` costs a
- * stream per item). A rejected promise becomes a stream error at its turn, in order.
+ * An async stage with bounded work in flight, results in input order: how the chain overlaps
+ * sink writes. One highland stream per stage, not one per item (`flatMap(x => _(promise))` costs
+ * a stream per item). A rejected promise becomes a stream error at its turn, in order.
  */
 export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
   return (source) => {
     const pending: { result: Promise<B>; weight: number }[] = [];
     let weight = 0;
     const full = () => pending.length >= limit.count || weight >= (limit.maxWeight ?? Infinity);
-    /** Pushes what is in flight one by one, in order (an error at its turn), then calls `then`. */
-    const flush = (push: (err: Error | null, x?: B | Highland.Nil) => void, then: () => void): void => {
-      const head = pending.shift();
-      if (!head) return then();
+    const any = () => pending.length > 0;
+    /** Pushes the oldest results, in order (an error at its turn), while `more()` holds; then `then()`. */
+    const release = (push: (err: Error | null, x?: B | Highland.Nil) => void, more: () => boolean, then: () => void): void => {
+      if (!more()) return then();
+      const head = pending.shift()!;
       weight -= head.weight;
       head.result.then(
         (r) => {
           push(null, r);
-          flush(push, then);
+          release(push, more, then);
         },
         (e: Error) => {
           push(e);
-          flush(push, then);
+          release(push, more, then);
         },
       );
     };
@@ -38,14 +39,14 @@ export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>)
       if (err) {
         // An error from upstream comes after the results of what was already in flight: they
         // settle and are counted before anything downstream stops on it.
-        flush(push, () => {
+        release(push, any, () => {
           push(err);
           next();
         });
         return;
       }
       if (_.isNil(x)) {
-        flush(push, () => push(null, _.nil));
+        release(push, any, () => push(null, _.nil));
         return;
       }
       const result = fn(x as A);
@@ -53,25 +54,7 @@ export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>)
       const w = limit.weight?.(x as A) ?? 0;
       pending.push({ result, weight: w });
       weight += w;
-      const drain = (): void => {
-        if (!full()) {
-          next();
-          return;
-        }
-        const head = pending.shift()!;
-        weight -= head.weight;
-        head.result.then(
-          (r) => {
-            push(null, r);
-            drain();
-          },
-          (e: Error) => {
-            push(e);
-            drain();
-          },
-        );
-      };
-      drain();
+      release(push, full, next);
     });
   };
 }

@@ -1,8 +1,8 @@
-import { ErrorCode, PivotArchiveError, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from '../errors.js';
+import { errorCodeOf, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from '../errors.js';
 import { alarmOf } from '../exit-policy.js';
 import type { Logger } from '../logger.js';
 import type { Source } from '../sources/source.js';
-import { StatusLog, emptyCounters, isBalanced, type Counters, type OutcomeRecord, type RunSummary } from '../status-log.js';
+import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary } from '../status-log.js';
 
 /** How far a run is, for the progress line. */
 export interface Progress {
@@ -20,7 +20,7 @@ export interface Progress {
 
 /** An error that stopped the chain, as the summary states it: our code, or E_INTERNAL for a bug. */
 export function chainError(err: unknown): { code: string; message: string } {
-  return { code: err instanceof PivotArchiveError ? err.code : ErrorCode.INTERNAL, message: errorMessage(err) };
+  return { code: errorCodeOf(err), message: errorMessage(err) };
 }
 
 /**
@@ -75,14 +75,14 @@ export class Recorder {
   }
 
   async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: RejectReasonValue, detail: string, kept: string): Promise<void> {
-    this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
+    this.countRejected(reason);
     this.logger.warn(`rejected item ${JSON.stringify(line.itemId)} (${reason}): ${detail}`);
     await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'rejected', reason, detail, kept });
   }
 
   /** Rejected, but the rejects folder could not keep it: neither delivered nor kept, so it fails the run. */
   async notKept(line: Omit<OutcomeLine, 'mailbox'>, rejectReason: RejectReasonValue, reason: FailReasonValue, detail: string): Promise<void> {
-    this.counters.rejected[rejectReason] = (this.counters.rejected[rejectReason] ?? 0) + 1;
+    this.countRejected(rejectReason);
     this.counters.rejectedNotKept++;
     this.logger.error(`item ${JSON.stringify(line.itemId)}: ${detail}`);
     await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'failed', reason, detail });
@@ -99,7 +99,7 @@ export class Recorder {
       delivered: c.delivered,
       skipped: c.skipped,
       failed: c.failed + c.rejectedNotKept,
-      rejected: Object.values(c.rejected).reduce((a, b) => a + b, 0),
+      rejected: rejectedTotal(c),
       elapsedMs: Date.now() - this.startedAt.getTime(),
     };
   }
@@ -113,7 +113,6 @@ export class Recorder {
     const fields = source.summaryFields();
     this.counters.itemsFromSource = this.unitsRead + fields.itemsDoneEarlier;
     this.counters.itemsDoneEarlier = fields.itemsDoneEarlier;
-    const rejectedTotal = Object.values(this.counters.rejected).reduce((a, b) => a + b, 0);
     const summary: RunSummary = {
       record: 'summary',
       source: source.kind,
@@ -123,7 +122,7 @@ export class Recorder {
       finishedAt: new Date().toISOString(),
       ...this.counters,
       ...fields.counters,
-      rejectedTotal,
+      rejectedTotal: rejectedTotal(this.counters),
       interrupted,
       balanced: !error && isBalanced(this.counters) && fields.balanced,
       ...(error ? { error } : {}),
@@ -139,6 +138,10 @@ export class Recorder {
       summary.error ??= chainError(err);
     }
     return summary;
+  }
+
+  private countRejected(reason: RejectReasonValue): void {
+    this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
   }
 
   private outcome(line: OutcomeLine): Omit<OutcomeRecord, 'outcome'> {

@@ -3,7 +3,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '../options/index.js';
-import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from '../errors.js';
+import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
+import { errorExitCode } from '../exit-policy.js';
 import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
 import { run, type RunOptions, type RunResult } from '../run.js';
@@ -100,14 +101,15 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         }
       } catch (err) {
         // The archive's own fault, or a bug it triggered, fails that archive alone; a setup error stops the inbox.
-        const internal = !(err instanceof PivotArchiveError) || err.code === ErrorCode.INTERNAL;
-        if (!internal && !(err as PivotArchiveError).code.startsWith('E_ARCHIVE_')) throw err;
-        const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${(err as PivotArchiveError).code}: ${errorMessage(err)}`;
+        const code = errorCodeOf(err);
+        const internal = code === ErrorCode.INTERNAL;
+        if (!internal && !code.startsWith('E_ARCHIVE_')) throw err;
+        const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
         logger.error(`${name}: ${reason}; moved to failed/`);
         const moved = await moveSafely(logger, path, join(inbox, 'failed'), name);
         if (moved) await writeFile(`${moved}.reason.txt`, reason + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
         result.results.push({ archive: name, outcome: 'failed-archive', reason });
-        result.exitCode = Math.max(result.exitCode, internal ? ExitCode.INTERNAL : ExitCode.SETUP_FAILED);
+        result.exitCode = Math.max(result.exitCode, errorExitCode(err));
       }
     }
   } finally {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import fs, { constants, readlinkSync } from 'node:fs';
+import fs, { readlinkSync } from 'node:fs';
 import { chown, link, lstat, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
@@ -9,6 +9,7 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
+import { fsyncDir } from '../../fs-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 
 /**
@@ -34,14 +35,7 @@ class DirectorySync {
   }
 
   private start(): Promise<void> {
-    const run = (async () => {
-      const handle = await open(this.dir, constants.O_RDONLY | constants.O_DIRECTORY);
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-    })();
+    const run = fsyncDir(this.dir);
     const tracked: Promise<void> = run.finally(() => {
       if (this.inFlight === tracked) this.inFlight = null;
     });
