@@ -23,6 +23,8 @@ export const ErrorCode = {
   /** The status log (or a run record) cannot be written. */
   STATUS_LOG: 'E_STATUS_LOG',
   LOCKED: 'E_LOCKED',
+  /** The ledger cannot be read or written, or fails its chain. */
+  LEDGER: 'E_LEDGER',
   /** A bug in this tool, not in the input or the setup. */
   INTERNAL: 'E_INTERNAL',
 } as const;
@@ -90,9 +92,11 @@ export type FailReasonValue = (typeof FailReason)[keyof typeof FailReason];
  * 0 all accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage,
  * config or archive error before any delivery; 3 locked; 4 stopped by a signal; 5 the run
  * accounted for everything but looks wrong: nothing delivered, or more rejected than
- * --max-rejected allows (a mapping mistake); 70 a bug in this tool (EX_SOFTWARE).
+ * --max-rejected allows (a mapping mistake); `verify`: 6 the store does not hold what the ledger
+ * says (missing, altered or unexpected messages), 7 the ledger fails its chain, a checkpoint or
+ * a signature; 70 a bug in this tool (EX_SOFTWARE).
  */
-export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3, INTERRUPTED: 4, ALARM: 5, INTERNAL: 70 } as const;
+export const ExitCode = { OK: 0, DELIVERY_FAILED: 1, SETUP_FAILED: 2, LOCKED: 3, INTERRUPTED: 4, ALARM: 5, STORE_MISMATCH: 6, LEDGER_BROKEN: 7, INTERNAL: 70 } as const;
 
 /** The stable code of an error: ours, or E_INTERNAL for anything we did not raise (a bug). */
 export function errorCodeOf(err: unknown): ErrorCodeValue {

@@ -7,9 +7,59 @@ import { ErrorCode, PivotArchiveError, errorMessage, type FailReasonValue, type 
 
 export type Outcome = 'delivered' | 'skipped' | 'rejected' | 'failed';
 
+/** What every record names: the run (or import) that wrote it, and when. */
+export interface RunStamp {
+  /** A random id, the same on every record of one run (the start, its outcomes, its summary). */
+  runId: string;
+  /** When the record was written (ISO 8601, UTC). */
+  at: string;
+}
+
+/**
+ * The first record of a run, even of one that fails before delivering: who ran what, on which
+ * input, into which sink, with the options that change the outcome.
+ */
+export interface StartRecord extends RunStamp {
+  record: 'start';
+  command: 'run' | 'import';
+  tool: { name: string; version: string };
+  host: string;
+  /** The archive as the run names it (a path, `-`, the built-in sample), or the staging read. */
+  archive?: string;
+  /** Size and sha256 of the archive file (absent when it could not be read). */
+  size?: number;
+  sha256?: string;
+  exportId?: string | null;
+  tenant?: string;
+  eventsInArchive?: number;
+  from?: string;
+  /** The sink, with no secret in it. */
+  sink: string;
+  /** The options that change what is delivered and where (domains, user map, sizes, plugins...). */
+  options: Record<string, unknown>;
+}
+
+/**
+ * The last record of a run in the ledger: the chain's length and head so far, as a signed
+ * checkpoint (C2SP tlog-checkpoint note; see src/ledger/SPEC.md).
+ */
+export interface CheckpointRecord extends RunStamp {
+  record: 'checkpoint';
+  /** Records before this one in the ledger. */
+  size: number;
+  /** sha256 (hex) of the ledger line before this one. */
+  head: string;
+  /** The checkpoint note text, with its signature line when a signing key was given. */
+  note: string;
+  /** The signing key's name and key id (hex) when signed. */
+  signedBy?: { name: string; keyId: string };
+}
+
 /** One line of the status log: what became of one item, or of one (mailbox, item). */
-export interface OutcomeRecord {
+export interface OutcomeRecord extends RunStamp {
   record: 'outcome';
+  /** The export the item came from (null when the source had none). */
+  exportId: string | null;
   itemId: string;
   conversationId: string;
   mailbox: string | null;
@@ -21,11 +71,19 @@ export interface OutcomeRecord {
   size?: number;
   /** Where a rejected item's event and attachments were kept. */
   kept?: string;
+  /** The message's Message-ID and its `sentAt` (ISO 8601): its identity in a mailbox. */
+  messageId?: string;
+  sentAt?: string;
+  /** sha256 (hex) of the exact message bytes given to the sink. */
+  sha256?: string;
+  /** Where the sink holds it (delivered or found there): see `Stored.location`. */
+  location?: string;
 }
 
 /** Something worth knowing about a delivered item, e.g. an attachment missing from the archive. */
-export interface NoteRecord {
+export interface NoteRecord extends RunStamp {
   record: 'note';
+  exportId: string | null;
   itemId: string;
   conversationId: string;
   reason: NoteReasonValue;
@@ -59,7 +117,7 @@ export interface Counters {
  * are those of `pivot-zip` (archive, sha256, tenant, eventsInArchive) or of `staged-batches`
  * (from, batchesImported, batchesFailed, itemsStaged).
  */
-export interface RunSummary extends Counters {
+export interface RunSummary extends Counters, RunStamp {
   record: 'summary';
   /** `pivot-zip` (run) or `staged-batches` (import). */
   source: string;
@@ -94,7 +152,7 @@ export interface RunSummary extends Counters {
 }
 
 /** The record of a run that failed before its summary: what failed, and which archive. */
-export interface FailureRecord {
+export interface FailureRecord extends RunStamp {
   record: 'failure';
   archive: string;
   sha256?: string;
@@ -107,13 +165,16 @@ export interface FailureRecord {
 }
 
 /** What became of one staged batch in `import --from`. */
-export interface BatchRecord {
+export interface BatchRecord extends RunStamp {
   record: 'batch';
   batch: string;
   outcome: 'imported' | 'failed';
   items?: number;
   detail?: string;
 }
+
+/** Every record a status log or the ledger holds. */
+export type LogRecord = StartRecord | OutcomeRecord | NoteRecord | RunSummary | FailureRecord | BatchRecord | CheckpointRecord;
 
 export function emptyCounters(): Counters {
   return {
@@ -180,7 +241,7 @@ export class StatusLog {
     return new StatusLog(files);
   }
 
-  async write(record: OutcomeRecord | NoteRecord | RunSummary | FailureRecord | BatchRecord): Promise<void> {
+  async write(record: LogRecord): Promise<void> {
     const line = redactSecrets(JSON.stringify(record)) + '\n';
     for (const file of this.files) {
       if (file.failed) throw file.failed;

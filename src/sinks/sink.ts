@@ -4,6 +4,53 @@ import type { Delivery } from '../model.js';
 export type WriteOutcome = 'delivered' | 'skipped';
 
 /**
+ * What a write resolves to: its outcome, and where the sink holds the message (the one it wrote,
+ * or the one it found), as the ledger records it and `verify` reads it back: a Maildir path
+ * relative to the root (`<mailbox>/<folder>/cur/<name>`), `<mailbox>/<folder>;UIDVALIDITY=v/;UID=u`
+ * for IMAP (RFC 5092 style), `<blob name>#<entry>` for a staged batch. Absent when unknown.
+ */
+export interface Stored {
+  outcome: WriteOutcome;
+  location?: string;
+}
+
+/** A message the ledger says a mailbox holds, as `verify` asks a store for it. */
+export interface WantedMessage {
+  messageId: string;
+  /** Its `sentAt` (ISO 8601): with the Message-ID, its identity in the mailbox. */
+  sentAt: string;
+  /** Where the ledger says it was stored, if it says. */
+  location?: string;
+}
+
+/** A message a store holds, as `verify` found it: hashed there, never held whole. */
+export interface HeldMessage {
+  messageId: string;
+  sentAt?: string;
+  location: string;
+  /** sha256 (hex) and size of the exact bytes the store holds, whatever flags a client set. */
+  sha256: string;
+  size: number;
+}
+
+/**
+ * How `verify` reads a store back (see src/sinks/SPEC.md): read-only, never creating anything.
+ * A sink that can be verified has a factory with `reader()`.
+ */
+export interface StoreReader {
+  readonly description: string;
+  open(): Promise<void>;
+  /**
+   * The wanted messages the mailbox holds (by location first, else by Message-ID and `sentAt`),
+   * and, unless `wanted` is a sample, the messages of ours it holds that were not wanted.
+   */
+  mailbox(mailbox: string, wanted: WantedMessage[], options: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] }>;
+  /** The mailboxes of the store that hold messages of ours (for unexpected ones in mailboxes the ledger never named). */
+  mailboxes(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/**
  * What every sink implements (see src/sinks/SPEC.md). `write` resolves only once the message
  * is durable in the sink and rejects when it is not; `close` waits for every write and
  * flushes. A sink validates its config before any I/O (in its factory).
@@ -18,7 +65,7 @@ export interface Sink {
   /** Bytes of messages the pipeline may keep in flight (a batching sink needs a batch's worth). */
   readonly maxInFlightBytes?: number;
   open(): Promise<void>;
-  write(delivery: Delivery): Promise<WriteOutcome>;
+  write(delivery: Delivery): Promise<Stored>;
   close(): Promise<void>;
 }
 
@@ -40,4 +87,6 @@ export interface SinkFactory {
   scheme: string;
   /** Parses and validates the spec; throws E_SINK_CONFIG on anything unknown. Does no I/O. */
   create(spec: string, options: SinkOptions): Sink;
+  /** A reader of the same store for `verify` (same spec, same validation); absent if it cannot be verified. */
+  reader?(spec: string, options: SinkOptions): StoreReader;
 }
