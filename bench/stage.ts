@@ -21,7 +21,7 @@ const discardSink: Sink = {
   description: 'discard',
   maxInFlight: 8,
   open: async () => undefined,
-  write: async () => 'delivered',
+  write: async () => ({ outcome: 'delivered' }),
   close: async () => undefined,
 };
 
@@ -74,7 +74,7 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
         maxItemSize: DEFAULT_MAX_ITEM_SIZE,
         maxRejected: 1,
         rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
-        statusLog: await StatusLog.open([]),
+        statusLog: await StatusLog.open([], 'bench'),
         logger: createLogger({ level: 'error', json: false }),
       });
       await sink.close();
