@@ -144,3 +144,16 @@ async function completeLength(path: string): Promise<{ complete: number; torn: b
     await handle.close();
   }
 }
+
+/** Every record of the ledger in order, parsed and unchecked (a second pass after `checkLedger`); lines that do not parse are passed over. */
+export async function* ledgerRecords(path: string): AsyncGenerator<LedgerLine> {
+  const { complete } = await completeLength(path);
+  if (complete === 0) return;
+  for await (const line of createInterface({ input: createReadStream(path, { end: complete - 1 }), crlfDelay: Infinity })) {
+    try {
+      yield JSON.parse(line) as LedgerLine;
+    } catch {
+      // Reported by checkLedger.
+    }
+  }
+}
