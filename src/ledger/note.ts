@@ -55,13 +55,16 @@ export function generateKeys(name: string): { privateText: string; verifierText:
 }
 
 function keyParts(text: string, what: string, privateKey: boolean): { name: string; id: string; key: Buffer } {
-  const parts = text.trim().split('+');
-  const fields = privateKey ? parts.slice(2) : parts;
-  const [name, id, data] = fields;
-  const key = data === undefined ? undefined : Buffer.from(data, 'base64');
-  const ok = (!privateKey || (parts[0] === 'PRIVATE' && parts[1] === 'KEY')) && fields.length === 3 && /^[0-9a-f]{8}$/.test(id ?? '') && key?.length === 33 && key[0] === ED25519;
-  if (!ok) throw new PivotArchiveError(ErrorCode.CONFIG, `${what} is not an Ed25519 ${privateKey ? 'signing key (PRIVATE+KEY+NAME+ID+DATA, as keygen writes it)' : 'verifier key (NAME+ID+DATA, as keygen prints it)'}`);
-  return { name: checkName(name!), id: id!, key: key!.subarray(1) };
+  // name+id+data: the name holds no "+" and the id is hex, but base64 data may hold "+".
+  let rest = text.trim();
+  const prefixed = rest.startsWith('PRIVATE+KEY+');
+  if (privateKey && prefixed) rest = rest.slice('PRIVATE+KEY+'.length);
+  const match = /^([^+]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+={0,2})$/.exec(rest);
+  const key = match ? Buffer.from(match[3]!, 'base64') : undefined;
+  if (!match || privateKey !== prefixed || key?.length !== 33 || key[0] !== ED25519) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `${what} is not an Ed25519 ${privateKey ? 'signing key (PRIVATE+KEY+NAME+ID+DATA, as keygen writes it)' : 'verifier key (NAME+ID+DATA, as keygen prints it)'}`);
+  }
+  return { name: checkName(match[1]!), id: match[2]!, key: key.subarray(1) };
 }
 
 /** Reads a signing key's text; `what` names it in errors, never its content. */
