@@ -21,7 +21,7 @@ const discardSink: Sink = {
   description: 'discard',
   maxInFlight: 8,
   open: async () => undefined,
-  write: async () => 'delivered',
+  write: async () => ({ outcome: 'delivered' }),
   close: async () => undefined,
 };
 

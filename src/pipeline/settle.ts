@@ -44,7 +44,7 @@ export class Settler {
     const line = { itemId: d.itemId, conversationId: d.conversationId, mailbox: d.mailbox, size: d.message.length };
     let outcome: 'delivered' | 'skipped';
     try {
-      outcome = await this.sink.write(d);
+      outcome = (await this.sink.write(d)).outcome;
     } catch (err) {
       await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
       return false;
