@@ -26,8 +26,8 @@ const builtIn = new Map<string, BuiltIn>([
   ['azblob', { load: async () => (await import('./azblob/index.js')).azureBlobSinkFactory, form: AZURE_BLOB_FORM, options: azureBlobOptions }],
 ]);
 
-/** The factory of the sink a spec such as `maildir:/srv/mail` names. */
-async function factoryOf(spec: string): Promise<SinkFactory> {
+/** The factory of the built-in sink a spec names; E_SINK_CONFIG (quoting no password) for none. */
+async function factoryFor(spec: string): Promise<SinkFactory> {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1]?.toLowerCase() ?? '';
   const sink = builtIn.get(scheme);
   if (!sink) {
@@ -39,15 +39,18 @@ async function factoryOf(spec: string): Promise<SinkFactory> {
   return sink.load();
 }
 
-/** Creates the sink a spec names, validating it before any I/O. */
+/** Creates the sink a spec such as `maildir:/srv/mail` names, validating it before any I/O. */
 export async function createSink(spec: string, options: SinkOptions): Promise<Sink> {
-  return (await factoryOf(spec)).create(spec, options);
+  return (await factoryFor(spec)).create(spec, options);
 }
 
-/** A read-only reader of the store a sink spec names, for `verify`. */
+/**
+ * A reader of the store a sink spec names, for `verify` (the same spec, validated the same way,
+ * before any I/O); E_SINK_CONFIG for a sink whose store cannot be read back.
+ */
 export async function createStoreReader(spec: string, options: SinkOptions): Promise<StoreReader> {
-  const factory = await factoryOf(spec);
-  if (!factory.reader) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `a ${factory.scheme} sink cannot be read back by verify`);
+  const factory = await factoryFor(spec);
+  if (!factory.reader) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `${factory.scheme} sink: its store cannot be read back`);
   return factory.reader(spec, options);
 }
 
