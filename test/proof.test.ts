@@ -105,11 +105,12 @@ test('verify: an untouched store passes; flags a client set do not matter; one b
   const flagged = await verifyJson(verifyArgs);
   t.is(flagged.code, 0, flagged.stdout);
 
-  // One byte of one message changed.
-  const third_path = join(folder(third!), 'cur', third!.file);
-  const bytes = await readFile(third_path);
+  // One byte of one message changed (a new file renamed over it: the copies hard-linked to it keep theirs).
+  const thirdPath = join(folder(third!), 'cur', third!.file);
+  const bytes = await readFile(thirdPath);
   bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0x01;
-  await writeFile(third_path, bytes);
+  await writeFile(`${thirdPath}.edited`, bytes);
+  await rename(`${thirdPath}.edited`, thirdPath);
   const altered = await verifyJson(verifyArgs);
   t.is(altered.code, 6, altered.stdout);
   const alteredList = (altered.result.store as Json).altered as Json[];
@@ -161,7 +162,7 @@ test('verify --ledger: a ledger line edited, its last records dropped, or the wr
   await writeFile(ledger, original);
   const otherKey = join(dir, 'other.key');
   t.is((await cli(['keygen', '--out', otherKey, '--name', 'acme-archive'])).code, 0);
-  const wrongKey = await verifyJson([...ledgerOnly.filter((a) => !a.endsWith('.pub')), `${otherKey}.pub`]);
+  const wrongKey = await verifyJson(ledgerOnly.map((a) => (a.endsWith('.pub') ? `${otherKey}.pub` : a)));
   t.is(wrongKey.code, 7);
   t.is((wrongKey.result.ledger as Json).signature, 'failed');
 });
@@ -175,10 +176,11 @@ test('status --export reconciles a killed run and its resumed run into one accou
   const state = join(dir, 'state');
   const args = ['run', archive, '--sink', `maildir:${mail}`, '--domain', 'acme.example', '--state-dir', state, '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
   const { child, exited } = startCli(args);
-  // Kill it once a few hundred outcomes are in the ledger.
+  // Kill it once a few hundred outcomes are in the ledger and its checkpoint (saved about every second) is on disk.
   for (;;) {
     const text = await readFile(join(state, 'ledger.jsonl'), 'utf8').catch(() => '');
-    if ((text.match(/"outcome":"delivered"/g) ?? []).length > 300) break;
+    const checkpoints = await readdir(join(state, 'checkpoints')).catch(() => [] as string[]);
+    if ((text.match(/"outcome":"delivered"/g) ?? []).length > 300 && checkpoints.some((n) => n.endsWith('.json'))) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   child.kill('SIGKILL');
