@@ -138,7 +138,7 @@ function sample<T>(all: T[], n: number): T[] {
 export function formatVerify(r: VerifyResult): string {
   const l = r.ledger;
   const lines = [
-    `ledger ${l.path}: ${l.records} records, ${l.checkpoints} checkpoints, head ${l.head}`,
+    `ledger ${l.path}: ${l.records} records, ${l.checkpoints} checkpoint${l.checkpoints === 1 ? '' : 's'}, head ${l.head}`,
     `  chain ${l.chainIntact ? 'intact' : 'BROKEN'}; signature ${l.signature}${l.unsealed ? `; ${l.unsealed} records after the last checkpoint (a run killed or running)` : ''}`,
     ...l.problems.map((p) => `  problem: ${p}`),
   ];
@@ -152,6 +152,7 @@ export function formatVerify(r: VerifyResult): string {
     const more = s.missing.length + s.altered.length + (s.unexpected?.length ?? 0) - Math.min(20, s.missing.length) - Math.min(20, s.altered.length) - Math.min(20, s.unexpected?.length ?? 0);
     if (more > 0) lines.push(`  ... and ${more} more (see --json)`);
   }
-  lines.push(r.exitCode === 0 ? 'verified: everything recorded is there, unaltered' : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
+  const ok = s ? 'verified: the ledger holds, and everything it records is there, unaltered' : 'verified: the ledger holds (the store was not read: give --sink to check it)';
+  lines.push(r.exitCode === 0 ? ok : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
   return lines.join('\n') + '\n';
 }
