@@ -6,6 +6,7 @@ import { errorExitCode, runExitCode } from './exit-policy.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
 import { runPipeline, type PipelineOptions, type Progress } from './pipeline.js';
+import { DryRunSink } from './dry-run.js';
 import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 import type { Source } from './sources/source.js';
@@ -20,6 +21,8 @@ export interface JobConfig {
   stateDir?: string;
   keepRuns: number;
   maxItemSize: number;
+  /** Count what would be delivered (src/dry-run.ts): no state dir, no status log, the sink created but never opened. */
+  dryRun?: boolean;
 }
 
 export interface JobOptions {
@@ -76,6 +79,8 @@ export async function runJob(
   const cwd = options.cwd ?? process.cwd();
   const startedAt = new Date().toISOString();
   const cleanups: (() => Promise<void>)[] = [];
+  // A dry run writes nothing: no status log, and the state dir is left alone (no lock, run log, checkpoint or ledger).
+  if (config.dryRun) config = { ...config, statusLog: undefined, stateDir: undefined };
   const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
   const state = config.stateDir ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
   let statusLog: StatusLog | undefined;
@@ -86,7 +91,8 @@ export async function runJob(
       logs.push(runLog);
     }
     statusLog = await openStatusLog(logs, state !== undefined);
-    const sink = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
+    const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
+    const sink = config.dryRun ? new DryRunSink(created) : created;
     const opened = await job.open({ sink, statusLog, state, cleanup: (fn) => cleanups.push(fn) });
     await sink.open();
     let summary: RunSummary;

@@ -44,7 +44,9 @@ export class Settler {
     const line = { itemId: d.itemId, conversationId: d.conversationId, mailbox: d.mailbox, size: d.message.length };
     let outcome: 'delivered' | 'skipped';
     try {
-      outcome = await this.sink.write(d);
+      const stored = await this.sink.write(d);
+      // Transitional: a sink not yet moved to `Stored` (wt-sinks) still resolves the bare outcome. Drop once they all are.
+      outcome = typeof stored === 'string' ? stored : stored.outcome;
     } catch (err) {
       await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
       return false;
