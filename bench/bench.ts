@@ -1,5 +1,5 @@
 // npm run bench: generates sample archives and measures each stage in its own process.
-// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir --imap-events 3000 --staging-events 20000]
+// Usage: npm run bench [-- --events 100000,1000000 --stages source,naive-json-parse,mime,maildir,maildir-ledger,verify --imap-events 3000 --staging-events 20000]
 // The IMAP row delivers into a throwaway local Dovecot, the staging row into a local Azurite (in
 // memory), both started as the tests start them, on smaller archives.
 import { execFileSync } from 'node:child_process';
@@ -16,7 +16,8 @@ function option(name: string, fallback: string): string {
 }
 
 const sizes = option('events', '100000,1000000').split(',').filter(Boolean).map(Number);
-const stages = option('stages', 'source,naive-json-parse,mime,maildir').split(',').filter(Boolean);
+// verify reads back what maildir-ledger delivered, so it follows it.
+const stages = option('stages', 'source,naive-json-parse,mime,maildir,maildir-ledger,verify').split(',').filter(Boolean);
 const imapEvents = Number(option('imap-events', '3000'));
 const stagingEvents = Number(option('staging-events', '20000'));
 const work = join(tmpdir(), 'pivot-archive-bench');
@@ -55,13 +56,15 @@ function runStage(stage: string, archive: string, out: string, env: Record<strin
 
 for (const size of sizes) {
   const { archive, archiveMB } = await archiveOf(size);
+  const out = join(work, `maildir-${size}`);
+  const clean = () => Promise.all([out, `${out}-state`, `${out}-rejects`].map((d) => rm(d, { recursive: true, force: true })));
   for (const stage of stages) {
-    const out = join(work, `maildir-${size}`);
-    await rm(out, { recursive: true, force: true });
+    // Each delivering stage starts from an empty store; verify reads what the one before it left.
+    if (stage !== 'verify') await clean();
     process.stderr.write(`${size} events: ${stage} ...\n`);
     rows.push({ size, archiveMB, row: runStage(stage, archive, out) });
-    await rm(out, { recursive: true, force: true });
   }
+  await clean();
 }
 
 if (imapEvents > 0) {

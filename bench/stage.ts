@@ -12,6 +12,9 @@ import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
 import { DEFAULT_MAX_ITEM_SIZE } from '../src/options/index.js';
 import { RejectsFolder } from '../src/formats/rejects/index.js';
+import { LedgerWriter } from '../src/ledger/writer.js';
+import { formatVerify, verify } from '../src/verify.js';
+import { join } from 'node:path';
 
 const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];
 
@@ -21,7 +24,7 @@ const discardSink: Sink = {
   description: 'discard',
   maxInFlight: 8,
   open: async () => undefined,
-  write: async () => 'delivered',
+  write: async () => ({ outcome: 'delivered' }),
   close: async () => undefined,
 };
 
@@ -59,12 +62,21 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
       await handle.close();
       return { events, deliveries: 0 };
     }
+    case 'verify': {
+      // Reads back what the maildir-ledger stage delivered: the ledger checked, every message hashed.
+      const result = await verify({ stateDir: `${out}-state`, sink: `maildir:${out}`, checkpoints: [], insecure: false }, createLogger({ level: 'error', json: false }));
+      if (result.exitCode !== 0 || !result.store) throw new Error(`verify failed: ${formatVerify(result)}`);
+      return { events: result.ledger.records, deliveries: result.store.intact };
+    }
     case 'mime':
     case 'maildir':
+    case 'maildir-ledger':
     case 'imap':
     case 'azblob': {
       const archive = await PivotExportArchive.open({ path: archivePath });
       const spec = stage === 'imap' || stage === 'azblob' ? process.env.PIVOT_BENCH_SINK! : `maildir:${out}`;
+      // With a ledger, as a run with --state-dir keeps one: every outcome hashed, chained and written.
+      const ledger = stage === 'maildir-ledger' ? await LedgerWriter.open(join(`${out}-state`, 'ledger.jsonl')) : undefined;
       const sink = countingBytes(stage === 'mime' ? discardSink : await createSink(spec, { cwd: process.cwd() }));
       await sink.open();
       const summary = await runPipeline(new PivotZipSource(archive, archivePath), {
@@ -74,10 +86,14 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
         maxItemSize: DEFAULT_MAX_ITEM_SIZE,
         maxRejected: 1,
         rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
-        statusLog: await StatusLog.open([]),
+        statusLog: await StatusLog.open([], 'bench', ledger),
         logger: createLogger({ level: 'error', json: false }),
       });
       await sink.close();
+      if (ledger) {
+        await ledger.seal('bench', undefined, join(`${out}-state`, 'checkpoint.note'));
+        await ledger.close();
+      }
       await archive.close();
       if (!summary.balanced) throw new Error('counters do not add up');
       return { events: summary.itemsFromSource, deliveries: summary.delivered, bytes };

@@ -12,7 +12,7 @@ import { formatSummary } from './summary.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
 import { StateDir } from './state/index.js';
-import { crontabLine, formatStatus } from './state/report.js';
+import { crontabLine, formatExportStatus, formatStatus } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
 
@@ -29,7 +29,25 @@ const SAMPLE_OPTIONS = {
 const STATUS_OPTIONS = {
   'state-dir': { type: 'string', demandOption: true, describe: 'the state dir given to run or import' },
   last: { type: 'number', default: 10, describe: 'how many runs, newest first' },
-  json: { type: 'boolean', describe: 'one JSON object per run: its summary or failure, and the items that failed' },
+  export: { type: 'string', describe: "one export's account across all its runs (killed, resumed, re-run), from the ledger" },
+  'public-key': { type: 'string', describe: 'with --export: verifier key (keygen\'s .pub file or its text) to check the ledger\'s signatures' },
+  json: { type: 'boolean', describe: 'one JSON object per run (its summary or failure, and the items that failed); with --export, the account' },
+} as const;
+const KEYGEN_OPTIONS = {
+  out: { type: 'string', demandOption: true, describe: 'file for the private key (mode 0600, never replaced); the public key goes to FILE.pub' },
+  name: { type: 'string', describe: 'key name in signatures [default: pivot-archive-HOSTNAME]' },
+} as const;
+const VERIFY_OPTIONS = {
+  'state-dir': { type: 'string', demandOption: true, describe: 'the state dir whose ledger.jsonl is checked' },
+  sink: { type: 'string', describe: 'the store to read back, as given to run (maildir:DIR, imap://..., azblob://...); without it only the ledger is checked' },
+  ledger: { type: 'boolean', describe: 'check the ledger only (chain, checkpoints, signatures), even when --sink is given' },
+  export: { type: 'string', describe: 'only the messages of this export id' },
+  since: { type: 'string', describe: 'only runs started at or after this date/time (ISO 8601)' },
+  sample: { type: 'number', describe: 'check a random sample of N messages (for very large stores; says so)' },
+  'public-key': { type: 'string', describe: "verifier key (keygen's .pub file, or its text) the checkpoints must be signed with" },
+  checkpoint: { type: 'string', array: true, default: [] as string[], describe: 'a checkpoint note copied off the host earlier (repeatable): the ledger must still hold what it covers' },
+  insecure: { type: 'boolean', default: false, describe: 'allow IMAP without TLS to a host that is not loopback' },
+  json: { type: 'boolean', describe: 'the result as one JSON object' },
 } as const;
 const CRON_OPTIONS = {
   print: { type: 'boolean', demandOption: true, describe: 'print the line (nothing is installed)' },
@@ -42,6 +60,8 @@ const FLAGS: Record<string, string[]> = {
   import: optionsOf('import').map((o) => o.flag),
   sample: Object.keys(SAMPLE_OPTIONS),
   status: Object.keys(STATUS_OPTIONS),
+  keygen: Object.keys(KEYGEN_OPTIONS),
+  verify: Object.keys(VERIFY_OPTIONS),
   cron: Object.keys(CRON_OPTIONS),
 };
 const COMMANDS = Object.keys(FLAGS);
@@ -90,6 +110,28 @@ async function importCommand(config: ImportConfig): Promise<number> {
     const { summary, exitCode } = await runImport(config, logger, { stop });
     process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     return exitCode;
+  });
+}
+
+async function verifyCommand(argv: { 'state-dir': string; sink?: string; ledger?: boolean; export?: string; since?: string; sample?: number; 'public-key'?: string; checkpoint: (string | number)[]; insecure: boolean; json?: boolean }): Promise<number> {
+  if (argv.sample !== undefined && (!Number.isInteger(argv.sample) || argv.sample < 1)) throw new PivotArchiveError(ErrorCode.USAGE, '--sample must be a whole number of messages, 1 or more');
+  return withLoggerAndSignals({ level: 'warn', json: argv.json ?? false }, async (logger) => {
+    const { verify, formatVerify } = await import('./verify.js');
+    const result = await verify(
+      {
+        stateDir: argv['state-dir'],
+        sink: argv.ledger ? undefined : argv.sink,
+        exportId: argv.export,
+        since: argv.since,
+        sample: argv.sample,
+        publicKey: argv['public-key'],
+        checkpoints: argv.checkpoint.map(String),
+        insecure: argv.insecure,
+      },
+      logger,
+    );
+    process.stdout.write(argv.json ? `${JSON.stringify(result)}\n` : formatVerify(result));
+    return result.exitCode;
   });
 }
 
@@ -217,7 +259,37 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       (y) =>
         y.options(STATUS_OPTIONS),
       async (argv) => {
-        if (mode === 'execute') process.stdout.write(await formatStatus(new StateDir(argv['state-dir']), argv.last, argv.json ?? false));
+        if (mode !== 'execute') return;
+        const state = new StateDir(argv['state-dir']);
+        if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, argv.last, argv.json ?? false));
+        const { exportAccount, ledgerTrust } = await import('./ledger/index.js');
+        const { account, check } = await exportAccount(state.ledgerPath, argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
+        if (account.runs.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records no run of export ${JSON.stringify(argv.export)}`);
+        process.stdout.write(argv.json ? `${JSON.stringify({ account, ledger: check })}\n` : formatExportStatus(account, check));
+      },
+    )
+    .command(
+      'keygen',
+      'Make an Ed25519 key pair that signs the ledger (run --signing-key FILE; verify --public-key FILE.pub)',
+      (y) => y.options(KEYGEN_OPTIONS),
+      async (argv) => {
+        if (mode !== 'execute') return;
+        const { keygen } = await import('./keygen.js');
+        const verifier = await keygen(argv.out, argv.name);
+        process.stdout.write(`private key: ${argv.out} (keep it secret; give it to run --signing-key)\npublic key: ${argv.out}.pub\n${verifier}`);
+      },
+    )
+    .command(
+      'verify',
+      'Prove the ledger whole and the store holding every message it records, byte for byte',
+      (y) =>
+        y
+          .options(VERIFY_OPTIONS)
+          .example('$0 verify --state-dir /var/lib/pivot-archive --sink maildir:/srv/mail --public-key ledger.key.pub', '')
+          .epilog('Exit codes: 0 the ledger holds and every message it records is there, unaltered; 6 missing, altered or unexpected messages; 7 the ledger fails its chain, a checkpoint or a signature; 2 usage or a store that cannot be read.'),
+      async (argv) => {
+        if (mode !== 'execute') return;
+        setExitCode(await verifyCommand(argv));
       },
     )
     .command(
@@ -235,7 +307,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         if (mode === 'execute') process.stdout.write(line + '\n');
       },
     )
-    .demandCommand(1, 'Name a command: run, import, sample, status or cron.')
+    .demandCommand(1, 'Name a command: run, import, sample, status, verify, keygen or cron.')
     .parserConfiguration({ 'populate--': true })
     .strict()
     .epilog(EXAMPLES)

@@ -13,7 +13,9 @@ import { PluginRegistry } from './transforms/plugins/index.js';
  */
 export async function runImport(config: ImportConfig, logger: Logger, options: JobOptions & { env?: NodeJS.ProcessEnv } = {}): Promise<JobResult> {
   return runJob(config, logger, options, {
+    command: 'import',
     input: () => ({ archive: config.from }),
+    outcomeOptions: { exportId: config.exportId ?? null, again: config.again },
     async open({ sink, statusLog }) {
       if (sink.kind === 'azblob') throw new PivotArchiveError(ErrorCode.USAGE, 'import delivers into a mailbox sink (maildir:DIR or imap://...), not back into staging');
       const staged = openStagedBatches(config.from, options.env);
@@ -28,7 +30,7 @@ export async function runImport(config: ImportConfig, logger: Logger, options: J
         logger,
       });
       // Staged messages were checked, transformed and routed when they were staged.
-      return { source, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxRejected: 1 };
+      return { source, started: { from: staged.description, exportId: config.exportId ?? null }, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxRejected: 1 };
     },
   });
 }

@@ -1,7 +1,9 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { ErrorCode, errorCodeOf, errorMessage } from './errors.js';
+import { ErrorCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
 import { errorExitCode, runExitCode } from './exit-policy.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
@@ -10,8 +12,11 @@ import { DryRunSink } from './dry-run.js';
 import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 import type { Source } from './sources/source.js';
-import { StatusLog, type RunSummary } from './status-log.js';
+import { parseSigningKey, type SigningKey } from './ledger/note.js';
+import { LedgerWriter } from './ledger/writer.js';
+import { StatusLog, type RunSummary, type StartRecord, type Unstamped } from './status-log.js';
 import { StateDir } from './state/index.js';
+import { TOOL } from './version.js';
 
 /** What a job (a run or an import) is told, by flags or by the config file. */
 export interface JobConfig {
@@ -21,6 +26,8 @@ export interface JobConfig {
   stateDir?: string;
   keepRuns: number;
   maxItemSize: number;
+  /** Ed25519 key (keygen's file) that signs the ledger's checkpoint of each run. */
+  signingKey?: string;
   /** Count what would be delivered (src/dry-run.ts): no state dir, no status log, the sink created but never opened. */
   dryRun?: boolean;
 }
@@ -42,6 +49,8 @@ export interface JobResult {
 /** What a job's caller opens once the status log and the sink are ready: the source and the chain's settings. */
 export interface OpenedJob extends Pick<PipelineOptions, 'plugins' | 'fanOut' | 'maxRejected'> {
   source: Source;
+  /** What the start record says of the input beyond its identity (export, tenant, events; the staging read). */
+  started?: Pick<StartRecord, 'exportId' | 'tenant' | 'eventsInArchive' | 'from'>;
   rejects?: RejectsFolder;
   /** After the chain: e.g. the checkpoint removed once the archive completed. */
   finish?(summary: RunSummary): Promise<void>;
@@ -64,36 +73,55 @@ export interface InputIdentity {
   size?: number;
 }
 
+/** What a job is: its command, its input, the options that change its outcome, and how it opens. */
+export interface Job {
+  command: StartRecord['command'];
+  input(): InputIdentity;
+  /** The options that change what is delivered and where, for the start record. */
+  outcomeOptions: Record<string, unknown>;
+  open(context: JobContext): Promise<OpenedJob>;
+}
+
 /**
- * One job, run or import alike: the state dir's lock and run log, the status log(s), the sink,
- * then `open` (the caller's checks and its source), the chain, and the summary with its exit
- * code. Every job leaves a record: one that fails before its summary writes a `failure`
- * record (error and input identity) to its status log(s) before the error goes up.
+ * One job, run or import alike: the state dir's lock, run log and ledger, the status log(s), the
+ * sink, then `open` (the caller's checks and its source), the chain, and the summary with its
+ * exit code. Every job leaves a record: a `start` record, then its outcomes and summary, or a
+ * `failure` record (error and input identity) when it fails before its summary; in the state
+ * dir's ledger a checkpoint then closes it (see src/ledger/SPEC.md).
  */
-export async function runJob(
-  config: JobConfig,
-  logger: Logger,
-  options: JobOptions,
-  job: { input(): InputIdentity; open(context: JobContext): Promise<OpenedJob> },
-): Promise<JobResult> {
+export async function runJob(config: JobConfig, logger: Logger, options: JobOptions, job: Job): Promise<JobResult> {
   const cwd = options.cwd ?? process.cwd();
+  const runId = randomUUID();
   const startedAt = new Date().toISOString();
   const cleanups: (() => Promise<void>)[] = [];
   // A dry run writes nothing: no status log, and the state dir is left alone (no lock, run log, checkpoint or ledger).
-  if (config.dryRun) config = { ...config, statusLog: undefined, stateDir: undefined };
-  const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
-  const state = config.stateDir ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
+  const writes = !config.dryRun;
+  const logs = config.statusLog && writes ? [resolve(cwd, config.statusLog)] : [];
+  const state = config.stateDir && writes ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
   let statusLog: StatusLog | undefined;
+  let ledger: LedgerWriter | undefined;
+  let key: SigningKey | undefined;
+  let sinkDescription = '';
+  let started = false;
+  const start = async (log: StatusLog, opened?: OpenedJob['started']) => {
+    started = true;
+    await log.write(startRecord(job, config, sinkDescription, opened, ledger?.tornBytes));
+  };
   try {
+    if (config.signingKey && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key signs the ledger kept in --state-dir: give --state-dir too');
     if (state) {
       const { runLog, release } = await state.begin(config.keepRuns, options.lockHeld);
       cleanups.push(release);
       logs.push(runLog);
+      ledger = await LedgerWriter.open(state.ledgerPath);
     }
-    statusLog = await openStatusLog(logs, state !== undefined);
+    statusLog = await openStatusLog(logs, state !== undefined, runId, ledger);
+    if (config.signingKey) key = await readSigningKey(resolve(cwd, config.signingKey));
     const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
     const sink = config.dryRun ? new DryRunSink(created) : created;
+    sinkDescription = sink.description;
     const opened = await job.open({ sink, statusLog, state, cleanup: (fn) => cleanups.push(fn) });
+    await start(statusLog, opened.started);
     await sink.open();
     let summary: RunSummary;
     try {
@@ -117,10 +145,15 @@ export async function runJob(
     await statusLog.close().catch((err: unknown) => {
       summary.error ??= { code: ErrorCode.STATUS_LOG, message: errorMessage(err) };
     });
+    await sealLedger(ledger, runId, key, state).catch((err: unknown) => {
+      summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
+    });
     if (summary.error) logger.error(`${summary.error.code}: ${summary.error.message}`);
     return { summary, exitCode: runExitCode(summary) };
   } catch (err) {
+    if (statusLog && !started) await start(statusLog).catch(() => undefined);
     await recordFailure(statusLog, err, job.input(), startedAt);
+    await sealLedger(ledger, runId, key, state).catch((sealErr: unknown) => logger.error(`${errorCodeOf(sealErr)}: ${errorMessage(sealErr)}`));
     throw err;
   } finally {
     for (const cleanup of cleanups.reverse()) {
@@ -133,12 +166,12 @@ export async function runJob(
  * The status logs of a job. If one cannot be opened, the state dir's own run log (when there is
  * one) is still opened alone, so the failure can be recorded there, and the error goes up.
  */
-async function openStatusLog(paths: string[], lastIsRunLog: boolean): Promise<StatusLog> {
+async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: string, ledger: LedgerWriter | undefined): Promise<StatusLog> {
   try {
-    return await StatusLog.open(paths);
+    return await StatusLog.open(paths, runId, ledger);
   } catch (err) {
     if (lastIsRunLog && paths.length > 1) {
-      const runLog = await StatusLog.open(paths.slice(-1)).catch(() => undefined);
+      const runLog = await StatusLog.open(paths.slice(-1), runId, ledger).catch(() => undefined);
       if (runLog) await recordFailure(runLog, err, { archive: '' }, new Date().toISOString());
     }
     throw err;
@@ -177,5 +210,43 @@ async function fileIdentity(path: string): Promise<{ sha256?: string; size?: num
     return { sha256: hash.digest('hex'), size };
   } catch {
     return {};
+  }
+}
+
+/** The start record: who ran what, on which input, into which sink, with which options. */
+function startRecord(job: Job, config: JobConfig, sink: string, opened: OpenedJob['started'], tornBytes = 0): Unstamped<StartRecord> {
+  const { path: _path, ...input } = job.input();
+  return {
+    record: 'start',
+    command: job.command,
+    tool: TOOL,
+    host: hostname(),
+    ...input,
+    ...opened,
+    sink,
+    options: { maxItemSize: config.maxItemSize, ...job.outcomeOptions },
+    ...(config.signingKey ? { signed: true } : {}),
+    ...(tornBytes > 0 ? { ledgerTornBytes: tornBytes } : {}),
+  };
+}
+
+/** The signing key, read before anything is delivered; its content never reaches a message. */
+async function readSigningKey(path: string): Promise<SigningKey> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `--signing-key ${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
+  }
+  return parseSigningKey(text, `--signing-key ${path}`);
+}
+
+/** Closes the run in the ledger with its checkpoint, synced to disk. */
+async function sealLedger(ledger: LedgerWriter | undefined, runId: string, key: SigningKey | undefined, state: StateDir | undefined): Promise<void> {
+  if (!ledger || !state) return;
+  try {
+    await ledger.seal(runId, key, state.checkpointNotePath);
+  } finally {
+    await ledger.close().catch(() => undefined);
   }
 }

@@ -44,8 +44,8 @@ export interface PipelineOptions {
  * the run) stops reading; the summary says so, with the counters of what was done.
  */
 export async function runPipeline(source: Source, o: PipelineOptions): Promise<RunSummary> {
-  const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind);
   const archive = source.export;
+  const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind, archive?.exportId ?? null);
   const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize);
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
   const error = await finish(async () => {

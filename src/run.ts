@@ -41,7 +41,17 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
   const input: InputIdentity = { archive: config.sample ? SAMPLE_ARCHIVE_NAME : (config.archive ?? '') };
   let dryRun: DryRunSink | undefined;
   const result = await runJob(config, logger, options, {
+    command: 'run',
     input: () => input,
+    outcomeOptions: {
+      domains: config.domains,
+      allDomains: config.allDomains,
+      userMap: config.userMap ?? null,
+      defaultMailbox: config.defaultMailbox ?? null,
+      plugins: config.plugins,
+      maxEventSize: config.maxEventSize,
+      rejects: resolve(cwd, config.rejects),
+    },
     async open({ sink, statusLog, state, cleanup }) {
       if (sink instanceof DryRunSink) dryRun = sink;
       const fanOut = await checkRunConfig(config, targetSink(sink), cwd);
@@ -59,6 +69,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (messages file ${checkpoint.resumeAt.file}, event ${checkpoint.resumeAt.index})`);
       return {
         source: new PivotZipSource(archive, name, checkpoint),
+        started: { exportId: archive.exportId, tenant: archive.tenant, eventsInArchive: archive.eventCount },
         plugins,
         fanOut,
         maxRejected: config.maxRejected,

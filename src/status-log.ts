@@ -1,3 +1,4 @@
+import type { LedgerWriter } from './ledger/writer.js';
 import { redactSecrets } from './redact.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
@@ -37,6 +38,10 @@ export interface StartRecord extends RunStamp {
   sink: string;
   /** The options that change what is delivered and where (domains, user map, sizes, plugins...). */
   options: Record<string, unknown>;
+  /** The run's checkpoint is signed (--signing-key). */
+  signed?: boolean;
+  /** Bytes of a ledger line a crash cut short, removed before this run appended. */
+  ledgerTornBytes?: number;
 }
 
 /**
@@ -176,6 +181,9 @@ export interface BatchRecord extends RunStamp {
 /** Every record a status log or the ledger holds. */
 export type LogRecord = StartRecord | OutcomeRecord | NoteRecord | RunSummary | FailureRecord | BatchRecord | CheckpointRecord;
 
+/** A record as a stage writes it: the status log stamps it with the run and the time. */
+export type Unstamped<T> = T extends RunStamp ? Omit<T, keyof RunStamp> : never;
+
 export function emptyCounters(): Counters {
   return {
     itemsFromSource: 0,
@@ -219,9 +227,15 @@ interface LogFile {
  * close with E_STATUS_LOG naming it: the run stops rather than go on unrecorded.
  */
 export class StatusLog {
-  private constructor(private readonly files: LogFile[]) {}
+  private constructor(
+    private readonly files: LogFile[],
+    /** Every record it writes names this run. */
+    readonly runId: string,
+    /** The state dir's ledger, when there is one: every record is appended there too, chained. */
+    readonly ledger: LedgerWriter | undefined,
+  ) {}
 
-  static async open(paths: string[]): Promise<StatusLog> {
+  static async open(paths: string[], runId: string, ledger?: LedgerWriter): Promise<StatusLog> {
     const files: LogFile[] = [];
     for (const path of paths) {
       try {
@@ -238,16 +252,19 @@ export class StatusLog {
         throw new PivotArchiveError(ErrorCode.STATUS_LOG, `cannot open status log ${path}: ${errorMessage(err)}`, { cause: err });
       }
     }
-    return new StatusLog(files);
+    return new StatusLog(files, runId, ledger);
   }
 
-  async write(record: LogRecord): Promise<void> {
+  async write(unstamped: Unstamped<LogRecord>): Promise<void> {
+    const { record: kind, ...fields } = unstamped;
+    const record = { record: kind, runId: this.runId, at: new Date().toISOString(), ...fields } as LogRecord;
     const line = redactSecrets(JSON.stringify(record)) + '\n';
     for (const file of this.files) {
       if (file.failed) throw file.failed;
       if (!file.out.write(line)) await this.drained(file);
       if (file.failed) throw file.failed;
     }
+    await this.ledger?.append(record);
   }
 
   /** Resolves on 'drain', or once the file has failed (the caller then throws its error). */
@@ -267,18 +284,19 @@ export class StatusLog {
 
   /** Resolves once every line written so far has reached the file. */
   async flush(): Promise<void> {
-    await Promise.all(
-      this.files.map(
+    await Promise.all([
+      this.ledger?.flush(),
+      ...this.files.map(
         (file) =>
           new Promise<void>((resolve, reject) => {
             if (file.failed) return reject(file.failed);
             file.out.write('', (err) => (file.failed || err ? reject(file.failed ?? err) : resolve()));
           }),
       ),
-    );
+    ]);
   }
 
-  /** Ends every file; rejects with the first write error, never hangs on a failed file. */
+  /** Ends every file (not the ledger: its run is sealed first); rejects with the first write error, never hangs on a failed file. */
   async close(): Promise<void> {
     for (const file of this.files) {
       if (file.failed) {

@@ -215,3 +215,28 @@ test('dryRun can come from the config file; a flag turns it off', async (t) => {
   t.is((JSON.parse(real.stdout) as Record<string, unknown>).dryRun, undefined);
   t.true((await readMaildir(join(dir, 'mail'))).length > 0);
 });
+
+test('with --signing-key the dry run checks the key as a run would, and writes no ledger, lock or run log', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 60, seed: 8, edgeCases: false });
+  const key = join(dir, 'ledger.key');
+  t.is((await cli(['keygen', '--out', key, '--name', 'acme'])).code, 0);
+  const state = join(dir, 'state');
+  const args = ['run', archive, '--domain', 'acme.example', '--sink', `maildir:${join(dir, 'mail')}`, '--rejects', join(dir, 'rejects'), '--state-dir', state, '--signing-key', key];
+  const real = await cli(args);
+  t.is(real.code, 0, real.stderr);
+  t.true((await readdir(state)).includes('ledger.jsonl'));
+  const before = await snapshot(dir);
+  const dry = await cli([...args, '--dry-run', '--json']);
+  t.is(dry.code, 0, dry.stderr);
+  t.true((JSON.parse(dry.stdout) as DryRunJson).dryRun);
+  t.deepEqual(await snapshot(dir), before, 'the ledger, its checkpoint note, the lock and runs/ are as they were');
+  const missingKey = await cli([...args.slice(0, -1), join(dir, 'nokey'), '--dry-run']);
+  t.is(missingKey.code, 2);
+  t.regex(missingKey.log, /--signing-key .*nokey cannot be read/);
+  const noState = await cli(['run', archive, '--domain', 'acme.example', '--sink', `maildir:${join(dir, 'mail')}`, '--signing-key', key, '--dry-run']);
+  t.is(noState.code, 2);
+  t.regex(noState.log, /--signing-key signs the ledger kept in --state-dir: give --state-dir too/);
+  t.deepEqual(await snapshot(dir), before);
+});

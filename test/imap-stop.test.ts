@@ -90,7 +90,7 @@ withServer('Dovecot (IMAP stop)', DOVECOT_BINARY ? undefined : dovecotMissingMes
     const stop = new AbortController();
     const sink = createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&retries=5&retryDelay=10000`, { env, stop: stop.signal });
     await sink.open();
-    t.is(await sink.write(delivery(1)), 'delivered');
+    t.is((await sink.write(delivery(1))).outcome, 'delivered');
     await dovecot.stop();
     // Mailboxes with no session left from before the stop (jane's may outlive the server a moment).
     const writes = [delivery(2, 'b@acme.example'), delivery(3, 'omar@acme.example'), delivery(4, 'omar@acme.example')].map((d) => settle(sink.write(d)));

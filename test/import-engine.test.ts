@@ -59,7 +59,7 @@ test('import: a staged batch that cannot be read is recorded failed and fails th
     marked,
   );
   const logger = createLogger({ level: 'error', json: false });
-  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')]);
+  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')], 'test-run');
   const sink = await createSink(`maildir:${join(dir, 'mail')}`, { cwd: dir });
   await sink.open();
   const source = new StagedBatchSource(staging, { markerKey: 'k', sinkDescription: sink.description, again: false, maxItemSize: 1e7, statusLog, logger });

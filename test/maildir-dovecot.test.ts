@@ -30,7 +30,7 @@ function item(n: number, text = `message number ${n}`, exportId = 'dovecot-expor
 async function deliverAll(spec: string, deliveries: Delivery[]): Promise<string[]> {
   const sink = await createSink(spec, { cwd: '/' });
   await sink.open();
-  const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+  const outcomes = await Promise.all(deliveries.map(async (d) => (await sink.write(d)).outcome));
   await sink.close();
   return outcomes;
 }

@@ -40,7 +40,7 @@ function items(): ReturnType<typeof delivery>[] {
 async function deliverAll(spec: string, deliveries: ReturnType<typeof delivery>[]): Promise<string[]> {
   const sink = await createSink(spec, { cwd: '/' });
   await sink.open();
-  const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+  const outcomes = await Promise.all(deliveries.map(async (d) => (await sink.write(d)).outcome));
   await sink.close();
   return outcomes;
 }
@@ -111,7 +111,7 @@ rootOnly('maildir owner: not root, nothing is chowned, and ?owner= other than on
       const sink = maildirSinkFactory.create('maildir:${root}' + query, { cwd: '/' });
       try {
         await sink.open();
-        result[name] = await sink.write(d);
+        result[name] = (await sink.write(d)).outcome;
         await sink.close();
       } catch (err) {
         result[name] = err.code + ' ' + err.message;

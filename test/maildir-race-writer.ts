@@ -48,7 +48,7 @@ export async function writeAll(spec: string, deliveries: Delivery[], inFlight = 
     while (next < deliveries.length) {
       const d = deliveries[next++]!;
       try {
-        const outcome = await sink.write(d);
+        const { outcome } = await sink.write(d);
         report[outcome]++;
         if (outcome === 'delivered') report.deliveredKeys.push(`${d.mailbox} ${d.itemId}`);
       } catch (err) {

@@ -92,7 +92,7 @@ test('maildir race: a tmp/ file of ours removed under it (a cleaner that took it
   const big = { ...d!, message: Buffer.concat([d!.message, Buffer.alloc(8 << 20, 'x')]) };
   const sink = await createSink(`maildir:${root}?links=0`, { cwd: '/' });
   await sink.open();
-  t.is(await sink.write(big), 'delivered');
+  t.is((await sink.write(big)).outcome, 'delivered');
   await sink.close();
   t.is(removed.length, 1, 'the cleaner struck');
   t.true((await readFile(join(root, 'a@acme.example', '.INBOX.Pivot', 'cur', `${maildirBaseName(big)}:2,S`))).equals(big.message));

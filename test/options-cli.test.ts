@@ -124,7 +124,7 @@ test('quiet can be set in the config file', async (t) => {
 });
 
 const summary = (over: Partial<RunSummary>): RunSummary => ({
-  record: 'summary', source: 'pivot-zip', archive: 'a.zip', sha256: 'ab', exportId: 'acme-1', tenant: 'acme', sink: 'maildir:m', startedAt: '2026-11-23T02:30:00Z', finishedAt: '2026-11-23T02:31:00Z',
+  record: 'summary', runId: 'r1', at: '2026-11-23T02:31:00Z', source: 'pivot-zip', archive: 'a.zip', sha256: 'ab', exportId: 'acme-1', tenant: 'acme', sink: 'maildir:m', startedAt: '2026-11-23T02:30:00Z', finishedAt: '2026-11-23T02:31:00Z',
   eventsInArchive: 20, itemsFromSource: 20, itemsAddedByPlugins: 0, itemsDoneEarlier: 0, rejected: { oversize: 2 }, rejectedTotal: 2, itemsRouted: 18, itemsAvailableForImport: 18,
   delivered: 6, skipped: 0, failed: 12, rejectedNotKept: 0, notes: 0, interrupted: false, balanced: true, ...over,
 });
@@ -133,7 +133,7 @@ test('status --json holds what the human view shows: counters, failure, failed i
   const dir = await tempDir(t);
   await mkdir(join(dir, 'runs'));
   const failedItems = Array.from({ length: 12 }, (_, i) => ({ record: 'item', outcome: 'failed', itemId: `m_${i}`, mailbox: 'jane@acme.example', detail: 'disk full' }));
-  const failure: FailureRecord = { record: 'failure', archive: 'bad.zip', sha256: 'cd', size: 10, startedAt: 'x', finishedAt: 'y', code: 'E_ARCHIVE_CORRUPT', exitCode: 2, error: 'not a zip' };
+  const failure: FailureRecord = { record: 'failure', runId: 'r0', at: 'y', archive: 'bad.zip', sha256: 'cd', size: 10, startedAt: 'x', finishedAt: 'y', code: 'E_ARCHIVE_CORRUPT', exitCode: 2, error: 'not a zip' };
   const lines = (records: object[]) => records.map((r) => JSON.stringify(r) + '\n').join('');
   await writeFile(join(dir, 'runs', '2026-11-21.jsonl'), lines([{ record: 'item', outcome: 'delivered', itemId: 'm_0' }]));
   await writeFile(join(dir, 'runs', '2026-11-22.jsonl'), lines([failure]));

@@ -89,7 +89,7 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     const sink = createAzureBlobSink('azblob://metadata-check/x?linger=20', { env: azurite.env });
     await sink.open();
     const d = { ...delivery(3), exportId: 'désk/2026 ü' };
-    t.is(await sink.write(d), 'delivered');
+    t.is((await sink.write(d)).outcome, 'delivered');
     await sink.close();
     const blobs = [];
     for await (const b of azurite.container('metadata-check').listBlobsFlat({ includeMetadata: true })) blobs.push(b);
@@ -127,9 +127,11 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     const [a, b] = [createAzureBlobSink(spec, { env: azurite.env }), createAzureBlobSink(spec, { env: azurite.env })];
     await a.open();
     await b.open();
-    const outcomes = await Promise.all([a.write(delivery(5)), b.write(delivery(5))]);
+    const stored = await Promise.all([a.write(delivery(5)), b.write(delivery(5))]);
+    const outcomes = stored.map((s) => s.outcome);
     await Promise.all([a.close(), b.close()]);
     t.deepEqual(outcomes.sort(), ['delivered', 'skipped']);
+    t.is(stored[0]!.location, stored[1]!.location, 'both name the one staged copy');
     t.is((await readStaged('race-check', 'jane@acme.example')).length, 1);
   });
 });

@@ -6,6 +6,7 @@ import { ErrorCode } from '../src/errors.js';
 import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { redactSecrets } from '../src/redact.js';
 import { createImapSink, imapDateTime } from '../src/sinks/imap/index.js';
+import type { Stored } from '../src/sinks/sink.js';
 import { generateSample } from '../src/sample/generate.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { freePort } from './helpers/net.js';
@@ -84,7 +85,7 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
     const sink = createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}`, { env });
     await sink.open();
     const d = delivery(7, 'omar@acme.example');
-    t.is(await sink.write(d), 'delivered');
+    t.is((await sink.write(d)).outcome, 'delivered');
     await sink.close();
     const [stored] = await fetchFolder(dovecot.port, 'omar@acme.example', folder);
     t.true(stored!.flags.has('\\Seen'));
@@ -101,7 +102,8 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
     const reason = (bad as PromiseRejectedResult).reason as { code: string; message: string };
     t.is(reason.code, ErrorCode.SINK_WRITE);
     t.regex(reason.message, /mailbox nobody@acme\.example: login refused/);
-    t.deepEqual(good, { status: 'fulfilled', value: 'delivered' });
+    t.like(good, { status: 'fulfilled', value: { outcome: 'delivered' } });
+    t.regex((good as PromiseFulfilledResult<Stored>).value.location ?? '', /^b@acme\.example\/INBOX\/Missing;UIDVALIDITY=\d+\/;UID=1$/);
   });
 
   test('imap: a wrong admin password stops the run before any delivery (exit 2, E_SINK_UNAVAILABLE), never logged', async (t) => {
@@ -176,7 +178,7 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
     t.teardown(() => removeDovecot(own));
     const sink = createImapSink(`imap://archiver@127.0.0.1:${own.port}/?tls=none&pool=1&retries=3&retryDelay=2000`, { env });
     await sink.open();
-    t.is(await sink.write(delivery(1, 'jane@acme.example')), 'delivered');
+    t.is((await sink.write(delivery(1, 'jane@acme.example'))).outcome, 'delivered');
     await setAdminPassword(own, 'rotated-password-Q7');
     const results = await Promise.allSettled([delivery(2, 'omar@acme.example'), delivery(3, 'a@acme.example'), delivery(4, 'omar@acme.example')].map((d) => sink.write(d)));
     for (const r of results) {

@@ -88,7 +88,7 @@ test('maildir: a mailbox address can never produce a path outside the root', asy
 async function writeAllTo(root: string, deliveries: ReturnType<typeof delivery>[]) {
   const sink = await createSink(`maildir:${root}`, { cwd: '/' });
   await sink.open();
-  const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+  const outcomes = await Promise.all(deliveries.map(async (d) => (await sink.write(d)).outcome));
   await sink.close();
   return outcomes;
 }
@@ -144,7 +144,7 @@ test('maildir: an item\'s copies for other mailboxes are hard links to its first
   const deliverAll = async (spec: string, deliveries: ReturnType<typeof delivery>[]) => {
     const sink = await createSink(spec, { cwd: '/' });
     await sink.open();
-    const outcomes = await Promise.all(deliveries.map((d) => sink.write(d)));
+    const outcomes = await Promise.all(deliveries.map(async (d) => (await sink.write(d)).outcome));
     await sink.close();
     return outcomes;
   };
@@ -177,7 +177,7 @@ test('maildir: a temporary file left by a killed run is replaced, and the messag
   await writeFile(join(tmp, maildirBaseName(d)), 'half written');
   const sink = await createSink(`maildir:${root}`, { cwd: '/' });
   await sink.open();
-  t.is(await sink.write(d), 'delivered');
+  t.is((await sink.write(d)).outcome, 'delivered');
   await sink.close();
   const stored = await readMaildir(root);
   t.is(stored.length, 1);

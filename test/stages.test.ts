@@ -41,9 +41,9 @@ function exportOf(attachments: Record<string, Buffer> = {}): ExportContext {
 
 async function recorder(t: import('ava').ExecutionContext): Promise<{ recorder: Recorder; lines: () => Promise<Record<string, unknown>[]> }> {
   const path = join(await tempDir(t), 'status.jsonl');
-  const log = await StatusLog.open([path]);
+  const log = await StatusLog.open([path], 'test-run');
   return {
-    recorder: new Recorder(log, createLogger({ level: 'error', json: false }), 'test'),
+    recorder: new Recorder(log, createLogger({ level: 'error', json: false }), 'test', 'acme-1'),
     lines: async () => {
       await log.flush();
       return (await readFile(path, 'utf8')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -1,3 +1,6 @@
+import { runExitCode } from '../exit-policy.js';
+import type { RunSummary } from '../status-log.js';
+
 /**
  * One export's account across every run that touched it (killed, resumed, re-run), reconciled
  * from the ledger: what `status --export`, `report` and `verify` read.
@@ -109,4 +112,190 @@ export interface LedgerCheck {
   /** Records after the last checkpoint (a run killed, or one running now): not covered by a signature. */
   unsealed: number;
   problems: string[];
+}
+
+/** Which outcome of a (mailbox, item) counts when runs disagree: once in the mailbox, it stays so. */
+const RANK = { failed: 0, rejected: 0, skipped: 1, delivered: 2 } as const;
+
+interface Winner {
+  seq: number;
+  outcome: ItemLine['outcome'];
+  runId: string;
+}
+
+/**
+ * Reconciles one export from the ledger's records, fed in order (`visit`): every run that read
+ * it, and each (mailbox, item)'s final outcome. Memory grows with the export's pairs (a key and
+ * a number each), not with the ledger.
+ */
+export class AccountBuilder {
+  private readonly starts = new Map<string, LedgerRecordLike>();
+  private readonly runs = new Map<string, RunOfExport>();
+  private readonly pairs = new Map<string, Winner>();
+  /** Rejected items, by item id, reason and where kept (a duplicate id is another item). */
+  private readonly rejects = new Map<string, Winner & { kept: boolean; reason: string }>();
+  private readonly problems: ItemProblem[] = [];
+  private readonly sha256s = new Set<string>();
+  private readonly mailboxes = new Map<string, MailboxAccount>();
+  private readonly hours = new Map<string, { delivered: number; rejected: number; failed: number }>();
+  private readonly sentAtOf = new Map<string, string>();
+  private info: Partial<Pick<ExportAccount, 'tenant' | 'archive' | 'size' | 'eventsInArchive'>> = {};
+  private readToEnd = false;
+
+  constructor(readonly exportId: string) {}
+
+  readonly visit = (r: LedgerRecordLike): void => {
+    if (r.record === 'start') {
+      this.starts.set(r.runId, r);
+      if (r.exportId === this.exportId) this.runOf(r.runId);
+      return;
+    }
+    const run = this.runs.get(r.runId);
+    if (r.record === 'outcome' && r.exportId === this.exportId) this.outcome(r, this.runOf(r.runId));
+    else if (run && (r.record === 'summary' || r.record === 'failure')) this.ended(run, r);
+  };
+
+  private runOf(runId: string): RunOfExport {
+    let run = this.runs.get(runId);
+    if (run) return run;
+    const s = this.starts.get(runId);
+    run = { runId, command: (s?.command as RunOfExport['command']) ?? 'run', host: String(s?.host ?? ''), startedAt: String(s?.at ?? ''), ended: 'killed', delivered: 0, skipped: 0, failed: 0, rejected: 0 };
+    if (typeof s?.archive === 'string') run.archive = s.archive;
+    if (typeof s?.sha256 === 'string') {
+      run.sha256 = s.sha256;
+      this.sha256s.add(s.sha256);
+    }
+    if (s?.exportId === this.exportId) {
+      this.info = {
+        tenant: (s.tenant as string | undefined) ?? this.info.tenant,
+        archive: run.archive ?? this.info.archive,
+        size: (s.size as number | undefined) ?? this.info.size,
+        eventsInArchive: (s.eventsInArchive as number | undefined) ?? this.info.eventsInArchive,
+      };
+    }
+    this.runs.set(runId, run);
+    return run;
+  }
+
+  private ended(run: RunOfExport, r: LedgerRecordLike): void {
+    run.finishedAt = String(r.record === 'summary' ? r.finishedAt : r.finishedAt ?? r.at);
+    run.ended = r.record === 'summary' ? 'summary' : 'failure';
+    if (r.record === 'failure') {
+      run.exitCode = Number(r.exitCode);
+      run.problem = `${String(r.code)}: ${String(r.error)}`;
+      return;
+    }
+    run.exitCode = runExitCode(r as unknown as RunSummary);
+    const error = r.error as { code: string; message: string } | undefined;
+    run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
+    if (!error && !r.interrupted && r.source === 'pivot-zip') this.readToEnd = true;
+  }
+
+  private outcome(r: LedgerRecordLike, run: RunOfExport): void {
+    const outcome = r.outcome as ItemLine['outcome'];
+    run[outcome]++;
+    const itemId = String(r.itemId);
+    const mailbox = r.mailbox as string | null;
+    if (typeof r.sentAt === 'string') this.sentAtOf.set(itemId, r.sentAt);
+    if (mailbox === null) {
+      const key = `${itemId}\u0000${String(r.reason)}\u0000${String(r.kept ?? '')}`;
+      const kept = outcome === 'rejected';
+      const before = this.rejects.get(key);
+      if (!before || (kept && !before.kept)) this.rejects.set(key, { seq: r.seq, outcome, runId: r.runId, kept, reason: String(r.reason) });
+      return;
+    }
+    const key = `${mailbox}\u0000${itemId}`;
+    const before = this.pairs.get(key);
+    if (!before || RANK[outcome] > RANK[before.outcome]) this.pairs.set(key, { seq: r.seq, outcome, runId: r.runId });
+  }
+
+  /** The seqs of the records that decide each item's final outcome (for the item list's second pass). */
+  winners(): Set<number> {
+    return new Set([...this.pairs.values(), ...this.rejects.values()].map((w) => w.seq));
+  }
+
+  /** Called with every record again, in order, for the problem list and the chart (the winners only). */
+  readonly second = (r: LedgerRecordLike, winners: Set<number>, each?: (line: ItemLine) => void): void => {
+    if (r.record !== 'outcome' || r.exportId !== this.exportId || !winners.has(r.seq)) return;
+    const line = itemLine(r);
+    each?.(line);
+    if (line.mailbox !== null) {
+      const m = this.mailboxes.get(line.mailbox) ?? { mailbox: line.mailbox, delivered: 0, skipped: 0, failed: 0, runs: [] };
+      this.mailboxes.set(line.mailbox, m);
+      if (line.outcome !== 'rejected') m[line.outcome]++;
+      if (!m.runs.includes(line.runId)) m.runs.push(line.runId);
+    }
+    const sentAt = line.sentAt ?? this.sentAtOf.get(line.itemId);
+    if (sentAt) {
+      const hour = sentAt.slice(0, 13);
+      const h = this.hours.get(hour) ?? { delivered: 0, rejected: 0, failed: 0 };
+      this.hours.set(hour, h);
+      h[line.outcome === 'skipped' ? 'delivered' : line.outcome]++;
+    }
+    if (line.outcome === 'rejected' || line.outcome === 'failed') {
+      this.problems.push({
+        itemId: line.itemId,
+        conversationId: line.conversationId,
+        mailbox: line.mailbox,
+        outcome: line.outcome,
+        reason: line.reason ?? '',
+        detail: String(r.detail ?? ''),
+        ...(line.kept ? { kept: line.kept } : {}),
+        runId: line.runId,
+        at: line.at,
+      });
+    }
+  };
+
+  result(): ExportAccount {
+    const count = (o: ItemLine['outcome']) => [...this.pairs.values()].filter((w) => w.outcome === o).length;
+    const pairs = { total: this.pairs.size, delivered: count('delivered'), skipped: count('skipped'), failed: count('failed') };
+    const rejects = [...this.rejects.values()];
+    const rejectsByReason: Record<string, number> = {};
+    for (const x of rejects) if (x.kept) rejectsByReason[x.reason] = (rejectsByReason[x.reason] ?? 0) + 1;
+    const routed = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1))).size;
+    const rejectedKept = rejects.filter((x) => x.kept).length;
+    const rejectedNotKept = rejects.length - rejectedKept;
+    const inArchive = this.info.eventsInArchive;
+    // Items plugins added are counted as routed or rejected too, so more than the events may be accounted for.
+    const notYetRead = this.readToEnd ? 0 : inArchive === undefined ? undefined : Math.max(0, inArchive - routed - rejects.length);
+    const balanced = pairs.total === pairs.delivered + pairs.skipped + pairs.failed && (inArchive === undefined || rejectedKept + rejectedNotKept + routed + (notYetRead ?? 0) >= inArchive);
+    const runs = [...this.runs.values()];
+    return {
+      exportId: this.exportId,
+      ...this.info,
+      sha256s: [...this.sha256s],
+      runs,
+      items: { ...(inArchive !== undefined ? { inArchive } : {}), rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}) },
+      pairs,
+      balanced,
+      complete: balanced && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0,
+      rejectsByReason,
+      mailboxes: [...this.mailboxes.values()].sort((a, b) => (a.mailbox < b.mailbox ? -1 : 1)),
+      problems: this.problems,
+      hours: [...this.hours.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([hour, h]) => ({ hour, ...h })),
+    };
+  }
+}
+
+/** A ledger record as the account reads it (fields by name; the ledger is read, not trusted for types). */
+export type LedgerRecordLike = { seq: number; record: string; runId: string; at: string } & Record<string, unknown>;
+
+function itemLine(r: LedgerRecordLike): ItemLine {
+  const optional = <K extends keyof ItemLine>(k: K) => (r[k] !== undefined && r[k] !== null ? { [k]: r[k] } : {});
+  return {
+    itemId: String(r.itemId),
+    conversationId: String(r.conversationId ?? ''),
+    mailbox: (r.mailbox as string | null) ?? null,
+    outcome: r.outcome as ItemLine['outcome'],
+    ...optional('reason'),
+    ...optional('messageId'),
+    ...optional('sentAt'),
+    ...optional('size'),
+    ...optional('sha256'),
+    ...optional('location'),
+    ...optional('kept'),
+    runId: r.runId,
+    at: r.at,
+  } as ItemLine;
 }

@@ -2,7 +2,7 @@ import { errorCodeOf, errorMessage, type FailReasonValue, type NoteReasonValue, 
 import { alarmOf } from '../exit-policy.js';
 import type { Logger } from '../logger.js';
 import type { Source } from '../sources/source.js';
-import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary } from '../status-log.js';
+import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary, type Unstamped } from '../status-log.js';
 
 /** How far a run is, for the progress line. */
 export interface Progress {
@@ -36,6 +36,8 @@ export class Recorder {
     private readonly statusLog: StatusLog,
     private readonly logger: Logger,
     private readonly sinkKind: string,
+    /** The export the source reads: notes and outcomes name it. */
+    private readonly exportId: string | null,
   ) {}
 
   /** A unit came from the source; one it hands over already built is routed to its one mailbox. */
@@ -60,7 +62,7 @@ export class Recorder {
     const itemId = item.itemId ?? '';
     this.counters.notes++;
     this.logger.warn(`${itemId ? `item ${JSON.stringify(itemId)}: ` : ''}${detail}`);
-    await this.statusLog.write({ record: 'note', itemId, conversationId: item.conversationId ?? '', reason, detail });
+    await this.statusLog.write({ record: 'note', exportId: this.exportId, itemId, conversationId: item.conversationId ?? '', reason, detail });
   }
 
   async delivered(line: OutcomeLine, outcome: 'delivered' | 'skipped'): Promise<void> {
@@ -115,6 +117,8 @@ export class Recorder {
     this.counters.itemsDoneEarlier = fields.itemsDoneEarlier;
     const summary: RunSummary = {
       record: 'summary',
+      runId: this.statusLog.runId,
+      at: new Date().toISOString(),
       source: source.kind,
       ...fields.identity,
       sink: sinkDescription,
@@ -144,15 +148,17 @@ export class Recorder {
     this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
   }
 
-  private outcome(line: OutcomeLine): Omit<OutcomeRecord, 'outcome'> {
-    return { record: 'outcome', itemId: line.itemId, conversationId: line.conversationId, mailbox: line.mailbox, sink: this.sinkKind, ...(line.size !== undefined ? { size: line.size } : {}) };
+  private outcome(line: OutcomeLine): Omit<Unstamped<OutcomeRecord>, 'outcome'> {
+    const { itemId, conversationId, mailbox, ...message } = line;
+    return { record: 'outcome', exportId: line.exportId ?? this.exportId, itemId, conversationId, mailbox, sink: this.sinkKind, ...message };
   }
 }
 
-/** Who an outcome line is about. */
-export interface OutcomeLine {
+/** Who an outcome line is about, and what is known of its message: identity, size, hash, where it is held. */
+export interface OutcomeLine extends Pick<OutcomeRecord, 'messageId' | 'sentAt' | 'size' | 'sha256' | 'location'> {
+  /** The item's export, when the source reads more than one (staged batches). */
+  exportId?: string;
   itemId: string;
   conversationId: string;
   mailbox: string | null;
-  size?: number;
 }

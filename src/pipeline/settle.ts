@@ -1,9 +1,10 @@
 import { FailReason, errorMessage } from '../errors.js';
 import type { RejectsFolder } from '../formats/rejects/index.js';
 import type { EventPosition, ExportContext } from '../model.js';
-import type { Sink } from '../sinks/sink.js';
+import { sha256Hex } from '../hash.js';
+import type { Sink, Stored } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
-import type { Recorder } from './recorder.js';
+import type { OutcomeLine, Recorder } from './recorder.js';
 import type { Unit, UnitOf } from './unit.js';
 
 /** A unit's end: where it stood in the source, and whether it is accounted for without failure. */
@@ -41,17 +42,24 @@ export class Settler {
 
   /** False when the sink did not store it. A status log that cannot be written stops the run. */
   private async deliver({ delivery: d }: UnitOf<'delivery'>): Promise<boolean> {
-    const line = { itemId: d.itemId, conversationId: d.conversationId, mailbox: d.mailbox, size: d.message.length };
-    let outcome: 'delivered' | 'skipped';
+    const line: OutcomeLine = {
+      exportId: d.exportId,
+      itemId: d.itemId,
+      conversationId: d.conversationId,
+      mailbox: d.mailbox,
+      messageId: d.messageId,
+      sentAt: new Date(d.internalDate).toISOString(),
+      size: d.message.length,
+      sha256: sha256Hex(d.message),
+    };
+    let stored: Stored;
     try {
-      const stored = await this.sink.write(d);
-      // Transitional: a sink not yet moved to `Stored` (wt-sinks) still resolves the bare outcome. Drop once they all are.
-      outcome = typeof stored === 'string' ? stored : stored.outcome;
+      stored = await this.sink.write(d);
     } catch (err) {
       await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
       return false;
     }
-    await this.recorder.delivered(line, outcome);
+    await this.recorder.delivered({ ...line, ...(stored.location !== undefined ? { location: stored.location } : {}) }, stored.outcome);
     return true;
   }
 
@@ -72,7 +80,7 @@ export class Settler {
   }
 
   private async fail(x: UnitOf<'failed'>): Promise<boolean> {
-    await this.recorder.failed({ itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox }, x.reason, x.detail);
+    await this.recorder.failed({ itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox, ...(x.exportId ? { exportId: x.exportId } : {}) }, x.reason, x.detail);
     return false;
   }
 }

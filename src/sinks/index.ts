@@ -3,9 +3,9 @@ import { optionsHelp, type OptionTable } from './options.js';
 import { AZURE_BLOB_FORM, azureBlobOptions } from './azblob/options.js';
 import { IMAP_FORM, imapOptions } from './imap/options.js';
 import { MAILDIR_FORM, maildirOptions } from './maildir/options.js';
-import type { Sink, SinkFactory, SinkOptions } from './sink.js';
+import type { Sink, SinkFactory, SinkOptions, StoreReader } from './sink.js';
 
-export type { Sink, SinkFactory, SinkOptions, WriteOutcome } from './sink.js';
+export type { HeldMessage, Sink, SinkFactory, SinkOptions, Stored, StoreReader, WantedMessage, WriteOutcome } from './sink.js';
 
 interface BuiltIn {
   /** The factory, its module loaded only when a spec names it. */
@@ -26,8 +26,8 @@ const builtIn = new Map<string, BuiltIn>([
   ['azblob', { load: async () => (await import('./azblob/index.js')).azureBlobSinkFactory, form: AZURE_BLOB_FORM, options: azureBlobOptions }],
 ]);
 
-/** Creates the sink a spec such as `maildir:/srv/mail` names, validating it before any I/O. */
-export async function createSink(spec: string, options: SinkOptions): Promise<Sink> {
+/** The factory of the built-in sink a spec names; E_SINK_CONFIG (quoting no password) for none. */
+async function factoryFor(spec: string): Promise<SinkFactory> {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1]?.toLowerCase() ?? '';
   const sink = builtIn.get(scheme);
   if (!sink) {
@@ -36,7 +36,22 @@ export async function createSink(spec: string, options: SinkOptions): Promise<Si
       `unknown sink ${JSON.stringify(shownSpec(spec))}: expected one of ${[...builtIn.keys()].map((s) => `${s}:...`).join(', ')}`,
     );
   }
-  return (await sink.load()).create(spec, options);
+  return sink.load();
+}
+
+/** Creates the sink a spec such as `maildir:/srv/mail` names, validating it before any I/O. */
+export async function createSink(spec: string, options: SinkOptions): Promise<Sink> {
+  return (await factoryFor(spec)).create(spec, options);
+}
+
+/**
+ * A reader of the store a sink spec names, for `verify` (the same spec, validated the same way,
+ * before any I/O); E_SINK_CONFIG for a sink whose store cannot be read back.
+ */
+export async function createStoreReader(spec: string, options: SinkOptions): Promise<StoreReader> {
+  const factory = await factoryFor(spec);
+  if (!factory.reader) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `${factory.scheme} sink: its store cannot be read back`);
+  return factory.reader(spec, options);
 }
 
 /** Every sink's spec form and options (default, bounds, what each does), for `--help`. */

@@ -1,6 +1,6 @@
 import { ErrorCode, PivotArchiveError } from '../errors.js';
 import type { Delivery } from '../model.js';
-import type { WriteOutcome } from './sink.js';
+import type { Stored } from './sink.js';
 
 /** What a sink does at each step of its life; the lifecycle decides when. */
 export interface SinkSteps {
@@ -76,14 +76,14 @@ export class SinkLifecycle {
 /** The `Sink` methods every sink has, over its lifecycle: a sink supplies `lifecycle` and `store`. */
 export abstract class LifecycleSink {
   protected abstract readonly lifecycle: SinkLifecycle;
-  /** Stores one delivery durably (or finds it there); called only while the sink is open. */
-  protected abstract store(delivery: Delivery): Promise<WriteOutcome>;
+  /** Stores one delivery durably (or finds it there) and says where; called only while the sink is open. */
+  protected abstract store(delivery: Delivery): Promise<Stored>;
 
   open(): Promise<void> {
     return this.lifecycle.open();
   }
 
-  write(delivery: Delivery): Promise<WriteOutcome> {
+  write(delivery: Delivery): Promise<Stored> {
     return this.lifecycle.write(() => this.store(delivery));
   }
 

@@ -25,6 +25,16 @@ export class StateDir {
     return join(this.dir, 'lock');
   }
 
+  /** The append-only, hash-chained ledger of every run (src/ledger/SPEC.md); never pruned. */
+  get ledgerPath(): string {
+    return join(this.dir, 'ledger.jsonl');
+  }
+
+  /** The last run's checkpoint note, replaced whole each run: the file to copy off the host. */
+  get checkpointNotePath(): string {
+    return join(this.dir, 'checkpoint.note');
+  }
+
   /**
    * Status log of a run that starts now: `runs/<UTC time>-<pid>.jsonl`, sortable by name. With
    * `keepRuns` > 0, only that many runs are kept, this one included; 0 keeps them for ever.

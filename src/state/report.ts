@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
+import type { ExportAccount, LedgerCheck } from '../ledger/index.js';
 import { formatSummary } from '../summary.js';
 import type { RecordedRun, StateDir } from './index.js';
 
@@ -38,6 +39,29 @@ export async function formatStatus(state: StateDir, last: number, json: boolean)
   if (json) return runs.map((r) => `${JSON.stringify(r)}\n`).join('');
   if (runs.length === 0) return `no runs recorded in ${state.dir}\n`;
   return runs.map(formatRun).join('\n');
+}
+
+/** What `status --export` prints: one export's account across all its runs, reconciled from the ledger. */
+export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailboxesShown = 50): string {
+  const i = a.items;
+  const p = a.pairs;
+  const rejects = Object.entries(a.rejectsByReason).sort(([x], [y]) => (x < y ? -1 : 1)).map(([r, n]) => `${r} ${n}`).join(', ');
+  const lines = [
+    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}: ${a.complete ? 'COMPLETE' : 'INCOMPLETE'}`,
+    `  archive ${a.archive ?? '(unknown)'}${a.sha256s.length ? `, sha256 ${a.sha256s.join(' / ')}` : ''}${a.sha256s.length > 1 ? '  (DIFFERENT ARCHIVES under one export id)' : ''}`,
+    `  runs ${a.runs.length}:`,
+    ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(killed)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
+    `  items: in archive ${i.inArchive ?? '?'} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}`,
+    `  (mailbox, item) pairs: ${p.total} = delivered ${p.delivered} + already there ${p.skipped} + failed ${p.failed}`,
+    `  counters add up ${a.balanced ? 'yes' : 'NO'}${rejects ? `; rejected by reason: ${rejects}` : ''}`,
+    `  mailboxes ${a.mailboxes.length}:`,
+    ...a.mailboxes.slice(0, mailboxesShown).map((m) => `    ${m.mailbox}: delivered ${m.delivered}, already there ${m.skipped}, failed ${m.failed} (runs ${m.runs.length})`),
+    ...(a.mailboxes.length > mailboxesShown ? [`    ... and ${a.mailboxes.length - mailboxesShown} more (--json lists them all)`] : []),
+    ...a.problems.filter((x) => x.outcome === 'failed').slice(0, FAILED_SHOWN).map((x) => `  failed: item ${x.itemId} -> ${x.mailbox ?? '(rejects folder)'}: ${x.detail}`),
+    `  ledger ${ledger.records} records, head ${ledger.head}; chain ${ledger.chainIntact ? 'intact' : 'BROKEN'}; signature ${ledger.signature}`,
+    ...ledger.problems.map((x) => `  ledger problem: ${x}`),
+  ];
+  return lines.join('\n') + '\n';
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/pivot-archive.js', import.meta.url));

@@ -7,7 +7,7 @@ import { simpleParser } from 'mailparser';
 import type { Delivery } from '../../src/model.js';
 import { closedError } from '../../src/sinks/lifecycle.js';
 import type { OptionTable } from '../../src/sinks/options.js';
-import type { Sink } from '../../src/sinks/sink.js';
+import type { Sink, Stored, WriteOutcome } from '../../src/sinks/sink.js';
 import { messageIdFor } from '../../src/transforms/mime/index.js';
 import { chatDeliveries } from './chat.js';
 
@@ -52,6 +52,11 @@ export function delivery(n: number, mailbox = 'jane@acme.example', nextDay = fal
   return chatDeliveries({ id: `m_${n}`, sentAt, text: `message number ${n}`, exportId, index: n }, [mailbox])[0]!;
 }
 
+/** The outcomes of writes, in order. */
+async function outcomes(writes: Promise<Stored>[]): Promise<WriteOutcome[]> {
+  return (await Promise.all(writes)).map((stored) => stored.outcome);
+}
+
 async function messageIds(raws: Buffer[]): Promise<string[]> {
   return (await Promise.all(raws.map(async (raw) => (await simpleParser(raw)).messageId ?? ''))).sort();
 }
@@ -62,7 +67,7 @@ export const delivers: ConformanceCase = (harness) =>
     const sink = await store.create();
     await sink.open();
     const d = delivery(1);
-    t.is(await sink.write(d), 'delivered');
+    t.is((await sink.write(d)).outcome, 'delivered');
     const stored = await store.read(d.mailbox);
     t.is(stored.length, 1);
     t.true(stored[0]!.equals(d.message));
@@ -74,12 +79,12 @@ export const skipsWhatItHolds: ConformanceCase = (harness) =>
     const store = await harness.store();
     const first = await store.create();
     await first.open();
-    t.is(await first.write(delivery(1)), 'delivered');
-    t.is(await first.write(delivery(1)), 'skipped');
+    t.is((await first.write(delivery(1))).outcome, 'delivered');
+    t.is((await first.write(delivery(1))).outcome, 'skipped');
     await first.close();
     const again = await store.create();
     await again.open();
-    t.deepEqual(await Promise.all([1, 2].map((n) => again.write(delivery(n)))), ['skipped', 'delivered']);
+    t.deepEqual(await outcomes([1, 2].map((n) => again.write(delivery(n)))), ['skipped', 'delivered']);
     await again.close();
     t.deepEqual(await messageIds(await store.read('jane@acme.example')), [messageIdFor('acme', 'm_1'), messageIdFor('acme', 'm_2')].sort());
   });
@@ -89,12 +94,12 @@ export const keepsReusedEventIds: ConformanceCase = (harness) =>
     const store = await harness.store();
     const first = await store.create();
     await first.open();
-    t.is(await first.write(delivery(1)), 'delivered');
-    t.is(await first.write(delivery(1, undefined, true)), 'delivered');
+    t.is((await first.write(delivery(1))).outcome, 'delivered');
+    t.is((await first.write(delivery(1, undefined, true))).outcome, 'delivered');
     await first.close();
     const again = await store.create();
     await again.open();
-    t.deepEqual(await Promise.all([false, true].map((nextDay) => again.write(delivery(1, undefined, nextDay)))), ['skipped', 'skipped']);
+    t.deepEqual(await outcomes([false, true].map((nextDay) => again.write(delivery(1, undefined, nextDay)))), ['skipped', 'skipped']);
     await again.close();
     const stored = await Promise.all((await store.read('jane@acme.example')).map((raw) => simpleParser(raw)));
     t.deepEqual(stored.map((m) => m.messageId), [messageIdFor('acme', 'm_1'), messageIdFor('acme', 'm_1')]);
@@ -108,7 +113,7 @@ export const closeWaitsForWrites: ConformanceCase = (harness) =>
     await sink.open();
     const writes = Array.from({ length: 40 }, (_, n) => sink.write(delivery(n, `user${n % 4}@acme.example`)));
     await Promise.all([sink.close(), sink.close()]);
-    t.deepEqual(await Promise.all(writes), Array(40).fill('delivered'));
+    t.deepEqual(await outcomes(writes), Array(40).fill('delivered'));
     for (let m = 0; m < 4; m++) t.is((await store.read(`user${m}@acme.example`)).length, 10);
     await sink.close();
   });
@@ -149,7 +154,7 @@ export const honoursMaxInFlight: ConformanceCase = (harness) =>
         const n = started++;
         inFlight++;
         peak = Math.max(peak, inFlight);
-        sink.write(delivery(n, `user${n % 4}@acme.example`)).then((outcome) => {
+        sink.write(delivery(n, `user${n % 4}@acme.example`)).then(({ outcome }) => {
           outcomes.push(outcome);
           inFlight--;
           next();
@@ -195,7 +200,7 @@ export const rejectsWhatItCannotStore: ConformanceCase = (harness) =>
     const broken = await store.breakStore();
     const results = await Promise.allSettled([1, 2, 3].map((n) => sink.write(delivery(n, broken.mailbox))));
     for (const result of results) {
-      t.is(result.status, 'rejected', `resolved ${(result as PromiseFulfilledResult<string>).value}`);
+      t.is(result.status, 'rejected', `resolved ${JSON.stringify((result as PromiseFulfilledResult<Stored>).value)}`);
       if (result.status === 'rejected') t.true(result.reason instanceof Error);
     }
     if (results[0]?.status === 'rejected') t.log(`rejected: ${(results[0].reason as Error).message}`);

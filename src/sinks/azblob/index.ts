@@ -1,12 +1,13 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
+import type { Sink, SinkFactory, Stored, WriteOutcome } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
+import { createAzureBlobReader } from './reader.js';
 
 /** `<file>/<window>-`: the blob names of one window of events start with this. */
 function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: number): string {
@@ -18,12 +19,19 @@ function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: nu
 const UPLOAD_BLOCK_BYTES = 1024 * 1024;
 
 /** The largest staged batch read back to learn what a window already holds. */
-const MAX_BATCH_DOWNLOAD = 320 * 1024 * 1024;
+export const MAX_BATCH_DOWNLOAD = 320 * 1024 * 1024;
 
 interface Waiter {
   delivery: Delivery;
-  resolve(outcome: WriteOutcome): void;
+  resolve(stored: Stored): void;
   reject(err: unknown): void;
+}
+
+/** A batch committed (or found committed): its blob and its entries' names, in the order of its deliveries. */
+interface Uploaded {
+  outcome: WriteOutcome;
+  name: string;
+  entries: string[];
 }
 
 interface OpenBatch {
@@ -36,13 +44,19 @@ interface OpenBatch {
 
 /**
  * What one window of events already has in storage (from earlier runs, read once) and what
- * this run staged in it: (mailbox, Message-ID) -> settles when that batch is committed.
- * Only the current window is kept, so memory stays bounded by one window.
+ * this run staged in it: (mailbox, Message-ID) -> where it is (`<blob>#<entry>`, see
+ * `stagedLocation`), once that batch is committed. Only the current window is kept, so memory
+ * stays bounded by one window.
  */
 interface WindowIndex {
   prefix: string;
   loaded: Promise<void>;
-  staged: Map<string, Promise<unknown>>;
+  staged: Map<string, Promise<string>>;
+}
+
+/** Where a staged message is, as the ledger records it: `<blob name>#<entry name in the batch>`. */
+export function stagedLocation(blob: string, entry: string): string {
+  return `${blob}#${entry}`;
 }
 
 /**
@@ -93,7 +107,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   }
 
   /** Adds a delivery to the open batch (sealing it first if it is full or of another window); settles when its batch is committed. */
-  protected store(delivery: Delivery): Promise<WriteOutcome> {
+  protected store(delivery: Delivery): Promise<Stored> {
     const window = windowPrefix(this.config, delivery, this.config.windowEvents);
     const size = delivery.message.length;
     const open = this.batch;
@@ -101,7 +115,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     const batch = (this.batch ??= this.newBatch(window));
     batch.bytes += size;
     batch.lastWrite = Date.now();
-    return new Promise<WriteOutcome>((resolve, reject) => batch.waiters.push({ delivery, resolve, reject }));
+    return new Promise<Stored>((resolve, reject) => batch.waiters.push({ delivery, resolve, reject }));
   }
 
   /** Every commit started has ended (a commit settles its writes before it lets go of its upload slot). */
@@ -143,17 +157,19 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     }
     // Decided synchronously after `loaded`, so batches of a window see each other in seal order;
     // a second copy of a (mailbox, Message-ID) waits for the first and is then `skipped`.
-    let settle!: { resolve(o: WriteOutcome): void; reject(e: unknown): void };
-    const committed = new Promise<WriteOutcome>((resolve, reject) => (settle = { resolve, reject }));
+    let settle!: { resolve(o: Uploaded): void; reject(e: unknown): void };
+    const committed = new Promise<Uploaded>((resolve, reject) => (settle = { resolve, reject }));
     committed.catch(() => undefined);
     const fresh: Waiter[] = [];
     for (const w of waiters) {
       const key = stagedKey(w.delivery);
       const earlier = window.staged.get(key);
-      if (earlier) earlier.then(() => w.resolve('skipped'), w.reject);
+      if (earlier) earlier.then((location) => w.resolve({ outcome: 'skipped', location }), w.reject);
       else {
-        fresh.push(w);
-        window.staged.set(key, committed);
+        const index = fresh.push(w) - 1;
+        const location = committed.then(({ name, entries }) => stagedLocation(name, entries[index]!));
+        location.catch(() => undefined);
+        window.staged.set(key, location);
       }
     }
     if (fresh.length === 0) return;
@@ -161,9 +177,9 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     if (this.uploading < this.config.concurrency) this.uploading++;
     else await new Promise<void>((resolve) => this.uploadQueue.push(resolve));
     try {
-      const outcome = await this.upload(window.prefix, fresh.map((w) => w.delivery));
-      settle.resolve(outcome);
-      for (const w of fresh) w.resolve(outcome);
+      const uploaded = await this.upload(window.prefix, fresh.map((w) => w.delivery));
+      settle.resolve(uploaded);
+      fresh.forEach((w, i) => w.resolve({ outcome: uploaded.outcome, location: stagedLocation(uploaded.name, uploaded.entries[i]!) }));
     } catch (err) {
       settle.reject(err);
       for (const w of fresh) w.reject(err);
@@ -178,12 +194,14 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
    * Uploads one batch under a name made from its (mailbox, Message-ID) list, created only if
    * absent: a batch already there (a re-run that cut the same batch) means `skipped`.
    */
-  private async upload(prefix: string, deliveries: Delivery[]): Promise<WriteOutcome> {
+  private async upload(prefix: string, deliveries: Delivery[]): Promise<Uploaded> {
     const exportId = deliveries[0]!.exportId;
     const manifest = manifestFor(exportId, deliveries);
     const name = `${prefix}${sha256Hex(deliveries.map(stagedKey).join('\n')).slice(0, 16)}.zip`;
     const times = deliveries.map((d) => d.internalDate);
     const zip = batchZipStream(manifest, deliveries.map((d) => d.message));
+    // The batch's name holds its (mailbox, Message-ID) list: one already there has these entries.
+    const uploaded = (outcome: WriteOutcome): Uploaded => ({ outcome, name, entries: manifest.entries.map((e) => e.name) });
     try {
       await this.container.getBlockBlobClient(name).uploadStream(zip, UPLOAD_BLOCK_BYTES, 2, {
         conditions: { ifNoneMatch: '*' },
@@ -197,11 +215,11 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
           lasttime: new Date(Math.max(...times)).toISOString(),
         },
       });
-      return 'delivered';
+      return uploaded('delivered');
     } catch (err) {
       // 409 BlobAlreadyExists (412 from some gateways): another run committed this very batch.
       const status = (err as { statusCode?: number }).statusCode;
-      if (status === 409 || status === 412) return 'skipped';
+      if (status === 409 || status === 412) return uploaded('skipped');
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: batch ${name} (${deliveries.length} messages) was not stored: ${storageErrorMessage(err)}`);
     } finally {
       zip.destroy();
@@ -210,7 +228,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
 
   /** Reads the manifests of the batches an earlier run staged in this window, if the export has any. */
   private loadWindow(prefix: string, exportId: string): WindowIndex {
-    const staged = new Map<string, Promise<unknown>>();
+    const staged = new Map<string, Promise<string>>();
     const loaded = (async () => {
       if (!(await this.hasBatches(exportId))) return;
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
@@ -219,7 +237,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
         if (size > MAX_BATCH_DOWNLOAD) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: staged batch ${blob.name} is ${size} bytes, too large to check`);
         const zip = await this.container.getBlockBlobClient(blob.name).downloadToBuffer();
         const { manifest } = await readBatch(blob.name, zip, 0); // the manifest only; no message is read
-        for (const entry of manifest.entries) staged.set(stagedKey(entry), Promise.resolve());
+        for (const entry of manifest.entries) staged.set(stagedKey(entry), Promise.resolve(stagedLocation(blob.name, entry.name)));
       }
     })().catch((err: unknown) => {
       throw err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot read what ${prefix} already holds: ${storageErrorMessage(err)}`);
@@ -252,4 +270,5 @@ export function createAzureBlobSink(spec: string, options: { env?: NodeJS.Proces
 export const azureBlobSinkFactory: SinkFactory = {
   scheme: 'azblob',
   create: (spec) => createAzureBlobSink(spec),
+  reader: (spec) => createAzureBlobReader(spec),
 };

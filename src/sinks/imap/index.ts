@@ -1,12 +1,13 @@
 import { ImapFlow, type AuthOptions } from 'imapflow';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, SinkOptions, WriteOutcome } from '../sink.js';
+import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
+import { createImapReader } from './reader.js';
 
 /** How the admin logs in to one mailbox: Dovecot master user, or SASL PLAIN with an authzid. */
-function loginFor(config: ImapSinkConfig, password: string, mailbox: string): AuthOptions {
+export function loginFor(config: ImapSinkConfig, password: string, mailbox: string): AuthOptions {
   return config.auth === 'master'
     ? { user: `${mailbox}${config.masterSeparator}${config.user}`, pass: password }
     : { user: config.user, pass: password, authzid: mailbox, loginMethod: 'AUTH=PLAIN' };
@@ -43,8 +44,22 @@ function credentialChecks(config: ImapSinkConfig, password: string): CredentialC
 
 interface Pending {
   delivery: Delivery;
-  resolve(outcome: WriteOutcome): void;
+  resolve(stored: Stored): void;
   reject(err: Error): void;
+}
+
+/**
+ * Where a message is, as the ledger records it (RFC 5092 style): `<mailbox>/<folder path as the
+ * server names it>;UIDVALIDITY=<v>/;UID=<u>`; undefined when the server did not say.
+ */
+export function imapLocation(mailbox: string, folder: string, uidValidity: bigint | number | undefined, uid: number | undefined): string | undefined {
+  return uidValidity === undefined || uid === undefined ? undefined : `${mailbox}/${folder};UIDVALIDITY=${uidValidity}/;UID=${uid}`;
+}
+
+/** The parts of an `imapLocation`, or undefined for anything else. */
+export function parseImapLocation(location: string): { mailbox: string; folder: string; uidValidity: bigint; uid: number } | undefined {
+  const match = /^([^/]+)\/(.+);UIDVALIDITY=(\d{1,10})\/;UID=(\d{1,10})$/.exec(location);
+  return match ? { mailbox: match[1]!, folder: match[2]!, uidValidity: BigInt(match[3]!), uid: Number(match[4]) } : undefined;
 }
 
 /** One connection, logged in to one mailbox. */
@@ -79,7 +94,7 @@ export const STOPPED_REASON = 'stopped by a signal before it was stored (a re-ru
  * (= sentAt). The export format promises event ids unique only within one export, so another
  * day's event may reuse an id, and so a Message-ID; the time keeps it a different item.
  */
-function identity(messageId: string, time: number): string {
+export function identity(messageId: string, time: number): string {
   return `${messageId} ${Math.floor(time / 1000)}`;
 }
 
@@ -154,7 +169,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 
   /** Queues a delivery for its mailbox's next batch; settles when that batch has it stored (or not). */
-  protected store(delivery: Delivery): Promise<WriteOutcome> {
+  protected store(delivery: Delivery): Promise<Stored> {
     if (this.failure !== null) return Promise.reject(this.failed(delivery.mailbox));
     return new Promise((resolve, reject) => {
       let queue = this.queues.get(delivery.mailbox);
@@ -253,7 +268,7 @@ export class ImapSink extends LifecycleSink implements Sink {
     for (const check of this.checks) {
       try {
         const client = await this.login(check.auth, () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
-        await this.logout(client);
+        await logout(client);
         return { accepted: true, what: check.what, text: 'OK' };
       } catch (err) {
         const refusal = loginRefusal(err);
@@ -348,14 +363,28 @@ export class ImapSink extends LifecycleSink implements Sink {
     let next = 0;
     try {
       const folder = await this.folderOf(session);
-      const present = await this.presentKeys(session, folder, batch.map((p) => p.delivery));
+      const { present, uidValidity } = await this.presentKeys(session, folder, batch.map((p) => p.delivery));
+      const at = (outcome: Stored['outcome'], location: string | undefined): Stored => (location === undefined ? { outcome } : { outcome, location });
       const missing: Pending[] = [];
+      // The first entry of each identity this batch appends: a second one settles with it, as skipped.
+      const firsts = new Map<string, Pending>();
       for (const entry of batch) {
         const key = identity(entry.delivery.messageId, entry.delivery.internalDate);
-        if (present.has(key)) {
-          entry.resolve('skipped');
+        const first = firsts.get(key);
+        if (first) {
+          const settle = { resolve: first.resolve, reject: first.reject };
+          first.resolve = (stored) => {
+            settle.resolve(stored);
+            entry.resolve(at('skipped', stored.location));
+          };
+          first.reject = (err) => {
+            settle.reject(err);
+            entry.reject(err);
+          };
+        } else if (present.has(key)) {
+          entry.resolve(at('skipped', imapLocation(session.mailbox, folder, uidValidity, present.get(key))));
         } else {
-          present.add(key);
+          firsts.set(key, entry);
           missing.push(entry);
         }
       }
@@ -365,17 +394,18 @@ export class ImapSink extends LifecycleSink implements Sink {
         if (this.failure !== null) throw new SinkFailedError(this.failure);
         const appender = this.multiAppender(session, folder);
         const chunk = appender ? multiAppendChunk(todo, next) : [todo[next]!];
+        let uids: { uidValidity?: bigint; uids: (number | undefined)[] };
         try {
-          if (appender && chunk.length > 1) await multiAppend(appender, folder, chunk.map((p) => p.delivery));
-          else await this.appendOne(session, folder, chunk[0]!);
+          if (appender && chunk.length > 1) uids = await multiAppend(appender, folder, chunk.map((p) => p.delivery));
+          else uids = await this.appendOne(session, folder, chunk[0]!);
         } catch (err) {
           if (!isRefusal(err)) throw err;
           // MULTIAPPEND is all or nothing: find the message the server refuses one by one.
           for (const entry of chunk) {
             if (this.failure !== null) throw new SinkFailedError(this.failure);
             try {
-              await this.appendOne(session, folder, entry);
-              entry.resolve('delivered');
+              const one = await this.appendOne(session, folder, entry);
+              entry.resolve(at('delivered', imapLocation(session.mailbox, folder, one.uidValidity, one.uids[0])));
             } catch (single) {
               if (!isRefusal(single)) throw single;
               entry.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${entry.delivery.mailbox}: APPEND refused: ${serverText(single)}`));
@@ -384,7 +414,7 @@ export class ImapSink extends LifecycleSink implements Sink {
           }
           continue;
         }
-        for (const entry of chunk) entry.resolve('delivered');
+        chunk.forEach((entry, i) => entry.resolve(at('delivered', imapLocation(session.mailbox, folder, uids.uidValidity, uids.uids[i]))));
         next += chunk.length;
       }
       return { finished: true };
@@ -393,8 +423,11 @@ export class ImapSink extends LifecycleSink implements Sink {
     }
   }
 
-  private async appendOne(session: Session, folder: string, { delivery }: Pending): Promise<void> {
-    await session.client.append(folder, delivery.message, ['\\Seen'], new Date(delivery.internalDate));
+  /** One APPEND; the UID the server gave it (APPENDUID, UIDPLUS), if it said. */
+  private async appendOne(session: Session, folder: string, { delivery }: Pending): Promise<{ uidValidity?: bigint; uids: (number | undefined)[] }> {
+    const appended = await session.client.append(folder, delivery.message, ['\\Seen'], new Date(delivery.internalDate));
+    // imapflow sets uidValidity only beside a UID the server reported (not one guessed from a sequence number).
+    return appended && appended.uidValidity !== undefined ? { uidValidity: appended.uidValidity, uids: [appended.uid] } : { uids: [] };
   }
 
   /** The session's client as a MULTIAPPEND (RFC 3502) runner, where the server offers it and the folder name needs no encoding. */
@@ -403,12 +436,15 @@ export class ImapSink extends LifecycleSink implements Sink {
     return client.capabilities.has('MULTIAPPEND') && /^[A-Za-z0-9._/-]+$/.test(folder) && canExec(client) ? client : undefined;
   }
 
-  /** Identities (see `identity`) of the batch the folder already holds: one OR search, narrowed by date. */
-  private async presentKeys(session: Session, folder: string, deliveries: Delivery[]): Promise<Set<string>> {
-    const present = new Set<string>();
+  /**
+   * Identities (see `identity`) of the batch the folder already holds, with their UIDs: one OR
+   * search, narrowed by date; and the folder's UIDVALIDITY.
+   */
+  private async presentKeys(session: Session, folder: string, deliveries: Delivery[]): Promise<{ present: Map<string, number>; uidValidity: bigint }> {
     // Keep the folder selected between batches of the same mailbox.
     const box = session.client.mailbox && session.client.mailbox.path === folder ? session.client.mailbox : await session.client.mailboxOpen(folder);
-    if (box.exists === 0) return present;
+    const found = { present: new Map<string, number>(), uidValidity: box.uidValidity };
+    if (box.exists === 0) return found;
     // Only messages near the batch's INTERNALDATEs can match: the server then reads the headers
     // of those alone, not of the whole folder (imapflow sends WITHIN where the server has it).
     // The margin covers clock skew between this host and the server.
@@ -430,21 +466,19 @@ export class ImapSink extends LifecycleSink implements Sink {
       },
       { uid: true },
     );
-    if (!uids || uids.length === 0) return present;
+    if (!uids || uids.length === 0) return found;
     for (const message of await session.client.fetchAll(uids, { envelope: true }, { uid: true })) {
       const { messageId, date } = message.envelope ?? {};
-      if (messageId && date) present.add(identity(messageId, new Date(date).getTime()));
+      if (messageId && date) found.present.set(identity(messageId, new Date(date).getTime()), message.uid);
     }
-    return present;
+    return found;
   }
 
   /** The folder path with the server's delimiter, created on first use. */
   private async folderOf(session: Session): Promise<string> {
     if (session.folder) return session.folder;
-    const list = await session.client.list();
-    const delimiter = list.find((m) => m.delimiter)?.delimiter ?? '/';
-    const path = this.config.folder.split(/[/.]/).join(delimiter);
-    if (!list.some((m) => m.path === path)) await session.client.mailboxCreate(path);
+    const { path, exists } = await findFolder(session.client, this.config.folder);
+    if (!exists) await session.client.mailboxCreate(path);
     session.folder = path;
     return path;
   }
@@ -514,16 +548,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    */
   private async login(auth: AuthOptions, gone: () => void, timeouts: { connectionTimeout: number; greetingTimeout: number }): Promise<ImapFlow> {
     if (this.failure !== null) throw new SinkFailedError(this.failure);
-    const client = new ImapFlow({
-      host: this.config.host,
-      port: this.config.port,
-      secure: this.config.tls === 'implicit',
-      doSTARTTLS: this.config.tls === 'starttls' ? true : this.config.tls === 'none' ? false : undefined,
-      auth,
-      logger: false,
-      disableAutoIdle: true,
-      ...timeouts,
-    });
+    const client = imapClient(this.config, auth, timeouts);
     client.on('error', gone);
     client.on('close', gone);
     this.connecting.add(client);
@@ -542,24 +567,46 @@ export class ImapSink extends LifecycleSink implements Sink {
     return client;
   }
 
-  /** LOGOUT, bounded (a hung server must not hold anyone), then the connection is closed. */
-  private async logout(client: ImapFlow): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([client.logout(), new Promise((resolve) => (timer = setTimeout(resolve, LOGOUT_MS)))]);
-    } catch {
-      // The connection is going away either way.
-    } finally {
-      clearTimeout(timer);
-      client.close();
-    }
-  }
-
   private async end(session: Session): Promise<void> {
     this.live.delete(session);
     if (session.broken || this.failure === STOPPED_REASON) session.client.close();
-    else await this.logout(session.client);
+    else await logout(session.client);
   }
+}
+
+/** An unconnected client of the server the config names, for one login (`auth`). */
+export function imapClient(config: ImapSinkConfig, auth: AuthOptions, timeouts: { connectionTimeout: number; greetingTimeout: number }): ImapFlow {
+  return new ImapFlow({
+    host: config.host,
+    port: config.port,
+    secure: config.tls === 'implicit',
+    doSTARTTLS: config.tls === 'starttls' ? true : config.tls === 'none' ? false : undefined,
+    auth,
+    logger: false,
+    disableAutoIdle: true,
+    ...timeouts,
+  });
+}
+
+/** LOGOUT, bounded (a hung server must not hold anyone), then the connection is closed. */
+export async function logout(client: ImapFlow): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([client.logout(), new Promise((resolve) => (timer = setTimeout(resolve, LOGOUT_MS)))]);
+  } catch {
+    // The connection is going away either way.
+  } finally {
+    clearTimeout(timer);
+    client.close();
+  }
+}
+
+/** The Pivot folder's path with the server's hierarchy delimiter, and whether the mailbox has it. */
+export async function findFolder(client: ImapFlow, folder: string): Promise<{ path: string; exists: boolean }> {
+  const list = await client.list();
+  const delimiter = list.find((m) => m.delimiter)?.delimiter ?? '/';
+  const path = folder.split(/[/.]/).join(delimiter);
+  return { path, exists: list.some((m) => m.path === path) };
 }
 
 /** What `open()` learnt from its credential checks. */
@@ -578,7 +625,7 @@ const PROBE_HINT = ' (if the password is right and the server refuses logins to 
  * mailbox (AUTHORIZATIONFAILED: Dovecot's answer for a mailbox it does not know), `unavailable` a
  * temporary failure (UNAVAILABLE), `other` any other code (EXPIRED, PRIVACYREQUIRED...).
  */
-function loginRefusal(err: unknown): 'authentication' | 'authorization' | 'unavailable' | 'other' | null {
+export function loginRefusal(err: unknown): 'authentication' | 'authorization' | 'unavailable' | 'other' | null {
   const e = err as { authenticationFailed?: boolean; serverResponseCode?: string };
   if (!e?.authenticationFailed) return null;
   const code = (e.serverResponseCode ?? '').toUpperCase();
@@ -615,7 +662,7 @@ function multiAppendChunk(todo: Pending[], start: number): Pending[] {
 
 /** imapflow's command runner: public API has append() but no MULTIAPPEND (see README). */
 interface ExecClient {
-  exec(command: string, attributes: unknown[], options: object): Promise<{ next(): void }>;
+  exec(command: string, attributes: unknown[], options: object): Promise<{ next(): void; response?: { attributes?: { section?: { value?: unknown }[] }[] } }>;
 }
 
 /** Whether this imapflow still has its (undocumented) command runner. */
@@ -636,32 +683,60 @@ export function imapDateTime(time: number): string {
  * Appends several messages in one command: the server stores them all or none, with one
  * round trip and one sync for the lot (measured: 1,208 vs 429 messages/s into Dovecot).
  */
-async function multiAppend(client: ExecClient, folder: string, deliveries: Delivery[]): Promise<void> {
+async function multiAppend(client: ExecClient, folder: string, deliveries: Delivery[]): Promise<{ uidValidity?: bigint; uids: (number | undefined)[] }> {
   const attributes: unknown[] = [{ type: 'ATOM', value: folder }];
   for (const d of deliveries) {
     attributes.push([{ type: 'ATOM', value: '\\Seen' }], { type: 'STRING', value: imapDateTime(d.internalDate) }, { type: 'LITERAL', value: d.message });
   }
   const response = await client.exec('APPEND', attributes, {});
   response.next();
+  return appendUids(response.response?.attributes?.[0]?.section, deliveries.length);
 }
 
-function serverText(err: unknown): string {
+/**
+ * The UIDs an `[APPENDUID <uidvalidity> <uid-set>]` code (RFC 4315) gives the messages of a
+ * MULTIAPPEND, in their order; none when the server gave no such code, or not one per message.
+ */
+export function appendUids(section: { value?: unknown }[] | undefined, count: number): { uidValidity?: bigint; uids: (number | undefined)[] } {
+  const [code, validity, set] = (section ?? []).map((part) => (typeof part?.value === 'string' ? part.value : ''));
+  if (code?.toUpperCase() !== 'APPENDUID' || !/^\d{1,10}$/.test(validity ?? '') || !/^[\d:,]+$/.test(set ?? '')) return { uids: [] };
+  const uids: number[] = [];
+  for (const part of set!.split(',')) {
+    const [from, to = from] = part.split(':').map(Number) as [number, number?];
+    for (let uid = from; from <= to! ? uid <= to! : uid >= to!; uid += from <= to! ? 1 : -1) {
+      uids.push(uid);
+      if (uids.length > count) return { uids: [] };
+    }
+  }
+  return uids.length === count ? { uidValidity: BigInt(validity!), uids } : { uids: [] };
+}
+
+export function serverText(err: unknown): string {
   const e = err as { responseText?: string; serverResponseCode?: string };
   return [e.serverResponseCode, e.responseText].filter(Boolean).join(' ') || errorMessage(err);
 }
 
-export function createImapSink(spec: string, options: Partial<Pick<SinkOptions, 'insecure' | 'stop'>> & { env?: NodeJS.ProcessEnv } = {}): ImapSink {
+export type ImapSpecOptions = Partial<Pick<SinkOptions, 'insecure' | 'stop'>> & { env?: NodeJS.ProcessEnv };
+
+/** The spec parsed and the admin's password from the environment (E_SINK_CONFIG without one). */
+export function imapSpecAndPassword(spec: string, options: ImapSpecOptions): { config: ImapSinkConfig; password: string } {
   const config = parseImapSpec(spec, options);
   const password = (options.env ?? process.env)[config.passwordEnv];
   if (!password) {
     throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in the environment variable ${config.passwordEnv}`);
   }
+  return { config, password };
+}
+
+export function createImapSink(spec: string, options: ImapSpecOptions = {}): ImapSink {
+  const { config, password } = imapSpecAndPassword(spec, options);
   return new ImapSink(config, password, { stop: options.stop });
 }
 
 export const imapSinkFactory: SinkFactory = {
   scheme: 'imap',
   create: (spec, options) => createImapSink(spec, options),
+  reader: (spec, options) => createImapReader(spec, options),
 };
 
 export const imapsSinkFactory: SinkFactory = { ...imapSinkFactory, scheme: 'imaps' };

@@ -2,15 +2,16 @@ import { randomBytes } from 'node:crypto';
 import fs, { readlinkSync } from 'node:fs';
 import { chown, link, lstat, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { dirname, join, resolve, sep } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, WriteOutcome } from '../sink.js';
+import type { Sink, SinkFactory, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { fsyncDir } from '../../fs-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
+import { createMaildirReader } from './reader.js';
 
 /**
  * Coalesces directory fsyncs: every caller waits for a sync that started after it asked,
@@ -46,7 +47,7 @@ class DirectorySync {
 }
 
 /** Mailbox names that can be folder names under the root, and nothing else. */
-function mailboxFolder(root: string, mailbox: string): string {
+export function mailboxFolder(root: string, mailbox: string): string {
   if (!/^[^/\\\u0000-\u001f]+@[^/\\\u0000-\u001f]+$/.test(mailbox) || mailbox.startsWith('.')) {
     throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} cannot be a Maildir folder name`);
   }
@@ -57,7 +58,7 @@ function mailboxFolder(root: string, mailbox: string): string {
   return path;
 }
 
-const SUFFIX = '.pivot-archive';
+export const SUFFIX = '.pivot-archive';
 
 /** A file name unique per (mailbox, Message-ID, second), so a re-run finds what it wrote before. */
 export function maildirBaseName(delivery: Pick<Delivery, 'messageId' | 'internalDate'>): string {
@@ -75,7 +76,7 @@ export function maildirVariantName(delivery: Pick<Delivery, 'messageId' | 'inter
 }
 
 /** Base names of ours (an identity's, or a variant's), with the `:2,<flags>` a file has after it. */
-const OURS = /^(\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive)(:2,.*)?$/;
+export const OURS = /^(\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive)(:2,.*)?$/;
 
 /** `tmp/` names of ours: the unique ones, and the fixed `<base>` that versions before them used. */
 const OUR_TEMPORARY = /^(?:\d+\.M\d+P\d+(?:N\d+)?Q\d+R[0-9a-f]{8}\..*|\d+\.P[0-9a-f]{32}\.pivot-archive)$/;
@@ -206,7 +207,7 @@ function once<T>(cache: Map<string, Promise<T>>, key: string, make: () => Promis
   return value;
 }
 
-function isCode(err: unknown, code: string): boolean {
+export function isCode(err: unknown, code: string): boolean {
   return (err as NodeJS.ErrnoException | undefined)?.code === code;
 }
 
@@ -580,11 +581,13 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * writer took first (then what holds it is compared again), and `cur/` is synced. A torn file of
    * ours is replaced whole by `rename()`.
    */
-  protected async store(delivery: Delivery): Promise<WriteOutcome> {
+  protected async store(delivery: Delivery): Promise<Stored> {
     const folder = await this.folderOf(delivery.mailbox);
+    // Where the message is, as the ledger records it: relative to the root.
+    const at = (outcome: Stored['outcome'], path: string): Stored => ({ outcome, location: relative(this.config.root, path) });
     // A folder that held nothing of ours when listed: the link below finds any name taken since.
     let place: Place = folder.listing.heldOurs ? await this.place(folder, delivery) : { kind: 'free', name: maildirBaseName(delivery) };
-    if (place.kind === 'held') return 'skipped';
+    if (place.kind === 'held') return at('skipped', place.path);
     let linkFrom: string | undefined;
     let becomeFirst: ((path: string | undefined) => void) | undefined;
     const copies = this.copiesOf(delivery);
@@ -599,7 +602,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
         if (place.kind === 'held') {
           // Another writer published it while we wrote: ours is not needed, theirs made durable.
           if (raced) await this.syncOf(dirname(place.path)).sync();
-          return 'skipped';
+          return at('skipped', place.path);
         }
         if (place.kind === 'torn') {
           temporary ??= await this.writeTemporary(folder, delivery);
@@ -613,7 +616,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
           temporary = undefined;
           await this.syncOf(dirname(place.path)).sync();
           becomeFirst?.(place.path);
-          return 'delivered';
+          return at('delivered', place.path);
         }
         const final = join(folder.path, 'cur', `${place.name}:2,S`);
         let source = linkFrom ?? temporary;
@@ -640,7 +643,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
         temporary = undefined;
         await Promise.all([this.syncOf(join(folder.path, 'cur')).sync(), cleanUp]);
         if (source !== linkFrom) becomeFirst?.(final);
-        return 'delivered';
+        return at('delivered', final);
       }
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: other writers kept taking the name of ${delivery.messageId} in ${folder.path}, or its tmp/ file (${MAX_TRIES} tries)`);
     } finally {
@@ -653,4 +656,5 @@ export class MaildirSink extends LifecycleSink implements Sink {
 export const maildirSinkFactory: SinkFactory = {
   scheme: 'maildir',
   create: (spec, { cwd }) => new MaildirSink(parseMaildirSpec(spec, cwd)),
+  reader: (spec, { cwd }) => createMaildirReader(spec, cwd),
 };

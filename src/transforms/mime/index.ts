@@ -14,7 +14,8 @@ export interface MimeContext {
 export type LoadedAttachment = { ref: AttachmentRef; bytes: Buffer } | { ref: AttachmentRef; missing: string };
 
 const CRLF = '\r\n';
-const HEADER_DOMAIN = 'pivot-archive.invalid';
+/** The domain of every Message-ID this tool makes: how a store's messages of ours are told apart. */
+export const HEADER_DOMAIN = 'pivot-archive.invalid';
 const BUILT_IN_HEADERS = new Set(
   ['x-pivot-item-id', 'x-pivot-conversation-id', 'x-pivot-export-id', 'x-pivot-event-type'],
 );

@@ -1,0 +1,56 @@
+import { pathExists } from '../fs-util.js';
+import { AccountBuilder, type ExportAccount, type ItemLine, type LedgerCheck, type LedgerRecordLike } from './account.js';
+import { parseVerifierKey, type VerifierKey } from './note.js';
+import { checkLedger, ledgerRecords, readCheckpointCopies, type CheckpointCopy } from './reader.js';
+import type { LedgerLine } from './writer.js';
+import { readFile } from 'node:fs/promises';
+
+export type { ExportAccount, ItemLine, LedgerCheck } from './account.js';
+export { generateKeys } from './note.js';
+
+/** What the ledger is checked against: a public key, and checkpoint copies kept off the host. */
+export interface LedgerTrust {
+  key?: VerifierKey;
+  copies: CheckpointCopy[];
+}
+
+/**
+ * The public key (a verifier key's text, or a file holding it) and the checkpoint copies to
+ * trust: the state dir's own last note, and the copies the user kept elsewhere.
+ */
+export async function ledgerTrust(publicKey: string | undefined, checkpointPaths: string[], ownNote: string): Promise<LedgerTrust> {
+  let key: VerifierKey | undefined;
+  if (publicKey !== undefined) {
+    const text = publicKey.includes('+') && !(await pathExists(publicKey)) ? publicKey : await readFile(publicKey, 'utf8');
+    key = parseVerifierKey(text, `--public-key ${publicKey.includes('+') ? '(given inline)' : publicKey}`);
+  }
+  const paths = [...((await pathExists(ownNote)) ? [ownNote] : []), ...checkpointPaths];
+  return { key, copies: await readCheckpointCopies(paths) };
+}
+
+/** Checks the ledger, then reconciles one export from it; `each` gets every item's final line (for the CSV). */
+export async function exportAccount(
+  path: string,
+  exportId: string,
+  trust: LedgerTrust,
+  each?: (line: ItemLine) => Promise<void>,
+): Promise<{ account: ExportAccount; check: LedgerCheck }> {
+  const builder = new AccountBuilder(exportId);
+  const check = await checkLedger(path, trust, (line) => builder.visit(line as unknown as LedgerRecordLike));
+  const winners = builder.winners();
+  for await (const line of ledgerRecords(path)) {
+    let found: ItemLine | undefined;
+    builder.second(line as unknown as LedgerRecordLike, winners, (l) => (found = l));
+    if (found && each) await each(found);
+  }
+  return { account: builder.result(), check };
+}
+
+/** The export ids the ledger names, in the order they first appear. */
+export async function exportIds(path: string): Promise<string[]> {
+  const ids = new Set<string>();
+  for await (const line of ledgerRecords(path)) if (line.record === 'start' && typeof line.exportId === 'string') ids.add(line.exportId);
+  return [...ids];
+}
+
+export type { LedgerLine };

@@ -1,0 +1,194 @@
+// Reads mailboxes back over IMAP for `verify` (see ../SPEC.md, "Reading a store back"): one
+// read-only EXAMINE per mailbox, UID FETCH BODY.PEEK[] in ranges, each message hashed as it arrives.
+import type { ImapFlow } from 'imapflow';
+import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
+import { Digest, messageIdentity, secondOf } from '../held.js';
+import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
+import type { ImapSinkConfig } from './config.js';
+import { findFolder, identity, imapClient, imapLocation, ImapSink, imapSpecAndPassword, loginFor, loginRefusal, logout, parseImapLocation, serverText, type ImapSpecOptions } from './index.js';
+
+/** UIDs per FETCH command: a range of this many messages at most. */
+const FETCH_UIDS = 500;
+/** Message-IDs per SEARCH (OR of HEADER keys). */
+const SEARCH_IDS = 50;
+/** Messages of ours have Message-IDs in this domain. */
+const OUR_MESSAGE_ID = `@${HEADER_DOMAIN}>`;
+
+/** A message as fetched: its identity (from its header) and the hash of what the server holds. */
+interface Fetched {
+  uid: number;
+  messageId: string;
+  sentAt?: string;
+  sha256: string;
+  size: number;
+}
+
+/** `1:5,7,9:12`: sorted UIDs as an IMAP sequence set. */
+export function uidSet(uids: number[]): string {
+  const sorted = [...new Set(uids)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+export class ImapReader implements StoreReader {
+  readonly description: string;
+  /** Connections open now, at most `pool` (mailboxes read at once beyond that wait). */
+  private connections = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    readonly config: ImapSinkConfig,
+    private readonly password: string,
+    private readonly stop?: AbortSignal,
+  ) {
+    this.description = `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
+  }
+
+  /** Proves the admin's credentials as the sink's `open()` does (the same logins; nothing is written). */
+  async open(): Promise<void> {
+    const sink = new ImapSink(this.config, this.password, { stop: this.stop });
+    await sink.open();
+    await sink.close();
+  }
+
+  async mailbox(mailbox: string, wanted: WantedMessage[], { sample }: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] }> {
+    const held = new Map<WantedMessage, HeldMessage>();
+    const unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] = [];
+    const client = await this.connect(mailbox);
+    if (!client) return { held, unexpected };
+    const onStop = () => client.close();
+    this.stop?.addEventListener('abort', onStop, { once: true });
+    try {
+      const { path, exists } = await findFolder(client, this.config.folder);
+      if (!exists) return { held, unexpected };
+      // EXAMINE: read-only, so no flag (\Recent, \Seen) changes by reading.
+      const box = await client.mailboxOpen(path, { readOnly: true });
+      const where = (uid: number) => imapLocation(mailbox, path, box.uidValidity, uid)!;
+      const fetched = new Map<number, Fetched>();
+      const fetch = (uids: number[]) => this.fetchHashed(client, uids.filter((uid) => !fetched.has(uid)), fetched);
+      // By location first: the same folder and UIDVALIDITY, then the UID.
+      const located = new Map<WantedMessage, number>();
+      for (const w of wanted) {
+        const at = w.location === undefined ? undefined : parseImapLocation(w.location);
+        if (at && at.mailbox === mailbox && at.folder === path && at.uidValidity === box.uidValidity) located.set(w, at.uid);
+      }
+      if (!sample) await fetch(box.exists === 0 ? [] : ((await client.search({ all: true }, { uid: true })) || []));
+      else await fetch([...located.values()]);
+      const used = new Set<number>();
+      const take = (w: WantedMessage, found: Fetched) => {
+        used.add(found.uid);
+        held.set(w, { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), sha256: found.sha256, size: found.size });
+      };
+      for (const [w, uid] of located) {
+        const found = fetched.get(uid);
+        if (found && found.messageId === w.messageId) take(w, found);
+      }
+      // Else by Message-ID and the Date header's second, as the sink's presence check tells an item.
+      const byIdentity = async () => {
+        const index = new Map<string, Fetched[]>();
+        for (const found of fetched.values()) {
+          if (found.sentAt === undefined || used.has(found.uid)) continue;
+          const key = identity(found.messageId, Date.parse(found.sentAt));
+          const same = index.get(key);
+          if (same) same.push(found);
+          else index.set(key, [found]);
+        }
+        for (const w of wanted) {
+          if (held.has(w)) continue;
+          const candidates = index.get(identity(w.messageId, secondOf(w.sentAt) * 1000));
+          const found = candidates?.find((f) => !used.has(f.uid));
+          if (found) take(w, found);
+        }
+      };
+      await byIdentity();
+      if (sample) {
+        const ids = [...new Set(wanted.filter((w) => !held.has(w)).map((w) => w.messageId))];
+        const uids: number[] = [];
+        for (const group of chunks(ids, SEARCH_IDS)) {
+          const query = group.length === 1 ? { header: { 'message-id': group[0]! } } : { or: group.map((id) => ({ header: { 'message-id': id } })) };
+          uids.push(...((await client.search(query, { uid: true })) || []));
+        }
+        if (uids.length > 0) {
+          await fetch(uids);
+          await byIdentity();
+        }
+      } else {
+        for (const found of fetched.values()) {
+          if (used.has(found.uid) || !found.messageId.endsWith(OUR_MESSAGE_ID)) continue;
+          unexpected.push({ messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid) });
+        }
+      }
+      return { held, unexpected };
+    } catch (err) {
+      if (err instanceof PivotArchiveError) throw err;
+      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `IMAP reader: mailbox ${mailbox} cannot be read back: ${serverText(err)}`, { cause: err });
+    } finally {
+      this.stop?.removeEventListener('abort', onStop);
+      await logout(client);
+      this.release();
+    }
+  }
+
+  /** UID FETCH BODY.PEEK[] in ranges; each message hashed (and its identity read) as it arrives, then let go. */
+  private async fetchHashed(client: ImapFlow, uids: number[], into: Map<number, Fetched>): Promise<void> {
+    for (const group of chunks([...new Set(uids)].sort((a, b) => a - b), FETCH_UIDS)) {
+      for await (const message of client.fetch(uidSet(group), { uid: true, source: true }, { uid: true })) {
+        if (!message.source) continue;
+        const { messageId, sentAt } = messageIdentity(message.source);
+        into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(message.source).result() });
+      }
+    }
+  }
+
+  /** No IMAP command lists a server's accounts: the mailboxes the ledger names are all it reads. */
+  async mailboxes(): Promise<string[]> {
+    return [];
+  }
+
+  async close(): Promise<void> {}
+
+  /**
+   * A client logged in to the mailbox, once one of `pool` connections is free; undefined (and the
+   * slot given back) when the server does not know the mailbox (AUTHORIZATIONFAILED): it holds nothing.
+   */
+  private async connect(mailbox: string): Promise<ImapFlow | undefined> {
+    if (this.connections >= this.config.pool) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.connections++;
+    const client = imapClient(this.config, loginFor(this.config, this.password, mailbox), { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+    client.on('error', () => undefined);
+    try {
+      if (this.stop?.aborted) throw new Error('stopped by a signal');
+      await client.connect();
+      return client;
+    } catch (err) {
+      client.close();
+      this.release();
+      if (loginRefusal(err) === 'authorization') return undefined;
+      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `IMAP reader: cannot log in to mailbox ${mailbox}: ${serverText(err)}`, { cause: err });
+    }
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.connections--;
+  }
+}
+
+export function createImapReader(spec: string, options: ImapSpecOptions & Pick<SinkOptions, 'cwd'>): ImapReader {
+  const { config, password } = imapSpecAndPassword(spec, options);
+  return new ImapReader(config, password, options.stop);
+}

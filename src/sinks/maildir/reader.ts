@@ -1,0 +1,184 @@
+// Reads a Maildir root back for `verify` (see ../SPEC.md, "Reading a store back"): read-only, one
+// listing per folder, every wanted file hashed as it is read, a bounded number at once.
+import fs from 'node:fs';
+import { access, opendir, readdir, stat } from 'node:fs/promises';
+import { basename, join, relative } from 'node:path';
+import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
+import { Digest, eachLimited, messageIdentity } from '../held.js';
+import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
+import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
+import { isCode, mailboxFolder, maildirBaseName, OURS, SUFFIX } from './index.js';
+
+/** Files read at once: enough to keep a disk (or the page cache) busy, few enough for the descriptors. */
+const READS_AT_ONCE = 64;
+/** Read size when hashing a file; also what is read of a file to learn its Message-ID. */
+const CHUNK = 64 * 1024;
+
+/** Our files of one folder, as one listing of its `cur/` and `new/` found them. */
+interface FolderListing {
+  /** Base name (before `:2,`) -> paths relative to the folder (`cur/<name>`, `new/<name>`). */
+  byBase: Map<string, string[]>;
+  /** `<sec>.P<key>` (an identity) -> base names of its content-named variants (`.C<hash>`). */
+  variants: Map<string, string[]>;
+}
+
+async function listFolder(folder: string): Promise<FolderListing> {
+  const listing: FolderListing = { byBase: new Map(), variants: new Map() };
+  for (const sub of ['cur', 'new']) {
+    let dir;
+    try {
+      dir = await opendir(join(folder, sub), { bufferSize: 1024 });
+    } catch (err) {
+      if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) continue;
+      throw err;
+    }
+    for await (const entry of dir) {
+      const base = OURS.exec(entry.name)?.[1];
+      if (base === undefined) continue;
+      const paths = listing.byBase.get(base);
+      if (paths) paths.push(`${sub}/${entry.name}`);
+      else listing.byBase.set(base, [`${sub}/${entry.name}`]);
+      const variant = /^(.*)\.C[0-9a-f]{16}\.pivot-archive$/.exec(base)?.[1];
+      if (variant !== undefined && !paths) {
+        const names = listing.variants.get(variant);
+        if (names) names.push(base);
+        else listing.variants.set(variant, [base]);
+      }
+    }
+  }
+  return listing;
+}
+
+/**
+ * sha256 and size of a file, read in `buffer`-sized pieces with callback fs (on 100k small files
+ * FileHandle and streams cost several times more, as the sink measured for its reads).
+ */
+function hashFile(path: string, buffer: Buffer): Promise<{ sha256: string; size: number }> {
+  return new Promise((resolve, reject) => {
+    fs.open(path, 'r', (err, fd) => {
+      if (err) return reject(err);
+      const digest = new Digest();
+      const done = (readErr: unknown) => fs.close(fd, (closeErr) => (readErr || closeErr ? reject(readErr ?? closeErr) : resolve(digest.result())));
+      const next = () =>
+        fs.read(fd, buffer, 0, buffer.length, null, (readErr, bytes) => {
+          if (readErr) return done(readErr);
+          if (bytes === 0) return done(null);
+          digest.update(buffer.subarray(0, bytes));
+          next();
+        });
+      next();
+    });
+  });
+}
+
+/** The start of a file (its header, for the Message-ID). */
+function readHead(path: string, buffer: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    fs.open(path, 'r', (err, fd) => {
+      if (err) return reject(err);
+      fs.read(fd, buffer, 0, buffer.length, 0, (readErr, bytes) =>
+        fs.close(fd, (closeErr) => (readErr || closeErr ? reject(readErr ?? closeErr) : resolve(buffer.subarray(0, bytes)))),
+      );
+    });
+  });
+}
+
+/** A wanted message's base name: the one its location names, else its identity's. */
+function baseNames(wanted: WantedMessage, listing: FolderListing): string[] {
+  const fromLocation = wanted.location === undefined ? undefined : OURS.exec(basename(wanted.location))?.[1];
+  const identity = maildirBaseName({ messageId: wanted.messageId, internalDate: Date.parse(wanted.sentAt) });
+  return [...new Set([...(fromLocation === undefined ? [] : [fromLocation]), identity, ...(listing.variants.get(identity.slice(0, -SUFFIX.length)) ?? [])])];
+}
+
+export class MaildirReader implements StoreReader {
+  readonly description: string;
+
+  constructor(readonly config: MaildirSinkConfig) {
+    this.description = `maildir:${config.root}`;
+  }
+
+  /** The root must be a directory this process can list and read; nothing is made. */
+  async open(): Promise<void> {
+    const root = this.config.root;
+    try {
+      if (!(await stat(root)).isDirectory()) throw new Error('not a directory');
+      await access(root, fs.constants.R_OK | fs.constants.X_OK);
+    } catch (err) {
+      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `maildir root ${root} cannot be read: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  async mailbox(mailbox: string, wanted: WantedMessage[], { sample }: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] }> {
+    const held = new Map<WantedMessage, HeldMessage>();
+    const unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] = [];
+    let home: string;
+    try {
+      home = mailboxFolder(this.config.root, mailbox);
+    } catch {
+      return { held, unexpected }; // a name that cannot be a folder here holds nothing
+    }
+    const folder = join(home, this.config.folder);
+    let listing = await listFolder(folder);
+    let relisting: Promise<FolderListing> | undefined;
+    const used = new Set<string>();
+    const where = (path: string) => relative(this.config.root, join(folder, path));
+    await eachLimited(wanted, READS_AT_ONCE, async function find(this: void, w: WantedMessage, retried = false): Promise<void> {
+      const buffer = Buffer.allocUnsafe(CHUNK);
+      for (const base of baseNames(w, listing)) {
+        const path = listing.byBase.get(base)?.find((p) => !used.has(p)) ?? listing.byBase.get(base)?.[0];
+        if (path === undefined) continue;
+        let hashed;
+        try {
+          hashed = await hashFile(join(folder, path), buffer);
+        } catch (err) {
+          if (!isCode(err, 'ENOENT') || retried) throw err;
+          // A client renamed it since the listing (a flag change): list the folder again, once.
+          listing = await (relisting ??= listFolder(folder));
+          return find(w, true);
+        }
+        used.add(path);
+        held.set(w, { messageId: w.messageId, sentAt: w.sentAt, location: where(path), ...hashed });
+        return;
+      }
+    });
+    if (!sample) {
+      const others = [...listing.byBase.values()].flat().filter((path) => !used.has(path));
+      await eachLimited(others, READS_AT_ONCE, async (path) => {
+        let head: Buffer;
+        try {
+          head = await readHead(join(folder, path), Buffer.allocUnsafe(CHUNK));
+        } catch (err) {
+          if (isCode(err, 'ENOENT')) return; // gone since the listing: nothing to report
+          throw err;
+        }
+        const second = Number(/^\w+\/(\d+)\./.exec(path)![1]);
+        unexpected.push({ messageId: messageIdentity(head).messageId, sentAt: new Date(second * 1000).toISOString(), location: where(path) });
+      });
+      unexpected.sort((a, b) => (a.location < b.location ? -1 : 1));
+    }
+    return { held, unexpected };
+  }
+
+  /** Mailbox folders under the root that hold the Pivot folder. */
+  async mailboxes(): Promise<string[]> {
+    const found: string[] = [];
+    const entries = await readdir(this.config.root, { withFileTypes: true });
+    await eachLimited(entries, READS_AT_ONCE, async (entry) => {
+      if (!entry.isDirectory()) return;
+      try {
+        mailboxFolder(this.config.root, entry.name);
+      } catch {
+        return;
+      }
+      const pivot = await stat(join(this.config.root, entry.name, this.config.folder)).catch(() => undefined);
+      if (pivot?.isDirectory()) found.push(entry.name);
+    });
+    return found.sort();
+  }
+
+  async close(): Promise<void> {}
+}
+
+export function createMaildirReader(spec: string, cwd: string): MaildirReader {
+  return new MaildirReader(parseMaildirSpec(spec, cwd));
+}
