@@ -5,10 +5,10 @@ import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.j
 import { errorExitCode } from './exit-policy.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
-import { run } from './run.js';
+import { run, type RunResult } from './run.js';
+import { dryRunSummary, formatDryRun } from './dry-run.js';
 import { sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
-import type { RunSummary } from './status-log.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
 import { StateDir } from './state/index.js';
@@ -81,21 +81,25 @@ async function runCommand(config: RunConfig): Promise<number> {
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
     const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const runOptions = { stop, progress: progress.report, progressEveryMs: progress.everyMs };
-    const print = (summary: RunSummary) => process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
+    const print = ({ summary, mailboxes }: RunResult) => {
+      // A dry run's summary comes with the items each mailbox would receive (src/dry-run.ts).
+      const dry = mailboxes && dryRunSummary(summary, mailboxes);
+      process.stdout.write((config.json ? JSON.stringify(dry ?? summary) : dry ? formatDryRun(dry) : formatSummary(summary)) + '\n');
+    };
     if (config.inbox) {
       const inbox = await runInbox(config, logger, runOptions);
       progress.end();
       for (const r of inbox.results) {
-        if (r.run) print(r.run.summary);
+        if (r.run) print(r.run);
         else if (!config.json) process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}\n`);
       }
-      if (!config.json) process.stdout.write(`pivot-archive: inbox: ${inbox.results.length} archive(s) handled, ${inbox.waiting.length} still being copied in\n`);
+      if (!config.json) process.stdout.write(`pivot-archive: inbox: ${inbox.results.length} archive(s) ${config.dryRun ? 'read (dry run: none moved or recorded)' : 'handled'}, ${inbox.waiting.length} still being copied in\n`);
       return inbox.exitCode;
     }
-    const { summary, exitCode } = await run(config, logger, runOptions);
+    const result = await run(config, logger, runOptions);
     progress.end();
-    print(summary);
-    return exitCode;
+    print(result);
+    return result.exitCode;
   });
 }
 

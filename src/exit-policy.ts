@@ -10,12 +10,18 @@ export function alarmOf(s: RunSummary, maxRejected: number): string | undefined 
   const handled = s.itemsFromSource + s.itemsAddedByPlugins - s.itemsDoneEarlier;
   if (s.eventsInArchive === 0) return 'the export holds no events: nothing to deliver (is the exporter working?)';
   if (handled <= 0) return undefined;
-  if (s.delivered + s.skipped === 0) return `nothing was delivered: all ${handled} items read were rejected (check --domain, --user-map and --max-item-size)`;
+  if (s.delivered + s.skipped === 0) return `nothing was delivered: all ${handled} items read were rejected (${mostRejected(s)}check --domain, --user-map and --max-item-size)`;
   const share = s.rejectedTotal / handled;
   if (share > maxRejected) {
-    return `${percent(share)} of the items read (${s.rejectedTotal} of ${handled}) were rejected, over --max-rejected ${percent(maxRejected)} (check --domain and --user-map)`;
+    return `${percent(share)} of the items read (${s.rejectedTotal} of ${handled}) were rejected, over --max-rejected ${percent(maxRejected)} (${mostRejected(s)}check --domain and --user-map)`;
   }
   return undefined;
+}
+
+/** The reason most items were rejected for, as the alarm names it: `1004 as unmapped; ` (a typo in --domain). */
+function mostRejected(s: RunSummary): string {
+  const [top] = Object.entries(s.rejected).sort(([a, x], [b, y]) => y - x || (a < b ? -1 : 1));
+  return top ? `${top[1]} as ${top[0]}; ` : '';
 }
 
 function percent(share: number): string {

@@ -8,6 +8,7 @@ import { errorExitCode, runExitCode } from './exit-policy.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
 import { runPipeline, type PipelineOptions, type Progress } from './pipeline.js';
+import { DryRunSink } from './dry-run.js';
 import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 import type { Source } from './sources/source.js';
@@ -27,6 +28,8 @@ export interface JobConfig {
   maxItemSize: number;
   /** Ed25519 key (keygen's file) that signs the ledger's checkpoint of each run. */
   signingKey?: string;
+  /** Count what would be delivered (src/dry-run.ts): no state dir, no status log, the sink created but never opened. */
+  dryRun?: boolean;
 }
 
 export interface JobOptions {
@@ -91,8 +94,10 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
   const runId = randomUUID();
   const startedAt = new Date().toISOString();
   const cleanups: (() => Promise<void>)[] = [];
-  const logs = config.statusLog ? [resolve(cwd, config.statusLog)] : [];
-  const state = config.stateDir ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
+  // A dry run writes nothing: no status log, and the state dir is left alone (no lock, run log, checkpoint or ledger).
+  const writes = !config.dryRun;
+  const logs = config.statusLog && writes ? [resolve(cwd, config.statusLog)] : [];
+  const state = config.stateDir && writes ? new StateDir(resolve(cwd, config.stateDir)) : undefined;
   let statusLog: StatusLog | undefined;
   let ledger: LedgerWriter | undefined;
   let key: SigningKey | undefined;
@@ -103,7 +108,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     await log.write(startRecord(job, config, sinkDescription, opened, ledger?.tornBytes));
   };
   try {
-    if (config.signingKey && !state) throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key signs the ledger kept in --state-dir: give --state-dir too');
+    if (config.signingKey && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key signs the ledger kept in --state-dir: give --state-dir too');
     if (state) {
       const { runLog, release } = await state.begin(config.keepRuns, options.lockHeld);
       cleanups.push(release);
@@ -112,7 +117,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     }
     statusLog = await openStatusLog(logs, state !== undefined, runId, ledger);
     if (config.signingKey) key = await readSigningKey(resolve(cwd, config.signingKey));
-    const sink = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
+    const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
+    const sink = config.dryRun ? new DryRunSink(created) : created;
     sinkDescription = sink.description;
     const opened = await job.open({ sink, statusLog, state, cleanup: (fn) => cleanups.push(fn) });
     await start(statusLog, opened.started);

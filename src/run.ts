@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { RunConfig } from './options/index.js';
 import { ErrorCode, PivotArchiveError } from './errors.js';
+import { DryRunRejects, DryRunSink, targetSink } from './dry-run.js';
 import { checkAddress } from './formats/address/index.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import { runJob, type InputIdentity, type JobContext, type JobOptions, type JobResult } from './job.js';
@@ -24,7 +25,10 @@ export interface RunOptions extends JobOptions {
   stdin?: NodeJS.ReadableStream;
 }
 
-export type RunResult = JobResult;
+export interface RunResult extends JobResult {
+  /** A dry run's items per mailbox, as its sink counted them (sorted by mailbox). */
+  mailboxes?: Record<string, number>;
+}
 
 /**
  * One run of an export archive: everything is checked (sink spec, plugins, user map, archive)
@@ -35,7 +39,8 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
   const cwd = options.cwd ?? process.cwd();
   const name = config.sample ? SAMPLE_ARCHIVE_NAME : config.archive === '-' ? '-' : resolve(cwd, config.archive ?? '');
   const input: InputIdentity = { archive: config.sample ? SAMPLE_ARCHIVE_NAME : (config.archive ?? '') };
-  return runJob(config, logger, options, {
+  let dryRun: DryRunSink | undefined;
+  const result = await runJob(config, logger, options, {
     command: 'run',
     input: () => input,
     outcomeOptions: {
@@ -48,7 +53,8 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       rejects: resolve(cwd, config.rejects),
     },
     async open({ sink, statusLog, state, cleanup }) {
-      const fanOut = await checkRunConfig(config, sink, cwd);
+      if (sink instanceof DryRunSink) dryRun = sink;
+      const fanOut = await checkRunConfig(config, targetSink(sink), cwd);
       const plugins = new PluginRegistry();
       for (const specifier of config.plugins) {
         const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);
@@ -67,11 +73,12 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
         plugins,
         fanOut,
         maxRejected: config.maxRejected,
-        rejects: new RejectsFolder(resolve(cwd, config.rejects)),
+        rejects: new (config.dryRun ? DryRunRejects : RejectsFolder)(resolve(cwd, config.rejects)),
         finish: async (s) => checkpoint?.finish(!s.interrupted && !s.error && s.failed === 0 && s.rejectedNotKept === 0 && s.balanced),
       };
     },
   });
+  return dryRun ? { ...result, mailboxes: dryRun.mailboxes() } : result;
 }
 
 /** The archive file to read: the given path, stdin spooled to a file, or the built-in sample written to one. */

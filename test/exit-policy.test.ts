@@ -23,6 +23,12 @@ test('alarm: nothing delivered, over --max-rejected, or an empty export; a few r
   t.is(alarmOf(summary({ rejectedTotal: 100, delivered: 1 }), 1), undefined, '100% never alarms on the share');
 });
 
+test('the alarm names the reason most items were rejected for (a typo in --domain: unmapped)', (t) => {
+  const none = summary({ delivered: 0, rejected: { oversize: 3, unmapped: 97 }, rejectedTotal: 100, itemsRouted: 0, itemsAvailableForImport: 0 });
+  t.regex(alarmOf(none, 0.1)!, /^nothing was delivered: all 100 items read were rejected \(97 as unmapped; check --domain/);
+  t.regex(alarmOf(summary({ rejected: { unmapped: 4, 'unknown-user': 8 }, rejectedTotal: 12 }), 0.1)!, /were rejected, over --max-rejected 10% \(8 as unknown-user; check --domain/);
+});
+
 test('exit code: failures before interruption before alarm; a chain error is 2 before any delivery, 1 after, 70 for a bug', (t) => {
   t.is(runExitCode(summary({})), 0);
   t.is(runExitCode(summary({ alarm: 'x' })), 5);

@@ -111,6 +111,15 @@ export const OPTIONS = [
   },
   { key: 'userMap', flag: 'user-map', type: 'string', commands: ['run'], describe: 'CSV of "pivot email or user id,mailbox" that overrides the Email property' },
   { key: 'defaultMailbox', flag: 'default-mailbox', type: 'string', commands: ['run'], describe: 'mailbox for items that have no target (else they are rejected as unmapped)' },
+  {
+    key: 'dryRun',
+    flag: 'dry-run',
+    type: 'boolean',
+    default: false,
+    commands: ['run'],
+    describe:
+      'read and check everything and fan out, then print the summary and how many items each mailbox would receive; delivers nothing, keeps no rejects and writes nothing to --state-dir or --status-log (with --inbox: reads every settled archive, moves none)',
+  },
   { key: 'quiet', flag: 'quiet', type: 'boolean', default: false, commands: ['run'], describe: 'no progress bar (TTY) and no progress lines (off a TTY)' },
   { key: 'logLevel', flag: 'log-level', type: 'choice', choices: ['error', 'warn', 'info', 'verbose', 'debug'], default: 'info', commands: ['run', 'import'], describe: 'log level' },
   { key: 'logFile', flag: 'log-file', type: 'string', commands: ['run', 'import'], describe: 'also write the log to FILE as JSON lines (appended; SIGHUP reopens it, for logrotate)' },

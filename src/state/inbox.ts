@@ -45,13 +45,15 @@ async function moveSafely(logger: Logger, path: string, dir: string, name: strin
  * Every `*.zip` in the drop folder that has settled (not modified for `settleSeconds`) and is
  * not completed yet (its sha256 is not recorded in the state dir), oldest first. Completed
  * archives go to `done/` (or stay, with `keep`); archives that fail as a whole go to `failed/`
- * with a `.reason.txt`; archives with failed deliveries stay for the next run.
+ * with a `.reason.txt`; archives with failed deliveries stay for the next run. A dry run reads
+ * the same archives and only reads the state dir: no lock, nothing recorded, nothing moved.
  */
 export async function runInbox(config: RunConfig, logger: Logger, options: Omit<RunOptions, 'lockHeld'> = {}): Promise<InboxResult> {
   const { stop, cwd = process.cwd() } = options;
   const inbox = resolve(cwd, config.inbox!);
   const state = new StateDir(resolve(cwd, config.stateDir!));
-  const release = await state.lock();
+  const dry = config.dryRun;
+  const release = dry ? async () => undefined : await state.lock();
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
   try {
     const candidates = [];
@@ -83,16 +85,18 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       const record = join(state.dir, 'completed', `${digest}.json`);
       if (await pathExists(record)) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
-        if (!config.keep) await moveSafely(logger, path, join(inbox, 'done'), name);
+        if (!config.keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name);
         result.results.push({ archive: name, outcome: 'already-completed' });
         continue;
       }
       try {
         const done = await run({ ...config, inbox: undefined, archive: path }, logger, { ...options, cwd, lockHeld: true });
         if (done.exitCode === ExitCode.OK) {
-          await mkdir(join(state.dir, 'completed'), { recursive: true });
-          await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
-          if (!config.keep) await moveSafely(logger, path, join(inbox, 'done'), name);
+          if (!dry) {
+            await mkdir(join(state.dir, 'completed'), { recursive: true });
+            await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
+            if (!config.keep) await moveSafely(logger, path, join(inbox, 'done'), name);
+          }
           result.results.push({ archive: name, outcome: 'completed', run: done });
         } else {
           // Failed deliveries, an interruption or an alarm: left in place for the next run.
@@ -105,8 +109,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         const internal = code === ErrorCode.INTERNAL;
         if (!internal && !code.startsWith('E_ARCHIVE_')) throw err;
         const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
-        logger.error(`${name}: ${reason}; moved to failed/`);
-        const moved = await moveSafely(logger, path, join(inbox, 'failed'), name);
+        logger.error(`${name}: ${reason}; ${dry ? 'a run would move it to failed/ (dry run: left in place)' : 'moved to failed/'}`);
+        const moved = dry ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name);
         if (moved) await writeFile(`${moved}.reason.txt`, reason + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
         result.results.push({ archive: name, outcome: 'failed-archive', reason });
         result.exitCode = Math.max(result.exitCode, errorExitCode(err));
