@@ -60,6 +60,16 @@ function plural(n: number, one: string, many = `${one}s`): string {
   return `${num(n)} ${n === 1 ? one : many}`;
 }
 
+/** An ISO 8601 time from the data, allowed to wrap after its `T` (the text stays the same). */
+function time(value: string | undefined): string {
+  return value ? cell(value).replace(/^(\d{4}-\d\d-\d\d)T/, '$1T<wbr>') : cell(value);
+}
+
+/** Column widths (percent) of a fixed-layout table. */
+function cols(widths: number[]): string {
+  return `<colgroup>${widths.map((w) => `<col style="width:${w}%">`).join('')}</colgroup>`;
+}
+
 /** Text from the data, or a dash when there is none. */
 function cell(value: unknown): string {
   return value === undefined || value === null || value === '' ? '<span class="none">—</span>' : escapeHtml(value);
@@ -87,7 +97,9 @@ thead { display: table-header-group; }
 tr { page-break-inside: avoid; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.kv th { width: 220px; }
-.mono { font-family: "DejaVu Sans Mono", "Liberation Mono", Consolas, monospace; font-size: 12px; word-break: break-all; }
+.mono { font-family: "DejaVu Sans Mono", "Liberation Mono", Consolas, monospace; font-size: 12px; overflow-wrap: anywhere; }
+table.fixed { table-layout: fixed; font-size: 13px; }
+table.fixed td, table.fixed th { overflow-wrap: anywhere; }
 tr.killed td, tr.failure td { background: #fff1f0; }
 tr.failed td { background: #fff7f6; }
 .none { color: #8c959f; }
@@ -130,7 +142,7 @@ export function renderReport(account: ExportAccount, ledger: LedgerCheck, meta: 
   exportSection(out, account);
   countersSection(out, account);
   chartSection(out, account);
-  runsSection(out, account.runs);
+  runsSection(out, account.runs, account.sha256s);
   mailboxesSection(out, account.mailboxes);
   reasonsSection(out, account);
   problemsSection(out, account.problems, meta);
@@ -345,16 +357,25 @@ const ENDED: Record<RunOfExport['ended'], string> = {
   killed: 'killed (no summary)',
 };
 
-function runsSection(out: string[], runs: RunOfExport[]): void {
+/** The first 12 hex digits of a hash, enough to tell the archive's SHA-256 values apart (the table above has them in full). */
+function shortHash(h: string | undefined): string {
+  if (!h) return '<span class="none">—</span>';
+  return h.length > 14 ? `${escapeHtml(h.slice(0, 12))}…` : escapeHtml(h);
+}
+
+function runsSection(out: string[], runs: RunOfExport[], sha256s: string[]): void {
   out.push(
     `<h2 id="runs">Runs (${num(runs.length)})</h2>\n`,
-    '<table id="runs-table"><thead><tr><th>Run</th><th>Command</th><th>Host</th><th>Started</th><th>Finished</th><th>Ended</th><th class="n">Exit code</th><th>Problem</th><th>Archive SHA-256</th>',
+    '<table id="runs-table" class="fixed">',
+    cols([9, 7, 9, 10, 10, 8, 5, 10, 8, 6, 6, 6, 6]),
+    '<thead><tr><th>Run</th><th>Command</th><th>Host</th><th>Started</th><th>Finished</th><th>Ended</th><th class="n">Exit</th><th>Problem</th><th>Archive SHA-256</th>',
     '<th class="n">Delivered</th><th class="n">Skipped</th><th class="n">Failed</th><th class="n">Rejected</th></tr></thead><tbody>\n',
   );
   for (const r of runs) {
+    const changed = sha256s.length > 1 && r.sha256 !== undefined && r.sha256 !== sha256s[0];
     out.push(
-      `<tr class="${r.ended}"><td class="mono">${cell(r.runId)}</td><td>${cell(r.command)}</td><td>${cell(r.host)}</td><td>${cell(r.startedAt)}</td><td>${cell(r.finishedAt)}</td>`,
-      `<td>${ENDED[r.ended] ?? escapeHtml(r.ended)}</td><td class="n">${r.exitCode === undefined ? '<span class="none">—</span>' : num(r.exitCode)}</td><td>${cell(r.problem)}</td><td class="mono">${cell(r.sha256)}</td>`,
+      `<tr class="${r.ended}"><td class="mono">${cell(r.runId)}</td><td>${cell(r.command)}</td><td>${cell(r.host)}</td><td>${time(r.startedAt)}</td><td>${time(r.finishedAt)}</td>`,
+      `<td>${ENDED[r.ended] ?? escapeHtml(r.ended)}</td><td class="n">${r.exitCode === undefined ? '<span class="none">—</span>' : num(r.exitCode)}</td><td>${cell(r.problem)}</td><td class="mono${changed ? ' bad' : ''}">${shortHash(r.sha256)}</td>`,
       `<td class="n">${num(r.delivered)}</td><td class="n">${num(r.skipped)}</td><td class="n">${num(r.failed)}</td><td class="n">${num(r.rejected)}</td></tr>\n`,
     );
   }
@@ -419,7 +440,9 @@ function problemsSection(out: string[], problems: ItemProblem[], meta: ReportMet
     return p.reason < q.reason ? -1 : p.reason > q.reason ? 1 : x - y;
   });
   out.push(
-    '<table id="problems-table"><thead><tr><th>Outcome</th><th>Reason</th><th>Item</th><th>Conversation</th><th>Mailbox</th><th>Detail</th><th>Original kept at</th><th>Run</th><th>At</th></tr></thead><tbody>\n',
+    '<table id="problems-table" class="fixed">',
+    cols([7, 10, 11, 9, 12, 20, 13, 8, 10]),
+    '<thead><tr><th>Outcome</th><th>Reason</th><th>Item</th><th>Conversation</th><th>Mailbox</th><th>Detail</th><th>Original kept at</th><th>Run</th><th>At</th></tr></thead><tbody>\n',
   );
   const shown = Math.min(limit, order.length);
   for (let n = 0; n < shown; n++) {
@@ -427,7 +450,7 @@ function problemsSection(out: string[], problems: ItemProblem[], meta: ReportMet
     const keptAt = p.kept ? escapeHtml(p.kept) : p.outcome === 'rejected' || p.mailbox === null ? '<span class="bad">not kept</span>' : '<span class="none">—</span>';
     out.push(
       `<tr class="${p.outcome}"><td>${escapeHtml(p.outcome)}</td><td>${cell(p.reason)}</td><td class="mono">${cell(p.itemId)}</td><td class="mono">${cell(p.conversationId)}</td>`,
-      `<td>${cell(p.mailbox)}</td><td>${cell(p.detail)}</td><td class="mono">${keptAt}</td><td class="mono">${cell(p.runId)}</td><td>${cell(p.at)}</td></tr>\n`,
+      `<td>${cell(p.mailbox)}</td><td>${cell(p.detail)}</td><td class="mono">${keptAt}</td><td class="mono">${cell(p.runId)}</td><td>${time(p.at)}</td></tr>\n`,
     );
   }
   out.push('</tbody></table>\n');
