@@ -187,7 +187,7 @@ function exportSection(out: string[], a: ExportAccount): void {
       'Items delivered by one run may come from a different file than those of another; compare the runs table.</p>\n',
     );
   }
-  const sha = a.sha256s.length === 0 ? '<span class="none">not recorded</span>' : a.sha256s.map((h) => `<div class="mono">${escapeHtml(h)}</div>`).join('');
+  const sha = a.sha256s.length === 0 ? '<span class="none">not recorded</span>' : a.sha256s.map((h) => `<div class="mono">${escapeHtml(h)}</div>`).join('\n');
   out.push(
     '<table class="kv" id="export-table"><tbody>\n',
     `<tr><th>Export id</th><td data-k="export.id">${cell(a.exportId)}</td></tr>\n`,
@@ -309,7 +309,7 @@ function chartSection(out: string[], a: ExportAccount): void {
   const f = (v: number) => v.toFixed(1);
   const labelEvery = rows.length <= 48 ? 1 : Math.ceil(rows.length / 24);
   const svg: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" id="chart-svg" viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-labelledby="chart-title" style="max-width:${W}px;display:block">`,
+    `<svg id="chart-svg" viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-labelledby="chart-title" style="max-width:${W}px;display:block">`,
     `<title id="chart-title">Items per hour (UTC) by outcome, ${escapeHtml(hourLabel(slots[0]!))}:00 to ${escapeHtml(hourLabel(slots[slots.length - 1]!))}:59</title>`,
     `<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`,
   ];
