@@ -203,6 +203,14 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
     t.true(empty.text.includes('No item has a recorded time.'));
   });
 
+  test('an export id from a hostile archive is text in the title and the heading too', async (t) => {
+    const { account, ledger } = reportFixture();
+    const doc = await parsed({ ...account, exportId: 'acme</title><script>x()</script>\u202E"' }, ledger);
+    assertSafe(t, doc);
+    t.is(doc.title, 'Export acme</title><script>x()</script>⟨U+202E⟩": COMPLETE');
+    t.is(doc.keyed.exportId, 'acme</title><script>x()</script>⟨U+202E⟩"');
+  });
+
   test('a long list of problem items stops at the limit and says how many more the CSV holds', async (t) => {
     const { account, ledger } = reportFixture({ failed: true });
     const doc = await parsed(account, ledger, { ...META, maxItemRows: 5 });
@@ -235,6 +243,13 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
     t.is(doc.tables['problems-table']!.length, 1 + 5000);
     t.is(doc.keyed['problems.more'], `… and ${n(40_011 - 5000)} more items not listed here: every one is in the CSV item list (report --csv FILE).`);
     t.is(doc.keyed['rejects.total'], n(40_011));
+
+    // Uncapped, the item list grows linearly too.
+    const all = { ...META, maxItemRows: Infinity };
+    const [x, y] = [reportFixture({ extraRejects: 20_000 }), reportFixture({ extraRejects: 40_000 })].map((f) => renderReport(f.account, f.ledger, all).length);
+    const none = renderReport({ ...small.account, mailboxes: [], problems: [] }, small.ledger, all).length;
+    const listRatio = (y! - none) / (x! - none);
+    t.true(listRatio > 1.9 && listRatio < 2.1, `item list size ratio ${listRatio.toFixed(3)}`);
   });
 });
 

@@ -42,12 +42,18 @@ const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '
  */
 const INVISIBLE = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200B-\u200F\u2028-\u202E\u2060-\u2069\uFEFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
+const marker = (c: string) => `⟨U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟩`;
+
 /** Escapes text from the data for an element's content (never used for attributes). */
 export function escapeHtml(value: unknown): string {
   const s = value === undefined || value === null ? '' : String(value);
-  return s
-    .replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!)
-    .replace(INVISIBLE, (c) => `<span class="ctl">⟨U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟩</span>`);
+  return s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!).replace(INVISIBLE, (c) => `<span class="ctl">${marker(c)}</span>`);
+}
+
+/** The same, with the marker as bare text: for `<title>` (which holds no markup) and SVG. */
+function escapePlain(value: unknown): string {
+  const s = value === undefined || value === null ? '' : String(value);
+  return s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!).replace(INVISIBLE, marker);
 }
 
 /** 1234567 -> `1,234,567` (no locale data needed). */
@@ -132,7 +138,7 @@ export function renderReport(account: ExportAccount, ledger: LedgerCheck, meta: 
     `<meta http-equiv="Content-Security-Policy" content="${REPORT_CSP}">\n`,
     '<meta name="referrer" content="no-referrer">\n',
     '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-    `<title>Export ${escapeHtml(account.exportId)}: ${verdict}</title>\n`,
+    `<title>Export ${escapePlain(account.exportId)}: ${verdict}</title>\n`,
     `<style>${STYLE}</style>\n</head>\n<body>\n`,
     `<h1>Archive report: export <span data-k="exportId">${escapeHtml(account.exportId)}</span></h1>\n`,
     `<p class="meta">Generated <span data-k="generatedAt">${escapeHtml(meta.generatedAt)}</span> by <span data-k="tool">${escapeHtml(meta.tool)}</span> from the ledger <span class="mono">${escapeHtml(ledger.path)}</span>. All times are as recorded (UTC).</p>\n`,
@@ -310,7 +316,7 @@ function chartSection(out: string[], a: ExportAccount): void {
   const labelEvery = rows.length <= 48 ? 1 : Math.ceil(rows.length / 24);
   const svg: string[] = [
     `<svg id="chart-svg" viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-labelledby="chart-title" style="max-width:${W}px;display:block">`,
-    `<title id="chart-title">Items per hour (UTC) by outcome, ${escapeHtml(hourLabel(slots[0]!))}:00 to ${escapeHtml(hourLabel(slots[slots.length - 1]!))}:59</title>`,
+    `<title id="chart-title">Items per hour (UTC) by outcome, ${escapePlain(hourLabel(slots[0]!))}:00 to ${escapePlain(hourLabel(slots[slots.length - 1]!))}:59</title>`,
     `<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`,
   ];
   for (let n = 0; n <= 4; n++) {
@@ -327,14 +333,14 @@ function chartSection(out: string[], a: ExportAccount): void {
       const v = r[kind];
       if (v <= 0) continue;
       svg.push(
-        `<rect x="${f(x)}" y="${f(y(base + v))}" width="${f(barW)}" height="${f(y(base) - y(base + v))}" fill="${CHART_COLOURS[kind]}"><title>${escapeHtml(hourLabel(r.k))}h: ${num(v)} ${kind}</title></rect>`,
+        `<rect x="${f(x)}" y="${f(y(base + v))}" width="${f(barW)}" height="${f(y(base) - y(base + v))}" fill="${CHART_COLOURS[kind]}"><title>${escapePlain(hourLabel(r.k))}h: ${num(v)} ${kind}</title></rect>`,
       );
       base += v;
     }
     if (n % labelEvery === 0) {
       const label = hourLabel(r.k);
       svg.push(`<text x="${f(left + n * slotW + slotW / 2)}" y="${H - bottom + 15}" text-anchor="middle" font-size="11" fill="#1b1f24">${label.slice(11, 13)}</text>`);
-      if (n === 0 || r.k % 24 === 0) svg.push(`<text x="${f(left + n * slotW)}" y="${H - bottom + 31}" font-size="11" fill="#57606a">${escapeHtml(label.slice(0, 10))}</text>`);
+      if (n === 0 || r.k % 24 === 0) svg.push(`<text x="${f(left + n * slotW)}" y="${H - bottom + 31}" font-size="11" fill="#57606a">${escapePlain(label.slice(0, 10))}</text>`);
     }
   });
   svg.push('</svg>');
@@ -367,7 +373,7 @@ function runsSection(out: string[], runs: RunOfExport[], sha256s: string[]): voi
   out.push(
     `<h2 id="runs">Runs (${num(runs.length)})</h2>\n`,
     '<table id="runs-table" class="fixed">',
-    cols([9, 7, 9, 10, 10, 8, 5, 10, 8, 6, 6, 6, 6]),
+    cols([9, 8, 8, 10, 10, 8, 4, 8, 7, 7, 7, 7, 7]),
     '<thead><tr><th>Run</th><th>Command</th><th>Host</th><th>Started</th><th>Finished</th><th>Ended</th><th class="n">Exit</th><th>Problem</th><th>Archive SHA-256</th>',
     '<th class="n">Delivered</th><th class="n">Skipped</th><th class="n">Failed</th><th class="n">Rejected</th></tr></thead><tbody>\n',
   );

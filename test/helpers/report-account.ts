@@ -16,6 +16,18 @@ export const HOSTILE = {
   formulaItemIds: ['+1+1', '-2+3', '@SUM(A1:A9)', '\tindent', '\rcr'],
 } as const;
 
+/** The same fields as an ordinary day has them (for a picture of the report in the docs). */
+const PLAIN = {
+  itemId: 'm_200050',
+  detail: 'sentAt "23/11/2026 14:02" is not an ISO 8601 time',
+  conversationId: 'c_0005',
+  mailbox: 'hugo.lefevre@acme.example',
+  reason: 'plugin:redact-card-numbers',
+  kept: 'pivot-rejects/acme-2026-11-23/m_200050/event.json',
+  host: 'archive01',
+  formulaItemIds: ['m_100000', 'm_100001', 'm_100002', 'm_100003', 'm_100004'],
+} as const;
+
 export const EXPORT_ID = 'acme-2026-11-23';
 export const SHA = 'c0ffee'.padEnd(64, '0');
 export const RUN_IDS = ['run-1-killed-6a1f', 'run-2-resumed-93bc', 'run-3-rerun-2d07'] as const;
@@ -41,6 +53,8 @@ export interface FixtureOptions {
   failed?: boolean;
   /** The archive's sha256 differed between runs. */
   archiveChanged?: boolean;
+  /** Ordinary strings instead of the hostile ones. */
+  plain?: boolean;
   /** Mailboxes (default 30). */
   mailboxes?: number;
   /** Extra rejected items (default 0), for size tests. */
@@ -50,10 +64,11 @@ export interface FixtureOptions {
 
 export function reportFixture(options: FixtureOptions = {}): Fixture {
   const rnd = random(20261123);
+  const H = options.plain ? PLAIN : HOSTILE;
   const mailboxCount = options.mailboxes ?? 30;
   const names = ['alice.martin', 'bob.chen', 'carla.rossi', 'dev.patel', 'emma.schulz', 'farid.haddad', 'grace.okafor', 'hugo.lefevre', 'ines.costa', 'jon.berg'];
   const mailboxNames = Array.from({ length: mailboxCount }, (_, n) =>
-    n === 7 ? HOSTILE.mailbox : `${names[n % names.length]}${n >= names.length ? `.${Math.floor(n / names.length) + 1}` : ''}@acme.example`,
+    n === 7 ? H.mailbox : `${names[n % names.length]}${n >= names.length ? `.${Math.floor(n / names.length) + 1}` : ''}@acme.example`,
   );
   const lines: ItemLine[] = [];
   const problems: ItemProblem[] = [];
@@ -84,8 +99,8 @@ export function reportFixture(options: FixtureOptions = {}): Fixture {
   const routed = 1187;
   let pairs = 0;
   for (let n = 0; n < routed; n++) {
-    const itemId = n < HOSTILE.formulaItemIds.length ? HOSTILE.formulaItemIds[n]! : `m_${String(100000 + n)}`;
-    const conversationId = n === 5 ? HOSTILE.conversationId : `c_${String(Math.floor(n / 12)).padStart(4, '0')}`;
+    const itemId = n < H.formulaItemIds.length ? H.formulaItemIds[n]! : `m_${String(100000 + n)}`;
+    const conversationId = n === 5 ? H.conversationId : `c_${String(Math.floor(n / 12)).padStart(4, '0')}`;
     const at = sentAt();
     const fan = 1 + Math.floor(rnd() * 3);
     const first = Math.floor(rnd() * mailboxCount);
@@ -148,10 +163,10 @@ export function reportFixture(options: FixtureOptions = {}): Fixture {
     { itemId: 'm_200031', reason: 'unmapped', detail: 'no participant of conversation c_0093 is in domain acme.example', run: 0 },
     { itemId: 'm_200032', reason: 'unmapped', detail: 'no participant of conversation c_0101 is in domain acme.example', run: 1 },
     { itemId: 'm_200033', reason: 'unmapped', detail: 'no participant of conversation c_0101 is in domain acme.example', run: 1 },
-    { itemId: HOSTILE.itemId, reason: 'invalid-field:sentAt', detail: HOSTILE.detail, kept: HOSTILE.kept, run: 1 },
+    { itemId: H.itemId, reason: 'invalid-field:sentAt', detail: H.detail, kept: H.kept, run: 1 },
     { itemId: 'm_200051', reason: 'missing-field:sentAt', detail: 'event has no sentAt', run: 1 },
     { itemId: 'm_200077', reason: 'duplicate-id', detail: 'id m_100077 was already used by an earlier event of this export', run: 1 },
-    { itemId: 'm_200090', reason: HOSTILE.reason, detail: 'plugin threw: TypeError: Cannot read properties of undefined', run: 1 },
+    { itemId: 'm_200090', reason: H.reason, detail: 'plugin threw: TypeError: Cannot read properties of undefined', run: 1 },
   ];
   for (let n = 0; n < (options.extraRejects ?? 0); n++) rejects.push({ itemId: `m_9${String(n).padStart(7, '0')}`, reason: 'unmapped', detail: 'no participant is in domain acme.example', run: 1 });
   const rejectsByReason: Record<string, number> = {};
@@ -178,7 +193,7 @@ export function reportFixture(options: FixtureOptions = {}): Fixture {
     {
       runId: RUN_IDS[1],
       command: 'run',
-      host: HOSTILE.host,
+      host: H.host,
       startedAt: '2026-11-24T02:38:02.877Z',
       finishedAt: '2026-11-24T02:41:10.005Z',
       ended: 'summary',
