@@ -145,7 +145,7 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
     const broken = await parsed(ok.account, { ...ok.ledger, chainIntact: false, signature: 'failed', unsealed: 4, problems: ['line 1,207: its prev hash is not the hash of line 1,206 <edited>'] });
     t.is(broken.keyed.verdict, 'COMPLETE');
     t.true(broken.attrs.some(([tag, name, value]) => tag === 'div' && name === 'class' && value === 'banner incomplete'));
-    t.regex(broken.keyed.ledgerVerdict!, /^Ledger FAILS its check: chain BROKEN, signature failed, 1 problem: these numbers cannot be relied on/);
+    t.regex(broken.keyed.ledgerVerdict!, /^Ledger FAILS its check: chain BROKEN, signature FAILED, 1 problem: these numbers cannot be relied on/);
     t.is(broken.keyed['ledger.verdict'], 'The ledger FAILS its check.');
     t.regex(broken.keyed['ledger.signature']!, /^FAILED/);
     t.regex(broken.keyed['ledger.unsealed']!, /^4 \(not covered by a signature/);
@@ -198,6 +198,11 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
     t.is(sum(1), account.pairs.delivered);
     t.is(sum(2), 11);
     t.is(sum(3), 2);
+    // Hours across midnight: every hour between is a slot; an hour that is not one is left out.
+    const late = await parsed({ ...account, hours: [{ hour: '2026-11-23T22', delivered: 5, rejected: 1, failed: 0 }, { hour: '<b>x</b>', delivered: 9, rejected: 0, failed: 0 }, { hour: '2026-11-24T02', delivered: 3, rejected: 0, failed: 2 }] }, ledger);
+    t.deepEqual(late.tables.hours, [['Hour (UTC)', 'Delivered', 'Rejected', 'Failed'], ['2026-11-23T22:00', '5', '1', '0'], ['2026-11-24T02:00', '3', '0', '2']]);
+    t.is(late.attrs.filter(([tag, name, value]) => tag === 'rect' && name === 'fill' && value !== '#ffffff').length, 4);
+    t.true(late.text.includes('2026-11-23') && late.text.includes('2026-11-24'), 'both days are named under the axis');
     const empty = await parsed({ ...account, hours: [] }, ledger);
     t.false(empty.tags.includes('svg'));
     t.true(empty.text.includes('No item has a recorded time.'));

@@ -162,6 +162,13 @@ export function renderReport(account: ExportAccount, ledger: LedgerCheck, meta: 
   return out.join('');
 }
 
+const SIGNATURE: Record<LedgerCheck['signature'], string> = {
+  verified: 'signature verified',
+  failed: 'signature FAILED',
+  unsigned: 'checkpoints not signed',
+  'not checked': 'signature not checked (no public key given)',
+};
+
 function banner(out: string[], a: ExportAccount, ledger: LedgerCheck, complete: boolean, verdict: string, ledgerOk: boolean): void {
   const why: string[] = [];
   if (complete) {
@@ -174,9 +181,10 @@ function banner(out: string[], a: ExportAccount, ledger: LedgerCheck, complete: 
     if (a.items.rejectedNotKept > 0) why.push(`${plural(a.items.rejectedNotKept, 'rejected item')} could not be kept.`);
     if (why.length === 0) why.push('The account is not complete.');
   }
+  const signature = SIGNATURE[ledger.signature] ?? `signature ${escapeHtml(ledger.signature)}`;
   const ledgerLine = ledgerOk
-    ? `Ledger: chain intact, ${plural(ledger.records, 'record')}, signature ${escapeHtml(ledger.signature)}${ledger.unsealed > 0 ? `, ${plural(ledger.unsealed, 'record')} after the last checkpoint` : ''}.`
-    : `Ledger FAILS its check: ${ledger.chainIntact ? 'chain intact' : 'chain BROKEN'}, signature ${escapeHtml(ledger.signature)}${ledger.problems.length ? `, ${plural(ledger.problems.length, 'problem')}` : ''}: these numbers cannot be relied on (see <a href="#ledger">Ledger</a>).`;
+    ? `Ledger: chain intact, ${plural(ledger.records, 'record')}, ${signature}${ledger.unsealed > 0 ? `, ${plural(ledger.unsealed, 'record')} after the last checkpoint` : ''}.`
+    : `Ledger FAILS its check: ${ledger.chainIntact ? 'chain intact' : 'chain BROKEN'}, ${signature}${ledger.problems.length ? `, ${plural(ledger.problems.length, 'problem')}` : ''}: these numbers cannot be relied on (see <a href="#ledger">Ledger</a>).`;
   out.push(
     `<div id="banner" class="banner ${complete && ledgerOk ? 'complete' : 'incomplete'}">`,
     `<span class="verdict" data-k="verdict">${verdict}</span><ul>`,
