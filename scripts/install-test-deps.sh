@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the tests need beyond npm packages: Dovecot (IMAP tests) and python3 (an
-# independent zip reader/writer). Run by `npm test`; a no-op when both are there.
+# Installs what the tests need beyond npm packages: Dovecot (IMAP tests), python3 (an
+# independent zip reader/writer, HTML parser, CSV reader and PNG decoder) and Chromium (renders
+# the `report` HTML headless). Run by `npm test`; a no-op when all are there.
 set -euo pipefail
 missing=()
 [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
 command -v python3 >/dev/null || missing+=(python3)
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()
