@@ -37,6 +37,14 @@ const KEYGEN_OPTIONS = {
   out: { type: 'string', demandOption: true, describe: 'file for the private key (mode 0600, never replaced); the public key goes to FILE.pub' },
   name: { type: 'string', describe: 'key name in signatures [default: pivot-archive-HOSTNAME]' },
 } as const;
+const REPORT_OPTIONS = {
+  'state-dir': { type: 'string', demandOption: true, describe: 'the state dir whose ledger.jsonl is read' },
+  export: { type: 'string', demandOption: true, describe: 'the export id (e.g. acme-2026-11-23)' },
+  out: { type: 'string', demandOption: true, describe: 'the HTML file to write (self-contained: no network, no external assets)' },
+  csv: { type: 'string', describe: "also write every item's final outcome to this CSV file" },
+  'public-key': { type: 'string', describe: "verifier key (keygen's .pub file, or its text): the report says whether the ledger's signature verified" },
+  checkpoint: { type: 'string', array: true, default: [] as string[], describe: 'a checkpoint note copied off the host earlier (repeatable)' },
+} as const;
 const VERIFY_OPTIONS = {
   'state-dir': { type: 'string', demandOption: true, describe: 'the state dir whose ledger.jsonl is checked' },
   sink: { type: 'string', describe: 'the store to read back, as given to run (maildir:DIR, imap://..., azblob://...); without it only the ledger is checked' },
@@ -62,6 +70,7 @@ const FLAGS: Record<string, string[]> = {
   status: Object.keys(STATUS_OPTIONS),
   keygen: Object.keys(KEYGEN_OPTIONS),
   verify: Object.keys(VERIFY_OPTIONS),
+  report: Object.keys(REPORT_OPTIONS),
   cron: Object.keys(CRON_OPTIONS),
 };
 const COMMANDS = Object.keys(FLAGS);
@@ -262,10 +271,21 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         if (mode !== 'execute') return;
         const state = new StateDir(argv['state-dir']);
         if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, argv.last, argv.json ?? false));
-        const { exportAccount, ledgerTrust } = await import('./ledger/index.js');
-        const { account, check } = await exportAccount(state.ledgerPath, argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
+        const { readExportAccount, ledgerTrust } = await import('./ledger/index.js');
+        const { account, check } = await readExportAccount(state.ledgerPath, argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
         if (account.runs.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records no run of export ${JSON.stringify(argv.export)}`);
         process.stdout.write(argv.json ? `${JSON.stringify({ account, ledger: check })}\n` : formatExportStatus(account, check));
+      },
+    )
+    .command(
+      'report',
+      "Write one export's account as a self-contained HTML report for an auditor (and its item list as CSV)",
+      (y) => y.options(REPORT_OPTIONS).example('$0 report --state-dir /var/lib/pivot-archive --export acme-2026-11-23 --out report.html --csv items.csv', ''),
+      async (argv) => {
+        if (mode !== 'execute') return;
+        const { report } = await import('./report/index.js');
+        const { account, check, rows } = await report({ stateDir: argv['state-dir'], exportId: argv.export, out: argv.out, csv: argv.csv, publicKey: argv['public-key'], checkpoints: argv.checkpoint.map(String) });
+        process.stdout.write(`${argv.out}: export ${account.exportId}, ${account.complete ? 'COMPLETE' : 'INCOMPLETE'}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);
       },
     )
     .command(
@@ -307,7 +327,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         if (mode === 'execute') process.stdout.write(line + '\n');
       },
     )
-    .demandCommand(1, 'Name a command: run, import, sample, status, verify, keygen or cron.')
+    .demandCommand(1, 'Name a command: run, import, sample, status, verify, report, keygen or cron.')
     .parserConfiguration({ 'populate--': true })
     .strict()
     .epilog(EXAMPLES)

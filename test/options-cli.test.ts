@@ -15,7 +15,7 @@ test('a typo\'d command is named, with the nearest command, exit 2; its flags ar
   t.notRegex(typo.stderr, /Unknown argument/);
   const far = await cli(['archive', 'x.zip']);
   t.is(far.code, 2);
-  t.regex(far.stderr, /unknown command "archive"; the commands are run, import, sample, status, keygen, verify, cron/);
+  t.regex(far.stderr, /unknown command "archive"; the commands are run, import, sample, status, keygen, verify, report, cron/);
   t.regex((await cli(['stauts', '--state-dir', 'x'])).stderr, /did you mean "status"\?/);
 });
 

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
+import { PYTHON_MISSING, needingTools, parseHtmlIndependently, readCsvIndependently } from './helpers/report-tools.js';
 import { tempDir } from './helpers/tmp.js';
 
 type Json = Record<string, unknown>;
@@ -209,4 +210,41 @@ test('status --export reconciles a killed run and its resumed run into one accou
   // An export the ledger never saw is an error, not an empty account.
   const unknown = await cli(['status', '--state-dir', state, '--export', 'nope']);
   t.is(unknown.code, 2);
+});
+
+needingTools('report from a real ledger (Python html.parser and csv)', [PYTHON_MISSING], () => {
+  test("report: the HTML (read by Python's html.parser) holds the run's counters and the ledger's head; the CSV one line per item; an edited ledger turns it red", async (t) => {
+    const { dir, state, summary, key } = await signedRun(t);
+    const exportId = String(summary.exportId);
+    const html = join(dir, 'report.html');
+    const csv = join(dir, 'items.csv');
+    const made = await cli(['report', '--state-dir', state, '--export', exportId, '--out', html, '--csv', csv, '--public-key', `${key}.pub`]);
+    t.is(made.code, 0, made.stderr);
+    const doc = await parseHtmlIndependently(await readFile(html, 'utf8'));
+    t.deepEqual(doc.errors, []);
+    t.is(doc.keyed.verdict, 'COMPLETE');
+    t.is(doc.keyed['pairs.delivered'], Number(summary.delivered).toLocaleString('en-US'));
+    t.is(doc.keyed['items.inArchive'], Number(summary.eventsInArchive).toLocaleString('en-US'));
+    t.is(doc.keyed['rejects.total'], String(summary.rejectedTotal));
+    const lines = await ledgerLines(state);
+    t.is(doc.keyed['ledger.head'], createHash('sha256').update((await readFile(join(state, 'ledger.jsonl'), 'utf8')).trim().split('\n').at(-1)!).digest('hex'));
+    t.regex(doc.keyed['ledger.signature']!, /verified/);
+    t.false(doc.tags.includes('script'));
+    const rows = await readCsvIndependently(csv);
+    t.is(rows[0]![0], 'itemId');
+    t.is(rows.length - 1, Number(summary.delivered) + Number(summary.rejectedTotal));
+    t.is(rows.filter((r) => r[3] === 'delivered').length, lines.filter((l) => l.outcome === 'delivered').length);
+
+    // An edited ledger: the same report says so, in red.
+    const ledger = join(state, 'ledger.jsonl');
+    const text = (await readFile(ledger, 'utf8')).split('\n');
+    const edited = text.findIndex((l) => l.includes('"outcome":"delivered"'));
+    text[edited] = text[edited]!.replace('"outcome":"delivered"', '"outcome":"skipped"');
+    await writeFile(ledger, text.join('\n'));
+    const again = await cli(['report', '--state-dir', state, '--export', exportId, '--out', html, '--public-key', `${key}.pub`]);
+    t.is(again.code, 0, again.stderr);
+    const broken = await parseHtmlIndependently(await readFile(html, 'utf8'));
+    t.not(broken.keyed.verdict, 'COMPLETE');
+    t.regex(broken.keyed['ledger.chain']!, /BROKEN/);
+  });
 });

@@ -143,7 +143,7 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
 
     // Complete by its counters, but the ledger fails its check: a red banner that says so.
     const broken = await parsed(ok.account, { ...ok.ledger, chainIntact: false, signature: 'failed', unsealed: 4, problems: ['line 1,207: its prev hash is not the hash of line 1,206 <edited>'] });
-    t.is(broken.keyed.verdict, 'COMPLETE');
+    t.is(broken.keyed.verdict, 'NOT PROVEN');
     t.true(broken.attrs.some(([tag, name, value]) => tag === 'div' && name === 'class' && value === 'banner incomplete'));
     t.regex(broken.keyed.ledgerVerdict!, /^Ledger FAILS its check: chain BROKEN, signature FAILED, 1 problem: these numbers cannot be relied on/);
     t.is(broken.keyed['ledger.verdict'], 'The ledger FAILS its check.');

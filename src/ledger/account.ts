@@ -209,6 +209,11 @@ export class AccountBuilder {
     if (!before || RANK[outcome] > RANK[before.outcome]) this.pairs.set(key, { seq: r.seq, outcome, runId: r.runId });
   }
 
+  /** How many runs touched the export (known after the first pass). */
+  get runCount(): number {
+    return this.runs.size;
+  }
+
   /** The seqs of the records that decide each item's final outcome (for the item list's second pass). */
   winners(): Set<number> {
     return new Set([...this.pairs.values(), ...this.rejects.values()].map((w) => w.seq));

@@ -28,22 +28,40 @@ export async function ledgerTrust(publicKey: string | undefined, checkpointPaths
   return { key, copies: await readCheckpointCopies(paths) };
 }
 
-/** Checks the ledger, then reconciles one export from it; `each` gets every item's final line (for the CSV). */
-export async function exportAccount(
-  path: string,
-  exportId: string,
-  trust: LedgerTrust,
-  each?: (line: ItemLine) => Promise<void>,
-): Promise<{ account: ExportAccount; check: LedgerCheck }> {
+/**
+ * Checks the ledger and reconciles one export from it, in two passes: the first (done here)
+ * checks the chain and finds each item's final outcome; the second is `lines`, every item's
+ * final line in ledger order (for the CSV), after which `account()` is complete.
+ */
+export async function exportAccount(path: string, exportId: string, trust: LedgerTrust): Promise<{ check: LedgerCheck; runs: number; lines: AsyncGenerator<ItemLine>; account(): ExportAccount }> {
   const builder = new AccountBuilder(exportId);
   const check = await checkLedger(path, trust, (line) => builder.visit(line as unknown as LedgerRecordLike));
   const winners = builder.winners();
-  for await (const line of ledgerRecords(path)) {
-    let found: ItemLine | undefined;
-    builder.second(line as unknown as LedgerRecordLike, winners, (l) => (found = l));
-    if (found && each) await each(found);
+  let done = false;
+  async function* lines(): AsyncGenerator<ItemLine> {
+    for await (const line of ledgerRecords(path)) {
+      let found: ItemLine | undefined;
+      builder.second(line as unknown as LedgerRecordLike, winners, (l) => (found = l));
+      if (found) yield found;
+    }
+    done = true;
   }
-  return { account: builder.result(), check };
+  return {
+    check,
+    runs: builder.runCount,
+    lines: lines(),
+    account: () => {
+      if (!done) throw new Error('exportAccount: read every line before the account');
+      return builder.result();
+    },
+  };
+}
+
+/** The account of one export when the item lines are not wanted. */
+export async function readExportAccount(path: string, exportId: string, trust: LedgerTrust): Promise<{ account: ExportAccount; check: LedgerCheck }> {
+  const reading = await exportAccount(path, exportId, trust);
+  for await (const _line of reading.lines);
+  return { account: reading.account(), check: reading.check };
 }
 
 /** The export ids the ledger names, in the order they first appear. */

@@ -131,7 +131,8 @@ export function renderReport(account: ExportAccount, ledger: LedgerCheck, meta: 
   const out: string[] = [];
   const ledgerOk = ledger.chainIntact && ledger.signature !== 'failed' && ledger.problems.length === 0;
   const complete = account.complete && account.balanced;
-  const verdict = complete ? 'COMPLETE' : 'INCOMPLETE';
+  // Counters that add up prove nothing when the ledger they come from fails its check.
+  const verdict = !complete ? 'INCOMPLETE' : ledgerOk ? 'COMPLETE' : 'NOT PROVEN';
 
   out.push(
     '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
