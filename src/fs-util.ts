@@ -1,4 +1,5 @@
 import { constants } from 'node:fs';
+import type { Writable } from 'node:stream';
 import { open, stat } from 'node:fs/promises';
 
 /** Whether a path exists; errors other than "not found" (permissions, I/O) are thrown, not hidden. */
@@ -20,4 +21,22 @@ export async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Resolves on the stream's next 'drain', or when it fails (the caller then throws its error).
+ * Every writer held up shares one wait, kept in `holder.drain` (each `once` would add listeners).
+ */
+export function drained(out: Writable, holder: { drain?: Promise<void> }): Promise<void> {
+  holder.drain ??= new Promise<void>((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('error', done);
+      holder.drain = undefined;
+      resolve();
+    };
+    out.on('drain', done);
+    out.on('error', done);
+  });
+  return holder.drain;
 }

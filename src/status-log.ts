@@ -1,3 +1,4 @@
+import { drained } from './fs-util.js';
 import type { LedgerWriter } from './ledger/writer.js';
 import { redactSecrets } from './redact.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -261,25 +262,10 @@ export class StatusLog {
     const line = redactSecrets(JSON.stringify(record)) + '\n';
     for (const file of this.files) {
       if (file.failed) throw file.failed;
-      if (!file.out.write(line)) await this.drained(file);
+      if (!file.out.write(line)) await drained(file.out, file);
       if (file.failed) throw file.failed;
     }
     await this.ledger?.append(record);
-  }
-
-  /** Resolves on 'drain', or once the file has failed (the caller then throws its error). */
-  private drained(file: LogFile): Promise<void> {
-    file.drain ??= new Promise<void>((resolve) => {
-      const done = () => {
-        file.out.off('drain', done);
-        file.out.off('error', done);
-        file.drain = undefined;
-        resolve();
-      };
-      file.out.on('drain', done);
-      file.out.on('error', done);
-    });
-    return file.drain;
   }
 
   /** Resolves once every line written so far has reached the file. */

@@ -3,7 +3,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, rename, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
-import { fsyncDir } from '../fs-util.js';
+import { drained, fsyncDir } from '../fs-util.js';
 import { sha256Hex } from '../hash.js';
 import { redactSecrets } from '../redact.js';
 import type { CheckpointRecord, LogRecord } from '../status-log.js';
@@ -34,7 +34,8 @@ function ledgerError(path: string, what: string, err?: unknown): PivotArchiveErr
  */
 export class LedgerWriter {
   private failed?: PivotArchiveError;
-  private drain?: Promise<void>;
+  /** The one wait for 'drain' that every append held up shares. */
+  private readonly waiting: { drain?: Promise<void> } = {};
 
   private constructor(
     readonly path: string,
@@ -75,18 +76,7 @@ export class LedgerWriter {
     this.head = sha256Hex(line);
     this.origin ??= originOf(this.head);
     this.seq++;
-    if (!this.out.write(line + '\n')) {
-      this.drain ??= new Promise<void>((resolve) => {
-        const done = () => {
-          this.out.off('drain', done);
-          this.out.off('error', done);
-          this.drain = undefined;
-          resolve();
-        };
-        this.out.on('drain', done).on('error', done);
-      });
-      await this.drain;
-    }
+    if (!this.out.write(line + '\n')) await drained(this.out, this.waiting);
     if (this.failed) throw this.failed;
   }
 

@@ -220,6 +220,12 @@ function term(key: string, n: number | undefined, label: string, total = false):
   return `<div class="term${total ? ' total' : ''}"><span class="n" data-k="${key}">${num(n)}</span><span class="l">${label}</span></div>`;
 }
 
+/** `total = a + b + ...`, each a labelled number. */
+function equation(id: string, total: [string, number | undefined, string], terms: [string, number | undefined, string][]): string {
+  const sum = terms.map(([key, n, label]) => term(key, n, label)).join('<div class="op">+</div>');
+  return `<div class="eq" id="${id}">${term(...total, true)}<div class="op">=</div>${sum}</div>\n`;
+}
+
 function countersSection(out: string[], a: ExportAccount): void {
   const i = a.items;
   const itemsSum = i.rejectedKept + i.rejectedNotKept + i.routed + (i.notYetRead ?? 0);
@@ -238,28 +244,19 @@ function countersSection(out: string[], a: ExportAccount): void {
   out.push(
     '<h2 id="counters">Counters</h2>\n',
     '<p>Items: every event of the archive (and every item a plugin added) is rejected, or routed to at least one mailbox, or not read yet.</p>\n',
-    '<div class="eq" id="eq-items">',
-    term('items.inArchive', i.inArchive, 'items in the archive', true),
-    '<div class="op">=</div>',
-    term('items.rejectedKept', i.rejectedKept, 'rejected, original kept'),
-    '<div class="op">+</div>',
-    term('items.rejectedNotKept', i.rejectedNotKept, 'rejected, NOT kept'),
-    '<div class="op">+</div>',
-    term('items.routed', i.routed, 'routed to mailboxes'),
-    '<div class="op">+</div>',
-    term('items.notYetRead', i.notYetRead, 'not read by any run yet'),
-    '</div>\n',
+    equation('eq-items', ['items.inArchive', i.inArchive, 'items in the archive'], [
+      ['items.rejectedKept', i.rejectedKept, 'rejected, original kept'],
+      ['items.rejectedNotKept', i.rejectedNotKept, 'rejected, NOT kept'],
+      ['items.routed', i.routed, 'routed to mailboxes'],
+      ['items.notYetRead', i.notYetRead, 'not read by any run yet'],
+    ]),
     itemsCheck,
     '\n<p>Pairs: a routed item gives one (mailbox, item) pair per mailbox it is for; each pair is counted once, by its final outcome across the runs.</p>\n',
-    '<div class="eq" id="eq-pairs">',
-    term('pairs.total', p.total, '(mailbox, item) pairs routed', true),
-    '<div class="op">=</div>',
-    term('pairs.delivered', p.delivered, 'delivered'),
-    '<div class="op">+</div>',
-    term('pairs.skipped', p.skipped, 'skipped (already there)'),
-    '<div class="op">+</div>',
-    term('pairs.failed', p.failed, 'failed'),
-    '</div>\n',
+    equation('eq-pairs', ['pairs.total', p.total, '(mailbox, item) pairs routed'], [
+      ['pairs.delivered', p.delivered, 'delivered'],
+      ['pairs.skipped', p.skipped, 'skipped (already there)'],
+      ['pairs.failed', p.failed, 'failed'],
+    ]),
     pairsCheck,
     '\n',
   );
