@@ -5,13 +5,14 @@ import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { redactSecrets } from '../src/redact.js';
-import { createImapSink, imapDateTime } from '../src/sinks/imap/index.js';
-import type { Stored } from '../src/sinks/sink.js';
+import { createImapSink, imapDateTime, imapSinkFactory } from '../src/sinks/imap/index.js';
+import { createImapReader } from '../src/sinks/imap/reader.js';
+import type { SinkOptions, Stored } from '../src/sinks/sink.js';
 import { generateSample } from '../src/sample/generate.js';
-import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN_PASSWORD, clientFlags, DOVECOT_BINARY, dovecotMissingMessage, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { freePort } from './helpers/net.js';
 import { cli } from './helpers/cli.js';
-import { CONFORMANCE_MAILBOXES, delivery, everyCase, sinkConformance, withServer } from './helpers/sink-conformance.js';
+import { alterOneByte, CONFORMANCE_MAILBOXES, delivery, everyCase, readerCases, readerIgnoresClientFlags, sinkConformance, withServer } from './helpers/sink-conformance.js';
 import { imapOptions } from '../src/sinks/imap/options.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -66,8 +67,17 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
               const mailbox = `broken-${auth}@acme.example`;
               return { mailbox, repair: await revokeMailbox(dovecot, mailbox) };
             },
+            readAt: (location) => fetchAt(dovecot.port, location),
+            reader: async () => imapSinkFactory.reader!(spec, { cwd: '/', env } as SinkOptions),
+            tamper: {
+              alter: (_mailbox, location) => replaceAt(dovecot.port, location, alterOneByte),
+              remove: (_mailbox, location) => removeAt(dovecot.port, location),
+              clientChanges: (_mailbox, locations) => clientFlags(dovecot.port, locations),
+            },
           };
         },
+        unusableReader: async () => createImapReader(`imap://archiver@127.0.0.1:${await freePort()}/?tls=none&auth=${auth}&retryDelay=10`, { cwd: '/', env }),
+        readerListsNoMailboxes: true,
         options: imapOptions,
         withOptions: async (query) => createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?${query}`, { env }),
         unusable: async () => createImapSink(`imap://archiver@127.0.0.1:${await freePort()}/?tls=none&auth=${auth}&retryDelay=10`, { env }),
@@ -76,7 +86,7 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
           { secret: 'other-var-Pw-2', create: async () => createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?passwordEnv=ARCHIVER_PW`, { env: { ARCHIVER_PW: 'other-var-Pw-2' } }) },
         ],
       },
-      everyCase,
+      [...everyCase, ...readerCases, readerIgnoresClientFlags],
     );
   }
 
