@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from '
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { createSink, sinkOptionsHelp } from '../src/sinks/index.js';
+import { createSink, createStoreReader, sinkOptionsHelp } from '../src/sinks/index.js';
 import { parseMaildirSpec } from '../src/sinks/maildir/config.js';
 import { MaildirSink, maildirBaseName, maildirSinkFactory } from '../src/sinks/maildir/index.js';
 import { sha256Hex } from '../src/hash.js';
@@ -260,4 +260,35 @@ test('sinkOptionsHelp: every sink\'s form and options, with defaults and bounds,
     t.true(help.includes(line), line);
   }
   t.is(help.match(/^imap\[s\]/gm)?.length, 1, 'imap and imaps share one section');
+});
+
+test('maildir: a re-run that finds a file a client renamed (flags, new/) resolves that file as the location', async (t) => {
+  const root = await tempDir(t);
+  const days = [1, 2, 3].map((n) => delivery(n));
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  const first = await Promise.all(days.map((d) => sink.write(d)));
+  await sink.close();
+  const folder = 'jane@acme.example/.INBOX.Pivot';
+  t.deepEqual(first.map((s) => s.location), days.map((d) => `${folder}/cur/${maildirBaseName(d)}:2,S`));
+  await rename(join(root, first[0]!.location!), join(root, folder, 'cur', `${maildirBaseName(days[0]!)}:2,FS`));
+  await rename(join(root, first[1]!.location!), join(root, folder, 'new', maildirBaseName(days[1]!)));
+  const again = await createSink(`maildir:${root}`, { cwd: '/' });
+  await again.open();
+  const rerun = await Promise.all(days.map((d) => again.write(d)));
+  await again.close();
+  t.deepEqual(rerun, [
+    { outcome: 'skipped', location: `${folder}/cur/${maildirBaseName(days[0]!)}:2,FS` },
+    { outcome: 'skipped', location: `${folder}/new/${maildirBaseName(days[1]!)}` },
+    { outcome: 'skipped', location: first[2]!.location },
+  ]);
+});
+
+test('createStoreReader: the reader of the store a spec names, validated as the sink is; unknown schemes are E_SINK_CONFIG', async (t) => {
+  const root = await tempDir(t);
+  const reader = await createStoreReader(`maildir:${root}?folder=.Pivot`, { cwd: '/' });
+  t.is(reader.description, `maildir:${root}`);
+  await reader.open();
+  await t.throwsAsync(createStoreReader('maildir:/x?folders=.Pivot', { cwd: '/' }), { code: ErrorCode.SINK_CONFIG, message: /unknown option "folders"/ });
+  await t.throwsAsync(createStoreReader('ftp://x', { cwd: '/' }), { code: ErrorCode.SINK_CONFIG, message: /unknown sink "ftp:\/\/x"/ });
 });

@@ -267,6 +267,11 @@ export const locatesWhatItStores: ConformanceCase = (harness) =>
     t.is(new Set(locations).size, 3, `three places: ${locations.join(' ')}`);
     const again = await first.write(d1);
     t.deepEqual(again, { outcome: 'skipped', location: locations[0] });
+    // The same item twice at once: one stores it, the other is skipped naming the same place.
+    const twice = await Promise.all([first.write(delivery(3)), first.write(delivery(3))]);
+    t.deepEqual(twice.map((s) => s.outcome).sort(), ['delivered', 'skipped']);
+    t.is(twice[0]!.location, twice[1]!.location);
+    t.true((await store.readAt(twice[0]!.location!))?.equals(delivery(3).message));
     await first.close();
     const rerun = await store.create();
     await rerun.open();

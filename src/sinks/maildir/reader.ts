@@ -125,7 +125,9 @@ export class MaildirReader implements StoreReader {
         try {
           hashed = await hashFile(join(folder, path), buffer);
         } catch (err) {
-          if (!isCode(err, 'ENOENT') || retried) throw err;
+          if (!isCode(err, 'ENOENT')) throw err;
+          // Gone again since the folder was listed afresh: deleted, or renamed once more.
+          if (retried) continue;
           // A client renamed it since the listing (a flag change): list the folder again, once.
           listing = await (relisting ??= listFolder(folder));
           return find(w, true);
