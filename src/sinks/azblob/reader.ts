@@ -3,12 +3,12 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { readBatch, type StagedEntry } from '../../formats/staged-batch/index.js';
-import { containerClientFromEnv, describeLocation, storageErrorMessage } from '../../formats/staged-batch/location.js';
+import { describeLocation, storageErrorMessage } from '../../formats/staged-batch/location.js';
 import { readCentralDirectory } from '../../formats/zip/index.js';
 import { Digest, eachLimited, secondOf } from '../held.js';
 import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
-import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
-import { MAX_BATCH_DOWNLOAD, stagedLocation } from './index.js';
+import type { AzureBlobSinkConfig } from './config.js';
+import { azureBlobStore, MAX_BATCH_DOWNLOAD, stagedLocation } from './index.js';
 
 /** Batch blobs downloaded at once. */
 const DOWNLOADS_AT_ONCE = 4;
@@ -161,6 +161,6 @@ export class AzureBlobReader implements StoreReader {
 }
 
 export function createAzureBlobReader(spec: string, options: { env?: NodeJS.ProcessEnv } = {}): AzureBlobReader {
-  const config = parseAzureBlobSpec(spec);
-  return new AzureBlobReader(config, containerClientFromEnv(config, options.env ?? process.env, config.retries));
+  const { config, container } = azureBlobStore(spec, options);
+  return new AzureBlobReader(config, container);
 }
