@@ -116,8 +116,11 @@ export class MaildirReader implements StoreReader {
     let relisting: Promise<FolderListing> | undefined;
     const used = new Set<string>();
     const where = (path: string) => relative(this.config.root, join(folder, path));
-    await eachLimited(wanted, READS_AT_ONCE, async function find(this: void, w: WantedMessage, retried = false): Promise<void> {
-      const buffer = Buffer.allocUnsafe(CHUNK);
+    // One read buffer per worker, used again for every file it reads.
+    const buffers: Buffer[] = [];
+    const bufferOf = (worker: number) => (buffers[worker] ??= Buffer.allocUnsafe(CHUNK));
+    await eachLimited(wanted, READS_AT_ONCE, async function find(this: void, w: WantedMessage, worker: number, retried = false): Promise<void> {
+      const buffer = bufferOf(worker);
       for (const base of baseNames(w, listing)) {
         const path = listing.byBase.get(base)?.find((p) => !used.has(p)) ?? listing.byBase.get(base)?.[0];
         if (path === undefined) continue;
@@ -130,7 +133,7 @@ export class MaildirReader implements StoreReader {
           if (retried) continue;
           // A client renamed it since the listing (a flag change): list the folder again, once.
           listing = await (relisting ??= listFolder(folder));
-          return find(w, true);
+          return find(w, worker, true);
         }
         used.add(path);
         held.set(w, { messageId: w.messageId, sentAt: sentAtOf(path), location: where(path), ...hashed });
@@ -139,10 +142,10 @@ export class MaildirReader implements StoreReader {
     });
     if (!sample) {
       const others = [...listing.byBase.values()].flat().filter((path) => !used.has(path));
-      await eachLimited(others, READS_AT_ONCE, async (path) => {
+      await eachLimited(others, READS_AT_ONCE, async (path, worker) => {
         let head: Buffer;
         try {
-          head = await readHead(join(folder, path), Buffer.allocUnsafe(CHUNK));
+          head = await readHead(join(folder, path), bufferOf(worker));
         } catch (err) {
           if (isCode(err, 'ENOENT')) return; // gone since the listing: nothing to report
           throw err;
