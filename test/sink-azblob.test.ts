@@ -5,10 +5,11 @@ import unzipper from 'unzipper';
 import { createAzureBlobSink } from '../src/sinks/azblob/index.js';
 import { parseAzureBlobSpec } from '../src/sinks/azblob/config.js';
 import { redactSecrets } from '../src/redact.js';
-import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
+import { AZURITE_BLOB, azuriteMissingMessage, readStagedAt, rewriteStaged, startAzurite, type Azurite } from './helpers/azurite.js';
+import { createAzureBlobReader } from '../src/sinks/azblob/reader.js';
 import { cli } from './helpers/cli.js';
 import { freePort } from './helpers/net.js';
-import { delivery, everyCase, sinkConformance, withServer } from './helpers/sink-conformance.js';
+import { alterOneByte, delivery, everyCase, readerCases, sinkConformance, withServer } from './helpers/sink-conformance.js';
 import { azureBlobOptions } from '../src/sinks/azblob/options.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -53,8 +54,25 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
             await azurite.container(container).delete();
             return { mailbox: 'jane@acme.example', repair: async () => undefined };
           },
+          readAt: (location) => readStagedAt(azurite.container(container), location),
+          reader: async () => createAzureBlobReader(`azblob://${container}/staging`, { env: azurite.env }),
+          tamper: {
+            // The batch uploaded again with one entry changed; its manifest (and its sha256 there) kept.
+            alter: (_mailbox, location) => rewriteStaged(azurite.container(container), location, (files, entry) => files.map((f) => (f.name === entry ? { ...f, data: alterOneByte(f.data) } : f))),
+            // The entry dropped from the batch and from its manifest.
+            remove: (_mailbox, location) =>
+              rewriteStaged(azurite.container(container), location, (files, entry) =>
+                files.flatMap((f) => {
+                  if (f.name === entry) return [];
+                  if (f.name !== 'manifest.json') return [f];
+                  const manifest = JSON.parse(f.data.toString('utf8')) as { entries: { name: string }[] };
+                  return [{ ...f, data: Buffer.from(JSON.stringify({ ...manifest, entries: manifest.entries.filter((e) => e.name !== entry) })) }];
+                }),
+              ),
+          },
         };
       },
+      unusableReader: async () => createAzureBlobReader('azblob://never-made', { env: azurite.env }),
       options: azureBlobOptions,
       withOptions: async (query) => createAzureBlobSink(`azblob://config-check/x?${query}`, { env: azurite.env }),
       unusable: async () =>
@@ -69,7 +87,8 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
         { secret: SAS_SECRET, create: async () => createAzureBlobSink('azblob://secret-check', { env: { AZURE_STORAGE_ACCOUNT_URL: 'http://127.0.0.1:1/devstoreaccount1', AZURE_STORAGE_SAS_TOKEN: `?sv=2021-08-06&sig=${SAS_SECRET}` } }) },
       ],
     },
-    everyCase,
+    // A staged batch has no flags a mail client could change.
+    [...everyCase, ...readerCases],
   );
 
   test('azblob spec: validated before any I/O; unknown options, bad names and missing credentials are E_SINK_CONFIG', (t) => {

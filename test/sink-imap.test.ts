@@ -5,13 +5,14 @@ import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { redactSecrets } from '../src/redact.js';
-import { createImapSink, imapDateTime } from '../src/sinks/imap/index.js';
-import type { Stored } from '../src/sinks/sink.js';
+import { appendUids, createImapSink, imapDateTime, imapLocation, imapSinkFactory, parseImapLocation } from '../src/sinks/imap/index.js';
+import { createImapReader, uidSet } from '../src/sinks/imap/reader.js';
+import type { SinkOptions, Stored } from '../src/sinks/sink.js';
 import { generateSample } from '../src/sample/generate.js';
-import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN_PASSWORD, clientFlags, DOVECOT_BINARY, dovecotMissingMessage, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { freePort } from './helpers/net.js';
 import { cli } from './helpers/cli.js';
-import { CONFORMANCE_MAILBOXES, delivery, everyCase, sinkConformance, withServer } from './helpers/sink-conformance.js';
+import { alterOneByte, CONFORMANCE_MAILBOXES, delivery, everyCase, readerCases, readerIgnoresClientFlags, sinkConformance, withServer } from './helpers/sink-conformance.js';
 import { imapOptions } from '../src/sinks/imap/options.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -32,6 +33,23 @@ test('IMAP sink spec: TLS by default, secrets never in the URL or the descriptio
   const sink = createImapSink('imap://a@h/?folder=INBOX/Pivot', { env: { PIVOT_IMAP_PASSWORD: 'hunter2' } });
   t.false(sink.description.includes('hunter2'));
   t.is(redactSecrets('imap://u:pw@h/?token=abc&folder=x'), 'imap://u:***@h/?token=***&folder=x');
+});
+
+test('IMAP locations: APPENDUID of a MULTIAPPEND gives each message its UID in order; locations round-trip; UID sets are compact', (t) => {
+  const code = (...parts: string[]) => parts.map((value) => ({ type: 'ATOM', value }));
+  t.deepEqual(appendUids(code('APPENDUID', '38505', '3955:3957'), 3), { uidValidity: 38505n, uids: [3955, 3956, 3957] });
+  t.deepEqual(appendUids(code('APPENDUID', '7', '4,9:10'), 3), { uidValidity: 7n, uids: [4, 9, 10] });
+  // Not one UID per message, no code, or another code: no UIDs at all rather than wrong ones.
+  t.deepEqual(appendUids(code('APPENDUID', '7', '4:5'), 3), { uids: [] });
+  t.deepEqual(appendUids(code('APPENDUID', '7', '1:100000'), 3), { uids: [] });
+  t.deepEqual(appendUids(undefined, 1), { uids: [] });
+  t.deepEqual(appendUids(code('COPYUID', '7', '4'), 1), { uids: [] });
+  const location = imapLocation('jane@acme.example', 'INBOX/Pivot', 38505n, 3956);
+  t.is(location, 'jane@acme.example/INBOX/Pivot;UIDVALIDITY=38505/;UID=3956');
+  t.deepEqual(parseImapLocation(location!), { mailbox: 'jane@acme.example', folder: 'INBOX/Pivot', uidValidity: 38505n, uid: 3956 });
+  t.is(imapLocation('jane@acme.example', 'INBOX/Pivot', undefined, 3), undefined);
+  t.is(parseImapLocation('jane@acme.example/INBOX/Pivot/cur/x'), undefined);
+  t.is(uidSet([9, 1, 2, 3, 5, 10, 11, 3]), '1:3,5,9:11');
 });
 
 test('IMAP date-time for INTERNALDATE is RFC 3501 form in UTC', (t) => {
@@ -66,8 +84,17 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
               const mailbox = `broken-${auth}@acme.example`;
               return { mailbox, repair: await revokeMailbox(dovecot, mailbox) };
             },
+            readAt: (location) => fetchAt(dovecot.port, location),
+            reader: async () => imapSinkFactory.reader!(spec, { cwd: '/', env } as SinkOptions),
+            tamper: {
+              alter: (_mailbox, location) => replaceAt(dovecot.port, location, alterOneByte),
+              remove: (_mailbox, location) => removeAt(dovecot.port, location),
+              clientChanges: (_mailbox, locations) => clientFlags(dovecot.port, locations),
+            },
           };
         },
+        unusableReader: async () => createImapReader(`imap://archiver@127.0.0.1:${await freePort()}/?tls=none&auth=${auth}&retryDelay=10`, { cwd: '/', env }),
+        readerListsNoMailboxes: true,
         options: imapOptions,
         withOptions: async (query) => createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?${query}`, { env }),
         unusable: async () => createImapSink(`imap://archiver@127.0.0.1:${await freePort()}/?tls=none&auth=${auth}&retryDelay=10`, { env }),
@@ -76,7 +103,7 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
           { secret: 'other-var-Pw-2', create: async () => createImapSink(`imap://archiver@127.0.0.1:${dovecot.port}/?passwordEnv=ARCHIVER_PW`, { env: { ARCHIVER_PW: 'other-var-Pw-2' } }) },
         ],
       },
-      everyCase,
+      [...everyCase, ...readerCases, readerIgnoresClientFlags],
     );
   }
 

@@ -1,12 +1,13 @@
 import test from 'ava';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { createSink, sinkOptionsHelp } from '../src/sinks/index.js';
+import { createSink, createStoreReader, sinkOptionsHelp } from '../src/sinks/index.js';
 import { parseMaildirSpec } from '../src/sinks/maildir/config.js';
-import { MaildirSink, maildirBaseName } from '../src/sinks/maildir/index.js';
-import { delivery, everyCase, noSecretInDescription, sinkConformance } from './helpers/sink-conformance.js';
+import { MaildirSink, maildirBaseName, maildirSinkFactory } from '../src/sinks/maildir/index.js';
+import { sha256Hex } from '../src/hash.js';
+import { alterOneByte, delivery, everyCase, noSecretInDescription, readerCases, readerIgnoresClientFlags, sinkConformance } from './helpers/sink-conformance.js';
 import { maildirOptions } from '../src/sinks/maildir/options.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -31,6 +32,22 @@ sinkConformance(
           await writeFile(join(root, mailbox), 'not a folder');
           return { mailbox, repair: () => rm(join(root, mailbox)) };
         },
+        readAt: (location) => readFile(join(root, location)).catch(() => undefined),
+        reader: async () => maildirSinkFactory.reader!(`maildir:${root}`, { cwd: '/' }),
+        tamper: {
+          async alter(_mailbox, location) {
+            const path = join(root, location);
+            await writeFile(path, alterOneByte(await readFile(path)));
+          },
+          remove: (_mailbox, location) => rm(join(root, location)),
+          async clientChanges(_mailbox, locations) {
+            // As Dovecot renames them for a client: back to new/ (unseen, no flags), flagged, seen and answered.
+            const [first, ...others] = locations.map((l) => join(root, l));
+            const base = (path: string) => basename(path).replace(/:2,.*$/, '');
+            await rename(first!, join(dirname(dirname(first!)), 'new', base(first!)));
+            for (const [i, path] of others.entries()) await rename(path, join(dirname(path), `${base(path)}:2,${i === 0 ? 'FS' : 'RS'}`));
+          },
+        },
       };
     },
     options: maildirOptions,
@@ -41,10 +58,50 @@ sinkConformance(
       await writeFile(join(root, 'file'), 'not a folder');
       return createSink(`maildir:${join(root, 'file')}`, { cwd: '/' });
     },
+    async unusableReader() {
+      const root = await mkdtemp(join(tmpdir(), 'pivot-maildir-'));
+      roots.push(root);
+      return maildirSinkFactory.reader!(`maildir:${join(root, 'missing')}`, { cwd: '/' });
+    },
   },
   // No secret: a Maildir spec holds a path and options only.
-  everyCase.filter((c) => c !== noSecretInDescription),
+  [...everyCase.filter((c) => c !== noSecretInDescription), ...readerCases, readerIgnoresClientFlags],
 );
+
+test('maildir reader: reads without making anything: no root, no mailbox folder, no listing of its own', async (t) => {
+  const root = join(await tempDir(t), 'root');
+  const reader = maildirSinkFactory.reader!(`maildir:${root}`, { cwd: '/' });
+  await t.throwsAsync(reader.open(), { code: ErrorCode.SINK_UNAVAILABLE, message: /maildir root .*root cannot be read/ });
+  await t.throwsAsync(stat(root), { code: 'ENOENT' });
+  await mkdir(root);
+  await reader.open();
+  const wanted = { messageId: delivery(1).messageId, sentAt: new Date(delivery(1).internalDate).toISOString() };
+  const { held, unexpected } = await reader.mailbox('jane@acme.example', [wanted], { sample: false });
+  t.deepEqual([held.size, unexpected], [0, []]);
+  t.deepEqual(await reader.mailboxes(), []);
+  t.deepEqual(await readdir(root), []);
+  await reader.close();
+});
+
+test('maildir reader: a content-named variant (another version beside ours) is found by its location, and the other version is unexpected', async (t) => {
+  const root = await tempDir(t);
+  const original = delivery(1);
+  const corrected = { ...original, message: Buffer.from(original.message.toString('latin1').replace('message number 1', 'message number one'), 'latin1') };
+  t.false(corrected.message.equals(original.message));
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  const first = await sink.write(original);
+  const second = await sink.write(corrected);
+  await sink.close();
+  t.regex(second.location!, /\.C[0-9a-f]{16}\.pivot-archive:2,S$/);
+  const reader = maildirSinkFactory.reader!(`maildir:${root}`, { cwd: '/' });
+  await reader.open();
+  const wanted = { messageId: corrected.messageId, sentAt: new Date(corrected.internalDate).toISOString(), location: second.location! };
+  const { held, unexpected } = await reader.mailbox('jane@acme.example', [wanted], { sample: false });
+  t.is(held.get(wanted)?.sha256, sha256Hex(corrected.message));
+  t.is(held.get(wanted)?.location, second.location);
+  t.deepEqual(unexpected.map((u) => u.location), [first.location]);
+});
 
 test('maildir: Maildir++ layout with the .INBOX.Pivot folder, seen flag and mtime = sentAt', async (t) => {
   const root = await tempDir(t);
@@ -203,4 +260,35 @@ test('sinkOptionsHelp: every sink\'s form and options, with defaults and bounds,
     t.true(help.includes(line), line);
   }
   t.is(help.match(/^imap\[s\]/gm)?.length, 1, 'imap and imaps share one section');
+});
+
+test('maildir: a re-run that finds a file a client renamed (flags, new/) resolves that file as the location', async (t) => {
+  const root = await tempDir(t);
+  const days = [1, 2, 3].map((n) => delivery(n));
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  const first = await Promise.all(days.map((d) => sink.write(d)));
+  await sink.close();
+  const folder = 'jane@acme.example/.INBOX.Pivot';
+  t.deepEqual(first.map((s) => s.location), days.map((d) => `${folder}/cur/${maildirBaseName(d)}:2,S`));
+  await rename(join(root, first[0]!.location!), join(root, folder, 'cur', `${maildirBaseName(days[0]!)}:2,FS`));
+  await rename(join(root, first[1]!.location!), join(root, folder, 'new', maildirBaseName(days[1]!)));
+  const again = await createSink(`maildir:${root}`, { cwd: '/' });
+  await again.open();
+  const rerun = await Promise.all(days.map((d) => again.write(d)));
+  await again.close();
+  t.deepEqual(rerun, [
+    { outcome: 'skipped', location: `${folder}/cur/${maildirBaseName(days[0]!)}:2,FS` },
+    { outcome: 'skipped', location: `${folder}/new/${maildirBaseName(days[1]!)}` },
+    { outcome: 'skipped', location: first[2]!.location },
+  ]);
+});
+
+test('createStoreReader: the reader of the store a spec names, validated as the sink is; unknown schemes are E_SINK_CONFIG', async (t) => {
+  const root = await tempDir(t);
+  const reader = await createStoreReader(`maildir:${root}?folder=.Pivot`, { cwd: '/' });
+  t.is(reader.description, `maildir:${root}`);
+  await reader.open();
+  await t.throwsAsync(createStoreReader('maildir:/x?folders=.Pivot', { cwd: '/' }), { code: ErrorCode.SINK_CONFIG, message: /unknown option "folders"/ });
+  await t.throwsAsync(createStoreReader('ftp://x', { cwd: '/' }), { code: ErrorCode.SINK_CONFIG, message: /unknown sink "ftp:\/\/x"/ });
 });

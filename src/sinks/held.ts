@@ -48,19 +48,22 @@ export function secondOf(time: string | number): number {
   return Math.floor((typeof time === 'number' ? time : Date.parse(time)) / 1000);
 }
 
-/** Runs `work` over `items`, at most `limit` at once; resolves when all have, rejects with the first failure. */
-export async function eachLimited<T>(items: Iterable<T>, limit: number, work: (item: T) => Promise<void>): Promise<void> {
+/**
+ * Runs `work` over `items`, at most `limit` at once; resolves when all have, rejects with the first
+ * failure. `work` is told which of the `limit` workers runs it (0 to limit - 1), for buffers of its own.
+ */
+export async function eachLimited<T>(items: Iterable<T>, limit: number, work: (item: T, worker: number) => Promise<void>): Promise<void> {
   const iterator = items[Symbol.iterator]();
   let failed = false;
-  const worker = async () => {
+  const worker = async (id: number) => {
     for (let next = iterator.next(); !next.done && !failed; next = iterator.next()) {
       try {
-        await work(next.value);
+        await work(next.value, id);
       } catch (err) {
         failed = true;
         throw err;
       }
     }
   };
-  await Promise.all(Array.from({ length: limit }, worker));
+  await Promise.all(Array.from({ length: limit }, (_, id) => worker(id)));
 }

@@ -26,6 +26,7 @@ export interface WantedMessage {
 /** A message a store holds, as `verify` found it: hashed there, never held whole. */
 export interface HeldMessage {
   messageId: string;
+  /** As the store tells it: to the second where it keeps no more (a Maildir name, an IMAP Date header). */
   sentAt?: string;
   location: string;
   /** sha256 (hex) and size of the exact bytes the store holds, whatever flags a client set. */

@@ -115,6 +115,9 @@ mail_location = ${options.mailLocation?.(join(dir, 'index')) ?? `maildir:${mailR
 mail_uid = ${mailUser}
 mail_gid = ${mailUser}
 first_valid_uid = 1
+# The tests of a file share one server and one mailbox (jane) at once: sinks, readers and the
+# tests' own clients. Dovecot's default of 10 per user and address is for real users.
+mail_max_userip_connections = 200
 namespace inbox {
   inbox = yes
   separator = /
@@ -253,5 +256,62 @@ export async function fetchFolder(port: number, mailbox: string, folder = 'INBOX
     }));
   } finally {
     await client.logout();
+  }
+}
+
+/** The parts of a location the IMAP sink resolves (`<mailbox>/<folder>;UIDVALIDITY=v/;UID=u`), read here on their own. */
+function locationParts(location: string): { mailbox: string; folder: string; uidValidity: string; uid: number } {
+  const match = /^([^/]+)\/(.+);UIDVALIDITY=(\d+)\/;UID=(\d+)$/.exec(location);
+  if (!match) throw new Error(`not an IMAP location: ${location}`);
+  return { mailbox: match[1]!, folder: match[2]!, uidValidity: match[3]!, uid: Number(match[4]) };
+}
+
+/**
+ * Runs `use` on a plain imapflow client logged in to the location's mailbox (master user) with its
+ * folder selected (read-only unless `write`), when the folder still has the location's UIDVALIDITY.
+ */
+async function atLocation<T>(port: number, location: string, write: boolean, use: (client: ImapFlow, uid: number) => Promise<T>): Promise<T | undefined> {
+  const at = locationParts(location);
+  const client = new ImapFlow({ host: '127.0.0.1', port, secure: false, doSTARTTLS: false, logger: false, auth: { user: `${at.mailbox}*${ADMIN}`, pass: ADMIN_PASSWORD } });
+  await client.connect();
+  try {
+    const box = await client.mailboxOpen(at.folder, { readOnly: !write });
+    if (String(box.uidValidity) !== at.uidValidity) return undefined;
+    return await use(client, at.uid);
+  } finally {
+    await client.logout();
+  }
+}
+
+/** The bytes the server holds at a location (BODY.PEEK[] of that UID), or undefined. */
+export async function fetchAt(port: number, location: string): Promise<Buffer | undefined> {
+  return atLocation(port, location, false, async (client, uid) => {
+    const message = await client.fetchOne(String(uid), { source: true }, { uid: true });
+    return message ? message.source : undefined;
+  });
+}
+
+/** IMAP has no edit: the message at a location deleted and `change(its bytes)` appended in its place (same flags and date). */
+export async function replaceAt(port: number, location: string, change: (raw: Buffer) => Buffer): Promise<void> {
+  await atLocation(port, location, true, async (client, uid) => {
+    const message = await client.fetchOne(String(uid), { source: true, flags: true, internalDate: true }, { uid: true });
+    if (!message || !message.source) throw new Error(`nothing at ${location}`);
+    await client.messageDelete(String(uid), { uid: true });
+    await client.append(client.mailbox ? client.mailbox.path : '', change(message.source), [...(message.flags ?? [])], new Date(message.internalDate!));
+  });
+}
+
+/** The message at a location deleted (and expunged). */
+export async function removeAt(port: number, location: string): Promise<void> {
+  await atLocation(port, location, true, (client, uid) => client.messageDelete(String(uid), { uid: true }));
+}
+
+/** What a mail client does: the first message marked unread, the others flagged. */
+export async function clientFlags(port: number, locations: string[]): Promise<void> {
+  for (const [i, location] of locations.entries()) {
+    await atLocation(port, location, true, async (client, uid) => {
+      if (i === 0) await client.messageFlagsRemove(String(uid), ['\\Seen'], { uid: true });
+      else await client.messageFlagsAdd(String(uid), ['\\Flagged', '\\Answered'], { uid: true });
+    });
   }
 }

@@ -7,7 +7,8 @@ import { simpleParser } from 'mailparser';
 import type { Delivery } from '../../src/model.js';
 import { closedError } from '../../src/sinks/lifecycle.js';
 import type { OptionTable } from '../../src/sinks/options.js';
-import type { Sink, Stored, WriteOutcome } from '../../src/sinks/sink.js';
+import { sha256Hex } from '../../src/hash.js';
+import type { HeldMessage, Sink, Stored, StoreReader, WantedMessage, WriteOutcome } from '../../src/sinks/sink.js';
 import { messageIdFor } from '../../src/transforms/mime/index.js';
 import { chatDeliveries } from './chat.js';
 
@@ -24,6 +25,19 @@ export interface SinkStore {
    * `repair` makes it work again, to read back what it holds.
    */
   breakStore(): Promise<{ mailbox: string; repair(): Promise<void> }>;
+  /** The bytes at a location a write resolved (`Stored.location`), read by independent means; undefined if nothing is there. */
+  readAt(location: string): Promise<Buffer | undefined>;
+  /** The sink's own reader of this store (`SinkFactory.reader`), for a sink that can be verified. */
+  reader?(): Promise<StoreReader>;
+  /** Changes to the store behind the sink's back, by independent means (for the reader's cases). */
+  tamper?: {
+    /** One byte of the message at `location` changed; its Message-ID and date kept. */
+    alter(mailbox: string, location: string): Promise<void>;
+    /** The message at `location` deleted. */
+    remove(mailbox: string, location: string): Promise<void>;
+    /** What a mail client does reading and flagging these messages (flags changed, Maildir files renamed or moved); absent where a store has no flags. */
+    clientChanges?(mailbox: string, locations: string[]): Promise<void>;
+  };
 }
 
 export interface SinkHarness {
@@ -38,6 +52,10 @@ export interface SinkHarness {
   unusable(): Promise<Sink>;
   /** Sinks given a secret in their spec or environment, each with the secret. */
   secrets?: { secret: string; create(): Promise<Sink> }[];
+  /** A reader of a store that cannot be read at all (a root that does not exist, nothing listening). */
+  unusableReader?(): Promise<StoreReader>;
+  /** The reader's `mailboxes()` cannot list the store's mailboxes (IMAP has no command for it): it answers none. */
+  readerListsNoMailboxes?: boolean;
 }
 
 export type ConformanceCase = (harness: SinkHarness) => void;
@@ -237,9 +255,168 @@ export const noSecretInDescription: ConformanceCase = (harness) =>
     }
   });
 
+export const locatesWhatItStores: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: the location a write resolves names where the store holds those exact bytes, delivered or skipped (same run and re-run)`, async (t) => {
+    const store = await harness.store();
+    const first = await store.create();
+    await first.open();
+    const [d1, d2, other] = [delivery(1), delivery(2), delivery(1, 'a@acme.example')];
+    const written = await Promise.all([d1, d2, other].map((d) => first.write(d)));
+    t.deepEqual(written.map((s) => s.outcome), ['delivered', 'delivered', 'delivered']);
+    const locations = written.map((s) => s.location);
+    t.is(new Set(locations).size, 3, `three places: ${locations.join(' ')}`);
+    const again = await first.write(d1);
+    t.deepEqual(again, { outcome: 'skipped', location: locations[0] });
+    // The same item twice at once: one stores it, the other is skipped naming the same place.
+    const twice = await Promise.all([first.write(delivery(3)), first.write(delivery(3))]);
+    t.deepEqual(twice.map((s) => s.outcome).sort(), ['delivered', 'skipped']);
+    t.is(twice[0]!.location, twice[1]!.location);
+    t.true((await store.readAt(twice[0]!.location!))?.equals(delivery(3).message));
+    await first.close();
+    const rerun = await store.create();
+    await rerun.open();
+    const skipped = await Promise.all([d1, d2, other].map((d) => rerun.write(d)));
+    await rerun.close();
+    t.deepEqual(skipped, written.map((s) => ({ outcome: 'skipped', location: s.location })));
+    for (const [i, d] of [d1, d2, other].entries()) {
+      const held = await store.readAt(locations[i]!);
+      t.true(held?.equals(d.message), `${locations[i]} holds ${d.mailbox}'s m_${i}`);
+    }
+  });
+
+/** The message with one byte of its body changed (a letter or digit, so it stays a message), its header kept. */
+export function alterOneByte(raw: Buffer): Buffer {
+  const altered = Buffer.from(raw);
+  const body = raw.indexOf('\r\n\r\n') + 4;
+  let i = body;
+  while (i < altered.length && !/[A-Za-z0-9]/.test(String.fromCharCode(altered[i]!))) i++;
+  if (body < 4 || i >= altered.length) throw new Error('no body byte to change');
+  altered[i] = altered[i] === 0x41 ? 0x42 : 0x41;
+  return altered;
+}
+
+/** A message the ledger would list: what was delivered and where the write said it is. */
+function wantedOf(d: Delivery, stored: Stored | undefined): WantedMessage {
+  return { messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), ...(stored?.location === undefined ? {} : { location: stored.location }) };
+}
+
+/** Three messages delivered to jane and one to a, then the reader opened: what the reader's cases start from. */
+async function delivered(harness: SinkHarness) {
+  const store = await harness.store();
+  const sink = await store.create();
+  await sink.open();
+  const deliveries = [1, 2, 3].map((n) => delivery(n));
+  const stored = await Promise.all(deliveries.map((d) => sink.write(d)));
+  await sink.write(delivery(4, 'a@acme.example'));
+  await sink.close();
+  const reader = await store.reader!();
+  await reader.open();
+  const wanted = deliveries.map((d, i) => wantedOf(d, stored[i]));
+  return { store, reader, deliveries, stored, wanted, tamper: store.tamper! };
+}
+
+/** Whether `held` is `d` byte for byte (sha256 and size). */
+function intact(held: HeldMessage | undefined, d: Delivery): boolean {
+  return held !== undefined && held.sha256 === sha256Hex(d.message) && held.size === d.message.length && held.messageId === d.messageId;
+}
+
+export const readerFindsWhatItHolds: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: the reader finds every message delivered, byte for byte, by location and by identity; nothing unexpected`, async (t) => {
+    const { reader, deliveries, stored, wanted } = await delivered(harness);
+    for (const sample of [false, true]) {
+      const { held, unexpected } = await reader.mailbox('jane@acme.example', wanted, { sample });
+      t.is(held.size, 3);
+      wanted.forEach((w, i) => {
+        t.true(intact(held.get(w), deliveries[i]!), `m_${i + 1} intact (sample ${sample})`);
+        t.is(held.get(w)?.location, stored[i]!.location);
+        t.is(held.get(w)?.sentAt, w.sentAt);
+      });
+      t.deepEqual(unexpected, []);
+    }
+    // The ledger says nothing of where: found by Message-ID and sentAt, as the sink's presence check does.
+    const unlocated = wanted.map(({ location: _, ...w }) => w);
+    for (const sample of [false, true]) {
+      const { held, unexpected } = await reader.mailbox('jane@acme.example', unlocated, { sample });
+      unlocated.forEach((w, i) => t.true(intact(held.get(w), deliveries[i]!), `m_${i + 1} found without a location (sample ${sample})`));
+      t.deepEqual(unexpected, []);
+    }
+    t.deepEqual(await reader.mailboxes(), harness.readerListsNoMailboxes ? [] : ['a@acme.example', 'jane@acme.example']);
+    const none = await reader.mailbox('nobody-here@acme.example', [wantedOf(delivery(9, 'nobody-here@acme.example'), undefined)], { sample: false });
+    t.deepEqual([none.held.size, none.unexpected], [0, []]);
+    await reader.close();
+  });
+
+export const readerSeesAlteredBytes: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: a stored message with one byte changed is reported with another sha256`, async (t) => {
+    const { reader, deliveries, wanted, tamper } = await delivered(harness);
+    await tamper.alter('jane@acme.example', wanted[1]!.location!);
+    for (const sample of [false, true]) {
+      const { held, unexpected } = await reader.mailbox('jane@acme.example', wanted, { sample });
+      t.true(intact(held.get(wanted[0]!), deliveries[0]!));
+      t.true(intact(held.get(wanted[2]!), deliveries[2]!));
+      const altered = held.get(wanted[1]!);
+      t.truthy(altered, 'the altered message is still found');
+      t.not(altered?.sha256, sha256Hex(deliveries[1]!.message));
+      t.is(altered?.messageId, deliveries[1]!.messageId);
+      t.deepEqual(unexpected, []);
+    }
+    await reader.close();
+  });
+
+export const readerMissesRemoved: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: a message deleted from the store is not held`, async (t) => {
+    const { reader, deliveries, wanted, tamper } = await delivered(harness);
+    await tamper.remove('jane@acme.example', wanted[0]!.location!);
+    for (const sample of [false, true]) {
+      const { held, unexpected } = await reader.mailbox('jane@acme.example', wanted, { sample });
+      t.false(held.has(wanted[0]!));
+      t.is(held.size, 2);
+      t.true(intact(held.get(wanted[1]!), deliveries[1]!));
+      t.true(intact(held.get(wanted[2]!), deliveries[2]!));
+      t.deepEqual(unexpected, []);
+    }
+    await reader.close();
+  });
+
+export const readerIgnoresClientFlags: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: messages a mail client read, flagged or moved between new and cur are still intact`, async (t) => {
+    const { reader, deliveries, wanted, tamper } = await delivered(harness);
+    await tamper.clientChanges!('jane@acme.example', wanted.map((w) => w.location!));
+    for (const sample of [false, true]) {
+      const { held, unexpected } = await reader.mailbox('jane@acme.example', wanted, { sample });
+      wanted.forEach((w, i) => t.true(intact(held.get(w), deliveries[i]!), `m_${i + 1} intact (sample ${sample})`));
+      t.deepEqual(unexpected, []);
+    }
+    await reader.close();
+  });
+
+export const readerFindsUnexpected: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: a message of ours the ledger does not list is unexpected (not looked for in a sample)`, async (t) => {
+    const { reader, deliveries, stored, wanted } = await delivered(harness);
+    const { held, unexpected } = await reader.mailbox('jane@acme.example', wanted.slice(0, 2), { sample: false });
+    t.is(held.size, 2);
+    t.deepEqual(unexpected, [{ messageId: deliveries[2]!.messageId, sentAt: wanted[2]!.sentAt, location: stored[2]!.location! }]);
+    const sampled = await reader.mailbox('jane@acme.example', wanted.slice(0, 1), { sample: true });
+    t.is(sampled.held.size, 1);
+    t.deepEqual(sampled.unexpected, []);
+    await reader.close();
+  });
+
+export const readerOpensOnlyWhatIsThere: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: a reader of a store that cannot be read fails open() with E_SINK_UNAVAILABLE`, async (t) => {
+    t.timeout(60_000);
+    const reader = await harness.unusableReader!();
+    await t.throwsAsync(reader.open(), { code: 'E_SINK_UNAVAILABLE' });
+    await reader.close();
+  });
+
+/** The reader's cases, for a sink that can be verified (`reader` and `tamper` on its store, `unusableReader`). */
+export const readerCases: ConformanceCase[] = [readerFindsWhatItHolds, readerSeesAlteredBytes, readerMissesRemoved, readerFindsUnexpected, readerOpensOnlyWhatIsThere];
+
 /** Every case, for a sink that has secrets to keep out of its description. */
 export const everyCase: ConformanceCase[] = [
   delivers,
+  locatesWhatItStores,
   skipsWhatItHolds,
   keepsReusedEventIds,
   closeWaitsForWrites,

@@ -262,9 +262,15 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   }
 }
 
-export function createAzureBlobSink(spec: string, options: { env?: NodeJS.ProcessEnv } = {}): AzureBlobSink {
+/** The spec parsed, and a client of its container from the environment's credentials (no request made). */
+export function azureBlobStore(spec: string, options: { env?: NodeJS.ProcessEnv } = {}): { config: AzureBlobSinkConfig; container: ContainerClient } {
   const config = parseAzureBlobSpec(spec);
-  return new AzureBlobSink(config, containerClientFromEnv(config, options.env ?? process.env, config.retries));
+  return { config, container: containerClientFromEnv(config, options.env ?? process.env, config.retries) };
+}
+
+export function createAzureBlobSink(spec: string, options: { env?: NodeJS.ProcessEnv } = {}): AzureBlobSink {
+  const { config, container } = azureBlobStore(spec, options);
+  return new AzureBlobSink(config, container);
 }
 
 export const azureBlobSinkFactory: SinkFactory = {

@@ -3,15 +3,20 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { readBatch, type StagedEntry } from '../../formats/staged-batch/index.js';
-import { containerClientFromEnv, describeLocation, storageErrorMessage } from '../../formats/staged-batch/location.js';
+import { describeLocation, storageErrorMessage } from '../../formats/staged-batch/location.js';
 import { readCentralDirectory } from '../../formats/zip/index.js';
 import { Digest, eachLimited, secondOf } from '../held.js';
 import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
-import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
-import { MAX_BATCH_DOWNLOAD, stagedLocation } from './index.js';
+import type { AzureBlobSinkConfig } from './config.js';
+import { azureBlobStore, MAX_BATCH_DOWNLOAD, stagedLocation } from './index.js';
 
 /** Batch blobs downloaded at once. */
 const DOWNLOADS_AT_ONCE = 4;
+/**
+ * Batches read in a sample kept for the next mailboxes (a batch holds several mailboxes'
+ * messages): their entries' hashes, never their bytes.
+ */
+const BATCHES_KEPT = 128;
 
 /** A staged message as its batch holds it: the manifest's entry, where it is, and the hash of its bytes. */
 interface IndexedEntry {
@@ -30,6 +35,8 @@ export class AzureBlobReader implements StoreReader {
   readonly description: string;
   /** Every batch of the prefix, read once (for unexpected messages, and wanted ones without a location), by mailbox. */
   private everything: Promise<Map<string, IndexedEntry[]>> | undefined;
+  /** The batches a sample read, most recently used last (see BATCHES_KEPT). */
+  private readonly kept = new Map<string, Promise<IndexedEntry[]>>();
 
   constructor(
     readonly config: AzureBlobSinkConfig,
@@ -57,12 +64,12 @@ export class AzureBlobReader implements StoreReader {
       held.set(w, { messageId: found.entry.messageId, sentAt: new Date(found.entry.internalDate).toISOString(), location: found.location, sha256: found.sha256, size: found.size });
     };
     const ours = (found: IndexedEntry, w: WantedMessage) => found.entry.mailbox === mailbox && found.entry.messageId === w.messageId;
-    if (sample) {
+    if (sample && !this.everything) {
       // By location: only the batches the wanted messages name are read.
       const batches = new Map<string, IndexedEntry[]>();
       const named = [...new Set(wanted.flatMap((w) => (w.location?.includes('#') ? [blobOf(w.location)] : [])))];
       await eachLimited(named, DOWNLOADS_AT_ONCE, async (blob) => {
-        batches.set(blob, await this.readBlob(blob));
+        batches.set(blob, await this.keptBatch(blob));
       });
       for (const w of wanted) {
         const found = w.location === undefined ? undefined : batches.get(blobOf(w.location))?.find((e) => e.location === w.location && ours(e, w));
@@ -91,6 +98,16 @@ export class AzureBlobReader implements StoreReader {
   }
 
   async close(): Promise<void> {}
+
+  /** A batch read for a sample, kept for the next mailboxes' samples. */
+  private keptBatch(name: string): Promise<IndexedEntry[]> {
+    const batch = this.kept.get(name) ?? this.readBlob(name);
+    this.kept.delete(name);
+    this.kept.set(name, batch);
+    batch.catch(() => this.kept.delete(name));
+    if (this.kept.size > BATCHES_KEPT) this.kept.delete(this.kept.keys().next().value!);
+    return batch;
+  }
 
   private index(): Promise<Map<string, IndexedEntry[]>> {
     this.everything ??= (async () => {
@@ -161,6 +178,6 @@ export class AzureBlobReader implements StoreReader {
 }
 
 export function createAzureBlobReader(spec: string, options: { env?: NodeJS.ProcessEnv } = {}): AzureBlobReader {
-  const config = parseAzureBlobSpec(spec);
-  return new AzureBlobReader(config, containerClientFromEnv(config, options.env ?? process.env, config.retries));
+  const { config, container } = azureBlobStore(spec, options);
+  return new AzureBlobReader(config, container);
 }

@@ -144,7 +144,7 @@ export class ImapSink extends LifecycleSink implements Sink {
     options: { stop?: AbortSignal; proveCredentials?: boolean } = {},
   ) {
     super();
-    this.description = `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
+    this.description = imapDescription(config);
     this.maxInFlight = config.pool * config.batch * 2;
     this.stop = options.stop;
     this.checks = options.proveCredentials === false ? [] : credentialChecks(config, password);
@@ -572,6 +572,11 @@ export class ImapSink extends LifecycleSink implements Sink {
     if (session.broken || this.failure === STOPPED_REASON) session.client.close();
     else await logout(session.client);
   }
+}
+
+/** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER`. */
+export function imapDescription(config: ImapSinkConfig): string {
+  return `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
 }
 
 /** An unconnected client of the server the config names, for one login (`auth`). */

@@ -6,7 +6,7 @@ import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
 import type { ImapSinkConfig } from './config.js';
-import { findFolder, identity, imapClient, imapLocation, ImapSink, imapSpecAndPassword, loginFor, loginRefusal, logout, parseImapLocation, serverText, type ImapSpecOptions } from './index.js';
+import { findFolder, identity, imapClient, imapDescription, imapLocation, ImapSink, imapSpecAndPassword, loginFor, loginRefusal, logout, parseImapLocation, serverText, type ImapSpecOptions } from './index.js';
 
 /** UIDs per FETCH command: a range of this many messages at most. */
 const FETCH_UIDS = 500;
@@ -54,7 +54,7 @@ export class ImapReader implements StoreReader {
     private readonly password: string,
     private readonly stop?: AbortSignal,
   ) {
-    this.description = `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
+    this.description = imapDescription(config);
   }
 
   /** Proves the admin's credentials as the sink's `open()` does (the same logins; nothing is written). */

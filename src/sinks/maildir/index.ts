@@ -245,19 +245,36 @@ interface Folder {
   relisting?: Promise<void>;
 }
 
+/**
+ * Our files in a folder's `cur/` and `new/`, as one listing of each finds them: the sub-folder,
+ * the file's name, its base name (before `:2,`) and its `:2,<flags>` suffix. `missingIsEmpty`: a
+ * sub-folder that is not there holds nothing (a reader's view; the sink made them).
+ */
+export async function* ourFiles(folder: string, missingIsEmpty = false): AsyncGenerator<{ sub: 'cur' | 'new'; name: string; base: string; flags?: string }> {
+  for (const sub of ['cur', 'new'] as const) {
+    let dir;
+    try {
+      dir = await opendir(join(folder, sub), { bufferSize: 1024 });
+    } catch (err) {
+      if (missingIsEmpty && (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR'))) continue;
+      throw err;
+    }
+    for await (const entry of dir) {
+      const match = OURS.exec(entry.name);
+      if (match) yield { sub, name: entry.name, base: match[1]!, flags: match[2] };
+    }
+  }
+}
+
 async function listOurs(folder: string): Promise<Listing> {
   const listing: Listing = { heldOurs: false, renamed: new Map() };
-  for (const sub of ['cur', 'new']) {
-    for await (const entry of await opendir(join(folder, sub), { bufferSize: 1024 })) {
-      const match = OURS.exec(entry.name);
-      if (!match) continue;
-      listing.heldOurs = true;
-      if (sub === 'cur' && match[2] === ':2,S') continue;
-      const paths = listing.renamed.get(match[1]!);
-      const path = join(folder, sub, entry.name);
-      if (paths) paths.push(path);
-      else listing.renamed.set(match[1]!, [path]);
-    }
+  for await (const { sub, name, base, flags } of ourFiles(folder)) {
+    listing.heldOurs = true;
+    if (sub === 'cur' && flags === ':2,S') continue;
+    const paths = listing.renamed.get(base);
+    const path = join(folder, sub, name);
+    if (paths) paths.push(path);
+    else listing.renamed.set(base, [path]);
   }
   return listing;
 }

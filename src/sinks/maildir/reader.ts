@@ -1,13 +1,13 @@
 // Reads a Maildir root back for `verify` (see ../SPEC.md, "Reading a store back"): read-only, one
 // listing per folder, every wanted file hashed as it is read, a bounded number at once.
 import fs from 'node:fs';
-import { access, opendir, readdir, stat } from 'node:fs/promises';
+import { access, readdir, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import { Digest, eachLimited, messageIdentity } from '../held.js';
 import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
-import { isCode, mailboxFolder, maildirBaseName, OURS, SUFFIX } from './index.js';
+import { isCode, mailboxFolder, maildirBaseName, OURS, ourFiles, SUFFIX } from './index.js';
 
 /** Files read at once: enough to keep a disk (or the page cache) busy, few enough for the descriptors. */
 const READS_AT_ONCE = 64;
@@ -24,26 +24,15 @@ interface FolderListing {
 
 async function listFolder(folder: string): Promise<FolderListing> {
   const listing: FolderListing = { byBase: new Map(), variants: new Map() };
-  for (const sub of ['cur', 'new']) {
-    let dir;
-    try {
-      dir = await opendir(join(folder, sub), { bufferSize: 1024 });
-    } catch (err) {
-      if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) continue;
-      throw err;
-    }
-    for await (const entry of dir) {
-      const base = OURS.exec(entry.name)?.[1];
-      if (base === undefined) continue;
-      const paths = listing.byBase.get(base);
-      if (paths) paths.push(`${sub}/${entry.name}`);
-      else listing.byBase.set(base, [`${sub}/${entry.name}`]);
-      const variant = /^(.*)\.C[0-9a-f]{16}\.pivot-archive$/.exec(base)?.[1];
-      if (variant !== undefined && !paths) {
-        const names = listing.variants.get(variant);
-        if (names) names.push(base);
-        else listing.variants.set(variant, [base]);
-      }
+  for await (const { sub, name, base } of ourFiles(folder, true)) {
+    const paths = listing.byBase.get(base);
+    if (paths) paths.push(`${sub}/${name}`);
+    else listing.byBase.set(base, [`${sub}/${name}`]);
+    const identity = /^(.*)\.C[0-9a-f]{16}\.pivot-archive$/.exec(base)?.[1];
+    if (identity !== undefined && !paths) {
+      const names = listing.variants.get(identity);
+      if (names) names.push(base);
+      else listing.variants.set(identity, [base]);
     }
   }
   return listing;
@@ -81,6 +70,11 @@ function readHead(path: string, buffer: Buffer): Promise<Buffer> {
       );
     });
   });
+}
+
+/** The second a file of ours is named after (`<sec>.P...`): its `sentAt`. */
+function sentAtOf(path: string): string {
+  return new Date(Number(/^(\d+)\./.exec(basename(path))![1]) * 1000).toISOString();
 }
 
 /** A wanted message's base name: the one its location names, else its identity's. */
@@ -122,8 +116,11 @@ export class MaildirReader implements StoreReader {
     let relisting: Promise<FolderListing> | undefined;
     const used = new Set<string>();
     const where = (path: string) => relative(this.config.root, join(folder, path));
-    await eachLimited(wanted, READS_AT_ONCE, async function find(this: void, w: WantedMessage, retried = false): Promise<void> {
-      const buffer = Buffer.allocUnsafe(CHUNK);
+    // One read buffer per worker, used again for every file it reads.
+    const buffers: Buffer[] = [];
+    const bufferOf = (worker: number) => (buffers[worker] ??= Buffer.allocUnsafe(CHUNK));
+    await eachLimited(wanted, READS_AT_ONCE, async function find(this: void, w: WantedMessage, worker: number, retried = false): Promise<void> {
+      const buffer = bufferOf(worker);
       for (const base of baseNames(w, listing)) {
         const path = listing.byBase.get(base)?.find((p) => !used.has(p)) ?? listing.byBase.get(base)?.[0];
         if (path === undefined) continue;
@@ -131,28 +128,29 @@ export class MaildirReader implements StoreReader {
         try {
           hashed = await hashFile(join(folder, path), buffer);
         } catch (err) {
-          if (!isCode(err, 'ENOENT') || retried) throw err;
+          if (!isCode(err, 'ENOENT')) throw err;
+          // Gone again since the folder was listed afresh: deleted, or renamed once more.
+          if (retried) continue;
           // A client renamed it since the listing (a flag change): list the folder again, once.
           listing = await (relisting ??= listFolder(folder));
-          return find(w, true);
+          return find(w, worker, true);
         }
         used.add(path);
-        held.set(w, { messageId: w.messageId, sentAt: w.sentAt, location: where(path), ...hashed });
+        held.set(w, { messageId: w.messageId, sentAt: sentAtOf(path), location: where(path), ...hashed });
         return;
       }
     });
     if (!sample) {
       const others = [...listing.byBase.values()].flat().filter((path) => !used.has(path));
-      await eachLimited(others, READS_AT_ONCE, async (path) => {
+      await eachLimited(others, READS_AT_ONCE, async (path, worker) => {
         let head: Buffer;
         try {
-          head = await readHead(join(folder, path), Buffer.allocUnsafe(CHUNK));
+          head = await readHead(join(folder, path), bufferOf(worker));
         } catch (err) {
           if (isCode(err, 'ENOENT')) return; // gone since the listing: nothing to report
           throw err;
         }
-        const second = Number(/^\w+\/(\d+)\./.exec(path)![1]);
-        unexpected.push({ messageId: messageIdentity(head).messageId, sentAt: new Date(second * 1000).toISOString(), location: where(path) });
+        unexpected.push({ messageId: messageIdentity(head).messageId, sentAt: sentAtOf(path), location: where(path) });
       });
       unexpected.sort((a, b) => (a.location < b.location ? -1 : 1));
     }
