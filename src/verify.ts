@@ -109,13 +109,15 @@ function exitCodeOf(ledger: LedgerCheck): number {
 
 /**
  * What one outcome record says the store holds: a delivered message with the sha256 it was
- * delivered with (the latest delivery counts), or one found there (its presence, and the bytes
- * this tool would have delivered).
+ * delivered with, or one found there (its presence, and the bytes this tool would have
+ * delivered: when a run of this ledger delivered those bytes, the skip is that delivery's).
  */
 function expect(expected: Map<string, Expected>, line: LedgerLine, runsInScope: Set<string>, exportId: string | undefined): void {
   if (line.record !== 'outcome' || (line.outcome !== 'delivered' && line.outcome !== 'skipped') || !line.mailbox || !line.messageId || !line.sentAt) return;
   if (!runsInScope.has(line.runId) || (exportId !== undefined && line.exportId !== exportId)) return;
-  const key = `${line.mailbox}\u0000${line.messageId}\u0000${line.sentAt}`;
+  // The bytes are part of the key: a corrected event keeps its identity (Message-ID, second) but is
+  // another message, stored beside the first; a skip of other bytes is checked on its own.
+  const key = `${line.mailbox}\u0000${line.messageId}\u0000${line.sentAt}\u0000${line.sha256 ?? ''}`;
   const before = expected.get(key);
   const e: Expected = before ?? { mailbox: line.mailbox, itemId: line.itemId, messageId: line.messageId, sentAt: line.sentAt };
   if (line.location) e.location = line.location;
