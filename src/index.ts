@@ -5,5 +5,5 @@
 export { definePlugin, drop, HOST_API_VERSION, PluginRegistry } from './transforms/plugins/index.js';
 export type { PivotPlugin, PluginContext, PluginDrop, PluginResult } from './transforms/plugins/index.js';
 export type { AttachmentRef, Conversation, Delivery, EventType, Item, Manifest, User } from './model.js';
-export type { Sink, SinkFactory, WriteOutcome } from './sinks/index.js';
+export type { HeldMessage, Sink, SinkFactory, Stored, StoreReader, WantedMessage, WriteOutcome } from './sinks/index.js';
 export { ErrorCode, PivotArchiveError, RejectReason } from './errors.js';
