@@ -67,7 +67,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   const ledger = await checkLedger(state.ledgerPath, trust, (line) => {
     if (!reader) return;
     if (line.record === 'start' && (since === undefined || Date.parse(line.at) >= since)) runsInScope.add(line.runId);
-    if (line.record === 'outcome') expect(expected, line, runsInScope, config.exportId);
+    if (line.record === 'outcome' && (since === undefined || runsInScope.has(line.runId))) expect(expected, line, config.exportId);
   });
   if (!ledger.chainIntact || ledger.signature === 'failed') logger.error(`ledger ${ledger.path} fails its check: ${ledger.problems.join('; ')}`);
   if (!reader) return { ledger, exitCode: exitCodeOf(ledger) };
@@ -112,9 +112,9 @@ function exitCodeOf(ledger: LedgerCheck): number {
  * delivered with, or one found there (its presence, and the bytes this tool would have
  * delivered: when a run of this ledger delivered those bytes, the skip is that delivery's).
  */
-function expect(expected: Map<string, Expected>, line: LedgerLine, runsInScope: Set<string>, exportId: string | undefined): void {
+function expect(expected: Map<string, Expected>, line: LedgerLine, exportId: string | undefined): void {
   if (line.record !== 'outcome' || (line.outcome !== 'delivered' && line.outcome !== 'skipped') || !line.mailbox || !line.messageId || !line.sentAt) return;
-  if (!runsInScope.has(line.runId) || (exportId !== undefined && line.exportId !== exportId)) return;
+  if (exportId !== undefined && line.exportId !== exportId) return;
   // The bytes are part of the key: a corrected event keeps its identity (Message-ID, second) but is
   // another message, stored beside the first; a skip of other bytes is checked on its own.
   const key = `${line.mailbox}\u0000${line.messageId}\u0000${line.sentAt}\u0000${line.sha256 ?? ''}`;
