@@ -113,9 +113,13 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       const { runLog, release } = await state.begin(config.keepRuns, options.lockHeld);
       cleanups.push(release);
       logs.push(runLog);
-      ledger = await LedgerWriter.open(state.ledgerPath);
     }
-    statusLog = await openStatusLog(logs, state !== undefined, runId, ledger);
+    statusLog = await openStatusLog(logs, state !== undefined, runId);
+    if (state) {
+      // A ledger that cannot be appended to stops the run, with a failure record in the run log.
+      ledger = await LedgerWriter.open(state.ledgerPath);
+      statusLog.appendTo(ledger);
+    }
     if (config.signingKey) key = await readSigningKey(resolve(cwd, config.signingKey));
     const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
     const sink = config.dryRun ? new DryRunSink(created) : created;
@@ -166,12 +170,12 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
  * The status logs of a job. If one cannot be opened, the state dir's own run log (when there is
  * one) is still opened alone, so the failure can be recorded there, and the error goes up.
  */
-async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: string, ledger: LedgerWriter | undefined): Promise<StatusLog> {
+async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: string): Promise<StatusLog> {
   try {
-    return await StatusLog.open(paths, runId, ledger);
+    return await StatusLog.open(paths, runId);
   } catch (err) {
     if (lastIsRunLog && paths.length > 1) {
-      const runLog = await StatusLog.open(paths.slice(-1), runId, ledger).catch(() => undefined);
+      const runLog = await StatusLog.open(paths.slice(-1), runId).catch(() => undefined);
       if (runLog) await recordFailure(runLog, err, { archive: '' }, new Date().toISOString());
     }
     throw err;

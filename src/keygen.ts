@@ -1,4 +1,4 @@
-import { open, writeFile } from 'node:fs/promises';
+import { open, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { ErrorCode, PivotArchiveError, errorMessage } from './errors.js';
 import { generateKeys } from './ledger/index.js';
@@ -15,17 +15,21 @@ export function defaultKeyName(): string {
 export async function keygen(out: string, name = defaultKeyName()): Promise<string> {
   const { privateText, verifierText } = generateKeys(name);
   try {
-    const handle = await open(out, 'wx', 0o600);
+    // The public key first, never over an existing one: a key pair is written whole or not at all.
+    await writeFile(`${out}.pub`, verifierText, { mode: 0o644, flag: 'wx' });
+    const handle = await open(out, 'wx', 0o600).catch(async (err: unknown) => {
+      await unlink(`${out}.pub`).catch(() => undefined);
+      throw err;
+    });
     try {
       await handle.writeFile(privateText);
       await handle.sync();
     } finally {
       await handle.close();
     }
-    await writeFile(`${out}.pub`, verifierText, { mode: 0o644 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new PivotArchiveError(ErrorCode.USAGE, code === 'EEXIST' ? `${out} exists: keygen never replaces a key (a lost key cannot sign again; move it away first)` : `cannot write ${out}: ${errorMessage(err)}`);
+    throw new PivotArchiveError(ErrorCode.USAGE, code === 'EEXIST' ? `${out} or ${out}.pub exists: keygen never replaces a key (a lost key cannot sign again; move it away first)` : `cannot write ${out}: ${errorMessage(err)}`);
   }
   return verifierText;
 }

@@ -77,6 +77,10 @@ export interface OutcomeRecord extends RunStamp {
   size?: number;
   /** Where a rejected item's event and attachments were kept. */
   kept?: string;
+  /** Where a rejected item's event stands in its archive (`<messages file>.<index>`): one event, whichever run kept it. */
+  position?: string;
+  /** The reason a rejected item that could not be kept (`not-kept`) was rejected for. */
+  rejectReason?: RejectReasonValue;
   /** The message's Message-ID and its `sentAt` (ISO 8601): its identity in a mailbox. */
   messageId?: string;
   sentAt?: string;
@@ -233,8 +237,13 @@ export class StatusLog {
     /** Every record it writes names this run. */
     readonly runId: string,
     /** The state dir's ledger, when there is one: every record is appended there too, chained. */
-    readonly ledger: LedgerWriter | undefined,
+    private ledger: LedgerWriter | undefined,
   ) {}
+
+  /** From now on every record also goes to the ledger (opened after the logs, so its failure is recorded in them). */
+  appendTo(ledger: LedgerWriter): void {
+    this.ledger = ledger;
+  }
 
   static async open(paths: string[], runId: string, ledger?: LedgerWriter): Promise<StatusLog> {
     const files: LogFile[] = [];

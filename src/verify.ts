@@ -6,7 +6,9 @@ import { checkLedger } from './ledger/reader.js';
 import type { LedgerLine } from './ledger/writer.js';
 import type { Logger } from './logger.js';
 import { createStoreReader, type WantedMessage } from './sinks/index.js';
-import { StateDir } from './state/index.js';
+import { StateDir, isAlive } from './state/index.js';
+import { pathExists } from './fs-util.js';
+import { hostname } from 'node:os';
 
 export interface VerifyConfig {
   stateDir: string;
@@ -29,6 +31,8 @@ interface Expected extends WantedMessage {
   sha256?: string;
   /** The bytes this tool would deliver, when it found the message already there (skipped). */
   builtSha256?: string;
+  /** A record in the scope asked (--export, --since) names it. */
+  inScope: boolean;
 }
 
 export interface VerifyResult {
@@ -60,19 +64,46 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   const state = new StateDir(resolve(cwd, config.stateDir));
   const since = config.since === undefined ? undefined : Date.parse(config.since);
   if (since !== undefined && Number.isNaN(since)) throw new PivotArchiveError(ErrorCode.USAGE, `--since ${JSON.stringify(config.since)} is not a date such as 2026-11-23 or 2026-11-23T02:00:00Z`);
+  if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir} (${state.ledgerPath} does not exist): is --state-dir the one the runs were given?`);
+  await refuseWhileRunning(state);
   const trust = await ledgerTrust(config.publicKey, config.checkpoints.map((p) => resolve(cwd, p)), state.checkpointNotePath);
   const reader = config.sink ? await createStoreReader(config.sink, { cwd, insecure: config.insecure }) : undefined;
+  // Every outcome is read (an earlier delivery decides what a later skip must find), then the
+  // scope (--export, --since, the sink) chooses what is checked.
   const expected = new Map<string, Expected>();
-  const runsInScope = new Set<string>();
+  const scope = { runs: new Set<string>(), exportSeen: false, otherSinks: new Map<string, number>(), unsealed: 0 };
+  const sinkOf = new Map<string, string>();
   const ledger = await checkLedger(state.ledgerPath, trust, (line) => {
-    if (!reader) return;
-    if (line.record === 'start' && (since === undefined || Date.parse(line.at) >= since)) runsInScope.add(line.runId);
-    if (line.record === 'outcome' && (since === undefined || runsInScope.has(line.runId))) expect(expected, line, config.exportId);
+    if (line.record === 'checkpoint') scope.unsealed = 0;
+    if (line.record === 'start') {
+      sinkOf.set(line.runId, line.sink);
+      if (since === undefined || Date.parse(line.at) >= since) scope.runs.add(line.runId);
+    }
+    if (line.record !== 'outcome') return;
+    const inScope = (since === undefined || scope.runs.has(line.runId)) && (config.exportId === undefined || line.exportId === config.exportId);
+    if (inScope) {
+      scope.exportSeen = true;
+      scope.unsealed++;
+    }
+    const sink = sinkOf.get(line.runId);
+    if (reader && sink !== undefined && sink !== reader.description) {
+      if (inScope) scope.otherSinks.set(sink, (scope.otherSinks.get(sink) ?? 0) + 1);
+      return;
+    }
+    if (reader) expect(expected, line, inScope);
   });
+  if (config.exportId !== undefined && !scope.exportSeen) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records nothing of export ${JSON.stringify(config.exportId)}${since !== undefined ? ` since ${config.since}` : ''}`);
+  if (since !== undefined && scope.runs.size === 0) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records no run started since ${config.since}`);
+  // With a public key, what is checked must be covered by a signed checkpoint.
+  if (trust.key && scope.unsealed > 0 && (config.exportId !== undefined || since !== undefined)) {
+    ledger.chainIntact = false;
+    ledger.problems.push(`${scope.unsealed} records in scope are after the last checkpoint: no signature covers them yet (let the next run seal them, then verify)`);
+  }
+  for (const [sink, n] of scope.otherSinks) ledger.problems.push(`${n} outcomes are of runs into another sink (${sink}): not checked here`);
   if (!ledger.chainIntact || ledger.signature === 'failed') logger.error(`ledger ${ledger.path} fails its check: ${ledger.problems.join('; ')}`);
   if (!reader) return { ledger, exitCode: exitCodeOf(ledger) };
 
-  const all = [...expected.values()];
+  const all = [...expected.values()].filter((e) => e.inScope);
   const sampled = config.sample !== undefined && config.sample < all.length;
   const chosen = sampled ? sample(all, config.sample!) : all;
   const filtered = sampled || config.exportId !== undefined || since !== undefined;
@@ -108,22 +139,27 @@ function exitCodeOf(ledger: LedgerCheck): number {
 }
 
 /**
- * What one outcome record says the store holds: a delivered message with the sha256 it was
- * delivered with, or one found there (its presence, and the bytes this tool would have
- * delivered: when a run of this ledger delivered those bytes, the skip is that delivery's).
+ * What one outcome record says the store holds, by where it is (a skip names the place of the
+ * delivery it found, so the two meet): the sha256 of the latest delivery there, or, for a message
+ * only ever found there, the bytes this tool would have delivered.
  */
-function expect(expected: Map<string, Expected>, line: LedgerLine, exportId: string | undefined): void {
+function expect(expected: Map<string, Expected>, line: LedgerLine, inScope: boolean): void {
   if (line.record !== 'outcome' || (line.outcome !== 'delivered' && line.outcome !== 'skipped') || !line.mailbox || !line.messageId || !line.sentAt) return;
-  if (exportId !== undefined && line.exportId !== exportId) return;
-  // The bytes are part of the key: a corrected event keeps its identity (Message-ID, second) but is
-  // another message, stored beside the first; a skip of other bytes is checked on its own.
-  const key = `${line.mailbox}\u0000${line.messageId}\u0000${line.sentAt}\u0000${line.sha256 ?? ''}`;
-  const before = expected.get(key);
-  const e: Expected = before ?? { mailbox: line.mailbox, itemId: line.itemId, messageId: line.messageId, sentAt: line.sentAt };
+  const key = `${line.mailbox}\u0000${line.location ?? `${line.messageId}\u0000${line.sentAt}\u0000${line.sha256 ?? ''}`}`;
+  const e: Expected = expected.get(key) ?? { mailbox: line.mailbox, itemId: line.itemId, messageId: line.messageId, sentAt: line.sentAt, inScope: false };
   if (line.location) e.location = line.location;
   if (line.outcome === 'delivered') e.sha256 = line.sha256;
   else e.builtSha256 = line.sha256;
+  e.inScope ||= inScope;
   expected.set(key, e);
+}
+
+/** verify reads a store a run may be writing: refused while a live run holds the state dir (exit 3). */
+async function refuseWhileRunning(state: StateDir): Promise<void> {
+  const holder = await state.holder();
+  if (holder && holder.host === hostname() && isAlive(holder.pid)) {
+    throw new PivotArchiveError(ErrorCode.LOCKED, `a run holds ${state.lockPath} (pid ${holder.pid}, since ${holder.startedAt}): verify once it has ended, or its messages not yet recorded show as unexpected`);
+  }
 }
 
 /** `n` of `all`, chosen at random (Fisher-Yates on a copy). */

@@ -81,11 +81,13 @@ export interface ExportAccount {
   eventsInArchive?: number;
   runs: RunOfExport[];
   /**
-   * Items: the archive's events (plus items plugins added) = rejected and kept + rejected not kept
+   * Items: the archive's events + items plugins added = rejected and kept + rejected not kept
    * + routed to mailboxes + not read by any run yet. Pairs: routed (mailbox, item) pairs =
    * delivered + skipped (already there) + failed, by each pair's final outcome.
    */
-  items: { inArchive?: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number };
+  items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number };
+  /** The export's records after the ledger's last checkpoint: no signature covers them yet. */
+  unsealed: number;
   pairs: { total: number; delivered: number; skipped: number; failed: number };
   /** Whether the items and the pairs add up (notYetRead 0 and nothing failed is `complete`). */
   balanced: boolean;
@@ -140,11 +142,19 @@ export class AccountBuilder {
   private readonly hours = new Map<string, { delivered: number; rejected: number; failed: number }>();
   private readonly sentAtOf = new Map<string, string>();
   private info: Partial<Pick<ExportAccount, 'tenant' | 'archive' | 'size' | 'eventsInArchive'>> = {};
-  private readToEnd = false;
+  /** The sha256 of each archive some run read to its end, and the latest archive's. */
+  private readonly readToEnd = new Set<string>();
+  private latestSha256: string | undefined;
+  /** Plugins' added items, as the latest complete run of the latest archive counted them. */
+  private addedByPlugins = 0;
+  /** The export's records after the last checkpoint: no signature covers them yet. */
+  private unsealed = 0;
 
   constructor(readonly exportId: string) {}
 
   readonly visit = (r: LedgerRecordLike): void => {
+    if (r.record === 'checkpoint') this.unsealed = 0;
+    if (r.exportId === this.exportId && r.record !== 'start') this.unsealed++;
     if (r.record === 'start') {
       this.starts.set(r.runId, r);
       if (r.exportId === this.exportId) this.runOf(r.runId);
@@ -164,6 +174,7 @@ export class AccountBuilder {
     if (typeof s?.sha256 === 'string') {
       run.sha256 = s.sha256;
       this.sha256s.add(s.sha256);
+      if (s.exportId === this.exportId) this.latestSha256 = s.sha256;
     }
     if (s?.exportId === this.exportId) {
       this.info = {
@@ -188,7 +199,10 @@ export class AccountBuilder {
     run.exitCode = runExitCode(r as unknown as RunSummary);
     const error = r.error as { code: string; message: string } | undefined;
     run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
-    if (!error && !r.interrupted && r.source === 'pivot-zip') this.readToEnd = true;
+    if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
+      this.readToEnd.add(r.sha256);
+      if (r.sha256 === this.latestSha256) this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
+    }
   }
 
   private outcome(r: LedgerRecordLike, run: RunOfExport): void {
@@ -198,10 +212,11 @@ export class AccountBuilder {
     const mailbox = r.mailbox as string | null;
     if (typeof r.sentAt === 'string') this.sentAtOf.set(itemId, r.sentAt);
     if (mailbox === null) {
-      const key = `${itemId}\u0000${String(r.reason)}\u0000${String(r.kept ?? '')}`;
+      // One rejected event, whichever run kept it (or could not): its id and where it stands in the archive.
+      const key = `${itemId}\u0000${String(r.position ?? r.kept ?? '')}`;
       const kept = outcome === 'rejected';
       const before = this.rejects.get(key);
-      if (!before || (kept && !before.kept)) this.rejects.set(key, { seq: r.seq, outcome, runId: r.runId, kept, reason: String(r.reason) });
+      if (!before || (kept && !before.kept)) this.rejects.set(key, { seq: r.seq, outcome, runId: r.runId, kept, reason: String(kept ? r.reason : (r.rejectReason ?? r.reason)) });
       return;
     }
     const key = `${mailbox}\u0000${itemId}`;
@@ -262,19 +277,23 @@ export class AccountBuilder {
     const rejectedKept = rejects.filter((x) => x.kept).length;
     const rejectedNotKept = rejects.length - rejectedKept;
     const inArchive = this.info.eventsInArchive;
-    // Items plugins added are counted as routed or rejected too, so more than the events may be accounted for.
-    const notYetRead = this.readToEnd ? 0 : inArchive === undefined ? undefined : Math.max(0, inArchive - routed - rejects.length);
-    const balanced = pairs.total === pairs.delivered + pairs.skipped + pairs.failed && (inArchive === undefined || rejectedKept + rejectedNotKept + routed + (notYetRead ?? 0) >= inArchive);
+    const latestRead = this.latestSha256 !== undefined && this.readToEnd.has(this.latestSha256);
+    const accounted = rejects.length + routed;
+    const notYetRead = latestRead ? 0 : inArchive === undefined ? undefined : Math.max(0, inArchive + this.addedByPlugins - accounted);
+    const itemsAddUp = inArchive === undefined || inArchive + this.addedByPlugins === accounted + (notYetRead ?? 0);
+    const balanced = pairs.total === pairs.delivered + pairs.skipped + pairs.failed && itemsAddUp;
     const runs = [...this.runs.values()];
     return {
       exportId: this.exportId,
       ...this.info,
       sha256s: [...this.sha256s],
       runs,
-      items: { ...(inArchive !== undefined ? { inArchive } : {}), rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}) },
+      items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}) },
+      unsealed: this.unsealed,
       pairs,
       balanced,
-      complete: balanced && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0,
+      // Runs of different archives under one export id: complete only as the latest archive read to its end.
+      complete: balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0,
       rejectsByReason,
       mailboxes: [...this.mailboxes.values()].sort((a, b) => (a.mailbox < b.mailbox ? -1 : 1)),
       problems: this.problems,

@@ -1,3 +1,4 @@
+import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { AccountBuilder, type ExportAccount, type ItemLine, type LedgerCheck, type LedgerRecordLike } from './account.js';
 import { parseVerifierKey, type VerifierKey } from './note.js';
@@ -12,6 +13,8 @@ export { generateKeys } from './note.js';
 export interface LedgerTrust {
   key?: VerifierKey;
   copies: CheckpointCopy[];
+  /** The state dir's own checkpoint note, named when it is missing. */
+  ownNoteMissing?: string;
 }
 
 /**
@@ -24,8 +27,14 @@ export async function ledgerTrust(publicKey: string | undefined, checkpointPaths
     const text = publicKey.includes('+') && !(await pathExists(publicKey)) ? publicKey : await readFile(publicKey, 'utf8');
     key = parseVerifierKey(text, `--public-key ${publicKey.includes('+') ? '(given inline)' : publicKey}`);
   }
-  const paths = [...((await pathExists(ownNote)) ? [ownNote] : []), ...checkpointPaths];
-  return { key, copies: await readCheckpointCopies(paths) };
+  const own = await pathExists(ownNote);
+  for (const path of checkpointPaths) {
+    if (!(await pathExists(path))) throw new PivotArchiveError(ErrorCode.USAGE, `--checkpoint ${path}: no such file`);
+  }
+  const copies = await readCheckpointCopies([...(own ? [ownNote] : []), ...checkpointPaths]).catch((err: unknown) => {
+    throw new PivotArchiveError(ErrorCode.USAGE, `a --checkpoint copy cannot be read: ${errorMessage(err)}`);
+  });
+  return { key, copies, ...(own ? {} : { ownNoteMissing: ownNote }) };
 }
 
 /**

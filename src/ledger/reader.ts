@@ -25,7 +25,7 @@ export async function readCheckpointCopies(paths: string[]): Promise<CheckpointC
  * every checkpoint copy (kept off the host) matching the ledger at its size, so a ledger cut
  * short, even by whole runs, is found. `visit` sees every record that parsed, in order.
  */
-export async function checkLedger(path: string, options: { key?: VerifierKey; copies?: CheckpointCopy[] }, visit: (line: LedgerLine) => void = () => undefined): Promise<LedgerCheck> {
+export async function checkLedger(path: string, options: { key?: VerifierKey; copies?: CheckpointCopy[]; ownNoteMissing?: string }, visit: (line: LedgerLine) => void = () => undefined): Promise<LedgerCheck> {
   const problems: string[] = [];
   const problem = (text: string) => {
     if (problems.length < 100) problems.push(text);
@@ -34,10 +34,17 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
   /** Hash of the line at each checkpoint copy's size, to compare once read. */
   const wanted = new Map<number, string>();
   const copies = (options.copies ?? []).map((c) => ({ ...c, ...openNote(c.note, options.key) }));
-  for (const c of copies) {
-    if (!c.body) problem(`checkpoint copy ${c.name} is not a checkpoint note`);
-    else wanted.set(c.body.size, '');
-  }
+  /** The checkpoint records found: size -> head. */
+  const sealedAt = new Map<number, string>();
+  /** The run being read, and whether it ended (summary or failure) and was sealed. */
+  let run: { runId: string; ended: boolean; sealed: boolean } | undefined;
+  const unsealedEnd = () => {
+    if (run?.ended && !run.sealed) {
+      chainIntact = false;
+      problem(`run ${run.runId} ended but no checkpoint follows it: records were added after it, or its checkpoint was removed (or could not be written)`);
+    }
+  };
+  for (const c of copies) if (c.body) wanted.set(c.body.size, '');
   let seq = 0;
   let head = GENESIS;
   let origin: string | undefined;
@@ -46,6 +53,11 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
   let lastSignature: LedgerCheck['signature'] = 'unsigned';
   let failedSignatures = 0;
   let chainIntact = true;
+  for (const c of copies) {
+    if (c.body) continue;
+    chainIntact = false;
+    problem(`checkpoint copy ${c.name} is not a checkpoint note (a failed copy job, or overwritten): it protects nothing`);
+  }
   let complete: { complete: number; torn: boolean };
   try {
     complete = await completeLength(path);
@@ -77,12 +89,18 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
       chainIntact = false;
       problem(`line ${n + 1} (${record.record}, seq ${record.seq}): does not hold the hash of the line before (that line was changed, removed or moved)`);
     }
+    if (record.record === 'start') {
+      unsealedEnd();
+      run = { runId: record.runId, ended: false, sealed: false };
+    } else if ((record.record === 'summary' || record.record === 'failure') && run?.runId === record.runId) run.ended = true;
     if (record.record === 'checkpoint') {
       checkpoints++;
+      if (run) run.sealed = true;
+      sealedAt.set(n, head);
       lastCheckpointAt = n + 1;
       const opened = openNote(record.note, options.key);
       const body = opened.body;
-      if (record.size !== n || record.head !== head || !body || body.size !== n || body.head !== head || (origin !== undefined && body.origin !== origin)) {
+      if (record.size !== n || record.head !== head || !body || body.size !== n || body.head !== head || body.time !== record.at || (origin !== undefined && body.origin !== origin)) {
         chainIntact = false;
         problem(`line ${n + 1}: checkpoint does not match the ledger before it (size ${record.size}, head ${record.head.slice(0, 12)}...)`);
       }
@@ -98,6 +116,11 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
     if (wanted.has(seq)) wanted.set(seq, head);
     visit(record);
   }
+  unsealedEnd();
+  if (options.ownNoteMissing && checkpoints > 0) {
+    chainIntact = false;
+    problem(`${options.ownNoteMissing} is missing though the ledger holds checkpoints (removed? compare with the copies kept off the host)`);
+  }
   for (const c of copies) {
     if (!c.body) continue;
     const at = wanted.get(c.body.size);
@@ -107,6 +130,9 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
     } else if (at !== c.body.head) {
       chainIntact = false;
       problem(`checkpoint copy ${c.name}: the ledger's record ${c.body.size} is not the one it covers (the ledger was rewritten)`);
+    } else if (sealedAt.get(c.body.size) !== c.body.head) {
+      chainIntact = false;
+      problem(`checkpoint copy ${c.name}: the ledger has no checkpoint at record ${c.body.size} any more (its checkpoint record was removed)`);
     } else if (origin !== undefined && c.body.origin !== origin) {
       chainIntact = false;
       problem(`checkpoint copy ${c.name} is of another ledger (${c.body.origin})`);
@@ -122,7 +148,11 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
   else if (options.key && checkpoints > 0 && lastSignature === 'unsigned') {
     signature = 'failed';
     problem('the last checkpoint is not signed, though a public key was given (written without --signing-key, or rewritten)');
-  } else if (options.key && checkpoints === 0) signature = 'failed';
+  } else if (options.key && checkpoints === 0) {
+    signature = 'failed';
+    problem('the ledger holds no checkpoint to verify a signature on (its first run was killed, or the checkpoints were removed)');
+  }
+  if (options.key && seq - lastCheckpointAt > 0) problem(`${seq - lastCheckpointAt} records after the last checkpoint are not covered by a signature (a run killed or running; the next run seals them)`);
   return { path, records: seq, head, chainIntact, checkpoints, signature, unsealed: seq - lastCheckpointAt, problems };
 }
 

@@ -87,7 +87,7 @@ export class Recorder {
     this.countRejected(rejectReason);
     this.counters.rejectedNotKept++;
     this.logger.error(`item ${JSON.stringify(line.itemId)}: ${detail}`);
-    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'failed', reason, detail });
+    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'failed', reason, rejectReason, detail });
   }
 
   progress(source: Source): Progress {
@@ -155,7 +155,7 @@ export class Recorder {
 }
 
 /** Who an outcome line is about, and what is known of its message: identity, size, hash, where it is held. */
-export interface OutcomeLine extends Pick<OutcomeRecord, 'messageId' | 'sentAt' | 'size' | 'sha256' | 'location'> {
+export interface OutcomeLine extends Pick<OutcomeRecord, 'messageId' | 'sentAt' | 'size' | 'sha256' | 'location' | 'position'> {
   /** The item's export, when the source reads more than one (staged batches). */
   exportId?: string;
   itemId: string;

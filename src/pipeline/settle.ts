@@ -66,7 +66,7 @@ export class Settler {
   /** Kept and recorded `rejected`; an item that cannot be kept is recorded `failed` (not-kept). */
   private async keep({ rejection: x }: UnitOf<'rejected'>): Promise<boolean> {
     const sentAt = typeof x.raw.sentAt === 'string' ? Date.parse(x.raw.sentAt) : NaN;
-    const line = { itemId: x.itemId, conversationId: x.conversationId, ...(Number.isNaN(sentAt) ? {} : { sentAt: new Date(sentAt).toISOString() }) };
+    const line = { itemId: x.itemId, conversationId: x.conversationId, position: `${x.position.file}.${x.position.index}`, ...(Number.isNaN(sentAt) ? {} : { sentAt: new Date(sentAt).toISOString() }) };
     let kept: string;
     try {
       if (!this.archive || !this.rejects) throw new Error('the source has no export and no rejects folder to keep it in');

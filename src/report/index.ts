@@ -3,6 +3,7 @@ import { rename, unlink, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { exportAccount, ledgerTrust, type ExportAccount, type LedgerCheck } from '../ledger/index.js';
+import { pathExists } from '../fs-util.js';
 import { StateDir } from '../state/index.js';
 import { TOOL } from '../version.js';
 import { writeItemsCsv } from './csv.js';
@@ -26,6 +27,12 @@ export interface ReportConfig {
  */
 export async function report(config: ReportConfig, cwd = process.cwd()): Promise<{ account: ExportAccount; check: LedgerCheck; rows: number }> {
   const state = new StateDir(resolve(cwd, config.stateDir));
+  if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir} (${state.ledgerPath} does not exist): is --state-dir the one the runs were given?`);
+  for (const path of [config.out, config.csv]) {
+    if (path !== undefined && [state.ledgerPath, state.checkpointNotePath, state.lockPath].includes(resolve(cwd, path))) {
+      throw new PivotArchiveError(ErrorCode.USAGE, `${path} is the state dir's own file: the report never writes over the ledger`);
+    }
+  }
   const trust = await ledgerTrust(config.publicKey, config.checkpoints.map((p) => resolve(cwd, p)), state.checkpointNotePath);
   const reading = await exportAccount(state.ledgerPath, config.exportId, trust);
   if (reading.runs === 0) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records no run of export ${JSON.stringify(config.exportId)}`);
@@ -40,9 +47,11 @@ export async function report(config: ReportConfig, cwd = process.cwd()): Promise
     for await (const _line of reading.lines) rows++;
   }
   const account = reading.account();
-  const html = renderReport(account, reading.check, { generatedAt: new Date().toISOString(), tool: `${TOOL.name} ${TOOL.version}`, ...(config.csv ? { csv: config.csv } : {}) });
+  // Records no signature covers yet cannot be called proven (the report says so, and why).
+  const check = account.unsealed > 0 ? { ...reading.check, problems: [...reading.check.problems, `${account.unsealed} of this export's records are after the last checkpoint: no signature covers them yet (the next run seals them)`] } : reading.check;
+  const html = renderReport(account, check, { generatedAt: new Date().toISOString(), tool: `${TOOL.name} ${TOOL.version}`, ...(config.csv ? { csv: config.csv } : {}) });
   await writeWhole(resolve(cwd, config.out), (temporary) => writeFile(temporary, html, { flag: 'wx' }));
-  return { account, check: reading.check, rows };
+  return { account, check, rows };
 }
 
 async function writeWhole<T>(path: string, write: (temporary: string) => Promise<T>): Promise<T> {

@@ -85,7 +85,7 @@ export class StateDir {
         }
       }
       const holder = await this.holder();
-      if (holder && holder.host === hostname() && !alive(holder.pid)) {
+      if (holder && holder.host === hostname() && !isAlive(holder.pid)) {
         await unlink(this.lockPath).catch(() => undefined);
         continue;
       }
@@ -97,7 +97,8 @@ export class StateDir {
     throw new PivotArchiveError(ErrorCode.LOCKED, `could not take over the stale lock ${this.lockPath}`);
   }
 
-  private async holder(): Promise<{ pid: number; host: string; startedAt: string } | undefined> {
+  /** Who holds the lock, if anyone (undefined also when it cannot be read). */
+  async holder(): Promise<{ pid: number; host: string; startedAt: string } | undefined> {
     try {
       return JSON.parse(await readFile(this.lockPath, 'utf8')) as { pid: number; host: string; startedAt: string };
     } catch {
@@ -130,7 +131,8 @@ export class StateDir {
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether a process of this host is alive (one we may not signal is). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

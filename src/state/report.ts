@@ -51,7 +51,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
     `  archive ${a.archive ?? '(unknown)'}${a.sha256s.length ? `, sha256 ${a.sha256s.join(' / ')}` : ''}${a.sha256s.length > 1 ? '  (DIFFERENT ARCHIVES under one export id)' : ''}`,
     `  runs ${a.runs.length}:`,
     ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(killed)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
-    `  items: in archive ${i.inArchive ?? '?'} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}`,
+    `  items: in archive ${i.inArchive ?? '?'}${i.addedByPlugins ? ` + added by plugins ${i.addedByPlugins}` : ''} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}`,
     `  (mailbox, item) pairs: ${p.total} = delivered ${p.delivered} + already there ${p.skipped} + failed ${p.failed}`,
     `  counters add up ${a.balanced ? 'yes' : 'NO'}${rejects ? `; rejected by reason: ${rejects}` : ''}`,
     `  mailboxes ${a.mailboxes.length}:`,
@@ -59,6 +59,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
     ...(a.mailboxes.length > mailboxesShown ? [`    ... and ${a.mailboxes.length - mailboxesShown} more (--json lists them all)`] : []),
     ...a.problems.filter((x) => x.outcome === 'failed').slice(0, FAILED_SHOWN).map((x) => `  failed: item ${x.itemId} -> ${x.mailbox ?? '(rejects folder)'}: ${x.detail}`),
     `  ledger ${ledger.records} records, head ${ledger.head}; chain ${ledger.chainIntact ? 'intact' : 'BROKEN'}; signature ${ledger.signature}`,
+    ...(a.unsealed > 0 ? [`  ${a.unsealed} of this export's records are after the last checkpoint: no signature covers them yet (the next run seals them)`] : []),
     ...ledger.problems.map((x) => `  ledger problem: ${x}`),
   ];
   return lines.join('\n') + '\n';
