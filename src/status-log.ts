@@ -268,13 +268,14 @@ export class StatusLog {
   async write(unstamped: Unstamped<LogRecord>): Promise<void> {
     const { record: kind, ...fields } = unstamped;
     const record = { record: kind, runId: this.runId, at: new Date().toISOString(), ...fields } as LogRecord;
-    const line = redactSecrets(JSON.stringify(record)) + '\n';
+    const json = redactSecrets(JSON.stringify(record));
+    const line = json + '\n';
     for (const file of this.files) {
       if (file.failed) throw file.failed;
       if (!file.out.write(line)) await drained(file.out, file);
       if (file.failed) throw file.failed;
     }
-    await this.ledger?.append(record);
+    await this.ledger?.append(json);
   }
 
   /** Resolves once every line written so far has reached the file. */

@@ -109,7 +109,11 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   const filtered = sampled || config.exportId !== undefined || since !== undefined;
   const result: NonNullable<VerifyResult['store']> = { sink: reader.description, checked: chosen.length, of: all.length, sampled, intact: 0, notHashed: 0, missing: [], altered: [], unexpected: filtered ? null : [] };
   const byMailbox = new Map<string, Expected[]>();
-  for (const e of chosen) byMailbox.set(e.mailbox, [...(byMailbox.get(e.mailbox) ?? []), e]);
+  for (const e of chosen) {
+    const list = byMailbox.get(e.mailbox);
+    if (list) list.push(e);
+    else byMailbox.set(e.mailbox, [e]);
+  }
   await reader.open();
   try {
     const mailboxes = new Set([...byMailbox.keys(), ...(filtered ? [] : await reader.mailboxes())]);
@@ -145,7 +149,8 @@ function exitCodeOf(ledger: LedgerCheck): number {
  */
 function expect(expected: Map<string, Expected>, line: LedgerLine, inScope: boolean): void {
   if (line.record !== 'outcome' || (line.outcome !== 'delivered' && line.outcome !== 'skipped') || !line.mailbox || !line.messageId || !line.sentAt) return;
-  const key = `${line.mailbox}\u0000${line.location ?? `${line.messageId}\u0000${line.sentAt}\u0000${line.sha256 ?? ''}`}`;
+  // A location names its mailbox's store (a Maildir path, an IMAP folder's UID, a batch entry).
+  const key = line.location ?? `${line.mailbox}\u0000${line.messageId}\u0000${line.sentAt}\u0000${line.sha256 ?? ''}`;
   const e: Expected = expected.get(key) ?? { mailbox: line.mailbox, itemId: line.itemId, messageId: line.messageId, sentAt: line.sentAt, inScope: false };
   if (line.location) e.location = line.location;
   if (line.outcome === 'delivered') e.sha256 = line.sha256;

@@ -27,7 +27,7 @@ async function twoRuns(dir: string, key: typeof signing | null = signing): Promi
   const note = join(dir, 'checkpoint.note');
   for (const runId of ['run-1', 'run-2']) {
     const ledger = await LedgerWriter.open(path);
-    for (let n = 0; n < 3; n++) await ledger.append(outcome(runId, n));
+    for (let n = 0; n < 3; n++) await ledger.append(JSON.stringify(outcome(runId, n)));
     await ledger.seal(runId, key ?? undefined, note);
     await ledger.close();
   }
@@ -139,7 +139,7 @@ test('a line a crash cut short is reported, not counted broken, and cut off by t
   t.regex(check.problems.join('\n'), /cut short/);
   const writer = await LedgerWriter.open(path);
   t.is(writer.tornBytes, '{"seq":8,"prev":"00'.length);
-  await writer.append(outcome('run-3', 0));
+  await writer.append(JSON.stringify(outcome('run-3', 0)));
   await writer.seal('run-3', signing, note);
   await writer.close();
   const after = await checkLedger(path, { key: verifier, copies: await readCheckpointCopies([note]) });

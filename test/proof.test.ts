@@ -4,7 +4,7 @@
 // dropped, the wrong key), and `status --export` over a killed and a resumed run.
 import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
-import { readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, startCli } from './helpers/cli.js';
@@ -247,4 +247,88 @@ needingTools('report from a real ledger (Python html.parser and csv)', [PYTHON_M
     t.not(broken.keyed.verdict, 'COMPLETE');
     t.regex(broken.keyed['ledger.chain']!, /BROKEN/);
   });
+});
+
+test('verify --since checks a later run\'s skips against the earlier delivery: an alteration is not hidden by the window', async (t) => {
+  t.timeout(120_000);
+  const { dir, mail, state, archive, args, key } = await signedRun(t);
+  const since = new Date().toISOString();
+  await new Promise((r) => setTimeout(r, 1100));
+  // The same archive again: every message is found there (skipped).
+  t.is((await cli(args)).code, 0);
+  const [victim] = await readMaildir(mail);
+  const path = join(mail, victim!.mailbox, '.INBOX.Pivot', 'cur', victim!.file);
+  await writeFile(`${path}.x`, Buffer.concat([await readFile(path), Buffer.from('tampered\r\n')]));
+  await rename(`${path}.x`, path);
+  const windowed = await verifyJson(['verify', '--state-dir', state, '--sink', `maildir:${mail}`, '--since', since, '--public-key', `${key}.pub`, '--json']);
+  t.is(windowed.code, 6, windowed.stdout);
+  t.is(((windowed.result.store as Json).altered as Json[]).length, 1);
+  // A window or an export that names nothing is an error, not a green "checked 0".
+  t.is((await cli(['verify', '--state-dir', state, '--sink', `maildir:${mail}`, '--export', 'acme-2026-11-32'])).code, 2);
+  t.is((await cli(['verify', '--state-dir', state, '--sink', `maildir:${mail}`, '--since', '2099-01-01'])).code, 2);
+  t.is((await cli(['verify', '--state-dir', join(dir, 'no-such-state')])).code, 2);
+  void archive;
+});
+
+test('the ledger fails (exit 7) on a checkpoint copy that is no note, a missing checkpoint.note, and a finished run appended without its checkpoint', async (t) => {
+  const { dir, state, key } = await signedRun(t);
+  const ledgerArgs = ['verify', '--state-dir', state, '--public-key', `${key}.pub`];
+  await writeFile(join(dir, 'junk.note'), 'hello\n');
+  const junk = await cli([...ledgerArgs, '--checkpoint', join(dir, 'junk.note')]);
+  t.is(junk.code, 7);
+  t.regex(junk.stdout, /not a checkpoint note/);
+  t.is((await cli([...ledgerArgs, '--checkpoint', join(dir, 'missing.note')])).code, 2);
+
+  // A whole run forged after the last checkpoint, chained correctly, with a summary but no checkpoint.
+  const ledger = join(state, 'ledger.jsonl');
+  const original = await readFile(ledger, 'utf8');
+  const lines = original.trim().split('\n');
+  let prev = createHash('sha256').update(lines.at(-1)!).digest('hex');
+  let seq = lines.length;
+  const forged: string[] = [];
+  for (const record of [{ record: 'start', runId: 'forged', at: '2026-11-29T00:00:00.000Z', command: 'run', exportId: 'acme-2026-11-24', sink: 'maildir:x', options: {} }, { record: 'summary', runId: 'forged', at: '2026-11-29T00:01:00.000Z', source: 'pivot-zip', exportId: 'acme-2026-11-24' }]) {
+    const line = JSON.stringify({ seq: seq++, prev, ...record });
+    forged.push(line);
+    prev = createHash('sha256').update(line).digest('hex');
+  }
+  await writeFile(ledger, [...lines, ...forged].join('\n') + '\n');
+  const appended = await cli(ledgerArgs);
+  t.is(appended.code, 7);
+  t.regex(appended.stdout, /run forged ended but no checkpoint follows it/);
+
+  await writeFile(ledger, original);
+  await unlink(join(state, 'checkpoint.note'));
+  const noNote = await cli(ledgerArgs);
+  t.is(noNote.code, 7);
+  t.regex(noNote.stdout, /checkpoint\.note is missing/);
+});
+
+test('a ledger whose last line is damaged stops the next run (exit 2) with a failure record in the run log; report never writes over the ledger', async (t) => {
+  const { dir, state, args } = await signedRun(t);
+  const ledger = join(state, 'ledger.jsonl');
+  await appendFile(ledger, 'edited by hand\n');
+  const refused = await cli(args);
+  t.is(refused.code, 2);
+  const status = await cli(['status', '--state-dir', state, '--last', '1']);
+  t.regex(status.stdout, /FAILED before delivering \(exit 2\): E_LEDGER/);
+  const over = await cli(['report', '--state-dir', state, '--export', 'acme-2026-11-23', '--out', ledger]);
+  t.is(over.code, 2);
+  t.regex(await readFile(ledger, 'utf8'), /edited by hand\n$/);
+  void dir;
+});
+
+test('status --export: a reject the first run could not keep and the second kept counts once, kept; the export completes', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const state = join(dir, 'state');
+  await writeFile(join(dir, 'not-a-dir'), '');
+  const base = ['run', '--sample', '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', state];
+  t.is((await cli([...base, '--rejects', join(dir, 'not-a-dir', 'sub')])).code, 1);
+  t.is((await cli([...base, '--rejects', join(dir, 'rejects')])).code, 0);
+  const status = await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23', '--json']);
+  const { account } = JSON.parse(status.stdout) as { account: { items: Json; complete: boolean; balanced: boolean } };
+  t.is(account.items.rejectedNotKept, 0);
+  t.is(account.items.rejectedKept, 4);
+  t.true(account.balanced);
+  t.true(account.complete);
 });

@@ -70,9 +70,13 @@ export class LedgerWriter {
     return { size: this.seq, head: this.head };
   }
 
-  async append(record: LogRecord): Promise<void> {
+  /**
+   * Appends a record given as the JSON text the status log wrote (secrets already masked): the
+   * line is that object with `seq` and `prev` put first, the same bytes as serialising them together.
+   */
+  async append(recordJson: string): Promise<void> {
     if (this.failed) throw this.failed;
-    const line = redactSecrets(JSON.stringify({ seq: this.seq, prev: this.head, ...record }));
+    const line = `{"seq":${this.seq},"prev":"${this.head}",${recordJson.slice(1)}`;
     this.head = sha256Hex(line);
     this.origin ??= originOf(this.head);
     this.seq++;
@@ -104,7 +108,7 @@ export class LedgerWriter {
       note: signedNote(body, key),
       ...(key ? { signedBy: { name: key.name, keyId: key.keyId.toString('hex') } } : {}),
     };
-    await this.append(record);
+    await this.append(redactSecrets(JSON.stringify(record)));
     await this.flush();
     try {
       await syncFile(this.path);
