@@ -219,6 +219,19 @@ function withFlagGuesses(message: string, known: string[]): string {
   return `Unknown argument${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}${guesses.length ? `; did you mean ${guesses.join(', ')}?` : ''}`;
 }
 
+/** The flags of `args` (before a `--`) that are none of `known` (as typed, dashed or camelCase, or negated with no-). */
+function unknownFlags(args: string[], known: string[]): string[] {
+  const camel = (name: string) => name.replace(/-+([^-])/g, (_, c: string) => c.toUpperCase());
+  const names = new Set([...known, ...known.map(camel), 'version']);
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).flatMap((arg) => {
+    const name = /^--?([^=]+)/.exec(arg)?.[1];
+    if (name === undefined || /^-\d/.test(arg)) return [];
+    const bare = name.replace(/^no-/, '');
+    return names.has(name) || names.has(bare) ? [] : [name];
+  });
+}
+
 /** The parser of the whole command line; `setExitCode` receives what an executed command resolves to. */
 function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => void) {
   const optionCommand = (command: Command) => (y: Argv) => {
@@ -344,7 +357,10 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .version(mode === 'execute')
     .wrap(Math.min(110, process.stdout.columns || 110))
     .fail((message, err) => {
-      throw err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(message, [...(FLAGS[args[0]!] ?? []), 'help']));
+      const known = [...(FLAGS[args[0]!] ?? []), 'help'];
+      // yargs names a missing required flag before an unknown one; the typo is the better lead.
+      const typo = /^Missing required argument/.test(message) ? unknownFlags(args, known) : [];
+      throw err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known));
     });
 }
 

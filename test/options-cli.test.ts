@@ -157,3 +157,13 @@ test('status --json holds what the human view shows: counters, failure, failed i
   t.is(last.code, 0, last.stderr);
   t.like(JSON.parse(last.stdout), { summary: { exportId: 'acme-1', delivered: 6 }, failedTotal: 12 });
 });
+
+test('a typo in a required flag of verify, report or keygen is named with the nearest flag, not as the missing one', async (t) => {
+  const verify = await cli(['verify', '--statedir', '/tmp/x']);
+  t.is(verify.code, 2);
+  t.regex(verify.stderr, /Unknown argument: statedir; did you mean --state-dir\?/);
+  const keygen = await cli(['keygen', '--ou', '/tmp/x']);
+  t.regex(keygen.stderr, /Unknown argument: ou; did you mean --out\?/);
+  const report = await cli(['report', '--state-dir', '/tmp/x', '--exprot', 'a', '--out', 'r.html']);
+  t.regex(report.stderr, /Unknown argument: exprot; did you mean --export\?/);
+});
