@@ -142,7 +142,10 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
         progress: options.progress,
         progressEveryMs: options.progressEveryMs,
       });
-      await opened.finish?.(summary);
+      // After deliveries an error here (a full disk) is the summary's, so the run exits 1, not 2.
+      await opened.finish?.(summary).catch((err: unknown) => {
+        summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
+      });
     } finally {
       await sink.close();
     }
