@@ -7,6 +7,7 @@ import type { LedgerLine } from './ledger/writer.js';
 import type { Logger } from './logger.js';
 import { createStoreReader, type WantedMessage } from './sinks/index.js';
 import { StateDir } from './state/index.js';
+import { parseShard, shardFilter } from './transforms/shard/index.js';
 
 export interface VerifyConfig {
   stateDir: string;
@@ -79,9 +80,13 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   const result: NonNullable<VerifyResult['store']> = { sink: reader.description, checked: chosen.length, of: all.length, sampled, intact: 0, notHashed: 0, missing: [], altered: [], unexpected: filtered ? null : [] };
   const byMailbox = new Map<string, Expected[]>();
   for (const e of chosen) byMailbox.set(e.mailbox, [...(byMailbox.get(e.mailbox) ?? []), e]);
+  // A shard's ledger (its state dir is bound to it: STATE/shard) answers for that shard's mailboxes of a shared store only.
+  const shardOwner = await state.shard();
+  const shard = shardOwner === undefined ? undefined : parseShard(shardOwner);
+  const ours = typeof shard === 'object' ? shardFilter(shard) : () => true;
   await reader.open();
   try {
-    const mailboxes = new Set([...byMailbox.keys(), ...(filtered ? [] : await reader.mailboxes())]);
+    const mailboxes = new Set([...byMailbox.keys(), ...(filtered ? [] : (await reader.mailboxes()).filter(ours))]);
     for (const mailbox of [...mailboxes].sort()) {
       const wanted = byMailbox.get(mailbox) ?? [];
       const found = await reader.mailbox(mailbox, wanted, { sample: filtered });

@@ -87,6 +87,13 @@ export interface ExportAccount {
    */
   items: { inArchive?: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number };
   pairs: { total: number; delivered: number; skipped: number; failed: number };
+  /**
+   * The shard (`K/N`) the export's runs in this ledger delivered (--shard): the account is that
+   * shard's part. Its pairs add up on their own; the items equation only across all N shards
+   * (items for other shards are not recorded item by item), so `balanced` is then the pairs'.
+   * Absent for an unsharded ledger, and for the union of every shard (`unionAccount`).
+   */
+  shard?: string;
   /** Whether the items and the pairs add up (notYetRead 0 and nothing failed is `complete`). */
   balanced: boolean;
   complete: boolean;
@@ -140,14 +147,30 @@ export class AccountBuilder {
   private readonly hours = new Map<string, { delivered: number; rejected: number; failed: number }>();
   private readonly sentAtOf = new Map<string, string>();
   private info: Partial<Pick<ExportAccount, 'tenant' | 'archive' | 'size' | 'eventsInArchive'>> = {};
-  private readToEnd = false;
+  /** Per ledger read (one, or each shard's for a union): a run of the export read the archive to its end. */
+  private readonly readToEnd: boolean[] = [false];
+  /** The shards (`K/N`, or null unsharded) the export's runs were started with. */
+  readonly shards = new Set<string | null>();
 
-  constructor(readonly exportId: string) {}
+  /** `union`: the records of every shard's ledger are fed in turn (`nextLedger` between): one account of the whole export. */
+  constructor(
+    readonly exportId: string,
+    private readonly union = false,
+  ) {}
+
+  /** Union of shards: the records that follow are another shard's ledger. */
+  nextLedger(): void {
+    this.readToEnd.push(false);
+  }
 
   readonly visit = (r: LedgerRecordLike): void => {
     if (r.record === 'start') {
       this.starts.set(r.runId, r);
-      if (r.exportId === this.exportId) this.runOf(r.runId);
+      if (r.exportId === this.exportId) {
+        this.runOf(r.runId);
+        const shard = (r.options as { shard?: unknown } | undefined)?.shard;
+        this.shards.add(typeof shard === 'string' ? shard : null);
+      }
       return;
     }
     const run = this.runs.get(r.runId);
@@ -188,7 +211,7 @@ export class AccountBuilder {
     run.exitCode = runExitCode(r as unknown as RunSummary);
     const error = r.error as { code: string; message: string } | undefined;
     run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
-    if (!error && !r.interrupted && r.source === 'pivot-zip') this.readToEnd = true;
+    if (!error && !r.interrupted && r.source === 'pivot-zip') this.readToEnd[this.readToEnd.length - 1] = true;
   }
 
   private outcome(r: LedgerRecordLike, run: RunOfExport): void {
@@ -263,8 +286,13 @@ export class AccountBuilder {
     const rejectedNotKept = rejects.length - rejectedKept;
     const inArchive = this.info.eventsInArchive;
     // Items plugins added are counted as routed or rejected too, so more than the events may be accounted for.
-    const notYetRead = this.readToEnd ? 0 : inArchive === undefined ? undefined : Math.max(0, inArchive - routed - rejects.length);
-    const balanced = pairs.total === pairs.delivered + pairs.skipped + pairs.failed && (inArchive === undefined || rejectedKept + rejectedNotKept + routed + (notYetRead ?? 0) >= inArchive);
+    const readToEnd = this.readToEnd.every(Boolean);
+    // One shard's ledger: the items of other shards are counted, not recorded, so its items equation is checked in the union.
+    const [only] = this.shards.size === 1 ? [...this.shards] : [];
+    const shard = !this.union && typeof only === 'string' ? only : undefined;
+    const notYetRead = readToEnd ? 0 : inArchive === undefined || shard ? undefined : Math.max(0, inArchive - routed - rejects.length);
+    const pairsAddUp = pairs.total === pairs.delivered + pairs.skipped + pairs.failed;
+    const balanced = pairsAddUp && (inArchive === undefined || shard !== undefined || rejectedKept + rejectedNotKept + routed + (notYetRead ?? 0) >= inArchive);
     const runs = [...this.runs.values()];
     return {
       exportId: this.exportId,
@@ -273,6 +301,7 @@ export class AccountBuilder {
       runs,
       items: { ...(inArchive !== undefined ? { inArchive } : {}), rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}) },
       pairs,
+      ...(shard ? { shard } : {}),
       balanced,
       complete: balanced && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0,
       rejectsByReason,
