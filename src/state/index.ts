@@ -113,7 +113,9 @@ export class StateDir {
         }
       }
       const holder = await this.holder();
-      if (holder && holder.host === hostname() && !alive(holder.pid)) {
+      // Our own pid on our own host is a lock left by an earlier life of this host name: a
+      // container re-run (a Kubernetes Indexed Job's pod keeps its host name, and node often is pid 1).
+      if (holder && holder.host === hostname() && (holder.pid === process.pid || !alive(holder.pid))) {
         await unlink(this.lockPath).catch(() => undefined);
         continue;
       }
