@@ -8,6 +8,7 @@ import { generateSample } from '../src/sample/generate.js';
 import type { RunSummary } from '../src/status-log.js';
 import { mailboxHash, parseShard, shardFilter, shardOfMailbox } from '../src/transforms/shard/index.js';
 import { cli, readStatusLog, startCli } from './helpers/cli.js';
+import { AZURITE_BLOB, azuriteMissingMessage, startAzurite } from './helpers/azurite.js';
 import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot } from './helpers/dovecot.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
 import { withServer } from './helpers/sink-conformance.js';
@@ -304,5 +305,63 @@ withServer('Dovecot (sharded IMAP)', DOVECOT_BINARY ? undefined : dovecotMissing
     t.deepEqual(after, ref.pairs, 'the union is still exact');
     for (const r of again) t.true(r.summary.balanced, `shard ${r.shard}/3 balanced after the kill`);
     await checkCombinedStatus(t, dir2, ref.summary);
+  });
+});
+
+withServer('Azurite (sharded import from Blob staging)', AZURITE_BLOB ? undefined : azuriteMissingMessage(), () => {
+  test('Blob staging as the boundary: one host stages the whole export, three shards import it at once: the union is the unsharded run, each batch marked per shard, a second import of each shard reads nothing', async (t) => {
+    t.timeout(300_000);
+    const azurite = await startAzurite();
+    t.teardown(() => azurite.dispose());
+    const env = azurite.env as Record<string, string>;
+    const dir = await tempDir(t);
+    const ex = await makeExport(dir);
+    const ref = await reference(t, dir, ex);
+
+    const staging = 'azblob://pivot-staging/acme?messages=200';
+    const stage = await cli(['run', ex.archive, '--sink', staging, '--domain', 'acme.example', '--quiet', '--max-rejected', '100%', '--rejects', join(dir, 'rejects')], { env });
+    t.is(stage.code, 0, stage.stderr);
+    const refused = await cli(['run', ex.archive, '--sink', staging, '--domain', 'acme.example', '--shard', '1/2', '--rejects', join(dir, 'rejects')], { env });
+    t.is(refused.code, 2);
+    t.regex(refused.log, /stage the whole export from one host.*shard the importers/);
+
+    const out = join(dir, 'mail');
+    const importArgs = (k: number) => ['import', '--from', 'azblob://pivot-staging/acme', '--sink', `maildir:${out}`, '--shard', `${k}/3`, '--state-dir', join(dir, `import-${k}`), '--status-log', join(dir, `import-${k}.jsonl`)];
+    const imports = await Promise.all(SHARDS.map((k) => cli(importArgs(k), { env })));
+    for (const [i, r] of imports.entries()) t.is(r.code, 0, `import shard ${i + 1}/3: ${r.stderr}`);
+    const got = pairs(await readMaildir(out));
+    t.is(new Set(got).size, got.length, 'no (mailbox, item) twice');
+    t.deepEqual(got, ref.pairs, 'the union of the sharded imports is the unsharded run');
+    let delivered = 0;
+    const writers = new Map<string, number>();
+    for (const k of SHARDS) {
+      const { lines, summary } = await readStatusLog(join(dir, `import-${k}.jsonl`));
+      t.true(summary.balanced, `import shard ${k}/3 balanced`);
+      t.is(summary.shard, `${k}/3`);
+      t.is(summary.itemsFromSource, summary.itemsRouted + (summary.itemsForOtherShards ?? 0), `import shard ${k}/3: every staged message is this shard's or another's`);
+      t.true(summary.delivered > 0 && (summary.itemsForOtherShards ?? 0) > 0);
+      t.is(summary.batchesFailed, 0);
+      delivered += summary.delivered;
+      for (const o of lines.filter((l) => l.record === 'outcome')) {
+        const mailbox = String(o.mailbox);
+        t.is(shardOfMailbox(mailbox, 3), k);
+        const before = writers.get(mailbox);
+        t.true(before === undefined || before === k, `${mailbox} written by shards ${before} and ${k}`);
+        writers.set(mailbox, k);
+      }
+    }
+    t.is(delivered, ref.pairs.length);
+    // Each shard marked the batches for itself: a second import of a shard reads none; an unsharded import still sees them all.
+    for (const k of SHARDS) {
+      const again = await cli([...importArgs(k), '--json'], { env });
+      t.is(again.code, 0, again.stderr);
+      const summary = JSON.parse(again.stdout) as RunSummary;
+      t.is(summary.batchesImported, 0, `shard ${k}/3 again: nothing left to import`);
+      t.is(summary.itemsFromSource, 0);
+    }
+    const whole = await cli(['import', '--from', 'azblob://pivot-staging/acme', '--sink', `maildir:${out}`, '--json'], { env });
+    t.is(whole.code, 0, whole.stderr);
+    const wholeSummary = JSON.parse(whole.stdout) as RunSummary;
+    t.deepEqual([wholeSummary.delivered, wholeSummary.skipped], [0, ref.pairs.length], 'an unsharded import finds every message there');
   });
 });
