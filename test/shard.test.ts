@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { simpleParser } from 'mailparser';
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalMailbox } from '../src/formats/address/index.js';
 import { generateSample } from '../src/sample/generate.js';
@@ -99,6 +99,23 @@ test('a state dir stays its shard\'s: another shard, or an unsharded run, is ref
     t.regex(r.log, /belongs to shard 2\/3.*needs its own --state-dir/, other.join(' '));
   }
   t.is((await cli([...base, '--shard', '2/3'])).code, 0, 'the same shard again');
+});
+
+test('the drop folder with --shard: each shard records completion in its own state dir and leaves the archive in place for the others (--keep implied)', async (t) => {
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'inbox');
+  await mkdir(inbox);
+  await generateSample(join(inbox, 'export.zip'), { events: 200, seed: 3 });
+  for (const k of [1, 2]) {
+    const r = await cli(['run', '--inbox', inbox, '--settle', '0', '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--quiet', '--max-rejected', '100%', '--shard', `${k}/2`, '--state-dir', join(dir, `state-${k}`)]);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, /inbox: 1 archive\(s\) handled/);
+    t.deepEqual(await readdir(inbox), ['export.zip'], `still there for the other shard after shard ${k}/2`);
+    t.is((await readdir(join(dir, `state-${k}`, 'completed'))).length, 1, `shard ${k}/2 recorded it completed`);
+  }
+  const again = await cli(['run', '--inbox', inbox, '--settle', '0', '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--quiet', '--shard', '2/2', '--state-dir', join(dir, 'state-2')]);
+  t.regex(again.log, /already completed/);
+  t.deepEqual(await readdir(inbox), ['export.zip']);
 });
 
 // ---------------------------------------------------------------------------------------------
