@@ -124,28 +124,29 @@ async function importCommand(config: ImportConfig): Promise<number> {
 
 async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: string; ledger?: boolean; export?: string; since?: string; sample?: number; 'public-key'?: string; checkpoint: (string | number)[]; insecure: boolean; json?: boolean }): Promise<number> {
   if (argv.sample !== undefined && (!Number.isInteger(argv.sample) || argv.sample < 1)) throw new PivotArchiveError(ErrorCode.USAGE, '--sample must be a whole number of messages, 1 or more');
+  // Several state dirs (one per shard): each ledger checked on its own, in turn; the worst exit code wins.
+  if (argv['state-dir'].length > 1) {
+    let worst = 0;
+    for (const dir of argv['state-dir']) worst = Math.max(worst, await verifyCommand({ ...argv, 'state-dir': [dir] }));
+    return worst;
+  }
   return withLoggerAndSignals({ level: 'warn', json: argv.json ?? false }, async (logger) => {
     const { verify, formatVerify } = await import('./verify.js');
-    // Several state dirs (one per shard): each ledger checked on its own, the worst exit code wins.
-    let exitCode = 0;
-    for (const stateDir of argv['state-dir'].map(String)) {
-      const result = await verify(
-        {
-          stateDir,
-          sink: argv.ledger ? undefined : argv.sink,
-          exportId: argv.export,
-          since: argv.since,
-          sample: argv.sample,
-          publicKey: argv['public-key'],
-          checkpoints: argv.checkpoint.map(String),
-          insecure: argv.insecure,
-        },
-        logger,
-      );
-      process.stdout.write(argv.json ? `${JSON.stringify(result)}\n` : formatVerify(result));
-      exitCode = Math.max(exitCode, result.exitCode);
-    }
-    return exitCode;
+    const result = await verify(
+      {
+        stateDir: String(argv['state-dir'][0]),
+        sink: argv.ledger ? undefined : argv.sink,
+        exportId: argv.export,
+        since: argv.since,
+        sample: argv.sample,
+        publicKey: argv['public-key'],
+        checkpoints: argv.checkpoint.map(String),
+        insecure: argv.insecure,
+      },
+      logger,
+    );
+    process.stdout.write(argv.json ? `${JSON.stringify(result)}\n` : formatVerify(result));
+    return result.exitCode;
   });
 }
 
