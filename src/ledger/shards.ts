@@ -76,7 +76,11 @@ function shardProblems(parts: ShardPart[]): string[] {
       seen.set(k, p.path);
     }
     if (!p.check.chainIntact || p.check.signature === 'failed') problems.push(`the ledger ${p.path} fails its check: ${p.check.problems.join('; ')}`);
-    if (p.shard && !p.account.complete) problems.push(`shard ${p.shard} (${p.path}) is not complete: ${p.account.pairs.failed} failed, ${p.account.items.rejectedNotKept} rejected but not kept${p.account.items.notYetRead === 0 ? '' : ', not read to the end yet'}`);
+    // (An import's ledger knows no archive to have read to its end: only its failures count here.)
+    const unread = p.account.items.inArchive !== undefined && p.account.items.notYetRead !== 0;
+    if (p.shard && (p.account.pairs.failed > 0 || p.account.items.rejectedNotKept > 0 || unread)) {
+      problems.push(`shard ${p.shard} (${p.path}) is not complete: ${p.account.pairs.failed} failed, ${p.account.items.rejectedNotKept} rejected but not kept${unread ? ', not read to the end yet' : ''}`);
+    }
   }
   if (counts.size > 1) problems.push(`the shards disagree on N: ${[...counts].sort((a, b) => a - b).join(', ')} (every shard of one export must be K/N with the same N)`);
   else if (counts.size === 1) {
