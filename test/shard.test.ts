@@ -282,6 +282,15 @@ test('Maildir: shards 1/3, 2/3 and 3/3 at once deliver exactly what one unsharde
   t.deepEqual(after, ref.pairs, 'the union is still exact');
   for (const r of again) t.true(r.summary.balanced, `shard ${r.shard}/3 balanced after the kill`);
   await checkCombinedStatus(t, dir2, ref.summary);
+
+  // A state dir of another N (and of another archive under the same export id) is said, and the union is not complete.
+  const other = join(dir, 'other-n');
+  t.is((await cli(['run', '--sample', '--sink', `maildir:${join(dir, 'other-mail')}`, '--domain', 'acme.example', '--rejects', join(dir, 'other-rejects'), '--quiet', '--max-rejected', '100%', '--shard', '2/4', '--state-dir', other])).code, 0);
+  const mixed = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(dir, `state-${k}`)]), '--state-dir', other, '--export', EXPORT_ID, '--json']);
+  const problems = (JSON.parse(mixed.stdout) as { problems: string[]; account: { complete: boolean } });
+  t.false(problems.account.complete);
+  t.true(problems.problems.some((p) => /the shards disagree on N: 3, 4/.test(p)), problems.problems.join('\n'));
+  t.true(problems.problems.some((p) => /different archives under one export id/.test(p)), problems.problems.join('\n'));
 });
 
 withServer('Dovecot (sharded IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
