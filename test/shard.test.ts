@@ -1,10 +1,12 @@
 import test, { type ExecutionContext } from 'ava';
 import { simpleParser } from 'mailparser';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { canonicalMailbox } from '../src/formats/address/index.js';
 import { generateSample } from '../src/sample/generate.js';
+import { StateDir } from '../src/state/index.js';
 import type { RunSummary } from '../src/status-log.js';
 import { mailboxHash, parseShard, shardFilter, shardOfMailbox } from '../src/transforms/shard/index.js';
 import { cli, readStatusLog, startCli } from './helpers/cli.js';
@@ -116,6 +118,17 @@ test('the drop folder with --shard: each shard records completion in its own sta
   const again = await cli(['run', '--inbox', inbox, '--settle', '0', '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--quiet', '--shard', '2/2', '--state-dir', join(dir, 'state-2')]);
   t.regex(again.log, /already completed/);
   t.deepEqual(await readdir(inbox), ['export.zip']);
+});
+
+test('a lock left under this host name by this very pid is an earlier life\'s (a retried Indexed Job pod keeps its host name; node is often pid 1): taken over', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'lock'), JSON.stringify({ pid: process.pid, host: hostname(), startedAt: '2026-11-23T04:00:00Z' }));
+  const release = await new StateDir(dir).lock();
+  t.is(JSON.parse(await readFile(join(dir, 'lock'), 'utf8')).startedAt === '2026-11-23T04:00:00Z', false, 'the lock is ours now');
+  await release();
+  // Another live pid on this host still holds it.
+  await writeFile(join(dir, 'lock'), JSON.stringify({ pid: process.ppid, host: hostname(), startedAt: '2026-11-23T04:00:00Z' }));
+  await t.throwsAsync(new StateDir(dir).lock(), { message: /another run holds/ });
 });
 
 // ---------------------------------------------------------------------------------------------
