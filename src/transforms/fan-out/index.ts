@@ -14,7 +14,7 @@ export interface FanOutConfig {
   userMap: Map<string, string>;
   /** Receives items that have no target at all; without it they are rejected `unmapped`. */
   defaultMailbox?: string;
-  /** --shard K/N: deliver only to this shard's mailboxes (src/transforms/shard/); every target still counts as one. */
+  /** --shard K/N: deliver only to this shard's mailboxes (src/transforms/shard/); the other targets are left to their shards. */
   shard?: Shard;
 }
 
