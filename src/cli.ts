@@ -13,7 +13,7 @@ import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
 import { StateDir } from './state/index.js';
 import { pathExists } from './fs-util.js';
-import { crontabLine, formatExportStatus, formatStatus } from './state/report.js';
+import { crontabLine, formatExportStatus, formatStatus, statusOfShards } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
 
@@ -28,7 +28,7 @@ const SAMPLE_OPTIONS = {
   'edge-cases': { type: 'boolean', default: true, describe: 'add bad, oversize and hostile items' },
 } as const;
 const STATUS_OPTIONS = {
-  'state-dir': { type: 'string', demandOption: true, describe: 'the state dir given to run or import' },
+  'state-dir': { type: 'string', array: true, demandOption: true, describe: 'the state dir given to run or import (repeatable: each shard\'s, with --export one account of the whole export)' },
   last: { type: 'number', default: 10, describe: 'how many runs, newest first' },
   export: { type: 'string', describe: "one export's account across all its runs (killed, resumed, re-run), from the ledger" },
   'public-key': { type: 'string', describe: 'with --export: verifier key (keygen\'s .pub file or its text) to check the ledger\'s signatures' },
@@ -47,7 +47,7 @@ const REPORT_OPTIONS = {
   checkpoint: { type: 'string', array: true, default: [] as string[], describe: 'a checkpoint note copied off the host earlier (repeatable)' },
 } as const;
 const VERIFY_OPTIONS = {
-  'state-dir': { type: 'string', demandOption: true, describe: 'the state dir whose ledger.jsonl is checked' },
+  'state-dir': { type: 'string', array: true, demandOption: true, describe: 'the state dir whose ledger.jsonl is checked (repeatable: each shard\'s, each checked on its own)' },
   sink: { type: 'string', describe: 'the store to read back, as given to run (maildir:DIR, imap://..., azblob://...); without it only the ledger is checked' },
   ledger: { type: 'boolean', describe: 'check the ledger only (chain, checkpoints, signatures), even when --sink is given' },
   export: { type: 'string', describe: 'only the messages of this export id' },
@@ -128,13 +128,19 @@ function ledgerExitCode(check: { chainIntact: boolean; signature: string }): num
   return check.chainIntact && check.signature !== 'failed' ? ExitCode.OK : ExitCode.LEDGER_BROKEN;
 }
 
-async function verifyCommand(argv: { 'state-dir': string; sink?: string; ledger?: boolean; export?: string; since?: string; sample?: number; 'public-key'?: string; checkpoint: (string | number)[]; insecure: boolean; json?: boolean }): Promise<number> {
+async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: string; ledger?: boolean; export?: string; since?: string; sample?: number; 'public-key'?: string; checkpoint: (string | number)[]; insecure: boolean; json?: boolean }): Promise<number> {
   if (argv.sample !== undefined && (!Number.isInteger(argv.sample) || argv.sample < 1)) throw new PivotArchiveError(ErrorCode.USAGE, '--sample must be a whole number of messages, 1 or more');
+  // Several state dirs (one per shard): each ledger checked on its own, in turn; the worst exit code wins.
+  if (argv['state-dir'].length > 1) {
+    let worst = 0;
+    for (const dir of argv['state-dir']) worst = Math.max(worst, await verifyCommand({ ...argv, 'state-dir': [dir] }));
+    return worst;
+  }
   return withLoggerAndSignals({ level: 'warn', json: argv.json ?? false }, async (logger) => {
     const { verify, formatVerify } = await import('./verify.js');
     const result = await verify(
       {
-        stateDir: argv['state-dir'],
+        stateDir: String(argv['state-dir'][0]),
         sink: argv.ledger ? undefined : argv.sink,
         exportId: argv.export,
         since: argv.since,
@@ -288,7 +294,9 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         y.options(STATUS_OPTIONS),
       async (argv) => {
         if (mode !== 'execute') return;
-        const state = new StateDir(argv['state-dir']);
+        const dirs = argv['state-dir'].map(String);
+        if (dirs.length > 1) return void process.stdout.write(await statusOfShards(dirs, { last: argv.last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false }));
+        const state = new StateDir(dirs[0]!);
         if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, argv.last, argv.json ?? false));
         const { readExportAccount, ledgerTrust } = await import('./ledger/index.js');
         if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir}: is --state-dir the one the runs were given?`);

@@ -10,10 +10,13 @@ export function alarmOf(s: RunSummary, maxRejected: number): string | undefined 
   const handled = s.itemsFromSource + s.itemsAddedByPlugins - s.itemsDoneEarlier;
   if (s.eventsInArchive === 0) return 'the export holds no events: nothing to deliver (is the exporter working?)';
   if (handled <= 0) return undefined;
-  if (s.delivered + s.skipped === 0) return `nothing was delivered: all ${handled} items read were rejected (${mostRejected(s)}check --domain, --user-map and --max-item-size)`;
-  const share = s.rejectedTotal / handled;
+  // A shard whose own mailboxes got nothing while others' did is not alarming; one that saw only rejections is.
+  if (s.delivered + s.skipped === 0 && !s.itemsForOtherShards) return `nothing was delivered: all ${handled} items read were rejected (${mostRejected(s)}check --domain, --user-map and --max-item-size)`;
+  // Every shard reads every item: its share of rejections is the export's, kept by shard 1 or not.
+  const rejected = s.rejectedTotal + (s.rejectedByShard1 ?? 0);
+  const share = rejected / handled;
   if (share > maxRejected) {
-    return `${percent(share)} of the items read (${s.rejectedTotal} of ${handled}) were rejected, over --max-rejected ${percent(maxRejected)} (${mostRejected(s)}check --domain and --user-map)`;
+    return `${percent(share)} of the items read (${rejected} of ${handled}) were rejected, over --max-rejected ${percent(maxRejected)} (${mostRejected(s)}check --domain and --user-map)`;
   }
   return undefined;
 }

@@ -5,6 +5,7 @@ import type { ImportConfig } from './options/index.js';
 import { importMarkerKey, openStagedBatches } from './sources/staged-batches/index.js';
 import { StagedBatchSource } from './sources/staged-batches/source.js';
 import { PluginRegistry } from './transforms/plugins/index.js';
+import { formatShard } from './transforms/shard/index.js';
 
 /**
  * `import --from`: the staged batches not yet imported into the sink go through the chain
@@ -21,7 +22,8 @@ export async function runImport(config: ImportConfig, logger: Logger, options: J
       const staged = openStagedBatches(config.from, options.env);
       logger.info(`importing from ${staged.description}${config.exportId ? ` (export ${config.exportId})` : ''} into ${sink.description}`);
       const source = new StagedBatchSource(staged, {
-        markerKey: importMarkerKey(sink.description),
+        // A shard marks the batches it imported for its part only: every shard reads every batch.
+        markerKey: importMarkerKey(config.shard ? `${sink.description}#shard=${formatShard(config.shard)}` : sink.description),
         sinkDescription: sink.description,
         exportId: config.exportId,
         again: config.again,

@@ -16,6 +16,7 @@ import { parseSigningKey, type SigningKey } from './ledger/note.js';
 import { LedgerWriter } from './ledger/writer.js';
 import { StatusLog, type RunSummary, type StartRecord, type Unstamped } from './status-log.js';
 import { StateDir } from './state/index.js';
+import { formatShard, type Shard } from './transforms/shard/index.js';
 import { TOOL } from './version.js';
 
 /** What a job (a run or an import) is told, by flags or by the config file. */
@@ -30,6 +31,8 @@ export interface JobConfig {
   signingKey?: string;
   /** Count what would be delivered (src/dry-run.ts): no state dir, no status log, the sink created but never opened. */
   dryRun?: boolean;
+  /** --shard K/N: only this shard's mailboxes (src/transforms/shard/); the state dir must be this shard's. */
+  shard?: Shard;
 }
 
 export interface JobOptions {
@@ -112,6 +115,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     if (state) {
       const { runLog, release } = await state.begin(config.keepRuns, options.lockHeld);
       cleanups.push(release);
+      await state.claimShard(config.shard && formatShard(config.shard));
       logs.push(runLog);
     }
     statusLog = await openStatusLog(logs, state !== undefined, runId);
@@ -132,7 +136,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       summary = await runPipeline(opened.source, {
         sink,
         plugins: opened.plugins,
-        fanOut: opened.fanOut,
+        fanOut: { ...opened.fanOut, shard: config.shard },
+        shard: config.shard,
         maxItemSize: config.maxItemSize,
         maxRejected: opened.maxRejected,
         rejects: opened.rejects,
@@ -231,7 +236,7 @@ function startRecord(job: Job, config: JobConfig, sink: string, opened: OpenedJo
     ...input,
     ...opened,
     sink,
-    options: { maxItemSize: config.maxItemSize, ...job.outcomeOptions },
+    options: { maxItemSize: config.maxItemSize, shard: config.shard ? formatShard(config.shard) : null, ...job.outcomeOptions },
     ...(config.signingKey ? { signed: true } : {}),
     ...(tornBytes > 0 ? { ledgerTornBytes: tornBytes } : {}),
   };

@@ -9,6 +9,7 @@ import type { FanOutConfig } from './transforms/fan-out/index.js';
 import { buildStage } from './transforms/mime/stage.js';
 import type { PluginRegistry } from './transforms/plugins/index.js';
 import { pluginStage } from './transforms/plugins/stage.js';
+import { shardStage, type Shard } from './transforms/shard/index.js';
 import { sizeBoundStage, sizeLimitStage } from './transforms/size-filter/index.js';
 import { validateStage } from './transforms/validate/index.js';
 import { inOrder, inTurn } from './pipeline/in-order.js';
@@ -22,6 +23,8 @@ export interface PipelineOptions {
   sink: Sink;
   plugins: PluginRegistry;
   fanOut: FanOutConfig;
+  /** --shard K/N: only this shard's mailboxes are delivered (fan-out), and shard 1 alone keeps rejected items. */
+  shard?: Shard;
   maxItemSize: number;
   /** Share of the items read that may be rejected before the summary raises an alarm. */
   maxRejected: number;
@@ -45,7 +48,7 @@ export interface PipelineOptions {
  */
 export async function runPipeline(source: Source, o: PipelineOptions): Promise<RunSummary> {
   const archive = source.export;
-  const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind, archive?.exportId ?? null);
+  const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind, archive?.exportId ?? null, o.shard);
   const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize);
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
   const error = await finish(async () => {
@@ -59,6 +62,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .through(step('item', archive && buildStage(archive, o.maxItemSize, recorder)))
         .through(step('built', sizeLimitStage(o.maxItemSize)))
         .through(step('built', archive && fanOutStage(o.fanOut, archive.exportId, recorder)))
+        .through(shardStage(o.shard, recorder))
         .through(inOrder(settler.limit, settler.settle))
         .through(inTurn((settled) => source.settled(settled.position, settled.ok))),
     );

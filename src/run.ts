@@ -106,6 +106,10 @@ async function checkRunConfig(config: RunConfig, sink: Sink, cwd: string): Promi
   if (defaultMailbox && !defaultMailbox.ok) {
     throw new PivotArchiveError(ErrorCode.CONFIG, `--default-mailbox ${JSON.stringify(config.defaultMailbox)} is not an email address: ${defaultMailbox.reason}`);
   }
+  // Staging is the boundary between the export host and the importers: it holds the whole export, importers shard.
+  if (config.shard && sink.kind === 'azblob') {
+    throw new PivotArchiveError(ErrorCode.USAGE, '--shard with an azblob:// sink: stage the whole export from one host (run --sink azblob://...), and shard the importers (import --from azblob://... --shard K/N)');
+  }
   // A Maildir sink makes a mailbox for every target: without a domain, other firms' traders get one each.
   if (sink.kind === 'maildir' && config.domains.length === 0 && !config.allDomains) {
     throw new PivotArchiveError(

@@ -120,6 +120,13 @@ export interface Counters {
   /** Rejected items the rejects folder could not keep: recorded `failed` (not-kept); they fail the run. */
   rejectedNotKept: number;
   notes: number;
+  /**
+   * With --shard only (src/transforms/shard/): items read whose mailboxes all belong to other
+   * shards (delivered there, not here); their pairs are not available for import here.
+   */
+  itemsForOtherShards?: number;
+  /** With --shard only, in shards 2..N: items rejected, which shard 1 alone keeps and records. */
+  rejectedByShard1?: number;
 }
 
 /**
@@ -156,7 +163,9 @@ export interface RunSummary extends Counters, RunStamp {
   error?: { code: string; message: string };
   /** Stopped by SIGINT/SIGTERM: items from source counts only the units read before. */
   interrupted: boolean;
-  /** itemsFromSource + itemsAddedByPlugins = itemsDoneEarlier + rejectedTotal + itemsRouted,
+  /** The shard (`K/N`) of a run or import given --shard: its counters are that shard's part. */
+  shard?: string;
+  /** itemsFromSource + itemsAddedByPlugins = itemsDoneEarlier + rejectedTotal (+ rejectedByShard1) + itemsRouted (+ itemsForOtherShards),
    *  itemsAvailableForImport = delivered + skipped + failed, and the source's own counters add up. */
   balanced: boolean;
 }
@@ -212,7 +221,7 @@ export function rejectedTotal(c: Pick<Counters, 'rejected'>): number {
 
 export function isBalanced(c: Counters): boolean {
   return (
-    c.itemsFromSource + c.itemsAddedByPlugins === c.itemsDoneEarlier + rejectedTotal(c) + c.itemsRouted &&
+    c.itemsFromSource + c.itemsAddedByPlugins === c.itemsDoneEarlier + rejectedTotal(c) + (c.rejectedByShard1 ?? 0) + c.itemsRouted + (c.itemsForOtherShards ?? 0) &&
     c.itemsAvailableForImport === c.delivered + c.skipped + c.failed
   );
 }

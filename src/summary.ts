@@ -25,12 +25,16 @@ export function formatSummary(s: RecordedSummary): string {
         ['items routed to mailboxes', s.itemsRouted],
         ['available for import', s.itemsAvailableForImport],
       ];
+  // Sharded (--shard K/N): what the other shards deliver, and the rejections shard 1 keeps, so the counters still add up.
+  if (s.itemsForOtherShards !== undefined) rows.splice(staged ? rows.length : 4, 0, ['items for other shards', s.itemsForOtherShards]);
+  if (s.rejectedByShard1 !== undefined && !staged) rows.splice(4, 0, ['items rejected (kept by shard 1)', s.rejectedByShard1]);
   rows.push(['delivered', s.delivered], ['skipped (already there)', s.skipped], ['failed', s.failed]);
   if (!staged) rows.push(['rejected but not kept (failed)', s.rejectedNotKept], ['notes (e.g. missing attachment)', s.notes]);
   const stopped = s.error
     ? `stopped by an error (${s.error.code}: ${s.error.message}); what was done is recorded, run it again to finish`
     : s.interrupted && `stopped on a signal after the items in flight; ${staged ? 'import' : 'run it'} again to finish`;
-  const title = staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`;
+  const shard = s.shard ? ` (shard ${s.shard})` : '';
+  const title = (staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`) + shard;
   const table = summaryTable(title, rows, s.balanced, stopped);
   return s.alarm ? `${table}\n  ALARM: ${s.alarm}` : table;
 }

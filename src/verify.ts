@@ -9,6 +9,7 @@ import { createStoreReader, type WantedMessage } from './sinks/index.js';
 import { StateDir, isAlive } from './state/index.js';
 import { pathExists } from './fs-util.js';
 import { hostname } from 'node:os';
+import { parseShard, shardFilter } from './transforms/shard/index.js';
 
 export interface VerifyConfig {
   stateDir: string;
@@ -114,9 +115,13 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     if (list) list.push(e);
     else byMailbox.set(e.mailbox, [e]);
   }
+  // A shard's ledger (its state dir is bound to it: STATE/shard) answers for that shard's mailboxes of a shared store only.
+  const shardOwner = await state.shard();
+  const shard = shardOwner === undefined ? undefined : parseShard(shardOwner);
+  const ours = typeof shard === 'object' ? shardFilter(shard) : () => true;
   await reader.open();
   try {
-    const mailboxes = new Set([...byMailbox.keys(), ...(filtered ? [] : await reader.mailboxes())]);
+    const mailboxes = new Set([...byMailbox.keys(), ...(filtered ? [] : (await reader.mailboxes()).filter(ours))]);
     for (const mailbox of [...mailboxes].sort()) {
       const wanted = byMailbox.get(mailbox) ?? [];
       const found = await reader.mailbox(mailbox, wanted, { sample: filtered });

@@ -31,6 +31,7 @@ const SAMPLES: Record<OptionType, { written: unknown; flag: unknown; parsed: unk
   seconds: { written: 5, flag: '5', parsed: 5, bad: -1 },
   count: { written: 3, flag: '3', parsed: 3, bad: 1.5 },
   choice: { written: 'debug', flag: 'debug', parsed: 'debug', bad: 'loud' },
+  shard: { written: '2/3', flag: '2/3', parsed: { index: 2, count: 3 }, bad: '4/3' },
 };
 
 const COMMANDS: Command[] = ['run', 'import'];
@@ -46,11 +47,11 @@ test('RunConfig and ImportConfig keep the fields run() and runImport() read, and
   const runFields: Record<keyof RunConfig, true> = {
     archive: true, sample: true, sink: true, statusLog: true, plugins: true, maxItemSize: true, maxEventSize: true, maxRejected: true, rejects: true,
     domains: true, allDomains: true, userMap: true, defaultMailbox: true, logLevel: true, json: true, insecure: true, stateDir: true, keepRuns: true,
-    logFile: true, inbox: true, keep: true, settleSeconds: true, quiet: true, signingKey: true, dryRun: true,
+    logFile: true, inbox: true, keep: true, settleSeconds: true, quiet: true, signingKey: true, dryRun: true, shard: true,
   };
   const importFields: Record<keyof ImportConfig, true> = {
     from: true, sink: true, exportId: true, again: true, statusLog: true, maxItemSize: true, insecure: true, stateDir: true, keepRuns: true,
-    logLevel: true, json: true, logFile: true, signingKey: true,
+    logLevel: true, json: true, logFile: true, signingKey: true, shard: true,
   };
   // runImport() takes the options' ImportConfig as it is.
   const options: ImportConfig = { from: 'azblob://c', sink: 'maildir:m', again: false, maxItemSize: 1, insecure: false, keepRuns: 0, logLevel: 'info', json: false };

@@ -89,6 +89,13 @@ export interface ExportAccount {
   /** The export's records after the ledger's last checkpoint: no signature covers them yet. */
   unsealed: number;
   pairs: { total: number; delivered: number; skipped: number; failed: number };
+  /**
+   * The shard (`K/N`) the export's runs in this ledger delivered (--shard): the account is that
+   * shard's part. Its pairs add up on their own; the items equation only across all N shards
+   * (items for other shards are not recorded item by item), so `balanced` is then the pairs'.
+   * Absent for an unsharded ledger, and for the union of every shard (`unionAccount`).
+   */
+  shard?: string;
   /** Whether the items and the pairs add up (notYetRead 0 and nothing failed is `complete`). */
   balanced: boolean;
   complete: boolean;
@@ -142,22 +149,41 @@ export class AccountBuilder {
   private readonly hours = new Map<string, { delivered: number; rejected: number; failed: number }>();
   private readonly sentAtOf = new Map<string, string>();
   private info: Partial<Pick<ExportAccount, 'tenant' | 'archive' | 'size' | 'eventsInArchive'>> = {};
-  /** The sha256 of each archive some run read to its end, and the latest archive's. */
-  private readonly readToEnd = new Set<string>();
+  /** Per ledger read (one, or each shard's for a union): the sha256 of each archive a run of the export read to its end. */
+  private readonly readToEnd: Set<string>[] = [new Set()];
+  /** The latest archive's sha256 (a corrected archive may come under the same export id). */
   private latestSha256: string | undefined;
   /** Plugins' added items, as the latest complete run of the latest archive counted them. */
   private addedByPlugins = 0;
-  /** The export's records after the last checkpoint: no signature covers them yet. */
+  /** The export's records after the last checkpoint (of each ledger read): no signature covers them yet. */
   private unsealed = 0;
+  private unsealedInEarlierLedgers = 0;
+  /** The shards (`K/N`, or null unsharded) the export's runs were started with. */
+  readonly shards = new Set<string | null>();
 
-  constructor(readonly exportId: string) {}
+  /** `union`: the records of every shard's ledger are fed in turn (`nextLedger` between): one account of the whole export. */
+  constructor(
+    readonly exportId: string,
+    private readonly union = false,
+  ) {}
+
+  /** Union of shards: the records that follow are another shard's ledger. */
+  nextLedger(): void {
+    this.readToEnd.push(new Set());
+    this.unsealedInEarlierLedgers += this.unsealed;
+    this.unsealed = 0;
+  }
 
   readonly visit = (r: LedgerRecordLike): void => {
     if (r.record === 'checkpoint') this.unsealed = 0;
     if (r.exportId === this.exportId && r.record !== 'start') this.unsealed++;
     if (r.record === 'start') {
       this.starts.set(r.runId, r);
-      if (r.exportId === this.exportId) this.runOf(r.runId);
+      if (r.exportId === this.exportId) {
+        this.runOf(r.runId);
+        const shard = (r.options as { shard?: unknown } | undefined)?.shard;
+        this.shards.add(typeof shard === 'string' ? shard : null);
+      }
       return;
     }
     const run = this.runs.get(r.runId);
@@ -200,7 +226,7 @@ export class AccountBuilder {
     const error = r.error as { code: string; message: string } | undefined;
     run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
     if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
-      this.readToEnd.add(r.sha256);
+      this.readToEnd.at(-1)!.add(r.sha256);
       if (r.sha256 === this.latestSha256) this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
     }
   }
@@ -277,11 +303,16 @@ export class AccountBuilder {
     const rejectedKept = rejects.filter((x) => x.kept).length;
     const rejectedNotKept = rejects.length - rejectedKept;
     const inArchive = this.info.eventsInArchive;
-    const latestRead = this.latestSha256 !== undefined && this.readToEnd.has(this.latestSha256);
+    // Runs of different archives under one export id: read to its end means the latest archive, by every ledger read.
+    const latestRead = this.latestSha256 !== undefined && this.readToEnd.every((read) => read.has(this.latestSha256!));
+    // One shard's ledger: the items of other shards are counted, not recorded, so its items equation is checked in the union.
+    const [only] = this.shards.size === 1 ? [...this.shards] : [];
+    const shard = !this.union && typeof only === 'string' ? only : undefined;
     const accounted = rejects.length + routed;
-    const notYetRead = latestRead ? 0 : inArchive === undefined ? undefined : Math.max(0, inArchive + this.addedByPlugins - accounted);
-    const itemsAddUp = inArchive === undefined || inArchive + this.addedByPlugins === accounted + (notYetRead ?? 0);
-    const balanced = pairs.total === pairs.delivered + pairs.skipped + pairs.failed && itemsAddUp;
+    const notYetRead = latestRead ? 0 : inArchive === undefined || shard ? undefined : Math.max(0, inArchive + this.addedByPlugins - accounted);
+    const pairsAddUp = pairs.total === pairs.delivered + pairs.skipped + pairs.failed;
+    const itemsAddUp = inArchive === undefined || shard !== undefined || inArchive + this.addedByPlugins === accounted + (notYetRead ?? 0);
+    const balanced = pairsAddUp && itemsAddUp;
     const runs = [...this.runs.values()];
     return {
       exportId: this.exportId,
@@ -289,8 +320,9 @@ export class AccountBuilder {
       sha256s: [...this.sha256s],
       runs,
       items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}) },
-      unsealed: this.unsealed,
+      unsealed: this.unsealedInEarlierLedgers + this.unsealed,
       pairs,
+      ...(shard ? { shard } : {}),
       balanced,
       // Runs of different archives under one export id: complete only as the latest archive read to its end.
       complete: balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0,

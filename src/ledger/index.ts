@@ -81,3 +81,5 @@ export async function exportIds(path: string): Promise<string[]> {
 }
 
 export type { LedgerLine };
+
+export { unionAccount, type ShardedAccount, type ShardPart } from './shards.js';

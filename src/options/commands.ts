@@ -59,8 +59,17 @@ export const OPTIONS = [
     describe: "Ed25519 key file (see keygen) that signs each run's checkpoint in the --state-dir ledger",
   },
   { key: 'keepRuns', flag: 'keep-runs', type: 'count', default: 0, commands: ['run', 'import'], describe: 'runs kept under --state-dir, the oldest removed first (0: for ever)' },
+  {
+    key: 'shard',
+    flag: 'shard',
+    type: 'shard',
+    env: 'PIVOT_ARCHIVE_SHARD',
+    commands: ['run', 'import'],
+    describe:
+      "K/N: deliver only the mailboxes whose hash falls in shard K of N (1/N..N/N), so N hosts or pods together deliver everything once; each shard needs its own --state-dir; shard 1 alone keeps rejected items (Kubernetes' 0-based JOB_COMPLETION_INDEX is shard INDEX+1)",
+  },
   { key: 'inbox', flag: 'inbox', type: 'string', commands: ['run'], describe: 'drop folder: every settled .zip not completed yet, oldest first (needs --state-dir)' },
-  { key: 'keep', flag: 'keep', type: 'boolean', default: false, commands: ['run'], describe: 'with --inbox: leave completed archives in place (else they move to done/)' },
+  { key: 'keep', flag: 'keep', type: 'boolean', default: false, commands: ['run'], describe: 'with --inbox: leave completed archives in place (else they move to done/; always with --shard: the other shards still read them)' },
   { key: 'settleSeconds', flag: 'settle', type: 'seconds', default: 60, commands: ['run'], describe: 'with --inbox: seconds an archive must be unmodified before it is read' },
   {
     key: 'maxItemSize',

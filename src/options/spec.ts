@@ -1,10 +1,11 @@
 import { ErrorCode, PivotArchiveError } from '../errors.js';
+import { parseShard, type Shard } from '../transforms/shard/index.js';
 
 /** The commands whose options are declared in the table (and can come from the config file). */
 export type Command = 'run' | 'import';
 
 /** What a value is; it decides the parser, the TypeScript type and how yargs reads the flag. */
-export type OptionType = 'string' | 'boolean' | 'strings' | 'size' | 'share' | 'seconds' | 'count' | 'choice';
+export type OptionType = 'string' | 'boolean' | 'strings' | 'size' | 'share' | 'seconds' | 'count' | 'choice' | 'shard';
 
 /** A value as the user can write it: on the command line, in the config file, or as a default. */
 export type Written = string | number | boolean | readonly string[];
@@ -100,6 +101,11 @@ export function parseValue(spec: OptionSpec, value: unknown, origin: Origin): un
     case 'choice':
       if (typeof value !== 'string' || !spec.choices!.includes(value)) throw invalid(origin, `${JSON.stringify(value)} is not one of ${spec.choices!.join(', ')}`);
       return value;
+    case 'shard': {
+      const shard = parseShard(value);
+      if (typeof shard === 'string') throw invalid(origin, shard);
+      return shard;
+    }
   }
 }
 
@@ -113,6 +119,7 @@ export interface ValueTypes {
   seconds: number;
   count: number;
   choice: string;
+  shard: Shard;
 }
 
 /** Edit distance, for "did you mean": an insertion, deletion, substitution or swap of neighbours costs 1. */

@@ -2,6 +2,7 @@ import { errorCodeOf, errorMessage, type FailReasonValue, type NoteReasonValue, 
 import { alarmOf } from '../exit-policy.js';
 import type { Logger } from '../logger.js';
 import type { Source } from '../sources/source.js';
+import { REJECTS_SHARD, formatShard, type Shard } from '../transforms/shard/index.js';
 import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary, type Unstamped } from '../status-log.js';
 
 /** How far a run is, for the progress line. */
@@ -38,7 +39,15 @@ export class Recorder {
     private readonly sinkKind: string,
     /** The export the source reads: notes and outcomes name it. */
     private readonly exportId: string | null,
-  ) {}
+    /** The run's shard, when sharded: its counters are that shard's part (the shard counters start at 0). */
+    shard?: Shard,
+  ) {
+    this.shard = shard && formatShard(shard);
+    if (shard) this.counters.itemsForOtherShards = 0;
+    if (shard && shard.index !== REJECTS_SHARD) this.counters.rejectedByShard1 = 0;
+  }
+
+  private readonly shard: string | undefined;
 
   /** A unit came from the source; one it hands over already built is routed to its one mailbox. */
   read(kind: string): void {
@@ -55,6 +64,23 @@ export class Recorder {
   routed(copies: number): void {
     this.counters.itemsRouted++;
     this.counters.itemsAvailableForImport += copies;
+  }
+
+  /** Sharded (--shard): fan-out found targets, all of them another shard's. */
+  forOtherShards(): void {
+    this.counters.itemsForOtherShards = (this.counters.itemsForOtherShards ?? 0) + 1;
+  }
+
+  /** Sharded: a unit read already routed to its one mailbox (a staged message) is another shard's. */
+  readForOtherShard(): void {
+    this.counters.itemsRouted--;
+    this.counters.itemsAvailableForImport--;
+    this.forOtherShards();
+  }
+
+  /** Sharded, in shards 2..N: a rejected item, kept and recorded by shard 1 alone. */
+  rejectedByShard1(): void {
+    this.counters.rejectedByShard1 = (this.counters.rejectedByShard1 ?? 0) + 1;
   }
 
   /** Something recorded about the input while the item goes on (or about the input as a whole). */
@@ -122,6 +148,7 @@ export class Recorder {
       source: source.kind,
       ...fields.identity,
       sink: sinkDescription,
+      ...(this.shard ? { shard: this.shard } : {}),
       startedAt: this.startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       ...this.counters,

@@ -36,7 +36,8 @@ export class Settler {
   }
 
   readonly settle = async (unit: Unit): Promise<Settled> => {
-    const ok = unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unsettleable(unit);
+    const ok =
+      unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
     return { position: unit.position, ok };
   };
 

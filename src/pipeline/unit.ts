@@ -14,7 +14,9 @@ export type Unit =
   | { kind: 'delivery'; position: EventPosition; delivery: Delivery }
   | { kind: 'rejected'; position: EventPosition; rejection: Rejection }
   /** Read from the source but unusable as it stands (a staged message that fails its check). */
-  | { kind: 'failed'; position: EventPosition; exportId?: string; itemId: string; conversationId: string; mailbox: string; reason: FailReasonValue; detail: string };
+  | { kind: 'failed'; position: EventPosition; exportId?: string; itemId: string; conversationId: string; mailbox: string; reason: FailReasonValue; detail: string }
+  /** Another shard's to deliver or keep (--shard, src/transforms/shard/): settled at once, counted, recorded nowhere. */
+  | { kind: 'elsewhere'; position: EventPosition };
 
 export type UnitOf<K extends Unit['kind']> = Extract<Unit, { kind: K }>;
 

@@ -233,8 +233,9 @@ function countersSection(out: string[], a: ExportAccount): void {
   const itemsTotal = i.inArchive === undefined ? undefined : i.inArchive + i.addedByPlugins;
   const p = a.pairs;
   const pairsSum = p.delivered + p.skipped + p.failed;
-  const itemsCheck =
-    i.inArchive === undefined
+  const itemsCheck = a.shard
+    ? `<p class="check" data-k="items.check">Shard ${escapeHtml(a.shard)}'s ledger: the items delivered by the other shards are counted there, not recorded here, so the items add up only across all shards (<code>status --state-dir</code> of each shard <code>--export ${escapeHtml(a.exportId)}</code>). ${a.items.notYetRead === 0 ? 'This shard read the archive to its end.' : 'This shard has NOT read the archive to its end yet.'}</p>`
+    : i.inArchive === undefined
       ? `<p class="check bad" data-k="items.check">The archive's item count is not known (no run read it to the end): ${num(itemsSum)} items are accounted for so far.</p>`
       : itemsTotal === itemsSum
         ? `<p class="check good" data-k="items.check">✓ Adds up: ${num(i.rejectedKept)} + ${num(i.rejectedNotKept)} + ${num(i.routed)} + ${num(i.notYetRead ?? 0)} = ${num(itemsSum)}.</p>`

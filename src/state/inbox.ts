@@ -53,6 +53,10 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
   const inbox = resolve(cwd, config.inbox!);
   const state = new StateDir(resolve(cwd, config.stateDir!));
   const dry = config.dryRun;
+  // Every shard reads every archive of the drop folder, each recording completion in its own
+  // state dir: none may move an archive the others still need, so --shard implies --keep (remove
+  // an archive once every shard's state dir has it under completed/; README "Scaling past one machine").
+  const keep = config.keep || config.shard !== undefined;
   const release = dry ? async () => undefined : await state.lock();
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
   try {
@@ -85,7 +89,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       const record = join(state.dir, 'completed', `${digest}.json`);
       if (await pathExists(record)) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
-        if (!config.keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name);
+        if (!keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name);
         result.results.push({ archive: name, outcome: 'already-completed' });
         continue;
       }
@@ -95,7 +99,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
           if (!dry) {
             await mkdir(join(state.dir, 'completed'), { recursive: true });
             await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
-            if (!config.keep) await moveSafely(logger, path, join(inbox, 'done'), name);
+            if (!keep) await moveSafely(logger, path, join(inbox, 'done'), name);
           }
           result.results.push({ archive: name, outcome: 'completed', run: done });
         } else {

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { mkdir, open, readFile, readdir, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import type { FailureRecord } from '../status-log.js';
@@ -33,6 +33,34 @@ export class StateDir {
   /** The last run's checkpoint note, replaced whole each run: the file to copy off the host. */
   get checkpointNotePath(): string {
     return join(this.dir, 'checkpoint.note');
+  }
+
+  /** Which shard's state this is (`K/N`), written by its first sharded run (see `claimShard`). */
+  get shardPath(): string {
+    return join(this.dir, 'shard');
+  }
+
+  /** The shard (`K/N`) this state dir belongs to, or undefined for an unsharded one. */
+  async shard(): Promise<string | undefined> {
+    return (await readFile(this.shardPath, 'utf8').catch(() => '')).trim() || undefined;
+  }
+
+  /**
+   * Binds the state dir to one shard, under the lock: its checkpoints mean "every mailbox of
+   * shard K settled up to here", which another shard (or an unsharded run) must never resume
+   * from. A state dir already used by unsharded runs may become a shard's (those checkpoints
+   * cover every mailbox, this shard's too); once a shard's, it stays that shard's.
+   */
+  async claimShard(shard: string | undefined): Promise<void> {
+    const owner = await this.shard();
+    if (owner === shard) return;
+    if (owner !== undefined) {
+      const what = shard === undefined ? 'an unsharded run' : `shard ${shard}`;
+      throw new PivotArchiveError(ErrorCode.CONFIG, `state dir ${this.dir} belongs to shard ${owner} (see ${this.shardPath}); ${what} needs its own --state-dir: each shard has its own state dir, ledger and checkpoints`);
+    }
+    if (shard === undefined) return;
+    await writeFile(`${this.shardPath}.tmp`, `${shard}\n`);
+    await rename(`${this.shardPath}.tmp`, this.shardPath);
   }
 
   /**
@@ -85,7 +113,9 @@ export class StateDir {
         }
       }
       const holder = await this.holder();
-      if (holder && holder.host === hostname() && !isAlive(holder.pid)) {
+      // Our own pid on our own host is a lock left by an earlier life of this host name: a
+      // container re-run (a Kubernetes Indexed Job's pod keeps its host name, and node often is pid 1).
+      if (holder && holder.host === hostname() && (holder.pid === process.pid || !isAlive(holder.pid))) {
         await unlink(this.lockPath).catch(() => undefined);
         continue;
       }

@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
-import type { ExportAccount, LedgerCheck } from '../ledger/index.js';
+import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
 import { formatSummary } from '../summary.js';
-import type { RecordedRun, StateDir } from './index.js';
+import { StateDir, type RecordedRun } from './index.js';
 
 /** The failed items a status shows of one run; the log has them all. */
 const FAILED_SHOWN = 10;
@@ -47,11 +47,13 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
   const p = a.pairs;
   const rejects = Object.entries(a.rejectsByReason).sort(([x], [y]) => (x < y ? -1 : 1)).map(([r, n]) => `${r} ${n}`).join(', ');
   const lines = [
-    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}: ${a.complete ? 'COMPLETE' : 'INCOMPLETE'}`,
+    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}${a.shard ? `, shard ${a.shard}` : ''}: ${a.complete ? 'COMPLETE' : 'INCOMPLETE'}`,
     `  archive ${a.archive ?? '(unknown)'}${a.sha256s.length ? `, sha256 ${a.sha256s.join(' / ')}` : ''}${a.sha256s.length > 1 ? '  (DIFFERENT ARCHIVES under one export id)' : ''}`,
     `  runs ${a.runs.length}:`,
     ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(killed)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
-    `  items: in archive ${i.inArchive ?? '?'}${i.addedByPlugins ? ` + added by plugins ${i.addedByPlugins}` : ''} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}`,
+    a.shard
+      ? `  items (shard ${a.shard}'s part): rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed here ${i.routed}, of ${i.inArchive ?? '?'} in the archive; ${i.notYetRead === 0 ? 'read to the end' : 'NOT read to the end yet'} (the items add up across all shards: status --state-dir of each --export)`
+      : `  items: in archive ${i.inArchive ?? '?'}${i.addedByPlugins ? ` + added by plugins ${i.addedByPlugins}` : ''} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}`,
     `  (mailbox, item) pairs: ${p.total} = delivered ${p.delivered} + already there ${p.skipped} + failed ${p.failed}`,
     `  counters add up ${a.balanced ? 'yes' : 'NO'}${rejects ? `; rejected by reason: ${rejects}` : ''}`,
     `  mailboxes ${a.mailboxes.length}:`,
@@ -63,6 +65,31 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
     ...ledger.problems.map((x) => `  ledger problem: ${x}`),
   ];
   return lines.join('\n') + '\n';
+}
+
+/** `status` of several state dirs (one per shard): each one's runs in turn, or with `exportId` one account of the whole export. */
+export async function statusOfShards(dirs: string[], o: { last: number; exportId?: string; publicKey?: string; json: boolean }): Promise<string> {
+  const states = dirs.map((d) => new StateDir(d));
+  if (o.exportId === undefined) return (await Promise.all(states.map(async (s) => `${o.json ? '' : `== ${s.dir} (shard ${(await s.shard()) ?? 'none'})\n`}${await formatStatus(s, o.last, o.json)}`))).join(o.json ? '' : '\n');
+  const { ledgerTrust, unionAccount } = await import('../ledger/index.js');
+  const ledgers = await Promise.all(states.map(async (s) => ({ path: s.ledgerPath, trust: await ledgerTrust(o.publicKey, [], s.checkpointNotePath) })));
+  const sharded = await unionAccount(ledgers, o.exportId);
+  if (sharded.parts.every((p) => p.account.runs.length === 0)) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger of ${dirs.join(', ')} records a run of export ${JSON.stringify(o.exportId)}`);
+  return o.json ? `${JSON.stringify({ account: sharded.account, problems: sharded.problems, shards: sharded.parts.map((p) => ({ path: p.path, shard: p.shard, account: p.account, ledger: p.check })) })}\n` : formatShardedStatus(sharded);
+}
+
+/**
+ * What `status --export` prints for several state dirs (one per shard): each shard's ledger and
+ * part in a line, then the whole export's account from their union, and what keeps it from being whole.
+ */
+export function formatShardedStatus(s: ShardedAccount): string {
+  const shards = s.parts.map(
+    (p) => `  shard ${p.shard ?? '(none)'}: ${p.path}: ${p.account.complete ? 'complete' : 'INCOMPLETE'}; routed ${p.account.items.routed}, pairs ${p.account.pairs.total} (delivered ${p.account.pairs.delivered}, already there ${p.account.pairs.skipped}, failed ${p.account.pairs.failed}); ledger ${p.check.chainIntact ? 'intact' : 'BROKEN'}, signature ${p.check.signature}`,
+  );
+  const head = [`${s.parts.length} shard state dir(s) of export ${s.account.exportId}, combined:`, ...shards, ...s.problems.map((x) => `  PROBLEM: ${x}`)];
+  // The union's own ledger line would name one ledger; each shard's is listed above.
+  const body = formatExportStatus(s.account, { ...s.parts[0]!.check, path: '(one per shard, above)' }).split('\n').filter((l) => !l.startsWith('  ledger '));
+  return `${head.join('\n')}\n${body.join('\n')}`;
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/pivot-archive.js', import.meta.url));

@@ -47,8 +47,8 @@ export function cli(args: string[], options: { cwd?: string; stdin?: Buffer; env
 }
 
 /** Starts the command line without waiting: for tests that signal or race it. */
-export function startCli(args: string[]): { child: ChildProcess; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: 'ignore' });
+export function startCli(args: string[], options: { env?: Record<string, string> } = {}): { child: ChildProcess; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: 'ignore', env: { ...process.env, ...options.env } });
   return { child, exited: new Promise((resolve) => child.on('exit', resolve)) };
 }
 

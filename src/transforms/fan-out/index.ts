@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { User } from '../../model.js';
 import { canonicalDomain, canonicalMailbox, checkAddress, checkDomain } from '../../formats/address/index.js';
+import type { Shard } from '../shard/index.js';
 
 export interface FanOutConfig {
   /** Only mailboxes in these domains are targets (empty: any domain). Any form: `parseDomain` makes the A-label one. */
@@ -13,6 +14,8 @@ export interface FanOutConfig {
   userMap: Map<string, string>;
   /** Receives items that have no target at all; without it they are rejected `unmapped`. */
   defaultMailbox?: string;
+  /** --shard K/N: deliver only to this shard's mailboxes (src/transforms/shard/); the other targets are left to their shards. */
+  shard?: Shard;
 }
 
 // The domains of a config, as A-labels: made once per array, not once per item.
