@@ -16,6 +16,12 @@ export const imapOptions = {
   masterSeparator: text({ default: '*', form: '*', help: 'between mailbox and admin in a master-user login' }),
   pool: integer({ default: 4, min: 1, max: 64, help: 'connections at most' }),
   batch: integer({ default: 50, min: 1, max: 1000, help: 'messages appended to one mailbox per batch' }),
+  window: integer({
+    default: 10_000,
+    min: 1,
+    max: 1_000_000,
+    help: 'deliveries held at once (maxInFlight): the more, the more each mailbox login carries',
+  }),
   retries: integer({ default: 5, min: 0, max: 100, help: 'attempts after the first for a batch whose connection fails' }),
   retryDelay: integer({ default: 500, min: 0, max: 600_000, unit: 'ms', help: 'first retry delay, doubling each attempt' }),
   passwordEnv: text({ default: 'PIVOT_IMAP_PASSWORD', form: 'NAME', help: "the environment variable holding the admin's password" }),
