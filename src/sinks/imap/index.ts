@@ -609,7 +609,10 @@ export class ImapSink extends LifecycleSink implements Sink {
       this.presence.delete(session.mailbox);
       this.presence.set(session.mailbox, known);
     }
-    // A folder that stayed selected may have had messages appended since: imapflow's UIDNEXT is the SELECT's.
+    // A folder that stayed selected may have had messages appended since (imapflow's UIDNEXT is the
+    // SELECT's): a NOOP first, as a server answers SEARCH from the session's view, which it
+    // brings up to date (new EXISTS) between commands, not before a SEARCH.
+    if (selected) await client.noop();
     if (selected || Number(box.uidNext) !== known.next) await this.catchUp(client, known);
     if (!known.complete) {
       const days = [...new Set(deliveries.map((d) => Math.floor(d.internalDate / DAY)))].filter((day) => !known.days.has(day)).sort((a, b) => a - b);
