@@ -5,7 +5,8 @@
 // empty mailboxes, a re-run of the same archive (everything present), and a resume: a first run
 // into a new server stopped halfway through (the items in flight fail), the server started again
 // on the same mail, then the archive run again.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -49,12 +50,18 @@ async function archiveOf(size: number, users?: number): Promise<{ archive: strin
   return { archive, archiveMB: (await stat(archive)).size / 1024 / 1024 };
 }
 
-/** A stage run in the background (the IMAP resume row stops the server under it). */
+/**
+ * A stage run in the background (the IMAP resume row stops the server under it): its one error
+ * line per failed item is dropped, its summary line kept.
+ */
 function startStage(stage: string, archive: string, out: string, env: Record<string, string>): Promise<void> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--optimize-for-size', stageScript, stage, archive, out], { env: { ...process.env, ...env }, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
-      process.stderr.write(stderr);
-      if (err) process.stderr.write(`  (the interrupted run ended: ${err.message.split('\n')[0]})\n`);
+    const child = spawn(process.execPath, ['--optimize-for-size', stageScript, stage, archive, out], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      if (line.startsWith('  imap:')) process.stderr.write(`${line}\n`);
+    });
+    child.on('close', (code) => {
+      process.stderr.write(`  (the interrupted run ended with exit code ${code})\n`);
       resolve();
     });
   });

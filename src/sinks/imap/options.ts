@@ -14,7 +14,7 @@ export const imapOptions = {
   tls: choice({ choices: ['implicit', 'starttls', 'none'], default: 'implicit', help: 'none only to loopback, or with --insecure' }),
   auth: choice({ choices: ['master', 'authzid'], default: 'master', help: 'how the admin reaches a mailbox: Dovecot master user, or SASL PLAIN with an authzid' }),
   masterSeparator: text({ default: '*', form: '*', help: 'between mailbox and admin in a master-user login' }),
-  pool: integer({ default: 4, min: 1, max: 64, help: 'connections at most' }),
+  pool: integer({ default: 8, min: 1, max: 64, help: 'connections at most' }),
   batch: integer({ default: 50, min: 1, max: 1000, help: 'messages appended to one mailbox per batch' }),
   window: integer({
     default: 10_000,
