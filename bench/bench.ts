@@ -3,7 +3,7 @@
 // The IMAP rows deliver into a throwaway local Dovecot, the staging row into a local Azurite (in
 // memory), both started as the tests start them, on smaller archives. IMAP: a first run into
 // empty mailboxes, a re-run of the same archive (everything present), and a resume: a first run
-// into a new server killed halfway through (the items in flight fail), the server started again
+// into a new server stopped halfway through (the items in flight fail), the server started again
 // on the same mail, then the archive run again.
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -113,11 +113,14 @@ if (imapEvents > 0) {
   }
   const restarted = await startDovecot(users);
   try {
-    process.stderr.write(`${imapEvents} events: imap run stopped halfway: the server killed ...\n`);
+    process.stderr.write(`${imapEvents} events: imap run stopped halfway: the server stopped ...\n`);
     // retries=0: the items in flight when the server goes fail at once, and that run ends.
     const interrupted = startStage('imap', archive, '', { PIVOT_BENCH_SINK: specOf(restarted.port, '&retries=0'), PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD });
     await new Promise((resolve) => setTimeout(resolve, (firstSeconds * 1000) / 2));
-    await restarted.kill();
+    // A graceful stop (what a restart does): after a kill (SIGKILL) Dovecot 2.3 met a stale lock
+    // of a mailbox's index on restart and held that mailbox for 166 s (2026-11-28), which
+    // measures Dovecot's recovery, not the sink. The outage tests kill it (test/e2e-imap.test.ts).
+    await restarted.stop();
     await interrupted;
     await restarted.start();
     imapRow('imap resume after server restart', restarted.port);
