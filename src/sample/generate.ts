@@ -17,6 +17,12 @@ export interface SampleOptions {
   level?: number;
   tenant?: string;
   day?: string;
+  /**
+   * How many users (mailboxes) the export has. Default: one per 500 events, 6 to 2,000. A bank's
+   * day has 2,000+ mailboxes whatever its size: `users: 2000` gives that shape to a small archive
+   * (1.5 conversations per user, so few events per conversation and mailbox).
+   */
+  users?: number;
 }
 
 export interface SampleInfo {
@@ -70,7 +76,7 @@ export async function generateSample(path: string, options: SampleOptions): Prom
   const fileCount = Math.max(1, options.messageFiles ?? Math.min(8, Math.ceil(options.events / 50_000)));
   const edgeCases = options.edgeCases ?? true;
 
-  const userCount = Math.max(6, Math.min(2000, Math.ceil(options.events / 500)));
+  const userCount = options.users !== undefined ? Math.max(2, options.users) : Math.max(6, Math.min(2000, Math.ceil(options.events / 500)));
   const users: User[] = [];
   for (let i = 0; i < userCount; i++) {
     const external = i % 7 === 6;

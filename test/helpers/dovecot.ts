@@ -2,7 +2,7 @@
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +49,12 @@ export interface Dovecot {
   mailRoot: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * The server gone at once, as a crash or a power cut: the master and every process it started
+   * (logins, sessions) killed with SIGKILL. `start()` brings it back on the same mail. A graceful
+   * `stop()` lets sessions already logged in go on working for seconds while it waits for them.
+   */
+  kill(): Promise<void>;
 }
 
 function greets(port: number): Promise<boolean> {
@@ -169,6 +175,27 @@ service stats {
     async start() {
       await runDetached(['-c', conf], join(dir, 'log', 'start.err'));
       await waitFor(() => greets(dovecot.port), 'Dovecot greets');
+    },
+    async kill() {
+      const pid = Number(await readFile(join(dir, 'run', 'master.pid'), 'utf8').catch(() => '0'));
+      if (!(pid > 0)) return;
+      const children: number[] = [];
+      for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+        if (!/^\d+$/.test(entry)) continue;
+        const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+        // pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis.
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        if (ppid === pid) children.push(Number(entry));
+      }
+      for (const child of [pid, ...children]) {
+        try {
+          process.kill(child, 'SIGKILL');
+        } catch {
+          // Gone already.
+        }
+      }
+      await waitFor(async () => !(await greets(dovecot.port)) && !alive(pid) && children.every((c) => !alive(c)), 'Dovecot is killed');
+      await rm(join(dir, 'run', 'master.pid'), { force: true });
     },
     async stop() {
       const pid = Number(await readFile(join(dir, 'run', 'master.pid'), 'utf8').catch(() => '0'));

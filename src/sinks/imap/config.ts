@@ -23,6 +23,11 @@ export interface ImapSinkConfig {
   pool: number;
   /** Messages appended to one mailbox per batch (one login, one duplicate search). */
   batch: number;
+  /**
+   * Deliveries the sink holds at once (its `maxInFlight`): each mailbox's queue grows while the
+   * sessions serve others, so one login appends (or skips) more.
+   */
+  window: number;
   /** Attempts after the first for a batch whose connection fails. */
   retries: number;
   /** First retry delay; it doubles each attempt. */
@@ -102,6 +107,7 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
     folder: o.folder,
     pool: o.pool,
     batch: o.batch,
+    window: o.window,
     retries: o.retries,
     retryDelayMs: o.retryDelay,
     passwordEnv: o.passwordEnv,

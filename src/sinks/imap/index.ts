@@ -4,6 +4,7 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
+import { messageIdentity } from '../held.js';
 import { createImapReader } from './reader.js';
 
 /** How the admin logs in to one mailbox: Dovecot master user, or SASL PLAIN with an authzid. */
@@ -62,6 +63,44 @@ export function parseImapLocation(location: string): { mailbox: string; folder: 
   return match ? { mailbox: match[1]!, folder: match[2]!, uidValidity: BigInt(match[3]!), uid: Number(match[4]) } : undefined;
 }
 
+/** A mailbox's deliveries waiting for a session, in arrival order; `since`: when the oldest came. */
+interface Queue {
+  entries: Pending[];
+  since: number;
+}
+
+/**
+ * What the sink knows a mailbox's folder holds, for the run (see SPEC.md, "Presence"): the
+ * identities (see `identity`) of its messages with their UIDs, for the UTC days a window pass
+ * read (or every day, `complete`, when the folder was empty at the first SELECT), and `next`:
+ * every message with a UID below it in those days is in `ids`. Messages appended since (by this
+ * sink without APPENDUID, by another writer, or by an APPEND whose answer was lost) have UIDs
+ * from `next` on: each batch looks for those first (`UID SEARCH UID next:*`).
+ */
+interface Presence {
+  mailbox: string;
+  folder: string;
+  uidValidity: bigint;
+  next: number;
+  complete: boolean;
+  days: Set<number>;
+  ids: Map<string, number>;
+}
+
+/** What the sink did, for the bench and for tests (the presence pass reads only its window). */
+export interface ImapSinkStats {
+  /** Mailbox logins (sessions opened), not counting `open()`'s credential check. */
+  logins: number;
+  /** Batches run (one mailbox, one session, up to `batch` deliveries). */
+  batches: number;
+  /** Window passes: one UID SEARCH of a run of UTC days, then its messages' headers fetched. */
+  passes: number;
+  /** Messages whose Message-ID and Date headers were fetched (by passes and by catch-ups). */
+  headersFetched: number;
+  /** Deliveries settled `skipped` from what the sink knew, with no command sent. */
+  skippedKnown: number;
+}
+
 /** One connection, logged in to one mailbox. */
 interface Session {
   mailbox: string;
@@ -80,6 +119,16 @@ type Attempt = { finished: true } | { finished: false; remaining: Pending[]; err
 class SinkFailedError extends Error {}
 
 const DAY = 86_400_000;
+/** A window pass covers a UTC day and this much on either side: the clocks of this host and the server may differ. */
+const SKEW_MS = 10 * 60_000;
+/** A mailbox's queue waits this long for more deliveries before a session takes it (unless full or the pipeline is held up). */
+const LINGER_MS = 50;
+/** Identities kept for all mailboxes at most (about 100 bytes each); the least recently used mailbox's are dropped first. */
+export const MAX_KNOWN = 250_000;
+/** Bytes of messages the sink holds at most (the pipeline's weight limit; `window` counts deliveries). */
+const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+/** UIDs per UID FETCH of headers. */
+const FETCH_UIDS = 500;
 /** Logins `open()` makes at most to reach the server (a short, bounded retry), and the longest wait between them. */
 const OPEN_ATTEMPTS = 3;
 const OPEN_MAX_DELAY_MS = 5_000;
@@ -100,16 +149,34 @@ export function identity(messageId: string, time: number): string {
 
 /**
  * Appends each (mailbox, message) to the mailbox's Pivot folder over IMAP, with INTERNALDATE =
- * sentAt and \Seen. Deliveries are grouped per mailbox into batches: one login and one
- * Message-ID search per batch, so a re-run appends only what the folder does not hold yet.
+ * sentAt and \Seen. Deliveries wait in one queue per mailbox; `pool` workers each take the
+ * mailbox whose oldest delivery waits longest (once it has lingered, its queue is full, or the
+ * pipeline can send no more) and keep that mailbox's session while it has work. What a folder
+ * holds is read once per (mailbox, UTC day) by a window pass and kept for the run (`Presence`),
+ * so a re-run skips from memory and appends only what the folder lacks.
  */
 export class ImapSink extends LifecycleSink implements Sink {
   readonly kind = 'imap';
   readonly description: string;
   readonly maxInFlight: number;
-  private readonly queues = new Map<string, Pending[]>();
-  /** The flush chain of each mailbox: one batch per mailbox at a time. */
-  private readonly flushing = new Map<string, Promise<void>>();
+  readonly maxInFlightBytes = MAX_IN_FLIGHT_BYTES;
+  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, skippedKnown: 0 };
+  /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
+  private readonly ready = new Map<string, Queue>();
+  /** Mailboxes a worker is delivering to now: one batch per mailbox at a time. */
+  private readonly busy = new Set<string>();
+  /** What each mailbox's folder holds, least recently used first (see `Presence`). */
+  private readonly presence = new Map<string, Presence>();
+  /** Identities in `presence`, all mailboxes together (bounded by MAX_KNOWN). */
+  private known = 0;
+  /** Writes taken and not settled yet (the fast `skipped` ones are never counted). */
+  private held = 0;
+  private readonly workers: Promise<void>[] = [];
+  /** Wakes the workers that wait for work. */
+  private wakeup: { promise: Promise<void>; resolve: () => void } | null = null;
+  /** Set by `close()` (drain): every queue may be taken at once; `finishing`: the workers end. */
+  private draining = false;
+  private finishing = false;
   private readonly idle: Session[] = [];
   /** Every session logged in, idle or busy. */
   private readonly live = new Set<Session>();
@@ -119,12 +186,14 @@ export class ImapSink extends LifecycleSink implements Sink {
   private readonly waiters: (() => void)[] = [];
   /** Wake-ups of the waits between retries: called when the sink fails. */
   private readonly sleepers = new Set<() => void>();
-  private lingerTimer: NodeJS.Timeout | null = null;
   /** The logins that prove the admin's credentials in `open()`; none: `open()` makes no login. */
   private readonly checks: CredentialCheck[];
   protected readonly lifecycle = new SinkLifecycle('imap', {
     open: () => this.start(),
-    drain: () => this.flushAll(),
+    drain: () => {
+      this.draining = true;
+      this.wake();
+    },
     flush: () => this.finish(),
   });
   /**
@@ -145,7 +214,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   ) {
     super();
     this.description = imapDescription(config);
-    this.maxInFlight = config.pool * config.batch * 2;
+    this.maxInFlight = config.window;
     this.stop = options.stop;
     this.checks = options.proveCredentials === false ? [] : credentialChecks(config, password);
   }
@@ -168,21 +237,39 @@ export class ImapSink extends LifecycleSink implements Sink {
     }
   }
 
-  /** Queues a delivery for its mailbox's next batch; settles when that batch has it stored (or not). */
+  /**
+   * Settles a delivery the folder is known to hold as `skipped` at once; else queues it for its
+   * mailbox; it settles when a batch has it stored (or not).
+   */
   protected store(delivery: Delivery): Promise<Stored> {
     if (this.failure !== null) return Promise.reject(this.failed(delivery.mailbox));
-    return new Promise((resolve, reject) => {
-      let queue = this.queues.get(delivery.mailbox);
-      if (!queue) this.queues.set(delivery.mailbox, (queue = []));
-      queue.push({ delivery, resolve, reject });
-      if (queue.length >= this.config.batch) this.flush(delivery.mailbox);
-      else this.lingerTimer ??= setTimeout(() => this.flushAll(), 50);
+    const known = this.presence.get(delivery.mailbox);
+    if (known && (known.complete || known.days.has(Math.floor(delivery.internalDate / DAY)))) {
+      const uid = known.ids.get(identity(delivery.messageId, delivery.internalDate));
+      if (uid !== undefined) {
+        this.stats.skippedKnown++;
+        return Promise.resolve({ outcome: 'skipped', location: imapLocation(delivery.mailbox, known.folder, known.uidValidity, uid)! });
+      }
+    }
+    const settled = new Promise<Stored>((resolve, reject) => {
+      let queue = this.ready.get(delivery.mailbox);
+      if (!queue) this.ready.set(delivery.mailbox, (queue = { entries: [], since: Date.now() }));
+      queue.entries.push({ delivery, resolve, reject });
+      this.held++;
+      // Workers sleep until the oldest queue has lingered: wake them when waiting is pointless.
+      if (this.ready.size === 1 || queue.entries.length === this.config.batch || this.held >= this.maxInFlight) this.wake();
     });
+    const done = () => void this.held--;
+    settled.then(done, done);
+    while (this.workers.length < this.config.pool) this.workers.push(this.worker());
+    return settled;
   }
 
-  /** After the last write settled: every batch chain ended, idle sessions logged out. */
+  /** After the last write settled: the workers ended, idle sessions logged out. */
   private async finish(): Promise<void> {
-    while (this.flushing.size > 0) await Promise.allSettled([...this.flushing.values()]);
+    this.finishing = true;
+    this.wake();
+    await Promise.allSettled(this.workers);
     this.stop?.removeEventListener('abort', this.onStop);
     await Promise.allSettled(this.idle.splice(0).map((s) => this.end(s)));
   }
@@ -200,10 +287,9 @@ export class ImapSink extends LifecycleSink implements Sink {
   private fail(reason: string, graceMs: number): void {
     if (this.failure !== null) return;
     this.failure = reason;
-    if (this.lingerTimer) clearTimeout(this.lingerTimer);
-    this.lingerTimer = null;
-    for (const [mailbox, queue] of this.queues) for (const p of queue) p.reject(this.failed(mailbox));
-    this.queues.clear();
+    for (const [mailbox, queue] of this.ready) for (const p of queue.entries) p.reject(this.failed(mailbox));
+    this.ready.clear();
+    this.wake();
     for (const wake of [...this.sleepers]) wake();
     for (const wake of this.waiters.splice(0)) wake();
     for (const client of this.connecting) client.close();
@@ -302,22 +388,71 @@ export class ImapSink extends LifecycleSink implements Sink {
     await this.recheck;
   }
 
-  private flushAll(): void {
-    if (this.lingerTimer) clearTimeout(this.lingerTimer);
-    this.lingerTimer = null;
-    for (const mailbox of [...this.queues.keys()]) this.flush(mailbox);
+  private wake(): void {
+    const wakeup = this.wakeup;
+    this.wakeup = null;
+    wakeup?.resolve();
   }
 
-  /** Takes the mailbox's queue as one batch, after any batch of that mailbox still running. */
-  private flush(mailbox: string): void {
-    const batch = this.queues.get(mailbox);
-    if (!batch || batch.length === 0) return;
-    this.queues.delete(mailbox);
-    const previous = this.flushing.get(mailbox) ?? Promise.resolve();
-    const run: Promise<void> = previous.then(() => this.deliverBatch(mailbox, batch)).finally(() => {
-      if (this.flushing.get(mailbox) === run) this.flushing.delete(mailbox);
-    });
-    this.flushing.set(mailbox, run);
+  /** Waits for `wake()`, or until the oldest queue no worker has would have lingered enough. */
+  private async doze(): Promise<void> {
+    if (!this.wakeup) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.wakeup = { promise, resolve };
+    }
+    const { promise } = this.wakeup;
+    let timer: NodeJS.Timeout | undefined;
+    for (const [mailbox, queue] of this.ready) {
+      if (this.busy.has(mailbox)) continue;
+      timer = setTimeout(() => this.wake(), Math.max(1, queue.since + LINGER_MS - Date.now()));
+      break;
+    }
+    await promise;
+    clearTimeout(timer);
+  }
+
+  /**
+   * The mailbox a worker takes next: the one it just served while that has deliveries waiting
+   * (its session is still logged in), else the one whose oldest delivery waits longest, once it
+   * has lingered or the pipeline can send no more (`held` at `maxInFlight`, or `close()`), else
+   * one whose queue holds a full batch.
+   */
+  private pick(last: string | undefined): string | undefined {
+    if (last !== undefined && !this.busy.has(last) && this.ready.has(last)) return last;
+    const pressed = this.draining || this.held >= this.maxInFlight;
+    const now = Date.now();
+    let full: string | undefined;
+    for (const [mailbox, queue] of this.ready) {
+      if (this.busy.has(mailbox)) continue;
+      if (pressed || now - queue.since >= LINGER_MS) return mailbox;
+      if (full === undefined && queue.entries.length >= this.config.batch) full = mailbox;
+    }
+    return full;
+  }
+
+  /** One of `pool` workers: takes a mailbox's deliveries, a batch at a time, until the sink finishes or fails. */
+  private async worker(): Promise<void> {
+    let last: string | undefined;
+    while (this.failure === null) {
+      const mailbox = this.pick(last);
+      if (mailbox === undefined) {
+        if (this.finishing && this.ready.size === 0) return;
+        last = undefined;
+        await this.doze();
+        continue;
+      }
+      const queue = this.ready.get(mailbox)!;
+      const batch = queue.entries.splice(0, this.config.batch);
+      if (queue.entries.length === 0) this.ready.delete(mailbox);
+      this.busy.add(mailbox);
+      try {
+        await this.deliverBatch(mailbox, batch);
+      } finally {
+        this.busy.delete(mailbox);
+      }
+      last = mailbox;
+    }
   }
 
   private async deliverBatch(mailbox: string, batch: Pending[]): Promise<void> {
@@ -340,6 +475,7 @@ export class ImapSink extends LifecycleSink implements Sink {
 
   /** One attempt at a batch: a session logged in to the mailbox, then what its folder lacks appended. */
   private async tryBatch(mailbox: string, batch: Pending[]): Promise<Attempt> {
+    this.stats.batches++;
     let session: Session;
     try {
       session = await this.acquire(mailbox);
@@ -363,7 +499,8 @@ export class ImapSink extends LifecycleSink implements Sink {
     let next = 0;
     try {
       const folder = await this.folderOf(session);
-      const { present, uidValidity } = await this.presentKeys(session, folder, batch.map((p) => p.delivery));
+      const known = await this.knownFor(session, folder, batch.map((p) => p.delivery));
+      const { ids: present, uidValidity } = known;
       const at = (outcome: Stored['outcome'], location: string | undefined): Stored => (location === undefined ? { outcome } : { outcome, location });
       const missing: Pending[] = [];
       // The first entry of each identity this batch appends: a second one settles with it, as skipped.
@@ -405,6 +542,7 @@ export class ImapSink extends LifecycleSink implements Sink {
             if (this.failure !== null) throw new SinkFailedError(this.failure);
             try {
               const one = await this.appendOne(session, folder, entry);
+              this.remember(known, [entry.delivery], one);
               entry.resolve(at('delivered', imapLocation(session.mailbox, folder, one.uidValidity, one.uids[0])));
             } catch (single) {
               if (!isRefusal(single)) throw single;
@@ -414,6 +552,7 @@ export class ImapSink extends LifecycleSink implements Sink {
           }
           continue;
         }
+        this.remember(known, chunk.map((p) => p.delivery), uids);
         chunk.forEach((entry, i) => entry.resolve(at('delivered', imapLocation(session.mailbox, folder, uids.uidValidity, uids.uids[i]))));
         next += chunk.length;
       }
@@ -437,46 +576,141 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 
   /**
-   * Identities (see `identity`) of the batch the folder already holds, with their UIDs: one OR
-   * search, narrowed by date; and the folder's UIDVALIDITY.
+   * What the folder holds, as far as the batch needs it: the folder selected (kept selected
+   * between batches of the mailbox), the mailbox's `Presence` made on first contact (UIDNEXT from
+   * the SELECT; `complete` when the folder is empty), caught up with every message appended since
+   * it was last known (UID SEARCH UID next:*, only when UIDNEXT moved or the folder stayed
+   * selected), and a window pass for each run of UTC days of the batch not read yet.
    */
-  private async presentKeys(session: Session, folder: string, deliveries: Delivery[]): Promise<{ present: Map<string, number>; uidValidity: bigint }> {
-    // Keep the folder selected between batches of the same mailbox.
-    const box = session.client.mailbox && session.client.mailbox.path === folder ? session.client.mailbox : await session.client.mailboxOpen(folder);
-    const found = { present: new Map<string, number>(), uidValidity: box.uidValidity };
-    if (box.exists === 0) return found;
-    // Only messages near the batch's INTERNALDATEs can match: the server then reads the headers
-    // of those alone, not of the whole folder (imapflow sends WITHIN where the server has it).
-    // The margin covers clock skew between this host and the server.
-    const margin = 10 * 60_000;
-    const times = deliveries.map((d) => d.internalDate);
-    const ids = [...new Set(deliveries.map((d) => d.messageId))];
-    let since = Math.min(...times) - margin;
-    let before = Math.max(...times) + margin;
-    if (!session.client.capabilities.has('WITHIN')) {
-      // Plain SINCE/BEFORE compare dates only, and BEFORE excludes its day.
+  private async knownFor(session: Session, folder: string, deliveries: Delivery[]): Promise<Presence> {
+    const client = session.client;
+    const selected = client.mailbox && client.mailbox.path === folder ? client.mailbox : undefined;
+    let box;
+    try {
+      box = selected ?? (await client.mailboxOpen(folder));
+    } catch (err) {
+      // The folder went away (or never was): the next attempt lists and creates it.
+      if (isRefusal(err)) {
+        this.forget(session.mailbox);
+        session.folder = null;
+      }
+      throw err;
+    }
+    let known = this.presence.get(session.mailbox);
+    if (known && (known.uidValidity !== box.uidValidity || known.folder !== folder)) {
+      this.forget(session.mailbox);
+      known = undefined;
+    }
+    if (!known) {
+      known = { mailbox: session.mailbox, folder, uidValidity: box.uidValidity, next: Number(box.uidNext), complete: box.exists === 0, days: new Set(), ids: new Map() };
+      this.presence.set(session.mailbox, known);
+    } else {
+      // Most recently used last.
+      this.presence.delete(session.mailbox);
+      this.presence.set(session.mailbox, known);
+    }
+    // A folder that stayed selected may have had messages appended since (imapflow's UIDNEXT is the
+    // SELECT's): a NOOP first, as a server answers SEARCH from the session's view, which it
+    // brings up to date (new EXISTS) between commands, not before a SEARCH.
+    if (selected) await client.noop();
+    if (selected || Number(box.uidNext) !== known.next) await this.catchUp(client, known);
+    if (!known.complete) {
+      const days = [...new Set(deliveries.map((d) => Math.floor(d.internalDate / DAY)))].filter((day) => !known.days.has(day)).sort((a, b) => a - b);
+      for (let i = 0; i < days.length; ) {
+        let j = i;
+        while (j + 1 < days.length && days[j + 1] === days[j]! + 1) j++;
+        await this.windowPass(client, known, days[i]!, days[j]!);
+        i = j + 1;
+      }
+    }
+    this.bound();
+    return known;
+  }
+
+  /**
+   * One pass over UTC days `first`..`last` (and SKEW_MS either side): the UIDs whose INTERNALDATE
+   * falls there (UID SEARCH, with WITHIN where the server has it, else whole days around them),
+   * then their Message-ID and Date headers (UID FETCH BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]).
+   * No header search: Dovecot without FTS answers one by reading every message's headers.
+   */
+  private async windowPass(client: ImapFlow, known: Presence, first: number, last: number): Promise<void> {
+    let since = first * DAY - SKEW_MS;
+    let before = (last + 1) * DAY + SKEW_MS;
+    if (!client.capabilities.has('WITHIN')) {
+      // Plain SINCE/BEFORE compare dates only (in the server's view of the date), and BEFORE excludes its day.
       since = Math.floor(since / DAY) * DAY - DAY;
       before = Math.floor(before / DAY) * DAY + 2 * DAY;
     }
-    const uids = await session.client.search(
-      {
-        since: new Date(since),
-        before: new Date(before),
-        ...(ids.length === 1 ? { header: { 'message-id': ids[0]! } } : { or: ids.map((id) => ({ header: { 'message-id': id } })) }),
-      },
-      { uid: true },
-    );
-    if (!uids || uids.length === 0) return found;
-    for (const message of await session.client.fetchAll(uids, { envelope: true }, { uid: true })) {
-      const { messageId, date } = message.envelope ?? {};
-      if (messageId && date) found.present.set(identity(messageId, new Date(date).getTime()), message.uid);
-    }
-    return found;
+    this.stats.passes++;
+    // No upper bound for a window that ends in the future (today's export): imapflow would send a
+    // date-only BEFORE there, which drops the last day.
+    const query = before > Date.now() ? { since: new Date(since) } : { since: new Date(since), before: new Date(before) };
+    const uids = (await client.search(query, { uid: true })) || [];
+    await this.fetchIdentities(client, known, uids);
+    for (let day = first; day <= last; day++) known.days.add(day);
   }
 
-  /** The folder path with the server's delimiter, created on first use. */
+  /** Every message appended since `known.next` was last moved: its identity learnt, `next` past it. */
+  private async catchUp(client: ImapFlow, known: Presence): Promise<void> {
+    const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
+    if (uids.length === 0) return;
+    await this.fetchIdentities(client, known, uids);
+    known.next = Math.max(...uids) + 1;
+  }
+
+  /** The Message-ID and Date headers of these UIDs, fetched in ranges, learnt as identities. */
+  private async fetchIdentities(client: ImapFlow, known: Presence, uids: number[]): Promise<void> {
+    const sorted = [...new Set(uids)].sort((a, b) => a - b);
+    for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
+      for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, headers: ['message-id', 'date'] }, { uid: true })) {
+        this.stats.headersFetched++;
+        if (!message.headers) continue;
+        const { messageId, sentAt } = messageIdentity(message.headers);
+        if (messageId && sentAt !== undefined) this.learn(known, identity(messageId, Date.parse(sentAt)), message.uid);
+      }
+    }
+  }
+
+  /** The identities of messages this sink appended, at the UIDs the server gave (APPENDUID); `next` moved past them when nothing came between. */
+  private remember(known: Presence, deliveries: Delivery[], appended: { uidValidity?: bigint; uids: (number | undefined)[] }): void {
+    if (appended.uidValidity !== known.uidValidity) return;
+    let contiguous = appended.uids[0] === known.next;
+    deliveries.forEach((d, i) => {
+      const uid = appended.uids[i];
+      if (uid === undefined) return;
+      this.learn(known, identity(d.messageId, d.internalDate), uid);
+      if (contiguous && uid === known.next) known.next = uid + 1;
+      else contiguous = false;
+    });
+  }
+
+  private learn(known: Presence, key: string, uid: number): void {
+    if (!known.ids.has(key) && this.presence.get(known.mailbox) === known) this.known++;
+    known.ids.set(key, uid);
+  }
+
+  /** Drops what the sink knows of a mailbox (expunged, UIDVALIDITY changed, folder gone, or least recently used). */
+  private forget(mailbox: string): void {
+    const known = this.presence.get(mailbox);
+    if (!known) return;
+    this.known -= known.ids.size;
+    this.presence.delete(mailbox);
+  }
+
+  /** Keeps at most MAX_KNOWN identities: the least recently used mailboxes' are dropped (never one being delivered to). */
+  private bound(): void {
+    if (this.known <= MAX_KNOWN) return;
+    for (const mailbox of [...this.presence.keys()]) {
+      if (this.known <= MAX_KNOWN) break;
+      if (!this.busy.has(mailbox)) this.forget(mailbox);
+    }
+  }
+
+  /** The folder path with the server's delimiter, created on first use (listed once per mailbox while its presence is kept). */
   private async folderOf(session: Session): Promise<string> {
     if (session.folder) return session.folder;
+    const known = this.presence.get(session.mailbox);
+    if (known) return (session.folder = known.folder);
     const { path, exists } = await findFolder(session.client, this.config.folder);
     if (!exists) await session.client.mailboxCreate(path);
     session.folder = path;
@@ -538,6 +772,9 @@ export class ImapSink extends LifecycleSink implements Sink {
       throw err;
     }
     session = { mailbox, client, folder: null, broken: lostEarly };
+    this.stats.logins++;
+    // A message expunged from the folder may be one the sink knows: it must not be skipped as held.
+    client.on('expunge', () => this.forget(mailbox));
     this.live.add(session);
     return session;
   }
@@ -638,6 +875,19 @@ export function loginRefusal(err: unknown): 'authentication' | 'authorization' |
   if (code === 'AUTHORIZATIONFAILED') return 'authorization';
   if (code === 'UNAVAILABLE') return 'unavailable';
   return 'other';
+}
+
+/** `1:5,7,9:12`: sorted UIDs as an IMAP sequence set. */
+export function uidSet(uids: number[]): string {
+  const sorted = [...new Set(uids)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
 }
 
 /** A certificate the server presents that is not trusted, or a TLS handshake that fails: retrying cannot help. */

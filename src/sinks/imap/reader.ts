@@ -6,7 +6,7 @@ import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
 import type { ImapSinkConfig } from './config.js';
-import { findFolder, identity, imapClient, imapDescription, imapLocation, ImapSink, imapSpecAndPassword, loginFor, loginRefusal, logout, parseImapLocation, serverText, type ImapSpecOptions } from './index.js';
+import { findFolder, identity, imapClient, imapDescription, imapLocation, ImapSink, imapSpecAndPassword, loginFor, loginRefusal, logout, parseImapLocation, serverText, uidSet, type ImapSpecOptions } from './index.js';
 
 /** UIDs per FETCH command: a range of this many messages at most. */
 const FETCH_UIDS = 500;
@@ -24,18 +24,7 @@ interface Fetched {
   size: number;
 }
 
-/** `1:5,7,9:12`: sorted UIDs as an IMAP sequence set. */
-export function uidSet(uids: number[]): string {
-  const sorted = [...new Set(uids)].sort((a, b) => a - b);
-  const parts: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
-    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
-    i = j + 1;
-  }
-  return parts.join(',');
-}
+export { uidSet };
 
 function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
