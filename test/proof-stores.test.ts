@@ -33,6 +33,18 @@ async function twoDelivered(state: string): Promise<[Json, Json]> {
   return [delivered[0]!, other];
 }
 
+/** Runs the export into `sink` with a ledger and sees verify find it all intact; returns verify's arguments. */
+async function deliveredAndIntact(t: ExecutionContext, ex: { dir: string; archive: string; state: string }, sink: string, env: Record<string, string>): Promise<string[]> {
+  const run = await cli(['run', ex.archive, '--sink', sink, '--state-dir', ex.state, '--rejects', join(ex.dir, 'rejects')], { env });
+  t.is(run.code, 0, run.stderr);
+  const args = ['verify', '--state-dir', ex.state, '--sink', sink];
+  const clean = await verifyExit(args, env);
+  t.is(clean.code, 0);
+  t.true(Number(clean.store.intact) > 100);
+  t.deepEqual(clean.store.unexpected, []);
+  return args;
+}
+
 async function verifyExit(args: string[], env: Record<string, string>): Promise<{ code: number | null; store: Json }> {
   const r = await cli([...args, '--json'], { env });
   return { code: r.code, store: ((JSON.parse(r.stdout || '{}') as Json).store ?? {}) as Json };
@@ -45,13 +57,7 @@ withServer('Dovecot (verify over IMAP)', DOVECOT_BINARY ? undefined : dovecotMis
     t.teardown(() => removeDovecot(dovecot));
     const env = { PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD };
     const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=INBOX/Pivot`;
-    const run = await cli(['run', archive, '--sink', sink, '--state-dir', state, '--rejects', join(dir, 'rejects')], { env });
-    t.is(run.code, 0, run.stderr);
-    const args = ['verify', '--state-dir', state, '--sink', sink];
-    const clean = await verifyExit(args, env);
-    t.is(clean.code, 0);
-    t.true(Number(clean.store.intact) > 100);
-    t.deepEqual(clean.store.unexpected, []);
+    const args = await deliveredAndIntact(t, { dir, archive, state }, sink, env);
 
     const [toAlter, toRemove] = await twoDelivered(state);
     t.regex(String(toAlter.location), /;UIDVALIDITY=\d+\/;UID=\d+$/);
@@ -71,12 +77,7 @@ withServer('Azurite (verify of staged batches)', AZURITE_BLOB ? undefined : azur
     t.teardown(() => azurite.dispose());
     const env = { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString };
     const sink = 'azblob://proof/staging';
-    const run = await cli(['run', archive, '--sink', sink, '--state-dir', state, '--rejects', join(dir, 'rejects')], { env });
-    t.is(run.code, 0, run.stderr);
-    const args = ['verify', '--state-dir', state, '--sink', sink];
-    const clean = await verifyExit(args, env);
-    t.is(clean.code, 0);
-    t.true(Number(clean.store.intact) > 100);
+    const args = await deliveredAndIntact(t, { dir, archive, state }, sink, env);
 
     const [toAlter, toRemove] = await twoDelivered(state);
     const container = azurite.container('proof');
