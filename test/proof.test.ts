@@ -95,6 +95,11 @@ test('verify: an untouched store passes; flags a client set do not matter; one b
   t.is(clean.code, 0, clean.stdout + clean.stderr);
   t.is((clean.result.store as Json).intact, Number(summary.delivered));
   t.deepEqual((clean.result.store as Json).unexpected, []);
+  // A random sample says it is one, and checks only that many.
+  const sampled = await verifyJson([...verifyArgs, '--sample', '25']);
+  t.is(sampled.code, 0);
+  t.like(sampled.result.store as Json, { checked: 25, of: Number(summary.delivered), sampled: true, intact: 25, unexpected: null });
+  t.is((await cli([...verifyArgs, '--sample', '0'])).code, 2);
 
   const stored = await readMaildir(mail);
   // A client reads one (flag S -> FS) and moves another back to new/.
