@@ -12,7 +12,6 @@ import { formatSummary } from './summary.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
 import { StateDir } from './state/index.js';
-import { pathExists } from './fs-util.js';
 import { crontabLine, formatExportStatus, formatStatus, statusOfShards } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
@@ -121,11 +120,6 @@ async function importCommand(config: ImportConfig): Promise<number> {
     process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     return exitCode;
   });
-}
-
-/** What `status --export` and `report` exit with: 7 when the ledger they read fails its check (what they print says why). */
-function ledgerExitCode(check: { chainIntact: boolean; signature: string }): number {
-  return check.chainIntact && check.signature !== 'failed' ? ExitCode.OK : ExitCode.LEDGER_BROKEN;
 }
 
 async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: string; ledger?: boolean; export?: string; since?: string; sample?: number; 'public-key'?: string; checkpoint: (string | number)[]; insecure: boolean; json?: boolean }): Promise<number> {
@@ -298,11 +292,10 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         if (dirs.length > 1) return void process.stdout.write(await statusOfShards(dirs, { last: argv.last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false }));
         const state = new StateDir(dirs[0]!);
         if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, argv.last, argv.json ?? false));
-        const { readExportAccount, ledgerTrust } = await import('./ledger/index.js');
-        if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir}: is --state-dir the one the runs were given?`);
-        const { account, check } = await readExportAccount(state.ledgerPath, argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
+        const { readExportAccount, ledgerTrust, ledgerExitCode, noRunOf, requireLedger } = await import('./ledger/index.js');
+        const { account, check } = await readExportAccount(await requireLedger(state), argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
         setExitCode(ledgerExitCode(check));
-        if (account.runs.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records no run of export ${JSON.stringify(argv.export)}`);
+        if (account.runs.length === 0) throw noRunOf(state.ledgerPath, argv.export);
         process.stdout.write(argv.json ? `${JSON.stringify({ account, ledger: check })}\n` : formatExportStatus(account, check));
       },
     )
@@ -313,6 +306,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       async (argv) => {
         if (mode !== 'execute') return;
         const { report } = await import('./report/index.js');
+        const { ledgerExitCode } = await import('./ledger/index.js');
         const { account, check, rows } = await report({ stateDir: argv['state-dir'], exportId: argv.export, out: argv.out, csv: argv.csv, publicKey: argv['public-key'], checkpoints: argv.checkpoint.map(String) });
         setExitCode(ledgerExitCode(check));
         process.stdout.write(`${argv.out}: export ${account.exportId}, ${account.complete ? 'COMPLETE' : 'INCOMPLETE'}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);

@@ -1,13 +1,12 @@
 import { randomInt } from 'node:crypto';
 import { resolve } from 'node:path';
 import { ErrorCode, ExitCode, PivotArchiveError } from './errors.js';
-import { ledgerTrust, type LedgerCheck } from './ledger/index.js';
+import { ledgerExitCode, ledgerTrust, requireLedger, type LedgerCheck } from './ledger/index.js';
 import { checkLedger } from './ledger/reader.js';
 import type { LedgerLine } from './ledger/writer.js';
 import type { Logger } from './logger.js';
 import { createStoreReader, type WantedMessage } from './sinks/index.js';
 import { StateDir, isAlive } from './state/index.js';
-import { pathExists } from './fs-util.js';
 import { hostname } from 'node:os';
 import { parseShard, shardFilter } from './transforms/shard/index.js';
 
@@ -65,7 +64,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   const state = new StateDir(resolve(cwd, config.stateDir));
   const since = config.since === undefined ? undefined : Date.parse(config.since);
   if (since !== undefined && Number.isNaN(since)) throw new PivotArchiveError(ErrorCode.USAGE, `--since ${JSON.stringify(config.since)} is not a date such as 2026-11-23 or 2026-11-23T02:00:00Z`);
-  if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir} (${state.ledgerPath} does not exist): is --state-dir the one the runs were given?`);
+  await requireLedger(state);
   await refuseWhileRunning(state);
   const trust = await ledgerTrust(config.publicKey, config.checkpoints.map((p) => resolve(cwd, p)), state.checkpointNotePath);
   const reader = config.sink ? await createStoreReader(config.sink, { cwd, insecure: config.insecure }) : undefined;
@@ -102,7 +101,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   }
   for (const [sink, n] of scope.otherSinks) ledger.problems.push(`${n} outcomes are of runs into another sink (${sink}): not checked here`);
   if (!ledger.chainIntact || ledger.signature === 'failed') logger.error(`ledger ${ledger.path} fails its check: ${ledger.problems.join('; ')}`);
-  if (!reader) return { ledger, exitCode: exitCodeOf(ledger) };
+  if (!reader) return { ledger, exitCode: ledgerExitCode(ledger) };
 
   const all = [...expected.values()].filter((e) => e.inScope);
   const sampled = config.sample !== undefined && config.sample < all.length;
@@ -138,13 +137,8 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     await reader.close();
   }
   const storeOk = result.missing.length === 0 && result.altered.length === 0 && (result.unexpected?.length ?? 0) === 0;
-  const ledgerCode = exitCodeOf(ledger);
+  const ledgerCode = ledgerExitCode(ledger);
   return { ledger, store: result, exitCode: ledgerCode !== ExitCode.OK ? ledgerCode : storeOk ? ExitCode.OK : ExitCode.STORE_MISMATCH };
-}
-
-/** 7 when the ledger fails its chain, a checkpoint or a signature. */
-function exitCodeOf(ledger: LedgerCheck): number {
-  return ledger.chainIntact && ledger.signature !== 'failed' ? ExitCode.OK : ExitCode.LEDGER_BROKEN;
 }
 
 /**

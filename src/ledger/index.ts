@@ -1,4 +1,4 @@
-import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
+import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { AccountBuilder, type ExportAccount, type ItemLine, type LedgerCheck, type LedgerRecordLike } from './account.js';
 import { parseVerifierKey, type VerifierKey } from './note.js';
@@ -83,3 +83,19 @@ export async function exportIds(path: string): Promise<string[]> {
 export type { LedgerLine };
 
 export { unionAccount, type ShardedAccount, type ShardPart } from './shards.js';
+
+/** The state dir's ledger path, or a usage error when there is none (a mistyped --state-dir is not a broken ledger). */
+export async function requireLedger(state: { dir: string; ledgerPath: string }): Promise<string> {
+  if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir} (${state.ledgerPath} does not exist): is --state-dir the one the runs were given?`);
+  return state.ledgerPath;
+}
+
+/** The error of an export the ledger never saw: refused, not shown as an empty account. */
+export function noRunOf(ledgerPath: string, exportId: string): PivotArchiveError {
+  return new PivotArchiveError(ErrorCode.USAGE, `the ledger ${ledgerPath} records no run of export ${JSON.stringify(exportId)}`);
+}
+
+/** 0 when the ledger holds (chain, checkpoints, signatures), else 7: what verify, status --export and report exit with. */
+export function ledgerExitCode(check: Pick<LedgerCheck, 'chainIntact' | 'signature'>): number {
+  return check.chainIntact && check.signature !== 'failed' ? ExitCode.OK : ExitCode.LEDGER_BROKEN;
+}

@@ -2,8 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { rename, unlink, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
-import { exportAccount, ledgerTrust, type ExportAccount, type LedgerCheck } from '../ledger/index.js';
-import { pathExists } from '../fs-util.js';
+import { exportAccount, ledgerTrust, noRunOf, requireLedger, type ExportAccount, type LedgerCheck } from '../ledger/index.js';
 import { StateDir } from '../state/index.js';
 import { TOOL } from '../version.js';
 import { writeItemsCsv } from './csv.js';
@@ -27,7 +26,7 @@ export interface ReportConfig {
  */
 export async function report(config: ReportConfig, cwd = process.cwd()): Promise<{ account: ExportAccount; check: LedgerCheck; rows: number }> {
   const state = new StateDir(resolve(cwd, config.stateDir));
-  if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir} (${state.ledgerPath} does not exist): is --state-dir the one the runs were given?`);
+  await requireLedger(state);
   for (const path of [config.out, config.csv]) {
     if (path !== undefined && [state.ledgerPath, state.checkpointNotePath, state.lockPath].includes(resolve(cwd, path))) {
       throw new PivotArchiveError(ErrorCode.USAGE, `${path} is the state dir's own file: the report never writes over the ledger`);
@@ -35,7 +34,7 @@ export async function report(config: ReportConfig, cwd = process.cwd()): Promise
   }
   const trust = await ledgerTrust(config.publicKey, config.checkpoints.map((p) => resolve(cwd, p)), state.checkpointNotePath);
   const reading = await exportAccount(state.ledgerPath, config.exportId, trust);
-  if (reading.runs === 0) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records no run of export ${JSON.stringify(config.exportId)}`);
+  if (reading.runs === 0) throw noRunOf(state.ledgerPath, config.exportId);
   let rows = 0;
   const csv = config.csv === undefined ? undefined : resolve(cwd, config.csv);
   if (csv) {

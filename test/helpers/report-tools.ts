@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import test from 'ava';
 import { REPO_ROOT } from './cli.js';
+import { withServer } from './sink-conformance.js';
 
 const run = promisify(execFile);
 
@@ -16,19 +16,9 @@ export const PYTHON_MISSING = spawnSync('python3', ['--version']).status === 0 ?
 export const CHROMIUM_BINARY = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/local/bin/chromium'].find((p) => spawnSync(p, ['--version']).status === 0);
 export const CHROMIUM_MISSING = CHROMIUM_BINARY ? undefined : 'Chromium is not installed (Debian package chromium): the report cannot be rendered. `npm test` installs it as root.';
 
-/**
- * Registers tests that need tools the test command installs: when one is missing, in CI one
- * failing test naming it, elsewhere a visible skip and a warning (as `withServer` does).
- */
+/** Registers tests that need tools the test command installs, as `withServer` does for servers (CI: a failure; elsewhere: a visible skip). */
 export function needingTools(what: string, missing: (string | undefined)[], register: () => void): void {
-  const why = missing.filter((m): m is string => m !== undefined).join('; ');
-  if (!why) return register();
-  if (process.env.CI) {
-    test(`${what}: the tools are there`, (t) => t.fail(why));
-    return;
-  }
-  console.warn(`\n*** ${what} tests skipped: ${why} ***\n`);
-  test.skip(`${what} tests skipped: ${why}`, () => undefined);
+  withServer(what, missing.filter((m): m is string => m !== undefined).join('; ') || undefined, register);
 }
 
 async function python(script: string, args: string[], input?: string): Promise<unknown> {
