@@ -1,0 +1,97 @@
+// App-only access tokens from Microsoft Entra ID, shared by the sinks that reach Microsoft 365
+// (Graph, IMAP with XOAUTH2). @azure/identity does the protocol; this file chooses the credential
+// from what the user configured, keeps one token until shortly before it expires (callers ask per
+// request), and turns a refusal into one error that names no secret.
+import type { TokenCredential } from '@azure/core-auth';
+import { errorMessage, ErrorCode, PivotArchiveError } from '../errors.js';
+import { redactSecrets } from '../redact.js';
+
+/** Where the tokens come from: an app registration's secret or certificate, or the host's managed identity. */
+export type EntraCredential =
+  | { kind: 'secret'; tenant: string; clientId: string; secret: string }
+  | { kind: 'certificate'; tenant: string; clientId: string; certificatePath: string }
+  | { kind: 'managedIdentity'; clientId?: string };
+
+export interface EntraTokenOptions {
+  /** The login host, e.g. `https://login.microsoftonline.us` for a national cloud. */
+  authorityHost: string;
+  /** The one scope asked for, e.g. `https://graph.microsoft.com/.default`. */
+  scope: string;
+  /** Names the sink in errors, e.g. `Graph sink graph://TENANT`. */
+  describe: string;
+}
+
+export const PUBLIC_CLOUD_AUTHORITY = 'https://login.microsoftonline.com';
+
+/** A token is renewed this long before it expires, so no request carries one that lapses in flight. */
+const RENEW_BEFORE_MS = 5 * 60_000;
+
+export interface AccessTokens {
+  /** A valid bearer token: the cached one, or a new one once it nears expiry (one request for all callers). */
+  get(): Promise<string>;
+  /** Drops the cached token (after a 401), so the next `get` asks again. */
+  forget(): void;
+}
+
+/**
+ * Tokens for one credential and scope. A refused credential rejects with E_SINK_UNAVAILABLE whose
+ * message names the sink and the service's reason, never the secret.
+ */
+export function entraTokens(credential: EntraCredential, options: EntraTokenOptions, load: () => Promise<TokenCredential> = () => loadCredential(credential, options)): AccessTokens {
+  let client: Promise<TokenCredential> | undefined;
+  let cached: { token: string; renewAt: number } | undefined;
+  let pending: Promise<string> | undefined;
+
+  async function fetchToken(): Promise<string> {
+    try {
+      client ??= load();
+      const token = await (await client).getToken(options.scope);
+      if (!token) throw new Error('the identity service returned no token');
+      const expiresAt = token.expiresOnTimestamp;
+      const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - RENEW_BEFORE_MS);
+      cached = { token: token.token, renewAt: Math.max(renewAt, Date.now() + 1000) };
+      return token.token;
+    } catch (err) {
+      client = undefined;
+      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${options.describe}: no access token for ${options.scope} (${credentialName(credential)}): ${redactSecrets(firstLine(err, credential))}`);
+    }
+  }
+
+  return {
+    get() {
+      if (cached && Date.now() < cached.renewAt) return Promise.resolve(cached.token);
+      pending ??= fetchToken().finally(() => (pending = undefined));
+      return pending;
+    },
+    forget() {
+      cached = undefined;
+    },
+  };
+}
+
+/** What credential it is, for messages: never its secret. */
+export function credentialName(credential: EntraCredential): string {
+  if (credential.kind === 'managedIdentity') return `managed identity${credential.clientId ? ` ${credential.clientId}` : ''}`;
+  return `app ${credential.clientId} in tenant ${credential.tenant} with a client ${credential.kind}`;
+}
+
+/** The library's message, first line only (it appends trouble-shooting links), the secret masked whatever its form. */
+function firstLine(err: unknown, credential: EntraCredential): string {
+  let text = errorMessage(err).split('\n')[0] ?? '';
+  if (credential.kind === 'secret' && credential.secret !== '') text = text.split(credential.secret).join('***');
+  return text;
+}
+
+/** @azure/identity is loaded on first use: it costs about 0.1 s, and most runs never need it. */
+async function loadCredential(credential: EntraCredential, options: EntraTokenOptions): Promise<TokenCredential> {
+  const identity = await import('@azure/identity');
+  const common = { authorityHost: options.authorityHost };
+  switch (credential.kind) {
+    case 'secret':
+      return new identity.ClientSecretCredential(credential.tenant, credential.clientId, credential.secret, common);
+    case 'certificate':
+      return new identity.ClientCertificateCredential(credential.tenant, credential.clientId, { certificatePath: credential.certificatePath }, common);
+    case 'managedIdentity':
+      return credential.clientId ? new identity.ManagedIdentityCredential({ clientId: credential.clientId }) : new identity.ManagedIdentityCredential();
+  }
+}
