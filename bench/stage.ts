@@ -15,6 +15,7 @@ import { RejectsFolder } from '../src/formats/rejects/index.js';
 import { LedgerWriter } from '../src/ledger/writer.js';
 import { formatVerify, verify } from '../src/verify.js';
 import { join } from 'node:path';
+import { maildirFloor, naiveMaildir, shapeOf, type DeliveryShape } from './maildir-baselines.js';
 
 const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];
 
@@ -43,8 +44,41 @@ function countingBytes(sink: Sink): Sink & { inner: Sink } {
   };
 }
 
-async function measure(): Promise<{ events: number; deliveries: number; bytes?: number }> {
+/** The chain with a sink that only notes each delivery's shape: the items the maildir stage stores. */
+async function deliveryShapes(): Promise<{ events: number; shapes: DeliveryShape[] }> {
+  const shapes: DeliveryShape[] = [];
+  const archive = await PivotExportArchive.open({ path: archivePath });
+  const summary = await runPipeline(new PivotZipSource(archive, archivePath), {
+    ...chainOptions(await StatusLog.open([], 'bench')),
+    sink: { ...discardSink, write: async (d) => (shapes.push(shapeOf(d)), { outcome: 'delivered' }) },
+  });
+  await archive.close();
+  return { events: summary.itemsFromSource, shapes };
+}
+
+function chainOptions(statusLog: StatusLog) {
+  return {
+    plugins: new PluginRegistry(),
+    fanOut: { domains: [], userMap: new Map() },
+    maxItemSize: DEFAULT_MAX_ITEM_SIZE,
+    maxRejected: 1,
+    rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
+    statusLog,
+    logger: createLogger({ level: 'error', json: false }),
+  };
+}
+
+/** What a stage did; `seconds` when only part of it is timed. */
+async function measure(): Promise<{ events: number; deliveries: number; bytes?: number; seconds?: number; cpu?: NodeJS.CpuUsage }> {
   switch (stage) {
+    case 'floor': {
+      // Only the file operations are timed: the shapes are gathered first.
+      const { events, shapes } = await deliveryShapes();
+      const { seconds, cpu } = await maildirFloor(out!, shapes);
+      return { events, deliveries: shapes.length, bytes: shapes.reduce((sum, s) => sum + s.size, 0), seconds, cpu };
+    }
+    case 'naive-maildir':
+      return naiveMaildir(archivePath, out!);
     case 'source': {
       const archive = await PivotExportArchive.open({ path: archivePath });
       let events = 0;
@@ -80,16 +114,7 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
       const ledger = stage === 'maildir-ledger' ? await LedgerWriter.open(join(`${out}-state`, 'ledger.jsonl')) : undefined;
       const sink = countingBytes(stage === 'mime' ? discardSink : await createSink(spec, { cwd: process.cwd() }));
       await sink.open();
-      const summary = await runPipeline(new PivotZipSource(archive, archivePath), {
-        sink,
-        plugins: new PluginRegistry(),
-        fanOut: { domains: [], userMap: new Map() },
-        maxItemSize: DEFAULT_MAX_ITEM_SIZE,
-        maxRejected: 1,
-        rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
-        statusLog: await StatusLog.open([], 'bench', ledger),
-        logger: createLogger({ level: 'error', json: false }),
-      });
+      const summary = await runPipeline(new PivotZipSource(archive, archivePath), { ...chainOptions(await StatusLog.open([], 'bench', ledger)), sink });
       await sink.close();
       if (ledger) {
         await ledger.seal('bench', undefined, join(`${out}-state`, 'checkpoint.note'));
@@ -111,8 +136,7 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
 }
 
 const start = performance.now();
-const { events, deliveries, bytes: messageBytes = 0 } = await measure();
-const seconds = (performance.now() - start) / 1000;
+const { events, deliveries, bytes: messageBytes = 0, seconds = (performance.now() - start) / 1000, cpu = process.cpuUsage() } = await measure();
 // VmHWM, not getrusage's maxrss: Linux carries maxrss over from the parent across exec.
 const peakKiB = Number(/VmHWM:\s+(\d+) kB/.exec(await readFile('/proc/self/status', 'utf8'))?.[1]);
-process.stdout.write(JSON.stringify({ stage, events, deliveries, messageBytes, seconds, peakRssMB: peakKiB / 1024 }) + '\n');
+process.stdout.write(JSON.stringify({ stage, events, deliveries, messageBytes, seconds, userCpu: cpu.user / 1e6, systemCpu: cpu.system / 1e6, peakRssMB: peakKiB / 1024 }) + '\n');

@@ -24,6 +24,39 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
+ * Coalesces directory fsyncs: every caller waits for a sync that started after it asked,
+ * so many renames share one fsync.
+ */
+export class DirectorySync {
+  private inFlight: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+
+  constructor(private readonly dir: string) {}
+
+  sync(): Promise<void> {
+    if (this.queued) return this.queued;
+    if (!this.inFlight) return this.start();
+    this.queued = this.inFlight
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = null;
+        return this.start();
+      });
+    return this.queued;
+  }
+
+  private start(): Promise<void> {
+    const run = fsyncDir(this.dir);
+    const tracked: Promise<void> = run.finally(() => {
+      if (this.inFlight === tracked) this.inFlight = null;
+    });
+    tracked.catch(() => undefined); // the caller of start() sees the failure
+    this.inFlight = tracked;
+    return run;
+  }
+}
+
+/**
  * Resolves on the stream's next 'drain', or when it fails (the caller then throws its error).
  * Every writer held up shares one wait, kept in `holder.drain` (each `once` would add listeners).
  */

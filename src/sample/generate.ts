@@ -23,6 +23,8 @@ export interface SampleOptions {
    * (1.5 conversations per user, so few events per conversation and mailbox).
    */
   users?: number;
+  /** How many conversations. Default: 1.5 per user. */
+  conversations?: number;
 }
 
 export interface SampleInfo {
@@ -91,7 +93,7 @@ export async function generateSample(path: string, options: SampleOptions): Prom
   if (edgeCases) users.push(...EDGE_CASE_USERS);
 
   const conversations: Conversation[] = [];
-  const conversationCount = Math.max(3, Math.ceil(userCount * 1.5));
+  const conversationCount = Math.max(3, options.conversations ?? Math.ceil(userCount * 1.5));
   for (let i = 0; i < conversationCount; i++) {
     const type = i % 10 < 6 ? 'direct' : i % 10 < 9 ? 'group' : 'room';
     const size = type === 'direct' ? 2 : type === 'group' ? 3 + Math.floor(random() * 4) : 5 + Math.floor(random() * 12);

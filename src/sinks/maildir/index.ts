@@ -9,42 +9,9 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
-import { fsyncDir } from '../../fs-util.js';
+import { DirectorySync } from '../../fs-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
-
-/**
- * Coalesces directory fsyncs: every caller waits for a sync that started after it asked,
- * so many renames share one fsync.
- */
-class DirectorySync {
-  private inFlight: Promise<void> | null = null;
-  private queued: Promise<void> | null = null;
-
-  constructor(private readonly dir: string) {}
-
-  sync(): Promise<void> {
-    if (this.queued) return this.queued;
-    if (!this.inFlight) return this.start();
-    this.queued = this.inFlight
-      .catch(() => undefined)
-      .then(() => {
-        this.queued = null;
-        return this.start();
-      });
-    return this.queued;
-  }
-
-  private start(): Promise<void> {
-    const run = fsyncDir(this.dir);
-    const tracked: Promise<void> = run.finally(() => {
-      if (this.inFlight === tracked) this.inFlight = null;
-    });
-    tracked.catch(() => undefined); // the caller of start() sees the failure
-    this.inFlight = tracked;
-    return run;
-  }
-}
 
 /** Mailbox names that can be folder names under the root, and nothing else. */
 export function mailboxFolder(root: string, mailbox: string): string {
