@@ -1,6 +1,7 @@
 import { ErrorCode, PivotArchiveError } from '../errors.js';
 import { optionsHelp, type OptionTable } from './options.js';
 import { AZURE_BLOB_FORM, azureBlobOptions } from './azblob/options.js';
+import { GRAPH_FORM, graphOptions } from './graph/options.js';
 import { IMAP_FORM, imapOptions } from './imap/options.js';
 import { MAILDIR_FORM, maildirOptions } from './maildir/options.js';
 import type { Sink, SinkFactory, SinkOptions, StoreReader } from './sink.js';
@@ -24,6 +25,7 @@ const builtIn = new Map<string, BuiltIn>([
   ['imap', { load: async () => (await import('./imap/index.js')).imapSinkFactory, form: IMAP_FORM, options: imapOptions }],
   ['imaps', { load: async () => (await import('./imap/index.js')).imapsSinkFactory, form: IMAP_FORM, options: imapOptions }],
   ['azblob', { load: async () => (await import('./azblob/index.js')).azureBlobSinkFactory, form: AZURE_BLOB_FORM, options: azureBlobOptions }],
+  ['graph', { load: async () => (await import('./graph/index.js')).graphSinkFactory, form: GRAPH_FORM, options: graphOptions }],
 ]);
 
 /** The factory of the built-in sink a spec names; E_SINK_CONFIG (quoting no password) for none. */

@@ -1,0 +1,274 @@
+// Requests to Microsoft Graph for one app: a bearer token on each, at most `concurrency` in flight
+// per mailbox (Outlook's limit is 4) and `mailboxes x concurrency` in all, 429 waited out for the
+// whole mailbox as Retry-After says, 5xx and network failures retried with exponential backoff
+// and jitter, a 401 answered by a new token once. Nothing here knows messages or folders.
+import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import type { AccessTokens } from '../../auth/entra.js';
+import { redactSecrets } from '../../redact.js';
+
+/** What Graph answered with an error: its status and OData `{"error":{"code","message"}}`. */
+export class GraphError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(`HTTP ${status} ${code}: ${message}`);
+  }
+}
+
+/**
+ * A create request whose answer was lost (network failure or 5xx): it may or may not have been
+ * carried out, so it is not sent again blindly; the caller looks first (nothing twice).
+ */
+export class UncertainError extends Error {}
+
+/** Codes Graph gives for a mailbox that cannot be reached at all: retrying cannot help. */
+const MAILBOX_GONE = new Set(['ErrorInvalidUser', 'MailboxNotEnabledForRESTAPI', 'MailboxNotSupportedForRESTAPI', 'ResourceNotFound', 'ErrorMailboxNotFound', 'ErrorNonExistentMailbox']);
+
+/** Whether an error says the mailbox itself is unusable (unknown user, no Exchange Online licence, access denied). */
+export function mailboxUnusable(err: unknown): err is GraphError {
+  return err instanceof GraphError && ((err.status === 404 && MAILBOX_GONE.has(err.code)) || (err.status === 403 && err.code === 'ErrorAccessDenied'));
+}
+
+export interface GraphResponse {
+  status: number;
+  headers: Headers;
+  /** The parsed JSON body, or undefined when empty or not JSON. */
+  json: unknown;
+  /** The raw body, when asked for (`$value`). */
+  bytes?: Buffer;
+}
+
+export interface GraphRequest {
+  method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
+  /** A path under the endpoint (`/v1.0/users/...`), or an absolute URL (an upload session's). */
+  path: string;
+  body?: Buffer | string;
+  contentType?: string;
+  headers?: Record<string, string>;
+  /** Not sent again after a network failure or 5xx: UncertainError instead (creates). */
+  once?: boolean;
+  /** No Authorization header (an upload URL carries its own authorization, and refuses a bearer). */
+  anonymous?: boolean;
+  /** Keep the raw body (`$value`). */
+  raw?: boolean;
+  /** Attempts after the first, if not the client's `retries` (open() tries briefly). */
+  retries?: number;
+}
+
+export interface GraphClientOptions {
+  endpoint: string;
+  concurrency: number;
+  mailboxes: number;
+  retries: number;
+  retryDelayMs: number;
+  tokens: AccessTokens;
+  stop?: AbortSignal;
+  /** Names the sink in errors. */
+  describe: string;
+}
+
+/** A counting semaphore whose waiters are served in order. */
+class Slots {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+  constructor(size: number) {
+    this.free = size;
+  }
+  async take(): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  give(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
+  }
+}
+
+/** What the client knows of one mailbox: its request slots and until when Graph asked it to wait. */
+interface MailboxState {
+  slots: Slots;
+  pausedUntil: number;
+}
+
+/** The longest single wait between attempts, whatever Retry-After or the backoff says. */
+const MAX_WAIT_MS = 5 * 60_000;
+/** One request may take this long (a 4 MB chunk on a slow link included). */
+const REQUEST_TIMEOUT_MS = 120_000;
+
+export interface GraphStats {
+  requests: number;
+  throttled: number;
+  retried: number;
+  tokenRenewals: number;
+}
+
+export class GraphClient {
+  readonly stats: GraphStats = { requests: 0, throttled: 0, retried: 0, tokenRenewals: 0 };
+  private readonly all: Slots;
+  private readonly byMailbox = new Map<string, MailboxState>();
+
+  constructor(private readonly options: GraphClientOptions) {
+    this.all = new Slots(options.mailboxes * options.concurrency);
+  }
+
+  /** `/v1.0/users/<mailbox>` (or `/beta/...`), the mailbox escaped. */
+  static user(version: 'v1.0' | 'beta', mailbox: string): string {
+    return `/${version}/users/${encodeURIComponent(mailbox)}`;
+  }
+
+  /**
+   * One request on behalf of `mailbox` (its slots, its pauses), retried as the header comment
+   * says; resolves a 2xx answer and rejects a GraphError for any other (or PivotArchiveError when
+   * stopped). `mailbox` undefined: a request of no mailbox (not counted against one).
+   */
+  async send(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
+    let attempt = 0;
+    let renewed = false;
+    for (;;) {
+      this.stopped();
+      let answer: GraphResponse | undefined;
+      let failure: unknown;
+      try {
+        answer = await this.once(mailbox, request);
+      } catch (err) {
+        if (err instanceof PivotArchiveError) throw err;
+        failure = err;
+      }
+      if (answer && answer.status < 300) return answer;
+      const error = answer ? graphError(answer) : undefined;
+      if (error?.status === 401 && !request.anonymous && !renewed) {
+        // An expired or revoked token: ask for a new one, once.
+        renewed = true;
+        this.stats.tokenRenewals++;
+        this.options.tokens.forget();
+        continue;
+      }
+      const transient = !answer || answer.status >= 500 || answer.status === 429;
+      if (!transient || attempt >= (request.retries ?? this.options.retries)) {
+        if (error) throw error;
+        throw new GraphError(0, 'NetworkError', errorMessage(failure));
+      }
+      if (request.once && answer?.status !== 429) throw new UncertainError(error ? error.message : `network failure: ${errorMessage(failure)}`);
+      attempt++;
+      this.stats.retried++;
+      const retryAfter = answer ? retryAfterMs(answer.headers) : undefined;
+      if (answer?.status === 429) {
+        this.stats.throttled++;
+        // Throttling is per mailbox: every request of that mailbox waits, not this one alone.
+        const wait = Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS);
+        if (mailbox !== undefined) {
+          const state = this.mailbox(mailbox);
+          state.pausedUntil = Math.max(state.pausedUntil, Date.now() + wait);
+        } else await this.sleep(wait);
+      } else {
+        await this.sleep(Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS));
+      }
+    }
+  }
+
+  /** `retryDelay * 2^(attempt-1)`, at most 30 s, with full jitter over its upper half. */
+  private backoff(attempt: number): number {
+    const ceiling = Math.min(this.options.retryDelayMs * 2 ** (attempt - 1), 30_000);
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  private mailbox(mailbox: string): MailboxState {
+    let state = this.byMailbox.get(mailbox);
+    if (!state) this.byMailbox.set(mailbox, (state = { slots: new Slots(this.options.concurrency), pausedUntil: 0 }));
+    return state;
+  }
+
+  /** One attempt, in a slot of its mailbox and one of the whole client. */
+  private async once(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
+    const state = mailbox === undefined ? undefined : this.mailbox(mailbox);
+    await state?.slots.take();
+    try {
+      // A 429 for this mailbox pauses it: wait in the slot, so no other request of it goes either.
+      while (state && state.pausedUntil > Date.now()) await this.sleep(state.pausedUntil - Date.now());
+      await this.all.take();
+      try {
+        return await this.fetch(request);
+      } finally {
+        this.all.give();
+      }
+    } finally {
+      state?.slots.give();
+    }
+  }
+
+  private async fetch(request: GraphRequest): Promise<GraphResponse> {
+    this.stopped();
+    const headers: Record<string, string> = { ...request.headers };
+    if (!request.anonymous) headers.authorization = `Bearer ${await this.options.tokens.get()}`;
+    if (request.contentType) headers['content-type'] = request.contentType;
+    const url = /^https?:/.test(request.path) ? request.path : `${this.options.endpoint}${request.path}`;
+    const signals = [AbortSignal.timeout(REQUEST_TIMEOUT_MS), ...(this.options.stop ? [this.options.stop] : [])];
+    this.stats.requests++;
+    let response: Response;
+    try {
+      response = await fetch(url, { method: request.method, headers, body: request.body as BodyInit | undefined, signal: AbortSignal.any(signals) });
+    } catch (err) {
+      this.stopped();
+      throw new Error(redactSecrets(`${request.method} ${url.split('?')[0]}: ${errorMessage((err as { cause?: unknown }).cause ?? err)}`));
+    }
+    const bytes = Buffer.from(await response.arrayBuffer());
+    let json: unknown;
+    if (!request.raw || response.status >= 300) {
+      try {
+        json = bytes.length > 0 ? JSON.parse(bytes.toString('utf8')) : undefined;
+      } catch {
+        json = undefined;
+      }
+    }
+    return { status: response.status, headers: response.headers, json, ...(request.raw ? { bytes } : {}) };
+  }
+
+  /** Waits, unless the stop signal ends the wait (then rejects as stopped). */
+  private sleep(ms: number): Promise<void> {
+    const stop = this.options.stop;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(done, Math.max(0, ms));
+      function done() {
+        stop?.removeEventListener('abort', aborted);
+        resolve();
+      }
+      const aborted = () => {
+        clearTimeout(timer);
+        reject(stoppedError());
+      };
+      stop?.addEventListener('abort', aborted, { once: true });
+    });
+  }
+
+  private stopped(): void {
+    if (this.options.stop?.aborted) throw stoppedError();
+  }
+}
+
+export const STOPPED_REASON = 'stopped by a signal before it was stored (a re-run delivers it)';
+
+function stoppedError(): PivotArchiveError {
+  return new PivotArchiveError(ErrorCode.SINK_WRITE, STOPPED_REASON);
+}
+
+/** Retry-After in seconds (Graph's form) or an HTTP date, in ms. */
+function retryAfterMs(headers: Headers): number | undefined {
+  const value = headers.get('retry-after');
+  if (!value) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+function graphError(answer: GraphResponse): GraphError {
+  const body = answer.json as { error?: { code?: unknown; message?: unknown } } | undefined;
+  const code = typeof body?.error?.code === 'string' ? body.error.code : 'UnknownError';
+  const message = typeof body?.error?.message === 'string' ? body.error.message : '(no message)';
+  return new GraphError(answer.status, code, redactSecrets(message));
+}

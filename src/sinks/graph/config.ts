@@ -1,0 +1,81 @@
+import { resolve } from 'node:path';
+import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import type { EntraCredential } from '../../auth/entra.js';
+import { parseSinkOptions } from '../options.js';
+import { GRAPH_FORM, graphOptions } from './options.js';
+
+export type GraphMode = 'json' | 'importMime';
+
+export interface GraphSinkConfig {
+  tenant: string;
+  /** Where tokens come from; a client secret is read from the environment here and never shown. */
+  credential: EntraCredential;
+  /** Folder path parts: the first a well-known name or a top-level folder, the rest children by display name. */
+  folder: string[];
+  mode: GraphMode;
+  /** Requests in flight per mailbox (Outlook allows 4). */
+  concurrency: number;
+  /** Mailboxes delivered to at once. */
+  mailboxes: number;
+  retries: number;
+  retryDelayMs: number;
+  /** `https://graph.microsoft.com`, no trailing slash. */
+  graphEndpoint: string;
+  authorityHost: string;
+  probe?: string;
+  /** `graph://TENANT/?folder=...` with no secret: for logs and errors. */
+  description: string;
+}
+
+const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/i;
+/** A tenant id (GUID) or a verified domain (`contoso.onmicrosoft.com`). */
+const TENANT = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)$/i;
+
+/**
+ * Parses `graph://TENANT_ID/?clientId=APP_ID&folder=Inbox/Pivot&...` (see `graphOptions`). The
+ * client secret comes from the environment (`secretEnv`), never from the spec; plain http to a
+ * host other than loopback needs `insecure`.
+ */
+export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?: boolean; env?: NodeJS.ProcessEnv } = {}): GraphSinkConfig {
+  const match = /^graph:\/\/([^/?#]*)\/?(?:\?([^#]*))?$/i.exec(spec);
+  if (!match) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink: the spec must be of the form ${GRAPH_FORM}${/secret|@/i.test(spec) ? '' : ` (not ${JSON.stringify(spec)})`}`);
+  const tenant = match[1]!;
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink graph://${tenant}: ${why}`);
+  if (!TENANT.test(tenant)) throw bad('the tenant must be a tenant id (GUID) or a domain such as contoso.onmicrosoft.com');
+  const o = parseSinkOptions(graphOptions, match[2] ?? '', bad);
+  for (const [name, value] of [['graphEndpoint', o.graphEndpoint], ['authorityHost', o.authorityHost]] as const) {
+    const url = new URL(value);
+    if (url.protocol === 'http:' && !LOOPBACK.test(url.hostname) && !options.insecure) throw bad(`${name}=${value} sends tokens in clear text to a host that is not loopback: use https, or add --insecure`);
+  }
+  const kind = o.clientCertificate !== undefined ? 'certificate' : o.credential;
+  if (o.clientCertificate !== undefined && o.credential !== 'secret' && o.credential !== 'certificate') throw bad('clientCertificate= is for credential=certificate, not managedIdentity');
+  let credential: EntraCredential;
+  if (kind === 'managedIdentity') {
+    credential = { kind: 'managedIdentity', ...(o.clientId !== undefined ? { clientId: o.clientId } : {}) };
+  } else {
+    if (o.clientId === undefined) throw bad('names no app: add clientId=APP_ID (the app registration\'s application id)');
+    if (kind === 'certificate') {
+      if (o.clientCertificate === undefined) throw bad('credential=certificate needs clientCertificate=/path/to/key-and-cert.pem');
+      credential = { kind: 'certificate', tenant, clientId: o.clientId, certificatePath: resolve(options.cwd ?? process.cwd(), o.clientCertificate) };
+    } else {
+      const secret = (options.env ?? process.env)[o.secretEnv];
+      if (!secret) throw bad(`no client secret: set ${o.secretEnv} (or give clientCertificate=, or credential=managedIdentity)`);
+      credential = { kind: 'secret', tenant, clientId: o.clientId, secret };
+    }
+  }
+  const folder = o.folder.split('/').map((part) => part.trim());
+  return {
+    tenant,
+    credential,
+    folder,
+    mode: o.mode,
+    concurrency: o.concurrency,
+    mailboxes: o.mailboxes,
+    retries: o.retries,
+    retryDelayMs: o.retryDelay,
+    graphEndpoint: o.graphEndpoint.replace(/\/+$/, ''),
+    authorityHost: o.authorityHost.replace(/\/+$/, ''),
+    ...(o.probe !== undefined ? { probe: o.probe } : {}),
+    description: `graph://${tenant}/?folder=${folder.join('/')}${o.mode === 'importMime' ? '&mode=importMime' : ''}`,
+  };
+}

@@ -1,0 +1,255 @@
+import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import { entraTokens, type AccessTokens } from '../../auth/entra.js';
+import type { Delivery } from '../../model.js';
+import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
+import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
+import { GraphClient, GraphError, UncertainError, mailboxUnusable, STOPPED_REASON } from './client.js';
+import { parseGraphSpec, type GraphSinkConfig } from './config.js';
+import { graphLocation, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
+import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment } from './message.js';
+import { createGraphReader } from './reader.js';
+
+const DAY = 86_400_000;
+/** The mailbox `open()` asks for when no `probe=` names one: no tenant holds it (`.invalid`, RFC 6761). */
+export const PROBE_MAILBOX = 'pivot-archive-credential-check@invalid';
+/** Attempts `open()` makes at most to reach Graph. */
+const OPEN_RETRIES = 2;
+
+/** What the sink knows of one mailbox for the run. */
+interface MailboxRun {
+  /** The folder's id, resolved (and created) once. */
+  folder?: Promise<string>;
+  /** What the folder holds, per UTC day of sentAt, listed once: identity -> message. */
+  days: Map<number, Promise<Map<string, Listed>>>;
+  /** Items being stored now, by identity: a second copy waits for the first. */
+  storing: Map<string, Promise<string>>;
+  /** Why the mailbox cannot be delivered to at all (unknown user, no mailbox): its items fail at once. */
+  unusable?: string;
+}
+
+/** The tokens and the client of a spec, shared by the sink and the reader. */
+export function graphAccess(config: GraphSinkConfig, stop?: AbortSignal): { tokens: AccessTokens; client: GraphClient } {
+  const tokens = entraTokens(config.credential, { authorityHost: config.authorityHost, scope: `${config.graphEndpoint}/.default`, describe: `Graph sink ${config.description}` });
+  const client = new GraphClient({
+    endpoint: config.graphEndpoint,
+    concurrency: config.concurrency,
+    mailboxes: config.mailboxes,
+    retries: config.retries,
+    retryDelayMs: config.retryDelayMs,
+    tokens,
+    describe: config.description,
+    ...(stop ? { stop } : {}),
+  });
+  return { tokens, client };
+}
+
+/**
+ * Proves, before any delivery, that a token can be had and that Graph accepts it for mailbox
+ * access: the `probe` mailbox's Inbox is read, or, without one, a mailbox no tenant holds is asked
+ * for (Graph answers 404 ErrorInvalidUser to an accepted token, 401 or 403 to a refused one).
+ */
+export async function proveAccess(config: GraphSinkConfig, tokens: AccessTokens, client: GraphClient): Promise<void> {
+  const unavailable = (why: string) => new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `Graph sink ${config.description}: ${why}`);
+  await tokens.get();
+  const mailbox = config.probe ?? PROBE_MAILBOX;
+  try {
+    await client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/mailFolders/inbox?$select=id`, retries: Math.min(OPEN_RETRIES, config.retries) });
+  } catch (err) {
+    if (err instanceof PivotArchiveError) throw err;
+    if (config.probe === undefined && err instanceof GraphError && err.status === 404 && err.code === 'ErrorInvalidUser') return;
+    if (err instanceof GraphError && err.status === 401) throw unavailable(`Graph refused the access token (${err.message})`);
+    if (err instanceof GraphError && err.status === 403) throw unavailable(`the app may not read mailboxes: grant it the Mail.ReadWrite application permission with admin consent (${err.message})`);
+    if (err instanceof GraphError && err.status === 0) throw unavailable(`cannot reach ${config.graphEndpoint}: ${err.message}`);
+    throw unavailable(`${config.probe !== undefined ? `probe mailbox ${config.probe}` : 'Graph'}: ${errorMessage(err)}`);
+  }
+}
+
+/**
+ * Creates each (mailbox, message) in the mailbox's folder through Microsoft Graph (see SPEC.md):
+ * from JSON with the MAPI properties of a received message (mode=json), or from the exact MIME
+ * (mode=importMime, beta). What a folder holds is listed once per (mailbox, UTC day) and kept for
+ * the run, so a re-run creates nothing.
+ */
+export class GraphSink extends LifecycleSink implements Sink {
+  readonly kind = 'graph';
+  readonly description: string;
+  readonly maxInFlight: number;
+  readonly maxInFlightBytes = 256 * 1024 * 1024;
+  readonly client: GraphClient;
+  private readonly tokens: AccessTokens;
+  private readonly mailboxes = new Map<string, MailboxRun>();
+  protected readonly lifecycle = new SinkLifecycle('graph', { open: () => proveAccess(this.config, this.tokens, this.client) });
+
+  constructor(
+    readonly config: GraphSinkConfig,
+    stop?: AbortSignal,
+  ) {
+    super();
+    this.description = config.description;
+    // Two writes per request slot keep every slot busy while the next write lists or waits.
+    this.maxInFlight = config.mailboxes * config.concurrency * 2;
+    ({ tokens: this.tokens, client: this.client } = graphAccess(config, stop));
+  }
+
+  protected async store(delivery: Delivery): Promise<Stored> {
+    const mailbox = delivery.mailbox;
+    const run = this.run(mailbox);
+    const fail = (why: string) => new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${why}`);
+    try {
+      if (run.unusable) throw fail(run.unusable);
+      const folderId = await (run.folder ??= this.folder(mailbox, run));
+      const key = identity(delivery.messageId, delivery.internalDate);
+      const day = Math.floor(delivery.internalDate / DAY);
+      const held = await this.day(mailbox, run, folderId, day);
+      const found = held.get(key);
+      if (found?.stamp !== undefined || (found && this.config.mode === 'importMime')) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
+      const earlier = run.storing.get(key);
+      if (earlier) return { outcome: 'skipped', location: await earlier };
+      const storing = this.create(mailbox, folderId, delivery, found).then((listed) => {
+        held.set(key, listed);
+        return graphLocation(mailbox, folderId, listed.id);
+      });
+      run.storing.set(key, storing);
+      try {
+        return { outcome: 'delivered', location: await storing };
+      } finally {
+        run.storing.delete(key);
+      }
+    } catch (err) {
+      if (mailboxUnusable(err)) {
+        run.unusable ??= `Graph cannot deliver to this mailbox (${err.message}): is it a licensed Exchange Online mailbox, named by its user principal name?`;
+        throw fail(run.unusable);
+      }
+      if (err instanceof PivotArchiveError) throw err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ') ? err : fail(err.message);
+      throw fail(`not stored: ${errorMessage(err)}`);
+    }
+  }
+
+  private run(mailbox: string): MailboxRun {
+    let run = this.mailboxes.get(mailbox);
+    if (!run) this.mailboxes.set(mailbox, (run = { days: new Map(), storing: new Map() }));
+    return run;
+  }
+
+  private folder(mailbox: string, run: MailboxRun): Promise<string> {
+    const resolving = resolveFolder(this.client, mailbox, this.config.folder, true).then((id) => id!);
+    // A failure is not kept: the next item tries again (unless the mailbox is unusable).
+    resolving.catch(() => (run.folder = undefined));
+    return resolving;
+  }
+
+  /** What the folder holds with sentAt in one UTC day, listed once per run. */
+  private day(mailbox: string, run: MailboxRun, folderId: string, day: number): Promise<Map<string, Listed>> {
+    let listing = run.days.get(day);
+    if (!listing) {
+      listing = listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY }).then((messages) => new Map(messages.map((m) => [identity(m.internetMessageId, m.sentAt), m])));
+      run.days.set(day, listing);
+      listing.catch(() => run.days.delete(day));
+    }
+    return listing;
+  }
+
+  /**
+   * Creates the message (after removing a half-created one of a run that stopped midway), and
+   * resolves it once all of it is in: the create, every later attachment, then the stamp.
+   */
+  private async create(mailbox: string, folderId: string, delivery: Delivery, halfCreated: Listed | undefined): Promise<Listed> {
+    if (halfCreated) await this.remove(mailbox, halfCreated.id);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return this.config.mode === 'importMime' ? await this.importMime(mailbox, folderId, delivery) : await this.createJson(mailbox, folderId, delivery);
+      } catch (err) {
+        if (!(err instanceof UncertainError) || attempt >= this.config.retries) throw err;
+        // The create may have been carried out: look before sending it again (nothing twice).
+        const there = await this.lookUp(mailbox, folderId, delivery);
+        if (there && (there.stamp !== undefined || this.config.mode === 'importMime')) return there;
+        if (there) await this.remove(mailbox, there.id);
+      }
+    }
+  }
+
+  private async importMime(mailbox: string, folderId: string, delivery: Delivery): Promise<Listed> {
+    const body = delivery.message.toString('base64');
+    if (body.length > REQUEST_BODY_MAX) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: a ${delivery.message.length}-byte message is over what importMime takes in one request (4 MB of base64, about 3 MB of MIME): use mode=json`);
+    const made = await this.client.send(mailbox, { method: 'POST', path: `${GraphClient.user('beta', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/importMime`, contentType: 'text/plain', body, once: true });
+    return listedOf(made.json as Record<string, unknown>);
+  }
+
+  private async createJson(mailbox: string, folderId: string, delivery: Delivery): Promise<Listed> {
+    const message = graphMessage(delivery.message, delivery.internalDate);
+    const tooLarge = message.later.find((a) => a.bytes.length > ATTACHMENT_MAX);
+    if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
+    const user = GraphClient.user('v1.0', mailbox);
+    const made = await this.client.send(mailbox, { method: 'POST', path: `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, contentType: 'application/json', body: JSON.stringify(message.create), once: true });
+    const created = listedOf(made.json as Record<string, unknown>);
+    if (message.later.length === 0) return created;
+    try {
+      for (const attachment of message.later) await this.attach(mailbox, created.id, attachment);
+      // Last: the stamp that says all of it is in.
+      await this.client.send(mailbox, { method: 'PATCH', path: `${user}/messages/${encodeURIComponent(created.id)}`, contentType: 'application/json', body: JSON.stringify({ singleValueExtendedProperties: [{ id: STAMP_PROPERTY, value: message.stamp }] }) });
+    } catch (err) {
+      // Half a message is no delivery: removed now, or (if that fails too) by the next run, which finds it unstamped.
+      await this.remove(mailbox, created.id).catch(() => undefined);
+      throw err;
+    }
+    return { ...created, stamp: message.stamp };
+  }
+
+  /** An attachment added to a created message: one POST under 3 MB, else an upload session in chunks of at most 4 MB. */
+  private async attach(mailbox: string, messageId: string, a: FileAttachment): Promise<void> {
+    const path = `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}/attachments`;
+    if (a.bytes.length <= INLINE_ATTACHMENT_MAX) {
+      await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body: JSON.stringify(fileAttachmentJson(a)) });
+      return;
+    }
+    const session = await this.client.send(mailbox, {
+      method: 'POST',
+      path: `${path}/createUploadSession`,
+      contentType: 'application/json',
+      body: JSON.stringify({ AttachmentItem: { attachmentType: 'file', name: a.name, size: a.bytes.length, contentType: a.contentType } }),
+    });
+    const uploadUrl = (session.json as { uploadUrl?: string }).uploadUrl;
+    if (!uploadUrl) throw new GraphError(session.status, 'NoUploadUrl', 'createUploadSession answered without an uploadUrl');
+    for (let start = 0; start < a.bytes.length; start += CHUNK_BYTES) {
+      const chunk = a.bytes.subarray(start, Math.min(a.bytes.length, start + CHUNK_BYTES));
+      // The upload URL carries its own authorization: a bearer token with it is refused.
+      await this.client.send(mailbox, {
+        method: 'PUT',
+        path: uploadUrl,
+        anonymous: true,
+        contentType: 'application/octet-stream',
+        headers: { 'content-range': `bytes ${start}-${start + chunk.length - 1}/${a.bytes.length}` },
+        body: chunk,
+      });
+    }
+  }
+
+  /** The message of this item in the folder, if any (after a create whose answer was lost). */
+  private async lookUp(mailbox: string, folderId: string, delivery: Delivery): Promise<Listed | undefined> {
+    const filter = encodeURIComponent(`internetMessageId eq ${odataString(delivery.messageId)}`);
+    const list = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${MESSAGE_FIELDS}&$filter=${filter}` });
+    const want = identity(delivery.messageId, delivery.internalDate);
+    return ((list.json as { value?: Record<string, unknown>[] }).value ?? []).map(listedOf).find((m) => identity(m.internetMessageId, m.sentAt) === want);
+  }
+
+  private async remove(mailbox: string, messageId: string): Promise<void> {
+    try {
+      // permanentDelete, not DELETE: a DELETE moves the message to Deleted Items, where a half message would stay.
+      await this.client.send(mailbox, { method: 'POST', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}/permanentDelete` });
+    } catch (err) {
+      if (!(err instanceof GraphError && err.status === 404)) throw err;
+    }
+  }
+}
+
+export function createGraphSink(spec: string, options: Partial<SinkOptions> & { env?: NodeJS.ProcessEnv } = {}): GraphSink {
+  return new GraphSink(parseGraphSpec(spec, options), options.stop);
+}
+
+export { STOPPED_REASON };
+
+export const graphSinkFactory: SinkFactory = {
+  scheme: 'graph',
+  create: (spec, options) => createGraphSink(spec, options),
+  reader: (spec, options) => createGraphReader(spec, options),
+};

@@ -1,0 +1,110 @@
+// What the sink and its reader share about one mailbox: finding (or creating) the folder path,
+// listing what a folder holds in a time window, and where a message is (`Stored.location`).
+import { GraphClient, GraphError, type GraphResponse } from './client.js';
+import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
+import { STAMP_PROPERTY } from './message.js';
+
+/** Well-known folder names Graph takes in place of an id (mailFolder resource, v1.0). */
+const WELL_KNOWN = new Set(['archive', 'clutter', 'conflicts', 'conversationhistory', 'deleteditems', 'drafts', 'inbox', 'junkemail', 'localfailures', 'msgfolderroot', 'outbox', 'recoverableitemsdeletions', 'scheduled', 'searchfolders', 'sentitems', 'serverfailures', 'syncissues']);
+
+/** A string in an OData literal: `'` doubled. */
+export function odataString(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** Where a message is, as the ledger records it: `<mailbox>/<folder id>/<message id>`, ids percent-encoded. */
+export function graphLocation(mailbox: string, folderId: string, messageId: string): string {
+  return `${mailbox}/${encodeURIComponent(folderId)}/${encodeURIComponent(messageId)}`;
+}
+
+export function parseGraphLocation(location: string): { mailbox: string; folderId: string; messageId: string } | undefined {
+  const m = /^([^/]+)\/([^/]+)\/([^/]+)$/.exec(location);
+  if (!m) return undefined;
+  try {
+    return { mailbox: m[1]!, folderId: decodeURIComponent(m[2]!), messageId: decodeURIComponent(m[3]!) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A message a folder holds, as a listing gives it. */
+export interface Listed {
+  id: string;
+  internetMessageId: string;
+  /** sentDateTime, ISO. */
+  sentAt: string;
+  /** The json-mode stamp (`<sha256> <size> <fields sha256>`), absent on a half-created or imported message. */
+  stamp?: string;
+}
+
+/** What identifies an item in a mailbox: its Message-ID and its sentAt to the second. */
+export function identity(messageId: string, time: string | number): string {
+  return `${messageId} ${Math.floor((typeof time === 'number' ? time : Date.parse(time)) / 1000)}`;
+}
+
+/** Whether a Message-ID is one this tool made. */
+export function isOurs(messageId: string): boolean {
+  return messageId.endsWith(`@${HEADER_DOMAIN}>`);
+}
+
+/** The `$select`/`$expand` every listing and read of a message asks for. */
+export const MESSAGE_FIELDS = `$select=id,internetMessageId,sentDateTime&$expand=singleValueExtendedProperties($filter=id eq ${odataString(STAMP_PROPERTY)})`;
+
+export function listedOf(message: Record<string, unknown>): Listed {
+  const props = (message.singleValueExtendedProperties as { id: string; value: string }[] | undefined) ?? [];
+  const stamp = props.find((p) => p.id.toLowerCase() === STAMP_PROPERTY.toLowerCase())?.value;
+  return { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: new Date(String(message.sentDateTime)).toISOString(), ...(stamp ? { stamp } : {}) };
+}
+
+/**
+ * Every message of a folder with `sentDateTime` in [from, to) (or all, without a window), page
+ * by page (`@odata.nextLink`), 1000 a page.
+ */
+export async function listFolder(client: GraphClient, mailbox: string, folderId: string, window?: { from: number; to: number }): Promise<Listed[]> {
+  const filter = window ? `&$filter=${encodeURIComponent(`sentDateTime ge ${new Date(window.from).toISOString()} and sentDateTime lt ${new Date(window.to).toISOString()}`)}` : '';
+  let next: string | undefined = `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${MESSAGE_FIELDS}${filter}&$top=1000`;
+  const found: Listed[] = [];
+  while (next) {
+    const page: GraphResponse = await client.send(mailbox, { method: 'GET', path: next });
+    const body = page.json as { value?: Record<string, unknown>[]; '@odata.nextLink'?: string };
+    for (const message of body.value ?? []) found.push(listedOf(message));
+    next = body['@odata.nextLink'];
+  }
+  return found;
+}
+
+/**
+ * The id of a folder path (`Inbox/Pivot`): the first part a well-known name or a top-level folder
+ * by display name, then child folders by display name. Missing folders are created with `create`
+ * (a folder another writer created meanwhile, 409, is looked up again), else the answer is undefined.
+ */
+export async function resolveFolder(client: GraphClient, mailbox: string, path: string[], create: boolean): Promise<string | undefined> {
+  const user = GraphClient.user('v1.0', mailbox);
+  let parentId: string | undefined;
+  for (const [depth, name] of path.entries()) {
+    if (depth === 0 && WELL_KNOWN.has(name.toLowerCase())) {
+      const folder = await client.send(mailbox, { method: 'GET', path: `${user}/mailFolders/${name.toLowerCase()}?$select=id` });
+      parentId = String((folder.json as { id: string }).id);
+      continue;
+    }
+    const container = parentId === undefined ? `${user}/mailFolders` : `${user}/mailFolders/${encodeURIComponent(parentId)}/childFolders`;
+    const find = async () => {
+      const list = await client.send(mailbox, { method: 'GET', path: `${container}?$filter=${encodeURIComponent(`displayName eq ${odataString(name)}`)}&$select=id,displayName` });
+      return ((list.json as { value?: { id: string }[] }).value ?? [])[0]?.id;
+    };
+    let id = await find();
+    if (id === undefined) {
+      if (!create) return undefined;
+      try {
+        const made = await client.send(mailbox, { method: 'POST', path: container, contentType: 'application/json', body: JSON.stringify({ displayName: name }) });
+        id = String((made.json as { id: string }).id);
+      } catch (err) {
+        if (!(err instanceof GraphError && err.status === 409)) throw err;
+        id = await find();
+        if (id === undefined) throw err;
+      }
+    }
+    parentId = id;
+  }
+  return parentId;
+}

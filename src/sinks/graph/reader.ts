@@ -1,0 +1,140 @@
+// Reads what the Graph sink stored back for `verify` (see SPEC.md, "Reading back"): read-only
+// requests, the same folder lookup (never creating), and for each message either the exact MIME
+// Graph serves (`$value`, for imported messages) or, for a json-mode message, the compared fields
+// checked against the stamp the sink wrote last.
+import { createHash } from 'node:crypto';
+import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import type { AccessTokens } from '../../auth/entra.js';
+import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
+import { GraphClient, GraphError, mailboxUnusable } from './client.js';
+import { parseGraphSpec, type GraphSinkConfig } from './config.js';
+import { graphAccess, proveAccess } from './index.js';
+import { graphLocation, identity, isOurs, listFolder, listedOf, MESSAGE_FIELDS, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
+import { fieldsDigest } from './message.js';
+import { eachLimited, secondOf } from '../held.js';
+
+/** Messages read back at once per mailbox (the client keeps to the per-mailbox limit in any case). */
+const READS_AT_ONCE = 4;
+
+interface GraphAddress {
+  emailAddress?: { address?: string };
+}
+
+export class GraphReader implements StoreReader {
+  readonly description: string;
+  private readonly tokens: AccessTokens;
+  private readonly client: GraphClient;
+
+  constructor(readonly config: GraphSinkConfig) {
+    this.description = config.description;
+    ({ tokens: this.tokens, client: this.client } = graphAccess(config));
+  }
+
+  open(): Promise<void> {
+    return proveAccess(this.config, this.tokens, this.client);
+  }
+
+  async mailbox(mailbox: string, wanted: WantedMessage[], { sample }: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] }> {
+    const held = new Map<WantedMessage, HeldMessage>();
+    let folderId: string | undefined;
+    try {
+      folderId = await resolveFolder(this.client, mailbox, this.config.folder, false);
+    } catch (err) {
+      if (mailboxUnusable(err)) return { held, unexpected: [] };
+      throw this.unavailable(mailbox, err);
+    }
+    if (folderId === undefined) return { held, unexpected: [] };
+    const used = new Set<string>();
+    // By location first: the message there, if it is still the wanted item.
+    await eachLimited(wanted, READS_AT_ONCE, async (w) => {
+      const at = w.location === undefined ? undefined : parseGraphLocation(w.location);
+      if (!at || at.mailbox !== mailbox) return;
+      const message = await this.get(mailbox, at.messageId);
+      if (message && identity(message.internetMessageId, message.sentAt) === identity(w.messageId, w.sentAt)) {
+        used.add(message.id);
+        held.set(w, await this.hashed(mailbox, folderId!, message));
+      }
+    });
+    if (held.size === wanted.length && sample) return { held, unexpected: [] };
+    // Then by identity, from a listing: of the wanted days in a sample, of the whole folder otherwise.
+    let listed: Listed[];
+    try {
+      if (sample) {
+        const days = [...new Set(wanted.filter((w) => !held.has(w)).map((w) => Math.floor(Date.parse(w.sentAt) / 86_400_000)))];
+        listed = (await Promise.all(days.map((d) => listFolder(this.client, mailbox, folderId!, { from: d * 86_400_000, to: (d + 1) * 86_400_000 })))).flat();
+      } else listed = await listFolder(this.client, mailbox, folderId);
+    } catch (err) {
+      throw this.unavailable(mailbox, err);
+    }
+    const missing = wanted.filter((w) => !held.has(w));
+    await eachLimited(missing, READS_AT_ONCE, async (w) => {
+      const found = listed.find((m) => !used.has(m.id) && m.internetMessageId === w.messageId && secondOf(m.sentAt) === secondOf(w.sentAt));
+      if (!found) return;
+      used.add(found.id);
+      held.set(w, await this.hashed(mailbox, folderId!, found));
+    });
+    const unexpected = sample
+      ? []
+      : listed.filter((m) => !used.has(m.id) && isOurs(m.internetMessageId)).map((m) => ({ messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId!, m.id) }));
+    return { held, unexpected };
+  }
+
+  /** Graph lists no mailboxes to an app that holds Mail.ReadWrite only (User.Read.All would be another permission): none. */
+  async mailboxes(): Promise<string[]> {
+    return [];
+  }
+
+  async close(): Promise<void> {}
+
+  /** A message by id, or undefined when Graph has none by that id. */
+  private async get(mailbox: string, messageId: string): Promise<Listed | undefined> {
+    try {
+      const got = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}?${MESSAGE_FIELDS}` });
+      return listedOf(got.json as Record<string, unknown>);
+    } catch (err) {
+      if (err instanceof GraphError && (err.status === 404 || err.status === 400)) return undefined;
+      throw this.unavailable(mailbox, err);
+    }
+  }
+
+  /**
+   * What verify compares. A stamped (json-mode) message: the stamp's MIME sha256 and size when the
+   * fields Graph returns hash to the stamp's fields digest, else that other digest (so it is
+   * altered). Any other message: the sha256 of the MIME Graph serves (`$value`).
+   */
+  private async hashed(mailbox: string, folderId: string, m: Listed): Promise<HeldMessage> {
+    const base = { messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId, m.id) };
+    const path = `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}`;
+    try {
+      if (m.stamp === undefined) {
+        const value = await this.client.send(mailbox, { method: 'GET', path: `${path}/$value`, raw: true });
+        const bytes = value.bytes ?? Buffer.alloc(0);
+        return { ...base, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+      }
+      const got = await this.client.send(mailbox, { method: 'GET', path: `${path}?$select=internetMessageId,subject,from,toRecipients,ccRecipients,sentDateTime&$expand=attachments($select=name)` });
+      const f = got.json as { internetMessageId?: string; subject?: string; from?: GraphAddress; toRecipients?: GraphAddress[]; ccRecipients?: GraphAddress[]; sentDateTime?: string; attachments?: { name?: string }[] };
+      const digest = fieldsDigest({
+        internetMessageId: f.internetMessageId ?? '',
+        subject: f.subject ?? '',
+        from: f.from?.emailAddress?.address ?? '',
+        to: (f.toRecipients ?? []).map((r) => r.emailAddress?.address ?? ''),
+        cc: (f.ccRecipients ?? []).map((r) => r.emailAddress?.address ?? ''),
+        sentAt: new Date(f.sentDateTime ?? 0).toISOString(),
+        attachments: (f.attachments ?? []).map((a) => a.name ?? ''),
+      });
+      const [sha256 = '', size = '0', fields = ''] = m.stamp.split(' ');
+      return fields === digest ? { ...base, sha256, size: Number(size) } : { ...base, sha256: digest, size: 0 };
+    } catch (err) {
+      throw this.unavailable(mailbox, err);
+    }
+  }
+
+  private unavailable(mailbox: string, err: unknown): PivotArchiveError {
+    if (err instanceof PivotArchiveError) return err;
+    return new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `Graph reader ${this.description}: mailbox ${mailbox}: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+export function createGraphReader(spec: string, options: Partial<SinkOptions> & { env?: NodeJS.ProcessEnv } = {}): GraphReader {
+  return new GraphReader(parseGraphSpec(spec, options));
+}
