@@ -14,14 +14,35 @@ export interface IdentityEndpoint {
 
 const base64url = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
-/** An unsigned JWT with the audience, issuer and lifetime Azurite's `--oauth basic` checks. */
-function storageToken(): string {
+/** What the tokens claim beyond the defaults (Azurite's storage audience, no tenant, no roles). */
+export interface IdentityEndpointOptions {
+  /** `aud`: `https://storage.azure.com` unless given (the Graph stand-in checks its own origin). */
+  audience?: string;
+  /** `tid`, the tenant the token is for. */
+  tenant?: string;
+  /** `roles`, the application permissions granted (e.g. Mail.ReadWrite). */
+  roles?: string[];
+  /** Seconds until `exp` (3600 unless given). */
+  lifetime?: number;
+}
+
+/** An unsigned JWT with the audience, issuer and lifetime Azurite's `--oauth basic` checks (and the claims asked for). */
+function unsignedToken(options: IdentityEndpointOptions): string {
   const now = Math.floor(Date.now() / 1000);
-  const claims = { aud: 'https://storage.azure.com', iss: 'https://sts.windows.net/00000000-0000-0000-0000-000000000001/', nbf: now - 60, iat: now - 60, exp: now + 3600, oid: 'pivot-archive-test' };
+  const claims = {
+    aud: options.audience ?? 'https://storage.azure.com',
+    iss: 'https://sts.windows.net/00000000-0000-0000-0000-000000000001/',
+    nbf: now - 60,
+    iat: now - 60,
+    exp: now + (options.lifetime ?? 3600),
+    oid: 'pivot-archive-test',
+    ...(options.tenant ? { tid: options.tenant } : {}),
+    ...(options.roles ? { roles: options.roles } : {}),
+  };
   return `${base64url({ alg: 'RS256', typ: 'JWT' })}.${base64url(claims)}.c2lnbmF0dXJl`;
 }
 
-export async function startIdentityEndpoint(): Promise<IdentityEndpoint> {
+export async function startIdentityEndpoint(options: IdentityEndpointOptions = {}): Promise<IdentityEndpoint> {
   const secret = 'identity-header-for-tests';
   let issued = 0;
   const server: Server = createServer((req, res) => {
@@ -32,7 +53,7 @@ export async function startIdentityEndpoint(): Promise<IdentityEndpoint> {
     }
     issued++;
     res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({ access_token: storageToken(), expires_on: String(Math.floor(Date.now() / 1000) + 3600), resource: url.searchParams.get('resource'), token_type: 'Bearer' }),
+      JSON.stringify({ access_token: unsignedToken(options), expires_on: String(Math.floor(Date.now() / 1000) + (options.lifetime ?? 3600)), resource: url.searchParams.get('resource'), token_type: 'Bearer' }),
     );
   });
   server.listen(0, '127.0.0.1');

@@ -1,0 +1,692 @@
+// A local stand-in for the part of Microsoft Graph the Graph sink uses, written from Microsoft's
+// documented contract (Graph v1.0 and beta reference pages for mailFolder, message, attachment,
+// createUploadSession, importMime; "Microsoft Graph throttling guidance", Outlook service limits;
+// "Microsoft Graph error responses"). No Microsoft 365 tenant can be reached from the test
+// machines, so this is what the sink's tests run against. It is strict: it refuses what Graph
+// refuses (see `refusals` below) and keeps what a real mailbox would show (drafts included), so a
+// test can assert there are none. What it does NOT model: the bearer token's signature (tokens
+// from the test identity endpoint are unsigned; aud, exp, tid and roles are checked), Exchange's
+// rewriting of HTML bodies and of the MIME it serves for JSON-created messages, the 150 MB per
+// 5 minutes upload limit, and $batch.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import { randomBytes, randomUUID } from 'node:crypto';
+
+export interface StandinAttachment {
+  id: string;
+  name: string;
+  contentType: string;
+  bytes: Buffer;
+}
+
+export interface StandinMessage {
+  id: string;
+  folderId: string;
+  isDraft: boolean;
+  /** JSON-created: the fields as posted (validated); imported: parsed from nothing, `mime` holds the bytes. */
+  subject: string;
+  body: { contentType: string; content: string };
+  from?: { emailAddress: { name?: string; address: string } };
+  toRecipients: { emailAddress: { name?: string; address: string } }[];
+  ccRecipients: { emailAddress: { name?: string; address: string } }[];
+  internetMessageId: string;
+  receivedDateTime: string;
+  sentDateTime: string;
+  extended: Map<string, string>;
+  attachments: StandinAttachment[];
+  /** The exact MIME of an imported (importMime) or MIME-posted message. */
+  mime?: Buffer;
+}
+
+interface Folder {
+  id: string;
+  displayName: string;
+  parentId: string | null;
+  wellKnown?: string;
+}
+
+interface Mailbox {
+  address: string;
+  /** No Exchange Online licence: Graph answers 404 MailboxNotEnabledForRESTAPI. */
+  licensed: boolean;
+  folders: Map<string, Folder>;
+  messages: Map<string, StandinMessage>;
+  /** Requests of this mailbox being served now, and the times of those in the rate window. */
+  active: number;
+  peak: number;
+  recent: number[];
+}
+
+interface UploadSession {
+  mailbox: string;
+  messageId: string;
+  name: string;
+  contentType: string;
+  size: number;
+  received: Buffer[];
+  next: number;
+  token: string;
+}
+
+/** A response the test wants the next request(s) of a mailbox to get (an outage, a throttle). */
+export interface Injected {
+  status: number;
+  code: string;
+  message?: string;
+  retryAfter?: number;
+}
+
+export interface GraphStandinOptions {
+  tenant?: string;
+  /** The `aud` tokens must carry: this server's origin unless given. */
+  audience?: string;
+  /** Mailboxes that exist (created on first use of `mailbox()` too). */
+  mailboxes?: string[];
+  /** Every request waits this long before it is answered (a realistic round trip). */
+  latencyMs?: number;
+  /** Requests per mailbox allowed in `windowMs` (Outlook: 10,000 per 10 minutes). */
+  rate?: { requests: number; windowMs: number };
+  /** Outlook's concurrent requests per mailbox (4). */
+  concurrency?: number;
+}
+
+export interface GraphStandin {
+  url: string;
+  tenant: string;
+  audience: string;
+  /** The mailbox's store (created if absent), for tests to read and tamper with. */
+  mailbox(address: string, options?: { licensed?: boolean }): { messages: Map<string, StandinMessage>; folders: Map<string, Folder> };
+  /** Every message of a mailbox in the folder of that display-name path (`Inbox/Pivot`). */
+  messagesIn(address: string, path: string): StandinMessage[];
+  /** The MIME Graph would serve as `$value`: the exact bytes of an imported message, else rendered from its fields. */
+  mimeOf(message: StandinMessage): Buffer;
+  /** The next `count` requests of a mailbox get this answer. */
+  inject(address: string, response: Injected, count?: number): void;
+  stats: {
+    requests: number;
+    /** Requests refused because a mailbox already had `concurrency` in flight (a fifth concurrent request). */
+    overConcurrency: number;
+    /** The most requests one mailbox had in flight at once, the refused fifth included. */
+    peakConcurrency: number;
+    throttled: number;
+    /** Requests by method and path shape, e.g. `POST messages`. */
+    byKind: Map<string, number>;
+    /** Authorization headers seen on upload URLs (Graph refuses them). */
+    bearerOnUpload: number;
+  };
+  /** The bearer tokens seen, to prove no secret travelled elsewhere. */
+  tokensSeen: Set<string>;
+  close(): Promise<void>;
+}
+
+const WELL_KNOWN = ['inbox', 'archive', 'drafts', 'sentitems', 'deleteditems', 'junkemail', 'outbox', 'msgfolderroot'];
+const WELL_KNOWN_NAMES: Record<string, string> = { inbox: 'Inbox', archive: 'Archive', drafts: 'Drafts', sentitems: 'Sent Items', deleteditems: 'Deleted Items', junkemail: 'Junk Email', outbox: 'Outbox', msgfolderroot: 'Top of Information Store' };
+/** Properties a message may be created with (message resource, v1.0). */
+const MESSAGE_PROPERTIES = new Set([
+  'subject', 'body', 'from', 'sender', 'toRecipients', 'ccRecipients', 'bccRecipients', 'replyTo', 'internetMessageId', 'internetMessageHeaders',
+  'singleValueExtendedProperties', 'multiValueExtendedProperties', 'attachments', 'importance', 'isRead', 'categories', 'flag',
+  'isDeliveryReceiptRequested', 'isReadReceiptRequested', 'receivedDateTime', 'sentDateTime',
+]);
+/** What PATCH may change on a message that is not a draft. */
+const PATCH_RECEIVED = new Set(['singleValueExtendedProperties', 'multiValueExtendedProperties', 'categories', 'isRead', 'flag', 'importance', 'inferenceClassification']);
+const PROPERTY_ID = /^(Integer|Long|Short|SystemTime|String|Boolean|Binary|Double|Float|Currency|ApplicationTime|CLSID) (0x[0-9A-Fa-f]{4}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\} (Name \S.*|Id 0x[0-9A-Fa-f]{4}))$/;
+const MAX_BODY = 4 * 1024 * 1024;
+const INLINE_MAX = 3 * 1024 * 1024;
+const ATTACHMENT_MAX = 150 * 1024 * 1024;
+const MSGFLAG_UNSENT = 0x8;
+
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly retryAfter?: number,
+  ) {
+    super(message);
+  }
+}
+
+const newId = (prefix: string) => `${prefix}${randomBytes(24).toString('base64url')}=`;
+
+export async function startGraphStandin(options: GraphStandinOptions = {}): Promise<GraphStandin> {
+  const tenant = options.tenant ?? '11111111-2222-3333-4444-555555555555';
+  const limit = options.concurrency ?? 4;
+  const mailboxes = new Map<string, Mailbox>();
+  const sessions = new Map<string, UploadSession>();
+  const injected = new Map<string, Injected[]>();
+  const stats: GraphStandin['stats'] = { requests: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0 };
+  const tokensSeen = new Set<string>();
+  let base = '';
+  let audience = options.audience ?? '';
+
+  function mailboxOf(address: string, licensed = true): Mailbox {
+    const key = address.toLowerCase();
+    let box = mailboxes.get(key);
+    if (!box) {
+      const folders = new Map<string, Folder>();
+      const root: Folder = { id: newId('AAMkRoot'), displayName: WELL_KNOWN_NAMES.msgfolderroot!, parentId: null, wellKnown: 'msgfolderroot' };
+      folders.set(root.id, root);
+      for (const name of WELL_KNOWN.filter((n) => n !== 'msgfolderroot')) {
+        const f: Folder = { id: newId('AAMkF'), displayName: WELL_KNOWN_NAMES[name]!, parentId: root.id, wellKnown: name };
+        folders.set(f.id, f);
+      }
+      box = { address: key, licensed, folders, messages: new Map(), active: 0, peak: 0, recent: [] };
+      mailboxes.set(key, box);
+    }
+    return box;
+  }
+  for (const address of options.mailboxes ?? []) mailboxOf(address);
+
+  /** Checks the bearer token as Graph does (its signature excepted: see the header comment). */
+  function authorize(req: IncomingMessage, role: string): void {
+    const header = req.headers.authorization ?? '';
+    const m = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/.exec(header);
+    if (!m) throw new Refusal(401, 'InvalidAuthenticationToken', header ? 'IDX14100: JWT is not well formed.' : 'Access token is empty.');
+    tokensSeen.add(header.slice(7));
+    let claims: { aud?: string; exp?: number; nbf?: number; tid?: string; roles?: string[] };
+    try {
+      claims = JSON.parse(Buffer.from(m[2]!, 'base64url').toString('utf8')) as typeof claims;
+    } catch {
+      throw new Refusal(401, 'InvalidAuthenticationToken', 'IDX14100: JWT is not well formed.');
+    }
+    const now = Date.now() / 1000;
+    if (claims.aud !== audience && claims.aud !== `${audience}/`) throw new Refusal(401, 'InvalidAuthenticationToken', 'Invalid audience.');
+    if (typeof claims.exp !== 'number' || claims.exp < now || (typeof claims.nbf === 'number' && claims.nbf > now + 300)) throw new Refusal(401, 'InvalidAuthenticationToken', 'Lifetime validation failed, the token is expired.');
+    if (claims.tid !== tenant) throw new Refusal(401, 'InvalidAuthenticationToken', 'Access token validation failure. Invalid audience or tenant.');
+    const roles = claims.roles ?? [];
+    const granted = role === 'Mail-Advanced.ReadWrite.All' ? roles.includes(role) : roles.includes('Mail.ReadWrite') || roles.includes('Mail-Advanced.ReadWrite.All');
+    if (!granted) throw new Refusal(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
+  }
+
+  function user(address: string): Mailbox {
+    const box = mailboxes.get(decodeURIComponent(address).toLowerCase());
+    if (!box) throw new Refusal(404, 'ErrorInvalidUser', `The requested user '${decodeURIComponent(address)}' is invalid.`);
+    if (!box.licensed) throw new Refusal(404, 'MailboxNotEnabledForRESTAPI', 'The mailbox is either inactive, soft-deleted, or is hosted on-premise.');
+    return box;
+  }
+
+  function folderOf(box: Mailbox, idOrName: string): Folder {
+    const key = decodeURIComponent(idOrName);
+    const folder = box.folders.get(key) ?? [...box.folders.values()].find((f) => f.wellKnown === key.toLowerCase());
+    if (!folder) throw new Refusal(404, 'ErrorItemNotFound', 'The specified object was not found in the store.');
+    return folder;
+  }
+
+  function messageOf(box: Mailbox, id: string): StandinMessage {
+    const message = box.messages.get(decodeURIComponent(id));
+    if (!message) throw new Refusal(404, 'ErrorItemNotFound', 'The specified object was not found in the store.');
+    return message;
+  }
+
+  function json(body: Buffer): Record<string, unknown> {
+    try {
+      const value = JSON.parse(body.toString('utf8')) as unknown;
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
+      return value as Record<string, unknown>;
+    } catch {
+      throw new Refusal(400, 'BadRequest', 'Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.');
+    }
+  }
+
+  function checkRecipients(value: unknown, name: string): StandinMessage['toRecipients'] {
+    if (value === undefined) return [];
+    if (!Array.isArray(value)) throw new Refusal(400, 'RequestBodyRead', `A node of type 'StartObject' was read from the JSON reader when trying to read a value of the property '${name}'; however, a 'StartArray' node was expected.`);
+    return value.map((r) => recipient(r, name));
+  }
+
+  function recipient(r: unknown, name: string): { emailAddress: { name?: string; address: string } } {
+    const address = (r as { emailAddress?: { address?: unknown; name?: unknown } })?.emailAddress;
+    const extra = Object.keys((r as object) ?? {}).filter((k) => k !== 'emailAddress');
+    if (!address || typeof address.address !== 'string' || extra.length > 0) throw new Refusal(400, 'RequestBodyRead', `Invalid recipient in '${name}'.`);
+    if (!/^[^\s@]+@[^\s@]+$/.test(address.address)) throw new Refusal(400, 'ErrorInvalidRecipients', `At least one recipient isn't valid: ${address.address}`);
+    return { emailAddress: { ...(typeof address.name === 'string' ? { name: address.name } : {}), address: address.address } };
+  }
+
+  function extendedProperties(value: unknown): Map<string, string> {
+    const out = new Map<string, string>();
+    if (value === undefined) return out;
+    if (!Array.isArray(value)) throw new Refusal(400, 'RequestBodyRead', "singleValueExtendedProperties must be an array.");
+    for (const p of value as { id?: unknown; value?: unknown }[]) {
+      const keys = Object.keys(p ?? {});
+      if (typeof p?.id !== 'string' || typeof p.value !== 'string' || keys.some((k) => k !== 'id' && k !== 'value')) throw new Refusal(400, 'RequestBodyRead', 'An extended property needs a string id and a string value.');
+      const m = PROPERTY_ID.exec(p.id);
+      if (!m) throw new Refusal(400, 'ErrorInvalidExtendedPropertyValue', `The extended property id '${p.id}' is not valid.`);
+      if (['Integer', 'Long', 'Short'].includes(m[1]!) && !/^-?\d+$/.test(p.value)) throw new Refusal(400, 'ErrorInvalidExtendedPropertyValue', `'${p.value}' is not a valid ${m[1]} value.`);
+      if (m[1] === 'SystemTime' && Number.isNaN(Date.parse(p.value))) throw new Refusal(400, 'ErrorInvalidExtendedPropertyValue', `'${p.value}' is not a valid SystemTime value.`);
+      if (m[1] === 'Boolean' && !/^(true|false)$/i.test(p.value)) throw new Refusal(400, 'ErrorInvalidExtendedPropertyValue', `'${p.value}' is not a valid Boolean value.`);
+      out.set(normalizedPropertyId(p.id), p.value);
+    }
+    return out;
+  }
+
+  function fileAttachment(a: unknown): StandinAttachment {
+    const att = a as Record<string, unknown>;
+    const unknown = Object.keys(att ?? {}).filter((k) => !['@odata.type', 'name', 'contentType', 'contentBytes', 'isInline', 'contentId'].includes(k));
+    if (att?.['@odata.type'] !== '#microsoft.graph.fileAttachment') throw new Refusal(400, 'RequestBodyRead', "An attachment needs '@odata.type': '#microsoft.graph.fileAttachment'.");
+    if (unknown.length > 0) throw new Refusal(400, 'RequestBodyRead', `The property '${unknown[0]}' does not exist on type 'microsoft.graph.fileAttachment'.`);
+    if (typeof att.name !== 'string' || typeof att.contentBytes !== 'string') throw new Refusal(400, 'ErrorInvalidRequest', 'An attachment needs name and contentBytes.');
+    const bytes = Buffer.from(att.contentBytes, 'base64');
+    if (bytes.toString('base64') !== att.contentBytes.replace(/\s/g, '')) throw new Refusal(400, 'ErrorInvalidRequest', 'contentBytes is not valid base64.');
+    if (bytes.length >= INLINE_MAX) throw new Refusal(413, 'ErrorAttachmentSizeLimitExceeded', 'An attachment of 3 MB or more must be added through an upload session.');
+    return { id: newId('AAMkA'), name: att.name, contentType: typeof att.contentType === 'string' ? att.contentType : 'application/octet-stream', bytes };
+  }
+
+  /** A message created from JSON (POST .../messages), refusing any property the message resource does not have. */
+  function createFromJson(folder: Folder, body: Record<string, unknown>): StandinMessage {
+    for (const key of Object.keys(body)) {
+      if (!MESSAGE_PROPERTIES.has(key)) throw new Refusal(400, 'RequestBodyRead', `The property '${key}' does not exist on type 'microsoft.graph.message'. Make sure to only use property names that are defined by the type or mark the type as open type.`);
+    }
+    const b = body.body as { contentType?: unknown; content?: unknown } | undefined;
+    if (b !== undefined && (typeof b.content !== 'string' || (b.contentType !== 'text' && b.contentType !== 'html') || Object.keys(b).some((k) => k !== 'content' && k !== 'contentType'))) throw new Refusal(400, 'RequestBodyRead', 'body must be {contentType: text|html, content}.');
+    const extended = extendedProperties(body.singleValueExtendedProperties);
+    const flags = extended.get('Integer 0x0E07');
+    const attachments = body.attachments === undefined ? [] : (body.attachments as unknown[]).map(fileAttachment);
+    const now = new Date().toISOString();
+    // Graph ignores receivedDateTime and sentDateTime on create; the MAPI properties set them.
+    return {
+      id: newId('AAMkM'),
+      folderId: folder.id,
+      isDraft: flags === undefined || (Number(flags) & MSGFLAG_UNSENT) !== 0,
+      subject: typeof body.subject === 'string' ? body.subject : '',
+      body: b ? { contentType: String(b.contentType), content: String(b.content) } : { contentType: 'text', content: '' },
+      ...(body.from !== undefined ? { from: recipient(body.from, 'from') } : {}),
+      toRecipients: checkRecipients(body.toRecipients, 'toRecipients'),
+      ccRecipients: checkRecipients(body.ccRecipients, 'ccRecipients'),
+      internetMessageId: typeof body.internetMessageId === 'string' ? body.internetMessageId : `<${randomUUID()}@standin.invalid>`,
+      receivedDateTime: isoSecond(extended.get('SystemTime 0x0E06') ?? now),
+      sentDateTime: isoSecond(extended.get('SystemTime 0x0039') ?? now),
+      extended,
+      attachments,
+    };
+  }
+
+  /** A message from MIME: what importMime keeps (a non-draft, the exact bytes) or what a MIME post to /messages makes (always a draft). */
+  function createFromMime(folder: Folder, body: Buffer, draft: boolean): StandinMessage {
+    const text = body.toString('latin1').replace(/\s/g, '');
+    const mime = Buffer.from(text, 'base64');
+    if (mime.length === 0 || mime.toString('base64') !== text) throw new Refusal(400, 'ErrorMimeContentInvalidBase64String', 'The MIME content is not a valid base64 string.');
+    const head = mime.toString('utf8', 0, Math.max(0, mime.indexOf('\r\n\r\n')));
+    const field = (name: string) => new RegExp(`(?:^|\\n)${name}:[ \\t]*([^\\r\\n]*(?:\\r?\\n[ \\t][^\\r\\n]*)*)`, 'i').exec(head)?.[1]?.replace(/\r?\n[ \t]/g, ' ').trim();
+    const date = Date.parse(field('date') ?? '');
+    if (!field('message-id') || Number.isNaN(date)) throw new Refusal(400, 'ErrorMimeContentInvalid', 'The MIME content is not a valid message.');
+    const now = new Date().toISOString();
+    return {
+      id: newId('AAMkM'),
+      folderId: folder.id,
+      isDraft: draft,
+      subject: field('subject') ?? '',
+      body: { contentType: 'text', content: '' },
+      toRecipients: [],
+      ccRecipients: [],
+      internetMessageId: field('message-id')!,
+      receivedDateTime: isoSecond(now),
+      sentDateTime: isoSecond(new Date(date).toISOString()),
+      extended: new Map(),
+      attachments: [],
+      mime,
+    };
+  }
+
+  /** A message as Graph returns it, with `$select` and `$expand` applied. */
+  function render(message: StandinMessage, query: URLSearchParams): Record<string, unknown> {
+    const full: Record<string, unknown> = {
+      id: message.id,
+      '@odata.etag': `W/"${message.id.slice(-8)}"`,
+      parentFolderId: message.folderId,
+      isDraft: message.isDraft,
+      isRead: message.extended.has('Integer 0x0E07') ? (Number(message.extended.get('Integer 0x0E07')) & 1) === 1 : !message.isDraft,
+      subject: message.subject,
+      body: message.body,
+      from: message.from ?? null,
+      toRecipients: message.toRecipients,
+      ccRecipients: message.ccRecipients,
+      internetMessageId: message.internetMessageId,
+      receivedDateTime: message.receivedDateTime,
+      sentDateTime: message.sentDateTime,
+      hasAttachments: message.attachments.length > 0,
+    };
+    const select = query.get('$select');
+    const out: Record<string, unknown> = {};
+    if (select) {
+      for (const name of select.split(',').map((s) => s.trim())) {
+        if (!(name in full)) throw new Refusal(400, 'RequestBroker--ParseUri', `Could not find a property named '${name}' on type 'microsoft.graph.message'.`);
+        out[name] = full[name];
+      }
+      out.id = message.id;
+      out['@odata.etag'] = full['@odata.etag'];
+    } else Object.assign(out, full);
+    for (const expand of splitTopLevel(query.get('$expand') ?? '')) {
+      const m = /^(\w+)(?:\((.*)\))?$/.exec(expand.trim());
+      const inner = new URLSearchParams((m?.[2] ?? '').replace(/;/g, '&'));
+      if (m?.[1] === 'singleValueExtendedProperties') {
+        const wanted = inner.get('$filter');
+        const idEq = wanted ? /^id eq '(.*)'$/.exec(wanted)?.[1]?.replace(/''/g, "'") : undefined;
+        if (wanted && idEq === undefined) throw new Refusal(400, 'BadRequest', 'Invalid filter clause');
+        out.singleValueExtendedProperties = [...message.extended].filter(([id]) => idEq === undefined || id === normalizedPropertyId(idEq)).map(([id, value]) => ({ id, value }));
+      } else if (m?.[1] === 'attachments') {
+        out.attachments = message.attachments.map((a) => ({ '@odata.type': '#microsoft.graph.fileAttachment', id: a.id, name: a.name, ...(inner.get('$select') ? {} : { contentType: a.contentType, size: a.bytes.length + 200 }) }));
+      } else throw new Refusal(400, 'BadRequest', `Parsing OData Select and Expand failed: Could not find a property named '${expand}'.`);
+    }
+    return out;
+  }
+
+  /** `$filter` as the sink uses it: clauses joined by `and`, each `field eq|ge|gt|le|lt value`. */
+  function matches(subject: Record<string, unknown>, filter: string | null): boolean {
+    if (!filter) return true;
+    return filter.split(/\s+and\s+/i).every((clause) => {
+      const m = /^(\w+) (eq|ne|ge|gt|le|lt) (?:'((?:[^']|'')*)'|(\d{4}-\d\d-\d\dT[\d:.]+Z))$/.exec(clause.trim());
+      if (!m) throw new Refusal(400, 'BadRequest', `Invalid filter clause: ${clause}`);
+      const [, field, op, quoted, time] = m;
+      if (!(field! in subject)) throw new Refusal(400, 'BadRequest', `Could not find a property named '${field}'.`);
+      const have = subject[field!];
+      if (time !== undefined) {
+        const a = Date.parse(String(have));
+        const b = Date.parse(time);
+        return op === 'eq' ? a === b : op === 'ne' ? a !== b : op === 'ge' ? a >= b : op === 'gt' ? a > b : op === 'le' ? a <= b : a < b;
+      }
+      const want = quoted!.replace(/''/g, "'");
+      if (op === 'eq') return String(have).toLowerCase() === want.toLowerCase();
+      if (op === 'ne') return String(have).toLowerCase() !== want.toLowerCase();
+      throw new Refusal(400, 'BadRequest', `Operator ${op} is not supported on strings.`);
+    });
+  }
+
+  /** One page of a collection: `$top` (at most 1000), `$skiptoken` for the next page as `@odata.nextLink`. */
+  function page<T>(items: T[], url: URL, renderOne: (item: T) => Record<string, unknown>): Record<string, unknown> {
+    const top = Number(url.searchParams.get('$top') ?? '10');
+    if (!Number.isInteger(top) || top < 1 || top > 1000) throw new Refusal(400, 'ErrorInvalidUrlQuery', 'The value of $top must be from 1 to 1000.');
+    const skip = Number(url.searchParams.get('$skiptoken') ?? '0');
+    const out: Record<string, unknown> = { value: items.slice(skip, skip + top).map(renderOne) };
+    if (skip + top < items.length) {
+      const next = new URL(url.toString());
+      next.searchParams.set('$skiptoken', String(skip + top));
+      out['@odata.nextLink'] = `${base}${next.pathname}${next.search}`;
+    }
+    return out;
+  }
+
+  async function route(req: IncomingMessage, url: URL, body: Buffer): Promise<{ status: number; body?: unknown; headers?: Record<string, string> }> {
+    const method = req.method ?? 'GET';
+    const upload = /^\/upload\/([\w-]+)$/.exec(url.pathname);
+    if (upload) return uploadChunk(req, url, upload[1]!, body);
+    const m = /^\/(v1\.0|beta)\/users\/([^/]+)(\/.*)?$/.exec(url.pathname);
+    if (!m) throw new Refusal(400, 'BadRequest', `Resource not found for the segment '${url.pathname.split('/')[1] ?? ''}'.`);
+    const [, version, address, rest = ''] = m;
+    authorize(req, rest.endsWith('/importMime') ? 'Mail-Advanced.ReadWrite.All' : 'Mail.ReadWrite');
+    const box = user(address!);
+    let p: RegExpExecArray | null;
+    if ((p = /^\/mailFolders(?:\/([^/]+)\/childFolders)?$/.exec(rest))) {
+      const parent = p[1] !== undefined ? folderOf(box, p[1]) : [...box.folders.values()].find((f) => f.wellKnown === 'msgfolderroot')!;
+      if (method === 'GET') {
+        const children = [...box.folders.values()].filter((f) => f.parentId === parent.id);
+        return { status: 200, body: page(children.filter((f) => matches({ displayName: f.displayName }, url.searchParams.get('$filter'))), url, folderJson) };
+      }
+      if (method === 'POST') {
+        const b = json(body);
+        if (typeof b.displayName !== 'string' || Object.keys(b).some((k) => k !== 'displayName' && k !== 'isHidden')) throw new Refusal(400, 'RequestBodyRead', 'A folder needs a displayName (and may have isHidden).');
+        if ([...box.folders.values()].some((f) => f.parentId === parent.id && f.displayName.toLowerCase() === String(b.displayName).toLowerCase())) throw new Refusal(409, 'ErrorFolderExists', 'A folder with the specified name already exists.');
+        const folder: Folder = { id: newId('AAMkF'), displayName: b.displayName, parentId: parent.id };
+        box.folders.set(folder.id, folder);
+        return { status: 201, body: folderJson(folder) };
+      }
+    }
+    if ((p = /^\/mailFolders\/([^/]+)$/.exec(rest)) && method === 'GET') return { status: 200, body: folderJson(folderOf(box, p[1]!)) };
+    if ((p = /^\/mailFolders\/([^/]+)\/messages$/.exec(rest))) {
+      const folder = folderOf(box, p[1]!);
+      if (method === 'GET') {
+        const inFolder = [...box.messages.values()].filter((msg) => msg.folderId === folder.id).filter((msg) => matches({ ...msg } as unknown as Record<string, unknown>, url.searchParams.get('$filter')));
+        return { status: 200, body: page(inFolder, url, (msg) => render(msg, url.searchParams)) };
+      }
+      if (method === 'POST') {
+        // MIME posted to /messages: Graph makes a draft of it, whatever it holds.
+        const contentType = String(req.headers['content-type'] ?? '');
+        const message = /^text\/plain/i.test(contentType) ? createFromMime(folder, body, true) : createFromJson(folder, json(body));
+        box.messages.set(message.id, message);
+        return { status: 201, body: render(message, new URLSearchParams()) };
+      }
+    }
+    if ((p = /^\/mailFolders\/([^/]+)\/importMime$/.exec(rest)) && method === 'POST') {
+      if (version !== 'beta') throw new Refusal(400, 'BadRequest', "Resource not found for the segment 'importMime'.");
+      if (!/^text\/plain/i.test(String(req.headers['content-type'] ?? ''))) throw new Refusal(415, 'UnsupportedMediaType', 'importMime takes Content-Type: text/plain (the base64 MIME).');
+      const message = createFromMime(folderOf(box, p[1]!), body, false);
+      box.messages.set(message.id, message);
+      return { status: 201, body: render(message, new URLSearchParams()) };
+    }
+    if ((p = /^\/messages\/([^/]+)$/.exec(rest))) {
+      const message = messageOf(box, p[1]!);
+      if (method === 'GET') return { status: 200, body: render(message, url.searchParams) };
+      if (method === 'DELETE') {
+        // DELETE moves to Deleted Items.
+        message.folderId = folderOf(box, 'deleteditems').id;
+        return { status: 204 };
+      }
+      if (method === 'PATCH') {
+        const b = json(body);
+        for (const key of Object.keys(b)) {
+          if (!MESSAGE_PROPERTIES.has(key) && key !== 'inferenceClassification') throw new Refusal(400, 'RequestBodyRead', `The property '${key}' does not exist on type 'microsoft.graph.message'.`);
+          if (!message.isDraft && !PATCH_RECEIVED.has(key)) throw new Refusal(400, 'ErrorInvalidPropertyUpdateSentMessage', `Update operation is not supported for '${key}' on a message that has been sent.`);
+        }
+        for (const [id, value] of extendedProperties(b.singleValueExtendedProperties)) message.extended.set(id, value);
+        return { status: 200, body: render(message, new URLSearchParams()) };
+      }
+    }
+    if ((p = /^\/messages\/([^/]+)\/permanentDelete$/.exec(rest)) && method === 'POST') {
+      box.messages.delete(messageOf(box, p[1]!).id);
+      return { status: 204 };
+    }
+    if ((p = /^\/messages\/([^/]+)\/\$value$/.exec(rest)) && method === 'GET') {
+      return { status: 200, body: mimeOf(messageOf(box, p[1]!)), headers: { 'content-type': 'text/plain' } };
+    }
+    if ((p = /^\/messages\/([^/]+)\/attachments$/.exec(rest)) && method === 'POST') {
+      const message = messageOf(box, p[1]!);
+      const attachment = fileAttachment(json(body));
+      message.attachments.push(attachment);
+      return { status: 201, body: { id: attachment.id, name: attachment.name } };
+    }
+    if ((p = /^\/messages\/([^/]+)\/attachments\/createUploadSession$/.exec(rest)) && method === 'POST') {
+      const message = messageOf(box, p[1]!);
+      const item = json(body).AttachmentItem as Record<string, unknown> | undefined;
+      if (!item || item.attachmentType !== 'file' || typeof item.name !== 'string' || typeof item.size !== 'number' || Object.keys(item).some((k) => !['attachmentType', 'name', 'size', 'contentType', 'isInline', 'contentId'].includes(k))) {
+        throw new Refusal(400, 'ErrorInvalidRequest', 'AttachmentItem needs attachmentType "file", name and size.');
+      }
+      if (item.size > ATTACHMENT_MAX || item.size < 1) throw new Refusal(413, 'ErrorAttachmentSizeLimitExceeded', 'The attachment size must be from 1 byte to 150 MB.');
+      const id = randomUUID();
+      const token = randomBytes(16).toString('hex');
+      sessions.set(id, { mailbox: box.address, messageId: message.id, name: item.name, contentType: typeof item.contentType === 'string' ? item.contentType : 'application/octet-stream', size: item.size, received: [], next: 0, token });
+      return { status: 201, body: { uploadUrl: `${base}/upload/${id}?authtoken=${token}`, expirationDateTime: new Date(Date.now() + 15 * 60_000).toISOString(), nextExpectedRanges: ['0-'] } };
+    }
+    throw new Refusal(400, 'BadRequest', `Resource not found for the segment '${rest.split('/')[1] ?? ''}'.`);
+  }
+
+  /** A chunk to an upload session's URL: no bearer token (Graph answers 401), in order, at most 4 MB. */
+  function uploadChunk(req: IncomingMessage, url: URL, id: string, body: Buffer): { status: number; body?: unknown; headers?: Record<string, string> } {
+    const session = sessions.get(id);
+    if (!session || url.searchParams.get('authtoken') !== session.token) throw new Refusal(404, 'ErrorItemNotFound', 'The upload session was not found.');
+    if (req.headers.authorization) {
+      stats.bearerOnUpload++;
+      throw new Refusal(401, 'InvalidAuthenticationToken', 'An Authorization header is not allowed on an upload URL.');
+    }
+    if (req.method !== 'PUT') throw new Refusal(405, 'MethodNotAllowed', 'Upload with PUT.');
+    const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(req.headers['content-range'] ?? ''));
+    if (!range) throw new Refusal(400, 'InvalidContentRange', 'Content-Range is required.');
+    const [start, end, total] = [Number(range[1]), Number(range[2]), Number(range[3])];
+    if (total !== session.size || start !== session.next || end - start + 1 !== body.length || end >= total) throw new Refusal(416, 'InvalidRange', `Expected the range starting at ${session.next} of ${session.size}.`);
+    session.received.push(body);
+    session.next = end + 1;
+    if (session.next < session.size) return { status: 200, body: { expirationDateTime: new Date(Date.now() + 15 * 60_000).toISOString(), nextExpectedRanges: [`${session.next}-`] } };
+    sessions.delete(id);
+    const box = mailboxOf(session.mailbox);
+    const message = messageOf(box, session.messageId);
+    const attachment = { id: newId('AAMkA'), name: session.name, contentType: session.contentType, bytes: Buffer.concat(session.received) };
+    message.attachments.push(attachment);
+    return { status: 201, headers: { location: `${base}/v1.0/users/${encodeURIComponent(session.mailbox)}/messages/${encodeURIComponent(message.id)}/attachments/${encodeURIComponent(attachment.id)}` } };
+  }
+
+  /** The mailbox a request counts against (upload chunks: the session's). */
+  function mailboxKey(url: URL): string | undefined {
+    const upload = /^\/upload\/([\w-]+)$/.exec(url.pathname);
+    if (upload) return sessions.get(upload[1]!)?.mailbox;
+    const m = /^\/(?:v1\.0|beta)\/users\/([^/]+)/.exec(url.pathname);
+    return m ? decodeURIComponent(m[1]!).toLowerCase() : undefined;
+  }
+
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY) tooLarge = true;
+      else chunks.push(chunk);
+    });
+    req.on('end', () => void handle(req, res, tooLarge, Buffer.concat(chunks)));
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse, tooLarge: boolean, body: Buffer): Promise<void> {
+    stats.requests++;
+    const url = new URL(req.url ?? '/', 'http://standin');
+    const key = mailboxKey(url);
+    const box = key !== undefined ? mailboxes.get(key) : undefined;
+    const kind = `${req.method} ${url.pathname.replace(/^\/(v1\.0|beta)\/users\/[^/]+/, '').replace(/\/(AAMk|[0-9a-f-]{36})[^/]*/g, '/{id}').replace(/^\/upload\/.*/, 'upload')}`;
+    stats.byKind.set(kind, (stats.byKind.get(kind) ?? 0) + 1);
+    if (box) {
+      box.active++;
+      box.peak = Math.max(box.peak, box.active);
+      stats.peakConcurrency = Math.max(stats.peakConcurrency, box.active);
+    }
+    let answer: { status: number; body?: unknown; headers?: Record<string, string> };
+    try {
+      if (options.latencyMs) await new Promise((r) => setTimeout(r, options.latencyMs));
+      if (box && box.active > limit) {
+        stats.overConcurrency++;
+        throw new Refusal(429, 'ApplicationThrottled', 'Application is over its MailboxConcurrency limit.', 1);
+      }
+      if (box && options.rate) {
+        const now = Date.now();
+        box.recent = box.recent.filter((t) => t > now - options.rate!.windowMs);
+        if (box.recent.length >= options.rate.requests) throw new Refusal(429, 'ApplicationThrottled', 'Application is over its MailboxRequests limit.', Math.max(1, Math.ceil((box.recent[0]! + options.rate.windowMs - now) / 1000)));
+        box.recent.push(now);
+      }
+      const queue = key !== undefined ? injected.get(key) : undefined;
+      const next = queue?.shift();
+      if (next) throw new Refusal(next.status, next.code, next.message ?? next.code, next.retryAfter);
+      if (tooLarge) throw new Refusal(413, 'RequestEntityTooLarge', 'The request body is over 4 MB.');
+      answer = await route(req, url, body);
+    } catch (err) {
+      if (!(err instanceof Refusal)) throw err;
+      if (err.status === 429) stats.throttled++;
+      answer = {
+        status: err.status,
+        body: { error: { code: err.code, message: err.message, innerError: { date: new Date().toISOString(), 'request-id': randomUUID() } } },
+        headers: err.retryAfter !== undefined ? { 'retry-after': String(err.retryAfter) } : {},
+      };
+    } finally {
+      if (box) box.active--;
+    }
+    const headers: Record<string, string> = { ...answer.headers };
+    let payload: Buffer | undefined;
+    if (Buffer.isBuffer(answer.body)) payload = answer.body;
+    else if (answer.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      payload = Buffer.from(JSON.stringify(answer.body));
+    }
+    res.writeHead(answer.status, headers).end(payload);
+  }
+
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  base = `http://127.0.0.1:${port}`;
+  audience ||= base;
+
+  function pathFolder(box: Mailbox, path: string): Folder | undefined {
+    let folder: Folder | undefined;
+    for (const [i, name] of path.split('/').entries()) {
+      folder =
+        i === 0 && WELL_KNOWN.includes(name.toLowerCase())
+          ? [...box.folders.values()].find((f) => f.wellKnown === name.toLowerCase())
+          : [...box.folders.values()].find((f) => f.parentId === (folder?.id ?? [...box.folders.values()].find((r) => r.wellKnown === 'msgfolderroot')!.id) && f.displayName === name);
+      if (!folder) return undefined;
+    }
+    return folder;
+  }
+
+  return {
+    url: base,
+    tenant,
+    audience,
+    mailbox: (address, opts) => {
+      const box = mailboxOf(address, opts?.licensed ?? true);
+      if (opts?.licensed !== undefined) box.licensed = opts.licensed;
+      return { messages: box.messages, folders: box.folders };
+    },
+    messagesIn(address, path) {
+      const box = mailboxes.get(address.toLowerCase());
+      const folder = box && pathFolder(box, path);
+      return folder ? [...box.messages.values()].filter((m) => m.folderId === folder.id) : [];
+    },
+    mimeOf,
+    inject(address, response, count = 1) {
+      const queue = injected.get(address.toLowerCase()) ?? [];
+      for (let i = 0; i < count; i++) queue.push(response);
+      injected.set(address.toLowerCase(), queue);
+    },
+    stats,
+    tokensSeen,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+function folderJson(f: Folder): Record<string, unknown> {
+  return { id: f.id, displayName: f.displayName, parentFolderId: f.parentId, childFolderCount: 0, unreadItemCount: 0, totalItemCount: 0 };
+}
+
+/** Graph names `String 0x7D` and `String 0x007D` alike; ids compare case-insensitively in the hex. */
+function normalizedPropertyId(id: string): string {
+  return id.replace(/0x([0-9A-Fa-f]+)$/, (_, hex: string) => `0x${hex.toUpperCase().padStart(4, '0')}`).replace(/\{([0-9A-Fa-f-]+)\}/, (_, g: string) => `{${g.toLowerCase()}}`);
+}
+
+function isoSecond(value: string): string {
+  return new Date(Math.floor(Date.parse(value) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/** `a,b($select=x,y),c` split at the commas outside parentheses. */
+function splitTopLevel(text: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let current = '';
+  for (const c of text) {
+    if (c === '(') depth++;
+    if (c === ')') depth--;
+    if (c === ',' && depth === 0) {
+      out.push(current);
+      current = '';
+    } else current += c;
+  }
+  if (current) out.push(current);
+  return out;
+}
+
+/**
+ * The MIME Graph serves for a message (`$value`): the imported bytes as they came, else a message
+ * rendered from the stored fields, as Exchange renders one (not our bytes: a JSON-created message
+ * never had them).
+ */
+function mimeOf(message: StandinMessage): Buffer {
+  if (message.mime) return message.mime;
+  const addr = (r: { emailAddress: { name?: string; address: string } }) => `${r.emailAddress.name ? `=?utf-8?B?${Buffer.from(r.emailAddress.name).toString('base64')}?= ` : ''}<${r.emailAddress.address}>`;
+  const boundary = `_standin_${message.id.slice(-12)}`;
+  const head = [
+    ...(message.from ? [`From: ${addr(message.from)}`] : []),
+    `To: ${message.toRecipients.map(addr).join(', ')}`,
+    ...(message.ccRecipients.length ? [`Cc: ${message.ccRecipients.map(addr).join(', ')}`] : []),
+    `Subject: =?utf-8?B?${Buffer.from(message.subject).toString('base64')}?=`,
+    `Date: ${new Date(message.sentDateTime).toUTCString().replace(/GMT$/, '+0000')}`,
+    `Message-ID: ${message.internetMessageId}`,
+    'MIME-Version: 1.0',
+  ];
+  const bodyPart = `Content-Type: text/${message.body.contentType === 'html' ? 'html' : 'plain'}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n${Buffer.from(message.body.content).toString('base64')}`;
+  if (message.attachments.length === 0) return Buffer.from(`${head.join('\r\n')}\r\n${bodyPart}\r\n`);
+  const parts = [bodyPart, ...message.attachments.map((a) => `Content-Type: ${a.contentType}; name="${a.name}"\r\nContent-Disposition: attachment; filename="${a.name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n${a.bytes.toString('base64')}`)];
+  return Buffer.from(`${head.join('\r\n')}\r\nContent-Type: multipart/mixed; boundary="${boundary}"\r\n\r\n${parts.map((p) => `--${boundary}\r\n${p}\r\n`).join('')}--${boundary}--\r\n`);
+}
