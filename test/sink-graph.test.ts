@@ -1,0 +1,374 @@
+// The Graph sink against the Graph stand-in (test/helpers/graph-standin.ts: no Microsoft 365
+// tenant can be reached from here), with tokens from the managed-identity endpoint stand-in.
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { simpleParser } from 'mailparser';
+import { createGraphSink } from '../src/sinks/graph/index.js';
+import { createGraphReader } from '../src/sinks/graph/reader.js';
+import { parseGraphLocation } from '../src/sinks/graph/mailbox.js';
+import { STAMP_PROPERTY } from '../src/sinks/graph/message.js';
+import { graphOptions } from '../src/sinks/graph/options.js';
+import { buildMessage } from '../src/transforms/mime/index.js';
+import type { Delivery } from '../src/model.js';
+import { startGraphStandin, type GraphStandin } from './helpers/graph-standin.js';
+import { startIdentityEndpoint, type IdentityEndpoint } from './helpers/identity-endpoint.js';
+import { freePort } from './helpers/net.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
+import {
+  alterOneByte,
+  closeWaitsForWrites,
+  CONFORMANCE_MAILBOXES,
+  delivery,
+  everyCase,
+  honoursMaxInFlight,
+  keepsMailboxesApart,
+  keepsReusedEventIds,
+  readerCases,
+  refusesOutsideOpen,
+  rejectsWhatItCannotStore,
+  sinkConformance,
+  skipsWhatItHolds,
+  type SinkHarness,
+} from './helpers/sink-conformance.js';
+
+const TENANT = '11111111-2222-3333-4444-555555555555';
+const APP = '99999999-8888-7777-6666-555555555555';
+let standin: GraphStandin;
+let identity: IdentityEndpoint;
+
+test.before(async () => {
+  standin = await startGraphStandin({ tenant: TENANT, mailboxes: CONFORMANCE_MAILBOXES });
+  identity = await startIdentityEndpoint({ audience: standin.url, tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
+  // The managed-identity path of @azure/identity reads these (App Service form): tokens come from the stand-in endpoint.
+  Object.assign(process.env, identity.env);
+});
+test.after.always(async () => {
+  await standin?.close();
+  await identity?.close();
+});
+
+let folders = 0;
+const specOf = (extra: string, endpoint = standin.url) => `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${endpoint}&retryDelay=20&${extra}`;
+
+function harness(mode: 'json' | 'importMime'): SinkHarness {
+  return {
+    name: `graph ${mode}`,
+    async store() {
+      const folder = `Inbox/Pivot ${mode} ${++folders}`;
+      const spec = specOf(`mode=${mode}&folder=${encodeURIComponent(folder)}`);
+      let broken = 0;
+      return {
+        create: async () => createGraphSink(spec),
+        read: async (mailbox) => standin.messagesIn(mailbox, folder).map((m) => standin.mimeOf(m)),
+        async breakStore() {
+          // The mailbox loses its Exchange Online licence under the open sink: Graph answers 404 MailboxNotEnabledForRESTAPI.
+          const mailbox = `broken-${mode}-${folders}-${++broken}@acme.example`;
+          standin.mailbox(mailbox, { licensed: false });
+          return { mailbox, repair: async () => void standin.mailbox(mailbox, { licensed: true }) };
+        },
+        async readAt(location) {
+          const at = parseGraphLocation(location);
+          const message = at && standin.mailbox(at.mailbox).messages.get(at.messageId);
+          return message ? standin.mimeOf(message) : undefined;
+        },
+        reader: async () => createGraphReader(spec),
+        tamper: {
+          async alter(mailbox, location) {
+            const message = standin.mailbox(mailbox).messages.get(parseGraphLocation(location)!.messageId)!;
+            message.mime = alterOneByte(message.mime!);
+          },
+          async remove(mailbox, location) {
+            standin.mailbox(mailbox).messages.delete(parseGraphLocation(location)!.messageId);
+          },
+        },
+      };
+    },
+    options: graphOptions,
+    withOptions: async (query) => createGraphSink(`graph://${TENANT}/?${query}`, { env: { PIVOT_GRAPH_CLIENT_SECRET: 'x' } }),
+    unusable: async () => createGraphSink(specOf('retries=0', `http://127.0.0.1:${await freePort()}`)),
+    unusableReader: async () => createGraphReader(specOf('retries=0', `http://127.0.0.1:${await freePort()}`)),
+    readerListsNoMailboxes: true,
+    secrets: [
+      { secret: 'Client~Secret.Of-The_App1', create: async () => createGraphSink(`graph://${TENANT}/?clientId=${APP}`, { env: { PIVOT_GRAPH_CLIENT_SECRET: 'Client~Secret.Of-The_App1' } }) },
+      { secret: 'other/secret+with=signs', create: async () => createGraphSink(`graph://${TENANT}/?clientId=${APP}&secretEnv=MY_SECRET`, { env: { MY_SECRET: 'other/secret+with=signs' } }) },
+    ],
+  };
+}
+
+// importMime keeps our exact bytes: every case, the reader's too.
+sinkConformance(harness('importMime'), [...everyCase, ...readerCases]);
+// json: Graph keeps fields, not bytes, so the byte-for-byte cases do not apply (its own tests below
+// check the fields against the source); every other case does.
+sinkConformance(harness('json'), [skipsWhatItHolds, keepsReusedEventIds, closeWaitsForWrites, keepsMailboxesApart, honoursMaxInFlight, refusesOutsideOpen, rejectsWhatItCannotStore]);
+
+/** A delivery with attachments of these sizes (bytes made from the index). */
+function withAttachments(n: number, mailbox: string, sizes: number[]): Delivery {
+  const d = delivery(n, mailbox);
+  const user = { id: 'u_1', displayName: 'Jane Q', email: 'jane@acme.example' };
+  const bob = { id: 'u_2', displayName: 'Bob', email: 'bob@acme.example' };
+  const attachments = sizes.map((size, i) => ({ ref: { id: `a${i}`, fileName: `file ${i}.bin`, contentType: 'application/octet-stream' }, bytes: Buffer.alloc(size, 65 + i) }));
+  const message = buildMessage(
+    { id: `m_${n}`, type: 'message', sentAt: new Date(d.internalDate).toISOString(), conversation: { id: 'c_1', name: 'Big files', type: 'room', members: ['u_1', 'u_2'] }, sender: user, text: `attachments ${n}`, attachments: attachments.map((a) => a.ref), participants: [user, bob], headers: {}, raw: {}, position: d.position },
+    { tenant: 'acme', exportId: d.exportId },
+    attachments,
+  );
+  return { ...d, message };
+}
+
+test('graph json: the created message carries the source fields and the MAPI properties of a received message, and is no draft', async (t) => {
+  const mailbox = 'fields@acme.example';
+  const sink = createGraphSink(specOf('folder=Inbox/Fields'));
+  await sink.open();
+  const d = withAttachments(7, mailbox, [1000]);
+  const stored = await sink.write(d);
+  await sink.close();
+  t.is(stored.outcome, 'delivered');
+  const [message, ...others] = standin.messagesIn(mailbox, 'Inbox/Fields');
+  t.is(others.length, 0);
+  const source = await simpleParser(d.message);
+  t.false(message!.isDraft);
+  t.is(message!.subject, source.subject!);
+  t.is(message!.internetMessageId, source.messageId!);
+  t.is(message!.from?.emailAddress.address, source.from?.value[0]?.address!);
+  t.deepEqual(message!.toRecipients.map((r) => r.emailAddress.address), [source.to].flat().flatMap((a) => a!.value.map((v) => v.address)));
+  t.is(message!.body.content.trim(), source.text?.trim());
+  t.is(message!.sentDateTime, source.date!.toISOString().replace('.000Z', 'Z'));
+  t.is(message!.receivedDateTime, message!.sentDateTime);
+  t.is(message!.extended.get('Integer 0x0E07'), '1');
+  t.true(message!.extended.get('String 0x007D')!.includes(`Message-ID: ${source.messageId}`));
+  t.is(message!.extended.get('String 0x1039'), source.references as string);
+  t.true(message!.extended.has(STAMP_PROPERTY.replace(/\{([^}]+)\}/, (_, g: string) => `{${g.toLowerCase()}}`)));
+  t.deepEqual(message!.attachments.map((a) => [a.name, a.bytes.equals(source.attachments[0]!.content)]), [['file 0.bin', true]]);
+  t.is(stored.location, `${mailbox}/${encodeURIComponent(message!.folderId)}/${encodeURIComponent(message!.id)}`);
+});
+
+test('graph json: attachments of 3 MB and more go through an upload session in chunks of at most 4 MB, without a bearer token; the stamp is written last', async (t) => {
+  const mailbox = 'large@acme.example';
+  const sink = createGraphSink(specOf('folder=Inbox/Large'));
+  await sink.open();
+  const before = standin.stats.byKind.get('PUT upload') ?? 0;
+  const d = withAttachments(8, mailbox, [9 * 1024 * 1024, 2 * 1024 * 1024, 2 * 1024 * 1024]);
+  t.is((await sink.write(d)).outcome, 'delivered');
+  await sink.close();
+  const [message] = standin.messagesIn(mailbox, 'Inbox/Large');
+  const source = await simpleParser(d.message);
+  t.deepEqual(
+    message!.attachments.map((a) => a.name).sort(),
+    source.attachments.map((a) => a.filename).sort(),
+  );
+  for (const a of source.attachments) t.true(message!.attachments.find((m) => m.name === a.filename)!.bytes.equals(a.content), a.filename!);
+  t.is((standin.stats.byKind.get('PUT upload') ?? 0) - before, 3, '9 MB in chunks of 4, 4 and 1 MB');
+  t.is(standin.stats.bearerOnUpload, 0);
+  t.false(message!.isDraft);
+  t.truthy([...message!.extended.keys()].find((k) => k.endsWith('pivotArchiveStamp')));
+  // A re-run finds it whole and skips it.
+  const again = createGraphSink(specOf('folder=Inbox/Large'));
+  await again.open();
+  t.is((await again.write(d)).outcome, 'skipped');
+  await again.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/Large').length, 1);
+});
+
+test('graph json: a message left half-created (no stamp) is removed and created whole; one that fails midway is removed at once', async (t) => {
+  const mailbox = 'half@acme.example';
+  const spec = specOf('folder=Inbox/Half&retries=1');
+  const d = withAttachments(9, mailbox, [4 * 1024 * 1024]);
+  const sink = createGraphSink(spec);
+  await sink.open();
+  // The PATCH that writes the stamp fails for good: the message is removed, the write rejects.
+  await sink.write(delivery(1, mailbox)); // the folder and the day's listing, first
+  standin.inject(mailbox, { status: 400, code: 'ErrorInvalidRequest', message: 'injected' }, 1);
+  const sent = standin.stats.byKind.get('POST /mailFolders/{id}/messages') ?? 0;
+  const failed = sink.write(d);
+  await t.throwsAsync(failed);
+  t.true((standin.stats.byKind.get('POST /mailFolders/{id}/messages') ?? 0) - sent <= 1);
+  t.is(standin.messagesIn(mailbox, 'Inbox/Half').filter((m) => m.internetMessageId === d.messageId).length, 0);
+  await sink.close();
+  // A run killed between the create and the stamp: the message is there without it.
+  const again = createGraphSink(spec);
+  await again.open();
+  t.is((await again.write(d)).outcome, 'delivered');
+  await again.close();
+  const [held] = standin.messagesIn(mailbox, 'Inbox/Half').filter((m) => m.internetMessageId === d.messageId);
+  for (const key of [...held!.extended.keys()].filter((k) => k.endsWith('pivotArchiveStamp'))) held!.extended.delete(key);
+  const third = createGraphSink(spec);
+  await third.open();
+  t.is((await third.write(d)).outcome, 'delivered', 'created again, whole');
+  await third.close();
+  const now = standin.messagesIn(mailbox, 'Inbox/Half').filter((m) => m.internetMessageId === d.messageId);
+  t.is(now.length, 1);
+  t.not(now[0]!.id, held!.id);
+  t.is(now[0]!.attachments.length, 1);
+});
+
+test('graph: no mailbox ever sees a fifth concurrent request, many mailboxes in parallel; a re-run creates nothing and sends no create', async (t) => {
+  t.timeout(120_000);
+  const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 15 });
+  const slowIdentity = await startIdentityEndpoint({ audience: slow.url, tenant: TENANT, roles: ['Mail.ReadWrite'] });
+  t.teardown(() => Promise.all([slow.close(), slowIdentity.close()]));
+  const boxes = ['p0', 'p1', 'p2'].map((p) => `${p}@acme.example`);
+  for (const b of boxes) slow.mailbox(b);
+  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Load&mailboxes=3`;
+  // The stand-in's tokens carry its own audience: this file's identity endpoint serves them too (same env).
+  const audienceOf = slow.audience;
+  t.is(audienceOf, slow.url);
+  // Tokens for `slow` come from `identity`, whose audience is `standin`'s: point the env at the right endpoint for this sink.
+  const env = { ...process.env };
+  Object.assign(process.env, slowIdentity.env);
+  const sink = createGraphSink(spec);
+  await sink.open();
+  const writes = Array.from({ length: 90 }, (_, n) => sink.write(delivery(n, boxes[n % 3])));
+  const outcomes = await Promise.all(writes);
+  await sink.close();
+  t.true(outcomes.every((o) => o.outcome === 'delivered'));
+  t.is(slow.stats.overConcurrency, 0, 'no fifth concurrent request');
+  t.is(slow.stats.peakConcurrency, 4, 'the four allowed were used');
+  const creates = slow.stats.byKind.get('POST /mailFolders/{id}/messages');
+  const rerun = createGraphSink(spec);
+  await rerun.open();
+  const again = await Promise.all(Array.from({ length: 90 }, (_, n) => rerun.write(delivery(n, boxes[n % 3]))));
+  await rerun.close();
+  Object.assign(process.env, { IDENTITY_ENDPOINT: env.IDENTITY_ENDPOINT, IDENTITY_HEADER: env.IDENTITY_HEADER });
+  t.true(again.every((o, i) => o.outcome === 'skipped' && o.location === outcomes[i]!.location));
+  t.is(slow.stats.byKind.get('POST /mailFolders/{id}/messages'), creates, 'no create on the re-run');
+  for (const b of boxes) t.is(slow.messagesIn(b, 'Inbox/Load').length, 30);
+  t.is([...boxes].flatMap((b) => [...slow.mailbox(b).messages.values()]).filter((m) => m.isDraft).length, 0, 'no drafts');
+});
+
+test('graph: 429 waits out Retry-After for the mailbox; 503 is retried with backoff; both then deliver', async (t) => {
+  const mailbox = 'throttled@acme.example';
+  const sink = createGraphSink(specOf('folder=Inbox/Throttle&retryDelay=50'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  standin.inject(mailbox, { status: 429, code: 'ApplicationThrottled', message: 'Application is over its MailboxConcurrency limit.', retryAfter: 1 }, 2);
+  const started = Date.now();
+  t.is((await sink.write(delivery(2, mailbox))).outcome, 'delivered');
+  t.true(Date.now() - started >= 1900, `waited ${Date.now() - started} ms for two Retry-After: 1`);
+  standin.inject(mailbox, { status: 503, code: 'ServiceUnavailable' }, 2);
+  t.is((await sink.write(delivery(3, mailbox))).outcome, 'delivered');
+  t.true(sink.client.stats.throttled >= 2);
+  t.true(sink.client.stats.retried >= 4);
+  await sink.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/Throttle').length, 3);
+});
+
+test('graph: a create whose answer is lost (503 after the create) is looked up, not sent twice', async (t) => {
+  const mailbox = 'lost@acme.example';
+  const sink = createGraphSink(specOf('folder=Inbox/Lost'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  standin.inject(mailbox, { status: 504, code: 'GatewayTimeout' }, 1);
+  t.is((await sink.write(delivery(2, mailbox))).outcome, 'delivered');
+  await sink.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/Lost').length, 2);
+});
+
+test('graph: an unknown or unlicensed mailbox fails its own items with a clear reason, at once; the others are delivered', async (t) => {
+  standin.mailbox('unlicensed@acme.example', { licensed: false });
+  const sink = createGraphSink(specOf('folder=Inbox/Gone'));
+  await sink.open();
+  const before = standin.stats.requests;
+  const results = await Promise.allSettled([
+    sink.write(delivery(1, 'nobody@acme.example')),
+    sink.write(delivery(2, 'nobody@acme.example')),
+    sink.write(delivery(1, 'unlicensed@acme.example')),
+    sink.write(delivery(1, 'a@acme.example')),
+  ]);
+  await sink.close();
+  t.is(results[3]!.status, 'fulfilled');
+  for (const r of results.slice(0, 3)) t.is(r.status, 'rejected');
+  t.regex((results[0] as PromiseRejectedResult).reason.message, /mailbox nobody@acme\.example: .*ErrorInvalidUser/);
+  t.regex((results[2] as PromiseRejectedResult).reason.message, /MailboxNotEnabledForRESTAPI/);
+  t.true(standin.stats.requests - before < 12, `not retried: ${standin.stats.requests - before} requests`);
+});
+
+test('graph: a refused credential fails open() with E_SINK_UNAVAILABLE before any delivery (token for another audience; no token at all)', async (t) => {
+  const other = await startGraphStandin({ tenant: TENANT, mailboxes: ['jane@acme.example'] });
+  t.teardown(() => other.close());
+  // This file's identity endpoint gives tokens for `standin`'s audience: `other` refuses them (401 Invalid audience).
+  const sink = createGraphSink(specOf('folder=Inbox/Refused&probe=jane@acme.example', other.url));
+  const err = await t.throwsAsync(sink.open(), { code: 'E_SINK_UNAVAILABLE' });
+  t.regex(err!.message, /refused the access token .*Invalid audience/);
+  t.is(other.mailbox('jane@acme.example').messages.size, 0);
+  const secret = 'never-shown-Secret~123';
+  const noTokens = createGraphSink(`graph://${TENANT}/?clientId=${APP}&authorityHost=http://127.0.0.1:${await freePort()}&graphEndpoint=${standin.url}`, { env: { PIVOT_GRAPH_CLIENT_SECRET: secret } });
+  const refused = await t.throwsAsync(noTokens.open(), { code: 'E_SINK_UNAVAILABLE' });
+  t.false(refused!.message.includes(secret));
+  t.regex(refused!.message, /no access token/);
+});
+
+test('graph spec: plain http to a host other than loopback needs --insecure; the secret comes from the environment only', (t) => {
+  const env = { PIVOT_GRAPH_CLIENT_SECRET: 's' };
+  t.throws(() => createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=http://graph.example`, { env }), { code: 'E_SINK_CONFIG', message: /--insecure/ });
+  t.notThrows(() => createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=http://graph.example`, { env, insecure: true }));
+  t.throws(() => createGraphSink(`graph://${TENANT}/?clientId=${APP}`, { env: {} }), { code: 'E_SINK_CONFIG', message: /PIVOT_GRAPH_CLIENT_SECRET/ });
+  t.throws(() => createGraphSink(`graph://${TENANT}/?secret=abc`, { env }), { code: 'E_SINK_CONFIG', message: /unknown option "secret"/ });
+  t.throws(() => createGraphSink(`graph://not a tenant/?clientId=${APP}`, { env }), { code: 'E_SINK_CONFIG' });
+  t.throws(() => createGraphSink(`graph://${TENANT}/?folder=Inbox//x&clientId=${APP}`, { env }), { code: 'E_SINK_CONFIG', message: /folder/ });
+});
+
+test('graph stand-in is strict: MIME posted to /messages makes a draft; over 4 MB is 413; an unknown property or a bad extended property id is 400; expired and wrong-tenant tokens are 401', async (t) => {
+  const token = (claims: object) => `e30.${Buffer.from(JSON.stringify({ aud: standin.url, tid: TENANT, roles: ['Mail.ReadWrite'], exp: Date.now() / 1000 + 600, ...claims })).toString('base64url')}.x`;
+  const post = (body: string | Buffer, contentType: string, claims: object = {}) =>
+    fetch(`${standin.url}/v1.0/users/strict@acme.example/mailFolders/inbox/messages`, { method: 'POST', headers: { authorization: `Bearer ${token(claims)}`, 'content-type': contentType }, body: body as BodyInit });
+  standin.mailbox('strict@acme.example');
+  const mime = delivery(1, 'strict@acme.example').message.toString('base64');
+  const draft = (await (await post(mime, 'text/plain')).json()) as { isDraft: boolean };
+  t.true(draft.isDraft);
+  t.is((await post(Buffer.alloc(4 * 1024 * 1024 + 1, 32), 'application/json')).status, 413);
+  const unknown = await post(JSON.stringify({ subject: 'x', bogus: 1 }), 'application/json');
+  t.is(unknown.status, 400);
+  t.regex(((await unknown.json()) as { error: { message: string } }).error.message, /'bogus' does not exist/);
+  t.is((await post(JSON.stringify({ singleValueExtendedProperties: [{ id: 'Integer 0xE07', value: '1' }] }), 'application/json')).status, 400);
+  t.is((await post(JSON.stringify({ singleValueExtendedProperties: [{ id: 'Integer 0x0E07', value: 'one' }] }), 'application/json')).status, 400);
+  const expired = await post('{}', 'application/json', { exp: Date.now() / 1000 - 10 });
+  t.is(expired.status, 401);
+  t.is(((await expired.json()) as { error: { code: string } }).error.code, 'InvalidAuthenticationToken');
+  t.is((await post('{}', 'application/json', { tid: '00000000-0000-0000-0000-000000000000' })).status, 401);
+  t.is((await post('{}', 'application/json', { roles: [] })).status, 403);
+  // Clean up the draft this test made on purpose.
+  for (const [id, m] of standin.mailbox('strict@acme.example').messages) if (m.isDraft) standin.mailbox('strict@acme.example').messages.delete(id);
+});
+
+test('graph json reader: a stamped message whose fields are unchanged is intact; a changed subject is altered; a removed one is missing', async (t) => {
+  const mailbox = 'verify@acme.example';
+  const spec = specOf('folder=Inbox/Verify');
+  const sink = createGraphSink(spec);
+  await sink.open();
+  const ds = [1, 2, 3].map((n) => delivery(n, mailbox));
+  const stored = await Promise.all(ds.map((d) => sink.write(d)));
+  await sink.close();
+  const wanted = ds.map((d, i) => ({ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: stored[i]!.location! }));
+  const messages = standin.mailbox(mailbox).messages;
+  messages.get(parseGraphLocation(wanted[1]!.location)!.messageId)!.subject += ' (edited)';
+  messages.delete(parseGraphLocation(wanted[2]!.location)!.messageId);
+  const reader = createGraphReader(spec);
+  await reader.open();
+  const { createHash } = await import('node:crypto');
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  for (const sample of [false, true]) {
+    const { held, unexpected } = await reader.mailbox(mailbox, wanted, { sample });
+    t.is(held.get(wanted[0]!)?.sha256, sha(ds[0]!.message));
+    t.is(held.get(wanted[0]!)?.size, ds[0]!.message.length);
+    t.not(held.get(wanted[1]!)?.sha256, sha(ds[1]!.message));
+    t.false(held.has(wanted[2]!));
+    t.deepEqual(unexpected, []);
+  }
+  await reader.close();
+});
+
+test('graph: a client secret never reaches the log, the status log or the summary, even when the token service refuses it', async (t) => {
+  const dir = await tempDir(t);
+  const secret = 'Graph~Secret.NotReal_42';
+  const status = join(dir, 'status.jsonl');
+  const spec = `graph://${TENANT}/?clientId=${APP}&authorityHost=http://127.0.0.1:${await freePort()}&graphEndpoint=${standin.url}&retries=0`;
+  const result = await cli(['run', '--sample', '--sink', spec, '--status-log', status, '--rejects', join(dir, 'rejects'), '--log-level', 'debug'], { env: { PIVOT_GRAPH_CLIENT_SECRET: secret } });
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.log, /no access token/);
+  t.false(result.stderr.includes(secret));
+  t.false(result.stdout.includes(secret));
+  t.false((await readFile(status, 'utf8')).includes(secret));
+  t.truthy((await readStatusLog(status)).lines.length);
+});
