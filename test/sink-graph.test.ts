@@ -39,8 +39,8 @@ let standin: GraphStandin;
 let identity: IdentityEndpoint;
 
 test.before(async () => {
-  standin = await startGraphStandin({ tenant: TENANT, mailboxes: CONFORMANCE_MAILBOXES });
-  identity = await startIdentityEndpoint({ audience: standin.url, tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
+  standin = await startGraphStandin({ tenant: TENANT, mailboxes: [...CONFORMANCE_MAILBOXES, ...['fields', 'large', 'half', 'throttled', 'lost', 'verify'].map((m) => `${m}@acme.example`)] });
+  identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
   // The managed-identity path of @azure/identity reads these (App Service form): tokens come from the stand-in endpoint.
   Object.assign(process.env, identity.env);
 });
@@ -133,13 +133,13 @@ test('graph json: the created message carries the source fields and the MAPI pro
   t.is(message!.internetMessageId, source.messageId!);
   t.is(message!.from?.emailAddress.address, source.from?.value[0]?.address!);
   t.deepEqual(message!.toRecipients.map((r) => r.emailAddress.address), [source.to].flat().flatMap((a) => a!.value.map((v) => v.address)));
-  t.is(message!.body.content.trim(), source.text?.trim());
+  t.is(message!.body.content.trim(), source.text!.trim());
   t.is(message!.sentDateTime, source.date!.toISOString().replace('.000Z', 'Z'));
   t.is(message!.receivedDateTime, message!.sentDateTime);
   t.is(message!.extended.get('Integer 0x0E07'), '1');
-  t.true(message!.extended.get('String 0x007D')!.includes(`Message-ID: ${source.messageId}`));
+  t.true(message!.extended.get('String 0x007D')!.replace(/\r\n[ \t]+/g, ' ').includes(`Message-ID: ${source.messageId}`));
   t.is(message!.extended.get('String 0x1039'), source.references as string);
-  t.true(message!.extended.has(STAMP_PROPERTY.replace(/\{([^}]+)\}/, (_, g: string) => `{${g.toLowerCase()}}`)));
+  t.true(message!.extended.has(STAMP_PROPERTY), [...message!.extended.keys()].join());
   t.deepEqual(message!.attachments.map((a) => [a.name, a.bytes.equals(source.attachments[0]!.content)]), [['file 0.bin', true]]);
   t.is(stored.location, `${mailbox}/${encodeURIComponent(message!.folderId)}/${encodeURIComponent(message!.id)}`);
 });
@@ -148,7 +148,6 @@ test('graph json: attachments of 3 MB and more go through an upload session in c
   const mailbox = 'large@acme.example';
   const sink = createGraphSink(specOf('folder=Inbox/Large'));
   await sink.open();
-  const before = standin.stats.byKind.get('PUT upload') ?? 0;
   const d = withAttachments(8, mailbox, [9 * 1024 * 1024, 2 * 1024 * 1024, 2 * 1024 * 1024]);
   t.is((await sink.write(d)).outcome, 'delivered');
   await sink.close();
@@ -159,7 +158,8 @@ test('graph json: attachments of 3 MB and more go through an upload session in c
     source.attachments.map((a) => a.filename).sort(),
   );
   for (const a of source.attachments) t.true(message!.attachments.find((m) => m.name === a.filename)!.bytes.equals(a.content), a.filename!);
-  t.is((standin.stats.byKind.get('PUT upload') ?? 0) - before, 3, '9 MB in chunks of 4, 4 and 1 MB');
+  t.is(standin.stats.byMailbox.get(`${mailbox} PUT upload`), 3, '9 MB in chunks of 4, 4 and 1 MB');
+  t.is(standin.stats.byMailbox.get(`${mailbox} POST /messages/{id}/attachments`), 1, 'one 2 MB attachment inline, the other added after the create');
   t.is(standin.stats.bearerOnUpload, 0);
   t.false(message!.isDraft);
   t.truthy([...message!.extended.keys()].find((k) => k.endsWith('pivotArchiveStamp')));
@@ -206,17 +206,10 @@ test('graph json: a message left half-created (no stamp) is removed and created 
 test('graph: no mailbox ever sees a fifth concurrent request, many mailboxes in parallel; a re-run creates nothing and sends no create', async (t) => {
   t.timeout(120_000);
   const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 15 });
-  const slowIdentity = await startIdentityEndpoint({ audience: slow.url, tenant: TENANT, roles: ['Mail.ReadWrite'] });
-  t.teardown(() => Promise.all([slow.close(), slowIdentity.close()]));
+  t.teardown(() => slow.close());
   const boxes = ['p0', 'p1', 'p2'].map((p) => `${p}@acme.example`);
   for (const b of boxes) slow.mailbox(b);
   const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Load&mailboxes=3`;
-  // The stand-in's tokens carry its own audience: this file's identity endpoint serves them too (same env).
-  const audienceOf = slow.audience;
-  t.is(audienceOf, slow.url);
-  // Tokens for `slow` come from `identity`, whose audience is `standin`'s: point the env at the right endpoint for this sink.
-  const env = { ...process.env };
-  Object.assign(process.env, slowIdentity.env);
   const sink = createGraphSink(spec);
   await sink.open();
   const writes = Array.from({ length: 90 }, (_, n) => sink.write(delivery(n, boxes[n % 3])));
@@ -230,7 +223,6 @@ test('graph: no mailbox ever sees a fifth concurrent request, many mailboxes in 
   await rerun.open();
   const again = await Promise.all(Array.from({ length: 90 }, (_, n) => rerun.write(delivery(n, boxes[n % 3]))));
   await rerun.close();
-  Object.assign(process.env, { IDENTITY_ENDPOINT: env.IDENTITY_ENDPOINT, IDENTITY_HEADER: env.IDENTITY_HEADER });
   t.true(again.every((o, i) => o.outcome === 'skipped' && o.location === outcomes[i]!.location));
   t.is(slow.stats.byKind.get('POST /mailFolders/{id}/messages'), creates, 'no create on the re-run');
   for (const b of boxes) t.is(slow.messagesIn(b, 'Inbox/Load').length, 30);
@@ -239,17 +231,18 @@ test('graph: no mailbox ever sees a fifth concurrent request, many mailboxes in 
 
 test('graph: 429 waits out Retry-After for the mailbox; 503 is retried with backoff; both then deliver', async (t) => {
   const mailbox = 'throttled@acme.example';
-  const sink = createGraphSink(specOf('folder=Inbox/Throttle&retryDelay=50'));
+  const sink = createGraphSink(specOf('folder=Inbox/Throttle'));
   await sink.open();
   await sink.write(delivery(1, mailbox));
   standin.inject(mailbox, { status: 429, code: 'ApplicationThrottled', message: 'Application is over its MailboxConcurrency limit.', retryAfter: 1 }, 2);
   const started = Date.now();
   t.is((await sink.write(delivery(2, mailbox))).outcome, 'delivered');
   t.true(Date.now() - started >= 1900, `waited ${Date.now() - started} ms for two Retry-After: 1`);
+  // Another day: its listing (a GET, safe to repeat) meets two 503s, retried after a backoff.
   standin.inject(mailbox, { status: 503, code: 'ServiceUnavailable' }, 2);
-  t.is((await sink.write(delivery(3, mailbox))).outcome, 'delivered');
-  t.true(sink.client.stats.throttled >= 2);
-  t.true(sink.client.stats.retried >= 4);
+  t.is((await sink.write(delivery(3, mailbox, true))).outcome, 'delivered');
+  t.is(sink.client.stats.throttled, 2);
+  t.is(sink.client.stats.retried, 4);
   await sink.close();
   t.is(standin.messagesIn(mailbox, 'Inbox/Throttle').length, 3);
 });
@@ -269,7 +262,7 @@ test('graph: an unknown or unlicensed mailbox fails its own items with a clear r
   standin.mailbox('unlicensed@acme.example', { licensed: false });
   const sink = createGraphSink(specOf('folder=Inbox/Gone'));
   await sink.open();
-  const before = standin.stats.requests;
+  const requests = () => ['nobody', 'unlicensed'].reduce((n, m) => n + (standin.stats.byMailbox.get(`${m}@acme.example`) ?? 0), 0);
   const results = await Promise.allSettled([
     sink.write(delivery(1, 'nobody@acme.example')),
     sink.write(delivery(2, 'nobody@acme.example')),
@@ -281,13 +274,13 @@ test('graph: an unknown or unlicensed mailbox fails its own items with a clear r
   for (const r of results.slice(0, 3)) t.is(r.status, 'rejected');
   t.regex((results[0] as PromiseRejectedResult).reason.message, /mailbox nobody@acme\.example: .*ErrorInvalidUser/);
   t.regex((results[2] as PromiseRejectedResult).reason.message, /MailboxNotEnabledForRESTAPI/);
-  t.true(standin.stats.requests - before < 12, `not retried: ${standin.stats.requests - before} requests`);
+  t.true(requests() <= 4, `not retried: ${requests()} requests`);
 });
 
 test('graph: a refused credential fails open() with E_SINK_UNAVAILABLE before any delivery (token for another audience; no token at all)', async (t) => {
-  const other = await startGraphStandin({ tenant: TENANT, mailboxes: ['jane@acme.example'] });
+  // A Graph that expects tokens for https://graph.microsoft.com; the sink asks for its own endpoint's (401 Invalid audience).
+  const other = await startGraphStandin({ tenant: TENANT, mailboxes: ['jane@acme.example'], audience: 'https://graph.microsoft.com' });
   t.teardown(() => other.close());
-  // This file's identity endpoint gives tokens for `standin`'s audience: `other` refuses them (401 Invalid audience).
   const sink = createGraphSink(specOf('folder=Inbox/Refused&probe=jane@acme.example', other.url));
   const err = await t.throwsAsync(sink.open(), { code: 'E_SINK_UNAVAILABLE' });
   t.regex(err!.message, /refused the access token .*Invalid audience/);

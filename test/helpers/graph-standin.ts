@@ -113,6 +113,8 @@ export interface GraphStandin {
     byKind: Map<string, number>;
     /** Authorization headers seen on upload URLs (Graph refuses them). */
     bearerOnUpload: number;
+    /** Requests by the mailbox they name (lower-cased), and by `<mailbox> <kind>`. */
+    byMailbox: Map<string, number>;
   };
   /** The bearer tokens seen, to prove no secret travelled elsewhere. */
   tokensSeen: Set<string>;
@@ -154,7 +156,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   const mailboxes = new Map<string, Mailbox>();
   const sessions = new Map<string, UploadSession>();
   const injected = new Map<string, Injected[]>();
-  const stats: GraphStandin['stats'] = { requests: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0 };
+  const stats: GraphStandin['stats'] = { requests: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0, byMailbox: new Map() };
   const tokensSeen = new Set<string>();
   let base = '';
   let audience = options.audience ?? '';
@@ -549,6 +551,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     const box = key !== undefined ? mailboxes.get(key) : undefined;
     const kind = `${req.method} ${url.pathname.replace(/^\/(v1\.0|beta)\/users\/[^/]+/, '').replace(/\/(AAMk|[0-9a-f-]{36})[^/]*/g, '/{id}').replace(/^\/upload\/.*/, 'upload')}`;
     stats.byKind.set(kind, (stats.byKind.get(kind) ?? 0) + 1);
+    if (key !== undefined) for (const k of [key, `${key} ${kind}`]) stats.byMailbox.set(k, (stats.byMailbox.get(k) ?? 0) + 1);
     if (box) {
       box.active++;
       box.peak = Math.max(box.peak, box.active);

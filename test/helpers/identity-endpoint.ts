@@ -16,7 +16,7 @@ const base64url = (value: object) => Buffer.from(JSON.stringify(value)).toString
 
 /** What the tokens claim beyond the defaults (Azurite's storage audience, no tenant, no roles). */
 export interface IdentityEndpointOptions {
-  /** `aud`: `https://storage.azure.com` unless given (the Graph stand-in checks its own origin). */
+  /** `aud`: `https://storage.azure.com` unless given; `resource`: the resource the token is asked for (as a real endpoint does). */
   audience?: string;
   /** `tid`, the tenant the token is for. */
   tenant?: string;
@@ -27,10 +27,10 @@ export interface IdentityEndpointOptions {
 }
 
 /** An unsigned JWT with the audience, issuer and lifetime Azurite's `--oauth basic` checks (and the claims asked for). */
-function unsignedToken(options: IdentityEndpointOptions): string {
+function unsignedToken(options: IdentityEndpointOptions, resource: string): string {
   const now = Math.floor(Date.now() / 1000);
   const claims = {
-    aud: options.audience ?? 'https://storage.azure.com',
+    aud: options.audience === 'resource' ? resource : (options.audience ?? 'https://storage.azure.com'),
     iss: 'https://sts.windows.net/00000000-0000-0000-0000-000000000001/',
     nbf: now - 60,
     iat: now - 60,
@@ -53,7 +53,7 @@ export async function startIdentityEndpoint(options: IdentityEndpointOptions = {
     }
     issued++;
     res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({ access_token: unsignedToken(options), expires_on: String(Math.floor(Date.now() / 1000) + (options.lifetime ?? 3600)), resource: url.searchParams.get('resource'), token_type: 'Bearer' }),
+      JSON.stringify({ access_token: unsignedToken(options, url.searchParams.get('resource')!), expires_on: String(Math.floor(Date.now() / 1000) + (options.lifetime ?? 3600)), resource: url.searchParams.get('resource'), token_type: 'Bearer' }),
     );
   });
   server.listen(0, '127.0.0.1');

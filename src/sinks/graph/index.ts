@@ -181,7 +181,8 @@ export class GraphSink extends LifecycleSink implements Sink {
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
     const user = GraphClient.user('v1.0', mailbox);
     const made = await this.client.send(mailbox, { method: 'POST', path: `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, contentType: 'application/json', body: JSON.stringify(message.create), once: true });
-    const created = listedOf(made.json as Record<string, unknown>);
+    // The answer holds no extended property: the stamp is known to be there when nothing is left to add.
+    const created = { ...listedOf(made.json as Record<string, unknown>), stamp: message.stamp };
     if (message.later.length === 0) return created;
     try {
       for (const attachment of message.later) await this.attach(mailbox, created.id, attachment);
@@ -192,7 +193,7 @@ export class GraphSink extends LifecycleSink implements Sink {
       await this.remove(mailbox, created.id).catch(() => undefined);
       throw err;
     }
-    return { ...created, stamp: message.stamp };
+    return created;
   }
 
   /** An attachment added to a created message: one POST under 3 MB, else an upload session in chunks of at most 4 MB. */
