@@ -88,6 +88,8 @@ export interface GraphStandinOptions {
   rate?: { requests: number; windowMs: number };
   /** Outlook's concurrent requests per mailbox (4). */
   concurrency?: number;
+  /** Every user asked for exists (a tenant where the export's users all have mailboxes). */
+  everyUser?: boolean;
 }
 
 export interface GraphStandin {
@@ -201,7 +203,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   }
 
   function user(address: string): Mailbox {
-    const box = mailboxes.get(decodeURIComponent(address).toLowerCase());
+    const name = decodeURIComponent(address).toLowerCase();
+    const box = mailboxes.get(name) ?? (options.everyUser && !name.endsWith('.invalid') ? mailboxOf(name) : undefined);
     if (!box) throw new Refusal(404, 'ErrorInvalidUser', `The requested user '${decodeURIComponent(address)}' is invalid.`);
     if (!box.licensed) throw new Refusal(404, 'MailboxNotEnabledForRESTAPI', 'The mailbox is either inactive, soft-deleted, or is hosted on-premise.');
     return box;

@@ -1,0 +1,58 @@
+// The command line end to end into the Graph stand-in (test/helpers/graph-standin.ts; no Microsoft
+// 365 tenant can be reached from here): a run, a re-run that creates nothing, and verify reading
+// the messages back, in both modes.
+import test from 'ava';
+import { join } from 'node:path';
+import { generateSample } from '../src/sample/generate.js';
+import { startGraphStandin } from './helpers/graph-standin.js';
+import { startIdentityEndpoint } from './helpers/identity-endpoint.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
+
+const TENANT = '11111111-2222-3333-4444-555555555555';
+
+for (const mode of ['json', 'importMime'] as const) {
+  test(`graph ${mode}: run delivers into every mailbox's Inbox/Pivot, no drafts; a re-run creates nothing; verify reads them back intact`, async (t) => {
+    t.timeout(300_000);
+    const standin = await startGraphStandin({ tenant: TENANT, everyUser: true, latencyMs: 2 });
+    const identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
+    t.teardown(() => Promise.all([standin.close(), identity.close()]));
+    const dir = await tempDir(t);
+    const archive = join(dir, 'export.zip');
+    await generateSample(archive, { events: 300, seed: 12 });
+    const state = join(dir, 'state');
+    const sink = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${standin.url}&mode=${mode}`;
+    const run = (log: string) => cli(['run', archive, '--sink', sink, '--domain', 'acme.example', '--state-dir', state, '--status-log', join(dir, log), '--rejects', join(dir, 'rejects')], { env: identity.env });
+
+    const first = await run('first.jsonl');
+    t.is(first.code, 0, first.stderr);
+    const summary = (await readStatusLog(join(dir, 'first.jsonl'))).summary;
+    t.true(summary.delivered > 100, `delivered ${summary.delivered}`);
+    const mailboxes = [...new Set((await readStatusLog(join(dir, 'first.jsonl'))).lines.filter((l) => l.outcome === 'delivered').map((l) => String(l.mailbox)))];
+    const stored = mailboxes.flatMap((m) => standin.messagesIn(m, 'Inbox/Pivot'));
+    t.is(stored.length, summary.delivered);
+    t.is(stored.filter((m) => m.isDraft).length, 0, 'no drafts');
+    t.is(new Set(stored.map((m) => `${m.internetMessageId} ${m.sentDateTime} ${m.folderId}`)).size, stored.length, 'nothing twice');
+    const creates = [...standin.stats.byKind].filter(([k]) => /messages$|importMime$/.test(k) && k.startsWith('POST')).reduce((n, [, v]) => n + v, 0);
+
+    const again = await run('again.jsonl');
+    t.is(again.code, 0, again.stderr);
+    const second = (await readStatusLog(join(dir, 'again.jsonl'))).summary;
+    t.is(second.delivered, 0);
+    t.is(second.skipped, summary.delivered);
+    t.is([...standin.stats.byKind].filter(([k]) => /messages$|importMime$/.test(k) && k.startsWith('POST')).reduce((n, [, v]) => n + v, 0), creates, 'no create on the re-run');
+    t.is(standin.stats.overConcurrency, 0);
+
+    const verified = await cli(['verify', '--state-dir', state, '--sink', sink, '--json'], { env: identity.env });
+    t.is(verified.code, 0, verified.stdout + verified.stderr);
+    const result = JSON.parse(verified.stdout) as { store: { intact: number; missing: unknown[]; altered: unknown[] } };
+    t.is(result.store.intact, summary.delivered);
+    // One message changed behind the tool's back is seen.
+    const victim = stored[0]!;
+    if (mode === 'json') victim.subject += ' (edited)';
+    else victim.mime = Buffer.concat([victim.mime!, Buffer.from('x')]);
+    const after = await cli(['verify', '--state-dir', state, '--sink', sink, '--json'], { env: identity.env });
+    t.is(after.code, 6, after.stdout + after.stderr);
+    t.is((JSON.parse(after.stdout) as { store: { altered: unknown[] } }).store.altered.length, 1);
+  });
+}
