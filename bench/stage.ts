@@ -107,9 +107,10 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
     case 'maildir':
     case 'maildir-ledger':
     case 'imap':
-    case 'azblob': {
+    case 'azblob':
+    case 'graph': {
       const archive = await PivotExportArchive.open({ path: archivePath });
-      const spec = stage === 'imap' || stage === 'azblob' ? process.env.PIVOT_BENCH_SINK! : `maildir:${out}`;
+      const spec = stage === 'imap' || stage === 'azblob' || stage === 'graph' ? process.env.PIVOT_BENCH_SINK! : `maildir:${out}`;
       // With a ledger, as a run with --state-dir keeps one: every outcome hashed, chained and written.
       const ledger = stage === 'maildir-ledger' ? await LedgerWriter.open(join(`${out}-state`, 'ledger.jsonl')) : undefined;
       const sink = countingBytes(stage === 'mime' ? discardSink : await createSink(spec, { cwd: process.cwd() }));
@@ -122,10 +123,11 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
       }
       await archive.close();
       if (!summary.balanced) throw new Error('counters do not add up');
-      if (stage === 'imap') {
+      if (stage === 'imap' || stage === 'graph') {
         // A re-run or a resume skips what the server holds: a skip is a delivery settled too.
-        const stats = (sink as unknown as { inner?: { stats?: unknown } }).inner?.stats;
-        process.stderr.write(`  imap: delivered ${summary.delivered}, skipped ${summary.skipped}, failed ${summary.failed}; ${JSON.stringify(stats ?? {})}\n`);
+        const inner = (sink as unknown as { inner?: { stats?: unknown; client?: { stats?: unknown } } }).inner;
+        const stats = inner?.stats ?? inner?.client?.stats;
+        process.stderr.write(`  ${stage}: delivered ${summary.delivered}, skipped ${summary.skipped}, failed ${summary.failed}; ${JSON.stringify(stats ?? {})}\n`);
         return { events: summary.itemsFromSource, deliveries: summary.delivered + summary.skipped, bytes };
       }
       return { events: summary.itemsFromSource, deliveries: summary.delivered, bytes };

@@ -102,8 +102,8 @@ export interface GraphStandin {
   messagesIn(address: string, path: string): StandinMessage[];
   /** The MIME Graph would serve as `$value`: the exact bytes of an imported message, else rendered from its fields. */
   mimeOf(message: StandinMessage): Buffer;
-  /** The next `count` requests of a mailbox get this answer. */
-  inject(address: string, response: Injected, count?: number): void;
+  /** The next `count` requests of a mailbox, after `after` more that go through, get this answer. */
+  inject(address: string, response: Injected, count?: number, after?: number): void;
   stats: {
     requests: number;
     /** Requests refused because a mailbox already had `concurrency` in flight (a fifth concurrent request). */
@@ -157,7 +157,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   const limit = options.concurrency ?? 4;
   const mailboxes = new Map<string, Mailbox>();
   const sessions = new Map<string, UploadSession>();
-  const injected = new Map<string, Injected[]>();
+  /** Per mailbox: the answers its next requests get (null: that one goes through). */
+  const injected = new Map<string, (Injected | null)[]>();
   const stats: GraphStandin['stats'] = { requests: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0, byMailbox: new Map() };
   const tokensSeen = new Set<string>();
   let base = '';
@@ -632,8 +633,9 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       return folder ? [...box.messages.values()].filter((m) => m.folderId === folder.id) : [];
     },
     mimeOf,
-    inject(address, response, count = 1) {
+    inject(address, response, count = 1, after = 0) {
       const queue = injected.get(address.toLowerCase()) ?? [];
+      for (let i = 0; i < after; i++) queue.push(null);
       for (let i = 0; i < count; i++) queue.push(response);
       injected.set(address.toLowerCase(), queue);
     },

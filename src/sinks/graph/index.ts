@@ -19,6 +19,8 @@ const OPEN_RETRIES = 2;
 interface MailboxRun {
   /** The folder's id, resolved (and created) once. */
   folder?: Promise<string>;
+  /** The sink created the folder in this run: it held nothing, so no day needs listing. */
+  fresh?: boolean;
   /** What the folder holds, per UTC day of sentAt, listed once: identity -> message. */
   days: Map<number, Promise<Map<string, Listed>>>;
   /** Items being stored now, by identity: a second copy waits for the first. */
@@ -78,7 +80,10 @@ export class GraphSink extends LifecycleSink implements Sink {
   readonly client: GraphClient;
   private readonly tokens: AccessTokens;
   private readonly mailboxes = new Map<string, MailboxRun>();
-  protected readonly lifecycle = new SinkLifecycle('graph', { open: () => proveAccess(this.config, this.tokens, this.client) });
+  protected readonly lifecycle = new SinkLifecycle('graph', {
+    open: () => proveAccess(this.config, this.tokens, this.client),
+    flush: async () => this.client.close(),
+  });
 
   constructor(
     readonly config: GraphSinkConfig,
@@ -86,8 +91,9 @@ export class GraphSink extends LifecycleSink implements Sink {
   ) {
     super();
     this.description = config.description;
-    // Two writes per request slot keep every slot busy while the next write lists or waits.
-    this.maxInFlight = config.mailboxes * config.concurrency * 2;
+    // The pipeline keeps at most maxInFlight writes from its oldest unsettled one on: writes
+    // waiting for a busy mailbox's 4 slots must not leave the other mailboxes idle.
+    this.maxInFlight = config.mailboxes * config.concurrency * 32;
     ({ tokens: this.tokens, client: this.client } = graphAccess(config, stop));
   }
 
@@ -132,7 +138,10 @@ export class GraphSink extends LifecycleSink implements Sink {
   }
 
   private folder(mailbox: string, run: MailboxRun): Promise<string> {
-    const resolving = resolveFolder(this.client, mailbox, this.config.folder, true).then((id) => id!);
+    const resolving = resolveFolder(this.client, mailbox, this.config.folder, true).then((folder) => {
+      run.fresh = folder!.created;
+      return folder!.id;
+    });
     // A failure is not kept: the next item tries again (unless the mailbox is unusable).
     resolving.catch(() => (run.folder = undefined));
     return resolving;
@@ -142,7 +151,8 @@ export class GraphSink extends LifecycleSink implements Sink {
   private day(mailbox: string, run: MailboxRun, folderId: string, day: number): Promise<Map<string, Listed>> {
     let listing = run.days.get(day);
     if (!listing) {
-      listing = listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY }).then((messages) => new Map(messages.map((m) => [identity(m.internetMessageId, m.sentAt), m])));
+      // A folder this run created held nothing: what it holds now is what this run wrote, known already.
+      listing = run.fresh ? Promise.resolve(new Map<string, Listed>()) : listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY }).then((messages) => new Map(messages.map((m) => [identity(m.internetMessageId, m.sentAt), m])));
       run.days.set(day, listing);
       listing.catch(() => run.days.delete(day));
     }

@@ -76,35 +76,41 @@ export async function listFolder(client: GraphClient, mailbox: string, folderId:
 /**
  * The id of a folder path (`Inbox/Pivot`): the first part a well-known name or a top-level folder
  * by display name, then child folders by display name. Missing folders are created with `create`
- * (a folder another writer created meanwhile, 409, is looked up again), else the answer is undefined.
+ * (a folder another writer created meanwhile, 409, is looked up again), else the answer is
+ * undefined. `created`: whether the last folder was created now (so it holds nothing yet).
  */
-export async function resolveFolder(client: GraphClient, mailbox: string, path: string[], create: boolean): Promise<string | undefined> {
+export async function resolveFolder(client: GraphClient, mailbox: string, path: string[], create: boolean): Promise<{ id: string; created: boolean } | undefined> {
   const user = GraphClient.user('v1.0', mailbox);
-  let parentId: string | undefined;
+  // A well-known name stands for its folder's id in a path: it is looked up only when it is the whole path.
+  let parent: string | undefined;
+  let created = false;
   for (const [depth, name] of path.entries()) {
     if (depth === 0 && WELL_KNOWN.has(name.toLowerCase())) {
-      const folder = await client.send(mailbox, { method: 'GET', path: `${user}/mailFolders/${name.toLowerCase()}?$select=id` });
-      parentId = String((folder.json as { id: string }).id);
-      continue;
+      parent = name.toLowerCase();
+      if (path.length > 1) continue;
+      const folder = await client.send(mailbox, { method: 'GET', path: `${user}/mailFolders/${parent}?$select=id` });
+      return { id: String((folder.json as { id: string }).id), created: false };
     }
-    const container = parentId === undefined ? `${user}/mailFolders` : `${user}/mailFolders/${encodeURIComponent(parentId)}/childFolders`;
+    const container = parent === undefined ? `${user}/mailFolders` : `${user}/mailFolders/${encodeURIComponent(parent)}/childFolders`;
     const find = async () => {
       const list = await client.send(mailbox, { method: 'GET', path: `${container}?$filter=${encodeURIComponent(`displayName eq ${odataString(name)}`)}&$select=id,displayName` });
       return ((list.json as { value?: { id: string }[] }).value ?? [])[0]?.id;
     };
     let id = await find();
+    created = false;
     if (id === undefined) {
       if (!create) return undefined;
       try {
         const made = await client.send(mailbox, { method: 'POST', path: container, contentType: 'application/json', body: JSON.stringify({ displayName: name }) });
         id = String((made.json as { id: string }).id);
+        created = true;
       } catch (err) {
         if (!(err instanceof GraphError && err.status === 409)) throw err;
         id = await find();
         if (id === undefined) throw err;
       }
     }
-    parentId = id;
+    parent = id;
   }
-  return parentId;
+  return { id: parent!, created };
 }

@@ -38,7 +38,7 @@ export class GraphReader implements StoreReader {
     const held = new Map<WantedMessage, HeldMessage>();
     let folderId: string | undefined;
     try {
-      folderId = await resolveFolder(this.client, mailbox, this.config.folder, false);
+      folderId = (await resolveFolder(this.client, mailbox, this.config.folder, false))?.id;
     } catch (err) {
       if (mailboxUnusable(err)) return { held, unexpected: [] };
       throw this.unavailable(mailbox, err);
@@ -84,7 +84,9 @@ export class GraphReader implements StoreReader {
     return [];
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.client.close();
+  }
 
   /** A message by id, or undefined when Graph has none by that id. */
   private async get(mailbox: string, messageId: string): Promise<Listed | undefined> {
