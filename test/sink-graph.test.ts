@@ -371,3 +371,68 @@ test('graph: a client secret never reaches the log, the status log or the summar
   t.false((await readFile(status, 'utf8')).includes(secret));
   t.truthy((await readStatusLog(status)).lines.length);
 });
+
+for (const [what, limits] of [
+  ['two concurrent requests per mailbox', { concurrency: 2 }],
+  ['12 requests per 2 s per mailbox', { rate: { requests: 12, windowMs: 2000 } }],
+] as const) {
+  test(`graph: a Graph that allows ${what} answers 429s, which are waited out; everything is delivered, once`, async (t) => {
+    t.timeout(120_000);
+    const strict = await startGraphStandin({ tenant: TENANT, latencyMs: 20, ...limits });
+    t.teardown(() => strict.close());
+    strict.mailbox('busy@acme.example');
+    const sink = createGraphSink(`graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${strict.url}&folder=Inbox/Busy&retryDelay=20`);
+    await sink.open();
+    const stored = await Promise.all(Array.from({ length: 30 }, (_, n) => sink.write(delivery(n, 'busy@acme.example'))));
+    await sink.close();
+    t.true(stored.every((s) => s.outcome === 'delivered'));
+    t.true(strict.stats.throttled > 0, 'the stand-in answered 429');
+    t.is(strict.stats.overConcurrency > 0, 'concurrency' in limits);
+    t.is(sink.client.stats.throttled, strict.stats.throttled);
+    const held = strict.messagesIn('busy@acme.example', 'Inbox/Busy');
+    t.is(held.length, 30);
+    t.is(new Set(held.map((m) => m.internetMessageId)).size, 30, 'nothing twice');
+  });
+}
+
+test('graph: a 401 in the middle of a run (a token revoked or expired) is answered with a token asked for again, once', async (t) => {
+  const mailbox = 'fields@acme.example';
+  const sink = createGraphSink(specOf('folder=Inbox/Renewed'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  const issued = identity.tokensIssued();
+  standin.inject(mailbox, { status: 401, code: 'InvalidAuthenticationToken', message: 'Access token has expired or is not yet valid.' }, 1);
+  t.is((await sink.write(delivery(2, mailbox))).outcome, 'delivered');
+  t.is(sink.client.stats.tokenRenewals, 1);
+  // entraTokens forgets its token; @azure/identity's managed-identity credential may still answer from its own cache.
+  t.log(`tokens issued by the endpoint for the renewal: ${identity.tokensIssued() - issued}`);
+  // Refused again after the new token: the write fails (no endless loop).
+  standin.inject(mailbox, { status: 401, code: 'InvalidAuthenticationToken', message: 'Access token validation failure.' }, 2);
+  await t.throwsAsync(sink.write(delivery(3, mailbox)), { message: /401 InvalidAuthenticationToken/ });
+  await sink.close();
+});
+
+test('graph: a stop signal ends the waits at once and fails what is held as stopped', async (t) => {
+  const mailbox = 'throttled@acme.example';
+  const stop = new AbortController();
+  const sink = createGraphSink(specOf('folder=Inbox/Stopped'), { stop: stop.signal });
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  standin.inject(mailbox, { status: 429, code: 'ApplicationThrottled', retryAfter: 60 }, 1);
+  const waiting = sink.write(delivery(2, mailbox));
+  await new Promise((r) => setTimeout(r, 300));
+  const started = Date.now();
+  stop.abort();
+  await t.throwsAsync(waiting, { message: /stopped by a signal/ });
+  t.true(Date.now() - started < 2000);
+  await sink.close();
+});
+
+test('graph importMime: a message over what one request carries (4 MB of base64) fails with a reason naming mode=json; nothing is stored', async (t) => {
+  const mailbox = 'large@acme.example';
+  const sink = createGraphSink(specOf('folder=Inbox/TooLarge&mode=importMime'));
+  await sink.open();
+  await t.throwsAsync(sink.write(withAttachments(20, mailbox, [3_200_000])), { message: /importMime .*mode=json/ });
+  await sink.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/TooLarge').length, 0);
+});
