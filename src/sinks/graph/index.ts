@@ -5,7 +5,7 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable, STOPPED_REASON } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { graphLocation, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
+import { graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 
@@ -108,10 +108,10 @@ export class GraphSink extends LifecycleSink implements Sink {
       const day = Math.floor(delivery.internalDate / DAY);
       const held = await this.day(mailbox, run, folderId, day);
       const found = held.get(key);
-      if (found?.stamp !== undefined || (found && this.config.mode === 'importMime')) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
+      if (found && !halfCreated(found)) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
       const earlier = run.storing.get(key);
       if (earlier) return { outcome: 'skipped', location: await earlier };
-      const storing = this.create(mailbox, folderId, delivery, found).then((listed) => {
+      const storing = this.create(mailbox, folderId, delivery, found && halfCreated(found) ? found : undefined).then((listed) => {
         held.set(key, listed);
         return graphLocation(mailbox, folderId, listed.id);
       });
@@ -163,8 +163,8 @@ export class GraphSink extends LifecycleSink implements Sink {
    * Creates the message (after removing a half-created one of a run that stopped midway), and
    * resolves it once all of it is in: the create, every later attachment, then the stamp.
    */
-  private async create(mailbox: string, folderId: string, delivery: Delivery, halfCreated: Listed | undefined): Promise<Listed> {
-    if (halfCreated) await this.remove(mailbox, halfCreated.id);
+  private async create(mailbox: string, folderId: string, delivery: Delivery, leftHalf: Listed | undefined): Promise<Listed> {
+    if (leftHalf) await this.remove(mailbox, leftHalf.id);
     for (let attempt = 0; ; attempt++) {
       try {
         return this.config.mode === 'importMime' ? await this.importMime(mailbox, folderId, delivery) : await this.createJson(mailbox, folderId, delivery);
@@ -172,7 +172,7 @@ export class GraphSink extends LifecycleSink implements Sink {
         if (!(err instanceof UncertainError) || attempt >= this.config.retries) throw err;
         // The create may have been carried out: look before sending it again (nothing twice).
         const there = await this.lookUp(mailbox, folderId, delivery);
-        if (there && (there.stamp !== undefined || this.config.mode === 'importMime')) return there;
+        if (there && !halfCreated(there)) return there;
         if (there) await this.remove(mailbox, there.id);
       }
     }
@@ -191,15 +191,15 @@ export class GraphSink extends LifecycleSink implements Sink {
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
     const user = GraphClient.user('v1.0', mailbox);
     const made = await this.client.send(mailbox, { method: 'POST', path: `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, contentType: 'application/json', body: JSON.stringify(message.create), once: true });
-    // The answer holds no extended property: the stamp is known to be there when nothing is left to add.
+    // The answer holds no extended property: the stamp sent is the one it holds.
     const created = { ...listedOf(made.json as Record<string, unknown>), stamp: message.stamp };
     if (message.later.length === 0) return created;
     try {
       for (const attachment of message.later) await this.attach(mailbox, created.id, attachment);
-      // Last: the stamp that says all of it is in.
+      // Last: the final stamp, which says all of it is in.
       await this.client.send(mailbox, { method: 'PATCH', path: `${user}/messages/${encodeURIComponent(created.id)}`, contentType: 'application/json', body: JSON.stringify({ singleValueExtendedProperties: [{ id: STAMP_PROPERTY, value: message.stamp }] }) });
     } catch (err) {
-      // Half a message is no delivery: removed now, or (if that fails too) by the next run, which finds it unstamped.
+      // Half a message is no delivery: removed now, or (if that fails too) by the next run, which finds it pending.
       await this.remove(mailbox, created.id).catch(() => undefined);
       throw err;
     }

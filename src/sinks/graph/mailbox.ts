@@ -2,7 +2,7 @@
 // listing what a folder holds in a time window, and where a message is (`Stored.location`).
 import { GraphClient, GraphError, type GraphResponse } from './client.js';
 import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
-import { STAMP_PROPERTY } from './message.js';
+import { PENDING, STAMP_PROPERTY } from './message.js';
 
 /** Well-known folder names Graph takes in place of an id (mailFolder resource, v1.0). */
 const WELL_KNOWN = new Set(['archive', 'clutter', 'conflicts', 'conversationhistory', 'deleteditems', 'drafts', 'inbox', 'junkemail', 'localfailures', 'msgfolderroot', 'outbox', 'recoverableitemsdeletions', 'scheduled', 'searchfolders', 'sentitems', 'serverfailures', 'syncissues']);
@@ -33,8 +33,13 @@ export interface Listed {
   internetMessageId: string;
   /** sentDateTime, ISO. */
   sentAt: string;
-  /** The json-mode stamp (`<sha256> <size> <fields sha256>`), absent on a half-created or imported message. */
+  /** The json-mode stamp (`<sha256> <size> <fields sha256>`, `pending ...` until the message is whole); absent on an imported message. */
   stamp?: string;
+}
+
+/** A json-mode message whose attachments were still being added when its run stopped. */
+export function halfCreated(message: Listed): boolean {
+  return message.stamp?.startsWith(PENDING) === true;
 }
 
 /** What identifies an item in a mailbox: its Message-ID and its sentAt to the second. */

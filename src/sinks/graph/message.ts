@@ -17,9 +17,11 @@ export const CHUNK_BYTES = 4 * 1024 * 1024;
 /**
  * The namespace of the one named property this tool stamps on a message in json mode
  * (`String {GUID} Name pivotArchiveStamp`): `<sha256 of the MIME> <its size> <sha256 of the compared fields>`,
- * written last (see SPEC.md, "Half-created messages" and "Reading back").
+ * final once the whole message is in (see SPEC.md, mode=json, and "Location and reading back").
  */
 export const STAMP_PROPERTY = 'String {6b3f3d1e-3c0e-4f55-9d3a-5f1c2a9e7b41} Name pivotArchiveStamp';
+/** What the stamp starts with while attachments are still being added: the message is not whole yet. */
+export const PENDING = 'pending ';
 
 export interface Recipient {
   emailAddress: { name?: string; address: string };
@@ -218,8 +220,9 @@ export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
       size += encoded;
     } else later.push(a);
   }
-  // The stamp is written last: with the create when nothing is left to add, else after the last attachment.
-  if (later.length === 0) properties.push({ id: STAMP_PROPERTY, value: stamp });
+  // The stamp is final in the create when nothing is left to add; else the create says `pending`
+  // and the final stamp is written after the last attachment.
+  properties.push({ id: STAMP_PROPERTY, value: later.length === 0 ? stamp : `${PENDING}${stamp}` });
   create.singleValueExtendedProperties = properties;
   if (inline.length > 0) create.attachments = inline.map(fileAttachmentJson);
   return { create, later, stamp };

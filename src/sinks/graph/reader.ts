@@ -9,7 +9,7 @@ import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../si
 import { GraphClient, GraphError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphAccess, proveAccess } from './index.js';
-import { graphLocation, identity, isOurs, listFolder, listedOf, MESSAGE_FIELDS, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
+import { graphLocation, halfCreated, identity, isOurs, listFolder, listedOf, MESSAGE_FIELDS, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
 import { fieldsDigest } from './message.js';
 import { eachLimited, secondOf } from '../held.js';
 
@@ -124,6 +124,8 @@ export class GraphReader implements StoreReader {
         sentAt: new Date(f.sentDateTime ?? 0).toISOString(),
         attachments: (f.attachments ?? []).map((a) => a.name ?? ''),
       });
+      // A pending stamp: its run stopped before the attachments were all in; it is not what was delivered.
+      if (halfCreated(m)) return { ...base, sha256: 'incomplete: attachments missing', size: 0 };
       const [sha256 = '', size = '0', fields = ''] = m.stamp.split(' ');
       return fields === digest ? { ...base, sha256, size: Number(size) } : { ...base, sha256: digest, size: 0 };
     } catch (err) {
