@@ -440,3 +440,18 @@ test('graph importMime: a message over what one request carries (4 MB of base64)
   await sink.close();
   t.is(standin.messagesIn(mailbox, 'Inbox/TooLarge').length, 0);
 });
+
+test('graph json after importMime: a message of the item imported earlier (no stamp) is the item, skipped and never removed', async (t) => {
+  const mailbox = 'verify@acme.example';
+  const imported = createGraphSink(specOf('folder=Inbox/Switched&mode=importMime'));
+  await imported.open();
+  const first = await imported.write(delivery(5, mailbox));
+  await imported.close();
+  const json = createGraphSink(specOf('folder=Inbox/Switched'));
+  await json.open();
+  t.deepEqual(await json.write(delivery(5, mailbox)), { outcome: 'skipped', location: first.location });
+  await json.close();
+  const held = standin.messagesIn(mailbox, 'Inbox/Switched');
+  t.is(held.length, 1);
+  t.true(held[0]!.mime?.equals(delivery(5, mailbox).message));
+});
