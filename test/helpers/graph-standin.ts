@@ -84,7 +84,7 @@ export interface GraphStandinOptions {
   mailboxes?: string[];
   /** Every request waits this long before it is answered (a realistic round trip). */
   latencyMs?: number;
-  /** Requests per mailbox allowed in `windowMs` (Outlook: 10,000 per 10 minutes). */
+  /** Requests per mailbox allowed in `windowMs`: Outlook's 10,000 per 10 minutes unless given (lower for tests). */
   rate?: { requests: number; windowMs: number };
   /** Outlook's concurrent requests per mailbox (4). */
   concurrency?: number;
@@ -155,6 +155,7 @@ const newId = (prefix: string) => `${prefix}${randomBytes(24).toString('base64ur
 export async function startGraphStandin(options: GraphStandinOptions = {}): Promise<GraphStandin> {
   const tenant = options.tenant ?? '11111111-2222-3333-4444-555555555555';
   const limit = options.concurrency ?? 4;
+  const rate = options.rate ?? { requests: 10_000, windowMs: 10 * 60_000 };
   const mailboxes = new Map<string, Mailbox>();
   const sessions = new Map<string, UploadSession>();
   /** Per mailbox: the answers its next requests get (null: that one goes through). */
@@ -568,10 +569,10 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
         stats.overConcurrency++;
         throw new Refusal(429, 'ApplicationThrottled', 'Application is over its MailboxConcurrency limit.', 1);
       }
-      if (box && options.rate) {
+      if (box) {
         const now = Date.now();
-        box.recent = box.recent.filter((t) => t > now - options.rate!.windowMs);
-        if (box.recent.length >= options.rate.requests) throw new Refusal(429, 'ApplicationThrottled', 'Application is over its MailboxRequests limit.', Math.max(1, Math.ceil((box.recent[0]! + options.rate.windowMs - now) / 1000)));
+        while (box.recent.length > 0 && box.recent[0]! <= now - rate.windowMs) box.recent.shift();
+        if (box.recent.length >= rate.requests) throw new Refusal(429, 'ApplicationThrottled', 'Application is over its MailboxRequests limit.', Math.max(1, Math.ceil((box.recent[0]! + rate.windowMs - now) / 1000)));
         box.recent.push(now);
       }
       const queue = key !== undefined ? injected.get(key) : undefined;
