@@ -67,8 +67,6 @@ export interface GraphClientOptions {
   retryDelayMs: number;
   tokens: AccessTokens;
   stop?: AbortSignal;
-  /** Names the sink in errors. */
-  describe: string;
 }
 
 /** A counting semaphore whose waiters are served in order. */
@@ -286,7 +284,7 @@ export class GraphClient {
   }
 }
 
-export const STOPPED_REASON = 'stopped by a signal before it was stored (a re-run delivers it)';
+const STOPPED_REASON = 'stopped by a signal before it was stored (a re-run delivers it)';
 
 function stoppedError(): PivotArchiveError {
   return new PivotArchiveError(ErrorCode.SINK_WRITE, STOPPED_REASON);

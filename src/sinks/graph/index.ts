@@ -3,7 +3,7 @@ import { entraTokens, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
-import { GraphClient, GraphError, UncertainError, mailboxUnusable, STOPPED_REASON } from './client.js';
+import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment } from './message.js';
@@ -39,7 +39,6 @@ export function graphAccess(config: GraphSinkConfig, stop?: AbortSignal): { toke
     retries: config.retries,
     retryDelayMs: config.retryDelayMs,
     tokens,
-    describe: config.description,
     ...(stop ? { stop } : {}),
   });
   return { tokens, client };
@@ -256,8 +255,6 @@ export class GraphSink extends LifecycleSink implements Sink {
 export function createGraphSink(spec: string, options: Partial<SinkOptions> & { env?: NodeJS.ProcessEnv } = {}): GraphSink {
   return new GraphSink(parseGraphSpec(spec, options), options.stop);
 }
-
-export { STOPPED_REASON };
 
 export const graphSinkFactory: SinkFactory = {
   scheme: 'graph',

@@ -2,7 +2,7 @@
 // listing what a folder holds in a time window, and where a message is (`Stored.location`).
 import { GraphClient, GraphError, type GraphResponse } from './client.js';
 import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
-import { PENDING, STAMP_PROPERTY } from './message.js';
+import { fieldsDigest, PENDING, STAMP_PROPERTY } from './message.js';
 
 /** Well-known folder names Graph takes in place of an id (mailFolder resource, v1.0). */
 const WELL_KNOWN = new Set(['archive', 'clutter', 'conflicts', 'conversationhistory', 'deleteditems', 'drafts', 'inbox', 'junkemail', 'localfailures', 'msgfolderroot', 'outbox', 'recoverableitemsdeletions', 'scheduled', 'searchfolders', 'sentitems', 'serverfailures', 'syncissues']);
@@ -35,6 +35,8 @@ export interface Listed {
   sentAt: string;
   /** The json-mode stamp (`<sha256> <size> <fields sha256>`, `pending ...` until the message is whole); absent on an imported message. */
   stamp?: string;
+  /** The sha256 of the compared fields as Graph returned them (`fieldsDigest`), when they were asked for. */
+  fields?: string;
 }
 
 /** A json-mode message whose attachments were still being added when its run stopped. */
@@ -52,22 +54,41 @@ export function isOurs(messageId: string): boolean {
   return messageId.endsWith(`@${HEADER_DOMAIN}>`);
 }
 
-/** The `$select`/`$expand` every listing and read of a message asks for. */
-export const MESSAGE_FIELDS = `$select=id,internetMessageId,sentDateTime&$expand=singleValueExtendedProperties($filter=id eq ${odataString(STAMP_PROPERTY)})`;
+const STAMP_EXPANDED = `singleValueExtendedProperties($filter=id eq ${odataString(STAMP_PROPERTY)})`;
+/** The `$select`/`$expand` of the sink's listings and look-ups: identity and stamp. */
+export const MESSAGE_FIELDS = `$select=id,internetMessageId,sentDateTime&$expand=${STAMP_EXPANDED}`;
+/** The reader's: the compared fields too, so a stamped message is checked from its listing alone. */
+export const COMPARED_FIELDS = `$select=id,internetMessageId,sentDateTime,subject,from,toRecipients,ccRecipients&$expand=${STAMP_EXPANDED},attachments($select=name)`;
+
+interface GraphAddress {
+  emailAddress?: { address?: string };
+}
 
 export function listedOf(message: Record<string, unknown>): Listed {
   const props = (message.singleValueExtendedProperties as { id: string; value: string }[] | undefined) ?? [];
   const stamp = props.find((p) => p.id.toLowerCase() === STAMP_PROPERTY.toLowerCase())?.value;
-  return { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: new Date(String(message.sentDateTime)).toISOString(), ...(stamp ? { stamp } : {}) };
+  const listed: Listed = { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: new Date(String(message.sentDateTime)).toISOString(), ...(stamp ? { stamp } : {}) };
+  if (!('subject' in message)) return listed;
+  const f = message as { subject?: string; from?: GraphAddress; toRecipients?: GraphAddress[]; ccRecipients?: GraphAddress[]; attachments?: { name?: string }[] };
+  const fields = fieldsDigest({
+    internetMessageId: listed.internetMessageId,
+    subject: f.subject ?? '',
+    from: f.from?.emailAddress?.address ?? '',
+    to: (f.toRecipients ?? []).map((r) => r.emailAddress?.address ?? ''),
+    cc: (f.ccRecipients ?? []).map((r) => r.emailAddress?.address ?? ''),
+    sentAt: listed.sentAt,
+    attachments: (f.attachments ?? []).map((a) => a.name ?? ''),
+  });
+  return { ...listed, fields };
 }
 
 /**
  * Every message of a folder with `sentDateTime` in [from, to) (or all, without a window), page
  * by page (`@odata.nextLink`), 1000 a page.
  */
-export async function listFolder(client: GraphClient, mailbox: string, folderId: string, window?: { from: number; to: number }): Promise<Listed[]> {
+export async function listFolder(client: GraphClient, mailbox: string, folderId: string, window?: { from: number; to: number }, fields = MESSAGE_FIELDS): Promise<Listed[]> {
   const filter = window ? `&$filter=${encodeURIComponent(`sentDateTime ge ${new Date(window.from).toISOString()} and sentDateTime lt ${new Date(window.to).toISOString()}`)}` : '';
-  let next: string | undefined = `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${MESSAGE_FIELDS}${filter}&$top=1000`;
+  let next: string | undefined = `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${fields}${filter}&$top=1000`;
   const found: Listed[] = [];
   while (next) {
     const page: GraphResponse = await client.send(mailbox, { method: 'GET', path: next });

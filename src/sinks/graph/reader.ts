@@ -9,16 +9,11 @@ import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../si
 import { GraphClient, GraphError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphAccess, proveAccess } from './index.js';
-import { graphLocation, halfCreated, identity, isOurs, listFolder, listedOf, MESSAGE_FIELDS, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
-import { fieldsDigest } from './message.js';
+import { COMPARED_FIELDS, graphLocation, halfCreated, identity, isOurs, listFolder, listedOf, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
 import { eachLimited, secondOf } from '../held.js';
 
 /** Messages read back at once per mailbox (the client keeps to the per-mailbox limit in any case). */
 const READS_AT_ONCE = 4;
-
-interface GraphAddress {
-  emailAddress?: { address?: string };
-}
 
 export class GraphReader implements StoreReader {
   readonly description: string;
@@ -61,8 +56,8 @@ export class GraphReader implements StoreReader {
     try {
       if (sample) {
         const days = [...new Set(wanted.filter((w) => !held.has(w)).map((w) => Math.floor(Date.parse(w.sentAt) / 86_400_000)))];
-        listed = (await Promise.all(days.map((d) => listFolder(this.client, mailbox, folderId!, { from: d * 86_400_000, to: (d + 1) * 86_400_000 })))).flat();
-      } else listed = await listFolder(this.client, mailbox, folderId);
+        listed = (await Promise.all(days.map((d) => listFolder(this.client, mailbox, folderId!, { from: d * 86_400_000, to: (d + 1) * 86_400_000 }, COMPARED_FIELDS)))).flat();
+      } else listed = await listFolder(this.client, mailbox, folderId, undefined, COMPARED_FIELDS);
     } catch (err) {
       throw this.unavailable(mailbox, err);
     }
@@ -91,7 +86,7 @@ export class GraphReader implements StoreReader {
   /** A message by id, or undefined when Graph has none by that id. */
   private async get(mailbox: string, messageId: string): Promise<Listed | undefined> {
     try {
-      const got = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}?${MESSAGE_FIELDS}` });
+      const got = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}?${COMPARED_FIELDS}` });
       return listedOf(got.json as Record<string, unknown>);
     } catch (err) {
       if (err instanceof GraphError && (err.status === 404 || err.status === 400)) return undefined;
@@ -101,36 +96,25 @@ export class GraphReader implements StoreReader {
 
   /**
    * What verify compares. A stamped (json-mode) message: the stamp's MIME sha256 and size when the
-   * fields Graph returns hash to the stamp's fields digest, else that other digest (so it is
-   * altered). Any other message: the sha256 of the MIME Graph serves (`$value`).
+   * fields Graph returned (with the listing or the read by location) hash to the stamp's fields
+   * digest, else that other digest (so it is altered). Any other message: the sha256 of the MIME
+   * Graph serves (`$value`).
    */
   private async hashed(mailbox: string, folderId: string, m: Listed): Promise<HeldMessage> {
     const base = { messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId, m.id) };
-    const path = `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}`;
-    try {
-      if (m.stamp === undefined) {
-        const value = await this.client.send(mailbox, { method: 'GET', path: `${path}/$value`, raw: true });
+    if (m.stamp === undefined) {
+      try {
+        const value = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}/$value`, raw: true });
         const bytes = value.bytes ?? Buffer.alloc(0);
         return { ...base, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+      } catch (err) {
+        throw this.unavailable(mailbox, err);
       }
-      const got = await this.client.send(mailbox, { method: 'GET', path: `${path}?$select=internetMessageId,subject,from,toRecipients,ccRecipients,sentDateTime&$expand=attachments($select=name)` });
-      const f = got.json as { internetMessageId?: string; subject?: string; from?: GraphAddress; toRecipients?: GraphAddress[]; ccRecipients?: GraphAddress[]; sentDateTime?: string; attachments?: { name?: string }[] };
-      const digest = fieldsDigest({
-        internetMessageId: f.internetMessageId ?? '',
-        subject: f.subject ?? '',
-        from: f.from?.emailAddress?.address ?? '',
-        to: (f.toRecipients ?? []).map((r) => r.emailAddress?.address ?? ''),
-        cc: (f.ccRecipients ?? []).map((r) => r.emailAddress?.address ?? ''),
-        sentAt: new Date(f.sentDateTime ?? 0).toISOString(),
-        attachments: (f.attachments ?? []).map((a) => a.name ?? ''),
-      });
-      // A pending stamp: its run stopped before the attachments were all in; it is not what was delivered.
-      if (halfCreated(m)) return { ...base, sha256: 'incomplete: attachments missing', size: 0 };
-      const [sha256 = '', size = '0', fields = ''] = m.stamp.split(' ');
-      return fields === digest ? { ...base, sha256, size: Number(size) } : { ...base, sha256: digest, size: 0 };
-    } catch (err) {
-      throw this.unavailable(mailbox, err);
     }
+    // A pending stamp: its run stopped before the attachments were all in; it is not what was delivered.
+    if (halfCreated(m)) return { ...base, sha256: 'incomplete: attachments missing', size: 0 };
+    const [sha256 = '', size = '0', fields = ''] = m.stamp.split(' ');
+    return fields === m.fields ? { ...base, sha256, size: Number(size) } : { ...base, sha256: m.fields ?? 'fields not read', size: 0 };
   }
 
   private unavailable(mailbox: string, err: unknown): PivotArchiveError {
