@@ -429,7 +429,14 @@ test('graph: a stop signal ends the waits at once and fails what is held as stop
   stop.abort();
   await t.throwsAsync(waiting, { message: /stopped by a signal/ });
   t.true(Date.now() - started < 2000);
+  await t.throwsAsync(sink.write(delivery(3, mailbox)), { message: /stopped by a signal/ });
   await sink.close();
+  // Stopped before open(): open resolves (an interrupted run, not a setup failure), every write is refused as stopped.
+  const early = createGraphSink(specOf('folder=Inbox/Stopped'), { stop: stop.signal });
+  await early.open();
+  await t.throwsAsync(early.write(delivery(4, mailbox)), { message: /stopped by a signal/ });
+  await early.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/Stopped').length, 1);
 });
 
 test('graph importMime: a message over what one request carries (4 MB of base64) fails with a reason naming mode=json; nothing is stored', async (t) => {

@@ -143,7 +143,7 @@ export class GraphClient {
     let attempt = 0;
     let renewed = false;
     for (;;) {
-      this.stopped();
+      this.throwIfStopped();
       let answer: GraphResponse | undefined;
       let failure: unknown;
       try {
@@ -215,7 +215,7 @@ export class GraphClient {
   }
 
   private async fetch(request: GraphRequest): Promise<GraphResponse> {
-    this.stopped();
+    this.throwIfStopped();
     const headers: Record<string, string> = { ...request.headers };
     if (!request.anonymous) headers.authorization = `Bearer ${await this.options.tokens.get()}`;
     if (request.contentType) headers['content-type'] = request.contentType;
@@ -230,7 +230,7 @@ export class GraphClient {
     try {
       ({ status, headers: responseHeaders, bytes } = await this.exchange(url, request.method, headers, body, AbortSignal.any(signals)));
     } catch (err) {
-      this.stopped();
+      this.throwIfStopped();
       throw new Error(redactSecrets(`${request.method} ${url.origin}${url.pathname}: ${errorMessage(err)}`));
     }
     let json: unknown;
@@ -279,8 +279,13 @@ export class GraphClient {
     });
   }
 
-  private stopped(): void {
-    if (this.options.stop?.aborted) throw stoppedError();
+  /** Whether the stop signal came. */
+  get stopped(): boolean {
+    return this.options.stop?.aborted === true;
+  }
+
+  private throwIfStopped(): void {
+    if (this.stopped) throw stoppedError();
   }
 }
 

@@ -51,11 +51,14 @@ export function graphAccess(config: GraphSinkConfig, stop?: AbortSignal): { toke
  */
 export async function proveAccess(config: GraphSinkConfig, tokens: AccessTokens, client: GraphClient): Promise<void> {
   const unavailable = (why: string) => new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `Graph sink ${config.description}: ${why}`);
+  if (client.stopped) return;
   await tokens.get();
   const mailbox = config.probe ?? PROBE_MAILBOX;
   try {
     await client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/mailFolders/inbox?$select=id`, retries: Math.min(OPEN_RETRIES, config.retries) });
   } catch (err) {
+    // A stop signal during the check: the run is interrupted, not a setup failure; every write will say so.
+    if (client.stopped) return;
     if (err instanceof PivotArchiveError) throw err;
     if (config.probe === undefined && err instanceof GraphError && err.status === 404 && err.code === 'ErrorInvalidUser') return;
     if (err instanceof GraphError && err.status === 401) throw unavailable(`Graph refused the access token (${err.message})`);
