@@ -37,6 +37,8 @@ export interface Listed {
   stamp?: string;
   /** The sha256 of the compared fields as Graph returned them (`fieldsDigest`), when they were asked for. */
   fields?: string;
+  /** The folder that holds it, when asked for. */
+  parentFolderId?: string;
 }
 
 /** A json-mode message whose attachments were still being added when its run stopped. */
@@ -58,7 +60,7 @@ const STAMP_EXPANDED = `singleValueExtendedProperties($filter=id eq ${odataStrin
 /** The `$select`/`$expand` of the sink's listings and look-ups: identity and stamp. */
 export const MESSAGE_FIELDS = `$select=id,internetMessageId,sentDateTime&$expand=${STAMP_EXPANDED}`;
 /** The reader's: the compared fields too, so a stamped message is checked from its listing alone. */
-export const COMPARED_FIELDS = `$select=id,internetMessageId,sentDateTime,subject,from,toRecipients,ccRecipients&$expand=${STAMP_EXPANDED},attachments($select=name)`;
+export const COMPARED_FIELDS = `$select=id,parentFolderId,internetMessageId,sentDateTime,subject,from,toRecipients,ccRecipients&$expand=${STAMP_EXPANDED},attachments($select=name)`;
 
 interface GraphAddress {
   emailAddress?: { address?: string };
@@ -79,7 +81,7 @@ export function listedOf(message: Record<string, unknown>): Listed {
     sentAt: listed.sentAt,
     attachments: (f.attachments ?? []).map((a) => a.name ?? ''),
   });
-  return { ...listed, fields };
+  return { ...listed, fields, ...(typeof message.parentFolderId === 'string' ? { parentFolderId: message.parentFolderId } : {}) };
 }
 
 /**

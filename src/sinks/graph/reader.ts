@@ -45,7 +45,8 @@ export class GraphReader implements StoreReader {
       const at = w.location === undefined ? undefined : parseGraphLocation(w.location);
       if (!at || at.mailbox !== mailbox) return;
       const message = await this.get(mailbox, at.messageId);
-      if (message && identity(message.internetMessageId, message.sentAt) === identity(w.messageId, w.sentAt)) {
+      // Moved out of the folder: not where the sink put it (a search of the folder follows).
+      if (message && message.parentFolderId === folderId && identity(message.internetMessageId, message.sentAt) === identity(w.messageId, w.sentAt)) {
         used.add(message.id);
         held.set(w, await this.hashed(mailbox, folderId!, message));
       }
