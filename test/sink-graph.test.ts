@@ -462,3 +462,49 @@ test('graph json after importMime: a message of the item imported earlier (no st
   t.is(held.length, 1);
   t.true(held[0]!.mime?.equals(delivery(5, mailbox).message));
 });
+
+test('graph folders: a top-level path and a nested one are created once; two runs creating one folder at once meet a 409 and share it', async (t) => {
+  const mailbox = 'renewed@acme.example';
+  const folders = () => [...standin.mailbox(mailbox).folders.values()];
+  for (const path of ['Pivot Top/Chats/2026', 'Archive/Pivot']) {
+    for (let run = 0; run < 2; run++) {
+      const sink = createGraphSink(specOf(`folder=${encodeURIComponent(path)}`));
+      await sink.open();
+      t.is((await sink.write(delivery(1, mailbox))).outcome, run === 0 ? 'delivered' : 'skipped');
+      await sink.close();
+    }
+    t.is(standin.messagesIn(mailbox, path).length, 1, path);
+  }
+  t.is(folders().filter((f) => f.displayName === 'Pivot Top').length, 1);
+  t.is(folders().filter((f) => f.displayName === 'Pivot').length, 1);
+  // Two runs at once (each request answered after 30 ms, so both look before either creates): both
+  // find no folder and create it; Graph refuses the second (409), which then finds the first's.
+  const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 30, mailboxes: [mailbox] });
+  t.teardown(() => slow.close());
+  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Raced`;
+  const [a, b] = [createGraphSink(spec), createGraphSink(spec)];
+  await Promise.all([a.open(), b.open()]);
+  const written = await Promise.all([a.write(delivery(2, mailbox)), b.write(delivery(3, mailbox))]);
+  await Promise.all([a.close(), b.close()]);
+  t.deepEqual(written.map((w) => w.outcome), ['delivered', 'delivered']);
+  t.is(slow.stats.byMailbox.get(`${mailbox} POST /mailFolders/inbox/childFolders`), 2, 'both tried to create it');
+  t.is([...slow.mailbox(mailbox).folders.values()].filter((f) => f.displayName === 'Raced').length, 1);
+  t.is(slow.messagesIn(mailbox, 'Inbox/Raced').length, 2);
+});
+
+test('graph reader: a message moved out of the folder is not held there', async (t) => {
+  const mailbox = 'renewed@acme.example';
+  const spec = specOf('folder=Inbox/Moved');
+  const sink = createGraphSink(spec);
+  await sink.open();
+  const d = delivery(1, mailbox);
+  const stored = await sink.write(d);
+  await sink.close();
+  const message = standin.mailbox(mailbox).messages.get(parseGraphLocation(stored.location!)!.messageId)!;
+  message.folderId = [...standin.mailbox(mailbox).folders.values()].find((f) => f.displayName === 'Archive')!.id;
+  const reader = createGraphReader(spec);
+  await reader.open();
+  const wanted = [{ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: stored.location! }];
+  for (const sample of [false, true]) t.is((await reader.mailbox(mailbox, wanted, { sample })).held.size, 0);
+  await reader.close();
+});
