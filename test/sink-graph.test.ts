@@ -39,7 +39,7 @@ let standin: GraphStandin;
 let identity: IdentityEndpoint;
 
 test.before(async () => {
-  standin = await startGraphStandin({ tenant: TENANT, mailboxes: [...CONFORMANCE_MAILBOXES, ...['fields', 'large', 'half', 'throttled', 'lost', 'verify', 'renewed', 'stopped', 'toolarge'].map((m) => `${m}@acme.example`)] });
+  standin = await startGraphStandin({ tenant: TENANT, mailboxes: [...CONFORMANCE_MAILBOXES, ...['fields', 'large', 'half', 'throttled', 'lost', 'verify', 'renewed', 'stopped', 'toolarge', 'folders', 'moved', 'switched'].map((m) => `${m}@acme.example`)] });
   identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
   // The managed-identity path of @azure/identity reads these (App Service form): tokens come from the stand-in endpoint.
   Object.assign(process.env, identity.env);
@@ -408,8 +408,9 @@ test('graph: a 401 in the middle of a run (a token revoked or expired) is answer
   standin.inject(mailbox, { status: 401, code: 'InvalidAuthenticationToken', message: 'Access token has expired or is not yet valid.' }, 1);
   t.is((await sink.write(delivery(2, mailbox))).outcome, 'delivered');
   t.is(sink.client.stats.tokenRenewals, 1);
-  // entraTokens forgets its token; @azure/identity's managed-identity credential may still answer from its own cache.
-  t.log(`tokens issued by the endpoint for the renewal: ${identity.tokensIssued() - issued}`);
+  // entraTokens forgets its token; @azure/identity's managed-identity credential may still answer
+  // from its own cache (other tests ask the same endpoint meanwhile, so this count is only a hint).
+  t.log(`tokens issued by the endpoint meanwhile: ${identity.tokensIssued() - issued}`);
   // Refused again after the new token: the write fails (no endless loop).
   standin.inject(mailbox, { status: 401, code: 'InvalidAuthenticationToken', message: 'Access token validation failure.' }, 2);
   await t.throwsAsync(sink.write(delivery(3, mailbox)), { message: /401 InvalidAuthenticationToken/ });
@@ -449,7 +450,7 @@ test('graph importMime: a message over what one request carries (4 MB of base64)
 });
 
 test('graph json after importMime: a message of the item imported earlier (no stamp) is the item, skipped and never removed', async (t) => {
-  const mailbox = 'verify@acme.example';
+  const mailbox = 'switched@acme.example';
   const imported = createGraphSink(specOf('folder=Inbox/Switched&mode=importMime'));
   await imported.open();
   const first = await imported.write(delivery(5, mailbox));
@@ -464,7 +465,7 @@ test('graph json after importMime: a message of the item imported earlier (no st
 });
 
 test('graph folders: a top-level path and a nested one are created once; two runs creating one folder at once meet a 409 and share it', async (t) => {
-  const mailbox = 'renewed@acme.example';
+  const mailbox = 'folders@acme.example';
   const folders = () => [...standin.mailbox(mailbox).folders.values()];
   for (const path of ['Pivot Top/Chats/2026', 'Archive/Pivot']) {
     for (let run = 0; run < 2; run++) {
@@ -493,7 +494,7 @@ test('graph folders: a top-level path and a nested one are created once; two run
 });
 
 test('graph reader: a message moved out of the folder is not held there', async (t) => {
-  const mailbox = 'renewed@acme.example';
+  const mailbox = 'moved@acme.example';
   const spec = specOf('folder=Inbox/Moved');
   const sink = createGraphSink(spec);
   await sink.open();
