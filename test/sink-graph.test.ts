@@ -374,6 +374,14 @@ test('graph: a client secret never reaches the log, the status log or the summar
   t.false(result.stdout.includes(secret));
   t.false((await readFile(status, 'utf8')).includes(secret));
   t.truthy((await readStatusLog(status)).lines.length);
+  // A secret pasted into the spec, as an option or as a path: refused, never repeated.
+  for (const pasted of [`graph://${TENANT}/?clientId=${APP}&clientSecret=${secret}`, `graph://${TENANT}/${secret}?clientId=${APP}`]) {
+    const wrong = await cli(['run', '--sample', '--sink', pasted, '--status-log', status, '--rejects', join(dir, 'rejects'), '--log-level', 'debug'], { env: { PIVOT_GRAPH_CLIENT_SECRET: 'x' } });
+    t.is(wrong.code, 2, wrong.stderr);
+    t.regex(wrong.log, /Graph sink/);
+    t.false(wrong.stderr.includes(secret) || wrong.stdout.includes(secret), wrong.stderr);
+    t.false((await readFile(status, 'utf8')).includes(secret));
+  }
 });
 
 for (const [what, limits] of [

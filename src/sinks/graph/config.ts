@@ -38,7 +38,8 @@ const TENANT = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[
  */
 export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?: boolean; env?: NodeJS.ProcessEnv } = {}): GraphSinkConfig {
   const match = /^graph:\/\/([^/?#]*)\/?(?:\?([^#]*))?$/i.exec(spec);
-  if (!match) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink: the spec must be of the form ${GRAPH_FORM}${/secret|@/i.test(spec) ? '' : ` (not ${JSON.stringify(spec)})`}`);
+  // Not quoted: a secret pasted into it would reach the log.
+  if (!match) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink: the spec must be of the form ${GRAPH_FORM} (it is not repeated here, in case it holds a secret)`);
   const tenant = match[1]!;
   const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink graph://${tenant}: ${why}`);
   if (!TENANT.test(tenant)) throw bad('the tenant must be a tenant id (GUID) or a domain such as contoso.onmicrosoft.com');
