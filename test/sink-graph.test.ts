@@ -517,3 +517,12 @@ test('graph reader: a message moved out of the folder is not held there', async 
   for (const sample of [false, true]) t.is((await reader.mailbox(mailbox, wanted, { sample })).held.size, 0);
   await reader.close();
 });
+
+test('graph probe=: open() reads that mailbox; one Graph does not know fails open() naming it', async (t) => {
+  const good = createGraphSink(specOf('probe=jane@acme.example'));
+  await good.open();
+  await good.close();
+  const bad = createGraphSink(specOf('probe=nobody-there@acme.example'));
+  const err = await t.throwsAsync(bad.open(), { code: 'E_SINK_UNAVAILABLE' });
+  t.regex(err!.message, /probe mailbox nobody-there@acme\.example: HTTP 404 ErrorInvalidUser/);
+});
