@@ -56,3 +56,36 @@ for (const mode of ['json', 'importMime'] as const) {
     t.is((JSON.parse(after.stdout) as { store: { altered: unknown[] } }).store.altered.length, 1);
   });
 }
+
+test('graph: when no token can be had any more in the middle of a run, the sink stops delivering at once: the rest fails with one reason, exit 1, and a re-run completes it', async (t) => {
+  t.timeout(300_000);
+  const standin = await startGraphStandin({ tenant: TENANT, everyUser: true, latencyMs: 30 });
+  // Tokens that live 30 s: @azure/identity and entraTokens ask for a new one every few seconds, so the endpoint's end is seen.
+  const identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite'], lifetime: 30 });
+  t.teardown(() => Promise.all([standin.close(), identity.close().catch(() => undefined)]));
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 1500, seed: 13 });
+  const sink = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${standin.url}&retries=1&retryDelay=50`;
+  const args = (log: string) => ['run', archive, '--sink', sink, '--domain', 'acme.example', '--status-log', join(dir, log), '--rejects', join(dir, 'rejects')];
+  const running = cli(args('first.jsonl'), { env: identity.env });
+  const stored = () => [...standin.stats.byKind].filter(([k]) => k === 'POST /mailFolders/{id}/messages').reduce((n, [, v]) => n + v, 0);
+  while (stored() < 100) await new Promise((r) => setTimeout(r, 50));
+  await identity.close();
+  const first = await running;
+  t.is(first.code, 1, first.stderr);
+  const log = await readStatusLog(join(dir, 'first.jsonl'));
+  t.true(log.summary.delivered >= 100, `delivered ${log.summary.delivered}`);
+  t.true(log.summary.failed > 0, `failed ${log.summary.failed}`);
+  const reasons = new Set(log.lines.filter((l) => l.outcome === 'failed').map((l) => String(l.detail ?? l.error ?? l.reason)));
+  t.log([...reasons].slice(0, 3));
+  t.true([...reasons].some((r) => /could no longer be had/.test(r)), [...reasons].join('\n'));
+  // With tokens again, a re-run delivers what failed and nothing twice.
+  const again = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite'] });
+  t.teardown(() => again.close());
+  const second = await cli(args('second.jsonl'), { env: again.env });
+  t.is(second.code, 0, second.stderr);
+  const summary = (await readStatusLog(join(dir, 'second.jsonl'))).summary;
+  t.is(summary.delivered, log.summary.failed);
+  t.is(summary.skipped, log.summary.delivered);
+});

@@ -98,6 +98,8 @@ interface MailboxState {
 
 /** The longest single wait between attempts, whatever Retry-After or the backoff says. */
 const MAX_WAIT_MS = 5 * 60_000;
+/** A token may take this long to come (the identity service's own retries included). */
+const TOKEN_WAIT_MS = 30_000;
 /** One request may take this long (a 4 MB chunk on a slow link included). */
 const REQUEST_TIMEOUT_MS = 120_000;
 
@@ -112,6 +114,8 @@ export class GraphClient {
   readonly stats: GraphStats = { requests: 0, throttled: 0, retried: 0, tokenRenewals: 0 };
   private readonly all: Slots;
   private readonly byMailbox = new Map<string, MailboxState>();
+  /** Set when a token could not be had: every later request fails with it. */
+  private noToken: PivotArchiveError | undefined;
   private readonly httpAgent: HttpAgent;
   private readonly httpsAgent: HttpsAgent;
 
@@ -216,8 +220,9 @@ export class GraphClient {
 
   private async fetch(request: GraphRequest): Promise<GraphResponse> {
     this.throwIfStopped();
+    if (this.noToken && !request.anonymous) throw this.noToken;
     const headers: Record<string, string> = { ...request.headers };
-    if (!request.anonymous) headers.authorization = `Bearer ${await this.options.tokens.get()}`;
+    if (!request.anonymous) headers.authorization = `Bearer ${await this.token()}`;
     if (request.contentType) headers['content-type'] = request.contentType;
     const body = typeof request.body === 'string' ? Buffer.from(request.body) : request.body;
     if (body) headers['content-length'] = String(body.length);
@@ -241,6 +246,26 @@ export class GraphClient {
       }
     }
     return { status, headers: responseHeaders, json, ...(request.raw ? { bytes } : {}) };
+  }
+
+  /**
+   * A token, or E_SINK_UNAVAILABLE when none comes within TOKEN_WAIT_MS: @azure/identity's
+   * managed-identity credential was seen waiting without end once its endpoint had gone.
+   */
+  private async token(): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `no access token came within ${TOKEN_WAIT_MS / 1000} s`)), TOKEN_WAIT_MS);
+    });
+    try {
+      return await Promise.race([this.options.tokens.get(), late]);
+    } catch (err) {
+      // No token for one request is none for any: the requests queued behind it fail at once.
+      if (err instanceof PivotArchiveError && err.code === ErrorCode.SINK_UNAVAILABLE) this.noToken ??= err;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

@@ -82,6 +82,12 @@ export class GraphSink extends LifecycleSink implements Sink {
   readonly client: GraphClient;
   private readonly tokens: AccessTokens;
   private readonly mailboxes = new Map<string, MailboxRun>();
+  /**
+   * Why the sink as a whole has failed: no token can be had any more (a secret expired or revoked
+   * in the middle of the run). Every later write fails at once with it, rather than each asking
+   * Entra ID again.
+   */
+  private failure: PivotArchiveError | undefined;
   protected readonly lifecycle = new SinkLifecycle('graph', {
     open: () => proveAccess(this.config, this.tokens, this.client),
     flush: async () => this.client.close(),
@@ -103,6 +109,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const mailbox = delivery.mailbox;
     const run = this.run(mailbox);
     const fail = (why: string) => new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${why}`);
+    if (this.failure) throw this.failure;
     try {
       if (run.unusable) throw fail(run.unusable);
       const folderId = await (run.folder ??= this.folder(mailbox, run));
@@ -127,6 +134,10 @@ export class GraphSink extends LifecycleSink implements Sink {
       if (mailboxUnusable(err)) {
         run.unusable ??= `Graph cannot deliver to this mailbox (${err.message}): is it a licensed Exchange Online mailbox, named by its user principal name?`;
         throw fail(run.unusable);
+      }
+      if (err instanceof PivotArchiveError && err.code === ErrorCode.SINK_UNAVAILABLE) {
+        this.failure ??= new PivotArchiveError(ErrorCode.SINK_WRITE, `the access token could no longer be had in the middle of the run; nothing more is delivered: ${err.message}`);
+        throw this.failure;
       }
       if (err instanceof PivotArchiveError) throw err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ') ? err : fail(err.message);
       throw fail(`not stored: ${errorMessage(err)}`);
