@@ -3,6 +3,7 @@
 // from what the user configured, keeps one token until shortly before it expires (callers ask per
 // request), and turns a refusal into one error that names no secret.
 import type { TokenCredential } from '@azure/core-auth';
+import { rootCertificates } from 'node:tls';
 import { errorMessage, ErrorCode, PivotArchiveError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
 
@@ -19,17 +20,36 @@ export interface EntraTokenOptions {
   scope: string;
   /** Names the sink in errors, e.g. `Graph sink graph://TENANT`. */
   describe: string;
+  /**
+   * Certificates (PEM) to trust beside the public roots for the token requests: what
+   * NODE_EXTRA_CA_CERTS names in an environment given to a sink rather than to the process (the
+   * process's own was read when it started).
+   */
+  extraCaCertificates?: string;
 }
 
 export const PUBLIC_CLOUD_AUTHORITY = 'https://login.microsoftonline.com';
 
-/** A token is renewed this long before it expires, so no request carries one that lapses in flight. */
+/**
+ * A token is renewed this long before it expires (or at half its life, when it lives less than
+ * twice this long), so no request carries one that lapses in flight.
+ */
 const RENEW_BEFORE_MS = 5 * 60_000;
+
+/**
+ * The login hosts of Microsoft's clouds (public, US Government, China): MSAL checks an authority
+ * on them with Microsoft's instance discovery. Any other host (Azure Stack, a test's token
+ * endpoint) is the user's to trust: discovery is off for it, as @azure/identity advises.
+ */
+const MICROSOFT_AUTHORITY_HOSTS = new Set(['login.microsoftonline.com', 'login.windows.net', 'login.microsoftonline.us', 'login.chinacloudapi.cn', 'login.partner.microsoftonline.cn']);
 
 export interface AccessTokens {
   /** A valid bearer token: the cached one, or a new one once it nears expiry (one request for all callers). */
   get(): Promise<string>;
-  /** Drops the cached token (after a 401), so the next `get` asks again. */
+  /**
+   * Drops the cached token (after the service refused it), so the next `get` asks the identity
+   * service again: the credential is made anew, since MSAL keeps tokens of its own.
+   */
   forget(): void;
 }
 
@@ -48,7 +68,7 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
       const token = await (await client).getToken(options.scope);
       if (!token) throw new Error('the identity service returned no token');
       const expiresAt = token.expiresOnTimestamp;
-      const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - RENEW_BEFORE_MS);
+      const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - Math.min(RENEW_BEFORE_MS, (expiresAt - Date.now()) / 2));
       cached = { token: token.token, renewAt: Math.max(renewAt, Date.now() + 1000) };
       return token.token;
     } catch (err) {
@@ -65,6 +85,7 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
     },
     forget() {
       cached = undefined;
+      if (!pending) client = undefined;
     },
   };
 }
@@ -85,7 +106,11 @@ function firstLine(err: unknown, credential: EntraCredential): string {
 /** @azure/identity is loaded on first use: it costs about 0.1 s, and most runs never need it. */
 async function loadCredential(credential: EntraCredential, options: EntraTokenOptions): Promise<TokenCredential> {
   const identity = await import('@azure/identity');
-  const common = { authorityHost: options.authorityHost };
+  const common = {
+    authorityHost: options.authorityHost,
+    disableInstanceDiscovery: !MICROSOFT_AUTHORITY_HOSTS.has(new URL(options.authorityHost).hostname.toLowerCase()),
+    ...(options.extraCaCertificates ? { tlsOptions: { ca: [...rootCertificates, options.extraCaCertificates] } } : {}),
+  };
   switch (credential.kind) {
     case 'secret':
       return new identity.ClientSecretCredential(credential.tenant, credential.clientId, credential.secret, common);
