@@ -3,6 +3,7 @@
 // from what the user configured, keeps one token until shortly before it expires (callers ask per
 // request), and turns a refusal into one error that names no secret.
 import type { TokenCredential } from '@azure/core-auth';
+import { readFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import { errorMessage, ErrorCode, PivotArchiveError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
@@ -21,11 +22,11 @@ export interface EntraTokenOptions {
   /** Names the sink in errors, e.g. `Graph sink graph://TENANT`. */
   describe: string;
   /**
-   * Certificates (PEM) to trust beside the public roots for the token requests: what
+   * A file of certificates (PEM) to trust beside the public roots for the token requests: what
    * NODE_EXTRA_CA_CERTS names in an environment given to a sink rather than to the process (the
    * process's own was read when it started).
    */
-  extraCaCertificates?: string;
+  extraCaFile?: string;
 }
 
 export const PUBLIC_CLOUD_AUTHORITY = 'https://login.microsoftonline.com';
@@ -109,7 +110,7 @@ async function loadCredential(credential: EntraCredential, options: EntraTokenOp
   const common = {
     authorityHost: options.authorityHost,
     disableInstanceDiscovery: !MICROSOFT_AUTHORITY_HOSTS.has(new URL(options.authorityHost).hostname.toLowerCase()),
-    ...(options.extraCaCertificates ? { tlsOptions: { ca: [...rootCertificates, options.extraCaCertificates] } } : {}),
+    ...(options.extraCaFile ? { tlsOptions: { ca: [...rootCertificates, await readFile(options.extraCaFile, 'utf8')] } } : {}),
   };
   switch (credential.kind) {
     case 'secret':
