@@ -100,6 +100,8 @@ export function credentialName(credential: EntraCredential): string {
 /** The library's message, first line only (it appends trouble-shooting links), the secret masked whatever its form. */
 function firstLine(err: unknown, credential: EntraCredential): string {
   let text = errorMessage(err).split('\n')[0] ?? '';
+  // MSAL's word for an authority whose OpenID configuration the service would not give.
+  if (text.startsWith('endpoints_resolution_error')) text = `the identity service knows no tenant ${'tenant' in credential ? credential.tenant : ''} at this authorityHost (${text})`;
   if (credential.kind === 'secret' && credential.secret !== '') text = text.split(credential.secret).join('***');
   return text;
 }

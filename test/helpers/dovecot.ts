@@ -85,7 +85,7 @@ function alive(pid: number): boolean {
 /**
  * Dovecot as Exchange Online's IMAP with app-only OAuth2: SASL XOAUTH2 (Exchange offers no
  * OAUTHBEARER) with a bearer token that Dovecot's `oauth2` passdb validates locally (2.3:
- * `introspection_mode = local`), its signature against `publicKeyPem` (key id `kid`), its `aud`
+ * `introspection_mode = local`), its signature against `keys` (by the token's `kid`), its `aud`
  * against `audience` (the passdb's `client_id`: Debian's 2.3.19.1 has the upstream check that a
  * token's `aud` holds it), its `exp`, `nbf`, `iat` and issuer. An app-only token names the app, not a mailbox, so
  * the token's user is not compared with the login's (empty `username_format`); what Exchange
@@ -93,8 +93,8 @@ function alive(pid: number): boolean {
  * (`appMailboxes`), any other refused as Exchange refuses it (`NO AUTHENTICATE failed`).
  */
 export interface DovecotOAuth2 {
-  publicKeyPem: string;
-  kid: string;
+  /** The token services' signing keys (Entra publishes several; each token names its `kid`). */
+  keys: { kid: string; publicKeyPem: string }[];
   audience: string;
   issuer: string;
   appMailboxes: string[];
@@ -117,7 +117,7 @@ async function oauth2Passdbs(dir: string, oauth2: DovecotOAuth2): Promise<string
   // <prefix><azp>/<alg>/<kid>; a v1 token (Exchange's) has no azp: "default".
   const keyDir = join(dir, 'oauth2-keys', 'default', 'RS256');
   await mkdir(keyDir, { recursive: true });
-  await writeFile(join(keyDir, oauth2.kid), oauth2.publicKeyPem);
+  for (const key of oauth2.keys) await writeFile(join(keyDir, key.kid), key.publicKeyPem);
   await writeFile(
     join(dir, 'oauth2.conf.ext'),
     `introspection_mode = local

@@ -14,7 +14,7 @@
 // https://sts.windows.net/{tenant}/, appid, oid = sub = the service principal, tid, roles.
 // It serves HTTPS only (MSAL refuses an authority that is not https), with a self-signed
 // certificate in `caFile`: a child process trusts it through NODE_EXTRA_CA_CERTS.
-import { createHash, createPublicKey, createVerify, generateKeyPairSync, randomUUID, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, createVerify, generateKeyPairSync, randomBytes, randomUUID, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -88,6 +88,8 @@ export async function startEntraEndpoint(options: EntraEndpointOptions): Promise
       exp: now + lifetime,
       idp: `https://sts.windows.net/${options.tenant}/`,
       tid: options.tenant,
+      // Entra's unique token identifier: two tokens issued in one second differ.
+      uti: randomBytes(16).toString('base64url'),
       ver: '1.0',
       ...claims,
     };
