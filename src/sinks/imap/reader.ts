@@ -151,23 +151,35 @@ export class ImapReader implements StoreReader {
 
   /**
    * A client logged in to the mailbox, once one of `pool` connections is free; undefined (and the
-   * slot given back) when the server does not know the mailbox (AUTHORIZATIONFAILED): it holds nothing.
+   * slot given back) when the server does not know the mailbox (AUTHORIZATIONFAILED): it holds
+   * nothing. With the app's token a refusal is retried once with a token asked for anew (it may
+   * have lapsed); refused again, the app may not open the mailbox (Exchange does not tell that from
+   * a mailbox that does not exist): it holds nothing the app can see.
    */
   private async connect(mailbox: string): Promise<ImapFlow | undefined> {
     if (this.connections >= this.config.pool) await new Promise<void>((resolve) => this.waiting.push(resolve));
     else this.connections++;
-    let client: ImapFlow | undefined;
-    try {
-      if (this.stop?.aborted) throw new Error('stopped by a signal');
-      client = imapClient(this.config, await authFor(this.config, this.credentials, mailbox), { connectionTimeout: 30_000, greetingTimeout: 15_000 });
-      client.on('error', () => undefined);
-      await client.connect();
-      return client;
-    } catch (err) {
-      client?.close();
-      this.release();
-      if (loginRefusal(err) === 'authorization') return undefined;
-      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `IMAP reader: cannot log in to mailbox ${mailbox}: ${serverText(err)}`, { cause: err });
+    const tokens = typeof this.credentials === 'string' ? undefined : this.credentials;
+    for (let tries = 0; ; tries++) {
+      let client: ImapFlow | undefined;
+      try {
+        if (this.stop?.aborted) throw new Error('stopped by a signal');
+        client = imapClient(this.config, await authFor(this.config, this.credentials, mailbox), { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+        client.on('error', () => undefined);
+        await client.connect();
+        return client;
+      } catch (err) {
+        client?.close();
+        const refusal = loginRefusal(err);
+        if (tokens && refusal !== null && refusal !== 'unavailable' && tries === 0) {
+          tokens.forget();
+          continue;
+        }
+        this.release();
+        if (refusal === 'authorization' || (tokens && refusal !== null && refusal !== 'unavailable')) return undefined;
+        if (err instanceof PivotArchiveError) throw err;
+        throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `IMAP reader: cannot log in to mailbox ${mailbox}: ${serverText(err)}`, { cause: err });
+      }
     }
   }
 
