@@ -18,7 +18,7 @@ export interface ImapOAuthConfig {
   authorityHost: string;
   /**
    * `https://<IMAP host>/.default`: Exchange Online's resource is its IMAP host
-   * (outlook.office365.com; GCC High and DoD outlook.office365.us; China partner.outlook.cn).
+   * (outlook.office365.com; GCC High outlook.office365.us; DoD outlook-dod.office365.us; China partner.outlook.cn).
    */
   scope: string;
 }
