@@ -17,7 +17,7 @@ import { createImapReader } from '../src/sinks/imap/reader.js';
 import { imapOptions } from '../src/sinks/imap/options.js';
 import type { SinkOptions } from '../src/sinks/sink.js';
 import { cli, readStatusLog } from './helpers/cli.js';
-import { clientFlags, DOVECOT_BINARY, dovecotMissingMessage, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAppMailboxes, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { clientFlags, DOVECOT_BINARY, dovecotMissingMessage, dovecotOAuth2Missing, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAppMailboxes, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { startEntraEndpoint, type EntraEndpoint } from './helpers/entra-endpoint.js';
 import { freePort, selfSignedCertificate } from './helpers/net.js';
 import { pairs } from './helpers/maildir.js';
@@ -77,7 +77,7 @@ test('xoauth2: the client secret comes from the environment (PIVOT_IMAP_CLIENT_S
   t.notThrows(() => createImapSink('imap://outlook.office365.com/?auth=xoauth2&credential=managedIdentity', { env: {} }));
 });
 
-withServer('Dovecot (IMAP XOAUTH2)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
+withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2Missing() : dovecotMissingMessage(), () => {
   const permitted = [...CONFORMANCE_MAILBOXES, 'omar@acme.example', 'broken-xoauth2@acme.example'];
   const forbidden = 'ceo@acme.example';
   let endpoint: EntraEndpoint;

@@ -1,7 +1,7 @@
 // Starts a throwaway Dovecot (Debian package dovecot-imapd) on a free loopback port with its own
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -32,6 +32,20 @@ async function runDetached(args: string[], stderrFile: string): Promise<void> {
 export const DOVECOT_BINARY = ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot'].find((p) => existsSync(p));
 export const ADMIN = 'archiver';
 export const ADMIN_PASSWORD = 'admin-secret-Zq81';
+
+/**
+ * Why this Dovecot cannot stand in for Exchange Online's XOAUTH2, or undefined: its library must
+ * validate JWTs locally with the audience check (`aud` against the oauth2 passdb's `client_id`),
+ * which upstream has since 2.3.x and Debian 12's 2.3.19.1 has backported.
+ */
+export function dovecotOAuth2Missing(): string | undefined {
+  const library = ['/usr/lib/dovecot/libdovecot.so.0', '/usr/local/lib/dovecot/libdovecot.so.0'].find((p) => existsSync(p));
+  if (!library) return 'Dovecot\'s library (libdovecot.so.0) is not where Debian puts it: its OAuth2 support cannot be checked';
+  if (!readFileSync(library).includes('client_id not found in aud field')) {
+    return 'this Dovecot\'s oauth2 passdb does not check a token\'s audience (Debian 12\'s dovecot-core 2.3.19.1 does): IMAP XOAUTH2 tests cannot run';
+  }
+  return undefined;
+}
 
 /** Outside CI a missing Dovecot is said loudly; in CI it is a failure (the test command installs it). */
 export function dovecotMissingMessage(): string {

@@ -66,7 +66,8 @@ interface CredentialCheck {
  * The logins `open()` tries, in order, until one proves the admin's credentials: the `probe=`
  * mailbox alone when the spec names one; else, for `auth=authzid`, the admin itself (Cyrus-style
  * admins are users), then a login to PROBE_MAILBOX (a Dovecot master user is no user of its own,
- * so it can only reach other mailboxes).
+ * so it can only reach other mailboxes); for xoauth2 without probe=, a login to PROBE_MAILBOX that
+ * shows the server reached and nothing more (`refusalProvesNothing`).
  */
 function credentialChecks(config: ImapSinkConfig, credentials: ImapCredentials): CredentialCheck[] {
   const to = (mailbox: string, note: string): CredentialCheck => ({ what: `a login to ${mailbox}${note}`, auth: () => authFor(config, credentials, mailbox) });
