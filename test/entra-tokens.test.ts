@@ -18,6 +18,8 @@ let endpoint: EntraEndpoint;
 let certificatePath: string;
 let otherCertificatePath: string;
 let dir: string;
+/** An app whose secret a test revokes (the endpoint reads its app list as it stands). */
+const keptApp = { clientId: 'app-kept', secrets: [SECRET] };
 
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pivot-entra-test-'));
@@ -39,6 +41,7 @@ test.before(async () => {
       { clientId: 'app-cert', certificatePem: registered.certificatePem, roles: ['IMAP.AccessAsApp'] },
       { clientId: 'app-renew', secrets: [SECRET] },
       { clientId: 'app-forget', secrets: [SECRET] },
+      keptApp,
     ],
   });
 });
@@ -86,6 +89,21 @@ test.serial('a short-lived token is renewed before it expires (at half its life)
   t.not(second, first);
   t.true((claims(second).exp as number) > Math.floor(Date.now() / 1000) + 600);
   t.is(endpoint.issued('app-renew'), 2);
+});
+
+test.serial('a renewal the service refuses keeps the token while a quarter of its life is left, then fails with the reason', async (t) => {
+  t.timeout(30_000);
+  endpoint.setLifetime(4);
+  const tokens = entraTokens(secret('app-kept'), options());
+  const first = await tokens.get();
+  endpoint.setLifetime(3600);
+  keptApp.secrets = [];
+  await new Promise((resolve) => setTimeout(resolve, 2300));
+  t.is(await tokens.get(), first, 'renewal refused at 2.3 s of 4: the token still lasts');
+  t.true(endpoint.refusals().includes(7000215));
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const err = await t.throwsAsync(tokens.get(), { code: ErrorCode.SINK_UNAVAILABLE });
+  t.regex(err!.message, /AADSTS7000215/);
 });
 
 test('forget() asks the service anew, past the token MSAL keeps', async (t) => {

@@ -18,7 +18,7 @@ import { imapOptions } from '../src/sinks/imap/options.js';
 import type { SinkOptions } from '../src/sinks/sink.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { clientFlags, DOVECOT_BINARY, dovecotMissingMessage, dovecotOAuth2Missing, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAppMailboxes, startDovecot, type Dovecot } from './helpers/dovecot.js';
-import { startEntraEndpoint, type EntraEndpoint } from './helpers/entra-endpoint.js';
+import { startEntraEndpoint, type EntraApp, type EntraEndpoint } from './helpers/entra-endpoint.js';
 import { freePort, selfSignedCertificate } from './helpers/net.js';
 import { pairs } from './helpers/maildir.js';
 import { expectedPairs, type ReferenceConversations } from './helpers/reference.js';
@@ -29,8 +29,9 @@ import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
 const TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47';
 const APP = '3c9d6a4e-1b2f-4a8e-9f0d-5e6b7c8d9e0f';
 const SECRET = 'Xo~8Q~s3cr3t.Val/ue?#@%';
-/** An app of its own for the test that counts the tokens issued (the tests of a file run at once). */
+/** Apps of their own for the tests that count the tokens issued or revoke a secret (the tests of a file run at once). */
 const REFUSAL_APP = 'b7e4c1d2-0a9f-4e3b-8c6d-1f2e3a4b5c6d';
+const REVOKED_APP = 'e1d2c3b4-a596-4877-8a9b-0c1d2e3f4a5b';
 /** Dovecot checks that a token's `aud` is this: the resource the sink asks for, `https://<IMAP host>`. */
 const AUDIENCE = 'https://127.0.0.1';
 
@@ -83,6 +84,8 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
   let endpoint: EntraEndpoint;
   /** A second token service (its own signing key, which Dovecot also trusts) whose tokens live 4 s. */
   let shortLived: EntraEndpoint;
+  /** An app of `shortLived` whose secret a test revokes (the endpoint reads its app list as it stands). */
+  let revoked: EntraApp;
   let dovecot: Dovecot;
   let dir: string;
   let certificatePath: string;
@@ -94,7 +97,8 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
     await writeFile(certificatePath, (await readFile(keyFile, 'utf8')) + (await readFile(certFile, 'utf8')));
     const app = { clientId: APP, secrets: [SECRET], certificatePem: await readFile(certFile, 'utf8'), roles: ['IMAP.AccessAsApp'] };
     endpoint = await startEntraEndpoint({ tenant: TENANT, apps: [app, { ...app, clientId: REFUSAL_APP }] });
-    shortLived = await startEntraEndpoint({ tenant: TENANT, apps: [app], lifetimeSeconds: 4 });
+    revoked = { ...app, clientId: REVOKED_APP, secrets: [SECRET] };
+    shortLived = await startEntraEndpoint({ tenant: TENANT, apps: [app, revoked], lifetimeSeconds: 4 });
     dovecot = await startDovecot([...permitted, forbidden], {
       oauth2: { keys: [endpoint, shortLived], audience: AUDIENCE, issuer: `https://sts.windows.net/${TENANT}/`, appMailboxes: permitted },
     });
@@ -251,6 +255,25 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
     t.true(shortLived.issued(APP) - issued >= 4, `tokens renewed: ${shortLived.issued(APP) - issued}`);
     t.notRegex((await dovecotLog()).slice(before), /oauth2\(user[0-2]@acme\.example,[^\n]*Token has expired/);
     for (const m of mailboxes) t.is((await fetchFolder(dovecot.port, m, 'INBOX/Renewed')).length, 4);
+  });
+
+  test("xoauth2: the app's secret revoked in the middle of a run fails what the sink holds and every later write, with Entra's reason", async (t) => {
+    t.timeout(60_000);
+    const sink = createImapSink(spec('folder=INBOX/Revoked&pool=1', dovecot.port, shortLived).replace(APP, REVOKED_APP), { env: { ...env(), NODE_EXTRA_CA_CERTS: shortLived.caFile } });
+    await sink.open();
+    t.is((await sink.write(delivery(1, 'user3@acme.example'))).outcome, 'delivered');
+    revoked.secrets = [];
+    // The 4 s token is renewed after 2 s, and kept while it has a quarter of its life left if the
+    // service will not renew it: past 3 s the next login needs a new one, which the service refuses.
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    const err = await t.throwsAsync(sink.write(delivery(2, 'omar@acme.example')), { code: ErrorCode.SINK_WRITE });
+    t.regex(err!.message, /^mailbox omar@acme\.example: the identity service refused the app's credentials in the middle of the run \(.*AADSTS7000215/);
+    t.false(err!.message.includes(SECRET));
+    const started = Date.now();
+    await t.throwsAsync(sink.write(delivery(3, 'user3@acme.example')), { code: ErrorCode.SINK_WRITE, message: /refused the app's credentials in the middle of the run/ });
+    t.true(Date.now() - started < 100);
+    await sink.close();
+    t.deepEqual(await fetchFolder(dovecot.port, 'omar@acme.example', 'INBOX/Revoked'), []);
   });
 
   async function sampleExport(t: ExecutionContext) {

@@ -36,6 +36,13 @@ export const PUBLIC_CLOUD_AUTHORITY = 'https://login.microsoftonline.com';
  * twice this long), so no request carries one that lapses in flight.
  */
 const RENEW_BEFORE_MS = 5 * 60_000;
+/**
+ * A renewal that fails (the service briefly unreachable) leaves the token in use while it has
+ * more than this left (a minute, or a quarter of a short life); renewal is tried again after
+ * RETRY_RENEWAL_MS (or an eighth of a short life). Past that, the failure is the caller's.
+ */
+const KEEP_MARGIN_MS = 60_000;
+const RETRY_RENEWAL_MS = 30_000;
 
 /**
  * The login hosts of Microsoft's clouds (public, US Government, China): MSAL checks an authority
@@ -60,7 +67,7 @@ export interface AccessTokens {
  */
 export function entraTokens(credential: EntraCredential, options: EntraTokenOptions, load: () => Promise<TokenCredential> = () => loadCredential(credential, options)): AccessTokens {
   let client: Promise<TokenCredential> | undefined;
-  let cached: { token: string; renewAt: number } | undefined;
+  let cached: { token: string; renewAt: number; keepUntil: number; life: number } | undefined;
   let pending: Promise<string> | undefined;
 
   async function fetchToken(): Promise<string> {
@@ -69,11 +76,16 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
       const token = await (await client).getToken(options.scope);
       if (!token) throw new Error('the identity service returned no token');
       const expiresAt = token.expiresOnTimestamp;
-      const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - Math.min(RENEW_BEFORE_MS, (expiresAt - Date.now()) / 2));
-      cached = { token: token.token, renewAt: Math.max(renewAt, Date.now() + 1000) };
+      const life = expiresAt - Date.now();
+      const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - Math.min(RENEW_BEFORE_MS, life / 2));
+      cached = { token: token.token, renewAt: Math.max(renewAt, Date.now() + 1000), keepUntil: expiresAt - Math.min(KEEP_MARGIN_MS, life / 4), life };
       return token.token;
     } catch (err) {
       client = undefined;
+      if (cached && Date.now() < cached.keepUntil) {
+        cached.renewAt = Date.now() + Math.min(RETRY_RENEWAL_MS, cached.life / 8);
+        return cached.token;
+      }
       throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${options.describe}: no access token for ${options.scope} (${credentialName(credential)}): ${redactSecrets(firstLine(err, credential))}`);
     }
   }
@@ -99,7 +111,7 @@ export function credentialName(credential: EntraCredential): string {
 
 /** The library's message, first line only (it appends trouble-shooting links), the secret masked whatever its form. */
 function firstLine(err: unknown, credential: EntraCredential): string {
-  let text = errorMessage(err).split('\n')[0] ?? '';
+  let text = errorMessage(err).split(/\r?\n/)[0] ?? '';
   // MSAL's word for an authority whose OpenID configuration the service would not give.
   if (text.startsWith('endpoints_resolution_error')) text = `the identity service knows no tenant ${'tenant' in credential ? credential.tenant : ''} at this authorityHost (${text})`;
   if (credential.kind === 'secret' && credential.secret !== '') text = text.split(credential.secret).join('***');

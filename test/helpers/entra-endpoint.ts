@@ -106,7 +106,8 @@ export async function startEntraEndpoint(options: EntraEndpointOptions): Promise
     const timestamp = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
     json(res, status, {
       error,
-      error_description: `AADSTS${code}: ${text} Trace ID: ${traceId} Correlation ID: ${correlationId} Timestamp: ${timestamp}`,
+      // Entra ends the description with CRLF-separated trace lines.
+      error_description: `AADSTS${code}: ${text}\r\nTrace ID: ${traceId}\r\nCorrelation ID: ${correlationId}\r\nTimestamp: ${timestamp}`,
       error_codes: [code],
       timestamp,
       trace_id: traceId,
