@@ -67,6 +67,18 @@ test('xoauth2 spec: no admin in the URL; tenant and clientId required; options o
   t.false(err!.message.includes('hunter2'));
 });
 
+test('xoauth2: a stop signal while open() waits for a token ends the wait; open() resolves and every write is rejected as stopped', async (t) => {
+  const stop = new AbortController();
+  const never: AccessTokens = { get: () => new Promise<string>(() => undefined), forget: () => undefined };
+  const sink = new ImapSink(parseImapSpec(`imap://outlook.office365.com/?auth=xoauth2&tenant=${TENANT}&clientId=${APP}`), never, { stop: stop.signal });
+  setTimeout(() => stop.abort(), 100);
+  const started = Date.now();
+  await sink.open();
+  t.true(Date.now() - started < 2_000);
+  await t.throwsAsync(sink.write(delivery(1)), { code: ErrorCode.SINK_WRITE, message: /stopped by a signal/ });
+  await sink.close();
+});
+
 test('xoauth2: the client secret comes from the environment (PIVOT_IMAP_CLIENT_SECRET or secretEnv); missing, it is E_SINK_CONFIG; never in the description', (t) => {
   const spec = `imap://outlook.office365.com/?auth=xoauth2&tenant=${TENANT}&clientId=${APP}`;
   t.throws(() => createImapSink(spec, { env: {} }), { code: ErrorCode.SINK_CONFIG, message: /client secret in the environment variable PIVOT_IMAP_CLIENT_SECRET/ });

@@ -360,8 +360,20 @@ export class ImapSink extends LifecycleSink implements Sink {
     const where = `IMAP sink (${imapPrincipal(this.config)} at ${this.config.host}:${this.config.port})`;
     const unavailable = (why: string) => new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${where}: ${why}`);
     const tokens = this.credentials;
-    // The identity service first: a refused secret or certificate ends the run here (its own error names no secret).
-    if (typeof tokens !== 'string') await tokens.get();
+    // The identity service first: a refused secret or certificate ends the run here (its own error
+    // names no secret). A stop signal ends the wait for it.
+    if (typeof tokens !== 'string') {
+      const token = tokens.get();
+      token.catch(() => undefined);
+      let wake!: () => void;
+      const stopped = new Promise<void>((resolve) => this.sleepers.add((wake = resolve)));
+      try {
+        await Promise.race([token, stopped]);
+      } finally {
+        this.sleepers.delete(wake);
+      }
+      if (this.failure !== null) return;
+    }
     for (let attempt = 1; ; attempt++) {
       if (this.failure !== null) return;
       let verdict: Verdict;
