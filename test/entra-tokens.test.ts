@@ -37,7 +37,8 @@ test.before(async () => {
     tenant: TENANT,
     resources: [RESOURCE, 'https://outlook.office365.us'],
     apps: [
-      { clientId: 'app-secret', secrets: [SECRET], roles: ['IMAP.AccessAsApp'], servicePrincipalId: 'sp-object-1' },
+      { clientId: 'app-secret', secrets: [SECRET], roles: ['IMAP.AccessAsApp'] },
+      { clientId: 'app-cache', secrets: [SECRET], roles: ['IMAP.AccessAsApp'], servicePrincipalId: 'sp-object-1' },
       { clientId: 'app-cert', certificatePem: registered.certificatePem, roles: ['IMAP.AccessAsApp'] },
       { clientId: 'app-renew', secrets: [SECRET] },
       { clientId: 'app-forget', secrets: [SECRET] },
@@ -55,12 +56,12 @@ const secret = (clientId = 'app-secret', value = SECRET, tenant = TENANT): Entra
 const claims = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
 
 test('a client secret gets an app-only token for the resource, with the roles consented; kept until it nears expiry; callers at once share one request', async (t) => {
-  const tokens = entraTokens(secret(), options());
+  const tokens = entraTokens(secret('app-cache'), options());
   const [token, again] = await Promise.all([tokens.get(), tokens.get()]);
   t.is(token, again);
-  t.like(claims(token), { aud: RESOURCE, appid: 'app-secret', oid: 'sp-object-1', tid: TENANT, iss: `https://sts.windows.net/${TENANT}/`, roles: ['IMAP.AccessAsApp'] });
+  t.like(claims(token), { aud: RESOURCE, appid: 'app-cache', oid: 'sp-object-1', tid: TENANT, iss: `https://sts.windows.net/${TENANT}/`, roles: ['IMAP.AccessAsApp'] });
   t.is(await tokens.get(), token);
-  t.is(endpoint.issued('app-secret'), 1);
+  t.is(endpoint.issued('app-cache'), 1);
 });
 
 test('a national cloud resource is asked for by its own scope', async (t) => {
