@@ -31,7 +31,7 @@ export async function authFor(config: ImapSinkConfig, credentials: ImapCredentia
 }
 
 /** Who the sink logs in as, for messages: `admin archiver`, or `app APP_ID in tenant T with a client secret`. */
-export function imapPrincipal(config: ImapSinkConfig): string {
+function imapPrincipal(config: ImapSinkConfig): string {
   return config.oauth ? credentialName(entraCredential(config.oauth, '')) : `admin ${config.user}`;
 }
 
