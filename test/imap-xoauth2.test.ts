@@ -32,6 +32,8 @@ const SECRET = 'Xo~8Q~s3cr3t.Val/ue?#@%';
 /** Apps of their own for the tests that count the tokens issued or revoke a secret (the tests of a file run at once). */
 const REFUSAL_APP = 'b7e4c1d2-0a9f-4e3b-8c6d-1f2e3a4b5c6d';
 const REVOKED_APP = 'e1d2c3b4-a596-4877-8a9b-0c1d2e3f4a5b';
+/** A user-assigned managed identity of the (pretend) Azure host. */
+const MANAGED_IDENTITY = '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0';
 /** Dovecot checks that a token's `aud` is this: the resource the sink asks for, `https://<IMAP host>`. */
 const AUDIENCE = 'https://127.0.0.1';
 
@@ -108,7 +110,7 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
     certificatePath = join(dir, 'app.pem');
     await writeFile(certificatePath, (await readFile(keyFile, 'utf8')) + (await readFile(certFile, 'utf8')));
     const app = { clientId: APP, secrets: [SECRET], certificatePem: await readFile(certFile, 'utf8'), roles: ['IMAP.AccessAsApp'] };
-    endpoint = await startEntraEndpoint({ tenant: TENANT, apps: [app, { ...app, clientId: REFUSAL_APP }] });
+    endpoint = await startEntraEndpoint({ tenant: TENANT, apps: [app, { ...app, clientId: REFUSAL_APP }], managedIdentities: [{ clientId: MANAGED_IDENTITY, roles: ['IMAP.AccessAsApp'] }] });
     revoked = { ...app, clientId: REVOKED_APP, secrets: [SECRET] };
     shortLived = await startEntraEndpoint({ tenant: TENANT, apps: [app, revoked], lifetimeSeconds: 4 });
     dovecot = await startDovecot([...permitted, forbidden], {
@@ -349,6 +351,30 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
     const store = (JSON.parse(verify.stdout) as { store: { intact: number; unexpected: unknown[] } }).store;
     t.is(Number(store.intact), ex.expected.length);
     t.deepEqual(store.unexpected, []);
+  });
+
+  test("xoauth2 (CLI): a managed identity (App Service) gets the tokens; the host's identity header is nowhere in the output", async (t) => {
+    t.timeout(120_000);
+    const work = await tempDir(t);
+    const archive = join(work, 'x.zip');
+    await generateSample(archive, { events: 30, seed: 5, edgeCases: false });
+    const users = readJsonEntriesIndependently(archive)['users.json'] as { email?: string | null }[];
+    const mailboxes = [...new Set(users.flatMap((u) => (canonicalMailbox(u.email) ? [u.email!.toLowerCase()] : [])))];
+    const server = await startDovecot(mailboxes, { oauth2: { keys: [endpoint], audience: AUDIENCE, issuer: `https://sts.windows.net/${TENANT}/`, appMailboxes: mailboxes } });
+    t.teardown(() => removeDovecot(server));
+    const status = join(work, 'status.jsonl');
+    const issued = endpoint.issued(MANAGED_IDENTITY);
+    const sink = `imap://127.0.0.1:${server.port}/?tls=none&auth=xoauth2&credential=managedIdentity&clientId=${MANAGED_IDENTITY}`;
+    const result = await cli(['run', archive, '--sink', sink, '--status-log', status, '--rejects', join(work, 'rejects')], { env: { ...endpoint.managedIdentityEnv, NODE_EXTRA_CA_CERTS: endpoint.caFile } });
+    t.is(result.code, 0, result.stderr);
+    const { summary } = await readStatusLog(status);
+    t.true(summary.delivered > 30, `delivered ${summary.delivered}`);
+    t.is(summary.failed, 0);
+    t.true(endpoint.issued(MANAGED_IDENTITY) > issued);
+    const held = (await Promise.all(mailboxes.map((m) => fetchFolder(server.port, m)))).flat();
+    t.is(held.length, summary.delivered);
+    const header = endpoint.managedIdentityEnv.IDENTITY_HEADER!;
+    for (const out of [result.stdout, result.stderr, await readFile(status, 'utf8')]) t.false(out.includes(header));
   });
 
   test('xoauth2 (CLI): a wrong client secret stops the run before any delivery (exit 2), and the secret is nowhere in its output', async (t) => {

@@ -12,6 +12,9 @@
 // Tokens are JWTs signed RS256 with a key of the endpoint's own, in the form Entra gives app-only
 // tokens for a v1 resource such as Exchange Online: aud = the resource, iss
 // https://sts.windows.net/{tenant}/, appid, oid = sub = the service principal, tid, roles.
+// It also serves the managed-identity endpoint an Azure App Service host gives its processes
+// (IDENTITY_ENDPOINT with the IDENTITY_HEADER secret, api-version 2019-08-01), issuing the same
+// signed tokens for the identities configured.
 // It serves HTTPS only (MSAL refuses an authority that is not https), with a self-signed
 // certificate in `caFile`: a child process trusts it through NODE_EXTRA_CA_CERTS.
 import { createHash, createPublicKey, createVerify, generateKeyPairSync, randomBytes, randomUUID, sign, X509Certificate, type KeyObject } from 'node:crypto';
@@ -35,9 +38,17 @@ export interface EntraApp {
   servicePrincipalId?: string;
 }
 
+/** A managed identity of the host: system-assigned (the first), or user-assigned, named by its client id. */
+export interface EntraManagedIdentity {
+  clientId: string;
+  roles?: string[];
+  servicePrincipalId?: string;
+}
+
 export interface EntraEndpointOptions {
   tenant: string;
   apps: EntraApp[];
+  managedIdentities?: EntraManagedIdentity[];
   /** Seconds a token lives (Entra: 60-90 minutes); tests of renewal use a few seconds. */
   lifetimeSeconds?: number;
   /** Resources tokens may be asked for (`https://outlook.office365.com`); absent: any. */
@@ -53,6 +64,8 @@ export interface EntraEndpoint {
   /** The public key (PEM, SPKI) that verifies its tokens, and its key id (`kid`). */
   publicKeyPem: string;
   kid: string;
+  /** The environment that makes @azure/identity's ManagedIdentityCredential ask this endpoint (App Service). */
+  managedIdentityEnv: Record<string, string>;
   /** Tokens issued, per client id. */
   issued(clientId: string): number;
   /** Token requests refused, with the AADSTS code of each. */
@@ -75,6 +88,7 @@ export async function startEntraEndpoint(options: EntraEndpointOptions): Promise
   const { certFile, keyFile } = await selfSignedCertificate(dir);
   let lifetime = options.lifetimeSeconds ?? 3600;
   const issued = new Map<string, number>();
+  const identityHeader = randomBytes(16).toString('hex');
   const refused: number[] = [];
   let authorityHost = '';
 
@@ -122,6 +136,7 @@ export async function startEntraEndpoint(options: EntraEndpointOptions): Promise
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', authorityHost);
+    if (url.pathname === '/msi/token') return managedIdentityToken(req, url, res);
     const [tenant, ...rest] = url.pathname.split('/').filter(Boolean);
     const path = rest.join('/');
     if (tenant !== options.tenant) {
@@ -207,6 +222,27 @@ export async function startEntraEndpoint(options: EntraEndpointOptions): Promise
     json(res, 200, { token_type: 'Bearer', expires_in: lifetime, ext_expires_in: lifetime, access_token: tokenFor(claims) });
   }
 
+  /** App Service's managed-identity protocol: GET with the X-IDENTITY-HEADER secret, `resource`, and `client_id` for a user-assigned identity. */
+  function managedIdentityToken(req: IncomingMessage, url: URL, res: ServerResponse): void {
+    const identities = options.managedIdentities ?? [];
+    const clientId = url.searchParams.get('client_id');
+    const identity = clientId ? identities.find((i) => i.clientId === clientId) : identities[0];
+    const resource = url.searchParams.get('resource');
+    if (req.headers['x-identity-header'] !== identityHeader || url.searchParams.get('api-version') !== '2019-08-01' || !resource) {
+      json(res, 400, { statusCode: 400, message: 'Unable to load the proper Managed Identity.' });
+      return;
+    }
+    if (!identity) {
+      json(res, 400, { statusCode: 400, message: `No managed identity with client id ${clientId ?? '(system-assigned)'} on this host.` });
+      return;
+    }
+    issued.set(identity.clientId, (issued.get(identity.clientId) ?? 0) + 1);
+    const sp = identity.servicePrincipalId ?? `sp-${identity.clientId}`;
+    const claims: Record<string, unknown> = { aud: resource.replace(/\/$/, ''), appid: identity.clientId, appidacr: '2', oid: sp, sub: sp };
+    if (identity.roles?.length) claims.roles = identity.roles;
+    json(res, 200, { access_token: tokenFor(claims), expires_on: String(Math.floor(Date.now() / 1000) + lifetime), resource, token_type: 'Bearer', client_id: identity.clientId });
+  }
+
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   authorityHost = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
@@ -214,6 +250,7 @@ export async function startEntraEndpoint(options: EntraEndpointOptions): Promise
     authorityHost,
     tenant: options.tenant,
     caFile: certFile,
+    managedIdentityEnv: { IDENTITY_ENDPOINT: `${authorityHost}/msi/token`, IDENTITY_HEADER: identityHeader },
     publicKeyPem,
     kid,
     issued: (clientId) => issued.get(clientId) ?? 0,
