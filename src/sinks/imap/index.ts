@@ -952,7 +952,7 @@ interface Verdict {
   text: string;
 }
 
-/** What a refused app token needs, in Exchange Online's terms (see docs/microsoft-365-imap.md). */
+/** What a refused app token needs, in Exchange Online's terms (see the README, "Microsoft 365"). */
 const XOAUTH2_HINT =
   "the app needs the IMAP.AccessAsApp application permission with admin consent, a service principal in Exchange (New-ServicePrincipal) and FullAccess to the mailbox (Add-MailboxPermission -User <service principal's object id>)";
 
