@@ -248,6 +248,21 @@ for (const size of sizes) {
   if (floor !== undefined) console.log(`${size} events: maildir keeps ${(floor / ours).toFixed(2)} of the floor's speed (floor ${floor.toFixed(1)} s, maildir ${ours.toFixed(1)} s)`);
   if (naive !== undefined) console.log(`${size} events: maildir is ${(naive / ours).toFixed(2)}x the naive script's speed (naive ${naive.toFixed(1)} s, not durable; maildir ${ours.toFixed(1)} s)`);
 }
+// The streaming source against whole-file JSON.parse (which holds a whole messages file at once).
+for (const size of sizes) {
+  const source = rows.find((r) => r.size === size && r.row.stage === 'source')?.row.seconds;
+  const parse = rows.find((r) => r.size === size && r.row.stage === 'naive-json-parse')?.row.seconds;
+  if (source !== undefined && parse !== undefined) console.log(`${size} events: the source reads at ${(parse / source).toFixed(2)} of whole-file JSON.parse's speed`);
+}
+// Memory as the day grows: each stage's peak at the largest size over its peak at the smallest.
+if (sizes.length > 1) {
+  const [small, large] = [Math.min(...sizes), Math.max(...sizes)];
+  for (const stage of stages) {
+    const peak = (size: number) => rows.find((r) => r.size === size && r.row.stage === stage)?.row.peakRssMB;
+    const [a, b] = [peak(small), peak(large)];
+    if (a !== undefined && b !== undefined) console.log(`${stage}: peak RSS ${a.toFixed(0)} MB at ${small} events, ${b.toFixed(0)} MB at ${large} (${(b / a).toFixed(2)}x)`);
+  }
+}
 // The graph first run against the most Outlook's limits allow: every mailbox worked at once with 4
 // requests in flight, each taking the stand-in's fixed delay, one request per delivery.
 const graphFirst = rows.find((r) => r.row.stage === 'graph first run')?.row;

@@ -34,7 +34,7 @@ export function shapeOf(delivery: Delivery): DeliveryShape {
  * synced after each link (coalesced, as the sink does). Returns the seconds and CPU it took.
  */
 export async function maildirFloor(root: string, shapes: DeliveryShape[]): Promise<{ seconds: number; cpu: NodeJS.CpuUsage }> {
-  const payload = randomBytes(Math.max(1, ...shapes.map((s) => s.size)));
+  const payload = randomBytes(shapes.reduce((most, s) => Math.max(most, s.size), 1));
   const folders = new Map<string, Promise<string>>();
   const syncs = new Map<string, DirectorySync>();
   const firsts = new Map<string, Promise<string>>();

@@ -3,6 +3,8 @@
 // from what the user configured, keeps one token until shortly before it expires (callers ask per
 // request), and turns a refusal into one error that names no secret.
 import type { TokenCredential } from '@azure/core-auth';
+import { readFile } from 'node:fs/promises';
+import { rootCertificates } from 'node:tls';
 import { errorMessage, ErrorCode, PivotArchiveError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
 
@@ -19,17 +21,43 @@ export interface EntraTokenOptions {
   scope: string;
   /** Names the sink in errors, e.g. `Graph sink graph://TENANT`. */
   describe: string;
+  /**
+   * A file of certificates (PEM) to trust beside the public roots for the token requests: what
+   * NODE_EXTRA_CA_CERTS names in an environment given to a sink rather than to the process (the
+   * process's own was read when it started).
+   */
+  extraCaFile?: string;
 }
 
 export const PUBLIC_CLOUD_AUTHORITY = 'https://login.microsoftonline.com';
 
-/** A token is renewed this long before it expires, so no request carries one that lapses in flight. */
+/**
+ * A token is renewed this long before it expires (or at half its life, when it lives less than
+ * twice this long), so no request carries one that lapses in flight.
+ */
 const RENEW_BEFORE_MS = 5 * 60_000;
+/**
+ * A renewal that fails (the service briefly unreachable) leaves the token in use while it has
+ * more than this left (a minute, or a quarter of a short life); renewal is tried again after
+ * RETRY_RENEWAL_MS (or an eighth of a short life). Past that, the failure is the caller's.
+ */
+const KEEP_MARGIN_MS = 60_000;
+const RETRY_RENEWAL_MS = 30_000;
+
+/**
+ * The login hosts of Microsoft's clouds (public, US Government, China): MSAL checks an authority
+ * on them with Microsoft's instance discovery. Any other host (Azure Stack, a test's token
+ * endpoint) is the user's to trust: discovery is off for it, as @azure/identity advises.
+ */
+const MICROSOFT_AUTHORITY_HOSTS = new Set(['login.microsoftonline.com', 'login.windows.net', 'login.microsoftonline.us', 'login.chinacloudapi.cn', 'login.partner.microsoftonline.cn']);
 
 export interface AccessTokens {
   /** A valid bearer token: the cached one, or a new one once it nears expiry (one request for all callers). */
   get(): Promise<string>;
-  /** Drops the cached token (after a 401), so the next `get` asks again. */
+  /**
+   * Drops the cached token (after the service refused it), so the next `get` asks the identity
+   * service again: the credential is made anew, since MSAL keeps tokens of its own.
+   */
   forget(): void;
 }
 
@@ -39,7 +67,7 @@ export interface AccessTokens {
  */
 export function entraTokens(credential: EntraCredential, options: EntraTokenOptions, load: () => Promise<TokenCredential> = () => loadCredential(credential, options)): AccessTokens {
   let client: Promise<TokenCredential> | undefined;
-  let cached: { token: string; renewAt: number } | undefined;
+  let cached: { token: string; renewAt: number; keepUntil: number; life: number } | undefined;
   let pending: Promise<string> | undefined;
 
   async function fetchToken(): Promise<string> {
@@ -48,11 +76,16 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
       const token = await (await client).getToken(options.scope);
       if (!token) throw new Error('the identity service returned no token');
       const expiresAt = token.expiresOnTimestamp;
-      const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - RENEW_BEFORE_MS);
-      cached = { token: token.token, renewAt: Math.max(renewAt, Date.now() + 1000) };
+      const life = expiresAt - Date.now();
+      const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - Math.min(RENEW_BEFORE_MS, life / 2));
+      cached = { token: token.token, renewAt: Math.max(renewAt, Date.now() + 1000), keepUntil: expiresAt - Math.min(KEEP_MARGIN_MS, life / 4), life };
       return token.token;
     } catch (err) {
       client = undefined;
+      if (cached && Date.now() < cached.keepUntil) {
+        cached.renewAt = Date.now() + Math.min(RETRY_RENEWAL_MS, cached.life / 8);
+        return cached.token;
+      }
       throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${options.describe}: no access token for ${options.scope} (${credentialName(credential)}): ${redactSecrets(firstLine(err, credential))}`);
     }
   }
@@ -65,6 +98,7 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
     },
     forget() {
       cached = undefined;
+      if (!pending) client = undefined;
     },
   };
 }
@@ -77,7 +111,9 @@ export function credentialName(credential: EntraCredential): string {
 
 /** The library's message, first line only (it appends trouble-shooting links), the secret masked whatever its form. */
 function firstLine(err: unknown, credential: EntraCredential): string {
-  let text = errorMessage(err).split('\n')[0] ?? '';
+  let text = errorMessage(err).split(/\r?\n/)[0] ?? '';
+  // MSAL's word for an authority whose OpenID configuration the service would not give.
+  if (text.startsWith('endpoints_resolution_error')) text = `the identity service knows no tenant ${'tenant' in credential ? credential.tenant : ''} at this authorityHost (${text})`;
   if (credential.kind === 'secret' && credential.secret !== '') text = text.split(credential.secret).join('***');
   return text;
 }
@@ -85,7 +121,11 @@ function firstLine(err: unknown, credential: EntraCredential): string {
 /** @azure/identity is loaded on first use: it costs about 0.1 s, and most runs never need it. */
 async function loadCredential(credential: EntraCredential, options: EntraTokenOptions): Promise<TokenCredential> {
   const identity = await import('@azure/identity');
-  const common = { authorityHost: options.authorityHost };
+  const common = {
+    authorityHost: options.authorityHost,
+    disableInstanceDiscovery: !MICROSOFT_AUTHORITY_HOSTS.has(new URL(options.authorityHost).hostname.toLowerCase()),
+    ...(options.extraCaFile ? { tlsOptions: { ca: [...rootCertificates, await readFile(options.extraCaFile, 'utf8')] } } : {}),
+  };
   switch (credential.kind) {
     case 'secret':
       return new identity.ClientSecretCredential(credential.tenant, credential.clientId, credential.secret, common);

@@ -1,7 +1,7 @@
 // Starts a throwaway Dovecot (Debian package dovecot-imapd) on a free loopback port with its own
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -32,6 +32,20 @@ async function runDetached(args: string[], stderrFile: string): Promise<void> {
 export const DOVECOT_BINARY = ['/usr/sbin/dovecot', '/usr/local/sbin/dovecot'].find((p) => existsSync(p));
 export const ADMIN = 'archiver';
 export const ADMIN_PASSWORD = 'admin-secret-Zq81';
+
+/**
+ * Why this Dovecot cannot stand in for Exchange Online's XOAUTH2, or undefined: its library must
+ * validate JWTs locally with the audience check (`aud` against the oauth2 passdb's `client_id`),
+ * which upstream has since 2.3.x and Debian 12's 2.3.19.1 has backported.
+ */
+export function dovecotOAuth2Missing(): string | undefined {
+  const library = ['/usr/lib/dovecot/libdovecot.so.0', '/usr/local/lib/dovecot/libdovecot.so.0'].find((p) => existsSync(p));
+  if (!library) return 'Dovecot\'s library (libdovecot.so.0) is not where Debian puts it: its OAuth2 support cannot be checked';
+  if (!readFileSync(library).includes('client_id not found in aud field')) {
+    return 'this Dovecot\'s oauth2 passdb does not check a token\'s audience (Debian 12\'s dovecot-core 2.3.19.1 does): IMAP XOAUTH2 tests cannot run';
+  }
+  return undefined;
+}
 
 /** Outside CI a missing Dovecot is said loudly; in CI it is a failure (the test command installs it). */
 export function dovecotMissingMessage(): string {
@@ -82,8 +96,83 @@ function alive(pid: number): boolean {
   }
 }
 
-/** `mailLocation` gets a folder Dovecot may write its index and control files to. */
-export async function startDovecot(users: string[], options: { mailLocation?: (indexDir: string) => string } = {}): Promise<Dovecot> {
+/**
+ * Dovecot as Exchange Online's IMAP with app-only OAuth2: SASL XOAUTH2 (Exchange offers no
+ * OAUTHBEARER) with a bearer token that Dovecot's `oauth2` passdb validates locally (2.3:
+ * `introspection_mode = local`), its signature against `keys` (by the token's `kid`), its `aud`
+ * against `audience` (the passdb's `client_id`: Debian's 2.3.19.1 has the upstream check that a
+ * token's `aud` holds it), its `exp`, `nbf`, `iat` and issuer. An app-only token names the app, not a mailbox, so
+ * the token's user is not compared with the login's (empty `username_format`); what Exchange
+ * decides with `Add-MailboxPermission` is the second passdb: the mailboxes the app may open
+ * (`appMailboxes`), any other refused as Exchange refuses it (`NO AUTHENTICATE failed`).
+ */
+export interface DovecotOAuth2 {
+  /** The token services' signing keys (Entra publishes several; each token names its `kid`). */
+  keys: { kid: string; publicKeyPem: string }[];
+  audience: string;
+  issuer: string;
+  appMailboxes: string[];
+}
+
+/** Why Dovecot refused a token ("Token has expired", "client_id not found in aud field") is in its log. */
+const OAUTH2_LOGGING = 'auth_verbose = yes\n';
+/**
+ * The tests of refused tokens make many failed logins from one address: Dovecot's growing
+ * per-address penalty (2, 6, 10, 17 s...) is off (its anvil socket unusable, as its docs say).
+ */
+const NO_AUTH_PENALTY = `
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }`;
+
+/** The key dictionary and passdbs of `DovecotOAuth2`, written below `dir`. */
+async function oauth2Passdbs(dir: string, oauth2: DovecotOAuth2): Promise<string> {
+  // Dovecot looks a key up as shared/<azp>/<alg>/<kid>, which the fs dict reads from
+  // <prefix><azp>/<alg>/<kid>; a v1 token (Exchange's) has no azp: "default".
+  const keyDir = join(dir, 'oauth2-keys', 'default', 'RS256');
+  await mkdir(keyDir, { recursive: true });
+  for (const key of oauth2.keys) await writeFile(join(keyDir, key.kid), key.publicKeyPem);
+  await writeFile(
+    join(dir, 'oauth2.conf.ext'),
+    `introspection_mode = local
+local_validation_key_dict = fs:posix:prefix=${dir}/oauth2-keys/
+client_id = ${oauth2.audience}
+issuers = ${oauth2.issuer}
+username_attribute = sub
+username_format =
+`,
+  );
+  await setAppMailboxes({ dir }, oauth2.appMailboxes);
+  return `passdb {
+  driver = oauth2
+  mechanisms = xoauth2
+  args = ${dir}/oauth2.conf.ext
+  result_success = continue-ok
+  result_failure = return-fail
+  result_internalfail = return-fail
+}
+passdb {
+  driver = passwd-file
+  mechanisms = xoauth2
+  args = scheme=PLAIN username_format=%u ${dir}/app-mailboxes
+  skip = unauthenticated
+  result_failure = return-fail
+}
+`;
+}
+
+/** The mailboxes the app may open from now on (Add-MailboxPermission / Remove-MailboxPermission). */
+export async function setAppMailboxes(dovecot: Pick<Dovecot, 'dir'>, mailboxes: string[]): Promise<void> {
+  const file = join(dovecot.dir, 'app-mailboxes');
+  await writeFile(`${file}.new`, mailboxes.map((m) => `${m}:::::::nopassword=y`).join('\n') + '\n');
+  await rename(`${file}.new`, file);
+}
+
+/**
+ * `mailLocation` gets a folder Dovecot may write its index and control files to; `oauth2` adds
+ * XOAUTH2 logins (see `DovecotOAuth2`) beside the password logins.
+ */
+export async function startDovecot(users: string[], options: { mailLocation?: (indexDir: string) => string; oauth2?: DovecotOAuth2 } = {}): Promise<Dovecot> {
   if (!DOVECOT_BINARY) throw new Error(dovecotMissingMessage());
   const dir = await mkdtemp(join(tmpdir(), 'pivot-dovecot-'));
   // Dovecot's own unprivileged processes read the config, users and mail below it.
@@ -102,6 +191,9 @@ export async function startDovecot(users: string[], options: { mailLocation?: (i
   }
   await writeFile(join(dir, 'users'), [...new Set(users)].map((u) => `${u}:{PLAIN}user-secret`).join('\n') + '\n');
   await writeFile(join(dir, 'masters'), `${ADMIN}:{PLAIN}${ADMIN_PASSWORD}\n`);
+  const oauth2 = options.oauth2 ? await oauth2Passdbs(dir, options.oauth2) : '';
+  // With XOAUTH2 the password passdbs take password logins only (not a token as a password).
+  const passwordMechanisms = options.oauth2 ? '\n  mechanisms = plain login' : '';
   const config = (port: number, tlsPort: number) => `
 protocols = imap
 listen = 127.0.0.1
@@ -112,8 +204,8 @@ ssl = yes
 ssl_cert = <${certFile}
 ssl_key = <${keyFile}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_master_user_separator = *
+auth_mechanisms = plain login${options.oauth2 ? ' xoauth2' : ''}
+${options.oauth2 ? OAUTH2_LOGGING : ''}auth_master_user_separator = *
 default_internal_user = ${mailUser}
 default_internal_group = ${mailUser}
 default_login_user = ${loginUser}
@@ -128,15 +220,15 @@ namespace inbox {
   inbox = yes
   separator = /
 }
-passdb {
+${oauth2}passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u ${dir}/masters
   master = yes
-  pass = yes
+  pass = yes${passwordMechanisms}
 }
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u ${dir}/users
+  args = scheme=PLAIN username_format=%u ${dir}/users${passwordMechanisms}
 }
 userdb {
   driver = static
@@ -154,7 +246,7 @@ service imap-login {
   }
 }
 service anvil {
-  chroot =
+  chroot =${options.oauth2 ? NO_AUTH_PENALTY : ''}
 }
 service stats {
   unix_listener stats-reader {

@@ -1,20 +1,38 @@
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
-import { checkInteger, parseSinkOptions } from '../options.js';
+import { checkInteger, parseSinkOptions, type OptionValues } from '../options.js';
 import { IMAP_FORM, imapOptions } from './options.js';
 
 export type ImapTls = 'implicit' | 'starttls' | 'none';
-export type ImapAuthMode = 'master' | 'authzid';
+export type ImapAuthMode = 'master' | 'authzid' | 'xoauth2';
+
+/** Where auth=xoauth2 gets its app-only tokens (Microsoft Entra ID), without the secret itself. */
+export interface ImapOAuthConfig {
+  /** The app registration (a secret from `secretEnv`, or `clientCertificate`), or the host's managed identity. */
+  credential: 'app' | 'managedIdentity';
+  tenant?: string;
+  clientId?: string;
+  clientCertificate?: string;
+  secretEnv: string;
+  authorityHost: string;
+  /**
+   * `https://<IMAP host>/.default`: Exchange Online's resource is its IMAP host
+   * (outlook.office365.com; GCC High outlook.office365.us; DoD outlook-dod.office365.us; China partner.outlook.cn).
+   */
+  scope: string;
+}
 
 export interface ImapSinkConfig {
   host: string;
   port: number;
   tls: ImapTls;
-  /** The admin (master) user that reaches every participant's mailbox. */
+  /** The admin (master) user that reaches every participant's mailbox; empty with auth=xoauth2, where the app's token does. */
   user: string;
-  /** How the admin reaches a mailbox: Dovecot master-user login, or SASL PLAIN with an authzid. */
+  /** How the sink reaches a mailbox: the admin's password (Dovecot master user, SASL PLAIN authzid), or an app's token (SASL XOAUTH2). */
   auth: ImapAuthMode;
+  /** With auth=xoauth2 only. */
+  oauth?: ImapOAuthConfig;
   /** Between mailbox and admin in a master-user login (`jane@acme.com*archiver`). */
   masterSeparator: string;
   /** Folder path as the server names it; `/` or `.` is replaced by the server's delimiter. */
@@ -49,10 +67,18 @@ const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|::1)$/i;
  * starts after the last `@` before the first `/`, `?` or `#`.
  */
 const AUTHORITY = /^(imaps?):\/\/([^:/?#\s]+)@(\[[^\s/?#@[\]\\]*\]|[^\s:/?#@[\]\\]+)(?::(\d*))?(?=[/?#]|$)/i;
+/** `SCHEME://HOST[:PORT]` with no user: the form of auth=xoauth2, where the app's token reaches every mailbox. */
+const HOST_ONLY = /^(imaps?):\/\/()(\[[^\s/?#@[\]\\]*\]|[^\s:/?#@[\]\\]+)(?::(\d*))?(?=[/?#]|$)/i;
+
+/** Options of the password modes, and of xoauth2: each refused in the other (see options.ts). */
+const PASSWORD_ONLY = ['masterSeparator', 'passwordEnv'] as const;
+const XOAUTH2_ONLY = ['credential', 'tenant', 'clientId', 'clientCertificate', 'secretEnv', 'authorityHost'] as const;
 
 /**
- * Parses `imap[s]://admin@host[:port]/?folder=INBOX/Pivot&tls=implicit|starttls|none&auth=master|authzid`.
- * TLS on port 993 is the default; plain text on a host other than loopback needs `insecure`.
+ * Parses `imap[s]://admin@host[:port]/?folder=INBOX/Pivot&tls=implicit|starttls|none&auth=master|authzid`,
+ * or `imap[s]://host[:port]/?auth=xoauth2&tenant=...&clientId=...` (no admin: the app's token
+ * reaches each mailbox). TLS on port 993 is the default; plain text on a host other than loopback
+ * needs `insecure`.
  *
  * A password in the URL is refused, and no error repeats the text where one could be: the URL is
  * split by hand, since a pasted password may hold `/`, `?`, `#`, `@`, `%` or spaces, which make a
@@ -62,7 +88,7 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
   const scheme = /^(imaps?):\/\//i.exec(spec)?.[1]?.toLowerCase();
   if (!scheme) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: the spec must start with imap:// or imaps:// (${IMAP_FORM})`);
   const rest = spec.slice(scheme.length + 3);
-  const authority = AUTHORITY.exec(spec);
+  const authority = AUTHORITY.exec(spec) ?? HOST_ONLY.exec(spec);
   if (!authority) {
     // Anything up to an `@` that holds a `:` may be USER:PASSWORD: say so, and quote nothing.
     const at = rest.lastIndexOf('@');
@@ -80,7 +106,7 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
   }
   const [whole, , rawUser, rawHost, rawPort] = authority;
   // From here on the USER part holds no password: errors may name the sink by its authority.
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink ${scheme}://${rawUser}@${rawHost}${rawPort !== undefined ? `:${rawPort}` : ''}: ${why}`);
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink ${scheme}://${rawUser ? `${rawUser}@` : ''}${rawHost}${rawPort !== undefined ? `:${rawPort}` : ''}: ${why}`);
   const tail = /^(\/[^?#]*)?(?:\?([^#]*))?(#.*)?$/s.exec(spec.slice(whole.length))!;
   if (tail[1] !== undefined && tail[1] !== '/') throw bad('takes options after "?", not a path (folder=INBOX/Pivot)');
   if (tail[3] !== undefined) throw bad('takes no #fragment (write # in a folder name as %23)');
@@ -93,9 +119,24 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
   const bracketed = /^\[(.*)\]$/.exec(rawHost!);
   const host = bracketed ? bracketed[1]! : domainToASCII(rawHost!);
   if (bracketed ? isIP(host) !== 6 : host === '') throw bad('the host is not a valid host name or address');
-  const o = parseSinkOptions(imapOptions, tail[2] ?? '', bad);
+  const query = tail[2] ?? '';
+  const o = parseSinkOptions(imapOptions, query, bad);
+  // Valid percent-encoding by now (parseSinkOptions checked it): the keys as the table names them.
+  const given = new Set(query.split('&').map((pair) => decodeURIComponent(pair.split('=')[0]!.replace(/\+/g, ' '))));
+  const misplaced = (names: readonly string[]) => names.filter((name) => given.has(name));
+  let oauth: ImapOAuthConfig | undefined;
+  if (o.auth === 'xoauth2') {
+    if (user !== '') throw bad(`auth=xoauth2 logs in to each mailbox with the app's token: name no admin user (${scheme}://HOST/?auth=xoauth2&tenant=TENANT_ID&clientId=APP_ID)`);
+    const wrong = misplaced(PASSWORD_ONLY);
+    if (wrong.length > 0) throw bad(`${wrong.join(' and ')} ${wrong.length > 1 ? 'apply' : 'applies'} to the admin's password (auth=master or authzid), not to auth=xoauth2`);
+    oauth = oauthConfig(o, host, given, bad);
+  } else {
+    if (user === '') throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: names no admin user (${IMAP_FORM})`);
+    const wrong = misplaced(XOAUTH2_ONLY);
+    if (wrong.length > 0) throw bad(`${wrong.join(', ')} ${wrong.length > 1 ? 'apply' : 'applies'} to auth=xoauth2 only, not to auth=${o.auth}`);
+  }
   if (o.tls === 'none' && !LOOPBACK.test(host) && !options.insecure) {
-    throw bad('tls=none sends the password in clear text to a host that is not loopback: add --insecure to allow it');
+    throw bad(`tls=none sends the ${oauth ? "app's token" : 'password'} in clear text to a host that is not loopback: add --insecure to allow it`);
   }
   return {
     host,
@@ -103,6 +144,7 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
     tls: o.tls,
     user,
     auth: o.auth,
+    ...(oauth ? { oauth } : {}),
     masterSeparator: o.masterSeparator,
     folder: o.folder,
     pool: o.pool,
@@ -113,4 +155,18 @@ export function parseImapSpec(spec: string, options: { insecure?: boolean } = {}
     passwordEnv: o.passwordEnv,
     ...(o.probe !== undefined ? { probe: o.probe } : {}),
   };
+}
+
+/** Where auth=xoauth2 gets its tokens: which options the credential needs, and which make no sense with it. */
+function oauthConfig(o: OptionValues<typeof imapOptions>, host: string, given: Set<string>, bad: (why: string) => Error): ImapOAuthConfig {
+  const resource = host.includes(':') ? `[${host}]` : host;
+  const common = { secretEnv: o.secretEnv, authorityHost: o.authorityHost.replace(/\/$/, ''), scope: `https://${resource}/.default` };
+  if (o.credential === 'managedIdentity') {
+    const wrong = ['tenant', 'clientCertificate', 'secretEnv'].filter((name) => given.has(name));
+    if (wrong.length > 0) throw bad(`credential=managedIdentity takes no ${wrong.join(' or ')}: the host's identity needs no secret (clientId= names a user-assigned one)`);
+    return { credential: 'managedIdentity', ...(o.clientId !== undefined ? { clientId: o.clientId } : {}), ...common };
+  }
+  if (o.tenant === undefined || o.clientId === undefined) throw bad("auth=xoauth2 needs the app registration's tenant=TENANT_ID and clientId=APP_ID (or credential=managedIdentity)");
+  if (o.clientCertificate !== undefined && given.has('secretEnv')) throw bad('give clientCertificate or secretEnv, not both: the app proves itself one way');
+  return { credential: 'app', tenant: o.tenant, clientId: o.clientId, ...(o.clientCertificate !== undefined ? { clientCertificate: o.clientCertificate } : {}), ...common };
 }

@@ -1,4 +1,5 @@
 import { ImapFlow, type AuthOptions } from 'imapflow';
+import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
@@ -7,11 +8,38 @@ import { parseImapSpec, type ImapSinkConfig } from './config.js';
 import { messageIdentity } from '../held.js';
 import { createImapReader } from './reader.js';
 
+/**
+ * What logs the sink in to mailboxes: the admin's password (auth=master, authzid), or the app's
+ * access tokens (auth=xoauth2), one token for every mailbox while it lasts.
+ */
+export type ImapCredentials = string | AccessTokens;
+
 /** How the admin logs in to one mailbox: Dovecot master user, or SASL PLAIN with an authzid. */
 export function loginFor(config: ImapSinkConfig, password: string, mailbox: string): AuthOptions {
   return config.auth === 'master'
     ? { user: `${mailbox}${config.masterSeparator}${config.user}`, pass: password }
     : { user: config.user, pass: password, authzid: mailbox, loginMethod: 'AUTH=PLAIN' };
+}
+
+/**
+ * The login to one mailbox: the admin's (`loginFor`), or SASL XOAUTH2 as that mailbox with the
+ * app's current token (imapflow sends `user=<mailbox>^Aauth=Bearer <token>^A^A`; OAUTHBEARER
+ * where a server offers it, which Exchange Online does not).
+ */
+export async function authFor(config: ImapSinkConfig, credentials: ImapCredentials, mailbox: string): Promise<AuthOptions> {
+  return typeof credentials === 'string' ? loginFor(config, credentials, mailbox) : { user: mailbox, accessToken: await credentials.get() };
+}
+
+/** Who the sink logs in as, for messages: `admin archiver`, or `app APP_ID in tenant T with a client secret`. */
+function imapPrincipal(config: ImapSinkConfig): string {
+  return config.oauth ? credentialName(entraCredential(config.oauth, '')) : `admin ${config.user}`;
+}
+
+/** What the sink asks Entra ID for tokens with (the secret given apart: it comes from the environment). */
+function entraCredential(oauth: NonNullable<ImapSinkConfig['oauth']>, secret: string): EntraCredential {
+  if (oauth.credential === 'managedIdentity') return { kind: 'managedIdentity', ...(oauth.clientId !== undefined ? { clientId: oauth.clientId } : {}) };
+  if (oauth.clientCertificate !== undefined) return { kind: 'certificate', tenant: oauth.tenant!, clientId: oauth.clientId!, certificatePath: oauth.clientCertificate };
+  return { kind: 'secret', tenant: oauth.tenant!, clientId: oauth.clientId!, secret };
 }
 
 /**
@@ -22,24 +50,31 @@ export function loginFor(config: ImapSinkConfig, password: string, mailbox: stri
  */
 export const PROBE_MAILBOX = 'pivot-archive-credential-check@invalid';
 
-/** One login that can prove the admin's credentials (see `ImapSink.open`). */
+/** One login that can prove the credentials (see `ImapSink.open`). */
 interface CredentialCheck {
   /** What the login is, for messages: `a login to jane@acme.example`. */
   what: string;
-  auth: AuthOptions;
+  auth(): Promise<AuthOptions>;
+  /**
+   * A refusal proves nothing either way (xoauth2 without probe=: Exchange and Dovecot refuse a
+   * mailbox the app may not open as they refuse a bad token): the login shows the server reached.
+   */
+  refusalProvesNothing?: boolean;
 }
 
 /**
  * The logins `open()` tries, in order, until one proves the admin's credentials: the `probe=`
  * mailbox alone when the spec names one; else, for `auth=authzid`, the admin itself (Cyrus-style
  * admins are users), then a login to PROBE_MAILBOX (a Dovecot master user is no user of its own,
- * so it can only reach other mailboxes).
+ * so it can only reach other mailboxes); for xoauth2 without probe=, a login to PROBE_MAILBOX that
+ * shows the server reached and nothing more (`refusalProvesNothing`).
  */
-function credentialChecks(config: ImapSinkConfig, password: string): CredentialCheck[] {
-  const to = (mailbox: string, note: string): CredentialCheck => ({ what: `a login to ${mailbox}${note}`, auth: loginFor(config, password, mailbox) });
+function credentialChecks(config: ImapSinkConfig, credentials: ImapCredentials): CredentialCheck[] {
+  const to = (mailbox: string, note: string): CredentialCheck => ({ what: `a login to ${mailbox}${note}`, auth: () => authFor(config, credentials, mailbox) });
   if (config.probe !== undefined) return [to(config.probe, ' (probe=)')];
   const nowhere = to(PROBE_MAILBOX, ', a mailbox that does not exist');
-  if (config.auth === 'authzid') return [{ what: `a login as ${config.user} itself`, auth: { user: config.user, pass: password } }, nowhere];
+  if (typeof credentials !== 'string') return [{ ...nowhere, refusalProvesNothing: true }];
+  if (config.auth === 'authzid') return [{ what: `a login as ${config.user} itself`, auth: async () => ({ user: config.user, pass: credentials }) }, nowhere];
   return [nowhere];
 }
 
@@ -209,14 +244,14 @@ export class ImapSink extends LifecycleSink implements Sink {
   /** `proveCredentials: false`: `open()` makes no login (a test of a write's own login needs that). */
   constructor(
     readonly config: ImapSinkConfig,
-    private readonly password: string,
+    private readonly credentials: ImapCredentials,
     options: { stop?: AbortSignal; proveCredentials?: boolean } = {},
   ) {
     super();
     this.description = imapDescription(config);
     this.maxInFlight = config.window;
     this.stop = options.stop;
-    this.checks = options.proveCredentials === false ? [] : credentialChecks(config, password);
+    this.checks = options.proveCredentials === false ? [] : credentialChecks(config, credentials);
   }
 
 
@@ -322,8 +357,23 @@ export class ImapSink extends LifecycleSink implements Sink {
     if (this.checks.length === 0) return;
     const attempts = 1 + Math.min(this.config.retries, OPEN_ATTEMPTS - 1);
     // Not `imap://...`: the mailbox named after it would make redactSecrets mask the text between.
-    const where = `IMAP sink (admin ${this.config.user} at ${this.config.host}:${this.config.port})`;
+    const where = `IMAP sink (${imapPrincipal(this.config)} at ${this.config.host}:${this.config.port})`;
     const unavailable = (why: string) => new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${where}: ${why}`);
+    const tokens = this.credentials;
+    // The identity service first: a refused secret or certificate ends the run here (its own error
+    // names no secret). A stop signal ends the wait for it.
+    if (typeof tokens !== 'string') {
+      const token = tokens.get();
+      token.catch(() => undefined);
+      let wake!: () => void;
+      const stopped = new Promise<void>((resolve) => this.sleepers.add((wake = resolve)));
+      try {
+        await Promise.race([token, stopped]);
+      } finally {
+        this.sleepers.delete(wake);
+      }
+      if (this.failure !== null) return;
+    }
     for (let attempt = 1; ; attempt++) {
       if (this.failure !== null) return;
       let verdict: Verdict;
@@ -331,14 +381,16 @@ export class ImapSink extends LifecycleSink implements Sink {
         verdict = await this.proveCredentials();
       } catch (err) {
         if (this.failure !== null) return;
-        if (!isTlsFailure(err) && attempt < attempts) {
+        if (err instanceof PivotArchiveError) throw err;
+        if (!isTlsFailure(err) && !(err instanceof PermanentError) && attempt < attempts) {
           await this.pause(Math.min(this.config.retryDelayMs * 2 ** (attempt - 1), OPEN_MAX_DELAY_MS));
           continue;
         }
-        const hint = (err as { authenticationFailed?: boolean }).authenticationFailed && this.config.probe === undefined ? PROBE_HINT : '';
-        throw unavailable(`cannot log in to check the admin's credentials: ${serverText(err)}${attempt > 1 ? ` (${attempt} attempts)` : ''}${hint}`);
+        const hint = (err as { authenticationFailed?: boolean }).authenticationFailed && this.config.probe === undefined && typeof tokens === 'string' ? PROBE_HINT : '';
+        throw unavailable(`cannot log in to check the ${typeof tokens === 'string' ? "admin's credentials" : "app's token"}: ${serverText(err)}${attempt > 1 ? ` (${attempt} attempts)` : ''}${hint}`);
       }
       if (verdict.accepted) return;
+      if (typeof tokens !== 'string') throw unavailable(`the server refused the app's token (${verdict.what}: ${verdict.text}); ${XOAUTH2_HINT}`);
       throw unavailable(`the server refused the admin's credentials (${verdict.what}: ${verdict.text}); check the password in ${this.config.passwordEnv}${this.config.probe === undefined ? PROBE_HINT : ''}`);
     }
   }
@@ -353,12 +405,12 @@ export class ImapSink extends LifecycleSink implements Sink {
     let refused: Verdict = { accepted: false, what: '', text: '' };
     for (const check of this.checks) {
       try {
-        const client = await this.login(check.auth, () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
+        const client = await this.login(await check.auth(), () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
         await logout(client);
         return { accepted: true, what: check.what, text: 'OK' };
       } catch (err) {
         const refusal = loginRefusal(err);
-        if (refusal === 'authorization') return { accepted: true, what: check.what, text: serverText(err) };
+        if (refusal === 'authorization' || (refusal !== null && check.refusalProvesNothing)) return { accepted: true, what: check.what, text: serverText(err) };
         if (refusal !== 'authentication') throw err;
         refused = { accepted: false, what: check.what, text: serverText(err) };
       }
@@ -372,7 +424,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    * meanwhile share it); if the server now refuses the admin, the sink fails as a whole.
    */
   private async refused(): Promise<void> {
-    if (this.checks.length === 0) return;
+    if (this.checks.length === 0 || typeof this.credentials !== 'string') return;
     this.recheck ??= (async () => {
       try {
         const verdict = await this.proveCredentials();
@@ -762,14 +814,18 @@ export class ImapSink extends LifecycleSink implements Sink {
     };
     let client: ImapFlow;
     try {
-      client = await this.login(loginFor(this.config, this.password, mailbox), gone, { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+      client = await this.login(await this.mailboxAuth(mailbox), gone, { connectionTimeout: 30_000, greetingTimeout: 15_000 });
     } catch (err) {
       if (this.failure !== null) throw new SinkFailedError(this.failure);
       const refusal = loginRefusal(err);
-      if (refusal === 'authentication') await this.refused();
-      if (this.failure !== null) throw new SinkFailedError(this.failure);
-      if (refusal !== null && refusal !== 'unavailable') throw new PermanentError(`login refused for this mailbox: ${serverText(err)}`);
-      throw err;
+      if (refusal !== null && refusal !== 'unavailable' && typeof this.credentials !== 'string') {
+        client = await this.loginWithNewToken(mailbox, gone, this.credentials);
+      } else {
+        if (refusal === 'authentication') await this.refused();
+        if (this.failure !== null) throw new SinkFailedError(this.failure);
+        if (refusal !== null && refusal !== 'unavailable') throw new PermanentError(`login refused for this mailbox: ${serverText(err)}`);
+        throw err;
+      }
     }
     session = { mailbox, client, folder: null, broken: lostEarly };
     this.stats.logins++;
@@ -777,6 +833,36 @@ export class ImapSink extends LifecycleSink implements Sink {
     client.on('expunge', () => this.forget(mailbox));
     this.live.add(session);
     return session;
+  }
+
+  /**
+   * The login to a mailbox; a token the identity service no longer gives (the app's secret
+   * revoked during the run) fails the sink as a whole, as a changed admin password does.
+   */
+  private async mailboxAuth(mailbox: string): Promise<AuthOptions> {
+    try {
+      return await authFor(this.config, this.credentials, mailbox);
+    } catch (err) {
+      if (this.failure === null) this.fail(`the identity service refused the app's credentials in the middle of the run (${errorMessage(err)})`, Infinity);
+      throw new SinkFailedError(this.failure!);
+    }
+  }
+
+  /**
+   * A mailbox refused the app's token: the token may have been revoked or have lapsed in flight,
+   * or the app may not open that mailbox (Exchange answers both `AUTHENTICATE failed`). One login
+   * with a token asked for anew tells them apart; refused again, the mailbox's items fail.
+   */
+  private async loginWithNewToken(mailbox: string, gone: () => void, tokens: AccessTokens): Promise<ImapFlow> {
+    tokens.forget();
+    try {
+      return await this.login(await this.mailboxAuth(mailbox), gone, { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+    } catch (err) {
+      if (this.failure !== null) throw new SinkFailedError(this.failure);
+      const refusal = loginRefusal(err);
+      if (refusal !== null && refusal !== 'unavailable') throw new PermanentError(`the server refused the app's token for this mailbox (${serverText(err)}); ${XOAUTH2_HINT}`);
+      throw err;
+    }
   }
 
   /**
@@ -793,6 +879,9 @@ export class ImapSink extends LifecycleSink implements Sink {
       await client.connect();
     } catch (err) {
       client.close();
+      if (auth.accessToken !== undefined && client.capabilities.size > 0 && !offersOAuth(client)) {
+        throw new PermanentError(`the server offers no SASL XOAUTH2 or OAUTHBEARER login (auth=xoauth2 needs one): ${[...client.capabilities.keys()].filter((c) => c.startsWith('AUTH=')).join(' ') || 'no AUTH= capability'}`);
+      }
       throw err;
     } finally {
       this.connecting.delete(client);
@@ -811,9 +900,14 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 }
 
-/** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER`. */
+/** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER` (xoauth2: `imap://HOST:PORT/FOLDER`). */
 export function imapDescription(config: ImapSinkConfig): string {
-  return `imap://${config.user}@${config.host}:${config.port}/${config.folder}`;
+  return `imap://${config.user === '' ? '' : `${config.user}@`}${config.host}:${config.port}/${config.folder}`;
+}
+
+/** Whether the server offers a SASL mechanism for a bearer token. */
+function offersOAuth(client: ImapFlow): boolean {
+  return client.capabilities.has('AUTH=XOAUTH2') || client.capabilities.has('AUTH=OAUTHBEARER') || client.capabilities.has('AUTH=XOAUTH');
 }
 
 /** An unconnected client of the server the config names, for one login (`auth`). */
@@ -857,6 +951,10 @@ interface Verdict {
   what: string;
   text: string;
 }
+
+/** What a refused app token needs, in Exchange Online's terms (see the README, "Microsoft 365"). */
+const XOAUTH2_HINT =
+  "the app needs the IMAP.AccessAsApp application permission with admin consent, a service principal in Exchange (New-ServicePrincipal) and FullAccess to the mailbox (Add-MailboxPermission -User <service principal's object id>)";
 
 const PROBE_HINT = ' (if the password is right and the server refuses logins to mailboxes that do not exist this way, name one that exists with probe=MAILBOX)';
 
@@ -973,19 +1071,38 @@ export function serverText(err: unknown): string {
 
 export type ImapSpecOptions = Partial<Pick<SinkOptions, 'insecure' | 'stop'>> & { env?: NodeJS.ProcessEnv };
 
-/** The spec parsed and the admin's password from the environment (E_SINK_CONFIG without one). */
-export function imapSpecAndPassword(spec: string, options: ImapSpecOptions): { config: ImapSinkConfig; password: string } {
+/**
+ * The spec parsed, and the credentials it logs in with: the admin's password from the
+ * environment, or the app's tokens (its client secret from the environment, unless a certificate
+ * or a managed identity is used). E_SINK_CONFIG when the secret is not set.
+ */
+export function imapSpecAndCredentials(spec: string, options: ImapSpecOptions): { config: ImapSinkConfig; credentials: ImapCredentials } {
   const config = parseImapSpec(spec, options);
-  const password = (options.env ?? process.env)[config.passwordEnv];
-  if (!password) {
-    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in the environment variable ${config.passwordEnv}`);
+  const env = options.env ?? process.env;
+  const oauth = config.oauth;
+  if (!oauth) {
+    const password = env[config.passwordEnv];
+    if (!password) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in the environment variable ${config.passwordEnv}`);
+    return { config, credentials: password };
   }
-  return { config, password };
+  const secret = oauth.credential === 'app' && oauth.clientCertificate === undefined ? env[oauth.secretEnv] : '';
+  if (secret === undefined || (secret === '' && oauth.credential === 'app' && oauth.clientCertificate === undefined)) {
+    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the app's client secret in the environment variable ${oauth.secretEnv} (or give clientCertificate=/path.pem)`);
+  }
+  // An environment given to the sink, not the process's: its NODE_EXTRA_CA_CERTS was never read.
+  const extraCaFile = options.env && options.env !== process.env ? options.env.NODE_EXTRA_CA_CERTS : undefined;
+  const tokens = entraTokens(entraCredential(oauth, secret), {
+    authorityHost: oauth.authorityHost,
+    scope: oauth.scope,
+    describe: `IMAP sink for ${config.host}:${config.port}`,
+    ...(extraCaFile ? { extraCaFile } : {}),
+  });
+  return { config, credentials: tokens };
 }
 
 export function createImapSink(spec: string, options: ImapSpecOptions = {}): ImapSink {
-  const { config, password } = imapSpecAndPassword(spec, options);
-  return new ImapSink(config, password, { stop: options.stop });
+  const { config, credentials } = imapSpecAndCredentials(spec, options);
+  return new ImapSink(config, credentials, { stop: options.stop });
 }
 
 export const imapSinkFactory: SinkFactory = {

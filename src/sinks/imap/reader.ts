@@ -6,7 +6,7 @@ import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
 import type { ImapSinkConfig } from './config.js';
-import { findFolder, identity, imapClient, imapDescription, imapLocation, ImapSink, imapSpecAndPassword, loginFor, loginRefusal, logout, parseImapLocation, serverText, uidSet, type ImapSpecOptions } from './index.js';
+import { authFor, findFolder, identity, imapClient, imapDescription, imapLocation, ImapSink, imapSpecAndCredentials, loginRefusal, logout, parseImapLocation, serverText, uidSet, type ImapCredentials, type ImapSpecOptions } from './index.js';
 
 /** UIDs per FETCH command: a range of this many messages at most. */
 const FETCH_UIDS = 500;
@@ -40,7 +40,7 @@ export class ImapReader implements StoreReader {
 
   constructor(
     readonly config: ImapSinkConfig,
-    private readonly password: string,
+    private readonly credentials: ImapCredentials,
     private readonly stop?: AbortSignal,
   ) {
     this.description = imapDescription(config);
@@ -48,7 +48,7 @@ export class ImapReader implements StoreReader {
 
   /** Proves the admin's credentials as the sink's `open()` does (the same logins; nothing is written). */
   async open(): Promise<void> {
-    const sink = new ImapSink(this.config, this.password, { stop: this.stop });
+    const sink = new ImapSink(this.config, this.credentials, { stop: this.stop });
     await sink.open();
     await sink.close();
   }
@@ -151,22 +151,35 @@ export class ImapReader implements StoreReader {
 
   /**
    * A client logged in to the mailbox, once one of `pool` connections is free; undefined (and the
-   * slot given back) when the server does not know the mailbox (AUTHORIZATIONFAILED): it holds nothing.
+   * slot given back) when the server does not know the mailbox (AUTHORIZATIONFAILED): it holds
+   * nothing. With the app's token a refusal is retried once with a token asked for anew (it may
+   * have lapsed); refused again, the app may not open the mailbox (Exchange does not tell that from
+   * a mailbox that does not exist): it holds nothing the app can see.
    */
   private async connect(mailbox: string): Promise<ImapFlow | undefined> {
     if (this.connections >= this.config.pool) await new Promise<void>((resolve) => this.waiting.push(resolve));
     else this.connections++;
-    const client = imapClient(this.config, loginFor(this.config, this.password, mailbox), { connectionTimeout: 30_000, greetingTimeout: 15_000 });
-    client.on('error', () => undefined);
-    try {
-      if (this.stop?.aborted) throw new Error('stopped by a signal');
-      await client.connect();
-      return client;
-    } catch (err) {
-      client.close();
-      this.release();
-      if (loginRefusal(err) === 'authorization') return undefined;
-      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `IMAP reader: cannot log in to mailbox ${mailbox}: ${serverText(err)}`, { cause: err });
+    const tokens = typeof this.credentials === 'string' ? undefined : this.credentials;
+    for (let tries = 0; ; tries++) {
+      let client: ImapFlow | undefined;
+      try {
+        if (this.stop?.aborted) throw new Error('stopped by a signal');
+        client = imapClient(this.config, await authFor(this.config, this.credentials, mailbox), { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+        client.on('error', () => undefined);
+        await client.connect();
+        return client;
+      } catch (err) {
+        client?.close();
+        const refusal = loginRefusal(err);
+        if (tokens && refusal !== null && refusal !== 'unavailable' && tries === 0) {
+          tokens.forget();
+          continue;
+        }
+        this.release();
+        if (refusal === 'authorization' || (tokens && refusal !== null && refusal !== 'unavailable')) return undefined;
+        if (err instanceof PivotArchiveError) throw err;
+        throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `IMAP reader: cannot log in to mailbox ${mailbox}: ${serverText(err)}`, { cause: err });
+      }
     }
   }
 
@@ -178,6 +191,6 @@ export class ImapReader implements StoreReader {
 }
 
 export function createImapReader(spec: string, options: ImapSpecOptions & Pick<SinkOptions, 'cwd'>): ImapReader {
-  const { config, password } = imapSpecAndPassword(spec, options);
-  return new ImapReader(config, password, options.stop);
+  const { config, credentials } = imapSpecAndCredentials(spec, options);
+  return new ImapReader(config, credentials, options.stop);
 }
