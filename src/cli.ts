@@ -54,7 +54,7 @@ const VERIFY_OPTIONS = {
   sample: { type: 'number', describe: 'check a random sample of N messages (for very large stores; says so)' },
   'public-key': { type: 'string', describe: "verifier key (keygen's .pub file, or its text) the checkpoints must be signed with" },
   checkpoint: { type: 'string', array: true, default: [] as string[], describe: 'a checkpoint note copied off the host earlier (repeatable): the ledger must still hold what it covers' },
-  insecure: { type: 'boolean', default: false, describe: 'allow IMAP without TLS to a host that is not loopback' },
+  insecure: { type: 'boolean', default: false, describe: 'allow IMAP without TLS, or Graph and its login host over http, to a host that is not loopback' },
   json: { type: 'boolean', describe: 'the result as one JSON object' },
 } as const;
 const CRON_OPTIONS = {

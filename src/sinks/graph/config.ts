@@ -48,15 +48,14 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
     const url = new URL(value);
     if (url.protocol === 'http:' && !LOOPBACK.test(url.hostname) && !options.insecure) throw bad(`${name}=${value} sends tokens in clear text to a host that is not loopback: use https, or add --insecure`);
   }
-  const kind = o.clientCertificate !== undefined ? 'certificate' : o.credential;
-  if (o.clientCertificate !== undefined && o.credential !== 'secret' && o.credential !== 'certificate') throw bad('clientCertificate= is for credential=certificate, not managedIdentity');
+  // As the IMAP sink's xoauth2: an app registration (its certificate when given, else its secret) or the host's managed identity.
+  if (o.clientCertificate !== undefined && o.credential === 'managedIdentity') throw bad('clientCertificate= is for credential=app, not managedIdentity');
   let credential: EntraCredential;
-  if (kind === 'managedIdentity') {
+  if (o.credential === 'managedIdentity') {
     credential = { kind: 'managedIdentity', ...(o.clientId !== undefined ? { clientId: o.clientId } : {}) };
   } else {
     if (o.clientId === undefined) throw bad('names no app: add clientId=APP_ID (the app registration\'s application id)');
-    if (kind === 'certificate') {
-      if (o.clientCertificate === undefined) throw bad('credential=certificate needs clientCertificate=/path/to/key-and-cert.pem');
+    if (o.clientCertificate !== undefined) {
       credential = { kind: 'certificate', tenant, clientId: o.clientId, certificatePath: resolve(options.cwd ?? process.cwd(), o.clientCertificate) };
     } else {
       const secret = (options.env ?? process.env)[o.secretEnv];

@@ -23,7 +23,7 @@ export const graphOptions = {
     help: 'the app (client) id; with managedIdentity, a user-assigned identity',
     check: (value) => (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value) ? undefined : 'must be a GUID such as 00000000-0000-0000-0000-000000000000'),
   }),
-  credential: choice({ choices: ['secret', 'certificate', 'managedIdentity'], default: 'secret', help: 'where tokens come from (clientCertificate= implies certificate)' }),
+  credential: choice({ choices: ['app', 'managedIdentity'], default: 'app', help: "app: the app registration's client secret, or its certificate with clientCertificate=; managedIdentity: the Azure host's" }),
   secretEnv: text({ default: 'PIVOT_GRAPH_CLIENT_SECRET', form: 'NAME', help: 'the variable holding the client secret' }),
   clientCertificate: text({
     form: 'PATH',

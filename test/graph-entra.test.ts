@@ -1,0 +1,57 @@
+// The Graph sink's app credentials end to end through the command line: a client secret and a
+// certificate, each turned into a token by the real @azure/identity (MSAL) at the local Entra
+// stand-in (test/helpers/entra-endpoint.ts), the token then checked by the Graph stand-in
+// (audience, tenant, roles). A wrong secret stops the run before any delivery, naming no secret.
+import test from 'ava';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generateSample } from '../src/sample/generate.js';
+import { startGraphStandin } from './helpers/graph-standin.js';
+import { startEntraEndpoint } from './helpers/entra-endpoint.js';
+import { selfSignedCertificate } from './helpers/net.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
+
+const TENANT = '22222222-3333-4444-5555-666666666666';
+const APP = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';
+const SECRET = 'graph~Secret.Value-1234567890';
+
+test('graph with an app registration: a client secret and a certificate each deliver through the CLI; a wrong secret exits 2 before any delivery and is never shown', async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const { certFile, keyFile } = await selfSignedCertificate(dir);
+  const certificatePath = join(dir, 'app.pem');
+  await writeFile(certificatePath, (await readFile(keyFile, 'utf8')) + (await readFile(certFile, 'utf8')));
+  const standin = await startGraphStandin({ tenant: TENANT, everyUser: true, latencyMs: 2 });
+  const entra = await startEntraEndpoint({
+    tenant: TENANT,
+    apps: [{ clientId: APP, secrets: [SECRET], certificatePem: await readFile(certFile, 'utf8'), roles: ['Mail.ReadWrite'] }],
+    resources: [standin.audience],
+  });
+  t.teardown(() => Promise.all([standin.close(), entra.close()]));
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 200, seed: 21 });
+  const sink = (extra: string, folder: string) =>
+    `graph://${TENANT}/?clientId=${APP}&authorityHost=${encodeURIComponent(entra.authorityHost)}&graphEndpoint=${encodeURIComponent(standin.url)}&folder=${folder}${extra}`;
+  const run = (spec: string, log: string, env: Record<string, string>) =>
+    cli(['run', archive, '--sink', spec, '--domain', 'acme.example', '--status-log', join(dir, log), '--rejects', join(dir, 'rejects')], { env: { NODE_EXTRA_CA_CERTS: entra.caFile, ...env } });
+
+  const bySecret = await run(sink('', 'Inbox/BySecret'), 'secret.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: SECRET });
+  t.is(bySecret.code, 0, bySecret.stderr);
+  const delivered = (await readStatusLog(join(dir, 'secret.jsonl'))).summary.delivered;
+  t.true(delivered > 50, `delivered ${delivered}`);
+  t.true(entra.issued(APP) >= 1);
+  t.false((bySecret.stdout + bySecret.stderr + (await readFile(join(dir, 'secret.jsonl'), 'utf8'))).includes(SECRET));
+
+  const byCertificate = await run(sink(`&clientCertificate=${encodeURIComponent(certificatePath)}`, 'Inbox/ByCertificate'), 'certificate.jsonl', {});
+  t.is(byCertificate.code, 0, byCertificate.stderr);
+  t.is((await readStatusLog(join(dir, 'certificate.jsonl'))).summary.delivered, delivered);
+
+  const wrong = 'graph~Wrong.Secret-0987654321';
+  const refused = await run(sink('', 'Inbox/Refused'), 'refused.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: wrong });
+  t.is(refused.code, 2, refused.stderr);
+  t.regex(refused.stderr, /AADSTS7000215/);
+  const text = refused.stdout + refused.stderr + (await readFile(join(dir, 'refused.jsonl'), 'utf8').catch(() => ''));
+  t.false(text.includes(wrong), 'the wrong secret is never shown');
+  t.is((await readStatusLog(join(dir, 'refused.jsonl'))).lines.filter((l) => l.outcome === 'delivered').length, 0);
+});
