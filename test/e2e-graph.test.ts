@@ -59,9 +59,10 @@ for (const mode of ['json', 'importMime'] as const) {
 
 test('graph: when no token can be had any more in the middle of a run, the sink stops delivering at once: the rest fails with one reason, exit 1, and a re-run completes it', async (t) => {
   t.timeout(300_000);
-  const standin = await startGraphStandin({ tenant: TENANT, everyUser: true, latencyMs: 30 });
-  // Tokens that live 30 s: @azure/identity and entraTokens ask for a new one every few seconds, so the endpoint's end is seen.
-  const identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite'], lifetime: 30 });
+  // 200 ms a request: the run lasts about 10 s, whatever else the machine runs.
+  const standin = await startGraphStandin({ tenant: TENANT, everyUser: true, latencyMs: 200 });
+  // Tokens that live 4 s (renewed at half their life): the endpoint's end is seen within seconds, long before the run ends.
+  const identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite'], lifetime: 4 });
   t.teardown(() => Promise.all([standin.close(), identity.close().catch(() => undefined)]));
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
