@@ -55,6 +55,12 @@ export function text<const O extends Omit<TextOption, 'type'>>(option: O): O & {
   return { type: 'text', ...option };
 }
 
+/** The check of an option naming an environment variable. */
+export function environmentName(value: string): string | undefined {
+  // Never quoted: a secret pasted here instead of a variable's name must not reach a log.
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(value) ? undefined : 'must name an environment variable (letters, digits and _; the value given is not repeated here, in case it is a secret)';
+}
+
 /** `a`, `a or b`, `a, b or c`. */
 function either(values: readonly string[]): string {
   return values.length < 2 ? values.join('') : `${values.slice(0, -1).join(', ')} or ${values.at(-1)}`;

@@ -1,4 +1,4 @@
-import { choice, integer, text } from '../options.js';
+import { choice, integer, text, environmentName } from '../options.js';
 
 /** The spec's form, for messages and help. */
 export const GRAPH_FORM = 'graph://TENANT_ID/?clientId=APP_ID&folder=Inbox/Pivot&...';
@@ -24,7 +24,7 @@ export const graphOptions = {
     check: (value) => (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value) ? undefined : 'must be a GUID such as 00000000-0000-0000-0000-000000000000'),
   }),
   credential: choice({ choices: ['app', 'managedIdentity'], default: 'app', help: "app: the app registration's client secret, or its certificate with clientCertificate=; managedIdentity: the Azure host's" }),
-  secretEnv: text({ default: 'PIVOT_GRAPH_CLIENT_SECRET', form: 'NAME', help: 'the variable holding the client secret' }),
+  secretEnv: text({ default: 'PIVOT_GRAPH_CLIENT_SECRET', form: 'NAME', check: environmentName, help: 'the variable holding the client secret' }),
   clientCertificate: text({
     form: 'PATH',
     help: 'a PEM file: private key and certificate',

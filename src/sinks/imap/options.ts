@@ -1,4 +1,4 @@
-import { choice, integer, text } from '../options.js';
+import { choice, integer, text, environmentName } from '../options.js';
 
 /** The spec's forms, for messages and help: an admin's password, or an app's token (Microsoft 365). */
 export const IMAP_FORM = 'imap[s]://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot&... or imap[s]://HOST[:PORT]/?auth=xoauth2&tenant=TENANT_ID&clientId=APP_ID&...';
@@ -36,7 +36,7 @@ export const imapOptions = {
   }),
   retries: integer({ default: 5, min: 0, max: 100, help: 'attempts after the first for a batch whose connection fails' }),
   retryDelay: integer({ default: 500, min: 0, max: 600_000, unit: 'ms', help: 'first retry delay, doubling each attempt' }),
-  passwordEnv: text({ default: 'PIVOT_IMAP_PASSWORD', form: 'NAME', help: "master, authzid: the environment variable holding the admin's password" }),
+  passwordEnv: text({ default: 'PIVOT_IMAP_PASSWORD', form: 'NAME', check: environmentName, help: "master, authzid: the environment variable holding the admin's password" }),
   credential: choice({
     choices: ['app', 'managedIdentity'],
     default: 'app',
@@ -49,7 +49,7 @@ export const imapOptions = {
     check: (value) => (ENTRA_ID.test(value) ? undefined : 'must be an application (client) id'),
   }),
   clientCertificate: text({ form: '/path.pem', help: "xoauth2: a PEM file holding the app's certificate and its private key, instead of a client secret" }),
-  secretEnv: text({ default: 'PIVOT_IMAP_CLIENT_SECRET', form: 'NAME', help: "xoauth2: the environment variable holding the app's client secret" }),
+  secretEnv: text({ default: 'PIVOT_IMAP_CLIENT_SECRET', form: 'NAME', check: environmentName, help: "xoauth2: the environment variable holding the app's client secret" }),
   authorityHost: text({
     default: 'https://login.microsoftonline.com',
     form: 'https://HOST',
