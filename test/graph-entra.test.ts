@@ -1,7 +1,8 @@
 // The Graph sink's app credentials end to end through the command line: a client secret and a
 // certificate, each turned into a token by the real @azure/identity (MSAL) at the local Entra
 // stand-in (test/helpers/entra-endpoint.ts), the token then checked by the Graph stand-in
-// (audience, tenant, roles). A wrong secret stops the run before any delivery, naming no secret.
+// (audience, tenant, roles). A wrong secret, or importMime without its permission, stops the run
+// before any delivery, naming no secret.
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ const TENANT = '22222222-3333-4444-5555-666666666666';
 const APP = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';
 const SECRET = 'graph~Secret.Value-1234567890';
 
-test('graph with an app registration: a client secret and a certificate each deliver through the CLI; a wrong secret exits 2 before any delivery and is never shown', async (t) => {
+test('graph with an app registration: a client secret and a certificate each deliver through the CLI; a wrong secret, or importMime without its permission, exits 2 before any delivery, naming no secret', async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   const { certFile, keyFile } = await selfSignedCertificate(dir);
@@ -46,6 +47,12 @@ test('graph with an app registration: a client secret and a certificate each del
   const byCertificate = await run(sink(`&clientCertificate=${encodeURIComponent(certificatePath)}`, 'Inbox/ByCertificate'), 'certificate.jsonl', {});
   t.is(byCertificate.code, 0, byCertificate.stderr);
   t.is((await readStatusLog(join(dir, 'certificate.jsonl'))).summary.delivered, delivered);
+
+  // importMime needs Mail-Advanced.ReadWrite.All, which this app was not granted: refused before any delivery.
+  const unpermitted = await run(sink('&mode=importMime', 'Inbox/Imported'), 'unpermitted.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: SECRET });
+  t.is(unpermitted.code, 2, unpermitted.stderr);
+  t.regex(unpermitted.stderr, /E_SINK_UNAVAILABLE.*mode=importMime needs the Mail-Advanced\.ReadWrite\.All application permission/);
+  t.is((await readStatusLog(join(dir, 'unpermitted.jsonl'))).lines.filter((l) => l.outcome === 'delivered' || l.outcome === 'failed').length, 0);
 
   const wrong = 'graph~Wrong.Secret-0987654321';
   const refused = await run(sink('', 'Inbox/Refused'), 'refused.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: wrong });

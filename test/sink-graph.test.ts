@@ -257,15 +257,111 @@ test('graph: 429 waits out Retry-After for the mailbox; 503 is retried with back
   t.is(standin.messagesIn(mailbox, 'Inbox/Throttle').length, 3);
 });
 
-test('graph: a create whose answer is lost (503 after the create) is looked up, not sent twice', async (t) => {
-  const mailbox = 'lost@acme.example';
-  const sink = createGraphSink(specOf('folder=Inbox/Lost'));
+test('graph: a create carried out whose answer is lost (connection cut, or a 504 after the work) is found, not created twice, also on the last attempt', async (t) => {
+  const create = 'POST /mailFolders/{id}/messages';
+  for (const [n, [extra, instead]] of ([['', undefined], ['', { status: 504, code: 'GatewayTimeout' }], ['&retries=0', undefined]] as const).entries()) {
+    const mailbox = `lost${n}@acme.example`;
+    standin.mailbox(mailbox);
+    const sink = createGraphSink(specOf(`folder=Inbox/Lost${extra}`));
+    await sink.open();
+    await sink.write(delivery(1, mailbox));
+    standin.loseAnswers(mailbox, create, 1, instead);
+    const d = delivery(2, mailbox);
+    t.is((await sink.write(d)).outcome, 'delivered', `case ${n}`);
+    await sink.close();
+    t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 2, `case ${n}: the lost create is not sent again`);
+    t.is(standin.messagesIn(mailbox, 'Inbox/Lost').filter((m) => m.internetMessageId === d.messageId).length, 1, `case ${n}`);
+  }
+});
+
+test('graph json: an attachment request whose answer is lost adds nothing twice: the message is made again from the start and ends whole, each attachment once', async (t) => {
+  const cases = [
+    ['POST /messages/{id}/attachments', [1024 * 1024, 2 * 1024 * 1024]],
+    ['POST /messages/{id}/attachments/createUploadSession', [5 * 1024 * 1024]],
+    ['PUT upload', [5 * 1024 * 1024]],
+  ] as const;
+  for (const [n, [kind, sizes]] of cases.entries()) {
+    const mailbox = `lostpart${n}@acme.example`;
+    standin.mailbox(mailbox);
+    const sink = createGraphSink(specOf('folder=Inbox/LostPart'));
+    await sink.open();
+    await sink.write(delivery(1, mailbox));
+    standin.loseAnswers(mailbox, kind, 1);
+    const d = withAttachments(30 + n, mailbox, [...sizes]);
+    t.is((await sink.write(d)).outcome, 'delivered', kind);
+    await sink.close();
+    const held = standin.messagesIn(mailbox, 'Inbox/LostPart').filter((m) => m.internetMessageId === d.messageId);
+    t.is(held.length, 1, kind);
+    const source = await simpleParser(d.message);
+    t.deepEqual(held[0]!.attachments.map((a) => a.name).sort(), source.attachments.map((a) => a.filename).sort(), `${kind}: each attachment once`);
+    t.false(held[0]!.extended.get([...held[0]!.extended.keys()].find((k) => k.endsWith('pivotArchiveStamp'))!)!.startsWith('pending'), kind);
+    t.is(standin.messagesIn(mailbox, 'Deleted Items').length, 0, kind);
+  }
+});
+
+test('graph: a 503 storm on creates is waited out as Retry-After says, then delivered once; many items at once all arrive', async (t) => {
+  t.timeout(120_000);
+  const mailbox = 'storm@acme.example';
+  standin.mailbox(mailbox);
+  const sink = createGraphSink(specOf('folder=Inbox/Storm'));
   await sink.open();
   await sink.write(delivery(1, mailbox));
-  standin.inject(mailbox, { status: 504, code: 'GatewayTimeout' }, 1);
+  standin.inject(mailbox, { status: 503, code: 'ServiceUnavailable', retryAfter: 1 }, 3);
+  const started = Date.now();
   t.is((await sink.write(delivery(2, mailbox))).outcome, 'delivered');
+  t.true(Date.now() - started >= 2900, `waited ${Date.now() - started} ms for three Retry-After: 1 (the create's own included)`);
+  // A storm over many items in flight: every one waits it out, none is failed or stored twice.
+  standin.inject(mailbox, { status: 503, code: 'ServiceUnavailable', retryAfter: 1 }, 40);
+  const outcomes = await Promise.all(Array.from({ length: 30 }, (_, n) => sink.write(delivery(100 + n, mailbox))));
   await sink.close();
-  t.is(standin.messagesIn(mailbox, 'Inbox/Lost').length, 2);
+  t.true(outcomes.every((o) => o.outcome === 'delivered'));
+  const held = standin.messagesIn(mailbox, 'Inbox/Storm');
+  t.is(held.length, 32);
+  t.is(new Set(held.map((m) => m.internetMessageId)).size, 32, 'nothing twice');
+});
+
+test('graph: two runs at once into one folder (each with its own state) leave each item once when both have closed', async (t) => {
+  t.timeout(120_000);
+  const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 5 });
+  t.teardown(() => slow.close());
+  const boxes = ['w0', 'w1'].map((p) => `${p}@acme.example`);
+  for (const b of boxes) slow.mailbox(b);
+  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Twice&retryDelay=20`;
+  const sinks = [createGraphSink(spec), createGraphSink(spec)];
+  await Promise.all(sinks.map((s) => s.open()));
+  const items = Array.from({ length: 40 }, (_, n) => delivery(n, boxes[n % 2]!));
+  const outcomes = await Promise.all(sinks.map((s) => Promise.all(items.map((d) => s.write(d)))));
+  await Promise.all(sinks.map((s) => s.close()));
+  t.true(outcomes.flat().every((o) => o.outcome === 'delivered' || o.outcome === 'skipped'));
+  for (const b of boxes) {
+    const held = slow.messagesIn(b, 'Inbox/Twice');
+    t.is(new Set(held.map((m) => m.internetMessageId)).size, 20, b);
+    t.is(held.length, 20, `${b}: each item once (${sinks[0]!.copiesRemoved + sinks[1]!.copiesRemoved} copies removed)`);
+  }
+  t.log(`copies removed: ${sinks.map((s) => s.copiesRemoved).join(', ')}`);
+  // What each run recorded is still found, by identity where its own copy was removed.
+  const reader = createGraphReader(spec);
+  await reader.open();
+  for (const [i, d] of items.entries()) {
+    for (const w of [0, 1]) {
+      const wanted = { messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[w]![i]!.location! };
+      t.is((await reader.mailbox(d.mailbox, [wanted], { sample: true })).held.size, 1, `${d.messageId} as run ${w} recorded it`);
+    }
+  }
+  await reader.close();
+});
+
+test('graph: one "unknown user" answer is asked again before a mailbox is given up; the items are delivered', async (t) => {
+  const mailbox = 'blip@acme.example';
+  standin.mailbox(mailbox);
+  const sink = createGraphSink(specOf('folder=Inbox/Blip'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  standin.inject(mailbox, { status: 404, code: 'ErrorInvalidUser', message: "The requested user 'blip@acme.example' is invalid." }, 1);
+  const outcomes = await Promise.all([2, 3, 4].map((n) => sink.write(delivery(n, mailbox))));
+  await sink.close();
+  t.deepEqual(outcomes.map((o) => o.outcome), ['delivered', 'delivered', 'delivered']);
+  t.is(standin.messagesIn(mailbox, 'Inbox/Blip').length, 4);
 });
 
 test('graph: an unknown or unlicensed mailbox fails its own items with a clear reason, at once; the others are delivered', async (t) => {

@@ -104,6 +104,13 @@ export interface GraphStandin {
   mimeOf(message: StandinMessage): Buffer;
   /** The next `count` requests of a mailbox, after `after` more that go through, get this answer. */
   inject(address: string, response: Injected, count?: number, after?: number): void;
+  /**
+   * The next `count` requests of that kind (as `stats.byKind` names it, e.g. `POST
+   * /messages/{id}/attachments`) for a mailbox are carried out, and then their answer is lost: the
+   * connection is cut (or, given `instead`, that error is answered), as when a gateway times out
+   * after Exchange did the work.
+   */
+  loseAnswers(address: string, kind: string, count?: number, instead?: Injected): void;
   stats: {
     requests: number;
     /** Requests refused because a mailbox already had `concurrency` in flight (a fifth concurrent request). */
@@ -160,6 +167,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   const sessions = new Map<string, UploadSession>();
   /** Per mailbox: the answers its next requests get (null: that one goes through). */
   const injected = new Map<string, (Injected | null)[]>();
+  /** Per `<mailbox> <kind>`: how many more answers are lost after the work is done, and what is answered instead. */
+  const losing = new Map<string, { count: number; instead?: Injected }>();
   const stats: GraphStandin['stats'] = { requests: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0, byMailbox: new Map() };
   const tokensSeen = new Set<string>();
   let base = '';
@@ -580,6 +589,16 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       if (next) throw new Refusal(next.status, next.code, next.message ?? next.code, next.retryAfter);
       if (tooLarge) throw new Refusal(413, 'RequestEntityTooLarge', 'The request body is over 4 MB.');
       answer = await route(req, url, body);
+      const lose = key !== undefined ? losing.get(`${key} ${kind}`) : undefined;
+      if (lose && lose.count > 0) {
+        lose.count--;
+        if (!lose.instead) {
+          // Carried out, and the connection is cut before the answer.
+          req.socket.destroy();
+          return;
+        }
+        throw new Refusal(lose.instead.status, lose.instead.code, lose.instead.message ?? lose.instead.code, lose.instead.retryAfter);
+      }
     } catch (err) {
       if (!(err instanceof Refusal)) throw err;
       if (err.status === 429) stats.throttled++;
@@ -639,6 +658,9 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       for (let i = 0; i < after; i++) queue.push(null);
       for (let i = 0; i < count; i++) queue.push(response);
       injected.set(address.toLowerCase(), queue);
+    },
+    loseAnswers(address, kind, count = 1, instead) {
+      losing.set(`${address.toLowerCase()} ${kind}`, { count, ...(instead ? { instead } : {}) });
     },
     stats,
     tokensSeen,

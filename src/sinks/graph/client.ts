@@ -4,6 +4,7 @@
 // and jitter, a 401 answered by a new token once. Nothing here knows messages or folders.
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { setMaxListeners } from 'node:events';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { AccessTokens } from '../../auth/entra.js';
 import { redactSecrets } from '../../redact.js';
@@ -20,10 +21,18 @@ export class GraphError extends Error {
 }
 
 /**
- * A create request whose answer was lost (network failure or 5xx): it may or may not have been
- * carried out, so it is not sent again blindly; the caller looks first (nothing twice).
+ * A request that must not be sent twice (a create, an attachment) whose answer was lost (network
+ * failure or 5xx): it may or may not have been carried out, so it is not sent again blindly; the
+ * caller waits (`pause`, Retry-After first) and looks before it sends anything again.
  */
-export class UncertainError extends Error {}
+export class UncertainError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
 
 /** Codes Graph gives for a mailbox that cannot be reached at all: retrying cannot help. */
 const MAILBOX_GONE = new Set(['ErrorInvalidUser', 'MailboxNotEnabledForRESTAPI', 'MailboxNotSupportedForRESTAPI', 'ResourceNotFound', 'ErrorMailboxNotFound', 'ErrorNonExistentMailbox']);
@@ -118,8 +127,20 @@ export class GraphClient {
   private noToken: PivotArchiveError | undefined;
   private readonly httpAgent: HttpAgent;
   private readonly httpsAgent: HttpsAgent;
+  /**
+   * The caller's stop signal, relayed: every request and every wait listens to it, hundreds at
+   * once, over Node's default of 10 listeners (whose warning would reach stderr).
+   */
+  private readonly stop: AbortSignal | undefined;
 
   constructor(private readonly options: GraphClientOptions) {
+    if (options.stop) {
+      const relay = new AbortController();
+      setMaxListeners(0, relay.signal);
+      if (options.stop.aborted) relay.abort();
+      else options.stop.addEventListener('abort', () => relay.abort(), { once: true });
+      this.stop = relay.signal;
+    }
     this.all = new Slots(options.mailboxes * options.concurrency);
     // One connection per request slot, kept between requests.
     const sockets = { keepAlive: true, maxSockets: options.mailboxes * options.concurrency + 4 };
@@ -166,14 +187,15 @@ export class GraphClient {
         continue;
       }
       const transient = !answer || answer.status >= 500 || answer.status === 429;
+      const retryAfter = answer ? retryAfterMs(answer.headers) : undefined;
+      // Whatever attempts are left: the caller must look before it gives up (a 429 was not carried out).
+      if (transient && request.once && answer?.status !== 429) throw new UncertainError(error ? error.message : `network failure: ${errorMessage(failure)}`, retryAfter);
       if (!transient || attempt >= (request.retries ?? this.options.retries)) {
         if (error) throw error;
         throw new GraphError(0, 'NetworkError', errorMessage(failure));
       }
-      if (request.once && answer?.status !== 429) throw new UncertainError(error ? error.message : `network failure: ${errorMessage(failure)}`);
       attempt++;
       this.stats.retried++;
-      const retryAfter = answer ? retryAfterMs(answer.headers) : undefined;
       if (answer?.status === 429) {
         this.stats.throttled++;
         // Throttling is per mailbox: every request of that mailbox waits, not this one alone.
@@ -186,6 +208,15 @@ export class GraphClient {
         await this.sleep(Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS));
       }
     }
+  }
+
+  /**
+   * The wait before attempt `attempt` (1 for the first retry) of a request the caller retries
+   * itself (after an UncertainError): Retry-After when Graph gave one, else the backoff.
+   */
+  async pause(attempt: number, retryAfter: number | undefined): Promise<void> {
+    this.stats.retried++;
+    await this.sleep(Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS));
   }
 
   /** `retryDelay * 2^(attempt-1)`, at most 30 s, with full jitter over its upper half. */
@@ -276,7 +307,7 @@ export class GraphClient {
     const secure = url.protocol === 'https:';
     // The stop signal itself, and the socket's own timeout: no signal made per request (AbortSignal.any
     // and .timeout made garbage and timers at hundreds of requests a second).
-    const stop = this.options.stop;
+    const stop = this.stop;
     return new Promise((resolve, reject) => {
       const req = (secure ? httpsRequest : httpRequest)(url, { method, headers, agent: secure ? this.httpsAgent : this.httpAgent, timeout: REQUEST_TIMEOUT_MS, ...(stop ? { signal: stop } : {}) }, (res) => {
         const chunks: Buffer[] = [];
@@ -292,7 +323,7 @@ export class GraphClient {
 
   /** Waits, unless the stop signal ends the wait (then rejects as stopped). */
   private sleep(ms: number): Promise<void> {
-    const stop = this.options.stop;
+    const stop = this.stop;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(done, Math.max(0, ms));
       function done() {
@@ -309,7 +340,7 @@ export class GraphClient {
 
   /** Whether the stop signal came. */
   get stopped(): boolean {
-    return this.options.stop?.aborted === true;
+    return this.stop?.aborted === true;
   }
 
   private throwIfStopped(): void {

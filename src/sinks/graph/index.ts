@@ -8,6 +8,7 @@ import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
+import { eachLimited } from '../held.js';
 
 const DAY = 86_400_000;
 /** The mailbox `open()` asks for when no `probe=` names one: no tenant holds it (`.invalid`, RFC 6761). */
@@ -25,8 +26,29 @@ interface MailboxRun {
   days: Map<number, Promise<Map<string, Listed>>>;
   /** Items being stored now, by identity: a second copy waits for the first. */
   storing: Map<string, Promise<string>>;
+  /** What this run created, per UTC day: checked for copies another writer made at the same time when the sink closes. */
+  created: Map<number, Set<string>>;
   /** Why the mailbox cannot be delivered to at all (unknown user, no mailbox): its items fail at once. */
   unusable?: string;
+  /** A second look after Graph first said the mailbox is unusable (one such answer may be a blip). */
+  confirming?: Promise<boolean>;
+}
+
+const IMPORT_PERMISSION = 'Mail-Advanced.ReadWrite.All';
+
+/**
+ * The application permissions (`roles`) an Entra access token carries, or undefined when the
+ * token cannot be read as a JWT (an opaque or encrypted token: then only Graph's answers tell).
+ */
+export function tokenRoles(token: string): string[] | undefined {
+  const payload = token.split('.')[1];
+  if (payload === undefined) return undefined;
+  try {
+    const roles = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { roles?: unknown }).roles;
+    return Array.isArray(roles) && roles.every((r) => typeof r === 'string') ? roles : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The tokens and the client of a spec, shared by the sink and the reader. */
@@ -52,7 +74,11 @@ export function graphAccess(config: GraphSinkConfig, stop?: AbortSignal): { toke
 export async function proveAccess(config: GraphSinkConfig, tokens: AccessTokens, client: GraphClient): Promise<void> {
   const unavailable = (why: string) => new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `Graph sink ${config.description}: ${why}`);
   if (client.stopped) return;
-  await tokens.get();
+  const roles = tokenRoles(await tokens.get());
+  // importMime needs a permission of its own, which a read cannot prove: the token says what was granted.
+  if (config.mode === 'importMime' && roles !== undefined && !roles.includes(IMPORT_PERMISSION)) {
+    throw unavailable(`mode=importMime needs the ${IMPORT_PERMISSION} application permission with admin consent; the app's token carries ${roles.length > 0 ? roles.join(', ') : 'no application permission'}`);
+  }
   const mailbox = config.probe ?? PROBE_MAILBOX;
   try {
     await client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/mailFolders/inbox?$select=id`, retries: Math.min(OPEN_RETRIES, config.retries) });
@@ -82,6 +108,8 @@ export class GraphSink extends LifecycleSink implements Sink {
   readonly client: GraphClient;
   private readonly tokens: AccessTokens;
   private readonly mailboxes = new Map<string, MailboxRun>();
+  /** Copies of items this run created that another writer made too, removed when the sink closed. */
+  copiesRemoved = 0;
   /**
    * Why the sink as a whole has failed: no token can be had any more (a secret expired or revoked
    * in the middle of the run). Every later write fails at once with it, rather than each asking
@@ -90,7 +118,13 @@ export class GraphSink extends LifecycleSink implements Sink {
   private failure: PivotArchiveError | undefined;
   protected readonly lifecycle = new SinkLifecycle('graph', {
     open: () => proveAccess(this.config, this.tokens, this.client),
-    flush: async () => this.client.close(),
+    flush: async () => {
+      try {
+        await this.removeCopiesOfOthers();
+      } finally {
+        this.client.close();
+      }
+    },
   });
 
   constructor(
@@ -109,44 +143,74 @@ export class GraphSink extends LifecycleSink implements Sink {
     const mailbox = delivery.mailbox;
     const run = this.run(mailbox);
     const fail = (why: string) => new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${why}`);
-    if (this.failure) throw this.failure;
-    try {
-      if (run.unusable) throw fail(run.unusable);
-      const folderId = await (run.folder ??= this.folder(mailbox, run));
-      const key = identity(delivery.messageId, delivery.internalDate);
-      const day = Math.floor(delivery.internalDate / DAY);
-      const held = await this.day(mailbox, run, folderId, day);
-      const found = held.get(key);
-      if (found && !halfCreated(found)) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
-      const earlier = run.storing.get(key);
-      if (earlier) return { outcome: 'skipped', location: await earlier };
-      const storing = this.create(mailbox, folderId, delivery, found && halfCreated(found) ? found : undefined).then((listed) => {
-        held.set(key, listed);
-        return graphLocation(mailbox, folderId, listed.id);
-      });
-      run.storing.set(key, storing);
+    for (let second = false; ; second = true) {
+      if (this.failure) throw this.failure;
       try {
-        return { outcome: 'delivered', location: await storing };
-      } finally {
-        run.storing.delete(key);
+        if (run.unusable) throw fail(run.unusable);
+        return await this.storeIn(run, delivery);
+      } catch (err) {
+        // Graph said the mailbox cannot be used: asked again once (one such answer may be a blip); so it stays, its items fail at once.
+        if (mailboxUnusable(err) && (second || (await this.confirmUnusable(mailbox, run, err)))) throw fail(run.unusable!);
+        if (mailboxUnusable(err)) continue;
+        if (err instanceof PivotArchiveError && err.code === ErrorCode.SINK_UNAVAILABLE) {
+          this.failure ??= new PivotArchiveError(ErrorCode.SINK_WRITE, `the access token could no longer be had in the middle of the run; nothing more is delivered: ${err.message}`);
+          throw this.failure;
+        }
+        if (err instanceof PivotArchiveError) throw err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ') ? err : fail(err.message);
+        throw fail(`not stored: ${errorMessage(err)}`);
       }
-    } catch (err) {
-      if (mailboxUnusable(err)) {
-        run.unusable ??= `Graph cannot deliver to this mailbox (${err.message}): is it a licensed Exchange Online mailbox, named by its user principal name?`;
-        throw fail(run.unusable);
-      }
-      if (err instanceof PivotArchiveError && err.code === ErrorCode.SINK_UNAVAILABLE) {
-        this.failure ??= new PivotArchiveError(ErrorCode.SINK_WRITE, `the access token could no longer be had in the middle of the run; nothing more is delivered: ${err.message}`);
-        throw this.failure;
-      }
-      if (err instanceof PivotArchiveError) throw err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ') ? err : fail(err.message);
-      throw fail(`not stored: ${errorMessage(err)}`);
     }
+  }
+
+  private async storeIn(run: MailboxRun, delivery: Delivery): Promise<Stored> {
+    const mailbox = delivery.mailbox;
+    const folderId = await (run.folder ??= this.folder(mailbox, run));
+    const key = identity(delivery.messageId, delivery.internalDate);
+    const day = Math.floor(delivery.internalDate / DAY);
+    const held = await this.day(mailbox, run, folderId, day);
+    const found = held.get(key);
+    if (found && !halfCreated(found)) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
+    const earlier = run.storing.get(key);
+    if (earlier) return { outcome: 'skipped', location: await earlier };
+    const storing = this.create(mailbox, folderId, delivery, found && halfCreated(found) ? found : undefined).then((listed) => {
+      held.set(key, listed);
+      let created = run.created.get(day);
+      if (!created) run.created.set(day, (created = new Set()));
+      created.add(key);
+      return graphLocation(mailbox, folderId, listed.id);
+    });
+    run.storing.set(key, storing);
+    try {
+      return { outcome: 'delivered', location: await storing };
+    } finally {
+      run.storing.delete(key);
+    }
+  }
+
+  /**
+   * Whether the mailbox is unusable, asked once more after a pause (shared by the mailbox's items
+   * in flight); when it is, `run.unusable` says why.
+   */
+  private confirmUnusable(mailbox: string, run: MailboxRun, first: GraphError): Promise<boolean> {
+    const why = (err: GraphError) => `Graph cannot deliver to this mailbox (${err.message}): is it a licensed Exchange Online mailbox, named by its user principal name?`;
+    run.confirming ??= (async () => {
+      try {
+        await this.client.pause(1, undefined);
+        await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/mailFolders/inbox?$select=id` });
+        return false;
+      } catch (err) {
+        run.unusable ??= why(mailboxUnusable(err) ? err : first);
+        return true;
+      } finally {
+        run.confirming = undefined;
+      }
+    })();
+    return run.confirming;
   }
 
   private run(mailbox: string): MailboxRun {
     let run = this.mailboxes.get(mailbox);
-    if (!run) this.mailboxes.set(mailbox, (run = { days: new Map(), storing: new Map() }));
+    if (!run) this.mailboxes.set(mailbox, (run = { days: new Map(), storing: new Map(), created: new Map() }));
     return run;
   }
 
@@ -178,15 +242,18 @@ export class GraphSink extends LifecycleSink implements Sink {
    */
   private async create(mailbox: string, folderId: string, delivery: Delivery, leftHalf: Listed | undefined): Promise<Listed> {
     if (leftHalf) await this.remove(mailbox, leftHalf.id);
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 1; ; attempt++) {
       try {
         return this.config.mode === 'importMime' ? await this.importMime(mailbox, folderId, delivery) : await this.createJson(mailbox, folderId, delivery);
       } catch (err) {
-        if (!(err instanceof UncertainError) || attempt >= this.config.retries) throw err;
-        // The create may have been carried out: look before sending it again (nothing twice).
+        if (!(err instanceof UncertainError)) throw err;
+        // The create, or an attachment, may have been carried out: wait as Graph asks (a 503 storm
+        // passes), then look before sending anything again (nothing twice), also after the last attempt.
+        await this.client.pause(attempt, err.retryAfterMs);
         const there = await this.lookUp(mailbox, folderId, delivery);
         if (there && !halfCreated(there)) return there;
         if (there) await this.remove(mailbox, there.id);
+        if (attempt > this.config.retries) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: not stored: ${attempt} attempts went unanswered (the last: ${err.message}), and the folder does not hold it`);
       }
     }
   }
@@ -222,8 +289,10 @@ export class GraphSink extends LifecycleSink implements Sink {
   /** An attachment added to a created message: one POST under 3 MB, else an upload session in chunks of at most 4 MB. */
   private async attach(mailbox: string, messageId: string, a: FileAttachment): Promise<void> {
     const path = `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}/attachments`;
+    // Each request here adds to the message, so none is sent twice: a lost answer (UncertainError)
+    // removes the message, and the item is created again from the start once its absence is seen.
     if (a.bytes.length <= INLINE_ATTACHMENT_MAX) {
-      await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body: JSON.stringify(fileAttachmentJson(a)) });
+      await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body: JSON.stringify(fileAttachmentJson(a)), once: true });
       return;
     }
     const session = await this.client.send(mailbox, {
@@ -231,6 +300,7 @@ export class GraphSink extends LifecycleSink implements Sink {
       path: `${path}/createUploadSession`,
       contentType: 'application/json',
       body: JSON.stringify({ AttachmentItem: { attachmentType: 'file', name: a.name, size: a.bytes.length, contentType: a.contentType } }),
+      once: true,
     });
     const uploadUrl = (session.json as { uploadUrl?: string }).uploadUrl;
     if (!uploadUrl) throw new GraphError(session.status, 'NoUploadUrl', 'createUploadSession answered without an uploadUrl');
@@ -244,6 +314,7 @@ export class GraphSink extends LifecycleSink implements Sink {
         contentType: 'application/octet-stream',
         headers: { 'content-range': `bytes ${start}-${start + chunk.length - 1}/${a.bytes.length}` },
         body: chunk,
+        once: true,
       });
     }
   }
@@ -256,12 +327,47 @@ export class GraphSink extends LifecycleSink implements Sink {
     return ((list.json as { value?: Record<string, unknown>[] }).value ?? []).map(listedOf).find((m) => identity(m.internetMessageId, m.sentAt) === want);
   }
 
-  private async remove(mailbox: string, messageId: string): Promise<void> {
+  /**
+   * Another writer that delivered the same items into the same folder at the same time (a second
+   * run with a state dir of its own) may have created copies of items this run created too. Each
+   * (mailbox, UTC day) this run created in is listed again; of an item held whole more than once,
+   * the copy with the least id is kept and the others are removed, whoever made them. Writers that
+   * each do this leave exactly one: none removes the least copy it sees, and the last to finish
+   * sees every copy (a copy still pending belongs to a writer that has not finished yet). Best
+   * effort: when Graph cannot be asked now, the copies stay, and `verify` names them unexpected.
+   */
+  private async removeCopiesOfOthers(): Promise<void> {
+    const touched = [...this.mailboxes].filter(([, run]) => run.created.size > 0 && run.folder !== undefined);
+    await eachLimited(touched, this.config.mailboxes, async ([mailbox, run]) => {
+      if (this.client.stopped) return;
+      try {
+        const folderId = await run.folder!;
+        for (const [day, created] of run.created) {
+          const copies = new Map<string, Listed[]>();
+          for (const m of await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY })) {
+            const key = identity(m.internetMessageId, m.sentAt);
+            if (created.has(key) && !halfCreated(m)) copies.set(key, [...(copies.get(key) ?? []), m]);
+          }
+          for (const same of copies.values()) {
+            const [, ...extra] = same.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+            for (const m of extra) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
+          }
+        }
+      } catch {
+        // Best effort (see above).
+      }
+    });
+  }
+
+  /** Removes a message for good; false when it was gone already. */
+  private async remove(mailbox: string, messageId: string): Promise<boolean> {
     try {
       // permanentDelete, not DELETE: a DELETE moves the message to Deleted Items, where a half message would stay.
       await this.client.send(mailbox, { method: 'POST', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}/permanentDelete` });
+      return true;
     } catch (err) {
       if (!(err instanceof GraphError && err.status === 404)) throw err;
+      return false;
     }
   }
 }
