@@ -351,6 +351,27 @@ test('graph: two runs at once into one folder (each with its own state) leave ea
   await reader.close();
 });
 
+test('graph json: a message over the mailboxes\' size limit (35 MB unless maxMessageSize= says more) fails with that reason before any request; one Graph refuses is removed, not left half', async (t) => {
+  t.timeout(120_000);
+  const mailbox = 'huge@acme.example';
+  standin.mailbox(mailbox);
+  const d = withAttachments(40, mailbox, [30 * 1024 * 1024]);
+  t.true(d.message.length > 35 * 1024 * 1024, `${d.message.length} bytes of MIME`);
+  const sink = createGraphSink(specOf('folder=Inbox/Huge'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  const before = standin.stats.byMailbox.get(mailbox);
+  await t.throwsAsync(sink.write(d), { message: /over the mailboxes' limit of 35 MB \(maxMessageSize=/ });
+  t.is(standin.stats.byMailbox.get(mailbox), before, 'no request for it');
+  await sink.close();
+  // Told the mailboxes take 150 MB while this one takes 35: Graph refuses, and the half message goes.
+  const raised = createGraphSink(specOf('folder=Inbox/Huge&maxMessageSize=150'));
+  await raised.open();
+  await t.throwsAsync(raised.write(withAttachments(41, mailbox, [20 * 1024 * 1024, 20 * 1024 * 1024])), { message: /413 ErrorMessageSizeExceeded/ });
+  await raised.close();
+  t.deepEqual(standin.messagesIn(mailbox, 'Inbox/Huge').map((m) => m.internetMessageId), [delivery(1, mailbox).messageId]);
+});
+
 test('graph: one "unknown user" answer is asked again before a mailbox is given up; the items are delivered', async (t) => {
   const mailbox = 'blip@acme.example';
   standin.mailbox(mailbox);

@@ -17,6 +17,8 @@ export interface GraphSinkConfig {
   concurrency: number;
   /** Mailboxes delivered to at once. */
   mailboxes: number;
+  /** The mailboxes' message size limit, in bytes. */
+  maxMessageBytes: number;
   retries: number;
   retryDelayMs: number;
   /** `https://graph.microsoft.com`, no trailing slash. */
@@ -73,6 +75,7 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
     mailboxes: o.mailboxes,
     retries: o.retries,
     retryDelayMs: o.retryDelay,
+    maxMessageBytes: o.maxMessageSize * 1024 * 1024,
     graphEndpoint: o.graphEndpoint.replace(/\/+$/, ''),
     authorityHost: o.authorityHost.replace(/\/+$/, ''),
     ...(o.probe !== undefined ? { probe: o.probe } : {}),

@@ -241,6 +241,9 @@ export class GraphSink extends LifecycleSink implements Sink {
    * resolves it once all of it is in: the create, every later attachment, then the stamp.
    */
   private async create(mailbox: string, folderId: string, delivery: Delivery, leftHalf: Listed | undefined): Promise<Listed> {
+    if (delivery.message.length > this.config.maxMessageBytes) {
+      throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: the message is ${delivery.message.length} bytes, over the mailboxes' limit of ${this.config.maxMessageBytes / 1024 / 1024} MB (maxMessageSize=; Exchange Online's default is 35 MB, which an admin can raise to 150 MB with Set-Mailbox -MaxReceiveSize)`);
+    }
     if (leftHalf) await this.remove(mailbox, leftHalf.id);
     for (let attempt = 1; ; attempt++) {
       try {
