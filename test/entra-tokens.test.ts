@@ -94,15 +94,16 @@ test.serial('a short-lived token is renewed before it expires (at half its life)
 
 test.serial('a renewal the service refuses keeps the token while a quarter of its life is left, then fails with the reason', async (t) => {
   t.timeout(30_000);
-  endpoint.setLifetime(4);
+  // 8-s tokens: renewed from 4 s on, kept until 6 s; the margins (1.4 s, then 1.4 s past) leave room for a loaded machine.
+  endpoint.setLifetime(8);
   const tokens = entraTokens(secret('app-kept'), options());
   const first = await tokens.get();
   endpoint.setLifetime(3600);
   keptApp.secrets = [];
-  await new Promise((resolve) => setTimeout(resolve, 2300));
-  t.is(await tokens.get(), first, 'renewal refused at 2.3 s of 4: the token still lasts');
+  await new Promise((resolve) => setTimeout(resolve, 4600));
+  t.is(await tokens.get(), first, 'renewal refused at 4.6 s of 8: the token still lasts');
   t.true(endpoint.refusals().includes(7000215));
-  await new Promise((resolve) => setTimeout(resolve, 1000));
+  await new Promise((resolve) => setTimeout(resolve, 2800));
   const err = await t.throwsAsync(tokens.get(), { code: ErrorCode.SINK_UNAVAILABLE });
   t.regex(err!.message, /AADSTS7000215/);
 });
