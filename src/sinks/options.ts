@@ -1,5 +1,9 @@
 // Sink options, declared once per sink in a table (name, type, default, bounds, help): one parser
 // validates a spec's query against it and yields the typed values; the same table renders help.
+// Its errors reach stderr, the JSON log and the status log, and users paste secrets into specs:
+// they repeat what the user typed only where it cannot be one.
+
+import { nearest } from '../options/spec.js';
 
 export interface IntegerOption {
   type: 'integer';
@@ -55,10 +59,12 @@ export function text<const O extends Omit<TextOption, 'type'>>(option: O): O & {
   return { type: 'text', ...option };
 }
 
+const NOT_REPEATED = 'the value given is not repeated here, in case it is a secret';
+
 /** The check of an option naming an environment variable. */
 export function environmentName(value: string): string | undefined {
   // Never quoted: a secret pasted here instead of a variable's name must not reach a log.
-  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(value) ? undefined : 'must name an environment variable (letters, digits and _; the value given is not repeated here, in case it is a secret)';
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(value) ? undefined : `must name an environment variable (letters, digits and _; ${NOT_REPEATED})`;
 }
 
 /** `a`, `a or b`, `a, b or c`. */
@@ -66,29 +72,54 @@ function either(values: readonly string[]): string {
   return values.length < 2 ? values.join('') : `${values.slice(0, -1).join(', ')} or ${values.at(-1)}`;
 }
 
+/** What looks like an option's name, typo or not: a secret (`Xy8Q~...`, base64 past 40 characters) rarely does. */
+const OPTION_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,39}$/;
+
+/** `; did you mean "x"?` for a near miss of one of `names`, else nothing. */
+function guess(typed: string, names: readonly string[]): string {
+  const near = nearest(typed, names);
+  return near === undefined ? '' : `; did you mean ${JSON.stringify(near)}?`;
+}
+
 /** A whole number within bounds, or the reason it is not (also for numbers outside a query, such as a port). */
 export function checkInteger(name: string, raw: string, { min, max }: Pick<IntegerOption, 'min' | 'max'>, bad: (why: string) => Error): number {
   const n = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
-  if (!Number.isInteger(n) || n < min || n > max) throw bad(`${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`);
-  return n;
+  if (Number.isInteger(n) && n >= min && n <= max) return n;
+  // A number out of bounds (or with a fraction) is no secret; anything else may be one.
+  const numeric = /^[+-]?\d+(\.\d+)?$/.test(raw.trim());
+  throw bad(`${name} must be a whole number from ${min} to ${max}${numeric ? `, not ${JSON.stringify(raw)}` : ` (${NOT_REPEATED})`}`);
 }
 
 /**
  * Validates a spec's query (`a=1&b=2`, without the `?`) against a table and yields every option's
  * value, defaults filled in. An unknown key is named as the user typed it (not percent-decoded),
- * with the known keys; a key given twice is refused (which one was meant is not ours to guess).
- * `bad` makes the E_SINK_CONFIG error, prefixed with whatever names the sink safely.
+ * with the nearest known key and all of them, when it looks like an option's name; a pair without
+ * `=` (a pasted secret, most likely) and a value that is no choice are not repeated. A key given
+ * twice is refused (which one was meant is not ours to guess). `bad` makes the E_SINK_CONFIG
+ * error, prefixed with whatever names the sink safely.
  */
 export function parseSinkOptions<T extends OptionTable>(table: T, query: string, bad: (why: string) => Error): OptionValues<T> {
+  const names = Object.keys(table);
+  const known = `known: ${names.join(', ')}`;
   const given = new Map<string, string>();
-  for (const pair of query === '' ? [] : query.split('&')) {
+  const pairs = query === '' ? [] : query.split('&');
+  for (const [index, pair] of pairs.entries()) {
     if (pair === '') continue;
     const eq = pair.indexOf('=');
-    const typed = eq < 0 ? pair : pair.slice(0, eq);
+    if (eq < 0) {
+      const key = decode(pair);
+      if (Object.hasOwn(table, key)) throw bad(`option ${JSON.stringify(key)} has no value: write ${key}=VALUE`);
+      throw bad(`option ${index + 1} of the query has no "=": write name=value${guess(key, names)} (${known}; what was given is not repeated here, in case it is a secret)`);
+    }
+    const typed = pair.slice(0, eq);
     const key = decode(typed);
-    if (!Object.hasOwn(table, key)) throw bad(`unknown option ${JSON.stringify(typed)} (known: ${Object.keys(table).join(', ')})`);
+    if (!Object.hasOwn(table, key)) {
+      // Nothing but `=` after it: the padding of a base64 secret, not an option.
+      const named = OPTION_NAME.test(key) && !/^=+$/.test(pair.slice(eq + 1));
+      throw bad(`unknown option ${named ? JSON.stringify(typed) : `(option ${index + 1} of the query; it is not repeated here, in case it is a secret)`}${guess(key, names)} (${known})`);
+    }
     if (given.has(key)) throw bad(`option ${JSON.stringify(key)} is given twice`);
-    given.set(key, eq < 0 ? '' : decode(pair.slice(eq + 1)));
+    given.set(key, decode(pair.slice(eq + 1)));
   }
   const values: Record<string, string | number | undefined> = {};
   for (const [name, option] of Object.entries(table)) {
@@ -98,7 +129,12 @@ export function parseSinkOptions<T extends OptionTable>(table: T, query: string,
     } else if (option.type === 'integer') {
       values[name] = checkInteger(name, raw, option, bad);
     } else if (option.type === 'choice') {
-      if (!option.choices.includes(raw)) throw bad(`${name} must be ${either(option.choices)}, not ${JSON.stringify(raw)} (${option.help})`);
+      if (!option.choices.includes(raw)) {
+        // Repeated only when it is a choice in other case: `mode=importmime`.
+        const cased = option.choices.find((c) => c.toLowerCase() === raw.toLowerCase());
+        const why = cased !== undefined ? `, not ${JSON.stringify(raw)}; did you mean ${JSON.stringify(cased)}?` : ` (${NOT_REPEATED})${guess(raw, option.choices)}`;
+        throw bad(`${name} must be ${either(option.choices)}${why} (${option.help})`);
+      }
       values[name] = raw;
     } else {
       const why = option.check?.(raw);

@@ -21,7 +21,8 @@ export interface AzureBlobSinkConfig extends AzureBlobLocation {
 
 /** Parses `azblob://CONTAINER[/PREFIX][?OPTIONS]` (see `azureBlobOptions`). */
 export function parseAzureBlobSpec(spec: string): AzureBlobSinkConfig {
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob sink ${redactSecrets(spec)}: ${why}`);
+  // Named without its query, where a pasted secret may be (redacted first: a password may hold a `?`).
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob sink ${redactSecrets(spec).replace(/\?.*$/s, '')}: ${why}`);
   const { location } = parseAzureBlobLocation(spec, bad);
   // The query as typed (the location's parse decodes it): an unknown key is named as the user wrote it.
   const q = spec.indexOf('?');

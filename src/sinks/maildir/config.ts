@@ -32,7 +32,8 @@ export interface MaildirSinkConfig {
 
 /** Parses `maildir:DIR?...` (see `maildirOptions`); relative paths resolve against `cwd`. No I/O but /etc/passwd and /etc/group. */
 export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(spec)}: ${why}`);
+  // Named without its query, where a pasted secret may be.
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(spec.replace(/\?.*$/s, ''))}: ${why}`);
   const body = spec.replace(/^maildir:/i, '');
   const q = body.indexOf('?');
   const path = q < 0 ? body : body.slice(0, q);
