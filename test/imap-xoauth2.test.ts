@@ -32,6 +32,8 @@ const SECRET = 'Xo~8Q~s3cr3t.Val/ue?#@%';
 /** Apps of their own for the tests that count the tokens issued or revoke a secret (the tests of a file run at once). */
 const REFUSAL_APP = 'b7e4c1d2-0a9f-4e3b-8c6d-1f2e3a4b5c6d';
 const REVOKED_APP = 'e1d2c3b4-a596-4877-8a9b-0c1d2e3f4a5b';
+const MANY_REFUSED_APP = '5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d';
+const CLI_APP = '9d8c7b6a-5f4e-4d3c-9b2a-1f0e9d8c7b6a';
 /** A user-assigned managed identity of the (pretend) Azure host. */
 const MANAGED_IDENTITY = '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0';
 /** Dovecot checks that a token's `aud` is this: the resource the sink asks for, `https://<IMAP host>`. */
@@ -95,6 +97,8 @@ test('xoauth2: the client secret comes from the environment (PIVOT_IMAP_CLIENT_S
 withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2Missing() : dovecotMissingMessage(), () => {
   const permitted = [...CONFORMANCE_MAILBOXES, 'omar@acme.example', 'broken-xoauth2@acme.example'];
   const forbidden = 'ceo@acme.example';
+  /** More mailboxes the app may not open, for one test alone (it counts Dovecot's refusals of each). */
+  const manyRefused = ['cfo@acme.example', 'cto@acme.example', 'coo@acme.example'];
   let endpoint: EntraEndpoint;
   /** A second token service (its own signing key, which Dovecot also trusts) whose tokens live 4 s. */
   let shortLived: EntraEndpoint;
@@ -110,10 +114,10 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
     certificatePath = join(dir, 'app.pem');
     await writeFile(certificatePath, (await readFile(keyFile, 'utf8')) + (await readFile(certFile, 'utf8')));
     const app = { clientId: APP, secrets: [SECRET], certificatePem: await readFile(certFile, 'utf8'), roles: ['IMAP.AccessAsApp'] };
-    endpoint = await startEntraEndpoint({ tenant: TENANT, apps: [app, { ...app, clientId: REFUSAL_APP }], managedIdentities: [{ clientId: MANAGED_IDENTITY, roles: ['IMAP.AccessAsApp'] }] });
+    endpoint = await startEntraEndpoint({ tenant: TENANT, apps: [app, { ...app, clientId: REFUSAL_APP }, { ...app, clientId: MANY_REFUSED_APP }, { ...app, clientId: CLI_APP }], managedIdentities: [{ clientId: MANAGED_IDENTITY, roles: ['IMAP.AccessAsApp'] }] });
     revoked = { ...app, clientId: REVOKED_APP, secrets: [SECRET] };
     shortLived = await startEntraEndpoint({ tenant: TENANT, apps: [app, revoked], lifetimeSeconds: 4 });
-    dovecot = await startDovecot([...permitted, forbidden], {
+    dovecot = await startDovecot([...permitted, forbidden, ...manyRefused], {
       oauth2: { keys: [endpoint, shortLived], audience: AUDIENCE, issuer: `https://sts.windows.net/${TENANT}/`, appMailboxes: permitted },
     });
   });
@@ -201,6 +205,44 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
     t.like(fine, { status: 'fulfilled', value: { outcome: 'delivered' } });
     t.is(endpoint.issued(REFUSAL_APP), issued + 2, 'open() asked for one, then one new token to tell a lapsed token from a refused mailbox');
     t.deepEqual(await fetchFolder(dovecot.port, forbidden, 'INBOX/Refused'), []);
+  });
+
+  test('xoauth2: refused mailboxes with many items cost one new token in all, not one per batch; their later items fail at once without a login', async (t) => {
+    t.timeout(120_000);
+    const issued = endpoint.issued(MANY_REFUSED_APP);
+    // batch=2: each refused mailbox's 10 items are 5 batches, each of which logged in (and asked Entra ID anew) before.
+    const sink = createImapSink(spec('folder=INBOX/ManyRefused&batch=2&retries=3&retryDelay=10').replace(APP, MANY_REFUSED_APP), { env: env() });
+    await sink.open();
+    t.is(endpoint.issued(MANY_REFUSED_APP), issued + 1, 'open() asks for one token');
+    const before = (await dovecotLog()).length;
+    const writes = [...manyRefused, 'a@acme.example', 'b@acme.example'].flatMap((mailbox) => Array.from({ length: 10 }, (_, i) => ({ mailbox, stored: sink.write(delivery(i + 1, mailbox)) })));
+    const settled = await Promise.all(writes.map(async ({ mailbox, stored }) => ({ mailbox, result: await stored.then((value) => ({ value }), (reason: Error & { code?: string }) => ({ reason })) })));
+    // Dovecot logs each login it refuses as the app's mailbox list's `unknown user`.
+    const refusedLogins = async (mailbox: string) => (await dovecotLog()).slice(before).split('\n').filter((line) => line.includes(`passwd-file(${mailbox},`) && line.endsWith('unknown user')).length;
+    const loginsBefore = await Promise.all(manyRefused.map(refusedLogins));
+    // Later items of a mailbox refused with a fresh token: rejected at once, with no new login.
+    const late = await Promise.allSettled(manyRefused.map((mailbox) => sink.write(delivery(11, mailbox))));
+    await sink.close();
+    t.is(endpoint.issued(MANY_REFUSED_APP), issued + 2, `tokens asked for: ${endpoint.issued(MANY_REFUSED_APP) - issued}; one after open(), whatever the number of refused mailboxes and items`);
+    for (const { mailbox, result } of settled) {
+      if (manyRefused.includes(mailbox)) {
+        t.true('reason' in result, `${mailbox}: ${JSON.stringify(result)}`);
+        if (!('reason' in result)) continue;
+        t.is(result.reason.code, ErrorCode.SINK_WRITE);
+        t.regex(result.reason.message, new RegExp(`^mailbox ${mailbox.replace('.', '\\.')}: the server refused the app's token for this mailbox \\(AUTHENTICATIONFAILED .*\\); the app needs the IMAP\\.AccessAsApp .*Add-MailboxPermission`));
+      } else {
+        t.like(result, { value: { outcome: 'delivered' } }, mailbox);
+      }
+    }
+    for (const result of late) {
+      t.is(result.status, 'rejected');
+      if (result.status === 'rejected') t.regex((result.reason as Error).message, /the server refused the app's token for this mailbox \(AUTHENTICATIONFAILED/);
+    }
+    // One login with the token of open(), unless the new one had come by then, and one with the new token.
+    for (const [i, count] of loginsBefore.entries()) t.true(count >= 1 && count <= 2, `${manyRefused[i]}: ${count} refused logins`);
+    t.deepEqual(await Promise.all(manyRefused.map(refusedLogins)), loginsBefore, 'no login for the later items');
+    for (const mailbox of manyRefused) t.deepEqual(await fetchFolder(dovecot.port, mailbox, 'INBOX/ManyRefused'), []);
+    for (const mailbox of ['a@acme.example', 'b@acme.example']) t.is((await fetchFolder(dovecot.port, mailbox, 'INBOX/ManyRefused')).length, 10);
   });
 
   /** Tokens as the sink asks for them, except that the first one given is `first`. */
@@ -319,17 +361,21 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
     const server = await startDovecot(ex.mailboxes, { oauth2: { keys: [endpoint], audience: AUDIENCE, issuer: `https://sts.windows.net/${TENANT}/`, appMailboxes: allowed } });
     t.teardown(() => removeDovecot(server));
     const childEnv = { PIVOT_IMAP_CLIENT_SECRET: SECRET, NODE_EXTRA_CA_CERTS: endpoint.caFile };
-    const sink = `imap://127.0.0.1:${server.port}/?tls=none&auth=xoauth2&tenant=${TENANT}&clientId=${APP}&authorityHost=${endpoint.authorityHost}&folder=INBOX/Pivot&retryDelay=50`;
+    // batch=5: the refused mailbox's items are several batches, each of which asked Entra ID anew before.
+    const sink = `imap://127.0.0.1:${server.port}/?tls=none&auth=xoauth2&tenant=${TENANT}&clientId=${CLI_APP}&authorityHost=${endpoint.authorityHost}&folder=INBOX/Pivot&retryDelay=50&batch=5`;
     const state = join(ex.work, 'state');
     const status = join(ex.work, 'status.jsonl');
     const args = ['run', ex.archive, '--sink', sink, '--state-dir', state, '--status-log', status, '--rejects', join(ex.work, 'rejects')];
+    const issued = endpoint.issued(CLI_APP);
     const first = await cli(args, { env: childEnv });
     t.is(first.code, 1, first.stderr);
+    t.is(endpoint.issued(CLI_APP) - issued, 2, "one token for open(), one asked for anew when the mailbox refused it");
     const expectedAllowed = ex.expected.filter((p) => !p.startsWith(`${refused} `));
     t.deepEqual(await readBack(server, ex.mailboxes), expectedAllowed);
     const { lines, summary } = await readStatusLog(status);
     const failed = lines.filter((l) => l.outcome === 'failed');
     t.is(failed.length, ex.expected.length - expectedAllowed.length);
+    t.true(failed.length > 10, `the refused mailbox's items: ${failed.length}`);
     t.true(failed.every((l) => l.mailbox === refused && /the server refused the app's token for this mailbox .*Add-MailboxPermission/.test(String(l.detail))), JSON.stringify(failed[0]));
     t.is(summary.delivered, expectedAllowed.length);
     for (const out of [first.stdout, first.stderr, await readFile(status, 'utf8')]) t.false(out.includes(SECRET) || out.includes(encodeURIComponent(SECRET)));

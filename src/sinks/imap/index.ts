@@ -167,6 +167,8 @@ const FETCH_UIDS = 500;
 /** Logins `open()` makes at most to reach the server (a short, bounded retry), and the longest wait between them. */
 const OPEN_ATTEMPTS = 3;
 const OPEN_MAX_DELAY_MS = 5_000;
+/** A delivery's login: a slow server gets longer than `open()`'s check gives it. */
+const LOGIN_TIMEOUTS = { connectionTimeout: 30_000, greetingTimeout: 15_000 };
 /** After a stop, a command already on the wire gets this long before its connection is closed. */
 const STOP_GRACE_MS = 1_000;
 /** LOGOUT waits this long at most: a hung server must not hold `close()`. */
@@ -238,6 +240,14 @@ export class ImapSink extends LifecycleSink implements Sink {
   private failure: string | null = null;
   /** The re-check of the admin's credentials under way, if any (see `refused`). */
   private recheck: Promise<void> | null = null;
+  /**
+   * xoauth2: the token asked for anew after a mailbox refused `from`. Every mailbox that refuses
+   * `from` shares it, and one that refuses `to` asks for none (see `tokenAfterRefusal`), so
+   * Entra ID is asked anew at most once per token, not once per refused batch.
+   */
+  private renewal: { from: string; to: Promise<string> } | undefined;
+  /** xoauth2: mailboxes that refused a fresh token, and why: their later items fail at once, with no login. */
+  private readonly refusedMailboxes = new Map<string, string>();
   private readonly stop: AbortSignal | undefined;
   private readonly onStop = () => this.fail(STOPPED_REASON, STOP_GRACE_MS);
 
@@ -527,6 +537,8 @@ export class ImapSink extends LifecycleSink implements Sink {
 
   /** One attempt at a batch: a session logged in to the mailbox, then what its folder lacks appended. */
   private async tryBatch(mailbox: string, batch: Pending[]): Promise<Attempt> {
+    const refused = this.refusedMailboxes.get(mailbox);
+    if (refused !== undefined) return { finished: false, remaining: batch, error: new PermanentError(refused) };
     this.stats.batches++;
     let session: Session;
     try {
@@ -812,14 +824,15 @@ export class ImapSink extends LifecycleSink implements Sink {
       if (session) session.broken = true;
       else lostEarly = true;
     };
+    const auth = await this.mailboxAuth(mailbox);
     let client: ImapFlow;
     try {
-      client = await this.login(await this.mailboxAuth(mailbox), gone, { connectionTimeout: 30_000, greetingTimeout: 15_000 });
+      client = await this.login(auth, gone, LOGIN_TIMEOUTS);
     } catch (err) {
       if (this.failure !== null) throw new SinkFailedError(this.failure);
       const refusal = loginRefusal(err);
       if (refusal !== null && refusal !== 'unavailable' && typeof this.credentials !== 'string') {
-        client = await this.loginWithNewToken(mailbox, gone, this.credentials);
+        client = await this.loginWithNewToken(mailbox, auth.accessToken!, err, gone, this.credentials);
       } else {
         if (refusal === 'authentication') await this.refused();
         if (this.failure !== null) throw new SinkFailedError(this.failure);
@@ -836,12 +849,13 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 
   /**
-   * The login to a mailbox; a token the identity service no longer gives (the app's secret
-   * revoked during the run) fails the sink as a whole, as a changed admin password does.
+   * The login to a mailbox (with xoauth2, `token` when given, else the current one); a token the
+   * identity service no longer gives (the app's secret revoked during the run) fails the sink as
+   * a whole, as a changed admin password does.
    */
-  private async mailboxAuth(mailbox: string): Promise<AuthOptions> {
+  private async mailboxAuth(mailbox: string, token?: Promise<string>): Promise<AuthOptions> {
     try {
-      return await authFor(this.config, this.credentials, mailbox);
+      return token === undefined ? await authFor(this.config, this.credentials, mailbox) : { user: mailbox, accessToken: await token };
     } catch (err) {
       if (this.failure === null) this.fail(`the identity service refused the app's credentials in the middle of the run (${errorMessage(err)})`, Infinity);
       throw new SinkFailedError(this.failure!);
@@ -849,20 +863,48 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 
   /**
-   * A mailbox refused the app's token: the token may have been revoked or have lapsed in flight,
-   * or the app may not open that mailbox (Exchange answers both `AUTHENTICATE failed`). One login
-   * with a token asked for anew tells them apart; refused again, the mailbox's items fail.
+   * A mailbox refused the app's token `refusedToken` (answering `refusal`): the token may have
+   * been revoked or have lapsed in flight, or the app may not open that mailbox (Exchange answers
+   * both `AUTHENTICATE failed`). One login with a fresh token tells them apart; refused with a
+   * fresh token, the mailbox's items fail, and its later ones at once (`refusedMailboxes`).
    */
-  private async loginWithNewToken(mailbox: string, gone: () => void, tokens: AccessTokens): Promise<ImapFlow> {
-    tokens.forget();
-    try {
-      return await this.login(await this.mailboxAuth(mailbox), gone, { connectionTimeout: 30_000, greetingTimeout: 15_000 });
-    } catch (err) {
-      if (this.failure !== null) throw new SinkFailedError(this.failure);
-      const refusal = loginRefusal(err);
-      if (refusal !== null && refusal !== 'unavailable') throw new PermanentError(`the server refused the app's token for this mailbox (${serverText(err)}); ${XOAUTH2_HINT}`);
-      throw err;
+  private async loginWithNewToken(mailbox: string, refusedToken: string, refusal: unknown, gone: () => void, tokens: AccessTokens): Promise<ImapFlow> {
+    const fresh = await this.tokenAfterRefusal(refusedToken, tokens);
+    let answer = refusal;
+    if (fresh !== undefined) {
+      try {
+        return await this.login(await this.mailboxAuth(mailbox, fresh.token), gone, LOGIN_TIMEOUTS);
+      } catch (err) {
+        if (this.failure !== null) throw new SinkFailedError(this.failure);
+        const again = loginRefusal(err);
+        if (again === null || again === 'unavailable') throw err;
+        answer = err;
+      }
     }
+    const reason = `the server refused the app's token for this mailbox (${serverText(answer)}); ${XOAUTH2_HINT}`;
+    this.refusedMailboxes.set(mailbox, reason);
+    throw new PermanentError(reason);
+  }
+
+  /**
+   * The token to log in with after a mailbox refused `refused`: the one asked for anew after that
+   * token (shared), the current one when it is another (renewed as it neared expiry), else one
+   * asked for anew now. Undefined when `refused` itself was asked for anew after a refusal: then
+   * the mailbox is refused, not the token.
+   */
+  private async tokenAfterRefusal(refused: string, tokens: AccessTokens): Promise<{ token: Promise<string> } | undefined> {
+    // A token the service would not give settles as undefined here; the login's mailboxAuth fails the sink with it.
+    const settled = (token: Promise<string>) => token.catch(() => undefined);
+    if (this.renewal?.from === refused) return { token: this.renewal.to };
+    if (this.renewal !== undefined && (await settled(this.renewal.to)) === refused) return undefined;
+    const current = tokens.get();
+    if ((await settled(current)) !== refused) return { token: current };
+    // Another mailbox may have started the renewal while this one waited.
+    if (this.renewal?.from !== refused) {
+      tokens.forget();
+      this.renewal = { from: refused, to: tokens.get() };
+    }
+    return { token: this.renewal.to };
   }
 
   /**
