@@ -126,17 +126,22 @@ export class PivotExportArchive implements ExportContext {
     const tooLargeCrcs = new Map<string, number>();
     let eventCount = 0;
     for (const [index, entry] of messageFiles.entries()) {
-      for await (const batch of eventBatches(path, entry, index, maxEventBytes, undefined, tooLargeCrcs)) {
-        eventCount += batch.length;
-        for (const event of batch) {
-          const raw = event.raw;
+      // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
+      for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+        eventCount += elements.length;
+        for (const element of elements) {
+          if (!element.bytes) {
+            tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
+            continue;
+          }
+          const raw = parsed(element.bytes);
           if (!isObject(raw) || typeof raw.id !== 'string') continue;
           const key = ids.push(raw.id);
           if (raw.type !== 'join' && raw.type !== 'leave') continue;
           // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
           const checked = checkEvent(raw, { users, conversations });
           if ('reason' in checked) continue;
-          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: event.position, memberId: checked.member!.id, joined: raw.type === 'join' });
+          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
         }
       }
     }
@@ -400,50 +405,102 @@ function idKey(id: string): number {
   return keyOf(hashLow, hashHigh);
 }
 
-/** 64-bit id hashes in a growable typed array: 8 bytes an event, never the ids themselves. */
+/**
+ * Hashes a chunk of IdHashes holds: 4 MiB, well over glibc's mmap threshold, so each chunk is
+ * a mapping of its own: only the pages written are resident, and a freed chunk goes back to the
+ * system (smaller chunks came from the malloc heap, whose freed middle stays resident for the rest of the run).
+ */
+const HASHES_PER_CHUNK = 512 * 1024;
+
+/**
+ * 64-bit id hashes, 8 bytes an event and never the ids themselves, in chunks of a fixed size:
+ * a full chunk is sorted and the next one started, so growing never copies (a doubling array
+ * held the old and the new array at once, and at 1.05 million events would have been 16 MB).
+ */
 class IdHashes {
-  /** Two words a hash (low, high). */
-  private words = new Uint32Array(2 * 1024);
-  private count = 0;
+  /** Two words a hash (low, high); all full and sorted but the last. */
+  private readonly chunks: Uint32Array[] = [];
+  /** Hashes in the last chunk. */
+  private filled = HASHES_PER_CHUNK;
 
   /** Adds the hash of `id`; returns its key. */
   push(id: string): number {
     hashId(id);
-    if (2 * this.count === this.words.length) {
-      const grown = new Uint32Array(this.words.length * 2);
-      grown.set(this.words);
-      this.words = grown;
+    if (this.filled === HASHES_PER_CHUNK) {
+      if (this.chunks.length > 0) sortHashes(this.chunks[this.chunks.length - 1]!);
+      this.chunks.push(new Uint32Array(2 * HASHES_PER_CHUNK));
+      this.filled = 0;
     }
-    this.words[2 * this.count] = hashLow;
-    this.words[2 * this.count + 1] = hashHigh;
-    this.count++;
+    const words = this.chunks[this.chunks.length - 1]!;
+    words[2 * this.filled] = hashLow;
+    words[2 * this.filled + 1] = hashHigh;
+    this.filled++;
     return keyOf(hashLow, hashHigh);
   }
 
-  /** Keys of the hashes seen more than once (the only ids that can repeat); frees the array. */
+  /** Keys of the hashes seen more than once (the only ids that can repeat); frees the chunks. */
   repeated(): Set<number> {
-    const words = this.words.subarray(0, 2 * this.count);
-    // Sorted as 64-bit values (the byte order does not matter: equal hashes end up side by side).
-    new BigUint64Array(words.buffer, words.byteOffset, this.count).sort();
     const repeated = new Set<number>();
-    for (let i = 1; i < this.count; i++) {
-      const low = words[2 * i]!;
-      const high = words[2 * i + 1]!;
-      if (low === words[2 * i - 2] && high === words[2 * i - 1]) repeated.add(keyOf(low, high));
+    if (this.chunks.length === 0) return repeated;
+    const chunks = this.chunks.splice(0);
+    chunks[chunks.length - 1] = chunks[chunks.length - 1]!.subarray(0, 2 * this.filled);
+    sortHashes(chunks[chunks.length - 1]!);
+    this.filled = HASHES_PER_CHUNK;
+    // A k-way merge of the sorted chunks: equal hashes come out one after the other.
+    const at = new Array<number>(chunks.length).fill(0);
+    // In the order the sort left them: by the word that is the 64-bit value's upper half on this machine.
+    const major = (c: number) => chunks[c]![at[c]! + MAJOR_WORD]!;
+    const minor = (c: number) => chunks[c]![at[c]! + 1 - MAJOR_WORD]!;
+    const before = (c: number, d: number) => major(c) < major(d) || (major(c) === major(d) && minor(c) < minor(d));
+    const heap = chunks.map((_, c) => c).filter((c) => chunks[c]!.length > 0);
+    const siftDown = (i: number) => {
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= heap.length) return;
+        const child = l + 1 < heap.length && before(heap[l + 1]!, heap[l]!) ? l + 1 : l;
+        if (!before(heap[child]!, heap[i]!)) return;
+        [heap[i], heap[child]] = [heap[child]!, heap[i]!];
+        i = child;
+      }
+    };
+    for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(i);
+    let lastLow = -1;
+    let lastHigh = -1;
+    while (heap.length > 0) {
+      const c = heap[0]!;
+      const l = chunks[c]![at[c]!]!;
+      const h = chunks[c]![at[c]! + 1]!;
+      if (l === lastLow && h === lastHigh) repeated.add(keyOf(l, h));
+      lastLow = l;
+      lastHigh = h;
+      at[c]! += 2;
+      if (at[c] === chunks[c]!.length) {
+        const lastOne = heap.pop()!;
+        if (heap.length === 0) break;
+        heap[0] = lastOne;
+      }
+      siftDown(0);
     }
-    this.words = new Uint32Array(0);
-    this.count = 0;
     return repeated;
   }
+}
+
+/** Which of a hash's two words (low, high) is the upper half of the 64-bit value they make in memory. */
+const MAJOR_WORD = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1 ? 1 : 0;
+
+/** Sorts (low, high) word pairs as 64-bit values, in place (the byte order does not matter: equal hashes end up side by side). */
+function sortHashes(words: Uint32Array): void {
+  new BigUint64Array(words.buffer, words.byteOffset, words.length / 2).sort();
 }
 
 /** Where each of `ids` first stands: an extra pass, made only when a valid join/leave's id hash repeats. */
 async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, EventPosition>> {
   const first = new Map<string, EventPosition>();
   for (const [index, entry] of files.entries()) {
-    for await (const batch of eventBatches(path, entry, index, maxEventBytes)) {
-      for (const { raw, position } of batch) {
-        if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, position);
+    for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+      for (const element of elements) {
+        const raw = element.bytes && parsed(element.bytes);
+        if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, { file: index, index: element.index });
       }
     }
   }
@@ -451,11 +508,11 @@ async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: nu
 }
 
 /**
- * The events of one messages file, a batch per chunk read: each element's exact bytes and
- * parsed value, or why not. A file whose array is broken fails the archive (ARCHIVE_CONTENT).
+ * The elements of one messages file's array, a batch per chunk read (with `borrow`, their bytes
+ * are views of the chunk). A file whose array is broken fails the archive (ARCHIVE_CONTENT).
  */
-async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void, tooLargeCrcs?: Map<string, number>): AsyncGenerator<SourceEvent[]> {
-  const scanner = new JsonArrayScanner(maxEventBytes);
+async function* elementBatches(path: string, entry: ZipEntry, maxEventBytes: number, borrow: boolean, onBytes?: (n: number) => void): AsyncGenerator<ArrayElement[]> {
+  const scanner = new JsonArrayScanner(maxEventBytes, borrow);
   const broken = (err: unknown) =>
     err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
   const stream = entry.open(onBytes);
@@ -467,20 +524,31 @@ async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEve
       } catch (err) {
         throw broken(err);
       }
-      if (elements.length === 0) continue;
-      const batch = new Array<SourceEvent>(elements.length);
-      for (let i = 0; i < elements.length; i++) {
-        const element = elements[i]!;
-        batch[i] = toEvent(element, file);
-        if (element.crc32 !== undefined) tooLargeCrcs?.set(`${file}:${element.index}`, element.crc32);
-      }
-      yield batch;
+      if (elements.length > 0) yield elements;
     }
     scanner.end();
   } catch (err) {
     throw broken(err);
   } finally {
     stream.destroy();
+  }
+}
+
+/** The events of one messages file, a batch per chunk read: each element's exact bytes (a copy) and parsed value, or why not. */
+async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void): AsyncGenerator<SourceEvent[]> {
+  for await (const elements of elementBatches(path, entry, maxEventBytes, false, onBytes)) {
+    const batch = new Array<SourceEvent>(elements.length);
+    for (let i = 0; i < elements.length; i++) batch[i] = toEvent(elements[i]!, file);
+    yield batch;
+  }
+}
+
+/** The JSON value of an element's bytes (decoded as delivery decodes them), or undefined when they are not JSON. */
+function parsed(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
   }
 }
 
