@@ -9,7 +9,7 @@ import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent,
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
-import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry } from '../../formats/zip/index.js';
+import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
 
@@ -65,7 +65,7 @@ export class PivotExportArchive implements ExportContext {
     /** CRC-32 of each too-large element (`file:index`) as the checked first pass read it. */
     private readonly tooLargeCrcs: Map<string, number>,
     private readonly maxEventBytes: number,
-    private readonly entries: Map<string, ZipEntry>,
+    private readonly entries: ZipDirectory,
   ) {}
 
   static async open(config: PivotZipSourceConfig): Promise<PivotExportArchive> {
@@ -581,7 +581,7 @@ export function firstInvalidUtf8(bytes: Buffer): number {
   return bytes.length;
 }
 
-async function readJsonEntry(path: string, entries: Map<string, ZipEntry>, name: string): Promise<unknown> {
+async function readJsonEntry(path: string, entries: ZipDirectory, name: string): Promise<unknown> {
   const entry = entries.get(name);
   if (!entry) throw new PivotArchiveError(ErrorCode.ARCHIVE_MISSING_ENTRY, `${path}: required entry ${name} is missing`);
   const bytes = await readEntryBuffer(entry, MAX_DIRECTORY_ENTRY_BYTES);
