@@ -3,7 +3,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import type { SourceEvent } from '../src/model.js';
-import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
+import { IdHashes, PivotExportArchive, idKey } from '../src/sources/pivot-zip/index.js';
 import { isRejection } from '../src/model.js';
 import { validateEvent } from '../src/transforms/validate/index.js';
 import { expectedPairs } from './helpers/reference.js';
@@ -71,6 +71,27 @@ test('among 100,000 distinct ids, only the reused ones are marked', async (t) =>
     { at: { file: 0, index: 100_001 }, first: { file: 0, index: 0 } },
     { at: { file: 0, index: 100_002 }, first: { file: 0, index: 5000 } },
   ]);
+});
+
+test('id hashes kept in chunks: an id repeated within a chunk, across chunks, or three times is found; the others are not', (t) => {
+  // Chunks of 3 hashes: a repeat within the first chunk, across neighbouring and distant chunks, one in the last partial chunk.
+  const ids = ['a', 'b', 'a', 'c', 'd', 'e', 'b', 'f', 'g', 'h', 'i', 'j', 'c', 'k', 'c', 'l'];
+  const hashes = new IdHashes(3);
+  t.deepEqual(ids.map((id) => hashes.push(id)), ids.map(idKey));
+  t.deepEqual([...hashes.repeated()].sort(), ['a', 'b', 'c'].map(idKey).sort());
+  // The same as a plain set, over many chunks.
+  const many = new IdHashes(1000);
+  const seen = new Set<string>();
+  const reused = new Set<number>();
+  for (let i = 0; i < 50_000; i++) {
+    const id = `m_${(i * 7919) % 47_000}`;
+    many.push(id);
+    if (seen.has(id)) reused.add(idKey(id));
+    seen.add(id);
+  }
+  t.is(reused.size, 3000);
+  t.deepEqual([...many.repeated()].sort(), [...reused].sort());
+  t.deepEqual([...new IdHashes(3).repeated()], []);
 });
 
 test('only join/leave events the validator accepts, first of their id, change membership', async (t) => {

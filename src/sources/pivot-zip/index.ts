@@ -400,7 +400,7 @@ function keyOf(low: number, high: number): number {
   return high * 0x200000 + (low >>> 11);
 }
 
-function idKey(id: string): number {
+export function idKey(id: string): number {
   hashId(id);
   return keyOf(hashLow, hashHigh);
 }
@@ -417,18 +417,22 @@ const HASHES_PER_CHUNK = 512 * 1024;
  * a full chunk is sorted and the next one started, so growing never copies (a doubling array
  * held the old and the new array at once, and at 1.05 million events would have been 16 MB).
  */
-class IdHashes {
+export class IdHashes {
   /** Two words a hash (low, high); all full and sorted but the last. */
   private readonly chunks: Uint32Array[] = [];
   /** Hashes in the last chunk. */
-  private filled = HASHES_PER_CHUNK;
+  private filled: number;
+
+  constructor(private readonly perChunk = HASHES_PER_CHUNK) {
+    this.filled = perChunk;
+  }
 
   /** Adds the hash of `id`; returns its key. */
   push(id: string): number {
     hashId(id);
-    if (this.filled === HASHES_PER_CHUNK) {
+    if (this.filled === this.perChunk) {
       if (this.chunks.length > 0) sortHashes(this.chunks[this.chunks.length - 1]!);
-      this.chunks.push(new Uint32Array(2 * HASHES_PER_CHUNK));
+      this.chunks.push(new Uint32Array(2 * this.perChunk));
       this.filled = 0;
     }
     const words = this.chunks[this.chunks.length - 1]!;
@@ -445,7 +449,7 @@ class IdHashes {
     const chunks = this.chunks.splice(0);
     chunks[chunks.length - 1] = chunks[chunks.length - 1]!.subarray(0, 2 * this.filled);
     sortHashes(chunks[chunks.length - 1]!);
-    this.filled = HASHES_PER_CHUNK;
+    this.filled = this.perChunk;
     // A k-way merge of the sorted chunks: equal hashes come out one after the other.
     const at = new Array<number>(chunks.length).fill(0);
     // In the order the sort left them: by the word that is the 64-bit value's upper half on this machine.
