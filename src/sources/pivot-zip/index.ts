@@ -134,6 +134,12 @@ export class PivotExportArchive implements ExportContext {
             tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
             continue;
           }
+          // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
+          const plain = plainId(element.bytes);
+          if (plain !== undefined) {
+            ids.push(plain);
+            continue;
+          }
           const raw = parsed(element.bytes);
           if (!isObject(raw) || typeof raw.id !== 'string') continue;
           const key = ids.push(raw.id);
@@ -545,6 +551,47 @@ async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEve
     for (let i = 0; i < elements.length; i++) batch[i] = toEvent(elements[i]!, file);
     yield batch;
   }
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const PLAIN_START = Buffer.from('{"id":"');
+const JOIN = Buffer.from('"join"');
+const LEAVE = Buffer.from('"leave"');
+const ID_KEY = Buffer.from('"id"');
+
+/** `pattern` stands in `bytes` at `at`. */
+function standsAt(bytes: Buffer, at: number, pattern: Buffer): boolean {
+  if (at + pattern.length > bytes.length) return false;
+  for (let k = 0; k < pattern.length; k++) if (bytes[at + k] !== pattern[k]) return false;
+  return true;
+}
+
+/**
+ * The checking pass's fast path: the id of an element whose bytes begin `{"id":"`, whose id is
+ * ASCII, and that holds no backslash (no escape can hide a quote, a key or a value), no other
+ * `"id"` (JSON.parse keeps the last of repeated keys) and no `"join"` or `"leave"` (so it
+ * changes no membership). That is exactly the id JSON.parse would give, if the element parses
+ * at all; undefined for every other element (the caller parses it). The hash of an element that
+ * would not parse is harmless: at worst a candidate that `events()` checks exactly.
+ */
+export function plainId(bytes: Buffer): string | undefined {
+  if (!standsAt(bytes, 0, PLAIN_START)) return undefined;
+  const n = bytes.length;
+  let end = PLAIN_START.length;
+  for (; end < n; end++) {
+    const b = bytes[end]!;
+    if (b === QUOTE) break;
+    if (b === BACKSLASH || b >= 0x80) return undefined;
+  }
+  if (end >= n) return undefined;
+  // One plain loop over the rest (a native indexOf per pattern cost more than the whole loop).
+  for (let i = end + 1; i < n; i++) {
+    const b = bytes[i]!;
+    if (b === BACKSLASH) return undefined;
+    if (b === QUOTE && (standsAt(bytes, i, ID_KEY) || standsAt(bytes, i, JOIN) || standsAt(bytes, i, LEAVE))) return undefined;
+  }
+  return bytes.toString('latin1', PLAIN_START.length, end);
 }
 
 /** The JSON value of an element's bytes (decoded as delivery decodes them), or undefined when they are not JSON. */
