@@ -3,7 +3,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import type { SourceEvent } from '../src/model.js';
-import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
+import { IdHashes, PivotExportArchive, idKey, plainId } from '../src/sources/pivot-zip/index.js';
 import { isRejection } from '../src/model.js';
 import { validateEvent } from '../src/transforms/validate/index.js';
 import { expectedPairs } from './helpers/reference.js';
@@ -71,6 +71,64 @@ test('among 100,000 distinct ids, only the reused ones are marked', async (t) =>
     { at: { file: 0, index: 100_001 }, first: { file: 0, index: 0 } },
     { at: { file: 0, index: 100_002 }, first: { file: 0, index: 5000 } },
   ]);
+});
+
+test('id hashes kept in chunks: an id repeated within a chunk, across chunks, or three times is found; the others are not', (t) => {
+  // Chunks of 3 hashes: a repeat within the first chunk, across neighbouring and distant chunks, one in the last partial chunk.
+  const ids = ['a', 'b', 'a', 'c', 'd', 'e', 'b', 'f', 'g', 'h', 'i', 'j', 'c', 'k', 'c', 'l'];
+  const hashes = new IdHashes(3);
+  t.deepEqual(ids.map((id) => hashes.push(id)), ids.map(idKey));
+  t.deepEqual([...hashes.repeated()].sort(), ['a', 'b', 'c'].map(idKey).sort());
+  // The same as a plain set, over many chunks.
+  const many = new IdHashes(1000);
+  const seen = new Set<string>();
+  const reused = new Set<number>();
+  for (let i = 0; i < 50_000; i++) {
+    const id = `m_${(i * 7919) % 47_000}`;
+    many.push(id);
+    if (seen.has(id)) reused.add(idKey(id));
+    seen.add(id);
+  }
+  t.is(reused.size, 3000);
+  t.deepEqual([...many.repeated()].sort(), [...reused].sort());
+  t.deepEqual([...new IdHashes(3).repeated()], []);
+});
+
+test('the checking pass reads an id from the bytes only when they plainly say it; a repeated key, an escape, a non-ASCII id or a join/leave is parsed', (t) => {
+  t.is(plainId(Buffer.from('{"id":"m_1","type":"message","text":"hi"}')), 'm_1');
+  for (const element of [
+    '{"id":"x","text":"t","id":"dup"}', // JSON.parse keeps the last id
+    '{"id":"d\\u0075p","type":"message"}', // an escape in the id
+    '{"id":"x","text":"say \\"hi\\""}', // an escape anywhere
+    '{"id":"düp","type":"message"}', // not ASCII
+    '{"id":"j","type":"join"}',
+    '{"id":"l","type":"leave"}',
+    '{ "id":"x"}',
+    '{"type":"message","id":"x"}',
+    '{"id":"x',
+  ]) t.is(plainId(Buffer.from(element)), undefined, element);
+});
+
+test('duplicates and membership are the same whatever path the checking pass takes for an event', async (t) => {
+  const line = (fields: string) => `{"id":${fields},"conversationId":"c_1","sentAt":"${at(1)}","senderId":"u_1"}`;
+  const bytes = `[${[
+    line('"dup","type":"message"'),
+    line('"x","type":"message","id":"dup"'), // parsed: its id is the last one, dup
+    line('"d\\u0075p","type":"message"'), // parsed: dup, escaped
+    line('"düp","type":"message"'),
+    line('"düp","type":"message"'), // a non-ASCII id, repeated
+    line('"j_raw","type":"join","memberId":"u_6"'),
+    line('"late","type":"message"'),
+  ].join(',\n')}]`;
+  const path = await writeArchive(join(await tempDir(t), 'raw.zip'), { users, conversations, messages: {}, extra: { 'messages/a.json': bytes } });
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  t.deepEqual(duplicates(await all(archive)), [
+    { at: { file: 0, index: 1 }, first: { file: 0, index: 0 } },
+    { at: { file: 0, index: 2 }, first: { file: 0, index: 0 } },
+    { at: { file: 0, index: 4 }, first: { file: 0, index: 3 } },
+  ]);
+  t.true(archive.membership.membersAt('c_1', { time: Date.parse(at(1)), file: 0, index: 6 }).has('u_6'));
 });
 
 test('only join/leave events the validator accepts, first of their id, change membership', async (t) => {

@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import { crc32 } from 'node:zlib';
-import unzipper, { type CustomSource } from 'unzipper';
+import type { CustomSource } from 'unzipper';
 import unzipEntry from 'unzipper/lib/Open/unzip.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 
@@ -34,20 +34,6 @@ export function isHostileEntryName(name: string): boolean {
     /[\u0000-\u001f\u007f]/.test(name) ||
     name.split('/').some((part) => part === '..')
   );
-}
-
-interface UnzipperFile {
-  path: string;
-  pathBuffer: Buffer;
-  type: string;
-  flags: number;
-  compressionMethod: number;
-  compressedSize: number;
-  uncompressedSize: number;
-  crc32: number;
-  offsetToLocalFileHeader: number;
-  fileNameLength: number;
-  extraFieldLength: number;
 }
 
 /** A zip held open: every read goes through this one descriptor, whatever happens to its path. */
@@ -109,84 +95,170 @@ export function rangeStream(handle: FileHandle, start: number, end: number): Rea
   });
 }
 
-/**
- * unzipper's reading options for a zip of `size` bytes whose tail is `tail`. unzipper takes the
- * first signature in the `tailSize` bytes it reads from the end (80 by default, so a comment over
- * 58 bytes made the zip unreadable): it is given exactly the bytes from the record found above.
- */
-function tailOptions(tail: Buffer, tailStart: number, size: number): { tailSize: number } {
-  const eocd = findEndOfCentralDirectory(tail, tailStart, size);
-  if (eocd < 0) throw new Error(`no end-of-central-directory record in the last ${tail.length} bytes`);
-  return { tailSize: size - eocd };
-}
-
 async function readTail(read: (start: number, length: number) => Promise<Buffer>, size: number): Promise<{ tail: Buffer; start: number }> {
   const start = Math.max(0, size - EOCD_SIZE - MAX_COMMENT - ZIP64_LOCATOR_SIZE);
   return { tail: await read(start, size - start), start };
 }
 
+const ZIP64_LOCATOR_SIGNATURE = 0x07064b50;
+const ZIP64_END_SIGNATURE = 0x06064b50;
+const ZIP64_END_SIZE = 56;
+const CENTRAL_HEADER_SIGNATURE = 0x02014b50;
+const CENTRAL_HEADER_SIZE = 46;
+/** The central directory is read in windows of this size (a record longer than it gets a window of its own). */
+const DIRECTORY_WINDOW = 64 * 1024;
+
+/** What the central directory says of one entry: only the numbers that are checked and read by. */
+interface DirectoryRecord {
+  name: string;
+  flags: number;
+  method: number;
+  crc32: number;
+  compressedSize: number;
+  uncompressedSize: number;
+  offset: number;
+  /** Its name's and extra field's lengths. */
+  headerLengths: number;
+}
+
 /**
- * Reads the central directory with unzipper's `Open.custom` over one held descriptor (never the streaming `Parse`, which
- * misreads ZIP64 data descriptors and hangs on truncated input) and refuses what a safe
- * reader must refuse: overlapping entries, absurd compression ratios, encryption,
- * unknown compression methods and duplicate names.
+ * Where the central directory starts and how many records it claims: the end record found by
+ * `findEndOfCentralDirectory`, or the ZIP64 end record its locator points to when a field of the
+ * end record is saturated (the same test as Go's reader and unzipper's).
+ */
+async function locateDirectory(read: (at: number, length: number) => Promise<Buffer>, size: number): Promise<{ offset: number; count: number }> {
+  const { tail, start } = await readTail(read, size);
+  const eocd = findEndOfCentralDirectory(tail, start, size);
+  if (eocd < 0) throw new Error(`no end-of-central-directory record in the last ${tail.length} bytes`);
+  const record = tail.subarray(eocd - start, eocd - start + EOCD_SIZE);
+  const disk = record.readUInt16LE(4);
+  const count = record.readUInt16LE(10);
+  const offset = record.readUInt32LE(16);
+  if (disk !== 0xffff && count !== 0xffff && offset !== 0xffffffff) return { offset, count };
+  const locator = await read(eocd - ZIP64_LOCATOR_SIZE, ZIP64_LOCATOR_SIZE);
+  if (locator.length < ZIP64_LOCATOR_SIZE || locator.readUInt32LE(0) !== ZIP64_LOCATOR_SIGNATURE) throw new Error('no ZIP64 end-of-central-directory locator before the end record');
+  const zip64 = await read(safeNumber(locator.readBigUInt64LE(8), 'ZIP64 end record offset'), ZIP64_END_SIZE);
+  if (zip64.length < ZIP64_END_SIZE || zip64.readUInt32LE(0) !== ZIP64_END_SIGNATURE) throw new Error('no ZIP64 end-of-central-directory record where its locator points');
+  return { count: safeNumber(zip64.readBigUInt64LE(32), 'ZIP64 record count'), offset: safeNumber(zip64.readBigUInt64LE(48), 'ZIP64 directory offset') };
+}
+
+function safeNumber(value: bigint, what: string): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`the ${what} is too large`);
+  return Number(value);
+}
+
+/**
+ * The central directory's records, read forward from `offset` in windows, so its size costs a
+ * window, and each entry only the few numbers kept (unzipper's own directory made about 1 KB of
+ * objects an entry, 20 MB for 20,000 attachments, before anything was checked). Names are read
+ * as UTF-8, sizes and offsets from the ZIP64 extra field when the 32-bit ones are saturated.
+ */
+async function readDirectoryRecords(read: (at: number, length: number) => Promise<Buffer>, size: number, offset: number, count: number): Promise<DirectoryRecord[]> {
+  let window: Buffer = Buffer.alloc(0);
+  let windowStart = offset;
+  /** Makes bytes [at, at + length) of the file present in `window`; returns where they start in it. */
+  const have = async (at: number, length: number): Promise<number> => {
+    if (at < windowStart || at + length > windowStart + window.length) {
+      window = await read(at, Math.min(Math.max(length, DIRECTORY_WINDOW), Math.max(size - at, 0)));
+      windowStart = at;
+      if (window.length < length) throw new Error(`the central directory is cut short at byte ${at + window.length} (record ${records.length + 1} of ${count})`);
+    }
+    return at - windowStart;
+  };
+  const records: DirectoryRecord[] = [];
+  let at = offset;
+  while (records.length < count) {
+    let h = await have(at, CENTRAL_HEADER_SIZE);
+    if (window.readUInt32LE(h) !== CENTRAL_HEADER_SIGNATURE) throw new Error(`no central directory record at byte ${at} (record ${records.length + 1} of ${count})`);
+    const nameLength = window.readUInt16LE(h + 28);
+    const extraLength = window.readUInt16LE(h + 30);
+    const length = CENTRAL_HEADER_SIZE + nameLength + extraLength + window.readUInt16LE(h + 32);
+    h = await have(at, length);
+    const name = window.toString('utf8', h + CENTRAL_HEADER_SIZE, h + CENTRAL_HEADER_SIZE + nameLength);
+    let compressedSize = window.readUInt32LE(h + 20);
+    let uncompressedSize = window.readUInt32LE(h + 24);
+    let localOffset = window.readUInt32LE(h + 42);
+    if (compressedSize === 0xffffffff || uncompressedSize === 0xffffffff || localOffset === 0xffffffff) {
+      // The ZIP64 extra field (id 1) holds, in this order, each of the three that is saturated.
+      const extra = window.subarray(h + CENTRAL_HEADER_SIZE + nameLength, h + CENTRAL_HEADER_SIZE + nameLength + extraLength);
+      let field = 0;
+      while (field + 4 <= extra.length && extra.readUInt16LE(field) !== 1) field += 4 + extra.readUInt16LE(field + 2);
+      const end = field + 4 + (field + 4 <= extra.length ? extra.readUInt16LE(field + 2) : 0);
+      let next = field + 4;
+      const wide = (what: string) => {
+        if (next + 8 > Math.min(end, extra.length)) throw new Error(`entry ${JSON.stringify(name)} has no ZIP64 ${what}`);
+        next += 8;
+        return safeNumber(extra.readBigUInt64LE(next - 8), `ZIP64 ${what} of entry ${JSON.stringify(name)}`);
+      };
+      if (uncompressedSize === 0xffffffff) uncompressedSize = wide('uncompressed size');
+      if (compressedSize === 0xffffffff) compressedSize = wide('compressed size');
+      if (localOffset === 0xffffffff) localOffset = wide('local header offset');
+    }
+    records.push({
+      name,
+      flags: window.readUInt16LE(h + 8),
+      method: window.readUInt16LE(h + 10),
+      crc32: window.readUInt32LE(h + 16),
+      compressedSize,
+      uncompressedSize,
+      offset: localOffset,
+      headerLengths: nameLength + extraLength,
+    });
+    at += length;
+  }
+  return records;
+}
+
+/**
+ * Reads the central directory of a zip held open on one descriptor (or of one in memory) and
+ * refuses what a safe reader must refuse: overlapping entries, absurd compression ratios,
+ * encryption, unknown compression methods and duplicate names. Entries are read with unzipper's
+ * entry reader (never its streaming `Parse`, which misreads ZIP64 data descriptors and hangs on
+ * truncated input).
  */
 export async function readCentralDirectory(
   source: OpenZipFile | { label: string; buffer: Buffer },
   limits: ZipLimits = DEFAULT_ZIP_LIMITS,
-): Promise<{ entries: Map<string, ZipEntry>; hostileNames: string[] }> {
+): Promise<{ entries: ZipDirectory; hostileNames: string[] }> {
   // A zip held open on disk, or one already in memory (a staged batch); the label names it in errors.
   const archivePath = source.label;
   // The range streams an entry read makes (unzipper makes them inside its entry reader, synchronously).
   let capture: Readable[] | undefined;
-  let files: UnzipperFile[];
-  let centralDirectoryOffset: number;
   let custom: CustomSource;
-  try {
-    let opened: Promise<unknown>;
-    if ('buffer' in source) {
-      const { buffer } = source;
-      const { tail, start } = await readTail(async (at, length) => buffer.subarray(at, at + length), buffer.length);
-      // As unzipper's Open.buffer reads a buffer.
-      custom = { size: async () => buffer.length, stream: (at, length) => new PassThrough().end(buffer.subarray(at, length ? at + length : undefined)) as PassThrough };
-      opened = unzipper.Open.custom(custom, tailOptions(tail, start, buffer.length));
-    } else {
-      const { handle, size } = source;
-      const read = async (at: number, length: number) => {
-        const buffer = Buffer.alloc(length);
-        const { bytesRead } = await handle.read(buffer, 0, length, at);
-        return buffer.subarray(0, bytesRead);
-      };
-      const { tail, start } = await readTail(read, size);
-      // A read of the directory that fails must fail open(), never hang it or go unhandled.
-      let readFailed: (err: Error) => void = () => undefined;
-      const failure = new Promise<never>((_, reject) => (readFailed = reject));
-      failure.catch(() => undefined);
-      custom = {
-        size: async () => size,
-        // unzipper's own file source reads one byte past start+length (an inclusive end); so do we.
-        stream: (at: number, length?: number) => {
-          const stream = rangeStream(handle, at, length ? Math.min(at + length + 1, size) : size);
-          source.streams?.add(stream);
-          stream.on('close', () => source.streams?.delete(stream));
-          if (capture) capture.push(stream);
-          else stream.on('error', (err: Error) => readFailed(err));
-          return stream;
-        },
-      };
-      // Once the directory is read, `failure` is settled: a pending promise would keep what the
-      // race resolved with (unzipper's whole directory) alive as long as `custom` is.
-      opened = Promise.race([unzipper.Open.custom(custom, tailOptions(tail, start, size)), failure]).finally(() => {
-        readFailed(new Error('the directory was read'));
-        readFailed = () => undefined;
-      });
-    }
-    const directory = (await opened) as unknown as {
-      files: UnzipperFile[];
-      offsetToStartOfCentralDirectory: number;
+  let read: (at: number, length: number) => Promise<Buffer>;
+  let size: number;
+  if ('buffer' in source) {
+    const { buffer } = source;
+    size = buffer.length;
+    read = async (at, length) => buffer.subarray(at, at + length);
+    // As unzipper's Open.buffer reads a buffer.
+    custom = { size: async () => buffer.length, stream: (at, length) => new PassThrough().end(buffer.subarray(at, length ? at + length : undefined)) as PassThrough };
+  } else {
+    const { handle } = source;
+    size = source.size;
+    read = async (at, length) => {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, at);
+      return buffer.subarray(0, bytesRead);
     };
-    files = directory.files;
-    centralDirectoryOffset = Number(directory.offsetToStartOfCentralDirectory);
+    custom = {
+      size: async () => source.size,
+      // unzipper's own file source reads one byte past start+length (an inclusive end); so do we.
+      stream: (at: number, length?: number) => {
+        const stream = rangeStream(handle, at, length ? Math.min(at + length + 1, source.size) : source.size);
+        source.streams?.add(stream);
+        stream.on('close', () => source.streams?.delete(stream));
+        capture?.push(stream);
+        return stream;
+      },
+    };
+  }
+  let records: DirectoryRecord[];
+  let centralDirectoryOffset: number;
+  try {
+    const { offset, count } = await locateDirectory(read, size);
+    centralDirectoryOffset = offset;
+    records = await readDirectoryRecords(read, size, offset, count);
   } catch (err) {
     throw new PivotArchiveError(
       ErrorCode.ARCHIVE_UNREADABLE,
@@ -194,11 +266,7 @@ export async function readCentralDirectory(
       { cause: err },
     );
   }
-  /**
-   * An entry's stream and the range streams it reads, as unzipper's `file.stream()` makes them,
-   * from the few numbers an entry keeps: unzipper's file objects (dates, raw names, extra fields,
-   * closures) cost about 1 KB each, 20 MB for an export with 20,000 attachments.
-   */
+  /** An entry's stream and the range streams it reads, as unzipper's `file.stream()` makes them. */
   const openEntry = (entry: DirectoryEntry): { entry: Readable; ranges: Readable[] } => {
     capture = [];
     try {
@@ -211,29 +279,28 @@ export async function readCentralDirectory(
     }
   };
 
-  const entries = new Map<string, ZipEntry>();
+  const kept: DirectoryRecord[] = [];
+  const names = new Set<string>();
   const hostileNames: string[] = [];
-  for (const file of files) {
-    const name = file.path;
+  for (const record of records) {
+    const { name, compressedSize, uncompressedSize } = record;
     if (isHostileEntryName(name)) {
       hostileNames.push(name);
       continue;
     }
-    if (file.type === 'Directory') continue;
-    if (entries.has(name)) {
+    if (uncompressedSize === 0 && name.endsWith('/')) continue; // a directory
+    if (names.has(name)) {
       throw new PivotArchiveError(ErrorCode.ARCHIVE_HOSTILE, `${archivePath}: entry ${JSON.stringify(name)} appears twice`);
     }
-    if (file.flags & 0x1) {
+    if (record.flags & 0x1) {
       throw new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${archivePath}: entry ${JSON.stringify(name)} is encrypted`);
     }
-    if (file.compressionMethod !== 0 && file.compressionMethod !== 8) {
+    if (record.method !== 0 && record.method !== 8) {
       throw new PivotArchiveError(
         ErrorCode.ARCHIVE_CONTENT,
-        `${archivePath}: entry ${JSON.stringify(name)} uses compression method ${file.compressionMethod}; only STORE and DEFLATE are allowed`,
+        `${archivePath}: entry ${JSON.stringify(name)} uses compression method ${record.method}; only STORE and DEFLATE are allowed`,
       );
     }
-    const compressedSize = Number(file.compressedSize);
-    const uncompressedSize = Number(file.uncompressedSize);
     if (
       uncompressedSize > 1024 * 1024 &&
       uncompressedSize / Math.max(compressedSize, 1) > limits.maxRatio
@@ -243,16 +310,83 @@ export async function readCentralDirectory(
         `${archivePath}: entry ${JSON.stringify(name)} expands ${compressedSize} to ${uncompressedSize} bytes (over ${limits.maxRatio}:1): refused as a zip bomb`,
       );
     }
-    if (file.compressionMethod === 0 && compressedSize !== uncompressedSize) {
+    if (record.method === 0 && compressedSize !== uncompressedSize) {
       throw new PivotArchiveError(ErrorCode.ARCHIVE_CORRUPT, `${archivePath}: stored entry ${JSON.stringify(name)} has inconsistent sizes`);
     }
-    entries.set(
-      name,
-      new DirectoryEntry(archivePath, openEntry, name, compressedSize, uncompressedSize, file.crc32 >>> 0, Number(file.offsetToLocalFileHeader), file.compressionMethod, file.flags, (file.fileNameLength || 0) + (file.extraFieldLength || 0)),
-    );
+    names.add(name);
+    kept.push(record);
   }
-  refuseOverlaps(archivePath, [...entries.values()], centralDirectoryOffset);
-  return { entries, hostileNames };
+  refuseOverlaps(archivePath, kept, centralDirectoryOffset);
+  return { entries: new ZipDirectory(archivePath, openEntry, kept), hostileNames };
+}
+
+/** Per entry in ZipDirectory's float column: sizes and offset (up to 2^53). */
+const FLOATS = 3;
+/** Per entry in its integer column: CRC-32, method, flags, name and extra lengths. */
+const INTEGERS = 4;
+
+/**
+ * The entries of a central directory (directories and hostile names left out) in columns: a
+ * name and 44 bytes an entry, where an object an entry in a Map cost about 185 bytes (3.7 MB for
+ * an export with 20,000 attachments, held all run). `get` makes the entry it returns.
+ */
+export class ZipDirectory {
+  /** In central directory order. */
+  private readonly names: string[];
+  /** Rows in name order, for `get`. */
+  private readonly byName: Uint32Array;
+  private readonly floats: Float64Array;
+  private readonly integers: Uint32Array;
+
+  constructor(
+    private readonly archivePath: string,
+    private readonly reader: (entry: DirectoryEntry) => { entry: Readable; ranges: Readable[] },
+    records: readonly DirectoryRecord[],
+  ) {
+    const n = records.length;
+    this.names = records.map((r) => r.name);
+    this.floats = new Float64Array(FLOATS * n);
+    this.integers = new Uint32Array(INTEGERS * n);
+    for (const [row, r] of records.entries()) {
+      this.floats.set([r.compressedSize, r.uncompressedSize, r.offset], FLOATS * row);
+      this.integers.set([r.crc32, r.method, r.flags, r.headerLengths], INTEGERS * row);
+    }
+    const names = this.names;
+    this.byName = new Uint32Array(n).map((_, row) => row).sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0));
+  }
+
+  get size(): number {
+    return this.names.length;
+  }
+
+  get(name: string): ZipEntry | undefined {
+    let low = 0;
+    let high = this.byName.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      const candidate = this.names[this.byName[middle]!]!;
+      if (candidate === name) return this.entry(this.byName[middle]!);
+      if (candidate < name) low = middle + 1;
+      else high = middle;
+    }
+    return undefined;
+  }
+
+  /** Entry names, in central directory order. */
+  keys(): IterableIterator<string> {
+    return this.names.values();
+  }
+
+  /** Entries, in central directory order. */
+  *values(): IterableIterator<ZipEntry> {
+    for (let row = 0; row < this.names.length; row++) yield this.entry(row);
+  }
+
+  private entry(row: number): DirectoryEntry {
+    const [compressedSize, uncompressedSize, offset] = this.floats.subarray(FLOATS * row, FLOATS * row + FLOATS);
+    const [crc32, method, flags, headerLengths] = this.integers.subarray(INTEGERS * row, INTEGERS * row + INTEGERS);
+    return new DirectoryEntry(this.archivePath, this.reader, this.names[row]!, compressedSize!, uncompressedSize!, crc32!, offset!, method!, flags!, headerLengths!);
+  }
 }
 
 /** An entry as the central directory gives it: a few numbers, and the archive's one way to read it. */
@@ -277,7 +411,7 @@ class DirectoryEntry implements ZipEntry {
 }
 
 /** Overlapping entries are the trick behind non-recursive zip bombs; no honest writer makes them. */
-function refuseOverlaps(archivePath: string, entries: ZipEntry[], centralDirectoryOffset: number): void {
+function refuseOverlaps(archivePath: string, entries: readonly DirectoryRecord[], centralDirectoryOffset: number): void {
   const sorted = [...entries].sort((a, b) => a.offset - b.offset);
   for (let i = 0; i < sorted.length; i++) {
     const entry = sorted[i]!;

@@ -9,7 +9,7 @@ import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent,
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
-import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipEntry } from '../../formats/zip/index.js';
+import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
 
@@ -65,7 +65,7 @@ export class PivotExportArchive implements ExportContext {
     /** CRC-32 of each too-large element (`file:index`) as the checked first pass read it. */
     private readonly tooLargeCrcs: Map<string, number>,
     private readonly maxEventBytes: number,
-    private readonly entries: Map<string, ZipEntry>,
+    private readonly entries: ZipDirectory,
   ) {}
 
   static async open(config: PivotZipSourceConfig): Promise<PivotExportArchive> {
@@ -126,17 +126,28 @@ export class PivotExportArchive implements ExportContext {
     const tooLargeCrcs = new Map<string, number>();
     let eventCount = 0;
     for (const [index, entry] of messageFiles.entries()) {
-      for await (const batch of eventBatches(path, entry, index, maxEventBytes, undefined, tooLargeCrcs)) {
-        eventCount += batch.length;
-        for (const event of batch) {
-          const raw = event.raw;
+      // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
+      for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+        eventCount += elements.length;
+        for (const element of elements) {
+          if (!element.bytes) {
+            tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
+            continue;
+          }
+          // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
+          const plain = plainId(element.bytes);
+          if (plain !== undefined) {
+            ids.push(plain);
+            continue;
+          }
+          const raw = parsed(element.bytes);
           if (!isObject(raw) || typeof raw.id !== 'string') continue;
           const key = ids.push(raw.id);
           if (raw.type !== 'join' && raw.type !== 'leave') continue;
           // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
           const checked = checkEvent(raw, { users, conversations });
           if ('reason' in checked) continue;
-          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: event.position, memberId: checked.member!.id, joined: raw.type === 'join' });
+          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
         }
       }
     }
@@ -395,55 +406,111 @@ function keyOf(low: number, high: number): number {
   return high * 0x200000 + (low >>> 11);
 }
 
-function idKey(id: string): number {
+export function idKey(id: string): number {
   hashId(id);
   return keyOf(hashLow, hashHigh);
 }
 
-/** 64-bit id hashes in a growable typed array: 8 bytes an event, never the ids themselves. */
-class IdHashes {
-  /** Two words a hash (low, high). */
-  private words = new Uint32Array(2 * 1024);
-  private count = 0;
+/**
+ * Hashes a chunk of IdHashes holds: 4 MiB, well over glibc's mmap threshold, so each chunk is
+ * a mapping of its own: only the pages written are resident, and a freed chunk goes back to the
+ * system (smaller chunks came from the malloc heap, whose freed middle stays resident for the rest of the run).
+ */
+const HASHES_PER_CHUNK = 512 * 1024;
+
+/**
+ * 64-bit id hashes, 8 bytes an event and never the ids themselves, in chunks of a fixed size:
+ * a full chunk is sorted and the next one started, so growing never copies (a doubling array
+ * held the old and the new array at once, and at 1.05 million events would have been 16 MB).
+ */
+export class IdHashes {
+  /** Two words a hash (low, high); all full and sorted but the last. */
+  private readonly chunks: Uint32Array[] = [];
+  /** Hashes in the last chunk. */
+  private filled: number;
+
+  constructor(private readonly perChunk = HASHES_PER_CHUNK) {
+    this.filled = perChunk;
+  }
 
   /** Adds the hash of `id`; returns its key. */
   push(id: string): number {
     hashId(id);
-    if (2 * this.count === this.words.length) {
-      const grown = new Uint32Array(this.words.length * 2);
-      grown.set(this.words);
-      this.words = grown;
+    if (this.filled === this.perChunk) {
+      if (this.chunks.length > 0) sortHashes(this.chunks[this.chunks.length - 1]!);
+      this.chunks.push(new Uint32Array(2 * this.perChunk));
+      this.filled = 0;
     }
-    this.words[2 * this.count] = hashLow;
-    this.words[2 * this.count + 1] = hashHigh;
-    this.count++;
+    const words = this.chunks[this.chunks.length - 1]!;
+    words[2 * this.filled] = hashLow;
+    words[2 * this.filled + 1] = hashHigh;
+    this.filled++;
     return keyOf(hashLow, hashHigh);
   }
 
-  /** Keys of the hashes seen more than once (the only ids that can repeat); frees the array. */
+  /** Keys of the hashes seen more than once (the only ids that can repeat); frees the chunks. */
   repeated(): Set<number> {
-    const words = this.words.subarray(0, 2 * this.count);
-    // Sorted as 64-bit values (the byte order does not matter: equal hashes end up side by side).
-    new BigUint64Array(words.buffer, words.byteOffset, this.count).sort();
     const repeated = new Set<number>();
-    for (let i = 1; i < this.count; i++) {
-      const low = words[2 * i]!;
-      const high = words[2 * i + 1]!;
-      if (low === words[2 * i - 2] && high === words[2 * i - 1]) repeated.add(keyOf(low, high));
+    if (this.chunks.length === 0) return repeated;
+    const chunks = this.chunks.splice(0);
+    chunks[chunks.length - 1] = chunks[chunks.length - 1]!.subarray(0, 2 * this.filled);
+    sortHashes(chunks[chunks.length - 1]!);
+    this.filled = this.perChunk;
+    // A k-way merge of the sorted chunks: equal hashes come out one after the other.
+    const at = new Array<number>(chunks.length).fill(0);
+    // In the order the sort left them: by the word that is the 64-bit value's upper half on this machine.
+    const major = (c: number) => chunks[c]![at[c]! + MAJOR_WORD]!;
+    const minor = (c: number) => chunks[c]![at[c]! + 1 - MAJOR_WORD]!;
+    const before = (c: number, d: number) => major(c) < major(d) || (major(c) === major(d) && minor(c) < minor(d));
+    const heap = chunks.map((_, c) => c).filter((c) => chunks[c]!.length > 0);
+    const siftDown = (i: number) => {
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= heap.length) return;
+        const child = l + 1 < heap.length && before(heap[l + 1]!, heap[l]!) ? l + 1 : l;
+        if (!before(heap[child]!, heap[i]!)) return;
+        [heap[i], heap[child]] = [heap[child]!, heap[i]!];
+        i = child;
+      }
+    };
+    for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(i);
+    let lastLow = -1;
+    let lastHigh = -1;
+    while (heap.length > 0) {
+      const c = heap[0]!;
+      const l = chunks[c]![at[c]!]!;
+      const h = chunks[c]![at[c]! + 1]!;
+      if (l === lastLow && h === lastHigh) repeated.add(keyOf(l, h));
+      lastLow = l;
+      lastHigh = h;
+      at[c]! += 2;
+      if (at[c] === chunks[c]!.length) {
+        const lastOne = heap.pop()!;
+        if (heap.length === 0) break;
+        heap[0] = lastOne;
+      }
+      siftDown(0);
     }
-    this.words = new Uint32Array(0);
-    this.count = 0;
     return repeated;
   }
+}
+
+/** Which of a hash's two words (low, high) is the upper half of the 64-bit value they make in memory. */
+const MAJOR_WORD = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1 ? 1 : 0;
+
+/** Sorts (low, high) word pairs as 64-bit values, in place (the byte order does not matter: equal hashes end up side by side). */
+function sortHashes(words: Uint32Array): void {
+  new BigUint64Array(words.buffer, words.byteOffset, words.length / 2).sort();
 }
 
 /** Where each of `ids` first stands: an extra pass, made only when a valid join/leave's id hash repeats. */
 async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, EventPosition>> {
   const first = new Map<string, EventPosition>();
   for (const [index, entry] of files.entries()) {
-    for await (const batch of eventBatches(path, entry, index, maxEventBytes)) {
-      for (const { raw, position } of batch) {
-        if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, position);
+    for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+      for (const element of elements) {
+        const raw = element.bytes && parsed(element.bytes);
+        if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, { file: index, index: element.index });
       }
     }
   }
@@ -451,11 +518,11 @@ async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: nu
 }
 
 /**
- * The events of one messages file, a batch per chunk read: each element's exact bytes and
- * parsed value, or why not. A file whose array is broken fails the archive (ARCHIVE_CONTENT).
+ * The elements of one messages file's array, a batch per chunk read (with `borrow`, their bytes
+ * are views of the chunk). A file whose array is broken fails the archive (ARCHIVE_CONTENT).
  */
-async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void, tooLargeCrcs?: Map<string, number>): AsyncGenerator<SourceEvent[]> {
-  const scanner = new JsonArrayScanner(maxEventBytes);
+async function* elementBatches(path: string, entry: ZipEntry, maxEventBytes: number, borrow: boolean, onBytes?: (n: number) => void): AsyncGenerator<ArrayElement[]> {
+  const scanner = new JsonArrayScanner(maxEventBytes, borrow);
   const broken = (err: unknown) =>
     err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
   const stream = entry.open(onBytes);
@@ -467,20 +534,72 @@ async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEve
       } catch (err) {
         throw broken(err);
       }
-      if (elements.length === 0) continue;
-      const batch = new Array<SourceEvent>(elements.length);
-      for (let i = 0; i < elements.length; i++) {
-        const element = elements[i]!;
-        batch[i] = toEvent(element, file);
-        if (element.crc32 !== undefined) tooLargeCrcs?.set(`${file}:${element.index}`, element.crc32);
-      }
-      yield batch;
+      if (elements.length > 0) yield elements;
     }
     scanner.end();
   } catch (err) {
     throw broken(err);
   } finally {
     stream.destroy();
+  }
+}
+
+/** The events of one messages file, a batch per chunk read: each element's exact bytes (a copy) and parsed value, or why not. */
+async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void): AsyncGenerator<SourceEvent[]> {
+  for await (const elements of elementBatches(path, entry, maxEventBytes, false, onBytes)) {
+    const batch = new Array<SourceEvent>(elements.length);
+    for (let i = 0; i < elements.length; i++) batch[i] = toEvent(elements[i]!, file);
+    yield batch;
+  }
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const PLAIN_START = Buffer.from('{"id":"');
+const JOIN = Buffer.from('"join"');
+const LEAVE = Buffer.from('"leave"');
+const ID_KEY = Buffer.from('"id"');
+
+/** `pattern` stands in `bytes` at `at`. */
+function standsAt(bytes: Buffer, at: number, pattern: Buffer): boolean {
+  if (at + pattern.length > bytes.length) return false;
+  for (let k = 0; k < pattern.length; k++) if (bytes[at + k] !== pattern[k]) return false;
+  return true;
+}
+
+/**
+ * The checking pass's fast path: the id of an element whose bytes begin `{"id":"`, whose id is
+ * ASCII, and that holds no backslash (no escape can hide a quote, a key or a value), no other
+ * `"id"` (JSON.parse keeps the last of repeated keys) and no `"join"` or `"leave"` (so it
+ * changes no membership). That is exactly the id JSON.parse would give, if the element parses
+ * at all; undefined for every other element (the caller parses it). The hash of an element that
+ * would not parse is harmless: at worst a candidate that `events()` checks exactly.
+ */
+export function plainId(bytes: Buffer): string | undefined {
+  if (!standsAt(bytes, 0, PLAIN_START)) return undefined;
+  const n = bytes.length;
+  let end = PLAIN_START.length;
+  for (; end < n; end++) {
+    const b = bytes[end]!;
+    if (b === QUOTE) break;
+    if (b === BACKSLASH || b >= 0x80) return undefined;
+  }
+  if (end >= n) return undefined;
+  // One plain loop over the rest (a native indexOf per pattern cost more than the whole loop).
+  for (let i = end + 1; i < n; i++) {
+    const b = bytes[i]!;
+    if (b === BACKSLASH) return undefined;
+    if (b === QUOTE && (standsAt(bytes, i, ID_KEY) || standsAt(bytes, i, JOIN) || standsAt(bytes, i, LEAVE))) return undefined;
+  }
+  return bytes.toString('latin1', PLAIN_START.length, end);
+}
+
+/** The JSON value of an element's bytes (decoded as delivery decodes them), or undefined when they are not JSON. */
+function parsed(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
   }
 }
 
@@ -513,7 +632,7 @@ export function firstInvalidUtf8(bytes: Buffer): number {
   return bytes.length;
 }
 
-async function readJsonEntry(path: string, entries: Map<string, ZipEntry>, name: string): Promise<unknown> {
+async function readJsonEntry(path: string, entries: ZipDirectory, name: string): Promise<unknown> {
   const entry = entries.get(name);
   if (!entry) throw new PivotArchiveError(ErrorCode.ARCHIVE_MISSING_ENTRY, `${path}: required entry ${name} is missing`);
   const bytes = await readEntryBuffer(entry, MAX_DIRECTORY_ENTRY_BYTES);

@@ -6,7 +6,10 @@ export interface ArrayElement {
   /** Byte offset of the element's first byte in the file. */
   offset: number;
   length: number;
-  /** The element's exact bytes (a copy); absent when `length` is over the cap (never held). */
+  /**
+   * The element's exact bytes, absent when `length` is over the cap (never held): a copy, or with
+   * `borrow` (for an element within one chunk) a view of the chunk, which it keeps alive.
+   */
   bytes?: Buffer;
   /** CRC-32 of the bytes of an element over the cap (so a later copy of them can be checked). */
   crc32?: number;
@@ -65,7 +68,14 @@ export class JsonArrayScanner {
   /** CRC-32 of the element's bytes so far, once it is over the cap. */
   private crc = 0;
 
-  constructor(private readonly maxElementBytes: number) {}
+  /**
+   * `borrow`: an element within one chunk is given as a view of it, not a copy (for a caller
+   * that drops each element before the next chunk, as the checking pass does).
+   */
+  constructor(
+    private readonly maxElementBytes: number,
+    private readonly borrow = false,
+  ) {}
 
   /** Scans the next chunk of the file; returns the elements that end in it (in order). */
   write(chunk: Buffer): ArrayElement[] {
@@ -215,8 +225,8 @@ export class JsonArrayScanner {
 
   private finish(end: number): ArrayElement {
     const element: ArrayElement = { index: this.index++, offset: this.start, length: end - this.start };
-    // A copy: the element must not keep the (larger) chunk it came in alive.
-    if (!this.tooLarge) element.bytes = this.parts.length === 1 ? Buffer.from(this.parts[0]!) : Buffer.concat(this.parts, this.held);
+    // A copy (unless borrowed): a held element must not keep the (larger) chunk it came in alive.
+    if (!this.tooLarge) element.bytes = this.parts.length !== 1 ? Buffer.concat(this.parts, this.held) : this.borrow ? this.parts[0]! : Buffer.from(this.parts[0]!);
     else element.crc32 = this.crc >>> 0;
     this.parts = [];
     this.held = 0;
