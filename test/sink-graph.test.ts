@@ -347,6 +347,9 @@ test('graph: two runs at once into one folder (each with its own state) leave ea
       const wanted = { messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[w]![i]!.location! };
       t.is((await reader.mailbox(d.mailbox, [wanted], { sample: true })).held.size, 1, `${d.messageId} as run ${w} recorded it`);
     }
+    // A ledger holding both records (a run's own delivery, then a re-run's skip at the kept copy): both are the one message.
+    const both = [0, 1].map((w) => ({ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[w]![i]!.location! }));
+    t.is((await reader.mailbox(d.mailbox, both, { sample: true })).held.size, 2, d.messageId);
   }
   await reader.close();
 });

@@ -64,7 +64,10 @@ export class GraphReader implements StoreReader {
     }
     const missing = wanted.filter((w) => !held.has(w));
     await eachLimited(missing, READS_AT_ONCE, async (w) => {
-      const found = listed.find((m) => !used.has(m.id) && m.internetMessageId === w.messageId && secondOf(m.sentAt) === secondOf(w.sentAt));
+      // One message is the item for every record of its identity: a run whose copy was removed as
+      // another writer's duplicate (see the sink's close) recorded where its own copy was.
+      const same = (m: Listed) => m.internetMessageId === w.messageId && secondOf(m.sentAt) === secondOf(w.sentAt);
+      const found = listed.find((m) => !used.has(m.id) && same(m)) ?? listed.find(same);
       if (!found) return;
       used.add(found.id);
       held.set(w, await this.hashed(mailbox, folderId!, found));
