@@ -103,6 +103,21 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
   };
 }
 
+/**
+ * The application permissions (`roles`) an Entra access token carries, or undefined when the
+ * token cannot be read as a JWT (an opaque or encrypted token: then only Graph's answers tell).
+ */
+export function tokenRoles(token: string): string[] | undefined {
+  const payload = token.split('.')[1];
+  if (payload === undefined) return undefined;
+  try {
+    const roles = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { roles?: unknown }).roles;
+    return Array.isArray(roles) && roles.every((r) => typeof r === 'string') ? roles : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** What credential it is, for messages: never its secret. */
 export function credentialName(credential: EntraCredential): string {
   if (credential.kind === 'managedIdentity') return `managed identity${credential.clientId ? ` ${credential.clientId}` : ''}`;

@@ -67,6 +67,11 @@ export function environmentName(value: string): string | undefined {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(value) ? undefined : `must name an environment variable (letters, digits and _; ${NOT_REPEATED})`;
 }
 
+/** A spec as an error may name it: without its query, where a pasted secret may be. */
+export function withoutQuery(spec: string): string {
+  return spec.replace(/\?.*$/s, '');
+}
+
 /** `a`, `a or b`, `a, b or c`. */
 function either(values: readonly string[]): string {
   return values.length < 2 ? values.join('') : `${values.slice(0, -1).join(', ')} or ${values.at(-1)}`;

@@ -1,7 +1,7 @@
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
 import { parseAzureBlobLocation, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
-import { parseSinkOptions } from '../options.js';
+import { parseSinkOptions, withoutQuery } from '../options.js';
 import { azureBlobOptions } from './options.js';
 
 export interface AzureBlobSinkConfig extends AzureBlobLocation {
@@ -21,8 +21,8 @@ export interface AzureBlobSinkConfig extends AzureBlobLocation {
 
 /** Parses `azblob://CONTAINER[/PREFIX][?OPTIONS]` (see `azureBlobOptions`). */
 export function parseAzureBlobSpec(spec: string): AzureBlobSinkConfig {
-  // Named without its query, where a pasted secret may be (redacted first: a password may hold a `?`).
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob sink ${redactSecrets(spec).replace(/\?.*$/s, '')}: ${why}`);
+  // Redacted first: a password may hold a `?`.
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob sink ${withoutQuery(redactSecrets(spec))}: ${why}`);
   const { location } = parseAzureBlobLocation(spec, bad);
   // The query as typed (the location's parse decodes it): an unknown key is named as the user wrote it.
   const q = spec.indexOf('?');

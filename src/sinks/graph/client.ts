@@ -199,13 +199,13 @@ export class GraphClient {
       if (answer?.status === 429) {
         this.stats.throttled++;
         // Throttling is per mailbox: every request of that mailbox waits, not this one alone.
-        const wait = Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS);
+        const wait = this.retryWait(attempt, retryAfter);
         if (mailbox !== undefined) {
           const state = this.mailbox(mailbox);
           state.pausedUntil = Math.max(state.pausedUntil, Date.now() + wait);
         } else await this.sleep(wait);
       } else {
-        await this.sleep(Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS));
+        await this.sleep(this.retryWait(attempt, retryAfter));
       }
     }
   }
@@ -216,7 +216,12 @@ export class GraphClient {
    */
   async pause(attempt: number, retryAfter: number | undefined): Promise<void> {
     this.stats.retried++;
-    await this.sleep(Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS));
+    await this.sleep(this.retryWait(attempt, retryAfter));
+  }
+
+  /** How long to wait before attempt `attempt`: Retry-After when given, else the backoff; never over MAX_WAIT_MS. */
+  private retryWait(attempt: number, retryAfter: number | undefined): number {
+    return Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS);
   }
 
   /** `retryDelay * 2^(attempt-1)`, at most 30 s, with full jitter over its upper half. */

@@ -1,5 +1,5 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
-import { entraTokens, type AccessTokens } from '../../auth/entra.js';
+import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
@@ -35,21 +35,6 @@ interface MailboxRun {
 }
 
 const IMPORT_PERMISSION = 'Mail-Advanced.ReadWrite.All';
-
-/**
- * The application permissions (`roles`) an Entra access token carries, or undefined when the
- * token cannot be read as a JWT (an opaque or encrypted token: then only Graph's answers tell).
- */
-export function tokenRoles(token: string): string[] | undefined {
-  const payload = token.split('.')[1];
-  if (payload === undefined) return undefined;
-  try {
-    const roles = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { roles?: unknown }).roles;
-    return Array.isArray(roles) && roles.every((r) => typeof r === 'string') ? roles : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** The tokens and the client of a spec, shared by the sink and the reader. */
 export function graphAccess(config: GraphSinkConfig, stop?: AbortSignal): { tokens: AccessTokens; client: GraphClient } {
@@ -349,7 +334,10 @@ export class GraphSink extends LifecycleSink implements Sink {
           const copies = new Map<string, Listed[]>();
           for (const m of await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY })) {
             const key = identity(m.internetMessageId, m.sentAt);
-            if (created.has(key) && !halfCreated(m)) copies.set(key, [...(copies.get(key) ?? []), m]);
+            if (!created.has(key) || halfCreated(m)) continue;
+            const same = copies.get(key);
+            if (same) same.push(m);
+            else copies.set(key, [m]);
           }
           for (const same of copies.values()) {
             const [, ...extra] = same.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

@@ -10,7 +10,7 @@ import { GraphClient, GraphError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphAccess, proveAccess } from './index.js';
 import { COMPARED_FIELDS, graphLocation, halfCreated, identity, isOurs, listFolder, listedOf, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
-import { eachLimited, secondOf } from '../held.js';
+import { eachLimited } from '../held.js';
 
 /** Messages read back at once per mailbox (the client keeps to the per-mailbox limit in any case). */
 const READS_AT_ONCE = 4;
@@ -66,7 +66,8 @@ export class GraphReader implements StoreReader {
     await eachLimited(missing, READS_AT_ONCE, async (w) => {
       // One message is the item for every record of its identity: a run whose copy was removed as
       // another writer's duplicate (see the sink's close) recorded where its own copy was.
-      const same = (m: Listed) => m.internetMessageId === w.messageId && secondOf(m.sentAt) === secondOf(w.sentAt);
+      const want = identity(w.messageId, w.sentAt);
+      const same = (m: Listed) => identity(m.internetMessageId, m.sentAt) === want;
       const found = listed.find((m) => !used.has(m.id) && same(m)) ?? listed.find(same);
       if (!found) return;
       used.add(found.id);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
-import { parseSinkOptions } from '../options.js';
+import { parseSinkOptions, withoutQuery } from '../options.js';
 import { maildirOptions } from './options.js';
 
 /** Who owns what the sink creates (run as root): `gid` absent = the Maildir root's group. */
@@ -32,8 +32,7 @@ export interface MaildirSinkConfig {
 
 /** Parses `maildir:DIR?...` (see `maildirOptions`); relative paths resolve against `cwd`. No I/O but /etc/passwd and /etc/group. */
 export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
-  // Named without its query, where a pasted secret may be.
-  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(spec.replace(/\?.*$/s, ''))}: ${why}`);
+  const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `maildir sink ${JSON.stringify(withoutQuery(spec))}: ${why}`);
   const body = spec.replace(/^maildir:/i, '');
   const q = body.indexOf('?');
   const path = q < 0 ? body : body.slice(0, q);
