@@ -25,6 +25,8 @@ export const ErrorCode = {
   LOCKED: 'E_LOCKED',
   /** The ledger cannot be read or written, or fails its chain. */
   LEDGER: 'E_LEDGER',
+  /** Temporary space (TMPDIR) cannot be used. */
+  TEMPORARY: 'E_TEMPORARY',
   /** A bug in this tool, not in the input or the setup. */
   INTERNAL: 'E_INTERNAL',
 } as const;

@@ -1,9 +1,11 @@
 // Duplicate event ids (found with 8 bytes an event, marked on every later use), and membership
 // changed only by join/leave events that would be delivered.
 import test from 'ava';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SourceEvent } from '../src/model.js';
-import { IdHashes, PivotExportArchive, idKey, plainId } from '../src/sources/pivot-zip/index.js';
+import { PivotExportArchive, plainId } from '../src/sources/pivot-zip/index.js';
+import { IdHashes, idKey } from '../src/sources/pivot-zip/id-hashes.js';
 import { isRejection } from '../src/model.js';
 import { validateEvent } from '../src/transforms/validate/index.js';
 import { expectedPairs } from './helpers/reference.js';
@@ -73,14 +75,15 @@ test('among 100,000 distinct ids, only the reused ones are marked', async (t) =>
   ]);
 });
 
-test('id hashes kept in chunks: an id repeated within a chunk, across chunks, or three times is found; the others are not', (t) => {
+test('id hashes kept in chunks, the full ones written to a temporary file: an id repeated within a chunk, across chunks, or three times is found; the others are not; nothing is left behind', async (t) => {
+  const dir = await tempDir(t);
   // Chunks of 3 hashes: a repeat within the first chunk, across neighbouring and distant chunks, one in the last partial chunk.
   const ids = ['a', 'b', 'a', 'c', 'd', 'e', 'b', 'f', 'g', 'h', 'i', 'j', 'c', 'k', 'c', 'l'];
-  const hashes = new IdHashes(3);
+  const hashes = new IdHashes(3, dir);
   t.deepEqual(ids.map((id) => hashes.push(id)), ids.map(idKey));
   t.deepEqual([...hashes.repeated()].sort(), ['a', 'b', 'c'].map(idKey).sort());
-  // The same as a plain set, over many chunks.
-  const many = new IdHashes(1000);
+  // The same as a plain set, over many chunks (each read back in several windows).
+  const many = new IdHashes(10_000, dir);
   const seen = new Set<string>();
   const reused = new Set<number>();
   for (let i = 0; i < 50_000; i++) {
@@ -91,7 +94,18 @@ test('id hashes kept in chunks: an id repeated within a chunk, across chunks, or
   }
   t.is(reused.size, 3000);
   t.deepEqual([...many.repeated()].sort(), [...reused].sort());
-  t.deepEqual([...new IdHashes(3).repeated()], []);
+  t.deepEqual([...new IdHashes(3, dir).repeated()], []);
+  t.deepEqual(await readdir(dir), [], 'the temporary file is gone');
+});
+
+test('id hashes that cannot be written to the temporary directory fail with E_TEMPORARY naming it', (t) => {
+  const missing = join('/nonexistent-pivot-archive-tmp', 'x');
+  const hashes = new IdHashes(2, missing);
+  hashes.push('a');
+  hashes.push('b');
+  const err = t.throws(() => hashes.push('c'));
+  t.is((err as { code?: string }).code, 'E_TEMPORARY');
+  t.true(err!.message.includes(missing), err!.message);
 });
 
 test('the checking pass reads an id from the bytes only when they plainly say it; a repeated key, an escape, a non-ASCII id or a join/leave is parsed', (t) => {

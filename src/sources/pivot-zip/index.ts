@@ -9,6 +9,7 @@ import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent,
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
+import { IdHashes, idKey } from './id-hashes.js';
 import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
@@ -125,31 +126,36 @@ export class PivotExportArchive implements ExportContext {
     const changes: { key: number; id: string; conversationId: string; time: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
     const tooLargeCrcs = new Map<string, number>();
     let eventCount = 0;
-    for (const [index, entry] of messageFiles.entries()) {
-      // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
-      for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
-        eventCount += elements.length;
-        for (const element of elements) {
-          if (!element.bytes) {
-            tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
-            continue;
+    try {
+      for (const [index, entry] of messageFiles.entries()) {
+        // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
+        for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+          eventCount += elements.length;
+          for (const element of elements) {
+            if (!element.bytes) {
+              tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
+              continue;
+            }
+            // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
+            const plain = plainId(element.bytes);
+            if (plain !== undefined) {
+              ids.push(plain);
+              continue;
+            }
+            const raw = parsed(element.bytes);
+            if (!isObject(raw) || typeof raw.id !== 'string') continue;
+            const key = ids.push(raw.id);
+            if (raw.type !== 'join' && raw.type !== 'leave') continue;
+            // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
+            const checked = checkEvent(raw, { users, conversations });
+            if ('reason' in checked) continue;
+            changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
           }
-          // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
-          const plain = plainId(element.bytes);
-          if (plain !== undefined) {
-            ids.push(plain);
-            continue;
-          }
-          const raw = parsed(element.bytes);
-          if (!isObject(raw) || typeof raw.id !== 'string') continue;
-          const key = ids.push(raw.id);
-          if (raw.type !== 'join' && raw.type !== 'leave') continue;
-          // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
-          const checked = checkEvent(raw, { users, conversations });
-          if ('reason' in checked) continue;
-          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
         }
       }
+    } catch (err) {
+      ids.discard();
+      throw err;
     }
     const duplicateCandidates = ids.repeated();
     // A join/leave that reuses an earlier event's id is rejected duplicate-id: it must not count either.
@@ -376,131 +382,6 @@ async function hashFile(path: string, handle: FileHandle, size: number): Promise
     position += bytesRead;
   }
   return hash.digest('hex');
-}
-
-// The two 32-bit halves of the last id hashed (no allocation an event).
-let hashLow = 0;
-let hashHigh = 0;
-
-/** A 64-bit hash of an id (two independently seeded 32-bit multiply-xorshift hashes), in hashLow/hashHigh. */
-function hashId(id: string): void {
-  let a = 0x9e3779b9 ^ id.length;
-  let b = 0x85ebca6b ^ Math.imul(id.length, 0xc2b2ae35);
-  for (let i = 0; i < id.length; i++) {
-    const c = id.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x5bd1e995);
-    a ^= a >>> 15;
-    b = Math.imul(b ^ c, 0x27d4eb2f);
-    b ^= b >>> 13;
-  }
-  a = Math.imul(a ^ (a >>> 16), 0x85ebca6b);
-  a = Math.imul(a ^ (a >>> 13), 0xc2b2ae35);
-  b = Math.imul(b ^ (b >>> 16), 0x7feb352d);
-  b = Math.imul(b ^ (b >>> 15), 0x846ca68b);
-  hashLow = (a ^ (a >>> 16)) >>> 0;
-  hashHigh = (b ^ (b >>> 16)) >>> 0;
-}
-
-/** A number key (53 of the 64 bits) of a hash: equal hashes, equal keys; a rare false match is only checked exactly. */
-function keyOf(low: number, high: number): number {
-  return high * 0x200000 + (low >>> 11);
-}
-
-export function idKey(id: string): number {
-  hashId(id);
-  return keyOf(hashLow, hashHigh);
-}
-
-/**
- * Hashes a chunk of IdHashes holds: 4 MiB, well over glibc's mmap threshold, so each chunk is
- * a mapping of its own: only the pages written are resident, and a freed chunk goes back to the
- * system (smaller chunks came from the malloc heap, whose freed middle stays resident for the rest of the run).
- */
-const HASHES_PER_CHUNK = 512 * 1024;
-
-/**
- * 64-bit id hashes, 8 bytes an event and never the ids themselves, in chunks of a fixed size:
- * a full chunk is sorted and the next one started, so growing never copies (a doubling array
- * held the old and the new array at once, and at 1.05 million events would have been 16 MB).
- */
-export class IdHashes {
-  /** Two words a hash (low, high); all full and sorted but the last. */
-  private readonly chunks: Uint32Array[] = [];
-  /** Hashes in the last chunk. */
-  private filled: number;
-
-  constructor(private readonly perChunk = HASHES_PER_CHUNK) {
-    this.filled = perChunk;
-  }
-
-  /** Adds the hash of `id`; returns its key. */
-  push(id: string): number {
-    hashId(id);
-    if (this.filled === this.perChunk) {
-      if (this.chunks.length > 0) sortHashes(this.chunks[this.chunks.length - 1]!);
-      this.chunks.push(new Uint32Array(2 * this.perChunk));
-      this.filled = 0;
-    }
-    const words = this.chunks[this.chunks.length - 1]!;
-    words[2 * this.filled] = hashLow;
-    words[2 * this.filled + 1] = hashHigh;
-    this.filled++;
-    return keyOf(hashLow, hashHigh);
-  }
-
-  /** Keys of the hashes seen more than once (the only ids that can repeat); frees the chunks. */
-  repeated(): Set<number> {
-    const repeated = new Set<number>();
-    if (this.chunks.length === 0) return repeated;
-    const chunks = this.chunks.splice(0);
-    chunks[chunks.length - 1] = chunks[chunks.length - 1]!.subarray(0, 2 * this.filled);
-    sortHashes(chunks[chunks.length - 1]!);
-    this.filled = this.perChunk;
-    // A k-way merge of the sorted chunks: equal hashes come out one after the other.
-    const at = new Array<number>(chunks.length).fill(0);
-    // In the order the sort left them: by the word that is the 64-bit value's upper half on this machine.
-    const major = (c: number) => chunks[c]![at[c]! + MAJOR_WORD]!;
-    const minor = (c: number) => chunks[c]![at[c]! + 1 - MAJOR_WORD]!;
-    const before = (c: number, d: number) => major(c) < major(d) || (major(c) === major(d) && minor(c) < minor(d));
-    const heap = chunks.map((_, c) => c).filter((c) => chunks[c]!.length > 0);
-    const siftDown = (i: number) => {
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= heap.length) return;
-        const child = l + 1 < heap.length && before(heap[l + 1]!, heap[l]!) ? l + 1 : l;
-        if (!before(heap[child]!, heap[i]!)) return;
-        [heap[i], heap[child]] = [heap[child]!, heap[i]!];
-        i = child;
-      }
-    };
-    for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(i);
-    let lastLow = -1;
-    let lastHigh = -1;
-    while (heap.length > 0) {
-      const c = heap[0]!;
-      const l = chunks[c]![at[c]!]!;
-      const h = chunks[c]![at[c]! + 1]!;
-      if (l === lastLow && h === lastHigh) repeated.add(keyOf(l, h));
-      lastLow = l;
-      lastHigh = h;
-      at[c]! += 2;
-      if (at[c] === chunks[c]!.length) {
-        const lastOne = heap.pop()!;
-        if (heap.length === 0) break;
-        heap[0] = lastOne;
-      }
-      siftDown(0);
-    }
-    return repeated;
-  }
-}
-
-/** Which of a hash's two words (low, high) is the upper half of the 64-bit value they make in memory. */
-const MAJOR_WORD = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1 ? 1 : 0;
-
-/** Sorts (low, high) word pairs as 64-bit values, in place (the byte order does not matter: equal hashes end up side by side). */
-function sortHashes(words: Uint32Array): void {
-  new BigUint64Array(words.buffer, words.byteOffset, words.length / 2).sort();
 }
 
 /** Where each of `ids` first stands: an extra pass, made only when a valid join/leave's id hash repeats. */
