@@ -7,6 +7,7 @@ import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { redactSecrets } from '../src/redact.js';
 import { appendUids, createImapSink, imapDateTime, imapLocation, imapSinkFactory, parseImapLocation } from '../src/sinks/imap/index.js';
 import { createImapReader, uidSet } from '../src/sinks/imap/reader.js';
+import { Appended, extraCopies } from '../src/sinks/imap/copies.js';
 import type { SinkOptions, Stored } from '../src/sinks/sink.js';
 import { generateSample } from '../src/sample/generate.js';
 import { ADMIN_PASSWORD, clientFlags, DOVECOT_BINARY, dovecotMissingMessage, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
@@ -52,13 +53,26 @@ test('IMAP locations: APPENDUID of a MULTIAPPEND gives each message its UID in o
   t.is(uidSet([9, 1, 2, 3, 5, 10, 11, 3]), '1:3,5,9:11');
 });
 
+test('IMAP copies removed at close: of an identity held twice where one copy is ours, all but the least UID; never another writer\'s own duplicates', (t) => {
+  const ours = new Appended('INBOX/Pivot', 7n);
+  for (const uid of [10, 11, 12, 20]) ours.add(1, uid);
+  t.true(ours.has(11) && ours.has(20) && !ours.has(13) && !ours.has(9));
+  const listed = new Map<number, string>([
+    [5, 'x'], [11, 'x'], // theirs first, ours later: ours goes
+    [10, 'y'], [15, 'y'], [16, 'y'], // ours first: the later copies go, whoever made them
+    [3, 'z'], [4, 'z'], // two copies, neither ours: not this run's to judge
+    [12, 'w'], // once
+  ]);
+  t.deepEqual(extraCopies(listed, ours).sort((a, b) => a - b), [11, 15, 16]);
+});
+
 test('IMAP date-time for INTERNALDATE is RFC 3501 form in UTC', (t) => {
   t.is(imapDateTime(Date.parse('2026-11-03T04:05:06.789Z')), '03-Nov-2026 04:05:06 +0000');
   t.is(imapDateTime(Date.parse('2026-01-23T23:59:59+02:00')), '23-Jan-2026 21:59:59 +0000');
 });
 
 withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
-  const mailboxes = ['omar@acme.example', 'broken-master@acme.example', 'broken-authzid@acme.example', ...CONFORMANCE_MAILBOXES];
+  const mailboxes = ['omar@acme.example', 'twice0@acme.example', 'twice1@acme.example', 'broken-master@acme.example', 'broken-authzid@acme.example', ...CONFORMANCE_MAILBOXES];
   let dovecot: Dovecot;
   test.before(async () => {
     dovecot = await startDovecot(mailboxes);
@@ -118,6 +132,37 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
     t.true(stored!.flags.has('\\Seen'));
     t.is(stored!.internalDate.getTime(), Math.floor(d.internalDate / 1000) * 1000);
     t.is((await simpleParser(stored!.source)).messageId, d.messageId);
+  });
+
+  test('imap: two runs at once into one folder (each with its own state) leave each item once when both have closed; what each recorded is found', async (t) => {
+    t.timeout(120_000);
+    const boxes = ['twice0@acme.example', 'twice1@acme.example'];
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=INBOX/Twice&retryDelay=20`;
+    const sinks = [createImapSink(spec, { env }), createImapSink(spec, { env })];
+    await Promise.all(sinks.map((s) => s.open()));
+    const items = Array.from({ length: 40 }, (_, n) => delivery(n, boxes[n % 2]!));
+    const outcomes = await Promise.all(sinks.map((s) => Promise.all(items.map((d) => s.write(d)))));
+    await Promise.all(sinks.map((s) => s.close()));
+    t.true(outcomes.flat().every((o) => o.outcome === 'delivered' || o.outcome === 'skipped'));
+    const removed = sinks.map((s) => (s as unknown as { stats: { copiesRemoved: number } }).stats.copiesRemoved);
+    t.log(`copies removed: ${removed.join(', ')}`);
+    for (const b of boxes) {
+      const held = await fetchFolder(dovecot.port, b, 'INBOX/Twice');
+      const ids = await Promise.all(held.map(async (m) => (await simpleParser(m.source)).messageId));
+      t.is(new Set(ids).size, 20, b);
+      t.is(held.length, 20, `${b}: each item once`);
+    }
+    // What each run recorded is still found, by identity where its own copy was removed; a ledger
+    // holding both records (a run's delivery, then a re-run's skip at the kept copy) finds both.
+    const reader = createImapReader(spec, { cwd: '/', env });
+    await reader.open();
+    for (const [i, d] of items.entries()) {
+      const recorded = [0, 1].map((w) => ({ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[w]![i]!.location! }));
+      for (const wanted of recorded) t.is((await reader.mailbox(d.mailbox, [wanted], { sample: true })).held.size, 1, `${d.messageId} at ${wanted.location}`);
+      const both = await reader.mailbox(d.mailbox, recorded, { sample: false });
+      t.is(both.held.size, 2, d.messageId);
+    }
+    await reader.close();
   });
 
   test('imap: a mailbox that does not exist fails its items with a reason naming it; others go on', async (t) => {

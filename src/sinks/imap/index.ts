@@ -5,7 +5,8 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
-import { messageIdentity } from '../held.js';
+import { eachLimited, messageIdentity } from '../held.js';
+import { Appended, extraCopies } from './copies.js';
 import { createImapReader } from './reader.js';
 
 /**
@@ -134,6 +135,8 @@ export interface ImapSinkStats {
   headersFetched: number;
   /** Deliveries settled `skipped` from what the sink knew, with no command sent. */
   skippedKnown: number;
+  /** Extra copies of this run's items removed when it closed (another writer appended them at the same time). */
+  copiesRemoved: number;
 }
 
 /** One connection, logged in to one mailbox. */
@@ -197,7 +200,9 @@ export class ImapSink extends LifecycleSink implements Sink {
   readonly description: string;
   readonly maxInFlight: number;
   readonly maxInFlightBytes = MAX_IN_FLIGHT_BYTES;
-  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, skippedKnown: 0 };
+  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, skippedKnown: 0, copiesRemoved: 0 };
+  /** What the run appended, by mailbox, for the copies it removes when it closes. */
+  private readonly appended = new Map<string, Appended>();
   /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
   private readonly ready = new Map<string, Queue>();
   /** Mailboxes a worker is delivering to now: one batch per mailbox at a time. */
@@ -315,6 +320,7 @@ export class ImapSink extends LifecycleSink implements Sink {
     this.finishing = true;
     this.wake();
     await Promise.allSettled(this.workers);
+    await this.removeCopies();
     this.stop?.removeEventListener('abort', this.onStop);
     await Promise.allSettled(this.idle.splice(0).map((s) => this.end(s)));
   }
@@ -698,53 +704,91 @@ export class ImapSink extends LifecycleSink implements Sink {
    * No header search: Dovecot without FTS answers one by reading every message's headers.
    */
   private async windowPass(client: ImapFlow, known: Presence, first: number, last: number): Promise<void> {
-    let since = first * DAY - SKEW_MS;
-    let before = (last + 1) * DAY + SKEW_MS;
-    if (!client.capabilities.has('WITHIN')) {
-      // Plain SINCE/BEFORE compare dates only (in the server's view of the date), and BEFORE excludes its day.
-      since = Math.floor(since / DAY) * DAY - DAY;
-      before = Math.floor(before / DAY) * DAY + 2 * DAY;
-    }
     this.stats.passes++;
-    // No upper bound for a window that ends in the future (today's export): imapflow would send a
-    // date-only BEFORE there, which drops the last day.
-    const query = before > Date.now() ? { since: new Date(since) } : { since: new Date(since), before: new Date(before) };
-    const uids = (await client.search(query, { uid: true })) || [];
-    await this.fetchIdentities(client, known, uids);
+    await this.fetchIdentities(client, await daysSearch(client, first, last), (key, uid) => this.learn(known, key, uid));
     for (let day = first; day <= last; day++) known.days.add(day);
   }
 
-  /** Every message appended since `known.next` was last moved: its identity learnt, `next` past it. */
+  /**
+   * Every message appended since `known.next` was last moved: its identity learnt, `next` past it.
+   * Messages this sink appended moved `next` already (APPENDUID): any found here is another
+   * writer's, or one whose APPEND answer was lost.
+   */
   private async catchUp(client: ImapFlow, known: Presence): Promise<void> {
     const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
     if (uids.length === 0) return;
-    await this.fetchIdentities(client, known, uids);
+    this.othersSeen(known);
+    await this.fetchIdentities(client, uids, (key, uid) => this.learn(known, key, uid));
     known.next = Math.max(...uids) + 1;
   }
 
-  /** The Message-ID and Date headers of these UIDs, fetched in ranges, learnt as identities. */
-  private async fetchIdentities(client: ImapFlow, known: Presence, uids: number[]): Promise<void> {
+  /** The Message-ID and Date headers of these UIDs, fetched in ranges, each told as (identity, UID). */
+  private async fetchIdentities(client: ImapFlow, uids: number[], found: (key: string, uid: number) => void): Promise<void> {
     const sorted = [...new Set(uids)].sort((a, b) => a - b);
     for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
       for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, headers: ['message-id', 'date'] }, { uid: true })) {
         this.stats.headersFetched++;
         if (!message.headers) continue;
         const { messageId, sentAt } = messageIdentity(message.headers);
-        if (messageId && sentAt !== undefined) this.learn(known, identity(messageId, Date.parse(sentAt)), message.uid);
+        if (messageId && sentAt !== undefined) found(identity(messageId, Date.parse(sentAt)), message.uid);
       }
     }
   }
 
-  /** The identities of messages this sink appended, at the UIDs the server gave (APPENDUID); `next` moved past them when nothing came between. */
+  /**
+   * The identities of messages this sink appended, at the UIDs the server gave (APPENDUID); `next`
+   * moved past them when nothing came between (else another writer's message came first).
+   */
   private remember(known: Presence, deliveries: Delivery[], appended: { uidValidity?: bigint; uids: (number | undefined)[] }): void {
     if (appended.uidValidity !== known.uidValidity) return;
     let contiguous = appended.uids[0] === known.next;
+    if (!contiguous) this.othersSeen(known);
+    let mine = this.appended.get(known.mailbox);
+    if (!mine || mine.folder !== known.folder || mine.uidValidity !== known.uidValidity) this.appended.set(known.mailbox, (mine = new Appended(known.folder, known.uidValidity)));
     deliveries.forEach((d, i) => {
       const uid = appended.uids[i];
       if (uid === undefined) return;
       this.learn(known, identity(d.messageId, d.internalDate), uid);
+      mine.add(Math.floor(d.internalDate / DAY), uid);
       if (contiguous && uid === known.next) known.next = uid + 1;
       else contiguous = false;
+    });
+  }
+
+  private othersSeen(known: Presence): void {
+    const mine = this.appended.get(known.mailbox);
+    if (mine && mine.folder === known.folder && mine.uidValidity === known.uidValidity) mine.othersSeen = true;
+    else this.appended.set(known.mailbox, Object.assign(new Appended(known.folder, known.uidValidity), { othersSeen: true }));
+  }
+
+  /**
+   * Two runs at once (see SPEC.md, "Two writers at once"): in each mailbox where another writer's
+   * message came up during the run, the days this run appended into are listed again and every
+   * extra copy of an item it appended is removed (UID EXPUNGE), keeping the one with the least
+   * UID, whoever appended it. Best effort: what fails here leaves the copies, and `verify` names them.
+   */
+  private async removeCopies(): Promise<void> {
+    const raced = [...this.appended].filter(([, mine]) => mine.othersSeen && mine.days.size > 0);
+    await eachLimited(raced, this.config.pool, async ([mailbox, mine]) => {
+      if (this.failure !== null) return;
+      let session: Session | undefined;
+      try {
+        session = await this.acquire(mailbox);
+        const client = session.client;
+        // Without UIDPLUS an EXPUNGE would remove every message flagged \Deleted, other clients' too.
+        if (!client.capabilities.has('UIDPLUS')) return;
+        const box = client.mailbox && client.mailbox.path === mine.folder ? client.mailbox : await client.mailboxOpen(mine.folder);
+        if (box.uidValidity !== mine.uidValidity) return;
+        // Each day's window reaches into its neighbours: a message listed twice is one message.
+        const listed = new Map<number, string>();
+        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), (key, uid) => listed.set(uid, key));
+        const extra = extraCopies(listed, mine);
+        if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
+      } catch {
+        if (session) session.broken = true;
+      } finally {
+        if (session) this.release(session);
+      }
     });
   }
 
@@ -943,6 +987,24 @@ export class ImapSink extends LifecycleSink implements Sink {
 }
 
 /** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER` (xoauth2: `imap://HOST:PORT/FOLDER`). */
+/**
+ * The UIDs whose INTERNALDATE falls in UTC days `first`..`last` (and SKEW_MS either side): UID
+ * SEARCH with WITHIN where the server has it, else whole days around them.
+ */
+async function daysSearch(client: ImapFlow, first: number, last: number): Promise<number[]> {
+  let since = first * DAY - SKEW_MS;
+  let before = (last + 1) * DAY + SKEW_MS;
+  if (!client.capabilities.has('WITHIN')) {
+    // Plain SINCE/BEFORE compare dates only (in the server's view of the date), and BEFORE excludes its day.
+    since = Math.floor(since / DAY) * DAY - DAY;
+    before = Math.floor(before / DAY) * DAY + 2 * DAY;
+  }
+  // No upper bound for a window that ends in the future (today's export): imapflow would send a
+  // date-only BEFORE there, which drops the last day.
+  const query = before > Date.now() ? { since: new Date(since) } : { since: new Date(since), before: new Date(before) };
+  return (await client.search(query, { uid: true })) || [];
+}
+
 export function imapDescription(config: ImapSinkConfig): string {
   return `imap://${config.user === '' ? '' : `${config.user}@`}${config.host}:${config.port}/${config.folder}`;
 }

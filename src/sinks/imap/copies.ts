@@ -1,0 +1,54 @@
+// Two runs at once into one folder (see SPEC.md, "Two writers at once"): what a run appended, and
+// which copies of its items it removes when it closes.
+
+/**
+ * What this run appended to one mailbox's folder: the UTC days of its items and the UIDs the
+ * server gave them (APPENDUID), kept as runs of consecutive UIDs (a run's appends mostly are), so
+ * a day of any size costs a few numbers a mailbox.
+ */
+export class Appended {
+  readonly days = new Set<number>();
+  /** [first, last] UID pairs, in the order appended. */
+  private readonly ranges: number[] = [];
+  /** Another writer's message came up in the folder during the run: copies may have raced. */
+  othersSeen = false;
+
+  constructor(
+    readonly folder: string,
+    readonly uidValidity: bigint,
+  ) {}
+
+  add(day: number, uid: number): void {
+    this.days.add(day);
+    const last = this.ranges.length - 1;
+    if (last > 0 && this.ranges[last] === uid - 1) this.ranges[last] = uid;
+    else this.ranges.push(uid, uid);
+  }
+
+  has(uid: number): boolean {
+    for (let i = 0; i < this.ranges.length; i += 2) if (uid >= this.ranges[i]! && uid <= this.ranges[i + 1]!) return true;
+    return false;
+  }
+}
+
+/**
+ * The UIDs to remove from a folder's listing (UID to identity): of each identity held more than once
+ * where one copy is this run's, every copy but the one with the least UID, whoever appended it.
+ * Writers that each do this leave one copy: none removes the least one, and the last to close sees
+ * them all. An APPEND is atomic, so every copy listed is whole.
+ */
+export function extraCopies(listed: ReadonlyMap<number, string>, ours: Appended): number[] {
+  const byKey = new Map<string, number[]>();
+  for (const [uid, key] of listed) {
+    const uids = byKey.get(key);
+    if (uids) uids.push(uid);
+    else byKey.set(key, [uid]);
+  }
+  const extra: number[] = [];
+  for (const uids of byKey.values()) {
+    if (uids.length < 2 || !uids.some((uid) => ours.has(uid))) continue;
+    const least = Math.min(...uids);
+    extra.push(...uids.filter((uid) => uid !== least));
+  }
+  return extra;
+}
