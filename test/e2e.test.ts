@@ -70,6 +70,20 @@ test('an archive on stdin is spooled to a temporary file that is removed afterwa
   t.deepEqual(await readdir(spool), []);
 });
 
+test('an archive on stdin with no temporary space to spool it to fails E_TEMPORARY (exit 2), naming where, with a failure record', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 50, seed: 3, edgeCases: false });
+  const missing = join(dir, 'no-such-tmp');
+  const status = join(dir, 'status.jsonl');
+  const result = await cli(['run', '--all-domains', '-', '--sink', `maildir:${join(dir, 'mail')}`, '--status-log', status], { stdin: await readFile(archive), env: { TMPDIR: missing } });
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.log, new RegExp(`E_TEMPORARY: cannot copy the archive from stdin to a temporary file under ${missing}`));
+  t.notRegex(result.stderr, /^\s+at /m, 'no stack trace');
+  const failure = (await readFile(status, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Json).find((r) => r.record === 'failure');
+  t.like(failure, { code: 'E_TEMPORARY', exitCode: 2 });
+});
+
 test('the same archive yields byte-identical Maildir files in two runs', async (t) => {
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');

@@ -9,7 +9,7 @@ import { ErrorCode, PivotArchiveError } from '../src/errors.js';
 import type { SourceEvent } from '../src/model.js';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
 import { JsonArrayError, JsonArrayScanner } from '../src/sources/pivot-zip/json-array.js';
-import { writeArchive, type Fixture } from './helpers/archive.js';
+import { MANIFEST, writeArchive, type Fixture } from './helpers/archive.js';
 import { tempDir } from './helpers/tmp.js';
 
 const users = [
@@ -93,6 +93,21 @@ test('a UTF-8 byte order mark and whitespace before the array are skipped', asyn
   t.is(events.length, 1);
   t.is(events[0]!.bytes!.toString(), text);
   t.is((events[0]!.raw as { id: string }).id, 'bom');
+});
+
+test('a UTF-8 byte order mark before manifest.json, users.json and conversations.json is passed over too', async (t) => {
+  const bom = (value: unknown) => Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(value))]);
+  const path = await writeArchive(join(await tempDir(t), 'bom.zip'), {
+    manifest: null,
+    users: null,
+    conversations: null,
+    messages: { '0.json': [event('m_1')] },
+    extra: { 'manifest.json': bom(MANIFEST), 'users.json': bom([{ id: 'u_1', displayName: 'U', email: 'u1@acme.example' }]), 'conversations.json': bom([{ id: 'c_1', type: 'room', name: 'R', members: ['u_1'] }]) },
+  });
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  t.is(archive.exportId, MANIFEST.exportId);
+  t.is(archive.eventCount, 1);
 });
 
 test('invalid UTF-8 inside an element is read as U+FFFD and located (offset of the first bad byte in the element)', async (t) => {

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { hostname } from 'node:os';
-import { copyFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, startCli } from './helpers/cli.js';
@@ -129,6 +129,47 @@ test('--inbox: settled archives oldest first, done/ and failed/ moves, a file st
   t.is(new Set(stored.map((m) => `${m.mailbox} ${m.itemId} ${m.parsed.date?.toISOString()}`)).size, stored.length, 'nothing twice');
   t.true(stored.length > afterFirst);
 });
+
+test('--inbox: a dangling link among the archives goes to failed/ with its reason and a failure record; the others still run', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'incoming');
+  await mkdir(inbox);
+  const old = new Date(Date.now() - 30 * 60_000);
+  await generateSample(join(inbox, 'day1.zip'), { events: 40, seed: 1, day: '2026-11-22', edgeCases: false });
+  await utimes(join(inbox, 'day1.zip'), old, old);
+  await symlink(join(dir, 'gone.zip'), join(inbox, 'dangling.zip'));
+  const state = join(dir, 'state');
+  const result = await cli(['run', '--all-domains', '--inbox', inbox, '--state-dir', state, '--sink', `maildir:${join(dir, 'mail')}`]);
+  t.is(result.code, 2, result.stderr);
+  t.notRegex(result.stderr, /^\s+at /m, 'no stack trace');
+  t.deepEqual(await readdir(join(inbox, 'done')), ['day1.zip']);
+  t.deepEqual((await readdir(join(inbox, 'failed'))).sort(), ['dangling.zip', 'dangling.zip.reason.txt']);
+  t.regex(await readFile(join(inbox, 'failed', 'dangling.zip.reason.txt'), 'utf8'), /E_ARCHIVE_UNREADABLE/);
+  const records = (await runRecords(state)).filter((r) => r.record === 'failure');
+  t.is(records.length, 1);
+  t.regex(String(records[0]!.archive), /dangling\.zip$/);
+});
+
+test('--inbox: a drop folder that cannot be read exits 2 (E_CONFIG) and leaves a failure record in the state dir', async (t) => {
+  const dir = await tempDir(t);
+  const state = join(dir, 'state');
+  const result = await cli(['run', '--all-domains', '--inbox', join(dir, 'missing'), '--state-dir', state, '--sink', `maildir:${join(dir, 'mail')}`]);
+  t.is(result.code, 2);
+  t.regex(result.log, /E_CONFIG: cannot read inbox/);
+  const records = await runRecords(state);
+  t.like(records.find((r) => r.record === 'failure'), { code: 'E_CONFIG', exitCode: 2 });
+});
+
+/** Every record of every run log in a state dir. */
+async function runRecords(state: string): Promise<Record<string, unknown>[]> {
+  const runs = join(state, 'runs');
+  const out: Record<string, unknown>[] = [];
+  for (const name of await readdir(runs)) {
+    for (const line of (await readFile(join(runs, name), 'utf8')).split('\n')) if (line.trim()) out.push(JSON.parse(line) as Record<string, unknown>);
+  }
+  return out;
+}
 
 test('--inbox needs --state-dir, and excludes an archive argument', async (t) => {
   const noState = await cli(['run', '--inbox', '/tmp', '--sink', 'maildir:/tmp/x']);

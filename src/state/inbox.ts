@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
 import { errorExitCode } from '../exit-policy.js';
 import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
+import { runJob } from '../job.js';
 import { run, type RunOptions, type RunResult } from '../run.js';
 import { StateDir } from './index.js';
 
@@ -61,12 +62,22 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
   try {
     const candidates = [];
-    const names = await readdir(inbox).catch((err: unknown) => {
-      throw new PivotArchiveError(ErrorCode.CONFIG, `cannot read inbox ${inbox}: ${errorMessage(err)}`);
+    const names = await readdir(inbox).catch(async (err: unknown) => {
+      const failure = new PivotArchiveError(ErrorCode.CONFIG, `cannot read inbox ${inbox}: ${errorMessage(err)}`);
+      // Recorded as a run of the drop folder that failed before any archive: every run leaves a record.
+      await runJob(config, logger, { ...options, cwd, lockHeld: true }, { command: 'run', input: () => ({ archive: inbox }), outcomeOptions: {}, open: () => Promise.reject(failure) }).catch(() => undefined);
+      throw failure;
     });
     for (const name of names) {
       if (!name.endsWith('.zip')) continue;
-      const info = await stat(join(inbox, name));
+      const path = join(inbox, name);
+      const info = await stat(path).catch(() => undefined);
+      if (!info) {
+        // A dangling link, say: run like any archive, it fails as unreadable, is recorded and moved to failed/.
+        // A name gone since the listing is passed over.
+        if (await lstat(path).then(() => true, () => false)) candidates.push({ name, mtime: 0 });
+        continue;
+      }
       if (!info.isFile()) continue;
       if (Date.now() - info.mtimeMs < config.settleSeconds * 1000) {
         result.waiting.push(name);
@@ -79,15 +90,10 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     for (const { name } of candidates) {
       if (stop?.aborted) break;
       const path = join(inbox, name);
-      let digest: string;
-      try {
-        digest = await sha256(path);
-      } catch (err) {
-        logger.warn(`${name}: cannot be read (${errorMessage(err)}); left for the next run`);
-        continue;
-      }
-      const record = join(state.dir, 'completed', `${digest}.json`);
-      if (await pathExists(record)) {
+      // One that cannot be read is run all the same: it fails as unreadable, and is recorded and moved to failed/.
+      const digest = await sha256(path).catch(() => undefined);
+      const record = digest && join(state.dir, 'completed', `${digest}.json`);
+      if (digest && record && (await pathExists(record))) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
         if (!keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name);
         result.results.push({ archive: name, outcome: 'already-completed' });
@@ -98,7 +104,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         if (done.exitCode === ExitCode.OK) {
           if (!dry) {
             await mkdir(join(state.dir, 'completed'), { recursive: true });
-            await writeFile(record, JSON.stringify({ archive: name, sha256: digest, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
+            const sha = done.summary.sha256 ?? digest;
+            await writeFile(join(state.dir, 'completed', `${sha}.json`), JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
             if (!keep) await moveSafely(logger, path, join(inbox, 'done'), name);
           }
           result.results.push({ archive: name, outcome: 'completed', run: done });

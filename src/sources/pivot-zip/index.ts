@@ -517,8 +517,10 @@ async function readJsonEntry(path: string, entries: ZipDirectory, name: string):
   const entry = entries.get(name);
   if (!entry) throw new PivotArchiveError(ErrorCode.ARCHIVE_MISSING_ENTRY, `${path}: required entry ${name} is missing`);
   const bytes = await readEntryBuffer(entry, MAX_DIRECTORY_ENTRY_BYTES);
+  // A UTF-8 byte order mark is passed over, as in the messages files (RFC 8259 lets a reader ignore one).
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
   try {
-    return JSON.parse(bytes.toString('utf8'));
+    return JSON.parse(bytes.toString('utf8', bom));
   } catch (err) {
     throw new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${name} is not valid JSON: ${errorMessage(err)}`);
   }
