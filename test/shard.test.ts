@@ -306,6 +306,23 @@ test('Maildir: shards 1/3, 2/3 and 3/3 at once deliver exactly what one unsharde
   t.true(problems.problems.some((p) => /different archives under one export id/.test(p)), problems.problems.join('\n'));
 });
 
+test('shards run with different outcome options (shard 1 with another --max-item-size): status of the union names the difference and is not complete', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const ex = await makeExport(dir);
+  const sink = `maildir:${join(dir, 'mail')}`;
+  const results = await Promise.all(SHARDS.map((k) => cli([...shardArgs(dir, ex, sink, k), ...(k === 1 ? ['--max-item-size', '20MiB'] : [])])));
+  for (const r of results) t.is(r.code, 0, r.stderr);
+  const status = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(dir, `state-${k}`)]), '--export', EXPORT_ID, '--json']);
+  const union = JSON.parse(status.stdout) as { problems: string[]; account: { complete: boolean } };
+  t.false(union.account.complete);
+  t.true(union.problems.some((p) => /the shards' runs differ in maxItemSize \(shard 1\/3: 20971520; shard 2\/3, shard 3\/3: 10485760\)/.test(p)), union.problems.join('\n'));
+  t.is(union.problems.length, 1, union.problems.join('\n'));
+  const text = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(dir, `state-${k}`)]), '--export', EXPORT_ID]);
+  t.regex(text.stdout, /PROBLEM: the shards' runs differ in maxItemSize/);
+  t.regex(text.stdout, /INCOMPLETE/);
+});
+
 withServer('Dovecot (sharded IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
   test('IMAP: three shards at once into one Dovecot hold exactly the unsharded run\'s pairs, each mailbox written by one shard; one shard killed with SIGKILL and re-run: still exact', async (t) => {
     t.timeout(300_000);

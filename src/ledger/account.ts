@@ -160,6 +160,8 @@ export class AccountBuilder {
   private unsealedInEarlierLedgers = 0;
   /** The shards (`K/N`, or null unsharded) the export's runs were started with. */
   readonly shards = new Set<string | null>();
+  /** By command, the options that change the outcome (all but the shard) of the export's latest run, as its start record gives them. */
+  readonly latestOptions = new Map<string, Record<string, unknown>>();
 
   /** `union`: the records of every shard's ledger are fed in turn (`nextLedger` between): one account of the whole export. */
   constructor(
@@ -181,8 +183,9 @@ export class AccountBuilder {
       this.starts.set(r.runId, r);
       if (r.exportId === this.exportId) {
         this.runOf(r.runId);
-        const shard = (r.options as { shard?: unknown } | undefined)?.shard;
+        const { shard, ...outcome } = (r.options ?? {}) as Record<string, unknown>;
         this.shards.add(typeof shard === 'string' ? shard : null);
+        this.latestOptions.set(String(r.command), outcome);
       }
       return;
     }

@@ -10,6 +10,8 @@ export interface ShardPart {
   shard: string | null | undefined;
   account: ExportAccount;
   check: LedgerCheck;
+  /** By command, the outcome options of the export's latest run in this ledger. */
+  options: Map<string, Record<string, unknown>>;
 }
 
 export interface ShardedAccount {
@@ -45,7 +47,7 @@ export async function unionAccount(ledgers: { path: string; trust: LedgerTrust }
     const winners = own.winners();
     for await (const line of ledgerRecords(path)) own.second(line as unknown as LedgerRecordLike, winners);
     const shards = [...own.shards];
-    parts.push({ path, shard: shards.length === 0 ? undefined : shards.length === 1 ? shards[0] : shards.join(' and '), account: own.result(), check });
+    parts.push({ path, shard: shards.length === 0 ? undefined : shards.length === 1 ? shards[0] : shards.join(' and '), account: own.result(), check, options: own.latestOptions });
   }
   const winners = union.winners();
   for (const [i, { path }] of ledgers.entries()) {
@@ -90,5 +92,32 @@ function shardProblems(parts: ShardPart[]): string[] {
   }
   const sha256s = new Set(parts.flatMap((p) => p.account.sha256s));
   if (sha256s.size > 1) problems.push(`the shards read different archives under one export id (sha256 ${[...sha256s].join(' / ')})`);
+  problems.push(...optionsThatDiffer(parts));
+  return problems;
+}
+
+/**
+ * Shards must route and reject alike: shard 1 alone keeps the rejected items and every other
+ * shard passes over what it takes shard 1 rejects, so a shard run with another --max-item-size,
+ * --domain, --user-map or plugin could leave an item nowhere. The options of each shard's latest
+ * run of the export (by command), where they differ, are named.
+ */
+function optionsThatDiffer(parts: ShardPart[]): string[] {
+  const problems: string[] = [];
+  for (const command of new Set(parts.flatMap((p) => [...p.options.keys()]))) {
+    const having = parts.filter((p) => p.options.has(command));
+    // Where rejected items are kept is each host's own.
+    const keys = new Set(having.flatMap((p) => Object.keys(p.options.get(command)!)).filter((key) => key !== 'rejects'));
+    for (const key of keys) {
+      const values = new Map<string, string[]>();
+      for (const p of having) {
+        const value = JSON.stringify(p.options.get(command)![key] ?? null);
+        values.set(value, [...(values.get(value) ?? []), `shard ${p.shard ?? '(none)'}`]);
+      }
+      if (values.size > 1) {
+        problems.push(`the shards' ${command}s differ in ${key} (${[...values].map(([value, shards]) => `${shards.join(', ')}: ${value}`).join('; ')}): every shard must run with the same options, or an item may be left nowhere; run the odd shards again with the others' options`);
+      }
+    }
+  }
   return problems;
 }
