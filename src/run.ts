@@ -40,10 +40,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
   const name = config.sample ? SAMPLE_ARCHIVE_NAME : config.archive === '-' ? '-' : resolve(cwd, config.archive ?? '');
   const input: InputIdentity = { archive: config.sample ? SAMPLE_ARCHIVE_NAME : (config.archive ?? '') };
   let dryRun: DryRunSink | undefined;
-  const result = await runJob(config, logger, options, {
-    command: 'run',
-    input: () => input,
-    outcomeOptions: {
+  const outcomeOptions = {
       domains: config.domains,
       allDomains: config.allDomains,
       userMap: config.userMap ?? null,
@@ -51,7 +48,11 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       plugins: config.plugins,
       maxEventSize: config.maxEventSize,
       rejects: resolve(cwd, config.rejects),
-    },
+  };
+  const result = await runJob(config, logger, options, {
+    command: 'run',
+    input: () => input,
+    outcomeOptions,
     async open({ sink, statusLog, state, cleanup }) {
       if (sink instanceof DryRunSink) dryRun = sink;
       const fanOut = await checkRunConfig(config, targetSink(sink), cwd);
@@ -65,7 +66,9 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       cleanup(() => archive.close());
       Object.assign(input, { sha256: archive.sha256, size: archive.size });
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);
-      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog) : undefined;
+      // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one.
+      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }) : undefined;
+      if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (messages file ${checkpoint.resumeAt.file}, event ${checkpoint.resumeAt.index})`);
       return {
         source: new PivotZipSource(archive, name, checkpoint),

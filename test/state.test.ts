@@ -161,6 +161,30 @@ test('--inbox: a drop folder that cannot be read exits 2 (E_CONFIG) and leaves a
   t.like(records.find((r) => r.record === 'failure'), { code: 'E_CONFIG', exitCode: 2 });
 });
 
+test('a checkpoint is resumed only under the options that made it: a run with a mistyped --domain stopped part-way, re-run with the right one, delivers every item and the export adds up', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
+  const pairsIn = async (out: string) => (await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`).sort();
+  const reference = join(dir, 'reference');
+  t.is((await cli(['run', archive, '--domain', 'acme.example', '--sink', `maildir:${reference}`, '--rejects', join(dir, 'r0')])).code, 0);
+  // Stops the run (as Ctrl-C does) when the 150th item reaches the plugins.
+  const stopper = join(dir, 'stopper.mjs');
+  await writeFile(stopper, "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (++n === 150) process.kill(process.pid, 'SIGTERM'); return item; } };\n");
+  const state = join(dir, 'state');
+  const out = join(dir, 'mail');
+  const common = ['--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'r1'), '--max-rejected', '100%'];
+  const typo = await cli(['run', archive, '--domain', 'acme.exmaple', '--plugin', stopper, ...common]);
+  t.is(typo.code, 4, typo.stderr);
+  const fixed = await cli(['run', archive, '--domain', 'acme.example', ...common]);
+  t.is(fixed.code, 0, fixed.stderr);
+  t.regex(fixed.log, /checkpoint of acme-2026-11-23 was made with other options: read from the start/);
+  t.deepEqual(await pairsIn(out), await pairsIn(reference));
+  const status = JSON.parse((await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23', '--json'])).stdout) as { account: { complete: boolean; balanced: boolean } };
+  t.like(status.account, { complete: true, balanced: true });
+});
+
 /** Every record of every run log in a state dir. */
 async function runRecords(state: string): Promise<Record<string, unknown>[]> {
   const runs = join(state, 'runs');

@@ -143,6 +143,10 @@ export class AccountBuilder {
   private readonly pairs = new Map<string, Winner>();
   /** Rejected items, by item id, reason and where kept (a duplicate id is another item). */
   private readonly rejects = new Map<string, Winner & { kept: boolean; reason: string }>();
+  /** Each of `rejects`: its item id, and every run that rejected it. */
+  private readonly rejectedBy = new Map<string, { itemId: string; runs: Set<string> }>();
+  /** By item id, the last run that settled the item (rejected or routed it). */
+  private readonly lastRunOf = new Map<string, string>();
   private readonly problems: ItemProblem[] = [];
   private readonly sha256s = new Set<string>();
   private readonly mailboxes = new Map<string, MailboxAccount>();
@@ -239,6 +243,7 @@ export class AccountBuilder {
     run[outcome]++;
     const itemId = String(r.itemId);
     const mailbox = r.mailbox as string | null;
+    this.lastRunOf.set(itemId, r.runId);
     if (typeof r.sentAt === 'string') this.sentAtOf.set(itemId, r.sentAt);
     if (mailbox === null) {
       // One rejected event, whichever run kept it (or could not): its id and where it stands in the archive.
@@ -246,6 +251,9 @@ export class AccountBuilder {
       const kept = outcome === 'rejected';
       const before = this.rejects.get(key);
       if (!before || (kept && !before.kept)) this.rejects.set(key, { seq: r.seq, outcome, runId: r.runId, kept, reason: String(kept ? r.reason : (r.rejectReason ?? r.reason)) });
+      const by = this.rejectedBy.get(key) ?? { itemId, runs: new Set<string>() };
+      by.runs.add(r.runId);
+      this.rejectedBy.set(key, by);
       return;
     }
     const key = `${mailbox}\u0000${itemId}`;
@@ -260,7 +268,18 @@ export class AccountBuilder {
 
   /** The seqs of the records that decide each item's final outcome (for the item list's second pass). */
   winners(): Set<number> {
-    return new Set([...this.pairs.values(), ...this.rejects.values()].map((w) => w.seq));
+    return new Set([...this.pairs.values(), ...this.standingRejects()].map((w) => w.seq));
+  }
+
+  /**
+   * The rejected items, less those a later run settled otherwise: it routed the item (run with
+   * another --domain after a typo, say, or the event at a checkpoint read again), so it counts once.
+   */
+  private standingRejects(): (Winner & { kept: boolean; reason: string })[] {
+    return [...this.rejects].filter(([key]) => {
+      const { itemId, runs } = this.rejectedBy.get(key)!;
+      return runs.has(this.lastRunOf.get(itemId)!);
+    }).map(([, w]) => w);
   }
 
   /** Called with every record again, in order, for the problem list and the chart (the winners only). */
@@ -299,7 +318,7 @@ export class AccountBuilder {
   result(): ExportAccount {
     const count = (o: ItemLine['outcome']) => [...this.pairs.values()].filter((w) => w.outcome === o).length;
     const pairs = { total: this.pairs.size, delivered: count('delivered'), skipped: count('skipped'), failed: count('failed') };
-    const rejects = [...this.rejects.values()];
+    const rejects = this.standingRejects();
     const rejectsByReason: Record<string, number> = {};
     for (const x of rejects) if (x.kept) rejectsByReason[x.reason] = (rejectsByReason[x.reason] ?? 0) + 1;
     const routed = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1))).size;

@@ -24,21 +24,31 @@ export class Checkpoint {
     private readonly path: string,
     readonly resumeAt: EventPosition | null,
     private readonly statusLog: StatusLog,
+    private readonly options: string,
+    /** An earlier run's checkpoint was set aside: it was made with other options. */
+    readonly discarded: boolean,
   ) {}
 
-  /** The archive's identity: its export id and the CRC-32 and size of every messages file. */
-  static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog): Promise<Checkpoint> {
+  /**
+   * The archive's identity: its export id and the CRC-32 and size of every messages file. A
+   * checkpoint is used only under the outcome `options` it was made with (the items it skips were
+   * settled under them: rejected `unmapped` under a mistyped --domain, say); else the run starts at
+   * the beginning, and the sink skips what it holds.
+   */
+  static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>): Promise<Checkpoint> {
     const identity = [archive.manifest.exportId, ...archive.messageFiles.map((f) => `${f.name}:${f.crc32}:${f.uncompressedSize}`)].join('\n');
     const dir = join(stateDir, 'checkpoints');
     await mkdir(dir, { recursive: true });
     const path = join(dir, `${sha256Hex(identity)}.json`);
-    let resumeAt: EventPosition | null = null;
+    const current = JSON.stringify(options);
+    let saved: { resumeAt?: EventPosition; options?: string } | undefined;
     try {
-      resumeAt = (JSON.parse(await readFile(path, 'utf8')) as { resumeAt: EventPosition }).resumeAt;
+      saved = JSON.parse(await readFile(path, 'utf8')) as { resumeAt: EventPosition; options?: string };
     } catch {
       // No checkpoint (or a torn one, which rename makes impossible): start at the beginning.
     }
-    return new Checkpoint(path, resumeAt, statusLog);
+    const usable = saved?.resumeAt !== undefined && saved.options === current;
+    return new Checkpoint(path, usable ? saved!.resumeAt! : null, statusLog, current, saved !== undefined && !usable);
   }
 
   /** Events are skipped when an earlier run settled them. */
@@ -72,7 +82,7 @@ export class Checkpoint {
     if (!at) return;
     // The status lines of everything before `at` must be on disk before the checkpoint says so.
     await this.statusLog.flush();
-    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, savedAt: new Date().toISOString() }) + '\n');
+    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, options: this.options, savedAt: new Date().toISOString() }) + '\n');
     await rename(`${this.path}.tmp`, this.path);
   }
 }
