@@ -85,11 +85,23 @@ test('plugins change, split (async too), drop with a reason, and a throw rejects
   });
 });
 
-test('a plugin that returns nothing usable rejects the item instead of losing it', async (t) => {
-  const registry = new PluginRegistry();
-  registry.register(plugin({ transform: () => [] }));
-  const outcome = await registry.apply(item(), context, noLog);
-  t.true('rejected' in outcome && outcome.rejected.reason === 'plugin:p');
+test('a plugin that returns nothing usable rejects the item instead of losing it, or stopping the run', async (t) => {
+  for (const [returned, why] of [
+    [() => [], /nothing/],
+    [() => undefined, /undefined instead of an item/],
+    [(i: Item) => [i, undefined], /undefined instead of an item/],
+    [() => null, /null instead of an item/],
+    [(i: Item) => ({ ...i, participants: 'nope' }), /participants are not a list of users/],
+    [(i: Item) => ({ ...i, sentAt: 'soon' }), /sentAt is not a time/],
+    [(i: Item) => ({ ...i, headers: { 'X-A': 1 } }), /headers are not names and string values/],
+    [(i: Item) => ({ ...i, text: 7 }), /text is not a string/],
+  ] as const) {
+    const registry = new PluginRegistry();
+    registry.register(plugin({ transform: returned }));
+    const outcome = await registry.apply(item(), context, noLog);
+    t.true('rejected' in outcome && outcome.rejected.reason === 'plugin:p', String(returned));
+    if ('rejected' in outcome) t.regex(outcome.rejected.detail, why);
+  }
 });
 
 test('example plugin redact-card-numbers masks Luhn-valid cards and IBANs only', async (t) => {

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { copyFile, mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -183,6 +184,32 @@ test('a checkpoint is resumed only under the options that made it: a run with a 
   t.deepEqual(await pairsIn(out), await pairsIn(reference));
   const status = JSON.parse((await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23', '--json'])).stdout) as { account: { complete: boolean; balanced: boolean } };
   t.like(status.account, { complete: true, balanced: true });
+});
+
+test('a checkpoint that cannot be saved mid-run does not crash the run: it delivers everything, ends with the error in its summary (exit 1) and leaves its records', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 1000, seed: 5, edgeCases: false, messageFiles: 1 });
+  // The checkpoint's file name, worked out independently (Python's zipfile): a directory where its temporary file goes.
+  const name = execFileSync('python3', ['-c', `import sys,zipfile,json,hashlib
+z=zipfile.ZipFile(sys.argv[1]); m=json.loads(z.read('manifest.json'))
+files=sorted((i for i in z.infolist() if i.filename.startswith('messages/')), key=lambda i: i.filename.encode())
+print(hashlib.sha256('\\n'.join([m['exportId']]+['%s:%d:%d'%(i.filename,i.CRC,i.file_size) for i in files]).encode()).hexdigest())`, archive]).toString().trim();
+  const state = join(dir, 'state');
+  await mkdir(join(state, 'checkpoints', `${name}.json.tmp`), { recursive: true });
+  // Slow enough (2 ms an item) that the checkpoint is saved during the run.
+  const slow = join(dir, 'slow.mjs');
+  await writeFile(slow, "export default { name: 'slow', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { await new Promise((r) => setTimeout(r, 2)); return item; } };\n");
+  const status = join(dir, 'status.jsonl');
+  const out = join(dir, 'mail');
+  const result = await cli(['run', archive, '--all-domains', '--sink', `maildir:${out}`, '--state-dir', state, '--status-log', status, '--plugin', slow, '--rejects', join(dir, 'r'), '--json']);
+  t.is(result.code, 1, result.stderr);
+  const summary = JSON.parse(result.stdout) as { delivered: number; balanced: boolean; error: { code: string; message: string } };
+  t.true(summary.balanced);
+  t.regex(summary.error.message, /the checkpoint .* cannot be saved/);
+  t.is((await readMaildir(out)).length, summary.delivered);
+  t.true((await readFile(status, 'utf8')).includes('"record":"summary"'));
 });
 
 /** Every record of every run log in a state dir. */

@@ -4,6 +4,7 @@ import type { EventPosition } from '../model.js';
 import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
 import type { StatusLog } from '../status-log.js';
 import { sha256Hex } from '../hash.js';
+import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 
 export function comparePositions(a: EventPosition, b: EventPosition): number {
   return a.file - b.file || a.index - b.index;
@@ -19,6 +20,8 @@ export class Checkpoint {
   private frozen = false;
   private lastSave = Date.now();
   private saving: Promise<void> = Promise.resolve();
+  /** The first save that failed: no further one is tried; the run ends with it as its error. */
+  private failed: unknown;
 
   private constructor(
     private readonly path: string,
@@ -64,9 +67,10 @@ export class Checkpoint {
     if (this.frozen) return;
     this.candidate = position;
     if (!ok) this.frozen = true;
-    if (Date.now() - this.lastSave >= 1000) {
+    if (Date.now() - this.lastSave >= 1000 && this.failed === undefined) {
       this.lastSave = Date.now();
-      this.saving = this.saving.then(() => this.save());
+      // A checkpoint that cannot be saved costs only a longer re-run: the run goes on, and ends with the error (exit 1).
+      this.saving = this.saving.then(() => this.save()).catch((err: unknown) => void (this.failed ??= err));
     }
   }
 
@@ -74,7 +78,8 @@ export class Checkpoint {
   async finish(complete: boolean): Promise<void> {
     await this.saving;
     if (complete) await unlink(this.path).catch(() => undefined);
-    else await this.save();
+    else if (this.failed === undefined) await this.save();
+    if (this.failed !== undefined) throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} cannot be saved (a re-run reads the archive from an earlier point): ${errorMessage(this.failed)}`, { cause: this.failed });
   }
 
   private async save(): Promise<void> {

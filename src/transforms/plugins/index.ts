@@ -104,9 +104,9 @@ export class PluginRegistry {
           return { rejected: { reason: `${RejectReason.PLUGIN_DROP}:${plugin.name}`, detail: `plugin ${plugin.name} dropped item ${current.id}: ${result.drop}` } };
         }
         const produced = Array.isArray(result) ? result : [result];
-        const broken = produced.find((p) => p === null || typeof p !== 'object' || typeof (p as Item).id !== 'string' || (p as Item).id === '');
-        if (produced.length === 0 || broken !== undefined) {
-          return { rejected: { reason: `${RejectReason.PLUGIN_ERROR}:${plugin.name}`, detail: `plugin ${plugin.name} returned no usable item for ${current.id} (use drop(reason) to drop)` } };
+        const why = produced.length === 0 ? 'nothing' : produced.map(whyUnusable).find((w) => w !== undefined);
+        if (why !== undefined) {
+          return { rejected: { reason: `${RejectReason.PLUGIN_ERROR}:${plugin.name}`, detail: `plugin ${plugin.name} returned no usable item for ${current.id} (${why}; use drop(reason) to drop)` } };
         }
         next.push(...(produced as Item[]));
       }
@@ -118,6 +118,22 @@ export class PluginRegistry {
     }
     return { items };
   }
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const hasId = (v: unknown) => isRecord(v) && typeof v.id === 'string';
+
+/** Why what a plugin returned is not an item the chain can build a message from (a plugin's bug is its item's rejection, not the run's end). */
+function whyUnusable(p: unknown): string | undefined {
+  if (!isRecord(p)) return `${p === undefined ? 'undefined' : p === null ? 'null' : typeof p} instead of an item`;
+  if (typeof p.id !== 'string' || p.id === '') return 'an item without a non-empty string id';
+  if (typeof p.sentAt !== 'string' || Number.isNaN(Date.parse(p.sentAt))) return 'an item whose sentAt is not a time';
+  if (!hasId(p.conversation) || !hasId(p.sender)) return 'an item without its conversation or sender';
+  if (!Array.isArray(p.participants) || !p.participants.every(hasId)) return 'an item whose participants are not a list of users';
+  if (!Array.isArray(p.attachments) || !p.attachments.every(isRecord)) return 'an item whose attachments are not a list';
+  if (!isRecord(p.headers) || !Object.values(p.headers).every((v) => typeof v === 'string')) return 'an item whose headers are not names and string values';
+  for (const field of ['text', 'html'] as const) if (p[field] !== undefined && typeof p[field] !== 'string') return `an item whose ${field} is not a string`;
+  return undefined;
 }
 
 /** Loads a plugin module from a path (relative to `cwd`) or a package name. */
