@@ -7,7 +7,7 @@ import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.
 import { redactSecrets } from './redact.js';
 import { run, type RunResult } from './run.js';
 import { dryRunSummary, formatDryRun } from './dry-run.js';
-import { sinkOptionsHelp } from './sinks/index.js';
+import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
@@ -252,7 +252,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example('$0 run --sample --sink maildir:./out', '')
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
-        if (mode === 'check') await checkFlags('run', argv);
+        if (mode === 'check') await checkSinkGiven(await checkFlags('run', flagsOf(argv, args)));
         else setExitCode(await runCommand(await resolveConfig('run', flagsOf(argv, args), process.env)));
       },
     )
@@ -277,7 +277,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
-        if (mode === 'check') await checkFlags('import', argv);
+        if (mode === 'check') await checkSinkGiven(await checkFlags('import', argv));
         else setExitCode(await importCommand(await resolveConfig('import', argv, process.env)));
       },
     )
@@ -364,6 +364,11 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       const typo = /^Missing required argument/.test(message) ? unknownFlags(args, known) : [];
       throw err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known));
     });
+}
+
+/** A command line checked for later (cron): its sink spec as the run will parse it, but not the secrets it will read then. */
+async function checkSinkGiven(given: Record<string, unknown>): Promise<void> {
+  if (typeof given.sink === 'string') await checkSinkSpec(given.sink, { cwd: process.cwd(), insecure: given.insecure === true });
 }
 
 async function parseCommandLine(args: string[], mode: Mode, setExitCode: (code: number) => void): Promise<void> {

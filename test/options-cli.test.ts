@@ -75,11 +75,20 @@ test('cron --print checks the command it schedules as run and import read it; a 
     [['import', '--from', 'azblob://c', '--sink', 'maildir:m', '--keep-runs', 'many'], /--keep-runs: "many" is not a whole number/],
     [['import', '--config', join(dir, 'missing.json')], /E_CONFIG: cannot read config file .*missing\.json/],
     [['run', '--inbox', 'in', '--log-level', 'loud'], /--log-level: "loud" is not one of error, warn/],
+    // The sink spec as the run parses it: a password in the URL, an unknown sink option (the secret itself is not needed now).
+    [['run', '--inbox', 'in', '--sink', 'imap://admin:SeKr1tXYZZY@mail.acme.example/'], /E_SINK_CONFIG: IMAP sink: the URL must not carry a password/],
+    [['run', '--inbox', 'in', '--sink', 'maildir:/srv/mail?bogus=1'], /E_SINK_CONFIG: maildir sink "maildir:\/srv\/mail": unknown option "bogus"/],
+    [['import', '--from', 'azblob://c', '--sink', 'imap://a@mail.acme.example/?pool=0'], /pool must be/],
   ] as const) {
     const result = await cli(['cron', '--print', '--', ...words]);
     t.is(result.code, 2, words.join(' '));
     t.regex(result.stderr, error);
+    t.is(result.stdout, '', 'no crontab line');
+    t.false(result.stderr.includes('SeKr1tXYZZY'));
   }
+  // Secrets come from the run's environment, not the one the line is made in.
+  const imap = await cli(['cron', '--print', '--', 'run', '--inbox', 'in', '--sink', 'imap://archiver@mail.acme.example/?folder=Pivot'], { env: { PIVOT_IMAP_PASSWORD: '' } });
+  t.is(imap.code, 0, imap.stderr);
   // A config file named on the scheduled line is checked too.
   const config = join(dir, 'c.json');
   await writeFile(config, JSON.stringify({ sink: 'maildir:m', maxItemSize: '1 parsec' }));

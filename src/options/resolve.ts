@@ -89,10 +89,12 @@ export async function resolveConfig<C extends Command>(command: C, flags: Record
 
 /**
  * Checks a command line to be run later (by cron): every flag's value, and the config file it
- * names. Not what is missing or what goes with what: the crontab may set PIVOT_ARCHIVE_CONFIG,
+ * names; returns what they give (the file's, then the flags'), for the caller to check the sink
+ * spec. Not what is missing or what goes with what: the crontab may set PIVOT_ARCHIVE_CONFIG,
  * whose file supplies the rest.
  */
-export async function checkFlags(command: Command, flags: Record<string, unknown>): Promise<void> {
-  const { config: configFile } = givenOptions(command, flags, {});
-  if (configFile !== undefined) await readConfigFile(configFile as string, command);
+export async function checkFlags(command: Command, flags: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const { config: configFile, ...fromFlags } = givenOptions(command, flags, {});
+  const fromFile = configFile === undefined ? {} : await readConfigFile(configFile as string, command);
+  return { ...fromFile, ...fromFlags };
 }

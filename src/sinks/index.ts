@@ -46,6 +46,11 @@ export async function createSink(spec: string, options: SinkOptions): Promise<Si
   return (await factoryFor(spec)).create(spec, options);
 }
 
+/** Validates a sink spec as `createSink` does, except the secrets it would read from the environment; no I/O. */
+export async function checkSinkSpec(spec: string, options: SinkOptions): Promise<void> {
+  (await factoryFor(spec)).check(spec, options);
+}
+
 /**
  * A reader of the store a sink spec names, for `verify` (the same spec, validated the same way,
  * before any I/O); E_SINK_CONFIG for a sink whose store cannot be read back.

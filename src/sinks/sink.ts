@@ -90,4 +90,9 @@ export interface SinkFactory {
   create(spec: string, options: SinkOptions): Sink;
   /** A reader of the same store for `verify` (same spec, same validation); absent if it cannot be verified. */
   reader?(spec: string, options: SinkOptions): StoreReader;
+  /**
+   * Validates the spec as `create` does, but not the secrets it reads from the environment
+   * (the environment a command line is checked in, `cron --print`, is not the one it runs in).
+   */
+  check(spec: string, options: SinkOptions): void;
 }

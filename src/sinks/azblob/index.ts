@@ -276,5 +276,6 @@ export function createAzureBlobSink(spec: string, options: { env?: NodeJS.Proces
 export const azureBlobSinkFactory: SinkFactory = {
   scheme: 'azblob',
   create: (spec) => createAzureBlobSink(spec),
+  check: (spec) => void parseAzureBlobSpec(spec),
   reader: (spec) => createAzureBlobReader(spec),
 };

@@ -370,5 +370,6 @@ export function createGraphSink(spec: string, options: Partial<SinkOptions> & { 
 export const graphSinkFactory: SinkFactory = {
   scheme: 'graph',
   create: (spec, options) => createGraphSink(spec, options),
+  check: (spec, options) => void parseGraphSpec(spec, { ...options, secretChecked: false }),
   reader: (spec, options) => createGraphReader(spec, options),
 };

@@ -1212,6 +1212,7 @@ export function createImapSink(spec: string, options: ImapSpecOptions = {}): Ima
 export const imapSinkFactory: SinkFactory = {
   scheme: 'imap',
   create: (spec, options) => createImapSink(spec, options),
+  check: (spec, options) => void parseImapSpec(spec, options),
   reader: (spec, options) => createImapReader(spec, options),
 };
 

@@ -640,5 +640,6 @@ export class MaildirSink extends LifecycleSink implements Sink {
 export const maildirSinkFactory: SinkFactory = {
   scheme: 'maildir',
   create: (spec, { cwd }) => new MaildirSink(parseMaildirSpec(spec, cwd)),
+  check: (spec, { cwd }) => void parseMaildirSpec(spec, cwd),
   reader: (spec, { cwd }) => createMaildirReader(spec, cwd),
 };
