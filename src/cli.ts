@@ -378,6 +378,9 @@ async function parseCommandLine(args: string[], mode: Mode, setExitCode: (code: 
 
 /** The command-line interface; resolves to the process exit code (never calls process.exit). */
 export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
+  // A reader of the output that goes away (a closed pipe, a restarted journal) must not end the
+  // run half way: the status log and the state dir are its record, not the terminal.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   let exitCode: number = ExitCode.OK;
   try {
     await parseCommandLine(args, 'execute', (code) => (exitCode = code));

@@ -108,3 +108,8 @@ export function errorCodeOf(err: unknown): ErrorCodeValue {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** E_TEMPORARY: `what` (needing `room`) cannot be kept in the temporary directory `dir`. */
+export function temporarySpaceError(what: string, room: string, dir: string, err: unknown): PivotArchiveError {
+  return new PivotArchiveError(ErrorCode.TEMPORARY, `${what} cannot be kept in a temporary file under ${dir} (${room}; set TMPDIR to a roomier place): ${errorMessage(err)}`, { cause: err });
+}

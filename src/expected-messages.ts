@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { WantedMessage } from './sinks/index.js';
 import type { LedgerLine } from './ledger/writer.js';
+import { temporarySpaceError } from './errors.js';
 
 /** A (mailbox, message) the ledger says the store holds, with the sha256 it was delivered with (absent: found there, never delivered by this ledger). */
 export interface Expected extends WantedMessage {
@@ -31,13 +32,22 @@ interface Noted {
   inScope: boolean;
 }
 
+/** What `work` does in the temporary directory; E_TEMPORARY when it cannot. */
+function temporary<T>(work: () => T): T {
+  try {
+    return work();
+  } catch (err) {
+    throw temporarySpaceError("verify's list of the messages to find", 'about 200 bytes a delivery', tmpdir(), err);
+  }
+}
+
 /** Groups: a day of a million events is about 60,000 entries a group. */
 const GROUPS = 64;
 /** Bytes a group collects before they are written. */
 const FLUSH_AT = 64 * 1024;
 
 export class ExpectedMessages {
-  private readonly dir = mkdtempSync(join(tmpdir(), 'pivot-archive-verify-'));
+  private readonly dir = temporary(() => mkdtempSync(join(tmpdir(), 'pivot-archive-verify-')));
   private readonly pending: string[][] = Array.from({ length: GROUPS }, () => []);
   private readonly pendingBytes = new Array<number>(GROUPS).fill(0);
   private readonly fds: (number | undefined)[] = new Array(GROUPS).fill(undefined);
@@ -90,8 +100,10 @@ export class ExpectedMessages {
   private flush(group: number): void {
     const lines = this.pending[group]!;
     if (lines.length === 0) return;
-    this.fds[group] ??= openSync(this.path(group), 'a', 0o600);
-    writeSync(this.fds[group]!, lines.join(''));
+    temporary(() => {
+      this.fds[group] ??= openSync(this.path(group), 'a', 0o600);
+      writeSync(this.fds[group]!, lines.join(''));
+    });
     this.pending[group] = [];
     this.pendingBytes[group] = 0;
   }

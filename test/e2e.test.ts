@@ -1,10 +1,10 @@
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { writeArchive } from './helpers/archive.js';
-import { REPO_ROOT, cli, readStatusLog } from './helpers/cli.js';
+import { BIN, REPO_ROOT, cli, readStatusLog } from './helpers/cli.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
 import { expectedPairs, type ReferenceConversations, type ReferenceUsers } from './helpers/reference.js';
 import { tempDir } from './helpers/tmp.js';
@@ -78,10 +78,27 @@ test('an archive on stdin with no temporary space to spool it to fails E_TEMPORA
   const status = join(dir, 'status.jsonl');
   const result = await cli(['run', '--all-domains', '-', '--sink', `maildir:${join(dir, 'mail')}`, '--status-log', status], { stdin: await readFile(archive), env: { TMPDIR: missing } });
   t.is(result.code, 2, result.stderr);
-  t.regex(result.log, new RegExp(`E_TEMPORARY: cannot copy the archive from stdin to a temporary file under ${missing}`));
+  t.regex(result.log, new RegExp(`E_TEMPORARY: the archive read from stdin cannot be kept in a temporary file under ${missing}`));
   t.notRegex(result.stderr, /^\s+at /m, 'no stack trace');
   const failure = (await readFile(status, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Json).find((r) => r.record === 'failure');
   t.like(failure, { code: 'E_TEMPORARY', exitCode: 2 });
+});
+
+test('a reader of the log that goes away (a closed pipe) does not end the run: it delivers everything, exits 0, and its summary is recorded', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 2000, seed: 3, edgeCases: false });
+  const status = join(dir, 'status.jsonl');
+  const out = join(dir, 'mail');
+  // stderr (the log) into a reader that takes 100 bytes and goes; stdout (the summary) into one that reads nothing.
+  const run = `"${process.execPath}" "${BIN}" run "${archive}" --all-domains --sink "maildir:${out}" --status-log "${status}" --log-level info --json 2>&1 >/dev/null | head -c 100 >/dev/null; exit \${PIPESTATUS[0]}`;
+  const code = await new Promise<number | null>((resolve) => execFile('bash', ['-c', run]).on('exit', resolve));
+  t.is(code, 0);
+  const summary = (await readStatusLog(status)).summary;
+  t.true(summary.balanced);
+  t.is((await readMaildir(out)).length, summary.delivered);
+  t.true(summary.delivered > 0);
 });
 
 test('the same archive yields byte-identical Maildir files in two runs', async (t) => {

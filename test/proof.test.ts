@@ -145,6 +145,16 @@ test('verify: an untouched store passes; flags a client set do not matter; one b
   t.is((scoped.result.store as Json).unexpected, null);
 });
 
+test('verify with no temporary space for its list of messages to find exits 2, E_TEMPORARY naming where, no stack trace', async (t) => {
+  t.timeout(120_000);
+  const { dir, verifyArgs } = await signedRun(t);
+  const missing = join(dir, 'no-such-tmp');
+  const result = await cli(verifyArgs, { env: { TMPDIR: missing } });
+  t.is(result.code, 2, result.stdout + result.stderr);
+  t.true(result.stderr.includes(`E_TEMPORARY: verify's list of the messages to find cannot be kept in a temporary file under ${missing}`), result.stderr);
+  t.notRegex(result.stderr, /^\s+at /m);
+});
+
 test('verify --ledger: a ledger line edited, its last records dropped, or the wrong public key, each exit 7', async (t) => {
   const { dir, state, verifyArgs } = await signedRun(t);
   const ledger = join(state, 'ledger.jsonl');

@@ -1,7 +1,7 @@
 import { closeSync, mkdtempSync, openSync, readSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import { temporarySpaceError } from '../../errors.js';
 
 // The two 32-bit halves of the last id hashed (no allocation an event).
 let hashLow = 0;
@@ -126,8 +126,7 @@ export class IdHashes {
     this.filled = 0;
   }
 
-  private readonly describe = (err: unknown) =>
-    new PivotArchiveError(ErrorCode.TEMPORARY, `the ids' hashes cannot be kept in a temporary file under ${this.tempDir} (8 bytes an event; set TMPDIR to a roomier place): ${errorMessage(err)}`, { cause: err });
+  private readonly describe = (err: unknown) => temporarySpaceError("the ids' hashes", '8 bytes an event', this.tempDir, err);
 
   private writeChunk(): void {
     sortHashes(this.words);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import { ErrorCode, PivotArchiveError, errorMessage, temporarySpaceError } from '../../errors.js';
 
 /**
  * A zip can only be read safely through its central directory, at its end, so an archive
@@ -12,8 +12,7 @@ import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
  * directory that cannot take it is E_TEMPORARY; a stdin that fails, E_ARCHIVE_UNREADABLE.
  */
 export async function spoolToTempFile(input: Readable): Promise<{ path: string; remove: () => Promise<void> }> {
-  const temporary = (err: unknown) =>
-    new PivotArchiveError(ErrorCode.TEMPORARY, `cannot copy the archive from stdin to a temporary file under ${tmpdir()} (it needs the archive's size; set TMPDIR to a roomier place): ${errorMessage(err)}`, { cause: err });
+  const temporary = (err: unknown) => temporarySpaceError('the archive read from stdin', "the archive's size", tmpdir(), err);
   const dir = await mkdtemp(join(tmpdir(), 'pivot-archive-stdin-')).catch((err: unknown) => {
     throw temporary(err);
   });
