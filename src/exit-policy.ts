@@ -8,6 +8,7 @@ import type { RunSummary } from './status-log.js';
  */
 export function alarmOf(s: RunSummary, maxRejected: number): string | undefined {
   const handled = s.itemsFromSource + s.itemsAddedByPlugins - s.itemsDoneEarlier;
+  if (s.entriesNotRead) return `${s.entriesNotRead} archive ${s.entriesNotRead === 1 ? 'entry is' : 'entries are'} named like a messages file but not as messages/<name>.json (see the notes): not read, so their events are counted nowhere (did the exporter change its file names?)`;
   if (s.eventsInArchive === 0) return 'the export holds no events: nothing to deliver (is the exporter working?)';
   if (handled <= 0) return undefined;
   // A shard whose own mailboxes got nothing while others' did is not alarming; one that saw only rejections is.
@@ -29,6 +30,18 @@ function mostRejected(s: RunSummary): string {
 
 function percent(share: number): string {
   return `${Number((share * 100).toFixed(2))}%`;
+}
+
+/** Exit codes from the least to the most wrong (their numbers are not in that order). */
+const BY_SEVERITY: readonly number[] = [ExitCode.OK, ExitCode.ALARM, ExitCode.INTERRUPTED, ExitCode.LOCKED, ExitCode.DELIVERY_FAILED, ExitCode.SETUP_FAILED, ExitCode.INTERNAL];
+
+/**
+ * Of two exit codes, the one that says more is wrong: a bug, then an archive refused whole (2),
+ * then failed deliveries (1), then a stop or a lock, then an alarm (5: everything accounted for),
+ * then 0. So a drop folder's one alarm never hides another archive's refusal.
+ */
+export function worseExitCode(a: number, b: number): number {
+  return BY_SEVERITY.indexOf(b) > BY_SEVERITY.indexOf(a) ? b : a;
 }
 
 /**

@@ -151,6 +151,8 @@ export interface RunSummary extends Counters, RunStamp {
   tenant?: string;
   /** Events in the archive, whether this run read them all or not. */
   eventsInArchive?: number;
+  /** Archive entries named like messages files that were not read (another case or depth, a hostile name): their events are counted nowhere. */
+  entriesNotRead?: number;
   /** The staging location an import read. */
   from?: string;
   batchesImported?: number;

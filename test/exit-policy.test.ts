@@ -1,5 +1,5 @@
 import test from 'ava';
-import { alarmOf, runExitCode } from '../src/exit-policy.js';
+import { alarmOf, runExitCode, worseExitCode } from '../src/exit-policy.js';
 import type { RunSummary } from '../src/status-log.js';
 import { parseZonedTime } from '../src/formats/pivot-export/event.js';
 
@@ -48,4 +48,20 @@ test('zoned times: impossible calendar values are NaN, never rolled over', (t) =
   for (const bad of ['2026-02-31T10:00:00Z', '2025-02-29T00:00:00Z', '2026-13-01T00:00:00Z', '2026-11-23T24:00:00Z', '2026-11-23T09:60:00Z', '2026-11-23T09:00:60Z', '2026-11-23T09:00:00+24:00', '2026-11-23T09:00:00', '2026-11-23 09:00:00Z', 'yesterday']) {
     t.true(Number.isNaN(parseZonedTime(bad)), bad);
   }
+});
+
+test('a drop folder takes the worst of its archives by what the codes say, not their numbers: an alarm (5) never hides a refusal (2) or failures (1)', (t) => {
+  const worst = (...codes: number[]) => codes.reduce(worseExitCode, 0);
+  t.is(worst(5, 2, 0), 2);
+  t.is(worst(5, 1), 1);
+  t.is(worst(4, 1), 1);
+  t.is(worst(1, 2), 2);
+  t.is(worst(2, 70, 5), 70);
+  t.is(worst(0, 5, 4), 4);
+  t.is(worst(0, 0), 0);
+});
+
+test('entries named like messages files that were not read alarm, before anything else', (t) => {
+  t.regex(alarmOf(summary({ entriesNotRead: 2 }), 0.1) ?? '', /^2 archive entries are named like a messages file/);
+  t.is(alarmOf(summary({ entriesNotRead: 0 }), 0.1), undefined);
 });

@@ -307,7 +307,7 @@ test('the drop folder: a poison archive goes to failed/ with its reason, one wit
   t.is(again.code, 0, again.stderr);
 });
 
-test('input changed or ignored is recorded: bytes that are not UTF-8 and entries outside the layout each leave a note', async (t) => {
+test('input changed or ignored is recorded: bytes that are not UTF-8 and entries outside the layout each leave a note; entries named like messages files but not read make the run alarm (exit 5)', async (t) => {
   const dir = await tempDir(t);
   const bad = Buffer.concat([Buffer.from('[{"id":"m_latin1","conversationId":"c_1","type":"message","sentAt":"2026-11-23T09:00:00Z","senderId":"u_1","text":"caf'), Buffer.from([0xe9]), Buffer.from('"}]')]);
   const lookalike = 'm\u0435ssages/0.json'; // a Cyrillic е
@@ -316,8 +316,10 @@ test('input changed or ignored is recorded: bytes that are not UTF-8 and entries
   const status = join(dir, 'status.jsonl');
   const out = join(dir, 'mail');
   const result = await cli(['run', archive, '--sink', `maildir:${out}`, '--domain', 'acme.example', '--status-log', status, '--rejects', join(dir, 'rejects')]);
-  t.is(result.code, 0, result.stderr);
+  t.is(result.code, 5, result.stderr);
   const { lines, summary } = await readStatusLog(status);
+  t.is(summary.entriesNotRead, 5);
+  t.regex(String(summary.alarm), /5 archive entries are named like a messages file but not as messages\/<name>\.json .* counted nowhere/);
   const notes = lines.filter((l) => l.record === 'note');
   t.like(notes.find((n) => n.reason === 'invalid-utf8'), { itemId: 'm_latin1' });
   t.regex(String(notes.find((n) => n.reason === 'invalid-utf8')!.detail), /byte 117 of the event/);

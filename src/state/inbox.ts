@@ -4,7 +4,7 @@ import { lstat, mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
-import { errorExitCode } from '../exit-policy.js';
+import { errorExitCode, worseExitCode } from '../exit-policy.js';
 import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
 import { runJob } from '../job.js';
@@ -112,7 +112,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         } else {
           // Failed deliveries, an interruption or an alarm: left in place for the next run.
           result.results.push({ archive: name, outcome: 'deliveries-failed', run: done });
-          result.exitCode = Math.max(result.exitCode, done.exitCode);
+          result.exitCode = worseExitCode(result.exitCode, done.exitCode);
         }
       } catch (err) {
         // The archive's own fault, or a bug it triggered, fails that archive alone; a setup error stops the inbox.
@@ -124,7 +124,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         const moved = dry ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name);
         if (moved) await writeFile(`${moved}.reason.txt`, reason + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
         result.results.push({ archive: name, outcome: 'failed-archive', reason });
-        result.exitCode = Math.max(result.exitCode, errorExitCode(err));
+        result.exitCode = worseExitCode(result.exitCode, errorExitCode(err));
       }
     }
   } finally {

@@ -344,6 +344,18 @@ async function closeStreams(streams: Set<Readable>): Promise<void> {
 }
 
 /** Why an entry (not hostile, not a directory) is outside the layout, or undefined when it is in it. */
+/**
+ * An entry outside the layout (or with a hostile name) that may hold events: named like a
+ * messages file (messages/ in another case or depth, .JSON, a look-alike letter, a control
+ * character) or a bare .json. Its events are read by nothing and counted nowhere: the run alarms.
+ */
+export function mayHoldEvents(name: string): boolean {
+  if ((REQUIRED as readonly string[]).includes(name) || MESSAGES_ENTRY.test(name)) return false;
+  const parts = name.normalize('NFKC').toLowerCase().replace(/^(\.?\/)+/, '').split('/');
+  if (parts.length === 1) return parts[0]!.endsWith('.json') && !REQUIRED.some((required) => resembles(parts[0]!, required));
+  return resembles(parts[0]!, 'messages') || parts[0]!.startsWith('messages');
+}
+
 export function whyIgnored(name: string): string | undefined {
   if ((REQUIRED as readonly string[]).includes(name) || MESSAGES_ENTRY.test(name)) return undefined;
   if (name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length) return undefined;

@@ -3,7 +3,7 @@ import { ErrorCode, NoteReason, PivotArchiveError } from '../../errors.js';
 import type { EventPosition, ExportContext, SourceEvent } from '../../model.js';
 import type { Unit } from '../../pipeline/unit.js';
 import type { Source, SourceSummary } from '../source.js';
-import type { PivotExportArchive } from './index.js';
+import { mayHoldEvents, type PivotExportArchive } from './index.js';
 
 /** Where an earlier run of the same archive got to (the state dir's checkpoint). */
 export interface ResumePoint {
@@ -78,7 +78,7 @@ export class PivotZipSource implements Source {
     const { archive } = this;
     return {
       identity: { archive: this.name, sha256: archive.sha256, exportId: archive.manifest.exportId, tenant: archive.manifest.tenant },
-      counters: { eventsInArchive: archive.eventCount },
+      counters: { eventsInArchive: archive.eventCount, entriesNotRead: [...archive.hostileEntryNames, ...archive.ignoredEntries.map((e) => e.name)].filter(mayHoldEvents).length },
       itemsDoneEarlier: this.doneEarlier,
       balanced: true,
     };
