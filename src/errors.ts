@@ -25,6 +25,8 @@ export const ErrorCode = {
   LOCKED: 'E_LOCKED',
   /** The ledger cannot be read or written, or fails its chain. */
   LEDGER: 'E_LEDGER',
+  /** Staged batches that the staging run listed are gone: an import cannot deliver what they held. */
+  STAGING_INCOMPLETE: 'E_STAGING_INCOMPLETE',
   /** Temporary space (TMPDIR) cannot be used. */
   TEMPORARY: 'E_TEMPORARY',
   /** A bug in this tool, not in the input or the setup. */

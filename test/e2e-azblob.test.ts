@@ -149,6 +149,40 @@ test('a tampered staged batch is detected on import: the altered message fails, 
   t.deepEqual(await readMaildir(join(dir, 'other')), []);
 });
 
+test('a staged batch that is gone (deleted after staging) fails the import (E_STAGING_INCOMPLETE, exit 1) naming it, while the rest is imported; staged again, the import completes', async (t) => {
+  t.timeout(300_000);
+  const azurite = await startAzurite();
+  t.teardown(() => azurite.dispose());
+  const dir = await tempDir(t);
+  const archive = await makeArchive(dir, 43, 600);
+  const env = azurite.env as Record<string, string>;
+  const stage = () => cli(['run', archive, '--sink', 'azblob://staging/acme?messages=100', '--rejects', join(dir, 'rejects')], { env });
+  t.is((await stage()).code, 0);
+  const client = azurite.container('staging');
+  const names: string[] = [];
+  for await (const blob of client.listBlobsFlat({ prefix: 'acme/' })) names.push(blob.name);
+  t.is(names.filter((n) => /\/index-\d{8}T\d{9}Z-[0-9a-f]{8}\.json$/.test(n)).length, 1, names.join(' '));
+  const batches = await readStaging(azurite, 'staging');
+  const [victim, ...rest] = batches;
+  await client.deleteBlob(victim!.name);
+
+  const out = join(dir, 'mail');
+  const status = join(dir, 'import.jsonl');
+  const imp = await cli(['import', '--from', 'azblob://staging/acme', '--sink', `maildir:${out}`, '--status-log', status, '--json'], { env });
+  t.is(imp.code, 1, imp.stderr);
+  const summary = JSON.parse(imp.stdout) as { error: { code: string; message: string }; batchesImported: number };
+  t.is(summary.error.code, 'E_STAGING_INCOMPLETE');
+  t.true(summary.error.message.includes(victim!.name), summary.error.message);
+  t.is(summary.batchesImported, rest.length);
+  t.is((await readMaildir(out)).length, rest.reduce((n, b) => n + b.manifest.entries.length, 0));
+
+  // Staging again stages what is missing; the next import delivers it and is whole.
+  t.is((await stage()).code, 0);
+  const again = await cli(['import', '--from', 'azblob://staging/acme', '--sink', `maildir:${out}`, '--json'], { env });
+  t.is(again.code, 0, again.stderr);
+  t.is((await readMaildir(out)).length, batches.reduce((n, b) => n + b.manifest.entries.length, 0));
+});
+
 test('Azurite stopped mid-run: failures are recorded, exit 1; after a restart a re-run completes the staging with nothing twice', async (t) => {
   t.timeout(300_000);
   const azurite = await startAzurite({ persistent: true });

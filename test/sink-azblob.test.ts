@@ -30,6 +30,8 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     const client = azurite.container(container);
     if (!(await client.exists())) return found;
     for await (const blob of client.listBlobsFlat()) {
+      // Batches only (a run also leaves its index of them).
+      if (!blob.name.endsWith('.zip')) continue;
       const zip = (await unzipper.Open.buffer(await client.getBlockBlobClient(blob.name).downloadToBuffer())) as { files: unknown };
       const files = zip.files as { path: string; buffer(): Promise<Buffer> }[];
       const manifest = JSON.parse((await files.find((f) => f.path === 'manifest.json')!.buffer()).toString()) as { entries: { name: string; mailbox: string }[] };
@@ -112,7 +114,9 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     await sink.close();
     const blobs = [];
     for await (const b of azurite.container('metadata-check').listBlobsFlat({ includeMetadata: true })) blobs.push(b);
-    t.is(blobs.length, 1);
+    t.is(blobs.length, 2, 'the batch and the index of the run');
+    for (const b of blobs) t.regex(b.name, /^[\x21-\x7e]+$/);
+    t.true(blobs[1]!.name.startsWith(`x/${encodeURIComponent('désk/2026 ü')}/index-`), blobs[1]!.name);
     const [blob] = blobs;
     t.regex(blob!.name, /^[\x21-\x7e]+$/);
     t.true(blob!.name.startsWith(`x/${encodeURIComponent('désk/2026 ü')}/0000/0000000-`));

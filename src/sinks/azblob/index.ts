@@ -6,6 +6,7 @@ import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
+import { stagingIndex, stagingIndexName } from '../../formats/staged-batch/staging-index.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 import { createAzureBlobReader } from './reader.js';
 
@@ -76,10 +77,16 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   /** Uploads running, and those waiting for one of the `concurrency` slots. */
   private uploading = 0;
   private readonly uploadQueue: (() => void)[] = [];
+  /** By export, the batches that hold what this run staged or found staged, for the index it leaves. */
+  private readonly batchesOf = new Map<string, Set<string>>();
+  private writeFailed = false;
   protected readonly lifecycle = new SinkLifecycle('azblob', {
     open: () => this.reachContainer(),
     drain: () => this.seal(),
-    flush: () => this.committed(),
+    flush: async () => {
+      await this.committed();
+      await this.writeIndexes();
+    },
   });
 
   constructor(
@@ -115,7 +122,37 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     const batch = (this.batch ??= this.newBatch(window));
     batch.bytes += size;
     batch.lastWrite = Date.now();
-    return new Promise<Stored>((resolve, reject) => batch.waiters.push({ delivery, resolve, reject }));
+    return new Promise<Stored>((resolve, reject) => batch.waiters.push({ delivery, resolve, reject })).then(
+      (stored) => {
+        const name = stored.location?.slice(0, stored.location.indexOf('#'));
+        let names = this.batchesOf.get(delivery.exportId);
+        if (!names) this.batchesOf.set(delivery.exportId, (names = new Set()));
+        if (name) names.add(name);
+        return stored;
+      },
+      (err: unknown) => {
+        this.writeFailed = true;
+        throw err;
+      },
+    );
+  }
+
+  /**
+   * After a run whose every write was staged (or found staged): per export, an index naming each
+   * batch that holds its messages, so that an import can tell a batch that is gone. A run with a
+   * failed write leaves none (its view is not whole; the last whole one stands).
+   */
+  private async writeIndexes(): Promise<void> {
+    if (this.writeFailed) return;
+    for (const [exportId, batches] of this.batchesOf) {
+      const at = new Date();
+      const body = JSON.stringify(stagingIndex(exportId, batches, at));
+      try {
+        await this.container.getBlockBlobClient(stagingIndexName(this.config, exportId, at)).upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
+      } catch (err) {
+        throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: the index of export ${exportId}'s batches cannot be written (an import could not tell a batch that goes missing): ${storageErrorMessage(err)}`);
+      }
+    }
   }
 
   /** Every commit started has ended (a commit settles its writes before it lets go of its upload slot). */

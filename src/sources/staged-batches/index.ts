@@ -4,6 +4,7 @@ import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
+import { folderOfIndex, parseStagingIndex, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
 
 /**
  * A batch is downloaded whole and read through its central directory (not unzipper's streaming
@@ -30,13 +31,32 @@ export class StagedBatches {
   /**
    * Names of the batches not yet imported into the sink `markerKey` stands for (all of them
    * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
-   * after its batch, so one name of look-behind is all the memory it takes.
+   * after its batch, so one name of look-behind is all the memory it takes. Each export's
+   * batches are checked against the latest staging index in its folder (which sorts after
+   * them): the names of batches it lists that are not there go into `gone`.
    */
-  async *pending(markerKey: string, options: { exportId?: string; again?: boolean }): AsyncGenerator<string> {
+  async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, gone: string[]): AsyncGenerator<string> {
     const prefix = options.exportId ? exportFolder(this.location, options.exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
     let waiting: string | null = null;
+    // The export folder being listed: its batches (imported or not) and its latest index.
+    let folder: string | undefined;
+    const present = new Set<string>();
+    let latestIndex: string | undefined;
+    const checkFolder = async () => {
+      if (latestIndex && present.size > 0) gone.push(...(await this.readIndex(latestIndex)).batches.filter((name) => !present.has(name)));
+      present.clear();
+      latestIndex = undefined;
+    };
     try {
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
+        const indexFolder = folderOfIndex(blob.name);
+        const here = indexFolder ?? (blob.name.endsWith('.zip') ? blob.name.replace(/[^/]+\/[^/]+$/, '') : folder);
+        if (here !== folder) {
+          await checkFolder();
+          folder = here;
+        }
+        if (indexFolder !== undefined) latestIndex = blob.name;
+        else if (blob.name.endsWith('.zip')) present.add(blob.name);
         if (waiting && blob.name.startsWith(`${waiting}.imported-`)) {
           if (blob.name === markerName(waiting, markerKey) && !options.again) waiting = null;
           continue;
@@ -44,10 +64,20 @@ export class StagedBatches {
         if (waiting) yield waiting;
         waiting = blob.name.endsWith('.zip') ? blob.name : null;
       }
+      await checkFolder();
     } catch (err) {
+      if (err instanceof PivotArchiveError) throw err;
       throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: cannot list the staged batches: ${storageErrorMessage(err)}`);
     }
     if (waiting) yield waiting;
+  }
+
+  private async readIndex(name: string): Promise<StagingIndex> {
+    try {
+      return parseStagingIndex((await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8'));
+    } catch (err) {
+      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging index ${name} cannot be read: ${storageErrorMessage(err)}`);
+    }
   }
 
   /** Downloads one batch and opens it; its messages are checked against the manifest as they are read. */

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { FailReason, errorMessage } from '../../errors.js';
+import { ErrorCode, FailReason, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { EventPosition } from '../../model.js';
 import type { Unit } from '../../pipeline/unit.js';
@@ -49,7 +49,8 @@ export class StagedBatchSource implements Source {
 
   private async *units(stop?: AbortSignal): AsyncGenerator<Unit> {
     const { staged, options } = this;
-    for await (const name of staged.pending(options.markerKey, { exportId: options.exportId, again: options.again })) {
+    const gone: string[] = [];
+    for await (const name of staged.pending(options.markerKey, { exportId: options.exportId, again: options.again }, gone)) {
       // A batch is read whole or not at all: a signal stops between batches.
       if (stop?.aborted) return;
       let batch: Awaited<ReturnType<StagedBatches['read']>>;
@@ -88,6 +89,13 @@ export class StagedBatchSource implements Source {
         };
         yield { kind: 'delivery', position, delivery };
       }
+    }
+    // Batches a staging run listed that are gone: their messages were read by nothing, and are counted nowhere.
+    if (gone.length > 0) {
+      throw new PivotArchiveError(
+        ErrorCode.STAGING_INCOMPLETE,
+        `${gone.length} staged batch${gone.length > 1 ? 'es' : ''} that the staging run listed ${gone.length > 1 ? 'are' : 'is'} gone (${gone.slice(0, 5).join(', ')}${gone.length > 5 ? ', ...' : ''}): ${gone.length > 1 ? 'their' : 'its'} messages were not imported; run the staging of that export again (it stages what is missing), then import again`,
+      );
     }
     this.exhausted = true;
   }
