@@ -62,7 +62,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
         logger.info(`plugin ${plugin.name}${plugin.version ? `@${plugin.version}` : ''} registered`);
       }
       input.path = await archivePath(config, cwd, options.stdin, cleanup, logger);
-      const archive = await PivotExportArchive.open({ path: input.path, maxEventBytes: config.maxEventSize });
+      const archive = await PivotExportArchive.open({ path: input.path, maxEventBytes: config.maxEventSize, maxZipRatio: config.maxZipRatio });
       cleanup(() => archive.close());
       Object.assign(input, { sha256: archive.sha256, size: archive.size });
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);

@@ -45,7 +45,7 @@ type ImportConfigOfImport = Parameters<typeof runImport>[0];
 test('RunConfig and ImportConfig keep the fields run() and runImport() read, and the table declares each one', (t) => {
   // Compile-time: a missing or extra field in the derived types fails tsc here.
   const runFields: Record<keyof RunConfig, true> = {
-    archive: true, sample: true, sink: true, statusLog: true, plugins: true, maxItemSize: true, maxEventSize: true, maxRejected: true, rejects: true,
+    archive: true, sample: true, sink: true, statusLog: true, plugins: true, maxItemSize: true, maxEventSize: true, maxZipRatio: true, maxRejected: true, rejects: true,
     domains: true, allDomains: true, userMap: true, defaultMailbox: true, logLevel: true, json: true, insecure: true, stateDir: true, keepRuns: true,
     logFile: true, inbox: true, keep: true, settleSeconds: true, quiet: true, signingKey: true, dryRun: true, shard: true,
   };

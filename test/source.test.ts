@@ -7,6 +7,7 @@ import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../src/errors
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
 import { isHostileEntryName } from '../src/formats/zip/index.js';
 import { MANIFEST, writeArchive, type Fixture } from './helpers/archive.js';
+import { cli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
 const users = [
@@ -105,9 +106,19 @@ test('a corrupted byte inside a messages file fails the CRC check when the archi
   await expectArchiveError(t, path, ErrorCode.ARCHIVE_CORRUPT, /CRC-32/);
 });
 
-test('a zip bomb entry is refused by its compression ratio', async (t) => {
-  const path = await writeArchive(join(await tempDir(t), 'bomb.zip'), { ...fixture, attachments: { a_zero: Buffer.alloc(64 * 1024 * 1024) } });
+test('a zip bomb entry is refused by its compression ratio; --max-zip-ratio raises the limit, 0 lifts it, for a day with one huge repetitive attachment', async (t) => {
+  const dir = await tempDir(t);
+  const path = await writeArchive(join(dir, 'bomb.zip'), { ...fixture, attachments: { a_zero: Buffer.alloc(64 * 1024 * 1024) } });
   await expectArchiveError(t, path, ErrorCode.ARCHIVE_HOSTILE, /attachments\/a_zero.*zip bomb/);
+  const lifted = await PivotExportArchive.open({ path, maxZipRatio: 0 });
+  t.is(lifted.eventCount, 100);
+  await lifted.close();
+  const run = (extra: string[]) => cli(['run', path, '--all-domains', '--sink', `maildir:${join(dir, 'mail')}`, '--rejects', join(dir, 'r'), ...extra]);
+  const refused = await run([]);
+  t.is(refused.code, 2);
+  t.regex(refused.log, /E_ARCHIVE_HOSTILE: .*refused as a zip bomb/);
+  t.is((await run(['--max-zip-ratio', '0'])).code, 0);
+  t.is((await run(['--max-zip-ratio', 'lots'])).code, 2);
 });
 
 test('an entry that inflates past the size its central directory declares is cut off', async (t) => {

@@ -92,6 +92,15 @@ export const OPTIONS = [
     describe: 'largest event (its JSON) held in memory (a size: see below); larger events are rejected and their bytes streamed to --rejects',
   },
   {
+    key: 'maxZipRatio',
+    flag: 'max-zip-ratio',
+    type: 'count',
+    // Chat JSON deflates about 5-20:1; deflate cannot pass about 1032:1, which zero-filled bombs approach.
+    default: 200,
+    commands: ['run'],
+    describe: 'largest uncompressed/compressed ratio of an archive entry over 1 MiB before the archive is refused as a zip bomb (0 for no limit: for a day with one huge repetitive message or attachment)',
+  },
+  {
     key: 'maxRejected',
     flag: 'max-rejected',
     type: 'share',

@@ -10,7 +10,7 @@ import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
 import { IdHashes, idKey } from './id-hashes.js';
-import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry } from '../../formats/zip/index.js';
+import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
 
@@ -19,6 +19,8 @@ export interface PivotZipSourceConfig {
   path: string;
   /** Largest event (bytes of its JSON) held in memory; a larger one is yielded `tooLarge`. Default 64 MiB. */
   maxEventBytes?: number;
+  /** Largest uncompressed/compressed ratio of an entry over 1 MiB (the zip bomb guard); 0 for none. Default 200. */
+  maxZipRatio?: number;
 }
 
 /** users.json and conversations.json are read whole; this caps what that may cost. */
@@ -90,7 +92,8 @@ export class PivotExportArchive implements ExportContext {
       }
       const size = stat.size;
       // The whole file is hashed while the archive is checked, both through the held descriptor.
-      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes)]);
+      const limits = { maxRatio: config.maxZipRatio === 0 ? Infinity : (config.maxZipRatio ?? DEFAULT_ZIP_LIMITS.maxRatio) };
+      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes, limits)]);
       return new PivotExportArchive(path, handle, streams, size, sha256, ...opened);
     } catch (err) {
       await closeStreams(streams);
@@ -99,9 +102,9 @@ export class PivotExportArchive implements ExportContext {
     }
   }
 
-  private static async read(file: OpenZipFile, maxEventBytes: number) {
+  private static async read(file: OpenZipFile, maxEventBytes: number, limits: ZipLimits) {
     const path = file.label;
-    const { entries, hostileNames } = await readCentralDirectory(file, DEFAULT_ZIP_LIMITS);
+    const { entries, hostileNames } = await readCentralDirectory(file, limits);
     const manifest = parseManifest(path, await readJsonEntry(path, entries, 'manifest.json'));
     const users = indexById<User>(path, 'users.json', await readJsonEntry(path, entries, 'users.json'));
     const conversations = indexById<Conversation>(path, 'conversations.json', await readJsonEntry(path, entries, 'conversations.json'));
