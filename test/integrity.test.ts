@@ -307,6 +307,31 @@ test('the drop folder: a poison archive goes to failed/ with its reason, one wit
   t.is(again.code, 0, again.stderr);
 });
 
+test('an attachment that fails its CRC rejects its item attachment-unreadable, which is kept (with a note where the attachment would be), not failed for ever', async (t) => {
+  const dir = await tempDir(t);
+  const secret = 'attachment bytes that will be damaged in the zip';
+  const events = [message('m_att', { attachments: [{ id: 'a1', fileName: 'a.txt' }] }), ...Array.from({ length: 19 }, (_, i) => message(`m_${i}`))];
+  const bytes = await readFile(await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: { '0.json': events }, attachments: { a1: Buffer.from(secret) } }, { store: true }));
+  const at = bytes.indexOf(secret);
+  bytes[at] ^= 0x20; // the data changed, the central directory's CRC-32 not
+  const archive = join(dir, 'bad-crc.zip');
+  await writeFile(archive, bytes);
+  const status = join(dir, 'status.jsonl');
+  const args = ['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--status-log', status, '--rejects', join(dir, 'rejects'), '--state-dir', join(dir, 'state')];
+  const result = await cli(args);
+  t.is(result.code, 0, result.stderr);
+  const { lines, summary } = await readStatusLog(status);
+  t.is(summary.rejectedNotKept, 0);
+  const line = lines.find((l) => l.itemId === 'm_att')!;
+  t.like(line, { outcome: 'rejected', reason: 'attachment-unreadable' });
+  const [noteName, ...others] = await readdir(join(String(line.kept), 'attachments'));
+  t.deepEqual(others, []);
+  t.regex(noteName!, /^a1.*\.unreadable\.txt$/);
+  const note = await readFile(join(String(line.kept), 'attachments', noteName!), 'utf8');
+  t.regex(note, /E_ARCHIVE_CORRUPT: .*CRC-32/);
+  t.is((await cli(args)).code, 0, 'a re-run completes too');
+});
+
 test('input changed or ignored is recorded: bytes that are not UTF-8 and entries outside the layout each leave a note; entries named like messages files but not read make the run alarm (exit 5)', async (t) => {
   const dir = await tempDir(t);
   const bad = Buffer.concat([Buffer.from('[{"id":"m_latin1","conversationId":"c_1","type":"message","sentAt":"2026-11-23T09:00:00Z","senderId":"u_1","text":"caf'), Buffer.from([0xe9]), Buffer.from('"}]')]);

@@ -8,6 +8,7 @@ import type { AttachmentRef, ExportContext, Rejection } from '../../model.js';
 import type { ZipEntry } from '../zip/index.js';
 import { sha256Hex } from '../../hash.js';
 import { fsyncDir } from '../../fs-util.js';
+import { PivotArchiveError } from '../../errors.js';
 
 /** A file-system-safe, unique folder name for an item id that may hold anything. */
 export function safeName(id: string): string {
@@ -52,8 +53,18 @@ export class RejectsFolder {
     for (const ref of refs) {
       const entry = ref && typeof ref.id === 'string' ? source.attachment(ref.id) : undefined;
       if (!entry) continue;
-      const blob = await this.attachmentBlob(exportDir, ref.id, entry);
       await mkdir(join(folder, 'attachments'), { recursive: true });
+      let blob: string;
+      try {
+        blob = await this.attachmentBlob(exportDir, ref.id, entry);
+      } catch (err) {
+        // An attachment the archive cannot give back (it fails its CRC, say) is said where it would
+        // be: the item is kept all the same (else it fails to be kept on every run, for ever).
+        if (!(err instanceof PivotArchiveError && err.code.startsWith('E_ARCHIVE_'))) throw err;
+        await writeDurably(join(folder, 'attachments', `${safeName(ref.id)}.unreadable.txt`), async (out) => void out.end(`${err.code}: ${err.message}\n`));
+        linked = true;
+        continue;
+      }
       await link(blob, join(folder, 'attachments', safeName(ref.id))).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err; // kept by an earlier run
       });
