@@ -777,7 +777,10 @@ export class ImapSink extends LifecycleSink implements Sink {
         const client = session.client;
         // Without UIDPLUS an EXPUNGE would remove every message flagged \Deleted, other clients' too.
         if (!client.capabilities.has('UIDPLUS')) return;
-        const box = client.mailbox && client.mailbox.path === mine.folder ? client.mailbox : await client.mailboxOpen(mine.folder);
+        const selected = client.mailbox && client.mailbox.path === mine.folder ? client.mailbox : undefined;
+        // A folder that stayed selected: a NOOP first, so the SEARCH sees what other writers appended (see knownFor).
+        if (selected) await client.noop();
+        const box = selected ?? (await client.mailboxOpen(mine.folder));
         if (box.uidValidity !== mine.uidValidity) return;
         // Each day's window reaches into its neighbours: a message listed twice is one message.
         const listed = new Map<number, string>();
@@ -986,7 +989,6 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 }
 
-/** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER` (xoauth2: `imap://HOST:PORT/FOLDER`). */
 /**
  * The UIDs whose INTERNALDATE falls in UTC days `first`..`last` (and SKEW_MS either side): UID
  * SEARCH with WITHIN where the server has it, else whole days around them.
@@ -1005,6 +1007,7 @@ async function daysSearch(client: ImapFlow, first: number, last: number): Promis
   return (await client.search(query, { uid: true })) || [];
 }
 
+/** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER` (xoauth2: `imap://HOST:PORT/FOLDER`). */
 export function imapDescription(config: ImapSinkConfig): string {
   return `imap://${config.user === '' ? '' : `${config.user}@`}${config.host}:${config.port}/${config.folder}`;
 }
