@@ -133,6 +133,8 @@ export interface ImapSinkStats {
   passes: number;
   /** Messages whose Message-ID and Date headers were fetched (by passes and by catch-ups). */
   headersFetched: number;
+  /** Messages whose headers were fetched again when the sink closed, to find extra copies of its items. */
+  headersRelisted: number;
   /** Deliveries settled `skipped` from what the sink knew, with no command sent. */
   skippedKnown: number;
   /** Extra copies of this run's items removed when it closed (another writer appended them at the same time). */
@@ -200,7 +202,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   readonly description: string;
   readonly maxInFlight: number;
   readonly maxInFlightBytes = MAX_IN_FLIGHT_BYTES;
-  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, skippedKnown: 0, copiesRemoved: 0 };
+  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, copiesRemoved: 0 };
   /** What the run appended, by mailbox, for the copies it removes when it closes. */
   private readonly appended = new Map<string, Appended>();
   /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
@@ -705,7 +707,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    */
   private async windowPass(client: ImapFlow, known: Presence, first: number, last: number): Promise<void> {
     this.stats.passes++;
-    await this.fetchIdentities(client, await daysSearch(client, first, last), (key, uid) => this.learn(known, key, uid));
+    this.stats.headersFetched += await this.fetchIdentities(client, await daysSearch(client, first, last), (key, uid) => this.learn(known, key, uid));
     for (let day = first; day <= last; day++) known.days.add(day);
   }
 
@@ -718,21 +720,23 @@ export class ImapSink extends LifecycleSink implements Sink {
     const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
     if (uids.length === 0) return;
     this.othersSeen(known);
-    await this.fetchIdentities(client, uids, (key, uid) => this.learn(known, key, uid));
+    this.stats.headersFetched += await this.fetchIdentities(client, uids, (key, uid) => this.learn(known, key, uid));
     known.next = Math.max(...uids) + 1;
   }
 
-  /** The Message-ID and Date headers of these UIDs, fetched in ranges, each told as (identity, UID). */
-  private async fetchIdentities(client: ImapFlow, uids: number[], found: (key: string, uid: number) => void): Promise<void> {
+  /** The Message-ID and Date headers of these UIDs, fetched in ranges, each told as (identity, UID); how many were fetched. */
+  private async fetchIdentities(client: ImapFlow, uids: number[], found: (key: string, uid: number) => void): Promise<number> {
+    let fetched = 0;
     const sorted = [...new Set(uids)].sort((a, b) => a - b);
     for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
       for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, headers: ['message-id', 'date'] }, { uid: true })) {
-        this.stats.headersFetched++;
+        fetched++;
         if (!message.headers) continue;
         const { messageId, sentAt } = messageIdentity(message.headers);
         if (messageId && sentAt !== undefined) found(identity(messageId, Date.parse(sentAt)), message.uid);
       }
     }
+    return fetched;
   }
 
   /**
@@ -784,7 +788,7 @@ export class ImapSink extends LifecycleSink implements Sink {
         if (box.uidValidity !== mine.uidValidity) return;
         // Each day's window reaches into its neighbours: a message listed twice is one message.
         const listed = new Map<number, string>();
-        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), (key, uid) => listed.set(uid, key));
+        for (const day of [...mine.days].sort((a, b) => a - b)) this.stats.headersRelisted += await this.fetchIdentities(client, await daysSearch(client, day, day), (key, uid) => listed.set(uid, key));
         const extra = extraCopies(listed, mine);
         if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
       } catch {
