@@ -707,7 +707,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    */
   private async windowPass(client: ImapFlow, known: Presence, first: number, last: number): Promise<void> {
     this.stats.passes++;
-    this.stats.headersFetched += await this.fetchIdentities(client, await daysSearch(client, first, last), (key, uid) => this.learn(known, key, uid));
+    await this.fetchIdentities(client, await daysSearch(client, first, last), 'headersFetched', (key, uid) => this.learn(known, key, uid));
     for (let day = first; day <= last; day++) known.days.add(day);
   }
 
@@ -720,23 +720,21 @@ export class ImapSink extends LifecycleSink implements Sink {
     const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
     if (uids.length === 0) return;
     this.othersSeen(known);
-    this.stats.headersFetched += await this.fetchIdentities(client, uids, (key, uid) => this.learn(known, key, uid));
+    await this.fetchIdentities(client, uids, 'headersFetched', (key, uid) => this.learn(known, key, uid));
     known.next = Math.max(...uids) + 1;
   }
 
-  /** The Message-ID and Date headers of these UIDs, fetched in ranges, each told as (identity, UID); how many were fetched. */
-  private async fetchIdentities(client: ImapFlow, uids: number[], found: (key: string, uid: number) => void): Promise<number> {
-    let fetched = 0;
+  /** The Message-ID and Date headers of these UIDs, fetched in ranges (counted in `stats[counted]`), each told as (identity, UID). */
+  private async fetchIdentities(client: ImapFlow, uids: number[], counted: 'headersFetched' | 'headersRelisted', found: (key: string, uid: number) => void): Promise<void> {
     const sorted = [...new Set(uids)].sort((a, b) => a - b);
     for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
       for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, headers: ['message-id', 'date'] }, { uid: true })) {
-        fetched++;
+        this.stats[counted]++;
         if (!message.headers) continue;
         const { messageId, sentAt } = messageIdentity(message.headers);
         if (messageId && sentAt !== undefined) found(identity(messageId, Date.parse(sentAt)), message.uid);
       }
     }
-    return fetched;
   }
 
   /**
@@ -788,7 +786,7 @@ export class ImapSink extends LifecycleSink implements Sink {
         if (box.uidValidity !== mine.uidValidity) return;
         // Each day's window reaches into its neighbours: a message listed twice is one message.
         const listed = new Map<number, string>();
-        for (const day of [...mine.days].sort((a, b) => a - b)) this.stats.headersRelisted += await this.fetchIdentities(client, await daysSearch(client, day, day), (key, uid) => listed.set(uid, key));
+        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid) => listed.set(uid, key));
         const extra = extraCopies(listed, mine);
         if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
       } catch {
