@@ -133,6 +133,8 @@ export interface ImapSinkStats {
   passes: number;
   /** Messages whose Message-ID and Date headers were fetched (by passes and by catch-ups). */
   headersFetched: number;
+  /** Messages whose headers were fetched again when the sink closed, to find extra copies of its items. */
+  headersRelisted: number;
   /** Deliveries settled `skipped` from what the sink knew, with no command sent. */
   skippedKnown: number;
   /** Extra copies of this run's items removed when it closed (another writer appended them at the same time). */
@@ -200,7 +202,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   readonly description: string;
   readonly maxInFlight: number;
   readonly maxInFlightBytes = MAX_IN_FLIGHT_BYTES;
-  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, skippedKnown: 0, copiesRemoved: 0 };
+  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, copiesRemoved: 0 };
   /** What the run appended, by mailbox, for the copies it removes when it closes. */
   private readonly appended = new Map<string, Appended>();
   /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
@@ -705,7 +707,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    */
   private async windowPass(client: ImapFlow, known: Presence, first: number, last: number): Promise<void> {
     this.stats.passes++;
-    await this.fetchIdentities(client, await daysSearch(client, first, last), (key, uid) => this.learn(known, key, uid));
+    await this.fetchIdentities(client, await daysSearch(client, first, last), 'headersFetched', (key, uid) => this.learn(known, key, uid));
     for (let day = first; day <= last; day++) known.days.add(day);
   }
 
@@ -718,16 +720,16 @@ export class ImapSink extends LifecycleSink implements Sink {
     const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
     if (uids.length === 0) return;
     this.othersSeen(known);
-    await this.fetchIdentities(client, uids, (key, uid) => this.learn(known, key, uid));
+    await this.fetchIdentities(client, uids, 'headersFetched', (key, uid) => this.learn(known, key, uid));
     known.next = Math.max(...uids) + 1;
   }
 
-  /** The Message-ID and Date headers of these UIDs, fetched in ranges, each told as (identity, UID). */
-  private async fetchIdentities(client: ImapFlow, uids: number[], found: (key: string, uid: number) => void): Promise<void> {
+  /** The Message-ID and Date headers of these UIDs, fetched in ranges (counted in `stats[counted]`), each told as (identity, UID). */
+  private async fetchIdentities(client: ImapFlow, uids: number[], counted: 'headersFetched' | 'headersRelisted', found: (key: string, uid: number) => void): Promise<void> {
     const sorted = [...new Set(uids)].sort((a, b) => a - b);
     for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
       for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, headers: ['message-id', 'date'] }, { uid: true })) {
-        this.stats.headersFetched++;
+        this.stats[counted]++;
         if (!message.headers) continue;
         const { messageId, sentAt } = messageIdentity(message.headers);
         if (messageId && sentAt !== undefined) found(identity(messageId, Date.parse(sentAt)), message.uid);
@@ -777,11 +779,14 @@ export class ImapSink extends LifecycleSink implements Sink {
         const client = session.client;
         // Without UIDPLUS an EXPUNGE would remove every message flagged \Deleted, other clients' too.
         if (!client.capabilities.has('UIDPLUS')) return;
-        const box = client.mailbox && client.mailbox.path === mine.folder ? client.mailbox : await client.mailboxOpen(mine.folder);
+        const selected = client.mailbox && client.mailbox.path === mine.folder ? client.mailbox : undefined;
+        // A folder that stayed selected: a NOOP first, so the SEARCH sees what other writers appended (see knownFor).
+        if (selected) await client.noop();
+        const box = selected ?? (await client.mailboxOpen(mine.folder));
         if (box.uidValidity !== mine.uidValidity) return;
         // Each day's window reaches into its neighbours: a message listed twice is one message.
         const listed = new Map<number, string>();
-        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), (key, uid) => listed.set(uid, key));
+        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid) => listed.set(uid, key));
         const extra = extraCopies(listed, mine);
         if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
       } catch {
@@ -986,7 +991,6 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 }
 
-/** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER` (xoauth2: `imap://HOST:PORT/FOLDER`). */
 /**
  * The UIDs whose INTERNALDATE falls in UTC days `first`..`last` (and SKEW_MS either side): UID
  * SEARCH with WITHIN where the server has it, else whole days around them.
@@ -1005,6 +1009,7 @@ async function daysSearch(client: ImapFlow, first: number, last: number): Promis
   return (await client.search(query, { uid: true })) || [];
 }
 
+/** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER` (xoauth2: `imap://HOST:PORT/FOLDER`). */
 export function imapDescription(config: ImapSinkConfig): string {
   return `imap://${config.user === '' ? '' : `${config.user}@`}${config.host}:${config.port}/${config.folder}`;
 }
