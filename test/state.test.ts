@@ -39,6 +39,28 @@ test('a stale lock left by a killed run is taken over', async (t) => {
   t.true((await readMaildir(join(dir, 'out'))).length > 0);
 });
 
+test('a lock not renewed for 10 minutes is taken over whoever held it (another host: a CronJob pod of last night; a lock torn by a crash); a fresh one of another host is not', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 50, seed: 13, edgeCases: false });
+  const state = join(dir, 'state');
+  await mkdir(state);
+  const lock = join(state, 'lock');
+  const run = (out: string) => cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, out)}`, '--state-dir', state]);
+  const elevenMinutesAgo = new Date(Date.now() - 11 * 60_000);
+  for (const [content, out] of [[JSON.stringify({ pid: 1, host: 'pivot-archive-import-29384721-1', startedAt: '2026-11-23T02:30:00Z' }), 'other-host'], ['', 'torn']] as const) {
+    await writeFile(lock, content);
+    await utimes(lock, elevenMinutesAgo, elevenMinutesAgo);
+    const result = await run(out);
+    t.is(result.code, 0, `${out}: ${result.stderr}`);
+    t.true((await readMaildir(join(dir, out))).length > 0);
+  }
+  await writeFile(lock, JSON.stringify({ pid: 1, host: 'another-host', startedAt: new Date().toISOString() }));
+  const held = await run('held');
+  t.is(held.code, 3);
+  t.regex(held.log, /E_LOCKED: another run holds .*pid 1 on another-host/);
+});
+
 test('every run is kept under the state dir; status shows the last runs and what failed', async (t) => {
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');

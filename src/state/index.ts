@@ -1,9 +1,14 @@
 import { hostname } from 'node:os';
-import { mkdir, open, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import type { FailureRecord } from '../status-log.js';
 import type { RecordedSummary } from '../summary.js';
+
+/** A lock holder renews its lock this often... */
+const LOCK_RENEW_MS = 30_000;
+/** ...and a lock not renewed for this long is stale, whoever held it. */
+export const LOCK_LEASE_MS = 10 * 60_000;
 
 /** A run (or import) as its log under `runs/` recorded it. */
 export interface RecordedRun {
@@ -93,7 +98,8 @@ export class StateDir {
 
   /**
    * Takes the lock or throws E_LOCKED. A lock whose process is gone (killed run) on this host
-   * is stale and taken over.
+   * is stale and taken over; so is any lock (of another host, or torn by a crash) that its holder
+   * has not renewed for LOCK_LEASE_MS: a holder touches it every LOCK_RENEW_MS while it runs.
    */
   async lock(): Promise<() => Promise<void>> {
     await mkdir(this.dir, { recursive: true });
@@ -104,7 +110,13 @@ export class StateDir {
         await handle.writeFile(mine);
         await handle.sync();
         await handle.close();
+        const renewal = setInterval(() => {
+          const now = new Date();
+          void utimes(this.lockPath, now, now).catch(() => undefined);
+        }, LOCK_RENEW_MS);
+        renewal.unref();
         return async () => {
+          clearInterval(renewal);
           if ((await readFile(this.lockPath, 'utf8').catch(() => '')) === mine) await unlink(this.lockPath);
         };
       } catch (err) {
@@ -115,7 +127,7 @@ export class StateDir {
       const holder = await this.holder();
       // Our own pid on our own host is a lock left by an earlier life of this host name: a
       // container re-run (a Kubernetes Indexed Job's pod keeps its host name, and node often is pid 1).
-      if (holder && holder.host === hostname() && (holder.pid === process.pid || !isAlive(holder.pid))) {
+      if ((holder && holder.host === hostname() && (holder.pid === process.pid || !isAlive(holder.pid))) || (await this.lapsed())) {
         await unlink(this.lockPath).catch(() => undefined);
         continue;
       }
@@ -125,6 +137,15 @@ export class StateDir {
       );
     }
     throw new PivotArchiveError(ErrorCode.LOCKED, `could not take over the stale lock ${this.lockPath}`);
+  }
+
+  /**
+   * The lock has not been renewed for LOCK_LEASE_MS: its holder is gone, whatever its host (a
+   * Kubernetes pod's host name changes with every night's Job) or its content (torn by a crash).
+   */
+  private async lapsed(): Promise<boolean> {
+    const touched = await stat(this.lockPath).then((s) => s.mtimeMs, () => undefined);
+    return touched !== undefined && Date.now() - touched > LOCK_LEASE_MS;
   }
 
   /** Who holds the lock, if anyone (undefined also when it cannot be read). */
