@@ -1,6 +1,7 @@
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
+import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
+import { recordFailureBeforeStart } from './job.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { errorExitCode } from './exit-policy.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
@@ -253,7 +254,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
         if (mode === 'check') await checkSinkGiven(await checkFlags('run', flagsOf(argv, args)));
-        else setExitCode(await runCommand(await resolveConfig('run', flagsOf(argv, args), process.env)));
+        else setExitCode(await runCommand(await configOrRecord('run', flagsOf(argv, args))));
       },
     )
     .command(
@@ -278,7 +279,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
         if (mode === 'check') await checkSinkGiven(await checkFlags('import', argv));
-        else setExitCode(await importCommand(await resolveConfig('import', argv, process.env)));
+        else setExitCode(await importCommand(await configOrRecord('import', argv)));
       },
     )
     .command(
@@ -364,6 +365,17 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       const typo = /^Missing required argument/.test(message) ? unknownFlags(args, known) : [];
       throw err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known));
     });
+}
+
+/** The command's config; a flag or config value it refuses is still recorded where the run would have kept its records. */
+async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Record<string, unknown>): Promise<C extends 'run' ? RunConfig : ImportConfig> {
+  try {
+    return (await resolveConfig(command, flags, process.env)) as C extends 'run' ? RunConfig : ImportConfig;
+  } catch (err) {
+    const archive = typeof flags.archive === 'string' ? flags.archive : typeof flags.from === 'string' ? flags.from : '';
+    await recordFailureBeforeStart(await recordTargets(command, flags, process.env, process.cwd()), err, { archive });
+    throw err;
+  }
 }
 
 /** A command line checked for later (cron): its sink spec as the run will parse it, but not the secrets it will read then. */

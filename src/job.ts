@@ -190,6 +190,27 @@ async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: stri
   }
 }
 
+/**
+ * The record of a command line that failed before any job could start (a bad flag or config
+ * value): a `failure` record in the status log and the state dir's run log and ledger it names,
+ * where they can be opened (a held lock is left alone). Never throws.
+ */
+export async function recordFailureBeforeStart(where: { statusLog?: string; stateDir?: string }, err: unknown, input: InputIdentity): Promise<void> {
+  const runId = randomUUID();
+  const state = where.stateDir ? new StateDir(where.stateDir) : undefined;
+  const begun = state ? await state.begin(0, false).catch(() => undefined) : undefined;
+  try {
+    const logs = [...(where.statusLog ? [where.statusLog] : []), ...(begun ? [begun.runLog] : [])];
+    const statusLog = logs.length > 0 ? await openStatusLog(logs, begun !== undefined, runId).catch(() => undefined) : undefined;
+    const ledger = begun && statusLog ? await LedgerWriter.open(state!.ledgerPath).catch(() => undefined) : undefined;
+    if (ledger) statusLog!.appendTo(ledger);
+    await recordFailure(statusLog, err, input, new Date().toISOString());
+    await sealLedger(ledger, runId, undefined, state).catch(() => undefined);
+  } finally {
+    await begun?.release().catch(() => undefined);
+  }
+}
+
 /** Writes the `failure` record of a job that ends with an error, and closes the log; never throws. */
 async function recordFailure(statusLog: StatusLog | undefined, err: unknown, input: InputIdentity, startedAt: string): Promise<void> {
   if (!statusLog) return;

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { StateDir } from '../src/state/index.js';
@@ -57,6 +57,27 @@ test('a bad size on the command line is refused naming the flag as typed, for ru
   const imp = await cli(['import', '--from', 'azblob://c', '--sink', 'maildir:m', '--max-item-size', '10 parsecs']);
   t.is(imp.code, 2);
   t.regex(imp.stderr, /--max-item-size: "10 parsecs" is not a size/);
+});
+
+test('a flag or config value refused before the run starts is still recorded: a failure record in the status log and the state dir it names (exit 2)', async (t) => {
+  const dir = await tempDir(t);
+  const status = join(dir, 's.jsonl');
+  const state = join(dir, 'state');
+  const byFlag = await cli(['run', 'x.zip', '--sink', `maildir:${join(dir, 'm')}`, '--state-dir', state, '--status-log', status, '--max-item-size', '10XB']);
+  t.is(byFlag.code, 2);
+  const records = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.like(records(await readFile(status, 'utf8'))[0], { record: 'failure', code: 'E_USAGE', exitCode: 2, archive: 'x.zip' });
+  const [runLog] = await readdir(join(state, 'runs'));
+  t.like(records(await readFile(join(state, 'runs', runLog!), 'utf8'))[0], { record: 'failure', code: 'E_USAGE' });
+  t.true((await readFile(join(state, 'ledger.jsonl'), 'utf8')).includes('"record":"failure"'), 'in the ledger too');
+  // From the config file: the state dir it names gets the record.
+  const config = join(dir, 'c.json');
+  const fromFile = join(dir, 'state2');
+  await writeFile(config, JSON.stringify({ maxItemSize: '10XB', stateDir: fromFile }));
+  const byFile = await cli(['import', '--from', 'azblob://c', '--sink', `maildir:${join(dir, 'm')}`, '--config', config]);
+  t.is(byFile.code, 2);
+  const [fileLog] = await readdir(join(fromFile, 'runs'));
+  t.like(records(await readFile(join(fromFile, 'runs', fileLog!), 'utf8'))[0], { record: 'failure', code: 'E_CONFIG' });
 });
 
 test('cron --print checks the command it schedules as run and import read it; a missing archive is fine', async (t) => {

@@ -2,6 +2,8 @@ import type { Options as YargsOption, PositionalOptions } from 'yargs';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
 import { optionsOf, type ConfigFor, type RunConfig } from './commands.js';
 import { fileKeysOf, readConfigFile } from './file.js';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { flagOrigin, parseValue, type Command, type OptionSpec } from './spec.js';
 
 const describe = (spec: OptionSpec, command: Command) => {
@@ -85,6 +87,29 @@ export async function resolveConfig<C extends Command>(command: C, flags: Record
   const config = merged as ConfigFor<C>;
   CHECKS[command](config);
   return config;
+}
+
+/**
+ * Where a command line that failed its checks would have kept its records (`--status-log`,
+ * `--state-dir`: from the flags, their environment variables or the config file, read leniently),
+ * so that its failure is recorded there all the same; none for a dry run. Never throws.
+ */
+export async function recordTargets(command: Command, flags: Record<string, unknown>, env: NodeJS.ProcessEnv, cwd: string): Promise<{ statusLog?: string; stateDir?: string }> {
+  const given = (key: string) => {
+    const spec = optionsOf(command).find((s) => s.key === key);
+    const value = spec ? (flags[spec.flag] ?? (spec.env ? env[spec.env] : undefined)) : undefined;
+    return typeof value === 'string' && value !== '' ? value : undefined;
+  };
+  if (flags['dry-run'] === true) return {};
+  let file: Record<string, unknown> = {};
+  const config = given('config');
+  if (config) file = await readFile(resolve(cwd, config), 'utf8').then((text) => JSON.parse(text) as Record<string, unknown>, () => ({}));
+  if (file === null || typeof file !== 'object' || file.dryRun === true) return {};
+  const target = (key: string) => {
+    const value = given(key) ?? file[key];
+    return typeof value === 'string' && value !== '' ? { [key]: resolve(cwd, value) } : {};
+  };
+  return { ...target('statusLog'), ...target('stateDir') };
 }
 
 /**
