@@ -307,6 +307,20 @@ test('the drop folder: a poison archive goes to failed/ with its reason, one wit
   t.is(again.code, 0, again.stderr);
 });
 
+test('an event with an impossible time is rejected, and its record carries no time it never had (no roll-over to 1 March or the next day)', async (t) => {
+  const dir = await tempDir(t);
+  const events = [message('m_feb', { sentAt: '2026-02-29T10:00:00Z' }), message('m_24', { sentAt: '2026-11-23T24:00:00Z' }), ...Array.from({ length: 18 }, (_, i) => message(`m_${i}`))];
+  const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: { '0.json': events } });
+  const status = join(dir, 'status.jsonl');
+  t.is((await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--status-log', status, '--rejects', join(dir, 'rejects')])).code, 0);
+  const { lines } = await readStatusLog(status);
+  for (const id of ['m_feb', 'm_24']) {
+    const line = lines.find((l) => l.itemId === id)!;
+    t.like(line, { outcome: 'rejected', reason: 'invalid-field:sentAt' }, id);
+    t.false('sentAt' in line, `${id}: ${String(line.sentAt)}`);
+  }
+});
+
 test('an attachment that fails its CRC rejects its item attachment-unreadable, which is kept (with a note where the attachment would be), not failed for ever', async (t) => {
   const dir = await tempDir(t);
   const secret = 'attachment bytes that will be damaged in the zip';

@@ -6,6 +6,7 @@ import type { Sink, Stored } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
 import type { OutcomeLine, Recorder } from './recorder.js';
 import type { Unit, UnitOf } from './unit.js';
+import { parseZonedTime } from '../formats/pivot-export/event.js';
 
 /** A unit's end: where it stood in the source, and whether it is accounted for without failure. */
 export interface Settled {
@@ -66,7 +67,8 @@ export class Settler {
 
   /** Kept and recorded `rejected`; an item that cannot be kept is recorded `failed` (not-kept). */
   private async keep({ rejection: x }: UnitOf<'rejected'>): Promise<boolean> {
-    const sentAt = typeof x.raw.sentAt === 'string' ? Date.parse(x.raw.sentAt) : NaN;
+    // Only a real time (never one rolled over from 29 February or 24:00, which the event never had).
+    const sentAt = typeof x.raw.sentAt === 'string' ? parseZonedTime(x.raw.sentAt) : NaN;
     const line = { itemId: x.itemId, conversationId: x.conversationId, position: `${x.position.file}.${x.position.index}`, ...(Number.isNaN(sentAt) ? {} : { sentAt: new Date(sentAt).toISOString() }) };
     let kept: string;
     try {
