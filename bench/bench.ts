@@ -194,6 +194,8 @@ if (stagingEvents > 0) {
 }
 
 let graphFloor: { mailboxes: number; perSecond: number } | undefined;
+/** Deliveries/s of the bare creates (the `graph floor` row). */
+let graphBare: number | undefined;
 if (graphEvents > 0) {
   await settled();
   const { archive, archiveMB } = await archiveOf(graphEvents, graphUsers);
@@ -213,6 +215,12 @@ if (graphEvents > 0) {
       const row = await runStageAsync('graph', archive, env);
       rows.push({ size: graphEvents, archiveMB, row: { ...row, stage: label } });
     }
+    // The floor: the same number of creates, bare, with the same concurrency, to the same stand-in.
+    const first = rows.find((r) => r.row.stage === 'graph first run')!.row;
+    process.stderr.write(`${graphEvents} events: graph floor (${first.deliveries} bare creates, ${parallel} mailboxes x 4 at once) ...\n`);
+    const floor = await runStageAsync('graph-floor', archive, { ...env, PIVOT_BENCH_GRAPH_URL: standin.url, PIVOT_BENCH_FLOOR_REQUESTS: String(first.deliveries), PIVOT_BENCH_FLOOR_MAILBOXES: String(Math.min(parallel, graphUsers)) });
+    rows.push({ size: graphEvents, archiveMB, row: { ...floor, stage: 'graph floor (bare creates)' } });
+    graphBare = floor.deliveries! / floor.seconds;
     if (standin.stats.overConcurrency > 0) throw new Error(`the Graph stand-in saw ${standin.stats.overConcurrency} requests over 4 at once for a mailbox`);
   } finally {
     await standin.close();
@@ -275,4 +283,6 @@ if (graphFirst && graphFloor) {
   console.log(
     `graph: ${Math.round(perSecond)} deliveries/s = ${(perSecond / graphFloor.perSecond).toFixed(2)} of the limits' most for ${graphFloor.mailboxes} mailboxes at once (x 4 requests / ${graphLatencyMs} ms = ${Math.round(graphFloor.perSecond)}/s), ${(perSecond / everyMailbox).toFixed(2)} of their most with all ${graphUsers} at once (${Math.round(everyMailbox)}/s)`,
   );
+  // What this machine and the stand-in answer at all, measured in this run: the bare creates.
+  if (graphBare !== undefined) console.log(`graph: ${Math.round(perSecond)} deliveries/s = ${(perSecond / graphBare).toFixed(2)} of the bare creates' ${Math.round(graphBare)}/s (the same number, ${graphFloor.mailboxes} mailboxes x 4 at once, bodies built beforehand: this machine's floor)`);
 }

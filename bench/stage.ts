@@ -16,6 +16,8 @@ import { LedgerWriter } from '../src/ledger/writer.js';
 import { formatVerify, verify } from '../src/verify.js';
 import { join } from 'node:path';
 import { maildirFloor, naiveMaildir, shapeOf, type DeliveryShape } from './maildir-baselines.js';
+import { floorBodies, graphFloor } from './graph-floor.js';
+import type { Delivery } from '../src/model.js';
 
 const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];
 
@@ -131,6 +133,19 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
         return { events: summary.itemsFromSource, deliveries: summary.delivered + summary.skipped, bytes };
       }
       return { events: summary.itemsFromSource, deliveries: summary.delivered, bytes };
+    }
+    case 'graph-floor': {
+      // Only the creates are timed: the bodies are built first, from the archive's first messages.
+      const messages: Delivery[] = [];
+      const archive = await PivotExportArchive.open({ path: archivePath });
+      const summary = await runPipeline(new PivotZipSource(archive, archivePath), {
+        ...chainOptions(await StatusLog.open([], 'bench')),
+        sink: { ...discardSink, write: async (d) => (messages.length < 400 && messages.push(d), { outcome: 'delivered' }) },
+      });
+      await archive.close();
+      const requests = Number(process.env.PIVOT_BENCH_FLOOR_REQUESTS);
+      const { seconds, cpu } = await graphFloor(process.env.PIVOT_BENCH_GRAPH_URL!, floorBodies(messages), requests, Number(process.env.PIVOT_BENCH_FLOOR_MAILBOXES), process.env);
+      return { events: summary.itemsFromSource, deliveries: requests, seconds, cpu };
     }
     default:
       throw new Error(`unknown stage ${stage}`);
