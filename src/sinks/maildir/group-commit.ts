@@ -51,7 +51,12 @@ export class GroupCommit {
   constructor() {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    this.worker = new Worker(new URL('./group-commit-worker.js', import.meta.url), { workerData: { port: port2, group: GROUP } satisfies WorkerSetup, transferList: [port2] });
+    this.worker = new Worker(new URL('./group-commit-worker.js', import.meta.url), {
+      workerData: { port: port2, group: GROUP } satisfies WorkerSetup,
+      transferList: [port2],
+      // None of the process's flags: some (--input-type with -e) refuse a worker loaded from a file.
+      execArgv: [],
+    });
     this.port.on('message', (answers: OpAnswer[]) => {
       for (const { id, error } of answers) {
         const waiter = this.waiting.get(id)!;
