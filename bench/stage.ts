@@ -15,7 +15,7 @@ import { RejectsFolder } from '../src/formats/rejects/index.js';
 import { LedgerWriter } from '../src/ledger/writer.js';
 import { formatVerify, verify } from '../src/verify.js';
 import { join } from 'node:path';
-import { maildirFloor, maildirGroupFloor, naiveMaildir, shapeOf, type DeliveryShape, type GroupSync } from './maildir-baselines.js';
+import { maildirFloor, maildirGroupFloor, naiveMaildir, shapeOf, type DeliveryShape } from './maildir-baselines.js';
 
 const [stage, archivePath, out] = process.argv.slice(2) as [string, string, string | undefined];
 
@@ -72,13 +72,10 @@ function chainOptions(statusLog: StatusLog) {
 async function measure(): Promise<{ events: number; deliveries: number; bytes?: number; seconds?: number; cpu?: NodeJS.CpuUsage }> {
   switch (stage) {
     case 'floor':
-    case 'floor-worker-fsync':
-    case 'floor-worker-syncfs':
-    case 'floor-worker-sync-f-check': {
+    case 'floor-group': {
       // Only the file operations are timed: the shapes are gathered first.
       const { events, shapes } = await deliveryShapes();
-      const sync = stage.slice('floor-worker-'.length) as GroupSync;
-      const { seconds, cpu } = stage === 'floor' ? await maildirFloor(out!, shapes) : await maildirGroupFloor(out!, shapes, sync, { count: Number(process.env.PIVOT_BENCH_GROUP ?? 2000), bytes: 64 << 20 });
+      const { seconds, cpu } = stage === 'floor' ? await maildirFloor(out!, shapes) : await maildirGroupFloor(out!, shapes);
       return { events, deliveries: shapes.length, bytes: shapes.reduce((sum, s) => sum + s.size, 0), seconds, cpu };
     }
     case 'naive-maildir':
