@@ -131,8 +131,7 @@ export async function maildirGroupFloor(root: string, shapes: DeliveryShape[]): 
     if (first) return files.link(place, await first, final, false);
     const written = (async () => {
       const temporary = join(place.folder, 'tmp', name);
-      await files.write(place, temporary, payload.subarray(0, shape.size), shape.time);
-      await files.link(place, temporary, final, true);
+      await files.write(place, temporary, payload.subarray(0, shape.size), shape.time, undefined, final);
       return final;
     })();
     if (shape.copyKey !== undefined) firsts.set(shape.copyKey, written);

@@ -28,6 +28,18 @@ function syncfs(fd: number): number | undefined | null {
   return run.status === 0 ? undefined : run.status;
 }
 
+/**
+ * Removes a name, its failure ignored: after a failed write the write's error is the one to
+ * report; after a publish, a `tmp/` name left over is removed by a later run.
+ */
+function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // see above
+  }
+}
+
 function fsyncPath(path: string): void {
   const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
@@ -38,13 +50,23 @@ function fsyncPath(path: string): void {
 }
 
 /** An error as it crosses to the main thread: its code kept, so the sink can tell EEXIST and ENOENT. */
-function answerOf(id: number, err: unknown): OpAnswer {
+function answerOf(id: number, err: unknown, written = false): OpAnswer {
   const e = err as NodeJS.ErrnoException;
-  return { id, error: { message: e.message ?? String(err), ...(e.code ? { code: e.code } : {}) } };
+  return { id, error: { message: e.message ?? String(err), ...(e.code ? { code: e.code } : {}), ...(written ? { written } : {}) } };
+}
+
+/** A durable file's publication, done in the group after its write's (the second half of a write with `linkTo`). */
+interface Publication {
+  id: number;
+  dev: number;
+  from: string;
+  to: string;
 }
 
 function groupCommit({ port, group }: WorkerSetup): void {
   const queue: FileOp[] = [];
+  /** Files made durable by the last group, to be published by the next. */
+  let publications: Publication[] = [];
   /** Per file system (st_dev): a descriptor opened before the first write to it, whose syncfs reports every writeback error since. */
   const fileSystems = new Map<number, number>();
   // syncfs where it reports errors honestly, else an fsync per file and per directory.
@@ -56,7 +78,7 @@ function groupCommit({ port, group }: WorkerSetup): void {
 
   const work = () => {
     take();
-    while (queue.length > 0) {
+    while (queue.length > 0 || publications.length > 0) {
       let bytes = 0;
       let count = 0;
       while (count < queue.length && count < group.count && bytes < group.bytes) {
@@ -70,8 +92,19 @@ function groupCommit({ port, group }: WorkerSetup): void {
 
   const commit = (ops: FileOp[]) => {
     const answers: OpAnswer[] = [];
-    const written: { id: number; fd: number; path: string; dev: number }[] = [];
+    const written: { id: number; fd: number; path: string; dev: number; linkTo?: string }[] = [];
     const published: { id: number; dir: string; dev: number }[] = [];
+    for (const p of publications) {
+      try {
+        linkSync(p.from, p.to);
+      } catch (err) {
+        answers.push(answerOf(p.id, err, true));
+        continue;
+      }
+      removeQuietly(p.from);
+      published.push({ id: p.id, dir: dirname(p.to), dev: p.dev });
+    }
+    publications = [];
     for (const op of ops) {
       if (!fileSystems.has(op.dev)) {
         try {
@@ -92,25 +125,15 @@ function groupCommit({ port, group }: WorkerSetup): void {
             if (!grouped) fsyncSync(fd);
           } catch (err) {
             closeSync(fd);
-            try {
-              unlinkSync(op.path);
-            } catch {
-              // the write's error is the one to report
-            }
+            removeQuietly(op.path);
             throw err;
           }
-          written.push({ id: op.id, fd, path: op.path, dev: op.dev });
+          written.push({ id: op.id, fd, path: op.path, dev: op.dev, ...(op.linkTo !== undefined ? { linkTo: op.linkTo } : {}) });
         } else {
           if (op.kind === 'link') linkSync(op.from, op.to);
           else renameSync(op.from, op.to);
           published.push({ id: op.id, dir: dirname(op.to), dev: op.dev });
-          if (op.kind === 'link' && op.removeFrom) {
-            try {
-              unlinkSync(op.from);
-            } catch {
-              // a tmp/ name left over is removed by a later run; the message is published
-            }
-          }
+          if (op.kind === 'link' && op.removeFrom) removeQuietly(op.from);
         }
       } catch (err) {
         answers.push(answerOf(op.id, err));
@@ -142,13 +165,10 @@ function groupCommit({ port, group }: WorkerSetup): void {
         error ??= err;
       }
       if (error !== undefined) {
-        try {
-          unlinkSync(w.path);
-        } catch {
-          // the write's error is the one to report
-        }
+        removeQuietly(w.path);
         answers.push(answerOf(w.id, error));
-      } else answers.push({ id: w.id });
+      } else if (w.linkTo !== undefined) publications.push({ id: w.id, dev: w.dev, from: w.path, to: w.linkTo });
+      else answers.push({ id: w.id });
     }
     const dirs = new Map<string, unknown>();
     for (const p of published) {

@@ -15,13 +15,19 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 export type FileOp = { id: number; dev: number; folder: string } & OpBody;
 
 type OpBody =
-  | { kind: 'write'; path: string; data: ArrayBuffer; mtime: number; owner?: { uid: number; gid: number } }
+  | { kind: 'write'; path: string; data: ArrayBuffer; mtime: number; owner?: { uid: number; gid: number }; linkTo?: string }
   | { kind: 'link'; from: string; to: string; removeFrom: boolean }
   | { kind: 'rename'; from: string; to: string };
 
 export interface OpAnswer {
   id: number;
-  error?: { message: string; code?: string };
+  /** `written`: the error is the link's after a durable write (the file is still in `tmp/`). */
+  error?: { message: string; code?: string; written?: boolean };
+}
+
+/** Whether an operation's error came after its file was written and made durable (it is still in `tmp/`). */
+export function writtenBeforeError(err: unknown): boolean {
+  return (err as { written?: boolean } | undefined)?.written === true;
 }
 
 export interface WorkerSetup {
@@ -62,7 +68,7 @@ export class GroupCommit {
         const waiter = this.waiting.get(id)!;
         this.waiting.delete(id);
         if (!error) waiter.resolve();
-        else waiter.reject(Object.assign(new Error(error.message), error.code ? { code: error.code } : {}));
+        else waiter.reject(Object.assign(new Error(error.message), error.code ? { code: error.code } : {}, error.written ? { written: true } : {}));
       }
     });
     // A worker that dies fails what it held: none of it is answered durable.
@@ -80,13 +86,17 @@ export class GroupCommit {
 
   /**
    * A file created (exclusively), written, given its mtime (and owner), durable once this
-   * resolves. `data` is copied into a buffer the worker takes over: the caller's stays its own.
+   * resolves; with `linkTo`, then linked there (never replacing a name) and its own name removed,
+   * in the worker's next group, and this resolves once that name is durable: one round trip, and
+   * the worker does not wait for this thread between the two. A failed write leaves no file; a
+   * failed link leaves the durable file at `path` (the error says `written`). `data` is copied
+   * into a buffer the worker takes over: the caller's stays its own.
    */
-  write(place: OpPlace, path: string, data: Uint8Array, mtime: number, owner?: { uid: number; gid: number }): Promise<void> {
+  write(place: OpPlace, path: string, data: Uint8Array, mtime: number, owner?: { uid: number; gid: number }, linkTo?: string): Promise<void> {
     const copy = new Uint8Array(data.length);
     copy.set(data);
     this.transfers.push(copy.buffer);
-    return this.post(place, { kind: 'write', path, data: copy.buffer, mtime, ...(owner ? { owner } : {}) });
+    return this.post(place, { kind: 'write', path, data: copy.buffer, mtime, ...(owner ? { owner } : {}), ...(linkTo !== undefined ? { linkTo } : {}) });
   }
 
   /** `link(from, to)`, its directory entry durable once this resolves; `removeFrom`: `from` then unlinked. */

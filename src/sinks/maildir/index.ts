@@ -12,7 +12,7 @@ import { sha256Hex } from '../../hash.js';
 import { DirectorySync } from '../../fs-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
-import { GROUP, GroupCommit, type OpPlace } from './group-commit.js';
+import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 
 /** Mailbox names that can be folder names under the root, and nothing else. */
 export function mailboxFolder(root: string, mailbox: string): string {
@@ -566,10 +566,11 @@ export class MaildirSink extends LifecycleSink implements Sink {
   }
 
   /**
-   * The Maildir delivery: a complete, synced file in `tmp/` (or, for an item's later copies, its
+   * The Maildir delivery: a complete, durable file in `tmp/` (or, for an item's later copies, its
    * first durable file) is published into `cur/` by `link()`, which never replaces a name another
-   * writer took first (then what holds it is compared again), and `cur/` is synced. A torn file of
-   * ours is replaced whole by `rename()`.
+   * writer took first (then what holds it is compared again), and made durable. A torn file of
+   * ours is replaced whole by `rename()`. The file worker does both halves of a new file in one
+   * round trip.
    */
   protected async store(delivery: Delivery): Promise<Stored> {
     const folder = await this.folderOf(delivery.mailbox);
@@ -608,12 +609,18 @@ export class MaildirSink extends LifecycleSink implements Sink {
           return at('delivered', place.path);
         }
         const final = join(folder.path, 'cur', `${place.name}:2,S`);
-        let source = linkFrom ?? temporary;
-        if (source === undefined) source = temporary = await this.writeTemporary(folder, delivery);
+        const writing = (linkFrom ?? temporary) === undefined;
+        const source = linkFrom ?? temporary ?? (temporary = join(folder.path, 'tmp', uniqueName()));
         try {
-          // Resolves once the name is durable in cur/; the tmp/ name is removed after the link.
-          await this.files!.link(folder.place, source, final, source === temporary);
+          // Each resolves once the name is durable in cur/; the tmp/ name is removed after the link.
+          if (writing) await this.files!.write(folder.place, source, delivery.message, delivery.internalDate, this.owner, final);
+          else await this.files!.link(folder.place, source, final, source === temporary);
         } catch (err) {
+          // A write that failed left nothing in tmp/: its error is the delivery's.
+          if (writing && !writtenBeforeError(err)) {
+            temporary = undefined;
+            throw err;
+          }
           if (isCode(err, 'EEXIST')) {
             raced = true;
             place = await this.place(folder, delivery);
