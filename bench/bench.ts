@@ -1,9 +1,11 @@
 // npm run bench: generates sample archives and measures each stage in its own process.
 // Usage: npm run bench [-- --events 100000,1000000 --users 1500 --conversations 4000
-//   --stages source,naive-json-parse,mime,floor,maildir,naive-maildir,maildir-ledger,verify
+//   --stages source,naive-json-parse,mime,floor,floor-group,maildir,naive-maildir,maildir-ledger,verify
 //   --imap-events 6000 --imap-users 2000 --staging-events 20000
 //   --graph-events 6000 --graph-users 200 --graph-latency 100 --graph-mailboxes 16]
-// floor is the maildir sink's file operations alone, naive-maildir a quick non-durable script
+// floor is the maildir sink's file operations alone from Node's thread pool (an fsync per file,
+// as the sink did them before its file worker), floor-group the same through the sink's file
+// worker (groups, one syncfs each); naive-maildir a quick non-durable script
 // (bench/maildir-baselines.ts); the maildir row's ratio to each is printed under the table.
 // The IMAP rows deliver into a throwaway local Dovecot, the staging row into a local Azurite (in
 // memory), both started as the tests start them, on smaller archives. IMAP: a first run into
@@ -29,7 +31,7 @@ function option(name: string, fallback: string): string {
 
 const sizes = option('events', '100000,1000000').split(',').filter(Boolean).map(Number);
 // verify reads back what maildir-ledger delivered, so it follows it.
-const stages = option('stages', 'source,naive-json-parse,mime,floor,maildir,naive-maildir,maildir-ledger,verify').split(',').filter(Boolean);
+const stages = option('stages', 'source,naive-json-parse,mime,floor,floor-group,maildir,naive-maildir,maildir-ledger,verify').split(',').filter(Boolean);
 // The main archives' shape; the generator's defaults when not given.
 const shape = { users: option('users', ''), conversations: option('conversations', '') };
 const imapEvents = Number(option('imap-events', '6000'));
@@ -253,9 +255,11 @@ for (const size of sizes) {
   const seconds = (stage: string) => rows.find((r) => r.size === size && r.row.stage === stage)?.row.seconds;
   const ours = seconds('maildir');
   if (ours === undefined) continue;
-  const floor = seconds('floor');
   const naive = seconds('naive-maildir');
-  if (floor !== undefined) console.log(`${size} events: maildir keeps ${(floor / ours).toFixed(2)} of the floor's speed (floor ${floor.toFixed(1)} s, maildir ${ours.toFixed(1)} s)`);
+  for (const [stage, what] of [['floor', 'the floor (thread pool, fsync per file)'], ['floor-group', 'the group floor (worker, syncfs per group)']] as const) {
+    const floor = seconds(stage);
+    if (floor !== undefined) console.log(`${size} events: maildir keeps ${(floor / ours).toFixed(2)} of ${what}'s speed (${stage} ${floor.toFixed(1)} s, maildir ${ours.toFixed(1)} s)`);
+  }
   if (naive !== undefined) console.log(`${size} events: maildir is ${(naive / ours).toFixed(2)}x the naive script's speed (naive ${naive.toFixed(1)} s, not durable; maildir ${ours.toFixed(1)} s)`);
 }
 // The streaming source against whole-file JSON.parse (which holds a whole messages file at once).

@@ -1,16 +1,19 @@
 // The two yardsticks the maildir row is measured against (issue 11):
 // - floor: the sink's own file operations for the same items, in a bare loop with no MIME work,
-//   so the ratio says how much of the disk's speed the whole chain keeps;
+//   so the ratio says how much of the disk's speed the whole chain keeps: from Node's thread pool
+//   with an fsync per file (as the sink did them before its file worker), and through the sink's
+//   file worker (floor-group);
 // - naive: what a quick script does (whole-file JSON.parse, nodemailer's MailComposer, plain
 //   writes, no fsync, no dedup, members as conversations.json lists them), which is not durable.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { link, mkdir, open, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { DirectorySync } from '../src/fs-util.js';
 import { readCentralDirectory, readEntryBuffer } from '../src/formats/zip/index.js';
 import type { Delivery } from '../src/model.js';
+import { GroupCommit, type OpPlace } from '../src/sinks/maildir/group-commit.js';
 
 /** What the floor needs of a delivery: no message, its size. */
 export interface DeliveryShape {
@@ -20,8 +23,10 @@ export interface DeliveryShape {
   copyKey?: string;
 }
 
-/** In flight at once, as the sink's default `concurrency`. */
+/** In flight at once from the thread pool, as the sink's `concurrency` was before its file worker. */
 const IN_FLIGHT = 256;
+/** In flight at once with the file worker, as the sink's default `concurrency`. */
+const GROUP_IN_FLIGHT = 8192;
 
 export function shapeOf(delivery: Delivery): DeliveryShape {
   return { mailbox: delivery.mailbox, size: delivery.message.length, time: delivery.internalDate, ...(delivery.copyKey !== undefined ? { copyKey: delivery.copyKey } : {}) };
@@ -31,7 +36,8 @@ export function shapeOf(delivery: Delivery): DeliveryShape {
  * The Maildir sink's file operations for these deliveries and nothing else: per mailbox its
  * folders once; per item its first copy written to `tmp/` (create, write, set mtime, fsync,
  * close), linked into `cur/`, the temporary unlinked; each later copy a link to the first; `cur/`
- * synced after each link (coalesced, as the sink does). Returns the seconds and CPU it took.
+ * synced after each link (coalesced, as the sink did before its file worker). Returns the seconds
+ * and CPU it took.
  */
 export async function maildirFloor(root: string, shapes: DeliveryShape[]): Promise<{ seconds: number; cpu: NodeJS.CpuUsage }> {
   const payload = randomBytes(shapes.reduce((most, s) => Math.max(most, s.size), 1));
@@ -90,6 +96,56 @@ export async function maildirFloor(root: string, shapes: DeliveryShape[]): Promi
       while (next < shapes.length) await deliver(shapes[next++]!);
     }),
   );
+  return { seconds: (performance.now() - start) / 1000, cpu: process.cpuUsage(startCpu) };
+}
+
+/**
+ * The floor of the sink as it works now: the same file operations for the same items, through the
+ * sink's own file worker (group-commit.ts: created and written in groups on a worker thread, one
+ * syncfs per group), the main thread only posting, as many in flight as the sink's default.
+ */
+export async function maildirGroupFloor(root: string, shapes: DeliveryShape[]): Promise<{ seconds: number; cpu: NodeJS.CpuUsage }> {
+  const payload = randomBytes(shapes.reduce((most, s) => Math.max(most, s.size), 1));
+  const files = new GroupCommit();
+  const folders = new Map<string, Promise<OpPlace>>();
+  const firsts = new Map<string, Promise<string>>();
+  let sequence = 0;
+  const folderOf = (mailbox: string) => {
+    let folder = folders.get(mailbox);
+    if (!folder) {
+      folder = (async () => {
+        const path = join(root, mailbox, '.INBOX.Pivot');
+        for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(path, sub), { recursive: true });
+        await writeFile(join(path, 'maildirfolder'), '');
+        return { folder: path, dev: (await stat(path)).dev };
+      })();
+      folders.set(mailbox, folder);
+    }
+    return folder;
+  };
+  const deliver = async (shape: DeliveryShape) => {
+    const place = await folderOf(shape.mailbox);
+    const name = `${++sequence}.floor`;
+    const final = join(place.folder, 'cur', `${name}:2,S`);
+    const first = shape.copyKey === undefined ? undefined : firsts.get(shape.copyKey);
+    if (first) return files.link(place, await first, final, false);
+    const written = (async () => {
+      const temporary = join(place.folder, 'tmp', name);
+      await files.write(place, temporary, payload.subarray(0, shape.size), shape.time, undefined, final);
+      return final;
+    })();
+    if (shape.copyKey !== undefined) firsts.set(shape.copyKey, written);
+    await written;
+  };
+  const start = performance.now();
+  const startCpu = process.cpuUsage();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: GROUP_IN_FLIGHT }, async () => {
+      while (next < shapes.length) await deliver(shapes[next++]!);
+    }),
+  );
+  await files.close();
   return { seconds: (performance.now() - start) / 1000, cpu: process.cpuUsage(startCpu) };
 }
 

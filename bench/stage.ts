@@ -15,7 +15,7 @@ import { RejectsFolder } from '../src/formats/rejects/index.js';
 import { LedgerWriter } from '../src/ledger/writer.js';
 import { formatVerify, verify } from '../src/verify.js';
 import { join } from 'node:path';
-import { maildirFloor, naiveMaildir, shapeOf, type DeliveryShape } from './maildir-baselines.js';
+import { maildirFloor, maildirGroupFloor, naiveMaildir, shapeOf, type DeliveryShape } from './maildir-baselines.js';
 import { floorBodies, graphFloor } from './graph-floor.js';
 import type { Delivery } from '../src/model.js';
 
@@ -73,10 +73,11 @@ function chainOptions(statusLog: StatusLog) {
 /** What a stage did; `seconds` when only part of it is timed. */
 async function measure(): Promise<{ events: number; deliveries: number; bytes?: number; seconds?: number; cpu?: NodeJS.CpuUsage }> {
   switch (stage) {
-    case 'floor': {
+    case 'floor':
+    case 'floor-group': {
       // Only the file operations are timed: the shapes are gathered first.
       const { events, shapes } = await deliveryShapes();
-      const { seconds, cpu } = await maildirFloor(out!, shapes);
+      const { seconds, cpu } = stage === 'floor' ? await maildirFloor(out!, shapes) : await maildirGroupFloor(out!, shapes);
       return { events, deliveries: shapes.length, bytes: shapes.reduce((sum, s) => sum + s.size, 0), seconds, cpu };
     }
     case 'naive-maildir':

@@ -23,7 +23,7 @@ export const OPTIONS = [
     required: { what: 'sink', example: 'maildir:DIR' },
     commands: ['run', 'import'],
     describe: {
-      run: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=256&links=1], imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD), imap://outlook.office365.com/?auth=xoauth2&tenant=TENANT&clientId=APP_ID (Microsoft 365; secret in PIVOT_IMAP_CLIENT_SECRET), graph://TENANT/?clientId=APP_ID&folder=Inbox/Pivot (Microsoft 365; secret in PIVOT_GRAPH_CLIENT_SECRET) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING); every sink option: see the end of run --help',
+      run: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=8192&links=1], imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD), imap://outlook.office365.com/?auth=xoauth2&tenant=TENANT&clientId=APP_ID (Microsoft 365; secret in PIVOT_IMAP_CLIENT_SECRET), graph://TENANT/?clientId=APP_ID&folder=Inbox/Pivot (Microsoft 365; secret in PIVOT_GRAPH_CLIENT_SECRET) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING); every sink option: see the end of run --help',
       import: 'where to deliver: maildir:DIR or imap://ADMIN@HOST/...',
     },
   },

@@ -84,7 +84,8 @@ export class Checkpoint {
 
   private async save(): Promise<void> {
     const at = this.candidate;
-    if (!at) return;
+    // One that resumes nothing is not worth a file (with group commit the first event settles alone, early).
+    if (!at || (at.file === 0 && at.index === 0)) return;
     // The status lines of everything before `at` must be on disk before the checkpoint says so.
     await this.statusLog.flush();
     await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, options: this.options, savedAt: new Date().toISOString() }) + '\n');

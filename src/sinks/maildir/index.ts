@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import fs, { readlinkSync } from 'node:fs';
-import { chown, link, lstat, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
+import { chown, lstat, mkdir, open, opendir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -12,6 +12,7 @@ import { sha256Hex } from '../../hash.js';
 import { DirectorySync } from '../../fs-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
+import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 
 /** Mailbox names that can be folder names under the root, and nothing else. */
 export function mailboxFolder(root: string, mailbox: string): string {
@@ -207,6 +208,8 @@ interface Listing {
 /** The Pivot folder of one mailbox, as prepared (and listed) once per run. */
 interface Folder {
   path: string;
+  /** Where the file worker's operations in it happen (the folder and its file system). */
+  place: OpPlace;
   listing: Listing;
   /** A listing under way because a remembered name was gone (a client renamed it again). */
   relisting?: Promise<void>;
@@ -337,13 +340,26 @@ export class MaildirSink extends LifecycleSink implements Sink {
   readonly kind = 'maildir';
   readonly description: string;
   readonly maxInFlight: number;
+  /** Two groups' bytes: one being made durable while the next gathers. */
+  readonly maxInFlightBytes = 2 * GROUP.bytes;
   private readonly prepared = new Map<string, Promise<Folder>>();
   /** By copyKey, oldest first (see REMEMBERED_COPIES). */
   private readonly copies = new Map<string, Copies>();
   private readonly syncs = new Map<string, DirectorySync>();
   /** Run as root: whom the directories and files it creates are given to. */
   private owner: { uid: number; gid: number } | undefined;
-  protected readonly lifecycle = new SinkLifecycle('maildir', { open: () => this.proveRoot() });
+  /** The worker that does the file operations in groups, from open() on. */
+  private files: GroupCommit | undefined;
+  protected readonly lifecycle = new SinkLifecycle('maildir', {
+    open: async () => {
+      await this.proveRoot();
+      this.files ??= new GroupCommit();
+    },
+    flush: async () => {
+      await this.files?.close();
+      this.files = undefined;
+    },
+  });
 
   constructor(readonly config: MaildirSinkConfig) {
     super();
@@ -444,8 +460,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
       } catch (err) {
         if (!isCode(err, 'EEXIST')) throw err;
       }
-      const [listing] = await Promise.all([listOurs(path), removeStaleTemporaries(join(path, 'tmp'))]);
-      return { path, listing };
+      const [listing, info] = await Promise.all([listOurs(path), stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
+      return { path, place: { folder: path, dev: info.dev }, listing };
     });
   }
 
@@ -539,31 +555,22 @@ export class MaildirSink extends LifecycleSink implements Sink {
     return sync;
   }
 
-  /** A complete, synced file of our own in `tmp/` under a name no other writer uses, given to the owner. */
+  /**
+   * A complete, durable file of our own in `tmp/` under a name no other writer uses, given to the
+   * owner, its mtime the message's date (Dovecot's INTERNALDATE). A write that fails leaves none.
+   */
   private async writeTemporary(folder: Folder, delivery: Delivery): Promise<string> {
     const temporary = join(folder.path, 'tmp', uniqueName());
-    const handle = await open(temporary, 'wx');
-    try {
-      await handle.writeFile(delivery.message);
-      const time = new Date(delivery.internalDate);
-      // Dovecot takes a Maildir file's mtime as the message's INTERNALDATE.
-      await handle.utimes(time, time);
-      if (this.owner) await handle.chown(this.owner.uid, this.owner.gid);
-      await handle.sync();
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      await unlink(temporary).catch(() => undefined);
-      throw err;
-    }
-    await handle.close();
+    await this.files!.write(folder.place, temporary, delivery.message, delivery.internalDate, this.owner);
     return temporary;
   }
 
   /**
-   * The Maildir delivery: a complete, synced file in `tmp/` (or, for an item's later copies, its
+   * The Maildir delivery: a complete, durable file in `tmp/` (or, for an item's later copies, its
    * first durable file) is published into `cur/` by `link()`, which never replaces a name another
-   * writer took first (then what holds it is compared again), and `cur/` is synced. A torn file of
-   * ours is replaced whole by `rename()`.
+   * writer took first (then what holds it is compared again), and made durable. A torn file of
+   * ours is replaced whole by `rename()`. The file worker does both halves of a new file in one
+   * round trip.
    */
   protected async store(delivery: Delivery): Promise<Stored> {
     const folder = await this.folderOf(delivery.mailbox);
@@ -591,23 +598,29 @@ export class MaildirSink extends LifecycleSink implements Sink {
         if (place.kind === 'torn') {
           temporary ??= await this.writeTemporary(folder, delivery);
           try {
-            await rename(temporary, place.path);
+            await this.files!.rename(folder.place, temporary, place.path);
           } catch (err) {
             if (!(await vanished(err, temporary))) throw err;
             temporary = undefined;
             continue;
           }
           temporary = undefined;
-          await this.syncOf(dirname(place.path)).sync();
           becomeFirst?.(place.path);
           return at('delivered', place.path);
         }
         const final = join(folder.path, 'cur', `${place.name}:2,S`);
-        let source = linkFrom ?? temporary;
-        if (source === undefined) source = temporary = await this.writeTemporary(folder, delivery);
+        const writing = (linkFrom ?? temporary) === undefined;
+        const source = linkFrom ?? temporary ?? (temporary = join(folder.path, 'tmp', uniqueName()));
         try {
-          await link(source, final);
+          // Each resolves once the name is durable in cur/; the tmp/ name is removed after the link.
+          if (writing) await this.files!.write(folder.place, source, delivery.message, delivery.internalDate, this.owner, final);
+          else await this.files!.link(folder.place, source, final, source === temporary);
         } catch (err) {
+          // A write that failed left nothing in tmp/: its error is the delivery's.
+          if (writing && !writtenBeforeError(err)) {
+            temporary = undefined;
+            throw err;
+          }
           if (isCode(err, 'EEXIST')) {
             raced = true;
             place = await this.place(folder, delivery);
@@ -623,9 +636,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
           linkFrom = undefined;
           continue;
         }
-        const cleanUp = source === temporary ? unlink(temporary).catch(() => undefined) : undefined;
         temporary = undefined;
-        await Promise.all([this.syncOf(join(folder.path, 'cur')).sync(), cleanUp]);
         if (source !== linkFrom) becomeFirst?.(final);
         return at('delivered', final);
       }
