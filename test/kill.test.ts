@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { readdir, readFile, rename } from 'node:fs/promises';
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, readStatusLog, startCli } from './helpers/cli.js';
@@ -127,10 +127,17 @@ test('with --state-dir a killed run resumes from its checkpoint; the run logs to
   const { archive, expected } = await archiveWithReference(t, dir, 4000, 33);
   const out = join(dir, 'mail');
   const state = join(dir, 'state');
-  const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects')];
-  // Kill once a checkpoint has been written (they are saved about every second).
+  // 2 ms an item (in both runs: a checkpoint is resumed only under the same options), so the run
+  // lasts long enough for checkpoints to be saved (about every second) however fast the sink is.
+  const slow = join(dir, 'slow.mjs');
+  await writeFile(slow, "export default { name: 'slow', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { await new Promise((r) => setTimeout(r, 2)); return item; } };\n");
+  const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects'), '--plugin', slow];
+  // Kill once a checkpoint has been written.
   const { child, exited } = startCli(args);
+  let ended = false;
+  void exited.then(() => (ended = true));
   while ((await readdir(join(state, 'checkpoints')).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).length === 0) {
+    if (ended) return void t.fail('the run ended before any checkpoint was saved');
     await new Promise((r) => setTimeout(r, 20));
   }
   child.kill('SIGKILL');

@@ -67,6 +67,8 @@ export class Checkpoint {
     if (this.frozen) return;
     this.candidate = position;
     if (!ok) this.frozen = true;
+    // Before anything is settled there is nothing to resume from: no save is due yet.
+    if (position.file === 0 && position.index === 0) return;
     if (Date.now() - this.lastSave >= 1000 && this.failed === undefined) {
       this.lastSave = Date.now();
       // A checkpoint that cannot be saved costs only a longer re-run: the run goes on, and ends with the error (exit 1).
