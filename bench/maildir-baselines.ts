@@ -32,6 +32,21 @@ export function shapeOf(delivery: Delivery): DeliveryShape {
   return { mailbox: delivery.mailbox, size: delivery.message.length, time: delivery.internalDate, ...(delivery.copyKey !== undefined ? { copyKey: delivery.copyKey } : {}) };
 }
 
+/** A mailbox's Pivot folder with its cur/, new/ and tmp/, made as the sink makes it. */
+async function makeFolder(root: string, mailbox: string): Promise<string> {
+  const path = join(root, mailbox, '.INBOX.Pivot');
+  for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(path, sub), { recursive: true });
+  await writeFile(join(path, 'maildirfolder'), '');
+  return path;
+}
+
+/** The promise `make` gives for `key`, made once. */
+function once<K, V>(made: Map<K, Promise<V>>, key: K, make: () => Promise<V>): Promise<V> {
+  let value = made.get(key);
+  if (!value) made.set(key, (value = make()));
+  return value;
+}
+
 /**
  * The Maildir sink's file operations for these deliveries and nothing else: per mailbox its
  * folders once; per item its first copy written to `tmp/` (create, write, set mtime, fsync,
@@ -45,19 +60,7 @@ export async function maildirFloor(root: string, shapes: DeliveryShape[]): Promi
   const syncs = new Map<string, DirectorySync>();
   const firsts = new Map<string, Promise<string>>();
   let sequence = 0;
-  const folderOf = (mailbox: string) => {
-    let folder = folders.get(mailbox);
-    if (!folder) {
-      folder = (async () => {
-        const path = join(root, mailbox, '.INBOX.Pivot');
-        for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(path, sub), { recursive: true });
-        await writeFile(join(path, 'maildirfolder'), '');
-        return path;
-      })();
-      folders.set(mailbox, folder);
-    }
-    return folder;
-  };
+  const folderOf = (mailbox: string) => once(folders, mailbox, () => makeFolder(root, mailbox));
   const syncOf = (dir: string) => {
     let sync = syncs.get(dir);
     if (!sync) syncs.set(dir, (sync = new DirectorySync(dir)));
@@ -110,19 +113,11 @@ export async function maildirGroupFloor(root: string, shapes: DeliveryShape[]): 
   const folders = new Map<string, Promise<OpPlace>>();
   const firsts = new Map<string, Promise<string>>();
   let sequence = 0;
-  const folderOf = (mailbox: string) => {
-    let folder = folders.get(mailbox);
-    if (!folder) {
-      folder = (async () => {
-        const path = join(root, mailbox, '.INBOX.Pivot');
-        for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(path, sub), { recursive: true });
-        await writeFile(join(path, 'maildirfolder'), '');
-        return { folder: path, dev: (await stat(path)).dev };
-      })();
-      folders.set(mailbox, folder);
-    }
-    return folder;
-  };
+  const folderOf = (mailbox: string) =>
+    once(folders, mailbox, async () => {
+      const path = await makeFolder(root, mailbox);
+      return { folder: path, dev: (await stat(path)).dev };
+    });
   const deliver = async (shape: DeliveryShape) => {
     const place = await folderOf(shape.mailbox);
     const name = `${++sequence}.floor`;
