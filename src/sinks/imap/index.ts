@@ -719,7 +719,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   private async catchUp(client: ImapFlow, known: Presence): Promise<void> {
     const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
     if (uids.length === 0) return;
-    this.othersSeen(known);
+    this.appendedTo(known).othersSeen = true;
     await this.fetchIdentities(client, uids, 'headersFetched', (key, uid) => this.learn(known, key, uid));
     known.next = Math.max(...uids) + 1;
   }
@@ -744,9 +744,8 @@ export class ImapSink extends LifecycleSink implements Sink {
   private remember(known: Presence, deliveries: Delivery[], appended: { uidValidity?: bigint; uids: (number | undefined)[] }): void {
     if (appended.uidValidity !== known.uidValidity) return;
     let contiguous = appended.uids[0] === known.next;
-    if (!contiguous) this.othersSeen(known);
-    let mine = this.appended.get(known.mailbox);
-    if (!mine || mine.folder !== known.folder || mine.uidValidity !== known.uidValidity) this.appended.set(known.mailbox, (mine = new Appended(known.folder, known.uidValidity)));
+    const mine = this.appendedTo(known);
+    if (!contiguous) mine.othersSeen = true;
     deliveries.forEach((d, i) => {
       const uid = appended.uids[i];
       if (uid === undefined) return;
@@ -757,10 +756,11 @@ export class ImapSink extends LifecycleSink implements Sink {
     });
   }
 
-  private othersSeen(known: Presence): void {
-    const mine = this.appended.get(known.mailbox);
-    if (mine && mine.folder === known.folder && mine.uidValidity === known.uidValidity) mine.othersSeen = true;
-    else this.appended.set(known.mailbox, Object.assign(new Appended(known.folder, known.uidValidity), { othersSeen: true }));
+  /** What the run appended to the mailbox's folder as `known` has it (begun anew for another folder or UIDVALIDITY). */
+  private appendedTo(known: Presence): Appended {
+    let mine = this.appended.get(known.mailbox);
+    if (!mine || mine.folder !== known.folder || mine.uidValidity !== known.uidValidity) this.appended.set(known.mailbox, (mine = new Appended(known.folder, known.uidValidity)));
+    return mine;
   }
 
   /**
