@@ -350,15 +350,17 @@ test('input changed or ignored is recorded: bytes that are not UTF-8 and entries
   const dir = await tempDir(t);
   const bad = Buffer.concat([Buffer.from('[{"id":"m_latin1","conversationId":"c_1","type":"message","sentAt":"2026-11-23T09:00:00Z","senderId":"u_1","text":"caf'), Buffer.from([0xe9]), Buffer.from('"}]')]);
   const lookalike = 'm\u0435ssages/0.json'; // a Cyrillic е
-  const extra = { 'messages/0.json': bad, 'Messages/1.json': '[]', 'messages/2.JSON': '[]', 'messages/sub/3.json': '[]', './messages/4.json': '[]', [lookalike]: '[]' };
+  // A messages file whose name holds a control character is set aside as hostile: it may hold events too.
+  const hostile = 'messages/5\u0001.json';
+  const extra = { 'messages/0.json': bad, 'Messages/1.json': '[]', 'messages/2.JSON': '[]', 'messages/sub/3.json': '[]', './messages/4.json': '[]', [lookalike]: '[]', [hostile]: '[]' };
   const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: {}, extra });
   const status = join(dir, 'status.jsonl');
   const out = join(dir, 'mail');
   const result = await cli(['run', archive, '--sink', `maildir:${out}`, '--domain', 'acme.example', '--status-log', status, '--rejects', join(dir, 'rejects')]);
   t.is(result.code, 5, result.stderr);
   const { lines, summary } = await readStatusLog(status);
-  t.is(summary.entriesNotRead, 5);
-  t.regex(String(summary.alarm), /5 archive entries are named like a messages file but not as messages\/<name>\.json .* counted nowhere/);
+  t.is(summary.entriesNotRead, 6);
+  t.regex(String(summary.alarm), /6 archive entries are named like a messages file but not as messages\/<name>\.json .* counted nowhere/);
   const notes = lines.filter((l) => l.record === 'note');
   t.like(notes.find((n) => n.reason === 'invalid-utf8'), { itemId: 'm_latin1' });
   t.regex(String(notes.find((n) => n.reason === 'invalid-utf8')!.detail), /byte 117 of the event/);
@@ -366,6 +368,7 @@ test('input changed or ignored is recorded: bytes that are not UTF-8 and entries
   for (const name of ['Messages/1.json', 'messages/2.JSON', 'messages/sub/3.json', './messages/4.json', lookalike]) {
     t.true(ignored.some((d) => d.includes(JSON.stringify(name))), `${name}: ${ignored.join(' | ')}`);
   }
+  t.true(notes.some((n) => n.reason === 'hostile-entry-name' && String(n.detail).includes(JSON.stringify(hostile))));
   t.is(summary.notes, notes.length);
   t.deepEqual(pairs(await readMaildir(out)), ['jane@acme.example m_latin1', 'omar@acme.example m_latin1']);
 });

@@ -346,19 +346,19 @@ async function closeStreams(streams: Set<Readable>): Promise<void> {
   );
 }
 
-/** Why an entry (not hostile, not a directory) is outside the layout, or undefined when it is in it. */
+const LOOKS_LIKE_MESSAGES = 'looks like a messages file but is not messages/<name>.json (lower-case "messages/", one level, lower-case ".json"): not read';
+
 /**
- * An entry outside the layout (or with a hostile name) that may hold events: named like a
- * messages file (messages/ in another case or depth, .JSON, a look-alike letter, a control
- * character) or a bare .json. Its events are read by nothing and counted nowhere: the run alarms.
+ * Whether an entry set aside (a hostile name, or outside the layout) may hold events: named like
+ * a messages file (one with a control character in its name, messages/ in another case or depth,
+ * .JSON, a look-alike letter) or a bare .json. Its events are read by nothing and counted nowhere:
+ * the run alarms.
  */
 export function mayHoldEvents(name: string): boolean {
-  if ((REQUIRED as readonly string[]).includes(name) || MESSAGES_ENTRY.test(name)) return false;
-  const parts = name.normalize('NFKC').toLowerCase().replace(/^(\.?\/)+/, '').split('/');
-  if (parts.length === 1) return parts[0]!.endsWith('.json') && !REQUIRED.some((required) => resembles(parts[0]!, required));
-  return resembles(parts[0]!, 'messages') || parts[0]!.startsWith('messages');
+  return MESSAGES_ENTRY.test(name) || whyIgnored(name) === LOOKS_LIKE_MESSAGES;
 }
 
+/** Why an entry (not hostile, not a directory) is outside the layout, or undefined when it is in it. */
 export function whyIgnored(name: string): string | undefined {
   if ((REQUIRED as readonly string[]).includes(name) || MESSAGES_ENTRY.test(name)) return undefined;
   if (name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length) return undefined;
@@ -367,9 +367,7 @@ export function whyIgnored(name: string): string | undefined {
   for (const required of REQUIRED) {
     if (resembles(parts[parts.length - 1]!, required)) return `looks like ${required} but is not named exactly ${required} at the top: not read`;
   }
-  if (resembles(parts[0]!, 'messages') || (parts.length === 1 && folded.endsWith('.json'))) {
-    return 'looks like a messages file but is not messages/<name>.json (lower-case "messages/", one level, lower-case ".json"): not read';
-  }
+  if (resembles(parts[0]!, 'messages') || (parts.length > 1 && parts[0]!.startsWith('messages')) || (parts.length === 1 && folded.endsWith('.json'))) return LOOKS_LIKE_MESSAGES;
   if (resembles(parts[0]!, 'attachments') || resembles(parts[0]!, 'attachment')) return 'looks like an attachment but is not attachments/<id>: not read';
   return 'not part of the export layout (manifest.json, users.json, conversations.json, messages/<name>.json, attachments/<id>): not read';
 }
