@@ -191,14 +191,15 @@ async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: stri
 }
 
 /**
- * The record of a command line that failed before any job could start (a bad flag or config
- * value): a `failure` record in the status log and the state dir's run log and ledger it names,
- * where they can be opened (a held lock is left alone). Never throws.
+ * The record of a failure before any job could start (a bad flag or config value, a drop folder
+ * that cannot be read): a `failure` record in the status log and the state dir's run log and
+ * ledger it names, where they can be opened (a lock another run holds is left alone; `lockHeld`:
+ * the caller holds it). Never throws.
  */
-export async function recordFailureBeforeStart(where: { statusLog?: string; stateDir?: string }, err: unknown, input: InputIdentity): Promise<void> {
+export async function recordFailureBeforeStart(where: { statusLog?: string; stateDir?: string }, err: unknown, input: InputIdentity, lockHeld = false): Promise<void> {
   const runId = randomUUID();
   const state = where.stateDir ? new StateDir(where.stateDir) : undefined;
-  const begun = state ? await state.begin(0, false).catch(() => undefined) : undefined;
+  const begun = state ? await state.begin(0, lockHeld).catch(() => undefined) : undefined;
   try {
     const logs = [...(where.statusLog ? [where.statusLog] : []), ...(begun ? [begun.runLog] : [])];
     const statusLog = logs.length > 0 ? await openStatusLog(logs, begun !== undefined, runId).catch(() => undefined) : undefined;

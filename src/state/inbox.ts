@@ -7,7 +7,7 @@ import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } fro
 import { errorExitCode, worseExitCode } from '../exit-policy.js';
 import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
-import { runJob } from '../job.js';
+import { recordFailureBeforeStart } from '../job.js';
 import { run, type RunOptions, type RunResult } from '../run.js';
 import { StateDir } from './index.js';
 
@@ -65,7 +65,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     const names = await readdir(inbox).catch(async (err: unknown) => {
       const failure = new PivotArchiveError(ErrorCode.CONFIG, `cannot read inbox ${inbox}: ${errorMessage(err)}`);
       // Recorded as a run of the drop folder that failed before any archive: every run leaves a record.
-      await runJob(config, logger, { ...options, cwd, lockHeld: true }, { command: 'run', input: () => ({ archive: inbox }), outcomeOptions: {}, open: () => Promise.reject(failure) }).catch(() => undefined);
+      if (!dry) await recordFailureBeforeStart({ stateDir: state.dir, ...(config.statusLog ? { statusLog: resolve(cwd, config.statusLog) } : {}) }, failure, { archive: inbox }, true);
       throw failure;
     });
     for (const name of names) {
