@@ -6,6 +6,9 @@ import type { StatusLog } from '../status-log.js';
 import { sha256Hex } from '../hash.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 
+/** A checkpoint at the first event skips nothing. */
+const resumesNothing = (at: EventPosition) => at.file === 0 && at.index === 0;
+
 export function comparePositions(a: EventPosition, b: EventPosition): number {
   return a.file - b.file || a.index - b.index;
 }
@@ -68,7 +71,7 @@ export class Checkpoint {
     this.candidate = position;
     if (!ok) this.frozen = true;
     // Before anything is settled there is nothing to resume from: no save is due yet.
-    if (position.file === 0 && position.index === 0) return;
+    if (resumesNothing(position)) return;
     if (Date.now() - this.lastSave >= 1000 && this.failed === undefined) {
       this.lastSave = Date.now();
       // A checkpoint that cannot be saved costs only a longer re-run: the run goes on, and ends with the error (exit 1).
@@ -87,7 +90,7 @@ export class Checkpoint {
   private async save(): Promise<void> {
     const at = this.candidate;
     // One that resumes nothing is not worth a file (with group commit the first event settles alone, early).
-    if (!at || (at.file === 0 && at.index === 0)) return;
+    if (!at || resumesNothing(at)) return;
     // The status lines of everything before `at` must be on disk before the checkpoint says so.
     await this.statusLog.flush();
     await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, options: this.options, savedAt: new Date().toISOString() }) + '\n');
