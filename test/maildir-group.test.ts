@@ -1,7 +1,6 @@
 // The Maildir sink's group commit: writes posted together are made durable together, and a write
 // that fails in a group fails exactly its own items (a real file system that runs out of space:
 // a small tmpfs), none of them answered delivered, nothing of theirs left, the others delivered.
-import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,6 +10,7 @@ import { createSink } from '../src/sinks/index.js';
 import type { Delivery } from '../src/model.js';
 import { delivery } from './helpers/sink-conformance.js';
 import { readMaildir } from './helpers/maildir.js';
+import { needing } from './helpers/needing.js';
 import { tempDir } from './helpers/tmp.js';
 
 const run = promisify(execFile);
@@ -30,20 +30,13 @@ const noTmpfs = await (async () => {
   }
 })();
 
-/** A test that needs the tmpfs: in CI its absence fails; elsewhere it is a visible skip. */
-function needingTmpfs(title: string, body: (t: ExecutionContext) => Promise<void>): void {
-  if (!noTmpfs) return void test(title, body);
-  if (process.env.CI) return void test(title, (t) => t.fail(`not usable here: ${noTmpfs}`));
-  console.warn(`\n*** skipped (${noTmpfs}): ${title} ***\n`);
-  test.skip(`${title} (skipped: ${noTmpfs})`, body);
-}
 
 /** A delivery made `size` bytes larger (its body padded), so that it cannot fit. */
 function padded(d: Delivery, size: number): Delivery {
   return { ...d, message: Buffer.concat([d.message, Buffer.from(`${'x'.repeat(76)}\r\n`.repeat(Math.ceil(size / 78)))]) };
 }
 
-needingTmpfs('maildir group: a write that fails for want of space in a group fails exactly its items; the rest of the group is delivered', async (t) => {
+needing(noTmpfs, 'maildir group: a write that fails for want of space in a group fails exactly its items; the rest of the group is delivered', async (t) => {
   const dir = await tempDir(t);
   const mount = join(dir, 'small');
   await mkdir(mount);

@@ -11,6 +11,7 @@ import { ErrorCode } from '../src/errors.js';
 import { createSink } from '../src/sinks/index.js';
 import { cli } from './helpers/cli.js';
 import { delivery } from './helpers/sink-conformance.js';
+import { needing } from './helpers/needing.js';
 import { tempDir } from './helpers/tmp.js';
 
 const run = promisify(execFile);
@@ -38,13 +39,6 @@ const noImmutable = await unusable(async (dir) => {
   await run('chattr', ['-i', dir]);
 });
 
-/** A test that needs a kernel feature: in CI its absence fails; elsewhere it is a visible skip. */
-function needing(missing: string | undefined, title: string, body: (t: ExecutionContext) => Promise<void>): void {
-  if (!missing) return void test(title, body);
-  if (process.env.CI) return void test(title, (t) => t.fail(`not usable here: ${missing}`));
-  console.warn(`\n*** skipped (${missing}): ${title} ***\n`);
-  test.skip(`${title} (skipped: ${missing})`, body);
-}
 
 async function refused(t: ExecutionContext, root: string, reason: RegExp): Promise<void> {
   const sink = await createSink(`maildir:${root}`, { cwd: '/' });
