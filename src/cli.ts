@@ -290,13 +290,17 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       async (argv) => {
         if (mode !== 'execute') return;
         const dirs = argv['state-dir'].map(String);
-        if (dirs.length > 1) return void process.stdout.write(await statusOfShards(dirs, { last: argv.last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false }));
+        if (dirs.length > 1) {
+          const { text, exitCode } = await statusOfShards(dirs, { last: argv.last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false });
+          setExitCode(exitCode);
+          return void process.stdout.write(text);
+        }
         const state = new StateDir(dirs[0]!);
         if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, argv.last, argv.json ?? false));
-        const { readExportAccount, ledgerTrust, ledgerExitCode, noRunOf, requireLedger } = await import('./ledger/index.js');
+        const { accountExitCode, readExportAccount, ledgerTrust, noRunOf, requireLedger } = await import('./ledger/index.js');
         const { account, check } = await readExportAccount(await requireLedger(state), argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
-        setExitCode(ledgerExitCode(check));
         if (account.runs.length === 0) throw noRunOf(state.ledgerPath, argv.export);
+        setExitCode(accountExitCode(account, check));
         process.stdout.write(argv.json ? `${JSON.stringify({ account, ledger: check })}\n` : formatExportStatus(account, check));
       },
     )

@@ -78,6 +78,8 @@ export const NoteReason = {
   INVALID_UTF8: 'invalid-utf8',
   /** A participant's address that a sink cannot take (e.g. a non-ASCII local part over IMAP). */
   ADDRESS_NOT_DELIVERABLE: 'address-not-deliverable',
+  /** A conversation member that users.json does not hold (or a `members` entry that is no id): no mailbox of theirs gets its events. */
+  UNKNOWN_MEMBER: 'unknown-member',
 } as const;
 
 export type NoteReasonValue = (typeof NoteReason)[keyof typeof NoteReason];

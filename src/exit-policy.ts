@@ -33,11 +33,12 @@ function percent(share: number): string {
 }
 
 /** Exit codes from the least to the most wrong (their numbers are not in that order). */
-const BY_SEVERITY: readonly number[] = [ExitCode.OK, ExitCode.ALARM, ExitCode.INTERRUPTED, ExitCode.LOCKED, ExitCode.DELIVERY_FAILED, ExitCode.SETUP_FAILED, ExitCode.INTERNAL];
+const BY_SEVERITY: readonly number[] = [ExitCode.OK, ExitCode.ALARM, ExitCode.INTERRUPTED, ExitCode.LOCKED, ExitCode.DELIVERY_FAILED, ExitCode.STORE_MISMATCH, ExitCode.LEDGER_BROKEN, ExitCode.SETUP_FAILED, ExitCode.INTERNAL];
 
 /**
  * Of two exit codes, the one that says more is wrong: a bug, then an archive refused whole (2),
- * then failed deliveries (1), then a stop or a lock, then an alarm (5: everything accounted for),
+ * then a ledger that fails its checks (7), a store that lacks what it records (6), then failed
+ * deliveries (1), then a stop or a lock, then an alarm (5: everything accounted for),
  * then 0. So a drop folder's one alarm never hides another archive's refusal.
  */
 export function worseExitCode(a: number, b: number): number {

@@ -87,7 +87,7 @@ export interface Item {
   attachments: AttachmentRef[];
   /** Users taking part in the event (members at that time, sender, join/leave member). */
   participants: User[];
-  /** Extra `X-` headers added by plugins (name -> value). */
+  /** Extra `X-` headers added by plugins (name -> value); see `whyNotPluginHeader`. */
   headers: Record<string, string>;
   /** The event exactly as read from the archive, for the rejects folder. */
   readonly raw: RawEvent;
@@ -179,4 +179,14 @@ export interface ExportContext {
   messageFileName(index: number): string | undefined;
   /** Streams the exact bytes of an event too large to hold into `out`, and ends it. */
   copyEventBytes(position: EventPosition, range: { offset: number; length: number }, out: Writable): Promise<void>;
+}
+
+/** The headers every message carries itself: a plugin may not set them. */
+export const BUILT_IN_X_HEADERS: ReadonlySet<string> = new Set(['x-pivot-item-id', 'x-pivot-conversation-id', 'x-pivot-export-id', 'x-pivot-event-type']);
+
+/** Why a plugin may not add a header of this name (only `X-` names of its own), or undefined when it may. */
+export function whyNotPluginHeader(name: string): string | undefined {
+  if (!/^X-[A-Za-z0-9-]{1,60}$/i.test(name)) return `header ${JSON.stringify(name)} is not an X- header (X- then 1-60 letters, digits or hyphens): plugins add only X- headers`;
+  if (BUILT_IN_X_HEADERS.has(name.toLowerCase())) return `header ${JSON.stringify(name)} is set by pivot-archive itself`;
+  return undefined;
 }

@@ -52,7 +52,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize);
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
   const error = await finish(async () => {
-    for (const n of source.notes) await recorder.note(n.reason, n.detail);
+    for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
     await drain(
       _<Unit>(source.read(o.stop))
         .doto((unit) => recorder.read(unit.kind))

@@ -59,6 +59,9 @@ test('a drop folder takes the worst of its archives by what the codes say, not t
   t.is(worst(2, 70, 5), 70);
   t.is(worst(0, 5, 4), 4);
   t.is(worst(0, 0), 0);
+  // status of shards: a broken ledger (7) says more than an incomplete export (1).
+  t.is(worst(1, 7, 0), 7);
+  t.is(worst(7, 1), 7);
 });
 
 test('entries named like messages files that were not read alarm, before anything else', (t) => {

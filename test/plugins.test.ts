@@ -94,6 +94,8 @@ test('a plugin that returns nothing usable rejects the item instead of losing it
     [(i: Item) => ({ ...i, participants: 'nope' }), /participants are not a list of users/],
     [(i: Item) => ({ ...i, sentAt: 'soon' }), /sentAt is not a time/],
     [(i: Item) => ({ ...i, headers: { 'X-A': 1 } }), /headers are not names and string values/],
+    [(i: Item) => ({ ...i, headers: { Subject: 'mine' } }), /header "Subject" is not an X- header/],
+    [(i: Item) => ({ ...i, headers: { 'X-Desk': 'rates', 'X-Pivot-Item-Id': 'other' } }), /header "X-Pivot-Item-Id" is set by pivot-archive itself/],
     [(i: Item) => ({ ...i, text: 7 }), /text is not a string/],
   ] as const) {
     const registry = new PluginRegistry();

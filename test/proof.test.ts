@@ -201,6 +201,10 @@ test('status --export reconciles a killed run and its resumed run into one accou
   }
   child.kill('SIGKILL');
   await exited;
+  // Killed half way: the export is not complete, and status says so in its exit code too.
+  const half = await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23']);
+  t.regex(half.stdout, /INCOMPLETE/);
+  t.is(half.code, 1, half.stderr);
   const resumed = await cli([...args, '--json']);
   t.is(resumed.code, 0, resumed.stderr);
   const summary = JSON.parse(resumed.stdout) as Json;

@@ -241,6 +241,7 @@ async function checkCombinedStatus(t: ExecutionContext, dir: string, ref: RunSum
   const partial = await cli(['status', '--state-dir', join(dir, 'state-1'), '--state-dir', join(dir, 'state-3'), '--export', EXPORT_ID]);
   t.regex(partial.stdout, /PROBLEM: shard 2\/3 missing/);
   t.regex(partial.stdout, /INCOMPLETE/);
+  t.is(partial.code, 1, 'an incomplete export is not a success');
 }
 
 /** Lines of `status` outcomes in a status log so far (a run that is still writing). */
@@ -302,6 +303,7 @@ test('Maildir: shards 1/3, 2/3 and 3/3 at once deliver exactly what one unsharde
   const mixed = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(dir, `state-${k}`)]), '--state-dir', other, '--export', EXPORT_ID, '--json']);
   const problems = (JSON.parse(mixed.stdout) as { problems: string[]; account: { complete: boolean } });
   t.false(problems.account.complete);
+  t.is(mixed.code, 1);
   t.true(problems.problems.some((p) => /the shards disagree on N: 3, 4/.test(p)), problems.problems.join('\n'));
   t.true(problems.problems.some((p) => /different archives under one export id/.test(p)), problems.problems.join('\n'));
 });
@@ -321,6 +323,8 @@ test('shards run with different outcome options (shard 1 with another --max-item
   const text = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(dir, `state-${k}`)]), '--export', EXPORT_ID]);
   t.regex(text.stdout, /PROBLEM: the shards' runs differ in maxItemSize/);
   t.regex(text.stdout, /INCOMPLETE/);
+  t.is(text.code, 1, 'an incomplete export is not a success');
+  t.is(status.code, 1);
 });
 
 withServer('Dovecot (sharded IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {

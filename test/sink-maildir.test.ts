@@ -128,17 +128,33 @@ test('maildir: the folder name is configurable for a Courier-style INBOX. namesp
   t.is((await readMaildir(root, '.Pivot')).length, 1);
 });
 
-test('maildir: a mailbox address can never produce a path outside the root', async (t) => {
+test('maildir: every address gets a folder of its own inside the root (/, %, a leading dot, control characters written %XX), found again by a re-run and by the reader', async (t) => {
   const root = join(await tempDir(t), 'root');
-  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  const hostile: Record<string, string> = {
+    '../escape@acme.example': '%2E.%2Fescape@acme.example',
+    'a/../../b@acme.example': 'a%2F..%2F..%2Fb@acme.example',
+    'a/b@acme.example': 'a%2Fb@acme.example',
+    'a%2Fb@acme.example': 'a%252Fb@acme.example',
+    '.hidden@acme.example': '%2Ehidden@acme.example',
+    'x@y/../../z': 'x@y%2F..%2F..%2Fz',
+    'back\\slash@acme.example': 'back%5Cslash@acme.example',
+    'nul\u0000@acme.example': 'nul%00@acme.example',
+  };
+  const all = Object.keys(hostile).map((mailbox) => delivery(1, mailbox));
+  t.deepEqual(await writeAllTo(root, all), all.map(() => 'delivered'));
+  t.deepEqual(await readdir(join(root, '..')), ['root']);
+  t.deepEqual((await readdir(root)).sort(), Object.values(hostile).sort());
+  t.deepEqual(await writeAllTo(root, all), all.map(() => 'skipped'), 'a re-run finds each in its folder');
+  const reader = await maildirSinkFactory.reader!(`maildir:${root}`, { cwd: '/' });
+  t.deepEqual(await reader.mailboxes(), Object.keys(hostile).sort());
+  // What is not an address has no folder: its delivery fails with the reason, and nothing is made.
+  const sink = await createSink(`maildir:${join(root, '..', 'other')}`, { cwd: '/' });
   await sink.open();
-  for (const mailbox of ['../escape@acme.example', 'a/../../b@acme.example', '.hidden@acme.example', 'x@y/../../z', 'nul\u0000@acme.example', '..']) {
-    const err = await t.throwsAsync(sink.write(delivery(1, mailbox)));
+  for (const mailbox of ['..', '', 'no-at-sign', '@acme.example']) {
+    const err = await t.throwsAsync(sink.write(delivery(1, mailbox)), { message: /is not an address/ });
     t.is((err as { code?: string }).code, ErrorCode.SINK_WRITE, mailbox);
   }
   await sink.close();
-  t.deepEqual(await readdir(join(root, '..')), ['root']);
-  t.deepEqual(await readdir(root), []);
 });
 
 /** One sink's life over `root`: open, write every delivery at once, close; the outcomes. */

@@ -3,8 +3,9 @@ import { execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../src/errors.js';
+import { ErrorCode, NoteReason, PivotArchiveError, type ErrorCodeValue } from '../src/errors.js';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
+import { PivotZipSource } from '../src/sources/pivot-zip/source.js';
 import { isHostileEntryName } from '../src/formats/zip/index.js';
 import { MANIFEST, writeArchive, type Fixture } from './helpers/archive.js';
 import { cli } from './helpers/cli.js';
@@ -185,4 +186,28 @@ test('a missing required entry, an unknown version or a bad messages file fails 
   await expectArchiveError(t, broken, ErrorCode.ARCHIVE_CONTENT, /messages\/c.json/);
   const noWindow = await writeArchive(join(dir, 'nowin.zip'), { ...fixture, manifest: { ...MANIFEST, windowStart: 'yesterday' } });
   await expectArchiveError(t, noWindow, ErrorCode.ARCHIVE_CONTENT, /windowStart/);
+});
+
+test('conversation members that cannot be addressed (not in users.json, not an id, no list) are said in notes naming the conversation, and the events still go to the others', async (t) => {
+  const many = Array.from({ length: 12 }, (_, i) => `ghost_${i}`);
+  const path = await writeArchive(join(await tempDir(t), 'members.zip'), {
+    users,
+    conversations: [
+      { id: 'c_1', type: 'group', name: 'desk', members: ['u_1', 'u_2', 'u_9'] },
+      { id: 'c_2', type: 'room', name: 'big', members: ['u_1', 7, null, ...many] },
+      { id: 'c_3', type: 'group', name: 'no list' },
+      { id: 'c_4', type: 'direct', name: null, members: ['u_1', 'u_2'] },
+    ],
+    messages: { 'a.json': events('a', 2) },
+  });
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  const notes = new PivotZipSource(archive, path).notes.filter((n) => n.reason === NoteReason.UNKNOWN_MEMBER);
+  t.deepEqual(notes.map((n) => n.conversationId), ['c_1', 'c_2', 'c_3']);
+  t.regex(notes[0]!.detail, /conversation "c_1" lists 1 member not in users.json \("u_9"\): no mailbox of theirs can be found/);
+  t.regex(notes[1]!.detail, /lists 2 members that are not a user id \(passed over\); lists 12 members not in users\.json \("ghost_0", .*"ghost_9", \.\.\.\)/);
+  t.notRegex(notes[1]!.detail, /ghost_10/);
+  t.regex(notes[2]!.detail, /conversation "c_3" has no list of members/);
+  // The events of c_1 still go to its members that are users.
+  t.deepEqual([...archive.membersAt('c_1', { time: Date.parse('2026-11-23T09:00:00Z'), file: 0, index: 0 })].sort(), ['u_1', 'u_2', 'u_9']);
 });

@@ -99,3 +99,9 @@ export function noRunOf(ledgerPath: string, exportId: string): PivotArchiveError
 export function ledgerExitCode(check: Pick<LedgerCheck, 'chainIntact' | 'signature'>): number {
   return check.chainIntact && check.signature !== 'failed' ? ExitCode.OK : ExitCode.LEDGER_BROKEN;
 }
+
+/** `status --export`'s exit code: 7 when the ledger fails its checks, else 1 when the export is not complete, else 0. */
+export function accountExitCode(account: Pick<ExportAccount, 'complete'>, check: Pick<LedgerCheck, 'chainIntact' | 'signature'>): number {
+  const ledger = ledgerExitCode(check);
+  return ledger !== ExitCode.OK || account.complete ? ledger : ExitCode.DELIVERY_FAILED;
+}

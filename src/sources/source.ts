@@ -24,7 +24,7 @@ export interface Source {
   /** The export the units come from, for the stages that build messages; none for built ones. */
   readonly export?: ExportContext;
   /** Notes on the input as a whole (entries outside the layout, hostile names): recorded first. */
-  readonly notes: readonly { reason: NoteReasonValue; detail: string }[];
+  readonly notes: readonly { reason: NoteReasonValue; detail: string; conversationId?: string }[];
   /**
    * The units, in source order, as an object stream with backpressure. Once `stop` is aborted
    * no further unit is read. A failure of the input as a whole (the archive changed under the

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
-import { ErrorCode, PivotArchiveError } from '../errors.js';
+import { ErrorCode, ExitCode, PivotArchiveError } from '../errors.js';
 import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
+import { worseExitCode } from '../exit-policy.js';
 import { formatSummary } from '../summary.js';
 import { StateDir, type RecordedRun } from './index.js';
 
@@ -68,14 +69,15 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
 }
 
 /** `status` of several state dirs (one per shard): each one's runs in turn, or with `exportId` one account of the whole export. */
-export async function statusOfShards(dirs: string[], o: { last: number; exportId?: string; publicKey?: string; json: boolean }): Promise<string> {
+export async function statusOfShards(dirs: string[], o: { last: number; exportId?: string; publicKey?: string; json: boolean }): Promise<{ text: string; exitCode: number }> {
   const states = dirs.map((d) => new StateDir(d));
-  if (o.exportId === undefined) return (await Promise.all(states.map(async (s) => `${o.json ? '' : `== ${s.dir} (shard ${(await s.shard()) ?? 'none'})\n`}${await formatStatus(s, o.last, o.json)}`))).join(o.json ? '' : '\n');
-  const { ledgerTrust, unionAccount } = await import('../ledger/index.js');
+  if (o.exportId === undefined) return { text: (await Promise.all(states.map(async (s) => `${o.json ? '' : `== ${s.dir} (shard ${(await s.shard()) ?? 'none'})\n`}${await formatStatus(s, o.last, o.json)}`))).join(o.json ? '' : '\n'), exitCode: ExitCode.OK };
+  const { accountExitCode, ledgerTrust, unionAccount } = await import('../ledger/index.js');
   const ledgers = await Promise.all(states.map(async (s) => ({ path: s.ledgerPath, trust: await ledgerTrust(o.publicKey, [], s.checkpointNotePath) })));
   const sharded = await unionAccount(ledgers, o.exportId);
   if (sharded.parts.every((p) => p.account.runs.length === 0)) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger of ${dirs.join(', ')} records a run of export ${JSON.stringify(o.exportId)}`);
-  return o.json ? `${JSON.stringify({ account: sharded.account, problems: sharded.problems, shards: sharded.parts.map((p) => ({ path: p.path, shard: p.shard, account: p.account, ledger: p.check })) })}\n` : formatShardedStatus(sharded);
+  const text = o.json ? `${JSON.stringify({ account: sharded.account, problems: sharded.problems, shards: sharded.parts.map((p) => ({ path: p.path, shard: p.shard, account: p.account, ledger: p.check })) })}\n` : formatShardedStatus(sharded);
+  return { text, exitCode: sharded.parts.reduce((code, p) => worseExitCode(code, accountExitCode(p.account, p.check)), accountExitCode(sharded.account, sharded.parts[0]!.check)) };
 }
 
 /**

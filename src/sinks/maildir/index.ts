@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs, { readlinkSync } from 'node:fs';
 import { chown, lstat, mkdir, open, opendir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
@@ -14,16 +14,25 @@ import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 
-/** Mailbox names that can be folder names under the root, and nothing else. */
+/** The folder of a mailbox (an address) under the root. */
 export function mailboxFolder(root: string, mailbox: string): string {
-  if (!/^[^/\\\u0000-\u001f]+@[^/\\\u0000-\u001f]+$/.test(mailbox) || mailbox.startsWith('.')) {
-    throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} cannot be a Maildir folder name`);
-  }
-  const path = resolve(root, mailbox);
-  if (!path.startsWith(root + sep)) {
-    throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} would leave the Maildir root`);
-  }
-  return path;
+  if (!/.@./s.test(mailbox)) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} is not an address, so it has no Maildir folder`);
+  return join(root, mailboxFolderName(mailbox));
+}
+
+/**
+ * A mailbox's folder name: the address itself, with `%`, `/`, `\\`, control characters and a
+ * leading `.` written `%XX`. So every address a user may have gets a folder of its own (an
+ * `a/b@x` too), and none leaves the root or hides as a dot folder.
+ */
+export function mailboxFolderName(mailbox: string): string {
+  return mailbox.replace(/^\.|[%/\\\u0000-\u001f\u007f]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+}
+
+/** The mailbox whose folder has this name, or undefined when no mailbox's folder is named so. */
+export function mailboxOfFolderName(name: string): string | undefined {
+  const mailbox = name.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  return /.@./s.test(mailbox) && mailboxFolderName(mailbox) === name ? mailbox : undefined;
 }
 
 export const SUFFIX = '.pivot-archive';

@@ -7,7 +7,7 @@ import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import { Digest, eachLimited, messageIdentity } from '../held.js';
 import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
-import { isCode, mailboxFolder, maildirBaseName, OURS, ourFiles, SUFFIX } from './index.js';
+import { isCode, mailboxFolder, mailboxOfFolderName, maildirBaseName, OURS, ourFiles, SUFFIX } from './index.js';
 
 /** Files read at once: enough to keep a disk (or the page cache) busy, few enough for the descriptors. */
 const READS_AT_ONCE = 64;
@@ -162,14 +162,10 @@ export class MaildirReader implements StoreReader {
     const found: string[] = [];
     const entries = await readdir(this.config.root, { withFileTypes: true });
     await eachLimited(entries, READS_AT_ONCE, async (entry) => {
-      if (!entry.isDirectory()) return;
-      try {
-        mailboxFolder(this.config.root, entry.name);
-      } catch {
-        return;
-      }
+      const mailbox = entry.isDirectory() ? mailboxOfFolderName(entry.name) : undefined;
+      if (mailbox === undefined) return;
       const pivot = await stat(join(this.config.root, entry.name, this.config.folder)).catch(() => undefined);
-      if (pivot?.isDirectory()) found.push(entry.name);
+      if (pivot?.isDirectory()) found.push(mailbox);
     });
     return found.sort();
   }

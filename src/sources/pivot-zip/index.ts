@@ -36,6 +36,17 @@ export interface IgnoredEntry {
   why: string;
 }
 
+/** A conversation's `members` as far as they cannot be addressed. */
+export interface MemberNote {
+  conversationId: string;
+  /** `members` is missing or not a list: read as nobody. */
+  notAList: boolean;
+  /** Entries that are not strings, passed over. */
+  notIds: number;
+  /** Ids that users.json does not hold: no mailbox can be found for them. */
+  unknown: string[];
+}
+
 /**
  * A Pivot export archive (format version 1), opened and checked: manifest, users and
  * conversations are loaded, every messages file has been scanned once (CRC-32, JSON structure,
@@ -64,6 +75,8 @@ export class PivotExportArchive implements ExportContext {
     readonly hostileEntryNames: string[],
     /** Entries outside the layout (e.g. `Messages/a.json`), each with why: never read. */
     readonly ignoredEntries: IgnoredEntry[],
+    /** Conversations whose `members` cannot all be addressed: said in notes, never passed over unsaid. */
+    readonly memberNotes: MemberNote[],
     private readonly duplicateCandidates: Set<number>,
     /** CRC-32 of each too-large element (`file:index`) as the checked first pass read it. */
     private readonly tooLargeCrcs: Map<string, number>,
@@ -108,9 +121,17 @@ export class PivotExportArchive implements ExportContext {
     const manifest = parseManifest(path, await readJsonEntry(path, entries, 'manifest.json'));
     const users = indexById<User>(path, 'users.json', await readJsonEntry(path, entries, 'users.json'));
     const conversations = indexById<Conversation>(path, 'conversations.json', await readJsonEntry(path, entries, 'conversations.json'));
+    const memberNotes: MemberNote[] = [];
     for (const conversation of conversations.values()) {
-      if (!Array.isArray(conversation.members)) conversation.members = [];
-      conversation.members = conversation.members.filter((m): m is string => typeof m === 'string');
+      const listed: unknown = conversation.members;
+      conversation.members = Array.isArray(listed) ? listed.filter((m): m is string => typeof m === 'string') : [];
+      const note = {
+        conversationId: conversation.id,
+        notAList: !Array.isArray(listed),
+        notIds: Array.isArray(listed) ? listed.length - conversation.members.length : 0,
+        unknown: conversation.members.filter((m) => !users.has(m)),
+      };
+      if (note.notAList || note.notIds > 0 || note.unknown.length > 0) memberNotes.push(note);
     }
     const messageFiles = [...entries.values()]
       .filter((e) => MESSAGES_ENTRY.test(e.name))
@@ -170,7 +191,7 @@ export class PivotExportArchive implements ExportContext {
       if (first && (first.file !== c.position.file || first.index !== c.position.index)) continue;
       membership.record(c.conversationId, { time: c.time, ...c.position }, c.memberId, c.joined);
     }
-    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, duplicateCandidates, tooLargeCrcs, maxEventBytes, entries] as const;
+    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, memberNotes, duplicateCandidates, tooLargeCrcs, maxEventBytes, entries] as const;
   }
 
   /** Releases the archive file, once the reads still going on it have stopped. Reads after it fail. */

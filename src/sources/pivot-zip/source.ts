@@ -3,7 +3,7 @@ import { ErrorCode, NoteReason, PivotArchiveError } from '../../errors.js';
 import type { EventPosition, ExportContext, SourceEvent } from '../../model.js';
 import type { Unit } from '../../pipeline/unit.js';
 import type { Source, SourceSummary } from '../source.js';
-import { mayHoldEvents, type PivotExportArchive } from './index.js';
+import { mayHoldEvents, type MemberNote, type PivotExportArchive } from './index.js';
 
 /** Where an earlier run of the same archive got to (the state dir's checkpoint). */
 export interface ResumePoint {
@@ -36,6 +36,7 @@ export class PivotZipSource implements Source {
         detail: `archive entry ${JSON.stringify(name)} is absolute, has "..", a backslash or a control character; it was not read`,
       })),
       ...archive.ignoredEntries.map(({ name, why }) => ({ reason: NoteReason.IGNORED_ENTRY, detail: `archive entry ${JSON.stringify(name)}: ${why}` })),
+      ...archive.memberNotes.map((n) => ({ reason: NoteReason.UNKNOWN_MEMBER, detail: memberNoteDetail(n), conversationId: n.conversationId })),
     ];
   }
 
@@ -83,4 +84,18 @@ export class PivotZipSource implements Source {
       balanced: true,
     };
   }
+}
+
+/** Ids a member note names; the conversation in conversations.json has them all. */
+const MEMBERS_NAMED = 10;
+
+function memberNoteDetail(n: MemberNote): string {
+  const parts: string[] = [];
+  if (n.notAList) parts.push('has no list of members: its events go only to their senders and the members they add');
+  if (n.notIds > 0) parts.push(`lists ${n.notIds} ${n.notIds === 1 ? 'member that is' : 'members that are'} not a user id (passed over)`);
+  if (n.unknown.length > 0) {
+    const named = n.unknown.slice(0, MEMBERS_NAMED).map((id) => JSON.stringify(id)).join(', ');
+    parts.push(`lists ${n.unknown.length} ${n.unknown.length === 1 ? 'member' : 'members'} not in users.json (${named}${n.unknown.length > MEMBERS_NAMED ? ', ...' : ''}): no mailbox of theirs can be found`);
+  }
+  return `conversation ${JSON.stringify(n.conversationId)} ${parts.join('; ')}; its events are delivered to the participants that can be addressed`;
 }

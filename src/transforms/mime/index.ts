@@ -1,6 +1,6 @@
 import libmime from 'libmime';
 import * as libqp from 'libqp';
-import type { AttachmentRef, Item, User } from '../../model.js';
+import { whyNotPluginHeader, type AttachmentRef, type Item, type User } from '../../model.js';
 import { sha256Hex } from '../../hash.js';
 import { parseAddress } from '../../formats/address/index.js';
 
@@ -16,9 +16,6 @@ export type LoadedAttachment = { ref: AttachmentRef; bytes: Buffer } | { ref: At
 const CRLF = '\r\n';
 /** The domain of every Message-ID this tool makes: how a store's messages of ours are told apart. */
 export const HEADER_DOMAIN = 'pivot-archive.invalid';
-const BUILT_IN_HEADERS = new Set(
-  ['x-pivot-item-id', 'x-pivot-conversation-id', 'x-pivot-export-id', 'x-pivot-event-type'],
-);
 
 function digest(...parts: string[]): string {
   return sha256Hex(parts.join('\u0000'));
@@ -243,7 +240,7 @@ export function buildMessage(item: Item, context: MimeContext, attachments: Load
     header('X-Pivot-Export-Id', exactText(context.exportId)) +
     header('X-Pivot-Event-Type', item.type);
   for (const [name, value] of Object.entries(item.headers).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    if (!/^X-[A-Za-z0-9-]{1,60}$/.test(name) || BUILT_IN_HEADERS.has(name.toLowerCase())) continue;
+    if (whyNotPluginHeader(name) !== undefined) continue; // refused at the plugin stage; kept out here too
     head += header(name, unstructured(value));
   }
 

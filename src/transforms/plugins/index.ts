@@ -2,7 +2,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import semver from 'semver';
 import { ErrorCode, PivotArchiveError, RejectReason, errorMessage, type RejectReasonValue } from '../../errors.js';
-import type { Item } from '../../model.js';
+import { whyNotPluginHeader, type Item } from '../../model.js';
 
 /** Version of the plugin API this host implements; plugins name the range they accept. */
 export const HOST_API_VERSION = '1.0.0';
@@ -132,6 +132,10 @@ function whyUnusable(p: unknown): string | undefined {
   if (!Array.isArray(p.participants) || !p.participants.every(hasId)) return 'an item whose participants are not a list of users';
   if (!Array.isArray(p.attachments) || !p.attachments.every(isRecord)) return 'an item whose attachments are not a list';
   if (!isRecord(p.headers) || !Object.values(p.headers).every((v) => typeof v === 'string')) return 'an item whose headers are not names and string values';
+  for (const name of Object.keys(p.headers)) {
+    const why = whyNotPluginHeader(name);
+    if (why !== undefined) return `an item whose ${why}`;
+  }
   for (const field of ['text', 'html'] as const) if (p[field] !== undefined && typeof p[field] !== 'string') return `an item whose ${field} is not a string`;
   return undefined;
 }
