@@ -277,8 +277,8 @@ export class StatusLog {
   }
 
   async write(unstamped: Unstamped<LogRecord>): Promise<void> {
-    const { record: kind, ...fields } = unstamped;
-    const record = { record: kind, runId: this.runId, at: new Date().toISOString(), ...fields } as LogRecord;
+    // `record` stays the first key: assigning the fields sets it again in its place.
+    const record = Object.assign({ record: unstamped.record, runId: this.runId, at: new Date().toISOString() }, unstamped) as LogRecord;
     const json = redactSecrets(JSON.stringify(record));
     const line = json + '\n';
     for (const file of this.files) {

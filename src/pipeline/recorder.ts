@@ -93,7 +93,9 @@ export class Recorder {
 
   async delivered(line: OutcomeLine, outcome: 'delivered' | 'skipped'): Promise<void> {
     this.counters[outcome]++;
-    await this.statusLog.write({ ...this.outcome(line), outcome });
+    const record = this.outcome(line) as Unstamped<OutcomeRecord>;
+    record.outcome = outcome;
+    await this.statusLog.write(record);
   }
 
   async failed(line: OutcomeLine, reason: FailReasonValue, detail: string): Promise<void> {
@@ -175,9 +177,22 @@ export class Recorder {
     this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
   }
 
+  // Field by field, not by spreading: it runs for every delivery (JSON.stringify leaves out what is undefined).
   private outcome(line: OutcomeLine): Omit<Unstamped<OutcomeRecord>, 'outcome'> {
-    const { itemId, conversationId, mailbox, ...message } = line;
-    return { record: 'outcome', exportId: line.exportId ?? this.exportId, itemId, conversationId, mailbox, sink: this.sinkKind, ...message };
+    return {
+      record: 'outcome',
+      exportId: line.exportId ?? this.exportId,
+      itemId: line.itemId,
+      conversationId: line.conversationId,
+      mailbox: line.mailbox,
+      sink: this.sinkKind,
+      messageId: line.messageId,
+      sentAt: line.sentAt,
+      size: line.size,
+      sha256: line.sha256,
+      location: line.location,
+      position: line.position,
+    };
   }
 }
 

@@ -52,7 +52,7 @@ export class Settler {
       messageId: d.messageId,
       sentAt: new Date(d.internalDate).toISOString(),
       size: d.message.length,
-      sha256: sha256Hex(d.message),
+      sha256: this.sha256Of(d.message),
     };
     let stored: Stored;
     try {
@@ -61,8 +61,17 @@ export class Settler {
       await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
       return false;
     }
-    await this.recorder.delivered({ ...line, ...(stored.location !== undefined ? { location: stored.location } : {}) }, stored.outcome);
+    line.location = stored.location;
+    await this.recorder.delivered(line, stored.outcome);
     return true;
+  }
+
+  /** An item's copies share one message buffer: hashed once, not once per mailbox. */
+  private readonly hashes = new WeakMap<Buffer, string>();
+  private sha256Of(message: Buffer): string {
+    let hash = this.hashes.get(message);
+    if (hash === undefined) this.hashes.set(message, (hash = sha256Hex(message)));
+    return hash;
   }
 
   /** Kept and recorded `rejected`; an item that cannot be kept is recorded `failed` (not-kept). */

@@ -6,7 +6,7 @@ import { closeSync, constants, fchownSync, fsyncSync, futimesSync, linkSync, ope
 import { release } from 'node:os';
 import { dirname } from 'node:path';
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
-import type { FileOp, OpAnswer, WorkerSetup } from './group-commit.js';
+import type { FileOp, OpAnswer, OpBatch, WorkerSetup } from './group-commit.js';
 
 /** syncfs(2)'s number where it is known: Node has no binding, perl's syscall() makes the call. */
 const SYNCFS = ({ x64: 306, arm64: 267 } as Partial<Record<string, number>>)[process.arch];
@@ -63,8 +63,11 @@ interface Publication {
   to: string;
 }
 
+/** An operation as received, a write with a view of its bytes. */
+type QueuedOp = Exclude<FileOp, { kind: 'write' }> | (Extract<FileOp, { kind: 'write' }> & { data: Uint8Array });
+
 function groupCommit({ port, group }: WorkerSetup): void {
-  const queue: FileOp[] = [];
+  const queue: QueuedOp[] = [];
   /** Files made durable by the last group, to be published by the next. */
   let publications: Publication[] = [];
   /** Per file system (st_dev): a descriptor opened before the first write to it, whose syncfs reports every writeback error since. */
@@ -72,8 +75,11 @@ function groupCommit({ port, group }: WorkerSetup): void {
   // syncfs where it reports errors honestly, else an fsync per file and per directory.
   let grouped = kernelReportsWritebackErrors() && SYNCFS !== undefined;
 
+  const receive = ({ ops, bytes }: OpBatch) => {
+    for (const op of ops) queue.push(op.kind === 'write' ? { ...op, data: new Uint8Array(bytes, op.at, op.length) } : op);
+  };
   const take = () => {
-    for (let message; (message = receiveMessageOnPort(port)); ) queue.push(...(message.message as FileOp[]));
+    for (let message; (message = receiveMessageOnPort(port)); ) receive(message.message as OpBatch);
   };
 
   const work = () => {
@@ -83,14 +89,14 @@ function groupCommit({ port, group }: WorkerSetup): void {
       let count = 0;
       while (count < queue.length && count < group.count && bytes < group.bytes) {
         const op = queue[count++]!;
-        if (op.kind === 'write') bytes += op.data.byteLength;
+        if (op.kind === 'write') bytes += op.length;
       }
       commit(queue.splice(0, count));
       take();
     }
   };
 
-  const commit = (ops: FileOp[]) => {
+  const commit = (ops: QueuedOp[]) => {
     const answers: OpAnswer[] = [];
     const written: { id: number; fd: number; path: string; dev: number; linkTo?: string }[] = [];
     const published: { id: number; dir: string; dev: number }[] = [];
@@ -118,7 +124,7 @@ function groupCommit({ port, group }: WorkerSetup): void {
         if (op.kind === 'write') {
           const fd = openSync(op.path, 'wx');
           try {
-            const data = new Uint8Array(op.data);
+            const data = op.data;
             for (let at = 0; at < data.length; ) at += writeSync(fd, data, at);
             futimesSync(fd, op.mtime / 1000, op.mtime / 1000);
             if (op.owner) fchownSync(fd, op.owner.uid, op.owner.gid);
@@ -190,8 +196,8 @@ function groupCommit({ port, group }: WorkerSetup): void {
     port.postMessage(answers);
   };
 
-  port.on('message', (ops: FileOp[]) => {
-    queue.push(...ops);
+  port.on('message', (batch: OpBatch) => {
+    receive(batch);
     work();
   });
   port.on('close', () => {

@@ -14,8 +14,15 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 /** A file operation, as posted to the worker (by id, answered by id). */
 export type FileOp = { id: number; dev: number; folder: string } & OpBody;
 
+/** What is posted to the worker at a time: operations, and the bytes of their writes one after another. */
+export interface OpBatch {
+  ops: FileOp[];
+  /** A write's bytes are `bytes[at, at + length)`: one buffer a batch, not one a message (each costs the GC). */
+  bytes: ArrayBuffer;
+}
+
 type OpBody =
-  | { kind: 'write'; path: string; data: ArrayBuffer; mtime: number; owner?: { uid: number; gid: number }; linkTo?: string }
+  | { kind: 'write'; path: string; at: number; length: number; mtime: number; owner?: { uid: number; gid: number }; linkTo?: string }
   | { kind: 'link'; from: string; to: string; removeFrom: boolean }
   | { kind: 'rename'; from: string; to: string };
 
@@ -50,7 +57,9 @@ export class GroupCommit {
   private readonly port: MessagePort;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private batch: FileOp[] = [];
-  private transfers: ArrayBuffer[] = [];
+  /** The bytes of the batch's writes, copied into one buffer when it is posted. */
+  private pieces: Uint8Array[] = [];
+  private batchBytes = 0;
   private ids = 0;
   private failure: Error | undefined;
 
@@ -70,6 +79,7 @@ export class GroupCommit {
         if (!error) waiter.resolve();
         else waiter.reject(Object.assign(new Error(error.message), error.code ? { code: error.code } : {}, error.written ? { written: true } : {}));
       }
+      if (this.waiting.size === 0) this.port.unref();
     });
     // A worker that dies fails what it held: none of it is answered durable.
     const fail = (err: Error) => {
@@ -90,13 +100,13 @@ export class GroupCommit {
    * in the worker's next group, and this resolves once that name is durable: one round trip, and
    * the worker does not wait for this thread between the two. A failed write leaves no file; a
    * failed link leaves the durable file at `path` (the error says `written`). `data` is copied
-   * into a buffer the worker takes over: the caller's stays its own.
+   * (when the batch is posted) into a buffer the worker takes over: the caller's stays its own.
    */
   write(place: OpPlace, path: string, data: Uint8Array, mtime: number, owner?: { uid: number; gid: number }, linkTo?: string): Promise<void> {
-    const copy = new Uint8Array(data.length);
-    copy.set(data);
-    this.transfers.push(copy.buffer);
-    return this.post(place, { kind: 'write', path, data: copy.buffer, mtime, ...(owner ? { owner } : {}), ...(linkTo !== undefined ? { linkTo } : {}) });
+    const at = this.batchBytes;
+    this.pieces.push(data);
+    this.batchBytes += data.length;
+    return this.post(place, { kind: 'write', path, at, length: data.length, mtime, ...(owner ? { owner } : {}), ...(linkTo !== undefined ? { linkTo } : {}) });
   }
 
   /** `link(from, to)`, its directory entry durable once this resolves; `removeFrom`: `from` then unlinked. */
@@ -115,15 +125,20 @@ export class GroupCommit {
     if (this.batch.length === 0) setImmediate(() => this.flush());
     this.batch.push({ id, dev: place.dev, folder: place.folder, ...body });
     if (this.waiting.size === 0) this.port.ref();
-    return new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve, reject })).finally(() => {
-      if (this.waiting.size === 0) this.port.unref();
-    });
+    return new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
   }
 
   private flush(): void {
-    this.port.postMessage(this.batch, this.transfers);
+    const bytes = new Uint8Array(this.batchBytes);
+    let at = 0;
+    for (const piece of this.pieces) {
+      bytes.set(piece, at);
+      at += piece.length;
+    }
+    this.port.postMessage({ ops: this.batch, bytes: bytes.buffer } satisfies OpBatch, [bytes.buffer]);
     this.batch = [];
-    this.transfers = [];
+    this.pieces = [];
+    this.batchBytes = 0;
   }
 
   /** Ends the worker (it closes its descriptors and exits); called once no operation is waiting. */

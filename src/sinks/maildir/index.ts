@@ -217,6 +217,8 @@ interface Listing {
 /** The Pivot folder of one mailbox, as prepared (and listed) once per run. */
 interface Folder {
   path: string;
+  /** `path` relative to the root: where its messages are, as the ledger records them. */
+  location: string;
   /** Where the file worker's operations in it happen (the folder and its file system). */
   place: OpPlace;
   listing: Listing;
@@ -470,7 +472,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
         if (!isCode(err, 'EEXIST')) throw err;
       }
       const [listing, info] = await Promise.all([listOurs(path), stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
-      return { path, place: { folder: path, dev: info.dev }, listing };
+      return { path, location: relative(this.config.root, path), place: { folder: path, dev: info.dev }, listing };
     });
   }
 
@@ -569,7 +571,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * owner, its mtime the message's date (Dovecot's INTERNALDATE). A write that fails leaves none.
    */
   private async writeTemporary(folder: Folder, delivery: Delivery): Promise<string> {
-    const temporary = join(folder.path, 'tmp', uniqueName());
+    const temporary = `${folder.path}/tmp/${uniqueName()}`;
     await this.files!.write(folder.place, temporary, delivery.message, delivery.internalDate, this.owner);
     return temporary;
   }
@@ -584,7 +586,11 @@ export class MaildirSink extends LifecycleSink implements Sink {
   protected async store(delivery: Delivery): Promise<Stored> {
     const folder = await this.folderOf(delivery.mailbox);
     // Where the message is, as the ledger records it: relative to the root.
-    const at = (outcome: Stored['outcome'], path: string): Stored => ({ outcome, location: relative(this.config.root, path) });
+    // Every name it stores or finds is in the folder (concatenated: path.relative costs more than the rest of a delivery's path work).
+    const at = (outcome: Stored['outcome'], path: string): Stored => ({
+      outcome,
+      location: path.startsWith(`${folder.path}/`) ? folder.location + path.slice(folder.path.length) : relative(this.config.root, path),
+    });
     // A folder that held nothing of ours when listed: the link below finds any name taken since.
     let place: Place = folder.listing.heldOurs ? await this.place(folder, delivery) : { kind: 'free', name: maildirBaseName(delivery) };
     if (place.kind === 'held') return at('skipped', place.path);
@@ -617,9 +623,9 @@ export class MaildirSink extends LifecycleSink implements Sink {
           becomeFirst?.(place.path);
           return at('delivered', place.path);
         }
-        const final = join(folder.path, 'cur', `${place.name}:2,S`);
+        const final = `${folder.path}/cur/${place.name}:2,S`;
         const writing = (linkFrom ?? temporary) === undefined;
-        const source = linkFrom ?? temporary ?? (temporary = join(folder.path, 'tmp', uniqueName()));
+        const source = linkFrom ?? temporary ?? (temporary = `${folder.path}/tmp/${uniqueName()}`);
         try {
           // Each resolves once the name is durable in cur/; the tmp/ name is removed after the link.
           if (writing) await this.files!.write(folder.place, source, delivery.message, delivery.internalDate, this.owner, final);
