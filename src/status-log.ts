@@ -228,6 +228,20 @@ export function isBalanced(c: Counters): boolean {
   );
 }
 
+/**
+ * Times as ISO 8601, each made once for a run of calls with the same time (one memo per use):
+ * records come thousands a second, and an item's copies share their `sentAt`.
+ */
+export function isoTimes(): (ms: number) => string {
+  let last = { ms: NaN, text: '' };
+  return (ms) => {
+    if (ms !== last.ms) last = { ms, text: new Date(ms).toISOString() };
+    return last.text;
+  };
+}
+
+const recordTime = isoTimes();
+
 /** One file of the status log, and the first error writing it hit (disk full, I/O). */
 interface LogFile {
   path: string;
@@ -278,7 +292,7 @@ export class StatusLog {
 
   async write(unstamped: Unstamped<LogRecord>): Promise<void> {
     // `record` stays the first key: assigning the fields sets it again in its place.
-    const record = Object.assign({ record: unstamped.record, runId: this.runId, at: new Date().toISOString() }, unstamped) as LogRecord;
+    const record = Object.assign({ record: unstamped.record, runId: this.runId, at: recordTime(Date.now()) }, unstamped) as LogRecord;
     const json = redactSecrets(JSON.stringify(record));
     const line = json + '\n';
     for (const file of this.files) {

@@ -5,6 +5,7 @@ import { sha256Hex } from '../hash.js';
 import type { Sink, Stored } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
 import type { OutcomeLine, Recorder } from './recorder.js';
+import { isoTimes } from '../status-log.js';
 import type { Unit, UnitOf } from './unit.js';
 import { parseZonedTime } from '../formats/pivot-export/event.js';
 
@@ -50,7 +51,7 @@ export class Settler {
       conversationId: d.conversationId,
       mailbox: d.mailbox,
       messageId: d.messageId,
-      sentAt: new Date(d.internalDate).toISOString(),
+      sentAt: this.sentAtText(d.internalDate),
       size: d.message.length,
       sha256: this.sha256Of(d.message),
     };
@@ -65,6 +66,8 @@ export class Settler {
     await this.recorder.delivered(line, stored.outcome);
     return true;
   }
+
+  private readonly sentAtText = isoTimes();
 
   /** An item's copies share one message buffer: hashed once, not once per mailbox. */
   private readonly hashes = new WeakMap<Buffer, string>();

@@ -39,9 +39,13 @@ export const SUFFIX = '.pivot-archive';
 
 /** A file name unique per (mailbox, Message-ID, second), so a re-run finds what it wrote before. */
 export function maildirBaseName(delivery: Pick<Delivery, 'messageId' | 'internalDate'>): string {
-  const key = sha256Hex(delivery.messageId).slice(0, 32);
-  return `${Math.floor(delivery.internalDate / 1000)}.P${key}${SUFFIX}`;
+  // An item's copies for its mailboxes come one after another: their name is made once.
+  if (lastBase.messageId !== delivery.messageId || lastBase.internalDate !== delivery.internalDate) {
+    lastBase = { messageId: delivery.messageId, internalDate: delivery.internalDate, name: `${Math.floor(delivery.internalDate / 1000)}.P${sha256Hex(delivery.messageId).slice(0, 32)}${SUFFIX}` };
+  }
+  return lastBase.name;
 }
+let lastBase = { messageId: '', internalDate: NaN, name: '' };
 
 /**
  * The name of a message stored beside another complete version of it (same identity, other
