@@ -159,6 +159,12 @@ export interface RunSummary extends Counters, RunStamp {
   batchesFailed?: number;
   /** Messages listed in the manifests of the staged batches read. */
   itemsStaged?: number;
+  /**
+   * An import read to its end: the exports every batch of whose latest staging index is in the
+   * sink (this shard's part of it), by this import or an earlier one. `status` needs it to call an
+   * export that reached this state dir only through imports complete.
+   */
+  exportsImportedWhole?: string[];
   /** Why a run that accounted for everything still exits 5 (nothing delivered, too many rejected). */
   alarm?: string;
   /** What stopped the run part-way (the archive changed, the status log failed), if anything. */

@@ -168,19 +168,29 @@ test('a staged batch that is gone (deleted after staging) fails the import (E_ST
 
   const out = join(dir, 'mail');
   const status = join(dir, 'import.jsonl');
-  const imp = await cli(['import', '--from', 'azblob://staging/acme', '--sink', `maildir:${out}`, '--status-log', status, '--json'], { env });
+  const state = join(dir, 'state');
+  const imp = await cli(['import', '--from', 'azblob://staging/acme', '--sink', `maildir:${out}`, '--status-log', status, '--state-dir', state, '--json'], { env });
   t.is(imp.code, 1, imp.stderr);
   const summary = JSON.parse(imp.stdout) as { error: { code: string; message: string }; batchesImported: number };
   t.is(summary.error.code, 'E_STAGING_INCOMPLETE');
   t.true(summary.error.message.includes(victim!.name), summary.error.message);
   t.is(summary.batchesImported, rest.length);
   t.is((await readMaildir(out)).length, rest.reduce((n, b) => n + b.manifest.entries.length, 0));
+  const exportId = victim!.manifest.exportId;
+  const statusOf = () => cli(['status', '--state-dir', state, '--export', exportId, '--json']);
+  const incomplete = await statusOf();
+  t.is(incomplete.code, 1, 'an import that missed a batch leaves the export INCOMPLETE');
+  t.false((JSON.parse(incomplete.stdout) as { account: { complete: boolean } }).account.complete);
 
   // Staging again stages what is missing; the next import delivers it and is whole.
   t.is((await stage()).code, 0);
-  const again = await cli(['import', '--from', 'azblob://staging/acme', '--sink', `maildir:${out}`, '--json'], { env });
+  const again = await cli(['import', '--from', 'azblob://staging/acme', '--sink', `maildir:${out}`, '--state-dir', state, '--json'], { env });
   t.is(again.code, 0, again.stderr);
+  t.deepEqual((JSON.parse(again.stdout) as { exportsImportedWhole: string[] }).exportsImportedWhole, [exportId]);
   t.is((await readMaildir(out)).length, batches.reduce((n, b) => n + b.manifest.entries.length, 0));
+  const complete = await statusOf();
+  t.is(complete.code, 0, complete.stdout);
+  t.true((JSON.parse(complete.stdout) as { account: { complete: boolean } }).account.complete);
 });
 
 test('Azurite stopped mid-run: failures are recorded, exit 1; after a restart a re-run completes the staging with nothing twice', async (t) => {

@@ -411,6 +411,18 @@ withServer('Azurite (sharded import from Blob staging)', AZURITE_BLOB ? undefine
       }
     }
     t.is(delivered, ref.pairs.length);
+    // The documented night: status of the three importers' state dirs reads the export COMPLETE (exit 0).
+    const status = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(dir, `import-${k}`)]), '--export', EXPORT_ID, '--json']);
+    t.is(status.code, 0, status.stdout);
+    const union = JSON.parse(status.stdout) as { account: { complete: boolean; pairs: { total: number; delivered: number } }; problems: string[]; shards: { shard: string }[] };
+    t.deepEqual(union.problems, []);
+    t.true(union.account.complete);
+    t.is(union.account.pairs.delivered, ref.pairs.length);
+    t.deepEqual(union.shards.map((x) => x.shard), ['1/3', '2/3', '3/3']);
+    // Two of the three: not complete.
+    const partial = await cli(['status', '--state-dir', join(dir, 'import-1'), '--state-dir', join(dir, 'import-2'), '--export', EXPORT_ID]);
+    t.is(partial.code, 1);
+    t.regex(partial.stdout, /PROBLEM: shard 3\/3 missing/);
     // Each shard marked the batches for itself: a second import of a shard reads none; an unsharded import still sees them all.
     for (const k of SHARDS) {
       const again = await cli([...importArgs(k), '--json'], { env });

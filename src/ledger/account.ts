@@ -155,6 +155,8 @@ export class AccountBuilder {
   private info: Partial<Pick<ExportAccount, 'tenant' | 'archive' | 'size' | 'eventsInArchive'>> = {};
   /** Per ledger read (one, or each shard's for a union): the sha256 of each archive a run of the export read to its end. */
   private readonly readToEnd: Set<string>[] = [new Set()];
+  /** Per ledger read: an import read to its end with every batch of the export's latest staging index in the sink. */
+  private readonly importedWhole: boolean[] = [false];
   /** The latest archive's sha256 (a corrected archive may come under the same export id). */
   private latestSha256: string | undefined;
   /** Plugins' added items, as the latest complete run of the latest archive counted them. */
@@ -176,6 +178,7 @@ export class AccountBuilder {
   /** Union of shards: the records that follow are another shard's ledger. */
   nextLedger(): void {
     this.readToEnd.push(new Set());
+    this.importedWhole.push(false);
     this.unsealedInEarlierLedgers += this.unsealed;
     this.unsealed = 0;
   }
@@ -185,12 +188,7 @@ export class AccountBuilder {
     if (r.exportId === this.exportId && r.record !== 'start') this.unsealed++;
     if (r.record === 'start') {
       this.starts.set(r.runId, r);
-      if (r.exportId === this.exportId) {
-        this.runOf(r.runId);
-        const { shard, ...outcome } = (r.options ?? {}) as Record<string, unknown>;
-        this.shards.add(typeof shard === 'string' ? shard : null);
-        this.latestOptions.set(String(r.command), outcome);
-      }
+      if (r.exportId === this.exportId) this.runOf(r.runId);
       return;
     }
     const run = this.runs.get(r.runId);
@@ -202,6 +200,12 @@ export class AccountBuilder {
     let run = this.runs.get(runId);
     if (run) return run;
     const s = this.starts.get(runId);
+    // Its start names the export, or (an import of every staged export) none: its shard and options are this export's too.
+    if (s) {
+      const { shard, ...outcome } = (s.options ?? {}) as Record<string, unknown>;
+      this.shards.add(typeof shard === 'string' ? shard : null);
+      this.latestOptions.set(String(s.command), outcome);
+    }
     run = { runId, command: (s?.command as RunOfExport['command']) ?? 'run', host: String(s?.host ?? ''), startedAt: String(s?.at ?? ''), ended: 'killed', delivered: 0, skipped: 0, failed: 0, rejected: 0 };
     if (typeof s?.archive === 'string') run.archive = s.archive;
     if (typeof s?.sha256 === 'string') {
@@ -235,6 +239,9 @@ export class AccountBuilder {
     if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
       this.readToEnd.at(-1)!.add(r.sha256);
       if (r.sha256 === this.latestSha256) this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
+    }
+    if (!error && !r.interrupted && r.source === 'staged-batches' && Array.isArray(r.exportsImportedWhole) && r.exportsImportedWhole.includes(this.exportId)) {
+      this.importedWhole[this.importedWhole.length - 1] = true;
     }
   }
 
@@ -326,7 +333,8 @@ export class AccountBuilder {
     const rejectedNotKept = rejects.length - rejectedKept;
     const inArchive = this.info.eventsInArchive;
     // Runs of different archives under one export id: read to its end means the latest archive, by every ledger read.
-    const latestRead = this.latestSha256 !== undefined && this.readToEnd.every((read) => read.has(this.latestSha256!));
+    // No archive read at all (only imports of staged batches): read to its end when an import took in every batch of its staging index, in every ledger.
+    const latestRead = this.latestSha256 !== undefined ? this.readToEnd.every((read) => read.has(this.latestSha256!)) : this.importedWhole.every(Boolean);
     // One shard's ledger: the items of other shards are counted, not recorded, so its items equation is checked in the union.
     const [only] = this.shards.size === 1 ? [...this.shards] : [];
     const shard = !this.union && typeof only === 'string' ? only : undefined;

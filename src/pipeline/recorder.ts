@@ -155,6 +155,7 @@ export class Recorder {
       finishedAt: new Date().toISOString(),
       ...this.counters,
       ...fields.counters,
+      ...(fields.exportsImportedWhole ? { exportsImportedWhole: fields.exportsImportedWhole } : {}),
       rejectedTotal: rejectedTotal(this.counters),
       interrupted,
       balanced: !error && isBalanced(this.counters) && fields.balanced,

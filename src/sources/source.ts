@@ -12,6 +12,8 @@ export interface SourceSummary {
   itemsDoneEarlier: number;
   /** The source's own counters add up (every staged message read is accounted for). */
   balanced: boolean;
+  /** Staged batches: the exports whose every indexed batch is now in the sink (see RunSummary). */
+  exportsImportedWhole?: string[];
 }
 
 /**

@@ -6,7 +6,7 @@ import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
-import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment } from './message.js';
+import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment, type GraphMessage } from './message.js';
 import { createGraphReader } from './reader.js';
 import { eachLimited } from '../held.js';
 
@@ -253,12 +253,25 @@ export class GraphSink extends LifecycleSink implements Sink {
     return listedOf(made.json as Record<string, unknown>);
   }
 
+  /** An item's copies for its mailboxes share one message buffer: its Graph JSON is made once for all of them. */
+  private readonly built = new WeakMap<Buffer, { sentAt: number; message: GraphMessage; body: string }>();
+
+  private graphMessageOf(delivery: Delivery): { message: GraphMessage; body: string } {
+    let made = this.built.get(delivery.message);
+    if (made === undefined || made.sentAt !== delivery.internalDate) {
+      const message = graphMessage(delivery.message, delivery.internalDate);
+      made = { sentAt: delivery.internalDate, message, body: JSON.stringify(message.create) };
+      this.built.set(delivery.message, made);
+    }
+    return made;
+  }
+
   private async createJson(mailbox: string, folderId: string, delivery: Delivery): Promise<Listed> {
-    const message = graphMessage(delivery.message, delivery.internalDate);
+    const { message, body: createBody } = this.graphMessageOf(delivery);
     const tooLarge = message.later.find((a) => a.bytes.length > ATTACHMENT_MAX);
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
     const user = GraphClient.user('v1.0', mailbox);
-    const made = await this.client.send(mailbox, { method: 'POST', path: `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, contentType: 'application/json', body: JSON.stringify(message.create), once: true });
+    const made = await this.client.send(mailbox, { method: 'POST', path: `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, contentType: 'application/json', body: createBody, once: true });
     // The answer holds no extended property: the stamp sent is the one it holds.
     const created = { ...listedOf(made.json as Record<string, unknown>), stamp: message.stamp };
     if (message.later.length === 0) return created;

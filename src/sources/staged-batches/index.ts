@@ -6,6 +6,16 @@ import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/sta
 import { containerClientFromEnv, describeLocation, exportFolder, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { folderOfIndex, parseStagingIndex, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
 
+/** What a listing of the staged batches found besides the batches it yields. */
+export interface StagedListing {
+  /** Batches a staging index lists that are not there. */
+  gone: string[];
+  /** Per export, the batches its latest staging index lists. */
+  indexed: Map<string, string[]>;
+  /** Batches marked imported into this sink before this listing. */
+  marked: Set<string>;
+}
+
 /**
  * A batch is downloaded whole and read through its central directory (not unzipper's streaming
  * `Parse`), so one batch is what import holds in memory: the sink cuts them at `mib` (at most
@@ -33,9 +43,9 @@ export class StagedBatches {
    * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
    * after its batch, so one name of look-behind is all the memory it takes. Each export's
    * batches are checked against the latest staging index in its folder (which sorts after
-   * them): the names of batches it lists that are not there go into `gone`.
+   * them): the names of batches it lists that are not there go into `found.gone`.
    */
-  async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, gone: string[]): AsyncGenerator<string> {
+  async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, found: StagedListing): AsyncGenerator<string> {
     const prefix = options.exportId ? exportFolder(this.location, options.exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
     let waiting: string | null = null;
     // The export folder being listed: its batches (imported or not) and its latest index.
@@ -43,7 +53,11 @@ export class StagedBatches {
     const present = new Set<string>();
     let latestIndex: string | undefined;
     const checkFolder = async () => {
-      if (latestIndex && present.size > 0) gone.push(...(await this.readIndex(latestIndex)).batches.filter((name) => !present.has(name)));
+      if (latestIndex) {
+        const index = await this.readIndex(latestIndex);
+        found.indexed.set(index.exportId, index.batches);
+        if (present.size > 0) found.gone.push(...index.batches.filter((name) => !present.has(name)));
+      }
       present.clear();
       latestIndex = undefined;
     };
@@ -58,7 +72,10 @@ export class StagedBatches {
         if (indexFolder !== undefined) latestIndex = blob.name;
         else if (blob.name.endsWith('.zip')) present.add(blob.name);
         if (waiting && blob.name.startsWith(`${waiting}.imported-`)) {
-          if (blob.name === markerName(waiting, markerKey) && !options.again) waiting = null;
+          if (blob.name === markerName(waiting, markerKey)) {
+            found.marked.add(waiting);
+            if (!options.again) waiting = null;
+          }
           continue;
         }
         if (waiting) yield waiting;

@@ -5,7 +5,7 @@ import type { EventPosition } from '../../model.js';
 import type { Unit } from '../../pipeline/unit.js';
 import type { StatusLog } from '../../status-log.js';
 import type { Source, SourceSummary } from '../source.js';
-import type { StagedBatches } from './index.js';
+import type { StagedBatches, StagedListing } from './index.js';
 
 interface BatchAccount {
   name: string;
@@ -29,6 +29,9 @@ export class StagedBatchSource implements Source {
   private itemsStaged = 0;
   private batchesImported = 0;
   private batchesFailed = 0;
+  private readonly listing: StagedListing = { gone: [], indexed: new Map(), marked: new Set() };
+  /** Batches wholly delivered by this import. */
+  private readonly importedNow = new Set<string>();
 
   constructor(
     private readonly staged: StagedBatches,
@@ -49,8 +52,8 @@ export class StagedBatchSource implements Source {
 
   private async *units(stop?: AbortSignal): AsyncGenerator<Unit> {
     const { staged, options } = this;
-    const gone: string[] = [];
-    for await (const name of staged.pending(options.markerKey, { exportId: options.exportId, again: options.again }, gone)) {
+    const { gone } = this.listing;
+    for await (const name of staged.pending(options.markerKey, { exportId: options.exportId, again: options.again }, this.listing)) {
       // A batch is read whole or not at all: a signal stops between batches.
       if (stop?.aborted) return;
       let batch: Awaited<ReturnType<StagedBatches['read']>>;
@@ -122,6 +125,7 @@ export class StagedBatchSource implements Source {
       options.logger.warn(`staged batch ${account.name} is imported but could not be marked so: ${errorMessage(err)}`);
     }
     this.batchesImported++;
+    this.importedNow.add(account.name);
     await options.statusLog.write({ record: 'batch', batch: account.name, outcome: 'imported', items: account.items });
   }
 
@@ -129,10 +133,21 @@ export class StagedBatchSource implements Source {
     return { read: this.messagesRead };
   }
 
+  /**
+   * The exports every batch of whose latest staging index is now in the sink (for this shard),
+   * by this import or an earlier one: what lets `status` call an import-only export complete.
+   */
+  private exportsImportedWhole(): string[] {
+    if (!this.exhausted || this.listing.gone.length > 0) return [];
+    const { indexed, marked } = this.listing;
+    return [...indexed].filter(([, batches]) => batches.every((b) => marked.has(b) || this.importedNow.has(b))).map(([exportId]) => exportId).sort();
+  }
+
   summaryFields(): SourceSummary {
     return {
       identity: { from: this.staged.description, exportId: this.options.exportId ?? null },
       counters: { batchesImported: this.batchesImported, batchesFailed: this.batchesFailed, itemsStaged: this.itemsStaged },
+      exportsImportedWhole: this.exportsImportedWhole(),
       itemsDoneEarlier: 0,
       // Every message listed in the manifests read was read (the chain accounts for each one read).
       balanced: this.messagesRead === this.itemsStaged,
