@@ -182,7 +182,7 @@ export interface ExportContext {
 }
 
 /** The headers every message carries itself: a plugin may not set them. */
-export const BUILT_IN_X_HEADERS: ReadonlySet<string> = new Set(['x-pivot-item-id', 'x-pivot-conversation-id', 'x-pivot-export-id', 'x-pivot-event-type']);
+const BUILT_IN_X_HEADERS: ReadonlySet<string> = new Set(['x-pivot-item-id', 'x-pivot-conversation-id', 'x-pivot-export-id', 'x-pivot-event-type']);
 
 /** Why a plugin may not add a header of this name (only `X-` names of its own), or undefined when it may. */
 export function whyNotPluginHeader(name: string): string | undefined {

@@ -93,21 +93,19 @@ export class Recorder {
 
   async delivered(line: OutcomeLine, outcome: 'delivered' | 'skipped'): Promise<void> {
     this.counters[outcome]++;
-    const record = this.outcome(line) as Unstamped<OutcomeRecord>;
-    record.outcome = outcome;
-    await this.statusLog.write(record);
+    await this.statusLog.write(this.outcome(line, outcome));
   }
 
   async failed(line: OutcomeLine, reason: FailReasonValue, detail: string): Promise<void> {
     this.counters.failed++;
     this.logger.error(`delivery of item ${JSON.stringify(line.itemId)} to ${line.mailbox} failed: ${detail}`);
-    await this.statusLog.write({ ...this.outcome(line), outcome: 'failed', reason, detail });
+    await this.statusLog.write({ ...this.outcome(line, 'failed'), reason, detail });
   }
 
   async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: RejectReasonValue, detail: string, kept: string): Promise<void> {
     this.countRejected(reason);
     this.logger.warn(`rejected item ${JSON.stringify(line.itemId)} (${reason}): ${detail}`);
-    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'rejected', reason, detail, kept });
+    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }, 'rejected'), reason, detail, kept });
   }
 
   /** Rejected, but the rejects folder could not keep it: neither delivered nor kept, so it fails the run. */
@@ -115,7 +113,7 @@ export class Recorder {
     this.countRejected(rejectReason);
     this.counters.rejectedNotKept++;
     this.logger.error(`item ${JSON.stringify(line.itemId)}: ${detail}`);
-    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }), outcome: 'failed', reason, rejectReason, detail });
+    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }, 'failed'), reason, rejectReason, detail });
   }
 
   progress(source: Source): Progress {
@@ -179,7 +177,7 @@ export class Recorder {
   }
 
   // Field by field, not by spreading: it runs for every delivery (JSON.stringify leaves out what is undefined).
-  private outcome(line: OutcomeLine): Omit<Unstamped<OutcomeRecord>, 'outcome'> {
+  private outcome(line: OutcomeLine, outcome: OutcomeRecord['outcome']): Unstamped<OutcomeRecord> {
     return {
       record: 'outcome',
       exportId: line.exportId ?? this.exportId,
@@ -188,11 +186,12 @@ export class Recorder {
       mailbox: line.mailbox,
       sink: this.sinkKind,
       messageId: line.messageId,
+      position: line.position,
       sentAt: line.sentAt,
       size: line.size,
       sha256: line.sha256,
       location: line.location,
-      position: line.position,
+      outcome,
     };
   }
 }

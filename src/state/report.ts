@@ -1,7 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, ExitCode, PivotArchiveError } from '../errors.js';
 import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
-import { worseExitCode } from '../exit-policy.js';
 import { formatSummary } from '../summary.js';
 import { StateDir, type RecordedRun } from './index.js';
 
@@ -72,12 +71,14 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
 export async function statusOfShards(dirs: string[], o: { last: number; exportId?: string; publicKey?: string; json: boolean }): Promise<{ text: string; exitCode: number }> {
   const states = dirs.map((d) => new StateDir(d));
   if (o.exportId === undefined) return { text: (await Promise.all(states.map(async (s) => `${o.json ? '' : `== ${s.dir} (shard ${(await s.shard()) ?? 'none'})\n`}${await formatStatus(s, o.last, o.json)}`))).join(o.json ? '' : '\n'), exitCode: ExitCode.OK };
-  const { accountExitCode, ledgerTrust, unionAccount } = await import('../ledger/index.js');
+  const { ledgerExitCode, ledgerTrust, unionAccount } = await import('../ledger/index.js');
   const ledgers = await Promise.all(states.map(async (s) => ({ path: s.ledgerPath, trust: await ledgerTrust(o.publicKey, [], s.checkpointNotePath) })));
   const sharded = await unionAccount(ledgers, o.exportId);
   if (sharded.parts.every((p) => p.account.runs.length === 0)) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger of ${dirs.join(', ')} records a run of export ${JSON.stringify(o.exportId)}`);
   const text = o.json ? `${JSON.stringify({ account: sharded.account, problems: sharded.problems, shards: sharded.parts.map((p) => ({ path: p.path, shard: p.shard, account: p.account, ledger: p.check })) })}\n` : formatShardedStatus(sharded);
-  return { text, exitCode: sharded.parts.reduce((code, p) => worseExitCode(code, accountExitCode(p.account, p.check)), accountExitCode(sharded.account, sharded.parts[0]!.check)) };
+  // 7 when a shard's ledger fails its checks; else 1 when the union is not complete (a shard that is not is one of its problems).
+  const broken = sharded.parts.map((p) => ledgerExitCode(p.check)).find((code) => code !== ExitCode.OK);
+  return { text, exitCode: broken ?? (sharded.account.complete ? ExitCode.OK : ExitCode.DELIVERY_FAILED) };
 }
 
 /**

@@ -14,9 +14,12 @@ import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 
+/** What every mailbox is: an address, something on both sides of an `@`. */
+const ADDRESS = /.@./s;
+
 /** The folder of a mailbox (an address) under the root. */
 export function mailboxFolder(root: string, mailbox: string): string {
-  if (!/.@./s.test(mailbox)) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} is not an address, so it has no Maildir folder`);
+  if (!ADDRESS.test(mailbox)) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} is not an address, so it has no Maildir folder`);
   return join(root, mailboxFolderName(mailbox));
 }
 
@@ -32,7 +35,7 @@ export function mailboxFolderName(mailbox: string): string {
 /** The mailbox whose folder has this name, or undefined when no mailbox's folder is named so. */
 export function mailboxOfFolderName(name: string): string | undefined {
   const mailbox = name.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-  return /.@./s.test(mailbox) && mailboxFolderName(mailbox) === name ? mailbox : undefined;
+  return ADDRESS.test(mailbox) && mailboxFolderName(mailbox) === name ? mailbox : undefined;
 }
 
 export const SUFFIX = '.pivot-archive';
