@@ -7,7 +7,7 @@ import { simpleParser } from 'mailparser';
 import { createGraphSink } from '../src/sinks/graph/index.js';
 import { createGraphReader } from '../src/sinks/graph/reader.js';
 import { parseGraphLocation } from '../src/sinks/graph/mailbox.js';
-import { STAMP_PROPERTY } from '../src/sinks/graph/message.js';
+import { parseAddressList, splitAtDelimiters, STAMP_PROPERTY } from '../src/sinks/graph/message.js';
 import { graphOptions } from '../src/sinks/graph/options.js';
 import { buildMessage } from '../src/transforms/mime/index.js';
 import type { Delivery } from '../src/model.js';
@@ -142,6 +142,18 @@ test('graph json: the created message carries the source fields and the MAPI pro
   t.true(message!.extended.has(STAMP_PROPERTY), [...message!.extended.keys()].join());
   t.deepEqual(message!.attachments.map((a) => [a.name, a.bytes.equals(source.attachments[0]!.content)]), [['file 0.bin', true]]);
   t.is(stored.location, `${mailbox}/${encodeURIComponent(message!.folderId)}/${encodeURIComponent(message!.id)}`);
+});
+
+test('graph json: multipart bodies split only at delimiter lines (CRLF or LF, closing --, trailing blanks); address lists keep quoted commas and escapes', (t) => {
+  const body = ['preamble', '--b', 'one', '--bx is text, not a delimiter', ' --b neither', '--b  ', 'two', '--b--', 'epilogue'].join('\r\n');
+  t.deepEqual(splitAtDelimiters(body, '--b'), ['preamble', 'one\r\n--bx is text, not a delimiter\r\n --b neither', 'two', 'epilogue']);
+  t.deepEqual(splitAtDelimiters('--b\none\n--b--', '--b'), ['', 'one', '']);
+  t.deepEqual(splitAtDelimiters('no delimiter at all', '--b'), ['no delimiter at all']);
+  t.deepEqual(parseAddressList('"Doe, Jane \\"JD\\"" <jane@acme.example>, bob@acme.example, undisclosed-recipients:;, =?utf-8?Q?Ren=C3=A9?= <rene@acme.example>'), [
+    { emailAddress: { name: 'Doe, Jane "JD"', address: 'jane@acme.example' } },
+    { emailAddress: { address: 'bob@acme.example' } },
+    { emailAddress: { name: 'René', address: 'rene@acme.example' } },
+  ]);
 });
 
 test('graph json: attachments of 3 MB and more go through an upload session in chunks of at most 4 MB, without a bearer token; the stamp is written last', async (t) => {

@@ -54,6 +54,8 @@ const MICROSOFT_AUTHORITY_HOSTS = new Set(['login.microsoftonline.com', 'login.w
 export interface AccessTokens {
   /** A valid bearer token: the cached one, or a new one once it nears expiry (one request for all callers). */
   get(): Promise<string>;
+  /** The cached token while it needs no renewal, else undefined (then `get`): no promise per request. */
+  current?(): string | undefined;
   /**
    * Drops the cached token (after the service refused it), so the next `get` asks the identity
    * service again: the credential is made anew, since MSAL keeps tokens of its own.
@@ -90,9 +92,12 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
     }
   }
 
+  const current = () => (cached && Date.now() < cached.renewAt ? cached.token : undefined);
   return {
+    current,
     get() {
-      if (cached && Date.now() < cached.renewAt) return Promise.resolve(cached.token);
+      const token = current();
+      if (token !== undefined) return Promise.resolve(token);
       pending ??= fetchToken().finally(() => (pending = undefined));
       return pending;
     },

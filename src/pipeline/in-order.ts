@@ -15,16 +15,23 @@ export interface InFlightLimit<A> {
  */
 export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
   return (source) => {
-    const pending: { result: Promise<B>; weight: number }[] = [];
+    // A queue read from `head`: shift() on tens of thousands in flight (a network sink's window) moved them all each time.
+    let pending: { result: Promise<B>; weight: number }[] = [];
+    let head = 0;
     let weight = 0;
-    const full = () => pending.length >= limit.count || weight >= (limit.maxWeight ?? Infinity);
-    const any = () => pending.length > 0;
+    const inFlight = () => pending.length - head;
+    const full = () => inFlight() >= limit.count || weight >= (limit.maxWeight ?? Infinity);
+    const any = () => inFlight() > 0;
     /** Pushes the oldest results, in order (an error at its turn), while `more()` holds; then `then()`. */
     const release = (push: (err: Error | null, x?: B | Highland.Nil) => void, more: () => boolean, then: () => void): void => {
       if (!more()) return then();
-      const head = pending.shift()!;
-      weight -= head.weight;
-      head.result.then(
+      const oldest = pending[head++]!;
+      if (head >= 1024 && head * 2 >= pending.length) {
+        pending = pending.slice(head);
+        head = 0;
+      }
+      weight -= oldest.weight;
+      oldest.result.then(
         (r) => {
           push(null, r);
           release(push, more, then);

@@ -2,7 +2,8 @@
 // per mailbox (Outlook's limit is 4) and `mailboxes x concurrency` in all, 429 waited out for the
 // whole mailbox as Retry-After says, 5xx and network failures retried with exponential backoff
 // and jitter, a 401 answered by a new token once. Nothing here knows messages or folders.
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type RequestOptions } from 'node:http';
+import { urlToHttpOptions } from 'node:url';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { setMaxListeners } from 'node:events';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
@@ -105,6 +106,9 @@ interface MailboxState {
   pausedUntil: number;
 }
 
+/** A path of characters a URL leaves as they are (a create's, a message's): sent without parsing. */
+const PLAIN_PATH = /^\/[A-Za-z0-9\-._~!$&()*+,;=:@%/?]*$/;
+
 /** The longest single wait between attempts, whatever Retry-After or the backoff says. */
 const MAX_WAIT_MS = 5 * 60_000;
 /** A token may take this long to come (the identity service's own retries included). */
@@ -133,7 +137,11 @@ export class GraphClient {
    */
   private readonly stop: AbortSignal | undefined;
 
+  /** The endpoint's protocol, host and port, parsed once. */
+  private readonly origin: RequestOptions;
+
   constructor(private readonly options: GraphClientOptions) {
+    this.origin = urlToHttpOptions(new URL(options.endpoint));
     if (options.stop) {
       const relay = new AbortController();
       setMaxListeners(0, relay.signal);
@@ -259,20 +267,21 @@ export class GraphClient {
     this.throwIfStopped();
     if (this.noToken && !request.anonymous) throw this.noToken;
     const headers: Record<string, string> = { ...request.headers };
-    if (!request.anonymous) headers.authorization = `Bearer ${await this.token()}`;
+    if (!request.anonymous) headers.authorization = `Bearer ${this.options.tokens.current?.() ?? (await this.token())}`;
     if (request.contentType) headers['content-type'] = request.contentType;
     const body = typeof request.body === 'string' ? Buffer.from(request.body) : request.body;
     if (body) headers['content-length'] = String(body.length);
-    const url = new URL(/^https?:/.test(request.path) ? request.path : `${this.options.endpoint}${request.path}`);
+    // A plain path under the endpoint goes to the endpoint's origin parsed once; any other is parsed (and escaped) as a URL.
+    const target = PLAIN_PATH.test(request.path) ? { ...this.origin, path: request.path } : urlToHttpOptions(new URL(/^https?:/.test(request.path) ? request.path : `${this.options.endpoint}${request.path}`));
     this.stats.requests++;
     let status: number;
     let responseHeaders: IncomingHttpHeaders;
     let bytes: Buffer;
     try {
-      ({ status, headers: responseHeaders, bytes } = await this.exchange(url, request.method, headers, body));
+      ({ status, headers: responseHeaders, bytes } = await this.exchange(target, request.method, headers, body));
     } catch (err) {
       this.throwIfStopped();
-      throw new Error(redactSecrets(`${request.method} ${url.origin}${url.pathname}: ${errorMessage(err)}`));
+      throw new Error(redactSecrets(`${request.method} ${target.protocol}//${target.hostname}${target.port ? `:${target.port}` : ''}${(target.path ?? '').replace(/\?.*/, '')}: ${errorMessage(err)}`));
     }
     let json: unknown;
     if (!request.raw || status >= 300) {
@@ -290,6 +299,8 @@ export class GraphClient {
    * managed-identity credential was seen waiting without end once its endpoint had gone.
    */
   private async token(): Promise<string> {
+    const current = this.options.tokens.current?.();
+    if (current !== undefined) return current;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `no access token came within ${TOKEN_WAIT_MS / 1000} s`)), TOKEN_WAIT_MS);
@@ -309,13 +320,13 @@ export class GraphClient {
    * One HTTP exchange over a kept-alive connection (node:http rather than fetch: at hundreds of
    * requests a second fetch's web streams cost a measurable share of a core).
    */
-  private exchange(url: URL, method: string, headers: Record<string, string>, body: Buffer | undefined): Promise<{ status: number; headers: IncomingHttpHeaders; bytes: Buffer }> {
-    const secure = url.protocol === 'https:';
+  private exchange(target: RequestOptions, method: string, headers: Record<string, string>, body: Buffer | undefined): Promise<{ status: number; headers: IncomingHttpHeaders; bytes: Buffer }> {
+    const secure = target.protocol === 'https:';
     // The stop signal itself, and the socket's own timeout: no signal made per request (AbortSignal.any
     // and .timeout made garbage and timers at hundreds of requests a second).
     const stop = this.stop;
     return new Promise((resolve, reject) => {
-      const req = (secure ? httpsRequest : httpRequest)(url, { method, headers, agent: secure ? this.httpsAgent : this.httpAgent, timeout: REQUEST_TIMEOUT_MS, ...(stop ? { signal: stop } : {}) }, (res) => {
+      const req = (secure ? httpsRequest : httpRequest)({ ...target, method, headers, agent: secure ? this.httpsAgent : this.httpAgent, timeout: REQUEST_TIMEOUT_MS, ...(stop ? { signal: stop } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, bytes: Buffer.concat(chunks) }));

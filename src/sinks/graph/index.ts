@@ -5,7 +5,7 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
+import { createdOf, graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment, type GraphMessage } from './message.js';
 import { createGraphReader } from './reader.js';
 import { eachLimited } from '../held.js';
@@ -254,13 +254,13 @@ export class GraphSink extends LifecycleSink implements Sink {
   }
 
   /** An item's copies for its mailboxes share one message buffer: its Graph JSON is made once for all of them. */
-  private readonly built = new WeakMap<Buffer, { sentAt: number; message: GraphMessage; body: string }>();
+  private readonly built = new WeakMap<Buffer, { sentAt: number; message: GraphMessage; body: Buffer }>();
 
-  private graphMessageOf(delivery: Delivery): { message: GraphMessage; body: string } {
+  private graphMessageOf(delivery: Delivery): { message: GraphMessage; body: Buffer } {
     let made = this.built.get(delivery.message);
     if (made === undefined || made.sentAt !== delivery.internalDate) {
       const message = graphMessage(delivery.message, delivery.internalDate);
-      made = { sentAt: delivery.internalDate, message, body: JSON.stringify(message.create) };
+      made = { sentAt: delivery.internalDate, message, body: Buffer.from(JSON.stringify(message.create)) };
       this.built.set(delivery.message, made);
     }
     return made;
@@ -273,7 +273,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const user = GraphClient.user('v1.0', mailbox);
     const made = await this.client.send(mailbox, { method: 'POST', path: `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, contentType: 'application/json', body: createBody, once: true });
     // The answer holds no extended property: the stamp sent is the one it holds.
-    const created = { ...listedOf(made.json as Record<string, unknown>), stamp: message.stamp };
+    const created = createdOf(made.json as Record<string, unknown>, message.stamp);
     if (message.later.length === 0) return created;
     try {
       for (const attachment of message.later) await this.attach(mailbox, created.id, attachment);

@@ -66,10 +66,15 @@ interface GraphAddress {
   emailAddress?: { address?: string };
 }
 
+/** A message's identity fields and `stamp`: all a create's answer is read for (the stamp it was sent). */
+export function createdOf(message: Record<string, unknown>, stamp: string | undefined): Listed {
+  return { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: new Date(String(message.sentDateTime)).toISOString(), ...(stamp ? { stamp } : {}) };
+}
+
 export function listedOf(message: Record<string, unknown>): Listed {
   const props = (message.singleValueExtendedProperties as { id: string; value: string }[] | undefined) ?? [];
   const stamp = props.find((p) => p.id.toLowerCase() === STAMP_PROPERTY.toLowerCase())?.value;
-  const listed: Listed = { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: new Date(String(message.sentDateTime)).toISOString(), ...(stamp ? { stamp } : {}) };
+  const listed = createdOf(message, stamp);
   if (!('subject' in message)) return listed;
   const f = message as { subject?: string; from?: GraphAddress; toRecipients?: GraphAddress[]; ccRecipients?: GraphAddress[]; attachments?: { name?: string }[] };
   const fields = fieldsDigest({

@@ -101,23 +101,45 @@ function leaves(part: Part): Part[] {
   const type = libmime.parseHeaderValue(first(part, 'content-type') ?? 'text/plain');
   const boundary = type.params.boundary;
   if (!type.value.toLowerCase().startsWith('multipart/') || !boundary) return [part];
-  const text = part.body.toString('latin1');
-  const delimiter = `--${boundary}`;
-  const pieces = text.split(new RegExp(`(?:^|\\r?\\n)${delimiter.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?:--)?[ \\t]*(?:\\r?\\n|$)`));
   // Before the first delimiter: the preamble; after the closing one: the epilogue.
-  return pieces.slice(1, -1).flatMap((piece) => leaves(splitPart(Buffer.from(piece, 'latin1'))));
+  return splitAtDelimiters(part.body.toString('latin1'), `--${boundary}`)
+    .slice(1, -1)
+    .flatMap((piece) => leaves(splitPart(Buffer.from(piece, 'latin1'))));
+}
+
+/**
+ * `text` split at its delimiter lines (RFC 2046: the delimiter at the start of a line, `--` after
+ * it on the closing one, then blanks): the line break before a delimiter and the one ending it
+ * belong to the delimiter. By indexOf, not a RegExp made per message.
+ */
+export function splitAtDelimiters(text: string, delimiter: string): string[] {
+  const pieces: string[] = [];
+  let pieceStart = 0;
+  for (let at = text.indexOf(delimiter); at >= 0; at = text.indexOf(delimiter, at + 1)) {
+    if (at < pieceStart || (at > 0 && text[at - 1] !== '\n')) continue;
+    let end = at + delimiter.length;
+    if (text.startsWith('--', end)) end += 2;
+    while (text[end] === ' ' || text[end] === '\t') end++;
+    const lineEnd = end === text.length ? 0 : text[end] === '\n' ? 1 : text.startsWith('\r\n', end) ? 2 : -1;
+    if (lineEnd < 0) continue;
+    const lineStart = at === 0 ? 0 : Math.max(pieceStart, at - (text[at - 2] === '\r' ? 2 : 1));
+    pieces.push(text.slice(pieceStart, lineStart));
+    pieceStart = end + lineEnd;
+  }
+  pieces.push(text.slice(pieceStart));
+  return pieces;
 }
 
 /** `"Name" <a@b>, =?utf-8?Q?...?= <c@d>`, as our builder writes them (a group such as `undisclosed-recipients:;` holds no one). */
 export function parseAddressList(value: string | undefined): Recipient[] {
   if (!value) return [];
   const out: Recipient[] = [];
-  let current = '';
   let quoted = false;
   let angle = false;
-  const push = () => {
-    const text = current.trim();
-    current = '';
+  let start = 0;
+  const push = (end: number) => {
+    const text = value.slice(start, end).trim();
+    start = end + 1;
     if (!text || /:\s*;?$/.test(text)) return;
     const m = /^(.*?)<([^<>]+)>\s*$/.exec(text);
     const address = (m ? m[2]! : text).trim();
@@ -127,21 +149,14 @@ export function parseAddressList(value: string | undefined): Recipient[] {
     out.push({ emailAddress: { ...(name ? { name } : {}), address } });
   };
   for (let i = 0; i < value.length; i++) {
-    const c = value[i]!;
-    if (c === '\\' && quoted) {
-      current += c + (value[++i] ?? '');
-      continue;
-    }
-    if (c === '"') quoted = !quoted;
+    const c = value[i];
+    if (c === '\\' && quoted) i++;
+    else if (c === '"') quoted = !quoted;
     else if (!quoted && c === '<') angle = true;
     else if (!quoted && c === '>') angle = false;
-    else if (!quoted && !angle && c === ',') {
-      push();
-      continue;
-    }
-    current += c;
+    else if (!quoted && !angle && c === ',') push(i);
   }
-  push();
+  push(value.length);
   return out;
 }
 
