@@ -122,6 +122,22 @@ test('close() releases the one descriptor the archive holds; open() holds none a
   t.is(await descriptorsOn(broken), 0);
 });
 
+test('a read cut short by close() fails naming the entry, never hangs', async (t) => {
+  const dir = await tempDir(t);
+  // Random text deflates little: many pieces of the file to read, so the read is still going on at close().
+  const noise = (n: number) => events('q', n).map((e) => ({ ...e, text: randomBytes(3000).toString('base64') }));
+  const path = await writeArchive(join(dir, 'pivot.zip'), { users, conversations, messages: { 'a.json': noise(2000) } });
+  const archive = await PivotExportArchive.open({ path });
+  const iterator = archive.events()[Symbol.asyncIterator]();
+  await iterator.next();
+  await archive.close();
+  const drained = (async () => {
+    for (let r = await iterator.next(); !r.done; r = await iterator.next());
+  })();
+  const err = await t.throwsAsync(Promise.race([drained, new Promise((_, reject) => setTimeout(() => reject(new Error('the read hangs')), 10_000))]));
+  t.regex(err!.message, /a\.json.*(closed|cannot be read)/);
+});
+
 test('an archive comment of 65,535 bytes (the most ZIP allows) is read past, also with ZIP64 records and a fake end record in it', async (t) => {
   const dir = await tempDir(t);
   const expected = events('p', 20).map((e) => e.id);

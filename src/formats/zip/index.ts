@@ -453,13 +453,11 @@ function checkedEntryStream(
     queueMicrotask(() => guard.destroy(fail(`cannot be read: ${errorMessage(err)}`)));
     return guard;
   }
-  let whole = false;
-  raw.once('finish', () => (whole = true));
   for (const range of ranges) {
     range.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));
-    // unzipper destroys the file read once the entry is whole; before that, a close means the archive was closed.
+    // A read of the file closed before its end: the archive was closed under it.
     range.on('close', () => {
-      if (!range.readableEnded && !whole) guard.destroy(fail('cannot be read: the archive was closed'));
+      if (!range.readableEnded) guard.destroy(fail('cannot be read: the archive was closed'));
     });
   }
   raw.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));

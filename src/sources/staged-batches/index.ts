@@ -17,8 +17,8 @@ export interface StagedListing {
 }
 
 /**
- * A batch is downloaded whole and read through its central directory (not unzipper's streaming
- * `Parse`), so one batch is what import holds in memory: the sink cuts them at `mib` (at most
+ * A batch is downloaded whole and read through its central directory (never streamed from its
+ * local headers), so one batch is what import holds in memory: the sink cuts them at `mib` (at most
  * 256 MiB, 8 by default); anything larger than this was not written by it and is refused.
  */
 const MAX_BATCH_BYTES = 320 * 1024 * 1024;
