@@ -14,7 +14,7 @@ import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { PivotZipSource } from './sources/pivot-zip/source.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
 import { Checkpoint } from './state/checkpoint.js';
-import { parseDomain, readUserMap, type FanOutConfig } from './transforms/fan-out/index.js';
+import { parseDomain, readUserMap, userMapUnmatched, type FanOutConfig } from './transforms/fan-out/index.js';
 import { PluginRegistry, loadPlugin } from './transforms/plugins/index.js';
 
 export const SAMPLE_EVENTS = 1000;
@@ -66,6 +66,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       cleanup(() => archive.close());
       Object.assign(input, { sha256: archive.sha256, size: archive.size });
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);
+      if (config.userMap) logger.info(userMapReport(config.userMap, fanOut.userMap, userMapUnmatched(fanOut.userMap, archive.users.values())));
       // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one.
       const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }) : undefined;
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
@@ -82,6 +83,15 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
     },
   });
   return dryRun ? { ...result, mailboxes: dryRun.mailboxes() } : result;
+}
+
+/** Keys shown of those that name no user of the export. */
+const UNMATCHED_SHOWN = 5;
+
+/** How much of the user map this export's users.json uses: a key that names nobody is a typo, or a user not in this day's export. */
+function userMapReport(path: string, userMap: ReadonlyMap<string, string>, unmatched: string[]): string {
+  const shown = unmatched.slice(0, UNMATCHED_SHOWN).map((k) => JSON.stringify(k)).join(', ');
+  return `user map ${path}: ${userMap.size - unmatched.length} of ${userMap.size} entries name a user of this export${unmatched.length > 0 ? `; ${unmatched.length} name none (${shown}${unmatched.length > UNMATCHED_SHOWN ? ', ...' : ''}): a typo, or a user not in this export` : ''}`;
 }
 
 /** The archive file to read: the given path, stdin spooled to a file, or the built-in sample written to one. */

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { MembershipTimeline } from '../src/formats/pivot-export/membership.js';
-import { parseDomain, readUserMap, targetMailboxes, type FanOutConfig } from '../src/transforms/fan-out/index.js';
+import { parseDomain, readUserMap, targetMailboxes, userMapUnmatched, type FanOutConfig } from '../src/transforms/fan-out/index.js';
 import { tempDir } from './helpers/tmp.js';
 
 const at = (hh: number, file = 0, index = 0) => ({ time: Date.parse(`2026-11-23T${String(hh).padStart(2, '0')}:00:00Z`), file, index });
@@ -84,6 +84,14 @@ test('fan-out: IDN and non-ASCII addresses are targets, keyed canonically (NFC, 
 test('fan-out: user-map keys match a Pivot email in any of its forms', (t) => {
   const userMap = new Map([['jürgen@acme.example', 'j.mueller@xn--bcher-kva.example']]);
   t.deepEqual(targetMailboxes([{ id: 'u_1', email: 'JU\u0308RGEN@Acme.Example' }], config({ userMap })), ['j.mueller@xn--bcher-kva.example']);
+});
+
+test('fan-out: the user-map keys that name no user of the export are found (by id, or by email in any of its forms)', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'map.csv');
+  await writeFile(path, 'pivot email or user id,mailbox\nu_1,a@acme.example\nJU\u0308RGEN@Acme.Example,j@acme.example\nu_9,typo@acme.example\nnobody@acme.example,n@acme.example\n');
+  const users = [{ id: 'u_1', email: 'x@acme.example' }, { id: 'u_2', email: 'jürgen@acme.example' }];
+  t.deepEqual(userMapUnmatched(await readUserMap(path), users), ['u_9', 'nobody@acme.example']);
 });
 
 test('parseDomain: IDN accepted as its A-label; a value that is not a domain names itself and why', (t) => {

@@ -54,6 +54,17 @@ export function targetMailboxes(participants: readonly User[], config: FanOutCon
   return [...mailboxes].sort();
 }
 
+/** The user-map keys (user ids or emails, as `readUserMap` keeps them) that name none of `users`: typos, or users not in this export. */
+export function userMapUnmatched(userMap: ReadonlyMap<string, string>, users: Iterable<User>): string[] {
+  const named = new Set<string>();
+  for (const user of users) {
+    named.add(user.id);
+    const email = canonicalMailbox(user.email);
+    if (email) named.add(email);
+  }
+  return [...userMap.keys()].filter((key) => !named.has(key));
+}
+
 /** Second cells that make the first line of a user map a header (case-insensitive). */
 const HEADER_WORDS = new Set(['mailbox', 'email', 'e-mail', 'mail', 'address', 'email address', 'target', 'target mailbox']);
 
