@@ -72,11 +72,12 @@ const LOCAL_HEADER_SIGNATURE = 0x04034b50;
 const LOCAL_HEADER_SIZE = 30;
 /**
  * What an entry's stored bytes are read in, and what it inflates into. unzipper's entry reader
- * (64 KiB reads, a parser stream, zlib's 16 KiB output) read the 187 MB of a 1M-event export's
- * messages in 1.55 s; these pieces, 0.6 s. Larger ones measured slower for the whole source
- * (1 MiB reads, or 128 KiB out: 7 s against 5 s for the 1M events), as the GC then ran more.
+ * (a parser stream between the reads and zlib's 16 KiB output) read the 187 MB of a 1M-event
+ * export's messages in 1.2-1.55 s; plain reads inflated into 64 KiB pieces, 0.6-0.7 s. Larger pieces
+ * measured slower for the whole source at times (1 MiB reads or 128 KiB out: 7-9 s against
+ * 5-6 s for the 1M events), and each read is read-ahead past what the chain has taken.
  */
-const READ_PIECE = 256 * 1024;
+const READ_PIECE = 64 * 1024;
 const INFLATED_PIECE = 64 * 1024;
 
 /**
