@@ -66,7 +66,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       cleanup(() => archive.close());
       Object.assign(input, { sha256: archive.sha256, size: archive.size });
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);
-      if (config.userMap) logger.info(userMapReport(config.userMap, fanOut.userMap, userMapUnmatched(fanOut.userMap, archive.users.values())));
+      if (config.userMap) logger.info(userMapReport(config.userMap, fanOut.userMap, userMapUnmatched(fanOut.userMap, archive.users.values(), [...archive.conversations.values()].flatMap((c) => c.members))));
       // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one.
       const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }) : undefined;
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);

@@ -91,7 +91,9 @@ test('fan-out: the user-map keys that name no user of the export are found (by i
   const path = join(dir, 'map.csv');
   await writeFile(path, 'pivot email or user id,mailbox\nu_1,a@acme.example\nJU\u0308RGEN@Acme.Example,j@acme.example\nu_9,typo@acme.example\nnobody@acme.example,n@acme.example\n');
   const users = [{ id: 'u_1', email: 'x@acme.example' }, { id: 'u_2', email: 'jürgen@acme.example' }];
-  t.deepEqual(userMapUnmatched(await readUserMap(path), users), ['u_9', 'nobody@acme.example']);
+  t.deepEqual(userMapUnmatched(await readUserMap(path), users, []), ['u_9', 'nobody@acme.example']);
+  // A member users.json lacks is delivered by its id: a key for it names someone.
+  t.deepEqual(userMapUnmatched(await readUserMap(path), users, ['u_9']), ['nobody@acme.example']);
 });
 
 test('parseDomain: IDN accepted as its A-label; a value that is not a domain names itself and why', (t) => {

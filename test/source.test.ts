@@ -154,6 +154,22 @@ test('overlapping entries are refused', async (t) => {
   await expectArchiveError(t, path, ErrorCode.ARCHIVE_HOSTILE, /overlaps/);
 });
 
+test('a local header whose extra field pushes its data into the next entry is refused, not read from there', async (t) => {
+  const dir = await tempDir(t);
+  const bytes = await readFile(await writeArchive(join(dir, 'x.zip'), fixture, { store: true }));
+  const name = Buffer.from('messages/a.json');
+  let local = -1;
+  for (let i = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x03, 0x04])); i >= 0; i = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x03, 0x04]), i + 4)) {
+    if (bytes.subarray(i + 30, i + 30 + name.length).equals(name)) local = i;
+  }
+  t.true(local >= 0);
+  // The central directory still says where the entry is and how long; only its local extra length grows.
+  bytes.writeUInt16LE(bytes.readUInt16LE(local + 28) + 64, local + 28);
+  const path = join(dir, 'shifted.zip');
+  await writeFile(path, bytes);
+  await expectArchiveError(t, path, ErrorCode.ARCHIVE_CORRUPT, /messages\/a\.json.*past the next entry/);
+});
+
 test('zip-slip and other hostile entry names are set aside, never read as archive content', async (t) => {
   const hostile = ['../evil.json', '/etc/passwd', 'messages\\c.json', 'messages/../../x.json', 'attachments/\u0001a', 'attachments/\u0000a'];
   // Python's zipfile cuts names at NUL: write a placeholder of the same length and patch it in.

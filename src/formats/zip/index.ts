@@ -84,12 +84,13 @@ const INFLATED_PIECE = 64 * 1024;
  * An entry's stored (compressed) bytes: the local header at its offset says, by its own name
  * and extra lengths, where they start; the central directory says how many there are.
  */
-async function* entryData(read: (at: number, length: number) => Promise<Buffer>, offset: number, compressedSize: number, fileSize: number): AsyncGenerator<Buffer> {
+async function* entryData(read: (at: number, length: number) => Promise<Buffer>, offset: number, compressedSize: number, limit: number): AsyncGenerator<Buffer> {
   const header = await read(offset, LOCAL_HEADER_SIZE);
   if (header.length < LOCAL_HEADER_SIZE || header.readUInt32LE(0) !== LOCAL_HEADER_SIGNATURE) throw new Error(`no local header at byte ${offset}`);
   let at = offset + LOCAL_HEADER_SIZE + header.readUInt16LE(26) + header.readUInt16LE(28);
   const end = at + compressedSize;
-  if (end > fileSize) throw new Error(`its data would end at byte ${end}, past the end of the file (${fileSize} bytes)`);
+  // A local extra field that pushes the data into the next entry is an overlap too (the directory check assumed none).
+  if (end > limit) throw new Error(`its data would end at byte ${end}, past the next entry, the central directory or the end of the file (byte ${limit})`);
   while (at < end) {
     const piece = await read(at, Math.min(READ_PIECE, end - at));
     if (piece.length === 0) throw new Error(`the file ends at byte ${at}, inside its data`);
@@ -120,8 +121,8 @@ interface DirectoryRecord {
   compressedSize: number;
   uncompressedSize: number;
   offset: number;
-  /** Its name's and extra field's lengths. */
-  headerLengths: number;
+  /** Where its data must end: the next entry's local header, or the central directory (`refuseOverlaps` sets it). */
+  limit: number;
 }
 
 /**
@@ -205,7 +206,7 @@ async function readDirectoryRecords(read: (at: number, length: number) => Promis
       compressedSize,
       uncompressedSize,
       offset: localOffset,
-      headerLengths: nameLength + extraLength,
+      limit: Infinity,
     });
     at += length;
   }
@@ -256,7 +257,7 @@ export async function readCentralDirectory(
   }
   /** An entry's stream, and the read of the file under it (closed with the archive). */
   const openEntry = (entry: DirectoryEntry): { entry: Readable; ranges: Readable[] } => {
-    const data = Readable.from(entryData(read, entry.offset, entry.compressedSize, size), { objectMode: false, highWaterMark: READ_PIECE });
+    const data = Readable.from(entryData(read, entry.offset, entry.compressedSize, Math.min(entry.limit, size)), { objectMode: false, highWaterMark: READ_PIECE });
     if ('handle' in source) {
       source.streams?.add(data);
       data.on('close', () => source.streams?.delete(data));
@@ -305,10 +306,10 @@ export async function readCentralDirectory(
   return { entries: new ZipDirectory(archivePath, openEntry, kept), hostileNames };
 }
 
-/** Per entry in ZipDirectory's float column: sizes and offset (up to 2^53). */
-const FLOATS = 3;
-/** Per entry in its integer column: CRC-32, method, flags, name and extra lengths. */
-const INTEGERS = 4;
+/** Per entry in ZipDirectory's float column: sizes, offset and limit (up to 2^53). */
+const FLOATS = 4;
+/** Per entry in its integer column: CRC-32, method, flags. */
+const INTEGERS = 3;
 
 /**
  * The entries of a central directory (directories and hostile names left out) in columns: a
@@ -333,8 +334,8 @@ export class ZipDirectory {
     this.floats = new Float64Array(FLOATS * n);
     this.integers = new Uint32Array(INTEGERS * n);
     for (const [row, r] of records.entries()) {
-      this.floats.set([r.compressedSize, r.uncompressedSize, r.offset], FLOATS * row);
-      this.integers.set([r.crc32, r.method, r.flags, r.headerLengths], INTEGERS * row);
+      this.floats.set([r.compressedSize, r.uncompressedSize, r.offset, r.limit], FLOATS * row);
+      this.integers.set([r.crc32, r.method, r.flags], INTEGERS * row);
     }
     const names = this.names;
     this.byName = new Uint32Array(n).map((_, row) => row).sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0));
@@ -368,9 +369,9 @@ export class ZipDirectory {
   }
 
   private entry(row: number): DirectoryEntry {
-    const [compressedSize, uncompressedSize, offset] = this.floats.subarray(FLOATS * row, FLOATS * row + FLOATS);
-    const [crc32, method, flags, headerLengths] = this.integers.subarray(INTEGERS * row, INTEGERS * row + INTEGERS);
-    return new DirectoryEntry(this.archivePath, this.reader, this.names[row]!, compressedSize!, uncompressedSize!, crc32!, offset!, method!, flags!, headerLengths!);
+    const [compressedSize, uncompressedSize, offset, limit] = this.floats.subarray(FLOATS * row, FLOATS * row + FLOATS);
+    const [crc32, method, flags] = this.integers.subarray(INTEGERS * row, INTEGERS * row + INTEGERS);
+    return new DirectoryEntry(this.archivePath, this.reader, this.names[row]!, compressedSize!, uncompressedSize!, crc32!, offset!, limit!, method!, flags!);
   }
 }
 
@@ -384,10 +385,10 @@ class DirectoryEntry implements ZipEntry {
     readonly uncompressedSize: number,
     readonly crc32: number,
     readonly offset: number,
+    /** Where its data must end (the next entry, or the central directory). */
+    readonly limit: number,
     readonly method: number,
     readonly flags: number,
-    /** Its name's and extra field's lengths in the central directory. */
-    readonly headerLengths: number,
   ) {}
 
   open(onBytes?: (n: number) => void): Readable {
@@ -395,14 +396,18 @@ class DirectoryEntry implements ZipEntry {
   }
 }
 
-/** Overlapping entries are the trick behind non-recursive zip bombs; no honest writer makes them. */
-function refuseOverlaps(archivePath: string, entries: readonly DirectoryRecord[], centralDirectoryOffset: number): void {
+/**
+ * Overlapping entries are the trick behind non-recursive zip bombs; no honest writer makes them.
+ * Each entry's `limit` is set: its data, wherever its local header puts it, must end there.
+ */
+function refuseOverlaps(archivePath: string, entries: DirectoryRecord[], centralDirectoryOffset: number): void {
   const sorted = [...entries].sort((a, b) => a.offset - b.offset);
   for (let i = 0; i < sorted.length; i++) {
     const entry = sorted[i]!;
     // 30 bytes of local header plus the name at the least precede the data.
     const end = entry.offset + 30 + Buffer.byteLength(entry.name) + entry.compressedSize;
     const next = i + 1 < sorted.length ? sorted[i + 1]!.offset : centralDirectoryOffset;
+    entry.limit = Number.isFinite(next) ? next : Infinity;
     if (Number.isFinite(next) && end > next) {
       throw new PivotArchiveError(
         ErrorCode.ARCHIVE_HOSTILE,

@@ -54,9 +54,13 @@ export function targetMailboxes(participants: readonly User[], config: FanOutCon
   return [...mailboxes].sort();
 }
 
-/** The user-map keys (user ids or emails, as `readUserMap` keeps them) that name none of `users`: typos, or users not in this export. */
-export function userMapUnmatched(userMap: ReadonlyMap<string, string>, users: Iterable<User>): string[] {
-  const named = new Set<string>();
+/**
+ * The user-map keys (user ids or emails, as `readUserMap` keeps them) that name none of `users`
+ * nor any of `memberIds` (conversation members users.json lacks, delivered by id): typos, or
+ * users not in this export.
+ */
+export function userMapUnmatched(userMap: ReadonlyMap<string, string>, users: Iterable<User>, memberIds: Iterable<string>): string[] {
+  const named = new Set<string>(memberIds);
   for (const user of users) {
     named.add(user.id);
     const email = canonicalMailbox(user.email);
