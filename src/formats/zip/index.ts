@@ -256,13 +256,13 @@ export async function readCentralDirectory(
     );
   }
   /** An entry's stream, and the read of the file under it (closed with the archive). */
-  const openEntry = (entry: DirectoryEntry): { entry: Readable; ranges: Readable[] } => {
+  const openEntry = (entry: DirectoryEntry): EntryReads => {
     const data = Readable.from(entryData(read, entry.offset, entry.compressedSize, Math.min(entry.limit, size)), { objectMode: false, highWaterMark: READ_PIECE });
     if ('handle' in source) {
       source.streams?.add(data);
       data.on('close', () => source.streams?.delete(data));
     }
-    return { entry: entry.method === 8 ? data.pipe(createInflateRaw({ chunkSize: INFLATED_PIECE })) : data, ranges: [data] };
+    return { entry: entry.method === 8 ? data.pipe(createInflateRaw({ chunkSize: INFLATED_PIECE })) : data, read: data };
   };
 
   const kept: DirectoryRecord[] = [];
@@ -306,6 +306,12 @@ export async function readCentralDirectory(
   return { entries: new ZipDirectory(archivePath, openEntry, kept), hostileNames };
 }
 
+/** An entry's bytes (inflated, or as stored), and the read of the file they come from (the same stream when stored). */
+interface EntryReads {
+  entry: Readable;
+  read: Readable;
+}
+
 /** Per entry in ZipDirectory's float column: sizes, offset and limit (up to 2^53). */
 const FLOATS = 4;
 /** Per entry in its integer column: CRC-32, method, flags. */
@@ -326,7 +332,7 @@ export class ZipDirectory {
 
   constructor(
     private readonly archivePath: string,
-    private readonly reader: (entry: DirectoryEntry) => { entry: Readable; ranges: Readable[] },
+    private readonly reader: (entry: DirectoryEntry) => EntryReads,
     records: readonly DirectoryRecord[],
   ) {
     const n = records.length;
@@ -379,7 +385,7 @@ export class ZipDirectory {
 class DirectoryEntry implements ZipEntry {
   constructor(
     private readonly archivePath: string,
-    private readonly reader: (entry: DirectoryEntry) => { entry: Readable; ranges: Readable[] },
+    private readonly reader: (entry: DirectoryEntry) => EntryReads,
     readonly name: string,
     readonly compressedSize: number,
     readonly uncompressedSize: number,
@@ -425,7 +431,7 @@ function refuseOverlaps(archivePath: string, entries: DirectoryRecord[], central
 function checkedEntryStream(
   archivePath: string,
   name: string,
-  open: () => { entry: Readable; ranges: Readable[] },
+  open: () => EntryReads,
   declaredCrc: number,
   declaredSize: number,
   onBytes?: (n: number) => void,
@@ -451,25 +457,16 @@ function checkedEntryStream(
       else done();
     },
   });
-  let raw: Readable;
-  let ranges: Readable[];
-  try {
-    ({ entry: raw, ranges } = open());
-  } catch (err) {
-    queueMicrotask(() => guard.destroy(fail(`cannot be read: ${errorMessage(err)}`)));
-    return guard;
-  }
-  for (const range of ranges) {
-    range.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));
-    // A read of the file closed before its end: the archive was closed under it.
-    range.on('close', () => {
-      if (!range.readableEnded) guard.destroy(fail('cannot be read: the archive was closed'));
-    });
-  }
-  raw.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));
+  const { entry: raw, read } = open();
+  read.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));
+  // A read of the file closed before its end: the archive was closed under it.
+  read.on('close', () => {
+    if (!read.readableEnded) guard.destroy(fail('cannot be read: the archive was closed'));
+  });
+  if (raw !== read) raw.on('error', (err: Error) => guard.destroy(fail(`cannot be read: ${err.message}`)));
   guard.on('close', () => {
     raw.destroy();
-    for (const range of ranges) range.destroy();
+    read.destroy();
   });
   return raw.pipe(guard);
 }

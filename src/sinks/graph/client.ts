@@ -295,12 +295,10 @@ export class GraphClient {
   }
 
   /**
-   * A token, or E_SINK_UNAVAILABLE when none comes within TOKEN_WAIT_MS: @azure/identity's
+   * A token when none is current (`fetch` takes a current one without this), or E_SINK_UNAVAILABLE when none comes within TOKEN_WAIT_MS: @azure/identity's
    * managed-identity credential was seen waiting without end once its endpoint had gone.
    */
   private async token(): Promise<string> {
-    const current = this.options.tokens.current?.();
-    if (current !== undefined) return current;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `no access token came within ${TOKEN_WAIT_MS / 1000} s`)), TOKEN_WAIT_MS);
