@@ -220,31 +220,39 @@ test('graph json: a message left half-created (stamp pending) is removed and cre
   t.is(now[0]!.attachments.length, 1);
 });
 
-test('graph: no mailbox ever sees a fifth concurrent request, many mailboxes in parallel; a re-run creates nothing and sends no create', async (t) => {
-  t.timeout(120_000);
-  const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 15 });
-  t.teardown(() => slow.close());
-  const boxes = ['p0', 'p1', 'p2'].map((p) => `${p}@acme.example`);
-  for (const b of boxes) slow.mailbox(b);
-  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Load&mailboxes=3`;
-  const sink = createGraphSink(spec);
-  await sink.open();
-  const writes = Array.from({ length: 90 }, (_, n) => sink.write(delivery(n, boxes[n % 3])));
-  const outcomes = await Promise.all(writes);
-  await sink.close();
-  t.true(outcomes.every((o) => o.outcome === 'delivered'));
-  t.is(slow.stats.overConcurrency, 0, 'no fifth concurrent request');
-  t.is(slow.stats.peakConcurrency, 4, 'the four allowed were used');
-  const creates = slow.stats.byKind.get('POST /mailFolders/{id}/messages');
-  const rerun = createGraphSink(spec);
-  await rerun.open();
-  const again = await Promise.all(Array.from({ length: 90 }, (_, n) => rerun.write(delivery(n, boxes[n % 3]))));
-  await rerun.close();
-  t.true(again.every((o, i) => o.outcome === 'skipped' && o.location === outcomes[i]!.location));
-  t.is(slow.stats.byKind.get('POST /mailFolders/{id}/messages'), creates, 'no create on the re-run');
-  for (const b of boxes) t.is(slow.messagesIn(b, 'Inbox/Load').length, 30);
-  t.is([...boxes].flatMap((b) => [...slow.mailbox(b).messages.values()]).filter((m) => m.isDraft).length, 0, 'no drafts');
-});
+// Each create alone (batch=1), and a mailbox's creates in sequenced JSON batches (the default).
+for (const [batch, perMailbox] of [[1, 30], [20, 80]] as const) {
+  test(`graph batch=${batch}: no mailbox ever sees a fifth concurrent request, many mailboxes in parallel; a re-run creates nothing and sends no create`, async (t) => {
+    t.timeout(120_000);
+    const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 15 });
+    t.teardown(() => slow.close());
+    const boxes = ['p0', 'p1', 'p2'].map((p) => `${p}@acme.example`);
+    for (const b of boxes) slow.mailbox(b);
+    const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Load&mailboxes=3&batch=${batch}`;
+    const sink = createGraphSink(spec);
+    await sink.open();
+    const count = perMailbox * 3;
+    const writes = Array.from({ length: count }, (_, n) => sink.write(delivery(n, boxes[n % 3])));
+    const outcomes = await Promise.all(writes);
+    await sink.close();
+    t.true(outcomes.every((o) => o.outcome === 'delivered'));
+    t.is(slow.stats.overConcurrency, 0, 'no fifth concurrent request');
+    t.is(slow.stats.peakConcurrency, 4, 'the four allowed were used');
+    const creates = slow.stats.byKind.get('POST /mailFolders/{id}/messages');
+    t.is(creates, count, 'each item created once');
+    if (batch === 1) t.is(slow.stats.batches, 0);
+    // Up to 20 creates an HTTP request: the first batches of a mailbox may be short.
+    else t.true(slow.stats.batches > 0 && slow.stats.batches <= count / 10, `${slow.stats.batches} batches for ${count} creates`);
+    const rerun = createGraphSink(spec);
+    await rerun.open();
+    const again = await Promise.all(Array.from({ length: count }, (_, n) => rerun.write(delivery(n, boxes[n % 3]))));
+    await rerun.close();
+    t.true(again.every((o, i) => o.outcome === 'skipped' && o.location === outcomes[i]!.location));
+    t.is(slow.stats.byKind.get('POST /mailFolders/{id}/messages'), creates, 'no create on the re-run');
+    for (const b of boxes) t.is(slow.messagesIn(b, 'Inbox/Load').length, perMailbox);
+    t.is([...boxes].flatMap((b) => [...slow.mailbox(b).messages.values()]).filter((m) => m.isDraft).length, 0, 'no drafts');
+  });
+}
 
 test('graph: 429 waits out Retry-After for the mailbox; 503 is retried with backoff; both then deliver', async (t) => {
   const mailbox = 'throttled@acme.example';
@@ -284,6 +292,68 @@ test('graph: a create carried out whose answer is lost (connection cut, or a 504
     t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 2, `case ${n}: the lost create is not sent again`);
     t.is(standin.messagesIn(mailbox, 'Inbox/Lost').filter((m) => m.internetMessageId === d.messageId).length, 1, `case ${n}`);
   }
+});
+
+test('graph batch: a batch whose answer is lost (the connection cut after all was done) or one of whose creates answers 504 after the work leaves each item once', async (t) => {
+  const create = 'POST /mailFolders/{id}/messages';
+  for (const [n, instead] of ([undefined, { status: 504, code: 'GatewayTimeout' }] as const).entries()) {
+    const mailbox = `lostbatch${n}@acme.example`;
+    standin.mailbox(mailbox);
+    const sink = createGraphSink(specOf('folder=Inbox/LostBatch'));
+    await sink.open();
+    await sink.write(delivery(1, mailbox));
+    const batches = standin.stats.batches;
+    standin.loseAnswers(mailbox, create, 1, instead);
+    // Written together: one batch of ten, the first create's answer lost.
+    const ds = Array.from({ length: 10 }, (_, i) => delivery(200 + i, mailbox));
+    const outcomes = await Promise.all(ds.map((d) => sink.write(d)));
+    await sink.close();
+    t.true(outcomes.every((o) => o.outcome === 'delivered'), `case ${n}`);
+    t.true(standin.stats.batches > batches, `case ${n}: the creates went in a batch`);
+    // Cut: all ten were carried out and are found. 504: the first is found; the nine after it were not carried out (424) and go again.
+    t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), n === 0 ? 11 : 1 + 1 + 9, `case ${n}: nothing sent again that was carried out`);
+    const held = standin.messagesIn(mailbox, 'Inbox/LostBatch');
+    t.is(held.length, 11, `case ${n}`);
+    t.is(new Set(held.map((m) => m.internetMessageId)).size, 11, `case ${n}: nothing twice`);
+  }
+});
+
+test('graph stand-in is strict about $batch: over 20 requests, a repeated id, a body without Content-Type or a dependsOn on a later request is 400; a failed request fails its dependents with 424; four of a batch run at once, each counted against its mailbox', async (t) => {
+  // Requests that take a while, so that those in flight overlap.
+  const standin = await startGraphStandin({ tenant: TENANT, latencyMs: 30 });
+  t.teardown(() => standin.close());
+  const token = `e30.${Buffer.from(JSON.stringify({ aud: standin.url, tid: TENANT, roles: ['Mail.ReadWrite'], exp: Date.now() / 1000 + 600 })).toString('base64url')}.x`;
+  const mailbox = 'strictbatch@acme.example';
+  standin.mailbox(mailbox);
+  const url = `/users/${mailbox}/mailFolders/inbox/messages`;
+  const message = (i: number) => ({ subject: `b${i}`, internetMessageId: `<b${i}@strict.example>`, singleValueExtendedProperties: [{ id: 'Integer 0x0E07', value: '1' }] });
+  const createRequest = (i: number, dependsOn?: number) => ({ id: String(i), method: 'POST', url, headers: { 'Content-Type': 'application/json' }, body: message(i), ...(dependsOn ? { dependsOn: [String(dependsOn)] } : {}) });
+  const batch = async (requests: unknown[]) => {
+    const res = await fetch(`${standin.url}/v1.0/$batch`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ requests }) });
+    return { status: res.status, body: (await res.json()) as { responses?: { id: string; status: number; body?: { error?: { code: string } } }[]; error?: { message: string } } };
+  };
+  const before = standin.mailbox(mailbox).messages.size;
+  t.is((await batch(Array.from({ length: 21 }, (_, i) => createRequest(i + 1)))).status, 400);
+  t.is((await batch([createRequest(1), createRequest(1)])).status, 400);
+  t.is((await batch([{ id: '1', method: 'POST', url, body: message(1) }])).status, 400);
+  t.is((await batch([createRequest(1, 2), createRequest(2)])).status, 400);
+  t.is(standin.mailbox(mailbox).messages.size, before, 'a refused batch carries out nothing');
+  // A chain whose second request is refused (an unknown property): the third is not carried out.
+  const chain = await batch([createRequest(1), { ...createRequest(2, 1), body: { bogus: 1 } }, createRequest(3, 2)]);
+  t.is(chain.status, 200);
+  const status = new Map(chain.body.responses!.map((r) => [r.id, r.status]));
+  t.deepEqual([status.get('1'), status.get('2'), status.get('3')], [201, 400, 424]);
+  t.is(standin.mailbox(mailbox).messages.size, before + 1);
+  // Six at once: four run, two wait; alone, none is over the mailbox's four.
+  const over = standin.stats.overConcurrency;
+  const six = await batch(Array.from({ length: 6 }, (_, i) => createRequest(10 + i)));
+  t.true(six.body.responses!.every((r) => r.status === 201));
+  t.is(standin.stats.overConcurrency, over);
+  // Two such batches at once: eight requests of one mailbox in flight, over the four allowed.
+  const two = await Promise.all([0, 1].map((k) => batch(Array.from({ length: 4 }, (_, i) => createRequest(20 + 4 * k + i)))));
+  const throttled = two.flatMap((b) => b.body.responses!).filter((r) => r.status === 429);
+  t.true(throttled.length > 0 && throttled.every((r) => r.body?.error?.code === 'ApplicationThrottled'));
+  t.true(standin.stats.overConcurrency > over);
 });
 
 test('graph json: an attachment request whose answer is lost adds nothing twice: the message is made again from the start and ends whole, each attachment once', async (t) => {
@@ -520,23 +590,25 @@ for (const [what, limits] of [
   ['two concurrent requests per mailbox', { concurrency: 2 }],
   ['12 requests per 2 s per mailbox', { rate: { requests: 12, windowMs: 2000 } }],
 ] as const) {
-  test(`graph: a Graph that allows ${what} answers 429s, which are waited out; everything is delivered, once`, async (t) => {
-    t.timeout(120_000);
-    const strict = await startGraphStandin({ tenant: TENANT, latencyMs: 20, ...limits });
-    t.teardown(() => strict.close());
-    strict.mailbox('busy@acme.example');
-    const sink = createGraphSink(`graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${strict.url}&folder=Inbox/Busy&retryDelay=20`);
-    await sink.open();
-    const stored = await Promise.all(Array.from({ length: 30 }, (_, n) => sink.write(delivery(n, 'busy@acme.example'))));
-    await sink.close();
-    t.true(stored.every((s) => s.outcome === 'delivered'));
-    t.true(strict.stats.throttled > 0, 'the stand-in answered 429');
-    t.is(strict.stats.overConcurrency > 0, 'concurrency' in limits);
-    t.is(sink.client.stats.throttled, strict.stats.throttled);
-    const held = strict.messagesIn('busy@acme.example', 'Inbox/Busy');
-    t.is(held.length, 30);
-    t.is(new Set(held.map((m) => m.internetMessageId)).size, 30, 'nothing twice');
-  });
+  for (const [batch, count] of [[1, 30], [20, 100]] as const) {
+    test(`graph batch=${batch}: a Graph that allows ${what} answers 429s, which are waited out; everything is delivered, once`, async (t) => {
+      t.timeout(120_000);
+      const strict = await startGraphStandin({ tenant: TENANT, latencyMs: 20, ...limits });
+      t.teardown(() => strict.close());
+      strict.mailbox('busy@acme.example');
+      const sink = createGraphSink(`graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${strict.url}&folder=Inbox/Busy&retryDelay=20&batch=${batch}&retries=20`);
+      await sink.open();
+      const stored = await Promise.all(Array.from({ length: count }, (_, n) => sink.write(delivery(n, 'busy@acme.example'))));
+      await sink.close();
+      t.true(stored.every((s) => s.outcome === 'delivered'));
+      t.true(strict.stats.throttled > 0, 'the stand-in answered 429');
+      t.is(strict.stats.overConcurrency > 0, 'concurrency' in limits);
+      t.is(sink.client.stats.throttled, strict.stats.throttled);
+      const held = strict.messagesIn('busy@acme.example', 'Inbox/Busy');
+      t.is(held.length, count);
+      t.is(new Set(held.map((m) => m.internetMessageId)).size, count, 'nothing twice');
+    });
+  }
 }
 
 test('graph: a 401 in the middle of a run (a token revoked or expired) is answered with a token asked for again, once', async (t) => {

@@ -6,8 +6,12 @@
 // refuses (see `refusals` below) and keeps what a real mailbox would show (drafts included), so a
 // test can assert there are none. What it does NOT model: the bearer token's signature (tokens
 // from the test identity endpoint are unsigned; aud, exp, tid and roles are checked), Exchange's
-// rewriting of HTML bodies and of the MIME it serves for JSON-created messages, the 150 MB per
-// 5 minutes upload limit, and $batch.
+// rewriting of HTML bodies and of the MIME it serves for JSON-created messages, and the 150 MB per
+// 5 minutes upload limit. JSON batching (`$batch`, "Combine multiple HTTP requests using JSON
+// batching") is modelled: at most 20 requests, ids unique, a Content-Type with every body,
+// `dependsOn` sequencing with 424 for the dependents of a failed request, at most 4 of a batch
+// dispatched at once, each request counted against its mailbox's limits as if sent alone, and the
+// answers in an order of their own.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -112,7 +116,10 @@ export interface GraphStandin {
    */
   loseAnswers(address: string, kind: string, count?: number, instead?: Injected): void;
   stats: {
+    /** Requests carried out or refused, each of a batch counted as one. */
     requests: number;
+    /** `$batch` requests. */
+    batches: number;
     /** Requests refused because a mailbox already had `concurrency` in flight (a fifth concurrent request). */
     overConcurrency: number;
     /** The most requests one mailbox had in flight at once, the refused fifth included. */
@@ -152,6 +159,61 @@ const ATTACHMENT_MAX = 150 * 1024 * 1024;
  */
 const MESSAGE_MAX = 35 * 1024 * 1024;
 const MSGFLAG_UNSENT = 0x8;
+/** `POST /v1.0/$batch` (or beta). */
+const BATCH_PATH = /^\/(v1\.0|beta)\/\$batch$/;
+/** "JSON batch requests are currently limited to 20 individual requests." */
+const BATCH_MAX = 20;
+/** Graph dispatches at most four requests of a batch to Outlook at once. */
+const BATCH_DISPATCH = 4;
+
+interface Claims {
+  aud?: string;
+  exp?: number;
+  nbf?: number;
+  tid?: string;
+  roles?: string[];
+}
+
+/** Request headers, names lower-cased. */
+type Headers = Record<string, string | undefined>;
+/** One request as the stand-in serves it: sent alone, or one of a batch. */
+interface Call {
+  method: string;
+  url: URL;
+  headers: Headers;
+  body: Buffer;
+  /** The body was over 4 MB (and not kept). */
+  tooLarge: boolean;
+  /** A batch's request whose body is JSON: the body as the batch gave it (`body` is then empty). */
+  parsed?: unknown;
+}
+interface Answer {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+interface BatchRequest {
+  id: string;
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  body?: unknown;
+  dependsOn?: string[];
+}
+interface BatchAnswer {
+  id: string;
+  status: number;
+  headers: Record<string, string>;
+  body?: unknown;
+}
+
+function errorBody(code: string, message: string): Record<string, unknown> {
+  return { error: { code, message, innerError: { date: new Date().toISOString(), 'request-id': randomUUID() } } };
+}
+
+function lowerCased(headers: Record<string, string>): Headers {
+  return Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+}
 
 class Refusal extends Error {
   constructor(
@@ -164,7 +226,13 @@ class Refusal extends Error {
   }
 }
 
-const newId = (prefix: string) => `${prefix}${randomBytes(24).toString('base64url')}=`;
+/** Ids as Graph's look (base64url, `=` at the end), unique: a random base and a counter (a random draw per id cost more than a create). */
+const idBytes = randomBytes(24);
+let idCount = 0;
+const newId = (prefix: string) => {
+  idBytes.writeUIntBE(++idCount, 18, 6);
+  return `${prefix}${idBytes.toString('base64url')}=`;
+};
 
 export async function startGraphStandin(options: GraphStandinOptions = {}): Promise<GraphStandin> {
   const tenant = options.tenant ?? '11111111-2222-3333-4444-555555555555';
@@ -176,7 +244,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   const injected = new Map<string, (Injected | null)[]>();
   /** Per `<mailbox> <kind>`: how many more answers are lost after the work is done, and what is answered instead. */
   const losing = new Map<string, { count: number; instead?: Injected }>();
-  const stats: GraphStandin['stats'] = { requests: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0, byMailbox: new Map() };
+  const stats: GraphStandin['stats'] = { requests: 0, batches: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0, byMailbox: new Map() };
   const tokensSeen = new Set<string>();
   let base = '';
   let audience = options.audience ?? '';
@@ -199,22 +267,28 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   }
   for (const address of options.mailboxes ?? []) mailboxOf(address);
 
+  /** The claims of each token seen, read once. */
+  const claimsOf = new Map<string, Claims>();
   /** Checks the bearer token as Graph does (its signature excepted: see the header comment). */
-  function authorize(req: IncomingMessage, role: string): void {
-    const header = req.headers.authorization ?? '';
+  function authorize(headers: Headers, role: string | undefined): void {
+    const header = headers.authorization ?? '';
     const m = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/.exec(header);
     if (!m) throw new Refusal(401, 'InvalidAuthenticationToken', header ? 'IDX14100: JWT is not well formed.' : 'Access token is empty.');
     tokensSeen.add(header.slice(7));
-    let claims: { aud?: string; exp?: number; nbf?: number; tid?: string; roles?: string[] };
-    try {
-      claims = JSON.parse(Buffer.from(m[2]!, 'base64url').toString('utf8')) as typeof claims;
-    } catch {
-      throw new Refusal(401, 'InvalidAuthenticationToken', 'IDX14100: JWT is not well formed.');
+    let claims = claimsOf.get(m[2]!);
+    if (!claims) {
+      try {
+        claims = JSON.parse(Buffer.from(m[2]!, 'base64url').toString('utf8')) as Claims;
+      } catch {
+        throw new Refusal(401, 'InvalidAuthenticationToken', 'IDX14100: JWT is not well formed.');
+      }
+      claimsOf.set(m[2]!, claims);
     }
     const now = Date.now() / 1000;
     if (claims.aud !== audience && claims.aud !== `${audience}/`) throw new Refusal(401, 'InvalidAuthenticationToken', 'Invalid audience.');
     if (typeof claims.exp !== 'number' || claims.exp < now || (typeof claims.nbf === 'number' && claims.nbf > now + 300)) throw new Refusal(401, 'InvalidAuthenticationToken', 'Lifetime validation failed, the token is expired.');
     if (claims.tid !== tenant) throw new Refusal(401, 'InvalidAuthenticationToken', 'Access token validation failure. Invalid audience or tenant.');
+    if (role === undefined) return;
     const roles = claims.roles ?? [];
     const granted = role === 'Mail-Advanced.ReadWrite.All' ? roles.includes(role) : roles.includes('Mail.ReadWrite') || roles.includes('Mail-Advanced.ReadWrite.All');
     if (!granted) throw new Refusal(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
@@ -241,9 +315,10 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     return message;
   }
 
-  function json(body: Buffer): Record<string, unknown> {
+  /** The request's JSON body (a batch's request carries its body parsed already). */
+  function json(call: Call): Record<string, unknown> {
     try {
-      const value = JSON.parse(body.toString('utf8')) as unknown;
+      const value = 'parsed' in call ? call.parsed : (JSON.parse(call.body.toString('utf8')) as unknown);
       if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
       return value as Record<string, unknown>;
     } catch {
@@ -428,14 +503,14 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     return out;
   }
 
-  async function route(req: IncomingMessage, url: URL, body: Buffer): Promise<{ status: number; body?: unknown; headers?: Record<string, string> }> {
-    const method = req.method ?? 'GET';
+  async function route(call: Call): Promise<Answer> {
+    const { method, url, body } = call;
     const upload = /^\/upload\/([\w-]+)$/.exec(url.pathname);
-    if (upload) return uploadChunk(req, url, upload[1]!, body);
+    if (upload) return uploadChunk(call, upload[1]!);
     const m = /^\/(v1\.0|beta)\/users\/([^/]+)(\/.*)?$/.exec(url.pathname);
     if (!m) throw new Refusal(400, 'BadRequest', `Resource not found for the segment '${url.pathname.split('/')[1] ?? ''}'.`);
     const [, version, address, rest = ''] = m;
-    authorize(req, rest.endsWith('/importMime') ? 'Mail-Advanced.ReadWrite.All' : 'Mail.ReadWrite');
+    authorize(call.headers, rest.endsWith('/importMime') ? 'Mail-Advanced.ReadWrite.All' : 'Mail.ReadWrite');
     const box = user(address!);
     let p: RegExpExecArray | null;
     if ((p = /^\/mailFolders(?:\/([^/]+)\/childFolders)?$/.exec(rest))) {
@@ -445,7 +520,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
         return { status: 200, body: page(children.filter((f) => matches({ displayName: f.displayName }, url.searchParams.get('$filter'))), url, folderJson) };
       }
       if (method === 'POST') {
-        const b = json(body);
+        const b = json(call);
         if (typeof b.displayName !== 'string' || Object.keys(b).some((k) => k !== 'displayName' && k !== 'isHidden')) throw new Refusal(400, 'RequestBodyRead', 'A folder needs a displayName (and may have isHidden).');
         if ([...box.folders.values()].some((f) => f.parentId === parent.id && f.displayName.toLowerCase() === String(b.displayName).toLowerCase())) throw new Refusal(409, 'ErrorFolderExists', 'A folder with the specified name already exists.');
         const folder: Folder = { id: newId('AAMkF'), displayName: b.displayName, parentId: parent.id };
@@ -462,15 +537,15 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       }
       if (method === 'POST') {
         // MIME posted to /messages: Graph makes a draft of it, whatever it holds.
-        const contentType = String(req.headers['content-type'] ?? '');
-        const message = /^text\/plain/i.test(contentType) ? createFromMime(folder, body, true) : createFromJson(folder, json(body));
+        const contentType = String(call.headers['content-type'] ?? '');
+        const message = /^text\/plain/i.test(contentType) ? createFromMime(folder, body, true) : createFromJson(folder, json(call));
         box.messages.set(message.id, message);
         return { status: 201, body: render(message, new URLSearchParams()) };
       }
     }
     if ((p = /^\/mailFolders\/([^/]+)\/importMime$/.exec(rest)) && method === 'POST') {
       if (version !== 'beta') throw new Refusal(400, 'BadRequest', "Resource not found for the segment 'importMime'.");
-      if (!/^text\/plain/i.test(String(req.headers['content-type'] ?? ''))) throw new Refusal(415, 'UnsupportedMediaType', 'importMime takes Content-Type: text/plain (the base64 MIME).');
+      if (!/^text\/plain/i.test(String(call.headers['content-type'] ?? ''))) throw new Refusal(415, 'UnsupportedMediaType', 'importMime takes Content-Type: text/plain (the base64 MIME).');
       const message = createFromMime(folderOf(box, p[1]!), body, false);
       box.messages.set(message.id, message);
       return { status: 201, body: render(message, new URLSearchParams()) };
@@ -484,7 +559,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
         return { status: 204 };
       }
       if (method === 'PATCH') {
-        const b = json(body);
+        const b = json(call);
         for (const key of Object.keys(b)) {
           if (!MESSAGE_PROPERTIES.has(key) && key !== 'inferenceClassification') throw new Refusal(400, 'RequestBodyRead', `The property '${key}' does not exist on type 'microsoft.graph.message'.`);
           if (!message.isDraft && !PATCH_RECEIVED.has(key)) throw new Refusal(400, 'ErrorInvalidPropertyUpdateSentMessage', `Update operation is not supported for '${key}' on a message that has been sent.`);
@@ -502,14 +577,14 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     }
     if ((p = /^\/messages\/([^/]+)\/attachments$/.exec(rest)) && method === 'POST') {
       const message = messageOf(box, p[1]!);
-      const attachment = fileAttachment(json(body));
+      const attachment = fileAttachment(json(call));
       withinMessageLimit(message, attachment.bytes.length);
       message.attachments.push(attachment);
       return { status: 201, body: { id: attachment.id, name: attachment.name } };
     }
     if ((p = /^\/messages\/([^/]+)\/attachments\/createUploadSession$/.exec(rest)) && method === 'POST') {
       const message = messageOf(box, p[1]!);
-      const item = json(body).AttachmentItem as Record<string, unknown> | undefined;
+      const item = json(call).AttachmentItem as Record<string, unknown> | undefined;
       if (!item || item.attachmentType !== 'file' || typeof item.name !== 'string' || typeof item.size !== 'number' || Object.keys(item).some((k) => !['attachmentType', 'name', 'size', 'contentType', 'isInline', 'contentId'].includes(k))) {
         throw new Refusal(400, 'ErrorInvalidRequest', 'AttachmentItem needs attachmentType "file", name and size.');
       }
@@ -529,15 +604,16 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   }
 
   /** A chunk to an upload session's URL: no bearer token (Graph answers 401), in order, at most 4 MB. */
-  function uploadChunk(req: IncomingMessage, url: URL, id: string, body: Buffer): { status: number; body?: unknown; headers?: Record<string, string> } {
+  function uploadChunk(call: Call, id: string): Answer {
+    const { url, body, headers } = call;
     const session = sessions.get(id);
     if (!session || url.searchParams.get('authtoken') !== session.token) throw new Refusal(404, 'ErrorItemNotFound', 'The upload session was not found.');
-    if (req.headers.authorization) {
+    if (headers.authorization) {
       stats.bearerOnUpload++;
       throw new Refusal(401, 'InvalidAuthenticationToken', 'An Authorization header is not allowed on an upload URL.');
     }
-    if (req.method !== 'PUT') throw new Refusal(405, 'MethodNotAllowed', 'Upload with PUT.');
-    const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(req.headers['content-range'] ?? ''));
+    if (call.method !== 'PUT') throw new Refusal(405, 'MethodNotAllowed', 'Upload with PUT.');
+    const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(headers['content-range'] ?? ''));
     if (!range) throw new Refusal(400, 'InvalidContentRange', 'Content-Range is required.');
     const [start, end, total] = [Number(range[1]), Number(range[2]), Number(range[3])];
     if (total !== session.size || start !== session.next || end - start + 1 !== body.length || end >= total) throw new Refusal(416, 'InvalidRange', `Expected the range starting at ${session.next} of ${session.size}.`);
@@ -573,11 +649,27 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse, tooLarge: boolean, body: Buffer): Promise<void> {
+    const call: Call = { method: req.method ?? 'GET', url: new URL(req.url ?? '/', 'http://standin'), headers: req.headers as Headers, body, tooLarge };
+    const answer = BATCH_PATH.test(call.url.pathname) ? await batch(call) : await serve(call);
+    // Carried out, and the connection is cut before the answer.
+    if (answer === 'cut') return void req.socket.destroy();
+    const headers: Record<string, string> = { ...answer.headers };
+    let payload: Buffer | undefined;
+    if (Buffer.isBuffer(answer.body)) payload = answer.body;
+    else if (answer.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      payload = Buffer.from(JSON.stringify(answer.body));
+    }
+    res.writeHead(answer.status, headers).end(payload);
+  }
+
+  /** One request, alone or from a batch: counted against its mailbox's limits, then carried out (or refused). */
+  async function serve(call: Call): Promise<Answer | 'cut'> {
     stats.requests++;
-    const url = new URL(req.url ?? '/', 'http://standin');
+    const { url } = call;
     const key = mailboxKey(url);
     const box = key !== undefined ? mailboxes.get(key) : undefined;
-    const kind = `${req.method} ${url.pathname.replace(/^\/(v1\.0|beta)\/users\/[^/]+/, '').replace(/\/(AAMk|[0-9a-f-]{36})[^/]*/g, '/{id}').replace(/^\/upload\/.*/, 'upload')}`;
+    const kind = `${call.method} ${url.pathname.replace(/^\/(v1\.0|beta)\/users\/[^/]+/, '').replace(/\/(AAMk|[0-9a-f-]{36})[^/]*/g, '/{id}').replace(/^\/upload\/.*/, 'upload')}`;
     stats.byKind.set(kind, (stats.byKind.get(kind) ?? 0) + 1);
     if (key !== undefined) for (const k of [key, `${key} ${kind}`]) stats.byMailbox.set(k, (stats.byMailbox.get(k) ?? 0) + 1);
     if (box) {
@@ -585,7 +677,6 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       box.peak = Math.max(box.peak, box.active);
       stats.peakConcurrency = Math.max(stats.peakConcurrency, box.active);
     }
-    let answer: { status: number; body?: unknown; headers?: Record<string, string> };
     try {
       if (options.latencyMs) await new Promise((r) => setTimeout(r, options.latencyMs));
       if (box && box.active > limit) {
@@ -601,37 +692,110 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       const queue = key !== undefined ? injected.get(key) : undefined;
       const next = queue?.shift();
       if (next) throw new Refusal(next.status, next.code, next.message ?? next.code, next.retryAfter);
-      if (tooLarge) throw new Refusal(413, 'RequestEntityTooLarge', 'The request body is over 4 MB.');
-      answer = await route(req, url, body);
+      if (call.tooLarge) throw new Refusal(413, 'RequestEntityTooLarge', 'The request body is over 4 MB.');
+      const answer = await route(call);
       const lose = key !== undefined ? losing.get(`${key} ${kind}`) : undefined;
       if (lose && lose.count > 0) {
         lose.count--;
-        if (!lose.instead) {
-          // Carried out, and the connection is cut before the answer.
-          req.socket.destroy();
-          return;
-        }
+        if (!lose.instead) return 'cut';
         throw new Refusal(lose.instead.status, lose.instead.code, lose.instead.message ?? lose.instead.code, lose.instead.retryAfter);
       }
+      return answer;
     } catch (err) {
-      if (!(err instanceof Refusal)) throw err;
-      if (err.status === 429) stats.throttled++;
-      answer = {
-        status: err.status,
-        body: { error: { code: err.code, message: err.message, innerError: { date: new Date().toISOString(), 'request-id': randomUUID() } } },
-        headers: err.retryAfter !== undefined ? { 'retry-after': String(err.retryAfter) } : {},
-      };
+      return refused(err);
     } finally {
       if (box) box.active--;
     }
-    const headers: Record<string, string> = { ...answer.headers };
-    let payload: Buffer | undefined;
-    if (Buffer.isBuffer(answer.body)) payload = answer.body;
-    else if (answer.body !== undefined) {
-      headers['content-type'] = 'application/json';
-      payload = Buffer.from(JSON.stringify(answer.body));
+  }
+
+  /**
+   * `POST /$batch`: the batch checked whole (a malformed one is refused 400, nothing carried out),
+   * then its requests carried out as their `dependsOn` allows, at most 4 at once, each through
+   * `serve` as if sent alone; a request whose dependency failed answers 424 unsent. Answers come
+   * in an order of their own (Graph: "might appear in a different order"). A lost answer of any
+   * request loses the whole batch's, once all of it was carried out.
+   */
+  async function batch(call: Call): Promise<Answer | 'cut'> {
+    stats.batches++;
+    let requests: BatchRequest[];
+    try {
+      if (call.method !== 'POST') throw new Refusal(405, 'BadRequest', 'A batch is sent with POST.');
+      if (call.tooLarge) throw new Refusal(413, 'RequestEntityTooLarge', 'The request body is over 4 MB.');
+      // The batch's token is checked once; each request's permission when it is carried out.
+      authorize(call.headers, undefined);
+      requests = batchRequests(json(call));
+    } catch (err) {
+      return refused(err);
     }
-    res.writeHead(answer.status, headers).end(payload);
+    const version = BATCH_PATH.exec(call.url.pathname)![1]!;
+    const answers = new Map<string, Promise<BatchAnswer>>();
+    let cut = false;
+    let running = 0;
+    const turns: (() => void)[] = [];
+    const run = async (r: BatchRequest): Promise<BatchAnswer> => {
+      const after = await Promise.all((r.dependsOn ?? []).map((id) => answers.get(id.toLowerCase())!));
+      if (after.some((a) => a.status >= 400)) return { id: r.id, status: 424, headers: {}, body: errorBody('FailedDependency', 'A request this one depends on failed.') };
+      // Graph dispatches at most four requests of a batch at once.
+      while (running >= BATCH_DISPATCH) await new Promise<void>((resolve) => turns.push(resolve));
+      running++;
+      try {
+        const headers: Headers = { ...lowerCased(r.headers ?? {}), authorization: call.headers.authorization };
+        // A body is a JSON value, or a string of base64 bytes.
+        const body = typeof r.body === 'string' ? Buffer.from(r.body, 'base64') : Buffer.alloc(0);
+        const url = new URL(`/${version}${r.url.startsWith('/') ? '' : '/'}${r.url}`, 'http://standin');
+        const answer = await serve({ method: r.method.toUpperCase(), url, headers, body, tooLarge: false, ...(r.body !== undefined && typeof r.body !== 'string' ? { parsed: r.body } : {}) });
+        if (answer === 'cut') {
+          cut = true;
+          return { id: r.id, status: 200, headers: {} };
+        }
+        const json = answer.body === undefined || !Buffer.isBuffer(answer.body);
+        return { id: r.id, status: answer.status, headers: { ...answer.headers, ...(answer.body !== undefined ? { 'content-type': json ? 'application/json' : 'text/plain' } : {}) }, ...(answer.body !== undefined ? { body: json ? answer.body : (answer.body as Buffer).toString('base64') } : {}) };
+      } finally {
+        running--;
+        turns.shift()?.();
+      }
+    };
+    // Dependencies come first in `requests` (checked): each one's answer is in the map before it is awaited.
+    for (const r of requests) answers.set(r.id.toLowerCase(), run(r));
+    const responses = await Promise.all(answers.values());
+    if (cut) return 'cut';
+    for (let i = responses.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [responses[i], responses[j]] = [responses[j]!, responses[i]!];
+    }
+    return { status: 200, body: { responses } };
+  }
+
+  /** A batch body's requests, checked as Graph checks them (else 400, the batch refused whole). */
+  function batchRequests(body: Record<string, unknown>): BatchRequest[] {
+    const bad = (why: string) => new Refusal(400, 'BadRequest', why);
+    if (Object.keys(body).some((k) => k !== 'requests') || !Array.isArray(body.requests)) throw bad('A batch body is {"requests": [...]}.');
+    const requests = body.requests as unknown[];
+    if (requests.length === 0) throw bad('A batch holds at least one request.');
+    if (requests.length > BATCH_MAX) throw bad(`The number of requests in the batch (${requests.length}) exceeds the limit of ${BATCH_MAX}.`);
+    const seen = new Set<string>();
+    for (const value of requests) {
+      const r = value as BatchRequest;
+      if (typeof r !== 'object' || r === null || Array.isArray(r)) throw bad('Each request of a batch is an object.');
+      const extra = Object.keys(r).filter((k) => !['id', 'method', 'url', 'headers', 'body', 'dependsOn'].includes(k));
+      if (extra.length > 0) throw bad(`The property '${extra[0]}' does not exist on a batch request.`);
+      if (typeof r.id !== 'string' || r.id === '' || typeof r.method !== 'string' || typeof r.url !== 'string') throw bad('Each request of a batch needs a string id, method and url.');
+      if (/^https?:/i.test(r.url)) throw bad(`The url of request ${r.id} must be relative (such as /users/...).`);
+      if (seen.has(r.id.toLowerCase())) throw bad(`The id ${r.id} is used by more than one request of the batch.`);
+      if (r.headers !== undefined && (typeof r.headers !== 'object' || r.headers === null || Object.values(r.headers).some((v) => typeof v !== 'string'))) throw bad(`The headers of request ${r.id} must be an object of strings.`);
+      if (r.body !== undefined && !Object.keys(r.headers ?? {}).some((h) => h.toLowerCase() === 'content-type')) throw bad(`Request ${r.id} has a body but no Content-Type header.`);
+      if (r.dependsOn !== undefined && (!Array.isArray(r.dependsOn) || r.dependsOn.some((d) => typeof d !== 'string' || !seen.has(d.toLowerCase())))) {
+        throw bad(`The dependsOn of request ${r.id} must name requests earlier in the batch.`);
+      }
+      seen.add(r.id.toLowerCase());
+    }
+    return requests as BatchRequest[];
+  }
+
+  function refused(err: unknown): Answer {
+    if (!(err instanceof Refusal)) throw err;
+    if (err.status === 429) stats.throttled++;
+    return { status: err.status, body: errorBody(err.code, err.message), headers: err.retryAfter !== undefined ? { 'retry-after': String(err.retryAfter) } : {} };
   }
 
   server.listen(0, '127.0.0.1');
@@ -687,7 +851,13 @@ function folderJson(f: Folder): Record<string, unknown> {
 }
 
 /** Graph names `String 0x7D` and `String 0x007D` alike; ids compare case-insensitively in the hex. */
+const normalizedIds = new Map<string, string>();
 function normalizedPropertyId(id: string): string {
+  let normal = normalizedIds.get(id);
+  if (normal === undefined && normalizedIds.size < 10_000) normalizedIds.set(id, (normal = normalizedPropertyIdOf(id)));
+  return normal ?? normalizedPropertyIdOf(id);
+}
+function normalizedPropertyIdOf(id: string): string {
   return id.replace(/0x([0-9A-Fa-f]+)$/, (_, hex: string) => `0x${hex.toUpperCase().padStart(4, '0')}`).replace(/\{([0-9A-Fa-f-]+)\}/, (_, g: string) => `{${g.toLowerCase()}}`);
 }
 

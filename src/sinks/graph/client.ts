@@ -187,12 +187,11 @@ export class GraphClient {
         failure = err;
       }
       if (answer && answer.status < 300) return answer;
-      const error = answer ? graphError(answer) : undefined;
+      const error = answer ? graphErrorOf(answer.status, answer.json) : undefined;
       if (error?.status === 401 && !request.anonymous && !renewed) {
         // An expired or revoked token: ask for a new one, once.
         renewed = true;
-        this.stats.tokenRenewals++;
-        this.options.tokens.forget();
+        this.renewToken();
         continue;
       }
       const transient = !answer || answer.status >= 500 || answer.status === 429;
@@ -237,6 +236,18 @@ export class GraphClient {
   private backoff(attempt: number): number {
     const ceiling = Math.min(this.options.retryDelayMs * 2 ** (attempt - 1), 30_000);
     return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  /** Graph refused the token (401): the next request asks for a new one. */
+  renewToken(): void {
+    this.stats.tokenRenewals++;
+    this.options.tokens.forget();
+  }
+
+  /** Graph asked a request of `mailbox` (in a batch) to wait: none of its requests goes for `ms`. */
+  holdOff(mailbox: string, ms: number): void {
+    const state = this.mailbox(mailbox);
+    state.pausedUntil = Math.max(state.pausedUntil, Date.now() + Math.min(ms, MAX_WAIT_MS));
   }
 
   private mailbox(mailbox: string): MailboxState {
@@ -369,18 +380,20 @@ function stoppedError(): PivotArchiveError {
   return new PivotArchiveError(ErrorCode.SINK_WRITE, STOPPED_REASON);
 }
 
-/** Retry-After in seconds (Graph's form) or an HTTP date, in ms. */
-function retryAfterMs(headers: IncomingHttpHeaders): number | undefined {
+/** Retry-After in seconds (Graph's form) or an HTTP date, in ms (header names lower-cased). */
+export function retryAfterMs(headers: IncomingHttpHeaders | Record<string, string>): number | undefined {
   const value = headers['retry-after'];
+  if (typeof value !== 'string') return undefined;
   if (!value) return undefined;
   if (/^\d+$/.test(value.trim())) return Number(value) * 1000;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-function graphError(answer: GraphResponse): GraphError {
-  const body = answer.json as { error?: { code?: unknown; message?: unknown } } | undefined;
+/** The GraphError of an error answer's status and OData body (`{"error":{"code","message"}}`), its message redacted. */
+export function graphErrorOf(status: number, json: unknown): GraphError {
+  const body = json as { error?: { code?: unknown; message?: unknown } } | undefined;
   const code = typeof body?.error?.code === 'string' ? body.error.code : 'UnknownError';
   const message = typeof body?.error?.message === 'string' ? body.error.message : '(no message)';
-  return new GraphError(answer.status, code, redactSecrets(message));
+  return new GraphError(status, code, redactSecrets(message));
 }

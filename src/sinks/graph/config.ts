@@ -17,6 +17,8 @@ export interface GraphSinkConfig {
   concurrency: number;
   /** Mailboxes delivered to at once. */
   mailboxes: number;
+  /** Creates of one mailbox per JSON batch (1: each alone). */
+  batch: number;
   /** The mailboxes' message size limit, in bytes. */
   maxMessageBytes: number;
   retries: number;
@@ -73,6 +75,7 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
     mode: o.mode,
     concurrency: o.concurrency,
     mailboxes: o.mailboxes,
+    batch: o.batch,
     retries: o.retries,
     retryDelayMs: o.retryDelay,
     maxMessageBytes: o.maxMessageSize * 1024 * 1024,

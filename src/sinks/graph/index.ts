@@ -8,6 +8,7 @@ import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { createdOf, graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment, type GraphMessage } from './message.js';
 import { createGraphReader } from './reader.js';
+import { CreateBatches } from './batch.js';
 import { eachLimited } from '../held.js';
 
 const DAY = 86_400_000;
@@ -92,6 +93,7 @@ export class GraphSink extends LifecycleSink implements Sink {
   readonly maxInFlightBytes = 256 * 1024 * 1024;
   readonly client: GraphClient;
   private readonly tokens: AccessTokens;
+  private readonly batches: CreateBatches;
   private readonly mailboxes = new Map<string, MailboxRun>();
   /** Copies of items this run created that another writer made too, removed when the sink closed. */
   copiesRemoved = 0;
@@ -122,6 +124,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     // waiting for a busy mailbox's 4 slots must not leave the other mailboxes idle.
     this.maxInFlight = config.mailboxes * config.concurrency * 32;
     ({ tokens: this.tokens, client: this.client } = graphAccess(config, stop));
+    this.batches = new CreateBatches(this.client, config.batch, config.concurrency, config.retries);
   }
 
   protected async store(delivery: Delivery): Promise<Stored> {
@@ -275,9 +278,9 @@ export class GraphSink extends LifecycleSink implements Sink {
     const tooLarge = message.later.find((a) => a.bytes.length > ATTACHMENT_MAX);
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
     const user = GraphClient.user('v1.0', mailbox);
-    const made = await this.client.send(mailbox, { method: 'POST', path: `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, contentType: 'application/json', body: createBody, once: true });
+    const made = await this.batches.create(mailbox, `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, createBody);
     // The answer holds no extended property: the stamp sent is the one it holds.
-    const created = createdOf(made.json as Record<string, unknown>, message.stamp);
+    const created = createdOf(made, message.stamp);
     if (message.later.length === 0) return created;
     try {
       for (const attachment of message.later) await this.attach(mailbox, created.id, attachment);

@@ -1,0 +1,162 @@
+// A mailbox's creates sent to Graph in JSON batches (`POST /$batch`, at most 20 requests): the
+// creates waiting for one mailbox go together, each `dependsOn` the one before, so a batch runs
+// one create at a time at Outlook and holds one of the mailbox's request slots, like one request;
+// the client pays one HTTP exchange for up to 20 creates. Each create's answer is read alone:
+// 2xx created; 429 (throttled: the mailbox waits as Retry-After says), 424 (a create before it
+// failed) and a first 401 (the token expired while the batch ran) were not carried out and go again; a 5xx may have been carried out (UncertainError: the
+// caller looks before it sends again); any other error is that create's. A lost or 5xx answer of
+// the whole batch makes every create in it uncertain.
+import { type GraphClient, UncertainError, graphErrorOf, retryAfterMs } from './client.js';
+
+/** "JSON batch requests are currently limited to 20 individual requests." */
+export const BATCH_MAX = 20;
+/** A create larger than this goes alone: a batch's body stays well under Graph's 4 MB. */
+const BATCHED_CREATE_MAX = 256 * 1024;
+
+interface Waiting {
+  /** The create's path, as `client.send` takes it (`/v1.0/users/...`). */
+  path: string;
+  body: Buffer;
+  /** Times Graph answered it 429. */
+  throttled: number;
+  /** Graph answered it 401 once (its token expired while the batch ran): sent again with a new token. */
+  renewed?: boolean;
+  resolve: (created: Record<string, unknown>) => void;
+  reject: (err: unknown) => void;
+}
+
+interface MailboxCreates {
+  waiting: Waiting[];
+  /** Batches of this mailbox in flight. */
+  sending: number;
+  /** A pump is due (after the current I/O turn, so the creates arriving in it go together). */
+  due: boolean;
+}
+
+export class CreateBatches {
+  private readonly mailboxes = new Map<string, MailboxCreates>();
+
+  constructor(
+    private readonly client: GraphClient,
+    /** Creates per batch, 1 to 20 (1: each create alone). */
+    private readonly size: number,
+    /** Batches in flight per mailbox: each holds one of its request slots. */
+    private readonly concurrency: number,
+    /** Times a create goes again after a 429 before it fails. */
+    private readonly retries: number,
+  ) {}
+
+  /** POSTs `body` (a message's JSON) to `path`; resolves the created message as Graph answered it. */
+  create(mailbox: string, path: string, body: Buffer): Promise<Record<string, unknown>> {
+    if (this.size <= 1 || body.length > BATCHED_CREATE_MAX) return this.alone(mailbox, path, body);
+    return new Promise((resolve, reject) => {
+      const creates = this.of(mailbox);
+      creates.waiting.push({ path, body, throttled: 0, resolve, reject });
+      this.schedule(mailbox, creates);
+    });
+  }
+
+  private async alone(mailbox: string, path: string, body: Buffer): Promise<Record<string, unknown>> {
+    const made = await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body, once: true });
+    return made.json as Record<string, unknown>;
+  }
+
+  private of(mailbox: string): MailboxCreates {
+    let creates = this.mailboxes.get(mailbox);
+    if (!creates) this.mailboxes.set(mailbox, (creates = { waiting: [], sending: 0, due: false }));
+    return creates;
+  }
+
+  private schedule(mailbox: string, creates: MailboxCreates): void {
+    if (creates.due) return;
+    creates.due = true;
+    setImmediate(() => {
+      creates.due = false;
+      this.pump(mailbox, creates);
+    });
+  }
+
+  private pump(mailbox: string, creates: MailboxCreates): void {
+    while (creates.sending < this.concurrency && creates.waiting.length > 0) {
+      const batch = creates.waiting.splice(0, this.size);
+      creates.sending++;
+      void this.send(mailbox, creates, batch).finally(() => {
+        creates.sending--;
+        if (creates.waiting.length > 0) this.schedule(mailbox, creates);
+        else if (creates.sending === 0 && !creates.due) this.mailboxes.delete(mailbox);
+      });
+    }
+  }
+
+  private async send(mailbox: string, creates: MailboxCreates, batch: Waiting[]): Promise<void> {
+    if (batch.length === 1) {
+      const [only] = batch as [Waiting];
+      return this.alone(mailbox, only.path, only.body).then(only.resolve, only.reject);
+    }
+    let answer: unknown;
+    try {
+      answer = (await this.client.send(mailbox, { method: 'POST', path: '/v1.0/$batch', contentType: 'application/json', body: batchBody(batch), once: true })).json;
+    } catch (err) {
+      for (const w of batch) w.reject(err);
+      return;
+    }
+    const byId = new Map<string, BatchAnswer>();
+    for (const r of (answer as { responses?: BatchAnswer[] } | undefined)?.responses ?? []) byId.set(String(r.id), r);
+    const again: Waiting[] = [];
+    // The longest wait Graph asked for with a 429 or a 5xx: the whole mailbox waits it out, as the
+    // client does for a request sent alone (the creates sent again would meet the same answer).
+    let holdOff: number | undefined;
+    let renew = false;
+    for (const [i, w] of batch.entries()) {
+      const r = byId.get(String(i + 1));
+      if (r === undefined || typeof r.status !== 'number') {
+        w.reject(new UncertainError(`the batch's answer holds none for its create ${i + 1}`));
+        continue;
+      }
+      const retryAfter = retryAfterMs(lowerCased(r.headers));
+      if (r.status === 429 || r.status >= 500) holdOff = Math.max(holdOff ?? 0, retryAfter ?? (r.status === 429 ? 1000 : 0));
+      if (r.status < 300) w.resolve((r.body ?? {}) as Record<string, unknown>);
+      // Not carried out because a create before it was not: goes again (the first of a batch never
+      // depends on another, so every batch settles one create at least).
+      else if (r.status === 424) again.push(w);
+      else if (r.status === 401 && !w.renewed) {
+        w.renewed = true;
+        renew = true;
+        again.push(w);
+      } else if (r.status === 429 && w.throttled < this.retries) {
+        w.throttled++;
+        this.client.stats.throttled++;
+        again.push(w);
+      } else if (r.status >= 500) w.reject(new UncertainError(graphErrorOf(r.status, r.body).message, retryAfter));
+      else w.reject(graphErrorOf(r.status, r.body));
+    }
+    if (holdOff) this.client.holdOff(mailbox, holdOff);
+    if (renew) this.client.renewToken();
+    if (again.length === 0) return;
+    creates.waiting.unshift(...again);
+  }
+}
+
+interface BatchAnswer {
+  id: unknown;
+  status: unknown;
+  headers?: Record<string, string>;
+  body?: unknown;
+}
+
+/** The batch's JSON, each create's body (already JSON) put in as it is; each create depends on the one before. */
+function batchBody(batch: Waiting[]): Buffer {
+  const parts: Buffer[] = [Buffer.from('{"requests":[')];
+  for (const [i, w] of batch.entries()) {
+    const url = w.path.replace(/^\/v1\.0/, '');
+    parts.push(Buffer.from(`${i > 0 ? ',' : ''}{"id":"${i + 1}",${i > 0 ? `"dependsOn":["${i}"],` : ''}"method":"POST","url":${JSON.stringify(url)},"headers":{"Content-Type":"application/json"},"body":`), w.body, Buffer.from('}'));
+  }
+  parts.push(Buffer.from(']}'));
+  return Buffer.concat(parts);
+}
+
+function lowerCased(headers: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers ?? {})) out[k.toLowerCase()] = v;
+  return out;
+}
