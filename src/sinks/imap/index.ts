@@ -137,7 +137,11 @@ export interface ImapSinkStats {
   headersRelisted: number;
   /** Deliveries settled `skipped` from what the sink knew, with no command sent. */
   skippedKnown: number;
-  /** Extra copies of this run's items removed when it closed (another writer appended them at the same time). */
+  /**
+   * Extra copies of this run's items removed when it closed (another writer appended them at the
+   * same time); a copy both writers removed at once is counted by each (IMAP does not say whose
+   * EXPUNGE removed it).
+   */
   copiesRemoved: number;
 }
 
