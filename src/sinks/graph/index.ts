@@ -9,6 +9,7 @@ import { createdOf, graphLocation, halfCreated, identity, listFolder, MESSAGE_FI
 import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment, type GraphMessage } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
+import { idKey } from '../../hash.js';
 import { eachLimited } from '../held.js';
 
 const DAY = 86_400_000;
@@ -27,8 +28,13 @@ interface MailboxRun {
   days: Map<number, Promise<Map<string, Listed>>>;
   /** Items being stored now, by identity: a second copy waits for the first. */
   storing: Map<string, Promise<string>>;
-  /** What this run created, per UTC day, identity -> Graph id: checked for copies another writer made at the same time when the sink closes. */
-  created: Map<number, Map<string, string>>;
+  /**
+   * What this run created, per UTC day: the 53-bit keys of their identities (`idKey`, 8 bytes a
+   * delivery, not the strings and Graph ids: a day of millions of deliveries must fit). A hit is
+   * confirmed by asking Graph; checked for copies another writer made at the same time when the
+   * sink closes.
+   */
+  created: Map<number, Set<number>>;
   /** Why the mailbox cannot be delivered to at all (unknown user, no mailbox): its items fail at once. */
   unusable?: string;
   /** A second look after Graph first said the mailbox is unusable (one such answer may be a blip). */
@@ -160,15 +166,18 @@ export class GraphSink extends LifecycleSink implements Sink {
     if (found && !halfCreated(found)) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
     const earlier = run.storing.get(key);
     if (earlier) return { outcome: 'skipped', location: await earlier };
-    // Created earlier in this run (the same item given twice): only its id was kept, not its listing (0.5 KB a delivery).
-    const createdId = run.created.get(day)?.get(key);
-    if (createdId !== undefined) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, createdId) };
+    // Created earlier in this run (the same item given twice): only its key was kept, so Graph says where it is.
+    const createdKey = idKey(key);
+    if (run.created.get(day)?.has(createdKey)) {
+      const there = await this.lookUp(mailbox, folderId, delivery);
+      if (there && !halfCreated(there)) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, there.id) };
+    }
     const storing = this.create(mailbox, folderId, delivery, found && halfCreated(found) ? found : undefined).then((listed) => {
       // The half-created one listed is gone: a later copy of the item finds the new one as created.
       if (found) held.delete(key);
       let created = run.created.get(day);
-      if (!created) run.created.set(day, (created = new Map()));
-      created.set(key, listed.id);
+      if (!created) run.created.set(day, (created = new Set()));
+      created.add(createdKey);
       return graphLocation(mailbox, folderId, listed.id);
     });
     run.storing.set(key, storing);
@@ -341,7 +350,8 @@ export class GraphSink extends LifecycleSink implements Sink {
    * (mailbox, UTC day) this run created in is listed again; of an item held whole more than once,
    * the copy with the least id is kept and the others are removed, whoever made them. Writers that
    * each do this leave exactly one: none removes the least copy it sees, and the last to finish
-   * sees every copy (a copy still pending belongs to a writer that has not finished yet). Best
+   * sees every copy (a copy still pending belongs to a writer that has not finished yet). An item
+   * whose key matches one of this run's by chance is treated the same: its least copy stays. Best
    * effort: when Graph cannot be asked now, the copies stay, and `verify` names them unexpected.
    */
   private async removeCopiesOfOthers(): Promise<void> {
@@ -354,7 +364,7 @@ export class GraphSink extends LifecycleSink implements Sink {
           const copies = new Map<string, Listed[]>();
           for (const m of await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY })) {
             const key = identity(m.internetMessageId, m.sentAt);
-            if (!created.has(key) || halfCreated(m)) continue;
+            if (!created.has(idKey(key)) || halfCreated(m)) continue;
             const same = copies.get(key);
             if (same) same.push(m);
             else copies.set(key, [m]);

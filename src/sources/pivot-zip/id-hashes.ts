@@ -2,39 +2,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmdirSync, unlinkSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { temporarySpaceError } from '../../errors.js';
-
-// The two 32-bit halves of the last id hashed (no allocation an event).
-let hashLow = 0;
-let hashHigh = 0;
-
-/** A 64-bit hash of an id (two independently seeded 32-bit multiply-xorshift hashes), in hashLow/hashHigh. */
-function hashId(id: string): void {
-  let a = 0x9e3779b9 ^ id.length;
-  let b = 0x85ebca6b ^ Math.imul(id.length, 0xc2b2ae35);
-  for (let i = 0; i < id.length; i++) {
-    const c = id.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x5bd1e995);
-    a ^= a >>> 15;
-    b = Math.imul(b ^ c, 0x27d4eb2f);
-    b ^= b >>> 13;
-  }
-  a = Math.imul(a ^ (a >>> 16), 0x85ebca6b);
-  a = Math.imul(a ^ (a >>> 13), 0xc2b2ae35);
-  b = Math.imul(b ^ (b >>> 16), 0x7feb352d);
-  b = Math.imul(b ^ (b >>> 15), 0x846ca68b);
-  hashLow = (a ^ (a >>> 16)) >>> 0;
-  hashHigh = (b ^ (b >>> 16)) >>> 0;
-}
-
-/** A number key (53 of the 64 bits) of a hash: equal hashes, equal keys; a rare false match is only checked exactly. */
-function keyOf(low: number, high: number): number {
-  return high * 0x200000 + (low >>> 11);
-}
-
-export function idKey(id: string): number {
-  hashId(id);
-  return keyOf(hashLow, hashHigh);
-}
+import { hash64, keyOf, lastHash } from '../../hash.js';
 
 /** Hashes held in memory at once: 1 MiB. */
 const HASHES_PER_CHUNK = 128 * 1024;
@@ -65,12 +33,12 @@ export class IdHashes {
 
   /** Adds the hash of `id`; returns its key. */
   push(id: string): number {
-    hashId(id);
+    hash64(id);
     if (this.filled === this.perChunk) this.writeChunk();
-    this.words[2 * this.filled] = hashLow;
-    this.words[2 * this.filled + 1] = hashHigh;
+    this.words[2 * this.filled] = lastHash.low;
+    this.words[2 * this.filled + 1] = lastHash.high;
     this.filled++;
-    return keyOf(hashLow, hashHigh);
+    return keyOf(lastHash.low, lastHash.high);
   }
 
   /** Keys of the hashes seen more than once (the only ids that can repeat); lets the file go. */

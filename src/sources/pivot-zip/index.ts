@@ -9,7 +9,8 @@ import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent,
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
-import { IdHashes, idKey } from './id-hashes.js';
+import { IdHashes } from './id-hashes.js';
+import { idKey } from '../../hash.js';
 import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
