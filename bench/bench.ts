@@ -24,6 +24,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateSample } from '../src/sample/generate.js';
 
+const OPTIONS = ['events', 'stages', 'users', 'conversations', 'imap-events', 'imap-users', 'staging-events', 'graph-events', 'graph-users', 'graph-latency', 'graph-mailboxes'];
+const STAGES = ['source', 'naive-json-parse', 'mime', 'floor', 'floor-group', 'maildir', 'naive-maildir', 'maildir-ledger', 'verify'];
+// A typo must not cost a long run its last row: every option and stage is checked before any work.
+for (const [i, arg] of process.argv.slice(2).entries()) {
+  if (i % 2 === 0 && !(arg.startsWith('--') && OPTIONS.includes(arg.slice(2)))) throw new Error(`bench: unknown option ${JSON.stringify(arg)}; the options are --${OPTIONS.join(', --')}, each with a value`);
+}
+
 function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1]! : fallback;
@@ -31,7 +38,9 @@ function option(name: string, fallback: string): string {
 
 const sizes = option('events', '100000,1000000').split(',').filter(Boolean).map(Number);
 // verify reads back what maildir-ledger delivered, so it follows it.
-const stages = option('stages', 'source,naive-json-parse,mime,floor,floor-group,maildir,naive-maildir,maildir-ledger,verify').split(',').filter(Boolean);
+const stages = option('stages', STAGES.join(',')).split(',').filter(Boolean);
+const unknownStage = stages.find((s) => !STAGES.includes(s));
+if (unknownStage !== undefined) throw new Error(`bench: unknown stage ${JSON.stringify(unknownStage)}; the stages are ${STAGES.join(', ')}`);
 // The main archives' shape; the generator's defaults when not given.
 const shape = { users: option('users', ''), conversations: option('conversations', '') };
 const imapEvents = Number(option('imap-events', '6000'));

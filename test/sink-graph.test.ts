@@ -318,6 +318,29 @@ test('graph batch: a batch whose answer is lost (the connection cut after all wa
   }
 });
 
+test('graph batch: a 429 for a whole batch waits out Retry-After and sends it again; a 503 for it (nothing carried out) has each create looked for, then made once', async (t) => {
+  const create = 'POST /mailFolders/{id}/messages';
+  for (const [n, answer] of ([{ status: 429, code: 'ApplicationThrottled', retryAfter: 1 }, { status: 503, code: 'ServiceUnavailable' }] as const).entries()) {
+    const mailbox = `wholebatch${n}@acme.example`;
+    standin.mailbox(mailbox);
+    const sink = createGraphSink(specOf('folder=Inbox/WholeBatch'));
+    await sink.open();
+    await sink.write(delivery(1, mailbox));
+    standin.injectBatch(mailbox, answer);
+    const ds = Array.from({ length: 6 }, (_, i) => delivery(300 + i, mailbox));
+    const started = Date.now();
+    const outcomes = await Promise.all(ds.map((d) => sink.write(d)));
+    await sink.close();
+    t.true(outcomes.every((o) => o.outcome === 'delivered'), `case ${n}`);
+    if (n === 0) t.true(Date.now() - started >= 950, `case ${n}: waited ${Date.now() - started} ms for Retry-After: 1`);
+    else t.true(Date.now() - started >= 6 * 250 - 50, `case ${n}: looked only after ${Date.now() - started} ms`);
+    t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 7, `case ${n}: each created once`);
+    const held = standin.messagesIn(mailbox, 'Inbox/WholeBatch');
+    t.is(held.length, 7, `case ${n}`);
+    t.is(new Set(held.map((m) => m.internetMessageId)).size, 7, `case ${n}: nothing twice`);
+  }
+});
+
 test('graph stand-in is strict about $batch: over 20 requests, a repeated id, a body without Content-Type or a dependsOn on a later request is 400; a failed request fails its dependents with 424; four of a batch run at once, each counted against its mailbox', async (t) => {
   // Requests that take a while, so that those in flight overlap.
   const standin = await startGraphStandin({ tenant: TENANT, latencyMs: 30 });

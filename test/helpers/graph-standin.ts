@@ -115,6 +115,8 @@ export interface GraphStandin {
    * after Exchange did the work.
    */
   loseAnswers(address: string, kind: string, count?: number, instead?: Injected): void;
+  /** The next `count` `$batch` requests for a mailbox (their first request's) get this answer themselves, none of their requests carried out. */
+  injectBatch(address: string, response: Injected, count?: number): void;
   stats: {
     /** Requests carried out or refused, each of a batch counted as one. */
     requests: number;
@@ -244,6 +246,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   const injected = new Map<string, (Injected | null)[]>();
   /** Per `<mailbox> <kind>`: how many more answers are lost after the work is done, and what is answered instead. */
   const losing = new Map<string, { count: number; instead?: Injected }>();
+  /** Per mailbox: the answers its next `$batch` requests get. */
+  const batchInjected = new Map<string, Injected[]>();
   const stats: GraphStandin['stats'] = { requests: 0, batches: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0, byMailbox: new Map() };
   const tokensSeen = new Set<string>();
   let base = '';
@@ -724,6 +728,9 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       // The batch's token is checked once; each request's permission when it is carried out.
       authorize(call.headers, undefined);
       requests = batchRequests(json(call));
+      const first = /^\/users\/([^/]+)/.exec(requests[0]!.url);
+      const next = first ? batchInjected.get(decodeURIComponent(first[1]!).toLowerCase())?.shift() : undefined;
+      if (next) throw new Refusal(next.status, next.code, next.message ?? next.code, next.retryAfter);
     } catch (err) {
       return refused(err);
     }
@@ -836,6 +843,11 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       for (let i = 0; i < after; i++) queue.push(null);
       for (let i = 0; i < count; i++) queue.push(response);
       injected.set(address.toLowerCase(), queue);
+    },
+    injectBatch(address, response, count = 1) {
+      const queue = batchInjected.get(address.toLowerCase()) ?? [];
+      for (let i = 0; i < count; i++) queue.push(response);
+      batchInjected.set(address.toLowerCase(), queue);
     },
     loseAnswers(address, kind, count = 1, instead) {
       losing.set(`${address.toLowerCase()} ${kind}`, { count, ...(instead ? { instead } : {}) });

@@ -7,11 +7,16 @@
 // caller looks before it sends again); any other error is that create's. A lost or 5xx answer of
 // the whole batch makes every create in it uncertain.
 import { type GraphClient, UncertainError, graphErrorOf, retryAfterMs } from './client.js';
+import { errorMessage } from '../../errors.js';
 
 /** "JSON batch requests are currently limited to 20 individual requests." */
 export const BATCH_MAX = 20;
-/** A create larger than this goes alone: a batch's body stays well under Graph's 4 MB. */
+/** A create larger than this goes alone. */
 const BATCHED_CREATE_MAX = 256 * 1024;
+/** How long a lost batch's creates wait, per create in it, before they are looked for. */
+const LOST_CHAIN_WAIT_MS = 250;
+/** The creates' bytes in one batch: its body stays under Graph's 4 MB with room for the envelope. */
+const BATCH_BYTES_MAX = 3 * 1024 * 1024;
 
 interface Waiting {
   /** The create's path, as `client.send` takes it (`/v1.0/users/...`). */
@@ -78,13 +83,22 @@ export class CreateBatches {
 
   private pump(mailbox: string, creates: MailboxCreates): void {
     while (creates.sending < this.concurrency && creates.waiting.length > 0) {
-      const batch = creates.waiting.splice(0, this.size);
+      // Up to `size` creates, and never more bytes than one request may carry.
+      let count = 0;
+      let bytes = 0;
+      while (count < Math.min(this.size, creates.waiting.length) && (count === 0 || bytes + creates.waiting[count]!.body.length <= BATCH_BYTES_MAX)) bytes += creates.waiting[count++]!.body.length;
+      const batch = creates.waiting.splice(0, count);
       creates.sending++;
-      void this.send(mailbox, creates, batch).finally(() => {
-        creates.sending--;
-        if (creates.waiting.length > 0) this.schedule(mailbox, creates);
-        else if (creates.sending === 0 && !creates.due) this.mailboxes.delete(mailbox);
-      });
+      this.send(mailbox, creates, batch)
+        // Whatever went wrong reading the answer, no create is left unsettled: each not settled yet is looked for.
+        .catch((err: unknown) => {
+          for (const w of batch) w.reject(new UncertainError(`the batch's answer could not be read: ${errorMessage(err)}`));
+        })
+        .finally(() => {
+          creates.sending--;
+          if (creates.waiting.length > 0) this.schedule(mailbox, creates);
+          else if (creates.sending === 0 && !creates.due) this.mailboxes.delete(mailbox);
+        });
     }
   }
 
@@ -97,43 +111,49 @@ export class CreateBatches {
     try {
       answer = (await this.client.send(mailbox, { method: 'POST', path: '/v1.0/$batch', contentType: 'application/json', body: batchBody(batch), once: true })).json;
     } catch (err) {
-      for (const w of batch) w.reject(err);
+      // The chain may still be running at Graph when its answer is lost: the look-up waits a quarter
+      // second a create of it at least (a create takes Graph 0.1-0.5 s), so that it does not miss
+      // those still to come and make them twice (copies that slip through are removed at close).
+      const late = err instanceof UncertainError ? new UncertainError(err.message, Math.max(err.retryAfterMs ?? 0, batch.length * LOST_CHAIN_WAIT_MS)) : err;
+      for (const w of batch) w.reject(late);
       return;
     }
     const byId = new Map<string, BatchAnswer>();
-    for (const r of (answer as { responses?: BatchAnswer[] } | undefined)?.responses ?? []) byId.set(String(r.id), r);
+    const responses = (answer as { responses?: unknown } | undefined)?.responses;
+    for (const r of Array.isArray(responses) ? (responses as unknown[]) : []) {
+      if (typeof r === 'object' && r !== null && typeof (r as BatchAnswer).status === 'number') byId.set(String((r as BatchAnswer).id), r as BatchAnswer);
+    }
     const again: Waiting[] = [];
     // The longest wait Graph asked for with a 429 or a 5xx: the whole mailbox waits it out, as the
     // client does for a request sent alone (the creates sent again would meet the same answer).
-    let holdOff: number | undefined;
+    let holdOff = 0;
     let renew = false;
     for (const [i, w] of batch.entries()) {
       const r = byId.get(String(i + 1));
-      if (r === undefined || typeof r.status !== 'number') {
-        w.reject(new UncertainError(`the batch's answer holds none for its create ${i + 1}`));
-        continue;
-      }
-      const retryAfter = retryAfterMs(lowerCased(r.headers));
-      if (r.status === 429 || r.status >= 500) holdOff = Math.max(holdOff ?? 0, retryAfter ?? (r.status === 429 ? 1000 : 0));
-      if (r.status < 300) w.resolve((r.body ?? {}) as Record<string, unknown>);
-      // Not carried out because a create before it was not: goes again (the first of a batch never
-      // depends on another, so every batch settles one create at least).
-      else if (r.status === 424) again.push(w);
-      else if (r.status === 401 && !w.renewed) {
+      const status = r === undefined ? 0 : (r.status as number);
+      const retryAfter = retryAfterMs(lowerCased(r?.headers));
+      if (status >= 200 && status < 300) w.resolve((r!.body ?? {}) as Record<string, unknown>);
+      // Not carried out because a create before it was not: goes again. The first of a batch
+      // depends on nothing, so every batch settles its first create at least.
+      else if (status === 424 && i > 0) again.push(w);
+      else if (status === 401 && !w.renewed) {
         w.renewed = true;
         renew = true;
         again.push(w);
-      } else if (r.status === 429 && w.throttled < this.retries) {
+      } else if (status === 429 && w.throttled < this.retries) {
         w.throttled++;
         this.client.stats.throttled++;
+        holdOff = Math.max(holdOff, this.client.retryWait(w.throttled, retryAfter));
         again.push(w);
-      } else if (r.status >= 500) w.reject(new UncertainError(graphErrorOf(r.status, r.body).message, retryAfter));
-      else w.reject(graphErrorOf(r.status, r.body));
+      } else if (status === 0 || status < 200 || status >= 500 || status === 424) {
+        // No answer, or one that may follow the work: looked for before anything is sent again.
+        if (status >= 500 && retryAfter !== undefined) holdOff = Math.max(holdOff, retryAfter);
+        w.reject(new UncertainError(r === undefined ? `the batch's answer holds none for its create ${i + 1}` : graphErrorOf(status, r.body).message, retryAfter));
+      } else w.reject(graphErrorOf(status, r!.body));
     }
-    if (holdOff) this.client.holdOff(mailbox, holdOff);
+    if (holdOff > 0) this.client.holdOff(mailbox, holdOff);
     if (renew) this.client.renewToken();
-    if (again.length === 0) return;
-    creates.waiting.unshift(...again);
+    if (again.length > 0) creates.waiting.unshift(...again);
   }
 }
 

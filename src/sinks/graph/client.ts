@@ -228,7 +228,7 @@ export class GraphClient {
   }
 
   /** How long to wait before attempt `attempt`: Retry-After when given, else the backoff; never over MAX_WAIT_MS. */
-  private retryWait(attempt: number, retryAfter: number | undefined): number {
+  retryWait(attempt: number, retryAfter: number | undefined): number {
     return Math.min(retryAfter ?? this.backoff(attempt), MAX_WAIT_MS);
   }
 

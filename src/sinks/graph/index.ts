@@ -288,6 +288,8 @@ export class GraphSink extends LifecycleSink implements Sink {
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
     const user = GraphClient.user('v1.0', mailbox);
     const made = await this.batches.create(mailbox, `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, createBody);
+    // A 2xx without the message: whether it was made is looked up, as for a lost answer.
+    if (typeof made?.id !== 'string' || made.id === '') throw new UncertainError("the create's answer names no message id");
     // The answer holds no extended property: the stamp sent is the one it holds.
     const created = createdOf(made, message.stamp);
     if (message.later.length === 0) return created;

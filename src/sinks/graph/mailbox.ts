@@ -68,7 +68,8 @@ interface GraphAddress {
 
 /** A message's identity fields and `stamp`: all a create's answer is read for (the stamp it was sent). */
 export function createdOf(message: Record<string, unknown>, stamp: string | undefined): Listed {
-  return { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: new Date(String(message.sentDateTime)).toISOString(), ...(stamp ? { stamp } : {}) };
+  const sent = Date.parse(String(message.sentDateTime));
+  return { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: Number.isNaN(sent) ? '' : new Date(sent).toISOString(), ...(stamp ? { stamp } : {}) };
 }
 
 export function listedOf(message: Record<string, unknown>): Listed {
