@@ -420,6 +420,15 @@ export async function replaceAt(port: number, location: string, change: (raw: Bu
   });
 }
 
+/** Another writer's copy of the message at a location, appended to its folder (same bytes, flags and date). */
+export async function copyAt(port: number, location: string): Promise<void> {
+  await atLocation(port, location, true, async (client, uid) => {
+    const message = await client.fetchOne(String(uid), { source: true, flags: true, internalDate: true }, { uid: true });
+    if (!message || !message.source) throw new Error(`nothing at ${location}`);
+    await client.append(client.mailbox ? client.mailbox.path : '', message.source, [...(message.flags ?? [])], new Date(message.internalDate!));
+  });
+}
+
 /** The message at a location deleted (and expunged). */
 export async function removeAt(port: number, location: string): Promise<void> {
   await atLocation(port, location, true, (client, uid) => client.messageDelete(String(uid), { uid: true }));
