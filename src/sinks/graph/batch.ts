@@ -1,16 +1,12 @@
 // A mailbox's creates sent to Graph in JSON batches (`POST /$batch`, at most 20 requests): the
 // creates waiting for one mailbox go together, each `dependsOn` the one before, so a batch runs
 // one create at a time at Outlook and holds one of the mailbox's request slots, like one request;
-// the client pays one HTTP exchange for up to 20 creates. Each create's answer is read alone:
-// 2xx created; 429 (throttled: the mailbox waits as Retry-After says), 424 (a create before it
-// failed) and a first 401 (the token expired while the batch ran) were not carried out and go again; a 5xx may have been carried out (UncertainError: the
-// caller looks before it sends again); any other error is that create's. A lost or 5xx answer of
-// the whole batch makes every create in it uncertain.
+// the client pays one HTTP exchange for up to 20 creates. Each create's answer is read alone (see
+// `send` and SPEC.md, "JSON batching"): what was not carried out goes again, what may have been
+// is an UncertainError (the caller looks before it sends again).
 import { type GraphClient, UncertainError, graphErrorOf, retryAfterMs } from './client.js';
 import { errorMessage } from '../../errors.js';
 
-/** "JSON batch requests are currently limited to 20 individual requests." */
-export const BATCH_MAX = 20;
 /** A create larger than this goes alone. */
 const BATCHED_CREATE_MAX = 256 * 1024;
 /** How long a lost batch's creates wait, per create in it, before they are looked for. */
