@@ -24,14 +24,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateSample } from '../src/sample/generate.js';
 
-const OPTIONS = ['events', 'stages', 'users', 'conversations', 'imap-events', 'imap-users', 'staging-events', 'graph-events', 'graph-users', 'graph-latency', 'graph-mailboxes'];
 const STAGES = ['source', 'naive-json-parse', 'mime', 'floor', 'floor-group', 'maildir', 'naive-maildir', 'maildir-ledger', 'verify'];
-// A typo must not cost a long run its last row: every option and stage is checked before any work.
-for (const [i, arg] of process.argv.slice(2).entries()) {
-  if (i % 2 === 0 && !(arg.startsWith('--') && OPTIONS.includes(arg.slice(2)))) throw new Error(`bench: unknown option ${JSON.stringify(arg)}; the options are --${OPTIONS.join(', --')}, each with a value`);
-}
+/** The options read so far (by `option`): any other on the command line is a typo. */
+const known = new Set<string>();
 
 function option(name: string, fallback: string): string {
+  known.add(name);
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1]! : fallback;
 }
@@ -52,6 +50,10 @@ const graphUsers = Number(option('graph-users', '200'));
 const graphLatencyMs = Number(option('graph-latency', '100'));
 // The sink's `mailboxes=`: how many mailboxes' requests are in flight at once (its default is 16).
 const graphMailboxes = Number(option('graph-mailboxes', '16'));
+// A typo must not cost a long run its last row: every option and stage is checked before any work.
+for (const [i, arg] of process.argv.slice(2).entries()) {
+  if (i % 2 === 0 && !(arg.startsWith('--') && known.has(arg.slice(2)))) throw new Error(`bench: unknown option ${JSON.stringify(arg)}; the options are --${[...known].join(', --')}, each with a value`);
+}
 const work = join(tmpdir(), 'pivot-archive-bench');
 await mkdir(work, { recursive: true });
 const stageScript = fileURLToPath(new URL('./stage.js', import.meta.url));

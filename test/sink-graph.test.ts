@@ -50,6 +50,9 @@ test.after.always(async () => {
 });
 
 let folders = 0;
+/** A token the stand-in reads (it checks claims, not signatures): Mail.ReadWrite for `audience` in TENANT, valid 10 minutes, `claims` over those. */
+const unsignedToken = (audience: string, claims: object = {}) =>
+  `e30.${Buffer.from(JSON.stringify({ aud: audience, tid: TENANT, roles: ['Mail.ReadWrite'], exp: Date.now() / 1000 + 600, ...claims })).toString('base64url')}.x`;
 const specOf = (extra: string, endpoint = standin.url) => `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${endpoint}&retryDelay=20&${extra}`;
 
 function harness(mode: 'json' | 'importMime'): SinkHarness {
@@ -345,7 +348,7 @@ test('graph stand-in is strict about $batch: over 20 requests, a repeated id, a 
   // Requests that take a while, so that those in flight overlap.
   const standin = await startGraphStandin({ tenant: TENANT, latencyMs: 30 });
   t.teardown(() => standin.close());
-  const token = `e30.${Buffer.from(JSON.stringify({ aud: standin.url, tid: TENANT, roles: ['Mail.ReadWrite'], exp: Date.now() / 1000 + 600 })).toString('base64url')}.x`;
+  const token = unsignedToken(standin.url);
   const mailbox = 'strictbatch@acme.example';
   standin.mailbox(mailbox);
   const url = `/users/${mailbox}/mailFolders/inbox/messages`;
@@ -538,7 +541,7 @@ test('graph spec: plain http to a host other than loopback needs --insecure; the
 });
 
 test('graph stand-in is strict: MIME posted to /messages makes a draft; over 4 MB is 413; an unknown property or a bad extended property id is 400; expired and wrong-tenant tokens are 401', async (t) => {
-  const token = (claims: object) => `e30.${Buffer.from(JSON.stringify({ aud: standin.url, tid: TENANT, roles: ['Mail.ReadWrite'], exp: Date.now() / 1000 + 600, ...claims })).toString('base64url')}.x`;
+  const token = (claims: object) => unsignedToken(standin.url, claims);
   const post = (body: string | Buffer, contentType: string, claims: object = {}) =>
     fetch(`${standin.url}/v1.0/users/strict@acme.example/mailFolders/inbox/messages`, { method: 'POST', headers: { authorization: `Bearer ${token(claims)}`, 'content-type': contentType }, body: body as BodyInit });
   standin.mailbox('strict@acme.example');

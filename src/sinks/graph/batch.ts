@@ -141,7 +141,7 @@ export class CreateBatches {
         this.client.stats.throttled++;
         holdOff = Math.max(holdOff, this.client.retryWait(w.throttled, retryAfter));
         again.push(w);
-      } else if (status === 0 || status < 200 || status >= 500 || status === 424) {
+      } else if (status < 200 || status >= 500 || status === 424) {
         // No answer, or one that may follow the work: looked for before anything is sent again.
         if (status >= 500 && retryAfter !== undefined) holdOff = Math.max(holdOff, retryAfter);
         w.reject(new UncertainError(r === undefined ? `the batch's answer holds none for its create ${i + 1}` : graphErrorOf(status, r.body).message, retryAfter));

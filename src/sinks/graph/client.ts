@@ -208,10 +208,8 @@ export class GraphClient {
         this.stats.throttled++;
         // Throttling is per mailbox: every request of that mailbox waits, not this one alone.
         const wait = this.retryWait(attempt, retryAfter);
-        if (mailbox !== undefined) {
-          const state = this.mailbox(mailbox);
-          state.pausedUntil = Math.max(state.pausedUntil, Date.now() + wait);
-        } else await this.sleep(wait);
+        if (mailbox !== undefined) this.holdOff(mailbox, wait);
+        else await this.sleep(wait);
       } else {
         await this.sleep(this.retryWait(attempt, retryAfter));
       }
@@ -244,7 +242,7 @@ export class GraphClient {
     this.options.tokens.forget();
   }
 
-  /** Graph asked a request of `mailbox` (in a batch) to wait: none of its requests goes for `ms`. */
+  /** Graph asked a request of `mailbox` to wait (a 429, or a create of a batch): none of its requests goes for `ms`. */
   holdOff(mailbox: string, ms: number): void {
     const state = this.mailbox(mailbox);
     state.pausedUntil = Math.max(state.pausedUntil, Date.now() + Math.min(ms, MAX_WAIT_MS));
@@ -383,8 +381,7 @@ function stoppedError(): PivotArchiveError {
 /** Retry-After in seconds (Graph's form) or an HTTP date, in ms (header names lower-cased). */
 export function retryAfterMs(headers: IncomingHttpHeaders | Record<string, string>): number | undefined {
   const value = headers['retry-after'];
-  if (typeof value !== 'string') return undefined;
-  if (!value) return undefined;
+  if (typeof value !== 'string' || !value) return undefined;
   if (/^\d+$/.test(value.trim())) return Number(value) * 1000;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
