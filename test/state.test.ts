@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { copyFile, mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { NODE_FLAGS } from '../src/node-flags.js';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
@@ -104,7 +105,8 @@ test('cron --print gives a crontab line with absolute paths and quoted arguments
   const result = await cli(['cron', '--print', '--at', '02:30', '--', 'run', '--inbox', '/srv/pivot in', '--sink', 'maildir:/srv/mail?folder=.Pivot']);
   t.is(result.code, 0, result.stderr);
   const line = result.stdout.trim();
-  t.regex(line, /^30 2 \* \* \* cd \S+ && \S*node --optimize-for-size \/\S+\/bin\/pivot-archive\.js run --inbox '\/srv\/pivot in' --sink 'maildir:\/srv\/mail\?folder=\.Pivot'$/);
+  t.regex(line, /^30 2 \* \* \* cd \S+ && \S*node (?:--\S+ )+\/\S+\/bin\/pivot-archive\.js run --inbox '\/srv\/pivot in' --sink 'maildir:\/srv\/mail\?folder=\.Pivot'$/);
+  t.true(line.includes(`node ${NODE_FLAGS.join(' ')} /`), 'under the CLI\'s own V8 flags');
   const bad = await cli(['cron', '--print', '--at', '25:00', '--', 'run']);
   t.is(bad.code, 2);
   t.regex(bad.log, /not a time of day/);
