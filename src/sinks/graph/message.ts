@@ -96,15 +96,27 @@ function decodeBody(part: Part): Buffer {
   return part.body;
 }
 
+type HeaderValue = ReturnType<typeof libmime.parseHeaderValue>;
+
+/** A part with no parts in it, and its Content-Type parsed. */
+interface Leaf extends Part {
+  type: HeaderValue;
+}
+
 /** The leaves of a part, depth first: multipart bodies split at their boundary. */
-function leaves(part: Part): Part[] {
+function leaves(part: Part): Leaf[] {
   const type = libmime.parseHeaderValue(first(part, 'content-type') ?? 'text/plain');
   const boundary = type.params.boundary;
-  if (!type.value.toLowerCase().startsWith('multipart/') || !boundary) return [part];
+  if (!type.value.toLowerCase().startsWith('multipart/') || !boundary) return [{ ...part, type }];
   // Before the first delimiter: the preamble; after the closing one: the epilogue.
   return splitAtDelimiters(part.body.toString('latin1'), `--${boundary}`)
     .slice(1, -1)
     .flatMap((piece) => leaves(splitPart(Buffer.from(piece, 'latin1'))));
+}
+
+/** RFC 2047 words decoded; a text with none (nearly all) as it is, without libmime's five passes. */
+function decodedWords(text: string): string {
+  return text.includes('=?') ? libmime.decodeWords(text) : text;
 }
 
 /**
@@ -145,7 +157,7 @@ export function parseAddressList(value: string | undefined): Recipient[] {
     const address = (m ? m[2]! : text).trim();
     let name = m ? m[1]!.trim() : '';
     if (name.startsWith('"') && name.endsWith('"')) name = name.slice(1, -1).replace(/\\(.)/g, '$1');
-    name = libmime.decodeWords(name);
+    name = decodedWords(name);
     out.push({ emailAddress: { ...(name ? { name } : {}), address } });
   };
   for (let i = 0; i < value.length; i++) {
@@ -160,8 +172,8 @@ export function parseAddressList(value: string | undefined): Recipient[] {
   return out;
 }
 
-function charsetText(part: Part): string {
-  const charset = libmime.parseHeaderValue(first(part, 'content-type') ?? '').params.charset ?? 'utf-8';
+function charsetText(part: Leaf): string {
+  const charset = part.type.params.charset ?? 'utf-8';
   const bytes = decodeBody(part);
   return /^utf-?8$/i.test(charset) || /^us-ascii$/i.test(charset) ? bytes.toString('utf8') : new TextDecoder(charset, { fatal: false }).decode(bytes);
 }
@@ -179,20 +191,22 @@ export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
   let html: string | undefined;
   const attachments: FileAttachment[] = [];
   for (const leaf of leaves(top)) {
-    const type = libmime.parseHeaderValue(first(leaf, 'content-type') ?? 'text/plain');
-    const disposition = libmime.parseHeaderValue(first(leaf, 'content-disposition') ?? '');
+    const type = leaf.type;
+    const dispositionHeader = first(leaf, 'content-disposition');
+    const disposition = dispositionHeader === undefined ? undefined : libmime.parseHeaderValue(dispositionHeader);
+    const attached = disposition?.value.toLowerCase() === 'attachment';
     const mediaType = type.value.toLowerCase();
-    if (disposition.value.toLowerCase() !== 'attachment' && mediaType === 'text/plain' && text === undefined) text = charsetText(leaf);
-    else if (disposition.value.toLowerCase() !== 'attachment' && mediaType === 'text/html' && html === undefined) html = charsetText(leaf);
+    if (!attached && mediaType === 'text/plain' && text === undefined) text = charsetText(leaf);
+    else if (!attached && mediaType === 'text/html' && html === undefined) html = charsetText(leaf);
     else {
-      const param = (p: ReturnType<typeof libmime.parseHeaderValue>, key: string) => (p.decodedParams.includes(key) ? p.params[key] : p.params[key] !== undefined ? libmime.decodeWords(p.params[key]) : undefined);
+      const param = (p: HeaderValue | undefined, key: string) => (p === undefined ? undefined : p.decodedParams.includes(key) ? p.params[key] : p.params[key] !== undefined ? decodedWords(p.params[key]) : undefined);
       const name = param(disposition, 'filename') ?? param(type, 'name') ?? 'attachment';
       attachments.push({ name, contentType: mediaType, bytes: decodeBody(leaf) });
     }
   }
   const when = new Date(Math.floor(sentAt / 1000) * 1000).toISOString();
   const internetMessageId = first(top, 'message-id') ?? '';
-  const subject = libmime.decodeWords(first(top, 'subject') ?? '');
+  const subject = decodedWords(first(top, 'subject') ?? '');
   const from = parseAddressList(first(top, 'from'))[0];
   const to = parseAddressList(first(top, 'to'));
   const cc = parseAddressList(first(top, 'cc'));
@@ -227,7 +241,8 @@ export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
   // Inline what fits: each under 3 MB, and the whole request under Graph's 4 MB (base64 adds a third).
   const inline: FileAttachment[] = [];
   const later: FileAttachment[] = [];
-  let size = Buffer.byteLength(JSON.stringify(create)) + properties.reduce((n, p) => n + p.value.length + 64, 0) + 256;
+  // (The create's own size is only needed when there are attachments: most messages have none.)
+  let size = attachments.length === 0 ? 0 : Buffer.byteLength(JSON.stringify(create)) + properties.reduce((n, p) => n + p.value.length + 64, 0) + 256;
   for (const a of attachments) {
     const encoded = Math.ceil(a.bytes.length / 3) * 4 + Buffer.byteLength(a.name) * 2 + 256;
     if (a.bytes.length <= INLINE_ATTACHMENT_MAX && size + encoded < REQUEST_BODY_MAX - 64 * 1024) {
