@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateSample } from '../src/sample/generate.js';
-import { NODE_FLAGS } from '../src/node-flags.js';
+import { LAUNCH_ENVIRONMENT, NODE_FLAGS } from '../src/launch.js';
 
 const STAGES = ['source', 'naive-json-parse', 'mime', 'floor', 'floor-group', 'maildir', 'naive-maildir', 'maildir-ledger', 'verify'];
 /** The options read so far (by `option`): any other on the command line is a typo. */
@@ -87,7 +87,7 @@ async function archiveOf(size: number, users?: number, conversations?: number): 
  */
 function startStage(stage: string, archive: string, out: string, env: Record<string, string>): Promise<void> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...NODE_FLAGS, stageScript, stage, archive, out], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [...NODE_FLAGS, stageScript, stage, archive, out], { env: { ...process.env, ...LAUNCH_ENVIRONMENT, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     createInterface({ input: child.stderr }).on('line', (line) => {
       if (line.startsWith('  imap:')) process.stderr.write(`${line}\n`);
     });
@@ -101,7 +101,7 @@ function startStage(stage: string, archive: string, out: string, env: Record<str
 /** A stage's JSON line, run in the background: for a stage whose server runs in this process (the Graph stand-in). */
 function runStageAsync(stage: string, archive: string, env: Record<string, string>): Promise<Row> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...NODE_FLAGS, stageScript, stage, archive, ''], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...NODE_FLAGS, stageScript, stage, archive, ''], { env: { ...process.env, ...LAUNCH_ENVIRONMENT, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(stdout) as Row) : reject(new Error(`stage ${stage} exited ${code}`))));
@@ -109,9 +109,9 @@ function runStageAsync(stage: string, archive: string, env: Record<string, strin
 }
 
 function runStage(stage: string, archive: string, out: string, env: Record<string, string> = {}): Row {
-  // Under the CLI's own V8 flags: they decide how far the heap grows.
+  // Started as the CLI starts (src/launch.ts): its flags and malloc setting decide the memory.
   const line = execFileSync(process.execPath, [...NODE_FLAGS, stageScript, stage, archive, out], {
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...LAUNCH_ENVIRONMENT, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 1 << 20,
   }).toString();

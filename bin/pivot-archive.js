@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --optimize-for-size
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --optimize-for-size
 const { main } = await import('../dist/src/cli.js').catch((err) => {
   process.stderr.write(`pivot-archive: not built (${err.message}); run "npm install" or "npm run build" first\n`);
   process.exit(2);

@@ -3,7 +3,7 @@ import { ErrorCode, ExitCode, PivotArchiveError } from '../errors.js';
 import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
 import { formatSummary } from '../summary.js';
 import { StateDir, type RecordedRun } from './index.js';
-import { NODE_FLAGS } from '../node-flags.js';
+import { NODE_FLAGS, launchAssignments } from '../launch.js';
 
 /** The failed items a status shows of one run; the log has them all. */
 const FAILED_SHOWN = 10;
@@ -107,6 +107,6 @@ export function crontabLine(at: string, args: string[], cwd: string): string {
   const match = /^([01]?\d|2[0-3]):([0-5]\d)$/.exec(at);
   if (!match) throw new PivotArchiveError(ErrorCode.USAGE, `--at ${JSON.stringify(at)} is not a time of day such as 02:30`);
   if (args.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, 'give the command to schedule after --, e.g. -- run --inbox DIR --sink maildir:DIR');
-  const command = [process.execPath, ...NODE_FLAGS, BIN, ...args].map(shellQuote).join(' ');
+  const command = [...launchAssignments(), process.execPath, ...NODE_FLAGS, BIN, ...args].map(shellQuote).join(' ');
   return `${Number(match[2])} ${Number(match[1])} * * * cd ${shellQuote(cwd)} && ${command}`;
 }
