@@ -6,6 +6,7 @@ import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.j
 import { errorExitCode } from './exit-policy.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
+import { TOOL } from './version.js';
 import { run, type RunResult } from './run.js';
 import { dryRunSummary, formatDryRun } from './dry-run.js';
 import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
@@ -239,7 +240,9 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     const positional = yargsPositionalOf(command);
     return (positional ? y.positional(positional.name, positional.options) : y).options(yargsOptionsOf(command));
   };
-  return yargs(args)
+  // The version string itself (`.version(true)` printed "true"); none when only checking a command.
+  const parser = mode === 'execute' ? yargs(args).version(TOOL.version) : yargs(args).version(false);
+  return parser
     .scriptName('pivot-archive')
     .locale('en')
     .usage('$0 <command> [options]\n\nArchive Pivot chat export archives into mailboxes.')
@@ -361,7 +364,6 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .strict()
     .epilog(EXAMPLES)
     .help(mode === 'execute')
-    .version(mode === 'execute')
     .wrap(Math.min(110, process.stdout.columns || 110))
     .fail((message, err) => {
       const known = [...(FLAGS[args[0]!] ?? []), 'help'];

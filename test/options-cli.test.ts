@@ -5,6 +5,7 @@ import { generateSample } from '../src/sample/generate.js';
 import { StateDir } from '../src/state/index.js';
 import { formatStatus } from '../src/state/report.js';
 import type { FailureRecord, RunSummary } from '../src/status-log.js';
+import { TOOL } from '../src/version.js';
 import { cli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -36,6 +37,13 @@ test('a usage error never quotes a password, even in a word yargs does not know'
   t.is(result.code, 2);
   t.regex(result.stderr, /Unknown argument: imap:\/\/admin:\*\*\*@mail\.example\//);
   t.false(result.stderr.includes('hunter2'));
+});
+
+test('--version prints the package version, exit 0', async (t) => {
+  const result = await cli(['--version']);
+  t.is(result.code, 0);
+  t.is(result.stdout.trim(), TOOL.version);
+  t.regex(result.stdout, /^\d+\.\d+\.\d+/);
 });
 
 test('--help shows defaults as written, the size units and the config variable', async (t) => {
