@@ -11,6 +11,7 @@ import { alterOneByte, delivery, everyCase, noSecretInDescription, readerCases, 
 import { maildirOptions } from '../src/sinks/maildir/options.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
+import { chatDeliveries } from './helpers/chat.js';
 
 const roots: string[] = [];
 test.after.always(() => Promise.all(roots.map((r) => rm(r, { recursive: true, force: true }))));
@@ -298,6 +299,29 @@ test('maildir: a re-run that finds a file a client renamed (flags, new/) resolve
     { outcome: 'skipped', location: `${folder}/new/${maildirBaseName(days[1]!)}` },
     { outcome: 'skipped', location: first[2]!.location },
   ]);
+});
+
+test('maildir: an item sent before 1970 (a negative time in its file name) is still ours: a re-run after a client renamed it skips it, and the reader finds it', async (t) => {
+  const root = await tempDir(t);
+  const early = chatDeliveries({ id: 'm_early', sentAt: '1969-12-31T23:59:59.000Z', text: 'before the epoch', exportId: 'conformance', index: 0 }, ['jane@acme.example'])[0]!;
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  const first = await sink.write(early);
+  await sink.close();
+  t.regex(basename(first.location!), /^-1\.P[0-9a-f]{32}\.pivot-archive:2,S$/);
+  const flagged = join(dirname(first.location!), `${maildirBaseName(early)}:2,FS`);
+  await rename(join(root, first.location!), join(root, flagged));
+  const again = await createSink(`maildir:${root}`, { cwd: '/' });
+  await again.open();
+  t.deepEqual(await again.write(early), { outcome: 'skipped', location: flagged });
+  await again.close();
+  t.is((await readdir(join(root, dirname(first.location!)))).length, 1, 'one file, not a second copy');
+  const reader = maildirSinkFactory.reader!(`maildir:${root}`, { cwd: '/' });
+  await reader.open();
+  const wanted = { messageId: early.messageId, sentAt: new Date(early.internalDate).toISOString(), location: first.location! };
+  const { held, unexpected } = await reader.mailbox('jane@acme.example', [wanted], { sample: false });
+  t.is(held.get(wanted)?.sha256, sha256Hex(early.message));
+  t.deepEqual(unexpected, []);
 });
 
 test('createStoreReader: the reader of the store a spec names, validated as the sink is; unknown schemes are E_SINK_CONFIG', async (t) => {

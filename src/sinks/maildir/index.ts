@@ -60,10 +60,10 @@ export function maildirVariantName(delivery: Pick<Delivery, 'messageId' | 'inter
 }
 
 /** Base names of ours (an identity's, or a variant's), with the `:2,<flags>` a file has after it. */
-export const OURS = /^(\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive)(:2,.*)?$/;
+export const OURS = /^(-?\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive)(:2,.*)?$/;
 
 /** `tmp/` names of ours: the unique ones, and the fixed `<base>` that versions before them used. */
-const OUR_TEMPORARY = /^(?:\d+\.M\d+P\d+(?:N\d+)?Q\d+R[0-9a-f]{8}\..*|\d+\.P[0-9a-f]{32}\.pivot-archive)$/;
+const OUR_TEMPORARY = /^(?:-?\d+\.M\d+P\d+(?:N\d+)?Q\d+R[0-9a-f]{8}\..*|-?\d+\.P[0-9a-f]{32}\.pivot-archive)$/;
 
 /** Maildir's rule: a `tmp/` file not touched for 36 hours is left over, never a live delivery. */
 const STALE_TEMPORARY_MS = 36 * 3600 * 1000;

@@ -74,7 +74,7 @@ function readHead(path: string, buffer: Buffer): Promise<Buffer> {
 
 /** The second a file of ours is named after (`<sec>.P...`): its `sentAt`. */
 function sentAtOf(path: string): string {
-  return new Date(Number(/^(\d+)\./.exec(basename(path))![1]) * 1000).toISOString();
+  return new Date(Number(/^(-?\d+)\./.exec(basename(path))![1]) * 1000).toISOString();
 }
 
 /** A wanted message's base name: the one its location names, else its identity's. */
