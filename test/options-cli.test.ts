@@ -126,6 +126,20 @@ test('cron --print checks the command it schedules as run and import read it; a 
   t.true(badFile.stderr.includes(`E_CONFIG: ${config}: maxItemSize: "1 parsec" is not a size`), badFile.stderr);
 });
 
+test('a config file that is not JSON (a trailing comma, empty, cut short) is E_CONFIG naming it, exit 2, for run and import, by flag and by variable', async (t) => {
+  const dir = await tempDir(t);
+  const config = join(dir, 'bad.json');
+  for (const text of ['{"sink":"maildir:m","domains":["acme.example"],}', '', '{"sink":"maildir:m"']) {
+    await writeFile(config, text);
+    for (const [args, env] of [[['run', 'x.zip', '--config', config], {}], [['import', '--config', config], {}], [['run', 'x.zip'], { PIVOT_ARCHIVE_CONFIG: config }]] as const) {
+      const result = await cli([...args], { env });
+      t.is(result.code, 2, `${JSON.stringify(text)} ${args.join(' ')}: ${result.log}`);
+      t.true(result.log.includes(`E_CONFIG: cannot read config file ${config}`), result.log);
+      t.false(/at \w+ \(|SyntaxError/.test(result.log), 'no stack trace');
+    }
+  }
+});
+
 test('import reads --config and PIVOT_ARCHIVE_CONFIG, checked like run\'s: errors name the file and the key', async (t) => {
   const dir = await tempDir(t);
   const config = join(dir, 'import.json');

@@ -89,6 +89,14 @@ export async function resolveConfig<C extends Command>(command: C, flags: Record
   return config;
 }
 
+function parsedOrEmpty(text: string): Record<string, unknown> {
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
 /**
  * Where a command line that failed its checks would have kept its records (`--status-log`,
  * `--state-dir`: from the flags, their environment variables or the config file, read leniently),
@@ -103,7 +111,8 @@ export async function recordTargets(command: Command, flags: Record<string, unkn
   if (flags['dry-run'] === true) return {};
   let file: Record<string, unknown> = {};
   const config = given('config');
-  if (config) file = await readFile(resolve(cwd, config), 'utf8').then((text) => JSON.parse(text) as Record<string, unknown>, () => ({}));
+  // A file that cannot be read or parsed names no target here; reading the config says what is wrong with it.
+  if (config) file = await readFile(resolve(cwd, config), 'utf8').then(parsedOrEmpty, () => ({}));
   if (file === null || typeof file !== 'object' || file.dryRun === true) return {};
   const target = (key: string) => {
     const value = given(key) ?? file[key];
