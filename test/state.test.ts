@@ -112,19 +112,19 @@ test('cron --print gives a crontab line with absolute paths and quoted arguments
   t.regex(bad.log, /not a time of day/);
 });
 
-test('--inbox: settled archives oldest first, done/ and failed/ moves, a file still being copied is left, nothing twice', async (t) => {
+test('--inbox: settled archives oldest first (.zip in any case), done/ and failed/ moves, a file still being copied is left, another file named, nothing twice', async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
   const inbox = join(dir, 'incoming');
   await mkdir(inbox);
   const old = (minutes: number) => new Date(Date.now() - minutes * 60_000);
   await generateSample(join(inbox, 'day1.zip'), { events: 40, seed: 1, day: '2026-11-22', edgeCases: false });
-  await generateSample(join(inbox, 'day2.zip'), { events: 40, seed: 2, day: '2026-11-23', edgeCases: false });
+  await generateSample(join(inbox, 'DAY2.ZIP'), { events: 40, seed: 2, day: '2026-11-23', edgeCases: false });
   await writeFile(join(inbox, 'broken.zip'), 'not a zip at all');
   await generateSample(join(inbox, 'copying.zip'), { events: 40, seed: 3, day: '2026-11-24', edgeCases: false });
   await writeFile(join(inbox, 'notes.txt'), 'ignored');
   await utimes(join(inbox, 'day1.zip'), old(30), old(30));
-  await utimes(join(inbox, 'day2.zip'), old(20), old(20));
+  await utimes(join(inbox, 'DAY2.ZIP'), old(20), old(20));
   await utimes(join(inbox, 'broken.zip'), old(10), old(10));
   const state = join(dir, 'state');
   const out = join(dir, 'mail');
@@ -134,7 +134,8 @@ test('--inbox: settled archives oldest first, done/ and failed/ moves, a file st
   t.regex(first.stdout, /export acme-2026-11-22[\s\S]*export acme-2026-11-23/, 'oldest first');
   t.regex(first.stdout, /1 still being copied in/);
   t.deepEqual((await readdir(inbox)).sort(), ['copying.zip', 'done', 'failed', 'notes.txt']);
-  t.deepEqual((await readdir(join(inbox, 'done'))).sort(), ['day1.zip', 'day2.zip']);
+  t.deepEqual((await readdir(join(inbox, 'done'))).sort(), ['DAY2.ZIP', 'day1.zip']);
+  t.regex(first.log, /notes\.txt: not a \*\.zip, left alone/);
   t.deepEqual((await readdir(join(inbox, 'failed'))).sort(), ['broken.zip', 'broken.zip.reason.txt']);
   t.regex(await readFile(join(inbox, 'failed', 'broken.zip.reason.txt'), 'utf8'), /E_ARCHIVE_UNREADABLE/);
   const afterFirst = (await readMaildir(out)).length;
@@ -148,7 +149,7 @@ test('--inbox: settled archives oldest first, done/ and failed/ moves, a file st
   t.is(second.code, 0, second.stderr);
   t.regex(second.stdout, /again\.zip: already-completed/);
   t.regex(second.stdout, /export acme-2026-11-24/);
-  t.deepEqual((await readdir(join(inbox, 'done'))).sort(), ['again.zip', 'copying.zip', 'day1.zip', 'day2.zip']);
+  t.deepEqual((await readdir(join(inbox, 'done'))).sort(), ['DAY2.ZIP', 'again.zip', 'copying.zip', 'day1.zip']);
   const stored = await readMaildir(out);
   // The sample reuses event ids from day to day (the spec makes them unique per export only).
   t.is(new Set(stored.map((m) => `${m.mailbox} ${m.itemId} ${m.parsed.date?.toISOString()}`)).size, stored.length, 'nothing twice');

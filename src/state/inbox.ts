@@ -43,7 +43,7 @@ async function moveSafely(logger: Logger, path: string, dir: string, name: strin
 }
 
 /**
- * Every `*.zip` in the drop folder that has settled (not modified for `settleSeconds`) and is
+ * Every `*.zip` (any case) in the drop folder that has settled (not modified for `settleSeconds`) and is
  * not completed yet (its sha256 is not recorded in the state dir), oldest first. Completed
  * archives go to `done/` (or stay, with `keep`); archives that fail as a whole go to `failed/`
  * with a `.reason.txt`; archives with failed deliveries stay for the next run. A dry run reads
@@ -69,7 +69,11 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       throw failure;
     });
     for (const name of names) {
-      if (!name.endsWith('.zip')) continue;
+      // `.ZIP` too (an exporter or a copy from Windows may write it so); anything else is said, not run.
+      if (!/\.zip$/i.test(name)) {
+        if (!name.startsWith('.') && name !== 'done' && name !== 'failed') logger.info(`${name}: not a *.zip, left alone`);
+        continue;
+      }
       const path = join(inbox, name);
       const info = await stat(path).catch(() => undefined);
       if (!info) {
