@@ -373,7 +373,7 @@ const LOOKS_LIKE_MESSAGES = 'looks like a messages file but is not messages/<nam
 /**
  * Whether an entry set aside (a hostile name, or outside the layout) may hold events: named like
  * a messages file (one with a control character in its name, messages/ in another case or depth,
- * .JSON, a look-alike letter) or a bare .json. Its events are read by nothing and counted nowhere:
+ * .JSON, a look-alike letter) or any other .json. Its events are read by nothing and counted nowhere:
  * the run alarms.
  */
 export function mayHoldEvents(name: string): boolean {
@@ -389,8 +389,9 @@ export function whyIgnored(name: string): string | undefined {
   for (const required of REQUIRED) {
     if (resembles(parts[parts.length - 1]!, required)) return `looks like ${required} but is not named exactly ${required} at the top: not read`;
   }
-  if (resembles(parts[0]!, 'messages') || (parts.length > 1 && parts[0]!.startsWith('messages')) || (parts.length === 1 && folded.endsWith('.json'))) return LOOKS_LIKE_MESSAGES;
   if (resembles(parts[0]!, 'attachments') || resembles(parts[0]!, 'attachment')) return 'looks like an attachment but is not attachments/<id>: not read';
+  // Any other .json may be a messages file misnamed (message/, msgs/, " messages/"): the layout has no other JSON.
+  if (resembles(parts[0]!, 'messages') || (parts.length > 1 && parts[0]!.startsWith('messages')) || folded.endsWith('.json')) return LOOKS_LIKE_MESSAGES;
   return 'not part of the export layout (manifest.json, users.json, conversations.json, messages/<name>.json, attachments/<id>): not read';
 }
 
