@@ -231,7 +231,9 @@ test('bad items are recorded with their reason and the run goes on', async (t) =
   });
   t.is(summary.delivered, 2);
   t.true(summary.balanced);
-  t.regex(result.log, /rejected item "m_conv" \(unknown-conversation\)/);
+  t.regex(result.log, /rejected item "m_conv" at messages file 0, event \d+ \(unknown-conversation\): .*; kept in \S/);
+  // The event without an id is named by where it stands.
+  t.regex(result.log, /rejected item "" at messages file 0, event \d+ \(missing-field:id\)/);
 });
 
 test('deliveries that fail exit 1, are recorded, and a re-run delivers exactly what is missing', async (t) => {

@@ -104,7 +104,10 @@ export class Recorder {
 
   async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: RejectReasonValue, detail: string, kept: string): Promise<void> {
     this.countRejected(reason);
-    this.logger.warn(`rejected item ${JSON.stringify(line.itemId)} (${reason}): ${detail}`);
+    // An event without a usable id is named by where it stands in the archive.
+    const [file, event] = line.position?.split('.') ?? [];
+    const where = event !== undefined ? ` at messages file ${file}, event ${event}` : '';
+    this.logger.warn(`rejected item ${JSON.stringify(line.itemId)}${where} (${reason}): ${detail}${kept ? `; kept in ${kept}` : ''}`);
     await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }, 'rejected'), reason, detail, kept });
   }
 
