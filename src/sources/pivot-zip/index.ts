@@ -390,8 +390,11 @@ export function whyIgnored(name: string): string | undefined {
     if (resembles(parts[parts.length - 1]!, required)) return `looks like ${required} but is not named exactly ${required} at the top: not read`;
   }
   if (resembles(parts[0]!, 'attachments') || resembles(parts[0]!, 'attachment')) return 'looks like an attachment but is not attachments/<id>: not read';
-  // Any other .json may be a messages file misnamed (message/, msgs/, " messages/"): the layout has no other JSON.
-  if (resembles(parts[0]!, 'messages') || (parts.length > 1 && parts[0]!.startsWith('messages')) || folded.endsWith('.json')) return LOOKS_LIKE_MESSAGES;
+  // Any other .json in the archive's own tree may be a messages file misnamed (message/, msgs/,
+  // " messages/"): the layout has no other JSON. (A hostile one outside it, `../x.json` or
+  // `/tmp/x.json`, is set aside as hostile, as before.)
+  const json = folded.endsWith('.json') && (parts.length === 1 || (!name.startsWith('/') && !parts.includes('..')));
+  if (resembles(parts[0]!, 'messages') || (parts.length > 1 && parts[0]!.startsWith('messages')) || json) return LOOKS_LIKE_MESSAGES;
   return 'not part of the export layout (manifest.json, users.json, conversations.json, messages/<name>.json, attachments/<id>): not read';
 }
 
