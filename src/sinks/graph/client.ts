@@ -9,6 +9,7 @@ import { setMaxListeners } from 'node:events';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { AccessTokens } from '../../auth/entra.js';
 import { redactSecrets } from '../../redact.js';
+import { Slots } from '../slots.js';
 
 /** What Graph answered with an error: its status and OData `{"error":{"code","message"}}`. */
 export class GraphError extends Error {
@@ -77,27 +78,6 @@ export interface GraphClientOptions {
   retryDelayMs: number;
   tokens: AccessTokens;
   stop?: AbortSignal;
-}
-
-/** A counting semaphore whose waiters are served in order. */
-class Slots {
-  private free: number;
-  private readonly waiting: (() => void)[] = [];
-  constructor(size: number) {
-    this.free = size;
-  }
-  async take(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-  give(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free++;
-  }
 }
 
 /** What the client knows of one mailbox: its request slots and until when Graph asked it to wait. */

@@ -6,6 +6,7 @@ import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
 import type { ImapSinkConfig } from './config.js';
+import { Slots } from '../slots.js';
 import { authFor, findFolder, identity, imapClient, imapDescription, imapLocation, ImapSink, imapSpecAndCredentials, loginRefusal, logout, parseImapLocation, serverText, uidSet, type ImapCredentials, type ImapSpecOptions } from './index.js';
 
 /** UIDs per FETCH command: a range of this many messages at most. */
@@ -34,9 +35,8 @@ function chunks<T>(items: T[], size: number): T[][] {
 
 export class ImapReader implements StoreReader {
   readonly description: string;
-  /** Connections open now, at most `pool` (mailboxes read at once beyond that wait). */
-  private connections = 0;
-  private readonly waiting: (() => void)[] = [];
+  /** Connections open at once, at most `pool` (mailboxes read at once beyond that wait). */
+  private readonly connections: Slots;
 
   constructor(
     readonly config: ImapSinkConfig,
@@ -44,6 +44,7 @@ export class ImapReader implements StoreReader {
     private readonly stop?: AbortSignal,
   ) {
     this.description = imapDescription(config);
+    this.connections = new Slots(config.pool);
   }
 
   /** Proves the admin's credentials as the sink's `open()` does (the same logins; nothing is written). */
@@ -129,7 +130,7 @@ export class ImapReader implements StoreReader {
     } finally {
       this.stop?.removeEventListener('abort', onStop);
       await logout(client);
-      this.release();
+      this.connections.give();
     }
   }
 
@@ -159,8 +160,7 @@ export class ImapReader implements StoreReader {
    * a mailbox that does not exist): it holds nothing the app can see.
    */
   private async connect(mailbox: string): Promise<ImapFlow | undefined> {
-    if (this.connections >= this.config.pool) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.connections++;
+    await this.connections.take();
     const tokens = typeof this.credentials === 'string' ? undefined : this.credentials;
     for (let tries = 0; ; tries++) {
       let client: ImapFlow | undefined;
@@ -177,18 +177,12 @@ export class ImapReader implements StoreReader {
           tokens.forget();
           continue;
         }
-        this.release();
+        this.connections.give();
         if (refusal === 'authorization' || (tokens && refusal !== null && refusal !== 'unavailable')) return undefined;
         if (err instanceof PivotArchiveError) throw err;
         throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `IMAP reader: cannot log in to mailbox ${mailbox}: ${serverText(err)}`, { cause: err });
       }
     }
-  }
-
-  private release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.connections--;
   }
 }
 

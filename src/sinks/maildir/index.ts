@@ -13,6 +13,7 @@ import { DirectorySync } from '../../fs-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
+import { Slots } from '../slots.js';
 
 /** What every mailbox is: an address, something on both sides of an `@`. */
 const ADDRESS = /.@./s;
@@ -378,9 +379,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * of ours (nearly all), the whole `Folder` for the others. See `Ready`.
    */
   private readonly folders = new Map<string, Promise<Folder> | Ready | Folder>();
-  /** Preparations under way, and those waiting their turn (see `prepare`). */
-  private preparing = 0;
-  private readonly turns: (() => void)[] = [];
+  /** Preparations under way at once (see `prepare`). */
+  private readonly preparations = new Slots(PREPARING);
   /** The root as `join()` writes it, with a trailing `/`: a folder's path is this, its name, `/`, the Pivot folder. */
   private readonly base: string;
   /** By copyKey, oldest first (see REMEMBERED_COPIES). */
@@ -505,9 +505,14 @@ export class MaildirSink extends LifecycleSink implements Sink {
 
   /** A folder remembered as `Ready`, as its preparation found it (nothing renamed: it is never listed again). */
   private readyFolder(mailbox: string, ready: Ready): Folder {
-    const location = `${mailboxFolderName(mailbox)}/${this.config.folder}`;
-    const path = this.base + location;
+    const { path, location } = this.pivotFolder(mailbox);
     return { path, location, place: { folder: path, dev: Math.floor(ready / 2) }, listing: ready % 2 === 1 ? HELD_OURS : NOTHING_OURS };
+  }
+
+  /** A mailbox's Pivot folder: its path, and its location under the root (as `Stored.location` starts). */
+  private pivotFolder(mailbox: string): { path: string; location: string } {
+    const location = `${mailboxFolderName(mailbox)}/${this.config.folder}`;
+    return { path: this.base + location, location };
   }
 
   /**
@@ -518,20 +523,17 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * threads) is as busy with a few: each preparation is a chain of one-at-a-time calls.
    */
   private async prepare(mailbox: string): Promise<Folder> {
-    if (this.preparing >= PREPARING) await new Promise<void>((resolve) => this.turns.push(resolve));
-    else this.preparing++;
+    await this.preparations.take();
     try {
       return await this.prepareNow(mailbox);
     } finally {
-      const next = this.turns.shift();
-      if (next) next();
-      else this.preparing--;
+      this.preparations.give();
     }
   }
 
   private async prepareNow(mailbox: string): Promise<Folder> {
     const home = mailboxFolder(this.config.root, mailbox);
-    const path = join(home, this.config.folder);
+    const { path, location } = this.pivotFolder(mailbox);
     for (const dir of [home, path]) {
       await this.makeDir(dir);
       for (const sub of ['cur', 'new', 'tmp']) await this.makeDir(join(dir, sub));
@@ -547,7 +549,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
       if (!isCode(err, 'EEXIST')) throw err;
     }
     const [listing, info] = await Promise.all([listOurs(path), stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
-    return { path, location: relative(this.config.root, path), place: { folder: path, dev: info.dev }, listing };
+    return { path, location, place: { folder: path, dev: info.dev }, listing };
   }
 
   /** Lists a folder again (one listing at a time). */
