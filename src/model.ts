@@ -50,6 +50,11 @@ export interface EventPosition {
   index: number;
 }
 
+/** Where an event stands, as messages and logs say it: `messages file F, event E`. */
+export function positionText(position: EventPosition): string {
+  return `messages file ${position.file}, event ${position.index}`;
+}
+
 /**
  * One array element of a messages file, as the source read it. `bytes` are the element's exact
  * bytes in the archive (what the rejects folder keeps); `raw` is their parsed value. An element

@@ -9,6 +9,7 @@ import { checkAddress } from './formats/address/index.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import { runJob, type InputIdentity, type JobContext, type JobOptions, type JobResult } from './job.js';
 import type { Logger } from './logger.js';
+import { positionText } from './model.js';
 import type { Sink } from './sinks/sink.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { PivotZipSource } from './sources/pivot-zip/source.js';
@@ -70,7 +71,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one.
       const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }) : undefined;
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
-      if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (messages file ${checkpoint.resumeAt.file}, event ${checkpoint.resumeAt.index})`);
+      if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
       return {
         source: new PivotZipSource(archive, name, checkpoint),
         started: { exportId: archive.exportId, tenant: archive.tenant, eventsInArchive: archive.eventCount },

@@ -1,6 +1,7 @@
 import { errorCodeOf, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from '../errors.js';
 import { alarmOf } from '../exit-policy.js';
 import type { Logger } from '../logger.js';
+import { positionText } from '../model.js';
 import type { Source } from '../sources/source.js';
 import { REJECTS_SHARD, formatShard, type Shard } from '../transforms/shard/index.js';
 import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary, type Unstamped } from '../status-log.js';
@@ -105,8 +106,8 @@ export class Recorder {
   async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: RejectReasonValue, detail: string, kept: string): Promise<void> {
     this.countRejected(reason);
     // An event without a usable id is named by where it stands in the archive.
-    const [file, event] = line.position?.split('.') ?? [];
-    const where = event !== undefined ? ` at messages file ${file}, event ${event}` : '';
+    const [file, index] = line.position?.split('.').map(Number) ?? [];
+    const where = index === undefined ? '' : ` at ${positionText({ file: file!, index })}`;
     this.logger.warn(`rejected item ${JSON.stringify(line.itemId)}${where} (${reason}): ${detail}${kept ? `; kept in ${kept}` : ''}`);
     await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }, 'rejected'), reason, detail, kept });
   }

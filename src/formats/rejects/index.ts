@@ -4,7 +4,7 @@ import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { AttachmentRef, ExportContext, Rejection } from '../../model.js';
+import { positionText, type AttachmentRef, type ExportContext, type Rejection } from '../../model.js';
 import type { ZipEntry } from '../zip/index.js';
 import { sha256Hex } from '../../hash.js';
 import { fsyncDir } from '../../fs-util.js';
@@ -36,7 +36,7 @@ export class RejectsFolder {
   /** Keeps the item; resolves to its folder. Rejects when anything could not be written durably. */
   async keep(source: RejectsSource, item: Rejection): Promise<string> {
     const exportDir = join(this.dir, safeName(source.exportId));
-    const id = item.itemId || `(no id) messages file ${item.position.file}, event ${item.position.index}`;
+    const id = item.itemId || `(no id) ${positionText(item.position)}`;
     const folder = join(exportDir, `${safeName(id)}@${item.position.file}.${item.position.index}`);
     await mkdir(folder, { recursive: true });
     await writeDurably(join(folder, 'event.json'), async (out) => {

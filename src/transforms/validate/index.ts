@@ -1,5 +1,5 @@
 import { NoteReason, RejectReason } from '../../errors.js';
-import { isRejection, reject, type ExportContext, type Item, type Rejection, type SourceEvent, type User } from '../../model.js';
+import { isRejection, positionText, reject, type ExportContext, type Item, type Rejection, type SourceEvent, type User } from '../../model.js';
 import { checkEvent, isObject, optional } from '../../formats/pivot-export/event.js';
 import type { Recorder } from '../../pipeline/recorder.js';
 import { rejected, type Stage } from '../../pipeline/unit.js';
@@ -10,7 +10,7 @@ import { rejected, type Stage } from '../../pipeline/unit.js';
  */
 export function validateEvent(archive: ExportContext, event: SourceEvent): Item | Rejection {
   const { position, raw: input } = event;
-  const at = `messages file ${position.file}, event ${position.index}`;
+  const at = positionText(position);
   const original = { bytes: event.bytes, tooLarge: event.tooLarge };
   if (event.tooLarge) {
     return reject({}, position, RejectReason.EVENT_TOO_LARGE, `event at ${at} is ${event.tooLarge.length} bytes, over the event size limit; its bytes are kept, never read whole`, original);
@@ -24,7 +24,7 @@ export function validateEvent(archive: ExportContext, event: SourceEvent): Item 
   const raw = input;
   if (event.duplicateOf) {
     const first = event.duplicateOf;
-    return reject(raw, position, RejectReason.DUPLICATE_ID, `event ${JSON.stringify(raw.id)} at ${at} reuses the id of the event at messages file ${first.file}, event ${first.index} (ids are unique per export); the first is delivered, this one kept`, original);
+    return reject(raw, position, RejectReason.DUPLICATE_ID, `event ${JSON.stringify(raw.id)} at ${at} reuses the id of the event at ${positionText(first)} (ids are unique per export); the first is delivered, this one kept`, original);
   }
   const checked = checkEvent(raw, archive);
   if ('reason' in checked) return reject(raw, position, checked.reason, checked.detail, original);
