@@ -2,7 +2,7 @@
 // skipped, a torn or empty file is replaced, another complete version is kept and ours stored
 // beside it; and a tmp/ file it did not make is never touched.
 import test, { type ExecutionContext } from 'ava';
-import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Delivery } from '../src/model.js';
 import { createSink } from '../src/sinks/index.js';
@@ -13,8 +13,8 @@ import { tempDir } from './helpers/tmp.js';
 const MAILBOX = 'jane@acme.example';
 
 /** Event `m_<n>` as export `exportId` builds it, with `text` (a corrected event has other text). */
-function event(n: number, exportId = 'first-export', text = `message number ${n}`): Delivery {
-  const sentAt = new Date(Date.parse('2026-11-23T10:00:00Z') + n * 10_000).toISOString();
+function event(n: number, exportId = 'first-export', text = `message number ${n}`, day = '2026-11-23'): Delivery {
+  const sentAt = new Date(Date.parse(`${day}T10:00:00Z`) + n * 10_000).toISOString();
   return chatDeliveries({ id: `m_${n}`, sentAt, text, exportId, index: n, conversation: { id: 'c_1', name: 'Presence' }, sender: { id: 'u_1', displayName: 'Jane', email: MAILBOX } }, [MAILBOX])[0]!;
 }
 
@@ -128,4 +128,65 @@ test('maildir presence: a file a client renames again during a run (after the fo
   t.is((await sink.write(first!)).outcome, 'skipped');
   await sink.close();
   t.deepEqual((await readdir(cur)).sort(), [`${base}:2,FRS`, `${maildirBaseName(second!)}:2,S`].sort());
+});
+
+/** A sink over `root`, opened; `write` gives outcome and location; `close` closes it. */
+async function openSink(root: string) {
+  const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+  await sink.open();
+  return sink;
+}
+
+test('maildir presence: files of ours a client renames for the first time during a re-run, after the folder was listed, are found, not delivered twice', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  const folder = join(cur, '..');
+  const items = [1, 2, 3, 4].map((n) => event(n));
+  t.deepEqual(await writeAll(root, items), ['delivered', 'delivered', 'delivered', 'delivered']);
+  const sink = await openSink(root);
+  t.is((await sink.write(items[3]!)).outcome, 'skipped'); // the folder is listed now, every file as `:2,S`
+  const [flagged, unseen, removed] = items.map((d) => maildirBaseName(d));
+  await rename(join(cur, `${flagged}:2,S`), join(cur, `${flagged}:2,FS`));
+  await rename(join(cur, `${unseen}:2,S`), join(folder, 'new', unseen!));
+  // A message the user deleted during the run is delivered again (as a re-run after the deletion would).
+  await rm(join(cur, `${removed}:2,S`));
+  const outcomes = await Promise.all(items.slice(0, 3).map((d) => sink.write(d)));
+  await sink.close();
+  t.deepEqual(outcomes, [
+    { outcome: 'skipped', location: `${MAILBOX}/.INBOX.Pivot/cur/${flagged}:2,FS` },
+    { outcome: 'skipped', location: `${MAILBOX}/.INBOX.Pivot/new/${unseen}` },
+    { outcome: 'delivered', location: `${MAILBOX}/.INBOX.Pivot/cur/${removed}:2,S` },
+  ]);
+  t.is((await readdir(cur)).length + (await readdir(join(folder, 'new'))).length, 4, 'each item once');
+});
+
+test('maildir presence: a file of another day than the run\'s first, renamed during the run, is found (the folder listed again for that day)', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  // Two days ago's items are there; nothing of today's: the folder is kept as `Ready` after its listing.
+  const earlier = [1, 2].map((n) => event(n, 'earlier-export', undefined, '2026-11-21'));
+  t.deepEqual(await writeAll(root, earlier), ['delivered', 'delivered']);
+  const sink = await openSink(root);
+  t.is((await sink.write(event(1))).outcome, 'delivered');
+  const base = maildirBaseName(earlier[0]!);
+  await rename(join(cur, `${base}:2,S`), join(cur, `${base}:2,FS`));
+  t.deepEqual(await sink.write(earlier[0]!), { outcome: 'skipped', location: `${MAILBOX}/.INBOX.Pivot/cur/${base}:2,FS` });
+  // Listed again for 2026-11-21: the other item of that day, renamed after that listing, is found too.
+  const other = maildirBaseName(earlier[1]!);
+  await rename(join(cur, `${other}:2,S`), join(cur, `${other}:2,RS`));
+  t.deepEqual(await sink.write(earlier[1]!), { outcome: 'skipped', location: `${MAILBOX}/.INBOX.Pivot/cur/${other}:2,RS` });
+  await sink.close();
+  t.is((await readdir(cur)).length, 3);
+});
+
+test('maildir presence: a corrected version stored beside the original, renamed during a re-run, is found, not stored twice', async (t) => {
+  const { root, cur, original, corrected } = await originalDelivered(t, 3);
+  t.deepEqual(await writeAll(root, [corrected]), ['delivered']);
+  const sink = await openSink(root);
+  t.is((await sink.write(original)).outcome, 'skipped');
+  const variant = (await readdir(cur)).find((name) => name.includes('.C'))!;
+  await rename(join(cur, variant), join(cur, variant.replace(/:2,S$/, ':2,FS')));
+  t.is((await sink.write(corrected)).outcome, 'skipped');
+  await sink.close();
+  t.is((await readdir(cur)).length, 2);
 });

@@ -14,6 +14,7 @@ import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 import { Slots } from '../slots.js';
+import { dayOfName, dayOfTime, NameHashes, type SeenNames } from './seen-names.js';
 
 /** What every mailbox is: an address, something on both sides of an `@`. */
 const ADDRESS = /.@./s;
@@ -209,6 +210,10 @@ interface Listing {
    * client's flag change (`:2,FS`, `:2,`) or moved to `new/`. Few; the rest are not kept.
    */
   renamed: Map<string, string[]>;
+  /** The UTC days of the names `seen` answers for (the days this run delivers into the folder). */
+  days: ReadonlySet<number>;
+  /** Our `cur/<base>:2,S` names of those days, as the listing saw them; undefined when none. */
+  seen?: SeenNames;
 }
 
 /** The Pivot folder of one mailbox, as prepared (and listed) once per run. */
@@ -224,23 +229,15 @@ interface Folder {
 }
 
 /**
- * A prepared folder whose listing found no file of ours renamed, as the sink keeps it for the
- * rest of the run: its file system (`st_dev`) times 2, plus 1 when the listing found files of
- * ours. Its path and location follow from the address; its listing is one of the two below (such
- * a folder is never listed again: only a remembered renamed name that has gone makes it look).
- * A `Folder` kept whole cost ~700 bytes a mailbox (two path strings, a Map, four objects and a
- * settled promise); this is a map entry and a small integer.
+ * A prepared folder whose listing found no file of ours renamed and none of the run's first day,
+ * as the sink keeps it for the rest of the run: its file system (`st_dev`) times 2, plus 1 when
+ * the listing found files of ours. Its path and location follow from the address, its listing's
+ * days are the run's first day. A `Folder` kept whole cost ~700 bytes a mailbox (two path
+ * strings, a Map, four objects and a settled promise); this is a map entry and a small integer.
  */
 type Ready = number;
 
-const NOTHING_OURS: Listing = Object.freeze({ heldOurs: false, renamed: new Map<string, string[]>() });
-const HELD_OURS: Listing = Object.freeze({ heldOurs: true, renamed: new Map<string, string[]>() });
-
-/** `folder` as `Ready`, or undefined when it has renamed files of ours to remember (or a file system number too large to double). */
-function asReady(folder: Folder): Ready | undefined {
-  const ready = folder.place.dev * 2 + (folder.listing.heldOurs ? 1 : 0);
-  return folder.listing.renamed.size === 0 && Number.isSafeInteger(ready) ? ready : undefined;
-}
+const NOTHING_RENAMED: ReadonlyMap<string, string[]> = new Map();
 
 /**
  * Our files in a folder's `cur/` and `new/`, as one listing of each finds them: the sub-folder,
@@ -263,16 +260,22 @@ export async function* ourFiles(folder: string, missingIsEmpty = false): AsyncGe
   }
 }
 
-async function listOurs(folder: string): Promise<Listing> {
-  const listing: Listing = { heldOurs: false, renamed: new Map() };
+/** Lists a folder for `Listing`: `seen` holds its `:2,S` names of `days`. */
+async function listOurs(folder: string, days: ReadonlySet<number>): Promise<Listing> {
+  const listing: Listing = { heldOurs: false, renamed: new Map(), days };
+  const seen = new NameHashes();
   for await (const { sub, name, base, flags } of ourFiles(folder)) {
     listing.heldOurs = true;
-    if (sub === 'cur' && flags === ':2,S') continue;
+    if (sub === 'cur' && flags === ':2,S') {
+      if (days.has(dayOfName(base))) seen.push(base);
+      continue;
+    }
     const paths = listing.renamed.get(base);
     const path = join(folder, sub, name);
     if (paths) paths.push(path);
     else listing.renamed.set(base, [path]);
   }
+  listing.seen = seen.filter((Math.random() * 2 ** 32) >>> 0);
   return listing;
 }
 
@@ -351,6 +354,9 @@ const PREPARING = 32;
 /** How many times a write looks again after another writer took the name it was publishing. */
 const MAX_TRIES = 8;
 
+/** How many times one placement lists a folder again because a name the listing saw has gone. */
+const MAX_RELISTS = 4;
+
 /**
  * Copies of one item (one `copyKey`) remembered for the copies still to come: fan-out hands an
  * item's copies to the sink one after another, so the most recent few thousand keys cover them
@@ -381,6 +387,12 @@ export class MaildirSink extends LifecycleSink implements Sink {
   private readonly folders = new Map<string, Promise<Folder> | Ready | Folder>();
   /** Preparations under way at once (see `prepare`). */
   private readonly preparations = new Slots(PREPARING);
+  /**
+   * The days a folder's listing covers at first: the UTC day of the run's first delivery (a
+   * daily export's day). A folder's first item of another day adds that day; a later one lists
+   * the folder again (see `place`).
+   */
+  private firstDays: ReadonlySet<number> | undefined;
   /** The root as `join()` writes it, with a trailing `/`: a folder's path is this, its name, `/`, the Pivot folder. */
   private readonly base: string;
   /** By copyKey, oldest first (see REMEMBERED_COPIES). */
@@ -485,13 +497,13 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * Maildir and the subfolder made, `cur/` and `new/` listed for our renamed files. Remembered
    * (compactly) for the run; a preparation that fails is forgotten (the next delivery tries again).
    */
-  private folderOf(mailbox: string): Folder | Promise<Folder> {
+  private folderOf(mailbox: string, day: number): Folder | Promise<Folder> {
     const known = this.folders.get(mailbox);
     if (typeof known === 'number') return this.readyFolder(mailbox, known);
     if (known) return known;
-    const preparing = this.prepare(mailbox).then(
+    const preparing = this.prepare(mailbox, day).then(
       (folder) => {
-        this.folders.set(mailbox, asReady(folder) ?? folder);
+        this.folders.set(mailbox, this.asReady(folder) ?? folder);
         return folder;
       },
       (err: unknown) => {
@@ -503,10 +515,17 @@ export class MaildirSink extends LifecycleSink implements Sink {
     return preparing;
   }
 
-  /** A folder remembered as `Ready`, as its preparation found it (nothing renamed: it is never listed again). */
+  /** A folder remembered as `Ready`, as its preparation found it. */
   private readyFolder(mailbox: string, ready: Ready): Folder {
     const { path, location } = this.pivotFolder(mailbox);
-    return { path, location, place: { folder: path, dev: Math.floor(ready / 2) }, listing: ready % 2 === 1 ? HELD_OURS : NOTHING_OURS };
+    return { path, location, place: { folder: path, dev: Math.floor(ready / 2) }, listing: { heldOurs: ready % 2 === 1, renamed: NOTHING_RENAMED as Map<string, string[]>, days: this.firstDays! } };
+  }
+
+  /** `folder` as `Ready`, or undefined when its listing has more to remember (or its file system number is too large to double). */
+  private asReady(folder: Folder): Ready | undefined {
+    const { heldOurs, renamed, days, seen } = folder.listing;
+    const ready = folder.place.dev * 2 + (heldOurs ? 1 : 0);
+    return renamed.size === 0 && seen === undefined && days === this.firstDays && Number.isSafeInteger(ready) ? ready : undefined;
   }
 
   /** A mailbox's Pivot folder: its path, and its location under the root (as `Stored.location` starts). */
@@ -522,16 +541,16 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * coming all run, and those arenas stayed twice the size (RSS +11 MiB). The thread pool (4
    * threads) is as busy with a few: each preparation is a chain of one-at-a-time calls.
    */
-  private async prepare(mailbox: string): Promise<Folder> {
+  private async prepare(mailbox: string, day: number): Promise<Folder> {
     await this.preparations.take();
     try {
-      return await this.prepareNow(mailbox);
+      return await this.prepareNow(mailbox, day);
     } finally {
       this.preparations.give();
     }
   }
 
-  private async prepareNow(mailbox: string): Promise<Folder> {
+  private async prepareNow(mailbox: string, day: number): Promise<Folder> {
     const home = mailboxFolder(this.config.root, mailbox);
     const { path, location } = this.pivotFolder(mailbox);
     for (const dir of [home, path]) {
@@ -548,20 +567,39 @@ export class MaildirSink extends LifecycleSink implements Sink {
     } catch (err) {
       if (!isCode(err, 'EEXIST')) throw err;
     }
-    const [listing, info] = await Promise.all([listOurs(path), stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
+    const days = this.firstDays!.has(day) ? this.firstDays! : new Set([...this.firstDays!, day]);
+    const [listing, info] = await Promise.all([listOurs(path, days), stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
     return { path, location, place: { folder: path, dev: info.dev }, listing };
   }
 
-  /** Lists a folder again (one listing at a time). */
-  private relist(folder: Folder): Promise<void> {
-    folder.relisting ??= listOurs(folder.path)
+  /**
+   * Lists a mailbox's folder again (one listing at a time), its days with `day` and the days
+   * either side added (a backfill of many days lists a folder a third as often). The folder is
+   * kept whole from then on, and what `folderOf` gives from then on.
+   */
+  private async relist(mailbox: string, folder: Folder, day: number): Promise<Folder> {
+    const kept = this.folders.get(mailbox);
+    if (typeof kept === 'object' && !(kept instanceof Promise)) folder = kept;
+    else this.folders.set(mailbox, folder);
+    const days = folder.listing.days.has(day) ? folder.listing.days : new Set([...folder.listing.days, day - 1, day, day + 1]);
+    folder.relisting ??= listOurs(folder.path, days)
       .then((listing) => {
         folder.listing = listing;
       })
       .finally(() => {
         folder.relisting = undefined;
       });
-    return folder.relisting;
+    await folder.relisting;
+    return folder;
+  }
+
+  /**
+   * Whether the folder's listing saw `base` as `cur/<base>:2,S`, which is not there now: "maybe"
+   * for a name of a day it did not cover. Then the folder is listed again before the name is
+   * called free (a client renamed the file since, and its new name is not remembered).
+   */
+  private static maybeListed(listing: Listing, base: string): boolean {
+    return !listing.days.has(dayOfName(base)) || (listing.seen?.has(base) ?? false);
   }
 
   /**
@@ -570,18 +608,19 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * variant is looked at the same way (where anything else is a torn file of ours). A torn file,
    * with nothing else holding the name: `torn`. Nothing: `free`.
    */
-  private async place(folder: Folder, delivery: Delivery, retried = false): Promise<Place> {
+  private async place(folder: Folder, delivery: Delivery, relists = 0): Promise<Place> {
     let name = maildirBaseName(delivery);
     let variant = false;
     let vanished = false;
     for (;;) {
       const remembered = folder.listing.renamed.get(name) ?? [];
+      const plain = join(folder.path, 'cur', `${name}:2,S`);
       let torn: string | undefined;
       let taken = false;
-      for (const path of [join(folder.path, 'cur', `${name}:2,S`), ...remembered]) {
+      for (const path of [plain, ...remembered]) {
         const verdict = await this.holds(path, delivery);
         if (verdict === 'same') return { kind: 'held', path };
-        if (verdict === 'absent') vanished ||= remembered.includes(path);
+        if (verdict === 'absent') vanished ||= path !== plain || MaildirSink.maybeListed(folder.listing, name);
         else if (verdict === 'torn' || variant) torn ??= path;
         else taken = true;
       }
@@ -590,10 +629,13 @@ export class MaildirSink extends LifecycleSink implements Sink {
         variant = true;
         continue;
       }
-      if (vanished && !retried) {
-        // A client renamed a file of ours again since the listing: look at the folder afresh.
-        await this.relist(folder);
-        return this.place(folder, delivery, true);
+      if (vanished) {
+        // A client renamed (or removed) a file of ours since the listing: look at the folder afresh.
+        if (relists === MAX_RELISTS) {
+          throw new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: files of ours in ${folder.path} kept being renamed while it was listed (${MAX_RELISTS} listings), so whether it holds ${delivery.messageId} is not known`);
+        }
+        const relisted = await this.relist(delivery.mailbox, folder, dayOfTime(delivery.internalDate));
+        return this.place(relisted, delivery, relists + 1);
       }
       return torn ? { kind: 'torn', path: torn } : { kind: 'free', name };
     }
@@ -660,7 +702,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * round trip.
    */
   protected async store(delivery: Delivery): Promise<Stored> {
-    const folder = await this.folderOf(delivery.mailbox);
+    this.firstDays ??= new Set([dayOfTime(delivery.internalDate)]);
+    const folder = await this.folderOf(delivery.mailbox, dayOfTime(delivery.internalDate));
     // Where the message is, as the ledger records it: relative to the root.
     // Every name it stores or finds is in the folder (concatenated: path.relative costs more than the rest of a delivery's path work).
     const at = (outcome: Stored['outcome'], path: string): Stored => ({
