@@ -13,6 +13,11 @@ export async function pathExists(path: string): Promise<boolean> {
   }
 }
 
+/** Whether `err` is a system error with this code (ENOENT, EEXIST...). */
+export function isCode(err: unknown, code: string): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === code;
+}
+
 /** fsyncs a directory, so the names created in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);

@@ -190,3 +190,15 @@ test('maildir presence: a corrected version stored beside the original, renamed 
   await sink.close();
   t.is((await readdir(cur)).length, 2);
 });
+
+test('maildir presence: many new items of many days at once into a folder holding files of ours are all delivered (each day listed, no write refused)', async (t) => {
+  const root = await tempDir(t);
+  const { cur } = await folderOf(root);
+  t.deepEqual(await writeAll(root, [event(1)]), ['delivered']);
+  // A backfill: twelve days, every other one, all in flight together.
+  const days = Array.from({ length: 12 }, (_, i) => new Date(Date.parse('2026-10-01T00:00:00Z') + 2 * i * 86_400_000).toISOString().slice(0, 10));
+  const items = days.map((day, i) => event(100 + i, 'backfill', undefined, day));
+  t.deepEqual(await writeAll(root, items), items.map(() => 'delivered'));
+  t.deepEqual(await writeAll(root, [...items, event(1)]), [...items, event(1)].map(() => 'skipped'));
+  t.is((await readdir(cur)).length, 13);
+});

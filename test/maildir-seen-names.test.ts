@@ -27,6 +27,16 @@ test('seen names: every name added is seen; names not added are seen falsely abo
   t.true(falsely < absent.length / 1000, `${falsely} false positives`);
 });
 
+test('seen names: small filters (a folder\'s few names of the day) are as sure as large ones', (t) => {
+  const absent = Array.from({ length: 100_000 }, (_, n) => base(n + 1_000_000));
+  for (const count of [1, 4, 5, 19, 100, 1000]) {
+    const seen = filterOf(Array.from({ length: count }, (_, n) => base(n)), 99 + count);
+    const falsely = absent.filter((name) => seen.has(name)).length;
+    t.log(`${count} names: ${falsely} false "seen" of ${absent.length}`);
+    t.true(falsely < absent.length / 1000, `${count} names: ${falsely} false positives`);
+  }
+});
+
 test('seen names: the same identity at another second, and a variant, are other names', (t) => {
   const seen = filterOf([base(1)], 7);
   t.true(seen.has(base(1)));

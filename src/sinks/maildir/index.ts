@@ -9,12 +9,13 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
-import { DirectorySync } from '../../fs-util.js';
+import { DirectorySync, isCode } from '../../fs-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 import { Slots } from '../slots.js';
-import { dayOfName, dayOfTime, NameHashes, type SeenNames } from './seen-names.js';
+import { dayOfTime } from './seen-names.js';
+import { listOurs, type Listing } from './listing.js';
 
 /** What every mailbox is: an address, something on both sides of an `@`. */
 const ADDRESS = /.@./s;
@@ -60,9 +61,6 @@ export function maildirVariantName(delivery: Pick<Delivery, 'messageId' | 'inter
   const base = maildirBaseName(delivery);
   return `${base.slice(0, -SUFFIX.length)}.C${sha256Hex(comparable(delivery.message)).slice(0, 16)}${SUFFIX}`;
 }
-
-/** Base names of ours (an identity's, or a variant's), with the `:2,<flags>` a file has after it. */
-export const OURS = /^(-?\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive)(:2,.*)?$/;
 
 /** `tmp/` names of ours: the unique ones, and the fixed `<base>` that versions before them used. */
 const OUR_TEMPORARY = /^(?:-?\d+\.M\d+P\d+(?:N\d+)?Q\d+R[0-9a-f]{8}\..*|-?\d+\.P[0-9a-f]{32}\.pivot-archive)$/;
@@ -182,10 +180,6 @@ function readStart(path: string, expected: number, limit: number, identify: bool
   });
 }
 
-export function isCode(err: unknown, code: string): boolean {
-  return (err as NodeJS.ErrnoException | undefined)?.code === code;
-}
-
 /**
  * Whether `err` (from a link or rename of our `tmp/` file) is that file gone: removed by a
  * `tmp/` cleaner that took it for left over (another host's, or a writer in another PID
@@ -201,21 +195,6 @@ async function vanished(err: unknown, temporary: string): Promise<boolean> {
   }
 }
 
-/** Our files in a folder's `cur/` and `new/`, as one listing finds them. */
-interface Listing {
-  /** Any file of ours at all: if none, a write does not look before it publishes. */
-  heldOurs: boolean;
-  /**
-   * Base name -> paths of our files not in the `cur/<base>:2,S` form we write: renamed by a
-   * client's flag change (`:2,FS`, `:2,`) or moved to `new/`. Few; the rest are not kept.
-   */
-  renamed: Map<string, string[]>;
-  /** The UTC days of the names `seen` answers for (the days this run delivers into the folder). */
-  days: ReadonlySet<number>;
-  /** Our `cur/<base>:2,S` names of those days, as the listing saw them; undefined when none. */
-  seen?: SeenNames;
-}
-
 /** The Pivot folder of one mailbox, as prepared (and listed) once per run. */
 interface Folder {
   path: string;
@@ -224,60 +203,27 @@ interface Folder {
   /** Where the file worker's operations in it happen (the folder and its file system). */
   place: OpPlace;
   listing: Listing;
-  /** A listing under way because a remembered name was gone (a client renamed it again). */
-  relisting?: Promise<void>;
+  /** A listing under way (a name the listing saw has gone, or a day it did not cover came), and the days it covers. */
+  relisting?: { done: Promise<void>; days: ReadonlySet<number> };
 }
 
 /**
- * A prepared folder whose listing found no file of ours renamed and none of the run's first day,
- * as the sink keeps it for the rest of the run: its file system (`st_dev`) times 2, plus 1 when
- * the listing found files of ours. Its path and location follow from the address, its listing's
- * days are the run's first day. A `Folder` kept whole cost ~700 bytes a mailbox (two path
- * strings, a Map, four objects and a settled promise); this is a map entry and a small integer.
+ * A prepared folder whose listing has nothing to remember but its kind, as the sink keeps it for
+ * the rest of the run: an index into the sink's few kinds (file system, whether the listing
+ * found files of ours, the days it covers). Its path and location follow from the address. A
+ * `Folder` kept whole cost ~700 bytes a mailbox (two path strings, a Map, four objects and a
+ * settled promise); this is a map entry and a small integer. Nearly every folder is one: only
+ * a listing that found renamed files of ours, or names of the day it covers, is kept whole.
  */
 type Ready = number;
 
-const NOTHING_RENAMED: ReadonlyMap<string, string[]> = new Map();
-
-/**
- * Our files in a folder's `cur/` and `new/`, as one listing of each finds them: the sub-folder,
- * the file's name, its base name (before `:2,`) and its `:2,<flags>` suffix. `missingIsEmpty`: a
- * sub-folder that is not there holds nothing (a reader's view; the sink made them).
- */
-export async function* ourFiles(folder: string, missingIsEmpty = false): AsyncGenerator<{ sub: 'cur' | 'new'; name: string; base: string; flags?: string }> {
-  for (const sub of ['cur', 'new'] as const) {
-    let dir;
-    try {
-      dir = await opendir(join(folder, sub), { bufferSize: 1024 });
-    } catch (err) {
-      if (missingIsEmpty && (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR'))) continue;
-      throw err;
-    }
-    for await (const entry of dir) {
-      const match = OURS.exec(entry.name);
-      if (match) yield { sub, name: entry.name, base: match[1]!, flags: match[2] };
-    }
-  }
+/** What a `Ready` folder is, shared by the folders of its kind. */
+interface ReadyKind {
+  dev: number;
+  listing: Listing;
 }
 
-/** Lists a folder for `Listing`: `seen` holds its `:2,S` names of `days`. */
-async function listOurs(folder: string, days: ReadonlySet<number>): Promise<Listing> {
-  const listing: Listing = { heldOurs: false, renamed: new Map(), days };
-  const seen = new NameHashes();
-  for await (const { sub, name, base, flags } of ourFiles(folder)) {
-    listing.heldOurs = true;
-    if (sub === 'cur' && flags === ':2,S') {
-      if (days.has(dayOfName(base))) seen.push(base);
-      continue;
-    }
-    const paths = listing.renamed.get(base);
-    const path = join(folder, sub, name);
-    if (paths) paths.push(path);
-    else listing.renamed.set(base, [path]);
-  }
-  listing.seen = seen.filter((Math.random() * 2 ** 32) >>> 0);
-  return listing;
-}
+const NOTHING_RENAMED = new Map<string, string[]>();
 
 /** Whether a process of this host with that pid is gone (EPERM: it exists, as another user). */
 function processGone(pid: number): boolean {
@@ -387,12 +333,9 @@ export class MaildirSink extends LifecycleSink implements Sink {
   private readonly folders = new Map<string, Promise<Folder> | Ready | Folder>();
   /** Preparations under way at once (see `prepare`). */
   private readonly preparations = new Slots(PREPARING);
-  /**
-   * The days a folder's listing covers at first: the UTC day of the run's first delivery (a
-   * daily export's day). A folder's first item of another day adds that day; a later one lists
-   * the folder again (see `place`).
-   */
-  private firstDays: ReadonlySet<number> | undefined;
+  /** The kinds of `Ready` folder met this run, and each one's index by what it is. */
+  private readonly readyKinds: ReadyKind[] = [];
+  private readonly readyKindIndex = new Map<string, Ready>();
   /** The root as `join()` writes it, with a trailing `/`: a folder's path is this, its name, `/`, the Pivot folder. */
   private readonly base: string;
   /** By copyKey, oldest first (see REMEMBERED_COPIES). */
@@ -481,15 +424,16 @@ export class MaildirSink extends LifecycleSink implements Sink {
     }
   }
 
-  /** A directory, made (and given to the owner) unless it is there. */
-  private async makeDir(dir: string): Promise<void> {
+  /** A directory, made (and given to the owner) unless it is there; whether it was made. */
+  private async makeDir(dir: string): Promise<boolean> {
     try {
       await mkdir(dir);
     } catch (err) {
-      if (isCode(err, 'EEXIST')) return;
+      if (isCode(err, 'EEXIST')) return false;
       throw err;
     }
     if (this.owner) await chown(dir, this.owner.uid, this.owner.gid);
+    return true;
   }
 
   /**
@@ -518,14 +462,21 @@ export class MaildirSink extends LifecycleSink implements Sink {
   /** A folder remembered as `Ready`, as its preparation found it. */
   private readyFolder(mailbox: string, ready: Ready): Folder {
     const { path, location } = this.pivotFolder(mailbox);
-    return { path, location, place: { folder: path, dev: Math.floor(ready / 2) }, listing: { heldOurs: ready % 2 === 1, renamed: NOTHING_RENAMED as Map<string, string[]>, days: this.firstDays! } };
+    const kind = this.readyKinds[ready]!;
+    return { path, location, place: { folder: path, dev: kind.dev }, listing: kind.listing };
   }
 
-  /** `folder` as `Ready`, or undefined when its listing has more to remember (or its file system number is too large to double). */
+  /** `folder` as `Ready`, or undefined when its listing has names to remember. */
   private asReady(folder: Folder): Ready | undefined {
     const { heldOurs, renamed, days, seen } = folder.listing;
-    const ready = folder.place.dev * 2 + (heldOurs ? 1 : 0);
-    return renamed.size === 0 && seen === undefined && days === this.firstDays && Number.isSafeInteger(ready) ? ready : undefined;
+    if (renamed.size > 0 || seen !== undefined) return undefined;
+    const key = `${folder.place.dev} ${heldOurs} ${[...days].sort((a, b) => a - b).join(',')}`;
+    let ready = this.readyKindIndex.get(key);
+    if (ready === undefined) {
+      ready = this.readyKinds.push({ dev: folder.place.dev, listing: { heldOurs, renamed: NOTHING_RENAMED, days } }) - 1;
+      this.readyKindIndex.set(key, ready);
+    }
+    return ready;
   }
 
   /** A mailbox's Pivot folder: its path, and its location under the root (as `Stored.location` starts). */
@@ -553,9 +504,10 @@ export class MaildirSink extends LifecycleSink implements Sink {
   private async prepareNow(mailbox: string, day: number): Promise<Folder> {
     const home = mailboxFolder(this.config.root, mailbox);
     const { path, location } = this.pivotFolder(mailbox);
+    let made = 0;
     for (const dir of [home, path]) {
       await this.makeDir(dir);
-      for (const sub of ['cur', 'new', 'tmp']) await this.makeDir(join(dir, sub));
+      for (const sub of ['cur', 'new', 'tmp']) if ((await this.makeDir(join(dir, sub))) && dir === path && sub !== 'tmp') made++;
     }
     try {
       const marker = await open(join(path, 'maildirfolder'), 'wx');
@@ -567,39 +519,37 @@ export class MaildirSink extends LifecycleSink implements Sink {
     } catch (err) {
       if (!isCode(err, 'EEXIST')) throw err;
     }
-    const days = this.firstDays!.has(day) ? this.firstDays! : new Set([...this.firstDays!, day]);
-    const [listing, info] = await Promise.all([listOurs(path, days), stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
+    const listed = listOurs(path, new Set([day]), { neighbours: true, made: made === 2 });
+    const [listing, info] = await Promise.all([listed, stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
     return { path, location, place: { folder: path, dev: info.dev }, listing };
   }
 
   /**
-   * Lists a mailbox's folder again (one listing at a time), its days with `day` and the days
-   * either side added (a backfill of many days lists a folder a third as often). The folder is
-   * kept whole from then on, and what `folderOf` gives from then on.
+   * Lists a mailbox's folder again (one listing at a time), covering `day` (with the days either
+   * side: a backfill of many days lists a folder a third as often). A listing under way that
+   * does not cover it is waited for first. The folder is kept whole from then on, and is what
+   * `folderOf` gives.
    */
   private async relist(mailbox: string, folder: Folder, day: number): Promise<Folder> {
     const kept = this.folders.get(mailbox);
     if (typeof kept === 'object' && !(kept instanceof Promise)) folder = kept;
     else this.folders.set(mailbox, folder);
-    const days = folder.listing.days.has(day) ? folder.listing.days : new Set([...folder.listing.days, day - 1, day, day + 1]);
-    folder.relisting ??= listOurs(folder.path, days)
-      .then((listing) => {
-        folder.listing = listing;
-      })
-      .finally(() => {
-        folder.relisting = undefined;
-      });
-    await folder.relisting;
+    while (folder.relisting && !folder.relisting.days.has(day)) await folder.relisting.done.catch(() => undefined);
+    let relisting = folder.relisting;
+    if (!relisting) {
+      const { days } = folder.listing;
+      const covering = days.has(day) ? days : new Set([...days, day - 1, day, day + 1]);
+      const done = listOurs(folder.path, covering)
+        .then((listing) => {
+          folder.listing = listing;
+        })
+        .finally(() => {
+          folder.relisting = undefined;
+        });
+      folder.relisting = relisting = { done, days: covering };
+    }
+    await relisting.done;
     return folder;
-  }
-
-  /**
-   * Whether the folder's listing saw `base` as `cur/<base>:2,S`, which is not there now: "maybe"
-   * for a name of a day it did not cover. Then the folder is listed again before the name is
-   * called free (a client renamed the file since, and its new name is not remembered).
-   */
-  private static maybeListed(listing: Listing, base: string): boolean {
-    return !listing.days.has(dayOfName(base)) || (listing.seen?.has(base) ?? false);
   }
 
   /**
@@ -607,21 +557,32 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * holding our message: `held`. Another complete version: it stays, and the content-named
    * variant is looked at the same way (where anything else is a torn file of ours). A torn file,
    * with nothing else holding the name: `torn`. Nothing: `free`.
+   *
+   * A name is called free only on a listing that would have seen it: when the listing saw its
+   * `cur/<base>:2,S` (or remembered a renamed one) and it has gone since (a client renamed or
+   * removed it), or did not cover its day, the folder is listed again first.
    */
   private async place(folder: Folder, delivery: Delivery, relists = 0): Promise<Place> {
+    const day = dayOfTime(delivery.internalDate);
     let name = maildirBaseName(delivery);
     let variant = false;
     let vanished = false;
+    let unlisted = false;
     for (;;) {
-      const remembered = folder.listing.renamed.get(name) ?? [];
+      // One listing for the whole look: a relist may replace the folder's meanwhile.
+      const listing = folder.listing;
+      const remembered = listing.renamed.get(name) ?? [];
       const plain = join(folder.path, 'cur', `${name}:2,S`);
       let torn: string | undefined;
       let taken = false;
       for (const path of [plain, ...remembered]) {
         const verdict = await this.holds(path, delivery);
         if (verdict === 'same') return { kind: 'held', path };
-        if (verdict === 'absent') vanished ||= path !== plain || MaildirSink.maybeListed(folder.listing, name);
-        else if (verdict === 'torn' || variant) torn ??= path;
+        if (verdict === 'absent') {
+          if (path !== plain) vanished = true;
+          else if (!listing.days.has(day)) unlisted = true;
+          else if (listing.seen?.has(name)) vanished = true;
+        } else if (verdict === 'torn' || variant) torn ??= path;
         else taken = true;
       }
       if (taken) {
@@ -629,13 +590,12 @@ export class MaildirSink extends LifecycleSink implements Sink {
         variant = true;
         continue;
       }
-      if (vanished) {
-        // A client renamed (or removed) a file of ours since the listing: look at the folder afresh.
-        if (relists === MAX_RELISTS) {
+      if (vanished || unlisted) {
+        if (vanished && relists === MAX_RELISTS) {
           throw new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: files of ours in ${folder.path} kept being renamed while it was listed (${MAX_RELISTS} listings), so whether it holds ${delivery.messageId} is not known`);
         }
-        const relisted = await this.relist(delivery.mailbox, folder, dayOfTime(delivery.internalDate));
-        return this.place(relisted, delivery, relists + 1);
+        const relisted = await this.relist(delivery.mailbox, folder, day);
+        return this.place(relisted, delivery, vanished ? relists + 1 : relists);
       }
       return torn ? { kind: 'torn', path: torn } : { kind: 'free', name };
     }
@@ -702,7 +662,6 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * round trip.
    */
   protected async store(delivery: Delivery): Promise<Stored> {
-    this.firstDays ??= new Set([dayOfTime(delivery.internalDate)]);
     const folder = await this.folderOf(delivery.mailbox, dayOfTime(delivery.internalDate));
     // Where the message is, as the ledger records it: relative to the root.
     // Every name it stores or finds is in the folder (concatenated: path.relative costs more than the rest of a delivery's path work).

@@ -7,7 +7,9 @@ import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import { Digest, eachLimited, messageIdentity } from '../held.js';
 import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
-import { isCode, mailboxFolder, mailboxOfFolderName, maildirBaseName, OURS, ourFiles, SUFFIX } from './index.js';
+import { isCode } from '../../fs-util.js';
+import { mailboxFolder, mailboxOfFolderName, maildirBaseName, SUFFIX } from './index.js';
+import { OURS, ourFiles } from './listing.js';
 
 /** Files read at once: enough to keep a disk (or the page cache) busy, few enough for the descriptors. */
 const READS_AT_ONCE = 64;
