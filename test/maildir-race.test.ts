@@ -73,28 +73,37 @@ test('maildir race: two processes delivering the same export into one root at on
 
 test('maildir race: a tmp/ file of ours removed under it (a cleaner that took it for left over) is written again, not a failed write', async (t) => {
   const root = await tempDir(t);
-  const tmp = join(root, 'a@acme.example', '.INBOX.Pivot', 'tmp');
-  await mkdir(tmp, { recursive: true });
-  const removed: string[] = [];
-  // Another host's tmp/ cleaner, or a writer in another PID namespace that took our pid for gone.
-  const watcher = watch(tmp, (_event, name) => {
-    if (!name || removed.length > 0) return;
+  // The cleaner must strike while the write goes: under load the watch event can come only after
+  // it, so the try is made again (a fresh root) until it struck, and every try must deliver.
+  for (let attempt = 1; ; attempt++) {
+    const tries = join(root, String(attempt));
+    const tmp = join(tries, 'a@acme.example', '.INBOX.Pivot', 'tmp');
+    await mkdir(tmp, { recursive: true });
+    const removed: string[] = [];
+    // Another host's tmp/ cleaner, or a writer in another PID namespace that took our pid for gone.
+    const watcher = watch(tmp, (_event, name) => {
+      if (!name || removed.length > 0) return;
+      try {
+        unlinkSync(join(tmp, name));
+        removed.push(name);
+      } catch {
+        // already gone
+      }
+    });
+    // Megabytes, so the write is still going when the cleaner strikes.
+    const [d] = raceDeliveries(1);
+    const big = { ...d!, message: Buffer.concat([d!.message, Buffer.alloc(8 << 20, 'x')]) };
+    const sink = await createSink(`maildir:${tries}?links=0`, { cwd: '/' });
+    await sink.open();
     try {
-      unlinkSync(join(tmp, name));
-      removed.push(name);
-    } catch {
-      // already gone
+      t.is((await sink.write(big)).outcome, 'delivered');
+    } finally {
+      await sink.close();
+      watcher.close();
     }
-  });
-  t.teardown(() => watcher.close());
-  // Megabytes, so the write is still going when the cleaner strikes.
-  const [d] = raceDeliveries(1);
-  const big = { ...d!, message: Buffer.concat([d!.message, Buffer.alloc(8 << 20, 'x')]) };
-  const sink = await createSink(`maildir:${root}?links=0`, { cwd: '/' });
-  await sink.open();
-  t.is((await sink.write(big)).outcome, 'delivered');
-  await sink.close();
-  t.is(removed.length, 1, 'the cleaner struck');
-  t.true((await readFile(join(root, 'a@acme.example', '.INBOX.Pivot', 'cur', `${maildirBaseName(big)}:2,S`))).equals(big.message));
-  t.deepEqual(await readdir(tmp), []);
+    t.true((await readFile(join(tries, 'a@acme.example', '.INBOX.Pivot', 'cur', `${maildirBaseName(big)}:2,S`))).equals(big.message));
+    t.deepEqual(await readdir(tmp), []);
+    if (removed.length === 1) return t.log(`the cleaner struck at try ${attempt}`);
+    if (attempt === 5) return t.fail('the cleaner never struck during a write in 5 tries');
+  }
 });
