@@ -8,7 +8,7 @@ export async function pathExists(path: string): Promise<boolean> {
     await stat(path);
     return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if (isCode(err, 'ENOENT')) return false;
     throw err;
   }
 }

@@ -125,7 +125,7 @@ async function compare(path: string, ours: Buffer, identify: boolean): Promise<{
   try {
     read = await readStart(path, ours.length, ours.length + 65536, identify);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { verdict: 'absent' };
+    if (isCode(err, 'ENOENT')) return { verdict: 'absent' };
     throw err;
   }
   const theirs = read.data;
