@@ -3,7 +3,7 @@ import type { LedgerWriter } from './ledger/writer.js';
 import { redactSecrets } from './redact.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from './errors.js';
 
@@ -262,6 +262,20 @@ interface LogFile {
  * for the disk. A file that cannot be written (ENOSPC, EIO) fails every later write, flush and
  * close with E_STATUS_LOG naming it: the run stops rather than go on unrecorded.
  */
+/** Whether a file ends inside a line (its last byte is not a newline). */
+async function endsMidLine(path: string): Promise<boolean> {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    if (size === 0) return false;
+    const last = Buffer.alloc(1);
+    await handle.read(last, 0, 1, size - 1);
+    return last[0] !== 0x0a;
+  } finally {
+    await handle.close();
+  }
+}
+
 export class StatusLog {
   private constructor(
     private readonly files: LogFile[],
@@ -287,6 +301,8 @@ export class StatusLog {
           file.failed ??= new PivotArchiveError(ErrorCode.STATUS_LOG, `cannot write status log ${path}: ${errorMessage(err)}`, { cause: err });
         });
         await once(out, 'open');
+        // A line a full disk or a crash cut short stays alone: this run's first record starts a line of its own.
+        if (await endsMidLine(path)) out.write('\n');
         files.push(file);
       } catch (err) {
         for (const f of files) f.out.destroy();

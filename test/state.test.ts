@@ -255,3 +255,50 @@ test('--inbox needs --state-dir, and excludes an archive argument', async (t) =>
   t.is(both.code, 2);
   t.regex(both.log, /give one of/);
 });
+
+test('--inbox: an archive dropped over the same name while the run reads it is left for the next run, never moved to done/ unread', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'incoming');
+  await mkdir(inbox);
+  const old = new Date(Date.now() - 30 * 60_000);
+  await generateSample(join(inbox, 'acme.zip'), { events: 40, seed: 1, day: '2026-11-22', edgeCases: false });
+  await generateSample(join(dir, 'next.zip'), { events: 40, seed: 2, day: '2026-11-23', edgeCases: false });
+  await utimes(join(inbox, 'acme.zip'), old, old);
+  await utimes(join(dir, 'next.zip'), old, old);
+  // The exporter drops the next day's export as README advises (copied under another name, then mv'd in), mid-run.
+  const dropper = join(dir, 'dropper.mjs');
+  await writeFile(dropper, `import { renameSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'dropper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (++n === 10) renameSync(${JSON.stringify(join(dir, 'next.zip'))}, ${JSON.stringify(join(inbox, 'acme.zip'))}); return item; } };\n`);
+  const state = join(dir, 'state');
+  const out = join(dir, 'mail');
+  const common = ['run', '--all-domains', '--inbox', inbox, '--state-dir', state, '--sink', `maildir:${out}`, '--rejects', join(dir, 'r')];
+  const first = await cli([...common, '--plugin', dropper]);
+  t.is(first.code, 0, first.stderr);
+  t.regex(first.log, /acme\.zip: replaced or changed while it was read: the new file is left for the next run/);
+  t.deepEqual(await readdir(inbox), ['acme.zip'], 'the new export stays in the drop folder');
+  const second = await cli(common);
+  t.is(second.code, 0, second.stderr);
+  t.regex(second.stdout, /export acme-2026-11-23/, 'the next run delivers the new export');
+  t.deepEqual(await readdir(join(inbox, 'done')), ['acme.zip']);
+  t.deepEqual((await readdir(join(state, 'completed'))).length, 2);
+});
+
+test('--inbox: an archive whose time is in the future (a writer\'s clock ahead) is left once, then taken when the next run finds it unchanged', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'incoming');
+  await mkdir(inbox);
+  await generateSample(join(inbox, 'ahead.zip'), { events: 40, seed: 1, edgeCases: false });
+  const ahead = new Date(Date.parse('2099-01-01T00:00:00Z'));
+  await utimes(join(inbox, 'ahead.zip'), ahead, ahead);
+  const args = ['run', '--all-domains', '--inbox', inbox, '--state-dir', join(dir, 'state'), '--sink', `maildir:${join(dir, 'mail')}`, '--rejects', join(dir, 'r')];
+  const first = await cli(args);
+  t.is(first.code, 0, first.stderr);
+  t.regex(first.log, /ahead\.zip: .*in the future: it is taken when the next run finds it unchanged/);
+  t.regex(first.stdout, /1 still being copied in/);
+  const second = await cli(args);
+  t.is(second.code, 0, second.stderr);
+  t.regex(second.log, /ahead\.zip: unchanged since the last run left it to settle: taken/);
+  t.regex(second.stdout, /export acme-2026-11-23/);
+  t.deepEqual(await readdir(join(inbox, 'done')), ['ahead.zip']);
+});

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
@@ -32,13 +32,55 @@ async function moveInto(path: string, dir: string, name: string): Promise<string
   return target;
 }
 
-/** moveInto, logged instead of thrown: a move that fails must not stop the other archives. */
-async function moveSafely(logger: Logger, path: string, dir: string, name: string): Promise<string | undefined> {
+/** What a file is, cheaply: another file moved over its name, or its bytes rewritten, differ. */
+interface Sighting {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+async function sighting(path: string): Promise<Sighting | undefined> {
+  const info = await stat(path).catch(() => undefined);
+  return info && { dev: info.dev, ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
+}
+
+const sameFile = (a: Sighting | undefined, b: Sighting | undefined) => a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
+
+/**
+ * moveInto, only when the file at `path` is still the one that was read (`read`): an archive
+ * dropped over the same name while it ran (`mv` in, as the README advises) is another export,
+ * left for the next run, never moved to done/ unread. Logged instead of thrown: a move that
+ * fails must not stop the other archives.
+ */
+async function moveSafely(logger: Logger, path: string, dir: string, name: string, read: Sighting | undefined): Promise<string | undefined> {
+  if (read !== undefined && !sameFile(read, await sighting(path))) {
+    logger.warn(`${name}: replaced or changed while it was read: the new file is left for the next run`);
+    return undefined;
+  }
   try {
     return await moveInto(path, dir, name);
   } catch (err) {
     logger.error(`${name}: cannot be moved to ${dir}: ${errorMessage(err)}`);
     return undefined;
+  }
+}
+
+/**
+ * The archives a drop-folder run left because they had not settled, as it saw them. One seen
+ * unchanged by the next run has settled whatever its time says: an mtime in the future (a
+ * writer's clock ahead, a copy that kept the source's time) never gets older than `--settle`.
+ */
+function waitingPath(state: StateDir): string {
+  return join(state.dir, 'inbox-waiting.json');
+}
+
+async function readWaiting(state: StateDir): Promise<Record<string, Sighting>> {
+  try {
+    const value = JSON.parse(await readFile(waitingPath(state), 'utf8')) as unknown;
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, Sighting>) : {};
+  } catch {
+    return {};
   }
 }
 
@@ -62,6 +104,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
   try {
     const candidates = [];
+    const waitedBefore = await readWaiting(state);
+    const waitingNow: Record<string, Sighting> = {};
     const names = await readdir(inbox).catch(async (err: unknown) => {
       const failure = new PivotArchiveError(ErrorCode.CONFIG, `cannot read inbox ${inbox}: ${errorMessage(err)}`);
       // Recorded as a run of the drop folder that failed before any archive: every run leaves a record.
@@ -82,24 +126,36 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         if (await lstat(path).then(() => true, () => false)) candidates.push({ name, mtime: 0 });
         continue;
       }
-      if (!info.isFile()) continue;
-      if (Date.now() - info.mtimeMs < config.settleSeconds * 1000) {
-        result.waiting.push(name);
-        logger.info(`${name}: modified less than ${config.settleSeconds} s ago, still being copied in; left for the next run`);
+      if (!info.isFile()) {
+        logger.info(`${name}: not a file, left alone`);
         continue;
+      }
+      const now = { dev: info.dev, ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
+      if (Date.now() - info.mtimeMs < config.settleSeconds * 1000) {
+        if (!sameFile(waitedBefore[name], now)) {
+          result.waiting.push(name);
+          waitingNow[name] = now;
+          const future = info.mtimeMs > Date.now() ? ` (its time is ${new Date(info.mtimeMs).toISOString()}, in the future: it is taken when the next run finds it unchanged)` : '';
+          logger.info(`${name}: modified less than ${config.settleSeconds} s ago, still being copied in; left for the next run${future}`);
+          continue;
+        }
+        logger.info(`${name}: unchanged since the last run left it to settle: taken`);
       }
       candidates.push({ name, mtime: info.mtimeMs });
     }
+    if (!dry) await writeFile(waitingPath(state), JSON.stringify(waitingNow) + '\n').catch((err: unknown) => logger.warn(`cannot record the archives left to settle in ${waitingPath(state)}: ${errorMessage(err)}`));
     candidates.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
     for (const { name } of candidates) {
       if (stop?.aborted) break;
       const path = join(inbox, name);
+      // What the run reads: the file then at the name (one dropped over it meanwhile is not moved).
+      const read = await sighting(path);
       // One that cannot be read is run all the same: it fails as unreadable, and is recorded and moved to failed/.
       const digest = await sha256(path).catch(() => undefined);
       const record = digest && join(state.dir, 'completed', `${digest}.json`);
       if (digest && record && (await pathExists(record))) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
-        if (!keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name);
+        if (!keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name, read);
         result.results.push({ archive: name, outcome: 'already-completed' });
         continue;
       }
@@ -110,7 +166,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
             await mkdir(join(state.dir, 'completed'), { recursive: true });
             const sha = done.summary.sha256 ?? digest;
             await writeFile(join(state.dir, 'completed', `${sha}.json`), JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
-            if (!keep) await moveSafely(logger, path, join(inbox, 'done'), name);
+            if (!keep) await moveSafely(logger, path, join(inbox, 'done'), name, read);
           }
           result.results.push({ archive: name, outcome: 'completed', run: done });
         } else {
@@ -125,7 +181,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         if (!internal && !code.startsWith('E_ARCHIVE_')) throw err;
         const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
         logger.error(`${name}: ${reason}; ${dry ? 'a run would move it to failed/ (dry run: left in place)' : 'moved to failed/'}`);
-        const moved = dry ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name);
+        const moved = dry ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
         if (moved) await writeFile(`${moved}.reason.txt`, reason + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
         result.results.push({ archive: name, outcome: 'failed-archive', reason });
         result.exitCode = worseExitCode(result.exitCode, errorExitCode(err));
