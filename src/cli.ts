@@ -1,5 +1,5 @@
 import yargs, { type Argv } from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import { hideBin, Parser } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { recordFailureBeforeStart } from './job.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
@@ -369,8 +369,26 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       const known = [...(FLAGS[args[0]!] ?? []), 'help'];
       // yargs names a missing required flag before an unknown one; the typo is the better lead.
       const typo = /^Missing required argument/.test(message) ? unknownFlags(args, known) : [];
-      throw err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known));
+      const failure = err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known));
+      refusedByParser.add(failure);
+      throw failure;
     });
+}
+
+/** Errors of the command-line parser itself (an unknown flag, a missing value), which no later step recorded. */
+const refusedByParser = new WeakSet<object>();
+
+/**
+ * A run or import whose command line the parser refused (`--setle 60`) is recorded where the
+ * rest of that line says the run would have kept its records, read leniently.
+ */
+async function recordRefusedCommandLine(args: string[], err: unknown): Promise<void> {
+  const command = args[0];
+  if ((command !== 'run' && command !== 'import') || typeof err !== 'object' || err === null || !refusedByParser.has(err)) return;
+  const flags = Parser(args.slice(1), { configuration: { 'camel-case-expansion': false } }) as Record<string, unknown>;
+  const archive = typeof flags.from === 'string' ? flags.from : String((flags._ as unknown[] | undefined)?.[0] ?? '');
+  const targets = await recordTargets(command, flags, process.env, process.cwd()).catch(() => ({}));
+  await recordFailureBeforeStart(targets, err, { archive });
 }
 
 /** The command's config; a flag or config value it refuses is still recorded where the run would have kept its records. */
@@ -404,6 +422,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
     await parseCommandLine(args, 'execute', (code) => (exitCode = code));
   } catch (err) {
     report(undefined, err);
+    await recordRefusedCommandLine(args, err);
     if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.USAGE) process.stderr.write('Run pivot-archive --help for usage.\n');
     return errorExitCode(err);
   }

@@ -106,19 +106,22 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
   let key: SigningKey | undefined;
   let sinkDescription = '';
   let started = false;
+  /** The state dir's lock is held and `logs` ends with its run log. */
+  let begun = false;
   const start = async (log: StatusLog, opened?: OpenedJob['started']) => {
     started = true;
     await log.write(startRecord(job, config, sinkDescription, opened, ledger?.tornBytes));
   };
   try {
-    if (config.signingKey && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key signs the ledger kept in --state-dir: give --state-dir too');
+    if (config.signingKey && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key (or PIVOT_ARCHIVE_SIGNING_KEY) signs the ledger kept in --state-dir: give --state-dir too');
     if (state) {
       const { runLog, release } = await state.begin(config.keepRuns, options.lockHeld);
       cleanups.push(release);
-      await state.claimShard(config.shard && formatShard(config.shard));
       logs.push(runLog);
+      begun = true;
+      await state.claimShard(config.shard && formatShard(config.shard));
     }
-    statusLog = await openStatusLog(logs, state !== undefined, runId);
+    statusLog = await openStatusLog(logs, begun, runId);
     if (state) {
       // A ledger that cannot be appended to stops the run, with a failure record in the run log.
       ledger = await LedgerWriter.open(state.ledgerPath);
@@ -163,6 +166,13 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     if (summary.error) logger.error(`${summary.error.code}: ${summary.error.message}`);
     return { summary, exitCode: runExitCode(summary) };
   } catch (err) {
+    // A failure before the logs were open (a lock another run holds, another shard's state dir, a flag that needs another) is recorded too:
+    // a run that found the lock held gets a run log of its own (a new file: the holder's files are not touched), so `status` shows it.
+    if (!statusLog && state && !begun && errorCodeOf(err) === ErrorCode.LOCKED) {
+      const runLog = await state.newRunLog().catch(() => undefined);
+      if (runLog) logs.push(runLog);
+    }
+    statusLog ??= logs.length > 0 ? await openStatusLog(logs, begun, runId).catch(() => undefined) : undefined;
     if (statusLog && !started) await start(statusLog).catch(() => undefined);
     await recordFailure(statusLog, err, job.input(), startedAt);
     await sealLedger(ledger, runId, key, state).catch((sealErr: unknown) => logger.error(`${errorCodeOf(sealErr)}: ${errorMessage(sealErr)}`));

@@ -7,6 +7,7 @@ import { createSink } from '../src/sinks/index.js';
 import { parseAzureBlobSpec } from '../src/sinks/azblob/config.js';
 import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { createImapSink } from '../src/sinks/imap/index.js';
+import { createGraphSink } from '../src/sinks/graph/index.js';
 
 /** Each holds a character that cuts a URL's authority short, or confuses a pattern that looks for one. */
 const HOSTILE = [
@@ -145,4 +146,12 @@ test('createSink: an unknown sink scheme is named without quoting a password', a
     const err = await t.throwsAsync(createSink(`imapx://archiver:${password}@mail.acme.example/`, { cwd: '.' }), { code: 'E_SINK_CONFIG' });
     for (const form of forms(password)) t.false(err!.message.includes(form), `${JSON.stringify(form)} shows in ${err!.message}`);
   }
+});
+
+test('a secret pasted where a variable\'s name goes (secretEnv=) is never repeated in the error; the default name is', (t) => {
+  const pasted = t.throws(() => createGraphSink('graph://00000000-0000-0000-0000-000000000001/?clientId=00000000-0000-0000-0000-000000000002&secretEnv=Adm1nPassw0rd', { env: {} }), { code: 'E_SINK_CONFIG' });
+  t.false(pasted!.message.includes('Adm1nPassw0rd'), pasted!.message);
+  t.regex(pasted!.message, /the environment variable secretEnv= names/);
+  const unset = t.throws(() => createGraphSink('graph://00000000-0000-0000-0000-000000000001/?clientId=00000000-0000-0000-0000-000000000002', { env: {} }));
+  t.regex(unset!.message, /PIVOT_GRAPH_CLIENT_SECRET/);
 });

@@ -25,6 +25,22 @@ test('one run at a time per state dir: a second run exits 3 at once and does not
   t.deepEqual(await readMaildir(join(dir, 'second')), []);
   t.is(await first.exited, 0);
   t.false((await readdir(state)).includes('lock'), 'the lock is released');
+  // The run that found the lock held left a record of its own, which status shows.
+  const runs = await runRecords(state);
+  t.true(runs.some((r) => r.record === 'failure' && r.code === 'E_LOCKED' && r.exitCode === 3), JSON.stringify(runs.map((r) => r.record)));
+  t.regex((await cli(['status', '--state-dir', state])).stdout, /E_LOCKED/);
+});
+
+test('a command line the parser refuses (a mistyped flag) is recorded where the run would have kept its records', async (t) => {
+  const dir = await tempDir(t);
+  const state = join(dir, 'state');
+  const statusLog = join(dir, 'status.jsonl');
+  const typo = await cli(['run', join(dir, 'x.zip'), '--all-domains', '--sink', `maildir:${join(dir, 'm')}`, '--state-dir', state, '--status-log', statusLog, '--setle', '60']);
+  t.is(typo.code, 2);
+  t.regex(typo.stderr, /did you mean --settle/);
+  for (const records of [await runRecords(state), (await readFile(statusLog, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)]) {
+    t.like(records.find((r) => r.record === 'failure'), { code: 'E_USAGE', exitCode: 2 });
+  }
 });
 
 test('a stale lock left by a killed run is taken over', async (t) => {

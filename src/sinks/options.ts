@@ -67,6 +67,15 @@ export function environmentName(value: string): string | undefined {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(value) ? undefined : `must name an environment variable (letters, digits and _; ${NOT_REPEATED})`;
 }
 
+/**
+ * An environment variable an option names, as a message may say it: by name only when it is the
+ * option's default. A name the user gave may be a secret pasted in the wrong place (a password
+ * of letters and digits is a valid name), so it is not repeated.
+ */
+export function environmentLabel(option: string, name: string, defaultName: string): string {
+  return name === defaultName ? name : `the environment variable ${option}= names (not repeated here, in case it is a secret)`;
+}
+
 /** A spec as an error may name it: without its query, where a pasted secret may be. */
 export function withoutQuery(spec: string): string {
   return spec.replace(/\?.*$/s, '');

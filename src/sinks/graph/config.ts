@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { EntraCredential } from '../../auth/entra.js';
-import { parseSinkOptions } from '../options.js';
+import { environmentLabel, parseSinkOptions } from '../options.js';
 import { GRAPH_FORM, graphOptions } from './options.js';
 
 export type GraphMode = 'json' | 'importMime';
@@ -63,7 +63,7 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
       credential = { kind: 'certificate', tenant, clientId: o.clientId, certificatePath: resolve(options.cwd ?? process.cwd(), o.clientCertificate) };
     } else {
       const secret = options.secretChecked === false ? '' : (options.env ?? process.env)[o.secretEnv];
-      if (!secret && options.secretChecked !== false) throw bad(`no client secret: set ${o.secretEnv} (or give clientCertificate=, or credential=managedIdentity)`);
+      if (!secret && options.secretChecked !== false) throw bad(`no client secret: set ${environmentLabel('secretEnv', o.secretEnv, graphOptions.secretEnv.default)} (or give clientCertificate=, or credential=managedIdentity)`);
       credential = { kind: 'secret', tenant, clientId: o.clientId, secret: secret ?? '' };
     }
   }
