@@ -2,7 +2,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { recordFailureBeforeStart } from './job.js';
-import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
+import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
 import { errorExitCode } from './exit-policy.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
@@ -179,6 +179,7 @@ async function withLoggerAndSignals(
     return await body(logger, stop.signal);
   } catch (err) {
     report(logger, err);
+    if (options.json) printFailure(err);
     return errorExitCode(err);
   } finally {
     process.off('SIGINT', onSignal);
@@ -186,6 +187,11 @@ async function withLoggerAndSignals(
     process.off('SIGHUP', onHangup);
     await flushLogger(logger);
   }
+}
+
+/** With --json, a command that fails before its summary still answers on stdout: one JSON object. */
+function printFailure(err: unknown): void {
+  process.stdout.write(JSON.stringify({ record: 'failure', code: errorCodeOf(err), exitCode: errorExitCode(err), error: redactSecrets(errorMessage(err)) }) + '\n');
 }
 
 function report(logger: Logger | undefined, err: unknown): void {
@@ -281,7 +287,12 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example("$0 import --from 'azblob://pivot-staging/acme' --sink maildir:/srv/mail", '')
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
-        if (mode === 'check') await checkSinkGiven(await checkFlags('import', argv));
+        if (mode === 'check') {
+          const given = await checkFlags('import', argv);
+          await checkSinkGiven(given);
+          // As import reads it (a SAS written into it is refused, unquoted), without reaching the container.
+          if (typeof given.from === 'string') (await import('./sources/staged-batches/index.js')).parseStagedFrom(given.from);
+        }
         else setExitCode(await importCommand(await configOrRecord('import', argv)));
       },
     )
@@ -423,6 +434,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
   } catch (err) {
     report(undefined, err);
     await recordRefusedCommandLine(args, err);
+    if ((args[0] === 'run' || args[0] === 'import') && args.some((a) => a === '--json' || a === '--json=true')) printFailure(err);
     if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.USAGE) process.stderr.write('Run pivot-archive --help for usage.\n');
     return errorExitCode(err);
   }

@@ -219,3 +219,27 @@ test('a typo in a required flag of verify, report or keygen is named with the ne
   const report = await cli(['report', '--state-dir', '/tmp/x', '--exprot', 'a', '--out', 'r.html']);
   t.regex(report.stderr, /Unknown argument: exprot; did you mean --export\?/);
 });
+
+test('with --json, a run or import that fails before its summary still answers one JSON object on stdout', async (t) => {
+  const dir = await tempDir(t);
+  const missing = await cli(['run', join(dir, 'none.zip'), '--all-domains', '--sink', `maildir:${join(dir, 'm')}`, '--json']);
+  t.is(missing.code, 2);
+  t.like(JSON.parse(missing.stdout), { record: 'failure', code: 'E_ARCHIVE_UNREADABLE', exitCode: 2 });
+  const typo = await cli(['import', '--from', 'azblob://c', '--sink', `maildir:${join(dir, 'm')}`, '--json', '--sinkk', 'x']);
+  t.is(typo.code, 2);
+  t.like(JSON.parse(typo.stdout), { record: 'failure', code: 'E_USAGE', exitCode: 2 });
+});
+
+test('cron --print checks import\'s --from as import reads it: a SAS written into it is refused unquoted, a malformed one named', async (t) => {
+  const sas = await cli(['cron', '--print', '--', 'import', '--from', 'azblob://staging/acme?sv=2020-08-04&sig=SECRETSIG', '--sink', 'maildir:/srv/mail']);
+  t.is(sas.code, 2);
+  t.is(sas.stdout, '');
+  t.false(`${sas.stdout}${sas.stderr}`.includes('SECRETSIG'));
+  t.regex(sas.stderr, /--from .*takes no options/);
+  const garbage = await cli(['cron', '--print', '--', 'import', '--from', 'garbage', '--sink', 'maildir:/srv/mail']);
+  t.is(garbage.code, 2);
+  t.regex(garbage.stderr, /is not of the form azblob:/);
+  const good = await cli(['cron', '--print', '--', 'import', '--from', 'azblob://staging/acme', '--sink', 'maildir:/srv/mail']);
+  t.is(good.code, 0, good.stderr);
+  t.regex(good.stdout, /import --from azblob:\/\/staging\/acme/);
+});

@@ -148,10 +148,16 @@ test('createSink: an unknown sink scheme is named without quoting a password', a
   }
 });
 
-test('a secret pasted where a variable\'s name goes (secretEnv=) is never repeated in the error; the default name is', (t) => {
+test('a secret pasted where a variable\'s name goes (secretEnv=, passwordEnv=) is never repeated in the error; the default name is', (t) => {
   const pasted = t.throws(() => createGraphSink('graph://00000000-0000-0000-0000-000000000001/?clientId=00000000-0000-0000-0000-000000000002&secretEnv=Adm1nPassw0rd', { env: {} }), { code: 'E_SINK_CONFIG' });
   t.false(pasted!.message.includes('Adm1nPassw0rd'), pasted!.message);
   t.regex(pasted!.message, /the environment variable secretEnv= names/);
   const unset = t.throws(() => createGraphSink('graph://00000000-0000-0000-0000-000000000001/?clientId=00000000-0000-0000-0000-000000000002', { env: {} }));
   t.regex(unset!.message, /PIVOT_GRAPH_CLIENT_SECRET/);
+  const imapPassword = t.throws(() => createImapSink('imap://archiver@127.0.0.1/?tls=none&passwordEnv=Adm1nPassw0rd', { env: {} }), { code: 'E_SINK_CONFIG' });
+  t.false(imapPassword!.message.includes('Adm1nPassw0rd'), imapPassword!.message);
+  t.regex(imapPassword!.message, /the environment variable passwordEnv= names/);
+  const imapSecret = t.throws(() => createImapSink('imaps://outlook.office365.com/?auth=xoauth2&tenant=00000000-0000-0000-0000-000000000001&clientId=00000000-0000-0000-0000-000000000002&secretEnv=S3cretValue_x', { env: {} }), { code: 'E_SINK_CONFIG' });
+  t.false(imapSecret!.message.includes('S3cretValue_x'), imapSecret!.message);
+  t.regex(t.throws(() => createImapSink('imap://archiver@127.0.0.1/?tls=none', { env: {} }))!.message, /PIVOT_IMAP_PASSWORD/);
 });

@@ -63,10 +63,15 @@ export function manifestFor(exportId: string, deliveries: Delivery[]): BatchMani
  */
 const STORE_BELOW_BYTES = 16 * 1024;
 
+/** `manifest.json` as a batch holds it: the staging index records its sha256 (see staging-index.ts). */
+export function manifestBytes(manifest: BatchManifest): Buffer {
+  return Buffer.from(JSON.stringify(manifest));
+}
+
 /** The batch as a zip stream (archiver), to pipe straight into an upload. Same input, same bytes. */
 export function batchZipStream(manifest: BatchManifest, messages: Buffer[]): Readable {
   const zip = archiver('zip', { zlib: { level: 1 } });
-  zip.append(Buffer.from(JSON.stringify(manifest)), { name: MANIFEST_NAME, date: new Date(0) });
+  zip.append(manifestBytes(manifest), { name: MANIFEST_NAME, date: new Date(0) });
   manifest.entries.forEach((entry, i) => {
     const message = messages[i]!;
     zip.append(message, { name: entry.name, date: new Date(entry.internalDate), store: message.length < STORE_BELOW_BYTES });
@@ -81,15 +86,19 @@ export type ReadEntry = { entry: StagedEntry; message: Buffer } | { entry: Stage
 /**
  * Reads a downloaded batch through its central directory. The manifest must be well formed;
  * each message is checked against its sha256 and size, and a mismatch is reported per entry.
+ * `manifestSha256` is the sha256 of `manifest.json`'s bytes, to hold against the staging index.
  */
-export async function readBatch(label: string, zip: Buffer, maxMessageSize: number): Promise<{ manifest: BatchManifest; entries: AsyncGenerator<ReadEntry> }> {
+export async function readBatch(label: string, zip: Buffer, maxMessageSize: number): Promise<{ manifest: BatchManifest; manifestSha256: string; entries: AsyncGenerator<ReadEntry> }> {
   const bad = (why: string) => new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `staged batch ${label}: ${why}`);
   const { entries } = await readCentralDirectory({ label: `staged batch ${label}`, buffer: zip });
   const manifestEntry = entries.get(MANIFEST_NAME);
   if (!manifestEntry) throw bad(`has no ${MANIFEST_NAME}`);
   let manifest: BatchManifest;
+  let manifestSha256: string;
   try {
-    manifest = JSON.parse((await readEntryBuffer(manifestEntry, 64 * 1024 * 1024)).toString('utf8')) as BatchManifest;
+    const bytes = await readEntryBuffer(manifestEntry, 64 * 1024 * 1024);
+    manifestSha256 = sha256Hex(bytes);
+    manifest = JSON.parse(bytes.toString('utf8')) as BatchManifest;
   } catch (err) {
     throw bad(`${MANIFEST_NAME} is not readable JSON: ${errorMessage(err)}`);
   }
@@ -122,5 +131,5 @@ export async function readBatch(label: string, zip: Buffer, maxMessageSize: numb
       yield { entry, message };
     }
   }
-  return { manifest, entries: read() };
+  return { manifest, manifestSha256, entries: read() };
 }

@@ -5,6 +5,17 @@ import { exportFolder, type AzureBlobLocation } from './location.js';
 
 export const INDEX_FORMAT = 'pivot-archive-staging-index';
 
+/**
+ * What a batch held when staging wrote it (or found it): its number of messages and the sha256 of
+ * its `manifest.json` (whose entries carry each message's sha256). An import fails a batch that
+ * holds anything else as a whole. `sha256` is absent only when staging could not read a batch
+ * another run committed under the same name.
+ */
+export interface StagedBatchRecord {
+  items: number;
+  sha256?: string;
+}
+
 /** Every batch that holds an export's messages, as one staging run that settled them all staged or found them. */
 export interface StagingIndex {
   format: typeof INDEX_FORMAT;
@@ -12,6 +23,12 @@ export interface StagingIndex {
   exportId: string;
   writtenAt: string;
   batches: string[];
+  /**
+   * By batch name, what each batch of `batches` held (written since the check of batches against
+   * the index; an index without it, from an older version, names batches only). A reader that
+   * does not know it ignores it, so the version stays 1.
+   */
+  contents?: Record<string, StagedBatchRecord>;
 }
 
 /** `<prefix>/<exportId>/index-<time>-<random>.json`: the latest sorts last within its export's folder. */
@@ -26,8 +43,17 @@ export function folderOfIndex(name: string): string | undefined {
   return match ? (match[1] ?? '') : undefined;
 }
 
-export function stagingIndex(exportId: string, batches: Iterable<string>, at: Date): StagingIndex {
-  return { format: INDEX_FORMAT, version: 1, exportId, writtenAt: at.toISOString(), batches: [...batches].sort() };
+export function stagingIndex(exportId: string, batches: Iterable<string>, at: Date, contents?: ReadonlyMap<string, StagedBatchRecord>): StagingIndex {
+  const names = [...batches].sort();
+  const index: StagingIndex = { format: INDEX_FORMAT, version: 1, exportId, writtenAt: at.toISOString(), batches: names };
+  if (contents) {
+    index.contents = {};
+    for (const name of names) {
+      const record = contents.get(name);
+      if (record) index.contents[name] = record.sha256 === undefined ? { items: record.items } : { items: record.items, sha256: record.sha256 };
+    }
+  }
+  return index;
 }
 
 /** The index in a blob's text; throws when it is not one. */
@@ -35,6 +61,15 @@ export function parseStagingIndex(text: string): StagingIndex {
   const value = JSON.parse(text) as Partial<StagingIndex>;
   if (value.format !== INDEX_FORMAT || value.version !== 1 || typeof value.exportId !== 'string' || !Array.isArray(value.batches) || !value.batches.every((b) => typeof b === 'string')) {
     throw new Error(`not a ${INDEX_FORMAT} version 1`);
+  }
+  if (value.contents !== undefined) {
+    if (typeof value.contents !== 'object' || value.contents === null || Array.isArray(value.contents)) throw new Error('its contents is not an object');
+    for (const [name, record] of Object.entries(value.contents)) {
+      const r = record as Partial<StagedBatchRecord> | null;
+      if (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.items) || r.items! < 0 || (r.sha256 !== undefined && (typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256)))) {
+        throw new Error(`its record of batch ${name} is not a count of messages and a sha256`);
+      }
+    }
   }
   return value as StagingIndex;
 }

@@ -4,9 +4,9 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, Stored, WriteOutcome } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
-import { batchZipStream, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
+import { batchZipStream, manifestBytes, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
-import { stagingIndex, stagingIndexName } from '../../formats/staged-batch/staging-index.js';
+import { stagingIndex, stagingIndexName, type StagedBatchRecord } from '../../formats/staged-batch/staging-index.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 import { createAzureBlobReader } from './reader.js';
 
@@ -79,6 +79,11 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   private readonly uploadQueue: (() => void)[] = [];
   /** By export, the batches that hold what this run staged or found staged, for the index it leaves. */
   private readonly batchesOf = new Map<string, Set<string>>();
+  /**
+   * By blob name, what each batch this run uploaded or found held (its count of messages and its
+   * manifest's sha256): the index records it, and an import fails a batch that holds anything else.
+   */
+  private readonly contents = new Map<string, StagedBatchRecord>();
   private writeFailed = false;
   protected readonly lifecycle = new SinkLifecycle('azblob', {
     open: () => this.reachContainer(),
@@ -146,7 +151,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     if (this.writeFailed) return;
     for (const [exportId, batches] of this.batchesOf) {
       const at = new Date();
-      const body = JSON.stringify(stagingIndex(exportId, batches, at));
+      const body = JSON.stringify(stagingIndex(exportId, batches, at, this.contents));
       try {
         await this.container.getBlockBlobClient(stagingIndexName(this.config, exportId, at)).upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
       } catch (err) {
@@ -240,6 +245,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     // The batch's name holds its (mailbox, Message-ID) list: one already there has these entries.
     const uploaded = (outcome: WriteOutcome): Uploaded => ({ outcome, name, entries: manifest.entries.map((e) => e.name) });
     try {
+      // Recorded before the upload resolves: the writes it settles may be the last before the index.
+      this.contents.set(name, { items: deliveries.length, sha256: sha256Hex(manifestBytes(manifest)) });
       await this.container.getBlockBlobClient(name).uploadStream(zip, UPLOAD_BLOCK_BYTES, 2, {
         conditions: { ifNoneMatch: '*' },
         blobHTTPHeaders: { blobContentType: 'application/zip' },
@@ -256,7 +263,11 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     } catch (err) {
       // 409 BlobAlreadyExists (412 from some gateways): another run committed this very batch.
       const status = (err as { statusCode?: number }).statusCode;
-      if (status === 409 || status === 412) return uploaded('skipped');
+      if (status === 409 || status === 412) {
+        await this.recordFound(name, deliveries.length);
+        return uploaded('skipped');
+      }
+      this.contents.delete(name);
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: batch ${name} (${deliveries.length} messages) was not stored: ${storageErrorMessage(err)}`);
     } finally {
       zip.destroy();
@@ -273,7 +284,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
         const size = blob.properties.contentLength ?? 0;
         if (size > MAX_BATCH_DOWNLOAD) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: staged batch ${blob.name} is ${size} bytes, too large to check`);
         const zip = await this.container.getBlockBlobClient(blob.name).downloadToBuffer();
-        const { manifest } = await readBatch(blob.name, zip, 0); // the manifest only; no message is read
+        const { manifest, manifestSha256 } = await readBatch(blob.name, zip, 0); // the manifest only; no message is read
+        this.contents.set(blob.name, { items: manifest.entries.length, sha256: manifestSha256 });
         for (const entry of manifest.entries) staged.set(stagedKey(entry), Promise.resolve(stagedLocation(blob.name, entry.name)));
       }
     })().catch((err: unknown) => {
@@ -281,6 +293,23 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     });
     loaded.catch(() => undefined);
     return { prefix, loaded, staged };
+  }
+
+  /**
+   * What a batch another run committed under this name holds, for the index: read back (its name
+   * is made from the same (mailbox, Message-ID) list, so it holds `items` messages; its manifest
+   * may still differ, e.g. in a message's bytes). Unreadable, only the count is recorded.
+   */
+  private async recordFound(name: string, items: number): Promise<void> {
+    try {
+      const client = this.container.getBlockBlobClient(name);
+      const size = (await client.getProperties()).contentLength ?? 0;
+      if (size > MAX_BATCH_DOWNLOAD) throw new Error(`${size} bytes`);
+      const { manifest, manifestSha256 } = await readBatch(name, await client.downloadToBuffer(), 0);
+      this.contents.set(name, { items: manifest.entries.length, sha256: manifestSha256 });
+    } catch {
+      this.contents.set(name, { items });
+    }
   }
 
   /** Whether anything of this export is staged yet: a first run then lists nothing per window. */

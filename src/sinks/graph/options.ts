@@ -4,16 +4,19 @@ import { choice, integer, text, environmentName } from '../options.js';
 export const GRAPH_FORM = 'graph://TENANT_ID/?clientId=APP_ID&folder=Inbox/Pivot&...';
 
 /** An https URL with no path, query or credentials (an http one is refused later unless loopback or --insecure). */
-function checkOrigin(value: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return 'must be a URL such as https://graph.microsoft.com';
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'must be an https:// URL';
-  if (url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) return 'must be a bare origin such as https://graph.microsoft.com (no path, query or user)';
-  return undefined;
+/** The check of an option that is an origin, with the default as its example. */
+function origin(example: string): (value: string) => string | undefined {
+  return (value) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      return `must be a URL such as ${example}`;
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'must be an https:// URL';
+    if (url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) return `must be a bare origin such as ${example} (no path, query or user)`;
+    return undefined;
+  };
 }
 
 /** The options of `graph://TENANT_ID/?...`, each with its default and bounds (see SPEC.md). */
@@ -44,8 +47,8 @@ export const graphOptions = {
   maxMessageSize: integer({ default: 35, min: 1, max: 150, unit: 'MB', help: "the mailboxes' message size limit (Exchange Online's default; an admin may raise it to 150): a larger message fails with that reason, unsent" }),
   retries: integer({ default: 6, min: 0, max: 50, help: 'attempts after the first after a 429, 5xx or network failure' }),
   retryDelay: integer({ default: 1000, min: 0, max: 600_000, unit: 'ms', help: 'first backoff after a 5xx or network failure, doubling, jittered' }),
-  graphEndpoint: text({ default: 'https://graph.microsoft.com', form: 'https://graph.microsoft.com', help: 'the Graph host (national clouds: see the docs)', check: checkOrigin }),
-  authorityHost: text({ default: 'https://login.microsoftonline.com', form: 'https://login.microsoftonline.com', help: 'the Entra ID login host (national clouds: see the docs)', check: checkOrigin }),
+  graphEndpoint: text({ default: 'https://graph.microsoft.com', form: 'https://graph.microsoft.com', help: 'the Graph host (national clouds: see the docs)', check: origin('https://graph.microsoft.com') }),
+  authorityHost: text({ default: 'https://login.microsoftonline.com', form: 'https://login.microsoftonline.com', help: 'the Entra ID login host (national clouds: see the docs)', check: origin('https://login.microsoftonline.com') }),
   probe: text({
     form: 'MAILBOX',
     help: 'a mailbox open() reads, to prove access',

@@ -8,6 +8,8 @@ import { parseImapSpec, type ImapSinkConfig } from './config.js';
 import { eachLimited, messageIdentity } from '../held.js';
 import { Appended, extraCopies } from './copies.js';
 import { createImapReader } from './reader.js';
+import { imapOptions } from './options.js';
+import { environmentLabel } from '../options.js';
 
 /**
  * What logs the sink in to mailboxes: the admin's password (auth=master, authzid), or the app's
@@ -156,6 +158,13 @@ interface Session {
 /** A failure that retrying cannot fix (login refused, mailbox unknown). */
 class PermanentError extends Error {}
 
+/**
+ * The server will never take the folder (see `folderRefused`): a name with an empty part, or a
+ * CREATE or SELECT answered `NO [CANNOT]` (RFC 5530: the operation violates a server rule and
+ * can never succeed). Not retried.
+ */
+export class FolderRefusedError extends PermanentError {}
+
 /** How one attempt at a batch ended: every entry settled, or stopped by `error` with `remaining` unsettled. */
 type Attempt = { finished: true } | { finished: false; remaining: Pending[]; error: unknown };
 
@@ -257,8 +266,13 @@ export class ImapSink extends LifecycleSink implements Sink {
    * Entra ID is asked anew at most once per token, not once per refused batch.
    */
   private renewal: { from: string; to: Promise<string> } | undefined;
-  /** xoauth2: mailboxes that refused a fresh token, and why: their later items fail at once, with no login. */
+  /**
+   * Mailboxes whose later items fail at once, with no login, and why: xoauth2, a fresh token
+   * refused; a folder the server refused (`FolderRefusedError`) once it took it elsewhere.
+   */
   private readonly refusedMailboxes = new Map<string, string>();
+  /** Whether the server has let the sink select its folder in some mailbox (see `folderRefused`). */
+  private folderTaken = false;
   private readonly stop: AbortSignal | undefined;
   private readonly onStop = () => this.fail(STOPPED_REASON, STOP_GRACE_MS);
 
@@ -400,7 +414,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       if (this.failure !== null) return;
       let verdict: Verdict;
       try {
-        verdict = await this.proveCredentials();
+        verdict = await this.proveCredentials(where);
       } catch (err) {
         if (this.failure !== null) return;
         if (err instanceof PivotArchiveError) throw err;
@@ -413,7 +427,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       }
       if (verdict.accepted) return;
       if (typeof tokens !== 'string') throw unavailable(`the server refused the app's token (${verdict.what}: ${verdict.text}); ${XOAUTH2_HINT}`);
-      throw unavailable(`the server refused the admin's credentials (${verdict.what}: ${verdict.text}); check the password in ${this.config.passwordEnv}${this.config.probe === undefined ? PROBE_HINT : ''}`);
+      throw unavailable(`the server refused the admin's credentials (${verdict.what}: ${verdict.text}); check the password in ${environmentLabel('passwordEnv', this.config.passwordEnv, imapOptions.passwordEnv.default)}${this.config.probe === undefined ? PROBE_HINT : ''}`);
     }
   }
 
@@ -421,23 +435,53 @@ export class ImapSink extends LifecycleSink implements Sink {
    * Tries the credential checks in order: the first login the server lets in, or refuses only
    * because the admin may not act as that mailbox (AUTHORIZATIONFAILED, RFC 5530), proves the
    * credentials; a login refused as AUTHENTICATIONFAILED (or with no code) moves on to the next
-   * check; anything else (no connection, TLS, UNAVAILABLE) is thrown, to be retried.
+   * check; anything else (no connection, TLS, UNAVAILABLE) is thrown, to be retried. In `open()`
+   * (`where` names the sink) a login that succeeds also checks the folder there (`checkFolder`).
    */
-  private async proveCredentials(): Promise<Verdict> {
+  private async proveCredentials(where?: string): Promise<Verdict> {
     let refused: Verdict = { accepted: false, what: '', text: '' };
     for (const check of this.checks) {
+      let client: ImapFlow;
       try {
-        const client = await this.login(await check.auth(), () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
-        await logout(client);
-        return { accepted: true, what: check.what, text: 'OK' };
+        client = await this.login(await check.auth(), () => undefined, { connectionTimeout: 10_000, greetingTimeout: 10_000 });
       } catch (err) {
         const refusal = loginRefusal(err);
         if (refusal === 'authorization' || (refusal !== null && check.refusalProvesNothing)) return { accepted: true, what: check.what, text: serverText(err) };
         if (refusal !== 'authentication') throw err;
         refused = { accepted: false, what: check.what, text: serverText(err) };
+        continue;
       }
+      const folderRefusal = where === undefined ? undefined : await this.checkFolder(client, check.what, where);
+      await logout(client);
+      if (folderRefusal) throw folderRefusal;
+      return { accepted: true, what: check.what, text: 'OK' };
     }
     return refused;
+  }
+
+  /**
+   * On the session of `open()`'s login to a real mailbox (`probe=`, or the admin itself): the
+   * folder as the server names it, then EXAMINE of it (read-only, nothing created), so a name the
+   * server will never take (`NO [CANNOT]`, RFC 5530; Dovecot answers so for an invalid name, held
+   * or not) ends the run before any delivery: E_SINK_CONFIG, exit 2. Any other answer (no such
+   * folder yet) passes: the first delivery creates it. Without such a login the first CREATE or
+   * SELECT tells (see `folderRefused`).
+   */
+  private async checkFolder(client: ImapFlow, what: string, where: string): Promise<PivotArchiveError | undefined> {
+    let path = this.config.folder;
+    try {
+      path = (await findFolder(client, this.config.folder)).path;
+      await client.mailboxOpen(path, { readOnly: true });
+    } catch (err) {
+      if (err instanceof FolderRefusedError) return new PivotArchiveError(ErrorCode.SINK_CONFIG, `${where}: ${err.message}`);
+      if (isCannot(err)) {
+        return new PivotArchiveError(
+          ErrorCode.SINK_CONFIG,
+          `${where}: the server refuses the folder ${JSON.stringify(this.config.folder)} (EXAMINE ${JSON.stringify(path)} after ${what}: ${serverText(err)}), and will never take it: fix folder= in the sink spec`,
+        );
+      }
+    }
+    return undefined;
   }
 
   /**
@@ -451,7 +495,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       try {
         const verdict = await this.proveCredentials();
         if (!verdict.accepted) {
-          this.fail(`the server refused the admin's credentials in the middle of the run (${verdict.what}: ${verdict.text}); check the password in ${this.config.passwordEnv}`, Infinity);
+          this.fail(`the server refused the admin's credentials in the middle of the run (${verdict.what}: ${verdict.text}); check the password in ${environmentLabel('passwordEnv', this.config.passwordEnv, imapOptions.passwordEnv.default)}`, Infinity);
         }
       } catch {
         // No answer either way: the mailbox's own refusal stands.
@@ -536,6 +580,10 @@ export class ImapSink extends LifecycleSink implements Sink {
       if (attempt.finished) return;
       remaining = attempt.remaining;
       if (this.failure !== null) break;
+      if (attempt.error instanceof FolderRefusedError) {
+        this.folderRefused(mailbox, attempt.error.message);
+        break;
+      }
       const permanent = attempt.error instanceof PermanentError;
       if (permanent || tries >= this.config.retries) {
         const reason = `mailbox ${mailbox}: ${serverText(attempt.error)}${permanent ? '' : ` (after ${tries + 1} attempts)`}`;
@@ -544,7 +592,18 @@ export class ImapSink extends LifecycleSink implements Sink {
       }
       await this.pause(Math.min(this.config.retryDelayMs * 2 ** tries, 30_000));
     }
-    for (const p of remaining) p.reject(this.failed(mailbox));
+    for (const p of remaining) p.reject(this.failure !== null ? this.failed(mailbox) : new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${this.refusedMailboxes.get(mailbox)}`));
+  }
+
+  /**
+   * The server refused the folder (`FolderRefusedError`). Before it took the folder in any
+   * mailbox, the refusal is of the name itself (the spec names one folder for every mailbox): the
+   * sink fails as a whole, everything it holds and every later write rejected at once with that
+   * reason. After, it is this mailbox's: its later items fail at once, with no login.
+   */
+  private folderRefused(mailbox: string, reason: string): void {
+    if (!this.folderTaken) this.fail(`${reason}; no item was delivered${this.config.probe === undefined ? ' (with probe=MAILBOX, open() checks the folder before any delivery)' : ''}`, Infinity);
+    else this.refusedMailboxes.set(mailbox, reason);
   }
 
   /** One attempt at a batch: a session logged in to the mailbox, then what its folder lacks appended. */
@@ -670,8 +729,10 @@ export class ImapSink extends LifecycleSink implements Sink {
         this.forget(session.mailbox);
         session.folder = null;
       }
+      if (isCannot(err)) throw folderError(this.config.folder, 'SELECT', folder, err);
       throw err;
     }
+    this.folderTaken = true;
     let known = this.presence.get(session.mailbox);
     if (known && (known.uidValidity !== box.uidValidity || known.folder !== folder)) {
       this.forget(session.mailbox);
@@ -829,7 +890,14 @@ export class ImapSink extends LifecycleSink implements Sink {
     const known = this.presence.get(session.mailbox);
     if (known) return (session.folder = known.folder);
     const { path, exists } = await findFolder(session.client, this.config.folder);
-    if (!exists) await session.client.mailboxCreate(path);
+    if (!exists) {
+      try {
+        await session.client.mailboxCreate(path);
+      } catch (err) {
+        if (isCannot(err)) throw folderError(this.config.folder, 'CREATE', path, err);
+        throw err;
+      }
+    }
     session.folder = path;
     return path;
   }
@@ -1055,7 +1123,22 @@ export async function findFolder(client: ImapFlow, folder: string): Promise<{ pa
   const list = await client.list();
   const delimiter = list.find((m) => m.delimiter)?.delimiter ?? '/';
   const path = folder.split(/[/.]/).join(delimiter);
+  // `/` and `.` were checked in the spec; a folder may still hold the server's own delimiter.
+  if (path.split(delimiter).includes('')) {
+    throw new FolderRefusedError(`the folder ${JSON.stringify(folder)} is ${JSON.stringify(path)} with the server's hierarchy delimiter ${JSON.stringify(delimiter)}: it has an empty part (a leading, trailing or doubled delimiter), which the server will not take; fix folder= in the sink spec`);
+  }
   return { path, exists: list.some((m) => m.path === path) };
+}
+
+/** The server's `NO [CANNOT]` (RFC 5530): the command violates a server rule and will never succeed. */
+export function isCannot(err: unknown): boolean {
+  const e = err as { responseStatus?: string; serverResponseCode?: string } | undefined;
+  return e?.responseStatus === 'NO' && (e.serverResponseCode ?? '').toUpperCase() === 'CANNOT';
+}
+
+/** The server refused the spec's folder (`folder=`, `path` as the server names it) to `command`, answering `err`. */
+function folderError(folder: string, command: string, path: string, err: unknown): FolderRefusedError {
+  return new FolderRefusedError(`the server refuses the folder ${JSON.stringify(folder)} (${command} ${JSON.stringify(path)}: ${serverText(err)}), and will never take it: fix folder= in the sink spec`);
 }
 
 /** What `open()` learnt from its credential checks. */
@@ -1195,12 +1278,12 @@ export function imapSpecAndCredentials(spec: string, options: ImapSpecOptions): 
   const oauth = config.oauth;
   if (!oauth) {
     const password = env[config.passwordEnv];
-    if (!password) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in the environment variable ${config.passwordEnv}`);
+    if (!password) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in ${environmentLabel('passwordEnv', config.passwordEnv, imapOptions.passwordEnv.default)}`);
     return { config, credentials: password };
   }
   const secret = oauth.credential === 'app' && oauth.clientCertificate === undefined ? env[oauth.secretEnv] : '';
   if (secret === undefined || (secret === '' && oauth.credential === 'app' && oauth.clientCertificate === undefined)) {
-    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the app's client secret in the environment variable ${oauth.secretEnv} (or give clientCertificate=/path.pem)`);
+    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the app's client secret in ${environmentLabel('secretEnv', oauth.secretEnv, imapOptions.secretEnv.default)} (or give clientCertificate=/path.pem)`);
   }
   // An environment given to the sink, not the process's: its NODE_EXTRA_CA_CERTS was never read.
   const extraCaFile = options.env && options.env !== process.env ? options.env.NODE_EXTRA_CA_CERTS : undefined;

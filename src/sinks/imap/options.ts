@@ -3,6 +3,23 @@ import { choice, integer, text, environmentName } from '../options.js';
 /** The spec's forms, for messages and help: an admin's password, or an app's token (Microsoft 365). */
 export const IMAP_FORM = 'imap[s]://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot&... or imap[s]://HOST[:PORT]/?auth=xoauth2&tenant=TENANT_ID&clientId=APP_ID&...';
 
+/**
+ * A folder path the server can take: no wildcard (`*`, `%`) or control character, and no empty
+ * part (a leading, trailing or doubled `/` or `.`, each of which becomes the server's delimiter):
+ * Dovecot answers such a name `NO [CANNOT] Invalid mailbox name` (or, for a trailing one, creates
+ * the parent and then refuses to select it), so it is refused here, before any login.
+ */
+export function folderCheck(value: string): string | undefined {
+  if (value === '' || /[\u0000-\u001f*%]/.test(value)) return 'must be a plain folder path such as INBOX/Pivot';
+  const parts = value.split(/[/.]/);
+  if (parts.includes('')) {
+    const kept = parts.filter((part) => part !== '');
+    const hint = kept.length > 0 ? `: write ${kept.join('/')}` : '';
+    return `${JSON.stringify(value)} has an empty part (a leading, trailing or doubled "/" or ".", each of which becomes the server's hierarchy delimiter)${hint}`;
+  }
+  return undefined;
+}
+
 /** A tenant or client id: a GUID, or a tenant's domain name. */
 const ENTRA_ID = /^[A-Za-z0-9][A-Za-z0-9.-]*$/;
 
@@ -17,7 +34,7 @@ export const imapOptions = {
     default: 'INBOX/Pivot',
     form: 'INBOX/Pivot',
     help: "the folder path; / or . becomes the server's delimiter",
-    check: (value) => (value === '' || /[\u0000-\u001f*%]/.test(value) ? 'must be a plain folder path such as INBOX/Pivot' : undefined),
+    check: folderCheck,
   }),
   tls: choice({ choices: ['implicit', 'starttls', 'none'], default: 'implicit', help: 'none only to loopback, or with --insecure' }),
   auth: choice({

@@ -4,7 +4,7 @@ import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
-import { folderOfIndex, parseStagingIndex, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
+import { folderOfIndex, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
 
 /** What a listing of the staged batches found besides the batches it yields. */
 export interface StagedListing {
@@ -14,6 +14,20 @@ export interface StagedListing {
   indexed: Map<string, string[]>;
   /** Batches marked imported into this sink before this listing. */
   marked: Set<string>;
+  /** By batch, what its folder's latest staging index records it held (indexes written since the index records it). */
+  contents: Map<string, StagedBatchRecord>;
+  /** Export folders with batches and no staging index: a batch gone from them cannot be told. */
+  unindexed: string[];
+}
+
+/** A batch read: its manifest and messages, and why it is not what staging recorded, if it is not. */
+export interface ReadStagedBatch {
+  manifest: BatchManifest;
+  entries: AsyncGenerator<ReadEntry>;
+  /** How the batch differs from the staging index's record of it (or its blob metadata's count): failed whole. */
+  mismatch?: string;
+  /** The count of messages staging recorded for it (index, else blob metadata), when known. */
+  recordedItems?: number;
 }
 
 /**
@@ -43,7 +57,9 @@ export class StagedBatches {
    * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
    * after its batch, so one name of look-behind is all the memory it takes. Each export's
    * batches are checked against the latest staging index in its folder (which sorts after
-   * them): the names of batches it lists that are not there go into `found.gone`.
+   * them): the names of batches it lists that are not there go into `found.gone`. That index is
+   * looked up when the listing enters the folder, before any of its batches is yielded, so that
+   * each batch is held against its record there (`found.contents`) as it is read.
    */
   async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, found: StagedListing): AsyncGenerator<string> {
     const prefix = options.exportId ? exportFolder(this.location, options.exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
@@ -51,14 +67,19 @@ export class StagedBatches {
     // The export folder being listed: its batches (imported or not) and its latest index.
     let folder: string | undefined;
     const present = new Set<string>();
+    // The folder's latest index when the listing entered it by a batch; else the latest one listed.
+    let entryIndex: StagingIndex | undefined;
     let latestIndex: string | undefined;
     const checkFolder = async () => {
-      if (latestIndex) {
-        const index = await this.readIndex(latestIndex);
+      const index = entryIndex ?? (latestIndex ? await this.readIndex(latestIndex) : undefined);
+      if (index) {
         found.indexed.set(index.exportId, index.batches);
         if (present.size > 0) found.gone.push(...index.batches.filter((name) => !present.has(name)));
+      } else if (present.size > 0 && folder !== undefined) {
+        found.unindexed.push(folder);
       }
       present.clear();
+      entryIndex = undefined;
       latestIndex = undefined;
     };
     try {
@@ -68,6 +89,10 @@ export class StagedBatches {
         if (here !== folder) {
           await checkFolder();
           folder = here;
+          if (indexFolder === undefined && here !== undefined && blob.name.endsWith('.zip')) {
+            entryIndex = await this.latestIndexIn(here);
+            for (const [name, record] of Object.entries(entryIndex?.contents ?? {})) found.contents.set(name, record);
+          }
         }
         if (indexFolder !== undefined) latestIndex = blob.name;
         else if (blob.name.endsWith('.zip')) present.add(blob.name);
@@ -89,6 +114,15 @@ export class StagedBatches {
     if (waiting) yield waiting;
   }
 
+  /** The latest staging index of an export folder (they sort by time), if it has one. */
+  private async latestIndexIn(folder: string): Promise<StagingIndex | undefined> {
+    let latest: string | undefined;
+    for await (const blob of this.container.listBlobsFlat({ prefix: `${folder}index-` })) {
+      if (folderOfIndex(blob.name) === folder && (latest === undefined || blob.name > latest)) latest = blob.name;
+    }
+    return latest === undefined ? undefined : this.readIndex(latest);
+  }
+
   private async readIndex(name: string): Promise<StagingIndex> {
     try {
       return parseStagingIndex((await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8'));
@@ -97,19 +131,41 @@ export class StagedBatches {
     }
   }
 
-  /** Downloads one batch and opens it; its messages are checked against the manifest as they are read. */
-  async read(name: string, maxMessageSize: number): Promise<{ manifest: BatchManifest; entries: AsyncGenerator<ReadEntry> }> {
+  /**
+   * Downloads one batch and opens it; its messages are checked against the manifest as they are
+   * read. The batch is held against what staging recorded of it: the staging index's `recorded`
+   * (its count of messages and its manifest's sha256), else its blob metadata's `itemcount`;
+   * one that holds anything else comes back with `mismatch` (the caller fails it whole).
+   */
+  async read(name: string, maxMessageSize: number, recorded?: StagedBatchRecord): Promise<ReadStagedBatch> {
     const blob = this.container.getBlockBlobClient(name);
     let zip: Buffer;
+    let itemcount: string | undefined;
     try {
-      const size = (await blob.getProperties()).contentLength ?? 0;
+      const properties = await blob.getProperties();
+      itemcount = properties.metadata?.itemcount;
+      const size = properties.contentLength ?? 0;
       if (size > MAX_BATCH_BYTES) throw new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `staged batch ${name} is ${size} bytes, over the ${MAX_BATCH_BYTES}-byte limit`);
       zip = await blob.downloadToBuffer();
     } catch (err) {
       if (err instanceof PivotArchiveError) throw err;
       throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `staged batch ${name} cannot be downloaded: ${storageErrorMessage(err)}`);
     }
-    return readBatch(name, zip, maxMessageSize);
+    const batch = await readBatch(name, zip, maxMessageSize);
+    const held = batch.manifest.entries.length;
+    let mismatch: string | undefined;
+    let recordedItems: number | undefined;
+    if (recorded) {
+      recordedItems = recorded.items;
+      if (held !== recorded.items) mismatch = `its manifest lists ${held} message(s) where the staging index records ${recorded.items}`;
+      else if (recorded.sha256 !== undefined && recorded.sha256 !== batch.manifestSha256) mismatch = `its manifest.json is not the one the staging index records (sha256 ${batch.manifestSha256} where ${recorded.sha256} was recorded)`;
+    }
+    // Without the index's sha256 (an older staging, a batch no index lists), the count the sink wrote beside the batch.
+    if (!mismatch && recorded?.sha256 === undefined && itemcount !== undefined) {
+      recordedItems ??= /^\d+$/.test(itemcount) ? Number(itemcount) : undefined;
+      if (itemcount !== String(held)) mismatch = `its manifest lists ${held} message(s) where its blob metadata itemcount records ${JSON.stringify(itemcount)}`;
+    }
+    return { ...batch, ...(mismatch ? { mismatch } : {}), ...(recordedItems !== undefined ? { recordedItems } : {}) };
   }
 
   /** Records that `name` is wholly in the sink: the next import skips it. */
@@ -130,10 +186,16 @@ export function importMarkerKey(sinkDescription: string): string {
   return sha256Hex(redactSecrets(sinkDescription)).slice(0, 16);
 }
 
-/** Parses `azblob://CONTAINER[/PREFIX]` (no options) and reaches it with the credentials in `env`. */
-export function openStagedBatches(spec: string, env: NodeJS.ProcessEnv = process.env): StagedBatches {
+/** Parses `azblob://CONTAINER[/PREFIX]` (no options: credentials come from the environment). */
+export function parseStagedFrom(spec: string): AzureBlobLocation {
   const bad = (why: string) => new PivotArchiveError(ErrorCode.USAGE, `--from ${JSON.stringify(redactSecrets(spec))}: ${why}`);
   const { location, query } = parseAzureBlobLocation(spec, bad);
   if ([...query.keys()].length > 0) throw bad('takes no options');
+  return location;
+}
+
+/** `parseStagedFrom`, and the container reached with the credentials in `env`. */
+export function openStagedBatches(spec: string, env: NodeJS.ProcessEnv = process.env): StagedBatches {
+  const location = parseStagedFrom(spec);
   return new StagedBatches(containerClientFromEnv(location, env, 3), location);
 }

@@ -12,6 +12,8 @@ interface BatchAccount {
   items: number;
   settled: number;
   failed: number;
+  /** Why the batch fails as a whole (it does not hold what staging recorded), if it does. */
+  problem?: string;
 }
 
 /**
@@ -29,7 +31,13 @@ export class StagedBatchSource implements Source {
   private itemsStaged = 0;
   private batchesImported = 0;
   private batchesFailed = 0;
-  private readonly listing: StagedListing = { gone: [], indexed: new Map(), marked: new Set() };
+  /**
+   * Messages staging recorded in batches that failed as a whole, that no `failed` outcome stands
+   * for (a batch gone or unreadable, entries missing from its manifest): not imported, and known
+   * by count only.
+   */
+  private itemsStagedNotRead = 0;
+  private readonly listing: StagedListing = { gone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -57,26 +65,46 @@ export class StagedBatchSource implements Source {
       // A batch is read whole or not at all: a signal stops between batches.
       if (stop?.aborted) return;
       let batch: Awaited<ReturnType<StagedBatches['read']>>;
+      const recorded = this.listing.contents.get(name);
       try {
-        batch = await staged.read(name, options.maxItemSize);
+        batch = await staged.read(name, options.maxItemSize, recorded);
       } catch (err) {
         this.batchesFailed++;
-        options.logger.error(`staged batch ${name} cannot be imported: ${errorMessage(err)}`);
-        await options.statusLog.write({ record: 'batch', batch: name, outcome: 'failed', detail: errorMessage(err) });
+        this.itemsStagedNotRead += recorded?.items ?? 0;
+        const items = recorded ? ` (${recorded.items} message(s) by the staging index)` : '';
+        options.logger.error(`staged batch ${name}${items} cannot be imported: ${errorMessage(err)}`);
+        await options.statusLog.write({ record: 'batch', batch: name, outcome: 'failed', ...(recorded ? { items: recorded.items } : {}), detail: errorMessage(err) });
         continue;
       }
       const file = this.batches.length;
       const account: BatchAccount = { name, items: batch.manifest.entries.length, settled: 0, failed: 0 };
       this.batches.push(account);
       this.itemsStaged += account.items;
+      if (batch.mismatch) {
+        // Not what staging wrote: none of it is delivered, whatever each message's check says.
+        const error = new PivotArchiveError(
+          ErrorCode.STAGING_INCOMPLETE,
+          `staged batch ${name} does not hold what the staging run recorded: ${batch.mismatch}; the whole batch fails, none of its messages is imported (delete the batch, stage the export again, then import again)`,
+        );
+        account.problem = `${error.code}: ${error.message}`;
+        this.itemsStagedNotRead += Math.max(0, (batch.recordedItems ?? 0) - account.items);
+        options.logger.error(account.problem);
+      }
       if (account.items === 0) await this.close(account);
+      if (account.problem) {
+        for (const [index, entry] of batch.manifest.entries.entries()) {
+          this.messagesRead++;
+          yield { kind: 'failed', position: { file, index }, exportId: batch.manifest.exportId, itemId: entry.itemId, conversationId: entry.conversationId, mailbox: entry.mailbox, reason: FailReason.STAGED_MISMATCH, detail: account.problem };
+        }
+        continue;
+      }
       let index = 0;
       for await (const x of batch.entries) {
         this.messagesRead++;
         const { entry } = x;
         const position = { file, index: index++ };
         if ('problem' in x) {
-          yield { kind: 'failed', position, itemId: entry.itemId, conversationId: entry.conversationId, mailbox: entry.mailbox, reason: FailReason.STAGED_MISMATCH, detail: x.problem };
+          yield { kind: 'failed', position, exportId: batch.manifest.exportId, itemId: entry.itemId, conversationId: entry.conversationId, mailbox: entry.mailbox, reason: FailReason.STAGED_MISMATCH, detail: x.problem };
           continue;
         }
         const delivery = {
@@ -93,7 +121,18 @@ export class StagedBatchSource implements Source {
         yield { kind: 'delivery', position, delivery };
       }
     }
-    // Batches a staging run listed that are gone: their messages were read by nothing, and are counted nowhere.
+    for (const folder of this.listing.unindexed) {
+      options.logger.warn(
+        `the staged batches under ${folder} have no staging index (staged by an older version, by a staging run that failed or is still running, or the index was deleted): a batch gone from there cannot be told, so the export is not reported imported whole; run its staging again to the end to index it`,
+      );
+    }
+    // Batches a staging run listed that are gone: their messages were read by nothing, and are counted here only.
+    for (const name of gone) {
+      const recorded = this.listing.contents.get(name);
+      this.batchesFailed++;
+      this.itemsStagedNotRead += recorded?.items ?? 0;
+      await options.statusLog.write({ record: 'batch', batch: name, outcome: 'failed', ...(recorded ? { items: recorded.items } : {}), detail: 'listed by the staging index, not in the container' });
+    }
     if (gone.length > 0) {
       throw new PivotArchiveError(
         ErrorCode.STAGING_INCOMPLETE,
@@ -113,9 +152,9 @@ export class StagedBatchSource implements Source {
   /** Every message of the batch settled: marked imported, or recorded failed. */
   private async close(account: BatchAccount): Promise<void> {
     const { staged, options } = this;
-    if (account.failed > 0) {
+    if (account.failed > 0 || account.problem) {
       this.batchesFailed++;
-      await options.statusLog.write({ record: 'batch', batch: account.name, outcome: 'failed', items: account.items, detail: `${account.failed} message(s) failed` });
+      await options.statusLog.write({ record: 'batch', batch: account.name, outcome: 'failed', items: account.items, detail: account.problem ?? `${account.failed} message(s) failed` });
       return;
     }
     try {
@@ -146,7 +185,13 @@ export class StagedBatchSource implements Source {
   summaryFields(): SourceSummary {
     return {
       identity: { from: this.staged.description, exportId: this.options.exportId ?? null },
-      counters: { batchesImported: this.batchesImported, batchesFailed: this.batchesFailed, itemsStaged: this.itemsStaged },
+      counters: {
+        batchesImported: this.batchesImported,
+        batchesFailed: this.batchesFailed,
+        itemsStaged: this.itemsStaged,
+        itemsStagedNotRead: this.itemsStagedNotRead,
+        exportsWithoutIndex: this.listing.unindexed.length,
+      },
       exportsImportedWhole: this.exportsImportedWhole(),
       itemsDoneEarlier: 0,
       // Every message listed in the manifests read was read (the chain accounts for each one read).

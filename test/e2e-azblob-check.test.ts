@@ -1,0 +1,218 @@
+// Import holds each staged batch against what staging recorded of it (the staging index's count of
+// messages and manifest sha256, else the blob metadata's itemcount), against a real Azurite: a batch
+// rewritten with entries removed (its metadata kept), emptied, or deleted fails whole, exit 1, and
+// the export is not reported imported whole.
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import archiver from 'archiver';
+import unzipper from 'unzipper';
+import { generateSample } from '../src/sample/generate.js';
+import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { readMaildir } from './helpers/maildir.js';
+import { tempDir } from './helpers/tmp.js';
+
+interface Entry {
+  name: string;
+  mailbox: string;
+  itemId: string;
+  messageId: string;
+}
+interface Batch {
+  name: string;
+  metadata: Record<string, string>;
+  manifestBytes: Buffer;
+  manifest: { exportId: string; entries: Entry[] };
+  files: Map<string, Buffer>;
+}
+interface Summary {
+  delivered: number;
+  failed: number;
+  batchesImported: number;
+  batchesFailed: number;
+  itemsStaged: number;
+  itemsStagedNotRead: number;
+  exportsWithoutIndex: number;
+  exportsImportedWhole: string[];
+  balanced: boolean;
+  error?: { code: string; message: string };
+}
+
+const EXPORT_ID = 'acme-2026-11-23';
+let azurite: Azurite;
+let archive: string;
+let env: Record<string, string>;
+
+let workDir: string | undefined;
+
+test.before(async () => {
+  if (!AZURITE_BLOB) throw new Error(azuriteMissingMessage());
+  azurite = await startAzurite();
+  env = azurite.env as Record<string, string>;
+  workDir = await mkdtemp(join(tmpdir(), 'pivot-archive-test-'));
+  archive = join(workDir, 'export.zip');
+  await generateSample(archive, { events: 600, messageFiles: 2, seed: 45 });
+});
+test.after.always(async () => {
+  await azurite?.dispose();
+  if (workDir) await rm(workDir, { recursive: true, force: true });
+});
+
+async function batchesUnder(prefix: string): Promise<Batch[]> {
+  const client = azurite.container('staging');
+  const batches: Batch[] = [];
+  for await (const blob of client.listBlobsFlat({ prefix: `${prefix}/`, includeMetadata: true })) {
+    if (!blob.name.endsWith('.zip')) continue;
+    const zip = (await unzipper.Open.buffer(await client.getBlockBlobClient(blob.name).downloadToBuffer())) as { files: { path: string; buffer(): Promise<Buffer> }[] };
+    const files = new Map<string, Buffer>();
+    for (const f of zip.files) files.set(f.path, await f.buffer());
+    const manifestBytes = files.get('manifest.json')!;
+    batches.push({ name: blob.name, metadata: blob.metadata ?? {}, manifestBytes, manifest: JSON.parse(manifestBytes.toString()) as Batch['manifest'], files });
+  }
+  return batches;
+}
+
+async function indexesUnder(prefix: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const blob of azurite.container('staging').listBlobsFlat({ prefix: `${prefix}/` })) if (/\/index-[^/]+\.json$/.test(blob.name)) names.push(blob.name);
+  return names;
+}
+
+async function stage(prefix: string): Promise<void> {
+  const dir = join(archive, '..');
+  const run = await cli(['run', archive, '--sink', `azblob://staging/${prefix}?messages=100`, '--rejects', join(dir, `rejects-${prefix}`), '--quiet'], { env });
+  if (run.code !== 0) throw new Error(`staging exit ${run.code}: ${run.stderr}`);
+}
+
+/** The batch rewritten (zip and manifest) with `drop` of its manifest's entries removed; its blob metadata (itemcount) kept. */
+async function rewrite(batch: Batch, drop: (entries: Entry[]) => Entry[]): Promise<void> {
+  const gone = new Set(drop(batch.manifest.entries).map((e) => e.name));
+  const manifest = { ...batch.manifest, entries: batch.manifest.entries.filter((e) => !gone.has(e.name)) };
+  const zip = archiver('zip');
+  zip.append(Buffer.from(JSON.stringify(manifest)), { name: 'manifest.json' });
+  for (const [name, bytes] of batch.files) if (name !== 'manifest.json' && !gone.has(name)) zip.append(bytes, { name });
+  void zip.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of zip) chunks.push(c as Buffer);
+  const body = Buffer.concat(chunks);
+  await azurite.container('staging').getBlockBlobClient(batch.name).upload(body, body.length, { metadata: batch.metadata });
+}
+
+async function importInto(prefix: string, dir: string): Promise<{ code: number | null; log: string; summary: Summary; statusLines: Record<string, unknown>[] }> {
+  const status = join(dir, 'import.jsonl');
+  const imp = await cli(['import', '--from', `azblob://staging/${prefix}`, '--sink', `maildir:${join(dir, 'mail')}`, '--state-dir', join(dir, 'state'), '--status-log', status, '--json'], { env });
+  return { code: imp.code, log: imp.log, summary: JSON.parse(imp.stdout) as Summary, statusLines: (await readStatusLog(status)).lines };
+}
+
+async function exportComplete(dir: string): Promise<{ code: number | null; complete: boolean }> {
+  const status = await cli(['status', '--state-dir', join(dir, 'state'), '--export', EXPORT_ID, '--json']);
+  return { code: status.code, complete: (JSON.parse(status.stdout) as { account: { complete: boolean } }).account.complete };
+}
+
+const total = (batches: Batch[]) => batches.reduce((n, b) => n + b.manifest.entries.length, 0);
+
+test.serial('a batch rewritten with entries removed from its manifest and zip (metadata kept) fails whole, exit 1, not imported whole; deleted and staged again, the import completes', async (t) => {
+  t.timeout(300_000);
+  await stage('drop');
+  const batches = await batchesUnder('drop');
+  t.true(batches.length >= 3, `${batches.length} batches`);
+  // The index records each batch's count and its manifest's sha256.
+  const [indexName] = await indexesUnder('drop');
+  const index = JSON.parse((await azurite.container('staging').getBlockBlobClient(indexName!).downloadToBuffer()).toString()) as { version: number; batches: string[]; contents: Record<string, { items: number; sha256: string }> };
+  t.is(index.version, 1);
+  t.deepEqual(index.batches, batches.map((b) => b.name).sort());
+  for (const b of batches) t.deepEqual(index.contents[b.name], { items: b.manifest.entries.length, sha256: createHash('sha256').update(b.manifestBytes).digest('hex') });
+
+  const victim = batches.find((b) => b.manifest.entries.length === 100)!;
+  t.truthy(victim);
+  t.is(victim.manifest.exportId, EXPORT_ID);
+  await rewrite(victim, (entries) => entries.slice(0, 10));
+  const dir = await tempDir(t);
+  const { code, log, summary, statusLines } = await importInto('drop', dir);
+  t.is(code, 1, log);
+  t.like(summary, { batchesFailed: 1, batchesImported: batches.length - 1, failed: 90, itemsStagedNotRead: 10, delivered: total(batches) - 100, balanced: true });
+  t.deepEqual(summary.exportsImportedWhole, []);
+  t.regex(log, new RegExp(`E_STAGING_INCOMPLETE: staged batch ${victim.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not hold what the staging run recorded: its manifest lists 90 message\\(s\\) where the staging index records 100`));
+  t.like(statusLines.find((l) => l.record === 'batch' && l.batch === victim.name), { outcome: 'failed' });
+  t.is(statusLines.filter((l) => l.outcome === 'failed' && l.reason === 'staged-mismatch' && l.exportId === EXPORT_ID).length, 90);
+  const got = await readMaildir(join(dir, 'mail'));
+  t.is(got.length, total(batches) - 100, 'none of the batch is delivered');
+  t.false(got.some((m) => victim.manifest.entries.some((e) => e.mailbox === m.mailbox && e.messageId === m.parsed.messageId)));
+  t.like(await exportComplete(dir), { code: 1, complete: false });
+
+  // The remedy the error names: delete the batch, stage again, import again.
+  await azurite.container('staging').deleteBlob(victim.name);
+  await stage('drop');
+  const again = await importInto('drop', dir);
+  t.is(again.code, 0, again.log);
+  t.deepEqual(again.summary.exportsImportedWhole, [EXPORT_ID]);
+  t.is((await readMaildir(join(dir, 'mail'))).length, total(batches));
+  t.like(await exportComplete(dir), { code: 0, complete: true });
+});
+
+test.serial('a batch whose manifest is emptied (its messages removed, metadata kept) fails whole: exit 1, its staged count reported not read, not imported whole', async (t) => {
+  t.timeout(300_000);
+  await stage('empty');
+  const batches = await batchesUnder('empty');
+  const victim = batches[1]!;
+  const count = victim.manifest.entries.length;
+  await rewrite(victim, (entries) => entries);
+  const dir = await tempDir(t);
+  const { code, log, summary, statusLines } = await importInto('empty', dir);
+  t.is(code, 1, log);
+  t.like(summary, { batchesFailed: 1, batchesImported: batches.length - 1, failed: 0, itemsStagedNotRead: count, delivered: total(batches) - count, balanced: true });
+  t.deepEqual(summary.exportsImportedWhole, []);
+  t.regex(log, new RegExp(`its manifest lists 0 message\\(s\\) where the staging index records ${count}`));
+  t.like(statusLines.find((l) => l.record === 'batch' && l.batch === victim.name), { outcome: 'failed' });
+  t.false(statusLines.some((l) => l.record === 'batch' && l.batch === victim.name && l.outcome === 'imported'));
+  t.like(await exportComplete(dir), { code: 1, complete: false });
+});
+
+test.serial('a batch deleted: the import fails (E_STAGING_INCOMPLETE) counting it failed; with the index deleted too, the import warns and does not report the export whole', async (t) => {
+  t.timeout(300_000);
+  await stage('gone');
+  const batches = await batchesUnder('gone');
+  const victim = batches[1]!;
+  const count = victim.manifest.entries.length;
+  const client = azurite.container('staging');
+  await client.deleteBlob(victim.name);
+  const dir = await tempDir(t);
+  const { code, log, summary, statusLines } = await importInto('gone', dir);
+  t.is(code, 1, log);
+  t.is(summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.like(summary, { batchesFailed: 1, batchesImported: batches.length - 1, itemsStagedNotRead: count, delivered: total(batches) - count });
+  t.like(statusLines.find((l) => l.record === 'batch' && l.batch === victim.name), { outcome: 'failed', items: count });
+  t.like(await exportComplete(dir), { code: 1, complete: false });
+
+  for (const name of await indexesUnder('gone')) await client.deleteBlob(name);
+  const other = await tempDir(t);
+  const blind = await importInto('gone', other);
+  t.is(blind.code, 0, blind.log);
+  t.regex(blind.log, /warn the staged batches under gone\/acme-2026-11-23\/ have no staging index .*a batch gone from there cannot be told/);
+  t.like(blind.summary, { exportsWithoutIndex: 1, batchesImported: batches.length - 1 });
+  t.deepEqual(blind.summary.exportsImportedWhole, []);
+  t.like(await exportComplete(other), { code: 1, complete: false });
+});
+
+test.serial('staged data whose index predates the per-batch record (names only) is still read, a batch checked against its metadata itemcount', async (t) => {
+  t.timeout(300_000);
+  await stage('old');
+  const batches = await batchesUnder('old');
+  const client = azurite.container('staging');
+  const [indexName] = await indexesUnder('old');
+  const { contents: _, ...oldIndex } = JSON.parse((await client.getBlockBlobClient(indexName!).downloadToBuffer()).toString()) as Record<string, unknown>;
+  const body = JSON.stringify(oldIndex);
+  await client.getBlockBlobClient(indexName!).upload(body, body.length);
+  const victim = batches[0]!;
+  const count = victim.manifest.entries.length;
+  await rewrite(victim, (entries) => entries.slice(0, 5));
+  const dir = await tempDir(t);
+  const { code, log, summary } = await importInto('old', dir);
+  t.is(code, 1, log);
+  t.like(summary, { batchesFailed: 1, batchesImported: batches.length - 1, failed: count - 5, itemsStagedNotRead: 5, delivered: total(batches) - count });
+  t.deepEqual(summary.exportsImportedWhole, []);
+  t.regex(log, new RegExp(`its manifest lists ${count - 5} message\\(s\\) where its blob metadata itemcount records "${count}"`));
+});
