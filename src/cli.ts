@@ -386,6 +386,11 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     });
 }
 
+/** A command line's flags as written (by flag name), read without the checks the parser refused it by. */
+function lenientFlags(args: string[]): Record<string, unknown> {
+  return Parser(args.slice(1), { boolean: ['json', 'dry-run'], configuration: { 'camel-case-expansion': false } }) as Record<string, unknown>;
+}
+
 /** Errors of the command-line parser itself (an unknown flag, a missing value), which no later step recorded. */
 const refusedByParser = new WeakSet<object>();
 
@@ -396,7 +401,7 @@ const refusedByParser = new WeakSet<object>();
 async function recordRefusedCommandLine(args: string[], err: unknown): Promise<void> {
   const command = args[0];
   if ((command !== 'run' && command !== 'import') || typeof err !== 'object' || err === null || !refusedByParser.has(err)) return;
-  const flags = Parser(args.slice(1), { configuration: { 'camel-case-expansion': false } }) as Record<string, unknown>;
+  const flags = lenientFlags(args);
   const archive = typeof flags.from === 'string' ? flags.from : String((flags._ as unknown[] | undefined)?.[0] ?? '');
   const targets = await recordTargets(command, flags, process.env, process.cwd()).catch(() => ({}));
   await recordFailureBeforeStart(targets, err, { archive });
@@ -434,7 +439,7 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
   } catch (err) {
     report(undefined, err);
     await recordRefusedCommandLine(args, err);
-    if ((args[0] === 'run' || args[0] === 'import') && args.some((a) => a === '--json' || a === '--json=true')) printFailure(err);
+    if ((args[0] === 'run' || args[0] === 'import') && lenientFlags(args).json === true) printFailure(err);
     if (!(err instanceof PivotArchiveError) || err.code === ErrorCode.USAGE) process.stderr.write('Run pivot-archive --help for usage.\n');
     return errorExitCode(err);
   }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type Stats } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '../options/index.js';
@@ -40,9 +40,11 @@ interface Sighting {
   mtimeMs: number;
 }
 
+const sightingOf = (info: Stats): Sighting => ({ dev: info.dev, ino: info.ino, size: info.size, mtimeMs: info.mtimeMs });
+
 async function sighting(path: string): Promise<Sighting | undefined> {
   const info = await stat(path).catch(() => undefined);
-  return info && { dev: info.dev, ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
+  return info && sightingOf(info);
 }
 
 const sameFile = (a: Sighting | undefined, b: Sighting | undefined) => a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
@@ -130,7 +132,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         logger.info(`${name}: not a file, left alone`);
         continue;
       }
-      const now = { dev: info.dev, ino: info.ino, size: info.size, mtimeMs: info.mtimeMs };
+      const now = sightingOf(info);
       if (Date.now() - info.mtimeMs < config.settleSeconds * 1000) {
         if (!sameFile(waitedBefore[name], now)) {
           result.waiting.push(name);

@@ -427,7 +427,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       }
       if (verdict.accepted) return;
       if (typeof tokens !== 'string') throw unavailable(`the server refused the app's token (${verdict.what}: ${verdict.text}); ${XOAUTH2_HINT}`);
-      throw unavailable(`the server refused the admin's credentials (${verdict.what}: ${verdict.text}); check the password in ${environmentLabel('passwordEnv', this.config.passwordEnv, imapOptions.passwordEnv.default)}${this.config.probe === undefined ? PROBE_HINT : ''}`);
+      throw unavailable(`the server refused the admin's credentials (${verdict.what}: ${verdict.text}); check the password in ${passwordVariable(this.config)}${this.config.probe === undefined ? PROBE_HINT : ''}`);
     }
   }
 
@@ -495,7 +495,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       try {
         const verdict = await this.proveCredentials();
         if (!verdict.accepted) {
-          this.fail(`the server refused the admin's credentials in the middle of the run (${verdict.what}: ${verdict.text}); check the password in ${environmentLabel('passwordEnv', this.config.passwordEnv, imapOptions.passwordEnv.default)}`, Infinity);
+          this.fail(`the server refused the admin's credentials in the middle of the run (${verdict.what}: ${verdict.text}); check the password in ${passwordVariable(this.config)}`, Infinity);
         }
       } catch {
         // No answer either way: the mailbox's own refusal stands.
@@ -1130,6 +1130,11 @@ export async function findFolder(client: ImapFlow, folder: string): Promise<{ pa
   return { path, exists: list.some((m) => m.path === path) };
 }
 
+/** Where the admin's password is read from, as a message may name it (a name the user gave is not repeated: it may be the password). */
+function passwordVariable(config: Pick<ImapSinkConfig, 'passwordEnv'>): string {
+  return environmentLabel('passwordEnv', config.passwordEnv, imapOptions.passwordEnv.default);
+}
+
 /** The server's `NO [CANNOT]` (RFC 5530): the command violates a server rule and will never succeed. */
 export function isCannot(err: unknown): boolean {
   const e = err as { responseStatus?: string; serverResponseCode?: string } | undefined;
@@ -1278,7 +1283,7 @@ export function imapSpecAndCredentials(spec: string, options: ImapSpecOptions): 
   const oauth = config.oauth;
   if (!oauth) {
     const password = env[config.passwordEnv];
-    if (!password) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in ${environmentLabel('passwordEnv', config.passwordEnv, imapOptions.passwordEnv.default)}`);
+    if (!password) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in ${passwordVariable(config)}`);
     return { config, credentials: password };
   }
   const secret = oauth.credential === 'app' && oauth.clientCertificate === undefined ? env[oauth.secretEnv] : '';

@@ -82,11 +82,7 @@ export class StagedBatchSource implements Source {
       this.itemsStaged += account.items;
       if (batch.mismatch) {
         // Not what staging wrote: none of it is delivered, whatever each message's check says.
-        const error = new PivotArchiveError(
-          ErrorCode.STAGING_INCOMPLETE,
-          `staged batch ${name} does not hold what the staging run recorded: ${batch.mismatch}; the whole batch fails, none of its messages is imported (delete the batch, stage the export again, then import again)`,
-        );
-        account.problem = `${error.code}: ${error.message}`;
+        account.problem = `${ErrorCode.STAGING_INCOMPLETE}: staged batch ${name} does not hold what the staging run recorded: ${batch.mismatch}; the whole batch fails, none of its messages is imported (delete the batch, stage the export again, then import again)`;
         this.itemsStagedNotRead += Math.max(0, (batch.recordedItems ?? 0) - account.items);
         options.logger.error(account.problem);
       }
