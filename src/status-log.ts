@@ -159,6 +159,10 @@ export interface RunSummary extends Counters, RunStamp {
   batchesFailed?: number;
   /** Messages listed in the manifests of the staged batches read. */
   itemsStaged?: number;
+  /** Messages staging recorded in batches that are gone, unreadable or altered: read by nothing. */
+  itemsStagedNotRead?: number;
+  /** Export folders with batches but no staging index: gone batches cannot be found there. */
+  exportsWithoutIndex?: number;
   /**
    * An import read to its end: the exports every batch of whose latest staging index is in the
    * sink (this shard's part of it), by this import or an earlier one. `status` needs it to call an

@@ -1,12 +1,13 @@
 // Import holds each staged batch against what staging recorded of it (the staging index's count of
 // messages and manifest sha256, else the blob metadata's itemcount), against a real Azurite: a batch
 // rewritten with entries removed (its metadata kept), emptied, or deleted fails whole, exit 1, and
-// the export is not reported imported whole.
+// the export is not reported imported whole; so does an export whose every batch was deleted (its
+// index alone left). The text summary shows what the JSON counts of it.
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import archiver from 'archiver';
 import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
@@ -81,9 +82,9 @@ async function indexesUnder(prefix: string): Promise<string[]> {
   return names;
 }
 
-async function stage(prefix: string): Promise<void> {
+async function stage(prefix: string, from = archive): Promise<void> {
   const dir = join(archive, '..');
-  const run = await cli(['run', archive, '--sink', `azblob://staging/${prefix}?messages=100`, '--rejects', join(dir, `rejects-${prefix}`), '--quiet'], { env });
+  const run = await cli(['run', from, '--sink', `azblob://staging/${prefix}?messages=100`, '--rejects', join(dir, `rejects-${prefix}-${basename(from)}`), '--quiet'], { env });
   if (run.code !== 0) throw new Error(`staging exit ${run.code}: ${run.stderr}`);
 }
 
@@ -101,10 +102,22 @@ async function rewrite(batch: Batch, drop: (entries: Entry[]) => Entry[]): Promi
   await azurite.container('staging').getBlockBlobClient(batch.name).upload(body, body.length, { metadata: batch.metadata });
 }
 
-async function importInto(prefix: string, dir: string): Promise<{ code: number | null; log: string; summary: Summary; statusLines: Record<string, unknown>[] }> {
+async function importInto(prefix: string, dir: string, options: string[] = []): Promise<{ code: number | null; log: string; summary: Summary; statusLines: Record<string, unknown>[] }> {
   const status = join(dir, 'import.jsonl');
-  const imp = await cli(['import', '--from', `azblob://staging/${prefix}`, '--sink', `maildir:${join(dir, 'mail')}`, '--state-dir', join(dir, 'state'), '--status-log', status, '--json'], { env });
+  const imp = await cli(['import', '--from', `azblob://staging/${prefix}`, '--sink', `maildir:${join(dir, 'mail')}`, '--state-dir', join(dir, 'state'), '--status-log', status, '--json', ...options], { env });
   return { code: imp.code, log: imp.log, summary: JSON.parse(imp.stdout) as Summary, statusLines: (await readStatusLog(status)).lines };
+}
+
+/** An import's summary as people read it (no --json), into a Maildir of its own. */
+async function importText(prefix: string, dir: string): Promise<{ code: number | null; text: string }> {
+  const imp = await cli(['import', '--from', `azblob://staging/${prefix}`, '--sink', `maildir:${join(dir, 'mail')}`], { env });
+  return { code: imp.code, text: imp.stdout };
+}
+
+/** The value of a summary row (`  label   value`), or undefined when the row is not shown. */
+function summaryRow(text: string, label: string): string | undefined {
+  const escaped = label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`^  ${escaped} +(\\S+)$`, 'm').exec(text)?.[1];
 }
 
 async function exportComplete(dir: string): Promise<{ code: number | null; complete: boolean }> {
@@ -215,4 +228,67 @@ test.serial('staged data whose index predates the per-batch record (names only) 
   t.like(summary, { batchesFailed: 1, batchesImported: batches.length - 1, failed: count - 5, itemsStagedNotRead: 5, delivered: total(batches) - count });
   t.deepEqual(summary.exportsImportedWhole, []);
   t.regex(log, new RegExp(`its manifest lists ${count - 5} message\\(s\\) where its blob metadata itemcount records "${count}"`));
+});
+
+test.serial('the text summary of an import shows the staging problems its JSON counts (messages not read, exports without an index) when there are any, and no such row when there are none', async (t) => {
+  t.timeout(300_000);
+  await stage('text');
+  const batches = await batchesUnder('text');
+  const notRead = 'staged messages not read (batch gone, unreadable, altered)';
+  const withoutIndex = 'exports without a staging index (gone batches not detectable)';
+  const whole = await importText('text', await tempDir(t));
+  t.is(whole.code, 0, whole.text);
+  t.is(summaryRow(whole.text, 'messages staged (in those batches)'), String(total(batches)), whole.text);
+  t.is(summaryRow(whole.text, notRead), undefined, whole.text);
+  t.is(summaryRow(whole.text, withoutIndex), undefined, whole.text);
+
+  const client = azurite.container('staging');
+  const victim = batches[0]!;
+  await client.deleteBlob(victim.name);
+  const gone = await importText('text', await tempDir(t));
+  t.is(gone.code, 1, gone.text);
+  t.is(summaryRow(gone.text, notRead), String(victim.manifest.entries.length), gone.text);
+  t.is(summaryRow(gone.text, withoutIndex), undefined, gone.text);
+
+  for (const name of await indexesUnder('text')) await client.deleteBlob(name);
+  const blind = await importText('text', await tempDir(t));
+  t.is(blind.code, 0, blind.text);
+  t.is(summaryRow(blind.text, withoutIndex), '1', blind.text);
+  t.is(summaryRow(blind.text, notRead), undefined, blind.text);
+});
+
+test.serial('an export whose every batch was deleted (its index kept) is found: each batch its index lists failed, its messages counted not read, E_STAGING_INCOMPLETE; exit 1 beside an export imported and alone (lost deliveries, not a usage error); status calls it incomplete', async (t) => {
+  t.timeout(300_000);
+  const otherArchive = join(workDir!, 'other.zip');
+  const other = await generateSample(otherArchive, { events: 300, seed: 46, day: '2026-11-24' });
+  await stage('allgone');
+  await stage('allgone', otherArchive);
+  const batches = await batchesUnder('allgone');
+  const lost = batches.filter((b) => b.manifest.exportId === EXPORT_ID);
+  const kept = batches.filter((b) => b.manifest.exportId === other.exportId);
+  t.true(lost.length >= 3 && kept.length >= 1 && lost.length + kept.length === batches.length, `${lost.length} + ${kept.length} batches`);
+  const client = azurite.container('staging');
+  for (const b of lost) await client.deleteBlob(b.name);
+  t.is((await indexesUnder(`allgone/${EXPORT_ID}`)).length, 1, 'the index of the export is left');
+
+  const dir = await tempDir(t);
+  const { code, log, summary, statusLines } = await importInto('allgone', dir);
+  t.is(code, 1, log);
+  t.is(summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.like(summary, { batchesFailed: lost.length, batchesImported: kept.length, failed: 0, itemsStagedNotRead: total(lost), delivered: total(kept), exportsWithoutIndex: 0 });
+  t.deepEqual(summary.exportsImportedWhole, []);
+  t.regex(log, new RegExp(`E_STAGING_INCOMPLETE: ${lost.length} staged batches that the staging run listed are gone \\(allgone/${EXPORT_ID}/`));
+  for (const b of lost) {
+    t.like(statusLines.find((l) => l.record === 'batch' && l.batch === b.name), { outcome: 'failed', items: b.manifest.entries.length, detail: 'listed by the staging index, not in the container' });
+  }
+  const got = await readMaildir(join(dir, 'mail'));
+  t.is(got.length, total(kept));
+
+  // The export alone: nothing of it to deliver, and still a delivery failure.
+  const alone = await tempDir(t);
+  const only = await importInto('allgone', alone, ['--export', EXPORT_ID]);
+  t.is(only.code, 1, only.log);
+  t.is(only.summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.like(only.summary, { batchesFailed: lost.length, batchesImported: 0, itemsStagedNotRead: total(lost), delivered: 0 });
+  t.like(await exportComplete(alone), { code: 1, complete: false });
 });

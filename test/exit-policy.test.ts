@@ -38,6 +38,7 @@ test('exit code: failures before interruption before alarm; a chain error is 2 b
   t.is(runExitCode(summary({ balanced: false })), 1);
   t.is(runExitCode(summary({ error: { code: 'E_STATUS_LOG', message: '' }, delivered: 0 })), 2);
   t.is(runExitCode(summary({ error: { code: 'E_ARCHIVE_CORRUPT', message: '' } })), 1);
+  t.is(runExitCode(summary({ error: { code: 'E_STAGING_INCOMPLETE', message: '' }, delivered: 0, batchesFailed: 3 })), 1, 'staged batches gone, nothing else to import: lost deliveries');
   t.is(runExitCode(summary({ error: { code: 'E_INTERNAL', message: '' } })), 70);
 });
 

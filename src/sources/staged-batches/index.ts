@@ -55,9 +55,10 @@ export class StagedBatches {
   /**
    * Names of the batches not yet imported into the sink `markerKey` stands for (all of them
    * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
-   * after its batch, so one name of look-behind is all the memory it takes. Each export's
-   * batches are checked against the latest staging index in its folder (which sorts after
-   * them): the names of batches it lists that are not there go into `found.gone`. That index is
+   * after its batch, so one name of look-behind is all the memory it takes. Every export folder
+   * listed, by a batch or by a staging index alone, is checked against its latest staging index
+   * (which sorts after the batches): the names of batches it lists that are not there go into
+   * `found.gone`, with their records in `found.contents`. When the folder has batches, that index is
    * looked up when the listing enters the folder, before any of its batches is yielded, so that
    * each batch is held against its record there (`found.contents`) as it is read.
    */
@@ -74,7 +75,13 @@ export class StagedBatches {
       const index = entryIndex ?? (latestIndex ? await this.readIndex(latestIndex) : undefined);
       if (index) {
         found.indexed.set(index.exportId, index.batches);
-        if (present.size > 0) found.gone.push(...index.batches.filter((name) => !present.has(name)));
+        // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.
+        for (const name of index.batches) {
+          if (present.has(name)) continue;
+          found.gone.push(name);
+          const record = index.contents?.[name];
+          if (record) found.contents.set(name, record);
+        }
       } else if (present.size > 0 && folder !== undefined) {
         found.unindexed.push(folder);
       }
