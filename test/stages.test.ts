@@ -23,7 +23,7 @@ const bob: User = { id: 'u_bob', displayName: 'Bob', email: 'bob@other.example' 
 const room: Conversation = { id: 'c_1', type: 'room', name: 'Rates', members: ['u_ann', 'u_bob'] };
 
 function entry(bytes: Buffer): ZipEntry {
-  return { name: 'x', compressedSize: bytes.length, uncompressedSize: bytes.length, crc32: 0, offset: 0, limit: bytes.length, method: 0, open: () => Readable.from([bytes]) };
+  return { name: 'x', compressedSize: bytes.length, uncompressedSize: bytes.length, crc32: 0, offset: 0, method: 0, open: () => Readable.from([bytes]) };
 }
 
 function exportOf(attachments: Record<string, Buffer> = {}): ExportContext {

@@ -1,6 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { read as fsRead } from 'node:fs';
 import { crc32, createInflateRaw } from 'node:zlib';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 
@@ -11,8 +10,6 @@ export interface ZipEntry {
   uncompressedSize: number;
   crc32: number;
   offset: number;
-  /** Where its data must end (the next entry, or the central directory). */
-  limit: number;
   method: number;
   /** Opens a stream of the entry's bytes, checked against the central directory; `onBytes` counts them. */
   open(onBytes?: (n: number) => void): Readable;
@@ -238,7 +235,12 @@ export async function readCentralDirectory(
   } else {
     const { handle } = source;
     size = source.size;
-    read = readerOf((buffer, at) => handle.read(buffer, 0, buffer.length, at));
+    read = async (at, length) => {
+      // Unfilled bytes are never returned (the view ends at bytesRead).
+      const buffer = Buffer.allocUnsafe(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, at);
+      return buffer.subarray(0, bytesRead);
+    };
   }
   let records: DirectoryRecord[];
   let centralDirectoryOffset: number;
@@ -255,12 +257,12 @@ export async function readCentralDirectory(
   }
   /** An entry's stream, and the read of the file under it (closed with the archive). */
   const openEntry = (entry: DirectoryEntry): EntryReads => {
-    const reads = entryReads(read, size, entry);
+    const data = Readable.from(entryData(read, entry.offset, entry.compressedSize, Math.min(entry.limit, size)), { objectMode: false, highWaterMark: READ_PIECE });
     if ('handle' in source) {
-      source.streams?.add(reads.read);
-      reads.read.on('close', () => source.streams?.delete(reads.read));
+      source.streams?.add(data);
+      data.on('close', () => source.streams?.delete(data));
     }
-    return reads;
+    return { entry: entry.method === 8 ? data.pipe(createInflateRaw({ chunkSize: INFLATED_PIECE })) : data, read: data };
   };
 
   const kept: DirectoryRecord[] = [];
@@ -302,39 +304,6 @@ export async function readCentralDirectory(
   }
   refuseOverlaps(archivePath, kept, centralDirectoryOffset);
   return { entries: new ZipDirectory(archivePath, openEntry, kept), hostileNames };
-}
-
-/** Reads at an offset through `readAt`; unfilled bytes are never returned (the view ends at bytesRead). */
-function readerOf(readAt: (buffer: Buffer, at: number) => Promise<{ bytesRead: number }>): (at: number, length: number) => Promise<Buffer> {
-  return async (at, length) => {
-    const buffer = Buffer.allocUnsafe(length);
-    const { bytesRead } = await readAt(buffer, at);
-    return buffer.subarray(0, bytesRead);
-  };
-}
-
-/** An entry's stored bytes read from the file, inflated when they are deflated. */
-function entryReads(read: (at: number, length: number) => Promise<Buffer>, size: number, entry: EntryAddress): EntryReads {
-  const data = Readable.from(entryData(read, entry.offset, entry.compressedSize, Math.min(entry.limit, size)), { objectMode: false, highWaterMark: READ_PIECE });
-  return { entry: entry.method === 8 ? data.pipe(createInflateRaw({ chunkSize: INFLATED_PIECE })) : data, read: data };
-}
-
-/** What locates and checks one entry: enough to open it on another thread that shares the descriptor. */
-export type EntryAddress = Pick<ZipEntry, 'name' | 'compressedSize' | 'uncompressedSize' | 'crc32' | 'offset' | 'limit' | 'method'>;
-
-export function entryAddress(entry: ZipEntry): EntryAddress {
-  const { name, compressedSize, uncompressedSize, crc32, offset, limit, method } = entry;
-  return { name, compressedSize, uncompressedSize, crc32, offset, limit, method };
-}
-
-/**
- * Opens an entry (checked as `ZipEntry.open` checks it) on a bare descriptor of the archive, as
- * a worker thread gets it: the descriptor is the opener's, who must not close it before the
- * stream has ended or been destroyed.
- */
-export function openEntryOnDescriptor(label: string, fd: number, size: number, entry: EntryAddress): Readable {
-  const read = readerOf((buffer, at) => new Promise((resolve, reject) => fsRead(fd, buffer, 0, buffer.length, at, (err, bytesRead) => (err ? reject(err) : resolve({ bytesRead })))));
-  return checkedEntryStream(label, entry.name, () => entryReads(read, size, entry), entry.crc32, entry.uncompressedSize);
 }
 
 /** An entry's bytes (inflated, or as stored), and the read of the file they come from (the same stream when stored). */

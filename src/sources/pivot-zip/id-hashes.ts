@@ -41,17 +41,6 @@ export class IdHashes {
     return keyOf(lastHash.low, lastHash.high);
   }
 
-  /** Adds hashes another thread made: (low, high) word pairs, as `push` keeps them. */
-  pushHashes(pairs: Uint32Array): void {
-    for (let from = 0; from < pairs.length; ) {
-      if (this.filled === this.perChunk) this.writeChunk();
-      const take = Math.min(pairs.length - from, 2 * (this.perChunk - this.filled));
-      this.words.set(pairs.subarray(from, from + take), 2 * this.filled);
-      this.filled += take / 2;
-      from += take;
-    }
-  }
-
   /** Keys of the hashes seen more than once (the only ids that can repeat); lets the file go. */
   repeated(): Set<number> {
     const repeated = new Set<number>();

@@ -8,9 +8,7 @@ import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent, User } from '../../model.js';
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
-import type { ArrayElement } from './json-array.js';
-import { elementBatches, parsed } from './elements.js';
-import { checkMessagesFiles } from './first-pass.js';
+import { JsonArrayScanner, type ArrayElement } from './json-array.js';
 import { IdHashes } from './id-hashes.js';
 import { idKey } from '../../hash.js';
 import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
@@ -34,17 +32,6 @@ const ATTACHMENT_PREFIX = 'attachments/';
 const REQUIRED = ['manifest.json', 'users.json', 'conversations.json'] as const;
 
 /** An archive entry outside the format's layout: recorded with why, never read. */
-/** A valid join or leave, as the membership timeline takes it (its id kept to find a repeat's first). */
-interface Change {
-  key: number;
-  id: string;
-  conversationId: string;
-  time: number;
-  position: EventPosition;
-  memberId: string;
-  joined: boolean;
-}
-
 export interface IgnoredEntry {
   name: string;
   why: string;
@@ -120,11 +107,8 @@ export class PivotExportArchive implements ExportContext {
       const size = stat.size;
       // The whole file is hashed while the archive is checked, both through the held descriptor.
       const limits = { maxRatio: config.maxZipRatio === 0 ? Infinity : (config.maxZipRatio ?? DEFAULT_ZIP_LIMITS.maxRatio) };
-      // Both settle before either's failure is thrown: the checking threads read the descriptor the catch closes.
-      const [hashed, checked] = await Promise.allSettled([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes, limits)]);
-      if (checked.status === 'rejected') throw checked.reason;
-      if (hashed.status === 'rejected') throw hashed.reason;
-      return new PivotExportArchive(path, handle, streams, size, hashed.value, ...checked.value);
+      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes, limits)]);
+      return new PivotExportArchive(path, handle, streams, size, sha256, ...opened);
     } catch (err) {
       await closeStreams(streams);
       await handle.close().catch(() => undefined);
@@ -164,25 +148,40 @@ export class PivotExportArchive implements ExportContext {
 
     // First pass: count, hash every id (8 bytes an event, never the strings), keep valid join/leave.
     const ids = new IdHashes();
-    const changesByFile: Change[][] = messageFiles.map(() => []);
+    const changes: { key: number; id: string; conversationId: string; time: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
     const tooLargeCrcs = new Map<string, number>();
     let eventCount = 0;
     try {
-      const checks = await checkMessagesFiles({ label: path, fd: file.handle.fd, size: file.size, maxEventBytes }, messageFiles, ids, (index, { raw, key, index: element }) => {
-        // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
-        const checked = checkEvent(raw, { users, conversations });
-        if ('reason' in checked) return;
-        changesByFile[index]!.push({ key, id: raw.id as string, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element }, memberId: checked.member!.id, joined: raw.type === 'join' });
-      });
-      for (const [index, check] of checks.entries()) {
-        eventCount += check.events;
-        for (const [element, crc] of check.tooLarge) tooLargeCrcs.set(`${index}:${element}`, crc);
+      for (const [index, entry] of messageFiles.entries()) {
+        // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
+        for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+          eventCount += elements.length;
+          for (const element of elements) {
+            if (!element.bytes) {
+              tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
+              continue;
+            }
+            // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
+            const plain = plainId(element.bytes);
+            if (plain !== undefined) {
+              ids.push(plain);
+              continue;
+            }
+            const raw = parsed(element.bytes);
+            if (!isObject(raw) || typeof raw.id !== 'string') continue;
+            const key = ids.push(raw.id);
+            if (raw.type !== 'join' && raw.type !== 'leave') continue;
+            // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
+            const checked = checkEvent(raw, { users, conversations });
+            if ('reason' in checked) continue;
+            changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
+          }
+        }
       }
     } catch (err) {
       ids.discard();
       throw err;
     }
-    const changes = changesByFile.flat();
     const duplicateCandidates = ids.repeated();
     // A join/leave that reuses an earlier event's id is rejected duplicate-id: it must not count either.
     const suspects = new Set(changes.filter((c) => duplicateCandidates.has(c.key)).map((c) => c.id));
@@ -428,7 +427,7 @@ async function hashFile(path: string, handle: FileHandle, size: number): Promise
 async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, EventPosition>> {
   const first = new Map<string, EventPosition>();
   for (const [index, entry] of files.entries()) {
-    for await (const elements of elementBatches(path, entry.name, entry.open(), maxEventBytes, true)) {
+    for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
       for (const element of elements) {
         const raw = element.bytes && parsed(element.bytes);
         if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, { file: index, index: element.index });
@@ -439,6 +438,33 @@ async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: nu
 }
 
 /**
+ * The elements of one messages file's array, a batch per chunk read (with `borrow`, their bytes
+ * are views of the chunk). A file whose array is broken fails the archive (ARCHIVE_CONTENT).
+ */
+async function* elementBatches(path: string, entry: ZipEntry, maxEventBytes: number, borrow: boolean, onBytes?: (n: number) => void): AsyncGenerator<ArrayElement[]> {
+  const scanner = new JsonArrayScanner(maxEventBytes, borrow);
+  const broken = (err: unknown) =>
+    err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
+  const stream = entry.open(onBytes);
+  try {
+    for await (const chunk of stream) {
+      let elements: ArrayElement[];
+      try {
+        elements = scanner.write(chunk as Buffer);
+      } catch (err) {
+        throw broken(err);
+      }
+      if (elements.length > 0) yield elements;
+    }
+    scanner.end();
+  } catch (err) {
+    throw broken(err);
+  } finally {
+    stream.destroy();
+  }
+}
+
+/**
  * Events parsed at a time: a chunk read holds hundreds, and parsed all at once they outlived
  * the (small, --optimize-for-size) young generation: the GC took a third of the source's time.
  */
@@ -446,7 +472,7 @@ const PARSED_BATCH = 64;
 
 /** The events of one messages file, in batches: each element's exact bytes (a copy) and parsed value, or why not. */
 async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void): AsyncGenerator<SourceEvent[]> {
-  for await (const elements of elementBatches(path, entry.name, entry.open(onBytes), maxEventBytes, false)) {
+  for await (const elements of elementBatches(path, entry, maxEventBytes, false, onBytes)) {
     for (let from = 0; from < elements.length; from += PARSED_BATCH) {
       const batch = new Array<SourceEvent>(Math.min(PARSED_BATCH, elements.length - from));
       for (let i = 0; i < batch.length; i++) batch[i] = toEvent(elements[from + i]!, file);
@@ -455,6 +481,55 @@ async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEve
   }
 }
 
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const PLAIN_START = Buffer.from('{"id":"');
+const JOIN = Buffer.from('"join"');
+const LEAVE = Buffer.from('"leave"');
+const ID_KEY = Buffer.from('"id"');
+
+/** `pattern` stands in `bytes` at `at`. */
+function standsAt(bytes: Buffer, at: number, pattern: Buffer): boolean {
+  if (at + pattern.length > bytes.length) return false;
+  for (let k = 0; k < pattern.length; k++) if (bytes[at + k] !== pattern[k]) return false;
+  return true;
+}
+
+/**
+ * The checking pass's fast path: the id of an element whose bytes begin `{"id":"`, whose id is
+ * ASCII, and that holds no backslash (no escape can hide a quote, a key or a value), no other
+ * `"id"` (JSON.parse keeps the last of repeated keys) and no `"join"` or `"leave"` (so it
+ * changes no membership). That is exactly the id JSON.parse would give, if the element parses
+ * at all; undefined for every other element (the caller parses it). The hash of an element that
+ * would not parse is harmless: at worst a candidate that `events()` checks exactly.
+ */
+export function plainId(bytes: Buffer): string | undefined {
+  if (!standsAt(bytes, 0, PLAIN_START)) return undefined;
+  const n = bytes.length;
+  let end = PLAIN_START.length;
+  for (; end < n; end++) {
+    const b = bytes[end]!;
+    if (b === QUOTE) break;
+    if (b === BACKSLASH || b >= 0x80) return undefined;
+  }
+  if (end >= n) return undefined;
+  // One plain loop over the rest (a native indexOf per pattern cost more than the whole loop).
+  for (let i = end + 1; i < n; i++) {
+    const b = bytes[i]!;
+    if (b === BACKSLASH) return undefined;
+    if (b === QUOTE && (standsAt(bytes, i, ID_KEY) || standsAt(bytes, i, JOIN) || standsAt(bytes, i, LEAVE))) return undefined;
+  }
+  return bytes.toString('latin1', PLAIN_START.length, end);
+}
+
+/** The JSON value of an element's bytes (decoded as delivery decodes them), or undefined when they are not JSON. */
+function parsed(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
 
 function toEvent(element: ArrayElement, file: number): SourceEvent {
   const event: SourceEvent = { position: { file, index: element.index } };
