@@ -188,3 +188,26 @@ test('only join/leave events the validator accepts, first of their id, change me
   const reference = expectedPairs(users, conversations, [file0, file1]).filter((pair) => pair.endsWith(' m_late'));
   t.notDeepEqual(reference, ['u1@acme.example m_late', 'u3@acme.example m_late']);
 });
+
+test('an export of 120 messages files: every event counted in order, an id reused 110 files later marked, a join in one file counted for events in later ones', async (t) => {
+  const messages: Fixture['messages'] = {};
+  for (let f = 0; f < 120; f++) messages[`f${String(f).padStart(3, '0')}.json`] = Array.from({ length: 40 }, (_, i) => message(`m_${f}_${i}`, f));
+  messages['f005.json']!.push(message('reused', 5));
+  messages['f115.json']!.push(message('reused', 115));
+  messages['f050.json']!.push(change('join', 'j_1', 50, { memberId: 'u_3' }));
+  const archive = await open(t, messages);
+  t.is(archive.eventCount, 120 * 40 + 3);
+  const events = await all(archive);
+  t.deepEqual(events.map((e) => (e.raw as { id: string }).id), Object.values(messages).flat().map((e) => (e as { id: string }).id));
+  t.deepEqual(duplicates(events), [{ at: { file: 115, index: 40 }, first: { file: 5, index: 40 } }]);
+  t.false([...archive.membersAt('c_1', { time: Date.parse(at(49)), file: 49, index: 0 })].includes('u_3'));
+  t.true([...archive.membersAt('c_1', { time: Date.parse(at(100)), file: 100, index: 0 })].includes('u_3'));
+});
+
+test('two broken messages files: the first in name order is the one named', async (t) => {
+  // a.json is long and breaks at its very end; b.json breaks at its first byte.
+  const long = JSON.stringify(Array.from({ length: 20_000 }, (_, i) => message(`m_${i}`, 0)));
+  const path = await writeArchive(join(await tempDir(t), 'x.zip'), { users, conversations, messages: {}, extra: { 'messages/a.json': long.slice(0, -1), 'messages/b.json': 'oops' } });
+  const err = await t.throwsAsync(PivotExportArchive.open({ path }));
+  t.regex(err!.message, /messages\/a\.json is not a JSON array of events: the array is not closed/);
+});
