@@ -548,7 +548,7 @@ test('graph spec: plain http to a host other than loopback needs --insecure; the
 test('graph stand-in is strict: MIME posted to /messages makes a draft; over 4 MB is 413; an unknown property or a bad extended property id is 400; expired and wrong-tenant tokens are 401', async (t) => {
   const token = (claims: object) => unsignedToken(standin.url, claims);
   const post = (body: string | Buffer, contentType: string, claims: object = {}) =>
-    fetch(`${standin.url}/v1.0/users/strict@acme.example/mailFolders/inbox/messages`, { method: 'POST', headers: { authorization: `Bearer ${token(claims)}`, 'content-type': contentType }, body: body as BodyInit });
+    fetch(`${standin.url}/v1.0/users/strict@acme.example/mailFolders/inbox/messages`, { method: 'POST', headers: { authorization: `Bearer ${token(claims)}`, 'content-type': contentType }, body: body as RequestInit["body"] });
   standin.mailbox('strict@acme.example');
   const mime = delivery(1, 'strict@acme.example').message.toString('base64');
   const draft = (await (await post(mime, 'text/plain')).json()) as { isDraft: boolean };

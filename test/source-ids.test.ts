@@ -211,3 +211,11 @@ test('two broken messages files: the first in name order is the one named', asyn
   const err = await t.throwsAsync(PivotExportArchive.open({ path }));
   t.regex(err!.message, /messages\/a\.json is not a JSON array of events: the array is not closed/);
 });
+
+test('an id with a lone surrogate (valid JSON, not well-formed Unicode) is rejected invalid-field:id: two such ids would share one Message-ID', async (t) => {
+  const archive = await open(t, { 'a.json': [message('m_\ud800', 0), message('m_\udbff', 0), message('m_\ud83d\ude00', 0)] });
+  const [first, second, paired] = (await all(archive)).map((e) => validateEvent(archive, e));
+  for (const lone of [first, second]) t.like(lone, { reason: 'invalid-field:id' });
+  t.regex((first as { detail: string }).detail, /not well-formed Unicode/);
+  t.false(isRejection(paired!), 'a surrogate pair (an emoji) is well-formed');
+});

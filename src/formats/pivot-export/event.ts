@@ -49,6 +49,10 @@ export function checkEvent(raw: Record<string, unknown>, directory: Directory): 
     }
   }
   const id = raw.id as string;
+  // A lone surrogate (`"\ud800"`, valid JSON) reads as U+FFFD in UTF-8: two such ids would share one Message-ID.
+  if (!id.isWellFormed()) {
+    return bad(`${RejectReason.INVALID_FIELD}:id`, `event id ${JSON.stringify(id)} is not well-formed Unicode (a lone surrogate escape): it cannot name a message`);
+  }
   const type = raw.type as string;
   if (!(EVENT_TYPES as readonly string[]).includes(type)) return bad(RejectReason.UNKNOWN_TYPE, `event ${id} has unknown type ${JSON.stringify(type)}`);
   const sentAt = raw.sentAt as string;
