@@ -121,6 +121,17 @@ test('every flag is parsed into the config; a wrong value is refused naming the 
   }
 });
 
+test('an empty string value (an unset variable in a crontab) is refused for every string option, by flag and in the config file: never taken as absent', async (t) => {
+  for (const command of COMMANDS) {
+    for (const spec of optionsOf(command).filter((o) => o.type === 'string')) {
+      if (!spec.flagOnly) t.throws(() => validateConfigObject({ [spec.key]: '' }, command, 'config.json'), { message: `config.json: ${spec.key}: is empty` });
+      const base = spec.positional ? { sink: 'maildir:m' } : BASE[command];
+      const error = await t.throwsAsync(resolveConfig(command, { ...base, [spec.flag]: '' }, {}));
+      t.regex(error!.message, new RegExp(`${spec.flag}: is empty$`), `${command} --${spec.flag}`);
+    }
+  }
+});
+
 test('bounds: shares beyond 0%..100%, sizes under one byte, negative or fractional counts are refused', async (t) => {
   for (const [flag, value, text] of [
     ['max-rejected', '150%', /--max-rejected: "150%" is not a share such as 10% \(0% to 100%\)/],

@@ -83,6 +83,8 @@ export function parseValue(spec: OptionSpec, value: unknown, origin: Origin): un
   switch (spec.type) {
     case 'string':
       if (typeof value !== 'string') throw invalid(origin, 'must be a string');
+      // An empty value is a variable that was not set (`--state-dir "$STATE"`), never a choice: taken as absent, the run would keep no record.
+      if (value === '') throw invalid(origin, 'is empty');
       return value;
     case 'boolean':
       if (typeof value !== 'boolean') throw invalid(origin, 'must be true or false');
