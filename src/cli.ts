@@ -152,6 +152,9 @@ async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: st
   });
 }
 
+/** How long a run stopping after a failure nobody handled may take to finish what is in flight. */
+const FAULT_GRACE_MS = 120_000;
+
 /**
  * Logs human-readable on a terminal, JSON lines with --json or off a terminal (cron, log
  * collectors); SIGINT/SIGTERM abort `stop`, so no further item is read and those in flight finish.
@@ -169,6 +172,20 @@ async function withLoggerAndSignals(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A plugin's stray promise or timer that fails would end the process at once, unrecorded, exit 1
+  // ("items failed"): the run stops as on SIGTERM instead, its summary recorded, exit 70.
+  const onFault = (err: unknown) => {
+    const fault = new PivotArchiveError(ErrorCode.INTERNAL, `a failure no code handled (a plugin's stray promise or timer, or a bug): ${errorMessage(err)}`);
+    logger.error(`${fault.code}: ${fault.message}; stopping after the items in flight`);
+    if (!stop.signal.aborted) stop.abort(fault);
+    // What failed may have left a promise of ours unsettled: a run that cannot stop must not hang cron for ever.
+    setTimeout(() => {
+      logger.error(`${fault.code}: the run did not stop within ${FAULT_GRACE_MS / 1000} s of the failure; exiting`);
+      void flushLogger(logger).finally(() => process.exit(ExitCode.INTERNAL));
+    }, FAULT_GRACE_MS).unref();
+  };
+  process.on('unhandledRejection', onFault);
+  process.on('uncaughtException', onFault);
   // With a log file SIGHUP means "reopen it" (logrotate); without one it keeps its usual meaning.
   const onHangup = () => {
     reopenLogFile(logger, options.file!);
@@ -185,6 +202,8 @@ async function withLoggerAndSignals(
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onHangup);
+    process.off('unhandledRejection', onFault);
+    process.off('uncaughtException', onFault);
     await flushLogger(logger);
   }
 }

@@ -1,4 +1,5 @@
 import _ from 'highland';
+import { PivotArchiveError } from './errors.js';
 import type { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
 import type { Sink } from './sinks/sink.js';
@@ -51,7 +52,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind, archive?.exportId ?? null, o.shard);
   const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize);
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
-  const error = await finish(async () => {
+  const chainFailure = await finish(async () => {
     for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
     await drain(
       _<Unit>(source.read(o.stop))
@@ -67,6 +68,8 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .through(inTurn((settled) => source.settled(settled.position, settled.ok))),
     );
   });
+  // A fault outside the chain (a promise nobody handled) stops reading as SIGTERM does, and is the run's error.
+  const error = chainFailure ?? (o.stop?.reason instanceof PivotArchiveError ? chainError(o.stop.reason) : undefined);
   clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);

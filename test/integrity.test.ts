@@ -372,3 +372,31 @@ test('input changed or ignored is recorded: bytes that are not UTF-8 and entries
   t.is(summary.notes, notes.length);
   t.deepEqual(pairs(await readMaildir(out)), ['jane@acme.example m_latin1', 'omar@acme.example m_latin1']);
 });
+
+test('a plugin\'s stray promise that rejects (and a timer that throws) stops the run as SIGTERM does: its summary recorded with E_INTERNAL, exit 70, never an unrecorded exit 1; a run after it finishes the export', async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 2000, seed: 4, edgeCases: false });
+  const reference = join(dir, 'reference');
+  t.is((await cli(['run', archive, '--sink', `maildir:${reference}`, '--all-domains', '--rejects', join(dir, 'r0')])).code, 0);
+  for (const [name, stray] of [
+    ['rejection', `Promise.reject(new Error('audit service down'));`],
+    ['timer', `setTimeout(() => { throw new Error('audit service down'); }, 0);`],
+  ]) {
+    const plugin = await archiveTamperingPlugin(dir, stray!);
+    const out = join(dir, `mail-${name}`);
+    const state = join(dir, `state-${name}`);
+    const status = join(dir, `status-${name}.jsonl`);
+    const args = ['run', archive, '--sink', `maildir:${out}`, '--all-domains', '--rejects', join(dir, `r-${name}`), '--state-dir', state, '--status-log', status, '--json'];
+    const result = await cli([...args, '--plugin', plugin]);
+    t.is(result.code, 70, `${name}: ${result.stderr}`);
+    const summary = JSON.parse(result.stdout) as { error: { code: string; message: string } };
+    t.is(summary.error.code, 'E_INTERNAL', name);
+    t.regex(summary.error.message, /no code handled .*audit service down/, name);
+    t.like((await readStatusLog(status)).summary, { error: { code: 'E_INTERNAL' } });
+    const again = await cli(args);
+    t.is(again.code, 0, `${name}, the run after: ${again.stderr}`);
+    t.deepEqual(pairs(await readMaildir(out)), pairs(await readMaildir(reference)), name);
+  }
+});
