@@ -6,7 +6,8 @@ import { ledgerExitCode, ledgerTrust, requireLedger, type LedgerCheck } from './
 import { checkLedger } from './ledger/reader.js';
 import type { Logger } from './logger.js';
 import { createStoreReader } from './sinks/index.js';
-import { StateDir, isAlive } from './state/index.js';
+import { StateDir } from './state/index.js';
+import { processGone } from './process-util.js';
 import { hostname } from 'node:os';
 import { parseShard, shardFilter } from './transforms/shard/index.js';
 
@@ -153,7 +154,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
 /** verify reads a store a run may be writing: refused while a live run holds the state dir (exit 3). */
 async function refuseWhileRunning(state: StateDir): Promise<void> {
   const holder = await state.holder();
-  if (holder && holder.host === hostname() && isAlive(holder.pid)) {
+  if (holder && holder.host === hostname() && !processGone(holder.pid)) {
     throw new PivotArchiveError(ErrorCode.LOCKED, `a run holds ${state.lockPath} (pid ${holder.pid}, since ${holder.startedAt}): verify once it has ended, or its messages not yet recorded show as unexpected`);
   }
 }

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
+import { processGone } from '../process-util.js';
 import type { FailureRecord } from '../status-log.js';
 import type { RecordedSummary } from '../summary.js';
 
@@ -127,7 +128,7 @@ export class StateDir {
       const holder = await this.holder();
       // Our own pid on our own host is a lock left by an earlier life of this host name: a
       // container re-run (a Kubernetes Indexed Job's pod keeps its host name, and node often is pid 1).
-      if ((holder && holder.host === hostname() && (holder.pid === process.pid || !isAlive(holder.pid))) || (await this.lapsed())) {
+      if ((holder && holder.host === hostname() && (holder.pid === process.pid || processGone(holder.pid))) || (await this.lapsed())) {
         await unlink(this.lockPath).catch(() => undefined);
         continue;
       }
@@ -179,15 +180,5 @@ export class StateDir {
       });
     }
     return runs;
-  }
-}
-
-/** Whether a process of this host is alive (one we may not signal is). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

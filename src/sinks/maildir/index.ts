@@ -10,6 +10,7 @@ import type { Sink, SinkFactory, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { DirectorySync, isCode } from '../../fs-util.js';
+import { processGone } from '../../process-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
@@ -224,16 +225,6 @@ interface ReadyKind {
 }
 
 const NOTHING_RENAMED = new Map<string, string[]>();
-
-/** Whether a process of this host with that pid is gone (EPERM: it exists, as another user). */
-function processGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return isCode(err, 'ESRCH');
-  }
-}
 
 /** Our unique `tmp/` name's writer: pid, PID namespace and host. */
 const WRITER = /^\d+\.M\d+P(\d+)N(\d+)Q\d+R[0-9a-f]{8}\.(.*)$/;

@@ -1,0 +1,12 @@
+/**
+ * The process `pid` is known not to run on this host (ESRCH). One of another user (EPERM) runs;
+ * any other answer is taken as running, so nothing of a live writer is ever treated as left over.
+ */
+export function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
