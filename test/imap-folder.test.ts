@@ -95,7 +95,7 @@ withServer('Dovecot (IMAP folder)', DOVECOT_BINARY ? undefined : dovecotMissingM
     t.false(lines.some((l) => l.record === 'outcome'));
   });
 
-  test('imap folder: a first CREATE answered NO [CANNOT] is not retried: the sink fails as a whole at once, every item with the folder and the server\'s text', async (t) => {
+  test('imap folder: a first CREATE answered NO [CANNOT] is not retried: the sink fails as a whole at once, every item with the folder and the server\'s text (E_SINK_CONFIG: the spec is refused)', async (t) => {
     for (const [folder, extra, text] of [
       ['~Pivot', '', /CREATE "~Pivot": CANNOT Invalid mailbox name: Begins with '~'/],
       // EXAMINE on the probe mailbox passes (the name is valid, the folder not there): CREATE tells.
@@ -112,7 +112,7 @@ withServer('Dovecot (IMAP folder)', DOVECOT_BINARY ? undefined : dovecotMissingM
       for (const r of [...results, ...late]) {
         t.is(r.status, 'rejected');
         const reason = (r as PromiseRejectedResult).reason as { code: string; message: string };
-        t.is(reason.code, ErrorCode.SINK_WRITE);
+        t.is(reason.code, ErrorCode.SINK_CONFIG);
         t.regex(reason.message, /^mailbox \S+@acme\.example: the server refuses the folder "[^"]+" \(CREATE/);
         t.regex(reason.message, text);
         t.regex(reason.message, /will never take it: fix folder= in the sink spec; no item was delivered/);
@@ -138,16 +138,17 @@ withServer('Dovecot (IMAP folder)', DOVECOT_BINARY ? undefined : dovecotMissingM
     await t.throwsAsync(probed.open(), { code: ErrorCode.SINK_CONFIG, message: /^IMAP sink \(admin archiver at [^)]*\): the folder "INBOX\/\/Pivot" .* has an empty part/ });
   });
 
-  test('imap folder: a run with a folder the server refuses and no probe= fails every item at once (exit 1), not after retries', async (t) => {
+  test('imap folder: a run with a folder the server refuses and no probe= stops at its first failed item with E_SINK_CONFIG, exit 2 (nothing delivered), not after retries; the rest is left for the next run', async (t) => {
     const dir = await tempDir(t);
     const status = join(dir, 'status.jsonl');
     const started = Date.now();
     const result = await cli(['run', archive, '--sink', spec('~Pivot', '&retries=5&retryDelay=60000'), '--status-log', status, '--json'], { env });
     const elapsed = Date.now() - started;
-    t.is(result.code, 1, result.stderr);
+    t.is(result.code, 2, result.stderr);
     t.true(elapsed < 30_000, `${elapsed} ms`);
     const { summary, lines } = await readStatusLog(status);
-    t.is(summary.delivered, 0);
+    t.like(summary, { delivered: 0, skipped: 0, error: { code: 'E_SINK_CONFIG' } });
+    t.regex(String(summary.error?.message), /the server refuses the folder "~Pivot" \(CREATE "~Pivot": CANNOT/);
     t.true(summary.failed > 0);
     const failed = lines.filter((l) => l.record === 'outcome' && l.outcome === 'failed');
     t.is(failed.length, summary.failed);

@@ -1,4 +1,4 @@
-import { FailReason, errorMessage } from '../errors.js';
+import { ErrorCode, FailReason, errorCodeOf, errorMessage } from '../errors.js';
 import type { RejectsFolder } from '../formats/rejects/index.js';
 import type { EventPosition, ExportContext } from '../model.js';
 import { sha256Hex } from '../hash.js';
@@ -60,6 +60,9 @@ export class Settler {
       stored = await this.sink.write(d);
     } catch (err) {
       await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
+      // The sink refuses its own spec (a folder name the server will never take): every write would
+      // fail alike, so the run stops with that error (exit 2 when nothing was delivered).
+      if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) throw err;
       return false;
     }
     line.location = stored.location;

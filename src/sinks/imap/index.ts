@@ -1,6 +1,6 @@
 import { ImapFlow, type AuthOptions } from 'imapflow';
 import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
-import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
+import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
@@ -258,6 +258,8 @@ export class ImapSink extends LifecycleSink implements Sink {
    * middle of a run), or null: everything it holds and every later write is rejected with it.
    */
   private failure: string | null = null;
+  /** E_SINK_CONFIG when the sink refused its own spec (every write would fail alike): the run stops. */
+  private failureCode: ErrorCodeValue = ErrorCode.SINK_WRITE;
   /** The re-check of the admin's credentials under way, if any (see `refused`). */
   private recheck: Promise<void> | null = null;
   /**
@@ -347,7 +349,7 @@ export class ImapSink extends LifecycleSink implements Sink {
 
   /** The error of an item the sink holds, or is given, once it has failed as a whole. */
   private failed(mailbox: string): PivotArchiveError {
-    return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${this.failure}`);
+    return new PivotArchiveError(this.failureCode, `mailbox ${mailbox}: ${this.failure}`);
   }
 
   /**
@@ -355,9 +357,10 @@ export class ImapSink extends LifecycleSink implements Sink {
    * once; no wait between retries goes on, no login starts or finishes; a command already sent on
    * a live connection gets `graceMs` to finish (a batch stops before its next command either way).
    */
-  private fail(reason: string, graceMs: number): void {
+  private fail(reason: string, graceMs: number, code: ErrorCodeValue = ErrorCode.SINK_WRITE): void {
     if (this.failure !== null) return;
     this.failure = reason;
+    this.failureCode = code;
     for (const [mailbox, queue] of this.ready) for (const p of queue.entries) p.reject(this.failed(mailbox));
     this.ready.clear();
     this.wake();
@@ -602,7 +605,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    * reason. After, it is this mailbox's: its later items fail at once, with no login.
    */
   private folderRefused(mailbox: string, reason: string): void {
-    if (!this.folderTaken) this.fail(`${reason}; no item was delivered${this.config.probe === undefined ? ' (with probe=MAILBOX, open() checks the folder before any delivery)' : ''}`, Infinity);
+    if (!this.folderTaken) this.fail(`${reason}; no item was delivered${this.config.probe === undefined ? ' (with probe=MAILBOX, open() checks the folder before any delivery)' : ''}`, Infinity, ErrorCode.SINK_CONFIG);
     else this.refusedMailboxes.set(mailbox, reason);
   }
 
