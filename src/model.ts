@@ -158,9 +158,12 @@ export function reject(
   };
 }
 
-/** A rejection of a checked item, carrying its exact bytes for the rejects folder. */
+/**
+ * A rejection of a checked item, carrying its exact bytes for the rejects folder. It is named as
+ * its deliveries would be (`item.id`): a part a plugin split off is its own item, not its event.
+ */
 export function rejectItem(item: Item, reason: RejectReasonValue, detail: string): Rejection {
-  return reject(item.raw, item.position, reason, detail, { bytes: item.bytes });
+  return { ...reject(item.raw, item.position, reason, detail, { bytes: item.bytes }), itemId: item.id, conversationId: item.conversation.id };
 }
 
 export function isRejection(value: unknown): value is Rejection {

@@ -253,7 +253,7 @@ export class AccountBuilder {
     this.lastRunOf.set(itemId, r.runId);
     if (typeof r.sentAt === 'string') this.sentAtOf.set(itemId, r.sentAt);
     if (mailbox === null) {
-      // One rejected event, whichever run kept it (or could not): its id and where it stands in the archive.
+      // One rejected item (each part of a split under its own id), whichever run kept it (or could not): its id and where its event stands in the archive.
       const key = `${itemId}\u0000${String(r.position ?? r.kept ?? '')}`;
       const kept = outcome === 'rejected';
       const before = this.rejects.get(key);
