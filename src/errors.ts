@@ -109,8 +109,13 @@ export function errorCodeOf(err: unknown): ErrorCodeValue {
   return err instanceof PivotArchiveError ? err.code : ErrorCode.INTERNAL;
 }
 
+/** The message of a thrown value, whatever it is; never throws (a plugin may throw a value that cannot be made text). */
 export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  try {
+    return err instanceof Error ? String(err.message) : String(err);
+  } catch {
+    return `a thrown ${typeof err} that cannot be shown as text`;
+  }
 }
 
 /** E_TEMPORARY: `what` (needing `room`) cannot be kept in the temporary directory `dir`. */

@@ -57,7 +57,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
     async open({ sink, statusLog, state, cleanup }) {
       if (sink instanceof DryRunSink) dryRun = sink;
       const fanOut = await checkRunConfig(config, targetSink(sink), cwd);
-      const plugins = new PluginRegistry();
+      const plugins = new PluginRegistry(config.pluginTimeout);
       for (const specifier of config.plugins) {
         const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);
         logger.info(`plugin ${plugin.name}${plugin.version ? `@${plugin.version}` : ''} registered`);

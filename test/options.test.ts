@@ -47,7 +47,7 @@ test('RunConfig and ImportConfig keep the fields run() and runImport() read, and
   const runFields: Record<keyof RunConfig, true> = {
     archive: true, sample: true, sink: true, statusLog: true, plugins: true, maxItemSize: true, maxEventSize: true, maxZipRatio: true, maxRejected: true, rejects: true,
     domains: true, allDomains: true, userMap: true, defaultMailbox: true, logLevel: true, json: true, insecure: true, stateDir: true, keepRuns: true,
-    logFile: true, inbox: true, keep: true, settleSeconds: true, quiet: true, signingKey: true, dryRun: true, shard: true,
+    logFile: true, inbox: true, keep: true, settleSeconds: true, quiet: true, signingKey: true, dryRun: true, shard: true, pluginTimeout: true,
   };
   const importFields: Record<keyof ImportConfig, true> = {
     from: true, sink: true, exportId: true, again: true, statusLog: true, maxItemSize: true, insecure: true, stateDir: true, keepRuns: true,

@@ -1,11 +1,15 @@
 import test from 'ava';
 import { simpleParser } from 'mailparser';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCode } from '../src/errors.js';
+import { ErrorCode, errorMessage } from '../src/errors.js';
 import type { Item } from '../src/model.js';
+import { resolveConfig, yargsOptionsOf } from '../src/options/index.js';
+import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
+import { buildMessage } from '../src/transforms/mime/index.js';
 import { HOST_API_VERSION, PluginRegistry, definePlugin, drop, loadPlugin } from '../src/transforms/plugins/index.js';
 import { writeArchive } from './helpers/archive.js';
-import { REPO_ROOT, cli, readStatusLog } from './helpers/cli.js';
+import { REPO_ROOT, cli, readStatusLog, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -97,6 +101,10 @@ test('a plugin that returns nothing usable rejects the item instead of losing it
     [(i: Item) => ({ ...i, headers: { Subject: 'mine' } }), /header "Subject" is not an X- header/],
     [(i: Item) => ({ ...i, headers: { 'X-Desk': 'rates', 'X-Pivot-Item-Id': 'other' } }), /header "X-Pivot-Item-Id" is set by pivot-archive itself/],
     [(i: Item) => ({ ...i, text: 7 }), /text is not a string/],
+    [(i: Item) => ({ ...i, type: 'bogus' }), /type "bogus" is none of message, edit, delete, join, leave/],
+    [(i: Item) => ({ ...i, type: undefined }), /type \(undefined\) is none of/],
+    [(i: Item) => ({ ...i, replyToId: Symbol('x') }), /replyToId is not a string/],
+    [(i: Item) => ({ ...i, member: 'u_1' }), /member is not a user/],
   ] as const) {
     const registry = new PluginRegistry();
     registry.register(plugin({ transform: returned }));
@@ -167,4 +175,202 @@ test('a plugin that cannot be loaded or wants another host API stops the run bef
   t.is(wrong.code, 2);
   t.regex(wrong.log, /E_PLUGIN_VERSION: .*wants host API \^2\.0\.0; this is 1\.0\.0/);
   t.deepEqual(await readMaildir(join(dir, 'm')), []);
+});
+
+test('errorMessage never throws: a thrown value that cannot be made text is described by its type', (t) => {
+  t.is(errorMessage(new Error('kaput')), 'kaput');
+  t.is(errorMessage('plain'), 'plain');
+  t.is(errorMessage({ toString: () => { throw new Error('x'); } }), 'a thrown object that cannot be shown as text');
+  t.is(errorMessage(Object.create(null)), 'a thrown object that cannot be shown as text');
+  const hostileError = Object.defineProperty(new Error(), 'message', { get: () => { throw new Error('x'); } });
+  t.is(errorMessage(hostileError), 'a thrown object that cannot be shown as text');
+});
+
+test('a plugin that throws what cannot be made text, or returns what throws when read, rejects only its item, naming the plugin', async (t) => {
+  for (const transform of [
+    () => { throw { toString() { throw new Error('x'); } }; },
+    () => Promise.reject(Object.create(null)),
+    (i: Item) => ({ ...i, get id(): string { throw new Error('no id for you'); } }),
+    (i: Item) => new Proxy(i, { has: () => { throw new Error('trap'); } }),
+  ]) {
+    const registry = new PluginRegistry();
+    registry.register(plugin({ transform }));
+    const outcome = await registry.apply(item(), context, noLog);
+    t.true('rejected' in outcome && outcome.rejected.reason === 'plugin:p', String(transform));
+    if ('rejected' in outcome) t.regex(outcome.rejected.detail, /^plugin p failed on item m_1: /);
+  }
+});
+
+test('a split into more items than a call takes arguments is applied, not a crash of the host', async (t) => {
+  const registry = new PluginRegistry();
+  registry.register(plugin({ transform: (i: Item) => Array.from({ length: 200_000 }, (_, n) => ({ ...i, id: `${i.id}#${n}` })) }));
+  const outcome = await registry.apply(item(), context, noLog);
+  t.is('items' in outcome && outcome.items.length, 200_000);
+});
+
+test('the MIME builder refuses an item of a type it does not know, naming the type, rather than build from undefined', (t) => {
+  const bogus = { ...item(), type: 'bogus' } as unknown as Item;
+  t.throws(() => buildMessage(bogus, { tenant: 't', exportId: 'e' }, []), { message: 'cannot build a message for an item of type "bogus"' });
+});
+
+test('a plugin call that does not settle within the time limit rejects its item, naming the plugin; a late result is ignored', async (t) => {
+  t.timeout(10_000);
+  const registry = new PluginRegistry(0.05);
+  registry.register(
+    plugin({
+      name: 'slow',
+      transform: (i: Item) => {
+        if (i.text === 'never') return new Promise(() => undefined);
+        // Rejects after the limit: must neither count nor surface as an unhandled rejection.
+        if (i.text === 'late') return new Promise((_, fail) => setTimeout(() => fail(new Error('too late')), 100));
+        return Promise.resolve(i);
+      },
+    }),
+  );
+  for (const text of ['never', 'late']) {
+    t.deepEqual(await registry.apply(item({ text }), context, noLog), {
+      rejected: { reason: 'plugin:slow', detail: 'plugin slow did not settle within 0.05 s on item m_1 (--plugin-timeout); a result it gives later is ignored' },
+    });
+  }
+  const quick = await registry.apply(item(), context, noLog);
+  t.is('items' in quick && quick.items[0]!.text, 'hello');
+  await new Promise((resolve) => setTimeout(resolve, 150));
+});
+
+test('--plugin-timeout: 60 s by default, from the flag, PIVOT_ARCHIVE_PLUGIN_TIMEOUT or the config file; 1 to 86400; in the help', async (t) => {
+  const base = { archive: 'x.zip', sink: 'maildir:m' };
+  t.is((await resolveConfig('run', base, {})).pluginTimeout, 60);
+  t.is((await resolveConfig('run', { ...base, 'plugin-timeout': '5' }, {})).pluginTimeout, 5);
+  t.is((await resolveConfig('run', base, { PIVOT_ARCHIVE_PLUGIN_TIMEOUT: '7' })).pluginTimeout, 7);
+  await t.throwsAsync(resolveConfig('run', { ...base, 'plugin-timeout': '0' }, {}), { code: ErrorCode.USAGE, message: '--plugin-timeout: "0" is not 1 to 86400 seconds' });
+  await t.throwsAsync(resolveConfig('run', { ...base, 'plugin-timeout': '86401' }, {}), { message: /is not 1 to 86400 seconds/ });
+  await t.throwsAsync(resolveConfig('run', base, { PIVOT_ARCHIVE_PLUGIN_TIMEOUT: 'soon' }), { code: ErrorCode.CONFIG, message: /PIVOT_ARCHIVE_PLUGIN_TIMEOUT: "soon" is not a whole number of seconds/ });
+  const option = yargsOptionsOf('run')['plugin-timeout']!;
+  t.is(option.defaultDescription, '60');
+  t.regex(String(option.describe), /seconds a plugin may take on one item \(1 to 86400\).*\[env: PIVOT_ARCHIVE_PLUGIN_TIMEOUT\]/);
+  t.false('plugin-timeout' in yargsOptionsOf('import'));
+});
+
+test("the export's users and conversations are frozen once loaded: what one item holds, every item holds", async (t) => {
+  const dir = await tempDir(t);
+  const path = await writeArchive(join(dir, 'x.zip'), {
+    users: [{ ...jane, extra: { nested: ['a'] } }],
+    conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 7] }],
+    messages: { '0.json': [] },
+  });
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  const user = archive.users.get('u_1') as unknown as { extra: { nested: string[] } };
+  const conversation = archive.conversations.get('c_1')!;
+  t.deepEqual(conversation.members, ['u_1']);
+  for (const value of [user, user.extra, user.extra.nested, conversation, conversation.members]) t.true(Object.isFrozen(value));
+});
+
+/** A plugin module in `dir` whose transform body is `body` (strict-mode ESM, as a user's .mjs). */
+async function pluginFile(dir: string, name: string, body: string): Promise<string> {
+  const path = join(dir, `${name}.mjs`);
+  await writeFile(path, `export default { name: '${name}', hostApi: '^1.0.0', transform(item) { ${body} } };\n`);
+  return path;
+}
+
+const omar = { id: 'u_2', displayName: 'Omar', email: 'omar@acme.example' };
+const message = (id: string) => ({ id, conversationId: 'c_1', type: 'message', sentAt: '2026-11-23T09:00:00Z', senderId: 'u_1', text: `text of ${id}` });
+
+test('hostile plugins end to end: each mishandled item is rejected plugin:<name> and kept, the others reach their own mailboxes', async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const archive = await writeArchive(join(dir, 'x.zip'), {
+    users: [jane, omar],
+    conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }],
+    messages: { '0.json': ['m_1', 'm_2', 'm_3', 'm_4', 'm_5'].map(message) },
+  });
+  // A promise that never settles, with nothing else to keep the process alive: the time limit's timer does.
+  const hostile = await pluginFile(
+    dir,
+    'hostile',
+    `switch (item.id) {
+      case 'm_1': throw { toString() { throw new Error('x'); } };
+      case 'm_2': return { ...item, type: 'bogus' };
+      case 'm_3': item.sender.email = 'compliance@acme.example'; return item;
+      case 'm_4': return new Promise(() => {});
+      default: return item;
+    }`,
+  );
+  const out = join(dir, 'mail');
+  const status = join(dir, 'status.jsonl');
+  const rejects = join(dir, 'rejects');
+  const result = await cli(['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', rejects, '--plugin', hostile, '--plugin-timeout', '1']);
+  t.is(result.code, 0, result.stderr);
+  t.deepEqual((await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`), ['jane@acme.example m_5', 'omar@acme.example m_5']);
+  const { summary, lines } = await readStatusLog(status);
+  t.deepEqual(summary.rejected, { 'plugin:hostile': 4 });
+  t.true(summary.balanced);
+  const detail = (id: string) => String(lines.find((l) => l.itemId === id && l.outcome === 'rejected')?.detail);
+  t.is(detail('m_1'), 'plugin hostile failed on item m_1: a thrown object that cannot be shown as text');
+  t.regex(detail('m_2'), /^plugin hostile returned no usable item for m_2 \(an item whose type "bogus" is none of message, edit, delete, join, leave;/);
+  t.regex(detail('m_3'), /^plugin hostile failed on item m_3: Cannot assign to read only property 'email'/);
+  t.is(detail('m_4'), 'plugin hostile did not settle within 1 s on item m_4 (--plugin-timeout); a result it gives later is ignored');
+  const kept = await readdir(rejects, { recursive: true });
+  for (const id of ['m_1', 'm_2', 'm_3', 'm_4']) t.true(kept.some((f) => f.includes(`${id}.`)), id);
+});
+
+/**
+ * Plugin text that never settles on m_2 (once: while the file `started`, which it then makes, is not
+ * there yet) and keeps a timer alive for `aliveMs`; every other item passes.
+ */
+const hangOnM2 = (started: string, aliveMs: number) =>
+  `if (item.id !== 'm_2') return item;
+   return import('node:fs').then((fs) => {
+     if (fs.existsSync(${JSON.stringify(started)})) return item;
+     fs.writeFileSync(${JSON.stringify(started)}, '');
+     return new Promise(() => { setTimeout(() => {}, ${aliveMs}); });
+   });`;
+
+test('SIGTERM while a plugin call never settles: the run stops within the time limit, exit 4 with a summary; a re-run finishes the rest', async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const events = Array.from({ length: 2000 }, (_, i) => message(`m_${i + 1}`));
+  const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane, omar], conversations: [{ id: 'c_1', type: 'room', members: ['u_1', 'u_2'] }], messages: { '0.json': events } });
+  const started = join(dir, 'started');
+  // Its timer outlives the time limit: what ends the wait is the limit, not the plugin.
+  const hang = await pluginFile(dir, 'hang', hangOnM2(started, 4000));
+  const out = join(dir, 'mail');
+  const status = join(dir, 'status.jsonl');
+  const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'), '--state-dir', join(dir, 'state'), '--plugin', hang, '--plugin-timeout', '2'];
+  const { child, exited } = startCli(args);
+  while (!(await stat(started).catch(() => undefined))) await new Promise((r) => setTimeout(r, 20));
+  const signalledAt = Date.now();
+  child.kill('SIGTERM');
+  t.is(await exited, 4);
+  const { summary, lines } = await readStatusLog(status);
+  t.true(summary.interrupted);
+  t.true(summary.balanced);
+  // The time limit, then the items in flight (slow on a loaded machine).
+  t.true(Date.parse(summary.finishedAt) - signalledAt < 2000 + 1500 * 4, `summary ${Date.parse(summary.finishedAt) - signalledAt} ms after SIGTERM`);
+  t.true(summary.itemsFromSource < events.length);
+  t.regex(String(lines.find((l) => l.itemId === 'm_2')?.detail), /plugin hang did not settle within 2 s/);
+
+  // The same options, so it resumes from the checkpoint; the plugin no longer hangs.
+  const resumed = await cli(args);
+  t.is(resumed.code, 0, resumed.stderr);
+  const again = (await readStatusLog(status)).summary;
+  t.true(again.itemsDoneEarlier > 0);
+  t.true(again.balanced);
+  const stored = new Set((await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`));
+  const missing = events.flatMap((e) => [jane, omar].map((u) => `${u.email} ${e.id}`)).filter((x) => !x.endsWith(' m_2') && !stored.has(x));
+  t.deepEqual(missing, []);
+});
+
+// Known gap, outside the plugin host: bin/pivot-archive.js sets process.exitCode and waits for the event
+// loop to empty, which a plugin's own timer never lets it do. Passes (as failing) until the CLI exits itself.
+test('the process exits once its summary is written, even when a plugin left a timer running', async (t) => {
+  t.timeout(30_000);
+  const dir = await tempDir(t);
+  const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane, omar], conversations: [{ id: 'c_1', type: 'room', members: ['u_1', 'u_2'] }], messages: { '0.json': ['m_1', 'm_2', 'm_3'].map(message) } });
+  const hang = await pluginFile(dir, 'hang', hangOnM2(join(dir, 'started'), 3_600_000));
+  const status = join(dir, 'status.jsonl');
+  const { child, exited } = startCli(['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--status-log', status, '--rejects', join(dir, 'rejects'), '--plugin', hang, '--plugin-timeout', '1']);
+  const code = await Promise.race([exited, new Promise((r) => setTimeout(r, 8000, 'still running'))]);
+  if (code === 'still running') child.kill('SIGKILL');
+  t.is(code, 0);
 });

@@ -1,5 +1,8 @@
 import { type Command, type OptionSpec, type ValueTypes } from './spec.js';
 
+/** A day at most: far under setTimeout's limit (about 24.8 days), past which it would fire at once. */
+const PLUGIN_TIMEOUT_RANGE = { min: 1, max: 86400 };
+
 /**
  * Every option of `run` and `import`, declared once. The yargs options and their help, the
  * config-file keys and their validation, the defaults and the RunConfig/ImportConfig types are
@@ -40,6 +43,17 @@ export const OPTIONS = [
     },
   },
   { key: 'plugins', flag: 'plugin', type: 'strings', default: [], commands: ['run'], describe: 'transform plugin: a path or a package name (repeatable)' },
+  {
+    key: 'pluginTimeout',
+    flag: 'plugin-timeout',
+    type: 'seconds',
+    // A plugin that calls a service waits seconds at worst; one that never settles must not hold the run, or its stop, for ever.
+    default: 60,
+    range: PLUGIN_TIMEOUT_RANGE,
+    env: 'PIVOT_ARCHIVE_PLUGIN_TIMEOUT',
+    commands: ['run'],
+    describe: `seconds a plugin may take on one item (${PLUGIN_TIMEOUT_RANGE.min} to ${PLUGIN_TIMEOUT_RANGE.max}); an item it has not finished by then is rejected as plugin:NAME and kept in --rejects`,
+  },
   {
     key: 'config',
     flag: 'config',

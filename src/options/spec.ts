@@ -23,6 +23,8 @@ export interface OptionSpec {
   readonly required?: { readonly what: string; readonly example: string };
   /** For `choice`. */
   readonly choices?: readonly string[];
+  /** For `seconds`: the least and the most accepted. */
+  readonly range?: { readonly min: number; readonly max: number };
   /** Help text; per command where the meaning differs. */
   readonly describe: string | { readonly [C in Command]?: string };
   /** Environment variable read when the flag is not given. */
@@ -96,8 +98,11 @@ export function parseValue(spec: OptionSpec, value: unknown, origin: Origin): un
       return parseSize(value, origin);
     case 'share':
       return parseShare(value, origin);
-    case 'seconds':
-      return parseWholeNumber(value, origin, 'a whole number of seconds');
+    case 'seconds': {
+      const seconds = parseWholeNumber(value, origin, 'a whole number of seconds');
+      if (spec.range && !(seconds >= spec.range.min && seconds <= spec.range.max)) throw invalid(origin, `${JSON.stringify(value)} is not ${spec.range.min} to ${spec.range.max} seconds`);
+      return seconds;
+    }
     case 'count':
       return parseWholeNumber(value, origin, 'a whole number (0 for no limit)');
     case 'choice':

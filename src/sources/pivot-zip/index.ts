@@ -134,6 +134,9 @@ export class PivotExportArchive implements ExportContext {
       };
       if (note.notAList || note.notIds > 0 || note.unknown.length > 0) memberNotes.push(note);
     }
+    // Every item of a user or conversation holds the same object (MIME caches a user's address by
+    // it): frozen, so a plugin that changes one item's sender or conversation cannot change another's.
+    for (const entry of [...users.values(), ...conversations.values()]) freezeAll(entry);
     const messageFiles = [...entries.values()]
       .filter((e) => MESSAGES_ENTRY.test(e.name))
       .sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
@@ -595,6 +598,17 @@ function parseManifest(path: string, value: unknown): Manifest {
     if (!isTimestamp(m[field])) throw bad(`has no ISO 8601 time with a zone in ${field}`);
   }
   return m as unknown as Manifest;
+}
+
+/** Freezes a parsed JSON value and every object in it; a loop, not recursion: the nesting may be deep. */
+function freezeAll(value: unknown): void {
+  const pending = [value];
+  while (pending.length > 0) {
+    const next = pending.pop();
+    if (next === null || typeof next !== 'object' || Object.isFrozen(next)) continue;
+    Object.freeze(next);
+    for (const inner of Object.values(next)) pending.push(inner);
+  }
 }
 
 function indexById<T extends { id: string }>(path: string, name: string, value: unknown): Map<string, T> {

@@ -175,6 +175,9 @@ function bodyOf(item: Item, notes: string[]): { text: string; html?: string } {
       if (item.member && item.member.id !== item.sender.id) text += ` (by ${sender})`;
       break;
     }
+    default:
+      // The validate and plugin stages let no other type through: a bug, not a message without a body.
+      throw new Error(`cannot build a message for an item of type ${JSON.stringify(item.type satisfies never)}`);
   }
   if (notes.length > 0) {
     text += `\n\n${notes.join('\n')}`;

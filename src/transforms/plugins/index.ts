@@ -2,7 +2,8 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import semver from 'semver';
 import { ErrorCode, PivotArchiveError, RejectReason, errorMessage, type RejectReasonValue } from '../../errors.js';
-import { whyNotPluginHeader, type Item } from '../../model.js';
+import { EVENT_TYPES, whyNotPluginHeader, type Item } from '../../model.js';
+import { defaultsOf } from '../../options/index.js';
 
 /** Version of the plugin API this host implements; plugins name the range they accept. */
 export const HOST_API_VERSION = '1.0.0';
@@ -49,12 +50,21 @@ export type PluginOutcome =
   | { items: Item[] }
   | { rejected: { reason: RejectReasonValue; detail: string } };
 
+/** The time limit of a plugin call when none is given: the option's default. */
+const DEFAULT_TIME_LIMIT_SECONDS = defaultsOf('run').pluginTimeout!;
+
+/** What a call that had not settled within the time limit yields instead of its result. */
+const TIMED_OUT = Symbol('timed out');
+
 /**
  * The ordered set of plugins of a run. Tests build it empty; `register` checks the name,
  * the shape and the host API range before anything runs.
  */
 export class PluginRegistry {
   private readonly plugins: PivotPlugin[] = [];
+
+  /** `timeLimitSeconds`: how long one transform call may take (--plugin-timeout). */
+  constructor(private readonly timeLimitSeconds: number = DEFAULT_TIME_LIMIT_SECONDS) {}
 
   get names(): string[] {
     return this.plugins.map((p) => p.name);
@@ -94,21 +104,10 @@ export class PluginRegistry {
       const next: Item[] = [];
       const pluginContext: PluginContext = { ...context, log: (message) => log(plugin.name, message) };
       for (const current of items) {
-        let result: PluginResult;
-        try {
-          result = await plugin.transform(current, pluginContext);
-        } catch (err) {
-          return { rejected: { reason: `${RejectReason.PLUGIN_ERROR}:${plugin.name}`, detail: `plugin ${plugin.name} failed on item ${current.id}: ${errorMessage(err)}` } };
-        }
-        if (result !== null && typeof result === 'object' && 'drop' in result && typeof result.drop === 'string') {
-          return { rejected: { reason: `${RejectReason.PLUGIN_DROP}:${plugin.name}`, detail: `plugin ${plugin.name} dropped item ${current.id}: ${result.drop}` } };
-        }
-        const produced = Array.isArray(result) ? result : [result];
-        const why = produced.length === 0 ? 'nothing' : produced.map(whyUnusable).find((w) => w !== undefined);
-        if (why !== undefined) {
-          return { rejected: { reason: `${RejectReason.PLUGIN_ERROR}:${plugin.name}`, detail: `plugin ${plugin.name} returned no usable item for ${current.id} (${why}; use drop(reason) to drop)` } };
-        }
-        next.push(...(produced as Item[]));
+        const outcome = await this.call(plugin, current, pluginContext);
+        if ('rejected' in outcome) return outcome;
+        // Not push(...items): a split into a great many would pass the arguments limit.
+        for (const produced of outcome.items) next.push(produced);
       }
       items = next;
     }
@@ -117,6 +116,47 @@ export class PluginRegistry {
       return { rejected: { reason: RejectReason.PLUGIN_ERROR, detail: `plugins split item ${item.id} into items that share an id` } };
     }
     return { items };
+  }
+
+  /**
+   * One plugin on one item: what it made of it, or the item's rejection naming the plugin. Never
+   * throws: whatever the plugin throws, returns or never settles on is that item's rejection.
+   */
+  private async call(plugin: PivotPlugin, current: Item, context: PluginContext): Promise<PluginOutcome> {
+    const failed = (detail: string): PluginOutcome => ({ rejected: { reason: `${RejectReason.PLUGIN_ERROR}:${plugin.name}`, detail: `plugin ${plugin.name} ${detail}` } });
+    try {
+      const result = await this.withinTimeLimit(plugin.transform(current, context));
+      if (result === TIMED_OUT) {
+        return failed(`did not settle within ${this.timeLimitSeconds} s on item ${current.id} (--plugin-timeout); a result it gives later is ignored`);
+      }
+      if (result !== null && typeof result === 'object' && 'drop' in result && typeof result.drop === 'string') {
+        return { rejected: { reason: `${RejectReason.PLUGIN_DROP}:${plugin.name}`, detail: `plugin ${plugin.name} dropped item ${current.id}: ${result.drop}` } };
+      }
+      const produced: unknown[] = Array.isArray(result) ? result : [result];
+      const why = produced.length === 0 ? 'nothing' : produced.map(whyUnusable).find((w) => w !== undefined);
+      if (why !== undefined) return failed(`returned no usable item for ${current.id} (${why}; use drop(reason) to drop)`);
+      return { items: produced as Item[] };
+    } catch (err) {
+      // Also a throw of the result's own getters or proxy traps while it is checked.
+      return failed(`failed on item ${current.id}: ${errorMessage(err)}`);
+    }
+  }
+
+  /**
+   * The result of a transform; when it is a promise, raced against the time limit, whose timer also
+   * keeps the process alive while the run waits (a promise alone does not). A sync result costs no timer.
+   */
+  private async withinTimeLimit(returned: PluginResult | Promise<PluginResult>): Promise<PluginResult | typeof TIMED_OUT> {
+    if (typeof (returned as { then?: unknown } | null)?.then !== 'function') return returned as PluginResult;
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<typeof TIMED_OUT>((resolve) => {
+      timer = setTimeout(resolve, this.timeLimitSeconds * 1000, TIMED_OUT);
+    });
+    try {
+      return await Promise.race([returned, limit]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
@@ -127,6 +167,9 @@ const hasId = (v: unknown) => isRecord(v) && typeof v.id === 'string';
 function whyUnusable(p: unknown): string | undefined {
   if (!isRecord(p)) return `${p === undefined ? 'undefined' : p === null ? 'null' : typeof p} instead of an item`;
   if (typeof p.id !== 'string' || p.id === '') return 'an item without a non-empty string id';
+  if (!(EVENT_TYPES as readonly unknown[]).includes(p.type)) {
+    return `an item whose type ${typeof p.type === 'string' ? JSON.stringify(p.type) : `(${typeof p.type})`} is none of ${EVENT_TYPES.join(', ')}`;
+  }
   if (typeof p.sentAt !== 'string' || Number.isNaN(Date.parse(p.sentAt))) return 'an item whose sentAt is not a time';
   if (!hasId(p.conversation) || !hasId(p.sender)) return 'an item without its conversation or sender';
   if (!Array.isArray(p.participants) || !p.participants.every(hasId)) return 'an item whose participants are not a list of users';
@@ -136,7 +179,8 @@ function whyUnusable(p: unknown): string | undefined {
     const why = whyNotPluginHeader(name);
     if (why !== undefined) return `an item whose ${why}`;
   }
-  for (const field of ['text', 'html'] as const) if (p[field] !== undefined && typeof p[field] !== 'string') return `an item whose ${field} is not a string`;
+  if (p.member !== undefined && !hasId(p.member)) return 'an item whose member is not a user';
+  for (const field of ['text', 'html', 'replyToId', 'targetId'] as const) if (p[field] !== undefined && typeof p[field] !== 'string') return `an item whose ${field} is not a string`;
   return undefined;
 }
 
