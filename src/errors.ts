@@ -74,6 +74,8 @@ export const NoteReason = {
   /** An archive entry outside the spec's layout (e.g. `Messages/a.json`, `messages/a.JSON`): not read. */
   IGNORED_ENTRY: 'ignored-entry',
   ATTACHMENT_MISSING: 'attachment-missing',
+  /** An `attachments/<id>` entry that no event names: its bytes are in the archive, in no message. */
+  UNNAMED_ATTACHMENT: 'unnamed-attachment',
   /** Bytes that are not UTF-8 in an event: read as U+FFFD; the original bytes are in the note's location. */
   INVALID_UTF8: 'invalid-utf8',
   /** A participant's address that a sink cannot take (e.g. a non-ASCII local part over IMAP). */

@@ -227,3 +227,20 @@ test('conversation members that cannot be addressed (not in users.json, not an i
   // The events of c_1 still go to its members that are users.
   t.deepEqual([...archive.membersAt('c_1', { time: Date.parse('2026-11-23T09:00:00Z'), file: 0, index: 0 })].sort(), ['u_1', 'u_2', 'u_9']);
 });
+
+test('an attachment entry no event names is said in a note naming the entry; one an event names, even a rejected event, is not', async (t) => {
+  const named = { ...events('n', 1)[0]!, id: 'n_att', attachments: [{ id: 'a_1', name: 'a.pdf' }] };
+  // Rejected (no sender) but read: it still names its attachment.
+  const rejected = { id: 'r_att', conversationId: 'c_1', type: 'message', sentAt: '2026-11-23T09:00:00Z', attachments: [{ id: 'a_3' }] };
+  const path = await writeArchive(join(await tempDir(t), 'unnamed.zip'), {
+    users,
+    conversations: [{ id: 'c_1', type: 'direct', name: null, members: ['u_1', 'u_2'] }],
+    messages: { 'a.json': [...events('a', 3), named, rejected] },
+    attachments: { a_1: Buffer.from('named'), a_2: Buffer.from('no event names me'), a_3: Buffer.from('named by a rejected event'), 'a 4': Buffer.from('nor me') },
+  });
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  const notes = new PivotZipSource(archive, path).notes.filter((n) => n.reason === NoteReason.UNNAMED_ATTACHMENT);
+  t.deepEqual(notes.map((n) => n.detail.match(/^archive entry "([^"]+)"/)?.[1]).sort(), ['attachments/a 4', 'attachments/a_2']);
+  t.regex(notes[0]!.detail, /an attachment no event names .*its bytes stay in the archive, in no message/);
+});

@@ -78,6 +78,8 @@ export class PivotExportArchive implements ExportContext {
     readonly ignoredEntries: IgnoredEntry[],
     /** Conversations whose `members` cannot all be addressed: said in notes, never passed over unsaid. */
     readonly memberNotes: MemberNote[],
+    /** `attachments/<id>` entries no event the first pass could read names: in no message. */
+    readonly unnamedAttachments: readonly string[],
     private readonly duplicateCandidates: Set<number>,
     /** CRC-32 of each too-large element (`file:index`) as the checked first pass read it. */
     private readonly tooLargeCrcs: Map<string, number>,
@@ -154,6 +156,9 @@ export class PivotExportArchive implements ExportContext {
     const changes: { key: number; id: string; conversationId: string; time: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
     const tooLargeCrcs = new Map<string, number>();
     let eventCount = 0;
+    // Attachment entries no event names (by the key of their entry name) are noted: bytes an exporter kept but no message will carry.
+    const unnamed = new Map<number, string>();
+    for (const name of entries.keys()) if (name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length) unnamed.set(idKey(name), name);
     try {
       for (const [index, entry] of messageFiles.entries()) {
         // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
@@ -170,8 +175,13 @@ export class PivotExportArchive implements ExportContext {
               ids.push(plain);
               continue;
             }
+            // An event with attachments is never plain: each attachment object has an "id" of its own.
             const raw = parsed(element.bytes);
-            if (!isObject(raw) || typeof raw.id !== 'string') continue;
+            if (!isObject(raw)) continue;
+            if (unnamed.size > 0 && Array.isArray(raw.attachments)) {
+              for (const a of raw.attachments) if (isObject(a) && typeof a.id === 'string') unnamed.delete(idKey(ATTACHMENT_PREFIX + a.id));
+            }
+            if (typeof raw.id !== 'string') continue;
             const key = ids.push(raw.id);
             if (raw.type !== 'join' && raw.type !== 'leave') continue;
             // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
@@ -195,7 +205,7 @@ export class PivotExportArchive implements ExportContext {
       if (first && (first.file !== c.position.file || first.index !== c.position.index)) continue;
       membership.record(c.conversationId, { time: c.time, ...c.position }, c.memberId, c.joined);
     }
-    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, memberNotes, duplicateCandidates, tooLargeCrcs, maxEventBytes, entries] as const;
+    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, memberNotes, [...unnamed.values()], duplicateCandidates, tooLargeCrcs, maxEventBytes, entries] as const;
   }
 
   /** Releases the archive file, once the reads still going on it have stopped. Reads after it fail. */

@@ -36,6 +36,10 @@ export class PivotZipSource implements Source {
         detail: `archive entry ${JSON.stringify(name)} is absolute, has "..", a backslash or a control character; it was not read`,
       })),
       ...archive.ignoredEntries.map(({ name, why }) => ({ reason: NoteReason.IGNORED_ENTRY, detail: `archive entry ${JSON.stringify(name)}: ${why}` })),
+      ...archive.unnamedAttachments.map((name) => ({
+        reason: NoteReason.UNNAMED_ATTACHMENT,
+        detail: `archive entry ${JSON.stringify(name)} is an attachment no event names (or only an event too large or malformed to read): its bytes stay in the archive, in no message`,
+      })),
       ...archive.memberNotes.map((n) => ({ reason: NoteReason.UNKNOWN_MEMBER, detail: memberNoteDetail(n), conversationId: n.conversationId })),
     ];
   }
