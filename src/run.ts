@@ -69,7 +69,9 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);
       if (config.userMap) logger.info(userMapReport(config.userMap, fanOut.userMap, userMapUnmatched(fanOut.userMap, archive.users.values(), [...archive.conversations.values()].flatMap((c) => c.members))));
       // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one.
-      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }) : undefined;
+      const wholeExport = targetSink(sink).readsWholeExport === true;
+      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }, !wholeExport) : undefined;
+      if (state && wholeExport) logger.info(`${targetSink(sink).kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
       return {

@@ -5,7 +5,7 @@
 // index alone left). The text summary shows what the JSON counts of it.
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import archiver from 'archiver';
@@ -291,4 +291,35 @@ test.serial('an export whose every batch was deleted (its index kept) is found: 
   t.is(only.summary.error?.code, 'E_STAGING_INCOMPLETE');
   t.like(only.summary, { batchesFailed: lost.length, batchesImported: 0, itemsStagedNotRead: total(lost), delivered: 0 });
   t.like(await exportComplete(alone), { code: 1, complete: false });
+});
+
+test.serial('a staging run stopped part-way, then a batch it staged deleted: the next staging run reads the whole export (no checkpoint resume), so its index names every batch; the gone messages are staged again and the import is whole', async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const state = join(dir, 'stage-state');
+  // Stops its own run (SIGTERM) at the 400th item: the earlier items settled, a checkpoint saved.
+  const plugin = join(dir, 'stop.mjs');
+  await writeFile(plugin, `let n = 0;\nexport default { name: 'stop', hostApi: '^1.0.0', async transform(item) {\n  if (++n === 400) { process.kill(process.pid, 'SIGTERM'); await new Promise((r) => setTimeout(r, 200)); }\n  return item;\n} };\n`);
+  const args = ['run', archive, '--sink', 'azblob://staging/resumed?messages=100', '--state-dir', state, '--rejects', join(dir, 'rejects'), '--quiet', '--json'];
+  const stopped = await cli([...args, '--plugin', plugin], { env });
+  t.is(stopped.code, 4, stopped.stderr);
+  const staged = await batchesUnder('resumed');
+  t.true(staged.length >= 2, `${staged.length} batches before the stop`);
+  const gone = staged[0]!;
+  await azurite.container('staging').deleteBlob(gone.name);
+
+  const again = await cli(args, { env });
+  t.is(again.code, 0, again.stderr);
+  const summary = JSON.parse(again.stdout) as { itemsDoneEarlier: number; delivered: number };
+  t.is(summary.itemsDoneEarlier, 0, 'read from the start');
+  t.true(summary.delivered >= gone.manifest.entries.length, 'the gone messages staged again');
+  t.regex(again.log, /its index names every item of the export, so acme-2026-11-23 is read from the start/);
+
+  const { code, summary: imported } = await importInto('resumed', dir);
+  t.is(code, 0);
+  const pairs = new Set((await batchesUnder('resumed')).flatMap((b) => b.manifest.entries.map((e) => `${e.mailbox} ${e.messageId}`)));
+  t.is(imported.delivered + (imported as unknown as { skipped: number }).skipped, pairs.size);
+  t.true(gone.manifest.entries.every((e) => pairs.has(`${e.mailbox} ${e.messageId}`)), 'every message of the gone batch is staged again');
+  t.deepEqual(imported.exportsImportedWhole, [EXPORT_ID]);
+  t.is((await readMaildir(join(dir, 'mail'))).length, pairs.size);
 });

@@ -65,6 +65,13 @@ export interface Sink {
   readonly maxInFlight: number;
   /** Bytes of messages the pipeline may keep in flight (a batching sink needs a batch's worth). */
   readonly maxInFlightBytes?: number;
+  /**
+   * The sink's own record of a run (Azure Blob's staging index) names where every item of the
+   * export went: a run into it reads the whole export, never resuming from a checkpoint (what is
+   * there already is found and skipped), or the items done before the checkpoint would be missing
+   * from that record.
+   */
+  readonly readsWholeExport?: boolean;
   open(): Promise<void>;
   write(delivery: Delivery): Promise<Stored>;
   close(): Promise<void>;

@@ -41,7 +41,8 @@ export class Checkpoint {
    * settled under them: rejected `unmapped` under a mistyped --domain, say); else the run starts at
    * the beginning, and the sink skips what it holds.
    */
-  static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>): Promise<Checkpoint> {
+  /** With `resume` false the run reads from the start (what it settles still moves the checkpoint). */
+  static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true): Promise<Checkpoint> {
     const identity = [archive.manifest.exportId, ...archive.messageFiles.map((f) => `${f.name}:${f.crc32}:${f.uncompressedSize}`)].join('\n');
     const dir = join(stateDir, 'checkpoints');
     await mkdir(dir, { recursive: true });
@@ -53,8 +54,8 @@ export class Checkpoint {
     } catch {
       // No checkpoint (or a torn one, which rename makes impossible): start at the beginning.
     }
-    const usable = saved?.resumeAt !== undefined && saved.options === current;
-    return new Checkpoint(path, usable ? saved!.resumeAt! : null, statusLog, current, saved !== undefined && !usable);
+    const usable = resume && saved?.resumeAt !== undefined && saved.options === current;
+    return new Checkpoint(path, usable ? saved!.resumeAt! : null, statusLog, current, resume && saved !== undefined && !usable);
   }
 
   /** Events are skipped when an earlier run settled them. */

@@ -70,6 +70,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   readonly description: string;
   readonly maxInFlight: number;
   readonly maxInFlightBytes: number;
+  // The staging index of a run names every batch of the export (an import finds a gone one by it).
+  readonly readsWholeExport = true;
   private batch: OpenBatch | null = null;
   private window: WindowIndex | null = null;
   private readonly exportHasBatches = new Map<string, Promise<boolean>>();
