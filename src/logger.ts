@@ -44,7 +44,10 @@ export function createLogger(options: { level: string; json: boolean; file?: str
           winston.format.printf(({ timestamp, level, message }) => `${timestamp} ${level} ${message}`),
         ),
   });
-  return winston.createLogger({ level: options.level, format: redact(), transports: [console, ...file] });
+  const logger = winston.createLogger({ level: options.level, format: redact(), transports: [console, ...file] });
+  // A log that cannot be written (a full disk under the log file) must not end the run: the status log and ledger are its record.
+  logger.on('error', (err: Error) => process.stderr.write(`pivot-archive: the log cannot be written: ${redactSecrets(err.message)}\n`));
+  return logger;
 }
 
 /**
@@ -61,8 +64,18 @@ export function reopenLogFile(logger: Logger, filename: string): void {
   }
 }
 
-/** Resolves once every transport has written what it was given (winston loses lines otherwise). */
+/** How long the end of a run waits for log lines a slow transport has not taken yet. */
+const FLUSH_WAIT_MS = 30_000;
+
+/**
+ * Resolves once every transport has written what it was given (winston loses lines otherwise).
+ * winston ends its transports as soon as the logger takes no more lines, while lines may still
+ * wait in its buffer for a slow transport (a log file after a burst of errors): written after
+ * that end, they were lost and the process died of "write after end". So those lines pass first.
+ */
 export async function flushLogger(logger: Logger): Promise<void> {
+  const waiting = () => logger.readableLength > 0 || logger.transports.some((t) => t.writableLength > 0);
+  for (const started = Date.now(); waiting() && Date.now() - started < FLUSH_WAIT_MS; ) await new Promise((resolve) => setTimeout(resolve, 10));
   await new Promise<void>((resolve) => {
     logger.on('finish', () => resolve());
     logger.end();
