@@ -85,7 +85,8 @@ export interface ExportAccount {
    * + routed to mailboxes + not read by any run yet. Pairs: routed (mailbox, item) pairs =
    * delivered + skipped (already there) + failed, by each pair's final outcome.
    */
-  items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number };
+  /** `entriesNotRead`: archive entries named like messages files that the latest read passed over (their events are counted nowhere). */
+  items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number; entriesNotRead?: number };
   /** The export's records after the ledger's last checkpoint: no signature covers them yet. */
   unsealed: number;
   pairs: { total: number; delivered: number; skipped: number; failed: number };
@@ -161,6 +162,8 @@ export class AccountBuilder {
   private latestSha256: string | undefined;
   /** Plugins' added items, as the latest complete run of the latest archive counted them. */
   private addedByPlugins = 0;
+  /** Entries like messages files the latest read of the latest archive did not read: their events are in no count, so never complete. */
+  private entriesNotRead = 0;
   /** The export's records after the last checkpoint (of each ledger read): no signature covers them yet. */
   private unsealed = 0;
   private unsealedInEarlierLedgers = 0;
@@ -238,7 +241,10 @@ export class AccountBuilder {
     run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
     if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
       this.readToEnd.at(-1)!.add(r.sha256);
-      if (r.sha256 === this.latestSha256) this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
+      if (r.sha256 === this.latestSha256) {
+        this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
+        this.entriesNotRead = Number(r.entriesNotRead ?? 0);
+      }
     }
     if (!error && !r.interrupted && r.source === 'staged-batches' && Array.isArray(r.exportsImportedWhole) && r.exportsImportedWhole.includes(this.exportId)) {
       this.importedWhole[this.importedWhole.length - 1] = true;
@@ -349,13 +355,13 @@ export class AccountBuilder {
       ...this.info,
       sha256s: [...this.sha256s],
       runs,
-      items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}) },
+      items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}), ...(this.entriesNotRead > 0 ? { entriesNotRead: this.entriesNotRead } : {}) },
       unsealed: this.unsealedInEarlierLedgers + this.unsealed,
       pairs,
       ...(shard ? { shard } : {}),
       balanced,
       // Runs of different archives under one export id: complete only as the latest archive read to its end.
-      complete: balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0,
+      complete: balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0 && this.entriesNotRead === 0,
       rejectsByReason,
       mailboxes: [...this.mailboxes.values()].sort((a, b) => (a.mailbox < b.mailbox ? -1 : 1)),
       problems: this.problems,

@@ -178,6 +178,7 @@ function banner(out: string[], a: ExportAccount, ledger: LedgerCheck, complete: 
     if (!a.balanced) why.push('The counters do not add up (see <a href="#counters">Counters</a>).');
     if (a.items.inArchive === undefined) why.push('The number of items in the archive is not known: no run read it to the end.');
     if ((a.items.notYetRead ?? 0) > 0) why.push(`${plural(a.items.notYetRead!, 'item')} of the archive not read by any run yet.`);
+    if ((a.items.entriesNotRead ?? 0) > 0) why.push(`${plural(a.items.entriesNotRead!, 'archive entry', 'archive entries')} named like a messages file not read: their events are counted nowhere.`);
     if (a.pairs.failed > 0) why.push(`${plural(a.pairs.failed, '(mailbox, item) pair')} failed.`);
     if (a.items.rejectedNotKept > 0) why.push(`${plural(a.items.rejectedNotKept, 'rejected item')} could not be kept.`);
     if (why.length === 0) why.push('The account is not complete.');
