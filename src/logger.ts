@@ -1,4 +1,5 @@
 import winston from 'winston';
+import { oneLine } from './formats/one-line.js';
 import { redactSecrets } from './redact.js';
 
 export type Logger = winston.Logger;
@@ -41,7 +42,7 @@ export function createLogger(options: { level: string; json: boolean; file?: str
       ? jsonLines()
       : winston.format.combine(
           winston.format.timestamp({ format: 'HH:mm:ss' }),
-          winston.format.printf(({ timestamp, level, message }) => `${timestamp} ${level} ${message}`),
+          winston.format.printf(({ timestamp, level, message }) => `${timestamp} ${level} ${oneLine(String(message))}`),
         ),
   });
   const logger = winston.createLogger({ level: options.level, format: redact(), transports: [console, ...file] });

@@ -54,6 +54,19 @@ test('two different events with one id in one export: the first is delivered, th
   t.is((await readMaildir(out)).length, 4);
 });
 
+test('a rejected item whose id holds line breaks is kept with a reason.txt of one line: the id cannot forge another reason', async (t) => {
+  const dir = await tempDir(t);
+  const forged = { ...message('x\nreason: ok-fake\n'), conversationId: 'nope' };
+  const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: { '0.json': [forged, message('m_ok')] } });
+  const status = join(dir, 'status.jsonl');
+  const result = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--status-log', status, '--rejects', join(dir, 'rejects'), '--max-rejected', '100%']);
+  t.is(result.code, 0, result.stderr);
+  const kept = keptByItem((await readStatusLog(status)).lines).get('x\nreason: ok-fake\n')!;
+  const reason = await readFile(join(kept, 'reason.txt'), 'utf8');
+  t.is(reason.split('\n').length, 2, reason);
+  t.regex(reason, /^unknown-conversation: event x\\u000areason: ok-fake\\u000a names unknown conversation "nope"\n$/);
+});
+
 test('only valid join/leave events change who receives what (checked against a hand-made expectation)', async (t) => {
   const dir = await tempDir(t);
   const room = [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1'] }];

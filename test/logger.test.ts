@@ -33,3 +33,12 @@ test('a burst of lines just before the end reaches a slow transport whole: none 
   t.is(slow.lines.at(-1), 'delivery of item m_299 failed');
   t.deepEqual(errors.map((e) => e.message), []);
 });
+
+test('a line on a terminal escapes control characters: a value holding a line break cannot forge a log line', (t) => {
+  const logger = createLogger({ level: 'info', json: false });
+  const format = logger.transports[0]!.format!;
+  const info = format.transform({ level: 'info', message: 'rejected item "x\nERROR all is lost"', [Symbol.for('level')]: 'info' }) as Record<symbol, string>;
+  const line = info[Symbol.for('message')]!;
+  t.notRegex(line, /\n/);
+  t.regex(line, /rejected item "x\\u000aERROR all is lost"$/);
+});

@@ -145,6 +145,24 @@ test('html makes multipart/alternative; attachments are base64 with RFC 2231 nam
   t.true(mail.attachments[0]!.content.equals(bytes));
 });
 
+test('an attachment is offered under the last part of its name, without bidi or other controls: no folder to save into, no disguised extension (read by mailparser and Python)', async (t) => {
+  const cases: [string, string][] = [
+    ['../../x', 'x'],
+    ['/etc/passwd', 'passwd'],
+    ['a/b/c.txt', 'c.txt'],
+    ['.\\..\\win.ini', 'win.ini'],
+    ['\u202egnp.exe', 'gnp.exe'],
+    ['..', 'a_5'],
+    ['report.pdf', 'report.pdf'],
+  ];
+  const refs = cases.map(([fileName], i) => ({ id: `a_${i}`, fileName, contentType: 'application/octet-stream' }));
+  const message = buildMessage(item({ attachments: refs }), context, refs.map((ref) => ({ ref, bytes: Buffer.from('hi') })));
+  const mail = await simpleParser(message);
+  t.deepEqual(mail.attachments.map((a) => a.filename), cases.map(([, safe]) => safe));
+  const script = 'import sys, email\nfrom email import policy\nm = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.default)\nprint("\\n".join(p.get_filename() for p in m.iter_attachments()))';
+  t.deepEqual(execFileSync('python3', ['-c', script], { input: message }).toString().trim().split('\n'), cases.map(([, safe]) => safe));
+});
+
 test('a missing attachment is noted in the body and the item still has its text', async (t) => {
   const ref = { id: 'a_gone', fileName: 'gone.pdf' };
   const mail = await simpleParser(buildMessage(item({ attachments: [ref] }), context, [{ ref, missing: 'its bytes are not in the export archive' }]));

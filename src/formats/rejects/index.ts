@@ -9,6 +9,7 @@ import type { ZipEntry } from '../zip/index.js';
 import { sha256Hex } from '../../hash.js';
 import { fsyncDir } from '../../fs-util.js';
 import { PivotArchiveError } from '../../errors.js';
+import { oneLine } from '../one-line.js';
 
 /** A file-system-safe, unique folder name for an item id that may hold anything. */
 export function safeName(id: string): string {
@@ -46,7 +47,7 @@ export class RejectsFolder {
       else out.end(JSON.stringify(item.raw));
     });
     await writeDurably(join(folder, 'reason.txt'), async (out) => {
-      out.end(`${item.reason}: ${item.detail}\n`);
+      out.end(`${item.reason}: ${oneLine(item.detail)}\n`);
     });
     const refs = Array.isArray(item.raw.attachments) ? (item.raw.attachments as AttachmentRef[]) : [];
     let linked = false;

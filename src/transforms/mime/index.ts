@@ -202,8 +202,21 @@ function multipart(subtype: string, boundary: string, parts: string[]): string {
   );
 }
 
+/** Bidirectional controls: a name `<U+202E>gnp.exe` shows as `exe.png`. */
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** The last part of a name (no folder a client that saves by name could be led into), without controls or leading dots. */
+function baseFileName(name: string): string {
+  return headerSafe(name.replace(BIDI_CONTROLS, '')).split(/[\\/]/).pop()!.trim().replace(/^\.+/, '');
+}
+
+/** The name an attachment is offered under: the exporter's `fileName` made safe, else its id made safe. */
+export function attachmentFileName(ref: AttachmentRef): string {
+  return baseFileName(typeof ref.fileName === 'string' ? ref.fileName : '') || baseFileName(ref.id) || 'attachment';
+}
+
 function attachmentPart(ref: AttachmentRef, bytes: Buffer): string {
-  const fileName = headerSafe(typeof ref.fileName === 'string' && ref.fileName ? ref.fileName : ref.id);
+  const fileName = attachmentFileName(ref);
   return (
     `Content-Type: ${mediaType(ref.contentType)};${CRLF} ${param('name', fileName)}${CRLF}` +
     `Content-Disposition: attachment;${CRLF} ${param('filename', fileName)}${CRLF}` +
@@ -213,8 +226,7 @@ function attachmentPart(ref: AttachmentRef, bytes: Buffer): string {
 }
 
 export function missingAttachmentNote(ref: AttachmentRef, why: string): string {
-  const name = typeof ref.fileName === 'string' && ref.fileName ? headerSafe(ref.fileName) : ref.id;
-  return `[Attachment "${name}" (${ref.id}) is not included: ${why}.]`;
+  return `[Attachment "${attachmentFileName(ref)}" (${headerSafe(ref.id)}) is not included: ${why}.]`;
 }
 
 /**
