@@ -105,6 +105,7 @@ test('a plugin that returns nothing usable rejects the item instead of losing it
     [(i: Item) => ({ ...i, type: undefined }), /type \(undefined\) is none of/],
     [(i: Item) => ({ ...i, replyToId: Symbol('x') }), /replyToId is not a string/],
     [(i: Item) => ({ ...i, member: 'u_1' }), /member is not a user/],
+    [(i: Item) => [{ ...i, id: 'part\ud800' }, { ...i, id: 'part\udbff' }], /id is not well-formed Unicode/],
   ] as const) {
     const registry = new PluginRegistry();
     registry.register(plugin({ transform: returned }));

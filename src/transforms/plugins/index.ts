@@ -167,6 +167,8 @@ const hasId = (v: unknown) => isRecord(v) && typeof v.id === 'string';
 function whyUnusable(p: unknown): string | undefined {
   if (!isRecord(p)) return `${p === undefined ? 'undefined' : p === null ? 'null' : typeof p} instead of an item`;
   if (typeof p.id !== 'string' || p.id === '') return 'an item without a non-empty string id';
+  // As for an event's id: a lone surrogate reads as U+FFFD, so two such ids would name one message.
+  if (!p.id.isWellFormed()) return 'an item whose id is not well-formed Unicode (a lone surrogate)';
   if (!(EVENT_TYPES as readonly unknown[]).includes(p.type)) {
     return `an item whose type ${typeof p.type === 'string' ? JSON.stringify(p.type) : `(${typeof p.type})`} is none of ${EVENT_TYPES.join(', ')}`;
   }
