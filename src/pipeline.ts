@@ -50,12 +50,15 @@ export interface PipelineOptions {
 export async function runPipeline(source: Source, o: PipelineOptions): Promise<RunSummary> {
   const archive = source.export;
   const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind, archive?.exportId ?? null, o.shard);
-  const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize);
+  // Reading stops on SIGINT/SIGTERM (o.stop) or when the chain halts itself; what is in flight settles either way.
+  const halt = new AbortController();
+  const stopReading = o.stop ? AbortSignal.any([o.stop, halt.signal]) : halt.signal;
+  const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize, (reason) => halt.abort(reason));
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
   const chainFailure = await finish(async () => {
     for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
     await drain(
-      _<Unit>(source.read(o.stop))
+      _<Unit>(source.read(stopReading))
         .doto((unit) => recorder.read(unit.kind))
         .through(step('event', archive && validateStage(archive, recorder)))
         .through(step('item', archive && pluginStage(o.plugins, archive, recorder, o.logger)))
@@ -68,8 +71,9 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .through(inTurn((settled) => source.settled(settled.position, settled.ok))),
     );
   });
-  // A fault outside the chain (a promise nobody handled) stops reading as SIGTERM does, and is the run's error.
-  const error = chainFailure ?? (o.stop?.reason instanceof PivotArchiveError ? chainError(o.stop.reason) : undefined);
+  // A halt (a sink refusing its own spec) or a fault outside the chain (a promise nobody handled) stops reading as SIGTERM does, and is the run's error.
+  const stopped = halt.signal.aborted ? halt.signal.reason : o.stop?.reason;
+  const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined);
   clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);

@@ -29,6 +29,8 @@ export class Settler {
     private readonly archive: ExportContext | undefined,
     private readonly recorder: Recorder,
     maxItemSize: number,
+    /** Stops reading (what is in flight still settles, and is counted), the run's error `reason`. */
+    private readonly halt: (reason: Error) => void,
   ) {
     this.limit = {
       count: sink.maxInFlight,
@@ -61,8 +63,8 @@ export class Settler {
     } catch (err) {
       await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
       // The sink refuses its own spec (a folder name the server will never take): every write would
-      // fail alike, so the run stops with that error (exit 2 when nothing was delivered).
-      if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) throw err;
+      // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).
+      if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) this.halt(err as Error);
       return false;
     }
     line.location = stored.location;
