@@ -3,7 +3,7 @@ import { hideBin, Parser } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { recordFailureBeforeStart } from './job.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
-import { errorExitCode } from './exit-policy.js';
+import { errorExitCode, worseExitCode } from './exit-policy.js';
 import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
 import { TOOL } from './version.js';
@@ -174,15 +174,20 @@ async function withLoggerAndSignals(
   process.on('SIGTERM', onSignal);
   // A plugin's stray promise or timer that fails would end the process at once, unrecorded, exit 1
   // ("items failed"): the run stops as on SIGTERM instead, its summary recorded, exit 70.
+  // A fault after the chain (while the run closes its sink or records) is in no summary: the exit code says it.
+  let faulted = false;
+  let giveUp: NodeJS.Timeout | undefined;
   const onFault = (err: unknown) => {
+    faulted = true;
     const fault = new PivotArchiveError(ErrorCode.INTERNAL, `a failure no code handled (a plugin's stray promise or timer, or a bug): ${errorMessage(err)}`);
     logger.error(`${fault.code}: ${fault.message}; stopping after the items in flight`);
     if (!stop.signal.aborted) stop.abort(fault);
-    // What failed may have left a promise of ours unsettled: a run that cannot stop must not hang cron for ever.
-    setTimeout(() => {
+    // What failed may have left a promise of ours unsettled: a run that cannot stop must not hang cron for
+    // ever (nor end at once with node's exit 13: the timer keeps the process alive until then).
+    giveUp ??= setTimeout(() => {
       logger.error(`${fault.code}: the run did not stop within ${FAULT_GRACE_MS / 1000} s of the failure; exiting`);
       void flushLogger(logger).finally(() => process.exit(ExitCode.INTERNAL));
-    }, FAULT_GRACE_MS).unref();
+    }, FAULT_GRACE_MS);
   };
   process.on('unhandledRejection', onFault);
   process.on('uncaughtException', onFault);
@@ -193,7 +198,8 @@ async function withLoggerAndSignals(
   };
   if (options.file) process.on('SIGHUP', onHangup);
   try {
-    return await body(logger, stop.signal);
+    const code = await body(logger, stop.signal);
+    return faulted ? worseExitCode(code, ExitCode.INTERNAL) : code;
   } catch (err) {
     report(logger, err);
     if (options.json) printFailure(err);
@@ -202,6 +208,7 @@ async function withLoggerAndSignals(
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onHangup);
+    clearTimeout(giveUp);
     process.off('unhandledRejection', onFault);
     process.off('uncaughtException', onFault);
     await flushLogger(logger);

@@ -66,7 +66,7 @@ export function reopenLogFile(logger: Logger, filename: string): void {
 }
 
 /** How long the end of a run waits for log lines a slow transport has not taken yet. */
-const FLUSH_WAIT_MS = 30_000;
+const FLUSH_WAIT_MS = 10_000;
 
 /**
  * Resolves once every transport has written what it was given (winston loses lines otherwise).
@@ -77,8 +77,12 @@ const FLUSH_WAIT_MS = 30_000;
 export async function flushLogger(logger: Logger): Promise<void> {
   const waiting = () => logger.readableLength > 0 || logger.transports.some((t) => t.writableLength > 0);
   for (const started = Date.now(); waiting() && Date.now() - started < FLUSH_WAIT_MS; ) await new Promise((resolve) => setTimeout(resolve, 10));
+  // A transport whose file cannot be written never finishes: the end is not waited for past the limit.
+  let limit: NodeJS.Timeout | undefined;
   await new Promise<void>((resolve) => {
+    limit = setTimeout(resolve, FLUSH_WAIT_MS);
     logger.on('finish', () => resolve());
     logger.end();
   });
+  clearTimeout(limit);
 }
