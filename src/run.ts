@@ -56,7 +56,8 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
     outcomeOptions,
     async open({ sink, statusLog, state, cleanup }) {
       if (sink instanceof DryRunSink) dryRun = sink;
-      const fanOut = await checkRunConfig(config, targetSink(sink), cwd);
+      const target = targetSink(sink);
+      const fanOut = await checkRunConfig(config, target, cwd);
       const plugins = new PluginRegistry(config.pluginTimeout);
       for (const specifier of config.plugins) {
         const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);
@@ -69,9 +70,9 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);
       if (config.userMap) logger.info(userMapReport(config.userMap, fanOut.userMap, userMapUnmatched(fanOut.userMap, archive.users.values(), [...archive.conversations.values()].flatMap((c) => c.members))));
       // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one.
-      const wholeExport = targetSink(sink).readsWholeExport === true;
+      const wholeExport = target.readsWholeExport === true;
       const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }, !wholeExport) : undefined;
-      if (state && wholeExport) logger.info(`${targetSink(sink).kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
+      if (state && wholeExport) logger.info(`${target.kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
       return {

@@ -39,9 +39,9 @@ export class Checkpoint {
    * The archive's identity: its export id and the CRC-32 and size of every messages file. A
    * checkpoint is used only under the outcome `options` it was made with (the items it skips were
    * settled under them: rejected `unmapped` under a mistyped --domain, say); else the run starts at
-   * the beginning, and the sink skips what it holds.
+   * the beginning, and the sink skips what it holds. With `resume` false the run reads from the
+   * start all the same (what it settles still moves the checkpoint).
    */
-  /** With `resume` false the run reads from the start (what it settles still moves the checkpoint). */
   static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true): Promise<Checkpoint> {
     const identity = [archive.manifest.exportId, ...archive.messageFiles.map((f) => `${f.name}:${f.crc32}:${f.uncompressedSize}`)].join('\n');
     const dir = join(stateDir, 'checkpoints');

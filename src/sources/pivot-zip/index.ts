@@ -29,6 +29,8 @@ const MAX_DIRECTORY_ENTRY_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_MAX_EVENT_BYTES = 64 * 1024 * 1024;
 const MESSAGES_ENTRY = /^messages\/[^/]+\.json$/;
 const ATTACHMENT_PREFIX = 'attachments/';
+/** `attachments/<id>`, the layout's one place for attachment bytes. */
+const isAttachmentEntry = (name: string) => name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length;
 const REQUIRED = ['manifest.json', 'users.json', 'conversations.json'] as const;
 
 /** An archive entry outside the format's layout: recorded with why, never read. */
@@ -158,7 +160,7 @@ export class PivotExportArchive implements ExportContext {
     let eventCount = 0;
     // Attachment entries no event names (by the key of their entry name) are noted: bytes an exporter kept but no message will carry.
     const unnamed = new Map<number, string>();
-    for (const name of entries.keys()) if (name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length) unnamed.set(idKey(name), name);
+    for (const name of entries.keys()) if (isAttachmentEntry(name)) unnamed.set(idKey(name), name);
     try {
       for (const [index, entry] of messageFiles.entries()) {
         // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
@@ -396,7 +398,7 @@ export function mayHoldEvents(name: string): boolean {
 /** Why an entry (not hostile, not a directory) is outside the layout, or undefined when it is in it. */
 export function whyIgnored(name: string): string | undefined {
   if ((REQUIRED as readonly string[]).includes(name) || MESSAGES_ENTRY.test(name)) return undefined;
-  if (name.startsWith(ATTACHMENT_PREFIX) && name.length > ATTACHMENT_PREFIX.length) return undefined;
+  if (isAttachmentEntry(name)) return undefined;
   const folded = name.normalize('NFKC').toLowerCase().replace(/^(\.?\/)+/, '');
   const parts = folded.split('/');
   for (const required of REQUIRED) {
