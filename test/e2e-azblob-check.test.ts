@@ -62,12 +62,26 @@ test.after.always(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
+/**
+ * A test-side read or delete against Azurite, tried again when the connection was dropped (the
+ * helper's client tries once, for the tests that stop Azurite; under load a kept-alive socket can hang up).
+ */
+async function retried<T>(call: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (tries >= 3 || (err as { code?: string }).code !== 'ECONNRESET') throw err;
+    }
+  }
+}
+
 async function batchesUnder(prefix: string): Promise<Batch[]> {
   const client = azurite.container('staging');
   const batches: Batch[] = [];
   for await (const blob of client.listBlobsFlat({ prefix: `${prefix}/`, includeMetadata: true })) {
     if (!blob.name.endsWith('.zip')) continue;
-    const zip = (await unzipper.Open.buffer(await client.getBlockBlobClient(blob.name).downloadToBuffer())) as { files: { path: string; buffer(): Promise<Buffer> }[] };
+    const zip = (await unzipper.Open.buffer(await retried(() => client.getBlockBlobClient(blob.name).downloadToBuffer()))) as { files: { path: string; buffer(): Promise<Buffer> }[] };
     const files = new Map<string, Buffer>();
     for (const f of zip.files) files.set(f.path, await f.buffer());
     const manifestBytes = files.get('manifest.json')!;
@@ -268,7 +282,7 @@ test.serial('an export whose every batch was deleted (its index kept) is found: 
   const kept = batches.filter((b) => b.manifest.exportId === other.exportId);
   t.true(lost.length >= 3 && kept.length >= 1 && lost.length + kept.length === batches.length, `${lost.length} + ${kept.length} batches`);
   const client = azurite.container('staging');
-  for (const b of lost) await client.deleteBlob(b.name);
+  for (const b of lost) await retried(() => client.deleteBlob(b.name));
   t.is((await indexesUnder(`allgone/${EXPORT_ID}`)).length, 1, 'the index of the export is left');
 
   const dir = await tempDir(t);
@@ -306,7 +320,7 @@ test.serial('a staging run stopped part-way, then a batch it staged deleted: the
   const staged = await batchesUnder('resumed');
   t.true(staged.length >= 2, `${staged.length} batches before the stop`);
   const gone = staged[0]!;
-  await azurite.container('staging').deleteBlob(gone.name);
+  await retried(() => azurite.container('staging').deleteBlob(gone.name));
 
   const again = await cli(args, { env });
   t.is(again.code, 0, again.stderr);
