@@ -81,19 +81,31 @@ test('the archive is held open: a file renamed over its path mid-run changes not
   t.is(archive.messageFiles[0]!.name, 'messages/a.json');
 });
 
-test('an archive rewritten in place mid-run fails its CRC-32 check on the second read', async (t) => {
+test('an archive rewritten in place mid-run fails on the second read at the first 64 KiB block that differs: none of its bytes are read', async (t) => {
   const dir = await tempDir(t);
-  const path = await writeArchive(join(dir, 'pivot.zip'), fixture('first'), { store: true });
+  // 3,000 events of ~150 bytes: about seven 64 KiB blocks; one event of the fifth changed.
+  const path = await writeArchive(join(dir, 'pivot.zip'), { users, conversations, messages: { 'a.json': events('first', 3000) } }, { store: true });
   const archive = await PivotExportArchive.open({ path });
   t.teardown(() => archive.close());
   const bytes = await readFile(path);
-  const at = bytes.indexOf('first message 7');
+  const at = bytes.indexOf('first message 2000"');
+  const dataStart = bytes.indexOf('[{');
+  t.true(at - dataStart > 4 * 65536 && at - dataStart < 5 * 65536, 'the change stands in the fifth block');
   const handle = await open(path, 'r+');
   await handle.write(Buffer.from('FIRST'), 0, 5, at); // same inode, same length, still valid JSON
   await handle.close();
-  const err = await t.throwsAsync(ids(archive), { instanceOf: PivotArchiveError });
+  const read: string[] = [];
+  const err = await t.throwsAsync(
+    (async () => {
+      for await (const e of archive.events()) read.push(((e as SourceEvent).raw as { text: string }).text);
+    })(),
+    { instanceOf: PivotArchiveError },
+  );
   t.is((err as PivotArchiveError).code, ErrorCode.ARCHIVE_CORRUPT);
-  t.regex(err!.message, /CRC-32/);
+  t.regex(err!.message, /bytes 262144-327679 differ from what the first read of the archive saw \(CRC-32\)/);
+  t.true(read.length > 1000, `the events of the blocks before are read (${read.length})`);
+  t.false(read.some((text) => text.startsWith('FIRST')), 'no byte of the changed block reached the reader');
+  t.deepEqual(read, events('first', read.length).map((e) => e.text), 'what was read is what was checked');
 });
 
 test('close() releases the one descriptor the archive holds; open() holds none after a failure', async (t) => {

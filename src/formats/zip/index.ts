@@ -11,8 +11,24 @@ export interface ZipEntry {
   crc32: number;
   offset: number;
   method: number;
-  /** Opens a stream of the entry's bytes, checked against the central directory; `onBytes` counts them. */
-  open(onBytes?: (n: number) => void): Readable;
+  /** Opens a stream of the entry's bytes, checked against the central directory (and `options`, see EntryReadOptions). */
+  open(options?: EntryReadOptions): Readable;
+}
+
+/** Bytes of an entry that one CRC-32 covers in `EntryReadOptions` blocks (the last block may be shorter). */
+export const CRC_BLOCK_BYTES = 64 * 1024;
+
+export interface EntryReadOptions {
+  /** Told the length of each piece of bytes as it passes. */
+  onBytes?: (n: number) => void;
+  /** Filled with the CRC-32 of each CRC_BLOCK_BYTES block of the entry, as it is read. */
+  recordBlocks?: number[];
+  /**
+   * The blocks' CRC-32s a first read recorded: each block is held until it is checked, and the
+   * stream fails at the first block that differs, before any of its bytes pass (the file was
+   * rewritten in place since). Without it a change is found only by the entry's CRC-32, at its end.
+   */
+  expectBlocks?: ArrayLike<number>;
 }
 
 export interface ZipLimits {
@@ -397,8 +413,8 @@ class DirectoryEntry implements ZipEntry {
     readonly flags: number,
   ) {}
 
-  open(onBytes?: (n: number) => void): Readable {
-    return checkedEntryStream(this.archivePath, this.name, () => this.reader(this), this.crc32, this.uncompressedSize, onBytes);
+  open(options: EntryReadOptions = {}): Readable {
+    return checkedEntryStream(this.archivePath, this.name, () => this.reader(this), this.crc32, this.uncompressedSize, options);
   }
 }
 
@@ -434,12 +450,34 @@ function checkedEntryStream(
   open: () => EntryReads,
   declaredCrc: number,
   declaredSize: number,
-  onBytes?: (n: number) => void,
+  { onBytes, recordBlocks, expectBlocks }: EntryReadOptions,
 ): Readable {
   let seen = 0;
   let crc = 0;
   const fail = (why: string) =>
     new PivotArchiveError(ErrorCode.ARCHIVE_CORRUPT, `${archivePath}: entry ${JSON.stringify(name)} ${why}`);
+  // The block being checked: its CRC-32 so far, its length, and (with expectBlocks) its bytes, held.
+  let block = 0;
+  let blockCrc = 0;
+  let blockFill = 0;
+  let held: Buffer[] = [];
+  /** Ends the current block: recorded, or checked and let through. */
+  const endBlock = (push: (b: Buffer) => void): Error | undefined => {
+    const value = blockCrc >>> 0;
+    if (recordBlocks) recordBlocks.push(value);
+    if (expectBlocks) {
+      if (expectBlocks[block] !== value) {
+        const start = block * CRC_BLOCK_BYTES;
+        return fail(`bytes ${start}-${start + blockFill - 1} differ from what the first read of the archive saw (CRC-32): was the archive rewritten?`);
+      }
+      for (const part of held) push(part);
+      held = [];
+    }
+    block++;
+    blockCrc = 0;
+    blockFill = 0;
+    return undefined;
+  };
   const guard = new Transform({
     transform(chunk: Buffer, _enc, done: TransformCallback) {
       seen += chunk.length;
@@ -449,10 +487,27 @@ function checkedEntryStream(
         return;
       }
       crc = crc32(chunk, crc);
-      done(null, chunk);
+      if (!recordBlocks && !expectBlocks) {
+        done(null, chunk);
+        return;
+      }
+      for (let from = 0; from < chunk.length; ) {
+        const part = chunk.subarray(from, from + Math.min(CRC_BLOCK_BYTES - blockFill, chunk.length - from));
+        from += part.length;
+        blockCrc = crc32(part, blockCrc);
+        blockFill += part.length;
+        if (expectBlocks) held.push(part);
+        if (blockFill === CRC_BLOCK_BYTES) {
+          const err = endBlock((b) => this.push(b));
+          if (err) return done(err);
+        }
+      }
+      done(null, expectBlocks ? undefined : chunk);
     },
     flush(done: TransformCallback) {
-      if (seen !== declaredSize) done(fail(`ends after ${seen} of ${declaredSize} bytes`));
+      if (seen !== declaredSize) return done(fail(`ends after ${seen} of ${declaredSize} bytes`));
+      const err = blockFill > 0 ? endBlock((b) => this.push(b)) : undefined;
+      if (err) done(err);
       else if (crc >>> 0 !== declaredCrc >>> 0) done(fail('fails its CRC-32 check'));
       else done();
     },

@@ -11,7 +11,7 @@ import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
 import { IdHashes } from './id-hashes.js';
 import { idKey } from '../../hash.js';
-import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
+import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type EntryReadOptions, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
 
@@ -85,6 +85,8 @@ export class PivotExportArchive implements ExportContext {
     private readonly duplicateCandidates: Set<number>,
     /** CRC-32 of each too-large element (`file:index`) as the checked first pass read it. */
     private readonly tooLargeCrcs: Map<string, number>,
+    /** CRC-32 of each 64 KiB block of each messages file as the checked first pass read it: every later read is held to them. */
+    private readonly blockCrcs: readonly Uint32Array[],
     private readonly maxEventBytes: number,
     private readonly entries: ZipDirectory,
   ) {}
@@ -157,6 +159,7 @@ export class PivotExportArchive implements ExportContext {
     const ids = new IdHashes();
     const changes: { key: number; id: string; conversationId: string; time: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
     const tooLargeCrcs = new Map<string, number>();
+    const blockCrcs: Uint32Array[] = [];
     let eventCount = 0;
     // Attachment entries no event names (by the key of their entry name) are noted: bytes an exporter kept but no message will carry.
     const unnamed = new Map<number, string>();
@@ -164,7 +167,8 @@ export class PivotExportArchive implements ExportContext {
     try {
       for (const [index, entry] of messageFiles.entries()) {
         // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
-        for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+        const recordBlocks: number[] = [];
+        for await (const elements of elementBatches(path, entry, maxEventBytes, true, { recordBlocks })) {
           eventCount += elements.length;
           for (const element of elements) {
             if (!element.bytes) {
@@ -192,6 +196,7 @@ export class PivotExportArchive implements ExportContext {
             changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
           }
         }
+        blockCrcs.push(Uint32Array.from(recordBlocks));
       }
     } catch (err) {
       ids.discard();
@@ -200,14 +205,14 @@ export class PivotExportArchive implements ExportContext {
     const duplicateCandidates = ids.repeated();
     // A join/leave that reuses an earlier event's id is rejected duplicate-id: it must not count either.
     const suspects = new Set(changes.filter((c) => duplicateCandidates.has(c.key)).map((c) => c.id));
-    const firstOf = suspects.size > 0 ? await firstPositions(path, messageFiles, maxEventBytes, suspects) : new Map<string, EventPosition>();
+    const firstOf = suspects.size > 0 ? await firstPositions(path, messageFiles, blockCrcs, maxEventBytes, suspects) : new Map<string, EventPosition>();
     const membership = new MembershipTimeline((id) => conversations.get(id)?.members ?? []);
     for (const c of changes) {
       const first = firstOf.get(c.id);
       if (first && (first.file !== c.position.file || first.index !== c.position.index)) continue;
       membership.record(c.conversationId, { time: c.time, ...c.position }, c.memberId, c.joined);
     }
-    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, memberNotes, [...unnamed.values()], duplicateCandidates, tooLargeCrcs, maxEventBytes, entries] as const;
+    return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, memberNotes, [...unnamed.values()], duplicateCandidates, tooLargeCrcs, blockCrcs, maxEventBytes, entries] as const;
   }
 
   /** Releases the archive file, once the reads still going on it have stopped. Reads after it fail. */
@@ -223,7 +228,7 @@ export class PivotExportArchive implements ExportContext {
    * reuses a (string) id carries `duplicateOf`, the first one's position.
    */
   events(stop?: AbortSignal): Readable {
-    const { path, messageFiles, maxEventBytes, duplicateCandidates } = this;
+    const { path, messageFiles, blockCrcs, maxEventBytes, duplicateCandidates } = this;
     this.messageBytesRead = 0;
     const onBytes = (n: number) => (this.messageBytesRead += n);
     async function* batches(): AsyncGenerator<SourceEvent[]> {
@@ -231,7 +236,7 @@ export class PivotExportArchive implements ExportContext {
       const firstSeen = new Map<string, EventPosition>();
       for (const [index, entry] of messageFiles.entries()) {
         if (stop?.aborted) return;
-        for await (const batch of eventBatches(path, entry, index, maxEventBytes, onBytes)) {
+        for await (const batch of eventBatches(path, entry, index, maxEventBytes, { onBytes, expectBlocks: blockCrcs[index] })) {
           if (duplicateCandidates.size > 0) {
             for (const event of batch) {
               const raw = event.raw;
@@ -262,14 +267,14 @@ export class PivotExportArchive implements ExportContext {
       throw new RangeError(`${this.path}: bytes ${offset}+${length} are not inside ${entry.name} (${entry.uncompressedSize} bytes)`);
     }
     const expected = this.tooLargeCrcs.get(`${position.file}:${position.index}`);
-    const path = this.path;
+    const { path, blockCrcs } = this;
     let crc = 0;
     let copied = 0;
     async function* slices(): AsyncGenerator<Buffer> {
       let at = 0;
       const end = offset + length;
       if (length === 0) return;
-      for await (const chunk of entry!.open()) {
+      for await (const chunk of entry!.open({ expectBlocks: blockCrcs[position.file] })) {
         const buffer = chunk as Buffer;
         const from = Math.max(offset - at, 0);
         const to = Math.min(end - at, buffer.length);
@@ -439,10 +444,10 @@ async function hashFile(path: string, handle: FileHandle, size: number): Promise
 }
 
 /** Where each of `ids` first stands: an extra pass, made only when a valid join/leave's id hash repeats. */
-async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, EventPosition>> {
+async function firstPositions(path: string, files: ZipEntry[], blockCrcs: readonly Uint32Array[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, EventPosition>> {
   const first = new Map<string, EventPosition>();
   for (const [index, entry] of files.entries()) {
-    for await (const elements of elementBatches(path, entry, maxEventBytes, true)) {
+    for await (const elements of elementBatches(path, entry, maxEventBytes, true, { expectBlocks: blockCrcs[index] })) {
       for (const element of elements) {
         const raw = element.bytes && parsed(element.bytes);
         if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, { file: index, index: element.index });
@@ -456,11 +461,11 @@ async function firstPositions(path: string, files: ZipEntry[], maxEventBytes: nu
  * The elements of one messages file's array, a batch per chunk read (with `borrow`, their bytes
  * are views of the chunk). A file whose array is broken fails the archive (ARCHIVE_CONTENT).
  */
-async function* elementBatches(path: string, entry: ZipEntry, maxEventBytes: number, borrow: boolean, onBytes?: (n: number) => void): AsyncGenerator<ArrayElement[]> {
+async function* elementBatches(path: string, entry: ZipEntry, maxEventBytes: number, borrow: boolean, reads: EntryReadOptions): AsyncGenerator<ArrayElement[]> {
   const scanner = new JsonArrayScanner(maxEventBytes, borrow);
   const broken = (err: unknown) =>
     err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
-  const stream = entry.open(onBytes);
+  const stream = entry.open(reads);
   try {
     for await (const chunk of stream) {
       let elements: ArrayElement[];
@@ -486,8 +491,8 @@ async function* elementBatches(path: string, entry: ZipEntry, maxEventBytes: num
 const PARSED_BATCH = 64;
 
 /** The events of one messages file, in batches: each element's exact bytes (a copy) and parsed value, or why not. */
-async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, onBytes?: (n: number) => void): AsyncGenerator<SourceEvent[]> {
-  for await (const elements of elementBatches(path, entry, maxEventBytes, false, onBytes)) {
+async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, reads: EntryReadOptions): AsyncGenerator<SourceEvent[]> {
+  for await (const elements of elementBatches(path, entry, maxEventBytes, false, reads)) {
     for (let from = 0; from < elements.length; from += PARSED_BATCH) {
       const batch = new Array<SourceEvent>(Math.min(PARSED_BATCH, elements.length - from));
       for (let i = 0; i < batch.length; i++) batch[i] = toEvent(elements[from + i]!, file);
