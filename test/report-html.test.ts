@@ -82,7 +82,7 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
     const runs = doc.tables['runs-table']!;
     t.deepEqual(runs[0]!.slice(0, 4), ['Run', 'Command', 'Host', 'Started']);
     t.is(runs.length, 1 + account.runs.length);
-    t.deepEqual(runs[1], [RUN_IDS[0], 'run', 'archive01', '2026-11-24T02:00:00.120Z', '—', 'killed (no summary)', '—', '—', `${SHA.slice(0, 12)}…`, n(account.runs[0]!.delivered), '0', '0', n(account.runs[0]!.rejected)]);
+    t.deepEqual(runs[1], [RUN_IDS[0], 'run', 'archive01', '2026-11-24T02:00:00.120Z', '—', 'no summary (killed, or its records could not be written)', '—', '—', `${SHA.slice(0, 12)}…`, n(account.runs[0]!.delivered), '0', '0', n(account.runs[0]!.rejected)]);
     t.deepEqual(runs[2]!.slice(0, 8), [RUN_IDS[1], 'run', HOSTILE.host, '2026-11-24T02:38:02.877Z', '2026-11-24T02:41:10.005Z', 'finished (summary)', '1', '2 (mailbox, item) pairs failed: ENOSPC']);
 
     // Mailboxes: one row each, in order, with its counts, and a total row that matches the pairs.

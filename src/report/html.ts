@@ -370,7 +370,7 @@ function chartSection(out: string[], a: ExportAccount): void {
 const ENDED: Record<RunOfExport['ended'], string> = {
   summary: 'finished (summary)',
   failure: 'failed before delivering',
-  killed: 'killed (no summary)',
+  killed: 'no summary (killed, or its records could not be written)',
 };
 
 /** The first 12 hex digits of a hash, enough to tell the archive's SHA-256 values apart (the table above has them in full). */

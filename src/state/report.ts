@@ -27,7 +27,7 @@ function formatRun(r: ReturnType<typeof runStatus>): string {
     const f = r.failure;
     return `${head}  FAILED before delivering (exit ${f.exitCode}): ${f.code}: ${f.error}\n  archive ${f.archive || '(none)'}${f.sha256 ? `, sha256 ${f.sha256}, ${f.size} bytes` : ''}\n  started ${f.startedAt}, ended ${f.finishedAt}\n`;
   }
-  if (!r.summary) return `${head}  no summary: the run was stopped before it finished; run it again\n`;
+  if (!r.summary) return `${head}  no summary: the run was killed, or could not write its records (a full disk?), before it finished; run it again\n`;
   const failed = r.failed.map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox}: ${f.detail}`));
   const more = r.failedTotal > r.failed.length ? [`  ... and ${r.failedTotal - r.failed.length} more failed (see the log)`] : [];
   const summary = formatSummary(r.summary);
@@ -51,7 +51,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
     `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}${a.shard ? `, shard ${a.shard}` : ''}: ${a.complete ? 'COMPLETE' : 'INCOMPLETE'}`,
     `  archive ${a.archive ?? '(unknown)'}${a.sha256s.length ? `, sha256 ${a.sha256s.join(' / ')}` : ''}${a.sha256s.length > 1 ? '  (DIFFERENT ARCHIVES under one export id)' : ''}`,
     `  runs ${a.runs.length}:`,
-    ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(killed)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
+    ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(no end recorded: killed, or its records could not be written)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
     a.shard
       ? `  items (shard ${a.shard}'s part): rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed here ${i.routed}, of ${i.inArchive ?? '?'} in the archive; ${i.notYetRead === 0 ? 'read to the end' : 'NOT read to the end yet'} (the items add up across all shards: status --state-dir of each --export)`
       : `  items: in archive ${i.inArchive ?? '?'}${i.addedByPlugins ? ` + added by plugins ${i.addedByPlugins}` : ''} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}${i.entriesNotRead ? `; and ${i.entriesNotRead} archive ${i.entriesNotRead === 1 ? 'entry' : 'entries'} named like a messages file NOT read: their events are counted nowhere (see the run's notes)` : ''}`,
