@@ -1,8 +1,9 @@
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { copyFile, mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS, launchAssignments } from '../src/launch.js';
 import { generateSample } from '../src/sample/generate.js';
 import { cli, startCli } from './helpers/cli.js';
@@ -54,6 +55,31 @@ test('a stale lock left by a killed run is taken over', async (t) => {
   const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'out')}`, '--state-dir', state]);
   t.is(result.code, 0, result.stderr);
   t.true((await readMaildir(join(dir, 'out'))).length > 0);
+});
+
+test('runs that find one stale lock at the same instant: exactly one takes it over, the others are refused E_LOCKED', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const stateDir = fileURLToPath(new URL('../src/state/index.js', import.meta.url));
+  // Each process takes the lock at one agreed instant, holds it 1.5 s, and says when it held it (a
+  // process started late under load may take it after the first let go: holding in turn is fine).
+  const locker = `import { StateDir } from ${JSON.stringify(stateDir)};
+const [dir, at] = [process.argv[2], Number(process.argv[3])];
+await new Promise((r) => setTimeout(r, at - Date.now()));
+try { const release = await new StateDir(dir).lock(); const from = Date.now(); await new Promise((r) => setTimeout(r, 1500)); const to = Date.now(); await release(); console.log(from + '-' + to); }
+catch (e) { console.log(e.code); }`;
+  await writeFile(join(dir, 'locker.mjs'), locker);
+  for (let trial = 0; trial < 4; trial++) {
+    const state = join(dir, `state${trial}`);
+    await mkdir(state);
+    // The largest pid Linux hands out, plus one: a run killed long ago.
+    await writeFile(join(state, 'lock'), JSON.stringify({ pid: 4194305, host: hostname(), startedAt: '2026-11-23T02:30:00Z' }));
+    const at = String(Date.now() + 1500);
+    const answers = await Promise.all(Array.from({ length: 8 }, () => new Promise<string>((resolve, reject) => execFile(process.execPath, [join(dir, 'locker.mjs'), state, at], (err, stdout) => (err ? reject(err) : resolve(stdout.trim()))))));
+    const held = answers.filter((a) => a !== 'E_LOCKED').map((a) => a.split('-').map(Number) as [number, number]).sort((x, y) => x[0] - y[0]);
+    t.true(held.length >= 1 && held.every(([from, to]) => from > 0 && to >= from), `trial ${trial}: ${answers.join(' ')}`);
+    for (let i = 1; i < held.length; i++) t.true(held[i]![0] >= held[i - 1]![1], `trial ${trial}: two held the lock at once: ${answers.join(' ')}`);
+  }
 });
 
 test('a lock not renewed for 10 minutes is taken over whoever held it (another host: a CronJob pod of last night; a lock torn by a crash); a fresh one of another host is not', async (t) => {

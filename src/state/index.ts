@@ -10,6 +10,10 @@ import type { RecordedSummary } from '../summary.js';
 const LOCK_RENEW_MS = 30_000;
 /** ...and a lock not renewed for this long is stale, whoever held it. */
 export const LOCK_LEASE_MS = 10 * 60_000;
+/** Tries to take the lock: each stale lock found costs one, a turn waited behind another breaker one. */
+const LOCK_ATTEMPTS = 50;
+/** A `lock.break` file this old was left by a run killed while it broke a stale lock. */
+const LOCK_BREAK_STALE_MS = 30_000;
 
 /** A run (or import) as its log under `runs/` recorded it. */
 export interface RecordedRun {
@@ -105,7 +109,7 @@ export class StateDir {
   async lock(): Promise<() => Promise<void>> {
     await mkdir(this.dir, { recursive: true });
     const mine = JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() });
-    for (let attempt = 0; attempt < 2; attempt++) {
+    for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
       try {
         const handle = await open(this.lockPath, 'wx');
         await handle.writeFile(mine);
@@ -125,19 +129,60 @@ export class StateDir {
           throw new PivotArchiveError(ErrorCode.CONFIG, `cannot lock state dir ${this.dir}: ${errorMessage(err)}`);
         }
       }
-      const holder = await this.holder();
-      // Our own pid on our own host is a lock left by an earlier life of this host name: a
-      // container re-run (a Kubernetes Indexed Job's pod keeps its host name, and node often is pid 1).
-      if ((holder && holder.host === hostname() && (holder.pid === process.pid || processGone(holder.pid))) || (await this.lapsed())) {
-        await unlink(this.lockPath).catch(() => undefined);
+      const seen = await readFile(this.lockPath, 'utf8').catch(() => undefined);
+      if (seen === undefined) continue; // released meanwhile
+      if (await this.stale(seen)) {
+        await this.breakStale(seen);
         continue;
       }
+      const holder = await this.holder();
       throw new PivotArchiveError(
         ErrorCode.LOCKED,
         `another run holds ${this.lockPath}${holder ? ` (pid ${holder.pid} on ${holder.host}, since ${holder.startedAt})` : ''}; this run did nothing`,
       );
     }
     throw new PivotArchiveError(ErrorCode.LOCKED, `could not take over the stale lock ${this.lockPath}`);
+  }
+
+  /**
+   * A lock (as `content`) whose holder is gone: its process on this host, or our own pid on our
+   * own host (a lock left by an earlier life of this host name: a container re-run, a Kubernetes
+   * Indexed Job's pod keeps its host name, and node often is pid 1); or one not renewed for LOCK_LEASE_MS.
+   */
+  private async stale(content: string): Promise<boolean> {
+    let holder: { pid?: unknown; host?: unknown } | undefined;
+    try {
+      holder = JSON.parse(content) as { pid?: unknown; host?: unknown };
+    } catch {
+      holder = undefined; // torn or half written: only its lease can end it
+    }
+    const pid = holder?.pid;
+    if (holder?.host === hostname() && typeof pid === 'number' && (pid === process.pid || processGone(pid))) return true;
+    return this.lapsed();
+  }
+
+  /**
+   * Removes the stale lock `content`, and nothing else: runs that find it stale at once take turns
+   * through a second file made with O_EXCL, and each removes the lock only if it is still the one
+   * it judged (one may already have taken over, and its fresh lock must stay).
+   */
+  private async breakStale(content: string): Promise<void> {
+    const breaker = `${this.lockPath}.break`;
+    try {
+      await (await open(breaker, 'wx')).close();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PivotArchiveError(ErrorCode.CONFIG, `cannot lock state dir ${this.dir}: ${errorMessage(err)}`);
+      // Another run is breaking it: wait for it (a breaker left by a run killed in that instant is removed after a while).
+      const since = await stat(breaker).then((s) => s.mtimeMs, () => undefined);
+      if (since !== undefined && Date.now() - since > LOCK_BREAK_STALE_MS) await unlink(breaker).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));
+      return;
+    }
+    try {
+      if ((await readFile(this.lockPath, 'utf8').catch(() => undefined)) === content && (await this.stale(content))) await unlink(this.lockPath).catch(() => undefined);
+    } finally {
+      await unlink(breaker).catch(() => undefined);
+    }
   }
 
   /**
