@@ -118,7 +118,9 @@ async function importCommand(config: ImportConfig): Promise<number> {
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
     // Loaded on use: import brings the Azure Storage client (about 25 MB) that runs need not.
     const { runImport } = await import('./import.js');
-    const { summary, exitCode } = await runImport(config, logger, { stop });
+    const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
+    const { summary, exitCode } = await runImport(config, logger, { stop, progress: progress.report, progressEveryMs: progress.everyMs });
+    progress.end();
     process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
     return exitCode;
   });
@@ -419,6 +421,8 @@ function lenientFlags(args: string[]): Record<string, unknown> {
 
 /** Errors of the command-line parser itself (an unknown flag, a missing value), which no later step recorded. */
 const refusedByParser = new WeakSet<object>();
+/** Refusals already recorded in the state dir (yargs hands a handler's error to `fail` too: it must not be recorded twice). */
+const recordedRefusals = new WeakSet<object>();
 
 /**
  * A run or import whose command line the parser refused (`--setle 60`) is recorded where the
@@ -426,7 +430,7 @@ const refusedByParser = new WeakSet<object>();
  */
 async function recordRefusedCommandLine(args: string[], err: unknown): Promise<void> {
   const command = args[0];
-  if ((command !== 'run' && command !== 'import') || typeof err !== 'object' || err === null || !refusedByParser.has(err)) return;
+  if ((command !== 'run' && command !== 'import') || typeof err !== 'object' || err === null || !refusedByParser.has(err) || recordedRefusals.has(err)) return;
   const flags = lenientFlags(args);
   const archive = typeof flags.from === 'string' ? flags.from : String((flags._ as unknown[] | undefined)?.[0] ?? '');
   const targets = await recordTargets(command, flags, process.env, process.cwd()).catch(() => ({}));
@@ -440,6 +444,7 @@ async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Rec
   } catch (err) {
     const archive = typeof flags.archive === 'string' ? flags.archive : typeof flags.from === 'string' ? flags.from : '';
     await recordFailureBeforeStart(await recordTargets(command, flags, process.env, process.cwd()), err, { archive });
+    if (typeof err === 'object' && err !== null) recordedRefusals.add(err);
     throw err;
   }
 }

@@ -44,6 +44,20 @@ test('a command line the parser refuses (a mistyped flag) is recorded where the 
   }
 });
 
+test('a run refused for a value (a flag, the environment, the config file) is recorded once: one run log, one failure in the ledger', async (t) => {
+  const dir = await tempDir(t);
+  const badConfig = join(dir, 'bad.json');
+  await writeFile(badConfig, '{"maxItemSize": "10XB"}');
+  for (const [name, extra, env] of [['flag', ['--shard', '0/3'], {}], ['env', [], { PIVOT_ARCHIVE_SHARD: '4/3' }], ['config', ['--config', badConfig], {}]] as const) {
+    const state = join(dir, `state-${name}`);
+    const result = await cli(['run', join(dir, 'x.zip'), '--all-domains', '--sink', `maildir:${join(dir, 'm')}`, '--state-dir', state, ...extra], { env });
+    t.is(result.code, 2, name);
+    t.is((await readdir(join(state, 'runs'))).length, 1, `${name}: one run log`);
+    const ledger = (await readFile(join(state, 'ledger.jsonl'), 'utf8')).trim().split('\n').map((line) => (JSON.parse(line) as { record: string }).record);
+    t.deepEqual(ledger.filter((r) => r === 'failure'), ['failure'], `${name}: ${ledger.join(' ')}`);
+  }
+});
+
 test('a stale lock left by a killed run is taken over', async (t) => {
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');

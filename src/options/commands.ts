@@ -152,7 +152,7 @@ export const OPTIONS = [
     describe:
       'read and check everything and fan out, then print the summary and how many items each mailbox would receive; delivers nothing, keeps no rejects and writes nothing to --state-dir or --status-log (with --inbox: reads every settled archive, moves none)',
   },
-  { key: 'quiet', flag: 'quiet', type: 'boolean', default: false, commands: ['run'], describe: 'no progress bar (TTY) and no progress lines (off a TTY)' },
+  { key: 'quiet', flag: 'quiet', type: 'boolean', default: false, commands: ['run', 'import'], describe: 'no progress bar (TTY) and no progress lines (off a TTY)' },
   { key: 'logLevel', flag: 'log-level', type: 'choice', choices: ['error', 'warn', 'info', 'verbose', 'debug'], default: 'info', commands: ['run', 'import'], describe: 'log level' },
   { key: 'logFile', flag: 'log-file', type: 'string', commands: ['run', 'import'], describe: 'also write the log to FILE as JSON lines (appended; SIGHUP reopens it, for logrotate)' },
   { key: 'insecure', flag: 'insecure', type: 'boolean', default: false, commands: ['run', 'import'], describe: 'allow IMAP without TLS, or Graph and its login host over http, to a host that is not loopback' },
