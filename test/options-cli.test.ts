@@ -203,7 +203,7 @@ test('status --json holds what the human view shows: counters, failure, failed i
   t.is(human.match(/failed: item m_\d+ -> jane@acme\.example: disk full/g)?.length, 10);
   t.regex(human, /\.\.\. and 2 more failed/);
   t.regex(human, /FAILED before delivering \(exit 2\): E_ARCHIVE_CORRUPT: not a zip/);
-  t.regex(human, /no summary: the run was stopped/);
+  t.regex(human, /no summary: the run was killed, or could not write its records/);
   // Through the command line, --last too.
   const last = await cli(['status', '--state-dir', dir, '--json', '--last', '1']);
   t.is(last.code, 0, last.stderr);
@@ -218,6 +218,22 @@ test('a typo in a required flag of verify, report or keygen is named with the ne
   t.regex(keygen.stderr, /Unknown argument: ou; did you mean --out\?/);
   const report = await cli(['report', '--state-dir', '/tmp/x', '--exprot', 'a', '--out', 'r.html']);
   t.regex(report.stderr, /Unknown argument: exprot; did you mean --export\?/);
+});
+
+test('a flag given twice to a command that takes it once is a usage error naming it (exit 2), not a crash', async (t) => {
+  const dir = await tempDir(t);
+  for (const [flag, args] of [
+    ['out', ['report', '--state-dir', dir, '--export', 'x', '--out', 'a.html', '--out', 'b.html']],
+    ['state-dir', ['report', '--state-dir', dir, '--state-dir', dir, '--export', 'x', '--out', 'a.html']],
+    ['sink', ['verify', '--state-dir', dir, '--sink', 'maildir:a', '--sink', 'maildir:b']],
+    ['out', ['sample', '--out', join(dir, 'a.zip'), '--out', join(dir, 'b.zip'), '--events', '3']],
+    ['out', ['keygen', '--out', join(dir, 'k'), '--out', join(dir, 'l')]],
+  ] as const) {
+    const result = await cli([...args]);
+    t.is(result.code, 2, args.join(' '));
+    t.regex(result.stderr, new RegExp(`E_USAGE: --${flag} is given 2 times; give it once`), args.join(' '));
+  }
+  t.deepEqual(await readdir(dir), [], 'nothing written');
 });
 
 test('with --json, a run or import that fails before its summary still answers one JSON object on stdout', async (t) => {
