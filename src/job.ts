@@ -50,7 +50,7 @@ export interface JobResult {
 }
 
 /** What a job's caller opens once the status log and the sink are ready: the source and the chain's settings. */
-export interface OpenedJob extends Pick<PipelineOptions, 'plugins' | 'fanOut' | 'maxRejected'> {
+export interface OpenedJob extends Pick<PipelineOptions, 'plugins' | 'fanOut' | 'maxRejected' | 'checkpoint'> {
   source: Source;
   /** What the start record says of the input beyond its identity (export, tenant, events; the staging read). */
   started?: Pick<StartRecord, 'exportId' | 'tenant' | 'eventsInArchive' | 'from'>;
@@ -144,6 +144,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
         maxItemSize: config.maxItemSize,
         maxRejected: opened.maxRejected,
         rejects: opened.rejects,
+        checkpoint: opened.checkpoint,
         statusLog,
         logger,
         stop: options.stop,

@@ -14,7 +14,7 @@ import { shardStage, type Shard } from './transforms/shard/index.js';
 import { sizeBoundStage, sizeLimitStage } from './transforms/size-filter/index.js';
 import { validateStage } from './transforms/validate/index.js';
 import { inOrder, inTurn } from './pipeline/in-order.js';
-import { Recorder, chainError, type Progress } from './pipeline/recorder.js';
+import { Recorder, chainError, type PluginSplits, type Progress } from './pipeline/recorder.js';
 import { Settler } from './pipeline/settle.js';
 import { step, type Unit } from './pipeline/unit.js';
 
@@ -31,6 +31,8 @@ export interface PipelineOptions {
   maxRejected: number;
   /** Where rejected items are kept (a source of built messages rejects nothing). */
   rejects?: RejectsFolder;
+  /** The archive's checkpoint (with --state-dir): it keeps the items plugins added before it. */
+  checkpoint?: PluginSplits;
   statusLog: StatusLog;
   logger: Logger;
   /** Aborted on SIGINT/SIGTERM: no new unit is read, the ones in flight finish. */
@@ -49,7 +51,7 @@ export interface PipelineOptions {
  */
 export async function runPipeline(source: Source, o: PipelineOptions): Promise<RunSummary> {
   const archive = source.export;
-  const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind, archive?.exportId ?? null, o.shard);
+  const recorder = new Recorder(o.statusLog, o.logger, o.sink.kind, archive?.exportId ?? null, o.shard, o.checkpoint);
   // Reading stops on SIGINT/SIGTERM (o.stop) or when the chain halts itself; what is in flight settles either way.
   const halt = new AbortController();
   const stopReading = o.stop ? AbortSignal.any([o.stop, halt.signal]) : halt.signal;

@@ -81,6 +81,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
         plugins,
         fanOut,
         maxRejected: config.maxRejected,
+        checkpoint,
         rejects: new (config.dryRun ? DryRunRejects : RejectsFolder)(resolve(cwd, config.rejects)),
         finish: async (s) => checkpoint?.finish(!s.interrupted && !s.error && s.failed === 0 && s.rejectedNotKept === 0 && s.balanced),
       };

@@ -106,7 +106,7 @@ export interface Counters {
   itemsFromSource: number;
   /** Items that plugins added by splitting one item into several. */
   itemsAddedByPlugins: number;
-  /** Events an earlier, interrupted run of this archive settled (skipped via the checkpoint). */
+  /** Items an earlier, interrupted run of this archive settled (its events skipped via the checkpoint, and the items plugins added to them). */
   itemsDoneEarlier: number;
   /** Items refused before fan-out, by reason (bad, oversize, unmapped, plugin...). */
   rejected: Record<string, number>;

@@ -3,7 +3,7 @@
 // and the run after it. Through the command line, on a real Maildir: the run, `status --export` and
 // `report` (HTML and CSV).
 import test, { type ExecutionContext } from 'ava';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeArchive } from './helpers/archive.js';
 import { cli, type CliResult } from './helpers/cli.js';
@@ -15,17 +15,18 @@ const EXPORT_ID = 'acme-2026-11-23';
 const PARTS = ['m_2_part0', 'm_2_part1', 'm_2_part2'];
 
 /**
- * An export of three messages (m_1, m_2, m_3) among three users of acme.example, and a plugin that
+ * An export of `events` messages (m_1, m_2, m_3, ...) among three users of acme.example, and a plugin that
  * splits m_2 into PARTS; the parts numbered in `unmapped` lose their participants (so are rejected
  * `unmapped`). With KILL_AFTER_OUTCOMES (the ledger's path) set, the plugin kills its run at m_3
  * once the ledger holds the outcomes of m_1's and m_2's items (3 of m_1's pairs, a pair or a
- * rejection for each part), or after 20 s: never a run left waiting.
+ * rejection for each part), or after 20 s: never a run left waiting. With STOP_AT (an item id)
+ * set, it stops its run at that item as `kill -TERM` does.
  */
-async function splitExport(t: ExecutionContext, unmapped: number[]) {
+async function splitExport(t: ExecutionContext, unmapped: number[], events = 3) {
   const dir = await tempDir(t);
   const users = [0, 1, 2].map((i) => ({ id: `u_${i}`, displayName: `User ${i}`, email: `user${i}@acme.example` }));
   const conversations = [{ id: 'c_1', type: 'room', name: 'Room', members: users.map((u) => u.id) }];
-  const messages = [1, 2, 3].map((i) => ({ id: `m_${i}`, conversationId: 'c_1', type: 'message', sentAt: `2026-11-23T10:00:0${i}.000Z`, senderId: 'u_0', text: `hello ${i}` }));
+  const messages = Array.from({ length: events }, (_, n) => n + 1).map((i) => ({ id: `m_${i}`, conversationId: 'c_1', type: 'message', sentAt: new Date(Date.UTC(2026, 10, 23, 10, 0, i)).toISOString(), senderId: 'u_0', text: `hello ${i}` }));
   const archive = await writeArchive(join(dir, 'export.zip'), { users, conversations, messages: { 'a.json': messages } });
   const plugin = join(dir, 'split.mjs');
   await writeFile(
@@ -40,6 +41,10 @@ export default { name: 'split', hostApi: '^1.0.0', async transform(item) {
     const deadline = Date.now() + 20000;
     while (readFileSync(ledger, 'utf8').split('"record":"outcome"').length - 1 < outcomes && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     process.kill(process.pid, 'SIGKILL');
+  }
+  if (item.id === process.env.STOP_AT) {
+    process.kill(process.pid, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
   }
   return item.id === 'm_2' ? parts.map((id, i) => ({ ...item, id, participants: unmapped.has(i) ? [] : item.participants })) : item;
 } };
@@ -119,4 +124,35 @@ test('a run killed after a split\'s parts were recorded, and the run after it: t
   assertComplete(t, status, verdict);
   t.like(account, { items: { inArchive: 3, addedByPlugins: 2, rejectedKept: 2, rejectedNotKept: 0, routed: 3, notYetRead: 0 }, pairs: { total: 9, failed: 0 } });
   t.deepEqual((account.runs as Json[]).map((r) => r.ended), ['killed', 'summary']);
+});
+
+test('a run stopped past a split, and the run that resumes from its checkpoint: the parts count as done earlier, so its counters and the export add up; COMPLETE', async (t) => {
+  const { dir, state, args } = await splitExport(t, [], 500);
+  const stopped = await cli(args, { env: { STOP_AT: 'm_100' } });
+  t.is(stopped.code, 4, stopped.stderr);
+  const [name] = (await readdir(join(state, 'checkpoints'))).filter((n) => n.endsWith('.json'));
+  const checkpoint = JSON.parse(await readFile(join(state, 'checkpoints', name!), 'utf8')) as { resumeAt: { index: number }; addedByPlugins: number };
+  t.true(checkpoint.resumeAt.index > 1, 'the checkpoint is past m_2');
+  t.is(checkpoint.addedByPlugins, 2);
+  const resumed = await cli(args);
+  t.is(resumed.code, 0, resumed.stderr);
+  t.regex(resumed.log, /resuming acme-2026-11-23 from an earlier run's checkpoint/);
+  // m_2's split, settled by the stopped run: the events before the checkpoint and the 2 items added to them.
+  t.like(JSON.parse(resumed.stdout) as Json, { itemsFromSource: 500, itemsAddedByPlugins: 2, itemsDoneEarlier: checkpoint.resumeAt.index + 2, itemsRouted: 500 - checkpoint.resumeAt.index, balanced: true });
+  const { status, account, verdict } = await accountOf(dir, state);
+  assertComplete(t, status, verdict);
+  t.like(account, { items: { inArchive: 500, addedByPlugins: 2, rejectedKept: 0, rejectedNotKept: 0, routed: 502, notYetRead: 0 }, pairs: { total: 1506, failed: 0 } });
+});
+
+test('a checkpoint saved before it kept the items plugins added is still resumed, as one that counts none', async (t) => {
+  const { state, args } = await splitExport(t, [], 500);
+  t.is((await cli(args, { env: { STOP_AT: 'm_100' } })).code, 4);
+  const [name] = (await readdir(join(state, 'checkpoints'))).filter((n) => n.endsWith('.json'));
+  const path = join(state, 'checkpoints', name!);
+  const { addedByPlugins: _, ...older } = JSON.parse(await readFile(path, 'utf8')) as Json & { resumeAt: { index: number } };
+  await writeFile(path, JSON.stringify(older) + '\n');
+  const resumed = await cli(args);
+  t.is(resumed.code, 0, resumed.stderr);
+  t.regex(resumed.log, /resuming acme-2026-11-23 from an earlier run's checkpoint/);
+  t.like(JSON.parse(resumed.stdout) as Json, { itemsAddedByPlugins: 0, itemsDoneEarlier: older.resumeAt.index, balanced: true });
 });

@@ -1,7 +1,7 @@
 import { errorCodeOf, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from '../errors.js';
 import { alarmOf } from '../exit-policy.js';
 import type { Logger } from '../logger.js';
-import { positionText } from '../model.js';
+import { positionText, type EventPosition } from '../model.js';
 import type { Source } from '../sources/source.js';
 import { REJECTS_SHARD, formatShard, type Shard } from '../transforms/shard/index.js';
 import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary, type Unstamped } from '../status-log.js';
@@ -18,6 +18,15 @@ export interface Progress {
   failed: number;
   rejected: number;
   elapsedMs: number;
+}
+
+/**
+ * Where the source resumes (the checkpoint): it is told how many items plugins add to each event,
+ * and knows how many they added to the events it skips, which an earlier run settled.
+ */
+export interface PluginSplits {
+  readonly addedEarlier: number;
+  split(position: EventPosition, added: number): void;
 }
 
 /** An error that stopped the chain, as the summary states it: our code, or E_INTERNAL for a bug. */
@@ -42,8 +51,12 @@ export class Recorder {
     private readonly exportId: string | null,
     /** The run's shard, when sharded: its counters are that shard's part (the shard counters start at 0). */
     shard?: Shard,
+    /** Where the source resumes, when it can: told of each split. */
+    private readonly checkpoint?: PluginSplits,
   ) {
     this.shard = shard && formatShard(shard);
+    // Those added to the events done earlier count, as the events do (itemsFromSource): the export's account takes them from the run that completes it.
+    this.counters.itemsAddedByPlugins = checkpoint?.addedEarlier ?? 0;
     if (shard) this.counters.itemsForOtherShards = 0;
     if (shard && shard.index !== REJECTS_SHARD) this.counters.rejectedByShard1 = 0;
   }
@@ -56,9 +69,10 @@ export class Recorder {
     if (kind === 'delivery' || kind === 'failed') this.routed(1);
   }
 
-  /** Plugins turned one item into `count` items. */
-  split(count: number): void {
+  /** Plugins turned the item of the event at `position` into `count` items. */
+  split(position: EventPosition, count: number): void {
     this.counters.itemsAddedByPlugins += count - 1;
+    if (count !== 1) this.checkpoint?.split(position, count - 1);
   }
 
   /** An item reached `copies` mailboxes. */
@@ -144,7 +158,7 @@ export class Recorder {
     const { error, interrupted } = stopped;
     const fields = source.summaryFields();
     this.counters.itemsFromSource = this.unitsRead + fields.itemsDoneEarlier;
-    this.counters.itemsDoneEarlier = fields.itemsDoneEarlier;
+    this.counters.itemsDoneEarlier = fields.itemsDoneEarlier + (this.checkpoint?.addedEarlier ?? 0);
     const summary: RunSummary = {
       record: 'summary',
       runId: this.statusLog.runId,

@@ -1,6 +1,7 @@
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EventPosition } from '../model.js';
+import type { PluginSplits } from '../pipeline/recorder.js';
 import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
 import type { StatusLog } from '../status-log.js';
 import { sha256Hex } from '../hash.js';
@@ -17,9 +18,14 @@ export function comparePositions(a: EventPosition, b: EventPosition): number {
  * Where a killed or stopped run of an archive got to: every event before `resumeAt` is settled
  * (delivered, skipped or rejected, and its status lines written), so the next run skips them.
  * Kept in memory as one position, on disk as one small file; removed once the archive completes.
+ * It keeps the items plugins added to the events before it too: the next run's plugins never see them.
  */
-export class Checkpoint {
+export class Checkpoint implements PluginSplits {
   private candidate: EventPosition | null = null;
+  /** Items plugins added before the candidate, with those added before `resumeAt`. */
+  private addedBefore: number;
+  /** This run's splits not yet before the candidate, in stream order. */
+  private readonly splits: { position: EventPosition; added: number }[] = [];
   private frozen = false;
   private lastSave = Date.now();
   private saving: Promise<void> = Promise.resolve();
@@ -29,11 +35,15 @@ export class Checkpoint {
   private constructor(
     private readonly path: string,
     readonly resumeAt: EventPosition | null,
+    /** Items plugins added to the events before `resumeAt` (when an earlier run split them). */
+    readonly addedEarlier: number,
     private readonly statusLog: StatusLog,
     private readonly options: string,
     /** An earlier run's checkpoint was set aside: it was made with other options. */
     readonly discarded: boolean,
-  ) {}
+  ) {
+    this.addedBefore = addedEarlier;
+  }
 
   /**
    * The archive's identity: its export id and the CRC-32 and size of every messages file. A
@@ -48,19 +58,26 @@ export class Checkpoint {
     await mkdir(dir, { recursive: true });
     const path = join(dir, `${sha256Hex(identity)}.json`);
     const current = JSON.stringify(options);
-    let saved: { resumeAt?: EventPosition; options?: string } | undefined;
+    let saved: { resumeAt?: EventPosition; options?: string; addedByPlugins?: number } | undefined;
     try {
-      saved = JSON.parse(await readFile(path, 'utf8')) as { resumeAt: EventPosition; options?: string };
+      saved = JSON.parse(await readFile(path, 'utf8')) as { resumeAt: EventPosition; options?: string; addedByPlugins?: number };
     } catch {
       // No checkpoint (or a torn one, which rename makes impossible): start at the beginning.
     }
     const usable = resume && saved?.resumeAt !== undefined && saved.options === current;
-    return new Checkpoint(path, usable ? saved!.resumeAt! : null, statusLog, current, resume && saved !== undefined && !usable);
+    // A checkpoint from before plugins' added items were kept in it counts none, as it did.
+    const addedEarlier = usable ? (saved!.addedByPlugins ?? 0) : 0;
+    return new Checkpoint(path, usable ? saved!.resumeAt! : null, addedEarlier, statusLog, current, resume && saved !== undefined && !usable);
   }
 
   /** Events are skipped when an earlier run settled them. */
   done(position: EventPosition): boolean {
     return this.resumeAt !== null && comparePositions(position, this.resumeAt) < 0;
+  }
+
+  /** Plugins made `added` more items of the event at `position` (told before they settle); a frozen checkpoint never gets past them. */
+  split(position: EventPosition, added: number): void {
+    if (!this.frozen) this.splits.push({ position, added });
   }
 
   /**
@@ -70,6 +87,7 @@ export class Checkpoint {
   settled(position: EventPosition, ok: boolean): void {
     if (this.frozen) return;
     this.candidate = position;
+    while (this.splits.length > 0 && comparePositions(this.splits[0]!.position, position) < 0) this.addedBefore += this.splits.shift()!.added;
     if (!ok) this.frozen = true;
     // Before anything is settled there is nothing to resume from: no save is due yet.
     if (resumesNothing(position)) return;
@@ -90,11 +108,12 @@ export class Checkpoint {
 
   private async save(): Promise<void> {
     const at = this.candidate;
+    const added = this.addedBefore;
     // One that resumes nothing is not worth a file (with group commit the first event settles alone, early).
     if (!at || resumesNothing(at)) return;
     // The status lines of everything before `at` must be on disk before the checkpoint says so.
     await this.statusLog.flush();
-    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, options: this.options, savedAt: new Date().toISOString() }) + '\n');
+    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, addedByPlugins: added, options: this.options, savedAt: new Date().toISOString() }) + '\n');
     await rename(`${this.path}.tmp`, this.path);
   }
 }

@@ -10,7 +10,7 @@ export function pluginStage(plugins: PluginRegistry, archive: ExportContext, rec
   return async ({ item, position }) => {
     const outcome = await plugins.apply(item, context, (plugin, message) => logger.info(`plugin ${plugin}: ${message}`));
     if ('rejected' in outcome) return rejected(rejectItem(item, outcome.rejected.reason, outcome.rejected.detail));
-    recorder.split(outcome.items.length);
+    recorder.split(position, outcome.items.length);
     return outcome.items.map((x): Unit => ({ kind: 'item', position, item: x }));
   };
 }
