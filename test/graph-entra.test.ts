@@ -1,8 +1,8 @@
 // The Graph sink's app credentials end to end through the command line: a client secret and a
 // certificate, each turned into a token by the real @azure/identity (MSAL) at the local Entra
 // stand-in (test/helpers/entra-endpoint.ts), the token then checked by the Graph stand-in
-// (audience, tenant, roles). A wrong secret, or importMime without its permission, stops the run
-// before any delivery, naming no secret.
+// (audience, tenant, roles). A wrong secret, importMime without its permission, or an app granted
+// Mail.Read only, stops the run before any delivery, naming no secret.
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,8 +16,10 @@ import { tempDir } from './helpers/tmp.js';
 const TENANT = '22222222-3333-4444-5555-666666666666';
 const APP = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';
 const SECRET = 'graph~Secret.Value-1234567890';
+/** An app granted Mail.Read only: Graph lets it read mailboxes and refuses its writes. */
+const READER = 'ffffffff-bbbb-cccc-dddd-eeeeeeeeeeee';
 
-test('graph with an app registration: a client secret and a certificate each deliver through the CLI; a wrong secret, or importMime without its permission, exits 2 before any delivery, naming no secret', async (t) => {
+test('graph with an app registration: a client secret and a certificate each deliver through the CLI; a wrong secret, importMime without its permission, or an app that may only read, exits 2 before any delivery, naming no secret', async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   const { certFile, keyFile } = await selfSignedCertificate(dir);
@@ -26,7 +28,10 @@ test('graph with an app registration: a client secret and a certificate each del
   const standin = await startGraphStandin({ tenant: TENANT, everyUser: true, latencyMs: 2 });
   const entra = await startEntraEndpoint({
     tenant: TENANT,
-    apps: [{ clientId: APP, secrets: [SECRET], certificatePem: await readFile(certFile, 'utf8'), roles: ['Mail.ReadWrite'] }],
+    apps: [
+      { clientId: APP, secrets: [SECRET], certificatePem: await readFile(certFile, 'utf8'), roles: ['Mail.ReadWrite'] },
+      { clientId: READER, secrets: [SECRET], roles: ['Mail.Read'] },
+    ],
     resources: [standin.audience],
   });
   t.teardown(() => Promise.all([standin.close(), entra.close()]));
@@ -53,6 +58,12 @@ test('graph with an app registration: a client secret and a certificate each del
   t.is(unpermitted.code, 2, unpermitted.stderr);
   t.regex(unpermitted.stderr, /E_SINK_UNAVAILABLE.*mode=importMime needs the Mail-Advanced\.ReadWrite\.All application permission/);
   t.is((await readStatusLog(join(dir, 'unpermitted.jsonl'))).lines.filter((l) => l.outcome === 'delivered' || l.outcome === 'failed').length, 0);
+
+  // Mail.Read, not Mail.ReadWrite: open() passes (reads are allowed), the first write refused stops the run, nothing delivered.
+  const reader = await run(sink('', 'Inbox/ReadOnly').replace(`clientId=${APP}`, `clientId=${READER}`), 'reader.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: SECRET });
+  t.is(reader.code, 2, reader.stderr);
+  t.regex(reader.stderr, /E_SINK_CONFIG.*Graph refused a write .*grant the app the Mail\.ReadWrite application permission/);
+  t.is((await readStatusLog(join(dir, 'reader.jsonl'))).summary.delivered, 0);
 
   const wrong = 'graph~Wrong.Secret-0987654321';
   const refused = await run(sink('', 'Inbox/Refused'), 'refused.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: wrong });

@@ -13,6 +13,7 @@ import { buildMessage } from '../src/transforms/mime/index.js';
 import type { Delivery } from '../src/model.js';
 import { startGraphStandin, type GraphStandin } from './helpers/graph-standin.js';
 import { startIdentityEndpoint, type IdentityEndpoint } from './helpers/identity-endpoint.js';
+import { chatDeliveries } from './helpers/chat.js';
 import { freePort } from './helpers/net.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
@@ -760,4 +761,207 @@ test('graph probe=: open() reads that mailbox; one Graph does not know fails ope
   const bad = createGraphSink(specOf('probe=nobody-there@acme.example'));
   const err = await t.throwsAsync(bad.open(), { code: 'E_SINK_UNAVAILABLE' });
   t.regex(err!.message, /probe mailbox nobody-there@acme\.example: HTTP 404 ErrorInvalidUser/);
+});
+
+/** The event `m_reused` of the export of day `day` (2026-11-01 + day): one Message-ID, a new item each day (event ids are unique per export only). */
+const reusedOnDay = (day: number, mailbox: string) =>
+  chatDeliveries({ id: 'm_reused', sentAt: new Date(Date.parse('2026-11-01T12:00:00Z') + day * 86_400_000).toISOString(), text: `day ${day}`, exportId: `acme-day-${day}`, index: day }, [mailbox])[0]!;
+
+test('graph: the look-up by Message-ID reads every page: with 12 items of that Message-ID (other days) in the folder, a lost create answer and the same item given again leave one copy', async (t) => {
+  const mailbox = 'reused@acme.example';
+  standin.mailbox(mailbox);
+  const create = 'POST /mailFolders/{id}/messages';
+  const spec = specOf('folder=Inbox/Reused&batch=1');
+  const first = createGraphSink(spec);
+  await first.open();
+  for (let day = 0; day < 12; day++) t.is((await first.write(reusedOnDay(day, mailbox))).outcome, 'delivered');
+  await first.close();
+  t.is(new Set(standin.messagesIn(mailbox, 'Inbox/Reused').map((m) => m.internetMessageId)).size, 1, 'one Message-ID');
+  // Graph's default page is 10: the message just created is the 13th of its Message-ID.
+  const second = createGraphSink(spec);
+  await second.open();
+  standin.loseAnswers(mailbox, create, 1);
+  const d = reusedOnDay(12, mailbox);
+  t.is((await second.write(d)).outcome, 'delivered');
+  // Given again in the run: the day's listing (made before the create) does not hold it; the look-up finds it.
+  t.is((await second.write(d)).outcome, 'skipped');
+  const ofDay = () => standin.messagesIn(mailbox, 'Inbox/Reused').filter((m) => m.sentDateTime.startsWith('2026-11-13'));
+  t.is(ofDay().length, 1, 'one copy before close (a run killed here leaves no extra one)');
+  t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 13, 'the lost create is not sent again');
+  await second.close();
+  t.is(ofDay().length, 1);
+  t.is(second.copiesRemoved, 0);
+});
+
+test('graph: a look-up after a lost answer waits out a throttled Graph longer than retries= says; when it cannot be had at all, the reason says the item may be stored, and a re-run skips it', async (t) => {
+  const mailbox = 'lookthrottled@acme.example';
+  standin.mailbox(mailbox);
+  const create = 'POST /mailFolders/{id}/messages';
+  const spec = specOf('folder=Inbox/LookThrottled&batch=1&retries=3');
+  const sink = createGraphSink(spec);
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  // The create goes through, its answer is lost; the look-up then meets 8 429s (over retries=3).
+  standin.loseAnswers(mailbox, create, 1);
+  standin.inject(mailbox, { status: 429, code: 'ApplicationThrottled', retryAfter: 0 }, 8, 1);
+  t.is((await sink.write(delivery(2, mailbox))).outcome, 'delivered');
+  // 503s past the bound (the look-up's first answer and its 12 retries): failed, saying it may be there.
+  standin.loseAnswers(mailbox, create, 1);
+  standin.inject(mailbox, { status: 503, code: 'ServiceUnavailable', retryAfter: 0 }, 13, 1);
+  await t.throwsAsync(sink.write(delivery(3, mailbox)), { code: 'E_SINK_WRITE', message: /perhaps stored: .*could not be looked at .*503 ServiceUnavailable.*a re-run skips/ });
+  await sink.close();
+  const rerun = createGraphSink(spec);
+  await rerun.open();
+  t.is((await rerun.write(delivery(3, mailbox))).outcome, 'skipped');
+  await rerun.close();
+  t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 3, 'each created once');
+  t.is(standin.messagesIn(mailbox, 'Inbox/LookThrottled').length, 3);
+});
+
+test('graph in a national cloud (no permanentDelete): a half-created message is DELETEd to Deleted Items, permanentDelete asked once a run; the stand-in refuses what that cloud lacks', async (t) => {
+  const gov = await startGraphStandin({ tenant: TENANT, cloud: 'usGovL4' });
+  t.teardown(() => gov.close());
+  const mailbox = 'gov@acme.example';
+  gov.mailbox(mailbox);
+  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${gov.url}&retryDelay=20&folder=Inbox/Gov&batch=1`;
+  // Two attachments of 2 MB: one goes in the create, the other after it (no upload session: GCC High has none).
+  const items = [60, 61].map((n) => withAttachments(n, mailbox, [2 * 1024 * 1024, 2 * 1024 * 1024]));
+  const sink = createGraphSink(spec);
+  await sink.open();
+  for (const d of items) t.is((await sink.write(d)).outcome, 'delivered');
+  await sink.close();
+  // As a run killed between the create and the last attachment leaves them: the stamp pending.
+  for (const m of gov.messagesIn(mailbox, 'Inbox/Gov')) {
+    const stamp = [...m.extended.keys()].find((k) => k.endsWith('pivotArchiveStamp'))!;
+    m.extended.set(stamp, `pending ${m.extended.get(stamp)}`);
+    m.attachments = m.attachments.slice(0, 1);
+  }
+  const again = createGraphSink(spec);
+  await again.open();
+  for (const d of items) t.is((await again.write(d)).outcome, 'delivered');
+  await again.close();
+  t.true(again.noPermanentDelete);
+  t.is(gov.stats.byKind.get('POST /messages/{id}/permanentDelete'), 1, 'refused once, then not asked again');
+  t.is(gov.stats.byKind.get('DELETE /messages/{id}'), 2);
+  const held = gov.messagesIn(mailbox, 'Inbox/Gov');
+  t.is(held.length, 2);
+  t.true(held.every((m) => m.attachments.length === 2));
+  t.is(gov.messagesIn(mailbox, 'Deleted Items').length, 2, 'the half ones moved to Deleted Items');
+  // What the cloud lacks is answered as an unknown segment.
+  const token = unsignedToken(gov.url, { roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
+  const post = (path: string, body: string, contentType = 'application/json') => fetch(`${gov.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, body });
+  const messageId = encodeURIComponent(held[0]!.id);
+  for (const [path, body, contentType] of [
+    [`/v1.0/users/${mailbox}/messages/${messageId}/permanentDelete`, '', undefined],
+    [`/v1.0/users/${mailbox}/messages/${messageId}/attachments/createUploadSession`, JSON.stringify({ AttachmentItem: { attachmentType: 'file', name: 'a', size: 5_000_000 } }), undefined],
+    [`/beta/users/${mailbox}/mailFolders/inbox/importMime`, Buffer.from('Message-ID: <x@y>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\nx').toString('base64'), 'text/plain'],
+  ] as const) {
+    const res = await post(path, body, contentType);
+    t.is(res.status, 400, path);
+    t.regex(((await res.json()) as { error: { message: string } }).error.message, /Resource not found for the segment/);
+  }
+});
+
+test('graph batch: a batch whose answer is cut while Graph still runs its chain leaves each item once when the run closes (a run killed before that leaves copies)', async (t) => {
+  const mailbox = 'midway@acme.example';
+  standin.mailbox(mailbox);
+  const create = 'POST /mailFolders/{id}/messages';
+  const sink = createGraphSink(specOf('folder=Inbox/Midway'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  // The worst case: three creates done when the answer is cut; the other seven only after the sink looked for them (and made them again).
+  let goOn: () => void = () => undefined;
+  const cut = standin.cutBatch(mailbox, 3, new Promise<void>((resolve) => (goOn = resolve)));
+  const ds = Array.from({ length: 10 }, (_, i) => delivery(400 + i, mailbox));
+  const outcomes = await Promise.all(ds.map((d) => sink.write(d)));
+  t.true(outcomes.every((o) => o.outcome === 'delivered'));
+  t.is(standin.messagesIn(mailbox, 'Inbox/Midway').length, 11, 'three found, seven made again');
+  goOn();
+  await cut.finished;
+  t.is(standin.messagesIn(mailbox, 'Inbox/Midway').length, 18, 'the chain made the seven too: a run killed now leaves these copies');
+  await sink.close();
+  t.is(sink.copiesRemoved, 7);
+  const held = standin.messagesIn(mailbox, 'Inbox/Midway');
+  t.is(held.length, 11);
+  t.is(new Set(held.map((m) => m.internetMessageId)).size, 11, 'each item once');
+  t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 1 + 10 + 7);
+  // Each item's recorded location is a message the folder holds, or one the reader finds by identity.
+  const reader = createGraphReader(specOf('folder=Inbox/Midway'));
+  await reader.open();
+  const wanted = ds.map((d, i) => ({ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[i]!.location! }));
+  t.is((await reader.mailbox(mailbox, wanted, { sample: true })).held.size, 10);
+  await reader.close();
+});
+
+test('graph json: an attachment just under 3 MB whose request would be over 4 MB fails at once, naming it, with no request; one just under that goes in one POST; Graph refuses an upload session under 3 MB', async (t) => {
+  const mailbox = 'window@acme.example';
+  standin.mailbox(mailbox);
+  const sink = createGraphSink(specOf('folder=Inbox/Window'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  const before = standin.stats.byMailbox.get(mailbox);
+  await t.throwsAsync(sink.write(withAttachments(70, mailbox, [3_145_700])), { code: 'E_SINK_WRITE', message: /attachment "file 0\.bin" is 3145700 bytes: Graph takes it neither in one request .*nor through an upload session/ });
+  t.is(standin.stats.byMailbox.get(mailbox), before, 'no request for it');
+  t.is((await sink.write(withAttachments(71, mailbox, [3_145_600]))).outcome, 'delivered');
+  t.is((await sink.write(withAttachments(72, mailbox, [3 * 1024 * 1024]))).outcome, 'delivered');
+  await sink.close();
+  t.is(standin.stats.byMailbox.get(`${mailbox} POST /messages/{id}/attachments`), 1);
+  t.is(standin.stats.byMailbox.get(`${mailbox} POST /messages/{id}/attachments/createUploadSession`), 1);
+  t.deepEqual(standin.messagesIn(mailbox, 'Inbox/Window').map((m) => m.attachments.map((a) => a.bytes.length)).sort(), [[], [3_145_600], [3 * 1024 * 1024]]);
+  const token = unsignedToken(standin.url);
+  const [held] = standin.messagesIn(mailbox, 'Inbox/Window');
+  const session = await fetch(`${standin.url}/v1.0/users/${mailbox}/messages/${encodeURIComponent(held!.id)}/attachments/createUploadSession`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ AttachmentItem: { attachmentType: 'file', name: 'small', size: 3 * 1024 * 1024 - 1 } }),
+  });
+  t.is(session.status, 400);
+  t.is(((await session.json()) as { error: { code: string } }).error.code, 'ErrorAttachmentSizeShouldNotBeLessThanMinimumSize');
+});
+
+test('graph: a write refused (403) where a read passes is a missing write permission: before any delivery the sink fails as a whole with E_SINK_CONFIG, after it that mailbox alone, with a reason', async (t) => {
+  const denied = { status: 403, code: 'ErrorAccessDenied', message: 'Access is denied. Check credentials and try again.' };
+  const first = 'readonly@acme.example';
+  const later = 'writedenied@acme.example';
+  for (const m of [first, later, 'other@acme.example']) standin.mailbox(m);
+  const sink = createGraphSink(specOf('folder=Inbox/ReadOnly&batch=1'));
+  await sink.open();
+  // Nothing delivered yet: the folder's create (after its look-up) is refused; the confirming read passes; the create is refused again.
+  standin.inject(first, denied, 1, 1);
+  standin.inject(first, denied, 1, 2);
+  const refused = await t.throwsAsync(sink.write(delivery(1, first)), { code: 'E_SINK_CONFIG' });
+  t.regex(refused!.message, /^mailbox readonly@acme\.example: Graph refused a write \(HTTP 403 ErrorAccessDenied.*\) where it let the app read the mailbox's Inbox: grant the app the Mail\.ReadWrite .*no item was delivered$/);
+  await t.throwsAsync(sink.write(delivery(1, 'other@acme.example')), { code: 'E_SINK_CONFIG' });
+  await sink.close();
+  // After a delivery: the mailbox whose writes are refused fails alone, its reason said (not "undefined").
+  const again = createGraphSink(specOf('folder=Inbox/ReadOnly&batch=1'));
+  await again.open();
+  t.is((await again.write(delivery(2, later))).outcome, 'delivered');
+  standin.inject(later, denied, 1, 0);
+  standin.inject(later, denied, 1, 1);
+  const one = await t.throwsAsync(again.write(delivery(3, later)), { code: 'E_SINK_WRITE' });
+  t.regex(one!.message, /^mailbox writedenied@acme\.example: Graph refused a write \(HTTP 403 ErrorAccessDenied: Access is denied/);
+  t.false(one!.message.includes('undefined'));
+  t.is((await again.write(delivery(4, 'other@acme.example'))).outcome, 'delivered');
+  await again.close();
+});
+
+test('graph stand-in: reads take Mail.Read or Mail.ReadBasic.All (no body, attachment or extended property with the latter), writes Mail.ReadWrite; a $filter splits at "and" outside quoted strings', async (t) => {
+  const mailbox = 'perms@acme.example';
+  standin.mailbox(mailbox);
+  const as = (roles: string[]) => (method: string, path: string, body?: string) =>
+    fetch(`${standin.url}/v1.0/users/${mailbox}${path}`, { method, headers: { authorization: `Bearer ${unsignedToken(standin.url, { roles })}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}) }).then((r) => r.status);
+  const read = as(['Mail.Read']);
+  const basic = as(['Mail.ReadBasic.All']);
+  const write = as(['Mail.ReadWrite']);
+  t.is(await write('POST', '/mailFolders', JSON.stringify({ displayName: 'R and D' })), 201);
+  t.is(await read('POST', '/mailFolders', JSON.stringify({ displayName: 'Other' })), 403);
+  t.is(await read('GET', '/mailFolders/inbox?$select=id'), 200);
+  t.is(await basic('GET', '/mailFolders/inbox?$select=id'), 200);
+  t.is(await read('GET', `/mailFolders/inbox/messages?$select=id,internetMessageId&$expand=${encodeURIComponent("singleValueExtendedProperties($filter=id eq 'String 0x007D')")}`), 200);
+  t.is(await basic('GET', `/mailFolders/inbox/messages?$select=id,internetMessageId&$expand=${encodeURIComponent("singleValueExtendedProperties($filter=id eq 'String 0x007D')")}`), 403);
+  t.is(await basic('GET', '/mailFolders/inbox/messages?$select=id,internetMessageId'), 200);
+  t.is(await as([])('GET', '/mailFolders/inbox?$select=id'), 403);
+  const found = await fetch(`${standin.url}/v1.0/users/${mailbox}/mailFolders?$filter=${encodeURIComponent("displayName eq 'R and D'")}`, { headers: { authorization: `Bearer ${unsignedToken(standin.url)}` } });
+  t.deepEqual(((await found.json()) as { value: { displayName: string }[] }).value.map((f) => f.displayName), ['R and D']);
 });

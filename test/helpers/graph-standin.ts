@@ -3,15 +3,17 @@
 // createUploadSession, importMime; "Microsoft Graph throttling guidance", Outlook service limits;
 // "Microsoft Graph error responses"). No Microsoft 365 tenant can be reached from the test
 // machines, so this is what the sink's tests run against. It is strict: it refuses what Graph
-// refuses (see `refusals` below) and keeps what a real mailbox would show (drafts included), so a
+// refuses (each `Refusal`; the application permission each request takes, `GRANTS`; what a
+// national cloud lacks, `cloud`) and keeps what a real mailbox would show (drafts included), so a
 // test can assert there are none. What it does NOT model: the bearer token's signature (tokens
 // from the test identity endpoint are unsigned; aud, exp, tid and roles are checked), Exchange's
 // rewriting of HTML bodies and of the MIME it serves for JSON-created messages, and the 150 MB per
 // 5 minutes upload limit. JSON batching (`$batch`, "Combine multiple HTTP requests using JSON
 // batching") is modelled: at most 20 requests, ids unique, a Content-Type with every body,
 // `dependsOn` sequencing with 424 for the dependents of a failed request, at most 4 of a batch
-// dispatched at once, each request counted against its mailbox's limits as if sent alone, and the
-// answers in an order of their own.
+// dispatched at once, each request counted against its mailbox's limits as if sent alone, the
+// answers in an order of their own, and a batch whose client has gone carried on to its end
+// (`cutBatch`).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -94,6 +96,19 @@ export interface GraphStandinOptions {
   concurrency?: number;
   /** Every user asked for exists (a tenant where the export's users all have mailboxes). */
   everyUser?: boolean;
+  /**
+   * The national cloud this endpoint stands for (`global` unless given). Each reference page's
+   * "national cloud deployments" table: `message: permanentDelete` is in the global service only,
+   * `attachment: createUploadSession` not in US Government L4 or L5, `importMime` (beta) in the
+   * global service only. What a cloud lacks is answered as Graph answers an unknown segment.
+   */
+  cloud?: 'global' | 'usGovL4' | 'usGovL5' | 'china';
+}
+
+/** A `$batch` whose answer is cut midway (see `cutBatch`). */
+export interface BatchCut {
+  /** Resolves once the whole batch was carried out, after the cut. */
+  finished: Promise<void>;
 }
 
 export interface GraphStandin {
@@ -117,6 +132,13 @@ export interface GraphStandin {
   loseAnswers(address: string, kind: string, count?: number, instead?: Injected): void;
   /** The next `count` `$batch` requests for a mailbox (their first request's) get this answer themselves, none of their requests carried out. */
   injectBatch(address: string, response: Injected, count?: number): void;
+  /**
+   * The next `$batch` for a mailbox (its first request's) has its connection cut once `after` of
+   * its requests were carried out; Graph goes on with the rest of the chain, whose client has
+   * gone: those are carried out once `goOn` resolves (the test says when: after the client
+   * looked for them, the worst case).
+   */
+  cutBatch(address: string, after: number, goOn: Promise<void>): BatchCut;
   stats: {
     /** Requests carried out or refused, each of a batch counted as one. */
     requests: number;
@@ -151,7 +173,8 @@ const MESSAGE_PROPERTIES = new Set([
 const PATCH_RECEIVED = new Set(['singleValueExtendedProperties', 'multiValueExtendedProperties', 'categories', 'isRead', 'flag', 'importance', 'inferenceClassification']);
 const PROPERTY_ID = /^(Integer|Long|Short|SystemTime|String|Boolean|Binary|Double|Float|Currency|ApplicationTime|CLSID) (0x[0-9A-Fa-f]{4}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\} (Name \S.*|Id 0x[0-9A-Fa-f]{4}))$/;
 const MAX_BODY = 4 * 1024 * 1024;
-const INLINE_MAX = 3 * 1024 * 1024;
+/** Attachments from 3 MB on go through an upload session, smaller ones in one POST ("Attach large files to Outlook messages"). */
+const SESSION_MIN = 3 * 1024 * 1024;
 const ATTACHMENT_MAX = 150 * 1024 * 1024;
 /**
  * Exchange Online's default message size limit, attachments included ("By default, this message
@@ -161,12 +184,34 @@ const ATTACHMENT_MAX = 150 * 1024 * 1024;
  */
 const MESSAGE_MAX = 35 * 1024 * 1024;
 const MSGFLAG_UNSENT = 0x8;
+/** The clouds each action is in, of those the sink uses that are not in every cloud (see `cloud`). */
+const AVAILABLE: Record<string, NonNullable<GraphStandinOptions['cloud']>[]> = {
+  permanentDelete: ['global'],
+  createUploadSession: ['global', 'china'],
+  importMime: ['global'],
+};
 /** `POST /v1.0/$batch` (or beta). */
 const BATCH_PATH = /^\/(v1\.0|beta)\/\$batch$/;
 /** "JSON batch requests are currently limited to 20 individual requests." */
 const BATCH_MAX = 20;
 /** Graph dispatches at most four requests of a batch to Outlook at once. */
 const BATCH_DISPATCH = 4;
+
+/** What a request does to a mailbox, as the permissions it needs tell apart. */
+type Access = 'read' | 'readContent' | 'write' | 'import';
+/**
+ * The application permissions that allow each access (the Permissions table of each v1.0 page:
+ * reading folders and listing messages takes Mail.ReadBasic.All, Mail.Read or Mail.ReadWrite;
+ * Mail.ReadBasic.All reads no body, attachment or extended property, so not `$value` nor an
+ * `$expand`; creating, changing and deleting take Mail.ReadWrite; importMime takes
+ * Mail-Advanced.ReadWrite.All).
+ */
+const GRANTS: Record<Access, string[]> = {
+  read: ['Mail.ReadBasic.All', 'Mail.Read', 'Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'],
+  readContent: ['Mail.Read', 'Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'],
+  write: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'],
+  import: ['Mail-Advanced.ReadWrite.All'],
+};
 
 interface Claims {
   aud?: string;
@@ -239,6 +284,7 @@ const newId = (prefix: string) => {
 export async function startGraphStandin(options: GraphStandinOptions = {}): Promise<GraphStandin> {
   const tenant = options.tenant ?? '11111111-2222-3333-4444-555555555555';
   const limit = options.concurrency ?? 4;
+  const cloud = options.cloud ?? 'global';
   const rate = options.rate ?? { requests: 10_000, windowMs: 10 * 60_000 };
   const mailboxes = new Map<string, Mailbox>();
   const sessions = new Map<string, UploadSession>();
@@ -248,6 +294,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   const losing = new Map<string, { count: number; instead?: Injected }>();
   /** Per mailbox: the answers its next `$batch` requests get. */
   const batchInjected = new Map<string, Injected[]>();
+  /** Per mailbox: the cut its next `$batch` gets (see `cutBatch`). */
+  const batchCuts = new Map<string, { after: number; goOn: Promise<void>; finished: () => void }>();
   const stats: GraphStandin['stats'] = { requests: 0, batches: 0, overConcurrency: 0, peakConcurrency: 0, throttled: 0, byKind: new Map(), bearerOnUpload: 0, byMailbox: new Map() };
   const tokensSeen = new Set<string>();
   let base = '';
@@ -273,8 +321,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
 
   /** The claims of each token seen, read once. */
   const claimsOf = new Map<string, Claims>();
-  /** Checks the bearer token as Graph does (its signature excepted: see the header comment). */
-  function authorize(headers: Headers, role: string | undefined): void {
+  /** Checks the bearer token as Graph does (its signature excepted: see the header comment), and that its roles allow `access`. */
+  function authorize(headers: Headers, access: Access | undefined): void {
     const header = headers.authorization ?? '';
     const m = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/.exec(header);
     if (!m) throw new Refusal(401, 'InvalidAuthenticationToken', header ? 'IDX14100: JWT is not well formed.' : 'Access token is empty.');
@@ -292,10 +340,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     if (claims.aud !== audience && claims.aud !== `${audience}/`) throw new Refusal(401, 'InvalidAuthenticationToken', 'Invalid audience.');
     if (typeof claims.exp !== 'number' || claims.exp < now || (typeof claims.nbf === 'number' && claims.nbf > now + 300)) throw new Refusal(401, 'InvalidAuthenticationToken', 'Lifetime validation failed, the token is expired.');
     if (claims.tid !== tenant) throw new Refusal(401, 'InvalidAuthenticationToken', 'Access token validation failure. Invalid audience or tenant.');
-    if (role === undefined) return;
-    const roles = claims.roles ?? [];
-    const granted = role === 'Mail-Advanced.ReadWrite.All' ? roles.includes(role) : roles.includes('Mail.ReadWrite') || roles.includes('Mail-Advanced.ReadWrite.All');
-    if (!granted) throw new Refusal(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
+    if (access === undefined) return;
+    if (!(claims.roles ?? []).some((role) => GRANTS[access].includes(role))) throw new Refusal(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
   }
 
   function user(address: string): Mailbox {
@@ -369,7 +415,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     if (typeof att.name !== 'string' || typeof att.contentBytes !== 'string') throw new Refusal(400, 'ErrorInvalidRequest', 'An attachment needs name and contentBytes.');
     const bytes = Buffer.from(att.contentBytes, 'base64');
     if (bytes.toString('base64') !== att.contentBytes.replace(/\s/g, '')) throw new Refusal(400, 'ErrorInvalidRequest', 'contentBytes is not valid base64.');
-    if (bytes.length >= INLINE_MAX) throw new Refusal(413, 'ErrorAttachmentSizeLimitExceeded', 'An attachment of 3 MB or more must be added through an upload session.');
+    if (bytes.length >= SESSION_MIN) throw new Refusal(413, 'ErrorAttachmentSizeLimitExceeded', 'An attachment of 3 MB or more must be added through an upload session.');
     return { id: newId('AAMkA'), name: att.name, contentType: typeof att.contentType === 'string' ? att.contentType : 'application/octet-stream', bytes };
   }
 
@@ -475,7 +521,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   /** `$filter` as the sink uses it: clauses joined by `and`, each `field eq|ge|gt|le|lt value`. */
   function matches(subject: Record<string, unknown>, filter: string | null): boolean {
     if (!filter) return true;
-    return filter.split(/\s+and\s+/i).every((clause) => {
+    return filterClauses(filter).every((clause) => {
       const m = /^(\w+) (eq|ne|ge|gt|le|lt) (?:'((?:[^']|'')*)'|(\d{4}-\d\d-\d\dT[\d:.]+Z))$/.exec(clause.trim());
       if (!m) throw new Refusal(400, 'BadRequest', `Invalid filter clause: ${clause}`);
       const [, field, op, quoted, time] = m;
@@ -514,7 +560,9 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     const m = /^\/(v1\.0|beta)\/users\/([^/]+)(\/.*)?$/.exec(url.pathname);
     if (!m) throw new Refusal(400, 'BadRequest', `Resource not found for the segment '${url.pathname.split('/')[1] ?? ''}'.`);
     const [, version, address, rest = ''] = m;
-    authorize(call.headers, rest.endsWith('/importMime') ? 'Mail-Advanced.ReadWrite.All' : 'Mail.ReadWrite');
+    const missing = /\/(permanentDelete|createUploadSession|importMime)$/.exec(rest)?.[1];
+    if (missing && !AVAILABLE[missing]!.includes(cloud)) throw new Refusal(400, 'BadRequest', `Resource not found for the segment '${missing}'.`);
+    authorize(call.headers, accessOf(method, rest, url.searchParams));
     const box = user(address!);
     let p: RegExpExecArray | null;
     if ((p = /^\/mailFolders(?:\/([^/]+)\/childFolders)?$/.exec(rest))) {
@@ -592,7 +640,9 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       if (!item || item.attachmentType !== 'file' || typeof item.name !== 'string' || typeof item.size !== 'number' || Object.keys(item).some((k) => !['attachmentType', 'name', 'size', 'contentType', 'isInline', 'contentId'].includes(k))) {
         throw new Refusal(400, 'ErrorInvalidRequest', 'AttachmentItem needs attachmentType "file", name and size.');
       }
-      if (item.size > ATTACHMENT_MAX || item.size < 1) throw new Refusal(413, 'ErrorAttachmentSizeLimitExceeded', 'The attachment size must be from 1 byte to 150 MB.');
+      if (item.size > ATTACHMENT_MAX) throw new Refusal(413, 'ErrorAttachmentSizeLimitExceeded', 'The attachment size must be at most 150 MB.');
+      // "This error indicates that uploadSession was used for a file smaller than 3 MB" (Attach large files to Outlook messages, Errors).
+      if (item.size < SESSION_MIN) throw new Refusal(400, 'ErrorAttachmentSizeShouldNotBeLessThanMinimumSize', 'Attachment size must be greater than the minimum size.');
       withinMessageLimit(message, item.size);
       const id = randomUUID();
       const token = randomBytes(16).toString('hex');
@@ -600,6 +650,14 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       return { status: 201, body: { uploadUrl: `${base}/upload/${id}?authtoken=${token}`, expirationDateTime: new Date(Date.now() + 15 * 60_000).toISOString(), nextExpectedRanges: ['0-'] } };
     }
     throw new Refusal(400, 'BadRequest', `Resource not found for the segment '${rest.split('/')[1] ?? ''}'.`);
+  }
+
+  /** What a request needs: a GET of basic properties only (a `$select` without body, no `$expand`) is a basic read. */
+  function accessOf(method: string, rest: string, query: URLSearchParams): Access {
+    if (rest.endsWith('/importMime')) return 'import';
+    if (method !== 'GET') return 'write';
+    const basic = !rest.includes('/messages') || query.has('$select') && !query.get('$select')!.split(',').some((f) => f.trim() === 'body') && !query.has('$expand') && !rest.endsWith('/$value');
+    return basic ? 'read' : 'readContent';
   }
 
   function withinMessageLimit(message: StandinMessage, adding: number): void {
@@ -717,11 +775,13 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
    * then its requests carried out as their `dependsOn` allows, at most 4 at once, each through
    * `serve` as if sent alone; a request whose dependency failed answers 424 unsent. Answers come
    * in an order of their own (Graph: "might appear in a different order"). A lost answer of any
-   * request loses the whole batch's, once all of it was carried out.
+   * request loses the whole batch's, once all of it was carried out; a `cutBatch` cuts it midway,
+   * the rest of the chain carried out later.
    */
   async function batch(call: Call): Promise<Answer | 'cut'> {
     stats.batches++;
     let requests: BatchRequest[];
+    let firstMailbox: string | undefined;
     try {
       if (call.method !== 'POST') throw new Refusal(405, 'BadRequest', 'A batch is sent with POST.');
       if (call.tooLarge) throw new Refusal(413, 'RequestEntityTooLarge', 'The request body is over 4 MB.');
@@ -729,7 +789,8 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       authorize(call.headers, undefined);
       requests = batchRequests(json(call));
       const first = /^\/users\/([^/]+)/.exec(requests[0]!.url);
-      const next = first ? batchInjected.get(decodeURIComponent(first[1]!).toLowerCase())?.shift() : undefined;
+      firstMailbox = first ? decodeURIComponent(first[1]!).toLowerCase() : undefined;
+      const next = firstMailbox !== undefined ? batchInjected.get(firstMailbox)?.shift() : undefined;
       if (next) throw new Refusal(next.status, next.code, next.message ?? next.code, next.retryAfter);
     } catch (err) {
       return refused(err);
@@ -739,9 +800,15 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     let cut = false;
     let running = 0;
     const turns: (() => void)[] = [];
-    const run = async (r: BatchRequest): Promise<BatchAnswer> => {
+    const midway = firstMailbox !== undefined ? batchCuts.get(firstMailbox) : undefined;
+    if (midway) batchCuts.delete(firstMailbox!);
+    let done = 0;
+    let cutMidway: () => void = () => undefined;
+    const cutNow = new Promise<'cut'>((resolve) => (cutMidway = () => resolve('cut')));
+    const run = async (r: BatchRequest, index: number): Promise<BatchAnswer> => {
       const after = await Promise.all((r.dependsOn ?? []).map((id) => answers.get(id.toLowerCase())!));
       if (after.some((a) => a.status >= 400)) return { id: r.id, status: 424, headers: {}, body: errorBody('FailedDependency', 'A request this one depends on failed.') };
+      if (midway && index >= midway.after) await midway.goOn;
       // Graph dispatches at most four requests of a batch at once.
       while (running >= BATCH_DISPATCH) await new Promise<void>((resolve) => turns.push(resolve));
       running++;
@@ -760,11 +827,21 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       } finally {
         running--;
         turns.shift()?.();
+        if (++done === midway?.after) cutMidway();
       }
     };
     // Dependencies come first in `requests` (checked): each one's answer is in the map before it is awaited.
-    for (const r of requests) answers.set(r.id.toLowerCase(), run(r));
-    const responses = await Promise.all(answers.values());
+    for (const [i, r] of requests.entries()) answers.set(r.id.toLowerCase(), run(r, i));
+    const all = Promise.all(answers.values());
+    if (midway) {
+      // A batch shorter than `after` is cut once all of it ran.
+      void all.then(() => {
+        cutMidway();
+        midway.finished();
+      });
+      return cutNow;
+    }
+    const responses = await all;
     if (cut) return 'cut';
     for (let i = responses.length - 1; i > 0; i--) {
       const j = Math.floor(Math.random() * (i + 1));
@@ -849,6 +926,12 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       for (let i = 0; i < count; i++) queue.push(response);
       batchInjected.set(address.toLowerCase(), queue);
     },
+    cutBatch(address, after, goOn) {
+      let finished: () => void = () => undefined;
+      const cut: BatchCut = { finished: new Promise<void>((resolve) => (finished = resolve)) };
+      batchCuts.set(address.toLowerCase(), { after, goOn, finished });
+      return cut;
+    },
     loseAnswers(address, kind, count = 1, instead) {
       losing.set(`${address.toLowerCase()} ${kind}`, { count, ...(instead ? { instead } : {}) });
     },
@@ -875,6 +958,27 @@ function normalizedPropertyIdOf(id: string): string {
 
 function isoSecond(value: string): string {
   return new Date(Math.floor(Date.parse(value) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/** `$filter` split at the `and`s outside quoted strings (a folder may be named `R and D`). */
+function filterClauses(filter: string): string[] {
+  const clauses: string[] = [];
+  const and = /\s+and\s+/iy;
+  let quoted = false;
+  let start = 0;
+  for (let i = 0; i < filter.length; i++) {
+    // A quote doubled inside a string flips this twice.
+    if (filter[i] === "'") quoted = !quoted;
+    if (quoted) continue;
+    and.lastIndex = i;
+    const m = and.exec(filter);
+    if (!m) continue;
+    clauses.push(filter.slice(start, i));
+    start = i + m[0].length;
+    i = start - 1;
+  }
+  clauses.push(filter.slice(start));
+  return clauses;
 }
 
 /** `a,b($select=x,y),c` split at the commas outside parentheses. */

@@ -5,8 +5,8 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { createdOf, graphLocation, halfCreated, identity, listFolder, MESSAGE_FIELDS, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
-import { ATTACHMENT_MAX, CHUNK_BYTES, fileAttachmentJson, graphMessage, INLINE_ATTACHMENT_MAX, REQUEST_BODY_MAX, STAMP_PROPERTY, type FileAttachment, type GraphMessage } from './message.js';
+import { createdOf, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
+import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment, type GraphMessage } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
 import { idKey } from '../../hash.js';
@@ -17,6 +17,14 @@ const DAY = 86_400_000;
 export const PROBE_MAILBOX = 'pivot-archive-credential-check@invalid';
 /** Attempts `open()` makes at most to reach Graph. */
 const OPEN_RETRIES = 2;
+/**
+ * Retries at least of each page of the look-up after a lost answer: only it knows whether the
+ * item is stored, so a throttled or failing Graph is waited out longer than for other requests
+ * (each wait as Retry-After or the backoff says: some minutes in all at the default retryDelay).
+ */
+const LOST_ANSWER_LOOK_UP_RETRIES = 12;
+/** Pages (of 1000) a look-up by Message-ID reads at most: more copies of one Message-ID fail the item rather than page without end. */
+const LOOK_UP_PAGES = 20;
 
 /** What the sink knows of one mailbox for the run. */
 interface MailboxRun {
@@ -103,10 +111,14 @@ export class GraphSink extends LifecycleSink implements Sink {
   private readonly mailboxes = new Map<string, MailboxRun>();
   /** Copies of items this run created that another writer made too, removed when the sink closed. */
   copiesRemoved = 0;
+  /** Graph has no permanentDelete here (a national cloud): messages are removed to Deleted Items. */
+  noPermanentDelete = false;
+  /** An item was created in this run: a write refused after it is one mailbox's, not the app's. */
+  private deliveredAny = false;
   /**
    * Why the sink as a whole has failed: no token can be had any more (a secret expired or revoked
-   * in the middle of the run). Every later write fails at once with it, rather than each asking
-   * Entra ID again.
+   * in the middle of the run), or the app may not write mail (see `refused`). Every later write
+   * fails at once with it, rather than each asking Entra ID or Graph again.
    */
   private failure: PivotArchiveError | undefined;
   protected readonly lifecycle = new SinkLifecycle('graph', {
@@ -143,9 +155,11 @@ export class GraphSink extends LifecycleSink implements Sink {
         if (run.unusable) throw fail(run.unusable);
         return await this.storeIn(run, delivery);
       } catch (err) {
-        // Graph said the mailbox cannot be used: asked again once (one such answer may be a blip); so it stays, its items fail at once.
-        if (mailboxUnusable(err) && (second || (await this.confirmUnusable(mailbox, run, err)))) throw fail(run.unusable!);
-        if (mailboxUnusable(err)) continue;
+        if (mailboxUnusable(err)) {
+          // Graph said the mailbox cannot be used: asked again once (one such answer may be a blip); so it stays, its items fail at once.
+          if (!second && !(await this.confirmUnusable(mailbox, run, err))) continue;
+          throw this.refused(mailbox, run, err);
+        }
         if (err instanceof PivotArchiveError && err.code === ErrorCode.SINK_UNAVAILABLE) {
           this.failure ??= new PivotArchiveError(ErrorCode.SINK_WRITE, `the access token could no longer be had in the middle of the run; nothing more is delivered: ${err.message}`);
           throw this.failure;
@@ -175,6 +189,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const storing = this.create(mailbox, folderId, delivery, found && halfCreated(found) ? found : undefined).then((listed) => {
       // The half-created one listed is gone: a later copy of the item finds the new one as created.
       if (found) held.delete(key);
+      this.deliveredAny = true;
       let created = run.created.get(day);
       if (!created) run.created.set(day, (created = new Set()));
       created.add(createdKey);
@@ -189,18 +204,36 @@ export class GraphSink extends LifecycleSink implements Sink {
   }
 
   /**
+   * Why the mailbox's items fail, Graph having refused one of them twice; when the mailbox could
+   * be read meanwhile, it is a write that is refused: before any item was delivered, the app
+   * cannot write at all (Mail.Read granted, not Mail.ReadWrite) and the sink fails as a whole
+   * with E_SINK_CONFIG (every write would fail alike: the run stops); after, this mailbox alone.
+   */
+  private refused(mailbox: string, run: MailboxRun, err: GraphError): PivotArchiveError {
+    if (run.unusable === undefined && err.status === 403) {
+      const why = `Graph refused a write (${err.message}) where it let the app read the mailbox's Inbox: grant the app the Mail.ReadWrite application permission with admin consent, and let any application access policy or RBAC scope of it take this mailbox`;
+      if (!this.deliveredAny) {
+        this.failure ??= new PivotArchiveError(ErrorCode.SINK_CONFIG, `mailbox ${mailbox}: ${why}; no item was delivered`);
+        return this.failure;
+      }
+      run.unusable = why;
+    }
+    run.unusable ??= unusableReason(err);
+    return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${run.unusable}`);
+  }
+
+  /**
    * Whether the mailbox is unusable, asked once more after a pause (shared by the mailbox's items
    * in flight); when it is, `run.unusable` says why.
    */
   private confirmUnusable(mailbox: string, run: MailboxRun, first: GraphError): Promise<boolean> {
-    const why = (err: GraphError) => `Graph cannot deliver to this mailbox (${err.message}): is it a licensed Exchange Online mailbox, named by its user principal name?`;
     run.confirming ??= (async () => {
       try {
         await this.client.pause(1, undefined);
         await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/mailFolders/inbox?$select=id` });
         return false;
       } catch (err) {
-        run.unusable ??= why(mailboxUnusable(err) ? err : first);
+        run.unusable ??= unusableReason(mailboxUnusable(err) ? err : first);
         return true;
       } finally {
         run.confirming = undefined;
@@ -254,11 +287,25 @@ export class GraphSink extends LifecycleSink implements Sink {
         // The create, or an attachment, may have been carried out: wait as Graph asks (a 503 storm
         // passes), then look before sending anything again (nothing twice), also after the last attempt.
         await this.client.pause(attempt, err.retryAfterMs);
-        const there = await this.lookUp(mailbox, folderId, delivery);
+        const there = await this.lookUpAfterLoss(mailbox, folderId, delivery, err);
         if (there && !halfCreated(there)) return there;
         if (there) await this.remove(mailbox, there.id);
         if (attempt > this.config.retries) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: not stored: ${attempt} attempts went unanswered (the last: ${err.message}), and the folder does not hold it`);
       }
+    }
+  }
+
+  /**
+   * The look-up after a lost answer, waiting out a throttled or failing Graph longer than other
+   * requests. When it cannot be had, the item fails saying it may be stored: a re-run lists the
+   * day and skips it if it is.
+   */
+  private async lookUpAfterLoss(mailbox: string, folderId: string, delivery: Delivery, lost: UncertainError): Promise<Listed | undefined> {
+    try {
+      return await this.lookUp(mailbox, folderId, delivery, Math.max(this.config.retries, LOST_ANSWER_LOOK_UP_RETRIES));
+    } catch (err) {
+      if (err instanceof PivotArchiveError || mailboxUnusable(err)) throw err;
+      throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: perhaps stored: an answer was lost (${lost.message}) and the folder could not be looked at (${errorMessage(err)}); a re-run skips the item if the folder holds it`);
     }
   }
 
@@ -286,6 +333,14 @@ export class GraphSink extends LifecycleSink implements Sink {
     const { message, body: createBody } = this.graphMessageOf(delivery);
     const tooLarge = message.later.find((a) => a.bytes.length > ATTACHMENT_MAX);
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
+    // Just under 3 MB, base64 and the JSON around it take the request over 4 MB, and an upload session is refused under 3 MB: no way in.
+    const between = message.later.find((a) => a.bytes.length < UPLOAD_SESSION_MIN && attachmentRequestBytes(a) > REQUEST_BODY_MAX);
+    if (between) {
+      throw new PivotArchiveError(
+        ErrorCode.SINK_WRITE,
+        `mailbox ${mailbox}: attachment ${JSON.stringify(between.name)} is ${between.bytes.length} bytes: Graph takes it neither in one request (${attachmentRequestBytes(between)} bytes as JSON, over its 4 MB) nor through an upload session (from 3 MB, ${UPLOAD_SESSION_MIN} bytes, on); importMime cannot carry the message either (over 4 MB of base64): deliver it to another sink`,
+      );
+    }
     const user = GraphClient.user('v1.0', mailbox);
     const made = await this.batches.create(mailbox, `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, createBody);
     // A 2xx without the message: whether it was made is looked up, as for a lost answer.
@@ -305,12 +360,12 @@ export class GraphSink extends LifecycleSink implements Sink {
     return created;
   }
 
-  /** An attachment added to a created message: one POST under 3 MB, else an upload session in chunks of at most 4 MB. */
+  /** An attachment added to a created message: one POST while the request stays within 4 MB, else an upload session in chunks of at most 4 MB. */
   private async attach(mailbox: string, messageId: string, a: FileAttachment): Promise<void> {
     const path = `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}/attachments`;
     // Each request here adds to the message, so none is sent twice: a lost answer (UncertainError)
     // removes the message, and the item is created again from the start once its absence is seen.
-    if (a.bytes.length <= INLINE_ATTACHMENT_MAX) {
+    if (attachmentRequestBytes(a) <= REQUEST_BODY_MAX) {
       await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body: JSON.stringify(fileAttachmentJson(a)), once: true });
       return;
     }
@@ -338,12 +393,14 @@ export class GraphSink extends LifecycleSink implements Sink {
     }
   }
 
-  /** The message of this item in the folder, if any (after a create whose answer was lost). */
-  private async lookUp(mailbox: string, folderId: string, delivery: Delivery): Promise<Listed | undefined> {
-    const filter = encodeURIComponent(`internetMessageId eq ${odataString(delivery.messageId)}`);
-    const list = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${MESSAGE_FIELDS}&$filter=${filter}` });
+  /**
+   * The message of this item in the folder, if any. Every message of its Message-ID is read, page
+   * by page: one Message-ID may be held by many items (of other days), more than a page.
+   */
+  private async lookUp(mailbox: string, folderId: string, delivery: Delivery, retries?: number): Promise<Listed | undefined> {
+    const same = await listMessages(this.client, mailbox, folderId, `internetMessageId eq ${odataString(delivery.messageId)}`, { maxPages: LOOK_UP_PAGES, ...(retries !== undefined ? { retries } : {}) });
     const want = identity(delivery.messageId, delivery.internalDate);
-    return ((list.json as { value?: Record<string, unknown>[] }).value ?? []).map(listedOf).find((m) => identity(m.internetMessageId, m.sentAt) === want);
+    return same.find((m) => identity(m.internetMessageId, m.sentAt) === want);
   }
 
   /**
@@ -382,17 +439,39 @@ export class GraphSink extends LifecycleSink implements Sink {
     });
   }
 
-  /** Removes a message for good; false when it was gone already. */
+  /**
+   * Removes a message for good where Graph can (permanentDelete: a DELETE moves it to Deleted
+   * Items, where a half message would stay); false when it was gone already. permanentDelete is
+   * in the global service only: where Graph does not have it, the message is DELETEd (moved to
+   * Deleted Items), for the rest of the run.
+   */
   private async remove(mailbox: string, messageId: string): Promise<boolean> {
+    const path = `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}`;
+    if (!this.noPermanentDelete) {
+      try {
+        await this.client.send(mailbox, { method: 'POST', path: `${path}/permanentDelete` });
+        return true;
+      } catch (err) {
+        if (!(err instanceof GraphError)) throw err;
+        if (err.status === 404 && err.code === 'ErrorItemNotFound') return false;
+        const missing = (err.status === 400 && /segment 'permanentDelete'/i.test(err.message)) || err.status === 405;
+        // Any other 404 may be of the action or of the message: the DELETE tells.
+        if (!missing && err.status !== 404) throw err;
+        if (missing) this.noPermanentDelete = true;
+      }
+    }
     try {
-      // permanentDelete, not DELETE: a DELETE moves the message to Deleted Items, where a half message would stay.
-      await this.client.send(mailbox, { method: 'POST', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(messageId)}/permanentDelete` });
+      await this.client.send(mailbox, { method: 'DELETE', path });
       return true;
     } catch (err) {
       if (!(err instanceof GraphError && err.status === 404)) throw err;
       return false;
     }
   }
+}
+
+function unusableReason(err: GraphError): string {
+  return `Graph cannot deliver to this mailbox (${err.message}): is it a licensed Exchange Online mailbox, named by its user principal name?`;
 }
 
 export function createGraphSink(spec: string, options: Partial<SinkOptions> & { env?: NodeJS.ProcessEnv } = {}): GraphSink {

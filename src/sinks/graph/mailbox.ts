@@ -94,12 +94,22 @@ export function listedOf(message: Record<string, unknown>): Listed {
  * Every message of a folder with `sentDateTime` in [from, to) (or all, without a window), page
  * by page (`@odata.nextLink`), 1000 a page.
  */
-export async function listFolder(client: GraphClient, mailbox: string, folderId: string, window?: { from: number; to: number }, fields = MESSAGE_FIELDS): Promise<Listed[]> {
-  const filter = window ? `&$filter=${encodeURIComponent(`sentDateTime ge ${new Date(window.from).toISOString()} and sentDateTime lt ${new Date(window.to).toISOString()}`)}` : '';
-  let next: string | undefined = `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${fields}${filter}&$top=1000`;
+export function listFolder(client: GraphClient, mailbox: string, folderId: string, window?: { from: number; to: number }, fields = MESSAGE_FIELDS): Promise<Listed[]> {
+  const filter = window ? `sentDateTime ge ${new Date(window.from).toISOString()} and sentDateTime lt ${new Date(window.to).toISOString()}` : undefined;
+  return listMessages(client, mailbox, folderId, filter, { fields });
+}
+
+/**
+ * The messages of a folder that `filter` (OData, or none) matches, 1000 a page (Graph's default
+ * is 10), following `@odata.nextLink`; each page a request retried as `retries` says. More than
+ * `maxPages` pages is an error.
+ */
+export async function listMessages(client: GraphClient, mailbox: string, folderId: string, filter: string | undefined, options: { fields?: string; maxPages?: number; retries?: number } = {}): Promise<Listed[]> {
+  let next: string | undefined = `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${options.fields ?? MESSAGE_FIELDS}${filter !== undefined ? `&$filter=${encodeURIComponent(filter)}` : ''}&$top=1000`;
   const found: Listed[] = [];
-  while (next) {
-    const page: GraphResponse = await client.send(mailbox, { method: 'GET', path: next });
+  for (let pages = 0; next; pages++) {
+    if (pages === options.maxPages) throw new Error(`more than ${options.maxPages * 1000} messages of the folder match ${filter}`);
+    const page: GraphResponse = await client.send(mailbox, { method: 'GET', path: next, ...(options.retries !== undefined ? { retries: options.retries } : {}) });
     const body = page.json as { value?: Record<string, unknown>[]; '@odata.nextLink'?: string };
     for (const message of body.value ?? []) found.push(listedOf(message));
     next = body['@odata.nextLink'];

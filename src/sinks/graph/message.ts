@@ -5,8 +5,12 @@ import libmime from 'libmime';
 import * as libqp from 'libqp';
 import { sha256Hex } from '../../hash.js';
 
-/** Attachments up to this size go inline in the create request (Graph: "under 3 MB"). */
-export const INLINE_ATTACHMENT_MAX = 3 * 1024 * 1024 - 1;
+/**
+ * Attachments from this size on go through an upload session ("between 3 MB and 150 MB"; a
+ * smaller one is refused ErrorAttachmentSizeShouldNotBeLessThanMinimumSize), smaller ones in one
+ * request (Graph: "under 3 MB"), the create's or their own, while it stays under REQUEST_BODY_MAX.
+ */
+export const UPLOAD_SESSION_MIN = 3 * 1024 * 1024;
 /** Graph refuses a request body over 4 MB. */
 export const REQUEST_BODY_MAX = 4 * 1024 * 1024;
 /** Graph's largest attachment through an upload session. */
@@ -245,7 +249,7 @@ export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
   let size = attachments.length === 0 ? 0 : Buffer.byteLength(JSON.stringify(create)) + properties.reduce((n, p) => n + p.value.length + 64, 0) + 256;
   for (const a of attachments) {
     const encoded = Math.ceil(a.bytes.length / 3) * 4 + Buffer.byteLength(a.name) * 2 + 256;
-    if (a.bytes.length <= INLINE_ATTACHMENT_MAX && size + encoded < REQUEST_BODY_MAX - 64 * 1024) {
+    if (a.bytes.length < UPLOAD_SESSION_MIN && size + encoded < REQUEST_BODY_MAX - 64 * 1024) {
       inline.push(a);
       size += encoded;
     } else later.push(a);
@@ -260,4 +264,9 @@ export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
 
 export function fileAttachmentJson(a: FileAttachment): Record<string, unknown> {
   return { '@odata.type': '#microsoft.graph.fileAttachment', name: a.name, contentType: a.contentType, contentBytes: a.bytes.toString('base64') };
+}
+
+/** The bytes of the `POST .../attachments` that adds `a` alone: its JSON, the base64 counted rather than made. */
+export function attachmentRequestBytes(a: FileAttachment): number {
+  return Buffer.byteLength(JSON.stringify(fileAttachmentJson({ ...a, bytes: Buffer.alloc(0) }))) + 4 * Math.ceil(a.bytes.length / 3);
 }
