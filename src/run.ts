@@ -69,9 +69,10 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       Object.assign(input, { sha256: archive.sha256, size: archive.size });
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);
       if (config.userMap) logger.info(userMapReport(config.userMap, fanOut.userMap, userMapUnmatched(fanOut.userMap, archive.users.values(), [...archive.conversations.values()].flatMap((c) => c.members))));
-      // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one.
+      // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one,
+      // and another sink (a typo in its path fixed) must get the items the old one got.
       const wholeExport = target.readsWholeExport === true;
-      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { maxItemSize: config.maxItemSize, ...outcomeOptions }, !wholeExport) : undefined;
+      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions }, !wholeExport) : undefined;
       if (state && wholeExport) logger.info(`${target.kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);

@@ -267,6 +267,26 @@ test('a checkpoint is resumed only under the options that made it: a run with a 
   t.like(status.account, { complete: true, balanced: true });
 });
 
+test('a checkpoint is not resumed into another sink: a run into a mistyped Maildir root stopped part-way, re-run into the right one, delivers every item there', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
+  const pairsIn = async (out: string) => (await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`).sort();
+  const reference = join(dir, 'reference');
+  t.is((await cli(['run', archive, '--domain', 'acme.example', '--sink', `maildir:${reference}`, '--rejects', join(dir, 'r0')])).code, 0);
+  // The same plugin in both runs (the options match but for the sink): it stops the first at its 150th item.
+  const stopper = join(dir, 'stopper.mjs');
+  await writeFile(stopper, "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (process.env.STOP_AT && ++n === Number(process.env.STOP_AT)) process.kill(process.pid, 'SIGTERM'); return item; } };\n");
+  const common = ['--domain', 'acme.example', '--plugin', stopper, '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r1')];
+  const typo = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mial')}`, ...common], { env: { STOP_AT: '150' } });
+  t.is(typo.code, 4, typo.stderr);
+  const fixed = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, ...common, '--json']);
+  t.is(fixed.code, 0, fixed.stderr);
+  t.is((JSON.parse(fixed.stdout) as { itemsDoneEarlier: number }).itemsDoneEarlier, 0, 'nothing taken as done by the run into the other sink');
+  t.deepEqual(await pairsIn(join(dir, 'mail')), await pairsIn(reference));
+});
+
 test('a checkpoint that cannot be saved mid-run does not crash the run: it delivers everything, ends with the error in its summary (exit 1) and leaves its records', async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
