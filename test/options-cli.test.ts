@@ -134,10 +134,26 @@ test('a config file that is not JSON (a trailing comma, empty, cut short) is E_C
     for (const [args, env] of [[['run', 'x.zip', '--config', config], {}], [['import', '--config', config], {}], [['run', 'x.zip'], { PIVOT_ARCHIVE_CONFIG: config }]] as const) {
       const result = await cli([...args], { env });
       t.is(result.code, 2, `${JSON.stringify(text)} ${args.join(' ')}: ${result.log}`);
-      t.true(result.log.includes(`E_CONFIG: cannot read config file ${config}`), result.log);
+      t.true(result.log.includes(`E_CONFIG: config file ${config} is not valid JSON`), result.log);
       t.false(/at \w+ \(|SyntaxError/.test(result.log), 'no stack trace');
     }
   }
+  // Never a word of the file: V8's message quotes the text around the error (a password, a secret given to --config by mistake).
+  for (const text of ['{"sink": "imap://admin:S3cretPassw0rd@host/", "n": tru}', 'S3cretPassw0rd', '{"sink": "imap://admin:S3cretPassw0rd@host/" x}']) {
+    await writeFile(config, text);
+    const result = await cli(['run', 'x.zip', '--config', config]);
+    t.is(result.code, 2);
+    t.regex(result.log, /is not valid JSON/);
+    t.false(/S3cret|tru|Passw/.test(result.log), result.log);
+  }
+  // A key given twice is refused (JSON.parse would keep the last one without a word).
+  await writeFile(config, '{"sink": "maildir:m", "domains": ["acme.example"], "dryRun": true, "domains": ["acme.exmaple"]}');
+  const twice = await cli(['run', 'x.zip', '--config', config]);
+  t.is(twice.code, 2);
+  t.regex(twice.log, /E_CONFIG: .*bad\.json: key "domains" is given twice/);
+  // A nested key, or one in a string, is not a top-level key.
+  await writeFile(config, '{"sink": "maildir:m", "domains": ["acme.example", "{\\"sink\\": 1,"], "userMap": null}');
+  t.notRegex((await cli(['run', 'x.zip', '--config', config])).log, /given twice/);
 });
 
 test('import reads --config and PIVOT_ARCHIVE_CONFIG, checked like run\'s: errors name the file and the key', async (t) => {

@@ -32,14 +32,61 @@ function unknownKey(key: string, command: Command, known: readonly OptionSpec[])
 
 /** Reads and checks a JSON config file for `command`; errors name the path as given. */
 export async function readConfigFile(path: string, command: Command): Promise<Record<string, unknown>> {
-  let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(await readFile(path, 'utf8'));
+    text = await readFile(path, 'utf8');
   } catch (err) {
     throw new PivotArchiveError(ErrorCode.CONFIG, `cannot read config file ${path}: ${errorMessage(err)}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new PivotArchiveError(ErrorCode.CONFIG, `config file ${path} is not valid JSON${syntaxErrorAt(text, err)}`);
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new PivotArchiveError(ErrorCode.CONFIG, `config file ${path} must hold a JSON object`);
   }
+  const twice = repeatedKey(text);
+  if (twice !== undefined) throw new PivotArchiveError(ErrorCode.CONFIG, `${path}: key ${JSON.stringify(twice)} is given twice (JSON would keep the last silently)`);
   return validateConfigObject(parsed as Record<string, unknown>, command, path);
+}
+
+/**
+ * Where JSON.parse broke, as line and column; never the text around it, which V8's message
+ * quotes (a config file holds secrets: a sink password, a path given to --config by mistake).
+ */
+function syntaxErrorAt(text: string, err: unknown): string {
+  const position = /at position (\d+)/.exec(errorMessage(err))?.[1];
+  if (position === undefined) return '';
+  const before = text.slice(0, Number(position));
+  const line = before.split('\n').length;
+  return ` (line ${line}, column ${before.length - before.lastIndexOf('\n')})`;
+}
+
+/** The first key the top-level object of valid JSON `text` holds twice, if any (decoded, as JSON.parse compares keys). */
+function repeatedKey(text: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  // At depth 1, a string is a key when it follows `{` or `,` (else it is a value).
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      expectKey = depth === 1 && c === '{';
+    } else if (c === '}' || c === ']') depth--;
+    else if (c === ',' && depth === 1) expectKey = true;
+  }
+  return undefined;
 }
