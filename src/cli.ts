@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import yargs, { type Argv } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
@@ -346,6 +347,10 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       async (argv) => {
         if (mode !== 'execute') return;
         const dirs = argv['state-dir'].map(String);
+        // A mistyped path must not read as a quiet "no runs" (exit 0) to a health check.
+        for (const dir of dirs) {
+          if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new PivotArchiveError(ErrorCode.CONFIG, `${dir} is not a state dir (no such directory): give status the --state-dir the runs were given`);
+        }
         if (dirs.length > 1) {
           const { text, exitCode } = await statusOfShards(dirs, { last: argv.last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false });
           setExitCode(exitCode);

@@ -226,6 +226,18 @@ test('status --json holds what the human view shows: counters, failure, failed i
   t.like(JSON.parse(last.stdout), { summary: { exportId: 'acme-1', delivered: 6 }, failedTotal: 12 });
 });
 
+test('status of a state dir that does not exist is E_CONFIG naming it (exit 2), not "no runs" with exit 0; an empty one has no runs', async (t) => {
+  const dir = await tempDir(t);
+  for (const args of [['--state-dir', join(dir, 'typo')], ['--state-dir', dir, '--state-dir', join(dir, 'typo')]]) {
+    const missing = await cli(['status', ...args]);
+    t.is(missing.code, 2, args.join(' '));
+    t.true(missing.stderr.includes(`E_CONFIG: ${join(dir, 'typo')} is not a state dir`), missing.stderr);
+  }
+  const empty = await cli(['status', '--state-dir', dir]);
+  t.is(empty.code, 0);
+  t.regex(empty.stdout, /no runs recorded/);
+});
+
 test('a typo in a required flag of verify, report or keygen is named with the nearest flag, not as the missing one', async (t) => {
   const verify = await cli(['verify', '--statedir', '/tmp/x']);
   t.is(verify.code, 2);
