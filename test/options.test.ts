@@ -176,7 +176,7 @@ test('sizes: K, M, G and KiB, MiB, GiB are powers of 1024, KB, MB, GB of 1000, i
 test('defaults come from the table, as written there', (t) => {
   t.is(DEFAULT_MAX_ITEM_SIZE, 10 * 1024 * 1024);
   t.like(defaultsOf('run'), { maxEventSize: 64 * 1024 * 1024, maxRejected: 0.1, rejects: './pivot-rejects', settleSeconds: 60, keepRuns: 0, logLevel: 'info', quiet: false });
-  t.deepEqual(defaultsOf('import'), { again: false, maxItemSize: 10 * 1024 * 1024, keepRuns: 0, logLevel: 'info', insecure: false, json: false });
+  t.deepEqual(defaultsOf('import'), { again: false, maxItemSize: 10 * 1024 * 1024, keepRuns: 0, logLevel: 'info', insecure: false, json: false, quiet: false });
   // Each call has its own lists: a run that adds to them changes no later default.
   defaultsOf('run').plugins!.push('x');
   t.deepEqual(defaultsOf('run').plugins, []);
@@ -221,7 +221,9 @@ test('merge order: defaults < config file < flags; the file named by --config or
   const importFile = join(dir, 'import.json');
   await writeFile(importFile, JSON.stringify({ from: 'azblob://staging', sink: 'maildir:m', again: true, maxItemSize: '20MB', stateDir: 'state' }));
   t.like(await resolveConfig('import', {}, { PIVOT_ARCHIVE_CONFIG: importFile }), { from: 'azblob://staging', again: true, maxItemSize: 20_000_000, stateDir: 'state', keepRuns: 0 });
-  await t.throwsAsync(resolveConfig('import', { sink: 'maildir:m' }, { PIVOT_ARCHIVE_CONFIG: file }), { message: `${file}: key "quiet" is an option of run, not of import` });
+  const runOnly = join(dir, 'run-only.json');
+  await writeFile(runOnly, JSON.stringify({ sink: 'maildir:m', domains: ['acme.example'] }));
+  await t.throwsAsync(resolveConfig('import', { sink: 'maildir:m' }, { PIVOT_ARCHIVE_CONFIG: runOnly }), { message: `${runOnly}: key "domains" is an option of run, not of import` });
   await t.throwsAsync(resolveConfig('import', {}, { PIVOT_ARCHIVE_CONFIG: join(dir, 'missing.json') }), { message: /^cannot read config file .*missing\.json/ });
 });
 
