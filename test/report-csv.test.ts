@@ -30,6 +30,17 @@ test('csvField: RFC 4180 quoting, and a formula start neutralised with a leading
   t.is(csvField(undefined), '');
   t.is(csvField(null), '');
   t.is(csvField('m\u202Egnp.exe'), 'm\u202Egnp.exe');
+  // A value that starts with a quote gets one more: `=1` and `'=1` are never written alike.
+  t.is(csvField("'=1"), `"''=1"`);
+  t.is(csvField("'quoted"), `"''quoted"`);
+  t.not(csvField('=1'), csvField("'=1"));
+  // The README's rule gives every value back: drop the first character of a field that starts with
+  // a quote followed by one of = + - @ TAB CR or a quote.
+  const back = (field: string) => {
+    const unquoted = field.startsWith('"') ? field.slice(1, -1).replace(/""/g, '"') : field;
+    return /^'[=+\-@\t\r']/.test(unquoted) ? unquoted.slice(1) : unquoted;
+  };
+  for (const value of ['=1', "'=1", "''=1", "'", "'a", 'a', '-1', "'-1", '@x', "it's"]) t.is(back(csvField(value)), value, value);
 });
 
 test('the header names the columns; lines end CRLF; a BOM only when asked', async (t) => {

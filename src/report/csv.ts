@@ -33,7 +33,8 @@ export const ITEM_CSV_COLUMNS = [
   'at',
 ] as const satisfies readonly (keyof ItemLine)[];
 
-const FORMULA_START = /^[=+\-@\t\r]/;
+// A leading quote is escaped the same way, so the one added can always be told from one the value had.
+const FORMULA_START = /^[=+\-@\t\r']/;
 const NEEDS_QUOTES = /[",\r\n]/;
 
 /** One field: formula-safe, and quoted when RFC 4180 requires it. */
