@@ -375,7 +375,8 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         const { ledgerExitCode } = await import('./ledger/index.js');
         const { account, check, rows } = await report({ stateDir: argv['state-dir'], exportId: argv.export, out: argv.out, csv: argv.csv, publicKey: argv['public-key'], checkpoints: argv.checkpoint.map(String) });
         setExitCode(ledgerExitCode(check));
-        process.stdout.write(`${argv.out}: export ${account.exportId}, ${account.complete ? 'COMPLETE' : 'INCOMPLETE'}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);
+        const verdict = account.shard ? `shard ${account.shard}'s part only: ${account.shardComplete ? 'complete' : 'INCOMPLETE'} (not the whole export)` : account.complete ? 'COMPLETE' : 'INCOMPLETE';
+        process.stdout.write(`${argv.out}: export ${account.exportId}, ${verdict}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);
       },
     )
     .command(

@@ -92,6 +92,11 @@ export const FailReason = {
   /** A rejected item that could not be kept in the rejects folder. */
   NOT_KEPT: 'not-kept',
   STAGED_MISMATCH: 'staged-mismatch',
+  /**
+   * Sharded (--shard K/N, N > 1): a plugin failed on the item (`plugin:<name>`). Other shards may
+   * have delivered it, so it is not kept as rejected; the next run of this shard reads it again.
+   */
+  PLUGIN_ERROR_IN_SHARD: 'plugin-error-in-shard',
 } as const;
 
 export type FailReasonValue = (typeof FailReason)[keyof typeof FailReason];

@@ -259,5 +259,5 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
 });
 
 test('the banner colours are the ones the rendering test looks for', (t) => {
-  t.deepEqual(BANNER_COLOURS, { complete: '#1f7a3a', incomplete: '#b42318' });
+  t.deepEqual(BANNER_COLOURS, { complete: '#1f7a3a', incomplete: '#b42318', part: '#8a5a00' });
 });

@@ -1,3 +1,4 @@
+import { FailReason } from '../errors.js';
 import { runExitCode } from '../exit-policy.js';
 import type { RunSummary } from '../status-log.js';
 
@@ -86,7 +87,13 @@ export interface ExportAccount {
    * delivered + skipped (already there) + failed, by each pair's final outcome.
    */
   /** `entriesNotRead`: archive entries named like messages files that the latest read passed over (their events are counted nowhere). */
-  items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number; entriesNotRead?: number };
+  /**
+   * `failedInShards`: items a plugin failed on in a shard (FailReason.PLUGIN_ERROR_IN_SHARD) that
+   * no later run of that shard read again: that shard's copies of them are in no mailbox and no
+   * rejects folder. Each is counted among the routed items when another shard delivered it, else
+   * among the rejected not kept.
+   */
+  items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number; entriesNotRead?: number; failedInShards?: number };
   /** The export's records after the ledger's last checkpoint: no signature covers them yet. */
   unsealed: number;
   pairs: { total: number; delivered: number; skipped: number; failed: number };
@@ -97,8 +104,15 @@ export interface ExportAccount {
    * Absent for an unsharded ledger, and for the union of every shard (`unionAccount`).
    */
   shard?: string;
+  /**
+   * With `shard`: whether that shard's part is accounted for (its pairs delivered or already
+   * there, nothing failed, the archive read to its end). `complete` is then false: one shard's
+   * ledger cannot show the export complete; the union of every shard's can.
+   */
+  shardComplete?: boolean;
   /** Whether the items and the pairs add up (notYetRead 0 and nothing failed is `complete`). */
   balanced: boolean;
+  /** The whole export is accounted for: never so for one shard's part (see `shardComplete`). */
   complete: boolean;
   rejectsByReason: Record<string, number>;
   mailboxes: MailboxAccount[];
@@ -148,6 +162,15 @@ export class AccountBuilder {
   private readonly rejectedBy = new Map<string, { itemId: string; runs: Set<string> }>();
   /** By item id, the last run that settled the item (rejected or routed it). */
   private readonly lastRunOf = new Map<string, string>();
+  /**
+   * Items a plugin failed on in a sharded run, by ledger read and item id: the run, and whether a
+   * later run of the same ledger (the same shard) settled the item or read again, to its end, the
+   * archives named (its checkpoint stopped at the item, so such a run read it again). Another
+   * shard's delivery of the item settles nothing here: its copies are that shard's.
+   */
+  private readonly failedInShard = new Map<string, { seq: number; ledger: number; runId: string; itemId: string; settledLater: boolean; readAgain: Set<string> }>();
+  /** Which ledger the records come from: 0, then 1, 2, ... in a union. */
+  private ledger = 0;
   private readonly problems: ItemProblem[] = [];
   private readonly sha256s = new Set<string>();
   private readonly mailboxes = new Map<string, MailboxAccount>();
@@ -180,6 +203,7 @@ export class AccountBuilder {
 
   /** Union of shards: the records that follow are another shard's ledger. */
   nextLedger(): void {
+    this.ledger++;
     this.readToEnd.push(new Set());
     this.importedWhole.push(false);
     this.unsealedInEarlierLedgers += this.unsealed;
@@ -241,6 +265,7 @@ export class AccountBuilder {
     run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
     if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
       this.readToEnd.at(-1)!.add(r.sha256);
+      for (const f of this.failedInShard.values()) if (f.ledger === this.ledger && f.runId !== run.runId) f.readAgain.add(r.sha256);
       if (r.sha256 === this.latestSha256) {
         this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
         this.entriesNotRead = Number(r.entriesNotRead ?? 0);
@@ -258,6 +283,13 @@ export class AccountBuilder {
     const mailbox = r.mailbox as string | null;
     this.lastRunOf.set(itemId, r.runId);
     if (typeof r.sentAt === 'string') this.sentAtOf.set(itemId, r.sentAt);
+    const inShard = `${this.ledger}\u0000${itemId}`;
+    const failedHere = this.failedInShard.get(inShard);
+    if (failedHere && failedHere.runId !== r.runId) failedHere.settledLater = true;
+    if (mailbox === null && outcome === 'failed' && r.reason === FailReason.PLUGIN_ERROR_IN_SHARD) {
+      this.failedInShard.set(inShard, { seq: r.seq, ledger: this.ledger, runId: r.runId, itemId, settledLater: false, readAgain: new Set() });
+      return;
+    }
     if (mailbox === null) {
       // One rejected item (each part of a split under its own id), whichever run kept it (or could not): its id and where its event stands in the archive.
       const key = `${itemId}\u0000${String(r.position ?? r.kept ?? '')}`;
@@ -281,7 +313,7 @@ export class AccountBuilder {
 
   /** The seqs of the records that decide each item's final outcome (for the item list's second pass). */
   winners(): Set<number> {
-    return new Set([...this.pairs.values(), ...this.standingRejects()].map((w) => w.seq));
+    return new Set([...this.pairs.values(), ...this.standingRejects(), ...this.standingFailuresInShards()].map((w) => w.seq));
   }
 
   /**
@@ -293,6 +325,11 @@ export class AccountBuilder {
       const { itemId, runs } = this.rejectedBy.get(key)!;
       return runs.has(this.lastRunOf.get(itemId)!);
     }).map(([, w]) => w);
+  }
+
+  /** The plugin failures of sharded runs that no later run of their shard settled or read again. */
+  private standingFailuresInShards(): { seq: number; itemId: string }[] {
+    return [...this.failedInShard.values()].filter((f) => !f.settledLater && !(this.latestSha256 !== undefined && f.readAgain.has(this.latestSha256)));
   }
 
   /** Called with every record again, in order, for the problem list and the chart (the winners only). */
@@ -334,9 +371,13 @@ export class AccountBuilder {
     const rejects = this.standingRejects();
     const rejectsByReason: Record<string, number> = {};
     for (const x of rejects) if (x.kept) rejectsByReason[x.reason] = (rejectsByReason[x.reason] ?? 0) + 1;
-    const routed = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1))).size;
+    const routedIds = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1)));
+    const routed = routedIds.size;
+    // An item a plugin failed on in a shard is one item however many shards failed it; routed when another shard delivered it.
+    const failedInShards = new Set(this.standingFailuresInShards().map((f) => f.itemId));
+    const failedNotRouted = [...failedInShards].filter((id) => !routedIds.has(id)).length;
     const rejectedKept = rejects.filter((x) => x.kept).length;
-    const rejectedNotKept = rejects.length - rejectedKept;
+    const rejectedNotKept = rejects.length - rejectedKept + failedNotRouted;
     const inArchive = this.info.eventsInArchive;
     // Runs of different archives under one export id: read to its end means the latest archive, by every ledger read.
     // No archive read at all (only imports of staged batches): read to its end when an import took in every batch of its staging index, in every ledger.
@@ -344,24 +385,25 @@ export class AccountBuilder {
     // One shard's ledger: the items of other shards are counted, not recorded, so its items equation is checked in the union.
     const [only] = this.shards.size === 1 ? [...this.shards] : [];
     const shard = !this.union && typeof only === 'string' ? only : undefined;
-    const accounted = rejects.length + routed;
+    const accounted = rejects.length + failedNotRouted + routed;
     const notYetRead = latestRead ? 0 : inArchive === undefined || shard ? undefined : Math.max(0, inArchive + this.addedByPlugins - accounted);
     const pairsAddUp = pairs.total === pairs.delivered + pairs.skipped + pairs.failed;
     const itemsAddUp = inArchive === undefined || shard !== undefined || inArchive + this.addedByPlugins === accounted + (notYetRead ?? 0);
     const balanced = pairsAddUp && itemsAddUp;
+    // Runs of different archives under one export id: complete only as the latest archive read to its end.
+    const accountedFor = balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0 && failedInShards.size === 0 && this.entriesNotRead === 0;
     const runs = [...this.runs.values()];
     return {
       exportId: this.exportId,
       ...this.info,
       sha256s: [...this.sha256s],
       runs,
-      items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}), ...(this.entriesNotRead > 0 ? { entriesNotRead: this.entriesNotRead } : {}) },
+      items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}), ...(this.entriesNotRead > 0 ? { entriesNotRead: this.entriesNotRead } : {}), ...(failedInShards.size > 0 ? { failedInShards: failedInShards.size } : {}) },
       unsealed: this.unsealedInEarlierLedgers + this.unsealed,
       pairs,
-      ...(shard ? { shard } : {}),
+      ...(shard ? { shard, shardComplete: accountedFor } : {}),
       balanced,
-      // Runs of different archives under one export id: complete only as the latest archive read to its end.
-      complete: balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0 && this.entriesNotRead === 0,
+      complete: shard === undefined && accountedFor,
       rejectsByReason,
       mailboxes: [...this.mailboxes.values()].sort((a, b) => (a.mailbox < b.mailbox ? -1 : 1)),
       problems: this.problems,

@@ -100,7 +100,11 @@ export function ledgerExitCode(check: Pick<LedgerCheck, 'chainIntact' | 'signatu
   return check.chainIntact && check.signature !== 'failed' ? ExitCode.OK : ExitCode.LEDGER_BROKEN;
 }
 
-/** `status --export`'s exit code: 7 when the ledger fails its checks, else 1 when the export is not complete, else 0. */
+/**
+ * `status --export`'s exit code: 7 when the ledger fails its checks, else 1 when the export is not
+ * complete, else 0. One shard's state dir never shows the export complete (`ExportAccount.shardComplete`
+ * says whether its part is): 1, so that a script never takes one shard's part for the export.
+ */
 export function accountExitCode(account: Pick<ExportAccount, 'complete'>, check: Pick<LedgerCheck, 'chainIntact' | 'signature'>): number {
   const ledger = ledgerExitCode(check);
   return ledger !== ExitCode.OK || account.complete ? ledger : ExitCode.DELIVERY_FAILED;

@@ -29,8 +29,8 @@ const SEQ_STRIDE = 2 ** 40;
  * The account of one export across the ledgers of its N shards (each shard's state dir): each
  * ledger is checked on its own, then every record of every ledger is fed to one account, whose
  * mailboxes do not overlap (each mailbox is one shard's) and whose rejected items shard 1 alone
- * recorded; so its items equation (in archive = rejected + routed + not read yet) is the whole
- * export's. The union is complete only when every shard 1/N..N/N is there once, with one N, every
+ * recorded (but plugin failures, which each shard that met one recorded: src/ledger/SPEC.md); so
+ * its items equation (in archive = rejected + routed + not read yet) is the whole export's. The union is complete only when every shard 1/N..N/N is there once, with one N, every
  * ledger holds and each shard read the archive to its end.
  */
 export async function unionAccount(ledgers: { path: string; trust: LedgerTrust }[], exportId: string): Promise<ShardedAccount> {
@@ -80,8 +80,10 @@ function shardProblems(parts: ShardPart[]): string[] {
     if (!p.check.chainIntact || p.check.signature === 'failed') problems.push(`the ledger ${p.path} fails its check: ${p.check.problems.join('; ')}`);
     // (An import's ledger knows no archive to have read to its end: only its failures count here.)
     const unread = p.account.items.inArchive !== undefined && p.account.items.notYetRead !== 0;
-    if (p.shard && (p.account.pairs.failed > 0 || p.account.items.rejectedNotKept > 0 || unread)) {
-      problems.push(`shard ${p.shard} (${p.path}) is not complete: ${p.account.pairs.failed} failed, ${p.account.items.rejectedNotKept} rejected but not kept${unread ? ', not read to the end yet' : ''}`);
+    const failedInShard = p.account.items.failedInShards ?? 0;
+    if (p.shard && (p.account.pairs.failed > 0 || p.account.items.rejectedNotKept > 0 || failedInShard > 0 || unread)) {
+      const plugin = failedInShard > 0 ? ` (of which ${failedInShard} a plugin failed on: run this shard again once the plugin works)` : '';
+      problems.push(`shard ${p.shard} (${p.path}) is not complete: ${p.account.pairs.failed} failed, ${p.account.items.rejectedNotKept} rejected but not kept${plugin}${unread ? ', not read to the end yet' : ''}`);
     }
   }
   if (counts.size > 1) problems.push(`the shards disagree on N: ${[...counts].sort((a, b) => a - b).join(', ')} (every shard of one export must be K/N with the same N)`);

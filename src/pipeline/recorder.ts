@@ -126,7 +126,10 @@ export class Recorder {
     await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }, 'rejected'), reason, detail, kept });
   }
 
-  /** Rejected, but the rejects folder could not keep it: neither delivered nor kept, so it fails the run. */
+  /**
+   * Rejected and not kept (the rejects folder could not keep it, or a sharded run met a plugin
+   * error, which it does not stand by): neither delivered nor kept, so it fails the run.
+   */
   async notKept(line: Omit<OutcomeLine, 'mailbox'>, rejectReason: RejectReasonValue, reason: FailReasonValue, detail: string): Promise<void> {
     this.countRejected(rejectReason);
     this.counters.rejectedNotKept++;

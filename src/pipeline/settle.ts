@@ -1,6 +1,6 @@
 import { ErrorCode, FailReason, errorCodeOf, errorMessage } from '../errors.js';
 import type { RejectsFolder } from '../formats/rejects/index.js';
-import type { EventPosition, ExportContext } from '../model.js';
+import type { EventPosition, ExportContext, Rejection } from '../model.js';
 import { sha256Hex } from '../hash.js';
 import type { Sink, Stored } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
@@ -41,7 +41,7 @@ export class Settler {
 
   readonly settle = async (unit: Unit): Promise<Settled> => {
     const ok =
-      unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
+      unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'failedInShard' ? await this.failInShard(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
     return { position: unit.position, ok };
   };
 
@@ -84,9 +84,7 @@ export class Settler {
 
   /** Kept and recorded `rejected`; an item that cannot be kept is recorded `failed` (not-kept). */
   private async keep({ rejection: x }: UnitOf<'rejected'>): Promise<boolean> {
-    // Only a real time (never one rolled over from 29 February or 24:00, which the event never had).
-    const sentAt = typeof x.raw.sentAt === 'string' ? parseZonedTime(x.raw.sentAt) : NaN;
-    const line = { itemId: x.itemId, conversationId: x.conversationId, position: `${x.position.file}.${x.position.index}`, ...(Number.isNaN(sentAt) ? {} : { sentAt: new Date(sentAt).toISOString() }) };
+    const line = rejectedLine(x);
     let kept: string;
     try {
       if (!this.archive || !this.rejects) throw new Error('the source has no export and no rejects folder to keep it in');
@@ -100,10 +98,24 @@ export class Settler {
     return true;
   }
 
+  /** Recorded `failed` (no mailbox), not kept: the run fails, and its checkpoint stops here so the next run reads the item again. */
+  private async failInShard({ rejection: x }: UnitOf<'failedInShard'>): Promise<boolean> {
+    const detail = `${x.detail} (sharded: other shards may have delivered this item, so it is not kept as rejected; run this shard again once the plugin works: it reads the item again)`;
+    await this.recorder.notKept(rejectedLine(x), x.reason, FailReason.PLUGIN_ERROR_IN_SHARD, detail);
+    return false;
+  }
+
   private async fail(x: UnitOf<'failed'>): Promise<boolean> {
     await this.recorder.failed({ itemId: x.itemId, conversationId: x.conversationId, mailbox: x.mailbox, ...(x.exportId ? { exportId: x.exportId } : {}) }, x.reason, x.detail);
     return false;
   }
+}
+
+/** A rejected item's outcome line: its id, its event's place in the archive, and its time when it has a real one. */
+function rejectedLine(x: Rejection): Omit<OutcomeLine, 'mailbox'> {
+  // Only a real time (never one rolled over from 29 February or 24:00, which the event never had).
+  const sentAt = typeof x.raw.sentAt === 'string' ? parseZonedTime(x.raw.sentAt) : NaN;
+  return { itemId: x.itemId, conversationId: x.conversationId, position: `${x.position.file}.${x.position.index}`, ...(Number.isNaN(sentAt) ? {} : { sentAt: new Date(sentAt).toISOString() }) };
 }
 
 function unsettleable(unit: Unit): never {

@@ -15,6 +15,11 @@ export type Unit =
   | { kind: 'rejected'; position: EventPosition; rejection: Rejection }
   /** Read from the source but unusable as it stands (a staged message that fails its check). */
   | { kind: 'failed'; position: EventPosition; exportId?: string; itemId: string; conversationId: string; mailbox: string; reason: FailReasonValue; detail: string }
+  /**
+   * Sharded: a rejection this shard cannot stand by (a plugin failed on the item: other shards may
+   * have delivered it; src/transforms/shard/): recorded failed, not kept, read again by the next run.
+   */
+  | { kind: 'failedInShard'; position: EventPosition; rejection: Rejection }
   /** Another shard's to deliver or keep (--shard, src/transforms/shard/): settled at once, counted, recorded nowhere. */
   | { kind: 'elsewhere'; position: EventPosition };
 

@@ -28,8 +28,8 @@ export interface ReportMeta {
 /** The Content-Security-Policy the document carries: nothing loads, nothing runs. */
 export const REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
-/** The banner's background colours (the rendering test looks for them in the screenshot). */
-export const BANNER_COLOURS = { complete: '#1f7a3a', incomplete: '#b42318' } as const;
+/** The banner's background colours (the rendering test looks for them in the screenshot); `part`: one shard's part, accounted for. */
+export const BANNER_COLOURS = { complete: '#1f7a3a', incomplete: '#b42318', part: '#8a5a00' } as const;
 
 const DEFAULT_MAX_ITEM_ROWS = 5000;
 
@@ -91,6 +91,7 @@ p.meta { margin: 0 0 16px; color: #57606a; }
 .banner { padding: 14px 20px; border-radius: 6px; color: #ffffff; margin: 12px 0 8px; }
 .banner.complete { background: ${BANNER_COLOURS.complete}; }
 .banner.incomplete { background: ${BANNER_COLOURS.incomplete}; }
+.banner.part { background: ${BANNER_COLOURS.part}; }
 .banner .verdict { font-size: 26px; font-weight: bold; letter-spacing: 0.06em; display: block; }
 .banner ul { margin: 6px 0 0; padding-left: 20px; }
 .warning { background: #fff4e5; border-left: 5px solid #d97706; padding: 8px 12px; margin: 8px 0; }
@@ -130,16 +131,19 @@ const CHART_COLOURS = { delivered: '#4c9a5f', rejected: '#e0a030', failed: '#c44
 export function renderReport(account: ExportAccount, ledger: LedgerCheck, meta: ReportMeta): string {
   const out: string[] = [];
   const ledgerOk = ledger.chainIntact && ledger.signature !== 'failed' && ledger.problems.length === 0;
-  const complete = account.complete && account.balanced;
+  // One shard's ledger: at best its part is accounted for; the export is the union of every shard's (status --state-dir ...).
+  const shard = account.shard;
+  const complete = (shard ? account.shardComplete === true : account.complete) && account.balanced;
   // Counters that add up prove nothing when the ledger they come from fails its check.
-  const verdict = !complete ? 'INCOMPLETE' : ledgerOk ? 'COMPLETE' : 'NOT PROVEN';
+  const verdict = !complete ? 'INCOMPLETE' : !ledgerOk ? 'NOT PROVEN' : shard ? `SHARD ${shard}'S PART ONLY` : 'COMPLETE';
+  const title = shard ? `Export ${escapePlain(account.exportId)}, shard ${escapePlain(shard)}'s part only (not the whole export): ${complete && ledgerOk ? 'part accounted for' : verdict}` : `Export ${escapePlain(account.exportId)}: ${verdict}`;
 
   out.push(
     '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
     `<meta http-equiv="Content-Security-Policy" content="${REPORT_CSP}">\n`,
     '<meta name="referrer" content="no-referrer">\n',
     '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-    `<title>Export ${escapePlain(account.exportId)}: ${verdict}</title>\n`,
+    `<title>${title}</title>\n`,
     `<style>${STYLE}</style>\n</head>\n<body>\n`,
     `<h1>Archive report: export <span data-k="exportId">${escapeHtml(account.exportId)}</span></h1>\n`,
     `<p class="meta">Generated <span data-k="generatedAt">${escapeHtml(meta.generatedAt)}</span> by <span data-k="tool">${escapeHtml(meta.tool)}</span> from the ledger <span class="mono">${escapeHtml(ledger.path)}</span>. All times are as recorded (UTC).</p>\n`,
@@ -170,9 +174,18 @@ const SIGNATURE: Record<LedgerCheck['signature'], string> = {
   'not checked': 'signature not checked (no public key given)',
 };
 
+/** `complete`: the export, or with `a.shard` that shard's part. */
 function banner(out: string[], a: ExportAccount, ledger: LedgerCheck, complete: boolean, verdict: string, ledgerOk: boolean): void {
   const why: string[] = [];
-  if (complete) {
+  if (a.shard) {
+    why.push(
+      `This is shard ${escapeHtml(a.shard)}'s part of the export only: its ledger records the pairs of its own mailboxes and counts the other shards' items without recording them, so it cannot show the export complete. ` +
+        `The export as a whole: combine every shard's state dir with <code>status --state-dir DIR1 --state-dir DIR2 ... --export ${escapeHtml(a.exportId)}</code>.`,
+    );
+  }
+  if (complete && a.shard) {
+    why.push(`Shard ${escapeHtml(a.shard)}'s part is accounted for: every pair of its mailboxes delivered or already there, nothing failed, the archive read to its end.`);
+  } else if (complete) {
     why.push('Every item of the archive is accounted for: delivered, already in its mailbox, or rejected for a stated reason and kept. Nothing failed.');
   } else {
     if (!a.balanced) why.push('The counters do not add up (see <a href="#counters">Counters</a>).');
@@ -181,14 +194,15 @@ function banner(out: string[], a: ExportAccount, ledger: LedgerCheck, complete: 
     if ((a.items.entriesNotRead ?? 0) > 0) why.push(`${plural(a.items.entriesNotRead!, 'archive entry', 'archive entries')} named like a messages file not read: their events are counted nowhere.`);
     if (a.pairs.failed > 0) why.push(`${plural(a.pairs.failed, '(mailbox, item) pair')} failed.`);
     if (a.items.rejectedNotKept > 0) why.push(`${plural(a.items.rejectedNotKept, 'rejected item')} could not be kept.`);
-    if (why.length === 0) why.push('The account is not complete.');
+    if ((a.items.failedInShards ?? 0) > 0) why.push(`${plural(a.items.failedInShards!, 'item')} a plugin failed on in a sharded run: that shard's copies are in no mailbox and no rejects folder (run that shard again once the plugin works).`);
+    if (why.length === (a.shard ? 1 : 0)) why.push('The account is not complete.');
   }
   const signature = SIGNATURE[ledger.signature] ?? `signature ${escapeHtml(ledger.signature)}`;
   const ledgerLine = ledgerOk
     ? `Ledger: chain intact, ${plural(ledger.records, 'record')}, ${signature}${ledger.unsealed > 0 ? `, ${plural(ledger.unsealed, 'record')} after the last checkpoint` : ''}.`
     : `Ledger FAILS its check: ${ledger.chainIntact ? 'chain intact' : 'chain BROKEN'}, ${signature}${ledger.problems.length ? `, ${plural(ledger.problems.length, 'problem')}` : ''}: these numbers cannot be relied on (see <a href="#ledger">Ledger</a>).`;
   out.push(
-    `<div id="banner" class="banner ${complete && ledgerOk ? 'complete' : 'incomplete'}">`,
+    `<div id="banner" class="banner ${!complete || !ledgerOk ? 'incomplete' : a.shard ? 'part' : 'complete'}">`,
     `<span class="verdict" data-k="verdict">${verdict}</span><ul>`,
     ...why.map((w) => `<li>${w}</li>`),
     `<li data-k="ledgerVerdict">${ledgerLine}</li></ul></div>\n`,

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { ErrorCode, ExitCode, PivotArchiveError } from '../errors.js';
+import { ErrorCode, ExitCode, FailReason, PivotArchiveError } from '../errors.js';
 import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
 import { formatSummary } from '../summary.js';
 import { StateDir, type RecordedRun } from './index.js';
@@ -28,7 +28,7 @@ function formatRun(r: ReturnType<typeof runStatus>): string {
     return `${head}  FAILED before delivering (exit ${f.exitCode}): ${f.code}: ${f.error}\n  archive ${f.archive || '(none)'}${f.sha256 ? `, sha256 ${f.sha256}, ${f.size} bytes` : ''}\n  started ${f.startedAt}, ended ${f.finishedAt}\n`;
   }
   if (!r.summary) return `${head}  no summary: the run was killed, or could not write its records (a full disk?), before it finished; run it again\n`;
-  const failed = r.failed.map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox}: ${f.detail}`));
+  const failed = r.failed.map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox ?? '(no mailbox: rejected, not kept)'}: ${f.detail}`));
   const more = r.failedTotal > r.failed.length ? [`  ... and ${r.failedTotal - r.failed.length} more failed (see the log)`] : [];
   const summary = formatSummary(r.summary);
   return `${head}${summary}\n${[...failed, ...more].map((l) => `${l}\n`).join('')}`;
@@ -48,24 +48,33 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
   const p = a.pairs;
   const rejects = Object.entries(a.rejectsByReason).sort(([x], [y]) => (x < y ? -1 : 1)).map(([r, n]) => `${r} ${n}`).join(', ');
   const lines = [
-    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}${a.shard ? `, shard ${a.shard}` : ''}: ${a.complete ? 'COMPLETE' : 'INCOMPLETE'}`,
+    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}: ${a.shard ? shardVerdict(a.exportId, a.shard, a.shardComplete ?? false) : a.complete ? 'COMPLETE' : 'INCOMPLETE'}`,
     `  archive ${a.archive ?? '(unknown)'}${a.sha256s.length ? `, sha256 ${a.sha256s.join(' / ')}` : ''}${a.sha256s.length > 1 ? '  (DIFFERENT ARCHIVES under one export id)' : ''}`,
     `  runs ${a.runs.length}:`,
     ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(no end recorded: killed, or its records could not be written)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
     a.shard
       ? `  items (shard ${a.shard}'s part): rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed here ${i.routed}, of ${i.inArchive ?? '?'} in the archive; ${i.notYetRead === 0 ? 'read to the end' : 'NOT read to the end yet'} (the items add up across all shards: status --state-dir of each --export)`
       : `  items: in archive ${i.inArchive ?? '?'}${i.addedByPlugins ? ` + added by plugins ${i.addedByPlugins}` : ''} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}${i.entriesNotRead ? `; and ${i.entriesNotRead} archive ${i.entriesNotRead === 1 ? 'entry' : 'entries'} named like a messages file NOT read: their events are counted nowhere (see the run's notes)` : ''}`,
+    ...(i.failedInShards ? [`  ${i.failedInShards} item(s) a plugin failed on in a shard: that shard's copies are in no mailbox and no rejects folder; run that shard again once the plugin works (it reads them again)`] : []),
     `  (mailbox, item) pairs: ${p.total} = delivered ${p.delivered} + already there ${p.skipped} + failed ${p.failed}`,
     `  counters add up ${a.balanced ? 'yes' : 'NO'}${rejects ? `; rejected by reason: ${rejects}` : ''}`,
     `  mailboxes ${a.mailboxes.length}:`,
     ...a.mailboxes.slice(0, mailboxesShown).map((m) => `    ${m.mailbox}: delivered ${m.delivered}, already there ${m.skipped}, failed ${m.failed} (runs ${m.runs.length})`),
     ...(a.mailboxes.length > mailboxesShown ? [`    ... and ${a.mailboxes.length - mailboxesShown} more (--json lists them all)`] : []),
-    ...a.problems.filter((x) => x.outcome === 'failed').slice(0, FAILED_SHOWN).map((x) => `  failed: item ${x.itemId} -> ${x.mailbox ?? '(rejects folder)'}: ${x.detail}`),
+    ...a.problems.filter((x) => x.outcome === 'failed').slice(0, FAILED_SHOWN).map((x) => `  failed: item ${x.itemId} -> ${x.mailbox ?? (x.reason === FailReason.PLUGIN_ERROR_IN_SHARD ? "(the shard's mailboxes it is for)" : '(rejects folder)')}: ${x.detail}`),
     `  ledger ${ledger.records} records, head ${ledger.head}; chain ${ledger.chainIntact ? 'intact' : 'BROKEN'}; signature ${ledger.signature}`,
     ...(a.unsealed > 0 ? [`  ${a.unsealed} of this export's records are after the last checkpoint: no signature covers them yet (the next run seals them)`] : []),
     ...ledger.problems.map((x) => `  ledger problem: ${x}`),
   ];
   return lines.join('\n') + '\n';
+}
+
+/**
+ * The verdict on one shard's state dir: its part only, never the export's (the other shards'
+ * items are not in its ledger), and how to get the export's.
+ */
+function shardVerdict(exportId: string, shard: string, partComplete: boolean): string {
+  return `shard ${shard}'s part only: ${partComplete ? 'complete' : 'INCOMPLETE'}; the export as a whole is not known from one shard's ledger: combine every shard's state dir: status --state-dir DIR1 --state-dir DIR2 ... --export ${exportId} (this status exits 1 either way)`;
 }
 
 /** `status` of several state dirs (one per shard): each one's runs in turn, or with `exportId` one account of the whole export. */
@@ -88,7 +97,7 @@ export async function statusOfShards(dirs: string[], o: { last: number; exportId
  */
 export function formatShardedStatus(s: ShardedAccount): string {
   const shards = s.parts.map(
-    (p) => `  shard ${p.shard ?? '(none)'}: ${p.path}: ${p.account.complete ? 'complete' : 'INCOMPLETE'}; routed ${p.account.items.routed}, pairs ${p.account.pairs.total} (delivered ${p.account.pairs.delivered}, already there ${p.account.pairs.skipped}, failed ${p.account.pairs.failed}); ledger ${p.check.chainIntact ? 'intact' : 'BROKEN'}, signature ${p.check.signature}`,
+    (p) => `  shard ${p.shard ?? '(none)'}: ${p.path}: ${(p.account.shardComplete ?? p.account.complete) ? 'complete' : 'INCOMPLETE'}; routed ${p.account.items.routed}, pairs ${p.account.pairs.total} (delivered ${p.account.pairs.delivered}, already there ${p.account.pairs.skipped}, failed ${p.account.pairs.failed}); ledger ${p.check.chainIntact ? 'intact' : 'BROKEN'}, signature ${p.check.signature}`,
   );
   const head = [`${s.parts.length} shard state dir(s) of export ${s.account.exportId}, combined:`, ...shards, ...s.problems.map((x) => `  PROBLEM: ${x}`)];
   // The union's own ledger line would name one ledger; each shard's is listed above.

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { RejectReason, type RejectReasonValue } from '../../errors.js';
 import { canonicalMailbox } from '../../formats/address/index.js';
 import type { Recorder } from '../../pipeline/recorder.js';
 import type { Unit } from '../../pipeline/unit.js';
@@ -18,6 +19,16 @@ export interface Shard {
 
 /** The one shard that keeps and records rejected items (bad, oversize, unmapped); the others count them `rejectedByShard1`. */
 export const REJECTS_SHARD = 1;
+
+/**
+ * Whether every shard makes the same rejection of an item: true when it follows from the item and
+ * the options alone (validation, oversize, unmapped, a plugin's `drop`), false for a plugin error
+ * (`plugin`, `plugin:<name>`: a throw, a time-out, an unusable result), which one host may meet
+ * (a network blip) and the others not.
+ */
+export function rejectedByEveryShard(reason: RejectReasonValue): boolean {
+  return reason !== RejectReason.PLUGIN_ERROR && !reason.startsWith(`${RejectReason.PLUGIN_ERROR}:`);
+}
 
 /** Shards above this are surely a typo (a mailbox count given for N). */
 export const MAX_SHARDS = 4096;
@@ -74,15 +85,21 @@ export function shardFilter(shard: Shard): (mailbox: string) => boolean {
  * - a delivery or failure for a mailbox of another shard (a staged batch read by `import` holds
  *   every mailbox's messages; a `run` never gets here with one: fan-out routes to this shard's
  *   mailboxes only) is counted `itemsForOtherShards`;
- * - a rejected item, in every shard but shard 1, which alone keeps and records it, is counted
- *   `rejectedByShard1`; so across the shards each rejected item is kept exactly once.
- * Without a shard, the chain is unchanged.
+ * - a rejected item that every shard rejects alike (`rejectedByEveryShard`), in every shard but
+ *   shard 1, which alone keeps and records it, is counted `rejectedByShard1`; so across the
+ *   shards each rejected item is kept exactly once.
+ * An item a plugin failed on, in any shard of two or more, becomes `failedInShard`: recorded
+ * failed, not kept, the run failed and read again by the next. Taken as shard 1's rejection, it
+ * would be lost when shard 1's plugin did not fail (it delivered the item, and this shard's
+ * copies went nowhere); kept by shard 1, it would stand beside the other shards' deliveries.
+ * Without a shard, or with one shard of 1, the chain is unchanged.
  */
 export function shardStage(shard: Shard | undefined, recorder: Recorder): (s: Highland.Stream<Unit>) => Highland.Stream<Unit> {
   if (!shard) return (s) => s;
   const mine = shardFilter(shard);
   return (s) =>
     s.map((unit): Unit => {
+      if (unit.kind === 'rejected' && shard.count > 1 && !rejectedByEveryShard(unit.rejection.reason)) return { kind: 'failedInShard', position: unit.position, rejection: unit.rejection };
       if (unit.kind === 'rejected' && shard.index !== REJECTS_SHARD) {
         recorder.rejectedByShard1();
         return { kind: 'elsewhere', position: unit.position };
