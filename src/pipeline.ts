@@ -73,6 +73,8 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .through(inTurn((settled) => source.settled(settled.position, settled.ok))),
     );
   });
+  // A chain stopped by an error may leave settles in flight: counted before the summary, never recorded after it.
+  await settler.idle();
   // A halt (a sink refusing its own spec) or a fault outside the chain (a promise nobody handled) stops reading as SIGTERM does, and is the run's error.
   const stopped = halt.signal.aborted ? halt.signal.reason : o.stop?.reason;
   const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined);

@@ -2,8 +2,18 @@
 // that reads from the same archive (attachments) while the source reads ahead.
 import test from 'ava';
 import _ from 'highland';
+import { execFileSync } from 'node:child_process';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { RejectsFolder } from '../src/formats/rejects/index.js';
 import { readEntryBuffer } from '../src/formats/zip/index.js';
+import { createLogger } from '../src/logger.js';
+import { runPipeline } from '../src/pipeline.js';
+import { createSink } from '../src/sinks/index.js';
+import type { Sink } from '../src/sinks/sink.js';
+import { StatusLog } from '../src/status-log.js';
+import { PluginRegistry } from '../src/transforms/plugins/index.js';
+import { readStatusLog } from './helpers/cli.js';
 import { inOrder } from '../src/pipeline/in-order.js';
 import type { Unit } from '../src/pipeline/unit.js';
 import { generateSample } from '../src/sample/generate.js';
@@ -42,4 +52,30 @@ test('pivot-zip source: every event reaches a consumer that awaits attachment re
   t.is(count, archive.eventCount);
   t.true(attachmentsRead > 0, 'the sample has attachments, so reads overlapped the source');
   t.true(source.exhausted);
+});
+
+test('a chain stopped by an error (a messages file rewritten in place) waits for the deliveries in flight: the summary counts them, and no outcome line follows it', async (t) => {
+  const dir = await tempDir(t);
+  // Two messages files: the first one's deliveries are in flight (a slow sink) when the second fails its check.
+  const path = (await generateSample(join(dir, 'a.zip'), { events: 400, messageFiles: 2, edgeCases: false })).path;
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  const second = Number(execFileSync('python3', ['-c', 'import sys,zipfile;i=zipfile.ZipFile(sys.argv[1]).getinfo("messages/0001.json");print(i.header_offset+100)', path]).toString());
+  const handle = await open(path, 'r+');
+  await handle.write(Buffer.alloc(64, 0x41), 0, 64, second);
+  await handle.close();
+  const statusPath = join(dir, 'status.jsonl');
+  const statusLog = await StatusLog.open([statusPath], 'test-run');
+  const logger = createLogger({ level: 'error', json: false });
+  const maildir = await createSink(`maildir:${join(dir, 'mail')}`, { cwd: dir });
+  const sink: Sink = { kind: maildir.kind, description: maildir.description, maxInFlight: 100_000, open: () => maildir.open(), close: () => maildir.close(), write: async (d) => (await new Promise((r) => setTimeout(r, 300)), maildir.write(d)) };
+  await sink.open();
+  const summary = await runPipeline(new PivotZipSource(archive, path), { sink, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, rejects: new RejectsFolder(join(dir, 'rejects')), statusLog, logger });
+  await sink.close();
+  await statusLog.close();
+  t.regex(summary.error?.code ?? '', /^E_ARCHIVE_/);
+  const { lines } = await readStatusLog(statusPath);
+  t.is(lines.findIndex((l) => l.record === 'summary'), lines.length - 1, 'the summary is the last line');
+  t.true(summary.delivered > 0);
+  t.is(lines.filter((l) => l.outcome === 'delivered').length, summary.delivered);
 });

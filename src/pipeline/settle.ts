@@ -39,7 +39,26 @@ export class Settler {
     };
   }
 
-  readonly settle = async (unit: Unit): Promise<Settled> => {
+  /** Settles begun and not yet ended. */
+  private readonly pending = new Set<Promise<Settled>>();
+
+  readonly settle = (unit: Unit): Promise<Settled> => {
+    const settling = this.settleOne(unit);
+    this.pending.add(settling);
+    const done = () => void this.pending.delete(settling);
+    settling.then(done, done);
+    return settling;
+  };
+
+  /**
+   * Resolves once every settle begun has ended: a chain stopped by an error leaves some in flight,
+   * and the summary must count them, with no outcome line after it.
+   */
+  async idle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+
+  private readonly settleOne = async (unit: Unit): Promise<Settled> => {
     const ok =
       unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'failedInShard' ? await this.failInShard(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
     return { position: unit.position, ok };
