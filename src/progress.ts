@@ -3,10 +3,13 @@ import type { Progress } from './pipeline.js';
 
 export function describeProgress(p: Progress): string {
   const rate = p.elapsedMs > 0 ? (p.eventsRead / p.elapsedMs) * 1000 : 0;
+  const counters = `delivered ${p.delivered}, skipped ${p.skipped}, rejected ${p.rejected}, failed ${p.failed}, ${Math.round(rate)} items/s`;
+  // Staged batches are listed as they are read: how many there are is not known before the end.
+  if (p.eventsTotal === undefined) return `items ${p.eventsRead} read (of a total not known yet), ${counters}`;
   const left = rate > 0 ? Math.round((p.eventsTotal - p.eventsRead) / rate) : NaN;
   const eta = Number.isFinite(left) ? `${Math.floor(left / 60)}m${String(left % 60).padStart(2, '0')}s` : '?';
   const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
-  return `items ${p.eventsRead}/${p.eventsTotal} (${mb(p.bytesRead)}/${mb(p.bytesTotal)} MB), delivered ${p.delivered}, skipped ${p.skipped}, rejected ${p.rejected}, failed ${p.failed}, ${Math.round(rate)} items/s, ETA ${eta}`;
+  return `items ${p.eventsRead}/${p.eventsTotal} (${mb(p.bytesRead)}/${mb(p.bytesTotal)} MB), ${counters}, ETA ${eta}`;
 }
 
 /** Where the bar is drawn: stderr, or a fake terminal in tests. */
@@ -23,6 +26,7 @@ const BAR_WIDTH = 24;
 
 /** The bar and the counters, cut to fit one line of a terminal `columns` wide (the last column would wrap). */
 export function barLine(p: Progress, columns: number): string {
+  if (p.eventsTotal === undefined) return describeProgress(p).slice(0, Math.max(1, columns - 1));
   const done = p.eventsTotal > 0 ? Math.min(BAR_WIDTH, Math.round((p.eventsRead / p.eventsTotal) * BAR_WIDTH)) : BAR_WIDTH;
   return `[${'#'.repeat(done)}${'.'.repeat(BAR_WIDTH - done)}] ${describeProgress(p)}`.slice(0, Math.max(1, columns - 1));
 }
@@ -48,7 +52,7 @@ export function progressReporter(logger: Logger, options: { quiet: boolean; tty:
   return {
     everyMs: 250,
     report: (p) => {
-      const final = p.eventsRead >= p.eventsTotal;
+      const final = p.eventsTotal !== undefined && p.eventsRead >= p.eventsTotal;
       if (final && finalPrinted) return;
       last = p;
       finalPrinted = final;

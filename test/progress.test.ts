@@ -13,6 +13,19 @@ test('progress says items, bytes of the messages read, deliveries, rate and ETA'
   t.is(describeProgress(halfway), 'items 500/1000 (3.0/6.0 MB), delivered 1200, skipped 3, rejected 2, failed 1, 50 items/s, ETA 0m10s');
 });
 
+test('a source that cannot know its total (staged batches) is reported without one: items read, no bar, no ETA; its last state is printed at the end', (t) => {
+  const { eventsTotal: _unknown, ...unknown } = halfway;
+  t.is(describeProgress(unknown), 'items 500 read (of a total not known yet), delivered 1200, skipped 3, rejected 2, failed 1, 50 items/s');
+  t.is(barLine(unknown, 200), describeProgress(unknown));
+  let written = '';
+  const stream = { write: (s: string) => ((written += s), true) } as unknown as NodeJS.WriteStream;
+  const bar = progressReporter(createLogger({ level: 'error', json: false }), { quiet: false, tty: true, stream });
+  bar.report!(unknown);
+  t.false(written.endsWith('\n'), 'not final while reading');
+  bar.end();
+  t.true(written.endsWith('\n'));
+});
+
 test('on a TTY the bar is redrawn in place; --quiet turns reporting off', (t) => {
   let written = '';
   const stream = { write: (s: string) => ((written += s), true) } as unknown as NodeJS.WriteStream;

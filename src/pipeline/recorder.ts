@@ -9,7 +9,8 @@ import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, typ
 /** How far a run is, for the progress line. */
 export interface Progress {
   eventsRead: number;
-  eventsTotal: number;
+  /** Undefined when the source does not know how many it will read (staged batches are listed as they are read). */
+  eventsTotal?: number;
   /** Uncompressed bytes of the messages files read so far, and in all (0 when the source does not know). */
   bytesRead: number;
   bytesTotal: number;
@@ -142,7 +143,7 @@ export class Recorder {
     const c = this.counters;
     return {
       eventsRead: at.read,
-      eventsTotal: at.total ?? at.read,
+      ...(at.total !== undefined ? { eventsTotal: at.total } : {}),
       bytesRead: at.bytesRead ?? 0,
       bytesTotal: at.bytesTotal ?? 0,
       delivered: c.delivered,
