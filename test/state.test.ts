@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFile, execFileSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { copyFile, mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
@@ -243,48 +243,50 @@ test('--inbox: a drop folder that cannot be read exits 2 (E_CONFIG) and leaves a
   t.like(records.find((r) => r.record === 'failure'), { code: 'E_CONFIG', exitCode: 2 });
 });
 
-test('a checkpoint is resumed only under the options that made it: a run with a mistyped --domain stopped part-way, re-run with the right one, delivers every item and the export adds up', async (t) => {
-  t.timeout(120_000);
+const pairsIn = async (out: string) => (await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`).sort();
+
+/**
+ * An archive of 400 events, the pairs one plain run delivers from it, and a plugin that stops a
+ * run (as Ctrl-C does) when its STOP_AT-th item reaches the plugins (never without STOP_AT).
+ */
+async function resumeFixture(t: ExecutionContext): Promise<{ dir: string; archive: string; stopper: string; referencePairs: string[] }> {
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
-  const pairsIn = async (out: string) => (await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`).sort();
   const reference = join(dir, 'reference');
   t.is((await cli(['run', archive, '--domain', 'acme.example', '--sink', `maildir:${reference}`, '--rejects', join(dir, 'r0')])).code, 0);
-  // Stops the run (as Ctrl-C does) when the 150th item reaches the plugins.
   const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (++n === 150) process.kill(process.pid, 'SIGTERM'); return item; } };\n");
+  await writeFile(stopper, "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (process.env.STOP_AT && ++n === Number(process.env.STOP_AT)) process.kill(process.pid, 'SIGTERM'); return item; } };\n");
+  return { dir, archive, stopper, referencePairs: await pairsIn(reference) };
+}
+
+test('a checkpoint is resumed only under the options that made it: a run with a mistyped --domain stopped part-way, re-run with the right one, delivers every item and the export adds up', async (t) => {
+  t.timeout(120_000);
+  const { dir, archive, stopper, referencePairs } = await resumeFixture(t);
   const state = join(dir, 'state');
   const out = join(dir, 'mail');
   const common = ['--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'r1'), '--max-rejected', '100%'];
-  const typo = await cli(['run', archive, '--domain', 'acme.exmaple', '--plugin', stopper, ...common]);
+  const typo = await cli(['run', archive, '--domain', 'acme.exmaple', '--plugin', stopper, ...common], { env: { STOP_AT: '150' } });
   t.is(typo.code, 4, typo.stderr);
   const fixed = await cli(['run', archive, '--domain', 'acme.example', ...common]);
   t.is(fixed.code, 0, fixed.stderr);
   t.regex(fixed.log, /checkpoint of acme-2026-11-23 was made with other options: read from the start/);
-  t.deepEqual(await pairsIn(out), await pairsIn(reference));
+  t.deepEqual(await pairsIn(out), referencePairs);
   const status = JSON.parse((await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23', '--json'])).stdout) as { account: { complete: boolean; balanced: boolean } };
   t.like(status.account, { complete: true, balanced: true });
 });
 
 test('a checkpoint is not resumed into another sink: a run into a mistyped Maildir root stopped part-way, re-run into the right one, delivers every item there', async (t) => {
   t.timeout(120_000);
-  const dir = await tempDir(t);
-  const archive = join(dir, 'export.zip');
-  await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
-  const pairsIn = async (out: string) => (await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`).sort();
-  const reference = join(dir, 'reference');
-  t.is((await cli(['run', archive, '--domain', 'acme.example', '--sink', `maildir:${reference}`, '--rejects', join(dir, 'r0')])).code, 0);
-  // The same plugin in both runs (the options match but for the sink): it stops the first at its 150th item.
-  const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (process.env.STOP_AT && ++n === Number(process.env.STOP_AT)) process.kill(process.pid, 'SIGTERM'); return item; } };\n");
+  const { dir, archive, stopper, referencePairs } = await resumeFixture(t);
+  // The same plugin in both runs (the options match but for the sink).
   const common = ['--domain', 'acme.example', '--plugin', stopper, '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r1')];
   const typo = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mial')}`, ...common], { env: { STOP_AT: '150' } });
   t.is(typo.code, 4, typo.stderr);
   const fixed = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, ...common, '--json']);
   t.is(fixed.code, 0, fixed.stderr);
   t.is((JSON.parse(fixed.stdout) as { itemsDoneEarlier: number }).itemsDoneEarlier, 0, 'nothing taken as done by the run into the other sink');
-  t.deepEqual(await pairsIn(join(dir, 'mail')), await pairsIn(reference));
+  t.deepEqual(await pairsIn(join(dir, 'mail')), referencePairs);
 });
 
 test('a checkpoint that cannot be saved mid-run does not crash the run: it delivers everything, ends with the error in its summary (exit 1) and leaves its records', async (t) => {
