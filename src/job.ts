@@ -174,6 +174,11 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       if (runLog) logs.push(runLog);
     }
     statusLog ??= logs.length > 0 ? await openStatusLog(logs, begun, runId).catch(() => undefined) : undefined;
+    // Refused after the state dir was begun but before its ledger was open (another shard's state dir): the ledger records it too.
+    if (statusLog && state && begun && !ledger) {
+      ledger = await LedgerWriter.open(state.ledgerPath).catch(() => undefined);
+      if (ledger) statusLog.appendTo(ledger);
+    }
     if (statusLog && !started) await start(statusLog).catch(() => undefined);
     await recordFailure(statusLog, err, job.input(), startedAt);
     await sealLedger(ledger, runId, key, state).catch((sealErr: unknown) => logger.error(`${errorCodeOf(sealErr)}: ${errorMessage(sealErr)}`));

@@ -100,6 +100,9 @@ test('a state dir stays its shard\'s: another shard, or an unsharded run, is ref
     t.is(r.code, 2, other.join(' '));
     t.regex(r.log, /belongs to shard 2\/3.*needs its own --state-dir/, other.join(' '));
   }
+  // Each refusal is in the ledger too, not only in its run log.
+  const ledger = (await readFile(join(state, 'ledger.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { record: string; code?: string });
+  t.is(ledger.filter((r) => r.record === 'failure' && r.code === 'E_CONFIG').length, 3);
   t.is((await cli([...base, '--shard', '2/3'])).code, 0, 'the same shard again');
 });
 
