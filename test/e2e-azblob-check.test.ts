@@ -337,3 +337,35 @@ test.serial('a staging run stopped part-way, then a batch it staged deleted: the
   t.deepEqual(imported.exportsImportedWhole, [EXPORT_ID]);
   t.is((await readMaildir(join(dir, 'mail'))).length, pairs.size);
 });
+
+test.serial("a batch of another export put under a batch's name fails whole as its folder's export (its messages charged to neither export's account as delivered); an index of another export copied into a folder makes that folder unindexed, not its batches 'gone'", async (t) => {
+  t.timeout(300_000);
+  const other = join(archive, '..', 'other-day.zip');
+  await generateSample(other, { events: 300, seed: 46, day: '2026-11-24' });
+  await stage('swap');
+  await stage('swap', other);
+  const ours = (await batchesUnder(`swap/${EXPORT_ID}`)).find((b) => b.manifest.entries.length === 100)!;
+  const theirs = (await batchesUnder('swap/acme-2026-11-24')).find((b) => b.manifest.entries.length === 100)!;
+  t.truthy(ours && theirs);
+  // The other day's batch, its metadata too, under our batch's name.
+  const container = azurite.container('staging');
+  const body = await container.getBlockBlobClient(theirs.name).downloadToBuffer();
+  await container.getBlockBlobClient(ours.name).upload(body, body.length, { metadata: theirs.metadata });
+  const dir = await tempDir(t);
+  const { code, log, summary, statusLines } = await importInto('swap', dir);
+  t.is(code, 1, log);
+  t.regex(log, /E_STAGING_INCOMPLETE: staged batch .* in the folder of export "acme-2026-11-23", holds messages of export "acme-2026-11-24"/);
+  t.is(statusLines.filter((l) => l.outcome === 'failed' && l.exportId === EXPORT_ID).length, theirs.manifest.entries.length, "charged to our export, whose batch is not there");
+  t.deepEqual(summary.exportsImportedWhole, ['acme-2026-11-24']);
+  t.like(await exportComplete(dir), { code: 1, complete: false });
+
+  // The other day's index copied into our folder under a name that sorts last: it names nothing of ours.
+  const [theirIndex] = await indexesUnder('swap/acme-2026-11-24');
+  const copied = `swap/${EXPORT_ID}/index-29991231T235959999Z-ffffffff.json`;
+  const indexBody = await container.getBlockBlobClient(theirIndex!).downloadToBuffer();
+  await container.getBlockBlobClient(copied).upload(indexBody, indexBody.length);
+  const again = await importInto('swap', await tempDir(t));
+  t.is(again.summary.exportsWithoutIndex, 1, again.log);
+  t.false(/listed by the staging index, not in the container/.test(JSON.stringify(again.statusLines)), "the other day's batches are not called gone");
+  t.false(again.summary.exportsImportedWhole.includes(EXPORT_ID));
+});

@@ -98,6 +98,17 @@ export function storageErrorMessage(err: unknown): string {
   return redactSecrets(`${errorMessage(err).split('\n')[0]}${status}`);
 }
 
+/** The export id whose folder a batch blob `<prefix>/<exportId>/<file>/<window>-<n>.zip` is in, or undefined when its name is not of that shape. */
+export function exportOfBatch(name: string): string | undefined {
+  const parts = name.split('/');
+  if (parts.length < 3) return undefined;
+  try {
+    return decodeURIComponent(parts[parts.length - 3]!);
+  } catch {
+    return undefined;
+  }
+}
+
 /** `<prefix>/<exportId>/`: the export id is URL-encoded, so a blob name stays ASCII and flat. */
 export function exportFolder(location: AzureBlobLocation, exportId: string): string {
   return `${location.prefix ? `${location.prefix}/` : ''}${encodeURIComponent(exportId)}/`;

@@ -72,7 +72,9 @@ export class StagedBatches {
     let entryIndex: StagingIndex | undefined;
     let latestIndex: string | undefined;
     const checkFolder = async () => {
-      const index = entryIndex ?? (latestIndex ? await this.readIndex(latestIndex) : undefined);
+      const latest = entryIndex ?? (latestIndex ? await this.readIndex(latestIndex) : undefined);
+      // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
+      const index = latest && folder !== undefined && exportFolder(this.location, latest.exportId) !== folder ? undefined : latest;
       if (index) {
         found.indexed.set(index.exportId, index.batches);
         // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.

@@ -5,6 +5,7 @@ import type { EventPosition } from '../../model.js';
 import type { Unit } from '../../pipeline/unit.js';
 import type { StatusLog } from '../../status-log.js';
 import type { Source, SourceSummary } from '../source.js';
+import { exportOfBatch } from '../../formats/staged-batch/location.js';
 import type { StagedBatches, StagedListing } from './index.js';
 
 interface BatchAccount {
@@ -80,7 +81,13 @@ export class StagedBatchSource implements Source {
       const account: BatchAccount = { name, items: batch.manifest.entries.length, settled: 0, failed: 0 };
       this.batches.push(account);
       this.itemsStaged += account.items;
-      if (batch.mismatch) {
+      // A batch of another export put in this one's folder (its name kept): its messages are not this export's.
+      const folderExport = exportOfBatch(name) ?? batch.manifest.exportId;
+      if (folderExport !== batch.manifest.exportId) {
+        account.problem = `${ErrorCode.STAGING_INCOMPLETE}: staged batch ${name}, in the folder of export ${JSON.stringify(folderExport)}, holds messages of export ${JSON.stringify(batch.manifest.exportId)}; the whole batch fails as ${JSON.stringify(folderExport)}'s, none of its messages is imported (delete the batch, stage ${JSON.stringify(folderExport)} again, then import again)`;
+        this.itemsStagedNotRead += recorded?.items ?? 0;
+        options.logger.error(account.problem);
+      } else if (batch.mismatch) {
         // Not what staging wrote: none of it is delivered, whatever each message's check says.
         account.problem = `${ErrorCode.STAGING_INCOMPLETE}: staged batch ${name} does not hold what the staging run recorded: ${batch.mismatch}; the whole batch fails, none of its messages is imported (delete the batch, stage the export again, then import again)`;
         this.itemsStagedNotRead += Math.max(0, (batch.recordedItems ?? 0) - account.items);
@@ -90,7 +97,7 @@ export class StagedBatchSource implements Source {
       if (account.problem) {
         for (const [index, entry] of batch.manifest.entries.entries()) {
           this.messagesRead++;
-          yield { kind: 'failed', position: { file, index }, exportId: batch.manifest.exportId, itemId: entry.itemId, conversationId: entry.conversationId, mailbox: entry.mailbox, reason: FailReason.STAGED_MISMATCH, detail: account.problem };
+          yield { kind: 'failed', position: { file, index }, exportId: folderExport, itemId: entry.itemId, conversationId: entry.conversationId, mailbox: entry.mailbox, reason: FailReason.STAGED_MISMATCH, detail: account.problem };
         }
         continue;
       }
