@@ -66,6 +66,8 @@ test('a stale lock left by a killed run is taken over', async (t) => {
   await mkdir(state);
   // A pid that is not running: the largest pid a Linux system hands out, plus one.
   await writeFile(join(state, 'lock'), JSON.stringify({ pid: 4194305, host: hostname(), startedAt: '2026-11-23T02:30:00Z' }));
+  // And the takeover's own turn file, left by a run killed while it broke the lock: its process is gone too.
+  await writeFile(join(state, 'lock.break'), JSON.stringify({ pid: 4194305, host: hostname(), token: 'x' }));
   const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'out')}`, '--state-dir', state]);
   t.is(result.code, 0, result.stderr);
   t.true((await readMaildir(join(dir, 'out'))).length > 0);

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
@@ -12,7 +13,7 @@ const LOCK_RENEW_MS = 30_000;
 export const LOCK_LEASE_MS = 10 * 60_000;
 /** Tries to take the lock: each stale lock found costs one, a turn waited behind another breaker one. */
 const LOCK_ATTEMPTS = 50;
-/** A `lock.break` file this old was left by a run killed while it broke a stale lock. */
+/** A `lock.break` file of another host (or torn) this old was left by a run killed while it broke a stale lock. */
 const LOCK_BREAK_STALE_MS = 30_000;
 
 /** A run (or import) as its log under `runs/` recorded it. */
@@ -163,26 +164,44 @@ export class StateDir {
 
   /**
    * Removes the stale lock `content`, and nothing else: runs that find it stale at once take turns
-   * through a second file made with O_EXCL, and each removes the lock only if it is still the one
-   * it judged (one may already have taken over, and its fresh lock must stay).
+   * through a second file made with O_EXCL that names its maker, and each removes the lock only if
+   * it is still the one it judged (one may already have taken over, and its fresh lock must stay).
    */
   private async breakStale(content: string): Promise<void> {
     const breaker = `${this.lockPath}.break`;
+    const mine = JSON.stringify({ pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex') });
+    const ours = async () => (await readFile(breaker, 'utf8').catch(() => undefined)) === mine;
     try {
-      await (await open(breaker, 'wx')).close();
+      const handle = await open(breaker, 'wx');
+      await handle.writeFile(mine);
+      await handle.close();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PivotArchiveError(ErrorCode.CONFIG, `cannot lock state dir ${this.dir}: ${errorMessage(err)}`);
-      // Another run is breaking it: wait for it (a breaker left by a run killed in that instant is removed after a while).
-      const since = await stat(breaker).then((s) => s.mtimeMs, () => undefined);
-      if (since !== undefined && Date.now() - since > LOCK_BREAK_STALE_MS) await unlink(breaker).catch(() => undefined);
+      // Another run is breaking it: wait for it. A breaker whose run is gone (killed in that instant) is removed:
+      // on this host when its process is gone, else (another host, or torn) once it is LOCK_BREAK_STALE_MS old.
+      const other = await readFile(breaker, 'utf8').catch(() => undefined);
+      if (other !== undefined && (await this.breakerGone(breaker, other)) && (await readFile(breaker, 'utf8').catch(() => undefined)) === other) await unlink(breaker).catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));
       return;
     }
     try {
-      if ((await readFile(this.lockPath, 'utf8').catch(() => undefined)) === content && (await this.stale(content))) await unlink(this.lockPath).catch(() => undefined);
+      if ((await readFile(this.lockPath, 'utf8').catch(() => undefined)) === content && (await this.stale(content)) && (await ours())) await unlink(this.lockPath).catch(() => undefined);
     } finally {
-      await unlink(breaker).catch(() => undefined);
+      if (await ours()) await unlink(breaker).catch(() => undefined);
     }
+  }
+
+  /** Whether the run that made the breaker `content` is gone. */
+  private async breakerGone(breaker: string, content: string): Promise<boolean> {
+    let maker: { pid?: unknown; host?: unknown } | undefined;
+    try {
+      maker = JSON.parse(content) as { pid?: unknown; host?: unknown };
+    } catch {
+      maker = undefined;
+    }
+    if (maker?.host === hostname() && typeof maker.pid === 'number') return maker.pid !== process.pid && processGone(maker.pid);
+    const since = await stat(breaker).then((s) => s.mtimeMs, () => undefined);
+    return since !== undefined && Date.now() - since > LOCK_BREAK_STALE_MS;
   }
 
   /**

@@ -130,6 +130,11 @@ export interface GraphStandin {
    * after Exchange did the work.
    */
   loseAnswers(address: string, kind: string, count?: number, instead?: Injected): void;
+  /**
+   * Pages hold at most `n` items whatever `$top` asked (Graph may answer fewer than asked: a client
+   * must follow `@odata.nextLink`); 1000 again with no argument.
+   */
+  pageAtMost(n?: number): void;
   /** The next `count` `$batch` requests for a mailbox (their first request's) get this answer themselves, none of their requests carried out. */
   injectBatch(address: string, response: Injected, count?: number): void;
   /**
@@ -539,15 +544,17 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     });
   }
 
+  let pageLimit = 1000;
   /** One page of a collection: `$top` (at most 1000), `$skiptoken` for the next page as `@odata.nextLink`. */
   function page<T>(items: T[], url: URL, renderOne: (item: T) => Record<string, unknown>): Record<string, unknown> {
     const top = Number(url.searchParams.get('$top') ?? '10');
     if (!Number.isInteger(top) || top < 1 || top > 1000) throw new Refusal(400, 'ErrorInvalidUrlQuery', 'The value of $top must be from 1 to 1000.');
     const skip = Number(url.searchParams.get('$skiptoken') ?? '0');
-    const out: Record<string, unknown> = { value: items.slice(skip, skip + top).map(renderOne) };
-    if (skip + top < items.length) {
+    const size = Math.min(top, pageLimit);
+    const out: Record<string, unknown> = { value: items.slice(skip, skip + size).map(renderOne) };
+    if (skip + size < items.length) {
       const next = new URL(url.toString());
-      next.searchParams.set('$skiptoken', String(skip + top));
+      next.searchParams.set('$skiptoken', String(skip + size));
       out['@odata.nextLink'] = `${base}${next.pathname}${next.search}`;
     }
     return out;
@@ -931,6 +938,9 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       const cut: BatchCut = { finished: new Promise<void>((resolve) => (finished = resolve)) };
       batchCuts.set(address.toLowerCase(), { after, goOn, finished });
       return cut;
+    },
+    pageAtMost(n = 1000) {
+      pageLimit = n;
     },
     loseAnswers(address, kind, count = 1, instead) {
       losing.set(`${address.toLowerCase()} ${kind}`, { count, ...(instead ? { instead } : {}) });
