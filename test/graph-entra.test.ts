@@ -59,11 +59,14 @@ test('graph with an app registration: a client secret and a certificate each del
   t.regex(unpermitted.stderr, /E_SINK_UNAVAILABLE.*mode=importMime needs the Mail-Advanced\.ReadWrite\.All application permission/);
   t.is((await readStatusLog(join(dir, 'unpermitted.jsonl'))).lines.filter((l) => l.outcome === 'delivered' || l.outcome === 'failed').length, 0);
 
-  // Mail.Read, not Mail.ReadWrite: open() passes (reads are allowed), the first write refused stops the run, nothing delivered.
+  // Mail.Read, not Mail.ReadWrite: open() passes (reads are allowed); each mailbox's items fail with the reason, nothing delivered, exit 1.
   const reader = await run(sink('', 'Inbox/ReadOnly').replace(`clientId=${APP}`, `clientId=${READER}`), 'reader.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: SECRET });
-  t.is(reader.code, 2, reader.stderr);
-  t.regex(reader.stderr, /E_SINK_CONFIG.*Graph refused a write .*grant the app the Mail\.ReadWrite application permission/);
-  t.is((await readStatusLog(join(dir, 'reader.jsonl'))).summary.delivered, 0);
+  t.is(reader.code, 1, reader.stderr);
+  const readerLog = await readStatusLog(join(dir, 'reader.jsonl'));
+  t.is(readerLog.summary.delivered, 0);
+  const failedLines = readerLog.lines.filter((l) => l.outcome === 'failed');
+  t.true(failedLines.length > 0);
+  t.true(failedLines.every((l) => /Graph refused a write .*grant the app the Mail\.ReadWrite application permission/.test(String(l.detail))), JSON.stringify(failedLines[0]));
 
   const wrong = 'graph~Wrong.Secret-0987654321';
   const refused = await run(sink('', 'Inbox/Refused'), 'refused.jsonl', { PIVOT_GRAPH_CLIENT_SECRET: wrong });

@@ -113,12 +113,10 @@ export class GraphSink extends LifecycleSink implements Sink {
   copiesRemoved = 0;
   /** Graph has no permanentDelete here (a national cloud): messages are removed to Deleted Items. */
   noPermanentDelete = false;
-  /** An item was created in this run: a write refused after it is one mailbox's, not the app's. */
-  private deliveredAny = false;
   /**
    * Why the sink as a whole has failed: no token can be had any more (a secret expired or revoked
-   * in the middle of the run), or the app may not write mail (see `refused`). Every later write
-   * fails at once with it, rather than each asking Entra ID or Graph again.
+   * in the middle of the run). Every later write fails at once with it, rather than each asking
+   * Entra ID again.
    */
   private failure: PivotArchiveError | undefined;
   protected readonly lifecycle = new SinkLifecycle('graph', {
@@ -189,7 +187,6 @@ export class GraphSink extends LifecycleSink implements Sink {
     const storing = this.create(mailbox, folderId, delivery, found && halfCreated(found) ? found : undefined).then((listed) => {
       // The half-created one listed is gone: a later copy of the item finds the new one as created.
       if (found) held.delete(key);
-      this.deliveredAny = true;
       let created = run.created.get(day);
       if (!created) run.created.set(day, (created = new Set()));
       created.add(createdKey);
@@ -205,18 +202,13 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   /**
    * Why the mailbox's items fail, Graph having refused one of them twice; when the mailbox could
-   * be read meanwhile, it is a write that is refused: before any item was delivered, the app
-   * cannot write at all (Mail.Read granted, not Mail.ReadWrite) and the sink fails as a whole
-   * with E_SINK_CONFIG (every write would fail alike: the run stops); after, this mailbox alone.
+   * be read meanwhile, it is a write that is refused (Mail.Read granted, not Mail.ReadWrite; or an
+   * RBAC scope or access policy that lets the app write to some mailboxes only): this mailbox's
+   * items fail, the others go on (a scope may rightly leave a mailbox out: one must not stop all).
    */
   private refused(mailbox: string, run: MailboxRun, err: GraphError): PivotArchiveError {
     if (run.unusable === undefined && err.status === 403) {
-      const why = `Graph refused a write (${err.message}) where it let the app read the mailbox's Inbox: grant the app the Mail.ReadWrite application permission with admin consent, and let any application access policy or RBAC scope of it take this mailbox`;
-      if (!this.deliveredAny) {
-        this.failure ??= new PivotArchiveError(ErrorCode.SINK_CONFIG, `mailbox ${mailbox}: ${why}; no item was delivered`);
-        return this.failure;
-      }
-      run.unusable = why;
+      run.unusable = `Graph refused a write (${err.message}) where it let the app read the mailbox's Inbox: grant the app the Mail.ReadWrite application permission with admin consent, and let any application access policy or RBAC scope of it take this mailbox`;
     }
     run.unusable ??= unusableReason(err);
     return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${run.unusable}`);
