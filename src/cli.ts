@@ -349,7 +349,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         const dirs = argv['state-dir'].map(String);
         // A mistyped path must not read as a quiet "no runs" (exit 0) to a health check.
         for (const dir of dirs) {
-          if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new PivotArchiveError(ErrorCode.CONFIG, `${dir} is not a state dir (no such directory): give status the --state-dir the runs were given`);
+          if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new PivotArchiveError(ErrorCode.CONFIG, `${dir} is not a state dir (no such directory, or it cannot be read): give status the --state-dir the runs were given`);
         }
         if (dirs.length > 1) {
           const { text, exitCode } = await statusOfShards(dirs, { last: argv.last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false });
