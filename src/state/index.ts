@@ -16,6 +16,22 @@ const LOCK_ATTEMPTS = 50;
 /** A `lock.break` file of another host (or torn) this old was left by a run killed while it broke a stale lock. */
 const LOCK_BREAK_STALE_MS = 30_000;
 
+/** The pid a lock or turn file (JSON) names when it names this host; undefined for another host or a torn file. */
+function localPid(content: string): number | undefined {
+  try {
+    const maker = JSON.parse(content) as { pid?: unknown; host?: unknown };
+    return maker.host === hostname() && typeof maker.pid === 'number' ? maker.pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The file at `path` was last changed more than `ms` ago (false when it is gone). */
+async function olderThan(path: string, ms: number): Promise<boolean> {
+  const changed = await stat(path).then((s) => s.mtimeMs, () => undefined);
+  return changed !== undefined && Date.now() - changed > ms;
+}
+
 /** A run (or import) as its log under `runs/` recorded it. */
 export interface RecordedRun {
   log: string;
@@ -151,15 +167,11 @@ export class StateDir {
    * Indexed Job's pod keeps its host name, and node often is pid 1); or one not renewed for LOCK_LEASE_MS.
    */
   private async stale(content: string): Promise<boolean> {
-    let holder: { pid?: unknown; host?: unknown } | undefined;
-    try {
-      holder = JSON.parse(content) as { pid?: unknown; host?: unknown };
-    } catch {
-      holder = undefined; // torn or half written: only its lease can end it
-    }
-    const pid = holder?.pid;
-    if (holder?.host === hostname() && typeof pid === 'number' && (pid === process.pid || processGone(pid))) return true;
-    return this.lapsed();
+    const pid = localPid(content);
+    if (pid !== undefined && (pid === process.pid || processGone(pid))) return true;
+    // Not renewed for LOCK_LEASE_MS: its holder is gone, whatever its host (a Kubernetes pod's
+    // host name changes with every night's Job) or its content (torn by a crash).
+    return olderThan(this.lockPath, LOCK_LEASE_MS);
   }
 
   /**
@@ -177,8 +189,7 @@ export class StateDir {
       await handle.close();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PivotArchiveError(ErrorCode.CONFIG, `cannot lock state dir ${this.dir}: ${errorMessage(err)}`);
-      // Another run is breaking it: wait for it. A breaker whose run is gone (killed in that instant) is removed:
-      // on this host when its process is gone, else (another host, or torn) once it is LOCK_BREAK_STALE_MS old.
+      // Another run is breaking it: wait for it. A breaker whose run is gone (killed in that instant) is removed.
       const other = await readFile(breaker, 'utf8').catch(() => undefined);
       if (other !== undefined && (await this.breakerGone(breaker, other)) && (await readFile(breaker, 'utf8').catch(() => undefined)) === other) await unlink(breaker).catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));
@@ -191,26 +202,10 @@ export class StateDir {
     }
   }
 
-  /** Whether the run that made the breaker `content` is gone. */
+  /** Whether the run that made the breaker `content` is gone: its process on this host; else (another host, or torn) once it is LOCK_BREAK_STALE_MS old. */
   private async breakerGone(breaker: string, content: string): Promise<boolean> {
-    let maker: { pid?: unknown; host?: unknown } | undefined;
-    try {
-      maker = JSON.parse(content) as { pid?: unknown; host?: unknown };
-    } catch {
-      maker = undefined;
-    }
-    if (maker?.host === hostname() && typeof maker.pid === 'number') return maker.pid !== process.pid && processGone(maker.pid);
-    const since = await stat(breaker).then((s) => s.mtimeMs, () => undefined);
-    return since !== undefined && Date.now() - since > LOCK_BREAK_STALE_MS;
-  }
-
-  /**
-   * The lock has not been renewed for LOCK_LEASE_MS: its holder is gone, whatever its host (a
-   * Kubernetes pod's host name changes with every night's Job) or its content (torn by a crash).
-   */
-  private async lapsed(): Promise<boolean> {
-    const touched = await stat(this.lockPath).then((s) => s.mtimeMs, () => undefined);
-    return touched !== undefined && Date.now() - touched > LOCK_LEASE_MS;
+    const pid = localPid(content);
+    return pid !== undefined ? pid !== process.pid && processGone(pid) : olderThan(breaker, LOCK_BREAK_STALE_MS);
   }
 
   /** Who holds the lock, if anyone (undefined also when it cannot be read). */
