@@ -15,7 +15,7 @@ import { formatSummary } from './summary.js';
 import { runInbox } from './state/inbox.js';
 import { progressReporter } from './progress.js';
 import { StateDir } from './state/index.js';
-import { crontabLine, formatExportStatus, formatStatus, statusOfShards } from './state/report.js';
+import { accountVerdict, crontabLine, formatExportStatus, formatStatus, statusOfShards } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
 
@@ -375,8 +375,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         const { ledgerExitCode } = await import('./ledger/index.js');
         const { account, check, rows } = await report({ stateDir: argv['state-dir'], exportId: argv.export, out: argv.out, csv: argv.csv, publicKey: argv['public-key'], checkpoints: argv.checkpoint.map(String) });
         setExitCode(ledgerExitCode(check));
-        const verdict = account.shard ? `shard ${account.shard}'s part only: ${account.shardComplete ? 'complete' : 'INCOMPLETE'} (not the whole export)` : account.complete ? 'COMPLETE' : 'INCOMPLETE';
-        process.stdout.write(`${argv.out}: export ${account.exportId}, ${verdict}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);
+        process.stdout.write(`${argv.out}: export ${account.exportId}, ${accountVerdict(account)}${account.shard ? ' (not the whole export)' : ''}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);
       },
     )
     .command(

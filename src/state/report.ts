@@ -48,7 +48,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
   const p = a.pairs;
   const rejects = Object.entries(a.rejectsByReason).sort(([x], [y]) => (x < y ? -1 : 1)).map(([r, n]) => `${r} ${n}`).join(', ');
   const lines = [
-    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}: ${a.shard ? shardVerdict(a.exportId, a.shard, a.shardComplete ?? false) : a.complete ? 'COMPLETE' : 'INCOMPLETE'}`,
+    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}: ${accountVerdict(a)}${a.shard ? `; the export as a whole is not known from one shard's ledger: combine every shard's state dir: status --state-dir DIR1 --state-dir DIR2 ... --export ${a.exportId} (this status exits 1 either way)` : ''}`,
     `  archive ${a.archive ?? '(unknown)'}${a.sha256s.length ? `, sha256 ${a.sha256s.join(' / ')}` : ''}${a.sha256s.length > 1 ? '  (DIFFERENT ARCHIVES under one export id)' : ''}`,
     `  runs ${a.runs.length}:`,
     ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(no end recorded: killed, or its records could not be written)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
@@ -73,8 +73,9 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
  * The verdict on one shard's state dir: its part only, never the export's (the other shards'
  * items are not in its ledger), and how to get the export's.
  */
-function shardVerdict(exportId: string, shard: string, partComplete: boolean): string {
-  return `shard ${shard}'s part only: ${partComplete ? 'complete' : 'INCOMPLETE'}; the export as a whole is not known from one shard's ledger: combine every shard's state dir: status --state-dir DIR1 --state-dir DIR2 ... --export ${exportId} (this status exits 1 either way)`;
+/** The account's verdict: COMPLETE or INCOMPLETE, or for one shard's ledger that shard's part only. */
+export function accountVerdict(a: Pick<ExportAccount, 'shard' | 'shardComplete' | 'complete'>): string {
+  return a.shard ? `shard ${a.shard}'s part only: ${a.shardComplete ? 'complete' : 'INCOMPLETE'}` : a.complete ? 'COMPLETE' : 'INCOMPLETE';
 }
 
 /** `status` of several state dirs (one per shard): each one's runs in turn, or with `exportId` one account of the whole export. */
