@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import yargs, { type Argv } from 'yargs';
+import yargs, { type Argv, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import { recordFailureBeforeStart } from './job.js';
@@ -66,17 +66,17 @@ const CRON_OPTIONS = {
 } as const;
 
 /**
- * A yargs check that each flag of `options` not declared repeatable was given at most once
- * (yargs makes an array of a repeated one, which the command would not expect).
+ * A command's `options`, each flag not declared repeatable refused when given twice (yargs makes
+ * an array of a repeated one, which the command would not expect).
  */
-function onceEach(options: object): (argv: Record<string, unknown>) => true {
-  return (argv) => {
-    for (const [flag, option] of Object.entries(options) as [string, { array?: boolean }][]) {
+function onlyOnce<T, O extends Record<string, Options>>(y: Argv<T>, options: O): Argv<Omit<T, keyof O> & InferredOptionTypes<O>> {
+  return y.options(options).check((argv) => {
+    for (const [flag, option] of Object.entries(options)) {
       const value = argv[flag];
       if (!option.array && Array.isArray(value)) throw new PivotArchiveError(ErrorCode.USAGE, `--${flag} is given ${value.length} times; give it once`);
     }
     return true;
-  };
+  });
 }
 
 /** The flags of each command, for the "did you mean" of a typo'd one. */
@@ -313,7 +313,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'sample',
       'Write a synthetic Pivot export archive, for demos and benchmarks',
       (y) =>
-        y.options(SAMPLE_OPTIONS).check(onceEach(SAMPLE_OPTIONS)),
+        onlyOnce(y, SAMPLE_OPTIONS),
       async (argv) => {
         if (!Number.isInteger(argv.events) || argv.events < 0) throw new PivotArchiveError(ErrorCode.USAGE, '--events must be a whole number');
         if (mode === 'check') return;
@@ -343,7 +343,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'status',
       'Show the last runs recorded in a state dir: counters and what failed',
       (y) =>
-        y.options(STATUS_OPTIONS).check(onceEach(STATUS_OPTIONS)),
+        onlyOnce(y, STATUS_OPTIONS),
       async (argv) => {
         if (mode !== 'execute') return;
         const dirs = argv['state-dir'].map(String);
@@ -368,7 +368,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .command(
       'report',
       "Write one export's account as a self-contained HTML report for an auditor (and its item list as CSV)",
-      (y) => y.options(REPORT_OPTIONS).check(onceEach(REPORT_OPTIONS)).example('$0 report --state-dir /var/lib/pivot-archive --export acme-2026-11-23 --out report.html --csv items.csv', ''),
+      (y) => onlyOnce(y, REPORT_OPTIONS).example('$0 report --state-dir /var/lib/pivot-archive --export acme-2026-11-23 --out report.html --csv items.csv', ''),
       async (argv) => {
         if (mode !== 'execute') return;
         const { report } = await import('./report/index.js');
@@ -381,7 +381,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .command(
       'keygen',
       'Make an Ed25519 key pair that signs the ledger (run --signing-key FILE; verify --public-key FILE.pub)',
-      (y) => y.options(KEYGEN_OPTIONS).check(onceEach(KEYGEN_OPTIONS)),
+      (y) => onlyOnce(y, KEYGEN_OPTIONS),
       async (argv) => {
         if (mode !== 'execute') return;
         const { keygen } = await import('./keygen.js');
@@ -393,8 +393,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'verify',
       'Prove the ledger whole and the store holding every message it records, byte for byte',
       (y) =>
-        y
-          .options(VERIFY_OPTIONS).check(onceEach(VERIFY_OPTIONS))
+        onlyOnce(y, VERIFY_OPTIONS)
           .example('$0 verify --state-dir /var/lib/pivot-archive --sink maildir:/srv/mail --public-key ledger.key.pub', '')
           .epilog('Exit codes: 0 the ledger holds and every message it records is there, unaltered; 6 missing, altered or unexpected messages; 7 the ledger fails its chain, a checkpoint or a signature; 2 usage or a store that cannot be read.'),
       async (argv) => {
@@ -406,8 +405,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'cron',
       'Print a crontab line that runs the rest of the command line every night',
       (y) =>
-        y
-          .options(CRON_OPTIONS).check(onceEach(CRON_OPTIONS))
+        onlyOnce(y, CRON_OPTIONS)
           .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --sink maildir:/srv/mail')
           .epilog('The command after -- is checked now: its command, flags, their values and the config file it names (a missing archive is fine: it may appear later).'),
       async (argv) => {
