@@ -32,6 +32,11 @@ function percent(share: number): string {
   return `${Number((share * 100).toFixed(2))}%`;
 }
 
+/** The run read its source to the end and settled every item: nothing stopped it, failed, or went unkept. */
+export function settledEveryItem(s: RunSummary): boolean {
+  return !s.interrupted && !s.error && s.failed === 0 && s.rejectedNotKept === 0 && s.balanced;
+}
+
 /** Exit codes from the least to the most wrong (their numbers are not in that order). */
 const BY_SEVERITY: readonly number[] = [ExitCode.OK, ExitCode.ALARM, ExitCode.INTERRUPTED, ExitCode.LOCKED, ExitCode.DELIVERY_FAILED, ExitCode.STORE_MISMATCH, ExitCode.LEDGER_BROKEN, ExitCode.SETUP_FAILED, ExitCode.INTERNAL];
 

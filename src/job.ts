@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
-import { errorExitCode, runExitCode } from './exit-policy.js';
+import { errorExitCode, runExitCode, settledEveryItem } from './exit-policy.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
 import { runPipeline, type PipelineOptions, type Progress } from './pipeline.js';
@@ -129,7 +129,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     }
     if (config.signingKey) key = await readSigningKey(resolve(cwd, config.signingKey));
     const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
-    const sink = config.dryRun ? new DryRunSink(created) : created;
+    const sink: Sink = config.dryRun ? new DryRunSink(created) : created;
     sinkDescription = sink.description;
     const opened = await job.open({ sink, statusLog, state, cleanup: (fn) => cleanups.push(fn) });
     await start(statusLog, opened.started);
@@ -155,6 +155,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       await opened.finish?.(summary).catch((err: unknown) => {
         summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
       });
+      // Messages files not read leave the export's events counted nowhere: not settled either.
+      if (summary.exportId !== null && settledEveryItem(summary) && !summary.entriesNotRead) sink.exportSettled?.(summary.exportId);
     } finally {
       await sink.close();
     }

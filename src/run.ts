@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import type { RunConfig } from './options/index.js';
 import { ErrorCode, PivotArchiveError } from './errors.js';
 import { DryRunRejects, DryRunSink, targetSink } from './dry-run.js';
+import { settledEveryItem } from './exit-policy.js';
 import { checkAddress } from './formats/address/index.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import { runJob, type InputIdentity, type JobContext, type JobOptions, type JobResult } from './job.js';
@@ -84,7 +85,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
         maxRejected: config.maxRejected,
         checkpoint,
         rejects: new (config.dryRun ? DryRunRejects : RejectsFolder)(resolve(cwd, config.rejects)),
-        finish: async (s) => checkpoint?.finish(!s.interrupted && !s.error && s.failed === 0 && s.rejectedNotKept === 0 && s.balanced),
+        finish: async (s) => checkpoint?.finish(settledEveryItem(s)),
       };
     },
   });

@@ -106,11 +106,24 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     t.false(sink.description.includes('AccountKey'));
   });
 
+  test('azblob: a run never told its export was settled (stopped part-way, or with items it could not keep) leaves its batches and no index', async (t) => {
+    const sink = createAzureBlobSink('azblob://unsettled/x?linger=20', { env: azurite.env });
+    await sink.open();
+    t.is((await sink.write(delivery(1))).outcome, 'delivered');
+    sink.exportSettled('another-export');
+    await sink.close();
+    const names = [];
+    for await (const b of azurite.container('unsettled').listBlobsFlat()) names.push(b.name);
+    t.is(names.length, 1, names.join(', '));
+    t.notRegex(names[0]!, /\/index-/);
+  });
+
   test('azblob: blob names and metadata stay ASCII for a non-ASCII export id (Azure refuses other metadata; Azurite would not)', async (t) => {
     const sink = createAzureBlobSink('azblob://metadata-check/x?linger=20', { env: azurite.env });
     await sink.open();
     const d = { ...delivery(3), exportId: 'désk/2026 ü' };
     t.is((await sink.write(d)).outcome, 'delivered');
+    sink.exportSettled('désk/2026 ü');
     await sink.close();
     const blobs = [];
     for await (const b of azurite.container('metadata-check').listBlobsFlat({ includeMetadata: true })) blobs.push(b);

@@ -72,6 +72,13 @@ export interface Sink {
    * from that record.
    */
   readonly readsWholeExport?: boolean;
+  /**
+   * Told, before `close()`, when the run read its export to the end and settled every item of it
+   * (nothing failed, stopped or left unread). A sink's own record of an export (Azure Blob's
+   * staging index) may call it whole only then: an import would otherwise take a run stopped
+   * part-way for the whole export.
+   */
+  exportSettled?(exportId: string): void;
   open(): Promise<void>;
   write(delivery: Delivery): Promise<Stored>;
   close(): Promise<void>;

@@ -87,6 +87,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
    */
   private readonly contents = new Map<string, StagedBatchRecord>();
   private writeFailed = false;
+  /** Exports the run read to the end with every item settled: the only ones an index may call whole. */
+  private readonly settled = new Set<string>();
   protected readonly lifecycle = new SinkLifecycle('azblob', {
     open: () => this.reachContainer(),
     drain: () => this.seal(),
@@ -144,14 +146,21 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     );
   }
 
+  exportSettled(exportId: string): void {
+    this.settled.add(exportId);
+  }
+
   /**
-   * After a run whose every write was staged (or found staged): per export, an index naming each
-   * batch that holds its messages, so that an import can tell a batch that is gone. A run with a
-   * failed write leaves none (its view is not whole; the last whole one stands).
+   * After a run that read its export to the end and whose every write was staged (or found
+   * staged): per export, an index naming each batch that holds its messages, so that an import
+   * can tell a batch that is gone. A run with a failed write, or stopped part-way, or with items
+   * it could not keep, leaves none (its view is not whole; the last whole one stands): an import
+   * would take its batches for the whole export.
    */
   private async writeIndexes(): Promise<void> {
     if (this.writeFailed) return;
     for (const [exportId, batches] of this.batchesOf) {
+      if (!this.settled.has(exportId)) continue;
       const at = new Date();
       const body = JSON.stringify(stagingIndex(exportId, batches, at, this.contents));
       try {

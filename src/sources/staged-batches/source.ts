@@ -126,7 +126,7 @@ export class StagedBatchSource implements Source {
     }
     for (const folder of this.listing.unindexed) {
       options.logger.warn(
-        `the staged batches under ${folder} have no staging index (staged by an older version, by a staging run that failed or is still running, or the index was deleted): a batch gone from there cannot be told, so the export is not reported imported whole; run its staging again to the end to index it`,
+        `the staged batches under ${folder} have no staging index (staged by an older version, by a staging run that failed, was stopped part-way or is still running, or the index was deleted): a batch gone from there cannot be told, so the export is not reported imported whole; run its staging again to the end to index it`,
       );
     }
     // Batches a staging run listed that are gone: their messages were read by nothing, and are counted here only.
