@@ -11,6 +11,7 @@ import { basename, join } from 'node:path';
 import archiver from 'archiver';
 import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
+import { writeArchive } from './helpers/archive.js';
 import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
@@ -345,6 +346,24 @@ test.serial('a staging run stopped part-way leaves no index (an import of its ba
   t.true(gone.manifest.entries.every((e) => pairs.has(`${e.mailbox} ${e.messageId}`)), 'every message of the gone batch is staged again');
   t.deepEqual(imported.exportsImportedWhole, [EXPORT_ID]);
   t.is((await readMaildir(join(dir, 'mail'))).length, pairs.size);
+});
+
+test.serial('a staging run that could not read a messages file (exit 5: its events counted nowhere) leaves no index: the import of what it staged is not the export whole', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const users = [{ id: 'u_1', displayName: 'Jane', email: 'jane@acme.example' }, { id: 'u_2', displayName: 'Omar', email: 'omar@acme.example' }];
+  const conversations = [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }];
+  const event = (id: string) => ({ id, conversationId: 'c_1', type: 'message', sentAt: '2026-11-23T09:00:00Z', senderId: 'u_1', text: id });
+  // Messages/1.json is outside the layout (another case): not read, so the run alarms.
+  const unread = await writeArchive(join(dir, 'unread.zip'), { users, conversations, messages: { '0.json': [event('m_1')] }, extra: { 'Messages/1.json': JSON.stringify([event('m_2')]) } });
+  const run = await cli(['run', unread, '--sink', 'azblob://staging/unread', '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--quiet'], { env });
+  t.is(run.code, 5, run.stderr);
+  t.is((await batchesUnder('unread')).length, 1);
+  t.deepEqual(await indexesUnder('unread'), []);
+  const imported = await importInto('unread', dir);
+  t.is(imported.summary.delivered, 2, imported.log);
+  t.deepEqual(imported.summary.exportsImportedWhole, []);
+  t.like(await exportComplete(dir), { code: 1, complete: false });
 });
 
 test.serial("a batch of another export put under a batch's name fails whole as its folder's export (its messages charged to neither export's account as delivered); an index of another export copied into a folder makes that folder unindexed, not its batches 'gone'", async (t) => {
