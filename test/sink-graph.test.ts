@@ -896,6 +896,37 @@ test('graph batch: a batch whose answer is cut while Graph still runs its chain 
   await reader.close();
 });
 
+test('graph batch: copies a run killed after a cut batch answer left (its close never removed them) are removed by the re-run that meets the items; each item once, the least id kept', async (t) => {
+  const mailbox = 'killedmidway@acme.example';
+  standin.mailbox(mailbox);
+  const spec = specOf('folder=Inbox/KilledMidway');
+  const killed = createGraphSink(spec);
+  await killed.open();
+  await killed.write(delivery(1, mailbox));
+  let goOn: () => void = () => undefined;
+  const cut = standin.cutBatch(mailbox, 3, new Promise<void>((resolve) => (goOn = resolve)));
+  const ds = Array.from({ length: 10 }, (_, i) => delivery(500 + i, mailbox));
+  t.true((await Promise.all(ds.map((d) => killed.write(d)))).every((o) => o.outcome === 'delivered'));
+  goOn();
+  await cut.finished;
+  const before = standin.messagesIn(mailbox, 'Inbox/KilledMidway');
+  t.is(before.length, 18, 'seven items twice: what a run killed before its close leaves');
+  const least = new Map<string, string>();
+  for (const m of before) if (!least.has(m.internetMessageId) || m.id < least.get(m.internetMessageId)!) least.set(m.internetMessageId, m.id);
+  // The re-run (the killed run's close never comes: its sink is only closed after the re-run's checks).
+  const rerun = createGraphSink(spec);
+  await rerun.open();
+  const outcomes = await Promise.all([delivery(1, mailbox), ...ds].map((d) => rerun.write(d)));
+  t.true(outcomes.every((o) => o.outcome === 'skipped'));
+  t.is(rerun.copiesRemoved, 7);
+  const held = standin.messagesIn(mailbox, 'Inbox/KilledMidway');
+  t.is(held.length, 11);
+  t.deepEqual(held.map((m) => m.id).sort(), [...least.values()].sort(), 'the least id of each kept');
+  await rerun.close();
+  await killed.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/KilledMidway').length, 11);
+});
+
 test('graph json: an attachment just under 3 MB whose request would be over 4 MB fails at once, naming it, with no request; one just under that goes in one POST; Graph refuses an upload session under 3 MB', async (t) => {
   const mailbox = 'window@acme.example';
   standin.mailbox(mailbox);

@@ -32,8 +32,8 @@ interface MailboxRun {
   folder?: Promise<string>;
   /** The sink created the folder in this run: it held nothing, so no day needs listing. */
   fresh?: boolean;
-  /** What the folder holds, per UTC day of sentAt, listed once: identity -> message. */
-  days: Map<number, Promise<Map<string, Listed>>>;
+  /** What the folder holds, per UTC day of sentAt, listed once. */
+  days: Map<number, Promise<DayListing>>;
   /** Items being stored now, by identity: a second copy waits for the first. */
   storing: Map<string, Promise<string>>;
   /**
@@ -47,6 +47,34 @@ interface MailboxRun {
   unusable?: string;
   /** A second look after Graph first said the mailbox is unusable (one such answer may be a blip). */
   confirming?: Promise<boolean>;
+}
+
+/** One UTC day of a folder, as listed: per identity the copy a write skips to, and whole copies beyond it. */
+interface DayListing {
+  /** Identity -> its whole copy with the least id (a half-created one when none is whole). */
+  held: Map<string, Listed>;
+  /** Identity -> its other whole copies (a run killed before its close removed them): removed when the item is met. */
+  extra: Map<string, Listed[]>;
+}
+
+/** The order in which copies of one item are kept: the least id first, whoever made them (so writers that each remove the rest agree). */
+const leastIdFirst = (a: Listed, b: Listed) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+function dayListing(messages: readonly Listed[]): DayListing {
+  const copies = new Map<string, Listed[]>();
+  for (const m of messages) {
+    const key = identity(m.internetMessageId, m.sentAt);
+    const same = copies.get(key);
+    if (same) same.push(m);
+    else copies.set(key, [m]);
+  }
+  const listing: DayListing = { held: new Map(), extra: new Map() };
+  for (const [key, same] of copies) {
+    const whole = same.filter((m) => !halfCreated(m)).sort(leastIdFirst);
+    listing.held.set(key, whole[0] ?? same[0]!);
+    if (whole.length > 1) listing.extra.set(key, whole.slice(1));
+  }
+  return listing;
 }
 
 const IMPORT_PERMISSION = 'Mail-Advanced.ReadWrite.All';
@@ -109,7 +137,7 @@ export class GraphSink extends LifecycleSink implements Sink {
   private readonly tokens: AccessTokens;
   private readonly batches: CreateBatches;
   private readonly mailboxes = new Map<string, MailboxRun>();
-  /** Copies of items this run created that another writer made too, removed when the sink closed. */
+  /** Extra whole copies of items removed: another writer's made with this run's (at close), or a killed run's a re-run met. */
   copiesRemoved = 0;
   /** Graph has no permanentDelete here (a national cloud): messages are removed to Deleted Items. */
   noPermanentDelete = false;
@@ -173,9 +201,13 @@ export class GraphSink extends LifecycleSink implements Sink {
     const folderId = await (run.folder ??= this.folder(mailbox, run));
     const key = identity(delivery.messageId, delivery.internalDate);
     const day = Math.floor(delivery.internalDate / DAY);
-    const held = await this.day(mailbox, run, folderId, day);
+    const listing = await this.day(mailbox, run, folderId, day);
+    const held = listing.held;
     const found = held.get(key);
-    if (found && !halfCreated(found)) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
+    if (found && !halfCreated(found)) {
+      await this.removeExtraCopies(mailbox, listing, key);
+      return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
+    }
     const earlier = run.storing.get(key);
     if (earlier) return { outcome: 'skipped', location: await earlier };
     // Created earlier in this run (the same item given twice): only its key was kept, so Graph says where it is.
@@ -251,11 +283,11 @@ export class GraphSink extends LifecycleSink implements Sink {
   }
 
   /** What the folder holds with sentAt in one UTC day, listed once per run. */
-  private day(mailbox: string, run: MailboxRun, folderId: string, day: number): Promise<Map<string, Listed>> {
+  private day(mailbox: string, run: MailboxRun, folderId: string, day: number): Promise<DayListing> {
     let listing = run.days.get(day);
     if (!listing) {
       // A folder this run created held nothing: what it holds now is what this run wrote, known already.
-      listing = run.fresh ? Promise.resolve(new Map<string, Listed>()) : listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY }).then((messages) => new Map(messages.map((m) => [identity(m.internetMessageId, m.sentAt), m])));
+      listing = run.fresh ? Promise.resolve(dayListing([])) : listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY }).then(dayListing);
       run.days.set(day, listing);
       listing.catch(() => run.days.delete(day));
     }
@@ -421,7 +453,7 @@ export class GraphSink extends LifecycleSink implements Sink {
             else copies.set(key, [m]);
           }
           for (const same of copies.values()) {
-            const [, ...extra] = same.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+            const [, ...extra] = same.sort(leastIdFirst);
             for (const m of extra) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
           }
         }
@@ -429,6 +461,25 @@ export class GraphSink extends LifecycleSink implements Sink {
         // Best effort (see above).
       }
     });
+  }
+
+  /**
+   * An item the folder holds whole more than once (a run killed after a lost answer, before its
+   * close removed the copies): the copies beyond the least id are removed when a re-run meets the
+   * item, by the rule `removeCopiesOfOthers` keeps. Best effort, as there: a copy Graph will not
+   * remove now stays, and `verify` names it.
+   */
+  private async removeExtraCopies(mailbox: string, listing: DayListing, key: string): Promise<void> {
+    const extra = listing.extra.get(key);
+    if (!extra) return;
+    listing.extra.delete(key);
+    for (const m of extra) {
+      try {
+        if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
+      } catch {
+        // Best effort (see above).
+      }
+    }
   }
 
   /**
