@@ -163,6 +163,19 @@ test('an attachment is offered under the last part of its name, without bidi or 
   t.deepEqual(execFileSync('python3', ['-c', script], { input: message }).toString().trim().split('\n'), cases.map(([, safe]) => safe));
 });
 
+test('an attachment given a composite type (message/rfc822, multipart/*) goes as application/octet-stream: its base64 bytes come back whole from Python and mailparser', async (t) => {
+  const eml = Buffer.from('From: a@b.example\r\nSubject: fwd\r\n\r\nforwarded body\r\n');
+  const types = ['message/rfc822', 'Message/Partial', 'multipart/mixed', 'text/plain'];
+  // Not named .eml: mailparser would take the type from the name.
+  const refs = types.map((contentType, i) => ({ id: `a_${i}`, fileName: `x${i}.bin`, contentType }));
+  const message = buildMessage(item({ attachments: refs }), context, refs.map((ref) => ({ ref, bytes: eml })));
+  const mail = await simpleParser(message);
+  t.deepEqual(mail.attachments.map((a) => a.contentType), ['application/octet-stream', 'application/octet-stream', 'application/octet-stream', 'text/plain']);
+  t.true(mail.attachments.every((a) => a.content.equals(eml)));
+  const script = 'import sys, email\nfrom email import policy\nm = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.default)\nparts = list(m.iter_attachments())\nprint(len(parts), sum(len(p.defects) for p in m.walk()), all(p.get_payload(decode=True) == sys.argv[1].encode() for p in parts), *[p.get_content_type() for p in parts])';
+  t.is(execFileSync('python3', ['-c', script, eml.toString()], { input: message }).toString().trim(), '4 0 True application/octet-stream application/octet-stream application/octet-stream text/plain');
+});
+
 test('a missing attachment is noted in the body and the item still has its text', async (t) => {
   const ref = { id: 'a_gone', fileName: 'gone.pdf' };
   const mail = await simpleParser(buildMessage(item({ attachments: [ref] }), context, [{ ref, missing: 'its bytes are not in the export archive' }]));

@@ -126,8 +126,13 @@ function htmlToText(html: string): string {
     .replace(/&amp;/g, '&');
 }
 
+/**
+ * An attachment's media type as the event gives it, when well formed and not composite: the body
+ * of a `multipart/*` or `message/*` part may not be base64 (RFC 2045 6.4, RFC 2046 5.2.1), and a
+ * parser that follows them reads a base64 `message/rfc822` as a broken message, its bytes lost.
+ */
 function mediaType(value: unknown): string {
-  return typeof value === 'string' && /^[A-Za-z0-9!#$&^_.+-]{1,64}\/[A-Za-z0-9!#$&^_.+-]{1,64}$/.test(value)
+  return typeof value === 'string' && /^[A-Za-z0-9!#$&^_.+-]{1,64}\/[A-Za-z0-9!#$&^_.+-]{1,64}$/.test(value) && !/^(multipart|message)\//i.test(value)
     ? value.toLowerCase()
     : 'application/octet-stream';
 }
