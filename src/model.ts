@@ -180,8 +180,8 @@ export interface ExportContext {
   tenant: string;
   users: ReadonlyMap<string, User>;
   conversations: ReadonlyMap<string, Conversation>;
-  /** The members of a conversation at an event (time, then position, decide the order). */
-  membersAt(conversationId: string, at: EventPosition & { time: number }): Iterable<string>;
+  /** The members of a conversation at an event (its time, `subMs` its fraction of a millisecond; at the same time, its place in its file). */
+  membersAt(conversationId: string, at: EventPosition & { time: number; subMs: number }): Iterable<string>;
   attachment(id: string): ZipEntry | undefined;
   /** Name of a messages file, for notes that point at bytes. */
   messageFileName(index: number): string | undefined;

@@ -2,11 +2,12 @@ import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
+import { parseZonedTime, subMillisecond } from '../src/formats/pivot-export/event.js';
 import { MembershipTimeline } from '../src/formats/pivot-export/membership.js';
 import { parseDomain, readUserMap, targetMailboxes, userMapUnmatched, type FanOutConfig } from '../src/transforms/fan-out/index.js';
 import { tempDir } from './helpers/tmp.js';
 
-const at = (hh: number, file = 0, index = 0) => ({ time: Date.parse(`2026-11-23T${String(hh).padStart(2, '0')}:00:00Z`), file, index });
+const at = (hh: number, file = 0, index = 0) => ({ time: Date.parse(`2026-11-23T${String(hh).padStart(2, '0')}:00:00Z`), subMs: 0, file, index });
 
 test('members over time: windowStart members with earlier join/leave applied', (t) => {
   const timeline = new MembershipTimeline(() => ['a', 'b']);
@@ -27,6 +28,28 @@ test('members over time: a join recorded after the events it precedes still coun
   t.true(timeline.membersAt('c', at(10, 0, 1)).has('late'));
   t.false(timeline.membersAt('c', at(9, 2, 4)).has('late'), 'same time, earlier position: not yet');
   t.true(timeline.membersAt('c', at(9, 2, 6)).has('late'));
+});
+
+test('members over time: "before" is by time to the last digit sentAt gives; at the very same time, only a change earlier in the event\'s own file counts (never one in another file, whatever the file names)', (t) => {
+  const key = (sentAt: string, file: number, index: number) => ({ time: parseZonedTime(sentAt), subMs: subMillisecond(sentAt), file, index });
+  const timeline = new MembershipTimeline(() => ['a', 'bob']);
+  // In file 0 (a.json): carol joins at .0009 ms, bob leaves at .0009 s; in file 1 (b.json) the messages.
+  timeline.record('c', key('2026-11-23T01:00:00.0009Z', 0, 0), 'carol', true);
+  timeline.record('c', key('2026-11-23T02:00:00.000900Z', 0, 1), 'bob', false);
+  t.false(timeline.membersAt('c', key('2026-11-23T01:00:00.0001Z', 1, 0)).has('carol'), 'sent before she joined, in the same millisecond');
+  t.true(timeline.membersAt('c', key('2026-11-23T02:00:00.000200Z', 1, 1)).has('bob'), 'sent before he left, in the same millisecond');
+  t.true(timeline.membersAt('c', key('2026-11-23T02:00:00.0009001Z', 1, 2)).has('carol'));
+  t.false(timeline.membersAt('c', key('2026-11-23T02:00:00.0009001Z', 1, 2)).has('bob'));
+  // Exactly the same time: a change in another file is not before the event, in either file order.
+  const tie = new MembershipTimeline(() => ['a']);
+  tie.record('c', key('2026-11-23T03:00:00.5Z', 0, 0), 'early-file', true);
+  tie.record('c', key('2026-11-23T03:00:00.5Z', 2, 0), 'late-file', true);
+  tie.record('c', key('2026-11-23T03:00:00.5Z', 1, 0), 'same-file', true);
+  tie.record('c', key('2026-11-23T03:00:00.5Z', 1, 2), 'same-file-after', true);
+  t.deepEqual([...tie.membersAt('c', key('2026-11-23T03:00:00.500Z', 1, 1))].sort(), ['a', 'same-file']);
+  // And the cursor is not left changed by that answer: a later event sees every change.
+  t.deepEqual([...tie.membersAt('c', key('2026-11-23T03:00:00.501Z', 0, 5))].sort(), ['a', 'early-file', 'late-file', 'same-file', 'same-file-after']);
+  t.deepEqual([...tie.membersAt('c', key('2026-11-23T03:00:00.5Z', 2, 1))].sort(), ['a', 'late-file']);
 });
 
 const config = (over: Partial<FanOutConfig> = {}): FanOutConfig => ({ domains: [], userMap: new Map(), ...over });

@@ -225,7 +225,7 @@ test('conversation members that cannot be addressed (not in users.json, not an i
   t.notRegex(notes[1]!.detail, /ghost_10/);
   t.regex(notes[2]!.detail, /conversation "c_3" has no list of members/);
   // The events of c_1 still go to its members that are users.
-  t.deepEqual([...archive.membersAt('c_1', { time: Date.parse('2026-11-23T09:00:00Z'), file: 0, index: 0 })].sort(), ['u_1', 'u_2', 'u_9']);
+  t.deepEqual([...archive.membersAt('c_1', { time: Date.parse('2026-11-23T09:00:00Z'), subMs: 0, file: 0, index: 0 })].sort(), ['u_1', 'u_2', 'u_9']);
 });
 
 test('an attachment entry no event names is said in a note naming the entry; one an event names, even a rejected event, is not', async (t) => {

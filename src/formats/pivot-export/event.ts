@@ -14,7 +14,10 @@ export interface CheckedEvent {
   id: string;
   type: EventType;
   sentAt: string;
+  /** Milliseconds since the epoch (the fraction's first three digits). */
   time: number;
+  /** The fraction of a millisecond the time's further digits give (0 to 1): a join and a message within one millisecond are still ordered. */
+  subMs: number;
   conversation: Conversation;
   sender: User;
   /** For join/leave: who joined or left. */
@@ -23,6 +26,8 @@ export interface CheckedEvent {
 }
 
 const ZONED_TIME = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?(?:Z|[+-](\d\d):?(\d\d))$/;
+/** The fraction of a second of a time ZONED_TIME takes. */
+const FRACTION = /^[^.]*\.(\d+)/;
 
 /**
  * Milliseconds since the epoch of an ISO 8601 time with a zone, or NaN. Impossible calendar
@@ -35,6 +40,16 @@ export function parseZonedTime(value: string): number {
   const daysInMonth = new Date(Date.UTC(year!, month!, 0)).getUTCDate();
   if (month! < 1 || month! > 12 || day! < 1 || day! > daysInMonth || hour! > 23 || minute! > 59 || second > 59 || zoneHour > 23 || zoneMinute > 59) return NaN;
   return Date.parse(value);
+}
+
+/**
+ * What digits of the fraction beyond the third give, as a fraction of a millisecond (`.0009` is
+ * 0 ms and 0.9; `.123456789` is 123 ms and 0.456789), for a time parseZonedTime took: it (like
+ * Date.parse) keeps whole milliseconds. Read as a double: 15 digits past the millisecond.
+ */
+export function subMillisecond(value: string): number {
+  const digits = FRACTION.exec(value)?.[1];
+  return digits && digits.length > 3 ? Number(`0.${digits.slice(3)}`) : 0;
 }
 
 /**
@@ -82,7 +97,7 @@ export function checkEvent(raw: Record<string, unknown>, directory: Directory): 
   if (!Array.isArray(attachments) || attachments.some((a) => a === null || typeof a !== 'object' || typeof a.id !== 'string' || a.id === '')) {
     return bad(`${RejectReason.INVALID_FIELD}:attachments`, `event ${id} has attachments that are not objects with a string id`);
   }
-  return { id, type: type as EventType, sentAt, time, conversation, sender, member, attachments: attachments as AttachmentRef[] };
+  return { id, type: type as EventType, sentAt, time, subMs: subMillisecond(sentAt), conversation, sender, member, attachments: attachments as AttachmentRef[] };
 }
 
 export function optional(raw: Record<string, unknown>, field: string): string | undefined {

@@ -1,8 +1,9 @@
 import type { EventPosition } from '../../model.js';
 
-/** The order events happen in: time, then where they stand in the archive. */
+/** When an event happened (milliseconds, and the fraction of one its sentAt gives), and where it stands in the archive. */
 export interface EventKey extends EventPosition {
   time: number;
+  subMs: number;
 }
 
 interface Cursor {
@@ -23,13 +24,17 @@ function grown<T extends Int32Array | Float64Array | Uint8Array>(column: T, leng
  * Members of each conversation over time: the members at `windowStart` with the join/leave
  * events before a given event applied. The join/leave events are collected in a first pass
  * over the archive, so the answer is right whatever order the messages files interleave
- * conversations in. Memory holds only join/leave events, in typed columns (25 bytes a change;
- * two objects a change cost about 125 bytes, 2 MB at a million events).
+ * conversations in. "Before" is by time, to the last digit sentAt gives; at the very same time,
+ * only a change that stands earlier in the event's own file (a file is in sentAt order) is
+ * before it: across files the order of equal times is not known, and file names must not decide
+ * who receives a message. Memory holds only join/leave events, in typed columns (33 bytes a
+ * change; two objects a change cost about 125 bytes, 2 MB at a million events).
  */
 export class MembershipTimeline {
   private count = 0;
   private conversation: Int32Array = new Int32Array(0);
   private time: Float64Array = new Float64Array(0);
+  private subMs: Float64Array = new Float64Array(0);
   private file: Int32Array = new Int32Array(0);
   private index: Int32Array = new Int32Array(0);
   private member: Int32Array = new Int32Array(0);
@@ -55,12 +60,14 @@ export class MembershipTimeline {
     const row = this.count++;
     this.conversation = grown(this.conversation, row);
     this.time = grown(this.time, row);
+    this.subMs = grown(this.subMs, row);
     this.file = grown(this.file, row);
     this.index = grown(this.index, row);
     this.member = grown(this.member, row);
     this.joined = grown(this.joined, row);
     this.conversation[row] = conversation;
     this.time[row] = key.time;
+    this.subMs[row] = key.subMs;
     this.file[row] = key.file;
     this.index[row] = key.index;
     this.member[row] = member;
@@ -76,22 +83,30 @@ export class MembershipTimeline {
     const end = conversation === undefined ? 0 : starts[conversation + 1]!;
     let cursor = this.cursors.get(conversationId);
     // Events mostly arrive in time order: move forward from the last answer, and start
-    // over only when an event is earlier than changes already applied.
-    if (!cursor || (cursor.applied > first && this.compareRow(cursor.applied - 1, key) >= 0)) {
+    // over only when an event is earlier than changes already applied. The cursor applies
+    // what is earlier in time; changes at the event's very time are looked at below.
+    if (!cursor || (cursor.applied > first && this.compareTime(cursor.applied - 1, key) >= 0)) {
       cursor = { applied: first, members: new Set(this.initialMembers(conversationId)) };
       this.cursors.set(conversationId, cursor);
     }
-    while (cursor.applied < end && this.compareRow(cursor.applied, key) < 0) {
-      const row = cursor.applied++;
-      const memberId = this.memberIds[this.member[row]!]!;
-      if (this.joined[row]) cursor.members.add(memberId);
-      else cursor.members.delete(memberId);
+    while (cursor.applied < end && this.compareTime(cursor.applied, key) < 0) this.apply(cursor.applied++, cursor.members);
+    let members = cursor.members;
+    for (let row = cursor.applied; row < end && this.compareTime(row, key) === 0; row++) {
+      if (this.file[row] !== key.file || this.index[row]! >= key.index) continue;
+      if (members === cursor.members) members = new Set(members);
+      this.apply(row, members);
     }
-    return cursor.members;
+    return members;
   }
 
-  private compareRow(row: number, key: EventKey): number {
-    return this.time[row]! - key.time || this.file[row]! - key.file || this.index[row]! - key.index;
+  private apply(row: number, members: Set<string>): void {
+    const memberId = this.memberIds[this.member[row]!]!;
+    if (this.joined[row]) members.add(memberId);
+    else members.delete(memberId);
+  }
+
+  private compareTime(row: number, key: EventKey): number {
+    return this.time[row]! - key.time || this.subMs[row]! - key.subMs;
   }
 
   /** Orders the rows by conversation, then event order; the cursors start over. */
@@ -99,8 +114,8 @@ export class MembershipTimeline {
     const n = this.count;
     const order = new Int32Array(n);
     for (let i = 0; i < n; i++) order[i] = i;
-    const { conversation, time, file, index } = this;
-    order.sort((a, b) => conversation[a]! - conversation[b]! || time[a]! - time[b]! || file[a]! - file[b]! || index[a]! - index[b]!);
+    const { conversation, time, subMs, file, index } = this;
+    order.sort((a, b) => conversation[a]! - conversation[b]! || time[a]! - time[b]! || subMs[a]! - subMs[b]! || file[a]! - file[b]! || index[a]! - index[b]!);
     const permuted = <T extends Int32Array | Float64Array | Uint8Array>(column: T): T => {
       const out = new (column.constructor as new (n: number) => T)(n);
       for (let i = 0; i < n; i++) out[i] = column[order[i]!]!;
@@ -108,6 +123,7 @@ export class MembershipTimeline {
     };
     this.conversation = permuted(conversation);
     this.time = permuted(time);
+    this.subMs = permuted(subMs);
     this.file = permuted(file);
     this.index = permuted(index);
     this.member = permuted(this.member);

@@ -157,7 +157,7 @@ export class PivotExportArchive implements ExportContext {
 
     // First pass: count, hash every id (8 bytes an event, never the strings), keep valid join/leave.
     const ids = new IdHashes();
-    const changes: { key: number; id: string; conversationId: string; time: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
+    const changes: { key: number; id: string; conversationId: string; time: number; subMs: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
     const tooLargeCrcs = new Map<string, number>();
     const blockCrcs: Uint32Array[] = [];
     let eventCount = 0;
@@ -193,7 +193,7 @@ export class PivotExportArchive implements ExportContext {
             // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
             const checked = checkEvent(raw, { users, conversations });
             if ('reason' in checked) continue;
-            changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
+            changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, subMs: checked.subMs, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
           }
         }
         blockCrcs.push(Uint32Array.from(recordBlocks));
@@ -210,7 +210,7 @@ export class PivotExportArchive implements ExportContext {
     for (const c of changes) {
       const first = firstOf.get(c.id);
       if (first && (first.file !== c.position.file || first.index !== c.position.index)) continue;
-      membership.record(c.conversationId, { time: c.time, ...c.position }, c.memberId, c.joined);
+      membership.record(c.conversationId, { time: c.time, subMs: c.subMs, ...c.position }, c.memberId, c.joined);
     }
     return [manifest, users, conversations, messageFiles, membership, eventCount, hostileNames, ignored, memberNotes, [...unnamed.values()], duplicateCandidates, tooLargeCrcs, blockCrcs, maxEventBytes, entries] as const;
   }
@@ -311,7 +311,7 @@ export class PivotExportArchive implements ExportContext {
     return this.manifest.tenant;
   }
 
-  membersAt(conversationId: string, at: EventPosition & { time: number }): Iterable<string> {
+  membersAt(conversationId: string, at: EventPosition & { time: number; subMs: number }): Iterable<string> {
     return this.membership.membersAt(conversationId, at);
   }
 

@@ -28,8 +28,8 @@ export function validateEvent(archive: ExportContext, event: SourceEvent): Item 
   }
   const checked = checkEvent(raw, archive);
   if ('reason' in checked) return reject(raw, position, checked.reason, checked.detail, original);
-  const { conversation, sender, member, time } = checked;
-  const participantIds = new Set(archive.membersAt(conversation.id, { time, ...position }));
+  const { conversation, sender, member, time, subMs } = checked;
+  const participantIds = new Set(archive.membersAt(conversation.id, { time, subMs, ...position }));
   participantIds.add(sender.id);
   if (member) participantIds.add(member.id);
   const participants: User[] = [];
