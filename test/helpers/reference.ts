@@ -32,7 +32,8 @@ export function expectedPairs(
     const members = new Set(conversation.members);
     const earlier = events
       .filter(({ ev: o }) => o.conversationId === ev.conversationId && (o.type === 'join' || o.type === 'leave'))
-      .filter(({ ev: o, order: oo }) => time(o) < time(ev) || (time(o) === time(ev) && oo < order))
+      // At the very same time, only a change earlier in the same file is before it (a file is in sentAt order).
+      .filter(({ ev: o, order: oo }) => time(o) < time(ev) || (time(o) === time(ev) && oo < order && Math.floor(oo / 1e9) === Math.floor(order / 1e9)))
       .sort((a, b) => time(a.ev) - time(b.ev) || a.order - b.order);
     for (const { ev: o } of earlier) {
       const who = o.memberId ?? o.senderId!;
