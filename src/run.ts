@@ -8,6 +8,7 @@ import { DryRunRejects, DryRunSink, targetSink } from './dry-run.js';
 import { settledEveryItem } from './exit-policy.js';
 import { checkAddress } from './formats/address/index.js';
 import { RejectsFolder } from './formats/rejects/index.js';
+import { sha256Hex } from './hash.js';
 import { runJob, type InputIdentity, type JobContext, type JobOptions, type JobResult } from './job.js';
 import type { Logger } from './logger.js';
 import { positionText } from './model.js';
@@ -73,7 +74,9 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       // Resumed only under the options that made it: another --domain (a typo fixed) must see the items rejected under the old one,
       // and another sink (a typo in its path fixed) must get the items the old one got.
       const wholeExport = target.readsWholeExport === true;
-      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions }, !wholeExport) : undefined;
+      // The user map by its content, not its path: a map corrected in place must not resume what the old one settled.
+      const userMapContent = config.userMap ? sha256Hex(JSON.stringify([...fanOut.userMap].sort())) : null;
+      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent }, !wholeExport) : undefined;
       if (state && wholeExport) logger.info(`${target.kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);

@@ -46,14 +46,16 @@ export class Checkpoint implements PluginSplits {
   }
 
   /**
-   * The archive's identity: its export id and the CRC-32 and size of every messages file. A
-   * checkpoint is used only under the outcome `options` it was made with (the items it skips were
+   * The archive's identity: its export id and the sha256 of the whole file (the same export
+   * delivered again with users.json corrected holds the same messages files, yet its items go to
+   * other mailboxes: resuming it skipped them). A checkpoint is used only under the outcome
+   * `options` it was made with (the items it skips were
    * settled under them: rejected `unmapped` under a mistyped --domain, say); else the run starts at
    * the beginning, and the sink skips what it holds. With `resume` false the run reads from the
    * start all the same (what it settles still moves the checkpoint).
    */
   static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true): Promise<Checkpoint> {
-    const identity = [archive.manifest.exportId, ...archive.messageFiles.map((f) => `${f.name}:${f.crc32}:${f.uncompressedSize}`)].join('\n');
+    const identity = `${archive.manifest.exportId}\n${archive.sha256}`;
     const dir = join(stateDir, 'checkpoints');
     await mkdir(dir, { recursive: true });
     const path = join(dir, `${sha256Hex(identity)}.json`);
