@@ -1,6 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { RunConfig } from './options/index.js';
 import { ErrorCode, PivotArchiveError } from './errors.js';
@@ -61,9 +61,13 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       const target = targetSink(sink);
       const fanOut = await checkRunConfig(config, target, cwd);
       const plugins = new PluginRegistry(config.pluginTimeout);
+      // What each plugin is (its name, version, and a file's content): a plugin fixed in place must not resume what the old one settled.
+      const pluginContent: string[] = [];
       for (const specifier of config.plugins) {
         const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);
-        logger.info(`plugin ${plugin.name}${plugin.version ? `@${plugin.version}` : ''} registered`);
+        const label = `${plugin.name}${plugin.version ? `@${plugin.version}` : ''}`;
+        logger.info(`plugin ${label} registered`);
+        pluginContent.push(`${label} ${await pluginFileHash(specifier, cwd)}`);
       }
       input.path = await archivePath(config, cwd, options.stdin, cleanup, logger);
       const archive = await PivotExportArchive.open({ path: input.path, maxEventBytes: config.maxEventSize, maxZipRatio: config.maxZipRatio });
@@ -76,7 +80,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       const wholeExport = target.readsWholeExport === true;
       // The user map by its content, not its path: a map corrected in place must not resume what the old one settled.
       const userMapContent = config.userMap ? sha256Hex(JSON.stringify([...fanOut.userMap].sort())) : null;
-      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent }, !wholeExport) : undefined;
+      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent, pluginContent }, !wholeExport) : undefined;
       if (state && wholeExport) logger.info(`${target.kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
@@ -93,6 +97,12 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
     },
   });
   return dryRun ? { ...result, mailboxes: dryRun.mailboxes() } : result;
+}
+
+/** The sha256 of a plugin given as a file (a package is named by its version alone), or '' when it cannot be read. */
+async function pluginFileHash(specifier: string, cwd: string): Promise<string> {
+  if (!(specifier.startsWith('.') || isAbsolute(specifier))) return '';
+  return readFile(resolve(cwd, specifier)).then(sha256Hex, () => '');
 }
 
 /** Keys shown of those that name no user of the export. */

@@ -64,3 +64,22 @@ test('a user map corrected in place (the same path) after a stopped run is read 
   const got = new Set(await pairsIn(out));
   t.deepEqual(wanted.filter((p) => !got.has(p)), [], 'every item of the corrected mailbox');
 });
+
+test('a plugin file changed in place after a stopped run (a fix) makes the next run read from the start; unchanged, it resumes', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 2000, seed: 6, edgeCases: false });
+  const stopper = join(dir, 'stopper.mjs');
+  await writeFile(stopper, STOPPER);
+  const common = ['--domain', 'acme.example', '--plugin', stopper, '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r'), '--sink', `maildir:${join(dir, 'mail')}`, '--json'];
+  t.is((await cli(['run', archive, ...common], { env: { STOP_AT: '300' } })).code, 4);
+  const resumed = await cli(['run', archive, ...common], { env: { STOP_AT: '300' } });
+  t.is(resumed.code, 4, 'the same plugin resumes (and stops again 300 items later)');
+  t.true((JSON.parse(resumed.stdout) as { itemsDoneEarlier: number }).itemsDoneEarlier > 0);
+  await writeFile(stopper, `${STOPPER}// fixed\n`);
+  const fixed = await cli(['run', archive, ...common]);
+  t.is(fixed.code, 0, fixed.stderr);
+  t.is((JSON.parse(fixed.stdout) as { itemsDoneEarlier: number }).itemsDoneEarlier, 0);
+  t.regex(fixed.log, /was made with other options: read from the start/);
+});
