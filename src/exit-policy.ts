@@ -12,7 +12,11 @@ export function alarmOf(s: RunSummary, maxRejected: number): string | undefined 
   if (s.eventsInArchive === 0) return 'the export holds no events: nothing to deliver (is the exporter working?)';
   if (handled <= 0) return undefined;
   // A shard whose own mailboxes got nothing while others' did is not alarming; one that saw only rejections is.
-  if (s.delivered + s.skipped === 0 && !s.itemsForOtherShards) return `nothing was delivered: all ${handled} items read were rejected (${mostRejected(s)}check --domain, --user-map and --max-item-size)`;
+  if (s.delivered + s.skipped === 0 && !s.itemsForOtherShards) {
+    // Deliveries that failed are the sink's to explain, not a mapping mistake.
+    if (s.failed > 0) return `nothing was delivered: ${s.failed} deliveries failed (see the errors above)${s.rejectedTotal > 0 ? ` and ${s.rejectedTotal} items were rejected` : ''}`;
+    return `nothing was delivered: all ${handled} items read were rejected (${mostRejected(s)}check --domain, --user-map and --max-item-size)`;
+  }
   // Every shard reads every item: its share of rejections is the export's, kept by shard 1 or not.
   const rejected = s.rejectedTotal + (s.rejectedByShard1 ?? 0);
   const share = rejected / handled;

@@ -27,6 +27,8 @@ test('the alarm names the reason most items were rejected for (a typo in --domai
   const none = summary({ delivered: 0, rejected: { oversize: 3, unmapped: 97 }, rejectedTotal: 100, itemsRouted: 0, itemsAvailableForImport: 0 });
   t.regex(alarmOf(none, 0.1)!, /^nothing was delivered: all 100 items read were rejected \(97 as unmapped; check --domain/);
   t.regex(alarmOf(summary({ rejected: { unmapped: 4, 'unknown-user': 8 }, rejectedTotal: 12 }), 0.1)!, /were rejected, over --max-rejected 10% \(8 as unknown-user; check --domain/);
+  // Nothing delivered because the sink failed (its container gone): not called a rejection.
+  t.is(alarmOf(summary({ delivered: 0, failed: 5269, rejected: { unmapped: 4 }, rejectedTotal: 4 }), 0.1), 'nothing was delivered: 5269 deliveries failed (see the errors above) and 4 items were rejected');
 });
 
 test('exit code: failures before interruption before alarm; a chain error is 2 before any delivery, 1 after, 70 for a bug', (t) => {
