@@ -1,6 +1,9 @@
 #!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --optimize-for-size
 const { main } = await import('../dist/src/cli.js').catch((err) => {
-  process.stderr.write(`pivot-archive: not built (${err.message}); run "npm install" or "npm run build" first\n`);
+  // Only a module that is not there means "not built"; anything else (EMFILE under a low
+  // `ulimit -n`, EACCES, a syntax error) is said as it is.
+  const missing = err?.code === 'ERR_MODULE_NOT_FOUND';
+  process.stderr.write(missing ? `pivot-archive: not built (${err.message}); run "npm install" or "npm run build" first\n` : `pivot-archive: cannot start: ${err?.message ?? err}\n`);
   process.exit(2);
 });
 const code = await main();

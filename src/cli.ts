@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import yargs, { type Argv, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
@@ -12,7 +13,7 @@ import { run, type RunResult } from './run.js';
 import { dryRunSummary, formatDryRun } from './dry-run.js';
 import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
-import { runInbox } from './state/inbox.js';
+import { runInbox, type InboxArchiveResult } from './state/inbox.js';
 import { progressReporter } from './progress.js';
 import { StateDir } from './state/index.js';
 import { accountVerdict, crontabLine, formatExportStatus, formatStatus, statusOfShards } from './state/report.js';
@@ -107,19 +108,27 @@ async function runCommand(config: RunConfig): Promise<number> {
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
     const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const runOptions = { stop, progress: progress.report, progressEveryMs: progress.everyMs };
-    const print = ({ summary, mailboxes }: RunResult) => {
+    const print = ({ summary, mailboxes }: RunResult, extra?: Record<string, unknown>) => {
       // A dry run's summary comes with the items each mailbox would receive (src/dry-run.ts).
       const dry = mailboxes && dryRunSummary(summary, mailboxes);
-      process.stdout.write((config.json ? JSON.stringify(dry ?? summary) : dry ? formatDryRun(dry) : formatSummary(summary)) + '\n');
+      process.stdout.write((config.json ? JSON.stringify({ ...(dry ?? summary), ...extra }) : dry ? formatDryRun(dry) : formatSummary(summary)) + '\n');
     };
     if (config.inbox) {
       const inbox = await runInbox(config, logger, runOptions);
       progress.end();
+      // Every archive is said, a line each with --json: its summary, or what became of it (README "--json").
       for (const r of inbox.results) {
-        if (r.run) print(r.run);
-        else if (!config.json) process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}\n`);
+        // Completed, but the state dir could not record it (full): the summary, and (a field with --json, a line without) why it stays.
+        const notRecorded = r.outcome === 'not-recorded' ? { code: r.code, error: redactSecrets((r.reason ?? '').replace(`${r.code}: `, '')) } : undefined;
+        if (r.run) {
+          print(r.run, notRecorded && { notRecorded });
+          if (notRecorded && !config.json) process.stdout.write(`pivot-archive: ${r.archive}: not-recorded (${notRecorded.code}: ${notRecorded.error})\n`);
+        } else if (config.json) process.stdout.write(JSON.stringify(inboxRecord(r, resolve(config.inbox))) + '\n');
+        else process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${redactSecrets(r.reason)})` : ''}\n`);
       }
-      if (!config.json) process.stdout.write(`pivot-archive: inbox: ${inbox.results.length} archive(s) ${config.dryRun ? 'read (dry run: none moved or recorded)' : 'handled'}, ${inbox.waiting.length} still being copied in\n`);
+      const stopped = inbox.results.find((r) => r.outcome === 'stopped');
+      const handled = inbox.results.length - (stopped ? 1 : 0);
+      if (!config.json) process.stdout.write(`pivot-archive: inbox: ${handled} archive(s) ${config.dryRun ? 'read (dry run: none moved or recorded)' : 'handled'}, ${inbox.waiting.length} still being copied in${stopped ? `; stopped at ${stopped.archive} (it and the archives after it are left for the next run)` : ''}\n`);
       return inbox.exitCode;
     }
     const result = await run(config, logger, runOptions);
@@ -127,6 +136,19 @@ async function runCommand(config: RunConfig): Promise<number> {
     print(result);
     return result.exitCode;
   });
+}
+
+/**
+ * The --json line of a drop-folder archive that has no summary: `already-completed` (its sha256
+ * is recorded), or a `failure` (refused as a whole and moved to failed/, or a setup error that
+ * stopped the drop-folder run at it), shaped like the failure line of a plain run.
+ */
+function inboxRecord(r: InboxArchiveResult, inbox: string): Record<string, unknown> {
+  // Named by its path in the drop folder, as the summaries name theirs.
+  const archive = join(inbox, r.archive);
+  if (r.outcome === 'already-completed') return { record: 'already-completed', archive, ...(r.sha256 ? { sha256: r.sha256 } : {}) };
+  const error = (r.reason ?? '').startsWith(`${r.code}: `) ? r.reason!.slice(`${r.code}: `.length) : (r.reason ?? '');
+  return { record: 'failure', archive, outcome: r.outcome, code: r.code ?? ErrorCode.INTERNAL, exitCode: r.exitCode ?? ExitCode.INTERNAL, error: redactSecrets(error) };
 }
 
 async function importCommand(config: ImportConfig): Promise<number> {

@@ -264,7 +264,8 @@ interface LogFile {
 /**
  * JSON Lines, one record a line, to one or more files, written with backpressure; `close` waits
  * for the disk. A file that cannot be written (ENOSPC, EIO) fails every later write, flush and
- * close with E_STATUS_LOG naming it: the run stops rather than go on unrecorded.
+ * close with E_STATUS_LOG naming it: the run stops rather than go on unrecorded. The other files
+ * (and the ledger) still get every record, the failed write's and the summary: they are the record left.
  */
 /** Whether a file ends inside a line (its last byte is not a newline). */
 async function endsMidLine(path: string): Promise<boolean> {
@@ -321,12 +322,24 @@ export class StatusLog {
     const record = Object.assign({ record: unstamped.record, runId: this.runId, at: recordTime(Date.now()) }, unstamped) as LogRecord;
     const json = redactSecrets(JSON.stringify(record));
     const line = json + '\n';
+    // Every file that still works (and the ledger) gets the record, whichever failed: a status log
+    // on a full disk must not cost the state dir's run log and ledger what happened (they are the
+    // record that is left). Then the first failure is thrown: the run stops.
+    let failure: unknown;
     for (const file of this.files) {
-      if (file.failed) throw file.failed;
+      if (file.failed) {
+        failure ??= file.failed;
+        continue;
+      }
       if (!file.out.write(line)) await drained(file.out, file);
-      if (file.failed) throw file.failed;
+      if (file.failed) failure ??= file.failed;
     }
-    await this.ledger?.append(json);
+    if (this.ledger) {
+      await this.ledger.append(json).catch((err: unknown) => {
+        failure ??= err;
+      });
+    }
+    if (failure !== undefined) throw failure;
   }
 
   /** Resolves once every line written so far has reached the file. */

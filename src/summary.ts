@@ -1,3 +1,4 @@
+import { ErrorCode } from './errors.js';
 import type { RunSummary } from './status-log.js';
 
 /** A summary read back from a status log: this version's, or an import's from before 0.2 (`import-summary`). */
@@ -33,8 +34,10 @@ export function formatSummary(s: RecordedSummary): string {
   if (s.rejectedByShard1 !== undefined && !staged) rows.splice(4, 0, ['items rejected (kept by shard 1)', s.rejectedByShard1]);
   rows.push(['delivered', s.delivered], ['skipped (already there)', s.skipped], ['failed', s.failed]);
   if (!staged) rows.push(['rejected but not kept (failed)', s.rejectedNotKept], ['notes (e.g. missing attachment)', s.notes]);
+  // A record that could not be written may lack outcomes of deliveries that were in flight: a re-run checks the sink.
+  const recordFailed = s.error?.code === ErrorCode.STATUS_LOG || s.error?.code === ErrorCode.LEDGER;
   const stopped = s.error
-    ? `stopped by an error (${s.error.code}: ${s.error.message}); what was done is recorded, run it again to finish`
+    ? `stopped by an error (${s.error.code}: ${s.error.message}); ${recordFailed ? 'the records that could be written hold what was done, the one that failed may lack some of it' : 'what was done is recorded'}, run it again to finish (it skips what the sink holds)`
     : s.interrupted && `stopped on a signal after the items in flight; ${staged ? 'import' : 'run it'} again to finish`;
   const shard = s.shard ? ` (shard ${s.shard})` : '';
   const title = (staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`) + shard;

@@ -194,9 +194,13 @@ test('--inbox --dry-run reads every settled archive and moves, records and locks
   t.regex(result.log, /broken\.zip: .*a run would move it to failed\/ \(dry run: left in place\)/);
   t.deepEqual(await snapshot(dir), before);
   const json = await cli([...args, '--json']);
-  const summaries = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as DryRunJson);
+  // A line per archive: the two summaries, then the broken archive's failure line (README "--json").
+  const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as DryRunJson & { record?: string; code?: string });
+  t.like(lines[2], { record: 'failure', code: 'E_ARCHIVE_UNREADABLE' });
+  const summaries = lines.slice(0, 2);
   t.deepEqual(summaries.map((s) => s.dryRun), [true, true]);
   t.true(summaries.every((s) => s.delivered > 0 && s.balanced));
+  t.is(lines.length, 3);
   t.deepEqual(await snapshot(dir), before);
 });
 

@@ -58,10 +58,25 @@ export class Settler {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
+  /** The first record (status log, run log, ledger) that could not be written: the run stops, and nothing more begins. */
+  private recordFailure: unknown;
+
   private readonly settleOne = async (unit: Unit): Promise<Settled> => {
-    const ok =
-      unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'failedInShard' ? await this.failInShard(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
-    return { position: unit.position, ok };
+    // A unit that reaches here after a record failed is not begun (its delivery would go unrecorded where the record failed); what is in flight settles.
+    if (this.recordFailure !== undefined) throw this.recordFailure;
+    try {
+      const ok =
+        unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'failedInShard' ? await this.failInShard(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
+      return { position: unit.position, ok };
+    } catch (err) {
+      const code = errorCodeOf(err);
+      if (code === ErrorCode.STATUS_LOG || code === ErrorCode.LEDGER) {
+        // Stops reading at once, not when this unit's turn comes (a window of thousands may be ahead of it).
+        if (this.recordFailure === undefined) this.halt(err as Error);
+        this.recordFailure ??= err;
+      }
+      throw err;
+    }
   };
 
   /** False when the sink did not store it. A status log that cannot be written stops the run. */

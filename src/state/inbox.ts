@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
@@ -9,10 +9,29 @@ import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
 import { recordFailureBeforeStart } from '../job.js';
 import { run, type RunOptions, type RunResult } from '../run.js';
+import { StatusLog } from '../status-log.js';
 import { StateDir } from './index.js';
 
+/**
+ * What became of one archive of the drop folder. `completed`, `deliveries-failed` and
+ * `not-recorded` (everything delivered, but its completion could not be written to the state
+ * dir: left in place, the next run re-checks it) carry the run; `already-completed` its sha256;
+ * `failed-archive` (refused as a whole, moved to failed/) and `stopped` (a setup error, say the
+ * sink gone, that ends the drop-folder run: this archive and those after it are left for the
+ * next run) the error's code and exit code.
+ */
+export interface InboxArchiveResult {
+  archive: string;
+  outcome: 'completed' | 'already-completed' | 'failed-archive' | 'deliveries-failed' | 'not-recorded' | 'stopped';
+  run?: RunResult;
+  reason?: string;
+  code?: string;
+  exitCode?: number;
+  sha256?: string;
+}
+
 export interface InboxResult {
-  results: { archive: string; outcome: 'completed' | 'already-completed' | 'failed-archive' | 'deliveries-failed'; run?: RunResult; reason?: string }[];
+  results: InboxArchiveResult[];
   waiting: string[];
   exitCode: number;
 }
@@ -47,6 +66,9 @@ async function sighting(path: string): Promise<Sighting | undefined> {
   return info && sightingOf(info);
 }
 
+/** Something (a file, a link, dangling or not) is at `path`. */
+const exists = (path: string) => lstat(path).then(() => true, () => false);
+
 const sameFile = (a: Sighting | undefined, b: Sighting | undefined) => a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
 
 /**
@@ -56,33 +78,115 @@ const sameFile = (a: Sighting | undefined, b: Sighting | undefined) => a !== und
  * fails must not stop the other archives.
  */
 async function moveSafely(logger: Logger, path: string, dir: string, name: string, read: Sighting | undefined): Promise<string | undefined> {
-  if (read !== undefined && !sameFile(read, await sighting(path))) {
+  const now = read === undefined ? undefined : await sighting(path);
+  if (read !== undefined && now === undefined && !(await exists(path))) {
+    logger.warn(`${name}: gone from the drop folder while it was read (taken by another run, or by hand): not moved`);
+    return undefined;
+  }
+  if (read !== undefined && !sameFile(read, now)) {
     logger.warn(`${name}: replaced or changed while it was read: the new file is left for the next run`);
     return undefined;
   }
   try {
     return await moveInto(path, dir, name);
   } catch (err) {
+    // Taken meanwhile by another host's run of the same drop folder: nothing to move.
+    if (!(await exists(path))) return void logger.warn(`${name}: gone from the drop folder while it was read (taken by another run, or by hand): not moved`);
     logger.error(`${name}: cannot be moved to ${dir}: ${errorMessage(err)}`);
     return undefined;
   }
 }
 
 /**
- * The archives a drop-folder run left because they had not settled, as it saw them. One seen
- * unchanged by the next run has settled whatever its time says: an mtime in the future (a
- * writer's clock ahead, a copy that kept the source's time) never gets older than `--settle`.
+ * The archives a drop-folder run left because they had not settled, as it saw them, and when a
+ * run first saw each as it is (`seenAt`, this host's clock). An archive has settled once its
+ * mtime is `--settle` seconds old, or once runs have seen it unchanged for `--settle` seconds: an
+ * mtime in the future (a writer's clock ahead, a copy that kept the source's time) never gets
+ * older than `--settle`, but a copy still being written never stays unchanged that long. Two runs
+ * a few seconds apart (a retry) do not make a half-written archive settled.
  */
+interface Waiting extends Sighting {
+  seenAt: number;
+}
+
 function waitingPath(state: StateDir): string {
   return join(state.dir, 'inbox-waiting.json');
 }
 
-async function readWaiting(state: StateDir): Promise<Record<string, Sighting>> {
+async function readWaiting(state: StateDir): Promise<Record<string, Waiting>> {
   try {
     const value = JSON.parse(await readFile(waitingPath(state), 'utf8')) as unknown;
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, Sighting>) : {};
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, Waiting>) : {};
   } catch {
     return {};
+  }
+}
+
+/**
+ * Whether an archive seen now (`info`, at `now`) has settled, and since when it has been seen as
+ * it is (`seenAt`: kept from `before` when the file is the same, else now).
+ */
+export function settleState(info: Sighting, before: Waiting | undefined, now: number, settleSeconds: number): { settled: boolean; seenAt: number; future: boolean } {
+  const settleMs = settleSeconds * 1000;
+  const seenAt = sameFile(before, info) && typeof before!.seenAt === 'number' && before!.seenAt <= now ? before!.seenAt : now;
+  return { settled: now - info.mtimeMs >= settleMs || now - seenAt >= settleMs, seenAt, future: info.mtimeMs > now };
+}
+
+/**
+ * A `failure` record of a drop-folder run that could not start (another run holds the lock), in
+ * a run log of its own (a new file: the holder's files, its ledger included, are not touched) and
+ * the --status-log, as a plain run that finds the lock held leaves one, so `status` shows it.
+ */
+async function recordLocked(state: StateDir, statusLog: string | undefined, err: unknown, inbox: string, startedAt: string): Promise<void> {
+  const runLog = await state.newRunLog().catch(() => undefined);
+  const paths = [...(statusLog ? [statusLog] : []), ...(runLog ? [runLog] : [])];
+  if (paths.length === 0) return;
+  const runId = randomUUID();
+  const log = await StatusLog.open(paths, runId).catch(() => (runLog ? StatusLog.open([runLog], runId).catch(() => undefined) : undefined));
+  if (!log) return;
+  await log
+    .write({ record: 'failure', archive: inbox, startedAt, finishedAt: new Date().toISOString(), code: errorCodeOf(err), exitCode: errorExitCode(err), error: errorMessage(err) })
+    .catch(() => undefined);
+  await log.close().catch(() => undefined);
+}
+
+/** How an archive moved to failed/ was, written into its `.reason.txt`: a later change of the file shows. */
+const MOVED_AS = /^file when moved here: (\d+) bytes, mtimeMs (\d+(?:\.\d+)?)$/m;
+
+/**
+ * Archives in failed/ whose file changed after they were moved there (a copy still being written
+ * into the drop folder, taken too early): said, so the operator moves the whole copy back in.
+ */
+async function changedInFailed(logger: Logger, inbox: string): Promise<void> {
+  const failed = join(inbox, 'failed');
+  const names = await readdir(failed).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.endsWith('.reason.txt')) continue;
+    const archive = name.slice(0, -'.reason.txt'.length);
+    const moved = MOVED_AS.exec(await readFile(join(failed, name), 'utf8').catch(() => ''));
+    const info = moved && (await stat(join(failed, archive)).catch(() => undefined));
+    if (!moved || !info) continue;
+    if (info.size !== Number(moved[1]) || info.mtimeMs !== Number(moved[2])) {
+      logger.warn(`failed/${archive} changed after it was moved there (${moved[1]} bytes then, ${info.size} now): it was still being written; once it is complete, move it back into ${inbox} to have it read again`);
+    }
+  }
+}
+
+/**
+ * Records an archive completed (STATE/completed/<sha256>.json); the error if the state dir cannot
+ * be written (never thrown: a full state dir is no fault of the archive's, nor a bug).
+ */
+async function recordCompleted(state: StateDir, name: string, done: RunResult, digest: string | undefined): Promise<unknown> {
+  const sha = done.summary.sha256 ?? digest;
+  const record = join(state.dir, 'completed', `${sha}.json`);
+  try {
+    await mkdir(join(state.dir, 'completed'), { recursive: true });
+    await writeFile(record, JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
+    return undefined;
+  } catch (err) {
+    // Not a torn record left behind: the next run reads the archive again (the sink skips what it holds).
+    await unlink(record).catch(() => undefined);
+    return err ?? new Error('unknown error');
   }
 }
 
@@ -102,12 +206,18 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
   // state dir: none may move an archive the others still need, so --shard implies --keep (remove
   // an archive once every shard's state dir has it under completed/; README "Scaling past one machine").
   const keep = config.keep || config.shard !== undefined;
-  const release = dry ? async () => undefined : await state.lock();
+  const startedAt = new Date().toISOString();
+  const release = dry
+    ? async () => undefined
+    : await state.lock().catch(async (err: unknown) => {
+        if (errorCodeOf(err) === ErrorCode.LOCKED) await recordLocked(state, config.statusLog ? resolve(cwd, config.statusLog) : undefined, err, inbox, startedAt);
+        throw err;
+      });
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
   try {
     const candidates = [];
     const waitedBefore = await readWaiting(state);
-    const waitingNow: Record<string, Sighting> = {};
+    const waitingNow: Record<string, Waiting> = {};
     const names = await readdir(inbox).catch(async (err: unknown) => {
       const failure = new PivotArchiveError(ErrorCode.CONFIG, `cannot read inbox ${inbox}: ${errorMessage(err)}`);
       // Recorded as a run of the drop folder that failed before any archive: every run leaves a record.
@@ -125,26 +235,30 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       if (!info) {
         // A dangling link, say: run like any archive, it fails as unreadable, is recorded and moved to failed/.
         // A name gone since the listing is passed over.
-        if (await lstat(path).then(() => true, () => false)) candidates.push({ name, mtime: 0 });
+        if (await exists(path)) candidates.push({ name, mtime: 0 });
+        else logger.info(`${name}: gone from the drop folder since it was listed (taken by another run, or by hand): passed over`);
         continue;
       }
       if (!info.isFile()) {
         logger.info(`${name}: not a file, left alone`);
         continue;
       }
-      const now = sightingOf(info);
-      if (Date.now() - info.mtimeMs < config.settleSeconds * 1000) {
-        if (!sameFile(waitedBefore[name], now)) {
+      const seen = sightingOf(info);
+      const now = Date.now();
+      if (now - info.mtimeMs < config.settleSeconds * 1000) {
+        const { settled, seenAt, future } = settleState(seen, waitedBefore[name], now, config.settleSeconds);
+        if (!settled) {
           result.waiting.push(name);
-          waitingNow[name] = now;
-          const future = info.mtimeMs > Date.now() ? ` (its time is ${new Date(info.mtimeMs).toISOString()}, in the future: it is taken when the next run finds it unchanged)` : '';
-          logger.info(`${name}: modified less than ${config.settleSeconds} s ago, still being copied in; left for the next run${future}`);
+          waitingNow[name] = { ...seen, seenAt };
+          const ahead = future ? ` (its time is ${new Date(info.mtimeMs).toISOString()}, in the future: it is taken once runs have seen it unchanged for ${config.settleSeconds} s)` : '';
+          logger.info(`${name}: modified less than ${config.settleSeconds} s ago${seenAt < now ? ` (unchanged for ${Math.floor((now - seenAt) / 1000)} s of runs)` : ''}, still being copied in; left for the next run${ahead}`);
           continue;
         }
-        logger.info(`${name}: unchanged since the last run left it to settle: taken`);
+        logger.info(`${name}: unchanged for ${config.settleSeconds} s since a run first saw it so: taken`);
       }
       candidates.push({ name, mtime: info.mtimeMs });
     }
+    if (!dry) await changedInFailed(logger, inbox);
     if (!dry) await writeFile(waitingPath(state), JSON.stringify(waitingNow) + '\n').catch((err: unknown) => logger.warn(`cannot record the archives left to settle in ${waitingPath(state)}: ${errorMessage(err)}`));
     candidates.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
     for (const { name } of candidates) {
@@ -152,24 +266,41 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       const path = join(inbox, name);
       // What the run reads: the file then at the name (one dropped over it meanwhile is not moved).
       const read = await sighting(path);
+      // Gone since the listing (another host's drop-folder run moved it to done/, an operator took it back): passed over, no failure.
+      if (read === undefined && !(await exists(path))) {
+        logger.warn(`${name}: gone from the drop folder before it was read (taken by another run, or by hand): passed over`);
+        continue;
+      }
       // One that cannot be read is run all the same: it fails as unreadable, and is recorded and moved to failed/.
       const digest = await sha256(path).catch(() => undefined);
       const record = digest && join(state.dir, 'completed', `${digest}.json`);
-      if (digest && record && (await pathExists(record))) {
+      // A state dir that cannot be read here is said, and the archive read again (the sink skips what it holds).
+      const completed =
+        record !== undefined &&
+        (await pathExists(record).catch((err: unknown) => {
+          logger.warn(`${name}: cannot tell whether it was completed (${errorMessage(err)}): read again`);
+          return false;
+        }));
+      if (digest && completed) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
         if (!keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name, read);
-        result.results.push({ archive: name, outcome: 'already-completed' });
+        result.results.push({ archive: name, outcome: 'already-completed', sha256: digest });
         continue;
       }
       try {
         const done = await run({ ...config, inbox: undefined, archive: path }, logger, { ...options, cwd, lockHeld: true });
         if (done.exitCode === ExitCode.OK) {
-          if (!dry) {
-            await mkdir(join(state.dir, 'completed'), { recursive: true });
-            const sha = done.summary.sha256 ?? digest;
-            await writeFile(join(state.dir, 'completed', `${sha}.json`), JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
-            if (!keep) await moveSafely(logger, path, join(inbox, 'done'), name, read);
+          const unrecorded = dry ? undefined : await recordCompleted(state, name, done, digest);
+          if (unrecorded) {
+            // The state dir cannot be written (full, read-only): not the archive's fault, nor a bug. It stays
+            // in the drop folder; the next run finds it completed, or reads it again (the sink skips what it holds).
+            const message = `every item is accounted for, but its completion cannot be recorded in ${join(state.dir, 'completed')}: ${errorMessage(unrecorded)}; left in the drop folder for the next run`;
+            logger.error(`${name}: ${ErrorCode.STATUS_LOG}: ${message}`);
+            result.results.push({ archive: name, outcome: 'not-recorded', run: done, reason: `${ErrorCode.STATUS_LOG}: ${message}`, code: ErrorCode.STATUS_LOG, exitCode: ExitCode.DELIVERY_FAILED });
+            result.exitCode = worseExitCode(result.exitCode, ExitCode.DELIVERY_FAILED);
+            continue;
           }
+          if (!dry && !keep) await moveSafely(logger, path, join(inbox, 'done'), name, read);
           result.results.push({ archive: name, outcome: 'completed', run: done });
         } else {
           // Failed deliveries, an interruption or an alarm: left in place for the next run.
@@ -180,12 +311,29 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         // The archive's own fault, or a bug it triggered, fails that archive alone; a setup error stops the inbox.
         const code = errorCodeOf(err);
         const internal = code === ErrorCode.INTERNAL;
-        if (!internal && !code.startsWith('E_ARCHIVE_')) throw err;
+        if (!internal && !code.startsWith('E_ARCHIVE_')) {
+          // A setup error (the sink gone, the state dir unwritable) ends the drop-folder run: this archive and those
+          // after it are left for the next run. What the archives before it did is still said and counted: after a
+          // delivery of this run it is not "nothing was delivered" (2) but items not delivered (1).
+          const reached = !dry && result.results.some((r) => r.run !== undefined && r.run.summary.delivered + r.run.summary.skipped > 0);
+          const exitCode = reached && errorExitCode(err) === ExitCode.SETUP_FAILED ? ExitCode.DELIVERY_FAILED : errorExitCode(err);
+          const reason = `${code}: ${errorMessage(err)}`;
+          logger.error(`${name}: ${reason}; the drop-folder run stops here: ${name} and the archives after it are left for the next run`);
+          result.results.push({ archive: name, outcome: 'stopped', reason, code, exitCode: errorExitCode(err) });
+          result.exitCode = worseExitCode(result.exitCode, exitCode);
+          break;
+        }
+        // Gone while its run opened it (another host's run took it): passed over, like a name gone since the listing.
+        if (code === ErrorCode.ARCHIVE_UNREADABLE && read !== undefined && !(await exists(path))) {
+          logger.warn(`${name}: gone from the drop folder as it was opened (taken by another run, or by hand): passed over`);
+          continue;
+        }
         const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
         logger.error(`${name}: ${reason}; ${dry ? 'a run would move it to failed/ (dry run: left in place)' : 'moved to failed/'}`);
         const moved = dry ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
-        if (moved) await writeFile(`${moved}.reason.txt`, reason + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
-        result.results.push({ archive: name, outcome: 'failed-archive', reason });
+        const movedAs = read ? `\nfile when moved here: ${read.size} bytes, mtimeMs ${read.mtimeMs}` : '';
+        if (moved) await writeFile(`${moved}.reason.txt`, reason + movedAs + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
+        result.results.push({ archive: name, outcome: 'failed-archive', reason, code, exitCode: errorExitCode(err) });
         result.exitCode = worseExitCode(result.exitCode, errorExitCode(err));
       }
     }

@@ -13,6 +13,8 @@ const LOCK_RENEW_MS = 30_000;
 export const LOCK_LEASE_MS = 10 * 60_000;
 /** Tries to take the lock: each stale lock found costs one, a turn waited behind another breaker one. */
 const LOCK_ATTEMPTS = 50;
+/** A lock file that is not whole (empty or torn) this old is not being written by anyone: its maker writes it right after the create. */
+const LOCK_WRITE_MS = 5_000;
 /** A `lock.break` file of another host (or torn) this old was left by a run killed while it broke a stale lock. */
 const LOCK_BREAK_STALE_MS = 30_000;
 
@@ -23,6 +25,16 @@ function localPid(content: string): number | undefined {
     return maker.host === hostname() && typeof maker.pid === 'number' ? maker.pid : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** Whether `content` is a whole lock (or `lock.break`) file: JSON naming its maker's pid and host. */
+function wholeLock(content: string): boolean {
+  try {
+    const maker = JSON.parse(content) as { pid?: unknown; host?: unknown } | null;
+    return typeof maker === 'object' && maker !== null && typeof maker.pid === 'number' && typeof maker.host === 'string';
+  } catch {
+    return false;
   }
 }
 
@@ -121,17 +133,16 @@ export class StateDir {
   /**
    * Takes the lock or throws E_LOCKED. A lock whose process is gone (killed run) on this host
    * is stale and taken over; so is any lock (of another host, or torn by a crash) that its holder
-   * has not renewed for LOCK_LEASE_MS: a holder touches it every LOCK_RENEW_MS while it runs.
+   * has not renewed for LOCK_LEASE_MS: a holder touches it every LOCK_RENEW_MS while it runs. A
+   * lock that could not be written whole (a full disk) is removed by this run, which throws
+   * E_CONFIG; an empty or torn one left by a run killed as it made it is stale after LOCK_WRITE_MS.
    */
   async lock(): Promise<() => Promise<void>> {
     await mkdir(this.dir, { recursive: true });
     const mine = JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() });
     for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
       try {
-        const handle = await open(this.lockPath, 'wx');
-        await handle.writeFile(mine);
-        await handle.sync();
-        await handle.close();
+        await this.create(this.lockPath, mine, true);
         const renewal = setInterval(() => {
           const now = new Date();
           void utimes(this.lockPath, now, now).catch(() => undefined);
@@ -162,6 +173,28 @@ export class StateDir {
   }
 
   /**
+   * Makes `path` (O_EXCL: EEXIST when it exists) holding `content`, in one write. A file that
+   * could not be written whole (a full disk: ENOSPC after the create) is removed again, so no
+   * empty or torn lock is left for the next runs to wait on.
+   */
+  private async create(path: string, content: string, sync: boolean): Promise<void> {
+    const handle = await open(path, 'wx');
+    try {
+      const bytes = Buffer.from(content);
+      const { bytesWritten } = await handle.write(bytes, 0, bytes.length, 0);
+      if (bytesWritten !== bytes.length) throw Object.assign(new Error(`short write (${bytesWritten} of ${bytes.length} bytes)`), { code: 'ENOSPC' });
+      if (sync) await handle.sync();
+      await handle.close();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      // Ours (made by O_EXCL): removed unless it already holds another run's whole lock (it can only if ours was broken meanwhile).
+      const left = await readFile(path, 'utf8').catch(() => undefined);
+      if (left !== undefined && content.startsWith(left)) await unlink(path).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
    * A lock (as `content`) whose holder is gone: its process on this host, or our own pid on our
    * own host (a lock left by an earlier life of this host name: a container re-run, a Kubernetes
    * Indexed Job's pod keeps its host name, and node often is pid 1); or one not renewed for LOCK_LEASE_MS.
@@ -169,6 +202,11 @@ export class StateDir {
   private async stale(content: string): Promise<boolean> {
     const pid = localPid(content);
     if (pid !== undefined && (pid === process.pid || processGone(pid))) return true;
+    // Empty or torn (not a whole lock): a lock is made with O_EXCL and written in one write at
+    // once, and one that could not be written whole is removed by its maker; so past the instant
+    // between the create and the write (LOCK_WRITE_MS) nobody is writing it. A run killed in that
+    // instant, or a full disk with an older version, left it: stale, not held for the lease.
+    if (!wholeLock(content)) return olderThan(this.lockPath, LOCK_WRITE_MS);
     // Not renewed for LOCK_LEASE_MS: its holder is gone, whatever its host (a Kubernetes pod's
     // host name changes with every night's Job) or its content (torn by a crash).
     return olderThan(this.lockPath, LOCK_LEASE_MS);
@@ -184,9 +222,7 @@ export class StateDir {
     const mine = JSON.stringify({ pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex') });
     const ours = async () => (await readFile(breaker, 'utf8').catch(() => undefined)) === mine;
     try {
-      const handle = await open(breaker, 'wx');
-      await handle.writeFile(mine);
-      await handle.close();
+      await this.create(breaker, mine, false);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PivotArchiveError(ErrorCode.CONFIG, `cannot lock state dir ${this.dir}: ${errorMessage(err)}`);
       // Another run is breaking it: wait for it. A breaker whose run is gone (killed in that instant) is removed.

@@ -63,11 +63,12 @@ export class GroupCommit {
   private ids = 0;
   private failure: Error | undefined;
 
-  constructor() {
+  /** `group`: files a group holds at most (each open from its create until the group is durable), and bytes. */
+  constructor(group: { count: number; bytes: number } = GROUP) {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     this.worker = new Worker(new URL('./group-commit-worker.js', import.meta.url), {
-      workerData: { port: port2, group: GROUP } satisfies WorkerSetup,
+      workerData: { port: port2, group } satisfies WorkerSetup,
       transferList: [port2],
       // None of the process's flags: some (--input-type with -e) refuse a worker loaded from a file.
       execArgv: [],

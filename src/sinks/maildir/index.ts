@@ -17,6 +17,7 @@ import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-co
 import { Slots } from '../slots.js';
 import { dayOfTime } from './seen-names.js';
 import { listOurs, type Listing } from './listing.js';
+import { SHORTAGE_PATIENCE_MS, descriptorBudget, descriptorShortage, openFileLimit, shortageDelay, type DescriptorBudget } from './descriptors.js';
 
 /** What every mailbox is: an address, something on both sides of an `@`. */
 const ADDRESS = /.@./s;
@@ -339,7 +340,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
   protected readonly lifecycle = new SinkLifecycle('maildir', {
     open: async () => {
       await this.proveRoot();
-      this.files ??= new GroupCommit();
+      this.files ??= new GroupCommit({ count: this.descriptors.group, bytes: GROUP.bytes });
     },
     flush: async () => {
       await this.files?.close();
@@ -347,8 +348,15 @@ export class MaildirSink extends LifecycleSink implements Sink {
     },
   });
 
-  constructor(readonly config: MaildirSinkConfig) {
+  /** What it may hold open at once, under the process's `ulimit -n` (see descriptors.ts). */
+  private readonly descriptors: DescriptorBudget;
+  /** Files open at once to be compared. */
+  private readonly reads: Slots;
+
+  constructor(readonly config: MaildirSinkConfig, fileLimit: number | undefined = openFileLimit()) {
     super();
+    this.descriptors = descriptorBudget(fileLimit, GROUP.count);
+    this.reads = new Slots(this.descriptors.reads);
     this.description = `maildir:${config.root}`;
     this.maxInFlight = config.concurrency;
     // A mailbox's folder name has no `/` and never starts with `.`, the Pivot folder starts with `.` and has no `/`: join() would only add the separators.
@@ -612,7 +620,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
    */
   private async holds(path: string, delivery: Delivery): Promise<'same' | 'torn' | 'other' | 'absent'> {
     const copies = this.copiesOf(delivery);
-    if (!copies) return (await compare(path, delivery.message, false)).verdict;
+    if (!copies) return (await this.compare(path, delivery.message, false)).verdict;
     const known = copies.held;
     if (known) {
       let info;
@@ -624,9 +632,19 @@ export class MaildirSink extends LifecycleSink implements Sink {
       }
       if (info.dev === known.dev && info.ino === known.ino) return 'same';
     }
-    const { verdict, inode } = await compare(path, delivery.message, !known);
+    const { verdict, inode } = await this.compare(path, delivery.message, !known);
     if (verdict === 'same' && inode) copies.held = inode;
     return verdict;
+  }
+
+  /** `compare()` holding one of the sink's read descriptors (see `reads`). */
+  private async compare(path: string, ours: Buffer, identify: boolean): ReturnType<typeof compare> {
+    await this.reads.take();
+    try {
+      return await compare(path, ours, identify);
+    } finally {
+      this.reads.give();
+    }
   }
 
   private syncOf(dir: string): DirectorySync {
@@ -653,6 +671,22 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * round trip.
    */
   protected async store(delivery: Delivery): Promise<Stored> {
+    // Out of descriptors (EMFILE: this process's `ulimit -n`; ENFILE: the system's): a passing
+    // shortage, not the message's failure. What failed left nothing to undo (a file not created,
+    // a name not compared); the delivery waits and starts over, and finds whatever it did publish.
+    const since = Date.now();
+    for (let tries = 0; ; tries++) {
+      try {
+        return await this.storeOnce(delivery, tries > 0);
+      } catch (err) {
+        if (!descriptorShortage(err) || Date.now() - since > SHORTAGE_PATIENCE_MS) throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, shortageDelay(tries)));
+    }
+  }
+
+  /** One try of `store`; `again`: an earlier try may have published the message (its directory is then made durable here). */
+  private async storeOnce(delivery: Delivery, again: boolean): Promise<Stored> {
     const folder = await this.folderOf(delivery.mailbox, dayOfTime(delivery.internalDate));
     // Where the message is, as the ledger records it: relative to the root.
     // Every name it stores or finds is in the folder (concatenated: path.relative costs more than the rest of a delivery's path work).
@@ -662,7 +696,11 @@ export class MaildirSink extends LifecycleSink implements Sink {
     });
     // A folder that held nothing of ours when listed: the link below finds any name taken since.
     let place: Place = folder.listing.heldOurs ? await this.place(folder, delivery) : { kind: 'free', name: maildirBaseName(delivery) };
-    if (place.kind === 'held') return at('skipped', place.path);
+    if (place.kind === 'held') {
+      // Found after a try that may have linked it itself: its directory entry made durable first.
+      if (again) await this.syncOf(dirname(place.path)).sync();
+      return at('skipped', place.path);
+    }
     let linkFrom: string | undefined;
     let becomeFirst: ((path: string | undefined) => void) | undefined;
     const copies = this.copiesOf(delivery);

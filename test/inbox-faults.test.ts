@@ -1,0 +1,227 @@
+import test from 'ava';
+import { hostname } from 'node:os';
+import { appendFile, mkdir, readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generateSample } from '../src/sample/generate.js';
+import { settleState } from '../src/state/inbox.js';
+import { cli } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
+
+// Faults of the drop folder (run --inbox): what a later archive's setup error, a full state dir,
+// a name taken away mid-run, a held lock or two quick runs must not hide or break.
+
+const old = (minutes: number) => new Date(Date.now() - minutes * 60_000);
+
+async function dropFolder(t: Parameters<typeof tempDir>[0]): Promise<{ dir: string; inbox: string; state: string; mail: string; common: string[] }> {
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'incoming');
+  await mkdir(inbox);
+  const state = join(dir, 'state');
+  const mail = join(dir, 'mail');
+  return { dir, inbox, state, mail, common: ['run', '--all-domains', '--inbox', inbox, '--state-dir', state, '--sink', `maildir:${mail}`, '--rejects', join(dir, 'r'), '--quiet'] };
+}
+
+/** Every record of every run log in a state dir. */
+async function runRecords(state: string): Promise<Record<string, unknown>[]> {
+  const runs = join(state, 'runs');
+  const out: Record<string, unknown>[] = [];
+  for (const name of await readdir(runs)) {
+    for (const line of (await readFile(join(runs, name), 'utf8')).split('\n')) if (line.trim()) out.push(JSON.parse(line) as Record<string, unknown>);
+  }
+  return out;
+}
+
+const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+test('--inbox --json: a line for every archive, the refused (a failure record) and the already completed included', async (t) => {
+  t.timeout(60_000);
+  const { inbox, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a-good.zip'), { events: 40, seed: 1, edgeCases: false });
+  await writeFile(join(inbox, 'b-corrupt.zip'), 'not a zip');
+  await writeFile(join(inbox, 'c-again.zip'), await readFile(join(inbox, 'a-good.zip')));
+  await utimes(join(inbox, 'a-good.zip'), old(30), old(30));
+  await utimes(join(inbox, 'b-corrupt.zip'), old(20), old(20));
+  await utimes(join(inbox, 'c-again.zip'), old(10), old(10));
+  const result = await cli([...common, '--json']);
+  t.is(result.code, 2, result.stderr);
+  const lines = jsonLines(result.stdout);
+  t.is(lines.length, 3, result.stdout);
+  t.like(lines[0], { record: 'summary', archive: join(inbox, 'a-good.zip') });
+  t.like(lines[1], { record: 'failure', archive: join(inbox, 'b-corrupt.zip'), exitCode: 2 });
+  t.regex(String(lines[1]!.code), /^E_ARCHIVE_/);
+  t.like(lines[2], { record: 'already-completed', archive: join(inbox, 'c-again.zip'), sha256: lines[0]!.sha256 });
+});
+
+/**
+ * Two archives; part-way through the first the Maildir root goes (a file in its place): its later
+ * deliveries fail, and the second's sink cannot open (a setup error, E_SINK_UNAVAILABLE).
+ */
+async function sinkGoneAtSecond(t: Parameters<typeof tempDir>[0], json: boolean) {
+  const { dir, inbox, mail, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'k1.zip'), { events: 200, seed: 1, day: '2026-11-22', edgeCases: false });
+  await generateSample(join(inbox, 'k2.zip'), { events: 40, seed: 2, day: '2026-11-23', edgeCases: false });
+  await utimes(join(inbox, 'k1.zip'), old(30), old(30));
+  await utimes(join(inbox, 'k2.zip'), old(20), old(20));
+  const breaker = join(dir, 'breaker.mjs');
+  const marker = join(dir, 'broken');
+  await writeFile(
+    breaker,
+    // It waits for the first deliveries to be stored (a message file in a mailbox's cur/) before it breaks the root.
+    `import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+const root = ${JSON.stringify(mail)};
+const stored = () => { try { return readdirSync(root).some((m) => { try { return readdirSync(root + '/' + m + '/.INBOX.Pivot/cur').length > 0; } catch { return false; } }); } catch { return false; } };
+let n = 0;
+export default { name: 'breaker', version: '1.0.0', hostApi: '^1.0.0', async transform(item) {
+  if (++n === 100 && !existsSync(${JSON.stringify(marker)})) {
+    for (let i = 0; i < 250 && !stored(); i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300));
+    writeFileSync(${JSON.stringify(marker)}, '');
+    renameSync(root, root + '.gone');
+    writeFileSync(root, 'not a Maildir root');
+  }
+  return item;
+} };
+`,
+  );
+  const result = await cli([...common, '--plugin', breaker, ...(json ? ['--json'] : [])]);
+  t.deepEqual((await readdir(inbox)).sort(), ['k1.zip', 'k2.zip'], 'both left for the next run');
+  return { inbox, result };
+}
+
+test('--inbox: a setup error at a later archive (its sink gone) still prints the earlier archive\'s summary, and exits 1 after deliveries, not 2', async (t) => {
+  t.timeout(60_000);
+  const { result } = await sinkGoneAtSecond(t, false);
+  t.is(result.code, 1, result.stderr);
+  t.regex(result.stdout, /export acme-2026-11-22 -> maildir:[\s\S]*delivered +[1-9][\s\S]*failed +[1-9]/);
+  t.regex(result.stdout, /k2\.zip: stopped \(E_SINK_UNAVAILABLE: /);
+  t.regex(result.stdout, /inbox: 1 archive\(s\) handled, 0 still being copied in; stopped at k2\.zip/);
+  t.regex(result.log, /k2\.zip: E_SINK_UNAVAILABLE: .*the drop-folder run stops here/);
+});
+
+test('--inbox --json: a setup error at a later archive prints the earlier archive\'s summary line, then a failure line for the archive it stopped at', async (t) => {
+  t.timeout(60_000);
+  const { inbox, result } = await sinkGoneAtSecond(t, true);
+  t.is(result.code, 1, result.stderr);
+  const lines = jsonLines(result.stdout);
+  t.is(lines.length, 2, result.stdout);
+  t.like(lines[0], { record: 'summary', archive: join(inbox, 'k1.zip') });
+  t.true((lines[0]!.delivered as number) > 0);
+  t.true((lines[0]!.failed as number) > 0);
+  t.like(lines[1], { record: 'failure', archive: join(inbox, 'k2.zip'), code: 'E_SINK_UNAVAILABLE', outcome: 'stopped' });
+});
+
+test('--inbox: a state dir that cannot record an archive completed is no bug: exit 1, the summary printed, the archive left in the drop folder (not failed/)', async (t) => {
+  t.timeout(60_000);
+  const { inbox, state, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a1.zip'), { events: 40, seed: 1, edgeCases: false });
+  await utimes(join(inbox, 'a1.zip'), old(30), old(30));
+  // STATE/completed cannot be made (a file in its way), as a full or read-only state dir refuses it.
+  await mkdir(state);
+  await writeFile(join(state, 'completed'), 'in the way');
+  const text = await cli(common);
+  t.is(text.code, 1, text.stderr);
+  t.regex(text.stdout, /export acme-2026-11-23 -> maildir:/);
+  t.regex(text.stdout, /a1\.zip: not-recorded \(E_STATUS_LOG: every item is accounted for, but its completion cannot be recorded/);
+  t.notRegex(text.log, /E_INTERNAL|a bug in pivot-archive/);
+  t.deepEqual(await readdir(inbox), ['a1.zip'], 'left in place, neither in done/ nor in failed/');
+  const json = await cli([...common, '--json']);
+  t.is(json.code, 1, json.stderr);
+  const lines = jsonLines(json.stdout);
+  t.is(lines.length, 1);
+  t.like(lines[0], { record: 'summary', notRecorded: { code: 'E_STATUS_LOG' } });
+  // Once the state dir can record it, the next run completes it (the sink skips what it holds).
+  await rm(join(state, 'completed'));
+  const fixed = await cli(common);
+  t.is(fixed.code, 0, fixed.stderr);
+  t.deepEqual(await readdir(join(inbox, 'done')), ['a1.zip']);
+});
+
+test('--inbox: an archive taken out of the drop folder mid-run (another host\'s run moved it) is passed over: no failure, no failed/', async (t) => {
+  t.timeout(60_000);
+  const { dir, inbox, state, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a1.zip'), { events: 40, seed: 1, day: '2026-11-22', edgeCases: false });
+  await generateSample(join(inbox, 'a2.zip'), { events: 40, seed: 2, day: '2026-11-23', edgeCases: false });
+  await utimes(join(inbox, 'a1.zip'), old(30), old(30));
+  await utimes(join(inbox, 'a2.zip'), old(20), old(20));
+  await mkdir(join(dir, 'elsewhere'));
+  const taker = join(dir, 'taker.mjs');
+  await writeFile(taker, `import { existsSync, renameSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'taker', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (++n === 10 && existsSync(${JSON.stringify(join(inbox, 'a2.zip'))})) renameSync(${JSON.stringify(join(inbox, 'a2.zip'))}, ${JSON.stringify(join(dir, 'elsewhere', 'a2.zip'))}); return item; } };\n`);
+  const result = await cli([...common, '--plugin', taker]);
+  t.is(result.code, 0, result.stderr);
+  t.regex(result.log, /warn a2\.zip: gone from the drop folder before it was read .*: passed over/);
+  t.notRegex(result.log, /E_ARCHIVE_UNREADABLE/);
+  t.deepEqual((await readdir(inbox)).sort(), ['done']);
+  t.deepEqual(await readdir(join(inbox, 'done')), ['a1.zip']);
+  t.false((await runRecords(state)).some((r) => r.record === 'failure'), 'no failure record');
+});
+
+test('--inbox: a run that finds the lock held (exit 3) leaves a run log of its own with the failure, as a plain run does', async (t) => {
+  const { inbox, state, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a1.zip'), { events: 40, seed: 1, edgeCases: false });
+  await utimes(join(inbox, 'a1.zip'), old(30), old(30));
+  await mkdir(state);
+  // Held by a live process of this host (this test's).
+  await writeFile(join(state, 'lock'), JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() }));
+  const result = await cli([...common, '--status-log', join(state, '..', 'status.jsonl')]);
+  t.is(result.code, 3, result.stderr);
+  t.deepEqual(await readdir(inbox), ['a1.zip']);
+  const records = await runRecords(state);
+  t.is(records.length, 1);
+  t.like(records[0], { record: 'failure', code: 'E_LOCKED', exitCode: 3, archive: inbox });
+  t.regex(await readFile(join(state, '..', 'status.jsonl'), 'utf8'), /"record":"failure".*"code":"E_LOCKED"/);
+  t.false((await readdir(state)).includes('ledger.jsonl'), "the holder's ledger is not touched");
+  const status = await cli(['status', '--state-dir', state]);
+  t.regex(status.stdout, /E_LOCKED/);
+});
+
+test('settleState: an archive is taken once its mtime is --settle old, or once runs have seen it unchanged for --settle seconds (a future mtime), never after a quick second look', (t) => {
+  const now = Date.parse('2026-11-23T12:00:00Z');
+  const file = { dev: 1, ino: 2, size: 1000, mtimeMs: now - 5_000 };
+  t.like(settleState(file, undefined, now, 60), { settled: false, seenAt: now });
+  // Seen 3 s ago as it is: a retry within the settle window does not take a copy that stalled.
+  t.like(settleState(file, { ...file, seenAt: now - 3_000 }, now, 60), { settled: false, seenAt: now - 3_000 });
+  // Grown since: seen afresh.
+  t.like(settleState({ ...file, size: 2000 }, { ...file, seenAt: now - 3_000 }, now, 60), { settled: false, seenAt: now });
+  // An mtime 60 s old has settled.
+  t.like(settleState({ ...file, mtimeMs: now - 60_000 }, undefined, now, 60), { settled: true });
+  // In the future (a writer's clock ahead): settled once seen unchanged for 60 s of runs.
+  const ahead = { ...file, mtimeMs: now + 3_600_000 };
+  t.like(settleState(ahead, undefined, now, 60), { settled: false, future: true });
+  t.like(settleState(ahead, { ...ahead, seenAt: now - 10_000 }, now, 60), { settled: false });
+  t.like(settleState(ahead, { ...ahead, seenAt: now - 60_000 }, now, 60), { settled: true });
+  // A record from the old format (no seenAt), or a seenAt ahead of this clock, counts from now.
+  t.like(settleState(ahead, { ...ahead } as never, now, 60), { settled: false, seenAt: now });
+  t.like(settleState(ahead, { ...ahead, seenAt: now + 120_000 }, now, 60), { settled: false, seenAt: now });
+  // --settle 0 waits for nothing.
+  t.like(settleState(ahead, undefined, now, 0), { settled: true });
+});
+
+test('--inbox: two runs a few seconds apart within --settle leave an archive still being copied in (the second does not take it)', async (t) => {
+  t.timeout(60_000);
+  const { inbox, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'copying.zip'), { events: 40, seed: 1, edgeCases: false });
+  const size = (await readFile(join(inbox, 'copying.zip'))).length;
+  // Half written, the copy stalled.
+  await truncate(join(inbox, 'copying.zip'), Math.floor(size / 2));
+  for (const n of [1, 2]) {
+    const result = await cli([...common, '--settle', '60']);
+    t.is(result.code, 0, `run ${n}: ${result.stderr}`);
+    t.regex(result.stdout, /0 archive\(s\) handled, 1 still being copied in/, `run ${n}`);
+  }
+  t.deepEqual(await readdir(inbox), ['copying.zip']);
+});
+
+test('--inbox: an archive in failed/ that changed after it was moved there (a copy still being written) is said, so the operator moves it back', async (t) => {
+  t.timeout(60_000);
+  const { inbox, common } = await dropFolder(t);
+  await writeFile(join(inbox, 'half.zip'), 'PK\u0003\u0004 the first bytes of a copy');
+  await utimes(join(inbox, 'half.zip'), old(30), old(30));
+  const first = await cli(common);
+  t.is(first.code, 2, first.stderr);
+  t.deepEqual((await readdir(join(inbox, 'failed'))).sort(), ['half.zip', 'half.zip.reason.txt']);
+  const second = await cli(common);
+  t.notRegex(second.log, /changed after it was moved there/, 'unchanged: nothing said');
+  await appendFile(join(inbox, 'failed', 'half.zip'), ' and the rest of it');
+  const third = await cli(common);
+  t.regex(third.log, /warn failed\/half\.zip changed after it was moved there .*move it back into /);
+});

@@ -1,0 +1,58 @@
+// The state dir's lock when it cannot be written whole (a full disk): no empty or torn lock is left
+// for the next runs to wait 10 minutes on. A full disk is stood in for by RLIMIT_FSIZE 0 (any user
+// may lower it): the lock file is created, its one write fails (EFBIG), as on a full tmpfs (ENOSPC).
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StateDir } from '../src/state/index.js';
+import { generateSample } from '../src/sample/generate.js';
+import { BIN, REPO_ROOT, cli } from './helpers/cli.js';
+import { readMaildir } from './helpers/maildir.js';
+import { tempDir } from './helpers/tmp.js';
+
+/** The command line with no file of its own allowed to grow (writes fail EFBIG; SIGXFSZ ignored so the write returns the error). */
+function cliNoFileSpace(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', 'trap "" XFSZ; ulimit -f 0 && exec "$0" "$@"', process.execPath, BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.resume();
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+test('a lock that cannot be written (disk full) is removed by the run that failed to write it: that run exits 2, the next one runs', async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 30, seed: 3, edgeCases: false });
+  const state = join(dir, 'state');
+  const args = (out: string) => ['run', archive, '--all-domains', '--sink', `maildir:${join(dir, out)}`, '--state-dir', state, '--rejects', join(dir, 'rejects')];
+  const full = await cliNoFileSpace(args('first'));
+  t.is(full.code, 2, full.stderr);
+  t.regex(full.stderr, /cannot lock state dir .*EFBIG/);
+  t.false((await readdir(state)).includes('lock'), 'no lock is left behind');
+  t.false((await readdir(state)).includes('lock.break'));
+  const next = await cli(args('second'));
+  t.is(next.code, 0, next.stderr);
+  t.true((await readMaildir(join(dir, 'second'))).length > 0);
+});
+
+test('an empty or torn lock is stale once past the instant between its create and its write (not after the 10-minute lease); a fresh one may be being written and is held', async (t) => {
+  const dir = await tempDir(t);
+  for (const [name, content] of [['empty', ''], ['torn', '{"pid":12']] as const) {
+    const state = new StateDir(join(dir, name));
+    await mkdir(state.dir);
+    await writeFile(state.lockPath, content);
+    // Just made: its maker may be about to write it.
+    await t.throwsAsync(state.lock(), { code: 'E_LOCKED' }, `${name}, fresh`);
+    const aMinuteAgo = new Date(Date.now() - 60_000);
+    await utimes(state.lockPath, aMinuteAgo, aMinuteAgo);
+    const release = await state.lock();
+    t.truthy(await state.holder(), `${name}: taken over`);
+    await release();
+    t.false((await readdir(state.dir)).includes('lock'));
+  }
+});
