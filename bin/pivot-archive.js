@@ -1,4 +1,6 @@
 #!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --optimize-for-size
+// A signal while the CLI loads is kept for the command (a run then stops at once, recorded, exit 4).
+await import('../dist/src/early-signals.js').then((m) => m.keepEarlySignals(), () => undefined);
 const { main } = await import('../dist/src/cli.js').catch((err) => {
   // Only a module that is not there means "not built"; anything else (EMFILE under a low
   // `ulimit -n`, EACCES, a syntax error) is said as it is.

@@ -11,6 +11,7 @@ import { redactSecrets } from './redact.js';
 import { TOOL } from './version.js';
 import { run, type RunResult } from './run.js';
 import { dryRunSummary, formatDryRun } from './dry-run.js';
+import { takeEarlySignals } from './early-signals.js';
 import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
 import { runInbox, type InboxArchiveResult } from './state/inbox.js';
@@ -211,6 +212,7 @@ async function withLoggerAndSignals(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  for (const signal of takeEarlySignals()) onSignal(signal);
   // A plugin's stray promise or timer that fails would end the process at once, unrecorded, exit 1
   // ("items failed"): the run stops as on SIGTERM instead, its summary recorded, exit 70.
   // A fault after the chain (while the run closes its sink or records) is in no summary: the exit code says it.

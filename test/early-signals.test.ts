@@ -1,0 +1,47 @@
+// A SIGTERM while the CLI loads (before a command sets its handlers) is kept for the command, and
+// ends the process as usual when no command takes it.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { cli } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
+import { generateSample } from '../src/sample/generate.js';
+
+const MODULE = fileURLToPath(new URL('../src/early-signals.js', import.meta.url));
+
+function child(script: string): ReturnType<typeof spawnSync> {
+  return spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(MODULE)});\n${script}`], { encoding: 'utf8', timeout: 20_000 });
+}
+
+test('a signal kept before a command takes it is handed over, and does not end the process', (t) => {
+  const r = child("m.keepEarlySignals(); process.kill(process.pid, 'SIGTERM'); await new Promise((r) => setTimeout(r, 200)); console.log(JSON.stringify(m.takeEarlySignals())); await new Promise((r) => setTimeout(r, 2500)); console.log('alive');");
+  t.is(r.status, 0, String(r.stderr));
+  t.deepEqual(String(r.stdout).trim().split('\n'), ['["SIGTERM"]', 'alive']);
+});
+
+test('a kept signal no command takes ends the process as the signal does, about 2 s later', (t) => {
+  const started = Date.now();
+  const r = child("m.keepEarlySignals(); process.kill(process.pid, 'SIGTERM'); await new Promise((r) => setTimeout(r, 10_000)); console.log('not ended');");
+  t.is(r.signal, 'SIGTERM');
+  t.is(String(r.stdout), '');
+  t.true(Date.now() - started < 9000);
+});
+
+test('a run whose SIGTERM came before it set its handlers stops at once with its record (exit 4), not unrecorded (143)', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 200, seed: 3 });
+  // The signal arrives while the CLI module loads: a preloaded module sends it right after the bin keeps signals.
+  const preload = join(dir, 'term-at-load.mjs');
+  // Sent once the bin keeps signals (a listener is there), while the CLI itself still loads.
+  // (On the main thread only: a preload runs in the Maildir sink's worker thread too.)
+  await writeFile(preload, "import { isMainThread } from 'node:worker_threads';\nif (isMainThread) { const wait = setInterval(() => { if (process.listenerCount('SIGTERM') > 0) { clearInterval(wait); process.kill(process.pid, 'SIGTERM'); } }, 1); }\n");
+  const state = join(dir, 'state');
+  const result = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', state, '--rejects', join(dir, 'r'), '--json'], { env: { NODE_OPTIONS: `--import=${preload}` } });
+  t.is(result.code, 4, result.stderr);
+  t.like(JSON.parse(result.stdout), { interrupted: true });
+  const status = await cli(['status', '--state-dir', state, '--json']);
+  t.regex(status.stdout, /"interrupted":true/);
+});
