@@ -4,7 +4,7 @@ import { appendFile, mkdir, readdir, readFile, rm, truncate, utimes, writeFile }
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { settleState } from '../src/state/inbox.js';
-import { cli } from './helpers/cli.js';
+import { cli, runRecords } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
 // Faults of the drop folder (run --inbox): what a later archive's setup error, a full state dir,
@@ -19,16 +19,6 @@ async function dropFolder(t: Parameters<typeof tempDir>[0]): Promise<{ dir: stri
   const state = join(dir, 'state');
   const mail = join(dir, 'mail');
   return { dir, inbox, state, mail, common: ['run', '--all-domains', '--inbox', inbox, '--state-dir', state, '--sink', `maildir:${mail}`, '--rejects', join(dir, 'r'), '--quiet'] };
-}
-
-/** Every record of every run log in a state dir. */
-async function runRecords(state: string): Promise<Record<string, unknown>[]> {
-  const runs = join(state, 'runs');
-  const out: Record<string, unknown>[] = [];
-  for (const name of await readdir(runs)) {
-    for (const line of (await readFile(join(runs, name), 'utf8')).split('\n')) if (line.trim()) out.push(JSON.parse(line) as Record<string, unknown>);
-  }
-  return out;
 }
 
 const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);

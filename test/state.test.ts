@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS, launchAssignments } from '../src/launch.js';
 import { generateSample } from '../src/sample/generate.js';
-import { cli, startCli } from './helpers/cli.js';
+import { cli, runRecords, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -315,16 +315,6 @@ print(hashlib.sha256((m['exportId']+'\\n'+hashlib.sha256(open(sys.argv[1],'rb').
   t.is((await readMaildir(out)).length, summary.delivered);
   t.true((await readFile(status, 'utf8')).includes('"record":"summary"'));
 });
-
-/** Every record of every run log in a state dir. */
-async function runRecords(state: string): Promise<Record<string, unknown>[]> {
-  const runs = join(state, 'runs');
-  const out: Record<string, unknown>[] = [];
-  for (const name of await readdir(runs)) {
-    for (const line of (await readFile(join(runs, name), 'utf8')).split('\n')) if (line.trim()) out.push(JSON.parse(line) as Record<string, unknown>);
-  }
-  return out;
-}
 
 test('--inbox needs --state-dir, and excludes an archive argument', async (t) => {
   const noState = await cli(['run', '--inbox', '/tmp', '--sink', 'maildir:/tmp/x']);

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RunSummary } from '../../src/status-log.js';
 
@@ -56,4 +57,14 @@ export async function readStatusLog(path: string): Promise<{ lines: Record<strin
   const lines = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   const summaries = lines.filter((l) => l.record === 'summary');
   return { lines, summary: summaries[summaries.length - 1] as unknown as RunSummary };
+}
+
+/** Every record of every run log in a state dir. */
+export async function runRecords(state: string): Promise<Record<string, unknown>[]> {
+  const runs = join(state, 'runs');
+  const out: Record<string, unknown>[] = [];
+  for (const name of await readdir(runs)) {
+    for (const line of (await readFile(join(runs, name), 'utf8')).split('\n')) if (line.trim()) out.push(JSON.parse(line) as Record<string, unknown>);
+  }
+  return out;
 }
