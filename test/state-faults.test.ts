@@ -1,6 +1,6 @@
 // The state dir's lock when it cannot be written whole (a full disk): no empty or torn lock is left
 // for the next runs to wait 10 minutes on. A full disk is stood in for by RLIMIT_FSIZE 0 (any user
-// may lower it): the lock file is created, its one write fails (EFBIG), as on a full tmpfs (ENOSPC).
+// may lower it): the lock's write fails (EFBIG), as on a full tmpfs (ENOSPC).
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
@@ -40,16 +40,18 @@ test('a lock that cannot be written (disk full) is removed by the run that faile
   t.true((await readMaildir(join(dir, 'second'))).length > 0);
 });
 
-test('an empty or torn lock is stale once past the instant between its create and its write (not after the 10-minute lease); a fresh one may be being written and is held', async (t) => {
+test('a lock is never seen half written (made whole, then linked into place): an empty or torn one (a crash of an older version) is held for the 10-minute lease, then taken over', async (t) => {
   const dir = await tempDir(t);
   for (const [name, content] of [['empty', ''], ['torn', '{"pid":12']] as const) {
     const state = new StateDir(join(dir, name));
     await mkdir(state.dir);
     await writeFile(state.lockPath, content);
-    // Just made: its maker may be about to write it.
     await t.throwsAsync(state.lock(), { code: 'E_LOCKED' }, `${name}, fresh`);
     const aMinuteAgo = new Date(Date.now() - 60_000);
     await utimes(state.lockPath, aMinuteAgo, aMinuteAgo);
+    await t.throwsAsync(state.lock(), { code: 'E_LOCKED' }, `${name}, a minute old: its maker may be slow`);
+    const pastTheLease = new Date(Date.now() - 11 * 60_000);
+    await utimes(state.lockPath, pastTheLease, pastTheLease);
     const release = await state.lock();
     t.truthy(await state.holder(), `${name}: taken over`);
     await release();

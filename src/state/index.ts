@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { processGone } from '../process-util.js';
@@ -13,8 +13,8 @@ const LOCK_RENEW_MS = 30_000;
 export const LOCK_LEASE_MS = 10 * 60_000;
 /** Tries to take the lock: each stale lock found costs one, a turn waited behind another breaker one. */
 const LOCK_ATTEMPTS = 50;
-/** A lock file that is not whole (empty or torn) this old is not being written by anyone: its maker writes it right after the create. */
-const LOCK_WRITE_MS = 5_000;
+/** What link(2) answers where a file system has no hard links (some SMB and FUSE mounts). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
 /** A `lock.break` file of another host (or torn) this old was left by a run killed while it broke a stale lock. */
 const LOCK_BREAK_STALE_MS = 30_000;
 
@@ -25,16 +25,6 @@ function localPid(content: string): number | undefined {
     return maker.host === hostname() && typeof maker.pid === 'number' ? maker.pid : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** Whether `content` is a whole lock (or `lock.break`) file: JSON naming its maker's pid and host. */
-function wholeLock(content: string): boolean {
-  try {
-    const maker = JSON.parse(content) as { pid?: unknown; host?: unknown } | null;
-    return typeof maker === 'object' && maker !== null && typeof maker.pid === 'number' && typeof maker.host === 'string';
-  } catch {
-    return false;
   }
 }
 
@@ -134,8 +124,8 @@ export class StateDir {
    * Takes the lock or throws E_LOCKED. A lock whose process is gone (killed run) on this host
    * is stale and taken over; so is any lock (of another host, or torn by a crash) that its holder
    * has not renewed for LOCK_LEASE_MS: a holder touches it every LOCK_RENEW_MS while it runs. A
-   * lock that could not be written whole (a full disk) is removed by this run, which throws
-   * E_CONFIG; an empty or torn one left by a run killed as it made it is stale after LOCK_WRITE_MS.
+   * lock is never seen half written (see `create`): one that could not be written (a full disk)
+   * is not there, and this run throws E_CONFIG.
    */
   async lock(): Promise<() => Promise<void>> {
     await mkdir(this.dir, { recursive: true });
@@ -173,11 +163,26 @@ export class StateDir {
   }
 
   /**
-   * Makes `path` (O_EXCL: EEXIST when it exists) holding `content`, in one write. A file that
-   * could not be written whole (a full disk: ENOSPC after the create) is removed again, so no
-   * empty or torn lock is left for the next runs to wait on.
+   * Makes `path` holding `content` (EEXIST when it exists). Written whole under a name of its own
+   * first, then linked into place: no run ever sees it empty or half written (a maker slowed down
+   * between create and write, a full disk), so nobody takes a lock being made for a torn one. A
+   * file system without hard links gets O_EXCL and one write, removed again if not written whole.
    */
   private async create(path: string, content: string, sync: boolean): Promise<void> {
+    const temporary = `${path}.${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      await writeFile(temporary, content, { flag: 'wx' });
+      if (sync) {
+        const handle = await open(temporary, 'r');
+        await handle.sync().finally(() => handle.close());
+      }
+      await link(temporary, path);
+      return;
+    } catch (err) {
+      if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    } finally {
+      await unlink(temporary).catch(() => undefined);
+    }
     const handle = await open(path, 'wx');
     try {
       const bytes = Buffer.from(content);
@@ -202,11 +207,6 @@ export class StateDir {
   private async stale(content: string): Promise<boolean> {
     const pid = localPid(content);
     if (pid !== undefined && (pid === process.pid || processGone(pid))) return true;
-    // Empty or torn (not a whole lock): a lock is made with O_EXCL and written in one write at
-    // once, and one that could not be written whole is removed by its maker; so past the instant
-    // between the create and the write (LOCK_WRITE_MS) nobody is writing it. A run killed in that
-    // instant, or a full disk with an older version, left it: stale, not held for the lease.
-    if (!wholeLock(content)) return olderThan(this.lockPath, LOCK_WRITE_MS);
     // Not renewed for LOCK_LEASE_MS: its holder is gone, whatever its host (a Kubernetes pod's
     // host name changes with every night's Job) or its content (torn by a crash).
     return olderThan(this.lockPath, LOCK_LEASE_MS);
