@@ -1,7 +1,7 @@
 // SIGINT/SIGTERM that arrive before a command has set its own handlers (loading the CLI takes a
 // second or more on a loaded host): kept for the command, so a run stops at once with its record
 // (exit 4) instead of dying unrecorded (exit 143). A command that never takes them (status,
-// report...) gets the signal's usual end a moment later.
+// report...) gets the signal's usual end a moment later, unless it ends first by itself.
 
 /** How long a kept signal waits for a command to take it before it ends the process as usual. */
 const UNTAKEN_MS = 2000;

@@ -2,7 +2,8 @@
 // ends the process as usual when no command takes it.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { cli } from './helpers/cli.js';
@@ -44,4 +45,19 @@ test('a run whose SIGTERM came before it set its handlers stops at once with its
   t.like(JSON.parse(result.stdout), { interrupted: true });
   const status = await cli(['status', '--state-dir', state, '--json']);
   t.regex(status.stdout, /"interrupted":true/);
+});
+
+test('a drop-folder run stopped by a signal before its first archive exits 4 and leaves the archive for the next run (not 0: nothing was done)', async (t) => {
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'incoming');
+  await mkdir(inbox);
+  await generateSample(join(inbox, 'a.zip'), { events: 50, seed: 3 });
+  const anHourAgo = new Date(Date.now() - 3_600_000);
+  await utimes(join(inbox, 'a.zip'), anHourAgo, anHourAgo);
+  const preload = join(dir, 'term-at-load.mjs');
+  await writeFile(preload, "import { isMainThread } from 'node:worker_threads';\nif (isMainThread) { const wait = setInterval(() => { if (process.listenerCount('SIGTERM') > 0) { clearInterval(wait); process.kill(process.pid, 'SIGTERM'); } }, 1); }\n");
+  const result = await cli(['run', '--inbox', inbox, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r')], { env: { NODE_OPTIONS: `--import=${preload}` } });
+  t.is(result.code, 4, result.stderr);
+  t.regex(result.stderr, /stopped by a signal before a\.zip/);
+  t.true(existsSync(join(inbox, 'a.zip')));
 });

@@ -262,7 +262,12 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     if (!dry) await writeFile(waitingPath(state), JSON.stringify(waitingNow) + '\n').catch((err: unknown) => logger.warn(`cannot record the archives left to settle in ${waitingPath(state)}: ${errorMessage(err)}`));
     candidates.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
     for (const { name } of candidates) {
-      if (stop?.aborted) break;
+      if (stop?.aborted) {
+        // Stopped before this archive (a signal, early or between archives): not a success, whatever came before.
+        logger.warn(`stopped by a signal before ${name}: it and the archives after it are left for the next run`);
+        result.exitCode = worseExitCode(result.exitCode, ExitCode.INTERRUPTED);
+        break;
+      }
       const path = join(inbox, name);
       // What the run reads: the file then at the name (one dropped over it meanwhile is not moved).
       const read = await sighting(path);

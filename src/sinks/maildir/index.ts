@@ -353,7 +353,12 @@ export class MaildirSink extends LifecycleSink implements Sink {
   /** Files open at once to be compared. */
   private readonly reads: Slots;
 
-  constructor(readonly config: MaildirSinkConfig, fileLimit: number | undefined = openFileLimit()) {
+  constructor(
+    readonly config: MaildirSinkConfig,
+    fileLimit: number | undefined = openFileLimit(),
+    /** SIGINT/SIGTERM: a delivery waiting out a descriptor shortage stops waiting. */
+    private readonly stop?: AbortSignal,
+  ) {
     super();
     this.descriptors = descriptorBudget(fileLimit, GROUP.count);
     this.reads = new Slots(this.descriptors.reads);
@@ -679,7 +684,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
       try {
         return await this.storeOnce(delivery, tries > 0);
       } catch (err) {
-        if (!descriptorShortage(err) || Date.now() - since > SHORTAGE_PATIENCE_MS) throw err;
+        if (!descriptorShortage(err) || Date.now() - since > SHORTAGE_PATIENCE_MS || this.stop?.aborted) throw err;
       }
       await new Promise((resolve) => setTimeout(resolve, shortageDelay(tries)));
     }
@@ -772,7 +777,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
 
 export const maildirSinkFactory: SinkFactory = {
   scheme: 'maildir',
-  create: (spec, { cwd }) => new MaildirSink(parseMaildirSpec(spec, cwd)),
+  create: (spec, { cwd, stop }) => new MaildirSink(parseMaildirSpec(spec, cwd), openFileLimit(), stop),
   check: (spec, { cwd }) => void parseMaildirSpec(spec, cwd),
   reader: (spec, { cwd }) => createMaildirReader(spec, cwd),
 };
