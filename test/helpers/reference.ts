@@ -24,6 +24,9 @@ export function expectedPairs(
   const events: { ev: Ev; order: number }[] = [];
   files.forEach((file, f) => file.forEach((ev, i) => events.push({ ev: ev as Ev, order: f * 1e9 + i })));
   const time = (e: Ev) => Date.parse(e.sentAt ?? '');
+  // Digits past the millisecond order events within one (Date.parse drops them).
+  const beyondMs = (e: Ev) => Number(`0.${/\.\d{3}(\d+)/.exec(e.sentAt ?? '')?.[1] ?? '0'}`);
+  const compare = (a: Ev, b: Ev) => time(a) - time(b) || beyondMs(a) - beyondMs(b);
   const out: string[] = [];
   for (const { ev, order } of events) {
     if (!ev.id || !ev.sentAt || !ev.type || Number.isNaN(time(ev)) || options.excluded?.has(ev.id)) continue;
@@ -33,8 +36,8 @@ export function expectedPairs(
     const earlier = events
       .filter(({ ev: o }) => o.conversationId === ev.conversationId && (o.type === 'join' || o.type === 'leave'))
       // At the very same time, only a change earlier in the same file is before it (a file is in sentAt order).
-      .filter(({ ev: o, order: oo }) => time(o) < time(ev) || (time(o) === time(ev) && oo < order && Math.floor(oo / 1e9) === Math.floor(order / 1e9)))
-      .sort((a, b) => time(a.ev) - time(b.ev) || a.order - b.order);
+      .filter(({ ev: o, order: oo }) => compare(o, ev) < 0 || (compare(o, ev) === 0 && oo < order && Math.floor(oo / 1e9) === Math.floor(order / 1e9)))
+      .sort((a, b) => compare(a.ev, b.ev) || a.order - b.order);
     for (const { ev: o } of earlier) {
       const who = o.memberId ?? o.senderId!;
       if (o.type === 'join') members.add(who);
