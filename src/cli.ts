@@ -117,7 +117,7 @@ async function runCommand(config: RunConfig): Promise<number> {
     if (config.inbox) {
       const inbox = await runInbox(config, logger, runOptions);
       progress.end();
-      // Every archive is said, a line each with --json: its summary, or what became of it (README "--json").
+      // Every archive read or refused is said, a line each with --json: its summary, or what became of it (README "--json"); one gone before it was read is in the log only.
       for (const r of inbox.results) {
         // Completed, but the state dir could not record it (full): the summary, and (a field with --json, a line without) why it stays.
         const notRecorded = r.outcome === 'not-recorded' ? { code: r.code, error: redactSecrets((r.reason ?? '').replace(`${r.code}: `, '')) } : undefined;

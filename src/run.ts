@@ -1,6 +1,6 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { RunConfig } from './options/index.js';
 import { ErrorCode, PivotArchiveError } from './errors.js';
@@ -18,7 +18,7 @@ import { PivotZipSource } from './sources/pivot-zip/source.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
 import { Checkpoint } from './state/checkpoint.js';
 import { parseDomain, readUserMap, userMapUnmatched, type FanOutConfig } from './transforms/fan-out/index.js';
-import { PluginRegistry, loadPlugin } from './transforms/plugins/index.js';
+import { PluginRegistry, isPluginPath, loadPlugin } from './transforms/plugins/index.js';
 
 export const SAMPLE_EVENTS = 1000;
 /** How the summary names the built-in sample (its temporary file is gone by then). */
@@ -101,7 +101,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
 
 /** The sha256 of a plugin given as a file (a package is named by its version alone), or '' when it cannot be read. */
 async function pluginFileHash(specifier: string, cwd: string): Promise<string> {
-  if (!(specifier.startsWith('.') || isAbsolute(specifier))) return '';
+  if (!isPluginPath(specifier)) return '';
   return readFile(resolve(cwd, specifier)).then(sha256Hex, () => '');
 }
 

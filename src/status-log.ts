@@ -261,12 +261,6 @@ interface LogFile {
   drain?: Promise<void>;
 }
 
-/**
- * JSON Lines, one record a line, to one or more files, written with backpressure; `close` waits
- * for the disk. A file that cannot be written (ENOSPC, EIO) fails every later write, flush and
- * close with E_STATUS_LOG naming it: the run stops rather than go on unrecorded. The other files
- * (and the ledger) still get every record, the failed write's and the summary: they are the record left.
- */
 /** Whether a file ends inside a line (its last byte is not a newline). */
 async function endsMidLine(path: string): Promise<boolean> {
   const handle = await open(path, 'r');
@@ -281,6 +275,12 @@ async function endsMidLine(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * JSON Lines, one record a line, to one or more files, written with backpressure; `close` waits
+ * for the disk. A file that cannot be written (ENOSPC, EIO) fails every later write, flush and
+ * close with E_STATUS_LOG naming it: the run stops rather than go on unrecorded. The other files
+ * (and the ledger) still get every record, the failed write's and the summary: they are the record left.
+ */
 export class StatusLog {
   private constructor(
     private readonly files: LogFile[],

@@ -444,18 +444,9 @@ export class GraphSink extends LifecycleSink implements Sink {
       try {
         const folderId = await run.folder!;
         for (const [day, created] of run.created) {
-          const copies = new Map<string, Listed[]>();
-          for (const m of await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY })) {
-            const key = identity(m.internetMessageId, m.sentAt);
-            if (!created.has(idKey(key)) || halfCreated(m)) continue;
-            const same = copies.get(key);
-            if (same) same.push(m);
-            else copies.set(key, [m]);
-          }
-          for (const same of copies.values()) {
-            const [, ...extra] = same.sort(leastIdFirst);
-            for (const m of extra) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
-          }
+          const listed = await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY });
+          const ours = dayListing(listed.filter((m) => created.has(idKey(identity(m.internetMessageId, m.sentAt)))));
+          for (const extra of ours.extra.values()) for (const m of extra) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
         }
       } catch {
         // Best effort (see above).

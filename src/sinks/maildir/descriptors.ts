@@ -35,7 +35,7 @@ export interface DescriptorBudget {
 
 /** The budget under `limit` (undefined: no limit known, the sink's own bounds alone). */
 export function descriptorBudget(limit: number | undefined, groupCount: number): DescriptorBudget {
-  // The thread pool does 4 opens at a time: more reads in flight than this buy nothing.
+  // Reads to compare run on the thread pool (4 threads): a few hundred waiting already keep it busy.
   const reads = 256;
   if (limit === undefined) return { reads, group: groupCount };
   const free = Math.max(8, limit - RESERVED);

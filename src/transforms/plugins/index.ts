@@ -187,9 +187,13 @@ function whyUnusable(p: unknown): string | undefined {
 }
 
 /** Loads a plugin module from a path (relative to `cwd`) or a package name. */
+/** A plugin given as a file (`./x.js`, `/opt/x.js`), not a package name. */
+export function isPluginPath(specifier: string): boolean {
+  return specifier.startsWith('.') || isAbsolute(specifier);
+}
+
 export async function loadPlugin(specifier: string, cwd: string): Promise<unknown> {
-  const isPath = specifier.startsWith('.') || isAbsolute(specifier);
-  const target = isPath ? pathToFileURL(resolve(cwd, specifier)).href : specifier;
+  const target = isPluginPath(specifier) ? pathToFileURL(resolve(cwd, specifier)).href : specifier;
   try {
     const module = (await import(target)) as { default?: unknown; plugin?: unknown };
     return module.default ?? module.plugin;
