@@ -11,6 +11,11 @@ import { tempDir } from './helpers/tmp.js';
 import { generateSample } from '../src/sample/generate.js';
 
 const MODULE = fileURLToPath(new URL('../src/early-signals.js', import.meta.url));
+/**
+ * A preloaded module that sends SIGTERM once the bin keeps signals (a listener is there), while
+ * the CLI itself still loads; on the main thread only (a preload runs in the Maildir sink's worker too).
+ */
+const TERM_AT_LOAD = "import { isMainThread } from 'node:worker_threads';\nif (isMainThread) { const wait = setInterval(() => { if (process.listenerCount('SIGTERM') > 0) { clearInterval(wait); process.kill(process.pid, 'SIGTERM'); } }, 1); }\n";
 
 function child(script: string): ReturnType<typeof spawnSync> {
   return spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(MODULE)});\n${script}`], { encoding: 'utf8', timeout: 20_000 });
@@ -36,9 +41,7 @@ test('a run whose SIGTERM came before it set its handlers stops at once with its
   await generateSample(archive, { events: 200, seed: 3 });
   // The signal arrives while the CLI module loads: a preloaded module sends it right after the bin keeps signals.
   const preload = join(dir, 'term-at-load.mjs');
-  // Sent once the bin keeps signals (a listener is there), while the CLI itself still loads.
-  // (On the main thread only: a preload runs in the Maildir sink's worker thread too.)
-  await writeFile(preload, "import { isMainThread } from 'node:worker_threads';\nif (isMainThread) { const wait = setInterval(() => { if (process.listenerCount('SIGTERM') > 0) { clearInterval(wait); process.kill(process.pid, 'SIGTERM'); } }, 1); }\n");
+  await writeFile(preload, TERM_AT_LOAD);
   const state = join(dir, 'state');
   const result = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', state, '--rejects', join(dir, 'r'), '--json'], { env: { NODE_OPTIONS: `--import=${preload}` } });
   t.is(result.code, 4, result.stderr);
@@ -55,7 +58,7 @@ test('a drop-folder run stopped by a signal before its first archive exits 4 and
   const anHourAgo = new Date(Date.now() - 3_600_000);
   await utimes(join(inbox, 'a.zip'), anHourAgo, anHourAgo);
   const preload = join(dir, 'term-at-load.mjs');
-  await writeFile(preload, "import { isMainThread } from 'node:worker_threads';\nif (isMainThread) { const wait = setInterval(() => { if (process.listenerCount('SIGTERM') > 0) { clearInterval(wait); process.kill(process.pid, 'SIGTERM'); } }, 1); }\n");
+  await writeFile(preload, TERM_AT_LOAD);
   const result = await cli(['run', '--inbox', inbox, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r')], { env: { NODE_OPTIONS: `--import=${preload}` } });
   t.is(result.code, 4, result.stderr);
   t.regex(result.stderr, /stopped by a signal before a\.zip/);
