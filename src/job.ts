@@ -217,11 +217,14 @@ async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: stri
 export async function recordFailureBeforeStart(where: { statusLog?: string; stateDir?: string }, err: unknown, input: InputIdentity, lockHeld = false): Promise<void> {
   const runId = randomUUID();
   const state = where.stateDir ? new StateDir(where.stateDir) : undefined;
-  const begun = state ? await state.begin(0, lockHeld).catch(() => undefined) : undefined;
+  // Refused because another run holds the lock: a run log of its own, the lock and the holder's ledger untouched.
+  const lockedOut = errorCodeOf(err) === ErrorCode.LOCKED;
+  const begin = (dir: StateDir) => (lockedOut ? dir.newRunLog().then((runLog) => ({ runLog, release: async () => undefined })) : dir.begin(0, lockHeld));
+  const begun = state ? await begin(state).catch(() => undefined) : undefined;
   try {
     const logs = [...(where.statusLog ? [where.statusLog] : []), ...(begun ? [begun.runLog] : [])];
     const statusLog = logs.length > 0 ? await openStatusLog(logs, begun !== undefined, runId).catch(() => undefined) : undefined;
-    const ledger = begun && statusLog ? await LedgerWriter.open(state!.ledgerPath).catch(() => undefined) : undefined;
+    const ledger = begun && statusLog && !lockedOut ? await LedgerWriter.open(state!.ledgerPath).catch(() => undefined) : undefined;
     if (ledger) statusLog!.appendTo(ledger);
     await recordFailure(statusLog, err, input, new Date().toISOString());
     await sealLedger(ledger, runId, undefined, state).catch(() => undefined);

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -9,7 +9,6 @@ import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
 import { recordFailureBeforeStart } from '../job.js';
 import { run, type RunOptions, type RunResult } from '../run.js';
-import { StatusLog } from '../status-log.js';
 import { StateDir } from './index.js';
 
 /**
@@ -66,6 +65,8 @@ async function sighting(path: string): Promise<Sighting | undefined> {
   return info && sightingOf(info);
 }
 
+const goneWhileRead = (name: string) => `${name}: gone from the drop folder while it was read (taken by another run, or by hand): not moved`;
+
 /** Something (a file, a link, dangling or not) is at `path`. */
 const exists = (path: string) => lstat(path).then(() => true, () => false);
 
@@ -80,7 +81,7 @@ const sameFile = (a: Sighting | undefined, b: Sighting | undefined) => a !== und
 async function moveSafely(logger: Logger, path: string, dir: string, name: string, read: Sighting | undefined): Promise<string | undefined> {
   const now = read === undefined ? undefined : await sighting(path);
   if (read !== undefined && now === undefined && !(await exists(path))) {
-    logger.warn(`${name}: gone from the drop folder while it was read (taken by another run, or by hand): not moved`);
+    logger.warn(goneWhileRead(name));
     return undefined;
   }
   if (read !== undefined && !sameFile(read, now)) {
@@ -91,7 +92,7 @@ async function moveSafely(logger: Logger, path: string, dir: string, name: strin
     return await moveInto(path, dir, name);
   } catch (err) {
     // Taken meanwhile by another host's run of the same drop folder: nothing to move.
-    if (!(await exists(path))) return void logger.warn(`${name}: gone from the drop folder while it was read (taken by another run, or by hand): not moved`);
+    if (!(await exists(path))) return void logger.warn(goneWhileRead(name));
     logger.error(`${name}: cannot be moved to ${dir}: ${errorMessage(err)}`);
     return undefined;
   }
@@ -130,24 +131,6 @@ export function settleState(info: Sighting, before: Waiting | undefined, now: nu
   const settleMs = settleSeconds * 1000;
   const seenAt = sameFile(before, info) && typeof before!.seenAt === 'number' && before!.seenAt <= now ? before!.seenAt : now;
   return { settled: now - info.mtimeMs >= settleMs || now - seenAt >= settleMs, seenAt, future: info.mtimeMs > now };
-}
-
-/**
- * A `failure` record of a drop-folder run that could not start (another run holds the lock), in
- * a run log of its own (a new file: the holder's files, its ledger included, are not touched) and
- * the --status-log, as a plain run that finds the lock held leaves one, so `status` shows it.
- */
-async function recordLocked(state: StateDir, statusLog: string | undefined, err: unknown, inbox: string, startedAt: string): Promise<void> {
-  const runLog = await state.newRunLog().catch(() => undefined);
-  const paths = [...(statusLog ? [statusLog] : []), ...(runLog ? [runLog] : [])];
-  if (paths.length === 0) return;
-  const runId = randomUUID();
-  const log = await StatusLog.open(paths, runId).catch(() => (runLog ? StatusLog.open([runLog], runId).catch(() => undefined) : undefined));
-  if (!log) return;
-  await log
-    .write({ record: 'failure', archive: inbox, startedAt, finishedAt: new Date().toISOString(), code: errorCodeOf(err), exitCode: errorExitCode(err), error: errorMessage(err) })
-    .catch(() => undefined);
-  await log.close().catch(() => undefined);
 }
 
 /** How an archive moved to failed/ was, written into its `.reason.txt`: a later change of the file shows. */
@@ -206,11 +189,11 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
   // state dir: none may move an archive the others still need, so --shard implies --keep (remove
   // an archive once every shard's state dir has it under completed/; README "Scaling past one machine").
   const keep = config.keep || config.shard !== undefined;
-  const startedAt = new Date().toISOString();
   const release = dry
     ? async () => undefined
     : await state.lock().catch(async (err: unknown) => {
-        if (errorCodeOf(err) === ErrorCode.LOCKED) await recordLocked(state, config.statusLog ? resolve(cwd, config.statusLog) : undefined, err, inbox, startedAt);
+        // Recorded as a plain run that finds the lock held is: a run log of its own, the holder's files untouched.
+        if (errorCodeOf(err) === ErrorCode.LOCKED) await recordFailureBeforeStart({ stateDir: state.dir, ...(config.statusLog ? { statusLog: resolve(cwd, config.statusLog) } : {}) }, err, { archive: inbox });
         throw err;
       });
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
