@@ -1,7 +1,7 @@
 import test from 'ava';
 import { alarmOf, runExitCode, worseExitCode } from '../src/exit-policy.js';
 import type { RunSummary } from '../src/status-log.js';
-import { parseZonedTime } from '../src/formats/pivot-export/event.js';
+import { parseZonedTime } from '../src/formats/pivot-export/time.js';
 
 function summary(overrides: Partial<RunSummary>): RunSummary {
   return {

@@ -2,7 +2,7 @@ import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
-import { parseZonedTime, subMillisecond } from '../src/formats/pivot-export/event.js';
+import { readZonedTime } from '../src/formats/pivot-export/time.js';
 import { MembershipTimeline } from '../src/formats/pivot-export/membership.js';
 import { parseDomain, readUserMap, targetMailboxes, userMapUnmatched, type FanOutConfig } from '../src/transforms/fan-out/index.js';
 import { tempDir } from './helpers/tmp.js';
@@ -31,7 +31,7 @@ test('members over time: a join recorded after the events it precedes still coun
 });
 
 test('members over time: "before" is by time to the last digit sentAt gives; at the very same time, only a change earlier in the event\'s own file counts (never one in another file, whatever the file names)', (t) => {
-  const key = (sentAt: string, file: number, index: number) => ({ time: parseZonedTime(sentAt), subMs: subMillisecond(sentAt), file, index });
+  const key = (sentAt: string, file: number, index: number) => ({ time: readZonedTime(sentAt)!.time, subMs: readZonedTime(sentAt)!.subMs, file, index });
   const timeline = new MembershipTimeline(() => ['a', 'bob']);
   // In file 0 (a.json): carol joins at .0009 ms, bob leaves at .0009 s; in file 1 (b.json) the messages.
   timeline.record('c', key('2026-11-23T01:00:00.0009Z', 0, 0), 'carol', true);

@@ -7,7 +7,7 @@ import type { InFlightLimit } from './in-order.js';
 import type { OutcomeLine, Recorder } from './recorder.js';
 import { isoTimes } from '../status-log.js';
 import type { Unit, UnitOf } from './unit.js';
-import { parseZonedTime } from '../formats/pivot-export/event.js';
+import { parseZonedTime } from '../formats/pivot-export/time.js';
 
 /** A unit's end: where it stood in the source, and whether it is accounted for without failure. */
 export interface Settled {

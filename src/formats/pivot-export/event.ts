@@ -1,6 +1,7 @@
 // The event rules of the Pivot export format (v1): what a valid event holds. The source uses them
 // to decide membership (only a valid join/leave counts), the validate stage to decide delivery.
 import { RejectReason, type RejectReasonValue } from '../../errors.js';
+import { readZonedTime } from './time.js';
 import { EVENT_TYPES, type AttachmentRef, type Conversation, type EventType, type User } from '../../model.js';
 
 /** What validation needs of the archive. */
@@ -13,6 +14,7 @@ export interface Directory {
 export interface CheckedEvent {
   id: string;
   type: EventType;
+  /** The time in its canonical form (see readZonedTime), whatever ISO 8601 form the event used. */
   sentAt: string;
   /** Milliseconds since the epoch (the fraction's first three digits). */
   time: number;
@@ -23,33 +25,6 @@ export interface CheckedEvent {
   /** For join/leave: who joined or left. */
   member?: User;
   attachments: AttachmentRef[];
-}
-
-const ZONED_TIME = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?(?:Z|[+-](\d\d):?(\d\d))$/;
-/** The fraction of a second of a time ZONED_TIME takes. */
-const FRACTION = /^[^.]*\.(\d+)/;
-
-/**
- * Milliseconds since the epoch of an ISO 8601 time with a zone, or NaN. Impossible calendar
- * values (`2026-02-31`, `25:00`, a zone of `+24:00`) are NaN, never rolled over as Date.parse does.
- */
-export function parseZonedTime(value: string): number {
-  const m = ZONED_TIME.exec(value);
-  if (!m) return NaN;
-  const [year, month, day, hour, minute, second = 0, zoneHour = 0, zoneMinute = 0] = m.slice(1).map((x) => (x === undefined ? undefined : Number(x))) as number[];
-  const daysInMonth = new Date(Date.UTC(year!, month!, 0)).getUTCDate();
-  if (month! < 1 || month! > 12 || day! < 1 || day! > daysInMonth || hour! > 23 || minute! > 59 || second > 59 || zoneHour > 23 || zoneMinute > 59) return NaN;
-  return Date.parse(value);
-}
-
-/**
- * What digits of the fraction beyond the third give, as a fraction of a millisecond (`.0009` is
- * 0 ms and 0.9; `.123456789` is 123 ms and 0.456789), for a time parseZonedTime took: it (like
- * Date.parse) keeps whole milliseconds. Read as a double: 15 digits past the millisecond.
- */
-export function subMillisecond(value: string): number {
-  const digits = FRACTION.exec(value)?.[1];
-  return digits && digits.length > 3 ? Number(`0.${digits.slice(3)}`) : 0;
 }
 
 /**
@@ -70,10 +45,9 @@ export function checkEvent(raw: Record<string, unknown>, directory: Directory): 
   }
   const type = raw.type as string;
   if (!(EVENT_TYPES as readonly string[]).includes(type)) return bad(RejectReason.UNKNOWN_TYPE, `event ${id} has unknown type ${JSON.stringify(type)}`);
-  const sentAt = raw.sentAt as string;
-  const time = parseZonedTime(sentAt);
-  if (Number.isNaN(time)) {
-    return bad(`${RejectReason.INVALID_FIELD}:sentAt`, `event ${id} has sentAt ${JSON.stringify(sentAt)}, not a valid ISO 8601 time with a zone`);
+  const when = readZonedTime(raw.sentAt as string);
+  if (!when) {
+    return bad(`${RejectReason.INVALID_FIELD}:sentAt`, `event ${id} has sentAt ${JSON.stringify(raw.sentAt)}, not a valid ISO 8601 time with a zone`);
   }
   const conversation = directory.conversations.get(raw.conversationId as string);
   if (!conversation) return bad(RejectReason.UNKNOWN_CONVERSATION, `event ${id} names unknown conversation ${JSON.stringify(raw.conversationId)}`);
@@ -97,7 +71,7 @@ export function checkEvent(raw: Record<string, unknown>, directory: Directory): 
   if (!Array.isArray(attachments) || attachments.some((a) => a === null || typeof a !== 'object' || typeof a.id !== 'string' || a.id === '')) {
     return bad(`${RejectReason.INVALID_FIELD}:attachments`, `event ${id} has attachments that are not objects with a string id`);
   }
-  return { id, type: type as EventType, sentAt, time, subMs: subMillisecond(sentAt), conversation, sender, member, attachments: attachments as AttachmentRef[] };
+  return { id, type: type as EventType, sentAt: when.canonical, time: when.time, subMs: when.subMs, conversation, sender, member, attachments: attachments as AttachmentRef[] };
 }
 
 export function optional(raw: Record<string, unknown>, field: string): string | undefined {

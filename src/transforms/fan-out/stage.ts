@@ -1,5 +1,6 @@
 import { RejectReason } from '../../errors.js';
 import { rejectItem, type Delivery } from '../../model.js';
+import { parseZonedTime } from '../../formats/pivot-export/time.js';
 import type { Recorder } from '../../pipeline/recorder.js';
 import { rejected, type Stage, type Unit } from '../../pipeline/unit.js';
 import { shardFilter } from '../shard/index.js';
@@ -28,7 +29,7 @@ export function fanOutStage(config: FanOutConfig, exportId: string, recorder: Re
       itemId: item.id,
       conversationId: item.conversation.id,
       messageId,
-      internalDate: Date.parse(item.sentAt),
+      internalDate: parseZonedTime(item.sentAt),
       message,
       copyKey: `${exportId}:${position.file}:${position.index}:${item.id}`,
     };

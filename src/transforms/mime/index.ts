@@ -3,6 +3,7 @@ import * as libqp from 'libqp';
 import { whyNotPluginHeader, type AttachmentRef, type Item, type User } from '../../model.js';
 import { sha256Hex } from '../../hash.js';
 import { parseAddress } from '../../formats/address/index.js';
+import { parseZonedTime } from '../../formats/pivot-export/time.js';
 
 /** Identity of the export a message came from; only `tenant` feeds the Message-ID. */
 export interface MimeContext {
@@ -239,7 +240,7 @@ export function missingAttachmentNote(ref: AttachmentRef, why: string): string {
  * boundaries and ids derive from the item, and nothing reads the clock.
  */
 export function buildMessage(item: Item, context: MimeContext, attachments: LoadedAttachment[]): Buffer {
-  const time = Date.parse(item.sentAt);
+  const time = parseZonedTime(item.sentAt);
   const others = item.participants.filter((p) => p.id !== item.sender.id);
   const references = [conversationRootId(context.tenant, item.conversation.id)];
   const parent = item.replyToId ?? item.targetId;

@@ -4,6 +4,7 @@ import semver from 'semver';
 import { ErrorCode, PivotArchiveError, RejectReason, errorMessage, type RejectReasonValue } from '../../errors.js';
 import { EVENT_TYPES, whyNotPluginHeader, type Item } from '../../model.js';
 import { defaultsOf } from '../../options/index.js';
+import { parseZonedTime } from '../../formats/pivot-export/time.js';
 
 /** Version of the plugin API this host implements; plugins name the range they accept. */
 export const HOST_API_VERSION = '1.0.0';
@@ -172,7 +173,7 @@ function whyUnusable(p: unknown): string | undefined {
   if (!(EVENT_TYPES as readonly unknown[]).includes(p.type)) {
     return `an item whose type ${typeof p.type === 'string' ? JSON.stringify(p.type) : `(${typeof p.type})`} is none of ${EVENT_TYPES.join(', ')}`;
   }
-  if (typeof p.sentAt !== 'string' || Number.isNaN(Date.parse(p.sentAt))) return 'an item whose sentAt is not a time';
+  if (typeof p.sentAt !== 'string' || Number.isNaN(parseZonedTime(p.sentAt))) return 'an item whose sentAt is not an ISO 8601 time with a zone';
   if (!hasId(p.conversation) || !hasId(p.sender)) return 'an item without its conversation or sender';
   if (!Array.isArray(p.participants) || !p.participants.every(hasId)) return 'an item whose participants are not a list of users';
   if (!Array.isArray(p.attachments) || !p.attachments.every(isRecord)) return 'an item whose attachments are not a list';
