@@ -65,8 +65,9 @@ export function runExitCode(s: RunSummary): number {
     if (s.error.code === ErrorCode.STAGING_INCOMPLETE) return ExitCode.DELIVERY_FAILED;
     return s.delivered + s.skipped > 0 ? ExitCode.DELIVERY_FAILED : ExitCode.SETUP_FAILED;
   }
-  // A staged batch that could not be read is a failure of everything in it, counted or not.
-  if (s.failed > 0 || s.rejectedNotKept > 0 || (s.batchesFailed ?? 0) > 0 || !s.balanced) return ExitCode.DELIVERY_FAILED;
+  // A staged batch that could not be read is a failure of everything in it, counted or not. Deliveries a
+  // signal cut short are the interruption's (4: run again), unless something failed before it (1).
+  if (s.failed - (s.failedOnStop ?? 0) > 0 || s.rejectedNotKept > 0 || (s.batchesFailed ?? 0) > 0 || !s.balanced) return ExitCode.DELIVERY_FAILED;
   if (s.interrupted) return ExitCode.INTERRUPTED;
   if (s.alarm) return ExitCode.ALARM;
   return ExitCode.OK;

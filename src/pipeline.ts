@@ -56,6 +56,9 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   const halt = new AbortController();
   const stopReading = o.stop ? AbortSignal.any([o.stop, halt.signal]) : halt.signal;
   const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize, (reason) => halt.abort(reason));
+  // A signal after the last event was read still cuts the run short when deliveries in flight fail on it (a sink stops what it has not stored).
+  let failedAtStop = 0;
+  if (o.stop && !o.stop.aborted) o.stop.addEventListener('abort', () => (failedAtStop = recorder.progress(source).failed), { once: true });
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
   const chainFailure = await finish(async () => {
     for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
@@ -81,8 +84,9 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);
-  const interrupted = !error && (o.stop?.aborted ?? false) && !source.exhausted;
-  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted });
+  const failedOnStop = o.stop?.aborted ? recorder.progress(source).failed - failedAtStop : 0;
+  const interrupted = !error && (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0);
+  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0 });
 }
 
 /** Runs the chain to its end; what stopped it, if anything, as the summary states it. */

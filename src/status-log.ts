@@ -175,6 +175,8 @@ export interface RunSummary extends Counters, RunStamp {
   error?: { code: string; message: string };
   /** Stopped by SIGINT/SIGTERM: items from source counts only the units read before. */
   interrupted: boolean;
+  /** Of `failed`, the deliveries that failed after the signal (a sink stopping fails what it had not stored; a re-run delivers them). */
+  failedOnStop?: number;
   /** The shard (`K/N`) of a run or import given --shard: its counters are that shard's part. */
   shard?: string;
   /** itemsFromSource + itemsAddedByPlugins = itemsDoneEarlier + rejectedTotal (+ rejectedByShard1) + itemsRouted (+ itemsForOtherShards),

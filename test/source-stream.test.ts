@@ -20,6 +20,7 @@ import { generateSample } from '../src/sample/generate.js';
 import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
 import { PivotZipSource } from '../src/sources/pivot-zip/source.js';
 import { tempDir } from './helpers/tmp.js';
+import { runExitCode } from '../src/exit-policy.js';
 
 test('pivot-zip source: every event reaches a consumer that awaits attachment reads per unit (no stall while the source reads ahead)', async (t) => {
   const path = (await generateSample(join(await tempDir(t), 'a.zip'), { events: 1000 })).path;
@@ -78,4 +79,54 @@ test('a chain stopped by an error (a messages file rewritten in place) waits for
   t.is(lines.findIndex((l) => l.record === 'summary'), lines.length - 1, 'the summary is the last line');
   t.true(summary.delivered > 0);
   t.is(lines.filter((l) => l.outcome === 'delivered').length, summary.delivered);
+});
+
+test('a signal after the last event was read, while deliveries are in flight that the sink then fails as stopped: the run is interrupted (exit 4), not a run of failed deliveries', async (t) => {
+  const dir = await tempDir(t);
+  const path = (await generateSample(join(dir, 'a.zip'), { events: 50, edgeCases: false })).path;
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')], 'test-run');
+  const stop = new AbortController();
+  const source = new PivotZipSource(archive, path);
+  // Every write waits for the signal, then fails as a stopping sink fails what it has not stored; the signal comes once every event was read.
+  const sink: Sink = {
+    kind: 'maildir',
+    description: 'held',
+    maxInFlight: 100_000,
+    open: async () => undefined,
+    close: async () => undefined,
+    write: () =>
+      new Promise((_resolve, reject) => {
+        if (source.exhausted && !stop.signal.aborted) setTimeout(() => stop.abort(), 50);
+        stop.signal.addEventListener('abort', () => reject(new Error('stopped by a signal before it was stored (a re-run delivers it)')), { once: true });
+      }),
+  };
+  const summary = await runPipeline(source, { sink, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, rejects: new RejectsFolder(join(dir, 'rejects')), statusLog, logger: createLogger({ level: 'error', json: false }), stop: stop.signal });
+  await statusLog.close();
+  t.true(source.exhausted);
+  t.true(summary.failed > 0);
+  t.is(summary.delivered, 0);
+  t.true(summary.interrupted);
+  t.is(runExitCode(summary), 4);
+});
+
+test('a signal after every delivery settled changes nothing: the run is complete, not interrupted', async (t) => {
+  const dir = await tempDir(t);
+  const path = (await generateSample(join(dir, 'a.zip'), { events: 50, edgeCases: false })).path;
+  const archive = await PivotExportArchive.open({ path });
+  t.teardown(() => archive.close());
+  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')], 'test-run');
+  const stop = new AbortController();
+  const maildir = await createSink(`maildir:${join(dir, 'mail')}`, { cwd: dir });
+  await maildir.open();
+  const source = new PivotZipSource(archive, path);
+  const summary = await runPipeline(source, { sink: maildir, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, rejects: new RejectsFolder(join(dir, 'rejects')), statusLog, logger: createLogger({ level: 'error', json: false }), stop: stop.signal, progress: () => source.exhausted && stop.abort() });
+  await maildir.close();
+  await statusLog.close();
+  t.true(stop.signal.aborted);
+  t.true(summary.delivered > 0);
+  t.is(summary.failed, 0);
+  t.false(summary.interrupted);
+  t.is(runExitCode(summary), 0);
 });

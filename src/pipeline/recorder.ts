@@ -158,8 +158,8 @@ export class Recorder {
    * The summary, written last: the counters, whether they add up, why the run stopped early
    * (an error, a signal), and an alarm when it accounted for everything but looks wrong.
    */
-  async summarise(source: Source, sinkDescription: string, maxRejected: number, stopped: { error?: { code: string; message: string }; interrupted: boolean }): Promise<RunSummary> {
-    const { error, interrupted } = stopped;
+  async summarise(source: Source, sinkDescription: string, maxRejected: number, stopped: { error?: { code: string; message: string }; interrupted: boolean; failedOnStop: number }): Promise<RunSummary> {
+    const { error, interrupted, failedOnStop } = stopped;
     const fields = source.summaryFields();
     this.counters.itemsFromSource = this.unitsRead + fields.itemsDoneEarlier;
     this.counters.itemsDoneEarlier = fields.itemsDoneEarlier + (this.checkpoint?.addedEarlier ?? 0);
@@ -178,6 +178,7 @@ export class Recorder {
       ...(fields.exportsImportedWhole ? { exportsImportedWhole: fields.exportsImportedWhole } : {}),
       rejectedTotal: rejectedTotal(this.counters),
       interrupted,
+      ...(failedOnStop > 0 ? { failedOnStop } : {}),
       balanced: !error && isBalanced(this.counters) && fields.balanced,
       ...(error ? { error } : {}),
     };
