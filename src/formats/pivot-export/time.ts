@@ -9,7 +9,7 @@ export interface ZonedTime {
   time: number;
   /** The fraction of a millisecond the further digits give (0 to 1). */
   subMs: number;
-  /** `YYYY-MM-DDThh:mm:ss[.fraction]Z`, every digit of the fraction kept (trailing zeros dropped). */
+  /** `YYYY-MM-DDThh:mm:ss[.fraction]Z`, every digit of the fraction kept: a time already in this form is kept as written. */
   canonical: string;
 }
 
@@ -20,6 +20,8 @@ const TIME = String.raw`(\d\d)(?::?(\d\d)(?::?(\d\d))?)?(?:[.,](\d+))?`;
 // Zone: Z, ±hh, ±hh:mm or ±hhmm.
 const ZONE = String.raw`([Zz]|([+-])(\d\d)(?::?(\d\d))?)`;
 const ZONED_TIME = new RegExp(`^${DATE}[Tt]${TIME}${ZONE}$`);
+/** The canonical form: extended, to the second or a fraction of it, UTC. */
+const CANONICAL = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z$/;
 
 const DAY_MS = 86_400_000;
 /** 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z. */
@@ -65,18 +67,22 @@ export function readZonedTime(value: string): ZonedTime | undefined {
     if (zoneHour > 23 || zoneMinute > 59) return undefined;
     offsetMinutes = (sign === '-' ? -1 : 1) * (zoneHour * 60 + zoneMinute);
   }
-  // The time of day in units of 10^-digits s, exactly (a fraction of an hour or a minute is a decimal of seconds too).
-  const digits = fractionText?.length ?? 0;
-  const scale = 10n ** BigInt(digits);
-  const fractionUnit = secondText !== undefined ? 1n : minuteText !== undefined ? 60n : 3600n;
-  const ofDay = BigInt(hour * 3600 + minute * 60 + second) * scale + BigInt(fractionText ?? 0) * fractionUnit;
-  const wholeSeconds = Number(ofDay / scale);
-  const rest = (ofDay % scale).toString().padStart(digits, '0').replace(/0+$/, '');
+  let wholeSeconds = hour * 3600 + minute * 60 + second;
+  // The fraction's digits as a decimal of seconds: as written on seconds; on an hour or a minute, scaled exactly (BigInt: any number of digits).
+  let rest = fractionText ?? '';
+  if (rest !== '' && secondText === undefined) {
+    const scale = 10n ** BigInt(rest.length);
+    const ofDay = BigInt(wholeSeconds) * scale + BigInt(rest) * (minuteText !== undefined ? 60n : 3600n);
+    wholeSeconds = Number(ofDay / scale);
+    rest = (ofDay % scale).toString().padStart(rest.length, '0');
+  }
+  rest = rest.replace(/0+$/, '');
   const time = dayNumber * DAY_MS + wholeSeconds * 1000 - offsetMinutes * 60_000 + Number(rest.slice(0, 3).padEnd(3, '0'));
   // Years 0000 to 9999 only, after the zone too: the canonical form (and Date.parse) has four digits.
   if (time < FIRST_MS || time > LAST_MS) return undefined;
   const subMs = rest.length > 3 ? Number(`0.${rest.slice(3)}`) : 0;
-  const canonical = `${new Date(time).toISOString().slice(0, 19)}${rest === '' ? '' : `.${rest}`}Z`;
+  // Most exporters write the canonical form already (toISOString's): then it is the value itself.
+  const canonical = CANONICAL.test(value) ? value : `${new Date(time).toISOString().slice(0, 19)}${rest === '' ? '' : `.${rest}`}Z`;
   return { time, subMs, canonical };
 }
 
