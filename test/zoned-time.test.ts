@@ -2,7 +2,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { readZonedTime } from '../src/formats/pivot-export/time.js';
-import { writeArchive } from './helpers/archive.js';
+import { MANIFEST, writeArchive } from './helpers/archive.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -81,7 +81,9 @@ test('an export whose exporter writes basic-form, ordinal and comma times: every
       event('m_after', '2026-11-23T15:00:00.0009+01:00'),
     ],
   };
-  const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages });
+  // The manifest's times in the basic form too: the archive is not refused over them.
+  const manifest = { ...MANIFEST, windowStart: '20261123T000000Z', windowEnd: '2026-W48-2T00:00Z', createdAt: '20261124T000512+0000' };
+  const archive = await writeArchive(join(dir, 'x.zip'), { manifest, users, conversations, messages });
   const out = join(dir, 'mail');
   const status = join(dir, 'status.jsonl');
   const run = await cli(['run', archive, '--sink', `maildir:${out}`, '--domain', 'acme.example', '--status-log', status]);

@@ -67,21 +67,36 @@ const MAX_COMMENT = 0xffff;
 const ZIP64_LOCATOR_SIZE = 20;
 
 /**
+ * A zip whose own records disagree on what it holds (its end records, ZIP64 end record and
+ * central directory): zip readers would differ on which entries it has, so it is refused.
+ */
+class InconsistentZip extends Error {}
+
+/**
  * Where the end-of-central-directory record starts, searched backwards from the end over the
  * largest comment the format allows (APPNOTE 4.3.16): the record whose comment reaches exactly
- * the end of the file, so a comment (or a stored entry) holding the signature cannot be taken
- * for it; failing that (bytes were appended after the zip), the last record whose comment fits
- * in the file, as Go's and Python's readers do. -1 if there is none.
+ * the end of the file; failing that (bytes were appended after the zip), the last record whose
+ * comment fits in the file, as Go's and Python's readers do. -1 if there is none. A signature in
+ * a comment or a stored entry is not taken for it: when two records both reach the end of the
+ * file, or the last that fits stands inside an earlier one's comment, either could be the zip's
+ * own (Python and unzip take the later one), and the archive is refused as ambiguous.
  */
 export function findEndOfCentralDirectory(tail: Buffer, tailStart: number, fileSize: number): number {
-  let fits = -1;
+  /** Records whose comment fits in the file, the last in the file first. */
+  const fitting: { at: number; end: number }[] = [];
   for (let i = tail.length - EOCD_SIZE; i >= 0; i--) {
     if (tail.readUInt32LE(i) !== EOCD_SIGNATURE) continue;
     const end = tailStart + i + EOCD_SIZE + tail.readUInt16LE(i + 20);
-    if (end === fileSize) return tailStart + i;
-    if (end < fileSize && fits < 0) fits = tailStart + i;
+    if (end <= fileSize) fitting.push({ at: tailStart + i, end });
   }
-  return fits;
+  const reaching = fitting.filter((r) => r.end === fileSize);
+  if (reaching.length > 1) throw new InconsistentZip(`end-of-central-directory records at bytes ${reaching.map((r) => r.at).reverse().join(' and ')} both end exactly at the end of the file: either could be the archive's`);
+  if (reaching.length === 1) return reaching[0]!.at;
+  const last = fitting[0];
+  if (!last) return -1;
+  const around = fitting.find((r) => r.at < last.at && r.end >= last.at + EOCD_SIZE);
+  if (around) throw new InconsistentZip(`the end-of-central-directory record at byte ${last.at} stands inside the comment of the one at byte ${around.at}: either could be the archive's`);
+  return last.at;
 }
 
 const LOCAL_HEADER_SIGNATURE = 0x04034b50;
@@ -141,25 +156,59 @@ interface DirectoryRecord {
   limit: number;
 }
 
+/** Where the central directory stands, as the end record (or the ZIP64 end record) says. */
+interface DirectoryBounds {
+  offset: number;
+  size: number;
+  count: number;
+  /** Which record says so, for errors. */
+  by: string;
+}
+
 /**
- * Where the central directory starts and how many records it claims: the end record found by
- * `findEndOfCentralDirectory`, or the ZIP64 end record its locator points to when a field of the
- * end record is saturated (the same test as Go's reader and unzipper's).
+ * Where the central directory starts, its size and how many records it holds: from the end
+ * record found by `findEndOfCentralDirectory`, or from the ZIP64 end record when a ZIP64 locator
+ * stands before it (as Go's reader decides: 65,535 entries fit the end record, and Python writes
+ * them there, with no ZIP64 record). Each end-record field is then saturated or says what the
+ * ZIP64 one says. The directory must end where the (ZIP64) end record starts: nothing between
+ * them, where a record could hide.
  */
-async function locateDirectory(read: (at: number, length: number) => Promise<Buffer>, size: number): Promise<{ offset: number; count: number }> {
+async function locateDirectory(read: (at: number, length: number) => Promise<Buffer>, size: number): Promise<DirectoryBounds> {
   const { tail, start } = await readTail(read, size);
   const eocd = findEndOfCentralDirectory(tail, start, size);
   if (eocd < 0) throw new Error(`no end-of-central-directory record in the last ${tail.length} bytes`);
   const record = tail.subarray(eocd - start, eocd - start + EOCD_SIZE);
-  const disk = record.readUInt16LE(4);
-  const count = record.readUInt16LE(10);
-  const offset = record.readUInt32LE(16);
-  if (disk !== 0xffff && count !== 0xffff && offset !== 0xffffffff) return { offset, count };
-  const locator = await read(eocd - ZIP64_LOCATOR_SIZE, ZIP64_LOCATOR_SIZE);
-  if (locator.length < ZIP64_LOCATOR_SIZE || locator.readUInt32LE(0) !== ZIP64_LOCATOR_SIGNATURE) throw new Error('no ZIP64 end-of-central-directory locator before the end record');
-  const zip64 = await read(safeNumber(locator.readBigUInt64LE(8), 'ZIP64 end record offset'), ZIP64_END_SIZE);
-  if (zip64.length < ZIP64_END_SIZE || zip64.readUInt32LE(0) !== ZIP64_END_SIGNATURE) throw new Error('no ZIP64 end-of-central-directory record where its locator points');
-  return { count: safeNumber(zip64.readBigUInt64LE(32), 'ZIP64 record count'), offset: safeNumber(zip64.readBigUInt64LE(48), 'ZIP64 directory offset') };
+  const ordinary = { countOnDisk: record.readUInt16LE(8), count: record.readUInt16LE(10), size: record.readUInt32LE(12), offset: record.readUInt32LE(16) };
+  const locator = eocd >= ZIP64_LOCATOR_SIZE ? await read(eocd - ZIP64_LOCATOR_SIZE, ZIP64_LOCATOR_SIZE) : Buffer.alloc(0);
+  let bounds: DirectoryBounds & { countOnDisk: number };
+  let end: number;
+  if (locator.length === ZIP64_LOCATOR_SIZE && locator.readUInt32LE(0) === ZIP64_LOCATOR_SIGNATURE) {
+    end = safeNumber(locator.readBigUInt64LE(8), 'ZIP64 end record offset');
+    const zip64 = await read(end, ZIP64_END_SIZE);
+    if (zip64.length < ZIP64_END_SIZE || zip64.readUInt32LE(0) !== ZIP64_END_SIGNATURE) throw new Error('no ZIP64 end-of-central-directory record where its locator points');
+    bounds = {
+      countOnDisk: safeNumber(zip64.readBigUInt64LE(24), 'ZIP64 record count on this disk'),
+      count: safeNumber(zip64.readBigUInt64LE(32), 'ZIP64 record count'),
+      size: safeNumber(zip64.readBigUInt64LE(40), 'ZIP64 directory size'),
+      offset: safeNumber(zip64.readBigUInt64LE(48), 'ZIP64 directory offset'),
+      by: `the ZIP64 end record (byte ${end})`,
+    };
+    const fields = [['countOnDisk', 'records on this disk', 0xffff], ['count', 'records', 0xffff], ['size', 'directory size', 0xffffffff], ['offset', 'directory offset', 0xffffffff]] as const;
+    for (const [field, what, saturated] of fields) {
+      if (ordinary[field] !== saturated && ordinary[field] !== bounds[field]) {
+        throw new InconsistentZip(`the end record (byte ${eocd}) says ${ordinary[field]} ${what}, ${bounds.by} ${bounds[field]}`);
+      }
+    }
+  } else {
+    end = eocd;
+    bounds = { ...ordinary, by: `the end record (byte ${eocd})` };
+  }
+  // One disk: its records are all of them.
+  if (bounds.countOnDisk !== bounds.count) throw new InconsistentZip(`${bounds.by} says ${bounds.countOnDisk} records on this disk and ${bounds.count} in all`);
+  if (bounds.offset + bounds.size !== end) {
+    throw new InconsistentZip(`${bounds.by} puts the central directory at bytes ${bounds.offset}-${bounds.offset + bounds.size - 1}, which do not end where that record starts`);
+  }
+  return bounds;
 }
 
 function safeNumber(value: bigint, what: string): number {
@@ -172,8 +221,10 @@ function safeNumber(value: bigint, what: string): number {
  * window, and each entry only the few numbers kept (unzipper's own directory made about 1 KB of
  * objects an entry, 20 MB for 20,000 attachments, before anything was checked). Names are read
  * as UTF-8, sizes and offsets from the ZIP64 extra field when the 32-bit ones are saturated.
+ * Read by the directory's size, not its count: the records must fill it exactly, and be as many
+ * as the count says (a count short by one would hide the last entry from us, not from others).
  */
-async function readDirectoryRecords(read: (at: number, length: number) => Promise<Buffer>, size: number, offset: number, count: number): Promise<DirectoryRecord[]> {
+async function readDirectoryRecords(read: (at: number, length: number) => Promise<Buffer>, size: number, { offset, size: directorySize, count, by }: DirectoryBounds): Promise<DirectoryRecord[]> {
   let window: Buffer = Buffer.alloc(0);
   let windowStart = offset;
   /** Makes bytes [at, at + length) of the file present in `window`; returns where they start in it. */
@@ -181,18 +232,22 @@ async function readDirectoryRecords(read: (at: number, length: number) => Promis
     if (at < windowStart || at + length > windowStart + window.length) {
       window = await read(at, Math.min(Math.max(length, DIRECTORY_WINDOW), Math.max(size - at, 0)));
       windowStart = at;
-      if (window.length < length) throw new Error(`the central directory is cut short at byte ${at + window.length} (record ${records.length + 1} of ${count})`);
+      if (window.length < length) throw new Error(`the central directory is cut short at byte ${at + window.length} (record ${records.length + 1})`);
     }
     return at - windowStart;
   };
   const records: DirectoryRecord[] = [];
+  const end = offset + directorySize;
   let at = offset;
-  while (records.length < count) {
+  const runsPast = () => new InconsistentZip(`central directory record ${records.length + 1} (byte ${at}) runs past the directory's end at byte ${end}, as ${by} gives it`);
+  while (at < end) {
+    if (at + CENTRAL_HEADER_SIZE > end) throw runsPast();
     let h = await have(at, CENTRAL_HEADER_SIZE);
-    if (window.readUInt32LE(h) !== CENTRAL_HEADER_SIGNATURE) throw new Error(`no central directory record at byte ${at} (record ${records.length + 1} of ${count})`);
+    if (window.readUInt32LE(h) !== CENTRAL_HEADER_SIGNATURE) throw new Error(`no central directory record at byte ${at} (record ${records.length + 1})`);
     const nameLength = window.readUInt16LE(h + 28);
     const extraLength = window.readUInt16LE(h + 30);
     const length = CENTRAL_HEADER_SIZE + nameLength + extraLength + window.readUInt16LE(h + 32);
+    if (at + length > end) throw runsPast();
     h = await have(at, length);
     const name = window.toString('utf8', h + CENTRAL_HEADER_SIZE, h + CENTRAL_HEADER_SIZE + nameLength);
     let compressedSize = window.readUInt32LE(h + 20);
@@ -226,6 +281,7 @@ async function readDirectoryRecords(read: (at: number, length: number) => Promis
     });
     at += length;
   }
+  if (records.length !== count) throw new InconsistentZip(`${by} says ${count} records; the ${directorySize} bytes of the central directory hold ${records.length}`);
   return records;
 }
 
@@ -261,10 +317,13 @@ export async function readCentralDirectory(
   let records: DirectoryRecord[];
   let centralDirectoryOffset: number;
   try {
-    const { offset, count } = await locateDirectory(read, size);
-    centralDirectoryOffset = offset;
-    records = await readDirectoryRecords(read, size, offset, count);
+    const bounds = await locateDirectory(read, size);
+    centralDirectoryOffset = bounds.offset;
+    records = await readDirectoryRecords(read, size, bounds);
   } catch (err) {
+    if (err instanceof InconsistentZip) {
+      throw new PivotArchiveError(ErrorCode.ARCHIVE_CORRUPT, `${archivePath}: refused: its zip records disagree on what the archive holds (zip readers would differ on it): ${err.message}`, { cause: err });
+    }
     throw new PivotArchiveError(
       ErrorCode.ARCHIVE_UNREADABLE,
       `${archivePath}: not a readable zip archive (truncated or corrupt?): ${errorMessage(err)}`,

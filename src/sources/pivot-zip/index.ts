@@ -8,10 +8,11 @@ import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent, User } from '../../model.js';
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
+import { readZonedTime } from '../../formats/pivot-export/time.js';
 import { JsonArrayScanner, type ArrayElement } from './json-array.js';
 import { IdHashes } from './id-hashes.js';
 import { idKey } from '../../hash.js';
-import { DEFAULT_ZIP_LIMITS, readCentralDirectory, readEntryBuffer, type EntryReadOptions, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
+import { DEFAULT_ZIP_LIMITS, isHostileEntryName, readCentralDirectory, readEntryBuffer, type EntryReadOptions, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
 
 export type { SourceEvent } from '../../model.js';
 
@@ -392,12 +393,13 @@ const LOOKS_LIKE_MESSAGES = 'looks like a messages file but is not messages/<nam
 
 /**
  * Whether an entry set aside (a hostile name, or outside the layout) may hold events: named like
- * a messages file (one with a control character in its name, messages/ in another case or depth,
- * .JSON, a look-alike letter) or any other .json. Its events are read by nothing and counted nowhere:
- * the run alarms.
+ * a messages file (messages/ in another case or depth, .JSON, a look-alike letter) or any other
+ * .json; a hostile name is in no part of the layout, so any .json one (`../messages/b.json`,
+ * `/export/x.json`, `attachments/../b.json`, `messages/a\u0001.json`). Its events are read by
+ * nothing and counted nowhere: the run alarms.
  */
 export function mayHoldEvents(name: string): boolean {
-  return MESSAGES_ENTRY.test(name) || whyIgnored(name) === LOOKS_LIKE_MESSAGES;
+  return (isHostileEntryName(name) && name.normalize('NFKC').toLowerCase().endsWith('.json')) || whyIgnored(name) === LOOKS_LIKE_MESSAGES;
 }
 
 /** Why an entry (not hostile, not a directory) is outside the layout, or undefined when it is in it. */
@@ -410,11 +412,8 @@ export function whyIgnored(name: string): string | undefined {
     if (resembles(parts[parts.length - 1]!, required)) return `looks like ${required} but is not named exactly ${required} at the top: not read`;
   }
   if (resembles(parts[0]!, 'attachments') || resembles(parts[0]!, 'attachment')) return 'looks like an attachment but is not attachments/<id>: not read';
-  // Any other .json in the archive's own tree may be a messages file misnamed (message/, msgs/,
-  // " messages/"): the layout has no other JSON. (A hostile one outside it, `../x.json` or
-  // `/tmp/x.json`, is set aside as hostile, as before.)
-  const json = folded.endsWith('.json') && (parts.length === 1 || (!name.startsWith('/') && !parts.includes('..')));
-  if (resembles(parts[0]!, 'messages') || (parts.length > 1 && parts[0]!.startsWith('messages')) || json) return LOOKS_LIKE_MESSAGES;
+  // Any other .json may be a messages file misnamed (message/, msgs/, " messages/"): the layout has no other JSON.
+  if (resembles(parts[0]!, 'messages') || (parts.length > 1 && parts[0]!.startsWith('messages')) || folded.endsWith('.json')) return LOOKS_LIKE_MESSAGES;
   return 'not part of the export layout (manifest.json, users.json, conversations.json, messages/<name>.json, attachments/<id>): not read';
 }
 
@@ -584,6 +583,12 @@ async function readJsonEntry(path: string, entries: ZipDirectory, name: string):
   const entry = entries.get(name);
   if (!entry) throw new PivotArchiveError(ErrorCode.ARCHIVE_MISSING_ENTRY, `${path}: required entry ${name} is missing`);
   const bytes = await readEntryBuffer(entry, MAX_DIRECTORY_ENTRY_BYTES);
+  // JSON is UTF-8 (RFC 8259). Read as U+FFFD, a Latin-1 `ü` in an email would make the address
+  // invalid and its user receive nothing, unsaid: unlike an event, no item carries a note for it.
+  if (!isUtf8(bytes)) {
+    const at = firstInvalidUtf8(bytes);
+    throw new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${name} is not UTF-8: byte ${at} (0x${bytes[at]!.toString(16).padStart(2, '0')}) starts no valid UTF-8 sequence (an exporter writing Latin-1?)`);
+  }
   // A UTF-8 byte order mark is passed over, as in the messages files (RFC 8259 lets a reader ignore one).
   const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
   try {
@@ -593,8 +598,9 @@ async function readJsonEntry(path: string, entries: ZipDirectory, name: string):
   }
 }
 
+/** Any ISO 8601 form with a zone; and, as before, whatever Date.parse reads that ends in a zone (the manifest's times decide nothing: an archive is not refused over their form). */
 function isTimestamp(value: unknown): boolean {
-  return typeof value === 'string' && /(Z|[+-]\d\d:?\d\d)$/.test(value) && !Number.isNaN(Date.parse(value));
+  return typeof value === 'string' && (readZonedTime(value) !== undefined || (/(Z|[+-]\d\d:?\d\d)$/.test(value) && !Number.isNaN(Date.parse(value))));
 }
 
 function parseManifest(path: string, value: unknown): Manifest {
