@@ -1,14 +1,27 @@
 /**
  * Secrets that can ride in URLs and connection strings (IMAP passwords, SAS signatures,
- * storage account keys), masked wherever text leaves the process: logs and status lines.
+ * storage account keys) or in environment-file lines (`PIVOT_IMAP_PASSWORD=...`), masked
+ * wherever text leaves the process: logs and status lines.
  */
 export function redactSecrets(text: string): string {
   // Each pattern below needs a `//` or an `=`: most status lines (every delivery's) have neither.
   if (!text.includes('=') && !text.includes('//')) return text;
   return maskUserinfoPasswords(text)
     .replace(/([?&](?:sig|token|access_token|password|pass)=)[^&\s"']*/gi, '$1***')
-    .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***');
+    .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***')
+    .replace(ASSIGNMENT, (assignment, name: string, single?: string, double?: string) => (SECRET_NAME.test(name) ? `${name}${single ?? double ?? ''}***` : assignment));
 }
+
+/**
+ * An environment variable set in an env file or a shell (`AZURE_CLIENT_SECRET=...`, `export
+ * API_TOKEN='a b'`), as an error may quote it: an upper-case name, `=`, then the value: to its
+ * closing quote when quoted, else to a space or a quote. Never past a backslash, so a JSON text
+ * stays JSON (an escape is not cut in two). The name is matched whole and tested apart: linear
+ * time, whatever upper-case run an archive's id holds.
+ */
+const ASSIGNMENT = /\b([A-Z0-9_]+=)(?:(')[^'\\\n]*|(\\?")[^"\\\n]*|[^\s"'\\]*)/g;
+/** The names of variables that hold secrets. */
+const SECRET_NAME = /PASS|SECRET|TOKEN|KEY|CREDENTIAL/;
 
 /**
  * What may follow the `@` that ends a URL's userinfo: a host (or none), a port, then the end of

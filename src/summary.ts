@@ -1,4 +1,5 @@
 import { ErrorCode } from './errors.js';
+import { visible } from './formats/one-line.js';
 import type { RunSummary } from './status-log.js';
 
 /** A summary read back from a status log: this version's, or an import's from before 0.2 (`import-summary`). */
@@ -42,10 +43,14 @@ export function formatSummary(s: RecordedSummary): string {
   const shard = s.shard ? ` (shard ${s.shard})` : '';
   const title = (staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`) + shard;
   const table = summaryTable(title, rows, s.balanced, stopped);
-  return s.alarm ? `${table}\n  ALARM: ${s.alarm}` : table;
+  return s.alarm ? `${table}\n  ${visible(`ALARM: ${s.alarm}`)}` : table;
 }
 
-/** The summary for humans: a title, aligned counters, whether they add up, and why it stopped early. */
+/**
+ * The summary for humans: a title, aligned counters, whether they add up, and why it stopped
+ * early. Each line is `visible`: the export id, reasons and error messages come from the archive,
+ * and a control character in them must not forge a line or drive the terminal.
+ */
 function summaryTable(title: string, rows: [string, number | string | undefined][], balanced: boolean, stopped: string | false | undefined): string {
   const width = Math.max(...rows.map(([label]) => label.length), 'counters add up'.length) + 1;
   return [
@@ -53,5 +58,7 @@ function summaryTable(title: string, rows: [string, number | string | undefined]
     ...rows.map(([label, value]) => `  ${label.padEnd(width)} ${value ?? 0}`),
     `  ${'counters add up'.padEnd(width)} ${balanced ? 'yes' : 'NO'}`,
     ...(stopped ? [`  stopped: ${stopped}`] : []),
-  ].join('\n');
+  ]
+    .map(visible)
+    .join('\n');
 }

@@ -30,7 +30,7 @@ test('a header line is skipped when its second cell is a header word, in any cas
 });
 
 test('a first line with an invalid mailbox is an error, not a header', async (t) => {
-  await refused(t, 'u_1,not-an-address\nu_2,b@acme.example\n', 1, /mailbox "not-an-address" is not a valid email address: it has no @/);
+  await refused(t, 'u_1,not-an-address\nu_2,b@acme.example\n', 1, /the mailbox \(second cell\) is not a valid email address: it has no @/);
   await refused(t, '# comment\nu_1,jane doe@acme.example\n', 2, /not a valid email address: .*space/);
   // Only the first line can be a header.
   await refused(t, 'pivot,mailbox\nu_1,a@acme.example\nu_2,mailbox\n', 3, /not a valid email address/);
@@ -38,7 +38,7 @@ test('a first line with an invalid mailbox is an error, not a header', async (t)
 
 test('a line without a comma is an error, first line or not', async (t) => {
   await refused(t, 'u_2 b@acme.example\nu_1,a@acme.example\n', 1, /no comma/);
-  await refused(t, 'u_1,a@acme.example\n\nu_2 b@acme.example\n', 3, /no comma: expected "pivot email or user id,mailbox", found "u_2 b@acme.example"/);
+  await refused(t, 'u_1,a@acme.example\n\nu_2 b@acme.example\n', 3, /no comma: expected "pivot email or user id,mailbox"$/);
 });
 
 test('a line with three cells, an empty key or an empty mailbox is an error', async (t) => {
@@ -50,14 +50,14 @@ test('a line with three cells, an empty key or an empty mailbox is an error', as
 });
 
 test('a key given twice is an error when the mailboxes differ, and fine when they are the same mailbox', async (t) => {
-  await refused(t, 'u_1,a@acme.example\nu_2,c@acme.example\nu_1,b@acme.example\n', 3, /"u_1" is mapped twice: to a@acme.example on line 1, and here to b@acme.example/);
+  await refused(t, 'u_1,a@acme.example\nu_2,c@acme.example\nu_1,b@acme.example\n', 3, /the key \(first cell\) is mapped twice: on line 1 to another mailbox$/);
   await refused(t, 'Jane@ACME.example,a@acme.example\njane@acme.example,b@acme.example\n', 2, /mapped twice/);
   await refused(t, 'anna@bücher.example,a@acme.example\nanna@xn--bcher-kva.example,b@acme.example\n', 2, /mapped twice/);
   t.deepEqual(await mapOf(t, 'u_1,A@acme.example\nu_1,a@ACME.example\n'), [['u_1', 'a@acme.example']]);
 });
 
 test('a key with an @ that is not an address is an error (it could never match)', async (t) => {
-  await refused(t, 'jane.doe@acme,jane@acme.example\n', 1, /key "jane.doe@acme" has an @ but is not a valid email address .*user id/);
+  await refused(t, 'jane.doe@acme,jane@acme.example\n', 1, /the key \(first cell\) has an @ but is not a valid email address .*user id/);
 });
 
 test('BOM, CRLF and CR line ends are read; quoted cells may hold commas', async (t) => {

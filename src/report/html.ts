@@ -13,6 +13,7 @@
  * stops after `maxItemRows` rows and says how many more the CSV holds.
  */
 import type { ExportAccount, ItemProblem, LedgerCheck, MailboxAccount, RunOfExport } from '../ledger/account.js';
+import { visibleKeepingWhiteSpace } from '../formats/one-line.js';
 
 export interface ReportMeta {
   /** When the report was made (ISO 8601). */
@@ -35,25 +36,16 @@ const DEFAULT_MAX_ITEM_ROWS = 5000;
 
 const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
-/**
- * Characters shown as a visible marker instead of themselves: C0 and C1 controls (but tab and
- * line feed), DEL, the bidi marks, embeddings, overrides and isolates, zero-width characters,
- * the line and paragraph separators, the BOM and lone surrogates.
- */
-const INVISIBLE = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200B-\u200F\u2028-\u202E\u2060-\u2069\uFEFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
-
-const marker = (c: string) => `⟨U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟩`;
-
 /** Escapes text from the data for an element's content (never used for attributes). */
 export function escapeHtml(value: unknown): string {
   const s = value === undefined || value === null ? '' : String(value);
-  return s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!).replace(INVISIBLE, (c) => `<span class="ctl">${marker(c)}</span>`);
+  return visibleKeepingWhiteSpace(s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!), (marker) => `<span class="ctl">${marker}</span>`);
 }
 
 /** The same, with the marker as bare text: for `<title>` (which holds no markup) and SVG. */
 function escapePlain(value: unknown): string {
   const s = value === undefined || value === null ? '' : String(value);
-  return s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!).replace(INVISIBLE, marker);
+  return visibleKeepingWhiteSpace(s.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!));
 }
 
 /** 1234567 -> `1,234,567` (no locale data needed). */

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { ErrorCode, ExitCode, FailReason, PivotArchiveError } from '../errors.js';
 import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
 import { formatSummary } from '../summary.js';
+import { visible } from '../formats/one-line.js';
 import { StateDir, type RecordedRun } from './index.js';
 import { NODE_FLAGS, launchAssignments } from '../launch.js';
 
@@ -21,17 +22,20 @@ function runStatus(r: RecordedRun) {
   };
 }
 
+/** Lines for a terminal, each ending in a line feed and `visible`: ids, details and errors may come from the archive. */
+function visibleLines(lines: string[]): string {
+  return lines.map((l) => `${visible(l)}\n`).join('');
+}
+
 function formatRun(r: ReturnType<typeof runStatus>): string {
-  const head = `${r.log}\n`;
   if (r.failure) {
     const f = r.failure;
-    return `${head}  FAILED before delivering (exit ${f.exitCode}): ${f.code}: ${f.error}\n  archive ${f.archive || '(none)'}${f.sha256 ? `, sha256 ${f.sha256}, ${f.size} bytes` : ''}\n  started ${f.startedAt}, ended ${f.finishedAt}\n`;
+    return visibleLines([r.log, `  FAILED before delivering (exit ${f.exitCode}): ${f.code}: ${f.error}`, `  archive ${f.archive || '(none)'}${f.sha256 ? `, sha256 ${f.sha256}, ${f.size} bytes` : ''}`, `  started ${f.startedAt}, ended ${f.finishedAt}`]);
   }
-  if (!r.summary) return `${head}  no summary: the run was killed, or could not write its records (a full disk?), before it finished; run it again\n`;
+  if (!r.summary) return visibleLines([r.log, '  no summary: the run was killed, or could not write its records (a full disk?), before it finished; run it again']);
   const failed = r.failed.map((f) => (f.record === 'batch' ? `  failed: batch ${f.batch}: ${f.detail}` : `  failed: item ${f.itemId} -> ${f.mailbox ?? '(no mailbox: rejected, not kept)'}: ${f.detail}`));
   const more = r.failedTotal > r.failed.length ? [`  ... and ${r.failedTotal - r.failed.length} more failed (see the log)`] : [];
-  const summary = formatSummary(r.summary);
-  return `${head}${summary}\n${[...failed, ...more].map((l) => `${l}\n`).join('')}`;
+  return `${visibleLines([r.log])}${formatSummary(r.summary)}\n${visibleLines([...failed, ...more])}`;
 }
 
 /** What `status` prints: the last runs, their counters and the items that failed; with `json`, one JSON object per run. */
@@ -66,7 +70,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
     ...(a.unsealed > 0 ? [`  ${a.unsealed} of this export's records are after the last checkpoint: no signature covers them yet (the next run seals them)`] : []),
     ...ledger.problems.map((x) => `  ledger problem: ${x}`),
   ];
-  return lines.join('\n') + '\n';
+  return visibleLines(lines);
 }
 
 /**
@@ -81,7 +85,7 @@ export function accountVerdict(a: Pick<ExportAccount, 'shard' | 'shardComplete' 
 /** `status` of several state dirs (one per shard): each one's runs in turn, or with `exportId` one account of the whole export. */
 export async function statusOfShards(dirs: string[], o: { last: number; exportId?: string; publicKey?: string; json: boolean }): Promise<{ text: string; exitCode: number }> {
   const states = dirs.map((d) => new StateDir(d));
-  if (o.exportId === undefined) return { text: (await Promise.all(states.map(async (s) => `${o.json ? '' : `== ${s.dir} (shard ${(await s.shard()) ?? 'none'})\n`}${await formatStatus(s, o.last, o.json)}`))).join(o.json ? '' : '\n'), exitCode: ExitCode.OK };
+  if (o.exportId === undefined) return { text: (await Promise.all(states.map(async (s) => `${o.json ? '' : visibleLines([`== ${s.dir} (shard ${(await s.shard()) ?? 'none'})`])}${await formatStatus(s, o.last, o.json)}`))).join(o.json ? '' : '\n'), exitCode: ExitCode.OK };
   const { ledgerExitCode, ledgerTrust, unionAccount } = await import('../ledger/index.js');
   const ledgers = await Promise.all(states.map(async (s) => ({ path: s.ledgerPath, trust: await ledgerTrust(o.publicKey, [], s.checkpointNotePath) })));
   const sharded = await unionAccount(ledgers, o.exportId);
@@ -103,7 +107,7 @@ export function formatShardedStatus(s: ShardedAccount): string {
   const head = [`${s.parts.length} shard state dir(s) of export ${s.account.exportId}, combined:`, ...shards, ...s.problems.map((x) => `  PROBLEM: ${x}`)];
   // The union's own ledger line would name one ledger; each shard's is listed above.
   const body = formatExportStatus(s.account, { ...s.parts[0]!.check, path: '(one per shard, above)' }).split('\n').filter((l) => !l.startsWith('  ledger '));
-  return `${head.join('\n')}\n${body.join('\n')}`;
+  return `${visibleLines(head)}${body.join('\n')}`;
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/pivot-archive.js', import.meta.url));

@@ -107,18 +107,15 @@ function csvCells(line: string): string[] | string {
   }
 }
 
-function shown(text: string): string {
-  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text);
-}
-
 /**
  * Reads a user map: UTF-8 (a BOM is allowed) CSV lines `key,mailbox`, where the key is a Pivot
  * email (matched as a mailbox key, so any case or IDN form) or a user id (exact). Blank lines and
  * `#` comments are skipped, and so is a header: the first other line when its second cell is a
  * header word (`mailbox`, `email`, ...). Every other line must be exactly two cells, a non-empty
  * key and a valid mailbox; a key given twice must map to the same mailbox. Anything else is a
- * CONFIG error naming the file, the line and what is wrong. Mailboxes (and email keys) come out
- * as mailbox keys.
+ * CONFIG error naming the file, the line and what is wrong, never quoting the line: a wrong file
+ * given by mistake (the job's env file of secrets beside users.csv) would have its secrets copied
+ * into stderr, the logs and the ledger, for good. Mailboxes (and email keys) come out as mailbox keys.
  */
 export async function readUserMap(path: string): Promise<Map<string, string>> {
   let bytes: Buffer;
@@ -143,32 +140,32 @@ export async function readUserMap(path: string): Promise<Map<string, string>> {
     const first = !seenContent;
     seenContent = true;
     const cells = csvCells(trimmed);
-    if (typeof cells === 'string') throw fail(`${cells}: ${shown(trimmed)}`);
+    if (typeof cells === 'string') throw fail(cells);
     if (first && cells.length >= 2 && HEADER_WORDS.has(cells[1]!.toLowerCase().replace(/\s+/g, ' '))) {
       if (cells.length !== 2) throw fail(`the header line has ${cells.length} cells; expected 2 ("pivot email or user id,mailbox")`);
       continue;
     }
-    if (cells.length === 1) throw fail(`no comma: expected "pivot email or user id,mailbox", found ${shown(trimmed)}`);
-    if (cells.length !== 2) throw fail(`${cells.length} cells; expected 2 ("pivot email or user id,mailbox"): ${shown(trimmed)}`);
+    if (cells.length === 1) throw fail('no comma: expected "pivot email or user id,mailbox"');
+    if (cells.length !== 2) throw fail(`${cells.length} cells; expected 2 ("pivot email or user id,mailbox")`);
     const [rawKey, rawMailbox] = cells as [string, string];
     if (rawKey === '') throw fail('the key (first cell: a Pivot email or user id) is empty');
-    if (rawMailbox === '') throw fail(`the mailbox (second cell) for ${shown(rawKey)} is empty`);
+    if (rawMailbox === '') throw fail('the mailbox (second cell) is empty');
     const target = checkAddress(rawMailbox);
     if (!target.ok) {
       const hint = first ? ` (a first line is taken as a header only when its second cell is one of: ${[...HEADER_WORDS].join(', ')})` : '';
-      throw fail(`mailbox ${shown(rawMailbox)} is not a valid email address: ${target.reason}${hint}`);
+      throw fail(`the mailbox (second cell) is not a valid email address: ${target.reason}${hint}`);
     }
     let key = rawKey;
     if (rawKey.includes('@')) {
       const email = checkAddress(rawKey);
       if (!email.ok) {
-        throw fail(`key ${shown(rawKey)} has an @ but is not a valid email address (${email.reason}); map a user whose Pivot email is malformed by its user id`);
+        throw fail(`the key (first cell) has an @ but is not a valid email address (${email.reason}); map a user whose Pivot email is malformed by its user id`);
       }
       key = email.address.mailbox;
     }
     const earlier = map.get(key);
     if (earlier && earlier.mailbox !== target.address.mailbox) {
-      throw fail(`${shown(rawKey)} is mapped twice: to ${earlier.mailbox} on line ${earlier.line}, and here to ${target.address.mailbox}`);
+      throw fail(`the key (first cell) is mapped twice: on line ${earlier.line} to another mailbox`);
     }
     if (!earlier) map.set(key, { mailbox: target.address.mailbox, line: number });
   }

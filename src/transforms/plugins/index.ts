@@ -1,5 +1,5 @@
 import { isAbsolute, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import semver from 'semver';
 import { ErrorCode, PivotArchiveError, RejectReason, errorMessage, type RejectReasonValue } from '../../errors.js';
 import { EVENT_TYPES, whyNotPluginHeader, type Item } from '../../model.js';
@@ -47,8 +47,23 @@ export function definePlugin(plugin: PivotPlugin): PivotPlugin {
   return plugin;
 }
 
+/**
+ * Whether another item of the export has this id: an event of the archive, or an item plugins
+ * returned for an earlier event. Asked of each id a plugin gives an item that is neither the id
+ * of the item it was given nor its event's.
+ */
+export type IdTaken = (id: string) => boolean | Promise<boolean>;
+
+/** An item a plugin returned under an id another item has (`id`): rejected, its event kept under that id. */
+export interface Refusal {
+  id: string;
+  reason: RejectReasonValue;
+  detail: string;
+}
+
+/** What the plugins made of an item: the items to deliver and those refused (only when any are), or the item's rejection. */
 export type PluginOutcome =
-  | { items: Item[] }
+  | { items: Item[]; refused?: Refusal[] }
   | { rejected: { reason: RejectReasonValue; detail: string } };
 
 /** The time limit of a plugin call when none is given: the option's default. */
@@ -98,25 +113,37 @@ export class PluginRegistry {
     return plugin;
   }
 
-  /** Runs the item through every plugin in order; never throws. */
-  async apply(item: Item, context: Omit<PluginContext, 'log'>, log: (plugin: string, message: string) => void): Promise<PluginOutcome> {
+  /**
+   * Runs the item through every plugin in order. Whatever a plugin does is an outcome, never a
+   * throw (only `taken` may throw). Ids are unique per export, and the account of deliveries counts
+   * by them, so an item a plugin returns under the id of another item of this event, or (`taken`)
+   * of the export, is refused `duplicate-id:<plugin>`: that item only.
+   */
+  async apply(item: Item, context: Omit<PluginContext, 'log'>, log: (plugin: string, message: string) => void, taken: IdTaken = () => false): Promise<PluginOutcome> {
     let items = [item];
+    const refused: Refusal[] = [];
     for (const plugin of this.plugins) {
       const next: Item[] = [];
+      const ids = new Set<string>();
       const pluginContext: PluginContext = { ...context, log: (message) => log(plugin.name, message) };
       for (const current of items) {
         const outcome = await this.call(plugin, current, pluginContext);
         if ('rejected' in outcome) return outcome;
         // Not push(...items): a split into a great many would pass the arguments limit.
-        for (const produced of outcome.items) next.push(produced);
+        for (const produced of outcome.items) {
+          const holder = ids.has(produced.id) ? 'another item of this event' : produced.id !== current.id && produced.id !== item.id && (await taken(produced.id)) ? 'another item of this export' : undefined;
+          if (holder === undefined) {
+            ids.add(produced.id);
+            next.push(produced);
+          } else {
+            const detail = `plugin ${plugin.name} returned for item ${current.id} an item with the id ${produced.id}, which ${holder} has (ids are unique per export): it is rejected, not delivered`;
+            refused.push({ id: produced.id, reason: `${RejectReason.DUPLICATE_ID}:${plugin.name}`, detail });
+          }
+        }
       }
       items = next;
     }
-    const ids = new Set(items.map((i) => i.id));
-    if (ids.size !== items.length) {
-      return { rejected: { reason: RejectReason.PLUGIN_ERROR, detail: `plugins split item ${item.id} into items that share an id` } };
-    }
-    return { items };
+    return refused.length > 0 ? { items, refused } : { items };
   }
 
   /**
@@ -187,18 +214,61 @@ function whyUnusable(p: unknown): string | undefined {
   return undefined;
 }
 
-/** Loads a plugin module from a path (relative to `cwd`) or a package name. */
 /** A plugin given as a file (`./x.js`, `/opt/x.js`), not a package name. */
 export function isPluginPath(specifier: string): boolean {
   return specifier.startsWith('.') || isAbsolute(specifier);
 }
 
+/** Loads a plugin module from a path (relative to `cwd`) or a package name. */
 export async function loadPlugin(specifier: string, cwd: string): Promise<unknown> {
   const target = isPluginPath(specifier) ? pathToFileURL(resolve(cwd, specifier)).href : specifier;
   try {
     const module = (await import(target)) as { default?: unknown; plugin?: unknown };
     return module.default ?? module.plugin;
   } catch (err) {
-    throw new PivotArchiveError(ErrorCode.PLUGIN_LOAD, `cannot load plugin ${specifier}: ${errorMessage(err)}`, { cause: err });
+    // Not even as the cause: an inspection of the error would print what its message quotes.
+    throw new PivotArchiveError(ErrorCode.PLUGIN_LOAD, `cannot load plugin ${specifier}: ${loadFailure(err, isPluginPath(specifier) ? resolve(cwd, specifier) : undefined)}`);
   }
+}
+
+/** Node's errors for a module it cannot find or take, whose messages name files and modules only: shown whole (as are system errors: EACCES, EMFILE, ...). */
+const PLACE_ONLY_LOAD_ERRORS: ReadonlySet<string> = new Set([
+  'ERR_MODULE_NOT_FOUND',
+  'ERR_UNSUPPORTED_DIR_IMPORT',
+  'ERR_UNKNOWN_FILE_EXTENSION',
+  'ERR_IMPORT_ASSERTION_TYPE_MISSING',
+  'ERR_IMPORT_ATTRIBUTE_MISSING',
+  'ERR_PACKAGE_PATH_NOT_EXPORTED',
+]);
+
+/**
+ * Why a plugin module did not load, never quoting a file: a file given by mistake (the job's env
+ * file, `PIVOT_IMAP_PASSWORD=...`) fails as JavaScript with a SyntaxError or ReferenceError whose
+ * message quotes it (`S3CRET is not defined`), and so may a module's own throw or a package.json
+ * that is not JSON. Those are named by kind and place only (as the config file's syntax errors
+ * are): `SyntaxError at line 1 of /etc/pivot-archive/env`. `file`: the plugin's, unless a package.
+ */
+function loadFailure(err: unknown, file: string | undefined): string {
+  const { code, syscall } = (err ?? {}) as { code?: unknown; syscall?: unknown };
+  if (typeof syscall === 'string' || (typeof code === 'string' && PLACE_ONLY_LOAD_ERRORS.has(code))) return errorMessage(err);
+  const unshown = 'its message is not shown: it may quote the file, and a file given by mistake may hold secrets';
+  if (typeof code === 'string' && /^ERR_[A-Z0-9_]{1,60}$/.test(code)) return `${code} (${unshown})`;
+  const kind = err instanceof Error && /^[A-Z][A-Za-z]{0,60}$/.test(err.name) ? err.name : `a thrown ${typeof err}`;
+  const place = whereThrown(err);
+  const at = place ? ` at line ${place.line} of ${place.file}` : '';
+  if (err instanceof SyntaxError) return `not a JavaScript module: ${kind}${at} (${unshown}${place || !file ? '' : `; node --check ${file} shows where`})`;
+  return `${kind}${at} as the module was loaded: is it a JavaScript module? (${unshown})`;
+}
+
+/**
+ * The file and line a load error points at, from its stack: its first line when Node puts the
+ * place there (a CommonJS syntax error: `/path:2`, then the offending source line, never read),
+ * else its first stack frame in a file. The message is cut out first: it may hold anything.
+ */
+function whereThrown(err: unknown): { file: string; line: number } | undefined {
+  if (!(err instanceof Error) || typeof err.stack !== 'string') return undefined;
+  const stack = err.message ? err.stack.replace(err.message, '') : err.stack;
+  const place = /^((?:file:\/\/|\/)[^\n]*):(\d+)\n/.exec(stack) ?? /^\s+at (?:[^\n]*? \()?((?:file:\/\/|\/)[^\n]*?):(\d+):\d+\)?$/m.exec(stack);
+  if (!place) return undefined;
+  return { file: place[1]!.startsWith('file:') ? fileURLToPath(place[1]!) : place[1]!, line: Number(place[2]) };
 }
