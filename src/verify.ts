@@ -8,6 +8,7 @@ import type { Logger } from './logger.js';
 import { createStoreReader } from './sinks/index.js';
 import { StateDir } from './state/index.js';
 import { processGone } from './process-util.js';
+import { visible } from './formats/one-line.js';
 import { hostname } from 'node:os';
 import { parseShard, shardFilter } from './transforms/shard/index.js';
 
@@ -179,5 +180,6 @@ export function formatVerify(r: VerifyResult): string {
   }
   const ok = s ? 'verified: the ledger holds, and everything it records is there, unaltered' : 'verified: the ledger holds (the store was not read: give --sink to check it)';
   lines.push(r.exitCode === 0 ? ok : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
-  return lines.join('\n') + '\n';
+  // Ids and locations come from the archive and the store: a control character in one must not forge or hide a line.
+  return lines.map(visible).join('\n') + '\n';
 }
