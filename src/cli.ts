@@ -2,11 +2,11 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import yargs, { type Argv, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
-import { SIZE_UNITS_HELP, checkFlags, nearest, optionsOf, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
-import { recordFailureBeforeStart } from './job.js';
+import { SIZE_UNITS_HELP, checkFlags, flagOrigin, nearest, optionsOf, parseBoolean, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
+import { recordFailureBeforeStart, type InputIdentity } from './job.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
 import { errorExitCode, worseExitCode } from './exit-policy.js';
-import { createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
+import { checkLogFile, createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
 import { TOOL } from './version.js';
 import { run, type RunResult } from './run.js';
@@ -16,7 +16,7 @@ import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
 import { runInbox, type InboxArchiveResult } from './state/inbox.js';
 import { progressReporter } from './progress.js';
-import { StateDir } from './state/index.js';
+import { StateDir, checkRecordPaths } from './state/index.js';
 import { accountVerdict, crontabLine, formatExportStatus, formatStatus, statusOfShards } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
@@ -69,16 +69,36 @@ const CRON_OPTIONS = {
 
 /**
  * A command's `options`, each flag not declared repeatable refused when given twice (yargs makes
- * an array of a repeated one, which the command would not expect).
+ * an array of a repeated one, which the command would not expect), and its booleans checked as
+ * written in `args`.
  */
-function onlyOnce<T, O extends Record<string, Options>>(y: Argv<T>, options: O): Argv<Omit<T, keyof O> & InferredOptionTypes<O>> {
+function onlyOnce<T, O extends Record<string, Options>>(y: Argv<T>, options: O, args: string[]): Argv<Omit<T, keyof O> & InferredOptionTypes<O>> {
   return y.options(options).check((argv) => {
     for (const [flag, option] of Object.entries(options)) {
       const value = argv[flag];
       if (!option.array && Array.isArray(value)) throw new PivotArchiveError(ErrorCode.USAGE, `--${flag} is given ${value.length} times; give it once`);
     }
-    return true;
+    return checkBooleansWritten(args, options);
   });
+}
+
+/** A flag's name as yargs also takes it, camelCase (`dryRun` for `dry-run`). */
+const camel = (name: string) => name.replace(/-+([^-])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * Each boolean flag of `options` given `=VALUE` in `args` (before a `--`) takes what the config
+ * file takes, true or false, else the command line is refused naming it: yargs reads any other
+ * VALUE as false, so `--dry-run=yes` would deliver.
+ */
+function checkBooleansWritten(args: string[], options: Record<string, Options>): true {
+  const booleans = Object.keys(options).filter((flag) => options[flag]!.type === 'boolean');
+  const end = args.indexOf('--');
+  for (const arg of end < 0 ? args : args.slice(0, end)) {
+    const [, name, value] = /^--([^=]+)=([\s\S]*)$/.exec(arg) ?? [];
+    const flag = booleans.find((f) => f === name || camel(f) === name);
+    if (flag !== undefined) parseBoolean(value, flagOrigin({ flag }));
+  }
+  return true;
 }
 
 /** The flags of each command, for the "did you mean" of a typo'd one. */
@@ -285,7 +305,6 @@ function checkCommandName(args: string[]): void {
 function withFlagGuesses(message: string, known: string[]): string {
   const listed = /^Unknown arguments?: (.*)$/.exec(message)?.[1]?.split(', ');
   if (!listed) return message;
-  const camel = (name: string) => name.replace(/-+([^-])/g, (_, c: string) => c.toUpperCase());
   const unknown = listed.filter((name) => !listed.some((other) => other !== name && camel(other) === name));
   const guesses = unknown.flatMap((name) => {
     const guess = nearest(name, known);
@@ -296,7 +315,6 @@ function withFlagGuesses(message: string, known: string[]): string {
 
 /** The flags of `args` (before a `--`) that are none of `known` (as typed, dashed or camelCase, or negated with no-). */
 function unknownFlags(args: string[], known: string[]): string[] {
-  const camel = (name: string) => name.replace(/-+([^-])/g, (_, c: string) => c.toUpperCase());
   const names = new Set([...known, ...known.map(camel), 'version']);
   const end = args.indexOf('--');
   return (end < 0 ? args : args.slice(0, end)).flatMap((arg) => {
@@ -311,7 +329,8 @@ function unknownFlags(args: string[], known: string[]): string[] {
 function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => void) {
   const optionCommand = (command: Command) => (y: Argv) => {
     const positional = yargsPositionalOf(command);
-    return (positional ? y.positional(positional.name, positional.options) : y).options(yargsOptionsOf(command));
+    const options = yargsOptionsOf(command);
+    return (positional ? y.positional(positional.name, positional.options) : y).options(options).check(() => checkBooleansWritten(args, options));
   };
   // The version string itself (`.version(true)` printed "true"); none when only checking a command.
   const parser = mode === 'execute' ? yargs(args).version(TOOL.version) : yargs(args).version(false);
@@ -329,7 +348,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example('$0 run --sample --sink maildir:./out', '')
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
-        if (mode === 'check') await checkSinkGiven(await checkFlags('run', flagsOf(argv, args)));
+        if (mode === 'check') await checkGiven(await checkFlags('run', flagsOf(argv, args)));
         else setExitCode(await runCommand(await configOrRecord('run', flagsOf(argv, args))));
       },
     )
@@ -337,7 +356,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'sample',
       'Write a synthetic Pivot export archive, for demos and benchmarks',
       (y) =>
-        onlyOnce(y, SAMPLE_OPTIONS),
+        onlyOnce(y, SAMPLE_OPTIONS, args),
       async (argv) => {
         if (!Number.isInteger(argv.events) || argv.events < 0) throw new PivotArchiveError(ErrorCode.USAGE, '--events must be a whole number');
         if (mode === 'check') return;
@@ -356,7 +375,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       async (argv) => {
         if (mode === 'check') {
           const given = await checkFlags('import', argv);
-          await checkSinkGiven(given);
+          await checkGiven(given);
           // As import reads it (a SAS written into it is refused, unquoted), without reaching the container.
           if (typeof given.from === 'string') (await import('./sources/staged-batches/index.js')).parseStagedFrom(given.from);
         }
@@ -367,7 +386,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'status',
       'Show the last runs recorded in a state dir: counters and what failed',
       (y) =>
-        onlyOnce(y, STATUS_OPTIONS),
+        onlyOnce(y, STATUS_OPTIONS, args),
       async (argv) => {
         if (mode !== 'execute') return;
         const dirs = argv['state-dir'].map(String);
@@ -392,7 +411,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .command(
       'report',
       "Write one export's account as a self-contained HTML report for an auditor (and its item list as CSV)",
-      (y) => onlyOnce(y, REPORT_OPTIONS).example('$0 report --state-dir /var/lib/pivot-archive --export acme-2026-11-23 --out report.html --csv items.csv', ''),
+      (y) => onlyOnce(y, REPORT_OPTIONS, args).example('$0 report --state-dir /var/lib/pivot-archive --export acme-2026-11-23 --out report.html --csv items.csv', ''),
       async (argv) => {
         if (mode !== 'execute') return;
         const { report } = await import('./report/index.js');
@@ -405,7 +424,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .command(
       'keygen',
       'Make an Ed25519 key pair that signs the ledger (run --signing-key FILE; verify --public-key FILE.pub)',
-      (y) => onlyOnce(y, KEYGEN_OPTIONS),
+      (y) => onlyOnce(y, KEYGEN_OPTIONS, args),
       async (argv) => {
         if (mode !== 'execute') return;
         const { keygen } = await import('./keygen.js');
@@ -417,7 +436,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'verify',
       'Prove the ledger whole and the store holding every message it records, byte for byte',
       (y) =>
-        onlyOnce(y, VERIFY_OPTIONS)
+        onlyOnce(y, VERIFY_OPTIONS, args)
           .example('$0 verify --state-dir /var/lib/pivot-archive --sink maildir:/srv/mail --public-key ledger.key.pub', '')
           .epilog('Exit codes: 0 the ledger holds and every message it records is there, unaltered; 6 missing, altered or unexpected messages; 7 the ledger fails its chain, a checkpoint or a signature; 2 usage or a store that cannot be read.'),
       async (argv) => {
@@ -429,7 +448,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'cron',
       'Print a crontab line that runs the rest of the command line every night',
       (y) =>
-        onlyOnce(y, CRON_OPTIONS)
+        onlyOnce(y, CRON_OPTIONS, args)
           .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --sink maildir:/srv/mail')
           .epilog('The command after -- is checked now: its command, flags, their values and the config file it names (a missing archive is fine: it may appear later).'),
       async (argv) => {
@@ -455,9 +474,14 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     });
 }
 
-/** A command line's flags as written (by flag name), read without the checks the parser refused it by. */
+/**
+ * A command line's flags as written (by flag name, also when typed camelCase, as yargs takes them),
+ * read without the checks the parser refused it by; `--dry-run` as a word, so that one refused for
+ * its value (`--dry-run=yes`) still reads as meant.
+ */
 function lenientFlags(args: string[]): Record<string, unknown> {
-  return Parser(args.slice(1), { boolean: ['json', 'dry-run'], configuration: { 'camel-case-expansion': false } }) as Record<string, unknown>;
+  const alias = Object.fromEntries((FLAGS[args[0]!] ?? []).filter((flag) => camel(flag) !== flag).map((flag) => [flag, [camel(flag)]]));
+  return Parser(args.slice(1), { boolean: ['json'], alias, configuration: { 'camel-case-expansion': false } }) as Record<string, unknown>;
 }
 
 /** Errors of the command-line parser itself (an unknown flag, a missing value), which no later step recorded. */
@@ -473,26 +497,41 @@ async function recordRefusedCommandLine(args: string[], err: unknown): Promise<v
   const command = args[0];
   if ((command !== 'run' && command !== 'import') || typeof err !== 'object' || err === null || !refusedByParser.has(err) || recordedRefusals.has(err)) return;
   const flags = lenientFlags(args);
-  const archive = typeof flags.from === 'string' ? flags.from : String((flags._ as unknown[] | undefined)?.[0] ?? '');
   const targets = await recordTargets(command, flags, process.env, process.cwd()).catch(() => ({}));
-  await recordFailureBeforeStart(targets, err, { archive });
+  await recordFailureBeforeStart(targets, err, inputOf({ ...flags, archive: String((flags._ as unknown[] | undefined)?.[0] ?? '') }));
 }
 
-/** The command's config; a flag or config value it refuses is still recorded where the run would have kept its records. */
+/** The input a failure record names: the staging, or the archive with its file (for its size and sha256; not stdin). */
+function inputOf(flags: Record<string, unknown>): InputIdentity {
+  if (typeof flags.from === 'string') return { archive: flags.from };
+  const archive = typeof flags.archive === 'string' ? flags.archive : '';
+  return archive === '' || archive === '-' ? { archive } : { archive, path: resolve(archive) };
+}
+
+/**
+ * The command's config, its status log and log file checked before the log opens; a flag or config
+ * value it refuses is still recorded where the run would have kept its records.
+ */
 async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Record<string, unknown>): Promise<C extends 'run' ? RunConfig : ImportConfig> {
   try {
-    return (await resolveConfig(command, flags, process.env)) as C extends 'run' ? RunConfig : ImportConfig;
+    const config = await resolveConfig(command, flags, process.env);
+    await checkRecordPaths(config, process.cwd());
+    if (config.logFile) await checkLogFile(config.logFile);
+    return config as C extends 'run' ? RunConfig : ImportConfig;
   } catch (err) {
-    const archive = typeof flags.archive === 'string' ? flags.archive : typeof flags.from === 'string' ? flags.from : '';
-    await recordFailureBeforeStart(await recordTargets(command, flags, process.env, process.cwd()), err, { archive });
+    await recordFailureBeforeStart(await recordTargets(command, flags, process.env, process.cwd()), err, inputOf(flags));
     if (typeof err === 'object' && err !== null) recordedRefusals.add(err);
     throw err;
   }
 }
 
-/** A command line checked for later (cron): its sink spec as the run will parse it, but not the secrets it will read then. */
-async function checkSinkGiven(given: Record<string, unknown>): Promise<void> {
+/**
+ * A command line checked for later (cron): its sink spec as the run will parse it, but not the
+ * secrets it will read then; where its status log and log file would write.
+ */
+async function checkGiven(given: Record<string, unknown>): Promise<void> {
   if (typeof given.sink === 'string') await checkSinkSpec(given.sink, { cwd: process.cwd(), insecure: given.insecure === true });
+  await checkRecordPaths(given, process.cwd());
 }
 
 async function parseCommandLine(args: string[], mode: Mode, setExitCode: (code: number) => void): Promise<void> {

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
@@ -104,7 +104,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
   let statusLog: StatusLog | undefined;
   let ledger: LedgerWriter | undefined;
   let key: SigningKey | undefined;
-  let sinkDescription = '';
+  // The spec as given (the status log masks its secrets) until the sink is created: a failure before (a state dir that cannot be used) names it too.
+  let sinkDescription = config.sink;
   let started = false;
   /** The state dir's lock is held and `logs` ends with its run log. */
   let begun = false;
@@ -221,8 +222,10 @@ export async function recordFailureBeforeStart(where: { statusLog?: string; stat
   const lockedOut = errorCodeOf(err) === ErrorCode.LOCKED;
   const begin = (dir: StateDir) => (lockedOut ? dir.newRunLog().then((runLog) => ({ runLog, release: async () => undefined })) : dir.begin(0, lockHeld));
   const begun = state ? await begin(state).catch(() => undefined) : undefined;
+  // A status log refused for being a file of the state dir (its ledger) is not written: the run log and the ledger, chained, record it.
+  const statusLogPath = where.statusLog && !(await state?.holds(where.statusLog)) ? where.statusLog : undefined;
   try {
-    const logs = [...(where.statusLog ? [where.statusLog] : []), ...(begun ? [begun.runLog] : [])];
+    const logs = [...(statusLogPath ? [statusLogPath] : []), ...(begun ? [begun.runLog] : [])];
     const statusLog = logs.length > 0 ? await openStatusLog(logs, begun !== undefined, runId).catch(() => undefined) : undefined;
     const ledger = begun && statusLog && !lockedOut ? await LedgerWriter.open(state!.ledgerPath).catch(() => undefined) : undefined;
     if (ledger) statusLog!.appendTo(ledger);
@@ -237,7 +240,8 @@ export async function recordFailureBeforeStart(where: { statusLog?: string; stat
 async function recordFailure(statusLog: StatusLog | undefined, err: unknown, input: InputIdentity, startedAt: string): Promise<void> {
   if (!statusLog) return;
   const { path, ...named } = input;
-  const identity = named.sha256 === undefined && path ? await fileIdentity(path) : {};
+  // A run the lock refused leaves the archive to the run that holds it: hashing gigabytes would only delay exit 3.
+  const identity = named.sha256 === undefined && path && errorCodeOf(err) !== ErrorCode.LOCKED ? await fileIdentity(path) : {};
   await statusLog
     .write({
       record: 'failure',
@@ -253,9 +257,10 @@ async function recordFailure(statusLog: StatusLog | undefined, err: unknown, inp
   await statusLog.close().catch(() => undefined);
 }
 
-/** sha256 and size of a file that could not be opened as an archive (if it can be read at all). */
+/** sha256 and size of a file that could not be opened as an archive (if it can be read at all: a FIFO is not read, it could block for ever). */
 async function fileIdentity(path: string): Promise<{ sha256?: string; size?: number }> {
   try {
+    if (!(await stat(path)).isFile()) return {};
     const hash = createHash('sha256');
     let size = 0;
     for await (const chunk of createReadStream(path)) {

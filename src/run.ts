@@ -42,6 +42,8 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
   const cwd = options.cwd ?? process.cwd();
   const name = config.sample ? SAMPLE_ARCHIVE_NAME : config.archive === '-' ? '-' : resolve(cwd, config.archive ?? '');
   const input: InputIdentity = { archive: config.sample ? SAMPLE_ARCHIVE_NAME : (config.archive ?? '') };
+  // A file given by path is known from the start: a failure before it is opened (a state dir that cannot be used) records its size and sha256 too.
+  if (!config.sample && config.archive !== undefined && config.archive !== '-') input.path = name;
   let dryRun: DryRunSink | undefined;
   const outcomeOptions = {
       domains: config.domains,

@@ -1,3 +1,6 @@
+import { graphOptions } from '../sinks/graph/options.js';
+import { imapOptions } from '../sinks/imap/options.js';
+import { maildirOptions } from '../sinks/maildir/options.js';
 import { type Command, type OptionSpec, type ValueTypes } from './spec.js';
 
 /** A day at most: far under setTimeout's limit (about 24.8 days), past which it would fire at once. */
@@ -26,7 +29,8 @@ export const OPTIONS = [
     required: { what: 'sink', example: 'maildir:DIR' },
     commands: ['run', 'import'],
     describe: {
-      run: 'where to deliver: maildir:DIR[?folder=.INBOX.Pivot&concurrency=8192&links=1], imap://ADMIN@HOST[:PORT]/?folder=INBOX/Pivot (password in PIVOT_IMAP_PASSWORD), imap://outlook.office365.com/?auth=xoauth2&tenant=TENANT&clientId=APP_ID (Microsoft 365; secret in PIVOT_IMAP_CLIENT_SECRET), graph://TENANT/?clientId=APP_ID&folder=Inbox/Pivot (Microsoft 365; secret in PIVOT_GRAPH_CLIENT_SECRET) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING); every sink option: see the end of run --help',
+      // The defaults shown are the sinks' own (their option tables), never copies that drift.
+      run: `where to deliver: maildir:DIR[?folder=${maildirOptions.folder.default}&concurrency=${maildirOptions.concurrency.default}&links=${maildirOptions.links.default}], imap://ADMIN@HOST[:PORT]/?folder=${imapOptions.folder.default} (password in ${imapOptions.passwordEnv.default}), imap://outlook.office365.com/?auth=xoauth2&tenant=TENANT&clientId=APP_ID (Microsoft 365; secret in ${imapOptions.secretEnv.default}), graph://TENANT/?clientId=APP_ID&folder=${graphOptions.folder.default} (Microsoft 365; secret in ${graphOptions.secretEnv.default}) or azblob://CONTAINER[/PREFIX] (credentials in AZURE_STORAGE_CONNECTION_STRING); every sink option: see the end of run --help`,
       import: 'where to deliver: maildir:DIR or imap://ADMIN@HOST/...',
     },
   },

@@ -4,7 +4,7 @@ import { optionsOf, type ConfigFor, type RunConfig } from './commands.js';
 import { fileKeysOf, readConfigFile } from './file.js';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { flagOrigin, parseValue, type Command, type OptionSpec } from './spec.js';
+import { envOrigin, flagOrigin, parseValue, type Command, type OptionSpec } from './spec.js';
 
 const describe = (spec: OptionSpec, command: Command) => {
   const text = typeof spec.describe === 'string' ? spec.describe : spec.describe[command]!;
@@ -66,14 +66,15 @@ function givenOptions(command: Command, flags: Record<string, unknown>, env: Nod
     const fromEnv = spec.env && env[spec.env] ? env[spec.env] : undefined;
     const value = flags[spec.flag] ?? fromEnv;
     if (value === undefined) continue;
-    given[spec.key] = parseValue(spec, value, flags[spec.flag] === undefined ? { name: spec.env!, code: ErrorCode.CONFIG } : flagOrigin(spec));
+    given[spec.key] = parseValue(spec, value, flags[spec.flag] === undefined ? envOrigin(spec) : flagOrigin(spec));
   }
   return given;
 }
 
 /**
  * The config of `command`: defaults, then the config file (--config, or its environment
- * variable), then the flags; the later wins. `flags` is yargs' argv, keyed by flag name.
+ * variable), then the options' environment variables, then the flags; the later wins. `flags` is
+ * yargs' argv, keyed by flag name.
  */
 export async function resolveConfig<C extends Command>(command: C, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<ConfigFor<C>> {
   const { config: configFile, ...fromFlags } = givenOptions(command, flags, env);
@@ -108,12 +109,14 @@ export async function recordTargets(command: Command, flags: Record<string, unkn
     const value = spec ? (flags[spec.flag] ?? (spec.env ? env[spec.env] : undefined)) : undefined;
     return typeof value === 'string' && value !== '' ? value : undefined;
   };
-  if (flags['dry-run'] === true) return {};
+  // Any dry-run value but false, even one refused (`--dry-run=yes`): what was meant as a dry run writes nothing.
+  const dry = (value: unknown) => value !== undefined && value !== false;
+  if (dry(flags['dry-run'])) return {};
   let file: Record<string, unknown> = {};
   const config = given('config');
   // A file that cannot be read or parsed names no target here; reading the config says what is wrong with it.
   if (config) file = await readFile(resolve(cwd, config), 'utf8').then(parsedOrEmpty, () => ({}));
-  if (file === null || typeof file !== 'object' || file.dryRun === true) return {};
+  if (file === null || typeof file !== 'object' || dry(file.dryRun)) return {};
   const target = (key: string) => {
     const value = given(key) ?? file[key];
     return typeof value === 'string' && value !== '' ? { [key]: resolve(cwd, value) } : {};

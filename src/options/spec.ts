@@ -40,9 +40,12 @@ export interface OptionSpec {
 export interface Origin {
   readonly name: string;
   readonly code: typeof ErrorCode.USAGE | typeof ErrorCode.CONFIG;
+  /** Written as text (a flag's value, an environment variable), where true and false are words; a config file's are JSON's. */
+  readonly text?: true;
 }
 
-export const flagOrigin = (spec: OptionSpec): Origin => ({ name: spec.positional ? spec.flag : `--${spec.flag}`, code: ErrorCode.USAGE });
+export const flagOrigin = (spec: Pick<OptionSpec, 'flag' | 'positional'>): Origin => ({ name: spec.positional ? spec.flag : `--${spec.flag}`, code: ErrorCode.USAGE, text: true });
+export const envOrigin = (spec: OptionSpec): Origin => ({ name: spec.env!, code: ErrorCode.CONFIG, text: true });
 export const fileOrigin = (path: string, key: string): Origin => ({ name: `${path}: ${key}`, code: ErrorCode.CONFIG });
 
 const invalid = (origin: Origin, text: string) => new PivotArchiveError(origin.code, `${origin.name}: ${text}`);
@@ -73,6 +76,17 @@ export function parseShare(value: unknown, origin: Origin): number {
   return share;
 }
 
+/**
+ * true or false, as the config file holds them; written as text (`--dry-run=VALUE`, an environment
+ * variable), the words `true` and `false`. Nothing else: yargs reads any `=VALUE` but `true` as
+ * false, so `--dry-run=yes` would deliver.
+ */
+export function parseBoolean(value: unknown, origin: Origin): boolean {
+  const parsed = origin.text && (value === 'true' || value === 'false') ? value === 'true' : value;
+  if (typeof parsed !== 'boolean') throw invalid(origin, `${JSON.stringify(value)} is not true or false`);
+  return parsed;
+}
+
 /** A whole number >= 0, written as a number (config file) or as digits (command line). */
 function parseWholeNumber(value: unknown, origin: Origin, what: string): number {
   const ok = (typeof value === 'number' && Number.isInteger(value) && value >= 0) || (typeof value === 'string' && /^\d+$/.test(value.trim()));
@@ -89,8 +103,7 @@ export function parseValue(spec: OptionSpec, value: unknown, origin: Origin): un
       if (value === '') throw invalid(origin, 'is empty');
       return value;
     case 'boolean':
-      if (typeof value !== 'boolean') throw invalid(origin, 'must be true or false');
-      return value;
+      return parseBoolean(value, origin);
     case 'strings':
       if (!(Array.isArray(value) && value.every((v) => typeof v === 'string'))) throw invalid(origin, 'must be a list of strings');
       return [...(value as string[])];

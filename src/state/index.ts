@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { link, mkdir, open, readFile, readdir, realpath, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { processGone } from '../process-util.js';
 import type { FailureRecord } from '../status-log.js';
@@ -34,6 +34,54 @@ async function olderThan(path: string, ms: number): Promise<boolean> {
   return changed !== undefined && Date.now() - changed > ms;
 }
 
+/**
+ * Why `path` cannot be made a directory (`err`: what the recursive mkdir said), from the nearest of
+ * it and its parents that exists: a file in the way, or the error of making the first one missing
+ * alone (a recursive mkdir says ENOENT where that parent is on a read-only file system).
+ */
+async function whyNotADirectory(path: string, err: unknown): Promise<string> {
+  let missing: string | undefined;
+  for (let at = path; ; missing = at, at = dirname(at)) {
+    const info = await stat(at).catch(() => undefined);
+    if (info && !info.isDirectory()) return `${at} is not a directory`;
+    if (info) return missing === undefined ? errorMessage(err) : mkdir(missing).then(() => errorMessage(err), errorMessage);
+    if (at === dirname(at)) return errorMessage(err);
+  }
+}
+
+/** The path as the file system resolves it: symbolic links followed, as far as it exists. */
+async function realPath(path: string): Promise<string> {
+  const absolute = resolve(path);
+  const parent = dirname(absolute);
+  return realpath(absolute).catch(async () => (parent === absolute ? absolute : join(await realPath(parent), basename(absolute))));
+}
+
+/** `a` and `b` are one file: the same path once links are followed, or (both existing) the same inode by a hard link. */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  if ((await realPath(a)) === (await realPath(b))) return true;
+  const [x, y] = await Promise.all([stat(a).catch(() => undefined), stat(b).catch(() => undefined)]);
+  return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
+}
+
+/**
+ * Refuses a status log or log file that would write into the state dir (its ledger is hash-chained:
+ * a line of anything else breaks it for ever; its run logs and lock are its own), and one file
+ * given as both (the status log holds records only). Before anything is written.
+ */
+export async function checkRecordPaths(paths: { statusLog?: string; logFile?: string; stateDir?: string }, cwd: string): Promise<void> {
+  const state = paths.stateDir === undefined ? undefined : new StateDir(resolve(cwd, paths.stateDir));
+  for (const [flag, path] of [['--status-log', paths.statusLog], ['--log-file', paths.logFile]] as const) {
+    if (path === undefined || !state || !(await state.holds(resolve(cwd, path)))) continue;
+    throw new PivotArchiveError(
+      ErrorCode.USAGE,
+      `${flag} ${path} is ${(await sameFile(resolve(cwd, path), state.ledgerPath)) ? "the state dir's ledger" : 'in the state dir'} (--state-dir ${paths.stateDir}): the ledger is hash-chained and the run logs are the state dir's own, so nothing else may write there; give a file outside it`,
+    );
+  }
+  if (paths.statusLog !== undefined && paths.logFile !== undefined && (await sameFile(resolve(cwd, paths.statusLog), resolve(cwd, paths.logFile)))) {
+    throw new PivotArchiveError(ErrorCode.USAGE, `--status-log ${paths.statusLog} and --log-file ${paths.logFile} are the same file: the status log holds records only, and log lines would be mixed into it; give each its own file`);
+  }
+}
+
 /** A run (or import) as its log under `runs/` recorded it. */
 export interface RecordedRun {
   log: string;
@@ -62,6 +110,32 @@ export class StateDir {
   /** The last run's checkpoint note, replaced whole each run: the file to copy off the host. */
   get checkpointNotePath(): string {
     return join(this.dir, 'checkpoint.note');
+  }
+
+  /**
+   * Whether `path` is, or would be, a file of the state dir: under it once symbolic links are
+   * followed, or (if it exists and has other names) a hard link to one of its files.
+   */
+  async holds(path: string): Promise<boolean> {
+    const from = relative(await realPath(this.dir), await realPath(path));
+    if (from !== '..' && !from.startsWith(`..${sep}`)) return true;
+    const info = await stat(path).catch(() => undefined);
+    if (!info || info.nlink < 2) return false;
+    const names = await readdir(this.dir, { recursive: true }).catch(() => [] as string[]);
+    for (const name of names) {
+      const other = await stat(join(this.dir, name)).catch(() => undefined);
+      if (other && other.dev === info.dev && other.ino === info.ino) return true;
+    }
+    return false;
+  }
+
+  /** Makes the state dir (or its `runs/`), or throws E_CONFIG naming it and why it cannot be. */
+  private async makeDirectory(path: string): Promise<void> {
+    try {
+      await mkdir(path, { recursive: true });
+    } catch (err) {
+      throw new PivotArchiveError(ErrorCode.CONFIG, `state dir ${this.dir} cannot be used: ${await whyNotADirectory(path, err)}`);
+    }
   }
 
   /** Which shard's state this is (`K/N`), written by its first sharded run (see `claimShard`). */
@@ -98,7 +172,7 @@ export class StateDir {
    */
   async newRunLog(keepRuns = 0, now = new Date()): Promise<string> {
     const runs = join(this.dir, 'runs');
-    await mkdir(runs, { recursive: true });
+    await this.makeDirectory(runs);
     if (keepRuns > 0) {
       const old = (await readdir(runs)).filter((n) => n.endsWith('.jsonl')).sort();
       for (const name of old.slice(0, Math.max(0, old.length - (keepRuns - 1)))) await unlink(join(runs, name));
@@ -128,7 +202,7 @@ export class StateDir {
    * is not there, and this run throws E_CONFIG.
    */
   async lock(): Promise<() => Promise<void>> {
-    await mkdir(this.dir, { recursive: true });
+    await this.makeDirectory(this.dir);
     const mine = JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() });
     for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
       try {
