@@ -8,6 +8,7 @@ import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } fro
 import { errorExitCode, worseExitCode } from './exit-policy.js';
 import { checkLogFile, createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
+import { visible } from './formats/one-line.js';
 import { TOOL } from './version.js';
 import { run, type RunResult } from './run.js';
 import { dryRunSummary, formatDryRun } from './dry-run.js';
@@ -143,9 +144,9 @@ async function runCommand(config: RunConfig): Promise<number> {
         const notRecorded = r.outcome === 'not-recorded' ? { code: r.code, error: redactSecrets((r.reason ?? '').replace(`${r.code}: `, '')) } : undefined;
         if (r.run) {
           print(r.run, notRecorded && { notRecorded });
-          if (notRecorded && !config.json) process.stdout.write(`pivot-archive: ${r.archive}: not-recorded (${notRecorded.code}: ${notRecorded.error})\n`);
+          if (notRecorded && !config.json) process.stdout.write(`pivot-archive: ${visible(r.archive)}: not-recorded (${notRecorded.code}: ${visible(notRecorded.error)})\n`);
         } else if (config.json) process.stdout.write(JSON.stringify(inboxRecord(r, resolve(config.inbox))) + '\n');
-        else process.stdout.write(`pivot-archive: ${r.archive}: ${r.outcome}${r.reason ? ` (${redactSecrets(r.reason)})` : ''}\n`);
+        else process.stdout.write(`pivot-archive: ${visible(r.archive)}: ${r.outcome}${r.reason ? ` (${visible(redactSecrets(r.reason))})` : ''}\n`);
       }
       const stopped = inbox.results.find((r) => r.outcome === 'stopped');
       const handled = inbox.results.length - (stopped ? 1 : 0);
@@ -362,7 +363,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         if (mode === 'check') return;
         const { generateSample } = await import('./sample/generate.js');
         const info = await generateSample(argv.out, { events: argv.events, seed: argv.seed, messageFiles: argv.files, edgeCases: argv['edge-cases'] });
-        process.stdout.write(`${info.path}: export ${info.exportId}, ${info.events} events\n`);
+        process.stdout.write(`${info.path}: export ${visible(info.exportId)}, ${info.events} events\n`);
       },
     )
     .command(
@@ -418,7 +419,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         const { ledgerExitCode } = await import('./ledger/index.js');
         const { account, check, rows } = await report({ stateDir: argv['state-dir'], exportId: argv.export, out: argv.out, csv: argv.csv, publicKey: argv['public-key'], checkpoints: argv.checkpoint.map(String) });
         setExitCode(ledgerExitCode(check));
-        process.stdout.write(`${argv.out}: export ${account.exportId}, ${accountVerdict(account)}${account.shard ? ' (not the whole export)' : ''}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);
+        process.stdout.write(`${argv.out}: export ${visible(account.exportId)}, ${accountVerdict(account)}${account.shard ? ' (not the whole export)' : ''}; ledger ${check.chainIntact ? 'intact' : 'BROKEN'}, signature ${check.signature}${argv.csv ? `\n${argv.csv}: ${rows} items` : ''}\n`);
       },
     )
     .command(
