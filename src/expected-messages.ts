@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { WantedMessage } from './sinks/index.js';
 import type { LedgerLine } from './ledger/writer.js';
 import { temporarySpaceError } from './errors.js';
+import { secondOf } from './sinks/held.js';
 
 /** A (mailbox, message) the ledger says the store holds, with the sha256 it was delivered with (absent: found there, never delivered by this ledger). */
 export interface Expected extends WantedMessage {
@@ -66,28 +67,32 @@ export class ExpectedMessages {
   }
 
   /**
-   * Each group in turn, as one entry per stored message (by where it is: a skip names the place
-   * of the delivery it found, so the two meet): the sha256 of the latest delivery there, or, for a
-   * message only ever found there, the bytes this tool would have delivered.
+   * Each group in turn, as one entry per stored message: the sha256 of the latest delivery of it,
+   * or, for a message only ever found there, the bytes this tool would have delivered; where the
+   * latest delivery put it (else where the latest skip found it). Which records are one stored
+   * message: see `storedKey`.
    */
   *groups(): Generator<Expected[]> {
     for (let group = 0; group < GROUPS; group++) {
       this.flush(group);
       if (this.fds[group] === undefined) continue;
-      const expected = new Map<string, Expected>();
+      const expected = new Map<string, Expected & { locatedBy?: 'delivery' | 'skip' }>();
       for (const text of readFileSync(this.path(group), 'utf8').split('\n')) {
         if (text === '') continue;
         const n = JSON.parse(text) as Noted;
-        // A location names its mailbox's store (a Maildir path, an IMAP folder's UID, a batch entry).
-        const key = n.location ?? `${n.mailbox}\u0000${n.messageId}\u0000${n.sentAt}\u0000${n.sha256 ?? ''}`;
-        const e: Expected = expected.get(key) ?? { mailbox: n.mailbox, itemId: n.itemId, messageId: n.messageId, sentAt: n.sentAt, inScope: false };
-        if (n.location) e.location = n.location;
+        const key = storedKey(n);
+        const e = expected.get(key) ?? { mailbox: n.mailbox, itemId: n.itemId, messageId: n.messageId, sentAt: n.sentAt, inScope: false };
+        // A delivery's location wins over a skip's: a skip may name a copy someone added since.
+        if (n.location && (n.delivered || e.locatedBy !== 'delivery')) {
+          e.location = n.location;
+          e.locatedBy = n.delivered ? 'delivery' : 'skip';
+        }
         if (n.delivered) e.sha256 = n.sha256;
         else e.builtSha256 = n.sha256;
         e.inScope ||= n.inScope;
         expected.set(key, e);
       }
-      yield [...expected.values()];
+      yield [...expected.values()].map(({ locatedBy: _, ...e }) => e);
     }
   }
 
@@ -119,3 +124,22 @@ function groupOf(mailbox: string): number {
   for (let i = 0; i < mailbox.length; i++) h = Math.imul(h ^ mailbox.charCodeAt(i), 0x01000193);
   return (h >>> 0) % GROUPS;
 }
+
+/**
+ * Which ledger records are one stored message (in one mailbox). Where a store keeps one message per
+ * identity (Message-ID and sentAt's second: IMAP, Graph, and records without a location), every
+ * record of the identity is the same message whatever copy it names: a delivery at one UID and a
+ * re-run's skip at another copy are one message, so the second copy is unexpected, never a second
+ * expected message. A Maildir file keeps its own (a content-named variant `.C<hash>` is another
+ * version of the identity, stored beside it on purpose), and so does a staged batch entry (each
+ * export stages its own batches): by location, as before.
+ */
+function storedKey(n: Noted): string {
+  const identity = `${n.mailbox}\u0000${n.messageId}\u0000${secondOf(n.sentAt)}`;
+  if (n.location === undefined || !KEPT_APART.test(n.location)) return identity;
+  return n.location;
+}
+
+/** Locations of stores that may hold several messages of one identity: a Maildir file of ours, a staged batch entry (`blob#entry`). */
+const KEPT_APART = /(?:^|\/)(?:cur|new)\/-?\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive(?::2,.*)?$|\.zip#[^/#]+$/;
+

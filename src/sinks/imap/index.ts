@@ -865,8 +865,15 @@ export class ImapSink extends LifecycleSink implements Sink {
     });
   }
 
+  /**
+   * An identity seen at a UID. Of several copies the least UID is kept (whatever order they are
+   * seen in): the copy a delivery recorded, that removing copies keeps, and that `verify` takes as
+   * the item's; a skip that named a later copy would make that copy pass for the item.
+   */
   private learn(known: Presence, key: string, uid: number): void {
-    if (!known.ids.has(key) && this.presence.get(known.mailbox) === known) this.known++;
+    const held = known.ids.get(key);
+    if (held !== undefined && held <= uid) return;
+    if (held === undefined && this.presence.get(known.mailbox) === known) this.known++;
     known.ids.set(key, uid);
   }
 

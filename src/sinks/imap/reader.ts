@@ -82,27 +82,32 @@ export class ImapReader implements StoreReader {
         used.add(found.uid);
         held.set(w, { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), sha256: found.sha256, size: found.size });
       };
-      for (const [w, uid] of located) {
-        const found = fetched.get(uid);
-        if (found && found.messageId === w.messageId) take(w, found);
-      }
-      // Else by Message-ID and the Date header's second, as the sink's presence check tells an item.
+      // One copy answers for an identity (Message-ID and the Date header's second, as the sink's
+      // presence check tells an item), for every record of it: the one with the least UID, as the
+      // sink keeps when it removes copies and names when it skips. Every other copy is unexpected,
+      // whatever copy a record names: an item in a folder twice is never intact. A record whose
+      // location holds its Message-ID under another Date (an edit) is matched there: it is altered.
+      const answers = new Map<string, Fetched>();
       const byIdentity = async () => {
-        const index = new Map<string, Fetched[]>();
+        const index = new Map<string, Fetched>();
         for (const found of fetched.values()) {
           if (found.sentAt === undefined) continue;
           const key = identity(found.messageId, Date.parse(found.sentAt));
-          const same = index.get(key);
-          if (same) same.push(found);
-          else index.set(key, [found]);
+          const least = index.get(key);
+          if (!least || found.uid < least.uid) index.set(key, found);
         }
         for (const w of wanted) {
           if (held.has(w)) continue;
-          const candidates = index.get(identity(w.messageId, secondOf(w.sentAt) * 1000));
-          // One message answers every record of its identity (a run's delivery at a copy removed
-          // since, and a re-run's skip at the one kept): it is one item.
-          const found = candidates?.find((f) => !used.has(f.uid)) ?? candidates?.[0];
-          if (found) take(w, found);
+          const key = identity(w.messageId, secondOf(w.sentAt) * 1000);
+          let found = answers.get(key) ?? index.get(key);
+          if (!found) {
+            const uid = located.get(w);
+            const there = uid === undefined ? undefined : fetched.get(uid);
+            if (there && there.messageId === w.messageId && !used.has(there.uid)) found = there;
+          }
+          if (!found) continue;
+          answers.set(key, found);
+          take(w, found);
         }
       };
       await byIdentity();
