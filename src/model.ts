@@ -187,6 +187,11 @@ export interface ExportContext {
   messageFileName(index: number): string | undefined;
   /** Streams the exact bytes of an event too large to hold into `out`, and ends it. */
   copyEventBytes(position: EventPosition, range: { offset: number; length: number }, out: Writable): Promise<void>;
+  /**
+   * Whether `id` is one of the export's events' ids: an item a plugin gives it is refused. Without
+   * it (a test's stand-in) the ids plugins give are checked only against each other.
+   */
+  hasEventId?(id: string): boolean;
 }
 
 /** The headers every message carries itself: a plugin may not set them. */

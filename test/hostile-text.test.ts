@@ -262,10 +262,7 @@ test('run: two events a plugin gives one id: the second is refused and kept, the
   t.regex(account.stdout, /counters add up yes/);
 });
 
-// Needs the pivot-zip source to say which ids its events have (`hasEventId`, see EventIdIndex in
-// src/transforms/plugins/stage.ts): until then a plugin's id that a LATER event has passes. Make it
-// `test` once the source offers it.
-test.failing('run: a plugin renames m_10 onto m_11 and splits m_20 into m_20 and m_21: both refused, status --export COMPLETE', async (t) => {
+test('run: a plugin renames m_10 onto m_11 and splits m_20 into m_20 and m_21: both refused, status --export COMPLETE', async (t) => {
   const dir = await tempDir(t);
   const events = Array.from({ length: 30 }, (_, i) => message(`m_${i}`, i));
   const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: { '0.json': events } });
@@ -274,7 +271,13 @@ test.failing('run: a plugin renames m_10 onto m_11 and splits m_20 into m_20 and
   const state = join(dir, 'state');
   const run = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--status-log', status, '--state-dir', state, '--rejects', join(dir, 'rejects'), '--max-rejected', '100%', '--plugin', join(dir, 'collide.mjs')]);
   t.is(run.code, 0, run.stderr);
-  t.deepEqual((await readStatusLog(status)).summary.rejected, { 'duplicate-id:collide': 2 });
+  const { lines, summary } = await readStatusLog(status);
+  t.deepEqual(summary.rejected, { 'duplicate-id:collide': 2 });
+  // Each refused item is kept as its event under the refused id; the events m_11 and m_21 themselves are delivered as any other.
+  const kept = lines.filter((l) => l.outcome === 'rejected');
+  t.deepEqual(await Promise.all(kept.map(async (l) => `${String(l.itemId)} ${(JSON.parse(await readFile(join(String(l.kept), 'event.json'), 'utf8')) as { id: string }).id}`)), ['m_11 m_10', 'm_21 m_20']);
+  const delivered = lines.filter((l) => l.outcome === 'delivered' && l.mailbox === 'jane@acme.example').map((l) => String(l.itemId));
+  t.deepEqual(delivered.sort(), events.map((e) => e.id).filter((id) => id !== 'm_10').sort());
   const account = await cli(['status', '--state-dir', state, '--export', MANIFEST.exportId]);
   t.regex(account.stdout, /: COMPLETE/);
 });

@@ -70,6 +70,8 @@ export class PivotExportArchive implements ExportContext {
     readonly size: number,
     /** sha256 (hex) of the whole archive file, as read through the held descriptor. */
     readonly sha256: string,
+    /** The hash of every event's id, merged: what `hasEventId` looks in. */
+    private readonly eventIds: IdHashes,
     readonly manifest: Manifest,
     readonly users: Map<string, User>,
     readonly conversations: Map<string, Conversation>,
@@ -105,6 +107,9 @@ export class PivotExportArchive implements ExportContext {
       throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${path}: cannot open the archive: ${why}`, { cause: err });
     }
     const streams = new Set<Readable>();
+    // Made here, not in read(): a failure anywhere in open() lets its temporary files go.
+    const ids = new IdHashes();
+    let reading: ReturnType<typeof PivotExportArchive.read> | undefined;
     try {
       const stat = await handle.stat();
       if (!stat.isFile()) {
@@ -114,16 +119,20 @@ export class PivotExportArchive implements ExportContext {
       const size = stat.size;
       // The whole file is hashed while the archive is checked, both through the held descriptor.
       const limits = { maxRatio: config.maxZipRatio === 0 ? Infinity : (config.maxZipRatio ?? DEFAULT_ZIP_LIMITS.maxRatio) };
-      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), PivotExportArchive.read({ label: path, handle, size, streams }, maxEventBytes, limits)]);
-      return new PivotExportArchive(path, handle, streams, size, sha256, ...opened);
+      reading = PivotExportArchive.read({ label: path, handle, size, streams }, ids, maxEventBytes, limits);
+      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), reading]);
+      return new PivotExportArchive(path, handle, streams, size, sha256, ids, ...opened);
     } catch (err) {
       await closeStreams(streams);
       await handle.close().catch(() => undefined);
+      // A read the hashing's failure left going ends on the closed file; only then can its id hashes go.
+      await reading?.catch(() => undefined);
+      ids.close();
       throw err;
     }
   }
 
-  private static async read(file: OpenZipFile, maxEventBytes: number, limits: ZipLimits) {
+  private static async read(file: OpenZipFile, ids: IdHashes, maxEventBytes: number, limits: ZipLimits) {
     const path = file.label;
     const { entries, hostileNames } = await readCentralDirectory(file, limits);
     const manifest = parseManifest(path, await readJsonEntry(path, entries, 'manifest.json'));
@@ -156,8 +165,7 @@ export class PivotExportArchive implements ExportContext {
       if (why) ignored.push({ name, why });
     }
 
-    // First pass: count, hash every id (8 bytes an event, never the strings), keep valid join/leave.
-    const ids = new IdHashes();
+    // First pass: count, hash every id into `ids` (8 bytes an event, never the strings), keep valid join/leave.
     const changes: { key: number; id: string; conversationId: string; time: number; subMs: number; position: EventPosition; memberId: string; joined: boolean }[] = [];
     const tooLargeCrcs = new Map<string, number>();
     const blockCrcs: Uint32Array[] = [];
@@ -165,43 +173,38 @@ export class PivotExportArchive implements ExportContext {
     // Attachment entries no event names (by the key of their entry name) are noted: bytes an exporter kept but no message will carry.
     const unnamed = new Map<number, string>();
     for (const name of entries.keys()) if (isAttachmentEntry(name)) unnamed.set(idKey(name), name);
-    try {
-      for (const [index, entry] of messageFiles.entries()) {
-        // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
-        const recordBlocks: number[] = [];
-        for await (const elements of elementBatches(path, entry, maxEventBytes, true, { recordBlocks })) {
-          eventCount += elements.length;
-          for (const element of elements) {
-            if (!element.bytes) {
-              tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
-              continue;
-            }
-            // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
-            const plain = plainId(element.bytes);
-            if (plain !== undefined) {
-              ids.push(plain);
-              continue;
-            }
-            // An event with attachments is never plain: each attachment object has an "id" of its own.
-            const raw = parsed(element.bytes);
-            if (!isObject(raw)) continue;
-            if (unnamed.size > 0 && Array.isArray(raw.attachments)) {
-              for (const a of raw.attachments) if (isObject(a) && typeof a.id === 'string') unnamed.delete(idKey(ATTACHMENT_PREFIX + a.id));
-            }
-            if (typeof raw.id !== 'string') continue;
-            const key = ids.push(raw.id);
-            if (raw.type !== 'join' && raw.type !== 'leave') continue;
-            // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
-            const checked = checkEvent(raw, { users, conversations });
-            if ('reason' in checked) continue;
-            changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, subMs: checked.subMs, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
+    for (const [index, entry] of messageFiles.entries()) {
+      // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
+      const recordBlocks: number[] = [];
+      for await (const elements of elementBatches(path, entry, maxEventBytes, true, { recordBlocks })) {
+        eventCount += elements.length;
+        for (const element of elements) {
+          if (!element.bytes) {
+            tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
+            continue;
           }
+          // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
+          const plain = plainId(element.bytes);
+          if (plain !== undefined) {
+            ids.push(plain);
+            continue;
+          }
+          // An event with attachments is never plain: each attachment object has an "id" of its own.
+          const raw = parsed(element.bytes);
+          if (!isObject(raw)) continue;
+          if (unnamed.size > 0 && Array.isArray(raw.attachments)) {
+            for (const a of raw.attachments) if (isObject(a) && typeof a.id === 'string') unnamed.delete(idKey(ATTACHMENT_PREFIX + a.id));
+          }
+          if (typeof raw.id !== 'string') continue;
+          const key = ids.push(raw.id);
+          if (raw.type !== 'join' && raw.type !== 'leave') continue;
+          // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
+          const checked = checkEvent(raw, { users, conversations });
+          if ('reason' in checked) continue;
+          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, subMs: checked.subMs, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
         }
-        blockCrcs.push(Uint32Array.from(recordBlocks));
       }
-    } catch (err) {
-      ids.discard();
-      throw err;
+      blockCrcs.push(Uint32Array.from(recordBlocks));
     }
     const duplicateCandidates = ids.repeated();
     // A join/leave that reuses an earlier event's id is rejected duplicate-id: it must not count either.
@@ -220,6 +223,16 @@ export class PivotExportArchive implements ExportContext {
   async close(): Promise<void> {
     await closeStreams(this.streams);
     await this.handle.close().catch(() => undefined);
+    this.eventIds.close();
+  }
+
+  /**
+   * Whether `id` is the id of one of the events (delivered or not), from the first pass's hashes:
+   * one 4 KiB read at most. Two ids with one 64-bit hash can only make a plugin's item under an
+   * id no event has refused, and so kept in the rejects folder, never lost.
+   */
+  hasEventId(id: string): boolean {
+    return this.eventIds.has(id);
   }
 
   /**

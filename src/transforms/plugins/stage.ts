@@ -4,22 +4,17 @@ import type { Recorder } from '../../pipeline/recorder.js';
 import { rejected, type Stage, type Unit } from '../../pipeline/unit.js';
 import type { PluginRegistry } from './index.js';
 
-/** An export that can say whether an id is one of its events' (a source that keeps its events' id hashes). */
-export interface EventIdIndex {
-  hasEventId(id: string): boolean | Promise<boolean>;
-}
-
 /**
  * The plugins stage: every registered plugin, in order; an item may become several, or a
  * rejection. An item a plugin returns under an id another item of the export has (an event's,
  * asked of the export when it can tell, or one plugins gave an earlier item) is refused: its event
  * (the exact bytes, as for any rejection) is kept under the refused id, and the run goes on.
  */
-export function pluginStage(plugins: PluginRegistry, archive: ExportContext & Partial<EventIdIndex>, recorder: Recorder, logger: Logger): Stage<'item'> {
+export function pluginStage(plugins: PluginRegistry, archive: ExportContext, recorder: Recorder, logger: Logger): Stage<'item'> {
   const context = { exportId: archive.exportId, tenant: archive.tenant };
   // The ids plugins gave items of earlier events, other than those events' own: memory grows with those alone.
   const given = new Set<string>();
-  const taken = async (id: string) => given.has(id) || ((await archive.hasEventId?.(id)) ?? false);
+  const taken = (id: string) => given.has(id) || (archive.hasEventId?.(id) ?? false);
   return async ({ item, position }) => {
     const outcome = await plugins.apply(item, context, (plugin, message) => logger.info(`plugin ${plugin}: ${message}`), taken);
     if ('rejected' in outcome) return rejected(rejectItem(item, outcome.rejected.reason, outcome.rejected.detail));
