@@ -10,6 +10,7 @@ import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { isCode } from '../../fs-util.js';
 import { mailboxFolder, mailboxOfFolderName, maildirBaseName, SUFFIX } from './index.js';
 import { OURS, ourFiles } from './listing.js';
+import { isNotRegularFile, openRegular } from './regular-file.js';
 
 /** Files read at once: enough to keep a disk (or the page cache) busy, few enough for the descriptors. */
 const READS_AT_ONCE = 64;
@@ -42,11 +43,12 @@ async function listFolder(folder: string): Promise<FolderListing> {
 
 /**
  * sha256 and size of a file, read in `buffer`-sized pieces with callback fs (on 100k small files
- * FileHandle and streams cost several times more, as the sink measured for its reads).
+ * FileHandle and streams cost several times more, as the sink measured for its reads). Only a
+ * regular file is read: anything else fails `NotRegularFile`, unopened or unread (see `openRegular`).
  */
 function hashFile(path: string, buffer: Buffer): Promise<{ sha256: string; size: number }> {
   return new Promise((resolve, reject) => {
-    fs.open(path, 'r', (err, fd) => {
+    openRegular(path, (err, fd) => {
       if (err) return reject(err);
       const digest = new Digest();
       const done = (readErr: unknown) => fs.close(fd, (closeErr) => (readErr || closeErr ? reject(readErr ?? closeErr) : resolve(digest.result())));
@@ -62,16 +64,25 @@ function hashFile(path: string, buffer: Buffer): Promise<{ sha256: string; size:
   });
 }
 
-/** The start of a file (its header, for the Message-ID). */
+/** The start of a file (its header, for the Message-ID); a regular file only, as `hashFile`. */
 function readHead(path: string, buffer: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    fs.open(path, 'r', (err, fd) => {
+    openRegular(path, (err, fd) => {
       if (err) return reject(err);
       fs.read(fd, buffer, 0, buffer.length, 0, (readErr, bytes) =>
         fs.close(fd, (closeErr) => (readErr || closeErr ? reject(readErr ?? closeErr) : resolve(buffer.subarray(0, bytes)))),
       );
     });
   });
+}
+
+/**
+ * What `verify` is told of a name of ours that is not a regular file: an unexpected entry whose
+ * "Message-ID" says what it is. The wanted message it stands for (if any) is not held, so it is
+ * also missing: either counts, exit 6.
+ */
+function oddEntry(path: string, kind: string, location: string): Omit<HeldMessage, 'sha256' | 'size'> {
+  return { messageId: `(not a regular file: ${kind})`, sentAt: sentAtOf(path), location };
 }
 
 /** The second a file of ours is named after (`<sec>.P...`): its `sentAt`. */
@@ -121,41 +132,55 @@ export class MaildirReader implements StoreReader {
     // One read buffer per worker, used again for every file it reads.
     const buffers: Buffer[] = [];
     const bufferOf = (worker: number) => (buffers[worker] ??= Buffer.allocUnsafe(CHUNK));
+    // Names of ours that hold something other than a regular file (never read), by path: a kind.
+    const odd = new Map<string, string>();
     await eachLimited(wanted, READS_AT_ONCE, async function find(this: void, w: WantedMessage, worker: number, retried = false): Promise<void> {
       const buffer = bufferOf(worker);
       for (const base of baseNames(w, listing)) {
-        const path = listing.byBase.get(base)?.find((p) => !used.has(p)) ?? listing.byBase.get(base)?.[0];
-        if (path === undefined) continue;
-        let hashed;
-        try {
-          hashed = await hashFile(join(folder, path), buffer);
-        } catch (err) {
-          if (!isCode(err, 'ENOENT')) throw err;
-          // Gone again since the folder was listed afresh: deleted, or renamed once more.
-          if (retried) continue;
-          // A client renamed it since the listing (a flag change): list the folder again, once.
-          listing = await (relisting ??= listFolder(folder));
-          return find(w, worker, true);
+        const paths = listing.byBase.get(base);
+        if (paths === undefined) continue;
+        // The base's files not yet taken by another wanted message first; a name that is not a
+        // regular file is passed over for the next (its message may be there under another flag).
+        for (const path of [...paths.filter((p) => !used.has(p)), ...paths.filter((p) => used.has(p)).slice(0, 1)]) {
+          if (odd.has(path)) continue;
+          let hashed;
+          try {
+            hashed = await hashFile(join(folder, path), buffer);
+          } catch (err) {
+            if (isNotRegularFile(err)) {
+              odd.set(path, err.kind);
+              continue;
+            }
+            if (!isCode(err, 'ENOENT')) throw err;
+            // Gone again since the folder was listed afresh: deleted, or renamed once more.
+            if (retried) continue;
+            // A client renamed it since the listing (a flag change): list the folder again, once.
+            listing = await (relisting ??= listFolder(folder));
+            return find(w, worker, true);
+          }
+          used.add(path);
+          held.set(w, { messageId: w.messageId, sentAt: sentAtOf(path), location: where(path), ...hashed });
+          return;
         }
-        used.add(path);
-        held.set(w, { messageId: w.messageId, sentAt: sentAtOf(path), location: where(path), ...hashed });
-        return;
       }
     });
     if (!sample) {
-      const others = [...listing.byBase.values()].flat().filter((path) => !used.has(path));
+      const others = [...listing.byBase.values()].flat().filter((path) => !used.has(path) && !odd.has(path));
       await eachLimited(others, READS_AT_ONCE, async (path, worker) => {
         let head: Buffer;
         try {
           head = await readHead(join(folder, path), bufferOf(worker));
         } catch (err) {
+          if (isNotRegularFile(err)) return void odd.set(path, err.kind);
           if (isCode(err, 'ENOENT')) return; // gone since the listing: nothing to report
           throw err;
         }
         unexpected.push({ messageId: messageIdentity(head).messageId, sentAt: sentAtOf(path), location: where(path) });
       });
-      unexpected.sort((a, b) => (a.location < b.location ? -1 : 1));
     }
+    // Named, whether or not unexpected messages are looked for: verify keeps them only when they are.
+    for (const [path, kind] of odd) if (!used.has(path)) unexpected.push(oddEntry(path, kind, where(path)));
+    unexpected.sort((a, b) => (a.location < b.location ? -1 : 1));
     return { held, unexpected };
   }
 
