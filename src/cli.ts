@@ -189,6 +189,8 @@ async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: st
   if (argv.sample !== undefined && (!Number.isInteger(argv.sample) || argv.sample < 1)) throw new PivotArchiveError(ErrorCode.USAGE, '--sample must be a whole number of messages, 1 or more');
   // Several state dirs (one per shard): each ledger checked on its own, in turn; the worst exit code wins.
   if (argv['state-dir'].length > 1) {
+    // The state dirs of a sharded export: every shard once, or the store is not checked whole (exit 2).
+    await (await import('./verify.js')).checkShardSet(argv['state-dir'].map(String));
     let worst = 0;
     for (const dir of argv['state-dir']) worst = Math.max(worst, await verifyCommand({ ...argv, 'state-dir': [dir] }));
     return worst;

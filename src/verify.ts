@@ -11,6 +11,8 @@ import { processGone } from './process-util.js';
 import { visible } from './formats/one-line.js';
 import { hostname } from 'node:os';
 import { parseShard, shardFilter } from './transforms/shard/index.js';
+import { normalSinkDescription } from './sinks/maildir/config.js';
+import { shardSetProblems } from './ledger/shards.js';
 
 export interface VerifyConfig {
   stateDir: string;
@@ -34,6 +36,11 @@ export interface VerifyResult {
     checked: number;
     of: number;
     sampled: boolean;
+    /**
+     * Outcomes in scope of runs into other sinks than this one, by sink (as the ledger describes
+     * it, no secrets): not checked here (verify them with that --sink). Messages there are in no count above.
+     */
+    notChecked: { sink: string; outcomes: number }[];
     intact: number;
     /** Found, never delivered by a run in this ledger, and not as this tool builds it: not ours to hash. */
     notHashed: number;
@@ -42,7 +49,29 @@ export interface VerifyResult {
     /** null when not looked for (a filtered or sampled check). */
     unexpected: { mailbox: string; messageId: string; location: string }[] | null;
   };
+  /** The shard (`K/N`) the state dir belongs to: its ledger answers for that shard's mailboxes only. */
+  shard?: string;
   exitCode: number;
+}
+
+/**
+ * `verify` of several state dirs: when one is a shard's, they must be the N shards of one export,
+ * each once (as `status` of several state dirs checks them, `shardSetProblems`), or the store is
+ * not checked whole: a shard forgotten is one whose mailboxes nobody reads back. Refused (exit 2)
+ * before anything is checked. State dirs of no shard (several unsharded ledgers) are not a set.
+ */
+export async function checkShardSet(dirs: string[], cwd = process.cwd()): Promise<void> {
+  const parts = await Promise.all(
+    dirs.map(async (dir) => {
+      const state = new StateDir(resolve(cwd, dir));
+      return { path: state.dir, shard: (await state.shard()) ?? null };
+    }),
+  );
+  if (parts.every((p) => p.shard === null)) return;
+  const problems = shardSetProblems(parts);
+  if (problems.length > 0) {
+    throw new PivotArchiveError(ErrorCode.USAGE, `the state dirs given are not every shard once, so the shared store would not be checked whole: ${problems.join('; ')}`);
+  }
 }
 
 /**
@@ -63,8 +92,10 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   try {
     // Every outcome is read (an earlier delivery decides what a later skip must find), then the
     // scope (--export, --since, the sink) chooses what is checked.
-    const scope = { runs: new Set<string>(), exportSeen: false, otherSinks: new Map<string, number>(), unsealed: 0 };
+    const scope = { runs: new Set<string>(), exportSeen: false, otherSinks: new Map<string, number>(), thisSink: 0, unsealed: 0 };
     const sinkOf = new Map<string, string>();
+    // `maildir:/srv/mail/` and `maildir:/srv/mail` are one store: descriptions are compared normalised.
+    const given = reader ? normalSinkDescription(reader.description) : undefined;
     const ledger = await checkLedger(state.ledgerPath, trust, (line) => {
       if (line.record === 'checkpoint') scope.unsealed = 0;
       if (line.record === 'start') {
@@ -78,10 +109,11 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
         scope.unsealed++;
       }
       const sink = sinkOf.get(line.runId);
-      if (reader && sink !== undefined && sink !== reader.description) {
+      if (reader && sink !== undefined && normalSinkDescription(sink) !== given) {
         if (inScope) scope.otherSinks.set(sink, (scope.otherSinks.get(sink) ?? 0) + 1);
         return;
       }
+      if (inScope) scope.thisSink++;
       expected?.add(line, inScope);
     });
     if (config.exportId !== undefined && !scope.exportSeen) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records nothing of export ${JSON.stringify(config.exportId)}${since !== undefined ? ` since ${config.since}` : ''}`);
@@ -91,9 +123,20 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       ledger.chainIntact = false;
       ledger.problems.push(`${scope.unsealed} records in scope are after the last checkpoint: no signature covers them yet (let the next run seal them, then verify)`);
     }
-    for (const [sink, n] of scope.otherSinks) ledger.problems.push(`${n} outcomes are of runs into another sink (${sink}): not checked here`);
     if (!ledger.chainIntact || ledger.signature === 'failed') logger.error(`ledger ${ledger.path} fails its check: ${ledger.problems.join('; ')}`);
-    if (!reader || !expected) return { ledger, exitCode: ledgerExitCode(ledger) };
+    const shardOwner = await state.shard();
+    const ofShard = shardOwner === undefined ? {} : { shard: shardOwner };
+    if (!reader || !expected) return { ledger, ...ofShard, exitCode: ledgerExitCode(ledger) };
+    // Runs into other sinks only (a mistyped root, a moved mount point, the IMAP server of a Maildir
+    // ledger): nothing here could be checked, which must not pass for a store that holds it all.
+    const notChecked = [...scope.otherSinks].map(([sink, outcomes]) => ({ sink: visible(sink), outcomes }));
+    if (scope.thisSink === 0 && notChecked.length > 0) {
+      const what = `${config.exportId !== undefined ? ` of export ${JSON.stringify(config.exportId)}` : ''}${since !== undefined ? ` since ${config.since}` : ''}`;
+      throw new PivotArchiveError(
+        ErrorCode.USAGE,
+        `--sink ${visible(reader.description)} is not the store of any run the ledger ${state.ledgerPath} records${what}: its runs delivered into ${notChecked.map((o) => `${o.sink} (${o.outcomes} outcomes)`).join(', ')}; give verify the --sink those runs were given`,
+      );
+    }
 
     // A sample needs the count first: a pass over the groups that only counts.
     let of: number | undefined;
@@ -103,9 +146,8 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     }
     const sampled = of !== undefined && config.sample! < of;
     const filtered = sampled || config.exportId !== undefined || since !== undefined;
-    const result: NonNullable<VerifyResult['store']> = { sink: reader.description, checked: 0, of: 0, sampled, intact: 0, notHashed: 0, missing: [], altered: [], unexpected: filtered ? null : [] };
+    const result: NonNullable<VerifyResult['store']> = { sink: reader.description, checked: 0, of: 0, sampled, notChecked, intact: 0, notHashed: 0, missing: [], altered: [], unexpected: filtered ? null : [] };
     // A shard's ledger (its state dir is bound to it: STATE/shard) answers for that shard's mailboxes of a shared store only.
-    const shardOwner = await state.shard();
     const shard = shardOwner === undefined ? undefined : parseShard(shardOwner);
     const ours = typeof shard === 'object' ? shardFilter(shard) : () => true;
     const check = async (mailbox: string, wanted: Expected[]) => {
@@ -146,7 +188,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     }
     const storeOk = result.missing.length === 0 && result.altered.length === 0 && (result.unexpected?.length ?? 0) === 0;
     const ledgerCode = ledgerExitCode(ledger);
-    return { ledger, store: result, exitCode: ledgerCode !== ExitCode.OK ? ledgerCode : storeOk ? ExitCode.OK : ExitCode.STORE_MISMATCH };
+    return { ledger, store: result, ...ofShard, exitCode: ledgerCode !== ExitCode.OK ? ledgerCode : storeOk ? ExitCode.OK : ExitCode.STORE_MISMATCH };
   } finally {
     expected?.dispose();
   }
@@ -171,15 +213,22 @@ export function formatVerify(r: VerifyResult): string {
   const s = r.store;
   if (s) {
     lines.push(`store ${s.sink}: checked ${s.checked}${s.sampled ? ` (a random sample of ${s.of})` : ''} messages the ledger records as delivered or present`);
+    const skipped = s.notChecked.reduce((n, o) => n + o.outcomes, 0);
+    if (skipped > 0) lines.push(`  NOT CHECKED: ${skipped} outcome${skipped === 1 ? '' : 's'} of runs into other sinks: ${s.notChecked.map((o) => `${o.sink} (${o.outcomes})`).join(', ')}; verify each with its own --sink`);
     lines.push(`  intact ${s.intact}, missing ${s.missing.length}, altered ${s.altered.length}, unexpected ${s.unexpected === null ? '(not looked for: filtered or sampled)' : s.unexpected.length}${s.notHashed ? `, present but never delivered by this ledger's runs ${s.notHashed}` : ''}`);
     for (const m of s.missing.slice(0, 20)) lines.push(`  MISSING ${m.mailbox} ${m.messageId} (item ${m.itemId}${m.location ? `, was ${m.location}` : ''})`);
     for (const a of s.altered.slice(0, 20)) lines.push(`  ALTERED ${a.mailbox} ${a.messageId} at ${a.location}: sha256 ${a.found}, delivered ${a.expected}`);
-    for (const u of (s.unexpected ?? []).slice(0, 20)) lines.push(`  UNEXPECTED ${u.mailbox} ${u.messageId} at ${u.location} (ours, not in the ledger)`);
+    for (const u of (s.unexpected ?? []).slice(0, 20)) lines.push(`  UNEXPECTED ${u.mailbox} ${u.messageId} at ${u.location} (no record of the ledger accounts for it)`);
     const more = s.missing.length + s.altered.length + (s.unexpected?.length ?? 0) - Math.min(20, s.missing.length) - Math.min(20, s.altered.length) - Math.min(20, s.unexpected?.length ?? 0);
     if (more > 0) lines.push(`  ... and ${more} more (see --json)`);
   }
-  const ok = s ? 'verified: the ledger holds, and everything it records is there, unaltered' : 'verified: the ledger holds (the store was not read: give --sink to check it)';
-  lines.push(r.exitCode === 0 ? ok : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
+  const partly = s !== undefined && s.notChecked.length > 0;
+  const ok = !s
+    ? 'verified: the ledger holds (the store was not read: give --sink to check it)'
+    : partly
+      ? `verified in part: the ledger holds, and everything it records of runs into ${s.sink} is there, unaltered; what it records of runs into other sinks was NOT checked (see above)`
+      : 'verified: the ledger holds, and everything it records is there, unaltered';
+  lines.push(r.exitCode === 0 ? `${ok}${r.shard && s ? ` (shard ${r.shard}'s mailboxes only: verify every shard's --state-dir at once for the whole store)` : ''}` : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
   // Ids and locations come from the archive and the store: a control character in one must not forge or hide a line.
   return lines.map(visible).join('\n') + '\n';
 }

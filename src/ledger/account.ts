@@ -112,8 +112,15 @@ export interface ExportAccount {
   shardComplete?: boolean;
   /** Whether the items and the pairs add up (notYetRead 0 and nothing failed is `complete`). */
   balanced: boolean;
-  /** The whole export is accounted for: never so for one shard's part (see `shardComplete`). */
+  /** The whole export is accounted for, by the counters: never so for one shard's part (see `shardComplete`). */
   complete: boolean;
+  /**
+   * Whether the ledger the account comes from proves it (`ledgerProves`): its chain, checkpoints
+   * and signature hold, its check found no problem, and every record of the export is sealed by a
+   * checkpoint. Counters that add up prove nothing otherwise: the verdict is then NOT PROVEN, never
+   * COMPLETE (`accountVerdict`), in `status` and `report` alike. Absent until the ledger's check is known.
+   */
+  proven?: boolean;
   rejectsByReason: Record<string, number>;
   mailboxes: MailboxAccount[];
   /** Every rejected item and every pair whose final outcome is failed. */
@@ -136,6 +143,33 @@ export interface LedgerCheck {
   /** Records after the last checkpoint (a run killed, or one running now): not covered by a signature. */
   unsealed: number;
   problems: string[];
+}
+
+/**
+ * Whether `check` (the ledger's) proves `account`: what `report`'s banner calls the ledger's verdict
+ * (chain intact, signature not failed, no problem found, none of the export's records after the last
+ * checkpoint). Without it the counters say COMPLETE at most "NOT PROVEN".
+ */
+export function ledgerProves(check: Pick<LedgerCheck, 'chainIntact' | 'signature' | 'problems'>, account: Pick<ExportAccount, 'unsealed'>): boolean {
+  return check.chainIntact && check.signature !== 'failed' && check.problems.length === 0 && account.unsealed === 0;
+}
+
+/** Sets `account.proven` from the ledger's check (see `ledgerProves`); returns the account. */
+export function withProof<A extends ExportAccount>(account: A, check: Pick<LedgerCheck, 'chainIntact' | 'signature' | 'problems'>): A {
+  account.proven = ledgerProves(check, account);
+  return account;
+}
+
+/**
+ * The account's verdict, as `status` headlines it and `report`'s banner reads: INCOMPLETE when the
+ * counters do not show every item accounted for (`complete`, for one shard's ledger `shardComplete`);
+ * else NOT PROVEN when the ledger does not prove them (`proven` false); else COMPLETE, or for one
+ * shard's ledger that shard's part only.
+ */
+export function accountVerdict(a: Pick<ExportAccount, 'shard' | 'shardComplete' | 'complete' | 'proven'>): string {
+  const complete = a.shard ? a.shardComplete === true : a.complete;
+  const verdict = !complete ? 'INCOMPLETE' : a.proven === false ? 'NOT PROVEN' : a.shard ? 'complete' : 'COMPLETE';
+  return a.shard ? `shard ${a.shard}'s part only: ${verdict}` : verdict;
 }
 
 /** Which outcome of a (mailbox, item) counts when runs disagree: once in the mailbox, it stays so. */

@@ -1,6 +1,6 @@
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { AccountBuilder, type ExportAccount, type ItemLine, type LedgerCheck, type LedgerRecordLike } from './account.js';
+import { AccountBuilder, withProof, type ExportAccount, type ItemLine, type LedgerCheck, type LedgerRecordLike } from './account.js';
 import { parseVerifierKey, type VerifierKey } from './note.js';
 import { checkLedger, ledgerRecords, readCheckpointCopies, type CheckpointCopy } from './reader.js';
 import type { LedgerLine } from './writer.js';
@@ -61,7 +61,8 @@ export async function exportAccount(path: string, exportId: string, trust: Ledge
     lines: lines(),
     account: () => {
       if (!done) throw new Error('exportAccount: read every line before the account');
-      return builder.result();
+      // Counters that add up prove nothing when the ledger fails its check: `proven`, and the verdict NOT PROVEN.
+      return withProof(builder.result(), check);
     },
   };
 }
@@ -105,7 +106,8 @@ export function ledgerExitCode(check: Pick<LedgerCheck, 'chainIntact' | 'signatu
  * complete, else 0. One shard's state dir never shows the export complete (`ExportAccount.shardComplete`
  * says whether its part is): 1, so that a script never takes one shard's part for the export.
  */
-export function accountExitCode(account: Pick<ExportAccount, 'complete'>, check: Pick<LedgerCheck, 'chainIntact' | 'signature'>): number {
+export function accountExitCode(account: Pick<ExportAccount, 'complete' | 'proven'>, check: Pick<LedgerCheck, 'chainIntact' | 'signature'>): number {
   const ledger = ledgerExitCode(check);
-  return ledger !== ExitCode.OK || account.complete ? ledger : ExitCode.DELIVERY_FAILED;
+  // 0 only for COMPLETE: counters the ledger does not prove (NOT PROVEN: a problem its check found, records not sealed yet) are not.
+  return ledger !== ExitCode.OK || (account.complete && account.proven !== false) ? ledger : ExitCode.DELIVERY_FAILED;
 }

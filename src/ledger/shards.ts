@@ -62,8 +62,12 @@ export async function unionAccount(ledgers: { path: string; trust: LedgerTrust }
   return { account, parts, problems };
 }
 
-/** Why the parts are not the N shards of one export, each once. */
-function shardProblems(parts: ShardPart[]): string[] {
+/**
+ * Why the state dirs given are not the N shards of one export, each once: a state dir of no run of
+ * it (`shard` undefined) or of unsharded runs (null), one of several shards, a shard given twice or
+ * missing, shards that disagree on N. What `status` and `verify` of several state dirs both check.
+ */
+export function shardSetProblems(parts: { path: string; shard: string | null | undefined }[]): string[] {
   const problems: string[] = [];
   const seen = new Map<number, string>();
   const counts = new Set<number>();
@@ -77,6 +81,20 @@ function shardProblems(parts: ShardPart[]): string[] {
       if (seen.has(k)) problems.push(`shard ${p.shard} is given twice: ${seen.get(k)} and ${p.path}`);
       seen.set(k, p.path);
     }
+  }
+  if (counts.size > 1) problems.push(`the shards disagree on N: ${[...counts].sort((a, b) => a - b).join(', ')} (every shard of one export must be K/N with the same N)`);
+  else if (counts.size === 1) {
+    const [n] = [...counts] as [number];
+    const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !seen.has(k));
+    if (missing.length > 0) problems.push(`shard${missing.length > 1 ? 's' : ''} ${missing.map((k) => `${k}/${n}`).join(', ')} missing: give every shard's --state-dir`);
+  }
+  return problems;
+}
+
+/** Why the parts are not the N shards of one export, each once. */
+function shardProblems(parts: ShardPart[]): string[] {
+  const problems = shardSetProblems(parts);
+  for (const p of parts) {
     if (!p.check.chainIntact || p.check.signature === 'failed') problems.push(`the ledger ${p.path} fails its check: ${p.check.problems.join('; ')}`);
     // (An import's ledger knows no archive to have read to its end: only its failures count here.)
     const unread = p.account.items.inArchive !== undefined && p.account.items.notYetRead !== 0;
@@ -85,12 +103,6 @@ function shardProblems(parts: ShardPart[]): string[] {
       const plugin = failedInShard > 0 ? ` (of which ${failedInShard} a plugin failed on: run this shard again once the plugin works)` : '';
       problems.push(`shard ${p.shard} (${p.path}) is not complete: ${p.account.pairs.failed} failed, ${p.account.items.rejectedNotKept} rejected but not kept${plugin}${unread ? ', not read to the end yet' : ''}`);
     }
-  }
-  if (counts.size > 1) problems.push(`the shards disagree on N: ${[...counts].sort((a, b) => a - b).join(', ')} (every shard of one export must be K/N with the same N)`);
-  else if (counts.size === 1) {
-    const [n] = [...counts] as [number];
-    const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !seen.has(k));
-    if (missing.length > 0) problems.push(`shard${missing.length > 1 ? 's' : ''} ${missing.map((k) => `${k}/${n}`).join(', ')} missing: give every shard's --state-dir`);
   }
   const sha256s = new Set(parts.flatMap((p) => p.account.sha256s));
   if (sha256s.size > 1) problems.push(`the shards read different archives under one export id (sha256 ${[...sha256s].join(' / ')})`);

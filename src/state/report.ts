@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, ExitCode, FailReason, PivotArchiveError } from '../errors.js';
 import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
+import { accountVerdict, ledgerProves, withProof } from '../ledger/account.js';
 import { formatSummary } from '../summary.js';
 import { visible } from '../formats/one-line.js';
 import { StateDir, type RecordedRun } from './index.js';
@@ -52,7 +53,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
   const p = a.pairs;
   const rejects = Object.entries(a.rejectsByReason).sort(([x], [y]) => (x < y ? -1 : 1)).map(([r, n]) => `${r} ${n}`).join(', ');
   const lines = [
-    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}: ${accountVerdict(a)}${a.shard ? `; the export as a whole is not known from one shard's ledger: combine every shard's state dir: status --state-dir DIR1 --state-dir DIR2 ... --export ${a.exportId} (this status exits 1 either way)` : ''}`,
+    `export ${a.exportId}${a.tenant ? ` (tenant ${a.tenant})` : ''}: ${accountVerdict({ ...a, proven: a.proven ?? ledgerProves(ledger, a) })}${a.shard ? `; the export as a whole is not known from one shard's ledger: combine every shard's state dir: status --state-dir DIR1 --state-dir DIR2 ... --export ${a.exportId} (this status exits 1 either way)` : ''}`,
     `  archive ${a.archive ?? '(unknown)'}${a.sha256s.length ? `, sha256 ${a.sha256s.join(' / ')}` : ''}${a.sha256s.length > 1 ? '  (DIFFERENT ARCHIVES under one export id)' : ''}`,
     `  runs ${a.runs.length}:`,
     ...a.runs.map((r) => `    ${r.runId} ${r.command} on ${r.host} ${r.startedAt} -> ${r.finishedAt ?? '(no end recorded: killed, or its records could not be written)'}: ${r.ended}${r.exitCode !== undefined ? ` exit ${r.exitCode}` : ''}; delivered ${r.delivered}, skipped ${r.skipped}, rejected ${r.rejected}, failed ${r.failed}${r.problem ? `; ${r.problem}` : ''}`),
@@ -74,13 +75,10 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
 }
 
 /**
- * The verdict on one shard's state dir: its part only, never the export's (the other shards'
- * items are not in its ledger), and how to get the export's.
+ * The account's verdict (COMPLETE, INCOMPLETE or NOT PROVEN, or for one shard's ledger that shard's
+ * part only), the one `report`'s banner gives: see `accountVerdict` in src/ledger/account.ts.
  */
-/** The account's verdict: COMPLETE or INCOMPLETE, or for one shard's ledger that shard's part only. */
-export function accountVerdict(a: Pick<ExportAccount, 'shard' | 'shardComplete' | 'complete'>): string {
-  return a.shard ? `shard ${a.shard}'s part only: ${a.shardComplete ? 'complete' : 'INCOMPLETE'}` : a.complete ? 'COMPLETE' : 'INCOMPLETE';
-}
+export { accountVerdict };
 
 /** `status` of several state dirs (one per shard): each one's runs in turn, or with `exportId` one account of the whole export. */
 export async function statusOfShards(dirs: string[], o: { last: number; exportId?: string; publicKey?: string; json: boolean }): Promise<{ text: string; exitCode: number }> {
@@ -89,11 +87,14 @@ export async function statusOfShards(dirs: string[], o: { last: number; exportId
   const { ledgerExitCode, ledgerTrust, unionAccount } = await import('../ledger/index.js');
   const ledgers = await Promise.all(states.map(async (s) => ({ path: s.ledgerPath, trust: await ledgerTrust(o.publicKey, [], s.checkpointNotePath) })));
   const sharded = await unionAccount(ledgers, o.exportId);
+  // The union is proven when every shard's ledger proves its part (`ledgerProves`).
+  for (const p of sharded.parts) withProof(p.account, p.check);
+  sharded.account.proven = sharded.parts.every((p) => p.account.proven);
   if (sharded.parts.every((p) => p.account.runs.length === 0)) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger of ${dirs.join(', ')} records a run of export ${JSON.stringify(o.exportId)}`);
   const text = o.json ? `${JSON.stringify({ account: sharded.account, problems: sharded.problems, shards: sharded.parts.map((p) => ({ path: p.path, shard: p.shard, account: p.account, ledger: p.check })) })}\n` : formatShardedStatus(sharded);
   // 7 when a shard's ledger fails its checks; else 1 when the union is not complete (a shard that is not is one of its problems).
   const broken = sharded.parts.map((p) => ledgerExitCode(p.check)).find((code) => code !== ExitCode.OK);
-  return { text, exitCode: broken ?? (sharded.account.complete ? ExitCode.OK : ExitCode.DELIVERY_FAILED) };
+  return { text, exitCode: broken ?? (sharded.account.complete && sharded.account.proven ? ExitCode.OK : ExitCode.DELIVERY_FAILED) };
 }
 
 /**

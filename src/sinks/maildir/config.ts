@@ -39,13 +39,31 @@ export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   if (path === '') throw bad('names no folder (use maildir:DIR)');
   const options = parseSinkOptions(maildirOptions, q < 0 ? '' : body.slice(q + 1), bad);
   const config: MaildirSinkConfig = {
-    root: isAbsolute(path) ? path : resolve(cwd, path),
+    root: maildirRoot(path, cwd),
     folder: options.folder,
     concurrency: options.concurrency,
     links: options.links === '1',
   };
   if (options.owner !== undefined) config.owner = parseOwner(options.owner, bad);
   return config;
+}
+
+/**
+ * The root as the sink describes it (`maildir:ROOT`, in the ledger's start records): absolute and
+ * normalised (no trailing slash, no `.` or `..` parts, no doubled slash), so that `maildir:/srv/mail/`
+ * and `maildir:/srv/mail` are one sink. Symbolic links are not followed (the root may not exist yet).
+ */
+export function maildirRoot(path: string, cwd: string): string {
+  return isAbsolute(path) ? resolve(path) : resolve(cwd, path);
+}
+
+/**
+ * A sink description normalised for comparison: a Maildir one's root as `maildirRoot` makes it
+ * (ledgers written before it was normalised may hold `maildir:/srv/mail/`); any other as it is.
+ */
+export function normalSinkDescription(description: string): string {
+  const maildir = /^maildir:(.+)$/is.exec(description);
+  return maildir ? `maildir:${maildirRoot(maildir[1]!, '/')}` : description;
 }
 
 /** Entries of /etc/passwd or /etc/group as [name, id, primary gid (passwd only)]; none if unreadable. */
