@@ -1,6 +1,6 @@
 // The source's unit stream under the chain's real consumption: piped, with async work per unit
 // that reads from the same archive (attachments) while the source reads ahead.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import _ from 'highland';
 import { execFileSync } from 'node:child_process';
 import { open } from 'node:fs/promises';
@@ -81,7 +81,8 @@ test('a chain stopped by an error (a messages file rewritten in place) waits for
   t.is(lines.filter((l) => l.outcome === 'delivered').length, summary.delivered);
 });
 
-test('a signal after the last event was read, while deliveries are in flight that the sink then fails as stopped: the run is interrupted (exit 4), not a run of failed deliveries', async (t) => {
+/** A 50-event archive, its source and status log, and the stop signal of a run of it. */
+async function stoppable(t: ExecutionContext) {
   const dir = await tempDir(t);
   const path = (await generateSample(join(dir, 'a.zip'), { events: 50, edgeCases: false })).path;
   const archive = await PivotExportArchive.open({ path });
@@ -89,6 +90,13 @@ test('a signal after the last event was read, while deliveries are in flight tha
   const statusLog = await StatusLog.open([join(dir, 'status.jsonl')], 'test-run');
   const stop = new AbortController();
   const source = new PivotZipSource(archive, path);
+  const run = (sink: Sink, progress?: () => void) =>
+    runPipeline(source, { sink, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, rejects: new RejectsFolder(join(dir, 'rejects')), statusLog, logger: createLogger({ level: 'error', json: false }), stop: stop.signal, ...(progress ? { progress } : {}) }).finally(() => statusLog.close());
+  return { dir, stop, source, run };
+}
+
+test('a signal after the last event was read, while deliveries are in flight that the sink then fails as stopped: the run is interrupted (exit 4), not a run of failed deliveries', async (t) => {
+  const { stop, source, run } = await stoppable(t);
   // Every write waits for the signal, then fails as a stopping sink fails what it has not stored; the signal comes once every event was read.
   const sink: Sink = {
     kind: 'maildir',
@@ -102,8 +110,7 @@ test('a signal after the last event was read, while deliveries are in flight tha
         stop.signal.addEventListener('abort', () => reject(new Error('stopped by a signal before it was stored (a re-run delivers it)')), { once: true });
       }),
   };
-  const summary = await runPipeline(source, { sink, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, rejects: new RejectsFolder(join(dir, 'rejects')), statusLog, logger: createLogger({ level: 'error', json: false }), stop: stop.signal });
-  await statusLog.close();
+  const summary = await run(sink);
   t.true(source.exhausted);
   t.true(summary.failed > 0);
   t.is(summary.delivered, 0);
@@ -112,18 +119,11 @@ test('a signal after the last event was read, while deliveries are in flight tha
 });
 
 test('a signal after every delivery settled changes nothing: the run is complete, not interrupted', async (t) => {
-  const dir = await tempDir(t);
-  const path = (await generateSample(join(dir, 'a.zip'), { events: 50, edgeCases: false })).path;
-  const archive = await PivotExportArchive.open({ path });
-  t.teardown(() => archive.close());
-  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')], 'test-run');
-  const stop = new AbortController();
+  const { dir, stop, source, run } = await stoppable(t);
   const maildir = await createSink(`maildir:${join(dir, 'mail')}`, { cwd: dir });
   await maildir.open();
-  const source = new PivotZipSource(archive, path);
-  const summary = await runPipeline(source, { sink: maildir, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, rejects: new RejectsFolder(join(dir, 'rejects')), statusLog, logger: createLogger({ level: 'error', json: false }), stop: stop.signal, progress: () => source.exhausted && stop.abort() });
+  const summary = await run(maildir, () => source.exhausted && stop.abort());
   await maildir.close();
-  await statusLog.close();
   t.true(stop.signal.aborted);
   t.true(summary.delivered > 0);
   t.is(summary.failed, 0);
