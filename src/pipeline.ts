@@ -58,7 +58,9 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize, (reason) => halt.abort(reason));
   // A signal after the last event was read still cuts the run short when deliveries in flight fail on it (a sink stops what it has not stored).
   let failedAtStop = 0;
-  if (o.stop && !o.stop.aborted) o.stop.addEventListener('abort', () => (failedAtStop = recorder.progress(source).failed), { once: true });
+  const atStop = () => (failedAtStop = recorder.progress(source).failed);
+  // Removed at the end: a drop folder's runs share one signal, and each listener would hold its run's archive.
+  if (o.stop && !o.stop.aborted) o.stop.addEventListener('abort', atStop, { once: true });
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
   const chainFailure = await finish(async () => {
     for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
@@ -84,6 +86,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);
+  o.stop?.removeEventListener('abort', atStop);
   const failedOnStop = o.stop?.aborted ? recorder.progress(source).failed - failedAtStop : 0;
   const interrupted = !error && (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0);
   return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0 });

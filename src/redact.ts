@@ -13,6 +13,19 @@ export function redactSecrets(text: string): string {
 }
 
 /**
+ * Fields of a record that hold the archive's data or values this tool computed (ids, addresses,
+ * where a message is, hashes, times): never a secret the user gave, and kept exactly, whatever
+ * they hold (`TOKEN=a` is a valid event id, `key=1@acme.example` a valid address): masked, two
+ * items would merge into one in the account.
+ */
+const RECORDED_AS_IS = new Set(['itemId', 'conversationId', 'messageId', 'exportId', 'tenant', 'mailbox', 'location', 'sentAt', 'sha256', 'position', 'kept', 'runId', 'at', 'head', 'hash', 'prev']);
+
+/** A record as one JSON text, every string but the archive's own data (RECORDED_AS_IS) passed through redactSecrets. */
+export function redactedJson(record: object): string {
+  return JSON.stringify(record, (key, value: unknown) => (typeof value === 'string' && !RECORDED_AS_IS.has(key) ? redactSecrets(value) : value));
+}
+
+/**
  * An environment variable set in an env file or a shell (`AZURE_CLIENT_SECRET=...`, `export
  * API_TOKEN='a b'`), as an error may quote it: an upper-case name, `=`, then the value: to its
  * closing quote when quoted, else to a space or a quote. Never past a backslash, so a JSON text

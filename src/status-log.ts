@@ -1,6 +1,6 @@
 import { drained } from './fs-util.js';
 import type { LedgerWriter } from './ledger/writer.js';
-import { redactSecrets } from './redact.js';
+import { redactedJson } from './redact.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { mkdir, open } from 'node:fs/promises';
@@ -322,7 +322,7 @@ export class StatusLog {
   async write(unstamped: Unstamped<LogRecord>): Promise<void> {
     // `record` stays the first key: assigning the fields sets it again in its place.
     const record = Object.assign({ record: unstamped.record, runId: this.runId, at: recordTime(Date.now()) }, unstamped) as LogRecord;
-    const json = redactSecrets(JSON.stringify(record));
+    const json = redactedJson(record);
     const line = json + '\n';
     // Every file that still works (and the ledger) gets the record, whichever failed: a status log
     // on a full disk must not cost the state dir's run log and ledger what happened (they are the

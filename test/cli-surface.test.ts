@@ -84,7 +84,7 @@ test('a switch written as text (a flag, an environment variable) is true or fals
   t.true(parseValue(dryRun, true, { name: 'config.json: dryRun', code: ErrorCode.CONFIG }));
 });
 
-test('--status-log or --log-file that is the state dir\'s ledger (by path, symbolic link or hard link) or in the state dir, or one file given as both, is refused before anything is written (exit 2); the ledger still verifies and the state dir records the refusal', async (t) => {
+test('--status-log or --log-file that is the state dir\'s ledger (by path, symbolic link or hard link) or another of its own files, or one file given as both, is refused before anything is written (exit 2); the ledger still verifies and the state dir records the refusal', async (t) => {
   t.timeout(240_000);
   const { dir, archive, mail, args } = await setUp(t);
   const state = join(dir, 'state');
@@ -99,7 +99,8 @@ test('--status-log or --log-file that is the state dir\'s ledger (by path, symbo
     [['--status-log', join(dir, 'by-symlink.jsonl')], /is the state dir's ledger/],
     [['--status-log', join(dir, 'by-hard-link.jsonl')], /is the state dir's ledger/],
     [['--log-file', join(state, 'ledger.jsonl')], /--log-file \S+ is the state dir's ledger/],
-    [['--log-file', join(state, 'run.log')], /--log-file \S+run\.log is in the state dir/],
+    [['--log-file', join(state, 'runs', 'run.log')], /--log-file \S+run\.log is one of the state dir's own files/],
+    [['--status-log', join(state, 'lock')], /is one of the state dir's own files/],
     [['--status-log', join(dir, 'both.jsonl'), '--log-file', join(dir, '.', 'both.jsonl')], /are the same file/],
   ];
   for (const [extra, message] of cases) {
@@ -107,7 +108,11 @@ test('--status-log or --log-file that is the state dir\'s ledger (by path, symbo
     t.is(refused.code, 2, `${extra.join(' ')}: ${refused.stderr}`);
     t.regex(refused.stderr, message);
   }
-  t.false(existsSync(join(state, 'run.log')), 'the log file refused was not created');
+  t.false(existsSync(join(state, 'runs', 'run.log')), 'the log file refused was not created');
+  // A status log kept beside the ledger, in the state dir but none of its own files, is the user's to keep there (it worked before 2026-11-30).
+  const beside = await cli([...args, '--state-dir', state, '--status-log', join(state, 'status.jsonl')]);
+  t.is(beside.code, 0, beside.stderr);
+  t.true(existsSync(join(state, 'status.jsonl')));
   const ledgerNow = await readFile(ledger);
   t.true(ledgerNow.subarray(0, before.length).equals(before), 'the ledger was only appended to');
   const verified = await cli(['verify', '--state-dir', state, '--sink', `maildir:${mail}`]);

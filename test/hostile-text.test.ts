@@ -281,3 +281,17 @@ test('run: a plugin renames m_10 onto m_11 and splits m_20 into m_20 and m_21: b
   const account = await cli(['status', '--state-dir', state, '--export', MANIFEST.exportId]);
   t.regex(account.stdout, /: COMPLETE/);
 });
+
+test('ids and addresses that look like NAME=secret assignments are recorded as they are: the ledger names the items, and the export is COMPLETE', async (t) => {
+  const dir = await tempDir(t);
+  const events = [message('TOKEN=a', 0), message('TOKEN=b', 1), message('X_PASS=1', 2)];
+  const archive = await writeArchive(join(dir, 'x.zip'), { users, conversations, messages: { '0.json': events } });
+  const state = join(dir, 'state');
+  const run = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', state]);
+  t.is(run.code, 0, run.stderr);
+  const ledger = await readFile(join(state, 'ledger.jsonl'), 'utf8');
+  for (const id of ['TOKEN=a', 'TOKEN=b', 'X_PASS=1']) t.true(ledger.includes(`"itemId":${JSON.stringify(id)}`), id);
+  const account = await cli(['status', '--state-dir', state, '--export', MANIFEST.exportId]);
+  t.is(account.code, 0, account.stdout + account.stderr);
+  t.regex(account.stdout, /: COMPLETE/);
+});

@@ -115,7 +115,30 @@ test('a signal after the last event was read, while deliveries are in flight tha
   t.true(summary.failed > 0);
   t.is(summary.delivered, 0);
   t.true(summary.interrupted);
+  t.is(summary.failedOnStop, summary.failed);
   t.is(runExitCode(summary), 4);
+});
+
+test('a delivery that failed for its own reason before the signal still makes the stopped run exit 1', async (t) => {
+  const { stop, source, run } = await stoppable(t);
+  let writes = 0;
+  const sink: Sink = {
+    kind: 'maildir',
+    description: 'held',
+    maxInFlight: 100_000,
+    open: async () => undefined,
+    close: async () => undefined,
+    write: () =>
+      new Promise((_resolve, reject) => {
+        if (writes++ === 0) return reject(new Error('mailbox over quota'));
+        if (source.exhausted && !stop.signal.aborted) setTimeout(() => stop.abort(), 50);
+        stop.signal.addEventListener('abort', () => reject(new Error('stopped by a signal before it was stored (a re-run delivers it)')), { once: true });
+      }),
+  };
+  const summary = await run(sink);
+  t.true(summary.interrupted);
+  t.is(summary.failedOnStop, summary.failed - 1);
+  t.is(runExitCode(summary), 1);
 });
 
 test('a signal after every delivery settled changes nothing: the run is complete, not interrupted', async (t) => {

@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { drained, fsyncDir } from '../fs-util.js';
 import { sha256Hex } from '../hash.js';
-import { redactSecrets } from '../redact.js';
+import { redactedJson } from '../redact.js';
 import type { CheckpointRecord, LogRecord } from '../status-log.js';
 import { signedNote, type SigningKey } from './note.js';
 
@@ -108,7 +108,7 @@ export class LedgerWriter {
       note: signedNote(body, key),
       ...(key ? { signedBy: { name: key.name, keyId: key.keyId.toString('hex') } } : {}),
     };
-    await this.append(redactSecrets(JSON.stringify(record)));
+    await this.append(redactedJson(record));
     await this.flush();
     try {
       await syncFile(this.path);

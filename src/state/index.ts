@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readFile, readdir, realpath, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { processGone } from '../process-util.js';
 import type { FailureRecord } from '../status-log.js';
@@ -64,8 +64,8 @@ async function sameFile(a: string, b: string): Promise<boolean> {
 }
 
 /**
- * Refuses a status log or log file that would write into the state dir (its ledger is hash-chained:
- * a line of anything else breaks it for ever; its run logs and lock are its own), and one file
+ * Refuses a status log or log file that would write one of the state dir's own files (its ledger is
+ * hash-chained: a line of anything else breaks it for ever; its run logs and lock are its own), and one file
  * given as both (the status log holds records only). Before anything is written.
  */
 export async function checkRecordPaths(paths: { statusLog?: string; logFile?: string; stateDir?: string }, cwd: string): Promise<void> {
@@ -74,12 +74,20 @@ export async function checkRecordPaths(paths: { statusLog?: string; logFile?: st
     if (path === undefined || !state || !(await state.holds(resolve(cwd, path)))) continue;
     throw new PivotArchiveError(
       ErrorCode.USAGE,
-      `${flag} ${path} is ${(await sameFile(resolve(cwd, path), state.ledgerPath)) ? "the state dir's ledger" : 'in the state dir'} (--state-dir ${paths.stateDir}): the ledger is hash-chained and the run logs are the state dir's own, so nothing else may write there; give a file outside it`,
+      `${flag} ${path} is ${(await sameFile(resolve(cwd, path), state.ledgerPath)) ? "the state dir's ledger" : "one of the state dir's own files"} (--state-dir ${paths.stateDir}): the ledger is hash-chained and the run logs, lock and checkpoints are the state dir's own, so nothing else may write them; give another file`,
     );
   }
   if (paths.statusLog !== undefined && paths.logFile !== undefined && (await sameFile(resolve(cwd, paths.statusLog), resolve(cwd, paths.logFile)))) {
     throw new PivotArchiveError(ErrorCode.USAGE, `--status-log ${paths.statusLog} and --log-file ${paths.logFile} are the same file: the status log holds records only, and log lines would be mixed into it; give each its own file`);
   }
+}
+
+/** The state dir's own names (relative to it): its files, and everything under its folders. */
+const OWN_FILES = new Set(['ledger.jsonl', 'checkpoint.note', 'shard', 'inbox-waiting.json']);
+const OWN_FOLDERS = new Set(['runs', 'checkpoints', 'completed']);
+function isOwnName(relativeName: string): boolean {
+  const [first = '', ...rest] = relativeName.split(sep);
+  return first === '' || OWN_FOLDERS.has(first) || (rest.length === 0 && (OWN_FILES.has(first) || first.startsWith('lock')));
 }
 
 /** A run (or import) as its log under `runs/` recorded it. */
@@ -113,16 +121,18 @@ export class StateDir {
   }
 
   /**
-   * Whether `path` is, or would be, a file of the state dir: under it once symbolic links are
-   * followed, or (if it exists and has other names) a hard link to one of its files.
+   * Whether `path` is, or would be, one of the state dir's own files (the ledger, the run logs,
+   * the lock, checkpoints, the shard and completion marks): by its name once symbolic links are
+   * followed, or (if it exists and has other names) as a hard link to one of them. Other files in
+   * the state dir (a status log kept beside the ledger) are the user's.
    */
   async holds(path: string): Promise<boolean> {
     const from = relative(await realPath(this.dir), await realPath(path));
-    if (from !== '..' && !from.startsWith(`..${sep}`)) return true;
+    if (from !== '..' && !from.startsWith(`..${sep}`) && !isAbsolute(from)) return isOwnName(from);
     const info = await stat(path).catch(() => undefined);
     if (!info || info.nlink < 2) return false;
     const names = await readdir(this.dir, { recursive: true }).catch(() => [] as string[]);
-    for (const name of names) {
+    for (const name of names.filter(isOwnName)) {
       const other = await stat(join(this.dir, name)).catch(() => undefined);
       if (other && other.dev === info.dev && other.ino === info.ino) return true;
     }
