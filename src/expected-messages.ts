@@ -5,7 +5,7 @@
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { WantedMessage } from './sinks/index.js';
+import { locationKeptApart, type WantedMessage } from './sinks/index.js';
 import type { LedgerLine } from './ledger/writer.js';
 import { temporarySpaceError } from './errors.js';
 import { secondOf } from './sinks/held.js';
@@ -136,10 +136,8 @@ function groupOf(mailbox: string): number {
  */
 function storedKey(n: Noted): string {
   const identity = `${n.mailbox}\u0000${n.messageId}\u0000${secondOf(n.sentAt)}`;
-  if (n.location === undefined || !KEPT_APART.test(n.location)) return identity;
+  if (n.location === undefined || !locationKeptApart(n.location)) return identity;
   return n.location;
 }
 
-/** Locations of stores that may hold several messages of one identity: a Maildir file of ours, a staged batch entry (`blob#entry`). */
-const KEPT_APART = /(?:^|\/)(?:cur|new)\/-?\d+\.P[0-9a-f]{32}(?:\.C[0-9a-f]{16})?\.pivot-archive(?::2,.*)?$|\.zip#[^/#]+$/;
 

@@ -56,6 +56,7 @@ test('impossible or zone-less times are refused, never rolled over: 31 February,
     '20261123',
     '9999-12-31T23:00:00-05:00',
     '0000-01-01T00:00:00+01:00',
+    `2026-11-23T14,${'1'.repeat(31)}Z`,
     'yesterday',
   ]) {
     t.is(readZonedTime(bad), undefined, bad);

@@ -5,6 +5,7 @@ import { GRAPH_FORM, graphOptions } from './graph/options.js';
 import { IMAP_FORM, imapOptions } from './imap/options.js';
 import { MAILDIR_FORM, maildirOptions } from './maildir/options.js';
 import type { Sink, SinkFactory, SinkOptions, StoreReader } from './sink.js';
+import { OURS } from './maildir/listing.js';
 
 export type { HeldMessage, Sink, SinkFactory, SinkOptions, Stored, StoreReader, WantedMessage, WriteOutcome } from './sink.js';
 
@@ -71,4 +72,15 @@ export function sinkOptionsHelp(): string {
 /** The part of an unknown spec that is safe to show: with a userinfo (a password may hold any character), the scheme alone. */
 function shownSpec(spec: string): string {
   return spec.includes('@') ? `${/^[^:]*:/.exec(spec)?.[0] ?? ''}...` : spec.replace(/\?.*$/, '');
+}
+
+/**
+ * Whether a location is of a store that may hold several messages of one identity, each a message
+ * of its own: a Maildir file of ours in `cur/` or `new/` (a content-named variant beside the
+ * first), a staged batch's entry (`<batch>.zip#<entry>`: one item staged by two exports).
+ */
+export function locationKeptApart(location: string): boolean {
+  const slash = location.lastIndexOf('/');
+  const maildirFile = /(?:^|\/)(?:cur|new)$/.test(location.slice(0, Math.max(slash, 0))) && OURS.test(location.slice(slash + 1));
+  return maildirFile || /\.zip#[^/#]+$/.test(location);
 }
