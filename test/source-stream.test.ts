@@ -95,22 +95,25 @@ async function stoppable(t: ExecutionContext) {
   return { dir, stop, source, run };
 }
 
+/**
+ * A sink whose writes wait for the signal, then fail as a stopping sink fails what it has not
+ * stored (the first `failingFirst` fail at once, for a reason of their own); it gives the signal
+ * once every event was read.
+ */
+function heldUntilStopped(stop: AbortController, source: PivotZipSource, failingFirst = 0): Sink {
+  let writes = 0;
+  const write = () =>
+    new Promise<never>((_resolve, reject) => {
+      if (writes++ < failingFirst) return reject(new Error('mailbox over quota'));
+      if (source.exhausted && !stop.signal.aborted) setTimeout(() => stop.abort(), 50);
+      stop.signal.addEventListener('abort', () => reject(new Error('stopped by a signal before it was stored (a re-run delivers it)')), { once: true });
+    });
+  return { kind: 'maildir', description: 'held', maxInFlight: 100_000, open: async () => undefined, close: async () => undefined, write };
+}
+
 test('a signal after the last event was read, while deliveries are in flight that the sink then fails as stopped: the run is interrupted (exit 4), not a run of failed deliveries', async (t) => {
   const { stop, source, run } = await stoppable(t);
-  // Every write waits for the signal, then fails as a stopping sink fails what it has not stored; the signal comes once every event was read.
-  const sink: Sink = {
-    kind: 'maildir',
-    description: 'held',
-    maxInFlight: 100_000,
-    open: async () => undefined,
-    close: async () => undefined,
-    write: () =>
-      new Promise((_resolve, reject) => {
-        if (source.exhausted && !stop.signal.aborted) setTimeout(() => stop.abort(), 50);
-        stop.signal.addEventListener('abort', () => reject(new Error('stopped by a signal before it was stored (a re-run delivers it)')), { once: true });
-      }),
-  };
-  const summary = await run(sink);
+  const summary = await run(heldUntilStopped(stop, source));
   t.true(source.exhausted);
   t.true(summary.failed > 0);
   t.is(summary.delivered, 0);
@@ -121,21 +124,7 @@ test('a signal after the last event was read, while deliveries are in flight tha
 
 test('a delivery that failed for its own reason before the signal still makes the stopped run exit 1', async (t) => {
   const { stop, source, run } = await stoppable(t);
-  let writes = 0;
-  const sink: Sink = {
-    kind: 'maildir',
-    description: 'held',
-    maxInFlight: 100_000,
-    open: async () => undefined,
-    close: async () => undefined,
-    write: () =>
-      new Promise((_resolve, reject) => {
-        if (writes++ === 0) return reject(new Error('mailbox over quota'));
-        if (source.exhausted && !stop.signal.aborted) setTimeout(() => stop.abort(), 50);
-        stop.signal.addEventListener('abort', () => reject(new Error('stopped by a signal before it was stored (a re-run delivers it)')), { once: true });
-      }),
-  };
-  const summary = await run(sink);
+  const summary = await run(heldUntilStopped(stop, source, 1));
   t.true(summary.interrupted);
   t.is(summary.failedOnStop, summary.failed - 1);
   t.is(runExitCode(summary), 1);
