@@ -104,8 +104,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
   let statusLog: StatusLog | undefined;
   let ledger: LedgerWriter | undefined;
   let key: SigningKey | undefined;
-  // The spec as given (the status log masks its secrets) until the sink is created: a failure before (a state dir that cannot be used) names it too.
-  let sinkDescription = config.sink;
+  // Until the sink is created, its kind only (`maildir:`, `imap://`): a spec may hold a secret anywhere, and one that does not parse cannot say where.
+  let sinkDescription = sinkKindOf(config.sink);
   let started = false;
   /** The state dir's lock is held and `logs` ends with its run log. */
   let begun = false;
@@ -309,4 +309,9 @@ async function sealLedger(ledger: LedgerWriter | undefined, runId: string, key: 
   } finally {
     await ledger.close().catch(() => undefined);
   }
+}
+
+/** The scheme of a sink spec (`maildir:`, `imap://`), never what follows it. */
+function sinkKindOf(spec: string): string {
+  return /^[a-z][a-z0-9+.-]*:(?:\/\/)?/i.exec(spec)?.[0] ?? '';
 }

@@ -128,9 +128,9 @@ test('--status-log or --log-file that is the state dir\'s ledger (by path, symbo
   t.regex(cron.stderr, /is the state dir's ledger/);
 });
 
-test('a --state-dir that is a file is a setup error (exit 2, E_CONFIG naming it), no stack trace; the status log records the sink as given and the archive\'s size and sha256', async (t) => {
+test('a --state-dir that is a file is a setup error (exit 2, E_CONFIG naming it), no stack trace; the status log records the sink\'s kind and the archive\'s size and sha256', async (t) => {
   t.timeout(120_000);
-  const { dir, archive, mail, args } = await setUp(t);
+  const { dir, archive, args } = await setUp(t);
   const file = join(dir, 'a-file');
   await writeFile(file, 'not a folder');
   const statusLog = join(dir, 'status.jsonl');
@@ -139,7 +139,8 @@ test('a --state-dir that is a file is a setup error (exit 2, E_CONFIG naming it)
   t.true(result.log.includes(`E_CONFIG: state dir ${file} cannot be used: ${file} is not a directory`), result.log);
   t.notRegex(result.stderr, /^\s+at /m);
   const [start, failure] = await lines(statusLog);
-  t.like(start, { record: 'start', sink: `maildir:${mail}` });
+  // Its kind only: a spec may hold a secret anywhere (test/sink-options.test.ts holds every such spec out of the records).
+  t.like(start, { record: 'start', sink: 'maildir:' });
   t.like(failure, { record: 'failure', code: ErrorCode.CONFIG, exitCode: 2, sha256: await sha256Of(archive), size: (await readFile(archive)).length });
 });
 
