@@ -6,6 +6,7 @@ import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
 import type { StatusLog } from '../status-log.js';
 import { sha256Hex } from '../hash.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
+import { STATE_FOLDERS } from './index.js';
 
 /** A checkpoint at the first event skips nothing. */
 const resumesNothing = (at: EventPosition) => at.file === 0 && at.index === 0;
@@ -56,7 +57,7 @@ export class Checkpoint implements PluginSplits {
    */
   static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true): Promise<Checkpoint> {
     const identity = `${archive.manifest.exportId}\n${archive.sha256}`;
-    const dir = join(stateDir, 'checkpoints');
+    const dir = join(stateDir, STATE_FOLDERS.checkpoints);
     await mkdir(dir, { recursive: true });
     const path = join(dir, `${sha256Hex(identity)}.json`);
     const current = JSON.stringify(options);

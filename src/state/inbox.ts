@@ -9,7 +9,7 @@ import { pathExists } from '../fs-util.js';
 import type { Logger } from '../logger.js';
 import { recordFailureBeforeStart } from '../job.js';
 import { run, type RunOptions, type RunResult } from '../run.js';
-import { StateDir } from './index.js';
+import { STATE_FILES, STATE_FOLDERS, StateDir } from './index.js';
 
 /**
  * What became of one archive of the drop folder. `completed`, `deliveries-failed` and
@@ -111,7 +111,7 @@ interface Waiting extends Sighting {
 }
 
 function waitingPath(state: StateDir): string {
-  return join(state.dir, 'inbox-waiting.json');
+  return join(state.dir, STATE_FILES.inboxWaiting);
 }
 
 async function readWaiting(state: StateDir): Promise<Record<string, Waiting>> {
@@ -161,9 +161,9 @@ async function changedInFailed(logger: Logger, inbox: string): Promise<void> {
  */
 async function recordCompleted(state: StateDir, name: string, done: RunResult, digest: string | undefined): Promise<unknown> {
   const sha = done.summary.sha256 ?? digest;
-  const record = join(state.dir, 'completed', `${sha}.json`);
+  const record = join(state.dir, STATE_FOLDERS.completed, `${sha}.json`);
   try {
-    await mkdir(join(state.dir, 'completed'), { recursive: true });
+    await mkdir(join(state.dir, STATE_FOLDERS.completed), { recursive: true });
     await writeFile(record, JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
     return undefined;
   } catch (err) {
@@ -261,7 +261,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       }
       // One that cannot be read is run all the same: it fails as unreadable, and is recorded and moved to failed/.
       const digest = await sha256(path).catch(() => undefined);
-      const record = digest && join(state.dir, 'completed', `${digest}.json`);
+      const record = digest && join(state.dir, STATE_FOLDERS.completed, `${digest}.json`);
       // A state dir that cannot be read here is said, and the archive read again (the sink skips what it holds).
       const completed =
         record !== undefined &&
@@ -282,7 +282,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
           if (unrecorded) {
             // The state dir cannot be written (full, read-only): not the archive's fault, nor a bug. It stays
             // in the drop folder; the next run finds it completed, or reads it again (the sink skips what it holds).
-            const message = `every item is accounted for, but its completion cannot be recorded in ${join(state.dir, 'completed')}: ${errorMessage(unrecorded)}; left in the drop folder for the next run`;
+            const message = `every item is accounted for, but its completion cannot be recorded in ${join(state.dir, STATE_FOLDERS.completed)}: ${errorMessage(unrecorded)}; left in the drop folder for the next run`;
             logger.error(`${name}: ${ErrorCode.STATUS_LOG}: ${message}`);
             result.results.push({ archive: name, outcome: 'not-recorded', run: done, reason: `${ErrorCode.STATUS_LOG}: ${message}`, code: ErrorCode.STATUS_LOG, exitCode: ExitCode.DELIVERY_FAILED });
             result.exitCode = worseExitCode(result.exitCode, ExitCode.DELIVERY_FAILED);

@@ -56,11 +56,15 @@ async function realPath(path: string): Promise<string> {
   return realpath(absolute).catch(async () => (parent === absolute ? absolute : join(await realPath(parent), basename(absolute))));
 }
 
-/** `a` and `b` are one file: the same path once links are followed, or (both existing) the same inode by a hard link. */
-async function sameFile(a: string, b: string): Promise<boolean> {
-  if ((await realPath(a)) === (await realPath(b))) return true;
+/** Both exist and are one inode (hard links of each other). */
+async function sameInode(a: string, b: string): Promise<boolean> {
   const [x, y] = await Promise.all([stat(a).catch(() => undefined), stat(b).catch(() => undefined)]);
   return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
+}
+
+/** `a` and `b` are one file: the same path once links are followed, or the same inode by a hard link. */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  return (await realPath(a)) === (await realPath(b)) || sameInode(a, b);
 }
 
 /**
@@ -82,12 +86,19 @@ export async function checkRecordPaths(paths: { statusLog?: string; logFile?: st
   }
 }
 
-/** The state dir's own names (relative to it): its files, and everything under its folders. */
-const OWN_FILES = new Set(['ledger.jsonl', 'checkpoint.note', 'shard', 'inbox-waiting.json']);
-const OWN_FOLDERS = new Set(['runs', 'checkpoints', 'completed']);
+/**
+ * The state dir's own names, declared once: whatever is made under one of them is the state dir's,
+ * and nothing else may write it (`holds`). A file of the state dir not named here could be given
+ * as a --status-log and be broken by it.
+ */
+export const STATE_FILES = { lock: 'lock', ledger: 'ledger.jsonl', checkpointNote: 'checkpoint.note', shard: 'shard', inboxWaiting: 'inbox-waiting.json' } as const;
+export const STATE_FOLDERS = { runs: 'runs', checkpoints: 'checkpoints', completed: 'completed' } as const;
+const OWN_FILES = new Set<string>(Object.values(STATE_FILES));
+const OWN_FOLDERS = new Set<string>(Object.values(STATE_FOLDERS));
+/** Whether a name relative to the state dir is its own: one of its files, the lock's companions (`lock.break`, turns), anything in its folders. */
 function isOwnName(relativeName: string): boolean {
   const [first = '', ...rest] = relativeName.split(sep);
-  return first === '' || OWN_FOLDERS.has(first) || (rest.length === 0 && (OWN_FILES.has(first) || first.startsWith('lock')));
+  return first === '' || OWN_FOLDERS.has(first) || (rest.length === 0 && (OWN_FILES.has(first) || first.startsWith(STATE_FILES.lock)));
 }
 
 /** A run (or import) as its log under `runs/` recorded it. */
@@ -107,17 +118,17 @@ export class StateDir {
   constructor(readonly dir: string) {}
 
   get lockPath(): string {
-    return join(this.dir, 'lock');
+    return join(this.dir, STATE_FILES.lock);
   }
 
   /** The append-only, hash-chained ledger of every run (src/ledger/SPEC.md); never pruned. */
   get ledgerPath(): string {
-    return join(this.dir, 'ledger.jsonl');
+    return join(this.dir, STATE_FILES.ledger);
   }
 
   /** The last run's checkpoint note, replaced whole each run: the file to copy off the host. */
   get checkpointNotePath(): string {
-    return join(this.dir, 'checkpoint.note');
+    return join(this.dir, STATE_FILES.checkpointNote);
   }
 
   /**
@@ -132,10 +143,7 @@ export class StateDir {
     const info = await stat(path).catch(() => undefined);
     if (!info || info.nlink < 2) return false;
     const names = await readdir(this.dir, { recursive: true }).catch(() => [] as string[]);
-    for (const name of names.filter(isOwnName)) {
-      const other = await stat(join(this.dir, name)).catch(() => undefined);
-      if (other && other.dev === info.dev && other.ino === info.ino) return true;
-    }
+    for (const name of names.filter(isOwnName)) if (await sameInode(path, join(this.dir, name))) return true;
     return false;
   }
 
@@ -150,7 +158,7 @@ export class StateDir {
 
   /** Which shard's state this is (`K/N`), written by its first sharded run (see `claimShard`). */
   get shardPath(): string {
-    return join(this.dir, 'shard');
+    return join(this.dir, STATE_FILES.shard);
   }
 
   /** The shard (`K/N`) this state dir belongs to, or undefined for an unsharded one. */
@@ -181,7 +189,7 @@ export class StateDir {
    * `keepRuns` > 0, only that many runs are kept, this one included; 0 keeps them for ever.
    */
   async newRunLog(keepRuns = 0, now = new Date()): Promise<string> {
-    const runs = join(this.dir, 'runs');
+    const runs = join(this.dir, STATE_FOLDERS.runs);
     await this.makeDirectory(runs);
     if (keepRuns > 0) {
       const old = (await readdir(runs)).filter((n) => n.endsWith('.jsonl')).sort();
@@ -340,10 +348,10 @@ export class StateDir {
 
   /** The runs and imports recorded here, newest first, each with its summary (none if it was killed) or its failure record. */
   async runs(limit: number): Promise<RecordedRun[]> {
-    const names = (await readdir(join(this.dir, 'runs')).catch(() => [] as string[])).filter((n) => n.endsWith('.jsonl')).sort().reverse().slice(0, limit);
+    const names = (await readdir(join(this.dir, STATE_FOLDERS.runs)).catch(() => [] as string[])).filter((n) => n.endsWith('.jsonl')).sort().reverse().slice(0, limit);
     const runs = [];
     for (const name of names) {
-      const log = join(this.dir, 'runs', name);
+      const log = join(this.dir, STATE_FOLDERS.runs, name);
       const lines = (await readFile(log, 'utf8')).split('\n').filter(Boolean).flatMap((l) => {
         try {
           return [JSON.parse(l) as Record<string, unknown>];
