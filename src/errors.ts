@@ -27,6 +27,8 @@ export const ErrorCode = {
   LEDGER: 'E_LEDGER',
   /** Staged batches that the staging run listed are gone: an import cannot deliver what they held. */
   STAGING_INCOMPLETE: 'E_STAGING_INCOMPLETE',
+  /** A staging index the key given to import (`--public-key`) did not sign: someone else wrote it. */
+  STAGING_UNTRUSTED: 'E_STAGING_UNTRUSTED',
   /** Temporary space (TMPDIR) cannot be used. */
   TEMPORARY: 'E_TEMPORARY',
   /** A bug in this tool, not in the input or the setup. */

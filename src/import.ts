@@ -1,4 +1,6 @@
-import { ErrorCode, PivotArchiveError } from './errors.js';
+import { ErrorCode, PivotArchiveError, errorMessage } from './errors.js';
+import { readVerifierKey } from './ledger/index.js';
+import { openSignedText } from './ledger/note.js';
 import { runJob, type JobOptions, type JobResult } from './job.js';
 import type { Logger } from './logger.js';
 import type { ImportConfig } from './options/index.js';
@@ -19,7 +21,10 @@ export async function runImport(config: ImportConfig, logger: Logger, options: J
     outcomeOptions: { exportId: config.exportId ?? null, again: config.again },
     async open({ sink, statusLog }) {
       if (sink.kind === 'azblob') throw new PivotArchiveError(ErrorCode.USAGE, 'import delivers into a mailbox sink (maildir:DIR or imap://...), not back into staging');
-      const staged = openStagedBatches(config.from, options.env);
+      const key = config.publicKey === undefined ? undefined : await readVerifierKey(config.publicKey).catch((err: unknown) => {
+        throw err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.CONFIG, `--public-key ${config.publicKey} cannot be read: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
+      });
+      const staged = openStagedBatches(config.from, options.env, key && ((note) => openSignedText(note, key).signature));
       logger.info(`importing from ${staged.description}${config.exportId ? ` (export ${config.exportId})` : ''} into ${sink.description}`);
       const source = new StagedBatchSource(staged, {
         // A shard marks the batches it imported for its part only: every shard reads every batch.

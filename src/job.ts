@@ -12,7 +12,7 @@ import { DryRunSink } from './dry-run.js';
 import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 import type { Source } from './sources/source.js';
-import { parseSigningKey, type SigningKey } from './ledger/note.js';
+import { parseSigningKey, signText, type SigningKey } from './ledger/note.js';
 import { LedgerWriter } from './ledger/writer.js';
 import { StatusLog, type RunSummary, type StartRecord, type Unstamped } from './status-log.js';
 import { StateDir } from './state/index.js';
@@ -114,7 +114,10 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     await log.write(startRecord(job, config, sinkDescription, opened, ledger?.tornBytes));
   };
   try {
-    if (config.signingKey && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key (or PIVOT_ARCHIVE_SIGNING_KEY) signs the ledger kept in --state-dir: give --state-dir too');
+    // Without a ledger the key can still sign a staging run's index (an import checks it); for other sinks it would sign nothing.
+    if (config.signingKey && !config.stateDir && !sinkKindOf(config.sink).toLowerCase().startsWith('azblob:')) {
+      throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key (or PIVOT_ARCHIVE_SIGNING_KEY) signs the ledger kept in --state-dir (and a staging run\'s index): give --state-dir too');
+    }
     if (state) {
       const { runLog, release } = await state.begin(config.keepRuns, options.lockHeld);
       cleanups.push(release);
@@ -129,7 +132,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       statusLog.appendTo(ledger);
     }
     if (config.signingKey) key = await readSigningKey(resolve(cwd, config.signingKey));
-    const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop });
+    const signingKey = key;
+    const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop, ...(signingKey ? { signNote: (text: string) => signText(text, signingKey) } : {}) });
     const sink: Sink = config.dryRun ? new DryRunSink(created) : created;
     sinkDescription = sink.description;
     const opened = await job.open({ sink, statusLog, state, cleanup: (fn) => cleanups.push(fn) });

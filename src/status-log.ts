@@ -163,6 +163,8 @@ export interface RunSummary extends Counters, RunStamp {
   itemsStagedNotRead?: number;
   /** Export folders with batches but no staging index: gone batches cannot be found there. */
   exportsWithoutIndex?: number;
+  /** Staging indexes passed over because the `--public-key` key did not sign them. */
+  stagingIndexesUntrusted?: number;
   /**
    * An import read to its end: the exports every batch of whose latest staging index is in the
    * sink (this shard's part of it), by this import or an earlier one. `status` needs it to call an

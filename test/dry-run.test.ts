@@ -241,6 +241,6 @@ test('with --signing-key the dry run checks the key as a run would, and writes n
   t.regex(missingKey.log, /--signing-key .*nokey cannot be read/);
   const noState = await cli(['run', archive, '--domain', 'acme.example', '--sink', `maildir:${join(dir, 'mail')}`, '--signing-key', key, '--dry-run']);
   t.is(noState.code, 2);
-  t.regex(noState.log, /--signing-key \(or PIVOT_ARCHIVE_SIGNING_KEY\) signs the ledger kept in --state-dir: give --state-dir too/);
+  t.regex(noState.log, /--signing-key \(or PIVOT_ARCHIVE_SIGNING_KEY\) signs the ledger kept in --state-dir \(and a staging run.s index\): give --state-dir too/);
   t.deepEqual(await snapshot(dir), before);
 });

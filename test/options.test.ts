@@ -51,7 +51,7 @@ test('RunConfig and ImportConfig keep the fields run() and runImport() read, and
   };
   const importFields: Record<keyof ImportConfig, true> = {
     from: true, sink: true, exportId: true, again: true, statusLog: true, maxItemSize: true, insecure: true, stateDir: true, keepRuns: true,
-    logLevel: true, json: true, logFile: true, signingKey: true, shard: true, quiet: true,
+    logLevel: true, json: true, logFile: true, signingKey: true, shard: true, quiet: true, publicKey: true,
   };
   // runImport() takes the options' ImportConfig as it is.
   const options: ImportConfig = { from: 'azblob://c', sink: 'maildir:m', again: false, maxItemSize: 1, insecure: false, keepRuns: 0, logLevel: 'info', json: false, quiet: false };

@@ -22,11 +22,7 @@ export interface LedgerTrust {
  * trust: the state dir's own last note, and the copies the user kept elsewhere.
  */
 export async function ledgerTrust(publicKey: string | undefined, checkpointPaths: string[], ownNote: string): Promise<LedgerTrust> {
-  let key: VerifierKey | undefined;
-  if (publicKey !== undefined) {
-    const text = publicKey.includes('+') && !(await pathExists(publicKey)) ? publicKey : await readFile(publicKey, 'utf8');
-    key = parseVerifierKey(text, `--public-key ${publicKey.includes('+') ? '(given inline)' : publicKey}`);
-  }
+  const key = publicKey === undefined ? undefined : await readVerifierKey(publicKey);
   const own = await pathExists(ownNote);
   for (const path of checkpointPaths) {
     if (!(await pathExists(path))) throw new PivotArchiveError(ErrorCode.USAGE, `--checkpoint ${path}: no such file`);
@@ -35,6 +31,12 @@ export async function ledgerTrust(publicKey: string | undefined, checkpointPaths
     throw new PivotArchiveError(ErrorCode.USAGE, `a --checkpoint copy cannot be read: ${errorMessage(err)}`);
   });
   return { key, copies, ...(own ? {} : { ownNoteMissing: ownNote }) };
+}
+
+/** The verifier key `--public-key` gives: its text, or a file holding it. */
+export async function readVerifierKey(publicKey: string): Promise<VerifierKey> {
+  const text = publicKey.includes('+') && !(await pathExists(publicKey)) ? publicKey : await readFile(publicKey, 'utf8');
+  return parseVerifierKey(text, `--public-key ${publicKey.includes('+') ? '(given inline)' : publicKey}`);
 }
 
 /**

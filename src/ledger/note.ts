@@ -97,33 +97,49 @@ export function checkpointText(c: CheckpointBody): string {
   return `${c.origin}\n${c.size}\n${Buffer.from(c.head, 'hex').toString('base64')}\ntime ${c.time}\n`;
 }
 
-/** The note: the text, and a signature line when a key is given (signed-note: a blank line, then `— name base64(id || signature)`). */
-export function signedNote(body: CheckpointBody, key: SigningKey | undefined): string {
-  const text = checkpointText(body);
-  if (!key) return text;
+/** A signed note of `text` (which ends with a newline): the text, a blank line, then `— name base64(id || signature)`. */
+export function signText(text: string, key: SigningKey): string {
   const signature = sign(null, Buffer.from(text), key.privateKey);
   return `${text}\n\u2014 ${key.name} ${Buffer.concat([key.keyId, signature]).toString('base64')}\n`;
 }
 
-/** Reads a note back: its body, and whether `key` signed it (`unsigned` when it has no signature line of that key's name). */
-export function openNote(note: string, key: VerifierKey | undefined): { body: CheckpointBody | undefined; signature: 'verified' | 'failed' | 'unsigned' | 'not checked' } {
+export type SignatureState = 'verified' | 'failed' | 'unsigned' | 'not checked';
+
+/**
+ * A note's text (up to its blank line), and whether `key` signed it: `unsigned` with no signature
+ * line, `failed` when none of its lines is a good signature by that key (signed by another key, or
+ * the text changed since).
+ */
+export function openSignedText(note: string, key: VerifierKey | undefined): { text: string; signature: SignatureState } {
   const split = note.indexOf('\n\n');
   const text = split < 0 ? note : note.slice(0, split + 1);
-  const lines = text.split('\n');
-  const timeLine = lines[3]?.startsWith('time ') ? lines[3].slice(5) : undefined;
-  const size = Number(lines[1]);
-  const head = lines[2] === undefined ? '' : Buffer.from(lines[2], 'base64').toString('hex');
-  const body = lines.length >= 5 && /^\d+$/.test(lines[1] ?? '') && head.length === 64 && timeLine ? { origin: lines[0]!, size, head, time: timeLine } : undefined;
   const signatures = split < 0 ? [] : note.slice(split + 2).split('\n').filter(Boolean);
-  if (signatures.length === 0) return { body, signature: 'unsigned' };
-  if (!key) return { body, signature: 'not checked' };
+  if (signatures.length === 0) return { text, signature: 'unsigned' };
+  if (!key) return { text, signature: 'not checked' };
   for (const line of signatures) {
     const match = /^\u2014 (\S+) (\S+)$/.exec(line);
     if (!match || match[1] !== key.name) continue;
     const blob = Buffer.from(match[2]!, 'base64');
     if (blob.length !== 68 || !blob.subarray(0, 4).equals(key.keyId)) continue;
-    return { body, signature: verify(null, Buffer.from(text), key.publicKey, blob.subarray(4)) ? 'verified' : 'failed' };
+    return { text, signature: verify(null, Buffer.from(text), key.publicKey, blob.subarray(4)) ? 'verified' : 'failed' };
   }
   // Signed, but by another key (or a key of the same name with another id): not what the verifier trusts.
-  return { body, signature: 'failed' };
+  return { text, signature: 'failed' };
+}
+
+/** The checkpoint's note: its text, and a signature line when a key is given. */
+export function signedNote(body: CheckpointBody, key: SigningKey | undefined): string {
+  const text = checkpointText(body);
+  return key ? signText(text, key) : text;
+}
+
+/** Reads a checkpoint's note back: its body, and whether `key` signed it. */
+export function openNote(note: string, key: VerifierKey | undefined): { body: CheckpointBody | undefined; signature: SignatureState } {
+  const { text, signature } = openSignedText(note, key);
+  const lines = text.split('\n');
+  const timeLine = lines[3]?.startsWith('time ') ? lines[3].slice(5) : undefined;
+  const size = Number(lines[1]);
+  const head = lines[2] === undefined ? '' : Buffer.from(lines[2], 'base64').toString('hex');
+  const body = lines.length >= 5 && /^\d+$/.test(lines[1] ?? '') && head.length === 64 && timeLine ? { origin: lines[0]!, size, head, time: timeLine } : undefined;
+  return { body, signature };
 }

@@ -74,7 +74,18 @@ export const OPTIONS = [
     type: 'string',
     env: 'PIVOT_ARCHIVE_SIGNING_KEY',
     commands: ['run', 'import'],
-    describe: "Ed25519 key file (see keygen) that signs each run's checkpoint in the --state-dir ledger",
+    describe: {
+      run: "Ed25519 key file (see keygen) that signs each run's checkpoint in the --state-dir ledger, and a staging run's index (azblob://; an import checks it with --public-key)",
+      import: "Ed25519 key file (see keygen) that signs each run's checkpoint in the --state-dir ledger",
+    },
+  },
+  {
+    key: 'publicKey',
+    flag: 'public-key',
+    type: 'string',
+    env: 'PIVOT_ARCHIVE_PUBLIC_KEY',
+    commands: ['import'],
+    describe: "verifier key (keygen's .pub file, or its text) of the staging runs' --signing-key: only staging indexes it signed are trusted, any other fails the import",
   },
   { key: 'keepRuns', flag: 'keep-runs', type: 'count', default: 0, commands: ['run', 'import'], describe: 'runs kept under --state-dir, the oldest removed first (0: for ever)' },
   {

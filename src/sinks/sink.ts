@@ -95,6 +95,11 @@ export interface SinkOptions {
    * it still holds at once, so the run ends within seconds; those items are recorded failed.
    */
   stop?: AbortSignal;
+  /**
+   * Makes a signed note of a text (`--signing-key`), for what a sink leaves for a later reader to
+   * trust (the Blob sink's staging index); absent without a key.
+   */
+  signNote?: (text: string) => string;
 }
 
 export interface SinkFactory {

@@ -56,9 +56,20 @@ export function stagingIndex(exportId: string, batches: Iterable<string>, at: Da
   return index;
 }
 
-/** The index in a blob's text; throws when it is not one. */
-export function parseStagingIndex(text: string): StagingIndex {
-  const value = JSON.parse(text) as Partial<StagingIndex>;
+/**
+ * The index blob's text: its JSON on one line, as a signed note when the staging run was given a
+ * signing key (`sign` makes it one: a blank line, then the signature line), so that an import
+ * given the public key trusts no index a writer to the container made (SPEC.md).
+ */
+export function stagingIndexText(index: StagingIndex, sign?: (text: string) => string): string {
+  const text = `${JSON.stringify(index)}\n`;
+  return sign ? sign(text) : text;
+}
+
+/** The index in a blob's text (a signed note's text part: the JSON line); throws when it is not one. */
+export function parseStagingIndex(note: string): StagingIndex {
+  const split = note.indexOf('\n\n');
+  const value = JSON.parse(split < 0 ? note : note.slice(0, split + 1)) as Partial<StagingIndex>;
   if (value.format !== INDEX_FORMAT || value.version !== 1 || typeof value.exportId !== 'string' || !Array.isArray(value.batches) || !value.batches.every((b) => typeof b === 'string')) {
     throw new Error(`not a ${INDEX_FORMAT} version 1`);
   }

@@ -6,7 +6,7 @@ import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestBytes, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
-import { stagingIndex, stagingIndexName, type StagedBatchRecord } from '../../formats/staged-batch/staging-index.js';
+import { stagingIndex, stagingIndexName, stagingIndexText, type StagedBatchRecord } from '../../formats/staged-batch/staging-index.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 import { createAzureBlobReader } from './reader.js';
 
@@ -101,6 +101,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   constructor(
     readonly config: AzureBlobSinkConfig,
     private readonly container: ContainerClient,
+    /** Signs each staging index (`--signing-key`), so that an import given the public key can trust it. */
+    private readonly signNote?: (text: string) => string,
   ) {
     super();
     this.description = describeLocation(container, config);
@@ -162,7 +164,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     for (const [exportId, batches] of this.batchesOf) {
       if (!this.settled.has(exportId)) continue;
       const at = new Date();
-      const body = JSON.stringify(stagingIndex(exportId, batches, at, this.contents));
+      const body = stagingIndexText(stagingIndex(exportId, batches, at, this.contents), this.signNote);
       try {
         await this.container.getBlockBlobClient(stagingIndexName(this.config, exportId, at)).upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
       } catch (err) {
@@ -345,14 +347,14 @@ export function azureBlobStore(spec: string, options: { env?: NodeJS.ProcessEnv 
   return { config, container: containerClientFromEnv(config, options.env ?? process.env, config.retries) };
 }
 
-export function createAzureBlobSink(spec: string, options: { env?: NodeJS.ProcessEnv } = {}): AzureBlobSink {
+export function createAzureBlobSink(spec: string, options: { env?: NodeJS.ProcessEnv; signNote?: (text: string) => string } = {}): AzureBlobSink {
   const { config, container } = azureBlobStore(spec, options);
-  return new AzureBlobSink(config, container);
+  return new AzureBlobSink(config, container, options.signNote);
 }
 
 export const azureBlobSinkFactory: SinkFactory = {
   scheme: 'azblob',
-  create: (spec) => createAzureBlobSink(spec),
+  create: (spec, options) => createAzureBlobSink(spec, { signNote: options.signNote }),
   check: (spec) => void parseAzureBlobSpec(spec),
   reader: (spec) => createAzureBlobReader(spec),
 };

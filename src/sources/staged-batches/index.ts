@@ -18,7 +18,12 @@ export interface StagedListing {
   contents: Map<string, StagedBatchRecord>;
   /** Export folders with batches and no staging index: a batch gone from them cannot be told. */
   unindexed: string[];
+  /** Staging indexes passed over because the key the import trusts did not sign them, and why. */
+  untrusted: { name: string; why: string }[];
 }
+
+/** Whether the key an import trusts signed a staging index's note (see `openSignedText` in the ledger's notes). */
+export type IndexTrust = (note: string) => 'verified' | 'failed' | 'unsigned' | 'not checked';
 
 /** A batch read: its manifest and messages, and why it is not what staging recorded, if it is not. */
 export interface ReadStagedBatch {
@@ -48,6 +53,8 @@ export class StagedBatches {
   constructor(
     private readonly container: ContainerClient,
     private readonly location: AzureBlobLocation,
+    /** With `--public-key`: an export folder's index is its latest one this trusts; the others are passed over and reported. */
+    private readonly trust?: IndexTrust,
   ) {
     this.description = describeLocation(container, location);
   }
@@ -68,11 +75,12 @@ export class StagedBatches {
     // The export folder being listed: its batches (imported or not) and its latest index.
     let folder: string | undefined;
     const present = new Set<string>();
-    // The folder's latest index when the listing entered it by a batch; else the latest one listed.
+    // The folder's latest (trusted) index, looked up when the listing entered it by a batch; else from the indexes listed.
     let entryIndex: StagingIndex | undefined;
-    let latestIndex: string | undefined;
+    let entered = false;
+    let listedIndexes: string[] = [];
     const checkFolder = async () => {
-      const latest = entryIndex ?? (latestIndex ? await this.readIndex(latestIndex) : undefined);
+      const latest = entered ? entryIndex : await this.latestIndex(listedIndexes, found);
       // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
       const index = latest && folder !== undefined && exportFolder(this.location, latest.exportId) !== folder ? undefined : latest;
       if (index) {
@@ -89,7 +97,8 @@ export class StagedBatches {
       }
       present.clear();
       entryIndex = undefined;
-      latestIndex = undefined;
+      entered = false;
+      listedIndexes = [];
     };
     try {
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
@@ -99,11 +108,12 @@ export class StagedBatches {
           await checkFolder();
           folder = here;
           if (indexFolder === undefined && here !== undefined && blob.name.endsWith('.zip')) {
-            entryIndex = await this.latestIndexIn(here);
+            entryIndex = await this.latestIndexIn(here, found);
+            entered = true;
             for (const [name, record] of Object.entries(entryIndex?.contents ?? {})) found.contents.set(name, record);
           }
         }
-        if (indexFolder !== undefined) latestIndex = blob.name;
+        if (indexFolder !== undefined) listedIndexes.push(blob.name);
         else if (blob.name.endsWith('.zip')) present.add(blob.name);
         if (waiting && blob.name.startsWith(`${waiting}.imported-`)) {
           if (blob.name === markerName(waiting, markerKey)) {
@@ -123,21 +133,39 @@ export class StagedBatches {
     if (waiting) yield waiting;
   }
 
-  /** The latest staging index of an export folder (they sort by time), if it has one. */
-  private async latestIndexIn(folder: string): Promise<StagingIndex | undefined> {
-    let latest: string | undefined;
-    for await (const blob of this.container.listBlobsFlat({ prefix: `${folder}index-` })) {
-      if (folderOfIndex(blob.name) === folder && (latest === undefined || blob.name > latest)) latest = blob.name;
-    }
-    return latest === undefined ? undefined : this.readIndex(latest);
+  /** The latest staging index of an export folder (see `latestIndex`), if it has one. */
+  private async latestIndexIn(folder: string, found: StagedListing): Promise<StagingIndex | undefined> {
+    const names: string[] = [];
+    for await (const blob of this.container.listBlobsFlat({ prefix: `${folder}index-` })) if (folderOfIndex(blob.name) === folder) names.push(blob.name);
+    return this.latestIndex(names, found);
   }
 
-  private async readIndex(name: string): Promise<StagingIndex> {
-    try {
-      return parseStagingIndex((await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8'));
-    } catch (err) {
-      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging index ${name} cannot be read: ${storageErrorMessage(err)}`);
+  /**
+   * The latest of an export folder's indexes (they sort by time). With `trust`, the latest one it
+   * trusts: a newer one that the staging key did not sign (forged by a writer to the container to
+   * leave out a batch also deleted) is passed over into `found.untrusted`, and the signed one
+   * before it still finds the batch gone.
+   */
+  private async latestIndex(names: string[], found: StagedListing): Promise<StagingIndex | undefined> {
+    for (const name of [...names].sort().reverse()) {
+      let note: string;
+      try {
+        note = (await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8');
+      } catch (err) {
+        throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging index ${name} cannot be read: ${storageErrorMessage(err)}`);
+      }
+      const signature = this.trust?.(note);
+      if (signature !== undefined && signature !== 'verified') {
+        found.untrusted.push({ name, why: signature === 'unsigned' ? 'it is not signed' : 'its signature is not one of the --public-key key on this text (another key signed it, or it was changed since)' });
+        continue;
+      }
+      try {
+        return parseStagingIndex(note);
+      } catch (err) {
+        throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging index ${name} cannot be read: ${storageErrorMessage(err)}`);
+      }
     }
+    return undefined;
   }
 
   /**
@@ -204,7 +232,7 @@ export function parseStagedFrom(spec: string): AzureBlobLocation {
 }
 
 /** `parseStagedFrom`, and the container reached with the credentials in `env`. */
-export function openStagedBatches(spec: string, env: NodeJS.ProcessEnv = process.env): StagedBatches {
+export function openStagedBatches(spec: string, env: NodeJS.ProcessEnv = process.env, trust?: IndexTrust): StagedBatches {
   const location = parseStagedFrom(spec);
-  return new StagedBatches(containerClientFromEnv(location, env, 3), location);
+  return new StagedBatches(containerClientFromEnv(location, env, 3), location, trust);
 }

@@ -38,7 +38,7 @@ export class StagedBatchSource implements Source {
    * by count only.
    */
   private itemsStagedNotRead = 0;
-  private readonly listing: StagedListing = { gone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [] };
+  private readonly listing: StagedListing = { gone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -129,6 +129,11 @@ export class StagedBatchSource implements Source {
         `the staged batches under ${folder} have no staging index (staged by an older version, by a staging run that failed, was stopped part-way or is still running, or the index was deleted): a batch gone from there cannot be told, so the export is not reported imported whole; run its staging again to the end to index it`,
       );
     }
+    // An index the staging key did not sign was passed over (the signed one before it, if any, stood for its folder): someone else wrote it.
+    const { untrusted } = this.listing;
+    for (const { name, why } of untrusted) {
+      options.logger.error(`${ErrorCode.STAGING_UNTRUSTED}: the staging index ${name} is not trusted: ${why}; it was passed over (a writer to the container other than the staging run made it)`);
+    }
     // Batches a staging run listed that are gone: their messages were read by nothing, and are counted here only.
     for (const name of gone) {
       const recorded = this.listing.contents.get(name);
@@ -140,6 +145,12 @@ export class StagedBatchSource implements Source {
       throw new PivotArchiveError(
         ErrorCode.STAGING_INCOMPLETE,
         `${gone.length} staged batch${gone.length > 1 ? 'es' : ''} that the staging run listed ${gone.length > 1 ? 'are' : 'is'} gone (${gone.slice(0, 5).join(', ')}${gone.length > 5 ? ', ...' : ''}): ${gone.length > 1 ? 'their' : 'its'} messages were not imported; run the staging of that export again (it stages what is missing), then import again`,
+      );
+    }
+    if (untrusted.length > 0) {
+      throw new PivotArchiveError(
+        ErrorCode.STAGING_UNTRUSTED,
+        `${untrusted.length} staging index${untrusted.length > 1 ? 'es' : ''} not signed by the --public-key key (${untrusted.slice(0, 5).map((u) => u.name).join(', ')}${untrusted.length > 5 ? ', ...' : ''}) ${untrusted.length > 1 ? 'were' : 'was'} passed over: someone other than the staging run wrote to the container; no export is reported imported whole by this import`,
       );
     }
     this.exhausted = true;
@@ -194,6 +205,7 @@ export class StagedBatchSource implements Source {
         itemsStaged: this.itemsStaged,
         itemsStagedNotRead: this.itemsStagedNotRead,
         exportsWithoutIndex: this.listing.unindexed.length,
+        stagingIndexesUntrusted: this.listing.untrusted.length,
       },
       exportsImportedWhole: this.exportsImportedWhole(),
       itemsDoneEarlier: 0,
