@@ -75,7 +75,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .through(step('built', archive && fanOutStage(o.fanOut, archive.exportId, recorder)))
         .through(shardStage(o.shard, recorder))
         .through(inOrder(settler.limit, settler.settle))
-        .through(inTurn((settled) => source.settled(settled.position, settled.ok))),
+        .through(inTurn((settled) => source.settled(settled.position, settled.ok, settled.storageFault))),
     );
   });
   // A chain stopped by an error may leave settles in flight: counted before the summary, never recorded after it.

@@ -33,8 +33,11 @@ export interface Source {
    * run) is a stream error: it stops the chain.
    */
   read(stop?: AbortSignal): Readable;
-  /** Told, in source order, how each unit's outputs settled (the checkpoint; marking batches). */
-  settled(position: EventPosition, ok: boolean): Promise<void> | void;
+  /**
+   * Told, in source order, how each unit's outputs settled (the checkpoint; marking batches);
+   * `storageFault`: one failed as failing storage does (see Settled).
+   */
+  settled(position: EventPosition, ok: boolean, storageFault?: boolean): Promise<void> | void;
   /** How far reading is, for the progress line. */
   progress(): { read: number; total?: number; bytesRead?: number; bytesTotal?: number };
   /** Read to the end (not stopped by a signal). */

@@ -28,6 +28,8 @@ export class Checkpoint implements PluginSplits {
   /** This run's splits not yet before the candidate, in stream order. */
   private readonly splits: { position: EventPosition; added: number }[] = [];
   private frozen = false;
+  /** A storage fault removed the checkpoint: nothing is saved for this run. */
+  private removed = false;
   private lastSave = Date.now();
   private saving: Promise<void> = Promise.resolve();
   /** The first save that failed: no further one is tried; the run ends with it as its error. */
@@ -85,9 +87,15 @@ export class Checkpoint implements PluginSplits {
 
   /**
    * Called in stream order as elements settle. Everything before `position` is settled; a
-   * failed delivery freezes the checkpoint, so the next run retries from there.
+   * failed delivery freezes the checkpoint, so the next run retries from there. A storage fault
+   * removes it: what the storage answered stored before it may be lost, so the next run reads
+   * the archive from the start and the sink looks for every item.
    */
-  settled(position: EventPosition, ok: boolean): void {
+  settled(position: EventPosition, ok: boolean, storageFault = false): void {
+    if (storageFault && !this.removed) {
+      this.removed = this.frozen = true;
+      this.saving = this.saving.then(() => unlink(this.path)).catch((err: unknown) => void ((err as NodeJS.ErrnoException).code === 'ENOENT' || (this.failed ??= err)));
+    }
     if (this.frozen) return;
     this.candidate = position;
     while (this.splits.length > 0 && comparePositions(this.splits[0]!.position, position) < 0) this.addedBefore += this.splits.shift()!.added;
@@ -105,7 +113,7 @@ export class Checkpoint implements PluginSplits {
   async finish(complete: boolean): Promise<void> {
     await this.saving;
     if (complete) await unlink(this.path).catch(() => undefined);
-    else if (this.failed === undefined) await this.save();
+    else if (this.failed === undefined && !this.removed) await this.save();
     if (this.failed !== undefined) throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} cannot be saved (a re-run reads the archive from an earlier point): ${errorMessage(this.failed)}`, { cause: this.failed });
   }
 

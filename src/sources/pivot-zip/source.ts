@@ -8,7 +8,7 @@ import { mayHoldEvents, type MemberNote, type PivotExportArchive } from './index
 /** Where an earlier run of the same archive got to (the state dir's checkpoint). */
 export interface ResumePoint {
   done(position: EventPosition): boolean;
-  settled(position: EventPosition, ok: boolean): void;
+  settled(position: EventPosition, ok: boolean, storageFault?: boolean): void;
 }
 
 /**
@@ -71,8 +71,8 @@ export class PivotZipSource implements Source {
     return events.pipe(toUnits);
   }
 
-  settled(position: EventPosition, ok: boolean): void {
-    this.resume?.settled(position, ok);
+  settled(position: EventPosition, ok: boolean, storageFault?: boolean): void {
+    this.resume?.settled(position, ok, storageFault);
   }
 
   progress() {
