@@ -8,11 +8,17 @@ export class Slots {
     this.free = size;
   }
   async take(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (!this.tryTake()) await this.wait();
+  }
+  /** Takes a free slot without a promise (a hot path takes two a request); false when none is free: then `wait`. */
+  tryTake(): boolean {
+    if (this.free === 0) return false;
+    this.free--;
+    return true;
+  }
+  /** Resolves once `give` hands a slot over. */
+  wait(): Promise<void> {
+    return new Promise<void>((resolve) => this.waiting.push(resolve));
   }
   give(): void {
     const next = this.waiting.shift();

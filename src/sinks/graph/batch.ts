@@ -22,7 +22,8 @@ interface Waiting {
   throttled: number;
   /** Graph answered it 401 once (its token expired while the batch ran): sent again with a new token. */
   renewed?: boolean;
-  resolve: (created: Record<string, unknown>) => void;
+  /** With the created message's id as Graph answered it (anything: the caller checks it). */
+  resolve: (id: unknown) => void;
   reject: (err: unknown) => void;
 }
 
@@ -47,8 +48,11 @@ export class CreateBatches {
     private readonly retries: number,
   ) {}
 
-  /** POSTs `body` (a message's JSON) to `path`; resolves the created message as Graph answered it. */
-  create(mailbox: string, path: string, body: Buffer): Promise<Record<string, unknown>> {
+  /**
+   * POSTs `body` (a message's JSON) to `path`; resolves the created message's `id` as Graph
+   * answered it (not checked here), the rest of the answer let go at once.
+   */
+  create(mailbox: string, path: string, body: Buffer): Promise<unknown> {
     if (this.size <= 1 || body.length > BATCHED_CREATE_MAX) return this.alone(mailbox, path, body);
     return new Promise((resolve, reject) => {
       const creates = this.of(mailbox);
@@ -57,9 +61,9 @@ export class CreateBatches {
     });
   }
 
-  private async alone(mailbox: string, path: string, body: Buffer): Promise<Record<string, unknown>> {
+  private async alone(mailbox: string, path: string, body: Buffer): Promise<unknown> {
     const made = await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body, once: true });
-    return made.json as Record<string, unknown>;
+    return idOf(made.json);
   }
 
   private of(mailbox: string): MailboxCreates {
@@ -124,14 +128,19 @@ export class CreateBatches {
     // client does for a request sent alone (the creates sent again would meet the same answer).
     let holdOff = 0;
     let renew = false;
-    for (const [i, w] of batch.entries()) {
+    for (let i = 0; i < batch.length; i++) {
+      const w = batch[i]!;
       const r = byId.get(String(i + 1));
       const status = r === undefined ? 0 : (r.status as number);
+      if (status >= 200 && status < 300) {
+        w.resolve(idOf(r!.body));
+        continue;
+      }
+      // (Read only for an answer that is not a success: a success needs no wait.)
       const retryAfter = retryAfterMs(lowerCased(r?.headers));
-      if (status >= 200 && status < 300) w.resolve((r!.body ?? {}) as Record<string, unknown>);
       // Not carried out because a create before it was not: goes again. The first of a batch
       // depends on nothing, so every batch settles its first create at least.
-      else if (status === 424 && i > 0) again.push(w);
+      if (status === 424 && i > 0) again.push(w);
       else if (status === 401 && !w.renewed) {
         w.renewed = true;
         renew = true;
@@ -160,15 +169,43 @@ interface BatchAnswer {
   body?: unknown;
 }
 
-/** The batch's JSON, each create's body (already JSON) put in as it is; each create depends on the one before. */
-function batchBody(batch: Waiting[]): Buffer {
-  const parts: Buffer[] = [Buffer.from('{"requests":[')];
-  for (const [i, w] of batch.entries()) {
-    const url = w.path.replace(/^\/v1\.0/, '');
-    parts.push(Buffer.from(`${i > 0 ? ',' : ''}{"id":"${i + 1}",${i > 0 ? `"dependsOn":["${i}"],` : ''}"method":"POST","url":${JSON.stringify(url)},"headers":{"Content-Type":"application/json"},"body":`), w.body, Buffer.from('}'));
+/** `"url":<the create's url, relative to the version>` of a path, as the batch names it; the last one kept (a mailbox's creates share one). */
+let lastPath: string | undefined;
+let lastUrl = '';
+function urlField(path: string): string {
+  if (path !== lastPath) {
+    lastPath = path;
+    lastUrl = `"url":${JSON.stringify(path.replace(/^\/v1\.0/, ''))}`;
   }
-  parts.push(Buffer.from(']}'));
-  return Buffer.concat(parts);
+  return lastUrl;
+}
+
+/** The batch's JSON, each create's body (already JSON) put in as it is; each create depends on the one before. Written into one buffer. */
+function batchBody(batch: Waiting[]): Buffer {
+  const heads: string[] = [];
+  let size = BATCH_OPEN.length + BATCH_CLOSE.length;
+  for (let i = 0; i < batch.length; i++) {
+    const head = `${i > 0 ? ',' : ''}{"id":"${i + 1}",${i > 0 ? `"dependsOn":["${i}"],` : ''}"method":"POST",${urlField(batch[i]!.path)},"headers":{"Content-Type":"application/json"},"body":`;
+    heads.push(head);
+    size += Buffer.byteLength(head) + batch[i]!.body.length + 1;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let at = out.write(BATCH_OPEN, 0, 'latin1');
+  for (let i = 0; i < batch.length; i++) {
+    at += out.write(heads[i]!, at);
+    at += batch[i]!.body.copy(out, at);
+    out[at++] = 0x7d; // }
+  }
+  at += out.write(BATCH_CLOSE, at, 'latin1');
+  return at === size ? out : out.subarray(0, at);
+}
+
+const BATCH_OPEN = '{"requests":[';
+const BATCH_CLOSE = ']}';
+
+/** The `id` of a create's answer, whatever the answer is (undefined when it is no object). */
+function idOf(answer: unknown): unknown {
+  return (answer as { id?: unknown } | null | undefined)?.id;
 }
 
 function lowerCased(headers: Record<string, string> | undefined): Record<string, string> {

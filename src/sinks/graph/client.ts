@@ -96,6 +96,15 @@ const TOKEN_WAIT_MS = 30_000;
 /** One request may take this long (a 4 MB chunk on a slow link included). */
 const REQUEST_TIMEOUT_MS = 120_000;
 
+/** What one HTTP exchange answered. */
+interface Exchanged {
+  status: number;
+  headers: IncomingHttpHeaders;
+  bytes: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+
 export interface GraphStats {
   requests: number;
   throttled: number;
@@ -119,6 +128,9 @@ export class GraphClient {
 
   /** The endpoint's protocol, host and port, parsed once. */
   private readonly origin: RequestOptions;
+  /** The last token's Authorization header (see `bearer`): #private, so never serialized or inspected with the client. */
+  #bearerToken: string | undefined;
+  #bearerHeader = '';
 
   constructor(private readonly options: GraphClientOptions) {
     this.origin = urlToHttpOptions(new URL(options.endpoint));
@@ -237,11 +249,11 @@ export class GraphClient {
   /** One attempt, in a slot of its mailbox and one of the whole client. */
   private async once(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
     const state = mailbox === undefined ? undefined : this.mailbox(mailbox);
-    await state?.slots.take();
+    if (state && !state.slots.tryTake()) await state.slots.wait();
     try {
       // A 429 for this mailbox pauses it: wait in the slot, so no other request of it goes either.
       while (state && state.pausedUntil > Date.now()) await this.sleep(state.pausedUntil - Date.now());
-      await this.all.take();
+      if (!this.all.tryTake()) await this.all.wait();
       try {
         return await this.fetch(request);
       } finally {
@@ -255,23 +267,23 @@ export class GraphClient {
   private async fetch(request: GraphRequest): Promise<GraphResponse> {
     this.throwIfStopped();
     if (this.noToken && !request.anonymous) throw this.noToken;
-    const headers: Record<string, string> = { ...request.headers };
-    if (!request.anonymous) headers.authorization = `Bearer ${this.options.tokens.current?.() ?? (await this.token())}`;
+    const headers: Record<string, string> = request.headers === undefined ? {} : { ...request.headers };
+    if (!request.anonymous) headers.authorization = this.bearer(this.options.tokens.current?.() ?? (await this.token()));
     if (request.contentType) headers['content-type'] = request.contentType;
     const body = typeof request.body === 'string' ? Buffer.from(request.body) : request.body;
     if (body) headers['content-length'] = String(body.length);
     // A plain path under the endpoint goes to the endpoint's origin parsed once; any other is parsed (and escaped) as a URL.
-    const target = PLAIN_PATH.test(request.path) ? { ...this.origin, path: request.path } : urlToHttpOptions(new URL(/^https?:/.test(request.path) ? request.path : `${this.options.endpoint}${request.path}`));
+    const target = PLAIN_PATH.test(request.path) ? this.origin : urlToHttpOptions(new URL(/^https?:/.test(request.path) ? request.path : `${this.options.endpoint}${request.path}`));
+    const path = target === this.origin ? request.path : target.path;
     this.stats.requests++;
-    let status: number;
-    let responseHeaders: IncomingHttpHeaders;
-    let bytes: Buffer;
+    let answer: Exchanged;
     try {
-      ({ status, headers: responseHeaders, bytes } = await this.exchange(target, request.method, headers, body));
+      answer = await this.exchange(target, path, request.method, headers, body);
     } catch (err) {
       this.throwIfStopped();
-      throw new Error(redactSecrets(`${request.method} ${target.protocol}//${target.hostname}${target.port ? `:${target.port}` : ''}${(target.path ?? '').replace(/\?.*/, '')}: ${errorMessage(err)}`));
+      throw new Error(redactSecrets(`${request.method} ${target.protocol}//${target.hostname}${target.port ? `:${target.port}` : ''}${(path ?? '').replace(/\?.*/, '')}: ${errorMessage(err)}`));
     }
+    const { status, bytes } = answer;
     let json: unknown;
     if (!request.raw || status >= 300) {
       try {
@@ -280,7 +292,16 @@ export class GraphClient {
         json = undefined;
       }
     }
-    return { status, headers: responseHeaders, json, ...(request.raw ? { bytes } : {}) };
+    return request.raw ? { status, headers: answer.headers, json, bytes } : { status, headers: answer.headers, json };
+  }
+
+  /** The Authorization header of a token, made once per token (not a new string of a JWT's length per request). */
+  private bearer(token: string): string {
+    if (token !== this.#bearerToken) {
+      this.#bearerToken = token;
+      this.#bearerHeader = `Bearer ${token}`;
+    }
+    return this.#bearerHeader;
   }
 
   /**
@@ -307,16 +328,21 @@ export class GraphClient {
    * One HTTP exchange over a kept-alive connection (node:http rather than fetch: at hundreds of
    * requests a second fetch's web streams cost a measurable share of a core).
    */
-  private exchange(target: RequestOptions, method: string, headers: Record<string, string>, body: Buffer | undefined): Promise<{ status: number; headers: IncomingHttpHeaders; bytes: Buffer }> {
+  private exchange(target: RequestOptions, path: string | null | undefined, method: string, headers: Record<string, string>, body: Buffer | undefined): Promise<Exchanged> {
     const secure = target.protocol === 'https:';
     // The stop signal itself, and the socket's own timeout: no signal made per request (AbortSignal.any
     // and .timeout made garbage and timers at hundreds of requests a second).
     const stop = this.stop;
     return new Promise((resolve, reject) => {
-      const req = (secure ? httpsRequest : httpRequest)({ ...target, method, headers, agent: secure ? this.httpsAgent : this.httpAgent, timeout: REQUEST_TIMEOUT_MS, ...(stop ? { signal: stop } : {}) }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, bytes: Buffer.concat(chunks) }));
+      const req = (secure ? httpsRequest : httpRequest)({ ...target, path, method, headers, agent: secure ? this.httpsAgent : this.httpAgent, timeout: REQUEST_TIMEOUT_MS, ...(stop ? { signal: stop } : {}) }, (res) => {
+        // Most answers come in one chunk: kept as it is, not copied into a new buffer.
+        let first: Buffer | undefined;
+        let chunks: Buffer[] | undefined;
+        res.on('data', (chunk: Buffer) => {
+          if (first === undefined) first = chunk;
+          else (chunks ??= [first]).push(chunk);
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, bytes: chunks !== undefined ? Buffer.concat(chunks) : (first ?? EMPTY) }));
         res.on('error', reject);
       });
       req.on('timeout', () => req.destroy(new Error(`no answer in ${REQUEST_TIMEOUT_MS / 1000} s`)));
@@ -351,6 +377,7 @@ export class GraphClient {
     if (this.stopped) throw stoppedError();
   }
 }
+
 
 const STOPPED_REASON = 'stopped by a signal before it was stored (a re-run delivers it)';
 

@@ -5,8 +5,8 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { createdOf, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
-import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment, type GraphMessage } from './message.js';
+import { graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
+import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
 import { idKey } from '../../hash.js';
@@ -47,6 +47,39 @@ interface MailboxRun {
   unusable?: string;
   /** A second look after Graph first said the mailbox is unusable (one such answer may be a blip). */
   confirming?: Promise<boolean>;
+  /** `/v1.0/users/<mailbox>`, made once. */
+  user: string;
+  /** The paths and location of the folder last resolved (see `at`), made once rather than per item. */
+  at?: FolderPaths;
+}
+
+/** What every item of one mailbox's folder uses: the create's path, and its locations' start. */
+interface FolderPaths {
+  folderId: string;
+  /** `/v1.0/users/<mailbox>/mailFolders/<folder id>/messages` */
+  messages: string;
+  /** `<mailbox>/<folder id>/`: a location without its message id (`graphLocation`). */
+  location: string;
+}
+
+/** The paths of `folderId`, kept in `run` (a folder resolved again is most often the same). */
+function folderPaths(run: MailboxRun, mailbox: string, folderId: string): FolderPaths {
+  let at = run.at;
+  if (at === undefined || at.folderId !== folderId) {
+    const location = graphLocation(mailbox, folderId, '');
+    run.at = at = { folderId, messages: `${run.user}/mailFolders/${encodeURIComponent(folderId)}/messages`, location };
+  }
+  return at;
+}
+
+/** What a message's create needs, made once for all its mailboxes. */
+interface Built {
+  sentAt: number;
+  /** Attachments added after the create. */
+  later: FileAttachment[];
+  stamp: string;
+  /** The create request's body (JSON). */
+  body: Buffer;
 }
 
 /** One UTC day of a folder, as listed: per identity the copy a write skips to, and whole copies beyond it. */
@@ -174,11 +207,10 @@ export class GraphSink extends LifecycleSink implements Sink {
   protected async store(delivery: Delivery): Promise<Stored> {
     const mailbox = delivery.mailbox;
     const run = this.run(mailbox);
-    const fail = (why: string) => new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${why}`);
     for (let second = false; ; second = true) {
       if (this.failure) throw this.failure;
       try {
-        if (run.unusable) throw fail(run.unusable);
+        if (run.unusable) throw writeError(mailbox, run.unusable);
         return await this.storeIn(run, delivery);
       } catch (err) {
         if (mailboxUnusable(err)) {
@@ -190,8 +222,8 @@ export class GraphSink extends LifecycleSink implements Sink {
           this.failure ??= new PivotArchiveError(ErrorCode.SINK_WRITE, `the access token could no longer be had in the middle of the run; nothing more is delivered: ${err.message}`);
           throw this.failure;
         }
-        if (err instanceof PivotArchiveError) throw err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ') ? err : fail(err.message);
-        throw fail(`not stored: ${errorMessage(err)}`);
+        if (err instanceof PivotArchiveError) throw err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ') ? err : writeError(mailbox, err.message);
+        throw writeError(mailbox, `not stored: ${errorMessage(err)}`);
       }
     }
   }
@@ -216,13 +248,15 @@ export class GraphSink extends LifecycleSink implements Sink {
       const there = await this.lookUp(mailbox, folderId, delivery);
       if (there && !halfCreated(there)) return { outcome: 'skipped', location: graphLocation(mailbox, folderId, there.id) };
     }
-    const storing = this.create(mailbox, folderId, delivery, found && halfCreated(found) ? found : undefined).then((listed) => {
+    const paths = folderPaths(run, mailbox, folderId);
+    const storing = this.create(mailbox, run, paths, delivery, found && halfCreated(found) ? found : undefined).then((id) => {
       // The half-created one listed is gone: a later copy of the item finds the new one as created.
       if (found) held.delete(key);
       let created = run.created.get(day);
       if (!created) run.created.set(day, (created = new Set()));
       created.add(createdKey);
-      return graphLocation(mailbox, folderId, listed.id);
+      // As graphLocation(mailbox, folderId, id), its start made once.
+      return paths.location + encodeURIComponent(id);
     });
     run.storing.set(key, storing);
     try {
@@ -268,7 +302,7 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   private run(mailbox: string): MailboxRun {
     let run = this.mailboxes.get(mailbox);
-    if (!run) this.mailboxes.set(mailbox, (run = { days: new Map(), storing: new Map(), created: new Map() }));
+    if (!run) this.mailboxes.set(mailbox, (run = { days: new Map(), storing: new Map(), created: new Map(), user: GraphClient.user('v1.0', mailbox) }));
     return run;
   }
 
@@ -298,21 +332,22 @@ export class GraphSink extends LifecycleSink implements Sink {
    * Creates the message (after removing a half-created one of a run that stopped midway), and
    * resolves it once all of it is in: the create, every later attachment, then the stamp.
    */
-  private async create(mailbox: string, folderId: string, delivery: Delivery, leftHalf: Listed | undefined): Promise<Listed> {
+  private async create(mailbox: string, run: MailboxRun, paths: FolderPaths, delivery: Delivery, leftHalf: Listed | undefined): Promise<string> {
+    const folderId = paths.folderId;
     if (delivery.message.length > this.config.maxMessageBytes) {
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: the message is ${delivery.message.length} bytes, over the mailboxes' limit of ${this.config.maxMessageBytes / 1024 / 1024} MB (maxMessageSize=; Exchange Online's default is 35 MB, which an admin can raise to 150 MB with Set-Mailbox -MaxReceiveSize)`);
     }
     if (leftHalf) await this.remove(mailbox, leftHalf.id);
     for (let attempt = 1; ; attempt++) {
       try {
-        return this.config.mode === 'importMime' ? await this.importMime(mailbox, folderId, delivery) : await this.createJson(mailbox, folderId, delivery);
+        return this.config.mode === 'importMime' ? await this.importMime(mailbox, folderId, delivery) : await this.createJson(mailbox, run.user, paths.messages, delivery);
       } catch (err) {
         if (!(err instanceof UncertainError)) throw err;
         // The create, or an attachment, may have been carried out: wait as Graph asks (a 503 storm
         // passes), then look before sending anything again (nothing twice), also after the last attempt.
         await this.client.pause(attempt, err.retryAfterMs);
         const there = await this.lookUpAfterLoss(mailbox, folderId, delivery, err);
-        if (there && !halfCreated(there)) return there;
+        if (there && !halfCreated(there)) return there.id;
         if (there) await this.remove(mailbox, there.id);
         if (attempt > this.config.retries) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: not stored: ${attempt} attempts went unanswered (the last: ${err.message}), and the folder does not hold it`);
       }
@@ -333,55 +368,58 @@ export class GraphSink extends LifecycleSink implements Sink {
     }
   }
 
-  private async importMime(mailbox: string, folderId: string, delivery: Delivery): Promise<Listed> {
+  private async importMime(mailbox: string, folderId: string, delivery: Delivery): Promise<string> {
     const body = delivery.message.toString('base64');
     if (body.length > REQUEST_BODY_MAX) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: a ${delivery.message.length}-byte message is over what importMime takes in one request (4 MB of base64, about 3 MB of MIME): use mode=json`);
     const made = await this.client.send(mailbox, { method: 'POST', path: `${GraphClient.user('beta', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/importMime`, contentType: 'text/plain', body, once: true });
-    return listedOf(made.json as Record<string, unknown>);
+    return listedOf(made.json as Record<string, unknown>).id;
   }
 
   /** An item's copies for its mailboxes share one message buffer: its Graph JSON is made once for all of them. */
-  private readonly built = new WeakMap<Buffer, { sentAt: number; message: GraphMessage; body: Buffer }>();
+  private readonly built = new WeakMap<Buffer, Built>();
 
-  private graphMessageOf(delivery: Delivery): { message: GraphMessage; body: Buffer } {
+  private graphMessageOf(delivery: Delivery): Built {
     let made = this.built.get(delivery.message);
     if (made === undefined || made.sentAt !== delivery.internalDate) {
       const message = graphMessage(delivery.message, delivery.internalDate);
-      made = { sentAt: delivery.internalDate, message, body: Buffer.from(JSON.stringify(message.create)) };
+      // The create's object is not kept: its JSON is all that is sent.
+      made = { sentAt: delivery.internalDate, later: message.later, stamp: message.stamp, body: Buffer.from(JSON.stringify(message.create)) };
       this.built.set(delivery.message, made);
     }
     return made;
   }
 
-  private async createJson(mailbox: string, folderId: string, delivery: Delivery): Promise<Listed> {
-    const { message, body: createBody } = this.graphMessageOf(delivery);
-    const tooLarge = message.later.find((a) => a.bytes.length > ATTACHMENT_MAX);
+  private async createJson(mailbox: string, user: string, messages: string, delivery: Delivery): Promise<string> {
+    const message = this.graphMessageOf(delivery);
+    if (message.later.length > 0) this.checkLater(mailbox, message.later);
+    const id = await this.batches.create(mailbox, messages, message.body);
+    // A 2xx without the message: whether it was made is looked up, as for a lost answer.
+    if (typeof id !== 'string' || id === '') throw new UncertainError("the create's answer names no message id");
+    if (message.later.length === 0) return id;
+    try {
+      for (const attachment of message.later) await this.attach(mailbox, id, attachment);
+      // Last: the final stamp, which says all of it is in.
+      await this.client.send(mailbox, { method: 'PATCH', path: `${user}/messages/${encodeURIComponent(id)}`, contentType: 'application/json', body: JSON.stringify({ singleValueExtendedProperties: [{ id: STAMP_PROPERTY, value: message.stamp }] }) });
+    } catch (err) {
+      // Half a message is no delivery: removed now, or (if that fails too) by the next run, which finds it pending.
+      await this.remove(mailbox, id).catch(() => undefined);
+      throw err;
+    }
+    return id;
+  }
+
+  /** Attachments added after the create that Graph cannot take: the item fails before anything is sent. */
+  private checkLater(mailbox: string, later: readonly FileAttachment[]): void {
+    const tooLarge = later.find((a) => a.bytes.length > ATTACHMENT_MAX);
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
     // Just under 3 MB, base64 and the JSON around it take the request over 4 MB, and an upload session is refused under 3 MB: no way in.
-    const between = message.later.find((a) => a.bytes.length < UPLOAD_SESSION_MIN && attachmentRequestBytes(a) > REQUEST_BODY_MAX);
+    const between = later.find((a) => a.bytes.length < UPLOAD_SESSION_MIN && attachmentRequestBytes(a) > REQUEST_BODY_MAX);
     if (between) {
       throw new PivotArchiveError(
         ErrorCode.SINK_WRITE,
         `mailbox ${mailbox}: attachment ${JSON.stringify(between.name)} is ${between.bytes.length} bytes: Graph takes it neither in one request (${attachmentRequestBytes(between)} bytes as JSON, over its 4 MB) nor through an upload session (from 3 MB, ${UPLOAD_SESSION_MIN} bytes, on); importMime cannot carry the message either (over 4 MB of base64): deliver it to another sink`,
       );
     }
-    const user = GraphClient.user('v1.0', mailbox);
-    const made = await this.batches.create(mailbox, `${user}/mailFolders/${encodeURIComponent(folderId)}/messages`, createBody);
-    // A 2xx without the message: whether it was made is looked up, as for a lost answer.
-    if (typeof made?.id !== 'string' || made.id === '') throw new UncertainError("the create's answer names no message id");
-    // The answer holds no extended property: the stamp sent is the one it holds.
-    const created = createdOf(made, message.stamp);
-    if (message.later.length === 0) return created;
-    try {
-      for (const attachment of message.later) await this.attach(mailbox, created.id, attachment);
-      // Last: the final stamp, which says all of it is in.
-      await this.client.send(mailbox, { method: 'PATCH', path: `${user}/messages/${encodeURIComponent(created.id)}`, contentType: 'application/json', body: JSON.stringify({ singleValueExtendedProperties: [{ id: STAMP_PROPERTY, value: message.stamp }] }) });
-    } catch (err) {
-      // Half a message is no delivery: removed now, or (if that fails too) by the next run, which finds it pending.
-      await this.remove(mailbox, created.id).catch(() => undefined);
-      throw err;
-    }
-    return created;
   }
 
   /** An attachment added to a created message: one POST while the request stays within 4 MB, else an upload session in chunks of at most 4 MB. */
@@ -502,6 +540,11 @@ export class GraphSink extends LifecycleSink implements Sink {
       return false;
     }
   }
+}
+
+/** A write's failure, naming its mailbox. */
+function writeError(mailbox: string, why: string): PivotArchiveError {
+  return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${why}`);
 }
 
 function unusableReason(err: GraphError): string {

@@ -72,9 +72,12 @@ export function createdOf(message: Record<string, unknown>, stamp: string | unde
   return { id: String(message.id), internetMessageId: String(message.internetMessageId ?? ''), sentAt: Number.isNaN(sent) ? '' : new Date(sent).toISOString(), ...(stamp ? { stamp } : {}) };
 }
 
+/** STAMP_PROPERTY lower-cased, once (not per message listed). */
+const STAMP_PROPERTY_LOWER = STAMP_PROPERTY.toLowerCase();
+
 export function listedOf(message: Record<string, unknown>): Listed {
   const props = (message.singleValueExtendedProperties as { id: string; value: string }[] | undefined) ?? [];
-  const stamp = props.find((p) => p.id.toLowerCase() === STAMP_PROPERTY.toLowerCase())?.value;
+  const stamp = props.find((p) => p.id.toLowerCase() === STAMP_PROPERTY_LOWER)?.value;
   const listed = createdOf(message, stamp);
   if (!('subject' in message)) return listed;
   const f = message as { subject?: string; from?: GraphAddress; toRecipients?: GraphAddress[]; ccRecipients?: GraphAddress[]; attachments?: { name?: string }[] };

@@ -65,9 +65,15 @@ export function fieldsDigest(f: ComparedFields): string {
 }
 
 interface Part {
-  headers: Map<string, string[]>;
+  /** The first value of each header field this module reads (HEADERS_READ), by lower-cased name. */
+  headers: Map<string, string>;
   body: Buffer;
 }
+
+/** The header fields read of a message or part (`first`): the others are not kept. */
+const HEADERS_READ = ['content-type', 'content-disposition', 'content-transfer-encoding', 'message-id', 'subject', 'from', 'to', 'cc', 'in-reply-to', 'references'] as const;
+type HeaderRead = (typeof HEADERS_READ)[number];
+const READ = new Set<string>(HEADERS_READ);
 
 /** Splits a message or part at its first empty line; header fields unfolded, names lower-cased. */
 function splitPart(raw: Buffer): Part & { headerBlock: string } {
@@ -79,18 +85,19 @@ function splitPart(raw: Buffer): Part & { headerBlock: string } {
   }
   if (end < 0) [end, gap] = [raw.length, 0];
   const headerBlock = raw.toString('utf8', 0, end);
-  const headers = new Map<string, string[]>();
+  const headers = new Map<string, string>();
   for (const line of headerBlock.replace(/\r?\n[ \t]/g, ' ').split(/\r?\n/)) {
     const colon = line.indexOf(':');
     if (colon <= 0) continue;
     const name = line.slice(0, colon).trim().toLowerCase();
-    headers.set(name, [...(headers.get(name) ?? []), line.slice(colon + 1).trim()]);
+    // Only a field's first value is read.
+    if (READ.has(name) && !headers.has(name)) headers.set(name, line.slice(colon + 1).trim());
   }
   return { headers, body: raw.subarray(Math.min(raw.length, end + gap)), headerBlock };
 }
 
-function first(part: Part, name: string): string | undefined {
-  return part.headers.get(name)?.[0];
+function first(part: Part, name: HeaderRead): string | undefined {
+  return part.headers.get(name);
 }
 
 function decodeBody(part: Part): Buffer {
@@ -162,7 +169,7 @@ export function parseAddressList(value: string | undefined): Recipient[] {
     let name = m ? m[1]!.trim() : '';
     if (name.startsWith('"') && name.endsWith('"')) name = name.slice(1, -1).replace(/\\(.)/g, '$1');
     name = decodedWords(name);
-    out.push({ emailAddress: { ...(name ? { name } : {}), address } });
+    out.push({ emailAddress: name ? { name, address } : { address } });
   };
   for (let i = 0; i < value.length; i++) {
     const c = value[i];
