@@ -317,8 +317,10 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
           continue;
         }
         const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
-        logger.error(`${name}: ${reason}; ${dry ? 'a run would move it to failed/ (dry run: left in place)' : 'moved to failed/'}`);
-        const moved = dry ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
+        // A shard leaves it in place too: moved, it would be gone from the other shards' runs with only a warning.
+        const where = dry ? 'a run would move it to failed/ (dry run: left in place)' : config.shard ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced' : 'moved to failed/';
+        logger.error(`${name}: ${reason}; ${where}`);
+        const moved = dry || config.shard ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
         const movedAs = read ? `\nfile when moved here: ${read.size} bytes, mtimeMs ${read.mtimeMs}` : '';
         if (moved) await writeFile(`${moved}.reason.txt`, reason + movedAs + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
         result.results.push({ archive: name, outcome: 'failed-archive', reason, code, exitCode: errorExitCode(err) });
