@@ -1,5 +1,6 @@
 /**
- * The process `pid` is known not to run on this host (ESRCH). One of another user (EPERM) runs;
+ * The process `pid` is known not to run in this PID namespace (ESRCH): meaningful for a pid of
+ * another process only where it was taken in this boot and PID namespace (see the state dir's lock). One of another user (EPERM) runs;
  * any other answer is taken as running, so nothing of a live writer is ever treated as left over.
  */
 export function processGone(pid: number): boolean {

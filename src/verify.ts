@@ -7,9 +7,7 @@ import { checkLedger } from './ledger/reader.js';
 import type { Logger } from './logger.js';
 import { createStoreReader } from './sinks/index.js';
 import { StateDir } from './state/index.js';
-import { processGone } from './process-util.js';
 import { visible } from './formats/one-line.js';
-import { hostname } from 'node:os';
 import { parseShard, shardFilter } from './transforms/shard/index.js';
 import { normalSinkDescription } from './sinks/maildir/config.js';
 import { shardSetProblems } from './ledger/shards.js';
@@ -196,10 +194,10 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
 
 /** verify reads a store a run may be writing: refused while a live run holds the state dir (exit 3). */
 async function refuseWhileRunning(state: StateDir): Promise<void> {
+  // A holder in another PID namespace or on another host counts while its lease runs: its pid cannot be asked here.
+  if (!(await state.heldByLiveRun())) return;
   const holder = await state.holder();
-  if (holder && holder.host === hostname() && !processGone(holder.pid)) {
-    throw new PivotArchiveError(ErrorCode.LOCKED, `a run holds ${state.lockPath} (pid ${holder.pid}, since ${holder.startedAt}): verify once it has ended, or its messages not yet recorded show as unexpected`);
-  }
+  throw new PivotArchiveError(ErrorCode.LOCKED, `a run holds ${state.lockPath}${holder ? ` (pid ${holder.pid} on ${holder.host}, since ${holder.startedAt})` : ''}: verify once it has ended, or its messages not yet recorded show as unexpected`);
 }
 
 /** What verify prints for people. */
@@ -209,6 +207,7 @@ export function formatVerify(r: VerifyResult): string {
     `ledger ${l.path}: ${l.records} records, ${l.checkpoints} checkpoint${l.checkpoints === 1 ? '' : 's'}, head ${l.head}`,
     `  chain ${l.chainIntact ? 'intact' : 'BROKEN'}; signature ${l.signature}${l.unsealed ? `; ${l.unsealed} records after the last checkpoint (a run killed or running)` : ''}`,
     ...l.problems.map((p) => `  problem: ${p}`),
+    ...(l.notes ?? []).map((n) => `  note: ${n}`),
   ];
   const s = r.store;
   if (s) {

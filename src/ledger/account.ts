@@ -143,6 +143,8 @@ export interface LedgerCheck {
   /** Records after the last checkpoint (a run killed, or one running now): not covered by a signature. */
   unsealed: number;
   problems: string[];
+  /** What the check found that is no failure (a run killed between its summary and its checkpoint, sealed by the next one). */
+  notes?: string[];
 }
 
 /**

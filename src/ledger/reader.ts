@@ -23,9 +23,16 @@ export async function readCheckpointCopies(paths: string[]): Promise<CheckpointC
  * record, numbered in order, holding the sha256 of the line before; every checkpoint naming the
  * size and head the ledger had there, its note saying the same and its signature made by `key`;
  * every checkpoint copy (kept off the host) matching the ledger at its size, so a ledger cut
- * short, even by whole runs, is found. `visit` sees every record that parsed, in order.
+ * short, even by whole runs, is found. `visit` sees every record that parsed, in order. `notes`
+ * says what it found that is no failure: a run that ended without its checkpoint (killed between
+ * its summary and its checkpoint) and was followed by another run is unsealed, sealed by the next
+ * checkpoint, as any killed run is.
  */
-export async function checkLedger(path: string, options: { key?: VerifierKey; copies?: CheckpointCopy[]; ownNoteMissing?: string }, visit: (line: LedgerLine) => void = () => undefined): Promise<LedgerCheck> {
+export async function checkLedger(
+  path: string,
+  options: { key?: VerifierKey; copies?: CheckpointCopy[]; ownNoteMissing?: string },
+  visit: (line: LedgerLine) => void = () => undefined,
+): Promise<LedgerCheck> {
   const problems: string[] = [];
   const problem = (text: string) => {
     if (problems.length < 100) problems.push(text);
@@ -38,10 +45,21 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
   const sealedAt = new Map<number, string>();
   /** The run being read, and whether it ended (summary or failure) and was sealed. */
   let run: { runId: string; ended: boolean; sealed: boolean } | undefined;
+  /** What the check found that is no failure: runs sealed by a later run's checkpoint. */
+  const notes: string[] = [];
+  /** Runs that ended without their checkpoint and were followed by another run: the next checkpoint seals them. */
+  let awaitingSeal: string[] = [];
+  /** A run that ended without its checkpoint: unsealed (a run killed between its summary and its checkpoint), sealed by the next checkpoint. */
+  const endedUnsealed = () => {
+    if (run?.ended && !run.sealed) awaitingSeal.push(run.runId);
+  };
+  /** The ledger's last run ended without its checkpoint, and nothing follows it. */
   const unsealedEnd = () => {
     if (run?.ended && !run.sealed) {
       chainIntact = false;
-      problem(`run ${run.runId} ended but no checkpoint follows it: records were added after it, or its checkpoint was removed (or could not be written)`);
+      problem(
+        `run ${run.runId} ended but no checkpoint follows it: records were added after it, or its checkpoint was removed (or could not be written: a run killed between its summary and its checkpoint, whose records the next run's checkpoint seals)`,
+      );
     }
   };
   for (const c of copies) if (c.body) wanted.set(c.body.size, '');
@@ -62,7 +80,7 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
   try {
     complete = await completeLength(path);
   } catch (err) {
-    return { path, records: 0, head: GENESIS, chainIntact: false, checkpoints: 0, signature: 'failed', unsealed: 0, problems: [`ledger ${path} cannot be read: ${errorMessage(err)}`] };
+    return { path, records: 0, head: GENESIS, chainIntact: false, checkpoints: 0, signature: 'failed', unsealed: 0, problems: [`ledger ${path} cannot be read: ${errorMessage(err)}`], notes: [] };
   }
   const torn = complete.torn;
   // A line a crash cut short is not read as a record (the next run cuts it off); it is reported.
@@ -90,12 +108,14 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
       problem(`line ${n + 1} (${record.record}, seq ${record.seq}): does not hold the hash of the line before (that line was changed, removed or moved)`);
     }
     if (record.record === 'start') {
-      unsealedEnd();
+      endedUnsealed();
       run = { runId: record.runId, ended: false, sealed: false };
     } else if ((record.record === 'summary' || record.record === 'failure') && run?.runId === record.runId) run.ended = true;
     if (record.record === 'checkpoint') {
       checkpoints++;
       if (run) run.sealed = true;
+      for (const runId of awaitingSeal) notes.push(`run ${runId} ended without its checkpoint (killed between its summary and its checkpoint): its records are sealed by the next checkpoint, line ${n + 1}`);
+      awaitingSeal = [];
       sealedAt.set(n, head);
       lastCheckpointAt = n + 1;
       const opened = openNote(record.note, options.key);
@@ -116,10 +136,14 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
     if (wanted.has(seq)) wanted.set(seq, head);
     visit(record);
   }
+  for (const runId of awaitingSeal) notes.push(`run ${runId} ended without its checkpoint (killed between its summary and its checkpoint): its records are not sealed yet; the next run's checkpoint seals them`);
   unsealedEnd();
   if (options.ownNoteMissing && checkpoints > 0) {
     chainIntact = false;
-    problem(`${options.ownNoteMissing} is missing though the ledger holds checkpoints (removed? compare with the copies kept off the host)`);
+    // One checkpoint, the last line: also what a run killed between its checkpoint and the note leaves
+    // (its first). It cannot be told from a ledger cut back to its first run with the note removed.
+    const firstKilled = checkpoints === 1 && lastCheckpointAt === seq ? ', or the run that wrote its only checkpoint was killed before it wrote the note: compare with the copies kept off the host; the next run writes the note' : '';
+    problem(`${options.ownNoteMissing} is missing though the ledger holds checkpoints (removed? compare with the copies kept off the host${firstKilled})`);
   }
   for (const c of copies) {
     if (!c.body) continue;
@@ -153,7 +177,7 @@ export async function checkLedger(path: string, options: { key?: VerifierKey; co
     problem('the ledger holds no checkpoint to verify a signature on (its first run was killed, or the checkpoints were removed)');
   }
   if (options.key && seq - lastCheckpointAt > 0) problem(`${seq - lastCheckpointAt} records after the last checkpoint are not covered by a signature (a run killed or running; the next run seals them)`);
-  return { path, records: seq, head, chainIntact, checkpoints, signature, unsealed: seq - lastCheckpointAt, problems };
+  return { path, records: seq, head, chainIntact, checkpoints, signature, unsealed: seq - lastCheckpointAt, problems, notes };
 }
 
 /** Bytes up to and with the last newline, and whether anything follows it (a line a crash cut short). */

@@ -69,7 +69,9 @@ export async function unionAccount(ledgers: { path: string; trust: LedgerTrust }
  */
 export function shardSetProblems(parts: { path: string; shard: string | null | undefined }[]): string[] {
   const problems: string[] = [];
-  const seen = new Map<number, string>();
+  /** Each K/N given, by its text, and the state dirs holding it. */
+  const seen = new Map<string, string>();
+  const sharded: { path: string; shard: string }[] = [];
   const counts = new Set<number>();
   for (const p of parts) {
     if (p.shard === undefined) problems.push(`${p.path} records no run of this export`);
@@ -78,14 +80,19 @@ export function shardSetProblems(parts: { path: string; shard: string | null | u
     else {
       const [k, n] = p.shard.split('/').map(Number) as [number, number];
       counts.add(n);
-      if (seen.has(k)) problems.push(`shard ${p.shard} is given twice: ${seen.get(k)} and ${p.path}`);
-      seen.set(k, p.path);
+      // The same K of another N is another shard: the Ns disagreeing is said below, naming each dir's K/N.
+      const key = `${k}/${n}`;
+      if (seen.has(key)) problems.push(`shard ${key} is given twice: ${seen.get(key)} and ${p.path}`);
+      seen.set(key, p.path);
+      sharded.push({ path: p.path, shard: key });
     }
   }
-  if (counts.size > 1) problems.push(`the shards disagree on N: ${[...counts].sort((a, b) => a - b).join(', ')} (every shard of one export must be K/N with the same N)`);
-  else if (counts.size === 1) {
+  if (counts.size > 1) {
+    const given = sharded.map((p) => `${p.path} is ${p.shard}`).join(', ');
+    problems.push(`the shards disagree on N: ${[...counts].sort((a, b) => a - b).join(', ')}: shards of different N given: ${given} (every shard of one export must be K/N with the same N)`);
+  } else if (counts.size === 1) {
     const [n] = [...counts] as [number];
-    const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !seen.has(k));
+    const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !seen.has(`${k}/${n}`));
     if (missing.length > 0) problems.push(`shard${missing.length > 1 ? 's' : ''} ${missing.map((k) => `${k}/${n}`).join(', ')} missing: give every shard's --state-dir`);
   }
   return problems;

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { link, mkdir, open, readFile, readdir, realpath, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
@@ -18,14 +19,61 @@ const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDE
 /** A `lock.break` file of another host (or torn) this old was left by a run killed while it broke a stale lock. */
 const LOCK_BREAK_STALE_MS = 30_000;
 
-/** The pid a lock or turn file (JSON) names when it names this host; undefined for another host or a torn file. */
-function localPid(content: string): number | undefined {
+/**
+ * What makes a pid mean one process: the kernel's boot (its random boot id: two hosts, or one host
+ * rebooted, never share it) and the PID namespace (two containers of one kernel have pids of their
+ * own: each pod's first process is pid 1). Undefined where it cannot be read (not Linux, no /proc).
+ */
+const PID_SCOPE: { bootId: string; pidNamespace: string } | undefined = (() => {
   try {
-    const maker = JSON.parse(content) as { pid?: unknown; host?: unknown };
-    return maker.host === hostname() && typeof maker.pid === 'number' ? maker.pid : undefined;
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const pidNamespace = readlinkSync('/proc/self/ns/pid');
+    return bootId && pidNamespace ? { bootId, pidNamespace } : undefined;
   } catch {
     return undefined;
   }
+})();
+
+/** The host's own PID namespace (Linux's PROC_PID_INIT_INO): a process outside any container. */
+const INITIAL_PID_NAMESPACE = 'pid:[4026531836]';
+
+/** Linux hands out no pid above this (PID_MAX_LIMIT, 2^22), in any namespace. */
+const PID_MAX_LIMIT = 4_194_304;
+
+/** Who made a lock or turn file: our pid, host and PID_SCOPE, as JSON (with `extra`). */
+function maker(extra: Record<string, string>): string {
+  return JSON.stringify({ pid: process.pid, host: hostname(), ...PID_SCOPE, ...extra });
+}
+
+/**
+ * What the pid a lock or turn file (JSON) names can tell: `comparable` (its pid is one of this
+ * host's boot and PID namespace, so whether that process runs can be asked here), `impossible` (it
+ * names this host and a pid no Linux kernel hands out: no process holds it), or nothing (undefined:
+ * another host, boot or PID namespace; a file of a version that did not record the boot and
+ * namespace, read in a container; a torn file). Only then is the pid looked at: the same pid in another namespace (pod
+ * replacements of one Indexed Job index, both with the same host name and node as pid 1) is another
+ * process, and a pid missing from ours may be running in its own.
+ */
+function localPid(content: string): { pid: number; comparable: boolean } | undefined {
+  try {
+    const made = JSON.parse(content) as { pid?: unknown; host?: unknown; bootId?: unknown; pidNamespace?: unknown };
+    if (made.host !== hostname() || typeof made.pid !== 'number') return undefined;
+    if (PID_SCOPE && made.bootId === PID_SCOPE.bootId && made.pidNamespace === PID_SCOPE.pidNamespace) return { pid: made.pid, comparable: true };
+    // A lock of an older version (no boot id, no namespace) is judged by its pid as it was only in
+    // the host's initial PID namespace (no container: pids are the host's own); in a container its
+    // pid may be another pod's of the same host name (that version took those over: two writers).
+    if (made.bootId === undefined && made.pidNamespace === undefined && PID_SCOPE?.pidNamespace === INITIAL_PID_NAMESPACE) return { pid: made.pid, comparable: true };
+    if (process.platform === 'linux' && made.pid > PID_MAX_LIMIT) return { pid: made.pid, comparable: false };
+    return undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The holder the lock or turn file `content` names is known to be gone: its pid, comparable here, runs no more (or is ours: an earlier life of this pid), or is impossible. */
+function holderGone(content: string): boolean {
+  const made = localPid(content);
+  return made !== undefined && (!made.comparable || made.pid === process.pid || processGone(made.pid));
 }
 
 /** The file at `path` was last changed more than `ms` ago (false when it is gone). */
@@ -213,15 +261,16 @@ export class StateDir {
   }
 
   /**
-   * Takes the lock or throws E_LOCKED. A lock whose process is gone (killed run) on this host
-   * is stale and taken over; so is any lock (of another host, or torn by a crash) that its holder
+   * Takes the lock or throws E_LOCKED. A lock whose process is gone (killed run) on this host, in
+   * this boot and PID namespace, is stale and taken over; so is any lock (of another host or PID
+   * namespace, of an older version, or torn by a crash) that its holder
    * has not renewed for LOCK_LEASE_MS: a holder touches it every LOCK_RENEW_MS while it runs. A
    * lock is never seen half written (see `create`): one that could not be written (a full disk)
    * is not there, and this run throws E_CONFIG.
    */
   async lock(): Promise<() => Promise<void>> {
     await this.makeDirectory(this.dir);
-    const mine = JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() });
+    const mine = maker({ startedAt: new Date().toISOString() });
     for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
       try {
         await this.create(this.lockPath, mine, true);
@@ -292,13 +341,13 @@ export class StateDir {
   }
 
   /**
-   * A lock (as `content`) whose holder is gone: its process on this host, or our own pid on our
-   * own host (a lock left by an earlier life of this host name: a container re-run, a Kubernetes
-   * Indexed Job's pod keeps its host name, and node often is pid 1); or one not renewed for LOCK_LEASE_MS.
+   * A lock (as `content`) whose holder is gone: its process, where its pid can be judged here (this
+   * host, boot and PID namespace: see `localPid`), runs no more or is our own pid (an earlier life
+   * of it); or one not renewed for LOCK_LEASE_MS. A lock of another PID namespace (a container, a
+   * retried Kubernetes pod with the same host name) or of an older version is stale by its lease only.
    */
   private async stale(content: string): Promise<boolean> {
-    const pid = localPid(content);
-    if (pid !== undefined && (pid === process.pid || processGone(pid))) return true;
+    if (holderGone(content)) return true;
     // Not renewed for LOCK_LEASE_MS: its holder is gone, whatever its host (a Kubernetes pod's
     // host name changes with every night's Job) or its content (torn by a crash).
     return olderThan(this.lockPath, LOCK_LEASE_MS);
@@ -311,7 +360,7 @@ export class StateDir {
    */
   private async breakStale(content: string): Promise<void> {
     const breaker = `${this.lockPath}.break`;
-    const mine = JSON.stringify({ pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex') });
+    const mine = maker({ token: randomBytes(8).toString('hex') });
     const ours = async () => (await readFile(breaker, 'utf8').catch(() => undefined)) === mine;
     try {
       await this.create(breaker, mine, false);
@@ -330,16 +379,27 @@ export class StateDir {
     }
   }
 
-  /** Whether the run that made the breaker `content` is gone: its process on this host; else (another host, or torn) once it is LOCK_BREAK_STALE_MS old. */
+  /** Whether the run that made the breaker `content` is gone: its process, where its pid can be judged here; else (another host or namespace, or torn) once it is LOCK_BREAK_STALE_MS old. */
   private async breakerGone(breaker: string, content: string): Promise<boolean> {
-    const pid = localPid(content);
-    return pid !== undefined ? pid !== process.pid && processGone(pid) : olderThan(breaker, LOCK_BREAK_STALE_MS);
+    const made = localPid(content);
+    if (made === undefined) return olderThan(breaker, LOCK_BREAK_STALE_MS);
+    return !made.comparable || (made.pid !== process.pid && processGone(made.pid));
+  }
+
+  /**
+   * Whether a run may hold the lock now: there is one and it is not stale (its holder's pid, where
+   * it can be judged here, still runs; else its lease has not run out). What a reader of a store a
+   * run may be writing (verify) asks, so that a holder in another PID namespace counts as running.
+   */
+  async heldByLiveRun(): Promise<boolean> {
+    const content = await readFile(this.lockPath, 'utf8').catch(() => undefined);
+    return content !== undefined && !(await this.stale(content));
   }
 
   /** Who holds the lock, if anyone (undefined also when it cannot be read). */
-  async holder(): Promise<{ pid: number; host: string; startedAt: string } | undefined> {
+  async holder(): Promise<{ pid: number; host: string; startedAt: string; bootId?: string; pidNamespace?: string } | undefined> {
     try {
-      return JSON.parse(await readFile(this.lockPath, 'utf8')) as { pid: number; host: string; startedAt: string };
+      return JSON.parse(await readFile(this.lockPath, 'utf8')) as { pid: number; host: string; startedAt: string; bootId?: string; pidNamespace?: string };
     } catch {
       // Unreadable or half written: treat as held, never delete what we cannot read.
       return undefined;
