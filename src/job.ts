@@ -138,6 +138,12 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     sinkDescription = sink.description;
     const opened = await job.open({ sink, statusLog, state, cleanup: (fn) => cleanups.push(fn) });
     await start(statusLog, opened.started);
+    // The start record reaches every record file (status log, run log, ledger) before the sink is
+    // opened or fed: a status log or state dir that cannot take it (a full disk) fails the run here,
+    // before any delivery (exit 2), not after the sink had a whole window of deliveries in flight.
+    await statusLog.flush().catch((err: unknown) => {
+      throw err instanceof PivotArchiveError ? new PivotArchiveError(err.code, `${err.message}; the run stopped before any delivery`, { cause: err }) : err;
+    });
     await sink.open();
     let summary: RunSummary;
     try {

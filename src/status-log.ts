@@ -354,7 +354,12 @@ export class StatusLog {
         (file) =>
           new Promise<void>((resolve, reject) => {
             if (file.failed) return reject(file.failed);
-            file.out.write('', (err) => (file.failed || err ? reject(file.failed ?? err) : resolve()));
+            file.out.write('', (err) => {
+              // The write's own callback may come before the stream's 'error' event: the failure is E_STATUS_LOG either way.
+              if (err && !file.failed) file.failed = new PivotArchiveError(ErrorCode.STATUS_LOG, `cannot write status log ${file.path}: ${errorMessage(err)}`, { cause: err });
+              if (file.failed) reject(file.failed);
+              else resolve();
+            });
           }),
       ),
     ]);

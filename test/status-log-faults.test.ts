@@ -2,7 +2,9 @@
 // that still works: the state dir's run log and ledger get every outcome and the summary.
 // /dev/full fails every write with ENOSPC, for any user: no tmpfs (root) needed.
 import { existsSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { StatusLog } from '../src/status-log.js';
 import { generateSample } from '../src/sample/generate.js';
@@ -11,6 +13,7 @@ import { needing } from './helpers/needing.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
+const exec = promisify(execFile);
 const FULL = '/dev/full';
 /** /dev/full (Linux: every write fails ENOSPC, for any user) is what these tests need. */
 const noFull = existsSync(FULL) ? undefined : `no ${FULL} on this machine`;
@@ -41,14 +44,20 @@ needing(noFull, 'a status log file that fails (ENOSPC) fails every write from th
   );
 });
 
-needing(noFull, '--status-log on a full disk with a roomy --state-dir: the run stops at once (exit 1, E_STATUS_LOG), and the run log and ledger hold every outcome, the summary and a checkpoint that covers them', async (t) => {
+// A status log that fills part-way (a small tmpfs: the start record fits, later outcomes do not);
+// one that cannot take even the start record stops the run before any delivery (records-first.test.ts).
+needing(process.getuid?.() === 0 ? undefined : 'root, to mount a small tmpfs', '--status-log filling up mid-run with a roomy --state-dir: the run stops at once (exit 1, E_STATUS_LOG), and the run log and ledger hold every outcome, the summary and a checkpoint that covers them', async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 400, seed: 21, edgeCases: false });
   const state = join(dir, 'state');
   const mail = join(dir, 'mail');
-  const result = await cli(['run', archive, '--all-domains', '--sink', `maildir:${mail}?concurrency=8`, '--state-dir', state, '--status-log', FULL, '--rejects', join(dir, 'rejects'), '--json']);
+  const small = join(dir, 'small');
+  await mkdir(small);
+  await exec('mount', ['-t', 'tmpfs', '-o', 'size=8k', 'tmpfs', small]);
+  t.teardown(() => exec('umount', [small]).then(() => undefined, () => undefined));
+  const result = await cli(['run', archive, '--all-domains', '--sink', `maildir:${mail}?concurrency=8`, '--state-dir', state, '--status-log', join(small, 'status.jsonl'), '--rejects', join(dir, 'rejects'), '--json']);
   t.is(result.code, 1, result.stderr);
   const summary = JSON.parse(result.stdout) as { delivered: number; itemsFromSource: number; error?: { code: string } };
   t.is(summary.error?.code, 'E_STATUS_LOG');

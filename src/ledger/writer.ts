@@ -88,7 +88,12 @@ export class LedgerWriter {
   flush(): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.failed) return reject(this.failed);
-      this.out.write('', (err) => (this.failed || err ? reject(this.failed ?? err) : resolve()));
+      this.out.write('', (err) => {
+        // The write's own callback may come before the stream's 'error' event: the failure is E_LEDGER either way.
+        if (err) this.failed ??= ledgerError(this.path, 'cannot be written', err);
+        if (this.failed) reject(this.failed);
+        else resolve();
+      });
     });
   }
 

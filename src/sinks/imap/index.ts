@@ -159,6 +159,13 @@ interface Session {
 class PermanentError extends Error {}
 
 /**
+ * A mailbox's login refused AUTHENTICATIONFAILED while the admin's credentials still pass: a
+ * disabled mailbox, or a server whose auth process is restarting. Retried within `retries`; still
+ * refused after them, the mailbox's later items fail at once (`refusedMailboxes`).
+ */
+class LoginRefusedError extends Error {}
+
+/**
  * The server will never take the folder (see `folderRefused`): a name with an empty part, or a
  * CREATE or SELECT answered `NO [CANNOT]` (RFC 5530: the operation violates a server rule and
  * can never succeed). Not retried.
@@ -185,6 +192,12 @@ const FETCH_UIDS = 500;
 /** Logins `open()` makes at most to reach the server (a short, bounded retry), and the longest wait between them. */
 const OPEN_ATTEMPTS = 3;
 const OPEN_MAX_DELAY_MS = 5_000;
+/**
+ * A refusal of the admin's credentials (or the app's token) is final only when a new login this
+ * long after says the same: Dovecot answers AUTHENTICATIONFAILED, as to a wrong password, while its
+ * auth process is down or restarting (a crash, a restart during the check).
+ */
+export const CONFIRM_REFUSAL_MS = 1_000;
 /** A delivery's login: a slow server gets longer than `open()`'s check gives it. */
 const LOGIN_TIMEOUTS = { connectionTimeout: 30_000, greetingTimeout: 15_000 };
 /** After a stop, a command already on the wire gets this long before its connection is closed. */
@@ -413,6 +426,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       }
       if (this.failure !== null) return;
     }
+    let confirming = false;
     for (let attempt = 1; ; attempt++) {
       if (this.failure !== null) return;
       let verdict: Verdict;
@@ -429,6 +443,13 @@ export class ImapSink extends LifecycleSink implements Sink {
         throw unavailable(`cannot log in to check the ${typeof tokens === 'string' ? "admin's credentials" : "app's token"}: ${serverText(err)}${attempt > 1 ? ` (${attempt} attempts)` : ''}${hint}`);
       }
       if (verdict.accepted) return;
+      // Refused: confirmed on a new connection after a pause (not one of the retries) before the run stops.
+      if (!confirming) {
+        confirming = true;
+        attempt--;
+        await this.pause(CONFIRM_REFUSAL_MS);
+        continue;
+      }
       if (typeof tokens !== 'string') throw unavailable(`the server refused the app's token (${verdict.what}: ${verdict.text}); ${XOAUTH2_HINT}`);
       throw unavailable(`the server refused the admin's credentials (${verdict.what}: ${verdict.text}); check the password in ${passwordVariable(this.config)}${this.config.probe === undefined ? PROBE_HINT : ''}`);
     }
@@ -496,8 +517,13 @@ export class ImapSink extends LifecycleSink implements Sink {
     if (this.checks.length === 0 || typeof this.credentials !== 'string') return;
     this.recheck ??= (async () => {
       try {
-        const verdict = await this.proveCredentials();
-        if (!verdict.accepted) {
+        let verdict = await this.proveCredentials();
+        // Confirmed on a new connection after a pause: a server whose auth process restarts refuses the admin too, for a while.
+        if (!verdict.accepted && this.failure === null) {
+          await this.pause(CONFIRM_REFUSAL_MS);
+          if (this.failure === null) verdict = await this.proveCredentials();
+        }
+        if (!verdict.accepted && this.failure === null) {
           this.fail(`the server refused the admin's credentials in the middle of the run (${verdict.what}: ${verdict.text}); check the password in ${passwordVariable(this.config)}`, Infinity);
         }
       } catch {
@@ -590,6 +616,8 @@ export class ImapSink extends LifecycleSink implements Sink {
       const permanent = attempt.error instanceof PermanentError;
       if (permanent || tries >= this.config.retries) {
         const reason = `mailbox ${mailbox}: ${serverText(attempt.error)}${permanent ? '' : ` (after ${tries + 1} attempts)`}`;
+        // Refused on every attempt, the admin accepted meanwhile: the mailbox's later batches need not try again.
+        if (attempt.error instanceof LoginRefusedError) this.refusedMailboxes.set(mailbox, `${serverText(attempt.error)} (after ${tries + 1} attempts)`);
         for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
         return;
       }
@@ -967,6 +995,10 @@ export class ImapSink extends LifecycleSink implements Sink {
       } else {
         if (refusal === 'authentication') await this.refused();
         if (this.failure !== null) throw new SinkFailedError(this.failure);
+        // AUTHENTICATIONFAILED with the admin's credentials still good (or no answer): a disabled
+        // mailbox, or a server whose auth process is restarting (Dovecot answers so meanwhile).
+        // Retried as a lost connection is, within `retries`; any other refusal is final.
+        if (refusal === 'authentication') throw new LoginRefusedError(`login refused for this mailbox: ${serverText(err)}`, { cause: err });
         if (refusal !== null && refusal !== 'unavailable') throw new PermanentError(`login refused for this mailbox: ${serverText(err)}`);
         throw err;
       }
