@@ -6,11 +6,11 @@
 // recorded nowhere (exit 1, every record file 0 bytes).
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { generateSample } from '../src/sample/generate.js';
-import { cli } from './helpers/cli.js';
+import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { needing } from './helpers/needing.js';
 import { tempDir } from './helpers/tmp.js';
@@ -18,10 +18,6 @@ import { tempDir } from './helpers/tmp.js';
 const run = promisify(execFile);
 const FULL = '/dev/full';
 const noFull = existsSync(FULL) ? undefined : `no ${FULL} on this machine`;
-
-function lines(text: string): Record<string, unknown>[] {
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-}
 
 needing(noFull, 'a --status-log that cannot take the start record (ENOSPC) stops the run before any delivery (exit 2); the state dir records the start and the failure', async (t) => {
   t.timeout(120_000);
@@ -35,13 +31,13 @@ needing(noFull, 'a --status-log that cannot take the start record (ENOSPC) stops
   t.regex(result.log, /E_STATUS_LOG: cannot write status log \/dev\/full: ENOSPC.*before any delivery/);
   t.is((await readMaildir(mail)).length, 0, 'nothing was delivered');
   const [runName] = await readdir(join(state, 'runs'));
-  const runLog = lines(await readFile(join(state, 'runs', runName!), 'utf8'));
+  const runLog = (await readStatusLog(join(state, 'runs', runName!))).lines;
   t.deepEqual(
     runLog.map((l) => l.record),
     ['start', 'failure'],
   );
   t.like(runLog[1], { code: 'E_STATUS_LOG', exitCode: 2 });
-  const ledger = lines(await readFile(join(state, 'ledger.jsonl'), 'utf8'));
+  const ledger = (await readStatusLog(join(state, 'ledger.jsonl'))).lines;
   t.deepEqual(
     ledger.map((l) => l.record),
     ['start', 'failure', 'checkpoint'],

@@ -1,4 +1,5 @@
-import type { ContainerClient } from '@azure/storage-blob';
+import { hostname } from 'node:os';
+import type { BlobLeaseClient, BlockBlobClient, ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, Stored, WriteOutcome } from '../sink.js';
@@ -14,6 +15,188 @@ import { createAzureBlobReader } from './reader.js';
 function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: number): string {
   const window = Math.floor(d.position.index / windowEvents);
   return `${exportFolder(location, d.exportId)}${String(d.position.file).padStart(4, '0')}/${String(window).padStart(7, '0')}-`;
+}
+
+/**
+ * The blob in an export's folder whose lease a staging run holds while it stages that export, so
+ * that two runs never stage one export at once (each reads what the export holds once, and would
+ * stage what the other stages). Not a `.zip` and not an `index-*.json`: the staging listing, the
+ * import and verify's reader pass it by. A run that ends deletes it; a killed run's lease expires.
+ */
+export const STAGING_LOCK = 'staging.lock';
+
+/** `<prefix>/<URL-encoded exportId>/staging.lock`. */
+export function stagingLockName(location: AzureBlobLocation, exportId: string): string {
+  return `${exportFolder(location, exportId)}${STAGING_LOCK}`;
+}
+
+/** The staging lease's duration in seconds (Azure allows 15-60); tests shorten it with `LEASE_SECONDS_ENV`. */
+export const DEFAULT_LEASE_SECONDS = 60;
+export const LEASE_SECONDS_ENV = 'PIVOT_ARCHIVE_STAGING_LEASE_SECONDS';
+
+function leaseSecondsFrom(env: NodeJS.ProcessEnv): number {
+  const given = env[LEASE_SECONDS_ENV];
+  if (given === undefined || given === '') return DEFAULT_LEASE_SECONDS;
+  const seconds = /^\d+$/.test(given) ? Number(given) : NaN;
+  if (!(seconds >= 15 && seconds <= 60)) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `${LEASE_SECONDS_ENV} must be a whole number of seconds from 15 to 60`);
+  return seconds;
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as { statusCode?: number } | null)?.statusCode;
+}
+
+/** Waits `ms`, or less when `stop` aborts. */
+function pause(ms: number, stop?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      stop?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    stop?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * One run's lease on an export's `staging.lock` (see SPEC.md): taken before the run reads what the
+ * export holds, renewed every third of its duration while the run stages, and given up (the lock
+ * deleted) when the sink closes. A lease held by another run is waited for up to one lease
+ * duration (a killed run's lease expires in that time; a live run's is renewed), then the export
+ * fails. A lease not renewed in time is lost: the export's remaining writes fail.
+ */
+class StagingLease {
+  private readonly blob: BlockBlobClient;
+  private client: BlobLeaseClient | undefined;
+  /** The lease is ours until then at least (a duration from the start of the request that took or renewed it). */
+  private validUntil = 0;
+  private lost: string | undefined;
+  private ended = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    container: ContainerClient,
+    private readonly name: string,
+    private readonly exportId: string,
+    private readonly seconds: number,
+    private readonly description: string,
+    private readonly stop?: AbortSignal,
+  ) {
+    this.blob = container.getBlockBlobClient(name);
+  }
+
+  private fail(why: string): PivotArchiveError {
+    return new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: export ${this.exportId}: ${why}`);
+  }
+
+  async acquire(): Promise<void> {
+    const started = Date.now();
+    const giveUp = started + (this.seconds + 5) * 1000;
+    for (;;) {
+      if (this.stop?.aborted) throw this.fail('stopped by a signal while waiting for the staging lease (a re-run stages it)');
+      await this.createLock();
+      const client = this.blob.getBlobLeaseClient();
+      const at = Date.now();
+      try {
+        await client.acquireLease(this.seconds);
+        this.client = client;
+        this.validUntil = at + this.seconds * 1000;
+        break;
+      } catch (err) {
+        const status = statusOf(err);
+        // 404: the lock was deleted between its creation and the lease (its run ended): made again.
+        if (status !== 409 && status !== 404) throw this.fail(`cannot take the staging lease on ${this.name}: ${storageErrorMessage(err)}`);
+        if (Date.now() >= giveUp) {
+          const holder = await this.holder();
+          throw this.fail(
+            `another staging run${holder} is staging this export into this prefix now: it has held the lease on ${this.name} for the ${Math.round((Date.now() - started) / 1000)} s this run waited. ` +
+              'This run stages none of it now (two runs at once would stage messages twice): run again once that run has ended',
+          );
+        }
+        await pause(Math.min(2000, (this.seconds * 1000) / 10), this.stop);
+      }
+    }
+    // Who holds it, for a run that finds it held (best effort: the lease is what counts).
+    const since = new Date().toISOString();
+    await this.blob.setMetadata({ holder: encodeURIComponent(`${hostname()} pid ${process.pid}`), since }, { conditions: { leaseId: this.client!.leaseId } }).catch(() => undefined);
+    this.schedule();
+  }
+
+  /** The lock blob, made if absent (empty); one there already (leased or not) is fine. */
+  private async createLock(): Promise<void> {
+    try {
+      await this.blob.upload('', 0, { conditions: { ifNoneMatch: '*' } });
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 409 || status === 412) return;
+      throw this.fail(`cannot create the staging lock ${this.name}: ${storageErrorMessage(err)}`);
+    }
+  }
+
+  /** ` (<host> pid <pid>, since <time>)` from the lock's metadata, or ''. */
+  private async holder(): Promise<string> {
+    try {
+      const { metadata } = await this.blob.getProperties();
+      if (!metadata?.holder) return '';
+      let who = metadata.holder;
+      try {
+        who = decodeURIComponent(who);
+      } catch {
+        // kept as it is
+      }
+      return ` (${who.replace(/[^\x20-\x7e]/g, '?')}${metadata.since ? `, since ${metadata.since}` : ''})`;
+    } catch {
+      return '';
+    }
+  }
+
+  private schedule(): void {
+    this.timer = setTimeout(() => void this.renew(), (this.seconds * 1000) / 3);
+    // A sink never closed (a crashed run) must not be kept alive by it.
+    this.timer.unref();
+  }
+
+  private async renew(): Promise<void> {
+    if (this.ended || this.lost) return;
+    const at = Date.now();
+    try {
+      await this.client!.renewLease({ abortSignal: AbortSignal.timeout((this.seconds * 1000) / 3) });
+      this.validUntil = at + this.seconds * 1000;
+    } catch (err) {
+      const status = statusOf(err);
+      // The lease is another's now, or the lock is gone: lost. Anything else is tried again at the next renewal.
+      if (status === 409 || status === 404 || status === 412) this.lost = `the staging lease on ${this.name} was lost (${storageErrorMessage(err)})`;
+    }
+    if (!this.ended && !this.lost) this.schedule();
+  }
+
+  get isLost(): boolean {
+    return this.lost !== undefined;
+  }
+
+  /** Throws unless the lease is still surely this run's (a quarter of its duration left at least). */
+  check(): void {
+    if (!this.lost && Date.now() > this.validUntil - (this.seconds * 1000) / 4) {
+      this.lost = `the staging lease on ${this.name} could not be renewed in time (another run may take the export over)`;
+    }
+    if (this.lost) throw this.fail(`${this.lost}; this run stages none of it any more (staging on without the lease could stage messages twice): run again`);
+  }
+
+  /** Stops renewing and gives the lease up: the lock deleted under it (or, refused, the lease released); else it expires. */
+  async release(): Promise<void> {
+    this.ended = true;
+    clearTimeout(this.timer);
+    const client = this.client;
+    if (!client) return;
+    const abortSignal = () => AbortSignal.timeout(10_000);
+    try {
+      await this.blob.delete({ conditions: { leaseId: client.leaseId }, abortSignal: abortSignal() });
+    } catch (err) {
+      // A SAS that may not delete: the lease released, the empty lock left. Unreachable storage: it expires.
+      if (statusOf(err) !== undefined) await client.releaseLease({ abortSignal: abortSignal() }).catch(() => undefined);
+    }
+  }
 }
 
 /** uploadStream's block size: a typical batch (a few hundred KiB zipped) is one block. */
@@ -37,6 +220,7 @@ interface Uploaded {
 
 interface OpenBatch {
   window: string;
+  exportId: string;
   waiters: Waiter[];
   bytes: number;
   lastWrite: number;
@@ -75,6 +259,18 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   private batch: OpenBatch | null = null;
   private window: WindowIndex | null = null;
   private readonly exportHasBatches = new Map<string, Promise<boolean>>();
+  /**
+   * By export, this run's staging lease on it: taken before a window of it is read, given up after
+   * `idleMs` with no batch of it open or committing (so that another run waiting for it gets it;
+   * what this run read of the export is then read again under the next lease). One not taken, or
+   * lost, stays: every later write of the export fails.
+   */
+  private readonly leases = new Map<string, { lease: StagingLease; taken: Promise<void> }>();
+  /** By export, its batches open or committing, and the timer that gives its lease up when none has been for `idleMs`. */
+  private readonly busy = new Map<string, { batches: number; idle?: NodeJS.Timeout }>();
+  /** By export, the giving up of its last lease: a new one is taken after it. */
+  private readonly releasing = new Map<string, Promise<void>>();
+  private readonly idleMs: number;
   private readonly commits = new Set<Promise<void>>();
   /** Uploads running, and those waiting for one of the `concurrency` slots. */
   private uploading = 0;
@@ -93,8 +289,14 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     open: () => this.reachContainer(),
     drain: () => this.seal(),
     flush: async () => {
-      await this.committed();
-      await this.writeIndexes();
+      try {
+        await this.committed();
+        await this.writeIndexes();
+      } finally {
+        for (const { idle } of this.busy.values()) clearTimeout(idle);
+        await Promise.all([...this.leases.values()].map(({ lease, taken }) => taken.then(() => lease.release(), () => undefined)));
+        await Promise.all(this.releasing.values());
+      }
     },
   });
 
@@ -103,12 +305,14 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     private readonly container: ContainerClient,
     /** Signs each staging index (`--signing-key`), so that an import given the public key can trust it. */
     private readonly signNote?: (text: string) => string,
+    private readonly leaseOptions: { seconds?: number; stop?: AbortSignal } = {},
   ) {
     super();
     this.description = describeLocation(container, config);
     // Enough in flight to fill the open batch while `concurrency` others upload.
     this.maxInFlight = config.messages * (config.concurrency + 1);
     this.maxInFlightBytes = config.maxBatchBytes * (config.concurrency + 1);
+    this.idleMs = Math.max(1000, 2 * config.lingerMs);
   }
 
 
@@ -130,7 +334,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     const size = delivery.message.length;
     const open = this.batch;
     if (open && (open.window !== window || open.waiters.length >= this.config.messages || open.bytes + size > this.config.maxBatchBytes)) this.seal();
-    const batch = (this.batch ??= this.newBatch(window));
+    const batch = (this.batch ??= this.newBatch(window, delivery.exportId));
     batch.bytes += size;
     batch.lastWrite = Date.now();
     return new Promise<Stored>((resolve, reject) => batch.waiters.push({ delivery, resolve, reject })).then(
@@ -178,7 +382,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     while (this.commits.size > 0) await Promise.allSettled([...this.commits]);
   }
 
-  private newBatch(window: string): OpenBatch {
+  private newBatch(window: string, exportId: string): OpenBatch {
+    this.busyWith(exportId, +1);
     // Upload what is there when no write came for `lingerMs` (the end of the stream, a slow stage).
     const check = () => {
       if (this.batch !== batch) return;
@@ -186,7 +391,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
       if (idle >= this.config.lingerMs) this.seal();
       else batch.timer = setTimeout(check, this.config.lingerMs - idle);
     };
-    const batch: OpenBatch = { window, waiters: [], bytes: 0, lastWrite: Date.now(), timer: setTimeout(check, this.config.lingerMs) };
+    const batch: OpenBatch = { window, exportId, waiters: [], bytes: 0, lastWrite: Date.now(), timer: setTimeout(check, this.config.lingerMs) };
     return batch;
   }
 
@@ -199,7 +404,10 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     if (this.window?.prefix !== batch.window) this.window = this.loadWindow(batch.window, batch.waiters[0]!.delivery.exportId);
     const commit = this.commit(this.window, batch.waiters);
     this.commits.add(commit);
-    void commit.finally(() => this.commits.delete(commit));
+    void commit.finally(() => {
+      this.commits.delete(commit);
+      this.busyWith(batch.exportId, -1);
+    });
   }
 
   private async commit(window: WindowIndex, waiters: Waiter[]): Promise<void> {
@@ -232,6 +440,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     if (this.uploading < this.config.concurrency) this.uploading++;
     else await new Promise<void>((resolve) => this.uploadQueue.push(resolve));
     try {
+      // Nothing is staged without the export's lease (lost: the export's remaining writes fail).
+      this.leases.get(fresh[0]!.delivery.exportId)?.lease.check();
       const uploaded = await this.upload(window.prefix, fresh.map((w) => w.delivery));
       settle.resolve(uploaded);
       fresh.forEach((w, i) => w.resolve({ outcome: uploaded.outcome, location: stagedLocation(uploaded.name, uploaded.entries[i]!) }));
@@ -291,6 +501,10 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   private loadWindow(prefix: string, exportId: string): WindowIndex {
     const staged = new Map<string, Promise<string>>();
     const loaded = (async () => {
+      // One staging run per export at a time: what the export holds is read only under its lease.
+      const { lease, taken } = this.lease(exportId);
+      await taken;
+      lease.check();
       if (!(await this.hasBatches(exportId))) return;
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
         if (!blob.name.endsWith('.zip')) continue;
@@ -325,13 +539,67 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     }
   }
 
+  /** This run's lease on an export, taken when it has none (a failure to take it fails every later write of the export). */
+  private lease(exportId: string): { lease: StagingLease; taken: Promise<void> } {
+    let held = this.leases.get(exportId);
+    if (!held) {
+      const seconds = this.leaseOptions.seconds ?? DEFAULT_LEASE_SECONDS;
+      const lease = new StagingLease(this.container, stagingLockName(this.config, exportId), exportId, seconds, this.description, this.leaseOptions.stop);
+      // After this run's last lease of the export is given up (its lock deleted), not beside it.
+      const taken = (this.releasing.get(exportId) ?? Promise.resolve()).then(() => lease.acquire());
+      taken.catch(() => undefined);
+      this.leases.set(exportId, (held = { lease, taken }));
+    }
+    return held;
+  }
+
+  /** Counts an export's batches open or committing; with none for `idleMs`, its lease is given up. */
+  private busyWith(exportId: string, change: 1 | -1): void {
+    let state = this.busy.get(exportId);
+    if (!state) this.busy.set(exportId, (state = { batches: 0 }));
+    state.batches += change;
+    clearTimeout(state.idle);
+    state.idle = undefined;
+    if (state.batches > 0 || !this.lifecycle.isOpen) return;
+    state.idle = setTimeout(() => this.giveUp(exportId), this.idleMs);
+    state.idle.unref();
+  }
+
+  /**
+   * Gives up an idle export's lease, so that another run waiting for it may stage it. What this run
+   * read of the export (its window, whether it has batches) is dropped: read again under the next
+   * lease, it holds what the other run staged meanwhile. A lease not taken, or lost, is kept: the
+   * export's later writes fail.
+   */
+  private giveUp(exportId: string): void {
+    const state = this.busy.get(exportId);
+    const held = this.leases.get(exportId);
+    if (!held || (state && state.batches > 0) || !this.lifecycle.isOpen) return;
+    void held.taken.then(
+      () => {
+        if (this.leases.get(exportId) !== held || held.lease.isLost || (this.busy.get(exportId)?.batches ?? 0) > 0 || !this.lifecycle.isOpen) return;
+        this.leases.delete(exportId);
+        this.exportHasBatches.delete(exportId);
+        if (this.window?.prefix.startsWith(exportFolder(this.config, exportId))) this.window = null;
+        const done = held.lease.release();
+        this.releasing.set(exportId, done);
+        void done.finally(() => {
+          if (this.releasing.get(exportId) === done) this.releasing.delete(exportId);
+        });
+      },
+      () => undefined,
+    );
+  }
+
   /** Whether anything of this export is staged yet: a first run then lists nothing per window. */
   private hasBatches(exportId: string): Promise<boolean> {
     let known = this.exportHasBatches.get(exportId);
     if (!known) {
       known = (async () => {
         const page = await this.container.listBlobsFlat({ prefix: exportFolder(this.config, exportId) }).byPage({ maxPageSize: 1 }).next();
-        return !page.done && page.value.segment.blobItems.length > 0;
+        // Batches (`NNNN/...`) sort before the index and the lock: a lock alone is nothing staged.
+        const first = page.done ? undefined : page.value.segment.blobItems[0];
+        return first !== undefined && first.name !== stagingLockName(this.config, exportId);
       })();
       // A failed look is not remembered: the next batch asks again.
       known.catch(() => this.exportHasBatches.delete(exportId));
@@ -347,14 +615,14 @@ export function azureBlobStore(spec: string, options: { env?: NodeJS.ProcessEnv 
   return { config, container: containerClientFromEnv(config, options.env ?? process.env, config.retries) };
 }
 
-export function createAzureBlobSink(spec: string, options: { env?: NodeJS.ProcessEnv; signNote?: (text: string) => string } = {}): AzureBlobSink {
+export function createAzureBlobSink(spec: string, options: { env?: NodeJS.ProcessEnv; signNote?: (text: string) => string; stop?: AbortSignal } = {}): AzureBlobSink {
   const { config, container } = azureBlobStore(spec, options);
-  return new AzureBlobSink(config, container, options.signNote);
+  return new AzureBlobSink(config, container, options.signNote, { seconds: leaseSecondsFrom(options.env ?? process.env), stop: options.stop });
 }
 
 export const azureBlobSinkFactory: SinkFactory = {
   scheme: 'azblob',
-  create: (spec, options) => createAzureBlobSink(spec, { signNote: options.signNote }),
+  create: (spec, options) => createAzureBlobSink(spec, { signNote: options.signNote, stop: options.stop }),
   check: (spec) => void parseAzureBlobSpec(spec),
   reader: (spec) => createAzureBlobReader(spec),
 };
