@@ -62,7 +62,8 @@ export function runExitCode(s: RunSummary): number {
   if (s.error) {
     if (s.error.code === ErrorCode.INTERNAL) return ExitCode.INTERNAL;
     // Staged messages that are gone are lost deliveries, not a setup to correct, even when nothing else was there to import.
-    if (s.error.code === ErrorCode.STAGING_INCOMPLETE) return ExitCode.DELIVERY_FAILED;
+    // So is a staging index someone else wrote (it may hide batches that are gone).
+    if (s.error.code === ErrorCode.STAGING_INCOMPLETE || s.error.code === ErrorCode.STAGING_UNTRUSTED) return ExitCode.DELIVERY_FAILED;
     return s.delivered + s.skipped > 0 ? ExitCode.DELIVERY_FAILED : ExitCode.SETUP_FAILED;
   }
   // A staged batch that could not be read is a failure of everything in it, counted or not. Deliveries a

@@ -30,6 +30,8 @@ export class Checkpoint implements PluginSplits {
   private frozen = false;
   /** A storage fault removed the checkpoint: nothing is saved for this run. */
   private removed = false;
+  /** Why the removal failed (the state dir on the failing disk too). */
+  private notRemoved: unknown;
   private lastSave = Date.now();
   private saving: Promise<void> = Promise.resolve();
   /** The first save that failed: no further one is tried; the run ends with it as its error. */
@@ -94,7 +96,7 @@ export class Checkpoint implements PluginSplits {
   settled(position: EventPosition, ok: boolean, storageFault = false): void {
     if (storageFault && !this.removed) {
       this.removed = this.frozen = true;
-      this.saving = this.saving.then(() => unlink(this.path)).catch((err: unknown) => void ((err as NodeJS.ErrnoException).code === 'ENOENT' || (this.failed ??= err)));
+      this.saving = this.saving.then(() => unlink(this.path)).catch((err: unknown) => void ((err as NodeJS.ErrnoException).code === 'ENOENT' || (this.notRemoved ??= err)));
     }
     if (this.frozen) return;
     this.candidate = position;
@@ -114,6 +116,9 @@ export class Checkpoint implements PluginSplits {
     await this.saving;
     if (complete) await unlink(this.path).catch(() => undefined);
     else if (this.failed === undefined && !this.removed) await this.save();
+    if (this.notRemoved !== undefined) {
+      throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} could not be removed after a storage fault (${errorMessage(this.notRemoved)}): remove it by hand before the re-run, so that it reads the archive from the start`, { cause: this.notRemoved });
+    }
     if (this.failed !== undefined) throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} cannot be saved (a re-run reads the archive from an earlier point): ${errorMessage(this.failed)}`, { cause: this.failed });
   }
 

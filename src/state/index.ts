@@ -63,6 +63,8 @@ function localPid(content: string): { pid: number; comparable: boolean } | undef
     // the host's initial PID namespace (no container: pids are the host's own); in a container its
     // pid may be another pod's of the same host name (that version took those over: two writers).
     if (made.bootId === undefined && made.pidNamespace === undefined && PID_SCOPE?.pidNamespace === INITIAL_PID_NAMESPACE) return { pid: made.pid, comparable: true };
+    // Where neither can be read (not Linux, no /proc), by host and pid as ever: a killed run's lock is not held for the whole lease.
+    if (!PID_SCOPE && made.bootId === undefined && made.pidNamespace === undefined) return { pid: made.pid, comparable: true };
     if (process.platform === 'linux' && made.pid > PID_MAX_LIMIT) return { pid: made.pid, comparable: false };
     return undefined;
   } catch {

@@ -33,8 +33,17 @@ export interface StagingIndex {
 
 /** `<prefix>/<exportId>/index-<time>-<random>.json`: the latest sorts last within its export's folder. */
 export function stagingIndexName(location: AzureBlobLocation, exportId: string, at: Date): string {
-  const time = at.toISOString().replace(/[-:.]/g, '');
-  return `${exportFolder(location, exportId)}index-${time}-${randomBytes(4).toString('hex')}.json`;
+  return `${exportFolder(location, exportId)}${indexNameStart(at.toISOString())}${randomBytes(4).toString('hex')}.json`;
+}
+
+/** `index-<time>-`: how an index's name starts, from the time it was written. */
+function indexNameStart(writtenAt: string): string {
+  return `index-${writtenAt.replace(/[-:.]/g, '')}-`;
+}
+
+/** The index blob `name` is named for the time `index` says it was written (a signed index moved under another name is not). */
+export function namedForItsTime(name: string, index: StagingIndex): boolean {
+  return name.slice(name.lastIndexOf('/') + 1).startsWith(indexNameStart(index.writtenAt));
 }
 
 /** The export folder of an index blob's name, or undefined when it is no index. */

@@ -151,8 +151,8 @@ class StagingLease {
     }
   }
 
-  private schedule(): void {
-    this.timer = setTimeout(() => void this.renew(), (this.seconds * 1000) / 3);
+  private schedule(ms = (this.seconds * 1000) / 3): void {
+    this.timer = setTimeout(() => void this.renew(), ms);
     // A sink never closed (a crashed run) must not be kept alive by it.
     this.timer.unref();
   }
@@ -167,6 +167,8 @@ class StagingLease {
       const status = statusOf(err);
       // The lease is another's now, or the lock is gone: lost. Anything else is tried again at the next renewal.
       if (status === 409 || status === 404 || status === 412) this.lost = `the staging lease on ${this.name} was lost (${storageErrorMessage(err)})`;
+      // Storage slow or out of reach: tried again soon, not a third of the lease later (one hiccup must not cost the lease).
+      else if (!this.ended) return this.schedule(2000);
     }
     if (!this.ended && !this.lost) this.schedule();
   }
@@ -175,12 +177,14 @@ class StagingLease {
     return this.lost !== undefined;
   }
 
-  /** Throws unless the lease is still surely this run's (a quarter of its duration left at least). */
+  /**
+   * Throws unless the lease is still surely this run's (a quarter of its duration left at least):
+   * short of that, this upload fails (the renewals keep trying); expired, the lease is lost.
+   */
   check(): void {
-    if (!this.lost && Date.now() > this.validUntil - (this.seconds * 1000) / 4) {
-      this.lost = `the staging lease on ${this.name} could not be renewed in time (another run may take the export over)`;
-    }
+    if (!this.lost && Date.now() > this.validUntil) this.lost = `the staging lease on ${this.name} could not be renewed in time (another run may take the export over)`;
     if (this.lost) throw this.fail(`${this.lost}; this run stages none of it any more (staging on without the lease could stage messages twice): run again`);
+    if (Date.now() > this.validUntil - (this.seconds * 1000) / 4) throw this.fail(`the staging lease on ${this.name} has not been renewed for a while (storage slow or out of reach): not staged now, a re-run stages it`);
   }
 
   /** Stops renewing and gives the lease up: the lock deleted under it (or, refused, the lease released); else it expires. */
@@ -312,7 +316,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     // Enough in flight to fill the open batch while `concurrency` others upload.
     this.maxInFlight = config.messages * (config.concurrency + 1);
     this.maxInFlightBytes = config.maxBatchBytes * (config.concurrency + 1);
-    this.idleMs = Math.max(1000, 2 * config.lingerMs);
+    // Long enough that a stalled source (GC, a big attachment, a slow plugin) keeps the lease and what it read of the export.
+    this.idleMs = Math.max(5000, 2 * config.lingerMs);
   }
 
 

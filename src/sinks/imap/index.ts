@@ -614,14 +614,15 @@ export class ImapSink extends LifecycleSink implements Sink {
         break;
       }
       const permanent = attempt.error instanceof PermanentError;
-      if (permanent || tries >= this.config.retries) {
+      // A refused login is tried once more (a server whose auth restarts), not `retries` times: a disabled mailbox costs seconds, not half a minute.
+      if (permanent || tries >= this.config.retries || (attempt.error instanceof LoginRefusedError && tries >= 1)) {
         const reason = `mailbox ${mailbox}: ${serverText(attempt.error)}${permanent ? '' : ` (after ${tries + 1} attempts)`}`;
         // Refused on every attempt, the admin accepted meanwhile: the mailbox's later batches need not try again.
         if (attempt.error instanceof LoginRefusedError) this.refusedMailboxes.set(mailbox, `${serverText(attempt.error)} (after ${tries + 1} attempts)`);
         for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
         return;
       }
-      await this.pause(Math.min(this.config.retryDelayMs * 2 ** tries, 30_000));
+      await this.pause(attempt.error instanceof LoginRefusedError ? CONFIRM_REFUSAL_MS : Math.min(this.config.retryDelayMs * 2 ** tries, 30_000));
     }
     for (const p of remaining) p.reject(this.failure !== null ? this.failed(mailbox) : new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${this.refusedMailboxes.get(mailbox)}`));
   }

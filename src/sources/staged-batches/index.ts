@@ -4,7 +4,7 @@ import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
-import { folderOfIndex, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
+import { folderOfIndex, namedForItsTime, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
 
 /** What a listing of the staged batches found besides the batches it yields. */
 export interface StagedListing {
@@ -159,11 +159,18 @@ export class StagedBatches {
         found.untrusted.push({ name, why: signature === 'unsigned' ? 'it is not signed' : 'its signature is not one of the --public-key key on this text (another key signed it, or it was changed since)' });
         continue;
       }
+      let index: StagingIndex;
       try {
-        return parseStagingIndex(note);
+        index = parseStagingIndex(note);
       } catch (err) {
         throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging index ${name} cannot be read: ${storageErrorMessage(err)}`);
       }
+      // A signed index is its name's: an older one copied under a newer name (to bring back a smaller batch list) is not.
+      if (this.trust && !namedForItsTime(name, index)) {
+        found.untrusted.push({ name, why: `its signed time ${index.writtenAt} is not the one its name says (an older index copied under a newer name)` });
+        continue;
+      }
+      return index;
     }
     return undefined;
   }
