@@ -82,7 +82,7 @@ withServer('Dovecot (IMAP login retry)', DOVECOT_BINARY ? undefined : dovecotMis
     t.regex(err!.message, /the server refused the admin's credentials \(a login to pivot-archive-credential-check@invalid, a mailbox that does not exist: AUTHENTICATIONFAILED/);
     t.false(err!.message.includes('wrong-Pw-9'));
     t.is(seen.refusals, 2);
-    t.true(Date.now() - started < 30_000);
+    t.true(Date.now() - started < 90_000, `${Date.now() - started} ms`);
   });
 
   test.serial('mid-run: a mailbox login refused AUTHENTICATIONFAILED while the admin is still accepted is retried within retries, and delivered', async (t) => {
