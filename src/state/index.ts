@@ -1,10 +1,10 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { link, mkdir, open, readFile, readdir, realpath, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
-import { processGone } from '../process-util.js';
+import { PID_NAMESPACE, processGone } from '../process-util.js';
 import type { FailureRecord } from '../status-log.js';
 import type { RecordedSummary } from '../summary.js';
 
@@ -27,8 +27,7 @@ const LOCK_BREAK_STALE_MS = 30_000;
 const PID_SCOPE: { bootId: string; pidNamespace: string } | undefined = (() => {
   try {
     const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    const pidNamespace = readlinkSync('/proc/self/ns/pid');
-    return bootId && pidNamespace ? { bootId, pidNamespace } : undefined;
+    return bootId && PID_NAMESPACE ? { bootId, pidNamespace: PID_NAMESPACE } : undefined;
   } catch {
     return undefined;
   }

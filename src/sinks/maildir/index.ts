@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import fs, { readlinkSync } from 'node:fs';
+import fs from 'node:fs';
 import { chown, lstat, mkdir, open, opendir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -10,7 +10,7 @@ import type { Sink, SinkFactory, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { DirectorySync, isCode } from '../../fs-util.js';
-import { processGone } from '../../process-util.js';
+import { PID_NAMESPACE, processGone } from '../../process-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
@@ -75,17 +75,11 @@ const HOST = (hostname() || 'localhost').replace(/\//g, '\\057').replace(/:/g, '
 /** Random per process: pids repeat across containers that share a volume, and across reboots. */
 const PROCESS_TAG = randomBytes(4).toString('hex');
 /**
- * The PID namespace this process runs in (Linux: the inode of /proc/self/ns/pid), so that a pid
+ * The PID namespace this process runs in, as the number in its name (the inode of /proc/self/ns/pid), so that a pid
  * in a `tmp/` name is judged only where it means the same process: containers that share a host
  * name (host networking) and a volume have pids of their own. Empty where unknown.
  */
-const PID_NAMESPACE = (() => {
-  try {
-    return /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? '';
-  } catch {
-    return '';
-  }
-})();
+const NAMESPACE_NUMBER = /\[(\d+)\]/.exec(PID_NAMESPACE ?? '')?.[1] ?? '';
 let temporaries = 0;
 
 /**
@@ -94,7 +88,7 @@ let temporaries = 0;
  */
 function uniqueName(): string {
   const usec = Math.floor((performance.timeOrigin + performance.now()) * 1000);
-  const namespace = PID_NAMESPACE ? `N${PID_NAMESPACE}` : '';
+  const namespace = NAMESPACE_NUMBER ? `N${NAMESPACE_NUMBER}` : '';
   return `${Math.floor(usec / 1e6)}.M${usec % 1e6}P${process.pid}${namespace}Q${++temporaries}R${PROCESS_TAG}.${HOST}`;
 }
 
@@ -241,7 +235,7 @@ async function removeStaleTemporaries(tmp: string): Promise<void> {
       if (!OUR_TEMPORARY.test(entry.name)) continue;
       const path = join(tmp, entry.name);
       const writer = WRITER.exec(entry.name);
-      const deadHere = writer !== null && writer[3] === HOST && writer[2] === PID_NAMESPACE && Number(writer[1]) !== process.pid && processGone(Number(writer[1]));
+      const deadHere = writer !== null && writer[3] === HOST && writer[2] === NAMESPACE_NUMBER && Number(writer[1]) !== process.pid && processGone(Number(writer[1]));
       // ctime: a live delivery sets its file's mtime to the message's date, but not its ctime.
       const info = await lstat(path).catch(() => undefined);
       if (info?.isFile() && (deadHere || Date.now() - info.ctimeMs > STALE_TEMPORARY_MS)) await unlink(path).catch(() => undefined);
