@@ -1,12 +1,19 @@
 // A mailbox's creates sent to Graph in JSON batches (`POST /$batch`, at most 20 requests): the
-// creates waiting for one mailbox go together, each `dependsOn` the one before, so a batch runs
-// one create at a time at Outlook and holds one of the mailbox's request slots, like one request;
-// the client pays one HTTP exchange for up to 20 creates. Each create's answer is read alone (see
-// `send` and SPEC.md, "JSON batching"): what was not carried out goes again, what may have been
-// is an UncertainError (the caller looks before it sends again).
+// creates waiting for one mailbox go together, independent of each other, so Outlook runs up to 4
+// of a batch at once and the batch holds as many of the mailbox's request slots; the client pays
+// one HTTP exchange for up to 20 creates. A batch is cut when 20 wait, when the oldest has waited
+// LINGER_MS, or for a create alone at an idle mailbox: cut as soon as slots were free, batches
+// held about two creates each (a mailbox gets a few creates a second), and the HTTP exchanges
+// took the CPU. A mailbox whose batch met a 429 (a Graph that runs fewer than 4 at once) sends its
+// later batches sequential instead (each create `dependsOn` the one before, so Outlook runs one at
+// a time and the batch holds one slot). Each create's answer is read alone (see `send` and SPEC.md, "JSON batching"): what was not
+// carried out goes again, what may have been is an UncertainError (the caller looks before it
+// sends again).
 import { type GraphClient, UncertainError, graphErrorOf, retryAfterMs } from './client.js';
 import { errorMessage } from '../../errors.js';
 
+/** How long a create may wait for others of its mailbox to fill a batch. */
+const LINGER_MS = 500;
 /** A create larger than this goes alone. */
 const BATCHED_CREATE_MAX = 256 * 1024;
 /** How long a lost batch's creates wait, per create in it, before they are looked for. */
@@ -18,6 +25,8 @@ interface Waiting {
   /** The create's path, as `client.send` takes it (`/v1.0/users/...`). */
   path: string;
   body: Buffer;
+  /** When it came (Date.now()): it waits for a fuller batch until LINGER_MS after. */
+  since: number;
   /** Times Graph answered it 429. */
   throttled: number;
   /** Graph answered it 401 once (its token expired while the batch ran): sent again with a new token. */
@@ -29,20 +38,24 @@ interface Waiting {
 
 interface MailboxCreates {
   waiting: Waiting[];
-  /** Batches of this mailbox in flight. */
-  sending: number;
+  /** Request slots its batches in flight hold (a batch of n: min(n, concurrency)). */
+  held: number;
   /** A pump is due (after the current I/O turn, so the creates arriving in it go together). */
   due: boolean;
+  /** Pumps when the oldest create waiting has lingered long enough. */
+  timer?: NodeJS.Timeout;
 }
 
 export class CreateBatches {
   private readonly mailboxes = new Map<string, MailboxCreates>();
+  /** Mailboxes whose batches go sequential for the rest of the run (a create of a parallel one met a 429). */
+  private readonly sequential = new Set<string>();
 
   constructor(
     private readonly client: GraphClient,
     /** Creates per batch, 1 to 20 (1: each create alone). */
     private readonly size: number,
-    /** Batches in flight per mailbox: each holds one of its request slots. */
+    /** Request slots per mailbox (Outlook runs at most 4 requests of a mailbox at once). */
     private readonly concurrency: number,
     /** Times a create goes again after a 429 before it fails. */
     private readonly retries: number,
@@ -56,7 +69,7 @@ export class CreateBatches {
     if (this.size <= 1 || body.length > BATCHED_CREATE_MAX) return this.alone(mailbox, path, body);
     return new Promise((resolve, reject) => {
       const creates = this.of(mailbox);
-      creates.waiting.push({ path, body, throttled: 0, resolve, reject });
+      creates.waiting.push({ path, body, since: Date.now(), throttled: 0, resolve, reject });
       this.schedule(mailbox, creates);
     });
   }
@@ -68,7 +81,7 @@ export class CreateBatches {
 
   private of(mailbox: string): MailboxCreates {
     let creates = this.mailboxes.get(mailbox);
-    if (!creates) this.mailboxes.set(mailbox, (creates = { waiting: [], sending: 0, due: false }));
+    if (!creates) this.mailboxes.set(mailbox, (creates = { waiting: [], held: 0, due: false }));
     return creates;
   }
 
@@ -82,38 +95,53 @@ export class CreateBatches {
   }
 
   private pump(mailbox: string, creates: MailboxCreates): void {
-    while (creates.sending < this.concurrency && creates.waiting.length > 0) {
+    clearTimeout(creates.timer);
+    creates.timer = undefined;
+    while (creates.waiting.length > 0) {
       // Up to `size` creates, and never more bytes than one request may carry.
       let count = 0;
       let bytes = 0;
       while (count < Math.min(this.size, creates.waiting.length) && (count === 0 || bytes + creates.waiting[count]!.body.length <= BATCH_BYTES_MAX)) bytes += creates.waiting[count++]!.body.length;
+      const full = count < creates.waiting.length || count === this.size;
+      // A create alone at an idle mailbox goes at once (one writer writing one item at a time).
+      const idle = creates.held === 0 && creates.waiting.length === 1;
+      const lingered = Date.now() - creates.waiting[0]!.since;
+      if (!full && !idle && lingered < LINGER_MS) {
+        creates.timer = setTimeout(() => this.pump(mailbox, creates), LINGER_MS - lingered);
+        return;
+      }
+      const sequential = this.sequential.has(mailbox);
+      const slots = sequential ? 1 : Math.min(count, this.concurrency);
+      // Slots still held: the batch in flight pumps again when it is answered.
+      if (creates.held + slots > this.concurrency) return;
       const batch = creates.waiting.splice(0, count);
-      creates.sending++;
-      this.send(mailbox, creates, batch)
+      creates.held += slots;
+      this.send(mailbox, creates, batch, sequential)
         // Whatever went wrong reading the answer, no create is left unsettled: each not settled yet is looked for.
         .catch((err: unknown) => {
           for (const w of batch) w.reject(new UncertainError(`the batch's answer could not be read: ${errorMessage(err)}`));
         })
         .finally(() => {
-          creates.sending--;
+          creates.held -= slots;
           if (creates.waiting.length > 0) this.schedule(mailbox, creates);
-          else if (creates.sending === 0 && !creates.due) this.mailboxes.delete(mailbox);
+          else if (creates.held === 0 && !creates.due) this.mailboxes.delete(mailbox);
         });
     }
   }
 
-  private async send(mailbox: string, creates: MailboxCreates, batch: Waiting[]): Promise<void> {
+  private async send(mailbox: string, creates: MailboxCreates, batch: Waiting[], sequential: boolean): Promise<void> {
     if (batch.length === 1) {
       const [only] = batch as [Waiting];
       return this.alone(mailbox, only.path, only.body).then(only.resolve, only.reject);
     }
     let answer: unknown;
     try {
-      answer = (await this.client.send(mailbox, { method: 'POST', path: '/v1.0/$batch', contentType: 'application/json', body: batchBody(batch), once: true })).json;
+      answer = (await this.client.send(mailbox, { method: 'POST', path: '/v1.0/$batch', contentType: 'application/json', body: batchBody(batch, sequential), once: true, slots: sequential ? 1 : batch.length })).json;
     } catch (err) {
-      // The chain may still be running at Graph when its answer is lost: the look-up waits a quarter
-      // second a create of it at least (a create takes Graph 0.1-0.5 s), so that it does not miss
-      // those still to come and make them twice (copies that slip through are removed at close).
+      // The batch may still be running at Graph when its answer is lost: the look-up waits a quarter
+      // second a create of it at least (a create takes Graph 0.1-0.5 s; it runs 4 at once, but may run
+      // fewer), so that it does not miss those still to come and make them twice (copies that slip
+      // through are removed at close).
       const late = err instanceof UncertainError ? new UncertainError(err.message, Math.max(err.retryAfterMs ?? 0, batch.length * LOST_CHAIN_WAIT_MS)) : err;
       for (const w of batch) w.reject(late);
       return;
@@ -138,9 +166,9 @@ export class CreateBatches {
       }
       // (Read only for an answer that is not a success: a success needs no wait.)
       const retryAfter = retryAfterMs(lowerCased(r?.headers));
-      // Not carried out because a create before it was not: goes again. The first of a batch
-      // depends on nothing, so every batch settles its first create at least.
-      if (status === 424 && i > 0) again.push(w);
+      // Sequential: not carried out because a create before it was not: goes again. The first of a
+      // batch depends on nothing, so every batch settles its first create at least.
+      if (status === 424 && sequential && i > 0) again.push(w);
       else if (status === 401 && !w.renewed) {
         w.renewed = true;
         renew = true;
@@ -148,6 +176,7 @@ export class CreateBatches {
       } else if (status === 429 && w.throttled < this.retries) {
         w.throttled++;
         this.client.stats.throttled++;
+        this.sequential.add(mailbox);
         holdOff = Math.max(holdOff, this.client.retryWait(w.throttled, retryAfter));
         again.push(w);
       } else if (status < 200 || status >= 500 || status === 424) {
@@ -180,12 +209,12 @@ function urlField(path: string): string {
   return lastUrl;
 }
 
-/** The batch's JSON, each create's body (already JSON) put in as it is; each create depends on the one before. Written into one buffer. */
-function batchBody(batch: Waiting[]): Buffer {
+/** The batch's JSON, each create's body (already JSON) put in as it is (sequential: each depends on the one before). Written into one buffer. */
+function batchBody(batch: Waiting[], sequential: boolean): Buffer {
   const heads: string[] = [];
   let size = BATCH_OPEN.length + BATCH_CLOSE.length;
   for (let i = 0; i < batch.length; i++) {
-    const head = `${i > 0 ? ',' : ''}{"id":"${i + 1}",${i > 0 ? `"dependsOn":["${i}"],` : ''}"method":"POST",${urlField(batch[i]!.path)},"headers":{"Content-Type":"application/json"},"body":`;
+    const head = `${i > 0 ? ',' : ''}{"id":"${i + 1}",${sequential && i > 0 ? `"dependsOn":["${i}"],` : ''}"method":"POST",${urlField(batch[i]!.path)},"headers":{"Content-Type":"application/json"},"body":`;
     heads.push(head);
     size += Buffer.byteLength(head) + batch[i]!.body.length + 1;
   }

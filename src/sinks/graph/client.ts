@@ -68,6 +68,8 @@ export interface GraphRequest {
   raw?: boolean;
   /** Attempts after the first, if not the client's `retries` (open() tries briefly). */
   retries?: number;
+  /** Request slots it holds of its mailbox and of the client (default 1): a `$batch` Outlook runs several requests of at once holds that many. */
+  slots?: number;
 }
 
 export interface GraphClientOptions {
@@ -249,18 +251,19 @@ export class GraphClient {
   /** One attempt, in a slot of its mailbox and one of the whole client. */
   private async once(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
     const state = mailbox === undefined ? undefined : this.mailbox(mailbox);
-    if (state && !state.slots.tryTake()) await state.slots.wait();
+    const slots = Math.min(request.slots ?? 1, this.options.concurrency);
+    if (state && !state.slots.tryTake(slots)) await state.slots.wait(slots);
     try {
       // A 429 for this mailbox pauses it: wait in the slot, so no other request of it goes either.
       while (state && state.pausedUntil > Date.now()) await this.sleep(state.pausedUntil - Date.now());
-      if (!this.all.tryTake()) await this.all.wait();
+      if (!this.all.tryTake(slots)) await this.all.wait(slots);
       try {
         return await this.fetch(request);
       } finally {
-        this.all.give();
+        this.all.give(slots);
       }
     } finally {
-      state?.slots.give();
+      state?.slots.give(slots);
     }
   }
 

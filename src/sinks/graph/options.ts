@@ -43,7 +43,7 @@ export const graphOptions = {
   concurrency: integer({ default: 4, min: 1, max: 4, help: "requests in flight per mailbox (Outlook's limit is 4)" }),
   mailboxes: integer({ default: 16, min: 1, max: 256, help: 'mailboxes delivered to in parallel' }),
   // Graph: "JSON batch requests are currently limited to 20 individual requests."
-  batch: integer({ default: 20, min: 1, max: 20, help: "a mailbox's creates sent in one JSON batch ($batch), one after another; 1: each alone" }),
+  batch: integer({ default: 20, min: 1, max: 20, help: "a mailbox's creates sent in one JSON batch ($batch), four at a time at Outlook; 1: each alone" }),
   maxMessageSize: integer({ default: 35, min: 1, max: 150, unit: 'MB', help: "the mailboxes' message size limit (Exchange Online's default; an admin may raise it to 150): a larger message fails with that reason, unsent" }),
   retries: integer({ default: 6, min: 0, max: 50, help: 'attempts after the first after a 429, 5xx or network failure' }),
   retryDelay: integer({ default: 1000, min: 0, max: 600_000, unit: 'ms', help: 'first backoff after a 5xx or network failure, doubling, jittered' }),
