@@ -24,6 +24,7 @@ import {
   delivery,
   everyCase,
   honoursMaxInFlight,
+  keepsCorrectedVersions,
   keepsMailboxesApart,
   keepsReusedEventIds,
   readerCases,
@@ -102,10 +103,11 @@ function harness(mode: 'json' | 'importMime'): SinkHarness {
 }
 
 // importMime keeps our exact bytes: every case, the reader's too.
-sinkConformance(harness('importMime'), [...everyCase, ...readerCases]);
+// (A corrected re-delivery cannot be told from the item in importMime mode: its messages carry no stamp; README.)
+sinkConformance(harness('importMime'), [...everyCase.filter((c) => c !== keepsCorrectedVersions), ...readerCases]);
 // json: Graph keeps fields, not bytes, so the byte-for-byte cases do not apply (its own tests below
 // check the fields against the source); every other case does.
-sinkConformance(harness('json'), [skipsWhatItHolds, keepsReusedEventIds, closeWaitsForWrites, keepsMailboxesApart, honoursMaxInFlight, refusesOutsideOpen, rejectsWhatItCannotStore]);
+sinkConformance(harness('json'), [skipsWhatItHolds, keepsReusedEventIds, keepsCorrectedVersions, closeWaitsForWrites, keepsMailboxesApart, honoursMaxInFlight, refusesOutsideOpen, rejectsWhatItCannotStore]);
 
 /** A delivery with attachments of these sizes (bytes made from the index). */
 function withAttachments(n: number, mailbox: string, sizes: number[]): Delivery {

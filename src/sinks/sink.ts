@@ -21,6 +21,8 @@ export interface WantedMessage {
   sentAt: string;
   /** Where the ledger says it was stored, if it says. */
   location?: string;
+  /** The sha256 of the version the ledger recorded (a store holding several versions of the item answers with that one). */
+  sha256?: string;
 }
 
 /** A message a store holds, as `verify` found it: hashed there, never held whole. */
@@ -34,6 +36,16 @@ export interface HeldMessage {
   size: number;
 }
 
+/** A message of ours a mailbox holds that no wanted message is. */
+export interface UnexpectedMessage extends Omit<HeldMessage, 'sha256' | 'size'> {
+  /**
+   * Which version of its item it is (the sha256 of its bytes as delivered), when the store can
+   * tell: an earlier version kept beside a corrected re-delivery, which a record of the ledger
+   * with that sha256 answers for (`verify`).
+   */
+  version?: string;
+}
+
 /**
  * How `verify` reads a store back (see src/sinks/SPEC.md): read-only, never creating anything.
  * A sink that can be verified has a factory with `reader()`.
@@ -45,7 +57,7 @@ export interface StoreReader {
    * The wanted messages the mailbox holds (by location first, else by Message-ID and `sentAt`),
    * and, unless `wanted` is a sample, the messages of ours it holds that were not wanted.
    */
-  mailbox(mailbox: string, wanted: WantedMessage[], options: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] }>;
+  mailbox(mailbox: string, wanted: WantedMessage[], options: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: UnexpectedMessage[] }>;
   /** The mailboxes of the store that hold messages of ours (for unexpected ones in mailboxes the ledger never named). */
   mailboxes(): Promise<string[]>;
   close(): Promise<void>;

@@ -124,6 +124,41 @@ export const keepsReusedEventIds: ConformanceCase = (harness) =>
     t.deepEqual(stored.map((m) => m.date?.toISOString()).sort(), ['2026-11-23T23:59:10.000Z', '2026-11-24T00:00:11.000Z']);
   });
 
+/** Delivery `n` as a corrected re-delivery of its export has it: the same event id and sentAt, another text. */
+export function correctedDelivery(n: number, mailbox = 'jane@acme.example'): Delivery {
+  const first = delivery(n, mailbox);
+  return chatDeliveries({ id: `m_${n}`, sentAt: new Date(first.internalDate).toISOString(), text: `corrected: message number ${n}`, exportId: 'conformance', index: n }, [mailbox])[0]!;
+}
+
+export const keepsCorrectedVersions: ConformanceCase = (harness) =>
+  test(`${harness.name} conformance: a corrected re-delivery (the same event id and sentAt, other content) is stored beside the first, never skipped for it; each version again is skipped`, async (t) => {
+    const store = await harness.store();
+    const [original, corrected] = [delivery(1), correctedDelivery(1)];
+    t.is(original.messageId, corrected.messageId);
+    t.false(original.message.equals(corrected.message));
+    const first = await store.create();
+    await first.open();
+    const stored = await first.write(original);
+    t.is(stored.outcome, 'delivered');
+    await first.close();
+    const again = await store.create();
+    await again.open();
+    const beside = await again.write(corrected);
+    t.is(beside.outcome, 'delivered', 'the corrected version is stored');
+    if (stored.location !== undefined) t.not(beside.location, stored.location);
+    t.deepEqual(await outcomes([again.write(original), again.write(corrected)]), ['skipped', 'skipped']);
+    await again.close();
+    const third = await store.create();
+    await third.open();
+    const skips = await Promise.all([third.write(corrected), third.write(original)]);
+    await third.close();
+    t.deepEqual(skips.map((s) => s.outcome), ['skipped', 'skipped'], 'nothing stored a third time');
+    if (stored.location !== undefined) t.deepEqual(skips.map((s) => s.location), [beside.location, stored.location], 'each version skipped to its own copy');
+    const held = await Promise.all((await store.read('jane@acme.example')).map((raw) => simpleParser(raw)));
+    t.deepEqual(held.map((m) => m.messageId), [original.messageId, original.messageId]);
+    t.deepEqual(held.map((m) => (m.text ?? '').trim()).sort(), ['corrected: message number 1', 'message number 1']);
+  });
+
 export const closeWaitsForWrites: ConformanceCase = (harness) =>
   test(`${harness.name} conformance: close waits for every write in flight, and a second close for the same end`, async (t) => {
     const store = await harness.store();
@@ -419,6 +454,7 @@ export const everyCase: ConformanceCase[] = [
   locatesWhatItStores,
   skipsWhatItHolds,
   keepsReusedEventIds,
+  keepsCorrectedVersions,
   closeWaitsForWrites,
   keepsMailboxesApart,
   honoursMaxInFlight,

@@ -31,9 +31,21 @@ export interface BatchManifest {
   entries: StagedEntry[];
 }
 
-/** What identifies a staged message: the same (mailbox, Message-ID) is never staged twice. */
-export function stagedKey(d: { mailbox: string; messageId: string }): string {
-  return `${d.mailbox}\n${d.messageId}`;
+/**
+ * What identifies a staged message: the same (mailbox, Message-ID) with the same bytes is never
+ * staged twice; other bytes (a corrected re-delivery of the export) are another version, staged
+ * beside it (the import then stores both, as every sink keeps such versions).
+ */
+export function stagedKey(d: { mailbox: string; messageId: string } & ({ sha256: string } | { message: Buffer })): string {
+  return `${d.mailbox}\n${d.messageId}\n${'sha256' in d ? d.sha256 : messageSha256(d.message)}`;
+}
+
+/** The sha256 of a message's bytes, made once: an item's copies for its mailboxes share one buffer. */
+const digests = new WeakMap<Buffer, string>();
+function messageSha256(message: Buffer): string {
+  let digest = digests.get(message);
+  if (digest === undefined) digests.set(message, (digest = sha256Hex(message)));
+  return digest;
 }
 
 export function manifestFor(exportId: string, deliveries: Delivery[]): BatchManifest {
@@ -50,7 +62,7 @@ export function manifestFor(exportId: string, deliveries: Delivery[]): BatchMani
       internalDate: d.internalDate,
       position: d.position,
       size: d.message.length,
-      sha256: sha256Hex(d.message),
+      sha256: messageSha256(d.message),
     })),
   };
 }

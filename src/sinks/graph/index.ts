@@ -5,11 +5,11 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedOf, type Listed } from './mailbox.js';
+import { graphLocation, halfCreated, listFolder, listMessages, odataString, resolveFolder, listedOf, listedKey, versionKey, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
-import { idKey } from '../../hash.js';
+import { idKey, sha256Hex } from '../../hash.js';
 import { eachLimited } from '../held.js';
 
 const DAY = 86_400_000;
@@ -34,10 +34,10 @@ interface MailboxRun {
   fresh?: boolean;
   /** What the folder holds, per UTC day of sentAt, listed once. */
   days: Map<number, Promise<DayListing>>;
-  /** Items being stored now, by identity: a second copy waits for the first. */
+  /** Items being stored now, by identity and version (`versionKey`): a second copy waits for the first. */
   storing: Map<string, Promise<string>>;
   /**
-   * What this run created, per UTC day: the 53-bit keys of their identities (`idKey`, 8 bytes a
+   * What this run created, per UTC day: the 53-bit keys of their identities and versions (`idKey`, 8 bytes a
    * delivery, not the strings and Graph ids: a day of millions of deliveries must fit). A hit is
    * confirmed by asking Graph; checked for copies another writer made at the same time when the
    * sink closes.
@@ -82,13 +82,18 @@ interface Built {
   body: Buffer;
 }
 
-/** One UTC day of a folder, as listed: per identity the copy a write skips to, and whole copies beyond it. */
+/**
+ * One UTC day of a folder, as listed: per version of an item (`versionKey`: a corrected
+ * re-delivery is another version, stored beside the first) the copy a write skips to, and whole
+ * copies beyond it.
+ */
 interface DayListing {
-  /** Identity -> its whole copy with the least id (a half-created one when none is whole). */
+  /** Version -> its whole copy with the least id (a half-created one when none is whole). */
   held: Map<string, Listed>;
-  /** Identity -> its other whole copies (a run killed before its close removed them): removed when the item is met. */
+  /** Version -> its other whole copies (a run killed before its close removed them): removed when the item is met. */
   extra: Map<string, Listed[]>;
 }
+
 
 /** The order in which copies of one item are kept: the least id first, whoever made them (so writers that each remove the rest agree). */
 const leastIdFirst = (a: Listed, b: Listed) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -96,7 +101,7 @@ const leastIdFirst = (a: Listed, b: Listed) => (a.id < b.id ? -1 : a.id > b.id ?
 function dayListing(messages: readonly Listed[]): DayListing {
   const copies = new Map<string, Listed[]>();
   for (const m of messages) {
-    const key = identity(m.internetMessageId, m.sentAt);
+    const key = listedKey(m);
     const same = copies.get(key);
     if (same) same.push(m);
     else copies.set(key, [m]);
@@ -231,13 +236,16 @@ export class GraphSink extends LifecycleSink implements Sink {
   private async storeIn(run: MailboxRun, delivery: Delivery): Promise<Stored> {
     const mailbox = delivery.mailbox;
     const folderId = await (run.folder ??= this.folder(mailbox, run));
-    const key = identity(delivery.messageId, delivery.internalDate);
+    const key = versionKey(delivery.messageId, delivery.internalDate, this.versionOf(delivery));
     const day = Math.floor(delivery.internalDate / DAY);
     const listing = await this.day(mailbox, run, folderId, day);
     const held = listing.held;
-    const found = held.get(key);
+    // This version, or a message of the item whose version cannot be told (taken for any). Another
+    // version only (a corrected re-delivery: same identity, other bytes): this one is made beside it.
+    const heldKey = held.has(key) ? key : versionKey(delivery.messageId, delivery.internalDate, '');
+    const found = held.get(heldKey);
     if (found && !halfCreated(found)) {
-      await this.removeExtraCopies(mailbox, listing, key);
+      await this.removeExtraCopies(mailbox, listing, heldKey);
       return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
     }
     const earlier = run.storing.get(key);
@@ -251,7 +259,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const paths = folderPaths(run, mailbox, folderId);
     const storing = this.create(mailbox, run, paths, delivery, found && halfCreated(found) ? found : undefined).then((id) => {
       // The half-created one listed is gone: a later copy of the item finds the new one as created.
-      if (found) held.delete(key);
+      if (found) held.delete(heldKey);
       let created = run.created.get(day);
       if (!created) run.created.set(day, (created = new Set()));
       created.add(createdKey);
@@ -377,6 +385,14 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   /** An item's copies for its mailboxes share one message buffer: its Graph JSON is made once for all of them. */
   private readonly built = new WeakMap<Buffer, Built>();
+  /** The version of a message (sha256 of its MIME, as its stamp holds it), made once for all its mailboxes. */
+  private readonly versions = new WeakMap<Buffer, string>();
+
+  private versionOf(delivery: Delivery): string {
+    let version = this.versions.get(delivery.message);
+    if (version === undefined) this.versions.set(delivery.message, (version = sha256Hex(delivery.message)));
+    return version;
+  }
 
   private graphMessageOf(delivery: Delivery): Built {
     let made = this.built.get(delivery.message);
@@ -461,8 +477,9 @@ export class GraphSink extends LifecycleSink implements Sink {
    */
   private async lookUp(mailbox: string, folderId: string, delivery: Delivery, retries?: number): Promise<Listed | undefined> {
     const same = await listMessages(this.client, mailbox, folderId, `internetMessageId eq ${odataString(delivery.messageId)}`, { maxPages: LOOK_UP_PAGES, ...(retries !== undefined ? { retries } : {}) });
-    const want = identity(delivery.messageId, delivery.internalDate);
-    return same.find((m) => identity(m.internetMessageId, m.sentAt) === want);
+    const want = versionKey(delivery.messageId, delivery.internalDate, this.versionOf(delivery));
+    const any = versionKey(delivery.messageId, delivery.internalDate, '');
+    return same.find((m) => listedKey(m) === want) ?? same.find((m) => listedKey(m) === any);
   }
 
   /**
@@ -483,7 +500,7 @@ export class GraphSink extends LifecycleSink implements Sink {
         const folderId = await run.folder!;
         for (const [day, created] of run.created) {
           const listed = await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY });
-          const ours = dayListing(listed.filter((m) => created.has(idKey(identity(m.internetMessageId, m.sentAt)))));
+          const ours = dayListing(listed.filter((m) => created.has(idKey(listedKey(m)))));
           for (const extra of ours.extra.values()) for (const m of extra) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
         }
       } catch {

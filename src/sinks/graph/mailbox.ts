@@ -46,9 +46,32 @@ export function halfCreated(message: Listed): boolean {
   return message.stamp?.startsWith(PENDING) === true;
 }
 
+/**
+ * Which version of its item a message is: the sha256 of the MIME it was made from (its stamp's
+ * first field, pending or not), or '' for one without a stamp (imported: which version it is
+ * cannot be told without reading it, so it stands for any).
+ */
+export function versionOf(message: Listed): string {
+  const stamp = message.stamp;
+  if (stamp === undefined) return '';
+  const from = stamp.startsWith(PENDING) ? PENDING.length : 0;
+  const end = stamp.indexOf(' ', from);
+  return stamp.slice(from, end < 0 ? stamp.length : end);
+}
+
 /** What identifies an item in a mailbox: its Message-ID and its sentAt to the second. */
 export function identity(messageId: string, time: string | number): string {
   return `${messageId} ${Math.floor((typeof time === 'number' ? time : Date.parse(time)) / 1000)}`;
+}
+
+/** An item's identity and a version of it (`versionOf`; '' for one that cannot be told). */
+export function versionKey(messageId: string, sentAt: string | number, version: string): string {
+  return `${identity(messageId, sentAt)} ${version}`;
+}
+
+/** The identity and the version a listed message holds. */
+export function listedKey(m: Listed): string {
+  return versionKey(m.internetMessageId, m.sentAt, versionOf(m));
 }
 
 /** Whether a Message-ID is one this tool made. */

@@ -5,11 +5,11 @@
 import { createHash } from 'node:crypto';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { AccessTokens } from '../../auth/entra.js';
-import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
+import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMessage } from '../sink.js';
 import { GraphClient, GraphError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphAccess, proveAccess } from './index.js';
-import { COMPARED_FIELDS, graphLocation, halfCreated, identity, isOurs, listFolder, listedOf, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
+import { COMPARED_FIELDS, graphLocation, halfCreated, identity, isOurs, listFolder, listedKey, listedOf, parseGraphLocation, resolveFolder, versionOf, type Listed } from './mailbox.js';
 import { eachLimited } from '../held.js';
 
 /** Messages read back at once per mailbox (the client keeps to the per-mailbox limit in any case). */
@@ -29,7 +29,7 @@ export class GraphReader implements StoreReader {
     return proveAccess(this.config, this.tokens, this.client);
   }
 
-  async mailbox(mailbox: string, wanted: WantedMessage[], { sample }: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] }> {
+  async mailbox(mailbox: string, wanted: WantedMessage[], { sample }: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: UnexpectedMessage[] }> {
     const held = new Map<WantedMessage, HeldMessage>();
     let folderId: string | undefined;
     try {
@@ -40,6 +40,8 @@ export class GraphReader implements StoreReader {
     }
     if (folderId === undefined) return { held, unexpected: [] };
     const used = new Set<string>();
+    // The versions of items a wanted message is (identity and stamp's sha256): another copy of one is a plain copy.
+    const answered = new Set<string>();
     // By location first: the message there, if it is still the wanted item.
     await eachLimited(wanted, READS_AT_ONCE, async (w) => {
       const at = w.location === undefined ? undefined : parseGraphLocation(w.location);
@@ -48,6 +50,7 @@ export class GraphReader implements StoreReader {
       // Moved out of the folder: not where the sink put it (a search of the folder follows).
       if (message && message.parentFolderId === folderId && identity(message.internetMessageId, message.sentAt) === identity(w.messageId, w.sentAt)) {
         used.add(message.id);
+        answered.add(listedKey(message));
         held.set(w, await this.hashed(mailbox, folderId!, message));
       }
     });
@@ -68,14 +71,24 @@ export class GraphReader implements StoreReader {
       // another writer's duplicate (see the sink's close) recorded where its own copy was.
       const want = identity(w.messageId, w.sentAt);
       const same = (m: Listed) => identity(m.internetMessageId, m.sentAt) === want;
-      const found = listed.find((m) => !used.has(m.id) && same(m)) ?? listed.find(same);
+      // The version the ledger recorded first, when the folder holds several (a corrected re-delivery beside the first).
+      const found = listed.find((m) => !used.has(m.id) && same(m) && w.sha256 !== undefined && versionOf(m) === w.sha256) ?? listed.find((m) => !used.has(m.id) && same(m)) ?? listed.find(same);
       if (!found) return;
       used.add(found.id);
+      answered.add(listedKey(found));
       held.set(w, await this.hashed(mailbox, folderId!, found));
     });
-    const unexpected = sample
-      ? []
-      : listed.filter((m) => !used.has(m.id) && isOurs(m.internetMessageId)).map((m) => ({ messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId!, m.id) }));
+    // A whole json-mode message says which version of its item it is (its stamp's sha256): the
+    // least copy of a version no wanted message is (an earlier one kept beside a corrected
+    // re-delivery) is answered for by the ledger's record of it; every other copy is plainly unexpected.
+    const unexpected: UnexpectedMessage[] = [];
+    if (!sample) {
+      for (const m of listed.filter((l) => !used.has(l.id) && isOurs(l.internetMessageId)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+        const version = m.stamp !== undefined && !halfCreated(m) && !answered.has(listedKey(m)) ? versionOf(m) : undefined;
+        if (version !== undefined) answered.add(listedKey(m));
+        unexpected.push({ messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId!, m.id), ...(version !== undefined ? { version } : {}) });
+      }
+    }
     return { held, unexpected };
   }
 

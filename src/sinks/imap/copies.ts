@@ -32,8 +32,10 @@ export class Appended {
 }
 
 /**
- * The UIDs to remove from a folder's listing (UID to identity): of each identity held more than once
- * where one copy is this run's, every copy but the one with the least UID, whoever appended it.
+ * The UIDs to remove from a folder's listing (UID to version: the identity and the comparable size,
+ * see index.ts `comparableSize`): of each version held more than once where one copy is this run's,
+ * every copy but the one with the least UID, whoever appended it. Other versions of an identity (a
+ * corrected re-delivery stored beside the first) are never removed: each keeps its least copy.
  * Writers that each do this leave one copy: none removes the least one, and the last to close sees
  * them all. An APPEND is atomic, so every copy listed is whole.
  */

@@ -10,6 +10,8 @@ import { Appended, extraCopies } from './copies.js';
 import { createImapReader } from './reader.js';
 import { imapOptions } from './options.js';
 import { environmentLabel } from '../options.js';
+import { sha256Hex } from '../../hash.js';
+import { createHash } from 'node:crypto';
 
 /**
  * What logs the sink in to mailboxes: the admin's password (auth=master, authzid), or the app's
@@ -111,7 +113,8 @@ interface Queue {
  * What the sink knows a mailbox's folder holds, for the run (see SPEC.md, "Presence"): the
  * identities (see `identity`) of its messages with their UIDs, for the UTC days a window pass
  * read (or every day, `complete`, when the folder was empty at the first SELECT), and `next`:
- * every message with a UID below it in those days is in `ids`. Messages appended since (by this
+ * every message with a UID below it in those days is in `ids` (each identity's copies, as UID and
+ * comparable size: see `Copies`). Messages appended since (by this
  * sink without APPENDUID, by another writer, or by an APPEND whose answer was lost) have UIDs
  * from `next` on: each batch looks for those first (`UID SEARCH UID next:*`).
  */
@@ -122,7 +125,62 @@ interface Presence {
   next: number;
   complete: boolean;
   days: Set<number>;
-  ids: Map<string, number>;
+  ids: Map<string, Copies>;
+}
+
+/**
+ * The copies of one identity a folder holds, as flat pairs [uid, size, uid, size, ...] in UID
+ * order: `size` is the message's comparable size (`comparableSize`: RFC822.SIZE without the
+ * X-Pivot-Export-Id field), -1 where the server gave none. Several copies are several versions
+ * (a corrected re-delivery is stored beside the first, see SPEC.md "Corrected versions") or
+ * copies another writer added.
+ */
+type Copies = number[];
+
+/**
+ * The least UID of a copy that is our message (the same comparable size, or one whose size the
+ * server did not give); `other` when the identity is held only in other versions (another size:
+ * ours is stored beside them); undefined when it is not held.
+ */
+export function heldCopy(copies: Copies | undefined, size: number): number | 'other' | undefined {
+  if (copies === undefined || copies.length === 0) return undefined;
+  for (let i = 0; i < copies.length; i += 2) if (copies[i + 1] === size || copies[i + 1] === -1) return copies[i]!;
+  return 'other';
+}
+
+/** The X-Pivot-Export-Id field (with its folded lines and line end) in a header block, or ''. */
+function exportIdField(head: string): string {
+  return /(?:^|\n)(x-pivot-export-id:[^\n]*(?:\n|$)(?:[ \t][^\n]*(?:\n|$))*)/i.exec(head)?.[1] ?? '';
+}
+
+/**
+ * What the sink compares between a message it would append and one the folder holds under the
+ * same identity: the size without the X-Pivot-Export-Id field (the only part that differs when the
+ * same event comes again in an export with another id). Equal sizes are taken for the same
+ * content, a limit SPEC.md states; `head` is the header block, or the fetched header fields.
+ */
+export function comparableSize(size: number, head: Buffer): number {
+  let end = head.indexOf('\r\n\r\n');
+  if (end < 0) end = head.indexOf('\n\n');
+  end = end < 0 ? head.length : end + 2;
+  return size - Buffer.byteLength(exportIdField(head.toString('latin1', 0, end)), 'latin1');
+}
+
+/** The comparable size of a message this sink would append. */
+export function ourSize(message: Buffer): number {
+  return comparableSize(message.length, message);
+}
+
+/** sha256 of a message without its X-Pivot-Export-Id field: what is compared when sizes differ (see `confirmVersions`). */
+function comparableDigest(message: Buffer): string {
+  let end = message.indexOf('\r\n\r\n');
+  if (end < 0) end = message.indexOf('\n\n');
+  end = end < 0 ? message.length : end + 2;
+  const head = message.toString('latin1', 0, end);
+  const field = exportIdField(head);
+  if (field === '') return sha256Hex(message);
+  const at = head.indexOf(field);
+  return createHash('sha256').update(message.subarray(0, at)).update(message.subarray(at + Buffer.byteLength(field, 'latin1'))).digest('hex');
 }
 
 /** What the sink did, for the bench and for tests (the presence pass reads only its window). */
@@ -139,6 +197,10 @@ export interface ImapSinkStats {
   headersRelisted: number;
   /** Deliveries settled `skipped` from what the sink knew, with no command sent. */
   skippedKnown: number;
+  /** Deliveries appended beside another version of their identity (a corrected re-delivery: other content, same Message-ID and second). */
+  versionsAppended: number;
+  /** Messages read whole to confirm another version before appending beside it (see `confirmVersions`). */
+  versionsRead: number;
   /**
    * Extra copies of this run's items removed when it closed (another writer appended them at the
    * same time); a copy both writers removed at once is counted by each (IMAP does not say whose
@@ -228,7 +290,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   readonly description: string;
   readonly maxInFlight: number;
   readonly maxInFlightBytes = MAX_IN_FLIGHT_BYTES;
-  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, copiesRemoved: 0 };
+  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, versionsAppended: 0, versionsRead: 0, copiesRemoved: 0 };
   /** What the run appended, by mailbox, for the copies it removes when it closes. */
   private readonly appended = new Map<string, Appended>();
   /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
@@ -288,6 +350,13 @@ export class ImapSink extends LifecycleSink implements Sink {
   private readonly refusedMailboxes = new Map<string, string>();
   /** Whether the server has let the sink select its folder in some mailbox (see `folderRefused`). */
   private folderTaken = false;
+  /**
+   * Whether the server reports RFC822.SIZE as the exact size of what it holds (Dovecot does);
+   * false once a message read whole had another length (Exchange estimates sizes): from then on,
+   * for the run, a message held under an identity counts as the item whatever its size, as before
+   * corrected versions were stored beside (see `holder`).
+   */
+  private sizesExact = true;
   private readonly stop: AbortSignal | undefined;
   private readonly onStop = () => this.fail(STOPPED_REASON, STOP_GRACE_MS);
 
@@ -330,8 +399,9 @@ export class ImapSink extends LifecycleSink implements Sink {
     if (this.failure !== null) return Promise.reject(this.failed(delivery.mailbox));
     const known = this.presence.get(delivery.mailbox);
     if (known && (known.complete || known.days.has(Math.floor(delivery.internalDate / DAY)))) {
-      const uid = known.ids.get(identity(delivery.messageId, delivery.internalDate));
-      if (uid !== undefined) {
+      // Held in another version only: a batch confirms it and appends ours beside it.
+      const uid = this.holder(known.ids.get(identity(delivery.messageId, delivery.internalDate)), delivery.message);
+      if (typeof uid === 'number') {
         this.stats.skippedKnown++;
         return Promise.resolve({ outcome: 'skipped', location: imapLocation(delivery.mailbox, known.folder, known.uidValidity, uid)! });
       }
@@ -670,11 +740,14 @@ export class ImapSink extends LifecycleSink implements Sink {
       const { ids: present, uidValidity } = known;
       const at = (outcome: Stored['outcome'], location: string | undefined): Stored => (location === undefined ? { outcome } : { outcome, location });
       const missing: Pending[] = [];
-      // The first entry of each identity this batch appends: a second one settles with it, as skipped.
+      const confirmed = await this.confirmVersions(session.client, present, batch.map((p) => p.delivery));
+      // The first entry of each version (identity and comparable size) this batch appends: a second one settles with it, as skipped.
       const firsts = new Map<string, Pending>();
       for (const entry of batch) {
         const key = identity(entry.delivery.messageId, entry.delivery.internalDate);
-        const first = firsts.get(key);
+        const size = ourSize(entry.delivery.message);
+        const held = confirmed.get(entry.delivery) ?? this.holder(present.get(key), entry.delivery.message);
+        const first = firsts.get(`${key} ${size}`);
         if (first) {
           const settle = { resolve: first.resolve, reject: first.reject };
           first.resolve = (stored) => {
@@ -685,10 +758,12 @@ export class ImapSink extends LifecycleSink implements Sink {
             settle.reject(err);
             entry.reject(err);
           };
-        } else if (present.has(key)) {
-          entry.resolve(at('skipped', imapLocation(session.mailbox, folder, uidValidity, present.get(key))));
+        } else if (typeof held === 'number') {
+          entry.resolve(at('skipped', imapLocation(session.mailbox, folder, uidValidity, held)));
         } else {
-          firsts.set(key, entry);
+          // Not held, or held in other versions only (a corrected re-delivery): appended, beside them.
+          if (held === 'other') this.stats.versionsAppended++;
+          firsts.set(`${key} ${size}`, entry);
           missing.push(entry);
         }
       }
@@ -727,6 +802,54 @@ export class ImapSink extends LifecycleSink implements Sink {
     } catch (error) {
       return { finished: false, remaining: todo.slice(next), error };
     }
+  }
+
+  /**
+   * The copy that holds a delivery (see `heldCopy`): by comparable size while the server's sizes
+   * are exact, else (`sizesExact` false) the least UID of its identity, whatever its size.
+   */
+  private holder(copies: Copies | undefined, message: Buffer): number | 'other' | undefined {
+    return this.sizesExact ? heldCopy(copies, ourSize(message)) : copies?.[0];
+  }
+
+  /**
+   * Of these deliveries, those whose identity the folder holds in other versions only (another
+   * comparable size): those copies, and only those, are read whole (UID FETCH RFC822.SIZE
+   * BODY.PEEK[]) before ours is appended beside them. A copy whose RFC822.SIZE is not the length
+   * the server returns shows that the server does not report exact sizes (Exchange estimates
+   * them): sizes are ignored for the rest of the run (`sizesExact`) and the delivery is held by
+   * the least UID of its identity, as before. A copy that is ours but for the X-Pivot-Export-Id
+   * field holds the delivery. Returns the UID that holds each delivery found so.
+   */
+  private async confirmVersions(client: ImapFlow, present: Map<string, Copies>, deliveries: Delivery[]): Promise<Map<Delivery, number>> {
+    const found = new Map<Delivery, number>();
+    const others = deliveries.filter((d) => this.holder(present.get(identity(d.messageId, d.internalDate)), d.message) === 'other');
+    if (others.length === 0) return found;
+    const uids = others.flatMap((d) => present.get(identity(d.messageId, d.internalDate))!.filter((_, i) => i % 2 === 0));
+    const digests = new Map<number, string>();
+    const sorted = [...new Set(uids)].sort((a, b) => a - b);
+    for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
+      for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, size: true, source: true }, { uid: true })) {
+        this.stats.versionsRead++;
+        if (!message.source) continue;
+        if (typeof message.size === 'number' && message.size !== message.source.length) this.sizesExact = false;
+        digests.set(message.uid, comparableDigest(message.source));
+      }
+    }
+    for (const d of others) {
+      const copies = present.get(identity(d.messageId, d.internalDate))!;
+      if (!this.sizesExact) {
+        found.set(d, copies[0]!);
+        continue;
+      }
+      const ours = comparableDigest(d.message);
+      for (let i = 0; i < copies.length; i += 2) {
+        if (digests.get(copies[i]!) !== ours) continue;
+        found.set(d, copies[i]!);
+        break;
+      }
+    }
+    return found;
   }
 
   /** One APPEND; the UID the server gave it (APPENDUID, UIDPLUS), if it said. */
@@ -804,7 +927,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    */
   private async windowPass(client: ImapFlow, known: Presence, first: number, last: number): Promise<void> {
     this.stats.passes++;
-    await this.fetchIdentities(client, await daysSearch(client, first, last), 'headersFetched', (key, uid) => this.learn(known, key, uid));
+    await this.fetchIdentities(client, await daysSearch(client, first, last), 'headersFetched', (key, uid, size) => this.learn(known, key, uid, size));
     for (let day = first; day <= last; day++) known.days.add(day);
   }
 
@@ -817,19 +940,24 @@ export class ImapSink extends LifecycleSink implements Sink {
     const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
     if (uids.length === 0) return;
     this.appendedTo(known).othersSeen = true;
-    await this.fetchIdentities(client, uids, 'headersFetched', (key, uid) => this.learn(known, key, uid));
+    await this.fetchIdentities(client, uids, 'headersFetched', (key, uid, size) => this.learn(known, key, uid, size));
     known.next = Math.max(...uids) + 1;
   }
 
-  /** The Message-ID and Date headers of these UIDs, fetched in ranges (counted in `stats[counted]`), each told as (identity, UID). */
-  private async fetchIdentities(client: ImapFlow, uids: number[], counted: 'headersFetched' | 'headersRelisted', found: (key: string, uid: number) => void): Promise<void> {
+  /**
+   * The Message-ID and Date headers of these UIDs, with RFC822.SIZE and the X-Pivot-Export-Id field
+   * (for the comparable size, -1 where the server gave no size), fetched in ranges (counted in
+   * `stats[counted]`), each told as (identity, UID, comparable size).
+   */
+  private async fetchIdentities(client: ImapFlow, uids: number[], counted: 'headersFetched' | 'headersRelisted', found: (key: string, uid: number, size: number) => void): Promise<void> {
     const sorted = [...new Set(uids)].sort((a, b) => a - b);
     for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
-      for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, headers: ['message-id', 'date'] }, { uid: true })) {
+      for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, size: true, headers: ['message-id', 'date', 'x-pivot-export-id'] }, { uid: true })) {
         this.stats[counted]++;
         if (!message.headers) continue;
         const { messageId, sentAt } = messageIdentity(message.headers);
-        if (messageId && sentAt !== undefined) found(identity(messageId, Date.parse(sentAt)), message.uid);
+        const size = typeof message.size === 'number' ? comparableSize(message.size, message.headers) : -1;
+        if (messageId && sentAt !== undefined) found(identity(messageId, Date.parse(sentAt)), message.uid, size);
       }
     }
   }
@@ -846,7 +974,7 @@ export class ImapSink extends LifecycleSink implements Sink {
     deliveries.forEach((d, i) => {
       const uid = appended.uids[i];
       if (uid === undefined) return;
-      this.learn(known, identity(d.messageId, d.internalDate), uid);
+      this.learn(known, identity(d.messageId, d.internalDate), uid, ourSize(d.message));
       mine.add(Math.floor(d.internalDate / DAY), uid);
       if (contiguous && uid === known.next) known.next = uid + 1;
       else contiguous = false;
@@ -883,7 +1011,7 @@ export class ImapSink extends LifecycleSink implements Sink {
         if (box.uidValidity !== mine.uidValidity) return;
         // Each day's window reaches into its neighbours: a message listed twice is one message.
         const listed = new Map<number, string>();
-        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid) => listed.set(uid, key));
+        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid, size) => listed.set(uid, this.sizesExact ? `${key} ${size}` : key));
         const extra = extraCopies(listed, mine);
         if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
       } catch {
@@ -895,15 +1023,26 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 
   /**
-   * An identity seen at a UID. Of several copies the least UID is kept (whatever order they are
-   * seen in): the copy a delivery recorded, that removing copies keeps, and that `verify` takes as
-   * the item's; a skip that named a later copy would make that copy pass for the item.
+   * An identity seen at a UID, with its comparable size. Every copy is kept, in UID order (whatever
+   * order they are seen in): a skip names the least UID of the copies of our size (the copy a
+   * delivery recorded, that removing copies keeps, and that `verify` takes for that version); a
+   * skip that named a later copy would make that copy pass for the item. Copies of other sizes are
+   * other versions (see `heldCopy`).
    */
-  private learn(known: Presence, key: string, uid: number): void {
-    const held = known.ids.get(key);
-    if (held !== undefined && held <= uid) return;
-    if (held === undefined && this.presence.get(known.mailbox) === known) this.known++;
-    known.ids.set(key, uid);
+  private learn(known: Presence, key: string, uid: number, size: number): void {
+    const copies = known.ids.get(key);
+    if (copies === undefined) {
+      if (this.presence.get(known.mailbox) === known) this.known++;
+      known.ids.set(key, [uid, size]);
+      return;
+    }
+    let at = 0;
+    while (at < copies.length && copies[at]! < uid) at += 2;
+    if (copies[at] === uid) {
+      if (size !== -1) copies[at + 1] = size;
+      return;
+    }
+    copies.splice(at, 0, uid, size);
   }
 
   /** Drops what the sink knows of a mailbox (expunged, UIDVALIDITY changed, folder gone, or least recently used). */

@@ -4,7 +4,7 @@ import type { ImapFlow } from 'imapflow';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
-import type { HeldMessage, SinkOptions, StoreReader, WantedMessage } from '../sink.js';
+import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMessage } from '../sink.js';
 import type { ImapSinkConfig } from './config.js';
 import { Slots } from '../slots.js';
 import { authFor, findFolder, identity, imapClient, imapDescription, imapLocation, ImapSink, imapSpecAndCredentials, loginRefusal, logout, parseImapLocation, serverText, uidSet, type ImapCredentials, type ImapSpecOptions } from './index.js';
@@ -26,6 +26,18 @@ interface Fetched {
 }
 
 export { uidSet };
+
+/**
+ * A copy of ours no record matched (see `ImapReader.mailbox`); `version`: the sha256 of a copy of
+ * an identity a record answered for, with content no other copy of it has (another version of
+ * the item, stored beside it: a corrected re-delivery). verify looks for a ledger record of that
+ * identity with that sha256; found, the copy is that record's, not unexpected.
+ */
+/** The sha256 the ledger records for a wanted message: its latest delivery's, else what a skip would have built (verify's `Expected`). */
+function recordedSha256(w: WantedMessage): string | undefined {
+  const e = w as WantedMessage & { sha256?: string; builtSha256?: string };
+  return e.sha256 ?? e.builtSha256;
+}
 
 function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
@@ -54,9 +66,9 @@ export class ImapReader implements StoreReader {
     await sink.close();
   }
 
-  async mailbox(mailbox: string, wanted: WantedMessage[], { sample }: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] }> {
+  async mailbox(mailbox: string, wanted: WantedMessage[], { sample }: { sample: boolean }): Promise<{ held: Map<WantedMessage, HeldMessage>; unexpected: UnexpectedMessage[] }> {
     const held = new Map<WantedMessage, HeldMessage>();
-    const unexpected: Omit<HeldMessage, 'sha256' | 'size'>[] = [];
+    const unexpected: UnexpectedMessage[] = [];
     const client = await this.connect(mailbox);
     if (!client) return { held, unexpected };
     const onStop = () => client.close();
@@ -82,50 +94,73 @@ export class ImapReader implements StoreReader {
         used.add(found.uid);
         held.set(w, { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), sha256: found.sha256, size: found.size });
       };
-      // One copy answers for an identity (Message-ID and the Date header's second, as the sink's
-      // presence check tells an item), for every record of it: the one with the least UID, as the
-      // sink keeps when it removes copies and names when it skips. Every other copy is unexpected,
-      // whatever copy a record names: an item in a folder twice is never intact. A record whose
-      // location holds its Message-ID under another Date (an edit) is matched there: it is altered.
+      // Records of one identity (Message-ID and the Date header's second, as the sink's presence
+      // check tells an item) answer for one copy each: the copy with the content the ledger
+      // records (the sha256 of the latest delivery, else of what a skip would have built), the
+      // least UID of those, as the sink keeps when it removes copies and names when it skips.
+      // Without one of that content: the least UID (altered). The other copies are unexpected,
+      // whatever copy a record names: an item in a folder twice is never intact. Of those, the
+      // least UID of each other content is told apart (`version`): a corrected re-delivery is
+      // stored beside the earlier version (see SPEC.md, "Corrected versions"), and verify asks the
+      // ledger whether a record of that identity has its sha256. A record whose location holds its
+      // Message-ID under another Date (an edit) is matched there: it is altered.
       const answers = new Map<string, Fetched>();
-      const byIdentity = async () => {
-        const index = new Map<string, Fetched>();
-        for (const found of fetched.values()) {
+      const byIdentity = async (final: boolean) => {
+        const index = new Map<string, Fetched[]>();
+        for (const found of [...fetched.values()].sort((a, b) => a.uid - b.uid)) {
           if (found.sentAt === undefined) continue;
           const key = identity(found.messageId, Date.parse(found.sentAt));
-          const least = index.get(key);
-          if (!least || found.uid < least.uid) index.set(key, found);
+          const copies = index.get(key);
+          if (copies) copies.push(found);
+          else index.set(key, [found]);
         }
         for (const w of wanted) {
           if (held.has(w)) continue;
           const key = identity(w.messageId, secondOf(w.sentAt) * 1000);
-          let found = answers.get(key) ?? index.get(key);
-          if (!found) {
+          const recorded = recordedSha256(w);
+          const answerKey = `${key} ${recorded ?? ''}`;
+          const copies = index.get(key) ?? [];
+          let found = answers.get(answerKey) ?? (recorded === undefined ? undefined : copies.find((c) => c.sha256 === recorded));
+          // Not final (a sample, before the search by Message-ID): a copy of other content may not be the only one.
+          if (!found && (final || recorded === undefined)) found = copies.find((c) => !used.has(c.uid)) ?? copies[0];
+          if (!found && final) {
             const uid = located.get(w);
             const there = uid === undefined ? undefined : fetched.get(uid);
             if (there && there.messageId === w.messageId && !used.has(there.uid)) found = there;
           }
           if (!found) continue;
-          answers.set(key, found);
+          answers.set(answerKey, found);
           take(w, found);
         }
+        return index;
       };
-      await byIdentity();
       if (sample) {
+        await byIdentity(false);
         const ids = [...new Set(wanted.filter((w) => !held.has(w)).map((w) => w.messageId))];
         const uids: number[] = [];
         for (const group of chunks(ids, SEARCH_IDS)) {
           const query = group.length === 1 ? { header: { 'message-id': group[0]! } } : { or: group.map((id) => ({ header: { 'message-id': id } })) };
           uids.push(...((await client.search(query, { uid: true })) || []));
         }
-        if (uids.length > 0) {
-          await fetch(uids);
-          await byIdentity();
-        }
+        if (uids.length > 0) await fetch(uids);
+        await byIdentity(true);
       } else {
+        const index = await byIdentity(true);
+        for (const copies of index.values()) {
+          // Contents a record answered for; the first copy of any other content is another version.
+          const contents = new Set(copies.filter((c) => used.has(c.uid)).map((c) => c.sha256));
+          const answered = contents.size > 0;
+          for (const found of copies) {
+            if (used.has(found.uid) || !found.messageId.endsWith(OUR_MESSAGE_ID)) continue;
+            const version = answered && !contents.has(found.sha256);
+            contents.add(found.sha256);
+            const entry: UnexpectedMessage = { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), ...(version ? { version: found.sha256 } : {}) };
+            unexpected.push(entry);
+          }
+        }
         for (const found of fetched.values()) {
-          if (used.has(found.uid) || !found.messageId.endsWith(OUR_MESSAGE_ID)) continue;
-          unexpected.push({ messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid) });
+          if (used.has(found.uid) || found.sentAt !== undefined || !found.messageId.endsWith(OUR_MESSAGE_ID)) continue;
+          unexpected.push({ messageId: found.messageId, location: where(found.uid) });
         }
       }
       return { held, unexpected };

@@ -1,0 +1,259 @@
+// A corrected re-delivery into IMAP (src/sinks/imap/SPEC.md, "Corrected versions"): the same event
+// (same id and sentAt) comes again with other content (here: an attachment whose bytes were
+// missing the first time). The sink appends it beside the earlier version, which stays untouched;
+// a re-run skips both; `verify` of a ledger that records both is clean, and still reports a plain
+// copy APPENDed by someone else, and a corrected version no record of the ledger made. The folder
+// is read back with Python's imaplib and email package, not with this tool's code.
+import test, { type ExecutionContext } from 'ava';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { ImapFlow } from 'imapflow';
+import { comparableSize, createImapSink, heldCopy, ourSize } from '../src/sinks/imap/index.js';
+import { chatDeliveries } from './helpers/chat.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { writeArchive, MANIFEST } from './helpers/archive.js';
+import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { withServer } from './helpers/sink-conformance.js';
+import { tempDir } from './helpers/tmp.js';
+import { ATTACHMENT_BYTES, CORRECTED_EXPORT, MAILBOXES } from './helpers/corrected-export.js';
+
+type Json = Record<string, unknown>;
+const env = { PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD };
+
+
+/**
+ * Python's imaplib: every message of a mailbox's folder (UID, RFC822.SIZE, the length and sha256
+ * of BODY[], Message-ID, Date, X-Pivot-Item-Id, the sha256 of each attachment's decoded bytes,
+ * whether the body notes a missing attachment), or with `copy UID`, that message appended again
+ * (same bytes and INTERNALDATE), printing its new UID.
+ */
+const IMAPLIB = `
+import email, email.policy, hashlib, imaplib, json, re, sys
+port, user, password, folder, op = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+c = imaplib.IMAP4('127.0.0.1', port)
+c.login(user, password)
+typ, _ = c.select(folder, readonly=(not op))
+assert typ == 'OK', typ
+if op:
+    typ, data = c.uid('FETCH', op[1], '(BODY.PEEK[] INTERNALDATE)')
+    meta, body = data[0]
+    idate = re.search(rb'INTERNALDATE "([^"]+)"', meta).group(1).decode()
+    typ, answer = c.append(folder, '(\\\\Seen)', '"' + idate + '"', body)
+    assert typ == 'OK', answer
+    print(json.dumps(int(re.search(rb'APPENDUID \\d+ (\\d+)', answer[0]).group(1))))
+    sys.exit(0)
+out = []
+typ, data = c.uid('SEARCH', None, 'ALL')
+for uid in data[0].split():
+    typ, data = c.uid('FETCH', uid, '(RFC822.SIZE BODY.PEEK[])')
+    meta, body = data[0]
+    size = int(re.search(rb'RFC822.SIZE (\\d+)', meta).group(1))
+    m = email.message_from_bytes(body, policy=email.policy.default)
+    attachments = [hashlib.sha256(p.get_payload(decode=True)).hexdigest() for p in m.iter_attachments()]
+    text = m.get_body(preferencelist=('plain',)).get_content()
+    out.append({'uid': int(uid), 'size': size, 'length': len(body), 'sha256': hashlib.sha256(body).hexdigest(), 'messageId': m['Message-ID'], 'date': m['Date'], 'itemId': m['X-Pivot-Item-Id'], 'attachments': attachments, 'noted': 'is not included' in text})
+c.logout()
+print(json.dumps(out))
+`;
+
+interface Held {
+  uid: number;
+  size: number;
+  length: number;
+  sha256: string;
+  messageId: string;
+  date: string;
+  itemId: string;
+  attachments: string[];
+  noted: boolean;
+}
+
+function python(dovecot: Dovecot, mailbox: string, folder: string, op: string[] = []): string {
+  return execFileSync('python3', ['-c', IMAPLIB, String(dovecot.port), `${mailbox}*${ADMIN}`, ADMIN_PASSWORD, folder, ...op]).toString();
+}
+const held = (dovecot: Dovecot, mailbox: string, folder: string) => JSON.parse(python(dovecot, mailbox, folder)) as Held[];
+const copy = (dovecot: Dovecot, mailbox: string, folder: string, uid: number) => JSON.parse(python(dovecot, mailbox, folder, ['copy', String(uid)])) as number;
+
+let dovecot: Dovecot;
+
+/** Archives A (the attachment's bytes missing) and A' (present), and runs/verifies of a state dir into `folder`. */
+async function setup(t: ExecutionContext, folder: string) {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const first = await writeArchive(join(dir, 'a.zip'), CORRECTED_EXPORT);
+  const corrected = await writeArchive(join(dir, 'a-corrected.zip'), { ...CORRECTED_EXPORT, attachments: { a_1: ATTACHMENT_BYTES } });
+  const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
+  let runs = 0;
+  const run = async (archive: string, state: string) => {
+    const status = join(dir, `status-${++runs}.jsonl`);
+    const r = await cli(['run', archive, '--sink', sink, '--state-dir', join(dir, state), '--status-log', status, '--rejects', join(dir, 'rejects'), '--quiet'], { env });
+    t.is(r.code, 0, r.stderr);
+    return readStatusLog(status);
+  };
+  const verify = async (state: string, ...extra: string[]) => {
+    const r = await cli(['verify', '--state-dir', join(dir, state), '--sink', sink, '--json', ...extra], { env });
+    return { code: r.code, store: ((JSON.parse(r.stdout || '{}') as Json).store ?? {}) as Json, stdout: r.stdout };
+  };
+  return { dir, first, corrected, run, verify };
+}
+
+const outcomes = (lines: Json[]) =>
+  lines
+    .filter((l) => l.outcome !== undefined && l.record !== 'summary')
+    .map((l) => `${String(l.mailbox)} ${String(l.itemId)} ${String(l.outcome)}`)
+    .sort();
+
+test('the comparable size leaves out the X-Pivot-Export-Id field; a copy of another size is another version', (t) => {
+  const at = (exportId: string, text = 'hello') => chatDeliveries({ id: 'm_1', sentAt: '2026-11-23T09:00:01Z', text, exportId, index: 0 }, ['jane@acme.example'])[0]!.message;
+  const [a, b] = [at('acme-2026-11-23'), at('acme-2026-11-23-redelivered-with-a-much-longer-id')];
+  t.not(a.length, b.length);
+  t.is(ourSize(a), ourSize(b));
+  // As the server gives it: RFC822.SIZE and the fields HEADER.FIELDS returns, ending in an empty line.
+  const fields = Buffer.from('Message-ID: <x@y>\r\nX-Pivot-Export-Id: acme-2026-11-23\r\n\r\n');
+  t.is(comparableSize(1000, fields), 1000 - 'X-Pivot-Export-Id: acme-2026-11-23\r\n'.length);
+  t.is(comparableSize(1000, Buffer.from('Message-ID: <x@y>\r\n\r\n')), 1000);
+  t.not(ourSize(at('acme-2026-11-23', 'hello, corrected')), ourSize(a));
+  t.is(heldCopy(undefined, 5), undefined);
+  t.is(heldCopy([3, 7, 9, 5, 12, 5], 5), 9);
+  t.is(heldCopy([3, 7], 5), 'other');
+  t.is(heldCopy([3, -1], 5), 3);
+});
+
+withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
+  test.before(async () => {
+    dovecot = await startDovecot(MAILBOXES);
+  });
+  test.after.always(async () => {
+    if (dovecot) await removeDovecot(dovecot);
+  });
+
+  test('a corrected re-delivery (the attachment bytes now present) is stored beside the first version; a re-run skips both; verify is clean, and a plain copy is unexpected', async (t) => {
+    const folder = 'INBOX/Pivot';
+    const { dir, corrected, first, run, verify } = await setup(t, folder);
+    const one = await run(first, 'state');
+    t.deepEqual(outcomes(one.lines), MAILBOXES.flatMap((m) => ['m_1', 'm_3', 'm_att'].map((id) => `${m} ${id} delivered`)).sort());
+    const before = new Map(MAILBOXES.map((m) => [m, held(dovecot, m, folder)]));
+    for (const messages of before.values()) {
+      t.is(messages.length, 3);
+      // Dovecot reports as RFC822.SIZE the exact size of what was APPENDed (CRLF lines): the sink's comparison rests on it.
+      for (const m of messages) t.is(m.size, m.length);
+      const att = messages.find((m) => m.itemId === 'm_att')!;
+      t.deepEqual(att.attachments, []);
+      t.true(att.noted);
+    }
+
+    // The corrected export: the same events (same ids and sentAt), the attachment's bytes present.
+    const two = await run(corrected, 'state');
+    t.deepEqual(outcomes(two.lines), MAILBOXES.flatMap((m) => [`${m} m_1 skipped`, `${m} m_3 skipped`, `${m} m_att delivered`]).sort());
+    t.is(two.summary.delivered, 2);
+    const sha = createHash('sha256').update(ATTACHMENT_BYTES).digest('hex');
+    for (const mailbox of MAILBOXES) {
+      const now = held(dovecot, mailbox, folder);
+      t.is(now.length, 4, mailbox);
+      for (const m of now) t.is(m.size, m.length);
+      // The earlier version is there untouched (same UID, same bytes); the corrected one beside it, with the attachment's bytes.
+      for (const was of before.get(mailbox)!) t.deepEqual(now.find((m) => m.uid === was.uid), was);
+      const versions = now.filter((m) => m.itemId === 'm_att');
+      t.is(versions.length, 2);
+      t.is(versions[0]!.messageId, versions[1]!.messageId);
+      t.is(versions[0]!.date, versions[1]!.date);
+      t.deepEqual(versions[1]!.attachments, [sha]);
+      t.false(versions[1]!.noted);
+      // The status log names where the corrected one went.
+      const line = two.lines.find((l) => l.mailbox === mailbox && l.itemId === 'm_att')!;
+      t.regex(String(line.location), new RegExp(`;UID=${versions[1]!.uid}$`));
+    }
+
+    // Again: nothing is appended a third time, and so with the same events under another (longer) export id.
+    const three = await run(corrected, 'state');
+    t.deepEqual(outcomes(three.lines), MAILBOXES.flatMap((m) => ['m_1', 'm_3', 'm_att'].map((id) => `${m} ${id} skipped`)).sort());
+    const skip = three.lines.find((l) => l.mailbox === MAILBOXES[0] && l.itemId === 'm_att')!;
+    t.regex(String(skip.location), new RegExp(`;UID=${held(dovecot, MAILBOXES[0]!, folder).filter((m) => m.itemId === 'm_att')[1]!.uid}$`));
+    const renamed = await writeArchive(join(dir, 'a-renamed.zip'), { manifest: { ...MANIFEST, exportId: `${MANIFEST.exportId}-redelivered-corrected` }, ...CORRECTED_EXPORT, attachments: { a_1: ATTACHMENT_BYTES } });
+    const four = await run(renamed, 'state');
+    t.is(four.summary.delivered, 0);
+    t.is(four.summary.skipped, 6);
+    // The first export once more: its version is found too (the first one), nothing appended.
+    const five = await run(first, 'state');
+    t.is(five.summary.delivered, 0);
+    for (const mailbox of MAILBOXES) t.is(held(dovecot, mailbox, folder).length, 4);
+
+    const clean = await verify('state');
+    t.is(clean.code, 0, clean.stdout);
+    t.deepEqual(clean.store.unexpected, []);
+    t.deepEqual(clean.store.altered, []);
+    t.deepEqual(clean.store.missing, []);
+    t.is(clean.store.intact, 8);
+    // A sample finds each record's own version (by its sha256), never the other one as "altered".
+    for (let i = 0; i < 3; i++) {
+      const sampled = await verify('state', '--sample', '5');
+      t.is(sampled.code, 0, sampled.stdout);
+      t.is(sampled.store.intact, 5);
+    }
+
+    // A plain copy of each version (same bytes, APPENDed by someone else): unexpected, exit 6.
+    const [jane, omar] = MAILBOXES.map((m) => held(dovecot, m, folder).filter((x) => x.itemId === 'm_att'));
+    const janeCopy = copy(dovecot, MAILBOXES[0]!, folder, jane![1]!.uid);
+    const omarCopy = copy(dovecot, MAILBOXES[1]!, folder, omar![0]!.uid);
+    const dirty = await verify('state');
+    t.is(dirty.code, 6, dirty.stdout);
+    const unexpected = (dirty.store.unexpected as Json[]).map((u) => `${String(u.mailbox)} ${String(u.location).replace(/^.*;UID=/, '')}`).sort();
+    t.deepEqual(unexpected, [`${MAILBOXES[0]} ${janeCopy}`, `${MAILBOXES[1]} ${omarCopy}`]);
+    t.deepEqual(dirty.store.altered, []);
+    t.deepEqual(dirty.store.missing, []);
+  });
+
+  test('a corrected version no record of the ledger made is unexpected to verify (exit 6)', async (t) => {
+    const folder = 'INBOX/Other';
+    const { corrected, first, run, verify } = await setup(t, folder);
+    await run(first, 'state-a');
+    t.is((await verify('state-a')).code, 0);
+    // Another state dir delivers the corrected export into the same folder: the new versions are its, not state-a's.
+    const other = await run(corrected, 'state-b');
+    t.is(other.summary.delivered, 2);
+    const report = await verify('state-a');
+    t.is(report.code, 6, report.stdout);
+    const versions = MAILBOXES.map((m) => `${m} ${held(dovecot, m, folder).filter((x) => x.itemId === 'm_att')[1]!.uid}`).sort();
+    t.deepEqual((report.store.unexpected as Json[]).map((u) => `${String(u.mailbox)} ${String(u.location).replace(/^.*;UID=/, '')}`).sort(), versions);
+    t.deepEqual(report.store.altered, []);
+    t.deepEqual(report.store.missing, []);
+    // And the other way round: state-b's ledger records the corrected versions, never the first ones (state-a's).
+    const b = await verify('state-b');
+    t.is(b.code, 6, b.stdout);
+    const firsts = MAILBOXES.map((m) => `${m} ${held(dovecot, m, folder).filter((x) => x.itemId === 'm_att')[0]!.uid}`).sort();
+    t.deepEqual((b.store.unexpected as Json[]).map((u) => `${String(u.mailbox)} ${String(u.location).replace(/^.*;UID=/, '')}`).sort(), firsts);
+    t.deepEqual(b.store.altered, []);
+  });
+
+  test('a server whose RFC822.SIZE is an estimate (Exchange): the first other size read whole shows it, and from then on a message held under the identity is the item, as before: nothing appended twice', async (t) => {
+    const folder = 'INBOX/Estimates';
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
+    const deliveries = (text: (n: number) => string) => Array.from({ length: 5 }, (_, n) => chatDeliveries({ id: `e_${n}`, sentAt: `2026-11-23T10:00:0${n}Z`, text: text(n), exportId: 'estimates', index: n }, [MAILBOXES[0]!])[0]!);
+    const write = async (list: ReturnType<typeof deliveries>) => {
+      const sink = createImapSink(spec, { env });
+      await sink.open();
+      const stored = await Promise.all(list.map((d) => sink.write(d)));
+      await sink.close();
+      return { outcomes: stored.map((s) => s.outcome), stats: sink.stats };
+    };
+    t.deepEqual((await write(deliveries((n) => `text ${n}`))).outcomes, Array(5).fill('delivered'));
+    // This process's imapflow now reports every RFC822.SIZE 7 bytes off, as a server that estimates them would.
+    const proto = ImapFlow.prototype as unknown as { fetch: (...args: unknown[]) => AsyncGenerator<{ size?: number }> };
+    const original = proto.fetch;
+    proto.fetch = async function* (this: unknown, ...args: unknown[]) {
+      for await (const message of original.apply(this, args)) {
+        if (typeof message.size === 'number') message.size += 7;
+        yield message;
+      }
+    };
+    t.teardown(() => void (proto.fetch = original));
+    const again = await write(deliveries((n) => `text ${n}`));
+    t.deepEqual(again.outcomes, Array(5).fill('skipped'));
+    t.true(again.stats.versionsRead >= 1 && again.stats.versionsRead <= 5, String(again.stats.versionsRead));
+    t.is(again.stats.versionsAppended, 0);
+    // A corrected version cannot be told there: skipped, as before (the limit SPEC.md states).
+    t.deepEqual((await write(deliveries((n) => `text ${n}, corrected`))).outcomes, Array(5).fill('skipped'));
+    t.is(held(dovecot, MAILBOXES[0]!, folder).length, 5);
+  });
+});
