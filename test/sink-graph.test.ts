@@ -10,6 +10,7 @@ import { parseGraphLocation } from '../src/sinks/graph/mailbox.js';
 import { parseAddressList, splitAtDelimiters, STAMP_PROPERTY } from '../src/sinks/graph/message.js';
 import { graphOptions } from '../src/sinks/graph/options.js';
 import { buildMessage } from '../src/transforms/mime/index.js';
+import { sha256Hex } from '../src/hash.js';
 import type { Delivery } from '../src/model.js';
 import { startGraphStandin, type GraphStandin } from './helpers/graph-standin.js';
 import { startIdentityEndpoint, type IdentityEndpoint } from './helpers/identity-endpoint.js';
@@ -24,6 +25,7 @@ import {
   delivery,
   everyCase,
   honoursMaxInFlight,
+  correctedDelivery,
   keepsCorrectedVersions,
   keepsMailboxesApart,
   keepsReusedEventIds,
@@ -312,7 +314,7 @@ test('graph batch: a batch whose answer is lost (the connection cut after all wa
     await sink.write(delivery(1, mailbox));
     const batches = standin.stats.batches;
     standin.loseAnswers(mailbox, create, 1, instead);
-    // Written together: one batch of ten, the first create's answer lost.
+    // Written together: they go in batches (of eight and two), the first create's answer lost.
     const ds = Array.from({ length: 10 }, (_, i) => delivery(200 + i, mailbox));
     const outcomes = await Promise.all(ds.map((d) => sink.write(d)));
     await sink.close();
@@ -436,13 +438,13 @@ test('graph: a 503 storm on creates is waited out as Retry-After says, then deli
   t.is(new Set(held.map((m) => m.internetMessageId)).size, 32, 'nothing twice');
 });
 
-test('graph: two runs at once into one folder (each with its own state) leave each item once when both have closed', async (t) => {
+for (const mode of ['json', 'importMime'] as const) test(`graph ${mode}: two runs at once into one folder (each with its own state) leave each item once when both have closed`, async (t) => {
   t.timeout(120_000);
   const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 5 });
   t.teardown(() => slow.close());
   const boxes = ['w0', 'w1'].map((p) => `${p}@acme.example`);
   for (const b of boxes) slow.mailbox(b);
-  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Twice&retryDelay=20`;
+  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${slow.url}&folder=Inbox/Twice&retryDelay=20&mode=${mode}`;
   const sinks = [createGraphSink(spec), createGraphSink(spec)];
   await Promise.all(sinks.map((s) => s.open()));
   const items = Array.from({ length: 40 }, (_, n) => delivery(n, boxes[n % 2]!));
@@ -467,6 +469,44 @@ test('graph: two runs at once into one folder (each with its own state) leave ea
     const both = [0, 1].map((w) => ({ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[w]![i]!.location! }));
     t.is((await reader.mailbox(d.mailbox, both, { sample: true })).held.size, 2, d.messageId);
   }
+  await reader.close();
+});
+
+test('graph json: the same event in an export with another id is the same version (skipped, not made twice); a corrected one is made beside it', async (t) => {
+  const mailbox = 'reexported@acme.example';
+  standin.mailbox(mailbox);
+  const at = (exportId: string, text = 'message number 1') => chatDeliveries({ id: 'm_1', sentAt: '2026-11-23T09:00:01.000Z', text, exportId, index: 1 }, [mailbox])[0]!;
+  const sink = createGraphSink(specOf('folder=Inbox/Reexported'));
+  await sink.open();
+  const first = await sink.write(at('acme-2026-11-23'));
+  await sink.close();
+  const again = createGraphSink(specOf('folder=Inbox/Reexported'));
+  await again.open();
+  const other = at('acme-2026-11-23-delivered-again-with-a-longer-id');
+  t.false(other.message.equals(at('acme-2026-11-23').message));
+  t.deepEqual(await again.write(other), { outcome: 'skipped', location: first.location });
+  t.is((await again.write(at('acme-2026-11-23-delivered-again-with-a-longer-id', 'corrected: message number 1'))).outcome, 'delivered');
+  await again.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/Reexported').length, 2);
+});
+
+test('graph reader: an earlier version kept beside a corrected one is given as that version only while its stamp\'s fields hold; altered, it is plainly unexpected', async (t) => {
+  const mailbox = 'versions@acme.example';
+  standin.mailbox(mailbox);
+  const sink = createGraphSink(specOf('folder=Inbox/Versions'));
+  await sink.open();
+  const [v1, v2] = [delivery(1, mailbox), correctedDelivery(1, mailbox)];
+  const stored = [await sink.write(v1), await sink.write(v2)];
+  await sink.close();
+  t.deepEqual(stored.map((s) => s.outcome), ['delivered', 'delivered']);
+  const reader = createGraphReader(specOf('folder=Inbox/Versions'));
+  await reader.open();
+  const wanted = [{ messageId: v2.messageId, sentAt: new Date(v2.internalDate).toISOString(), location: stored[1]!.location!, sha256: sha256Hex(v2.message) }];
+  const read = async () => (await reader.mailbox(mailbox, wanted, { sample: false })).unexpected;
+  t.deepEqual((await read()).map((u) => [u.location, u.version]), [[stored[0]!.location, sha256Hex(v1.message)]]);
+  const earlier = standin.mailbox(mailbox).messages.get(parseGraphLocation(stored[0]!.location!)!.messageId)!;
+  earlier.subject = 'changed behind the tool';
+  t.deepEqual((await read()).map((u) => [u.location, u.version]), [[stored[0]!.location, undefined]]);
   await reader.close();
 });
 
@@ -867,34 +907,35 @@ test('graph in a national cloud (no permanentDelete): a half-created message is 
   }
 });
 
-test('graph batch: a batch whose answer is cut while Graph still runs its chain leaves each item once when the run closes (a run killed before that leaves copies)', async (t) => {
+test('graph batch: a batch whose answer is cut while Graph still runs it leaves each item once when the run closes (a run killed before that leaves copies)', async (t) => {
   const mailbox = 'midway@acme.example';
   standin.mailbox(mailbox);
   const create = 'POST /mailFolders/{id}/messages';
   const sink = createGraphSink(specOf('folder=Inbox/Midway'));
   await sink.open();
   await sink.write(delivery(1, mailbox));
-  // The worst case: three creates done when the answer is cut; the other seven only after the sink looked for them (and made them again).
+  // The worst case: three creates done when the answer is cut; the other nine only after the sink looked for them (and made them again).
+  // Twelve: a batch that is not full takes a multiple of four of those waiting.
   let goOn: () => void = () => undefined;
   const cut = standin.cutBatch(mailbox, 3, new Promise<void>((resolve) => (goOn = resolve)));
-  const ds = Array.from({ length: 10 }, (_, i) => delivery(400 + i, mailbox));
+  const ds = Array.from({ length: 12 }, (_, i) => delivery(400 + i, mailbox));
   const outcomes = await Promise.all(ds.map((d) => sink.write(d)));
   t.true(outcomes.every((o) => o.outcome === 'delivered'));
-  t.is(standin.messagesIn(mailbox, 'Inbox/Midway').length, 11, 'three found, seven made again');
+  t.is(standin.messagesIn(mailbox, 'Inbox/Midway').length, 13, 'three found, nine made again');
   goOn();
   await cut.finished;
-  t.is(standin.messagesIn(mailbox, 'Inbox/Midway').length, 18, 'the chain made the seven too: a run killed now leaves these copies');
+  t.is(standin.messagesIn(mailbox, 'Inbox/Midway').length, 22, 'the batch made the nine too: a run killed now leaves these copies');
   await sink.close();
-  t.is(sink.copiesRemoved, 7);
+  t.is(sink.copiesRemoved, 9);
   const held = standin.messagesIn(mailbox, 'Inbox/Midway');
-  t.is(held.length, 11);
-  t.is(new Set(held.map((m) => m.internetMessageId)).size, 11, 'each item once');
-  t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 1 + 10 + 7);
+  t.is(held.length, 13);
+  t.is(new Set(held.map((m) => m.internetMessageId)).size, 13, 'each item once');
+  t.is(standin.stats.byMailbox.get(`${mailbox} ${create}`), 1 + 12 + 9);
   // Each item's recorded location is a message the folder holds, or one the reader finds by identity.
   const reader = createGraphReader(specOf('folder=Inbox/Midway'));
   await reader.open();
   const wanted = ds.map((d, i) => ({ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[i]!.location! }));
-  t.is((await reader.mailbox(mailbox, wanted, { sample: true })).held.size, 10);
+  t.is((await reader.mailbox(mailbox, wanted, { sample: true })).held.size, 12);
   await reader.close();
 });
 
@@ -907,12 +948,12 @@ test('graph batch: copies a run killed after a cut batch answer left (its close 
   await killed.write(delivery(1, mailbox));
   let goOn: () => void = () => undefined;
   const cut = standin.cutBatch(mailbox, 3, new Promise<void>((resolve) => (goOn = resolve)));
-  const ds = Array.from({ length: 10 }, (_, i) => delivery(500 + i, mailbox));
+  const ds = Array.from({ length: 12 }, (_, i) => delivery(500 + i, mailbox));
   t.true((await Promise.all(ds.map((d) => killed.write(d)))).every((o) => o.outcome === 'delivered'));
   goOn();
   await cut.finished;
   const before = standin.messagesIn(mailbox, 'Inbox/KilledMidway');
-  t.is(before.length, 18, 'seven items twice: what a run killed before its close leaves');
+  t.is(before.length, 22, 'nine items twice: what a run killed before its close leaves');
   const least = new Map<string, string>();
   for (const m of before) if (!least.has(m.internetMessageId) || m.id < least.get(m.internetMessageId)!) least.set(m.internetMessageId, m.id);
   // The re-run (the killed run's close never comes: its sink is only closed after the re-run's checks).
@@ -920,13 +961,13 @@ test('graph batch: copies a run killed after a cut batch answer left (its close 
   await rerun.open();
   const outcomes = await Promise.all([delivery(1, mailbox), ...ds].map((d) => rerun.write(d)));
   t.true(outcomes.every((o) => o.outcome === 'skipped'));
-  t.is(rerun.copiesRemoved, 7);
+  t.is(rerun.copiesRemoved, 9);
   const held = standin.messagesIn(mailbox, 'Inbox/KilledMidway');
-  t.is(held.length, 11);
+  t.is(held.length, 13);
   t.deepEqual(held.map((m) => m.id).sort(), [...least.values()].sort(), 'the least id of each kept');
   await rerun.close();
   await killed.close();
-  t.is(standin.messagesIn(mailbox, 'Inbox/KilledMidway').length, 11);
+  t.is(standin.messagesIn(mailbox, 'Inbox/KilledMidway').length, 13);
 });
 
 test('graph json: an attachment just under 3 MB whose request would be over 4 MB fails at once, naming it, with no request; one just under that goes in one POST; Graph refuses an upload session under 3 MB', async (t) => {

@@ -10,6 +10,7 @@ import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
 import { idKey, sha256Hex } from '../../hash.js';
+import { withoutExportId } from '../../formats/message/export-id.js';
 import { eachLimited } from '../held.js';
 
 const DAY = 86_400_000;
@@ -385,12 +386,14 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   /** An item's copies for its mailboxes share one message buffer: its Graph JSON is made once for all of them. */
   private readonly built = new WeakMap<Buffer, Built>();
-  /** The version of a message (sha256 of its MIME, as its stamp holds it), made once for all its mailboxes. */
+  /** The version of a message (`versionOf`: sha256 of its MIME without X-Pivot-Export-Id), made once for all its mailboxes. */
   private readonly versions = new WeakMap<Buffer, string>();
 
+  /** importMime: '' (an imported message carries no stamp, so versions cannot be told there: the README's limit). */
   private versionOf(delivery: Delivery): string {
+    if (this.config.mode === 'importMime') return '';
     let version = this.versions.get(delivery.message);
-    if (version === undefined) this.versions.set(delivery.message, (version = sha256Hex(delivery.message)));
+    if (version === undefined) this.versions.set(delivery.message, (version = sha256Hex(withoutExportId(delivery.message))));
     return version;
   }
 

@@ -47,16 +47,25 @@ export function halfCreated(message: Listed): boolean {
 }
 
 /**
- * Which version of its item a message is: the sha256 of the MIME it was made from (its stamp's
- * first field, pending or not), or '' for one without a stamp (imported: which version it is
- * cannot be told without reading it, so it stands for any).
+ * Which version of its item a message is: the sha256 of the MIME it was made from without its
+ * X-Pivot-Export-Id (its stamp's fourth field, pending or not: the same event in an export with
+ * another id is the same version), or '' for one whose version cannot be told without reading it
+ * (imported, or stamped before stamps carried it), which stands for any.
  */
 export function versionOf(message: Listed): string {
+  return stampFields(message)[3] ?? '';
+}
+
+/** The sha256 of the MIME a json-mode message was made from as the stamp holds it (what the ledger records), or undefined. */
+export function deliveredSha256(message: Listed): string | undefined {
+  return stampFields(message)[0];
+}
+
+/** The stamp's fields, pending or not (none without a stamp). */
+function stampFields(message: Listed): string[] {
   const stamp = message.stamp;
-  if (stamp === undefined) return '';
-  const from = stamp.startsWith(PENDING) ? PENDING.length : 0;
-  const end = stamp.indexOf(' ', from);
-  return stamp.slice(from, end < 0 ? stamp.length : end);
+  if (stamp === undefined) return [];
+  return (stamp.startsWith(PENDING) ? stamp.slice(PENDING.length) : stamp).split(' ');
 }
 
 /** What identifies an item in a mailbox: its Message-ID and its sentAt to the second. */

@@ -4,6 +4,7 @@
 import libmime from 'libmime';
 import * as libqp from 'libqp';
 import { sha256Hex } from '../../hash.js';
+import { withoutExportId } from '../../formats/message/export-id.js';
 
 /**
  * Attachments from this size on go through an upload session ("between 3 MB and 150 MB"; a
@@ -20,8 +21,9 @@ export const CHUNK_BYTES = 4 * 1024 * 1024;
 
 /**
  * The namespace of the one named property this tool stamps on a message in json mode
- * (`String {GUID} Name pivotArchiveStamp`): `<sha256 of the MIME> <its size> <sha256 of the compared fields>`,
- * final once the whole message is in (see SPEC.md, mode=json, and "Location and reading back").
+ * (`String {GUID} Name pivotArchiveStamp`): `<sha256 of the MIME> <its size> <sha256 of the compared fields>
+ * <sha256 of the MIME without X-Pivot-Export-Id>` (the last, which version of its item it is, since
+ * 2026-11-30: an older stamp stands for any version), final once the whole message is in (see SPEC.md, mode=json, and "Location and reading back").
  */
 export const STAMP_PROPERTY = 'String {6b3f3d1e-3c0e-4f55-9d3a-5f1c2a9e7b41} Name pivotArchiveStamp';
 /** What the stamp starts with while attachments are still being added: the message is not whole yet. */
@@ -240,7 +242,7 @@ export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
     cc: cc.map((r) => r.emailAddress.address),
     sentAt: when,
     attachments: attachments.map((a) => a.name),
-  })}`;
+  })} ${sha256Hex(withoutExportId(raw))}`;
   const create: Record<string, unknown> = {
     subject,
     body: html !== undefined ? { contentType: 'html', content: html } : { contentType: 'text', content: text ?? '' },

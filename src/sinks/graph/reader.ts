@@ -9,7 +9,7 @@ import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMe
 import { GraphClient, GraphError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphAccess, proveAccess } from './index.js';
-import { COMPARED_FIELDS, graphLocation, halfCreated, identity, isOurs, listFolder, listedKey, listedOf, parseGraphLocation, resolveFolder, versionOf, type Listed } from './mailbox.js';
+import { COMPARED_FIELDS, deliveredSha256, graphLocation, halfCreated, identity, isOurs, listFolder, listedKey, listedOf, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
 import { eachLimited } from '../held.js';
 
 /** Messages read back at once per mailbox (the client keeps to the per-mailbox limit in any case). */
@@ -72,19 +72,21 @@ export class GraphReader implements StoreReader {
       const want = identity(w.messageId, w.sentAt);
       const same = (m: Listed) => identity(m.internetMessageId, m.sentAt) === want;
       // The version the ledger recorded first, when the folder holds several (a corrected re-delivery beside the first).
-      const found = listed.find((m) => !used.has(m.id) && same(m) && w.sha256 !== undefined && versionOf(m) === w.sha256) ?? listed.find((m) => !used.has(m.id) && same(m)) ?? listed.find(same);
+      const found = listed.find((m) => !used.has(m.id) && same(m) && w.sha256 !== undefined && deliveredSha256(m) === w.sha256) ?? listed.find((m) => !used.has(m.id) && same(m)) ?? listed.find(same);
       if (!found) return;
       used.add(found.id);
       answered.add(listedKey(found));
       held.set(w, await this.hashed(mailbox, folderId!, found));
     });
-    // A whole json-mode message says which version of its item it is (its stamp's sha256): the
+    // A whole json-mode message says which version of its item it is (its stamp's sha256s): the
     // least copy of a version no wanted message is (an earlier one kept beside a corrected
     // re-delivery) is answered for by the ledger's record of it; every other copy is plainly unexpected.
     const unexpected: UnexpectedMessage[] = [];
     if (!sample) {
       for (const m of listed.filter((l) => !used.has(l.id) && isOurs(l.internetMessageId)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
-        const version = m.stamp !== undefined && !halfCreated(m) && !answered.has(listedKey(m)) ? versionOf(m) : undefined;
+        // Only a stamp whose compared fields still hold (else the message was altered: plainly unexpected).
+        const [sha256, , fields] = m.stamp?.split(' ') ?? [];
+        const version = m.stamp !== undefined && !halfCreated(m) && fields === m.fields && !answered.has(listedKey(m)) ? sha256 : undefined;
         if (version !== undefined) answered.add(listedKey(m));
         unexpected.push({ messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId!, m.id), ...(version !== undefined ? { version } : {}) });
       }

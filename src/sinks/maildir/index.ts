@@ -9,6 +9,7 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
+import { withoutExportId } from '../../formats/message/export-id.js';
 import { DirectorySync, isCode } from '../../fs-util.js';
 import { PID_NAMESPACE, processGone } from '../../process-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
@@ -58,11 +59,11 @@ let lastBase = { messageId: '', internalDate: NaN, name: '' };
 
 /**
  * The name of a message stored beside another complete version of it (same identity, other
- * content): the identity's name plus a short hash of what is compared (`comparable`).
+ * content): the identity's name plus a short hash of what is compared (`withoutExportId`).
  */
 export function maildirVariantName(delivery: Pick<Delivery, 'messageId' | 'internalDate' | 'message'>): string {
   const base = maildirBaseName(delivery);
-  return `${base.slice(0, -SUFFIX.length)}.C${sha256Hex(comparable(delivery.message)).slice(0, 16)}${SUFFIX}`;
+  return `${base.slice(0, -SUFFIX.length)}.C${sha256Hex(withoutExportId(delivery.message)).slice(0, 16)}${SUFFIX}`;
 }
 
 /** `tmp/` names of ours: the unique ones, and the fixed `<base>` that versions before them used. */
@@ -90,20 +91,6 @@ function uniqueName(): string {
   const usec = Math.floor((performance.timeOrigin + performance.now()) * 1000);
   const namespace = NAMESPACE_NUMBER ? `N${NAMESPACE_NUMBER}` : '';
   return `${Math.floor(usec / 1e6)}.M${usec % 1e6}P${process.pid}${namespace}Q${++temporaries}R${PROCESS_TAG}.${HOST}`;
-}
-
-/**
- * What is compared between a stored file and a delivery: the bytes, without the
- * X-Pivot-Export-Id header field, which is the only part of a message that differs when the same
- * event comes again in an export with another id.
- */
-function comparable(message: Buffer): Buffer {
-  let end = message.indexOf('\r\n\r\n');
-  if (end < 0) end = message.indexOf('\n\n');
-  if (end < 0) end = message.length;
-  const head = message.toString('latin1', 0, end);
-  const without = head.replace(/(^|\n)x-pivot-export-id:[^\n]*(?:\n[ \t][^\n]*)*/i, '$1');
-  return without.length === head.length ? message : Buffer.concat([Buffer.from(without, 'latin1'), message.subarray(end)]);
 }
 
 /** What a name holds, against our message (see `compare`). */
@@ -136,7 +123,7 @@ async function compare(path: string, ours: Buffer, identify: boolean): Promise<{
     if (theirs === undefined) return 'other';
     if (theirs.length === ours.length && theirs.equals(ours)) return 'same';
     if (theirs.length < ours.length && ours.subarray(0, theirs.length).equals(theirs)) return 'torn';
-    const [a, b] = [comparable(theirs), comparable(ours)];
+    const [a, b] = [withoutExportId(theirs), withoutExportId(ours)];
     if (a.equals(b)) return 'same';
     if (a.length < b.length && b.subarray(0, a.length).equals(a)) return 'torn';
     return 'other';
