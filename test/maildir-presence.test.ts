@@ -6,7 +6,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 import type { Delivery } from '../src/model.js';
 import { createSink } from '../src/sinks/index.js';
-import { maildirBaseName } from '../src/sinks/maildir/index.js';
+import { maildirBaseName, maildirVariantName } from '../src/sinks/maildir/index.js';
 import { chatDeliveries } from './helpers/chat.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -32,20 +32,25 @@ async function folderOf(root: string): Promise<{ cur: string; tmp: string }> {
   return { cur: join(folder, 'cur'), tmp: join(folder, 'tmp') };
 }
 
-test('maildir presence: an empty or torn file under a message\'s name is replaced by the complete message and not counted as held', async (t) => {
+test('maildir presence: an empty file, or one of NUL bytes only, under a message\'s name is replaced by the complete message; the start of ours is another version, kept, ours stored beside it', async (t) => {
   const root = await tempDir(t);
   const { cur } = await folderOf(root);
-  const [empty, torn, whole] = [1, 2, 3].map((n) => event(n));
-  // As a crash or two racing writers of an earlier version could leave them.
+  const [empty, zeros, prefix, whole] = [1, 2, 3, 4].map((n) => event(n));
+  // As a crash can leave them (a file system that lost the data: nothing, or NUL bytes).
   await writeFile(join(cur, `${maildirBaseName(empty!)}:2,S`), '');
-  await writeFile(join(cur, `${maildirBaseName(torn!)}:2,S`), torn!.message.subarray(0, Math.floor(torn!.message.length / 2)));
+  await writeFile(join(cur, `${maildirBaseName(zeros!)}:2,S`), Buffer.alloc(100));
+  // A complete earlier version that a corrected re-delivery only added text to the end of: never overwritten.
+  const start = prefix!.message.subarray(0, Math.floor(prefix!.message.length / 2));
+  await writeFile(join(cur, `${maildirBaseName(prefix!)}:2,S`), start);
   await writeFile(join(cur, `${maildirBaseName(whole!)}:2,S`), whole!.message);
   const wholeInode = (await stat(join(cur, `${maildirBaseName(whole!)}:2,S`))).ino;
-  t.deepEqual(await writeAll(root, [empty!, torn!, whole!]), ['delivered', 'delivered', 'skipped']);
-  t.deepEqual((await readdir(cur)).sort(), [empty!, torn!, whole!].map((d) => `${maildirBaseName(d)}:2,S`).sort());
-  for (const d of [empty!, torn!, whole!]) t.true((await readFile(join(cur, `${maildirBaseName(d)}:2,S`))).equals(d.message), d.itemId);
+  t.deepEqual(await writeAll(root, [empty!, zeros!, prefix!, whole!]), ['delivered', 'delivered', 'delivered', 'skipped']);
+  t.deepEqual((await readdir(cur)).sort(), [...[empty!, zeros!, prefix!, whole!].map((d) => `${maildirBaseName(d)}:2,S`), `${maildirVariantName(prefix!)}:2,S`].sort());
+  for (const d of [empty!, zeros!, whole!]) t.true((await readFile(join(cur, `${maildirBaseName(d)}:2,S`))).equals(d.message), d.itemId);
+  t.true((await readFile(join(cur, `${maildirBaseName(prefix!)}:2,S`))).equals(start), 'the earlier version is left as it was');
+  t.true((await readFile(join(cur, `${maildirVariantName(prefix!)}:2,S`))).equals(prefix!.message));
   t.is((await stat(join(cur, `${maildirBaseName(whole!)}:2,S`))).ino, wholeInode, 'the complete file is left as it was');
-  t.deepEqual(await writeAll(root, [empty!, torn!, whole!]), ['skipped', 'skipped', 'skipped']);
+  t.deepEqual(await writeAll(root, [empty!, zeros!, prefix!, whole!]), ['skipped', 'skipped', 'skipped', 'skipped']);
 });
 
 /**

@@ -127,7 +127,7 @@ export const keepsReusedEventIds: ConformanceCase = (harness) =>
 /** Delivery `n` as a corrected re-delivery of its export has it: the same event id and sentAt, another text. */
 export function correctedDelivery(n: number, mailbox = 'jane@acme.example'): Delivery {
   const first = delivery(n, mailbox);
-  return chatDeliveries({ id: `m_${n}`, sentAt: new Date(first.internalDate).toISOString(), text: `corrected: message number ${n}`, exportId: 'conformance', index: n }, [mailbox])[0]!;
+  return chatDeliveries({ id: `m_${n}`, sentAt: new Date(first.internalDate).toISOString(), text: `message number ${n}, corrected (a text that only grew at its end)`, exportId: 'conformance', index: n }, [mailbox])[0]!;
 }
 
 export const keepsCorrectedVersions: ConformanceCase = (harness) =>
@@ -156,7 +156,7 @@ export const keepsCorrectedVersions: ConformanceCase = (harness) =>
     if (stored.location !== undefined) t.deepEqual(skips.map((s) => s.location), [beside.location, stored.location], 'each version skipped to its own copy');
     const held = await Promise.all((await store.read('jane@acme.example')).map((raw) => simpleParser(raw)));
     t.deepEqual(held.map((m) => m.messageId), [original.messageId, original.messageId]);
-    t.deepEqual(held.map((m) => (m.text ?? '').trim()).sort(), ['corrected: message number 1', 'message number 1']);
+    t.deepEqual(held.map((m) => (m.text ?? '').trim()).sort(), ['message number 1', 'message number 1, corrected (a text that only grew at its end)']);
   });
 
 export const closeWaitsForWrites: ConformanceCase = (harness) =>

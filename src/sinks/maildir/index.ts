@@ -104,7 +104,7 @@ interface Inode {
 
 /**
  * What a file holds, against our message: `same` message (byte for byte, or but for the export id),
- * `torn` (empty, or the start of ours: a write cut short), `other` (another complete version),
+ * `torn` (empty, or NUL bytes only), `other` (another version, even the start of ours),
  * `absent`, or `odd`: not a regular file (`kind` says what), never read (see `openRegular`; what
  * `place` does with it is said there). Files much larger than ours are `other` unread.
  * `identify`: also say which file it is.
@@ -122,11 +122,11 @@ async function compare(path: string, ours: Buffer, identify: boolean): Promise<{
   const verdict = (() => {
     if (theirs === undefined) return 'other';
     if (theirs.length === ours.length && theirs.equals(ours)) return 'same';
-    if (theirs.length < ours.length && ours.subarray(0, theirs.length).equals(theirs)) return 'torn';
-    const [a, b] = [withoutExportId(theirs), withoutExportId(ours)];
-    if (a.equals(b)) return 'same';
-    if (a.length < b.length && b.subarray(0, a.length).equals(a)) return 'torn';
-    return 'other';
+    // Empty, or NUL bytes only (a file system's answer after a crash): no message. A non-empty
+    // start of ours is another version (a correction that only added text at the end), kept:
+    // this sink publishes a file only once it is whole and durable.
+    if (theirs.every((b) => b === 0)) return 'torn';
+    return withoutExportId(theirs).equals(withoutExportId(ours)) ? 'same' : 'other';
   })();
   return { verdict, inode: read.inode };
 }
