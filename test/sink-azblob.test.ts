@@ -2,6 +2,7 @@ import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import unzipper from 'unzipper';
+import { ContainerSASPermissions } from '@azure/storage-blob';
 import { createAzureBlobSink } from '../src/sinks/azblob/index.js';
 import { parseAzureBlobSpec } from '../src/sinks/azblob/config.js';
 import { redactSecrets } from '../src/redact.js';
@@ -150,6 +151,23 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     t.false(result.stderr.includes(secret));
     t.false(result.stdout.includes(secret));
     t.false((await readFile(status, 'utf8')).includes(secret));
+  });
+
+  test('azblob: a SAS that cannot do what staging needs (a create-only one) fails the run before anything is read, naming what it lacks; one with r, l, c and w stages', async (t) => {
+    const dir = await tempDir(t);
+    const container = azurite.container('sas-permissions');
+    await container.createIfNotExists();
+    const run = async (permissions: string) => {
+      const sas = new URL(await container.generateSasUrl({ permissions: ContainerSASPermissions.parse(permissions), expiresOn: new Date(Date.now() + 3_600_000) })).search;
+      const env = { AZURE_STORAGE_ACCOUNT_URL: `http://127.0.0.1:${azurite.port}/devstoreaccount1${sas}` };
+      return cli(['run', '--sample', '--sink', 'azblob://sas-permissions/p', '--status-log', join(dir, `${permissions}.jsonl`), '--rejects', join(dir, 'rejects')], { env });
+    };
+    const createOnly = await run('c');
+    t.is(createOnly.code, 2, createOnly.stderr);
+    t.regex(createOnly.log, /the SAS allows sp=c, and staging needs r \(.*\), l \(.*\), w \(/);
+    t.is((await readFile(join(dir, 'c.jsonl'), 'utf8')).split('\n').filter((l) => l.includes('"outcome":"delivered"')).length, 0, 'nothing staged');
+    const enough = await run('rlcw');
+    t.is(enough.code, 0, enough.stderr);
   });
 
   test('redactSecrets masks SAS signatures, account keys and URL passwords', (t) => {

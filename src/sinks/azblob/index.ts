@@ -253,6 +253,13 @@ export function stagedLocation(blob: string, entry: string): string {
  * the batch holding it is committed (or found there already), so a delivery counts only once
  * it is durable.
  */
+/** What a staging run does with a SAS (its `sp` letters): read and list what was staged, write (the lease needs it). */
+const STAGING_PERMISSIONS = [
+  ['r', 'to read what earlier runs staged'],
+  ['l', 'to list it'],
+  ['w', "to write, which leasing the export's staging.lock needs"],
+] as const;
+
 export class AzureBlobSink extends LifecycleSink implements Sink {
   readonly kind = 'azblob';
   readonly description: string;
@@ -330,6 +337,13 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
       if ((err as { code?: string }).code !== 'AuthorizationPermissionMismatch') {
         throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${this.description}: cannot reach the container: ${storageErrorMessage(err)}`);
       }
+    }
+    // A SAS names what it allows (`sp`): one that cannot do what staging needs fails here, before
+    // anything is read, not item by item (a create-only SAS failed every item at its lease).
+    const granted = new URL(this.container.url).searchParams.get('sp');
+    const missing = granted === null ? [] : STAGING_PERMISSIONS.filter(([p]) => !granted.includes(p));
+    if (missing.length > 0) {
+      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${this.description}: the SAS allows sp=${granted}, and staging needs ${missing.map(([p, why]) => `${p} (${why})`).join(', ')} too: give it one with r, l, c and w (and d, to remove the export's lock at the end)`);
     }
   }
 
