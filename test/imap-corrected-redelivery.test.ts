@@ -10,6 +10,8 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { comparableSize, createImapSink, heldCopy, ourSize } from '../src/sinks/imap/index.js';
+import { Appended, extraCopies } from '../src/sinks/imap/copies.js';
+import type { Delivery } from '../src/model.js';
 import { chatDeliveries } from './helpers/chat.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { writeArchive, MANIFEST } from './helpers/archive.js';
@@ -104,6 +106,36 @@ const outcomes = (lines: Json[]) =>
     .map((l) => `${String(l.mailbox)} ${String(l.itemId)} ${String(l.outcome)}`)
     .sort();
 
+/** Deliveries of e_<from>..e_<from+count-1> (one export, one day) to the first mailbox, with texts `text(n)`. */
+const deliveries = (text: (n: number) => string, from = 0, count = 5) =>
+  Array.from({ length: count }, (_, i) => chatDeliveries({ id: `e_${from + i}`, sentAt: `2026-11-23T10:00:0${from + i}Z`, text: text(from + i), exportId: 'estimates', index: from + i }, [MAILBOXES[0]!])[0]!);
+
+/** The deliveries written by a sink of its own, in this process: their outcomes, locations, and the sink's stats. */
+async function write(spec: string, list: Delivery[]) {
+  const sink = createImapSink(spec, { env });
+  await sink.open();
+  const stored = await Promise.all(list.map((d) => sink.write(d)));
+  await sink.close();
+  return { outcomes: stored.map((s) => s.outcome), locations: stored.map((s) => s.location), stats: sink.stats };
+}
+
+type Served = { size?: number; source?: Buffer };
+/**
+ * Makes this process's imapflow serve every message as `change` would (its RFC822.SIZE and its
+ * BODY[] as given; the header fields fetched alone are left as they are); returns the undo.
+ */
+function serve(change: (message: Served) => void): () => void {
+  const proto = ImapFlow.prototype as unknown as { fetch: (...args: unknown[]) => AsyncGenerator<Served> };
+  const original = proto.fetch;
+  proto.fetch = async function* (this: unknown, ...args: unknown[]) {
+    for await (const message of original.apply(this, args)) {
+      change(message);
+      yield message;
+    }
+  };
+  return () => void (proto.fetch = original);
+}
+
 test('the comparable size leaves out the X-Pivot-Export-Id field; a copy of another size is another version', (t) => {
   const at = (exportId: string, text = 'hello') => chatDeliveries({ id: 'm_1', sentAt: '2026-11-23T09:00:01Z', text, exportId, index: 0 }, ['jane@acme.example'])[0]!.message;
   const [a, b] = [at('acme-2026-11-23'), at('acme-2026-11-23-redelivered-with-a-much-longer-id')];
@@ -118,6 +150,23 @@ test('the comparable size leaves out the X-Pivot-Export-Id field; a copy of anot
   t.is(heldCopy([3, 7, 9, 5, 12, 5], 5), 9);
   t.is(heldCopy([3, 7], 5), 'other');
   t.is(heldCopy([3, -1], 5), 3);
+});
+
+test('removing copies never removes a version this run appended beside another, even by identity alone', (t) => {
+  const mine = new Appended('INBOX/Pivot', 1n);
+  mine.add(0, 10);
+  mine.add(0, 11);
+  mine.versions.add(11);
+  // Listed by identity alone (the server's sizes proved inexact after 11 was stored beside 5): 12
+  // is another writer's copy of A, 3 another writer's earlier copy of B (10 is ours).
+  const listed = new Map([
+    [5, 'A'],
+    [11, 'A'],
+    [12, 'A'],
+    [3, 'B'],
+    [10, 'B'],
+  ]);
+  t.deepEqual(extraCopies(listed, mine).sort((a, b) => a - b), [10, 12]);
 });
 
 withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
@@ -226,34 +275,140 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     t.deepEqual(b.store.altered, []);
   });
 
-  test('a server whose RFC822.SIZE is an estimate (Exchange): the first other size read whole shows it, and from then on a message held under the identity is the item, as before: nothing appended twice', async (t) => {
+  // The tests that change imapflow in this process run one at a time (before the others, which run the CLI).
+  test.serial('a server whose RFC822.SIZE is an estimate (Exchange): the first other size read whole shows it, and from then on a message held under the identity is the item, as before: nothing appended twice', async (t) => {
     const folder = 'INBOX/Estimates';
+    t.timeout(120_000);
     const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
-    const deliveries = (text: (n: number) => string) => Array.from({ length: 5 }, (_, n) => chatDeliveries({ id: `e_${n}`, sentAt: `2026-11-23T10:00:0${n}Z`, text: text(n), exportId: 'estimates', index: n }, [MAILBOXES[0]!])[0]!);
-    const write = async (list: ReturnType<typeof deliveries>) => {
-      const sink = createImapSink(spec, { env });
-      await sink.open();
-      const stored = await Promise.all(list.map((d) => sink.write(d)));
-      await sink.close();
-      return { outcomes: stored.map((s) => s.outcome), stats: sink.stats };
-    };
-    t.deepEqual((await write(deliveries((n) => `text ${n}`))).outcomes, Array(5).fill('delivered'));
+    t.deepEqual((await write(spec, deliveries((n) => `text ${n}`))).outcomes, Array(5).fill('delivered'));
     // This process's imapflow now reports every RFC822.SIZE 7 bytes off, as a server that estimates them would.
-    const proto = ImapFlow.prototype as unknown as { fetch: (...args: unknown[]) => AsyncGenerator<{ size?: number }> };
-    const original = proto.fetch;
-    proto.fetch = async function* (this: unknown, ...args: unknown[]) {
-      for await (const message of original.apply(this, args)) {
+    t.teardown(
+      serve((message) => {
         if (typeof message.size === 'number') message.size += 7;
-        yield message;
-      }
-    };
-    t.teardown(() => void (proto.fetch = original));
-    const again = await write(deliveries((n) => `text ${n}`));
+      }),
+    );
+    const again = await write(spec, deliveries((n) => `text ${n}`));
     t.deepEqual(again.outcomes, Array(5).fill('skipped'));
     t.true(again.stats.versionsRead >= 1 && again.stats.versionsRead <= 5, String(again.stats.versionsRead));
     t.is(again.stats.versionsAppended, 0);
     // A corrected version cannot be told there: skipped, as before (the limit SPEC.md states).
-    t.deepEqual((await write(deliveries((n) => `text ${n}, corrected`))).outcomes, Array(5).fill('skipped'));
+    t.deepEqual((await write(spec, deliveries((n) => `text ${n}, corrected`))).outcomes, Array(5).fill('skipped'));
     t.is(held(dovecot, MAILBOXES[0]!, folder).length, 5);
+  });
+
+  test.serial('Dovecot keeps the bytes it is given: the first run reads one message back, a re-run that appends nothing none, and a corrected version is stored beside', async (t) => {
+    t.timeout(120_000);
+    const folder = 'INBOX/ReadBack';
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
+    const first = await write(spec, deliveries((n) => `text ${n}`));
+    t.deepEqual(first.outcomes, Array(5).fill('delivered'));
+    t.is(first.stats.bytesChecked, 1);
+    // Read with Python's imaplib: Dovecot holds exactly the bytes appended.
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    t.deepEqual(held(dovecot, MAILBOXES[0]!, folder).map((m) => m.sha256).sort(), deliveries((n) => `text ${n}`).map((d) => sha(d.message)).sort());
+    const again = await write(spec, deliveries((n) => `text ${n}`));
+    t.deepEqual(again.outcomes, Array(5).fill('skipped'));
+    t.deepEqual(again.locations, first.locations);
+    t.is(again.stats.bytesChecked, 0);
+    t.is(again.stats.versionsRead, 0);
+    const corrected = await write(spec, deliveries((n) => `text ${n}, corrected`));
+    t.deepEqual(corrected.outcomes, Array(5).fill('delivered'));
+    t.is(corrected.stats.versionsAppended, 5);
+    // Every version stored beside another is read back: the first alone (the batch has no new item), kept, then the others at once.
+    t.is(corrected.stats.bytesChecked, 5);
+    t.is(corrected.stats.versionsRemoved, 0);
+    const now = held(dovecot, MAILBOXES[0]!, folder);
+    t.is(now.length, 10);
+    for (const m of now) t.is(m.size, m.length);
+    // Both versions held: nothing appended again, nothing read back.
+    const both = await write(spec, [...deliveries((n) => `text ${n}`), ...deliveries((n) => `text ${n}, corrected`)]);
+    t.deepEqual(both.outcomes, Array(10).fill('skipped'));
+    t.deepEqual(both.locations.slice(0, 5), first.locations);
+    t.is(both.stats.bytesChecked, 0);
+    t.is(held(dovecot, MAILBOXES[0]!, folder).length, 10);
+  });
+
+  test.serial('a server that rewrites what it is given but reports exact sizes of what it serves (Exchange with exact sizes, mbox ">From "): a re-run leaves nothing twice, and a corrected version is skipped at the first (identity alone)', async (t) => {
+    t.timeout(120_000);
+    const folder = 'INBOX/Rewrites';
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
+    // This process's imapflow now serves every message with a header line added, RFC822.SIZE to match.
+    const line = Buffer.from('X-Rewritten-By: a server that re-renders MIME\r\n');
+    t.teardown(
+      serve((message) => {
+        if (typeof message.size === 'number') message.size += line.length;
+        if (message.source) message.source = Buffer.concat([line, message.source]);
+      }),
+    );
+    const uids = () => held(dovecot, MAILBOXES[0]!, folder).map((m) => m.uid);
+    const first = await write(spec, deliveries((n) => `text ${n}`));
+    t.deepEqual(first.outcomes, Array(5).fill('delivered'));
+    // The run's first APPEND read back: not what went, so nothing will be stored beside a copy this run.
+    t.is(first.stats.bytesChecked, 1);
+    const stored = uids();
+    t.is(stored.length, 5);
+
+    // Every held copy now has another size than ours. The re-run reads them, stores one version beside
+    // to learn whether the server keeps our bytes, finds it rewritten, removes it again and goes by identity.
+    const again = await write(spec, deliveries((n) => `text ${n}`));
+    t.deepEqual(again.outcomes, Array(5).fill('skipped'));
+    t.deepEqual(again.locations, first.locations);
+    t.is(again.stats.versionsAppended, 0);
+    t.is(again.stats.bytesChecked, 1);
+    t.is(again.stats.versionsRemoved, 1);
+    t.deepEqual(uids(), stored);
+
+    // A corrected version cannot be told there: skipped at the first, nothing stored twice.
+    const corrected = await write(spec, deliveries((n) => `text ${n}, corrected`));
+    t.deepEqual(corrected.outcomes, Array(5).fill('skipped'));
+    t.deepEqual(corrected.locations, first.locations);
+    t.is(corrected.stats.versionsAppended, 0);
+    t.deepEqual(uids(), stored);
+
+    // With a new item in the batch, that one is read back: no version appended, none removed.
+    const mixed = await write(spec, [...deliveries((n) => `text ${n}, corrected`, 0, 1), ...deliveries((n) => `text ${n}`, 5, 2)]);
+    t.deepEqual(mixed.outcomes, ['skipped', 'delivered', 'delivered']);
+    t.is(mixed.locations[0], first.locations[0]);
+    t.is(mixed.stats.bytesChecked, 1);
+    t.is(mixed.stats.versionsRemoved, 0);
+    t.is(mixed.stats.versionsAppended, 0);
+    // Read with Python's imaplib (the server's own bytes): seven items, each once.
+    const all = held(dovecot, MAILBOXES[0]!, folder);
+    t.is(all.length, 7);
+    t.is(new Set(all.map((m) => `${m.messageId} ${m.date}`)).size, 7);
+    t.deepEqual(all.map((m) => m.itemId).sort(), ['e_0', 'e_1', 'e_2', 'e_3', 'e_4', 'e_5', 'e_6']);
+  });
+
+  test.serial('a server that rewrites some messages only (an mbox store escapes body lines starting "From "): every version stored beside is read back, and one rewritten is removed again, its item skipped at the first', async (t) => {
+    t.timeout(120_000);
+    const folder = 'INBOX/FromLines';
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
+    const first = await write(spec, deliveries((n) => `text ${n}`));
+    t.deepEqual(first.outcomes, Array(5).fill('delivered'));
+    // From now on, a message whose bytes hold the marker is served with a header line added (RFC822.SIZE to match).
+    const marker = 'rewritten-by-the-server';
+    const line = Buffer.from('X-Escaped: 1\r\n');
+    t.teardown(
+      serve((message) => {
+        if (!message.source || !message.source.includes(marker)) return;
+        message.source = Buffer.concat([line, message.source]);
+        if (typeof message.size === 'number') message.size += line.length;
+      }),
+    );
+    // A new item (not rewritten: read back, kept) and a corrected e_3 whose text the server rewrites.
+    const mixed = await write(spec, [...deliveries((n) => `text ${n}, corrected ${marker}`, 3, 1), ...deliveries((n) => `text ${n}`, 5, 1)]);
+    t.deepEqual(mixed.outcomes, ['skipped', 'delivered']);
+    t.is(mixed.locations[0], first.locations[3]);
+    t.is(mixed.stats.bytesChecked, 2);
+    t.is(mixed.stats.versionsRemoved, 1);
+    t.is(mixed.stats.versionsAppended, 0);
+    const all = held(dovecot, MAILBOXES[0]!, folder);
+    t.is(all.length, 6);
+    t.is(new Set(all.map((m) => `${m.messageId} ${m.date}`)).size, 6);
+    // A corrected e_1 without the marker, in a run of its own: stored beside (read back, kept).
+    const kept = await write(spec, deliveries((n) => `text ${n}, corrected`, 1, 1));
+    t.deepEqual(kept.outcomes, ['delivered']);
+    t.is(kept.stats.versionsAppended, 1);
+    t.is(held(dovecot, MAILBOXES[0]!, folder).length, 7);
   });
 });

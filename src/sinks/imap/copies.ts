@@ -12,6 +12,19 @@ export class Appended {
   private readonly ranges: number[] = [];
   /** Another writer's message came up in the folder during the run: copies may have raced. */
   othersSeen = false;
+  /**
+   * UIDs this run appended as a version beside another of its identity (see SPEC.md, "Corrected
+   * versions"): never removed as a copy when the sink closes, whatever the listing then groups by.
+   */
+  readonly versions = new Set<number>();
+  /**
+   * Versions this run appended beside another and has not read back yet (see index.ts
+   * `checkVersions`), by UID: the identity, the comparable size and the sha256 of the bytes
+   * appended. Not known to the presence until read back as kept; one left here (the read-back's
+   * connection failed) is read back by the mailbox's next batch, or when the sink closes, and
+   * removed if the server rewrote it.
+   */
+  readonly probes = new Map<number, { key: string; size: number; sha256: string }>();
 
   constructor(
     readonly folder: string,
@@ -35,7 +48,9 @@ export class Appended {
  * The UIDs to remove from a folder's listing (UID to version: the identity and the comparable size,
  * see index.ts `comparableSize`): of each version held more than once where one copy is this run's,
  * every copy but the one with the least UID, whoever appended it. Other versions of an identity (a
- * corrected re-delivery stored beside the first) are never removed: each keeps its least copy.
+ * corrected re-delivery stored beside the first) are never removed: each keeps its least copy; nor
+ * is a UID this run appended as a version (`Appended.versions`), when the listing groups by identity
+ * alone (the server's sizes proved inexact, or it rewrites messages, after that version was stored).
  * Writers that each do this leave one copy: none removes the least one, and the last to close sees
  * them all. An APPEND is atomic, so every copy listed is whole.
  */
@@ -50,7 +65,8 @@ export function extraCopies(listed: ReadonlyMap<number, string>, ours: Appended)
   for (const uids of byKey.values()) {
     if (uids.length < 2 || !uids.some((uid) => ours.has(uid))) continue;
     const least = Math.min(...uids);
-    extra.push(...uids.filter((uid) => uid !== least));
+    // A version this run stored beside another is never a copy of it, even when the listing groups by identity alone.
+    extra.push(...uids.filter((uid) => uid !== least && !ours.versions.has(uid)));
   }
   return extra;
 }

@@ -202,6 +202,13 @@ export interface ImapSinkStats {
   /** Messages read whole to confirm another version before appending beside it (see `confirmVersions`). */
   versionsRead: number;
   /**
+   * Messages this run appended and read back whole, to learn whether the server keeps the bytes it
+   * is given: the run's first APPEND (`readBack`) and every version stored beside another (`checkVersions`).
+   */
+  bytesChecked: number;
+  /** Versions appended beside another and removed again: the server rewrote them, so versions cannot be told there (see `checkVersions`). */
+  versionsRemoved: number;
+  /**
    * Extra copies of this run's items removed when it closed (another writer appended them at the
    * same time); a copy both writers removed at once is counted by each (IMAP does not say whose
    * EXPUNGE removed it).
@@ -290,7 +297,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   readonly description: string;
   readonly maxInFlight: number;
   readonly maxInFlightBytes = MAX_IN_FLIGHT_BYTES;
-  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, versionsAppended: 0, versionsRead: 0, copiesRemoved: 0 };
+  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, versionsAppended: 0, versionsRead: 0, bytesChecked: 0, versionsRemoved: 0, copiesRemoved: 0 };
   /** What the run appended, by mailbox, for the copies it removes when it closes. */
   private readonly appended = new Map<string, Appended>();
   /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
@@ -357,6 +364,18 @@ export class ImapSink extends LifecycleSink implements Sink {
    * corrected versions were stored beside (see `holder`).
    */
   private sizesExact = true;
+  /**
+   * Whether the server keeps the bytes it is given (Dovecot does): undefined until a message this
+   * run appended was read back (`readBack`, `checkVersions`), false once one came back other than
+   * it went (Exchange re-renders MIME; an mbox store may escape body lines that start "From "; a
+   * server may add a header): on such a server a held copy has another size than ours, so a version
+   * told by size would be appended again by every run (see SPEC.md, "Corrected versions"). No
+   * version is stored beside a copy while it is undefined but one appended alone to learn it
+   * (`learnBytesKept`), none once it is false (`byVersion`), and each one stored is read back.
+   */
+  private bytesKept: boolean | undefined;
+  /** The read-back under way (see `learnBytesKept`): one at a time for the run; the others wait for its verdict. */
+  private probing: Promise<void> | undefined;
   private readonly stop: AbortSignal | undefined;
   private readonly onStop = () => this.fail(STOPPED_REASON, STOP_GRACE_MS);
 
@@ -734,20 +753,35 @@ export class ImapSink extends LifecycleSink implements Sink {
     // Entries from `next` on are unsettled; until the search has answered, that is all of them.
     let todo = batch;
     let next = 0;
+    // Versions appended and not settled yet (their read-back under way): unsettled too.
+    let reading: Pending[] = [];
     try {
       const folder = await this.folderOf(session);
       const known = await this.knownFor(session, folder, batch.map((p) => p.delivery));
       const { ids: present, uidValidity } = known;
       const at = (outcome: Stored['outcome'], location: string | undefined): Stored => (location === undefined ? { outcome } : { outcome, location });
-      const missing: Pending[] = [];
+      // Versions an earlier attempt appended and could not read back: read back first (a kept one then holds its item).
+      const mine = this.appended.get(session.mailbox);
+      if (mine && mine.probes.size > 0 && mine.folder === folder && mine.uidValidity === uidValidity) await this.checkVersions(session.client, known, mine, [...mine.probes.keys()]);
       const confirmed = await this.confirmVersions(session.client, present, batch.map((p) => p.delivery));
-      // The first entry of each version (identity and comparable size) this batch appends: a second one settles with it, as skipped.
+      // Before a batch stores a version beside a copy, the run learns whether the server keeps our
+      // bytes: a new item of the batch (or the first version) is appended alone and read back. The
+      // entries it settles leave `todo`.
+      todo = batch.slice();
+      while (this.bytesKept === undefined && this.versionsIn(todo, present, confirmed)) await this.learnBytesKept(session, folder, known, todo, confirmed);
+      const missing: Pending[] = [];
+      const versions = new Set<Delivery>();
+      // The first entry of each version (identity and comparable size; the identity alone when
+      // versions cannot be told) this batch appends: a second one settles with it, as skipped.
       const firsts = new Map<string, Pending>();
-      for (const entry of batch) {
+      const sizes = new Map<string, number>();
+      for (const entry of todo) {
         const key = identity(entry.delivery.messageId, entry.delivery.internalDate);
         const size = ourSize(entry.delivery.message);
         const held = confirmed.get(entry.delivery) ?? this.holder(present.get(key), entry.delivery.message);
-        const first = firsts.get(`${key} ${size}`);
+        const byVersion = this.byVersion;
+        const same = byVersion ? `${key} ${size}` : key;
+        const first = firsts.get(same);
         if (first) {
           const settle = { resolve: first.resolve, reject: first.reject };
           first.resolve = (stored) => {
@@ -761,9 +795,11 @@ export class ImapSink extends LifecycleSink implements Sink {
         } else if (typeof held === 'number') {
           entry.resolve(at('skipped', imapLocation(session.mailbox, folder, uidValidity, held)));
         } else {
-          // Not held, or held in other versions only (a corrected re-delivery): appended, beside them.
-          if (held === 'other') this.stats.versionsAppended++;
-          firsts.set(`${key} ${size}`, entry);
+          // Not held, or held in other versions only (a corrected re-delivery, or another size of an
+          // identity this batch appends): appended, beside them, and read back (`checkVersions`).
+          if (held === 'other' || (byVersion && sizes.has(key))) versions.add(entry.delivery);
+          sizes.set(key, size);
+          firsts.set(same, entry);
           missing.push(entry);
         }
       }
@@ -782,34 +818,249 @@ export class ImapSink extends LifecycleSink implements Sink {
           // MULTIAPPEND is all or nothing: find the message the server refuses one by one.
           for (const entry of chunk) {
             if (this.failure !== null) throw new SinkFailedError(this.failure);
+            let one: { uidValidity?: bigint; uids: (number | undefined)[] };
             try {
-              const one = await this.appendOne(session, folder, entry);
-              this.remember(known, [entry.delivery], one);
-              entry.resolve(at('delivered', imapLocation(session.mailbox, folder, one.uidValidity, one.uids[0])));
+              one = await this.appendOne(session, folder, entry);
             } catch (single) {
               if (!isRefusal(single)) throw single;
               entry.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${entry.delivery.mailbox}: APPEND refused: ${serverText(single)}`));
+              next++;
+              continue;
             }
             next++;
+            await this.settleAppended(session, folder, known, [entry], one, versions, (pending) => (reading = pending));
           }
           continue;
         }
-        this.remember(known, chunk.map((p) => p.delivery), uids);
-        chunk.forEach((entry, i) => entry.resolve(at('delivered', imapLocation(session.mailbox, folder, uids.uidValidity, uids.uids[i]))));
         next += chunk.length;
+        await this.settleAppended(session, folder, known, chunk, uids, versions, (pending) => (reading = pending));
       }
       return { finished: true };
     } catch (error) {
-      return { finished: false, remaining: todo.slice(next), error };
+      return { finished: false, remaining: [...reading, ...todo.slice(next)], error };
     }
   }
 
   /**
-   * The copy that holds a delivery (see `heldCopy`): by comparable size while the server's sizes
-   * are exact, else (`sizesExact` false) the least UID of its identity, whatever its size.
+   * Settles entries just appended (`appended`: the UIDs the server gave): new items `delivered` at
+   * once; versions stored beside another (`versions`) once read back (`checkVersions`): `delivered`
+   * if the server kept them, else (removed again) `skipped` at the earlier copy. `reading` is told
+   * the versions whose read-back is under way (unsettled if it fails). The run's first APPEND is
+   * read back too (`readBack`), so that a later batch with a version need not append one alone to
+   * learn whether the server keeps our bytes.
+   */
+  private async settleAppended(
+    session: Session,
+    folder: string,
+    known: Presence,
+    entries: Pending[],
+    appended: { uidValidity?: bigint; uids: (number | undefined)[] },
+    versions: Set<Delivery>,
+    reading: (pending: Pending[]) => void,
+  ): Promise<void> {
+    const where = (uid: number | undefined): Stored => {
+      const location = imapLocation(session.mailbox, folder, appended.uidValidity, uid);
+      return location === undefined ? { outcome: 'delivered' } : { outcome: 'delivered', location };
+    };
+    this.remember(known, entries.map((p) => p.delivery), appended, versions);
+    const mine = this.appendedTo(known);
+    const pending: Pending[] = [];
+    entries.forEach((entry, i) => {
+      const uid = appended.uids[i];
+      if (uid !== undefined && mine.probes.has(uid)) pending.push(entry);
+      else {
+        if (versions.has(entry.delivery)) this.stats.versionsAppended++;
+        entry.resolve(where(uid));
+      }
+    });
+    if (pending.length > 0) {
+      reading(pending);
+      const uids = pending.map((entry) => appended.uids[entries.indexOf(entry)]!);
+      const rewritten = await this.checkVersions(session.client, known, mine, uids);
+      pending.forEach((entry, i) => {
+        if (!rewritten.has(uids[i]!)) {
+          this.stats.versionsAppended++;
+          entry.resolve(where(uids[i]));
+          return;
+        }
+        const earlier = known.ids.get(identity(entry.delivery.messageId, entry.delivery.internalDate))?.[0];
+        entry.resolve({ ...where(earlier), outcome: 'skipped' });
+      });
+      reading([]);
+    }
+    const first = appended.uids[0];
+    if (this.bytesKept === undefined && this.probing === undefined && this.failure === null && first !== undefined && appended.uidValidity === known.uidValidity && session.client.capabilities.has('UIDPLUS')) {
+      await this.probe(() => this.readBack(session.client, first, entries[0]!.delivery.message));
+    }
+  }
+
+  /**
+   * Reads back versions this run appended beside another (`Appended.probes`: UID FETCH RFC822.SIZE
+   * BODY.PEEK[]) and compares each with the bytes appended. One kept (or no longer served) is
+   * learnt: a version, it holds its item. One rewritten shows a server that rewrites messages
+   * (`bytesKept` false: versions are not told for the rest of the run); it is removed again (UID
+   * EXPUNGE) and never learnt, unless it is the only copy of its identity the presence knows (then
+   * it stays, so the item is held). Returns the UIDs found rewritten and not kept. `known`
+   * undefined (the sink closing): every rewritten one is removed (no item was settled at it).
+   */
+  private async checkVersions(client: ImapFlow, known: Presence | undefined, mine: Appended, uids: number[]): Promise<Set<number>> {
+    const served = new Map<number, boolean>();
+    const sorted = [...new Set(uids)].filter((uid) => mine.probes.has(uid)).sort((a, b) => a - b);
+    for (let i = 0; i < sorted.length; i += FETCH_UIDS) {
+      for await (const message of client.fetch(uidSet(sorted.slice(i, i + FETCH_UIDS)), { uid: true, size: true, source: true }, { uid: true })) {
+        const probe = mine.probes.get(message.uid);
+        if (!probe || !message.source) continue;
+        this.stats.bytesChecked++;
+        if (typeof message.size === 'number' && message.size !== message.source.length) this.sizesExact = false;
+        served.set(message.uid, sha256Hex(message.source) === probe.sha256);
+      }
+    }
+    const rewritten = new Set<number>();
+    for (const uid of sorted) {
+      const probe = mine.probes.get(uid)!;
+      const others = known?.ids.get(probe.key)?.filter((held, i) => i % 2 === 0 && held !== uid) ?? [];
+      if (served.get(uid) === false && (known === undefined || others.length > 0)) {
+        rewritten.add(uid);
+        continue;
+      }
+      if (served.get(uid) === false) this.bytesKept = false;
+      else if (served.has(uid)) this.bytesKept ??= true;
+      mine.probes.delete(uid);
+      if (known) this.learn(known, probe.key, uid, probe.size);
+    }
+    if (rewritten.size > 0) {
+      this.bytesKept = false;
+      for (const uid of rewritten) mine.versions.delete(uid);
+      if (await client.messageDelete(uidSet([...rewritten]), { uid: true })) {
+        for (const uid of rewritten) mine.probes.delete(uid);
+        this.stats.versionsRemoved += rewritten.size;
+      }
+    }
+    return rewritten;
+  }
+
+  /**
+   * Whether any of these entries would be appended beside another version of its identity while
+   * versions can be told (`byVersion`): held in other versions only, or a second comparable size
+   * of an identity the batch appends.
+   */
+  private versionsIn(entries: Pending[], present: Map<string, Copies>, confirmed: Map<Delivery, number>): boolean {
+    if (!this.byVersion) return false;
+    const sizes = new Map<string, number>();
+    for (const { delivery: d } of entries) {
+      if (confirmed.has(d)) continue;
+      const key = identity(d.messageId, d.internalDate);
+      const held = this.holder(present.get(key), d.message);
+      if (held === 'other') return true;
+      if (held !== undefined) continue;
+      const size = ourSize(d.message);
+      const seen = sizes.get(key);
+      if (seen !== undefined && seen !== size) return true;
+      sizes.set(key, size);
+    }
+    return false;
+  }
+
+  /** Runs a read-back as the run's only one under way (`probing`) while `bytesKept` is not known; the others wait for it. */
+  private async probe<T>(run: () => Promise<T>): Promise<T> {
+    let release!: () => void;
+    this.probing = new Promise<void>((resolve) => (release = resolve));
+    try {
+      return await run();
+    } finally {
+      this.probing = undefined;
+      release();
+    }
+  }
+
+  /**
+   * A batch that would store a version beside a copy while the run does not know whether the
+   * server keeps our bytes (`bytesKept` undefined) learns it, one step a call: it waits for a
+   * read-back under way elsewhere; or, on a server without UIDPLUS (no APPENDUID: nothing to read
+   * back, no UID EXPUNGE), takes it as not kept; or appends one entry of `todo` alone and reads it
+   * back: a new item if the batch has one (`delivered` whatever the verdict), else the first
+   * version (see `settleAppended`: removed again if the server rewrote it, never left twice). The
+   * entries settled are taken out of `todo`; a version whose read-back failed (the connection)
+   * stays in it, and is read back by the next attempt (`Appended.probes`).
+   */
+  private async learnBytesKept(session: Session, folder: string, known: Presence, todo: Pending[], confirmed: Map<Delivery, number>): Promise<void> {
+    if (this.probing !== undefined) {
+      await this.probing;
+      return;
+    }
+    const client = session.client;
+    if (!client.capabilities.has('UIDPLUS')) {
+      this.bytesKept = false;
+      return;
+    }
+    if (this.failure !== null) throw new SinkFailedError(this.failure);
+    // Held where? (An identity not held at all: its first entry in the batch comes first here.)
+    const holds = (e: Pending) => (confirmed.has(e.delivery) ? 0 : this.holder(known.ids.get(identity(e.delivery.messageId, e.delivery.internalDate)), e.delivery.message));
+    const fresh = todo.find((e) => holds(e) === undefined);
+    const entry = fresh ?? todo.find((e) => holds(e) === 'other');
+    // `versionsIn` found a version, so a new item (a second size of an identity not held has a first) or a version is here.
+    if (entry === undefined) throw new Error('IMAP sink: a version to store beside another, and no entry to read back (a bug)');
+    await this.probe(async () => {
+      let one: { uidValidity?: bigint; uids: (number | undefined)[] };
+      try {
+        one = await this.appendOne(session, folder, entry);
+      } catch (err) {
+        if (!isRefusal(err)) throw err;
+        todo.splice(todo.indexOf(entry), 1);
+        entry.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${entry.delivery.mailbox}: APPEND refused: ${serverText(err)}`));
+        return;
+      }
+      // UIDPLUS without an APPENDUID (or the folder's UIDVALIDITY changed under the batch): nothing
+      // to read back, so nothing is stored beside a copy for the rest of the run.
+      if (one.uids[0] === undefined || one.uidValidity !== known.uidValidity) this.bytesKept = false;
+      const version = fresh === undefined && this.bytesKept !== false;
+      // Settled (or left to the next attempt, if its read-back fails): out of `todo` either way.
+      todo.splice(todo.indexOf(entry), 1);
+      const left = (pending: Pending[]) => {
+        if (pending.length > 0) todo.push(...pending);
+        else if (todo.includes(entry)) todo.splice(todo.indexOf(entry), 1);
+      };
+      await this.settleAppended(session, folder, known, [entry], one, version ? new Set([entry.delivery]) : new Set<Delivery>(), left);
+      if (!version && one.uids[0] !== undefined && this.bytesKept === undefined) {
+        // A new item (or, with no APPENDUID, nothing to read): read back, for the verdict.
+        await this.readBack(client, one.uids[0], entry.delivery.message);
+      }
+    });
+  }
+
+  /**
+   * Reads back a new item this run appended at `uid` (UID FETCH RFC822.SIZE BODY.PEEK[]) and
+   * compares it with the bytes appended, setting `bytesKept` for the run (never back to true once
+   * false); an RFC822.SIZE other than the length served sets `sizesExact` false. Undefined when
+   * the server served nothing at that UID.
+   */
+  private async readBack(client: ImapFlow, uid: number, message: Buffer): Promise<boolean | undefined> {
+    let kept: boolean | undefined;
+    for await (const served of client.fetch(String(uid), { uid: true, size: true, source: true }, { uid: true })) {
+      if (served.uid !== uid || !served.source) continue;
+      this.stats.bytesChecked++;
+      if (typeof served.size === 'number' && served.size !== served.source.length) this.sizesExact = false;
+      kept = served.source.equals(message);
+    }
+    if (kept !== undefined && this.bytesKept !== false) this.bytesKept = kept;
+    return kept;
+  }
+
+  /**
+   * Whether versions of an identity can be told apart on this server: its sizes are exact and it
+   * is not known to rewrite what it is given (`sizesExact`, `bytesKept`). Else a message held under
+   * the identity counts as the item, whatever its size.
+   */
+  private get byVersion(): boolean {
+    return this.sizesExact && this.bytesKept !== false;
+  }
+
+  /**
+   * The copy that holds a delivery (see `heldCopy`): by comparable size while versions can be told
+   * (`byVersion`), else the least UID of its identity, whatever its size.
    */
   private holder(copies: Copies | undefined, message: Buffer): number | 'other' | undefined {
-    return this.sizesExact ? heldCopy(copies, ourSize(message)) : copies?.[0];
+    return this.byVersion ? heldCopy(copies, ourSize(message)) : copies?.[0];
   }
 
   /**
@@ -964,9 +1215,11 @@ export class ImapSink extends LifecycleSink implements Sink {
 
   /**
    * The identities of messages this sink appended, at the UIDs the server gave (APPENDUID); `next`
-   * moved past them when nothing came between (else another writer's message came first).
+   * moved past them when nothing came between (else another writer's message came first). Those of
+   * `versions` (stored beside another version) are never removed as copies (`Appended.versions`),
+   * and are learnt only once read back (`Appended.probes`, `checkVersions`).
    */
-  private remember(known: Presence, deliveries: Delivery[], appended: { uidValidity?: bigint; uids: (number | undefined)[] }): void {
+  private remember(known: Presence, deliveries: Delivery[], appended: { uidValidity?: bigint; uids: (number | undefined)[] }, versions?: Set<Delivery>): void {
     if (appended.uidValidity !== known.uidValidity) return;
     let contiguous = appended.uids[0] === known.next;
     const mine = this.appendedTo(known);
@@ -974,7 +1227,13 @@ export class ImapSink extends LifecycleSink implements Sink {
     deliveries.forEach((d, i) => {
       const uid = appended.uids[i];
       if (uid === undefined) return;
-      this.learn(known, identity(d.messageId, d.internalDate), uid, ourSize(d.message));
+      const key = identity(d.messageId, d.internalDate);
+      if (versions?.has(d)) {
+        mine.versions.add(uid);
+        mine.probes.set(uid, { key, size: ourSize(d.message), sha256: sha256Hex(d.message) });
+      } else {
+        this.learn(known, key, uid, ourSize(d.message));
+      }
       mine.add(Math.floor(d.internalDate / DAY), uid);
       if (contiguous && uid === known.next) known.next = uid + 1;
       else contiguous = false;
@@ -992,10 +1251,13 @@ export class ImapSink extends LifecycleSink implements Sink {
    * Two runs at once (see SPEC.md, "Two writers at once"): in each mailbox where another writer's
    * message came up during the run, the days this run appended into are listed again and every
    * extra copy of an item it appended is removed (UID EXPUNGE), keeping the one with the least
-   * UID, whoever appended it. Best effort: what fails here leaves the copies, and `verify` names them.
+   * UID, whoever appended it; never a version this run stored beside another (`Appended.versions`).
+   * And a version whose read-back never answered (`Appended.probes`: its item was not settled) is
+   * read back, and removed if the server rewrote it. Best effort: what fails here leaves the
+   * copies, and `verify` names them.
    */
   private async removeCopies(): Promise<void> {
-    const raced = [...this.appended].filter(([, mine]) => mine.othersSeen && mine.days.size > 0);
+    const raced = [...this.appended].filter(([, mine]) => (mine.othersSeen && mine.days.size > 0) || mine.probes.size > 0);
     await eachLimited(raced, this.config.pool, async ([mailbox, mine]) => {
       if (this.failure !== null) return;
       let session: Session | undefined;
@@ -1009,9 +1271,12 @@ export class ImapSink extends LifecycleSink implements Sink {
         if (selected) await client.noop();
         const box = selected ?? (await client.mailboxOpen(mine.folder));
         if (box.uidValidity !== mine.uidValidity) return;
+        if (mine.probes.size > 0) await this.checkVersions(client, undefined, mine, [...mine.probes.keys()]);
         // Each day's window reaches into its neighbours: a message listed twice is one message.
         const listed = new Map<number, string>();
-        for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid, size) => listed.set(uid, this.sizesExact ? `${key} ${size}` : key));
+        if (mine.othersSeen) {
+          for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid, size) => listed.set(uid, this.byVersion ? `${key} ${size}` : key));
+        }
         const extra = extraCopies(listed, mine);
         if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
       } catch {

@@ -28,12 +28,10 @@ interface Fetched {
 export { uidSet };
 
 /**
- * A copy of ours no record matched (see `ImapReader.mailbox`); `version`: the sha256 of a copy of
- * an identity a record answered for, with content no other copy of it has (another version of
- * the item, stored beside it: a corrected re-delivery). verify looks for a ledger record of that
- * identity with that sha256; found, the copy is that record's, not unexpected.
+ * The sha256 the ledger records for a wanted message: its latest delivery's (`sha256`), else what a
+ * skip would have built (`builtSha256`: verify passes its `Expected`, and src/sinks/sink.ts does not
+ * declare that field on WantedMessage, hence the cast).
  */
-/** The sha256 the ledger records for a wanted message: its latest delivery's, else what a skip would have built (verify's `Expected`). */
 function recordedSha256(w: WantedMessage): string | undefined {
   const e = w as WantedMessage & { sha256?: string; builtSha256?: string };
   return e.sha256 ?? e.builtSha256;
@@ -152,6 +150,10 @@ export class ImapReader implements StoreReader {
           const answered = contents.size > 0;
           for (const found of copies) {
             if (used.has(found.uid) || !found.messageId.endsWith(OUR_MESSAGE_ID)) continue;
+            // A copy of ours no record matched. `version`: the sha256 of a copy of an identity a
+            // record answered for, with content no earlier copy of it has (another version of the
+            // item stored beside it: a corrected re-delivery); verify looks for a ledger record of
+            // that identity with that sha256, and found, the copy is that record's, not unexpected.
             const version = answered && !contents.has(found.sha256);
             contents.add(found.sha256);
             const entry: UnexpectedMessage = { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), ...(version ? { version: found.sha256 } : {}) };
