@@ -400,7 +400,7 @@ export class GraphSink extends LifecycleSink implements Sink {
   private graphMessageOf(delivery: Delivery): Built {
     let made = this.built.get(delivery.message);
     if (made === undefined || made.sentAt !== delivery.internalDate) {
-      const message = graphMessage(delivery.message, delivery.internalDate);
+      const message = graphMessage(delivery.message, delivery.internalDate, this.versionOf(delivery));
       // The create's object is not kept: its JSON is all that is sent.
       made = { sentAt: delivery.internalDate, later: message.later, stamp: message.stamp, body: Buffer.from(JSON.stringify(message.create)) };
       this.built.set(delivery.message, made);

@@ -61,8 +61,8 @@ export function deliveredSha256(message: Listed): string | undefined {
   return stampFields(message)[0];
 }
 
-/** The stamp's fields, pending or not (none without a stamp). */
-function stampFields(message: Listed): string[] {
+/** The stamp's fields (`<sha256> <size> <fields sha256> [<version>]`), pending or not; none without a stamp. */
+export function stampFields(message: Listed): string[] {
   const stamp = message.stamp;
   if (stamp === undefined) return [];
   return (stamp.startsWith(PENDING) ? stamp.slice(PENDING.length) : stamp).split(' ');

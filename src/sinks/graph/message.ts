@@ -198,7 +198,8 @@ function charsetText(part: Leaf): string {
  * and PR_CLIENT_SUBMIT_TIME (0x0039) = sentAt, PR_TRANSPORT_MESSAGE_HEADERS (0x007D) = our header
  * block, PR_IN_REPLY_TO_ID (0x1042) and PR_INTERNET_REFERENCES (0x1039).
  */
-export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
+/** `version`: the message's `versionOf` when the caller has it already (the sink keys its items by it). */
+export function graphMessage(raw: Buffer, sentAt: number, version = sha256Hex(withoutExportId(raw))): GraphMessage {
   const top = splitPart(raw);
   let text: string | undefined;
   let html: string | undefined;
@@ -242,7 +243,7 @@ export function graphMessage(raw: Buffer, sentAt: number): GraphMessage {
     cc: cc.map((r) => r.emailAddress.address),
     sentAt: when,
     attachments: attachments.map((a) => a.name),
-  })} ${sha256Hex(withoutExportId(raw))}`;
+  })} ${version}`;
   const create: Record<string, unknown> = {
     subject,
     body: html !== undefined ? { contentType: 'html', content: html } : { contentType: 'text', content: text ?? '' },

@@ -9,7 +9,7 @@ import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMe
 import { GraphClient, GraphError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphAccess, proveAccess } from './index.js';
-import { COMPARED_FIELDS, deliveredSha256, graphLocation, halfCreated, identity, isOurs, listFolder, listedKey, listedOf, parseGraphLocation, resolveFolder, type Listed } from './mailbox.js';
+import { COMPARED_FIELDS, deliveredSha256, graphLocation, halfCreated, identity, isOurs, listFolder, listedKey, listedOf, parseGraphLocation, resolveFolder, stampFields, type Listed } from './mailbox.js';
 import { eachLimited } from '../held.js';
 
 /** Messages read back at once per mailbox (the client keeps to the per-mailbox limit in any case). */
@@ -85,7 +85,7 @@ export class GraphReader implements StoreReader {
     if (!sample) {
       for (const m of listed.filter((l) => !used.has(l.id) && isOurs(l.internetMessageId)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
         // Only a stamp whose compared fields still hold (else the message was altered: plainly unexpected).
-        const [sha256, , fields] = m.stamp?.split(' ') ?? [];
+        const [sha256, , fields] = stampFields(m);
         const version = m.stamp !== undefined && !halfCreated(m) && fields === m.fields && !answered.has(listedKey(m)) ? sha256 : undefined;
         if (version !== undefined) answered.add(listedKey(m));
         unexpected.push({ messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId!, m.id), ...(version !== undefined ? { version } : {}) });
@@ -133,7 +133,7 @@ export class GraphReader implements StoreReader {
     }
     // A pending stamp: its run stopped before the attachments were all in; it is not what was delivered.
     if (halfCreated(m)) return { ...base, sha256: 'incomplete: attachments missing', size: 0 };
-    const [sha256 = '', size = '0', fields = ''] = m.stamp.split(' ');
+    const [sha256 = '', size = '0', fields = ''] = stampFields(m);
     return fields === m.fields ? { ...base, sha256, size: Number(size) } : { ...base, sha256: m.fields ?? 'fields not read', size: 0 };
   }
 
