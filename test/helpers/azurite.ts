@@ -70,7 +70,13 @@ export async function startAzurite(options: { persistent?: boolean; oauth?: bool
   let child: ChildProcess | undefined;
   const accountUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${port}/${ACCOUNT}`;
   const connectionString = `DefaultEndpointsProtocol=http;AccountName=${ACCOUNT};AccountKey=${KEY};BlobEndpoint=${accountUrl};`;
-  const service = BlobServiceClient.fromConnectionString(connectionString, { retryOptions: { maxTries: 1 } });
+  // The tests' own client: Azurite closes an idle kept-alive socket after 5 s, and a request sent on
+  // it as it closes fails with ECONNRESET (CI once failed so); a fresh connection per request and
+  // a short retry keep such races out of the tests' results.
+  const service = BlobServiceClient.fromConnectionString(connectionString, {
+    keepAliveOptions: { enable: false },
+    retryOptions: { maxTries: 3, retryDelayInMs: 200, maxRetryDelayInMs: 1000 },
+  });
   const azurite: Azurite = {
     port,
     connectionString,
