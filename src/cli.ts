@@ -18,7 +18,7 @@ import { formatSummary } from './summary.js';
 import { runInbox, type InboxArchiveResult } from './state/inbox.js';
 import { progressReporter } from './progress.js';
 import { StateDir, checkRecordPaths } from './state/index.js';
-import { accountVerdict, crontabLine, formatExportStatus, formatStatus, statusOfShards } from './state/report.js';
+import { accountVerdict, crontabLine, formatExportStatus, formatStatus, statusOfShards, unrecordedRunsHint } from './state/report.js';
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
 
@@ -405,8 +405,8 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         const state = new StateDir(dirs[0]!);
         if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, argv.last, argv.json ?? false));
         const { accountExitCode, readExportAccount, ledgerTrust, noRunOf, requireLedger } = await import('./ledger/index.js');
-        const { account, check } = await readExportAccount(await requireLedger(state), argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
-        if (account.runs.length === 0) throw noRunOf(state.ledgerPath, argv.export);
+        const { account, check } = await readExportAccount(await requireLedger(state, () => unrecordedRunsHint(state)), argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
+        if (account.runs.length === 0) throw noRunOf(state.ledgerPath, argv.export, await unrecordedRunsHint(state));
         setExitCode(accountExitCode(account, check));
         process.stdout.write(argv.json ? `${JSON.stringify({ account, ledger: check })}\n` : formatExportStatus(account, check));
       },

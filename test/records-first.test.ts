@@ -61,4 +61,9 @@ needing(process.getuid?.() === 0 ? undefined : 'root, to mount a small tmpfs', '
   t.regex(result.stdout, /"record":"failure"/);
   t.is((await readMaildir(mail)).length, 0, 'nothing was delivered');
   t.is((await stat(join(fs, 'status.jsonl'))).size, 0);
+  // Asked about the export, status does not stop at "no run": the state dir holds one cut short.
+  const status = await cli(['status', '--state-dir', join(fs, 'state'), '--export', 'acme-2026-11-23']);
+  t.is(status.code, 2, status.stderr);
+  t.regex(status.stderr, /records no run of export "acme-2026-11-23"|no ledger in/);
+  t.regex(status.stderr, /1 of the last 20 runs in .* ended before recording what they did .*(killed, or it could not write its records|failed \(exit 2\)).*run the export again/);
 });

@@ -88,14 +88,14 @@ export type { LedgerLine };
 export { unionAccount, type ShardedAccount, type ShardPart } from './shards.js';
 
 /** The state dir's ledger path, or a usage error when there is none (a mistyped --state-dir is not a broken ledger). */
-export async function requireLedger(state: { dir: string; ledgerPath: string }): Promise<string> {
-  if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir} (${state.ledgerPath} does not exist): is --state-dir the one the runs were given?`);
+export async function requireLedger(state: { dir: string; ledgerPath: string }, more: () => Promise<string> = async () => ''): Promise<string> {
+  if (!(await pathExists(state.ledgerPath))) throw new PivotArchiveError(ErrorCode.USAGE, `no ledger in ${state.dir} (${state.ledgerPath} does not exist): is --state-dir the one the runs were given?${await more()}`);
   return state.ledgerPath;
 }
 
-/** The error of an export the ledger never saw: refused, not shown as an empty account. */
-export function noRunOf(ledgerPath: string, exportId: string): PivotArchiveError {
-  return new PivotArchiveError(ErrorCode.USAGE, `the ledger ${ledgerPath} records no run of export ${JSON.stringify(exportId)}`);
+/** The error of an export the ledger never saw: refused, not shown as an empty account. `more`: what else the caller knows (runs that ended before recording). */
+export function noRunOf(ledgerPath: string, exportId: string, more = ''): PivotArchiveError {
+  return new PivotArchiveError(ErrorCode.USAGE, `the ledger ${ledgerPath} records no run of export ${JSON.stringify(exportId)}${more}`);
 }
 
 /** 0 when the ledger holds (chain, checkpoints, signatures), else 7: what verify, status --export and report exit with. */

@@ -47,6 +47,19 @@ export async function formatStatus(state: StateDir, last: number, json: boolean)
   return runs.map(formatRun).join('\n');
 }
 
+/**
+ * Said after "records no run of export X" when the state dir holds runs that ended before the
+ * ledger recorded anything (a full disk, a kill, a refused archive): the export may be one of
+ * them, so an operator is sent to them rather than left with a plain "no run".
+ */
+export async function unrecordedRunsHint(state: StateDir, last = 20): Promise<string> {
+  const cut = (await state.runs(last)).filter((r) => !r.summary);
+  if (cut.length === 0) return '';
+  const latest = cut[0]!;
+  const how = latest.failure ? `failed (exit ${latest.failure.exitCode}) with ${latest.failure.code}: ${latest.failure.error}` : 'has no summary: killed, or it could not write its records (a full disk?)';
+  return `; but ${cut.length} of the last ${last} runs in ${state.dir} ended before recording what they did (the latest, ${latest.log}, ${how}): see status --state-dir ${state.dir}, and run the export again`;
+}
+
 /** What `status --export` prints: one export's account across all its runs, reconciled from the ledger. */
 export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailboxesShown = 50): string {
   const i = a.items;
