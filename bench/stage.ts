@@ -15,6 +15,7 @@ import { RejectsFolder } from '../src/formats/rejects/index.js';
 import { LedgerWriter } from '../src/ledger/writer.js';
 import { formatVerify, verify } from '../src/verify.js';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { maildirFloor, maildirGroupFloor, naiveMaildir, shapeOf, type DeliveryShape } from './maildir-baselines.js';
 import { floorBodies, graphFloor } from './graph-floor.js';
 import type { Delivery } from '../src/model.js';
@@ -64,7 +65,8 @@ function chainOptions(statusLog: StatusLog) {
     fanOut: { domains: [], userMap: new Map() },
     maxItemSize: DEFAULT_MAX_ITEM_SIZE,
     maxRejected: 1,
-    rejects: new RejectsFolder(`${out ?? '/tmp'}-rejects`),
+    // A stage with no output folder of its own (the Graph rows) keeps its rejects under the temp dir, not the working dir.
+    rejects: new RejectsFolder(`${out || join(tmpdir(), 'pivot-bench')}-rejects`),
     statusLog,
     logger: createLogger({ level: 'error', json: false }),
   };
