@@ -453,8 +453,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
 
   /** `folder` as `Ready`, or undefined when its listing has names to remember. */
   private asReady(folder: Folder): Ready | undefined {
-    const { heldOurs, renamed, days, seen } = folder.listing;
-    if (renamed.size > 0 || seen !== undefined) return undefined;
+    const { heldOurs, renamed, days, seen, variants } = folder.listing;
+    if (renamed.size > 0 || seen !== undefined || variants !== undefined) return undefined;
     const key = `${folder.place.dev} ${heldOurs} ${[...days].sort((a, b) => a - b).join(',')}`;
     let ready = this.readyKindIndex.get(key);
     if (ready === undefined) {
@@ -541,7 +541,10 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * Where `message` (identity `base`) goes: every file holding the base name is compared. One
    * holding our message: `held`. Another complete version: it stays, and the content-named
    * variant is looked at the same way (where anything else is a torn file of ours). A torn file,
-   * with nothing else holding the name: `torn`. Nothing: `free`.
+   * with nothing else holding the name: `torn`. Nothing: `free`. With no complete version under
+   * the base name, ours may still be under its variant, stored beside a version since moved
+   * away or torn: where the listing saw a variant of this identity, that name is looked at
+   * first, and only if it does not hold ours is the base name's answer given.
    *
    * Anything but a regular file under a name it compares (a FIFO, socket, device, directory or
    * symbolic link: nothing this tool makes) is never read, and unless a file under another of the
@@ -558,6 +561,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
     const day = dayOfTime(delivery.internalDate);
     let name = maildirBaseName(delivery);
     let variant = false;
+    /** The base name's answer, while the variant is looked at with no complete version under the base. */
+    let atBase: Place | undefined;
     let vanished = false;
     let unlisted = false;
     for (;;) {
@@ -594,6 +599,16 @@ export class MaildirSink extends LifecycleSink implements Sink {
         variant = true;
         continue;
       }
+      if (!variant) {
+        // No complete version under the base name. Which variants there are, the listing knows for its days only.
+        if (torn && !listing.days.has(day)) unlisted = true;
+        if (!vanished && !unlisted && listing.variants?.has(name)) {
+          atBase = torn ? { kind: 'torn', path: torn } : { kind: 'free', name };
+          name = maildirVariantName(delivery);
+          variant = true;
+          continue;
+        }
+      }
       if (vanished || unlisted) {
         if (vanished && relists === MAX_RELISTS) {
           throw new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: files of ours in ${folder.path} kept being renamed while it was listed (${MAX_RELISTS} listings), so whether it holds ${delivery.messageId} is not known`);
@@ -601,7 +616,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
         const relisted = await this.relist(delivery.mailbox, folder, day);
         return this.place(relisted, delivery, vanished ? relists + 1 : relists);
       }
-      return torn ? { kind: 'torn', path: torn } : { kind: 'free', name };
+      return torn ? { kind: 'torn', path: torn } : (atBase ?? { kind: 'free', name });
     }
   }
 

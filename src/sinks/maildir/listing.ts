@@ -19,7 +19,16 @@ export interface Listing {
   days: ReadonlySet<number>;
   /** Our `cur/<base>:2,S` names of those days, as the listing saw them; undefined when none. */
   seen?: SeenNames;
+  /**
+   * The identities (base names) of those days with a content-named variant file of ours, under
+   * any flags; undefined when none. Few (one per corrected re-delivery): a delivery looks for
+   * its own variant only where this names its identity.
+   */
+  variants?: Set<string>;
 }
+
+/** Where a base name of ours (`OURS`) has its variant's `.C<hash>`: the only upper-case C in it. */
+const VARIANT_MARK = '.C';
 
 /**
  * Our files in a folder's `cur/` and `new/`, as one listing of each finds them: the sub-folder,
@@ -73,6 +82,7 @@ export async function listOurs(folder: string, days: ReadonlySet<number>, { neig
   const seen = new NameHashes();
   const [day] = days;
   const held = new Set<number>();
+  const variants = new Set<string>();
   let heldOurs = false;
   for (let pass = 1; ; pass++) {
     const before = await changed(folder);
@@ -81,6 +91,8 @@ export async function listOurs(folder: string, days: ReadonlySet<number>, { neig
       heldOurs = true;
       const of = dayOfName(base);
       if (neighbours && (of === day! - 1 || of === day! + 1)) held.add(of);
+      const mark = base.indexOf(VARIANT_MARK);
+      if (mark >= 0 && days.has(of)) variants.add(`${base.slice(0, mark)}.pivot-archive`);
       if (sub === 'cur' && flags === ':2,S') {
         if (days.has(of)) seen.push(base);
         continue;
@@ -99,5 +111,5 @@ export async function listOurs(folder: string, days: ReadonlySet<number>, { neig
     covered = new Set(days);
     for (const other of [day! - 1, day! + 1]) if (!held.has(other)) (covered as Set<number>).add(other);
   }
-  return { heldOurs, renamed, days: covered, seen: seen.filter((Math.random() * 2 ** 32) >>> 0) };
+  return { heldOurs, renamed, days: covered, seen: seen.filter((Math.random() * 2 ** 32) >>> 0), variants: variants.size > 0 ? variants : undefined };
 }
