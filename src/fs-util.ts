@@ -78,3 +78,20 @@ export function drained(out: Writable, holder: { drain?: Promise<void> }): Promi
   });
   return holder.drain;
 }
+
+/**
+ * Resolves once everything written to `out` so far has reached the file; rejects with the writer's
+ * failure: `failure()`, or what `fail` records of this write's error unless the writer has one
+ * already (the write's own callback may come before the stream's 'error' event: one failure either way).
+ */
+export function flushed(out: Writable, failure: () => Error | undefined, fail: (err: Error) => Error): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const failed = failure();
+    if (failed) return reject(failed);
+    out.write('', (err) => {
+      const failed = err ? fail(err) : failure();
+      if (failed) reject(failed);
+      else resolve();
+    });
+  });
+}

@@ -1,6 +1,6 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from './errors.js';
 import { readVerifierKey } from './ledger/index.js';
-import { openSignedText } from './ledger/note.js';
+import { openSignedText } from './formats/signed-note/index.js';
 import { runJob, type JobOptions, type JobResult } from './job.js';
 import type { Logger } from './logger.js';
 import type { ImportConfig } from './options/index.js';

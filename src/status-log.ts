@@ -1,4 +1,4 @@
-import { drained } from './fs-util.js';
+import { drained, flushed } from './fs-util.js';
 import type { LedgerWriter } from './ledger/writer.js';
 import { redactedJson } from './redact.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -350,18 +350,7 @@ export class StatusLog {
   async flush(): Promise<void> {
     await Promise.all([
       this.ledger?.flush(),
-      ...this.files.map(
-        (file) =>
-          new Promise<void>((resolve, reject) => {
-            if (file.failed) return reject(file.failed);
-            file.out.write('', (err) => {
-              // The write's own callback may come before the stream's 'error' event: the failure is E_STATUS_LOG either way.
-              if (err && !file.failed) file.failed = new PivotArchiveError(ErrorCode.STATUS_LOG, `cannot write status log ${file.path}: ${errorMessage(err)}`, { cause: err });
-              if (file.failed) reject(file.failed);
-              else resolve();
-            });
-          }),
-      ),
+      ...this.files.map((file) => flushed(file.out, () => file.failed, (err) => (file.failed ??= new PivotArchiveError(ErrorCode.STATUS_LOG, `cannot write status log ${file.path}: ${errorMessage(err)}`, { cause: err })))),
     ]);
   }
 

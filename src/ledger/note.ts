@@ -1,11 +1,16 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
+import { openSignedText, signText, type SignatureState, type SigningKey, type VerifierKey } from '../formats/signed-note/index.js';
 
 /**
  * Signed checkpoints in the C2SP formats (https://c2sp.org/signed-note, https://c2sp.org/tlog-checkpoint):
  * Ed25519 keys written as the note formats write them, so Go's golang.org/x/mod/sumdb/note (and
- * any other implementation) can check our signatures. All cryptography is Node's.
+ * any other implementation) can check our signatures. All cryptography is Node's. A note's text
+ * (signing it, opening it) is src/formats/signed-note's, which staging indexes share.
  */
+
+// The ledger's files take the key types from here, with the keys this file reads.
+export type { SigningKey, VerifierKey };
 
 /** Ed25519's algorithm byte in signed-note keys. */
 const ED25519 = 0x01;
@@ -13,18 +18,6 @@ const ED25519 = 0x01;
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 /** SPKI DER of an Ed25519 public key, up to its 32 bytes (RFC 8410). */
 const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
-
-export interface SigningKey {
-  name: string;
-  keyId: Buffer;
-  privateKey: KeyObject;
-}
-
-export interface VerifierKey {
-  name: string;
-  keyId: Buffer;
-  publicKey: KeyObject;
-}
 
 /** A key name as signed-note allows it: no spaces, no `+`, printable. */
 function checkName(name: string): string {
@@ -95,36 +88,6 @@ export interface CheckpointBody {
 /** The checkpoint's text (tlog-checkpoint: origin, size, base64 hash, then extension lines). */
 export function checkpointText(c: CheckpointBody): string {
   return `${c.origin}\n${c.size}\n${Buffer.from(c.head, 'hex').toString('base64')}\ntime ${c.time}\n`;
-}
-
-/** A signed note of `text` (which ends with a newline): the text, a blank line, then `— name base64(id || signature)`. */
-export function signText(text: string, key: SigningKey): string {
-  const signature = sign(null, Buffer.from(text), key.privateKey);
-  return `${text}\n\u2014 ${key.name} ${Buffer.concat([key.keyId, signature]).toString('base64')}\n`;
-}
-
-export type SignatureState = 'verified' | 'failed' | 'unsigned' | 'not checked';
-
-/**
- * A note's text (up to its blank line), and whether `key` signed it: `unsigned` with no signature
- * line, `failed` when none of its lines is a good signature by that key (signed by another key, or
- * the text changed since).
- */
-export function openSignedText(note: string, key: VerifierKey | undefined): { text: string; signature: SignatureState } {
-  const split = note.indexOf('\n\n');
-  const text = split < 0 ? note : note.slice(0, split + 1);
-  const signatures = split < 0 ? [] : note.slice(split + 2).split('\n').filter(Boolean);
-  if (signatures.length === 0) return { text, signature: 'unsigned' };
-  if (!key) return { text, signature: 'not checked' };
-  for (const line of signatures) {
-    const match = /^\u2014 (\S+) (\S+)$/.exec(line);
-    if (!match || match[1] !== key.name) continue;
-    const blob = Buffer.from(match[2]!, 'base64');
-    if (blob.length !== 68 || !blob.subarray(0, 4).equals(key.keyId)) continue;
-    return { text, signature: verify(null, Buffer.from(text), key.publicKey, blob.subarray(4)) ? 'verified' : 'failed' };
-  }
-  // Signed, but by another key (or a key of the same name with another id): not what the verifier trusts.
-  return { text, signature: 'failed' };
 }
 
 /** The checkpoint's note: its text, and a signature line when a key is given. */

@@ -3,7 +3,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, rename, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
-import { drained, fsyncDir } from '../fs-util.js';
+import { drained, flushed, fsyncDir } from '../fs-util.js';
 import { sha256Hex } from '../hash.js';
 import { redactedJson } from '../redact.js';
 import type { CheckpointRecord, LogRecord } from '../status-log.js';
@@ -86,15 +86,7 @@ export class LedgerWriter {
 
   /** Resolves once every line so far reached the file (not the disk: see `seal`). */
   flush(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (this.failed) return reject(this.failed);
-      this.out.write('', (err) => {
-        // The write's own callback may come before the stream's 'error' event: the failure is E_LEDGER either way.
-        if (err) this.failed ??= ledgerError(this.path, 'cannot be written', err);
-        if (this.failed) reject(this.failed);
-        else resolve();
-      });
-    });
+    return flushed(this.out, () => this.failed, (err) => (this.failed ??= ledgerError(this.path, 'cannot be written', err)));
   }
 
   /**

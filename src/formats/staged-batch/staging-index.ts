@@ -2,6 +2,7 @@
 // that is gone (deleted by a lifecycle rule, a clean-up, a hand) from one never staged. See SPEC.md.
 import { randomBytes } from 'node:crypto';
 import { exportFolder, type AzureBlobLocation } from './location.js';
+import { splitNote } from '../signed-note/index.js';
 
 export const INDEX_FORMAT = 'pivot-archive-staging-index';
 
@@ -77,8 +78,7 @@ export function stagingIndexText(index: StagingIndex, sign?: (text: string) => s
 
 /** The index in a blob's text (a signed note's text part: the JSON line); throws when it is not one. */
 export function parseStagingIndex(note: string): StagingIndex {
-  const split = note.indexOf('\n\n');
-  const value = JSON.parse(split < 0 ? note : note.slice(0, split + 1)) as Partial<StagingIndex>;
+  const value = JSON.parse(splitNote(note).text) as Partial<StagingIndex>;
   if (value.format !== INDEX_FORMAT || value.version !== 1 || typeof value.exportId !== 'string' || !Array.isArray(value.batches) || !value.batches.every((b) => typeof b === 'string')) {
     throw new Error(`not a ${INDEX_FORMAT} version 1`);
   }

@@ -4,6 +4,7 @@ import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, Stored, WriteOutcome } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
+import { stoppableSleep } from '../stoppable-sleep.js';
 import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestBytes, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
@@ -44,19 +45,6 @@ function leaseSecondsFrom(env: NodeJS.ProcessEnv): number {
 
 function statusOf(err: unknown): number | undefined {
   return (err as { statusCode?: number } | null)?.statusCode;
-}
-
-/** Waits `ms`, or less when `stop` aborts. */
-function pause(ms: number, stop?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      stop?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    stop?.addEventListener('abort', done, { once: true });
-  });
 }
 
 /**
@@ -114,7 +102,8 @@ class StagingLease {
               'This run stages none of it now (two runs at once would stage messages twice): run again once that run has ended',
           );
         }
-        await pause(Math.min(2000, (this.seconds * 1000) / 10), this.stop);
+        // A stop ends the wait; the loop's next turn fails the export as stopped.
+        await stoppableSleep(Math.min(2000, (this.seconds * 1000) / 10), this.stop);
       }
     }
     // Who holds it, for a run that finds it held (best effort: the lease is what counts).
@@ -359,9 +348,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     return new Promise<Stored>((resolve, reject) => batch.waiters.push({ delivery, resolve, reject })).then(
       (stored) => {
         const name = stored.location?.slice(0, stored.location.indexOf('#'));
-        let names = this.batchesOf.get(delivery.exportId);
-        if (!names) this.batchesOf.set(delivery.exportId, (names = new Set()));
-        if (name) names.add(name);
+        if (name) this.batchOf(delivery.exportId, name);
         return stored;
       },
       (err: unknown) => {
@@ -369,6 +356,13 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
         throw err;
       },
     );
+  }
+
+  /** Records that batch `name` holds messages of the export, for the index this run leaves. */
+  private batchOf(exportId: string, name: string): void {
+    let names = this.batchesOf.get(exportId);
+    if (!names) this.batchesOf.set(exportId, (names = new Set()));
+    names.add(name);
   }
 
   exportSettled(exportId: string): void {
@@ -386,6 +380,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     if (this.writeFailed) return;
     for (const [exportId, batches] of this.batchesOf) {
       if (!this.settled.has(exportId)) continue;
+      await this.addUnvisitedBatches(exportId, batches);
       const at = new Date();
       const body = stagingIndexText(stagingIndex(exportId, batches, at, this.contents), this.signNote);
       try {
@@ -393,6 +388,22 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
       } catch (err) {
         throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: the index of export ${exportId}'s batches cannot be written (an import could not tell a batch that goes missing): ${storageErrorMessage(err)}`);
       }
+    }
+  }
+
+  /**
+   * Batches of the export in windows this run staged nothing into (an earlier run's, of events a
+   * corrected export no longer has there): the index names every batch the export holds.
+   */
+  private async addUnvisitedBatches(exportId: string, batches: Set<string>): Promise<void> {
+    try {
+      for await (const blob of this.container.listBlobsFlat({ prefix: exportFolder(this.config, exportId) })) {
+        if (!blob.name.endsWith('.zip') || batches.has(blob.name)) continue;
+        await this.recordFound(blob.name, 0);
+        batches.add(blob.name);
+      }
+    } catch (err) {
+      throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot list export ${exportId}'s batches for its index: ${storageErrorMessage(err)}`);
     }
   }
 
@@ -533,6 +544,9 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
         const { manifest, manifestSha256 } = await readBatch(blob.name, zip, 0); // the manifest only; no message is read
         this.contents.set(blob.name, { items: manifest.entries.length, sha256: manifestSha256 });
         for (const entry of manifest.entries) staged.set(stagedKey(entry), Promise.resolve(stagedLocation(blob.name, entry.name)));
+        // Named in the index even when this run finds nothing of its own in it (a batch holding
+        // only an earlier version of a corrected item): left out, it could go unnoticed.
+        this.batchOf(exportId, blob.name);
       }
     })().catch((err: unknown) => {
       throw err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot read what ${prefix} already holds: ${storageErrorMessage(err)}`);

@@ -10,6 +10,7 @@ import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { AccessTokens } from '../../auth/entra.js';
 import { redactSecrets } from '../../redact.js';
 import { Slots } from '../slots.js';
+import { stoppableSleep } from '../stoppable-sleep.js';
 
 /** What Graph answered with an error: its status and OData `{"error":{"code","message"}}`. */
 export class GraphError extends Error {
@@ -355,20 +356,8 @@ export class GraphClient {
   }
 
   /** Waits, unless the stop signal ends the wait (then rejects as stopped). */
-  private sleep(ms: number): Promise<void> {
-    const stop = this.stop;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(done, Math.max(0, ms));
-      function done() {
-        stop?.removeEventListener('abort', aborted);
-        resolve();
-      }
-      const aborted = () => {
-        clearTimeout(timer);
-        reject(stoppedError());
-      };
-      stop?.addEventListener('abort', aborted, { once: true });
-    });
+  private async sleep(ms: number): Promise<void> {
+    if (await stoppableSleep(Math.max(0, ms), this.stop)) throw stoppedError();
   }
 
   /** Whether the stop signal came. */

@@ -46,15 +46,18 @@ export class Appended {
 
 /**
  * The UIDs to remove from a folder's listing (UID to version: the identity and the comparable size,
- * see index.ts `comparableSize`): of each version held more than once where one copy is this run's,
- * every copy but the one with the least UID, whoever appended it. Other versions of an identity (a
- * corrected re-delivery stored beside the first) are never removed: each keeps its least copy; nor
- * is a UID this run appended as a version (`Appended.versions`), when the listing groups by identity
- * alone (the server's sizes proved inexact, or it rewrites messages, after that version was stored).
+ * see index.ts `comparableSize`, when `byVersion`; else UID to the identity alone): of each version
+ * held more than once where one copy is this run's, every copy but the one with the least UID,
+ * whoever appended it. Other versions of an identity (a corrected re-delivery stored beside the
+ * first) are never removed: each keeps its least copy. Listed by identity alone (the server's sizes
+ * proved inexact, or it rewrites messages, after a version was stored), an identity's versions
+ * fall in one group, so a UID this run appended as a version (`Appended.versions`) is not removed
+ * there; listed by version, its group holds copies of that version only, and it is a copy like any
+ * other (two writers that stored the same corrected version would otherwise each keep theirs).
  * Writers that each do this leave one copy: none removes the least one, and the last to close sees
  * them all. An APPEND is atomic, so every copy listed is whole.
  */
-export function extraCopies(listed: ReadonlyMap<number, string>, ours: Appended): number[] {
+export function extraCopies(listed: ReadonlyMap<number, string>, ours: Appended, byVersion = false): number[] {
   const byKey = new Map<string, number[]>();
   for (const [uid, key] of listed) {
     const uids = byKey.get(key);
@@ -65,8 +68,8 @@ export function extraCopies(listed: ReadonlyMap<number, string>, ours: Appended)
   for (const uids of byKey.values()) {
     if (uids.length < 2 || !uids.some((uid) => ours.has(uid))) continue;
     const least = Math.min(...uids);
-    // A version this run stored beside another is never a copy of it, even when the listing groups by identity alone.
-    extra.push(...uids.filter((uid) => uid !== least && !ours.versions.has(uid)));
+    // Grouped by identity alone, a version this run stored beside another would be taken for a copy of it.
+    extra.push(...uids.filter((uid) => uid !== least && (byVersion || !ours.versions.has(uid))));
   }
   return extra;
 }

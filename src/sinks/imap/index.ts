@@ -4,6 +4,7 @@ import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from 
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
+import { stoppableSleep } from '../stoppable-sleep.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
 import { eachLimited, messageIdentity } from '../held.js';
 import { Appended, extraCopies } from './copies.js';
@@ -480,17 +481,16 @@ export class ImapSink extends LifecycleSink implements Sink {
     }
   }
 
-  /** Waits `ms`, or less when the sink fails meanwhile. */
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.sleepers.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.sleepers.add(wake);
-    });
+  /** Waits `ms`, or less when the sink fails meanwhile (`fail` calls the sleepers). */
+  private async pause(ms: number): Promise<void> {
+    const woken = new AbortController();
+    const wake = () => woken.abort();
+    this.sleepers.add(wake);
+    try {
+      await stoppableSleep(ms, woken.signal);
+    } finally {
+      this.sleepers.delete(wake);
+    }
   }
 
   /** See `open`. Throws E_SINK_UNAVAILABLE; returns early when the sink is stopped. */
@@ -1277,7 +1277,7 @@ export class ImapSink extends LifecycleSink implements Sink {
         if (mine.othersSeen) {
           for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid, size) => listed.set(uid, this.byVersion ? `${key} ${size}` : key));
         }
-        const extra = extraCopies(listed, mine);
+        const extra = extraCopies(listed, mine, this.byVersion);
         if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
       } catch {
         if (session) session.broken = true;

@@ -22,7 +22,7 @@ export interface StagedListing {
   untrusted: { name: string; why: string }[];
 }
 
-/** Whether the key an import trusts signed a staging index's note (see `openSignedText` in the ledger's notes). */
+/** Whether the key an import trusts signed a staging index's note (see `openSignedText` in src/formats/signed-note). */
 export type IndexTrust = (note: string) => 'verified' | 'failed' | 'unsigned' | 'not checked';
 
 /** A batch read: its manifest and messages, and why it is not what staging recorded, if it is not. */
