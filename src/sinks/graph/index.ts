@@ -5,7 +5,7 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { graphLocation, halfCreated, listFolder, listMessages, odataString, resolveFolder, listedOf, listedKey, versionKey, type Listed } from './mailbox.js';
+import { graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
@@ -93,6 +93,8 @@ interface DayListing {
   held: Map<string, Listed>;
   /** Version -> its other whole copies (a run killed before its close removed them): removed when the item is met. */
   extra: Map<string, Listed[]>;
+  /** Identity -> the versions (`versionOf`) `held` has of it. */
+  versions: Map<string, string[]>;
 }
 
 
@@ -107,13 +109,61 @@ function dayListing(messages: readonly Listed[]): DayListing {
     if (same) same.push(m);
     else copies.set(key, [m]);
   }
-  const listing: DayListing = { held: new Map(), extra: new Map() };
+  const listing: DayListing = { held: new Map(), extra: new Map(), versions: new Map() };
   for (const [key, same] of copies) {
     const whole = same.filter((m) => !halfCreated(m)).sort(leastIdFirst);
     listing.held.set(key, whole[0] ?? same[0]!);
     if (whole.length > 1) listing.extra.set(key, whole.slice(1));
+    const item = listedIdentity(same[0]!);
+    const versions = listing.versions.get(item);
+    if (versions) versions.push(versionOf(same[0]!));
+    else listing.versions.set(item, [versionOf(same[0]!)]);
   }
   return listing;
+}
+
+/**
+ * Of messages of one item, the one a delivery of `version` is: its own version's, else one that
+ * stands for it (`standsFor`: one whose version cannot be told, or any for a delivery whose version
+ * cannot be told); whole before half-created, then the least id.
+ */
+function copyFor(same: readonly Listed[], version: string): Listed | undefined {
+  const own = (m: Listed) => Number(versionOf(m) === version);
+  const whole = (m: Listed) => Number(!halfCreated(m));
+  return same.filter((m) => standsFor(versionOf(m), version)).sort((a, b) => own(b) - own(a) || whole(b) - whole(a) || leastIdFirst(a, b))[0];
+}
+
+/** The key in `listing.held` of the copy a delivery of `version` is (`copyFor`), if the day holds one. */
+function heldKeyFor(listing: DayListing, messageId: string, sentAt: number, version: string): string | undefined {
+  const held = (listing.versions.get(identity(messageId, sentAt)) ?? []).flatMap((v) => listing.held.get(versionKey(messageId, sentAt, v)) ?? []);
+  const copy = copyFor(held, version);
+  return copy && listedKey(copy);
+}
+
+/**
+ * Of a day's listing, the whole copies of versions this run created (`created`: the `idKey`s of
+ * their `versionKey`s) beyond the one kept: of the whole copies that stand for such a version
+ * (`standsFor`), the least id is kept, and the others of that very version are the extra ones.
+ */
+function copiesBeyondKept(listed: readonly Listed[], created: ReadonlySet<number>): Listed[] {
+  const items = new Map<string, Listed[]>();
+  for (const m of listed) {
+    if (halfCreated(m)) continue;
+    const item = listedIdentity(m);
+    const same = items.get(item);
+    if (same) same.push(m);
+    else items.set(item, [m]);
+  }
+  const extra: Listed[] = [];
+  for (const same of items.values()) {
+    const { internetMessageId, sentAt } = same[0]!;
+    for (const version of new Set(same.map(versionOf))) {
+      if (!created.has(idKey(versionKey(internetMessageId, sentAt, version)))) continue;
+      const kept = same.filter((m) => standsFor(versionOf(m), version)).sort(leastIdFirst)[0]!;
+      extra.push(...same.filter((m) => m !== kept && versionOf(m) === version));
+    }
+  }
+  return extra;
 }
 
 const IMPORT_PERMISSION = 'Mail-Advanced.ReadWrite.All';
@@ -237,15 +287,17 @@ export class GraphSink extends LifecycleSink implements Sink {
   private async storeIn(run: MailboxRun, delivery: Delivery): Promise<Stored> {
     const mailbox = delivery.mailbox;
     const folderId = await (run.folder ??= this.folder(mailbox, run));
-    const key = versionKey(delivery.messageId, delivery.internalDate, this.versionOf(delivery));
+    const version = this.versionOf(delivery);
+    const key = versionKey(delivery.messageId, delivery.internalDate, version);
     const day = Math.floor(delivery.internalDate / DAY);
     const listing = await this.day(mailbox, run, folderId, day);
     const held = listing.held;
-    // This version, or a message of the item whose version cannot be told (taken for any). Another
-    // version only (a corrected re-delivery: same identity, other bytes): this one is made beside it.
-    const heldKey = held.has(key) ? key : versionKey(delivery.messageId, delivery.internalDate, '');
-    const found = held.get(heldKey);
-    if (found && !halfCreated(found)) {
+    // This version, or a message of the item whose version cannot be told (taken for any; and any
+    // message of the item when this one's cannot: importMime after json). Another version only (a
+    // corrected re-delivery: same identity, other bytes): this one is made beside it.
+    const heldKey = heldKeyFor(listing, delivery.messageId, delivery.internalDate, version);
+    const found = heldKey === undefined ? undefined : held.get(heldKey);
+    if (heldKey !== undefined && found && !halfCreated(found)) {
       await this.removeExtraCopies(mailbox, listing, heldKey);
       return { outcome: 'skipped', location: graphLocation(mailbox, folderId, found.id) };
     }
@@ -260,7 +312,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const paths = folderPaths(run, mailbox, folderId);
     const storing = this.create(mailbox, run, paths, delivery, found && halfCreated(found) ? found : undefined).then((id) => {
       // The half-created one listed is gone: a later copy of the item finds the new one as created.
-      if (found) held.delete(heldKey);
+      if (heldKey !== undefined) held.delete(heldKey);
       let created = run.created.get(day);
       if (!created) run.created.set(day, (created = new Set()));
       created.add(createdKey);
@@ -480,9 +532,8 @@ export class GraphSink extends LifecycleSink implements Sink {
    */
   private async lookUp(mailbox: string, folderId: string, delivery: Delivery, retries?: number): Promise<Listed | undefined> {
     const same = await listMessages(this.client, mailbox, folderId, `internetMessageId eq ${odataString(delivery.messageId)}`, { maxPages: LOOK_UP_PAGES, ...(retries !== undefined ? { retries } : {}) });
-    const want = versionKey(delivery.messageId, delivery.internalDate, this.versionOf(delivery));
-    const any = versionKey(delivery.messageId, delivery.internalDate, '');
-    return same.find((m) => listedKey(m) === want) ?? same.find((m) => listedKey(m) === any);
+    const item = identity(delivery.messageId, delivery.internalDate);
+    return copyFor(same.filter((m) => listedIdentity(m) === item), this.versionOf(delivery));
   }
 
   /**
@@ -492,8 +543,11 @@ export class GraphSink extends LifecycleSink implements Sink {
    * the copy with the least id is kept and the others are removed, whoever made them. Writers that
    * each do this leave exactly one: none removes the least copy it sees, and the last to finish
    * sees every copy (a copy still pending belongs to a writer that has not finished yet). An item
-   * whose key matches one of this run's by chance is treated the same: its least copy stays. Best
-   * effort: when Graph cannot be asked now, the copies stay, and `verify` names them unexpected.
+   * whose key matches one of this run's by chance is treated the same: its least copy stays. The
+   * copies an item's version is compared with are those that stand for it (`standsFor`: a writer of
+   * the other mode's too), but only copies of its own version are removed, so no other version of
+   * the item (a corrected re-delivery) goes. Best effort: when Graph cannot be asked now, the copies
+   * stay, and `verify` names them unexpected.
    */
   private async removeCopiesOfOthers(): Promise<void> {
     const touched = [...this.mailboxes].filter(([, run]) => run.created.size > 0 && run.folder !== undefined);
@@ -503,8 +557,7 @@ export class GraphSink extends LifecycleSink implements Sink {
         const folderId = await run.folder!;
         for (const [day, created] of run.created) {
           const listed = await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY });
-          const ours = dayListing(listed.filter((m) => created.has(idKey(listedKey(m)))));
-          for (const extra of ours.extra.values()) for (const m of extra) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
+          for (const m of copiesBeyondKept(listed, created)) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
         }
       } catch {
         // Best effort (see above).

@@ -83,6 +83,21 @@ export function listedKey(m: Listed): string {
   return versionKey(m.internetMessageId, m.sentAt, versionOf(m));
 }
 
+/** The identity a listed message holds. */
+export function listedIdentity(m: Listed): string {
+  return identity(m.internetMessageId, m.sentAt);
+}
+
+/**
+ * Whether a message of an item, of version `held` (`versionOf`), is taken for the item's version
+ * `wanted`: the same version, or either one that cannot be told ('': imported, stamped before stamps
+ * carried it, or wanted by importMime), which stands for any. So a run of either mode after one of
+ * the other makes nothing twice.
+ */
+export function standsFor(held: string, wanted: string): boolean {
+  return held === wanted || held === '' || wanted === '';
+}
+
 /** Whether a Message-ID is one this tool made. */
 export function isOurs(messageId: string): boolean {
   return messageId.endsWith(`@${HEADER_DOMAIN}>`);

@@ -1,0 +1,90 @@
+// The Graph sink switched between mode=json and mode=importMime on one folder (against the Graph
+// stand-in): a message of the item made in the other mode is the item, so nothing is made twice.
+// An imported message carries no stamp (its version cannot be told) and stands for any version; an
+// importMime delivery's version cannot be told either, so any message of the item stands for it.
+import test from 'ava';
+import { createGraphSink } from '../src/sinks/graph/index.js';
+import { createGraphReader } from '../src/sinks/graph/reader.js';
+import { startGraphStandin, type GraphStandin } from './helpers/graph-standin.js';
+import { startIdentityEndpoint, type IdentityEndpoint } from './helpers/identity-endpoint.js';
+import { correctedDelivery, delivery } from './helpers/sink-conformance.js';
+
+const TENANT = '11111111-2222-3333-4444-555555555555';
+let standin: GraphStandin;
+let identity: IdentityEndpoint;
+
+test.before(async () => {
+  standin = await startGraphStandin({ tenant: TENANT, mailboxes: ['switch@acme.example', 'versions@acme.example'] });
+  identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
+  Object.assign(process.env, identity.env);
+});
+test.after.always(async () => {
+  await standin?.close();
+  await identity?.close();
+});
+
+const specOf = (endpoint: string, folder: string, mode: 'json' | 'importMime') => `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${endpoint}&retryDelay=20&folder=${folder}&mode=${mode}`;
+
+test('graph json, then importMime, then json again on one folder: each item is made once, and each later run skips it at the first copy', async (t) => {
+  const mailbox = 'switch@acme.example';
+  const items = [1, 2, 3].map((n) => delivery(n, mailbox));
+  let first: (string | undefined)[] = [];
+  for (const [run, mode] of (['json', 'importMime', 'json'] as const).entries()) {
+    const sink = createGraphSink(specOf(standin.url, 'Inbox/Switch', mode));
+    await sink.open();
+    const stored = await Promise.all(items.map((d) => sink.write(d)));
+    await sink.close();
+    if (run === 0) first = stored.map((s) => s.location);
+    t.deepEqual(stored.map((s) => s.outcome), Array(3).fill(run === 0 ? 'delivered' : 'skipped'), mode);
+    t.deepEqual(stored.map((s) => s.location), first, mode);
+    t.is(sink.copiesRemoved, 0, mode);
+    t.is(standin.messagesIn(mailbox, 'Inbox/Switch').length, 3, `${mode}: each item once`);
+  }
+});
+
+test('graph importMime after json stored two versions of an item: skipped at the first, both versions kept', async (t) => {
+  const mailbox = 'versions@acme.example';
+  const json = createGraphSink(specOf(standin.url, 'Inbox/Versions', 'json'));
+  await json.open();
+  const [v1, v2] = [await json.write(delivery(1, mailbox)), await json.write(correctedDelivery(1, mailbox))];
+  await json.close();
+  t.deepEqual([v1.outcome, v2.outcome], ['delivered', 'delivered']);
+  const imported = createGraphSink(specOf(standin.url, 'Inbox/Versions', 'importMime'));
+  await imported.open();
+  t.deepEqual(await imported.write(correctedDelivery(1, mailbox)), { outcome: 'skipped', location: v1.location });
+  await imported.close();
+  t.is(standin.messagesIn(mailbox, 'Inbox/Versions').length, 2);
+});
+
+test('graph: a json run and an importMime run at once into one folder (each with its own state) leave each item once when both have closed', async (t) => {
+  t.timeout(120_000);
+  // Each request answered after 5 ms: both runs list the day before either creates.
+  const slow = await startGraphStandin({ tenant: TENANT, latencyMs: 5 });
+  t.teardown(() => slow.close());
+  const boxes = ['w0', 'w1'].map((p) => `${p}@acme.example`);
+  for (const b of boxes) slow.mailbox(b);
+  const specs = (['json', 'importMime'] as const).map((mode) => specOf(slow.url, 'Inbox/Mixed', mode));
+  const sinks = specs.map((spec) => createGraphSink(spec));
+  await Promise.all(sinks.map((s) => s.open()));
+  const items = Array.from({ length: 20 }, (_, n) => delivery(n, boxes[n % 2]!));
+  const outcomes = await Promise.all(sinks.map((s) => Promise.all(items.map((d) => s.write(d)))));
+  await Promise.all(sinks.map((s) => s.close()));
+  t.true(outcomes.flat().every((o) => o.outcome === 'delivered' || o.outcome === 'skipped'));
+  // The runs raced: both made some items.
+  t.true(sinks[0]!.copiesRemoved + sinks[1]!.copiesRemoved > 0);
+  for (const b of boxes) {
+    const held = slow.messagesIn(b, 'Inbox/Mixed');
+    t.is(new Set(held.map((m) => m.internetMessageId)).size, 10, b);
+    t.is(held.length, 10, `${b}: each item once (${sinks.map((s) => s.copiesRemoved).join(' + ')} copies removed)`);
+  }
+  // What each run recorded is still found, by identity where its own copy was removed.
+  const reader = createGraphReader(specs[0]!);
+  await reader.open();
+  for (const [i, d] of items.entries()) {
+    for (const w of [0, 1]) {
+      const wanted = { messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[w]![i]!.location! };
+      t.is((await reader.mailbox(d.mailbox, [wanted], { sample: true })).held.size, 1, `${d.messageId} as run ${w} recorded it`);
+    }
+  }
+  await reader.close();
+});
