@@ -124,8 +124,8 @@ function dayListing(messages: readonly Listed[]): DayListing {
 
 /**
  * Of messages of one item, the one a delivery of `version` is: its own version's, else one that
- * stands for it (`standsFor`: one whose version cannot be told, or any for a delivery whose version
- * cannot be told); whole before half-created, then the least id.
+ * stands for it (`standsFor`: one whose version cannot be told); whole before half-created, then
+ * the least id.
  */
 function copyFor(same: readonly Listed[], version: string): Listed | undefined {
   const own = (m: Listed) => Number(versionOf(m) === version);
@@ -142,8 +142,10 @@ function heldKeyFor(listing: DayListing, messageId: string, sentAt: number, vers
 
 /**
  * Of a day's listing, the whole copies of versions this run created (`created`: the `idKey`s of
- * their `versionKey`s) beyond the one kept: of the whole copies that stand for such a version
- * (`standsFor`), the least id is kept, and the others of that very version are the extra ones.
+ * their `versionKey`s) beyond the one kept: of the whole copies of such a version, the least id is
+ * kept. Only copies of that very version are compared: one whose version cannot be told (an
+ * imported one) may be another version, so nothing is removed in its favour (a run of each mode
+ * at once may leave an item twice, which verify names; never a version gone).
  */
 function copiesBeyondKept(listed: readonly Listed[], created: ReadonlySet<number>): Listed[] {
   const items = new Map<string, Listed[]>();
@@ -159,8 +161,8 @@ function copiesBeyondKept(listed: readonly Listed[], created: ReadonlySet<number
     const { internetMessageId, sentAt } = same[0]!;
     for (const version of new Set(same.map(versionOf))) {
       if (!created.has(idKey(versionKey(internetMessageId, sentAt, version)))) continue;
-      const kept = same.filter((m) => standsFor(versionOf(m), version)).sort(leastIdFirst)[0]!;
-      extra.push(...same.filter((m) => m !== kept && versionOf(m) === version));
+      const copies = same.filter((m) => versionOf(m) === version).sort(leastIdFirst);
+      extra.push(...copies.slice(1));
     }
   }
   return extra;
@@ -288,13 +290,12 @@ export class GraphSink extends LifecycleSink implements Sink {
     const mailbox = delivery.mailbox;
     const folderId = await (run.folder ??= this.folder(mailbox, run));
     const version = this.versionOf(delivery);
-    const key = versionKey(delivery.messageId, delivery.internalDate, version);
+    const key = versionKey(delivery.messageId, delivery.internalDate, this.storedVersion(delivery));
     const day = Math.floor(delivery.internalDate / DAY);
     const listing = await this.day(mailbox, run, folderId, day);
     const held = listing.held;
-    // This version, or a message of the item whose version cannot be told (taken for any; and any
-    // message of the item when this one's cannot: importMime after json). Another version only (a
-    // corrected re-delivery: same identity, other bytes): this one is made beside it.
+    // This version, or a message of the item whose version cannot be told (taken for any). Another
+    // version only (a corrected re-delivery: same identity, other bytes): this one is made beside it.
     const heldKey = heldKeyFor(listing, delivery.messageId, delivery.internalDate, version);
     const found = heldKey === undefined ? undefined : held.get(heldKey);
     if (heldKey !== undefined && found && !halfCreated(found)) {
@@ -441,12 +442,16 @@ export class GraphSink extends LifecycleSink implements Sink {
   /** The version of a message (`versionOf`: sha256 of its MIME without X-Pivot-Export-Id), made once for all its mailboxes. */
   private readonly versions = new WeakMap<Buffer, string>();
 
-  /** importMime: '' (an imported message carries no stamp, so versions cannot be told there: the README's limit). */
+  /** The version a delivery is compared by, in either mode (an imported copy of it still shows none: `storedVersion`). */
   private versionOf(delivery: Delivery): string {
-    if (this.config.mode === 'importMime') return '';
     let version = this.versions.get(delivery.message);
     if (version === undefined) this.versions.set(delivery.message, (version = sha256Hex(withoutExportId(delivery.message))));
     return version;
+  }
+
+  /** The version a created copy shows in a listing: importMime's carry no stamp (''). */
+  private storedVersion(delivery: Delivery): string {
+    return this.config.mode === 'importMime' ? '' : this.versionOf(delivery);
   }
 
   private graphMessageOf(delivery: Delivery): Built {
@@ -543,11 +548,10 @@ export class GraphSink extends LifecycleSink implements Sink {
    * the copy with the least id is kept and the others are removed, whoever made them. Writers that
    * each do this leave exactly one: none removes the least copy it sees, and the last to finish
    * sees every copy (a copy still pending belongs to a writer that has not finished yet). An item
-   * whose key matches one of this run's by chance is treated the same: its least copy stays. The
-   * copies an item's version is compared with are those that stand for it (`standsFor`: a writer of
-   * the other mode's too), but only copies of its own version are removed, so no other version of
-   * the item (a corrected re-delivery) goes. Best effort: when Graph cannot be asked now, the copies
-   * stay, and `verify` names them unexpected.
+   * whose key matches one of this run's by chance is treated the same: its least copy stays. Only
+   * copies of one version are compared (`copiesBeyondKept`), so no other version of the item (a
+   * corrected re-delivery) goes. Best effort: when Graph cannot be asked now, the copies stay, and
+   * `verify` names them unexpected.
    */
   private async removeCopiesOfOthers(): Promise<void> {
     const touched = [...this.mailboxes].filter(([, run]) => run.created.size > 0 && run.folder !== undefined);

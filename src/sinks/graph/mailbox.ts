@@ -90,12 +90,13 @@ export function listedIdentity(m: Listed): string {
 
 /**
  * Whether a message of an item, of version `held` (`versionOf`), is taken for the item's version
- * `wanted`: the same version, or either one that cannot be told ('': imported, stamped before stamps
- * carried it, or wanted by importMime), which stands for any. So a run of either mode after one of
- * the other makes nothing twice.
+ * `wanted` (the sha256 of the delivery's MIME without X-Pivot-Export-Id, in either mode): the same
+ * version, or one that cannot be told ('': imported, or stamped before stamps carried it), which
+ * stands for any. So a run of either mode after one of the other makes nothing twice, and a
+ * corrected version is made beside a stamped earlier one in either mode.
  */
 export function standsFor(held: string, wanted: string): boolean {
-  return held === wanted || held === '' || wanted === '';
+  return held === wanted || held === '';
 }
 
 /** Whether a Message-ID is one this tool made. */
