@@ -19,6 +19,12 @@ export interface Expected extends WantedMessage {
   builtSha256?: string;
   /** A record in the scope asked (--export, --since) names it. */
   inScope: boolean;
+  /**
+   * The other versions of the item this ledger delivered into a store that keeps one message per
+   * identity (IMAP, Graph): each sha256 the store must still hold beside the latest (a corrected
+   * re-delivery is stored beside the first version), with where its latest delivery put it.
+   */
+  versions?: { sha256: string; location?: string }[];
 }
 
 /** What one outcome line keeps in its group file. */
@@ -69,14 +75,15 @@ export class ExpectedMessages {
   /**
    * Each group in turn, as one entry per stored message: the sha256 of the latest delivery of it,
    * or, for a message only ever found there, the bytes this tool would have delivered; where the
-   * latest delivery put it (else where the latest skip found it). Which records are one stored
-   * message: see `storedKey`.
+   * latest delivery put it (else where the latest skip found it); in a store of one message per
+   * identity, the other versions delivered (`versions`). Which records are one stored message: see
+   * `storedKey`.
    */
   *groups(): Generator<Expected[]> {
     for (let group = 0; group < GROUPS; group++) {
       this.flush(group);
       if (this.fds[group] === undefined) continue;
-      const expected = new Map<string, Expected & { locatedBy?: 'delivery' | 'skip' }>();
+      const expected = new Map<string, Expected & { locatedBy?: 'delivery' | 'skip'; delivered?: Map<string, string | undefined> }>();
       for (const text of readFileSync(this.path(group), 'utf8').split('\n')) {
         if (text === '') continue;
         const n = JSON.parse(text) as Noted;
@@ -89,10 +96,18 @@ export class ExpectedMessages {
         }
         if (n.delivered) e.sha256 = n.sha256;
         else e.builtSha256 = n.sha256;
+        // Every version delivered under one identity (a skip stores nothing: it names no version of its own).
+        if (n.delivered && n.sha256 !== undefined && key === identityOf(n)) {
+          e.delivered ??= new Map();
+          e.delivered.set(n.sha256, n.location);
+        }
         e.inScope ||= n.inScope;
         expected.set(key, e);
       }
-      yield [...expected.values()].map(({ locatedBy: _, ...e }) => e);
+      yield [...expected.values()].map(({ locatedBy: _, delivered, ...e }) => {
+        const versions = [...(delivered ?? [])].filter(([sha256]) => sha256 !== e.sha256).map(([sha256, location]) => ({ sha256, ...(location === undefined ? {} : { location }) }));
+        return versions.length > 0 ? { ...e, versions } : e;
+      });
     }
   }
 
@@ -135,9 +150,13 @@ function groupOf(mailbox: string): number {
  * export stages its own batches): by location, as before.
  */
 function storedKey(n: Noted): string {
-  const identity = `${n.mailbox}\u0000${n.messageId}\u0000${secondOf(n.sentAt)}`;
-  if (n.location === undefined || !locationKeptApart(n.location)) return identity;
+  if (n.location === undefined || !locationKeptApart(n.location)) return identityOf(n);
   return n.location;
+}
+
+/** A record's identity in its mailbox: Message-ID and sentAt's second. */
+function identityOf(n: Noted): string {
+  return `${n.mailbox}\u0000${n.messageId}\u0000${secondOf(n.sentAt)}`;
 }
 
 

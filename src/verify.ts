@@ -6,6 +6,7 @@ import { ledgerExitCode, ledgerTrust, requireLedger, type LedgerCheck } from './
 import { checkLedger } from './ledger/reader.js';
 import type { Logger } from './logger.js';
 import { createStoreReader } from './sinks/index.js';
+import type { UnexpectedMessage } from './sinks/sink.js';
 import { StateDir } from './state/index.js';
 import { visible } from './formats/one-line.js';
 import { parseShard, shardFilter } from './transforms/shard/index.js';
@@ -150,16 +151,38 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     const shard = shardOwner === undefined ? undefined : parseShard(shardOwner);
     const ours = typeof shard === 'object' ? shardFilter(shard) : () => true;
     const check = async (mailbox: string, wanted: Expected[]) => {
-      const found = await reader.mailbox(mailbox, wanted, { sample: filtered });
+      // The other versions of an item are among the copies a mailbox read whole lists: a filtered
+      // check reads so the mailboxes where it needs them; a sample checks the latest versions only.
+      const versionsChecked = !sampled && wanted.some((e) => e.versions !== undefined);
+      const found = await reader.mailbox(mailbox, wanted, { sample: filtered && !versionsChecked });
+      const unexpected = [...found.unexpected];
+      const missing = (e: Expected, location: string | undefined) => result.missing.push({ mailbox, itemId: e.itemId, messageId: e.messageId, ...(location ? { location } : {}) });
       for (const e of wanted) {
         const held = found.held.get(e);
-        if (!held) result.missing.push({ mailbox, itemId: e.itemId, messageId: e.messageId, ...(e.location ? { location: e.location } : {}) });
+        const recorded = e.sha256 ?? e.builtSha256;
+        // The held copy is an earlier version (the latest one gone), which it answers for.
+        const heldVersion = held && held.sha256 !== recorded ? e.versions?.find((v) => v.sha256 === held.sha256) : undefined;
+        if (!held) missing(e, e.location);
+        else if (heldVersion) missing(e, e.location);
         else if (e.sha256 === undefined && held.sha256 !== e.builtSha256) result.notHashed++;
-        else if (held.sha256 !== (e.sha256 ?? e.builtSha256)) result.altered.push({ mailbox, itemId: e.itemId, messageId: e.messageId, location: held.location, expected: (e.sha256 ?? e.builtSha256)!, found: held.sha256 });
+        else if (held.sha256 !== recorded) result.altered.push({ mailbox, itemId: e.itemId, messageId: e.messageId, location: held.location, expected: recorded!, found: held.sha256 });
         else result.intact++;
+        if (sampled) continue;
+        // Every other version this ledger delivered must be there too: the held copy, or a copy the
+        // store tells apart as that version (no longer unexpected). A plain copy with its bytes (one
+        // the store does not tell from another copy of the item) holds it too, and stays unexpected.
+        const sameItem = (u: UnexpectedMessage) => u.messageId === e.messageId && u.sentAt !== undefined && secondOf(u.sentAt) === secondOf(e.sentAt);
+        for (const version of e.versions ?? []) {
+          result.checked++;
+          result.of++;
+          const copy = version === heldVersion ? held : unexpected.find((u) => sameItem(u) && u.version === version.sha256);
+          if (copy !== undefined && copy !== held) unexpected.splice(unexpected.indexOf(copy as UnexpectedMessage), 1);
+          if (copy !== undefined || unexpected.some((u) => sameItem(u) && u.sha256 === version.sha256)) result.intact++;
+          else missing(e, version.location);
+        }
       }
       if (result.unexpected) {
-        for (const u of found.unexpected) {
+        for (const u of unexpected) {
           const entry = { mailbox, messageId: u.messageId, location: u.location };
           result.unexpected.push(entry);
           // Another version of an item a record answered for (a corrected re-delivery stored beside the first): looked up in the ledger below.
@@ -193,10 +216,10 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     } finally {
       await reader.close();
     }
-    // Records of one identity are one entry of `expected` (the latest delivery's sha256): the
-    // earlier versions a store keeps beside a corrected one are each answered by a record of the
-    // ledger with their sha256, a delivery or a skip of this store. Read again only when the store
-    // holds such a version (a plain copy of a version already answered for stays unexpected).
+    // A version the store keeps beside another that no delivery of this ledger made (another
+    // writer's corrected re-delivery) is answered for by a skip of this store with its sha256 (a
+    // run found it there). Read again only when the store holds such a version (a plain copy of a
+    // version already answered for stays unexpected).
     if (versions.size > 0 && result.unexpected) {
       const answered = new Set<string>();
       await checkLedger(state.ledgerPath, {}, (line) => {

@@ -44,6 +44,12 @@ export interface UnexpectedMessage extends Omit<HeldMessage, 'sha256' | 'size'> 
    * with that sha256 answers for (`verify`).
    */
   version?: string;
+  /**
+   * The sha256 of its bytes as the store reports them (as `HeldMessage.sha256`), when known without
+   * more reads, for a copy of an item a wanted message is: a copy of a version verify expects that
+   * is not told apart as a version of its own (a plain copy) still holds that version.
+   */
+  sha256?: string;
 }
 
 /**

@@ -86,9 +86,10 @@ export class GraphReader implements StoreReader {
       for (const m of listed.filter((l) => !used.has(l.id) && isOurs(l.internetMessageId)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
         // Only a stamp whose compared fields still hold (else the message was altered: plainly unexpected).
         const [sha256, , fields] = stampFields(m);
-        const version = m.stamp !== undefined && !halfCreated(m) && fields === m.fields && !answered.has(listedKey(m)) ? sha256 : undefined;
+        const known = m.stamp !== undefined && !halfCreated(m) && fields === m.fields;
+        const version = known && !answered.has(listedKey(m)) ? sha256 : undefined;
         if (version !== undefined) answered.add(listedKey(m));
-        unexpected.push({ messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId!, m.id), ...(version !== undefined ? { version } : {}) });
+        unexpected.push({ messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId!, m.id), ...(version !== undefined ? { version } : {}), ...(known ? { sha256 } : {}) });
       }
     }
     return { held, unexpected };

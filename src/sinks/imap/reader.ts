@@ -3,6 +3,7 @@
 import type { ImapFlow } from 'imapflow';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
+import { withoutExportId } from '../../formats/message/export-id.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMessage } from '../sink.js';
 import type { ImapSinkConfig } from './config.js';
@@ -23,6 +24,8 @@ interface Fetched {
   sentAt?: string;
   sha256: string;
   size: number;
+  /** The sha256 of its bytes without X-Pivot-Export-Id: which version of its item it is (the same event from another export is the same version). */
+  version: string;
 }
 
 export { uidSet };
@@ -98,7 +101,8 @@ export class ImapReader implements StoreReader {
       // least UID of those, as the sink keeps when it removes copies and names when it skips.
       // Without one of that content: the least UID (altered). The other copies are unexpected,
       // whatever copy a record names: an item in a folder twice is never intact. Of those, the
-      // least UID of each other content is told apart (`version`): a corrected re-delivery is
+      // least UID of each other version (content less X-Pivot-Export-Id: the same event from
+      // another export is a plain copy) is told apart (`version`): a corrected re-delivery is
       // stored beside the earlier version (see SPEC.md, "Corrected versions"), and verify asks the
       // ledger whether a record of that identity has its sha256. A record whose location holds its
       // Message-ID under another Date (an edit) is matched there: it is altered.
@@ -145,18 +149,19 @@ export class ImapReader implements StoreReader {
       } else {
         const index = await byIdentity(true);
         for (const copies of index.values()) {
-          // Contents a record answered for; the first copy of any other content is another version.
-          const contents = new Set(copies.filter((c) => used.has(c.uid)).map((c) => c.sha256));
-          const answered = contents.size > 0;
+          // Versions a record answered for; the first copy of any other version is told apart.
+          const versions = new Set(copies.filter((c) => used.has(c.uid)).map((c) => c.version));
+          const answered = versions.size > 0;
           for (const found of copies) {
             if (used.has(found.uid) || !found.messageId.endsWith(OUR_MESSAGE_ID)) continue;
             // A copy of ours no record matched. `version`: the sha256 of a copy of an identity a
-            // record answered for, with content no earlier copy of it has (another version of the
+            // record answered for, of a version no earlier copy of it is (another version of the
             // item stored beside it: a corrected re-delivery); verify looks for a ledger record of
             // that identity with that sha256, and found, the copy is that record's, not unexpected.
-            const version = answered && !contents.has(found.sha256);
-            contents.add(found.sha256);
-            const entry: UnexpectedMessage = { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), ...(version ? { version: found.sha256 } : {}) };
+            // `sha256`: what a copy of such an identity holds (verify: a delivered version is still there).
+            const version = answered && !versions.has(found.version);
+            versions.add(found.version);
+            const entry: UnexpectedMessage = { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), ...(answered ? { sha256: found.sha256 } : {}), ...(version ? { version: found.sha256 } : {}) };
             unexpected.push(entry);
           }
         }
@@ -176,13 +181,14 @@ export class ImapReader implements StoreReader {
     }
   }
 
-  /** UID FETCH BODY.PEEK[] in ranges; each message hashed (and its identity read) as it arrives, then let go. */
+  /** UID FETCH BODY.PEEK[] in ranges; each message hashed, with and without X-Pivot-Export-Id (and its identity read), as it arrives, then let go. */
   private async fetchHashed(client: ImapFlow, uids: number[], into: Map<number, Fetched>): Promise<void> {
     for (const group of chunks([...new Set(uids)].sort((a, b) => a - b), FETCH_UIDS)) {
       for await (const message of client.fetch(uidSet(group), { uid: true, source: true }, { uid: true })) {
         if (!message.source) continue;
         const { messageId, sentAt } = messageIdentity(message.source);
-        into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(message.source).result() });
+        const version = new Digest().update(withoutExportId(message.source)).result().sha256;
+        into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(message.source).result(), version });
       }
     }
   }
