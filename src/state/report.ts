@@ -52,12 +52,14 @@ export async function formatStatus(state: StateDir, last: number, json: boolean)
  * ledger recorded anything (a full disk, a kill, a refused archive): the export may be one of
  * them, so an operator is sent to them rather than left with a plain "no run".
  */
-export async function unrecordedRunsHint(state: StateDir, last = 20): Promise<string> {
-  const cut = (await state.runs(last)).filter((r) => !r.summary);
+export async function unrecordedRunsHint(state: StateDir, last = 5): Promise<string> {
+  // Only a hint: a run log that cannot be read leaves the error as it was.
+  const runs = await state.runs(last).catch(() => []);
+  const cut = runs.filter((r) => !r.summary);
   if (cut.length === 0) return '';
   const latest = cut[0]!;
-  const how = latest.failure ? `failed (exit ${latest.failure.exitCode}) with ${latest.failure.code}: ${latest.failure.error}` : 'has no summary: killed, or it could not write its records (a full disk?)';
-  return `; but ${cut.length} of the last ${last} runs in ${state.dir} ended before recording what they did (the latest, ${latest.log}, ${how}): see status --state-dir ${state.dir}, and run the export again`;
+  const how = latest.failure ? `failed (exit ${latest.failure.exitCode}) with ${latest.failure.code}: ${latest.failure.error}` : 'has no summary: still running, killed, or it could not write its records (a full disk?)';
+  return `; but ${cut.length} of the last ${runs.length} run(s) in ${state.dir} did not record an end (the latest, ${latest.log}, ${how}): see status --state-dir ${state.dir}, and run the export again`;
 }
 
 /** What `status --export` prints: one export's account across all its runs, reconciled from the ledger. */

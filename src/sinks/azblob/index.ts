@@ -399,8 +399,17 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     try {
       for await (const blob of this.container.listBlobsFlat({ prefix: exportFolder(this.config, exportId) })) {
         if (!blob.name.endsWith('.zip') || batches.has(blob.name)) continue;
-        await this.recordFound(blob.name, 0);
         batches.add(blob.name);
+        // Its manifest recorded when it can be read; else no record, and the import holds the batch
+        // to the count written beside it (a guess of 0 would fail a good batch).
+        const size = blob.properties.contentLength ?? 0;
+        if (size > MAX_BATCH_DOWNLOAD) continue;
+        try {
+          const { manifest, manifestSha256 } = await readBatch(blob.name, await this.container.getBlockBlobClient(blob.name).downloadToBuffer(), 0);
+          this.contents.set(blob.name, { items: manifest.entries.length, sha256: manifestSha256 });
+        } catch {
+          this.contents.delete(blob.name);
+        }
       }
     } catch (err) {
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot list export ${exportId}'s batches for its index: ${storageErrorMessage(err)}`);
