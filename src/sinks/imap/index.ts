@@ -481,8 +481,9 @@ export class ImapSink extends LifecycleSink implements Sink {
     }
   }
 
-  /** Waits `ms`, or less when the sink fails meanwhile (`fail` calls the sleepers). */
+  /** Waits `ms`, or less when the sink fails meanwhile (`fail` calls the sleepers); not at all once it has failed. */
   private async pause(ms: number): Promise<void> {
+    if (this.failure !== null) return;
     const woken = new AbortController();
     const wake = () => woken.abort();
     this.sleepers.add(wake);
