@@ -21,6 +21,21 @@ import { ATTACHMENT_BYTES, CORRECTED_EXPORT, MAILBOXES } from './helpers/correct
 type Json = Record<string, unknown>;
 const TENANT = '11111111-2222-3333-4444-555555555555';
 
+/** Runs into `sink` with one state dir under `dir` (each run's status log numbered `n`), and verify of it. */
+function runsInto(t: ExecutionContext, dir: string, sink: string, env: Record<string, string>) {
+  const run = async (archive: string, n: number) => {
+    const status = join(dir, `status-${n}.jsonl`);
+    const r = await cli(['run', archive, '--sink', sink, '--state-dir', join(dir, 'state'), '--status-log', status, '--rejects', join(dir, 'rejects'), '--quiet'], { env });
+    t.is(r.code, 0, r.stderr);
+    return readStatusLog(status);
+  };
+  const verify = async () => {
+    const r = await cli(['verify', '--state-dir', join(dir, 'state'), '--sink', sink, '--json'], { env });
+    return { code: r.code, store: ((JSON.parse(r.stdout || '{}') as Json).store ?? {}) as Json, stdout: r.stdout + r.stderr };
+  };
+  return { run, verify };
+}
+
 /** Runs of the first export, then of its corrected re-delivery, into `sink`; verify of that state dir. */
 async function correctedTwice(t: ExecutionContext, sink: string, env: Record<string, string>) {
   t.timeout(300_000);
@@ -134,16 +149,7 @@ withServer('Dovecot (verify of versions)', DOVECOT_BINARY ? undefined : dovecotM
     const folder = 'INBOX/OtherExport';
     const sink = imapSink(folder);
     const other = `${MANIFEST.exportId}-redelivered`;
-    const run = async (archive: string, n: number) => {
-      const status = join(dir, `status-${n}.jsonl`);
-      const r = await cli(['run', archive, '--sink', sink, '--state-dir', join(dir, 'state'), '--status-log', status, '--rejects', join(dir, 'rejects'), '--quiet'], { env });
-      t.is(r.code, 0, r.stderr);
-      return readStatusLog(status);
-    };
-    const verify = async () => {
-      const r = await cli(['verify', '--state-dir', join(dir, 'state'), '--sink', sink, '--json'], { env });
-      return { code: r.code, store: ((JSON.parse(r.stdout || '{}') as Json).store ?? {}) as Json, stdout: r.stdout + r.stderr };
-    };
+    const { run, verify } = runsInto(t, dir, sink, env);
     const first = await run(await writeArchive(join(dir, 'a.zip'), CORRECTED_EXPORT), 1);
     // The same events in an export of another id: found there, skipped (the ledger records what that export builds).
     t.is((await run(await writeArchive(join(dir, 'a-again.zip'), { ...CORRECTED_EXPORT, manifest: { ...MANIFEST, exportId: other } }), 2)).summary.skipped, 6);
@@ -176,16 +182,7 @@ withServer('Dovecot (verify of versions)', DOVECOT_BINARY ? undefined : dovecotM
     const dir = await tempDir(t);
     const folder = 'INBOX/Again';
     const sink = imapSink(folder);
-    const run = async (archive: string, n: number) => {
-      const status = join(dir, `status-${n}.jsonl`);
-      const r = await cli(['run', archive, '--sink', sink, '--state-dir', join(dir, 'state'), '--status-log', status, '--rejects', join(dir, 'rejects'), '--quiet'], { env });
-      t.is(r.code, 0, r.stderr);
-      return readStatusLog(status);
-    };
-    const verify = async () => {
-      const r = await cli(['verify', '--state-dir', join(dir, 'state'), '--sink', sink, '--json'], { env });
-      return { code: r.code, store: ((JSON.parse(r.stdout || '{}') as Json).store ?? {}) as Json, stdout: r.stdout + r.stderr };
-    };
+    const { run, verify } = runsInto(t, dir, sink, env);
     const first = await run(await writeArchive(join(dir, 'a.zip'), CORRECTED_EXPORT), 1);
     const location = String(first.lines.find((l) => l.itemId === 'm_1' && l.mailbox === MAILBOXES[0])!.location);
     const bytes = (await fetchAt(dovecot.port, location))!;
