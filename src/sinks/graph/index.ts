@@ -91,10 +91,7 @@ interface Built {
 interface DayListing {
   /** Version -> its whole copy with the least id (a half-created one when none is whole). */
   held: Map<string, Listed>;
-  /**
-   * Version -> its other copies where it is held whole (a run killed before its close removed them;
-   * half-created ones a lost create answer left, which no run finishes): removed when the item is met.
-   */
+  /** Version -> its other whole copies (a run killed before its close removed them): removed when the item is met. */
   extra: Map<string, Listed[]>;
   /** Identity -> the versions (`versionOf`) `held` has of it. */
   versions: Map<string, string[]>;
@@ -116,8 +113,7 @@ function dayListing(messages: readonly Listed[]): DayListing {
   for (const [key, same] of copies) {
     const whole = same.filter((m) => !halfCreated(m)).sort(leastIdFirst);
     listing.held.set(key, whole[0] ?? same[0]!);
-    const extra = whole.length > 0 ? same.filter((m) => m !== whole[0]) : [];
-    if (extra.length > 0) listing.extra.set(key, extra);
+    if (whole.length > 1) listing.extra.set(key, whole.slice(1));
     const item = listedIdentity(same[0]!);
     const versions = listing.versions.get(item);
     if (versions) versions.push(versionOf(same[0]!));
@@ -154,6 +150,7 @@ function heldKeyFor(listing: DayListing, messageId: string, sentAt: number, vers
 function copiesBeyondKept(listed: readonly Listed[], created: ReadonlySet<number>): Listed[] {
   const items = new Map<string, Listed[]>();
   for (const m of listed) {
+    if (halfCreated(m)) continue;
     const item = listedIdentity(m);
     const same = items.get(item);
     if (same) same.push(m);
@@ -164,11 +161,8 @@ function copiesBeyondKept(listed: readonly Listed[], created: ReadonlySet<number
     const { internetMessageId, sentAt } = same[0]!;
     for (const version of new Set(same.map(versionOf))) {
       if (!created.has(idKey(versionKey(internetMessageId, sentAt, version)))) continue;
-      // The least whole copy is kept; the other whole ones, and half-created ones beside it (a create
-      // whose answer was lost, then made again: nothing finishes them), go.
-      const copies = same.filter((m) => versionOf(m) === version);
-      const kept = copies.filter((m) => !halfCreated(m)).sort(leastIdFirst)[0];
-      if (kept) extra.push(...copies.filter((m) => m !== kept));
+      const copies = same.filter((m) => versionOf(m) === version).sort(leastIdFirst);
+      extra.push(...copies.slice(1));
     }
   }
   return extra;
