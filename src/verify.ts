@@ -155,7 +155,20 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       // check reads so the mailboxes where it needs them; a sample checks the latest versions only.
       const versionsChecked = !sampled && wanted.some((e) => e.versions !== undefined);
       const found = await reader.mailbox(mailbox, wanted, { sample: filtered && !versionsChecked });
-      const unexpected = [...found.unexpected];
+      // The copies of each item (Message-ID and second) among the unexpected ones, found by key; a
+      // version found is taken off (`taken`), so it is not reported unexpected.
+      const itemKey = (messageId: string, sentAt: string) => `${messageId}\u0000${secondOf(sentAt)}`;
+      const copiesOf = new Map<string, UnexpectedMessage[]>();
+      if (versionsChecked) {
+        for (const u of found.unexpected) {
+          if (u.sentAt === undefined) continue;
+          const key = itemKey(u.messageId, u.sentAt);
+          const copies = copiesOf.get(key);
+          if (copies) copies.push(u);
+          else copiesOf.set(key, [u]);
+        }
+      }
+      const taken = new Set<UnexpectedMessage>();
       const missing = (e: Expected, location: string | undefined) => result.missing.push({ mailbox, itemId: e.itemId, messageId: e.messageId, ...(location ? { location } : {}) });
       for (const e of wanted) {
         const held = found.held.get(e);
@@ -171,18 +184,20 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
         // Every other version this ledger delivered must be there too: the held copy, or a copy the
         // store tells apart as that version (no longer unexpected). A plain copy with its bytes (one
         // the store does not tell from another copy of the item) holds it too, and stays unexpected.
-        const sameItem = (u: UnexpectedMessage) => u.messageId === e.messageId && u.sentAt !== undefined && secondOf(u.sentAt) === secondOf(e.sentAt);
-        for (const version of e.versions ?? []) {
+        if (e.versions === undefined) continue;
+        const copies = (copiesOf.get(itemKey(e.messageId, e.sentAt)) ?? []).filter((u) => !taken.has(u));
+        for (const version of e.versions) {
           result.checked++;
           result.of++;
-          const copy = version === heldVersion ? held : unexpected.find((u) => sameItem(u) && u.version === version.sha256);
-          if (copy !== undefined && copy !== held) unexpected.splice(unexpected.indexOf(copy as UnexpectedMessage), 1);
-          if (copy !== undefined || unexpected.some((u) => sameItem(u) && u.sha256 === version.sha256)) result.intact++;
+          const copy = version === heldVersion ? held : copies.find((u) => !taken.has(u) && u.version === version.sha256);
+          if (copy !== undefined && copy !== held) taken.add(copy as UnexpectedMessage);
+          if (copy !== undefined || copies.some((u) => !taken.has(u) && u.sha256 === version.sha256)) result.intact++;
           else missing(e, version.location);
         }
       }
       if (result.unexpected) {
-        for (const u of unexpected) {
+        for (const u of found.unexpected) {
+          if (taken.has(u)) continue;
           const entry = { mailbox, messageId: u.messageId, location: u.location };
           result.unexpected.push(entry);
           // Another version of an item a record answered for (a corrected re-delivery stored beside the first): looked up in the ledger below.
