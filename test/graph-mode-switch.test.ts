@@ -80,3 +80,32 @@ test('graph: a json run of a corrected export and an importMime run of the first
   t.is(sinks[0]!.copiesRemoved + sinks[1]!.copiesRemoved, 0, 'no version removed for the other');
   for (const b of boxes) t.is(slow.messagesIn(b, 'Inbox/Mixed').length, 10, `${b}: both versions of each of its 5 items`);
 });
+
+test('graph: two importMime runs at once, of a first and of a corrected export, keep both versions (imported copies are told apart by what Graph serves); a re-run removes neither', async (t) => {
+  t.timeout(120_000);
+  const own = await startGraphStandin({ tenant: TENANT });
+  t.teardown(() => own.close());
+  const boxes = ['i0', 'i1'].map((p) => `${p}@acme.example`);
+  for (const b of boxes) own.mailbox(b);
+  const spec = specOf(own.url, 'Inbox/Imports', 'importMime');
+  const sinks = [createGraphSink(spec), createGraphSink(spec)];
+  await Promise.all(sinks.map((s) => s.open()));
+  // Each run first meets another item of the same day in each mailbox, so both have listed the day
+  // (its listing kept for the run) before either imports the items below: they race for each.
+  for (const s of sinks) for (const b of boxes) await s.write(delivery(5, b));
+  const firsts = Array.from({ length: 4 }, (_, n) => delivery(n, boxes[n % 2]!));
+  const corrections = Array.from({ length: 4 }, (_, n) => correctedDelivery(n, boxes[n % 2]!));
+  const outcomes = await Promise.all([Promise.all(firsts.map((d) => sinks[0]!.write(d))), Promise.all(corrections.map((d) => sinks[1]!.write(d)))]);
+  await Promise.all(sinks.map((s) => s.close()));
+  t.true(outcomes.flat().every((o) => o.outcome === 'delivered'), 'each run imported its version of each item');
+  t.is(sinks[0]!.copiesRemoved + sinks[1]!.copiesRemoved, 0, 'no version removed for the other');
+  for (const b of boxes) t.is(own.messagesIn(b, 'Inbox/Imports').length, 5, `${b}: both versions of its 2 items, and the item each run met first`);
+  // A re-run of the first export meets both imported copies of each item: neither is a copy of the other.
+  const rerun = createGraphSink(spec);
+  await rerun.open();
+  await Promise.all(firsts.map((d) => rerun.write(d)));
+  await rerun.close();
+  t.is(rerun.copiesRemoved, 0);
+  for (const b of boxes) t.is(own.messagesIn(b, 'Inbox/Imports').length, 5);
+});
+

@@ -141,13 +141,14 @@ function heldKeyFor(listing: DayListing, messageId: string, sentAt: number, vers
 }
 
 /**
- * Of a day's listing, the whole copies of versions this run created (`created`: the `idKey`s of
- * their `versionKey`s) beyond the one kept: of the whole copies of such a version, the least id is
- * kept. Only copies of that very version are compared: one whose version cannot be told (an
- * imported one) may be another version, so nothing is removed in its favour (a run of each mode
- * at once may leave an item twice, which verify names; never a version gone).
+ * Of a day's listing, the whole copies of each version this run created (`created`: the `idKey`s
+ * of their `versionKey`s) held more than once, the least id first. Only copies of that very
+ * version are together: one whose version cannot be told is never removed in favour of a stamped
+ * one (a run of each mode at once may leave an item twice, which verify names; never a version
+ * gone), and unstamped (imported) ones are compared by what Graph serves before any goes
+ * (`sameContentBeyondLeast`).
  */
-function copiesBeyondKept(listed: readonly Listed[], created: ReadonlySet<number>): Listed[] {
+function heldMoreThanOnce(listed: readonly Listed[], created: ReadonlySet<number>): Listed[][] {
   const items = new Map<string, Listed[]>();
   for (const m of listed) {
     if (halfCreated(m)) continue;
@@ -156,16 +157,16 @@ function copiesBeyondKept(listed: readonly Listed[], created: ReadonlySet<number
     if (same) same.push(m);
     else items.set(item, [m]);
   }
-  const extra: Listed[] = [];
+  const groups: Listed[][] = [];
   for (const same of items.values()) {
     const { internetMessageId, sentAt } = same[0]!;
     for (const version of new Set(same.map(versionOf))) {
       if (!created.has(idKey(versionKey(internetMessageId, sentAt, version)))) continue;
       const copies = same.filter((m) => versionOf(m) === version).sort(leastIdFirst);
-      extra.push(...copies.slice(1));
+      if (copies.length > 1) groups.push(copies);
     }
   }
-  return extra;
+  return groups;
 }
 
 const IMPORT_PERMISSION = 'Mail-Advanced.ReadWrite.All';
@@ -549,7 +550,7 @@ export class GraphSink extends LifecycleSink implements Sink {
    * each do this leave exactly one: none removes the least copy it sees, and the last to finish
    * sees every copy (a copy still pending belongs to a writer that has not finished yet). An item
    * whose key matches one of this run's by chance is treated the same: its least copy stays. Only
-   * copies of one version are compared (`copiesBeyondKept`), so no other version of the item (a
+   * copies of one version are compared (`heldMoreThanOnce`, `removeBeyondLeast`), so no other version of the item (a
    * corrected re-delivery) goes. Best effort: when Graph cannot be asked now, the copies stay, and
    * `verify` names them unexpected.
    */
@@ -561,7 +562,7 @@ export class GraphSink extends LifecycleSink implements Sink {
         const folderId = await run.folder!;
         for (const [day, created] of run.created) {
           const listed = await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY });
-          for (const m of copiesBeyondKept(listed, created)) if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
+          for (const copies of heldMoreThanOnce(listed, created)) await this.removeBeyondLeast(mailbox, copies);
         }
       } catch {
         // Best effort (see above).
@@ -579,13 +580,41 @@ export class GraphSink extends LifecycleSink implements Sink {
     const extra = listing.extra.get(key);
     if (!extra) return;
     listing.extra.delete(key);
+    try {
+      await this.removeBeyondLeast(mailbox, [listing.held.get(key)!, ...extra]);
+    } catch {
+      // Best effort (see above).
+    }
+  }
+
+  /**
+   * Removes the copies of one version (`copies`, the least id first) beyond the least. Unstamped
+   * ones (imported, or stamped before stamps carried the version) may be different versions of the
+   * item: they are told apart by the sha256 of what Graph serves less X-Pivot-Export-Id, and only
+   * copies of one content beyond its least id go (two importMime runs of a first and a corrected
+   * version at once keep both).
+   */
+  private async removeBeyondLeast(mailbox: string, copies: readonly Listed[]): Promise<void> {
+    const extra = versionOf(copies[0]!) === '' ? await this.sameContentBeyondLeast(mailbox, copies) : copies.slice(1);
     for (const m of extra) {
       try {
         if (await this.remove(mailbox, m.id)) this.copiesRemoved++;
       } catch {
-        // Best effort (see above).
+        // Best effort (see removeCopiesOfOthers).
       }
     }
+  }
+
+  private async sameContentBeyondLeast(mailbox: string, copies: readonly Listed[]): Promise<Listed[]> {
+    const seen = new Set<string>();
+    const extra: Listed[] = [];
+    for (const m of copies) {
+      const served = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}/$value`, raw: true });
+      const content = sha256Hex(withoutExportId(served.bytes!));
+      if (seen.has(content)) extra.push(m);
+      else seen.add(content);
+    }
+    return extra;
   }
 
   /**
