@@ -140,35 +140,6 @@ function heldKeyFor(listing: DayListing, messageId: string, sentAt: number, vers
   return copy && listedKey(copy);
 }
 
-/**
- * Of a day's listing, the whole copies of each version this run created (`created`: the `idKey`s
- * of their `versionKey`s) held more than once, the least id first. Only copies of that very
- * version are together: one whose version cannot be told is never removed in favour of a stamped
- * one (a run of each mode at once may leave an item twice, which verify names; never a version
- * gone), and unstamped (imported) ones are compared by what Graph serves before any goes
- * (`sameContentBeyondLeast`).
- */
-function heldMoreThanOnce(listed: readonly Listed[], created: ReadonlySet<number>): Listed[][] {
-  const items = new Map<string, Listed[]>();
-  for (const m of listed) {
-    if (halfCreated(m)) continue;
-    const item = listedIdentity(m);
-    const same = items.get(item);
-    if (same) same.push(m);
-    else items.set(item, [m]);
-  }
-  const groups: Listed[][] = [];
-  for (const same of items.values()) {
-    const { internetMessageId, sentAt } = same[0]!;
-    for (const version of new Set(same.map(versionOf))) {
-      if (!created.has(idKey(versionKey(internetMessageId, sentAt, version)))) continue;
-      const copies = same.filter((m) => versionOf(m) === version).sort(leastIdFirst);
-      if (copies.length > 1) groups.push(copies);
-    }
-  }
-  return groups;
-}
-
 const IMPORT_PERMISSION = 'Mail-Advanced.ReadWrite.All';
 
 /** The tokens and the client of a spec, shared by the sink and the reader. */
@@ -550,7 +521,7 @@ export class GraphSink extends LifecycleSink implements Sink {
    * each do this leave exactly one: none removes the least copy it sees, and the last to finish
    * sees every copy (a copy still pending belongs to a writer that has not finished yet). An item
    * whose key matches one of this run's by chance is treated the same: its least copy stays. Only
-   * copies of one version are compared (`heldMoreThanOnce`, `removeBeyondLeast`), so no other version of the item (a
+   * copies of one version are compared (`dayListing`, `removeBeyondLeast`), so no other version of the item (a
    * corrected re-delivery) goes. Best effort: when Graph cannot be asked now, the copies stay, and
    * `verify` names them unexpected.
    */
@@ -562,7 +533,10 @@ export class GraphSink extends LifecycleSink implements Sink {
         const folderId = await run.folder!;
         for (const [day, created] of run.created) {
           const listed = await listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY });
-          for (const copies of heldMoreThanOnce(listed, created)) await this.removeBeyondLeast(mailbox, copies);
+          // The versions this run created, grouped as a day's listing groups them (by exact version: an
+          // unstamped copy is never removed in favour of a stamped one, nor the other way round).
+          const ours = dayListing(listed.filter((m) => created.has(idKey(listedKey(m)))));
+          for (const [key, extra] of ours.extra) await this.removeBeyondLeast(mailbox, [ours.held.get(key)!, ...extra]);
         }
       } catch {
         // Best effort (see above).
