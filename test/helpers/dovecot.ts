@@ -234,8 +234,12 @@ userdb {
   driver = static
   args = uid=${mailUser} gid=${mailUser} home=${dir}/home/%u
 }
+# Login processes started beforehand and kept (Dovecot's high-performance mode), not one forked per
+# connection: on a loaded CI host a fork and exec per connection took past a client's 10 s greeting wait.
 service imap-login {
   chroot =
+  service_count = 0
+  process_min_avail = 2
   inet_listener imap {
     address = 127.0.0.1
     port = ${port}
