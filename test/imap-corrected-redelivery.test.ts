@@ -15,7 +15,7 @@ import type { Delivery } from '../src/model.js';
 import { chatDeliveries } from './helpers/chat.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { writeArchive, MANIFEST } from './helpers/archive.js';
-import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN, ADMIN_PASSWORD, asAppended, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { withServer } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 import { ATTACHMENT_BYTES, CORRECTED_EXPORT, MAILBOXES } from './helpers/corrected-export.js';
@@ -76,6 +76,18 @@ function python(dovecot: Dovecot, mailbox: string, folder: string, op: string[] 
 }
 const held = (dovecot: Dovecot, mailbox: string, folder: string) => JSON.parse(python(dovecot, mailbox, folder)) as Held[];
 const copy = (dovecot: Dovecot, mailbox: string, folder: string, uid: number) => JSON.parse(python(dovecot, mailbox, folder, ['copy', String(uid)])) as number;
+
+/** Deliveries appended as an older tool did: the message built, without the X-Pivot-Version field (a plain imapflow client, master-user login). */
+async function appendAsBuilt(mailbox: string, folder: string, list: Delivery[]): Promise<void> {
+  const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.port, secure: false, doSTARTTLS: false, auth: { user: `${mailbox}*${ADMIN}`, pass: ADMIN_PASSWORD }, logger: false });
+  await client.connect();
+  try {
+    await client.mailboxCreate(folder).catch(() => undefined);
+    for (const d of list) await client.append(folder, d.message, ['\\Seen'], new Date(d.internalDate));
+  } finally {
+    await client.logout();
+  }
+}
 
 let dovecot: Dovecot;
 
@@ -146,10 +158,18 @@ test('the comparable size leaves out the X-Pivot-Export-Id field; a copy of anot
   t.is(comparableSize(1000, fields), 1000 - 'X-Pivot-Export-Id: acme-2026-11-23\r\n'.length);
   t.is(comparableSize(1000, Buffer.from('Message-ID: <x@y>\r\n\r\n')), 1000);
   t.not(ourSize(at('acme-2026-11-23', 'hello, corrected')), ourSize(a));
-  t.is(heldCopy(undefined, 5), undefined);
-  t.is(heldCopy([3, 7, 9, 5, 12, 5], 5), 9);
-  t.is(heldCopy([3, 7], 5), 'other');
-  t.is(heldCopy([3, -1], 5), 3);
+  const ours = { size: 5, version: -1234 };
+  t.is(heldCopy(undefined, ours), undefined);
+  t.is(heldCopy([3, 7, 9, 5, 12, 5], ours), 9);
+  t.is(heldCopy([3, 7], ours), 'other');
+  t.is(heldCopy([3, -1], ours), 3);
+  // A copy with our X-Pivot-Version field is told by it, never by its size.
+  t.is(heldCopy([3, -99, 4, -1234], ours), 4);
+  t.is(heldCopy([3, -99], ours), 'other');
+  t.is(heldCopy([3, -5, 4, 5], { size: 9, version: -5 }), 3);
+  // Sizes that are estimates: a copy without the field is the item whatever its size; one with it, only of our version.
+  t.is(heldCopy([3, -99, 4, 7], ours, false), 4);
+  t.is(heldCopy([3, -99], ours, false), 'other');
 });
 
 test('removing copies never removes a version this run appended beside another, even by identity alone', (t) => {
@@ -276,11 +296,14 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
   });
 
   // The tests that change imapflow in this process run one at a time (before the others, which run the CLI).
-  test.serial('a server whose RFC822.SIZE is an estimate (Exchange): the first other size read whole shows it, and from then on a message held under the identity is the item, as before: nothing appended twice', async (t) => {
+  test.serial('a server whose RFC822.SIZE is an estimate (Exchange): our messages are told by their X-Pivot-Version field whatever the sizes; of messages appended before the field, the first other size read whole shows it, and from then on one held under the identity is the item, as before: nothing appended twice', async (t) => {
     const folder = 'INBOX/Estimates';
     t.timeout(120_000);
     const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
     t.deepEqual((await write(spec, deliveries((n) => `text ${n}`))).outcomes, Array(5).fill('delivered'));
+    // Items 5-9 as an older tool appended them: the message built, no X-Pivot-Version field.
+    const legacy = deliveries((n) => `text ${n}`, 5);
+    await appendAsBuilt(MAILBOXES[0]!, folder, legacy);
     // This process's imapflow now reports every RFC822.SIZE 7 bytes off, as a server that estimates them would.
     t.teardown(
       serve((message) => {
@@ -289,11 +312,21 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     );
     const again = await write(spec, deliveries((n) => `text ${n}`));
     t.deepEqual(again.outcomes, Array(5).fill('skipped'));
-    t.true(again.stats.versionsRead >= 1 && again.stats.versionsRead <= 5, String(again.stats.versionsRead));
+    t.is(again.stats.versionsRead, 0);
     t.is(again.stats.versionsAppended, 0);
-    // A corrected version cannot be told there: skipped, as before (the limit SPEC.md states).
-    t.deepEqual((await write(spec, deliveries((n) => `text ${n}, corrected`))).outcomes, Array(5).fill('skipped'));
-    t.is(held(dovecot, MAILBOXES[0]!, folder).length, 5);
+    // Corrected versions of ours are told by the field: stored beside, read back, kept.
+    const corrected = await write(spec, deliveries((n) => `text ${n}, corrected`));
+    t.deepEqual(corrected.outcomes, Array(5).fill('delivered'));
+    t.is(corrected.stats.versionsAppended, 5);
+    t.is(corrected.stats.versionsRemoved, 0);
+    // The older tool's messages: read whole, the estimate seen, then held by identity alone.
+    const older = await write(spec, legacy);
+    t.deepEqual(older.outcomes, Array(5).fill('skipped'));
+    t.true(older.stats.versionsRead >= 1 && older.stats.versionsRead <= 5, String(older.stats.versionsRead));
+    t.is(older.stats.versionsAppended, 0);
+    // A corrected version of those cannot be told there: skipped, as before (the limit SPEC.md states).
+    t.deepEqual((await write(spec, deliveries((n) => `text ${n}, corrected`, 5))).outcomes, Array(5).fill('skipped'));
+    t.is(held(dovecot, MAILBOXES[0]!, folder).length, 15);
   });
 
   test.serial('Dovecot keeps the bytes it is given: the first run reads one message back, a re-run that appends nothing none, and a corrected version is stored beside', async (t) => {
@@ -305,7 +338,7 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     t.is(first.stats.bytesChecked, 1);
     // Read with Python's imaplib: Dovecot holds exactly the bytes appended.
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-    t.deepEqual(held(dovecot, MAILBOXES[0]!, folder).map((m) => m.sha256).sort(), deliveries((n) => `text ${n}`).map((d) => sha(d.message)).sort());
+    t.deepEqual(held(dovecot, MAILBOXES[0]!, folder).map((m) => m.sha256).sort(), deliveries((n) => `text ${n}`).map((d) => sha(asAppended(d.message))).sort());
     const again = await write(spec, deliveries((n) => `text ${n}`));
     t.deepEqual(again.outcomes, Array(5).fill('skipped'));
     t.deepEqual(again.locations, first.locations);
@@ -328,6 +361,36 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     t.is(held(dovecot, MAILBOXES[0]!, folder).length, 10);
   });
 
+  test.serial('a corrected version of exactly the same size (a price 100 corrected to 200) is stored beside the first, told by the X-Pivot-Version field; a re-run skips both; messages appended before the field are still held by size, nothing read', async (t) => {
+    t.timeout(120_000);
+    const folder = 'INBOX/SameSize';
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
+    const first = deliveries((n) => `buy 100 lots of item ${n}`);
+    const fixed = deliveries((n) => `buy 200 lots of item ${n}`);
+    t.deepEqual(fixed.map((d) => d.message.length), first.map((d) => d.message.length));
+    t.deepEqual((await write(spec, first)).outcomes, Array(5).fill('delivered'));
+    const corrected = await write(spec, fixed);
+    t.deepEqual(corrected.outcomes, Array(5).fill('delivered'));
+    t.is(corrected.stats.versionsAppended, 5);
+    // Read with Python's imaplib: both versions of each item, of one size, each once.
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const now = held(dovecot, MAILBOXES[0]!, folder);
+    t.deepEqual(now.map((m) => m.sha256).sort(), [...first, ...fixed].map((d) => sha(asAppended(d.message))).sort());
+    t.is(new Set(now.map((m) => m.size)).size, 1);
+    const again = await write(spec, [...first, ...fixed]);
+    t.deepEqual(again.outcomes, Array(10).fill('skipped'));
+    t.is(again.stats.versionsRead, 0);
+    t.is(held(dovecot, MAILBOXES[0]!, folder).length, 10);
+    // An older tool's messages (no field) of the same items in another folder: a re-run skips them by size, reading none.
+    const older = 'INBOX/SameSizeOlder';
+    const olderSpec = spec.replace(folder, older);
+    await appendAsBuilt(MAILBOXES[0]!, older, first);
+    const rerun = await write(olderSpec, first);
+    t.deepEqual(rerun.outcomes, Array(5).fill('skipped'));
+    t.is(rerun.stats.versionsRead, 0);
+    t.is(held(dovecot, MAILBOXES[0]!, older).length, 5);
+  });
+
   test.serial('a server that rewrites what it is given but reports exact sizes of what it serves (Exchange with exact sizes, mbox ">From "): a re-run leaves nothing twice, and a corrected version is skipped at the first (identity alone)', async (t) => {
     t.timeout(120_000);
     const folder = 'INBOX/Rewrites';
@@ -348,21 +411,24 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     const stored = uids();
     t.is(stored.length, 5);
 
-    // Every held copy now has another size than ours. The re-run reads them, stores one version beside
-    // to learn whether the server keeps our bytes, finds it rewritten, removes it again and goes by identity.
+    // Every held copy now has another size than ours, and our X-Pivot-Version field still: the re-run
+    // finds each by the field, and reads nothing.
     const again = await write(spec, deliveries((n) => `text ${n}`));
     t.deepEqual(again.outcomes, Array(5).fill('skipped'));
     t.deepEqual(again.locations, first.locations);
     t.is(again.stats.versionsAppended, 0);
-    t.is(again.stats.bytesChecked, 1);
-    t.is(again.stats.versionsRemoved, 1);
+    t.is(again.stats.bytesChecked, 0);
+    t.is(again.stats.versionsRead, 0);
     t.deepEqual(uids(), stored);
 
-    // A corrected version cannot be told there: skipped at the first, nothing stored twice.
+    // A corrected version: one stored beside to learn whether the server keeps our bytes, found
+    // rewritten, removed again; from then on by identity: skipped at the first, nothing stored twice.
     const corrected = await write(spec, deliveries((n) => `text ${n}, corrected`));
     t.deepEqual(corrected.outcomes, Array(5).fill('skipped'));
     t.deepEqual(corrected.locations, first.locations);
     t.is(corrected.stats.versionsAppended, 0);
+    t.is(corrected.stats.bytesChecked, 1);
+    t.is(corrected.stats.versionsRemoved, 1);
     t.deepEqual(uids(), stored);
 
     // With a new item in the batch, that one is read back: no version appended, none removed.

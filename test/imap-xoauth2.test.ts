@@ -17,7 +17,7 @@ import { createImapReader } from '../src/sinks/imap/reader.js';
 import { imapOptions } from '../src/sinks/imap/options.js';
 import type { SinkOptions } from '../src/sinks/sink.js';
 import { cli, readStatusLog } from './helpers/cli.js';
-import { clientFlags, DOVECOT_BINARY, dovecotMissingMessage, dovecotOAuth2Missing, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAppMailboxes, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { asBuilt, clientFlags, DOVECOT_BINARY, dovecotMissingMessage, dovecotOAuth2Missing, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAppMailboxes, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { startEntraEndpoint, type EntraApp, type EntraEndpoint } from './helpers/entra-endpoint.js';
 import { freePort, selfSignedCertificate } from './helpers/net.js';
 import { pairs } from './helpers/maildir.js';
@@ -143,12 +143,15 @@ withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2M
         const sinkSpec = spec(`folder=${folder}&retries=0`);
         return {
           create: async () => createImapSink(sinkSpec, { env: env() }),
-          read: async (mailbox) => (await fetchFolder(dovecot.port, mailbox, folder)).map((m) => m.source),
+          read: async (mailbox) => (await fetchFolder(dovecot.port, mailbox, folder)).map((m) => asBuilt(m.source)),
           async breakStore() {
             const mailbox = 'broken-xoauth2@acme.example';
             return { mailbox, repair: await revokeMailbox(dovecot, mailbox) };
           },
-          readAt: (location) => fetchAt(dovecot.port, location),
+          readAt: async (location) => {
+              const stored = await fetchAt(dovecot.port, location);
+              return stored && asBuilt(stored);
+            },
           reader: async () => imapSinkFactory.reader!(sinkSpec, { cwd: '/', env: env() } as SinkOptions),
           tamper: {
             alter: (_mailbox, location) => replaceAt(dovecot.port, location, alterOneByte),

@@ -10,7 +10,7 @@ import { createImapReader, uidSet } from '../src/sinks/imap/reader.js';
 import { Appended, extraCopies } from '../src/sinks/imap/copies.js';
 import type { SinkOptions, Stored } from '../src/sinks/sink.js';
 import { generateSample } from '../src/sample/generate.js';
-import { ADMIN_PASSWORD, clientFlags, copyAt, DOVECOT_BINARY, dovecotMissingMessage, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN_PASSWORD, asBuilt, clientFlags, copyAt, DOVECOT_BINARY, dovecotMissingMessage, fetchAt, fetchFolder, removeAt, removeDovecot, replaceAt, revokeMailbox, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { freePort } from './helpers/net.js';
 import { cli } from './helpers/cli.js';
 import { alterOneByte, CONFORMANCE_MAILBOXES, delivery, everyCase, readerCases, readerIgnoresClientFlags, sinkConformance, withServer } from './helpers/sink-conformance.js';
@@ -92,13 +92,16 @@ withServer('Dovecot (IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(
           const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&auth=${auth}&folder=${folder}&retries=0`;
           return {
             create: async () => createImapSink(spec, { env }),
-            read: async (mailbox) => (await fetchFolder(dovecot.port, mailbox, folder)).map((m) => m.source),
+            read: async (mailbox) => (await fetchFolder(dovecot.port, mailbox, folder)).map((m) => asBuilt(m.source)),
             async breakStore() {
               // A mailbox of this harness's own: the other's tests run at the same time on this server.
               const mailbox = `broken-${auth}@acme.example`;
               return { mailbox, repair: await revokeMailbox(dovecot, mailbox) };
             },
-            readAt: (location) => fetchAt(dovecot.port, location),
+            readAt: async (location) => {
+              const stored = await fetchAt(dovecot.port, location);
+              return stored && asBuilt(stored);
+            },
             reader: async () => imapSinkFactory.reader!(spec, { cwd: '/', env } as SinkOptions),
             tamper: {
               alter: (_mailbox, location) => replaceAt(dovecot.port, location, alterOneByte),

@@ -1,6 +1,7 @@
 // Starts a throwaway Dovecot (Debian package dovecot-imapd) on a free loopback port with its own
 // config, passwd-file users, a master user and Maildir storage in a temporary folder.
 import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
@@ -407,6 +408,27 @@ async function atLocation<T>(port: number, location: string, write: boolean, use
 }
 
 /** The bytes the server holds at a location (BODY.PEEK[] of that UID), or undefined. */
+/** The sha256 of a message less the text of its X-Pivot-Export-Id field (its line break stays), as the Maildir names and Graph stamps have it: worked out here, not with the tool's code. */
+function versionOf(built: Buffer): string {
+  const split = built.indexOf('\r\n\r\n');
+  const head = built.toString('latin1', 0, split).replace(/(^|\n)X-Pivot-Export-Id:[^\n]*(\n[ \t][^\n]*)*/i, '$1');
+  return createHash('sha256').update(Buffer.from(head, 'latin1')).update(built.subarray(split)).digest('hex');
+}
+
+/** A message built, as the IMAP sink appends it: its X-Pivot-Version field first (see src/sinks/imap/SPEC.md). */
+export function asAppended(built: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`X-Pivot-Version: sha256=${versionOf(built)}\r\n`), built]);
+}
+
+/** A message as the IMAP sink appended it, less its X-Pivot-Version field, which must be first and name the rest's version (`versionOf`); else this throws. */
+export function asBuilt(stored: Buffer): Buffer {
+  const line = /^X-Pivot-Version: sha256=([0-9a-f]{64})\r\n/.exec(stored.toString('latin1', 0, 100));
+  if (!line) throw new Error(`no X-Pivot-Version field first: ${JSON.stringify(stored.toString('latin1', 0, 60))}`);
+  const built = stored.subarray(line[0].length);
+  if (versionOf(built) !== line[1]) throw new Error(`X-Pivot-Version names ${line[1]}, the message is ${versionOf(built)}`);
+  return built;
+}
+
 export async function fetchAt(port: number, location: string): Promise<Buffer | undefined> {
   return atLocation(port, location, false, async (client, uid) => {
     const message = await client.fetchOne(String(uid), { source: true }, { uid: true });

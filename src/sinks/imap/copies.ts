@@ -19,12 +19,12 @@ export class Appended {
   readonly versions = new Set<number>();
   /**
    * Versions this run appended beside another and has not read back yet (see index.ts
-   * `checkVersions`), by UID: the identity, the comparable size and the sha256 of the bytes
-   * appended. Not known to the presence until read back as kept; one left here (the read-back's
+   * `checkVersions`), by UID: the identity, the version's number (see index.ts `Copies`) and the
+   * sha256 of the bytes appended. Not known to the presence until read back as kept; one left here (the read-back's
    * connection failed) is read back by the mailbox's next batch, or when the sink closes, and
    * removed if the server rewrote it.
    */
-  readonly probes = new Map<number, { key: string; size: number; sha256: string }>();
+  readonly probes = new Map<number, { key: string; which: number; sha256: string }>();
 
   constructor(
     readonly folder: string,
@@ -45,8 +45,8 @@ export class Appended {
 }
 
 /**
- * The UIDs to remove from a folder's listing (UID to version: the identity and the comparable size,
- * see index.ts `comparableSize`, when `byVersion`; else UID to the identity alone): of each version
+ * The UIDs to remove from a folder's listing (UID to version: the identity and which version,
+ * see index.ts `Copies`, when `byVersion`; else UID to the identity alone): of each version
  * held more than once where one copy is this run's, every copy but the one with the least UID,
  * whoever appended it. Other versions of an identity (a corrected re-delivery stored beside the
  * first) are never removed: each keeps its least copy. Listed by identity alone (the server's sizes

@@ -4,6 +4,7 @@ import type { ImapFlow } from 'imapflow';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
 import { withoutExportId } from '../../formats/message/export-id.js';
+import { withoutVersionField } from './version-field.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMessage } from '../sink.js';
 import type { ImapSinkConfig } from './config.js';
@@ -181,14 +182,16 @@ export class ImapReader implements StoreReader {
     }
   }
 
-  /** UID FETCH BODY.PEEK[] in ranges; each message hashed, with and without X-Pivot-Export-Id (and its identity read), as it arrives, then let go. */
+  /** UID FETCH BODY.PEEK[] in ranges; each message, less the sink's X-Pivot-Version field, hashed with and without X-Pivot-Export-Id (and its identity read), as it arrives, then let go. */
   private async fetchHashed(client: ImapFlow, uids: number[], into: Map<number, Fetched>): Promise<void> {
     for (const group of chunks([...new Set(uids)].sort((a, b) => a - b), FETCH_UIDS)) {
       for await (const message of client.fetch(uidSet(group), { uid: true, source: true }, { uid: true })) {
         if (!message.source) continue;
-        const { messageId, sentAt } = messageIdentity(message.source);
-        const version = new Digest().update(withoutExportId(message.source)).result().sha256;
-        into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(message.source).result(), version });
+        // The message as built: the sink's X-Pivot-Version field is not part of what the ledger recorded.
+        const source = withoutVersionField(message.source);
+        const { messageId, sentAt } = messageIdentity(source);
+        const version = new Digest().update(withoutExportId(source)).result().sha256;
+        into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(source).result(), version });
       }
     }
   }
