@@ -15,7 +15,7 @@ import type { Delivery } from '../src/model.js';
 import { chatDeliveries } from './helpers/chat.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { writeArchive, MANIFEST } from './helpers/archive.js';
-import { ADMIN, ADMIN_PASSWORD, asAppended, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN, ADMIN_PASSWORD, asAppended, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, replaceAt, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { withServer } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 import { ATTACHMENT_BYTES, CORRECTED_EXPORT, MAILBOXES } from './helpers/corrected-export.js';
@@ -170,6 +170,10 @@ test('the comparable size leaves out the X-Pivot-Export-Id field; a copy of anot
   // Sizes that are estimates: a copy without the field is the item whatever its size; one with it, only of our version.
   t.is(heldCopy([3, -99, 4, 7], ours, false), 4);
   t.is(heldCopy([3, -99], ours, false), 'other');
+  // A copy of our very version is named before one whose size tells nothing (no size given, or estimates).
+  t.is(heldCopy([3, -1, 4, -1234], ours), 4);
+  t.is(heldCopy([3, 7, 4, -1234], ours, false), 4);
+  t.is(heldCopy([3, -1, 4, 5], ours), 4);
 });
 
 test('removing copies never removes a version this run appended beside another, even by identity alone', (t) => {
@@ -295,6 +299,24 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     t.deepEqual(b.store.altered, []);
   });
 
+  test('a message whose X-Pivot-Version field was edited since (one digit of its digest) reads as altered to verify (exit 6); one untouched beside it is intact', async (t) => {
+    const folder = 'INBOX/EditedField';
+    const { first, run, verify } = await setup(t, folder);
+    const { lines } = await run(first, 'state');
+    t.is((await verify('state')).code, 0);
+    const location = String(lines.find((l) => l.outcome === 'delivered' && l.mailbox === MAILBOXES[0])!.location);
+    await replaceAt(dovecot.port, location, (raw) => {
+      const digit = raw.indexOf('sha256=') + 'sha256='.length;
+      const edited = Buffer.from(raw);
+      edited[digit] = edited[digit] === 0x30 ? 0x31 : 0x30;
+      return edited;
+    });
+    const report = await verify('state');
+    t.is(report.code, 6, report.stdout);
+    t.deepEqual((report.store.altered as Json[]).map((a) => String(a.mailbox)), [MAILBOXES[0]]);
+    t.deepEqual(report.store.missing, []);
+  });
+
   // The tests that change imapflow in this process run one at a time (before the others, which run the CLI).
   test.serial('a server whose RFC822.SIZE is an estimate (Exchange): our messages are told by their X-Pivot-Version field whatever the sizes; of messages appended before the field, the first other size read whole shows it, and from then on one held under the identity is the item, as before: nothing appended twice', async (t) => {
     const folder = 'INBOX/Estimates';
@@ -389,6 +411,39 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     t.deepEqual(rerun.outcomes, Array(5).fill('skipped'));
     t.is(rerun.stats.versionsRead, 0);
     t.is(held(dovecot, MAILBOXES[0]!, older).length, 5);
+  });
+
+  test.serial('two writers at once, one an older tool (no X-Pivot-Version field): the newer, closing last, reads the other copy whole, finds it the same version as its own, and leaves one copy', async (t) => {
+    t.timeout(120_000);
+    const folder = 'INBOX/OlderWriter';
+    const spec = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${folder}&probe=${MAILBOXES[0]}`;
+    const [item] = deliveries((n) => `buy 100 at 101.2${n}`, 0, 1);
+    await write(spec, deliveries((n) => `unrelated ${n}`, 5, 1));
+    // The newer writer's APPEND is held back until the older tool has appended the same item.
+    const proto = ImapFlow.prototype as unknown as { append: (...args: unknown[]) => Promise<unknown> };
+    const append = proto.append;
+    let gate: Promise<void> | undefined;
+    proto.append = async function (this: unknown, ...args: unknown[]) {
+      const held = gate;
+      gate = undefined;
+      if (held) await held;
+      return append.apply(this, args);
+    };
+    t.teardown(() => void (proto.append = append));
+    const newer = createImapSink(spec, { env });
+    await newer.open();
+    let release!: () => void;
+    gate = new Promise((resolve) => (release = resolve));
+    const written = newer.write(item!);
+    while (gate) await new Promise((resolve) => setTimeout(resolve, 20));
+    await appendAsBuilt(MAILBOXES[0]!, folder, [item!]);
+    release();
+    t.is((await written).outcome, 'delivered');
+    await newer.close();
+    t.is(newer.stats.copiesRemoved, 1);
+    // Read with Python's imaplib: the item once (the older tool's copy, the least UID), the other message once.
+    const left = held(dovecot, MAILBOXES[0]!, folder);
+    t.deepEqual(left.map((m) => m.itemId).sort(), ['e_0', 'e_5']);
   });
 
   test.serial('a server that rewrites what it is given but reports exact sizes of what it serves (Exchange with exact sizes, mbox ">From "): a re-run leaves nothing twice, and a corrected version is skipped at the first (identity alone)', async (t) => {

@@ -12,7 +12,7 @@ function random(seed: number): () => number {
   return () => ((a = (a * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
 }
 
-/** Messages in the Pivot folders so far. */
+/** Messages in the Pivot folders so far (a readdir of every mailbox: callers look every 40 ms, not more, as it costs CPU the run needs). */
 async function delivered(out: string): Promise<number> {
   let n = 0;
   for (const mailbox of await readdir(out).catch(() => [] as string[])) {
@@ -30,7 +30,7 @@ async function signalMidRun(dir: string, seed: number, signal: NodeJS.Signals, a
   // These samples (seeded) have up to 12% unmapped items: not what these tests are about.
   const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'), ...extra];
   const { child, exited } = startCli(args);
-  while ((await delivered(out)) < after) await new Promise((r) => setTimeout(r, 10));
+  while ((await delivered(out)) < after) await new Promise((r) => setTimeout(r, 40));
   return { args, out, status, exited, signal: () => child.kill(signal) };
 }
 
@@ -48,7 +48,7 @@ async function runAndKill(args: string[], out: string, after: number): Promise<v
   const { child, exited } = startCli(args);
   let running = true;
   void exited.then(() => (running = false));
-  while (running && (await delivered(out)) < after) await new Promise((r) => setTimeout(r, 10));
+  while (running && (await delivered(out)) < after) await new Promise((r) => setTimeout(r, 40));
   child.kill('SIGKILL');
   await exited;
 }

@@ -161,10 +161,11 @@ export function versionNumber(digest: string): number {
  */
 export function heldCopy(copies: Copies | undefined, ours: Ours, sizesExact = true): number | 'other' | undefined {
   if (copies === undefined || copies.length === 0) return undefined;
-  for (let i = 0; i < copies.length; i += 2) {
-    const which = copies[i + 1]!;
-    if (which < -1 ? which === ours.version : which === -1 || !sizesExact || which === ours.size) return copies[i]!;
-  }
+  const exact = (which: number) => (which < -1 ? which === ours.version : sizesExact && which === ours.size);
+  const untold = (which: number) => which === -1 || (!sizesExact && which >= 0);
+  // A copy of our version first (a skip names the copy of that very version), then one whose size tells nothing.
+  for (let i = 0; i < copies.length; i += 2) if (exact(copies[i + 1]!)) return copies[i]!;
+  for (let i = 0; i < copies.length; i += 2) if (untold(copies[i + 1]!)) return copies[i]!;
   return 'other';
 }
 
@@ -1321,7 +1322,16 @@ export class ImapSink extends LifecycleSink implements Sink {
         // Each day's window reaches into its neighbours: a message listed twice is one message.
         const listed = new Map<number, string>();
         if (mine.othersSeen) {
-          for (const day of [...mine.days].sort((a, b) => a - b)) await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid, size) => listed.set(uid, this.byVersion ? `${key} ${size}` : key));
+          const identities = new Map<number, string>();
+          const untold: number[] = [];
+          for (const day of [...mine.days].sort((a, b) => a - b)) {
+            await this.fetchIdentities(client, await daysSearch(client, day, day), 'headersRelisted', (key, uid, which) => {
+              identities.set(uid, key);
+              listed.set(uid, this.byVersion ? `${key} ${which}` : key);
+              if (which >= -1) untold.push(uid);
+            });
+          }
+          if (this.byVersion) await this.versionsOfUntold(client, untold, identities, mine, listed);
         }
         const extra = extraCopies(listed, mine, this.byVersion);
         if (extra.length > 0 && (await client.messageDelete(uidSet(extra), { uid: true }))) this.stats.copiesRemoved += extra.length;
@@ -1334,8 +1344,25 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 
   /**
-   * An identity seen at a UID, with its comparable size. Every copy is kept, in UID order (whatever
-   * order they are seen in): a skip names the least UID of the copies of our size (the copy a
+   * At close, a copy without our X-Pivot-Version field (another writer's, an older tool's, at the
+   * same time) of an identity this run appended is read whole and listed by the version its bytes
+   * are, as our field names it: else a copy of the same version would stand apart from ours, and
+   * both stay.
+   */
+  private async versionsOfUntold(client: ImapFlow, untold: number[], identities: Map<number, string>, mine: Appended, listed: Map<number, string>): Promise<void> {
+    const appended = new Set([...identities].filter(([uid]) => mine.has(uid)).map(([, key]) => key));
+    const read = [...new Set(untold)].filter((uid) => appended.has(identities.get(uid)!)).sort((a, b) => a - b);
+    for (let i = 0; i < read.length; i += FETCH_UIDS) {
+      for await (const message of client.fetch(uidSet(read.slice(i, i + FETCH_UIDS)), { uid: true, source: true }, { uid: true })) {
+        const key = identities.get(message.uid);
+        if (key !== undefined && message.source) listed.set(message.uid, `${key} ${this.ours(message.source).version}`);
+      }
+    }
+  }
+
+  /**
+   * An identity seen at a UID, with which version it is (see `Copies`). Every copy is kept, in UID order (whatever
+   * order they are seen in): a skip names the least UID of the copies of our version (the copy a
    * delivery recorded, that removing copies keeps, and that `verify` takes for that version); a
    * skip that named a later copy would make that copy pass for the item. Copies of other sizes are
    * other versions (see `heldCopy`).

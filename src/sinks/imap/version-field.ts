@@ -26,6 +26,17 @@ export function withoutVersionField(message: Buffer): Buffer {
   return message.length >= VERSION_FIELD_LENGTH && FIRST_LINE.test(message.toString('latin1', 0, VERSION_FIELD_LENGTH)) ? message.subarray(VERSION_FIELD_LENGTH) : message;
 }
 
+/**
+ * The message as built, for a reader: without our first-line field only when the field names the
+ * rest's version (`versionOf`); a field edited since is part of what the store holds (so the
+ * message reads as altered), as is a field on bytes it was not made for.
+ */
+export function asBuilt(message: Buffer, versionOf: (built: Buffer) => string): Buffer {
+  const built = withoutVersionField(message);
+  if (built === message) return message;
+  return versionIn(message.subarray(0, VERSION_FIELD_LENGTH)) === versionOf(built) ? built : message;
+}
+
 /** The digest an X-Pivot-Version field names, in header fields a FETCH returned; undefined when there is none of our form. */
 export function versionIn(fields: Buffer): string | undefined {
   return /(?:^|\n)x-pivot-version:[ \t]*sha256=([0-9a-f]{64})[ \t]*\r?(?:\n|$)/i.exec(fields.toString('latin1'))?.[1]?.toLowerCase();
