@@ -190,9 +190,8 @@ export class ImapReader implements StoreReader {
       for await (const message of client.fetch(uidSet(group), { uid: true, source: true }, { uid: true })) {
         if (!message.source) continue;
         // The message as built: the sink's X-Pivot-Version field is not part of what the ledger recorded.
-        const source = asBuilt(message.source, versionOf);
+        const { built: source, version } = asBuilt(message.source, versionOf);
         const { messageId, sentAt } = messageIdentity(source);
-        const version = versionOf(source);
         into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(source).result(), version });
       }
     }

@@ -27,14 +27,17 @@ export function withoutVersionField(message: Buffer): Buffer {
 }
 
 /**
- * The message as built, for a reader: without our first-line field only when the field names the
- * rest's version (`versionOf`); a field edited since is part of what the store holds (so the
- * message reads as altered), as is a field on bytes it was not made for.
+ * The message as built, for a reader, and its version (`versionOf`, worked out once): without our
+ * first-line field only when the field names the rest's version; a field edited since is part of
+ * what the store holds (so the message reads as altered), as is a field on bytes it was not made for.
  */
-export function asBuilt(message: Buffer, versionOf: (built: Buffer) => string): Buffer {
+export function asBuilt(message: Buffer, versionOf: (built: Buffer) => string): { built: Buffer; version: string } {
   const built = withoutVersionField(message);
-  if (built === message) return message;
-  return versionIn(message.subarray(0, VERSION_FIELD_LENGTH)) === versionOf(built) ? built : message;
+  if (built !== message) {
+    const version = versionOf(built);
+    if (versionIn(message.subarray(0, VERSION_FIELD_LENGTH)) === version) return { built, version };
+  }
+  return { built: message, version: versionOf(message) };
 }
 
 /** The digest an X-Pivot-Version field names, in header fields a FETCH returned; undefined when there is none of our form. */
