@@ -39,7 +39,7 @@ async function makeArchive(dir: string, seed: number, events = 3000): Promise<st
 }
 
 test('archive -> Blob staging -> import -> Maildir equals a direct run, byte for byte; re-runs stage and import nothing twice', async (t) => {
-  t.timeout(300_000);
+  t.timeout(600_000);
   const azurite = await startAzurite();
   t.teardown(() => azurite.dispose());
   const dir = await tempDir(t);

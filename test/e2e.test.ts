@@ -22,7 +22,7 @@ function expectedFor(archivePath: string, excluded: string[] = [], options: { do
 }
 
 test('a generated export lands in the Maildir exactly: nothing missing, nothing twice; a re-run adds nothing', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 3000, messageFiles: 3, seed: 7 });
@@ -85,7 +85,7 @@ test('an archive on stdin with no temporary space to spool it to fails E_TEMPORA
 });
 
 test('a reader of the log that goes away (a closed pipe) does not end the run: it delivers everything, exits 0, and its summary is recorded', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 2000, seed: 3, edgeCases: false });

@@ -161,7 +161,7 @@ test('an attachment shared by four oversize events is kept once (content-address
 });
 
 test('an event too large to hold is rejected event-too-large, its exact bytes streamed to the rejects folder; the run goes on', async (t) => {
-  t.timeout(60_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const huge = `{"id":"m_huge","conversationId":"c_1","type":"message","sentAt":"2026-11-23T09:00:00Z","senderId":"u_1","text":"${randomBytes(15 * 1024 * 1024).toString('base64')}"}`;
   const file = `[${JSON.stringify(message('m_before'))},${huge},${JSON.stringify(message('m_after'))}]`;
@@ -201,7 +201,7 @@ async function archiveTamperingPlugin(dir: string, body: string): Promise<string
 }
 
 test('an archive replaced mid-run (renamed over) is still read as it was checked: the run holds what it opened', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 2000, seed: 3, edgeCases: false });
@@ -217,7 +217,7 @@ test('an archive replaced mid-run (renamed over) is still read as it was checked
 });
 
 test('an archive rewritten in place mid-run fails with a summary and exit 1 (deliveries happened), never exit 2', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 20000, seed: 3, messageFiles: 1, edgeCases: false });
@@ -300,7 +300,7 @@ test('a corrupt archive run with --state-dir leaves a run record with its error,
 });
 
 test('the drop folder: a poison archive goes to failed/ with its reason, one with a 15 MB event is delivered with it kept, and the next archives still run', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const inbox = join(dir, 'in');
   await (await import('node:fs/promises')).mkdir(inbox);

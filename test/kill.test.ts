@@ -122,7 +122,7 @@ test('SIGHUP reopens --log-file (logrotate moves it away first): the run goes on
 });
 
 test('with --state-dir a killed run resumes from its checkpoint; the run logs together account for every delivery', async (t) => {
-  t.timeout(300_000);
+  t.timeout(600_000);
   const dir = await tempDir(t);
   const { archive, expected } = await archiveWithReference(t, dir, 4000, 33);
   const out = join(dir, 'mail');

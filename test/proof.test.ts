@@ -89,7 +89,7 @@ test('a signed run leaves a ledger: start, one outcome per delivery with Message
 });
 
 test('verify: an untouched store passes; flags a client set do not matter; one byte changed, one message deleted and one not in the ledger are each found (exit 6)', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const { dir, mail, summary, verifyArgs } = await signedRun(t);
   const clean = await verifyJson(verifyArgs);
   t.is(clean.code, 0, clean.stdout + clean.stderr);

@@ -155,7 +155,7 @@ test('a shard whose plugin failed on an item none of its mailboxes get: it exits
 });
 
 test('unsharded, a plugin error still rejects the item and keeps it: exit 0 and a complete export', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const s = await setup(t);
   const state = join(s.dir, 'state');
   const r = await cli(['run', s.archive, '--sink', `maildir:${join(s.dir, 'one')}`, '--domain', 'acme.example', '--quiet', '--max-rejected', '100%', '--plugin', s.plugin, '--rejects', join(s.dir, 'one-rejects'), '--state-dir', state], { env: { FLAKY_ITEM: s.flaky } });

@@ -290,7 +290,7 @@ async function killShardMidRun(dir: string, ex: Export, sink: string, shard: num
 }
 
 test('Maildir: shards 1/3, 2/3 and 3/3 at once deliver exactly what one unsharded run does, no pair twice, each mailbox by one shard; a shard killed with SIGKILL and re-run leaves the union exact', async (t) => {
-  t.timeout(300_000);
+  t.timeout(600_000);
   const dir = await tempDir(t);
   const ex = await makeExport(dir);
   const ref = await reference(t, dir, ex);
@@ -336,7 +336,7 @@ test('Maildir: shards 1/3, 2/3 and 3/3 at once deliver exactly what one unsharde
 });
 
 test('shards run with different outcome options (shard 1 with another --max-item-size): status of the union names the difference and is not complete', async (t) => {
-  t.timeout(120_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const ex = await makeExport(dir);
   const sink = `maildir:${join(dir, 'mail')}`;
@@ -356,7 +356,7 @@ test('shards run with different outcome options (shard 1 with another --max-item
 
 withServer('Dovecot (sharded IMAP)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
   test('IMAP: three shards at once into one Dovecot hold exactly the unsharded run\'s pairs, each mailbox written by one shard; one shard killed with SIGKILL and re-run: still exact', async (t) => {
-    t.timeout(300_000);
+    t.timeout(600_000);
     const dir = await tempDir(t);
     const ex = await makeExport(dir);
     const ref = await reference(t, dir, ex);
@@ -397,7 +397,7 @@ withServer('Dovecot (sharded IMAP)', DOVECOT_BINARY ? undefined : dovecotMissing
 
 withServer('Azurite (sharded import from Blob staging)', AZURITE_BLOB ? undefined : azuriteMissingMessage(), () => {
   test('Blob staging as the boundary: one host stages the whole export, three shards import it at once: the union is the unsharded run, each batch marked per shard, a second import of each shard reads nothing', async (t) => {
-    t.timeout(300_000);
+    t.timeout(600_000);
     const azurite = await startAzurite();
     t.teardown(() => azurite.dispose());
     const env = azurite.env as Record<string, string>;
