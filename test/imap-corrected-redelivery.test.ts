@@ -15,7 +15,7 @@ import type { Delivery } from '../src/model.js';
 import { chatDeliveries } from './helpers/chat.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { writeArchive, MANIFEST } from './helpers/archive.js';
-import { ADMIN, ADMIN_PASSWORD, asAppended, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, replaceAt, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN, ADMIN_PASSWORD, appendGate, asAppended, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, replaceAt, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { withServer } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 import { ATTACHMENT_BYTES, CORRECTED_EXPORT, MAILBOXES } from './helpers/corrected-export.js';
@@ -420,22 +420,12 @@ withServer('Dovecot (IMAP corrected re-delivery)', DOVECOT_BINARY ? undefined : 
     const [item] = deliveries((n) => `buy 100 at 101.2${n}`, 0, 1);
     await write(spec, deliveries((n) => `unrelated ${n}`, 5, 1));
     // The newer writer's APPEND is held back until the older tool has appended the same item.
-    const proto = ImapFlow.prototype as unknown as { append: (...args: unknown[]) => Promise<unknown> };
-    const append = proto.append;
-    let gate: Promise<void> | undefined;
-    proto.append = async function (this: unknown, ...args: unknown[]) {
-      const held = gate;
-      gate = undefined;
-      if (held) await held;
-      return append.apply(this, args);
-    };
-    t.teardown(() => void (proto.append = append));
+    const gate = appendGate(t);
     const newer = createImapSink(spec, { env });
     await newer.open();
-    let release!: () => void;
-    gate = new Promise((resolve) => (release = resolve));
+    const release = gate.hold();
     const written = newer.write(item!);
-    while (gate) await new Promise((resolve) => setTimeout(resolve, 20));
+    await gate.taken();
     await appendAsBuilt(MAILBOXES[0]!, folder, [item!]);
     release();
     t.is((await written).outcome, 'delivered');

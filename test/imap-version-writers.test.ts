@@ -3,12 +3,11 @@
 // version as it would a plain item's, so the version is held once. The listing by identity alone
 // (a server whose sizes proved inexact) still never takes a version for a copy of another.
 import test from 'ava';
-import { ImapFlow } from 'imapflow';
 import { createImapSink } from '../src/sinks/imap/index.js';
 import { Appended, extraCopies } from '../src/sinks/imap/copies.js';
 import type { Delivery } from '../src/model.js';
 import { chatDeliveries } from './helpers/chat.js';
-import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN_PASSWORD, appendGate, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { withServer } from './helpers/sink-conformance.js';
 
 const env = { PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD };
@@ -47,16 +46,7 @@ withServer('Dovecot (two writers of one corrected version)', DOVECOT_BINARY ? un
   test('two writers at once storing the same corrected version leave it once, as they do a new item', async (t) => {
     t.timeout(120_000);
     // Writer B's next APPEND waits until writer A has appended the same item and closed.
-    const proto = ImapFlow.prototype as unknown as { append: (...args: unknown[]) => Promise<unknown> };
-    const append = proto.append;
-    let gate: Promise<void> | undefined;
-    proto.append = async function (this: unknown, ...args: unknown[]) {
-      const held = gate;
-      gate = undefined;
-      if (held) await held;
-      return append.apply(this, args);
-    };
-    t.teardown(() => void (proto.append = append));
+    const gate = appendGate(t);
     const bodyOf = (d: Delivery) => d.message.subarray(d.message.indexOf('\r\n\r\n'));
     for (const [label, folder, before, item] of [
       ['corrected version', 'INBOX/Version', event('m_2', 'buy 100 at 101.25'), event('m_2', 'buy 100 at 101.25, corrected: settle T+2')],
@@ -69,11 +59,10 @@ withServer('Dovecot (two writers of one corrected version)', DOVECOT_BINARY ? un
       await first.close();
       const b = createImapSink(spec, { env });
       await b.open();
-      let release!: () => void;
-      gate = new Promise((resolve) => (release = resolve));
+      const release = gate.hold();
       // B lists the folder (the item not there), then its APPEND waits at the gate.
       const bWrote = b.write(item);
-      while (gate) await new Promise((resolve) => setTimeout(resolve, 20));
+      await gate.taken();
       const a = createImapSink(spec, { env });
       await a.open();
       t.is((await a.write(item)).outcome, 'delivered', label);

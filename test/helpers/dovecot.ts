@@ -8,6 +8,7 @@ import { createConnection } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { ExecutionContext } from 'ava';
 import { ImapFlow } from 'imapflow';
 import { freePort, selfSignedCertificate, waitFor } from './net.js';
 
@@ -427,6 +428,35 @@ export function asBuilt(stored: Buffer): Buffer {
   const built = stored.subarray(line[0].length);
   if (versionOf(built) !== line[1]) throw new Error(`X-Pivot-Version names ${line[1]}, the message is ${versionOf(built)}`);
   return built;
+}
+
+/**
+ * Holds back the next APPEND an imapflow client of this process sends (`hold`), until released:
+ * so a test can put another writer's message between a sink's listing and its APPEND. imapflow is
+ * put back when the test ends.
+ */
+export function appendGate(t: ExecutionContext): { hold(): () => void; taken(): Promise<void> } {
+  const proto = ImapFlow.prototype as unknown as { append: (...args: unknown[]) => Promise<unknown> };
+  const append = proto.append;
+  let gate: Promise<void> | undefined;
+  proto.append = async function (this: unknown, ...args: unknown[]) {
+    const held = gate;
+    gate = undefined;
+    if (held) await held;
+    return append.apply(this, args);
+  };
+  t.teardown(() => void (proto.append = append));
+  return {
+    hold() {
+      let release!: () => void;
+      gate = new Promise((resolve) => (release = resolve));
+      return release;
+    },
+    /** Resolves once an APPEND waits at the gate. */
+    async taken() {
+      while (gate) await new Promise((resolve) => setTimeout(resolve, 20));
+    },
+  };
 }
 
 export async function fetchAt(port: number, location: string): Promise<Buffer | undefined> {
