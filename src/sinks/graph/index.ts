@@ -9,8 +9,8 @@ import { graphLocation, halfCreated, identity, listFolder, listMessages, odataSt
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
-import { idKey, sha256Hex } from '../../hash.js';
-import { withoutExportId } from '../../formats/message/export-id.js';
+import { idKey } from '../../hash.js';
+import { messageVersion } from '../../formats/message/export-id.js';
 import { eachLimited } from '../held.js';
 
 const DAY = 86_400_000;
@@ -417,7 +417,7 @@ export class GraphSink extends LifecycleSink implements Sink {
   /** The version a delivery is compared by, in either mode (an imported copy of it still shows none: `storedVersion`). */
   private versionOf(delivery: Delivery): string {
     let version = this.versions.get(delivery.message);
-    if (version === undefined) this.versions.set(delivery.message, (version = sha256Hex(withoutExportId(delivery.message))));
+    if (version === undefined) this.versions.set(delivery.message, (version = messageVersion(delivery.message)));
     return version;
   }
 
@@ -584,7 +584,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const extra: Listed[] = [];
     for (const m of copies) {
       const served = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}/$value`, raw: true });
-      const content = sha256Hex(withoutExportId(served.bytes!));
+      const content = messageVersion(served.bytes!);
       if (seen.has(content)) extra.push(m);
       else seen.add(content);
     }

@@ -4,7 +4,7 @@
 import libmime from 'libmime';
 import * as libqp from 'libqp';
 import { sha256Hex } from '../../hash.js';
-import { withoutExportId } from '../../formats/message/export-id.js';
+import { messageVersion } from '../../formats/message/export-id.js';
 
 /**
  * Attachments from this size on go through an upload session ("between 3 MB and 150 MB"; a
@@ -199,7 +199,7 @@ function charsetText(part: Leaf): string {
  * block, PR_IN_REPLY_TO_ID (0x1042) and PR_INTERNET_REFERENCES (0x1039).
  */
 /** `version`: the message's `versionOf` when the caller has it already (the sink keys its items by it). */
-export function graphMessage(raw: Buffer, sentAt: number, version = sha256Hex(withoutExportId(raw))): GraphMessage {
+export function graphMessage(raw: Buffer, sentAt: number, version = messageVersion(raw)): GraphMessage {
   const top = splitPart(raw);
   let text: string | undefined;
   let html: string | undefined;

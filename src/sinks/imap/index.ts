@@ -12,7 +12,7 @@ import { createImapReader } from './reader.js';
 import { imapOptions } from './options.js';
 import { environmentLabel } from '../options.js';
 import { sha256Hex } from '../../hash.js';
-import { withoutExportId } from '../../formats/message/export-id.js';
+import { messageVersion } from '../../formats/message/export-id.js';
 import { createHash } from 'node:crypto';
 import { VERSION_FIELD, VERSION_FIELD_LENGTH, versionIn, withoutVersionField, withVersionField } from './version-field.js';
 
@@ -1095,7 +1095,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   private ours(message: Buffer): Ours & { digest: string } {
     let ours = this.oursOf.get(message);
     if (!ours) {
-      const digest = sha256Hex(withoutExportId(message));
+      const digest = messageVersion(message);
       this.oursOf.set(message, (ours = { digest, version: versionNumber(digest), size: ourSize(message) }));
     }
     return ours;
@@ -1355,7 +1355,7 @@ export class ImapSink extends LifecycleSink implements Sink {
     for (let i = 0; i < read.length; i += FETCH_UIDS) {
       for await (const message of client.fetch(uidSet(read.slice(i, i + FETCH_UIDS)), { uid: true, source: true }, { uid: true })) {
         const key = identities.get(message.uid);
-        if (key !== undefined && message.source) listed.set(message.uid, `${key} ${this.ours(message.source).version}`);
+        if (key !== undefined && message.source) listed.set(message.uid, `${key} ${versionNumber(messageVersion(message.source))}`);
       }
     }
   }

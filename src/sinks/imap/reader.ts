@@ -3,7 +3,7 @@
 import type { ImapFlow } from 'imapflow';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
-import { withoutExportId } from '../../formats/message/export-id.js';
+import { messageVersion } from '../../formats/message/export-id.js';
 import { asBuilt } from './version-field.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMessage } from '../sink.js';
@@ -17,8 +17,6 @@ const FETCH_UIDS = 500;
 const SEARCH_IDS = 50;
 /** Messages of ours have Message-IDs in this domain. */
 const OUR_MESSAGE_ID = `@${HEADER_DOMAIN}>`;
-/** Which version of its item a message is: the sha256 of its bytes less X-Pivot-Export-Id (the same event from another export is the same version). */
-const versionOf = (built: Buffer) => new Digest().update(withoutExportId(built)).result().sha256;
 
 /** A message as fetched: its identity (from its header) and the hash of what the server holds. */
 interface Fetched {
@@ -190,7 +188,7 @@ export class ImapReader implements StoreReader {
       for await (const message of client.fetch(uidSet(group), { uid: true, source: true }, { uid: true })) {
         if (!message.source) continue;
         // The message as built: the sink's X-Pivot-Version field is not part of what the ledger recorded.
-        const { built: source, version } = asBuilt(message.source, versionOf);
+        const { built: source, version } = asBuilt(message.source, messageVersion);
         const { messageId, sentAt } = messageIdentity(source);
         into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(source).result(), version });
       }

@@ -9,7 +9,7 @@ import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
-import { withoutExportId } from '../../formats/message/export-id.js';
+import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
 import { DirectorySync, isCode } from '../../fs-util.js';
 import { PID_NAMESPACE, processGone } from '../../process-util.js';
 import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
@@ -63,7 +63,7 @@ let lastBase = { messageId: '', internalDate: NaN, name: '' };
  */
 export function maildirVariantName(delivery: Pick<Delivery, 'messageId' | 'internalDate' | 'message'>): string {
   const base = maildirBaseName(delivery);
-  return `${base.slice(0, -SUFFIX.length)}.C${sha256Hex(withoutExportId(delivery.message)).slice(0, 16)}${SUFFIX}`;
+  return `${base.slice(0, -SUFFIX.length)}.C${messageVersion(delivery.message).slice(0, 16)}${SUFFIX}`;
 }
 
 /** `tmp/` names of ours: the unique ones, and the fixed `<base>` that versions before them used. */
