@@ -9,7 +9,7 @@ import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent,
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { readZonedTime } from '../../formats/pivot-export/time.js';
-import { JsonArrayScanner, type ArrayElement } from './json-array.js';
+import { JsonArrayScanner, type ElementVisitor } from './json-array.js';
 import { IdHashes } from './id-hashes.js';
 import { idKey } from '../../hash.js';
 import { DEFAULT_ZIP_LIMITS, isHostileEntryName, readCentralDirectory, readEntryBuffer, type EntryReadOptions, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
@@ -174,36 +174,33 @@ export class PivotExportArchive implements ExportContext {
     const unnamed = new Map<number, string>();
     for (const name of entries.keys()) if (isAttachmentEntry(name)) unnamed.set(idKey(name), name);
     for (const [index, entry] of messageFiles.entries()) {
-      // Each element is dropped before the next chunk is read: its bytes are a view, not a copy.
       const recordBlocks: number[] = [];
-      for await (const elements of elementBatches(path, entry, maxEventBytes, true, { recordBlocks })) {
-        eventCount += elements.length;
-        for (const element of elements) {
-          if (!element.bytes) {
-            tooLargeCrcs.set(`${index}:${element.index}`, element.crc32!);
-            continue;
-          }
-          // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
-          const plain = plainId(element.bytes);
-          if (plain !== undefined) {
-            ids.push(plain);
-            continue;
-          }
-          // An event with attachments is never plain: each attachment object has an "id" of its own.
-          const raw = parsed(element.bytes);
-          if (!isObject(raw)) continue;
-          if (unnamed.size > 0 && Array.isArray(raw.attachments)) {
-            for (const a of raw.attachments) if (isObject(a) && typeof a.id === 'string') unnamed.delete(idKey(ATTACHMENT_PREFIX + a.id));
-          }
-          if (typeof raw.id !== 'string') continue;
-          const key = ids.push(raw.id);
-          if (raw.type !== 'join' && raw.type !== 'leave') continue;
-          // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
-          const checked = checkEvent(raw, { users, conversations });
-          if ('reason' in checked) continue;
-          changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, subMs: checked.subMs, position: { file: index, index: element.index }, memberId: checked.member!.id, joined: raw.type === 'join' });
+      await scanEntry(path, entry, maxEventBytes, { recordBlocks }, (bytes, from, to, element, _offset, _length, crc) => {
+        eventCount++;
+        if (!bytes) {
+          tooLargeCrcs.set(`${index}:${element}`, crc);
+          return;
         }
-      }
+        // Most events plainly begin with their id and are no join/leave: hashed, never parsed here.
+        const plain = plainId(bytes, from, to);
+        if (plain !== undefined) {
+          ids.push(plain);
+          return;
+        }
+        // An event with attachments is never plain: each attachment object has an "id" of its own.
+        const raw = parsed(bytes, from, to);
+        if (!isObject(raw)) return;
+        if (unnamed.size > 0 && Array.isArray(raw.attachments)) {
+          for (const a of raw.attachments) if (isObject(a) && typeof a.id === 'string') unnamed.delete(idKey(ATTACHMENT_PREFIX + a.id));
+        }
+        if (typeof raw.id !== 'string') return;
+        const key = ids.push(raw.id);
+        if (raw.type !== 'join' && raw.type !== 'leave') return;
+        // The same rules as delivery: a join/leave the validator rejects changes nobody's membership.
+        const checked = checkEvent(raw, { users, conversations });
+        if ('reason' in checked) return;
+        changes.push({ key, id: raw.id, conversationId: checked.conversation.id, time: checked.time, subMs: checked.subMs, position: { file: index, index: element }, memberId: checked.member!.id, joined: raw.type === 'join' });
+      });
       blockCrcs.push(Uint32Array.from(recordBlocks));
     }
     const duplicateCandidates = ids.repeated();
@@ -459,38 +456,28 @@ async function hashFile(path: string, handle: FileHandle, size: number): Promise
 async function firstPositions(path: string, files: ZipEntry[], blockCrcs: readonly Uint32Array[], maxEventBytes: number, ids: Set<string>): Promise<Map<string, EventPosition>> {
   const first = new Map<string, EventPosition>();
   for (const [index, entry] of files.entries()) {
-    for await (const elements of elementBatches(path, entry, maxEventBytes, true, { expectBlocks: blockCrcs[index] })) {
-      for (const element of elements) {
-        const raw = element.bytes && parsed(element.bytes);
-        if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, { file: index, index: element.index });
-      }
-    }
+    await scanEntry(path, entry, maxEventBytes, { expectBlocks: blockCrcs[index] }, (bytes, from, to, element) => {
+      const raw = bytes && parsed(bytes, from, to);
+      if (isObject(raw) && typeof raw.id === 'string' && ids.has(raw.id) && !first.has(raw.id)) first.set(raw.id, { file: index, index: element });
+    });
   }
   return first;
 }
 
-/**
- * The elements of one messages file's array, a batch per chunk read (with `borrow`, their bytes
- * are views of the chunk). A file whose array is broken fails the archive (ARCHIVE_CONTENT).
- */
-async function* elementBatches(path: string, entry: ZipEntry, maxEventBytes: number, borrow: boolean, reads: EntryReadOptions): AsyncGenerator<ArrayElement[]> {
-  const scanner = new JsonArrayScanner(maxEventBytes, borrow);
-  const broken = (err: unknown) =>
-    err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
+/** A file whose array is broken fails the archive (ARCHIVE_CONTENT). */
+function brokenArray(path: string, entry: ZipEntry, err: unknown): PivotArchiveError {
+  return err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
+}
+
+/** Every element of one messages file's array, visited as it is read (see ElementVisitor: nothing held). */
+async function scanEntry(path: string, entry: ZipEntry, maxEventBytes: number, reads: EntryReadOptions, visit: ElementVisitor): Promise<void> {
+  const scanner = new JsonArrayScanner(maxEventBytes);
   const stream = entry.open(reads);
   try {
-    for await (const chunk of stream) {
-      let elements: ArrayElement[];
-      try {
-        elements = scanner.write(chunk as Buffer);
-      } catch (err) {
-        throw broken(err);
-      }
-      if (elements.length > 0) yield elements;
-    }
+    for await (const chunk of stream) scanner.scan(chunk as Buffer, visit);
     scanner.end();
   } catch (err) {
-    throw broken(err);
+    throw brokenArray(path, entry, err);
   } finally {
     stream.destroy();
   }
@@ -504,12 +491,34 @@ const PARSED_BATCH = 64;
 
 /** The events of one messages file, in batches: each element's exact bytes (a copy) and parsed value, or why not. */
 async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, reads: EntryReadOptions): AsyncGenerator<SourceEvent[]> {
-  for await (const elements of elementBatches(path, entry, maxEventBytes, false, reads)) {
-    for (let from = 0; from < elements.length; from += PARSED_BATCH) {
-      const batch = new Array<SourceEvent>(Math.min(PARSED_BATCH, elements.length - from));
-      for (let i = 0; i < batch.length; i++) batch[i] = toEvent(elements[from + i]!, file);
-      yield batch;
+  const scanner = new JsonArrayScanner(maxEventBytes);
+  // The events that end in the chunk read, not yet parsed.
+  let read: SourceEvent[] = [];
+  const take: ElementVisitor = (bytes, from, to, index, offset, length) => {
+    if (!bytes) return void read.push({ position: { file, index }, tooLarge: { offset, length } });
+    // A copy: a held event must not keep the (larger) chunk it came in alive.
+    const copy = Buffer.allocUnsafe(to - from);
+    bytes.copy(copy, 0, from, to);
+    read.push({ position: { file, index }, bytes: copy });
+  };
+  const stream = entry.open(reads);
+  try {
+    for await (const chunk of stream) {
+      scanner.scan(chunk as Buffer, take);
+      const events = read;
+      read = [];
+      while (events.length > 0) {
+        // Taken out as parsed: a chunk's parsed events held until its end outlived the young generation.
+        const batch = events.splice(0, PARSED_BATCH);
+        for (const event of batch) if (event.bytes) parse(event, event.bytes);
+        yield batch;
+      }
     }
+    scanner.end();
+  } catch (err) {
+    throw brokenArray(path, entry, err);
+  } finally {
+    stream.destroy();
   }
 }
 
@@ -520,25 +529,25 @@ const JOIN = Buffer.from('"join"');
 const LEAVE = Buffer.from('"leave"');
 const ID_KEY = Buffer.from('"id"');
 
-/** `pattern` stands in `bytes` at `at`. */
-function standsAt(bytes: Buffer, at: number, pattern: Buffer): boolean {
-  if (at + pattern.length > bytes.length) return false;
+/** `pattern` stands in `bytes` at `at`, before `to`. */
+function standsAt(bytes: Buffer, at: number, to: number, pattern: Buffer): boolean {
+  if (at + pattern.length > to) return false;
   for (let k = 0; k < pattern.length; k++) if (bytes[at + k] !== pattern[k]) return false;
   return true;
 }
 
 /**
- * The checking pass's fast path: the id of an element whose bytes begin `{"id":"`, whose id is
+ * The checking pass's fast path: the id of an element (bytes `[from, to)`) whose bytes begin `{"id":"`, whose id is
  * ASCII, and that holds no backslash (no escape can hide a quote, a key or a value), no other
  * `"id"` (JSON.parse keeps the last of repeated keys) and no `"join"` or `"leave"` (so it
  * changes no membership). That is exactly the id JSON.parse would give, if the element parses
  * at all; undefined for every other element (the caller parses it). The hash of an element that
  * would not parse is harmless: at worst a candidate that `events()` checks exactly.
  */
-export function plainId(bytes: Buffer): string | undefined {
-  if (!standsAt(bytes, 0, PLAIN_START)) return undefined;
-  const n = bytes.length;
-  let end = PLAIN_START.length;
+export function plainId(bytes: Buffer, from = 0, to = bytes.length): string | undefined {
+  if (!standsAt(bytes, from, to, PLAIN_START)) return undefined;
+  const n = to;
+  let end = from + PLAIN_START.length;
   for (; end < n; end++) {
     const b = bytes[end]!;
     if (b === QUOTE) break;
@@ -549,28 +558,22 @@ export function plainId(bytes: Buffer): string | undefined {
   for (let i = end + 1; i < n; i++) {
     const b = bytes[i]!;
     if (b === BACKSLASH) return undefined;
-    if (b === QUOTE && (standsAt(bytes, i, ID_KEY) || standsAt(bytes, i, JOIN) || standsAt(bytes, i, LEAVE))) return undefined;
+    if (b === QUOTE && (standsAt(bytes, i, n, ID_KEY) || standsAt(bytes, i, n, JOIN) || standsAt(bytes, i, n, LEAVE))) return undefined;
   }
-  return bytes.toString('latin1', PLAIN_START.length, end);
+  return bytes.toString('latin1', from + PLAIN_START.length, end);
 }
 
-/** The JSON value of an element's bytes (decoded as delivery decodes them), or undefined when they are not JSON. */
-function parsed(bytes: Buffer): unknown {
+/** The JSON value of bytes `[from, to)` (decoded as delivery decodes them), or undefined when they are not JSON. */
+function parsed(bytes: Buffer, from: number, to: number): unknown {
   try {
-    return JSON.parse(bytes.toString('utf8'));
+    return JSON.parse(bytes.toString('utf8', from, to));
   } catch {
     return undefined;
   }
 }
 
-function toEvent(element: ArrayElement, file: number): SourceEvent {
-  const event: SourceEvent = { position: { file, index: element.index } };
-  const bytes = element.bytes;
-  if (!bytes) {
-    event.tooLarge = { offset: element.offset, length: element.length };
-    return event;
-  }
-  event.bytes = bytes;
+/** Reads the event's bytes: parsed, or why not. */
+function parse(event: SourceEvent, bytes: Buffer): void {
   // Decoded as usual (a bad sequence reads U+FFFD); where the first bad byte stands is said.
   if (!isUtf8(bytes)) event.invalidUtf8At = firstInvalidUtf8(bytes);
   try {
@@ -578,7 +581,6 @@ function toEvent(element: ArrayElement, file: number): SourceEvent {
   } catch (err) {
     event.malformed = errorMessage(err);
   }
-  return event;
 }
 
 /** Offset of the first byte that does not belong to a valid UTF-8 sequence (only called on bytes that hold one). */

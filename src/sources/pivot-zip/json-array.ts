@@ -1,20 +1,5 @@
 import { crc32 } from 'node:zlib';
 
-/** One element of a top-level JSON array: where its bytes stand, and the bytes unless over the cap. */
-export interface ArrayElement {
-  index: number;
-  /** Byte offset of the element's first byte in the file. */
-  offset: number;
-  length: number;
-  /**
-   * The element's exact bytes, absent when `length` is over the cap (never held): a copy, or with
-   * `borrow` (for an element within one chunk) a view of the chunk, which it keeps alive.
-   */
-  bytes?: Buffer;
-  /** CRC-32 of the bytes of an element over the cap (so a later copy of them can be checked). */
-  crc32?: number;
-}
-
 const SPACE = 0x20, TAB = 0x09, LF = 0x0a, CR = 0x0d;
 const OPEN_ARRAY = 0x5b, CLOSE_ARRAY = 0x5d, OPEN_OBJECT = 0x7b, CLOSE_OBJECT = 0x7d;
 const QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c;
@@ -30,15 +15,23 @@ const END = 5; // after `]`: whitespace only
 
 const isSpace = (b: number) => b === SPACE || b === LF || b === CR || b === TAB;
 
+/**
+ * Called for each element as it ends, in order: its bytes are `bytes[from, to)`, a view of the
+ * chunk (or of a copy, for an element over several chunks) valid only during the call; `bytes` is
+ * undefined for an element over the cap, `crc` then the CRC-32 of its bytes. `offset` and `length`
+ * place it in the file.
+ */
+export type ElementVisitor = (bytes: Buffer | undefined, from: number, to: number, index: number, offset: number, length: number, crc: number) => void;
+
 /** The array itself is broken (not an array, cut short, garbage after it): the file cannot be read. */
 export class JsonArrayError extends Error {}
 
 /**
  * Finds the bounds of each element of a top-level JSON array in a byte stream, without parsing
  * it: strings (with escapes) and nesting are tracked with a flag and a counter, never recursion,
- * so any depth is fine. Feed it the file's chunks in order (`write`), then call `end`.
+ * so any depth is fine. Feed it the file's chunks in order (`scan`), then call `end`.
  *
- * Each element is returned with its exact bytes (for JSON.parse, and to keep them as they
+ * Each element is visited with its exact bytes (for JSON.parse, and to keep them as they
  * were), unless it is longer than `maxElementBytes`: then only its bounds, and its bytes are
  * never held, however long it is. An element that is not valid JSON inside its bounds (say
  * `{"id":"x", oops}`) is the caller's to report; a broken array (not an array, an unterminated
@@ -68,18 +61,13 @@ export class JsonArrayScanner {
   /** CRC-32 of the element's bytes so far, once it is over the cap. */
   private crc = 0;
 
-  /**
-   * `borrow`: an element within one chunk is given as a view of it, not a copy (for a caller
-   * that drops each element before the next chunk, as the checking pass does).
-   */
-  constructor(
-    private readonly maxElementBytes: number,
-    private readonly borrow = false,
-  ) {}
+  constructor(private readonly maxElementBytes: number) {}
 
-  /** Scans the next chunk of the file; returns the elements that end in it (in order). */
-  write(chunk: Buffer): ArrayElement[] {
-    const out: ArrayElement[] = [];
+  /**
+   * Scans the next chunk of the file, calling `visit` for each element that ends in it: no object
+   * is made for an element (the checking pass reads millions, and their garbage was its cost).
+   */
+  scan(chunk: Buffer, visit: ElementVisitor): void {
     const n = chunk.length;
     let i = 0;
     // Where the current element's bytes start in this chunk (it may have begun in an earlier one).
@@ -144,8 +132,7 @@ export class JsonArrayScanner {
           takenToEnd = true;
           break;
         }
-        this.take(chunk, from, end);
-        out.push(this.finish(this.position + end));
+        this.finish(chunk, from, end, visit);
         continue;
       }
       const b = chunk[i]!;
@@ -194,7 +181,6 @@ export class JsonArrayScanner {
     }
     if (this.state === ELEMENT && !takenToEnd) this.take(chunk, from, n);
     this.position += n;
-    return out;
   }
 
   /** The file has ended: throws unless the array was closed. */
@@ -223,11 +209,22 @@ export class JsonArrayScanner {
     }
   }
 
-  private finish(end: number): ArrayElement {
-    const element: ArrayElement = { index: this.index++, offset: this.start, length: end - this.start };
-    // A copy (unless borrowed): a held element must not keep the (larger) chunk it came in alive.
-    if (!this.tooLarge) element.bytes = this.parts.length !== 1 ? Buffer.concat(this.parts, this.held) : this.borrow ? this.parts[0]! : Buffer.from(this.parts[0]!);
-    else element.crc32 = this.crc >>> 0;
+  /** The current element ends at `end` of the chunk, whose bytes from `from` are its last: visited. */
+  private finish(chunk: Buffer, from: number, end: number, visit: ElementVisitor): void {
+    const index = this.index++;
+    const offset = this.start;
+    const length = this.position + end - offset;
+    if (this.parts.length === 0 && !this.tooLarge && end - from <= this.maxElementBytes) {
+      // All in this chunk (the usual case): a view of it, nothing made.
+      visit(chunk, from, end, index, offset, length, 0);
+    } else {
+      this.take(chunk, from, end);
+      if (this.tooLarge) visit(undefined, 0, 0, index, offset, length, this.crc >>> 0);
+      else {
+        const bytes = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.held);
+        visit(bytes, 0, bytes.length, index, offset, length, 0);
+      }
+    }
     this.parts = [];
     this.held = 0;
     this.tooLarge = false;
@@ -237,7 +234,6 @@ export class JsonArrayScanner {
     this.inString = false;
     this.escaped = false;
     this.depth = 0;
-    return element;
   }
 
   private fail(at: number, why: string): JsonArrayError {
