@@ -87,7 +87,9 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
     case 'source': {
       const archive = await PivotExportArchive.open({ path: archivePath });
       let events = 0;
-      for await (const _event of archive.events()) events++;
+      // Read as the chain reads it (highland takes a stream's 'data' events), not through an async
+      // iterator: its promise per event was a third of what the row allocated.
+      await new Promise((resolve, reject) => archive.events().on('data', () => events++).on('end', resolve).on('error', reject));
       await archive.close();
       return { events, deliveries: 0 };
     }

@@ -337,8 +337,10 @@ export class PivotExportArchive implements ExportContext {
 }
 
 /**
- * An object stream of the events in `batches` (one batch a chunk read): one await per chunk, not
- * per event. Pushes stop at the high-water mark (backpressure) and when `stop` is aborted.
+ * An object stream of the events in `batches` (a batch is at most PARSED_BATCH events): one await
+ * per batch, not per event. Pushes stop at the end of the batch in which the high-water mark is
+ * reached (backpressure: at most a batch over it; a fill per event consumed cost a closure and two
+ * promises each) and when `stop` is aborted.
  */
 function eventStream(batches: AsyncGenerator<SourceEvent[]>, stop?: AbortSignal): Readable {
   let queue: SourceEvent[] = [];
@@ -359,10 +361,12 @@ function eventStream(batches: AsyncGenerator<SourceEvent[]>, stop?: AbortSignal)
           fill: while (wanted) {
             wanted = false;
             for (;;) {
+              let full = false;
               while (next < queue.length) {
                 if (stop?.aborted) return void this.push(null);
-                if (!this.push(queue[next++])) continue fill;
+                if (!this.push(queue[next++])) full = true;
               }
+              if (full) continue fill;
               if (stop?.aborted) return void this.push(null);
               const result = await batches.next();
               if (this.destroyed) return;
