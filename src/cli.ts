@@ -3,22 +3,24 @@ import { join, resolve } from 'node:path';
 import yargs, { type Argv, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
 import { SIZE_UNITS_HELP, checkFlags, flagOrigin, nearest, optionsOf, parseBoolean, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
-import { recordFailureBeforeStart, type InputIdentity } from './job.js';
+import type { InputIdentity } from './job.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
 import { errorExitCode, worseExitCode } from './exit-policy.js';
-import { checkLogFile, createLogger, flushLogger, reopenLogFile, type Logger } from './logger.js';
+import type { Logger } from './logger.js';
 import { redactSecrets } from './redact.js';
 import { visible } from './formats/one-line.js';
 import { TOOL } from './version.js';
-import { run, type RunResult } from './run.js';
-import { dryRunSummary, formatDryRun } from './dry-run.js';
+import type { RunResult } from './run.js';
 import { takeEarlySignals } from './early-signals.js';
 import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
-import { runInbox, type InboxArchiveResult } from './state/inbox.js';
-import { progressReporter } from './progress.js';
+import type { InboxArchiveResult } from './state/inbox.js';
 import { StateDir, checkRecordPaths } from './state/index.js';
 import { accountVerdict, crontabLine, formatExportStatus, formatStatus, statusOfShards, unrecordedRunsHint } from './state/report.js';
+
+// Each command's own modules (the delivery chain with libmime and highland, winston, the plugins'
+// semver, a sink's client library) are loaded when that command runs, not at every start: the
+// command line alone (--help, --version, status, cron) would otherwise load some 280 modules.
 
 const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (not delivered, or rejected and not kept); 2 usage, config, sink or archive error before any delivery; 3 another run holds the state dir; 4 stopped by SIGINT/SIGTERM (run again to finish); 5 everything accounted for, but nothing was delivered or more items than --max-rejected were rejected (a mapping mistake?); 70 a bug in pivot-archive.`;
 
@@ -128,6 +130,7 @@ function flagsOf(argv: Record<string, unknown>, args: string[]): Record<string, 
 
 async function runCommand(config: RunConfig): Promise<number> {
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
+    const [{ progressReporter }, { dryRunSummary, formatDryRun }] = await Promise.all([import('./progress.js'), import('./dry-run.js')]);
     const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const runOptions = { stop, progress: progress.report, progressEveryMs: progress.everyMs };
     const print = ({ summary, mailboxes }: RunResult, extra?: Record<string, unknown>) => {
@@ -136,6 +139,7 @@ async function runCommand(config: RunConfig): Promise<number> {
       process.stdout.write((config.json ? JSON.stringify({ ...(dry ?? summary), ...extra }) : dry ? formatDryRun(dry) : formatSummary(summary)) + '\n');
     };
     if (config.inbox) {
+      const { runInbox } = await import('./state/inbox.js');
       const inbox = await runInbox(config, logger, runOptions);
       progress.end();
       // Every archive read or refused is said, a line each with --json: its summary, or what became of it (README "--json"); one gone before it was read is in the log only.
@@ -153,6 +157,7 @@ async function runCommand(config: RunConfig): Promise<number> {
       if (!config.json) process.stdout.write(`pivot-archive: inbox: ${handled} archive(s) ${config.dryRun ? 'read (dry run: none moved or recorded)' : 'handled'}, ${inbox.waiting.length} still being copied in${stopped ? `; stopped at ${stopped.archive} (it and the archives after it are left for the next run)` : ''}\n`);
       return inbox.exitCode;
     }
+    const { run } = await import('./run.js');
     const result = await run(config, logger, runOptions);
     progress.end();
     print(result);
@@ -176,7 +181,7 @@ function inboxRecord(r: InboxArchiveResult, inbox: string): Record<string, unkno
 async function importCommand(config: ImportConfig): Promise<number> {
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
     // Loaded on use: import brings the Azure Storage client (about 25 MB) that runs need not.
-    const { runImport } = await import('./import.js');
+    const [{ runImport }, { progressReporter }] = await Promise.all([import('./import.js'), import('./progress.js')]);
     const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const { summary, exitCode } = await runImport(config, logger, { stop, progress: progress.report, progressEveryMs: progress.everyMs });
     progress.end();
@@ -226,6 +231,7 @@ async function withLoggerAndSignals(
   options: { level: string; json: boolean; file?: string },
   body: (logger: Logger, stop: AbortSignal) => Promise<number>,
 ): Promise<number> {
+  const { createLogger, flushLogger, reopenLogFile } = await import('./logger.js');
   const logger = createLogger({ level: options.level, json: options.json || !process.stderr.isTTY, file: options.file });
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
@@ -501,6 +507,7 @@ async function recordRefusedCommandLine(args: string[], err: unknown): Promise<v
   if ((command !== 'run' && command !== 'import') || typeof err !== 'object' || err === null || !refusedByParser.has(err) || recordedRefusals.has(err)) return;
   const flags = lenientFlags(args);
   const targets = await recordTargets(command, flags, process.env, process.cwd()).catch(() => ({}));
+  const { recordFailureBeforeStart } = await import('./job.js');
   await recordFailureBeforeStart(targets, err, inputOf({ ...flags, archive: String((flags._ as unknown[] | undefined)?.[0] ?? '') }));
 }
 
@@ -519,9 +526,10 @@ async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Rec
   try {
     const config = await resolveConfig(command, flags, process.env);
     await checkRecordPaths(config, process.cwd());
-    if (config.logFile) await checkLogFile(config.logFile);
+    if (config.logFile) await (await import('./logger.js')).checkLogFile(config.logFile);
     return config as C extends 'run' ? RunConfig : ImportConfig;
   } catch (err) {
+    const { recordFailureBeforeStart } = await import('./job.js');
     await recordFailureBeforeStart(await recordTargets(command, flags, process.env, process.cwd()), err, inputOf(flags));
     if (typeof err === 'object' && err !== null) recordedRefusals.add(err);
     throw err;

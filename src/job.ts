@@ -7,7 +7,7 @@ import { ErrorCode, PivotArchiveError, errorCodeOf, errorMessage } from './error
 import { errorExitCode, runExitCode, settledEveryItem } from './exit-policy.js';
 import { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
-import { runPipeline, type PipelineOptions, type Progress } from './pipeline.js';
+import type { PipelineOptions, Progress } from './pipeline.js';
 import { DryRunSink } from './dry-run.js';
 import { createSink } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
@@ -115,6 +115,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     await log.write(startRecord(job, config, sinkDescription, opened, ledger?.tornBytes));
   };
   try {
+    // The chain (libmime, highland) is loaded by the job that runs it, not by a command line that is only recorded as refused.
+    const { runPipeline } = await import('./pipeline.js');
     // Without a ledger the key can still sign a staging run's index (an import checks it); for other sinks it would sign nothing.
     if (config.signingKey && !config.stateDir && !sinkKindOf(config.sink).toLowerCase().startsWith('azblob:')) {
       throw new PivotArchiveError(ErrorCode.USAGE, '--signing-key (or PIVOT_ARCHIVE_SIGNING_KEY) signs the ledger kept in --state-dir (and a staging run\'s index): give --state-dir too');

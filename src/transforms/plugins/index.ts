@@ -1,6 +1,8 @@
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import semver from 'semver';
+// The two functions, not all of semver (45 modules loaded by every run, plugins or none).
+import satisfies from 'semver/functions/satisfies.js';
+import validRange from 'semver/ranges/valid.js';
 import { ErrorCode, PivotArchiveError, RejectReason, errorMessage, type RejectReasonValue } from '../../errors.js';
 import { EVENT_TYPES, whyNotPluginHeader, type Item } from '../../model.js';
 import { defaultsOf } from '../../options/index.js';
@@ -97,10 +99,10 @@ export class PluginRegistry {
     if (typeof plugin.transform !== 'function') {
       throw new PivotArchiveError(ErrorCode.PLUGIN_INVALID, `${origin}: plugin ${plugin.name} has no transform function`);
     }
-    if (typeof plugin.hostApi !== 'string' || semver.validRange(plugin.hostApi) === null) {
+    if (typeof plugin.hostApi !== 'string' || validRange(plugin.hostApi) === null) {
       throw new PivotArchiveError(ErrorCode.PLUGIN_INVALID, `${origin}: plugin ${plugin.name} needs a semver range in hostApi`);
     }
-    if (!semver.satisfies(HOST_API_VERSION, plugin.hostApi)) {
+    if (!satisfies(HOST_API_VERSION, plugin.hostApi)) {
       throw new PivotArchiveError(
         ErrorCode.PLUGIN_VERSION,
         `${origin}: plugin ${plugin.name} wants host API ${plugin.hostApi}; this is ${HOST_API_VERSION}`,
