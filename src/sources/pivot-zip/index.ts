@@ -9,7 +9,7 @@ import type { Conversation, EventPosition, ExportContext, Manifest, SourceEvent,
 import { MembershipTimeline } from '../../formats/pivot-export/membership.js';
 import { checkEvent, isObject } from '../../formats/pivot-export/event.js';
 import { readZonedTime } from '../../formats/pivot-export/time.js';
-import { JsonArrayScanner, type ElementVisitor } from './json-array.js';
+import { JsonArrayError, JsonArrayScanner, type ElementVisitor } from './json-array.js';
 import { IdHashes } from './id-hashes.js';
 import { idKey } from '../../hash.js';
 import { DEFAULT_ZIP_LIMITS, isHostileEntryName, readCentralDirectory, readEntryBuffer, type EntryReadOptions, type OpenZipFile, type ZipDirectory, type ZipEntry, type ZipLimits } from '../../formats/zip/index.js';
@@ -468,9 +468,9 @@ async function firstPositions(path: string, files: ZipEntry[], blockCrcs: readon
   return first;
 }
 
-/** A file whose array is broken fails the archive (ARCHIVE_CONTENT). */
-function brokenArray(path: string, entry: ZipEntry, err: unknown): PivotArchiveError {
-  return err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err });
+/** A file whose array is broken fails the archive (ARCHIVE_CONTENT); any other error (the visitor's own) is as it was. */
+function brokenArray(path: string, entry: ZipEntry, err: unknown): unknown {
+  return err instanceof JsonArrayError ? new PivotArchiveError(ErrorCode.ARCHIVE_CONTENT, `${path}: ${entry.name} is not a JSON array of events: ${errorMessage(err)}`, { cause: err }) : err;
 }
 
 /** Every element of one messages file's array, visited as it is read (see ElementVisitor: nothing held). */
