@@ -109,6 +109,20 @@ test('id hashes that cannot be written to the temporary directory fail with E_TE
   t.true(err!.message.includes(missing), err!.message);
 });
 
+test('the plain id of an element within a chunk is read from its bounds alone: a pattern of the next element never counts for it', (t) => {
+  const elements = ['{"id":"a","t":"x"}', '{"id":"b","text":"line\\nbreak"}', '{"id":"c","t":"y"}', '{"id":"d","type":"join"}', '{"id":"e","t":"z"}', '{"id":"f","id":"g"}', '{"id":"h"}', '{"id":"i","type":"leave"}', '{"id":"j"}'];
+  const chunk = Buffer.from(`[${elements.join(',')}]`);
+  const ids = [];
+  for (let from = 1, k = 0; k < elements.length; k++) {
+    const to = from + Buffer.byteLength(elements[k]!);
+    ids.push(plainId(chunk, from, to));
+    from = to + 1;
+  }
+  t.deepEqual(ids, ['a', undefined, 'c', undefined, 'e', undefined, 'h', undefined, 'j']);
+  // The same elements each alone agree.
+  t.deepEqual(elements.map((e) => plainId(Buffer.from(e))), ids);
+});
+
 test('the checking pass reads an id from the bytes only when they plainly say it; a repeated key, an escape, a non-ASCII id or a join/leave is parsed', (t) => {
   t.is(plainId(Buffer.from('{"id":"m_1","type":"message","text":"hi"}')), 'm_1');
   for (const element of [
