@@ -3,8 +3,12 @@
 // (exit 4) instead of dying unrecorded (exit 143). A command that never takes them (status,
 // report...) gets the signal's usual end a moment later, unless it ends first by itself.
 
-/** How long a kept signal waits for a command to take it before it ends the process as usual. */
-const UNTAKEN_MS = 2000;
+/**
+ * How long a kept signal waits for a command to take it before it ends the process as usual:
+ * longer than the CLI takes to load on a host out of CPU (over 2 s was seen at a load of 10 on 2
+ * cores, and a run killed then is unrecorded); a command that takes no signals and ends sooner ends.
+ */
+const UNTAKEN_MS = 10_000;
 
 const arrived: NodeJS.Signals[] = [];
 let taken = false;
