@@ -129,8 +129,9 @@ function flagsOf(argv: Record<string, unknown>, args: string[]): Record<string, 
 }
 
 async function runCommand(config: RunConfig): Promise<number> {
+  // Loaded where the logger is (before the run): a module that cannot load (a broken install) fails the run with its record.
+  const [{ progressReporter }, { dryRunSummary, formatDryRun }, { run }, inboxRuns] = await Promise.all([import('./progress.js'), import('./dry-run.js'), import('./run.js'), config.inbox ? import('./state/inbox.js') : undefined]);
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
-    const [{ progressReporter }, { dryRunSummary, formatDryRun }] = await Promise.all([import('./progress.js'), import('./dry-run.js')]);
     const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const runOptions = { stop, progress: progress.report, progressEveryMs: progress.everyMs };
     const print = ({ summary, mailboxes }: RunResult, extra?: Record<string, unknown>) => {
@@ -139,8 +140,7 @@ async function runCommand(config: RunConfig): Promise<number> {
       process.stdout.write((config.json ? JSON.stringify({ ...(dry ?? summary), ...extra }) : dry ? formatDryRun(dry) : formatSummary(summary)) + '\n');
     };
     if (config.inbox) {
-      const { runInbox } = await import('./state/inbox.js');
-      const inbox = await runInbox(config, logger, runOptions);
+      const inbox = await inboxRuns!.runInbox(config, logger, runOptions);
       progress.end();
       // Every archive read or refused is said, a line each with --json: its summary, or what became of it (README "--json"); one gone before it was read is in the log only.
       for (const r of inbox.results) {
@@ -157,7 +157,6 @@ async function runCommand(config: RunConfig): Promise<number> {
       if (!config.json) process.stdout.write(`pivot-archive: inbox: ${handled} archive(s) ${config.dryRun ? 'read (dry run: none moved or recorded)' : 'handled'}, ${inbox.waiting.length} still being copied in${stopped ? `; stopped at ${stopped.archive} (it and the archives after it are left for the next run)` : ''}\n`);
       return inbox.exitCode;
     }
-    const { run } = await import('./run.js');
     const result = await run(config, logger, runOptions);
     progress.end();
     print(result);

@@ -500,9 +500,11 @@ async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEve
   let read: SourceEvent[] = [];
   const take: ElementVisitor = (bytes, from, to, index, offset, length) => {
     if (!bytes) return void read.push({ position: { file, index }, tooLarge: { offset, length } });
-    // A copy: a held event must not keep the (larger) chunk it came in alive.
-    const copy = Buffer.allocUnsafe(to - from);
-    bytes.copy(copy, 0, from, to);
+    // A copy: a held event must not keep the (larger) chunk it came in alive; bytes that are all
+    // their own memory (an event over several chunks, put together) are kept as they are.
+    const own = from === 0 && to === bytes.length && bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length;
+    const copy = own ? bytes : Buffer.allocUnsafe(to - from);
+    if (!own) bytes.copy(copy, 0, from, to);
     read.push({ position: { file, index }, bytes: copy });
   };
   const stream = entry.open(reads);
