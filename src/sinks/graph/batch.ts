@@ -11,6 +11,7 @@
 // sends again).
 import { type GraphClient, UncertainError, graphErrorOf, retryAfterMs } from './client.js';
 import { errorMessage } from '../../errors.js';
+import { batchResponses, createdId } from './answer.js';
 
 /** How long a create may wait for others of its mailbox to fill a batch. */
 const LINGER_MS = 500;
@@ -75,8 +76,8 @@ export class CreateBatches {
   }
 
   private async alone(mailbox: string, path: string, body: Buffer): Promise<unknown> {
-    const made = await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body, once: true });
-    return idOf(made.json);
+    const made = await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body, once: true, raw: true });
+    return createdId(made.bytes!);
   }
 
   private of(mailbox: string): MailboxCreates {
@@ -139,9 +140,9 @@ export class CreateBatches {
       const [only] = batch as [Waiting];
       return this.alone(mailbox, only.path, only.body).then(only.resolve, only.reject);
     }
-    let answer: unknown;
+    let answer: Buffer;
     try {
-      answer = (await this.client.send(mailbox, { method: 'POST', path: '/v1.0/$batch', contentType: 'application/json', body: batchBody(batch, sequential), once: true, slots: sequential ? 1 : batch.length })).json;
+      answer = (await this.client.send(mailbox, { method: 'POST', path: '/v1.0/$batch', contentType: 'application/json', body: batchBody(batch, sequential), once: true, slots: sequential ? 1 : batch.length, raw: true })).bytes!;
     } catch (err) {
       // The batch may still be running at Graph when its answer is lost: the look-up waits a quarter
       // second a create of it at least (a create takes Graph 0.1-0.5 s; it runs 4 at once, but may run
@@ -154,8 +155,7 @@ export class CreateBatches {
       return;
     }
     const byId = new Map<string, BatchAnswer>();
-    const responses = (answer as { responses?: unknown } | undefined)?.responses;
-    for (const r of Array.isArray(responses) ? (responses as unknown[]) : []) {
+    for (const r of batchResponses(answer) ?? []) {
       if (typeof r === 'object' && r !== null && typeof (r as BatchAnswer).status === 'number') byId.set(String((r as BatchAnswer).id), r as BatchAnswer);
     }
     const again: Waiting[] = [];

@@ -50,7 +50,7 @@ export interface GraphResponse {
   headers: IncomingHttpHeaders;
   /** The parsed JSON body, or undefined when empty or not JSON. */
   json: unknown;
-  /** The raw body, when asked for (`$value`). */
+  /** The raw body, when asked for (`$value`, a create's answer). */
   bytes?: Buffer;
 }
 
@@ -65,7 +65,7 @@ export interface GraphRequest {
   once?: boolean;
   /** No Authorization header (an upload URL carries its own authorization, and refuses a bearer). */
   anonymous?: boolean;
-  /** Keep the raw body (`$value`). */
+  /** Keep the raw body, not parsed when a 2xx (`$value`; a create's answer, read by answer.ts). */
   raw?: boolean;
   /** Attempts after the first, if not the client's `retries` (open() tries briefly). */
   retries?: number;
@@ -168,47 +168,53 @@ export class GraphClient {
    * says; resolves a 2xx answer and rejects a GraphError for any other (or PivotArchiveError when
    * stopped). `mailbox` undefined: a request of no mailbox (not counted against one).
    */
-  async send(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
-    let attempt = 0;
-    let renewed = false;
-    for (;;) {
-      this.throwIfStopped();
-      let answer: GraphResponse | undefined;
-      let failure: unknown;
-      try {
-        answer = await this.once(mailbox, request);
-      } catch (err) {
+  send(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
+    return this.attempt(mailbox, request, 0, false);
+  }
+
+  // A request waits for its answer 100 ms and more, hundreds at once: the functions it waits in are
+  // not async ones (`attempt`, `once`, `fetch`'s end), whose suspended frames outlived V8's young
+  // generation and were promoted (see GraphSink.store).
+  /** Attempt `attempt` (0 the first) of `send`; `renewed`: a new token was asked for after a 401. */
+  private attempt(mailbox: string | undefined, request: GraphRequest, attempt: number, renewed: boolean): Promise<GraphResponse> {
+    if (this.stopped) return Promise.reject(stoppedError());
+    return this.once(mailbox, request).then(
+      (answer) => (answer.status < 300 ? answer : this.afterFailure(mailbox, request, attempt, renewed, answer, undefined)),
+      (err: unknown) => {
         if (err instanceof PivotArchiveError) throw err;
-        failure = err;
-      }
-      if (answer && answer.status < 300) return answer;
-      const error = answer ? graphErrorOf(answer.status, answer.json) : undefined;
-      if (error?.status === 401 && !request.anonymous && !renewed) {
-        // An expired or revoked token: ask for a new one, once.
-        renewed = true;
-        this.renewToken();
-        continue;
-      }
-      const transient = !answer || answer.status >= 500 || answer.status === 429;
-      const retryAfter = answer ? retryAfterMs(answer.headers) : undefined;
-      // Whatever attempts are left: the caller must look before it gives up (a 429 was not carried out).
-      if (transient && request.once && answer?.status !== 429) throw new UncertainError(error ? error.message : `network failure: ${errorMessage(failure)}`, retryAfter);
-      if (!transient || attempt >= (request.retries ?? this.options.retries)) {
-        if (error) throw error;
-        throw new GraphError(0, 'NetworkError', errorMessage(failure));
-      }
-      attempt++;
-      this.stats.retried++;
-      if (answer?.status === 429) {
-        this.stats.throttled++;
-        // Throttling is per mailbox: every request of that mailbox waits, not this one alone.
-        const wait = this.retryWait(attempt, retryAfter);
-        if (mailbox !== undefined) this.holdOff(mailbox, wait);
-        else await this.sleep(wait);
-      } else {
-        await this.sleep(this.retryWait(attempt, retryAfter));
-      }
+        return this.afterFailure(mailbox, request, attempt, renewed, undefined, err);
+      },
+    );
+  }
+
+  /** An attempt answered with an error (`answer`) or not at all (`failure`): tried again as the header comment says, or its error. */
+  private async afterFailure(mailbox: string | undefined, request: GraphRequest, attempt: number, renewed: boolean, answer: GraphResponse | undefined, failure: unknown): Promise<GraphResponse> {
+    const error = answer ? graphErrorOf(answer.status, answer.json) : undefined;
+    if (error?.status === 401 && !request.anonymous && !renewed) {
+      // An expired or revoked token: ask for a new one, once.
+      this.renewToken();
+      return this.attempt(mailbox, request, attempt, true);
     }
+    const transient = !answer || answer.status >= 500 || answer.status === 429;
+    const retryAfter = answer ? retryAfterMs(answer.headers) : undefined;
+    // Whatever attempts are left: the caller must look before it gives up (a 429 was not carried out).
+    if (transient && request.once && answer?.status !== 429) throw new UncertainError(error ? error.message : `network failure: ${errorMessage(failure)}`, retryAfter);
+    if (!transient || attempt >= (request.retries ?? this.options.retries)) {
+      if (error) throw error;
+      throw new GraphError(0, 'NetworkError', errorMessage(failure));
+    }
+    attempt++;
+    this.stats.retried++;
+    if (answer?.status === 429) {
+      this.stats.throttled++;
+      // Throttling is per mailbox: every request of that mailbox waits, not this one alone.
+      const wait = this.retryWait(attempt, retryAfter);
+      if (mailbox !== undefined) this.holdOff(mailbox, wait);
+      else await this.sleep(wait);
+    } else {
+      await this.sleep(this.retryWait(attempt, retryAfter));
+    }
+    return this.attempt(mailbox, request, attempt, renewed);
   }
 
   /**
@@ -250,22 +256,44 @@ export class GraphClient {
   }
 
   /** One attempt, in a slot of its mailbox and one of the whole client. */
-  private async once(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
+  private once(mailbox: string | undefined, request: GraphRequest): Promise<GraphResponse> {
     const state = mailbox === undefined ? undefined : this.mailbox(mailbox);
     const slots = Math.min(request.slots ?? 1, this.options.concurrency);
-    if (state && !state.slots.tryTake(slots)) await state.slots.wait(slots);
+    if (state && !state.slots.tryTake(slots)) return this.onceWaiting(state, slots, request, false);
+    if ((state && state.pausedUntil > Date.now()) || !this.all.tryTake(slots)) return this.onceWaiting(state, slots, request, true);
+    return this.fetchIn(state, slots, request);
+  }
+
+  /** `once` when it must wait: for its mailbox's slots (unless it `holds` them already), for the mailbox's pause, or for the client's slots. */
+  private async onceWaiting(state: MailboxState | undefined, slots: number, request: GraphRequest, holds: boolean): Promise<GraphResponse> {
+    if (state && !holds) await state.slots.wait(slots);
     try {
       // A 429 for this mailbox pauses it: wait in the slot, so no other request of it goes either.
       while (state && state.pausedUntil > Date.now()) await this.sleep(state.pausedUntil - Date.now());
       if (!this.all.tryTake(slots)) await this.all.wait(slots);
-      try {
-        return await this.fetch(request);
-      } finally {
-        this.all.give(slots);
-      }
-    } finally {
+    } catch (err) {
       state?.slots.give(slots);
+      throw err;
     }
+    return this.fetchIn(state, slots, request);
+  }
+
+  /** The request sent in the slots taken (`slots` of the client's, and of its mailbox's), given back once it is answered. */
+  private fetchIn(state: MailboxState | undefined, slots: number, request: GraphRequest): Promise<GraphResponse> {
+    const giveBack = () => {
+      this.all.give(slots);
+      state?.slots.give(slots);
+    };
+    return this.fetch(request).then(
+      (answer) => {
+        giveBack();
+        return answer;
+      },
+      (err: unknown) => {
+        giveBack();
+        throw err;
+      },
+    );
   }
 
   private async fetch(request: GraphRequest): Promise<GraphResponse> {
@@ -280,23 +308,14 @@ export class GraphClient {
     const target = PLAIN_PATH.test(request.path) ? this.origin : urlToHttpOptions(new URL(/^https?:/.test(request.path) ? request.path : `${this.options.endpoint}${request.path}`));
     const path = target === this.origin ? request.path : target.path;
     this.stats.requests++;
-    let answer: Exchanged;
-    try {
-      answer = await this.exchange(target, path, request.method, headers, body);
-    } catch (err) {
-      this.throwIfStopped();
-      throw new Error(redactSecrets(`${request.method} ${target.protocol}//${target.hostname}${target.port ? `:${target.port}` : ''}${(path ?? '').replace(/\?.*/, '')}: ${errorMessage(err)}`));
-    }
-    const { status, bytes } = answer;
-    let json: unknown;
-    if (!request.raw || status >= 300) {
-      try {
-        json = bytes.length > 0 ? JSON.parse(bytes.toString('utf8')) : undefined;
-      } catch {
-        json = undefined;
-      }
-    }
-    return request.raw ? { status, headers: answer.headers, json, bytes } : { status, headers: answer.headers, json };
+    // Returned, not awaited (see `attempt`).
+    return this.exchange(target, path, request.method, headers, body).then(
+      (answer) => answerOf(request, answer),
+      (err: unknown) => {
+        this.throwIfStopped();
+        throw new Error(redactSecrets(`${request.method} ${target.protocol}//${target.hostname}${target.port ? `:${target.port}` : ''}${(path ?? '').replace(/\?.*/, '')}: ${errorMessage(err)}`));
+      },
+    );
   }
 
   /** The Authorization header of a token, made once per token (not a new string of a JWT's length per request). */
@@ -370,6 +389,20 @@ export class GraphClient {
   }
 }
 
+
+/** What an exchange answered, as `send` gives it: the body parsed as JSON unless `raw` keeps a 2xx's bytes. */
+function answerOf(request: GraphRequest, answer: Exchanged): GraphResponse {
+  const { status, bytes } = answer;
+  let json: unknown;
+  if (!request.raw || status >= 300) {
+    try {
+      json = bytes.length > 0 ? JSON.parse(bytes.toString('utf8')) : undefined;
+    } catch {
+      json = undefined;
+    }
+  }
+  return request.raw ? { status, headers: answer.headers, json, bytes } : { status, headers: answer.headers, json };
+}
 
 const STOPPED_REASON = 'stopped by a signal before it was stored (a re-run delivers it)';
 

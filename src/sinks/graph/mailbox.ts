@@ -146,8 +146,16 @@ export function listedOf(message: Record<string, unknown>): Listed {
  * by page (`@odata.nextLink`), 1000 a page.
  */
 export function listFolder(client: GraphClient, mailbox: string, folderId: string, window?: { from: number; to: number }, fields = MESSAGE_FIELDS): Promise<Listed[]> {
-  const filter = window ? `sentDateTime ge ${new Date(window.from).toISOString()} and sentDateTime lt ${new Date(window.to).toISOString()}` : undefined;
-  return listMessages(client, mailbox, folderId, filter, { fields });
+  return listMessages(client, mailbox, folderId, windowFilter(window), { fields });
+}
+
+/** As `listFolder`, each message given to `visit` as its page comes, none kept (a day of many messages is not held at once). */
+export function eachInFolder(client: GraphClient, mailbox: string, folderId: string, window: { from: number; to: number }, visit: (message: Listed) => void): Promise<void> {
+  return eachMessage(client, mailbox, folderId, windowFilter(window), visit);
+}
+
+function windowFilter(window: { from: number; to: number } | undefined): string | undefined {
+  return window ? `sentDateTime ge ${new Date(window.from).toISOString()} and sentDateTime lt ${new Date(window.to).toISOString()}` : undefined;
 }
 
 /**
@@ -156,16 +164,21 @@ export function listFolder(client: GraphClient, mailbox: string, folderId: strin
  * `maxPages` pages is an error.
  */
 export async function listMessages(client: GraphClient, mailbox: string, folderId: string, filter: string | undefined, options: { fields?: string; maxPages?: number; retries?: number } = {}): Promise<Listed[]> {
-  let next: string | undefined = `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${options.fields ?? MESSAGE_FIELDS}${filter !== undefined ? `&$filter=${encodeURIComponent(filter)}` : ''}&$top=1000`;
   const found: Listed[] = [];
+  await eachMessage(client, mailbox, folderId, filter, (m) => found.push(m), options);
+  return found;
+}
+
+/** As `listMessages`, each message given to `visit` as its page comes. */
+async function eachMessage(client: GraphClient, mailbox: string, folderId: string, filter: string | undefined, visit: (message: Listed) => void, options: { fields?: string; maxPages?: number; retries?: number } = {}): Promise<void> {
+  let next: string | undefined = `${GraphClient.user('v1.0', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/messages?${options.fields ?? MESSAGE_FIELDS}${filter !== undefined ? `&$filter=${encodeURIComponent(filter)}` : ''}&$top=1000`;
   for (let pages = 0; next; pages++) {
     if (pages === options.maxPages) throw new Error(`more than ${options.maxPages * 1000} messages of the folder match ${filter}`);
     const page: GraphResponse = await client.send(mailbox, { method: 'GET', path: next, ...(options.retries !== undefined ? { retries: options.retries } : {}) });
     const body = page.json as { value?: Record<string, unknown>[]; '@odata.nextLink'?: string };
-    for (const message of body.value ?? []) found.push(listedOf(message));
+    for (const message of body.value ?? []) visit(listedOf(message));
     next = body['@odata.nextLink'];
   }
-  return found;
 }
 
 /**
