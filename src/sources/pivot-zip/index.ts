@@ -475,10 +475,21 @@ function brokenArray(path: string, entry: ZipEntry, err: unknown): unknown {
 
 /** Every element of one messages file's array, visited as it is read (see ElementVisitor: nothing held). */
 async function scanEntry(path: string, entry: ZipEntry, maxEventBytes: number, reads: EntryReadOptions, visit: ElementVisitor): Promise<void> {
+  for await (const _ of scannedChunks(path, entry, maxEventBytes, reads, visit));
+}
+
+/**
+ * Reads one messages file, visiting the elements of each chunk read, and yields after each chunk
+ * (the caller takes what its visitor gathered); a broken array fails as `brokenArray` says.
+ */
+async function* scannedChunks(path: string, entry: ZipEntry, maxEventBytes: number, reads: EntryReadOptions, visit: ElementVisitor): AsyncGenerator<void> {
   const scanner = new JsonArrayScanner(maxEventBytes);
   const stream = entry.open(reads);
   try {
-    for await (const chunk of stream) scanner.scan(chunk as Buffer, visit);
+    for await (const chunk of stream) {
+      scanner.scan(chunk as Buffer, visit);
+      yield;
+    }
     scanner.end();
   } catch (err) {
     throw brokenArray(path, entry, err);
@@ -495,7 +506,6 @@ const PARSED_BATCH = 64;
 
 /** The events of one messages file, in batches: each element's exact bytes (a copy) and parsed value, or why not. */
 async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEventBytes: number, reads: EntryReadOptions): AsyncGenerator<SourceEvent[]> {
-  const scanner = new JsonArrayScanner(maxEventBytes);
   // The events that end in the chunk read, not yet parsed.
   let read: SourceEvent[] = [];
   const take: ElementVisitor = (bytes, from, to, index, offset, length) => {
@@ -507,24 +517,15 @@ async function* eventBatches(path: string, entry: ZipEntry, file: number, maxEve
     if (!own) bytes.copy(copy, 0, from, to);
     read.push({ position: { file, index }, bytes: copy });
   };
-  const stream = entry.open(reads);
-  try {
-    for await (const chunk of stream) {
-      scanner.scan(chunk as Buffer, take);
-      const events = read;
-      read = [];
-      while (events.length > 0) {
-        // Taken out as parsed: a chunk's parsed events held until its end outlived the young generation.
-        const batch = events.splice(0, PARSED_BATCH);
-        for (const event of batch) if (event.bytes) parse(event, event.bytes);
-        yield batch;
-      }
+  for await (const _ of scannedChunks(path, entry, maxEventBytes, reads, take)) {
+    const events = read;
+    read = [];
+    while (events.length > 0) {
+      // Taken out as parsed: a chunk's parsed events held until its end outlived the young generation.
+      const batch = events.splice(0, PARSED_BATCH);
+      for (const event of batch) parse(event);
+      yield batch;
     }
-    scanner.end();
-  } catch (err) {
-    throw brokenArray(path, entry, err);
-  } finally {
-    stream.destroy();
   }
 }
 
@@ -552,19 +553,18 @@ function standsAt(bytes: Buffer, at: number, to: number, pattern: Buffer): boole
  */
 export function plainId(bytes: Buffer, from = 0, to = bytes.length): string | undefined {
   if (!standsAt(bytes, from, to, PLAIN_START)) return undefined;
-  const n = to;
   let end = from + PLAIN_START.length;
-  for (; end < n; end++) {
+  for (; end < to; end++) {
     const b = bytes[end]!;
     if (b === QUOTE) break;
     if (b === BACKSLASH || b >= 0x80) return undefined;
   }
-  if (end >= n) return undefined;
+  if (end >= to) return undefined;
   // One plain loop over the rest (a native indexOf per pattern cost more than the whole loop).
-  for (let i = end + 1; i < n; i++) {
+  for (let i = end + 1; i < to; i++) {
     const b = bytes[i]!;
     if (b === BACKSLASH) return undefined;
-    if (b === QUOTE && (standsAt(bytes, i, n, ID_KEY) || standsAt(bytes, i, n, JOIN) || standsAt(bytes, i, n, LEAVE))) return undefined;
+    if (b === QUOTE && (standsAt(bytes, i, to, ID_KEY) || standsAt(bytes, i, to, JOIN) || standsAt(bytes, i, to, LEAVE))) return undefined;
   }
   return bytes.toString('latin1', from + PLAIN_START.length, end);
 }
@@ -578,8 +578,10 @@ function parsed(bytes: Buffer, from: number, to: number): unknown {
   }
 }
 
-/** Reads the event's bytes: parsed, or why not. */
-function parse(event: SourceEvent, bytes: Buffer): void {
+/** Reads the event's bytes, if it holds them (not too large): parsed, or why not. */
+function parse(event: SourceEvent): void {
+  const bytes = event.bytes;
+  if (!bytes) return;
   // Decoded as usual (a bad sequence reads U+FFFD); where the first bad byte stands is said.
   if (!isUtf8(bytes)) event.invalidUtf8At = firstInvalidUtf8(bytes);
   try {
