@@ -110,6 +110,9 @@ test('a create answer: the id read is what JSON.parse reads, whatever else the m
     '{"id":"x" "y":1}',
     '\n\t{"id":"spaced"}\r\n',
     '{"__proto__":{"id":"p"},"id":"own"}',
+    // A key whose escape is not JSON: no id, as JSON.parse reads none (not an error of its own).
+    '{"\\uZZZZ":1,"id":"made"}',
+    '{"id":"made","k\\q":1}',
   ];
   for (const text of cases) t.deepEqual(createdId(Buffer.from(text)), expectedId(text), text);
   const next = random(7);
@@ -145,6 +148,8 @@ test('a batch answer: the responses read are what JSON.parse reads, 2xx bodies c
     '{"responses":[{"id":"1","st\\u0061tus":201,"extra":[1,{"id":"no"}],"body":{"i\\u0064":"a"}}]}',
     '{"responses":[{"id":"1","status":201,"body":{"id":"a"}}]',
     '{"responses":[{"id":"1","status":201,"body":{"id":"a"}}]}}',
+    '{"responses":[{"id":"1","\\uZZZZ":0,"status":201,"body":{"id":"a"}}]}',
+    '{"responses":[{"id":"1","status":201,"body":{"\\x":1,"id":"a"}}]}',
     '',
   ];
   for (const text of cases) t.deepEqual(batchResponses(Buffer.from(text)), expectedResponses(text), text);

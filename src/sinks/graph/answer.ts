@@ -158,7 +158,15 @@ class JsonBytes {
     const length = end - at - 2;
     for (let i = at + 1; i < end - 1; i++) {
       // A key with an escape in it (never one of Graph's): read as JSON.parse reads it.
-      if (b[i] === BACKSLASH) return names.find((name) => name === JSON.parse(b.toString('utf8', at, end))) ?? '';
+      if (b[i] === BACKSLASH) {
+        let text: unknown;
+        try {
+          text = JSON.parse(b.toString('utf8', at, end));
+        } catch {
+          throw MALFORMED;
+        }
+        return names.find((name) => name === text) ?? '';
+      }
     }
     for (const name of names) {
       if (name.length !== length) continue;

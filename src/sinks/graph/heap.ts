@@ -11,20 +11,23 @@ const GRAPH_HEAP_FLAGS = '--no-optimize-for-size --heap-growing-percent=25';
 /** The CLI's launch flags, as V8 had them before. */
 const LAUNCH_HEAP_FLAGS = '--optimize-for-size --heap-growing-percent=0';
 
-let sinksOpen = 0;
+/** The Graph sinks open (each once, however often it says so): the flags stay while any is. */
+const open = new Set<object>();
 let changed = false;
 
-/** A Graph sink opened. A process not started with the CLI's --optimize-for-size, or given a heap flag of its own, is left as it is. */
-export function graphSinkOpened(): void {
-  if (sinksOpen++ > 0) return;
-  const flags = process.execArgv;
-  changed = flags.includes('--optimize-for-size') && !flags.some((f) => f.startsWith('--heap-growing-percent') || f === '--no-optimize-for-size');
+/** `sink` opened. A process not started with the CLI's --optimize-for-size, or given a heap flag of its own (also in NODE_OPTIONS), is left as it is. */
+export function graphSinkOpened(sink: object): void {
+  if (open.has(sink)) return;
+  open.add(sink);
+  if (open.size > 1) return;
+  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  changed = flags.includes('--optimize-for-size') && !flags.some((f) => /^--(no[-_])?(heap[-_]growing[-_]percent|optimize[-_]for[-_]size)/.test(f) && f !== '--optimize-for-size');
   if (changed) setFlagsFromString(GRAPH_HEAP_FLAGS);
 }
 
-/** A Graph sink that opened has closed. */
-export function graphSinkClosed(): void {
-  if (--sinksOpen > 0 || !changed) return;
+/** `sink` has closed (whether or not it opened). */
+export function graphSinkClosed(sink: object): void {
+  if (!open.delete(sink) || open.size > 0 || !changed) return;
   changed = false;
   setFlagsFromString(LAUNCH_HEAP_FLAGS);
 }

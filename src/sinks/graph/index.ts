@@ -3,7 +3,7 @@ import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js'
 import type { Delivery } from '../../model.js';
 import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
-import { GraphClient, GraphError, UncertainError, mailboxUnusable } from './client.js';
+import { GraphClient, GraphError, UncertainError, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
@@ -213,17 +213,19 @@ export class GraphSink extends LifecycleSink implements Sink {
    * Entra ID again.
    */
   private failure: PivotArchiveError | undefined;
+  /** close() was called (it may come while open() still proves access). */
+  private closeCalled = false;
   protected readonly lifecycle = new SinkLifecycle('graph', {
     open: async () => {
       await proveAccess(this.config, this.tokens, this.client);
-      graphSinkOpened();
+      // A close that came while access was being proved never flushes: nothing is held for it.
+      if (!this.closeCalled) graphSinkOpened(this);
     },
     flush: async () => {
       try {
         await this.removeCopiesOfOthers();
       } finally {
         this.client.close();
-        graphSinkClosed();
       }
     },
   });
@@ -239,6 +241,11 @@ export class GraphSink extends LifecycleSink implements Sink {
     this.maxInFlight = config.mailboxes * config.concurrency * 32;
     ({ tokens: this.tokens, client: this.client } = graphAccess(config, stop));
     this.batches = new CreateBatches(this.client, config.batch, config.concurrency, config.retries);
+  }
+
+  override close(): Promise<void> {
+    this.closeCalled = true;
+    return super.close().finally(() => graphSinkClosed(this));
   }
 
   // A delivery waits for its mailbox's slots for up to seconds. The functions it waits in are not
@@ -633,7 +640,14 @@ export class GraphSink extends LifecycleSink implements Sink {
     const seen = new Set<string>();
     const extra: Listed[] = [];
     for (const m of copies) {
-      const served = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}/$value`, raw: true });
+      let served: GraphResponse;
+      try {
+        served = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}/$value`, raw: true });
+      } catch {
+        // Gone (another writer closing removed it) or not readable now: not compared, so never
+        // removed, and the item's other copies are still compared (one failure ended the mailbox's check).
+        continue;
+      }
       const content = messageVersion(served.bytes!);
       if (seen.has(content)) extra.push(m);
       else seen.add(content);
