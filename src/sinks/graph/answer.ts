@@ -33,7 +33,7 @@ export function createdId(bytes: Buffer): unknown {
     return id;
   } catch (err) {
     if (!(err instanceof Malformed)) throw err;
-    return (parsedWhole(bytes) as { id?: unknown } | null | undefined)?.id;
+    return idOf(parsedWhole(bytes));
   }
 }
 
@@ -50,6 +50,11 @@ export function batchResponses(bytes: Buffer): unknown[] | undefined {
     const whole = (parsedWhole(bytes) as { responses?: unknown } | null | undefined)?.responses;
     return Array.isArray(whole) ? whole : undefined;
   }
+}
+
+/** The `id` of a create's answer, whatever the answer is (undefined when it is no object). */
+export function idOf(answer: unknown): unknown {
+  return (answer as { id?: unknown } | null | undefined)?.id;
 }
 
 function parsedWhole(bytes: Buffer): unknown {

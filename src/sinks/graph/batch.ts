@@ -11,7 +11,7 @@
 // sends again).
 import { type GraphClient, UncertainError, graphErrorOf, retryAfterMs } from './client.js';
 import { errorMessage } from '../../errors.js';
-import { batchResponses, createdId } from './answer.js';
+import { batchResponses, createdId, idOf } from './answer.js';
 
 /** How long a create may wait for others of its mailbox to fill a batch. */
 const LINGER_MS = 500;
@@ -238,11 +238,6 @@ function batchBody(batch: Waiting[], sequential: boolean): Buffer {
 
 const BATCH_OPEN = '{"requests":[';
 const BATCH_CLOSE = ']}';
-
-/** The `id` of a create's answer, whatever the answer is (undefined when it is no object). */
-function idOf(answer: unknown): unknown {
-  return (answer as { id?: unknown } | null | undefined)?.id;
-}
 
 function lowerCased(headers: Record<string, string> | undefined): Record<string, string> {
   const out: Record<string, string> = {};

@@ -5,7 +5,7 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
+import { dayWindow, eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
@@ -381,7 +381,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     let listing = run.days.get(day);
     if (!listing) {
       // A folder this run created held nothing: what it holds now is what this run wrote, known already.
-      listing = run.fresh ? Promise.resolve(dayListing([])) : listFolder(this.client, mailbox, folderId, { from: day * DAY, to: (day + 1) * DAY }).then(dayListing);
+      listing = run.fresh ? Promise.resolve(dayListing([])) : listFolder(this.client, mailbox, folderId, dayWindow(day)).then(dayListing);
       run.days.set(day, listing);
       listing.catch(() => run.days.delete(day));
     }
@@ -576,7 +576,7 @@ export class GraphSink extends LifecycleSink implements Sink {
           // read for the keys of this run's items held more than once, and read again, for those
           // alone, only when there are any. Every message of the day kept at once made the close the
           // peak of a large day, growing with it (the 60,000-event bench: 20-40 MB over the rest of the run).
-          const window = { from: day * DAY, to: (day + 1) * DAY };
+          const window = dayWindow(day);
           const once = new Set<number>();
           const again = new Set<number>();
           await eachInFolder(this.client, mailbox, folderId, window, (m) => {

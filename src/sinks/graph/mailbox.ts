@@ -154,6 +154,13 @@ export function eachInFolder(client: GraphClient, mailbox: string, folderId: str
   return eachMessage(client, mailbox, folderId, windowFilter(window), visit);
 }
 
+const DAY_MS = 86_400_000;
+
+/** The window of UTC day `day` (days since the epoch), as listFolder takes it. */
+export function dayWindow(day: number): { from: number; to: number } {
+  return { from: day * DAY_MS, to: (day + 1) * DAY_MS };
+}
+
 function windowFilter(window: { from: number; to: number } | undefined): string | undefined {
   return window ? `sentDateTime ge ${new Date(window.from).toISOString()} and sentDateTime lt ${new Date(window.to).toISOString()}` : undefined;
 }
