@@ -1,6 +1,6 @@
 import { ErrorCode, FailReason, errorCodeOf, errorMessage } from '../errors.js';
 import type { RejectsFolder } from '../formats/rejects/index.js';
-import type { EventPosition, ExportContext, Rejection } from '../model.js';
+import type { Delivery, EventPosition, ExportContext, Rejection } from '../model.js';
 import { sha256Hex } from '../hash.js';
 import type { Sink, Stored } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
@@ -90,7 +90,23 @@ export class Settler {
 
   /** False (or `storage-fault`) when the sink did not store it. A status log that cannot be written stops the run. */
   private async deliver({ delivery: d }: UnitOf<'delivery'>): Promise<boolean | 'storage-fault'> {
-    const line: OutcomeLine = {
+    let stored: Stored;
+    try {
+      stored = await this.sink.write(d);
+    } catch (err) {
+      await this.recorder.failed(this.outcomeLine(d), FailReason.SINK_ERROR, errorMessage(err));
+      // The sink refuses its own spec (a folder name the server will never take): every write would
+      // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).
+      if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) this.halt(err as Error);
+      return STORAGE_FAULTS.has((err as NodeJS.ErrnoException).code ?? '') ? 'storage-fault' : false;
+    }
+    await this.recorder.delivered(this.outcomeLine(d, stored.location), stored.outcome);
+    return true;
+  }
+
+  /** Built once the sink has answered: a line held through the write would outlive the young generation with every slow delivery. */
+  private outcomeLine(d: Delivery, location?: string): OutcomeLine {
+    return {
       exportId: d.exportId,
       itemId: d.itemId,
       conversationId: d.conversationId,
@@ -99,20 +115,8 @@ export class Settler {
       sentAt: this.sentAtText(d.internalDate),
       size: d.message.length,
       sha256: this.sha256Of(d.message),
+      location,
     };
-    let stored: Stored;
-    try {
-      stored = await this.sink.write(d);
-    } catch (err) {
-      await this.recorder.failed(line, FailReason.SINK_ERROR, errorMessage(err));
-      // The sink refuses its own spec (a folder name the server will never take): every write would
-      // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).
-      if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) this.halt(err as Error);
-      return STORAGE_FAULTS.has((err as NodeJS.ErrnoException).code ?? '') ? 'storage-fault' : false;
-    }
-    line.location = stored.location;
-    await this.recorder.delivered(line, stored.outcome);
-    return true;
   }
 
   private readonly sentAtText = isoTimes();
