@@ -5,7 +5,7 @@ import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { dayWindow, eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
+import { dayOf, dayWindow, eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
@@ -14,7 +14,6 @@ import { messageVersion } from '../../formats/message/export-id.js';
 import { eachLimited } from '../held.js';
 import { graphSinkClosed, graphSinkOpened } from './heap.js';
 
-const DAY = 86_400_000;
 /** The mailbox `open()` asks for when no `probe=` names one: no tenant holds it (`.invalid`, RFC 6761). */
 export const PROBE_MAILBOX = 'pivot-archive-credential-check@invalid';
 /** Attempts `open()` makes at most to reach Graph. */
@@ -285,7 +284,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const folderId = await (run.folder ??= this.folder(mailbox, run));
     const version = this.versionOf(delivery);
     const key = versionKey(delivery.messageId, delivery.internalDate, this.storedVersion(delivery));
-    const day = Math.floor(delivery.internalDate / DAY);
+    const day = dayOf(delivery.internalDate);
     const listing = await this.day(mailbox, run, folderId, day);
     const held = listing.held;
     // This version, or a message of the item whose version cannot be told (taken for any). Another

@@ -156,6 +156,11 @@ export function eachInFolder(client: GraphClient, mailbox: string, folderId: str
 
 const DAY_MS = 86_400_000;
 
+/** The UTC day (days since the epoch) of a time in milliseconds: the unit the sink lists and checks by. */
+export function dayOf(ms: number): number {
+  return Math.floor(ms / DAY_MS);
+}
+
 /** The window of UTC day `day` (days since the epoch), as listFolder takes it. */
 export function dayWindow(day: number): { from: number; to: number } {
   return { from: day * DAY_MS, to: (day + 1) * DAY_MS };

@@ -9,7 +9,7 @@ import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMe
 import { GraphClient, GraphError, mailboxUnusable } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { graphAccess, proveAccess } from './index.js';
-import { COMPARED_FIELDS, dayWindow, deliveredSha256, graphLocation, halfCreated, identity, isOurs, listFolder, listedKey, listedOf, parseGraphLocation, resolveFolder, stampFields, type Listed } from './mailbox.js';
+import { COMPARED_FIELDS, dayOf, dayWindow, deliveredSha256, graphLocation, halfCreated, identity, isOurs, listFolder, listedKey, listedOf, parseGraphLocation, resolveFolder, stampFields, type Listed } from './mailbox.js';
 import { eachLimited } from '../held.js';
 
 /** Messages read back at once per mailbox (the client keeps to the per-mailbox limit in any case). */
@@ -59,7 +59,7 @@ export class GraphReader implements StoreReader {
     let listed: Listed[];
     try {
       if (sample) {
-        const days = [...new Set(wanted.filter((w) => !held.has(w)).map((w) => Math.floor(Date.parse(w.sentAt) / 86_400_000)))];
+        const days = [...new Set(wanted.filter((w) => !held.has(w)).map((w) => dayOf(Date.parse(w.sentAt))))];
         listed = (await Promise.all(days.map((d) => listFolder(this.client, mailbox, folderId!, dayWindow(d), COMPARED_FIELDS)))).flat();
       } else listed = await listFolder(this.client, mailbox, folderId, undefined, COMPARED_FIELDS);
     } catch (err) {
