@@ -9,14 +9,22 @@ import { locationKeptApart, type WantedMessage } from './sinks/index.js';
 import type { LedgerLine } from './ledger/writer.js';
 import { temporarySpaceError } from './errors.js';
 import { secondOf } from './sinks/held.js';
+import { recordedVersion } from './ledger/version.js';
 
 /** A (mailbox, message) the ledger says the store holds, with the sha256 it was delivered with (absent: found there, never delivered by this ledger). */
 export interface Expected extends WantedMessage {
   mailbox: string;
   itemId: string;
   sha256?: string;
+  /**
+   * The version digest (sha256 less X-Pivot-Export-Id) the record of `sha256` carries, when it
+   * carries one (src/ledger/version.ts): a copy of that version answers for it, intact by version.
+   */
+  version?: string;
   /** The bytes this tool would deliver, when it found the message already there (skipped). */
   builtSha256?: string;
+  /** The version digest the record of `builtSha256` carries, when it carries one. */
+  builtVersion?: string;
   /** A record in the scope asked (--export, --since) names it. */
   inScope: boolean;
   /**
@@ -24,7 +32,7 @@ export interface Expected extends WantedMessage {
    * identity (IMAP, Graph): each sha256 the store must still hold beside the latest (a corrected
    * re-delivery is stored beside the first version), with where its latest delivery put it.
    */
-  versions?: { sha256: string; location?: string }[];
+  versions?: { sha256: string; location?: string; version?: string }[];
 }
 
 /** What one outcome line keeps in its group file. */
@@ -35,6 +43,8 @@ interface Noted {
   sentAt: string;
   location?: string;
   sha256?: string;
+  /** The record's version digest, when it has one. */
+  version?: string;
   delivered: boolean;
   inScope: boolean;
 }
@@ -65,6 +75,8 @@ export class ExpectedMessages {
     const noted: Noted = { mailbox: line.mailbox, itemId: line.itemId, messageId: line.messageId, sentAt: line.sentAt, delivered: line.outcome === 'delivered', inScope };
     if (line.location) noted.location = line.location;
     if (line.sha256) noted.sha256 = line.sha256;
+    const version = recordedVersion(line);
+    if (version !== undefined) noted.version = version;
     const group = groupOf(line.mailbox);
     const text = `${JSON.stringify(noted)}\n`;
     this.pending[group]!.push(text);
@@ -83,7 +95,7 @@ export class ExpectedMessages {
     for (let group = 0; group < GROUPS; group++) {
       this.flush(group);
       if (this.fds[group] === undefined) continue;
-      const expected = new Map<string, Expected & { locatedBy?: 'delivery' | 'skip'; delivered?: Map<string, string | undefined> }>();
+      const expected = new Map<string, Expected & { locatedBy?: 'delivery' | 'skip'; delivered?: Map<string, { location?: string; version?: string }> }>();
       for (const text of readFileSync(this.path(group), 'utf8').split('\n')) {
         if (text === '') continue;
         const n = JSON.parse(text) as Noted;
@@ -94,18 +106,26 @@ export class ExpectedMessages {
           e.location = n.location;
           e.locatedBy = n.delivered ? 'delivery' : 'skip';
         }
-        if (n.delivered) e.sha256 = n.sha256;
-        else e.builtSha256 = n.sha256;
+        // The version digest goes with the sha256 of its own record (a record without one clears it).
+        if (n.delivered) {
+          e.sha256 = n.sha256;
+          if (n.version !== undefined) e.version = n.version;
+          else delete e.version;
+        } else {
+          e.builtSha256 = n.sha256;
+          if (n.version !== undefined) e.builtVersion = n.version;
+          else delete e.builtVersion;
+        }
         // Every version delivered under one identity (a skip stores nothing: it names no version of its own).
         if (n.delivered && n.sha256 !== undefined && key === identityOf(n)) {
           e.delivered ??= new Map();
-          e.delivered.set(n.sha256, n.location);
+          e.delivered.set(n.sha256, { ...(n.location === undefined ? {} : { location: n.location }), ...(n.version === undefined ? {} : { version: n.version }) });
         }
         e.inScope ||= n.inScope;
         expected.set(key, e);
       }
       yield [...expected.values()].map(({ locatedBy: _, delivered, ...e }) => {
-        const versions = [...(delivered ?? [])].filter(([sha256]) => sha256 !== e.sha256).map(([sha256, location]) => ({ sha256, ...(location === undefined ? {} : { location }) }));
+        const versions = [...(delivered ?? [])].filter(([sha256]) => sha256 !== e.sha256).map(([sha256, of]) => ({ sha256, ...of }));
         return versions.length > 0 ? { ...e, versions } : e;
       });
     }

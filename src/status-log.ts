@@ -86,6 +86,8 @@ export interface OutcomeRecord extends RunStamp {
   sentAt?: string;
   /** sha256 (hex) of the exact message bytes given to the sink. */
   sha256?: string;
+  /** Which version of its item the message is: the sha256 (hex) of those bytes less X-Pivot-Export-Id (another export's build of the same event is the same version). */
+  version?: string;
   /** Where the sink holds it (delivered or found there): see `Stored.location`. */
   location?: string;
 }

@@ -13,6 +13,7 @@ import { parseShard, shardFilter } from './transforms/shard/index.js';
 import { normalSinkDescription } from './sinks/maildir/config.js';
 import { shardSetProblems } from './ledger/shards.js';
 import { secondOf } from './sinks/held.js';
+import type { HeldMessage } from './sinks/sink.js';
 
 export interface VerifyConfig {
   stateDir: string;
@@ -42,6 +43,14 @@ export interface VerifyResult {
      */
     notChecked: { sink: string; outcomes: number }[];
     intact: number;
+    /**
+     * Of `intact`: messages the store holds as the version the record carries (src/ledger/version.ts)
+     * in a copy whose X-Pivot-Export-Id field is not the one delivered (the same event as another
+     * export built it, kept when the store removed our copy as its duplicate): the bytes delivered
+     * but for that one field. Only records that carry a version; a copy that differs in anything
+     * else is altered.
+     */
+    intactByVersion: { mailbox: string; itemId: string; messageId: string; location: string; exportId: string | null; expected: string; found: string; version: string }[];
     /** Found, never delivered by a run in this ledger, and not as this tool builds it: not ours to hash. */
     notHashed: number;
     missing: { mailbox: string; itemId: string; messageId: string; location?: string }[];
@@ -146,7 +155,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     }
     const sampled = of !== undefined && config.sample! < of;
     const filtered = sampled || config.exportId !== undefined || since !== undefined;
-    const result: NonNullable<VerifyResult['store']> = { sink: reader.description, checked: 0, of: 0, sampled, notChecked, intact: 0, notHashed: 0, missing: [], altered: [], unexpected: filtered ? null : [] };
+    const result: NonNullable<VerifyResult['store']> = { sink: reader.description, checked: 0, of: 0, sampled, notChecked, intact: 0, intactByVersion: [], notHashed: 0, missing: [], altered: [], unexpected: filtered ? null : [] };
     // A shard's ledger (its state dir is bound to it: STATE/shard) answers for that shard's mailboxes of a shared store only.
     const shard = shardOwner === undefined ? undefined : parseShard(shardOwner);
     const ours = typeof shard === 'object' ? shardFilter(shard) : () => true;
@@ -170,12 +179,22 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       }
       const taken = new Set<UnexpectedMessage>();
       const missing = (e: Expected, location: string | undefined) => result.missing.push({ mailbox, itemId: e.itemId, messageId: e.messageId, ...(location ? { location } : {}) });
+      // A copy of the version a record carries, not its bytes: intact by version (see `intactByVersion`).
+      const byVersion = (e: Expected, copy: HeldMessage, expected: string, version: string) => {
+        result.intact++;
+        result.intactByVersion.push({ mailbox, itemId: e.itemId, messageId: e.messageId, location: copy.location, exportId: copy.exportId ?? null, expected, found: copy.sha256, version });
+      };
       for (const e of wanted) {
         const held = found.held.get(e);
         const recorded = e.sha256 ?? e.builtSha256;
+        const recordedVersion = e.sha256 !== undefined ? e.version : e.builtVersion;
+        // The held copy is the record's version in other bytes: the same message but for its
+        // X-Pivot-Export-Id field (a copy that differs in anything else is another version).
+        const sameVersion = held !== undefined && recorded !== undefined && held.sha256 !== recorded && recordedVersion !== undefined && held.version === recordedVersion;
         // The held copy is an earlier version (the latest one gone), which it answers for.
-        const heldVersion = held && held.sha256 !== recorded ? e.versions?.find((v) => v.sha256 === held.sha256) : undefined;
+        const heldVersion = held && held.sha256 !== recorded && !sameVersion ? e.versions?.find((v) => v.sha256 === held.sha256) : undefined;
         if (!held) missing(e, e.location);
+        else if (sameVersion) byVersion(e, held, recorded!, recordedVersion!);
         else if (heldVersion) missing(e, e.location);
         else if (e.sha256 === undefined && held.sha256 !== e.builtSha256) result.notHashed++;
         else if (held.sha256 !== recorded) result.altered.push({ mailbox, itemId: e.itemId, messageId: e.messageId, location: held.location, expected: recorded!, found: held.sha256 });
@@ -192,6 +211,8 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
           const copy = version === heldVersion ? held : copies.find((u) => !taken.has(u) && u.version === version.sha256);
           if (copy !== undefined && copy !== held) taken.add(copy as UnexpectedMessage);
           if (copy !== undefined || copies.some((u) => !taken.has(u) && u.sha256 === version.sha256)) result.intact++;
+          // The held copy is that delivery's version in other bytes (an export of another id delivered the event again).
+          else if (held !== undefined && version.version !== undefined && held.version === version.version) byVersion(e, held, version.sha256, version.version);
           else missing(e, version.location);
         }
       }
@@ -285,7 +306,13 @@ export function formatVerify(r: VerifyResult): string {
     lines.push(`store ${s.sink}: checked ${s.checked}${s.sampled ? ` (a random sample of ${s.of})` : ''} messages the ledger records as delivered or present`);
     const skipped = s.notChecked.reduce((n, o) => n + o.outcomes, 0);
     if (skipped > 0) lines.push(`  NOT CHECKED: ${skipped} outcome${skipped === 1 ? '' : 's'} of runs into other sinks: ${s.notChecked.map((o) => `${o.sink} (${o.outcomes})`).join(', ')}; verify each with its own --sink`);
-    lines.push(`  intact ${s.intact}, missing ${s.missing.length}, altered ${s.altered.length}, unexpected ${s.unexpected === null ? '(not looked for: filtered or sampled)' : s.unexpected.length}${s.notHashed ? `, present but never delivered by this ledger's runs ${s.notHashed}` : ''}`);
+    const byVersion = s.intactByVersion.length;
+    lines.push(`  intact ${s.intact}${byVersion ? ` (of which ${byVersion} the same version in another copy: the bytes delivered but for X-Pivot-Export-Id)` : ''}, missing ${s.missing.length}, altered ${s.altered.length}, unexpected ${s.unexpected === null ? '(not looked for: filtered or sampled)' : s.unexpected.length}${s.notHashed ? `, present but never delivered by this ledger's runs ${s.notHashed}` : ''}`);
+    for (const v of s.intactByVersion.slice(0, 20)) {
+      const copy = v.exportId === null ? 'a copy whose X-Pivot-Export-Id field is not the one delivered' : `a copy holding X-Pivot-Export-Id ${v.exportId} (another export's build of the same event)`;
+      lines.push(`  SAME VERSION ${v.mailbox} ${v.messageId} (item ${v.itemId}) at ${v.location}: ${copy}, the bytes delivered but for that field: sha256 ${v.found}, delivered ${v.expected}, version ${v.version}`);
+    }
+    if (byVersion > 20) lines.push(`  ... and ${byVersion - 20} more the same version in another copy (see --json)`);
     for (const m of s.missing.slice(0, 20)) lines.push(`  MISSING ${m.mailbox} ${m.messageId} (item ${m.itemId}${m.location ? `, was ${m.location}` : ''})`);
     for (const a of s.altered.slice(0, 20)) lines.push(`  ALTERED ${a.mailbox} ${a.messageId} at ${a.location}: sha256 ${a.found}, delivered ${a.expected}`);
     for (const u of (s.unexpected ?? []).slice(0, 20)) lines.push(`  UNEXPECTED ${u.mailbox} ${u.messageId} at ${u.location} (no record of the ledger accounts for it)`);
@@ -298,7 +325,8 @@ export function formatVerify(r: VerifyResult): string {
     : partly
       ? `verified in part: the ledger holds, and everything it records of runs into ${s.sink} is there, unaltered; what it records of runs into other sinks was NOT checked (see above)`
       : 'verified: the ledger holds, and everything it records is there, unaltered';
-  lines.push(r.exitCode === 0 ? `${ok}${r.shard && s ? ` (shard ${r.shard}'s mailboxes only: verify every shard's --state-dir at once for the whole store)` : ''}` : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
+  const sameVersion = s && s.intactByVersion.length > 0 ? ` (${s.intactByVersion.length} as the same version in another export's copy: unaltered but for X-Pivot-Export-Id, see SAME VERSION above)` : '';
+  lines.push(r.exitCode === 0 ? `${ok}${sameVersion}${r.shard && s ? ` (shard ${r.shard}'s mailboxes only: verify every shard's --state-dir at once for the whole store)` : ''}` : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
   // Ids and locations come from the archive and the store: a control character in one must not forge or hide a line.
   return lines.map(visible).join('\n') + '\n';
 }

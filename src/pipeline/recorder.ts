@@ -213,6 +213,7 @@ export class Recorder {
       sentAt: line.sentAt,
       size: line.size,
       sha256: line.sha256,
+      version: line.version,
       location: line.location,
       outcome,
     };
@@ -220,7 +221,7 @@ export class Recorder {
 }
 
 /** Who an outcome line is about, and what is known of its message: identity, size, hash, where it is held. */
-export interface OutcomeLine extends Pick<OutcomeRecord, 'messageId' | 'sentAt' | 'size' | 'sha256' | 'location' | 'position'> {
+export interface OutcomeLine extends Pick<OutcomeRecord, 'messageId' | 'sentAt' | 'size' | 'sha256' | 'version' | 'location' | 'position'> {
   /** The item's export, when the source reads more than one (staged batches). */
   exportId?: string;
   itemId: string;

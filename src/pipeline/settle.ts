@@ -2,6 +2,7 @@ import { ErrorCode, FailReason, errorCodeOf, errorMessage } from '../errors.js';
 import type { RejectsFolder } from '../formats/rejects/index.js';
 import type { Delivery, EventPosition, ExportContext, Rejection } from '../model.js';
 import { sha256Hex } from '../hash.js';
+import { messageVersion } from '../formats/message/export-id.js';
 import type { Sink, Stored } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
 import type { OutcomeLine, Recorder } from './recorder.js';
@@ -115,6 +116,7 @@ export class Settler {
       sentAt: this.sentAtText(d.internalDate),
       size: d.message.length,
       sha256: this.sha256Of(d.message),
+      version: messageVersion(d.message),
       location,
     };
   }

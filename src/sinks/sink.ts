@@ -34,12 +34,19 @@ export interface HeldMessage {
   /** sha256 (hex) and size of the exact bytes the store holds, whatever flags a client set. */
   sha256: string;
   size: number;
+  /**
+   * Which version of its item it is (the sha256 less X-Pivot-Export-Id: `messageVersion`), when the
+   * reader can tell: a ledger record of that version is answered by it, held as another export built it.
+   */
+  version?: string;
+  /** Its X-Pivot-Export-Id, when the reader can tell. */
+  exportId?: string;
 }
 
 /** A message of ours a mailbox holds that no wanted message is. */
-export interface UnexpectedMessage extends Omit<HeldMessage, 'sha256' | 'size'> {
+export interface UnexpectedMessage extends Omit<HeldMessage, 'sha256' | 'size' | 'version' | 'exportId'> {
   /**
-   * Which version of its item it is (the sha256 of its bytes as delivered), when the store can
+   * Which version of its item it is here: the sha256 of its bytes as delivered (not `HeldMessage.version`), when the store can
    * tell: an earlier version kept beside a corrected re-delivery, which a record of the ledger
    * with that sha256 answers for (`verify`).
    */

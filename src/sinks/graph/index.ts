@@ -443,14 +443,9 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   /** An item's copies for its mailboxes share one message buffer: its Graph JSON is made once for all of them. */
   private readonly built = new WeakMap<Buffer, Built>();
-  /** The version of a message (`versionOf`: sha256 of its MIME without X-Pivot-Export-Id), made once for all its mailboxes. */
-  private readonly versions = new WeakMap<Buffer, string>();
-
-  /** The version a delivery is compared by, in either mode (an imported copy of it still shows none: `storedVersion`). */
+  /** The version a delivery is compared by, in either mode (an imported copy of it still shows none: `storedVersion`); made once for all its mailboxes. */
   private versionOf(delivery: Delivery): string {
-    let version = this.versions.get(delivery.message);
-    if (version === undefined) this.versions.set(delivery.message, (version = messageVersion(delivery.message)));
-    return version;
+    return messageVersion(delivery.message);
   }
 
   /** The version a created copy shows in a listing: importMime's carry no stamp (''). */

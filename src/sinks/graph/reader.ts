@@ -3,6 +3,7 @@
 // Graph serves (`$value`, for imported messages) or, for a json-mode message, the compared fields
 // checked against the stamp the sink wrote last.
 import { createHash } from 'node:crypto';
+import { exportIdOf, messageVersion } from '../../formats/message/export-id.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import type { AccessTokens } from '../../auth/entra.js';
 import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMessage } from '../sink.js';
@@ -118,8 +119,8 @@ export class GraphReader implements StoreReader {
   /**
    * What verify compares. A stamped (json-mode) message: the stamp's MIME sha256 and size when the
    * fields Graph returned (with the listing or the read by location) hash to the stamp's fields
-   * digest, else that other digest (so it is altered). Any other message: the sha256 of the MIME
-   * Graph serves (`$value`).
+   * digest, else that other digest (so it is altered), with the stamp's version when it has one. Any
+   * other message: the sha256 and version of the MIME Graph serves (`$value`).
    */
   private async hashed(mailbox: string, folderId: string, m: Listed): Promise<HeldMessage> {
     const base = { messageId: m.internetMessageId, sentAt: m.sentAt, location: graphLocation(mailbox, folderId, m.id) };
@@ -127,15 +128,16 @@ export class GraphReader implements StoreReader {
       try {
         const value = await this.client.send(mailbox, { method: 'GET', path: `${GraphClient.user('v1.0', mailbox)}/messages/${encodeURIComponent(m.id)}/$value`, raw: true });
         const bytes = value.bytes ?? Buffer.alloc(0);
-        return { ...base, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+        const exportId = exportIdOf(bytes);
+        return { ...base, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length, version: messageVersion(bytes), ...(exportId === undefined ? {} : { exportId }) };
       } catch (err) {
         throw this.unavailable(mailbox, err);
       }
     }
     // A pending stamp: its run stopped before the attachments were all in; it is not what was delivered.
     if (halfCreated(m)) return { ...base, sha256: 'incomplete: attachments missing', size: 0 };
-    const [sha256 = '', size = '0', fields = ''] = stampFields(m);
-    return fields === m.fields ? { ...base, sha256, size: Number(size) } : { ...base, sha256: m.fields ?? 'fields not read', size: 0 };
+    const [sha256 = '', size = '0', fields = '', version] = stampFields(m);
+    return fields === m.fields ? { ...base, sha256, size: Number(size), ...(version ? { version } : {}) } : { ...base, sha256: m.fields ?? 'fields not read', size: 0 };
   }
 
   private unavailable(mailbox: string, err: unknown): PivotArchiveError {

@@ -3,7 +3,7 @@
 import type { ImapFlow } from 'imapflow';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { HEADER_DOMAIN } from '../../transforms/mime/index.js';
-import { messageVersion } from '../../formats/message/export-id.js';
+import { exportIdOf, messageVersion } from '../../formats/message/export-id.js';
 import { asBuilt } from './version-field.js';
 import { Digest, messageIdentity, secondOf } from '../held.js';
 import type { HeldMessage, SinkOptions, StoreReader, UnexpectedMessage, WantedMessage } from '../sink.js';
@@ -27,6 +27,8 @@ interface Fetched {
   size: number;
   /** The sha256 of its bytes without X-Pivot-Export-Id: which version of its item it is (the same event from another export is the same version). */
   version: string;
+  /** Its X-Pivot-Export-Id field's value (first line), when it has one. */
+  exportId?: string;
 }
 
 export { uidSet };
@@ -39,6 +41,12 @@ export { uidSet };
 function recordedSha256(w: WantedMessage): string | undefined {
   const e = w as WantedMessage & { sha256?: string; builtSha256?: string };
   return e.sha256 ?? e.builtSha256;
+}
+
+/** The version digest of that same record, when it carries one (verify's `Expected`, as above). */
+function recordedVersionOf(w: WantedMessage): string | undefined {
+  const e = w as WantedMessage & { sha256?: string; version?: string; builtVersion?: string };
+  return e.sha256 !== undefined ? e.version : e.builtVersion;
 }
 
 function chunks<T>(items: T[], size: number): T[][] {
@@ -94,7 +102,8 @@ export class ImapReader implements StoreReader {
       const used = new Set<number>();
       const take = (w: WantedMessage, found: Fetched) => {
         used.add(found.uid);
-        held.set(w, { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), sha256: found.sha256, size: found.size });
+        const copy: HeldMessage = { messageId: found.messageId, ...(found.sentAt === undefined ? {} : { sentAt: found.sentAt }), location: where(found.uid), sha256: found.sha256, size: found.size, version: found.version, ...(found.exportId === undefined ? {} : { exportId: found.exportId }) };
+        held.set(w, copy);
       };
       // Records of one identity (Message-ID and the Date header's second, as the sink's presence
       // check tells an item) answer for one copy each: the copy with the content the ledger
@@ -124,6 +133,9 @@ export class ImapReader implements StoreReader {
           const answerKey = `${key} ${recorded ?? ''}`;
           const copies = index.get(key) ?? [];
           let found = answers.get(answerKey) ?? (recorded === undefined ? undefined : copies.find((c) => c.sha256 === recorded));
+          // Else a copy of the version the record carries (the same event as another export built it), before any other.
+          const version = recordedVersionOf(w);
+          if (!found && final && version !== undefined) found = copies.find((c) => !used.has(c.uid) && c.version === version) ?? copies.find((c) => c.version === version);
           // Not final (a sample, before the search by Message-ID): a copy of other content may not be the only one.
           if (!found && (final || recorded === undefined)) found = copies.find((c) => !used.has(c.uid)) ?? copies[0];
           if (!found && final) {
@@ -190,7 +202,8 @@ export class ImapReader implements StoreReader {
         // The message as built: the sink's X-Pivot-Version field is not part of what the ledger recorded.
         const { built: source, version } = asBuilt(message.source, messageVersion);
         const { messageId, sentAt } = messageIdentity(source);
-        into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(source).result(), version });
+        const exportId = exportIdOf(source);
+        into.set(message.uid, { uid: message.uid, messageId, ...(sentAt === undefined ? {} : { sentAt }), ...new Digest().update(source).result(), version, ...(exportId === undefined ? {} : { exportId }) });
       }
     }
   }
