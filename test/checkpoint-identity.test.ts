@@ -83,3 +83,23 @@ test('a plugin file changed in place after a stopped run (a fix) makes the next 
   t.is((JSON.parse(fixed.stdout) as { itemsDoneEarlier: number }).itemsDoneEarlier, 0);
   t.regex(fixed.log, /was made with other options: read from the start/);
 });
+
+test('a stopped run resumed into another Maildir folder (?folder=) is read from the start: every item reaches the new folder; a run into that folder again delivers nothing twice', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const stopper = join(dir, 'stopper.mjs');
+  await writeFile(stopper, STOPPER);
+  const archive = await writeArchive(join(dir, 'export.zip'), { manifest: MANIFEST, users: users('omar@acme.example'), conversations, messages: { '0.json': events } });
+  const out = join(dir, 'mail');
+  const common = ['--domain', 'acme.example', '--plugin', stopper, '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r'), '--json'];
+  t.is((await cli(['run', archive, '--sink', `maildir:${out}`, ...common], { env: { STOP_AT: '120' } })).code, 4);
+  const moved = await cli(['run', archive, '--sink', `maildir:${out}?folder=.Pivot`, ...common]);
+  t.is(moved.code, 0, moved.stderr);
+  t.is((JSON.parse(moved.stdout) as { itemsDoneEarlier: number; delivered: number }).itemsDoneEarlier, 0, 'the first folder\'s checkpoint is not resumed');
+  t.is((await readMaildir(out, '.Pivot')).length, 6000, 'both mailboxes hold every item in the new folder');
+  // Into the same folder again: nothing delivered twice.
+  const again = await cli(['run', archive, '--sink', `maildir:${out}?folder=.Pivot`, ...common]);
+  t.is(again.code, 0, again.stderr);
+  t.is((JSON.parse(again.stdout) as { delivered: number }).delivered, 0);
+  t.is((await readMaildir(out, '.Pivot')).length, 6000);
+});

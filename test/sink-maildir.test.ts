@@ -327,7 +327,7 @@ test('maildir: an item sent before 1970 (a negative time in its file name) is st
 test('createStoreReader: the reader of the store a spec names, validated as the sink is; unknown schemes are E_SINK_CONFIG', async (t) => {
   const root = await tempDir(t);
   const reader = await createStoreReader(`maildir:${root}?folder=.Pivot`, { cwd: '/' });
-  t.is(reader.description, `maildir:${root}`);
+  t.is(reader.description, `maildir:${root}?folder=.Pivot`, "another folder is another store");
   await reader.open();
   await t.throwsAsync(createStoreReader('maildir:/x?folders=.Pivot', { cwd: '/' }), { code: ErrorCode.SINK_CONFIG, message: /unknown option "folders"/ });
   await t.throwsAsync(createStoreReader('ftp://x', { cwd: '/' }), { code: ErrorCode.SINK_CONFIG, message: /unknown sink "ftp:\/\/x"/ });

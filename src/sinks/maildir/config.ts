@@ -58,12 +58,21 @@ export function maildirRoot(path: string, cwd: string): string {
 }
 
 /**
+ * What the sink is (`maildir:ROOT`, and `?folder=` when not the default): the ledger's start
+ * records, the checkpoint's and the import markers' key. Another folder is another sink: a run
+ * into it resumes nothing a run into the first settled, an import marks nothing imported twice.
+ */
+export function maildirDescription(config: Pick<MaildirSinkConfig, 'root' | 'folder'>): string {
+  return `maildir:${config.root}${config.folder === maildirOptions.folder.default ? '' : `?folder=${config.folder}`}`;
+}
+
+/**
  * A sink description normalised for comparison: a Maildir one's root as `maildirRoot` makes it
- * (ledgers written before it was normalised may hold `maildir:/srv/mail/`); any other as it is.
+ * (ledgers written before it was normalised may hold `maildir:/srv/mail/`), its folder kept; any other as it is.
  */
 export function normalSinkDescription(description: string): string {
-  const maildir = /^maildir:(.+)$/is.exec(description);
-  return maildir ? `maildir:${maildirRoot(maildir[1]!, '/')}` : description;
+  const maildir = /^maildir:([^?]+)(\?.*)?$/is.exec(description);
+  return maildir ? `maildir:${maildirRoot(maildir[1]!, '/')}${maildir[2] ?? ''}` : description;
 }
 
 /** Entries of /etc/passwd or /etc/group as [name, id, primary gid (passwd only)]; none if unreadable. */

@@ -12,7 +12,7 @@ import { sha256Hex } from '../../hash.js';
 import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
 import { DirectorySync, isCode } from '../../fs-util.js';
 import { PID_NAMESPACE, processGone } from '../../process-util.js';
-import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
+import { maildirDescription, parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 import { Slots } from '../slots.js';
@@ -343,7 +343,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
     super();
     this.descriptors = descriptorBudget(fileLimit, GROUP.count);
     this.reads = new Slots(this.descriptors.reads);
-    this.description = `maildir:${config.root}`;
+    this.description = maildirDescription(config);
     this.maxInFlight = config.concurrency;
     // A mailbox's folder name has no `/` and never starts with `.`, the Pivot folder starts with `.` and has no `/`: join() would only add the separators.
     this.base = join(config.root, '_').slice(0, -1);

@@ -6,7 +6,7 @@ import { basename, join, relative } from 'node:path';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import { Digest, eachLimited, messageIdentity } from '../held.js';
 import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
-import { parseMaildirSpec, type MaildirSinkConfig } from './config.js';
+import { maildirDescription, parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { isCode } from '../../fs-util.js';
 import { mailboxFolder, mailboxOfFolderName, maildirBaseName, SUFFIX } from './index.js';
 import { OURS, ourFiles } from './listing.js';
@@ -101,7 +101,7 @@ export class MaildirReader implements StoreReader {
   readonly description: string;
 
   constructor(readonly config: MaildirSinkConfig) {
-    this.description = `maildir:${config.root}`;
+    this.description = maildirDescription(config);
   }
 
   /** The root must be a directory this process can list and read; nothing is made. */
