@@ -149,7 +149,7 @@ test('a tampered staged batch is detected on import: the altered message fails, 
   t.deepEqual(await readMaildir(join(dir, 'other')), []);
 });
 
-test('a staged batch that is gone (deleted after staging) fails the import (E_STAGING_INCOMPLETE, exit 1) naming it, while the rest is imported; staged again, the import completes', async (t) => {
+test('a staged batch that is gone (deleted after staging) fails the import (E_STAGING_INCOMPLETE, exit 1) naming it, also from a parent prefix, while the rest is imported; staged again, the import completes', async (t) => {
   t.timeout(300_000);
   const azurite = await startAzurite();
   t.teardown(() => azurite.dispose());
@@ -165,6 +165,13 @@ test('a staged batch that is gone (deleted after staging) fails the import (E_ST
   const batches = await readStaging(azurite, 'staging');
   const [victim, ...rest] = batches;
   await client.deleteBlob(victim!.name);
+
+  // From a parent prefix (the container's root) the staging index is the export folder's own all the same.
+  const fromRoot = await cli(['import', '--from', 'azblob://staging', '--sink', `maildir:${join(dir, 'mail-root')}`, '--json'], { env });
+  t.is(fromRoot.code, 1, fromRoot.stdout);
+  const rootSummary = JSON.parse(fromRoot.stdout) as { error: { code: string; message: string }; exportsWithoutIndex?: number };
+  t.is(rootSummary.error.code, 'E_STAGING_INCOMPLETE');
+  t.true(rootSummary.error.message.includes(victim!.name), rootSummary.error.message);
 
   const out = join(dir, 'mail');
   const status = join(dir, 'import.jsonl');

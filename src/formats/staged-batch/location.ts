@@ -109,6 +109,12 @@ export function exportOfBatch(name: string): string | undefined {
   }
 }
 
+/** Whether `folder` (a listed `.../<exportId>/`, under whatever prefix the listing began) is the folder of export `exportId`. */
+export function isFolderOf(folder: string, exportId: string): boolean {
+  const own = `${encodeURIComponent(exportId)}/`;
+  return folder === own || folder.endsWith(`/${own}`);
+}
+
 /** `<prefix>/<exportId>/`: the export id is URL-encoded, so a blob name stays ASCII and flat. */
 export function exportFolder(location: AzureBlobLocation, exportId: string): string {
   return `${location.prefix ? `${location.prefix}/` : ''}${encodeURIComponent(exportId)}/`;

@@ -3,7 +3,7 @@ import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
-import { containerClientFromEnv, describeLocation, exportFolder, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
+import { containerClientFromEnv, describeLocation, exportFolder, isFolderOf, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { folderOfIndex, namedForItsTime, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
 
 /** What a listing of the staged batches found besides the batches it yields. */
@@ -82,7 +82,8 @@ export class StagedBatches {
     const checkFolder = async () => {
       const latest = entered ? entryIndex : await this.latestIndex(listedIndexes, found);
       // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
-      const index = latest && folder !== undefined && exportFolder(this.location, latest.exportId) !== folder ? undefined : latest;
+      // The folder is told by its own name, not by the import's prefix (an import from a parent prefix lists folders below it).
+      const index = latest && folder !== undefined && !isFolderOf(folder, latest.exportId) ? undefined : latest;
       if (index) {
         found.indexed.set(index.exportId, index.batches);
         // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.
