@@ -353,7 +353,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
         optionCommand('run')(y)
           .example('$0 run pivot-acme-2026-11-23.zip --sink maildir:/srv/mail --status-log run.jsonl', '')
           .example('cat export.zip | $0 run - --sink maildir:/srv/mail', '')
-          .example('$0 run --sample --sink maildir:./out', '')
+          .example('$0 run --sample --sink maildir:./out --domain acme.example', '')
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
         if (mode === 'check') await checkGiven(await checkFlags('run', flagsOf(argv, args)));
