@@ -101,14 +101,17 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
   try {
     // Every outcome is read (an earlier delivery decides what a later skip must find), then the
     // scope (--export, --since, the sink) chooses what is checked.
-    const scope = { runs: new Set<string>(), exportSeen: false, otherSinks: new Map<string, number>(), thisSink: 0, unsealed: 0 };
+    const scope = { runs: new Set<string>(), exportSeen: false, unsealed: 0, inScopeByRun: new Map<string, number>() };
     const sinkOf = new Map<string, string>();
     // `maildir:/srv/mail/` and `maildir:/srv/mail` are one store: descriptions are compared normalised.
     const given = reader ? normalSinkDescription(reader.description) : undefined;
+    // A run's store as its outcomes' locations show it (a Maildir folder older start records leave out).
+    const storeOf = new Map<string, string>();
     const ledger = await checkLedger(state.ledgerPath, trust, (line) => {
       if (line.record === 'checkpoint') scope.unsealed = 0;
       if (line.record === 'start') {
         sinkOf.set(line.runId, line.sink);
+        storeOf.set(line.runId, normalSinkDescription(line.sink));
         if (since === undefined || Date.parse(line.at) >= since) scope.runs.add(line.runId);
       }
       if (line.record !== 'outcome') return;
@@ -116,15 +119,21 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       if (inScope) {
         scope.exportSeen = true;
         scope.unsealed++;
+        scope.inScopeByRun.set(line.runId, (scope.inScopeByRun.get(line.runId) ?? 0) + 1);
       }
-      const sink = sinkOf.get(line.runId);
-      if (reader && sink !== undefined && normalSinkDescription(sink) !== given) {
-        if (inScope) scope.otherSinks.set(sink, (scope.otherSinks.get(sink) ?? 0) + 1);
-        return;
-      }
-      if (inScope) scope.thisSink++;
+      const recorded = sinkOf.get(line.runId);
+      if (recorded !== undefined && line.location !== undefined) storeOf.set(line.runId, normalSinkDescription(recorded, line.location));
+      if (reader && recorded !== undefined && storeOf.get(line.runId) !== given) return;
       expected?.add(line, inScope);
     });
+    // Counted by run at the end: a run's rejects, recorded before its first delivery, are of the store its deliveries show.
+    const otherSinks = new Map<string, number>();
+    let thisSink = 0;
+    for (const [runId, outcomes] of scope.inScopeByRun) {
+      const sink = storeOf.get(runId);
+      if (sink === undefined || sink === given) thisSink += outcomes;
+      else otherSinks.set(sink, (otherSinks.get(sink) ?? 0) + outcomes);
+    }
     if (config.exportId !== undefined && !scope.exportSeen) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records nothing of export ${JSON.stringify(config.exportId)}${since !== undefined ? ` since ${config.since}` : ''}`);
     if (since !== undefined && scope.runs.size === 0) throw new PivotArchiveError(ErrorCode.USAGE, `the ledger ${state.ledgerPath} records no run started since ${config.since}`);
     // With a public key, what is checked must be covered by a signed checkpoint.
@@ -138,8 +147,8 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     if (!reader || !expected) return { ledger, ...ofShard, exitCode: ledgerExitCode(ledger) };
     // Runs into other sinks only (a mistyped root, a moved mount point, the IMAP server of a Maildir
     // ledger): nothing here could be checked, which must not pass for a store that holds it all.
-    const notChecked = [...scope.otherSinks].map(([sink, outcomes]) => ({ sink: visible(sink), outcomes }));
-    if (scope.thisSink === 0 && notChecked.length > 0) {
+    const notChecked = [...otherSinks].map(([sink, outcomes]) => ({ sink: visible(sink), outcomes }));
+    if (thisSink === 0 && notChecked.length > 0) {
       const what = `${config.exportId !== undefined ? ` of export ${JSON.stringify(config.exportId)}` : ''}${since !== undefined ? ` since ${config.since}` : ''}`;
       throw new PivotArchiveError(
         ErrorCode.USAGE,
@@ -260,8 +269,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       const answered = new Set<string>();
       await checkLedger(state.ledgerPath, {}, (line) => {
         if (line.record !== 'outcome' || (line.outcome !== 'delivered' && line.outcome !== 'skipped') || !line.mailbox || !line.messageId || !line.sentAt || !line.sha256) return;
-        const sink = sinkOf.get(line.runId);
-        if (sink === undefined || normalSinkDescription(sink) !== given) return;
+        if (storeOf.get(line.runId) !== given) return;
         const key = versionKey(line.mailbox, line.messageId, line.sentAt, line.sha256);
         if (versions.has(key)) answered.add(key);
       });

@@ -1,7 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
-import { readdir, readFile, rm, unlink, writeFile, mkdir } from 'node:fs/promises';
+import { cp, readdir, readFile, rm, unlink, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
+import { LedgerWriter } from '../src/ledger/writer.js';
 import { shardOfMailbox } from '../src/transforms/shard/index.js';
 import { cli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
@@ -138,4 +139,51 @@ test('status --export of a ledger whose chain does not hold never headlines COMP
   t.is(report.code, 7, report.stdout + report.stderr);
   t.regex(report.stdout, /NOT PROVEN/);
   t.regex(await readFile(out, 'utf8'), /data-k="verdict">NOT PROVEN</);
+});
+
+/**
+ * The state dir `from` copied to `to`, its ledger written again as runs before `?folder=` was part of
+ * a Maildir sink's description (and before `version`) wrote it: start and summary records naming `maildir:ROOT`
+ * only, outcomes without `version`, chained and sealed anew by the ledger's writer.
+ */
+async function asBeforeFolderInDescription(from: string, to: string, mail: string): Promise<void> {
+  await cp(from, to, { recursive: true });
+  const ledgerPath = join(to, 'ledger.jsonl');
+  const lines = (await readFile(ledgerPath, 'utf8')).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+  await rm(ledgerPath);
+  await rm(join(to, 'checkpoint.note'), { force: true });
+  const writer = await LedgerWriter.open(ledgerPath);
+  for (const { seq: _, prev: __, version: ___, ...record } of lines) {
+    if (record.record === 'start' || record.record === 'summary') record.sink = `maildir:${mail}`;
+    if (record.record === 'checkpoint') await writer.seal(String(record.runId), undefined, join(to, 'checkpoint.note'));
+    else await writer.append(JSON.stringify(record));
+  }
+  await writer.close();
+}
+
+test('a ledger written before ?folder= was part of the sink description (start records name maildir:ROOT) verifies against maildir:ROOT?folder=X by its outcomes\' locations, and --sink maildir:ROOT names the folder to give', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 60, seed: 5 });
+  const mail = join(dir, 'mail');
+  const state = join(dir, 'state');
+  const folder = `maildir:${mail}?folder=.Pivot`;
+  const run = await cli(['run', archive, '--sink', folder, '--domain', 'acme.example', '--state-dir', state, '--rejects', join(dir, 'rejects'), '--max-rejected', '100%', '--quiet']);
+  t.is(run.code, 0, run.stderr);
+  const old = join(dir, 'old-state');
+  await asBeforeFolderInDescription(state, old, mail);
+  t.false((await readFile(join(old, 'ledger.jsonl'), 'utf8')).includes('?folder='), 'the rewritten ledger names the root only');
+  for (const s of [state, old]) {
+    const verified = await cli(['verify', '--state-dir', s, '--sink', folder, '--json']);
+    t.is(verified.code, 0, `${s}: ${verified.stdout}${verified.stderr}`);
+    const store = (JSON.parse(verified.stdout) as { store: { checked: number; intact: number; notChecked: unknown[]; unexpected: unknown[] } }).store;
+    t.true(store.checked > 100, `${s}: ${store.checked} checked`);
+    t.is(store.intact, store.checked);
+    t.deepEqual(store.notChecked, []);
+    t.deepEqual(store.unexpected, []);
+  }
+  // The default folder is not where those runs delivered: refused (exit 2), naming the sink to give.
+  const defaultFolder = await cli(['verify', '--state-dir', old, '--sink', `maildir:${mail}`]);
+  t.is(defaultFolder.code, 2, defaultFolder.stdout + defaultFolder.stderr);
+  t.true(defaultFolder.stderr.includes(folder), defaultFolder.stderr);
 });

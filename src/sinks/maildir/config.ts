@@ -69,10 +69,15 @@ export function maildirDescription(config: Pick<MaildirSinkConfig, 'root' | 'fol
 /**
  * A sink description normalised for comparison: a Maildir one's root as `maildirRoot` makes it
  * (ledgers written before it was normalised may hold `maildir:/srv/mail/`), its folder kept; any other as it is.
+ * Runs before the folder was part of the description recorded `maildir:ROOT` whatever the folder:
+ * given an outcome's `location` (`MAILBOX/FOLDER/cur/NAME`), such a record is read as the folder it names.
  */
-export function normalSinkDescription(description: string): string {
+export function normalSinkDescription(description: string, location?: string): string {
   const maildir = /^maildir:([^?]+)(\?.*)?$/is.exec(description);
-  return maildir ? `maildir:${maildirRoot(maildir[1]!, '/')}${maildir[2] ?? ''}` : description;
+  if (!maildir) return description;
+  const root = maildirRoot(maildir[1]!, '/');
+  const folder = maildir[2] === undefined ? location?.split('/')[1] : undefined;
+  return folder !== undefined && folder.startsWith('.') ? maildirDescription({ root, folder }) : `maildir:${root}${maildir[2] ?? ''}`;
 }
 
 /** Entries of /etc/passwd or /etc/group as [name, id, primary gid (passwd only)]; none if unreadable. */
