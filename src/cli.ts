@@ -356,7 +356,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example('$0 run --sample --sink maildir:./out --domain acme.example', '')
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
-        if (mode === 'check') await checkGiven(await checkFlags('run', flagsOf(argv, args)));
+        if (mode === 'check') await checkGiven(await checkFlags('run', flagsOf(argv, args), process.env));
         else setExitCode(await runCommand(await configOrRecord('run', flagsOf(argv, args))));
       },
     )
@@ -382,7 +382,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
         if (mode === 'check') {
-          const given = await checkFlags('import', argv);
+          const given = await checkFlags('import', argv, process.env);
           await checkGiven(given);
           // As import reads it (a SAS written into it is refused, unquoted), without reaching the container.
           if (typeof given.from === 'string') (await import('./sources/staged-batches/index.js')).parseStagedFrom(given.from);
@@ -457,7 +457,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       'Print a crontab line that runs the rest of the command line every night',
       (y) =>
         onlyOnce(y, CRON_OPTIONS, args)
-          .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --sink maildir:/srv/mail')
+          .usage('$0 cron --print --at 02:30 -- run --inbox /srv/pivot/incoming --state-dir /var/lib/pivot-archive --sink maildir:/srv/mail --domain acme.com')
           .epilog('The command after -- is checked now: its command, flags, their values and the config file it names (a missing archive is fine: it may appear later).'),
       async (argv) => {
         const words = (argv['--'] as string[] | undefined) ?? [];

@@ -145,13 +145,6 @@ async function checkRunConfig(config: RunConfig, sink: Sink, cwd: string): Promi
   if (config.shard && sink.kind === 'azblob') {
     throw new PivotArchiveError(ErrorCode.USAGE, '--shard with an azblob:// sink: stage the whole export from one host (run --sink azblob://...), and shard the importers (import --from azblob://... --shard K/N)');
   }
-  // A Maildir sink makes a mailbox for every target: without a domain, other firms' traders get one each.
-  if (sink.kind === 'maildir' && config.domains.length === 0 && !config.allDomains) {
-    throw new PivotArchiveError(
-      ErrorCode.USAGE,
-      'a maildir sink creates a mailbox for every participant it delivers to: give --domain YOUR-MAIL-DOMAIN (repeatable) so only your organisation\'s mailboxes are targets, or --all-domains to deliver to every participant',
-    );
-  }
   return {
     domains: config.domains.map(parseDomain),
     userMap: config.userMap ? await readUserMap(resolve(cwd, config.userMap)) : new Map(),

@@ -103,10 +103,10 @@ test('cron --print checks the command it schedules as run and import read it; a 
     [['rnu', 'x.zip'], /unknown command "rnu"; did you mean "run"\?/],
     [['import', '--from', 'azblob://c', '--sink', 'maildir:m', '--keep-runs', 'many'], /--keep-runs: "many" is not a whole number/],
     [['import', '--config', join(dir, 'missing.json')], /E_CONFIG: cannot read config file .*missing\.json/],
-    [['run', '--inbox', 'in', '--log-level', 'loud'], /--log-level: "loud" is not one of error, warn/],
+    [['run', '--inbox', 'in', '--state-dir', 'st', '--log-level', 'loud'], /--log-level: "loud" is not one of error, warn/],
     // The sink spec as the run parses it: a password in the URL, an unknown sink option (the secret itself is not needed now).
-    [['run', '--inbox', 'in', '--sink', 'imap://admin:SeKr1tXYZZY@mail.acme.example/'], /E_SINK_CONFIG: IMAP sink: the URL must not carry a password/],
-    [['run', '--inbox', 'in', '--sink', 'maildir:/srv/mail?bogus=1'], /E_SINK_CONFIG: maildir sink "maildir:\/srv\/mail": unknown option "bogus"/],
+    [['run', '--inbox', 'in', '--state-dir', 'st', '--sink', 'imap://admin:SeKr1tXYZZY@mail.acme.example/'], /E_SINK_CONFIG: IMAP sink: the URL must not carry a password/],
+    [['run', '--inbox', 'in', '--state-dir', 'st', '--domain', 'acme.example', '--sink', 'maildir:/srv/mail?bogus=1'], /E_SINK_CONFIG: maildir sink "maildir:\/srv\/mail": unknown option "bogus"/],
     [['import', '--from', 'azblob://c', '--sink', 'imap://a@mail.acme.example/?pool=0'], /pool must be/],
   ] as const) {
     const result = await cli(['cron', '--print', '--', ...words]);
@@ -116,7 +116,7 @@ test('cron --print checks the command it schedules as run and import read it; a 
     t.false(result.stderr.includes('SeKr1tXYZZY'));
   }
   // Secrets come from the run's environment, not the one the line is made in.
-  const imap = await cli(['cron', '--print', '--', 'run', '--inbox', 'in', '--sink', 'imap://archiver@mail.acme.example/?folder=Pivot'], { env: { PIVOT_IMAP_PASSWORD: '' } });
+  const imap = await cli(['cron', '--print', '--', 'run', '--inbox', 'in', '--state-dir', 'st', '--sink', 'imap://archiver@mail.acme.example/?folder=Pivot'], { env: { PIVOT_IMAP_PASSWORD: '' } });
   t.is(imap.code, 0, imap.stderr);
   // A config file named on the scheduled line is checked too.
   const config = join(dir, 'c.json');
@@ -124,6 +124,25 @@ test('cron --print checks the command it schedules as run and import read it; a 
   const badFile = await cli(['cron', '--print', '--', 'run', '--inbox', 'in', '--config', config]);
   t.is(badFile.code, 2);
   t.true(badFile.stderr.includes(`E_CONFIG: ${config}: maxItemSize: "1 parsec" is not a size`), badFile.stderr);
+  // What a run needs and what goes with what, as the run checks them, when the line (with its config file, if it names one) is all there is.
+  await writeFile(config, JSON.stringify({ sink: 'maildir:m' }));
+  for (const [words, error] of [
+    [['run', 'x.zip', '--sink', 'maildir:/srv/mail'], /a maildir sink creates a mailbox for every participant it delivers to: give --domain/],
+    [['run', 'x.zip', '--config', config], /a maildir sink creates a mailbox for every participant it delivers to: give --domain/],
+    [['run', '--inbox', 'in', '--sink', 'maildir:/srv/mail', '--domain', 'acme.example'], /--inbox needs --state-dir/],
+    [['run', '--sink', 'maildir:/srv/mail', '--domain', 'acme.example'], /no archive: give a path/],
+    [['import', '--from', 'azblob://c'], /no sink: give --sink/],
+  ] as const) {
+    const direct = await cli(words as unknown as string[]);
+    const result = await cli(['cron', '--print', '--', ...words]);
+    t.is(result.code, 2, words.join(' '));
+    t.regex(result.stderr, error);
+    t.is(result.stderr, direct.stderr, 'the same error as the command itself');
+    t.is(result.stdout, '', 'no crontab line');
+  }
+  // A crontab may name the config file that supplies the rest (PIVOT_ARCHIVE_CONFIG): a line that leans on one is not checked whole.
+  const leaning = await cli(['cron', '--print', '--', 'run', 'x.zip', '--sink', 'maildir:/srv/mail'], { env: { PIVOT_ARCHIVE_CONFIG: config } });
+  t.is(leaning.code, 0, leaning.stderr);
 });
 
 test('a config file that is not JSON (a trailing comma, empty, cut short) is E_CONFIG naming it, exit 2, for run and import, by flag and by variable', async (t) => {

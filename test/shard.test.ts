@@ -68,6 +68,8 @@ test('parseShard: K/N from 1/N to N/N; 0/3, 4/3, 1/0 and a/b refused with what i
   t.regex(parseShard('a/b') as string, /"a\/b" is not a shard K\/N such as 2\/3/);
   t.regex(parseShard('2') as string, /is not a shard K\/N/);
   t.regex(parseShard('-1/3') as string, /is not a shard K\/N/);
+  t.regex(parseShard('') as string, /^empty: give a shard K\/N such as 2\/3/);
+  t.regex(parseShard(' ') as string, /^empty: give a shard K\/N/);
 });
 
 test('--shard and PIVOT_ARCHIVE_SHARD: a bad value stops run and import before anything is read (exit 2, the error names it)', async (t) => {

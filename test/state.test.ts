@@ -160,10 +160,10 @@ test('--keep-runs keeps only the newest run logs under the state dir', async (t)
 });
 
 test('cron --print gives a crontab line with absolute paths and quoted arguments', async (t) => {
-  const result = await cli(['cron', '--print', '--at', '02:30', '--', 'run', '--inbox', '/srv/pivot in', '--sink', 'maildir:/srv/mail?folder=.Pivot']);
+  const result = await cli(['cron', '--print', '--at', '02:30', '--', 'run', '--inbox', '/srv/pivot in', '--state-dir', '/srv/pivot/state', '--domain', 'acme.example', '--sink', 'maildir:/srv/mail?folder=.Pivot']);
   t.is(result.code, 0, result.stderr);
   const line = result.stdout.trim();
-  t.regex(line, /^30 2 \* \* \* cd \S+ && (?:[A-Z_]+=\S+ )*\S*node (?:--\S+ )+\/\S+\/bin\/pivot-archive\.js run --inbox '\/srv\/pivot in' --sink 'maildir:\/srv\/mail\?folder=\.Pivot'$/);
+  t.regex(line, /^30 2 \* \* \* cd \S+ && (?:[A-Z_]+=\S+ )*\S*node (?:--\S+ )+\/\S+\/bin\/pivot-archive\.js run --inbox '\/srv\/pivot in' --state-dir \/srv\/pivot\/state --domain acme\.example --sink 'maildir:\/srv\/mail\?folder=\.Pivot'$/);
   t.true(line.includes(`&& ${launchAssignments().join(' ')} ${process.execPath} ${NODE_FLAGS.join(' ')} /`), "started as the bin starts (test/launch.test.ts)");
   const bad = await cli(['cron', '--print', '--at', '25:00', '--', 'run']);
   t.is(bad.code, 2);

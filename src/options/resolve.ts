@@ -5,6 +5,7 @@ import { fileKeysOf, readConfigFile } from './file.js';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { envOrigin, flagOrigin, parseValue, type Command, type OptionSpec } from './spec.js';
+import { sinkScheme } from '../sinks/index.js';
 
 const describe = (spec: OptionSpec, command: Command) => {
   const text = typeof spec.describe === 'string' ? spec.describe : spec.describe[command]!;
@@ -55,6 +56,13 @@ const CHECKS: { [C in Command]: (config: ConfigFor<C>) => void } = {
     if (sources.length > 1) throw new PivotArchiveError(ErrorCode.USAGE, 'give one of: an archive, --inbox DIR, --sample');
     if (config.allDomains && config.domains.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, 'give --domain or --all-domains, not both');
     if (config.inbox && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--inbox needs --state-dir, where completed archives are recorded');
+    // A Maildir sink makes a mailbox for every target: without a domain, other firms' traders get one each.
+    if (sinkScheme(config.sink) === 'maildir' && config.domains.length === 0 && !config.allDomains) {
+      throw new PivotArchiveError(
+        ErrorCode.USAGE,
+        "a maildir sink creates a mailbox for every participant it delivers to: give --domain YOUR-MAIL-DOMAIN (repeatable) so only your organisation's mailboxes are targets, or --all-domains to deliver to every participant",
+      );
+    }
   },
   import: () => undefined,
 };
@@ -80,6 +88,11 @@ export async function resolveConfig<C extends Command>(command: C, flags: Record
   const { config: configFile, ...fromFlags } = givenOptions(command, flags, env);
   const fromFile = configFile === undefined ? {} : await readConfigFile(configFile as string, command);
   const merged: Record<string, unknown> = { ...defaultsOf(command), ...fromFile, ...fromFlags };
+  return checkedWhole(command, merged);
+}
+
+/** What every run needs and what goes with what, once defaults, file, environment and flags are merged. */
+function checkedWhole<C extends Command>(command: C, merged: Record<string, unknown>): ConfigFor<C> {
   for (const spec of fileKeysOf(command)) {
     if (spec.required && merged[spec.key] === undefined) {
       throw new PivotArchiveError(ErrorCode.USAGE, `no ${spec.required.what}: give --${spec.flag} ${spec.required.example} (or "${spec.key}" in the config file)`);
@@ -127,11 +140,14 @@ export async function recordTargets(command: Command, flags: Record<string, unkn
 /**
  * Checks a command line to be run later (by cron): every flag's value, and the config file it
  * names; returns what they give (the file's, then the flags'), for the caller to check the sink
- * spec. Not what is missing or what goes with what: the crontab may set PIVOT_ARCHIVE_CONFIG,
- * whose file supplies the rest.
+ * spec. What is missing and what goes with what are checked too when the line is whole: it names
+ * its config file, or this shell's PIVOT_ARCHIVE_CONFIG names none. A crontab that
+ * sets PIVOT_ARCHIVE_CONFIG itself has its file supply the rest, which cannot be read here.
  */
-export async function checkFlags(command: Command, flags: Record<string, unknown>): Promise<Record<string, unknown>> {
+export async function checkFlags(command: Command, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<Record<string, unknown>> {
   const { config: configFile, ...fromFlags } = givenOptions(command, flags, {});
   const fromFile = configFile === undefined ? {} : await readConfigFile(configFile as string, command);
+  const configEnv = optionsOf(command).find((spec) => spec.key === 'config')?.env;
+  if (configFile !== undefined || !(configEnv && env[configEnv])) checkedWhole(command, { ...defaultsOf(command), ...fromFile, ...fromFlags });
   return { ...fromFile, ...fromFlags };
 }

@@ -30,9 +30,13 @@ const builtIn = new Map<string, BuiltIn>([
 ]);
 
 /** The factory of the built-in sink a spec names; E_SINK_CONFIG (quoting no password) for none. */
+/** The scheme a sink spec starts with, lower-cased (`maildir`, `imaps`, ...); '' for none. */
+export function sinkScheme(spec: string): string {
+  return /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1]?.toLowerCase() ?? '';
+}
+
 async function factoryFor(spec: string): Promise<SinkFactory> {
-  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1]?.toLowerCase() ?? '';
-  const sink = builtIn.get(scheme);
+  const sink = builtIn.get(sinkScheme(spec));
   if (!sink) {
     throw new PivotArchiveError(
       ErrorCode.SINK_CONFIG,

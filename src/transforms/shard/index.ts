@@ -39,7 +39,7 @@ export const formatShard = (s: Shard): string => `${s.index}/${s.count}`;
 export function parseShard(value: unknown): Shard | string {
   const written = typeof value === 'string' || typeof value === 'number' ? String(value).trim() : undefined;
   const match = written === undefined ? null : /^(\d+)\s*\/\s*(\d+)$/.exec(written);
-  if (!match) return `${JSON.stringify(value)} is not a shard K/N such as 2/3 (shard K of N, K from 1 to N)`;
+  if (!match) return `${written === '' ? 'empty: give' : `${JSON.stringify(value)} is not`} a shard K/N such as 2/3 (shard K of N, K from 1 to N)`;
   const index = Number(match[1]);
   const count = Number(match[2]);
   if (count < 1) return `${JSON.stringify(value)}: N (the number of shards) must be 1 or more`;
