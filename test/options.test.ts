@@ -36,7 +36,9 @@ const SAMPLES: Record<OptionType, { written: unknown; flag: unknown; parsed: unk
 
 const COMMANDS: Command[] = ['run', 'import'];
 /** Flags without which a command is refused (no archive, no sink...). */
-const BASE: Record<Command, Record<string, unknown>> = { run: { archive: 'x.zip', sink: 'maildir:m' }, import: { from: 'azblob://c', sink: 'maildir:m' } };
+// A run's sink is not Maildir here: a Maildir sink needs --domain or --all-domains, which these tests give as flags of their own.
+const RUN_SINK = 'imap://archiver@mail.acme.example/';
+const BASE: Record<Command, Record<string, unknown>> = { run: { archive: 'x.zip', sink: RUN_SINK }, import: { from: 'azblob://c', sink: 'maildir:m' } };
 
 const fieldsOf = (options: readonly OptionSpec[]) => options.filter((o) => !o.flagOnly).map((o) => o.key).sort();
 
@@ -110,7 +112,7 @@ test('every flag is parsed into the config; a wrong value is refused naming the 
     for (const spec of optionsOf(command).filter((o) => !o.flagOnly && !o.positional)) {
       const sample = SAMPLES[spec.type];
       // --sample and --inbox are sources: with BASE's archive they would be two.
-      const base = spec.key === 'sample' || spec.key === 'inbox' ? { sink: 'maildir:m', 'state-dir': 's' } : BASE[command];
+      const base = spec.key === 'sample' || spec.key === 'inbox' ? { sink: RUN_SINK, 'state-dir': 's' } : BASE[command];
       const config = (await resolveConfig(command, { ...base, [spec.flag]: sample.flag }, {})) as unknown as Record<string, unknown>;
       t.deepEqual(config[spec.key], sample.parsed, `${command} --${spec.flag}`);
       if (spec.type === 'boolean' || spec.type === 'string') continue; // yargs types these
@@ -125,7 +127,7 @@ test('an empty string value (an unset variable in a crontab) is refused for ever
   for (const command of COMMANDS) {
     for (const spec of optionsOf(command).filter((o) => o.type === 'string')) {
       if (!spec.flagOnly) t.throws(() => validateConfigObject({ [spec.key]: '' }, command, 'config.json'), { message: `config.json: ${spec.key}: is empty` });
-      const base = spec.positional ? { sink: 'maildir:m' } : BASE[command];
+      const base = spec.positional ? { sink: RUN_SINK } : BASE[command];
       const error = await t.throwsAsync(resolveConfig(command, { ...base, [spec.flag]: '' }, {}));
       t.regex(error!.message, new RegExp(`${spec.flag}: is empty$`), `${command} --${spec.flag}`);
     }
@@ -211,11 +213,11 @@ test('a sink URL is never quoted in an error: it may hold a password', async (t)
 test('merge order: defaults < config file < flags; the file named by --config or PIVOT_ARCHIVE_CONFIG, the flag first', async (t) => {
   const dir = await tempDir(t);
   const file = join(dir, 'run.json');
-  await writeFile(file, JSON.stringify({ sink: 'maildir:from-file', quiet: true, maxItemSize: '1M', logLevel: 'warn' }));
+  await writeFile(file, JSON.stringify({ sink: 'maildir:from-file', allDomains: true, quiet: true, maxItemSize: '1M', logLevel: 'warn' }));
   const fromEnv = await resolveConfig('run', { archive: 'x.zip', 'log-level': 'debug' }, { PIVOT_ARCHIVE_CONFIG: file });
   t.like(fromEnv, { sink: 'maildir:from-file', quiet: true, maxItemSize: 1024 ** 2, logLevel: 'debug', maxRejected: 0.1 });
   const other = join(dir, 'other.json');
-  await writeFile(other, JSON.stringify({ sink: 'maildir:other' }));
+  await writeFile(other, JSON.stringify({ sink: 'maildir:other', allDomains: true }));
   t.is((await resolveConfig('run', { archive: 'x.zip', config: other }, { PIVOT_ARCHIVE_CONFIG: file })).sink, 'maildir:other');
   // import reads the same variable and checks its file for import's keys.
   const importFile = join(dir, 'import.json');
