@@ -25,9 +25,9 @@ export const ErrorCode = {
   LOCKED: 'E_LOCKED',
   /** The ledger cannot be read or written, or fails its chain. */
   LEDGER: 'E_LEDGER',
-  /** Staged batches that the staging run listed are gone: an import cannot deliver what they held. */
+  /** Staged batches that the staging run listed are gone, or the export's staging run is part-way: an import cannot deliver all of it. */
   STAGING_INCOMPLETE: 'E_STAGING_INCOMPLETE',
-  /** A staging index the key given to import (`--public-key`) did not sign: someone else wrote it. */
+  /** A staging index the key given to import (`--public-key`) did not sign, or a batch the export's latest index does not name: someone else wrote it. */
   STAGING_UNTRUSTED: 'E_STAGING_UNTRUSTED',
   /** Temporary space (TMPDIR) cannot be used. */
   TEMPORARY: 'E_TEMPORARY',

@@ -10,7 +10,7 @@ import { createLogger } from '../src/logger.js';
 import type { Delivery } from '../src/model.js';
 import { runPipeline } from '../src/pipeline.js';
 import { createSink } from '../src/sinks/index.js';
-import type { StagedBatches } from '../src/sources/staged-batches/index.js';
+import type { StagedBatches, StagedListing } from '../src/sources/staged-batches/index.js';
 import { StagedBatchSource } from '../src/sources/staged-batches/source.js';
 import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
@@ -32,7 +32,8 @@ async function batchZip(deliveries: Delivery[]): Promise<Buffer> {
 function memoryStaging(batches: Map<string, Buffer | Error>, marked: string[]): StagedBatches {
   const staging = {
     description: 'azblob://memory/staging',
-    async *pending() {
+    async *pending(_key: string, _options: unknown, found: StagedListing) {
+      found.folders++;
       yield* batches.keys();
     },
     async read(name: string, maxMessageSize: number) {

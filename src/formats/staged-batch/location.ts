@@ -98,15 +98,25 @@ export function storageErrorMessage(err: unknown): string {
   return redactSecrets(`${errorMessage(err).split('\n')[0]}${status}`);
 }
 
-/** The export id whose folder a batch blob `<prefix>/<exportId>/<file>/<window>-<n>.zip` is in, or undefined when its name is not of that shape. */
-export function exportOfBatch(name: string): string | undefined {
-  const parts = name.split('/');
-  if (parts.length < 3) return undefined;
+/** The export folder `<prefix>/<exportId>/` of a batch blob `<prefix>/<exportId>/<file>/<window>-<n>.zip`. */
+export function folderOfBatch(name: string): string {
+  return name.replace(/[^/]+\/[^/]+$/, '');
+}
+
+/** The export id of a folder `.../<URL-encoded exportId>/`, or undefined when it is not of that shape. */
+export function exportOfFolder(folder: string): string | undefined {
+  const parts = folder.split('/');
+  if (parts.length < 2 || parts.at(-1) !== '') return undefined;
   try {
-    return decodeURIComponent(parts[parts.length - 3]!);
+    return decodeURIComponent(parts.at(-2)!);
   } catch {
     return undefined;
   }
+}
+
+/** The export id whose folder a batch blob `<prefix>/<exportId>/<file>/<window>-<n>.zip` is in, or undefined when its name is not of that shape. */
+export function exportOfBatch(name: string): string | undefined {
+  return name.split('/').length < 3 ? undefined : exportOfFolder(folderOfBatch(name));
 }
 
 /** Whether `folder` (a listed `.../<exportId>/`, under whatever prefix the listing began) is the folder of export `exportId`. */

@@ -9,6 +9,7 @@ import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestBytes, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { stagingIndex, stagingIndexName, stagingIndexText, type StagedBatchRecord } from '../../formats/staged-batch/staging-index.js';
+import { RUN_FORMAT, stagingRunName, stagingRunText, type StagingRun } from '../../formats/staged-batch/staging-run.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 import { createAzureBlobReader } from './reader.js';
 
@@ -283,6 +284,12 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
    */
   private readonly contents = new Map<string, StagedBatchRecord>();
   private writeFailed = false;
+  /**
+   * By export, this run's `staging.run` record (see staging-run.ts), written before its first batch
+   * is staged, and the ETag it was written with: marked finished after the index only if no later
+   * run wrote its own since.
+   */
+  private readonly runs = new Map<string, Promise<{ run: StagingRun; etag?: string }>>();
   /** Exports the run read to the end with every item settled: the only ones an index may call whole. */
   private readonly settled = new Set<string>();
   protected readonly lifecycle = new SinkLifecycle('azblob', {
@@ -383,11 +390,58 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
       await this.addUnvisitedBatches(exportId, batches);
       const at = new Date();
       const body = stagingIndexText(stagingIndex(exportId, batches, at, this.contents), this.signNote);
+      const name = stagingIndexName(this.config, exportId, at);
       try {
-        await this.container.getBlockBlobClient(stagingIndexName(this.config, exportId, at)).upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
+        await this.container.getBlockBlobClient(name).upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
       } catch (err) {
         throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: the index of export ${exportId}'s batches cannot be written (an import could not tell a batch that goes missing): ${storageErrorMessage(err)}`);
       }
+      await this.finishRun(exportId, name, at);
+    }
+  }
+
+  /**
+   * Before the first batch of an export is staged: its `staging.run` record says a staging run is
+   * under way, so that an import does not take an older index (and the batches beside it) for the
+   * export whole while this run has staged part of it. Not written, nothing of the export is staged.
+   */
+  private startRun(exportId: string): Promise<unknown> {
+    let started = this.runs.get(exportId);
+    if (!started) {
+      const run: StagingRun = { format: RUN_FORMAT, version: 1, exportId, startedAt: new Date().toISOString(), by: `${hostname()} pid ${process.pid}` };
+      const body = stagingRunText(run);
+      started = this.container
+        .getBlockBlobClient(stagingRunName(this.config, exportId))
+        .upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } })
+        .then(
+          ({ etag }) => ({ run, etag }),
+          (err: unknown) => {
+            // Tried again by the export's next batch.
+            this.runs.delete(exportId);
+            throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: export ${exportId}: the record that its staging is under way (${stagingRunName(this.config, exportId)}) cannot be written, so nothing of it is staged: ${storageErrorMessage(err)}`);
+          },
+        );
+      this.runs.set(exportId, started);
+    }
+    return started;
+  }
+
+  /**
+   * The export's `staging.run` record marked finished, naming the index just written. Only if it is
+   * still this run's (`If-Match`): a run that started since keeps its record, under way.
+   */
+  private async finishRun(exportId: string, index: string, at: Date): Promise<void> {
+    const started = await this.runs.get(exportId)?.catch(() => undefined);
+    if (!started) return;
+    const body = stagingRunText({ ...started.run, finishedAt: at.toISOString(), index });
+    try {
+      await this.container.getBlockBlobClient(stagingRunName(this.config, exportId)).upload(body, Buffer.byteLength(body), {
+        blobHTTPHeaders: { blobContentType: 'application/json' },
+        conditions: { ifMatch: started.etag },
+      });
+    } catch (err) {
+      if (statusOf(err) === 412 || statusOf(err) === 404) return;
+      throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: export ${exportId} is indexed, but its staging cannot be marked finished in ${stagingRunName(this.config, exportId)} (an import calls it part-way until a staging run marks it): ${storageErrorMessage(err)}`);
     }
   }
 
@@ -544,6 +598,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
       const { lease, taken } = this.lease(exportId);
       await taken;
       lease.check();
+      await this.startRun(exportId);
       if (!(await this.hasBatches(exportId))) return;
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
         if (!blob.name.endsWith('.zip')) continue;

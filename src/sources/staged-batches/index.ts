@@ -1,15 +1,24 @@
 import type { ContainerClient } from '@azure/storage-blob';
-import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
-import { containerClientFromEnv, describeLocation, exportFolder, isFolderOf, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
+import { containerClientFromEnv, describeLocation, exportFolder, exportOfFolder, folderOfBatch, isFolderOf, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { folderOfIndex, namedForItsTime, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
+import { STAGING_RUN, folderOfStagingRun, parseStagingRun } from '../../formats/staged-batch/staging-run.js';
 
 /** What a listing of the staged batches found besides the batches it yields. */
 export interface StagedListing {
-  /** Batches a staging index lists that are not there. */
+  /** Export folders listed (by a batch, a staging index or a staging-run record): none, and nothing is staged where the import looked. */
+  folders: number;
+  /** Batches a staging index lists that are not there (and that were not imported into this sink before they went). */
   gone: string[];
+  /** Batches a staging index lists that are not there, marked imported into this sink before they went (their marker outlives them). */
+  goneImported: string[];
+  /** Batches in an export folder whose latest staging index does not name them, and why (as which error): never imported. */
+  outside: Map<string, { code: ErrorCodeValue; why: string }>;
+  /** Export folders whose staging-run record says a staging run of the export has not finished. */
+  unfinished: { exportId: string; why: string }[];
   /** Per export, the batches its latest staging index lists. */
   indexed: Map<string, string[]>;
   /** Batches marked imported into this sink before this listing. */
@@ -20,6 +29,18 @@ export interface StagedListing {
   unindexed: string[];
   /** Staging indexes passed over because the key the import trusts did not sign them, and why. */
   untrusted: { name: string; why: string }[];
+}
+
+/** What an export folder's latest staging index and its staging-run record say. */
+interface FolderView {
+  /** Its latest (trusted) index, if it has one of its own. */
+  index?: StagingIndex;
+  /** The batches that index names. */
+  names: Set<string>;
+  /** Why a batch the index does not name is not imported. */
+  outside: { code: ErrorCodeValue; why: string };
+  /** How the staging-run record says a staging run has not finished, if it does. */
+  unfinished?: string;
 }
 
 /** Whether the key an import trusts signed a staging index's note (see `openSignedText` in src/formats/signed-note). */
@@ -62,69 +83,75 @@ export class StagedBatches {
   /**
    * Names of the batches not yet imported into the sink `markerKey` stands for (all of them
    * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
-   * after its batch, so one name of look-behind is all the memory it takes. Every export folder
-   * listed, by a batch or by a staging index alone, is checked against its latest staging index
-   * (which sorts after the batches): the names of batches it lists that are not there go into
-   * `found.gone`, with their records in `found.contents`. When the folder has batches, that index is
-   * looked up when the listing enters the folder, before any of its batches is yielded, so that
-   * each batch is held against its record there (`found.contents`) as it is read.
+   * after its batch, so one name of look-behind is all the memory it takes. Each export folder
+   * listed (by a batch, a staging index or a staging-run record) is looked up once: its latest
+   * staging index and its staging-run record. When it has batches, that is done when its first
+   * batch is listed, before any is yielded, so that each batch is held against its record there
+   * (`found.contents`), and one the index does not name is in `found.outside`, as it is read.
+   * When the listing leaves the folder, the batches the index lists that are not there go into
+   * `found.gone` (or `found.goneImported`, marked imported into this sink before they went).
    */
   async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, found: StagedListing): AsyncGenerator<string> {
     const prefix = options.exportId ? exportFolder(this.location, options.exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
     let waiting: string | null = null;
-    // The export folder being listed: its batches (imported or not) and its latest index.
+    // The export folder being listed: its batches (imported or not), and what it says once looked up.
     let folder: string | undefined;
     const present = new Set<string>();
-    // The folder's latest (trusted) index, looked up when the listing entered it by a batch; else from the indexes listed.
-    let entryIndex: StagingIndex | undefined;
-    let entered = false;
-    let listedIndexes: string[] = [];
+    let view: FolderView | undefined;
     const checkFolder = async () => {
-      const latest = entered ? entryIndex : await this.latestIndex(listedIndexes, found);
-      // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
-      // The folder is told by its own name, not by the import's prefix (an import from a parent prefix lists folders below it).
-      const index = latest && folder !== undefined && !isFolderOf(folder, latest.exportId) ? undefined : latest;
+      if (folder === undefined) return;
+      const { index, unfinished } = view ?? (await this.lookUp(folder, found));
       if (index) {
         found.indexed.set(index.exportId, index.batches);
         // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.
         for (const name of index.batches) {
           if (present.has(name)) continue;
+          if (found.marked.has(name)) {
+            found.goneImported.push(name);
+            continue;
+          }
           found.gone.push(name);
           const record = index.contents?.[name];
           if (record) found.contents.set(name, record);
         }
-      } else if (present.size > 0 && folder !== undefined) {
+      } else if (present.size > 0) {
         found.unindexed.push(folder);
       }
+      if (unfinished) found.unfinished.push({ exportId: exportOfFolder(folder) ?? folder, why: unfinished });
       present.clear();
-      entryIndex = undefined;
-      entered = false;
-      listedIndexes = [];
+      view = undefined;
     };
     try {
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
-        const indexFolder = folderOfIndex(blob.name);
-        const here = indexFolder ?? (blob.name.endsWith('.zip') ? blob.name.replace(/[^/]+\/[^/]+$/, '') : folder);
+        const { name } = blob;
+        const isBatch = name.endsWith('.zip');
+        const here = folderOfIndex(name) ?? folderOfStagingRun(name) ?? (isBatch ? folderOfBatch(name) : folder);
         if (here !== folder) {
           await checkFolder();
           folder = here;
-          if (indexFolder === undefined && here !== undefined && blob.name.endsWith('.zip')) {
-            entryIndex = await this.latestIndexIn(here, found);
-            entered = true;
-            for (const [name, record] of Object.entries(entryIndex?.contents ?? {})) found.contents.set(name, record);
-          }
+          found.folders++;
         }
-        if (indexFolder !== undefined) listedIndexes.push(blob.name);
-        else if (blob.name.endsWith('.zip')) present.add(blob.name);
-        if (waiting && blob.name.startsWith(`${waiting}.imported-`)) {
-          if (blob.name === markerName(waiting, markerKey)) {
-            found.marked.add(waiting);
-            if (!options.again) waiting = null;
+        if (isBatch && folder !== undefined) {
+          present.add(name);
+          // Also for a batch named to sort after the index: looked up before it is yielded.
+          if (!view) {
+            view = await this.lookUp(folder, found);
+            for (const [batch, record] of Object.entries(view.index?.contents ?? {})) found.contents.set(batch, record);
           }
-          continue;
+          if (view.index && !view.names.has(name)) found.outside.set(name, view.outside);
+        }
+        // `<batch>.imported-<key>`: this sink's marker (also of a batch that is gone since), or another sink's.
+        const at = name.lastIndexOf('.imported-');
+        const markedBatch = at > 0 && name.slice(0, at).endsWith('.zip') ? name.slice(0, at) : undefined;
+        if (markedBatch !== undefined) {
+          if (name === markerName(markedBatch, markerKey)) found.marked.add(markedBatch);
+          if (waiting === markedBatch) {
+            if (found.marked.has(markedBatch) && !options.again) waiting = null;
+            continue;
+          }
         }
         if (waiting) yield waiting;
-        waiting = blob.name.endsWith('.zip') ? blob.name : null;
+        waiting = isBatch ? name : null;
       }
       await checkFolder();
     } catch (err) {
@@ -132,6 +159,68 @@ export class StagedBatches {
       throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: cannot list the staged batches: ${storageErrorMessage(err)}`);
     }
     if (waiting) yield waiting;
+  }
+
+  /** An export folder's latest (trusted) index, if it is the folder's own, and whether its staging-run record says a run has not finished. */
+  private async lookUp(folder: string, found: StagedListing): Promise<FolderView> {
+    const latest = await this.latestIndexIn(folder, found);
+    // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
+    // The folder is told by its own name, not by the import's prefix (an import from a parent prefix lists folders below it).
+    const index = latest && isFolderOf(folder, latest.exportId) ? latest : undefined;
+    const unfinished = await this.unfinishedRun(folder);
+    const outside = unfinished
+      ? { code: ErrorCode.STAGING_INCOMPLETE, why: `the export's latest staging index does not name it, and ${unfinished}: it may be that run's, but no finished staging run vouches for it yet` }
+      : {
+          code: ErrorCode.STAGING_UNTRUSTED,
+          why: `the export's latest ${this.trust ? 'signed ' : ''}staging index (written ${index?.writtenAt}) does not name it, and no staging run of the export is under way: no staging run that finished staged it (someone else put it there, or a staging run of a version before this one stopped part-way)`,
+        };
+    return { index, names: new Set(index?.batches), outside, unfinished };
+  }
+
+  /** How the folder's staging-run record says a staging run of it has not finished, or undefined (no record, or one marked finished). */
+  private async unfinishedRun(folder: string): Promise<string | undefined> {
+    const name = `${folder}${STAGING_RUN}`;
+    let text: string;
+    try {
+      text = (await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8');
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging-run record ${name} cannot be read: ${storageErrorMessage(err)}`);
+    }
+    try {
+      const run = parseStagingRun(text);
+      return run.finishedAt === undefined ? `a staging run of it started ${run.startedAt} (${run.by.replace(/[^\x20-\x7e]/g, '?')}) has not finished (${name})` : undefined;
+    } catch (err) {
+      // Unreadable: nothing says the staging finished.
+      return `its staging-run record ${name} cannot be read (${storageErrorMessage(err)}), so a staging run of it may not have finished`;
+    }
+  }
+
+  /**
+   * E_USAGE for an import that found nothing staged where it looked (a typo in --from or --export):
+   * what it was given, and what is there instead: with `exportId` the exports staged under the
+   * prefix, else what the level above the prefix holds.
+   */
+  async nothingStaged(exportId: string | undefined): Promise<PivotArchiveError> {
+    const { prefix } = this.location;
+    const parent = exportId ? prefix : prefix.slice(0, Math.max(0, prefix.lastIndexOf('/')));
+    const where = `azblob://${this.container.accountName}/${this.location.container}${parent ? `/${parent}` : ''}`;
+    const shown = 10;
+    const names: string[] = [];
+    let there: string;
+    try {
+      for await (const item of this.container.listBlobsByHierarchy('/', { prefix: parent ? `${parent}/` : '' })) {
+        if (item.kind !== 'prefix') continue;
+        names.push(JSON.stringify(exportId ? (exportOfFolder(item.name) ?? item.name) : item.name));
+        if (names.length > shown) break;
+      }
+      const list = `${names.slice(0, shown).join(', ')}${names.length > shown ? ', ...' : ''}`;
+      there = names.length === 0 ? `${where} holds nothing staged` : exportId ? `the exports staged under ${where}: ${list}` : `the folders of ${where}: ${list}`;
+    } catch (err) {
+      there = `what ${where} holds cannot be listed: ${storageErrorMessage(err)}`;
+    }
+    const given = `--from ${this.description}${exportId ? ` --export ${exportId}` : ''}`;
+    return new PivotArchiveError(ErrorCode.USAGE, `${given}: nothing to import: ${exportId ? `no export ${exportId} is` : 'nothing is'} staged there (no staged batch, no staging index); ${there}`);
   }
 
   /** The latest staging index of an export folder (see `latestIndex`), if it has one. */

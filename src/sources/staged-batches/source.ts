@@ -38,7 +38,7 @@ export class StagedBatchSource implements Source {
    * by count only.
    */
   private itemsStagedNotRead = 0;
-  private readonly listing: StagedListing = { gone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
+  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), unfinished: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -83,7 +83,12 @@ export class StagedBatchSource implements Source {
       this.itemsStaged += account.items;
       // A batch of another export put in this one's folder (its name kept): its messages are not this export's.
       const folderExport = exportOfBatch(name) ?? batch.manifest.exportId;
-      if (folderExport !== batch.manifest.exportId) {
+      const outside = this.listing.outside.get(name);
+      if (outside) {
+        // No index of its export names it: whoever made it, no staging run that finished vouches for what it holds.
+        account.problem = `${outside.code}: staged batch ${name} is not imported: ${outside.why}; the whole batch fails, none of its messages is imported`;
+        options.logger.error(account.problem);
+      } else if (folderExport !== batch.manifest.exportId) {
         account.problem = `${ErrorCode.STAGING_INCOMPLETE}: staged batch ${name}, in the folder of export ${JSON.stringify(folderExport)}, holds messages of export ${JSON.stringify(batch.manifest.exportId)}; the whole batch fails as ${JSON.stringify(folderExport)}'s, none of its messages is imported (delete the batch, stage ${JSON.stringify(folderExport)} again, then import again)`;
         this.itemsStagedNotRead += recorded?.items ?? 0;
         options.logger.error(account.problem);
@@ -124,6 +129,7 @@ export class StagedBatchSource implements Source {
         yield { kind: 'delivery', position, delivery };
       }
     }
+    if (this.listing.folders === 0) throw await staged.nothingStaged(options.exportId);
     for (const folder of this.listing.unindexed) {
       options.logger.warn(
         `the staged batches under ${folder} have no staging index (staged by an older version, by a staging run that failed, was stopped part-way or is still running, or the index was deleted): a batch gone from there cannot be told, so the export is not reported imported whole; run its staging again to the end to index it`,
@@ -133,6 +139,15 @@ export class StagedBatchSource implements Source {
     const { untrusted } = this.listing;
     for (const { name, why } of untrusted) {
       options.logger.error(`${ErrorCode.STAGING_UNTRUSTED}: the staging index ${name} is not trusted: ${why}; it was passed over (a writer to the container other than the staging run made it)`);
+    }
+    const { goneImported, unfinished, outside } = this.listing;
+    if (goneImported.length > 0) {
+      options.logger.info(
+        `${goneImported.length} staged batch${goneImported.length > 1 ? 'es' : ''} that the staging index lists ${goneImported.length > 1 ? 'are' : 'is'} gone from staging but ${goneImported.length > 1 ? 'were' : 'was'} imported into this sink before (${goneImported.length > 1 ? 'their' : 'its'} import marker is there): counted as imported (${goneImported.slice(0, 5).join(', ')}${goneImported.length > 5 ? ', ...' : ''})`,
+      );
+    }
+    for (const { exportId, why } of unfinished) {
+      options.logger.error(`${ErrorCode.STAGING_INCOMPLETE}: the staging of export ${exportId} is part-way: ${why}; batches no index of it names are not imported, and it is not imported whole`);
     }
     // Batches a staging run listed that are gone: their messages were read by nothing, and are counted here only.
     for (const name of gone) {
@@ -145,6 +160,19 @@ export class StagedBatchSource implements Source {
       throw new PivotArchiveError(
         ErrorCode.STAGING_INCOMPLETE,
         `${gone.length} staged batch${gone.length > 1 ? 'es' : ''} that the staging run listed ${gone.length > 1 ? 'are' : 'is'} gone (${gone.slice(0, 5).join(', ')}${gone.length > 5 ? ', ...' : ''}): ${gone.length > 1 ? 'their' : 'its'} messages were not imported; run the staging of that export again (it stages what is missing), then import again`,
+      );
+    }
+    if (unfinished.length > 0) {
+      throw new PivotArchiveError(
+        ErrorCode.STAGING_INCOMPLETE,
+        `the staging of ${unfinished.length > 1 ? `${unfinished.length} exports` : `export ${unfinished[0]!.exportId}`} is part-way (${unfinished.slice(0, 5).map((u) => u.why).join('; ')}${unfinished.length > 5 ? '; ...' : ''}): batches no index names are not imported, and no export is reported imported whole by this import; run the staging of ${unfinished.length > 1 ? 'those exports' : 'that export'} again to the end (it stages what is missing and indexes it), then import again`,
+      );
+    }
+    if (outside.size > 0) {
+      const names = [...outside.keys()];
+      throw new PivotArchiveError(
+        ErrorCode.STAGING_UNTRUSTED,
+        `${names.length} staged batch${names.length > 1 ? 'es' : ''} that no staging index names (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', ...' : ''}) ${names.length > 1 ? 'were' : 'was'} not imported: no staging run that finished staged ${names.length > 1 ? 'them' : 'it'}; find out who put ${names.length > 1 ? 'them' : 'it'} there and delete ${names.length > 1 ? 'them' : 'it'} (a staging run of the export names every batch in its folder in the index it writes, so check before staging the export again); no export is reported imported whole by this import`,
       );
     }
     if (untrusted.length > 0) {

@@ -1,0 +1,49 @@
+// The record a staging run leaves in an export's folder before it stages a batch of it, and marks
+// finished once the export's index is written: an import tells by it that the export's staging is
+// part-way (a run killed, failed or still running), whatever older index still stands. See
+// src/sinks/azblob/SPEC.md and src/sources/staged-batches/SPEC.md.
+import { exportFolder, type AzureBlobLocation } from './location.js';
+
+export const RUN_FORMAT = 'pivot-archive-staging-run';
+/**
+ * The record's blob name in an export's folder. Not a `.zip` nor an `index-*.json`; it sorts after
+ * `staging.lock`, so a folder holding the lock and this alone still has no batches to the sink.
+ */
+export const STAGING_RUN = 'staging.run';
+
+export interface StagingRun {
+  format: typeof RUN_FORMAT;
+  version: 1;
+  exportId: string;
+  startedAt: string;
+  /** `<host> pid <pid>` of the staging run. */
+  by: string;
+  /** Set once the run wrote the export's index (`index`): absent, the export's staging is part-way. */
+  finishedAt?: string;
+  index?: string;
+}
+
+/** `<prefix>/<URL-encoded exportId>/staging.run`. */
+export function stagingRunName(location: AzureBlobLocation, exportId: string): string {
+  return `${exportFolder(location, exportId)}${STAGING_RUN}`;
+}
+
+/** The export folder of a staging-run blob's name, or undefined when it is none. */
+export function folderOfStagingRun(name: string): string | undefined {
+  const slash = name.lastIndexOf('/');
+  return name.slice(slash + 1) === STAGING_RUN ? name.slice(0, slash + 1) : undefined;
+}
+
+export function stagingRunText(run: StagingRun): string {
+  return `${JSON.stringify(run)}\n`;
+}
+
+/** The record in a blob's text; throws when it is not one. */
+export function parseStagingRun(text: string): StagingRun {
+  const value = JSON.parse(text) as Partial<StagingRun> | null;
+  if (value?.format !== RUN_FORMAT || value.version !== 1 || typeof value.exportId !== 'string' || typeof value.startedAt !== 'string' || typeof value.by !== 'string') {
+    throw new Error(`not a ${RUN_FORMAT} version 1`);
+  }
+  if (value.finishedAt !== undefined && typeof value.finishedAt !== 'string') throw new Error('its finishedAt is not a time');
+  return value as StagingRun;
+}

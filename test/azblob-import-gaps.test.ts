@@ -1,0 +1,217 @@
+// What an import from Blob staging does when what it finds is not what a finished staging run left,
+// against a real Azurite: nothing staged where it looks (a typo in --from or --export) is a usage
+// error, not an empty success; a batch deleted after this sink imported it (its marker kept) is not
+// called lost; a batch the export's latest index does not name is never imported silently; and a
+// staging run stopped part-way (a corrected re-staging beside an older, complete index) makes the
+// import fail naming the export, never call it whole. Before, each of these exited wrongly.
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import unzipper from 'unzipper';
+import { generateSample } from '../src/sample/generate.js';
+import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { readMaildir } from './helpers/maildir.js';
+import { tempDir } from './helpers/tmp.js';
+
+const EXPORT_ID = 'acme-2026-11-23';
+/** SIGTERMs its own run at the STOP_AT-th item (a staging run stopped part-way). */
+const STOPPER = "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (process.env.STOP_AT && ++n === Number(process.env.STOP_AT)) process.kill(process.pid, 'SIGTERM'); return item; } };\n";
+
+let azurite: Azurite;
+let env: Record<string, string>;
+let workDir: string;
+let archive: string;
+/** The same export id, other content: a corrected re-delivery of the day. */
+let corrected: string;
+let key: string;
+
+test.before(async () => {
+  if (!AZURITE_BLOB) throw new Error(azuriteMissingMessage());
+  azurite = await startAzurite();
+  env = azurite.env as Record<string, string>;
+  workDir = await mkdtemp(join(tmpdir(), 'pivot-archive-test-'));
+  archive = join(workDir, 'export.zip');
+  corrected = join(workDir, 'corrected.zip');
+  await generateSample(archive, { events: 300, messageFiles: 2, seed: 51 });
+  await generateSample(corrected, { events: 300, messageFiles: 2, seed: 52 });
+  key = join(workDir, 'staging.key');
+  const made = await cli(['keygen', '--out', key, '--name', 'staging']);
+  if (made.code !== 0) throw new Error(`keygen exit ${made.code}: ${made.stderr}`);
+});
+test.after.always(async () => {
+  await azurite?.dispose();
+  if (workDir) await rm(workDir, { recursive: true, force: true });
+});
+
+const container = () => azurite.container('staging');
+
+async function blobNames(prefix: string, pattern: RegExp): Promise<string[]> {
+  const names: string[] = [];
+  for await (const blob of container().listBlobsFlat({ prefix: `${prefix}/` })) if (pattern.test(blob.name)) names.push(blob.name);
+  return names.sort();
+}
+
+/** The (mailbox, Message-ID) entries of a staged batch, read with unzipper (not our reader). */
+async function entriesOf(name: string): Promise<{ mailbox: string; messageId: string; sha256: string }[]> {
+  const zip = (await unzipper.Open.buffer(await container().getBlockBlobClient(name).downloadToBuffer())) as unknown as { files: { path: string; buffer(): Promise<Buffer> }[] };
+  const manifest = zip.files.find((f) => f.path === 'manifest.json')!;
+  return (JSON.parse((await manifest.buffer()).toString()) as { entries: { mailbox: string; messageId: string; sha256: string }[] }).entries;
+}
+
+async function stage(prefix: string, from: string, options: string[] = [], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; log: string }> {
+  const run = await cli(['run', from, '--sink', `azblob://staging/${prefix}?messages=20&linger=50`, '--rejects', join(workDir, `rejects-${prefix}`), '--quiet', ...options], { env: { ...env, ...extraEnv } });
+  return { code: run.code, log: run.log };
+}
+
+interface Summary {
+  delivered: number;
+  skipped: number;
+  failed: number;
+  batchesImported: number;
+  batchesFailed: number;
+  exportsImportedWhole: string[];
+  error?: { code: string; message: string };
+}
+
+async function importInto(from: string, dir: string, options: string[] = []): Promise<{ code: number | null; log: string; summary: Summary; statusLines: Record<string, unknown>[] }> {
+  const status = join(dir, 'import.jsonl');
+  const imp = await cli(['import', '--from', `azblob://staging/${from}`, '--sink', `maildir:${join(dir, 'mail')}`, '--state-dir', join(dir, 'state'), '--status-log', status, '--json', ...options], { env });
+  return { code: imp.code, log: imp.log, summary: JSON.parse(imp.stdout) as Summary, statusLines: (await readStatusLog(status)).lines };
+}
+
+async function complete(dir: string): Promise<boolean> {
+  const status = await cli(['status', '--state-dir', join(dir, 'state'), '--export', EXPORT_ID, '--json']);
+  return (JSON.parse(status.stdout) as { account: { complete: boolean } }).account.complete;
+}
+
+const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+test.serial('an import that finds nothing staged (a typo in --from, an --export that matches no staged export) is a usage error, exit 2, naming what is there; everything already imported is exit 0', async (t) => {
+  t.timeout(300_000);
+  t.is((await stage('typo/acme', archive)).code, 0);
+  const dir = await tempDir(t);
+  const wrongPrefix = await cli(['import', '--from', 'azblob://staging/typo/acmee', '--sink', `maildir:${join(dir, 'mail')}`, '--json'], { env });
+  t.is(wrongPrefix.code, 2, wrongPrefix.log);
+  const prefixSummary = JSON.parse(wrongPrefix.stdout) as Summary;
+  t.is(prefixSummary.error?.code, 'E_USAGE');
+  t.regex(prefixSummary.error!.message, /--from azblob:\/\/devstoreaccount1\/staging\/typo\/acmee: nothing to import: nothing is staged there .*the folders of azblob:\/\/devstoreaccount1\/staging\/typo: "typo\/acme\/"/);
+
+  const wrongExport = await cli(['import', '--from', 'azblob://staging/typo/acme', '--export', 'acme-2026-11-32', '--sink', `maildir:${join(dir, 'mail')}`, '--json'], { env });
+  t.is(wrongExport.code, 2, wrongExport.log);
+  const exportSummary = JSON.parse(wrongExport.stdout) as Summary;
+  t.is(exportSummary.error?.code, 'E_USAGE');
+  t.regex(exportSummary.error!.message, new RegExp(`--export acme-2026-11-32: nothing to import: no export acme-2026-11-32 is staged there .*the exports staged under azblob://devstoreaccount1/staging/typo/acme: "${EXPORT_ID}"`));
+  t.deepEqual(await readMaildir(join(dir, 'mail')), []);
+
+  const first = await importInto('typo/acme', dir, ['--export', EXPORT_ID]);
+  t.is(first.code, 0, first.log);
+  t.true(first.summary.delivered > 0);
+  const again = await importInto('typo/acme', dir, ['--export', EXPORT_ID]);
+  t.is(again.code, 0, again.log);
+  t.like(again.summary, { batchesImported: 0, delivered: 0 });
+  t.deepEqual(again.summary.exportsImportedWhole, [EXPORT_ID]);
+});
+
+test.serial('a batch deleted after this sink imported it (its marker kept) counts as imported: the next import exits 0, the export whole; an import into another sink finds it gone', async (t) => {
+  t.timeout(300_000);
+  t.is((await stage('pruned', archive)).code, 0);
+  const dir = await tempDir(t);
+  const first = await importInto('pruned', dir);
+  t.is(first.code, 0, first.log);
+  const batches = await blobNames('pruned', /\.zip$/);
+  const victim = batches[1]!;
+  t.is((await blobNames('pruned', /\.zip\.imported-/)).length, batches.length, 'every batch marked');
+  // A clean-up of what was imported: the batch goes, its marker stays.
+  await container().deleteBlob(victim);
+
+  const next = await importInto('pruned', dir);
+  t.is(next.code, 0, next.log);
+  t.is(next.summary.error, undefined);
+  t.deepEqual(next.summary.exportsImportedWhole, [EXPORT_ID]);
+  t.regex(next.log, new RegExp(`1 staged batch that the staging index lists is gone from staging but was imported into this sink before .*${escaped(victim)}`));
+  t.true(await complete(dir));
+
+  const other = await tempDir(t);
+  const elsewhere = await importInto('pruned', other);
+  t.is(elsewhere.code, 1, elsewhere.log);
+  t.is(elsewhere.summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.true(elsewhere.summary.error?.message.includes(victim), elsewhere.summary.error?.message);
+  t.deepEqual(elsewhere.summary.exportsImportedWhole, []);
+});
+
+test.serial("a well-formed batch of the export that its latest index does not name, put into the export's folder, is refused: not imported, recorded failed, exit 1, not whole; with the signed index and --public-key, and with an unsigned one", async (t) => {
+  t.timeout(300_000);
+  t.is((await stage('planted', archive, ['--signing-key', key])).code, 0);
+  t.is((await stage('donor', corrected)).code, 0);
+  const indexed = await blobNames('planted', /\.zip$/);
+  // A batch of the same export id, made by a staging run elsewhere, copied in under a name of its shape.
+  const [donor] = await blobNames('donor', /\.zip$/);
+  const planted = donor!.replace(/^donor\//, 'planted/');
+  const source = container().getBlockBlobClient(donor!);
+  const body = await source.downloadToBuffer();
+  await container().getBlockBlobClient(planted).upload(body, body.length, { metadata: (await source.getProperties()).metadata });
+  const plantedEntries = await entriesOf(planted);
+  const indexedBytes = new Set<string>();
+  let indexedMessages = 0;
+  for (const name of indexed) {
+    const entries = await entriesOf(name);
+    for (const e of entries) indexedBytes.add(e.sha256);
+    indexedMessages += entries.length;
+  }
+
+  for (const trust of [['--public-key', `${key}.pub`], []]) {
+    const dir = await tempDir(t);
+    const { code, log, summary, statusLines } = await importInto('planted', dir, trust);
+    t.is(code, 1, log);
+    t.is(summary.error?.code, 'E_STAGING_UNTRUSTED');
+    t.true(summary.error?.message.includes(planted), summary.error?.message);
+    t.like(summary, { delivered: indexedMessages, failed: plantedEntries.length, batchesFailed: 1, batchesImported: indexed.length });
+    t.deepEqual(summary.exportsImportedWhole, []);
+    t.regex(log, new RegExp(`E_STAGING_UNTRUSTED: staged batch ${escaped(planted)} is not imported: the export's latest ${trust.length > 0 ? 'signed ' : ''}staging index \\(written \\S+\\) does not name it`));
+    t.like(statusLines.find((l) => l.record === 'batch' && l.batch === planted), { outcome: 'failed', items: plantedEntries.length });
+    const mail = await readMaildir(join(dir, 'mail'));
+    t.is(mail.length, indexedMessages, 'nothing of the planted batch is delivered');
+    // The other run's messages share Message-IDs with this one's (same export id, same item ids), not bytes.
+    const plantedBytes = new Set(plantedEntries.map((e) => e.sha256));
+    const sha256 = (raw: Buffer) => createHash('sha256').update(raw).digest('hex');
+    t.true(mail.every((m) => indexedBytes.has(sha256(m.raw))), 'a mailbox holds the staged bytes');
+    t.false(mail.some((m) => plantedBytes.has(sha256(m.raw))));
+    t.false(await complete(dir));
+  }
+});
+
+test.serial('a corrected re-staging stopped part-way beside the older complete index: the import fails naming the export (E_STAGING_INCOMPLETE), delivers none of the new batches, is not whole; staged to the end, the import is whole', async (t) => {
+  t.timeout(300_000);
+  t.is((await stage('restaged', archive)).code, 0);
+  const v1 = await blobNames('restaged', /\.zip$/);
+  const stopper = join(workDir, 'stopper.mjs');
+  await writeFile(stopper, STOPPER);
+  const stopped = await stage('restaged', corrected, ['--plugin', stopper], { STOP_AT: '150' });
+  t.is(stopped.code, 4, stopped.log);
+  const v2 = (await blobNames('restaged', /\.zip$/)).filter((n) => !v1.includes(n));
+  t.true(v2.length >= 2, `${v2.length} batches of the stopped run`);
+  t.is((await blobNames('restaged', /\/index-[^/]+\.json$/)).length, 1, 'the first run\'s index alone');
+
+  const dir = await tempDir(t);
+  const { code, log, summary, statusLines } = await importInto('restaged', dir);
+  t.is(code, 1, log);
+  t.is(summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.regex(summary.error!.message, new RegExp(`the staging of export ${EXPORT_ID} is part-way \\(a staging run of it started \\S+ \\(\\S+ pid \\d+\\) has not finished \\(restaged/${EXPORT_ID}/staging\\.run\\)\\)`));
+  t.deepEqual(summary.exportsImportedWhole, []);
+  t.is(summary.batchesImported, v1.length);
+  t.is(summary.batchesFailed, v2.length);
+  for (const name of v2) t.like(statusLines.find((l) => l.record === 'batch' && l.batch === name), { outcome: 'failed' });
+  let v1Messages = 0;
+  for (const name of v1) v1Messages += (await entriesOf(name)).length;
+  t.is((await readMaildir(join(dir, 'mail'))).length, v1Messages, 'none of the stopped run\'s batches delivered');
+  t.false(await complete(dir));
+
+  t.is((await stage('restaged', corrected)).code, 0);
+  const whole = await importInto('restaged', dir);
+  t.is(whole.code, 0, whole.log);
+  t.deepEqual(whole.summary.exportsImportedWhole, [EXPORT_ID]);
+  t.true(await complete(dir));
+});
