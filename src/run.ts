@@ -45,15 +45,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
   // A file given by path is known from the start: a failure before it is opened (a state dir that cannot be used) records its size and sha256 too.
   if (!config.sample && config.archive !== undefined && config.archive !== '-') input.path = name;
   let dryRun: DryRunSink | undefined;
-  const outcomeOptions = {
-      domains: config.domains,
-      allDomains: config.allDomains,
-      userMap: config.userMap ?? null,
-      defaultMailbox: config.defaultMailbox ?? null,
-      plugins: config.plugins,
-      maxEventSize: config.maxEventSize,
-      rejects: resolve(cwd, config.rejects),
-  };
+  const outcomeOptions = runOutcomeOptions(config, cwd);
   const result = await runJob(config, logger, options, {
     command: 'run',
     input: () => input,
@@ -99,6 +91,19 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
     },
   });
   return dryRun ? { ...result, mailboxes: dryRun.mailboxes() } : result;
+}
+
+/** The options of a run that decide its items' outcomes (with those of every job, its start record's and its checkpoint's). */
+export function runOutcomeOptions(config: RunConfig, cwd: string): Record<string, unknown> {
+  return {
+    domains: config.domains,
+    allDomains: config.allDomains,
+    userMap: config.userMap ?? null,
+    defaultMailbox: config.defaultMailbox ?? null,
+    plugins: config.plugins,
+    maxEventSize: config.maxEventSize,
+    rejects: resolve(cwd, config.rejects),
+  };
 }
 
 /** The sha256 of a plugin given as a file (a package is named by its version alone), or '' when it cannot be read. */

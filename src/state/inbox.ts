@@ -1,14 +1,19 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { link, lstat, mkdir, open, readdir, readFile, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { join, resolve, sep } from 'node:path';
 import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
-import { errorExitCode, worseExitCode } from '../exit-policy.js';
+import { errorExitCode, runExitCode, worseExitCode } from '../exit-policy.js';
+import { findEndOfCentralDirectory } from '../formats/zip/index.js';
 import { pathExists } from '../fs-util.js';
+import { sha256Hex } from '../hash.js';
 import type { Logger } from '../logger.js';
-import { recordFailureBeforeStart } from '../job.js';
-import { run, type RunOptions, type RunResult } from '../run.js';
+import { recordFailureBeforeStart, startOptions } from '../job.js';
+import { run, runOutcomeOptions, type RunOptions, type RunResult } from '../run.js';
+import { createSink } from '../sinks/index.js';
+import type { RunSummary, StartRecord } from '../status-log.js';
+import { isPluginPath } from '../transforms/plugins/index.js';
 import { STATE_FILES, STATE_FOLDERS, StateDir } from './index.js';
 
 /**
@@ -41,6 +46,84 @@ async function sha256(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** Where a reader looks for a ZIP's end record: its 22 bytes and the longest comment (APPNOTE 4.3.16). */
+const ZIP_TAIL_BYTES = 22 + 0xffff;
+
+/**
+ * The file has no ZIP end record (a look at its tail): its run refuses it, and hashing it here
+ * first (a 3 GB sparse file: half a minute) would only delay that. False when it cannot tell.
+ */
+async function noZipEndRecord(path: string): Promise<boolean> {
+  try {
+    const handle = await open(path, 'r');
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size, ZIP_TAIL_BYTES);
+      const { buffer, bytesRead } = await handle.read(Buffer.alloc(length), 0, length, size - length);
+      return findEndOfCentralDirectory(buffer.subarray(0, bytesRead), size - length, size) === -1;
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+// ignoreBOM: a name starting with U+FEFF keeps it (stripped, it would decode to nothing).
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** The UTF-8 character at byte `i` of `raw`, or undefined where none starts. */
+function characterAt(raw: Buffer, i: number): string | undefined {
+  const lead = raw[i]!;
+  const length = lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+  if (length === 0 || i + length > raw.length) return undefined;
+  try {
+    return strictUtf8.decode(raw.subarray(i, i + length));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A file name as text: its UTF-8, and each byte that is no part of UTF-8 as `%XX` (`caf\xe9.zip`,
+ * named on a Latin-1 host, reads `caf%E9.zip`). A name that is not UTF-8 cannot be given as a
+ * path string: read as one, the file is not found.
+ */
+export function textName(raw: Buffer): string {
+  let text = '';
+  for (let i = 0; i < raw.length; ) {
+    const character = characterAt(raw, i);
+    text += character ?? `%${raw[i]!.toString(16).toUpperCase().padStart(2, '0')}`;
+    i += character === undefined ? 1 : Buffer.byteLength(character);
+  }
+  return text;
+}
+
+/**
+ * Gives the file at `from` the name `name` in `dir`, or `name` with `-1`, `-2`... before its
+ * `.zip` where that is taken, never over another file: by a hard link, which fails on a name
+ * taken; where hard links are refused (some SMB and FUSE mounts), by a rename once the name is
+ * seen free, as moveInto does. Returns the name it got.
+ */
+async function renameFree(from: Buffer, dir: string, name: string): Promise<string> {
+  for (let n = 0; ; n++) {
+    const free = n === 0 ? name : name.replace(/(\.zip)$/i, `-${n}$1`);
+    const to = join(dir, free);
+    const linked = await link(from, to).then(
+      () => true,
+      (err: unknown) => ((err as NodeJS.ErrnoException).code === 'EEXIST' ? undefined : false),
+    );
+    if (linked === undefined) continue;
+    if (linked) {
+      await unlink(from);
+      return free;
+    }
+    if (await exists(to)) continue;
+    await rename(from, to);
+    return free;
+  }
+}
+
 /** Moves a file into `dir`, never over another file of the same name. */
 async function moveInto(path: string, dir: string, name: string): Promise<string> {
   await mkdir(dir, { recursive: true });
@@ -65,10 +148,12 @@ async function sighting(path: string): Promise<Sighting | undefined> {
   return info && sightingOf(info);
 }
 
+const goneSinceListed = (name: string) => `${name}: gone from the drop folder since it was listed (taken by another run, or by hand): passed over`;
+
 const goneWhileRead = (name: string) => `${name}: gone from the drop folder while it was read (taken by another run, or by hand): not moved`;
 
 /** Something (a file, a link, dangling or not) is at `path`. */
-const exists = (path: string) => lstat(path).then(() => true, () => false);
+const exists = (path: string | Buffer) => lstat(path).then(() => true, () => false);
 
 const sameFile = (a: Sighting | undefined, b: Sighting | undefined) => a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
 
@@ -156,15 +241,104 @@ async function changedInFailed(logger: Logger, inbox: string): Promise<void> {
 }
 
 /**
- * Records an archive completed (STATE/completed/<sha256>.json); the error if the state dir cannot
- * be written (never thrown: a full state dir is no fault of the archive's, nor a bug).
+ * What an archive's delivery depends on besides its bytes, as its checkpoint is keyed (src/run.ts,
+ * Checkpoint.load): the sink and the options that change what is delivered and where, as a run's
+ * start record holds them (src/job.ts), and the content of the user map and plugin files (`key`
+ * covers all). An archive completed under other ones is delivered again: another sink gets all of it.
  */
-async function recordCompleted(state: StateDir, name: string, done: RunResult, digest: string | undefined): Promise<unknown> {
+interface Delivery {
+  sink: string;
+  options: StartRecord['options'];
+  key: string;
+}
+
+/** JSON with the keys in order: a record's options compare equal whatever order wrote them. */
+const canonical = (value: Record<string, unknown>) => JSON.stringify(value, Object.keys(value).sort());
+
+/** The Delivery of this drop-folder run's archives, or why it cannot be told: its runs then fail on the same sink spec, user map or plugin. */
+async function deliveryOf(config: RunConfig, cwd: string): Promise<Delivery | { error: unknown }> {
+  try {
+    const sink = (await createSink(config.sink, { cwd, insecure: config.insecure })).description;
+    const options = startOptions(config, runOutcomeOptions(config, cwd));
+    const userMap = config.userMap ? sha256Hex(await readFile(resolve(cwd, config.userMap))) : null;
+    const plugins = [];
+    // A package plugin by the file it loads from: an upgrade in place is another plugin.
+    for (const specifier of config.plugins) plugins.push(sha256Hex(await readFile(isPluginPath(specifier) ? resolve(cwd, specifier) : new URL(import.meta.resolve(specifier)))));
+    return { sink, options, key: sha256Hex(JSON.stringify([sink, canonical(options), userMap, plugins])) };
+  } catch (err) {
+    return { error: err };
+  }
+}
+
+/** STATE/completed/<sha256>.<delivery key>.json; without a delivery, the record of versions that keyed it by the sha256 alone. */
+function completedPath(state: StateDir, sha: string, delivery?: Delivery): string {
+  return join(state.dir, STATE_FOLDERS.completed, delivery ? `${sha}.${delivery.key}.json` : `${sha}.json`);
+}
+
+/** What is read of each end of a run log: its start record is its first line, its summary among its last. */
+const RUN_LOG_END_BYTES = 1024 * 1024;
+
+/** The records whole in the first or last RUN_LOG_END_BYTES of a run log. */
+async function recordsAtEnd(path: string, end: 'first' | 'last'): Promise<Record<string, unknown>[]> {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    const length = Math.min(size, RUN_LOG_END_BYTES);
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(length), 0, length, end === 'first' ? 0 : size - length);
+    return buffer.toString('utf8', 0, bytesRead).split('\n').flatMap((line) => {
+      try {
+        return [JSON.parse(line) as Record<string, unknown>];
+      } catch {
+        return []; // cut by the end read, or by a kill
+      }
+    });
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A run log of the state dir shows the archive `sha` read whole (exit 0) into `delivery`'s sink under its options. */
+async function readWholeUnder(state: StateDir, sha: string, delivery: Delivery): Promise<boolean> {
+  const runs = join(state.dir, STATE_FOLDERS.runs);
+  for (const name of await readdir(runs).catch(() => [] as string[])) {
+    const start = (await recordsAtEnd(join(runs, name), 'first').catch(() => []))[0] as Partial<StartRecord> | undefined;
+    if (start?.record !== 'start' || start.sha256 !== sha || start.sink !== delivery.sink || !start.options || canonical(start.options) !== canonical(delivery.options)) continue;
+    const summary = (await recordsAtEnd(join(runs, name), 'last').catch(() => [])).find((r) => r.record === 'summary' && r.runId === start.runId) as RunSummary | undefined;
+    if (summary && runExitCode(summary) === ExitCode.OK) return true;
+  }
+  return false;
+}
+
+/**
+ * The archive `sha` was completed under `delivery`: its record, or a record of an earlier version
+ * (keyed by the bytes alone, so saying nothing of the sink) that a run log here shows was read
+ * whole into the same sink under the same options (the user map's and plugins' content unknown);
+ * that one is recorded anew. Throws when the state dir cannot be read.
+ */
+async function completedUnder(state: StateDir, sha: string, delivery: Delivery, dry: boolean | undefined): Promise<boolean> {
+  if (await pathExists(completedPath(state, sha, delivery))) return true;
+  const earlier = await readFile(completedPath(state, sha), 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (earlier === undefined || !(await readWholeUnder(state, sha, delivery))) return false;
+  // Not recorded anew, it is looked up in the run logs again next time: no harm.
+  if (!dry) await writeFile(completedPath(state, sha, delivery), JSON.stringify({ ...(JSON.parse(earlier) as object), sink: delivery.sink, options: delivery.options }) + '\n').catch(() => undefined);
+  return true;
+}
+
+/**
+ * Records an archive completed under `delivery` (see completedPath); the error if the state dir
+ * cannot be written, or what it was delivered under cannot be told (never thrown: a full state
+ * dir is no fault of the archive's, nor a bug).
+ */
+async function recordCompleted(state: StateDir, name: string, done: RunResult, digest: string | undefined, delivery: Delivery | { error: unknown }): Promise<unknown> {
+  if ('error' in delivery) return delivery.error ?? new Error('unknown error');
   const sha = done.summary.sha256 ?? digest;
-  const record = join(state.dir, STATE_FOLDERS.completed, `${sha}.json`);
+  const record = completedPath(state, sha!, delivery);
   try {
     await mkdir(join(state.dir, STATE_FOLDERS.completed), { recursive: true });
-    await writeFile(record, JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, completedAt: new Date().toISOString() }) + '\n');
+    await writeFile(record, JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, sink: delivery.sink, options: delivery.options, completedAt: new Date().toISOString() }) + '\n');
     return undefined;
   } catch (err) {
     // Not a torn record left behind: the next run reads the archive again (the sink skips what it holds).
@@ -189,11 +363,13 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
   // state dir: none may move an archive the others still need, so --shard implies --keep (remove
   // an archive once every shard's state dir has it under completed/; README "Scaling past one machine").
   const keep = config.keep || config.shard !== undefined;
+  /** Where a failure found before any run (of the drop folder, or of one archive) is recorded. */
+  const records = { stateDir: state.dir, ...(config.statusLog ? { statusLog: resolve(cwd, config.statusLog) } : {}) };
   const release = dry
     ? async () => undefined
     : await state.lock().catch(async (err: unknown) => {
         // Recorded as a plain run that finds the lock held is: a run log of its own, the holder's files untouched.
-        if (errorCodeOf(err) === ErrorCode.LOCKED) await recordFailureBeforeStart({ stateDir: state.dir, ...(config.statusLog ? { statusLog: resolve(cwd, config.statusLog) } : {}) }, err, { archive: inbox });
+        if (errorCodeOf(err) === ErrorCode.LOCKED) await recordFailureBeforeStart(records, err, { archive: inbox });
         throw err;
       });
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
@@ -201,34 +377,64 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     const candidates = [];
     const waitedBefore = await readWaiting(state);
     const waitingNow: Record<string, Waiting> = {};
-    const names = await readdir(inbox).catch(async (err: unknown) => {
+    // As bytes: a name that is not UTF-8, listed as text, names no file (see textName).
+    const listed = await readdir(inbox, { encoding: 'buffer' }).catch(async (err: unknown) => {
       const failure = new PivotArchiveError(ErrorCode.CONFIG, `cannot read inbox ${inbox}: ${errorMessage(err)}`);
       // Recorded as a run of the drop folder that failed before any archive: every run leaves a record.
-      if (!dry) await recordFailureBeforeStart({ stateDir: state.dir, ...(config.statusLog ? { statusLog: resolve(cwd, config.statusLog) } : {}) }, failure, { archive: inbox }, true);
+      if (!dry) await recordFailureBeforeStart(records, failure, { archive: inbox }, true);
       throw failure;
     });
-    for (const name of names) {
+    const notUtf8 = 'its name is not UTF-8 (shown with %XX for each byte that is not)';
+    /**
+     * The name a settled archive listed as `raw` is read under: its own, or the UTF-8 one it is
+     * renamed to (`name`, see textName and renameFree). Undefined when there is none: a dry run
+     * renames nothing, and a rename that fails is recorded as the archive's failure (left in place).
+     */
+    const nameToRead = async (raw: Buffer, path: Buffer, name: string): Promise<string | undefined> => {
+      if (raw.equals(Buffer.from(name))) return name;
+      if (dry) {
+        logger.warn(`${name}: ${notUtf8}: a run renames it so and reads it (dry run: not read)`);
+        return undefined;
+      }
+      try {
+        const renamed = await renameFree(path, inbox, name);
+        logger.warn(`${name}: ${notUtf8}: renamed ${renamed}, and read`);
+        return renamed;
+      } catch (err) {
+        if (!(await exists(path))) {
+          logger.info(goneSinceListed(name));
+          return undefined;
+        }
+        const failure = new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${join(inbox, name)}: ${notUtf8}, and it cannot be renamed so (${errorMessage(err)}): rename it by hand`);
+        const reason = `${errorCodeOf(failure)}: ${failure.message}`;
+        logger.error(`${name}: ${reason}; left in place`);
+        await recordFailureBeforeStart(records, failure, { archive: join(inbox, name) }, true);
+        result.results.push({ archive: name, outcome: 'failed-archive', reason, code: errorCodeOf(failure), exitCode: errorExitCode(failure) });
+        result.exitCode = worseExitCode(result.exitCode, errorExitCode(failure));
+        return undefined;
+      }
+    };
+    for (const raw of listed) {
+      const name = textName(raw);
       // `.ZIP` too (an exporter or a copy from Windows may write it so); anything else is said, not run.
       if (!/\.zip$/i.test(name)) {
         if (!name.startsWith('.') && name !== 'done' && name !== 'failed') logger.info(`${name}: not a *.zip, left alone`);
         continue;
       }
-      const path = join(inbox, name);
+      const path = Buffer.concat([Buffer.from(inbox + sep), raw]);
       const info = await stat(path).catch(() => undefined);
-      if (!info) {
-        // A dangling link, say: run like any archive, it fails as unreadable, is recorded and moved to failed/.
-        // A name gone since the listing is passed over.
-        if (await exists(path)) candidates.push({ name, mtime: 0 });
-        else logger.info(`${name}: gone from the drop folder since it was listed (taken by another run, or by hand): passed over`);
+      // A name gone since the listing is passed over; a dangling link is run like any archive: it fails, is recorded and moved to failed/.
+      if (!info && !(await exists(path))) {
+        logger.info(goneSinceListed(name));
         continue;
       }
-      if (!info.isFile()) {
+      if (info && !info.isFile()) {
         logger.info(`${name}: not a file, left alone`);
         continue;
       }
-      const seen = sightingOf(info);
       const now = Date.now();
-      if (now - info.mtimeMs < config.settleSeconds * 1000) {
+      if (info && now - info.mtimeMs < config.settleSeconds * 1000) {
+        const seen = sightingOf(info);
         const { settled, seenAt, future } = settleState(seen, waitedBefore[name], now, config.settleSeconds);
         if (!settled) {
           result.waiting.push(name);
@@ -239,11 +445,14 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         }
         logger.info(`${name}: unchanged for ${config.settleSeconds} s since a run first saw it so: taken`);
       }
-      candidates.push({ name, mtime: info.mtimeMs });
+      const readAs = await nameToRead(raw, path, name);
+      if (readAs !== undefined) candidates.push({ name: readAs, mtime: info?.mtimeMs ?? 0 });
     }
     if (!dry) await changedInFailed(logger, inbox);
     if (!dry) await writeFile(waitingPath(state), JSON.stringify(waitingNow) + '\n').catch((err: unknown) => logger.warn(`cannot record the archives left to settle in ${waitingPath(state)}: ${errorMessage(err)}`));
     candidates.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
+    const delivery = await deliveryOf(config, cwd);
+    if ('error' in delivery && candidates.length > 0) logger.warn(`cannot tell what the archives are delivered under (${errorMessage(delivery.error)}): none is taken for completed`);
     for (const { name } of candidates) {
       if (stop?.aborted) {
         // Stopped before this archive (a signal, early or between archives): not a success, whatever came before.
@@ -259,13 +468,16 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         logger.warn(`${name}: gone from the drop folder before it was read (taken by another run, or by hand): passed over`);
         continue;
       }
+      // A dangling symbolic link: said so (opened, it reads as a file that does not exist).
+      const linkedTo = read === undefined ? await readlink(path).catch(() => undefined) : undefined;
       // One that cannot be read is run all the same: it fails as unreadable, and is recorded and moved to failed/.
-      const digest = await sha256(path).catch(() => undefined);
-      const record = digest && join(state.dir, STATE_FOLDERS.completed, `${digest}.json`);
+      // One with no ZIP end record is not hashed: it was never completed, and its run refuses it at once.
+      const digest = (await noZipEndRecord(path)) ? undefined : await sha256(path).catch(() => undefined);
       // A state dir that cannot be read here is said, and the archive read again (the sink skips what it holds).
       const completed =
-        record !== undefined &&
-        (await pathExists(record).catch((err: unknown) => {
+        digest !== undefined &&
+        !('error' in delivery) &&
+        (await completedUnder(state, digest, delivery, dry).catch((err: unknown) => {
           logger.warn(`${name}: cannot tell whether it was completed (${errorMessage(err)}): read again`);
           return false;
         }));
@@ -276,9 +488,15 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         continue;
       }
       try {
+        if (linkedTo !== undefined) {
+          const failure = new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${path}: a symbolic link to a missing file (${linkedTo})`);
+          // Refused before any run of it, so recorded here: every run leaves a record.
+          if (!dry) await recordFailureBeforeStart(records, failure, { archive: path }, true);
+          throw failure;
+        }
         const done = await run({ ...config, inbox: undefined, archive: path }, logger, { ...options, cwd, lockHeld: true });
         if (done.exitCode === ExitCode.OK) {
-          const unrecorded = dry ? undefined : await recordCompleted(state, name, done, digest);
+          const unrecorded = dry ? undefined : await recordCompleted(state, name, done, digest, delivery);
           if (unrecorded) {
             // The state dir cannot be written (full, read-only): not the archive's fault, nor a bug. It stays
             // in the drop folder; the next run finds it completed, or reads it again (the sink skips what it holds).
