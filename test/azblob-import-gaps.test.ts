@@ -6,19 +6,17 @@
 // import fail naming the export, never call it whole. Before, each of these exited wrongly.
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
-import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
+import { startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
+import { STOPPER_PLUGIN } from './helpers/stopper.js';
 
 const EXPORT_ID = 'acme-2026-11-23';
-/** SIGTERMs its own run at the STOP_AT-th item (a staging run stopped part-way). */
-const STOPPER = "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (process.env.STOP_AT && ++n === Number(process.env.STOP_AT)) process.kill(process.pid, 'SIGTERM'); return item; } };\n";
 
 let azurite: Azurite;
 let env: Record<string, string>;
@@ -28,23 +26,17 @@ let archive: string;
 let corrected: string;
 let key: string;
 
+let fixture: AzuriteWithSample | undefined;
 test.before(async () => {
-  if (!AZURITE_BLOB) throw new Error(azuriteMissingMessage());
-  azurite = await startAzurite();
-  env = azurite.env as Record<string, string>;
-  workDir = await mkdtemp(join(tmpdir(), 'pivot-archive-test-'));
-  archive = join(workDir, 'export.zip');
+  fixture = await startAzuriteWithSample({ events: 300, seed: 51 });
+  ({ azurite, env, workDir, archive } = fixture);
   corrected = join(workDir, 'corrected.zip');
-  await generateSample(archive, { events: 300, messageFiles: 2, seed: 51 });
   await generateSample(corrected, { events: 300, messageFiles: 2, seed: 52 });
   key = join(workDir, 'staging.key');
   const made = await cli(['keygen', '--out', key, '--name', 'staging']);
   if (made.code !== 0) throw new Error(`keygen exit ${made.code}: ${made.stderr}`);
 });
-test.after.always(async () => {
-  await azurite?.dispose();
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-});
+test.after.always(() => fixture?.dispose());
 
 const container = () => azurite.container('staging');
 
@@ -188,7 +180,7 @@ test.serial('a corrected re-staging stopped part-way beside the older complete i
   t.is((await stage('restaged', archive)).code, 0);
   const v1 = await blobNames('restaged', /\.zip$/);
   const stopper = join(workDir, 'stopper.mjs');
-  await writeFile(stopper, STOPPER);
+  await writeFile(stopper, STOPPER_PLUGIN);
   const stopped = await stage('restaged', corrected, ['--plugin', stopper], { STOP_AT: '150' });
   t.is(stopped.code, 4, stopped.log);
   const v2 = (await blobNames('restaged', /\.zip$/)).filter((n) => !v1.includes(n));

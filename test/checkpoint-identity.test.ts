@@ -8,9 +8,9 @@ import { writeArchive, MANIFEST } from './helpers/archive.js';
 import { cli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
+import { STOPPER_PLUGIN } from './helpers/stopper.js';
 
 const pairsIn = async (out: string) => (await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`).sort();
-const STOPPER = "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (process.env.STOP_AT && ++n === Number(process.env.STOP_AT)) process.kill(process.pid, 'SIGTERM'); return item; } };\n";
 
 const users = (omarsEmail: string) => [
   { id: 'u_1', displayName: 'Jane', email: 'jane@acme.example' },
@@ -23,7 +23,7 @@ test('the same export delivered again with users.json corrected (same messages f
   t.timeout(120_000);
   const dir = await tempDir(t);
   const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, STOPPER);
+  await writeFile(stopper, STOPPER_PLUGIN);
   const before = await writeArchive(join(dir, 'before.zip'), { manifest: MANIFEST, users: users(''), conversations, messages: { '0.json': events } });
   const after = await writeArchive(join(dir, 'after.zip'), { manifest: MANIFEST, users: users('omar@acme.example'), conversations, messages: { '0.json': events } });
   const common = ['--domain', 'acme.example', '--plugin', stopper, '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r')];
@@ -45,7 +45,7 @@ test('a user map corrected in place (the same path) after a stopped run is read 
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
   const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, STOPPER);
+  await writeFile(stopper, STOPPER_PLUGIN);
   const map = join(dir, 'map.csv');
   const reference = join(dir, 'reference');
   await writeFile(map, 'user1@acme.example,archive-one@acme.example\n');
@@ -71,13 +71,13 @@ test('a plugin file changed in place after a stopped run (a fix) makes the next 
   const archive = join(dir, 'export.zip');
   await generateSample(archive, { events: 2000, seed: 6, edgeCases: false });
   const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, STOPPER);
+  await writeFile(stopper, STOPPER_PLUGIN);
   const common = ['--domain', 'acme.example', '--plugin', stopper, '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r'), '--sink', `maildir:${join(dir, 'mail')}`, '--json'];
   t.is((await cli(['run', archive, ...common], { env: { STOP_AT: '300' } })).code, 4);
   const resumed = await cli(['run', archive, ...common], { env: { STOP_AT: '300' } });
   t.is(resumed.code, 4, 'the same plugin resumes (and stops again 300 items later)');
   t.true((JSON.parse(resumed.stdout) as { itemsDoneEarlier: number }).itemsDoneEarlier > 0);
-  await writeFile(stopper, `${STOPPER}// fixed\n`);
+  await writeFile(stopper, `${STOPPER_PLUGIN}// fixed\n`);
   const fixed = await cli(['run', archive, ...common]);
   t.is(fixed.code, 0, fixed.stderr);
   t.is((JSON.parse(fixed.stdout) as { itemsDoneEarlier: number }).itemsDoneEarlier, 0);
@@ -88,7 +88,7 @@ test('a stopped run resumed into another Maildir folder (?folder=) is read from 
   t.timeout(120_000);
   const dir = await tempDir(t);
   const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, STOPPER);
+  await writeFile(stopper, STOPPER_PLUGIN);
   const archive = await writeArchive(join(dir, 'export.zip'), { manifest: MANIFEST, users: users('omar@acme.example'), conversations, messages: { '0.json': events } });
   const out = join(dir, 'mail');
   const common = ['--domain', 'acme.example', '--plugin', stopper, '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r'), '--json'];

@@ -5,14 +5,13 @@
 // index alone left). The text summary shows what the JSON counts of it.
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import archiver from 'archiver';
 import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
 import { writeArchive } from './helpers/archive.js';
-import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
+import { startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -50,18 +49,12 @@ let env: Record<string, string>;
 
 let workDir: string | undefined;
 
+let fixture: AzuriteWithSample | undefined;
 test.before(async () => {
-  if (!AZURITE_BLOB) throw new Error(azuriteMissingMessage());
-  azurite = await startAzurite();
-  env = azurite.env as Record<string, string>;
-  workDir = await mkdtemp(join(tmpdir(), 'pivot-archive-test-'));
-  archive = join(workDir, 'export.zip');
-  await generateSample(archive, { events: 600, messageFiles: 2, seed: 45 });
+  fixture = await startAzuriteWithSample({ events: 600, seed: 45 });
+  ({ azurite, env, workDir, archive } = fixture);
 });
-test.after.always(async () => {
-  await azurite?.dispose();
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-});
+test.after.always(() => fixture?.dispose());
 
 /**
  * A test-side read or delete against Azurite, tried again when the connection was dropped (the

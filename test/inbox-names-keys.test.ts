@@ -17,7 +17,15 @@ async function dropFolder(t: Parameters<typeof tempDir>[0]) {
   await mkdir(inbox);
   const state = join(dir, 'state');
   const args = (mail: string, ...more: string[]) => ['run', '--all-domains', '--inbox', inbox, '--state-dir', state, '--sink', `maildir:${join(dir, mail)}`, '--rejects', join(dir, 'r'), '--quiet', ...more];
-  return { dir, inbox, state, args };
+  /** A sample export (of `seed`) beside the drop folder, and how to drop a copy of it in, settled. */
+  const sample = async (seed: number) => {
+    await generateSample(join(dir, 'export.zip'), { events: 60, seed, edgeCases: false });
+    return async () => {
+      await writeFile(join(inbox, 'export.zip'), await readFile(join(dir, 'export.zip')));
+      await utimes(join(inbox, 'export.zip'), old(30), old(30));
+    };
+  };
+  return { dir, inbox, state, args, sample };
 }
 
 test('textName: UTF-8 as it is, each byte that is no part of it as %XX', (t) => {
@@ -52,12 +60,8 @@ test('--inbox: an archive whose name is not UTF-8 is renamed (its bad bytes as %
 
 test('--inbox: an archive completed into one sink and dropped again for another sink is delivered there whole; into the same sink it is already completed', async (t) => {
   t.timeout(90_000);
-  const { dir, inbox, state, args } = await dropFolder(t);
-  await generateSample(join(dir, 'export.zip'), { events: 60, seed: 3, edgeCases: false });
-  const drop = async () => {
-    await writeFile(join(inbox, 'export.zip'), await readFile(join(dir, 'export.zip')));
-    await utimes(join(inbox, 'export.zip'), old(30), old(30));
-  };
+  const { dir, inbox, state, args, sample } = await dropFolder(t);
+  const drop = await sample(3);
   await drop();
   const first = await cli(args('mail-a'));
   t.is(first.code, 0, first.stderr);
@@ -84,14 +88,13 @@ test('--inbox: an archive completed into one sink and dropped again for another 
 
 test('--inbox: an archive completed, then dropped again with the user map changed in place, is read again', async (t) => {
   t.timeout(90_000);
-  const { dir, inbox, args } = await dropFolder(t);
+  const { dir, args, sample } = await dropFolder(t);
   const map = join(dir, 'map.csv');
   await writeFile(map, 'user1@acme.example,archive-onw@acme.example\n');
-  await generateSample(join(dir, 'export.zip'), { events: 60, seed: 4, edgeCases: false });
+  const drop = await sample(4);
   for (const run of ['typo', 'fixed']) {
     if (run === 'fixed') await writeFile(map, 'user1@acme.example,archive-one@acme.example\n');
-    await writeFile(join(inbox, 'export.zip'), await readFile(join(dir, 'export.zip')));
-    await utimes(join(inbox, 'export.zip'), old(30), old(30));
+    await drop();
     const result = await cli(args('mail', '--user-map', map, '--json'));
     t.is(result.code, 0, `${run}: ${result.stderr}`);
     t.like(JSON.parse(result.stdout), { record: 'summary' }, run);
@@ -101,12 +104,8 @@ test('--inbox: an archive completed, then dropped again with the user map change
 
 test('--inbox: a completion recorded by an earlier version (by the sha256 alone) still counts for the sink and options its run log shows, not for another sink', async (t) => {
   t.timeout(90_000);
-  const { dir, inbox, state, args } = await dropFolder(t);
-  await generateSample(join(dir, 'export.zip'), { events: 60, seed: 5, edgeCases: false });
-  const drop = async () => {
-    await writeFile(join(inbox, 'export.zip'), await readFile(join(dir, 'export.zip')));
-    await utimes(join(inbox, 'export.zip'), old(30), old(30));
-  };
+  const { dir, state, args, sample } = await dropFolder(t);
+  const drop = await sample(5);
   await drop();
   t.is((await cli(args('mail-a'))).code, 0);
   // As an earlier version wrote it: completed/<sha256>.json, with no sink nor options.

@@ -5,11 +5,9 @@
 // index is passed over (E_STAGING_UNTRUSTED), the signed one before it finds the batch gone
 // (E_STAGING_INCOMPLETE), exit 1, and nothing is reported imported whole.
 import test from 'ava';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generateSample } from '../src/sample/generate.js';
-import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
+import { startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -22,13 +20,10 @@ let archive: string;
 let key: string;
 let otherKey: string;
 
+let fixture: AzuriteWithSample | undefined;
 test.before(async () => {
-  if (!AZURITE_BLOB) throw new Error(azuriteMissingMessage());
-  azurite = await startAzurite();
-  env = azurite.env as Record<string, string>;
-  workDir = await mkdtemp(join(tmpdir(), 'pivot-archive-test-'));
-  archive = join(workDir, 'export.zip');
-  await generateSample(archive, { events: 400, messageFiles: 2, seed: 46 });
+  fixture = await startAzuriteWithSample({ events: 400, seed: 46 });
+  ({ azurite, env, workDir, archive } = fixture);
   key = join(workDir, 'staging.key');
   otherKey = join(workDir, 'other.key');
   for (const [out, name] of [[key, 'staging'], [otherKey, 'staging']] as const) {
@@ -36,10 +31,7 @@ test.before(async () => {
     if (made.code !== 0) throw new Error(`keygen exit ${made.code}: ${made.stderr}`);
   }
 });
-test.after.always(async () => {
-  await azurite?.dispose();
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-});
+test.after.always(() => fixture?.dispose());
 
 const container = () => azurite.container('staging');
 

@@ -9,6 +9,7 @@ import { generateSample } from '../src/sample/generate.js';
 import { cli, runRecords, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
+import { STOPPER_PLUGIN } from './helpers/stopper.js';
 
 test('one run at a time per state dir: a second run exits 3 at once and does nothing', async (t) => {
   t.timeout(120_000);
@@ -258,7 +259,7 @@ async function resumeFixture(t: ExecutionContext): Promise<{ dir: string; archiv
   const reference = join(dir, 'reference');
   t.is((await cli(['run', archive, '--domain', 'acme.example', '--sink', `maildir:${reference}`, '--rejects', join(dir, 'r0')])).code, 0);
   const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, "let n = 0;\nexport default { name: 'stopper', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (process.env.STOP_AT && ++n === Number(process.env.STOP_AT)) process.kill(process.pid, 'SIGTERM'); return item; } };\n");
+  await writeFile(stopper, STOPPER_PLUGIN);
   return { dir, archive, stopper, referencePairs: await pairsIn(reference) };
 }
 

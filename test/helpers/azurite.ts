@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import archiver from 'archiver';
 import unzipper from 'unzipper';
+import { generateSample } from '../../src/sample/generate.js';
 import { freePort, selfSignedCertificate, waitFor } from './net.js';
 
 // Azurite's documented development account; not a secret.
@@ -52,6 +53,32 @@ function listening(port: number): Promise<boolean> {
     });
     socket.once('error', () => resolve(false));
   });
+}
+
+/** A test file's Azurite beside a work dir holding a sample export (`archive`); `dispose` ends both. */
+export interface AzuriteWithSample {
+  azurite: Azurite;
+  env: Record<string, string>;
+  workDir: string;
+  archive: string;
+  dispose(): Promise<void>;
+}
+
+/** For a test file's `test.before`: Azurite (a failure where it is not installed) and a sample export of two messages files. */
+export async function startAzuriteWithSample(sample: { events: number; seed: number }): Promise<AzuriteWithSample> {
+  if (!AZURITE_BLOB) throw new Error(azuriteMissingMessage());
+  const azurite = await startAzurite();
+  const workDir = await mkdtemp(join(tmpdir(), 'pivot-archive-test-'));
+  const dispose = async () => {
+    await azurite.dispose();
+    await rm(workDir, { recursive: true, force: true });
+  };
+  const archive = join(workDir, 'export.zip');
+  await generateSample(archive, { events: sample.events, messageFiles: 2, seed: sample.seed }).catch(async (err: unknown) => {
+    await dispose();
+    throw err;
+  });
+  return { azurite, env: azurite.env as Record<string, string>, workDir, archive, dispose };
 }
 
 /**
