@@ -1,4 +1,4 @@
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * The PID namespace this process runs in, as Linux names it (`pid:[4026531836]`): two containers of
@@ -24,5 +24,20 @@ export function processGone(pid: number): boolean {
     return false;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/**
+ * When the process `pid` (or this one) started, in clock ticks since boot (field 22 of
+ * /proc/PID/stat): with the boot and the PID namespace, what tells one process from a later one
+ * given the same pid. Undefined where /proc cannot tell (not Linux, no such process).
+ */
+export function processStartTicks(pid: number | 'self'): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may hold spaces and ')': fields 3 on follow the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
   }
 }

@@ -163,3 +163,25 @@ test('keys: a damaged key file is refused without quoting it', (t) => {
   t.false(err!.message.includes(damaged.trim().split('+').pop()!));
   t.throws(() => parseVerifierKey('not a key', '--public-key x'), { code: ErrorCode.CONFIG });
 });
+
+test('lines of a second writer among a run\'s own (its lock taken over) are found when the run seals: no checkpoint, E_LEDGER', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'ledger.jsonl');
+  const first = await LedgerWriter.open(path);
+  await first.append(JSON.stringify({ record: 'start', runId: 'a' }));
+  await first.flush();
+  const second = await LedgerWriter.open(path);
+  await second.append(JSON.stringify({ record: 'start', runId: 'b' }));
+  await second.close();
+  await first.append(JSON.stringify({ record: 'summary', runId: 'a' }));
+  const error = await t.throwsAsync(first.seal('a', undefined, join(dir, 'checkpoint.note')), { code: 'E_LEDGER' });
+  t.regex(error!.message, /another writer appended to it meanwhile/);
+  await first.close().catch(() => undefined);
+  t.false((await readFile(path, 'utf8')).includes('"record":"checkpoint"'), 'nothing sealed');
+  // A writer alone seals as ever.
+  const alone = await LedgerWriter.open(join(dir, 'alone.jsonl'));
+  await alone.append(JSON.stringify({ record: 'start', runId: 'c' }));
+  await alone.seal('c', undefined, join(dir, 'alone.note'));
+  await alone.close();
+  t.true((await readFile(join(dir, 'alone.jsonl'), 'utf8')).includes('"record":"checkpoint"'));
+});

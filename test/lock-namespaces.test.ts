@@ -116,3 +116,27 @@ test('a lock left by a killed run of this host, boot and PID namespace is taken 
     t.regex(await take(), /^held /, `${what}: taken once the lease has run out`);
   }
 });
+
+test('a lock whose holder runs here is held past its lease (a run paused by SIGSTOP, a paused VM); one naming a live pid that a later process was given is taken over at once', async (t) => {
+  t.timeout(60_000);
+  const { state, script } = await setup(t);
+  const lockPath = join(state, 'lock');
+  const take = () => new Promise<string>((resolve, reject) => execFile(process.execPath, [script, state, '0'], (err, stdout) => (err ? reject(err) : resolve(stdout.trim()))));
+  const holder = run(`exec ${process.execPath} ${script} ${state} 20000`, []);
+  await holder.started;
+  const lock = JSON.parse(await readFile(lockPath, 'utf8')) as { pid: number; startTicks?: string };
+  t.regex(lock.startTicks ?? '', /^\d+$/, 'the holder recorded when it started');
+  process.kill(lock.pid, 'SIGSTOP');
+  try {
+    const elevenMinutesAgo = new Date(Date.now() - 11 * 60_000);
+    await utimes(lockPath, elevenMinutesAgo, elevenMinutesAgo);
+    t.is(await take(), 'E_LOCKED', 'its lease ran out, but its holder still runs here');
+  } finally {
+    process.kill(lock.pid, 'SIGCONT');
+    process.kill(lock.pid, 'SIGTERM');
+  }
+  await holder.out;
+  // This test's own pid runs, but started before (or after) the holder the lock names: the pid was handed out again.
+  await writeFile(lockPath, JSON.stringify({ ...lock, pid: process.pid, startTicks: '1', startedAt: new Date().toISOString() }));
+  t.regex(await take(), /^held /, 'a live pid of another start: the holder is gone');
+});

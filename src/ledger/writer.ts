@@ -45,6 +45,8 @@ export class LedgerWriter {
     private origin: string | undefined,
     /** Bytes of a line cut short by a crash, removed on open: recorded by the first record written. */
     readonly tornBytes: number,
+    /** The file's size once every line appended so far is written: another size means another writer. */
+    private bytes: number,
   ) {
     out.on('error', (err) => {
       this.failed ??= ledgerError(path, 'cannot be written', err);
@@ -58,7 +60,7 @@ export class LedgerWriter {
       if (end.torn > 0) await truncate(path, end.length);
       const out = createWriteStream(path, { flags: 'a' });
       await once(out, 'open');
-      return new LedgerWriter(path, out, end.seq, end.head, end.origin, end.torn);
+      return new LedgerWriter(path, out, end.seq, end.head, end.origin, end.torn, end.length);
     } catch (err) {
       if (err instanceof PivotArchiveError) throw err;
       throw ledgerError(path, 'cannot be opened', err);
@@ -80,7 +82,9 @@ export class LedgerWriter {
     this.head = sha256Hex(line);
     this.origin ??= originOf(this.head);
     this.seq++;
-    if (!this.out.write(line + '\n')) await drained(this.out, this.waiting);
+    const text = line + '\n';
+    this.bytes += Buffer.byteLength(text);
+    if (!this.out.write(text)) await drained(this.out, this.waiting);
     if (this.failed) throw this.failed;
   }
 
@@ -94,6 +98,14 @@ export class LedgerWriter {
    * synced to disk, and the note also written to `notePath` (replaced whole), for copying off the host.
    */
   async seal(runId: string, key: SigningKey | undefined, notePath: string): Promise<CheckpointRecord> {
+    // Lines of another writer among ours (the state dir's lock taken from a run paused past its
+    // lease on another host) break the chain: no checkpoint seals that, and the run fails.
+    await this.flush();
+    const size = await stat(this.path).then((s) => s.size, () => undefined);
+    if (size !== this.bytes) {
+      this.failed ??= ledgerError(this.path, `holds ${size ?? 'no'} bytes where this run's lines end at ${this.bytes}: another writer appended to it meanwhile (was the state dir's lock taken over?); not sealed; run "pivot-archive verify" and keep the file for inspection`);
+      throw this.failed;
+    }
     const at = new Date().toISOString();
     const body = { origin: this.origin ?? originOf(GENESIS), size: this.seq, head: this.head, time: at };
     const record: CheckpointRecord = {

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { link, mkdir, open, readFile, readdir, realpath, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
-import { PID_NAMESPACE, processGone } from '../process-util.js';
+import { PID_NAMESPACE, processGone, processStartTicks } from '../process-util.js';
 import type { FailureRecord } from '../status-log.js';
 import type { RecordedSummary } from '../summary.js';
 
@@ -39,9 +39,12 @@ const INITIAL_PID_NAMESPACE = 'pid:[4026531836]';
 /** Linux hands out no pid above this (PID_MAX_LIMIT, 2^22), in any namespace. */
 const PID_MAX_LIMIT = 4_194_304;
 
-/** Who made a lock or turn file: our pid, host and PID_SCOPE, as JSON (with `extra`). */
+/** When this process started (see processStartTicks): a later process given our pid is another holder. */
+const OWN_START_TICKS = PID_SCOPE ? processStartTicks('self') : undefined;
+
+/** Who made a lock or turn file: our pid, host, PID_SCOPE and start, as JSON (with `extra`). */
 function maker(extra: Record<string, string>): string {
-  return JSON.stringify({ pid: process.pid, host: hostname(), ...PID_SCOPE, ...extra });
+  return JSON.stringify({ pid: process.pid, host: hostname(), ...PID_SCOPE, ...(OWN_START_TICKS ? { startTicks: OWN_START_TICKS } : {}), ...extra });
 }
 
 /**
@@ -53,11 +56,13 @@ function maker(extra: Record<string, string>): string {
  * replacements of one Indexed Job index, both with the same host name and node as pid 1) is another
  * process, and a pid missing from ours may be running in its own.
  */
-function localPid(content: string): { pid: number; comparable: boolean } | undefined {
+function localPid(content: string): { pid: number; comparable: boolean; startTicks?: string } | undefined {
   try {
-    const made = JSON.parse(content) as { pid?: unknown; host?: unknown; bootId?: unknown; pidNamespace?: unknown };
+    const made = JSON.parse(content) as { pid?: unknown; host?: unknown; bootId?: unknown; pidNamespace?: unknown; startTicks?: unknown };
     if (made.host !== hostname() || typeof made.pid !== 'number') return undefined;
-    if (PID_SCOPE && made.bootId === PID_SCOPE.bootId && made.pidNamespace === PID_SCOPE.pidNamespace) return { pid: made.pid, comparable: true };
+    if (PID_SCOPE && made.bootId === PID_SCOPE.bootId && made.pidNamespace === PID_SCOPE.pidNamespace) {
+      return { pid: made.pid, comparable: true, ...(typeof made.startTicks === 'string' ? { startTicks: made.startTicks } : {}) };
+    }
     // A lock of an older version (no boot id, no namespace) is judged by its pid as it was only in
     // the host's initial PID namespace (no container: pids are the host's own); in a container its
     // pid may be another pod's of the same host name (that version took those over: two writers).
@@ -71,10 +76,28 @@ function localPid(content: string): { pid: number; comparable: boolean } | undef
   }
 }
 
-/** The holder the lock or turn file `content` names is known to be gone: its pid, comparable here, runs no more (or is ours: an earlier life of this pid), or is impossible. */
+/**
+ * The holder the lock or turn file `content` names is known to be gone: its pid, comparable here,
+ * runs no more, is ours (an earlier life of this pid), is a process started later than the holder
+ * (the pid handed out again), or is impossible.
+ */
 function holderGone(content: string): boolean {
   const made = localPid(content);
-  return made !== undefined && (!made.comparable || made.pid === process.pid || processGone(made.pid));
+  if (made === undefined) return false;
+  if (!made.comparable || made.pid === process.pid || processGone(made.pid)) return true;
+  const started = made.startTicks === undefined ? undefined : processStartTicks(made.pid);
+  return started !== undefined && started !== made.startTicks;
+}
+
+/**
+ * The holder `content` names is known to run: this host, boot and PID namespace, and the process
+ * with its pid started when the holder did. Such a lock is held whatever its lease says: a holder
+ * stopped a while (SIGSTOP, a paused container or VM, a clock stepped forward) goes on writing when
+ * it resumes, and a second writer would interleave the ledger's lines.
+ */
+function holderRunning(content: string): boolean {
+  const made = localPid(content);
+  return made !== undefined && made.comparable && made.startTicks !== undefined && made.pid !== process.pid && processStartTicks(made.pid) === made.startTicks;
 }
 
 /** The file at `path` was last changed more than `ms` ago (false when it is gone). */
@@ -344,11 +367,13 @@ export class StateDir {
   /**
    * A lock (as `content`) whose holder is gone: its process, where its pid can be judged here (this
    * host, boot and PID namespace: see `localPid`), runs no more or is our own pid (an earlier life
-   * of it); or one not renewed for LOCK_LEASE_MS. A lock of another PID namespace (a container, a
-   * retried Kubernetes pod with the same host name) or of an older version is stale by its lease only.
+   * of it) or another process; or one not renewed for LOCK_LEASE_MS, unless its holder is known to
+   * run (`holderRunning`). A lock of another PID namespace (a container, a retried Kubernetes pod
+   * with the same host name) or of an older version is stale by its lease only.
    */
   private async stale(content: string): Promise<boolean> {
     if (holderGone(content)) return true;
+    if (holderRunning(content)) return false;
     // Not renewed for LOCK_LEASE_MS: its holder is gone, whatever its host (a Kubernetes pod's
     // host name changes with every night's Job) or its content (torn by a crash).
     return olderThan(this.lockPath, LOCK_LEASE_MS);
