@@ -132,6 +132,20 @@ test.serial('a batch deleted after this sink imported it (its marker kept) count
   t.is(elsewhere.summary.error?.code, 'E_STAGING_INCOMPLETE');
   t.true(elsewhere.summary.error?.message.includes(victim), elsewhere.summary.error?.message);
   t.deepEqual(elsewhere.summary.exportsImportedWhole, []);
+
+  // With a signed index and --public-key a marker is no proof (it is not signed: whoever deleted the
+  // batch could have written it): the batch is gone, before an import into this sink or not.
+  t.is((await stage('pruned-signed', archive, ['--signing-key', key])).code, 0);
+  const signed = await tempDir(t);
+  const trusting = ['--public-key', `${key}.pub`];
+  t.is((await importInto('pruned-signed', signed, trusting)).code, 0);
+  const signedVictim = (await blobNames('pruned-signed', /\.zip$/))[1]!;
+  await container().deleteBlob(signedVictim);
+  const forged = await importInto('pruned-signed', signed, trusting);
+  t.is(forged.code, 1, forged.log);
+  t.is(forged.summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.true(forged.summary.error?.message.includes(signedVictim), forged.summary.error?.message);
+  t.deepEqual(forged.summary.exportsImportedWhole, []);
 });
 
 test.serial("a well-formed batch of the export that its latest index does not name, put into the export's folder, is refused: not imported, recorded failed, exit 1, not whole; with the signed index and --public-key, and with an unsigned one", async (t) => {

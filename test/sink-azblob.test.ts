@@ -122,6 +122,25 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     t.is(run.finishedAt, undefined);
   });
 
+  test('azblob: a run that gave an idle export up, then stages it again after another run staged it whole, says its staging is under way again until it indexes it', async (t) => {
+    t.timeout(120_000);
+    const exportId = 'acme-2026-11-23';
+    const record = async () => parseStagingRun((await azurite.container('retaken').getBlobClient(`ex/${exportId}/staging.run`).downloadToBuffer()).toString('utf8'));
+    const sink = createAzureBlobSink('azblob://retaken/ex?linger=20', { env: azurite.env });
+    await sink.open();
+    t.is((await sink.write({ ...delivery(1), exportId })).outcome, 'delivered');
+    // Idle for its idle time (at least 5 s): its lease given up, another run stages the export whole.
+    await new Promise((resolve) => setTimeout(resolve, 7000));
+    const other = await cli(['run', '--sample', '--sink', 'azblob://retaken/ex', '--rejects', join(await tempDir(t), 'r'), '--quiet'], { env: azurite.env as Record<string, string> });
+    t.is(other.code, 0, other.log);
+    t.not((await record()).finishedAt, undefined, 'the other run finished it');
+    t.is((await sink.write({ ...delivery(2), exportId })).outcome, 'delivered');
+    t.is((await record()).finishedAt, undefined, 'under way again while this run stages it');
+    sink.exportSettled(exportId);
+    await sink.close();
+    t.not((await record()).finishedAt, undefined, 'finished by this run once indexed');
+  });
+
   test('azblob: blob names and metadata stay ASCII for a non-ASCII export id (Azure refuses other metadata; Azurite would not)', async (t) => {
     const sink = createAzureBlobSink('azblob://metadata-check/x?linger=20', { env: azurite.env });
     await sink.open();

@@ -664,8 +664,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
 
   /**
    * Gives up an idle export's lease, so that another run waiting for it may stage it. What this run
-   * read of the export (its window, whether it has batches) is dropped: read again under the next
-   * lease, it holds what the other run staged meanwhile. A lease not taken, or lost, is kept: the
+   * read of the export (its window, whether it has batches, its `staging.run` record) is dropped:
+   * read again under the next lease, it holds what the other run staged meanwhile. A lease not taken, or lost, is kept: the
    * export's later writes fail.
    */
   private giveUp(exportId: string): void {
@@ -677,6 +677,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
         if (this.leases.get(exportId) !== held || held.lease.isLost || (this.busy.get(exportId)?.batches ?? 0) > 0 || !this.lifecycle.isOpen) return;
         this.leases.delete(exportId);
         this.exportHasBatches.delete(exportId);
+        // Another run may stage the export and mark its staging finished meanwhile: under the next lease this run says it is under way again.
+        this.runs.delete(exportId);
         if (this.window?.prefix.startsWith(exportFolder(this.config, exportId))) this.window = null;
         const done = held.lease.release();
         this.releasing.set(exportId, done);

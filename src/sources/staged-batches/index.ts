@@ -13,7 +13,7 @@ export interface StagedListing {
   folders: number;
   /** Batches a staging index lists that are not there (and that were not imported into this sink before they went). */
   gone: string[];
-  /** Batches a staging index lists that are not there, marked imported into this sink before they went (their marker outlives them). */
+  /** Batches a staging index lists that are not there, marked imported into this sink before they went (their marker outlives them); never with --public-key (a marker is not signed). */
   goneImported: string[];
   /** Batches in an export folder whose latest staging index does not name them, and why (as which error): never imported. */
   outside: Map<string, { code: ErrorCodeValue; why: string }>;
@@ -106,7 +106,8 @@ export class StagedBatches {
         // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.
         for (const name of index.batches) {
           if (present.has(name)) continue;
-          if (found.marked.has(name)) {
+          // Markers are not signed: with a trusted index, one could be a forgery hiding a deleted batch.
+          if (found.marked.has(name) && !this.trust) {
             found.goneImported.push(name);
             continue;
           }
