@@ -356,7 +356,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .example('$0 run --sample --sink maildir:./out --domain acme.example', '')
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
-        if (mode === 'check') await checkGiven(await checkFlags('run', flagsOf(argv, args), process.env));
+        if (mode === 'check') await checkGiven(await checkFlags('run', flagsOf(argv, args)));
         else setExitCode(await runCommand(await configOrRecord('run', flagsOf(argv, args))));
       },
     )
@@ -382,7 +382,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
           .epilog(`${EXAMPLES}\n\n${SIZES}\n\nSink options (after ? in --sink, & between them):\n${sinkOptionsHelp()}`),
       async (argv) => {
         if (mode === 'check') {
-          const given = await checkFlags('import', argv, process.env);
+          const given = await checkFlags('import', argv);
           await checkGiven(given);
           // As import reads it (a SAS written into it is refused, unquoted), without reaching the container.
           if (typeof given.from === 'string') (await import('./sources/staged-batches/index.js')).parseStagedFrom(given.from);

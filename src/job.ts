@@ -286,12 +286,12 @@ async function fileIdentity(path: string): Promise<{ sha256?: string; size?: num
   }
 }
 
-/** The start record: who ran what, on which input, into which sink, with which options. */
 /** The options a start record holds: the job's own and those every job has. */
 export function startOptions(config: Pick<JobConfig, 'maxItemSize' | 'shard'>, outcomeOptions: Record<string, unknown>): Record<string, unknown> {
   return { maxItemSize: config.maxItemSize, shard: config.shard ? formatShard(config.shard) : null, ...outcomeOptions };
 }
 
+/** The start record: who ran what, on which input, into which sink, with which options. */
 function startRecord(job: Job, config: JobConfig, sink: string, opened: OpenedJob['started'], tornBytes = 0): Unstamped<StartRecord> {
   const { path: _path, ...input } = job.input();
   return {

@@ -140,9 +140,12 @@ test('cron --print checks the command it schedules as run and import read it; a 
     t.is(result.stderr, direct.stderr, 'the same error as the command itself');
     t.is(result.stdout, '', 'no crontab line');
   }
-  // A crontab may name the config file that supplies the rest (PIVOT_ARCHIVE_CONFIG): a line that leans on one is not checked whole.
+  // This shell's PIVOT_ARCHIVE_CONFIG is not cron's: the line is checked as cron runs it, without it.
   const leaning = await cli(['cron', '--print', '--', 'run', 'x.zip', '--sink', 'maildir:/srv/mail'], { env: { PIVOT_ARCHIVE_CONFIG: config } });
-  t.is(leaning.code, 0, leaning.stderr);
+  t.is(leaning.code, 2, leaning.stderr);
+  t.regex(leaning.stderr, /give --domain/);
+  const named = await cli(['cron', '--print', '--', 'run', 'x.zip', '--sink', 'maildir:/srv/mail', '--domain', 'acme.example'], { env: { PIVOT_ARCHIVE_CONFIG: config } });
+  t.is(named.code, 0, named.stderr);
 });
 
 test('a config file that is not JSON (a trailing comma, empty, cut short) is E_CONFIG naming it, exit 2, for run and import, by flag and by variable', async (t) => {

@@ -138,16 +138,14 @@ export async function recordTargets(command: Command, flags: Record<string, unkn
 }
 
 /**
- * Checks a command line to be run later (by cron): every flag's value, and the config file it
- * names; returns what they give (the file's, then the flags'), for the caller to check the sink
- * spec. What is missing and what goes with what are checked too when the line is whole: it names
- * its config file, or this shell's PIVOT_ARCHIVE_CONFIG names none. A crontab that
- * sets PIVOT_ARCHIVE_CONFIG itself has its file supply the rest, which cannot be read here.
+ * Checks a command line to be run later (by cron) as cron will run it: every flag's value, the
+ * config file it names, what is missing and what goes with what. Not the environment of the shell
+ * it is made in (cron's is another: a config file it names must be named on the line). Returns
+ * what the line gives (the file's, then the flags'), for the caller to check the sink spec.
  */
-export async function checkFlags(command: Command, flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<Record<string, unknown>> {
+export async function checkFlags(command: Command, flags: Record<string, unknown>): Promise<Record<string, unknown>> {
   const { config: configFile, ...fromFlags } = givenOptions(command, flags, {});
   const fromFile = configFile === undefined ? {} : await readConfigFile(configFile as string, command);
-  const configEnv = optionsOf(command).find((spec) => spec.key === 'config')?.env;
-  if (configFile !== undefined || !(configEnv && env[configEnv])) checkedWhole(command, { ...defaultsOf(command), ...fromFile, ...fromFlags });
+  checkedWhole(command, { ...defaultsOf(command), ...fromFile, ...fromFlags });
   return { ...fromFile, ...fromFlags };
 }

@@ -29,12 +29,12 @@ const builtIn = new Map<string, BuiltIn>([
   ['graph', { load: async () => (await import('./graph/index.js')).graphSinkFactory, form: GRAPH_FORM, options: graphOptions }],
 ]);
 
-/** The factory of the built-in sink a spec names; E_SINK_CONFIG (quoting no password) for none. */
 /** The scheme a sink spec starts with, lower-cased (`maildir`, `imaps`, ...); '' for none. */
 export function sinkScheme(spec: string): string {
   return /^([a-z][a-z0-9+.-]*):/i.exec(spec)?.[1]?.toLowerCase() ?? '';
 }
 
+/** The factory of the built-in sink a spec names; E_SINK_CONFIG (quoting no password) for none. */
 async function factoryFor(spec: string): Promise<SinkFactory> {
   const sink = builtIn.get(sinkScheme(spec));
   if (!sink) {
