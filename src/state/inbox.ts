@@ -276,7 +276,7 @@ function completedPath(state: StateDir, sha: string, delivery?: Delivery): strin
 }
 
 /** What is read of each end of a run log: its start record is its first line, its summary among its last. */
-const RUN_LOG_END_BYTES = 1024 * 1024;
+const RUN_LOG_END_BYTES = 64 * 1024;
 
 /** The records whole in the first or last RUN_LOG_END_BYTES of a run log. */
 async function recordsAtEnd(path: string, end: 'first' | 'last'): Promise<Record<string, unknown>[]> {
@@ -297,16 +297,25 @@ async function recordsAtEnd(path: string, end: 'first' | 'last'): Promise<Record
   }
 }
 
-/** A run log of the state dir shows the archive `sha` read whole (exit 0) into `delivery`'s sink under its options. */
-async function readWholeUnder(state: StateDir, sha: string, delivery: Delivery): Promise<boolean> {
-  const runs = join(state.dir, STATE_FOLDERS.runs);
-  for (const name of await readdir(runs).catch(() => [] as string[])) {
-    const start = (await recordsAtEnd(join(runs, name), 'first').catch(() => []))[0] as Partial<StartRecord> | undefined;
-    if (start?.record !== 'start' || start.sha256 !== sha || start.sink !== delivery.sink || !start.options || canonical(start.options) !== canonical(delivery.options)) continue;
-    const summary = (await recordsAtEnd(join(runs, name), 'last').catch(() => [])).find((r) => r.record === 'summary' && r.runId === start.runId) as RunSummary | undefined;
-    if (summary && runExitCode(summary) === ExitCode.OK) return true;
-  }
-  return false;
+/**
+ * The sha256s of the archives the state dir's run logs show read whole (exit 0) into `delivery`'s
+ * sink under its options: each log read once per drop-folder run, when a record of an earlier
+ * version first asks (a state dir may keep thousands of logs).
+ */
+function readWholeUnder(state: StateDir, delivery: Delivery): () => Promise<Set<string>> {
+  let shas: Promise<Set<string>> | undefined;
+  return () =>
+    (shas ??= (async () => {
+      const found = new Set<string>();
+      const runs = join(state.dir, STATE_FOLDERS.runs);
+      for (const name of await readdir(runs).catch(() => [] as string[])) {
+        const start = (await recordsAtEnd(join(runs, name), 'first').catch(() => []))[0] as Partial<StartRecord> | undefined;
+        if (start?.record !== 'start' || !start.sha256 || start.sink !== delivery.sink || !start.options || canonical(start.options) !== canonical(delivery.options)) continue;
+        const summary = (await recordsAtEnd(join(runs, name), 'last').catch(() => [])).find((r) => r.record === 'summary' && r.runId === start.runId) as RunSummary | undefined;
+        if (summary && runExitCode(summary) === ExitCode.OK) found.add(start.sha256);
+      }
+      return found;
+    })());
 }
 
 /**
@@ -315,13 +324,13 @@ async function readWholeUnder(state: StateDir, sha: string, delivery: Delivery):
  * whole into the same sink under the same options (the user map's and plugins' content unknown);
  * that one is recorded anew. Throws when the state dir cannot be read.
  */
-async function completedUnder(state: StateDir, sha: string, delivery: Delivery, dry: boolean | undefined): Promise<boolean> {
+async function completedUnder(state: StateDir, sha: string, delivery: Delivery, readWhole: () => Promise<Set<string>>, dry: boolean | undefined): Promise<boolean> {
   if (await pathExists(completedPath(state, sha, delivery))) return true;
   const earlier = await readFile(completedPath(state, sha), 'utf8').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw err;
   });
-  if (earlier === undefined || !(await readWholeUnder(state, sha, delivery))) return false;
+  if (earlier === undefined || !(await readWhole()).has(sha)) return false;
   // Not recorded anew, it is looked up in the run logs again next time: no harm.
   if (!dry) await writeFile(completedPath(state, sha, delivery), JSON.stringify({ ...(JSON.parse(earlier) as object), sink: delivery.sink, options: delivery.options }) + '\n').catch(() => undefined);
   return true;
@@ -452,6 +461,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     if (!dry) await writeFile(waitingPath(state), JSON.stringify(waitingNow) + '\n').catch((err: unknown) => logger.warn(`cannot record the archives left to settle in ${waitingPath(state)}: ${errorMessage(err)}`));
     candidates.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
     const delivery = await deliveryOf(config, cwd);
+    const readWhole = 'error' in delivery ? undefined : readWholeUnder(state, delivery);
     if ('error' in delivery && candidates.length > 0) logger.warn(`cannot tell what the archives are delivered under (${errorMessage(delivery.error)}): none is taken for completed`);
     for (const { name } of candidates) {
       if (stop?.aborted) {
@@ -477,7 +487,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       const completed =
         digest !== undefined &&
         !('error' in delivery) &&
-        (await completedUnder(state, digest, delivery, dry).catch((err: unknown) => {
+        (await completedUnder(state, digest, delivery, readWhole!, dry).catch((err: unknown) => {
           logger.warn(`${name}: cannot tell whether it was completed (${errorMessage(err)}): read again`);
           return false;
         }));
