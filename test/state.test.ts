@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS, launchAssignments } from '../src/launch.js';
 import { generateSample } from '../src/sample/generate.js';
+import { StateDir } from '../src/state/index.js';
 import { cli, runRecords, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -373,4 +374,21 @@ test('--inbox: an archive whose time is in the future (a writer\'s clock ahead) 
   t.regex(second.log, /ahead\.zip: unchanged for 2 s since a run first saw it so: taken/);
   t.regex(second.stdout, /export acme-2026-11-23/);
   t.deepEqual(await readdir(join(inbox, 'done')), ['ahead.zip']);
+});
+
+test('run logs are numbered in the order runs began, whatever the clock said: status shows the run begun last first, after a run whose clock ran hours ahead and after logs of older versions; --keep-runs drops the first begun', async (t) => {
+  const dir = await tempDir(t);
+  const state = new StateDir(join(dir, 'state'));
+  const summary = (runId: string) => `${JSON.stringify({ record: 'summary', runId, exportId: 'e', delivered: 1, failed: 0 })}\n`;
+  await mkdir(join(dir, 'state', 'runs'), { recursive: true });
+  // An older version's log (named by its start time).
+  await writeFile(join(dir, 'state', 'runs', '2026-11-30T02-30-00-000Z-41.jsonl'), summary('older-version'));
+  const ahead = await state.newRunLog(0, new Date(Date.now() + 3 * 3600_000));
+  await writeFile(ahead, summary('clock-ahead'));
+  const now = await state.newRunLog(0, new Date());
+  await writeFile(now, summary('clock-right'));
+  t.deepEqual((await state.runs(10)).map((r) => r.summary?.runId), ['clock-right', 'clock-ahead', 'older-version']);
+  const next = await state.newRunLog(3);
+  t.deepEqual((await readdir(join(dir, 'state', 'runs'))).sort(), [ahead, now].map((p) => p.slice(p.lastIndexOf('/') + 1)).sort(), 'the newest 3 with the one to come: the older version\'s log alone gone');
+  t.regex(next, /run-00000003-/);
 });

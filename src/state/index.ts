@@ -8,6 +8,9 @@ import { PID_NAMESPACE, processGone, processStartTicks } from '../process-util.j
 import type { FailureRecord } from '../status-log.js';
 import type { RecordedSummary } from '../summary.js';
 
+/** A run log's number (`runs/run-00000042-<start time>-<pid>.jsonl`); older versions named them `<start time>-<pid>.jsonl`. */
+const RUN_LOG_NUMBER = /^run-(\d+)-/;
+
 /** A lock holder renews its lock this often... */
 const LOCK_RENEW_MS = 30_000;
 /** ...and a lock not renewed for this long is stale, whoever held it. */
@@ -263,11 +266,14 @@ export class StateDir {
   async newRunLog(keepRuns = 0, now = new Date()): Promise<string> {
     const runs = join(this.dir, STATE_FOLDERS.runs);
     await this.makeDirectory(runs);
+    const old = (await readdir(runs)).filter((n) => n.endsWith('.jsonl')).sort();
     if (keepRuns > 0) {
-      const old = (await readdir(runs)).filter((n) => n.endsWith('.jsonl')).sort();
       for (const name of old.slice(0, Math.max(0, old.length - (keepRuns - 1)))) await unlink(join(runs, name));
     }
-    return join(runs, `${now.toISOString().replace(/[:.]/g, '-')}-${process.pid}.jsonl`);
+    // Numbered after the last: ordered by when they began whatever the clock said (a host whose clock
+    // ran ahead named a run of the past for the future). `run-` sorts after older versions' names.
+    const last = old.reduce((most, name) => Math.max(most, Number(RUN_LOG_NUMBER.exec(name)?.[1] ?? 0)), 0);
+    return join(runs, `run-${String(last + 1).padStart(8, '0')}-${now.toISOString().replace(/[:.]/g, '-')}-${process.pid}.jsonl`);
   }
 
   /**
