@@ -173,6 +173,12 @@ export interface RunSummary extends Counters, RunStamp {
    * export that reached this state dir only through imports complete.
    */
   exportsImportedWhole?: string[];
+  /**
+   * Imports only: the exports this import found not whole (a staging run of it part-way, a batch
+   * its index lists gone, a batch no finished staging run vouches for). `status` then no longer
+   * calls such an export imported whole on an earlier import's word.
+   */
+  exportsNotWhole?: string[];
   /** Why a run that accounted for everything still exits 5 (nothing delivered, too many rejected). */
   alarm?: string;
   /** What stopped the run part-way (the archive changed, the status log failed), if anything. */

@@ -8,6 +8,11 @@ export type RecordedSummary = RunSummary | (Omit<Partial<RunSummary>, 'record'> 
 /** The summary as people read it (the status log and --json carry the same counters as JSON). */
 export function formatSummary(s: RecordedSummary): string {
   const staged = s.from !== undefined;
+  const shard = s.shard ? ` (shard ${s.shard})` : '';
+  const title = (staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`) + shard;
+  // A usage error the job finds once it looks (nothing staged where an import looked) is one before anything was read, as those found
+  // before the job starts are (they print no summary): no counters, nothing to finish by running it again.
+  if (s.error?.code === ErrorCode.USAGE) return summaryTable(title, [], undefined, `by a usage error (${s.error.code}: ${s.error.message}): nothing was read or delivered; correct the command line`);
   const rejected = Object.entries(s.rejected ?? {})
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([reason, n]) => `${reason} ${n}`)
@@ -41,23 +46,22 @@ export function formatSummary(s: RecordedSummary): string {
   const stopped = s.error
     ? `stopped by an error (${s.error.code}: ${s.error.message}); ${recordFailed ? 'the records that could be written hold what was done, the one that failed may lack some of it' : 'what was done is recorded'}, run it again to finish (it skips what the sink holds)`
     : s.interrupted && `stopped on a signal after the items in flight; ${staged ? 'import' : 'run it'} again to finish`;
-  const shard = s.shard ? ` (shard ${s.shard})` : '';
-  const title = (staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`) + shard;
   const table = summaryTable(title, rows, s.balanced, stopped);
   return s.alarm ? `${table}\n  ${visible(`ALARM: ${s.alarm}`)}` : table;
 }
 
 /**
- * The summary for humans: a title, aligned counters, whether they add up, and why it stopped
- * early. Each line is `visible`: the export id, reasons and error messages come from the archive,
- * and a control character in them must not forge a line or drive the terminal.
+ * The summary for humans: a title, aligned counters, whether they add up (not said when
+ * `balanced` is undefined), and why it stopped early. Each line is `visible`: the export id,
+ * reasons and error messages come from the archive, and a control character in them must not
+ * forge a line or drive the terminal.
  */
-function summaryTable(title: string, rows: [string, number | string | undefined][], balanced: boolean, stopped: string | false | undefined): string {
+function summaryTable(title: string, rows: [string, number | string | undefined][], balanced: boolean | undefined, stopped: string | false | undefined): string {
   const width = Math.max(...rows.map(([label]) => label.length), 'counters add up'.length) + 1;
   return [
     `pivot-archive: ${title}`,
     ...rows.map(([label, value]) => `  ${label.padEnd(width)} ${value ?? 0}`),
-    `  ${'counters add up'.padEnd(width)} ${balanced ? 'yes' : 'NO'}`,
+    ...(balanced === undefined ? [] : [`  ${'counters add up'.padEnd(width)} ${balanced ? 'yes' : 'NO'}`]),
     ...(stopped ? [`  stopped: ${stopped}`] : []),
   ]
     .map(visible)

@@ -2,13 +2,15 @@
 // against a real Azurite: nothing staged where it looks (a typo in --from or --export) is a usage
 // error, not an empty success; a batch deleted after this sink imported it (its marker kept) is not
 // called lost; a batch the export's latest index does not name is never imported silently; and a
-// staging run stopped part-way (a corrected re-staging beside an older, complete index) makes the
-// import fail naming the export, never call it whole. Before, each of these exited wrongly.
+// staging run stopped part-way (a corrected re-staging beside an older, complete index), or one that
+// has just started (its folder holds its lock alone), makes the import fail naming the export, never
+// call it whole. Before, each of these exited wrongly, or said what was not so.
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import unzipper from 'unzipper';
+import { RUN_FORMAT, stagingRunText } from '../src/formats/staged-batch/staging-run.js';
 import { generateSample } from '../src/sample/generate.js';
 import { startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
@@ -96,6 +98,11 @@ test.serial('an import that finds nothing staged (a typo in --from, an --export 
   const exportSummary = JSON.parse(wrongExport.stdout) as Summary;
   t.is(exportSummary.error?.code, 'E_USAGE');
   t.regex(exportSummary.error!.message, new RegExp(`--export acme-2026-11-32: nothing to import: no export acme-2026-11-32 is staged there .*the exports staged under azblob://devstoreaccount1/staging/typo/acme: "${EXPORT_ID}"`));
+  // The summary people read: a command line to correct, not counters that do not add up nor a run to finish.
+  const printed = await cli(['import', '--from', 'azblob://staging/typo/acmee', '--sink', `maildir:${join(dir, 'mail')}`], { env });
+  t.is(printed.code, 2, printed.log);
+  t.regex(printed.stdout, /^pivot-archive: import azblob:\/\/devstoreaccount1\/staging\/typo\/acmee -> maildir:\S+\n {2}stopped: by a usage error \(E_USAGE: --from \S+: nothing to import: .*\): nothing was read or delivered; correct the command line\n$/);
+  t.notRegex(printed.stdout, /counters add up|again/);
   t.deepEqual(await readMaildir(join(dir, 'mail')), []);
 
   const first = await importInto('typo/acme', dir, ['--export', EXPORT_ID]);
@@ -193,6 +200,10 @@ test.serial('a corrected re-staging stopped part-way beside the older complete i
   t.timeout(300_000);
   t.is((await stage('restaged', archive)).code, 0);
   const v1 = await blobNames('restaged', /\.zip$/);
+  // An importer that took the first staging whole before the re-staging began.
+  const early = await tempDir(t);
+  t.is((await importInto('restaged', early)).code, 0);
+  t.true(await complete(early));
   const stopper = join(workDir, 'stopper.mjs');
   await writeFile(stopper, STOPPER_PLUGIN);
   const stopped = await stage('restaged', corrected, ['--plugin', stopper], { STOP_AT: '150' });
@@ -214,10 +225,81 @@ test.serial('a corrected re-staging stopped part-way beside the older complete i
   for (const name of v1) v1Messages += (await entriesOf(name)).length;
   t.is((await readMaildir(join(dir, 'mail'))).length, v1Messages, 'none of the stopped run\'s batches delivered');
   t.false(await complete(dir));
+  // The importer that had it whole: its next import finds the staging part-way, and status no longer calls the export complete on the earlier import's word.
+  const again = await importInto('restaged', early);
+  t.is(again.code, 1, again.log);
+  t.is(again.summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.false(await complete(early));
 
   t.is((await stage('restaged', corrected)).code, 0);
   const whole = await importInto('restaged', dir);
   t.is(whole.code, 0, whole.log);
   t.deepEqual(whole.summary.exportsImportedWhole, [EXPORT_ID]);
   t.true(await complete(dir));
+});
+
+test.serial('a batch its latest index does not name that an earlier import (an older version) imported into this sink, its marker there: the import fails (exit 1, not whole) saying it was imported, and records and counts it failed; with --again too', async (t) => {
+  t.timeout(300_000);
+  t.is((await stage('upgraded', archive)).code, 0);
+  t.is((await stage('upgraded-donor', corrected)).code, 0);
+  const dir = await tempDir(t);
+  const first = await importInto('upgraded', dir);
+  t.is(first.code, 0, first.log);
+  const indexed = await blobNames('upgraded', /\.zip$/);
+  // What an older version left: a batch no index names, imported and marked by it for this sink.
+  const [donor] = await blobNames('upgraded-donor', /\.zip$/);
+  const planted = donor!.replace(/^upgraded-donor\//, 'upgraded/');
+  const body = await container().getBlockBlobClient(donor!).downloadToBuffer();
+  await container().getBlockBlobClient(planted).upload(body, body.length);
+  const [marker] = await blobNames('upgraded', /\.zip\.imported-/);
+  const markerBody = await container().getBlockBlobClient(marker!).downloadToBuffer();
+  await container().getBlockBlobClient(`${planted}${marker!.slice(marker!.lastIndexOf('.imported-'))}`).upload(markerBody, markerBody.length);
+
+  const next = await importInto('upgraded', dir);
+  t.is(next.code, 1, next.log);
+  t.like(next.summary, { batchesImported: 0, batchesFailed: 1, delivered: 0, failed: 0 });
+  t.is(next.summary.error?.code, 'E_STAGING_UNTRUSTED');
+  t.regex(next.summary.error!.message, new RegExp(`^1 staged batch that no staging index names \\(${escaped(planted)}\\) was imported into this sink by an earlier import \\(its import marker for this sink is there\\), but no staging run that finished vouches for it; check .* then stage the export again \\(its index then names it\\) or delete it; no export is reported imported whole by this import$`));
+  t.notRegex(next.summary.error!.message, /not imported/);
+  const record = next.statusLines.find((l) => l.record === 'batch' && l.batch === planted);
+  t.like(record, { outcome: 'failed' });
+  t.regex(String(record?.detail), /^E_STAGING_UNTRUSTED: staged batch \S+ was imported into this sink by an earlier import \(its import marker for this sink is there\), but the export's latest staging index \(written \S+\) does not name it/);
+  t.deepEqual(next.summary.exportsImportedWhole, []);
+
+  // --again reads it (and fails it whole, none of it delivered again): the error still says an earlier import imported it.
+  const again = await importInto('upgraded', dir, ['--again']);
+  t.is(again.code, 1, again.log);
+  t.like(again.summary, { batchesImported: indexed.length, batchesFailed: 1, delivered: 0, failed: (await entriesOf(planted)).length });
+  t.regex(again.summary.error!.message, new RegExp(`^1 staged batch that no staging index names \\(${escaped(planted)}\\) was imported into this sink by an earlier import`));
+  t.deepEqual(again.summary.exportsImportedWhole, []);
+});
+
+test.serial('a folder that holds only a staging lock (a staging run that has just started) or only an unfinished staging-run record: the import fails naming the export as part-way (E_STAGING_INCOMPLETE, exit 1), not as nothing staged', async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const lock = container().getBlockBlobClient(`starting/${EXPORT_ID}/staging.lock`);
+  await lock.upload('', 0);
+  const lease = lock.getBlobLeaseClient();
+  await lease.acquireLease(60);
+  try {
+    for (const options of [[], ['--export', EXPORT_ID]]) {
+      const underWay = await importInto('starting', dir, options);
+      t.is(underWay.code, 1, underWay.log);
+      t.is(underWay.summary.error?.code, 'E_STAGING_INCOMPLETE');
+      t.regex(underWay.summary.error!.message, new RegExp(`^the staging of export ${EXPORT_ID} is part-way \\(a staging run of it is under way: it holds the lease on starting/${EXPORT_ID}/staging\\.lock and has staged nothing yet\\)`));
+    }
+  } finally {
+    await lease.releaseLease();
+  }
+  const left = await importInto('starting', dir);
+  t.is(left.code, 1, left.log);
+  t.regex(left.summary.error!.message, new RegExp(`^the staging of export ${EXPORT_ID} is part-way \\(its staging lock starting/${EXPORT_ID}/staging\\.lock is there and nothing else of it: a staging run of it is starting, or stopped before it staged anything\\)`));
+
+  const run = stagingRunText({ format: RUN_FORMAT, version: 1, exportId: EXPORT_ID, startedAt: new Date().toISOString(), by: 'stager pid 7' });
+  await container().getBlockBlobClient(`recorded/${EXPORT_ID}/staging.run`).upload(run, run.length);
+  const recorded = await importInto('recorded', dir);
+  t.is(recorded.code, 1, recorded.log);
+  t.is(recorded.summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.regex(recorded.summary.error!.message, new RegExp(`^the staging of export ${EXPORT_ID} is part-way \\(a staging run of it started \\S+ \\(stager pid 7\\) has not finished \\(recorded/${EXPORT_ID}/staging\\.run\\)\\)`));
+  t.deepEqual(await readMaildir(join(dir, 'mail')), []);
 });

@@ -254,6 +254,8 @@ export class AccountBuilder {
       if (r.exportId === this.exportId) this.runOf(r.runId);
       return;
     }
+    // An import that found this export not whole is one of its runs, whatever it delivered of it.
+    if (r.record === 'summary' && Array.isArray(r.exportsNotWhole) && r.exportsNotWhole.includes(this.exportId)) this.runOf(r.runId);
     const run = this.runs.get(r.runId);
     if (r.record === 'outcome' && r.exportId === this.exportId) this.outcome(r, this.runOf(r.runId));
     else if (run && (r.record === 'summary' || r.record === 'failure')) this.ended(run, r);
@@ -310,6 +312,7 @@ export class AccountBuilder {
     if (!error && !r.interrupted && r.source === 'staged-batches' && Array.isArray(r.exportsImportedWhole) && r.exportsImportedWhole.includes(this.exportId)) {
       this.importedWhole[this.importedWhole.length - 1] = true;
     }
+    if (Array.isArray(r.exportsNotWhole) && r.exportsNotWhole.includes(this.exportId)) this.importedWhole[this.importedWhole.length - 1] = false;
   }
 
   private outcome(r: LedgerRecordLike, run: RunOfExport): void {

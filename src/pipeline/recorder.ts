@@ -176,6 +176,7 @@ export class Recorder {
       ...this.counters,
       ...fields.counters,
       ...(fields.exportsImportedWhole ? { exportsImportedWhole: fields.exportsImportedWhole } : {}),
+      ...(fields.exportsNotWhole?.length ? { exportsNotWhole: fields.exportsNotWhole } : {}),
       rejectedTotal: rejectedTotal(this.counters),
       interrupted,
       ...(failedOnStop > 0 ? { failedOnStop } : {}),

@@ -14,6 +14,8 @@ export interface SourceSummary {
   balanced: boolean;
   /** Staged batches: the exports whose every indexed batch is now in the sink (see RunSummary). */
   exportsImportedWhole?: string[];
+  /** Staged batches: the exports found not whole (see RunSummary). */
+  exportsNotWhole?: string[];
 }
 
 /**

@@ -4,6 +4,19 @@
 // src/sinks/azblob/SPEC.md and src/sources/staged-batches/SPEC.md.
 import { exportFolder, type AzureBlobLocation } from './location.js';
 
+/**
+ * The blob in an export's folder whose lease a staging run holds while it stages that export, so
+ * that two runs never stage one export at once (each reads what the export holds once, and would
+ * stage what the other stages). Not a `.zip` and not an `index-*.json`: the staging listing, the
+ * import and verify's reader pass it by. A run that ends deletes it; a killed run's lease expires.
+ */
+export const STAGING_LOCK = 'staging.lock';
+
+/** `<prefix>/<URL-encoded exportId>/staging.lock`. */
+export function stagingLockName(location: AzureBlobLocation, exportId: string): string {
+  return `${exportFolder(location, exportId)}${STAGING_LOCK}`;
+}
+
 export const RUN_FORMAT = 'pivot-archive-staging-run';
 /**
  * The record's blob name in an export's folder. Not a `.zip` nor an `index-*.json`; it sorts after

@@ -9,7 +9,7 @@ import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestBytes, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { stagingIndex, stagingIndexName, stagingIndexText, type StagedBatchRecord } from '../../formats/staged-batch/staging-index.js';
-import { RUN_FORMAT, stagingRunName, stagingRunText, type StagingRun } from '../../formats/staged-batch/staging-run.js';
+import { RUN_FORMAT, stagingLockName, stagingRunName, stagingRunText, type StagingRun } from '../../formats/staged-batch/staging-run.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 import { createAzureBlobReader } from './reader.js';
 
@@ -17,19 +17,6 @@ import { createAzureBlobReader } from './reader.js';
 function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: number): string {
   const window = Math.floor(d.position.index / windowEvents);
   return `${exportFolder(location, d.exportId)}${String(d.position.file).padStart(4, '0')}/${String(window).padStart(7, '0')}-`;
-}
-
-/**
- * The blob in an export's folder whose lease a staging run holds while it stages that export, so
- * that two runs never stage one export at once (each reads what the export holds once, and would
- * stage what the other stages). Not a `.zip` and not an `index-*.json`: the staging listing, the
- * import and verify's reader pass it by. A run that ends deletes it; a killed run's lease expires.
- */
-export const STAGING_LOCK = 'staging.lock';
-
-/** `<prefix>/<URL-encoded exportId>/staging.lock`. */
-export function stagingLockName(location: AzureBlobLocation, exportId: string): string {
-  return `${exportFolder(location, exportId)}${STAGING_LOCK}`;
 }
 
 /** The staging lease's duration in seconds (Azure allows 15-60); tests shorten it with `LEASE_SECONDS_ENV`. */

@@ -1,23 +1,28 @@
-import type { ContainerClient } from '@azure/storage-blob';
+import type { BlobItem, ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, exportOfFolder, folderOfBatch, isFolderOf, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { folderOfIndex, namedForItsTime, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
-import { STAGING_RUN, folderOfStagingRun, parseStagingRun } from '../../formats/staged-batch/staging-run.js';
+import { STAGING_LOCK, STAGING_RUN, folderOfStagingRun, parseStagingRun } from '../../formats/staged-batch/staging-run.js';
 
 /** What a listing of the staged batches found besides the batches it yields. */
 export interface StagedListing {
-  /** Export folders listed (by a batch, a staging index or a staging-run record): none, and nothing is staged where the import looked. */
+  /** Export folders listed (by a batch, a staging index, a staging-run record or a staging lock): none, and nothing is staged where the import looked. */
   folders: number;
   /** Batches a staging index lists that are not there (and that were not imported into this sink before they went). */
   gone: string[];
   /** Batches a staging index lists that are not there, marked imported into this sink before they went (their marker outlives them); never with --public-key (a marker is not signed). */
   goneImported: string[];
-  /** Batches in an export folder whose latest staging index does not name them, and why (as which error): never imported. */
+  /** Batches in an export folder whose latest staging index does not name them, and why (as which error): not imported by this import. */
   outside: Map<string, { code: ErrorCodeValue; why: string }>;
-  /** Export folders whose staging-run record says a staging run of the export has not finished. */
+  /**
+   * Batches of `outside` not read because this sink's marker is on them: an earlier import imported
+   * them (a version that did not refuse batches no index names, say); they fail all the same.
+   */
+  outsideMarked: string[];
+  /** Export folders whose staging-run record says a staging run of the export has not finished, or that hold its staging lock alone. */
   unfinished: { exportId: string; why: string }[];
   /** Per export, the batches its latest staging index lists. */
   indexed: Map<string, string[]>;
@@ -84,12 +89,13 @@ export class StagedBatches {
    * Names of the batches not yet imported into the sink `markerKey` stands for (all of them
    * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
    * after its batch, so one name of look-behind is all the memory it takes. Each export folder
-   * listed (by a batch, a staging index or a staging-run record) is looked up once: its latest
+   * listed (by a batch, a staging index, a staging-run record or a staging lock) is looked up once: its latest
    * staging index and its staging-run record. When it has batches, that is done when its first
    * batch is listed, before any is yielded, so that each batch is held against its record there
    * (`found.contents`), and one the index does not name is in `found.outside`, as it is read.
    * When the listing leaves the folder, the batches the index lists that are not there go into
-   * `found.gone` (or `found.goneImported`, marked imported into this sink before they went).
+   * `found.gone` (or `found.goneImported`, marked imported into this sink before they went). A
+   * folder listed by its staging lock alone (nothing staged yet) has a staging run part-way.
    */
   async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, found: StagedListing): AsyncGenerator<string> {
     const prefix = options.exportId ? exportFolder(this.location, options.exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
@@ -98,9 +104,13 @@ export class StagedBatches {
     let folder: string | undefined;
     const present = new Set<string>();
     let view: FolderView | undefined;
+    // The folder's staging lock, while nothing else of the folder has been listed (it sorts after its batches and index, before its staging-run record).
+    let lockAlone: BlobItem | undefined;
     const checkFolder = async () => {
       if (folder === undefined) return;
-      const { index, unfinished } = view ?? (await this.lookUp(folder, found));
+      const looked = view ?? (await this.lookUp(folder, found));
+      const { index } = looked;
+      const unfinished = looked.unfinished ?? (lockAlone && lockAloneWhy(lockAlone));
       if (index) {
         found.indexed.set(index.exportId, index.batches);
         // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.
@@ -126,12 +136,15 @@ export class StagedBatches {
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
         const { name } = blob;
         const isBatch = name.endsWith('.zip');
-        const here = folderOfIndex(name) ?? folderOfStagingRun(name) ?? (isBatch ? folderOfBatch(name) : folder);
+        const own = folderOfIndex(name) ?? folderOfStagingRun(name) ?? (isBatch ? folderOfBatch(name) : undefined);
+        const lockOf = own === undefined && name.endsWith(`/${STAGING_LOCK}`) ? name.slice(0, -STAGING_LOCK.length) : undefined;
+        const here = own ?? lockOf ?? folder;
         if (here !== folder) {
           await checkFolder();
           folder = here;
           found.folders++;
-        }
+          lockAlone = lockOf === undefined ? undefined : blob;
+        } else if (own !== undefined) lockAlone = undefined;
         if (isBatch && folder !== undefined) {
           present.add(name);
           // Also for a batch named to sort after the index: looked up before it is yielded.
@@ -147,7 +160,10 @@ export class StagedBatches {
         if (markedBatch !== undefined) {
           if (name === markerName(markedBatch, markerKey)) found.marked.add(markedBatch);
           if (waiting === markedBatch) {
-            if (found.marked.has(markedBatch) && !options.again) waiting = null;
+            if (found.marked.has(markedBatch) && !options.again) {
+              if (found.outside.has(markedBatch)) found.outsideMarked.push(markedBatch);
+              waiting = null;
+            }
             continue;
           }
         }
@@ -310,6 +326,13 @@ export class StagedBatches {
       blobHTTPHeaders: { blobContentType: 'application/json' },
     });
   }
+}
+
+/** How a folder that holds its staging lock alone (no batch, index or staging-run record) says a staging run of the export is part-way. */
+function lockAloneWhy(lock: BlobItem): string {
+  return lock.properties.leaseState === 'leased'
+    ? `a staging run of it is under way: it holds the lease on ${lock.name} and has staged nothing yet`
+    : `its staging lock ${lock.name} is there and nothing else of it: a staging run of it is starting, or stopped before it staged anything`;
 }
 
 function markerName(batch: string, markerKey: string): string {

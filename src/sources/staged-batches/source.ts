@@ -38,7 +38,7 @@ export class StagedBatchSource implements Source {
    * by count only.
    */
   private itemsStagedNotRead = 0;
-  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), unfinished: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
+  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -140,7 +140,7 @@ export class StagedBatchSource implements Source {
     for (const { name, why } of untrusted) {
       options.logger.error(`${ErrorCode.STAGING_UNTRUSTED}: the staging index ${name} is not trusted: ${why}; it was passed over (a writer to the container other than the staging run made it)`);
     }
-    const { goneImported, unfinished, outside } = this.listing;
+    const { goneImported, unfinished, outside, outsideMarked, marked } = this.listing;
     if (goneImported.length > 0) {
       options.logger.info(
         `${goneImported.length} staged batch${goneImported.length > 1 ? 'es' : ''} that the staging index lists ${goneImported.length > 1 ? 'are' : 'is'} gone from staging but ${goneImported.length > 1 ? 'were' : 'was'} imported into this sink before (${goneImported.length > 1 ? 'their' : 'its'} import marker is there): counted as imported (${goneImported.slice(0, 5).join(', ')}${goneImported.length > 5 ? ', ...' : ''})`,
@@ -156,6 +156,12 @@ export class StagedBatchSource implements Source {
       this.itemsStagedNotRead += recorded?.items ?? 0;
       await options.statusLog.write({ record: 'batch', batch: name, outcome: 'failed', ...(recorded ? { items: recorded.items } : {}), detail: 'listed by the staging index, not in the container' });
     }
+    // Batches no index names that an earlier import imported into this sink (a version that did not refuse them, say): not read again, failed all the same.
+    for (const name of outsideMarked) {
+      const { code, why } = outside.get(name)!;
+      this.batchesFailed++;
+      await options.statusLog.write({ record: 'batch', batch: name, outcome: 'failed', detail: `${code}: staged batch ${name} was imported into this sink by an earlier import (its import marker for this sink is there), but ${why}` });
+    }
     if (gone.length > 0) {
       throw new PivotArchiveError(
         ErrorCode.STAGING_INCOMPLETE,
@@ -169,10 +175,22 @@ export class StagedBatchSource implements Source {
       );
     }
     if (outside.size > 0) {
+      // Those this sink's marker is on were imported by an earlier import (also with --again, when this one read them again).
       const names = [...outside.keys()];
+      const never = names.filter((name) => !marked.has(name));
+      const earlier = names.filter((name) => marked.has(name));
+      const them = (batches: string[]) => (batches.length > 1 ? 'them' : 'it');
       throw new PivotArchiveError(
         ErrorCode.STAGING_UNTRUSTED,
-        `${names.length} staged batch${names.length > 1 ? 'es' : ''} that no staging index names (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', ...' : ''}) ${names.length > 1 ? 'were' : 'was'} not imported: no staging run that finished staged ${names.length > 1 ? 'them' : 'it'}; find out who put ${names.length > 1 ? 'them' : 'it'} there and delete ${names.length > 1 ? 'them' : 'it'} (a staging run of the export names every batch in its folder in the index it writes, so check before staging the export again); no export is reported imported whole by this import`,
+        [
+          never.length > 0 &&
+            `${stagedOutside(never)} not imported: no staging run that finished staged ${them(never)}; find out who put ${them(never)} there and delete ${them(never)} (a staging run of the export names every batch in its folder in the index it writes, so check before staging the export again)`,
+          earlier.length > 0 &&
+            `${stagedOutside(earlier)} imported into this sink by an earlier import (${earlier.length > 1 ? 'their' : 'its'} import marker for this sink is there), but no staging run that finished vouches for ${them(earlier)}; check who staged ${them(earlier)} and what ${earlier.length > 1 ? 'they hold' : 'it holds'}, then stage the export again (its index then names ${them(earlier)}) or delete ${them(earlier)}`,
+          'no export is reported imported whole by this import',
+        ]
+          .filter(Boolean)
+          .join('; '),
       );
     }
     if (untrusted.length > 0) {
@@ -224,6 +242,17 @@ export class StagedBatchSource implements Source {
     return [...indexed].filter(([, batches]) => batches.every((b) => marked.has(b) || this.importedNow.has(b))).map(([exportId]) => exportId).sort();
   }
 
+  /**
+   * The exports this import found not whole (a staging run of it part-way, a batch its index lists
+   * gone, a batch no finished staging run vouches for): `status` no longer calls them imported
+   * whole on an earlier import's word.
+   */
+  private exportsNotWhole(): string[] {
+    const { unfinished, gone, outside } = this.listing;
+    const exports = [...unfinished.map((u) => u.exportId), ...[...gone, ...outside.keys()].flatMap((batch) => exportOfBatch(batch) ?? [])];
+    return [...new Set(exports)].sort();
+  }
+
   summaryFields(): SourceSummary {
     return {
       identity: { from: this.staged.description, exportId: this.options.exportId ?? null },
@@ -236,9 +265,15 @@ export class StagedBatchSource implements Source {
         stagingIndexesUntrusted: this.listing.untrusted.length,
       },
       exportsImportedWhole: this.exportsImportedWhole(),
+      exportsNotWhole: this.exportsNotWhole(),
       itemsDoneEarlier: 0,
       // Every message listed in the manifests read was read (the chain accounts for each one read).
       balanced: this.messagesRead === this.itemsStaged,
     };
   }
+}
+
+/** `2 staged batches that no staging index names (a, b) were`: the first five named. */
+function stagedOutside(names: string[]): string {
+  return `${names.length} staged batch${names.length > 1 ? 'es' : ''} that no staging index names (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', ...' : ''}) ${names.length > 1 ? 'were' : 'was'}`;
 }
