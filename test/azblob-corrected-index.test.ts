@@ -6,7 +6,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { writeArchive } from './helpers/archive.js';
-import { AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
+import { blobNamesIn, AZURITE_BLOB, azuriteMissingMessage, startAzurite, type Azurite } from './helpers/azurite.js';
 import { cli } from './helpers/cli.js';
 import { ATTACHMENT_BYTES, CORRECTED_EXPORT } from './helpers/corrected-export.js';
 import { tempDir } from './helpers/tmp.js';
@@ -21,11 +21,7 @@ test.after.always(async () => {
   await azurite?.dispose();
 });
 
-async function blobNames(prefix: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const blob of azurite.container('staging').listBlobsFlat({ prefix: `${prefix}/` })) names.push(blob.name);
-  return names.sort();
-}
+const blobNames = (prefix: string) => blobNamesIn(azurite.container('staging'), prefix);
 
 /** The batches the newest staging index names. */
 async function indexed(prefix: string): Promise<string[]> {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import unzipper from 'unzipper';
 import { RUN_FORMAT, stagingRunText } from '../src/formats/staged-batch/staging-run.js';
 import { generateSample } from '../src/sample/generate.js';
-import { startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -42,11 +42,7 @@ test.after.always(() => fixture?.dispose());
 
 const container = () => azurite.container('staging');
 
-async function blobNames(prefix: string, pattern: RegExp): Promise<string[]> {
-  const names: string[] = [];
-  for await (const blob of container().listBlobsFlat({ prefix: `${prefix}/` })) if (pattern.test(blob.name)) names.push(blob.name);
-  return names.sort();
-}
+const blobNames = (prefix: string, pattern: RegExp) => blobNamesIn(container(), prefix, pattern);
 
 /** The (mailbox, Message-ID) entries of a staged batch, read with unzipper (not our reader). */
 async function entriesOf(name: string): Promise<{ mailbox: string; messageId: string; sha256: string }[]> {

@@ -7,7 +7,7 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -35,11 +35,7 @@ test.after.always(() => fixture?.dispose());
 
 const container = () => azurite.container('staging');
 
-async function blobNames(prefix: string, pattern: RegExp): Promise<string[]> {
-  const names: string[] = [];
-  for await (const blob of container().listBlobsFlat({ prefix: `${prefix}/` })) if (pattern.test(blob.name)) names.push(blob.name);
-  return names.sort();
-}
+const blobNames = (prefix: string, pattern: RegExp) => blobNamesIn(container(), prefix, pattern);
 
 async function text(name: string): Promise<string> {
   return (await container().getBlockBlobClient(name).downloadToBuffer()).toString('utf8');

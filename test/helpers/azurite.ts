@@ -55,6 +55,13 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
+/** The names of the blobs under `prefix/` of `container` that `pattern` matches (every one without it), sorted. */
+export async function blobNamesIn(container: ContainerClient, prefix: string, pattern = /(?:)/): Promise<string[]> {
+  const names: string[] = [];
+  for await (const blob of container.listBlobsFlat({ prefix: `${prefix}/` })) if (pattern.test(blob.name)) names.push(blob.name);
+  return names.sort();
+}
+
 /** A test file's Azurite beside a work dir holding a sample export (`archive`); `dispose` ends both. */
 export interface AzuriteWithSample {
   azurite: Azurite;
