@@ -240,7 +240,7 @@ test('a plugin call that does not settle within the time limit rejects its item,
 });
 
 test('--plugin-timeout: 60 s by default, from the flag, PIVOT_ARCHIVE_PLUGIN_TIMEOUT or the config file; 1 to 86400; in the help', async (t) => {
-  const base = { archive: 'x.zip', sink: 'maildir:m' };
+  const base = { archive: 'x.zip', sink: 'maildir:m', 'all-domains': true };
   t.is((await resolveConfig('run', base, {})).pluginTimeout, 60);
   t.is((await resolveConfig('run', { ...base, 'plugin-timeout': '5' }, {})).pluginTimeout, 5);
   t.is((await resolveConfig('run', base, { PIVOT_ARCHIVE_PLUGIN_TIMEOUT: '7' })).pluginTimeout, 7);
