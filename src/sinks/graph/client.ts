@@ -404,7 +404,8 @@ function answerOf(request: GraphRequest, answer: Exchanged): GraphResponse {
   return request.raw ? { status, headers: answer.headers, json, bytes } : { status, headers: answer.headers, json };
 }
 
-const STOPPED_REASON = 'stopped by a signal before it was stored (a re-run delivers it)';
+/** Said of a request not sent and of one cut while Graph worked on it alike: the second may be stored (helper-95 found 120 such). */
+const STOPPED_REASON = 'stopped by a signal before Graph confirmed it stored: it may be in the mailbox all the same (a re-run finds it there and skips it, or delivers it)';
 
 function stoppedError(): PivotArchiveError {
   return new PivotArchiveError(ErrorCode.SINK_WRITE, STOPPED_REASON);
