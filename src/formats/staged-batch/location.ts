@@ -91,6 +91,11 @@ export function describeLocation(client: ContainerClient, location: AzureBlobLoc
   return `azblob://${client.accountName}/${location.container}${location.prefix ? `/${location.prefix}` : ''}`;
 }
 
+/** The HTTP status a storage error carries, if it carries one. */
+export function storageStatusOf(err: unknown): number | undefined {
+  return (err as { statusCode?: number } | null)?.statusCode;
+}
+
 /** A storage error as one line, secrets masked (SDK messages can quote request URLs). */
 export function storageErrorMessage(err: unknown): string {
   const e = err as { statusCode?: number; code?: string };

@@ -7,7 +7,7 @@ import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestBytes, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
-import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
+import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, storageStatusOf, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { stagingIndex, stagingIndexName, stagingIndexText, type StagedBatchRecord } from '../../formats/staged-batch/staging-index.js';
 import { RUN_FORMAT, stagingLockName, stagingRunName, stagingRunText, type StagingRun } from '../../formats/staged-batch/staging-run.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
@@ -29,10 +29,6 @@ function leaseSecondsFrom(env: NodeJS.ProcessEnv): number {
   const seconds = /^\d+$/.test(given) ? Number(given) : NaN;
   if (!(seconds >= 15 && seconds <= 60)) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `${LEASE_SECONDS_ENV} must be a whole number of seconds from 15 to 60`);
   return seconds;
-}
-
-function statusOf(err: unknown): number | undefined {
-  return (err as { statusCode?: number } | null)?.statusCode;
 }
 
 /**
@@ -80,7 +76,7 @@ class StagingLease {
         this.validUntil = at + this.seconds * 1000;
         break;
       } catch (err) {
-        const status = statusOf(err);
+        const status = storageStatusOf(err);
         // 404: the lock was deleted between its creation and the lease (its run ended): made again.
         if (status !== 409 && status !== 404) throw this.fail(`cannot take the staging lease on ${this.name}: ${storageErrorMessage(err)}`);
         if (Date.now() >= giveUp) {
@@ -105,7 +101,7 @@ class StagingLease {
     try {
       await this.blob.upload('', 0, { conditions: { ifNoneMatch: '*' } });
     } catch (err) {
-      const status = statusOf(err);
+      const status = storageStatusOf(err);
       if (status === 409 || status === 412) return;
       throw this.fail(`cannot create the staging lock ${this.name}: ${storageErrorMessage(err)}`);
     }
@@ -141,7 +137,7 @@ class StagingLease {
       await this.client!.renewLease({ abortSignal: AbortSignal.timeout((this.seconds * 1000) / 3) });
       this.validUntil = at + this.seconds * 1000;
     } catch (err) {
-      const status = statusOf(err);
+      const status = storageStatusOf(err);
       // The lease is another's now, or the lock is gone: lost. Anything else is tried again at the next renewal.
       if (status === 409 || status === 404 || status === 412) this.lost = `the staging lease on ${this.name} was lost (${storageErrorMessage(err)})`;
       // Storage slow or out of reach: tried again soon, not a third of the lease later (one hiccup must not cost the lease).
@@ -175,7 +171,7 @@ class StagingLease {
       await this.blob.delete({ conditions: { leaseId: client.leaseId }, abortSignal: abortSignal() });
     } catch (err) {
       // A SAS that may not delete: the lease released, the empty lock left. Unreachable storage: it expires.
-      if (statusOf(err) !== undefined) await client.releaseLease({ abortSignal: abortSignal() }).catch(() => undefined);
+      if (storageStatusOf(err) !== undefined) await client.releaseLease({ abortSignal: abortSignal() }).catch(() => undefined);
     }
   }
 }
@@ -427,7 +423,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
         conditions: { ifMatch: started.etag },
       });
     } catch (err) {
-      if (statusOf(err) === 412 || statusOf(err) === 404) return;
+      if (storageStatusOf(err) === 412 || storageStatusOf(err) === 404) return;
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: export ${exportId} is indexed, but its staging cannot be marked finished in ${stagingRunName(this.config, exportId)} (an import calls it part-way until a staging run marks it): ${storageErrorMessage(err)}`);
     }
   }
@@ -565,7 +561,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
       return uploaded('delivered');
     } catch (err) {
       // 409 BlobAlreadyExists (412 from some gateways): another run committed this very batch.
-      const status = (err as { statusCode?: number }).statusCode;
+      const status = storageStatusOf(err);
       if (status === 409 || status === 412) {
         await this.recordFound(name, deliveries.length);
         return uploaded('skipped');

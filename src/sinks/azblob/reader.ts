@@ -3,7 +3,7 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import { readBatch, type StagedEntry } from '../../formats/staged-batch/index.js';
-import { describeLocation, storageErrorMessage } from '../../formats/staged-batch/location.js';
+import { describeLocation, storageErrorMessage, storageStatusOf } from '../../formats/staged-batch/location.js';
 import { readCentralDirectory } from '../../formats/zip/index.js';
 import { Digest, eachLimited, secondOf } from '../held.js';
 import type { HeldMessage, StoreReader, WantedMessage } from '../sink.js';
@@ -149,7 +149,7 @@ export class AzureBlobReader implements StoreReader {
       if (size > MAX_BATCH_DOWNLOAD) throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${this.description}: staged batch ${name} is ${size} bytes, too large to read back`);
       zip = await client.downloadToBuffer();
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return [];
+      if (storageStatusOf(err) === 404) return [];
       if (err instanceof PivotArchiveError) throw err;
       throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${this.description}: cannot read staged batch ${name}: ${storageErrorMessage(err)}`, { cause: err });
     }

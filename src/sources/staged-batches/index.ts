@@ -3,7 +3,7 @@ import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../../errors.
 import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
-import { containerClientFromEnv, describeLocation, exportFolder, exportOfFolder, folderOfBatch, isFolderOf, parseAzureBlobLocation, storageErrorMessage, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
+import { containerClientFromEnv, describeLocation, exportFolder, exportOfFolder, folderOfBatch, isFolderOf, parseAzureBlobLocation, storageErrorMessage, storageStatusOf, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { folderOfIndex, namedForItsTime, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
 import { STAGING_LOCK, STAGING_RUN, folderOfStagingRun, parseStagingRun } from '../../formats/staged-batch/staging-run.js';
 
@@ -201,7 +201,7 @@ export class StagedBatches {
     try {
       text = (await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8');
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      if (storageStatusOf(err) === 404) return undefined;
       throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging-run record ${name} cannot be read: ${storageErrorMessage(err)}`);
     }
     try {
