@@ -92,3 +92,50 @@ test('graph: when no token can be had any more in the middle of a run, the sink 
   t.is(summary.delivered, log.summary.failed);
   t.is(summary.skipped, log.summary.delivered);
 });
+
+test('graph: a folder deleted in the middle of a run fails its items as storage lost and drops the checkpoint: the re-run reads the export from the start and the new folder holds every item', async (t) => {
+  t.timeout(300_000);
+  // 100 ms a request while the folder is deleted (the run is still going), 2 ms after it (the stand-in reads it per request).
+  const options = { tenant: TENANT, everyUser: true, latencyMs: 100 };
+  const standin = await startGraphStandin(options);
+  const identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite'] });
+  t.teardown(() => Promise.all([standin.close(), identity.close()]));
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 1500, seed: 13 });
+  const state = join(dir, 'state');
+  const sink = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${standin.url}&folder=Inbox/R5&retryDelay=50`;
+  const args = (log: string) => ['run', archive, '--sink', sink, '--domain', 'acme.example', '--state-dir', state, '--status-log', join(dir, log), '--rejects', join(dir, 'rejects')];
+  const running = cli(args('first.jsonl'), { env: identity.env });
+  const creates = () => [...standin.stats.byKind].filter(([k]) => k.startsWith('POST') && /messages$|\$batch$/.test(k)).reduce((n, [, v]) => n + v, 0);
+  while (creates() < 40) await new Promise((r) => setTimeout(r, 50));
+  // Someone deletes the folder R5 in every mailbox that has it, with what it holds.
+  const touched = new Set<string>();
+  for (const address of standin.users()) {
+    const { folders, messages } = standin.mailbox(address);
+    for (const [id, folder] of folders) {
+      if (folder.displayName !== 'R5') continue;
+      folders.delete(id);
+      for (const [messageId, m] of messages) if (m.folderId === id) messages.delete(messageId);
+      touched.add(address);
+    }
+  }
+  t.true(touched.size > 0);
+  const first = await running;
+  options.latencyMs = 2;
+  t.is(first.code, 1, first.stderr);
+  const log = await readStatusLog(join(dir, 'first.jsonl'));
+  t.true(log.lines.some((l) => l.outcome === 'failed' && /was deleted during the run/.test(String(l.detail))), 'the reason names the deleted folder');
+
+  const second = await cli(args('second.jsonl'), { env: identity.env });
+  t.is(second.code, 0, second.stderr);
+  const again = await readStatusLog(join(dir, 'second.jsonl'));
+  const pairs = new Set([...log.lines, ...again.lines].filter((l) => l.outcome === 'delivered' || l.outcome === 'skipped' || l.outcome === 'failed').map((l) => `${l.mailbox} ${l.messageId}`));
+  const held = [...new Set([...pairs].map((p) => p.split(' ')[0]!))].flatMap((m) => standin.messagesIn(m, 'Inbox/R5').map((x) => `${m} ${x.internetMessageId}`));
+  t.is(held.length, new Set(held).size, 'nothing twice');
+  t.deepEqual([...held].sort(), [...pairs].sort(), 'the folder made anew holds every item');
+  const verified = await cli(['verify', '--state-dir', state, '--sink', sink, '--json'], { env: identity.env });
+  t.is(verified.code, 0, verified.stdout + verified.stderr);
+  const status = await cli(['status', '--state-dir', state, '--export', String(again.summary.exportId)]);
+  t.regex(status.stdout.split('\n')[0]!, /COMPLETE/, status.stdout.slice(0, 600));
+});

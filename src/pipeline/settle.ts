@@ -3,7 +3,7 @@ import type { RejectsFolder } from '../formats/rejects/index.js';
 import type { Delivery, EventPosition, ExportContext, Rejection } from '../model.js';
 import { sha256Hex } from '../hash.js';
 import { messageVersion } from '../formats/message/export-id.js';
-import type { Sink, Stored } from '../sinks/sink.js';
+import { type Sink, type Stored, storageLost } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
 import type { OutcomeLine, Recorder } from './recorder.js';
 import { isoTimes } from '../status-log.js';
@@ -14,16 +14,9 @@ import { parseZonedTime } from '../formats/pivot-export/time.js';
 export interface Settled {
   position: EventPosition;
   ok: boolean;
-  /** A delivery failed as storage that fails does (EIO, EROFS): what it answered stored just before may be lost too. */
+  /** A delivery failed as storage that fails does (EIO, EROFS, a folder deleted): what it answered stored before may be lost too (`storageLost`). */
   storageFault?: boolean;
 }
-
-/**
- * Errors of storage that failed, not of one write: a file system whose journal aborted (a thin
- * disk that ran out) answered writes of the moments before it stored, and lost them (measured:
- * 90-144 messages in 2 of 13 runs, after syncfs said they were durable).
- */
-const STORAGE_FAULTS = new Set(['EIO', 'EROFS']);
 
 /**
  * The chain's last stage: a delivery goes to the sink, a rejection to the rejects folder, and
@@ -99,7 +92,7 @@ export class Settler {
       // The sink refuses its own spec (a folder name the server will never take): every write would
       // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).
       if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) this.halt(err as Error);
-      return STORAGE_FAULTS.has((err as NodeJS.ErrnoException).code ?? '') ? 'storage-fault' : false;
+      return storageLost(err) ? 'storage-fault' : false;
     }
     await this.recorder.delivered(this.outcomeLine(d, stored.location), stored.outcome);
     return true;

@@ -119,6 +119,8 @@ export interface GraphStandin {
   mailbox(address: string, options?: { licensed?: boolean }): { messages: Map<string, StandinMessage>; folders: Map<string, Folder> };
   /** Every message of a mailbox in the folder of that display-name path (`Inbox/Pivot`). */
   messagesIn(address: string, path: string): StandinMessage[];
+  /** The addresses of the mailboxes asked for so far. */
+  users(): string[];
   /** The MIME Graph would serve as `$value`: the exact bytes of an imported message, else rendered from its fields. */
   mimeOf(message: StandinMessage): Buffer;
   /** The next `count` requests of a mailbox, after `after` more that go through, get this answer. */
@@ -921,6 +923,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       const folder = box && pathFolder(box, path);
       return folder ? [...box.messages.values()].filter((m) => m.folderId === folder.id) : [];
     },
+    users: () => [...mailboxes.keys()],
     mimeOf,
     inject(address, response, count = 1, after = 0) {
       const queue = injected.get(address.toLowerCase()) ?? [];

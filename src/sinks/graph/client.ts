@@ -45,6 +45,11 @@ export function mailboxUnusable(err: unknown): err is GraphError {
   return err instanceof GraphError && ((err.status === 404 && MAILBOX_GONE.has(err.code)) || (err.status === 403 && err.code === 'ErrorAccessDenied'));
 }
 
+/** A 404 that is not of the mailbox (an unknown user, no mailbox): of a folder, or of a message in it. */
+export function folderAnswer404(err: unknown): err is GraphError {
+  return err instanceof GraphError && err.status === 404 && !MAILBOX_GONE.has(err.code);
+}
+
 export interface GraphResponse {
   status: number;
   headers: IncomingHttpHeaders;

@@ -1,9 +1,9 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
+import { markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
-import { GraphClient, GraphError, UncertainError, mailboxUnusable, type GraphResponse } from './client.js';
+import { GraphClient, GraphError, UncertainError, folderAnswer404, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
 import { dayOf, dayWindow, eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
@@ -52,6 +52,8 @@ interface MailboxRun {
   user: string;
   /** The paths and location of the folder last resolved (see `at`), made once rather than per item. */
   at?: FolderPaths;
+  /** Folder id -> whether Graph says it is gone (asked once, after a 404 of a request into it). */
+  goneChecks?: Map<string, Promise<boolean>>;
 }
 
 /** What every item of one mailbox's folder uses: the create's path, and its locations' start. */
@@ -260,12 +262,16 @@ export class GraphSink extends LifecycleSink implements Sink {
     const run = this.run(delivery.mailbox);
     if (this.failure) return Promise.reject(this.failure);
     if (run.unusable) return Promise.reject(writeError(delivery.mailbox, run.unusable));
-    return this.storeIn(run, delivery).catch((err: unknown) => this.failed(run, delivery, second, err));
+    const folder = (run.folder ??= this.folder(delivery.mailbox, run));
+    return this.storeIn(run, folder, delivery).catch((err: unknown) => this.failed(run, folder, delivery, second, err));
   }
 
   /** Why an attempt failed, as the write's error; a mailbox Graph first called unusable is asked again, and if usable the write is tried once more. */
-  private async failed(run: MailboxRun, delivery: Delivery, second: boolean, err: unknown): Promise<Stored> {
+  private async failed(run: MailboxRun, folder: Promise<string>, delivery: Delivery, second: boolean, err: unknown): Promise<Stored> {
     const mailbox = delivery.mailbox;
+    if (folderAnswer404(err) && (await this.folderGone(mailbox, run, folder))) {
+      throw markStorageLost(writeError(mailbox, `not stored: the folder ${this.config.folder.join('/')} was deleted during the run (${err.message}), and what was stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`));
+    }
     if (mailboxUnusable(err)) {
       // Graph said the mailbox cannot be used: asked again once (one such answer may be a blip); so it stays, its items fail at once.
       if (!second && !(await this.confirmUnusable(mailbox, run, err))) return this.attempt(delivery, true);
@@ -279,9 +285,9 @@ export class GraphSink extends LifecycleSink implements Sink {
     throw writeError(mailbox, `not stored: ${errorMessage(err)}`);
   }
 
-  private async storeIn(run: MailboxRun, delivery: Delivery): Promise<Stored> {
+  private async storeIn(run: MailboxRun, folder: Promise<string>, delivery: Delivery): Promise<Stored> {
     const mailbox = delivery.mailbox;
-    const folderId = await (run.folder ??= this.folder(mailbox, run));
+    const folderId = await folder;
     const version = this.versionOf(delivery);
     const key = versionKey(delivery.messageId, delivery.internalDate, this.storedVersion(delivery));
     const day = dayOf(delivery.internalDate);
@@ -373,6 +379,35 @@ export class GraphSink extends LifecycleSink implements Sink {
     // A failure is not kept: the next item tries again (unless the mailbox is unusable).
     resolving.catch(() => (run.folder = undefined));
     return resolving;
+  }
+
+  /**
+   * Whether the folder a request was answered 404 in is gone (deleted by someone during the run),
+   * asked once per folder id. When it is, what the run knew of it is dropped: the next item finds
+   * (or makes) the folder again and lists it anew.
+   */
+  private folderGone(mailbox: string, run: MailboxRun, folder: Promise<string>): Promise<boolean> {
+    return folder.then(
+      (folderId) => {
+        const checks = (run.goneChecks ??= new Map());
+        let gone = checks.get(folderId);
+        if (gone === undefined) {
+          gone = this.client.send(mailbox, { method: 'GET', path: `${run.user}/mailFolders/${encodeURIComponent(folderId)}?$select=id` }).then(
+            () => false,
+            (err: unknown) => folderAnswer404(err),
+          );
+          checks.set(folderId, gone);
+          void gone.then((isGone: boolean) => {
+            if (!isGone || run.folder !== folder) return;
+            run.folder = undefined;
+            run.days.clear();
+            run.created.clear();
+          });
+        }
+        return gone;
+      },
+      () => false,
+    );
   }
 
   /** What the folder holds with sentAt in one UTC day, listed once per run. */
