@@ -57,7 +57,8 @@ let folders = 0;
 /** A token the stand-in reads (it checks claims, not signatures): Mail.ReadWrite for `audience` in TENANT, valid 10 minutes, `claims` over those. */
 const unsignedToken = (audience: string, claims: object = {}) =>
   `e30.${Buffer.from(JSON.stringify({ aud: audience, tid: TENANT, roles: ['Mail.ReadWrite'], exp: Date.now() / 1000 + 600, ...claims })).toString('base64url')}.x`;
-const specOf = (extra: string, endpoint = standin.url) => `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${endpoint}&retryDelay=20&${extra}`;
+// The close's wait for lost creates Graph may still make (lateCopyWait=, a minute by default) is 0 unless a test asks for it.
+const specOf = (extra: string, endpoint = standin.url) => `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${endpoint}&retryDelay=20${/lateCopyWait=/.test(extra) ? '' : '&lateCopyWait=0'}&${extra}`;
 
 function harness(mode: 'json' | 'importMime'): SinkHarness {
   return {
@@ -966,6 +967,28 @@ test('graph batch: a batch whose answer is cut while Graph still runs it leaves 
   const wanted = ds.map((d, i) => ({ messageId: d.messageId, sentAt: new Date(d.internalDate).toISOString(), location: outcomes[i]!.location! }));
   t.is((await reader.mailbox(mailbox, wanted, { sample: true })).held.size, 12);
   await reader.close();
+});
+
+test('graph batch: a batch whose answer is cut and which Graph finishes only after the sink began to close leaves each item once: the close waits lateCopyWait= after the last item made again before it removes copies', async (t) => {
+  const mailbox = 'latebatch@acme.example';
+  standin.mailbox(mailbox);
+  const sink = createGraphSink(specOf('folder=Inbox/Late&lateCopyWait=6000'));
+  await sink.open();
+  await sink.write(delivery(1, mailbox));
+  let goOn: () => void = () => undefined;
+  const cut = standin.cutBatch(mailbox, 3, new Promise<void>((resolve) => (goOn = resolve)));
+  const ds = Array.from({ length: 12 }, (_, i) => delivery(600 + i, mailbox));
+  t.true((await Promise.all(ds.map((d) => sink.write(d)))).every((o) => o.outcome === 'delivered'));
+  t.is(standin.messagesIn(mailbox, 'Inbox/Late').length, 13, 'three found, nine made again');
+  // Graph finishes the cut batch 1.5 s into the close (helper-95's r4: 15 s after the cut, the run long gone): without the wait the close's listing is done by then.
+  const closing = sink.close();
+  setTimeout(goOn, 1500);
+  await cut.finished;
+  await closing;
+  t.is(sink.copiesRemoved, 9);
+  const held = standin.messagesIn(mailbox, 'Inbox/Late');
+  t.is(held.length, 13);
+  t.is(new Set(held.map((m) => m.internetMessageId)).size, 13, 'each item once');
 });
 
 test('graph batch: copies a run killed after a cut batch answer left (its close never removed them) are removed by the re-run that meets the items; each item once, the least id kept', async (t) => {

@@ -23,6 +23,8 @@ export interface GraphSinkConfig {
   maxMessageBytes: number;
   retries: number;
   retryDelayMs: number;
+  /** How long after the last item made again after a lost answer the close waits before it removes copies. */
+  lateCopyWaitMs: number;
   /** `https://graph.microsoft.com`, no trailing slash. */
   graphEndpoint: string;
   authorityHost: string;
@@ -78,6 +80,7 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
     batch: o.batch,
     retries: o.retries,
     retryDelayMs: o.retryDelay,
+    lateCopyWaitMs: o.lateCopyWait,
     maxMessageBytes: o.maxMessageSize * 1024 * 1024,
     graphEndpoint: o.graphEndpoint.replace(/\/+$/, ''),
     authorityHost: o.authorityHost.replace(/\/+$/, ''),

@@ -13,6 +13,7 @@ import { idKey } from '../../hash.js';
 import { messageVersion } from '../../formats/message/export-id.js';
 import { eachLimited } from '../held.js';
 import { graphSinkClosed, graphSinkOpened } from './heap.js';
+import { stoppableSleep } from '../stoppable-sleep.js';
 
 /** The mailbox `open()` asks for when no `probe=` names one: no tenant holds it (`.invalid`, RFC 6761). */
 export const PROBE_MAILBOX = 'pivot-archive-credential-check@invalid';
@@ -216,6 +217,13 @@ export class GraphSink extends LifecycleSink implements Sink {
   private failure: PivotArchiveError | undefined;
   /** close() was called (it may come while open() still proves access). */
   private closeCalled = false;
+  /**
+   * When an item was last made again after a create's answer was lost: the lost create (a batch's
+   * above all, whose connection was cut) may still be carried out at Graph after that, a copy the
+   * close removes only if it is there by then (helper-95 r4: a cut batch finished 15 s later, after
+   * the run had closed and exited 0, left 17 copies).
+   */
+  private madeAgainAt: number | undefined;
   protected readonly lifecycle = new SinkLifecycle('graph', {
     open: async () => {
       await proveAccess(this.config, this.tokens, this.client);
@@ -224,6 +232,8 @@ export class GraphSink extends LifecycleSink implements Sink {
     },
     flush: async () => {
       try {
+        const late = this.madeAgainAt === undefined ? 0 : this.madeAgainAt + this.config.lateCopyWaitMs - Date.now();
+        if (late > 0 && (await stoppableSleep(late, this.stop))) return;
         await this.removeCopiesOfOthers();
       } finally {
         this.client.close();
@@ -233,7 +243,7 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   constructor(
     readonly config: GraphSinkConfig,
-    stop?: AbortSignal,
+    private readonly stop?: AbortSignal,
   ) {
     super();
     this.description = config.description;
@@ -452,6 +462,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     if (there && !halfCreated(there)) return there.id;
     if (there) await this.remove(mailbox, there.id);
     if (attempt > this.config.retries) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: not stored: ${attempt} attempts went unanswered (the last: ${err.message}), and the folder does not hold it`);
+    this.madeAgainAt = Date.now();
     return this.createAttempt(mailbox, run, paths, delivery, attempt + 1);
   }
 

@@ -47,6 +47,7 @@ export const graphOptions = {
   maxMessageSize: integer({ default: 35, min: 1, max: 150, unit: 'MB', help: "the mailboxes' message size limit (Exchange Online's default; an admin may raise it to 150): a larger message fails with that reason, unsent" }),
   retries: integer({ default: 6, min: 0, max: 50, help: 'attempts after the first after a 429, 5xx or network failure' }),
   retryDelay: integer({ default: 1000, min: 0, max: 600_000, unit: 'ms', help: 'first backoff after a 5xx or network failure, doubling, jittered' }),
+  lateCopyWait: integer({ default: 60_000, min: 0, max: 600_000, unit: 'ms', help: "after an item was made again because a create's answer was lost, how long the close waits for Graph to finish the lost create before it removes the copies" }),
   graphEndpoint: text({ default: 'https://graph.microsoft.com', form: 'https://graph.microsoft.com', help: 'the Graph host (national clouds: see the docs)', check: origin('https://graph.microsoft.com') }),
   authorityHost: text({ default: 'https://login.microsoftonline.com', form: 'https://login.microsoftonline.com', help: 'the Entra ID login host (national clouds: see the docs)', check: origin('https://login.microsoftonline.com') }),
   probe: text({
