@@ -937,6 +937,34 @@ test('graph in a national cloud (no permanentDelete): a half-created message is 
   }
 });
 
+test('graph in GCC High or DoD (no upload sessions): an item needing one fails before its create, nothing left in Deleted Items; known by the endpoint, or told by Graph once; importMime there is refused (spec, or the run halts E_SINK_CONFIG)', async (t) => {
+  const env = { PIVOT_GRAPH_CLIENT_SECRET: 'x' };
+  t.throws(() => createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://dod-graph.microsoft.us&mode=importMime`, { env }), { code: 'E_SINK_CONFIG', message: /importMime is a beta API of the global service only/ });
+  t.false(createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://graph.microsoft.us`, { env }).config.uploadSessions);
+  t.true(createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://microsoftgraph.chinacloudapi.cn`, { env }).config.uploadSessions);
+  // An endpoint not known as GCC High (a proxy, the stand-in): Graph's first refusal tells.
+  const gov = await startGraphStandin({ tenant: TENANT, cloud: 'usGovL4' });
+  t.teardown(() => gov.close());
+  const mailbox = 'govbig@acme.example';
+  gov.mailbox(mailbox);
+  const spec = `graph://${TENANT}/?credential=managedIdentity&graphEndpoint=${gov.url}&retryDelay=20&folder=Inbox/GovBig&batch=1`;
+  const sink = createGraphSink(spec);
+  await sink.open();
+  await t.throwsAsync(sink.write(withAttachments(80, mailbox, [4 * 1024 * 1024])), { code: 'E_SINK_WRITE', message: /offers no upload sessions/ });
+  const creates = gov.stats.byKind.get('POST /mailFolders/{id}/messages');
+  await t.throwsAsync(sink.write(withAttachments(81, mailbox, [4 * 1024 * 1024])), { code: 'E_SINK_WRITE', message: /offers no upload sessions/ });
+  t.is(gov.stats.byKind.get('POST /mailFolders/{id}/messages'), creates, 'the second is not created');
+  t.is((await sink.write(withAttachments(82, mailbox, [1024 * 1024]))).outcome, 'delivered', 'a small attachment still goes');
+  await sink.close();
+  t.is(gov.messagesIn(mailbox, 'Deleted Items').length, 1, 'only the one created before Graph told');
+  t.is(gov.messagesIn(mailbox, 'Inbox/GovBig').length, 1);
+  const mime = createGraphSink(`${spec.replace('GovBig', 'GovMime')}&mode=importMime`);
+  await mime.open();
+  await t.throwsAsync(mime.write(delivery(83, mailbox)), { code: 'E_SINK_CONFIG', message: /does not offer importMime/ });
+  await t.throwsAsync(mime.write(delivery(84, mailbox)), { code: 'E_SINK_CONFIG' });
+  await mime.close();
+});
+
 test('graph batch: a batch whose answer is cut while Graph still runs it leaves each item once when the run closes (a run killed before that leaves copies)', async (t) => {
   const mailbox = 'midway@acme.example';
   standin.mailbox(mailbox);

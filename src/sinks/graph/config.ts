@@ -23,6 +23,8 @@ export interface GraphSinkConfig {
   maxMessageBytes: number;
   retries: number;
   retryDelayMs: number;
+  /** Graph here has attachment upload sessions (not in GCC High or DoD: `NO_UPLOAD_SESSIONS`). */
+  uploadSessions: boolean;
   /** How long after the last item made again after a lost answer the close waits before it removes copies. */
   lateCopyWaitMs: number;
   /** `https://graph.microsoft.com`, no trailing slash. */
@@ -36,6 +38,11 @@ export interface GraphSinkConfig {
 const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/i;
 /** A tenant id (GUID) or a verified domain (`contoso.onmicrosoft.com`). */
 const TENANT = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)$/i;
+
+/** The Graph hosts of the national clouds (each Microsoft reference page's national-cloud table). */
+const NATIONAL_CLOUD_HOSTS = new Set(['graph.microsoft.us', 'dod-graph.microsoft.us', 'microsoftgraph.chinacloudapi.cn']);
+/** The hosts of GCC High and DoD, where `createUploadSession` is not offered. */
+const NO_UPLOAD_SESSIONS = new Set(['graph.microsoft.us', 'dod-graph.microsoft.us']);
 
 /**
  * Parses `graph://TENANT_ID/?clientId=APP_ID&folder=Inbox/Pivot&...` (see `graphOptions`). The
@@ -54,6 +61,8 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
     const url = new URL(value);
     if (url.protocol === 'http:' && !LOOPBACK.test(url.hostname) && !options.insecure) throw bad(`${name}=${value} sends tokens in clear text to a host that is not loopback: use https, or add --insecure`);
   }
+  const graphHost = new URL(o.graphEndpoint).hostname.toLowerCase();
+  if (o.mode === 'importMime' && NATIONAL_CLOUD_HOSTS.has(graphHost)) throw bad(`mode=importMime is a beta API of the global service only, not offered at ${graphHost}: use mode=json`);
   // As the IMAP sink's xoauth2: an app registration (its certificate when given, else its secret) or the host's managed identity.
   if (o.clientCertificate !== undefined && o.credential === 'managedIdentity') throw bad('clientCertificate= is for credential=app, not managedIdentity');
   let credential: EntraCredential;
@@ -81,6 +90,7 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
     retries: o.retries,
     retryDelayMs: o.retryDelay,
     lateCopyWaitMs: o.lateCopyWait,
+    uploadSessions: !NO_UPLOAD_SESSIONS.has(graphHost),
     maxMessageBytes: o.maxMessageSize * 1024 * 1024,
     graphEndpoint: o.graphEndpoint.replace(/\/+$/, ''),
     authorityHost: o.authorityHost.replace(/\/+$/, ''),

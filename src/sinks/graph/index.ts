@@ -210,6 +210,12 @@ export class GraphSink extends LifecycleSink implements Sink {
   /** Graph has no permanentDelete here (a national cloud): messages are removed to Deleted Items. */
   noPermanentDelete = false;
   /**
+   * Graph has no attachment upload sessions here (GCC High, DoD: known by the endpoint, or told by
+   * Graph once): an item that needs one fails before its create, rather than being created and
+   * removed to Deleted Items, where no permanentDelete is offered either (helper-95's r6).
+   */
+  private noUploadSessions: boolean;
+  /**
    * Why the sink as a whole has failed: no token can be had any more (a secret expired or revoked
    * in the middle of the run). Every later write fails at once with it, rather than each asking
    * Entra ID again.
@@ -252,6 +258,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     this.maxInFlight = config.mailboxes * config.concurrency * 32;
     ({ tokens: this.tokens, client: this.client } = graphAccess(config, stop));
     this.batches = new CreateBatches(this.client, config.batch, config.concurrency, config.retries);
+    this.noUploadSessions = !config.uploadSessions;
   }
 
   override close(): Promise<void> {
@@ -291,7 +298,7 @@ export class GraphSink extends LifecycleSink implements Sink {
       this.failure ??= new PivotArchiveError(ErrorCode.SINK_WRITE, `the access token could no longer be had in the middle of the run; nothing more is delivered: ${err.message}`);
       throw this.failure;
     }
-    if (err instanceof PivotArchiveError) throw err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ') ? err : writeError(mailbox, err.message);
+    if (err instanceof PivotArchiveError) throw (err.code === ErrorCode.SINK_WRITE && err.message.startsWith('mailbox ')) || err.code === ErrorCode.SINK_CONFIG ? err : writeError(mailbox, err.message);
     throw writeError(mailbox, `not stored: ${errorMessage(err)}`);
   }
 
@@ -483,7 +490,11 @@ export class GraphSink extends LifecycleSink implements Sink {
   private async importMime(mailbox: string, folderId: string, delivery: Delivery): Promise<string> {
     const body = delivery.message.toString('base64');
     if (body.length > REQUEST_BODY_MAX) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: a ${delivery.message.length}-byte message is over what importMime takes in one request (4 MB of base64, about 3 MB of MIME): use mode=json`);
-    const made = await this.client.send(mailbox, { method: 'POST', path: `${GraphClient.user('beta', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/importMime`, contentType: 'text/plain', body, once: true });
+    const made = await this.client.send(mailbox, { method: 'POST', path: `${GraphClient.user('beta', mailbox)}/mailFolders/${encodeURIComponent(folderId)}/importMime`, contentType: 'text/plain', body, once: true }).catch((err: unknown) => {
+      // Beta, global service only: every item would fail alike, so the run reads no further (E_SINK_CONFIG).
+      if (missingAction(err, 'importMime')) this.failure ??= new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink ${this.description}: Graph here does not offer importMime (a beta API of the global service only: ${errorMessage(err)}): use mode=json`);
+      throw this.failure ?? err;
+    });
     return listedOf(made.json as Record<string, unknown>).id;
   }
 
@@ -541,6 +552,8 @@ export class GraphSink extends LifecycleSink implements Sink {
     const tooLarge = later.find((a) => a.bytes.length > ATTACHMENT_MAX);
     if (tooLarge) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(tooLarge.name)} is ${tooLarge.bytes.length} bytes, over Graph's 150 MB`);
     // Just under 3 MB, base64 and the JSON around it take the request over 4 MB, and an upload session is refused under 3 MB: no way in.
+    const uploaded = this.noUploadSessions ? later.find((a) => attachmentRequestBytes(a) > REQUEST_BODY_MAX) : undefined;
+    if (uploaded) throw noUploadSessionError(mailbox, uploaded);
     const between = later.find((a) => a.bytes.length < UPLOAD_SESSION_MIN && attachmentRequestBytes(a) > REQUEST_BODY_MAX);
     if (between) {
       throw new PivotArchiveError(
@@ -559,13 +572,19 @@ export class GraphSink extends LifecycleSink implements Sink {
       await this.client.send(mailbox, { method: 'POST', path, contentType: 'application/json', body: JSON.stringify(fileAttachmentJson(a)), once: true });
       return;
     }
-    const session = await this.client.send(mailbox, {
-      method: 'POST',
-      path: `${path}/createUploadSession`,
-      contentType: 'application/json',
-      body: JSON.stringify({ AttachmentItem: { attachmentType: 'file', name: a.name, size: a.bytes.length, contentType: a.contentType } }),
-      once: true,
-    });
+    const session = await this.client
+      .send(mailbox, {
+        method: 'POST',
+        path: `${path}/createUploadSession`,
+        contentType: 'application/json',
+        body: JSON.stringify({ AttachmentItem: { attachmentType: 'file', name: a.name, size: a.bytes.length, contentType: a.contentType } }),
+        once: true,
+      })
+      .catch((err: unknown) => {
+        if (!missingAction(err, 'createUploadSession')) throw err;
+        this.noUploadSessions = true;
+        throw noUploadSessionError(mailbox, a);
+      });
     const uploadUrl = (session.json as { uploadUrl?: string }).uploadUrl;
     if (!uploadUrl) throw new GraphError(session.status, 'NoUploadUrl', 'createUploadSession answered without an uploadUrl');
     for (let start = 0; start < a.bytes.length; start += CHUNK_BYTES) {
@@ -710,7 +729,7 @@ export class GraphSink extends LifecycleSink implements Sink {
       } catch (err) {
         if (!(err instanceof GraphError)) throw err;
         if (err.status === 404 && err.code === 'ErrorItemNotFound') return false;
-        const missing = (err.status === 400 && /segment 'permanentDelete'/i.test(err.message)) || err.status === 405;
+        const missing = missingAction(err, 'permanentDelete');
         // Any other 404 may be of the action or of the message: the DELETE tells.
         if (!missing && err.status !== 404) throw err;
         if (missing) this.noPermanentDelete = true;
@@ -724,6 +743,15 @@ export class GraphSink extends LifecycleSink implements Sink {
       return false;
     }
   }
+}
+
+/** Graph does not offer `action` here (a national cloud): 400 "Resource not found for the segment", or 405. */
+function missingAction(err: unknown, action: string): boolean {
+  return err instanceof GraphError && ((err.status === 400 && err.message.toLowerCase().includes(`segment '${action.toLowerCase()}'`)) || err.status === 405);
+}
+
+function noUploadSessionError(mailbox: string, a: FileAttachment): PivotArchiveError {
+  return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(a.name)} is ${a.bytes.length} bytes, more than one request carries, and Graph here (GCC High, DoD) offers no upload sessions to add it: not created; deliver such items to another sink (Maildir, IMAP)`);
 }
 
 /**
