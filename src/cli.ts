@@ -12,6 +12,7 @@ import { visible } from './formats/one-line.js';
 import { TOOL } from './version.js';
 import type { RunResult } from './run.js';
 import { takeEarlySignals } from './early-signals.js';
+import { MIN_OPEN_FILES, openFileLimit } from './launch.js';
 import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
 import type { InboxArchiveResult } from './state/inbox.js';
@@ -446,7 +447,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       (y) =>
         onlyOnce(y, VERIFY_OPTIONS, args)
           .example('$0 verify --state-dir /var/lib/pivot-archive --sink maildir:/srv/mail --public-key ledger.key.pub', '')
-          .epilog('Exit codes: 0 the ledger holds and every message it records is there, unaltered; 6 missing, altered or unexpected messages; 7 the ledger fails its chain, a checkpoint or a signature; 2 usage or a store that cannot be read.'),
+          .epilog('Exit codes: 0 the ledger holds, every message it records is there, unaltered, and no delivery it records failed is undelivered; 1 the ledger records (mailbox, item) pairs that failed and no run delivered since (NOT COMPLETE: not everything is archived); 6 missing, altered or unexpected messages; 7 the ledger fails its chain, a checkpoint or a signature; 2 usage or a store that cannot be read.'),
       async (argv) => {
         if (mode !== 'execute') return;
         setExitCode(await verifyCommand(argv));
@@ -525,6 +526,7 @@ async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Rec
   try {
     const config = await resolveConfig(command, flags, process.env);
     await checkRecordPaths(config, process.cwd());
+    checkOpenFileLimit();
     if (config.logFile) await (await import('./logger.js')).checkLogFile(config.logFile);
     return config as C extends 'run' ? RunConfig : ImportConfig;
   } catch (err) {
@@ -533,6 +535,19 @@ async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Rec
     if (typeof err === 'object' && err !== null) recordedRefusals.add(err);
     throw err;
   }
+}
+
+/**
+ * A run or import under a soft open-file limit below MIN_OPEN_FILES is refused before it starts
+ * (E_OPEN_FILE_LIMIT, exit 2, recorded): its deliveries would fail EMFILE one by one, or the
+ * modules it loads as it goes would.
+ */
+function checkOpenFileLimit(limit = openFileLimit()): void {
+  if (limit === undefined || limit >= MIN_OPEN_FILES) return;
+  throw new PivotArchiveError(
+    ErrorCode.OPEN_FILE_LIMIT,
+    `the open-file limit (ulimit -n) is ${limit}, too low to run: pivot-archive needs at least ${MIN_OPEN_FILES} open files (1024 or more for a large export); raise it (ulimit -n 1024 in the shell or crontab line, LimitNOFILE=1024 in a systemd unit), then run again. Nothing was delivered`,
+  );
 }
 
 /**

@@ -31,6 +31,8 @@ export const ErrorCode = {
   STAGING_UNTRUSTED: 'E_STAGING_UNTRUSTED',
   /** Temporary space (TMPDIR) cannot be used. */
   TEMPORARY: 'E_TEMPORARY',
+  /** The process's open-file limit (`ulimit -n`) is too low for a run or an import to work. */
+  OPEN_FILE_LIMIT: 'E_OPEN_FILE_LIMIT',
   /** A bug in this tool, not in the input or the setup. */
   INTERNAL: 'E_INTERNAL',
 } as const;

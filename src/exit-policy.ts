@@ -79,3 +79,16 @@ export function errorExitCode(err: unknown): number {
   const code = errorCodeOf(err);
   return code === ErrorCode.INTERNAL ? ExitCode.INTERNAL : code === ErrorCode.LOCKED ? ExitCode.LOCKED : ExitCode.SETUP_FAILED;
 }
+
+/**
+ * `verify`'s exit code: 7 the ledger fails its checks, else 6 the store does not hold what the
+ * ledger records (missing, altered, unexpected), else 1 the ledger records (mailbox, item) pairs
+ * failed that no run delivered since (what is there holds, but not all is there: a run's 1, and
+ * `status`'s INCOMPLETE), else 0. `ledger` is ledgerExitCode's (0 or 7); `storeHolds` true when
+ * the store was not read.
+ */
+export function verifyExitCode(v: { ledger: number; storeHolds: boolean; failedNotDelivered: number }): number {
+  if (v.ledger !== ExitCode.OK) return v.ledger;
+  if (!v.storeHolds) return ExitCode.STORE_MISMATCH;
+  return v.failedNotDelivered > 0 ? ExitCode.DELIVERY_FAILED : ExitCode.OK;
+}

@@ -7,7 +7,7 @@ export function redactSecrets(text: string): string {
   // Each pattern below needs a `//` or an `=`: most status lines (every delivery's) have neither.
   if (!text.includes('=') && !text.includes('//')) return text;
   return maskUserinfoPasswords(text)
-    .replace(/([?&](?:sig|token|access_token|password|pass)=)[^&\s"']*/gi, '$1***')
+    .replace(QUERY_SECRET, '$1***')
     .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***')
     .replace(ASSIGNMENT, (assignment, name: string, single?: string, double?: string) => (SECRET_NAME.test(name) ? `${name}${single ?? double ?? ''}***` : assignment));
 }
@@ -46,26 +46,60 @@ const SECRET_NAME = /PASS|SECRET|TOKEN|KEY|CREDENTIAL/;
 const AFTER_USERINFO = /(?:\[[0-9A-Fa-f:.]*\]|[\p{L}\p{N}](?:[\p{L}\p{N}._-]*[\p{L}\p{N}])?)?(?::\d*)?(?=$|[\s/?#"'`\\()<>[\]{},;|])/uy;
 
 /**
+ * Query parameters whose value is a secret: a SAS signature (`sig=`), a token or password
+ * (`token=`, `access_token=`, `refresh_token=`, `password=`, `pass=`, `pwd=`), a client secret or
+ * assertion (`clientSecret=`, `client_secret=`, `client_assertion=`). Not `secretEnv=` or
+ * `passwordEnv=`, which name an environment variable (the name is what a person needs to see).
+ */
+const QUERY_SECRET = /([?&](?:sig|pass|\w*(?:token|secret|password|pwd|assertion))=)[^&\s"']*/gi;
+
+/** A URL's user name, up to the `:` before its password: sticky, tried where the `//` ends. */
+const USER = /[^\s/?#:]*/y;
+
+/**
+ * The `\d+` port after a host's `:`, and the path, query or fragment that follows it (`:993/`):
+ * sticky, tried where the `:` ends.
+ */
+const PORT_THEN_PATH = /\d+[/?#]/y;
+
+/**
  * Masks the password of every `//USER:PASSWORD@HOST` in `text`, whatever the password holds.
- * A pasted password may hold `/`, `?`, `#`, `@`, `%`, `:`, quotes or spaces, so the userinfo is
- * taken to run from the `//` to the LAST `@` that a plausible host follows, within the line (in a
- * JSON text: within the string value); everything from the first `:` after the `//` to that `@`
- * becomes `***`. When in doubt it masks more than the password (`imap://a@h:993/?x=b@c` becomes
- * `imap://a@h:***@c`), never less.
+ *
+ * Only real userinfo: USER, from the `//` to the first `:` after it, holds no `/`, `?`, `#` or
+ * white space (a path, a query, a fragment or the end of the URL come first: `graph://T/?a=b:`
+ * has no userinfo, however the text goes on). A pasted PASSWORD may hold `/`, `?`, `#`, `@`,
+ * `%`, `:`, quotes or spaces, so it is taken to run from that `:` to the LAST `@` that a
+ * plausible host follows, within the line (in a JSON text: within the string value); everything
+ * between becomes `***`. Except a port: when digits and then `/`, `?` or `#` follow the `:`
+ * (`host:993/INBOX`) and white space comes before that `@`, the `@` is further on in the text (a
+ * mailbox named after the sink's description), which a URL cannot hold: nothing is masked. When in
+ * doubt (no white space: `imap://a@h:993/?x=b@c` becomes `imap://a@h:***@c`) it masks more than
+ * the password, never less.
  */
 function maskUserinfoPasswords(text: string): string {
   if (!text.includes('//')) return text;
   // A JSON text (a status line): a value's userinfo never runs on into the next value.
   const json = /^\s*[[{]/.test(text);
+  // No `@` after a `:`, no password: every position is found once, so the text is read in linear time.
+  const lastAt = text.lastIndexOf('@');
+  let lineEnd = -1;
   let out = '';
   let done = 0;
   for (let from = text.indexOf('//'); from >= 0; from = text.indexOf('//', from)) {
     from += 2;
-    let end = text.indexOf('\n', from);
-    if (end < 0) end = text.length;
-    if (json) end = Math.min(end, closingQuote(text, from, end));
+    if (from > lineEnd) {
+      lineEnd = text.indexOf('\n', from);
+      if (lineEnd < 0) lineEnd = text.length;
+    }
+    // USER runs to the first `:`; a `/`, `?`, `#` or white space before it ends the authority (no password).
+    USER.lastIndex = from;
+    USER.test(text);
+    const colon = USER.lastIndex;
+    if (colon > lastAt) break;
+    if (colon >= lineEnd || text[colon] !== ':') continue;
+    const end = json ? Math.min(lineEnd, closingQuote(text, from, lineEnd)) : lineEnd;
     let at = -1;
-    for (let i = text.lastIndexOf('@', end - 1); i >= from; i = i > 0 ? text.lastIndexOf('@', i - 1) : -1) {
+    for (let i = text.lastIndexOf('@', end - 1); i > colon; i = text.lastIndexOf('@', i - 1)) {
       AFTER_USERINFO.lastIndex = i + 1;
       if (AFTER_USERINFO.test(text) && AFTER_USERINFO.lastIndex <= end) {
         at = i;
@@ -73,11 +107,10 @@ function maskUserinfoPasswords(text: string): string {
       }
     }
     if (at < 0) continue;
-    const colon = text.indexOf(':', from);
-    if (colon >= 0 && colon < at) {
-      out += text.slice(done, colon + 1) + '***';
-      done = at;
-    }
+    PORT_THEN_PATH.lastIndex = colon + 1;
+    if (PORT_THEN_PATH.test(text) && /\s/.test(text.slice(colon + 1, at))) continue;
+    out += text.slice(done, colon + 1) + '***';
+    done = at;
     from = at + 1;
   }
   return out + text.slice(done);

@@ -2,8 +2,10 @@ import { randomInt } from 'node:crypto';
 import { ExpectedMessages, type Expected } from './expected-messages.js';
 import { resolve } from 'node:path';
 import { ErrorCode, ExitCode, PivotArchiveError } from './errors.js';
+import { verifyExitCode } from './exit-policy.js';
 import { ledgerExitCode, ledgerTrust, requireLedger, type LedgerCheck } from './ledger/index.js';
-import { checkLedger } from './ledger/reader.js';
+import { checkLedger, ledgerRecords } from './ledger/reader.js';
+import type { LedgerLine } from './ledger/writer.js';
 import type { Logger } from './logger.js';
 import { createStoreReader } from './sinks/index.js';
 import type { UnexpectedMessage } from './sinks/sink.js';
@@ -58,9 +60,77 @@ export interface VerifyResult {
     /** null when not looked for (a filtered or sampled check). */
     unexpected: { mailbox: string; messageId: string; location: string }[] | null;
   };
+  /**
+   * The (mailbox, item) pairs the ledger records as failed (by a run in scope: --export, --since)
+   * that no run of the ledger delivered or found there, before or after: in no mailbox, whatever
+   * the store holds. Not zero: verified is not complete (exit 1, as `status` says INCOMPLETE).
+   */
+  failedNotDelivered: FailedNotDelivered;
   /** The shard (`K/N`) the state dir belongs to: its ledger answers for that shard's mailboxes only. */
   shard?: string;
   exitCode: number;
+}
+
+/** Pairs recorded failed and delivered by no run of the ledger (see `VerifyResult.failedNotDelivered`). */
+export interface FailedNotDelivered {
+  pairs: number;
+  /** By export id (`null`: a source that had none). */
+  byExport: { exportId: string | null; pairs: number }[];
+  /** The first of them in the ledger's order (at most LISTED), each as its latest failure recorded it. */
+  listed: { exportId: string | null; mailbox: string; itemId: string; reason?: string; detail?: string; runId: string; at: string }[];
+}
+
+/** How many failed pairs verify lists by name (all of them: `status --export ID`, `report --csv`). */
+const LISTED = 20;
+
+/**
+ * Finds the pairs the ledger records failed and no run delivered, in two passes over the ledger,
+ * holding only the pairs failed and not delivered yet (a key and a number each). The first pass
+ * (`visit`, every record in order) notes each failure in scope and forgets a pair once a later run
+ * delivers it or finds it there; the second (`settle`, only when a pair is left) forgets those a
+ * run delivered before their failure (a re-run that failed a pair already delivered: delivered, as
+ * `status` counts it), and lists the first that remain.
+ */
+class FailedPairs {
+  /** By pair, the seq of its latest failure in scope. */
+  private readonly open = new Map<string, number>();
+
+  constructor(private readonly inScope: (line: LedgerLine & { record: 'outcome' }) => boolean) {}
+
+  readonly visit = (line: LedgerLine): void => {
+    if (line.record !== 'outcome' || !line.mailbox) return;
+    if (line.outcome === 'failed') {
+      if (this.inScope(line)) this.open.set(pairKey(line), line.seq);
+    } else if ((line.outcome === 'delivered' || line.outcome === 'skipped') && this.open.size > 0) this.open.delete(pairKey(line));
+  };
+
+  async settle(path: string): Promise<FailedNotDelivered> {
+    const listed: FailedNotDelivered['listed'] = [];
+    const byExport = new Map<string | null, number>();
+    if (this.open.size > 0) {
+      for await (const line of ledgerRecords(path)) {
+        if (line.record !== 'outcome' || !line.mailbox) continue;
+        const key = pairKey(line);
+        const seq = this.open.get(key);
+        if (seq === undefined) continue;
+        // A delivery before the pair's latest failure: a later one was forgotten in the first pass.
+        if (line.outcome === 'delivered' || line.outcome === 'skipped') this.open.delete(key);
+        else if (line.outcome === 'failed' && line.seq === seq) {
+          // Every record before this one was read: the pair stays failed.
+          byExport.set(line.exportId, (byExport.get(line.exportId) ?? 0) + 1);
+          if (listed.length < LISTED) {
+            listed.push({ exportId: line.exportId, mailbox: line.mailbox, itemId: line.itemId, ...(line.reason ? { reason: line.reason } : {}), ...(line.detail ? { detail: line.detail } : {}), runId: line.runId, at: line.at });
+          }
+        }
+      }
+    }
+    return { pairs: [...byExport.values()].reduce((n, c) => n + c, 0), byExport: [...byExport].map(([exportId, pairs]) => ({ exportId, pairs })), listed };
+  }
+}
+
+/** One (mailbox, item) of one export, as `status` counts pairs. */
+function pairKey(line: { exportId: string | null; mailbox: string | null; itemId: string }): string {
+  return `${line.exportId ?? ''}\u0000${line.mailbox}\u0000${line.itemId}`;
 }
 
 /**
@@ -107,7 +177,10 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     const given = reader ? normalSinkDescription(reader.description) : undefined;
     // A run's store as its outcomes' locations show it (a Maildir folder older start records leave out).
     const storeOf = new Map<string, string>();
+    // Pairs recorded failed: whatever --sink (or none) is given, they are in no mailbox.
+    const failed = new FailedPairs((line) => (since === undefined || scope.runs.has(line.runId)) && (config.exportId === undefined || line.exportId === config.exportId));
     const ledger = await checkLedger(state.ledgerPath, trust, (line) => {
+      failed.visit(line);
       if (line.record === 'checkpoint') scope.unsealed = 0;
       if (line.record === 'start') {
         sinkOf.set(line.runId, line.sink);
@@ -144,7 +217,8 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     if (!ledger.chainIntact || ledger.signature === 'failed') logger.error(`ledger ${ledger.path} fails its check: ${ledger.problems.join('; ')}`);
     const shardOwner = await state.shard();
     const ofShard = shardOwner === undefined ? {} : { shard: shardOwner };
-    if (!reader || !expected) return { ledger, ...ofShard, exitCode: ledgerExitCode(ledger) };
+    const failedNotDelivered = await failed.settle(state.ledgerPath);
+    if (!reader || !expected) return { ledger, failedNotDelivered, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: true, failedNotDelivered: failedNotDelivered.pairs }) };
     // Runs into other sinks only (a mistyped root, a moved mount point, the IMAP server of a Maildir
     // ledger): nothing here could be checked, which must not pass for a store that holds it all.
     const notChecked = [...otherSinks].map(([sink, outcomes]) => ({ sink: visible(sink), outcomes }));
@@ -280,11 +354,15 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       result.intact += kept.size;
     }
     const storeOk = result.missing.length === 0 && result.altered.length === 0 && (result.unexpected?.length ?? 0) === 0;
-    const ledgerCode = ledgerExitCode(ledger);
-    return { ledger, store: result, ...ofShard, exitCode: ledgerCode !== ExitCode.OK ? ledgerCode : storeOk ? ExitCode.OK : ExitCode.STORE_MISMATCH };
+    return { ledger, store: result, failedNotDelivered, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: storeOk, failedNotDelivered: failedNotDelivered.pairs }) };
   } finally {
     expected?.dispose();
   }
+}
+
+/** `text` cut to `max` characters, saying so. */
+function cut(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}... (${text.length - max} more characters)`;
 }
 
 /** One version of an item in a mailbox: its identity (Message-ID, sentAt's second) and sha256. */
@@ -327,14 +405,35 @@ export function formatVerify(r: VerifyResult): string {
     const more = s.missing.length + s.altered.length + (s.unexpected?.length ?? 0) - Math.min(20, s.missing.length) - Math.min(20, s.altered.length) - Math.min(20, s.unexpected?.length ?? 0);
     if (more > 0) lines.push(`  ... and ${more} more (see --json)`);
   }
+  // Failed pairs no run delivered: in no mailbox, whatever the store holds (the ledger's word, with or without --sink).
+  const f = r.failedNotDelivered;
+  const failedPairs = `${f.pairs} (mailbox, item) pair${f.pairs === 1 ? '' : 's'}`;
+  if (f.pairs > 0) {
+    const exports = f.byExport.map((e) => `${e.exportId ?? '(no export id)'} ${e.pairs}`).join(', ');
+    lines.push(`NOT DELIVERED: ${failedPairs} the ledger records as failed, and no run delivered since (by export: ${exports}): they are in no mailbox; a re-run delivers them`);
+    for (const p of f.listed) lines.push(`  NOT DELIVERED ${p.mailbox} item ${p.itemId} (export ${p.exportId ?? '(none)'}; failed in run ${p.runId} at ${p.at}${p.reason ? `, ${p.reason}` : ''})${p.detail ? `: ${cut(p.detail, 300)}` : ''}`);
+    if (f.pairs > f.listed.length) lines.push(`  ... and ${f.pairs - f.listed.length} more (status --export ID lists them, report --csv too)`);
+  }
   const partly = s !== undefined && s.notChecked.length > 0;
-  const ok = !s
-    ? 'verified: the ledger holds (the store was not read: give --sink to check it)'
+  const holds = !s
+    ? 'the ledger holds (the store was not read: give --sink to check it)'
     : partly
-      ? `verified in part: the ledger holds, and everything it records of runs into ${s.sink} is there, unaltered; what it records of runs into other sinks was NOT checked (see above)`
-      : 'verified: the ledger holds, and everything it records is there, unaltered';
+      ? `the ledger holds, and everything it records of runs into ${s.sink} is there, unaltered; what it records of runs into other sinks was NOT checked (see above)`
+      : f.pairs > 0
+        ? 'the ledger holds, and every message it records as delivered or present is there, unaltered'
+        : 'the ledger holds, and everything it records is there, unaltered';
   const sameVersion = s && s.intactByVersion.length > 0 ? ` (${s.intactByVersion.length} as the same version in another export's copy: unaltered but for X-Pivot-Export-Id, see SAME VERSION above)` : '';
-  lines.push(r.exitCode === 0 ? `${ok}${sameVersion}${r.shard && s ? ` (shard ${r.shard}'s mailboxes only: verify every shard's --state-dir at once for the whole store)` : ''}` : r.exitCode === ExitCode.LEDGER_BROKEN ? 'FAILED: the ledger does not hold (exit 7)' : 'FAILED: the store does not hold what the ledger records (exit 6)');
+  const ofShard = r.shard && s ? ` (shard ${r.shard}'s mailboxes only: verify every shard's --state-dir at once for the whole store)` : '';
+  const failedToo = f.pairs > 0 ? `; and ${failedPairs} recorded failed were never delivered (see NOT DELIVERED above)` : '';
+  lines.push(
+    r.exitCode === ExitCode.OK
+      ? `${partly ? 'verified in part' : 'verified'}: ${holds}${sameVersion}${ofShard}`
+      : r.exitCode === ExitCode.DELIVERY_FAILED
+        ? `NOT COMPLETE: ${holds}${sameVersion}; but ${failedPairs} it records as failed were never delivered (see NOT DELIVERED above): verified is not complete, not everything is archived (exit 1)${ofShard}`
+        : r.exitCode === ExitCode.LEDGER_BROKEN
+          ? `FAILED: the ledger does not hold (exit 7)${failedToo}`
+          : `FAILED: the store does not hold what the ledger records (exit 6)${failedToo}`,
+  );
   // Ids and locations come from the archive and the store: a control character in one must not forge or hide a line.
   return lines.map(visible).join('\n') + '\n';
 }

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { alarmOf, runExitCode, worseExitCode } from '../src/exit-policy.js';
+import { alarmOf, runExitCode, verifyExitCode, worseExitCode } from '../src/exit-policy.js';
 import type { RunSummary } from '../src/status-log.js';
 import { parseZonedTime } from '../src/formats/pivot-export/time.js';
 
@@ -70,4 +70,15 @@ test('a drop folder takes the worst of its archives by what the codes say, not t
 test('entries named like messages files that were not read alarm, before anything else', (t) => {
   t.regex(alarmOf(summary({ entriesNotRead: 2 }), 0.1) ?? '', /^2 archive entries are named like a messages file/);
   t.is(alarmOf(summary({ entriesNotRead: 0 }), 0.1), undefined);
+});
+
+test("verify's exit code: a ledger that fails (7) before a store that lacks what it records (6) before failed pairs no run delivered (1, as status's INCOMPLETE); 0 only with none", (t) => {
+  t.is(verifyExitCode({ ledger: 0, storeHolds: true, failedNotDelivered: 0 }), 0);
+  t.is(verifyExitCode({ ledger: 0, storeHolds: true, failedNotDelivered: 36 }), 1);
+  t.is(verifyExitCode({ ledger: 0, storeHolds: false, failedNotDelivered: 0 }), 6);
+  t.is(verifyExitCode({ ledger: 0, storeHolds: false, failedNotDelivered: 36 }), 6);
+  t.is(verifyExitCode({ ledger: 7, storeHolds: true, failedNotDelivered: 36 }), 7);
+  t.is(verifyExitCode({ ledger: 7, storeHolds: false, failedNotDelivered: 36 }), 7);
+  // The same order as worseExitCode's, so several state dirs' worst is the one that says most.
+  t.is(worseExitCode(verifyExitCode({ ledger: 0, storeHolds: true, failedNotDelivered: 1 }), verifyExitCode({ ledger: 0, storeHolds: false, failedNotDelivered: 0 })), 6);
 });

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { NODE_FLAGS, launchAssignments } from '../src/launch.js';
+import { LOAD_ONE_AT_A_TIME_BELOW, NODE_FLAGS, launchAssignments, load, loadsOneAtATime, openFileLimit, resolve } from '../src/launch.js';
 import { REPO_ROOT } from './helpers/cli.js';
 
 // Every place that starts node on the bin must start it the same way, or a memory or speed
@@ -31,4 +31,53 @@ test('every example that runs node on the bin passes NODE_FLAGS and sets the lau
     }
   }
   t.true(launches >= 3, `examples found launching the bin: ${launches}`);
+});
+
+// Under a low open-file limit the bin has modules read one at a time (test/open-file-limit.test.ts runs the command line so).
+test('the loader hooks read one module at a time, try again a read that met EMFILE or ENFILE, and let any other error through at once', async (t) => {
+  let running = 0;
+  let most = 0;
+  const next = async (url: string) => {
+    running++;
+    most = Math.max(most, running);
+    await new Promise((r) => setTimeout(r, 2));
+    running--;
+    return url;
+  };
+  const urls = Array.from({ length: 20 }, (_, n) => `file:///m${n}.js`);
+  t.deepEqual(await Promise.all(urls.map((u, n) => (n % 2 ? load(u, {}, next) : resolve(u, {}, next)))), urls);
+  t.is(most, 1);
+
+  let tries = 0;
+  const short = async () => {
+    if (++tries < 3) throw Object.assign(new Error('EMFILE: too many open files'), { code: tries === 1 ? 'EMFILE' : 'ENFILE' });
+    return 'loaded';
+  };
+  t.is(await load('file:///x.js', {}, short), 'loaded');
+  t.is(tries, 3);
+
+  let calls = 0;
+  const broken = async () => {
+    calls++;
+    throw Object.assign(new Error('EACCES'), { code: 'EACCES' });
+  };
+  await t.throwsAsync(load('file:///y.js', {}, broken), { message: 'EACCES' });
+  t.is(calls, 1);
+  // A failure does not stop the reads queued after it.
+  t.is(await load('file:///z.js', {}, async (u: string) => u), 'file:///z.js');
+});
+
+test('modules are read one at a time only under the threshold, and only with room for the loader thread; the limit is read from /proc/self/limits', (t) => {
+  t.false(loadsOneAtATime(undefined, 18), 'the limit not known (not Linux)');
+  t.false(loadsOneAtATime(LOAD_ONE_AT_A_TIME_BELOW, 18));
+  t.false(loadsOneAtATime(65536, 18));
+  t.false(loadsOneAtATime(24, 18), 'too few free for the loader thread: it would crash or hang');
+  t.false(loadsOneAtATime(100, undefined), 'the descriptors open not known');
+  t.true(loadsOneAtATime(26, 18));
+  t.true(loadsOneAtATime(LOAD_ONE_AT_A_TIME_BELOW - 1, 18));
+  const limits = 'Limit                     Soft Limit           Hard Limit           Units\nMax open files            30                   524288               files\n';
+  t.is(openFileLimit(limits), 30);
+  t.is(openFileLimit(limits.replace('30  ', 'unlimited')), undefined);
+  t.is(openFileLimit(''), undefined);
+  if (process.platform === 'linux') t.true((openFileLimit() ?? 0) > 0);
 });

@@ -161,3 +161,51 @@ test('a secret pasted where a variable\'s name goes (secretEnv=, passwordEnv=) i
   t.false(imapSecret!.message.includes('S3cretValue_x'), imapSecret!.message);
   t.regex(t.throws(() => createImapSink('imap://archiver@127.0.0.1/?tls=none', { env: {} }))!.message, /PIVOT_IMAP_PASSWORD/);
 });
+
+// A sink's description (no secret in it) quoted in an error, and later in the same text a mailbox:
+// no userinfo, so nothing to mask. Masked as a password, the `:` after the description ran to the
+// mailbox's `@` and the reason was lost (`graph://…/?clientId=X&folder=Inbox:***@acme.invalid`).
+test('redactSecrets: a sink description followed later by an e-mail address is left whole, the reason with it', (t) => {
+  for (const text of [
+    'Graph sink graph://00000000-0000-0000-0000-000000000001/?clientId=X&folder=Inbox: mailbox jane@acme.invalid: 403 ErrorAccessDenied',
+    'graph://TENANT/?folder=Archive/Pivot&mode=importMime: jane@acme.invalid: the mailbox is not licensed',
+    'cannot deliver to graph://TENANT/?clientId=X&folder=Inbox; see https://learn.microsoft.com/graph/errors for bob@acme.invalid',
+    'graph://TENANT/?folder=Inbox#x: jane@acme.invalid refused',
+    // The IMAP sink's description: a port, then the folder.
+    'IMAP sink imap://archiver@mail.acme.example:993/INBOX/Pivot: mailbox jane@acme.invalid: login refused',
+    'imap://outlook.office365.com:993/INBOX/Pivot: mailbox jane@acme.invalid: AUTHENTICATE failed',
+    'imap://archiver@mail.acme.example:993?x: mailbox jane@acme.invalid: refused',
+    'imap://archiver@mail.acme.example/?folder=INBOX: login refused for jane@acme.invalid',
+    'azblob://pivot-staging/acme: export e1: jane@acme.invalid: batch not stored',
+  ]) {
+    t.is(redactSecrets(text), text);
+    // As a status line's field: the same.
+    const line = JSON.stringify({ record: 'failure', code: 'E_SINK_UNAVAILABLE', error: text });
+    t.is(redactSecrets(line), line);
+  }
+});
+
+test('redactSecrets: real userinfo is still masked when a sink description or an e-mail address follows', (t) => {
+  t.is(redactSecrets('imap://u:S3cret@mail.acme.example:993/INBOX: mailbox jane@acme.invalid'), 'imap://u:***@acme.invalid');
+  t.is(redactSecrets('imap://archiver@acme.example:S3cret@mail.acme.example failed; graph://T/?folder=Inbox: jane@acme.invalid'), 'imap://archiver@acme.example:***@acme.invalid');
+  t.is(redactSecrets('imap://u:S3cr/t@h failed, graph://T/?folder=Inbox: jane@acme.invalid'), 'imap://u:***@acme.invalid');
+  // After a description that has no userinfo, a URL that has one.
+  t.is(redactSecrets('graph://T/?folder=Inbox: then imap://u:S3cret@h/ for jane@acme.invalid'), 'graph://T/?folder=Inbox: then imap://u:***@acme.invalid');
+  t.is(redactSecrets('imap://a@h:993/?x=b@c'), 'imap://a@h:***@c');
+});
+
+// Masking a description's query as userinfo hid these too, when an address followed; alone they showed.
+test('redactSecrets: client secrets, refresh tokens and assertions in a query string are masked', (t) => {
+  for (const [text, masked] of [
+    ['graph://T/?clientId=X&clientSecret=S3cret~x&folder=Inbox: jane@acme.invalid', 'graph://T/?clientId=X&clientSecret=***&folder=Inbox: jane@acme.invalid'],
+    ['https://login.example/t/oauth2/v2.0/token?client_id=X&client_secret=S3cret~x&scope=y', 'https://login.example/t/oauth2/v2.0/token?client_id=X&client_secret=***&scope=y'],
+    ['https://h/?refresh_token=S3cret.x&x=1', 'https://h/?refresh_token=***&x=1'],
+    ['https://h/?client_assertion=eyJS3cret.x', 'https://h/?client_assertion=***'],
+    ['azblob://pivot-staging/acme?sv=2024&sp=rlcw&sig=S3cret%2B', 'azblob://pivot-staging/acme?sv=2024&sp=rlcw&sig=***'],
+  ] as const) {
+    t.is(redactSecrets(text), masked);
+    t.false(redactSecrets(JSON.stringify({ error: text })).includes('S3cret'));
+  }
+  // The name of the variable that holds the secret is not one: it stays, for the person who sets it.
+  t.is(redactSecrets('graph://T/?clientId=X&secretEnv=MY_GRAPH_SECRET'), 'graph://T/?clientId=X&secretEnv=MY_GRAPH_SECRET');
+});
