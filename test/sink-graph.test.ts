@@ -939,9 +939,10 @@ test('graph in a national cloud (no permanentDelete): a half-created message is 
 
 test('graph in GCC High or DoD (no upload sessions): an item needing one fails before its create, nothing left in Deleted Items; known by the endpoint, or told by Graph once; importMime there is refused (spec, or the run halts E_SINK_CONFIG)', async (t) => {
   const env = { PIVOT_GRAPH_CLIENT_SECRET: 'x' };
-  t.throws(() => createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://dod-graph.microsoft.us&mode=importMime`, { env }), { code: 'E_SINK_CONFIG', message: /importMime is a beta API of the global service only/ });
-  t.false(createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://graph.microsoft.us`, { env }).config.uploadSessions);
-  t.true(createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://microsoftgraph.chinacloudapi.cn`, { env }).config.uploadSessions);
+  t.throws(() => createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://dod-graph.microsoft.us&authorityHost=https://login.microsoftonline.us&mode=importMime`, { env }), { code: 'E_SINK_CONFIG', message: /importMime is a beta API of the global service only/ });
+  t.throws(() => createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://graph.microsoft.us`, { env }), { code: 'E_SINK_CONFIG', message: /takes tokens of https:\/\/login\.microsoftonline\.us, not of authorityHost=https:\/\/login\.microsoftonline\.com/ });
+  t.false(createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://graph.microsoft.us&authorityHost=https://login.microsoftonline.us`, { env }).config.uploadSessions);
+  t.true(createGraphSink(`graph://${TENANT}/?clientId=${APP}&graphEndpoint=https://microsoftgraph.chinacloudapi.cn&authorityHost=https://login.chinacloudapi.cn`, { env }).config.uploadSessions);
   // An endpoint not known as GCC High (a proxy, the stand-in): Graph's first refusal tells.
   const gov = await startGraphStandin({ tenant: TENANT, cloud: 'usGovL4' });
   t.teardown(() => gov.close());

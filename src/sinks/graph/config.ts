@@ -39,7 +39,14 @@ const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/i;
 /** A tenant id (GUID) or a verified domain (`contoso.onmicrosoft.com`). */
 const TENANT = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)$/i;
 
-/** The Graph hosts of the national clouds (each Microsoft reference page's national-cloud table). */
+/** Each known Graph host's Entra ID login host (Microsoft's national cloud deployments page): a token of another cloud is refused. */
+const LOGIN_HOST_OF = new Map([
+  ['graph.microsoft.com', 'login.microsoftonline.com'],
+  ['graph.microsoft.us', 'login.microsoftonline.us'],
+  ['dod-graph.microsoft.us', 'login.microsoftonline.us'],
+  ['microsoftgraph.chinacloudapi.cn', 'login.chinacloudapi.cn'],
+]);
+/** The Graph hosts of the national clouds. */
 const NATIONAL_CLOUD_HOSTS = new Set(['graph.microsoft.us', 'dod-graph.microsoft.us', 'microsoftgraph.chinacloudapi.cn']);
 /** The hosts of GCC High and DoD, where `createUploadSession` is not offered. */
 const NO_UPLOAD_SESSIONS = new Set(['graph.microsoft.us', 'dod-graph.microsoft.us']);
@@ -62,6 +69,11 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
     if (url.protocol === 'http:' && !LOOPBACK.test(url.hostname) && !options.insecure) throw bad(`${name}=${value} sends tokens in clear text to a host that is not loopback: use https, or add --insecure`);
   }
   const graphHost = new URL(o.graphEndpoint).hostname.toLowerCase();
+  const loginHost = new URL(o.authorityHost).hostname.toLowerCase();
+  const knownLogins = new Set(LOGIN_HOST_OF.values());
+  if (o.credential !== 'managedIdentity' && LOGIN_HOST_OF.has(graphHost) && knownLogins.has(loginHost) && LOGIN_HOST_OF.get(graphHost) !== loginHost) {
+    throw bad(`graphEndpoint=${o.graphEndpoint} takes tokens of https://${LOGIN_HOST_OF.get(graphHost)}, not of authorityHost=${o.authorityHost}: give authorityHost=https://${LOGIN_HOST_OF.get(graphHost)} (see "National clouds")`);
+  }
   if (o.mode === 'importMime' && NATIONAL_CLOUD_HOSTS.has(graphHost)) throw bad(`mode=importMime is a beta API of the global service only, not offered at ${graphHost}: use mode=json`);
   // As the IMAP sink's xoauth2: an app registration (its certificate when given, else its secret) or the host's managed identity.
   if (o.clientCertificate !== undefined && o.credential === 'managedIdentity') throw bad('clientCertificate= is for credential=app, not managedIdentity');
