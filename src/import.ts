@@ -25,6 +25,9 @@ export async function runImport(config: ImportConfig, logger: Logger, options: J
         throw err instanceof PivotArchiveError ? err : new PivotArchiveError(ErrorCode.CONFIG, `--public-key ${config.publicKey} cannot be read: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
       });
       const staged = openStagedBatches(config.from, options.env, key && ((note) => openSignedText(note, key).signature));
+      // Nothing staged where it looks (a typo in --from or --export) is a usage error, found here before the import starts, as the
+      // others are: the job records it (a start and a failure record, in the state dir's run log and ledger too), no summary.
+      await staged.checkSomethingStaged(config.exportId);
       logger.info(`importing from ${staged.description}${config.exportId ? ` (export ${config.exportId})` : ''} into ${sink.description}`);
       const source = new StagedBatchSource(staged, {
         // A shard marks the batches it imported for its part only: every shard reads every batch.

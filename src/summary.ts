@@ -10,9 +10,6 @@ export function formatSummary(s: RecordedSummary): string {
   const staged = s.from !== undefined;
   const shard = s.shard ? ` (shard ${s.shard})` : '';
   const title = (staged ? `import ${s.from}${s.exportId ? ` (export ${s.exportId})` : ''} -> ${s.sink}` : `export ${s.exportId} -> ${s.sink}`) + shard;
-  // A usage error the job finds once it looks (nothing staged where an import looked) is one before anything was read, as those found
-  // before the job starts are (they print no summary): no counters, nothing to finish by running it again.
-  if (s.error?.code === ErrorCode.USAGE) return summaryTable(title, [], undefined, `by a usage error (${s.error.code}: ${s.error.message}): nothing was read or delivered; correct the command line`);
   const rejected = Object.entries(s.rejected ?? {})
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([reason, n]) => `${reason} ${n}`)

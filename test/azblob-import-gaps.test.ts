@@ -79,27 +79,39 @@ async function complete(dir: string): Promise<boolean> {
 
 const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-test.serial('an import that finds nothing staged (a typo in --from, an --export that matches no staged export) is a usage error, exit 2, naming what is there; everything already imported is exit 0', async (t) => {
+test.serial('an import that finds nothing staged (a typo in --from, an --export that matches no staged export) is a usage error found before the import starts, exit 2, naming what is there, and recorded (start and failure records, no summary); everything already imported is exit 0', async (t) => {
   t.timeout(300_000);
   t.is((await stage('typo/acme', archive)).code, 0);
   const dir = await tempDir(t);
-  const wrongPrefix = await cli(['import', '--from', 'azblob://staging/typo/acmee', '--sink', `maildir:${join(dir, 'mail')}`, '--json'], { env });
+  const state = join(dir, 'typo-state');
+  const status = join(dir, 'typo.jsonl');
+  const wrongPrefix = await cli(['import', '--from', 'azblob://staging/typo/acmee', '--sink', `maildir:${join(dir, 'mail')}`, '--state-dir', state, '--status-log', status, '--json'], { env });
   t.is(wrongPrefix.code, 2, wrongPrefix.log);
-  const prefixSummary = JSON.parse(wrongPrefix.stdout) as Summary;
-  t.is(prefixSummary.error?.code, 'E_USAGE');
-  t.regex(prefixSummary.error!.message, /--from azblob:\/\/devstoreaccount1\/staging\/typo\/acmee: nothing to import: nothing is staged there .*the folders of azblob:\/\/devstoreaccount1\/staging\/typo: "typo\/acme\/"/);
+  // Refused as any usage error before the import starts: a failure record on stdout with --json, not a summary of counters.
+  const prefixFailure = JSON.parse(wrongPrefix.stdout) as { record: string; code: string; exitCode: number; error: string };
+  t.like(prefixFailure, { record: 'failure', code: 'E_USAGE', exitCode: 2 });
+  t.regex(prefixFailure.error, /--from azblob:\/\/devstoreaccount1\/staging\/typo\/acmee: nothing to import: nothing is staged there .*the folders of azblob:\/\/devstoreaccount1\/staging\/typo: "typo\/acme\/"/);
+  // Every run leaves its record, this one too: a start record and a failure record, in the status log and the state dir.
+  const records = (await readStatusLog(status)).lines;
+  t.deepEqual(records.map((r) => r.record), ['start', 'failure']);
+  t.like(records[0], { command: 'import', archive: 'azblob://staging/typo/acmee' });
+  t.like(records[1], { code: 'E_USAGE', exitCode: 2 });
+  t.regex(String(records[1]!.error), /nothing to import: nothing is staged there/);
+  const shown = await cli(['status', '--state-dir', state]);
+  t.regex(shown.stdout, /FAILED before delivering \(exit 2\): E_USAGE: --from \S+: nothing to import/, shown.stdout);
 
   const wrongExport = await cli(['import', '--from', 'azblob://staging/typo/acme', '--export', 'acme-2026-11-32', '--sink', `maildir:${join(dir, 'mail')}`, '--json'], { env });
   t.is(wrongExport.code, 2, wrongExport.log);
-  const exportSummary = JSON.parse(wrongExport.stdout) as Summary;
-  t.is(exportSummary.error?.code, 'E_USAGE');
-  t.regex(exportSummary.error!.message, new RegExp(`--export acme-2026-11-32: nothing to import: no export acme-2026-11-32 is staged there .*the exports staged under azblob://devstoreaccount1/staging/typo/acme: "${EXPORT_ID}"`));
-  // The summary people read: a command line to correct, not counters that do not add up nor a run to finish.
+  const exportFailure = JSON.parse(wrongExport.stdout) as { record: string; code: string; error: string };
+  t.like(exportFailure, { record: 'failure', code: 'E_USAGE' });
+  t.regex(exportFailure.error, new RegExp(`--export acme-2026-11-32: nothing to import: no export acme-2026-11-32 is staged there .*the exports staged under azblob://devstoreaccount1/staging/typo/acme: "${EXPORT_ID}"`));
+  // What people read: the usage error, no summary (no counters that do not add up, no run to finish).
   const printed = await cli(['import', '--from', 'azblob://staging/typo/acmee', '--sink', `maildir:${join(dir, 'mail')}`], { env });
   t.is(printed.code, 2, printed.log);
-  t.regex(printed.stdout, /^pivot-archive: import azblob:\/\/devstoreaccount1\/staging\/typo\/acmee -> maildir:\S+\n {2}stopped: by a usage error \(E_USAGE: --from \S+: nothing to import: .*\): nothing was read or delivered; correct the command line\n$/);
-  t.notRegex(printed.stdout, /counters add up|again/);
-  t.deepEqual(await readMaildir(join(dir, 'mail')), []);
+  t.is(printed.stdout, '');
+  t.regex(printed.log, /E_USAGE: --from \S+: nothing to import: nothing is staged there/);
+  t.notRegex(printed.log, /counters add up|run it again/);
+  t.deepEqual(await readMaildir(join(dir, 'mail')).catch(() => []), []);
 
   const first = await importInto('typo/acme', dir, ['--export', EXPORT_ID]);
   t.is(first.code, 0, first.log);

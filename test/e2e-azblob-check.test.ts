@@ -192,7 +192,7 @@ test.serial('a batch whose manifest is emptied (its messages removed, metadata k
   t.like(await exportComplete(dir), { code: 1, complete: false });
 });
 
-test.serial('a batch deleted: the import fails (E_STAGING_INCOMPLETE) counting it failed; with the index deleted too, the import warns and does not report the export whole', async (t) => {
+test.serial('a batch deleted: the import fails (E_STAGING_INCOMPLETE) counting it failed; with the index deleted too, the import warns and does not report the export whole (and fails while the finished staging.run names that index)', async (t) => {
   t.timeout(300_000);
   await stage('gone');
   const batches = await batchesUnder('gone');
@@ -209,6 +209,14 @@ test.serial('a batch deleted: the import fails (E_STAGING_INCOMPLETE) counting i
   t.like(await exportComplete(dir), { code: 1, complete: false });
 
   for (const name of await indexesUnder('gone')) await client.deleteBlob(name);
+  // The finished staging.run still names the index: it is gone, so the export is not whole (exit 1).
+  const named = await importInto('gone', await tempDir(t));
+  t.is(named.code, 1, named.log);
+  t.is(named.summary.error?.code, 'E_STAGING_INCOMPLETE');
+  t.regex(named.summary.error!.message, /^the staging index of export acme-2026-11-23 is gone/);
+  t.like(named.summary, { exportsWithoutIndex: 1, batchesImported: batches.length - 1 });
+  // Without the record either (as an older version staged it): nothing says an index was there.
+  await client.deleteBlob(`gone/${EXPORT_ID}/staging.run`);
   const other = await tempDir(t);
   const blind = await importInto('gone', other);
   t.is(blind.code, 0, blind.log);
@@ -259,6 +267,8 @@ test.serial('the text summary of an import shows the staging problems its JSON c
   t.is(summaryRow(gone.text, withoutIndex), undefined, gone.text);
 
   for (const name of await indexesUnder('text')) await client.deleteBlob(name);
+  // As an older version staged it: no index, no staging.run record (one that names the deleted index fails the import).
+  await client.deleteBlob(`text/${EXPORT_ID}/staging.run`);
   const blind = await importText('text', await tempDir(t));
   t.is(blind.code, 0, blind.text);
   t.is(summaryRow(blind.text, withoutIndex), '1', blind.text);

@@ -72,3 +72,24 @@ test('import: a staged batch that cannot be read is recorded failed and fails th
   t.is(runExitCode(summary), ExitCode.DELIVERY_FAILED);
   t.deepEqual((await readdir(join(dir, 'mail'))).sort(), ['ann@acme.example', 'bob@acme.example']);
 });
+
+test('import: a listing that finds no export folder once the import has begun (what the up-front check saw deleted since) fails E_STAGING_INCOMPLETE, exit 1: never an empty success, nor a usage error after the start', async (t) => {
+  const dir = await tempDir(t);
+  const staging = {
+    description: 'azblob://memory/staging',
+    // Nothing listed: `found.folders` stays 0.
+    async *pending() {},
+  } as unknown as StagedBatches;
+  const logger = createLogger({ level: 'error', json: false });
+  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')], 'test-run');
+  const sink = await createSink(`maildir:${join(dir, 'mail')}`, { cwd: dir });
+  await sink.open();
+  const source = new StagedBatchSource(staging, { markerKey: 'k', sinkDescription: sink.description, exportId: 'acme-1', again: false, maxItemSize: 1e7, statusLog, logger });
+  const summary = await runPipeline(source, { sink, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, statusLog, logger });
+  await sink.close();
+  await statusLog.close();
+  t.is(summary.error?.code, ErrorCode.STAGING_INCOMPLETE);
+  t.regex(summary.error!.message, /^azblob:\/\/memory\/staging \(export acme-1\): what was staged there when this import began is gone/);
+  t.deepEqual(summary.exportsImportedWhole, []);
+  t.is(runExitCode(summary), ExitCode.DELIVERY_FAILED);
+});

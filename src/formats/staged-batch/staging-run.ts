@@ -3,6 +3,7 @@
 // part-way (a run killed, failed or still running), whatever older index still stands. See
 // src/sinks/azblob/SPEC.md and src/sources/staged-batches/SPEC.md.
 import { exportFolder, type AzureBlobLocation } from './location.js';
+import { folderOfIndex } from './staging-index.js';
 
 /**
  * The blob in an export's folder whose lease a staging run holds while it stages that export, so
@@ -58,5 +59,8 @@ export function parseStagingRun(text: string): StagingRun {
     throw new Error(`not a ${RUN_FORMAT} version 1`);
   }
   if (value.finishedAt !== undefined && typeof value.finishedAt !== 'string') throw new Error('its finishedAt is not a time');
+  if (value.index !== undefined && (typeof value.index !== 'string' || folderOfIndex(value.index) === undefined)) throw new Error('its index is not the name of a staging index');
+  // A run marks its record finished together with the index it wrote (every version did): finished without one, it vouches for nothing.
+  if (value.finishedAt !== undefined && value.index === undefined) throw new Error('it is marked finished but names no staging index');
   return value as StagingRun;
 }

@@ -5,7 +5,7 @@ import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, exportOfFolder, folderOfBatch, isFolderOf, parseAzureBlobLocation, storageErrorMessage, storageStatusOf, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { folderOfIndex, namedForItsTime, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
-import { STAGING_LOCK, STAGING_RUN, folderOfStagingRun, parseStagingRun } from '../../formats/staged-batch/staging-run.js';
+import { STAGING_LOCK, STAGING_RUN, folderOfStagingRun, parseStagingRun, type StagingRun } from '../../formats/staged-batch/staging-run.js';
 
 /** What a listing of the staged batches found besides the batches it yields. */
 export interface StagedListing {
@@ -22,8 +22,10 @@ export interface StagedListing {
    * them (a version that did not refuse batches no index names, say); they fail all the same.
    */
   outsideMarked: string[];
-  /** Export folders whose staging-run record says a staging run of the export has not finished, or that hold its staging lock alone. */
+  /** Export folders whose staging-run record says a staging run of the export has not finished (or cannot be read), or that hold its staging lock alone. */
   unfinished: { exportId: string; why: string }[];
+  /** Export folders whose staging-run record says a staging run of the export finished, naming an index that is not in the folder (deleted since). */
+  indexGone: { exportId: string; why: string }[];
   /** Per export, the batches its latest staging index lists. */
   indexed: Map<string, string[]>;
   /** Batches marked imported into this sink before this listing. */
@@ -44,9 +46,39 @@ interface FolderView {
   names: Set<string>;
   /** Why a batch the index does not name is not imported. */
   outside: { code: ErrorCodeValue; why: string };
-  /** How the staging-run record says a staging run has not finished, if it does. */
-  unfinished?: string;
+  /** What the staging-run record says against the export being whole, if it does (see `StagingRunSays`). */
+  run?: StagingRunSays;
 }
+
+/**
+ * What an export folder's `staging.run` record says against the export being whole: a staging run
+ * of it is part-way (or the record cannot be read: nothing says the staging finished), or the
+ * staging run that finished names an index that is gone from the folder.
+ */
+interface StagingRunSays {
+  kind: 'part-way' | 'index-gone';
+  why: string;
+}
+
+/** An export folder's `staging.run` record as read: the record, or why it cannot be read. */
+type StagingRunRecord = { name: string; run: StagingRun; unreadable?: undefined } | { name: string; run?: undefined; unreadable: string };
+
+/**
+ * What a folder's staging-run record says against the export being whole (see `StagingRunSays`),
+ * or undefined: a record marked finished whose index is among `indexes` (the folder's index blobs).
+ */
+function stagingRunSays({ name, run, unreadable }: StagingRunRecord, indexes: ReadonlySet<string>): StagingRunSays | undefined {
+  if (!run) return { kind: 'part-way', why: `its staging-run record ${name} cannot be read (${unreadable}), so a staging run of it may not have finished` };
+  if (run.finishedAt === undefined) return { kind: 'part-way', why: `a staging run of it started ${printable(run.startedAt)} (${printable(run.by)}) has not finished (${name})` };
+  // Finished, it names the index it wrote: that index gone (a clean-up that left the record), nothing says what the export holds.
+  if (!indexes.has(run.index!)) {
+    return { kind: 'index-gone', why: `its staging run that started ${printable(run.startedAt)} (${printable(run.by)}) finished ${printable(run.finishedAt)} with the staging index ${printable(run.index!)} (${name} says so), and that index is gone from the export's folder` };
+  }
+  return undefined;
+}
+
+/** A staging-run record is a line of JSON: anything this large is not one, and is not read into memory. */
+const MAX_STAGING_RUN_BYTES = 64 * 1024;
 
 /** Whether the key an import trusts signed a staging index's note (see `openSignedText` in src/formats/signed-note). */
 export type IndexTrust = (note: string) => 'verified' | 'failed' | 'unsigned' | 'not checked';
@@ -98,7 +130,7 @@ export class StagedBatches {
    * folder listed by its staging lock alone (nothing staged yet) has a staging run part-way.
    */
   async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, found: StagedListing): AsyncGenerator<string> {
-    const prefix = options.exportId ? exportFolder(this.location, options.exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
+    const prefix = this.listingPrefix(options.exportId);
     let waiting: string | null = null;
     // The export folder being listed: its batches (imported or not), and what it says once looked up.
     let folder: string | undefined;
@@ -109,8 +141,8 @@ export class StagedBatches {
     const checkFolder = async () => {
       if (folder === undefined) return;
       const looked = view ?? (await this.lookUp(folder, found));
-      const { index } = looked;
-      const unfinished = looked.unfinished ?? (lockAlone && lockAloneWhy(lockAlone));
+      const { index, run } = looked;
+      const unfinished = (run?.kind === 'part-way' ? run.why : undefined) ?? (lockAlone && lockAloneWhy(lockAlone));
       if (index) {
         found.indexed.set(index.exportId, index.batches);
         // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.
@@ -129,6 +161,7 @@ export class StagedBatches {
         found.unindexed.push(folder);
       }
       if (unfinished) found.unfinished.push({ exportId: exportOfFolder(folder) ?? folder, why: unfinished });
+      if (run?.kind === 'index-gone') found.indexGone.push({ exportId: exportOfFolder(folder) ?? folder, why: run.why });
       present.clear();
       view = undefined;
     };
@@ -136,8 +169,8 @@ export class StagedBatches {
       for await (const blob of this.container.listBlobsFlat({ prefix })) {
         const { name } = blob;
         const isBatch = name.endsWith('.zip');
-        const own = folderOfIndex(name) ?? folderOfStagingRun(name) ?? (isBatch ? folderOfBatch(name) : undefined);
-        const lockOf = own === undefined && name.endsWith(`/${STAGING_LOCK}`) ? name.slice(0, -STAGING_LOCK.length) : undefined;
+        const own = ownFolderOf(name);
+        const lockOf = own === undefined ? lockFolderOf(name) : undefined;
         const here = own ?? lockOf ?? folder;
         if (here !== folder) {
           await checkFolder();
@@ -178,39 +211,89 @@ export class StagedBatches {
     if (waiting) yield waiting;
   }
 
-  /** An export folder's latest (trusted) index, if it is the folder's own, and whether its staging-run record says a run has not finished. */
+  /** An export folder's latest (trusted) index, if it is the folder's own, and what its staging-run record says against the export being whole. */
   private async lookUp(folder: string, found: StagedListing): Promise<FolderView> {
-    const latest = await this.latestIndexIn(folder, found);
+    // The record before the indexes: a staging run writes its index before it marks its record finished naming it,
+    // so a finished record read first names an index the listing after it finds, unless it was deleted.
+    const record = await this.stagingRunIn(folder);
+    const indexes = await this.indexesIn(folder);
+    const latest = await this.latestIndex(indexes, found);
     // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
     // The folder is told by its own name, not by the import's prefix (an import from a parent prefix lists folders below it).
     const index = latest && isFolderOf(folder, latest.exportId) ? latest : undefined;
-    const unfinished = await this.unfinishedRun(folder);
-    const outside = unfinished
-      ? { code: ErrorCode.STAGING_INCOMPLETE, why: `the export's latest staging index does not name it, and ${unfinished}: it may be that run's, but no finished staging run vouches for it yet` }
+    const run = record && stagingRunSays(record, new Set(indexes));
+    const outside = run
+      ? {
+          code: ErrorCode.STAGING_INCOMPLETE,
+          why:
+            run.kind === 'part-way'
+              ? `the export's latest staging index does not name it, and ${run.why}: it may be that run's, but no finished staging run vouches for it yet`
+              : `the export's latest staging index does not name it, and ${run.why}: it may be named by that index, but no index there vouches for it`,
+        }
       : {
           code: ErrorCode.STAGING_UNTRUSTED,
           why: `the export's latest ${this.trust ? 'signed ' : ''}staging index (written ${index?.writtenAt}) does not name it, and no staging run of the export is under way: no staging run that finished staged it (someone else put it there, or a staging run of a version before this one stopped part-way)`,
         };
-    return { index, names: new Set(index?.batches), outside, unfinished };
+    return { index, names: new Set(index?.batches), outside, run };
   }
 
-  /** How the folder's staging-run record says a staging run of it has not finished, or undefined (no record, or one marked finished). */
-  private async unfinishedRun(folder: string): Promise<string | undefined> {
+  /**
+   * The folder's staging-run record, or why it cannot be read (storage refuses it, it is no record),
+   * or undefined when there is none. Never throws: a record that cannot be read says nothing
+   * finished (`stagingRunSays`), and the import goes on with the rest; it never stops the listing.
+   */
+  private async stagingRunIn(folder: string): Promise<StagingRunRecord | undefined> {
     const name = `${folder}${STAGING_RUN}`;
-    let text: string;
     try {
-      text = (await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8');
+      return { name, run: parseStagingRun(await this.readStagingRun(name)) };
     } catch (err) {
+      // A record deleted (or never written) says nothing: the index and batches are held as they are.
       if (storageStatusOf(err) === 404) return undefined;
-      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging-run record ${name} cannot be read: ${storageErrorMessage(err)}`);
+      return { name, unreadable: storageErrorMessage(err) };
     }
+  }
+
+  /** The text of a staging-run record; throws the storage's error (404: there is none), or one for a blob too large to be a record. */
+  private async readStagingRun(name: string): Promise<string> {
+    const response = await this.container.getBlockBlobClient(name).download();
+    const body = response.readableStreamBody;
+    if ((response.contentLength ?? 0) > MAX_STAGING_RUN_BYTES) {
+      body?.destroy();
+      throw new Error(`it is ${response.contentLength} bytes, not a staging-run record (at most ${MAX_STAGING_RUN_BYTES})`);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of body ?? []) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_STAGING_RUN_BYTES) {
+        body?.destroy();
+        throw new Error(`it is over ${MAX_STAGING_RUN_BYTES} bytes, not a staging-run record`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
+  /** Where the listing of the staged batches starts: the export's folder with `exportId`, else the prefix. */
+  private listingPrefix(exportId: string | undefined): string {
+    return exportId ? exportFolder(this.location, exportId) : this.location.prefix ? `${this.location.prefix}/` : '';
+  }
+
+  /**
+   * Before an import starts (where its command line is checked): E_USAGE (`nothingStaged`) when the
+   * listing would find no export folder where the import looks (a typo in --from or --export),
+   * told by the same names as the listing (`pending`) tells its folders by. Lists until the first
+   * such blob (the first, as a rule). A listing that fails is E_ARCHIVE_UNREADABLE.
+   */
+  async checkSomethingStaged(exportId: string | undefined): Promise<void> {
     try {
-      const run = parseStagingRun(text);
-      return run.finishedAt === undefined ? `a staging run of it started ${run.startedAt} (${run.by.replace(/[^\x20-\x7e]/g, '?')}) has not finished (${name})` : undefined;
+      for await (const blob of this.container.listBlobsFlat({ prefix: this.listingPrefix(exportId) })) {
+        if ((ownFolderOf(blob.name) ?? lockFolderOf(blob.name)) !== undefined) return;
+      }
     } catch (err) {
-      // Unreadable: nothing says the staging finished.
-      return `its staging-run record ${name} cannot be read (${storageErrorMessage(err)}), so a staging run of it may not have finished`;
+      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: cannot list the staged batches: ${storageErrorMessage(err)}`);
     }
+    throw await this.nothingStaged(exportId);
   }
 
   /**
@@ -240,11 +323,11 @@ export class StagedBatches {
     return new PivotArchiveError(ErrorCode.USAGE, `${given}: nothing to import: ${exportId ? `no export ${exportId} is` : 'nothing is'} staged there (no staged batch, no staging index); ${there}`);
   }
 
-  /** The latest staging index of an export folder (see `latestIndex`), if it has one. */
-  private async latestIndexIn(folder: string, found: StagedListing): Promise<StagingIndex | undefined> {
+  /** The names of an export folder's staging indexes (see `latestIndex`). */
+  private async indexesIn(folder: string): Promise<string[]> {
     const names: string[] = [];
     for await (const blob of this.container.listBlobsFlat({ prefix: `${folder}index-` })) if (folderOfIndex(blob.name) === folder) names.push(blob.name);
-    return this.latestIndex(names, found);
+    return names;
   }
 
   /**
@@ -326,6 +409,24 @@ export class StagedBatches {
       blobHTTPHeaders: { blobContentType: 'application/json' },
     });
   }
+}
+
+/**
+ * The export folder a listed blob shows is there, by the blob's name: a staging index, a
+ * staging-run record, a batch (`*.zip`); else undefined (a marker, a lock: see `lockFolderOf`).
+ */
+function ownFolderOf(name: string): string | undefined {
+  return folderOfIndex(name) ?? folderOfStagingRun(name) ?? (name.endsWith('.zip') ? folderOfBatch(name) : undefined);
+}
+
+/** The export folder whose staging lock the blob is, or undefined. */
+function lockFolderOf(name: string): string | undefined {
+  return name.endsWith(`/${STAGING_LOCK}`) ? name.slice(0, -STAGING_LOCK.length) : undefined;
+}
+
+/** Text from a staging-run record (written by whoever can write to the container), as a log line may quote it. */
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?');
 }
 
 /** How a folder that holds its staging lock alone (no batch, index or staging-run record) says a staging run of the export is part-way. */

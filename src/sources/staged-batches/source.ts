@@ -38,7 +38,7 @@ export class StagedBatchSource implements Source {
    * by count only.
    */
   private itemsStagedNotRead = 0;
-  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
+  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexGone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -129,7 +129,14 @@ export class StagedBatchSource implements Source {
         yield { kind: 'delivery', position, delivery };
       }
     }
-    if (this.listing.folders === 0) throw await staged.nothingStaged(options.exportId);
+    // Nothing staged where the import looks is found before it starts (`checkSomethingStaged`, E_USAGE). Found here, what was
+    // there then is gone since (deleted while the import began): not an empty success.
+    if (this.listing.folders === 0) {
+      throw new PivotArchiveError(
+        ErrorCode.STAGING_INCOMPLETE,
+        `${staged.description}${options.exportId ? ` (export ${options.exportId})` : ''}: what was staged there when this import began is gone (no staged batch, staging index, staging-run record or staging lock is left): nothing of it was imported; find out what removed it`,
+      );
+    }
     for (const folder of this.listing.unindexed) {
       options.logger.warn(
         `the staged batches under ${folder} have no staging index (staged by an older version, by a staging run that failed, was stopped part-way or is still running, or the index was deleted): a batch gone from there cannot be told, so the export is not reported imported whole; run its staging again to the end to index it`,
@@ -140,7 +147,7 @@ export class StagedBatchSource implements Source {
     for (const { name, why } of untrusted) {
       options.logger.error(`${ErrorCode.STAGING_UNTRUSTED}: the staging index ${name} is not trusted: ${why}; it was passed over (a writer to the container other than the staging run made it)`);
     }
-    const { goneImported, unfinished, outside, outsideMarked, marked } = this.listing;
+    const { goneImported, unfinished, indexGone, outside, outsideMarked, marked } = this.listing;
     if (goneImported.length > 0) {
       options.logger.info(
         `${goneImported.length} staged batch${goneImported.length > 1 ? 'es' : ''} that the staging index lists ${goneImported.length > 1 ? 'are' : 'is'} gone from staging but ${goneImported.length > 1 ? 'were' : 'was'} imported into this sink before (${goneImported.length > 1 ? 'their' : 'its'} import marker is there): counted as imported (${goneImported.slice(0, 5).join(', ')}${goneImported.length > 5 ? ', ...' : ''})`,
@@ -148,6 +155,9 @@ export class StagedBatchSource implements Source {
     }
     for (const { exportId, why } of unfinished) {
       options.logger.error(`${ErrorCode.STAGING_INCOMPLETE}: the staging of export ${exportId} is part-way: ${why}; batches no index of it names are not imported, and it is not imported whole`);
+    }
+    for (const { exportId, why } of indexGone) {
+      options.logger.error(`${ErrorCode.STAGING_INCOMPLETE}: the staging index of export ${exportId} is gone: ${why}; batches no index left names are not imported, and it is not imported whole`);
     }
     // Batches a staging run listed that are gone: their messages were read by nothing, and are counted here only.
     for (const name of gone) {
@@ -172,6 +182,13 @@ export class StagedBatchSource implements Source {
       throw new PivotArchiveError(
         ErrorCode.STAGING_INCOMPLETE,
         `the staging of ${unfinished.length > 1 ? `${unfinished.length} exports` : `export ${unfinished[0]!.exportId}`} is part-way (${unfinished.slice(0, 5).map((u) => u.why).join('; ')}${unfinished.length > 5 ? '; ...' : ''}): batches no index names are not imported, and no export is reported imported whole by this import; run the staging of ${unfinished.length > 1 ? 'those exports' : 'that export'} again to the end (it stages what is missing and indexes it), then import again`,
+      );
+    }
+    if (indexGone.length > 0) {
+      const many = indexGone.length > 1;
+      throw new PivotArchiveError(
+        ErrorCode.STAGING_INCOMPLETE,
+        `the staging index of ${many ? `${indexGone.length} exports` : `export ${indexGone[0]!.exportId}`} is gone (${indexGone.slice(0, 5).map((g) => g.why).join('; ')}${indexGone.length > 5 ? '; ...' : ''}): what ${many ? 'those exports hold' : 'the export holds'} cannot be told (a batch gone with it would go unseen), batches no index left names are not imported, and no export is reported imported whole by this import; run the staging of ${many ? 'those exports' : 'that export'} again to the end (it stages what is missing and indexes it), then import again`,
       );
     }
     if (outside.size > 0) {
@@ -243,13 +260,13 @@ export class StagedBatchSource implements Source {
   }
 
   /**
-   * The exports this import found not whole (a staging run of it part-way, a batch its index lists
-   * gone, a batch no finished staging run vouches for): `status` no longer calls them imported
+   * The exports this import found not whole (a staging run of it part-way, the index its finished
+   * staging run wrote gone, a batch its index lists gone, a batch no finished staging run vouches for): `status` no longer calls them imported
    * whole on an earlier import's word.
    */
   private exportsNotWhole(): string[] {
-    const { unfinished, gone, outside } = this.listing;
-    const exports = [...unfinished.map((u) => u.exportId), ...[...gone, ...outside.keys()].flatMap((batch) => exportOfBatch(batch) ?? [])];
+    const { unfinished, indexGone, gone, outside } = this.listing;
+    const exports = [...unfinished.map((u) => u.exportId), ...indexGone.map((g) => g.exportId), ...[...gone, ...outside.keys()].flatMap((batch) => exportOfBatch(batch) ?? [])];
     return [...new Set(exports)].sort();
   }
 
