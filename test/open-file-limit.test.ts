@@ -5,25 +5,14 @@
 // 2, naming the limit), and where even that cannot load, it says so, naming the limit and why
 // nothing could be recorded. Never a hang, a crash or exit 0.
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
-import { BIN, REPO_ROOT, cli } from './helpers/cli.js';
+import { cli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
 /** The command line under `ulimit -n limit` (soft), killed after a minute (a hang is a failure). */
-function cliLimited(limit: number, args: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath, BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000, killSignal: 'SIGKILL' });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-}
+const cliLimited = (limit: number, args: string[]) => cli(args, { shell: `ulimit -n ${limit}`, timeoutMs: 60_000 });
 
 /** The least open-file limit a run starts under (src/launch.ts MIN_OPEN_FILES), written out so that this file runs against a build without it. */
 const MIN_OPEN_FILES = 64;

@@ -2,26 +2,16 @@
 // for the next runs to wait 10 minutes on. A full disk is stood in for by RLIMIT_FSIZE 0 (any user
 // may lower it): the lock's write fails (EFBIG), as on a full tmpfs (ENOSPC).
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StateDir } from '../src/state/index.js';
 import { generateSample } from '../src/sample/generate.js';
-import { BIN, REPO_ROOT, cli } from './helpers/cli.js';
+import { cli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
 /** The command line with no file of its own allowed to grow (writes fail EFBIG; SIGXFSZ ignored so the write returns the error). */
-function cliNoFileSpace(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', 'trap "" XFSZ; ulimit -f 0 && exec "$0" "$@"', process.execPath, BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.stdout.resume();
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stderr }));
-  });
-}
+const cliNoFileSpace = (args: string[]) => cli(args, { shell: 'trap "" XFSZ; ulimit -f 0' });
 
 test('a lock that cannot be written (disk full) is removed by the run that failed to write it: that run exits 2, the next one runs', async (t) => {
   t.timeout(60_000);

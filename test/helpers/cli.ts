@@ -9,6 +9,8 @@ export const BIN = fileURLToPath(new URL('../../../bin/pivot-archive.js', import
 
 export interface CliResult {
   code: number | null;
+  /** The signal that ended it, if one did (a hang killed after `timeoutMs`). */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
   /** stderr with each JSON log line (the format off a terminal) read back as "level message". */
@@ -29,20 +31,26 @@ function logText(stderr: string): string {
     .join('\n');
 }
 
-/** Runs the real command line in a child process. */
-export function cli(args: string[], options: { cwd?: string; stdin?: Buffer; env?: Record<string, string> } = {}): Promise<CliResult> {
+/**
+ * Runs the real command line in a child process. `shell`: commands a shell runs first, in the
+ * child's own process (`ulimit -n 30`, `trap "" XFSZ; ulimit -f 0`). `timeoutMs`: killed after it
+ * (a hang is then a failure, not a stuck suite).
+ */
+export function cli(args: string[], options: { cwd?: string; stdin?: Buffer; env?: Record<string, string>; shell?: string; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const [command, argv] = options.shell === undefined ? [process.execPath, [BIN, ...args]] : ['sh', ['-c', `${options.shell} && exec "$0" "$@"`, process.execPath, BIN, ...args]];
+    const child = spawn(command, argv, {
       cwd: options.cwd ?? REPO_ROOT,
       env: { ...process.env, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
     });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr, log: logText(stderr) }));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, log: logText(stderr) }));
     child.stdin.end(options.stdin ?? '');
   });
 }
