@@ -108,7 +108,10 @@ test('graph: a folder deleted in the middle of a run fails its items as storage 
   const args = (log: string) => ['run', archive, '--sink', sink, '--domain', 'acme.example', '--state-dir', state, '--status-log', join(dir, log), '--rejects', join(dir, 'rejects')];
   const running = cli(args('first.jsonl'), { env: identity.env });
   const creates = () => [...standin.stats.byKind].filter(([k]) => k.startsWith('POST') && /messages$|\$batch$/.test(k)).reduce((n, [, v]) => n + v, 0);
-  while (creates() < 40) await new Promise((r) => setTimeout(r, 50));
+  let ended = false;
+  void running.then(() => (ended = true));
+  while (creates() < 40 && !ended) await new Promise((r) => setTimeout(r, 50));
+  t.false(ended, `the run ended before the folder was deleted: ${(await running).stderr.slice(-600)}`);
   // Someone deletes the folder R5 in every mailbox that has it, with what it holds.
   const touched = new Set<string>();
   for (const address of standin.users()) {

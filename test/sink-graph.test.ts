@@ -4,6 +4,7 @@ import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
+import { storageLost } from '../src/sinks/sink.js';
 import { createGraphSink } from '../src/sinks/graph/index.js';
 import { createGraphReader } from '../src/sinks/graph/reader.js';
 import { parseGraphLocation } from '../src/sinks/graph/mailbox.js';
@@ -997,6 +998,36 @@ test('graph batch: a batch whose answer is cut while Graph still runs it leaves 
   t.is((await reader.mailbox(mailbox, wanted, { sample: true })).held.size, 12);
   await reader.close();
 });
+
+for (const before of ['a 404 of one message', 'a 503 for the look-up']) {
+  test(`graph: a folder deleted during the run is told after ${before}: the item fails as storage lost (the checkpoint is dropped) and the next item goes into the folder made anew`, async (t) => {
+    const mailbox = `gone${before.length}@acme.example`;
+    standin.mailbox(mailbox);
+    const folder = `Gone${before.length}`;
+    const sink = createGraphSink(specOf(`folder=Inbox/${folder}&batch=1&retries=1`));
+    await sink.open();
+    t.is((await sink.write(delivery(1, mailbox))).outcome, 'delivered');
+    if (before === 'a 404 of one message') {
+      // One 404 that is not the folder's: the folder is asked for, and is there.
+      standin.inject(mailbox, { status: 404, code: 'ErrorItemNotFound', message: 'The specified object was not found in the store.' }, 1);
+      const one = await t.throwsAsync(sink.write(delivery(2, mailbox)));
+      t.false(storageLost(one));
+    }
+    const { folders, messages } = standin.mailbox(mailbox);
+    for (const [id, f] of folders) {
+      if (f.displayName !== folder) continue;
+      folders.delete(id);
+      for (const [messageId, m] of messages) if (m.folderId === id) messages.delete(messageId);
+    }
+    // The create's answer lost (503), the look-up after it meeting the 404.
+    if (before === 'a 503 for the look-up') standin.inject(mailbox, { status: 503, code: 'ServiceUnavailable', message: 'injected' }, 2);
+    const lost = await t.throwsAsync(sink.write(delivery(3, mailbox)), { message: /was deleted during the run/ });
+    t.true(storageLost(lost));
+    t.is((await sink.write(delivery(4, mailbox))).outcome, 'delivered');
+    await sink.close();
+    t.is(standin.messagesIn(mailbox, `Inbox/${folder}`).length, 1);
+  });
+}
 
 test('graph batch: a batch whose answer is cut and which Graph finishes only after the sink began to close leaves each item once: the close waits lateCopyWait= after the last item made again before it removes copies', async (t) => {
   const mailbox = 'latebatch@acme.example';

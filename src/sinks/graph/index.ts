@@ -399,9 +399,11 @@ export class GraphSink extends LifecycleSink implements Sink {
   }
 
   /**
-   * Whether the folder a request was answered 404 in is gone (deleted by someone during the run),
-   * asked once per folder id. When it is, what the run knew of it is dropped: the next item finds
-   * (or makes) the folder again and lists it anew.
+   * Whether the folder a request was answered 404 in is gone (deleted by someone during the run).
+   * A look under way is shared, and a folder found gone stays so; an answer of "there" (or no
+   * answer) is not kept: a 404 of one message must not hide the folder's deletion later (helper-99).
+   * When it is gone, what the run knew of it is dropped: the next item finds (or makes) the folder
+   * again and lists it anew.
    */
   private folderGone(mailbox: string, run: MailboxRun, folder: Promise<string>): Promise<boolean> {
     return folder.then(
@@ -415,10 +417,12 @@ export class GraphSink extends LifecycleSink implements Sink {
           );
           checks.set(folderId, gone);
           void gone.then((isGone: boolean) => {
-            if (!isGone || run.folder !== folder) return;
-            run.folder = undefined;
-            run.days.clear();
-            run.created.clear();
+            if (!isGone) checks.delete(folderId);
+            else if (run.folder === folder) {
+              run.folder = undefined;
+              run.days.clear();
+              run.created.clear();
+            }
           });
         }
         return gone;
@@ -482,7 +486,8 @@ export class GraphSink extends LifecycleSink implements Sink {
     try {
       return await this.lookUp(mailbox, folderId, delivery, Math.max(this.config.retries, LOST_ANSWER_LOOK_UP_RETRIES));
     } catch (err) {
-      if (err instanceof PivotArchiveError || mailboxUnusable(err)) throw err;
+      // A 404 of the folder itself: whether it is gone (and the item with it) is asked by `failed`.
+      if (err instanceof PivotArchiveError || mailboxUnusable(err) || folderAnswer404(err)) throw err;
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: perhaps stored: an answer was lost (${lost.message}) and the folder could not be looked at (${errorMessage(err)}); a re-run skips the item if the folder holds it`);
     }
   }
