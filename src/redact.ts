@@ -67,11 +67,12 @@ const PORT_THEN_PATH = /\d+[/?#]/y;
  *
  * Only real userinfo: USER, from the `//` to the first `:` after it, holds no `/`, `?`, `#` or
  * white space (a path, a query, a fragment or the end of the URL come first: `graph://T/?a=b:`
- * has no userinfo, however the text goes on). A pasted PASSWORD may hold `/`, `?`, `#`, `@`,
+ * has no userinfo, however the text goes on), unless a `:` and an `@` follow with no white space
+ * from the `//` on (`imap://CORP/jdoe:pw@host`, pasted as it is). A pasted PASSWORD may hold `/`, `?`, `#`, `@`,
  * `%`, `:`, quotes or spaces, so it is taken to run from that `:` to the LAST `@` that a
  * plausible host follows, within the line (in a JSON text: within the string value); everything
- * between becomes `***`. Except a port: when digits and then `/`, `?` or `#` follow the `:`
- * (`host:993/INBOX`) and white space comes before that `@`, the `@` is further on in the text (a
+ * between becomes `***`. Except a port: when USER holds `@` or `.` (a host), digits and then
+ * `/`, `?` or `#` follow the `:` (`host:993/INBOX`) and white space comes before that `@`, the `@` is further on in the text (a
  * mailbox named after the sink's description), which a URL cannot hold: nothing is masked. When in
  * doubt (no white space: `imap://a@h:993/?x=b@c` becomes `imap://a@h:***@c`) it masks more than
  * the password, never less.
@@ -80,7 +81,7 @@ function maskUserinfoPasswords(text: string): string {
   if (!text.includes('//')) return text;
   // A JSON text (a status line): a value's userinfo never runs on into the next value.
   const json = /^\s*[[{]/.test(text);
-  // No `@` after a `:`, no password: every position is found once, so the text is read in linear time.
+  // No `@` after a `:`, no password: the scan ends there (a text of many `//` and `@` is still read once per `//`).
   const lastAt = text.lastIndexOf('@');
   let lineEnd = -1;
   let out = '';
@@ -94,8 +95,10 @@ function maskUserinfoPasswords(text: string): string {
     // USER runs to the first `:`; a `/`, `?`, `#` or white space before it ends the authority (no password).
     USER.lastIndex = from;
     USER.test(text);
-    const colon = USER.lastIndex;
+    let colon = USER.lastIndex;
     if (colon > lastAt) break;
+    // Not a URL's userinfo, yet a pasted one may be (`imap://CORP/jdoe:pw@host`): a `:` and then an `@` with no white space from the `//` on are masked all the same.
+    if (colon < lineEnd && text[colon] !== ':' && /[/?#]/.test(text[colon]!)) colon = pastedColon(text, colon, lineEnd);
     if (colon >= lineEnd || text[colon] !== ':') continue;
     const end = json ? Math.min(lineEnd, closingQuote(text, from, lineEnd)) : lineEnd;
     let at = -1;
@@ -108,12 +111,21 @@ function maskUserinfoPasswords(text: string): string {
     }
     if (at < 0) continue;
     PORT_THEN_PATH.lastIndex = colon + 1;
-    if (PORT_THEN_PATH.test(text) && /\s/.test(text.slice(colon + 1, at))) continue;
+    // A port only after a host (`user@host:993/`, `host.example:993/`): `user:2024/Summer Rain@host` is a password.
+    if (PORT_THEN_PATH.test(text) && /[@.]/.test(text.slice(from, colon)) && /\s/.test(text.slice(colon + 1, at))) continue;
     out += text.slice(done, colon + 1) + '***';
     done = at;
     from = at + 1;
   }
   return out + text.slice(done);
+}
+
+/** The first `:` from `from` on, when an `@` follows it before any white space (else `end`). */
+function pastedColon(text: string, from: number, end: number): number {
+  const space = text.slice(from, end).search(/\s/);
+  const tokenEnd = space < 0 ? end : from + space;
+  const colon = text.indexOf(':', from);
+  return colon >= 0 && colon < tokenEnd && text.lastIndexOf('@', tokenEnd - 1) > colon ? colon : end;
 }
 
 /** The first `"` at or after `from` that a backslash does not escape, or `end`. */

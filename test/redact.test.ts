@@ -192,6 +192,10 @@ test('redactSecrets: real userinfo is still masked when a sink description or an
   // After a description that has no userinfo, a URL that has one.
   t.is(redactSecrets('graph://T/?folder=Inbox: then imap://u:S3cret@h/ for jane@acme.invalid'), 'graph://T/?folder=Inbox: then imap://u:***@acme.invalid');
   t.is(redactSecrets('imap://a@h:993/?x=b@c'), 'imap://a@h:***@c');
+  // A password that starts like a port and holds a space is still a password (helper-99), and a user a path cuts in two still has one.
+  t.is(redactSecrets('imap://user:2024/Summer Rain@mail.example.com:993/INBOX'), 'imap://user:***@mail.example.com:993/INBOX');
+  t.is(redactSecrets('imap://user:1#x y@host'), 'imap://user:***@host');
+  t.is(redactSecrets('imap://CORP/jdoe:Secr3t@host'), 'imap://CORP/jdoe:***@host');
 });
 
 // Masking a description's query as userinfo hid these too, when an address followed; alone they showed.
