@@ -10,10 +10,12 @@ import { join } from 'node:path';
 import { ErrorCode } from '../src/errors.js';
 import { parseImapSpec } from '../src/sinks/imap/config.js';
 import { createImapSink, ImapSink } from '../src/sinks/imap/index.js';
+import { storageLost } from '../src/sinks/sink.js';
+import { ImapFlow } from 'imapflow';
 import { generateSample } from '../src/sample/generate.js';
 import { canonicalMailbox } from '../src/formats/address/index.js';
 import { cli, readStatusLog } from './helpers/cli.js';
-import { ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { ADMIN, ADMIN_PASSWORD, appendGate, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { delivery, withServer } from './helpers/sink-conformance.js';
 import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
 import { tempDir } from './helpers/tmp.js';
@@ -154,6 +156,64 @@ withServer('Dovecot (IMAP folder)', DOVECOT_BINARY ? undefined : dovecotMissingM
     t.is(failed.length, summary.failed);
     for (const l of failed) t.regex(String(l.detail), /the server refuses the folder "~Pivot" \(CREATE "~Pivot": CANNOT/);
   });
+
+  /** Another client (a master login, as an administrator's tool) deletes the folder in the mailbox, with what it holds; `again`: then creates it anew. */
+  const deleteFolder = async (mailbox: string, folder: string, again: boolean) => {
+    const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.port, secure: false, doSTARTTLS: false, logger: false, auth: { user: `${mailbox}*${ADMIN}`, pass: ADMIN_PASSWORD } });
+    await client.connect();
+    try {
+      await client.mailboxDelete(folder);
+      if (again) await client.mailboxCreate(folder);
+    } finally {
+      await client.logout();
+    }
+  };
+
+  // Dovecot ends the session that has a folder selected when another deletes it (a BYE at the
+  // sink's NOOP, which imapflow does not report), or answers its APPEND `NO [SERVERBUG]`; a new
+  // session's SELECT is refused (the folder is not listed), or, made again, has another UIDVALIDITY.
+  for (const [n, [retries, again]] of ([[0, false], [0, true], [3, false], [3, true]] as const).entries()) {
+    test(`imap folder: the folder deleted${again ? ' and made again' : ''} by another client during the run (retries=${retries}): the next write into it fails as storage lost, naming it; the one after is stored in the folder made anew; another mailbox goes on`, async (t) => {
+      const folder = `INBOX/Lost${n}`;
+      const sink = createImapSink(spec(folder, `&retries=${retries}&retryDelay=50&probe=probe@acme.example`), { env });
+      await sink.open();
+      t.is((await sink.write(delivery(1))).outcome, 'delivered');
+      t.is((await sink.write(delivery(2, 'omar@acme.example'))).outcome, 'delivered');
+      await deleteFolder('jane@acme.example', folder, again);
+      const lost = await t.throwsAsync(sink.write(delivery(3)));
+      t.true(storageLost(lost), `storage lost: ${lost?.message}`);
+      t.regex(lost!.message, again ? new RegExp(`^mailbox jane@acme\\.example: not stored: the folder ${folder} was deleted during the run and made again \\(UIDVALIDITY \\d+, now \\d+\\)`) : new RegExp(`^mailbox jane@acme\\.example: not stored: the folder ${folder} was deleted during the run \\((SELECT|LIST)`));
+      t.regex(lost!.message, /the next run reads the export from the start \(no checkpoint\)/);
+      t.is((await sink.write(delivery(4, 'omar@acme.example'))).outcome, 'delivered');
+      const after = await sink.write(delivery(5));
+      t.is(after.outcome, 'delivered');
+      t.regex(after.location!, new RegExp(`^jane@acme\\.example/${folder};UIDVALIDITY=\\d+/;UID=1$`), 'the first message of the folder made anew');
+      await sink.close();
+      t.deepEqual((await fetchFolder(dovecot.port, 'jane@acme.example', folder)).map((m) => m.messageId), [delivery(5).messageId]);
+      t.is((await fetchFolder(dovecot.port, 'omar@acme.example', folder)).length, 2);
+    });
+  }
+
+  for (const [n, again] of [false, true].entries()) {
+    test.serial(`imap folder: the folder deleted${again ? ' and made again' : ''} between a batch's SELECT and its APPEND: the APPEND refused (Dovecot: NO [SERVERBUG], or TRYCREATE) is the folder's, not the message's: storage lost, not "APPEND refused"`, async (t) => {
+      const folder = `INBOX/Held${n}`;
+      const gate = appendGate(t);
+      const sink = createImapSink(spec(folder, '&retries=3&retryDelay=50&probe=probe@acme.example'), { env });
+      await sink.open();
+      t.is((await sink.write(delivery(1))).outcome, 'delivered');
+      const release = gate.hold();
+      const writing = sink.write(delivery(2));
+      await gate.taken();
+      await deleteFolder('jane@acme.example', folder, again);
+      release();
+      const lost = await t.throwsAsync(writing);
+      t.true(storageLost(lost), `storage lost: ${lost?.message}`);
+      t.regex(lost!.message, new RegExp(`^mailbox jane@acme\\.example: not stored: the folder ${folder} was deleted during the run`));
+      t.is((await sink.write(delivery(3))).outcome, 'delivered');
+      await sink.close();
+      t.deepEqual((await fetchFolder(dovecot.port, 'jane@acme.example', folder)).map((m) => m.messageId), [delivery(3).messageId]);
+    });
+  }
 
   test('imap folder: a good nested folder is created and delivered to, with or without probe=, with / or . as the separator', async (t) => {
     for (const [folder, extra] of [

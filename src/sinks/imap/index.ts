@@ -1,8 +1,8 @@
-import { ImapFlow, type AuthOptions } from 'imapflow';
+import { ImapFlow, type AuthOptions, type MailboxObject, type SearchObject } from 'imapflow';
 import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
 import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, SinkOptions, Stored } from '../sink.js';
+import { markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
@@ -263,6 +263,14 @@ class LoginRefusedError extends Error {}
  */
 export class FolderRefusedError extends PermanentError {}
 
+/**
+ * The folder this run selected in the mailbox earlier (and may have stored items in, or found them
+ * held there) is gone, or is another folder now (made again: another UIDVALIDITY): deleted during
+ * the run, with what it held. The batch's items fail as storage lost (see SPEC.md, "A folder
+ * deleted during the run"). Not retried.
+ */
+export class FolderLostError extends PermanentError {}
+
 /** How one attempt at a batch ended: every entry settled, or stopped by `error` with `remaining` unsettled. */
 type Attempt = { finished: true } | { finished: false; remaining: Pending[]; error: unknown };
 
@@ -381,6 +389,13 @@ export class ImapSink extends LifecycleSink implements Sink {
   private readonly refusedMailboxes = new Map<string, string>();
   /** Whether the server has let the sink select its folder in some mailbox (see `folderRefused`). */
   private folderTaken = false;
+  /**
+   * The UIDVALIDITY of each mailbox's folder as the run last selected it: the folder its items of
+   * the run went to (or were found held in). Kept for the run (one number a mailbox), not dropped
+   * with the presence: a folder that is gone later, or has another UIDVALIDITY, was deleted during
+   * the run with what it held (`FolderLostError`). Dropped once a batch has failed for it.
+   */
+  private readonly selectedFolders = new Map<string, number>();
   /**
    * Whether the server reports RFC822.SIZE as the exact size of what it holds (Dovecot does);
    * false once a message read whole had another length (Exchange estimates sizes): from then on,
@@ -726,9 +741,20 @@ export class ImapSink extends LifecycleSink implements Sink {
         this.folderRefused(mailbox, attempt.error.message);
         break;
       }
+      if (attempt.error instanceof FolderLostError) {
+        this.folderLost(mailbox, remaining, attempt.error);
+        return;
+      }
       const permanent = attempt.error instanceof PermanentError;
       // A refused login is tried once more (a server whose auth restarts), not `retries` times: a disabled mailbox costs seconds, not half a minute.
       if (permanent || tries >= this.config.retries || (attempt.error instanceof LoginRefusedError && tries >= 1)) {
+        // Failing for good after a lost connection (Dovecot drops a session whose selected folder
+        // was deleted): one look at the folder first, so a deletion is not taken for a blip.
+        const lost = permanent || attempt.error instanceof LoginRefusedError ? undefined : await this.lookAtFolder(mailbox);
+        if (lost) {
+          this.folderLost(mailbox, remaining, lost);
+          return;
+        }
         const reason = `mailbox ${mailbox}: ${serverText(attempt.error)}${permanent ? '' : ` (after ${tries + 1} attempts)`}`;
         // Refused on every attempt, the admin accepted meanwhile: the mailbox's later batches need not try again.
         if (attempt.error instanceof LoginRefusedError) this.refusedMailboxes.set(mailbox, `${serverText(attempt.error)} (after ${tries + 1} attempts)`);
@@ -749,6 +775,38 @@ export class ImapSink extends LifecycleSink implements Sink {
   private folderRefused(mailbox: string, reason: string): void {
     if (!this.folderTaken) this.fail(`${reason}; no item was delivered${this.config.probe === undefined ? ' (with probe=MAILBOX, open() checks the folder before any delivery)' : ''}`, Infinity, ErrorCode.SINK_CONFIG);
     else this.refusedMailboxes.set(mailbox, reason);
+  }
+
+  /**
+   * The folder of the mailbox was deleted during the run (`FolderLostError`): the batch's items
+   * left fail as storage lost (`markStorageLost`: the run drops its checkpoint, so the next run
+   * reads the export from the start and finds what the folder, made anew, lacks). The mailbox's
+   * later batches find (or make) the folder again.
+   */
+  private folderLost(mailbox: string, remaining: Pending[], lost: FolderLostError): void {
+    for (const p of remaining) p.reject(markStorageLost(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${lost.message}`)));
+  }
+
+  /**
+   * Before a batch fails for good on a lost connection (or a passing refusal), in a mailbox whose
+   * folder the run selected: one login, the folder listed and selected, to tell whether it was
+   * deleted (or made again) meanwhile. The `FolderLostError` if so; undefined if not, or if the
+   * look itself fails (the server unreachable: nothing is known).
+   */
+  private async lookAtFolder(mailbox: string): Promise<FolderLostError | undefined> {
+    if (this.failure !== null || !this.selectedFolders.has(mailbox)) return undefined;
+    let session: Session | undefined;
+    try {
+      session = await this.acquire(mailbox);
+      // SELECTed even where an idle session has it selected: that session's view may be from before.
+      await this.select(session, await this.folderOf(session));
+      return undefined;
+    } catch (err) {
+      if (session) session.broken = true;
+      return err instanceof FolderLostError ? err : undefined;
+    } finally {
+      if (session) this.release(session);
+    }
   }
 
   /** One attempt at a batch: a session logged in to the mailbox, then what its folder lacks appended. */
@@ -839,6 +897,8 @@ export class ImapSink extends LifecycleSink implements Sink {
           else uids = await this.appendOne(session, folder, chunk[0]!);
         } catch (err) {
           if (!isRefusal(err)) throw err;
+          // Refused for the folder's sake (deleted: TRYCREATE; Dovecot's SERVERBUG for a selected one deleted or made again)?
+          await this.folderStill(session, folder);
           // MULTIAPPEND is all or nothing: find the message the server refuses one by one.
           for (const entry of chunk) {
             if (this.failure !== null) throw new SinkFailedError(this.failure);
@@ -847,6 +907,7 @@ export class ImapSink extends LifecycleSink implements Sink {
               one = await this.appendOne(session, folder, entry);
             } catch (single) {
               if (!isRefusal(single)) throw single;
+              await this.folderStill(session, folder);
               entry.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${entry.delivery.mailbox}: APPEND refused: ${serverText(single)}`));
               next++;
               continue;
@@ -1030,6 +1091,7 @@ export class ImapSink extends LifecycleSink implements Sink {
         one = await this.appendOne(session, folder, entry);
       } catch (err) {
         if (!isRefusal(err)) throw err;
+        await this.folderStill(session, folder);
         todo.splice(todo.indexOf(entry), 1);
         entry.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${entry.delivery.mailbox}: APPEND refused: ${serverText(err)}`));
         return;
@@ -1172,19 +1234,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   private async knownFor(session: Session, folder: string, deliveries: Delivery[]): Promise<Presence> {
     const client = session.client;
     const selected = client.mailbox && client.mailbox.path === folder ? client.mailbox : undefined;
-    let box;
-    try {
-      box = selected ?? (await client.mailboxOpen(folder));
-    } catch (err) {
-      // The folder went away (or never was): the next attempt lists and creates it.
-      if (isRefusal(err)) {
-        this.forget(session.mailbox);
-        session.folder = null;
-      }
-      if (isCannot(err)) throw folderError(this.config.folder, 'SELECT', folder, err);
-      throw err;
-    }
-    this.folderTaken = true;
+    const box = selected ?? (await this.select(session, folder));
     let known = this.presence.get(session.mailbox);
     if (known && (known.uidValidity !== box.uidValidity || known.folder !== folder)) {
       this.forget(session.mailbox);
@@ -1217,6 +1267,57 @@ export class ImapSink extends LifecycleSink implements Sink {
   }
 
   /**
+   * SELECT of the folder, which must be the one the run selected before in this mailbox, if any
+   * (`selectedFolders`): another UIDVALIDITY is a folder made again, and a SELECT refused where
+   * the folder is not listed any more is a folder deleted: `FolderLostError` either way (the new
+   * UIDVALIDITY remembered, or the folder forgotten, so the mailbox's next batch goes on there). A
+   * refusal otherwise drops what the sink knows of the mailbox (the next attempt lists the folder).
+   */
+  private async select(session: Session, folder: string): Promise<MailboxObject> {
+    const mailbox = session.mailbox;
+    let box: MailboxObject;
+    try {
+      box = await session.client.mailboxOpen(folder);
+    } catch (err) {
+      // The folder went away (or never was): the next attempt lists and creates it.
+      if (isRefusal(err)) {
+        this.forget(mailbox);
+        session.folder = null;
+      }
+      if (isCannot(err)) throw folderError(this.config.folder, 'SELECT', folder, err);
+      if (isRefusal(err) && this.selectedFolders.has(mailbox) && !(await findFolder(session.client, this.config.folder)).exists) throw this.folderGone(mailbox, folder, `SELECT: ${serverText(err)}`);
+      throw err;
+    }
+    this.folderTaken = true;
+    const was = this.selectedFolders.get(mailbox);
+    const now = Number(box.uidValidity);
+    this.selectedFolders.set(mailbox, now);
+    if (was !== undefined && was !== now) {
+      this.forget(mailbox);
+      session.folder = null;
+      throw new FolderLostError(`not stored: the folder ${folder} was deleted during the run and made again (UIDVALIDITY ${was}, now ${now}), and what the run and earlier runs stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder does not hold`);
+    }
+    return box;
+  }
+
+  /** The folder the run selected in the mailbox is not there any more (`why`: what showed it): forgotten, and the error that says so. */
+  private folderGone(mailbox: string, folder: string, why: string): FolderLostError {
+    this.selectedFolders.delete(mailbox);
+    this.forget(mailbox);
+    return new FolderLostError(`not stored: the folder ${folder} was deleted during the run (${why}), and what the run and earlier runs stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`);
+  }
+
+  /**
+   * After an APPEND into the selected folder was refused: whether the folder is still the one
+   * selected. Deleted, the server answers `NO [TRYCREATE]` (Dovecot, to a selected folder deleted
+   * or made again: `NO [SERVERBUG]`, or a BYE); SELECT again tells (`select`: `FolderLostError` when
+   * it is gone or another). Else the refusal is the message's.
+   */
+  private async folderStill(session: Session, folder: string): Promise<void> {
+    await this.select(session, folder);
+  }
+
+  /**
    * One pass over UTC days `first`..`last` (and SKEW_MS either side): the UIDs whose INTERNALDATE
    * falls there (UID SEARCH, with WITHIN where the server has it, else whole days around them),
    * then their Message-ID and Date headers (UID FETCH BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]).
@@ -1234,7 +1335,7 @@ export class ImapSink extends LifecycleSink implements Sink {
    * writer's, or one whose APPEND answer was lost.
    */
   private async catchUp(client: ImapFlow, known: Presence): Promise<void> {
-    const uids = ((await client.search({ uid: `${known.next}:*` }, { uid: true })) || []).filter((uid) => uid >= known.next);
+    const uids = (await uidSearch(client, { uid: `${known.next}:*` })).filter((uid) => uid >= known.next);
     if (uids.length === 0) return;
     this.appendedTo(known).othersSeen = true;
     await this.fetchIdentities(client, uids, 'headersFetched', (key, uid, size) => this.learn(known, key, uid, size));
@@ -1406,6 +1507,8 @@ export class ImapSink extends LifecycleSink implements Sink {
     const known = this.presence.get(session.mailbox);
     if (known) return (session.folder = known.folder);
     const { path, exists } = await findFolder(session.client, this.config.folder);
+    // The folder the run selected here is not listed: deleted during the run. Made anew by the next batch.
+    if (!exists && this.selectedFolders.has(session.mailbox)) throw this.folderGone(session.mailbox, path, 'LIST does not name it');
     if (!exists) {
       try {
         await session.client.mailboxCreate(path);
@@ -1598,7 +1701,19 @@ async function daysSearch(client: ImapFlow, first: number, last: number): Promis
   // No upper bound for a window that ends in the future (today's export): imapflow would send a
   // date-only BEFORE there, which drops the last day.
   const query = before > Date.now() ? { since: new Date(since) } : { since: new Date(since), before: new Date(before) };
-  return (await client.search(query, { uid: true })) || [];
+  return uidSearch(client, query);
+}
+
+/**
+ * UID SEARCH. imapflow answers no list when the connection was lost (Dovecot ends a session whose
+ * selected folder was deleted with a BYE at the NOOP before, which imapflow does not report) or the
+ * server refused the search: that is an error, never "nothing there" (a window pass would take its
+ * days for read, and the next attempt would append again what the folder holds).
+ */
+async function uidSearch(client: ImapFlow, query: SearchObject): Promise<number[]> {
+  const uids = await client.search(query, { uid: true });
+  if (!Array.isArray(uids)) throw new Error(`UID SEARCH had no answer (${client.usable ? 'the server refused it' : 'the connection was lost'})`);
+  return uids;
 }
 
 /** Where a sink (or its reader) works, with no secret in it: `imap://ADMIN@HOST:PORT/FOLDER` (xoauth2: `imap://HOST:PORT/FOLDER`). */

@@ -1,12 +1,15 @@
 // The Maildir sink's file operations, on a worker thread, synchronously, in groups (group commit):
 // every operation the sink posted since the last group is done, then one sync makes them all
-// durable, then each is answered. See group-commit.ts for the main thread's side and why.
+// durable, then each is answered. See group-commit.ts for the main thread's side and why. A name
+// published is answered only once its folder's `cur/` is found to be the one the sink prepared
+// (`folderLostReason`): a folder removed during the run fails the write as storage lost.
 import { spawnSync } from 'node:child_process';
-import { closeSync, constants, fchownSync, fsyncSync, futimesSync, linkSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchownSync, fsyncSync, futimesSync, linkSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 import type { FileOp, OpAnswer, OpBatch, WorkerSetup } from './group-commit.js';
+import { directoryIdentity } from './folder-identity.js';
 
 /** syncfs(2)'s number where it is known: Node has no binding, perl's syscall() makes the call. */
 const SYNCFS = ({ x64: 306, arm64: 267 } as Partial<Record<string, number>>)[process.arch];
@@ -75,8 +78,28 @@ function answerOf(id: number, err: unknown, written = false): OpAnswer {
 interface Publication {
   id: number;
   dev: number;
+  folder: string;
+  identity?: number;
   from: string;
   to: string;
+}
+
+/**
+ * Why a publication in `folder` does not count though its name is durable: the folder's `cur/` is
+ * gone, or is not the directory `identity` says (the folder removed during the run, perhaps made
+ * again at the same path), so what the sink published there before may be gone with it. Undefined
+ * when it is the same. Asked after the group's sync: a folder removed after that is seen by the
+ * folder's next publication.
+ */
+function folderLostReason(folder: string, identity: number | undefined): string | undefined {
+  if (identity === undefined) return undefined;
+  let now: number;
+  try {
+    now = directoryIdentity(statSync(join(folder, 'cur'), { bigint: true }));
+  } catch (err) {
+    return `${folder}/cur cannot be found any more (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+  }
+  return now === identity ? undefined : `${folder}/cur is another directory than the one this run prepared (made again at that path)`;
 }
 
 /** An operation as received, a write with a view of its bytes. */
@@ -114,8 +137,8 @@ function groupCommit({ port, group }: WorkerSetup): void {
 
   const commit = (ops: QueuedOp[]) => {
     const answers: OpAnswer[] = [];
-    const written: { id: number; fd: number; path: string; dev: number; linkTo?: string }[] = [];
-    const published: { id: number; dir: string; dev: number }[] = [];
+    const written: { id: number; fd: number; path: string; dev: number; folder: string; identity?: number; linkTo?: string }[] = [];
+    const published: { id: number; dir: string; dev: number; folder: string; identity?: number }[] = [];
     for (const p of publications) {
       try {
         linkSync(p.from, p.to);
@@ -124,7 +147,7 @@ function groupCommit({ port, group }: WorkerSetup): void {
         continue;
       }
       removeQuietly(p.from);
-      published.push({ id: p.id, dir: dirname(p.to), dev: p.dev });
+      published.push({ id: p.id, dir: dirname(p.to), dev: p.dev, folder: p.folder, identity: p.identity });
     }
     publications = [];
     for (const op of ops) {
@@ -150,11 +173,11 @@ function groupCommit({ port, group }: WorkerSetup): void {
             removeQuietly(op.path);
             throw err;
           }
-          written.push({ id: op.id, fd, path: op.path, dev: op.dev, ...(op.linkTo !== undefined ? { linkTo: op.linkTo } : {}) });
+          written.push({ id: op.id, fd, path: op.path, dev: op.dev, folder: op.folder, identity: op.identity, ...(op.linkTo !== undefined ? { linkTo: op.linkTo } : {}) });
         } else {
           if (op.kind === 'link') linkSync(op.from, op.to);
           else renameSync(op.from, op.to);
-          published.push({ id: op.id, dir: dirname(op.to), dev: op.dev });
+          published.push({ id: op.id, dir: dirname(op.to), dev: op.dev, folder: op.folder, identity: op.identity });
           if (op.kind === 'link' && op.removeFrom) removeQuietly(op.from);
         }
       } catch (err) {
@@ -200,14 +223,22 @@ function groupCommit({ port, group }: WorkerSetup): void {
       if (error !== undefined) {
         removeQuietly(w.path);
         answers.push(answerOf(w.id, error));
-      } else if (w.linkTo !== undefined) publications.push({ id: w.id, dev: w.dev, from: w.path, to: w.linkTo });
+      } else if (w.linkTo !== undefined) publications.push({ id: w.id, dev: w.dev, folder: w.folder, identity: w.identity, from: w.path, to: w.linkTo });
       else answers.push({ id: w.id });
     }
     const dirs = new Map<string, unknown>();
+    // Per folder and identity, once a group: whether its `cur/` is still the one the sink prepared.
+    const lost = new Map<string, string | undefined>();
+    const answered = (p: (typeof published)[number]): OpAnswer => {
+      const key = `${p.identity ?? ''} ${p.folder}`;
+      if (!lost.has(key)) lost.set(key, folderLostReason(p.folder, p.identity));
+      const reason = lost.get(key);
+      return reason === undefined ? { id: p.id } : { id: p.id, error: { message: `the folder was removed during the run: ${reason}`, code: 'EFOLDERLOST', folderLost: true } };
+    };
     for (const p of published) {
       const failed = failedSync.get(p.dev);
       if (failed !== undefined || grouped) {
-        answers.push(failed === undefined ? { id: p.id } : answerOf(p.id, failed));
+        answers.push(failed === undefined ? answered(p) : answerOf(p.id, failed));
         continue;
       }
       if (!dirs.has(p.dir)) {
@@ -219,7 +250,7 @@ function groupCommit({ port, group }: WorkerSetup): void {
         }
       }
       const error = dirs.get(p.dir);
-      answers.push(error === undefined ? { id: p.id } : answerOf(p.id, error));
+      answers.push(error === undefined ? answered(p) : answerOf(p.id, error));
     }
     port.postMessage(answers);
   };

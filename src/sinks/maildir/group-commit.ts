@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 
 /** A file operation, as posted to the worker (by id, answered by id). */
-export type FileOp = { id: number; dev: number; folder: string } & OpBody;
+export type FileOp = { id: number; dev: number; folder: string; identity?: number } & OpBody;
 
 /** What is posted to the worker at a time: operations, and the bytes of their writes one after another. */
 export interface OpBatch {
@@ -28,8 +28,12 @@ type OpBody =
 
 export interface OpAnswer {
   id: number;
-  /** `written`: the error is the link's after a durable write (the file is still in `tmp/`). */
-  error?: { message: string; code?: string; written?: boolean };
+  /**
+   * `written`: the error is the link's after a durable write (the file is still in `tmp/`).
+   * `folderLost`: the name was published, but the folder's `cur/` is gone or is another directory
+   * than `OpPlace.identity` (removed during the run, perhaps made again): see `folderLost`.
+   */
+  error?: { message: string; code?: string; written?: boolean; folderLost?: boolean };
 }
 
 /** Whether an operation's error came after its file was written and made durable (it is still in `tmp/`). */
@@ -45,10 +49,16 @@ export interface WorkerSetup {
 /** Files per group at most, and bytes: a group is one sync, and its bytes are held until it is done. */
 export const GROUP = { count: 4096, bytes: 64 << 20 };
 
-/** Where a file operation happens: the folder (a directory on the file system `dev`). */
+/**
+ * Where a file operation happens: the folder (a directory on the file system `dev`), and which
+ * directory its `cur/` was when the sink prepared the folder (`directoryIdentity`): a publication
+ * answers `folderLost` when, once durable, `cur/` is gone or is another one. Without `identity`
+ * (the bench's floor) nothing is checked.
+ */
 export interface OpPlace {
   folder: string;
   dev: number;
+  identity?: number;
 }
 
 /** The main thread's side: posts operations (batched per turn of the event loop) and settles each on its answer. */
@@ -78,7 +88,7 @@ export class GroupCommit {
         const waiter = this.waiting.get(id)!;
         this.waiting.delete(id);
         if (!error) waiter.resolve();
-        else waiter.reject(Object.assign(new Error(error.message), error.code ? { code: error.code } : {}, error.written ? { written: true } : {}));
+        else waiter.reject(Object.assign(new Error(error.message), error.code ? { code: error.code } : {}, error.written ? { written: true } : {}, error.folderLost ? { folderLost: true } : {}));
       }
       if (this.waiting.size === 0) this.port.unref();
     });
@@ -124,7 +134,7 @@ export class GroupCommit {
     if (this.failure) return Promise.reject(this.failure);
     const id = ++this.ids;
     if (this.batch.length === 0) setImmediate(() => this.flush());
-    this.batch.push({ id, dev: place.dev, folder: place.folder, ...body });
+    this.batch.push({ id, dev: place.dev, folder: place.folder, ...(place.identity !== undefined ? { identity: place.identity } : {}), ...body });
     if (this.waiting.size === 0) this.port.ref();
     return new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
   }

@@ -6,7 +6,7 @@ import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, Stored } from '../sink.js';
+import { markStorageLost, type Sink, type SinkFactory, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
@@ -19,6 +19,7 @@ import { Slots } from '../slots.js';
 import { dayOfTime } from './seen-names.js';
 import { listOurs, type Listing } from './listing.js';
 import { isNotRegularFile, openRegular } from './regular-file.js';
+import { directoryIdentity, folderLost } from './folder-identity.js';
 import { SHORTAGE_PATIENCE_MS, descriptorBudget, descriptorShortage, openFileLimit, shortageDelay, type DescriptorBudget } from './descriptors.js';
 
 /** What every mailbox is: an address, something on both sides of an `@`. */
@@ -183,8 +184,8 @@ interface Folder {
   path: string;
   /** `path` relative to the root: where its messages are, as the ledger records them. */
   location: string;
-  /** Where the file worker's operations in it happen (the folder and its file system). */
-  place: OpPlace;
+  /** Where the file worker's operations in it happen (the folder, its file system, which `cur/` it was when prepared). */
+  place: Required<OpPlace>;
   listing: Listing;
   /** A listing under way (a name the listing saw has gone, or a day it did not cover came), and the days it covers. */
   relisting?: { done: Promise<void>; days: ReadonlySet<number> };
@@ -304,6 +305,13 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * of ours (nearly all), the whole `Folder` for the others. See `Ready`.
    */
   private readonly folders = new Map<string, Promise<Folder> | Ready | Folder>();
+  /**
+   * Which directory each prepared folder's `cur/` was when prepared (`directoryIdentity`), by
+   * mailbox: a publication there checks it (`OpPlace.identity`), so a folder removed during the
+   * run, or removed and made again, fails the write as storage lost (`lostFolder`). One number a
+   * mailbox, for the run.
+   */
+  private readonly identities = new Map<string, number>();
   /** Preparations under way at once (see `prepare`). */
   private readonly preparations = new Slots(PREPARING);
   /** The kinds of `Ready` folder met this run, and each one's index by what it is. */
@@ -433,6 +441,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
     const preparing = this.prepare(mailbox, day).then(
       (folder) => {
         this.folders.set(mailbox, this.asReady(folder) ?? folder);
+        this.identities.set(mailbox, folder.place.identity);
         return folder;
       },
       (err: unknown) => {
@@ -448,7 +457,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
   private readyFolder(mailbox: string, ready: Ready): Folder {
     const { path, location } = this.pivotFolder(mailbox);
     const kind = this.readyKinds[ready]!;
-    return { path, location, place: { folder: path, dev: kind.dev }, listing: kind.listing };
+    return { path, location, place: { folder: path, dev: kind.dev, identity: this.identities.get(mailbox)! }, listing: kind.listing };
   }
 
   /** `folder` as `Ready`, or undefined when its listing has names to remember. */
@@ -504,9 +513,10 @@ export class MaildirSink extends LifecycleSink implements Sink {
     } catch (err) {
       if (!isCode(err, 'EEXIST')) throw err;
     }
-    const listed = listOurs(path, new Set([day]), { neighbours: true, made: made === 2 });
-    const [listing, info] = await Promise.all([listed, stat(path), removeStaleTemporaries(join(path, 'tmp'))]);
-    return { path, location, place: { folder: path, dev: info.dev }, listing };
+    // Which `cur/` the listing is of: taken before it, so a folder replaced meanwhile fails its first publication rather than pass for the one listed.
+    const info = await stat(join(path, 'cur'), { bigint: true });
+    const [listing] = await Promise.all([listOurs(path, new Set([day]), { neighbours: true, made: made === 2 }), removeStaleTemporaries(join(path, 'tmp'))]);
+    return { path, location, place: { folder: path, dev: Number(info.dev), identity: directoryIdentity(info) }, listing };
   }
 
   /**
@@ -517,8 +527,10 @@ export class MaildirSink extends LifecycleSink implements Sink {
    */
   private async relist(mailbox: string, folder: Folder, day: number): Promise<Folder> {
     const kept = this.folders.get(mailbox);
-    if (typeof kept === 'object' && !(kept instanceof Promise)) folder = kept;
-    else this.folders.set(mailbox, folder);
+    const current = this.identities.get(mailbox) === folder.place.identity;
+    if (typeof kept === 'object' && !(kept instanceof Promise) && kept.place.identity === folder.place.identity) folder = kept;
+    // Not a folder forgotten since (removed during the run: see `lostFolder`), nor over one prepared again.
+    else if (current) this.folders.set(mailbox, folder);
     while (folder.relisting && !folder.relisting.days.has(day)) await folder.relisting.done.catch(() => undefined);
     let relisting = folder.relisting;
     if (!relisting) {
@@ -708,6 +720,52 @@ export class MaildirSink extends LifecycleSink implements Sink {
   /** One try of `store`; `again`: an earlier try may have published the message (its directory is then made durable here). */
   private async storeOnce(delivery: Delivery, again: boolean): Promise<Stored> {
     const folder = await this.folderOf(delivery.mailbox, dayOfTime(delivery.internalDate));
+    try {
+      return await this.storeIn(folder, delivery, again);
+    } catch (err) {
+      throw (await this.lostFolder(delivery.mailbox, folder, err)) ?? err;
+    }
+  }
+
+  /**
+   * Whether a write's failure shows its folder removed during the run (see SPEC.md, "A folder
+   * removed during the run"): a publication answered `folderLost` (its `cur/` gone or another
+   * directory once durable), or a file operation answered ENOENT where `cur/` or `tmp/` is gone or
+   * `cur/` is another directory now. Then the folder is forgotten (the mailbox's next delivery
+   * prepares it again: made, listed) and the write's error is storage lost (`markStorageLost`: the
+   * run drops its checkpoint, so the next run reads the export from the start and finds what the
+   * folder lacks). Undefined otherwise.
+   */
+  private async lostFolder(mailbox: string, folder: Folder, err: unknown): Promise<PivotArchiveError | undefined> {
+    let reason: string | undefined;
+    if (folderLost(err)) reason = errorMessage(err);
+    else if (isCode(err, 'ENOENT')) {
+      try {
+        const info = await stat(join(folder.path, 'cur'), { bigint: true });
+        await stat(join(folder.path, 'tmp'));
+        if (directoryIdentity(info) !== folder.place.identity) reason = `the folder was removed during the run: ${folder.path}/cur is another directory than the one this run prepared (made again at that path); the write: ${errorMessage(err)}`;
+      } catch (gone) {
+        if (!isCode(gone, 'ENOENT') && !isCode(gone, 'ENOTDIR')) return undefined;
+        reason = `the folder was removed during the run: ${errorMessage(gone)}; the write: ${errorMessage(err)}`;
+      }
+    }
+    if (reason === undefined) return undefined;
+    // Forgotten once, by the first write that finds it so: not a folder prepared again since.
+    if (this.identities.get(mailbox) === folder.place.identity) {
+      this.identities.delete(mailbox);
+      this.folders.delete(mailbox);
+    }
+    return markStorageLost(
+      new PivotArchiveError(
+        ErrorCode.SINK_WRITE,
+        `maildir: not stored: ${reason}; what this run and earlier runs stored in ${folder.path} went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`,
+        { cause: err },
+      ),
+    );
+  }
+
+  /** `storeOnce` in its mailbox's folder, as prepared. */
+  private async storeIn(folder: Folder, delivery: Delivery, again: boolean): Promise<Stored> {
     // Where the message is, as the ledger records it: relative to the root.
     // Every name it stores or finds is in the folder (concatenated: path.relative costs more than the rest of a delivery's path work).
     const at = (outcome: Stored['outcome'], path: string): Stored => ({
@@ -742,7 +800,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
           try {
             await this.files!.rename(folder.place, temporary, place.path);
           } catch (err) {
-            if (!(await vanished(err, temporary))) throw err;
+            if (folderLost(err) || !(await vanished(err, temporary))) throw err;
             temporary = undefined;
             continue;
           }
@@ -758,6 +816,11 @@ export class MaildirSink extends LifecycleSink implements Sink {
           if (writing) await this.files!.write(folder.place, source, delivery.message, delivery.internalDate, this.owner, final);
           else await this.files!.link(folder.place, source, final, source === temporary);
         } catch (err) {
+          // Published in a folder removed during the run: nothing in tmp/ (see `lostFolder`).
+          if (folderLost(err)) {
+            if (source === temporary) temporary = undefined;
+            throw err;
+          }
           // A write that failed left nothing in tmp/: its error is the delivery's.
           if (writing && !writtenBeforeError(err)) {
             temporary = undefined;
