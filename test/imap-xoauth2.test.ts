@@ -92,6 +92,10 @@ test('xoauth2: the client secret comes from the environment (PIVOT_IMAP_CLIENT_S
   // A certificate or a managed identity needs no secret in the environment.
   t.notThrows(() => createImapSink(`${spec}&clientCertificate=/etc/app.pem`, { env: {} }));
   t.notThrows(() => createImapSink('imap://outlook.office365.com/?auth=xoauth2&credential=managedIdentity', { env: {} }));
+  // App-only tokens come from the tenant itself: a multi-tenant alias is refused before any request.
+  for (const alias of ['common', 'organizations', 'Consumers']) {
+    t.throws(() => createImapSink(`imap://outlook.office365.com/?auth=xoauth2&tenant=${alias}&clientId=${APP}`, { env: { PIVOT_IMAP_CLIENT_SECRET: SECRET } }), { code: ErrorCode.SINK_CONFIG, message: /gives no app-only token/ });
+  }
 });
 
 withServer('Dovecot with OAuth2 (IMAP XOAUTH2)', DOVECOT_BINARY ? dovecotOAuth2Missing() : dovecotMissingMessage(), () => {

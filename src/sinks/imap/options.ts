@@ -59,7 +59,13 @@ export const imapOptions = {
     default: 'app',
     help: "xoauth2: the app registration's secret or certificate, or the managed identity of the Azure host the tool runs on",
   }),
-  tenant: text({ form: 'TENANT_ID', help: 'xoauth2: the Entra ID tenant (directory) id or domain', check: (value) => (ENTRA_ID.test(value) ? undefined : 'must be a tenant id or domain, such as tenant=contoso.onmicrosoft.com') }),
+  tenant: text({
+    form: 'TENANT_ID',
+    help: 'xoauth2: the Entra ID tenant (directory) id or domain',
+    // The multi-tenant aliases issue no app-only token (client credentials need the directory itself).
+    check: (value) =>
+      /^(common|organizations|consumers)$/i.test(value) ? `must be your tenant's own id or domain: "${value}" gives no app-only token` : ENTRA_ID.test(value) ? undefined : 'must be a tenant id or domain, such as tenant=contoso.onmicrosoft.com',
+  }),
   clientId: text({
     form: 'APP_ID',
     help: "xoauth2: the app registration's application (client) id; with credential=managedIdentity, a user-assigned identity's client id",
