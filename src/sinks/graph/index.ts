@@ -750,13 +750,13 @@ export class GraphSink extends LifecycleSink implements Sink {
   }
 }
 
-/** Graph does not offer `action` here (a national cloud): 400 "Resource not found for the segment", or 405. */
+/** Graph does not offer `action` here (a national cloud): 400 "Resource not found for the segment" (or, for permanentDelete, as before, 405). */
 function missingAction(err: unknown, action: string): boolean {
-  return err instanceof GraphError && ((err.status === 400 && err.message.toLowerCase().includes(`segment '${action.toLowerCase()}'`)) || err.status === 405);
+  return err instanceof GraphError && ((err.status === 400 && err.message.toLowerCase().includes(`segment '${action.toLowerCase()}'`)) || (err.status === 405 && action === 'permanentDelete'));
 }
 
 function noUploadSessionError(mailbox: string, a: FileAttachment): PivotArchiveError {
-  return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(a.name)} is ${a.bytes.length} bytes, more than one request carries, and Graph here (GCC High, DoD) offers no upload sessions to add it: not created; deliver such items to another sink (Maildir, IMAP)`);
+  return new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: attachment ${JSON.stringify(a.name)} is ${a.bytes.length} bytes, more than one request carries, and Graph here offers no upload sessions to add it (as GCC High and DoD do not): not created; deliver such items to another sink (Maildir, IMAP)`);
 }
 
 /**
