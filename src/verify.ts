@@ -410,7 +410,7 @@ export function formatVerify(r: VerifyResult): string {
   const failedPairs = `${f.pairs} (mailbox, item) pair${f.pairs === 1 ? '' : 's'}`;
   if (f.pairs > 0) {
     const exports = f.byExport.map((e) => `${e.exportId ?? '(no export id)'} ${e.pairs}`).join(', ');
-    lines.push(`NOT DELIVERED: ${failedPairs} the ledger records as failed, and no run delivered since (by export: ${exports}): they are in no mailbox; a re-run delivers them`);
+    lines.push(`NOT DELIVERED: ${failedPairs} the ledger records as failed, and no run delivered since (by export: ${exports}): they are in no mailbox; a re-run delivers those that failed for a passing cause (each reason below says which)`);
     for (const p of f.listed) lines.push(`  NOT DELIVERED ${p.mailbox} item ${p.itemId} (export ${p.exportId ?? '(none)'}; failed in run ${p.runId} at ${p.at}${p.reason ? `, ${p.reason}` : ''})${p.detail ? `: ${cut(p.detail, 300)}` : ''}`);
     if (f.pairs > f.listed.length) lines.push(`  ... and ${f.pairs - f.listed.length} more (status --export ID lists them, report --csv too)`);
   }
