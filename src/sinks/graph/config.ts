@@ -46,8 +46,10 @@ const LOGIN_HOST_OF = new Map([
   ['dod-graph.microsoft.us', 'login.microsoftonline.us'],
   ['microsoftgraph.chinacloudapi.cn', 'login.chinacloudapi.cn'],
 ]);
-/** The Graph hosts of the national clouds. */
-const NATIONAL_CLOUD_HOSTS = new Set(['graph.microsoft.us', 'dod-graph.microsoft.us', 'microsoftgraph.chinacloudapi.cn']);
+/** The login hosts of those clouds. */
+const LOGIN_HOSTS = new Set(LOGIN_HOST_OF.values());
+/** The Graph hosts of the national clouds: every known one but the global service's. */
+const NATIONAL_CLOUD_HOSTS = new Set([...LOGIN_HOST_OF.keys()].filter((host) => host !== 'graph.microsoft.com'));
 /** The hosts of GCC High and DoD, where `createUploadSession` is not offered. */
 const NO_UPLOAD_SESSIONS = new Set(['graph.microsoft.us', 'dod-graph.microsoft.us']);
 
@@ -70,8 +72,7 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
   }
   const graphHost = new URL(o.graphEndpoint).hostname.toLowerCase();
   const loginHost = new URL(o.authorityHost).hostname.toLowerCase();
-  const knownLogins = new Set(LOGIN_HOST_OF.values());
-  if (o.credential !== 'managedIdentity' && LOGIN_HOST_OF.has(graphHost) && knownLogins.has(loginHost) && LOGIN_HOST_OF.get(graphHost) !== loginHost) {
+  if (o.credential !== 'managedIdentity' && LOGIN_HOST_OF.has(graphHost) && LOGIN_HOSTS.has(loginHost) && LOGIN_HOST_OF.get(graphHost) !== loginHost) {
     throw bad(`graphEndpoint=${o.graphEndpoint} takes tokens of https://${LOGIN_HOST_OF.get(graphHost)}, not of authorityHost=${o.authorityHost}: give authorityHost=https://${LOGIN_HOST_OF.get(graphHost)} (see "National clouds")`);
   }
   if (o.mode === 'importMime' && NATIONAL_CLOUD_HOSTS.has(graphHost)) throw bad(`mode=importMime is a beta API of the global service only, not offered at ${graphHost}: use mode=json`);

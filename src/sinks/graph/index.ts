@@ -734,7 +734,7 @@ export class GraphSink extends LifecycleSink implements Sink {
       } catch (err) {
         if (!(err instanceof GraphError)) throw err;
         if (err.status === 404 && err.code === 'ErrorItemNotFound') return false;
-        const missing = missingAction(err, 'permanentDelete');
+        const missing = missingAction(err, 'permanentDelete') || err.status === 405;
         // Any other 404 may be of the action or of the message: the DELETE tells.
         if (!missing && err.status !== 404) throw err;
         if (missing) this.noPermanentDelete = true;
@@ -750,9 +750,9 @@ export class GraphSink extends LifecycleSink implements Sink {
   }
 }
 
-/** Graph does not offer `action` here (a national cloud): 400 "Resource not found for the segment" (or, for permanentDelete, as before, 405). */
+/** Graph does not offer `action` here (a national cloud): 400 "Resource not found for the segment". */
 function missingAction(err: unknown, action: string): boolean {
-  return err instanceof GraphError && ((err.status === 400 && err.message.toLowerCase().includes(`segment '${action.toLowerCase()}'`)) || (err.status === 405 && action === 'permanentDelete'));
+  return err instanceof GraphError && err.status === 400 && err.message.toLowerCase().includes(`segment '${action.toLowerCase()}'`);
 }
 
 function noUploadSessionError(mailbox: string, a: FileAttachment): PivotArchiveError {
