@@ -4,7 +4,7 @@
 // shows that what the sink stored earlier may be gone rejects as storage lost). The Graph sink's
 // test of the same is at the end of test/e2e-graph.test.ts.
 import test, { type ExecutionContext } from 'ava';
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { generateSample } from '../src/sample/generate.js';
@@ -182,7 +182,10 @@ test.serial('maildir: folders removed in the middle of a run (the folder, the wh
       const way = i % 3;
       ways.push(`${home}: ${['folder removed', 'mailbox removed', 'folder removed and made again'][way]}`);
       // rm -rf of the Pivot folder; of the whole mailbox; or of the folder, then an empty one made in its place (as Dovecot makes one a client creates).
-      await rm(way === 1 ? join(root, home) : folder, { recursive: true, force: true });
+      // Moved aside first (one atomic step, as rm -rf appears to the sink), then removed: the run still writes into it, so a plain rm -rf can meet a file made under it (ENOTEMPTY).
+      const aside = join(dir, `removed-${i}`);
+      await rename(way === 1 ? join(root, home) : folder, aside);
+      await rm(aside, { recursive: true, force: true, maxRetries: 5 });
       if (way === 2) {
         for (const sub of ['cur', 'new', 'tmp']) await mkdir(join(folder, sub), { recursive: true });
         await writeFile(join(folder, 'maildirfolder'), '');
