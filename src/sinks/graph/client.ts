@@ -103,6 +103,8 @@ const MAX_WAIT_MS = 5 * 60_000;
 const TOKEN_WAIT_MS = 30_000;
 /** One request may take this long (a 4 MB chunk on a slow link included). */
 const REQUEST_TIMEOUT_MS = 120_000;
+/** A kept-alive connection unused this long is closed (sooner when the server says it keeps one for less). */
+const IDLE_SOCKET_MS = 30_000;
 
 /** What one HTTP exchange answered. */
 interface Exchanged {
@@ -152,7 +154,10 @@ export class GraphClient {
     this.all = new Slots(options.mailboxes * options.concurrency);
     // One connection per request slot, kept between requests.
     // As many kept free as may be in use: with the default 256, the sockets of 800 requests in flight were closed and opened again.
-    const sockets = { keepAlive: true, maxSockets: options.mailboxes * options.concurrency + 4, maxFreeSockets: options.mailboxes * options.concurrency + 4 };
+    // An idle socket is closed by us before the server closes it (Node applies a server's `Keep-Alive:
+    // timeout=` hint, less a second, only when the agent has a timeout of its own): a request sent on a
+    // socket the server was closing failed as a network error, and a create then had to be looked up.
+    const sockets = { keepAlive: true, timeout: IDLE_SOCKET_MS, maxSockets: options.mailboxes * options.concurrency + 4, maxFreeSockets: options.mailboxes * options.concurrency + 4 };
     this.httpAgent = new HttpAgent(sockets);
     this.httpsAgent = new HttpsAgent(sockets);
   }
