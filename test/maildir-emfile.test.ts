@@ -2,28 +2,15 @@
 // message that failed: the Maildir sink keeps what it holds open within the soft limit, and a
 // delivery that still meets EMFILE waits and tries again. Any user may lower its own soft limit.
 import test from 'ava';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { descriptorBudget, openFileLimit } from '../src/sinks/maildir/descriptors.js';
 import { generateSample } from '../src/sample/generate.js';
-import { BIN, REPO_ROOT } from './helpers/cli.js';
+import { BIN, cli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
-
-/** The command line under `ulimit -n limit` (soft). */
-function cliLimited(limit: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath, BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 test('the soft open-file limit is read from /proc/self/limits, and the sink holds open at most what it leaves room for', (t) => {
   const limits = `Limit                     Soft Limit           Hard Limit           Units
@@ -50,7 +37,7 @@ test('a re-run of a delivered export under ulimit -n 256 with the default concur
   const mail = join(dir, 'mail');
   const args = ['run', archive, '--all-domains', '--sink', `maildir:${mail}`, '--rejects', join(dir, 'rejects'), '--json'];
   for (const run of ['first', 'again']) {
-    const result = await cliLimited(256, args);
+    const result = await cli(args, { shell: 'ulimit -n 256' });
     t.is(result.code, 0, `${run}: ${result.stderr.slice(0, 2000)}`);
     const summary = JSON.parse(result.stdout) as { delivered: number; skipped: number; failed: number; itemsAvailableForImport: number };
     t.is(summary.failed, 0, run);
