@@ -1,16 +1,24 @@
 /**
  * Secrets that can ride in URLs and connection strings (IMAP passwords, SAS signatures,
- * storage account keys) or in environment-file lines (`PIVOT_IMAP_PASSWORD=...`), masked
- * wherever text leaves the process: logs and status lines.
+ * storage account keys), in environment-file lines (`PIVOT_IMAP_PASSWORD=...`), in HTTP headers
+ * (`Authorization: Bearer ...`) or in JSON bodies an error quotes (`"access_token":"..."`),
+ * masked wherever text leaves the process: logs and status lines. Every scan reads the text a
+ * bounded number of times: linear time, whatever the text holds.
  */
 export function redactSecrets(text: string): string {
-  // Each pattern below needs a `//` or an `=`: most status lines (every delivery's) have neither.
-  if (!text.includes('=') && !text.includes('//')) return text;
-  return maskUserinfoPasswords(text)
-    .replace(QUERY_SECRET, '$1***')
-    .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***')
-    .replace(ASSIGNMENT, (assignment, name: string, single?: string, double?: string) => (SECRET_NAME.test(name) ? `${name}${single ?? double ?? ''}***` : assignment));
+  if (!MAY_HOLD_SECRET.test(text)) return text;
+  return maskNamedValues(
+    maskJsonSecrets(maskUserinfoPasswords(text))
+      .replace(AUTHORIZATION, '$1***')
+      .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***'),
+  );
 }
+
+/**
+ * What every pattern needs: an `=` or a `//`, or (a JSON field, an Authorization header) a word
+ * that names a secret. Most status lines (every delivery's) have none: they are left as they are.
+ */
+const MAY_HOLD_SECRET = /=|\/\/|pass|pwd|secret|token|assertion|credential|key|sig|bearer|authorization/i;
 
 /**
  * Fields of a record that hold the archive's data or values this tool computed (ids, addresses,
@@ -23,44 +31,155 @@ const RECORDED_AS_IS = new Set(['itemId', 'conversationId', 'messageId', 'export
 /** A record as one JSON text, every string but the archive's own data (RECORDED_AS_IS) passed through redactSecrets. */
 export function redactedJson(record: object): string {
   const plain = JSON.stringify(record);
-  // redactSecrets leaves a string with neither `=` nor `//` as it is: most records (every delivery's) hold none.
-  if (!plain.includes('=') && !plain.includes('//')) return plain;
+  // redactSecrets leaves a string that MAY_HOLD_SECRET rejects as it is: most records (every delivery's) hold none.
+  if (!MAY_HOLD_SECRET.test(plain)) return plain;
   return JSON.stringify(record, (key, value: unknown) => (typeof value === 'string' && !RECORDED_AS_IS.has(key) ? redactSecrets(value) : value));
 }
 
 /**
- * An environment variable set in an env file or a shell (`AZURE_CLIENT_SECRET=...`, `export
- * API_TOKEN='a b'`), as an error may quote it: an upper-case name, `=`, then the value: to its
- * closing quote when quoted, else to a space or a quote. Never past a backslash, so a JSON text
- * stays JSON (an escape is not cut in two). The name is matched whole and tested apart: linear
- * time, whatever upper-case run an archive's id holds.
+ * A name whose value is a secret, as a variable (`AZURE_CLIENT_SECRET`, `azure_client_secret`,
+ * `Pivot_Imap_Password`), a query parameter (`sig`, `clientSecret`, `refresh_token`,
+ * `client_assertion`) or a JSON field (`access_token`, `password`) names it. Not `secretEnv` or
+ * `passwordEnv`, which name an environment variable (the name is what a person needs to see),
+ * `passwordless`, nor `credential` (a sink option that says which kind is used).
  */
-const ASSIGNMENT = /\b([A-Z0-9_]+=)(?:(')[^'\\\n]*|(\\?")[^"\\\n]*|[^\s"'\\]*)/g;
-/** The names of variables that hold secrets. */
-const SECRET_NAME = /PASS|SECRET|TOKEN|KEY|CREDENTIAL/;
+function isSecretName(name: string): boolean {
+  return SECRET_NAME_END.test(name) || (name === name.toUpperCase() && UPPER_CASE_SECRET_NAME.test(name));
+}
+/** How a secret's name ends, in any case. */
+const SECRET_NAME_END = /(?:token|secret|passw(?:or)?d|pwd|assertion|(?:^|_)pass|(?:^|_|api)key|^sig)$/i;
+/** An upper-case name (an environment variable's) that holds one of these words anywhere. */
+const UPPER_CASE_SECRET_NAME = /PASS|SECRET|TOKEN|KEY|CREDENTIAL/;
+
+/**
+ * The credentials of an HTTP Authorization header, whatever the scheme (`Authorization: Bearer
+ * ...`, `authorization: Basic ...`, `{"Authorization":"SharedKey ..."}`), and a bearer token
+ * quoted alone (`Bearer eyJ...`): to white space, a quote or a backslash (a JSON text stays JSON).
+ */
+const AUTHORIZATION = /(\b(?:bearer[ \t]+|authorization\\?["']?[ \t]*[:=][ \t]*\\?["']?(?:[\w-]+[ \t]+)?))[^\s"'\\]+/gi;
+
+/**
+ * `NAME=` anywhere (the value is found apart, once the name is known to be a secret's): the name
+ * is matched whole from a word's start, so a long run of letters is read once.
+ */
+const NAME_THEN_EQUALS = /\b(\w+)=/g;
+
+/**
+ * A secret's value after its `=`, quoted: to its closing quote (`'a b'`, `"a b"`, `\"a b\"` in a
+ * JSON text). A backslash and the character after it are taken as one, in a quoted value or not
+ * (the password's own backslash, a JSON escape), but not before a quote or a line break (`\"`,
+ * `\n`): a JSON text stays JSON.
+ */
+const QUOTED_VALUE = /(')(?:[^'\\\n]|\\[^\s"nrt])*|(\\?")(?:[^"\\\n]|\\[^\s"nrt])*/y;
+/** An unquoted value: to white space or a quote (`PIVOT_SIGNING_KEY=a;b&c`). */
+const VARIABLE_VALUE = /(?:[^\s"'\\]|\\[^\s"nrt])*/y;
+/** A query parameter's value ends at the next `&` too (`?sig=...&se=...`, `#access_token=...&token_type=...`). */
+const QUERY_VALUE = /(?:[^\s"'\\&]|\\[^\s"nrt])*/y;
+/** A connection string's value ends at the next `;` too (`Server=db;Password=...;Database=d`). */
+const CONNECTION_VALUE = /(?:[^\s"'\\;]|\\[^\s"nrt])*/y;
+/** Which unquoted value a name takes, by the character before it. */
+const UNQUOTED_VALUE_AFTER: Record<string, RegExp | undefined> = { '?': QUERY_VALUE, '&': QUERY_VALUE, '#': QUERY_VALUE, ';': CONNECTION_VALUE };
+
+/** Masks the value of every `NAME=value` whose name is a secret's (isSecretName). */
+function maskNamedValues(text: string): string {
+  if (!text.includes('=')) return text;
+  let out = '';
+  let done = 0;
+  for (const match of text.matchAll(NAME_THEN_EQUALS)) {
+    // Inside a value masked already, or a name that holds no secret: its value is read on for names (`DB_HOST=db;DB_PASSWORD=...`).
+    if (match.index < done || !isSecretName(match[1]!)) continue;
+    const start = match.index + match[0].length;
+    const { quote, end } = secretValue(text, start, text.charAt(match.index - 1));
+    out += `${text.slice(done, start)}${quote}***`;
+    done = end;
+  }
+  return out + text.slice(done);
+}
+
+/** The quote that opens the value starting at `start` (none: ''), and where the value ends; `before` is the character before its name. */
+function secretValue(text: string, start: number, before: string): { quote: string; end: number } {
+  QUOTED_VALUE.lastIndex = start;
+  const quoted = QUOTED_VALUE.exec(text);
+  if (quoted) return { quote: quoted[1] ?? quoted[2]!, end: QUOTED_VALUE.lastIndex };
+  const unquoted = UNQUOTED_VALUE_AFTER[before] ?? VARIABLE_VALUE;
+  unquoted.lastIndex = start;
+  unquoted.test(text);
+  return { quote: '', end: unquoted.lastIndex };
+}
+
+/**
+ * A JSON field with a string value (`"name":"`, `"name" : "`), however deep the JSON text is
+ * quoted in other JSON strings (`\"name\":\"`, as in a status line): the backslashes before its
+ * quotes say how deep. From a backslash run's start only, so a long run is read once.
+ */
+const JSON_FIELD = /(?<!\\)(\\*)"([^"\\]*)\1"\s*:\s*\1"/g;
+
+/** Masks the value of every JSON field whose name is a secret's (`"access_token":"eyJ..."` becomes `"access_token":"***"`). */
+function maskJsonSecrets(text: string): string {
+  if (!text.includes('"')) return text;
+  let out = '';
+  let done = 0;
+  JSON_FIELD.lastIndex = 0;
+  for (let field = JSON_FIELD.exec(text); field; field = JSON_FIELD.exec(text)) {
+    if (!isSecretName(field[2]!)) continue;
+    const start = field.index + field[0].length;
+    const end = jsonStringEnd(text, start, field[1]!.length);
+    out += `${text.slice(done, start)}***`;
+    done = end;
+    JSON_FIELD.lastIndex = end;
+  }
+  return out + text.slice(done);
+}
+
+/**
+ * Where the content of a JSON string that starts at `from` ends, its quotes preceded by `depth`
+ * backslashes (0 in a JSON text, 1 in a JSON text quoted in a JSON string, 3 one level further).
+ * A quote after a run of backslashes closes it when the run, modulo `2 * depth + 2`, is `depth`
+ * (the closing quote's own backslashes are not content); a run one short of a multiple of `depth
+ * + 1` quotes a quote of the content; any other run ends a string around it (the error cut the
+ * JSON short): the content stops there, as it does at a line break.
+ */
+function jsonStringEnd(text: string, from: number, depth: number): number {
+  let backslashes = 0;
+  for (let i = from; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n') return i;
+    if (c === '"') {
+      if (backslashes % (2 * depth + 2) === depth) return i - depth;
+      if ((backslashes + 1) % (depth + 1) !== 0) return i - backslashes;
+    }
+    backslashes = c === '\\' ? backslashes + 1 : 0;
+  }
+  return text.length;
+}
 
 /**
  * What may follow the `@` that ends a URL's userinfo: a host (or none), a port, then the end of
- * the URL. Sticky: tried at one position of the text.
+ * the URL. Sticky: tried at one position of the text; it never runs past an `@`, a quote or a
+ * line break.
  */
 const AFTER_USERINFO = /(?:\[[0-9A-Fa-f:.]*\]|[\p{L}\p{N}](?:[\p{L}\p{N}._-]*[\p{L}\p{N}])?)?(?::\d*)?(?=$|[\s/?#"'`\\()<>[\]{},;|])/uy;
-
-/**
- * Query parameters whose value is a secret: a SAS signature (`sig=`), a token or password
- * (`token=`, `access_token=`, `refresh_token=`, `password=`, `pass=`, `pwd=`), a client secret or
- * assertion (`clientSecret=`, `client_secret=`, `client_assertion=`). Not `secretEnv=` or
- * `passwordEnv=`, which name an environment variable (the name is what a person needs to see).
- */
-const QUERY_SECRET = /([?&](?:sig|pass|\w*(?:token|secret|password|pwd|assertion))=)[^&\s"']*/gi;
 
 /** A URL's user name, up to the `:` before its password: sticky, tried where the `//` ends. */
 const USER = /[^\s/?#:]*/y;
 
 /**
- * The `\d+` port after a host's `:`, and the path, query or fragment that follows it (`:993/`):
- * sticky, tried where the `:` ends.
+ * `text.search(pattern)` from `from` on (text.length when there is none), for `from`s asked in
+ * increasing order: the answer holds until `from` passes it, so the text is read once in all.
  */
-const PORT_THEN_PATH = /\d+[/?#]/y;
+function forwardSearch(text: string, pattern: RegExp): (from: number) => number {
+  // No match in [searchedFrom, found).
+  let searchedFrom = 0;
+  let found = -1;
+  return (from) => {
+    if (from < searchedFrom || from > found) {
+      pattern.lastIndex = from;
+      found = pattern.exec(text)?.index ?? text.length;
+      searchedFrom = from;
+    }
+    return found;
+  };
+}
 
 /**
  * Masks the password of every `//USER:PASSWORD@HOST` in `text`, whatever the password holds.
@@ -76,13 +195,29 @@ const PORT_THEN_PATH = /\d+[/?#]/y;
  * mailbox named after the sink's description), which a URL cannot hold: nothing is masked. When in
  * doubt (no white space: `imap://a@h:993/?x=b@c` becomes `imap://a@h:***@c`) it masks more than
  * the password, never less.
+ *
+ * Linear time however many `//`, `:` and `@` the text holds: each question below is asked at
+ * positions that never go back (forwardSearch), and the last `@` of a line or a JSON string is
+ * looked for once.
  */
 function maskUserinfoPasswords(text: string): string {
   if (!text.includes('//')) return text;
   // A JSON text (a status line): a value's userinfo never runs on into the next value.
   const json = /^\s*[[{]/.test(text);
-  // No `@` after a `:`, no password: the scan ends there (a text of many `//` and `@` is still read once per `//`).
+  // No `@` after a `:`, no password: the scan ends there.
   const lastAt = text.lastIndexOf('@');
+  const closingQuote = forwardSearch(text, /(?<=(?<!\\)(?:\\\\)*)"/g);
+  const tokenEnd = forwardSearch(text, /\s/g);
+  const nextColon = forwardSearch(text, /:/g);
+  const atInToken = forwardSearch(text, /@/g);
+  const atInLine = forwardSearch(text, /@/g);
+  const nextHostMark = forwardSearch(text, /[@.]/g);
+  const nextDigitEnd = forwardSearch(text, /\D/g);
+  const spaceInPassword = forwardSearch(text, /\s/g);
+  // The last `@` before `atEnd` that a plausible host follows, looked for above `atFloor`: each line or JSON string once.
+  let atEnd = -1;
+  let atFloor = 0;
+  let lastHostAt = -1;
   let lineEnd = -1;
   let out = '';
   let done = 0;
@@ -98,42 +233,30 @@ function maskUserinfoPasswords(text: string): string {
     let colon = USER.lastIndex;
     if (colon > lastAt) break;
     // Not a URL's userinfo, yet a pasted one may be (`imap://CORP/jdoe:pw@host`): a `:` and then an `@` with no white space from the `//` on are masked all the same.
-    if (colon < lineEnd && text[colon] !== ':' && /[/?#]/.test(text[colon]!)) colon = pastedColon(text, colon, lineEnd);
+    if (colon < lineEnd && /[/?#]/.test(text[colon]!)) {
+      const pasted = nextColon(colon);
+      const pastedEnd = tokenEnd(colon);
+      colon = pasted < pastedEnd && atInToken(pasted) < pastedEnd ? pasted : lineEnd;
+    }
     if (colon >= lineEnd || text[colon] !== ':') continue;
-    const end = json ? Math.min(lineEnd, closingQuote(text, from, lineEnd)) : lineEnd;
-    let at = -1;
-    for (let i = text.lastIndexOf('@', end - 1); i > colon; i = text.lastIndexOf('@', i - 1)) {
-      AFTER_USERINFO.lastIndex = i + 1;
-      if (AFTER_USERINFO.test(text) && AFTER_USERINFO.lastIndex <= end) {
-        at = i;
-        break;
+    const end = json ? Math.min(lineEnd, closingQuote(from)) : lineEnd;
+    if (end !== atEnd || colon < atFloor) {
+      atEnd = end;
+      atFloor = colon;
+      lastHostAt = -1;
+      for (let i = atInLine(colon); i < end; i = atInLine(i + 1)) {
+        AFTER_USERINFO.lastIndex = i + 1;
+        if (AFTER_USERINFO.test(text) && AFTER_USERINFO.lastIndex <= end) lastHostAt = i;
       }
     }
+    const at = lastHostAt > colon ? lastHostAt : -1;
     if (at < 0) continue;
-    PORT_THEN_PATH.lastIndex = colon + 1;
+    const portEnd = nextDigitEnd(colon + 1);
     // A port only after a host (`user@host:993/`, `host.example:993/`): `user:2024/Summer Rain@host` is a password.
-    if (PORT_THEN_PATH.test(text) && /[@.]/.test(text.slice(from, colon)) && /\s/.test(text.slice(colon + 1, at))) continue;
+    if (portEnd > colon + 1 && /[/?#]/.test(text.charAt(portEnd)) && nextHostMark(from) < colon && spaceInPassword(colon + 1) < at) continue;
     out += text.slice(done, colon + 1) + '***';
     done = at;
     from = at + 1;
   }
   return out + text.slice(done);
-}
-
-/** The first `:` from `from` on, when an `@` follows it before any white space (else `end`). */
-function pastedColon(text: string, from: number, end: number): number {
-  const space = text.slice(from, end).search(/\s/);
-  const tokenEnd = space < 0 ? end : from + space;
-  const colon = text.indexOf(':', from);
-  return colon >= 0 && colon < tokenEnd && text.lastIndexOf('@', tokenEnd - 1) > colon ? colon : end;
-}
-
-/** The first `"` at or after `from` that a backslash does not escape, or `end`. */
-function closingQuote(text: string, from: number, end: number): number {
-  for (let i = text.indexOf('"', from); i >= 0 && i < end; i = text.indexOf('"', i + 1)) {
-    let slashes = 0;
-    while (text[i - 1 - slashes] === '\\') slashes++;
-    if (slashes % 2 === 0) return i;
-  }
-  return end;
 }
