@@ -167,6 +167,10 @@ export interface RunSummary extends Counters, RunStamp {
   exportsWithoutIndex?: number;
   /** Staging indexes passed over because the `--public-key` key did not sign them. */
   stagingIndexesUntrusted?: number;
+  /** Exports refused whole because their latest staging index could not be read (storage refused it, not an index, over the size limit). */
+  stagingIndexesUnreadable?: number;
+  /** Batches refused as outside where a staging run writes them (misplaced in an export's folder, or in none): part of batchesFailed. */
+  batchesRefused?: number;
   /**
    * An import read to its end: the exports every batch of whose latest staging index is in the
    * sink (this shard's part of it), by this import or an earlier one. `status` needs it to call an

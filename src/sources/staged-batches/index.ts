@@ -1,5 +1,5 @@
 import type { BlobItem, ContainerClient } from '@azure/storage-blob';
-import { ErrorCode, PivotArchiveError, type ErrorCodeValue } from '../../errors.js';
+import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import { redactSecrets } from '../../redact.js';
 import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
@@ -15,8 +15,13 @@ export interface StagedListing {
   gone: string[];
   /** Batches a staging index lists that are not there, marked imported into this sink before they went (their marker outlives them); never with --public-key (a marker is not signed). */
   goneImported: string[];
-  /** Batches in an export folder whose latest staging index does not name them, and why (as which error): not imported by this import. */
-  outside: Map<string, { code: ErrorCodeValue; why: string }>;
+  /**
+   * Batches no finished staging run vouches for, and why (as which error): not imported by this
+   * import (see `OutsideBatch`): in an export folder whose latest (trusted) index does not name
+   * them, nested in an export folder deeper or shallower than a staging run writes batches, in no
+   * export folder at all, or in the folder of an export whose staging index cannot be read.
+   */
+  outside: Map<string, OutsideBatch>;
   /**
    * Batches of `outside` not read because this sink's marker is on them: an earlier import imported
    * them (a version that did not refuse batches no index names, say); they fail all the same.
@@ -36,6 +41,23 @@ export interface StagedListing {
   unindexed: string[];
   /** Staging indexes passed over because the key the import trusts did not sign them, and why. */
   untrusted: { name: string; why: string }[];
+  /** Export folders whose latest staging index cannot be read (storage refuses it, it is no index, it is too large to be one): refused whole. */
+  unreadableIndexes: { exportId: string; name: string; why: string }[];
+}
+
+/** Why a staged batch is not imported (see `StagedListing.outside`). */
+export interface OutsideBatch {
+  code: ErrorCodeValue;
+  why: string;
+  /**
+   * `unnamed`: in an export folder whose latest index does not name it; `misplaced`: inside an
+   * export folder, not at `<folder><file>/<name>.zip` (where a staging run writes its batches);
+   * `stray`: in no export folder under the import's prefix; `refused`: in the folder of an export
+   * whose staging index cannot be read (`unreadableIndexes` says why).
+   */
+  kind: 'unnamed' | 'misplaced' | 'stray' | 'refused';
+  /** The export whose folder it is in, when it is in one. */
+  exportId?: string;
 }
 
 /** What an export folder's latest staging index and its staging-run record say. */
@@ -44,8 +66,10 @@ interface FolderView {
   index?: StagingIndex;
   /** The batches that index names. */
   names: Set<string>;
-  /** Why a batch the index does not name is not imported. */
-  outside: { code: ErrorCodeValue; why: string };
+  /** Why a batch the index does not name is not imported (every batch of the folder, when `unreadable`). */
+  outside: OutsideBatch;
+  /** The folder's latest staging index, when it cannot be read: the folder is refused whole. */
+  unreadable?: { name: string; why: string };
   /** What the staging-run record says against the export being whole, if it does (see `StagingRunSays`). */
   run?: StagingRunSays;
 }
@@ -77,8 +101,18 @@ function stagingRunSays({ name, run, unreadable }: StagingRunRecord, indexes: Re
   return undefined;
 }
 
+/** A blob larger than what it must be (a staging-run record, a staging index): not read into memory. */
+class TooLarge extends Error {}
+
 /** A staging-run record is a line of JSON: anything this large is not one, and is not read into memory. */
 const MAX_STAGING_RUN_BYTES = 64 * 1024;
+
+/**
+ * A staging index names each batch of its export and what it held (about 250 bytes a batch): this
+ * is some 250,000 batches, far more than an export is cut into. An index blob larger than this is
+ * not one (a hostile or broken blob) and is never read into memory: its export is refused.
+ */
+export const MAX_STAGING_INDEX_BYTES = 64 * 1024 * 1024;
 
 /** Whether the key an import trusts signed a staging index's note (see `openSignedText` in src/formats/signed-note). */
 export type IndexTrust = (note: string) => 'verified' | 'failed' | 'unsigned' | 'not checked';
@@ -128,6 +162,11 @@ export class StagedBatches {
    * When the listing leaves the folder, the batches the index lists that are not there go into
    * `found.gone` (or `found.goneImported`, marked imported into this sink before they went). A
    * folder listed by its staging lock alone (nothing staged yet) has a staging run part-way.
+   *
+   * Which export folder a blob is in is told by `exportFolderOf`: everything under an export
+   * folder is that folder's (a batch nested in it at another depth than a staging run writes is
+   * refused, never taken for a batch of a folder of its own), so a folder's blobs are listed
+   * together and it is looked up once. A batch in no export folder is refused (`stray`).
    */
   async *pending(markerKey: string, options: { exportId?: string; again?: boolean }, found: StagedListing): AsyncGenerator<string> {
     const prefix = this.listingPrefix(options.exportId);
@@ -138,10 +177,12 @@ export class StagedBatches {
     let view: FolderView | undefined;
     // The folder's staging lock, while nothing else of the folder has been listed (it sorts after its batches and index, before its staging-run record).
     let lockAlone: BlobItem | undefined;
+    // Directories above the blob being listed, and whether each is an export folder (see `exportFolderOf`).
+    const marks = new Map<string, boolean>();
     const checkFolder = async () => {
       if (folder === undefined) return;
       const looked = view ?? (await this.lookUp(folder, found));
-      const { index, run } = looked;
+      const { index, run, unreadable } = looked;
       const unfinished = (run?.kind === 'part-way' ? run.why : undefined) ?? (lockAlone && lockAloneWhy(lockAlone));
       if (index) {
         found.indexed.set(index.exportId, index.batches);
@@ -157,7 +198,7 @@ export class StagedBatches {
           const record = index.contents?.[name];
           if (record) found.contents.set(name, record);
         }
-      } else if (present.size > 0) {
+      } else if (present.size > 0 && !unreadable) {
         found.unindexed.push(folder);
       }
       if (unfinished) found.unfinished.push({ exportId: exportOfFolder(folder) ?? folder, why: unfinished });
@@ -171,21 +212,39 @@ export class StagedBatches {
         const isBatch = name.endsWith('.zip');
         const own = ownFolderOf(name);
         const lockOf = own === undefined ? lockFolderOf(name) : undefined;
-        const here = own ?? lockOf ?? folder;
-        if (here !== folder) {
+        // A batch, index, staging-run record or lock tells the export folder it is in; anything else (a marker) is the listed folder's.
+        const here = own === undefined && lockOf === undefined ? folder : await this.exportFolderOf(name, isBatch ? undefined : (own ?? lockOf), prefix, marks);
+        if (here === undefined && isBatch) {
+          // In no export folder: no staging run wrote it there, and no index can name it.
+          found.outside.set(name, {
+            code: ErrorCode.STAGING_UNTRUSTED,
+            kind: 'stray',
+            why: `it is in no export's folder (a staging run writes every batch as <prefix>/<exportId>/<file>/<name>.zip, and names it in that folder's staging index): no staging run staged it there`,
+          });
+        } else if (here !== folder) {
           await checkFolder();
           folder = here;
           found.folders++;
           lockAlone = lockOf === undefined ? undefined : blob;
         } else if (own !== undefined) lockAlone = undefined;
-        if (isBatch && folder !== undefined) {
+        if (isBatch && here !== undefined && folder !== undefined) {
           present.add(name);
           // Also for a batch named to sort after the index: looked up before it is yielded.
           if (!view) {
             view = await this.lookUp(folder, found);
             for (const [batch, record] of Object.entries(view.index?.contents ?? {})) found.contents.set(batch, record);
           }
-          if (view.index && !view.names.has(name)) found.outside.set(name, view.outside);
+          const exportId = exportOfFolder(folder) ?? folder;
+          if (view.unreadable) found.outside.set(name, view.outside);
+          else if (folderOfBatch(name) !== folder) {
+            // Directly in the export's folder, or nested deeper in it: not where a staging run writes a batch, whatever index names it.
+            found.outside.set(name, {
+              code: ErrorCode.STAGING_UNTRUSTED,
+              kind: 'misplaced',
+              exportId,
+              why: `it is in the folder of export ${printable(exportId)} (${printable(folder)}) but not where a staging run writes its batches (${printable(folder)}<file>/<name>.zip): no staging run staged it there`,
+            });
+          } else if (view.index && !view.names.has(name)) found.outside.set(name, view.outside);
         }
         // `<batch>.imported-<key>`: this sink's marker (also of a batch that is gone since), or another sink's.
         const at = name.lastIndexOf('.imported-');
@@ -194,7 +253,9 @@ export class StagedBatches {
           if (name === markerName(markedBatch, markerKey)) found.marked.add(markedBatch);
           if (waiting === markedBatch) {
             if (found.marked.has(markedBatch) && !options.again) {
-              if (found.outside.has(markedBatch)) found.outsideMarked.push(markedBatch);
+              // One its export's unreadable index refuses was imported when an index vouched for it: skipped, as imported (the export fails all the same).
+              const outside = found.outside.get(markedBatch);
+              if (outside && outside.kind !== 'refused') found.outsideMarked.push(markedBatch);
               waiting = null;
             }
             continue;
@@ -211,20 +272,73 @@ export class StagedBatches {
     if (waiting) yield waiting;
   }
 
+  /**
+   * The export folder the listed blob `name` is in: the shallowest directory of its name, from
+   * the listing's `prefix` down, that is an export folder by its own marks (a staging index, a
+   * staging-run record or a staging lock directly in it; `ownDir`, the directory of such a blob,
+   * is one). Else, for a batch, the folder its name says (`<folder><file>/<name>.zip`) when that
+   * is under the prefix and of an export folder's shape: a folder without an index (an older
+   * staging), as before; else undefined: the batch is in no export folder.
+   *
+   * So a batch put inside an export folder at another depth (directly in it, or in a folder nested
+   * in it named like another export folder) is that export folder's, and is refused there, never
+   * taken for a batch of an unindexed folder of its own. `marks` caches what was found of the
+   * directories above the blob listed (the listing is in name order: a directory left is never
+   * listed again, so only those above the current blob are kept).
+   */
+  private async exportFolderOf(name: string, ownDir: string | undefined, prefix: string, marks: Map<string, boolean>): Promise<string | undefined> {
+    for (const dir of marks.keys()) if (!name.startsWith(dir)) marks.delete(dir);
+    if (ownDir !== undefined) marks.set(ownDir, true);
+    const last = ownDir ?? name.slice(0, name.lastIndexOf('/') + 1);
+    for (let end = name.indexOf('/', prefix.length > 0 ? prefix.length - 1 : 0); end >= 0 && end < last.length; end = name.indexOf('/', end + 1)) {
+      const dir = name.slice(0, end + 1);
+      let marked = marks.get(dir);
+      if (marked === undefined) {
+        marked = await this.hasOwnMarks(dir);
+        marks.set(dir, marked);
+      }
+      if (marked) return dir;
+    }
+    if (ownDir !== undefined) return ownDir;
+    const named = folderOfBatch(name);
+    return named.length >= prefix.length && exportOfFolder(named) !== undefined ? named : undefined;
+  }
+
+  /** Whether a directory holds a staging index, a staging-run record or a staging lock of its own: it is an export folder. */
+  private async hasOwnMarks(dir: string): Promise<boolean> {
+    for await (const blob of this.container.listBlobsFlat({ prefix: `${dir}index-` })) if (folderOfIndex(blob.name) === dir) return true;
+    for await (const blob of this.container.listBlobsFlat({ prefix: `${dir}staging.` })) if (blob.name === `${dir}${STAGING_RUN}` || blob.name === `${dir}${STAGING_LOCK}`) return true;
+    return false;
+  }
+
   /** An export folder's latest (trusted) index, if it is the folder's own, and what its staging-run record says against the export being whole. */
   private async lookUp(folder: string, found: StagedListing): Promise<FolderView> {
     // The record before the indexes: a staging run writes its index before it marks its record finished naming it,
     // so a finished record read first names an index the listing after it finds, unless it was deleted.
     const record = await this.stagingRunIn(folder);
     const indexes = await this.indexesIn(folder);
-    const latest = await this.latestIndex(indexes, found);
+    const { index: latest, unreadable } = await this.latestIndex(indexes, found);
+    const run = record && stagingRunSays(record, new Set(indexes));
+    if (unreadable) {
+      // What the export holds cannot be told (nor which of its batches a finished staging run vouches for): none of them is imported.
+      const exportId = exportOfFolder(folder) ?? folder;
+      found.unreadableIndexes.push({ exportId, ...unreadable });
+      return {
+        names: new Set(),
+        outside: { code: ErrorCode.ARCHIVE_UNREADABLE, kind: 'refused', exportId, why: `the export's staging index ${unreadable.name} cannot be read (${unreadable.why}): what the export holds cannot be told, so none of its batches is imported` },
+        unreadable,
+        run,
+      };
+    }
     // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
     // The folder is told by its own name, not by the import's prefix (an import from a parent prefix lists folders below it).
     const index = latest && isFolderOf(folder, latest.exportId) ? latest : undefined;
-    const run = record && stagingRunSays(record, new Set(indexes));
-    const outside = run
+    const exportId = exportOfFolder(folder);
+    const outside: OutsideBatch = run
       ? {
           code: ErrorCode.STAGING_INCOMPLETE,
+          kind: 'unnamed',
+          exportId,
           why:
             run.kind === 'part-way'
               ? `the export's latest staging index does not name it, and ${run.why}: it may be that run's, but no finished staging run vouches for it yet`
@@ -232,6 +346,8 @@ export class StagedBatches {
         }
       : {
           code: ErrorCode.STAGING_UNTRUSTED,
+          kind: 'unnamed',
+          exportId,
           why: `the export's latest ${this.trust ? 'signed ' : ''}staging index (written ${index?.writtenAt}) does not name it, and no staging run of the export is under way: no staging run that finished staged it (someone else put it there, or a staging run of a version before this one stopped part-way)`,
         };
     return { index, names: new Set(index?.batches), outside, run };
@@ -254,20 +370,29 @@ export class StagedBatches {
   }
 
   /** The text of a staging-run record; throws the storage's error (404: there is none), or one for a blob too large to be a record. */
-  private async readStagingRun(name: string): Promise<string> {
+  private readStagingRun(name: string): Promise<string> {
+    return this.readSmallBlob(name, MAX_STAGING_RUN_BYTES, 'a staging-run record');
+  }
+
+  /**
+   * The text of a blob that is at most `max` bytes (`what` names what it must be): its size as
+   * storage reports it is held against `max` before any of it is read, and what is read is
+   * counted too (a size not reported). Throws the storage's error, or `TooLarge`.
+   */
+  private async readSmallBlob(name: string, max: number, what: string): Promise<string> {
     const response = await this.container.getBlockBlobClient(name).download();
     const body = response.readableStreamBody;
-    if ((response.contentLength ?? 0) > MAX_STAGING_RUN_BYTES) {
+    if ((response.contentLength ?? 0) > max) {
       body?.destroy();
-      throw new Error(`it is ${response.contentLength} bytes, not a staging-run record (at most ${MAX_STAGING_RUN_BYTES})`);
+      throw new TooLarge(`it is ${response.contentLength} bytes, over the ${max}-byte limit of ${what}`);
     }
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const chunk of body ?? []) {
       size += (chunk as Buffer).length;
-      if (size > MAX_STAGING_RUN_BYTES) {
+      if (size > max) {
         body?.destroy();
-        throw new Error(`it is over ${MAX_STAGING_RUN_BYTES} bytes, not a staging-run record`);
+        throw new TooLarge(`it is over the ${max}-byte limit of ${what}`);
       }
       chunks.push(chunk as Buffer);
     }
@@ -336,13 +461,15 @@ export class StagedBatches {
    * leave out a batch also deleted) is passed over into `found.untrusted`, and the signed one
    * before it still finds the batch gone.
    */
-  private async latestIndex(names: string[], found: StagedListing): Promise<StagingIndex | undefined> {
+  private async latestIndex(names: string[], found: StagedListing): Promise<{ index?: StagingIndex; unreadable?: { name: string; why: string } }> {
     for (const name of [...names].sort().reverse()) {
       let note: string;
       try {
-        note = (await this.container.getBlockBlobClient(name).downloadToBuffer()).toString('utf8');
+        // Held against the limit by the size storage reports, before any of it is read (a hostile blob of gigabytes is never in memory).
+        note = await this.readSmallBlob(name, MAX_STAGING_INDEX_BYTES, 'a staging index');
       } catch (err) {
-        throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging index ${name} cannot be read: ${storageErrorMessage(err)}`);
+        // Its export is refused (what it holds cannot be told), the rest of the import goes on.
+        return { unreadable: { name, why: err instanceof TooLarge ? err.message : storageErrorMessage(err) } };
       }
       const signature = this.trust?.(note);
       if (signature !== undefined && signature !== 'verified') {
@@ -353,16 +480,16 @@ export class StagedBatches {
       try {
         index = parseStagingIndex(note);
       } catch (err) {
-        throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${this.description}: the staging index ${name} cannot be read: ${storageErrorMessage(err)}`);
+        return { unreadable: { name, why: `it is not a staging index (${printable(errorMessage(err))})` } };
       }
       // A signed index is its name's: an older one copied under a newer name (to bring back a smaller batch list) is not.
       if (this.trust && !namedForItsTime(name, index)) {
         found.untrusted.push({ name, why: `its signed time ${index.writtenAt} is not the one its name says (an older index copied under a newer name)` });
         continue;
       }
-      return index;
+      return { index };
     }
-    return undefined;
+    return {};
   }
 
   /**

@@ -32,13 +32,15 @@ export class StagedBatchSource implements Source {
   private itemsStaged = 0;
   private batchesImported = 0;
   private batchesFailed = 0;
+  /** Of `batchesFailed`, the batches refused because no finished staging run vouches for them (`StagedListing.outside`). */
+  private batchesRefused = 0;
   /**
    * Messages staging recorded in batches that failed as a whole, that no `failed` outcome stands
    * for (a batch gone or unreadable, entries missing from its manifest): not imported, and known
    * by count only.
    */
   private itemsStagedNotRead = 0;
-  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexGone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [] };
+  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexGone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [], unreadableIndexes: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -71,6 +73,7 @@ export class StagedBatchSource implements Source {
         batch = await staged.read(name, options.maxItemSize, recorded);
       } catch (err) {
         this.batchesFailed++;
+        if (this.listing.outside.has(name)) this.batchesRefused++;
         this.itemsStagedNotRead += recorded?.items ?? 0;
         const items = recorded ? ` (${recorded.items} message(s) by the staging index)` : '';
         options.logger.error(`staged batch ${name}${items} cannot be imported: ${errorMessage(err)}`);
@@ -87,6 +90,7 @@ export class StagedBatchSource implements Source {
       if (outside) {
         // No index of its export names it: whoever made it, no staging run that finished vouches for what it holds.
         account.problem = `${outside.code}: staged batch ${name} is not imported: ${outside.why}; the whole batch fails, none of its messages is imported`;
+        this.batchesRefused++;
         options.logger.error(account.problem);
       } else if (folderExport !== batch.manifest.exportId) {
         account.problem = `${ErrorCode.STAGING_INCOMPLETE}: staged batch ${name}, in the folder of export ${JSON.stringify(folderExport)}, holds messages of export ${JSON.stringify(batch.manifest.exportId)}; the whole batch fails as ${JSON.stringify(folderExport)}'s, none of its messages is imported (delete the batch, stage ${JSON.stringify(folderExport)} again, then import again)`;
@@ -131,7 +135,7 @@ export class StagedBatchSource implements Source {
     }
     // Nothing staged where the import looks is found before it starts (`checkSomethingStaged`, E_USAGE). Found here, what was
     // there then is gone since (deleted while the import began): not an empty success.
-    if (this.listing.folders === 0) {
+    if (this.listing.folders === 0 && this.listing.outside.size === 0) {
       throw new PivotArchiveError(
         ErrorCode.STAGING_INCOMPLETE,
         `${staged.description}${options.exportId ? ` (export ${options.exportId})` : ''}: what was staged there when this import began is gone (no staged batch, staging index, staging-run record or staging lock is left): nothing of it was imported; find out what removed it`,
@@ -147,7 +151,11 @@ export class StagedBatchSource implements Source {
     for (const { name, why } of untrusted) {
       options.logger.error(`${ErrorCode.STAGING_UNTRUSTED}: the staging index ${name} is not trusted: ${why}; it was passed over (a writer to the container other than the staging run made it)`);
     }
-    const { goneImported, unfinished, indexGone, outside, outsideMarked, marked } = this.listing;
+    const { goneImported, unfinished, indexGone, outside, outsideMarked, marked, unreadableIndexes } = this.listing;
+    // An export whose staging index cannot be read: none of its batches was imported (each failed above, as refused).
+    for (const { exportId, name, why } of unreadableIndexes) {
+      options.logger.error(`${ErrorCode.ARCHIVE_UNREADABLE}: the staging index ${name} of export ${exportId} cannot be read: ${why}; none of the export's batches is imported, and it is not imported whole`);
+    }
     if (goneImported.length > 0) {
       options.logger.info(
         `${goneImported.length} staged batch${goneImported.length > 1 ? 'es' : ''} that the staging index lists ${goneImported.length > 1 ? 'are' : 'is'} gone from staging but ${goneImported.length > 1 ? 'were' : 'was'} imported into this sink before (${goneImported.length > 1 ? 'their' : 'its'} import marker is there): counted as imported (${goneImported.slice(0, 5).join(', ')}${goneImported.length > 5 ? ', ...' : ''})`,
@@ -170,6 +178,7 @@ export class StagedBatchSource implements Source {
     for (const name of outsideMarked) {
       const { code, why } = outside.get(name)!;
       this.batchesFailed++;
+      this.batchesRefused++;
       await options.statusLog.write({ record: 'batch', batch: name, outcome: 'failed', detail: `${code}: staged batch ${name} was imported into this sink by an earlier import (its import marker for this sink is there), but ${why}` });
     }
     if (gone.length > 0) {
@@ -191,9 +200,20 @@ export class StagedBatchSource implements Source {
         `the staging index of ${many ? `${indexGone.length} exports` : `export ${indexGone[0]!.exportId}`} is gone (${indexGone.slice(0, 5).map((g) => g.why).join('; ')}${indexGone.length > 5 ? '; ...' : ''}): what ${many ? 'those exports hold' : 'the export holds'} cannot be told (a batch gone with it would go unseen), batches no index left names are not imported, and no export is reported imported whole by this import; run the staging of ${many ? 'those exports' : 'that export'} again to the end (it stages what is missing and indexes it), then import again`,
       );
     }
-    if (outside.size > 0) {
+    if (unreadableIndexes.length > 0) {
+      const many = unreadableIndexes.length > 1;
+      throw new PivotArchiveError(
+        ErrorCode.ARCHIVE_UNREADABLE,
+        `the staging index of ${many ? `${unreadableIndexes.length} exports` : `export ${unreadableIndexes[0]!.exportId}`} cannot be read (${unreadableIndexes
+          .slice(0, 5)
+          .map((u) => `${u.name}: ${u.why}`)
+          .join('; ')}${many && unreadableIndexes.length > 5 ? '; ...' : ''}): what ${many ? 'those exports hold' : 'the export holds'} cannot be told, so none of ${many ? 'their' : 'its'} batches was imported, and no export is reported imported whole by this import; the other exports' batches were imported. Find out what wrote or spoiled ${many ? 'those indexes' : 'that index'} (or bring ${many ? 'them' : 'it'} back from the Archive tier), or stage ${many ? 'those exports' : 'that export'} again, then import again`,
+      );
+    }
+    if ([...outside.values()].some((o) => o.kind !== 'refused')) {
       // Those this sink's marker is on were imported by an earlier import (also with --again, when this one read them again).
-      const names = [...outside.keys()];
+      // Batches refused as their export's (its index cannot be read) are told of above.
+      const names = [...outside].filter(([, o]) => o.kind !== 'refused').map(([name]) => name);
       const never = names.filter((name) => !marked.has(name));
       const earlier = names.filter((name) => marked.has(name));
       const them = (batches: string[]) => (batches.length > 1 ? 'them' : 'it');
@@ -261,12 +281,19 @@ export class StagedBatchSource implements Source {
 
   /**
    * The exports this import found not whole (a staging run of it part-way, the index its finished
-   * staging run wrote gone, a batch its index lists gone, a batch no finished staging run vouches for): `status` no longer calls them imported
+   * staging run wrote gone, its index unreadable, a batch its index lists gone, a batch no finished staging run vouches for): `status` no longer calls them imported
    * whole on an earlier import's word.
    */
   private exportsNotWhole(): string[] {
-    const { unfinished, indexGone, gone, outside } = this.listing;
-    const exports = [...unfinished.map((u) => u.exportId), ...indexGone.map((g) => g.exportId), ...[...gone, ...outside.keys()].flatMap((batch) => exportOfBatch(batch) ?? [])];
+    const { unfinished, indexGone, gone, outside, unreadableIndexes } = this.listing;
+    const exports = [
+      ...unfinished.map((u) => u.exportId),
+      ...indexGone.map((g) => g.exportId),
+      ...unreadableIndexes.map((u) => u.exportId),
+      ...gone.flatMap((batch) => exportOfBatch(batch) ?? []),
+      // A batch in no export's folder: no export is told by it (and none is reported imported whole by this import).
+      ...[...outside].flatMap(([batch, o]) => o.exportId ?? (o.kind === 'stray' ? [] : (exportOfBatch(batch) ?? []))),
+    ];
     return [...new Set(exports)].sort();
   }
 
@@ -280,6 +307,8 @@ export class StagedBatchSource implements Source {
         itemsStagedNotRead: this.itemsStagedNotRead,
         exportsWithoutIndex: this.listing.unindexed.length,
         stagingIndexesUntrusted: this.listing.untrusted.length,
+        stagingIndexesUnreadable: this.listing.unreadableIndexes.length,
+        batchesRefused: this.batchesRefused,
       },
       exportsImportedWhole: this.exportsImportedWhole(),
       exportsNotWhole: this.exportsNotWhole(),
