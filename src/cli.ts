@@ -447,7 +447,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       (y) =>
         onlyOnce(y, VERIFY_OPTIONS, args)
           .example('$0 verify --state-dir /var/lib/pivot-archive --sink maildir:/srv/mail --public-key ledger.key.pub', '')
-          .epilog('Exit codes: 0 the ledger holds, every message it records is there, unaltered, and no delivery it records failed is undelivered; 1 the ledger records (mailbox, item) pairs that failed and no run delivered since (NOT COMPLETE: not everything is archived); 6 missing, altered or unexpected messages; 7 the ledger fails its chain, a checkpoint or a signature; 2 usage or a store that cannot be read.'),
+          .epilog('Exit codes: 0 the ledger holds, every message it records is there, unaltered, and no delivery it records failed is undelivered; 1 not everything is archived, as status --export says INCOMPLETE: the ledger records (mailbox, item) pairs that failed and no run delivered since, or an export whose runs never settled every item (its archive not read to the end, rejected items not kept) (NOT COMPLETE); 6 missing, altered or unexpected messages; 7 the ledger fails its chain, a checkpoint or a signature; 2 usage or a store that cannot be read.'),
       async (argv) => {
         if (mode !== 'execute') return;
         setExitCode(await verifyCommand(argv));

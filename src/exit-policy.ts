@@ -82,13 +82,16 @@ export function errorExitCode(err: unknown): number {
 
 /**
  * `verify`'s exit code: 7 the ledger fails its checks, else 6 the store does not hold what the
- * ledger records (missing, altered, unexpected), else 1 the ledger records (mailbox, item) pairs
- * failed that no run delivered since (what is there holds, but not all is there: a run's 1, and
- * `status`'s INCOMPLETE), else 0. `ledger` is ledgerExitCode's (0 or 7); `storeHolds` true when
- * the store was not read.
+ * ledger records (missing, altered, unexpected), else 1 when not everything is archived, as
+ * `status --export` says INCOMPLETE: the ledger records (mailbox, item) pairs failed that no run
+ * delivered since (`failedNotDelivered`), or exports whose runs never settled every item for
+ * another cause (`exportsNotComplete`: an archive not read to its end, rejected items not kept;
+ * what is there holds, but not all is there: a run's 1), else 0. `ledger` is ledgerExitCode's (0
+ * or 7); `storeHolds` true when the store was not read. Both counts are of the scope checked
+ * (--export, --since).
  */
-export function verifyExitCode(v: { ledger: number; storeHolds: boolean; failedNotDelivered: number }): number {
+export function verifyExitCode(v: { ledger: number; storeHolds: boolean; failedNotDelivered: number; exportsNotComplete?: number }): number {
   if (v.ledger !== ExitCode.OK) return v.ledger;
   if (!v.storeHolds) return ExitCode.STORE_MISMATCH;
-  return v.failedNotDelivered > 0 ? ExitCode.DELIVERY_FAILED : ExitCode.OK;
+  return v.failedNotDelivered > 0 || (v.exportsNotComplete ?? 0) > 0 ? ExitCode.DELIVERY_FAILED : ExitCode.OK;
 }

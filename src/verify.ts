@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { ExpectedMessages, type Expected } from './expected-messages.js';
 import { resolve } from 'node:path';
-import { ErrorCode, ExitCode, PivotArchiveError } from './errors.js';
+import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { verifyExitCode } from './exit-policy.js';
 import { ledgerExitCode, ledgerTrust, requireLedger, type LedgerCheck } from './ledger/index.js';
 import { checkLedger, ledgerRecords } from './ledger/reader.js';
@@ -16,6 +16,9 @@ import { normalSinkDescription } from './sinks/maildir/config.js';
 import { shardSetProblems } from './ledger/shards.js';
 import { secondOf } from './sinks/held.js';
 import type { HeldMessage } from './sinks/sink.js';
+import { AccountBuilder, type ExportAccount, type LedgerRecordLike } from './ledger/account.js';
+import { MIN_OPEN_FILES, openFileLimit } from './launch.js';
+import { isCode } from './fs-util.js';
 
 export interface VerifyConfig {
   stateDir: string;
@@ -66,6 +69,12 @@ export interface VerifyResult {
    * the store holds. Not zero: verified is not complete (exit 1, as `status` says INCOMPLETE).
    */
   failedNotDelivered: FailedNotDelivered;
+  /**
+   * The exports (of the scope: --export, --since) whose runs never settled every item for a cause
+   * other than failed pairs (those are `failedNotDelivered`'s): `status --export` calls each
+   * INCOMPLETE (for a shard's ledger, its part). Not empty: verified is not complete (exit 1).
+   */
+  notComplete: ExportNotComplete[];
   /** The shard (`K/N`) the state dir belongs to: its ledger answers for that shard's mailboxes only. */
   shard?: string;
   exitCode: number;
@@ -78,6 +87,33 @@ export interface FailedNotDelivered {
   byExport: { exportId: string | null; pairs: number }[];
   /** The first of them in the ledger's order (at most LISTED), each as its latest failure recorded it. */
   listed: { exportId: string | null; mailbox: string; itemId: string; reason?: string; detail?: string; runId: string; at: string }[];
+}
+
+/**
+ * One export that `status --export` calls INCOMPLETE for a cause other than failed pairs, with the
+ * counts its account gives (src/ledger/account.ts) and why, in words (`reasons`).
+ */
+export interface ExportNotComplete {
+  exportId: string;
+  /** The shard (`K/N`) whose part it is, for a shard's ledger. */
+  shard?: string;
+  reasons: string[];
+  /** A run read the export's latest archive to its end (or, only imports, imported it whole). */
+  readToEnd: boolean;
+  /** Items of the archive no run read yet (null: not known, as for a shard's part). */
+  notYetRead: number | null;
+  /** Rejected items the rejects folder could not keep: in no mailbox and no rejects folder. */
+  rejectedNotKept: number;
+  /** Items a plugin failed on in this shard that no later run of it read again. */
+  failedInShards: number;
+  /** Archive entries named like messages files that the latest read passed over. */
+  entriesNotRead: number;
+  /** The account's counters add up. */
+  balanced: boolean;
+  /** (mailbox, item) pairs whose final outcome is failed (those of the scope are in `failedNotDelivered` too). */
+  pairsFailed: number;
+  /** The export's latest run, as its account gives it. */
+  latestRun: { runId: string; command: string; startedAt: string; ended: 'summary' | 'failure' | 'killed'; exitCode?: number; problem?: string } | null;
 }
 
 /** How many failed pairs verify lists by name (all of them: `status --export ID`, `report --csv`). */
@@ -133,6 +169,161 @@ function pairKey(line: { exportId: string | null; mailbox: string | null; itemId
   return `${line.exportId ?? ''}\u0000${line.mailbox}\u0000${line.itemId}`;
 }
 
+/** One export as the ledger's runs left it, in a few fields (no per-item memory): see `Settlement`. */
+interface ExportRuns {
+  /** The sha256 of the archive the latest start record of the export names. */
+  latestSha256?: string;
+  /** The sha256s of the archives a run of the export read to its end (no error, not stopped). */
+  readToEnd: Set<string>;
+  /** Only imports: the latest import summary that names the export lists it imported whole. */
+  importedWhole: boolean;
+  /** `entriesNotRead` of the latest run that read the latest archive to its end. */
+  entriesNotRead: number;
+  /** A run in scope touched it (its start, an outcome, a summary naming it). */
+  inScope: boolean;
+  /** A run in scope recorded an item of it in no mailbox and no rejects folder, or counters that do not add up. */
+  suspect: boolean;
+}
+
+/**
+ * Which exports of the scope `status --export` may call INCOMPLETE for a cause other than failed
+ * pairs, found while the ledger is read once, in a few fields per export: its latest archive not
+ * read to its end by any run (AccountBuilder's rule, the same fields: whatever run read it, before
+ * or after another was stopped), or a run in scope that recorded an item in no mailbox and no
+ * rejects folder (a rejected item not kept; a plugin's failure in a shard), an archive entry it
+ * passed over, or counters that do not add up. Only these candidates (`candidates`) have their
+ * account reconciled (`notComplete`), whose verdict decides: it never says less than `status`.
+ */
+class Settlement {
+  private readonly exports = new Map<string, ExportRuns>();
+  /** By run, the exports it touched (its start's, its outcomes'). */
+  private readonly exportsOf = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly runInScope: (runId: string) => boolean,
+    /** --export: that export only. */
+    private readonly exportId: string | undefined,
+  ) {}
+
+  readonly visit = (line: LedgerLine): void => {
+    if (line.record === 'start') {
+      if (typeof line.exportId !== 'string') return;
+      const e = this.touch(line.runId, line.exportId);
+      if (e && typeof line.sha256 === 'string') e.latestSha256 = line.sha256;
+    } else if (line.record === 'outcome') {
+      if (line.exportId === null) return;
+      const e = this.touch(line.runId, line.exportId);
+      if (e && line.mailbox === null && line.outcome === 'failed' && this.runInScope(line.runId)) e.suspect = true;
+    } else if (line.record === 'summary') {
+      const notWhole = Array.isArray(line.exportsNotWhole) ? line.exportsNotWhole : [];
+      for (const id of notWhole) this.touch(line.runId, id);
+      const clean = !line.error && !line.interrupted;
+      for (const id of this.exportsOf.get(line.runId) ?? []) {
+        const e = this.exports.get(id)!;
+        if (clean && line.source === 'pivot-zip' && typeof line.sha256 === 'string') {
+          e.readToEnd.add(line.sha256);
+          if (line.sha256 === e.latestSha256) e.entriesNotRead = line.entriesNotRead ?? 0;
+        }
+        if (clean && line.source === 'staged-batches' && line.exportsImportedWhole?.includes(id)) e.importedWhole = true;
+        if (notWhole.includes(id)) e.importedWhole = false;
+        if (this.runInScope(line.runId) && (!line.balanced || (line.entriesNotRead ?? 0) > 0)) e.suspect = true;
+      }
+    }
+  };
+
+  /** The exports of the scope that may not be settled (each to be reconciled). */
+  candidates(): string[] {
+    return [...this.exports].filter(([, e]) => e.inScope && (!readWhole(e) || e.entriesNotRead > 0 || e.suspect)).map(([id]) => id);
+  }
+
+  /** Whether the export's latest archive was read to its end (AccountBuilder's `latestRead`). */
+  readToEnd(exportId: string): boolean {
+    const e = this.exports.get(exportId);
+    return e !== undefined && readWhole(e);
+  }
+
+  private touch(runId: string, exportId: string): ExportRuns | undefined {
+    if (this.exportId !== undefined && exportId !== this.exportId) return undefined;
+    let e = this.exports.get(exportId);
+    if (!e) this.exports.set(exportId, (e = { readToEnd: new Set(), importedWhole: false, entriesNotRead: 0, inScope: false, suspect: false }));
+    if (this.runInScope(runId)) e.inScope = true;
+    let ids = this.exportsOf.get(runId);
+    if (!ids) this.exportsOf.set(runId, (ids = new Set()));
+    ids.add(exportId);
+    return e;
+  }
+}
+
+function readWhole(e: ExportRuns): boolean {
+  return e.latestSha256 !== undefined ? e.readToEnd.has(e.latestSha256) : e.importedWhole;
+}
+
+/**
+ * The candidates' accounts, reconciled from the ledger in one more pass (as `status --export`
+ * does, src/ledger/account.ts), and those not complete for a cause other than failed pairs. An
+ * outcome goes to its export's builder alone (it counts for no other); every other record to all.
+ */
+async function notCompleteExports(path: string, settlement: Settlement): Promise<ExportNotComplete[]> {
+  const ids = settlement.candidates();
+  if (ids.length === 0) return [];
+  const builders = new Map(ids.map((id) => [id, new AccountBuilder(id)]));
+  for await (const line of ledgerRecords(path)) {
+    const record = line as unknown as LedgerRecordLike;
+    if (line.record === 'outcome') builders.get(line.exportId ?? '')?.visit(record);
+    else for (const builder of builders.values()) builder.visit(record);
+  }
+  const out: ExportNotComplete[] = [];
+  for (const [id, builder] of builders) {
+    const found = notComplete(builder.result(), settlement.readToEnd(id));
+    if (found) out.push(found);
+  }
+  return out;
+}
+
+/** The account's verdict as `status --export` gives it, less failed pairs: undefined when complete but for them. */
+function notComplete(a: ExportAccount, readToEnd: boolean): ExportNotComplete | undefined {
+  const complete = a.shard ? a.shardComplete === true : a.complete;
+  if (complete) return undefined;
+  const i = a.items;
+  const latest = a.runs.at(-1);
+  const reasons: string[] = [];
+  const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+  if (!readToEnd) {
+    const notYet = i.notYetRead ? `${plural(i.notYetRead, 'item', 'items')} not read yet; ` : '';
+    reasons.push(`its archive was not read to the end (${notYet}${latest ? `its latest run ${latest.runId} ${howItEnded(latest)}` : 'no run of it recorded an end'}): run it again to finish`);
+  }
+  if (i.rejectedNotKept > 0) reasons.push(`${plural(i.rejectedNotKept, 'rejected item', 'rejected items')} could not be kept in the rejects folder: in no mailbox and no rejects folder (a re-run with a rejects folder it can write keeps them)`);
+  if (i.failedInShards) reasons.push(`${plural(i.failedInShards, 'item', 'items')} a plugin failed on in this shard: this shard's copies are in no mailbox and no rejects folder (run the shard again once the plugin works)`);
+  if (i.entriesNotRead) reasons.push(`${plural(i.entriesNotRead, 'archive entry', 'archive entries')} named like a messages file ${i.entriesNotRead === 1 ? 'was' : 'were'} not read: their events are counted nowhere`);
+  if (!a.balanced) reasons.push(`its counters do not add up (status --export ${a.exportId} shows them)`);
+  // Failed pairs alone are `failedNotDelivered`'s (within the scope); a cause not named above is still one.
+  if (reasons.length === 0 && a.pairs.failed > 0) return undefined;
+  if (reasons.length === 0) reasons.push(`status --export ${a.exportId} calls it INCOMPLETE`);
+  return {
+    exportId: a.exportId,
+    ...(a.shard ? { shard: a.shard } : {}),
+    reasons,
+    readToEnd,
+    notYetRead: i.notYetRead ?? null,
+    rejectedNotKept: i.rejectedNotKept,
+    failedInShards: i.failedInShards ?? 0,
+    entriesNotRead: i.entriesNotRead ?? 0,
+    balanced: a.balanced,
+    pairsFailed: a.pairs.failed,
+    latestRun: latest
+      ? { runId: latest.runId, command: latest.command, startedAt: latest.startedAt, ended: latest.ended, ...(latest.exitCode !== undefined ? { exitCode: latest.exitCode } : {}), ...(latest.problem ? { problem: latest.problem } : {}) }
+      : null,
+  };
+}
+
+/** How a run of an account ended, in words. */
+function howItEnded(r: ExportAccount['runs'][number]): string {
+  if (r.ended === 'killed') return 'has no end recorded (killed, or its records could not be written)';
+  const code = r.exitCode !== undefined ? `exit ${r.exitCode}` : 'no exit code';
+  if (r.ended === 'failure') return `failed before delivering (${code})${r.problem ? `: ${cut(r.problem, 200)}` : ''}`;
+  return `ended ${code}${r.problem ? `: ${cut(r.problem, 200)}` : ''}`;
+}
+
 /**
  * `verify` of several state dirs: when one is a shard's, they must be the N shards of one export,
  * each once (as `status` of several state dirs checks them, `shardSetProblems`), or the store is
@@ -160,6 +351,34 @@ export async function checkShardSet(dirs: string[], cwd = process.cwd()): Promis
  * messages of ours the ledger does not know are listed too when the whole ledger is checked.
  */
 export async function verify(config: VerifyConfig, logger: Logger, cwd = process.cwd()): Promise<VerifyResult> {
+  checkOpenFileLimit();
+  try {
+    return await verifyWithin(config, logger, cwd);
+  } catch (err) {
+    // Out of descriptors all the same (other processes' share of the system's table, ENFILE): a limit of this host, not a bug (70).
+    if (err instanceof PivotArchiveError || !(isCode(err, 'EMFILE') || isCode(err, 'ENFILE'))) throw err;
+    const limit = openFileLimit();
+    throw new PivotArchiveError(
+      ErrorCode.OPEN_FILE_LIMIT,
+      `verify ran out of open files (${errorMessage(err)})${limit === undefined ? '' : ` under an open-file limit (ulimit -n) of ${limit}`}: nothing is known of what was not checked yet; raise the limit (ulimit -n 1024 in the shell or crontab line, LimitNOFILE=1024 in a systemd unit), then verify again`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * verify under a soft open-file limit below MIN_OPEN_FILES is refused before it reads anything
+ * (E_OPEN_FILE_LIMIT, exit 2), as a run is (src/cli.ts): from it up, it keeps within the limit.
+ */
+function checkOpenFileLimit(limit = openFileLimit()): void {
+  if (limit === undefined || limit >= MIN_OPEN_FILES) return;
+  throw new PivotArchiveError(
+    ErrorCode.OPEN_FILE_LIMIT,
+    `the open-file limit (ulimit -n) is ${limit}, too low to verify: pivot-archive needs at least ${MIN_OPEN_FILES} open files (1024 or more for a large store); raise it (ulimit -n 1024 in the shell or crontab line, LimitNOFILE=1024 in a systemd unit), then verify again. Nothing was checked`,
+  );
+}
+
+async function verifyWithin(config: VerifyConfig, logger: Logger, cwd: string): Promise<VerifyResult> {
   const state = new StateDir(resolve(cwd, config.stateDir));
   const since = config.since === undefined ? undefined : Date.parse(config.since);
   if (since !== undefined && Number.isNaN(since)) throw new PivotArchiveError(ErrorCode.USAGE, `--since ${JSON.stringify(config.since)} is not a date such as 2026-11-23 or 2026-11-23T02:00:00Z`);
@@ -179,6 +398,8 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     const storeOf = new Map<string, string>();
     // Pairs recorded failed: whatever --sink (or none) is given, they are in no mailbox.
     const failed = new FailedPairs((line) => (since === undefined || scope.runs.has(line.runId)) && (config.exportId === undefined || line.exportId === config.exportId));
+    // Exports whose runs may not have settled every item (an archive not read to its end, rejects not kept).
+    const settlement = new Settlement((runId) => since === undefined || scope.runs.has(runId), config.exportId);
     const ledger = await checkLedger(state.ledgerPath, trust, (line) => {
       failed.visit(line);
       if (line.record === 'checkpoint') scope.unsealed = 0;
@@ -187,6 +408,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
         storeOf.set(line.runId, normalSinkDescription(line.sink));
         if (since === undefined || Date.parse(line.at) >= since) scope.runs.add(line.runId);
       }
+      settlement.visit(line);
       if (line.record !== 'outcome') return;
       const inScope = (since === undefined || scope.runs.has(line.runId)) && (config.exportId === undefined || line.exportId === config.exportId);
       if (inScope) {
@@ -218,7 +440,9 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
     const shardOwner = await state.shard();
     const ofShard = shardOwner === undefined ? {} : { shard: shardOwner };
     const failedNotDelivered = await failed.settle(state.ledgerPath);
-    if (!reader || !expected) return { ledger, failedNotDelivered, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: true, failedNotDelivered: failedNotDelivered.pairs }) };
+    const notComplete = await notCompleteExports(state.ledgerPath, settlement);
+    const settled = { failedNotDelivered: failedNotDelivered.pairs, exportsNotComplete: notComplete.length };
+    if (!reader || !expected) return { ledger, failedNotDelivered, notComplete, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: true, ...settled }) };
     // Runs into other sinks only (a mistyped root, a moved mount point, the IMAP server of a Maildir
     // ledger): nothing here could be checked, which must not pass for a store that holds it all.
     const notChecked = [...otherSinks].map(([sink, outcomes]) => ({ sink: visible(sink), outcomes }));
@@ -354,7 +578,7 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       result.intact += kept.size;
     }
     const storeOk = result.missing.length === 0 && result.altered.length === 0 && (result.unexpected?.length ?? 0) === 0;
-    return { ledger, store: result, failedNotDelivered, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: storeOk, failedNotDelivered: failedNotDelivered.pairs }) };
+    return { ledger, store: result, failedNotDelivered, notComplete, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: storeOk, ...settled }) };
   } finally {
     expected?.dispose();
   }
@@ -414,22 +638,27 @@ export function formatVerify(r: VerifyResult): string {
     for (const p of f.listed) lines.push(`  NOT DELIVERED ${p.mailbox} item ${p.itemId} (export ${p.exportId ?? '(none)'}; failed in run ${p.runId} at ${p.at}${p.reason ? `, ${p.reason}` : ''})${p.detail ? `: ${cut(p.detail, 300)}` : ''}`);
     if (f.pairs > f.listed.length) lines.push(`  ... and ${f.pairs - f.listed.length} more (status --export ID lists them, report --csv too)`);
   }
+  // Exports whose runs never settled every item for another cause (status --export: INCOMPLETE).
+  const n = r.notComplete;
+  for (const e of n) lines.push(`NOT COMPLETE export ${e.exportId}${e.shard ? ` (shard ${e.shard}'s part)` : ''}: ${e.reasons.join('; ')}`);
+  const exportsNotComplete = `the runs of ${n.length === 1 ? `export ${n[0]!.exportId}` : `${n.length} exports (${n.map((e) => e.exportId).join(', ')})`} never settled every item (see NOT COMPLETE export above)`;
   const partly = s !== undefined && s.notChecked.length > 0;
   const holds = !s
     ? 'the ledger holds (the store was not read: give --sink to check it)'
     : partly
       ? `the ledger holds, and everything it records of runs into ${s.sink} is there, unaltered; what it records of runs into other sinks was NOT checked (see above)`
-      : f.pairs > 0
+      : f.pairs > 0 || n.length > 0
         ? 'the ledger holds, and every message it records as delivered or present is there, unaltered'
         : 'the ledger holds, and everything it records is there, unaltered';
   const sameVersion = s && s.intactByVersion.length > 0 ? ` (${s.intactByVersion.length} as the same version in another export's copy: unaltered but for X-Pivot-Export-Id, see SAME VERSION above)` : '';
   const ofShard = r.shard && s ? ` (shard ${r.shard}'s mailboxes only: verify every shard's --state-dir at once for the whole store)` : '';
-  const failedToo = f.pairs > 0 ? `; and ${failedPairs} recorded failed were never delivered (see NOT DELIVERED above)` : '';
+  const notArchived = [...(f.pairs > 0 ? [`${failedPairs} it records as failed were never delivered (see NOT DELIVERED above)`] : []), ...(n.length > 0 ? [exportsNotComplete] : [])];
+  const failedToo = [...(f.pairs > 0 ? [`; and ${failedPairs} recorded failed were never delivered (see NOT DELIVERED above)`] : []), ...(n.length > 0 ? [`; and ${exportsNotComplete}`] : [])].join('');
   lines.push(
     r.exitCode === ExitCode.OK
       ? `${partly ? 'verified in part' : 'verified'}: ${holds}${sameVersion}${ofShard}`
       : r.exitCode === ExitCode.DELIVERY_FAILED
-        ? `NOT COMPLETE: ${holds}${sameVersion}; but ${failedPairs} it records as failed were never delivered (see NOT DELIVERED above): verified is not complete, not everything is archived (exit 1)${ofShard}`
+        ? `NOT COMPLETE: ${holds}${sameVersion}; but ${notArchived.join('; and ')}: verified is not complete, not everything is archived (exit 1)${ofShard}`
         : r.exitCode === ExitCode.LEDGER_BROKEN
           ? `FAILED: the ledger does not hold (exit 7)${failedToo}`
           : `FAILED: the store does not hold what the ledger records (exit 6)${failedToo}`,

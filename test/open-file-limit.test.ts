@@ -73,7 +73,6 @@ test('under ulimit -n 64 (modules read one at a time) a run delivers everything,
   const summary = JSON.parse(r.stdout) as { delivered: number; failed: number; itemsAvailableForImport: number };
   t.is(summary.failed, 0);
   t.is(summary.delivered, summary.itemsAvailableForImport);
-  // (verify is read under the usual limit: its reader of a Maildir store does not yet keep within one this low.)
-  const verified = await cli(['verify', '--state-dir', state, '--sink', `maildir:${mail}`]);
+  const verified = await cliLimited(MIN_OPEN_FILES, ['verify', '--state-dir', state, '--sink', `maildir:${mail}`]);
   t.is(verified.code, 0, verified.stdout + verified.stderr.slice(0, 2000));
 });

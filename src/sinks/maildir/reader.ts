@@ -11,9 +11,10 @@ import { isCode } from '../../fs-util.js';
 import { mailboxFolder, mailboxOfFolderName, maildirBaseName, SUFFIX } from './index.js';
 import { OURS, ourFiles } from './listing.js';
 import { isNotRegularFile, openRegular } from './regular-file.js';
+import { descriptorBudget, openFileLimit } from './descriptors.js';
 
-/** Files read at once: enough to keep a disk (or the page cache) busy, few enough for the descriptors. */
-const READS_AT_ONCE = 64;
+/** Files read at once: enough to keep a disk (or the page cache) busy, few enough for the descriptors (under a low `ulimit -n`, the sink's share of them: descriptors.ts). */
+const READS_AT_ONCE = Math.min(64, descriptorBudget(openFileLimit(), 1).reads);
 /** Read size when hashing a file; also what is read of a file to learn its Message-ID. */
 const CHUNK = 64 * 1024;
 
