@@ -57,7 +57,8 @@ export interface OpenedJob extends Pick<PipelineOptions, 'plugins' | 'fanOut' | 
   started?: Pick<StartRecord, 'exportId' | 'tenant' | 'eventsInArchive' | 'from'>;
   rejects?: RejectsFolder;
   /** After the chain: e.g. the checkpoint removed once the archive completed. */
-  finish?(summary: RunSummary): Promise<void>;
+  /** After the chain; `storageLost`: what the sink stored may be gone (the next run must read the export from the start). */
+  finish?(summary: RunSummary, storageLost: boolean): Promise<void>;
 }
 
 /** What `open` may use and register. */
@@ -165,8 +166,11 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
         progress: options.progress,
         progressEveryMs: options.progressEveryMs,
       });
+      // A folder removed after its mailbox's last write: no write was left to find it.
+      const lost = await sink.lostSinceWritten?.();
+      if (lost) summary.error ??= { code: ErrorCode.SINK_WRITE, message: lost };
       // After deliveries an error here (a full disk) is the summary's, so the run exits 1, not 2.
-      await opened.finish?.(summary).catch((err: unknown) => {
+      await opened.finish?.(summary, lost !== undefined).catch((err: unknown) => {
         summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
       });
       // Messages files not read leave the export's events counted nowhere: not settled either.

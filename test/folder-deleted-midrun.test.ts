@@ -204,3 +204,80 @@ test.serial('maildir: folders removed in the middle of a run (the folder, the wh
   const replaced = ways.filter((w) => w.endsWith('made again')).map((w) => w.split(':')[0]);
   t.true(r.firstLog.some((l) => l.outcome === 'failed' && /was removed during the run/.test(String(l.detail)) && replaced.includes(mailboxFolderName(String(l.mailbox)))), 'a failure names a folder made again');
 });
+
+test.serial('maildir: only the tmp/ of folders removed in the middle of a run (a cleaner took the empty directories; cur/ and every message stay) is no folder removed: tmp/ is made again, the run delivers everything, exit 0', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 400, seed: 44 });
+  const root = join(dir, 'mail');
+  const gate = join(dir, 'gate');
+  const plugin = join(dir, 'gate.mjs');
+  await writeFile(plugin, gatePlugin(GATE_AT, gate));
+  let ended = false;
+  const running = cli(['run', archive, '--all-domains', '--sink', `maildir:${root}?concurrency=50`, '--status-log', join(dir, 'run.jsonl'), '--rejects', join(dir, 'rejects'), '--max-rejected', '100%', '--plugin', plugin, '--json']).finally(() => (ended = true));
+  await untilReady(async () => delivered(await readFile(join(dir, 'run.jsonl'), 'utf8').catch(() => '')) >= DELIVERED_BEFORE, () => ended, `${DELIVERED_BEFORE} deliveries`);
+  let removed = 0;
+  for (const home of (await readdir(root)).filter((name) => !name.startsWith('.'))) {
+    // Empty between groups (the run waits at the gate): removed as a directory, as `rmdir` would.
+    await rm(join(root, home, '.INBOX.Pivot', 'tmp'), { recursive: true, force: true });
+    removed++;
+  }
+  t.true(removed > 0);
+  await writeFile(gate, '');
+  const run = await running;
+  t.is(run.code, 0, run.stderr.slice(0, 3000));
+  const summary = JSON.parse(run.stdout) as { delivered: number; failed: number; itemsAvailableForImport: number };
+  t.is(summary.failed, 0);
+  t.is(summary.delivered, summary.itemsAvailableForImport);
+  t.notRegex(run.stderr, /removed during the run/);
+});
+
+test.serial('maildir: folders removed after their mailbox\'s last write, while the run still goes on, fail the run at its end as storage lost (exit 1, no checkpoint; verify exit 6); the re-run delivers them again, verify finds every one', async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  // Many mailboxes, few events each: many get nothing near the end.
+  await generateSample(archive, { events: 300, seed: 45, users: 60 });
+  const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
+  // A first pass elsewhere says which item reaches the plugins last, and where its copies go.
+  const counter = join(dir, 'count.mjs');
+  const lastSeen = join(dir, 'last-seen');
+  await writeFile(counter, `import { writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'count', version: '1.0.0', hostApi: '^1.0.0', transform(item) { writeFileSync(${JSON.stringify(lastSeen)}, ++n + ' ' + item.id); return item; } };\n`);
+  const scout = await cli(['run', archive, '--sink', `maildir:${join(dir, 'scout')}`, '--status-log', join(dir, 'scout.jsonl'), '--plugin', counter, ...common]);
+  t.is(scout.code, 0, scout.stderr.slice(0, 2000));
+  const [calls, lastItem] = (await readFile(lastSeen, 'utf8')).split(' ') as [string, string];
+  const scouted = (await readStatusLog(join(dir, 'scout.jsonl'))).lines.filter((l) => l.outcome === 'delivered');
+  const lastMailboxes = new Set(scouted.filter((l) => l.itemId === lastItem).map((l) => mailboxFolderName(String(l.mailbox))));
+  // Held at the last item, the run records every other delivery.
+  const before = scouted.length - scouted.filter((l) => l.itemId === lastItem).length;
+  const gate = join(dir, 'gate');
+  const plugin = join(dir, 'gate.mjs');
+  await writeFile(plugin, `import { existsSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'gate', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { if (++n === ${calls}) while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); return item; } };\n`);
+  const root = join(dir, 'mail');
+  const state = join(dir, 'state');
+  const run = (log: string) => cli(['run', archive, '--sink', `maildir:${root}`, '--state-dir', state, '--status-log', join(dir, log), '--plugin', plugin, ...common]);
+  let ended = false;
+  const running = run('first.jsonl').finally(() => (ended = true));
+  await untilReady(async () => delivered(await readFile(join(dir, 'first.jsonl'), 'utf8').catch(() => '')) >= before, () => ended, `${before} deliveries`);
+  const removed = (await readdir(root)).filter((home) => !home.startsWith('.') && !lastMailboxes.has(home));
+  t.true(removed.length > 0);
+  for (const home of removed) await rm(join(root, home, '.INBOX.Pivot'), { recursive: true, force: true });
+  await writeFile(gate, '');
+  const first = await running;
+  t.is(first.code, 1, first.stderr.slice(0, 2000));
+  t.regex(first.stderr, /removed during the run, after their last write/);
+  const firstLog = (await readStatusLog(join(dir, 'first.jsonl'))).lines;
+  t.false(firstLog.some((l) => l.outcome === 'failed'), 'no write found the removal: the end of the run did');
+  t.deepEqual(await readdir(join(state, 'checkpoints')).catch(() => []), [], 'no checkpoint: the re-run reads the export from the start');
+  const exportId = String(firstLog.find((l) => l.exportId)!.exportId);
+  // (status still reads the ledger's outcomes as delivered here: verify is what finds the messages gone, exit 6.)
+  t.is((await cli(['verify', '--state-dir', state, '--sink', `maildir:${root}`])).code, 6);
+  const second = await run('second.jsonl');
+  t.is(second.code, 0, second.stderr.slice(0, 2000));
+  const secondLog = (await readStatusLog(join(dir, 'second.jsonl'))).lines;
+  t.true(secondLog.filter((l) => l.outcome === 'delivered').length >= removed.length, 'the removed folders\' items delivered again');
+  const verified = await cli(['verify', '--state-dir', state, '--sink', `maildir:${root}`]);
+  t.is(verified.code, 0, verified.stdout.slice(0, 2000) + verified.stderr);
+  t.regex((await cli(['status', '--state-dir', state, '--export', exportId])).stdout.split('\n')[0]!, COMPLETE);
+});

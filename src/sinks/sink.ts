@@ -104,6 +104,12 @@ export interface Sink {
    * part-way for the whole export.
    */
   exportSettled?(exportId: string): void;
+  /**
+   * Asked once after the last write, before `close()`: why what the sink stored or found this run
+   * may be gone since its mailbox's last write (its folder removed: no later write was there to
+   * find it), or undefined. The run then fails as storage lost does (no checkpoint left).
+   */
+  lostSinceWritten?(): Promise<string | undefined>;
   open(): Promise<void>;
   write(delivery: Delivery): Promise<Stored>;
   close(): Promise<void>;

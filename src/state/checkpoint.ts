@@ -111,10 +111,11 @@ export class Checkpoint implements PluginSplits {
     }
   }
 
-  /** After the run: removed when the whole archive settled cleanly, else saved for the next run. */
-  async finish(complete: boolean): Promise<void> {
+  /** After the run: removed when the whole archive settled cleanly, or when what the sink stored may be lost (`storageLost`), else saved for the next run. */
+  async finish(complete: boolean, storageLost = false): Promise<void> {
     await this.saving;
-    if (complete) await unlink(this.path).catch(() => undefined);
+    if (storageLost) this.removed = true;
+    if (complete || storageLost) await unlink(this.path).catch(() => undefined);
     else if (this.failed === undefined && !this.removed) await this.save();
     if (this.notRemoved !== undefined) {
       throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} could not be removed after a storage fault (${errorMessage(this.notRemoved)}): remove it by hand before the re-run, so that it reads the archive from the start`, { cause: this.notRemoved });

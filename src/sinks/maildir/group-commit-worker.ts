@@ -97,7 +97,10 @@ function folderLostReason(folder: string, identity: number | undefined): string 
   try {
     now = directoryIdentity(statSync(join(folder, 'cur'), { bigint: true }));
   } catch (err) {
-    return `${folder}/cur cannot be found any more (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+    const code = (err as NodeJS.ErrnoException).code;
+    // Only a path that is gone says the folder went; any other error (EACCES: a mode changed) fails the write as itself.
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
+    return `${folder}/cur cannot be found any more (${code})`;
   }
   return now === identity ? undefined : `${folder}/cur is another directory than the one this run prepared (made again at that path)`;
 }
@@ -228,11 +231,18 @@ function groupCommit({ port, group }: WorkerSetup): void {
     }
     const dirs = new Map<string, unknown>();
     // Per folder and identity, once a group: whether its `cur/` is still the one the sink prepared.
-    const lost = new Map<string, string | undefined>();
+    const lost = new Map<string, string | Error | undefined>();
     const answered = (p: (typeof published)[number]): OpAnswer => {
       const key = `${p.identity ?? ''} ${p.folder}`;
-      if (!lost.has(key)) lost.set(key, folderLostReason(p.folder, p.identity));
+      if (!lost.has(key)) {
+        try {
+          lost.set(key, folderLostReason(p.folder, p.identity));
+        } catch (err) {
+          lost.set(key, err as Error);
+        }
+      }
       const reason = lost.get(key);
+      if (reason instanceof Error) return answerOf(p.id, reason);
       return reason === undefined ? { id: p.id } : { id: p.id, error: { message: `the folder was removed during the run: ${reason}`, code: 'EFOLDERLOST', folderLost: true } };
     };
     for (const p of published) {

@@ -22,6 +22,9 @@ import { isNotRegularFile, openRegular } from './regular-file.js';
 import { directoryIdentity, folderLost } from './folder-identity.js';
 import { SHORTAGE_PATIENCE_MS, descriptorBudget, descriptorShortage, openFileLimit, shortageDelay, type DescriptorBudget } from './descriptors.js';
 
+/** Folders looked at once by `lostSinceWritten` (one stat each). */
+const LOST_CHECKS_AT_ONCE = 32;
+
 /** What every mailbox is: an address, something on both sides of an `@`. */
 const ADDRESS = /.@./s;
 
@@ -514,6 +517,9 @@ export class MaildirSink extends LifecycleSink implements Sink {
       if (!isCode(err, 'EEXIST')) throw err;
     }
     // Which `cur/` the listing is of: taken before it, so a folder replaced meanwhile fails its first publication rather than pass for the one listed.
+    // A no-op chown first: on overlayfs a `cur/` of the lower layer (an image's) is copied up at its first change, with a
+    // new birth time, and the run's first link into it then read as the folder made again (review of 2026-12-01).
+    await chown(join(path, 'cur'), -1, -1).catch(() => undefined);
     const info = await stat(join(path, 'cur'), { bigint: true });
     const [listing] = await Promise.all([listOurs(path, new Set([day]), { neighbours: true, made: made === 2 }), removeStaleTemporaries(join(path, 'tmp'))]);
     return { path, location, place: { folder: path, dev: Number(info.dev), identity: directoryIdentity(info) }, listing };
@@ -723,7 +729,48 @@ export class MaildirSink extends LifecycleSink implements Sink {
     try {
       return await this.storeIn(folder, delivery, again);
     } catch (err) {
-      throw (await this.lostFolder(delivery.mailbox, folder, err)) ?? err;
+      if (!isCode(err, 'ENOENT') || !(await this.tmpThere(folder))) throw (await this.lostFolder(delivery.mailbox, folder, err)) ?? err;
+      // `cur/` the one prepared, `tmp/` there (made again if a cleaner took the empty directory): nothing of ours went; tried once more.
+      try {
+        return await this.storeIn(folder, delivery, true);
+      } catch (again) {
+        throw (await this.lostFolder(delivery.mailbox, folder, again)) ?? again;
+      }
+    }
+  }
+
+  /**
+   * The folders this run prepared whose `cur/` is gone or another directory now: removed after
+   * their mailbox's last write (a write after it fails as storage lost, see `lostFolder`). One
+   * stat a mailbox, a few at once.
+   */
+  async lostSinceWritten(): Promise<string | undefined> {
+    const gone: string[] = [];
+    const mailboxes = [...this.identities.keys()];
+    for (let i = 0; i < mailboxes.length; i += LOST_CHECKS_AT_ONCE) {
+      await Promise.all(
+        mailboxes.slice(i, i + LOST_CHECKS_AT_ONCE).map(async (mailbox) => {
+          const cur = join(this.pivotFolder(mailbox).path, 'cur');
+          try {
+            if (directoryIdentity(await stat(cur, { bigint: true })) !== this.identities.get(mailbox)) gone.push(cur);
+          } catch (err) {
+            if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) gone.push(cur);
+          }
+        }),
+      );
+    }
+    if (gone.length === 0) return undefined;
+    return `maildir: ${gone.length} folder(s) this run wrote to or found items in were removed during the run, after their last write (${gone.slice(0, 3).join(', ')}${gone.length > 3 ? ', ...' : ''}): what was stored there went with them; the next run reads the export from the start (no checkpoint) and delivers again what the folders, made anew, do not hold`;
+  }
+
+  /** Whether the folder's `cur/` is the directory prepared and its `tmp/` is there, made again if it was gone. */
+  private async tmpThere(folder: Folder): Promise<boolean> {
+    try {
+      if (directoryIdentity(await stat(join(folder.path, 'cur'), { bigint: true })) !== folder.place.identity) return false;
+      await this.makeDir(join(folder.path, 'tmp'));
+      return true;
+    } catch {
+      return false;
     }
   }
 
