@@ -67,6 +67,31 @@ withServer('Dovecot (IMAP folder)', DOVECOT_BINARY ? undefined : dovecotMissingM
   });
   const spec = (folder: string, extra = '') => `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${encodeURIComponent(folder)}${extra}`;
 
+  test('imap folder: INBOX is named in any case (RFC 3501): a run with folder=Inbox/X makes INBOX/X; runs with INBOX/X and inbox/X skip every item there, exit 0; one folder', async (t) => {
+    const dir = await tempDir(t);
+    const mailbox = mailboxes[0]!;
+    const folders = async () => {
+      const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.port, secure: false, auth: { user: `${mailbox}*${ADMIN}`, pass: ADMIN_PASSWORD }, doSTARTTLS: false, logger: false });
+      await client.connect();
+      try {
+        return (await client.list()).map((m) => m.path).sort();
+      } finally {
+        await client.logout();
+      }
+    };
+    const first = await cli(['run', archive, '--sink', spec('Inbox/CaseTest'), '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--json'], { env });
+    t.is(first.code, 0, first.stderr.slice(0, 2000));
+    const again = await cli(['run', archive, '--sink', spec('INBOX/CaseTest'), '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--json'], { env });
+    t.is(again.code, 0, again.stderr.slice(0, 2000));
+    const summary = JSON.parse(again.stdout) as { delivered: number; skipped: number; failed: number };
+    t.is(summary.delivered, 0);
+    t.true(summary.skipped > 0);
+    const third = await cli(['run', archive, '--sink', spec('inbox/CaseTest'), '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--json'], { env });
+    t.is(third.code, 0, third.stderr.slice(0, 2000));
+    t.is((JSON.parse(third.stdout) as { delivered: number }).delivered, 0);
+    t.deepEqual((await folders()).filter((p) => /casetest/i.test(p)), ['INBOX/CaseTest']);
+  });
+
   test('imap folder: run with a folder with an empty part exits 2 (E_SINK_CONFIG) at once, nothing sent', async (t) => {
     const dir = await tempDir(t);
     for (const [folder] of EMPTY_PARTS.slice(0, 3)) {
