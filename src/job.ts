@@ -166,11 +166,8 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
         progress: options.progress,
         progressEveryMs: options.progressEveryMs,
       });
-      // A folder removed after its mailbox's last write: no write was left to find it.
-      const lost = await sink.lostSinceWritten?.();
-      if (lost) summary.error ??= { code: ErrorCode.SINK_WRITE, message: lost };
       // After deliveries an error here (a full disk) is the summary's, so the run exits 1, not 2.
-      await opened.finish?.(summary, lost !== undefined).catch((err: unknown) => {
+      await opened.finish?.(summary, summary.storageLost === true).catch((err: unknown) => {
         summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
       });
       // Messages files not read leave the export's events counted nowhere: not settled either.

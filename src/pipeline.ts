@@ -1,5 +1,5 @@
 import _ from 'highland';
-import { PivotArchiveError } from './errors.js';
+import { ErrorCode, PivotArchiveError } from './errors.js';
 import type { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
 import type { Sink } from './sinks/sink.js';
@@ -82,14 +82,16 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   await settler.idle();
   // A halt (a sink refusing its own spec) or a fault outside the chain (a promise nobody handled) stops reading as SIGTERM does, and is the run's error.
   const stopped = halt.signal.aborted ? halt.signal.reason : o.stop?.reason;
-  const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined);
+  // A folder removed after its mailbox's last write: no write was left to find it, the sink looks once (see Sink.lostSinceWritten).
+  const lost = await o.sink.lostSinceWritten?.();
+  const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined) ?? (lost ? { code: ErrorCode.SINK_WRITE, message: lost } : undefined);
   clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);
   o.stop?.removeEventListener('abort', atStop);
   const failedOnStop = o.stop?.aborted ? recorder.progress(source).failed - failedAtStop : 0;
   const interrupted = !error && (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0);
-  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0 });
+  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0, storageLost: lost !== undefined });
 }
 
 /** Runs the chain to its end; what stopped it, if anything, as the summary states it. */

@@ -167,6 +167,8 @@ export interface RunSummary extends Counters, RunStamp {
   exportsWithoutIndex?: number;
   /** Staging indexes passed over because the `--public-key` key did not sign them. */
   stagingIndexesUntrusted?: number;
+  /** The sink found, after the last write, storage it wrote to gone (see Sink.lostSinceWritten): the checkpoint is dropped. */
+  storageLost?: boolean;
   /** Exports refused whole because their latest staging index could not be read (storage refused it, not an index, over the size limit). */
   stagingIndexesUnreadable?: number;
   /** Batches refused as outside where a staging run writes them (misplaced in an export's folder, or in none): part of batchesFailed. */

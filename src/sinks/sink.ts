@@ -105,7 +105,7 @@ export interface Sink {
    */
   exportSettled?(exportId: string): void;
   /**
-   * Asked once after the last write, before `close()`: why what the sink stored or found this run
+   * Asked once after the last write, before the summary: why what the sink stored or found this run
    * may be gone since its mailbox's last write (its folder removed: no later write was there to
    * find it), or undefined. The run then fails as storage lost does (no checkpoint left).
    */
