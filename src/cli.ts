@@ -201,6 +201,7 @@ async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: st
     return worst;
   }
   return withLoggerAndSignals({ level: 'warn', json: argv.json ?? false }, async (logger) => {
+    checkOpenFileLimit('verify');
     const { verify, formatVerify } = await import('./verify.js');
     const result = await verify(
       {
@@ -526,7 +527,7 @@ async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Rec
   try {
     const config = await resolveConfig(command, flags, process.env);
     await checkRecordPaths(config, process.cwd());
-    checkOpenFileLimit();
+    checkOpenFileLimit('run');
     if (config.logFile) await (await import('./logger.js')).checkLogFile(config.logFile);
     return config as C extends 'run' ? RunConfig : ImportConfig;
   } catch (err) {
@@ -537,16 +538,24 @@ async function configOrRecord<C extends 'run' | 'import'>(command: C, flags: Rec
   }
 }
 
+/** What a command refused under a low open-file limit names: what needs more, and what it did not do. */
+const LOW_LIMIT_WORDS = {
+  run: { large: 'a large export', notDone: 'Nothing was delivered' },
+  verify: { large: 'a large store', notDone: 'Nothing was checked' },
+} as const;
+
 /**
- * A run or import under a soft open-file limit below MIN_OPEN_FILES is refused before it starts
- * (E_OPEN_FILE_LIMIT, exit 2, recorded): its deliveries would fail EMFILE one by one, or the
- * modules it loads as it goes would.
+ * A run, import or verify under a soft open-file limit below MIN_OPEN_FILES is refused before it
+ * starts (E_OPEN_FILE_LIMIT, exit 2; a run's and an import's refusal recorded): its deliveries or
+ * reads would fail EMFILE one by one, or the modules it loads as it goes would. From it up, each
+ * keeps within the limit.
  */
-function checkOpenFileLimit(limit = openFileLimit()): void {
+function checkOpenFileLimit(command: keyof typeof LOW_LIMIT_WORDS, limit = openFileLimit()): void {
   if (limit === undefined || limit >= MIN_OPEN_FILES) return;
+  const { large, notDone } = LOW_LIMIT_WORDS[command];
   throw new PivotArchiveError(
     ErrorCode.OPEN_FILE_LIMIT,
-    `the open-file limit (ulimit -n) is ${limit}, too low to run: pivot-archive needs at least ${MIN_OPEN_FILES} open files (1024 or more for a large export); raise it (ulimit -n 1024 in the shell or crontab line, LimitNOFILE=1024 in a systemd unit), then run again. Nothing was delivered`,
+    `the open-file limit (ulimit -n) is ${limit}, too low to ${command}: pivot-archive needs at least ${MIN_OPEN_FILES} open files (1024 or more for ${large}); raise it (ulimit -n 1024 in the shell or crontab line, LimitNOFILE=1024 in a systemd unit), then ${command} again. ${notDone}`,
   );
 }
 

@@ -17,7 +17,7 @@ import { shardSetProblems } from './ledger/shards.js';
 import { secondOf } from './sinks/held.js';
 import type { HeldMessage } from './sinks/sink.js';
 import { AccountBuilder, type ExportAccount, type LedgerRecordLike } from './ledger/account.js';
-import { MIN_OPEN_FILES, openFileLimit } from './launch.js';
+import { openFileLimit } from './launch.js';
 import { isCode } from './fs-util.js';
 
 export interface VerifyConfig {
@@ -351,7 +351,6 @@ export async function checkShardSet(dirs: string[], cwd = process.cwd()): Promis
  * messages of ours the ledger does not know are listed too when the whole ledger is checked.
  */
 export async function verify(config: VerifyConfig, logger: Logger, cwd = process.cwd()): Promise<VerifyResult> {
-  checkOpenFileLimit();
   try {
     return await verifyWithin(config, logger, cwd);
   } catch (err) {
@@ -364,18 +363,6 @@ export async function verify(config: VerifyConfig, logger: Logger, cwd = process
       { cause: err },
     );
   }
-}
-
-/**
- * verify under a soft open-file limit below MIN_OPEN_FILES is refused before it reads anything
- * (E_OPEN_FILE_LIMIT, exit 2), as a run is (src/cli.ts): from it up, it keeps within the limit.
- */
-function checkOpenFileLimit(limit = openFileLimit()): void {
-  if (limit === undefined || limit >= MIN_OPEN_FILES) return;
-  throw new PivotArchiveError(
-    ErrorCode.OPEN_FILE_LIMIT,
-    `the open-file limit (ulimit -n) is ${limit}, too low to verify: pivot-archive needs at least ${MIN_OPEN_FILES} open files (1024 or more for a large store); raise it (ulimit -n 1024 in the shell or crontab line, LimitNOFILE=1024 in a systemd unit), then verify again. Nothing was checked`,
-  );
 }
 
 async function verifyWithin(config: VerifyConfig, logger: Logger, cwd: string): Promise<VerifyResult> {
