@@ -56,9 +56,8 @@ export interface OpenedJob extends Pick<PipelineOptions, 'plugins' | 'fanOut' | 
   /** What the start record says of the input beyond its identity (export, tenant, events; the staging read). */
   started?: Pick<StartRecord, 'exportId' | 'tenant' | 'eventsInArchive' | 'from'>;
   rejects?: RejectsFolder;
-  /** After the chain: e.g. the checkpoint removed once the archive completed. */
-  /** After the chain; `storageLost`: what the sink stored may be gone (the next run must read the export from the start). */
-  finish?(summary: RunSummary, storageLost: boolean): Promise<void>;
+  /** After the chain: e.g. the checkpoint removed once the archive completed (or the sink found storage lost). */
+  finish?(summary: RunSummary): Promise<void>;
 }
 
 /** What `open` may use and register. */
@@ -167,7 +166,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
         progressEveryMs: options.progressEveryMs,
       });
       // After deliveries an error here (a full disk) is the summary's, so the run exits 1, not 2.
-      await opened.finish?.(summary, summary.storageLost === true).catch((err: unknown) => {
+      await opened.finish?.(summary).catch((err: unknown) => {
         summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
       });
       // Messages files not read leave the export's events counted nowhere: not settled either.

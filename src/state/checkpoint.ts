@@ -114,7 +114,6 @@ export class Checkpoint implements PluginSplits {
   /** After the run: removed when the whole archive settled cleanly, or when what the sink stored may be lost (`storageLost`), else saved for the next run. */
   async finish(complete: boolean, storageLost = false): Promise<void> {
     await this.saving;
-    if (storageLost) this.removed = true;
     if (complete || storageLost) await unlink(this.path).catch(() => undefined);
     else if (this.failed === undefined && !this.removed) await this.save();
     if (this.notRemoved !== undefined) {

@@ -16,6 +16,7 @@ import { maildirDescription, parseMaildirSpec, type MaildirSinkConfig } from './
 import { createMaildirReader } from './reader.js';
 import { GROUP, GroupCommit, writtenBeforeError, type OpPlace } from './group-commit.js';
 import { Slots } from '../slots.js';
+import { eachLimited } from '../held.js';
 import { dayOfTime } from './seen-names.js';
 import { listOurs, type Listing } from './listing.js';
 import { isNotRegularFile, openRegular } from './regular-file.js';
@@ -746,19 +747,14 @@ export class MaildirSink extends LifecycleSink implements Sink {
    */
   async lostSinceWritten(): Promise<string | undefined> {
     const gone: string[] = [];
-    const mailboxes = [...this.identities.keys()];
-    for (let i = 0; i < mailboxes.length; i += LOST_CHECKS_AT_ONCE) {
-      await Promise.all(
-        mailboxes.slice(i, i + LOST_CHECKS_AT_ONCE).map(async (mailbox) => {
-          const cur = join(this.pivotFolder(mailbox).path, 'cur');
-          try {
-            if (directoryIdentity(await stat(cur, { bigint: true })) !== this.identities.get(mailbox)) gone.push(cur);
-          } catch (err) {
-            if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) gone.push(cur);
-          }
-        }),
-      );
-    }
+    await eachLimited(this.identities, LOST_CHECKS_AT_ONCE, async ([mailbox, identity]) => {
+      const cur = join(this.pivotFolder(mailbox).path, 'cur');
+      try {
+        if (directoryIdentity(await stat(cur, { bigint: true })) !== identity) gone.push(cur);
+      } catch (err) {
+        if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) gone.push(cur);
+      }
+    });
     if (gone.length === 0) return undefined;
     return `maildir: ${gone.length} folder(s) this run wrote to or found items in were removed during the run, after their last write (${gone.slice(0, 3).join(', ')}${gone.length > 3 ? ', ...' : ''}): what was stored there went with them; the next run reads the export from the start (no checkpoint) and delivers again what the folders, made anew, do not hold`;
   }
