@@ -1,5 +1,5 @@
 import { open as openFile, type FileHandle } from 'node:fs/promises';
-import { isUtf8 } from 'node:buffer';
+import { constants as bufferConstants, isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -19,7 +19,7 @@ export type { SourceEvent } from '../../model.js';
 export interface PivotZipSourceConfig {
   /** Path of the archive on disk (stdin is spooled to a file first). */
   path: string;
-  /** Largest event (bytes of its JSON) held in memory; a larger one is yielded `tooLarge`. Default 64 MiB. */
+  /** Largest event (bytes of its JSON) held in memory; a larger one is yielded `tooLarge`. Default 64 MiB; at most V8's longest string. */
   maxEventBytes?: number;
   /** Largest uncompressed/compressed ratio of an entry over 1 MiB (the zip bomb guard); 0 for none. Default 200. */
   maxZipRatio?: number;
@@ -28,6 +28,11 @@ export interface PivotZipSourceConfig {
 /** users.json and conversations.json are read whole; this caps what that may cost. */
 const MAX_DIRECTORY_ENTRY_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_MAX_EVENT_BYTES = 64 * 1024 * 1024;
+/**
+ * V8's longest string: a UTF-8 byte decodes to at most one UTF-16 unit, so an event of more bytes
+ * may not fit one, and JSON.parse could not read it (it would be rejected as malformed, not too large).
+ */
+const MAX_PARSABLE_EVENT_BYTES = bufferConstants.MAX_STRING_LENGTH;
 const MESSAGES_ENTRY = /^messages\/[^/]+\.json$/;
 const ATTACHMENT_PREFIX = 'attachments/';
 /** `attachments/<id>`, the layout's one place for attachment bytes. */
@@ -96,8 +101,9 @@ export class PivotExportArchive implements ExportContext {
 
   static async open(config: PivotZipSourceConfig): Promise<PivotExportArchive> {
     const { path } = config;
-    const maxEventBytes = config.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
-    if (!(maxEventBytes > 0)) throw new RangeError(`maxEventBytes must be a positive number, not ${maxEventBytes}`);
+    const askedEventBytes = config.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
+    if (!(askedEventBytes > 0)) throw new RangeError(`maxEventBytes must be a positive number, not ${askedEventBytes}`);
+    const maxEventBytes = Math.min(askedEventBytes, MAX_PARSABLE_EVENT_BYTES);
     let handle: FileHandle;
     try {
       handle = await openFile(path, 'r');

@@ -142,7 +142,7 @@ export class JsonArrayScanner {
           i++;
           continue;
         }
-        if (this.bomAt > 0) throw this.fail(this.position + i, 'not a JSON array: a broken UTF-8 byte order mark');
+        if (this.bomAt > 0) throw this.fail(this.position + i, 'not a JSON array: a broken UTF-8 byte order mark', b);
         this.bomAt = BOM.length;
       }
       i++;
@@ -150,13 +150,13 @@ export class JsonArrayScanner {
       const at = this.position + i - 1;
       switch (this.state) {
         case START:
-          if (b !== OPEN_ARRAY) throw this.fail(at, 'not a JSON array: expected [');
+          if (b !== OPEN_ARRAY) throw this.fail(at, 'not a JSON array: expected [', b);
           this.state = FIRST;
           break;
         case NEXT:
           if (b === COMMA) this.state = VALUE;
           else if (b === CLOSE_ARRAY) this.state = END;
-          else throw this.fail(at, 'expected , or ] after an element');
+          else throw this.fail(at, 'expected , or ] after an element', b);
           break;
         case FIRST:
         case VALUE:
@@ -176,7 +176,7 @@ export class JsonArrayScanner {
           this.escaped = false;
           break;
         default:
-          throw this.fail(at, 'more after the closing ]');
+          throw this.fail(at, 'more after the closing ]', b);
       }
     }
     if (this.state === ELEMENT && !takenToEnd) this.take(chunk, from, n);
@@ -236,7 +236,9 @@ export class JsonArrayScanner {
     this.depth = 0;
   }
 
-  private fail(at: number, why: string): JsonArrayError {
-    return new JsonArrayError(`${why} at byte ${at}`);
+  /** `found`: the byte that breaks it, named (a NUL or a 0xFE/0xFF byte order mark is a UTF-16 file's, never UTF-8 JSON's). */
+  private fail(at: number, why: string, found?: number): JsonArrayError {
+    const byte = found === undefined ? '' : `, found 0x${found.toString(16).padStart(2, '0')}${found === 0 || found >= 0xfe ? ' (UTF-16? JSON must be UTF-8)' : ''}`;
+    return new JsonArrayError(`${why}${byte} at byte ${at}`);
   }
 }
