@@ -82,6 +82,8 @@ export const NoteReason = {
   UNNAMED_ATTACHMENT: 'unnamed-attachment',
   /** Bytes that are not UTF-8 in an event: read as U+FFFD; the original bytes are in the note's location. */
   INVALID_UTF8: 'invalid-utf8',
+  /** A lone UTF-16 surrogate (`"\\ud800"`, valid JSON) in an event's text or html: written as U+FFFD; the original is in the archive. */
+  UNPAIRED_SURROGATE: 'unpaired-surrogate',
   /** A participant's address that a sink cannot take (e.g. a non-ASCII local part over IMAP). */
   ADDRESS_NOT_DELIVERABLE: 'address-not-deliverable',
   /** A conversation member that users.json does not hold (or a `members` entry that is no id): no mailbox of theirs gets its events. */

@@ -88,6 +88,18 @@ test('validate stage: bytes that were not UTF-8 are noted with the event, its fi
   t.regex(String(note!.detail), /messages\/0\.json, event 7\).*byte 42/);
 });
 
+test('validate stage: a lone surrogate in text or html (written as U+FFFD) is noted; well-formed pairs are not', async (t) => {
+  const { recorder: r, lines } = await recorder(t);
+  const lone = (await validateStage(exportOf(), r)(eventUnit(message({ text: 'a\ud800b', html: '<p>\udc00</p>' })))) as Unit;
+  t.is(lone.kind, 'item');
+  const paired = (await validateStage(exportOf(), r)(eventUnit(message({ id: 'm_2', text: 'chart \ud83d\udcc8' })))) as Unit;
+  t.is(paired.kind, 'item');
+  const notes = await lines();
+  t.is(notes.length, 1);
+  t.like(notes[0], { record: 'note', reason: 'unpaired-surrogate', itemId: 'm_1' });
+  t.regex(String(notes[0]!.detail), /messages\/0\.json, event 7\).*text and html.*U\+FFFD/);
+});
+
 test('plugins stage: a split yields one item unit per item and is counted; a drop is a rejection', async (t) => {
   const item = await itemOf(t, message());
   const plugins = new PluginRegistry();

@@ -24,7 +24,7 @@ export function validateEvent(archive: ExportContext, event: SourceEvent): Item 
   const raw = input;
   if (event.duplicateOf) {
     const first = event.duplicateOf;
-    return reject(raw, position, RejectReason.DUPLICATE_ID, `event ${JSON.stringify(raw.id)} at ${at} reuses the id of the event at ${positionText(first)} (ids are unique per export); the first is delivered, this one kept`, original);
+    return reject(raw, position, RejectReason.DUPLICATE_ID, `event ${JSON.stringify(raw.id)} at ${at} reuses the id of the event at ${positionText(first)} (ids are unique per export); the id stays the first's, this one is kept`, original);
   }
   const checked = checkEvent(raw, archive);
   if ('reason' in checked) return reject(raw, position, checked.reason, checked.detail, original);
@@ -71,6 +71,16 @@ export function validateStage(archive: ExportContext, recorder: Recorder): Stage
       await recorder.note(
         NoteReason.INVALID_UTF8,
         `event ${JSON.stringify(x.id)} (${file}, event ${event.position.index}) holds bytes that are not UTF-8 (the first at byte ${event.invalidUtf8At} of the event); they were read as U+FFFD and the item delivered so; the original bytes stay in the archive`,
+        { itemId: x.id, conversationId: x.conversation.id },
+      );
+    }
+    // A message is UTF-8: a lone surrogate cannot be written and becomes U+FFFD, which an auditor must be told.
+    const altered = (['text', 'html'] as const).filter((field) => x[field]?.isWellFormed() === false);
+    if (altered.length > 0) {
+      const file = archive.messageFileName(event.position.file);
+      await recorder.note(
+        NoteReason.UNPAIRED_SURROGATE,
+        `event ${JSON.stringify(x.id)} (${file}, event ${event.position.index}): its ${altered.join(' and ')} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair), which UTF-8 cannot carry; written as U+FFFD and the item delivered so; the original stays in the archive`,
         { itemId: x.id, conversationId: x.conversation.id },
       );
     }
