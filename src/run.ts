@@ -64,7 +64,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
         pluginContent.push(`${label} ${await pluginFileHash(specifier, cwd)}`);
       }
       input.path = await archivePath(config, cwd, options.stdin, cleanup, logger);
-      const archive = await PivotExportArchive.open({ path: input.path, maxEventBytes: config.maxEventSize, maxZipRatio: config.maxZipRatio });
+      const archive = await PivotExportArchive.open({ path: input.path, label: config.archive === '-' ? 'stdin' : input.path, maxEventBytes: config.maxEventSize, maxZipRatio: config.maxZipRatio });
       cleanup(() => archive.close());
       Object.assign(input, { sha256: archive.sha256, size: archive.size });
       logger.info(`export ${archive.exportId} (tenant ${archive.tenant}): ${archive.eventCount} events in ${archive.messageFiles.length} messages file(s), sha256 ${archive.sha256}`);

@@ -70,6 +70,17 @@ test('an archive on stdin is spooled to a temporary file that is removed afterwa
   t.deepEqual(await readdir(spool), []);
 });
 
+test('an archive on stdin that is no zip is named stdin in the error, not by the temporary file it was spooled to', async (t) => {
+  const dir = await tempDir(t);
+  const spool = join(dir, 'tmp');
+  await mkdir(spool);
+  const result = await cli(['run', '--all-domains', '-', '--sink', `maildir:${join(dir, 'mail')}`], { stdin: Buffer.from('not a zip'), env: { TMPDIR: spool } });
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.log, /E_ARCHIVE_UNREADABLE: stdin: not a readable zip archive/);
+  t.notRegex(result.log, new RegExp(spool.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 'the spool file, gone by then, is not named');
+  t.deepEqual(await readdir(spool), []);
+});
+
 test('an archive on stdin with no temporary space to spool it to fails E_TEMPORARY (exit 2), naming where, with a failure record', async (t) => {
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');

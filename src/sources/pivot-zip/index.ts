@@ -19,6 +19,8 @@ export type { SourceEvent } from '../../model.js';
 export interface PivotZipSourceConfig {
   /** Path of the archive on disk (stdin is spooled to a file first). */
   path: string;
+  /** How errors name the archive: as the user gave it (`-` for stdin, not the spooled file's path). Default `path`. */
+  label?: string;
   /** Largest event (bytes of its JSON) held in memory; a larger one is yielded `tooLarge`. Default 64 MiB; at most V8's longest string. */
   maxEventBytes?: number;
   /** Largest uncompressed/compressed ratio of an entry over 1 MiB (the zip bomb guard); 0 for none. Default 200. */
@@ -68,7 +70,8 @@ export class PivotExportArchive implements ExportContext {
   messageBytesRead = 0;
 
   private constructor(
-    readonly path: string,
+    /** How errors name the archive (see `PivotZipSourceConfig.label`). */
+    readonly label: string,
     private readonly handle: FileHandle,
     private readonly streams: Set<Readable>,
     /** Size in bytes of the archive file. */
@@ -101,6 +104,7 @@ export class PivotExportArchive implements ExportContext {
 
   static async open(config: PivotZipSourceConfig): Promise<PivotExportArchive> {
     const { path } = config;
+    const label = config.label ?? path;
     const askedEventBytes = config.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
     if (!(askedEventBytes > 0)) throw new RangeError(`maxEventBytes must be a positive number, not ${askedEventBytes}`);
     const maxEventBytes = Math.min(askedEventBytes, MAX_PARSABLE_EVENT_BYTES);
@@ -110,7 +114,7 @@ export class PivotExportArchive implements ExportContext {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       const why = code === 'ENOENT' ? 'the file does not exist' : code === 'EISDIR' ? 'it is a directory, not a file' : errorMessage(err);
-      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${path}: cannot open the archive: ${why}`, { cause: err });
+      throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${label}: cannot open the archive: ${why}`, { cause: err });
     }
     const streams = new Set<Readable>();
     // Made here, not in read(): a failure anywhere in open() lets its temporary files go.
@@ -120,14 +124,14 @@ export class PivotExportArchive implements ExportContext {
       const stat = await handle.stat();
       if (!stat.isFile()) {
         const why = stat.isDirectory() ? 'it is a directory, not a file' : 'it is not a regular file';
-        throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${path}: cannot open the archive: ${why}`);
+        throw new PivotArchiveError(ErrorCode.ARCHIVE_UNREADABLE, `${label}: cannot open the archive: ${why}`);
       }
       const size = stat.size;
       // The whole file is hashed while the archive is checked, both through the held descriptor.
       const limits = { maxRatio: config.maxZipRatio === 0 ? Infinity : (config.maxZipRatio ?? DEFAULT_ZIP_LIMITS.maxRatio) };
-      reading = PivotExportArchive.read({ label: path, handle, size, streams }, ids, maxEventBytes, limits);
-      const [sha256, opened] = await Promise.all([hashFile(path, handle, size), reading]);
-      return new PivotExportArchive(path, handle, streams, size, sha256, ids, ...opened);
+      reading = PivotExportArchive.read({ label, handle, size, streams }, ids, maxEventBytes, limits);
+      const [sha256, opened] = await Promise.all([hashFile(label, handle, size), reading]);
+      return new PivotExportArchive(label, handle, streams, size, sha256, ids, ...opened);
     } catch (err) {
       await closeStreams(streams);
       await handle.close().catch(() => undefined);
@@ -245,7 +249,7 @@ export class PivotExportArchive implements ExportContext {
    * reuses a (string) id carries `duplicateOf`, the first one's position.
    */
   events(stop?: AbortSignal): Readable {
-    const { path, messageFiles, blockCrcs, maxEventBytes, duplicateCandidates } = this;
+    const { label: path, messageFiles, blockCrcs, maxEventBytes, duplicateCandidates } = this;
     this.messageBytesRead = 0;
     const onBytes = (n: number) => (this.messageBytesRead += n);
     async function* batches(): AsyncGenerator<SourceEvent[]> {
@@ -278,13 +282,13 @@ export class PivotExportArchive implements ExportContext {
    */
   async copyEventBytes(position: EventPosition, range: { offset: number; length: number }, out: Writable): Promise<void> {
     const entry = this.messageFiles[position.file];
-    if (!entry) throw new RangeError(`${this.path}: there is no messages file ${position.file}`);
+    if (!entry) throw new RangeError(`${this.label}: there is no messages file ${position.file}`);
     const { offset, length } = range;
     if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= entry.uncompressedSize)) {
-      throw new RangeError(`${this.path}: bytes ${offset}+${length} are not inside ${entry.name} (${entry.uncompressedSize} bytes)`);
+      throw new RangeError(`${this.label}: bytes ${offset}+${length} are not inside ${entry.name} (${entry.uncompressedSize} bytes)`);
     }
     const expected = this.tooLargeCrcs.get(`${position.file}:${position.index}`);
-    const { path, blockCrcs } = this;
+    const { label: path, blockCrcs } = this;
     let crc = 0;
     let copied = 0;
     async function* slices(): AsyncGenerator<Buffer> {
