@@ -13,7 +13,9 @@
 // `dependsOn` sequencing with 424 for the dependents of a failed request, at most 4 of a batch
 // dispatched at once, each request counted against its mailbox's limits as if sent alone, the
 // answers in an order of their own, and a batch whose client has gone carried on to its end
-// (`cutBatch`).
+// (`cutBatch`). A folder's DELETE moves it, with what it holds, into Deleted Items (its id kept,
+// its parentFolderId that of Deleted Items); its permanentDelete removes it with its messages and
+// child folders (404 ErrorItemNotFound after); a well-known folder is deleted neither way.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -61,6 +63,9 @@ interface Mailbox {
   active: number;
   peak: number;
   recent: number[];
+  /** Messages created in it so far (`POST .../messages`, `importMime`), and what runs at a count (`afterCreates`). */
+  creates: number;
+  createHooks: Map<number, () => void>;
 }
 
 interface UploadSession {
@@ -121,6 +126,18 @@ export interface GraphStandin {
   messagesIn(address: string, path: string): StandinMessage[];
   /** The addresses of the mailboxes asked for so far. */
   users(): string[];
+  /**
+   * Deletes the folder of that display-name path (`Inbox/Pivot`) as Graph's `DELETE
+   * .../mailFolders/{id}` does (into Deleted Items, its id kept), or with `permanently` as its
+   * `permanentDelete` does (gone, with its messages and child folders).
+   */
+  deleteFolder(address: string, path: string, options?: { permanently?: boolean }): void;
+  /**
+   * `hook` runs once the mailbox's `count`-th message is created (counted from the start), before
+   * that create is answered: what a test does to the mailbox then comes after its last create and
+   * before anything the client does next.
+   */
+  afterCreates(address: string, count: number, hook: () => void): void;
   /** The MIME Graph would serve as `$value`: the exact bytes of an imported message, else rendered from its fields. */
   mimeOf(message: StandinMessage): Buffer;
   /** The next `count` requests of a mailbox, after `after` more that go through, get this answer. */
@@ -319,7 +336,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
         const f: Folder = { id: newId('AAMkF'), displayName: WELL_KNOWN_NAMES[name]!, parentId: root.id, wellKnown: name };
         folders.set(f.id, f);
       }
-      box = { address: key, licensed, folders, messages: new Map(), active: 0, peak: 0, recent: [] };
+      box = { address: key, licensed, folders, messages: new Map(), active: 0, peak: 0, recent: [], creates: 0, createHooks: new Map() };
       mailboxes.set(key, box);
     }
     return box;
@@ -578,7 +595,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       const parent = p[1] !== undefined ? folderOf(box, p[1]) : [...box.folders.values()].find((f) => f.wellKnown === 'msgfolderroot')!;
       if (method === 'GET') {
         const children = [...box.folders.values()].filter((f) => f.parentId === parent.id);
-        return { status: 200, body: page(children.filter((f) => matches({ displayName: f.displayName }, url.searchParams.get('$filter'))), url, folderJson) };
+        return { status: 200, body: page(children.filter((f) => matches({ displayName: f.displayName }, url.searchParams.get('$filter'))), url, (f) => folderJson(f, url.searchParams)) };
       }
       if (method === 'POST') {
         const b = json(call);
@@ -589,7 +606,15 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
         return { status: 201, body: folderJson(folder) };
       }
     }
-    if ((p = /^\/mailFolders\/([^/]+)$/.exec(rest)) && method === 'GET') return { status: 200, body: folderJson(folderOf(box, p[1]!)) };
+    if ((p = /^\/mailFolders\/([^/]+)$/.exec(rest)) && method === 'GET') return { status: 200, body: folderJson(folderOf(box, p[1]!), url.searchParams) };
+    if ((p = /^\/mailFolders\/([^/]+)$/.exec(rest)) && method === 'DELETE') {
+      removeFolder(box, folderOf(box, p[1]!), false);
+      return { status: 204 };
+    }
+    if ((p = /^\/mailFolders\/([^/]+)\/permanentDelete$/.exec(rest)) && method === 'POST') {
+      removeFolder(box, folderOf(box, p[1]!), true);
+      return { status: 204 };
+    }
     if ((p = /^\/mailFolders\/([^/]+)\/messages$/.exec(rest))) {
       const folder = folderOf(box, p[1]!);
       if (method === 'GET') {
@@ -600,7 +625,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
         // MIME posted to /messages: Graph makes a draft of it, whatever it holds.
         const contentType = String(call.headers['content-type'] ?? '');
         const message = /^text\/plain/i.test(contentType) ? createFromMime(folder, body, true) : createFromJson(folder, json(call));
-        box.messages.set(message.id, message);
+        created(box, message);
         return { status: 201, body: render(message, new URLSearchParams()) };
       }
     }
@@ -608,7 +633,7 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       if (version !== 'beta') throw new Refusal(400, 'BadRequest', "Resource not found for the segment 'importMime'.");
       if (!/^text\/plain/i.test(String(call.headers['content-type'] ?? ''))) throw new Refusal(415, 'UnsupportedMediaType', 'importMime takes Content-Type: text/plain (the base64 MIME).');
       const message = createFromMime(folderOf(box, p[1]!), body, false);
-      box.messages.set(message.id, message);
+      created(box, message);
       return { status: 201, body: render(message, new URLSearchParams()) };
     }
     if ((p = /^\/messages\/([^/]+)$/.exec(rest))) {
@@ -659,6 +684,40 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       return { status: 201, body: { uploadUrl: `${base}/upload/${id}?authtoken=${token}`, expirationDateTime: new Date(Date.now() + 15 * 60_000).toISOString(), nextExpectedRanges: ['0-'] } };
     }
     throw new Refusal(400, 'BadRequest', `Resource not found for the segment '${rest.split('/')[1] ?? ''}'.`);
+  }
+
+  /** A message made in the mailbox, and what a test asked to run at that count (`afterCreates`). */
+  function created(box: Mailbox, message: StandinMessage): void {
+    box.messages.set(message.id, message);
+    box.createHooks.get(++box.creates)?.();
+  }
+
+  /**
+   * A folder deleted (mailFolder: delete, "Delete the specified mailFolder", 204): Outlook moves a
+   * deleted folder, with what it holds, into Deleted Items, where its id still works; or
+   * permanently (mailFolder: permanentDelete, global service only: "Permanently deleted folders
+   * are removed from the mailbox"), its messages and child folders with it. A well-known folder
+   * cannot be deleted (Outlook: "an Outlook folder that cannot be deleted, such as the Inbox and
+   * the Deleted Items folder"; EWS names the error ErrorDeleteDistinguishedFolder, Graph's status
+   * for it is not documented).
+   */
+  function removeFolder(box: Mailbox, folder: Folder, permanently: boolean): void {
+    if (folder.wellKnown) throw new Refusal(400, 'ErrorDeleteDistinguishedFolder', 'Distinguished folders cannot be deleted.');
+    if (!permanently) {
+      folder.parentId = folderOf(box, 'deleteditems').id;
+      return;
+    }
+    const gone = new Set([folder.id]);
+    for (let more = true; more; ) {
+      more = false;
+      for (const f of box.folders.values()) {
+        if (f.parentId === null || !gone.has(f.parentId) || gone.has(f.id)) continue;
+        gone.add(f.id);
+        more = true;
+      }
+    }
+    for (const id of gone) box.folders.delete(id);
+    for (const [id, m] of box.messages) if (gone.has(m.folderId)) box.messages.delete(id);
   }
 
   /** What a request needs: a GET of basic properties only (a `$select` without body, no `$expand`) is a basic read. */
@@ -924,6 +983,15 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
       return folder ? [...box.messages.values()].filter((m) => m.folderId === folder.id) : [];
     },
     users: () => [...mailboxes.keys()],
+    deleteFolder(address, path, opts) {
+      const box = mailboxOf(address);
+      const folder = pathFolder(box, path);
+      if (!folder) throw new Error(`${address} has no folder ${path}`);
+      removeFolder(box, folder, opts?.permanently ?? false);
+    },
+    afterCreates(address, count, hook) {
+      mailboxOf(address).createHooks.set(count, hook);
+    },
     mimeOf,
     inject(address, response, count = 1, after = 0) {
       const queue = injected.get(address.toLowerCase()) ?? [];
@@ -954,8 +1022,17 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
   };
 }
 
-function folderJson(f: Folder): Record<string, unknown> {
-  return { id: f.id, displayName: f.displayName, parentFolderId: f.parentId, childFolderCount: 0, unreadItemCount: 0, totalItemCount: 0 };
+/** A folder as Graph returns it, with `$select` applied (an unknown property refused). */
+function folderJson(f: Folder, query?: URLSearchParams): Record<string, unknown> {
+  const full: Record<string, unknown> = { id: f.id, displayName: f.displayName, parentFolderId: f.parentId, childFolderCount: 0, unreadItemCount: 0, totalItemCount: 0, isHidden: false };
+  const select = query?.get('$select');
+  if (!select) return full;
+  const out: Record<string, unknown> = { id: f.id };
+  for (const name of select.split(',').map((s) => s.trim())) {
+    if (!(name in full)) throw new Refusal(400, 'RequestBroker--ParseUri', `Could not find a property named '${name}' on type 'microsoft.graph.mailFolder'.`);
+    out[name] = full[name];
+  }
+  return out;
 }
 
 /** Graph names `String 0x7D` and `String 0x007D` alike; ids compare case-insensitively in the hex. */

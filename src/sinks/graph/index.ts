@@ -5,7 +5,7 @@ import { markStorageLost, type Sink, type SinkFactory, type SinkOptions, type St
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, folderAnswer404, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
-import { dayOf, dayWindow, eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type Listed } from './mailbox.js';
+import { dayOf, dayWindow, eachInFolder, graphLocation, halfCreated, identity, listFolder, listMessages, odataString, resolveFolder, listedIdentity, listedOf, listedKey, standsFor, versionKey, versionOf, type FolderAnswer, type Listed, type PlacedFolder } from './mailbox.js';
 import { ATTACHMENT_MAX, attachmentRequestBytes, CHUNK_BYTES, fileAttachmentJson, graphMessage, REQUEST_BODY_MAX, STAMP_PROPERTY, UPLOAD_SESSION_MIN, type FileAttachment } from './message.js';
 import { createGraphReader } from './reader.js';
 import { CreateBatches } from './batch.js';
@@ -32,6 +32,8 @@ const LOOK_UP_PAGES = 20;
 interface MailboxRun {
   /** The folder's id, resolved (and created) once. */
   folder?: Promise<string>;
+  /** Where the folder resolved is, its path's folders below a well-known one (`resolveFolder`): checked once the last write settled (`lostSinceWritten`). */
+  placed?: PlacedFolder[];
   /** The sink created the folder in this run: it held nothing, so no day needs listing. */
   fresh?: boolean;
   /** What the folder holds, per UTC day of sentAt, listed once. */
@@ -391,6 +393,7 @@ export class GraphSink extends LifecycleSink implements Sink {
   private folder(mailbox: string, run: MailboxRun): Promise<string> {
     const resolving = resolveFolder(this.client, mailbox, this.config.folder, true).then((folder) => {
       run.fresh = folder!.created;
+      run.placed = folder!.placed;
       return folder!.id;
     });
     // A failure is not kept: the next item tries again (unless the mailbox is unusable).
@@ -420,6 +423,7 @@ export class GraphSink extends LifecycleSink implements Sink {
             if (!isGone) checks.delete(folderId);
             else if (run.folder === folder) {
               run.folder = undefined;
+              run.placed = undefined;
               run.days.clear();
               run.created.clear();
             }
@@ -429,6 +433,62 @@ export class GraphSink extends LifecycleSink implements Sink {
       },
       () => false,
     );
+  }
+
+  /**
+   * The folders this run wrote to or found items in that are no longer where it put them (SPEC.md,
+   * "A folder deleted after its mailbox's last write"): no later write was there to find it, and a
+   * folder deleted into Deleted Items is found by no write (its id keeps working). Each
+   * folder of the path below a well-known one is read, the one written to first, then up its
+   * parents, and must still be in the parent it was found or made in, under its name; a 404 is a
+   * folder deleted for good. One request a mailbox for `Inbox/Pivot`. A folder that could not be
+   * read (Graph unreachable, 5xx or 429 past the retries, no token) is not confirmed in place, and
+   * that fails the run too: exit 0 says every item is there. Nothing is asked after a stop signal.
+   */
+  async lostSinceWritten(): Promise<string | undefined> {
+    const displaced: string[] = [];
+    const unconfirmed: string[] = [];
+    const written = [...this.mailboxes].filter(([, run]) => run.placed !== undefined && run.placed.length > 0);
+    // A mailbox's folders are read one at a time: the client's limit of requests for all mailboxes is the workers'.
+    await eachLimited(written, this.config.mailboxes * this.config.concurrency, async ([mailbox, run]) => {
+      if (this.client.stopped) return;
+      try {
+        const why = await this.displaced(mailbox, run.user, run.placed!);
+        if (why !== undefined) displaced.push(`${mailbox}: ${why}`);
+      } catch (err) {
+        // A stop signal makes the run an interrupted one: the checks it cut short say nothing.
+        if (!this.client.stopped) unconfirmed.push(`${mailbox}: ${errorMessage(err)}`);
+      }
+    });
+    const reasons: string[] = [];
+    if (displaced.length > 0) reasons.push(`${displaced.length} folder(s) this run wrote to or found items in are no longer where it put them, deleted, moved or renamed during the run (${firstFew(displaced)}); what they held is not where the run recorded it`);
+    if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed)}), so the run cannot say every item is there`);
+    if (reasons.length === 0) return undefined;
+    return `graph: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint), skips what the folder ${this.config.folder.join('/')} holds and delivers again what it does not`;
+  }
+
+  /**
+   * Why a mailbox's folder path (`placed`, top first) is no longer where the run put it, read from
+   * the folder written to up to the top; undefined when each of its folders is in place.
+   */
+  private async displaced(mailbox: string, user: string, placed: readonly PlacedFolder[]): Promise<string | undefined> {
+    // The well-known folder the path starts with, if any, is not in `placed`: it cannot be deleted.
+    const above = this.config.folder.length - placed.length;
+    for (let i = placed.length - 1; i >= 0; i--) {
+      const folder = placed[i]!;
+      const path = this.config.folder.slice(0, above + i + 1).join('/');
+      let now: FolderAnswer;
+      try {
+        now = (await this.client.send(mailbox, { method: 'GET', path: `${user}/mailFolders/${encodeURIComponent(folder.id)}?$select=id,parentFolderId,displayName` })).json as FolderAnswer;
+      } catch (err) {
+        if (folderAnswer404(err)) return `${path} was deleted for good (${err.message})`;
+        throw err;
+      }
+      // A deleted folder keeps its id: Exchange moves it, with what it holds, into Deleted Items.
+      if (now.parentFolderId !== folder.parentFolderId) return `${path} was moved out of ${above + i > 0 ? this.config.folder.slice(0, above + i).join('/') : 'the top of the mailbox'} (a deleted folder is moved into Deleted Items)`;
+      if (now.displayName?.toLowerCase() !== folder.name.toLowerCase()) return `${path} was renamed ${JSON.stringify(now.displayName)}`;
+    }
+    return undefined;
   }
 
   /** What the folder holds with sentAt in one UTC day, listed once per run. */
@@ -748,6 +808,12 @@ export class GraphSink extends LifecycleSink implements Sink {
       return false;
     }
   }
+}
+
+/** The first few of `reasons`, sorted (they come in the order the mailboxes answered), for an error line. */
+function firstFew(reasons: string[]): string {
+  const sorted = [...reasons].sort();
+  return `${sorted.slice(0, 3).join('; ')}${sorted.length > 3 ? '; ...' : ''}`;
 }
 
 /** Graph does not offer `action` here (a national cloud): 400 "Resource not found for the segment". */

@@ -193,44 +193,64 @@ async function eachMessage(client: GraphClient, mailbox: string, folderId: strin
   }
 }
 
+/** A folder of the path that is no well-known one, as resolved: where the run found (or made) it. */
+export interface PlacedFolder {
+  id: string;
+  /** Its display name as the path gives it. */
+  name: string;
+  /** The folder it was in when resolved. */
+  parentFolderId: string;
+}
+
 /**
  * The id of a folder path (`Inbox/Pivot`): the first part a well-known name or a top-level folder
  * by display name, then child folders by display name. Missing folders are created with `create`
  * (a folder another writer created meanwhile, 409, is looked up again), else the answer is
  * undefined. `created`: whether the last folder was created now (so it holds nothing yet).
+ * `placed`: the path's folders below a well-known one, top first, each with the parent it was in
+ * (Graph gives it with the lookup or the create, so knowing it costs no request).
  */
-export async function resolveFolder(client: GraphClient, mailbox: string, path: string[], create: boolean): Promise<{ id: string; created: boolean } | undefined> {
+export async function resolveFolder(client: GraphClient, mailbox: string, path: string[], create: boolean): Promise<{ id: string; created: boolean; placed: PlacedFolder[] } | undefined> {
   const user = GraphClient.user('v1.0', mailbox);
   // A well-known name stands for its folder's id in a path: it is looked up only when it is the whole path.
   let parent: string | undefined;
   let created = false;
+  const placed: PlacedFolder[] = [];
   for (const [depth, name] of path.entries()) {
     if (depth === 0 && WELL_KNOWN.has(name.toLowerCase())) {
       parent = name.toLowerCase();
       if (path.length > 1) continue;
       const folder = await client.send(mailbox, { method: 'GET', path: `${user}/mailFolders/${parent}?$select=id` });
-      return { id: String((folder.json as { id: string }).id), created: false };
+      return { id: String((folder.json as { id: string }).id), created: false, placed };
     }
     const container = parent === undefined ? `${user}/mailFolders` : `${user}/mailFolders/${encodeURIComponent(parent)}/childFolders`;
     const find = async () => {
-      const list = await client.send(mailbox, { method: 'GET', path: `${container}?$filter=${encodeURIComponent(`displayName eq ${odataString(name)}`)}&$select=id,displayName` });
-      return ((list.json as { value?: { id: string }[] }).value ?? [])[0]?.id;
+      const list = await client.send(mailbox, { method: 'GET', path: `${container}?$filter=${encodeURIComponent(`displayName eq ${odataString(name)}`)}&$select=id,parentFolderId` });
+      return ((list.json as { value?: FolderAnswer[] }).value ?? [])[0];
     };
-    let id = await find();
+    let folder = await find();
     created = false;
-    if (id === undefined) {
+    if (folder === undefined) {
       if (!create) return undefined;
       try {
         const made = await client.send(mailbox, { method: 'POST', path: container, contentType: 'application/json', body: JSON.stringify({ displayName: name }) });
-        id = String((made.json as { id: string }).id);
+        folder = made.json as FolderAnswer;
         created = true;
       } catch (err) {
         if (!(err instanceof GraphError && err.status === 409)) throw err;
-        id = await find();
-        if (id === undefined) throw err;
+        folder = await find();
+        if (folder === undefined) throw err;
       }
     }
-    parent = id;
+    parent = String(folder.id);
+    placed.push({ id: parent, name, parentFolderId: String(folder.parentFolderId) });
   }
-  return { id: parent!, created };
+  return { id: parent!, created, placed };
+}
+
+/** A mailFolder as Graph answers it (`$select=id,parentFolderId[,displayName]`). */
+export interface FolderAnswer {
+  id: string;
+  parentFolderId?: string;
+  displayName?: string;
 }

@@ -236,6 +236,10 @@ export interface ImapSinkStats {
    * EXPUNGE removed it).
    */
   copiesRemoved: number;
+  /** Folders looked at once more after the last write (`lostSinceWritten`): a STATUS answered, or the folder found gone. */
+  foldersChecked: number;
+  /** Folders that could not be looked at then (the server unreachable, the login refused, after `retries`): not confirmed, so the run fails. */
+  foldersUnchecked: number;
 }
 
 /** One connection, logged in to one mailbox. */
@@ -297,6 +301,8 @@ const OPEN_MAX_DELAY_MS = 5_000;
  * auth process is down or restarting (a crash, a restart during the check).
  */
 export const CONFIRM_REFUSAL_MS = 1_000;
+/** The longest wait between a batch's attempts (and between rounds of `lostSinceWritten`): `retryDelay`, doubling, up to this. */
+const MAX_RETRY_DELAY_MS = 30_000;
 /** A delivery's login: a slow server gets longer than `open()`'s check gives it. */
 const LOGIN_TIMEOUTS = { connectionTimeout: 30_000, greetingTimeout: 15_000 };
 /** After a stop, a command already on the wire gets this long before its connection is closed. */
@@ -327,7 +333,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   readonly description: string;
   readonly maxInFlight: number;
   readonly maxInFlightBytes = MAX_IN_FLIGHT_BYTES;
-  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, versionsAppended: 0, versionsRead: 0, bytesChecked: 0, versionsRemoved: 0, copiesRemoved: 0 };
+  readonly stats: ImapSinkStats = { logins: 0, batches: 0, passes: 0, headersFetched: 0, headersRelisted: 0, skippedKnown: 0, versionsAppended: 0, versionsRead: 0, bytesChecked: 0, versionsRemoved: 0, copiesRemoved: 0, foldersChecked: 0, foldersUnchecked: 0 };
   /** What the run appended, by mailbox, for the copies it removes when it closes. */
   private readonly appended = new Map<string, Appended>();
   /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
@@ -390,12 +396,13 @@ export class ImapSink extends LifecycleSink implements Sink {
   /** Whether the server has let the sink select its folder in some mailbox (see `folderRefused`). */
   private folderTaken = false;
   /**
-   * The UIDVALIDITY of each mailbox's folder as the run last selected it: the folder its items of
-   * the run went to (or were found held in). Kept for the run (one number a mailbox), not dropped
-   * with the presence: a folder that is gone later, or has another UIDVALIDITY, was deleted during
-   * the run with what it held (`FolderLostError`). Dropped once a batch has failed for it.
+   * Each mailbox's folder (its path and UIDVALIDITY) as the run last selected it: the folder its
+   * items of the run went to (or were found held in). Kept for the run, not dropped with the
+   * presence: a folder that is gone later, or has another UIDVALIDITY, was deleted during the run
+   * with what it held (`FolderLostError`, or `lostSinceWritten` after the mailbox's last write).
+   * Dropped once a batch has failed for it.
    */
-  private readonly selectedFolders = new Map<string, number>();
+  private readonly selectedFolders = new Map<string, { path: string; uidValidity: number }>();
   /**
    * Whether the server reports RFC822.SIZE as the exact size of what it holds (Dovecot does);
    * false once a message read whole had another length (Exchange estimates sizes): from then on,
@@ -761,7 +768,7 @@ export class ImapSink extends LifecycleSink implements Sink {
         for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
         return;
       }
-      await this.pause(attempt.error instanceof LoginRefusedError ? CONFIRM_REFUSAL_MS : Math.min(this.config.retryDelayMs * 2 ** tries, 30_000));
+      await this.pause(attempt.error instanceof LoginRefusedError ? CONFIRM_REFUSAL_MS : Math.min(this.config.retryDelayMs * 2 ** tries, MAX_RETRY_DELAY_MS));
     }
     for (const p of remaining) p.reject(this.failure !== null ? this.failed(mailbox) : new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${this.refusedMailboxes.get(mailbox)}`));
   }
@@ -807,6 +814,84 @@ export class ImapSink extends LifecycleSink implements Sink {
     } finally {
       if (session) this.release(session);
     }
+  }
+
+  /**
+   * Asked once after the last write (see SPEC.md, "A folder deleted after its mailbox's last
+   * write"): each folder the run selected (`selectedFolders`: it wrote to it, or found items held
+   * there) looked at once more, one STATUS a mailbox, `pool` at once. Gone, or another UIDVALIDITY
+   * (made again): the reason, naming them. A folder that cannot be looked at (no connection, a
+   * login refused) is looked at again within `retries`; one still not looked at then is not
+   * confirmed in place, and that is a reason too: exit 0 says every item is there.
+   */
+  async lostSinceWritten(): Promise<string | undefined> {
+    const gone: string[] = [];
+    const madeAgain: string[] = [];
+    const unconfirmed: string[] = [];
+    let left = [...this.selectedFolders];
+    for (let round = 0; left.length > 0 && this.failure === null; round++) {
+      if (round > 0) await this.pause(Math.min(this.config.retryDelayMs * 2 ** (round - 1), MAX_RETRY_DELAY_MS));
+      const again: typeof left = [];
+      const notLooked = (entry: (typeof left)[number], why: string, final = false) => {
+        if (!final && round < this.config.retries) return void again.push(entry);
+        this.stats.foldersUnchecked++;
+        unconfirmed.push(`${entry[0]}: ${why}`);
+      };
+      // Logins in a row the server did not answer: at `pool`, it looks down, and the rest wait for the next round (not a connection timeout each).
+      let unanswered = 0;
+      await eachLimited(left, this.config.pool, async (entry) => {
+        const [mailbox, seen] = entry;
+        // Its items failed already (a refused login): the run fails on them.
+        if (this.refusedMailboxes.has(mailbox)) return;
+        if (unanswered >= this.config.pool) return void notLooked(entry, 'the server answered no login');
+        let session: Session | undefined;
+        try {
+          session = await this.sessionWithNothingSelected(mailbox);
+          unanswered = 0;
+          const status = await session.client.status(seen.path, { uidValidity: true });
+          // imapflow answers false for a STATUS refused while LIST still names the folder, and for a connection lost.
+          if (status === false || status.uidValidity === undefined) throw new Error(`STATUS ${seen.path}: no answer`);
+          this.stats.foldersChecked++;
+          const now = Number(status.uidValidity);
+          if (now !== seen.uidValidity) madeAgain.push(`${mailbox} (UIDVALIDITY ${seen.uidValidity}, now ${now})`);
+        } catch (err) {
+          if (session) session.broken = true;
+          else if (!(err instanceof PermanentError || err instanceof LoginRefusedError)) unanswered++;
+          // imapflow's answer to a STATUS refused where `LIST "" path` then names nothing.
+          if ((err as { code?: unknown }).code === 'NotFound') {
+            this.stats.foldersChecked++;
+            gone.push(mailbox);
+          } else notLooked(entry, errorMessage(err), err instanceof PermanentError);
+        } finally {
+          if (session) this.release(session);
+        }
+      });
+      left = again;
+    }
+    const some = (what: string, mailboxes: string[]) => (mailboxes.length === 0 ? [] : [`${what} in ${mailboxes.length} mailbox(es): ${[...mailboxes].sort().slice(0, 3).join(', ')}${mailboxes.length > 3 ? ', ...' : ''}`]);
+    const reasons: string[] = [];
+    if (gone.length + madeAgain.length > 0) {
+      reasons.push(`the folder ${this.config.folder} this run wrote to or found items in was deleted during the run, after the mailbox's last write (${[...some('deleted', gone), ...some('deleted and made again', madeAgain)].join('; ')}): what was stored there went with it`);
+    }
+    if (unconfirmed.length > 0) {
+      reasons.push(`whether the folder ${this.config.folder} is still in place after the mailbox's last write could not be confirmed (${some('not looked at', unconfirmed).join('')}), so the run cannot say every item is there`);
+    }
+    if (reasons.length === 0) return undefined;
+    return `imap: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`;
+  }
+
+  /**
+   * A session of the mailbox with no folder selected: Dovecot answers a STATUS of the folder a
+   * session has selected from that session's view (the UIDVALIDITY it selected, even once the
+   * folder is deleted or made again). An idle session with one selected is logged out for a new
+   * login (UNSELECT is an extension, and CLOSE would expunge what other clients flagged \Deleted).
+   */
+  private async sessionWithNothingSelected(mailbox: string): Promise<Session> {
+    const session = await this.acquire(mailbox);
+    if (!session.client.mailbox) return session;
+    session.broken = true;
+    this.release(session);
+    return this.acquire(mailbox);
   }
 
   /** One attempt at a batch: a session logged in to the mailbox, then what its folder lacks appended. */
@@ -1289,9 +1374,9 @@ export class ImapSink extends LifecycleSink implements Sink {
       throw err;
     }
     this.folderTaken = true;
-    const was = this.selectedFolders.get(mailbox);
+    const was = this.selectedFolders.get(mailbox)?.uidValidity;
     const now = Number(box.uidValidity);
-    this.selectedFolders.set(mailbox, now);
+    this.selectedFolders.set(mailbox, { path: folder, uidValidity: now });
     if (was !== undefined && was !== now) {
       this.forget(mailbox);
       session.folder = null;

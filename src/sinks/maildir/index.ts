@@ -743,20 +743,27 @@ export class MaildirSink extends LifecycleSink implements Sink {
   /**
    * The folders this run prepared whose `cur/` is gone or another directory now: removed after
    * their mailbox's last write (a write after it fails as storage lost, see `lostFolder`). One
-   * stat a mailbox, a few at once.
+   * stat a mailbox, a few at once. A stat that fails otherwise (EIO, EACCES) leaves the folder
+   * not confirmed, a reason too: exit 0 says every item is there.
    */
   async lostSinceWritten(): Promise<string | undefined> {
     const gone: string[] = [];
+    const unconfirmed: string[] = [];
     await eachLimited(this.identities, LOST_CHECKS_AT_ONCE, async ([mailbox, identity]) => {
       const cur = join(this.pivotFolder(mailbox).path, 'cur');
       try {
         if (directoryIdentity(await stat(cur, { bigint: true })) !== identity) gone.push(cur);
       } catch (err) {
         if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) gone.push(cur);
+        else unconfirmed.push(`${cur}: ${errorMessage(err)}`);
       }
     });
-    if (gone.length === 0) return undefined;
-    return `maildir: ${gone.length} folder(s) this run wrote to or found items in were removed during the run, after their last write (${gone.slice(0, 3).join(', ')}${gone.length > 3 ? ', ...' : ''}): what was stored there went with them; the next run reads the export from the start (no checkpoint) and delivers again what the folders, made anew, do not hold`;
+    const firstFew = (list: string[]) => `${list.slice(0, 3).join(', ')}${list.length > 3 ? ', ...' : ''}`;
+    const reasons: string[] = [];
+    if (gone.length > 0) reasons.push(`${gone.length} folder(s) this run wrote to or found items in were removed during the run, after their last write (${firstFew(gone)}): what was stored there went with them`);
+    if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed)}), so the run cannot say every item is there`);
+    if (reasons.length === 0) return undefined;
+    return `maildir: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint) and delivers again what the folders, made anew, do not hold`;
   }
 
   /** Whether the folder's `cur/` is the directory prepared and its `tmp/` is there, made again if it was gone. */

@@ -1,0 +1,148 @@
+// The IMAP sink's folder deleted (or deleted and made again) by another client after its
+// mailbox's last write, while the run goes on: no later write is there to find it, so the sink
+// looks at every folder it selected once more when the last write has settled
+// (`lostSinceWritten`, src/sinks/imap/SPEC.md "A folder deleted after its mailbox's last write").
+// Was: the run ended COMPLETE (exit 0, its checkpoint removed) with those items gone.
+import test from 'ava';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ImapFlow } from 'imapflow';
+import { generateSample } from '../src/sample/generate.js';
+import { canonicalMailbox } from '../src/formats/address/index.js';
+import { createImapSink, type ImapSink } from '../src/sinks/imap/index.js';
+import { cli, readStatusLog } from './helpers/cli.js';
+import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { untilReady } from './helpers/gate.js';
+import { delivery, withServer } from './helpers/sink-conformance.js';
+import { tempDir } from './helpers/tmp.js';
+import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
+
+const env = { PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD };
+const FOLDER = 'INBOX/Pivot';
+/** `status`'s headline for an export all of whose items are archived (not INCOMPLETE, NOT COMPLETE or NOT PROVEN). */
+const COMPLETE = /^(?!.*(INCOMPLETE|NOT COMPLETE|NOT PROVEN)).*\bCOMPLETE\b/;
+
+/** Another client (a master login, as an administrator's tool) deletes the folder in the mailbox, and makes it again when `makeAgain`; false when the mailbox has none. */
+async function deleteFolder(port: number, mailbox: string, makeAgain: boolean): Promise<boolean> {
+  const client = new ImapFlow({ host: '127.0.0.1', port, secure: false, doSTARTTLS: false, logger: false, auth: { user: `${mailbox}*${ADMIN}`, pass: ADMIN_PASSWORD } });
+  await client.connect();
+  try {
+    if (!(await client.list()).some((m) => m.path === FOLDER)) return false;
+    await client.mailboxDelete(FOLDER);
+    if (makeAgain) await client.mailboxCreate(FOLDER);
+    return true;
+  } finally {
+    await client.logout();
+  }
+}
+
+function delivered(text: string): number {
+  return (text.match(/"outcome":"delivered"/g) ?? []).length;
+}
+
+withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
+  const MAILBOXES = ['kept@acme.example', 'deleted@acme.example', 'remade@acme.example'];
+  let dovecot: Dovecot;
+  test.before(async () => {
+    dovecot = await startDovecot(MAILBOXES);
+  });
+  test.after.always(async () => {
+    if (dovecot) await removeDovecot(dovecot);
+  });
+  const spec = (extra = '') => `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${FOLDER}&probe=kept@acme.example${extra}`;
+
+  /** A sink that has stored events `first`.. (`n` of them) in each of MAILBOXES, every write settled; its sessions stay logged in with the folder selected. */
+  async function wroteEverywhere(extra: string, first: number, n: number, t: { teardown(fn: () => Promise<void>): void }): Promise<ImapSink> {
+    const sink = createImapSink(spec(extra), { env });
+    await sink.open();
+    t.teardown(() => sink.close());
+    const writes = MAILBOXES.flatMap((mailbox) => Array.from({ length: n }, (_, i) => sink.write(delivery(first + i, mailbox))));
+    for (const stored of await Promise.all(writes)) if (stored.outcome !== 'delivered') throw new Error(`not delivered: ${JSON.stringify(stored)}`);
+    return sink;
+  }
+
+  test.serial('imap lostSinceWritten: after the last write, a folder deleted, and one deleted and made again (while the run\'s sessions still have them selected, where Dovecot may answer STATUS from the view it selected), are named with their mailboxes; the folder left alone is not', async (t) => {
+    const sink = await wroteEverywhere('', 0, 3, t);
+    t.true(await deleteFolder(dovecot.port, 'deleted@acme.example', false));
+    t.true(await deleteFolder(dovecot.port, 'remade@acme.example', true));
+    const reason = await sink.lostSinceWritten();
+    t.regex(reason ?? '', /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example; deleted and made again in 1 mailbox\(es\): remade@acme\.example \(UIDVALIDITY \d+, now \d+\)\)/);
+    t.notRegex(reason ?? '', /kept@|archiver|admin-secret/);
+    t.is(sink.stats.foldersChecked, 3);
+    t.is(sink.stats.foldersUnchecked, 0);
+  });
+
+  test.serial('imap lostSinceWritten: a server that cannot be reached when the sink looks (after `retries`) leaves the folders unconfirmed, and that is the run\'s error (exit 0 says every item is there)', async (t) => {
+    const sink = await wroteEverywhere('&retries=1&retryDelay=50', 10, 1, t);
+    await dovecot.kill();
+    try {
+      t.regex((await sink.lostSinceWritten()) ?? '', new RegExp(`^imap: whether the folder INBOX/Pivot is still in place after the mailbox's last write could not be confirmed \\(not looked at in ${MAILBOXES.length} mailbox\\(es\\): `));
+      t.is(sink.stats.foldersChecked, 0);
+      t.is(sink.stats.foldersUnchecked, MAILBOXES.length);
+    } finally {
+      await dovecot.start();
+    }
+  });
+});
+
+withServer('Dovecot (a run whose folders are deleted after their last write)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
+  test.serial('imap: folders deleted (or deleted and made again) after their mailbox\'s last write, while the run still goes on, fail the run at its end as storage lost (exit 1, storageLost, no item failed, no checkpoint, status INCOMPLETE, verify exit 6); the re-run delivers them again, verify finds every one, status COMPLETE', async (t) => {
+    t.timeout(240_000);
+    const dir = await tempDir(t);
+    const archive = join(dir, 'export.zip');
+    // Many mailboxes, few events each: many get nothing near the end.
+    await generateSample(archive, { events: 300, seed: 45, users: 40 });
+    const users = readJsonEntriesIndependently(archive)['users.json'] as { email?: string | null }[];
+    const mailboxes = [...new Set(users.flatMap((u) => (canonicalMailbox(u.email) ? [u.email!.toLowerCase()] : [])))];
+    const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
+    // A first pass elsewhere (Maildir: which items reach the plugins, and in what order, does not depend on the sink) says which item comes last, and where its copies go.
+    const counter = join(dir, 'count.mjs');
+    const lastSeen = join(dir, 'last-seen');
+    await writeFile(counter, `import { writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'count', version: '1.0.0', hostApi: '^1.0.0', transform(item) { writeFileSync(${JSON.stringify(lastSeen)}, ++n + ' ' + item.id); return item; } };\n`);
+    const scout = await cli(['run', archive, '--sink', `maildir:${join(dir, 'scout')}`, '--status-log', join(dir, 'scout.jsonl'), '--plugin', counter, ...common]);
+    t.is(scout.code, 0, scout.stderr.slice(0, 2000));
+    const [calls, lastItem] = (await readFile(lastSeen, 'utf8')).split(' ') as [string, string];
+    const scouted = (await readStatusLog(join(dir, 'scout.jsonl'))).lines.filter((l) => l.outcome === 'delivered');
+    const lastMailboxes = new Set(scouted.filter((l) => l.itemId === lastItem).map((l) => String(l.mailbox)));
+    // Held at the last item, the run records every other delivery.
+    const before = scouted.length - scouted.filter((l) => l.itemId === lastItem).length;
+    const gate = join(dir, 'gate');
+    const plugin = join(dir, 'gate.mjs');
+    await writeFile(plugin, `import { existsSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'gate', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { if (++n === ${calls}) while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); return item; } };\n`);
+    const dovecot = await startDovecot(mailboxes);
+    t.teardown(() => removeDovecot(dovecot));
+    const state = join(dir, 'state');
+    const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${FOLDER}&probe=${mailboxes[0]}`;
+    const run = (log: string) => cli(['run', archive, '--sink', sink, '--state-dir', state, '--status-log', join(dir, log), '--plugin', plugin, ...common], { env });
+    const verify = () => cli(['verify', '--state-dir', state, '--sink', sink], { env });
+    let ended = false;
+    const running = run('first.jsonl').finally(() => (ended = true));
+    await untilReady(async () => delivered(await readFile(join(dir, 'first.jsonl'), 'utf8').catch(() => '')) >= before, () => ended, `${before} deliveries`);
+    // Every mailbox but the last item's has had its last write: its folder deleted, in every other one made again at once.
+    const ways: string[] = [];
+    for (const mailbox of mailboxes.filter((m) => !lastMailboxes.has(m))) {
+      const makeAgain = ways.length % 2 === 1;
+      if (await deleteFolder(dovecot.port, mailbox, makeAgain)) ways.push(`${mailbox}: ${makeAgain ? 'deleted and made again' : 'deleted'}`);
+    }
+    t.true(ways.length >= 2, ways.join('; '));
+    await writeFile(gate, '');
+    const first = await running;
+    t.log(ways.join('; '));
+    t.is(first.code, 1, first.stderr.slice(0, 2000));
+    t.regex(first.log, /run stopped: E_SINK_WRITE: imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in \d+ mailbox\(es\): [^;]+; deleted and made again in \d+ mailbox\(es\): /);
+    const { lines: firstLog, summary } = await readStatusLog(join(dir, 'first.jsonl'));
+    t.true(summary.storageLost, 'the summary says what was stored may be lost');
+    t.false(firstLog.some((l) => l.outcome === 'failed'), 'no write found the deletion: the end of the run did');
+    t.deepEqual(await readdir(join(state, 'checkpoints')).catch(() => []), [], 'no checkpoint: the re-run reads the export from the start');
+    const headline = async () => (await cli(['status', '--state-dir', state, '--export', String(summary.exportId)])).stdout.split('\n')[0]!;
+    t.regex(await headline(), /INCOMPLETE/);
+    t.is((await verify()).code, 6, 'verify finds the messages gone');
+    const second = await run('second.jsonl');
+    t.is(second.code, 0, second.stderr.slice(0, 2000));
+    const secondLog = (await readStatusLog(join(dir, 'second.jsonl'))).lines;
+    t.true(secondLog.filter((l) => l.outcome === 'delivered').length >= ways.length, 'the deleted folders\' items delivered again');
+    const verified = await verify();
+    t.is(verified.code, 0, verified.stdout.slice(0, 2000) + verified.stderr);
+    t.regex(await headline(), COMPLETE);
+  });
+});
