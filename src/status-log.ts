@@ -171,7 +171,7 @@ export interface RunSummary extends Counters, RunStamp {
   storageLost?: boolean;
   /** Exports refused whole because their latest staging index could not be read (storage refused it, not an index, over the size limit). */
   stagingIndexesUnreadable?: number;
-  /** Batches refused as outside where a staging run writes them (misplaced in an export's folder, or in none): part of batchesFailed. */
+  /** Batches no finished staging run vouches for (misplaced, in no export folder, unnamed by its index, or, with --public-key, in a folder without a signed index): part of batchesFailed. */
   batchesRefused?: number;
   /**
    * An import read to its end: the exports every batch of whose latest staging index is in the

@@ -34,7 +34,7 @@ export function formatSummary(s: RecordedSummary): string {
   if (s.exportsWithoutIndex) rows.push(['exports without a staging index (gone batches not detectable)', s.exportsWithoutIndex]);
   if (s.stagingIndexesUntrusted) rows.push(['staging indexes not signed by --public-key (passed over)', s.stagingIndexesUntrusted]);
   if (s.stagingIndexesUnreadable) rows.push(['exports refused: their staging index could not be read', s.stagingIndexesUnreadable]);
-  if (s.batchesRefused) rows.push(['batches refused (not where staging writes them)', s.batchesRefused]);
+  if (s.batchesRefused) rows.push(['batches refused (no finished staging run vouches for them)', s.batchesRefused]);
   // Sharded (--shard K/N): what the other shards deliver, and the rejections shard 1 keeps, so the counters still add up.
   if (s.itemsForOtherShards !== undefined) rows.splice(staged ? rows.length : 4, 0, ['items for other shards', s.itemsForOtherShards]);
   if (s.rejectedByShard1 !== undefined && !staged) rows.splice(4, 0, ['items rejected (kept by shard 1)', s.rejectedByShard1]);

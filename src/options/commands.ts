@@ -85,7 +85,7 @@ export const OPTIONS = [
     type: 'string',
     env: 'PIVOT_ARCHIVE_PUBLIC_KEY',
     commands: ['import'],
-    describe: "verifier key (keygen's .pub file, or its text) of the staging runs' --signing-key: only staging indexes it signed are trusted, any other fails the import",
+    describe: "verifier key (keygen's .pub file, or its text) of the staging runs' --signing-key: only staging indexes it signed are trusted, any other fails the import, and an export folder without one is refused",
   },
   { key: 'keepRuns', flag: 'keep-runs', type: 'count', default: 0, commands: ['run', 'import'], describe: 'runs kept under --state-dir, the oldest removed first (0: for ever)' },
   {

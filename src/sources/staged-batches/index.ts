@@ -43,6 +43,8 @@ export interface StagedListing {
   untrusted: { name: string; why: string }[];
   /** Export folders whose latest staging index cannot be read (storage refuses it, it is no index, it is too large to be one): refused whole. */
   unreadableIndexes: { exportId: string; name: string; why: string }[];
+  /** With --public-key, export folders with batches (`batches` of them) and no staging index of their own that the key signed, and why: refused whole. */
+  withoutTrustedIndex: { folder: string; why: string; batches: number }[];
 }
 
 /** Why a staged batch is not imported (see `StagedListing.outside`). */
@@ -53,9 +55,11 @@ export interface OutsideBatch {
    * `unnamed`: in an export folder whose latest index does not name it; `misplaced`: inside an
    * export folder, not at `<folder><file>/<name>.zip` (where a staging run writes its batches);
    * `stray`: in no export folder under the import's prefix; `refused`: in the folder of an export
-   * whose staging index cannot be read (`unreadableIndexes` says why).
+   * whose staging index cannot be read (`unreadableIndexes` says why); `unsigned`: with
+   * --public-key, in an export folder with no staging index of its own that the key signed
+   * (`withoutTrustedIndex` says why).
    */
-  kind: 'unnamed' | 'misplaced' | 'stray' | 'refused';
+  kind: 'unnamed' | 'misplaced' | 'stray' | 'refused' | 'unsigned';
   /** The export whose folder it is in, when it is in one. */
   exportId?: string;
 }
@@ -70,6 +74,8 @@ interface FolderView {
   outside: OutsideBatch;
   /** The folder's latest staging index, when it cannot be read: the folder is refused whole. */
   unreadable?: { name: string; why: string };
+  /** With --public-key, why no index of the folder's own is one the key signed, when none is: the folder is refused whole. */
+  noTrustedIndex?: string;
   /** What the staging-run record says against the export being whole, if it does (see `StagingRunSays`). */
   run?: StagingRunSays;
 }
@@ -182,7 +188,7 @@ export class StagedBatches {
     const checkFolder = async () => {
       if (folder === undefined) return;
       const looked = view ?? (await this.lookUp(folder, found));
-      const { index, run, unreadable } = looked;
+      const { index, run, unreadable, noTrustedIndex } = looked;
       const unfinished = (run?.kind === 'part-way' ? run.why : undefined) ?? (lockAlone && lockAloneWhy(lockAlone));
       if (index) {
         found.indexed.set(index.exportId, index.batches);
@@ -198,6 +204,8 @@ export class StagedBatches {
           const record = index.contents?.[name];
           if (record) found.contents.set(name, record);
         }
+      } else if (present.size > 0 && noTrustedIndex !== undefined) {
+        found.withoutTrustedIndex.push({ folder, why: noTrustedIndex, batches: present.size });
       } else if (present.size > 0 && !unreadable) {
         found.unindexed.push(folder);
       }
@@ -235,7 +243,7 @@ export class StagedBatches {
             for (const [batch, record] of Object.entries(view.index?.contents ?? {})) found.contents.set(batch, record);
           }
           const exportId = exportOfFolder(folder) ?? folder;
-          if (view.unreadable) found.outside.set(name, view.outside);
+          if (view.unreadable || view.noTrustedIndex !== undefined) found.outside.set(name, view.outside);
           else if (folderOfBatch(name) !== folder) {
             // Directly in the export's folder, or nested deeper in it: not where a staging run writes a batch, whatever index names it.
             found.outside.set(name, {
@@ -330,10 +338,33 @@ export class StagedBatches {
         run,
       };
     }
-    // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed.
+    // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed (with the key, refused).
     // The folder is told by its own name, not by the import's prefix (an import from a parent prefix lists folders below it).
     const index = latest && isFolderOf(folder, latest.exportId) ? latest : undefined;
     const exportId = exportOfFolder(folder);
+    if (this.trust && !index) {
+      // Anyone who can write to the container can make an export folder without an index: with the key, only a signed index vouches for batches.
+      const noTrustedIndex = `${
+        indexes.length === 0
+          ? 'it has no staging index'
+          : latest
+            ? `its latest signed staging index is of export ${printable(latest.exportId)}, not its own`
+            : indexes.length === 1
+              ? 'its staging index is not signed by the --public-key key'
+              : `none of its ${indexes.length} staging indexes is signed by the --public-key key`
+      }${run ? `, and ${run.why}` : ''}`;
+      return {
+        names: new Set(),
+        outside: {
+          code: ErrorCode.STAGING_UNTRUSTED,
+          kind: 'unsigned',
+          exportId,
+          why: `its export folder ${printable(folder)} has no staging index of its own signed by the --public-key key (${noTrustedIndex}): no staging run that signed what it staged vouches for any of its batches`,
+        },
+        noTrustedIndex,
+        run,
+      };
+    }
     const outside: OutsideBatch = run
       ? {
           code: ErrorCode.STAGING_INCOMPLETE,

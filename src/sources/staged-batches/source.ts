@@ -40,7 +40,7 @@ export class StagedBatchSource implements Source {
    * by count only.
    */
   private itemsStagedNotRead = 0;
-  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexGone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [], unreadableIndexes: [] };
+  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexGone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [], unreadableIndexes: [], withoutTrustedIndex: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -151,10 +151,14 @@ export class StagedBatchSource implements Source {
     for (const { name, why } of untrusted) {
       options.logger.error(`${ErrorCode.STAGING_UNTRUSTED}: the staging index ${name} is not trusted: ${why}; it was passed over (a writer to the container other than the staging run made it)`);
     }
-    const { goneImported, unfinished, indexGone, outside, outsideMarked, marked, unreadableIndexes } = this.listing;
+    const { goneImported, unfinished, indexGone, outside, outsideMarked, marked, unreadableIndexes, withoutTrustedIndex } = this.listing;
     // An export whose staging index cannot be read: none of its batches was imported (each failed above, as refused).
     for (const { exportId, name, why } of unreadableIndexes) {
       options.logger.error(`${ErrorCode.ARCHIVE_UNREADABLE}: the staging index ${name} of export ${exportId} cannot be read: ${why}; none of the export's batches is imported, and it is not imported whole`);
+    }
+    // With --public-key, a folder no signed index vouches for: none of its batches was imported (each failed above, or as imported earlier, below).
+    for (const { folder, why, batches } of withoutTrustedIndex) {
+      options.logger.error(`${ErrorCode.STAGING_UNTRUSTED}: the export folder ${folder} has no staging index of its own signed by the --public-key key (${why}): this import imports none of its ${batches} batch(es), and the export is not imported whole; ${restageOrAcceptUnsigned(false)}`);
     }
     if (goneImported.length > 0) {
       options.logger.info(
@@ -212,14 +216,15 @@ export class StagedBatchSource implements Source {
     }
     if ([...outside.values()].some((o) => o.kind !== 'refused')) {
       // Those this sink's marker is on were imported by an earlier import (also with --again, when this one read them again).
-      // Batches refused as their export's (its index cannot be read) are told of above.
-      const names = [...outside].filter(([, o]) => o.kind !== 'refused').map(([name]) => name);
+      // Batches refused as their export's (its index cannot be read, or no signed index is its own) are told of by their folder.
+      const names = [...outside].filter(([, o]) => o.kind !== 'refused' && o.kind !== 'unsigned').map(([name]) => name);
       const never = names.filter((name) => !marked.has(name));
       const earlier = names.filter((name) => marked.has(name));
       const them = (batches: string[]) => (batches.length > 1 ? 'them' : 'it');
       throw new PivotArchiveError(
         ErrorCode.STAGING_UNTRUSTED,
         [
+          withoutTrustedIndex.length > 0 && foldersWithoutTrustedIndex(withoutTrustedIndex),
           never.length > 0 &&
             `${stagedOutside(never)} not imported: no staging run that finished staged ${them(never)}; find out who put ${them(never)} there and delete ${them(never)} (a staging run of the export names every batch in its folder in the index it writes, so check before staging the export again)`,
           earlier.length > 0 &&
@@ -317,6 +322,23 @@ export class StagedBatchSource implements Source {
       balanced: this.messagesRead === this.itemsStaged,
     };
   }
+}
+
+/** What to do about export folders (`many`) that no staging index the --public-key key signed vouches for. */
+function restageOrAcceptUnsigned(many: boolean): string {
+  const them = many ? 'those exports' : 'that export';
+  return `the batches are kept in the container to be examined; stage ${them} again with --signing-key (the signed index then vouches for what is staged) and import again, or, to accept stagings made without a signing key (older ones) knowingly, import ${them} without --public-key`;
+}
+
+/** `2 export folders have no staging index of their own signed by the --public-key key (a/: why; b/: why): ...`: the first five named. */
+function foldersWithoutTrustedIndex(folders: StagedListing['withoutTrustedIndex']): string {
+  const many = folders.length > 1;
+  const batches = folders.reduce((sum, f) => sum + f.batches, 0);
+  const named = `${folders
+    .slice(0, 5)
+    .map((f) => `${f.folder}: ${f.why}`)
+    .join('; ')}${folders.length > 5 ? '; ...' : ''}`;
+  return `${many ? `${folders.length} export folders have` : 'the export folder has'} no staging index of ${many ? 'their' : 'its'} own signed by the --public-key key (${named}), and anyone who can write to the container can make such a folder: this import imported none of ${many ? 'their' : 'its'} ${batches} batch(es); ${restageOrAcceptUnsigned(many)}`;
 }
 
 /** `2 staged batches that no staging index names (a, b) were`: the first five named. */
