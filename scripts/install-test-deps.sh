@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond npm packages: Dovecot (IMAP tests), python3 (an
-# independent zip reader/writer, HTML parser, CSV reader and PNG decoder) and Chromium (renders
-# the `report` HTML headless). Run by `npm test`; a no-op when all are there.
+# independent zip reader/writer, HTML parser, CSV reader and PNG decoder), Chromium (renders
+# the `report` HTML headless) and strace (sees which system calls make a Maildir run durable). Run by `npm test`; a no-op when all are there.
 set -euo pipefail
 missing=()
 [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
 command -v python3 >/dev/null || missing+=(python3)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v strace >/dev/null || missing+=(strace)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()

@@ -5,9 +5,10 @@
 // the links and renames posted, then one syncfs per file system makes all of them durable, and
 // each is answered only then. syncfs (Linux 5.8 on) on a descriptor held open since before the
 // first write reports every writeback error on that file system since its previous call, so a
-// lost write is never answered as durable; when it reports one, every file and directory of the
-// group is fsynced on its own, and only those whose fsync fails fail. Where syncfs cannot be
-// called, each file and directory is fsynced (still in groups, off the main thread).
+// lost write is never answered as durable; when it reports one, every operation of the group on
+// that file system fails (an fsync of its own can answer 0 for what an aborted journal lost). One
+// perl for the run makes the calls (see group-commit-worker.ts). Where syncfs cannot be called,
+// each file and directory is fsynced (still in groups, off the main thread).
 import { once } from 'node:events';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 
