@@ -9,10 +9,9 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import unzipper from 'unzipper';
 import { RUN_FORMAT, stagingRunText } from '../src/formats/staged-batch/staging-run.js';
 import { generateSample } from '../src/sample/generate.js';
-import { blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { batchEntries, blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -45,11 +44,7 @@ const container = () => azurite.container('staging');
 const blobNames = (prefix: string, pattern: RegExp) => blobNamesIn(container(), prefix, pattern);
 
 /** The (mailbox, Message-ID) entries of a staged batch, read with unzipper (not our reader). */
-async function entriesOf(name: string): Promise<{ mailbox: string; messageId: string; sha256: string }[]> {
-  const zip = (await unzipper.Open.buffer(await container().getBlockBlobClient(name).downloadToBuffer())) as unknown as { files: { path: string; buffer(): Promise<Buffer> }[] };
-  const manifest = zip.files.find((f) => f.path === 'manifest.json')!;
-  return (JSON.parse((await manifest.buffer()).toString()) as { entries: { mailbox: string; messageId: string; sha256: string }[] }).entries;
-}
+const entriesOf = (name: string) => batchEntries(container(), name);
 
 async function stage(prefix: string, from: string, options: string[] = [], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; log: string }> {
   const run = await cli(['run', from, '--sink', `azblob://staging/${prefix}?messages=20&linger=50`, '--rejects', join(workDir, `rejects-${prefix}`), '--quiet', ...options], { env: { ...env, ...extraEnv } });

@@ -12,10 +12,9 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
 import { MAX_STAGING_INDEX_BYTES } from '../src/sources/staged-batches/index.js';
-import { blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { batchEntries, blobNamesIn, stagedContents, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -56,25 +55,8 @@ async function stage(where: string, from: string, options: string[] = []): Promi
   if (run.code !== 0) throw new Error(`staging into ${where}: exit ${run.code}: ${run.log}`);
 }
 
-/** The entries of a staged batch's manifest, read with unzipper (not our reader). */
-async function entriesOf(container: string, name: string): Promise<{ sha256: string }[]> {
-  const zip = (await unzipper.Open.buffer(await azurite.container(container).getBlockBlobClient(name).downloadToBuffer())) as unknown as { files: { path: string; buffer(): Promise<Buffer> }[] };
-  const manifest = zip.files.find((f) => f.path === 'manifest.json')!;
-  return (JSON.parse((await manifest.buffer()).toString()) as { entries: { sha256: string }[] }).entries;
-}
-
-/** The messages the batches under `container/prefix/` hold, and the sha256 of each. */
-async function staged(container: string, prefix: string): Promise<{ batches: string[]; messages: number; bytes: Set<string> }> {
-  const batches = await blobNamesIn(azurite.container(container), prefix, /\.zip$/);
-  const bytes = new Set<string>();
-  let messages = 0;
-  for (const name of batches) {
-    const entries = await entriesOf(container, name);
-    messages += entries.length;
-    for (const e of entries) bytes.add(e.sha256);
-  }
-  return { batches, messages, bytes };
-}
+const entriesOf = (container: string, name: string) => batchEntries(azurite.container(container), name);
+const staged = (container: string, prefix: string) => stagedContents(azurite.container(container), prefix);
 
 /** Copies a blob (bytes and metadata) to another name, in the same container or another. */
 async function copyBlob(from: { container: string; name: string }, to: { container: string; name: string }): Promise<void> {

@@ -9,9 +9,8 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
-import { blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { blobNamesIn, stagedContents, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -56,19 +55,8 @@ async function stage(prefix: string, archive: string, signingKey?: string): Prom
   if (run.code !== 0) throw new Error(`staging into ${prefix}: exit ${run.code}: ${run.log}`);
 }
 
-/** The sha256 of each message the batches under `staging/<folder>` hold (read with unzipper, not our reader), and how many. */
-async function stagedIn(folder: string): Promise<{ batches: string[]; messages: number; bytes: Set<string> }> {
-  const batches = await blobNamesIn(container(), folder, /\.zip$/);
-  const bytes = new Set<string>();
-  let messages = 0;
-  for (const name of batches) {
-    const zip = (await unzipper.Open.buffer(await container().getBlockBlobClient(name).downloadToBuffer())) as unknown as { files: { path: string; buffer(): Promise<Buffer> }[] };
-    const manifest = JSON.parse((await zip.files.find((f) => f.path === 'manifest.json')!.buffer()).toString()) as { entries: { sha256: string }[] };
-    messages += manifest.entries.length;
-    for (const e of manifest.entries) bytes.add(e.sha256);
-  }
-  return { batches, messages, bytes };
-}
+/** The batches under `staging/<folder>`, and the sha256 of each message they hold (read with unzipper, not our reader). */
+const stagedIn = (folder: string) => stagedContents(container(), folder);
 
 /** The signed export under `prefix`, and beside it a folder of the other export's batches copied from `donor` without its index or staging-run record. */
 async function stageWithIndexlessFolder(prefix: string): Promise<{ signed: Awaited<ReturnType<typeof stagedIn>>; indexless: Awaited<ReturnType<typeof stagedIn>>; folder: string }> {

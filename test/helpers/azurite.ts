@@ -149,6 +149,25 @@ async function zipFiles(client: ContainerClient, blob: string): Promise<{ name: 
   return Promise.all(zip.files.map(async (f) => ({ name: f.path, data: await f.buffer() })));
 }
 
+/** The entries a staged batch's manifest lists, read with unzipper (not our reader). */
+export async function batchEntries(client: ContainerClient, blob: string): Promise<{ mailbox: string; messageId: string; sha256: string }[]> {
+  const manifest = (await zipFiles(client, blob)).find((f) => f.name === 'manifest.json')!;
+  return (JSON.parse(manifest.data.toString()) as { entries: { mailbox: string; messageId: string; sha256: string }[] }).entries;
+}
+
+/** The batches under `prefix/`, how many messages they hold and the sha256 of each (read with unzipper). */
+export async function stagedContents(client: ContainerClient, prefix: string): Promise<{ batches: string[]; messages: number; bytes: Set<string> }> {
+  const batches = await blobNamesIn(client, prefix, /\.zip$/);
+  const bytes = new Set<string>();
+  let messages = 0;
+  for (const name of batches) {
+    const entries = await batchEntries(client, name);
+    messages += entries.length;
+    for (const e of entries) bytes.add(e.sha256);
+  }
+  return { batches, messages, bytes };
+}
+
 /** The bytes of the entry a staged location (`<blob>#<entry>`) names, or undefined. */
 export async function readStagedAt(client: ContainerClient, location: string): Promise<Buffer | undefined> {
   const hash = location.lastIndexOf('#');
