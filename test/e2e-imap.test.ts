@@ -11,6 +11,7 @@ import { pairs, readMaildir } from './helpers/maildir.js';
 import { startAzurite } from './helpers/azurite.js';
 import { withServer } from './helpers/sink-conformance.js';
 import { expectedPairs, type ReferenceConversations } from './helpers/reference.js';
+import { gatePlugin } from './helpers/gate.js';
 import { tempDir } from './helpers/tmp.js';
 import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
 
@@ -163,9 +164,9 @@ withServer('Dovecot (IMAP end to end)', DOVECOT_BINARY ? undefined : dovecotMiss
     // The run waits at its 300th item until the server is down, so it goes down with work left
     // (without the gate, a fast run under a loaded machine's slow polling had finished first).
     const gate = join(dir, 'server-down');
-    const gatePlugin = join(dir, 'gate.mjs');
-    await writeFile(gatePlugin, `import { existsSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'gate', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { if (++n === 300) while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); return item; } };\n`);
-    const args = ['run', '--max-rejected', '100%', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects'), '--plugin', gatePlugin];
+    const plugin = join(dir, 'gate.mjs');
+    await writeFile(plugin, gatePlugin(300, gate));
+    const args = ['run', '--max-rejected', '100%', ex.archive, '--sink', sink, '--status-log', status, '--rejects', join(dir, 'rejects'), '--plugin', plugin];
     const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stdout.resume();

@@ -12,7 +12,7 @@ import { canonicalMailbox as validEmail } from '../src/formats/address/index.js'
 import { mailboxFolderName } from '../src/sinks/maildir/index.js';
 import { cli, readStatusLog, type CliResult } from './helpers/cli.js';
 import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, fetchFolder, removeDovecot, startDovecot } from './helpers/dovecot.js';
-import { gatePlugin, untilReady } from './helpers/gate.js';
+import { gatePlugin, lastItemOf, untilReady } from './helpers/gate.js';
 import { readMaildir } from './helpers/maildir.js';
 import { withServer } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
@@ -240,20 +240,13 @@ test.serial('maildir: folders removed after their mailbox\'s last write, while t
   // Many mailboxes, few events each: many get nothing near the end.
   await generateSample(archive, { events: 300, seed: 45, users: 60 });
   const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
-  // A first pass elsewhere says which item reaches the plugins last, and where its copies go.
-  const counter = join(dir, 'count.mjs');
-  const lastSeen = join(dir, 'last-seen');
-  await writeFile(counter, `import { writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'count', version: '1.0.0', hostApi: '^1.0.0', transform(item) { writeFileSync(${JSON.stringify(lastSeen)}, ++n + ' ' + item.id); return item; } };\n`);
-  const scout = await cli(['run', archive, '--sink', `maildir:${join(dir, 'scout')}`, '--status-log', join(dir, 'scout.jsonl'), '--plugin', counter, ...common]);
-  t.is(scout.code, 0, scout.stderr.slice(0, 2000));
-  const [calls, lastItem] = (await readFile(lastSeen, 'utf8')).split(' ') as [string, string];
-  const scouted = (await readStatusLog(join(dir, 'scout.jsonl'))).lines.filter((l) => l.outcome === 'delivered');
-  const lastMailboxes = new Set(scouted.filter((l) => l.itemId === lastItem).map((l) => mailboxFolderName(String(l.mailbox))));
-  // Held at the last item, the run records every other delivery.
-  const before = scouted.length - scouted.filter((l) => l.itemId === lastItem).length;
+  // Held at the last item, the run records every other delivery (`before` of them).
+  const last = await lastItemOf(dir, archive, common);
+  const { before } = last;
+  const lastMailboxes = new Set([...last.lastMailboxes].map(mailboxFolderName));
   const gate = join(dir, 'gate');
   const plugin = join(dir, 'gate.mjs');
-  await writeFile(plugin, `import { existsSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'gate', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { if (++n === ${calls}) while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); return item; } };\n`);
+  await writeFile(plugin, gatePlugin(last.calls, gate));
   const root = join(dir, 'mail');
   const state = join(dir, 'state');
   const run = (log: string) => cli(['run', archive, '--sink', `maildir:${root}`, '--state-dir', state, '--status-log', join(dir, log), '--plugin', plugin, ...common]);

@@ -12,7 +12,7 @@ import { canonicalMailbox } from '../src/formats/address/index.js';
 import { createImapSink, type ImapSink } from '../src/sinks/imap/index.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
-import { untilReady } from './helpers/gate.js';
+import { gatePlugin, lastItemOf, untilReady } from './helpers/gate.js';
 import { delivery, withServer } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 import { readJsonEntriesIndependently } from './helpers/unzip-python.js';
@@ -95,20 +95,11 @@ withServer('Dovecot (a run whose folders are deleted after their last write)', D
     const users = readJsonEntriesIndependently(archive)['users.json'] as { email?: string | null }[];
     const mailboxes = [...new Set(users.flatMap((u) => (canonicalMailbox(u.email) ? [u.email!.toLowerCase()] : [])))];
     const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
-    // A first pass elsewhere (Maildir: which items reach the plugins, and in what order, does not depend on the sink) says which item comes last, and where its copies go.
-    const counter = join(dir, 'count.mjs');
-    const lastSeen = join(dir, 'last-seen');
-    await writeFile(counter, `import { writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'count', version: '1.0.0', hostApi: '^1.0.0', transform(item) { writeFileSync(${JSON.stringify(lastSeen)}, ++n + ' ' + item.id); return item; } };\n`);
-    const scout = await cli(['run', archive, '--sink', `maildir:${join(dir, 'scout')}`, '--status-log', join(dir, 'scout.jsonl'), '--plugin', counter, ...common]);
-    t.is(scout.code, 0, scout.stderr.slice(0, 2000));
-    const [calls, lastItem] = (await readFile(lastSeen, 'utf8')).split(' ') as [string, string];
-    const scouted = (await readStatusLog(join(dir, 'scout.jsonl'))).lines.filter((l) => l.outcome === 'delivered');
-    const lastMailboxes = new Set(scouted.filter((l) => l.itemId === lastItem).map((l) => String(l.mailbox)));
-    // Held at the last item, the run records every other delivery.
-    const before = scouted.length - scouted.filter((l) => l.itemId === lastItem).length;
+    // Held at the last item, the run records every other delivery (`before` of them).
+    const { calls, lastMailboxes, before } = await lastItemOf(dir, archive, common);
     const gate = join(dir, 'gate');
     const plugin = join(dir, 'gate.mjs');
-    await writeFile(plugin, `import { existsSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'gate', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { if (++n === ${calls}) while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); return item; } };\n`);
+    await writeFile(plugin, gatePlugin(calls, gate));
     const dovecot = await startDovecot(mailboxes);
     t.teardown(() => removeDovecot(dovecot));
     const state = join(dir, 'state');
