@@ -43,6 +43,8 @@ function countingBytes(sink: Sink): Sink & { inner: Sink } {
     maxInFlightBytes: sink.maxInFlightBytes,
     open: () => sink.open(),
     write: (d) => ((bytes += d.message.length), sink.write(d)),
+    // The end-of-run look at what was written is part of a run's cost.
+    ...(sink.lostSinceWritten ? { lostSinceWritten: () => sink.lostSinceWritten!() } : {}),
     close: () => sink.close(),
   };
 }
