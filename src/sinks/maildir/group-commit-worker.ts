@@ -51,30 +51,64 @@ class SyncfsHelper {
   static start(): SyncfsHelper | null {
     if (SYNCFS === undefined) return null;
     let dir: string | undefined;
-    let requests: number | undefined;
+    let perl: ReturnType<typeof spawn> | undefined;
+    /** The worker's ends opened so far: closed when the start fails. */
+    const ends: number[] = [];
+    const openEnd = (path: string, flags: number) => {
+      const fd = openSync(path, flags);
+      ends.push(fd);
+      return fd;
+    };
+    const since = Date.now();
+    const waitOrGiveUp = () => {
+      if (Date.now() - since > HELPER_START_MS) throw new Error('the syncfs helper did not start in time');
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    };
     try {
       dir = mkdtempSync(join(tmpdir(), 'pivot-archive-syncfs-'));
       const [requestsPath, answersPath] = [join(dir, 'requests'), join(dir, 'answers')];
       const made = spawnSync('mkfifo', ['-m', '600', requestsPath, answersPath], { stdio: 'ignore' });
       if (made.error || made.status !== 0) return null;
-      const perl = spawn('perl', ['-e', SYNCFS_HELPER, requestsPath, answersPath], { stdio: 'ignore' });
-      // Its failure to start is seen as no reader in time, below.
+      perl = spawn('perl', ['-e', SYNCFS_HELPER, requestsPath, answersPath], { stdio: 'ignore' });
+      // Its failure to start after exec is seen as no reader in time, below.
       perl.on('error', () => undefined);
+      // No perl on PATH is known at once (no pid): not worth the wait below.
+      if (perl.pid === undefined) return null;
       perl.unref();
       // Non-blocking, so a perl that never opens its end is waited for a bounded time (ENXIO until it does).
-      for (const since = Date.now(); requests === undefined; ) {
+      let requests: number | undefined;
+      while (requests === undefined) {
         try {
-          requests = openSync(requestsPath, constants.O_WRONLY | constants.O_NONBLOCK);
+          requests = openEnd(requestsPath, constants.O_WRONLY | constants.O_NONBLOCK);
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENXIO' || Date.now() - since > HELPER_START_MS) throw err;
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+          if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+          waitOrGiveUp();
         }
       }
-      // perl opens its answers right after its requests: this open returns once it has.
-      const answers = openSync(answersPath, constants.O_RDONLY);
+      // perl opens its answers right after its requests, but a blocking open here would wait for
+      // ever for a perl killed in between (and the run with it, deaf to SIGINT and SIGTERM). A
+      // non-blocking end is read instead: EOF while perl has no writer open, EAGAIN once it has.
+      const probe = openEnd(answersPath, constants.O_RDONLY | constants.O_NONBLOCK);
+      const perlWriting = () => {
+        try {
+          return readSync(probe, Buffer.alloc(1)) !== 0;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return true;
+          throw err;
+        }
+      };
+      while (!perlWriting()) waitOrGiveUp();
+      // The answers are read blocking, from an end opened while the worker holds a writer of its
+      // own (so that open cannot wait either), closed then: perl's death is EOF there.
+      const own = openEnd(answersPath, constants.O_WRONLY | constants.O_NONBLOCK);
+      const answers = openEnd(answersPath, constants.O_RDONLY);
+      closeSync(own);
+      closeSync(probe);
       return new SyncfsHelper(requests, answers);
     } catch {
-      if (requests !== undefined) closeSync(requests);
+      for (const fd of ends) closeSync(fd);
+      // Of no use now: not left waiting at an end the worker gave up.
+      perl?.kill('SIGKILL');
       return null;
     } finally {
       // Both ends open (or given up): the names are not needed any more.
