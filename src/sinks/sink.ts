@@ -122,6 +122,15 @@ export interface Sink {
  */
 const STORAGE_FAULT_CODES = new Set(['EIO', 'EROFS']);
 
+/**
+ * The first few of what an error line names (folders, mailboxes), sorted (they come in the order
+ * they were found), `...` after them when there are more: the line stays short at 10,000 mailboxes.
+ */
+export function firstFew(items: readonly string[], separator = ', '): string {
+  const sorted = [...items].sort();
+  return `${sorted.slice(0, 3).join(separator)}${sorted.length > 3 ? `${separator}...` : ''}`;
+}
+
 /** Marks a write's error as one that says what the sink stored before may be gone (its folder was deleted mid-run). */
 export function markStorageLost<E extends Error>(err: E): E {
   return Object.assign(err, { storageLost: true });

@@ -1,7 +1,7 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
-import { markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, folderAnswer404, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
@@ -461,8 +461,8 @@ export class GraphSink extends LifecycleSink implements Sink {
       }
     });
     const reasons: string[] = [];
-    if (displaced.length > 0) reasons.push(`${displaced.length} folder(s) this run wrote to or found items in are no longer where it put them, deleted, moved or renamed during the run (${firstFew(displaced)}); what they held is not where the run recorded it`);
-    if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed)}), so the run cannot say every item is there`);
+    if (displaced.length > 0) reasons.push(`${displaced.length} folder(s) this run wrote to or found items in are no longer where it put them, deleted, moved or renamed during the run (${firstFew(displaced, '; ')}); what they held is not where the run recorded it`);
+    if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed, '; ')}), so the run cannot say every item is there`);
     if (reasons.length === 0) return undefined;
     return `graph: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint), skips what the folder ${this.config.folder.join('/')} holds and delivers again what it does not`;
   }
@@ -808,12 +808,6 @@ export class GraphSink extends LifecycleSink implements Sink {
       return false;
     }
   }
-}
-
-/** The first few of `reasons`, sorted (they come in the order the mailboxes answered), for an error line. */
-function firstFew(reasons: string[]): string {
-  const sorted = [...reasons].sort();
-  return `${sorted.slice(0, 3).join('; ')}${sorted.length > 3 ? '; ...' : ''}`;
 }
 
 /** Graph does not offer `action` here (a national cloud): 400 "Resource not found for the segment". */

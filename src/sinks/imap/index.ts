@@ -2,7 +2,7 @@ import { ImapFlow, type AuthOptions, type MailboxObject, type SearchObject } fro
 import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
 import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
@@ -868,7 +868,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       });
       left = again;
     }
-    const some = (what: string, mailboxes: string[]) => (mailboxes.length === 0 ? [] : [`${what} in ${mailboxes.length} mailbox(es): ${[...mailboxes].sort().slice(0, 3).join(', ')}${mailboxes.length > 3 ? ', ...' : ''}`]);
+    const some = (what: string, mailboxes: string[]) => (mailboxes.length === 0 ? [] : [`${what} in ${mailboxes.length} mailbox(es): ${firstFew(mailboxes)}`]);
     const reasons: string[] = [];
     if (gone.length + madeAgain.length > 0) {
       reasons.push(`the folder ${this.config.folder} this run wrote to or found items in was deleted during the run, after the mailbox's last write (${[...some('deleted', gone), ...some('deleted and made again', madeAgain)].join('; ')}): what was stored there went with it`);

@@ -6,7 +6,7 @@ import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { markStorageLost, type Sink, type SinkFactory, type Stored } from '../sink.js';
+import { firstFew, markStorageLost, type Sink, type SinkFactory, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
@@ -758,7 +758,6 @@ export class MaildirSink extends LifecycleSink implements Sink {
         else unconfirmed.push(`${cur}: ${errorMessage(err)}`);
       }
     });
-    const firstFew = (list: string[]) => `${list.slice(0, 3).join(', ')}${list.length > 3 ? ', ...' : ''}`;
     const reasons: string[] = [];
     if (gone.length > 0) reasons.push(`${gone.length} folder(s) this run wrote to or found items in were removed during the run, after their last write (${firstFew(gone)}): what was stored there went with them`);
     if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed)}), so the run cannot say every item is there`);
