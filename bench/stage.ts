@@ -45,6 +45,7 @@ function countingBytes(sink: Sink): Sink & { inner: Sink } {
     write: (d) => ((bytes += d.message.length), sink.write(d)),
     // The end-of-run look at what was written is part of a run's cost.
     ...(sink.lostSinceWritten ? { lostSinceWritten: () => sink.lostSinceWritten!() } : {}),
+    ...(sink.writesEnded ? { writesEnded: () => sink.writesEnded!() } : {}),
     close: () => sink.close(),
   };
 }

@@ -74,7 +74,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .through(step('built', sizeLimitStage(o.maxItemSize)))
         .through(step('built', archive && fanOutStage(o.fanOut, archive.exportId, recorder)))
         .through(shardStage(o.shard, recorder))
-        .through(inOrder(settler.limit, settler.settle))
+        .through(inOrder(settler.limit, settler.settle, () => o.sink.writesEnded?.()))
         .through(inTurn((settled) => source.settled(settled.position, settled.ok, settled.storageFault))),
     );
   });

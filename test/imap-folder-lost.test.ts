@@ -83,6 +83,34 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
       await dovecot.start();
     }
   });
+
+  test.serial('imap writesEnded: a mailbox whose last batch comes after the chain\'s last write is looked at in the session that wrote there (its folder SELECTed again), so the end-of-run look logs in to none of them', async (t) => {
+    const sink = createImapSink(spec(), { env });
+    await sink.open();
+    t.teardown(() => sink.close());
+    const writes = MAILBOXES.flatMap((mailbox) => [20, 21].map((n) => sink.write(delivery(n, mailbox))));
+    sink.writesEnded();
+    for (const stored of await Promise.all(writes)) t.is(stored.outcome, 'delivered');
+    const logins = sink.stats.logins;
+    t.is(await sink.lostSinceWritten(), undefined);
+    t.is(sink.stats.logins, logins, 'no login for the end-of-run look');
+    t.is(sink.stats.foldersChecked, MAILBOXES.length);
+    t.is(sink.stats.foldersUnchecked, 0);
+  });
+
+  test.serial('Dovecot: a SELECT of the folder a session has selected opens the folder as it is now (another UIDVALIDITY once deleted and made again, refused once deleted), which the look in the writing session relies on', async (t) => {
+    const mailbox = 'remade@acme.example';
+    const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.port, secure: false, doSTARTTLS: false, logger: false, auth: { user: `${mailbox}*${ADMIN}`, pass: ADMIN_PASSWORD } });
+    client.on('error', () => undefined);
+    await client.connect();
+    t.teardown(() => client.logout().catch(() => undefined));
+    if (!(await client.list()).some((m) => m.path === FOLDER)) await client.mailboxCreate(FOLDER);
+    const before = (await client.mailboxOpen(FOLDER)).uidValidity;
+    t.true(await deleteFolder(dovecot.port, mailbox, true));
+    t.not((await client.mailboxOpen(FOLDER)).uidValidity, before);
+    t.true(await deleteFolder(dovecot.port, mailbox, false));
+    await t.throwsAsync(client.mailboxOpen(FOLDER));
+  });
 });
 
 withServer('Dovecot (a run whose folders are deleted after their last write)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {

@@ -142,3 +142,29 @@ test('a signal after every delivery settled changes nothing: the run is complete
   t.false(summary.interrupted);
   t.is(runExitCode(summary), 0);
 });
+
+test('the chain tells the sink `writesEnded` once, after its last write call and before any write has settled or the end-of-run look (a sink that waits to fill batches would wait for nothing)', async (t) => {
+  const { source, run } = await stoppable(t);
+  const calls: string[] = [];
+  const settle: (() => void)[] = [];
+  const sink: Sink = {
+    kind: 'maildir',
+    description: 'recording',
+    maxInFlight: 100_000,
+    open: async () => undefined,
+    close: async () => undefined,
+    write: () => (calls.push('write'), new Promise((resolve) => settle.push(() => resolve({ outcome: 'delivered' })))),
+    writesEnded: () => {
+      calls.push('ended');
+      // The writes settle only now: a chain that waited for them before telling would hang here.
+      for (const s of settle.splice(0)) setImmediate(s);
+    },
+    lostSinceWritten: async () => void calls.push('look'),
+  };
+  const summary = await run(sink);
+  t.true(source.exhausted);
+  t.true(summary.delivered > 0);
+  t.is(calls.filter((c) => c === 'write').length, summary.delivered);
+  t.deepEqual(calls.slice(-2), ['ended', 'look']);
+  t.is(calls.filter((c) => c === 'ended').length, 1);
+});

@@ -12,8 +12,9 @@ export interface InFlightLimit<A> {
  * An async stage with bounded work in flight, results in input order: how the chain overlaps
  * sink writes. One highland stream per stage, not one per item (`flatMap(x => _(promise))` costs
  * a stream per item). A rejected promise becomes a stream error at its turn, in order.
+ * `ended` is called once the input has ended, when `fn` has been called for every input.
  */
-export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>): (source: Highland.Stream<A>) => Highland.Stream<B> {
+export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>, ended?: () => void): (source: Highland.Stream<A>) => Highland.Stream<B> {
   return (source) => {
     // A queue read from `head`: shift() on tens of thousands in flight (a network sink's window) moved them all each time.
     let pending: { result: Promise<B>; weight: number }[] = [];
@@ -53,6 +54,8 @@ export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>)
         return;
       }
       if (_.isNil(x)) {
+        // `fn` has been called for every input: told before their results are waited for.
+        ended?.();
         release(push, any, () => push(null, _.nil));
         return;
       }

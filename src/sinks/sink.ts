@@ -105,6 +105,12 @@ export interface Sink {
    */
   exportSettled?(exportId: string): void;
   /**
+   * Told once the chain has made its last `write` of the run (the export read to its end, or
+   * reading stopped): a batching sink need not wait for more, and may look at a mailbox's storage
+   * in the session that wrote there last, instead of a login for it in `lostSinceWritten`.
+   */
+  writesEnded?(): void;
+  /**
    * Asked once after the last write, before the summary: why what the sink stored or found this run
    * may be gone since its mailbox's last write (its folder removed: no later write was there to
    * find it), or undefined. The run then fails as storage lost does (no checkpoint left).
