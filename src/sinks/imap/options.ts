@@ -46,7 +46,7 @@ export const imapOptions = {
   pool: integer({ default: 8, min: 1, max: 64, help: 'connections at most' }),
   batch: integer({ default: 50, min: 1, max: 1000, help: 'messages appended to one mailbox per batch' }),
   window: integer({
-    default: 10_000,
+    default: 50_000,
     min: 1,
     max: 1_000_000,
     help: 'deliveries held at once (maxInFlight): the more, the more each mailbox login carries',
