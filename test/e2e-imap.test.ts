@@ -117,7 +117,7 @@ withServer('Dovecot (IMAP end to end)', DOVECOT_BINARY ? undefined : dovecotMiss
 
   test('Dovecot stopped mid-run: failures are recorded, exit 1, and a re-run completes the set with no duplicates', async (t) => {
     const { dir, ex, dovecot } = await exportAndServer(t, 1500, 22);
-    // window=400, what the sink held before 2026-11-28: with the default 10,000 the whole export
+    // window=400, what the sink held before 2026-11-28: with a default of 10,000 or more the whole export
     // is in the sink at once, and most of it stored before the status log (written in order)
     // shows a fifth of it, so the server would go down with little left to fail.
     // One session and 100 held (pool=1, window=100): the run lasts seconds, so a test process slowed

@@ -5,11 +5,13 @@
 // Was: the run ended COMPLETE (exit 0, its checkpoint removed) with those items gone.
 import test from 'ava';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { ImapFlow } from 'imapflow';
 import { generateSample } from '../src/sample/generate.js';
 import { canonicalMailbox } from '../src/formats/address/index.js';
-import { createImapSink, type ImapSink } from '../src/sinks/imap/index.js';
+import { LOOKED_LATELY_MS, createImapSink, type ImapSink } from '../src/sinks/imap/index.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { gatePlugin, lastItemOf, untilReady } from './helpers/gate.js';
@@ -34,6 +36,39 @@ async function deleteFolder(port: number, mailbox: string, makeAgain: boolean): 
   } finally {
     await client.logout();
   }
+}
+
+/**
+ * A TCP relay to Dovecot that holds each session's first SELECT after an APPEND (the look in the
+ * session that wrote) until `release()`: `holding` resolves when one is held.
+ */
+async function selectHoldingRelay(port: number) {
+  let held!: () => void;
+  const holding = new Promise<void>((resolve) => (held = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    upstream.pipe(client);
+    let appended = false;
+    let sent = Promise.resolve();
+    client.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('latin1');
+      if (appended && / SELECT /.test(text)) {
+        appended = false;
+        held();
+        sent = sent.then(() => released);
+      }
+      if (/ APPEND /.test(text)) appended = true;
+      sent = sent.then(() => void upstream.write(chunk));
+    });
+    for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+      a.on('error', () => undefined);
+      a.on('close', () => b.destroy());
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as AddressInfo).port, holding, release, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 function delivered(text: string): number {
@@ -96,6 +131,44 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
     t.is(sink.stats.logins, logins, 'no login for the end-of-run look');
     t.is(sink.stats.foldersChecked, MAILBOXES.length);
     t.is(sink.stats.foldersUnchecked, 0);
+  });
+
+  test.serial(`imap writesEnded: a look in the writing session older than ${LOOKED_LATELY_MS / 1000} s when the run ends is made again by the end-of-run look (a login and a STATUS each)`, async (t) => {
+    const sink = createImapSink(spec(), { env });
+    await sink.open();
+    t.teardown(() => sink.close());
+    const writes = MAILBOXES.flatMap((mailbox) => [22, 23].map((n) => sink.write(delivery(n, mailbox))));
+    sink.writesEnded();
+    for (const stored of await Promise.all(writes)) t.is(stored.outcome, 'delivered');
+    // Asked once as the run's end would, the looks all lately: no login; then as if 31 s later.
+    t.is(await sink.lostSinceWritten(), undefined);
+    t.is(sink.stats.foldersChecked, MAILBOXES.length);
+    const logins = sink.stats.logins;
+    const now = Date.now;
+    Date.now = () => now() + LOOKED_LATELY_MS + 1_000;
+    try {
+      t.is(await sink.lostSinceWritten(), undefined);
+    } finally {
+      Date.now = now;
+    }
+    t.true(sink.stats.logins >= logins + MAILBOXES.length - 1, `${sink.stats.logins - logins} logins`);
+    t.is(sink.stats.foldersChecked, 2 * MAILBOXES.length);
+  });
+
+  test.serial('imap writesEnded: a folder deleted between its mailbox\'s last APPEND and the look in that session (its SELECT refused) is named by the end-of-run look', async (t) => {
+    const relay = await selectHoldingRelay(dovecot.port);
+    t.teardown(() => relay.close());
+    const sink = createImapSink(`imap://archiver@127.0.0.1:${relay.port}/?tls=none&folder=${FOLDER}&probe=kept@acme.example`, { env });
+    await sink.open();
+    t.teardown(() => sink.close());
+    const mailbox = 'deleted@acme.example';
+    const writes = [40, 41].map((n) => sink.write(delivery(n, mailbox)));
+    sink.writesEnded();
+    for (const stored of await Promise.all(writes)) t.is(stored.outcome, 'delivered');
+    await Promise.race([relay.holding, delay(20_000).then(() => Promise.reject(new Error('no SELECT after the APPEND: the sink did not look in the session that wrote')))]);
+    t.true(await deleteFolder(dovecot.port, mailbox, false));
+    relay.release();
+    t.regex((await sink.lostSinceWritten()) ?? '', /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example\)/);
   });
 
   test.serial('Dovecot: a SELECT of the folder a session has selected opens the folder as it is now (another UIDVALIDITY once deleted and made again, refused once deleted), which the look in the writing session relies on', async (t) => {

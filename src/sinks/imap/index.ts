@@ -301,6 +301,13 @@ const OPEN_MAX_DELAY_MS = 5_000;
  * auth process is down or restarting (a crash, a restart during the check).
  */
 export const CONFIRM_REFUSAL_MS = 1_000;
+/**
+ * A folder looked at in the session that wrote its mailbox's last batch (`lookAfterLastWrite`) is
+ * not looked at again at the end if that look is at most this old: a deletion after it and before
+ * the run's end goes unseen, as one after a mailbox's STATUS does while the end-of-run look goes
+ * through the others (about 40 s at 2,000 mailboxes). An older look is made again there.
+ */
+export const LOOKED_LATELY_MS = 30_000;
 /** The longest wait between a batch's attempts (and between rounds of `lostSinceWritten`): `retryDelay`, doubling, up to this. */
 const MAX_RETRY_DELAY_MS = 30_000;
 /** A delivery's login: a slow server gets longer than `open()`'s check gives it. */
@@ -400,8 +407,8 @@ export class ImapSink extends LifecycleSink implements Sink {
    * Dropped once a batch has failed for it.
    */
   private readonly selectedFolders = new Map<string, { path: string; uidValidity: number }>();
-  /** Mailboxes whose folder was found in place after their last write, in the session that made it (`lookAfterLastWrite`): `lostSinceWritten` needs no login for them. */
-  private readonly lookedAfterLastWrite = new Set<string>();
+  /** Mailboxes whose folder was found in place after their last write, in the session that made it (`lookAfterLastWrite`), and when (Date.now()): `lostSinceWritten` needs no login for those looked at lately. */
+  private readonly lookedAfterLastWrite = new Map<string, number>();
   /** Batches under way: their writes settle before the batch ends (a read-back, the look after the last write), and `lostSinceWritten` waits for them. */
   private readonly delivering = new Set<Promise<void>>();
   /**
@@ -527,6 +534,11 @@ export class ImapSink extends LifecycleSink implements Sink {
         }
       }, graceMs).unref();
     }
+  }
+
+  /** The wait before retry `n` (0 first): `retryDelay`, doubling, at most MAX_RETRY_DELAY_MS. */
+  private retryWait(n: number): number {
+    return Math.min(this.config.retryDelayMs * 2 ** n, MAX_RETRY_DELAY_MS);
   }
 
   /** Waits `ms`, or less when the sink fails meanwhile (`fail` calls the sleepers); not at all once it has failed. */
@@ -774,7 +786,7 @@ export class ImapSink extends LifecycleSink implements Sink {
         for (const p of remaining) p.reject(new PivotArchiveError(ErrorCode.SINK_WRITE, reason));
         return;
       }
-      await this.pause(attempt.error instanceof LoginRefusedError ? CONFIRM_REFUSAL_MS : Math.min(this.config.retryDelayMs * 2 ** tries, MAX_RETRY_DELAY_MS));
+      await this.pause(attempt.error instanceof LoginRefusedError ? CONFIRM_REFUSAL_MS : this.retryWait(tries));
     }
     for (const p of remaining) p.reject(this.failure !== null ? this.failed(mailbox) : new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: ${this.refusedMailboxes.get(mailbox)}`));
   }
@@ -840,9 +852,10 @@ export class ImapSink extends LifecycleSink implements Sink {
     const madeAgain: string[] = [];
     const unconfirmed: string[] = [];
     await Promise.allSettled(this.delivering);
-    let left = [...this.selectedFolders].filter(([mailbox]) => !this.lookedAfterLastWrite.has(mailbox));
+    const lately = Date.now() - LOOKED_LATELY_MS;
+    let left = [...this.selectedFolders].filter(([mailbox]) => !((this.lookedAfterLastWrite.get(mailbox) ?? -Infinity) >= lately));
     for (let round = 0; left.length > 0 && this.failure === null; round++) {
-      if (round > 0) await this.pause(Math.min(this.config.retryDelayMs * 2 ** (round - 1), MAX_RETRY_DELAY_MS));
+      if (round > 0) await this.pause(this.retryWait(round - 1));
       const again: typeof left = [];
       const notLooked = (entry: (typeof left)[number], why: string, final = false) => {
         if (!final && round < this.config.retries) return void again.push(entry);
@@ -937,9 +950,12 @@ export class ImapSink extends LifecycleSink implements Sink {
     try {
       const box = await session.client.mailboxOpen(seen.path);
       if (Number(box.uidValidity) !== seen.uidValidity) throw new Error(`UIDVALIDITY ${String(box.uidValidity)}`);
-      this.lookedAfterLastWrite.add(session.mailbox);
+      // A write that came meanwhile (only from a caller other than the chain) is after this look.
+      if (this.ready.has(session.mailbox)) return;
+      this.lookedAfterLastWrite.set(session.mailbox, Date.now());
       this.stats.foldersChecked++;
     } catch {
+      this.lookedAfterLastWrite.delete(session.mailbox);
       session.broken = true;
     }
   }
