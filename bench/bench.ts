@@ -1,7 +1,7 @@
 // npm run bench: generates sample archives and measures each stage in its own process.
 // Usage: npm run bench [-- --events 100000,1000000 --users 1500 --conversations 4000
 //   --stages source,naive-json-parse,mime,floor,floor-group,maildir,naive-maildir,maildir-ledger,verify
-//   --imap-events 6000 --imap-users 2000 --staging-events 20000
+//   --imap-events 6000 --imap-users 2000 --imap-window 50000 --staging-events 20000
 //   --graph-events 6000 --graph-users 200 --graph-latency 100 --graph-mailboxes 16]
 // floor is the maildir sink's file operations alone from Node's thread pool (an fsync per file,
 // as the sink did them before its file worker), floor-group the same through the sink's file
@@ -45,6 +45,8 @@ const shape = { users: option('users', ''), conversations: option('conversations
 const imapEvents = Number(option('imap-events', '6000'));
 // A bank's day reaches 2,000+ mailboxes whatever its size: the IMAP archive has that many users.
 const imapUsers = Number(option('imap-users', '2000'));
+// The sink's `window=` (deliveries held at once; the sink's default when not given): a login carries about window / mailboxes.
+const imapWindow = option('imap-window', '');
 const stagingEvents = Number(option('staging-events', '20000'));
 const graphEvents = Number(option('graph-events', '6000'));
 const graphUsers = Number(option('graph-users', '200'));
@@ -160,7 +162,7 @@ if (imapEvents > 0) {
     .flatMap((u) => (u.email ? [u.email.toLowerCase()] : []));
   const { startDovecot, removeDovecot, ADMIN_PASSWORD } = await import('../test/helpers/dovecot.js');
   // probe=: open() proves the credentials with a real login (no 2 s failed-login delay in every row).
-  const specOf = (port: number, extra = '') => `imap://archiver@127.0.0.1:${port}/?tls=none&probe=${users[0]}${extra}`;
+  const specOf = (port: number, extra = '') => `imap://archiver@127.0.0.1:${port}/?tls=none&probe=${users[0]}${imapWindow ? `&window=${imapWindow}` : ''}${extra}`;
   const imapRow = (label: string, port: number, extra = '') => {
     process.stderr.write(`${imapEvents} events, ${users.length} mailboxes: ${label} (local Dovecot) ...\n`);
     const row = runStage('imap', archive, '', { PIVOT_BENCH_SINK: specOf(port, extra), PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD });
