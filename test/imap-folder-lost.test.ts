@@ -86,12 +86,17 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
   });
   const spec = (extra = '') => `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${FOLDER}&probe=kept@acme.example${extra}`;
 
-  /** A sink that has stored events `first`.. (`n` of them) in each of MAILBOXES, every write settled; its sessions stay logged in with the folder selected. */
-  async function wroteEverywhere(extra: string, first: number, n: number, t: { teardown(fn: () => Promise<void>): void }): Promise<ImapSink> {
+  /**
+   * A sink that has stored events `first`.. (`n` of them) in each of MAILBOXES, every write settled;
+   * its sessions stay logged in with the folder selected. `ended`: told `writesEnded` after the
+   * writes, as the chain does (each folder is then looked at in the session that wrote).
+   */
+  async function wroteEverywhere(extra: string, first: number, n: number, t: { teardown(fn: () => Promise<void>): void }, ended = false): Promise<ImapSink> {
     const sink = createImapSink(spec(extra), { env });
     await sink.open();
     t.teardown(() => sink.close());
     const writes = MAILBOXES.flatMap((mailbox) => Array.from({ length: n }, (_, i) => sink.write(delivery(first + i, mailbox))));
+    if (ended) sink.writesEnded();
     for (const stored of await Promise.all(writes)) if (stored.outcome !== 'delivered') throw new Error(`not delivered: ${JSON.stringify(stored)}`);
     return sink;
   }
@@ -120,12 +125,7 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
   });
 
   test.serial('imap writesEnded: a mailbox whose last batch comes after the chain\'s last write is looked at in the session that wrote there (its folder SELECTed again), so the end-of-run look logs in to none of them', async (t) => {
-    const sink = createImapSink(spec(), { env });
-    await sink.open();
-    t.teardown(() => sink.close());
-    const writes = MAILBOXES.flatMap((mailbox) => [20, 21].map((n) => sink.write(delivery(n, mailbox))));
-    sink.writesEnded();
-    for (const stored of await Promise.all(writes)) t.is(stored.outcome, 'delivered');
+    const sink = await wroteEverywhere('', 20, 2, t, true);
     const logins = sink.stats.logins;
     t.is(await sink.lostSinceWritten(), undefined);
     t.is(sink.stats.logins, logins, 'no login for the end-of-run look');
@@ -134,12 +134,7 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
   });
 
   test.serial(`imap writesEnded: a look in the writing session older than ${LOOKED_LATELY_MS / 1000} s when the run ends is made again by the end-of-run look (a login and a STATUS each)`, async (t) => {
-    const sink = createImapSink(spec(), { env });
-    await sink.open();
-    t.teardown(() => sink.close());
-    const writes = MAILBOXES.flatMap((mailbox) => [22, 23].map((n) => sink.write(delivery(n, mailbox))));
-    sink.writesEnded();
-    for (const stored of await Promise.all(writes)) t.is(stored.outcome, 'delivered');
+    const sink = await wroteEverywhere('', 22, 2, t, true);
     // Asked once as the run's end would, the looks all lately: no login; then as if 31 s later.
     t.is(await sink.lostSinceWritten(), undefined);
     t.is(sink.stats.foldersChecked, MAILBOXES.length);
