@@ -345,8 +345,12 @@ export class ImapSink extends LifecycleSink implements Sink {
   private readonly appended = new Map<string, Appended>();
   /** Mailboxes with deliveries waiting, oldest waiting first (a Map keeps insertion order). */
   private readonly ready = new Map<string, Queue>();
-  /** Mailboxes a worker is delivering to now: one batch per mailbox at a time. */
-  private readonly busy = new Set<string>();
+  /**
+   * Mailboxes a worker is delivering to now, and that batch: one batch per mailbox at a time. A
+   * batch's writes settle before it ends (a read-back, the look after the last write), and
+   * `lostSinceWritten` waits for them.
+   */
+  private readonly busy = new Map<string, Promise<void>>();
   /** What each mailbox's folder holds, least recently used first (see `Presence`). */
   private readonly presence = new Map<string, Presence>();
   /** Each message's `Ours` (see `ours`), made once, let go with the message. */
@@ -409,8 +413,6 @@ export class ImapSink extends LifecycleSink implements Sink {
   private readonly selectedFolders = new Map<string, { path: string; uidValidity: number }>();
   /** Mailboxes whose folder was found in place after their last write, in the session that made it (`lookAfterLastWrite`), and when (Date.now()): `lostSinceWritten` needs no login for those looked at lately. */
   private readonly lookedAfterLastWrite = new Map<string, number>();
-  /** Batches under way: their writes settle before the batch ends (a read-back, the look after the last write), and `lostSinceWritten` waits for them. */
-  private readonly delivering = new Set<Promise<void>>();
   /**
    * Whether the server reports RFC822.SIZE as the exact size of what it holds (Dovecot does);
    * false once a message read whole had another length (Exchange estimates sizes): from then on,
@@ -742,14 +744,12 @@ export class ImapSink extends LifecycleSink implements Sink {
       const queue = this.ready.get(mailbox)!;
       const batch = queue.entries.splice(0, this.config.batch);
       if (queue.entries.length === 0) this.ready.delete(mailbox);
-      this.busy.add(mailbox);
       const delivering = this.deliverBatch(mailbox, batch);
-      this.delivering.add(delivering);
+      this.busy.set(mailbox, delivering);
       try {
         await delivering;
       } finally {
         this.busy.delete(mailbox);
-        this.delivering.delete(delivering);
       }
       last = mailbox;
     }
@@ -851,9 +851,9 @@ export class ImapSink extends LifecycleSink implements Sink {
     const gone: string[] = [];
     const madeAgain: string[] = [];
     const unconfirmed: string[] = [];
-    await Promise.allSettled(this.delivering);
+    await Promise.allSettled(this.busy.values());
     const lately = Date.now() - LOOKED_LATELY_MS;
-    let left = [...this.selectedFolders].filter(([mailbox]) => !((this.lookedAfterLastWrite.get(mailbox) ?? -Infinity) >= lately));
+    let left = [...this.selectedFolders].filter(([mailbox]) => (this.lookedAfterLastWrite.get(mailbox) ?? 0) < lately);
     for (let round = 0; left.length > 0 && this.failure === null; round++) {
       if (round > 0) await this.pause(this.retryWait(round - 1));
       const again: typeof left = [];
