@@ -2,7 +2,7 @@ import _ from 'highland';
 import { ErrorCode, PivotArchiveError } from './errors.js';
 import type { RejectsFolder } from './formats/rejects/index.js';
 import type { Logger } from './logger.js';
-import type { Sink } from './sinks/sink.js';
+import { LOOK_STOPPED, type Sink } from './sinks/sink.js';
 import type { Source } from './sources/source.js';
 import type { RunSummary, StatusLog } from './status-log.js';
 import { fanOutStage } from './transforms/fan-out/stage.js';
@@ -83,15 +83,20 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   // A halt (a sink refusing its own spec) or a fault outside the chain (a promise nobody handled) stops reading as SIGTERM does, and is the run's error.
   const stopped = halt.signal.aborted ? halt.signal.reason : o.stop?.reason;
   // A folder removed after its mailbox's last write: no write was left to find it, the sink looks once (see Sink.lostSinceWritten).
-  const lost = await o.sink.lostSinceWritten?.();
+  const look = await o.sink.lostSinceWritten?.();
+  const lost = typeof look === 'string' ? look : undefined;
   const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined) ?? (lost ? { code: ErrorCode.SINK_WRITE, message: lost } : undefined);
   clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);
   o.stop?.removeEventListener('abort', atStop);
   const failedOnStop = o.stop?.aborted ? recorder.progress(source).failed - failedAtStop : 0;
-  const interrupted = !error && (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0);
-  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0, storageLost: lost !== undefined });
+  const cutShort = (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0);
+  // A stop that cut short only the sink's look (every item settled) leaves folders unconfirmed: exit 0 says every item is there.
+  // Such a run keeps no checkpoint (resuming past the end would look at nothing); one with items left keeps it.
+  const lookStopped = !cutShort && look === LOOK_STOPPED;
+  const interrupted = !error && (cutShort || lookStopped);
+  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0, storageLost: lost !== undefined, lookStopped });
 }
 
 /** Runs the chain to its end; what stopped it, if anything, as the summary states it. */

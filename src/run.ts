@@ -86,7 +86,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
         maxRejected: config.maxRejected,
         checkpoint,
         rejects: new (config.dryRun ? DryRunRejects : RejectsFolder)(resolve(cwd, config.rejects)),
-        finish: async (s) => checkpoint?.finish(settledEveryItem(s), s.storageLost === true),
+        finish: async (s) => checkpoint?.finish(settledEveryItem(s), s.storageLost === true || s.lookStopped === true),
       };
     },
   });

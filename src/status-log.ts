@@ -169,6 +169,8 @@ export interface RunSummary extends Counters, RunStamp {
   stagingIndexesUntrusted?: number;
   /** The sink found, after the last write, storage it wrote to gone (see Sink.lostSinceWritten): the checkpoint is dropped. */
   storageLost?: boolean;
+  /** A stop signal, after every item settled, cut that look short (Sink LOOK_STOPPED): the folders are not confirmed in place; the checkpoint is dropped, and the run is interrupted unless an error stopped it. */
+  lookStopped?: boolean;
   /** Exports refused whole because their latest staging index could not be read (storage refused it, not an index, over the size limit). */
   stagingIndexesUnreadable?: number;
   /** Batches no finished staging run vouches for (misplaced, in no export folder, unnamed by its index, or, with --public-key, in a folder without a signed index): part of batchesFailed. */

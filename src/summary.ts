@@ -22,7 +22,7 @@ export function formatSummary(s: RecordedSummary): string {
         ['messages staged (in those batches)', s.itemsStaged],
       ]
     : [
-        ['items from source', stoppedEarly && s.eventsInArchive !== undefined ? `${s.itemsFromSource} of ${s.eventsInArchive} (the rest is for the next run)` : s.itemsFromSource],
+        ['items from source', stoppedEarly && !s.lookStopped && s.eventsInArchive !== undefined ? `${s.itemsFromSource} of ${s.eventsInArchive} (the rest is for the next run)` : s.itemsFromSource],
         ['items added by plugins', s.itemsAddedByPlugins],
         ['items done by an earlier run', s.itemsDoneEarlier],
         ['items rejected', `${s.rejectedTotal}${rejected ? `  (${rejected})` : ''}`],
@@ -44,7 +44,9 @@ export function formatSummary(s: RecordedSummary): string {
   const recordFailed = s.error?.code === ErrorCode.STATUS_LOG || s.error?.code === ErrorCode.LEDGER;
   const stopped = s.error
     ? `stopped by an error (${s.error.code}: ${s.error.message}); ${recordFailed ? 'the records that could be written hold what was done, the one that failed may lack some of it' : 'what was done is recorded'}, run it again to finish (it skips what the sink holds)`
-    : s.interrupted && `stopped on a signal after the items in flight; ${staged ? 'import' : 'run it'} again to finish`;
+    : s.lookStopped
+      ? 'stopped on a signal after every item settled, while the sink looked at the folders it wrote to: they are not confirmed in place; run it again (it reads the export from the start, skips what is there and looks again)'
+      : s.interrupted && `stopped on a signal after the items in flight; ${staged ? 'import' : 'run it'} again to finish`;
   const table = summaryTable(title, rows, s.balanced, stopped);
   return s.alarm ? `${table}\n  ${visible(`ALARM: ${s.alarm}`)}` : table;
 }

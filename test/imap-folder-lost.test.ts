@@ -12,8 +12,9 @@ import { ImapFlow } from 'imapflow';
 import { generateSample } from '../src/sample/generate.js';
 import { canonicalMailbox } from '../src/formats/address/index.js';
 import { LOOKED_LATELY_MS, createImapSink, type ImapSink } from '../src/sinks/imap/index.js';
-import { cli, readStatusLog } from './helpers/cli.js';
-import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, startDovecot, type Dovecot } from './helpers/dovecot.js';
+import { LOOK_STOPPED } from '../src/sinks/sink.js';
+import { cli, readStatusLog, startCli } from './helpers/cli.js';
+import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { gatePlugin, lastItemOf, untilReady } from './helpers/gate.js';
 import { delivery, withServer } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
@@ -40,9 +41,10 @@ async function deleteFolder(port: number, mailbox: string, makeAgain: boolean): 
 
 /**
  * A TCP relay to Dovecot that holds each session's first SELECT after an APPEND (the look in the
- * session that wrote) until `release()`: `holding` resolves when one is held.
+ * session that wrote), the first `limit` of them, until `release()`: `holding` resolves when one is held.
  */
-async function selectHoldingRelay(port: number) {
+async function selectHoldingRelay(port: number, limit = Infinity) {
+  let left = limit;
   let held!: () => void;
   const holding = new Promise<void>((resolve) => (held = resolve));
   let release!: () => void;
@@ -54,8 +56,9 @@ async function selectHoldingRelay(port: number) {
     let sent = Promise.resolve();
     client.on('data', (chunk: Buffer) => {
       const text = chunk.toString('latin1');
-      if (appended && / SELECT /.test(text)) {
+      if (appended && / SELECT /.test(text) && left > 0) {
         appended = false;
+        left--;
         held();
         sent = sent.then(() => released);
       }
@@ -89,14 +92,15 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
   /**
    * A sink that has stored events `first`.. (`n` of them) in each of MAILBOXES, every write settled;
    * its sessions stay logged in with the folder selected. `ended`: told `writesEnded` after the
-   * writes, as the chain does (each folder is then looked at in the session that wrote).
+   * writes, as the chain does (each folder is then looked at in the session that wrote); `stop`:
+   * the sink's stop signal.
    */
-  async function wroteEverywhere(extra: string, first: number, n: number, t: { teardown(fn: () => Promise<void>): void }, ended = false): Promise<ImapSink> {
-    const sink = createImapSink(spec(extra), { env });
+  async function wroteEverywhere(extra: string, first: number, n: number, t: { teardown(fn: () => Promise<void>): void }, options: { ended?: boolean; stop?: AbortSignal } = {}): Promise<ImapSink> {
+    const sink = createImapSink(spec(extra), { env, stop: options.stop });
     await sink.open();
     t.teardown(() => sink.close());
     const writes = MAILBOXES.flatMap((mailbox) => Array.from({ length: n }, (_, i) => sink.write(delivery(first + i, mailbox))));
-    if (ended) sink.writesEnded();
+    if (options.ended) sink.writesEnded();
     for (const stored of await Promise.all(writes)) if (stored.outcome !== 'delivered') throw new Error(`not delivered: ${JSON.stringify(stored)}`);
     return sink;
   }
@@ -106,8 +110,8 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
     t.true(await deleteFolder(dovecot.port, 'deleted@acme.example', false));
     t.true(await deleteFolder(dovecot.port, 'remade@acme.example', true));
     const reason = await sink.lostSinceWritten();
-    t.regex(reason ?? '', /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example; deleted and made again in 1 mailbox\(es\): remade@acme\.example \(UIDVALIDITY \d+, now \d+\)\)/);
-    t.notRegex(reason ?? '', /kept@|archiver|admin-secret/);
+    t.regex(String(reason), /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example; deleted and made again in 1 mailbox\(es\): remade@acme\.example \(UIDVALIDITY \d+, now \d+\)\)/);
+    t.notRegex(String(reason), /kept@|archiver|admin-secret/);
     t.is(sink.stats.foldersChecked, 3);
     t.is(sink.stats.foldersUnchecked, 0);
   });
@@ -116,7 +120,7 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
     const sink = await wroteEverywhere('&retries=1&retryDelay=50', 10, 1, t);
     await dovecot.kill();
     try {
-      t.regex((await sink.lostSinceWritten()) ?? '', new RegExp(`^imap: whether the folder INBOX/Pivot is still in place after the mailbox's last write could not be confirmed \\(not looked at in ${MAILBOXES.length} mailbox\\(es\\): `));
+      t.regex(String(await sink.lostSinceWritten()), new RegExp(`^imap: whether the folder INBOX/Pivot is still in place after the mailbox's last write could not be confirmed \\(not looked at in ${MAILBOXES.length} mailbox\\(es\\): `));
       t.is(sink.stats.foldersChecked, 0);
       t.is(sink.stats.foldersUnchecked, MAILBOXES.length);
     } finally {
@@ -124,8 +128,30 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
     }
   });
 
+  test.serial('imap lostSinceWritten: a stop signal after the last write settled, before the look: LOOK_STOPPED, no folder confirmed (the run is interrupted, not complete; was: no reason, as if every folder had been looked at)', async (t) => {
+    const stop = new AbortController();
+    const sink = await wroteEverywhere('', 30, 1, t, { stop: stop.signal });
+    stop.abort();
+    t.is(await sink.lostSinceWritten(), LOOK_STOPPED);
+    t.is(sink.stats.foldersChecked, 0);
+    t.is(sink.stats.foldersUnchecked, MAILBOXES.length);
+  });
+
+  test.serial('imap lostSinceWritten: the admin\'s password changed after the last write: the folders are not confirmed, and the reason is the refusal (was: no reason, exit 0)', async (t) => {
+    const sink = await wroteEverywhere('&retries=1&retryDelay=50', 32, 1, t);
+    await setAdminPassword(dovecot, 'rotated-password-Q7');
+    try {
+      const reason = String(await sink.lostSinceWritten());
+      t.regex(reason, new RegExp(`^imap: whether the folder INBOX/Pivot is still in place after the mailbox's last write could not be confirmed \\(not looked at in ${MAILBOXES.length} mailbox\\(es\\): [^:]+: the server refused the admin's credentials in the middle of the run`));
+      t.notRegex(reason, /admin-secret|rotated-password/);
+      t.is(sink.stats.foldersUnchecked, MAILBOXES.length);
+    } finally {
+      await setAdminPassword(dovecot, ADMIN_PASSWORD);
+    }
+  });
+
   test.serial('imap writesEnded: a mailbox whose last batch comes after the chain\'s last write is looked at in the session that wrote there (its folder SELECTed again), so the end-of-run look logs in to none of them', async (t) => {
-    const sink = await wroteEverywhere('', 20, 2, t, true);
+    const sink = await wroteEverywhere('', 20, 2, t, { ended: true });
     const logins = sink.stats.logins;
     t.is(await sink.lostSinceWritten(), undefined);
     t.is(sink.stats.logins, logins, 'no login for the end-of-run look');
@@ -134,7 +160,7 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
   });
 
   test.serial(`imap writesEnded: a look in the writing session older than ${LOOKED_LATELY_MS / 1000} s when the run ends is made again by the end-of-run look (a login and a STATUS each)`, async (t) => {
-    const sink = await wroteEverywhere('', 22, 2, t, true);
+    const sink = await wroteEverywhere('', 22, 2, t, { ended: true });
     // Asked once as the run's end would, the looks all lately: no login; then as if 31 s later.
     t.is(await sink.lostSinceWritten(), undefined);
     t.is(sink.stats.foldersChecked, MAILBOXES.length);
@@ -163,7 +189,7 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
     await Promise.race([relay.holding, delay(20_000).then(() => Promise.reject(new Error('no SELECT after the APPEND: the sink did not look in the session that wrote')))]);
     t.true(await deleteFolder(dovecot.port, mailbox, false));
     relay.release();
-    t.regex((await sink.lostSinceWritten()) ?? '', /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example\)/);
+    t.regex(String(await sink.lostSinceWritten()), /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example\)/);
   });
 
   test.serial('Dovecot: a SELECT of the folder a session has selected opens the folder as it is now (another UIDVALIDITY once deleted and made again, refused once deleted), which the look in the writing session relies on', async (t) => {
@@ -231,5 +257,54 @@ withServer('Dovecot (a run whose folders are deleted after their last write)', D
     const verified = await verify();
     t.is(verified.code, 0, verified.stdout.slice(0, 2000) + verified.stderr);
     t.regex(await headline(), COMPLETE);
+  });
+});
+
+withServer('Dovecot (a run stopped while it looks at its folders)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
+  test.serial('imap: a stop signal once every delivery settled, while the sink still looks at a folder it wrote to, makes the run interrupted (exit 4, lookStopped) and removes its checkpoint; the run again confirms every folder and exits 0 (was: exit 0, the folder never looked at)', async (t) => {
+    t.timeout(120_000);
+    const dir = await tempDir(t);
+    const archive = join(dir, 'export.zip');
+    await generateSample(archive, { events: 60, seed: 46, users: 6, edgeCases: false });
+    const users = readJsonEntriesIndependently(archive)['users.json'] as { email?: string | null }[];
+    const mailboxes = [...new Set(users.flatMap((u) => (canonicalMailbox(u.email) ? [u.email!.toLowerCase()] : [])))];
+    const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
+    const { calls, lastMailboxes, before } = await lastItemOf(dir, archive, common);
+    const deliveries = before + lastMailboxes.size;
+    // Held at its last item, so the last deliveries settle over a second after the start: the checkpoint is saved then.
+    const gate = join(dir, 'gate');
+    const plugin = join(dir, 'gate.mjs');
+    await writeFile(plugin, gatePlugin(calls, gate));
+    const dovecot = await startDovecot(mailboxes);
+    t.teardown(() => removeDovecot(dovecot));
+    // The first look in a session that wrote is held: that mailbox's writes have settled, its folder is not yet looked at.
+    const relay = await selectHoldingRelay(dovecot.port, 1);
+    t.teardown(() => relay.close());
+    const state = join(dir, 'state');
+    const checkpoints = () => readdir(join(state, 'checkpoints')).catch(() => []);
+    const run = (port: number, log: string) => ['run', archive, '--sink', `imap://archiver@127.0.0.1:${port}/?tls=none&folder=${FOLDER}&probe=${mailboxes[0]}`, '--state-dir', state, '--status-log', join(dir, log), '--plugin', plugin, ...common];
+    const { child, exited } = startCli(run(relay.port, 'first.jsonl'), { env });
+    let ended = false;
+    void exited.then(() => (ended = true));
+    const settled = async () => (await readFile(join(dir, 'first.jsonl'), 'utf8').catch(() => '')).match(/"outcome":"(delivered|skipped)"/g)?.length ?? 0;
+    await untilReady(async () => (await settled()) >= before, () => ended, `${before} deliveries`);
+    await delay(1_100);
+    await writeFile(gate, '');
+    await untilReady(async () => (await settled()) >= deliveries && (await checkpoints()).length > 0, () => ended, `${deliveries} deliveries and a checkpoint`);
+    await Promise.race([relay.holding, exited.then(() => Promise.reject(new Error('the run ended without a look in a session that wrote')))]);
+    child.kill('SIGTERM');
+    t.is(await exited, 4);
+    relay.release();
+    const { summary } = await readStatusLog(join(dir, 'first.jsonl'));
+    t.is(summary.failed, 0);
+    t.is(summary.delivered + summary.skipped, deliveries);
+    t.true(summary.interrupted);
+    t.true(summary.lookStopped);
+    t.deepEqual(await checkpoints(), [], 'no checkpoint: the next run reads the export from the start and looks again');
+    const again = await cli(run(dovecot.port, 'again.jsonl'), { env });
+    t.is(again.code, 0, again.stderr.slice(0, 2000));
+    const { summary: second } = await readStatusLog(join(dir, 'again.jsonl'));
+    t.is(second.skipped, deliveries);
+    t.is(second.delivered, 0);
   });
 });

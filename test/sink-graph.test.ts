@@ -4,7 +4,7 @@ import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
-import { storageLost } from '../src/sinks/sink.js';
+import { LOOK_STOPPED, storageLost } from '../src/sinks/sink.js';
 import { createGraphSink } from '../src/sinks/graph/index.js';
 import { createGraphReader } from '../src/sinks/graph/reader.js';
 import { parseGraphLocation } from '../src/sinks/graph/mailbox.js';
@@ -748,6 +748,8 @@ test('graph: a stop signal ends the waits at once and fails what is held as stop
   await t.throwsAsync(waiting, { message: /stopped by a signal/ });
   t.true(Date.now() - started < 2000);
   await t.throwsAsync(sink.write(delivery(3, mailbox)), { message: /stopped by a signal/ });
+  // The folder written to is not looked at after the stop: not confirmed in place, so the run is interrupted, not complete.
+  t.is(await sink.lostSinceWritten(), LOOK_STOPPED);
   await sink.close();
   // Stopped before open(): open resolves (an interrupted run, not a setup failure), every write is refused as stopped.
   const early = createGraphSink(specOf('folder=Inbox/Stopped'), { stop: stop.signal });

@@ -10,7 +10,7 @@ import { readEntryBuffer } from '../src/formats/zip/index.js';
 import { createLogger } from '../src/logger.js';
 import { runPipeline } from '../src/pipeline.js';
 import { createSink } from '../src/sinks/index.js';
-import type { Sink } from '../src/sinks/sink.js';
+import { LOOK_STOPPED, type Sink } from '../src/sinks/sink.js';
 import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
 import { readStatusLog } from './helpers/cli.js';
@@ -21,6 +21,7 @@ import { PivotExportArchive } from '../src/sources/pivot-zip/index.js';
 import { PivotZipSource } from '../src/sources/pivot-zip/source.js';
 import { tempDir } from './helpers/tmp.js';
 import { runExitCode } from '../src/exit-policy.js';
+import { formatSummary } from '../src/summary.js';
 
 test('pivot-zip source: every event reaches a consumer that awaits attachment reads per unit (no stall while the source reads ahead)', async (t) => {
   const path = (await generateSample(join(await tempDir(t), 'a.zip'), { events: 1000 })).path;
@@ -141,6 +142,26 @@ test('a signal after every delivery settled changes nothing: the run is complete
   t.is(summary.failed, 0);
   t.false(summary.interrupted);
   t.is(runExitCode(summary), 0);
+});
+
+test('a signal after every delivery settled that cuts the sink\'s end-of-run look short (LOOK_STOPPED): the run is interrupted (exit 4, lookStopped), not complete, and not failed as storage lost', async (t) => {
+  const { dir, stop, source, run } = await stoppable(t);
+  const maildir = await createSink(`maildir:${join(dir, 'mail')}`, { cwd: dir });
+  await maildir.open();
+  t.teardown(() => maildir.close());
+  // The signal comes once the chain has made its last write (the Maildir writes, not told of it, all settle); the look then answers as the IMAP and Graph sinks do once stopped.
+  const sink: Sink = { kind: maildir.kind, description: maildir.description, maxInFlight: maildir.maxInFlight, open: async () => undefined, close: async () => undefined, write: (d) => maildir.write(d), writesEnded: () => stop.abort(), lostSinceWritten: async () => (stop.signal.aborted ? LOOK_STOPPED : undefined) };
+  const summary = await run(sink);
+  t.true(source.exhausted);
+  t.true(stop.signal.aborted);
+  t.true(summary.delivered > 0);
+  t.is(summary.failed, 0);
+  t.true(summary.interrupted);
+  t.true(summary.lookStopped);
+  t.is(summary.storageLost, undefined);
+  t.is(summary.error, undefined);
+  t.is(runExitCode(summary), 4);
+  t.regex(formatSummary(summary), /stopped on a signal after every item settled, while the sink looked at the folders it wrote to: they are not confirmed in place/);
 });
 
 test('the chain tells the sink `writesEnded` once, after its last write call and before any write has settled or the end-of-run look (a sink that waits to fill batches would wait for nothing)', async (t) => {

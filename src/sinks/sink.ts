@@ -114,12 +114,21 @@ export interface Sink {
    * Asked once after the last write, before the summary: why what the sink stored or found this run
    * may be gone since its mailbox's last write (its folder removed: no later write was there to
    * find it), or undefined. The run then fails as storage lost does (no checkpoint left).
+   * LOOK_STOPPED when a stop signal cut the look short: nothing is said either way.
    */
-  lostSinceWritten?(): Promise<string | undefined>;
+  lostSinceWritten?(): Promise<string | undefined | typeof LOOK_STOPPED>;
   open(): Promise<void>;
   write(delivery: Delivery): Promise<Stored>;
   close(): Promise<void>;
 }
+
+/**
+ * What `lostSinceWritten` answers when a stop signal cut its look short: the folders it did not
+ * look at are neither lost nor confirmed in place. A run whose items had all settled is then
+ * interrupted (exit 4, not 0) and keeps no checkpoint: the next run reads the export from the
+ * start and looks again.
+ */
+export const LOOK_STOPPED: unique symbol = Symbol('the end-of-run look was stopped');
 
 /**
  * Errors of storage that failed, not of one write: a file system whose journal aborted (a thin

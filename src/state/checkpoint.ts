@@ -111,13 +111,15 @@ export class Checkpoint implements PluginSplits {
     }
   }
 
-  /** After the run: removed when the whole archive settled cleanly, or when what the sink stored may be lost (`storageLost`), else saved for the next run. */
-  async finish(complete: boolean, storageLost = false): Promise<void> {
+  /** After the run: removed when the whole archive settled cleanly, or when what the sink stored may be lost or is not confirmed in place (`fromStart`: the summary's `storageLost`, `lookStopped`), else saved for the next run. */
+  async finish(complete: boolean, fromStart = false): Promise<void> {
     await this.saving;
-    if (complete || storageLost) await unlink(this.path).catch(() => undefined);
+    if (complete) await unlink(this.path).catch(() => undefined);
+    // One left in place would have the next run resume past items not confirmed in the store.
+    else if (fromStart) await unlink(this.path).catch((err: unknown) => void ((err as NodeJS.ErrnoException).code === 'ENOENT' || (this.notRemoved ??= err)));
     else if (this.failed === undefined && !this.removed) await this.save();
     if (this.notRemoved !== undefined) {
-      throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} could not be removed after a storage fault (${errorMessage(this.notRemoved)}): remove it by hand before the re-run, so that it reads the archive from the start`, { cause: this.notRemoved });
+      throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} could not be removed after a storage fault or a look at the store cut short (${errorMessage(this.notRemoved)}): remove it by hand before the re-run, so that it reads the archive from the start`, { cause: this.notRemoved });
     }
     if (this.failed !== undefined) throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} cannot be saved (a re-run reads the archive from an earlier point): ${errorMessage(this.failed)}`, { cause: this.failed });
   }

@@ -1,7 +1,7 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, folderAnswer404, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
@@ -443,23 +443,26 @@ export class GraphSink extends LifecycleSink implements Sink {
    * parents, and must still be in the parent it was found or made in, under its name; a 404 is a
    * folder deleted for good. One request a mailbox for `Inbox/Pivot`. A folder that could not be
    * read (Graph unreachable, 5xx or 429 past the retries, no token) is not confirmed in place, and
-   * that fails the run too: exit 0 says every item is there. Nothing is asked after a stop signal.
+   * that fails the run too: exit 0 says every item is there. Nothing is asked after a stop signal:
+   * a look it cut short is LOOK_STOPPED (the run is interrupted), unless what was read gives a reason.
    */
-  async lostSinceWritten(): Promise<string | undefined> {
+  async lostSinceWritten(): Promise<string | undefined | typeof LOOK_STOPPED> {
     const displaced: string[] = [];
     const unconfirmed: string[] = [];
+    let cut = false;
     const written = [...this.mailboxes].filter(([, run]) => run.placed !== undefined && run.placed.length > 0);
     // A mailbox's folders are read one at a time: the client's limit of requests for all mailboxes is the workers'.
     await eachLimited(written, this.config.mailboxes * this.config.concurrency, async ([mailbox, run]) => {
-      if (this.client.stopped) return;
+      if (this.client.stopped) return void (cut = true);
       try {
         const why = await this.displaced(mailbox, run.user, run.placed!);
         if (why !== undefined) displaced.push(`${mailbox}: ${why}`);
       } catch (err) {
-        // A stop signal makes the run an interrupted one: the checks it cut short say nothing.
-        if (!this.client.stopped) unconfirmed.push(`${mailbox}: ${errorMessage(err)}`);
+        if (this.client.stopped) cut = true;
+        else unconfirmed.push(`${mailbox}: ${errorMessage(err)}`);
       }
     });
+    if (cut && displaced.length + unconfirmed.length === 0) return LOOK_STOPPED;
     const reasons: string[] = [];
     if (displaced.length > 0) reasons.push(`${displaced.length} folder(s) this run wrote to or found items in are no longer where it put them, deleted, moved or renamed during the run (${firstFew(displaced, '; ')}); what they held is not where the run recorded it`);
     if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed, '; ')}), so the run cannot say every item is there`);

@@ -2,7 +2,7 @@ import { ImapFlow, type AuthOptions, type MailboxObject, type SearchObject } fro
 import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
 import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
@@ -845,19 +845,26 @@ export class ImapSink extends LifecycleSink implements Sink {
    * there) looked at once more, one STATUS a mailbox, `pool` at once. Gone, or another UIDVALIDITY
    * (made again): the reason, naming them. A folder that cannot be looked at (no connection, a
    * login refused) is looked at again within `retries`; one still not looked at then is not
-   * confirmed in place, and that is a reason too: exit 0 says every item is there.
+   * confirmed in place, and that is a reason too: exit 0 says every item is there. Folders not
+   * looked at because the sink failed as a whole are not confirmed either (the failure says why);
+   * after a stop signal, LOOK_STOPPED (the run is interrupted).
    */
-  async lostSinceWritten(): Promise<string | undefined> {
+  async lostSinceWritten(): Promise<string | undefined | typeof LOOK_STOPPED> {
     const gone: string[] = [];
     const madeAgain: string[] = [];
     const unconfirmed: string[] = [];
     await Promise.allSettled(this.busy.values());
     const lately = Date.now() - LOOKED_LATELY_MS;
     let left = [...this.selectedFolders].filter(([mailbox]) => (this.lookedAfterLastWrite.get(mailbox) ?? 0) < lately);
+    // Not looked at because the sink failed as a whole (a stop, the admin refused), before or during the look.
+    const cut: typeof left = [];
+    // A failure before the look that is no stop failed the items the sink held: the run fails on them.
+    const failedBefore = this.failure !== null && this.failure !== STOPPED_REASON;
     for (let round = 0; left.length > 0 && this.failure === null; round++) {
       if (round > 0) await this.pause(this.retryWait(round - 1));
       const again: typeof left = [];
       const notLooked = (entry: (typeof left)[number], why: string, final = false) => {
+        if (this.failure !== null) return void cut.push(entry);
         if (!final && round < this.config.retries) return void again.push(entry);
         this.stats.foldersUnchecked++;
         unconfirmed.push(`${entry[0]}: ${why}`);
@@ -892,6 +899,13 @@ export class ImapSink extends LifecycleSink implements Sink {
         }
       });
       left = again;
+    }
+    cut.push(...left);
+    if (cut.length > 0) {
+      this.stats.foldersUnchecked += cut.length;
+      // A stop says nothing of the folders: the run is interrupted, unless what was looked at gives it a reason.
+      if (this.failure === STOPPED_REASON && gone.length + madeAgain.length + unconfirmed.length === 0) return LOOK_STOPPED;
+      if (this.failure !== STOPPED_REASON && !failedBefore) unconfirmed.push(...cut.map(([mailbox]) => `${mailbox}: ${this.failure}`));
     }
     const some = (what: string, mailboxes: string[]) => (mailboxes.length === 0 ? [] : [`${what} in ${mailboxes.length} mailbox(es): ${firstFew(mailboxes)}`]);
     const reasons: string[] = [];
