@@ -44,7 +44,7 @@ let standin: GraphStandin;
 let identity: IdentityEndpoint;
 
 test.before(async () => {
-  standin = await startGraphStandin({ tenant: TENANT, mailboxes: [...CONFORMANCE_MAILBOXES, ...['fields', 'large', 'half', 'throttled', 'lost', 'verify', 'renewed', 'stopped', 'toolarge', 'folders', 'moved', 'switched'].map((m) => `${m}@acme.example`)] });
+  standin = await startGraphStandin({ tenant: TENANT, mailboxes: [...CONFORMANCE_MAILBOXES, ...['fields', 'large', 'half', 'throttled', 'lost', 'verify', 'renewed', 'stopped', 'stoppedlook', 'toolarge', 'folders', 'moved', 'switched'].map((m) => `${m}@acme.example`)] });
   identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
   // The managed-identity path of @azure/identity reads these (App Service form): tokens come from the stand-in endpoint.
   Object.assign(process.env, identity.env);
@@ -757,6 +757,22 @@ test('graph: a stop signal ends the waits at once and fails what is held as stop
   await t.throwsAsync(early.write(delivery(4, mailbox)), { message: /stopped by a signal/ });
   await early.close();
   t.is(standin.messagesIn(mailbox, 'Inbox/Stopped').length, 1);
+});
+
+test('graph: a stop signal while the sink looks at its folders after the last write (a read waiting out a 429) ends the look at once: LOOK_STOPPED, not "nothing lost"', async (t) => {
+  const mailbox = 'stoppedlook@acme.example';
+  const stop = new AbortController();
+  const sink = createGraphSink(specOf('folder=Inbox/StoppedLook'), { stop: stop.signal });
+  await sink.open();
+  await sink.write(delivery(5, mailbox));
+  standin.inject(mailbox, { status: 429, code: 'ApplicationThrottled', retryAfter: 60 }, 1);
+  const look = sink.lostSinceWritten();
+  await new Promise((r) => setTimeout(r, 300));
+  const started = Date.now();
+  stop.abort();
+  t.is(await look, LOOK_STOPPED);
+  t.true(Date.now() - started < 2000);
+  await sink.close();
 });
 
 test('graph importMime: a message over what one request carries (4 MB of base64) fails with a reason naming mode=json; nothing is stored', async (t) => {
