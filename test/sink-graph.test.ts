@@ -734,17 +734,29 @@ test('graph: a 401 in the middle of a run (a token revoked or expired) is answer
   await sink.close();
 });
 
-test('graph: a stop signal ends the waits at once and fails what is held as stopped', async (t) => {
-  const mailbox = 'stopped@acme.example';
+/**
+ * A sink given a stop signal, with `mailbox`'s item `n` delivered into `folder`; then `pending`
+ * started while the mailbox's next request waits out a 429 of 60 s, and the signal given 300 ms
+ * later (`started`): a stop must end that wait at once.
+ */
+async function stoppedWhileThrottled<T>(mailbox: string, folder: string, n: number, pending: (sink: ReturnType<typeof createGraphSink>) => Promise<T>) {
   const stop = new AbortController();
-  const sink = createGraphSink(specOf('folder=Inbox/Stopped'), { stop: stop.signal });
+  const sink = createGraphSink(specOf(`folder=${folder}`), { stop: stop.signal });
   await sink.open();
-  await sink.write(delivery(1, mailbox));
+  await sink.write(delivery(n, mailbox));
   standin.inject(mailbox, { status: 429, code: 'ApplicationThrottled', retryAfter: 60 }, 1);
-  const waiting = sink.write(delivery(2, mailbox));
+  const waiting = pending(sink);
+  // Its rejection is the caller's to check, after the stop.
+  waiting.catch(() => undefined);
   await new Promise((r) => setTimeout(r, 300));
   const started = Date.now();
   stop.abort();
+  return { sink, stop, waiting, started };
+}
+
+test('graph: a stop signal ends the waits at once and fails what is held as stopped', async (t) => {
+  const mailbox = 'stopped@acme.example';
+  const { sink, stop, waiting, started } = await stoppedWhileThrottled(mailbox, 'Inbox/Stopped', 1, (s) => s.write(delivery(2, mailbox)));
   await t.throwsAsync(waiting, { message: /stopped by a signal/ });
   t.true(Date.now() - started < 2000);
   await t.throwsAsync(sink.write(delivery(3, mailbox)), { message: /stopped by a signal/ });
@@ -760,17 +772,8 @@ test('graph: a stop signal ends the waits at once and fails what is held as stop
 });
 
 test('graph: a stop signal while the sink looks at its folders after the last write (a read waiting out a 429) ends the look at once: LOOK_STOPPED, not "nothing lost"', async (t) => {
-  const mailbox = 'stoppedlook@acme.example';
-  const stop = new AbortController();
-  const sink = createGraphSink(specOf('folder=Inbox/StoppedLook'), { stop: stop.signal });
-  await sink.open();
-  await sink.write(delivery(5, mailbox));
-  standin.inject(mailbox, { status: 429, code: 'ApplicationThrottled', retryAfter: 60 }, 1);
-  const look = sink.lostSinceWritten();
-  await new Promise((r) => setTimeout(r, 300));
-  const started = Date.now();
-  stop.abort();
-  t.is(await look, LOOK_STOPPED);
+  const { sink, waiting, started } = await stoppedWhileThrottled('stoppedlook@acme.example', 'Inbox/StoppedLook', 5, (s) => s.lostSinceWritten());
+  t.is(await waiting, LOOK_STOPPED);
   t.true(Date.now() - started < 2000);
   await sink.close();
 });
