@@ -96,7 +96,7 @@ export class Checkpoint implements PluginSplits {
   settled(position: EventPosition, ok: boolean, storageFault = false): void {
     if (storageFault && !this.removed) {
       this.removed = this.frozen = true;
-      this.saving = this.saving.then(() => unlink(this.path)).catch((err: unknown) => void ((err as NodeJS.ErrnoException).code === 'ENOENT' || (this.notRemoved ??= err)));
+      this.saving = this.saving.then(() => this.remove());
     }
     if (this.frozen) return;
     this.candidate = position;
@@ -116,12 +116,17 @@ export class Checkpoint implements PluginSplits {
     await this.saving;
     if (complete) await unlink(this.path).catch(() => undefined);
     // One left in place would have the next run resume past items not confirmed in the store.
-    else if (fromStart) await unlink(this.path).catch((err: unknown) => void ((err as NodeJS.ErrnoException).code === 'ENOENT' || (this.notRemoved ??= err)));
+    else if (fromStart) await this.remove();
     else if (this.failed === undefined && !this.removed) await this.save();
     if (this.notRemoved !== undefined) {
       throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} could not be removed after a storage fault or a look at the store cut short (${errorMessage(this.notRemoved)}): remove it by hand before the re-run, so that it reads the archive from the start`, { cause: this.notRemoved });
     }
     if (this.failed !== undefined) throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} cannot be saved (a re-run reads the archive from an earlier point): ${errorMessage(this.failed)}`, { cause: this.failed });
+  }
+
+  /** Removes the checkpoint the next run must not resume from; a failure other than its absence is kept for `finish` to throw. */
+  private async remove(): Promise<void> {
+    await unlink(this.path).catch((err: unknown) => void ((err as NodeJS.ErrnoException).code === 'ENOENT' || (this.notRemoved ??= err)));
   }
 
   private async save(): Promise<void> {
