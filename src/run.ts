@@ -12,7 +12,7 @@ import { sha256Hex } from './hash.js';
 import { runJob, type InputIdentity, type JobContext, type JobOptions, type JobResult } from './job.js';
 import type { Logger } from './logger.js';
 import { positionText } from './model.js';
-import type { Sink } from './sinks/sink.js';
+import type { FoldersToLook, Sink } from './sinks/sink.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { PivotZipSource } from './sources/pivot-zip/source.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
@@ -74,9 +74,11 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       const wholeExport = target.readsWholeExport === true;
       // The user map by its content, not its path: a map corrected in place must not resume what the old one settled.
       const userMapContent = config.userMap ? sha256Hex(JSON.stringify([...fanOut.userMap].sort())) : null;
-      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent, pluginContent }, !wholeExport) : undefined;
+      // The folders the checkpoint's runs wrote to go to the sink, which looks at them too: one deleted between the runs is found.
+      const folders = { resume: (f: FoldersToLook) => target.resumeFolders?.(f) ?? false, current: () => target.foldersToLook?.() };
+      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent, pluginContent }, !wholeExport, folders) : undefined;
       if (state && wholeExport) logger.info(`${target.kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
-      if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} was made with other options: read from the start (what the sink holds is skipped)`);
+      if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} ${checkpoint.discarded}: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
       return {
         source: new PivotZipSource(archive, name, checkpoint),

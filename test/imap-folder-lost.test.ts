@@ -12,7 +12,7 @@ import { ImapFlow } from 'imapflow';
 import { generateSample } from '../src/sample/generate.js';
 import { canonicalMailbox } from '../src/formats/address/index.js';
 import { LOOKED_LATELY_MS, createImapSink, type ImapSink } from '../src/sinks/imap/index.js';
-import { LOOK_STOPPED } from '../src/sinks/sink.js';
+import { LOOK_STOPPED, storageLost } from '../src/sinks/sink.js';
 import { cli, readStatusLog, startCli } from './helpers/cli.js';
 import { ADMIN, ADMIN_PASSWORD, DOVECOT_BINARY, dovecotMissingMessage, removeDovecot, setAdminPassword, startDovecot, type Dovecot } from './helpers/dovecot.js';
 import { gatePlugin, lastItemOf, untilReady } from './helpers/gate.js';
@@ -190,6 +190,29 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
     t.true(await deleteFolder(dovecot.port, mailbox, false));
     relay.release();
     t.regex(String(await sink.lostSinceWritten()), /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example\)/);
+  });
+
+  test.serial('imap resumeFolders: folders a stopped run wrote to, kept by its checkpoint and deleted before the run that resumes it: a write there (the folder made again) fails as storage lost, and the look names the one never written again; the folder left alone passes (was: neither looked at, exit 0)', async (t) => {
+    const first = await wroteEverywhere('', 60, 1, t);
+    const kept = JSON.parse(JSON.stringify(first.foldersToLook())) as Record<string, unknown>;
+    t.deepEqual(Object.keys(kept).sort(), [...MAILBOXES].sort());
+    await first.close();
+    t.true(await deleteFolder(dovecot.port, 'deleted@acme.example', false));
+    t.true(await deleteFolder(dovecot.port, 'remade@acme.example', true));
+
+    const resumed = createImapSink(spec(), { env });
+    t.true(resumed.resumeFolders(kept));
+    t.false(createImapSink(spec(), { env }).resumeFolders({ 'kept@acme.example': ['INBOX/Pivot', 'not a number'] }), 'another form is not taken');
+    await resumed.open();
+    t.teardown(() => resumed.close());
+    const lost = await t.throwsAsync(resumed.write(delivery(62, 'remade@acme.example')));
+    t.true(storageLost(lost), String(lost?.message));
+    t.regex(lost!.message, /not stored: the folder INBOX\/Pivot was deleted since the earlier run this one resumes wrote to it and made again \(UIDVALIDITY \d+, now \d+\)/);
+    t.is((await resumed.write(delivery(63, 'remade@acme.example'))).outcome, 'delivered', 'the next write goes into the folder made anew');
+    t.is((await resumed.write(delivery(64, 'kept@acme.example'))).outcome, 'delivered');
+    const reason = String(await resumed.lostSinceWritten());
+    t.regex(reason, /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example \(written by the earlier run this one resumes\)\)/);
+    t.notRegex(reason, /kept@|remade@/);
   });
 
   test.serial('Dovecot: a SELECT of the folder a session has selected opens the folder as it is now (another UIDVALIDITY once deleted and made again, refused once deleted), which the look in the writing session relies on', async (t) => {

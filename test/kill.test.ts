@@ -1,7 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
-import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
+import { mailboxFolderName } from '../src/sinks/maildir/index.js';
 import { cli, readStatusLog, startCli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -168,4 +169,55 @@ test('with --state-dir a killed run resumes from its checkpoint; the run logs to
   }
   t.true(got.every((m) => logged.has(`${m.mailbox} ${m.itemId}`)), 'a delivery is missing from the run logs');
   t.deepEqual((await readdir(join(state, 'checkpoints'))).filter((n) => n.endsWith('.json')), [], 'removed once the archive completed');
+});
+
+test('with --state-dir, a folder removed between a killed run and its resume is found: the resumed run fails as storage lost (exit 1, no checkpoint kept) and the next one delivers what went with it', async (t) => {
+  t.timeout(600_000);
+  const dir = await tempDir(t);
+  const { archive, expected } = await archiveWithReference(t, dir, 4000, 34);
+  const out = join(dir, 'mail');
+  const state = join(dir, 'state');
+  const slow = join(dir, 'slow.mjs');
+  await writeFile(slow, "export default { name: 'slow', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { await new Promise((r) => setTimeout(r, 2)); return item; } };\n");
+  const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects'), '--plugin', slow];
+  // Killed once a checkpoint keeping some folders is saved.
+  const { child, exited } = startCli(args);
+  let ended = false;
+  void exited.then(() => (ended = true));
+  const checkpoints = join(state, 'checkpoints');
+  const savedFolders = async () => {
+    for (const name of (await readdir(checkpoints).catch(() => [] as string[])).filter((n) => n.endsWith('.json'))) {
+      const folders = await readFile(join(checkpoints, name), 'utf8').then((text) => (JSON.parse(text) as { folders?: Record<string, number> }).folders, () => undefined);
+      if (folders && Object.keys(folders).length > 0) return folders;
+    }
+    return undefined;
+  };
+  while ((await savedFolders()) === undefined) {
+    if (ended) return void t.fail('the run ended before a checkpoint with folders was saved');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGKILL');
+  await exited;
+  // A mailbox the killed run wrote to, before its checkpoint: its folder removed, with what it held.
+  const mailbox = Object.keys((await savedFolders())!).sort()[0]!;
+  const folder = join(out, mailboxFolderName(mailbox), '.INBOX.Pivot');
+  t.true((await readdir(join(folder, 'cur'))).length > 0, 'the folder removed held messages');
+  await rm(folder, { recursive: true, force: true });
+
+  const resumed = await cli(args);
+  t.is(resumed.code, 1, resumed.stderr);
+  t.regex(resumed.log, /resuming acme-2026-11-23 from an earlier run's checkpoint/);
+  t.regex(resumed.log, /earlier run this one resumes/);
+  t.true(resumed.log.includes(mailbox), 'the error names the mailbox');
+  // Found by the look (never written again: storageLost) or by a write there (failed as storage lost).
+  const runs = (await readdir(join(state, 'runs'))).sort();
+  const { summary } = await readStatusLog(join(state, 'runs', runs.at(-1)!));
+  t.true(summary.storageLost === true || summary.failed > 0, JSON.stringify(summary));
+  t.deepEqual((await readdir(checkpoints)).filter((n) => n.endsWith('.json')), [], 'no checkpoint: the next run reads the export from the start');
+
+  const again = await cli(args);
+  t.is(again.code, 0, again.stderr);
+  const got = await readMaildir(out);
+  t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), expected.map((m) => `${m.mailbox}/${m.file}`));
+  t.true(got.every((m, i) => m.raw.equals(expected[i]!.raw)));
 });

@@ -86,3 +86,49 @@ test('maildir: writes in flight into a folder removed under them all fail as sto
   t.is(again.filter((s) => s.outcome === 'delivered').length + again.filter((s) => s.outcome === 'skipped').length, 40);
   t.is((await readdir(join(jane, '.INBOX.Pivot', 'cur'))).length, 40, 'each of 1..40 once (0 went with the folder)');
 });
+
+// A run stopped (or killed) with items left keeps a checkpoint, and the run that resumes skips the
+// items before it: a folder removed between the two runs went with them. The checkpoint keeps the
+// folders (`foldersToLook`), and the resumed sink (`resumeFolders`) finds it so, whether or not it
+// writes to that mailbox again. Before, the resumed run looked only at folders it wrote to itself,
+// and a mailbox it wrote to again was made anew in silence: exit 0 with the earlier items gone.
+for (const [way, remove] of Object.entries(WAYS)) {
+  test(`maildir: ${way} between a stopped run and the run that resumes it: the look names it (never written again), and a write into it fails as storage lost`, async (t) => {
+    const root = await tempDir(t);
+    const first = await createSink(`maildir:${root}`, { cwd: '/' });
+    await first.open();
+    for (const [n, mailbox] of [[1, 'jane@acme.example'], [2, 'omar@acme.example'], [3, 'ruth@acme.example']] as const) t.is((await first.write(delivery(n, mailbox))).outcome, 'delivered');
+    const kept = JSON.parse(JSON.stringify(first.foldersToLook!())) as Record<string, unknown>;
+    await first.close();
+    t.deepEqual(Object.keys(kept).sort(), ['jane@acme.example', 'omar@acme.example', 'ruth@acme.example']);
+    await remove(join(root, mailboxFolderName('jane@acme.example')));
+    await remove(join(root, mailboxFolderName('omar@acme.example')));
+
+    const resumed = await createSink(`maildir:${root}`, { cwd: '/' });
+    t.true(resumed.resumeFolders!(kept));
+    await resumed.open();
+    // omar is written to again: the folder prepared is not the one the earlier run wrote to.
+    const lost = await t.throwsAsync(resumed.write(delivery(4, 'omar@acme.example')));
+    t.true(storageLost(lost), `storage lost: ${lost?.message}`);
+    t.regex(lost!.message, /^maildir: not stored: the folder was removed since the earlier run this one resumes wrote to it: .*omar@acme\.example\/\.INBOX\.Pivot\/cur is another directory/);
+    // The next write there goes into the folder made anew.
+    t.is((await resumed.write(delivery(5, 'omar@acme.example'))).outcome, 'delivered');
+    t.is((await resumed.write(delivery(6, 'ruth@acme.example'))).outcome, 'delivered');
+    // jane is never written to again: the look at the end finds it; ruth's folder is in place.
+    const reason = await resumed.lostSinceWritten!();
+    t.regex(String(reason), /^maildir: 1 folder\(s\) this run wrote to or found items in were removed during the run, after their last write \(.*jane@acme\.example\/\.INBOX\.Pivot\/cur \(written by the earlier run this one resumes\)\)/);
+    t.notRegex(String(reason), /ruth|omar/);
+    // What the next checkpoint keeps: every folder still to look at, earlier ones too (omar's the new one).
+    t.deepEqual(Object.keys(resumed.foldersToLook!()).sort(), ['jane@acme.example', 'omar@acme.example', 'ruth@acme.example']);
+    await resumed.close();
+  });
+}
+
+test('maildir: folders of another form (a hand-edited or foreign checkpoint) are not taken', async (t) => {
+  const root = await tempDir(t);
+  for (const folders of [{ 'jane@acme.example': 'x' }, { 'jane@acme.example': -1 }, { 'no-at-sign': 5 }, { 'jane@acme.example': 1.5 }]) {
+    const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+    t.false(sink.resumeFolders!(folders), JSON.stringify(folders));
+    t.deepEqual(sink.foldersToLook!(), {}, 'nothing of it kept');
+  }
+});

@@ -117,10 +117,26 @@ export interface Sink {
    * LOOK_STOPPED when a stop signal cut the look short: nothing is said either way.
    */
   lostSinceWritten?(): Promise<string | undefined | typeof LOOK_STOPPED>;
+  /**
+   * The folders `lostSinceWritten` would look at now (this run's and those `resumeFolders` gave),
+   * each with what tells it from one made again at its place, as JSON by mailbox. A checkpoint
+   * keeps them: the run that resumes past their items looks at them too.
+   */
+  foldersToLook?(): FoldersToLook;
+  /**
+   * Before the first write: the folders the earlier runs this run resumes wrote to or found items
+   * in (their checkpoint's `foldersToLook`). Looked at once the last write settled, as this run's
+   * are; a write there finds one deleted, or made again, as storage lost. False when `folders` is
+   * not of this sink's form (the checkpoint is then not resumed).
+   */
+  resumeFolders?(folders: FoldersToLook): boolean;
   open(): Promise<void>;
   write(delivery: Delivery): Promise<Stored>;
   close(): Promise<void>;
 }
+
+/** `Sink.foldersToLook`: by mailbox, what the sink needs to find its folder and tell it from one made again. */
+export type FoldersToLook = Record<string, unknown>;
 
 /**
  * What `lostSinceWritten` answers when a stop signal cut its look short: the folders it did not

@@ -6,7 +6,20 @@ import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
 import type { StatusLog } from '../status-log.js';
 import { sha256Hex } from '../hash.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
+import { isObject } from '../formats/pivot-export/event.js';
 import { STATE_FOLDERS } from './index.js';
+
+/**
+ * The sink's side of the folders a checkpoint keeps (Sink.foldersToLook, Sink.resumeFolders): the
+ * folders of the items it skips are looked at by the run that resumes, so one deleted between the
+ * runs is found, not passed over with the items it held.
+ */
+export interface CheckpointFolders {
+  /** Takes an earlier run's folders; false when they are not of the sink's form. */
+  resume(folders: Record<string, unknown>): boolean;
+  /** The folders to keep now (undefined: the sink keeps none). */
+  current(): Record<string, unknown> | undefined;
+}
 
 /** A checkpoint at the first event skips nothing. */
 const resumesNothing = (at: EventPosition) => at.file === 0 && at.index === 0;
@@ -44,8 +57,9 @@ export class Checkpoint implements PluginSplits {
     readonly addedEarlier: number,
     private readonly statusLog: StatusLog,
     private readonly options: string,
-    /** An earlier run's checkpoint was set aside: it was made with other options. */
-    readonly discarded: boolean,
+    /** Why an earlier run's checkpoint was set aside (made with other options, or folders the sink cannot take), if it was. */
+    readonly discarded: string | undefined,
+    private readonly folders: CheckpointFolders | undefined,
   ) {
     this.addedBefore = addedEarlier;
   }
@@ -57,24 +71,30 @@ export class Checkpoint implements PluginSplits {
    * `options` it was made with (the items it skips were
    * settled under them: rejected `unmapped` under a mistyped --domain, say); else the run starts at
    * the beginning, and the sink skips what it holds. With `resume` false the run reads from the
-   * start all the same (what it settles still moves the checkpoint).
+   * start all the same (what it settles still moves the checkpoint). The folders it keeps go to
+   * the sink (`folders`) before the first write; ones the sink cannot take set the checkpoint aside.
    */
-  static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true): Promise<Checkpoint> {
+  static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true, folders?: CheckpointFolders): Promise<Checkpoint> {
     const identity = `${archive.manifest.exportId}\n${archive.sha256}`;
     const dir = join(stateDir, STATE_FOLDERS.checkpoints);
     await mkdir(dir, { recursive: true });
     const path = join(dir, `${sha256Hex(identity)}.json`);
     const current = JSON.stringify(options);
-    let saved: { resumeAt?: EventPosition; options?: string; addedByPlugins?: number } | undefined;
+    let saved: { resumeAt?: EventPosition; options?: string; addedByPlugins?: number; folders?: unknown } | undefined;
     try {
-      saved = JSON.parse(await readFile(path, 'utf8')) as { resumeAt: EventPosition; options?: string; addedByPlugins?: number };
+      saved = JSON.parse(await readFile(path, 'utf8')) as typeof saved;
     } catch {
       // No checkpoint (or a torn one, which rename makes impossible): start at the beginning.
     }
-    const usable = resume && saved?.resumeAt !== undefined && saved.options === current;
+    const sameOptions = resume && saved?.resumeAt !== undefined && saved.options === current;
+    // A checkpoint from before folders were kept in it gives none (its runs' folders are not looked at, as before).
+    const kept = saved?.folders;
+    const foldersTaken = !sameOptions || kept === undefined || (isObject(kept) && folders?.resume(kept) === true);
+    const usable = sameOptions && foldersTaken;
     // A checkpoint from before plugins' added items were kept in it counts none, as it did.
     const addedEarlier = usable ? (saved!.addedByPlugins ?? 0) : 0;
-    return new Checkpoint(path, usable ? saved!.resumeAt! : null, addedEarlier, statusLog, current, resume && saved !== undefined && !usable);
+    const discarded = !resume || saved === undefined || usable ? undefined : sameOptions ? 'keeps folders the sink cannot take' : 'was made with other options';
+    return new Checkpoint(path, usable ? saved!.resumeAt! : null, addedEarlier, statusLog, current, discarded, folders);
   }
 
   /** Events are skipped when an earlier run settled them. */
@@ -136,7 +156,9 @@ export class Checkpoint implements PluginSplits {
     if (!at || resumesNothing(at)) return;
     // The status lines of everything before `at` must be on disk before the checkpoint says so.
     await this.statusLog.flush();
-    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, addedByPlugins: added, options: this.options, savedAt: new Date().toISOString() }) + '\n');
+    // Taken after the status lines: every item before `at` was written, so its folder is among them.
+    const folders = this.folders?.current();
+    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, addedByPlugins: added, options: this.options, savedAt: new Date().toISOString(), ...(folders ? { folders } : {}) }) + '\n');
     await rename(`${this.path}.tmp`, this.path);
   }
 }

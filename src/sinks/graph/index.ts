@@ -1,7 +1,7 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, LOOK_STOPPED, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, markStorageLost, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, folderAnswer404, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
@@ -207,6 +207,8 @@ export class GraphSink extends LifecycleSink implements Sink {
   private readonly tokens: AccessTokens;
   private readonly batches: CreateBatches;
   private readonly mailboxes = new Map<string, MailboxRun>();
+  /** Folders an earlier run wrote to (`resumeFolders`), by mailbox, until this run resolves the mailbox's folder: it must be the same one. */
+  private readonly earlierPlaced = new Map<string, PlacedFolder[]>();
   /** Extra whole copies of items removed: another writer's made with this run's (at close), or a killed run's a re-run met. */
   copiesRemoved = 0;
   /** Graph has no permanentDelete here (a national cloud): messages are removed to Deleted Items. */
@@ -392,6 +394,12 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   private folder(mailbox: string, run: MailboxRun): Promise<string> {
     const resolving = resolveFolder(this.client, mailbox, this.config.folder, true).then((folder) => {
+      const earlier = this.earlierPlaced.get(mailbox);
+      this.earlierPlaced.delete(mailbox);
+      // The folder the run this one resumes wrote to is not the one at the path now: it went, with what it held.
+      if (earlier !== undefined && earlier.at(-1)!.id !== folder!.id) {
+        throw markStorageLost(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: not stored: the folder ${this.config.folder.join('/')} the earlier run this one resumes wrote to is no longer there (deleted, moved or renamed since; another folder is at its path now): what it held is not where that run recorded it; the next run reads the export from the start (no checkpoint), skips what the folder holds and delivers again what it does not`));
+      }
       run.fresh = folder!.created;
       run.placed = folder!.placed;
       return folder!.id;
@@ -435,6 +443,30 @@ export class GraphSink extends LifecycleSink implements Sink {
     );
   }
 
+  /** The folders the end-of-run look would look at now: each mailbox's folder path as resolved (`PlacedFolder`s, top first). */
+  foldersToLook(): FoldersToLook {
+    const folders: FoldersToLook = Object.fromEntries(this.earlierPlaced);
+    for (const [mailbox, run] of this.mailboxes) if (run.placed !== undefined && run.placed.length > 0) folders[mailbox] = run.placed;
+    return folders;
+  }
+
+  /** An earlier run's folders (see Sink.resumeFolders): the mailbox's folder resolved again must be the same one, and the look covers them. */
+  resumeFolders(folders: FoldersToLook): boolean {
+    const path = this.config.folder;
+    const text = (v: unknown): v is string => typeof v === 'string' && v !== '';
+    const isPath = (placed: unknown): placed is PlacedFolder[] =>
+      Array.isArray(placed) &&
+      placed.length > 0 &&
+      placed.length <= path.length &&
+      placed.every((f: unknown, i) => typeof f === 'object' && f !== null && text((f as PlacedFolder).id) && text((f as PlacedFolder).parentFolderId) && typeof (f as PlacedFolder).name === 'string' && (f as PlacedFolder).name.toLowerCase() === path[path.length - placed.length + i]!.toLowerCase());
+    const entries = Object.entries(folders);
+    if (!entries.every(([mailbox, placed]) => /.@./s.test(mailbox) && isPath(placed))) return false;
+    for (const [mailbox, placed] of entries) {
+      if (!this.mailboxes.get(mailbox)?.placed) this.earlierPlaced.set(mailbox, (placed as PlacedFolder[]).map(({ id, name, parentFolderId }) => ({ id, name, parentFolderId })));
+    }
+    return true;
+  }
+
   /**
    * The folders this run wrote to or found items in that are no longer where it put them (SPEC.md,
    * "A folder deleted after its mailbox's last write"): no later write was there to find it, and a
@@ -450,13 +482,14 @@ export class GraphSink extends LifecycleSink implements Sink {
     const displaced: string[] = [];
     const unconfirmed: string[] = [];
     let cut = false;
-    const written = [...this.mailboxes].filter(([, run]) => run.placed !== undefined && run.placed.length > 0);
+    const written = [...this.mailboxes].filter(([, run]) => run.placed !== undefined && run.placed.length > 0).map(([mailbox, run]) => ({ mailbox, user: run.user, placed: run.placed!, earlier: false }));
+    for (const [mailbox, placed] of this.earlierPlaced) written.push({ mailbox, user: GraphClient.user('v1.0', mailbox), placed, earlier: true });
     // A mailbox's folders are read one at a time: the client's limit of requests for all mailboxes is the workers'.
-    await eachLimited(written, this.config.mailboxes * this.config.concurrency, async ([mailbox, run]) => {
+    await eachLimited(written, this.config.mailboxes * this.config.concurrency, async ({ mailbox, user, placed, earlier }) => {
       if (this.client.stopped) return void (cut = true);
       try {
-        const why = await this.displaced(mailbox, run.user, run.placed!);
-        if (why !== undefined) displaced.push(`${mailbox}: ${why}`);
+        const why = await this.displaced(mailbox, user, placed);
+        if (why !== undefined) displaced.push(`${mailbox}: ${why}${earlier ? ' (written by the earlier run this one resumes)' : ''}`);
       } catch (err) {
         if (this.client.stopped) cut = true;
         else unconfirmed.push(`${mailbox}: ${errorMessage(err)}`);

@@ -2,7 +2,7 @@ import { ImapFlow, type AuthOptions, type MailboxObject, type SearchObject } fro
 import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
 import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, LOOK_STOPPED, markStorageLost, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, markStorageLost, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
@@ -308,6 +308,8 @@ export const CONFIRM_REFUSAL_MS = 1_000;
  * through the others (about 40 s at 2,000 mailboxes). An older look is made again there.
  */
 export const LOOKED_LATELY_MS = 30_000;
+/** Said of a folder the look found deleted that only the earlier run this one resumes wrote to. */
+const RESUMED_NOTE = 'written by the earlier run this one resumes';
 /** The longest wait between a batch's attempts (and between rounds of `lostSinceWritten`): `retryDelay`, doubling, up to this. */
 const MAX_RETRY_DELAY_MS = 30_000;
 /** A delivery's login: a slow server gets longer than `open()`'s check gives it. */
@@ -413,6 +415,8 @@ export class ImapSink extends LifecycleSink implements Sink {
   private readonly selectedFolders = new Map<string, { path: string; uidValidity: number }>();
   /** Mailboxes whose folder was found in place after their last write, in the session that made it (`lookAfterLastWrite`), and when (Date.now()): `lostSinceWritten` needs no login for those looked at lately. */
   private readonly lookedAfterLastWrite = new Map<string, number>();
+  /** Mailboxes whose `selectedFolders` entry an earlier run gave (`resumeFolders`), not selected by this run yet. */
+  private readonly resumed = new Set<string>();
   /**
    * Whether the server reports RFC822.SIZE as the exact size of what it holds (Dovecot does);
    * false once a message read whole had another length (Exchange estimates sizes): from then on,
@@ -839,6 +843,31 @@ export class ImapSink extends LifecycleSink implements Sink {
     this.wake();
   }
 
+  /** The folders the end-of-run look would look at now, `[path, UIDVALIDITY]` by mailbox (those confirmed after their last write need none). */
+  foldersToLook(): FoldersToLook {
+    const folders: FoldersToLook = {};
+    for (const [mailbox, { path, uidValidity }] of this.selectedFolders) if (!this.lookedAfterLastWrite.has(mailbox)) folders[mailbox] = [path, uidValidity];
+    return folders;
+  }
+
+  /** An earlier run's folders (see Sink.resumeFolders): a SELECT there must find the same UIDVALIDITY, and the look covers them. */
+  resumeFolders(folders: FoldersToLook): boolean {
+    const taken = Object.entries(folders).map(([mailbox, f]) => [mailbox, Array.isArray(f) && f.length === 2 && typeof f[0] === 'string' && f[0] !== '' && Number.isSafeInteger(f[1]) && f[1] > 0 ? { path: f[0] as string, uidValidity: f[1] as number } : undefined] as const);
+    if (taken.some(([mailbox, f]) => mailbox === '' || f === undefined)) return false;
+    for (const [mailbox, f] of taken) {
+      if (this.selectedFolders.has(mailbox)) continue;
+      this.selectedFolders.set(mailbox, f!);
+      this.resumed.add(mailbox);
+    }
+    return true;
+  }
+
+  /** When a folder found deleted went: during this run, or since the earlier run this one resumes wrote there (its entry is that run's). */
+  private lostWhen(mailbox: string): string {
+    const earlier = this.resumed.delete(mailbox);
+    return earlier ? 'since the earlier run this one resumes wrote to it' : 'during the run';
+  }
+
   /**
    * Asked once after the last write (see SPEC.md, "A folder deleted after its mailbox's last
    * write"): each folder the run selected (`selectedFolders`: it wrote to it, or found items held
@@ -885,14 +914,14 @@ export class ImapSink extends LifecycleSink implements Sink {
           if (status === false || status.uidValidity === undefined) throw new Error(`STATUS ${seen.path}: no answer`);
           this.stats.foldersChecked++;
           const now = Number(status.uidValidity);
-          if (now !== seen.uidValidity) madeAgain.push(`${mailbox} (UIDVALIDITY ${seen.uidValidity}, now ${now})`);
+          if (now !== seen.uidValidity) madeAgain.push(`${mailbox} (UIDVALIDITY ${seen.uidValidity}, now ${now}${this.resumed.has(mailbox) ? `; ${RESUMED_NOTE}` : ''})`);
         } catch (err) {
           if (session) session.broken = true;
           else if (!(err instanceof PermanentError || err instanceof LoginRefusedError)) unanswered++;
           // imapflow's answer to a STATUS refused where `LIST "" path` then names nothing.
           if ((err as { code?: unknown }).code === 'NotFound') {
             this.stats.foldersChecked++;
-            gone.push(mailbox);
+            gone.push(this.resumed.has(mailbox) ? `${mailbox} (${RESUMED_NOTE})` : mailbox);
           } else notLooked(entry, errorMessage(err), err instanceof PermanentError);
         } finally {
           if (session) this.release(session);
@@ -1439,20 +1468,22 @@ export class ImapSink extends LifecycleSink implements Sink {
     this.folderTaken = true;
     const was = this.selectedFolders.get(mailbox)?.uidValidity;
     const now = Number(box.uidValidity);
+    const when = this.lostWhen(mailbox);
     this.selectedFolders.set(mailbox, { path: folder, uidValidity: now });
     if (was !== undefined && was !== now) {
       this.forget(mailbox);
       session.folder = null;
-      throw new FolderLostError(`not stored: the folder ${folder} was deleted during the run and made again (UIDVALIDITY ${was}, now ${now}), and what the run and earlier runs stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder does not hold`);
+      throw new FolderLostError(`not stored: the folder ${folder} was deleted ${when} and made again (UIDVALIDITY ${was}, now ${now}), and what the run and earlier runs stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder does not hold`);
     }
     return box;
   }
 
   /** The folder the run selected in the mailbox is not there any more (`why`: what showed it): forgotten, and the error that says so. */
   private folderGone(mailbox: string, folder: string, why: string): FolderLostError {
+    const when = this.lostWhen(mailbox);
     this.selectedFolders.delete(mailbox);
     this.forget(mailbox);
-    return new FolderLostError(`not stored: the folder ${folder} was deleted during the run (${why}), and what the run and earlier runs stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`);
+    return new FolderLostError(`not stored: the folder ${folder} was deleted ${when} (${why}), and what the run and earlier runs stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`);
   }
 
   /**

@@ -6,7 +6,7 @@ import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, markStorageLost, type Sink, type SinkFactory, type Stored } from '../sink.js';
+import { firstFew, markStorageLost, type FoldersToLook, type Sink, type SinkFactory, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
@@ -316,6 +316,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * mailbox, for the run.
    */
   private readonly identities = new Map<string, number>();
+  /** Mailboxes whose `identities` entry an earlier run gave (`resumeFolders`), not prepared by this run yet. */
+  private readonly resumed = new Set<string>();
   /** Preparations under way at once (see `prepare`). */
   private readonly preparations = new Slots(PREPARING);
   /** The kinds of `Ready` folder met this run, and each one's index by what it is. */
@@ -444,6 +446,13 @@ export class MaildirSink extends LifecycleSink implements Sink {
     if (known) return known;
     const preparing = this.prepare(mailbox, day).then(
       (folder) => {
+        // The folder the run this one resumes wrote to must be the one prepared: else it went, with what it held.
+        const earlier = this.resumed.delete(mailbox) ? this.identities.get(mailbox) : undefined;
+        if (earlier !== undefined && earlier !== folder.place.identity) {
+          this.identities.delete(mailbox);
+          this.folders.delete(mailbox);
+          throw markStorageLost(new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: not stored: the folder was removed since the earlier run this one resumes wrote to it: ${folder.path}/cur is another directory than the one that run prepared; what earlier runs stored in ${folder.path} went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`));
+        }
         this.folders.set(mailbox, this.asReady(folder) ?? folder);
         this.identities.set(mailbox, folder.place.identity);
         return folder;
@@ -740,6 +749,23 @@ export class MaildirSink extends LifecycleSink implements Sink {
     }
   }
 
+  /** The folders the end-of-run look would look at now: the identity of each one's `cur/`, by mailbox. */
+  foldersToLook(): FoldersToLook {
+    return Object.fromEntries(this.identities);
+  }
+
+  /** An earlier run's folders (see Sink.resumeFolders): the mailbox's first preparation must find the same `cur/`, and the look covers them. */
+  resumeFolders(folders: FoldersToLook): boolean {
+    const entries = Object.entries(folders);
+    if (!entries.every(([mailbox, identity]) => ADDRESS.test(mailbox) && Number.isSafeInteger(identity) && (identity as number) >= 0)) return false;
+    for (const [mailbox, identity] of entries) {
+      if (this.identities.has(mailbox)) continue;
+      this.identities.set(mailbox, identity as number);
+      this.resumed.add(mailbox);
+    }
+    return true;
+  }
+
   /**
    * The folders this run prepared whose `cur/` is gone or another directory now: removed after
    * their mailbox's last write (a write after it fails as storage lost, see `lostFolder`). One
@@ -751,10 +777,11 @@ export class MaildirSink extends LifecycleSink implements Sink {
     const unconfirmed: string[] = [];
     await eachLimited(this.identities, LOST_CHECKS_AT_ONCE, async ([mailbox, identity]) => {
       const cur = join(this.pivotFolder(mailbox).path, 'cur');
+      const named = this.resumed.has(mailbox) ? `${cur} (written by the earlier run this one resumes)` : cur;
       try {
-        if (directoryIdentity(await stat(cur, { bigint: true })) !== identity) gone.push(cur);
+        if (directoryIdentity(await stat(cur, { bigint: true })) !== identity) gone.push(named);
       } catch (err) {
-        if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) gone.push(cur);
+        if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) gone.push(named);
         else unconfirmed.push(`${cur}: ${errorMessage(err)}`);
       }
     });
