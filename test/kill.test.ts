@@ -80,6 +80,46 @@ test('killed with SIGKILL at random points, a re-run leaves every mailbox with e
   t.true(cutMidway >= 3, `only ${cutMidway} of 5 kills landed in the middle of delivery`);
 });
 
+/**
+ * A run with --state-dir killed once it saved a checkpoint keeping some folders; that checkpoint's
+ * path and folders. 2 ms an item (in every run of it: a checkpoint is resumed only under the same
+ * options), so the run lasts long enough for checkpoints to be saved (about every second).
+ */
+async function killedWithFolders(t: ExecutionContext, seed: number, events = 2500) {
+  const dir = await tempDir(t);
+  const { archive, expected } = await archiveWithReference(t, dir, events, seed);
+  const out = join(dir, 'mail');
+  const state = join(dir, 'state');
+  const slow = join(dir, 'slow.mjs');
+  await writeFile(slow, "export default { name: 'slow', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { await new Promise((r) => setTimeout(r, 2)); return item; } };\n");
+  const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects'), '--plugin', slow];
+  const { child, exited } = startCli(args);
+  let ended = false;
+  void exited.then(() => (ended = true));
+  const checkpoints = join(state, 'checkpoints');
+  const saved = async () => {
+    for (const name of (await readdir(checkpoints).catch(() => [] as string[])).filter((n) => n.endsWith('.json'))) {
+      const folders = await readFile(join(checkpoints, name), 'utf8').then((text) => (JSON.parse(text) as { folders?: Record<string, number> }).folders, () => undefined);
+      if (folders && Object.keys(folders).length > 0) return { path: join(checkpoints, name), folders };
+    }
+    return undefined;
+  };
+  while ((await saved()) === undefined) {
+    if (ended) throw new Error('the run ended before a checkpoint with folders was saved');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGKILL');
+  await exited;
+  return { args, out, state, checkpoints, expected, checkpoint: (await saved())! };
+}
+
+/** The Maildir holds exactly what a plain run of the archive put in the reference, byte for byte. */
+async function assertAsReference(t: ExecutionContext, out: string, expected: Awaited<ReturnType<typeof readMaildir>>) {
+  const got = await readMaildir(out);
+  t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), expected.map((m) => `${m.mailbox}/${m.file}`));
+  t.true(got.every((m, i) => m.raw.equals(expected[i]!.raw)));
+}
+
 test('SIGTERM stops cleanly: items in flight finish, the summary says interrupted (exit 4), a re-run finishes the set', async (t) => {
   t.timeout(300_000);
   const { args, out, status, exited, signal } = await signalMidRun(await tempDir(t), 32, 'SIGTERM', 500);
@@ -124,25 +164,7 @@ test('SIGHUP reopens --log-file (logrotate moves it away first): the run goes on
 
 test('with --state-dir a killed run resumes from its checkpoint; the run logs together account for every delivery', async (t) => {
   t.timeout(600_000);
-  const dir = await tempDir(t);
-  const { archive, expected } = await archiveWithReference(t, dir, 4000, 33);
-  const out = join(dir, 'mail');
-  const state = join(dir, 'state');
-  // 2 ms an item (in both runs: a checkpoint is resumed only under the same options), so the run
-  // lasts long enough for checkpoints to be saved (about every second) however fast the sink is.
-  const slow = join(dir, 'slow.mjs');
-  await writeFile(slow, "export default { name: 'slow', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { await new Promise((r) => setTimeout(r, 2)); return item; } };\n");
-  const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects'), '--plugin', slow];
-  // Kill once a checkpoint has been written.
-  const { child, exited } = startCli(args);
-  let ended = false;
-  void exited.then(() => (ended = true));
-  while ((await readdir(join(state, 'checkpoints')).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).length === 0) {
-    if (ended) return void t.fail('the run ended before any checkpoint was saved');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  child.kill('SIGKILL');
-  await exited;
+  const { args, out, state, expected } = await killedWithFolders(t, 33, 4000);
   const resumed = await cli(args);
   t.is(resumed.code, 0, resumed.stderr);
   t.regex(resumed.log, /resuming acme-2026-11-23 from an earlier run's checkpoint/);
@@ -173,33 +195,9 @@ test('with --state-dir a killed run resumes from its checkpoint; the run logs to
 
 test('with --state-dir, a folder removed between a killed run and its resume is found: the resumed run fails as storage lost (exit 1, no checkpoint kept) and the next one delivers what went with it', async (t) => {
   t.timeout(600_000);
-  const dir = await tempDir(t);
-  const { archive, expected } = await archiveWithReference(t, dir, 4000, 34);
-  const out = join(dir, 'mail');
-  const state = join(dir, 'state');
-  const slow = join(dir, 'slow.mjs');
-  await writeFile(slow, "export default { name: 'slow', version: '1.0.0', hostApi: '^1.0.0', async transform(item) { await new Promise((r) => setTimeout(r, 2)); return item; } };\n");
-  const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--state-dir', state, '--rejects', join(dir, 'rejects'), '--plugin', slow];
-  // Killed once a checkpoint keeping some folders is saved.
-  const { child, exited } = startCli(args);
-  let ended = false;
-  void exited.then(() => (ended = true));
-  const checkpoints = join(state, 'checkpoints');
-  const savedFolders = async () => {
-    for (const name of (await readdir(checkpoints).catch(() => [] as string[])).filter((n) => n.endsWith('.json'))) {
-      const folders = await readFile(join(checkpoints, name), 'utf8').then((text) => (JSON.parse(text) as { folders?: Record<string, number> }).folders, () => undefined);
-      if (folders && Object.keys(folders).length > 0) return folders;
-    }
-    return undefined;
-  };
-  while ((await savedFolders()) === undefined) {
-    if (ended) return void t.fail('the run ended before a checkpoint with folders was saved');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  child.kill('SIGKILL');
-  await exited;
+  const { args, out, state, checkpoints, expected, checkpoint } = await killedWithFolders(t, 34);
   // A mailbox the killed run wrote to, before its checkpoint: its folder removed, with what it held.
-  const mailbox = Object.keys((await savedFolders())!).sort()[0]!;
+  const mailbox = Object.keys(checkpoint.folders).sort()[0]!;
   const folder = join(out, mailboxFolderName(mailbox), '.INBOX.Pivot');
   t.true((await readdir(join(folder, 'cur'))).length > 0, 'the folder removed held messages');
   await rm(folder, { recursive: true, force: true });
@@ -217,7 +215,17 @@ test('with --state-dir, a folder removed between a killed run and its resume is 
 
   const again = await cli(args);
   t.is(again.code, 0, again.stderr);
-  const got = await readMaildir(out);
-  t.deepEqual(got.map((m) => `${m.mailbox}/${m.file}`), expected.map((m) => `${m.mailbox}/${m.file}`));
-  t.true(got.every((m, i) => m.raw.equals(expected[i]!.raw)));
+  await assertAsReference(t, out, expected);
+});
+
+test('with --state-dir, a checkpoint whose folders the sink cannot take (edited by hand) is not resumed: the run reads the export from the start, and delivers everything', async (t) => {
+  t.timeout(600_000);
+  const { args, out, expected, checkpoint } = await killedWithFolders(t, 35);
+  const text = JSON.parse(await readFile(checkpoint.path, 'utf8')) as Record<string, unknown>;
+  await writeFile(checkpoint.path, JSON.stringify({ ...text, folders: { 'not an address': 'nor an identity' } }));
+  const resumed = await cli(args);
+  t.is(resumed.code, 0, resumed.stderr);
+  t.regex(resumed.log, /an earlier run's checkpoint of acme-2026-11-23 keeps folders the sink cannot take: read from the start/);
+  t.notRegex(resumed.log, /resuming acme-2026-11-23/);
+  await assertAsReference(t, out, expected);
 });

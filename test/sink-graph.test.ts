@@ -44,7 +44,7 @@ let standin: GraphStandin;
 let identity: IdentityEndpoint;
 
 test.before(async () => {
-  standin = await startGraphStandin({ tenant: TENANT, mailboxes: [...CONFORMANCE_MAILBOXES, ...['fields', 'large', 'half', 'throttled', 'lost', 'verify', 'renewed', 'stopped', 'stoppedlook', 'toolarge', 'folders', 'moved', 'switched'].map((m) => `${m}@acme.example`)] });
+  standin = await startGraphStandin({ tenant: TENANT, mailboxes: [...CONFORMANCE_MAILBOXES, ...['fields', 'large', 'half', 'throttled', 'lost', 'verify', 'renewed', 'stopped', 'stoppedlook', 'resumedkept', 'resumedgone', 'resumedmoved', 'toolarge', 'folders', 'moved', 'switched'].map((m) => `${m}@acme.example`)] });
   identity = await startIdentityEndpoint({ audience: 'resource', tenant: TENANT, roles: ['Mail.ReadWrite', 'Mail-Advanced.ReadWrite.All'] });
   // The managed-identity path of @azure/identity reads these (App Service form): tokens come from the stand-in endpoint.
   Object.assign(process.env, identity.env);
@@ -776,6 +776,33 @@ test('graph: a stop signal while the sink looks at its folders after the last wr
   t.is(await waiting, LOOK_STOPPED);
   t.true(Date.now() - started < 2000);
   await sink.close();
+});
+
+test('graph resumeFolders: folders a stopped run wrote to, kept by its checkpoint and deleted before the run that resumes it: a write there (another folder at the path now) fails as storage lost, the look names the one never written again; the folder left alone passes', async (t) => {
+  const folder = 'Inbox/Resumed';
+  const [kept, gone, moved] = ['resumedkept', 'resumedgone', 'resumedmoved'].map((m) => `${m}@acme.example`) as [string, string, string];
+  const first = createGraphSink(specOf(`folder=${folder}`));
+  await first.open();
+  for (const [n, mailbox] of [[1, kept], [2, gone], [3, moved]] as const) t.is((await first.write(delivery(n, mailbox))).outcome, 'delivered');
+  const folders = JSON.parse(JSON.stringify(first.foldersToLook())) as Record<string, unknown>;
+  await first.close();
+  t.deepEqual(Object.keys(folders).sort(), [kept, gone, moved].sort());
+  standin.deleteFolder(gone, folder, { permanently: true });
+  standin.deleteFolder(moved, folder);
+
+  const resumed = createGraphSink(specOf(`folder=${folder}`));
+  t.true(resumed.resumeFolders(folders));
+  t.false(createGraphSink(specOf(`folder=${folder}`)).resumeFolders({ [kept]: [{ id: 'x', name: 'Elsewhere', parentFolderId: 'y' }] }), 'a path not of this folder is not taken');
+  await resumed.open();
+  const lost = await t.throwsAsync(resumed.write(delivery(4, moved)));
+  t.true(storageLost(lost), String(lost?.message));
+  t.regex(lost!.message, /^mailbox resumedmoved@acme\.example: not stored: the folder Inbox\/Resumed the earlier run this one resumes wrote to is no longer there/);
+  t.is((await resumed.write(delivery(5, moved))).outcome, 'delivered', 'the next write goes into the folder made anew');
+  t.is((await resumed.write(delivery(6, kept))).outcome, 'delivered');
+  const reason = String(await resumed.lostSinceWritten());
+  t.regex(reason, /^graph: 1 folder\(s\) this run wrote to or found items in are no longer where it put them, deleted, moved or renamed during the run \(resumedgone@acme\.example: Inbox\/Resumed was deleted for good .*\(written by the earlier run this one resumes\)\)/);
+  t.notRegex(reason, /resumedkept|resumedmoved/);
+  await resumed.close();
 });
 
 test('graph importMime: a message over what one request carries (4 MB of base64) fails with a reason naming mode=json; nothing is stored', async (t) => {
