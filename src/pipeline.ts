@@ -55,7 +55,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   // Reading stops on SIGINT/SIGTERM (o.stop) or when the chain halts itself; what is in flight settles either way.
   const halt = new AbortController();
   const stopReading = o.stop ? AbortSignal.any([o.stop, halt.signal]) : halt.signal;
-  const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize, (reason) => halt.abort(reason));
+  const settler = new Settler(o.sink, o.rejects, archive, recorder, o.maxItemSize, (reason) => halt.abort(reason), () => source.storageLost?.());
   // A signal after the last event was read still cuts the run short when deliveries in flight fail on it (a sink stops what it has not stored).
   let failedAtStop = 0;
   const atStop = () => (failedAtStop = recorder.progress(source).failed);

@@ -34,6 +34,8 @@ export class Settler {
     maxItemSize: number,
     /** Stops reading (what is in flight still settles, and is counted), the run's error `reason`. */
     private readonly halt: (reason: Error) => void,
+    /** A delivery failed as storage lost: told at once, before its outcome is recorded (Source.storageLost). */
+    private readonly storageLostNow: () => void = () => undefined,
   ) {
     this.limit = {
       count: sink.maxInFlight,
@@ -88,6 +90,7 @@ export class Settler {
     try {
       stored = await this.sink.write(d);
     } catch (err) {
+      if (storageLost(err)) this.storageLostNow();
       await this.recorder.failed(this.outcomeLine(d), FailReason.SINK_ERROR, errorMessage(err));
       // The sink refuses its own spec (a folder name the server will never take): every write would
       // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).

@@ -40,6 +40,8 @@ export interface Source {
    * `storageFault`: one failed as failing storage does (see Settled).
    */
   settled(position: EventPosition, ok: boolean, storageFault?: boolean): Promise<void> | void;
+  /** Told at once, out of source order, that a delivery failed as failing storage does (the checkpoint must not be saved past it). */
+  storageLost?(): void;
   /** How far reading is, for the progress line. */
   progress(): { read: number; total?: number; bytesRead?: number; bytesTotal?: number };
   /** Read to the end (not stopped by a signal). */

@@ -17,9 +17,12 @@ import { STATE_FOLDERS } from './index.js';
 export interface CheckpointFolders {
   /** Takes an earlier run's folders; false when they are not of the sink's form. */
   resume(folders: Record<string, unknown>): boolean;
-  /** The folders to keep now (undefined: the sink keeps none). */
+  /** The folders to keep now (undefined: the sink keeps none); the same object while they have not changed. */
   current(): Record<string, unknown> | undefined;
 }
+
+/** Saved at most every second, and no more often than a millisecond per KB of the last save (folders of 10,000 mailboxes: megabytes). */
+const SAVE_EVERY_MS = 1000;
 
 /** A checkpoint at the first event skips nothing. */
 const resumesNothing = (at: EventPosition) => at.file === 0 && at.index === 0;
@@ -46,6 +49,10 @@ export class Checkpoint implements PluginSplits {
   /** Why the removal failed (the state dir on the failing disk too). */
   private notRemoved: unknown;
   private lastSave = Date.now();
+  /** Bytes of the last save: a large one is saved less often (SAVE_EVERY_MS). */
+  private lastSaveBytes = 0;
+  /** The folders last saved and their JSON: unchanged, not serialised again. */
+  private savedFolders?: { of: Record<string, unknown>; json: string };
   private saving: Promise<void> = Promise.resolve();
   /** The first save that failed: no further one is tried; the run ends with it as its error. */
   private failed: unknown;
@@ -87,13 +94,14 @@ export class Checkpoint implements PluginSplits {
       // No checkpoint (or a torn one, which rename makes impossible): start at the beginning.
     }
     const sameOptions = resume && saved?.resumeAt !== undefined && saved.options === current;
-    // A checkpoint from before folders were kept in it gives none (its runs' folders are not looked at, as before).
+    // One without folders, for a sink that keeps them, is from before they were kept (2026-12-02): its runs' folders are unknown.
     const kept = saved?.folders;
-    const foldersTaken = !sameOptions || kept === undefined || (isObject(kept) && folders?.resume(kept) === true);
+    const wanted = folders?.current() !== undefined;
+    const foldersTaken = !sameOptions || (kept === undefined ? !wanted : isObject(kept) && folders?.resume(kept) === true);
     const usable = sameOptions && foldersTaken;
     // A checkpoint from before plugins' added items were kept in it counts none, as it did.
     const addedEarlier = usable ? (saved!.addedByPlugins ?? 0) : 0;
-    const discarded = !resume || saved === undefined || usable ? undefined : sameOptions ? 'keeps folders the sink cannot take' : 'was made with other options';
+    const discarded = !resume || saved === undefined || usable ? undefined : !sameOptions ? 'was made with other options' : kept === undefined ? 'keeps none of the folders its runs wrote to (an earlier version saved it)' : 'keeps folders the sink cannot take';
     return new Checkpoint(path, usable ? saved!.resumeAt! : null, addedEarlier, statusLog, current, discarded, folders);
   }
 
@@ -114,21 +122,29 @@ export class Checkpoint implements PluginSplits {
    * the archive from the start and the sink looks for every item.
    */
   settled(position: EventPosition, ok: boolean, storageFault = false): void {
-    if (storageFault && !this.removed) {
-      this.removed = this.frozen = true;
-      this.saving = this.saving.then(() => this.remove());
-    }
+    if (storageFault) this.storageLost();
     if (this.frozen) return;
     this.candidate = position;
     while (this.splits.length > 0 && comparePositions(this.splits[0]!.position, position) < 0) this.addedBefore += this.splits.shift()!.added;
     if (!ok) this.frozen = true;
     // Before anything is settled there is nothing to resume from: no save is due yet.
     if (resumesNothing(position)) return;
-    if (Date.now() - this.lastSave >= 1000 && this.failed === undefined) {
+    if (Date.now() - this.lastSave >= Math.max(SAVE_EVERY_MS, this.lastSaveBytes / 1024) && this.failed === undefined) {
       this.lastSave = Date.now();
       // A checkpoint that cannot be saved costs only a longer re-run: the run goes on, and ends with the error (exit 1).
       this.saving = this.saving.then(() => this.save()).catch((err: unknown) => void (this.failed ??= err));
     }
+  }
+
+  /**
+   * A delivery failed as failing storage does (see `settled`), told as soon as it failed, not in
+   * stream order: the sink may have forgotten the folder it lost already, so no checkpoint may be
+   * saved from now on (one saved while earlier items settle would leave that folder out).
+   */
+  storageLost(): void {
+    if (this.removed) return;
+    this.removed = this.frozen = true;
+    this.saving = this.saving.then(() => this.remove());
   }
 
   /** After the run: removed when the whole archive settled cleanly, or when what the sink stored may be lost or is not confirmed in place (`fromStart`: the summary's `storageLost`, `lookStopped`), else saved for the next run. */
@@ -158,7 +174,13 @@ export class Checkpoint implements PluginSplits {
     await this.statusLog.flush();
     // Taken after the status lines: every item before `at` was written, so its folder is among them.
     const folders = this.folders?.current();
-    await writeFile(`${this.path}.tmp`, JSON.stringify({ resumeAt: at, addedByPlugins: added, options: this.options, savedAt: new Date().toISOString(), ...(folders ? { folders } : {}) }) + '\n');
+    // Storage lost meanwhile: the folders may lack the one lost.
+    if (this.removed) return;
+    if (folders && this.savedFolders?.of !== folders) this.savedFolders = { of: folders, json: JSON.stringify(folders) };
+    const text = JSON.stringify({ resumeAt: at, addedByPlugins: added, options: this.options, savedAt: new Date().toISOString() });
+    const whole = folders ? `${text.slice(0, -1)},"folders":${this.savedFolders!.json}}\n` : `${text}\n`;
+    this.lastSaveBytes = whole.length;
+    await writeFile(`${this.path}.tmp`, whole);
     await rename(`${this.path}.tmp`, this.path);
   }
 }

@@ -209,6 +209,8 @@ export class GraphSink extends LifecycleSink implements Sink {
   private readonly mailboxes = new Map<string, MailboxRun>();
   /** Folders an earlier run wrote to (`resumeFolders`), by mailbox, until this run resolves the mailbox's folder: it must be the same one. */
   private readonly earlierPlaced = new Map<string, PlacedFolder[]>();
+  /** `foldersToLook()` as last made, until a folder is placed or forgotten (the checkpoint then serialises it again). */
+  private foldersSnapshot: FoldersToLook | undefined;
   /** Extra whole copies of items removed: another writer's made with this run's (at close), or a killed run's a re-run met. */
   copiesRemoved = 0;
   /** Graph has no permanentDelete here (a national cloud): messages are removed to Deleted Items. */
@@ -396,12 +398,14 @@ export class GraphSink extends LifecycleSink implements Sink {
     const resolving = resolveFolder(this.client, mailbox, this.config.folder, true).then((folder) => {
       const earlier = this.earlierPlaced.get(mailbox);
       this.earlierPlaced.delete(mailbox);
+      this.foldersSnapshot = undefined;
       // The folder the run this one resumes wrote to is not the one at the path now: it went, with what it held.
       if (earlier !== undefined && earlier.at(-1)!.id !== folder!.id) {
         throw markStorageLost(new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${mailbox}: not stored: the folder ${this.config.folder.join('/')} the earlier run this one resumes wrote to is no longer there (deleted, moved or renamed since; another folder is at its path now): what it held is not where that run recorded it; the next run reads the export from the start (no checkpoint), skips what the folder holds and delivers again what it does not`));
       }
       run.fresh = folder!.created;
       run.placed = folder!.placed;
+      this.foldersSnapshot = undefined;
       return folder!.id;
     });
     // A failure is not kept: the next item tries again (unless the mailbox is unusable).
@@ -432,6 +436,7 @@ export class GraphSink extends LifecycleSink implements Sink {
             else if (run.folder === folder) {
               run.folder = undefined;
               run.placed = undefined;
+              this.foldersSnapshot = undefined;
               run.days.clear();
               run.created.clear();
             }
@@ -445,9 +450,10 @@ export class GraphSink extends LifecycleSink implements Sink {
 
   /** The folders the end-of-run look would look at now: each mailbox's folder path as resolved (`PlacedFolder`s, top first). */
   foldersToLook(): FoldersToLook {
+    if (this.foldersSnapshot) return this.foldersSnapshot;
     const folders: FoldersToLook = Object.fromEntries(this.earlierPlaced);
     for (const [mailbox, run] of this.mailboxes) if (run.placed !== undefined && run.placed.length > 0) folders[mailbox] = run.placed;
-    return folders;
+    return (this.foldersSnapshot = folders);
   }
 
   /** An earlier run's folders (see Sink.resumeFolders): the mailbox's folder resolved again must be the same one, and the look covers them. */
@@ -464,6 +470,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     for (const [mailbox, placed] of entries) {
       if (!this.mailboxes.get(mailbox)?.placed) this.earlierPlaced.set(mailbox, (placed as PlacedFolder[]).map(({ id, name, parentFolderId }) => ({ id, name, parentFolderId })));
     }
+    this.foldersSnapshot = undefined;
     return true;
   }
 

@@ -410,13 +410,16 @@ export class ImapSink extends LifecycleSink implements Sink {
    * items of the run went to (or were found held in). Kept for the run, not dropped with the
    * presence: a folder that is gone later, or has another UIDVALIDITY, was deleted during the run
    * with what it held (`FolderLostError`, or `lostSinceWritten` after the mailbox's last write).
-   * Dropped once a batch has failed for it.
+   * Dropped when the folder is found gone (`folderGone`); an earlier run's are here too
+   * (`resumeFolders`), and a checkpoint keeps them all (`foldersToLook`).
    */
   private readonly selectedFolders = new Map<string, { path: string; uidValidity: number }>();
   /** Mailboxes whose folder was found in place after their last write, in the session that made it (`lookAfterLastWrite`), and when (Date.now()): `lostSinceWritten` needs no login for those looked at lately. */
   private readonly lookedAfterLastWrite = new Map<string, number>();
   /** Mailboxes whose `selectedFolders` entry an earlier run gave (`resumeFolders`), not selected by this run yet. */
   private readonly resumed = new Set<string>();
+  /** `foldersToLook()` as last made, until `selectedFolders` changes (the checkpoint then serialises it again). */
+  private foldersSnapshot: FoldersToLook | undefined;
   /**
    * Whether the server reports RFC822.SIZE as the exact size of what it holds (Dovecot does);
    * false once a message read whole had another length (Exchange estimates sizes): from then on,
@@ -843,21 +846,27 @@ export class ImapSink extends LifecycleSink implements Sink {
     this.wake();
   }
 
-  /** The folders the end-of-run look would look at now, `[path, UIDVALIDITY]` by mailbox (those confirmed after their last write need none). */
+  /**
+   * Every folder the run selected (or an earlier run it resumes did), `[path, UIDVALIDITY]` by
+   * mailbox; those confirmed after their last write too: a checkpoint's items are never delivered
+   * again, so a deletion after that look must be found by the run that resumes.
+   */
   foldersToLook(): FoldersToLook {
+    if (this.foldersSnapshot) return this.foldersSnapshot;
     const folders: FoldersToLook = {};
-    for (const [mailbox, { path, uidValidity }] of this.selectedFolders) if (!this.lookedAfterLastWrite.has(mailbox)) folders[mailbox] = [path, uidValidity];
-    return folders;
+    for (const [mailbox, { path, uidValidity }] of this.selectedFolders) folders[mailbox] = [path, uidValidity];
+    return (this.foldersSnapshot = folders);
   }
 
   /** An earlier run's folders (see Sink.resumeFolders): a SELECT there must find the same UIDVALIDITY, and the look covers them. */
   resumeFolders(folders: FoldersToLook): boolean {
     const taken = Object.entries(folders).map(([mailbox, f]) => [mailbox, Array.isArray(f) && f.length === 2 && typeof f[0] === 'string' && f[0] !== '' && Number.isSafeInteger(f[1]) && f[1] > 0 ? { path: f[0] as string, uidValidity: f[1] as number } : undefined] as const);
-    if (taken.some(([mailbox, f]) => mailbox === '' || f === undefined)) return false;
+    if (taken.some(([mailbox, f]) => !/.@./s.test(mailbox) || f === undefined)) return false;
     for (const [mailbox, f] of taken) {
       if (this.selectedFolders.has(mailbox)) continue;
       this.selectedFolders.set(mailbox, f!);
       this.resumed.add(mailbox);
+      this.foldersSnapshot = undefined;
     }
     return true;
   }
@@ -1469,6 +1478,7 @@ export class ImapSink extends LifecycleSink implements Sink {
     const was = this.selectedFolders.get(mailbox)?.uidValidity;
     const now = Number(box.uidValidity);
     const when = this.lostWhen(mailbox);
+    if (was !== now) this.foldersSnapshot = undefined;
     this.selectedFolders.set(mailbox, { path: folder, uidValidity: now });
     if (was !== undefined && was !== now) {
       this.forget(mailbox);
@@ -1482,6 +1492,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   private folderGone(mailbox: string, folder: string, why: string): FolderLostError {
     const when = this.lostWhen(mailbox);
     this.selectedFolders.delete(mailbox);
+    this.foldersSnapshot = undefined;
     this.forget(mailbox);
     return new FolderLostError(`not stored: the folder ${folder} was deleted ${when} (${why}), and what the run and earlier runs stored in it went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`);
   }

@@ -318,6 +318,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
   private readonly identities = new Map<string, number>();
   /** Mailboxes whose `identities` entry an earlier run gave (`resumeFolders`), not prepared by this run yet. */
   private readonly resumed = new Set<string>();
+  /** `foldersToLook()` as last made, until `identities` changes (the checkpoint then serialises it again). */
+  private foldersSnapshot: FoldersToLook | undefined;
   /** Preparations under way at once (see `prepare`). */
   private readonly preparations = new Slots(PREPARING);
   /** The kinds of `Ready` folder met this run, and each one's index by what it is. */
@@ -451,10 +453,12 @@ export class MaildirSink extends LifecycleSink implements Sink {
         if (earlier !== undefined && earlier !== folder.place.identity) {
           this.identities.delete(mailbox);
           this.folders.delete(mailbox);
+          this.foldersSnapshot = undefined;
           throw markStorageLost(new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: not stored: the folder was removed since the earlier run this one resumes wrote to it: ${folder.path}/cur is another directory than the one that run prepared; what earlier runs stored in ${folder.path} went with it: the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`));
         }
         this.folders.set(mailbox, this.asReady(folder) ?? folder);
         this.identities.set(mailbox, folder.place.identity);
+        this.foldersSnapshot = undefined;
         return folder;
       },
       (err: unknown) => {
@@ -751,7 +755,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
 
   /** The folders the end-of-run look would look at now: the identity of each one's `cur/`, by mailbox. */
   foldersToLook(): FoldersToLook {
-    return Object.fromEntries(this.identities);
+    return (this.foldersSnapshot ??= Object.fromEntries(this.identities));
   }
 
   /** An earlier run's folders (see Sink.resumeFolders): the mailbox's first preparation must find the same `cur/`, and the look covers them. */
@@ -762,6 +766,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
       if (this.identities.has(mailbox)) continue;
       this.identities.set(mailbox, identity as number);
       this.resumed.add(mailbox);
+      this.foldersSnapshot = undefined;
     }
     return true;
   }
@@ -830,6 +835,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
     if (this.identities.get(mailbox) === folder.place.identity) {
       this.identities.delete(mailbox);
       this.folders.delete(mailbox);
+      this.foldersSnapshot = undefined;
     }
     return markStorageLost(
       new PivotArchiveError(

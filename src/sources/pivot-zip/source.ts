@@ -9,6 +9,7 @@ import { mayHoldEvents, type MemberNote, type PivotExportArchive } from './index
 export interface ResumePoint {
   done(position: EventPosition): boolean;
   settled(position: EventPosition, ok: boolean, storageFault?: boolean): void;
+  storageLost(): void;
 }
 
 /**
@@ -73,6 +74,10 @@ export class PivotZipSource implements Source {
 
   settled(position: EventPosition, ok: boolean, storageFault?: boolean): void {
     this.resume?.settled(position, ok, storageFault);
+  }
+
+  storageLost(): void {
+    this.resume?.storageLost();
   }
 
   progress() {
