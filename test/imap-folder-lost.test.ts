@@ -40,11 +40,11 @@ async function deleteFolder(port: number, mailbox: string, makeAgain: boolean): 
 }
 
 /**
- * A TCP relay to Dovecot that holds each session's first SELECT after an APPEND (the look in the
- * session that wrote), the first `limit` of them, until `release()`: `holding` resolves when one is held.
+ * A TCP relay to Dovecot that holds the commands a session's picker (`perSession()` makes one a
+ * session) picks, and what the session sends after them, until `release()`: `holding` resolves
+ * when one is held.
  */
-async function selectHoldingRelay(port: number, limit = Infinity) {
-  let left = limit;
+async function holdingRelay(port: number, perSession: () => (text: string) => boolean) {
   let held!: () => void;
   const holding = new Promise<void>((resolve) => (held = resolve));
   let release!: () => void;
@@ -52,17 +52,13 @@ async function selectHoldingRelay(port: number, limit = Infinity) {
   const server = createServer((client) => {
     const upstream = connect(port, '127.0.0.1');
     upstream.pipe(client);
-    let appended = false;
+    const picks = perSession();
     let sent = Promise.resolve();
     client.on('data', (chunk: Buffer) => {
-      const text = chunk.toString('latin1');
-      if (appended && / SELECT /.test(text) && left > 0) {
-        appended = false;
-        left--;
+      if (picks(chunk.toString('latin1'))) {
         held();
         sent = sent.then(() => released);
       }
-      if (/ APPEND /.test(text)) appended = true;
       sent = sent.then(() => void upstream.write(chunk));
     });
     for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
@@ -72,6 +68,23 @@ async function selectHoldingRelay(port: number, limit = Infinity) {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { port: (server.address() as AddressInfo).port, holding, release, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/** The relay holding each session's first SELECT after an APPEND (the look in the session that wrote), the first `limit` of them. */
+function selectHoldingRelay(port: number, limit = Infinity) {
+  let left = limit;
+  return holdingRelay(port, () => {
+    let appended = false;
+    return (text) => {
+      const hold = appended && / SELECT /.test(text) && left > 0;
+      if (hold) {
+        appended = false;
+        left--;
+      }
+      if (/ APPEND /.test(text)) appended = true;
+      return hold;
+    };
+  });
 }
 
 function delivered(text: string): number {
@@ -213,6 +226,32 @@ withServer('Dovecot (a folder deleted after its mailbox\'s last write)', DOVECOT
     const reason = String(await resumed.lostSinceWritten());
     t.regex(reason, /^imap: the folder INBOX\/Pivot this run wrote to or found items in was deleted during the run, after the mailbox's last write \(deleted in 1 mailbox\(es\): deleted@acme\.example \(written by the earlier run this one resumes\)\)/);
     t.notRegex(reason, /kept@|remade@/);
+  });
+
+  test.serial('imap: a stop signal while a batch finds its folder deleted (its LIST answered after the stop): the items fail as storage lost, not as stopped, so the checkpoint, which the forgotten folder is no longer in, is dropped (was: "stopped by a signal", the checkpoint kept without it)', async (t) => {
+    let armed = false;
+    const relay = await holdingRelay(dovecot.port, () => (text) => {
+      const hold = armed && / LIST /.test(text);
+      if (hold) armed = false;
+      return hold;
+    });
+    t.teardown(() => relay.close());
+    const stop = new AbortController();
+    const sink = createImapSink(`imap://archiver@127.0.0.1:${relay.port}/?tls=none&folder=${FOLDER}&probe=kept@acme.example`, { env, stop: stop.signal });
+    await sink.open();
+    t.teardown(() => sink.close());
+    const mailbox = 'deleted@acme.example';
+    t.is((await sink.write(delivery(80, mailbox))).outcome, 'delivered');
+    t.true(await deleteFolder(dovecot.port, mailbox, false));
+    armed = true;
+    const writing = sink.write(delivery(81, mailbox));
+    writing.catch(() => undefined);
+    await Promise.race([relay.holding, delay(20_000).then(() => Promise.reject(new Error('no LIST after the folder was deleted')))]);
+    stop.abort();
+    relay.release();
+    const lost = await t.throwsAsync(writing);
+    t.true(storageLost(lost), String(lost?.message));
+    t.regex(lost!.message, /not stored: the folder INBOX\/Pivot was deleted during the run/);
   });
 
   test.serial('Dovecot: a SELECT of the folder a session has selected opens the folder as it is now (another UIDVALIDITY once deleted and made again, refused once deleted), which the look in the writing session relies on', async (t) => {

@@ -768,14 +768,15 @@ export class ImapSink extends LifecycleSink implements Sink {
       const attempt = await this.tryBatch(mailbox, remaining);
       if (attempt.finished) return;
       remaining = attempt.remaining;
+      // Before the sink's own failure (a stop): the folder is forgotten already, so its items must fail as storage lost, dropping the checkpoint.
+      if (attempt.error instanceof FolderLostError) {
+        this.folderLost(mailbox, remaining, attempt.error);
+        return;
+      }
       if (this.failure !== null) break;
       if (attempt.error instanceof FolderRefusedError) {
         this.folderRefused(mailbox, attempt.error.message);
         break;
-      }
-      if (attempt.error instanceof FolderLostError) {
-        this.folderLost(mailbox, remaining, attempt.error);
-        return;
       }
       const permanent = attempt.error instanceof PermanentError;
       // A refused login is tried once more (a server whose auth restarts), not `retries` times: a disabled mailbox costs seconds, not half a minute.
