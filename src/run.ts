@@ -19,6 +19,7 @@ import { spoolToTempFile } from './sources/pivot-zip/spool.js';
 import { Checkpoint } from './state/checkpoint.js';
 import { parseDomain, readUserMap, userMapUnmatched, type FanOutConfig } from './transforms/fan-out/index.js';
 import { PluginRegistry, isPluginPath, loadPlugin } from './transforms/plugins/index.js';
+import { formatShard } from './transforms/shard/index.js';
 
 export const SAMPLE_EVENTS = 1000;
 /** How the summary names the built-in sample (its temporary file is gone by then). */
@@ -76,7 +77,9 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       const userMapContent = config.userMap ? sha256Hex(JSON.stringify([...fanOut.userMap].sort())) : null;
       // The folders the checkpoint's runs wrote to go to the sink, which looks at them too: one deleted between the runs is found.
       const folders = { resume: (f: FoldersToLook) => target.resumeFolders?.(f) ?? false, current: () => target.foldersToLook?.() };
-      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent, pluginContent }, !wholeExport, folders) : undefined;
+      // The shard too: another shard's checkpoint (its state dir's shard file lost) skips items this shard never delivered.
+      const shard = config.shard ? formatShard(config.shard) : null;
+      const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent, pluginContent, shard }, !wholeExport, folders) : undefined;
       if (state && wholeExport) logger.info(`${target.kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} ${checkpoint.discarded}: read from the start (what the sink holds is skipped)`);
       if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
