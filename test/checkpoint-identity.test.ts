@@ -1,6 +1,6 @@
 // A checkpoint resumes only the archive and the user map that made it: the same export delivered
 // again with users.json corrected, or a user map corrected in place, is read from the start.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
@@ -11,6 +11,16 @@ import { tempDir } from './helpers/tmp.js';
 import { STOPPER_PLUGIN } from './helpers/stopper.js';
 
 const pairsIn = async (out: string) => (await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`).sort();
+
+/** A 400-event sample archive and the stopper plugin (STOP_AT) in a temporary dir. */
+async function sampleWithStopper(t: ExecutionContext) {
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
+  const stopper = join(dir, 'stopper.mjs');
+  await writeFile(stopper, STOPPER_PLUGIN);
+  return { dir, archive, stopper };
+}
 
 const users = (omarsEmail: string) => [
   { id: 'u_1', displayName: 'Jane', email: 'jane@acme.example' },
@@ -41,11 +51,7 @@ test('the same export delivered again with users.json corrected (same messages f
 
 test('a user map corrected in place (the same path) after a stopped run is read from the start: every item reaches the mailbox the correction names', async (t) => {
   t.timeout(120_000);
-  const dir = await tempDir(t);
-  const archive = join(dir, 'export.zip');
-  await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
-  const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, STOPPER_PLUGIN);
+  const { dir, archive, stopper } = await sampleWithStopper(t);
   const map = join(dir, 'map.csv');
   const reference = join(dir, 'reference');
   await writeFile(map, 'user1@acme.example,archive-one@acme.example\n');
@@ -106,11 +112,7 @@ test('a stopped run resumed into another Maildir folder (?folder=) is read from 
 
 test('a shard\'s checkpoint is not resumed by another shard, even once the state dir has lost its shard file (restored from a backup without it): that shard reads from the start, and the two shards together deliver everything (was: 19,782 of 71,185 messages missing, both exit 0)', async (t) => {
   t.timeout(180_000);
-  const dir = await tempDir(t);
-  const archive = join(dir, 'export.zip');
-  await generateSample(archive, { events: 400, seed: 5, edgeCases: false });
-  const stopper = join(dir, 'stopper.mjs');
-  await writeFile(stopper, STOPPER_PLUGIN);
+  const { dir, archive, stopper } = await sampleWithStopper(t);
   const reference = join(dir, 'reference');
   t.is((await cli(['run', archive, '--domain', 'acme.example', '--plugin', stopper, '--sink', `maildir:${reference}`, '--rejects', join(dir, 'r0')])).code, 0);
   const out = join(dir, 'mail');
