@@ -138,6 +138,12 @@ export interface Sink {
 /** `Sink.foldersToLook`: by mailbox, what the sink needs to find its folder and tell it from one made again. */
 export type FoldersToLook = Record<string, unknown>;
 
+/** What every mailbox is: an address, something on both sides of an `@` (a key of `FoldersToLook` must be one). */
+export const MAILBOX_ADDRESS = /.@./s;
+
+/** Said of a folder a sink found gone that only the earlier run this one resumes (`resumeFolders`) wrote to. */
+export const RESUMED_FOLDER_NOTE = 'written by the earlier run this one resumes';
+
 /**
  * What `lostSinceWritten` answers when a stop signal cut its look short: the folders it did not
  * look at are neither lost nor confirmed in place. A run whose items had all settled is then

@@ -1,7 +1,7 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, LOOK_STOPPED, markStorageLost, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, folderAnswer404, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
@@ -398,6 +398,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     const resolving = resolveFolder(this.client, mailbox, this.config.folder, true).then((folder) => {
       const earlier = this.earlierPlaced.get(mailbox);
       this.earlierPlaced.delete(mailbox);
+      // Reset once for both changes here (the earlier entry gone, `run.placed` below): nothing reads it between.
       this.foldersSnapshot = undefined;
       // The folder the run this one resumes wrote to is not the one at the path now: it went, with what it held.
       if (earlier !== undefined && earlier.at(-1)!.id !== folder!.id) {
@@ -405,7 +406,6 @@ export class GraphSink extends LifecycleSink implements Sink {
       }
       run.fresh = folder!.created;
       run.placed = folder!.placed;
-      this.foldersSnapshot = undefined;
       return folder!.id;
     });
     // A failure is not kept: the next item tries again (unless the mailbox is unusable).
@@ -466,7 +466,7 @@ export class GraphSink extends LifecycleSink implements Sink {
       placed.length <= path.length &&
       placed.every((f: unknown, i) => typeof f === 'object' && f !== null && text((f as PlacedFolder).id) && text((f as PlacedFolder).parentFolderId) && typeof (f as PlacedFolder).name === 'string' && (f as PlacedFolder).name.toLowerCase() === path[path.length - placed.length + i]!.toLowerCase());
     const entries = Object.entries(folders);
-    if (!entries.every(([mailbox, placed]) => /.@./s.test(mailbox) && isPath(placed))) return false;
+    if (!entries.every(([mailbox, placed]) => MAILBOX_ADDRESS.test(mailbox) && isPath(placed))) return false;
     for (const [mailbox, placed] of entries) {
       if (!this.mailboxes.get(mailbox)?.placed) this.earlierPlaced.set(mailbox, (placed as PlacedFolder[]).map(({ id, name, parentFolderId }) => ({ id, name, parentFolderId })));
     }
@@ -496,7 +496,7 @@ export class GraphSink extends LifecycleSink implements Sink {
       if (this.client.stopped) return void (cut = true);
       try {
         const why = await this.displaced(mailbox, user, placed);
-        if (why !== undefined) displaced.push(`${mailbox}: ${why}${earlier ? ' (written by the earlier run this one resumes)' : ''}`);
+        if (why !== undefined) displaced.push(`${mailbox}: ${why}${earlier ? ` (${RESUMED_FOLDER_NOTE})` : ''}`);
       } catch (err) {
         if (this.client.stopped) cut = true;
         else unconfirmed.push(`${mailbox}: ${errorMessage(err)}`);

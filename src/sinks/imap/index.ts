@@ -2,7 +2,7 @@ import { ImapFlow, type AuthOptions, type MailboxObject, type SearchObject } fro
 import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
 import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, LOOK_STOPPED, markStorageLost, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
@@ -308,8 +308,6 @@ export const CONFIRM_REFUSAL_MS = 1_000;
  * through the others (about 40 s at 2,000 mailboxes). An older look is made again there.
  */
 export const LOOKED_LATELY_MS = 30_000;
-/** Said of a folder the look found deleted that only the earlier run this one resumes wrote to. */
-const RESUMED_NOTE = 'written by the earlier run this one resumes';
 /** The longest wait between a batch's attempts (and between rounds of `lostSinceWritten`): `retryDelay`, doubling, up to this. */
 const MAX_RETRY_DELAY_MS = 30_000;
 /** A delivery's login: a slow server gets longer than `open()`'s check gives it. */
@@ -862,7 +860,7 @@ export class ImapSink extends LifecycleSink implements Sink {
   /** An earlier run's folders (see Sink.resumeFolders): a SELECT there must find the same UIDVALIDITY, and the look covers them. */
   resumeFolders(folders: FoldersToLook): boolean {
     const taken = Object.entries(folders).map(([mailbox, f]) => [mailbox, Array.isArray(f) && f.length === 2 && typeof f[0] === 'string' && f[0] !== '' && Number.isSafeInteger(f[1]) && f[1] > 0 ? { path: f[0] as string, uidValidity: f[1] as number } : undefined] as const);
-    if (taken.some(([mailbox, f]) => !/.@./s.test(mailbox) || f === undefined)) return false;
+    if (taken.some(([mailbox, f]) => !MAILBOX_ADDRESS.test(mailbox) || f === undefined)) return false;
     for (const [mailbox, f] of taken) {
       if (this.selectedFolders.has(mailbox)) continue;
       this.selectedFolders.set(mailbox, f!);
@@ -924,14 +922,14 @@ export class ImapSink extends LifecycleSink implements Sink {
           if (status === false || status.uidValidity === undefined) throw new Error(`STATUS ${seen.path}: no answer`);
           this.stats.foldersChecked++;
           const now = Number(status.uidValidity);
-          if (now !== seen.uidValidity) madeAgain.push(`${mailbox} (UIDVALIDITY ${seen.uidValidity}, now ${now}${this.resumed.has(mailbox) ? `; ${RESUMED_NOTE}` : ''})`);
+          if (now !== seen.uidValidity) madeAgain.push(`${mailbox} (UIDVALIDITY ${seen.uidValidity}, now ${now}${this.resumed.has(mailbox) ? `; ${RESUMED_FOLDER_NOTE}` : ''})`);
         } catch (err) {
           if (session) session.broken = true;
           else if (!(err instanceof PermanentError || err instanceof LoginRefusedError)) unanswered++;
           // imapflow's answer to a STATUS refused where `LIST "" path` then names nothing.
           if ((err as { code?: unknown }).code === 'NotFound') {
             this.stats.foldersChecked++;
-            gone.push(this.resumed.has(mailbox) ? `${mailbox} (${RESUMED_NOTE})` : mailbox);
+            gone.push(this.resumed.has(mailbox) ? `${mailbox} (${RESUMED_FOLDER_NOTE})` : mailbox);
           } else notLooked(entry, errorMessage(err), err instanceof PermanentError);
         } finally {
           if (session) this.release(session);

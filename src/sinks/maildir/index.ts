@@ -6,7 +6,7 @@ import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, markStorageLost, type FoldersToLook, type Sink, type SinkFactory, type Stored } from '../sink.js';
+import { firstFew, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type Sink, type SinkFactory, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
@@ -26,12 +26,10 @@ import { SHORTAGE_PATIENCE_MS, descriptorBudget, descriptorShortage, openFileLim
 /** Folders looked at once by `lostSinceWritten` (one stat each). */
 const LOST_CHECKS_AT_ONCE = 32;
 
-/** What every mailbox is: an address, something on both sides of an `@`. */
-const ADDRESS = /.@./s;
 
 /** The folder of a mailbox (an address) under the root. */
 export function mailboxFolder(root: string, mailbox: string): string {
-  if (!ADDRESS.test(mailbox)) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} is not an address, so it has no Maildir folder`);
+  if (!MAILBOX_ADDRESS.test(mailbox)) throw new PivotArchiveError(ErrorCode.SINK_WRITE, `mailbox ${JSON.stringify(mailbox)} is not an address, so it has no Maildir folder`);
   return join(root, mailboxFolderName(mailbox));
 }
 
@@ -47,7 +45,7 @@ export function mailboxFolderName(mailbox: string): string {
 /** The mailbox whose folder has this name, or undefined when no mailbox's folder is named so. */
 export function mailboxOfFolderName(name: string): string | undefined {
   const mailbox = name.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-  return ADDRESS.test(mailbox) && mailboxFolderName(mailbox) === name ? mailbox : undefined;
+  return MAILBOX_ADDRESS.test(mailbox) && mailboxFolderName(mailbox) === name ? mailbox : undefined;
 }
 
 export const SUFFIX = '.pivot-archive';
@@ -761,7 +759,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
   /** An earlier run's folders (see Sink.resumeFolders): the mailbox's first preparation must find the same `cur/`, and the look covers them. */
   resumeFolders(folders: FoldersToLook): boolean {
     const entries = Object.entries(folders);
-    if (!entries.every(([mailbox, identity]) => ADDRESS.test(mailbox) && Number.isSafeInteger(identity) && (identity as number) >= 0)) return false;
+    if (!entries.every(([mailbox, identity]) => MAILBOX_ADDRESS.test(mailbox) && Number.isSafeInteger(identity) && (identity as number) >= 0)) return false;
     for (const [mailbox, identity] of entries) {
       if (this.identities.has(mailbox)) continue;
       this.identities.set(mailbox, identity as number);
@@ -782,7 +780,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
     const unconfirmed: string[] = [];
     await eachLimited(this.identities, LOST_CHECKS_AT_ONCE, async ([mailbox, identity]) => {
       const cur = join(this.pivotFolder(mailbox).path, 'cur');
-      const named = this.resumed.has(mailbox) ? `${cur} (written by the earlier run this one resumes)` : cur;
+      const named = this.resumed.has(mailbox) ? `${cur} (${RESUMED_FOLDER_NOTE})` : cur;
       try {
         if (directoryIdentity(await stat(cur, { bigint: true })) !== identity) gone.push(named);
       } catch (err) {
