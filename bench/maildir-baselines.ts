@@ -109,7 +109,7 @@ export async function maildirFloor(root: string, shapes: DeliveryShape[]): Promi
  */
 export async function maildirGroupFloor(root: string, shapes: DeliveryShape[]): Promise<{ seconds: number; cpu: NodeJS.CpuUsage }> {
   const payload = randomBytes(shapes.reduce((most, s) => Math.max(most, s.size), 1));
-  const files = new GroupCommit();
+  const files = await GroupCommit.start();
   const folders = new Map<string, Promise<OpPlace>>();
   const firsts = new Map<string, Promise<string>>();
   let sequence = 0;

@@ -83,6 +83,35 @@ console.log(JSON.stringify(results));
   t.deepEqual(JSON.parse(out), [{ delivered: 600 }, { skipped: 600 }]);
 });
 
+test('the file worker started while every descriptor is taken waits for one, as a delivery does, and then works (CI, 2026-12-02: its module read met EMFILE and all 600 deliveries failed)', async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const groupCommit = fileURLToPath(new URL('../src/sinks/maildir/group-commit.js', import.meta.url));
+  const script = join(dir, 'start.mjs');
+  await mkdir(join(dir, 'folder', 'tmp'), { recursive: true });
+  await writeFile(
+    script,
+    `import { openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { GroupCommit } from ${JSON.stringify(groupCommit)};
+const folder = process.argv[2];
+const held = [];
+try { for (;;) held.push(openSync('/dev/null', 'r')); } catch (err) { if (err.code !== 'EMFILE') throw err; }
+const starting = GroupCommit.start({ count: 16, bytes: 1 << 20 });
+setTimeout(() => { for (const fd of held) closeSync(fd); }, 500);
+const files = await starting;
+await files.write({ folder, dev: statSync(folder).dev }, folder + '/tmp/one', Buffer.from('kept'), Date.now());
+await files.close();
+console.log(JSON.stringify({ held: held.length, written: readFileSync(folder + '/tmp/one', 'utf8') }));
+`,
+  );
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile('sh', ['-c', 'ulimit -n 64 && exec "$0" "$@"', process.execPath, script, join(dir, 'folder')], { timeout: 50_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
+  );
+  const { held, written } = JSON.parse(out) as { held: number; written: string };
+  t.true(held > 0, 'descriptors were all taken');
+  t.is(written, 'kept');
+});
+
 test('the command line that cannot load for a reason other than a missing module (EMFILE) says so, not "not built ... npm install"', async (t) => {
   const dir = await tempDir(t);
   // A copy of bin/ beside a dist/ whose cli.js fails to load as a low `ulimit -n` makes it fail.

@@ -950,6 +950,11 @@ export async function startGraphStandin(options: GraphStandinOptions = {}): Prom
     return { status: err.status, body: errorBody(err.code, err.message), headers: err.retryAfter !== undefined ? { 'retry-after': String(err.retryAfter) } : {} };
   }
 
+  // Graph's front ends keep an idle connection for minutes, longer than the client's 30 s. Node's
+  // default of 5 s, with this server on the test's own event loop, closed sockets the client was
+  // reusing whenever a loaded CI host stalled that loop (CI, 2026-12-02: a connection cut retried
+  // on top of the 503s a test counted, and a create made uncertain spent a 401 a test injected).
+  server.keepAliveTimeout = 120_000;
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as { port: number };

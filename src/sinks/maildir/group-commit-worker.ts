@@ -7,8 +7,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, constants, fchownSync, fsyncSync, futimesSync, linkSync, mkdtempSync, openSync, readSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { constants as osConstants, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { receiveMessageOnPort, workerData } from 'node:worker_threads';
-import type { FileOp, OpAnswer, OpBatch, WorkerSetup } from './group-commit.js';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { WORKER_READY, type FileOp, type OpAnswer, type OpBatch, type WorkerSetup } from './group-commit.js';
 import { directoryIdentity } from './folder-identity.js';
 
 /** syncfs(2)'s number where it is known: Node has no binding, perl's syscall() makes the call. */
@@ -417,3 +417,4 @@ function groupCommit({ port, group }: WorkerSetup): void {
 }
 
 groupCommit(workerData as WorkerSetup);
+parentPort!.postMessage(WORKER_READY);

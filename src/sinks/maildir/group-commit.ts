@@ -11,6 +11,7 @@
 // each file and directory is fsynced (still in groups, off the main thread).
 import { once } from 'node:events';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { SHORTAGE_PATIENCE_MS, descriptorShortage, shortageDelay } from './descriptors.js';
 
 /** A file operation, as posted to the worker (by id, answered by id). */
 export type FileOp = { id: number; dev: number; folder: string; identity?: number } & OpBody;
@@ -62,9 +63,36 @@ export interface OpPlace {
   identity?: number;
 }
 
+/** What the worker posts to its parent once its modules are loaded and it listens. */
+export const WORKER_READY = 'ready';
+
 /** The main thread's side: posts operations (batched per turn of the event loop) and settles each on its answer. */
 export class GroupCommit {
+  /**
+   * A worker started and listening. Its modules are read from disk as it starts: under a low
+   * `ulimit -n` that read can meet EMFILE (CI, 2026-12-02: every one of 600 deliveries failed
+   * "maildir file worker exited (1)"), a passing shortage, so the start is tried again as a
+   * delivery is; any other failure to start is the caller's error.
+   */
+  static async start(group: { count: number; bytes: number } = GROUP): Promise<GroupCommit> {
+    const since = Date.now();
+    for (let tries = 0; ; tries++) {
+      try {
+        const files = new GroupCommit(group);
+        await files.ready;
+        return files;
+      } catch (err) {
+        // A thread not made for want of a descriptor is ERR_WORKER_INIT_FAILED, its message naming EMFILE.
+        const shortage = descriptorShortage(err) || ((err as { code?: string }).code === 'ERR_WORKER_INIT_FAILED' && /\bE[MN]FILE\b/.test((err as Error).message));
+        if (!shortage || Date.now() - since > SHORTAGE_PATIENCE_MS) throw new Error(`the Maildir file worker did not start: ${(err as Error).message}`, { cause: err });
+      }
+      await new Promise((resolve) => setTimeout(resolve, shortageDelay(tries)));
+    }
+  }
+
   private readonly worker: Worker;
+  /** Settles once the worker listens (WORKER_READY), or with why it never will. */
+  private readonly ready: Promise<void>;
   private readonly port: MessagePort;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private batch: FileOp[] = [];
@@ -74,8 +102,8 @@ export class GroupCommit {
   private ids = 0;
   private failure: Error | undefined;
 
-  /** `group`: files a group holds at most (each open from its create until the group is durable), and bytes. */
-  constructor(group: { count: number; bytes: number } = GROUP) {
+  /** `group`: files a group holds at most (each open from its create until the group is durable), and bytes. Use `start()`. */
+  private constructor(group: { count: number; bytes: number }) {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     this.worker = new Worker(new URL('./group-commit-worker.js', import.meta.url), {
@@ -99,10 +127,18 @@ export class GroupCommit {
       for (const waiter of this.waiting.values()) waiter.reject(err);
       this.waiting.clear();
     };
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.worker.once('message', (message) => (message === WORKER_READY ? resolve() : reject(new Error(`unexpected message ${String(message)}`))));
+      this.worker.once('error', reject);
+      this.worker.once('exit', (code) => reject(new Error(`exited (${code})`)));
+    });
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`maildir file worker exited (${code})`)));
-    // Idle, it does not keep the process alive.
-    this.worker.unref();
+    // Idle, it does not keep the process alive (starting, it does: `start()` waits for it).
+    void this.ready.then(
+      () => this.worker.unref(),
+      () => undefined,
+    );
     this.port.unref();
   }
 

@@ -335,7 +335,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
   protected readonly lifecycle = new SinkLifecycle('maildir', {
     open: async () => {
       await this.proveRoot();
-      this.files ??= new GroupCommit({ count: this.descriptors.group, bytes: GROUP.bytes });
+      this.files ??= await GroupCommit.start({ count: this.descriptors.group, bytes: GROUP.bytes });
     },
     flush: async () => {
       await this.files?.close();
