@@ -72,9 +72,9 @@ export class GroupCommit {
    * A worker started and listening. Its modules are read from disk as it starts: under a low
    * `ulimit -n` that read can meet EMFILE (CI, 2026-12-02: every one of 600 deliveries failed
    * "maildir file worker exited (1)"), a passing shortage, so the start is tried again as a
-   * delivery is; any other failure to start is the caller's error.
+   * delivery is (not past `stop`); any other failure to start is the caller's error.
    */
-  static async start(group: { count: number; bytes: number } = GROUP): Promise<GroupCommit> {
+  static async start(group: { count: number; bytes: number } = GROUP, stop?: AbortSignal): Promise<GroupCommit> {
     const since = Date.now();
     for (let tries = 0; ; tries++) {
       try {
@@ -84,7 +84,7 @@ export class GroupCommit {
       } catch (err) {
         // A thread not made for want of a descriptor is ERR_WORKER_INIT_FAILED, its message naming EMFILE.
         const shortage = descriptorShortage(err) || ((err as { code?: string }).code === 'ERR_WORKER_INIT_FAILED' && /\bE[MN]FILE\b/.test((err as Error).message));
-        if (!shortage || Date.now() - since > SHORTAGE_PATIENCE_MS) throw new Error(`the Maildir file worker did not start: ${(err as Error).message}`, { cause: err });
+        if (!shortage || Date.now() - since > SHORTAGE_PATIENCE_MS || stop?.aborted) throw new Error(`the Maildir file worker did not start: ${(err as Error).message}`, { cause: err });
       }
       await new Promise((resolve) => setTimeout(resolve, shortageDelay(tries)));
     }

@@ -335,7 +335,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
   protected readonly lifecycle = new SinkLifecycle('maildir', {
     open: async () => {
       await this.proveRoot();
-      this.files ??= await GroupCommit.start({ count: this.descriptors.group, bytes: GROUP.bytes });
+      this.files ??= await GroupCommit.start({ count: this.descriptors.group, bytes: GROUP.bytes }, this.stop);
     },
     flush: async () => {
       await this.files?.close();
