@@ -7,6 +7,7 @@
 // The server here refuses for a while by having the admin's password changed and put back, at
 // the moment a login was refused (the sink's own logins are watched), so the timing is exact.
 import test from 'ava';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { ErrorCode } from '../src/errors.js';
 import { createImapSink, loginRefusal } from '../src/sinks/imap/index.js';
 import type { Sink } from '../src/sinks/sink.js';
@@ -132,5 +133,46 @@ withServer('Dovecot (IMAP login retry)', DOVECOT_BINARY ? undefined : dovecotMis
     t.is((await sink.write(delivery(4, 'omar@acme.example'))).outcome, 'delivered');
     await sink.close();
     t.is((await fetchFolder(dovecot.port, 'jane@acme.example', 'INBOX/MidRecheck')).length, 1);
+  });
+  test.serial("a connection cut at the read-back of the run's first APPEND, its item delivered already, costs no further login: nothing of the batch is left to try again", async (t) => {
+    t.timeout(60_000);
+    // A relay to Dovecot that cuts the session at its first UID FETCH after an APPEND (the read-back).
+    let cut = false;
+    const sockets = new Set<Socket>();
+    const relay = createServer((client) => {
+      const upstream = connect(dovecot.port, '127.0.0.1');
+      for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+        sockets.add(a);
+        a.on('error', () => undefined);
+        a.on('close', () => b.destroy());
+      }
+      upstream.pipe(client);
+      let appended = false;
+      client.on('data', (chunk: Buffer) => {
+        const text = chunk.toString('latin1');
+        if (appended && !cut && / UID FETCH /i.test(text)) {
+          cut = true;
+          client.destroy();
+          return;
+        }
+        if (/ APPEND /i.test(text)) appended = true;
+        upstream.write(chunk);
+      });
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    t.teardown(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    });
+    const port = (relay.address() as AddressInfo).port;
+    const sink = createImapSink(`imap://archiver@127.0.0.1:${port}/?tls=none&folder=INBOX/ReadBackCut&pool=1&retries=2&retryDelay=200`, { env });
+    await sink.open();
+    const seen = watchLogins(sink, async () => undefined);
+    t.is((await sink.write(delivery(5, 'jane@acme.example'))).outcome, 'delivered');
+    await sink.close();
+    t.true(cut, 'the read-back was cut');
+    // Was: the batch, all of it settled, was tried again empty: a login and a SELECT for nothing, up to `retries` times.
+    t.is(seen.logins, 1);
+    t.is((await fetchFolder(dovecot.port, 'jane@acme.example', 'INBOX/ReadBackCut')).length, 1);
   });
 });

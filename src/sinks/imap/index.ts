@@ -766,6 +766,8 @@ export class ImapSink extends LifecycleSink implements Sink {
       const attempt = await this.tryBatch(mailbox, remaining);
       if (attempt.finished) return;
       remaining = attempt.remaining;
+      // All settled, and what failed came after (the read-back of the run's first APPEND): nothing to try again.
+      if (remaining.length === 0) return;
       // Before the sink's own failure (a stop): the folder is forgotten already, so its items must fail as storage lost, dropping the checkpoint.
       if (attempt.error instanceof FolderLostError) {
         this.folderLost(mailbox, remaining, attempt.error);
