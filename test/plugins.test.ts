@@ -43,6 +43,44 @@ test('an empty registry passes items through unchanged', async (t) => {
   t.deepEqual(registry.names, []);
 });
 
+test("what the host owns of an item (its event's bytes, parsed value and position) is put back whatever a plugin returns, and a returned item's fields are read once", async (t) => {
+  const bytes = Buffer.from('{"id":"m_1"}');
+  const input = item({ raw: { id: 'm_1' }, bytes, position: { file: 2, index: 7 } });
+  let reads = 0;
+  const registry = new PluginRegistry();
+  registry.register(
+    plugin({
+      transform: (i: Item) => [
+        // Was: a rejection of this item took its position, and the checkpoint moved past events never delivered.
+        { ...i, position: { file: 0, index: 45 }, raw: { fake: 1 }, bytes: Buffer.from('{"fake":1}') },
+        // A deep copy by JSON: its bytes an object, which the rejects folder could never write.
+        JSON.parse(JSON.stringify({ ...i, id: 'm_1b' })) as Item,
+        // Built from the documented fields only: no raw, bytes or position.
+        { id: 'm_1c', type: i.type, sentAt: i.sentAt, conversation: i.conversation, sender: i.sender, attachments: [], participants: i.participants, headers: {} },
+        {
+          ...i,
+          get id() {
+            return `m_1d${++reads}`;
+          },
+        },
+      ],
+    }),
+  );
+  const outcome = await registry.apply(input, context, noLog);
+  t.false('rejected' in outcome);
+  const { items } = outcome as { items: Item[] };
+  t.deepEqual(
+    items.map((x) => x.id),
+    ['m_1', 'm_1b', 'm_1c', 'm_1d1'],
+  );
+  t.is(reads, 1, 'the id the check saw is the one delivered');
+  for (const x of items) {
+    t.deepEqual(x.position, { file: 2, index: 7 });
+    t.is(x.raw, input.raw);
+    t.is(x.bytes, bytes);
+  }
+});
+
 test('registration checks name, transform, host API range and duplicates', (t) => {
   const registry = new PluginRegistry();
   t.is(HOST_API_VERSION, '1.0.0');

@@ -162,7 +162,7 @@ export class PluginRegistry {
       if (result !== null && typeof result === 'object' && 'drop' in result && typeof result.drop === 'string') {
         return { rejected: { reason: `${RejectReason.PLUGIN_DROP}:${plugin.name}`, detail: `plugin ${plugin.name} dropped item ${current.id}: ${result.drop}` } };
       }
-      const produced: unknown[] = Array.isArray(result) ? result : [result];
+      const produced = (Array.isArray(result) ? result : [result]).map((p: unknown) => dataOf(p, current));
       const why = produced.length === 0 ? 'nothing' : produced.map(whyUnusable).find((w) => w !== undefined);
       if (why !== undefined) return failed(`returned no usable item for ${current.id} (${why}; use drop(reason) to drop)`);
       return { items: produced as Item[] };
@@ -191,6 +191,23 @@ export class PluginRegistry {
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * What a plugin returned, as plain data read once (a getter or proxy cannot answer the check one
+ * thing and the message another), with what the host owns put back from the item the plugin was
+ * given: the event's bytes, parsed value and position, which the rejects folder keeps and the
+ * checkpoint counts by. Was: an item returned with another `position` and then rejected moved the
+ * checkpoint past events never delivered (a resumed run exited 0 with 33 of 50 missing); one
+ * rebuilt without `raw`, or deep-copied by JSON (its bytes an object), could never be kept.
+ */
+function dataOf(p: unknown, given: Item): unknown {
+  if (!isRecord(p)) return p;
+  const { id, type, sentAt, conversation, sender, text, html, replyToId, targetId, member, attachments, participants, headers } = p;
+  const copy = (v: unknown) => (Array.isArray(v) ? [...(v as unknown[])] : isRecord(v) ? { ...v } : v);
+  const data: Record<string, unknown> = { id, type, sentAt, conversation, sender, attachments: copy(attachments), participants: copy(participants), headers: copy(headers) };
+  for (const [field, value] of Object.entries({ text, html, replyToId, targetId, member })) if (value !== undefined) data[field] = value;
+  return { ...data, raw: given.raw, ...(given.bytes ? { bytes: given.bytes } : {}), position: given.position };
+}
 const hasId = (v: unknown) => isRecord(v) && typeof v.id === 'string';
 
 /** Why what a plugin returned is not an item the chain can build a message from (a plugin's bug is its item's rejection, not the run's end). */
