@@ -471,6 +471,16 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .demandCommand(1, 'Name a command: run, import, sample, status, verify, report, keygen or cron.')
     .parserConfiguration({ 'populate--': true })
     .strict()
+    // yargs' strict mode takes any spelling that camel-cases to a flag (--STATE-DIR, --dry--run,
+    // --dry-Run) and the handler then reads the dashed name: the flag was ignored and the run
+    // exited 0 (helper-115: a "dry run" delivered, a state dir never made). Only the flag as
+    // declared, its camelCase, or its no- form is taken.
+    .check(() => {
+      const known = [...(FLAGS[args[0]!] ?? []), 'help'];
+      const typo = unknownFlags(args, known);
+      if (typo.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(`Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}`, known));
+      return true;
+    })
     .epilog(EXAMPLES)
     .help(mode === 'execute')
     .wrap(Math.min(110, process.stdout.columns || 110))

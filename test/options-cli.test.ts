@@ -1,4 +1,5 @@
 import test from 'ava';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
@@ -30,6 +31,34 @@ test('a typo\'d flag is named once, with the nearest flag of its command', async
   // import's flags, not run's.
   t.regex((await cli(['import', '--from', 'azblob://c', '--sink', 'maildir:m', '--agian'])).stderr, /Unknown argument: agian; did you mean --again\?/);
   t.regex((await cli(['status', '--state-dir', 'x', '--jsn'])).stderr, /Unknown argument: jsn; did you mean --json\?/);
+});
+
+test('a flag spelt in another case or with a dash too many is refused, never taken and ignored (was: exit 0, a --DRY-RUN delivered and a --STATE-DIR made none)', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 's.zip');
+  await generateSample(archive, { events: 20, seed: 3, edgeCases: false });
+  const mail = join(dir, 'mail');
+  for (const [flag, meant] of [
+    [['--STATE-DIR', join(dir, 'st')], 'state-dir'],
+    [['--state-Dir', join(dir, 'st')], 'state-dir'],
+    [['--DRY-RUN'], 'dry-run'],
+    [['--dry--run'], 'dry-run'],
+    [['---dry-run'], 'dry-run'],
+    [['--dry-run-'], 'dry-run'],
+    [['--MAX-REJECTED', '1%'], 'max-rejected'],
+  ] as const) {
+    const result = await cli(['run', archive, '--sink', `maildir:${mail}`, '--all-domains', ...flag]);
+    t.is(result.code, 2, flag.join(' '));
+    t.regex(result.stderr, new RegExp(`E_USAGE: Unknown argument: ${flag[0].slice(2)}; did you mean --${meant}\\?`), flag.join(' '));
+  }
+  t.false(existsSync(mail), 'nothing delivered');
+  t.regex((await cli(['status', '--STATE-DIR', dir])).stderr, /Unknown argument: STATE-DIR; did you mean --state-dir\?/);
+  // The declared name, its camelCase and its no- form are still taken.
+  const camelCase = await cli(['run', archive, '--sink', `maildir:${mail}`, '--all-domains', '--dryRun', '--json']);
+  t.is(camelCase.code, 0, camelCase.stderr);
+  t.false(existsSync(mail), '--dryRun is a dry run');
+  t.is((await cli(['run', archive, '--sink', `maildir:${mail}`, '--all-domains', '--no-dry-run'])).code, 0);
+  t.true(existsSync(mail));
 });
 
 test('a usage error never quotes a password, even in a word yargs does not know', async (t) => {
