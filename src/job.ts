@@ -134,7 +134,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       ledger = await LedgerWriter.open(state.ledgerPath);
       statusLog.appendTo(ledger);
     }
-    if (config.signingKey) key = await readSigningKey(resolve(cwd, config.signingKey));
+    if (config.signingKey) key = await readSigningKey(config.signingKey, cwd);
     const signingKey = key;
     const created = await createSink(config.sink, { cwd, insecure: config.insecure, stop: options.stop, ...(signingKey ? { signNote: (text: string) => signText(text, signingKey) } : {}) });
     const sink: Sink = config.dryRun ? new DryRunSink(created) : created;
@@ -309,7 +309,10 @@ function startRecord(job: Job, config: JobConfig, sink: string, opened: OpenedJo
 }
 
 /** The signing key, read before anything is delivered; its content never reaches a message. */
-async function readSigningKey(path: string): Promise<SigningKey> {
+async function readSigningKey(given: string, cwd: string): Promise<SigningKey> {
+  // The key's text given as the path (helper-115: the whole key was quoted into every record, the ledger too).
+  if (given.includes('PRIVATE+KEY+')) throw new PivotArchiveError(ErrorCode.CONFIG, "--signing-key takes the path of the key file keygen wrote, not the key's text (which is not repeated here)");
+  const path = resolve(cwd, given);
   let text: string;
   try {
     text = await readFile(path, 'utf8');

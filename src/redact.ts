@@ -10,7 +10,9 @@ export function redactSecrets(text: string): string {
   return maskNamedValues(
     maskJsonSecrets(maskUserinfoPasswords(text))
       .replace(AUTHORIZATION, '$1***')
-      .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***'),
+      .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***')
+      // A signing key's text (keygen's `PRIVATE+KEY+NAME+ID+DATA`), given where a path was asked for.
+      .replace(/(PRIVATE\+KEY\+)[^\s"']*/g, '$1***'),
   );
 }
 

@@ -62,6 +62,31 @@ test('keygen writes a private key only its owner reads, never over an existing o
   t.regex(again.stderr, /exists: keygen never replaces a key/);
 });
 
+test("the signing key's text given where its path goes (--signing-key or PIVOT_ARCHIVE_SIGNING_KEY) is refused, and never written to a record", async (t) => {
+  const dir = await tempDir(t);
+  const key = join(dir, 'k');
+  t.is((await cli(['keygen', '--out', key, '--name', 'acme'])).code, 0);
+  const text = (await readFile(key, 'utf8')).trim();
+  const data = text.split('+').at(-1)!;
+  const archive = join(dir, 's.zip');
+  await generateSample(archive, { events: 10, seed: 5, edgeCases: false });
+  for (const [n, [args, env]] of ([
+    [['--signing-key', text], {}],
+    [[], { PIVOT_ARCHIVE_SIGNING_KEY: text }],
+  ] as const).entries()) {
+    const state = join(dir, `state${n}`);
+    const status = join(dir, `status${n}.jsonl`);
+    const logFile = join(dir, `log${n}.jsonl`);
+    const result = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--all-domains', '--state-dir', state, '--status-log', status, '--log-file', logFile, '--json', ...args], { env });
+    t.is(result.code, 2, result.stderr);
+    t.regex(result.stderr, /E_CONFIG: --signing-key takes the path of the key file keygen wrote, not the key's text/);
+    const written = [result.stdout, result.stderr, await readFile(status, 'utf8'), await readFile(logFile, 'utf8')];
+    for (const file of await readdir(state, { recursive: true })) if (!(await stat(join(state, file))).isDirectory()) written.push(await readFile(join(state, file), 'utf8'));
+    t.true(written.length > 5, 'the state dir holds the failure');
+    for (const w of written) t.false(w.includes(data), 'no part of the key');
+  }
+});
+
 test('a signed run leaves a ledger: start, one outcome per delivery with Message-ID, sentAt, sha256 and where it is, summary, signed checkpoint', async (t) => {
   const { mail, state, summary } = await signedRun(t);
   const lines = await ledgerLines(state);

@@ -133,3 +133,8 @@ test('redactSecrets: hostile 64 KB texts are each read in linear time', (t) => {
   }
   t.log(`slowest: ${slowest.name}, ${Math.round(slowest.ms)} ms`);
 });
+
+test("redactSecrets: a signing key's text (keygen's PRIVATE+KEY+NAME+ID+DATA) is masked wherever a message quotes it", (t) => {
+  masked(t, `--signing-key /srv/PRIVATE+KEY+acme+7b451412+${SECRET} cannot be read: ENOENT`, '--signing-key /srv/PRIVATE+KEY+*** cannot be read: ENOENT');
+  t.is(redactSecrets('a public key acme+7b451412+AAAA'), 'a public key acme+7b451412+AAAA');
+});
