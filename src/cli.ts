@@ -312,15 +312,21 @@ function checkCommandName(args: string[]): void {
  * yargs' "Unknown argument: sinkk", with the nearest flag of the command for each (messages are
  * pinned to English) and without the camelCase twin yargs lists for a dashed name.
  */
-function withFlagGuesses(message: string, known: string[]): string {
+function withFlagGuesses(message: string, known: string[], args: string[]): string {
   const listed = /^Unknown arguments?: (.*)$/.exec(message)?.[1]?.split(', ');
   if (!listed) return message;
-  const unknown = listed.filter((name) => !listed.some((other) => other !== name && camel(other) === name));
+  const named = listed.filter((name) => !listed.some((other) => other !== name && camel(other) === name));
+  // A word that is no flag (one too many) may be a password typed in the wrong place: counted, not quoted.
+  const typedAsFlag = (name: string) => args.some((arg) => arg.replace(/^--?/, '').split('=')[0] === name && arg.startsWith('-'));
+  const unknown = named.filter(typedAsFlag);
+  const words = named.length - unknown.length;
   const guesses = unknown.flatMap((name) => {
     const guess = nearest(name, known);
     return guess ? [unknown.length === 1 ? `--${guess}` : `--${guess} for ${name}`] : [];
   });
-  return `Unknown argument${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}${guesses.length ? `; did you mean ${guesses.join(', ')}?` : ''}`;
+  const flags = unknown.length > 0 ? `Unknown argument${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}${guesses.length ? `; did you mean ${guesses.join(', ')}?` : ''}` : '';
+  const extra = words > 0 ? `${words === 1 ? 'an extra word' : `${words} extra words`} (not repeated here: a value needs its flag, and a command takes one archive at most)` : '';
+  return [flags, extra].filter(Boolean).join('; ');
 }
 
 /** The flags of `args` (before a `--`) that are none of `known` (as typed, dashed or camelCase, or negated with no-). */
@@ -478,7 +484,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .check(() => {
       const known = [...(FLAGS[args[0]!] ?? []), 'help'];
       const typo = unknownFlags(args, known);
-      if (typo.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(`Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}`, known));
+      if (typo.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(`Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}`, known, args));
       return true;
     })
     .epilog(EXAMPLES)
@@ -488,7 +494,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       const known = [...(FLAGS[args[0]!] ?? []), 'help'];
       // yargs names a missing required flag before an unknown one; the typo is the better lead.
       const typo = /^Missing required argument/.test(message) ? unknownFlags(args, known) : [];
-      const failure = err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known));
+      const failure = err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known, args));
       refusedByParser.add(failure);
       throw failure;
     });

@@ -61,11 +61,24 @@ test('a flag spelt in another case or with a dash too many is refused, never tak
   t.true(existsSync(mail));
 });
 
-test('a usage error never quotes a password, even in a word yargs does not know', async (t) => {
+test('a usage error never quotes a password, even in a word yargs does not know, a stray word, or a sink URL typed as the archive', async (t) => {
+  const dir = await tempDir(t);
   const result = await cli(['run', 'a.zip', 'imap://admin:hunter2@mail.example/', '--sink', 'maildir:m']);
   t.is(result.code, 2);
-  t.regex(result.stderr, /Unknown argument: imap:\/\/admin:\*\*\*@mail\.example\//);
+  t.regex(result.stderr, /E_USAGE: an extra word \(not repeated here/);
   t.false(result.stderr.includes('hunter2'));
+  // A bare password as a stray word, and a sink URL where the archive goes: no record holds either (helper-115: both reached the ledger).
+  for (const [n, words] of [['a.zip', 'Hunter2Secret'], ['imap://admin:Hunter2Secret@127.0.0.1/']].entries()) {
+    const state = join(dir, `state${n}`);
+    const status = join(dir, `status${n}.jsonl`);
+    const refused = await cli(['run', ...words, '--sink', `maildir:${join(dir, 'm')}`, '--all-domains', '--state-dir', state, '--status-log', status, '--json']);
+    t.is(refused.code, 2, refused.stderr);
+    t.regex(refused.stderr, n === 0 ? /E_USAGE: an extra word \(not repeated here/ : /E_USAGE: the archive is a file path \(or - for stdin\), not a URL \(imap:\/\/\.\.\., not repeated here\)/);
+    const written = [refused.stdout, refused.stderr, await readFile(status, 'utf8')];
+    for (const file of await readdir(state, { recursive: true, withFileTypes: true })) if (file.isFile()) written.push(await readFile(join(file.parentPath, file.name), 'utf8'));
+    t.true(written.length > 3, 'the state dir holds the failure');
+    for (const w of written) t.false(w.includes('Hunter2Secret'));
+  }
 });
 
 test('--version prints the package version, exit 0', async (t) => {

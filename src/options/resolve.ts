@@ -54,6 +54,11 @@ const CHECKS: { [C in Command]: (config: ConfigFor<C>) => void } = {
     const sources = [config.archive, config.sample || undefined, config.inbox].filter((x) => x !== undefined);
     if (sources.length === 0) throw new PivotArchiveError(ErrorCode.USAGE, 'no archive: give a path, - for stdin, --inbox DIR or --sample');
     if (sources.length > 1) throw new PivotArchiveError(ErrorCode.USAGE, 'give one of: an archive, --inbox DIR, --sample');
+    // A sink's URL typed where the archive goes (helper-115: its password reached every record, the
+    // ledger too, once the path's `//` was resolved away from the redactor's sight). Not quoted.
+    if (config.archive !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(config.archive)) {
+      throw new PivotArchiveError(ErrorCode.USAGE, `the archive is a file path (or - for stdin), not a URL (${config.archive.slice(0, config.archive.indexOf(':'))}://..., not repeated here): a sink is given with --sink`);
+    }
     if (config.allDomains && config.domains.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, 'give --domain or --all-domains, not both');
     if (config.inbox && !config.stateDir) throw new PivotArchiveError(ErrorCode.USAGE, '--inbox needs --state-dir, where completed archives are recorded');
     // A Maildir sink makes a mailbox for every target: without a domain, other firms' traders get one each.
