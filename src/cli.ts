@@ -16,6 +16,7 @@ import { MIN_OPEN_FILES, openFileLimit } from './launch.js';
 import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
 import type { InboxArchiveResult } from './state/inbox.js';
+import type { RunSummary } from './status-log.js';
 import { StateDir, checkRecordPaths } from './state/index.js';
 import { accountVerdict, crontabLine, formatExportStatus, formatStatus, statusOfShards, unrecordedRunsHint } from './state/report.js';
 
@@ -135,7 +136,8 @@ async function runCommand(config: RunConfig): Promise<number> {
   return withLoggerAndSignals({ level: config.logLevel, json: config.json, file: config.logFile }, async (logger, stop) => {
     const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const runOptions = { stop, progress: progress.report, progressEveryMs: progress.everyMs };
-    const print = ({ summary, mailboxes }: RunResult, extra?: Record<string, unknown>) => {
+    const print = ({ summary: recorded, mailboxes }: RunResult, extra?: Record<string, unknown>) => {
+      const summary = masked(recorded);
       // A dry run's summary comes with the items each mailbox would receive (src/dry-run.ts).
       const dry = mailboxes && dryRunSummary(summary, mailboxes);
       process.stdout.write((config.json ? JSON.stringify({ ...(dry ?? summary), ...extra }) : dry ? formatDryRun(dry) : formatSummary(summary)) + '\n');
@@ -165,6 +167,11 @@ async function runCommand(config: RunConfig): Promise<number> {
   });
 }
 
+/** A summary as stdout shows it: its error's message masked as every record's is (a plugin's stray error may quote a secret). */
+function masked(summary: RunSummary): RunSummary {
+  return summary.error ? { ...summary, error: { ...summary.error, message: redactSecrets(summary.error.message) } } : summary;
+}
+
 /**
  * The --json line of a drop-folder archive that has no summary: `already-completed` (its sha256
  * is recorded), or a `failure` (refused as a whole and moved to failed/, or a setup error that
@@ -185,7 +192,7 @@ async function importCommand(config: ImportConfig): Promise<number> {
     const progress = progressReporter(logger, { quiet: config.quiet, tty: process.stderr.isTTY === true && !config.json });
     const { summary, exitCode } = await runImport(config, logger, { stop, progress: progress.report, progressEveryMs: progress.everyMs });
     progress.end();
-    process.stdout.write((config.json ? JSON.stringify(summary) : formatSummary(summary)) + '\n');
+    process.stdout.write((config.json ? JSON.stringify(masked(summary)) : formatSummary(masked(summary))) + '\n');
     return exitCode;
   });
 }
@@ -257,11 +264,26 @@ async function withLoggerAndSignals(
     // ever (nor end at once with node's exit 13: the timer keeps the process alive until then).
     giveUp ??= setTimeout(() => {
       logger.error(`${fault.code}: the run did not stop within ${FAULT_GRACE_MS / 1000} s of the failure; exiting`);
-      void flushLogger(logger).finally(() => process.exit(ExitCode.INTERNAL));
+      void flushLogger(logger).finally(() => exit.call(process, ExitCode.INTERNAL));
     }, FAULT_GRACE_MS);
   };
   process.on('unhandledRejection', onFault);
   process.on('uncaughtException', onFault);
+  // A plugin's process.exit() ended the run at once with the code it gave: exit 0 with nothing
+  // delivered and no summary (helper-114). While the command runs it throws instead: in a
+  // transform, that item is rejected (kept, naming the plugin); in a timer, it is a fault as above.
+  const exit = process.exit;
+  process.exit = ((code?: number | string | null) => {
+    throw new PivotArchiveError(ErrorCode.INTERNAL, `process.exit(${code ?? ''}) was called while the command was under way (by a plugin?): refused, the exit is the command's`);
+  }) as typeof process.exit;
+  // Whatever else ends the process before the command returns (process.exit kept from before) is never exit 0.
+  let returned = false;
+  const onExit = () => {
+    if (returned) return;
+    process.exitCode = ExitCode.INTERNAL;
+    process.stderr.write(`pivot-archive: ${ErrorCode.INTERNAL}: the process was made to exit before the command ended (by a plugin?)\n`);
+  };
+  process.on('exit', onExit);
   // With a log file SIGHUP means "reopen it" (logrotate); without one it keeps its usual meaning.
   const onHangup = () => {
     reopenLogFile(logger, options.file!);
@@ -282,6 +304,9 @@ async function withLoggerAndSignals(
     clearTimeout(giveUp);
     process.off('unhandledRejection', onFault);
     process.off('uncaughtException', onFault);
+    process.exit = exit;
+    returned = true;
+    process.off('exit', onExit);
     await flushLogger(logger);
   }
 }

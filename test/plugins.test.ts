@@ -415,3 +415,51 @@ test('the process exits once its summary is written, even when a plugin left a t
   if (code === 'still running') child.kill('SIGKILL');
   t.is(code, 0);
 });
+
+test("a plugin's process.exit() never ends the run with its code: in a transform its item is rejected and kept, in a timer the run stops E_INTERNAL (exit 70) with its summary, at load the plugin is refused (was: exit 0, nothing delivered, no summary)", async (t) => {
+  t.timeout(90_000);
+  const dir = await tempDir(t);
+  const archive = await writeArchive(join(dir, 'x.zip'), {
+    users: [jane, omar],
+    conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }],
+    messages: { '0.json': ['m_1', 'm_2', 'm_3'].map(message) },
+  });
+  const run = async (plugin: string, name: string) => {
+    const status = join(dir, `${name}.jsonl`);
+    const result = await cli(['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${join(dir, name)}`, '--status-log', status, '--rejects', join(dir, `${name}-rejects`), '--plugin', plugin, '--json']);
+    return { ...result, status };
+  };
+  const inTransform = await run(await pluginFile(dir, 'exitnow', "if (item.id === 'm_2') process.exit(0); return item;"), 'now');
+  t.is(inTransform.code, 0, inTransform.stderr);
+  const { summary, lines } = await readStatusLog(inTransform.status);
+  t.deepEqual(summary.rejected, { 'plugin:exitnow': 1 });
+  t.regex(String(lines.find((l) => l.itemId === 'm_2')?.detail), /^plugin exitnow failed on item m_2: process\.exit\(0\) was called while the command was under way/);
+  t.deepEqual((await readMaildir(join(dir, 'now'))).map((m) => m.itemId).sort(), ['m_1', 'm_1', 'm_3', 'm_3']);
+  const inTimer = await run(await pluginFile(dir, 'exitlater', "if (item.id === 'm_2') setTimeout(() => process.exit(0), 0); return item;"), 'later');
+  t.is(inTimer.code, 70, inTimer.stderr);
+  t.is((JSON.parse(inTimer.stdout) as { error: { code: string } }).error.code, 'E_INTERNAL');
+  t.is((await readStatusLog(inTimer.status)).summary.error?.code, 'E_INTERNAL');
+  const atLoad = join(dir, 'exitload.mjs');
+  await writeFile(atLoad, "process.exit(0);\nexport default { name: 'exitload', hostApi: '^1.0.0', transform: (item) => item };\n");
+  const loading = await run(atLoad, 'load');
+  t.is(loading.code, 2, loading.stderr);
+  t.regex(loading.stderr, /E_PLUGIN_LOAD: cannot load plugin .*exitload\.mjs: process\.exit\(0\) was called/);
+});
+
+test("a plugin's stray error that quotes a secret is masked in the summary on stdout, --json or not, as in every record (was: shown whole)", async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const archive = await writeArchive(join(dir, 'x.zip'), {
+    users: [jane, omar],
+    conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }],
+    messages: { '0.json': ['m_1', 'm_2'].map(message) },
+  });
+  const stray = await pluginFile(dir, 'stray', "if (item.id === 'm_1') void Promise.reject(new Error('stray boom PIVOT_IMAP_PASSWORD=hunter2')); return item;");
+  for (const json of [[], ['--json']]) {
+    const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, `mail${json.length}`)}`, '--plugin', stray, ...json]);
+    t.is(result.code, 70, result.stderr);
+    t.regex(result.stdout, /PIVOT_IMAP_PASSWORD=\*\*\*/);
+    t.false(result.stdout.includes('hunter2'));
+    t.false(result.stderr.includes('hunter2'));
+  }
+});

@@ -269,7 +269,8 @@ const PLACE_ONLY_LOAD_ERRORS: ReadonlySet<string> = new Set([
  */
 function loadFailure(err: unknown, file: string | undefined): string {
   const { code, syscall } = (err ?? {}) as { code?: unknown; syscall?: unknown };
-  if (typeof syscall === 'string' || (typeof code === 'string' && PLACE_ONLY_LOAD_ERRORS.has(code))) return errorMessage(err);
+  // Ours (the module called process.exit as it loaded): the message quotes nothing of the file.
+  if (typeof syscall === 'string' || (typeof code === 'string' && PLACE_ONLY_LOAD_ERRORS.has(code)) || err instanceof PivotArchiveError) return errorMessage(err);
   const unshown = 'its message is not shown: it may quote the file, and a file given by mistake may hold secrets';
   if (typeof code === 'string' && /^ERR_[A-Z0-9_]{1,60}$/.test(code)) return `${code} (${unshown})`;
   const kind = err instanceof Error && /^[A-Z][A-Za-z]{0,60}$/.test(err.name) ? err.name : `a thrown ${typeof err}`;
