@@ -87,6 +87,21 @@ test("the signing key's text given where its path goes (--signing-key or PIVOT_A
   }
 });
 
+test('verify, status and report given a --public-key file that is not there: E_CONFIG naming it, exit 2 (was: exit 70 with a stack trace)', async (t) => {
+  const dir = await tempDir(t);
+  const archive = join(dir, 's.zip');
+  await generateSample(archive, { events: 10, seed: 6, edgeCases: false });
+  const state = join(dir, 'state');
+  t.is((await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--all-domains', '--state-dir', state])).code, 0);
+  const missing = join(dir, 'missing.pub');
+  for (const args of [['verify', '--state-dir', state], ['status', '--state-dir', state, '--export', 'acme-2026-11-23'], ['report', '--state-dir', state, '--export', 'acme-2026-11-23', '--out', join(dir, 'report')]]) {
+    const result = await cli([...args, '--public-key', missing]);
+    t.is(result.code, 2, `${args[0]}: ${result.stderr}`);
+    t.true(result.stderr.includes(`E_CONFIG: --public-key ${missing} cannot be read: ENOENT`), result.stderr);
+    t.notRegex(result.stderr, /\n\s+at /, 'no stack trace');
+  }
+});
+
 test('a signed run leaves a ledger: start, one outcome per delivery with Message-ID, sentAt, sha256 and where it is, summary, signed checkpoint', async (t) => {
   const { mail, state, summary } = await signedRun(t);
   const lines = await ledgerLines(state);

@@ -35,7 +35,13 @@ export async function ledgerTrust(publicKey: string | undefined, checkpointPaths
 
 /** The verifier key `--public-key` gives: its text, or a file holding it. */
 export async function readVerifierKey(publicKey: string): Promise<VerifierKey> {
-  const text = publicKey.includes('+') && !(await pathExists(publicKey)) ? publicKey : await readFile(publicKey, 'utf8');
+  const text =
+    publicKey.includes('+') && !(await pathExists(publicKey))
+      ? publicKey
+      : await readFile(publicKey, 'utf8').catch((err: unknown) => {
+          // A missing or unreadable file is the user's to fix (exit 2), as import says it, not a bug (was: exit 70 with a stack).
+          throw new PivotArchiveError(ErrorCode.CONFIG, `--public-key ${publicKey} cannot be read: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
+        });
   return parseVerifierKey(text, `--public-key ${publicKey.includes('+') ? '(given inline)' : publicKey}`);
 }
 
