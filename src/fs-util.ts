@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { open, stat } from 'node:fs/promises';
+import { mkdir, open, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 
 /** Whether a path exists; errors other than "not found" (permissions, I/O) are thrown, not hidden. */
 export async function pathExists(path: string): Promise<boolean> {
@@ -11,6 +12,39 @@ export async function pathExists(path: string): Promise<boolean> {
     if (isCode(err, 'ENOENT')) return false;
     throw err;
   }
+}
+
+/**
+ * `mkdir -p`, one level at a time, so a failure says why. Node's recursive mkdir loops for ever
+ * where mkdir answers ENOENT though the parent is there (under /proc: a run hung at 100% CPU, deaf
+ * to SIGTERM, unrecorded; helper-115), and answers ENOENT for a read-only file system. Returns the
+ * first directory it made, if any. A file in the way fails as mkdir would (EEXIST, ENOTDIR).
+ */
+export async function makeDirectory(path: string): Promise<string | undefined> {
+  const missing: string[] = [];
+  for (let dir = resolve(path); ; dir = dirname(dir)) {
+    try {
+      await stat(dir);
+      break;
+    } catch (err) {
+      if (!isCode(err, 'ENOENT')) throw err;
+      missing.unshift(dir);
+      if (dir === dirname(dir)) break;
+    }
+  }
+  if (missing.length === 0) {
+    // There already: a directory, or (as `mkdir -p` says) EEXIST.
+    if (!(await stat(path)).isDirectory()) await mkdir(path);
+    return undefined;
+  }
+  for (const dir of missing) {
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      if (!isCode(err, 'EEXIST')) throw err;
+    }
+  }
+  return missing[0];
 }
 
 /** Whether `err` is a system error with this code (ENOENT, EEXIST...). */

@@ -1,9 +1,9 @@
-import { drained, flushed } from './fs-util.js';
+import { drained, flushed, makeDirectory } from './fs-util.js';
 import type { LedgerWriter } from './ledger/writer.js';
 import { redactedJson } from './redact.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { mkdir, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage, type FailReasonValue, type NoteReasonValue, type RejectReasonValue } from './errors.js';
 
@@ -319,7 +319,7 @@ export class StatusLog {
     const files: LogFile[] = [];
     for (const path of paths) {
       try {
-        await mkdir(dirname(path), { recursive: true });
+        await makeDirectory(dirname(path));
         const out = createWriteStream(path, { flags: 'a' });
         const file: LogFile = { path, out };
         out.on('error', (err) => {

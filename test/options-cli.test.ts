@@ -351,3 +351,21 @@ test('cron --print checks import\'s --from as import reads it: a SAS written int
   t.is(good.code, 0, good.stderr);
   t.regex(good.stdout, /import --from azblob:\/\/staging\/acme/);
 });
+
+test('a status log, state dir, rejects folder or Maildir root under a directory where mkdir answers ENOENT though its parent is there (/proc) fails at once, exit 2 or 1, never hangs (was: Node\'s recursive mkdir spun for ever, deaf to SIGTERM)', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 's.zip');
+  await generateSample(archive, { events: 20, seed: 4, edgeCases: false });
+  const base = ['run', archive, '--all-domains', '--quiet'];
+  for (const [args, code, error] of [
+    [['--sink', `maildir:${join(dir, 'm1')}`, '--status-log', '/proc/nope/s.jsonl'], 2, /E_STATUS_LOG: cannot open status log \/proc\/nope\/s\.jsonl: ENOENT/],
+    [['--sink', `maildir:${join(dir, 'm2')}`, '--state-dir', '/proc/nope/state'], 2, /E_CONFIG: state dir \/proc\/nope\/state cannot be used: ENOENT/],
+    [['--sink', 'maildir:/proc/nope/mail'], 2, /maildir root \/proc\/nope\/mail cannot be made: ENOENT/],
+    [['--sink', `maildir:${join(dir, 'm3')}`, '--max-item-size', '600', '--rejects', '/proc/nope/rejects'], 1, /could not be kept in the rejects folder \/proc\/nope\/rejects: ENOENT/],
+  ] as const) {
+    const result = await cli([...base, ...args]);
+    t.is(result.code, code, `${args.join(' ')}: ${result.stderr.slice(0, 500)}`);
+    t.regex(result.stderr, error);
+  }
+});

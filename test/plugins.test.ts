@@ -316,14 +316,14 @@ async function pluginFile(dir: string, name: string, body: string): Promise<stri
 const omar = { id: 'u_2', displayName: 'Omar', email: 'omar@acme.example' };
 const message = (id: string) => ({ id, conversationId: 'c_1', type: 'message', sentAt: '2026-11-23T09:00:00Z', senderId: 'u_1', text: `text of ${id}` });
 
+/** An archive in `dir` of one room, Desk, of Jane and Omar, with a message of Jane's for each of `ids`. */
+const deskArchive = (dir: string, ids: string[]) =>
+  writeArchive(join(dir, 'x.zip'), { users: [jane, omar], conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }], messages: { '0.json': ids.map(message) } });
+
 test('hostile plugins end to end: each mishandled item is rejected plugin:<name> and kept, the others reach their own mailboxes', async (t) => {
   t.timeout(60_000);
   const dir = await tempDir(t);
-  const archive = await writeArchive(join(dir, 'x.zip'), {
-    users: [jane, omar],
-    conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }],
-    messages: { '0.json': ['m_1', 'm_2', 'm_3', 'm_4', 'm_5'].map(message) },
-  });
+  const archive = await deskArchive(dir, ['m_1', 'm_2', 'm_3', 'm_4', 'm_5']);
   // A promise that never settles, with nothing else to keep the process alive: the time limit's timer does.
   const hostile = await pluginFile(
     dir,
@@ -406,7 +406,7 @@ test('SIGTERM while a plugin call never settles: the run stops within the time l
 test('the process exits once its summary is written, even when a plugin left a timer running', async (t) => {
   t.timeout(90_000);
   const dir = await tempDir(t);
-  const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane, omar], conversations: [{ id: 'c_1', type: 'room', members: ['u_1', 'u_2'] }], messages: { '0.json': ['m_1', 'm_2', 'm_3'].map(message) } });
+  const archive = await deskArchive(dir, ['m_1', 'm_2', 'm_3']);
   const hang = await pluginFile(dir, 'hang', hangOnM2(join(dir, 'started'), 3_600_000));
   const status = join(dir, 'status.jsonl');
   const { child, exited } = startCli(['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--status-log', status, '--rejects', join(dir, 'rejects'), '--plugin', hang, '--plugin-timeout', '1']);
@@ -419,11 +419,7 @@ test('the process exits once its summary is written, even when a plugin left a t
 test("a plugin's process.exit() never ends the run with its code: in a transform its item is rejected and kept, in a timer the run stops E_INTERNAL (exit 70) with its summary, at load the plugin is refused (was: exit 0, nothing delivered, no summary)", async (t) => {
   t.timeout(90_000);
   const dir = await tempDir(t);
-  const archive = await writeArchive(join(dir, 'x.zip'), {
-    users: [jane, omar],
-    conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }],
-    messages: { '0.json': ['m_1', 'm_2', 'm_3'].map(message) },
-  });
+  const archive = await deskArchive(dir, ['m_1', 'm_2', 'm_3']);
   const run = async (plugin: string, name: string) => {
     const status = join(dir, `${name}.jsonl`);
     const result = await cli(['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${join(dir, name)}`, '--status-log', status, '--rejects', join(dir, `${name}-rejects`), '--plugin', plugin, '--json']);
@@ -449,11 +445,7 @@ test("a plugin's process.exit() never ends the run with its code: in a transform
 test("a plugin's stray error that quotes a secret is masked in the summary on stdout, --json or not, as in every record (was: shown whole)", async (t) => {
   t.timeout(60_000);
   const dir = await tempDir(t);
-  const archive = await writeArchive(join(dir, 'x.zip'), {
-    users: [jane, omar],
-    conversations: [{ id: 'c_1', type: 'room', name: 'Desk', members: ['u_1', 'u_2'] }],
-    messages: { '0.json': ['m_1', 'm_2'].map(message) },
-  });
+  const archive = await deskArchive(dir, ['m_1', 'm_2']);
   const stray = await pluginFile(dir, 'stray', "if (item.id === 'm_1') void Promise.reject(new Error('stray boom PIVOT_IMAP_PASSWORD=hunter2')); return item;");
   for (const json of [[], ['--json']]) {
     const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, `mail${json.length}`)}`, '--plugin', stray, ...json]);

@@ -1,9 +1,9 @@
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, open, rename, stat, truncate, writeFile } from 'node:fs/promises';
+import { open, rename, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
-import { drained, flushed, fsyncDir } from '../fs-util.js';
+import { drained, flushed, fsyncDir, makeDirectory } from '../fs-util.js';
 import { sha256Hex } from '../hash.js';
 import { redactedJson } from '../redact.js';
 import type { CheckpointRecord, LogRecord } from '../status-log.js';
@@ -55,7 +55,7 @@ export class LedgerWriter {
 
   static async open(path: string): Promise<LedgerWriter> {
     try {
-      await mkdir(dirname(path), { recursive: true });
+      await makeDirectory(dirname(path));
       const end = await lastLine(path);
       if (end.torn > 0) await truncate(path, end.length);
       const out = createWriteStream(path, { flags: 'a' });

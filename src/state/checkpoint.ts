@@ -1,5 +1,6 @@
-import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { makeDirectory } from '../fs-util.js';
 import type { EventPosition } from '../model.js';
 import type { PluginSplits } from '../pipeline/recorder.js';
 import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
@@ -84,7 +85,7 @@ export class Checkpoint implements PluginSplits {
   static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true, folders?: CheckpointFolders): Promise<Checkpoint> {
     const identity = `${archive.manifest.exportId}\n${archive.sha256}`;
     const dir = join(stateDir, STATE_FOLDERS.checkpoints);
-    await mkdir(dir, { recursive: true });
+    await makeDirectory(dir);
     const path = join(dir, `${sha256Hex(identity)}.json`);
     const current = JSON.stringify(options);
     let saved: { resumeAt?: EventPosition; options?: string; addedByPlugins?: number; folders?: unknown } | undefined;

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, readFile, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, lstat, open, readdir, readFile, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
 import { errorExitCode, runExitCode, worseExitCode } from '../exit-policy.js';
 import { findEndOfCentralDirectory } from '../formats/zip/index.js';
-import { pathExists } from '../fs-util.js';
+import { makeDirectory, pathExists } from '../fs-util.js';
 import { sha256Hex } from '../hash.js';
 import type { Logger } from '../logger.js';
 import { recordFailureBeforeStart, startOptions } from '../job.js';
@@ -126,7 +126,7 @@ async function renameFree(from: Buffer, dir: string, name: string): Promise<stri
 
 /** Moves a file into `dir`, never over another file of the same name. */
 async function moveInto(path: string, dir: string, name: string): Promise<string> {
-  await mkdir(dir, { recursive: true });
+  await makeDirectory(dir);
   let target = join(dir, name);
   for (let n = 1; await pathExists(target); n++) target = join(dir, `${name}.${n}`);
   await rename(path, target);
@@ -346,7 +346,7 @@ async function recordCompleted(state: StateDir, name: string, done: RunResult, d
   const sha = done.summary.sha256 ?? digest;
   const record = completedPath(state, sha!, delivery);
   try {
-    await mkdir(join(state.dir, STATE_FOLDERS.completed), { recursive: true });
+    await makeDirectory(join(state.dir, STATE_FOLDERS.completed));
     await writeFile(record, JSON.stringify({ archive: name, sha256: sha, exportId: done.summary.exportId, sink: delivery.sink, options: delivery.options, completedAt: new Date().toISOString() }) + '\n');
     return undefined;
   } catch (err) {

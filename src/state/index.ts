@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { link, mkdir, open, readFile, readdir, realpath, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { makeDirectory } from '../fs-util.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { PID_NAMESPACE, processGone, processStartTicks } from '../process-util.js';
 import type { FailureRecord } from '../status-log.js';
@@ -225,7 +226,7 @@ export class StateDir {
   /** Makes the state dir (or its `runs/`), or throws E_CONFIG naming it and why it cannot be. */
   private async makeDirectory(path: string): Promise<void> {
     try {
-      await mkdir(path, { recursive: true });
+      await makeDirectory(path);
     } catch (err) {
       throw new PivotArchiveError(ErrorCode.CONFIG, `state dir ${this.dir} cannot be used: ${await whyNotADirectory(path, err)}`);
     }

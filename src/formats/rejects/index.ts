@@ -1,13 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { link, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { link, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { positionText, type AttachmentRef, type ExportContext, type Rejection } from '../../model.js';
 import type { ZipEntry } from '../zip/index.js';
 import { sha256Hex } from '../../hash.js';
-import { fsyncDir } from '../../fs-util.js';
+import { fsyncDir, makeDirectory } from '../../fs-util.js';
 import { PivotArchiveError } from '../../errors.js';
 import { oneLine } from '../one-line.js';
 
@@ -39,7 +39,7 @@ export class RejectsFolder {
     const exportDir = join(this.dir, safeName(source.exportId));
     const id = item.itemId || `(no id) ${positionText(item.position)}`;
     const folder = join(exportDir, `${safeName(id)}@${item.position.file}.${item.position.index}`);
-    await mkdir(folder, { recursive: true });
+    await makeDirectory(folder);
     await writeDurably(join(folder, 'event.json'), async (out) => {
       if (item.bytes) out.end(item.bytes);
       else if (item.tooLarge) await source.copyEventBytes(item.position, item.tooLarge, out);
@@ -54,7 +54,7 @@ export class RejectsFolder {
     for (const ref of refs) {
       const entry = ref && typeof ref.id === 'string' ? source.attachment(ref.id) : undefined;
       if (!entry) continue;
-      await mkdir(join(folder, 'attachments'), { recursive: true });
+      await makeDirectory(join(folder, 'attachments'));
       let blob: string;
       try {
         blob = await this.attachmentBlob(exportDir, ref.id, entry);
@@ -84,7 +84,7 @@ export class RejectsFolder {
     if (!blob) {
       blob = (async () => {
         const dir = join(exportDir, 'attachments');
-        await mkdir(dir, { recursive: true });
+        await makeDirectory(dir);
         const temporary = join(dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
         const hash = createHash('sha256');
         const hashing = new Transform({

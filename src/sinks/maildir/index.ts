@@ -10,7 +10,7 @@ import { firstFew, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type F
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
-import { DirectorySync, isCode } from '../../fs-util.js';
+import { DirectorySync, isCode, makeDirectory } from '../../fs-util.js';
 import { PID_NAMESPACE, processGone } from '../../process-util.js';
 import { maildirDescription, parseMaildirSpec, type MaildirSinkConfig } from './config.js';
 import { createMaildirReader } from './reader.js';
@@ -235,32 +235,6 @@ async function removeStaleTemporaries(tmp: string): Promise<void> {
   }
 }
 
-/**
- * `mkdir -p`, one level at a time, so a failure says why (Node's recursive mkdir answers ENOENT
- * for a read-only file system). Returns the first directory it made, if any.
- */
-async function makeDirectories(path: string): Promise<string | undefined> {
-  const missing: string[] = [];
-  for (let dir = path; ; dir = dirname(dir)) {
-    try {
-      await stat(dir);
-      break;
-    } catch (err) {
-      if (!isCode(err, 'ENOENT')) throw err;
-      missing.unshift(dir);
-      if (dir === dirname(dir)) break;
-    }
-  }
-  for (const dir of missing) {
-    try {
-      await mkdir(dir);
-    } catch (err) {
-      if (!isCode(err, 'EEXIST')) throw err;
-    }
-  }
-  return missing[0];
-}
-
 /** Where a message goes, as what holds its names says. */
 type Place =
   /** The message is there already (put there by an earlier run, or by another writer just now). */
@@ -382,7 +356,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
     }
     let made: string | undefined;
     try {
-      made = await makeDirectories(root);
+      made = await makeDirectory(root);
     } catch (err) {
       throw unavailable('cannot be made', err);
     }
