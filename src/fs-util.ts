@@ -18,7 +18,7 @@ export async function pathExists(path: string): Promise<boolean> {
  * `mkdir -p`, one level at a time, so a failure says why. Node's recursive mkdir loops for ever
  * where mkdir answers ENOENT though the parent is there (under /proc: a run hung at 100% CPU, deaf
  * to SIGTERM, unrecorded; helper-115), and answers ENOENT for a read-only file system. Returns the
- * first directory it made, if any. A file in the way fails as mkdir would (EEXIST, ENOTDIR).
+ * first directory it made, if any. A file in the way fails ENOTDIR.
  */
 export async function makeDirectory(path: string): Promise<string | undefined> {
   const missing: string[] = [];
@@ -33,8 +33,8 @@ export async function makeDirectory(path: string): Promise<string | undefined> {
     }
   }
   if (missing.length === 0) {
-    // There already: a directory, or (as `mkdir -p` says) EEXIST.
-    if (!(await stat(path)).isDirectory()) await mkdir(path);
+    // There already: a directory, or a file in the way.
+    if (!(await stat(path)).isDirectory()) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${path}'`), { code: 'ENOTDIR', path });
     return undefined;
   }
   for (const dir of missing) {

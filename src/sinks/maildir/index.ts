@@ -337,7 +337,6 @@ export class MaildirSink extends LifecycleSink implements Sink {
     this.base = join(config.root, '_').slice(0, -1);
   }
 
-
   /**
    * Makes the root if need be and proves it a writable directory (a probe file created, synced and
    * removed); E_SINK_UNAVAILABLE if not, once, instead of a failure per delivery.
