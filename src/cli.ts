@@ -349,10 +349,13 @@ function withFlagGuesses(message: string, known: string[], args: string[]): stri
     const guess = nearest(name, known);
     return guess ? [unknown.length === 1 ? `--${guess}` : `--${guess} for ${name}`] : [];
   });
-  const flags = unknown.length > 0 ? `Unknown argument${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}${guesses.length ? `; did you mean ${guesses.join(', ')}?` : ''}` : '';
+  const flags = unknown.length > 0 ? `${unknownArguments(unknown)}${guesses.length ? `; did you mean ${guesses.join(', ')}?` : ''}` : '';
   const extra = words > 0 ? `${words === 1 ? 'an extra word' : `${words} extra words`} (not repeated here: a value needs its flag, and a command takes one archive at most)` : '';
   return [flags, extra].filter(Boolean).join('; ');
 }
+
+/** yargs' wording for flags it does not know, which `withFlagGuesses` reads. */
+const unknownArguments = (names: string[]) => `Unknown argument${names.length > 1 ? 's' : ''}: ${names.join(', ')}`;
 
 /** The flags of `args` (before a `--`) that are none of `known` (as typed, dashed or camelCase, or negated with no-). */
 function unknownFlags(args: string[], known: string[]): string[] {
@@ -509,7 +512,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
     .check(() => {
       const known = [...(FLAGS[args[0]!] ?? []), 'help'];
       const typo = unknownFlags(args, known);
-      if (typo.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(`Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}`, known, args));
+      if (typo.length > 0) throw new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(unknownArguments(typo), known, args));
       return true;
     })
     .epilog(EXAMPLES)
@@ -519,7 +522,7 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       const known = [...(FLAGS[args[0]!] ?? []), 'help'];
       // yargs names a missing required flag before an unknown one; the typo is the better lead.
       const typo = /^Missing required argument/.test(message) ? unknownFlags(args, known) : [];
-      const failure = err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? `Unknown argument${typo.length > 1 ? 's' : ''}: ${typo.join(', ')}` : message, known, args));
+      const failure = err ?? new PivotArchiveError(ErrorCode.USAGE, withFlagGuesses(typo.length ? unknownArguments(typo) : message, known, args));
       refusedByParser.add(failure);
       throw failure;
     });

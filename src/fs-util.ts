@@ -24,18 +24,15 @@ export async function makeDirectory(path: string): Promise<string | undefined> {
   const missing: string[] = [];
   for (let dir = resolve(path); ; dir = dirname(dir)) {
     try {
-      await stat(dir);
+      const found = await stat(dir);
+      // The path itself there already: a directory, or a file in the way.
+      if (missing.length === 0 && !found.isDirectory()) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${path}'`), { code: 'ENOTDIR', path });
       break;
     } catch (err) {
       if (!isCode(err, 'ENOENT')) throw err;
       missing.unshift(dir);
       if (dir === dirname(dir)) break;
     }
-  }
-  if (missing.length === 0) {
-    // There already: a directory, or a file in the way.
-    if (!(await stat(path)).isDirectory()) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${path}'`), { code: 'ENOTDIR', path });
-    return undefined;
   }
   for (const dir of missing) {
     try {
