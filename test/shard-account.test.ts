@@ -75,7 +75,7 @@ function shardArgs(s: Setup, out: string, k: number): string[] {
 
 interface Union {
   code: number | null;
-  account: { complete: boolean; items: { failedInShards?: number; rejectedKept: number }; rejectsByReason: Record<string, number> };
+  account: { complete: boolean; items: { failedInShards?: number; rejectedKept: number; rejectedInSomeShards?: number }; rejectsByReason: Record<string, number> };
   problems: string[];
 }
 
@@ -134,6 +134,46 @@ for (const flakyShard of [2, 1]) {
     }
   });
 }
+
+test("a plugin that drops an item on shard 2/3's host only (its environment): shard 2 keeps and records it, the union names the item delivered elsewhere and is INCOMPLETE in any order, COMPLETE once shard 2 is run again with the plugin fixed", async (t) => {
+  t.timeout(240_000);
+  const s = await setup(t);
+  const out = join(s.dir, 'host-drop');
+  // Was: shard 2 took the drop as shard 1's to keep, recorded nothing, and the union said COMPLETE
+  // with shard 2's mailboxes of the item holding no copy and the item kept nowhere.
+  const results = await Promise.all(SHARDS.map((k) => cli(shardArgs(s, out, k), { env: k === 2 ? { DROP_ITEM: s.flaky } : {} })));
+  for (const k of SHARDS) t.is(results[k - 1]!.code, 0, `shard ${k}/3: ${results[k - 1]!.log}`);
+  const { lines } = await readStatusLog(join(out, 'status-2.jsonl'));
+  const recorded = lines.filter((l) => l.record === 'outcome' && l.itemId === s.flaky);
+  t.is(recorded.length, 1, JSON.stringify(recorded));
+  t.like(recorded[0], { outcome: 'rejected', mailbox: null, reason: 'dropped:flaky' });
+  t.true((await readdir(join(out, 'rejects'), { recursive: true })).some((f) => f.includes(s.flaky)), 'shard 2 kept the item it dropped');
+  const everything = pairs(await readMaildir(join(s.dir, 'probe')));
+  const missing = everything.filter((p) => p.endsWith(` ${s.flaky}`) && shardOfMailbox(p.split(' ')[0]!, 3) === 2);
+  t.true(missing.length > 0);
+  const here = pairs(await readMaildir(join(out, 'mail')));
+  for (const p of missing) t.false(here.includes(p));
+  for (const order of [SHARDS, [...SHARDS].reverse(), [2, 1, 3]]) {
+    const u = await union(out, order);
+    t.is(u.code, 1, `state dirs ${order.join(', ')}`);
+    t.false(u.account.complete, `state dirs ${order.join(', ')}`);
+    t.is(u.account.items.rejectedInSomeShards, 1, `state dirs ${order.join(', ')}`);
+    t.true(u.problems.some((p) => /1 item\(s\) a plugin dropped \(or refused\) in some shards and other shards delivered/.test(p)), u.problems.join('\n'));
+  }
+  const text = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(out, `state-${k}`)]), '--export', EXPORT_ID]);
+  t.regex(text.stdout, /export acme-2026-11-23 \(tenant acme\): INCOMPLETE/);
+
+  // The plugin gives the same result everywhere now: shard 2 run again delivers its copies.
+  const again = await cli(shardArgs(s, out, 2));
+  t.is(again.code, 0, again.log);
+  t.deepEqual(pairs(await readMaildir(join(out, 'mail'))), everything, 'the union is the unsharded run');
+  for (const order of [SHARDS, [...SHARDS].reverse()]) {
+    const u = await union(out, order);
+    t.deepEqual(u.problems, [], `state dirs ${order.join(', ')}`);
+    t.true(u.account.complete, `state dirs ${order.join(', ')}`);
+    t.is(u.account.items.rejectedInSomeShards, undefined);
+  }
+});
 
 test('a shard whose plugin failed on an item none of its mailboxes get: it exits 1, and a re-run that reads the item again (and sends it elsewhere) clears it', async (t) => {
   t.timeout(240_000);

@@ -93,7 +93,12 @@ export interface ExportAccount {
    * rejects folder. Each is counted among the routed items when another shard delivered it, else
    * among the rejected not kept.
    */
-  items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number; entriesNotRead?: number; failedInShards?: number };
+  /**
+   * `rejectedInSomeShards` (a union of shards only): items some shards rejected (a plugin's drop
+   * made on one host only) and others delivered: the mailboxes of the shards that rejected them
+   * have no copy. Counted among the routed items; the export is not complete while one stands.
+   */
+  items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number; entriesNotRead?: number; failedInShards?: number; rejectedInSomeShards?: number };
   /** The export's records after the ledger's last checkpoint: no signature covers them yet. */
   unsealed: number;
   pairs: { total: number; delivered: number; skipped: number; failed: number };
@@ -194,9 +199,9 @@ export class AccountBuilder {
   private readonly pairs = new Map<string, Winner>();
   /** Rejected items, by item id, reason and where kept (a duplicate id is another item). */
   private readonly rejects = new Map<string, Winner & { kept: boolean; reason: string }>();
-  /** Each of `rejects`: its item id, and every run that rejected it. */
-  private readonly rejectedBy = new Map<string, { itemId: string; runs: Set<string> }>();
-  /** By item id, the last run that settled the item (rejected or routed it). */
+  /** Each of `rejects`: its item id, every run that rejected it, and the ledgers those runs are in. */
+  private readonly rejectedBy = new Map<string, { itemId: string; runs: Set<string>; ledgers: Set<number> }>();
+  /** By ledger and item id, the last run that settled the item (rejected or routed it): each shard's runs settle its own part. */
   private readonly lastRunOf = new Map<string, string>();
   /**
    * Items a plugin failed on in a sharded run, by ledger read and item id: the run, and whether a
@@ -320,9 +325,9 @@ export class AccountBuilder {
     run[outcome]++;
     const itemId = String(r.itemId);
     const mailbox = r.mailbox as string | null;
-    this.lastRunOf.set(itemId, r.runId);
-    if (typeof r.sentAt === 'string') this.sentAtOf.set(itemId, r.sentAt);
     const inShard = `${this.ledger}\u0000${itemId}`;
+    this.lastRunOf.set(inShard, r.runId);
+    if (typeof r.sentAt === 'string') this.sentAtOf.set(itemId, r.sentAt);
     const failedHere = this.failedInShard.get(inShard);
     if (failedHere && failedHere.runId !== r.runId) failedHere.settledLater = true;
     if (mailbox === null && outcome === 'failed' && r.reason === FailReason.PLUGIN_ERROR_IN_SHARD) {
@@ -335,8 +340,9 @@ export class AccountBuilder {
       const kept = outcome === 'rejected';
       const before = this.rejects.get(key);
       if (!before || (kept && !before.kept)) this.rejects.set(key, { seq: r.seq, outcome, runId: r.runId, kept, reason: String(kept ? r.reason : (r.rejectReason ?? r.reason)) });
-      const by = this.rejectedBy.get(key) ?? { itemId, runs: new Set<string>() };
+      const by = this.rejectedBy.get(key) ?? { itemId, runs: new Set<string>(), ledgers: new Set<number>() };
       by.runs.add(r.runId);
+      by.ledgers.add(this.ledger);
       this.rejectedBy.set(key, by);
       return;
     }
@@ -356,14 +362,16 @@ export class AccountBuilder {
   }
 
   /**
-   * The rejected items, less those a later run settled otherwise: it routed the item (run with
-   * another --domain after a typo, say, or the event at a checkpoint read again), so it counts once.
+   * The rejected items, less those a later run of the same ledger settled otherwise: it routed the
+   * item (run with another --domain after a typo, say, or the event at a checkpoint read again), so
+   * it counts once. In a union, an item stands rejected when the last run of any shard that rejected
+   * it did, whatever the order the ledgers are read in.
    */
-  private standingRejects(): (Winner & { kept: boolean; reason: string })[] {
-    return [...this.rejects].filter(([key]) => {
-      const { itemId, runs } = this.rejectedBy.get(key)!;
-      return runs.has(this.lastRunOf.get(itemId)!);
-    }).map(([, w]) => w);
+  private standingRejects(): (Winner & { kept: boolean; reason: string; itemId: string })[] {
+    return [...this.rejects].flatMap(([key, w]) => {
+      const { itemId, runs, ledgers } = this.rejectedBy.get(key)!;
+      return [...ledgers].some((ledger) => runs.has(this.lastRunOf.get(`${ledger}\u0000${itemId}`)!)) ? [{ ...w, itemId }] : [];
+    });
   }
 
   /** The plugin failures of sharded runs that no later run of their shard settled or read again. */
@@ -407,10 +415,13 @@ export class AccountBuilder {
   result(): ExportAccount {
     const count = (o: ItemLine['outcome']) => [...this.pairs.values()].filter((w) => w.outcome === o).length;
     const pairs = { total: this.pairs.size, delivered: count('delivered'), skipped: count('skipped'), failed: count('failed') };
-    const rejects = this.standingRejects();
+    const routedIds = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1)));
+    // A union: an item some shards rejected and others delivered is one routed item, its rejections a split verdict.
+    const standing = this.standingRejects();
+    const rejectedInSomeShards = this.union ? new Set(standing.filter((x) => routedIds.has(x.itemId)).map((x) => x.itemId)) : new Set<string>();
+    const rejects = standing.filter((x) => !rejectedInSomeShards.has(x.itemId));
     const rejectsByReason: Record<string, number> = {};
     for (const x of rejects) if (x.kept) rejectsByReason[x.reason] = (rejectsByReason[x.reason] ?? 0) + 1;
-    const routedIds = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1)));
     const routed = routedIds.size;
     // An item a plugin failed on in a shard is one item however many shards failed it; routed when another shard delivered it.
     const failedInShards = new Set(this.standingFailuresInShards().map((f) => f.itemId));
@@ -430,14 +441,14 @@ export class AccountBuilder {
     const itemsAddUp = inArchive === undefined || shard !== undefined || inArchive + this.addedByPlugins === accounted + (notYetRead ?? 0);
     const balanced = pairsAddUp && itemsAddUp;
     // Runs of different archives under one export id: complete only as the latest archive read to its end.
-    const accountedFor = balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0 && failedInShards.size === 0 && this.entriesNotRead === 0;
+    const accountedFor = balanced && latestRead && notYetRead === 0 && pairs.failed === 0 && rejectedNotKept === 0 && failedInShards.size === 0 && rejectedInSomeShards.size === 0 && this.entriesNotRead === 0;
     const runs = [...this.runs.values()];
     return {
       exportId: this.exportId,
       ...this.info,
       sha256s: [...this.sha256s],
       runs,
-      items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}), ...(this.entriesNotRead > 0 ? { entriesNotRead: this.entriesNotRead } : {}), ...(failedInShards.size > 0 ? { failedInShards: failedInShards.size } : {}) },
+      items: { ...(inArchive !== undefined ? { inArchive } : {}), addedByPlugins: this.addedByPlugins, rejectedKept, rejectedNotKept, routed, ...(notYetRead !== undefined ? { notYetRead } : {}), ...(this.entriesNotRead > 0 ? { entriesNotRead: this.entriesNotRead } : {}), ...(failedInShards.size > 0 ? { failedInShards: failedInShards.size } : {}), ...(rejectedInSomeShards.size > 0 ? { rejectedInSomeShards: rejectedInSomeShards.size } : {}) },
       unsealed: this.unsealedInEarlierLedgers + this.unsealed,
       pairs,
       ...(shard ? { shard, shardComplete: accountedFor } : {}),

@@ -91,7 +91,7 @@ export async function exportIds(path: string): Promise<string[]> {
 
 export type { LedgerLine };
 
-export { unionAccount, type ShardedAccount, type ShardPart } from './shards.js';
+export { REJECTED_IN_SOME_SHARDS, unionAccount, type ShardedAccount, type ShardPart } from './shards.js';
 
 /** The state dir's ledger path, or a usage error when there is none (a mistyped --state-dir is not a broken ledger). */
 export async function requireLedger(state: { dir: string; ledgerPath: string }, more: () => Promise<string> = async () => ''): Promise<string> {

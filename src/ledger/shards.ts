@@ -2,6 +2,10 @@ import { AccountBuilder, type ExportAccount, type LedgerCheck, type LedgerRecord
 import { checkLedger, ledgerRecords } from './reader.js';
 import type { LedgerTrust } from './index.js';
 
+/** What an item some shards rejected and others delivered is, and what to do (status and report say it alike). */
+export const REJECTED_IN_SOME_SHARDS =
+  "a plugin dropped (or refused) in some shards and other shards delivered: the mailboxes of the shards that dropped them have no copy (those shards kept them in their rejects folders and ledgers). A plugin must give the same result on every shard's host: make it so, then run the shards that dropped them again";
+
 /** One shard's state dir as `status` reads it for a union. */
 export interface ShardPart {
   /** The ledger read. */
@@ -55,6 +59,8 @@ export async function unionAccount(ledgers: { path: string; trust: LedgerTrust }
   }
   const problems = shardProblems(parts);
   const account = union.result();
+  const split = account.items.rejectedInSomeShards ?? 0;
+  if (split > 0) problems.push(`${split} item(s) ${REJECTED_IN_SOME_SHARDS}`);
   if (problems.length > 0) {
     account.complete = false;
     account.balanced = false;

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, ExitCode, FailReason, PivotArchiveError } from '../errors.js';
-import type { ExportAccount, LedgerCheck, ShardedAccount } from '../ledger/index.js';
+import { REJECTED_IN_SOME_SHARDS, type ExportAccount, type LedgerCheck, type ShardedAccount } from '../ledger/index.js';
 import { accountVerdict, ledgerProves, withProof } from '../ledger/account.js';
 import { formatSummary } from '../summary.js';
 import { visible } from '../formats/one-line.js';
@@ -75,6 +75,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
     a.shard
       ? `  items (shard ${a.shard}'s part): rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed here ${i.routed}, of ${i.inArchive ?? '?'} in the archive; ${i.notYetRead === 0 ? 'read to the end' : 'NOT read to the end yet'} (the items add up across all shards: status --state-dir of each --export)`
       : `  items: in archive ${i.inArchive ?? '?'}${i.addedByPlugins ? ` + added by plugins ${i.addedByPlugins}` : ''} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}${i.entriesNotRead ? `; and ${i.entriesNotRead} archive ${i.entriesNotRead === 1 ? 'entry' : 'entries'} named like a messages file NOT read: their events are counted nowhere (see the run's notes)` : ''}`,
+    ...(i.rejectedInSomeShards ? [`  ${i.rejectedInSomeShards} item(s) ${REJECTED_IN_SOME_SHARDS}`] : []),
     ...(i.failedInShards ? [`  ${i.failedInShards} item(s) a plugin failed on in a shard: that shard's copies are in no mailbox and no rejects folder; run that shard again once the plugin works (it reads them again)`] : []),
     `  (mailbox, item) pairs: ${p.total} = delivered ${p.delivered} + already there ${p.skipped} + failed ${p.failed}`,
     `  counters add up ${a.balanced ? 'yes' : 'NO'}${rejects ? `; rejected by reason: ${rejects}` : ''}`,

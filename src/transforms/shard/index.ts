@@ -17,17 +17,26 @@ export interface Shard {
   count: number;
 }
 
-/** The one shard that keeps and records rejected items (bad, oversize, unmapped); the others count them `rejectedByShard1`. */
+/** The one shard that keeps and records the rejections every shard makes alike (bad, oversize, unmapped); the others count them `rejectedByShard1`. */
 export const REJECTS_SHARD = 1;
 
 /**
- * Whether every shard makes the same rejection of an item: true when it follows from the item and
- * the options alone (validation, oversize, unmapped, a plugin's `drop`), false for a plugin error
- * (`plugin`, `plugin:<name>`: a throw, a time-out, an unusable result), which one host may meet
- * (a network blip) and the others not.
+ * How a shard of two or more settles a rejected item, by its reason:
+ * - `shard1`: the rejection follows from the item and the options alone (validation, oversize,
+ *   unmapped), so every shard makes it: shard 1 keeps and records it, the others count it;
+ * - `own`: a plugin's decision (`dropped:<name>`, `duplicate-id:<name>`) is its host's: each shard
+ *   that makes it keeps and records it, so a drop made on one host only (a plugin reading its
+ *   host's environment) is in that shard's ledger, and the union of the shards finds the item
+ *   delivered elsewhere (was: taken as shard 1's, the item reached none of that shard's mailboxes,
+ *   was kept nowhere, and the combined status said COMPLETE);
+ * - `failed`: a plugin error (`plugin`, `plugin:<name>`: a throw, a time-out, an unusable result),
+ *   which one host may meet (a network blip) and the others not.
  */
-export function rejectedByEveryShard(reason: RejectReasonValue): boolean {
-  return reason !== RejectReason.PLUGIN_ERROR && !reason.startsWith(`${RejectReason.PLUGIN_ERROR}:`);
+export function rejectionInShard(reason: RejectReasonValue): 'shard1' | 'own' | 'failed' {
+  const of = (kind: string) => reason === kind || reason.startsWith(`${kind}:`);
+  if (of(RejectReason.PLUGIN_ERROR)) return 'failed';
+  // A plugin's refusal names it (`duplicate-id:<name>`); the validator's of a reused event id does not.
+  return of(RejectReason.PLUGIN_DROP) || reason.startsWith(`${RejectReason.DUPLICATE_ID}:`) ? 'own' : 'shard1';
 }
 
 /** Shards above this are surely a typo (a mailbox count given for N). */
@@ -85,9 +94,10 @@ export function shardFilter(shard: Shard): (mailbox: string) => boolean {
  * - a delivery or failure for a mailbox of another shard (a staged batch read by `import` holds
  *   every mailbox's messages; a `run` never gets here with one: fan-out routes to this shard's
  *   mailboxes only) is counted `itemsForOtherShards`;
- * - a rejected item that every shard rejects alike (`rejectedByEveryShard`), in every shard but
- *   shard 1, which alone keeps and records it, is counted `rejectedByShard1`; so across the
- *   shards each rejected item is kept exactly once.
+ * - a rejected item that every shard rejects alike (`rejectionInShard` says `shard1`), in every
+ *   shard but shard 1, which alone keeps and records it, is counted `rejectedByShard1`; so across
+ *   the shards each such item is kept exactly once. A plugin's drop or refusal is kept by each
+ *   shard that makes it (the union counts it once, and names an item dropped by some shards only).
  * An item a plugin failed on, in any shard of two or more, becomes `failedInShard`: recorded
  * failed, not kept, the run failed and read again by the next. Taken as shard 1's rejection, it
  * would be lost when shard 1's plugin did not fail (it delivered the item, and this shard's
@@ -99,8 +109,9 @@ export function shardStage(shard: Shard | undefined, recorder: Recorder): (s: Hi
   const mine = shardFilter(shard);
   return (s) =>
     s.map((unit): Unit => {
-      if (unit.kind === 'rejected' && shard.count > 1 && !rejectedByEveryShard(unit.rejection.reason)) return { kind: 'failedInShard', position: unit.position, rejection: unit.rejection };
-      if (unit.kind === 'rejected' && shard.index !== REJECTS_SHARD) {
+      const settledBy = unit.kind === 'rejected' && shard.count > 1 ? rejectionInShard(unit.rejection.reason) : undefined;
+      if (unit.kind === 'rejected' && settledBy === 'failed') return { kind: 'failedInShard', position: unit.position, rejection: unit.rejection };
+      if (unit.kind === 'rejected' && settledBy === 'shard1' && shard.index !== REJECTS_SHARD) {
         recorder.rejectedByShard1();
         return { kind: 'elsewhere', position: unit.position };
       }
