@@ -6,9 +6,10 @@
  * bounded number of times: linear time, whatever the text holds.
  */
 export function redactSecrets(text: string): string {
-  if (!MAY_HOLD_SECRET.test(text)) return text;
+  const masked = maskRegisteredValues(text);
+  if (!MAY_HOLD_SECRET.test(masked)) return masked;
   return maskNamedValues(
-    maskJsonSecrets(maskUserinfoPasswords(text))
+    maskJsonSecrets(maskUserinfoPasswords(masked))
       .replace(AUTHORIZATION, '$1***')
       .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']*/gi, '$1***')
       // A signing key's text (keygen's `PRIVATE+KEY+NAME+ID+DATA`), given where a path was asked for.
@@ -23,6 +24,71 @@ export function redactSecrets(text: string): string {
 const MAY_HOLD_SECRET = /=|\/\/|pass|pwd|secret|token|assertion|credential|key|sig|bearer|authorization/i;
 
 /**
+ * The shortest secret value masked wherever it appears: a shorter one ("abc", "1234") is a piece of
+ * too many words, numbers and ids to be masked blindly (README "Secrets in errors and records").
+ */
+export const MIN_REGISTERED_SECRET_LENGTH = 4;
+
+/** Every form of every registered secret, as one pattern (longest first: at one place, the longest form is masked whole). */
+let registeredValues: RegExp | undefined;
+const registeredForms = new Set<string>();
+
+/**
+ * Registers a secret the run has read (a password, a client secret, a SAS, an account key, an
+ * access token): from now on redactSecrets masks its value wherever it appears, with no name or
+ * URL around it to say it is one (an IMAP server that quotes the LOGIN command or the SASL blob in
+ * its refusal, a plugin's error that quotes it). Also masked: the forms it is sent or quoted in
+ * (secretForms). A value shorter than MIN_REGISTERED_SECRET_LENGTH, or none, is ignored.
+ */
+export function registerSecret(value: string | undefined): void {
+  if (value === undefined || value.length < MIN_REGISTERED_SECRET_LENGTH) return;
+  const before = registeredForms.size;
+  for (const form of secretForms(value)) if (form.length >= MIN_REGISTERED_SECRET_LENGTH) registeredForms.add(form);
+  if (registeredForms.size === before) return;
+  const longestFirst = [...registeredForms].sort((a, b) => b.length - a.length);
+  registeredValues = new RegExp(longestFirst.map((form) => form.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|'), 'g');
+}
+
+/**
+ * `value` as it may be sent or quoted: as it is; percent-encoded (in a URL, a form body) or
+ * decoded (a SAS given encoded, quoted decoded); escaped in a JSON string or an IMAP quoted string
+ * (`"` and `\` after a backslash); and in base64 (SASL PLAIN `authzid\0user\0password`, XOAUTH2
+ * `user=..\x01auth=Bearer TOKEN\x01\x01`, HTTP Basic), where the value starts at any of three
+ * offsets of a 3-byte group: for each, the text only its own bytes make (all but the at most two
+ * bytes at each end that share a group with a neighbour), and that text with its last group and
+ * padding when the value ends the blob.
+ */
+function secretForms(value: string): string[] {
+  let decoded: string | undefined;
+  try {
+    decoded = decodeURIComponent(value);
+  } catch {
+    decoded = undefined;
+  }
+  const forms = [value, ...(decoded !== undefined && decoded !== value ? [decoded] : [])];
+  return forms.flatMap((form) => {
+    const bytes = Buffer.from(form);
+    const base64 = [0, 1, 2].flatMap((skip) => {
+      const whole = bytes.subarray(skip, skip + Math.floor(Math.max(0, bytes.length - skip) / 3) * 3);
+      const tail = bytes.subarray(skip);
+      return [whole, tail].flatMap((part) => [part.toString('base64'), part.toString('base64url')]);
+    });
+    return [form, encodeURIComponent(form), new URLSearchParams({ v: form }).toString().slice(2), JSON.stringify(form).slice(1, -1), ...base64];
+  });
+}
+
+/** `text` with every registered secret's value masked. */
+function maskRegisteredValues(text: string): string {
+  return registeredValues ? text.replace(registeredValues, '***') : text;
+}
+
+function holdsRegisteredValue(text: string): boolean {
+  if (!registeredValues) return false;
+  registeredValues.lastIndex = 0;
+  return registeredValues.test(text);
+}
+
+/**
  * Fields of a record that hold the archive's data or values this tool computed (ids, addresses,
  * where a message is, hashes, times): never a secret the user gave, and kept exactly, whatever
  * they hold (`TOKEN=a` is a valid event id, `key=1@acme.example` a valid address): masked, two
@@ -33,8 +99,8 @@ const RECORDED_AS_IS = new Set(['itemId', 'conversationId', 'messageId', 'export
 /** A record as one JSON text, every string but the archive's own data (RECORDED_AS_IS) passed through redactSecrets. */
 export function redactedJson(record: object): string {
   const plain = JSON.stringify(record);
-  // redactSecrets leaves a string that MAY_HOLD_SECRET rejects as it is: most records (every delivery's) hold none.
-  if (!MAY_HOLD_SECRET.test(plain)) return plain;
+  // redactSecrets leaves a string that MAY_HOLD_SECRET rejects and that holds no registered value as it is: most records (every delivery's) hold none.
+  if (!MAY_HOLD_SECRET.test(plain) && !holdsRegisteredValue(plain)) return plain;
   return JSON.stringify(record, (key, value: unknown) => (typeof value === 'string' && !RECORDED_AS_IS.has(key) ? redactSecrets(value) : value));
 }
 

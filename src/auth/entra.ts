@@ -6,7 +6,7 @@ import type { TokenCredential } from '@azure/core-auth';
 import { readFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import { errorMessage, ErrorCode, PivotArchiveError } from '../errors.js';
-import { redactSecrets } from '../redact.js';
+import { redactSecrets, registerSecret } from '../redact.js';
 
 /** Where the tokens come from: an app registration's secret or certificate, or the host's managed identity. */
 export type EntraCredential =
@@ -77,6 +77,8 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
       client ??= load();
       const token = await (await client).getToken(options.scope);
       if (!token) throw new Error('the identity service returned no token');
+      // A server may quote it back (an IMAP server its XOAUTH2 blob) in a refusal the run logs.
+      registerSecret(token.token);
       const expiresAt = token.expiresOnTimestamp;
       const life = expiresAt - Date.now();
       const renewAt = Math.min(token.refreshAfterTimestamp ?? expiresAt, expiresAt - Math.min(RENEW_BEFORE_MS, life / 2));
@@ -138,6 +140,18 @@ function firstLine(err: unknown, credential: EntraCredential): string {
   return text;
 }
 
+/**
+ * The secrets @azure/identity reads from the environment itself: a service principal's
+ * (EnvironmentCredential: AZURE_CLIENT_SECRET, the certificate's password, a user's password) and
+ * the host's managed identity endpoint's (App Service: IDENTITY_HEADER; older hosts: MSI_SECRET).
+ */
+const IDENTITY_SECRET_VARIABLES = ['AZURE_CLIENT_SECRET', 'AZURE_CLIENT_CERTIFICATE_PASSWORD', 'AZURE_PASSWORD', 'IDENTITY_HEADER', 'MSI_SECRET'] as const;
+
+/** Registers with the redactor the secrets @azure/identity will read from `env` (IDENTITY_SECRET_VARIABLES). */
+export function registerIdentityEnvironment(env: NodeJS.ProcessEnv = process.env): void {
+  for (const name of IDENTITY_SECRET_VARIABLES) registerSecret(env[name]);
+}
+
 /** @azure/identity is loaded on first use: it costs about 0.1 s, and most runs never need it. */
 async function loadCredential(credential: EntraCredential, options: EntraTokenOptions): Promise<TokenCredential> {
   const identity = await import('@azure/identity');
@@ -152,6 +166,7 @@ async function loadCredential(credential: EntraCredential, options: EntraTokenOp
     case 'certificate':
       return new identity.ClientCertificateCredential(credential.tenant, credential.clientId, { certificatePath: credential.certificatePath }, common);
     case 'managedIdentity':
+      registerIdentityEnvironment();
       return credential.clientId ? new identity.ManagedIdentityCredential({ clientId: credential.clientId }) : new identity.ManagedIdentityCredential();
   }
 }

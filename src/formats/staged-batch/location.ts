@@ -3,7 +3,8 @@
 import type { TokenCredential } from '@azure/core-auth';
 import { BlobServiceClient, type ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
-import { redactSecrets } from '../../redact.js';
+import { registerIdentityEnvironment } from '../../auth/entra.js';
+import { redactSecrets, registerSecret } from '../../redact.js';
 
 /** Where staged batches live, and how they are cut. */
 export interface AzureBlobLocation {
@@ -50,6 +51,7 @@ export function containerClientFromEnv(location: AzureBlobLocation, env: NodeJS.
   const fail = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Azure Blob storage: ${why}`);
   const connectionString = env.AZURE_STORAGE_CONNECTION_STRING;
   const accountUrl = env.AZURE_STORAGE_ACCOUNT_URL;
+  registerStorageSecrets(env);
   let service: BlobServiceClient;
   try {
     if (connectionString) {
@@ -69,6 +71,28 @@ export function containerClientFromEnv(location: AzureBlobLocation, env: NodeJS.
     throw fail(`the connection settings are not usable: ${redactSecrets(errorMessage(err))}`);
   }
   return service.getContainerClient(location.container);
+}
+
+/**
+ * Registers with the redactor the secrets of the storage settings in `env`: the account key and
+ * the SAS of the connection string, the SAS of the account URL or AZURE_STORAGE_SAS_TOKEN (whole,
+ * and its signature), and what @azure/identity reads when no SAS is given.
+ */
+function registerStorageSecrets(env: NodeJS.ProcessEnv): void {
+  for (const part of (env.AZURE_STORAGE_CONNECTION_STRING ?? '').split(';')) {
+    const [, name, value] = /^\s*(AccountKey|SharedAccessSignature)\s*=(.*)$/i.exec(part) ?? [];
+    if (name !== undefined) registerSas(value!.trim());
+  }
+  const query = /\?([^#]*)/.exec(env.AZURE_STORAGE_ACCOUNT_URL ?? '')?.[1];
+  for (const sas of [query, env.AZURE_STORAGE_SAS_TOKEN?.replace(/^\?/, '')]) if (sas) registerSas(sas);
+  registerIdentityEnvironment(env);
+}
+
+/** A SAS whole, and its signature (`sig=`) alone; an account key (no `sig=`): whole. */
+function registerSas(text: string): void {
+  registerSecret(text);
+  const sig = /(?:^|&)sig=([^&]*)/.exec(text)?.[1];
+  registerSecret(sig);
 }
 
 /**

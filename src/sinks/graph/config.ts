@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
+import { registerSecret } from '../../redact.js';
 import type { EntraCredential } from '../../auth/entra.js';
 import { environmentLabel, parseSinkOptions } from '../options.js';
 import { GRAPH_FORM, graphOptions } from './options.js';
@@ -87,6 +88,7 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
       credential = { kind: 'certificate', tenant, clientId: o.clientId, certificatePath: resolve(options.cwd ?? process.cwd(), o.clientCertificate) };
     } else {
       const secret = options.secretChecked === false ? '' : (options.env ?? process.env)[o.secretEnv];
+      registerSecret(secret);
       if (!secret && options.secretChecked !== false) throw bad(`no client secret: set ${environmentLabel('secretEnv', o.secretEnv, graphOptions.secretEnv.default)} (or give clientCertificate=, or credential=managedIdentity)`);
       credential = { kind: 'secret', tenant, clientId: o.clientId, secret: secret ?? '' };
     }

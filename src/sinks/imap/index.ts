@@ -1,6 +1,7 @@
 import { ImapFlow, type AuthOptions, type MailboxObject, type SearchObject } from 'imapflow';
 import { credentialName, entraTokens, type AccessTokens, type EntraCredential } from '../../auth/entra.js';
 import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
+import { registerSecret } from '../../redact.js';
 import type { Delivery } from '../../model.js';
 import { firstFew, LOOK_STOPPED, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
@@ -2110,10 +2111,13 @@ export function imapSpecAndCredentials(spec: string, options: ImapSpecOptions): 
   const oauth = config.oauth;
   if (!oauth) {
     const password = env[config.passwordEnv];
+    // A server may quote it back (its LOGIN command, its SASL blob) in a refusal the run logs.
+    registerSecret(password);
     if (!password) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the admin password in ${passwordVariable(config)}`);
     return { config, credentials: password };
   }
   const secret = oauth.credential === 'app' && oauth.clientCertificate === undefined ? env[oauth.secretEnv] : '';
+  registerSecret(secret);
   if (secret === undefined || (secret === '' && oauth.credential === 'app' && oauth.clientCertificate === undefined)) {
     throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `IMAP sink: set the app's client secret in ${environmentLabel('secretEnv', oauth.secretEnv, imapOptions.secretEnv.default)} (or give clientCertificate=/path.pem)`);
   }
