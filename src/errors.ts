@@ -33,6 +33,8 @@ export const ErrorCode = {
   TEMPORARY: 'E_TEMPORARY',
   /** The process's open-file limit (`ulimit -n`) is too low for a run or an import to work. */
   OPEN_FILE_LIMIT: 'E_OPEN_FILE_LIMIT',
+  /** SIGINT/SIGTERM while the run was still starting and waited on what does not end by itself (a plugin's load): exit 4, recorded. */
+  STOPPED: 'E_STOPPED',
   /** A bug in this tool, not in the input or the setup. */
   INTERNAL: 'E_INTERNAL',
 } as const;

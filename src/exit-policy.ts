@@ -77,7 +77,7 @@ export function runExitCode(s: RunSummary): number {
 /** The exit code of a run that ended with an error before its summary: 3 locked, 70 a bug, else 2. */
 export function errorExitCode(err: unknown): number {
   const code = errorCodeOf(err);
-  return code === ErrorCode.INTERNAL ? ExitCode.INTERNAL : code === ErrorCode.LOCKED ? ExitCode.LOCKED : ExitCode.SETUP_FAILED;
+  return code === ErrorCode.INTERNAL ? ExitCode.INTERNAL : code === ErrorCode.LOCKED ? ExitCode.LOCKED : code === ErrorCode.STOPPED ? ExitCode.INTERRUPTED : ExitCode.SETUP_FAILED;
 }
 
 /**

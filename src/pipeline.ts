@@ -62,10 +62,13 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   // Removed at the end: a drop folder's runs share one signal, and each listener would hold its run's archive.
   if (o.stop && !o.stop.aborted) o.stop.addEventListener('abort', atStop, { once: true });
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
+  // Units the source had read ahead when reading stopped: left for the next run, never sent through the chain (a plugin that hangs would take its time limit for each).
+  let leftAtStop = 0;
   const chainFailure = await finish(async () => {
     for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
     await drain(
       _<Unit>(source.read(stopReading))
+        .reject(() => stopReading.aborted && ++leftAtStop > 0)
         .doto((unit) => recorder.read(unit.kind))
         .through(step('event', archive && validateStage(archive, recorder)))
         .through(step('item', archive && pluginStage(o.plugins, archive, recorder, o.logger)))
@@ -91,7 +94,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);
   o.stop?.removeEventListener('abort', atStop);
   const failedOnStop = o.stop?.aborted ? recorder.progress(source).failed - failedAtStop : 0;
-  const cutShort = (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0);
+  const cutShort = (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0 || leftAtStop > 0);
   // A stop that cut short only the sink's look (every item settled) leaves folders unconfirmed: exit 0 says every item is there.
   // Such a run keeps no checkpoint (resuming past the end would look at nothing); one with items left keeps it.
   const lookStopped = !cutShort && look === LOOK_STOPPED;
