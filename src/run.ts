@@ -59,7 +59,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       // What each plugin is (its name, version, and a file's content): a plugin fixed in place must not resume what the old one settled.
       const pluginContent: string[] = [];
       for (const specifier of config.plugins) {
-        const plugin = plugins.register(await loadPlugin(specifier, cwd), specifier);
+        const plugin = plugins.register(await loadPlugin(specifier, cwd, { timeLimitSeconds: config.pluginTimeout, stop: options.stop }), specifier);
         const label = `${plugin.name}${plugin.version ? `@${plugin.version}` : ''}`;
         logger.info(`plugin ${label} registered`);
         pluginContent.push(`${label} ${await pluginFileHash(specifier, cwd)}`);

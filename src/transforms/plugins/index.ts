@@ -238,15 +238,44 @@ export function isPluginPath(specifier: string): boolean {
   return specifier.startsWith('.') || isAbsolute(specifier);
 }
 
-/** Loads a plugin module from a path (relative to `cwd`) or a package name. */
-export async function loadPlugin(specifier: string, cwd: string): Promise<unknown> {
+/**
+ * Loads a plugin module from a path (relative to `cwd`) or a package name, within the time limit
+ * of a plugin call (a module whose top level awaits what never comes would hang the run, or end
+ * it unrecorded with Node's exit 13) and until a stop (SIGTERM while it loads: exit 4, recorded).
+ */
+export async function loadPlugin(specifier: string, cwd: string, limits: { timeLimitSeconds?: number; stop?: AbortSignal } = {}): Promise<unknown> {
   const target = isPluginPath(specifier) ? pathToFileURL(resolve(cwd, specifier)).href : specifier;
+  const seconds = limits.timeLimitSeconds ?? DEFAULT_TIME_LIMIT_SECONDS;
+  const loading = import(target) as Promise<{ default?: unknown; plugin?: unknown }>;
+  const ended = await whichEndsFirst(loading, seconds * 1000, limits.stop);
+  if (ended === 'stopped') throw new PivotArchiveError(ErrorCode.STOPPED, `stopped by a signal while plugin ${specifier} was loading: nothing was delivered; run again`);
+  if (ended === 'timed out') {
+    throw new PivotArchiveError(ErrorCode.PLUGIN_LOAD, `cannot load plugin ${specifier}: it did not finish loading within ${seconds} s (--plugin-timeout): does its top level wait for something that never comes?`);
+  }
   try {
-    const module = (await import(target)) as { default?: unknown; plugin?: unknown };
+    const module = await loading;
     return module.default ?? module.plugin;
   } catch (err) {
     // Not even as the cause: an inspection of the error would print what its message quotes.
     throw new PivotArchiveError(ErrorCode.PLUGIN_LOAD, `cannot load plugin ${specifier}: ${loadFailure(err, isPluginPath(specifier) ? resolve(cwd, specifier) : undefined)}`);
+  }
+}
+
+/** Whether `work` settled (either way) before `ms` passed and before `stop`; the timer also keeps the process alive meanwhile. */
+async function whichEndsFirst(work: Promise<unknown>, ms: number, stop?: AbortSignal): Promise<'settled' | 'timed out' | 'stopped'> {
+  let timer: NodeJS.Timeout | undefined;
+  let onStop = () => {};
+  const limit = new Promise<'timed out' | 'stopped'>((resolve) => {
+    timer = setTimeout(resolve, ms, 'timed out');
+    onStop = () => resolve('stopped');
+    if (stop?.aborted) onStop();
+    else stop?.addEventListener('abort', onStop, { once: true });
+  });
+  try {
+    return await Promise.race([work.then(() => 'settled' as const, () => 'settled' as const), limit]);
+  } finally {
+    clearTimeout(timer);
+    stop?.removeEventListener('abort', onStop);
   }
 }
 
