@@ -71,7 +71,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
         .reject(() => stopReading.aborted && ++leftAtStop > 0)
         .doto((unit) => recorder.read(unit.kind))
         .through(step('event', archive && validateStage(archive, recorder)))
-        .through(step('item', archive && pluginStage(o.plugins, archive, recorder, o.logger)))
+        .through(step('item', archive && pluginStage(o.plugins, archive, recorder, o.logger, o.checkpoint?.idsGivenEarlier)))
         .through(step('item', archive && sizeBoundStage(archive, o.maxItemSize)))
         .through(step('item', archive && buildStage(archive, o.maxItemSize, recorder)))
         .through(step('built', sizeLimitStage(o.maxItemSize)))

@@ -27,7 +27,9 @@ export interface Progress {
  */
 export interface PluginSplits {
   readonly addedEarlier: number;
-  split(position: EventPosition, added: number): void;
+  /** The ids plugins gave items of the events before it, other than those events' own: a resumed run refuses them as duplicates, as the run that gave them did. */
+  readonly idsGivenEarlier: readonly string[];
+  split(position: EventPosition, added: number, idsGiven: readonly string[]): void;
 }
 
 /** An error that stopped the chain, as the summary states it: our code, or E_INTERNAL for a bug. */
@@ -70,10 +72,10 @@ export class Recorder {
     if (kind === 'delivery' || kind === 'failed') this.routed(1);
   }
 
-  /** Plugins turned the item of the event at `position` into `count` items. */
-  split(position: EventPosition, count: number): void {
+  /** Plugins turned the item of the event at `position` into `count` items, giving some of them ids other than the event's (`idsGiven`). */
+  split(position: EventPosition, count: number, idsGiven: readonly string[]): void {
     this.counters.itemsAddedByPlugins += count - 1;
-    if (count !== 1) this.checkpoint?.split(position, count - 1);
+    if (count !== 1 || idsGiven.length > 0) this.checkpoint?.split(position, count - 1, idsGiven);
   }
 
   /** An item reached `copies` mailboxes. */

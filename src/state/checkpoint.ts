@@ -42,8 +42,10 @@ export class Checkpoint implements PluginSplits {
   private candidate: EventPosition | null = null;
   /** Items plugins added before the candidate, with those added before `resumeAt`. */
   private addedBefore: number;
+  /** Ids plugins gave items before the candidate (other than their events'), with those given before `resumeAt`. */
+  private readonly idsGivenBefore: string[];
   /** This run's splits not yet before the candidate, in stream order. */
-  private readonly splits: { position: EventPosition; added: number }[] = [];
+  private readonly splits: { position: EventPosition; added: number; idsGiven: readonly string[] }[] = [];
   private frozen = false;
   /** A storage fault removed the checkpoint: nothing is saved for this run. */
   private removed = false;
@@ -63,6 +65,8 @@ export class Checkpoint implements PluginSplits {
     readonly resumeAt: EventPosition | null,
     /** Items plugins added to the events before `resumeAt` (when an earlier run split them). */
     readonly addedEarlier: number,
+    /** Ids plugins gave items of the events before `resumeAt`, other than those events' own. */
+    readonly idsGivenEarlier: readonly string[],
     private readonly statusLog: StatusLog,
     private readonly options: string,
     /** Why an earlier run's checkpoint was set aside (made with other options, or folders the sink cannot take), if it was. */
@@ -70,6 +74,7 @@ export class Checkpoint implements PluginSplits {
     private readonly folders: CheckpointFolders | undefined,
   ) {
     this.addedBefore = addedEarlier;
+    this.idsGivenBefore = [...idsGivenEarlier];
   }
 
   /**
@@ -88,7 +93,7 @@ export class Checkpoint implements PluginSplits {
     await makeDirectory(dir);
     const path = join(dir, `${sha256Hex(identity)}.json`);
     const current = JSON.stringify(options);
-    let saved: { resumeAt?: EventPosition; options?: string; addedByPlugins?: number; folders?: unknown } | undefined;
+    let saved: { resumeAt?: EventPosition; options?: string; addedByPlugins?: number; idsGivenByPlugins?: unknown; folders?: unknown } | undefined;
     try {
       saved = JSON.parse(await readFile(path, 'utf8')) as typeof saved;
     } catch {
@@ -102,8 +107,10 @@ export class Checkpoint implements PluginSplits {
     const usable = sameOptions && foldersTaken;
     // A checkpoint from before plugins' added items were kept in it counts none, as it did.
     const addedEarlier = usable ? (saved!.addedByPlugins ?? 0) : 0;
+    // One from before they were kept (2026-12-02) gives none: a duplicate of an id given before it is delivered, as it was.
+    const given = usable && Array.isArray(saved!.idsGivenByPlugins) ? saved!.idsGivenByPlugins.filter((id): id is string => typeof id === 'string') : [];
     const discarded = !resume || saved === undefined || usable ? undefined : !sameOptions ? 'was made with other options' : kept === undefined ? 'keeps none of the folders its runs wrote to (an earlier version saved it)' : 'keeps folders the sink cannot take';
-    return new Checkpoint(path, usable ? saved!.resumeAt! : null, addedEarlier, statusLog, current, discarded, folders);
+    return new Checkpoint(path, usable ? saved!.resumeAt! : null, addedEarlier, given, statusLog, current, discarded, folders);
   }
 
   /** Events are skipped when an earlier run settled them. */
@@ -111,9 +118,9 @@ export class Checkpoint implements PluginSplits {
     return this.resumeAt !== null && comparePositions(position, this.resumeAt) < 0;
   }
 
-  /** Plugins made `added` more items of the event at `position` (told before they settle); a frozen checkpoint never gets past them. */
-  split(position: EventPosition, added: number): void {
-    if (!this.frozen) this.splits.push({ position, added });
+  /** Plugins made `added` more items of the event at `position`, and gave some ids other than the event's (told before they settle); a frozen checkpoint never gets past them. */
+  split(position: EventPosition, added: number, idsGiven: readonly string[]): void {
+    if (!this.frozen) this.splits.push({ position, added, idsGiven });
   }
 
   /**
@@ -126,7 +133,11 @@ export class Checkpoint implements PluginSplits {
     if (storageFault) this.storageLost();
     if (this.frozen) return;
     this.candidate = position;
-    while (this.splits.length > 0 && comparePositions(this.splits[0]!.position, position) < 0) this.addedBefore += this.splits.shift()!.added;
+    while (this.splits.length > 0 && comparePositions(this.splits[0]!.position, position) < 0) {
+      const { added, idsGiven } = this.splits.shift()!;
+      this.addedBefore += added;
+      for (const id of idsGiven) this.idsGivenBefore.push(id);
+    }
     if (!ok) this.frozen = true;
     // Before anything is settled there is nothing to resume from: no save is due yet.
     if (resumesNothing(position)) return;
@@ -169,6 +180,7 @@ export class Checkpoint implements PluginSplits {
   private async save(): Promise<void> {
     const at = this.candidate;
     const added = this.addedBefore;
+    const idsGiven = this.idsGivenBefore.length;
     // One that resumes nothing is not worth a file (with group commit the first event settles alone, early).
     if (!at || resumesNothing(at)) return;
     // The status lines of everything before `at` must be on disk before the checkpoint says so.
@@ -178,7 +190,7 @@ export class Checkpoint implements PluginSplits {
     // Storage lost meanwhile: the folders may lack the one lost.
     if (this.removed) return;
     if (folders && this.savedFolders?.of !== folders) this.savedFolders = { of: folders, json: JSON.stringify(folders) };
-    const text = JSON.stringify({ resumeAt: at, addedByPlugins: added, options: this.options, savedAt: new Date().toISOString() });
+    const text = JSON.stringify({ resumeAt: at, addedByPlugins: added, ...(idsGiven > 0 ? { idsGivenByPlugins: this.idsGivenBefore.slice(0, idsGiven) } : {}), options: this.options, savedAt: new Date().toISOString() });
     const whole = folders ? `${text.slice(0, -1)},"folders":${this.savedFolders!.json}}\n` : `${text}\n`;
     this.lastSaveBytes = whole.length;
     await writeFile(`${this.path}.tmp`, whole);
