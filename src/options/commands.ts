@@ -137,7 +137,7 @@ export const OPTIONS = [
     // a normal day rejects a few oversize or bad items, well under this.
     default: '10%',
     commands: ['run'],
-    describe: 'share of the items that may be rejected before the run exits 5; 100% to never alarm',
+    describe: 'share of the items that may be rejected before the run exits 5 (a percentage such as 10%, or a fraction below 1 such as 0.1); 100% to never alarm',
   },
   { key: 'rejects', flag: 'rejects', type: 'string', default: './pivot-rejects', commands: ['run'], describe: 'folder for rejected items (event JSON and attachments)' },
   {

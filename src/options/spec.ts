@@ -68,10 +68,18 @@ export function parseSize(value: unknown, origin: Origin): number {
   return bytes;
 }
 
-/** "10%", "0.5%", "100%" or a fraction 0..1 -> a share 0..1. */
+/**
+ * "10%", "0.5%", "100%" or a fraction below 1 ("0.1", 0.1) -> a share 0..1. A bare number of 1 or
+ * more ("1", "5", 1) is refused: a count of items, a percentage or a fraction, each user reads it
+ * otherwise (`1` was taken as 100%: the alarm never rang).
+ */
 export function parseShare(value: unknown, origin: Origin): number {
   const match = /^(\d+(?:\.\d+)?)(%?)$/.exec(String(value).trim());
   const share = match && (typeof value === 'string' || typeof value === 'number') ? Number(match[1]) / (match[2] ? 100 : 1) : NaN;
+  if (match && !match[2] && share >= 1) {
+    const percent = Number.isInteger(share) && share <= 100 ? share : 1;
+    throw invalid(origin, `${JSON.stringify(value)} is ambiguous (a count of items, a percentage or a fraction?): write a percentage such as ${percent}% or 100%, or a fraction below 1 such as 0.1`);
+  }
   if (!(share >= 0 && share <= 1)) throw invalid(origin, `${JSON.stringify(value)} is not a share such as 10% (0% to 100%)`);
   return share;
 }
