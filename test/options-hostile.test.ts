@@ -5,7 +5,8 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { resolveConfig } from '../src/options/index.js';
+import { OPTIONS, resolveConfig } from '../src/options/index.js';
+import type { OptionSpec } from '../src/options/spec.js';
 import { cli } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -32,3 +33,25 @@ test('--max-rejected: a bare whole number (a count? a percentage? a fraction?) i
   // The help says so.
   t.regex((await cli(['run', '--help'])).stdout.replace(/\s+/g, ' '), /--max-rejected share of the items .*\(a percentage such as 10%, or a fraction below 1 such as 0\.1\)/);
 });
+
+test('--settle has a bound: 0 to 86400 seconds (a day), by flag and in the config file (was: any number, 99999999999999999999 left every archive waiting for ever, unsaid)', async (t) => {
+  const dir = await tempDir(t);
+  for (const value of ['86401', '99999999999999999999']) {
+    const result = await cli(['run', '--inbox', dir, '--state-dir', join(dir, 'state'), '--sink', `maildir:${join(dir, 'mail')}`, '--all-domains', '--settle', value, '--dry-run'], { cwd: dir });
+    t.is(result.code, 2, `${value}: ${result.stderr}`);
+    t.regex(result.stderr, new RegExp(`E_USAGE: --settle: "${value}" is not 0 to 86400 seconds`));
+  }
+  await t.throwsAsync(resolveConfig('run', { archive: 'x.zip', sink: RUN_SINK }, { PIVOT_ARCHIVE_CONFIG: await configFile(dir, { settleSeconds: 1e30 }) }), { message: /config\.json: settleSeconds: 1e\+30 is not 0 to 86400 seconds/ });
+  t.is((await resolveConfig('run', { archive: 'x.zip', sink: RUN_SINK, settle: '86400' }, {})).settleSeconds, 86400);
+  t.is((await resolveConfig('run', { archive: 'x.zip', sink: RUN_SINK, settle: '0' }, {})).settleSeconds, 0);
+  t.regex((await cli(['run', '--help'])).stdout.replace(/\s+/g, ' '), /--settle with --inbox: seconds an archive must be unmodified before it is read \(0 to 86400\)/);
+  // Every option in seconds has its bounds.
+  t.deepEqual(OPTIONS.filter((o: OptionSpec) => o.type === 'seconds' && o.range === undefined).map((o) => o.flag), []);
+});
+
+/** A config file in `dir` holding `content`. */
+async function configFile(dir: string, content: object): Promise<string> {
+  const path = join(dir, 'config.json');
+  await writeFile(path, JSON.stringify(content));
+  return path;
+}

@@ -5,6 +5,8 @@ import { type Command, type OptionSpec, type ValueTypes } from './spec.js';
 
 /** A day at most: far under setTimeout's limit (about 24.8 days), past which it would fire at once. */
 const PLUGIN_TIMEOUT_RANGE = { min: 1, max: 86400 };
+/** A day at most: an archive copied in takes minutes; one left unmodified for longer is there to be read. */
+const SETTLE_RANGE = { min: 0, max: 86400 };
 
 /**
  * Every option of `run` and `import`, declared once. The yargs options and their help, the
@@ -99,7 +101,15 @@ export const OPTIONS = [
   },
   { key: 'inbox', flag: 'inbox', type: 'string', commands: ['run'], describe: 'drop folder: every settled .zip not completed yet, oldest first (needs --state-dir)' },
   { key: 'keep', flag: 'keep', type: 'boolean', default: false, commands: ['run'], describe: 'with --inbox: leave completed archives in place (else they move to done/; always with --shard: the other shards still read them)' },
-  { key: 'settleSeconds', flag: 'settle', type: 'seconds', default: 60, commands: ['run'], describe: 'with --inbox: seconds an archive must be unmodified before it is read' },
+  {
+    key: 'settleSeconds',
+    flag: 'settle',
+    type: 'seconds',
+    default: 60,
+    range: SETTLE_RANGE,
+    commands: ['run'],
+    describe: `with --inbox: seconds an archive must be unmodified before it is read (${SETTLE_RANGE.min} to ${SETTLE_RANGE.max})`,
+  },
   {
     key: 'maxItemSize',
     flag: 'max-item-size',

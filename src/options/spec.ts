@@ -23,7 +23,7 @@ export interface OptionSpec {
   readonly required?: { readonly what: string; readonly example: string };
   /** For `choice`. */
   readonly choices?: readonly string[];
-  /** For `seconds`: the least and the most accepted. */
+  /** For `seconds` (which must have one): the least and the most accepted. */
   readonly range?: { readonly min: number; readonly max: number };
   /** Help text; per command where the meaning differs. */
   readonly describe: string | { readonly [C in Command]?: string };
@@ -95,11 +95,16 @@ export function parseBoolean(value: unknown, origin: Origin): boolean {
   return parsed;
 }
 
-/** A whole number >= 0, written as a number (config file) or as digits (command line). */
-function parseWholeNumber(value: unknown, origin: Origin, what: string): number {
+/**
+ * A whole number >= 0, written as a number (config file) or as digits (command line), within
+ * `range` (`unit` after it in the message) when given.
+ */
+function parseWholeNumber(value: unknown, origin: Origin, what: string, range?: { readonly min: number; readonly max: number }, unit = ''): number {
   const ok = (typeof value === 'number' && Number.isInteger(value) && value >= 0) || (typeof value === 'string' && /^\d+$/.test(value.trim()));
   if (!ok) throw invalid(origin, `${JSON.stringify(value)} is not ${what}`);
-  return Number(value);
+  const number = Number(value);
+  if (range && !(number >= range.min && number <= range.max)) throw invalid(origin, `${JSON.stringify(value)} is not ${range.min} to ${range.max}${unit}`);
+  return number;
 }
 
 /** The parsed value of an option, as `spec.type` says; the error names `origin`. String values are never quoted (a sink URL can hold a password). */
@@ -119,11 +124,8 @@ export function parseValue(spec: OptionSpec, value: unknown, origin: Origin): un
       return parseSize(value, origin);
     case 'share':
       return parseShare(value, origin);
-    case 'seconds': {
-      const seconds = parseWholeNumber(value, origin, 'a whole number of seconds');
-      if (spec.range && !(seconds >= spec.range.min && seconds <= spec.range.max)) throw invalid(origin, `${JSON.stringify(value)} is not ${spec.range.min} to ${spec.range.max} seconds`);
-      return seconds;
-    }
+    case 'seconds':
+      return parseWholeNumber(value, origin, 'a whole number of seconds', spec.range, ' seconds');
     case 'count':
       return parseWholeNumber(value, origin, 'a whole number (0 for no limit)');
     case 'choice':
