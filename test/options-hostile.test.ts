@@ -49,6 +49,26 @@ test('--settle has a bound: 0 to 86400 seconds (a day), by flag and in the confi
   t.deepEqual(OPTIONS.filter((o: OptionSpec) => o.type === 'seconds' && o.range === undefined).map((o) => o.flag), []);
 });
 
+test('sizes and counts too large to mean anything are refused as such, never taken as Infinity or 1e+26 (was: --max-item-size 999...9 was Infinity, --keep-runs 1e+23 taken)', async (t) => {
+  const dir = await tempDir(t);
+  const huge = '9'.repeat(400);
+  for (const [flag, value, text] of [
+    ['max-item-size', `${huge}G`, /--max-item-size: "9{400}G" is too large \(at most 9007199254740991 bytes\)/],
+    ['max-item-size', '99999999999999999999999999', /--max-item-size: "99999999999999999999999999" is too large/],
+    ['max-event-size', '1e309', /--max-event-size: "1e309" is not a size such as 10MiB/],
+    ['keep-runs', '99999999999999999999', /--keep-runs: "99999999999999999999" is too large \(at most 9007199254740991\)/],
+    ['max-zip-ratio', huge, /--max-zip-ratio: "9{400}" is too large/],
+  ] as const) {
+    const result = await cli(['run', '--sample', '--sink', `maildir:${join(dir, 'mail')}`, '--all-domains', `--${flag}`, value, '--dry-run'], { cwd: dir });
+    t.is(result.code, 2, `${flag} ${value}: ${result.stderr}`);
+    t.regex(result.stderr, text, flag);
+  }
+  // A JSON number in the config file: 1e300 is a whole number to JavaScript.
+  await t.throwsAsync(resolveConfig('run', { archive: 'x.zip', sink: RUN_SINK }, { PIVOT_ARCHIVE_CONFIG: await configFile(dir, { keepRuns: 1e300 }) }), { message: /config\.json: keepRuns: 1e\+300 is too large/ });
+  t.is((await resolveConfig('run', { archive: 'x.zip', sink: RUN_SINK, 'max-item-size': '8PB' }, {}).catch((err: Error) => err.message)), '--max-item-size: "8PB" is not a size such as 10MiB (K, M, G and KiB, MiB, GiB are powers of 1024; KB, MB, GB are powers of 1000; B or a bare number is bytes; any case)');
+  t.is((await resolveConfig('run', { archive: 'x.zip', sink: RUN_SINK, 'max-item-size': '1000000G', 'keep-runs': '9007199254740991' }, {})).maxItemSize, 1e6 * 1024 ** 3);
+});
+
 /** A config file in `dir` holding `content`. */
 async function configFile(dir: string, content: object): Promise<string> {
   const path = join(dir, 'config.json');

@@ -65,6 +65,8 @@ export function parseSize(value: unknown, origin: Origin): number {
   if (!(typeof value === 'string' || typeof value === 'number') || !(bytes >= 1)) {
     throw invalid(origin, `${JSON.stringify(value)} is not a size such as 10MiB (${SIZE_UNITS_HELP})`);
   }
+  // Past it a number is no longer exact (999...9G is Infinity): no limit anyone means.
+  if (bytes > Number.MAX_SAFE_INTEGER) throw invalid(origin, `${JSON.stringify(value)} is too large (at most ${Number.MAX_SAFE_INTEGER} bytes)`);
   return bytes;
 }
 
@@ -97,13 +99,15 @@ export function parseBoolean(value: unknown, origin: Origin): boolean {
 
 /**
  * A whole number >= 0, written as a number (config file) or as digits (command line), within
- * `range` (`unit` after it in the message) when given.
+ * `range` (`unit` after it in the message) when given, and exact (Number.MAX_SAFE_INTEGER at most:
+ * 99999999999999999999 is 1e+20, and 1e300 is a whole number to JavaScript) in any case.
  */
 function parseWholeNumber(value: unknown, origin: Origin, what: string, range?: { readonly min: number; readonly max: number }, unit = ''): number {
   const ok = (typeof value === 'number' && Number.isInteger(value) && value >= 0) || (typeof value === 'string' && /^\d+$/.test(value.trim()));
   if (!ok) throw invalid(origin, `${JSON.stringify(value)} is not ${what}`);
   const number = Number(value);
   if (range && !(number >= range.min && number <= range.max)) throw invalid(origin, `${JSON.stringify(value)} is not ${range.min} to ${range.max}${unit}`);
+  if (number > Number.MAX_SAFE_INTEGER) throw invalid(origin, `${JSON.stringify(value)} is too large (at most ${Number.MAX_SAFE_INTEGER})`);
   return number;
 }
 
