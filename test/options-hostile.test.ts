@@ -3,7 +3,7 @@
 // should not be. Each must be refused naming what was typed (exit 2), or taken as documented.
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OPTIONS, resolveConfig } from '../src/options/index.js';
 import type { OptionSpec } from '../src/options/spec.js';
@@ -75,3 +75,25 @@ async function configFile(dir: string, content: object): Promise<string> {
   await writeFile(path, JSON.stringify(content));
   return path;
 }
+
+test('maildir://./m (a URL whose host is "."): refused naming what to write, nothing written anywhere; maildir:./m is under the working directory (was: written to /m)', async (t) => {
+  const dir = await tempDir(t);
+  const name = `pivot-hostile-${process.pid}-${Date.now()}`;
+  t.teardown(() => rm(join('/', name), { recursive: true, force: true }));
+  for (const sink of [`maildir://./${name}`, `maildir://${name}/mail`, `maildir://../${name}`]) {
+    const result = await cli(['run', '--sample', '--sink', sink, '--all-domains', '--rejects', join(dir, 'rejects')], { cwd: dir });
+    t.is(result.code, 2, `${sink}: ${result.stderr}`);
+    const host = /^maildir:\/\/([^/]*)/.exec(sink)![1]!;
+    t.true(result.log.includes(`E_SINK_CONFIG: maildir sink "${sink}": "//${host}" reads as a URL's host, not as a folder: write maildir:${host}/... for a folder under the working directory, or maildir:/ABSOLUTE/PATH`), result.stderr);
+    t.false(existsSync(join('/', name)), `${sink}: written at the root`);
+  }
+  // cron --print checks it as the run would.
+  t.is((await cli(['cron', '--print', '--', 'run', '--inbox', dir, '--state-dir', dir, '--sink', `maildir://./${name}`, '--all-domains'], { cwd: dir })).code, 2);
+  // The forms that name a folder: relative to the working directory, or absolute (maildir:///srv/mail as a file URL).
+  const relative = await cli(['run', '--sample', '--sink', `maildir:./${name}`, '--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'], { cwd: dir });
+  t.is(relative.code, 0, relative.stderr);
+  t.true(existsSync(join(dir, name)));
+  const absolute = await cli(['run', '--sample', '--sink', `maildir://${join(dir, 'abs')}`, '--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'], { cwd: dir });
+  t.is(absolute.code, 0, absolute.stderr);
+  t.true(existsSync(join(dir, 'abs')));
+});

@@ -37,6 +37,12 @@ export function parseMaildirSpec(spec: string, cwd: string): MaildirSinkConfig {
   const q = body.indexOf('?');
   const path = q < 0 ? body : body.slice(0, q);
   if (path === '') throw bad('names no folder (use maildir:DIR)');
+  // `maildir://./m` is a URL whose host is `.`: as a path, `//./m` is `/m` (it was written there).
+  // `maildir:///srv/mail` (no host, as a file URL) names /srv/mail.
+  const host = /^\/\/([^/]+)/.exec(path)?.[1];
+  if (host !== undefined) {
+    throw bad(`"//${host}" reads as a URL's host, not as a folder: write maildir:${host}/... for a folder under the working directory, or maildir:/ABSOLUTE/PATH`);
+  }
   const options = parseSinkOptions(maildirOptions, q < 0 ? '' : body.slice(q + 1), bad);
   const config: MaildirSinkConfig = {
     root: maildirRoot(path, cwd),
