@@ -354,6 +354,29 @@ test('hostile plugins end to end: each mishandled item is rejected plugin:<name>
   for (const id of ['m_1', 'm_2', 'm_3', 'm_4']) t.true(kept.some((f) => f.includes(`${id}.`)), id);
 });
 
+/** Starts the CLI and sends it SIGTERM once `file` is there: its exit code ('still running' after `limitMs`, then killed), and when the signal went. */
+async function stopOnceThere(args: string[], file: string, limitMs: number, env?: Record<string, string>): Promise<{ code: unknown; signalledAt: number }> {
+  const { child, exited } = startCli(args, env ? { env } : {});
+  while (!(await stat(file).catch(() => undefined))) await new Promise((r) => setTimeout(r, 20));
+  const signalledAt = Date.now();
+  child.kill('SIGTERM');
+  const code = await Promise.race([exited, new Promise((r) => setTimeout(r, limitMs, 'still running'))]);
+  if (code === 'still running') child.kill('SIGKILL');
+  return { code, signalledAt };
+}
+
+/** `deskArchive` of `count` messages m_1, m_2, ... and their ids. */
+async function numberedDesk(dir: string, count: number): Promise<{ ids: string[]; archive: string }> {
+  const ids = Array.from({ length: count }, (_, i) => `m_${i + 1}`);
+  return { ids, archive: await deskArchive(dir, ids) };
+}
+
+/** The (mailbox, item) pairs of the items `ids` the Maildir `out` does not hold, but those of the items `except`. */
+async function missingPairs(out: string, ids: string[], except: Set<string>): Promise<string[]> {
+  const stored = new Set((await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`));
+  return ids.filter((id) => !except.has(id)).flatMap((id) => [jane, omar].map((u) => `${u.email} ${id}`)).filter((x) => !stored.has(x));
+}
+
 /**
  * Plugin text that never settles on m_2 (once: while the file `started`, which it then makes, is not
  * there yet) and keeps a timer alive for `aliveMs`; every other item passes.
@@ -369,25 +392,21 @@ const hangOnM2 = (started: string, aliveMs: number) =>
 test('SIGTERM while a plugin call never settles: the run stops within the time limit, exit 4 with a summary; a re-run finishes the rest', async (t) => {
   t.timeout(60_000);
   const dir = await tempDir(t);
-  const events = Array.from({ length: 2000 }, (_, i) => message(`m_${i + 1}`));
-  const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane, omar], conversations: [{ id: 'c_1', type: 'room', members: ['u_1', 'u_2'] }], messages: { '0.json': events } });
+  const { ids, archive } = await numberedDesk(dir, 2000);
   const started = join(dir, 'started');
   // Its timer outlives the time limit: what ends the wait is the limit, not the plugin.
   const hang = await pluginFile(dir, 'hang', hangOnM2(started, 4000));
   const out = join(dir, 'mail');
   const status = join(dir, 'status.jsonl');
   const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'), '--state-dir', join(dir, 'state'), '--plugin', hang, '--plugin-timeout', '2'];
-  const { child, exited } = startCli(args);
-  while (!(await stat(started).catch(() => undefined))) await new Promise((r) => setTimeout(r, 20));
-  const signalledAt = Date.now();
-  child.kill('SIGTERM');
-  t.is(await exited, 4);
+  const { code, signalledAt } = await stopOnceThere(args, started, 60_000);
+  t.is(code, 4);
   const { summary, lines } = await readStatusLog(status);
   t.true(summary.interrupted);
   t.true(summary.balanced);
   // The time limit, then the items in flight (slow on a loaded machine).
   t.true(Date.parse(summary.finishedAt) - signalledAt < 2000 + 1500 * 4, `summary ${Date.parse(summary.finishedAt) - signalledAt} ms after SIGTERM`);
-  t.true(summary.itemsFromSource < events.length);
+  t.true(summary.itemsFromSource < ids.length);
   t.regex(String(lines.find((l) => l.itemId === 'm_2')?.detail), /plugin hang did not settle within 2 s/);
 
   // The same options, so it resumes from the checkpoint; the plugin no longer hangs.
@@ -396,16 +415,13 @@ test('SIGTERM while a plugin call never settles: the run stops within the time l
   const again = (await readStatusLog(status)).summary;
   t.true(again.itemsDoneEarlier > 0);
   t.true(again.balanced);
-  const stored = new Set((await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`));
-  const missing = events.flatMap((e) => [jane, omar].map((u) => `${u.email} ${e.id}`)).filter((x) => !x.endsWith(' m_2') && !stored.has(x));
-  t.deepEqual(missing, []);
+  t.deepEqual(await missingPairs(out, ids, new Set(['m_2'])), []);
 });
 
 test('SIGTERM while a plugin hangs on every item: the events read ahead are not sent to it, the run stops within one time limit (was: one per read-ahead event, minutes); a re-run delivers them', async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
-  const events = Array.from({ length: 2000 }, (_, i) => message(`m_${i + 1}`));
-  const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane, omar], conversations: [{ id: 'c_1', type: 'room', members: ['u_1', 'u_2'] }], messages: { '0.json': events } });
+  const { ids, archive } = await numberedDesk(dir, 2000);
   const started = join(dir, 'started');
   // From m_2 on, every call hangs while HANG is set (the service behind the plugin is down).
   const hang = await pluginFile(dir, 'hang', `if (item.id === 'm_1' || !process.env.HANG) return item;
@@ -413,12 +429,7 @@ test('SIGTERM while a plugin hangs on every item: the events read ahead are not 
   const out = join(dir, 'mail');
   const status = join(dir, 'status.jsonl');
   const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'), '--state-dir', join(dir, 'state'), '--plugin', hang, '--plugin-timeout', '2'];
-  const { child, exited } = startCli(args, { env: { HANG: '1' } });
-  while (!(await stat(started).catch(() => undefined))) await new Promise((r) => setTimeout(r, 20));
-  const signalledAt = Date.now();
-  child.kill('SIGTERM');
-  const code = await Promise.race([exited, new Promise((r) => setTimeout(r, 60_000, 'still running'))]);
-  if (code === 'still running') child.kill('SIGKILL');
+  const { code, signalledAt } = await stopOnceThere(args, started, 60_000, { HANG: '1' });
   t.is(code, 4);
   const { summary, lines } = await readStatusLog(status);
   t.true(summary.interrupted);
@@ -432,17 +443,13 @@ test('SIGTERM while a plugin hangs on every item: the events read ahead are not 
   const resumed = await cli(args);
   t.is(resumed.code, 0, resumed.stderr);
   t.true((await readStatusLog(status)).summary.balanced);
-  const stored = new Set((await readMaildir(out)).map((m) => `${m.mailbox} ${m.itemId}`));
-  const rejected = new Set(timedOut.map((l) => String(l.itemId)));
-  const missing = events.filter((e) => !rejected.has(e.id)).flatMap((e) => [jane, omar].map((u) => `${u.email} ${e.id}`)).filter((x) => !stored.has(x));
-  t.deepEqual(missing, []);
+  t.deepEqual(await missingPairs(out, ids, new Set(timedOut.map((l) => String(l.itemId)))), []);
 });
 
 test('an id a plugin gave before a stop is refused after the resume too (duplicate-id), as in one run: one message per id, its second event kept (was: both delivered under one Message-ID)', async (t) => {
   t.timeout(90_000);
   const dir = await tempDir(t);
-  const events = Array.from({ length: 400 }, (_, i) => message(`m_${i + 1}`));
-  const archive = await writeArchive(join(dir, 'x.zip'), { users: [jane, omar], conversations: [{ id: 'c_1', type: 'room', members: ['u_1', 'u_2'] }], messages: { '0.json': events } });
+  const { archive } = await numberedDesk(dir, 400);
   const started = join(dir, 'started');
   // m_1 and m_300 are both renamed "renamed"; m_2 hangs once, which is when the run is stopped.
   const rename = await pluginFile(dir, 'rename', `if (item.id === 'm_1' || item.id === 'm_300') return { ...item, id: 'renamed' };
@@ -450,10 +457,7 @@ test('an id a plugin gave before a stop is refused after the resume too (duplica
   const out = join(dir, 'mail');
   const status = join(dir, 'status.jsonl');
   const args = ['run', '--max-rejected', '100%', '--all-domains', archive, '--sink', `maildir:${out}`, '--status-log', status, '--rejects', join(dir, 'rejects'), '--state-dir', join(dir, 'state'), '--plugin', rename, '--plugin-timeout', '2'];
-  const { child, exited } = startCli(args);
-  while (!(await stat(started).catch(() => undefined))) await new Promise((r) => setTimeout(r, 20));
-  child.kill('SIGTERM');
-  t.is(await exited, 4);
+  t.is((await stopOnceThere(args, started, 60_000)).code, 4);
   t.true((await readStatusLog(status)).summary.itemsFromSource < 300, 'stopped before m_300');
   const resumed = await cli(args);
   t.is(resumed.code, 0, resumed.stderr);
@@ -524,12 +528,7 @@ test('a plugin whose load never ends: refused within --plugin-timeout (E_PLUGIN_
   // A live interval: before, the run hung, and SIGTERM only logged.
   const started = join(dir, 'loading');
   const busy = await plugin('busy', `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(started)}, '');\nawait new Promise(() => { setInterval(() => {}, 1000); });`);
-  const { child, exited } = startCli(args('busy', busy));
-  while (!(await stat(started).catch(() => undefined))) await new Promise((r) => setTimeout(r, 20));
-  const signalledAt = Date.now();
-  child.kill('SIGTERM');
-  const code = await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000, 'still running'))]);
-  if (code === 'still running') child.kill('SIGKILL');
+  const { code, signalledAt } = await stopOnceThere(args('busy', busy), started, 30_000);
   t.is(code, 4);
   t.true(Date.now() - signalledAt < 10_000);
   t.like((await records('busy'))[0], { code: 'E_STOPPED', exitCode: 4 });
