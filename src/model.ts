@@ -194,8 +194,8 @@ export interface ExportContext {
   hasEventId?(id: string): boolean;
 }
 
-/** The headers every message carries itself: a plugin may not set them. */
-const BUILT_IN_X_HEADERS: ReadonlySet<string> = new Set(['x-pivot-item-id', 'x-pivot-conversation-id', 'x-pivot-export-id', 'x-pivot-event-type']);
+/** The headers every message carries itself, and the IMAP sink's version field: a plugin may not set them. */
+const BUILT_IN_X_HEADERS: ReadonlySet<string> = new Set(['x-pivot-item-id', 'x-pivot-conversation-id', 'x-pivot-export-id', 'x-pivot-event-type', 'x-pivot-version']);
 
 /** Why a plugin may not add a header of this name (only `X-` names of its own), or undefined when it may. */
 export function whyNotPluginHeader(name: string): string | undefined {

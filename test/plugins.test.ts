@@ -145,6 +145,10 @@ test('a plugin that returns nothing usable rejects the item instead of losing it
     [(i: Item) => ({ ...i, replyToId: Symbol('x') }), /replyToId is not a string/],
     [(i: Item) => ({ ...i, member: 'u_1' }), /member is not a user/],
     [(i: Item) => [{ ...i, id: 'part\ud800' }, { ...i, id: 'part\udbff' }], /id is not well-formed Unicode/],
+    [(i: Item) => ({ ...i, headers: { 'X-Pivot-Version': 'sha256=' + '0'.repeat(64) } }), /header "X-Pivot-Version" is set by pivot-archive itself/],
+    [(i: Item) => [i, drop('a bot')], /returned drop\(reason\) inside a list for m_1: return drop\(reason\) alone/],
+    [(i: Item) => ({ ...i, type: 'edit' }), /an edit item without a targetId/],
+    [(i: Item) => ({ ...i, type: 'delete', targetId: '' }), /a delete item without a targetId/],
   ] as const) {
     const registry = new PluginRegistry();
     registry.register(plugin({ transform: returned }));

@@ -159,9 +159,8 @@ export class PluginRegistry {
       if (result === TIMED_OUT) {
         return failed(`did not settle within ${this.timeLimitSeconds} s on item ${current.id} (--plugin-timeout); a result it gives later is ignored`);
       }
-      if (result !== null && typeof result === 'object' && 'drop' in result && typeof result.drop === 'string') {
-        return { rejected: { reason: `${RejectReason.PLUGIN_DROP}:${plugin.name}`, detail: `plugin ${plugin.name} dropped item ${current.id}: ${result.drop}` } };
-      }
+      if (isDrop(result)) return { rejected: { reason: `${RejectReason.PLUGIN_DROP}:${plugin.name}`, detail: `plugin ${plugin.name} dropped item ${current.id}: ${result.drop}` } };
+      if (Array.isArray(result) && result.some(isDrop)) return failed(`returned drop(reason) inside a list for ${current.id}: return drop(reason) alone to drop the item`);
       const produced = (Array.isArray(result) ? result : [result]).map((p: unknown) => dataOf(p, current));
       const why = produced.length === 0 ? 'nothing' : produced.map(whyUnusable).find((w) => w !== undefined);
       if (why !== undefined) return failed(`returned no usable item for ${current.id} (${why}; use drop(reason) to drop)`);
@@ -191,6 +190,7 @@ export class PluginRegistry {
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isDrop = (v: unknown): v is PluginDrop => isRecord(v) && 'drop' in v && typeof v.drop === 'string';
 
 /**
  * What a plugin returned, as plain data read once (a getter or proxy cannot answer the check one
@@ -230,6 +230,8 @@ function whyUnusable(p: unknown): string | undefined {
   }
   if (p.member !== undefined && !hasId(p.member)) return 'an item whose member is not a user';
   for (const field of ['text', 'html', 'replyToId', 'targetId'] as const) if (p[field] !== undefined && typeof p[field] !== 'string') return `an item whose ${field} is not a string`;
+  // As the export's own edit and delete events must (the message names the one it changes).
+  if ((p.type === 'edit' || p.type === 'delete') && !p.targetId) return `${p.type === 'edit' ? 'an' : 'a'} ${p.type} item without a targetId`;
   return undefined;
 }
 
