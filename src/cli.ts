@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import yargs, { type Argv, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
-import { SIZE_UNITS_HELP, checkFlags, flagOrigin, nearest, optionsOf, parseBoolean, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
+import { SIZE_UNITS_HELP, checkFlags, flagOrigin, nearest, optionsOf, parseBoolean, parseWholeNumber, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import type { InputIdentity } from './job.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
 import { errorExitCode, worseExitCode } from './exit-policy.js';
@@ -29,11 +29,16 @@ const EXAMPLES = `Exit codes: 0 every item accounted for; 1 some items failed (n
 const SIZES = `Sizes (e.g. 10MiB, 10M, 10MB): ${SIZE_UNITS_HELP}.`;
 
 // The options of the commands that have no config file; run's and import's are in src/options/.
+// A number is read as typed (type 'string') and parsed by wholeNumberFlag: yargs' 'number' makes
+// NaN of `abc`, which then passed as a number (`--files NaN` hung the sample, `--last NaN` said "no runs").
+
+/** More messages files than a day has minutes is no export's shape. */
+const MAX_SAMPLE_FILES = 10_000;
 const SAMPLE_OPTIONS = {
   out: { type: 'string', demandOption: true, describe: 'path of the .zip to write' },
-  events: { type: 'number', default: 1000, describe: 'number of chat events' },
-  seed: { type: 'number', default: 1, describe: 'the same seed makes the same archive' },
-  files: { type: 'number', describe: 'number of messages/*.json files' },
+  events: { type: 'string', default: '1000', describe: 'number of chat events' },
+  seed: { type: 'string', default: '1', describe: 'the same seed makes the same archive (0 to 4294967295)' },
+  files: { type: 'string', describe: `number of messages/*.json files (1 to ${MAX_SAMPLE_FILES})` },
   'edge-cases': { type: 'boolean', default: true, describe: 'add bad, oversize and hostile items' },
 } as const;
 const STATUS_OPTIONS = {
@@ -72,6 +77,11 @@ const CRON_OPTIONS = {
   at: { type: 'string', default: '02:30', describe: "time of day, HH:MM, in the cron daemon's time zone" },
 } as const;
 
+/** A whole-number flag of a command that has no config file, from `min` to `max`: refused naming the flag and the value as typed. */
+function wholeNumberFlag(value: string | number, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  return parseWholeNumber(value, flagOrigin({ flag }), 'a whole number', { min, max });
+}
+
 /**
  * A command's `options`, each flag not declared repeatable refused when given twice (yargs makes
  * an array of a repeated one, which the command would not expect), and its booleans checked as
@@ -80,8 +90,10 @@ const CRON_OPTIONS = {
 function onlyOnce<T, O extends Record<string, Options>>(y: Argv<T>, options: O, args: string[]): Argv<Omit<T, keyof O> & InferredOptionTypes<O>> {
   return y.options(options).check((argv) => {
     for (const [flag, option] of Object.entries(options)) {
-      const value = argv[flag];
+      const value: unknown = argv[flag];
       if (!option.array && Array.isArray(value)) throw new PivotArchiveError(ErrorCode.USAGE, `--${flag} is given ${value.length} times; give it once`);
+      // An unset variable (`--out "$OUT"`): as run's string options, never taken as a path.
+      if (option.type === 'string' && ([value] as unknown[]).flat().includes('')) throw new PivotArchiveError(ErrorCode.USAGE, `--${flag}: is empty`);
     }
     return checkBooleansWritten(args, options);
   });
@@ -402,10 +414,16 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       (y) =>
         onlyOnce(y, SAMPLE_OPTIONS, args),
       async (argv) => {
-        if (!Number.isInteger(argv.events) || argv.events < 0) throw new PivotArchiveError(ErrorCode.USAGE, '--events must be a whole number');
+        const events = wholeNumberFlag(argv.events, 'events', 0);
+        const seed = wholeNumberFlag(argv.seed, 'seed', 0, 2 ** 32 - 1);
+        const messageFiles = argv.files === undefined ? undefined : wholeNumberFlag(argv.files, 'files', 1, MAX_SAMPLE_FILES);
         if (mode === 'check') return;
         const { generateSample } = await import('./sample/generate.js');
-        const info = await generateSample(argv.out, { events: argv.events, seed: argv.seed, messageFiles: argv.files, edgeCases: argv['edge-cases'] });
+        const info = await generateSample(argv.out, { events, seed, messageFiles, edgeCases: argv['edge-cases'] }).catch((err: unknown) => {
+          // A place that cannot be written (no such folder, a folder, no permission, a full disk): the user's to fix.
+          if (typeof (err as NodeJS.ErrnoException).code === 'string') throw new PivotArchiveError(ErrorCode.USAGE, `cannot write --out ${argv.out}: ${errorMessage(err)}`);
+          throw err;
+        });
         process.stdout.write(`${info.path}: export ${visible(info.exportId)}, ${info.events} events\n`);
       },
     )

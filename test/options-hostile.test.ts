@@ -3,7 +3,7 @@
 // should not be. Each must be refused naming what was typed (exit 2), or taken as documented.
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OPTIONS, resolveConfig } from '../src/options/index.js';
 import type { OptionSpec } from '../src/options/spec.js';
@@ -96,4 +96,34 @@ test('maildir://./m (a URL whose host is "."): refused naming what to write, not
   const absolute = await cli(['run', '--sample', '--sink', `maildir://${join(dir, 'abs')}`, '--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'], { cwd: dir });
   t.is(absolute.code, 0, absolute.stderr);
   t.true(existsSync(join(dir, 'abs')));
+});
+
+test('sample: --files NaN, --events abc, --seed 1.5, --files 0 and an empty --out are usage errors (exit 2) naming the flag and what was typed, and leave no file (was: --files NaN exit 13 with a truncated zip, --out "" exit 70)', async (t) => {
+  const dir = await tempDir(t);
+  const out = join(dir, 's.zip');
+  for (const [args, text] of [
+    [['--files', 'NaN'], /E_USAGE: --files: "NaN" is not a whole number/],
+    [['--files', '0'], /E_USAGE: --files: "0" is not 1 to 10000/],
+    [['--events', 'abc'], /E_USAGE: --events: "abc" is not a whole number/],
+    [['--events', '1e300'], /E_USAGE: --events: "1e300" is not a whole number/],
+    [['--seed', '1.5'], /E_USAGE: --seed: "1.5" is not a whole number/],
+  ] as const) {
+    const result = await cli(['sample', '--out', out, ...(args[0] === '--events' ? [] : ['--events', '5']), ...args], { cwd: dir });
+    t.is(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
+    t.regex(result.stderr, text, args.join(' '));
+    t.false(existsSync(out), `${args.join(' ')}: a file was left`);
+  }
+  const empty = await cli(['sample', '--out', '', '--events', '5'], { cwd: dir });
+  t.is(empty.code, 2, empty.stderr);
+  t.regex(empty.stderr, /E_USAGE: --out: is empty/);
+  // A place that cannot be written: a usage error naming it, nothing left behind.
+  for (const where of [dir, join(dir, 'no', 'such', 'dir', 's.zip')]) {
+    const result = await cli(['sample', '--out', where, '--events', '5'], { cwd: dir });
+    t.is(result.code, 2, result.stderr);
+    t.true(result.stderr.includes(`E_USAGE: cannot write --out ${where}: `), result.stderr);
+  }
+  t.deepEqual(await readdir(dir), []);
+  const made = await cli(['sample', '--out', out, '--events', '5', '--files', '2', '--seed', '7'], { cwd: dir });
+  t.is(made.code, 0, made.stderr);
+  t.deepEqual(await readdir(dir), ['s.zip'], 'no temporary file left beside it');
 });

@@ -102,7 +102,7 @@ export function parseBoolean(value: unknown, origin: Origin): boolean {
  * `range` (`unit` after it in the message) when given, and exact (Number.MAX_SAFE_INTEGER at most:
  * 99999999999999999999 is 1e+20, and 1e300 is a whole number to JavaScript) in any case.
  */
-function parseWholeNumber(value: unknown, origin: Origin, what: string, range?: { readonly min: number; readonly max: number }, unit = ''): number {
+export function parseWholeNumber(value: unknown, origin: Origin, what: string, range?: { readonly min: number; readonly max: number }, unit = ''): number {
   const ok = (typeof value === 'number' && Number.isInteger(value) && value >= 0) || (typeof value === 'string' && /^\d+$/.test(value.trim()));
   if (!ok) throw invalid(origin, `${JSON.stringify(value)} is not ${what}`);
   const number = Number(value);

@@ -1,5 +1,7 @@
 import { createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
+import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import archiver from 'archiver';
 import type { Conversation, Manifest, User } from '../model.js';
@@ -65,9 +67,25 @@ export const EDGE_CASE_USERS: User[] = [
 
 /**
  * Writes a synthetic Pivot export (format version 1) with archiver, streaming every
- * messages file, so archives of millions of events are made in bounded memory.
+ * messages file, so archives of millions of events are made in bounded memory. Written beside
+ * `path` under a temporary name and renamed to it once whole: a failure (or a stop) never leaves
+ * a truncated archive at `path`, and a failure removes what it wrote.
  */
 export async function generateSample(path: string, options: SampleOptions): Promise<SampleInfo> {
+  // A folder given as the path would be found only at the rename, after the whole archive was made.
+  if (await stat(path).then((s) => s.isDirectory(), () => false)) throw Object.assign(new Error(`EISDIR: ${path} is a directory`), { code: 'EISDIR' });
+  const partial = join(dirname(path), `.${basename(path)}.${process.pid}.partial`);
+  try {
+    const info = await writeSample(partial, options);
+    await rename(partial, path);
+    return { ...info, path };
+  } catch (err) {
+    await rm(partial, { force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function writeSample(path: string, options: SampleOptions): Promise<SampleInfo> {
   const seed = options.seed ?? 1;
   const random = prng(seed);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
@@ -197,6 +215,11 @@ export async function generateSample(path: string, options: SampleOptions): Prom
   const failed = new Promise<never>((_, reject) => {
     zip.on('error', reject);
     output.on('error', reject);
+  });
+  // What failed stops the rest: the file is closed before it is removed.
+  failed.catch(() => {
+    zip.abort();
+    output.destroy();
   });
   zip.pipe(output);
   const date = new Date(windowStart + 86_400_000);
