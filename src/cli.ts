@@ -43,7 +43,7 @@ const SAMPLE_OPTIONS = {
 } as const;
 const STATUS_OPTIONS = {
   'state-dir': { type: 'string', array: true, demandOption: true, describe: 'the state dir given to run or import (repeatable: each shard\'s, with --export one account of the whole export)' },
-  last: { type: 'number', default: 10, describe: 'how many runs, newest first' },
+  last: { type: 'string', default: '10', describe: 'how many runs, newest first' },
   export: { type: 'string', describe: "one export's account across all its runs (killed, resumed, re-run), from the ledger" },
   'public-key': { type: 'string', describe: 'with --export: verifier key (keygen\'s .pub file or its text) to check the ledger\'s signatures' },
   json: { type: 'boolean', describe: 'one JSON object per run (its summary or failure, and the items that failed); with --export, the account' },
@@ -66,7 +66,7 @@ const VERIFY_OPTIONS = {
   ledger: { type: 'boolean', describe: 'check the ledger only (chain, checkpoints, signatures), even when --sink is given' },
   export: { type: 'string', describe: 'only the messages of this export id' },
   since: { type: 'string', describe: 'only runs started at or after this date/time (ISO 8601)' },
-  sample: { type: 'number', describe: 'check a random sample of N messages (for very large stores; says so)' },
+  sample: { type: 'string', describe: 'check a random sample of N messages (for very large stores; says so)' },
   'public-key': { type: 'string', describe: "verifier key (keygen's .pub file, or its text) the checkpoints must be signed with" },
   checkpoint: { type: 'string', array: true, default: [] as string[], describe: 'a checkpoint note copied off the host earlier (repeatable): the ledger must still hold what it covers' },
   insecure: { type: 'boolean', default: false, describe: 'allow IMAP without TLS, or Graph and its login host over http, to a host that is not loopback' },
@@ -209,8 +209,8 @@ async function importCommand(config: ImportConfig): Promise<number> {
   });
 }
 
-async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: string; ledger?: boolean; export?: string; since?: string; sample?: number; 'public-key'?: string; checkpoint: (string | number)[]; insecure: boolean; json?: boolean }): Promise<number> {
-  if (argv.sample !== undefined && (!Number.isInteger(argv.sample) || argv.sample < 1)) throw new PivotArchiveError(ErrorCode.USAGE, '--sample must be a whole number of messages, 1 or more');
+async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: string; ledger?: boolean; export?: string; since?: string; sample?: string; 'public-key'?: string; checkpoint: (string | number)[]; insecure: boolean; json?: boolean }): Promise<number> {
+  const sample = argv.sample === undefined ? undefined : wholeNumberFlag(argv.sample, 'sample', 1);
   // Several state dirs (one per shard): each ledger checked on its own, in turn; the worst exit code wins.
   if (argv['state-dir'].length > 1) {
     // The state dirs of a sharded export: every shard once, or the store is not checked whole (exit 2).
@@ -228,7 +228,7 @@ async function verifyCommand(argv: { 'state-dir': (string | number)[]; sink?: st
         sink: argv.ledger ? undefined : argv.sink,
         exportId: argv.export,
         since: argv.since,
-        sample: argv.sample,
+        sample,
         publicKey: argv['public-key'],
         checkpoints: argv.checkpoint.map(String),
         insecure: argv.insecure,
@@ -452,17 +452,18 @@ function commandLine(args: string[], mode: Mode, setExitCode: (code: number) => 
       async (argv) => {
         if (mode !== 'execute') return;
         const dirs = argv['state-dir'].map(String);
+        const last = wholeNumberFlag(argv.last, 'last', 1);
         // A mistyped path must not read as a quiet "no runs" (exit 0) to a health check.
         for (const dir of dirs) {
           if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new PivotArchiveError(ErrorCode.CONFIG, `${dir} is not a state dir (no such directory, or it cannot be read): give status the --state-dir the runs were given`);
         }
         if (dirs.length > 1) {
-          const { text, exitCode } = await statusOfShards(dirs, { last: argv.last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false });
+          const { text, exitCode } = await statusOfShards(dirs, { last, exportId: argv.export, publicKey: argv['public-key'], json: argv.json ?? false });
           setExitCode(exitCode);
           return void process.stdout.write(text);
         }
         const state = new StateDir(dirs[0]!);
-        if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, argv.last, argv.json ?? false));
+        if (argv.export === undefined) return void process.stdout.write(await formatStatus(state, last, argv.json ?? false));
         const { accountExitCode, readExportAccount, ledgerTrust, noRunOf, requireLedger } = await import('./ledger/index.js');
         const { account, check } = await readExportAccount(await requireLedger(state, () => unrecordedRunsHint(state)), argv.export, await ledgerTrust(argv['public-key'], [], state.checkpointNotePath));
         if (account.runs.length === 0) throw noRunOf(state.ledgerPath, argv.export, await unrecordedRunsHint(state));

@@ -127,3 +127,18 @@ test('sample: --files NaN, --events abc, --seed 1.5, --files 0 and an empty --ou
   t.is(made.code, 0, made.stderr);
   t.deepEqual(await readdir(dir), ['s.zip'], 'no temporary file left beside it');
 });
+
+test('status --last: a value that is not a whole number of 1 or more is a usage error naming it (was: --last NaN said "no runs", exit 0)', async (t) => {
+  const dir = await tempDir(t);
+  for (const value of ['NaN', 'abc', '-1', '0', '2.5']) {
+    const result = await cli(['status', '--state-dir', dir, '--last', value]);
+    t.is(result.code, 2, `${value}: ${result.stderr}`);
+    t.regex(result.stderr, new RegExp(`E_USAGE: --last: "${value.replace('.', '\\.')}" is not`), value);
+    t.is(result.stdout, '');
+  }
+  t.is((await cli(['status', '--state-dir', dir, '--last', '3'])).code, 0);
+  // verify --sample alike.
+  const sample = await cli(['verify', '--state-dir', dir, '--sample', 'NaN']);
+  t.is(sample.code, 2, sample.stderr);
+  t.regex(sample.stderr, /E_USAGE: --sample: "NaN" is not a whole number/);
+});
