@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import yargs, { type Argv, type InferredOptionTypes, type Options } from 'yargs';
 import { hideBin, Parser } from 'yargs/helpers';
-import { SIZE_UNITS_HELP, checkFlags, flagOrigin, nearest, optionsOf, parseBoolean, parseWholeNumber, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
+import { SIZE_UNITS_HELP, checkFlags, flagOrigin, givenTwice, nearest, optionsOf, parseBoolean, parseWholeNumber, recordTargets, resolveConfig, yargsOptionsOf, yargsPositionalOf, type Command, type ImportConfig, type RunConfig } from './options/index.js';
 import type { InputIdentity } from './job.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from './errors.js';
 import { errorExitCode, worseExitCode } from './exit-policy.js';
@@ -91,7 +91,7 @@ function onlyOnce<T, O extends Record<string, Options>>(y: Argv<T>, options: O, 
   return y.options(options).check((argv) => {
     for (const [flag, option] of Object.entries(options)) {
       const value: unknown = argv[flag];
-      if (!option.array && Array.isArray(value)) throw new PivotArchiveError(ErrorCode.USAGE, `--${flag} is given ${value.length} times; give it once`);
+      if (!option.array && Array.isArray(value)) throw givenTwice(flag, value.length);
       // An unset variable (`--out "$OUT"`): as run's string options, never taken as a path.
       if (option.type === 'string' && ([value] as unknown[]).flat().includes('')) throw new PivotArchiveError(ErrorCode.USAGE, `--${flag}: is empty`);
     }

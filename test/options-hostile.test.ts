@@ -142,3 +142,20 @@ test('status --last: a value that is not a whole number of 1 or more is a usage 
   t.is(sample.code, 2, sample.stderr);
   t.regex(sample.stderr, /E_USAGE: --sample: "NaN" is not a whole number/);
 });
+
+test('a flag of run or import given twice is named as given twice, its values not quoted (was: "--sink: must be a string")', async (t) => {
+  const dir = await tempDir(t);
+  for (const [command, args, flag] of [
+    ['run', ['--sample', '--all-domains', '--sink', 'imap://archiver@a.example/', '--sink', `maildir:${join(dir, 'b')}`], 'sink'],
+    ['run', ['--sample', '--all-domains', '--sink', `maildir:${join(dir, 'b')}`, '--max-item-size', '1M', '--max-item-size', '2M'], 'max-item-size'],
+    ['run', ['--sample', '--all-domains', '--sink', `maildir:${join(dir, 'b')}`, '--settle', '1', '--settle', '2', '--settle', '3'], 'settle'],
+    ['import', ['--from', 'azblob://c', '--from', 'azblob://d', '--sink', `maildir:${join(dir, 'b')}`], 'from'],
+  ] as const) {
+    const result = await cli([command, ...args], { cwd: dir });
+    t.is(result.code, 2, `${flag}: ${result.stderr}`);
+    const times = args.filter((a) => a === `--${flag}`).length;
+    t.regex(result.stderr, new RegExp(`E_USAGE: --${flag} is given ${times} times; give it once`), flag);
+    t.notRegex(result.stderr, /archiver@|maildir:|azblob:\/\/d/, 'the values are not quoted');
+  }
+  t.false(existsSync(join(dir, 'b')));
+});

@@ -4,7 +4,7 @@ import { optionsOf, type ConfigFor, type RunConfig } from './commands.js';
 import { fileKeysOf, readConfigFile } from './file.js';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { envOrigin, flagOrigin, parseValue, type Command, type OptionSpec } from './spec.js';
+import { envOrigin, flagOrigin, givenTwice, parseValue, type Command, type OptionSpec } from './spec.js';
 import { sinkScheme } from '../sinks/index.js';
 
 const describe = (spec: OptionSpec, command: Command) => {
@@ -79,6 +79,7 @@ function givenOptions(command: Command, flags: Record<string, unknown>, env: Nod
     const fromEnv = spec.env && env[spec.env] ? env[spec.env] : undefined;
     const value = flags[spec.flag] ?? fromEnv;
     if (value === undefined) continue;
+    if (spec.type !== 'strings' && Array.isArray(flags[spec.flag])) throw givenTwice(spec.flag, (flags[spec.flag] as unknown[]).length);
     given[spec.key] = parseValue(spec, value, flags[spec.flag] === undefined ? envOrigin(spec) : flagOrigin(spec));
   }
   return given;

@@ -50,6 +50,9 @@ export const fileOrigin = (path: string, key: string): Origin => ({ name: `${pat
 
 const invalid = (origin: Origin, text: string) => new PivotArchiveError(origin.code, `${origin.name}: ${text}`);
 
+/** A flag that takes one value, given `times` times (yargs makes a list of them): its values not quoted (a sink URL may hold a password). */
+export const givenTwice = (flag: string, times: number) => new PivotArchiveError(ErrorCode.USAGE, `--${flag} is given ${times} times; give it once`);
+
 /**
  * B, K/M/G like `dd` and `ulimit` (powers of 1024), KB/MB/GB (powers of 1000), KiB/MiB/GiB (powers
  * of 1024); any case; a bare number is bytes.
