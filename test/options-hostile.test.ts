@@ -159,3 +159,18 @@ test('a flag of run or import given twice is named as given twice, its values no
   }
   t.false(existsSync(join(dir, 'b')));
 });
+
+test('an empty entry of a repeatable flag (--plugin "", --domain "") is refused by name, by flag and in the config file (was: --plugin "" tried to load the install folder node_modules/)', async (t) => {
+  const dir = await tempDir(t);
+  const mail = join(dir, 'mail');
+  for (const [flag, extra] of [['plugin', ['--all-domains']], ['domain', []]] as const) {
+    const result = await cli(['run', '--sample', '--sink', `maildir:${mail}`, ...extra, `--${flag}`, ''], { cwd: dir });
+    t.is(result.code, 2, result.stderr);
+    t.regex(result.stderr, new RegExp(`E_USAGE: --${flag}: an entry is empty`));
+    t.notRegex(result.stderr, /node_modules/);
+  }
+  const fromFile = await cli(['run', '--sample', '--sink', `maildir:${mail}`, '--all-domains', '--config', await configFile(dir, { plugins: ['./a.js', ''] })], { cwd: dir });
+  t.is(fromFile.code, 2, fromFile.stderr);
+  t.regex(fromFile.stderr, /E_CONFIG: .*config\.json: plugins: an entry is empty/);
+  t.false(existsSync(mail));
+});

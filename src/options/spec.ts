@@ -126,6 +126,8 @@ export function parseValue(spec: OptionSpec, value: unknown, origin: Origin): un
       return parseBoolean(value, origin);
     case 'strings':
       if (!(Array.isArray(value) && value.every((v) => typeof v === 'string'))) throw invalid(origin, 'must be a list of strings');
+      // As a string option's: `--plugin ""` named the install folder's node_modules/ as a plugin.
+      if (value.includes('')) throw invalid(origin, 'an entry is empty');
       return [...(value as string[])];
     case 'size':
       return parseSize(value, origin);
