@@ -128,7 +128,10 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       begun = true;
       await state.claimShard(config.shard && formatShard(config.shard));
     }
-    statusLog = await openStatusLog(logs, begun, runId);
+    const opening = await openStatusLog(logs, begun, runId);
+    // One that cannot be opened: the failure goes to the run log alone, with the run's start and identity, once.
+    statusLog = opening.statusLog;
+    if (opening.error !== undefined || statusLog === undefined) throw opening.error;
     if (state) {
       // A ledger that cannot be appended to stops the run, with a failure record in the run log.
       ledger = await LedgerWriter.open(state.ledgerPath);
@@ -189,7 +192,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       const runLog = await state.newRunLog().catch(() => undefined);
       if (runLog) logs.push(runLog);
     }
-    statusLog ??= logs.length > 0 ? await openStatusLog(logs, begun, runId).catch(() => undefined) : undefined;
+    statusLog ??= logs.length > 0 ? (await openStatusLog(logs, begun, runId)).statusLog : undefined;
     // Refused after the state dir was begun but before its ledger was open (another shard's state dir): the ledger records it too.
     if (statusLog && state && begun && !ledger) {
       ledger = await LedgerWriter.open(state.ledgerPath).catch(() => undefined);
@@ -207,18 +210,16 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
 }
 
 /**
- * The status logs of a job. If one cannot be opened, the state dir's own run log (when there is
- * one) is still opened alone, so the failure can be recorded there, and the error goes up.
+ * The status logs of a job. If one cannot be opened, that `error`, and the state dir's own run log
+ * (when there is one) opened alone, so that the caller records the failure there. Never throws.
+ * Was: the failure recorded here, without the run's identity, and again by the caller.
  */
-async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: string): Promise<StatusLog> {
+async function openStatusLog(paths: string[], lastIsRunLog: boolean, runId: string): Promise<{ statusLog?: StatusLog; error?: unknown }> {
   try {
-    return await StatusLog.open(paths, runId);
-  } catch (err) {
-    if (lastIsRunLog && paths.length > 1) {
-      const runLog = await StatusLog.open(paths.slice(-1), runId).catch(() => undefined);
-      if (runLog) await recordFailure(runLog, err, { archive: '' }, new Date().toISOString());
-    }
-    throw err;
+    return { statusLog: await StatusLog.open(paths, runId) };
+  } catch (error) {
+    const runLog = lastIsRunLog && paths.length > 1 ? await StatusLog.open(paths.slice(-1), runId).catch(() => undefined) : undefined;
+    return { error, ...(runLog ? { statusLog: runLog } : {}) };
   }
 }
 
@@ -239,7 +240,7 @@ export async function recordFailureBeforeStart(where: { statusLog?: string; stat
   const statusLogPath = where.statusLog && !(await state?.holds(where.statusLog)) ? where.statusLog : undefined;
   try {
     const logs = [...(statusLogPath ? [statusLogPath] : []), ...(begun ? [begun.runLog] : [])];
-    const statusLog = logs.length > 0 ? await openStatusLog(logs, begun !== undefined, runId).catch(() => undefined) : undefined;
+    const statusLog = logs.length > 0 ? (await openStatusLog(logs, begun !== undefined, runId)).statusLog : undefined;
     const ledger = begun && statusLog && !lockedOut ? await LedgerWriter.open(state!.ledgerPath).catch(() => undefined) : undefined;
     if (ledger) statusLog!.appendTo(ledger);
     await recordFailure(statusLog, err, input, new Date().toISOString());

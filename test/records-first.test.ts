@@ -4,6 +4,7 @@
 // Was: the records were buffered, their ENOSPC surfaced only after the sink had its whole window
 // in flight; a state dir and status log on a full 4k tmpfs let a day of 4,485 IMAP appends go out
 // recorded nowhere (exit 1, every record file 0 bytes).
+import test from 'ava';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, stat } from 'node:fs/promises';
@@ -42,6 +43,24 @@ needing(noFull, 'a --status-log that cannot take the start record (ENOSPC) stops
     ledger.map((l) => l.record),
     ['start', 'failure', 'checkpoint'],
   );
+});
+
+test('a --status-log that cannot be opened (its folder cannot be made): the state dir records the start and the failure once, with the archive\'s identity, and the ledger too (was: two failures, archive "", none in the ledger)', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 100, seed: 23, edgeCases: false });
+  const state = join(dir, 'state');
+  const result = await cli(['run', archive, '--all-domains', '--sink', `maildir:${join(dir, 'mail')}`, '--state-dir', state, '--status-log', '/proc/nope/status.jsonl']);
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.log, /E_STATUS_LOG: cannot open status log \/proc\/nope\/status\.jsonl/);
+  const [runName] = await readdir(join(state, 'runs'));
+  const runLog = (await readStatusLog(join(state, 'runs', runName!))).lines;
+  t.deepEqual(runLog.map((l) => l.record), ['start', 'failure']);
+  t.like(runLog[1], { code: 'E_STATUS_LOG', exitCode: 2, archive });
+  t.regex(String(runLog[1]!.sha256), /^[0-9a-f]{64}$/);
+  const ledger = (await readStatusLog(join(state, 'ledger.jsonl'))).lines;
+  t.deepEqual(ledger.map((l) => l.record), ['start', 'failure', 'checkpoint']);
 });
 
 needing(process.getuid?.() === 0 ? undefined : 'root, to mount a small tmpfs', 'a state dir and status log on a full file system: no delivery at all (exit 2), not a whole day delivered with every record file empty', async (t) => {
