@@ -3,7 +3,7 @@
 // should not be. Each must be refused naming what was typed (exit 2), or taken as documented.
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OPTIONS, resolveConfig } from '../src/options/index.js';
 import type { OptionSpec } from '../src/options/spec.js';
@@ -173,4 +173,17 @@ test('an empty entry of a repeatable flag (--plugin "", --domain "") is refused 
   t.is(fromFile.code, 2, fromFile.stderr);
   t.regex(fromFile.stderr, /E_CONFIG: .*config\.json: plugins: an entry is empty/);
   t.false(existsSync(mail));
+});
+
+test('a config file that starts with a UTF-8 byte order mark (Notepad writes one) is read as the JSON after it, for the run and for recording its refusal (was: "is not valid JSON", no position)', async (t) => {
+  const dir = await tempDir(t);
+  const config = join(dir, 'config.json');
+  const status = join(dir, 'status.jsonl');
+  await writeFile(config, `\uFEFF${JSON.stringify({ maxItemSize: '1M', statusLog: status, allDomains: true })}`);
+  t.is((await resolveConfig('run', { archive: 'x.zip', sink: RUN_SINK, config }, {})).maxItemSize, 1024 ** 2);
+  // A flag refused: the failure is recorded in the status log the file names.
+  const refused = await cli(['run', '--sample', '--sink', `maildir:${join(dir, 'mail')}`, '--config', config, '--max-rejected', '5'], { cwd: dir });
+  t.is(refused.code, 2, refused.stderr);
+  t.regex(refused.stderr, /--max-rejected: "5" is ambiguous/);
+  t.regex(await readFile(status, 'utf8'), /"record":"failure".*--max-rejected/);
 });

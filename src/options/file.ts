@@ -30,11 +30,14 @@ function unknownKey(key: string, command: Command, known: readonly OptionSpec[])
   return `unknown key ${JSON.stringify(key)}${guess ? ` (did you mean "${guess}"?)` : ''}; known: ${known.map((o) => o.key).join(', ')}`;
 }
 
+/** A config file's text as JSON is read from it: without the byte order mark an editor may write first (Windows Notepad). */
+export const withoutByteOrderMark = (text: string) => (text.startsWith('\uFEFF') ? text.slice(1) : text);
+
 /** Reads and checks a JSON config file for `command`; errors name the path as given. */
 export async function readConfigFile(path: string, command: Command): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = withoutByteOrderMark(await readFile(path, 'utf8'));
   } catch (err) {
     throw new PivotArchiveError(ErrorCode.CONFIG, `cannot read config file ${path}: ${errorMessage(err)}`);
   }

@@ -1,7 +1,7 @@
 import type { Options as YargsOption, PositionalOptions } from 'yargs';
 import { ErrorCode, PivotArchiveError } from '../errors.js';
 import { optionsOf, type ConfigFor, type RunConfig } from './commands.js';
-import { fileKeysOf, readConfigFile } from './file.js';
+import { fileKeysOf, readConfigFile, withoutByteOrderMark } from './file.js';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { envOrigin, flagOrigin, givenTwice, parseValue, type Command, type OptionSpec } from './spec.js';
@@ -134,7 +134,7 @@ export async function recordTargets(command: Command, flags: Record<string, unkn
   let file: Record<string, unknown> = {};
   const config = given('config');
   // A file that cannot be read or parsed names no target here; reading the config says what is wrong with it.
-  if (config) file = await readFile(resolve(cwd, config), 'utf8').then(parsedOrEmpty, () => ({}));
+  if (config) file = await readFile(resolve(cwd, config), 'utf8').then((text) => parsedOrEmpty(withoutByteOrderMark(text)), () => ({}));
   if (file === null || typeof file !== 'object' || dry(file.dryRun)) return {};
   const target = (key: string) => {
     const value = given(key) ?? file[key];
