@@ -4,6 +4,7 @@
 import test from 'ava';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { entraTokens, type EntraCredential } from '../src/auth/entra.js';
 import { ErrorCode } from '../src/errors.js';
@@ -137,4 +138,14 @@ test('an unknown tenant, an unknown app and a resource the tenant lacks are refu
   t.true(endpoint.refusals().includes(90002));
   t.regex(reasons[1]!.message, /AADSTS700016/);
   t.regex(reasons[2]!.message, /AADSTS500011/);
+});
+
+test('an authorityHost nothing answers at is said so (ECONNREFUSED), not taken for an unknown tenant', async (t) => {
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const port = (closed.address() as { port: number }).port;
+  await new Promise((resolve) => closed.close(resolve));
+  const err = await t.throwsAsync(entraTokens(secret(), { ...options(), authorityHost: `https://127.0.0.1:${port}` }).get(), { code: ErrorCode.SINK_UNAVAILABLE });
+  t.regex(err!.message, new RegExp(`the identity service at https://127\\.0\\.0\\.1:${port} cannot be reached \\(ECONNREFUSED\\)`));
+  t.notRegex(err!.message, /knows no tenant/);
 });

@@ -4,6 +4,7 @@
 // request), and turns a refusal into one error that names no secret.
 import type { TokenCredential } from '@azure/core-auth';
 import { readFile } from 'node:fs/promises';
+import { get as httpsGet } from 'node:https';
 import { rootCertificates } from 'node:tls';
 import { errorMessage, ErrorCode, PivotArchiveError } from '../errors.js';
 import { redactSecrets, registerSecret } from '../redact.js';
@@ -90,7 +91,8 @@ export function entraTokens(credential: EntraCredential, options: EntraTokenOpti
         cached.renewAt = Date.now() + Math.min(RETRY_RENEWAL_MS, cached.life / 8);
         return cached.token;
       }
-      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${options.describe}: no access token for ${options.scope} (${credentialName(credential)}): ${redactSecrets(firstLine(err, credential))}`);
+      const why = isEndpointsError(err) && 'tenant' in credential ? await whyEndpointsUnresolved(credential.tenant, options) : firstLine(err, credential);
+      throw new PivotArchiveError(ErrorCode.SINK_UNAVAILABLE, `${options.describe}: no access token for ${options.scope} (${credentialName(credential)}): ${redactSecrets(why)}`);
     }
   }
 
@@ -133,11 +135,33 @@ export function credentialName(credential: EntraCredential): string {
 
 /** The library's message, first line only (it appends trouble-shooting links), the secret masked whatever its form. */
 function firstLine(err: unknown, credential: EntraCredential): string {
-  let text = errorMessage(err).split(/\r?\n/)[0] ?? '';
-  // MSAL's word for an authority whose OpenID configuration the service would not give.
-  if (text.startsWith('endpoints_resolution_error')) text = `the identity service knows no tenant ${'tenant' in credential ? credential.tenant : ''} at this authorityHost (${text})`;
-  if (credential.kind === 'secret' && credential.secret !== '') text = text.split(credential.secret).join('***');
-  return text;
+  const text = errorMessage(err).split(/\r?\n/)[0] ?? '';
+  return credential.kind === 'secret' && credential.secret !== '' ? text.split(credential.secret).join('***') : text;
+}
+
+/** MSAL's word for an authority whose OpenID configuration it could not get: an unknown tenant, or no answer at all. */
+const isEndpointsError = (err: unknown) => errorMessage(err).startsWith('endpoints_resolution_error');
+
+/**
+ * Why MSAL could not get the tenant's OpenID configuration, asked of the service the way MSAL
+ * asks it: it answered (an unknown tenant: HTTP 400) or it could not be reached (ECONNREFUSED,
+ * ENOTFOUND, a certificate not trusted). Was: every such failure read as an unknown tenant.
+ */
+async function whyEndpointsUnresolved(tenant: string, options: EntraTokenOptions): Promise<string> {
+  const url = new URL(`${encodeURIComponent(tenant)}/v2.0/.well-known/openid-configuration`, options.authorityHost.endsWith('/') ? options.authorityHost : `${options.authorityHost}/`);
+  const ca = options.extraCaFile ? [...rootCertificates, await readFile(options.extraCaFile, 'utf8').catch(() => '')] : undefined;
+  const answer = await new Promise<number | string>((resolve) => {
+    const request = httpsGet(url, { timeout: 10_000, ...(ca ? { ca } : {}) }, (response) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    });
+    request.on('timeout', () => request.destroy(Object.assign(new Error('no answer within 10 s'), { code: 'ETIMEDOUT' })));
+    request.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? errorMessage(err)));
+  });
+  if (typeof answer === 'string') return `the identity service at ${options.authorityHost} cannot be reached (${answer}): check authorityHost, DNS, proxy and firewall`;
+  return answer === 200
+    ? `the identity service at ${options.authorityHost} gives tenant ${tenant}'s OpenID configuration, yet the library could not resolve it (endpoints_resolution_error)`
+    : `the identity service knows no tenant ${tenant} at this authorityHost (its OpenID configuration: HTTP ${answer})`;
 }
 
 /**
