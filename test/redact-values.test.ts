@@ -6,6 +6,7 @@
 // the status log, the run log and the ledger.
 import test, { type ExecutionContext } from 'ava';
 import { readFile, readdir } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { registerSecret, redactSecrets, redactedJson } from '../src/redact.js';
@@ -195,4 +196,51 @@ test('registerSecret: a registered value is masked wherever it appears, in every
   // Too short to mask blindly: every "abc" of every text would go.
   registerSecret('abc');
   t.is(redactSecrets('abc def'), 'abc def');
+});
+
+/** A storage account stand-in that refuses every request 403 with a message quoting `echo(request)` (as a confused proxy or a debug build might). */
+async function echoingStorage(t: ExecutionContext, echo: (url: string, headers: Record<string, unknown>) => string): Promise<number> {
+  const server = createHttpServer((req, res) => {
+    const body = `<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code><Message>Server failed to authenticate the request: ${echo(req.url ?? '', req.headers)}</Message></Error>`;
+    res.writeHead(403, { 'content-type': 'application/xml', 'x-ms-error-code': 'AuthenticationFailed' }).end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return (server.address() as { port: number }).port;
+}
+
+test("cli: a storage service that quotes the SAS's signature or the account key bare in its refusal: neither reaches an output, log or record", async (t) => {
+  t.timeout(60_000);
+  const sig = 'q1w2E3r4T5y6U7i8O9p0+AbCdEfGh/IjKlMnOp=';
+  const key = 'Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5d2FsZG8xMjM0NTY3OA==';
+  for (const [name, env, secrets] of [
+    ['a SAS', (port: number) => ({ AZURE_STORAGE_ACCOUNT_URL: `http://127.0.0.1:${port}/devstoreaccount1`, AZURE_STORAGE_SAS_TOKEN: `sv=2024-05-04&ss=b&srt=co&sp=rlcwd&se=2099-01-01T00:00:00Z&sig=${encodeURIComponent(sig)}` }), { 'the signature': sig, 'the signature percent-encoded': encodeURIComponent(sig) }],
+    ['an account key', (port: number) => ({ AZURE_STORAGE_CONNECTION_STRING: `DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${key};BlobEndpoint=http://127.0.0.1:${port}/devstoreaccount1;` }), { 'the account key': key }],
+  ] as const) {
+    const work = await tempDir(t);
+    // The refusal quotes the signature decoded, or the key, with nothing around it to name it.
+    const port = await echoingStorage(t, (url) => `the signature ${decodeURIComponent(/[?&]sig=([^&]*)/.exec(url)?.[1] ?? '')} or the key ${key} is not the one expected`);
+    const result = await cli(
+      ['run', '--sample', '--sink', 'azblob://pivot-staging/acme?retries=0', '--state-dir', join(work, 'state'), '--status-log', join(work, 'status.jsonl'), '--log-file', join(work, 'log.jsonl'), '--rejects', join(work, 'rejects')],
+      { env: env(port) },
+    );
+    t.is(result.code, 2, `${name}: ${result.stderr}`);
+    t.regex(result.stderr, /AuthenticationFailed|Server failed to authenticate/, name);
+    holdsNone(t, await everyRecord(result, work), secrets);
+  }
+});
+
+test('cli: a Graph tenant written with a secret after it (graph://TENANT:SECRET/, graph://SECRET@TENANT/) is refused without quoting it (was: quoted in stderr and the status log)', async (t) => {
+  const work = await tempDir(t);
+  const secret = 'Sup3r-S3cret-Valu3';
+  for (const tenant of [`contoso.onmicrosoft.com:${secret}`, `${secret}@contoso.onmicrosoft.com`, `contoso:${secret}`]) {
+    const status = join(work, 'status.jsonl');
+    const result = await cli(['run', '--sample', '--all-domains', '--sink', `graph://${tenant}/?clientId=3c9d6a4e-1b2f-4a8e-9f0d-5e6b7c8d9e0f`, '--status-log', status], { env: { PIVOT_GRAPH_CLIENT_SECRET: 'not-this-one' } });
+    t.is(result.code, 2, result.stderr);
+    t.regex(result.log, /E_SINK_CONFIG: Graph sink: the tenant \(not repeated here: it holds characters no tenant has, perhaps a secret\) must be a tenant id \(GUID\) or a domain such as contoso\.onmicrosoft\.com/);
+    for (const text of [result.stdout, result.stderr, await readFile(status, 'utf8')]) t.false(text.includes(secret), text);
+  }
+  // A tenant that only looks wrong is named, to be corrected.
+  const typo = await cli(['run', '--sample', '--all-domains', '--sink', 'graph://contoso/?clientId=3c9d6a4e-1b2f-4a8e-9f0d-5e6b7c8d9e0f'], { env: { PIVOT_GRAPH_CLIENT_SECRET: 'not-this-one' } });
+  t.regex(typo.log, /Graph sink graph:\/\/contoso: the tenant must be a tenant id/);
 });

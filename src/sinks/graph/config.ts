@@ -65,7 +65,12 @@ export function parseGraphSpec(spec: string, options: { cwd?: string; insecure?:
   if (!match) throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink: the spec must be of the form ${GRAPH_FORM} (it is not repeated here, in case it holds a secret)`);
   const tenant = match[1]!;
   const bad = (why: string) => new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink graph://${tenant}: ${why}`);
-  if (!TENANT.test(tenant)) throw bad('the tenant must be a tenant id (GUID) or a domain such as contoso.onmicrosoft.com');
+  if (!TENANT.test(tenant)) {
+    const why = 'must be a tenant id (GUID) or a domain such as contoso.onmicrosoft.com';
+    // A tenant's letters only (`contoso`) is named, to be corrected; anything else may hold a secret pasted after it (`TENANT:SECRET`, `SECRET@TENANT`).
+    if (/^[a-z0-9.-]*$/i.test(tenant)) throw bad(`the tenant ${why}`);
+    throw new PivotArchiveError(ErrorCode.SINK_CONFIG, `Graph sink: the tenant (not repeated here: it holds characters no tenant has, perhaps a secret) ${why}`);
+  }
   const o = parseSinkOptions(graphOptions, match[2] ?? '', bad);
   for (const [name, value] of [['graphEndpoint', o.graphEndpoint], ['authorityHost', o.authorityHost]] as const) {
     const url = new URL(value);
