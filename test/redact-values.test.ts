@@ -5,7 +5,7 @@
 // with the forms they are sent in, and masked wherever they appear. Was: the echo reached stderr,
 // the status log, the run log and the ledger.
 import test, { type ExecutionContext } from 'ava';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -243,4 +243,15 @@ test('cli: a Graph tenant written with a secret after it (graph://TENANT:SECRET/
   // A tenant that only looks wrong is named, to be corrected.
   const typo = await cli(['run', '--sample', '--all-domains', '--sink', 'graph://contoso/?clientId=3c9d6a4e-1b2f-4a8e-9f0d-5e6b7c8d9e0f'], { env: { PIVOT_GRAPH_CLIENT_SECRET: 'not-this-one' } });
   t.regex(typo.log, /Graph sink graph:\/\/contoso: the tenant must be a tenant id/);
+});
+
+test("cli: a plugin's error that quotes the IMAP admin's password bare (no NAME= before it) is masked on stderr and stdout (a dry run: the sink reads its secret, nothing is delivered)", async (t) => {
+  const work = await tempDir(t);
+  const password = 'B4re-Passw0rd-In-Plugin';
+  const plugin = join(work, 'leaky.mjs');
+  await writeFile(plugin, "export default { name: 'leaky', hostApi: '^1.0.0', transform(item) { if (item.id === 'm_2') throw new Error(`the vault refused ${process.env.PIVOT_IMAP_PASSWORD} for this item`); return item; } };\n");
+  const result = await cli(['run', '--sample', '--dry-run', '--all-domains', '--sink', 'imap://archiver@127.0.0.1:9/?tls=none', '--max-rejected', '100%', '--plugin', plugin], { cwd: work, env: { PIVOT_IMAP_PASSWORD: password } });
+  t.is(result.code, 0, result.stderr);
+  t.regex(result.log, /plugin leaky failed on item m_2: the vault refused \*\*\* for this item/);
+  for (const text of [result.stdout, result.stderr]) t.false(text.includes(password), text);
 });
