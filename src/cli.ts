@@ -12,6 +12,7 @@ import { visible } from './formats/one-line.js';
 import { TOOL } from './version.js';
 import type { RunResult } from './run.js';
 import { takeEarlySignals } from './early-signals.js';
+import { consoleToLog } from './console-to-log.js';
 import { MIN_OPEN_FILES, openFileLimit } from './launch.js';
 import { checkSinkSpec, sinkOptionsHelp } from './sinks/index.js';
 import { formatSummary } from './summary.js';
@@ -296,6 +297,7 @@ async function withLoggerAndSignals(
     process.stderr.write(`pivot-archive: ${ErrorCode.INTERNAL}: the process was made to exit before the command ended (by a plugin?)\n`);
   };
   process.on('exit', onExit);
+  const restoreConsole = consoleToLog(logger);
   // With a log file SIGHUP means "reopen it" (logrotate); without one it keeps its usual meaning.
   const onHangup = () => {
     reopenLogFile(logger, options.file!);
@@ -313,6 +315,7 @@ async function withLoggerAndSignals(
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onHangup);
+    restoreConsole();
     clearTimeout(giveUp);
     process.off('unhandledRejection', onFault);
     process.off('uncaughtException', onFault);

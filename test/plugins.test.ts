@@ -538,6 +538,20 @@ test('a plugin whose load never ends: refused within --plugin-timeout (E_PLUGIN_
   t.like((await records('busy'))[0], { code: 'E_STOPPED', exitCode: 4 });
 });
 
+test("a plugin's console.log goes to the log, masked, never to stdout, where --json prints the summary alone (was: mixed into it, a secret it printed shown whole)", async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const archive = await deskArchive(dir, ['m_1', 'm_2']);
+  const chatty = await pluginFile(dir, 'chatty', "console.log('seen', item.id, { env: 'PIVOT_IMAP_PASSWORD=' + process.env.PIVOT_IMAP_PASSWORD }); console.error('odd', item.id); return item;");
+  const result = await cli(['run', '--all-domains', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--plugin', chatty, '--json'], { env: { PIVOT_IMAP_PASSWORD: 'hunter2-plugin' } });
+  t.is(result.code, 0, result.stderr);
+  const summary = JSON.parse(result.stdout) as { delivered: number };
+  t.is(summary.delivered, 4);
+  t.regex(result.stderr, /console\.log: seen m_1 \{ env: 'PIVOT_IMAP_PASSWORD=\*\*\*' \}/);
+  t.regex(result.stderr, /"level":"error","message":"console\.error: odd m_2"/);
+  t.false(result.stdout.includes('hunter2') || result.stderr.includes('hunter2'));
+});
+
 test("a plugin's stray error that quotes a secret is masked in the summary on stdout, --json or not, as in every record (was: shown whole)", async (t) => {
   t.timeout(60_000);
   const dir = await tempDir(t);
