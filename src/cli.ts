@@ -337,7 +337,8 @@ function report(logger: Logger | undefined, err: unknown): void {
   if (logger) logger.error(text);
   // The logger masks secrets; a usage error can quote a word that holds one (a sink URL typed without --sink).
   else process.stderr.write(`pivot-archive: ${redactSecrets(text)}\n`);
-  if (!(err instanceof PivotArchiveError) && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+  // A bug's stack, for its report: its first line is the message, which may quote anything.
+  if (!(err instanceof PivotArchiveError) && err instanceof Error && err.stack) process.stderr.write(redactSecrets(err.stack) + '\n');
 }
 
 /** A first word that is no command is refused by name, with the nearest command if it looks like a typo. */
