@@ -13,7 +13,7 @@ const METHODS = ['log', 'info', 'debug', 'trace', 'dir', 'warn', 'error'] as con
 export function consoleToLog(logger: Logger): () => void {
   const saved = METHODS.map((method) => console[method]);
   for (const method of METHODS) {
-    const level = method === 'error' ? 'error' : method === 'warn' ? 'warn' : 'info';
+    const level = method === 'error' ? 'error' : method === 'warn' ? 'warn' : method === 'debug' || method === 'trace' ? 'debug' : 'info';
     console[method] = (...args: unknown[]) => void logger[level](`console.${method}: ${format(...args)}`);
   }
   return () => METHODS.forEach((method, i) => (console[method] = saved[i]!));

@@ -3,6 +3,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { shardOfMailbox } from '../src/transforms/shard/index.js';
+import { writeArchive } from './helpers/archive.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { pairs, readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -32,6 +33,8 @@ interface Setup {
   flaky: string;
   /** An item the plugin drops on every host. */
   dropped: string;
+  /** An item for mailboxes of shard 1, none of shard 2. */
+  notForShard2: string;
 }
 
 async function setup(t: ExecutionContext): Promise<Setup> {
@@ -51,7 +54,8 @@ async function setup(t: ExecutionContext): Promise<Setup> {
   const items = [...shardsOf.keys()].sort();
   const flaky = items.find((id) => shardsOf.get(id)!.has(1) && shardsOf.get(id)!.has(2));
   const dropped = items.find((id) => id !== flaky && shardsOf.get(id)!.has(2));
-  if (!flaky || !dropped) throw new Error('the sample has no item for mailboxes of shards 1 and 2');
+  const notForShard2 = items.find((id) => shardsOf.get(id)!.has(1) && !shardsOf.get(id)!.has(2));
+  if (!flaky || !dropped || !notForShard2) throw new Error('the sample has no item for mailboxes of shards 1 and 2, or none for shard 1 and not 2');
   const env = { DROP_ITEM: dropped };
   const reference = await cli(['run', archive, '--sink', `maildir:${join(dir, 'reference')}`, '--domain', 'acme.example', '--quiet', '--max-rejected', '100%', '--plugin', plugin, '--rejects', join(dir, 'reference-rejects')], { env });
   t.is(reference.code, 0, reference.stderr);
@@ -63,6 +67,7 @@ async function setup(t: ExecutionContext): Promise<Setup> {
     rejects: (await readdir(join(dir, 'reference-rejects'), { recursive: true })).sort(),
     flaky,
     dropped,
+    notForShard2,
   };
 }
 
@@ -135,43 +140,71 @@ for (const flakyShard of [2, 1]) {
   });
 }
 
-test("a plugin that drops an item on shard 2/3's host only (its environment): shard 2 keeps and records it, the union names the item delivered elsewhere and is INCOMPLETE in any order, COMPLETE once shard 2 is run again with the plugin fixed", async (t) => {
-  t.timeout(240_000);
-  const s = await setup(t);
-  const out = join(s.dir, 'host-drop');
-  // Was: shard 2 took the drop as shard 1's to keep, recorded nothing, and the union said COMPLETE
-  // with shard 2's mailboxes of the item holding no copy and the item kept nowhere.
-  const results = await Promise.all(SHARDS.map((k) => cli(shardArgs(s, out, k), { env: k === 2 ? { DROP_ITEM: s.flaky } : {} })));
-  for (const k of SHARDS) t.is(results[k - 1]!.code, 0, `shard ${k}/3: ${results[k - 1]!.log}`);
-  const { lines } = await readStatusLog(join(out, 'status-2.jsonl'));
-  const recorded = lines.filter((l) => l.record === 'outcome' && l.itemId === s.flaky);
-  t.is(recorded.length, 1, JSON.stringify(recorded));
-  t.like(recorded[0], { outcome: 'rejected', mailbox: null, reason: 'dropped:flaky' });
-  t.true((await readdir(join(out, 'rejects'), { recursive: true })).some((f) => f.includes(s.flaky)), 'shard 2 kept the item it dropped');
-  const everything = pairs(await readMaildir(join(s.dir, 'probe')));
-  const missing = everything.filter((p) => p.endsWith(` ${s.flaky}`) && shardOfMailbox(p.split(' ')[0]!, 3) === 2);
-  t.true(missing.length > 0);
-  const here = pairs(await readMaildir(join(out, 'mail')));
-  for (const p of missing) t.false(here.includes(p));
-  for (const order of [SHARDS, [...SHARDS].reverse(), [2, 1, 3]]) {
-    const u = await union(out, order);
-    t.is(u.code, 1, `state dirs ${order.join(', ')}`);
-    t.false(u.account.complete, `state dirs ${order.join(', ')}`);
-    t.is(u.account.items.rejectedInSomeShards, 1, `state dirs ${order.join(', ')}`);
-    t.true(u.problems.some((p) => /1 item\(s\) a plugin dropped \(or refused\) in some shards and other shards delivered/.test(p)), u.problems.join('\n'));
-  }
-  const text = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(out, `state-${k}`)]), '--export', EXPORT_ID]);
-  t.regex(text.stdout, /export acme-2026-11-23 \(tenant acme\): INCOMPLETE/);
+for (const forShard2 of [true, false]) {
+  test(`a plugin that drops an item ${forShard2 ? 'for mailboxes of shards 1 and 2' : 'for none of shard 2\'s mailboxes'} on shard 2/3's host only (its environment): shard 2 keeps and records it, the union names the item delivered elsewhere and is INCOMPLETE in any order, COMPLETE once shard 2 is run again with the plugin fixed`, async (t) => {
+    t.timeout(240_000);
+    const s = await setup(t);
+    const out = join(s.dir, 'host-drop');
+    const item = forShard2 ? s.flaky : s.notForShard2;
+    // Was: shard 2 took the drop as shard 1's to keep, recorded nothing, and the union said COMPLETE
+    // with shard 2's mailboxes of the item holding no copy and the item kept nowhere.
+    const results = await Promise.all(SHARDS.map((k) => cli(shardArgs(s, out, k), { env: k === 2 ? { DROP_ITEM: item } : {} })));
+    for (const k of SHARDS) t.is(results[k - 1]!.code, 0, `shard ${k}/3: ${results[k - 1]!.log}`);
+    const { lines } = await readStatusLog(join(out, 'status-2.jsonl'));
+    const recorded = lines.filter((l) => l.record === 'outcome' && l.itemId === item);
+    t.is(recorded.length, 1, JSON.stringify(recorded));
+    t.like(recorded[0], { outcome: 'rejected', mailbox: null, reason: 'dropped:flaky' });
+    t.true((await readdir(join(out, 'rejects'), { recursive: true })).some((f) => f.includes(item)), 'shard 2 kept the item it dropped');
+    const everything = pairs(await readMaildir(join(s.dir, 'probe')));
+    const missing = everything.filter((p) => p.endsWith(` ${item}`) && shardOfMailbox(p.split(' ')[0]!, 3) === 2);
+    t.is(missing.length > 0, forShard2);
+    const here = pairs(await readMaildir(join(out, 'mail')));
+    for (const p of missing) t.false(here.includes(p));
+    for (const order of [SHARDS, [...SHARDS].reverse(), [2, 1, 3]]) {
+      const u = await union(out, order);
+      t.is(u.code, 1, `state dirs ${order.join(', ')}`);
+      t.false(u.account.complete, `state dirs ${order.join(', ')}`);
+      t.is(u.account.items.rejectedInSomeShards, 1, `state dirs ${order.join(', ')}`);
+      t.true(u.problems.some((p) => /1 item\(s\) a plugin dropped \(or refused\) in some shards and other shards delivered/.test(p)), u.problems.join('\n'));
+    }
+    const text = await cli(['status', ...SHARDS.flatMap((k) => ['--state-dir', join(out, `state-${k}`)]), '--export', EXPORT_ID]);
+    t.regex(text.stdout, /export acme-2026-11-23 \(tenant acme\): INCOMPLETE/);
 
-  // The plugin gives the same result everywhere now: shard 2 run again delivers its copies.
-  const again = await cli(shardArgs(s, out, 2));
-  t.is(again.code, 0, again.log);
-  t.deepEqual(pairs(await readMaildir(join(out, 'mail'))), everything, 'the union is the unsharded run');
-  for (const order of [SHARDS, [...SHARDS].reverse()]) {
-    const u = await union(out, order);
+    // The plugin gives the same result everywhere now: shard 2 run again delivers its copies.
+    const again = await cli(shardArgs(s, out, 2));
+    t.is(again.code, 0, again.log);
+    t.deepEqual(pairs(await readMaildir(join(out, 'mail'))), everything, 'the union is the unsharded run');
+    for (const order of [SHARDS, [...SHARDS].reverse()]) {
+      const u = await union(out, order);
+      t.deepEqual(u.problems, [], `state dirs ${order.join(', ')}`);
+      t.true(u.account.complete, `state dirs ${order.join(', ')}`);
+      t.is(u.account.items.rejectedInSomeShards, undefined);
+    }
+  });
+}
+
+test('an archive with a reused event id, sharded: the later event is rejected duplicate-id by shard 1 alone, and the union is COMPLETE (not an item delivered by some shards only)', async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const users = Array.from({ length: 8 }, (_, i) => ({ id: `u_${i}`, displayName: `User ${i}`, email: `user${i}@acme.example` }));
+  const message = (id: string, text: string) => ({ id, conversationId: 'c_1', type: 'message', sentAt: '2026-11-23T09:00:00Z', senderId: 'u_0', text });
+  const archive = await writeArchive(join(dir, 'x.zip'), {
+    users,
+    conversations: [{ id: 'c_1', type: 'room', members: users.map((u) => u.id) }],
+    messages: { '0.json': [message('m_1', 'one'), message('m_2', 'two'), message('m_2', 'two again'), message('m_3', 'three')] },
+  });
+  for (const k of [1, 2]) {
+    const r = await cli(['run', archive, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--quiet', '--shard', `${k}/2`, '--state-dir', join(dir, `state-${k}`), '--rejects', join(dir, 'rejects'), '--max-rejected', '100%']);
+    t.is(r.code, 0, r.log);
+  }
+  for (const order of [[1, 2], [2, 1]]) {
+    const r = await cli(['status', ...order.flatMap((k) => ['--state-dir', join(dir, `state-${k}`)]), '--export', EXPORT_ID, '--json']);
+    const u = JSON.parse(r.stdout) as Omit<Union, 'code'> & { account: { balanced: boolean; items: { routed: number } } };
     t.deepEqual(u.problems, [], `state dirs ${order.join(', ')}`);
-    t.true(u.account.complete, `state dirs ${order.join(', ')}`);
-    t.is(u.account.items.rejectedInSomeShards, undefined);
+    t.true(u.account.complete && u.account.balanced, `state dirs ${order.join(', ')}`);
+    t.is(u.account.items.rejectedKept, 1);
+    t.is(u.account.items.routed, 3);
+    t.is(r.code, 0);
   }
 });
 

@@ -1,4 +1,4 @@
-import { FailReason } from '../errors.js';
+import { FailReason, RejectReason } from '../errors.js';
 import { runExitCode } from '../exit-policy.js';
 import type { RunSummary } from '../status-log.js';
 
@@ -204,6 +204,13 @@ export class AccountBuilder {
   /** By ledger and item id, the last run that settled the item (rejected or routed it): each shard's runs settle its own part. */
   private readonly lastRunOf = new Map<string, string>();
   /**
+   * By ledger and rejected item (`rejects`' key): the run that last rejected it there, and the
+   * archives a later run of that ledger read again from the start to its end. Such a run that
+   * recorded nothing of the item settled it: a shard none of whose mailboxes the item is for
+   * records nothing once its plugin no longer drops it.
+   */
+  private readonly rejectReadAgain = new Map<string, { runId: string; readAgain: Set<string> }>();
+  /**
    * Items a plugin failed on in a sharded run, by ledger read and item id: the run, and whether a
    * later run of the same ledger (the same shard) settled the item or read again, to its end, the
    * archives named (its checkpoint stopped at the item, so such a run read it again). Another
@@ -309,6 +316,11 @@ export class AccountBuilder {
     if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
       this.readToEnd.at(-1)!.add(r.sha256);
       for (const f of this.failedInShard.values()) if (f.ledger === this.ledger && f.runId !== run.runId) f.readAgain.add(r.sha256);
+      // Read from the start (a resumed run did not read what its checkpoint passed over).
+      if (Number(r.itemsDoneEarlier ?? 0) === 0) {
+        const ledger = `${this.ledger}\u0000`;
+        for (const [key, x] of this.rejectReadAgain) if (key.startsWith(ledger) && x.runId !== run.runId) x.readAgain.add(r.sha256);
+      }
       if (r.sha256 === this.latestSha256) {
         this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
         this.entriesNotRead = Number(r.entriesNotRead ?? 0);
@@ -340,6 +352,7 @@ export class AccountBuilder {
       const kept = outcome === 'rejected';
       const before = this.rejects.get(key);
       if (!before || (kept && !before.kept)) this.rejects.set(key, { seq: r.seq, outcome, runId: r.runId, kept, reason: String(kept ? r.reason : (r.rejectReason ?? r.reason)) });
+      this.rejectReadAgain.set(`${this.ledger}\u0000${key}`, { runId: r.runId, readAgain: new Set() });
       const by = this.rejectedBy.get(key) ?? { itemId, runs: new Set<string>(), ledgers: new Set<number>() };
       by.runs.add(r.runId);
       by.ledgers.add(this.ledger);
@@ -368,9 +381,10 @@ export class AccountBuilder {
    * it did, whatever the order the ledgers are read in.
    */
   private standingRejects(): (Winner & { kept: boolean; reason: string; itemId: string })[] {
+    const readAgain = (ledger: number, key: string) => this.latestSha256 !== undefined && this.rejectReadAgain.get(`${ledger}\u0000${key}`)?.readAgain.has(this.latestSha256) === true;
     return [...this.rejects].flatMap(([key, w]) => {
       const { itemId, runs, ledgers } = this.rejectedBy.get(key)!;
-      return [...ledgers].some((ledger) => runs.has(this.lastRunOf.get(`${ledger}\u0000${itemId}`)!)) ? [{ ...w, itemId }] : [];
+      return [...ledgers].some((ledger) => runs.has(this.lastRunOf.get(`${ledger}\u0000${itemId}`)!) && !readAgain(ledger, key)) ? [{ ...w, itemId }] : [];
     });
   }
 
@@ -418,7 +432,8 @@ export class AccountBuilder {
     const routedIds = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1)));
     // A union: an item some shards rejected and others delivered is one routed item, its rejections a split verdict.
     const standing = this.standingRejects();
-    const rejectedInSomeShards = this.union ? new Set(standing.filter((x) => routedIds.has(x.itemId)).map((x) => x.itemId)) : new Set<string>();
+    // Not a duplicate id's rejection: its id is the delivered item's by definition.
+    const rejectedInSomeShards = this.union ? new Set(standing.filter((x) => routedIds.has(x.itemId) && !x.reason.startsWith(RejectReason.DUPLICATE_ID)).map((x) => x.itemId)) : new Set<string>();
     const rejects = standing.filter((x) => !rejectedInSomeShards.has(x.itemId));
     const rejectsByReason: Record<string, number> = {};
     for (const x of rejects) if (x.kept) rejectsByReason[x.reason] = (rejectsByReason[x.reason] ?? 0) + 1;
