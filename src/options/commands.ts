@@ -58,7 +58,7 @@ export const OPTIONS = [
     range: PLUGIN_TIMEOUT_RANGE,
     env: 'PIVOT_ARCHIVE_PLUGIN_TIMEOUT',
     commands: ['run'],
-    describe: `seconds a plugin may take on one item (${PLUGIN_TIMEOUT_RANGE.min} to ${PLUGIN_TIMEOUT_RANGE.max}); an item it has not finished by then is rejected as plugin:NAME and kept in --rejects`,
+    describe: `seconds a plugin may take on one item (${PLUGIN_TIMEOUT_RANGE.min} to ${PLUGIN_TIMEOUT_RANGE.max}); an item it has not finished by then is rejected as plugin:NAME and kept in --rejects; a plugin that has not loaded by then stops the run (E_PLUGIN_LOAD)`,
   },
   {
     key: 'config',
