@@ -90,6 +90,8 @@ export interface OutcomeRecord extends RunStamp {
   version?: string;
   /** Where the sink holds it (delivered or found there): see `Stored.location`. */
   location?: string;
+  /** A failure whose error says what the sink stored before may be gone too (a folder deleted, a failing disk): earlier deliveries are not counted as there. */
+  storageLost?: true;
 }
 
 /** Something worth knowing about a delivered item, e.g. an attachment missing from the archive. */

@@ -213,7 +213,8 @@ class Settlement {
     } else if (line.record === 'outcome') {
       if (line.exportId === null) return;
       const e = this.touch(line.runId, line.exportId);
-      if (e && line.mailbox === null && line.outcome === 'failed' && this.runInScope(line.runId)) e.suspect = true;
+      // A rejected item not kept, or the store found lost (what was delivered before is not counted as there).
+      if (e && line.outcome === 'failed' && (line.mailbox === null || line.storageLost === true) && this.runInScope(line.runId)) e.suspect = true;
     } else if (line.record === 'summary') {
       const notWhole = Array.isArray(line.exportsNotWhole) ? line.exportsNotWhole : [];
       for (const id of notWhole) this.touch(line.runId, id);
@@ -296,6 +297,7 @@ function notComplete(a: ExportAccount, readToEnd: boolean): ExportNotComplete | 
   if (i.failedInShards) reasons.push(`${plural(i.failedInShards, 'item', 'items')} a plugin failed on in this shard: this shard's copies are in no mailbox and no rejects folder (run the shard again once the plugin works)`);
   if (i.entriesNotRead) reasons.push(`${plural(i.entriesNotRead, 'archive entry', 'archive entries')} named like a messages file ${i.entriesNotRead === 1 ? 'was' : 'were'} not read: their events are counted nowhere`);
   if (!a.balanced) reasons.push(`its counters do not add up (status --export ${a.exportId} shows them)`);
+  if (a.pairs.lostFromStore) reasons.push(`${plural(a.pairs.lostFromStore, 'pair', 'pairs')} delivered (or found there) before a later run found the store lost (a folder deleted, a failing disk): not confirmed in their mailboxes; run the export again (it reads from the start) or verify --sink`);
   // Failed pairs alone are `failedNotDelivered`'s (within the scope); a cause not named above is still one.
   if (reasons.length === 0 && a.pairs.failed > 0) return undefined;
   if (reasons.length === 0) reasons.push(`status --export ${a.exportId} calls it INCOMPLETE`);

@@ -212,10 +212,24 @@ test('with --state-dir, a folder removed between a killed run and its resume is 
   const { summary } = await readStatusLog(join(state, 'runs', runs.at(-1)!));
   t.true(summary.storageLost === true || summary.failed > 0, JSON.stringify(summary));
   t.deepEqual((await readdir(checkpoints)).filter((n) => n.endsWith('.json')), [], 'no checkpoint: the next run reads the export from the start');
+  // What went with the folder is not counted as there (was: COMPLETE, exit 0, when a write found the loss).
+  const exportStatus = async () => {
+    const status = await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23', '--json']);
+    return { code: status.code, account: (JSON.parse(status.stdout) as { account: { complete: boolean; pairs: { failed: number } } }).account };
+  };
+  const lost = await exportStatus();
+  t.is(lost.code, 1);
+  t.false(lost.account.complete);
+  const verified = await cli(['verify', '--state-dir', state, '--json']);
+  t.is(verified.code, 1, verified.stdout);
 
   const again = await cli(args);
   t.is(again.code, 0, again.stderr);
   await assertAsReference(t, out, expected);
+  const whole = await exportStatus();
+  t.is(whole.code, 0);
+  t.true(whole.account.complete);
+  t.is(whole.account.pairs.failed, 0);
 });
 
 test('with --state-dir, a checkpoint whose folders the sink cannot take (edited by hand) is not resumed: the run reads the export from the start, and delivers everything', async (t) => {

@@ -101,7 +101,8 @@ export interface ExportAccount {
   items: { inArchive?: number; addedByPlugins: number; rejectedKept: number; rejectedNotKept: number; routed: number; notYetRead?: number; entriesNotRead?: number; failedInShards?: number; rejectedInSomeShards?: number };
   /** The export's records after the ledger's last checkpoint: no signature covers them yet. */
   unsealed: number;
-  pairs: { total: number; delivered: number; skipped: number; failed: number };
+  /** `lostFromStore` (among `failed`): pairs delivered or found there before a later run found the store lost. */
+  pairs: { total: number; delivered: number; skipped: number; failed: number; lostFromStore?: number };
   /**
    * The shard (`K/N`) the export's runs in this ledger delivered (--shard): the account is that
    * shard's part. Its pairs add up on their own; the items equation only across all N shards
@@ -219,6 +220,15 @@ export class AccountBuilder {
   private readonly failedInShard = new Map<string, { seq: number; ledger: number; runId: string; itemId: string; settledLater: boolean; readAgain: Set<string> }>();
   /** Which ledger the records come from: 0, then 1, 2, ... in a union. */
   private ledger = 0;
+  /**
+   * By ledger, the seq of its latest failure whose error said the store may have lost what it held
+   * (`storageLost`: a folder deleted, a failing disk). A pair delivered or found there before it is
+   * no longer counted there (failed) until a later record of it says so again: the run that found
+   * the loss resumed past items never read again, which the next run reads from the start.
+   */
+  private readonly storeLostAt = new Map<number, number>();
+  /** The ledger each mailbox's records are in (a mailbox is one shard's). */
+  private readonly ledgerOf = new Map<string, number>();
   private readonly problems: ItemProblem[] = [];
   private readonly sha256s = new Set<string>();
   private readonly mailboxes = new Map<string, MailboxAccount>();
@@ -359,9 +369,22 @@ export class AccountBuilder {
       this.rejectedBy.set(key, by);
       return;
     }
+    if (outcome === 'failed' && r.storageLost === true) this.storeLostAt.set(this.ledger, r.seq);
+    this.ledgerOf.set(mailbox, this.ledger);
     const key = `${mailbox}\u0000${itemId}`;
     const before = this.pairs.get(key);
-    if (!before || RANK[outcome] > RANK[before.outcome]) this.pairs.set(key, { seq: r.seq, outcome, runId: r.runId });
+    if (!before || this.lostSince(mailbox, before.seq) || RANK[outcome] > RANK[before.outcome]) this.pairs.set(key, { seq: r.seq, outcome, runId: r.runId });
+  }
+
+  /** Whether the store of `mailbox` was found lost after the record at `seq`: what it said is there may be gone. */
+  private lostSince(mailbox: string, seq: number): boolean {
+    const lostAt = this.storeLostAt.get(this.ledgerOf.get(mailbox) ?? -1);
+    return lostAt !== undefined && seq < lostAt;
+  }
+
+  /** A pair's final outcome: its winner's, but failed when the store was found lost after it. */
+  private finalOutcome(mailbox: string, w: { seq: number; outcome: ItemLine['outcome'] }): ItemLine['outcome'] {
+    return w.outcome !== 'failed' && this.lostSince(mailbox, w.seq) ? 'failed' : w.outcome;
   }
 
   /** How many runs touched the export (known after the first pass). */
@@ -397,6 +420,8 @@ export class AccountBuilder {
   readonly second = (r: LedgerRecordLike, winners: Set<number>, each?: (line: ItemLine) => void): void => {
     if (r.record !== 'outcome' || r.exportId !== this.exportId || !winners.has(r.seq)) return;
     const line = itemLine(r);
+    const lost = line.mailbox !== null && line.outcome !== 'failed' && this.lostSince(line.mailbox, r.seq);
+    if (lost) line.outcome = 'failed';
     each?.(line);
     if (line.mailbox !== null) {
       const m = this.mailboxes.get(line.mailbox) ?? { mailbox: line.mailbox, delivered: 0, skipped: 0, failed: 0, runs: [] };
@@ -418,7 +443,7 @@ export class AccountBuilder {
         mailbox: line.mailbox,
         outcome: line.outcome,
         reason: line.reason ?? '',
-        detail: String(r.detail ?? ''),
+        detail: lost ? STORE_LOST_DETAIL : String(r.detail ?? ''),
         ...(line.kept ? { kept: line.kept } : {}),
         runId: line.runId,
         at: line.at,
@@ -427,8 +452,13 @@ export class AccountBuilder {
   };
 
   result(): ExportAccount {
-    const count = (o: ItemLine['outcome']) => [...this.pairs.values()].filter((w) => w.outcome === o).length;
-    const pairs = { total: this.pairs.size, delivered: count('delivered'), skipped: count('skipped'), failed: count('failed') };
+    const tally = { delivered: 0, skipped: 0, failed: 0, rejected: 0, lostFromStore: 0 };
+    for (const [key, w] of this.pairs) {
+      const final = this.storeLostAt.size === 0 ? w.outcome : this.finalOutcome(key.slice(0, key.indexOf('\u0000')), w);
+      tally[final]++;
+      if (final !== w.outcome) tally.lostFromStore++;
+    }
+    const pairs = { total: this.pairs.size, delivered: tally.delivered, skipped: tally.skipped, failed: tally.failed, ...(tally.lostFromStore > 0 ? { lostFromStore: tally.lostFromStore } : {}) };
     const routedIds = new Set([...this.pairs.keys()].map((k) => k.slice(k.indexOf('\u0000') + 1)));
     // A union: an item some shards rejected and others delivered is one routed item, its rejections a split verdict.
     const standing = this.standingRejects();
@@ -476,6 +506,9 @@ export class AccountBuilder {
     };
   }
 }
+
+/** Why a pair delivered (or found there) counts failed after all. */
+const STORE_LOST_DETAIL = 'delivered (or found there), but a later run found the store lost (a folder deleted, a failing disk): not counted as there until a run confirms it; the next run reads the export from the start';
 
 /** A ledger record as the account reads it (fields by name; the ledger is read, not trusted for types). */
 export type LedgerRecordLike = { seq: number; record: string; runId: string; at: string } & Record<string, unknown>;

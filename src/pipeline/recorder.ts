@@ -114,10 +114,11 @@ export class Recorder {
     await this.statusLog.write(this.outcome(line, outcome));
   }
 
-  async failed(line: OutcomeLine, reason: FailReasonValue, detail: string): Promise<void> {
+  /** `storageLost`: the sink's error says what it stored before may be gone too (a folder deleted, a failing disk): the ledger's account then stops counting earlier deliveries as there. */
+  async failed(line: OutcomeLine, reason: FailReasonValue, detail: string, storageLost = false): Promise<void> {
     this.counters.failed++;
     this.logger.error(`delivery of item ${JSON.stringify(line.itemId)} to ${line.mailbox} failed: ${detail}`);
-    await this.statusLog.write({ ...this.outcome(line, 'failed'), reason, detail });
+    await this.statusLog.write({ ...this.outcome(line, 'failed'), reason, detail, ...(storageLost ? { storageLost: true } : {}) });
   }
 
   async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: RejectReasonValue, detail: string, kept: string): Promise<void> {

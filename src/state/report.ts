@@ -77,7 +77,7 @@ export function formatExportStatus(a: ExportAccount, ledger: LedgerCheck, mailbo
       : `  items: in archive ${i.inArchive ?? '?'}${i.addedByPlugins ? ` + added by plugins ${i.addedByPlugins}` : ''} = rejected and kept ${i.rejectedKept} + rejected not kept ${i.rejectedNotKept} + routed ${i.routed} + not read yet ${i.notYetRead ?? '?'}${i.entriesNotRead ? `; and ${i.entriesNotRead} archive ${i.entriesNotRead === 1 ? 'entry' : 'entries'} named like a messages file NOT read: their events are counted nowhere (see the run's notes)` : ''}`,
     ...(i.rejectedInSomeShards ? [`  ${i.rejectedInSomeShards} item(s) ${REJECTED_IN_SOME_SHARDS}`] : []),
     ...(i.failedInShards ? [`  ${i.failedInShards} item(s) a plugin failed on in a shard: that shard's copies are in no mailbox and no rejects folder; run that shard again once the plugin works (it reads them again)`] : []),
-    `  (mailbox, item) pairs: ${p.total} = delivered ${p.delivered} + already there ${p.skipped} + failed ${p.failed}`,
+    `  (mailbox, item) pairs: ${p.total} = delivered ${p.delivered} + already there ${p.skipped} + failed ${p.failed}${p.lostFromStore ? ` (of which ${p.lostFromStore} delivered or found there before a later run found the store lost: a folder deleted, a failing disk; run the export again)` : ''}`,
     `  counters add up ${a.balanced ? 'yes' : 'NO'}${rejects ? `; rejected by reason: ${rejects}` : ''}`,
     `  mailboxes ${a.mailboxes.length}:`,
     ...a.mailboxes.slice(0, mailboxesShown).map((m) => `    ${m.mailbox}: delivered ${m.delivered}, already there ${m.skipped}, failed ${m.failed} (runs ${m.runs.length})`),
