@@ -141,6 +141,21 @@ withServer('Azurite (Azure Blob)', AZURITE_BLOB ? undefined : azuriteMissingMess
     t.not((await record()).finishedAt, undefined, 'finished by this run once indexed');
   });
 
+  test('azblob: a run whose export went idle (its lease given up) and no other run took it marks its staging finished at close (was: left under way, an import refused the export as part-way after the run exited 0)', async (t) => {
+    t.timeout(120_000);
+    const exportId = 'acme-2026-11-23';
+    const sink = createAzureBlobSink('azblob://idle-close/ex?linger=20', { env: azurite.env });
+    await sink.open();
+    t.is((await sink.write({ ...delivery(1), exportId })).outcome, 'delivered');
+    // Idle for its idle time (at least 5 s) before the run ends: a loaded host's end of run takes that long.
+    await new Promise((resolve) => setTimeout(resolve, 7000));
+    sink.exportSettled(exportId);
+    await sink.close();
+    const run = parseStagingRun((await azurite.container('idle-close').getBlobClient(`ex/${exportId}/staging.run`).downloadToBuffer()).toString('utf8'));
+    t.not(run.finishedAt, undefined);
+    t.regex(String(run.index), /index-/);
+  });
+
   test('azblob: blob names and metadata stay ASCII for a non-ASCII export id (Azure refuses other metadata; Azurite would not)', async (t) => {
     const sink = createAzureBlobSink('azblob://metadata-check/x?linger=20', { env: azurite.env });
     await sink.open();

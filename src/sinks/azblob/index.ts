@@ -273,6 +273,13 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
    * run wrote its own since.
    */
   private readonly runs = new Map<string, Promise<{ run: StagingRun; etag?: string }>>();
+  /**
+   * By export, the record this run last wrote, kept when an idle export's lease is given up (which
+   * drops `runs`, so a later batch says under way again): marked finished after the index if no
+   * other run wrote its own since (`If-Match`). Was: dropped with it, so a run whose end took
+   * longer than the idle time (a loaded host) left its staging under way, and exited 0.
+   */
+  private readonly lastRuns = new Map<string, Promise<{ run: StagingRun; etag?: string }>>();
   /** Exports the run read to the end with every item settled: the only ones an index may call whole. */
   private readonly settled = new Set<string>();
   protected readonly lifecycle = new SinkLifecycle('azblob', {
@@ -414,7 +421,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
    * still this run's (`If-Match`): a run that started since keeps its record, under way.
    */
   private async finishRun(exportId: string, index: string, at: Date): Promise<void> {
-    const started = await this.runs.get(exportId)?.catch(() => undefined);
+    const started = await (this.runs.get(exportId) ?? this.lastRuns.get(exportId))?.catch(() => undefined);
     if (!started) return;
     const body = stagingRunText({ ...started.run, finishedAt: at.toISOString(), index });
     try {
@@ -661,6 +668,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
         this.leases.delete(exportId);
         this.exportHasBatches.delete(exportId);
         // Another run may stage the export and mark its staging finished meanwhile: under the next lease this run says it is under way again.
+        const run = this.runs.get(exportId);
+        if (run) this.lastRuns.set(exportId, run);
         this.runs.delete(exportId);
         if (this.window?.prefix.startsWith(exportFolder(this.config, exportId))) this.window = null;
         const done = held.lease.release();
