@@ -90,12 +90,13 @@ export class Settler {
     try {
       stored = await this.sink.write(d);
     } catch (err) {
-      if (storageLost(err)) this.storageLostNow();
-      await this.recorder.failed(this.outcomeLine(d), FailReason.SINK_ERROR, errorMessage(err), storageLost(err));
+      const lost = storageLost(err);
+      if (lost) this.storageLostNow();
+      await this.recorder.failed(this.outcomeLine(d), FailReason.SINK_ERROR, errorMessage(err), lost);
       // The sink refuses its own spec (a folder name the server will never take): every write would
       // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).
       if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) this.halt(err as Error);
-      return storageLost(err) ? 'storage-fault' : false;
+      return lost ? 'storage-fault' : false;
     }
     await this.recorder.delivered(this.outcomeLine(d, stored.location), stored.outcome);
     return true;

@@ -177,15 +177,9 @@ export class PluginRegistry {
    */
   private async withinTimeLimit(returned: PluginResult | Promise<PluginResult>): Promise<PluginResult | typeof TIMED_OUT> {
     if (typeof (returned as { then?: unknown } | null)?.then !== 'function') return returned as PluginResult;
-    let timer: NodeJS.Timeout | undefined;
-    const limit = new Promise<typeof TIMED_OUT>((resolve) => {
-      timer = setTimeout(resolve, this.timeLimitSeconds * 1000, TIMED_OUT);
-    });
-    try {
-      return await Promise.race([returned, limit]);
-    } finally {
-      clearTimeout(timer);
-    }
+    // As a promise of ours: a plugin's thenable whose then() throws is its rejection.
+    const result = Promise.resolve(returned);
+    return (await whichEndsFirst(result, this.timeLimitSeconds * 1000)) === 'timed out' ? TIMED_OUT : await result;
   }
 }
 
@@ -263,7 +257,7 @@ export async function loadPlugin(specifier: string, cwd: string, limits: { timeL
   }
 }
 
-/** Whether `work` settled (either way) before `ms` passed and before `stop`; the timer also keeps the process alive meanwhile. */
+/** Whether `work` settled (either way) before `ms` passed and before `stop`; the timer also keeps the process alive meanwhile (a promise alone does not). */
 async function whichEndsFirst(work: Promise<unknown>, ms: number, stop?: AbortSignal): Promise<'settled' | 'timed out' | 'stopped'> {
   let timer: NodeJS.Timeout | undefined;
   let onStop = () => {};
