@@ -164,6 +164,20 @@ test('--inbox: a run that finds the lock held (exit 3) leaves a run log of its o
   t.regex(status.stdout, /E_LOCKED/);
 });
 
+test('--inbox: a state dir that cannot be locked (a file in its place, as a full or read-only disk refuses the lock) records the failure in --status-log, as a plain run does: exit 2', async (t) => {
+  const { dir, inbox, state, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a1.zip'), { events: 40, seed: 1, edgeCases: false });
+  await utimes(join(inbox, 'a1.zip'), old(30), old(30));
+  await writeFile(state, 'not a directory');
+  const statusLog = join(dir, 'status.jsonl');
+  const result = await cli([...common, '--status-log', statusLog]);
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.log, /E_CONFIG: state dir .* cannot be used/);
+  t.deepEqual(await readdir(inbox), ['a1.zip'], 'left for the next run');
+  const records = (await readFile(statusLog, 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.like(records.at(-1), { record: 'failure', code: 'E_CONFIG', exitCode: 2, archive: inbox }, 'the run is recorded where it can be');
+});
+
 test('settleState: an archive is taken once its mtime is --settle old, or once runs have seen it unchanged for --settle seconds (a future mtime), never after a quick second look', (t) => {
   const now = Date.parse('2026-11-23T12:00:00Z');
   const file = { dev: 1, ino: 2, size: 1000, mtimeMs: now - 5_000 };

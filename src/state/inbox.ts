@@ -377,8 +377,9 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
   const release = dry
     ? async () => undefined
     : await state.lock().catch(async (err: unknown) => {
-        // Recorded as a plain run that finds the lock held is: a run log of its own, the holder's files untouched.
-        if (errorCodeOf(err) === ErrorCode.LOCKED) await recordFailureBeforeStart(records, err, { archive: inbox });
+        // Recorded as a plain run's is: a lock held gets a run log of its own (the holder's files untouched); a state
+        // dir that cannot be locked (full, read-only, a file in its place) the status log, where there is one.
+        await recordFailureBeforeStart(records, err, { archive: inbox });
         throw err;
       });
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
