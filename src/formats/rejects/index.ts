@@ -1,13 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { link, open, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { link, open, rename, stat, unlink } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { positionText, type AttachmentRef, type ExportContext, type Rejection } from '../../model.js';
 import type { ZipEntry } from '../zip/index.js';
 import { sha256Hex } from '../../hash.js';
-import { fsyncDir, makeDirectory } from '../../fs-util.js';
+import { fsyncDir, isCode, makeDirectory } from '../../fs-util.js';
 import { PivotArchiveError } from '../../errors.js';
 import { oneLine } from '../one-line.js';
 
@@ -34,21 +34,48 @@ export class RejectsFolder {
 
   constructor(readonly dir: string) {}
 
-  /** Keeps the item; resolves to its folder. Rejects when anything could not be written durably. */
+  /**
+   * Keeps the item; resolves to its folder. Rejects when anything could not be written durably.
+   * The event's bytes are written to a temporary file and published by a hard link that never
+   * replaces: a folder kept by an earlier run is never rewritten (a crash mid-rewrite would leave
+   * neither copy), and when it holds other bytes (a corrected re-delivery of the export, its event
+   * at the same place changed) this version is kept beside it, in `<folder>.<sha256 prefix>`.
+   */
   async keep(source: RejectsSource, item: Rejection): Promise<string> {
     const exportDir = join(this.dir, safeName(source.exportId));
     const id = item.itemId || `(no id) ${positionText(item.position)}`;
-    const folder = join(exportDir, `${safeName(id)}@${item.position.file}.${item.position.index}`);
-    await makeDirectory(folder);
-    await writeDurably(join(folder, 'event.json'), async (out) => {
-      if (item.bytes) out.end(item.bytes);
-      else if (item.tooLarge) await source.copyEventBytes(item.position, item.tooLarge, out);
-      // Only an item a plugin made has no bytes of its own in the archive.
-      else out.end(JSON.stringify(item.raw));
-    });
-    await writeDurably(join(folder, 'reason.txt'), async (out) => {
-      out.end(`${item.reason}: ${oneLine(item.detail)}\n`);
-    });
+    const place = `${safeName(id)}@${item.position.file}.${item.position.index}`;
+    await makeDirectory(exportDir);
+    const temporary = temporaryName(exportDir);
+    let folder: string;
+    try {
+      const digest = await writeDurably(temporary, async (out) => {
+        if (item.bytes) out.end(item.bytes);
+        else if (item.tooLarge) await source.copyEventBytes(item.position, item.tooLarge, out);
+        // Only an item a plugin made has no bytes of its own in the archive.
+        else out.end(JSON.stringify(item.raw));
+      });
+      folder = join(exportDir, place);
+      if (!(await publish(temporary, folder, 'event.json', digest))) {
+        folder = join(exportDir, `${place}.${digest.slice(0, VERSION_DIGITS)}`);
+        if (!(await publish(temporary, folder, 'event.json', digest))) {
+          throw new Error(`${join(folder, 'event.json')} holds other bytes than this version of the event (sha256 ${digest}), which it is named after`);
+        }
+      }
+    } finally {
+      await unlink(temporary).catch(() => undefined);
+    }
+    // The reason of this version, replaced whole (a rename): it says why the latest run rejected it.
+    const reasonTemporary = temporaryName(folder);
+    try {
+      await writeDurably(reasonTemporary, async (out) => {
+        out.end(`${item.reason}: ${oneLine(item.detail)}\n`);
+      });
+      await rename(reasonTemporary, join(folder, 'reason.txt'));
+    } catch (err) {
+      await unlink(reasonTemporary).catch(() => undefined);
+      throw err;
+    }
     const refs = Array.isArray(item.raw.attachments) ? (item.raw.attachments as AttachmentRef[]) : [];
     let linked = false;
     for (const ref of refs) {
@@ -66,9 +93,11 @@ export class RejectsFolder {
         linked = true;
         continue;
       }
-      await link(blob, join(folder, 'attachments', safeName(ref.id))).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST') throw err; // kept by an earlier run
-      });
+      // Kept by an earlier run: the same bytes stay linked; other bytes (a corrected re-delivery) go beside them.
+      const digest = basename(blob);
+      if (!(await publish(blob, join(folder, 'attachments'), safeName(ref.id), digest))) {
+        await publish(blob, join(folder, 'attachments'), `${safeName(ref.id)}.${digest.slice(0, VERSION_DIGITS)}`, digest);
+      }
       linked = true;
     }
     if (linked) await fsyncDir(join(folder, 'attachments'));
@@ -85,20 +114,15 @@ export class RejectsFolder {
       blob = (async () => {
         const dir = join(exportDir, 'attachments');
         await makeDirectory(dir);
-        const temporary = join(dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-        const hash = createHash('sha256');
-        const hashing = new Transform({
-          transform(chunk: Buffer, _encoding, done) {
-            hash.update(chunk);
-            done(null, chunk);
-          },
-        });
+        const temporary = temporaryName(dir);
         try {
-          await writeDurably(temporary, async (out) => {
-            await pipeline(entry.open(), hashing, out);
+          const digest = await writeDurably(temporary, (out) => pipeline(entry.open(), out));
+          const final = join(dir, digest);
+          // Never replaced: the same bytes under the same name, and the links made to it before stay its links.
+          await link(temporary, final).catch((err: unknown) => {
+            if (!isCode(err, 'EEXIST')) throw err;
           });
-          const final = join(dir, hash.digest('hex'));
-          await rename(temporary, final); // same bytes under the same name: replacing is harmless
+          await unlink(temporary);
           await fsyncDir(dir);
           return final;
         } catch (err) {
@@ -113,18 +137,61 @@ export class RejectsFolder {
   }
 }
 
-/** Writes a file through `fill`, then fsyncs it, so a kept original survives a crash. */
-async function writeDurably(path: string, fill: (out: Writable) => Promise<void>): Promise<void> {
-  const out = createWriteStream(path);
-  const finished = new Promise<void>((resolve, reject) => {
-    out.on('finish', resolve);
-    out.on('error', reject);
+/** Versions of one event kept beside the first are told apart by this many hex digits of their sha256. */
+const VERSION_DIGITS = 16;
+
+/** A name in `dir` no other writer uses (a dot first: no kept item is named so). */
+function temporaryName(dir: string): string {
+  return join(dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+/**
+ * Publishes the durable file `temporary` (its sha256 `digest`) as `folder/name` by a hard link,
+ * never replacing a file there: true when it is there now (linked, or the same bytes kept
+ * before), false when that name holds other bytes.
+ */
+async function publish(temporary: string, folder: string, name: string, digest: string): Promise<boolean> {
+  await makeDirectory(folder);
+  const target = join(folder, name);
+  try {
+    await link(temporary, target);
+    return true;
+  } catch (err) {
+    if (!isCode(err, 'EEXIST')) throw err;
+  }
+  // The same file (an attachment's blob linked before) needs no reading.
+  const [there, ours] = await Promise.all([stat(target), stat(temporary)]);
+  return (there.ino === ours.ino && there.dev === ours.dev) || (await fileSha256(target)) === digest;
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Writes a file through `fill`, then fsyncs it, so a kept original survives a crash; resolves to
+ * the sha256 (hex) of what was written.
+ */
+async function writeDurably(path: string, fill: (out: Writable) => Promise<void>): Promise<string> {
+  const hash = createHash('sha256');
+  const hashing = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
   });
-  await Promise.all([fill(out), finished]);
+  const filled = fill(hashing).catch((err: unknown) => {
+    hashing.destroy(err as Error); // the file's write stream is closed, not left open
+    throw err;
+  });
+  await Promise.all([filled, pipeline(hashing, createWriteStream(path))]);
   const handle = await open(path, 'r+');
   try {
     await handle.sync();
   } finally {
     await handle.close();
   }
+  return hash.digest('hex');
 }
