@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { crc32, createInflateRaw } from 'node:zlib';
@@ -146,6 +147,8 @@ const DIRECTORY_WINDOW = 64 * 1024;
 /** What the central directory says of one entry: only the numbers that are checked and read by. */
 interface DirectoryRecord {
   name: string;
+  /** Bytes of the name as stored (its decoded form may be longer in UTF-8): the least the local header holds. */
+  nameLength: number;
   flags: number;
   method: number;
   crc32: number;
@@ -216,11 +219,29 @@ function safeNumber(value: bigint, what: string): number {
   return Number(value);
 }
 
+/** General purpose flag bit 11: the name (and comment) is UTF-8 (APPNOTE 4.4.4). */
+const UTF8_NAME_FLAG = 0x800;
+/** Bytes 0x80-0xFF in IBM code page 437, the encoding of a zip name without the UTF-8 flag (APPNOTE appendix D). */
+const CP437_HIGH =
+  'ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u00a0';
+
+/**
+ * An entry's name from its stored bytes: UTF-8 when flagged so, or when the bytes are valid UTF-8
+ * (Info-ZIP's zip on Linux writes UTF-8 names without the flag); else code page 437, as APPNOTE
+ * says (Windows' own zipper): read as UTF-8, each such byte was U+FFFD, so two names became one.
+ */
+function entryName(bytes: Buffer, flags: number): string {
+  if (flags & UTF8_NAME_FLAG || isUtf8(bytes)) return bytes.toString('utf8');
+  let name = '';
+  for (const byte of bytes) name += byte < 0x80 ? String.fromCharCode(byte) : CP437_HIGH[byte - 0x80];
+  return name;
+}
+
 /**
  * The central directory's records, read forward from `offset` in windows, so its size costs a
  * window, and each entry only the few numbers kept (unzipper's own directory made about 1 KB of
  * objects an entry, 20 MB for 20,000 attachments, before anything was checked). Names are read
- * as UTF-8, sizes and offsets from the ZIP64 extra field when the 32-bit ones are saturated.
+ * as `entryName` says, sizes and offsets from the ZIP64 extra field when the 32-bit ones are saturated.
  * Read by the directory's size, not its count: the records must fill it exactly, and be as many
  * as the count says (a count short by one would hide the last entry from us, not from others).
  */
@@ -249,7 +270,8 @@ async function readDirectoryRecords(read: (at: number, length: number) => Promis
     const length = CENTRAL_HEADER_SIZE + nameLength + extraLength + window.readUInt16LE(h + 32);
     if (at + length > end) throw runsPast();
     h = await have(at, length);
-    const name = window.toString('utf8', h + CENTRAL_HEADER_SIZE, h + CENTRAL_HEADER_SIZE + nameLength);
+    const flags = window.readUInt16LE(h + 8);
+    const name = entryName(window.subarray(h + CENTRAL_HEADER_SIZE, h + CENTRAL_HEADER_SIZE + nameLength), flags);
     let compressedSize = window.readUInt32LE(h + 20);
     let uncompressedSize = window.readUInt32LE(h + 24);
     let localOffset = window.readUInt32LE(h + 42);
@@ -271,7 +293,8 @@ async function readDirectoryRecords(read: (at: number, length: number) => Promis
     }
     records.push({
       name,
-      flags: window.readUInt16LE(h + 8),
+      nameLength,
+      flags,
       method: window.readUInt16LE(h + 10),
       crc32: window.readUInt32LE(h + 16),
       compressedSize,
@@ -486,7 +509,7 @@ function refuseOverlaps(archivePath: string, entries: DirectoryRecord[], central
   for (let i = 0; i < sorted.length; i++) {
     const entry = sorted[i]!;
     // 30 bytes of local header plus the name at the least precede the data.
-    const end = entry.offset + 30 + Buffer.byteLength(entry.name) + entry.compressedSize;
+    const end = entry.offset + 30 + entry.nameLength + entry.compressedSize;
     const next = i + 1 < sorted.length ? sorted[i + 1]!.offset : centralDirectoryOffset;
     entry.limit = Number.isFinite(next) ? next : Infinity;
     if (Number.isFinite(next) && end > next) {
