@@ -198,6 +198,8 @@ class Settlement {
   private readonly exports = new Map<string, ExportRuns>();
   /** By run, the exports it touched (its start's, its outcomes'). */
   private readonly exportsOf = new Map<string, Set<string>>();
+  /** By mailbox, the seq of the latest failure of a run in scope that found its store lost: every export's earlier pairs there may be gone. */
+  readonly lostMailboxes = new Map<string, number>();
 
   constructor(
     private readonly runInScope: (runId: string) => boolean,
@@ -211,6 +213,7 @@ class Settlement {
       const e = this.touch(line.runId, line.exportId);
       if (e && typeof line.sha256 === 'string') e.latestSha256 = line.sha256;
     } else if (line.record === 'outcome') {
+      if (line.outcome === 'failed' && line.storageLost === true && typeof line.mailbox === 'string' && this.runInScope(line.runId)) this.lostMailboxes.set(line.mailbox, line.seq);
       if (line.exportId === null) return;
       const e = this.touch(line.runId, line.exportId);
       // A rejected item not kept, or the store found lost (what was delivered before is not counted as there).
@@ -235,6 +238,11 @@ class Settlement {
   /** The exports of the scope that may not be settled (each to be reconciled). */
   candidates(): string[] {
     return [...this.exports].filter(([, e]) => e.inScope && (!readWhole(e) || e.entriesNotRead > 0 || e.suspect)).map(([id]) => id);
+  }
+
+  /** Whether `exportId` is one this verify looks at (--export). */
+  covers(exportId: string): boolean {
+    return this.exportId === undefined || exportId === this.exportId;
   }
 
   /** Whether the export's latest archive was read to its end (AccountBuilder's `latestRead`). */
@@ -262,15 +270,24 @@ function readWhole(e: ExportRuns): boolean {
 /**
  * The candidates' accounts, reconciled from the ledger in one more pass (as `status --export`
  * does, src/ledger/account.ts), and those not complete for a cause other than failed pairs. An
- * outcome goes to its export's builder alone (it counts for no other); every other record to all.
+ * outcome goes to its export's builder alone (it counts for no other), but for a store found lost;
+ * every other record to all.
  */
 async function notCompleteExports(path: string, settlement: Settlement): Promise<ExportNotComplete[]> {
-  const ids = settlement.candidates();
-  if (ids.length === 0) return [];
-  const builders = new Map(ids.map((id) => [id, new AccountBuilder(id)]));
+  const ids = new Set(settlement.candidates());
+  // A store found lost (a folder deleted) took what every export had there: those with pairs in it before are candidates too (read once more, only then).
+  const lost = settlement.lostMailboxes;
+  if (lost.size > 0) {
+    for await (const line of ledgerRecords(path)) {
+      if (line.record === 'outcome' && line.exportId !== null && typeof line.mailbox === 'string' && line.seq < (lost.get(line.mailbox) ?? -1) && settlement.covers(line.exportId)) ids.add(line.exportId);
+    }
+  }
+  if (ids.size === 0) return [];
+  const builders = new Map([...ids].map((id) => [id, new AccountBuilder(id)]));
   for await (const line of ledgerRecords(path)) {
     const record = line as unknown as LedgerRecordLike;
-    if (line.record === 'outcome') builders.get(line.exportId ?? '')?.visit(record);
+    // Another export's store-lost failure counts for every export (see AccountBuilder's mailboxLostAt).
+    if (line.record === 'outcome' && line.storageLost !== true) builders.get(line.exportId ?? '')?.visit(record);
     else for (const builder of builders.values()) builder.visit(record);
   }
   const out: ExportNotComplete[] = [];

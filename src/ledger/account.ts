@@ -227,6 +227,12 @@ export class AccountBuilder {
    * the loss resumed past items never read again, which the next run reads from the start.
    */
   private readonly storeLostAt = new Map<number, number>();
+  /**
+   * By ledger and mailbox, the seq of the latest failure of another export's run there whose error
+   * said the store was lost: a folder deleted took this export's messages in it too. Only that
+   * mailbox's pairs (another export's run read nothing of this one, so its loss says nothing of other mailboxes).
+   */
+  private readonly mailboxLostAt = new Map<string, number>();
   /** The ledger each mailbox's records are in (a mailbox is one shard's). */
   private readonly ledgerOf = new Map<string, number>();
   private readonly problems: ItemProblem[] = [];
@@ -271,6 +277,7 @@ export class AccountBuilder {
   readonly visit = (r: LedgerRecordLike): void => {
     if (r.record === 'checkpoint') this.unsealed = 0;
     if (r.exportId === this.exportId && r.record !== 'start') this.unsealed++;
+    if (r.record === 'outcome' && r.exportId !== this.exportId && r.storageLost === true && typeof r.mailbox === 'string') this.mailboxLostAt.set(`${this.ledger}\u0000${r.mailbox}`, r.seq);
     if (r.record === 'start') {
       this.starts.set(r.runId, r);
       if (r.exportId === this.exportId) this.runOf(r.runId);
@@ -378,8 +385,9 @@ export class AccountBuilder {
 
   /** Whether the store of `mailbox` was found lost after the record at `seq`: what it said is there may be gone. */
   private lostSince(mailbox: string, seq: number): boolean {
-    const lostAt = this.storeLostAt.get(this.ledgerOf.get(mailbox) ?? -1);
-    return lostAt !== undefined && seq < lostAt;
+    const ledger = this.ledgerOf.get(mailbox) ?? -1;
+    const lostAt = Math.max(this.storeLostAt.get(ledger) ?? -1, this.mailboxLostAt.get(`${ledger}\u0000${mailbox}`) ?? -1);
+    return seq < lostAt;
   }
 
   /** A pair's final outcome: its winner's, but failed when the store was found lost after it. */
@@ -454,7 +462,7 @@ export class AccountBuilder {
   result(): ExportAccount {
     const tally = { delivered: 0, skipped: 0, failed: 0, rejected: 0, lostFromStore: 0 };
     for (const [key, w] of this.pairs) {
-      const final = this.storeLostAt.size === 0 ? w.outcome : this.finalOutcome(key.slice(0, key.indexOf('\u0000')), w);
+      const final = this.storeLostAt.size === 0 && this.mailboxLostAt.size === 0 ? w.outcome : this.finalOutcome(key.slice(0, key.indexOf('\u0000')), w);
       tally[final]++;
       if (final !== w.outcome) tally.lostFromStore++;
     }
