@@ -43,11 +43,12 @@ const PLAIN_HEADER_TEXT = /^[\x20-\x7e]*$/;
 
 /**
  * A header value that decodes to exactly `value`: kept as it is when it is short-worded
- * printable ASCII, else RFC 2047 words, which carry any character (even CR/LF) encoded.
+ * printable ASCII without a space at either end (a reader drops those: ` m_1` read as `m_1`),
+ * else RFC 2047 words, which carry any character (even CR/LF) encoded.
  */
 function exactText(value: string): string {
   const plain =
-    PLAIN_HEADER_TEXT.test(value) && !value.includes('=?') && value.split(' ').every((word) => word.length <= 70);
+    PLAIN_HEADER_TEXT.test(value) && value.trim() === value && !value.includes('=?') && value.split(' ').every((word) => word.length <= 70);
   return plain ? value : libmime.encodeWord(value, 'Q', 52);
 }
 
