@@ -3,10 +3,10 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { cli } from './helpers/cli.js';
+import { cli, runRecords } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 import { generateSample } from '../src/sample/generate.js';
 
@@ -64,4 +64,25 @@ test('a drop-folder run stopped by a signal before its first archive exits 4 and
   t.is(result.code, 4, result.stderr);
   t.regex(result.stderr, /stopped by a signal before a\.zip/);
   t.true(existsSync(join(inbox, 'a.zip')));
+});
+
+test('a drop-folder run stopped by a signal before an archive records it, as a plain run stopped early does: a failure (E_STOPPED, exit 4) in the run log, the ledger, --status-log and the --json lines', async (t) => {
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'incoming');
+  await mkdir(inbox);
+  await generateSample(join(inbox, 'a.zip'), { events: 50, seed: 3 });
+  const anHourAgo = new Date(Date.now() - 3_600_000);
+  await utimes(join(inbox, 'a.zip'), anHourAgo, anHourAgo);
+  const preload = join(dir, 'term-at-load.mjs');
+  await writeFile(preload, TERM_AT_LOAD);
+  const state = join(dir, 'state');
+  const statusLog = join(dir, 'status.jsonl');
+  const result = await cli(['run', '--inbox', inbox, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', state, '--status-log', statusLog, '--rejects', join(dir, 'r'), '--json'], { env: { NODE_OPTIONS: `--import=${preload}` } });
+  t.is(result.code, 4, result.stderr);
+  t.like(JSON.parse(result.stdout.trim() || '{}'), { record: 'failure', archive: join(inbox, 'a.zip'), outcome: 'stopped', code: 'E_STOPPED', exitCode: 4 });
+  const expected = { record: 'failure', archive: join(inbox, 'a.zip'), code: 'E_STOPPED', exitCode: 4 };
+  t.like((await runRecords(state).catch(() => [])).at(-1), expected, 'the state dir records the run');
+  t.like(JSON.parse((await readFile(statusLog, 'utf8').catch(() => '')).trim().split('\n').at(-1) || '{}'), expected, 'so does --status-log');
+  t.regex(await readFile(join(state, 'ledger.jsonl'), 'utf8').catch(() => ''), /"code":"E_STOPPED"/, 'and the ledger');
+  t.true(existsSync(join(inbox, 'a.zip')), 'left for the next run');
 });

@@ -21,8 +21,8 @@ import { STATE_FILES, STATE_FOLDERS, StateDir } from './index.js';
  * `not-recorded` (everything delivered, but its completion could not be written to the state
  * dir: left in place, the next run re-checks it) carry the run; `already-completed` its sha256;
  * `failed-archive` (refused as a whole, moved to failed/) and `stopped` (a setup error, say the
- * sink gone, that ends the drop-folder run: this archive and those after it are left for the
- * next run) the error's code and exit code.
+ * sink gone, or a signal, that ends the drop-folder run: this archive and those after it are left
+ * for the next run) the error's code and exit code.
  */
 export interface InboxArchiveResult {
   archive: string;
@@ -465,13 +465,17 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     const readWhole = 'error' in delivery ? undefined : readWholeUnder(state, delivery);
     if ('error' in delivery && candidates.length > 0) logger.warn(`cannot tell what the archives are delivered under (${errorMessage(delivery.error)}): none is taken for completed`);
     for (const { name } of candidates) {
+      const path = join(inbox, name);
       if (stop?.aborted) {
-        // Stopped before this archive (a signal, early or between archives): not a success, whatever came before.
-        logger.warn(`stopped by a signal before ${name}: it and the archives after it are left for the next run`);
+        // Stopped before this archive (a signal, early or between archives): not a success, whatever came before; and
+        // recorded, as a plain run stopped before its first delivery is (one stopped before the first archive had no other record).
+        const failure = new PivotArchiveError(ErrorCode.STOPPED, `stopped by a signal before ${name}: it and the archives after it are left for the next run`);
+        logger.warn(failure.message);
+        if (!dry) await recordFailureBeforeStart(records, failure, { archive: path }, true);
+        result.results.push({ archive: name, outcome: 'stopped', reason: `${ErrorCode.STOPPED}: ${failure.message}`, code: ErrorCode.STOPPED, exitCode: ExitCode.INTERRUPTED });
         result.exitCode = worseExitCode(result.exitCode, ExitCode.INTERRUPTED);
         break;
       }
-      const path = join(inbox, name);
       // What the run reads: the file then at the name (one dropped over it meanwhile is not moved).
       const read = await sighting(path);
       // Gone since the listing (another host's drop-folder run moved it to done/, an operator took it back): passed over, no failure.
