@@ -169,7 +169,7 @@ export interface RunSummary extends Counters, RunStamp {
   exportsWithoutIndex?: number;
   /** Staging indexes passed over because the `--public-key` key did not sign them. */
   stagingIndexesUntrusted?: number;
-  /** The sink found, after the last write, storage it wrote to gone (see Sink.lostSinceWritten): the checkpoint is dropped. */
+  /** The sink found, after the last write, storage it wrote to gone, or could not confirm it in place (a server down then: see Sink.lostSinceWritten, the error says which): the checkpoint is dropped. */
   storageLost?: boolean;
   /** A stop signal, after every item settled, cut that look short (Sink LOOK_STOPPED): the folders are not confirmed in place; the checkpoint is dropped, and the run is interrupted unless an error stopped it. */
   lookStopped?: boolean;

@@ -183,7 +183,8 @@ export class Recorder {
       rejectedTotal: rejectedTotal(this.counters),
       interrupted,
       ...(failedOnStop > 0 ? { failedOnStop } : {}),
-      balanced: !error && isBalanced(this.counters) && fields.balanced,
+      // Whether the counters add up, error or not: a chain stopped by an error leaves the units it dropped counted read and settled nowhere, which this finds.
+      balanced: isBalanced(this.counters) && fields.balanced,
       ...(error ? { error } : {}),
       ...(stopped.storageLost ? { storageLost: true } : {}),
       ...(stopped.lookStopped ? { lookStopped: true } : {}),
