@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { settleState } from '../src/state/inbox.js';
 import { cli, runRecords } from './helpers/cli.js';
+import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
 
 // Faults of the drop folder (run --inbox): what a later archive's setup error, a full state dir,
@@ -143,6 +144,28 @@ test('--inbox: an archive taken out of the drop folder mid-run (another host\'s 
   t.deepEqual((await readdir(inbox)).sort(), ['done']);
   t.deepEqual(await readdir(join(inbox, 'done')), ['a1.zip']);
   t.false((await runRecords(state)).some((r) => r.record === 'failure'), 'no failure record');
+});
+
+test('--inbox: an archive another job (another state dir and sink) moved to done/ before this run read it is read there and left there: this sink gets it too, this state dir records it', async (t) => {
+  t.timeout(90_000);
+  const { dir, inbox, state, mail, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a1.zip'), { events: 40, seed: 1, day: '2026-11-22', edgeCases: false });
+  await generateSample(join(inbox, 'a2.zip'), { events: 40, seed: 2, day: '2026-11-23', edgeCases: false });
+  await utimes(join(inbox, 'a1.zip'), old(30), old(30));
+  await utimes(join(inbox, 'a2.zip'), old(20), old(20));
+  // The other job (its own state dir, another sink) completes a2 while this run reads a1, and moves it to done/.
+  const other = join(dir, 'other.mjs');
+  await writeFile(other, `import { existsSync, mkdirSync, renameSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'other-job', version: '1.0.0', hostApi: '^1.0.0', transform(item) { if (++n === 10 && existsSync(${JSON.stringify(join(inbox, 'a2.zip'))})) { mkdirSync(${JSON.stringify(join(inbox, 'done'))}, { recursive: true }); renameSync(${JSON.stringify(join(inbox, 'a2.zip'))}, ${JSON.stringify(join(inbox, 'done', 'a2.zip'))}); } return item; } };\n`);
+  const result = await cli([...common, '--plugin', other, '--json']);
+  t.is(result.code, 0, result.stderr);
+  const lines = jsonLines(result.stdout);
+  t.like(lines.find((l) => l.archive === join(inbox, 'done', 'a2.zip')), { record: 'summary', exportId: 'acme-2026-11-23', failed: 0 }, 'a2 read where the other job left it');
+  t.regex(result.log, /warn a2\.zip: moved to done\/ by another run before this one read it/);
+  t.true((await readMaildir(mail)).some((m) => m.raw.includes('acme-2026-11-23')), "a2's messages are in this run's sink");
+  t.deepEqual((await readdir(join(inbox, 'done'))).sort(), ['a1.zip', 'a2.zip'], 'left in done/, not moved again');
+  const status = await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23']);
+  t.is(status.code, 0, status.stdout);
+  t.regex(status.stdout, /COMPLETE/);
 });
 
 test('--inbox: a run that finds the lock held (exit 3) leaves a run log of its own with the failure, as a plain run does', async (t) => {

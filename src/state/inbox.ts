@@ -184,6 +184,20 @@ async function moveSafely(logger: Logger, path: string, dir: string, name: strin
 }
 
 /**
+ * Where another drop-folder run (of another state dir: another sink's job, another host's) moved
+ * the archive this run listed as `listed` once it completed it: the name in `DIR/done/` (`NAME`, or
+ * `NAME.N` as moveInto gives it) that holds that same file; undefined when none does.
+ */
+async function movedToDone(inbox: string, name: string, listed: Sighting): Promise<string | undefined> {
+  const done = join(inbox, 'done');
+  for (const entry of await readdir(done).catch(() => [] as string[])) {
+    const ours = entry === name || (entry.startsWith(`${name}.`) && /^\d+$/.test(entry.slice(name.length + 1)));
+    if (ours && sameFile(listed, await sighting(join(done, entry)))) return entry;
+  }
+  return undefined;
+}
+
+/**
  * The archives a drop-folder run left because they had not settled, as it saw them, and when a
  * run first saw each as it is (`seenAt`, this host's clock). An archive has settled once its
  * mtime is `--settle` seconds old, or once runs have seen it unchanged for `--settle` seconds: an
@@ -456,7 +470,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         logger.info(`${name}: unchanged for ${config.settleSeconds} s since a run first saw it so: taken`);
       }
       const readAs = await nameToRead(raw, path, name);
-      if (readAs !== undefined) candidates.push({ name: readAs, mtime: info?.mtimeMs ?? 0 });
+      if (readAs !== undefined) candidates.push({ name: readAs, mtime: info?.mtimeMs ?? 0, listed: info && sightingOf(info) });
     }
     if (!dry) await changedInFailed(logger, inbox);
     if (!dry) await writeFile(waitingPath(state), JSON.stringify(waitingNow) + '\n').catch((err: unknown) => logger.warn(`cannot record the archives left to settle in ${waitingPath(state)}: ${errorMessage(err)}`));
@@ -464,8 +478,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     const delivery = await deliveryOf(config, cwd);
     const readWhole = 'error' in delivery ? undefined : readWholeUnder(state, delivery);
     if ('error' in delivery && candidates.length > 0) logger.warn(`cannot tell what the archives are delivered under (${errorMessage(delivery.error)}): none is taken for completed`);
-    for (const { name } of candidates) {
-      const path = join(inbox, name);
+    for (const { name, listed } of candidates) {
+      let path = join(inbox, name);
       if (stop?.aborted) {
         // Stopped before this archive (a signal, early or between archives): not a success, whatever came before; and
         // recorded, as a plain run stopped before its first delivery is (one stopped before the first archive had no other record).
@@ -477,12 +491,24 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         break;
       }
       // What the run reads: the file then at the name (one dropped over it meanwhile is not moved).
-      const read = await sighting(path);
-      // Gone since the listing (another host's drop-folder run moved it to done/, an operator took it back): passed over, no failure.
+      let read = await sighting(path);
+      /** Its name in done/, where another run moved it before this one read it: read there, and left there. */
+      let inDone: string | undefined;
       if (read === undefined && !(await exists(path))) {
-        logger.warn(`${name}: gone from the drop folder before it was read (taken by another run, or by hand): passed over`);
-        continue;
+        // Completed by another state dir's run, which may be another sink's job: this state dir must account for it too
+        // (the sink skips what it holds). Was: passed over, exit 0, and that sink never got it.
+        inDone = listed && (await movedToDone(inbox, name, listed));
+        // Gone elsewhere (an operator took it back, another run failed it): passed over, no failure.
+        if (inDone === undefined) {
+          logger.warn(`${name}: gone from the drop folder before it was read (taken by another run, or by hand): passed over`);
+          continue;
+        }
+        logger.warn(`${name}: moved to done/ by another run before this one read it (${inDone}): read there unless this state dir records it completed, and left there`);
+        path = join(inbox, 'done', inDone);
+        read = await sighting(path);
       }
+      /** How the results name it: relative to the drop folder. */
+      const archive = inDone === undefined ? name : join('done', inDone);
       // A dangling symbolic link: said so (opened, it reads as a file that does not exist).
       const linkedTo = read === undefined ? await readlink(path).catch(() => undefined) : undefined;
       // One that cannot be read is run all the same: it fails as unreadable, and is recorded and moved to failed/.
@@ -498,8 +524,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         }));
       if (digest && completed) {
         logger.info(`${name}: already completed (sha256 ${digest.slice(0, 12)}...)`);
-        if (!keep && !dry) await moveSafely(logger, path, join(inbox, 'done'), name, read);
-        result.results.push({ archive: name, outcome: 'already-completed', sha256: digest });
+        if (!keep && !dry && inDone === undefined) await moveSafely(logger, path, join(inbox, 'done'), name, read);
+        result.results.push({ archive, outcome: 'already-completed', sha256: digest });
         continue;
       }
       try {
@@ -517,15 +543,15 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
             // in the drop folder; the next run finds it completed, or reads it again (the sink skips what it holds).
             const message = `every item is accounted for, but its completion cannot be recorded in ${join(state.dir, STATE_FOLDERS.completed)}: ${errorMessage(unrecorded)}; left in the drop folder for the next run`;
             logger.error(`${name}: ${ErrorCode.STATUS_LOG}: ${message}`);
-            result.results.push({ archive: name, outcome: 'not-recorded', run: done, reason: `${ErrorCode.STATUS_LOG}: ${message}`, code: ErrorCode.STATUS_LOG, exitCode: ExitCode.DELIVERY_FAILED });
+            result.results.push({ archive, outcome: 'not-recorded', run: done, reason: `${ErrorCode.STATUS_LOG}: ${message}`, code: ErrorCode.STATUS_LOG, exitCode: ExitCode.DELIVERY_FAILED });
             result.exitCode = worseExitCode(result.exitCode, ExitCode.DELIVERY_FAILED);
             continue;
           }
-          if (!dry && !keep) await moveSafely(logger, path, join(inbox, 'done'), name, read);
-          result.results.push({ archive: name, outcome: 'completed', run: done });
+          if (!dry && !keep && inDone === undefined) await moveSafely(logger, path, join(inbox, 'done'), name, read);
+          result.results.push({ archive, outcome: 'completed', run: done });
         } else {
           // Failed deliveries, an interruption or an alarm: left in place for the next run.
-          result.results.push({ archive: name, outcome: 'deliveries-failed', run: done });
+          result.results.push({ archive, outcome: 'deliveries-failed', run: done });
           result.exitCode = worseExitCode(result.exitCode, done.exitCode);
         }
       } catch (err) {
@@ -540,7 +566,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
           const exitCode = reached && errorExitCode(err) === ExitCode.SETUP_FAILED ? ExitCode.DELIVERY_FAILED : errorExitCode(err);
           const reason = `${code}: ${errorMessage(err)}`;
           logger.error(`${name}: ${reason}; the drop-folder run stops here: ${name} and the archives after it are left for the next run`);
-          result.results.push({ archive: name, outcome: 'stopped', reason, code, exitCode: errorExitCode(err) });
+          result.results.push({ archive, outcome: 'stopped', reason, code, exitCode: errorExitCode(err) });
           result.exitCode = worseExitCode(result.exitCode, exitCode);
           break;
         }
@@ -551,12 +577,12 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         }
         const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
         // A shard leaves it in place too: moved, it would be gone from the other shards' runs with only a warning.
-        const where = dry ? 'a run would move it to failed/ (dry run: left in place)' : config.shard ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced' : 'moved to failed/';
+        const where = dry ? 'a run would move it to failed/ (dry run: left in place)' : config.shard ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced' : inDone !== undefined ? 'left in done/, where another run put it' : 'moved to failed/';
         logger.error(`${name}: ${reason}; ${where}`);
-        const moved = dry || config.shard ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
+        const moved = dry || config.shard || inDone !== undefined ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
         const movedAs = read ? `\nfile when moved here: ${read.size} bytes, mtimeMs ${read.mtimeMs}` : '';
         if (moved) await writeFile(`${moved}.reason.txt`, reason + movedAs + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
-        result.results.push({ archive: name, outcome: 'failed-archive', reason, code, exitCode: errorExitCode(err) });
+        result.results.push({ archive, outcome: 'failed-archive', reason, code, exitCode: errorExitCode(err) });
         result.exitCode = worseExitCode(result.exitCode, errorExitCode(err));
       }
     }
