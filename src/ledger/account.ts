@@ -205,19 +205,19 @@ export class AccountBuilder {
   /** By ledger and item id, the last run that settled the item (rejected or routed it): each shard's runs settle its own part. */
   private readonly lastRunOf = new Map<string, string>();
   /**
-   * By ledger and rejected item (`rejects`' key): the run that last rejected it there, and the
-   * archives a later run of that ledger read again from the start to its end. Such a run that
-   * recorded nothing of the item settled it: a shard none of whose mailboxes the item is for
-   * records nothing once its plugin no longer drops it.
+   * By ledger and rejected item (`rejects`' key): its last rejection there (record and run). A
+   * later run of that ledger that read the latest archive from the start to its end and recorded
+   * nothing of the item settled it (`readAgainAfter`): a shard none of whose mailboxes the item is
+   * for records nothing once its plugin no longer drops it.
    */
-  private readonly rejectReadAgain = new Map<string, { runId: string; readAgain: Set<string> }>();
+  private readonly lastRejection = new Map<string, { seq: number; runId: string }>();
   /**
-   * Items a plugin failed on in a sharded run, by ledger read and item id: the run, and whether a
-   * later run of the same ledger (the same shard) settled the item or read again, to its end, the
-   * archives named (its checkpoint stopped at the item, so such a run read it again). Another
+   * Items a plugin failed on in a sharded run, by ledger read and item id: the record, its run, and
+   * whether a later run of the same ledger (the same shard) settled the item. A later run that read
+   * the latest archive to its end read it again too (its checkpoint stopped at the item). Another
    * shard's delivery of the item settles nothing here: its copies are that shard's.
    */
-  private readonly failedInShard = new Map<string, { seq: number; ledger: number; runId: string; itemId: string; settledLater: boolean; readAgain: Set<string> }>();
+  private readonly failedInShard = new Map<string, { seq: number; ledger: number; runId: string; itemId: string; settledLater: boolean }>();
   /** Which ledger the records come from: 0, then 1, 2, ... in a union. */
   private ledger = 0;
   /**
@@ -241,8 +241,8 @@ export class AccountBuilder {
   private readonly hours = new Map<string, { delivered: number; rejected: number; failed: number }>();
   private readonly sentAtOf = new Map<string, string>();
   private info: Partial<Pick<ExportAccount, 'tenant' | 'archive' | 'size' | 'eventsInArchive'>> = {};
-  /** Per ledger read (one, or each shard's for a union): the sha256 of each archive a run of the export read to its end. */
-  private readonly readToEnd: Set<string>[] = [new Set()];
+  /** Per ledger read (one, or each shard's for a union): the runs of the export that read an archive to its end, in order: its summary's seq, the archive, and whether from the start (no checkpoint passed over). */
+  private readonly readsToEnd: { seq: number; runId: string; sha256: string; fromStart: boolean }[][] = [[]];
   /** Per ledger read: an import read to its end with every batch of the export's latest staging index in the sink. */
   private readonly importedWhole: boolean[] = [false];
   /** The latest archive's sha256 (a corrected archive may come under the same export id). */
@@ -268,7 +268,7 @@ export class AccountBuilder {
   /** Union of shards: the records that follow are another shard's ledger. */
   nextLedger(): void {
     this.ledger++;
-    this.readToEnd.push(new Set());
+    this.readsToEnd.push([]);
     this.importedWhole.push(false);
     this.unsealedInEarlierLedgers += this.unsealed;
     this.unsealed = 0;
@@ -331,13 +331,7 @@ export class AccountBuilder {
     const error = r.error as { code: string; message: string } | undefined;
     run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
     if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
-      this.readToEnd.at(-1)!.add(r.sha256);
-      for (const f of this.failedInShard.values()) if (f.ledger === this.ledger && f.runId !== run.runId) f.readAgain.add(r.sha256);
-      // Read from the start (a resumed run did not read what its checkpoint passed over).
-      if (Number(r.itemsDoneEarlier ?? 0) === 0) {
-        const ledger = `${this.ledger}\u0000`;
-        for (const [key, x] of this.rejectReadAgain) if (key.startsWith(ledger) && x.runId !== run.runId) x.readAgain.add(r.sha256);
-      }
+      this.readsToEnd.at(-1)!.push({ seq: r.seq, runId: run.runId, sha256: r.sha256, fromStart: Number(r.itemsDoneEarlier ?? 0) === 0 });
       if (r.sha256 === this.latestSha256) {
         this.addedByPlugins = Number(r.itemsAddedByPlugins ?? 0);
         this.entriesNotRead = Number(r.entriesNotRead ?? 0);
@@ -360,7 +354,7 @@ export class AccountBuilder {
     const failedHere = this.failedInShard.get(inShard);
     if (failedHere && failedHere.runId !== r.runId) failedHere.settledLater = true;
     if (mailbox === null && outcome === 'failed' && r.reason === FailReason.PLUGIN_ERROR_IN_SHARD) {
-      this.failedInShard.set(inShard, { seq: r.seq, ledger: this.ledger, runId: r.runId, itemId, settledLater: false, readAgain: new Set() });
+      this.failedInShard.set(inShard, { seq: r.seq, ledger: this.ledger, runId: r.runId, itemId, settledLater: false });
       return;
     }
     if (mailbox === null) {
@@ -369,7 +363,7 @@ export class AccountBuilder {
       const kept = outcome === 'rejected';
       const before = this.rejects.get(key);
       if (!before || (kept && !before.kept)) this.rejects.set(key, { seq: r.seq, outcome, runId: r.runId, kept, reason: String(kept ? r.reason : (r.rejectReason ?? r.reason)) });
-      this.rejectReadAgain.set(`${this.ledger}\u0000${key}`, { runId: r.runId, readAgain: new Set() });
+      this.lastRejection.set(`${this.ledger}\u0000${key}`, { seq: r.seq, runId: r.runId });
       const by = this.rejectedBy.get(key) ?? { itemId, runs: new Set<string>(), ledgers: new Set<number>() };
       by.runs.add(r.runId);
       by.ledgers.add(this.ledger);
@@ -412,7 +406,10 @@ export class AccountBuilder {
    * it did, whatever the order the ledgers are read in.
    */
   private standingRejects(): (Winner & { kept: boolean; reason: string; itemId: string })[] {
-    const readAgain = (ledger: number, key: string) => this.latestSha256 !== undefined && this.rejectReadAgain.get(`${ledger}\u0000${key}`)?.readAgain.has(this.latestSha256) === true;
+    const readAgain = (ledger: number, key: string) => {
+      const last = this.lastRejection.get(`${ledger}\u0000${key}`);
+      return last !== undefined && this.readAgainAfter(ledger, last, true);
+    };
     return [...this.rejects].flatMap(([key, w]) => {
       const { itemId, runs, ledgers } = this.rejectedBy.get(key)!;
       return [...ledgers].some((ledger) => runs.has(this.lastRunOf.get(`${ledger}\u0000${itemId}`)!) && !readAgain(ledger, key)) ? [{ ...w, itemId }] : [];
@@ -421,7 +418,13 @@ export class AccountBuilder {
 
   /** The plugin failures of sharded runs that no later run of their shard settled or read again. */
   private standingFailuresInShards(): { seq: number; itemId: string }[] {
-    return [...this.failedInShard.values()].filter((f) => !f.settledLater && !(this.latestSha256 !== undefined && f.readAgain.has(this.latestSha256)));
+    return [...this.failedInShard.values()].filter((f) => !f.settledLater && !this.readAgainAfter(f.ledger, f, false));
+  }
+
+  /** Whether another run of `ledger` read the latest archive to its end after the record `at` (`fromStart`: not resumed past anything). */
+  private readAgainAfter(ledger: number, at: { seq: number; runId: string }, fromStart: boolean): boolean {
+    const latest = this.latestSha256;
+    return latest !== undefined && this.readsToEnd[ledger]!.some((read) => read.seq > at.seq && read.runId !== at.runId && read.sha256 === latest && (read.fromStart || !fromStart));
   }
 
   /** Called with every record again, in order, for the problem list and the chart (the winners only). */
@@ -484,7 +487,7 @@ export class AccountBuilder {
     const inArchive = this.info.eventsInArchive;
     // Runs of different archives under one export id: read to its end means the latest archive, by every ledger read.
     // No archive read at all (only imports of staged batches): read to its end when an import took in every batch of its staging index, in every ledger.
-    const latestRead = this.latestSha256 !== undefined ? this.readToEnd.every((read) => read.has(this.latestSha256!)) : this.importedWhole.every(Boolean);
+    const latestRead = this.latestSha256 !== undefined ? this.readsToEnd.every((reads) => reads.some((read) => read.sha256 === this.latestSha256)) : this.importedWhole.every(Boolean);
     // One shard's ledger: the items of other shards are counted, not recorded, so its items equation is checked in the union.
     const [only] = this.shards.size === 1 ? [...this.shards] : [];
     const shard = !this.union && typeof only === 'string' ? only : undefined;
