@@ -201,6 +201,24 @@ test('--inbox: a state dir that cannot be locked (a file in its place, as a full
   t.like(records.at(-1), { record: 'failure', code: 'E_CONFIG', exitCode: 2, archive: inbox }, 'the run is recorded where it can be');
 });
 
+test('a state dir whose checkpoints/ cannot be made (a file in its place, as a full or read-only disk refuses it) is a setup error (E_CONFIG, exit 2), not a bug: the drop folder stops there and moves no archive to failed/', async (t) => {
+  t.timeout(90_000);
+  const { dir, inbox, state, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a1.zip'), { events: 40, seed: 1, day: '2026-11-22', edgeCases: false });
+  await generateSample(join(inbox, 'a2.zip'), { events: 40, seed: 2, day: '2026-11-23', edgeCases: false });
+  await utimes(join(inbox, 'a1.zip'), old(30), old(30));
+  await utimes(join(inbox, 'a2.zip'), old(20), old(20));
+  await mkdir(state);
+  await writeFile(join(state, 'checkpoints'), 'in the way');
+  const plain = await cli(['run', join(inbox, 'a1.zip'), '--all-domains', '--state-dir', state, '--sink', `maildir:${join(dir, 'plain')}`, '--rejects', join(dir, 'r'), '--quiet']);
+  t.is(plain.code, 2, plain.stderr);
+  t.regex(plain.log, /E_CONFIG: state dir .* cannot be used: .*checkpoints is not a directory/);
+  const result = await cli(common);
+  t.is(result.code, 2, result.stderr);
+  t.notRegex(result.log, /E_INTERNAL|a bug in pivot-archive/);
+  t.deepEqual((await readdir(inbox)).sort(), ['a1.zip', 'a2.zip'], 'both left for the next run, none in failed/');
+});
+
 test('settleState: an archive is taken once its mtime is --settle old, or once runs have seen it unchanged for --settle seconds (a future mtime), never after a quick second look', (t) => {
   const now = Date.parse('2026-11-23T12:00:00Z');
   const file = { dev: 1, ino: 2, size: 1000, mtimeMs: now - 5_000 };

@@ -1,6 +1,5 @@
 import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makeDirectory } from '../fs-util.js';
 import type { EventPosition } from '../model.js';
 import type { PluginSplits } from '../pipeline/recorder.js';
 import type { PivotExportArchive } from '../sources/pivot-zip/index.js';
@@ -8,7 +7,7 @@ import type { StatusLog } from '../status-log.js';
 import { sha256Hex } from '../hash.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { isObject } from '../formats/pivot-export/event.js';
-import { STATE_FOLDERS } from './index.js';
+import { STATE_FOLDERS, StateDir } from './index.js';
 
 /**
  * The sink's side of the folders a checkpoint keeps (Sink.foldersToLook, Sink.resumeFolders): the
@@ -90,7 +89,9 @@ export class Checkpoint implements PluginSplits {
   static async load(stateDir: string, archive: PivotExportArchive, statusLog: StatusLog, options: Record<string, unknown>, resume = true, folders?: CheckpointFolders): Promise<Checkpoint> {
     const identity = `${archive.manifest.exportId}\n${archive.sha256}`;
     const dir = join(stateDir, STATE_FOLDERS.checkpoints);
-    await makeDirectory(dir);
+    // A folder that cannot be made (a full or read-only disk) is the state dir's fault, said as such: not a bug (exit 70)
+    // that the drop folder blamed on each archive in turn, moving every one to failed/.
+    await new StateDir(stateDir).makeDirectory(dir);
     const path = join(dir, `${sha256Hex(identity)}.json`);
     const current = JSON.stringify(options);
     let saved: { resumeAt?: EventPosition; options?: string; addedByPlugins?: number; idsGivenByPlugins?: unknown; folders?: unknown } | undefined;

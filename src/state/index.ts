@@ -223,8 +223,8 @@ export class StateDir {
     return false;
   }
 
-  /** Makes the state dir (or its `runs/`), or throws E_CONFIG naming it and why it cannot be. */
-  private async makeDirectory(path: string): Promise<void> {
+  /** Makes the state dir (or a folder of it: `runs/`, `checkpoints/`), or throws E_CONFIG naming it and why it cannot be. */
+  async makeDirectory(path: string): Promise<void> {
     try {
       await makeDirectory(path);
     } catch (err) {
