@@ -48,3 +48,16 @@ test('a lock is never seen half written (made whole, then linked into place): an
     t.false((await readdir(state.dir)).includes('lock'));
   }
 });
+
+test("a state dir whose shard cannot be recorded (its first sharded run on a full disk; here a folder in the way of shard's temporary file) is a setup error (E_CONFIG naming it, exit 2), not a bug (70)", async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const archive = join(dir, 'export.zip');
+  await generateSample(archive, { events: 30, seed: 3, edgeCases: false });
+  const state = join(dir, 'state');
+  await mkdir(join(state, 'shard.tmp'), { recursive: true });
+  const result = await cli(['run', archive, '--all-domains', '--shard', '1/2', '--sink', `maildir:${join(dir, 'mail')}`, '--state-dir', state, '--rejects', join(dir, 'rejects')]);
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.stderr, /E_CONFIG: state dir .* cannot be used: its shard cannot be recorded/);
+  t.notRegex(result.stderr, /E_INTERNAL/);
+});

@@ -256,8 +256,13 @@ export class StateDir {
       throw new PivotArchiveError(ErrorCode.CONFIG, `state dir ${this.dir} belongs to shard ${owner} (see ${this.shardPath}); ${what} needs its own --state-dir: each shard has its own state dir, ledger and checkpoints`);
     }
     if (shard === undefined) return;
-    await writeFile(`${this.shardPath}.tmp`, `${shard}\n`);
-    await rename(`${this.shardPath}.tmp`, this.shardPath);
+    try {
+      await writeFile(`${this.shardPath}.tmp`, `${shard}\n`);
+      await rename(`${this.shardPath}.tmp`, this.shardPath);
+    } catch (err) {
+      // The state dir's fault (a full disk), said as such: not a bug (exit 70).
+      throw new PivotArchiveError(ErrorCode.CONFIG, `state dir ${this.dir} cannot be used: its shard cannot be recorded in ${this.shardPath}: ${errorMessage(err)}`, { cause: err });
+    }
   }
 
   /**
