@@ -227,20 +227,28 @@ needingTools('report HTML (Python html.parser)', [PYTHON_MISSING], () => {
     t.false('problems.more' in all.keyed);
   });
 
-  test('large exports: the size grows linearly, the item list stops at 5,000 rows, and rendering is quick', async (t) => {
+  test('large exports: the size grows linearly, the item list stops at 5,000 rows, and rendering time grows linearly', async (t) => {
     const small = reportFixture({ mailboxes: 2000, extraRejects: 20_000 });
     const large = reportFixture({ mailboxes: 4000, extraRejects: 40_000 });
-    let started = process.hrtime.bigint();
-    const a = renderReport(small.account, small.ledger, META);
-    const smallMs = Number(process.hrtime.bigint() - started) / 1e6;
-    started = process.hrtime.bigint();
-    const b = renderReport(large.account, large.ledger, META);
-    const largeMs = Number(process.hrtime.bigint() - started) / 1e6;
+    // The quickest of three: a loaded host (CI beside other work) slows one render, not all three.
+    const quickest = (render: () => string) => {
+      let best = Infinity;
+      let text = '';
+      for (let i = 0; i < 3; i++) {
+        const started = process.hrtime.bigint();
+        text = render();
+        best = Math.min(best, Number(process.hrtime.bigint() - started) / 1e6);
+      }
+      return { text, ms: best };
+    };
+    const { text: a, ms: smallMs } = quickest(() => renderReport(small.account, small.ledger, META));
+    const { text: b, ms: largeMs } = quickest(() => renderReport(large.account, large.ledger, META));
     // The item list is capped, so the mailboxes drive the size: twice the mailboxes, about twice the size over a fixed part.
     const base = renderReport({ ...small.account, mailboxes: [] }, small.ledger, META).length;
     const ratio = (b.length - base) / (a.length - base);
     t.true(ratio > 1.9 && ratio < 2.1, `size ratio ${ratio.toFixed(3)} (${a.length} -> ${b.length} bytes)`);
-    t.true(largeMs < 2000, `rendered in ${largeMs.toFixed(0)} ms`);
+    // Twice the input, not four times the time (a time bound in ms measured the host, not the code: 4.5 s on a loaded one).
+    t.true(largeMs / smallMs < 3.5, `rendered in ${smallMs.toFixed(0)} ms, then ${largeMs.toFixed(0)} ms for twice the input`);
     t.log(`2,000 mailboxes + 20,011 problems: ${a.length} chars in ${smallMs.toFixed(0)} ms; 4,000 + 40,011: ${b.length} chars in ${largeMs.toFixed(0)} ms`);
     const doc = await parseHtmlIndependently(b);
     t.deepEqual(doc.errors, []);

@@ -129,10 +129,56 @@ export interface ExportAccount {
   proven?: boolean;
   rejectsByReason: Record<string, number>;
   mailboxes: MailboxAccount[];
-  /** Every rejected item and every pair whose final outcome is failed. */
+  /** The rejected items and the pairs whose final outcome is failed: how many, and of those how many rejected and kept, and rejected (or failed in a shard) and not kept. */
+  problemCount: ProblemCount;
+  /**
+   * The first PROBLEMS_LISTED of them: rejected first, by reason, in the ledger's order within a
+   * reason. The report's CSV item list has every one.
+   */
   problems: ItemProblem[];
   /** Items by the hour of their `sentAt` (UTC, `YYYY-MM-DDTHH`), for the chart of the day. */
   hours: { hour: string; delivered: number; rejected: number; failed: number }[];
+}
+
+/** See `ExportAccount.problemCount`. */
+export interface ProblemCount {
+  total: number;
+  rejectedKept: number;
+  notKept: number;
+}
+
+/**
+ * Problems an account lists at most (the report's item table shows as many): the rest are
+ * counted. A day whose sink was down fails millions of pairs; held each as an object, `status`
+ * and `report` of 1M failed pairs took 746 MB (2026-12-02).
+ */
+export const PROBLEMS_LISTED = 5000;
+
+/** `count` with problem `p` counted in. */
+export function countProblem(count: ProblemCount, p: ItemProblem): ProblemCount {
+  count.total++;
+  if (p.kept) count.rejectedKept++;
+  else if (p.outcome === 'rejected' || p.mailbox === null) count.notKept++;
+  return count;
+}
+
+/** Problems as an account lists them (see `ExportAccount.problems`), in memory bounded by PROBLEMS_LISTED a reason. */
+class ProblemList {
+  readonly count: ProblemCount = { total: 0, rejectedKept: 0, notKept: 0 };
+  /** By outcome (rejected first) and reason: the first PROBLEMS_LISTED, in the ledger's order. */
+  private readonly byReason = new Map<string, ItemProblem[]>();
+
+  add(p: ItemProblem): void {
+    countProblem(this.count, p);
+    const key = `${p.outcome === 'rejected' ? 0 : 1}\u0000${p.reason}`;
+    let listed = this.byReason.get(key);
+    if (!listed) this.byReason.set(key, (listed = []));
+    if (listed.length < PROBLEMS_LISTED) listed.push(p);
+  }
+
+  listed(): ItemProblem[] {
+    return [...this.byReason.keys()].sort().flatMap((key) => this.byReason.get(key)!).slice(0, PROBLEMS_LISTED);
+  }
 }
 
 /** What the ledger's own check found (see src/ledger/SPEC.md), as the report shows it. */
@@ -235,7 +281,7 @@ export class AccountBuilder {
   private readonly mailboxLostAt = new Map<string, number>();
   /** The ledger each mailbox's records are in (a mailbox is one shard's). */
   private readonly ledgerOf = new Map<string, number>();
-  private readonly problems: ItemProblem[] = [];
+  private readonly problems = new ProblemList();
   private readonly sha256s = new Set<string>();
   private readonly mailboxes = new Map<string, MailboxAccount>();
   private readonly hours = new Map<string, { delivered: number; rejected: number; failed: number }>();
@@ -448,7 +494,7 @@ export class AccountBuilder {
       h[line.outcome === 'skipped' ? 'delivered' : line.outcome]++;
     }
     if (line.outcome === 'rejected' || line.outcome === 'failed') {
-      this.problems.push({
+      this.problems.add({
         itemId: line.itemId,
         conversationId: line.conversationId,
         mailbox: line.mailbox,
@@ -512,7 +558,8 @@ export class AccountBuilder {
       complete: shard === undefined && accountedFor,
       rejectsByReason,
       mailboxes: [...this.mailboxes.values()].sort((a, b) => (a.mailbox < b.mailbox ? -1 : 1)),
-      problems: this.problems,
+      problemCount: this.problems.count,
+      problems: this.problems.listed(),
       hours: [...this.hours.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([hour, h]) => ({ hour, ...h })),
     };
   }

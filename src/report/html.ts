@@ -12,7 +12,7 @@
  * and the time to build it grow linearly with the data; the list of rejected and failed items
  * stops after `maxItemRows` rows and says how many more the CSV holds.
  */
-import type { ExportAccount, ItemProblem, LedgerCheck, MailboxAccount, RunOfExport } from '../ledger/account.js';
+import type { ExportAccount, ItemProblem, LedgerCheck, MailboxAccount, ProblemCount, RunOfExport } from '../ledger/account.js';
 import { visibleKeepingWhiteSpace } from '../formats/one-line.js';
 
 export interface ReportMeta {
@@ -148,7 +148,7 @@ export function renderReport(account: ExportAccount, ledger: LedgerCheck, meta: 
   runsSection(out, account.runs, account.sha256s);
   mailboxesSection(out, account.mailboxes);
   reasonsSection(out, account);
-  problemsSection(out, account.problems, meta);
+  problemsSection(out, account.problems, account.problemCount, meta);
   ledgerSection(out, ledger, ledgerOk);
 
   out.push(
@@ -439,18 +439,13 @@ function reasonsSection(out: string[], a: ExportAccount): void {
   out.push(`</tbody><tfoot><tr><th>All reasons</th><th class="n" data-k="rejects.total">${num(total)}</th></tr></tfoot></table>\n`);
 }
 
-function problemsSection(out: string[], problems: ItemProblem[], meta: ReportMeta): void {
+/** `problems`: those the account lists (see ExportAccount.problems); `count`: all of them. */
+function problemsSection(out: string[], problems: ItemProblem[], count: ProblemCount, meta: ReportMeta): void {
   const limit = Math.max(0, meta.maxItemRows ?? DEFAULT_MAX_ITEM_ROWS);
-  let kept = 0;
-  let notKept = 0;
-  for (const p of problems) {
-    if (p.kept) kept++;
-    else if (p.outcome === 'rejected' || p.mailbox === null) notKept++;
-  }
   out.push(
-    `<h2 id="problems">Rejected and failed items (${num(problems.length)})</h2>\n`,
-    `<p data-k="problems.split">${plural(kept, 'rejected item')} kept in the rejects folder, ${plural(notKept, 'rejected item')} that could not be kept, `,
-    `${plural(problems.length - kept - notKept, 'failed (mailbox, item) pair')}. Rejected items reach no mailbox; a failed pair did not reach its mailbox.</p>\n`,
+    `<h2 id="problems">Rejected and failed items (${num(count.total)})</h2>\n`,
+    `<p data-k="problems.split">${plural(count.rejectedKept, 'rejected item')} kept in the rejects folder, ${plural(count.notKept, 'rejected item')} that could not be kept, `,
+    `${plural(count.total - count.rejectedKept - count.notKept, 'failed (mailbox, item) pair')}. Rejected items reach no mailbox; a failed pair did not reach its mailbox.</p>\n`,
   );
   if (problems.length === 0) return;
   // Rejected first, then failed; by reason within each; the ledger's order otherwise (stable sort).
@@ -476,9 +471,9 @@ function problemsSection(out: string[], problems: ItemProblem[], meta: ReportMet
     );
   }
   out.push('</tbody></table>\n');
-  if (order.length > shown) {
+  if (count.total > shown) {
     const where = meta.csv ? `the CSV item list <span class="mono">${escapeHtml(meta.csv)}</span>` : 'the CSV item list (<span class="mono">report --csv FILE</span>)';
-    out.push(`<p class="more" data-k="problems.more">… and ${plural(order.length - shown, 'more item')} not listed here: every one is in ${where}.</p>\n`);
+    out.push(`<p class="more" data-k="problems.more">… and ${plural(count.total - shown, 'more item')} not listed here: every one is in ${where}.</p>\n`);
   }
 }
 

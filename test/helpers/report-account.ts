@@ -2,7 +2,7 @@
 // a firm's chats, 30 mailboxes, three runs (the first killed part-way, the second resuming it and
 // failing two pairs, the third re-running and delivering those two), some rejects; and strings
 // a hostile archive could carry in item ids, details, mailboxes and file names.
-import type { ExportAccount, ItemLine, ItemProblem, LedgerCheck, MailboxAccount, RunOfExport } from '../../src/ledger/account.js';
+import { countProblem, type ExportAccount, type ItemLine, type ItemProblem, type LedgerCheck, type MailboxAccount, type RunOfExport } from '../../src/ledger/account.js';
 
 /** Strings from a hostile archive: markup, quotes, `&`, a bidi override (U+202E), a formula. */
 export const HOSTILE = {
@@ -223,6 +223,7 @@ export function reportFixture(options: FixtureOptions = {}): Fixture {
     complete: failed === 0 && rejectedNotKept === 0,
     rejectsByReason,
     mailboxes,
+    problemCount: problems.reduce(countProblem, { total: 0, rejectedKept: 0, notKept: 0 }),
     problems,
     hours: [...hours.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([hour, h]) => ({ hour, ...h })),
   };
