@@ -1,6 +1,6 @@
 // A SIGTERM while the CLI loads (before a command sets its handlers) is kept for the command, and
 // ends the process as usual when no command takes it.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
@@ -51,7 +51,8 @@ test('a run whose SIGTERM came before it set its handlers stops at once with its
   t.regex(status.stdout, /"interrupted":true/);
 });
 
-test('a drop-folder run stopped by a signal before its first archive exits 4 and leaves the archive for the next run (not 0: nothing was done)', async (t) => {
+/** A drop folder holding one settled archive, and a preload that sends SIGTERM as the CLI loads. */
+async function dropFolderStoppedAtLoad(t: ExecutionContext): Promise<{ dir: string; inbox: string; preload: string }> {
   const dir = await tempDir(t);
   const inbox = join(dir, 'incoming');
   await mkdir(inbox);
@@ -60,6 +61,11 @@ test('a drop-folder run stopped by a signal before its first archive exits 4 and
   await utimes(join(inbox, 'a.zip'), anHourAgo, anHourAgo);
   const preload = join(dir, 'term-at-load.mjs');
   await writeFile(preload, TERM_AT_LOAD);
+  return { dir, inbox, preload };
+}
+
+test('a drop-folder run stopped by a signal before its first archive exits 4 and leaves the archive for the next run (not 0: nothing was done)', async (t) => {
+  const { dir, inbox, preload } = await dropFolderStoppedAtLoad(t);
   const result = await cli(['run', '--inbox', inbox, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', join(dir, 'state'), '--rejects', join(dir, 'r')], { env: { NODE_OPTIONS: `--import=${preload}` } });
   t.is(result.code, 4, result.stderr);
   t.regex(result.stderr, /stopped by a signal before a\.zip/);
@@ -67,14 +73,7 @@ test('a drop-folder run stopped by a signal before its first archive exits 4 and
 });
 
 test('a drop-folder run stopped by a signal before an archive records it, as a plain run stopped early does: a failure (E_STOPPED, exit 4) in the run log, the ledger, --status-log and the --json lines', async (t) => {
-  const dir = await tempDir(t);
-  const inbox = join(dir, 'incoming');
-  await mkdir(inbox);
-  await generateSample(join(inbox, 'a.zip'), { events: 50, seed: 3 });
-  const anHourAgo = new Date(Date.now() - 3_600_000);
-  await utimes(join(inbox, 'a.zip'), anHourAgo, anHourAgo);
-  const preload = join(dir, 'term-at-load.mjs');
-  await writeFile(preload, TERM_AT_LOAD);
+  const { dir, inbox, preload } = await dropFolderStoppedAtLoad(t);
   const state = join(dir, 'state');
   const statusLog = join(dir, 'status.jsonl');
   const result = await cli(['run', '--inbox', inbox, '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--state-dir', state, '--status-log', statusLog, '--rejects', join(dir, 'r'), '--json'], { env: { NODE_OPTIONS: `--import=${preload}` } });
