@@ -1,5 +1,6 @@
 import test from 'ava';
 import { hostname } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { appendFile, mkdir, readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
@@ -269,4 +270,18 @@ test('--inbox: an archive in failed/ that changed after it was moved there (a co
   await appendFile(join(inbox, 'failed', 'half.zip'), ' and the rest of it');
   const third = await cli(common);
   t.regex(third.log, /warn failed\/half\.zip changed after it was moved there .*move it back into /);
+});
+
+test('--inbox: a directory or a FIFO named like an archive is warned of at every run (a cron run logs warnings), never read; the archives beside it run', async (t) => {
+  t.timeout(60_000);
+  const { inbox, mail, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a-good.zip'), { events: 40, seed: 1, edgeCases: false });
+  await utimes(join(inbox, 'a-good.zip'), old(30), old(30));
+  await mkdir(join(inbox, 'b-unpacked.zip'));
+  execFileSync('mkfifo', [join(inbox, 'c-pipe.zip')]);
+  const result = await cli([...common, '--log-level', 'warn']);
+  t.is(result.code, 0, result.stderr);
+  t.regex(result.stderr, /b-unpacked\.zip: named like an archive but not a file \(a directory\): never read/);
+  t.regex(result.stderr, /c-pipe\.zip: named like an archive but not a file \(a FIFO\): never read/);
+  t.true((await readMaildir(mail)).length > 0);
 });

@@ -453,7 +453,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         continue;
       }
       if (info && !info.isFile()) {
-        logger.info(`${name}: not a file, left alone`);
+        // A warning each run, not news: whatever was meant to be read under this name never is until it is replaced by the archive (a file).
+        logger.warn(`${name}: named like an archive but not a file (a ${kindOf(info)}): never read; left alone, so replace it with the archive or move it away`);
         continue;
       }
       const now = Date.now();
@@ -590,4 +591,9 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     await release();
   }
   return result;
+}
+
+/** What a directory entry that is not a regular file is, in words. */
+function kindOf(info: Stats): string {
+  return info.isDirectory() ? 'directory' : info.isFIFO() ? 'FIFO' : info.isSocket() ? 'socket' : info.isBlockDevice() || info.isCharacterDevice() ? 'device' : 'special file';
 }
