@@ -7,7 +7,8 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { importMarkerKey } from '../src/sources/staged-batches/index.js';
+import { blobNamesIn, stagedContents, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -121,6 +122,30 @@ test.serial('a batch deleted and a newer unsigned index leaving it out: without 
   t.true(summary.error?.message.includes(victim), summary.error?.message);
   t.is((await readMaildir(join(dir, 'mail'))).length, blind.summary.delivered, 'every batch still there is imported');
   t.false(await complete(dir));
+});
+
+test.serial('an import marker forged on a batch that is there (its name is made from the sink description alone): with --public-key the batch is imported all the same, every message in the mailbox, exit 0; the next import reads every batch again and delivers nothing twice', async (t) => {
+  t.timeout(300_000);
+  await stage('marked');
+  const batches = await blobNames('marked', /\.zip$/);
+  t.true(batches.length >= 3, `${batches.length} batches`);
+  const dir = await tempDir(t);
+  // What anyone who can write to the container can make, for a sink whose description they can guess.
+  await upload(`${batches[1]!}.imported-${importMarkerKey(`maildir:${join(dir, 'mail')}`)}`, '{}');
+  const staged = await stagedContents(container(), 'marked');
+
+  const first = await importInto('marked', dir, ['--public-key', `${key}.pub`]);
+  t.is(first.code, 0, first.log);
+  t.is(first.summary.batchesImported, batches.length, 'the marked batch is read too');
+  t.is((await readMaildir(join(dir, 'mail'))).length, staged.messages, 'every staged message is in the mailbox');
+  t.deepEqual(first.summary.exportsImportedWhole, [EXPORT_ID]);
+  t.true(await complete(dir));
+
+  const next = await importInto('marked', dir, ['--public-key', `${key}.pub`]);
+  t.is(next.code, 0, next.log);
+  t.like(next.summary, { batchesImported: batches.length, delivered: 0 });
+  t.is((await readMaildir(join(dir, 'mail'))).length, staged.messages, 'nothing twice');
+  t.deepEqual(next.summary.exportsImportedWhole, [EXPORT_ID]);
 });
 
 test.serial('an index signed by another key, or the signed index altered, is not trusted; with no signed index left the export is not whole and the import exits 1', async (t) => {

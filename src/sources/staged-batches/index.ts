@@ -158,8 +158,18 @@ export class StagedBatches {
   }
 
   /**
+   * Whether a batch's import marker stands for its import into the sink: not with `--public-key`. A
+   * marker is not signed and its name is made from the sink's description alone, so anyone who can
+   * write to the container can make one: on a batch that is there it would have the import pass the
+   * batch over and call its export whole, on one that is gone hide the deletion.
+   */
+  get trustsMarkers(): boolean {
+    return this.trust === undefined;
+  }
+
+  /**
    * Names of the batches not yet imported into the sink `markerKey` stands for (all of them
-   * with `again`), for one export or all. The listing is streamed: a marker blob sorts right
+   * with `again`, and when markers are no proof: `trustsMarkers`), for one export or all. The listing is streamed: a marker blob sorts right
    * after its batch, so one name of look-behind is all the memory it takes. Each export folder
    * listed (by a batch, a staging index, a staging-run record or a staging lock) is looked up once: its latest
    * staging index and its staging-run record. When it has batches, that is done when its first
@@ -196,7 +206,7 @@ export class StagedBatches {
         for (const name of index.batches) {
           if (present.has(name)) continue;
           // Markers are not signed: with a trusted index, one could be a forgery hiding a deleted batch.
-          if (found.marked.has(name) && !this.trust) {
+          if (found.marked.has(name) && this.trustsMarkers) {
             found.goneImported.push(name);
             continue;
           }
@@ -260,9 +270,11 @@ export class StagedBatches {
         if (markedBatch !== undefined) {
           if (name === markerName(markedBatch, markerKey)) found.marked.add(markedBatch);
           if (waiting === markedBatch) {
-            if (found.marked.has(markedBatch) && !options.again) {
+            const outside = found.outside.get(markedBatch);
+            // With --public-key a marker is no proof (see `trustsMarkers`): a batch an index vouches for is read again (the sink
+            // skips what it holds); one that fails all the same (no finished staging run vouches for it) is not.
+            if (found.marked.has(markedBatch) && !options.again && (this.trustsMarkers || outside)) {
               // One its export's unreadable index refuses was imported when an index vouched for it: skipped, as imported (the export fails all the same).
-              const outside = found.outside.get(markedBatch);
               if (outside && outside.kind !== 'refused') found.outsideMarked.push(markedBatch);
               waiting = null;
             }

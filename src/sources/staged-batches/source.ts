@@ -281,7 +281,9 @@ export class StagedBatchSource implements Source {
   private exportsImportedWhole(): string[] {
     if (!this.exhausted || this.listing.gone.length > 0) return [];
     const { indexed, marked } = this.listing;
-    return [...indexed].filter(([, batches]) => batches.every((b) => marked.has(b) || this.importedNow.has(b))).map(([exportId]) => exportId).sort();
+    // With --public-key a marker is no proof (see `trustsMarkers`): every batch was read, and counts only if imported now.
+    const importedEarlier = (batch: string) => this.staged.trustsMarkers && marked.has(batch);
+    return [...indexed].filter(([, batches]) => batches.every((b) => importedEarlier(b) || this.importedNow.has(b))).map(([exportId]) => exportId).sort();
   }
 
   /**
