@@ -3,8 +3,26 @@
 // each as an object (746 MB for 1M failed pairs, 2026-12-02; 369 MB with the list bounded).
 import test from 'ava';
 import { AccountBuilder, PROBLEMS_LISTED, type LedgerRecordLike } from '../src/ledger/account.js';
+import { formatExportStatus } from '../src/state/report.js';
 
 const EXPORT_ID = 'acme-2026-12-01';
+
+test('PROBLEMS_LISTED rejected items do not hide a failed pair: text status still names it (helper-122)', async (t) => {
+  const records: LedgerRecordLike[] = [];
+  const add = (r: Record<string, unknown>) => records.push({ at: '2026-12-02T09:00:00Z', runId: 'r1', ...r, seq: records.length + 1 } as LedgerRecordLike);
+  add({ record: 'start', command: 'run', exportId: EXPORT_ID, sha256: 'a'.repeat(64), eventsInArchive: PROBLEMS_LISTED + 1 });
+  for (let i = 0; i < PROBLEMS_LISTED; i++) add({ record: 'outcome', exportId: EXPORT_ID, itemId: `bad-${i}`, mailbox: null, outcome: 'rejected', reason: 'unmapped', kept: `r/bad-${i}`, position: `0.${i}` });
+  add({ record: 'outcome', exportId: EXPORT_ID, itemId: 'm1', mailbox: 'u@acme.example', outcome: 'failed', reason: 'sink-error', detail: 'refused' });
+  add({ record: 'summary', source: 'pivot-zip', sha256: 'a'.repeat(64), interrupted: false, balanced: true, itemsDoneEarlier: 0 });
+  const builder = new AccountBuilder(EXPORT_ID);
+  for (const r of records) builder.visit(r);
+  const winners = builder.winners();
+  for (const r of records) builder.second(r, winners);
+  const account = builder.result();
+  t.is(account.problems.length, PROBLEMS_LISTED + 1);
+  t.like(account.problems.at(-1), { itemId: 'm1', outcome: 'failed' });
+  t.regex(formatExportStatus(account, { path: 'l', records: records.length, head: 'h', chainIntact: true, checkpoints: 0, signature: 'unsigned', unsealed: 0, problems: [] }), /failed: item m1 -> u@acme\.example: refused/);
+});
 
 test('past PROBLEMS_LISTED problems the account counts the rest and lists the first: rejected first, by reason, in the ledger\'s order within one', (t) => {
   const records: LedgerRecordLike[] = [];
@@ -22,7 +40,7 @@ test('past PROBLEMS_LISTED problems the account counts the rest and lists the fi
   for (const r of records) builder.second(r, winners);
   const account = builder.result();
   t.deepEqual(account.problemCount, { total: failed + 3, rejectedKept: 2, notKept: 1 });
-  t.is(account.problems.length, PROBLEMS_LISTED);
+  t.is(account.problems.length, 2 + PROBLEMS_LISTED, 'the rejected, then the first PROBLEMS_LISTED failed');
   t.deepEqual(account.problems.slice(0, 2).map((p) => p.itemId), ['bad-1', 'bad-2'], 'rejected first, by reason');
   // Then the failed, by reason (not-kept, not-stored, sink-error), each in the ledger's order.
   t.deepEqual(account.problems.slice(2, 5).map((p) => `${p.itemId} ${p.reason}`), ['bad-3 not-kept', 'm_0 not-stored', 'm_2 not-stored']);

@@ -132,8 +132,9 @@ export interface ExportAccount {
   /** The rejected items and the pairs whose final outcome is failed: how many, and of those how many rejected and kept, and rejected (or failed in a shard) and not kept. */
   problemCount: ProblemCount;
   /**
-   * The first PROBLEMS_LISTED of them: rejected first, by reason, in the ledger's order within a
-   * reason. The report's CSV item list has every one.
+   * The first PROBLEMS_LISTED rejected items, then the first PROBLEMS_LISTED failed pairs, each by
+   * reason, in the ledger's order within a reason (the report's order: its first rows are these).
+   * The report's CSV item list has every one.
    */
   problems: ItemProblem[];
   /** Items by the hour of their `sentAt` (UTC, `YYYY-MM-DDTHH`), for the chart of the day. */
@@ -148,8 +149,8 @@ export interface ProblemCount {
 }
 
 /**
- * Problems an account lists at most (the report's item table shows as many): the rest are
- * counted. A day whose sink was down fails millions of pairs; held each as an object, `status`
+ * Rejected items, and failed pairs, an account lists at most (the report's item table shows as
+ * many): the rest are counted. A day whose sink was down fails millions of pairs; held each as an object, `status`
  * and `report` of 1M failed pairs took 746 MB (2026-12-02).
  */
 export const PROBLEMS_LISTED = 5000;
@@ -165,7 +166,7 @@ export function countProblem(count: ProblemCount, p: ItemProblem): ProblemCount 
 /** Problems as an account lists them (see `ExportAccount.problems`), in memory bounded by PROBLEMS_LISTED a reason. */
 class ProblemList {
   readonly count: ProblemCount = { total: 0, rejectedKept: 0, notKept: 0 };
-  /** By outcome (rejected first) and reason: the first PROBLEMS_LISTED, in the ledger's order. */
+  /** By outcome (`0` rejected, `1` failed) and reason: the first PROBLEMS_LISTED, in the ledger's order. */
   private readonly byReason = new Map<string, ItemProblem[]>();
 
   add(p: ItemProblem): void {
@@ -176,8 +177,11 @@ class ProblemList {
     if (listed.length < PROBLEMS_LISTED) listed.push(p);
   }
 
+  /** Rejected, then failed (a day of failed pairs must not hide the rejections, nor these the failures). */
   listed(): ItemProblem[] {
-    return [...this.byReason.keys()].sort().flatMap((key) => this.byReason.get(key)!).slice(0, PROBLEMS_LISTED);
+    const keys = [...this.byReason.keys()].sort();
+    const first = (outcome: string) => keys.filter((key) => key.startsWith(outcome)).flatMap((key) => this.byReason.get(key)!).slice(0, PROBLEMS_LISTED);
+    return [...first('0'), ...first('1')];
   }
 }
 
@@ -374,6 +378,8 @@ export class AccountBuilder {
       return;
     }
     run.exitCode = runExitCode(r as unknown as RunSummary);
+    // Its end-of-run look found folders removed (or could not confirm them): as a failure found the store lost (no record names the mailboxes).
+    if (r.storageLost === true) this.storeLostAt.set(this.ledger, r.seq);
     const error = r.error as { code: string; message: string } | undefined;
     run.problem = error ? `${error.code}: ${error.message}` : r.interrupted ? 'stopped by a signal' : (r.alarm as string | undefined);
     if (!error && !r.interrupted && r.source === 'pivot-zip' && typeof r.sha256 === 'string') {
