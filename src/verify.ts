@@ -230,7 +230,7 @@ class Settlement {
         }
         if (clean && line.source === 'staged-batches' && line.exportsImportedWhole?.includes(id)) e.importedWhole = true;
         if (notWhole.includes(id)) e.importedWhole = false;
-        if (this.runInScope(line.runId) && (!line.balanced || (line.entriesNotRead ?? 0) > 0)) e.suspect = true;
+        if (this.runInScope(line.runId) && (!line.balanced || (line.entriesNotRead ?? 0) > 0 || line.storageLost === true)) e.suspect = true;
       }
     }
   };

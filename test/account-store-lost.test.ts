@@ -60,6 +60,19 @@ test('a failure that says the store was lost counts the pairs delivered before i
   t.true(again.complete);
 });
 
+test('a run whose end-of-run look found a folder removed (its summary storageLost, no failure recorded) counts the pairs before it as failed until a run confirms them (helper-122)', (t) => {
+  const { records, run } = ledger();
+  run('r1', [['i1', 'delivered'], ['i2', 'delivered'], ['i3', 'delivered']], {});
+  t.true(account(records).complete);
+  // The same archive again: everything found there, then the look finds m's folder removed after its last write.
+  run('r2', [['i1', 'skipped'], ['i2', 'skipped'], ['i3', 'skipped']], { storageLost: true, error: { code: 'E_SINK_WRITE', message: 'maildir: 1 folder(s) ... were removed during the run, after their last write' } });
+  const after = account(records);
+  t.deepEqual(after.pairs, { total: 3, delivered: 0, skipped: 0, failed: 3, lostFromStore: 3 });
+  t.false(after.complete);
+  run('r3', [['i1', 'delivered'], ['i2', 'delivered'], ['i3', 'delivered']], {});
+  t.true(account(records).complete);
+});
+
 test('a failure of another cause (a write refused) leaves the earlier deliveries counted', (t) => {
   const { records, run } = ledger();
   run('r1', [['i1', 'delivered'], ['i2', 'delivered']], { interrupted: true });
