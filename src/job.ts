@@ -255,7 +255,9 @@ async function recordFailure(statusLog: StatusLog | undefined, err: unknown, inp
   if (!statusLog) return;
   const { path, ...named } = input;
   // A run the lock refused leaves the archive to the run that holds it: hashing gigabytes would only delay exit 3.
-  const identity = named.sha256 === undefined && path && errorCodeOf(err) !== ErrorCode.LOCKED ? await fileIdentity(path) : {};
+  // One stopped by a signal must end now (a service manager's stop timeout kills it, recordless, after some seconds).
+  const code = errorCodeOf(err);
+  const identity = named.sha256 === undefined && path && code !== ErrorCode.LOCKED && code !== ErrorCode.STOPPED ? await fileIdentity(path) : {};
   await statusLog
     .write({
       record: 'failure',
