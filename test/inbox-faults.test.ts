@@ -285,3 +285,37 @@ test('--inbox: a directory or a FIFO named like an archive is warned of at every
   t.regex(result.stderr, /c-pipe\.zip: named like an archive but not a file \(a FIFO\): never read/);
   t.true((await readMaildir(mail)).length > 0);
 });
+
+test('--inbox: an archive read in done/ (another job moved it there) that this run did not complete is read there again by the next run, until it completes', async (t) => {
+  t.timeout(120_000);
+  const { dir, inbox, state, common } = await dropFolder(t);
+  await generateSample(join(inbox, 'a1.zip'), { events: 40, seed: 1, day: '2026-11-22', edgeCases: false });
+  // More events than the run reads ahead, so the stop leaves some unread.
+  await generateSample(join(inbox, 'a2.zip'), { events: 1000, seed: 2, day: '2026-11-23', edgeCases: false });
+  await utimes(join(inbox, 'a1.zip'), old(30), old(30));
+  await utimes(join(inbox, 'a2.zip'), old(20), old(20));
+  // The other job moves a2 to done/ while this run reads a1; this run is then stopped at a2's first item (the marker: once).
+  const marker = join(dir, 'stop-at-a2');
+  await writeFile(marker, '');
+  const plugin = join(dir, 'other-then-stop.mjs');
+  await writeFile(
+    plugin,
+    `import { existsSync, mkdirSync, renameSync, unlinkSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'other-then-stop', version: '1.0.0', hostApi: '^1.0.0', transform(item) {\n` +
+      `  if (++n === 10 && existsSync(${JSON.stringify(join(inbox, 'a2.zip'))})) { mkdirSync(${JSON.stringify(join(inbox, 'done'))}, { recursive: true }); renameSync(${JSON.stringify(join(inbox, 'a2.zip'))}, ${JSON.stringify(join(inbox, 'done', 'a2.zip'))}); }\n` +
+      `  if (item.sentAt.startsWith('2026-11-23') && existsSync(${JSON.stringify(marker)})) { unlinkSync(${JSON.stringify(marker)}); process.kill(process.pid, 'SIGTERM'); }\n` +
+      `  return item; } };\n`,
+  );
+  const first = await cli([...common, '--plugin', plugin]);
+  t.is(first.code, 4, first.stderr);
+  const a2 = async () => (await cli(['status', '--state-dir', state, '--export', 'acme-2026-11-23'])).code;
+  t.not(await a2(), 0, 'a2 not complete after the stopped run');
+  // The next night: a2 is nowhere in the drop folder, only in done/. Was: exit 0, a2 never read again, for ever INCOMPLETE.
+  const second = await cli([...common, '--plugin', plugin]);
+  t.is(second.code, 0, second.stderr);
+  t.is(await a2(), 0, 'a2 read again in done/ and completed');
+  t.deepEqual((await readdir(join(inbox, 'done'))).sort(), ['a1.zip', 'a2.zip'], 'left in done/');
+  // Completed: not read again.
+  const third = await cli([...common, '--plugin', plugin, '--json']);
+  t.is(third.code, 0, third.stderr);
+  t.deepEqual(jsonLines(third.stdout), []);
+});

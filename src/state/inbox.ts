@@ -214,12 +214,27 @@ function waitingPath(state: StateDir): string {
 }
 
 async function readWaiting(state: StateDir): Promise<Record<string, Waiting>> {
+  return readRecordFile<Waiting>(waitingPath(state));
+}
+
+/** A state file of ours holding a JSON object (by name); empty when it is not there or not one. */
+async function readRecordFile<T>(path: string): Promise<Record<string, T>> {
   try {
-    const value = JSON.parse(await readFile(waitingPath(state), 'utf8')) as unknown;
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, Waiting>) : {};
+    const value = JSON.parse(await readFile(path, 'utf8')) as unknown;
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, T>) : {};
   } catch {
     return {};
   }
+}
+
+/**
+ * The archives in `done/` (by their name there) that another run moved there before this state
+ * dir's run read them, which that run did not complete (failed deliveries, a stop, an error): as
+ * it read them. The next runs read each there again until it completes, or until it is changed or
+ * gone (said): `done/` is never listed otherwise, and each would be passed over for ever.
+ */
+function unfinishedPath(state: StateDir): string {
+  return join(state.dir, STATE_FILES.inboxUnfinished);
 }
 
 /**
@@ -398,7 +413,13 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       });
   const result: InboxResult = { results: [], waiting: [], exitCode: ExitCode.OK };
   try {
-    const candidates = [];
+    const candidates: { name: string; mtime: number; listed?: Sighting; inDone?: string }[] = [];
+    const unfinishedBefore = await readRecordFile<Sighting>(unfinishedPath(state));
+    for (const [entry, was] of Object.entries(unfinishedBefore)) {
+      const now = await sighting(join(inbox, 'done', entry));
+      if (now && sameFile(was, now)) candidates.push({ name: entry, mtime: now.mtimeMs, listed: now, inDone: entry });
+      else logger.warn(`done/${entry}: read by an earlier run of this state dir and not completed, but ${now ? 'changed' : 'gone'} since: not read again (put the archive back in the drop folder to run it)`);
+    }
     const waitedBefore = await readWaiting(state);
     const waitingNow: Record<string, Waiting> = {};
     // As bytes: a name that is not UTF-8, listed as text, names no file (see textName).
@@ -479,8 +500,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
     const delivery = await deliveryOf(config, cwd);
     const readWhole = 'error' in delivery ? undefined : readWholeUnder(state, delivery);
     if ('error' in delivery && candidates.length > 0) logger.warn(`cannot tell what the archives are delivered under (${errorMessage(delivery.error)}): none is taken for completed`);
-    for (const { name, listed } of candidates) {
-      let path = join(inbox, name);
+    for (const { name, listed, inDone: unfinished } of candidates) {
+      let path = unfinished === undefined ? join(inbox, name) : join(inbox, 'done', unfinished);
       if (stop?.aborted) {
         // Stopped before this archive (a signal, early or between archives): not a success, whatever came before; and
         // recorded, as a plain run stopped before its first delivery is (one stopped before the first archive had no other record).
@@ -493,8 +514,8 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       }
       // What the run reads: the file then at the name (one dropped over it meanwhile is not moved).
       let read = await sighting(path);
-      /** Its name in done/, where another run moved it before this one read it: read there, and left there. */
-      let inDone: string | undefined;
+      /** Its name in done/, where another run moved it before this one (or an earlier one) read it: read there, and left there. */
+      let inDone = unfinished;
       if (read === undefined && !(await exists(path))) {
         // Completed by another state dir's run, which may be another sink's job: this state dir must account for it too
         // (the sink skips what it holds). Was: passed over, exit 0, and that sink never got it.
@@ -587,10 +608,24 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         result.exitCode = worseExitCode(result.exitCode, errorExitCode(err));
       }
     }
+    if (!dry) await recordUnfinished(state, inbox, unfinishedBefore, result.results, logger);
   } finally {
     await release();
   }
   return result;
+}
+
+/** Keeps the archives read in done/ that did not complete (see `unfinishedPath`), and drops those that did. */
+async function recordUnfinished(state: StateDir, inbox: string, before: Record<string, Sighting>, results: InboxResult['results'], logger: Logger): Promise<void> {
+  const unfinished = { ...before };
+  for (const { archive, outcome } of results) {
+    if (!archive.startsWith(`done${sep}`)) continue;
+    const entry = archive.slice(`done${sep}`.length);
+    const now = outcome === 'completed' || outcome === 'already-completed' ? undefined : await sighting(join(inbox, archive));
+    if (now) unfinished[entry] = now;
+    else delete unfinished[entry];
+  }
+  await writeFile(unfinishedPath(state), JSON.stringify(unfinished) + '\n').catch((err: unknown) => logger.warn(`cannot record the archives in done/ left to finish in ${unfinishedPath(state)}: ${errorMessage(err)}`));
 }
 
 /** What a directory entry that is not a regular file is, in words. */

@@ -167,7 +167,7 @@ export async function checkRecordPaths(paths: { statusLog?: string; logFile?: st
  * and nothing else may write it (`holds`). A file of the state dir not named here could be given
  * as a --status-log and be broken by it.
  */
-export const STATE_FILES = { lock: 'lock', ledger: 'ledger.jsonl', checkpointNote: 'checkpoint.note', shard: 'shard', inboxWaiting: 'inbox-waiting.json' } as const;
+export const STATE_FILES = { lock: 'lock', ledger: 'ledger.jsonl', checkpointNote: 'checkpoint.note', shard: 'shard', inboxWaiting: 'inbox-waiting.json', inboxUnfinished: 'inbox-unfinished.json' } as const;
 export const STATE_FOLDERS = { runs: 'runs', checkpoints: 'checkpoints', completed: 'completed' } as const;
 const OWN_FILES = new Set<string>(Object.values(STATE_FILES));
 const OWN_FOLDERS = new Set<string>(Object.values(STATE_FOLDERS));
