@@ -1,4 +1,5 @@
-import { hash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 
 /**
  * The SHA-256 of `data` in hex: names, keys and checksums throughout the tool. The one-shot
@@ -6,6 +7,13 @@ import { hash } from 'node:crypto';
  */
 export function sha256Hex(data: Buffer | string): string {
   return hash('sha256', data, 'hex');
+}
+
+/** The SHA-256 (hex) of a file's bytes, read as a stream. */
+export async function fileSha256(path: string): Promise<string> {
+  const digest = createHash('sha256');
+  for await (const chunk of createReadStream(path)) digest.update(chunk as Buffer);
+  return digest.digest('hex');
 }
 
 /** The two 32-bit halves of the last `hash64` (written in place: no allocation a call). */

@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { link, lstat, open, readdir, readFile, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import type { RunConfig } from '../options/index.js';
@@ -7,7 +6,7 @@ import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } fro
 import { errorExitCode, runExitCode, worseExitCode } from '../exit-policy.js';
 import { findEndOfCentralDirectory } from '../formats/zip/index.js';
 import { makeDirectory, pathExists } from '../fs-util.js';
-import { sha256Hex } from '../hash.js';
+import { fileSha256, sha256Hex } from '../hash.js';
 import type { Logger } from '../logger.js';
 import { recordFailureBeforeStart, startOptions } from '../job.js';
 import { run, runOutcomeOptions, type RunOptions, type RunResult } from '../run.js';
@@ -38,12 +37,6 @@ export interface InboxResult {
   results: InboxArchiveResult[];
   waiting: string[];
   exitCode: number;
-}
-
-async function sha256(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** Where a reader looks for a ZIP's end record: its 22 bytes and the longest comment (APPNOTE 4.3.16). */
@@ -535,7 +528,7 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
       const linkedTo = read === undefined ? await readlink(path).catch(() => undefined) : undefined;
       // One that cannot be read is run all the same: it fails as unreadable, and is recorded and moved to failed/.
       // One with no ZIP end record is not hashed: it was never completed, and its run refuses it at once.
-      const digest = (await noZipEndRecord(path)) ? undefined : await sha256(path).catch(() => undefined);
+      const digest = (await noZipEndRecord(path)) ? undefined : await fileSha256(path).catch(() => undefined);
       // A state dir that cannot be read here is said, and the archive read again (the sink skips what it holds).
       const completed =
         digest !== undefined &&

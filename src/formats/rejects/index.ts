@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { link, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { positionText, type AttachmentRef, type ExportContext, type Rejection } from '../../model.js';
 import type { ZipEntry } from '../zip/index.js';
-import { sha256Hex } from '../../hash.js';
+import { fileSha256, sha256Hex } from '../../hash.js';
 import { fsyncDir, isCode, makeDirectory } from '../../fs-util.js';
 import { PivotArchiveError } from '../../errors.js';
 import { oneLine } from '../one-line.js';
@@ -162,12 +162,6 @@ async function publish(temporary: string, folder: string, name: string, digest: 
   // The same file (an attachment's blob linked before) needs no reading.
   const [there, ours] = await Promise.all([stat(target), stat(temporary)]);
   return (there.ino === ours.ino && there.dev === ours.dev) || (await fileSha256(target)) === digest;
-}
-
-async function fileSha256(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /**
