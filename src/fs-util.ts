@@ -49,6 +49,14 @@ export function isCode(err: unknown, code: string): boolean {
   return (err as NodeJS.ErrnoException | undefined)?.code === code;
 }
 
+/** What link(2) answers where a file system has no hard links (some SMB and FUSE mounts, vfat, exFAT). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
+
+/** Whether `err`, from link(2), says the file system has no hard links. */
+export function noHardLinks(err: unknown): boolean {
+  return NO_HARD_LINKS.has((err as NodeJS.ErrnoException | undefined)?.code ?? '');
+}
+
 /** fsyncs a directory, so the names created in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { link, mkdir, open, readFile, readdir, realpath, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { makeDirectory } from '../fs-util.js';
+import { makeDirectory, noHardLinks } from '../fs-util.js';
 import { ErrorCode, PivotArchiveError, errorMessage } from '../errors.js';
 import { PID_NAMESPACE, processGone, processStartTicks } from '../process-util.js';
 import type { FailureRecord } from '../status-log.js';
@@ -18,8 +18,6 @@ const LOCK_RENEW_MS = 30_000;
 export const LOCK_LEASE_MS = 10 * 60_000;
 /** Tries to take the lock: each stale lock found costs one, a turn waited behind another breaker one. */
 const LOCK_ATTEMPTS = 50;
-/** What link(2) answers where a file system has no hard links (some SMB and FUSE mounts). */
-const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
 /** A `lock.break` file of another host (or torn) this old was left by a run killed while it broke a stale lock. */
 const LOCK_BREAK_STALE_MS = 30_000;
 
@@ -356,7 +354,7 @@ export class StateDir {
       await link(temporary, path);
       return;
     } catch (err) {
-      if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      if (!noHardLinks(err)) throw err;
     } finally {
       await unlink(temporary).catch(() => undefined);
     }
