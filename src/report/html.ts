@@ -20,7 +20,12 @@ export interface ReportMeta {
   generatedAt: string;
   /** The tool and its version, e.g. `pivot-archive 0.2.0`. */
   tool: string;
-  /** Rows of the rejected-and-failed list before it stops and points at the CSV (default 5,000). */
+  /**
+   * Rows of the rejected-and-failed list before it stops and points at the CSV (default 5,000). An
+   * account read from the ledger (`exportAccount`) lists at most PROBLEMS_LISTED (5,000) rejected
+   * items and as many failed pairs, to keep its memory bounded: more rows than it lists are never
+   * shown, whatever this says (the "and N more" line counts the rest, which the CSV holds).
+   */
   maxItemRows?: number;
   /** The CSV item list written with this report (its file name), if any. */
   csv?: string;
