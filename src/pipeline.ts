@@ -87,8 +87,8 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   const stopped = halt.signal.aborted ? halt.signal.reason : o.stop?.reason;
   // A folder removed after its mailbox's last write: no write was left to find it, the sink looks once (see Sink.lostSinceWritten).
   const look = await o.sink.lostSinceWritten?.();
-  const lost = typeof look === 'string' ? look : undefined;
-  const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined) ?? (lost ? { code: ErrorCode.SINK_WRITE, message: lost } : undefined);
+  const lost = typeof look === 'object' ? look : undefined;
+  const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined) ?? (lost ? { code: ErrorCode.SINK_WRITE, message: lost.reason } : undefined);
   clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);
@@ -99,7 +99,7 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   // Such a run keeps no checkpoint (resuming past the end would look at nothing); one with items left keeps it.
   const lookStopped = !cutShort && look === LOOK_STOPPED;
   const interrupted = !error && (cutShort || lookStopped);
-  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0, storageLost: lost !== undefined, lookStopped });
+  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0, storageLost: lost !== undefined, mailboxesLost: lost?.mailboxes, lookStopped });
 }
 
 /** Runs the chain to its end; what stopped it, if anything, as the summary states it. */

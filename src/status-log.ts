@@ -171,6 +171,12 @@ export interface RunSummary extends Counters, RunStamp {
   stagingIndexesUntrusted?: number;
   /** The sink found, after the last write, storage it wrote to gone, or could not confirm it in place (a server down then: see Sink.lostSinceWritten, the error says which): the checkpoint is dropped. */
   storageLost?: boolean;
+  /**
+   * Of `storageLost`: the mailboxes whose folder the sink found gone after their last write
+   * (removed, made again, moved). Every export's messages there went with it: the account no
+   * longer counts any export's earlier pairs there as delivered (a folder only not confirmed is not named).
+   */
+  mailboxesLost?: string[];
   /** A stop signal, after every item settled, cut that look short (Sink LOOK_STOPPED): the folders are not confirmed in place; the checkpoint is dropped, and the run is interrupted unless an error stopped it. */
   lookStopped?: boolean;
   /** Exports refused whole because their latest staging index could not be read (storage refused it, not an index, over the size limit). */

@@ -219,6 +219,7 @@ class Settlement {
       // A rejected item not kept, or the store found lost (what was delivered before is not counted as there).
       if (e && line.outcome === 'failed' && (line.mailbox === null || line.storageLost === true) && this.runInScope(line.runId)) e.suspect = true;
     } else if (line.record === 'summary') {
+      if (this.runInScope(line.runId)) for (const m of line.mailboxesLost ?? []) this.lostMailboxes.set(m, line.seq);
       const notWhole = Array.isArray(line.exportsNotWhole) ? line.exportsNotWhole : [];
       for (const id of notWhole) this.touch(line.runId, id);
       const clean = !line.error && !line.interrupted;

@@ -100,6 +100,23 @@ test('another export\'s run that finds a mailbox\'s store lost counts this expor
   t.true(again.complete);
 });
 
+test('another export\'s run whose end-of-run look found a mailbox\'s folder gone (its summary mailboxesLost, no failure recorded) counts this export\'s pairs there before it as failed, in that mailbox only (helper-122 F1)', (t) => {
+  const { records, run } = ledger();
+  const n = { mailbox: 'n@acme.example' };
+  run('r1', [['i1', 'delivered'], ['i2', 'delivered', n], ['i3', 'delivered']], {});
+  t.true(account(records).complete);
+  // Was: the look's loss was in that run's summary only, and counted for that export alone.
+  run('b1', [['j1', 'delivered']], { storageLost: true, mailboxesLost: ['m@acme.example'], error: { code: 'E_SINK_WRITE', message: 'maildir: 1 folder(s) ... were removed during the run, after their last write' } }, `${EXPORT_ID}-next`);
+  const after = account(records);
+  t.deepEqual(after.pairs, { total: 3, delivered: 1, skipped: 0, failed: 2, lostFromStore: 2 });
+  t.false(after.complete);
+  // A summary whose look could only not confirm folders names none: nothing of this export changes.
+  const { records: unconfirmed, run: runUnconfirmed } = ledger();
+  runUnconfirmed('r1', [['i1', 'delivered'], ['i2', 'delivered', n], ['i3', 'delivered']], {});
+  runUnconfirmed('b1', [['j1', 'delivered']], { storageLost: true, error: { code: 'E_SINK_WRITE', message: 'imap: whether the folder ... could not be confirmed' } }, `${EXPORT_ID}-next`);
+  t.true(account(unconfirmed).complete);
+});
+
 test('verify names an export whose pairs were in a mailbox another export\'s later run found lost (exit 1), not only the export that found it', async (t) => {
   const dir = await tempDir(t);
   const state = join(dir, 'state');

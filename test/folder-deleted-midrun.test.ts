@@ -233,7 +233,7 @@ test.serial('maildir: only the tmp/ of folders removed in the middle of a run (a
   t.notRegex(run.stderr, /removed during the run/);
 });
 
-test.serial('maildir: folders removed after their mailbox\'s last write, while the run still goes on, fail the run at its end as storage lost (exit 1, no checkpoint, status not complete, verify exit 6); the re-run delivers them again, verify finds every one', async (t) => {
+test.serial('maildir: folders removed after their mailbox\'s last write, while the run still goes on, fail the run at its end as storage lost (exit 1, no checkpoint, status not complete, verify exit 6), and the day before\'s export with messages there is no longer complete either; the re-runs deliver them again, verify finds every one', async (t) => {
   t.timeout(180_000);
   const dir = await tempDir(t);
   const archive = join(dir, 'export.zip');
@@ -250,6 +250,13 @@ test.serial('maildir: folders removed after their mailbox\'s last write, while t
   const root = join(dir, 'mail');
   const state = join(dir, 'state');
   const run = (log: string) => cli(['run', archive, '--sink', `maildir:${root}`, '--state-dir', state, '--status-log', join(dir, log), '--plugin', plugin, ...common]);
+  // The day before's export, delivered whole into the same mailboxes: the folders removed take its messages too.
+  const dayBefore = join(dir, 'day-before.zip');
+  const { exportId: dayBeforeId } = await generateSample(dayBefore, { events: 300, seed: 46, users: 60, day: '2026-11-20' });
+  const runDayBefore = (log: string) => cli(['run', dayBefore, '--sink', `maildir:${root}`, '--state-dir', state, '--status-log', join(dir, log), ...common]);
+  const dayBeforeFirst = await runDayBefore('day-before.jsonl');
+  t.is(dayBeforeFirst.code, 0, dayBeforeFirst.stderr.slice(0, 2000));
+  t.regex((await cli(['status', '--state-dir', state, '--export', dayBeforeId])).stdout.split('\n')[0]!, COMPLETE);
   let ended = false;
   const running = run('first.jsonl').finally(() => (ended = true));
   await untilReady(async () => delivered(await readFile(join(dir, 'first.jsonl'), 'utf8').catch(() => '')) >= before, () => ended, `${before} deliveries`);
@@ -264,6 +271,15 @@ test.serial('maildir: folders removed after their mailbox\'s last write, while t
   t.false(firstLog.some((l) => l.outcome === 'failed'), 'no write found the removal: the end of the run did');
   // The counters still add up (every item settled): the error says what is wrong, not "counters add up NO" (helper-117).
   t.like(firstSummary, { storageLost: true, balanced: true, failed: 0 });
+  t.deepEqual([...(firstSummary.mailboxesLost as string[])].map(mailboxFolderName).sort(), [...removed].sort(), 'the summary names the mailboxes whose folder is gone');
+  // The day before's export had messages in those folders: no longer complete, for status and verify (was: COMPLETE, verify exit 0; only the export whose run looked counted the loss).
+  const dayBeforeIn = (await readStatusLog(join(dir, 'day-before.jsonl'))).lines.filter((l) => l.outcome === 'delivered' && removed.includes(mailboxFolderName(String(l.mailbox))));
+  t.true(dayBeforeIn.length > 0);
+  const dayBeforeStatus = await cli(['status', '--state-dir', state, '--export', dayBeforeId, '--json']);
+  t.is(dayBeforeStatus.code, 1, dayBeforeStatus.stdout.slice(0, 2000));
+  t.like((JSON.parse(dayBeforeStatus.stdout) as { account: { pairs: unknown } }).account.pairs, { failed: dayBeforeIn.length, lostFromStore: dayBeforeIn.length });
+  const dayBeforeVerify = await cli(['verify', '--state-dir', state, '--export', dayBeforeId]);
+  t.is(dayBeforeVerify.code, 1, dayBeforeVerify.stdout.slice(0, 2000) + dayBeforeVerify.stderr);
   t.deepEqual(await readdir(join(state, 'checkpoints')).catch(() => []), [], 'no checkpoint: the re-run reads the export from the start');
   const exportId = String(firstLog.find((l) => l.exportId)!.exportId);
   t.notRegex((await cli(['status', '--state-dir', state, '--export', exportId])).stdout.split('\n')[0]!, COMPLETE);
@@ -272,6 +288,11 @@ test.serial('maildir: folders removed after their mailbox\'s last write, while t
   t.is(second.code, 0, second.stderr.slice(0, 2000));
   const secondLog = (await readStatusLog(join(dir, 'second.jsonl'))).lines;
   t.true(secondLog.filter((l) => l.outcome === 'delivered').length >= removed.length, 'the removed folders\' items delivered again');
+  // The day before's export is run again too: its messages the folders lost are delivered again, the rest found there.
+  const dayBeforeAgain = await runDayBefore('day-before-again.jsonl');
+  t.is(dayBeforeAgain.code, 0, dayBeforeAgain.stderr.slice(0, 2000));
+  t.is((await readStatusLog(join(dir, 'day-before-again.jsonl'))).lines.filter((l) => l.outcome === 'delivered').length, dayBeforeIn.length);
+  t.regex((await cli(['status', '--state-dir', state, '--export', dayBeforeId])).stdout.split('\n')[0]!, COMPLETE);
   const verified = await cli(['verify', '--state-dir', state, '--sink', `maildir:${root}`]);
   t.is(verified.code, 0, verified.stdout.slice(0, 2000) + verified.stderr);
   t.regex((await cli(['status', '--state-dir', state, '--export', exportId])).stdout.split('\n')[0]!, COMPLETE);

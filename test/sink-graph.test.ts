@@ -799,7 +799,9 @@ test('graph resumeFolders: folders a stopped run wrote to, kept by its checkpoin
   t.regex(lost!.message, /^mailbox resumedmoved@acme\.example: not stored: the folder Inbox\/Resumed the earlier run this one resumes wrote to is no longer there/);
   t.is((await resumed.write(delivery(5, moved))).outcome, 'delivered', 'the next write goes into the folder made anew');
   t.is((await resumed.write(delivery(6, kept))).outcome, 'delivered');
-  const reason = String(await resumed.lostSinceWritten());
+  const look = await resumed.lostSinceWritten();
+  const reason = typeof look === 'object' ? look.reason : String(look);
+  t.deepEqual(typeof look === 'object' && look.mailboxes, ['resumedgone@acme.example'], 'the mailbox whose folder is gone is named: every export\'s messages there went with it');
   t.regex(reason, /^graph: 1 folder\(s\) this run wrote to or found items in are no longer where it put them, deleted, moved or renamed during the run \(resumedgone@acme\.example: Inbox\/Resumed was deleted for good .*\(written by the earlier run this one resumes\)\)/);
   t.notRegex(reason, /resumedkept|resumedmoved/);
   await resumed.close();

@@ -279,8 +279,9 @@ export class AccountBuilder {
   private readonly storeLostAt = new Map<number, number>();
   /**
    * By ledger and mailbox, the seq of the latest failure of another export's run there whose error
-   * said the store was lost: a folder deleted took this export's messages in it too. Only that
-   * mailbox's pairs (another export's run read nothing of this one, so its loss says nothing of other mailboxes).
+   * said the store was lost, or of a summary whose end-of-run look found its folder gone
+   * (`mailboxesLost`, any export's run): a folder deleted took this export's messages in it too.
+   * Only that mailbox's pairs (another export's run read nothing of this one, so its loss says nothing of other mailboxes).
    */
   private readonly mailboxLostAt = new Map<string, number>();
   /** The ledger each mailbox's records are in (a mailbox is one shard's). */
@@ -328,6 +329,8 @@ export class AccountBuilder {
     if (r.record === 'checkpoint') this.unsealed = 0;
     if (r.exportId === this.exportId && r.record !== 'start') this.unsealed++;
     if (r.record === 'outcome' && r.exportId !== this.exportId && r.storageLost === true && typeof r.mailbox === 'string') this.mailboxLostAt.set(`${this.ledger}\u0000${r.mailbox}`, r.seq);
+    // The end-of-run look of any export's run found these folders gone: no failure record names them.
+    if (r.record === 'summary' && Array.isArray(r.mailboxesLost)) for (const m of r.mailboxesLost) if (typeof m === 'string') this.mailboxLostAt.set(`${this.ledger}\u0000${m}`, r.seq);
     if (r.record === 'start') {
       this.starts.set(r.runId, r);
       if (r.exportId === this.exportId) this.runOf(r.runId);

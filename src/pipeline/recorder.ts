@@ -161,7 +161,7 @@ export class Recorder {
    * The summary, written last: the counters, whether they add up, why the run stopped early
    * (an error, a signal), and an alarm when it accounted for everything but looks wrong.
    */
-  async summarise(source: Source, sinkDescription: string, maxRejected: number, stopped: { error?: { code: string; message: string }; interrupted: boolean; failedOnStop: number; storageLost?: boolean; lookStopped?: boolean }): Promise<RunSummary> {
+  async summarise(source: Source, sinkDescription: string, maxRejected: number, stopped: { error?: { code: string; message: string }; interrupted: boolean; failedOnStop: number; storageLost?: boolean; mailboxesLost?: string[]; lookStopped?: boolean }): Promise<RunSummary> {
     const { error, interrupted, failedOnStop } = stopped;
     const fields = source.summaryFields();
     this.counters.itemsFromSource = this.unitsRead + fields.itemsDoneEarlier;
@@ -187,6 +187,7 @@ export class Recorder {
       balanced: isBalanced(this.counters) && fields.balanced,
       ...(error ? { error } : {}),
       ...(stopped.storageLost ? { storageLost: true } : {}),
+      ...(stopped.mailboxesLost?.length ? { mailboxesLost: stopped.mailboxesLost } : {}),
       ...(stopped.lookStopped ? { lookStopped: true } : {}),
     };
     const alarm = error || interrupted ? undefined : alarmOf(summary, maxRejected);

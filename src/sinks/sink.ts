@@ -116,7 +116,7 @@ export interface Sink {
    * find it), or undefined. The run then fails as storage lost does (no checkpoint left).
    * LOOK_STOPPED when a stop signal cut the look short: nothing is said either way.
    */
-  lostSinceWritten?(): Promise<string | undefined | typeof LOOK_STOPPED>;
+  lostSinceWritten?(): Promise<LostSinceWritten | undefined | typeof LOOK_STOPPED>;
   /**
    * The folders `lostSinceWritten` would look at now (this run's and those `resumeFolders` gave),
    * each with what tells it from one made again at its place, as JSON by mailbox. A checkpoint
@@ -133,6 +133,17 @@ export interface Sink {
   open(): Promise<void>;
   write(delivery: Delivery): Promise<Stored>;
   close(): Promise<void>;
+}
+
+/**
+ * What `lostSinceWritten` found: the reason (the run's error), and the mailboxes whose folder it
+ * found gone (removed, made again, moved away). Those took every export's messages with them, not
+ * only this run's: the summary names them, and the account no longer counts any export's earlier
+ * pairs there. A folder only not confirmed (a server down then) is in the reason, not in `mailboxes`.
+ */
+export interface LostSinceWritten {
+  reason: string;
+  mailboxes: string[];
 }
 
 /** `Sink.foldersToLook`: by mailbox, what the sink needs to find its folder and tell it from one made again. */

@@ -1,7 +1,7 @@
 import { ErrorCode, PivotArchiveError, errorMessage } from '../../errors.js';
 import { entraTokens, tokenRoles, type AccessTokens } from '../../auth/entra.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, LOOK_STOPPED, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type LostSinceWritten, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { GraphClient, GraphError, UncertainError, folderAnswer404, mailboxUnusable, type GraphResponse } from './client.js';
 import { parseGraphSpec, type GraphSinkConfig } from './config.js';
@@ -485,8 +485,9 @@ export class GraphSink extends LifecycleSink implements Sink {
    * that fails the run too: exit 0 says every item is there. Nothing is asked after a stop signal:
    * a look it cut short is LOOK_STOPPED (the run is interrupted), unless what was read gives a reason.
    */
-  async lostSinceWritten(): Promise<string | undefined | typeof LOOK_STOPPED> {
+  async lostSinceWritten(): Promise<LostSinceWritten | undefined | typeof LOOK_STOPPED> {
     const displaced: string[] = [];
+    const displacedMailboxes: string[] = [];
     const unconfirmed: string[] = [];
     let cut = false;
     const written = [...this.mailboxes].filter(([, run]) => run.placed !== undefined && run.placed.length > 0).map(([mailbox, run]) => ({ mailbox, user: run.user, placed: run.placed!, earlier: false }));
@@ -496,7 +497,9 @@ export class GraphSink extends LifecycleSink implements Sink {
       if (this.client.stopped) return void (cut = true);
       try {
         const why = await this.displaced(mailbox, user, placed);
-        if (why !== undefined) displaced.push(`${mailbox}: ${why}${earlier ? ` (${RESUMED_FOLDER_NOTE})` : ''}`);
+        if (why === undefined) return;
+        displaced.push(`${mailbox}: ${why}${earlier ? ` (${RESUMED_FOLDER_NOTE})` : ''}`);
+        displacedMailboxes.push(mailbox);
       } catch (err) {
         if (this.client.stopped) cut = true;
         else unconfirmed.push(`${mailbox}: ${errorMessage(err)}`);
@@ -507,7 +510,7 @@ export class GraphSink extends LifecycleSink implements Sink {
     if (displaced.length > 0) reasons.push(`${displaced.length} folder(s) this run wrote to or found items in are no longer where it put them, deleted, moved or renamed during the run (${firstFew(displaced, '; ')}); what they held is not where the run recorded it`);
     if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed, '; ')}), so the run cannot say every item is there`);
     if (reasons.length === 0) return undefined;
-    return `graph: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint), skips what the folder ${this.config.folder.join('/')} holds and delivers again what it does not`;
+    return { reason: `graph: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint), skips what the folder ${this.config.folder.join('/')} holds and delivers again what it does not`, mailboxes: displacedMailboxes };
   }
 
   /**

@@ -3,7 +3,7 @@ import { credentialName, entraTokens, type AccessTokens, type EntraCredential } 
 import { ErrorCode, PivotArchiveError, errorMessage, type ErrorCodeValue } from '../../errors.js';
 import { registerSecret } from '../../redact.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, LOOK_STOPPED, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
+import { firstFew, LOOK_STOPPED, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type LostSinceWritten, type Sink, type SinkFactory, type SinkOptions, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { parseImapSpec, type ImapSinkConfig } from './config.js';
@@ -889,9 +889,10 @@ export class ImapSink extends LifecycleSink implements Sink {
    * looked at because the sink failed as a whole are not confirmed either (the failure says why);
    * after a stop signal, LOOK_STOPPED (the run is interrupted).
    */
-  async lostSinceWritten(): Promise<string | undefined | typeof LOOK_STOPPED> {
+  async lostSinceWritten(): Promise<LostSinceWritten | undefined | typeof LOOK_STOPPED> {
     const gone: string[] = [];
     const madeAgain: string[] = [];
+    const goneMailboxes: string[] = [];
     const unconfirmed: string[] = [];
     await Promise.allSettled(this.busy.values());
     const lately = Date.now() - LOOKED_LATELY_MS;
@@ -925,7 +926,10 @@ export class ImapSink extends LifecycleSink implements Sink {
           if (status === false || status.uidValidity === undefined) throw new Error(`STATUS ${seen.path}: no answer`);
           this.stats.foldersChecked++;
           const now = Number(status.uidValidity);
-          if (now !== seen.uidValidity) madeAgain.push(`${mailbox} (UIDVALIDITY ${seen.uidValidity}, now ${now}${this.resumed.has(mailbox) ? `; ${RESUMED_FOLDER_NOTE}` : ''})`);
+          if (now !== seen.uidValidity) {
+            madeAgain.push(`${mailbox} (UIDVALIDITY ${seen.uidValidity}, now ${now}${this.resumed.has(mailbox) ? `; ${RESUMED_FOLDER_NOTE}` : ''})`);
+            goneMailboxes.push(mailbox);
+          }
         } catch (err) {
           if (session) session.broken = true;
           else if (!(err instanceof PermanentError || err instanceof LoginRefusedError)) unanswered++;
@@ -933,6 +937,7 @@ export class ImapSink extends LifecycleSink implements Sink {
           if ((err as { code?: unknown }).code === 'NotFound') {
             this.stats.foldersChecked++;
             gone.push(this.resumed.has(mailbox) ? `${mailbox} (${RESUMED_FOLDER_NOTE})` : mailbox);
+            goneMailboxes.push(mailbox);
           } else notLooked(entry, errorMessage(err), err instanceof PermanentError);
         } finally {
           if (session) this.release(session);
@@ -956,7 +961,7 @@ export class ImapSink extends LifecycleSink implements Sink {
       reasons.push(`whether the folder ${this.config.folder} is still in place after the mailbox's last write could not be confirmed (${some('not looked at', unconfirmed).join('')}), so the run cannot say every item is there`);
     }
     if (reasons.length === 0) return undefined;
-    return `imap: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`;
+    return { reason: `imap: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint) and delivers again what the folder, made anew, does not hold`, mailboxes: goneMailboxes };
   }
 
   /**

@@ -6,7 +6,7 @@ import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, errorMessage, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import { firstFew, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type Sink, type SinkFactory, type Stored } from '../sink.js';
+import { firstFew, MAILBOX_ADDRESS, markStorageLost, RESUMED_FOLDER_NOTE, type FoldersToLook, type LostSinceWritten, type Sink, type SinkFactory, type Stored } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { sha256Hex } from '../../hash.js';
 import { messageVersion, withoutExportId } from '../../formats/message/export-id.js';
@@ -748,24 +748,26 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * stat a mailbox, a few at once. A stat that fails otherwise (EIO, EACCES) leaves the folder
    * not confirmed, a reason too: exit 0 says every item is there.
    */
-  async lostSinceWritten(): Promise<string | undefined> {
+  async lostSinceWritten(): Promise<LostSinceWritten | undefined> {
     const gone: string[] = [];
+    const goneMailboxes: string[] = [];
     const unconfirmed: string[] = [];
     await eachLimited(this.identities, LOST_CHECKS_AT_ONCE, async ([mailbox, identity]) => {
       const cur = join(this.pivotFolder(mailbox).path, 'cur');
       const named = this.resumed.has(mailbox) ? `${cur} (${RESUMED_FOLDER_NOTE})` : cur;
       try {
-        if (directoryIdentity(await stat(cur, { bigint: true })) !== identity) gone.push(named);
+        if (directoryIdentity(await stat(cur, { bigint: true })) === identity) return;
       } catch (err) {
-        if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) gone.push(named);
-        else unconfirmed.push(`${cur}: ${errorMessage(err)}`);
+        if (!isCode(err, 'ENOENT') && !isCode(err, 'ENOTDIR')) return void unconfirmed.push(`${cur}: ${errorMessage(err)}`);
       }
+      gone.push(named);
+      goneMailboxes.push(mailbox);
     });
     const reasons: string[] = [];
     if (gone.length > 0) reasons.push(`${gone.length} folder(s) this run wrote to or found items in were removed during the run, after their last write (${firstFew(gone)}): what was stored there went with them`);
     if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed)}), so the run cannot say every item is there`);
     if (reasons.length === 0) return undefined;
-    return `maildir: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint) and delivers again what the folders, made anew, do not hold`;
+    return { reason: `maildir: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint) and delivers again what the folders, made anew, do not hold`, mailboxes: goneMailboxes };
   }
 
   /** Whether the folder's `cur/` is the directory prepared and its `tmp/` is there, made again if it was gone. */
