@@ -10,7 +10,7 @@ import test from 'ava';
 import { join } from 'node:path';
 import { readBatch } from '../src/formats/staged-batch/index.js';
 import { generateSample } from '../src/sample/generate.js';
-import { blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { asStagedByOlderVersion, blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -106,7 +106,7 @@ test.serial("a finished staging.run left alone in the export's folder (its index
   }
 });
 
-test.serial("the index a finished staging.run names deleted, its batches left (no other index): they are imported, the import fails (E_STAGING_INCOMPLETE, exit 1), not whole; the record deleted too (as an older version's staging), the import warns and exits 0", async (t) => {
+test.serial("the index a finished staging.run names deleted, its batches left (no other index): they are imported, the import fails (E_STAGING_INCOMPLETE, exit 1), not whole; the record deleted too, the batches' metadata says a staging run that records itself staged them: part-way (exit 1); without it (as an older version's staging), the import warns and exits 0", async (t) => {
   t.timeout(300_000);
   await stage('unindexed', archive);
   const index = await recordedIndex('unindexed');
@@ -123,6 +123,11 @@ test.serial("the index a finished staging.run names deleted, its batches left (n
   t.false(await complete(dir));
 
   await container().deleteBlob(`unindexed/${EXPORT_ID}/staging.run`);
+  // Its batches say a staging run that writes a staging-run record staged them: with neither record nor index, part-way.
+  const wiped = await importInto('unindexed', await tempDir(t));
+  t.is(wiped.code, 1, wiped.log);
+  t.regex(wiped.summary.error!.message, /^the staging of export acme-2026-11-23 is part-way \(\d+ of its batches in unindexed\/acme-2026-11-23\/ were staged by a staging run that writes a staging-run record/);
+  await asStagedByOlderVersion(container(), 'unindexed');
   const blind = await importInto('unindexed', await tempDir(t));
   t.is(blind.code, 0, blind.log);
   t.regex(blind.log, /warn the staged batches under unindexed\/acme-2026-11-23\/ have no staging index/);

@@ -11,7 +11,7 @@ import archiver from 'archiver';
 import unzipper from 'unzipper';
 import { generateSample } from '../src/sample/generate.js';
 import { writeArchive } from './helpers/archive.js';
-import { startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
+import { asStagedByOlderVersion, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
 import { cli, readStatusLog } from './helpers/cli.js';
 import { readMaildir } from './helpers/maildir.js';
 import { tempDir } from './helpers/tmp.js';
@@ -217,6 +217,7 @@ test.serial('a batch deleted: the import fails (E_STAGING_INCOMPLETE) counting i
   t.like(named.summary, { exportsWithoutIndex: 1, batchesImported: batches.length - 1 });
   // Without the record either (as an older version staged it): nothing says an index was there.
   await client.deleteBlob(`gone/${EXPORT_ID}/staging.run`);
+  await asStagedByOlderVersion(client, 'gone');
   const other = await tempDir(t);
   const blind = await importInto('gone', other);
   t.is(blind.code, 0, blind.log);
@@ -269,6 +270,7 @@ test.serial('the text summary of an import shows the staging problems its JSON c
   for (const name of await indexesUnder('text')) await client.deleteBlob(name);
   // As an older version staged it: no index, no staging.run record (one that names the deleted index fails the import).
   await client.deleteBlob(`text/${EXPORT_ID}/staging.run`);
+  await asStagedByOlderVersion(client, 'text');
   const blind = await importText('text', await tempDir(t));
   t.is(blind.code, 0, blind.text);
   t.is(summaryRow(blind.text, withoutIndex), '1', blind.text);

@@ -62,6 +62,19 @@ export async function blobNamesIn(container: ContainerClient, prefix: string, pa
   return names.sort();
 }
 
+/**
+ * The batches under `prefix/` made to look staged by a version before staging runs marked their
+ * batches (`stagingrun` metadata): such a folder without a staging-run record or an index is an
+ * older staging (imported with a warning), not a staging run's that did not finish.
+ */
+export async function asStagedByOlderVersion(container: ContainerClient, prefix: string): Promise<void> {
+  for (const name of await blobNamesIn(container, prefix, /\.zip$/)) {
+    const blob = container.getBlockBlobClient(name);
+    const { stagingrun: _, ...older } = (await blob.getProperties()).metadata ?? {};
+    await blob.setMetadata(older);
+  }
+}
+
 /** A test file's Azurite beside a work dir holding a sample export (`archive`); `dispose` ends both. */
 export interface AzuriteWithSample {
   azurite: Azurite;

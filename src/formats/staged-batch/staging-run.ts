@@ -25,6 +25,20 @@ export const RUN_FORMAT = 'pivot-archive-staging-run';
  */
 export const STAGING_RUN = 'staging.run';
 
+/**
+ * The blob metadata every batch a staging run of this version stages carries: the run that staged it
+ * wrote the export's staging-run record first, and writes an index when it finishes. So a folder
+ * whose batches carry it, with neither that record nor an index beside them, is a staging run's that
+ * did not finish (the container emptied or recreated under it, a clean-up that left the batches),
+ * never an older version's staging (whose batches lack it, and which wrote neither).
+ */
+export const STAGED_BY_RECORDING_RUN = { stagingrun: '1' } as const;
+
+/** Whether a batch's blob metadata says a staging run that writes its staging-run record staged it (`STAGED_BY_RECORDING_RUN`). */
+export function stagedByRecordingRun(metadata: Record<string, string> | undefined): boolean {
+  return metadata?.stagingrun !== undefined;
+}
+
 export interface StagingRun {
   format: typeof RUN_FORMAT;
   version: 1;

@@ -9,7 +9,7 @@ import { sha256Hex } from '../../hash.js';
 import { batchZipStream, manifestBytes, manifestFor, readBatch, stagedKey } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, storageErrorMessage, storageStatusOf, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { stagingIndex, stagingIndexName, stagingIndexText, type StagedBatchRecord } from '../../formats/staged-batch/staging-index.js';
-import { RUN_FORMAT, stagingLockName, stagingRunName, stagingRunText, type StagingRun } from '../../formats/staged-batch/staging-run.js';
+import { RUN_FORMAT, STAGED_BY_RECORDING_RUN, stagingLockName, stagingRunName, stagingRunText, type StagingRun } from '../../formats/staged-batch/staging-run.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 import { createAzureBlobReader } from './reader.js';
 
@@ -563,6 +563,8 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
           itemcount: String(deliveries.length),
           firsttime: new Date(Math.min(...times)).toISOString(),
           lasttime: new Date(Math.max(...times)).toISOString(),
+          // Staged by a run that recorded itself in staging.run: with neither that record nor an index beside it, an import fails the export as part-way.
+          ...STAGED_BY_RECORDING_RUN,
         },
       });
       return uploaded('delivered');

@@ -5,7 +5,7 @@ import { sha256Hex } from '../../hash.js';
 import { readBatch, type BatchManifest, type ReadEntry } from '../../formats/staged-batch/index.js';
 import { containerClientFromEnv, describeLocation, exportFolder, exportOfFolder, folderOfBatch, isFolderOf, parseAzureBlobLocation, storageErrorMessage, storageStatusOf, type AzureBlobLocation } from '../../formats/staged-batch/location.js';
 import { folderOfIndex, namedForItsTime, parseStagingIndex, type StagedBatchRecord, type StagingIndex } from '../../formats/staged-batch/staging-index.js';
-import { STAGING_LOCK, STAGING_RUN, folderOfStagingRun, parseStagingRun, type StagingRun } from '../../formats/staged-batch/staging-run.js';
+import { STAGING_LOCK, STAGING_RUN, folderOfStagingRun, parseStagingRun, stagedByRecordingRun, type StagingRun } from '../../formats/staged-batch/staging-run.js';
 
 /** What a listing of the staged batches found besides the batches it yields. */
 export interface StagedListing {
@@ -78,6 +78,8 @@ interface FolderView {
   noTrustedIndex?: string;
   /** What the staging-run record says against the export being whole, if it does (see `StagingRunSays`). */
   run?: StagingRunSays;
+  /** The folder has neither a staging-run record nor a staging index blob (an older version's staging, or one emptied under its run: see `unrecordedWhy`). */
+  unrecorded: boolean;
 }
 
 /**
@@ -190,6 +192,8 @@ export class StagedBatches {
     // The export folder being listed: its batches (imported or not), and what it says once looked up.
     let folder: string | undefined;
     const present = new Set<string>();
+    // Of them, those staged by a run that writes a staging-run record (their blob metadata says so).
+    let recordedRun = 0;
     let view: FolderView | undefined;
     // The folder's staging lock, while nothing else of the folder has been listed (it sorts after its batches and index, before its staging-run record).
     let lockAlone: BlobItem | undefined;
@@ -198,8 +202,9 @@ export class StagedBatches {
     const checkFolder = async () => {
       if (folder === undefined) return;
       const looked = view ?? (await this.lookUp(folder, found));
-      const { index, run, unreadable, noTrustedIndex } = looked;
-      const unfinished = (run?.kind === 'part-way' ? run.why : undefined) ?? (lockAlone && lockAloneWhy(lockAlone));
+      const { index, run, unreadable, noTrustedIndex, unrecorded } = looked;
+      const unfinished =
+        (run?.kind === 'part-way' ? run.why : undefined) ?? (lockAlone && lockAloneWhy(lockAlone)) ?? (unrecorded && recordedRun > 0 ? unrecordedWhy(folder, recordedRun) : undefined);
       if (index) {
         found.indexed.set(index.exportId, index.batches);
         // A folder left with its index alone (every batch deleted) is checked too: all of it is gone.
@@ -222,10 +227,12 @@ export class StagedBatches {
       if (unfinished) found.unfinished.push({ exportId: exportOfFolder(folder) ?? folder, why: unfinished });
       if (run?.kind === 'index-gone') found.indexGone.push({ exportId: exportOfFolder(folder) ?? folder, why: run.why });
       present.clear();
+      recordedRun = 0;
       view = undefined;
     };
     try {
-      for await (const blob of this.container.listBlobsFlat({ prefix })) {
+      // With their metadata: a batch's tells whether the run that staged it wrote a staging-run record (`unrecordedWhy`).
+      for await (const blob of this.container.listBlobsFlat({ prefix, includeMetadata: true })) {
         const { name } = blob;
         const isBatch = name.endsWith('.zip');
         const own = ownFolderOf(name);
@@ -247,6 +254,7 @@ export class StagedBatches {
         } else if (own !== undefined) lockAlone = undefined;
         if (isBatch && here !== undefined && folder !== undefined) {
           present.add(name);
+          if (stagedByRecordingRun(blob.metadata)) recordedRun++;
           // Also for a batch named to sort after the index: looked up before it is yielded.
           if (!view) {
             view = await this.lookUp(folder, found);
@@ -339,6 +347,7 @@ export class StagedBatches {
     const indexes = await this.indexesIn(folder);
     const { index: latest, unreadable } = await this.latestIndex(indexes, found);
     const run = record && stagingRunSays(record, new Set(indexes));
+    const unrecorded = record === undefined && indexes.length === 0;
     if (unreadable) {
       // What the export holds cannot be told (nor which of its batches a finished staging run vouches for): none of them is imported.
       const exportId = exportOfFolder(folder) ?? folder;
@@ -348,6 +357,7 @@ export class StagedBatches {
         outside: { code: ErrorCode.ARCHIVE_UNREADABLE, kind: 'refused', exportId, why: `the export's staging index ${unreadable.name} cannot be read (${unreadable.why}): what the export holds cannot be told, so none of its batches is imported` },
         unreadable,
         run,
+        unrecorded,
       };
     }
     // An index of another export copied into this folder says nothing of this one's batches: the folder is unindexed (with the key, refused).
@@ -375,6 +385,7 @@ export class StagedBatches {
         },
         noTrustedIndex,
         run,
+        unrecorded,
       };
     }
     const outside: OutsideBatch = run
@@ -393,7 +404,7 @@ export class StagedBatches {
           exportId,
           why: `the export's latest ${this.trust ? 'signed ' : ''}staging index (written ${index?.writtenAt}) does not name it, and no staging run of the export is under way: no staging run that finished staged it (someone else put it there, or a staging run of a version before this one stopped part-way)`,
         };
-    return { index, names: new Set(index?.batches), outside, run };
+    return { index, names: new Set(index?.batches), outside, run, unrecorded };
   }
 
   /**
@@ -597,6 +608,19 @@ function lockFolderOf(name: string): string | undefined {
 /** Text from a staging-run record (written by whoever can write to the container), as a log line may quote it. */
 function printable(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?');
+}
+
+/**
+ * How a folder whose batches (`batches` of them) a staging run that writes a staging-run record
+ * staged (their blob metadata says so), with neither that record nor a staging index, says a
+ * staging run of the export is part-way: the run writes the record before its first batch and an
+ * index when it finishes, so both gone means the folder was emptied under it (the container deleted
+ * and created again, a clean-up) and it did not finish there. Not an older version's staging, whose
+ * batches lack that metadata (imported with a warning). Was (2026-12-02): taken for one, the import
+ * exited 0 having delivered the few batches staged after the wipe.
+ */
+function unrecordedWhy(folder: string, batches: number): string {
+  return `${batches} of its batches in ${printable(folder)} were staged by a staging run that writes a staging-run record (their blob metadata stagingrun), and neither that record (${printable(folder)}${STAGING_RUN}) nor a staging index is there: that run did not finish into this folder (it was emptied under it: the container deleted and created again, or a clean-up), so what it staged before is gone or was never indexed`;
 }
 
 /** How a folder that holds its staging lock alone (no batch, index or staging-run record) says a staging run of the export is part-way. */
