@@ -319,3 +319,37 @@ test('--inbox: an archive read in done/ (another job moved it there) that this r
   t.is(third.code, 0, third.stderr);
   t.deepEqual(jsonLines(third.stdout), []);
 });
+
+test('--inbox: an archive whose name takes all 255 bytes, refused: its reason file beside it in failed/ is named within 255 bytes (cut short at a character, with a hash) and names it; one of the same name refused again goes to failed/ too, not left to fail every night', async (t) => {
+  t.timeout(60_000);
+  const { inbox, common } = await dropFolder(t);
+  // 125 two-byte characters: a cut in the middle of one would not be UTF-8.
+  const name = `${'é'.repeat(125)}x.zip`;
+  t.is(Buffer.byteLength(name), 255);
+  const refuse = async (bytes: string) => {
+    await writeFile(join(inbox, name), bytes);
+    await utimes(join(inbox, name), old(30), old(30));
+    return cli(common);
+  };
+  const first = await refuse('not a zip');
+  t.is(first.code, 2, first.stderr);
+  const reasons = async () => (await readdir(join(inbox, 'failed'))).filter((f) => f.endsWith('.reason.txt'));
+  const [reason] = await reasons();
+  // Was: ENAMETOOLONG, no reason file at all.
+  t.truthy(reason, first.stderr);
+  t.true(Buffer.byteLength(reason!) <= 255);
+  t.regex(reason!, /^(é)+~[0-9a-f]{12}\.reason\.txt$/);
+  const text = await readFile(join(inbox, 'failed', reason!), 'utf8');
+  t.regex(text, /^E_ARCHIVE_UNREADABLE: /);
+  t.regex(text, new RegExp(`\narchive: ${name.replace('.', '\\.')}\n$`));
+  // Was: failed/NAME.1 too long to be made, so the archive stayed in the drop folder and failed again every night.
+  const second = await refuse('still not a zip');
+  t.is(second.code, 2, second.stderr);
+  t.deepEqual(await readdir(inbox), ['failed']);
+  t.is((await readdir(join(inbox, 'failed'))).length, 4);
+  t.is((await reasons()).length, 2);
+  await appendFile(join(inbox, 'failed', name), ' and the rest of it');
+  const third = await cli(common);
+  t.is(third.code, 0, third.stderr);
+  t.regex(third.log, new RegExp(`warn failed/${name.replace('.', '\\.')} changed after it was moved there`));
+});

@@ -1,6 +1,6 @@
 import type { Stats } from 'node:fs';
 import { link, lstat, open, readdir, readFile, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { join, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { RunConfig } from '../options/index.js';
 import { ErrorCode, ExitCode, PivotArchiveError, errorCodeOf, errorMessage } from '../errors.js';
 import { errorExitCode, runExitCode, worseExitCode } from '../exit-policy.js';
@@ -117,11 +117,34 @@ async function renameFree(from: Buffer, dir: string, name: string): Promise<stri
   }
 }
 
-/** Moves a file into `dir`, never over another file of the same name. */
+/** The longest file name (bytes) most file systems take (NAME_MAX). */
+const NAME_MAX = 255;
+
+/**
+ * The name of a file beside the archive `name` (`name` + `suffix`: its `.reason.txt`, its `.1`
+ * in failed/ or done/), within NAME_MAX bytes: an archive's name may take all 255, and a name too
+ * long for the file system cannot be made (ENAMETOOLONG). Over it, `name` is cut short (at a
+ * character) and a hash of the whole name put after it, `<start of name>~<12 hex digits>` +
+ * `suffix`: the same for the same name, so it is found again (and starts as the archive does).
+ */
+export function besideName(name: string, suffix: string): string {
+  if (Buffer.byteLength(name + suffix) <= NAME_MAX) return name + suffix;
+  const hash = `~${sha256Hex(name).slice(0, 12)}`;
+  let room = NAME_MAX - Buffer.byteLength(hash + suffix);
+  let start = '';
+  for (const character of name) {
+    room -= Buffer.byteLength(character);
+    if (room < 0) break;
+    start += character;
+  }
+  return start + hash + suffix;
+}
+
+/** Moves a file into `dir`, never over another file of the same name (`name`, else `name.1`, ... within NAME_MAX: besideName). */
 async function moveInto(path: string, dir: string, name: string): Promise<string> {
   await makeDirectory(dir);
   let target = join(dir, name);
-  for (let n = 1; await pathExists(target); n++) target = join(dir, `${name}.${n}`);
+  for (let n = 1; await pathExists(target); n++) target = join(dir, besideName(name, `.${n}`));
   await rename(path, target);
   return target;
 }
@@ -184,7 +207,8 @@ async function moveSafely(logger: Logger, path: string, dir: string, name: strin
 async function movedToDone(inbox: string, name: string, listed: Sighting): Promise<string | undefined> {
   const done = join(inbox, 'done');
   for (const entry of await readdir(done).catch(() => [] as string[])) {
-    const ours = entry === name || (entry.startsWith(`${name}.`) && /^\d+$/.test(entry.slice(name.length + 1)));
+    const n = /\.(\d+)$/.exec(entry)?.[1];
+    const ours = entry === name || (n !== undefined && entry === besideName(name, `.${n}`));
     if (ours && sameFile(listed, await sighting(join(done, entry)))) return entry;
   }
   return undefined;
@@ -240,6 +264,12 @@ export function settleState(info: Sighting, before: Waiting | undefined, now: nu
   return { settled: now - info.mtimeMs >= settleMs || now - seenAt >= settleMs, seenAt, future: info.mtimeMs > now };
 }
 
+/** Why an archive is in failed/: in the file of this suffix beside it. */
+const REASON = '.reason.txt';
+
+/** The name of the reason file of the archive `name` in failed/ (within NAME_MAX: besideName). */
+const reasonFileName = (name: string) => besideName(name, REASON);
+
 /** How an archive moved to failed/ was, written into its `.reason.txt`: a later change of the file shows. */
 const MOVED_AS = /^file when moved here: (\d+) bytes, mtimeMs (\d+(?:\.\d+)?)$/m;
 
@@ -249,11 +279,11 @@ const MOVED_AS = /^file when moved here: (\d+) bytes, mtimeMs (\d+(?:\.\d+)?)$/m
  */
 async function changedInFailed(logger: Logger, inbox: string): Promise<void> {
   const failed = join(inbox, 'failed');
-  const names = await readdir(failed).catch(() => [] as string[]);
-  for (const name of names) {
-    if (!name.endsWith('.reason.txt')) continue;
-    const archive = name.slice(0, -'.reason.txt'.length);
-    const moved = MOVED_AS.exec(await readFile(join(failed, name), 'utf8').catch(() => ''));
+  const names = new Set(await readdir(failed).catch(() => [] as string[]));
+  for (const archive of names) {
+    const reasonFile = reasonFileName(archive);
+    if (archive.endsWith(REASON) || !names.has(reasonFile)) continue;
+    const moved = MOVED_AS.exec(await readFile(join(failed, reasonFile), 'utf8').catch(() => ''));
     const info = moved && (await stat(join(failed, archive)).catch(() => undefined));
     if (!moved || !info) continue;
     if (info.size !== Number(moved[1]) || info.mtimeMs !== Number(moved[2])) {
@@ -596,7 +626,13 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         logger.error(`${name}: ${reason}; ${where}`);
         const moved = dry || config.shard || inDone !== undefined ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
         const movedAs = read ? `\nfile when moved here: ${read.size} bytes, mtimeMs ${read.mtimeMs}` : '';
-        if (moved) await writeFile(`${moved}.reason.txt`, reason + movedAs + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${moved}.reason.txt: ${errorMessage(e)}`));
+        if (moved) {
+          const movedName = basename(moved);
+          const reasonFile = join(dirname(moved), reasonFileName(movedName));
+          // A name cut short says whose reason it is.
+          const whose = basename(reasonFile) === movedName + REASON ? '' : `\narchive: ${movedName}`;
+          await writeFile(reasonFile, reason + movedAs + whose + '\n').catch((e: unknown) => logger.error(`${name}: cannot write ${reasonFile}: ${errorMessage(e)}`));
+        }
         result.results.push({ archive, outcome: 'failed-archive', reason, code, exitCode: errorExitCode(err) });
         result.exitCode = worseExitCode(result.exitCode, errorExitCode(err));
       }
