@@ -160,6 +160,8 @@ export interface RunSummary extends Counters, RunStamp {
   /** The staging location an import read. */
   from?: string;
   batchesImported?: number;
+  /** Batches passed over, not read: this sink's import marker is on them (an earlier import imported them; `--again` reads them). */
+  batchesImportedEarlier?: number;
   batchesFailed?: number;
   /** Messages listed in the manifests of the staged batches read. */
   itemsStaged?: number;

@@ -18,6 +18,7 @@ export function formatSummary(s: RecordedSummary): string {
   const rows: [string, number | string | undefined][] = staged
     ? [
         ['batches imported', s.batchesImported],
+        ...(s.batchesImportedEarlier ? [['batches passed over (imported earlier; --again re-imports)', s.batchesImportedEarlier] as [string, number]] : []),
         ['batches failed', s.batchesFailed],
         ['messages staged (in those batches)', s.itemsStaged],
       ]

@@ -7,7 +7,7 @@
 // call it whole. Before, each of these exited wrongly, or said what was not so.
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RUN_FORMAT, stagingRunText } from '../src/formats/staged-batch/staging-run.js';
 import { generateSample } from '../src/sample/generate.js';
@@ -56,6 +56,7 @@ interface Summary {
   skipped: number;
   failed: number;
   batchesImported: number;
+  batchesImportedEarlier: number;
   batchesFailed: number;
   exportsImportedWhole: string[];
   error?: { code: string; message: string };
@@ -115,6 +116,41 @@ test.serial('an import that finds nothing staged (a typo in --from, an --export 
   t.is(again.code, 0, again.log);
   t.like(again.summary, { batchesImported: 0, delivered: 0 });
   t.deepEqual(again.summary.exportsImportedWhole, [EXPORT_ID]);
+});
+
+test.serial('an import into a Maildir emptied at the same path passes every batch over on its marker: still exit 0 (a repeat of a complete import looks the same), but the summary counts the batches passed over and the log warns that nothing was imported, naming --again, which re-imports them; some passed over beside one read is said at info level', async (t) => {
+  t.timeout(300_000);
+  t.is((await stage('emptied', archive)).code, 0);
+  const dir = await tempDir(t);
+  const first = await importInto('emptied', dir);
+  t.is(first.code, 0, first.log);
+  const batches = await blobNames('emptied', /\.zip$/);
+  t.like(first.summary, { batchesImported: batches.length, batchesImportedEarlier: 0 });
+  t.notRegex(first.log, /passed over/);
+  const messages = first.summary.delivered;
+
+  await rm(join(dir, 'mail'), { recursive: true, force: true });
+  const blind = await importInto('emptied', dir);
+  t.is(blind.code, 0, blind.log);
+  t.like(blind.summary, { delivered: 0, batchesImported: 0, batchesImportedEarlier: batches.length });
+  t.regex(blind.log, new RegExp(`warn nothing imported: all ${batches.length} staged batches found were passed over as imported by an earlier import \\(their import marker for maildir:\\S+ is in the container\\)\\. If that sink was emptied, moved or replaced since, .*import again with --again`));
+  // What people read: the row in the text summary.
+  const text = await cli(['import', '--from', 'azblob://staging/emptied', '--sink', `maildir:${join(dir, 'mail')}`, '--quiet'], { env });
+  t.is(text.code, 0, text.log);
+  t.regex(text.stdout, new RegExp(`batches passed over \\(imported earlier; --again re-imports\\) +${batches.length}\\n`));
+
+  const again = await importInto('emptied', dir, ['--again']);
+  t.is(again.code, 0, again.log);
+  t.like(again.summary, { delivered: messages, batchesImported: batches.length, batchesImportedEarlier: 0 });
+  t.is((await readMaildir(join(dir, 'mail'))).length, messages);
+
+  // One marker gone: that batch is read (its messages skipped as there), the rest passed over, said without a warning.
+  await container().deleteBlob((await blobNames('emptied', /\.zip\.imported-/))[0]!);
+  const partial = await importInto('emptied', dir);
+  t.is(partial.code, 0, partial.log);
+  t.like(partial.summary, { delivered: 0, batchesImported: 1, batchesImportedEarlier: batches.length - 1 });
+  t.regex(partial.log, new RegExp(`info ${batches.length - 1} staged batches passed over as imported by an earlier import \\(.*\\); --again re-imports them`));
+  t.notRegex(partial.log, /warn nothing imported/);
 });
 
 test.serial('a batch deleted after this sink imported it (its marker kept) counts as imported: the next import exits 0, the export whole; an import into another sink finds it gone', async (t) => {

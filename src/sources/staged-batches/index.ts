@@ -35,6 +35,8 @@ export interface StagedListing {
   indexed: Map<string, string[]>;
   /** Batches marked imported into this sink before this listing. */
   marked: Set<string>;
+  /** Batches there that were passed over (not read) because this sink's marker is on them: imported by an earlier import (`--again` reads them). */
+  passedOver: number;
   /** By batch, what its folder's latest staging index records it held (indexes written since the index records it). */
   contents: Map<string, StagedBatchRecord>;
   /** Export folders with batches and no staging index: a batch gone from them cannot be told. */
@@ -284,6 +286,7 @@ export class StagedBatches {
             if (found.marked.has(markedBatch) && !options.again && (this.trustsMarkers || outside)) {
               // One its export's unreadable index refuses was imported when an index vouched for it: skipped, as imported (the export fails all the same).
               if (outside && outside.kind !== 'refused') found.outsideMarked.push(markedBatch);
+              else if (!outside) found.passedOver++;
               waiting = null;
             }
             continue;

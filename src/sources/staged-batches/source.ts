@@ -40,7 +40,7 @@ export class StagedBatchSource implements Source {
    * by count only.
    */
   private itemsStagedNotRead = 0;
-  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexGone: [], indexed: new Map(), marked: new Set(), contents: new Map(), unindexed: [], untrusted: [], unreadableIndexes: [], withoutTrustedIndex: [] };
+  private readonly listing: StagedListing = { folders: 0, gone: [], goneImported: [], outside: new Map(), outsideMarked: [], unfinished: [], indexGone: [], indexed: new Map(), marked: new Set(), passedOver: 0, contents: new Map(), unindexed: [], untrusted: [], unreadableIndexes: [], withoutTrustedIndex: [] };
   /** Batches wholly delivered by this import. */
   private readonly importedNow = new Set<string>();
 
@@ -141,6 +141,7 @@ export class StagedBatchSource implements Source {
         `${staged.description}${options.exportId ? ` (export ${options.exportId})` : ''}: what was staged there when this import began is gone (no staged batch, staging index, staging-run record or staging lock is left): nothing of it was imported; find out what removed it`,
       );
     }
+    this.sayPassedOver();
     for (const folder of this.listing.unindexed) {
       options.logger.warn(
         `the staged batches under ${folder} have no staging index (staged by an older version, by a staging run that failed, was stopped part-way or is still running, or the index was deleted): a batch gone from there cannot be told, so the export is not reported imported whole; run its staging again to the end to index it`,
@@ -244,6 +245,27 @@ export class StagedBatchSource implements Source {
     this.exhausted = true;
   }
 
+  /**
+   * Batches passed over because this sink's import marker is on them: said, with `--again`. Loudly
+   * (a warning) when they were all this import found: nothing read, nothing delivered. A repeat of an
+   * import that is complete looks so, and so does an import into a sink emptied or replaced since
+   * (the same description, so the same markers), whose messages are then nowhere: only `--again`
+   * imports them again. Was (2026-12-02): an import into an emptied Maildir exited 0, 0 delivered, unsaid.
+   */
+  private sayPassedOver(): void {
+    const { passedOver } = this.listing;
+    if (passedOver === 0) return;
+    const batches = `${passedOver} staged batch${passedOver > 1 ? 'es' : ''}`;
+    const marked = `${passedOver > 1 ? 'their' : 'its'} import marker for ${this.options.sinkDescription} is in the container`;
+    if (this.batches.length === 0 && this.batchesFailed === 0) {
+      this.options.logger.warn(
+        `nothing imported: all ${batches} found ${passedOver > 1 ? 'were' : 'was'} passed over as imported by an earlier import (${marked}). If that sink was emptied, moved or replaced since, those messages are not in it: import again with --again to re-import them (what the sink holds is skipped)`,
+      );
+    } else {
+      this.options.logger.info(`${batches} passed over as imported by an earlier import (${marked}); --again re-imports ${passedOver > 1 ? 'them' : 'it'}`);
+    }
+  }
+
   async settled(position: EventPosition, ok: boolean): Promise<void> {
     const account = this.batches[position.file]!;
     account.settled++;
@@ -309,6 +331,7 @@ export class StagedBatchSource implements Source {
       identity: { from: this.staged.description, exportId: this.options.exportId ?? null },
       counters: {
         batchesImported: this.batchesImported,
+        batchesImportedEarlier: this.listing.passedOver,
         batchesFailed: this.batchesFailed,
         itemsStaged: this.itemsStaged,
         itemsStagedNotRead: this.itemsStagedNotRead,
