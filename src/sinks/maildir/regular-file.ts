@@ -49,13 +49,7 @@ export function openRegular(path: string, callback: (err: NodeJS.ErrnoException 
   fs.open(path, FOR_READING, (err, fd) => {
     if (err) {
       if (isCode(err, 'ENOENT')) return callback(err, -1, undefined as never);
-      // ELOOP: a symbolic link (O_NOFOLLOW); ENXIO: a socket, or a device without its driver.
-      // What the name is says which; a regular file that failed to open keeps its own error.
-      return fs.lstat(path, (statErr, info) => {
-        if (!statErr && !info.isFile()) callback(new NotRegularFile(path, kindOf(info)), -1, undefined as never);
-        else if (statErr && isCode(statErr, 'ENOENT')) callback(statErr, -1, undefined as never);
-        else callback(err, -1, undefined as never);
-      });
+      return fs.lstat(path, (statErr, info) => callback(openFailure(path, err, statErr, info), -1, undefined as never));
     }
     fs.fstat(fd, (statErr, info) => {
       if (statErr) return fs.close(fd, () => callback(statErr, -1, undefined as never));
@@ -63,4 +57,43 @@ export function openRegular(path: string, callback: (err: NodeJS.ErrnoException 
       callback(null, fd, info);
     });
   });
+}
+
+/** `openRegular`, synchronously (the read worker's): the descriptor and its fstat, or the same errors. */
+export function openRegularSync(path: string): { fd: number; info: fs.Stats } {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, FOR_READING);
+  } catch (err) {
+    if (isCode(err, 'ENOENT')) throw err;
+    let info: fs.Stats | undefined;
+    let statErr: NodeJS.ErrnoException | null = null;
+    try {
+      info = fs.lstatSync(path);
+    } catch (e) {
+      statErr = e as NodeJS.ErrnoException;
+    }
+    throw openFailure(path, err as NodeJS.ErrnoException, statErr, info);
+  }
+  let info: fs.Stats;
+  try {
+    info = fs.fstatSync(fd);
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  if (info.isFile()) return { fd, info };
+  fs.closeSync(fd);
+  throw new NotRegularFile(path, kindOf(info));
+}
+
+/**
+ * Why an open of `path` failed, given what an lstat of it then found: ELOOP (a symbolic link,
+ * O_NOFOLLOW) or ENXIO (a socket, a device without its driver) is what stands there; a name gone
+ * since is ENOENT; a regular file that failed to open keeps its own error.
+ */
+function openFailure(path: string, err: NodeJS.ErrnoException, statErr: NodeJS.ErrnoException | null, info: fs.Stats | undefined): NodeJS.ErrnoException | NotRegularFile {
+  if (!statErr && info && !info.isFile()) return new NotRegularFile(path, kindOf(info));
+  if (statErr && isCode(statErr, 'ENOENT')) return statErr;
+  return err;
 }
