@@ -5,7 +5,7 @@
 // staging run stopped part-way (a corrected re-staging beside an older, complete index), or one that
 // has just started (its folder holds its lock alone), makes the import fail naming the export, never
 // call it whole. Before, each of these exited wrongly, or said what was not so.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -73,6 +73,15 @@ async function complete(dir: string): Promise<boolean> {
   return (JSON.parse(status.stdout) as { account: { complete: boolean } }).account.complete;
 }
 
+/** `prefix` staged from the sample and imported once into the Maildir of a fresh dir (exit 0): that dir, the import, and the batches. */
+async function stagedAndImported(t: ExecutionContext, prefix: string): Promise<{ dir: string; first: Awaited<ReturnType<typeof importInto>>; batches: string[] }> {
+  t.is((await stage(prefix, archive)).code, 0);
+  const dir = await tempDir(t);
+  const first = await importInto(prefix, dir);
+  t.is(first.code, 0, first.log);
+  return { dir, first, batches: await blobNames(prefix, /\.zip$/) };
+}
+
 const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 test.serial('an import that finds nothing staged (a typo in --from, an --export that matches no staged export) is a usage error found before the import starts, exit 2, naming what is there, and recorded (start and failure records, no summary); everything already imported is exit 0', async (t) => {
@@ -120,11 +129,7 @@ test.serial('an import that finds nothing staged (a typo in --from, an --export 
 
 test.serial('an import into a Maildir emptied at the same path passes every batch over on its marker: still exit 0 (a repeat of a complete import looks the same), but the summary counts the batches passed over and the log warns that nothing was imported, naming --again, which re-imports them; some passed over beside one read is said at info level', async (t) => {
   t.timeout(300_000);
-  t.is((await stage('emptied', archive)).code, 0);
-  const dir = await tempDir(t);
-  const first = await importInto('emptied', dir);
-  t.is(first.code, 0, first.log);
-  const batches = await blobNames('emptied', /\.zip$/);
+  const { dir, first, batches } = await stagedAndImported(t, 'emptied');
   t.like(first.summary, { batchesImported: batches.length, batchesImportedEarlier: 0 });
   t.notRegex(first.log, /passed over/);
   const messages = first.summary.delivered;
@@ -155,11 +160,7 @@ test.serial('an import into a Maildir emptied at the same path passes every batc
 
 test.serial('a batch deleted after this sink imported it (its marker kept) counts as imported: the next import exits 0, the export whole; an import into another sink finds it gone', async (t) => {
   t.timeout(300_000);
-  t.is((await stage('pruned', archive)).code, 0);
-  const dir = await tempDir(t);
-  const first = await importInto('pruned', dir);
-  t.is(first.code, 0, first.log);
-  const batches = await blobNames('pruned', /\.zip$/);
+  const { dir, batches } = await stagedAndImported(t, 'pruned');
   const victim = batches[1]!;
   t.is((await blobNames('pruned', /\.zip\.imported-/)).length, batches.length, 'every batch marked');
   // A clean-up of what was imported: the batch goes, its marker stays.
