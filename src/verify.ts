@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { ExpectedMessages, type Expected } from './expected-messages.js';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { ErrorCode, ExitCode, PivotArchiveError, errorMessage } from './errors.js';
 import { verifyExitCode } from './exit-policy.js';
 import { ledgerExitCode, ledgerTrust, requireLedger, type LedgerCheck } from './ledger/index.js';
@@ -75,6 +75,12 @@ export interface VerifyResult {
    * INCOMPLETE (for a shard's ledger, its part). Not empty: verified is not complete (exit 1).
    */
   notComplete: ExportNotComplete[];
+  /**
+   * Archives a run in scope (not with --export) refused before their export was known (unreadable,
+   * hostile, against the spec), that no later run of the same bytes or file name read to its
+   * export: none of their items is in any mailbox. Not empty: verified is not complete (exit 1).
+   */
+  archivesRefused: ArchiveRefused[];
   /** The shard (`K/N`) the state dir belongs to: its ledger answers for that shard's mailboxes only. */
   shard?: string;
   exitCode: number;
@@ -114,6 +120,16 @@ export interface ExportNotComplete {
   pairsFailed: number;
   /** The export's latest run, as its account gives it. */
   latestRun: { runId: string; command: string; startedAt: string; ended: 'summary' | 'failure' | 'killed'; exitCode?: number; problem?: string } | null;
+}
+
+/** An archive a run in scope refused before its export was known (see `VerifyResult.archivesRefused`). */
+export interface ArchiveRefused {
+  archive: string;
+  sha256: string;
+  runId: string;
+  at: string;
+  code: string;
+  error: string;
 }
 
 /** How many failed pairs verify lists by name (all of them: `status --export ID`, `report --csv`). */
@@ -200,6 +216,10 @@ class Settlement {
   private readonly exportsOf = new Map<string, Set<string>>();
   /** By mailbox, the seq of the latest failure of a run in scope that found its store lost: every export's earlier pairs there may be gone. */
   readonly lostMailboxes = new Map<string, number>();
+  /** Runs of an archive (`run`), by run: its start's command. */
+  private readonly commandOf = new Map<string, string>();
+  /** Archives refused before their export was known, by their sha256: until a later run of the same bytes or name reads one to its export. */
+  private readonly refused = new Map<string, ArchiveRefused>();
 
   constructor(
     private readonly runInScope: (runId: string) => boolean,
@@ -208,8 +228,12 @@ class Settlement {
   ) {}
 
   readonly visit = (line: LedgerLine): void => {
+    if (line.record === 'failure') this.failed(line);
     if (line.record === 'start') {
+      this.commandOf.set(line.runId, line.command);
       if (typeof line.exportId !== 'string') return;
+      // The same archive (its bytes, or a file of its name) read to its export: that export's account says the rest.
+      for (const [sha256, r] of this.refused) if (sha256 === line.sha256 || (line.archive !== undefined && basename(line.archive) === basename(r.archive))) this.refused.delete(sha256);
       const e = this.touch(line.runId, line.exportId);
       if (e && typeof line.sha256 === 'string') e.latestSha256 = line.sha256;
     } else if (line.record === 'outcome') {
@@ -235,6 +259,22 @@ class Settlement {
       }
     }
   };
+
+  /**
+   * A run of an archive that failed before its export was known (no start or outcome named one),
+   * once the archive was hashed (it was there): none of its items is in any mailbox. Not a run
+   * that only stopped (E_STOPPED) or could not find or hash its archive (nothing of it is known).
+   */
+  private failed(line: LedgerLine & { record: 'failure' }): void {
+    if (this.exportId !== undefined || !this.runInScope(line.runId) || this.commandOf.get(line.runId) !== 'run') return;
+    if (typeof line.sha256 !== 'string' || this.exportsOf.has(line.runId)) return;
+    this.refused.set(line.sha256, { archive: line.archive, sha256: line.sha256, runId: line.runId, at: line.at, code: line.code, error: line.error });
+  }
+
+  /** Archives in scope refused before their export was known, that no later run read to its export. */
+  archivesRefused(): ArchiveRefused[] {
+    return [...this.refused.values()];
+  }
 
   /** The exports of the scope that may not be settled (each to be reconciled). */
   candidates(): string[] {
@@ -448,8 +488,9 @@ async function verifyWithin(config: VerifyConfig, logger: Logger, cwd: string): 
     const ofShard = shardOwner === undefined ? {} : { shard: shardOwner };
     const failedNotDelivered = await failed.settle(state.ledgerPath);
     const notComplete = await notCompleteExports(state.ledgerPath, settlement);
-    const settled = { failedNotDelivered: failedNotDelivered.pairs, exportsNotComplete: notComplete.length };
-    if (!reader || !expected) return { ledger, failedNotDelivered, notComplete, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: true, ...settled }) };
+    const archivesRefused = settlement.archivesRefused();
+    const settled = { failedNotDelivered: failedNotDelivered.pairs, exportsNotComplete: notComplete.length + archivesRefused.length };
+    if (!reader || !expected) return { ledger, failedNotDelivered, notComplete, archivesRefused, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: true, ...settled }) };
     // Runs into other sinks only (a mistyped root, a moved mount point, the IMAP server of a Maildir
     // ledger): nothing here could be checked, which must not pass for a store that holds it all.
     const notChecked = [...otherSinks].map(([sink, outcomes]) => ({ sink: visible(sink), outcomes }));
@@ -585,7 +626,7 @@ async function verifyWithin(config: VerifyConfig, logger: Logger, cwd: string): 
       result.intact += kept.size;
     }
     const storeOk = result.missing.length === 0 && result.altered.length === 0 && (result.unexpected?.length ?? 0) === 0;
-    return { ledger, store: result, failedNotDelivered, notComplete, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: storeOk, ...settled }) };
+    return { ledger, store: result, failedNotDelivered, notComplete, archivesRefused, ...ofShard, exitCode: verifyExitCode({ ledger: ledgerExitCode(ledger), storeHolds: storeOk, ...settled }) };
   } finally {
     expected?.dispose();
   }
@@ -649,18 +690,21 @@ export function formatVerify(r: VerifyResult): string {
   const n = r.notComplete;
   for (const e of n) lines.push(`NOT COMPLETE export ${e.exportId}${e.shard ? ` (shard ${e.shard}'s part)` : ''}: ${e.reasons.join('; ')}`);
   const exportsNotComplete = `the runs of ${n.length === 1 ? `export ${n[0]!.exportId}` : `${n.length} exports (${n.map((e) => e.exportId).join(', ')})`} never settled every item (see NOT COMPLETE export above)`;
+  const refused = r.archivesRefused;
+  for (const a of refused) lines.push(`NOT COMPLETE archive ${a.archive} (sha256 ${a.sha256}): refused by run ${a.runId} at ${a.at} before its export was known (${a.code}: ${cut(a.error, 300)}): none of its items is in any mailbox; fix or replace it and run it again (a run that reads an archive of the same bytes or name to its export clears this)`);
+  const archivesRefused = `${refused.length} archive${refused.length === 1 ? ' was' : 's were'} refused and never delivered (see NOT COMPLETE archive above)`;
   const partly = s !== undefined && s.notChecked.length > 0;
   const holds = !s
     ? 'the ledger holds (the store was not read: give --sink to check it)'
     : partly
       ? `the ledger holds, and everything it records of runs into ${s.sink} is there, unaltered; what it records of runs into other sinks was NOT checked (see above)`
-      : f.pairs > 0 || n.length > 0
+      : f.pairs > 0 || n.length > 0 || refused.length > 0
         ? 'the ledger holds, and every message it records as delivered or present is there, unaltered'
         : 'the ledger holds, and everything it records is there, unaltered';
   const sameVersion = s && s.intactByVersion.length > 0 ? ` (${s.intactByVersion.length} as the same version in another export's copy: unaltered but for X-Pivot-Export-Id, see SAME VERSION above)` : '';
   const ofShard = r.shard && s ? ` (shard ${r.shard}'s mailboxes only: verify every shard's --state-dir at once for the whole store)` : '';
-  const notArchived = [...(f.pairs > 0 ? [`${failedPairs} it records as failed were never delivered (see NOT DELIVERED above)`] : []), ...(n.length > 0 ? [exportsNotComplete] : [])];
-  const failedToo = [...(f.pairs > 0 ? [`; and ${failedPairs} recorded failed were never delivered (see NOT DELIVERED above)`] : []), ...(n.length > 0 ? [`; and ${exportsNotComplete}`] : [])].join('');
+  const notArchived = [...(f.pairs > 0 ? [`${failedPairs} it records as failed were never delivered (see NOT DELIVERED above)`] : []), ...(n.length > 0 ? [exportsNotComplete] : []), ...(refused.length > 0 ? [archivesRefused] : [])];
+  const failedToo = [...(f.pairs > 0 ? [`; and ${failedPairs} recorded failed were never delivered (see NOT DELIVERED above)`] : []), ...(n.length > 0 ? [`; and ${exportsNotComplete}`] : []), ...(refused.length > 0 ? [`; and ${archivesRefused}`] : [])].join('');
   lines.push(
     r.exitCode === ExitCode.OK
       ? `${partly ? 'verified in part' : 'verified'}: ${holds}${sameVersion}${ofShard}`
