@@ -267,7 +267,7 @@ class Settlement {
    */
   private failed(line: LedgerLine & { record: 'failure' }): void {
     if (this.exportId !== undefined || !this.runInScope(line.runId) || this.commandOf.get(line.runId) !== 'run') return;
-    if (typeof line.sha256 !== 'string' || this.exportsOf.has(line.runId)) return;
+    if (typeof line.sha256 !== 'string' || line.code === ErrorCode.STOPPED || this.exportsOf.has(line.runId)) return;
     this.refused.set(line.sha256, { archive: line.archive, sha256: line.sha256, runId: line.runId, at: line.at, code: line.code, error: line.error });
   }
 
@@ -691,7 +691,7 @@ export function formatVerify(r: VerifyResult): string {
   for (const e of n) lines.push(`NOT COMPLETE export ${e.exportId}${e.shard ? ` (shard ${e.shard}'s part)` : ''}: ${e.reasons.join('; ')}`);
   const exportsNotComplete = `the runs of ${n.length === 1 ? `export ${n[0]!.exportId}` : `${n.length} exports (${n.map((e) => e.exportId).join(', ')})`} never settled every item (see NOT COMPLETE export above)`;
   const refused = r.archivesRefused;
-  for (const a of refused) lines.push(`NOT COMPLETE archive ${a.archive} (sha256 ${a.sha256}): refused by run ${a.runId} at ${a.at} before its export was known (${a.code}: ${cut(a.error, 300)}): none of its items is in any mailbox; fix or replace it and run it again (a run that reads an archive of the same bytes or name to its export clears this)`);
+  for (const a of refused) lines.push(`NOT COMPLETE archive ${a.archive} (sha256 ${a.sha256}): run ${a.runId} failed on it at ${a.at} before its export was known (${a.code}: ${cut(a.error, 300)}): none of its items is in any mailbox; fix or replace it and run it again (a run that reads an archive of the same bytes or name to its export clears this)`);
   const archivesRefused = `${refused.length} archive${refused.length === 1 ? ' was' : 's were'} refused and never delivered (see NOT COMPLETE archive above)`;
   const partly = s !== undefined && s.notChecked.length > 0;
   const holds = !s

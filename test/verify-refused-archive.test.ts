@@ -32,7 +32,7 @@ test('verify says NOT COMPLETE (exit 1) for an archive a run refused before its 
   );
   const text = await cli(['verify', '--state-dir', state]);
   t.is(text.code, 1);
-  t.regex(text.stdout, /NOT COMPLETE archive .*acme-2026-11-23\.zip \(sha256 [0-9a-f]{64}\): refused by run .* before its export was known \(E_ARCHIVE_UNREADABLE: /);
+  t.regex(text.stdout, /NOT COMPLETE archive .*acme-2026-11-23\.zip \(sha256 [0-9a-f]{64}\): run .* failed on it at .* before its export was known \(E_ARCHIVE_UNREADABLE: /);
   t.regex(text.stdout, /1 archive was refused and never delivered .*\(exit 1\)/);
   // The exporter's corrected archive, under the same name: read to its export, which is complete.
   const { exportId } = await generateSample(archive, { events: 40, seed: 7 });
