@@ -16,7 +16,7 @@ import type { FoldersToLook, Sink } from './sinks/sink.js';
 import { PivotExportArchive } from './sources/pivot-zip/index.js';
 import { PivotZipSource } from './sources/pivot-zip/source.js';
 import { spoolToTempFile } from './sources/pivot-zip/spool.js';
-import { Checkpoint } from './state/checkpoint.js';
+import { Checkpoint, resumesNothing } from './state/checkpoint.js';
 import { parseDomain, readUserMap, userMapUnmatched, type FanOutConfig } from './transforms/fan-out/index.js';
 import { PluginRegistry, isPluginPath, loadPlugin } from './transforms/plugins/index.js';
 import { formatShard } from './transforms/shard/index.js';
@@ -82,7 +82,8 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
       const checkpoint = state ? await Checkpoint.load(state.dir, archive, statusLog, { sink: target.description, maxItemSize: config.maxItemSize, ...outcomeOptions, userMapContent, pluginContent, shard }, !wholeExport, folders) : undefined;
       if (state && wholeExport) logger.info(`${target.kind} sink: its index names every item of the export, so ${archive.exportId} is read from the start (what is there already is skipped)`);
       if (checkpoint?.discarded) logger.info(`an earlier run's checkpoint of ${archive.exportId} ${checkpoint.discarded}: read from the start (what the sink holds is skipped)`);
-      if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
+      if (checkpoint?.resumeAt && resumesNothing(checkpoint.resumeAt)) logger.info(`${archive.exportId} is read from the start; the folders an earlier run could not confirm in place at its end are looked at again`);
+      else if (checkpoint?.resumeAt) logger.info(`resuming ${archive.exportId} from an earlier run's checkpoint (${positionText(checkpoint.resumeAt)})`);
       return {
         source: new PivotZipSource(archive, name, checkpoint),
         started: { exportId: archive.exportId, tenant: archive.tenant, eventsInArchive: archive.eventCount },
@@ -91,7 +92,7 @@ export async function run(config: RunConfig, logger: Logger, options: RunOptions
         maxRejected: config.maxRejected,
         checkpoint,
         rejects: new (config.dryRun ? DryRunRejects : RejectsFolder)(resolve(cwd, config.rejects)),
-        finish: async (s) => checkpoint?.finish(settledEveryItem(s), s.storageLost === true || s.lookStopped === true),
+        finish: async (s) => checkpoint?.finish(settledEveryItem(s), s.storageLost === true || s.lookStopped === true, s.mailboxesLost),
       };
     },
   });

@@ -3,13 +3,13 @@
 // Graph SPEC, "A folder deleted after its mailbox's last write"). The stand-in deletes the folder
 // at the mailbox's last create, before that create is answered (`afterCreates`): nothing races.
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateSample } from '../src/sample/generate.js';
 import { startGraphStandin, type GraphStandin } from './helpers/graph-standin.js';
 import { startIdentityEndpoint } from './helpers/identity-endpoint.js';
-import { cli, readStatusLog, type CliResult } from './helpers/cli.js';
+import { checkpointsResuming, cli, readStatusLog, type CliResult } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
 const TENANT = '11111111-2222-3333-4444-555555555555';
@@ -77,7 +77,7 @@ async function runWith(t: ExecutionContext, touched: string[], atLastCreate: (st
   const first = await run('first.jsonl');
   const log = await readStatusLog(join(dir, 'first.jsonl'));
   const status = (await cli(['status', '--state-dir', state, '--export', String(log.summary.exportId)])).stdout.split('\n')[0]!;
-  return { standin, first, again: () => run('again.jsonl'), log, status, checkpoints: await readdir(join(state, 'checkpoints')).catch(() => []) };
+  return { standin, first, again: () => run('again.jsonl'), log, status, checkpoints: await checkpointsResuming(state) };
 }
 
 /** Two mailboxes the run writes to: their folders go at their last create. */
@@ -96,7 +96,7 @@ function assertFailedAtTheEnd(t: ExecutionContext, r: Run, reason: RegExp, touch
   for (const mailbox of touched) t.true(r.first.stderr.includes(mailbox), `the reason names ${mailbox}`);
   t.is(r.log.summary.failed, 0, 'no write found it: the end of the run did');
   t.true(r.log.summary.storageLost, 'the summary says storage was lost');
-  t.deepEqual(r.checkpoints, [], 'no checkpoint: the re-run reads the export from the start');
+  t.deepEqual(r.checkpoints, [], 'no checkpoint resumes past an item: the re-run reads the export from the start');
   t.regex(r.status, /INCOMPLETE/);
 }
 

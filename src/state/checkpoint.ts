@@ -24,8 +24,18 @@ export interface CheckpointFolders {
 /** Saved at most every second, and no more often than a millisecond per KB of the last save (folders of 10,000 mailboxes: megabytes). */
 const SAVE_EVERY_MS = 1000;
 
-/** A checkpoint at the first event skips nothing. */
-const resumesNothing = (at: EventPosition) => at.file === 0 && at.index === 0;
+/** The sink an outcome options' JSON names (undefined when it is not such JSON). */
+function sinkOf(options: string): unknown {
+  try {
+    const parsed: unknown = JSON.parse(options);
+    return isObject(parsed) ? parsed.sink : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A checkpoint at the first event skips nothing (one kept only for its folders, see `finish`). */
+export const resumesNothing = (at: EventPosition) => at.file === 0 && at.index === 0;
 
 export function comparePositions(a: EventPosition, b: EventPosition): number {
   return a.file - b.file || a.index - b.index;
@@ -104,7 +114,9 @@ export class Checkpoint implements PluginSplits {
     // One without folders, for a sink that keeps them, is from before they were kept (2026-12-02): its runs' folders are unknown.
     const kept = saved?.folders;
     const wanted = folders?.current() !== undefined;
-    const foldersTaken = !sameOptions || (kept === undefined ? !wanted : isObject(kept) && folders?.resume(kept) === true);
+    // Set aside for other options (a plugin added, a domain fixed), its folders are still the same sink's, looked at all the same: one deleted since is found.
+    const sameSink = saved?.options !== undefined && sinkOf(saved.options) === sinkOf(current);
+    const foldersTaken = sameOptions ? (kept === undefined ? !wanted : isObject(kept) && folders?.resume(kept) === true) : sameSink && isObject(kept) && folders?.resume(kept) === true;
     const usable = sameOptions && foldersTaken;
     // A checkpoint from before plugins' added items were kept in it counts none, as it did.
     const addedEarlier = usable ? (saved!.addedByPlugins ?? 0) : 0;
@@ -160,17 +172,40 @@ export class Checkpoint implements PluginSplits {
     this.saving = this.saving.then(() => this.remove());
   }
 
-  /** After the run: removed when the whole archive settled cleanly, or when what the sink stored may be lost or is not confirmed in place (`fromStart`: the summary's `storageLost`, `lookStopped`), else saved for the next run. */
-  async finish(complete: boolean, fromStart = false): Promise<void> {
+  /**
+   * After the run: removed when the whole archive settled cleanly, else saved for the next run.
+   * When what the sink stored may be lost or is not confirmed in place (`fromStart`: the summary's
+   * `storageLost`, `lookStopped`), the next run reads from the start, but still looks at the folders
+   * of this run and those it resumed (all but `lostMailboxes`, the ones the look found gone, which
+   * the summary names): one deleted while the look was cut short or could not be made is then
+   * found by its first write there, as storage lost, which counts for every export with messages there.
+   */
+  async finish(complete: boolean, fromStart = false, lostMailboxes: readonly string[] = []): Promise<void> {
     await this.saving;
     if (complete) await unlink(this.path).catch(() => undefined);
     // One left in place would have the next run resume past items not confirmed in the store.
-    else if (fromStart) await this.remove();
+    else if (fromStart) await this.keepFoldersOnly(lostMailboxes);
     else if (this.failed === undefined && !this.removed) await this.save();
     if (this.notRemoved !== undefined) {
       throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} could not be removed after a storage fault or a look at the store cut short (${errorMessage(this.notRemoved)}): remove it by hand before the re-run, so that it reads the archive from the start`, { cause: this.notRemoved });
     }
     if (this.failed !== undefined) throw new PivotArchiveError(ErrorCode.STATUS_LOG, `the checkpoint ${this.path} cannot be saved (a re-run reads the archive from an earlier point): ${errorMessage(this.failed)}`, { cause: this.failed });
+  }
+
+  /**
+   * A checkpoint that resumes nothing (the next run reads from the start) and keeps the folders to
+   * look at, less `lostMailboxes`; removed instead when a write found storage lost (the sink may have
+   * forgotten the folder it lost: that failure names its mailbox) or there are none.
+   */
+  private async keepFoldersOnly(lostMailboxes: readonly string[]): Promise<void> {
+    const current = this.removed ? undefined : this.folders?.current();
+    const folders = current && Object.fromEntries(Object.entries(current).filter(([mailbox]) => !lostMailboxes.includes(mailbox)));
+    if (!folders || Object.keys(folders).length === 0) return this.remove();
+    try {
+      await this.write(JSON.stringify({ resumeAt: { file: 0, index: 0 }, addedByPlugins: 0, options: this.options, savedAt: new Date().toISOString(), folders }) + '\n');
+    } catch (err) {
+      this.failed ??= err;
+    }
   }
 
   /** Removes the checkpoint the next run must not resume from; a failure other than its absence is kept for `finish` to throw. */
@@ -194,7 +229,12 @@ export class Checkpoint implements PluginSplits {
     const text = JSON.stringify({ resumeAt: at, addedByPlugins: added, ...(idsGiven > 0 ? { idsGivenByPlugins: this.idsGivenBefore.slice(0, idsGiven) } : {}), options: this.options, savedAt: new Date().toISOString() });
     const whole = folders ? `${text.slice(0, -1)},"folders":${this.savedFolders!.json}}\n` : `${text}\n`;
     this.lastSaveBytes = whole.length;
-    await writeFile(`${this.path}.tmp`, whole);
+    await this.write(whole);
+  }
+
+  /** The checkpoint's file replaced whole by `text` (a rename: never torn). */
+  private async write(text: string): Promise<void> {
+    await writeFile(`${this.path}.tmp`, text);
     await rename(`${this.path}.tmp`, this.path);
   }
 }

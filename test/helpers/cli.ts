@@ -76,3 +76,19 @@ export async function runRecords(state: string): Promise<Record<string, unknown>
   }
   return out;
 }
+
+/**
+ * The checkpoints in a state dir's `checkpoints/` that resume past an item: a run that may have
+ * lost what its sink stored keeps none of those, only one at the first event holding the folders
+ * to look at again (Checkpoint.finish), which makes the next run read from the start.
+ */
+export async function checkpointsResuming(stateDir: string): Promise<string[]> {
+  const dir = join(stateDir, 'checkpoints');
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
+  const resuming: string[] = [];
+  for (const name of names) {
+    const { resumeAt } = JSON.parse(await readFile(join(dir, name), 'utf8')) as { resumeAt?: { file: number; index: number } };
+    if (!resumeAt || resumeAt.file !== 0 || resumeAt.index !== 0) resuming.push(name);
+  }
+  return resuming;
+}
