@@ -139,3 +139,29 @@ test.serial('a container wiped and created again mid-staging: the staging run ex
   t.like(blind.summary, { delivered: messages, exportsWithoutIndex: 1 });
   t.deepEqual(blind.summary.exportsImportedWhole, []);
 });
+
+test.serial('a container wiped near the end of a staging run, before its lease renewal could tell: the run finds the batches it staged gone when it would index them, writes no index and fails (exit 2; was: exit 0, an index naming batches that were gone)', async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const prefix = 'acmequick';
+  const gate = join(dir, 'gate');
+  const reached = join(dir, 'reached');
+  const plugin = join(dir, 'hold.mjs');
+  // Held near the end: after the gate the last few items stage at once, well within the lease's 5 s renewal.
+  await writeFile(plugin, `import { existsSync, writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'hold', version: '1.0.0', hostApi: '^1.0.0', async transform(item) {\n  if (++n === 590) { writeFileSync(${JSON.stringify(reached)}, ''); while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); }\n  return item;\n} };\n`);
+  await container().createIfNotExists();
+  let ended = false;
+  const running = cli(['run', archive, '--sink', `azblob://${CONTAINER}/${prefix}?messages=20&linger=50&concurrency=1`, '--rejects', join(dir, 'rejects'), '--plugin', plugin, '--quiet'], {
+    env: { ...env, PIVOT_ARCHIVE_STAGING_LEASE_SECONDS: '60' },
+  }).finally(() => (ended = true));
+  await untilReady(async () => existsSync(reached), () => ended, 'the gate');
+  await untilReady(async () => (await blobNamesIn(container(), prefix, /\.zip$/)).length >= 3, () => ended, 'three batches');
+  await sleep(500);
+  await wipeContainer();
+  await writeFile(gate, '');
+  const { code, log } = await running;
+  // The sink's close fails (E_SINK_WRITE, a failure record after the summary): exit 2, as an index that cannot be written does.
+  t.is(code, 2, log);
+  t.regex(log, /batch\(es\) this run staged or found staged are gone from the container .*deleted during the run/);
+  t.deepEqual(await blobNamesIn(container(), prefix, /\/index-[^/]*\.json$/), [], 'no index names batches that are gone');
+});

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import type { BlobLeaseClient, BlockBlobClient, ContainerClient } from '@azure/storage-blob';
 import { ErrorCode, PivotArchiveError } from '../../errors.js';
 import type { Delivery } from '../../model.js';
-import type { Sink, SinkFactory, Stored, WriteOutcome } from '../sink.js';
+import { firstFew, markStorageLost, type Sink, type SinkFactory, type Stored, type WriteOutcome } from '../sink.js';
 import { LifecycleSink, SinkLifecycle } from '../lifecycle.js';
 import { stoppableSleep } from '../stoppable-sleep.js';
 import { sha256Hex } from '../../hash.js';
@@ -377,7 +377,15 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     if (this.writeFailed) return;
     for (const [exportId, batches] of this.batchesOf) {
       if (!this.settled.has(exportId)) continue;
-      await this.addUnvisitedBatches(exportId, batches);
+      const ours = [...batches];
+      const listed = await this.addUnvisitedBatches(exportId, batches);
+      // Gone since this run staged or found them (the container emptied under the run, before its lease renewal could tell): no index may name them.
+      const gone = ours.filter((name) => !listed.has(name));
+      if (gone.length > 0) {
+        throw markStorageLost(
+          new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: export ${exportId}: ${gone.length} batch(es) this run staged or found staged are gone from the container (${firstFew(gone)}): deleted during the run (the container emptied?); no index is written, so an import calls the staging part-way: run the staging again`),
+        );
+      }
       const at = new Date();
       const body = stagingIndexText(stagingIndex(exportId, batches, at, this.contents), this.signNote);
       const name = stagingIndexName(this.config, exportId, at);
@@ -437,11 +445,14 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
 
   /**
    * Batches of the export in windows this run staged nothing into (an earlier run's, of events a
-   * corrected export no longer has there): the index names every batch the export holds.
+   * corrected export no longer has there): the index names every batch the export holds. Answers
+   * every batch listed there.
    */
-  private async addUnvisitedBatches(exportId: string, batches: Set<string>): Promise<void> {
+  private async addUnvisitedBatches(exportId: string, batches: Set<string>): Promise<Set<string>> {
+    const listed = new Set<string>();
     try {
       for await (const blob of this.container.listBlobsFlat({ prefix: exportFolder(this.config, exportId) })) {
+        if (blob.name.endsWith('.zip')) listed.add(blob.name);
         if (!blob.name.endsWith('.zip') || batches.has(blob.name)) continue;
         batches.add(blob.name);
         // Its manifest recorded when it can be read; else no record, and the import holds the batch
@@ -458,6 +469,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     } catch (err) {
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `${this.description}: cannot list export ${exportId}'s batches for its index: ${storageErrorMessage(err)}`);
     }
+    return listed;
   }
 
   /** Every commit started has ended (a commit settles its writes before it lets go of its upload slot). */
