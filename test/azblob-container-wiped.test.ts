@@ -37,11 +37,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A plugin that holds the run at its AT-th item until GATE exists (saying so in REACHED), then
- * takes 15 ms an item: the run goes on for several seconds after the gate, past its next lease
- * renewal (every 5 s with a 15 s lease).
+ * takes `msAfter` ms an item: at 15 ms the run goes on for several seconds after the gate, past
+ * its next lease renewal (every 5 s with a 15 s lease).
  */
-function holdThenSlowPlugin(at: number, gate: string, reached: string): string {
-  return `import { existsSync, writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'hold', version: '1.0.0', hostApi: '^1.0.0', async transform(item) {\n  if (++n === ${at}) { writeFileSync(${JSON.stringify(reached)}, ''); while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); }\n  else if (n > ${at}) await new Promise((r) => setTimeout(r, 15));\n  return item;\n} };\n`;
+function holdThenSlowPlugin(at: number, gate: string, reached: string, msAfter = 15): string {
+  return `import { existsSync, writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'hold', version: '1.0.0', hostApi: '^1.0.0', async transform(item) {\n  if (++n === ${at}) { writeFileSync(${JSON.stringify(reached)}, ''); while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); }\n  else if (n > ${at}) await new Promise((r) => setTimeout(r, ${msAfter}));\n  return item;\n} };\n`;
 }
 
 /** Deletes the container and creates it again as soon as storage allows (an operator's wipe). */
@@ -65,26 +65,35 @@ async function wipeContainer(): Promise<void> {
 async function stageThroughWipe(t: { log(...values: unknown[]): void }, dir: string): Promise<{ prefix: string; code: number | null; log: string; batches: string[] }> {
   for (let attempt = 1; ; attempt++) {
     const prefix = `acme${attempt}`;
-    const gate = join(dir, `gate-${attempt}`);
-    const reached = join(dir, `reached-${attempt}`);
-    const plugin = join(dir, `hold-${attempt}.mjs`);
-    await writeFile(plugin, holdThenSlowPlugin(120, gate, reached));
-    await container().createIfNotExists();
-    let ended = false;
-    const running = cli(['run', archive, '--sink', `azblob://${CONTAINER}/${prefix}?messages=20&linger=50&concurrency=1`, '--rejects', join(dir, `rejects-${attempt}`), '--plugin', plugin, '--quiet'], {
-      env: { ...env, PIVOT_ARCHIVE_STAGING_LEASE_SECONDS: '15' },
-    }).finally(() => (ended = true));
-    await untilReady(async () => existsSync(reached), () => ended, 'the gate');
-    // The batches of the items before the gate uploaded (linger 50 ms), then the container wiped under the run.
-    await untilReady(async () => (await blobNamesIn(container(), prefix, /\.zip$/)).length >= 3, () => ended, 'three batches');
-    await sleep(500);
-    await wipeContainer();
-    await writeFile(gate, '');
-    const { code, log } = await running;
+    const { code, log } = await stagedWhileWiped(dir, prefix, (gate, reached) => holdThenSlowPlugin(120, gate, reached), 15);
     const batches = await blobNamesIn(container(), prefix, /\.zip$/);
     if (batches.length > 0 || attempt === 3) return { prefix, code, log, batches };
     t.log(`attempt ${attempt}: the run lost its lease before it staged anything after the wipe; again`);
   }
+}
+
+/**
+ * A staging run under `prefix` with the plugin `pluginText(gate, reached)` makes: once it holds at
+ * its gate and three batches are up, the container is wiped and made again, and the gate opened.
+ */
+async function stagedWhileWiped(dir: string, prefix: string, pluginText: (gate: string, reached: string) => string, leaseSeconds: number): Promise<{ code: number | null; log: string }> {
+  const gate = join(dir, `gate-${prefix}`);
+  const reached = join(dir, `reached-${prefix}`);
+  const plugin = join(dir, `hold-${prefix}.mjs`);
+  await writeFile(plugin, pluginText(gate, reached));
+  await container().createIfNotExists();
+  let ended = false;
+  const running = cli(['run', archive, '--sink', `azblob://${CONTAINER}/${prefix}?messages=20&linger=50&concurrency=1`, '--rejects', join(dir, `rejects-${prefix}`), '--plugin', plugin, '--quiet'], {
+    env: { ...env, PIVOT_ARCHIVE_STAGING_LEASE_SECONDS: String(leaseSeconds) },
+  }).finally(() => (ended = true));
+  await untilReady(async () => existsSync(reached), () => ended, 'the gate');
+  // The batches of the items before the gate uploaded (linger 50 ms), then the container wiped under the run.
+  await untilReady(async () => (await blobNamesIn(container(), prefix, /\.zip$/)).length >= 3, () => ended, 'three batches');
+  await sleep(500);
+  await wipeContainer();
+  await writeFile(gate, '');
+  const { code, log } = await running;
+  return { code, log };
 }
 
 interface Summary {
@@ -144,22 +153,8 @@ test.serial('a container wiped near the end of a staging run, before its lease r
   t.timeout(300_000);
   const dir = await tempDir(t);
   const prefix = 'acmequick';
-  const gate = join(dir, 'gate');
-  const reached = join(dir, 'reached');
-  const plugin = join(dir, 'hold.mjs');
-  // Held near the end: after the gate the last few items stage at once, well within the lease's 5 s renewal.
-  await writeFile(plugin, `import { existsSync, writeFileSync } from 'node:fs';\nlet n = 0;\nexport default { name: 'hold', version: '1.0.0', hostApi: '^1.0.0', async transform(item) {\n  if (++n === 590) { writeFileSync(${JSON.stringify(reached)}, ''); while (!existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 20)); }\n  return item;\n} };\n`);
-  await container().createIfNotExists();
-  let ended = false;
-  const running = cli(['run', archive, '--sink', `azblob://${CONTAINER}/${prefix}?messages=20&linger=50&concurrency=1`, '--rejects', join(dir, 'rejects'), '--plugin', plugin, '--quiet'], {
-    env: { ...env, PIVOT_ARCHIVE_STAGING_LEASE_SECONDS: '60' },
-  }).finally(() => (ended = true));
-  await untilReady(async () => existsSync(reached), () => ended, 'the gate');
-  await untilReady(async () => (await blobNamesIn(container(), prefix, /\.zip$/)).length >= 3, () => ended, 'three batches');
-  await sleep(500);
-  await wipeContainer();
-  await writeFile(gate, '');
-  const { code, log } = await running;
+  // Held near the end: after the gate the last few items stage at once, well within the lease's renewal.
+  const { code, log } = await stagedWhileWiped(dir, prefix, (gate, reached) => holdThenSlowPlugin(590, gate, reached, 0), 60);
   // The sink's close fails (E_SINK_WRITE, a failure record after the summary): exit 2, as an index that cannot be written does.
   t.is(code, 2, log);
   t.regex(log, /batch\(es\) this run staged or found staged are gone from the container .*deleted during the run/);

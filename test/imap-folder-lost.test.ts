@@ -3,7 +3,7 @@
 // looks at every folder it selected once more when the last write has settled
 // (`lostSinceWritten`, src/sinks/imap/SPEC.md "A folder deleted after its mailbox's last write").
 // Was: the run ended COMPLETE (exit 0, its checkpoint removed) with those items gone.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { type AddressInfo, connect, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -329,51 +329,102 @@ withServer('Dovecot (a run whose folders are deleted after their last write)', D
   });
 });
 
+/** The mailboxes of the archive's users that can be delivered to. */
+function mailboxesOf(archive: string): string[] {
+  const users = readJsonEntriesIndependently(archive)['users.json'] as { email?: string | null }[];
+  return [...new Set(users.flatMap((u) => (canonicalMailbox(u.email) ? [u.email!.toLowerCase()] : [])))];
+}
+
+/**
+ * A run of `archive` into Dovecot through a relay that holds the first look in a session that
+ * wrote (that mailbox's writes have settled, its folder is not yet looked at), held at its last
+ * item so its last deliveries settle over a second after the start (the checkpoint is saved then);
+ * `whileHeld` runs while the look is held, then SIGTERM: exit 4. `run(port, log)` gives the args of
+ * a run of the archive (the relay's port: the same sink).
+ */
+async function stoppedWhileLooking(t: ExecutionContext, dir: string, archive: string, dovecot: Dovecot, state: string, whileHeld: () => Promise<void> = async () => undefined) {
+  const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
+  const { calls, lastMailboxes, before } = await lastItemOf(dir, archive, common);
+  const deliveries = before + lastMailboxes.size;
+  const gate = join(dir, 'gate');
+  const plugin = join(dir, 'gate.mjs');
+  await writeFile(plugin, gatePlugin(calls, gate));
+  const relay = await selectHoldingRelay(dovecot.port, 1);
+  t.teardown(() => relay.close());
+  const checkpoints = () => readdir(join(state, 'checkpoints')).catch(() => []);
+  const run = (port: number, log: string) => ['run', archive, '--sink', `imap://archiver@127.0.0.1:${port}/?tls=none&folder=${FOLDER}&probe=${mailboxesOf(archive)[0]}`, '--state-dir', state, '--status-log', join(dir, log), '--plugin', plugin, ...common];
+  const { child, exited } = startCli(run(relay.port, 'first.jsonl'), { env });
+  let ended = false;
+  void exited.then(() => (ended = true));
+  const settled = async () => (await readFile(join(dir, 'first.jsonl'), 'utf8').catch(() => '')).match(/"outcome":"(delivered|skipped)"/g)?.length ?? 0;
+  await untilReady(async () => (await settled()) >= before, () => ended, `${before} deliveries`);
+  await delay(1_100);
+  await writeFile(gate, '');
+  await untilReady(async () => (await settled()) >= deliveries && (await checkpoints()).length > 0, () => ended, `${deliveries} deliveries and a checkpoint`);
+  await Promise.race([relay.holding, exited.then(() => Promise.reject(new Error('the run ended without a look in a session that wrote')))]);
+  await whileHeld();
+  child.kill('SIGTERM');
+  t.is(await exited, 4);
+  relay.release();
+  const { summary } = await readStatusLog(join(dir, 'first.jsonl'));
+  t.is(summary.failed, 0);
+  t.is(summary.delivered + summary.skipped, deliveries);
+  t.true(summary.interrupted);
+  t.true(summary.lookStopped);
+  t.deepEqual(await checkpointsResuming(state), [], 'no checkpoint resumes past an item: the next run reads the export from the start and looks again');
+  return { deliveries, relay, run };
+}
+
 withServer('Dovecot (a run stopped while it looks at its folders)', DOVECOT_BINARY ? undefined : dovecotMissingMessage(), () => {
-  test.serial('imap: a stop signal once every delivery settled, while the sink still looks at a folder it wrote to, makes the run interrupted (exit 4, lookStopped) and removes its checkpoint; the run again confirms every folder and exits 0 (was: exit 0, the folder never looked at)', async (t) => {
+  test.serial('imap: a stop signal once every delivery settled, while the sink still looks at a folder it wrote to, makes the run interrupted (exit 4, lookStopped) and keeps no checkpoint that resumes; the run again confirms every folder and exits 0 (was: exit 0, the folder never looked at)', async (t) => {
     t.timeout(120_000);
     const dir = await tempDir(t);
     const archive = join(dir, 'export.zip');
     await generateSample(archive, { events: 60, seed: 46, users: 6, edgeCases: false });
-    const users = readJsonEntriesIndependently(archive)['users.json'] as { email?: string | null }[];
-    const mailboxes = [...new Set(users.flatMap((u) => (canonicalMailbox(u.email) ? [u.email!.toLowerCase()] : [])))];
-    const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
-    const { calls, lastMailboxes, before } = await lastItemOf(dir, archive, common);
-    const deliveries = before + lastMailboxes.size;
-    // Held at its last item, so the last deliveries settle over a second after the start: the checkpoint is saved then.
-    const gate = join(dir, 'gate');
-    const plugin = join(dir, 'gate.mjs');
-    await writeFile(plugin, gatePlugin(calls, gate));
-    const dovecot = await startDovecot(mailboxes);
+    const dovecot = await startDovecot(mailboxesOf(archive));
     t.teardown(() => removeDovecot(dovecot));
-    // The first look in a session that wrote is held: that mailbox's writes have settled, its folder is not yet looked at.
-    const relay = await selectHoldingRelay(dovecot.port, 1);
-    t.teardown(() => relay.close());
-    const state = join(dir, 'state');
-    const checkpoints = () => readdir(join(state, 'checkpoints')).catch(() => []);
-    const run = (port: number, log: string) => ['run', archive, '--sink', `imap://archiver@127.0.0.1:${port}/?tls=none&folder=${FOLDER}&probe=${mailboxes[0]}`, '--state-dir', state, '--status-log', join(dir, log), '--plugin', plugin, ...common];
-    const { child, exited } = startCli(run(relay.port, 'first.jsonl'), { env });
-    let ended = false;
-    void exited.then(() => (ended = true));
-    const settled = async () => (await readFile(join(dir, 'first.jsonl'), 'utf8').catch(() => '')).match(/"outcome":"(delivered|skipped)"/g)?.length ?? 0;
-    await untilReady(async () => (await settled()) >= before, () => ended, `${before} deliveries`);
-    await delay(1_100);
-    await writeFile(gate, '');
-    await untilReady(async () => (await settled()) >= deliveries && (await checkpoints()).length > 0, () => ended, `${deliveries} deliveries and a checkpoint`);
-    await Promise.race([relay.holding, exited.then(() => Promise.reject(new Error('the run ended without a look in a session that wrote')))]);
-    child.kill('SIGTERM');
-    t.is(await exited, 4);
-    relay.release();
-    const { summary } = await readStatusLog(join(dir, 'first.jsonl'));
-    t.is(summary.failed, 0);
-    t.is(summary.delivered + summary.skipped, deliveries);
-    t.true(summary.interrupted);
-    t.true(summary.lookStopped);
-    t.deepEqual(await checkpointsResuming(state), [], 'no checkpoint resumes past an item: the next run reads the export from the start and looks again');
+    const { deliveries, run } = await stoppedWhileLooking(t, dir, archive, dovecot, join(dir, 'state'));
     const again = await cli(run(dovecot.port, 'again.jsonl'), { env });
     t.is(again.code, 0, again.stderr.slice(0, 2000));
     const { summary: second } = await readStatusLog(join(dir, 'again.jsonl'));
     t.is(second.skipped, deliveries);
     t.is(second.delivered, 0);
+  });
+
+  // helper-125's review of 1e43f17 (mailboxesLost): a look cut short names no mailbox, and the run used to drop its checkpoint with the folders to look at.
+  test.serial('imap: a folder deleted after its last write whose look a stop cut short: the checkpoint keeps the folders (the next run reads from the start), so the re-run finds them gone (exit 1) and the day before\'s export with messages there is not COMPLETE; the run after delivers (was: re-run exit 0, the day before COMPLETE, verify 0)', async (t) => {
+    t.timeout(180_000);
+    const dir = await tempDir(t);
+    const archive = join(dir, 'export.zip');
+    await generateSample(archive, { events: 60, seed: 46, users: 6, edgeCases: false });
+    const dayBefore = join(dir, 'day-before.zip');
+    const { exportId: dayBeforeId } = await generateSample(dayBefore, { events: 60, seed: 46, users: 6, edgeCases: false, day: '2026-11-20' });
+    const mailboxes = [...new Set([...mailboxesOf(archive), ...mailboxesOf(dayBefore)])];
+    const dovecot = await startDovecot(mailboxes);
+    t.teardown(() => removeDovecot(dovecot));
+    const state = join(dir, 'state');
+    const sink = `imap://archiver@127.0.0.1:${dovecot.port}/?tls=none&folder=${FOLDER}&probe=${mailboxes[0]}`;
+    const common = ['--all-domains', '--rejects', join(dir, 'rejects'), '--max-rejected', '100%'];
+    // The day before's export, delivered whole: COMPLETE.
+    const first = await cli(['run', dayBefore, '--sink', sink, '--state-dir', state, '--status-log', join(dir, 'day-before.jsonl'), ...common], { env });
+    t.is(first.code, 0, first.stderr.slice(0, 2000));
+    t.regex((await cli(['status', '--state-dir', state, '--export', dayBeforeId])).stdout.split('\n')[0]!, COMPLETE);
+    const dayBeforeDelivered = (await readStatusLog(join(dir, 'day-before.jsonl'))).lines.filter((l) => l.outcome === 'delivered');
+    // Today's run: every delivery settles, its look is held; the folders are deleted then; a stop cuts the look short.
+    const deleted: string[] = [];
+    const { relay, run } = await stoppedWhileLooking(t, dir, archive, dovecot, state, async () => {
+      for (const m of mailboxes) if (await deleteFolder(dovecot.port, m, false)) deleted.push(m);
+    });
+    const lostDayBefore = dayBeforeDelivered.filter((l) => deleted.includes(String(l.mailbox))).length;
+    t.true(lostDayBefore > 0, 'the day before\'s export had messages in the folders deleted');
+    // Today's export again, into the same sink: it reads from the start and looks at the folders the stopped run kept.
+    const again = await cli(run(relay.port, 'again.jsonl'), { env });
+    t.is(again.code, 1, again.stderr.slice(0, 2000));
+    t.is((await cli(['status', '--state-dir', state, '--export', dayBeforeId])).code, 1, 'the day before\'s export is not COMPLETE with its messages gone');
+    t.is((await cli(['verify', '--state-dir', state, '--export', dayBeforeId])).code, 1);
+    t.is((await cli(['verify', '--state-dir', state, '--export', dayBeforeId, '--sink', sink], { env })).code, 6, 'its messages are gone from the store');
+    // The re-run found the folders gone (no checkpoint now): the next run makes them anew and delivers today's export whole.
+    const third = await cli(run(relay.port, 'third.jsonl'), { env });
+    t.is(third.code, 0, third.stderr.slice(0, 2000));
   });
 });
