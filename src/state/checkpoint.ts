@@ -199,7 +199,9 @@ export class Checkpoint implements PluginSplits {
    */
   private async keepFoldersOnly(lostMailboxes: readonly string[]): Promise<void> {
     const current = this.removed ? undefined : this.folders?.current();
-    const folders = current && Object.fromEntries(Object.entries(current).filter(([mailbox]) => !lostMailboxes.includes(mailbox)));
+    // A set: at 10,000 mailboxes a list's includes() per folder is 10^8 comparisons.
+    const lost = new Set(lostMailboxes);
+    const folders = current && Object.fromEntries(Object.entries(current).filter(([mailbox]) => !lost.has(mailbox)));
     if (!folders || Object.keys(folders).length === 0) return this.remove();
     try {
       await this.write(JSON.stringify({ resumeAt: { file: 0, index: 0 }, addedByPlugins: 0, options: this.options, savedAt: new Date().toISOString(), folders }) + '\n');

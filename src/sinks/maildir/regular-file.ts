@@ -59,7 +59,7 @@ export function openRegular(path: string, callback: (err: NodeJS.ErrnoException 
   });
 }
 
-/** `openRegular`, synchronously (the read worker's): the descriptor and its fstat, or the same errors. */
+/** `openRegular`, synchronously (the sink's quick reads, `FileReads`): the descriptor and its fstat, or the same errors. */
 export function openRegularSync(path: string): { fd: number; info: fs.Stats } {
   let fd: number;
   try {
