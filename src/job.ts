@@ -151,6 +151,12 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       throw err instanceof PivotArchiveError ? new PivotArchiveError(err.code, `${err.message}; the run stopped before any delivery`, { cause: err }) : err;
     });
     await sink.open();
+    let sinkClosed = false;
+    const closeSink = async () => {
+      if (sinkClosed) return;
+      sinkClosed = true;
+      await sink.close();
+    };
     let summary: RunSummary;
     try {
       summary = await runPipeline(opened.source, {
@@ -167,15 +173,19 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
         stop: options.stop,
         progress: options.progress,
         progressEveryMs: options.progressEveryMs,
+        // The sink closes before the summary is written: what it does then (Azure Blob's index, its
+        // batches found still there) is part of the outcome. A failure there, or the checkpoint's (a
+        // full disk), is the summary's error: exit 1 after deliveries, not a failure record after a clean summary.
+        beforeSummary: async (s) => {
+          const failed = (err: unknown) => void (s.error ??= { code: errorCodeOf(err), message: errorMessage(err) });
+          // Messages files not read leave the export's events counted nowhere: not settled either.
+          if (s.exportId !== null && settledEveryItem(s) && !s.entriesNotRead) sink.exportSettled?.(s.exportId);
+          await closeSink().catch(failed);
+          await opened.finish?.(s).catch(failed);
+        },
       });
-      // After deliveries an error here (a full disk) is the summary's, so the run exits 1, not 2.
-      await opened.finish?.(summary).catch((err: unknown) => {
-        summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
-      });
-      // Messages files not read leave the export's events counted nowhere: not settled either.
-      if (summary.exportId !== null && settledEveryItem(summary) && !summary.entriesNotRead) sink.exportSettled?.(summary.exportId);
     } finally {
-      await sink.close();
+      await closeSink();
     }
     await statusLog.close().catch((err: unknown) => {
       summary.error ??= { code: ErrorCode.STATUS_LOG, message: errorMessage(err) };

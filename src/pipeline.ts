@@ -40,6 +40,11 @@ export interface PipelineOptions {
   /** Called every `progressEveryMs` (and once at the end) with how far the run is. */
   progress?: (p: Progress) => void;
   progressEveryMs?: number;
+  /**
+   * After the chain, before the summary is written: the caller's last steps (the sink closed, the
+   * checkpoint settled). What fails there sets the summary's `error`, so the record says it.
+   */
+  beforeSummary?: (summary: RunSummary) => Promise<void>;
 }
 
 /**
@@ -99,7 +104,9 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   // Such a run keeps no checkpoint (resuming past the end would look at nothing); one with items left keeps it.
   const lookStopped = !cutShort && look === LOOK_STOPPED;
   const interrupted = !error && (cutShort || lookStopped);
-  return recorder.summarise(source, o.sink.description, o.maxRejected, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0, storageLost: lost !== undefined, mailboxesLost: lost?.mailboxes, lookStopped });
+  const summary = recorder.summarise(source, o.sink.description, { error, interrupted, failedOnStop: interrupted ? failedOnStop : 0, storageLost: lost !== undefined, mailboxesLost: lost?.mailboxes, lookStopped });
+  await o.beforeSummary?.(summary);
+  return recorder.writeSummary(summary, o.maxRejected);
 }
 
 /** Runs the chain to its end; what stopped it, if anything, as the summary states it. */

@@ -9,7 +9,7 @@
 // documented warning and exit 0.
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readBatch } from '../src/formats/staged-batch/index.js';
 import { asStagedByOlderVersion, blobNamesIn, startAzuriteWithSample, type Azurite, type AzuriteWithSample } from './helpers/azurite.js';
@@ -76,14 +76,14 @@ async function stageThroughWipe(t: { log(...values: unknown[]): void }, dir: str
  * A staging run under `prefix` with the plugin `pluginText(gate, reached)` makes: once it holds at
  * its gate and three batches are up, the container is wiped and made again, and the gate opened.
  */
-async function stagedWhileWiped(dir: string, prefix: string, pluginText: (gate: string, reached: string) => string, leaseSeconds: number): Promise<{ code: number | null; log: string }> {
+async function stagedWhileWiped(dir: string, prefix: string, pluginText: (gate: string, reached: string) => string, leaseSeconds: number): Promise<{ code: number | null; log: string; records: { record: string; error?: { code: string; message: string } }[] }> {
   const gate = join(dir, `gate-${prefix}`);
   const reached = join(dir, `reached-${prefix}`);
   const plugin = join(dir, `hold-${prefix}.mjs`);
   await writeFile(plugin, pluginText(gate, reached));
   await container().createIfNotExists();
   let ended = false;
-  const running = cli(['run', archive, '--sink', `azblob://${CONTAINER}/${prefix}?messages=20&linger=50&concurrency=1`, '--rejects', join(dir, `rejects-${prefix}`), '--plugin', plugin, '--quiet'], {
+  const running = cli(['run', archive, '--sink', `azblob://${CONTAINER}/${prefix}?messages=20&linger=50&concurrency=1`, '--rejects', join(dir, `rejects-${prefix}`), '--plugin', plugin, '--status-log', join(dir, `status-${prefix}.jsonl`), '--quiet'], {
     env: { ...env, PIVOT_ARCHIVE_STAGING_LEASE_SECONDS: String(leaseSeconds) },
   }).finally(() => (ended = true));
   await untilReady(async () => existsSync(reached), () => ended, 'the gate');
@@ -93,7 +93,8 @@ async function stagedWhileWiped(dir: string, prefix: string, pluginText: (gate: 
   await wipeContainer();
   await writeFile(gate, '');
   const { code, log } = await running;
-  return { code, log };
+  const records = (await readFile(join(dir, `status-${prefix}.jsonl`), 'utf8')).split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  return { code, log, records };
 }
 
 interface Summary {
@@ -149,14 +150,18 @@ test.serial('a container wiped and created again mid-staging: the staging run ex
   t.deepEqual(blind.summary.exportsImportedWhole, []);
 });
 
-test.serial('a container wiped near the end of a staging run, before its lease renewal could tell: the run finds the batches it staged gone when it would index them, writes no index and fails (exit 2; was: exit 0, an index naming batches that were gone)', async (t) => {
+test.serial('a container wiped near the end of a staging run, before its lease renewal could tell: the run finds the batches it staged gone when it would index them, writes no index and fails as its summary\'s error (exit 1; was: exit 0, an index naming batches that were gone, then exit 2 with a failure record after a clean summary)', async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   const prefix = 'acmequick';
   // Held near the end: after the gate the last few items stage at once, well within the lease's renewal.
-  const { code, log } = await stagedWhileWiped(dir, prefix, (gate, reached) => holdThenSlowPlugin(590, gate, reached, 0), 60);
-  // The sink's close fails (E_SINK_WRITE, a failure record after the summary): exit 2, as an index that cannot be written does.
-  t.is(code, 2, log);
-  t.regex(log, /batch\(es\) this run staged or found staged are gone from the container .*deleted during the run/);
+  const { code, log, records } = await stagedWhileWiped(dir, prefix, (gate, reached) => holdThenSlowPlugin(590, gate, reached, 0), 60);
+  // The sink's close fails before the summary is written: its error is the summary's, after deliveries (exit 1), and no failure record follows.
+  t.is(code, 1, log);
+  const last = records.at(-1)!;
+  t.is(last.record, 'summary', log);
+  t.is(last.error?.code, 'E_SINK_WRITE', log);
+  t.regex(last.error!.message, /batch\(es\) this run staged or found staged are gone from the container .*deleted during the run/);
+  t.false(records.some((r) => r.record === 'failure'), log);
   t.deepEqual(await blobNamesIn(container(), prefix, /\/index-[^/]*\.json$/), [], 'no index names batches that are gone');
 });

@@ -6,14 +6,35 @@
 // had happened. Now the write that finds it so fails as storage lost, and the next one stores into
 // the folder made anew. (The whole run across such a removal: test/folder-deleted-midrun.test.ts.)
 import test from 'ava';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { createSink } from '../src/sinks/index.js';
 import { maildirBaseName, mailboxFolderName } from '../src/sinks/maildir/index.js';
 import { storageLost } from '../src/sinks/sink.js';
 import { chatDeliveries } from './helpers/chat.js';
+import { needing } from './helpers/needing.js';
 import { delivery } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
+
+const run = promisify(execFile);
+
+/** Why a tmpfs cannot be mounted here, or undefined. */
+const noTmpfs = await (async () => {
+  if (process.getuid?.() !== 0) return 'the test runs as root (it mounts a tmpfs)';
+  const dir = await mkdtemp(join(tmpdir(), 'pivot-probe-'));
+  try {
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+    await run('umount', [dir]);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message.trim();
+  } finally {
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+})();
 
 const WAYS = {
   /** rm -rf of the Pivot folder. */
@@ -134,3 +155,41 @@ test('maildir: folders of another form (a hand-edited or foreign checkpoint) are
     t.deepEqual(sink.foldersToLook!(), {}, 'nothing of it kept');
   }
 });
+
+for (const under of [false, true]) {
+  const where = under ? 'a folder on a file system' : 'a file system\'s mount point';
+  needing(noTmpfs, `maildir: the root (${where}) unmounted before the end-of-run look: its folders are unconfirmed, none named lost (was: every mailbox named lost, failing every earlier export there); the root emptied on its own file system names them all`, async (t) => {
+    const dir = await tempDir(t);
+    const mountPoint = join(dir, 'fs');
+    await mkdir(mountPoint);
+    const root = under ? join(mountPoint, 'mail') : mountPoint;
+    const mailboxes = ['jane@acme.example', 'omar@acme.example'];
+    /** A sink on a fresh tmpfs that has written one item to each mailbox; `away` done, its look. */
+    const lookAfter = async (away: () => Promise<void>) => {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mountPoint]);
+      try {
+        const sink = await createSink(`maildir:${root}`, { cwd: '/' });
+        await sink.open();
+        for (const [n, mailbox] of mailboxes.entries()) t.is((await sink.write(delivery(n + 1, mailbox))).outcome, 'delivered');
+        await away();
+        const look = await sink.lostSinceWritten!();
+        await sink.close();
+        return typeof look === 'object' ? look : { reason: look, mailboxes: [] };
+      } finally {
+        await run('umount', ['-l', mountPoint]).catch(() => undefined);
+      }
+    };
+    const unmounted = await lookAfter(() => run('umount', ['-l', mountPoint]).then(() => undefined));
+    t.deepEqual(unmounted.mailboxes, []);
+    const elsewhere = under ? `the Maildir root ${root} is gone and ${mountPoint} above it is on another file system` : `the Maildir root ${root} is on another file system`;
+    t.true(String(unmounted.reason).startsWith(`maildir: whether the 2 folder(s) this run wrote to or found items in are still in place could not be confirmed: ${elsewhere} than the one the run wrote to (unmounted?)`), String(unmounted.reason));
+
+    // The root's folders removed where they were: gone, each mailbox named.
+    const emptied = await lookAfter(async () => {
+      for (const name of await readdir(root)) await rm(join(root, name), { recursive: true, force: true });
+      if (under) await rm(root, { recursive: true });
+    });
+    t.deepEqual([...emptied.mailboxes].sort(), mailboxes);
+    t.regex(String(emptied.reason), /^maildir: 2 folder\(s\) this run wrote to or found items in were removed during the run/);
+  });
+}

@@ -158,10 +158,10 @@ export class Recorder {
   }
 
   /**
-   * The summary, written last: the counters, whether they add up, why the run stopped early
-   * (an error, a signal), and an alarm when it accounted for everything but looks wrong.
+   * The summary: the counters, whether they add up, and why the run stopped early (an error, a
+   * signal). Not written yet: the caller's last steps (the sink closed) may add their error.
    */
-  async summarise(source: Source, sinkDescription: string, maxRejected: number, stopped: { error?: { code: string; message: string }; interrupted: boolean; failedOnStop: number; storageLost?: boolean; mailboxesLost?: string[]; lookStopped?: boolean }): Promise<RunSummary> {
+  summarise(source: Source, sinkDescription: string, stopped: { error?: { code: string; message: string }; interrupted: boolean; failedOnStop: number; storageLost?: boolean; mailboxesLost?: string[]; lookStopped?: boolean }): RunSummary {
     const { error, interrupted, failedOnStop } = stopped;
     const fields = source.summaryFields();
     this.counters.itemsFromSource = this.unitsRead + fields.itemsDoneEarlier;
@@ -190,10 +190,16 @@ export class Recorder {
       ...(stopped.mailboxesLost?.length ? { mailboxesLost: stopped.mailboxesLost } : {}),
       ...(stopped.lookStopped ? { lookStopped: true } : {}),
     };
-    const alarm = error || interrupted ? undefined : alarmOf(summary, maxRejected);
+    return summary;
+  }
+
+  /** Writes the summary, last, with an alarm when the run accounted for everything but looks wrong. */
+  async writeSummary(summary: RunSummary, maxRejected: number): Promise<RunSummary> {
+    summary.finishedAt = new Date().toISOString();
+    const alarm = summary.error || summary.interrupted ? undefined : alarmOf(summary, maxRejected);
     if (alarm) {
       summary.alarm = alarm;
-      this.logger.warn(`${summary.exportId ? `export ${summary.exportId}` : source.kind}: ${alarm}`);
+      this.logger.warn(`${summary.exportId ? `export ${summary.exportId}` : summary.source}: ${alarm}`);
     }
     try {
       await this.statusLog.write(summary);

@@ -367,6 +367,8 @@ export class MaildirSink extends LifecycleSink implements Sink {
   private readonly syncs = new Map<string, DirectorySync>();
   /** Run as root: whom the directories and files it creates are given to. */
   private owner: { uid: number; gid: number } | undefined;
+  /** The file system the root was on when the sink opened (see `rootElsewhere`). */
+  private rootDevice: number | undefined;
   /** The worker that does the file operations in groups, from open() on. */
   private files: GroupCommit | undefined;
   protected readonly lifecycle = new SinkLifecycle('maildir', {
@@ -430,6 +432,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
       throw unavailable('cannot be read', err);
     }
     if (!info.isDirectory()) throw unavailable('is not a directory');
+    this.rootDevice = info.dev;
     if (asRoot) {
       const owner = { uid: wanted?.uid ?? info.uid, gid: wanted?.gid ?? info.gid };
       // Files root creates are root's already: no chown for a root-owned root unless asked.
@@ -813,6 +816,9 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * not confirmed, a reason too: exit 0 says every item is there.
    */
   async lostSinceWritten(): Promise<LostSinceWritten | undefined> {
+    const elsewhere = this.identities.size > 0 ? await this.rootElsewhere() : undefined;
+    // Out of sight is not gone: naming every mailbox lost would fail every earlier export there until each archive is run again.
+    if (elsewhere) return { reason: `maildir: whether the ${this.identities.size} folder(s) this run wrote to or found items in are still in place could not be confirmed: ${elsewhere}, so the run cannot say every item is there; the next run reads the export from the start and looks at them again`, mailboxes: [] };
     const gone: string[] = [];
     const goneMailboxes: string[] = [];
     const unconfirmed: string[] = [];
@@ -832,6 +838,24 @@ export class MaildirSink extends LifecycleSink implements Sink {
     if (unconfirmed.length > 0) reasons.push(`whether ${unconfirmed.length} folder(s) this run wrote to or found items in are still in place could not be confirmed (${firstFew(unconfirmed)}), so the run cannot say every item is there`);
     if (reasons.length === 0) return undefined;
     return { reason: `maildir: ${reasons.join('; ')}; the next run reads the export from the start (no checkpoint) and delivers again what the folders, made anew, do not hold`, mailboxes: goneMailboxes };
+  }
+
+  /**
+   * Why the root is not on the file system the run wrote to (unmounted, or a path above it is),
+   * or undefined: found there, or gone from it (removed: then the folders' look tells what went).
+   * The first directory found on the way up from the root is the one compared.
+   */
+  private async rootElsewhere(): Promise<string | undefined> {
+    const root = this.config.root;
+    for (let dir = root; ; dir = dirname(dir)) {
+      try {
+        if ((await stat(dir)).dev === this.rootDevice) return undefined;
+        return dir === root ? `the Maildir root ${root} is on another file system than the one the run wrote to (unmounted?)` : `the Maildir root ${root} is gone and ${dir} above it is on another file system than the one the run wrote to (unmounted?)`;
+      } catch (err) {
+        if (!isCode(err, 'ENOENT') && !isCode(err, 'ENOTDIR')) return `the Maildir root ${root} cannot be looked at (${dir}: ${errorMessage(err)})`;
+        if (dir === dirname(dir)) return undefined;
+      }
+    }
   }
 
   /** Whether the folder's `cur/` is the directory prepared and its `tmp/` is there, made again if it was gone. */
