@@ -177,7 +177,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
         // batches found still there) is part of the outcome. A failure there, or the checkpoint's (a
         // full disk), is the summary's error: exit 1 after deliveries, not a failure record after a clean summary.
         beforeSummary: async (s) => {
-          const failed = (err: unknown) => void (s.error ??= { code: errorCodeOf(err), message: errorMessage(err) });
+          const failed = errorOfSummary(s);
           // Messages files not read leave the export's events counted nowhere: not settled either.
           if (s.exportId !== null && settledEveryItem(s) && !s.entriesNotRead) sink.exportSettled?.(s.exportId);
           await closeSink().catch(failed);
@@ -190,9 +190,7 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
     await statusLog.close().catch((err: unknown) => {
       summary.error ??= { code: ErrorCode.STATUS_LOG, message: errorMessage(err) };
     });
-    await sealLedger(ledger, runId, key, state).catch((err: unknown) => {
-      summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) };
-    });
+    await sealLedger(ledger, runId, key, state).catch(errorOfSummary(summary));
     if (summary.error) logger.error(`${summary.error.code}: ${summary.error.message}`);
     return { summary, exitCode: runExitCode(summary) };
   } catch (err) {
@@ -217,6 +215,11 @@ export async function runJob(config: JobConfig, logger: Logger, options: JobOpti
       await cleanup().catch((err: unknown) => logger.warn(`cleanup failed: ${errorMessage(err)}`));
     }
   }
+}
+
+/** A failure after deliveries, as the summary's error (the first one stands): the run exits 1, not 2. */
+function errorOfSummary(summary: RunSummary): (err: unknown) => void {
+  return (err) => void (summary.error ??= { code: errorCodeOf(err), message: errorMessage(err) });
 }
 
 /**

@@ -7,34 +7,20 @@
 // the folder made anew. (The whole run across such a removal: test/folder-deleted-midrun.test.ts.)
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createSink } from '../src/sinks/index.js';
 import { maildirBaseName, mailboxFolderName } from '../src/sinks/maildir/index.js';
 import { storageLost } from '../src/sinks/sink.js';
 import { chatDeliveries } from './helpers/chat.js';
-import { needing } from './helpers/needing.js';
+import { needing, tmpfsMissing } from './helpers/needing.js';
 import { delivery } from './helpers/sink-conformance.js';
 import { tempDir } from './helpers/tmp.js';
 
 const run = promisify(execFile);
 
-/** Why a tmpfs cannot be mounted here, or undefined. */
-const noTmpfs = await (async () => {
-  if (process.getuid?.() !== 0) return 'the test runs as root (it mounts a tmpfs)';
-  const dir = await mkdtemp(join(tmpdir(), 'pivot-probe-'));
-  try {
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
-    await run('umount', [dir]);
-    return undefined;
-  } catch (err) {
-    return (err as Error).message.trim();
-  } finally {
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-  }
-})();
+const noTmpfs = await tmpfsMissing();
 
 const WAYS = {
   /** rm -rf of the Pivot folder. */

@@ -2,33 +2,19 @@
 // that fails in a group fails exactly its own items (a real file system that runs out of space:
 // a small tmpfs), none of them answered delivered, nothing of theirs left, the others delivered.
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createSink } from '../src/sinks/index.js';
 import type { Delivery } from '../src/model.js';
 import { delivery } from './helpers/sink-conformance.js';
 import { readMaildir } from './helpers/maildir.js';
-import { needing } from './helpers/needing.js';
+import { needing, tmpfsMissing } from './helpers/needing.js';
 import { tempDir } from './helpers/tmp.js';
 
 const run = promisify(execFile);
 
-/** Why a small tmpfs cannot be mounted here, or undefined. */
-const noTmpfs = await (async () => {
-  if (process.getuid?.() !== 0) return 'the test runs as root (it mounts a tmpfs)';
-  const dir = await mkdtemp(join(tmpdir(), 'pivot-probe-'));
-  try {
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
-    await run('umount', [dir]);
-    return undefined;
-  } catch (err) {
-    return (err as Error).message.trim();
-  } finally {
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-  }
-})();
+const noTmpfs = await tmpfsMissing();
 
 
 /** A delivery made `size` bytes larger (its body padded), so that it cannot fit. */
