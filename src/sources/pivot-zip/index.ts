@@ -152,7 +152,7 @@ export class PivotExportArchive implements ExportContext {
     for (const conversation of conversations.values()) {
       const listed: unknown = conversation.members;
       // Each member id is users.json's own string where it has one: JSON.parse makes a string per
-      // occurrence, and 54,000 members of 15,000 conversations cost 3 MB more as copies.
+      // occurrence, kept for the run (about 0.4 MB at 54,000 members of 15,000 conversations).
       conversation.members = Array.isArray(listed) ? listed.filter((m): m is string => typeof m === 'string').map((m) => users.get(m)?.id ?? m) : [];
       const note = {
         conversationId: conversation.id,
