@@ -17,13 +17,14 @@
 // (mailboxes worked at once x 4 / delay) is printed under the table (the target is 0.8 or more).
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateSample } from '../src/sample/generate.js';
 import { LAUNCH_ENVIRONMENT, NODE_FLAGS } from '../src/launch.js';
+import { serverCpuSeconds } from './server-cpu.js';
 
 const STAGES = ['source', 'naive-json-parse', 'mime', 'floor', 'floor-group', 'maildir', 'naive-maildir', 'maildir-ledger', 'verify'];
 /** The options read so far (by `option`): any other on the command line is a typo. */
@@ -59,6 +60,24 @@ for (const [i, arg] of process.argv.slice(2).entries()) {
 }
 const work = join(tmpdir(), 'pivot-archive-bench');
 await mkdir(work, { recursive: true });
+/** Messages in every mailbox's folders under a Maildir++ root (`ROOT/USER/.FOLDER/{new,cur}`), as a local Dovecot keeps them. */
+function storedMessages(root: string): number {
+  // A folder (or the root) Dovecot is making at this moment counts once it is there.
+  const list = (path: string) => {
+    try {
+      return readdirSync(path, { withFileTypes: true });
+    } catch {
+      return [];
+    }
+  };
+  let count = 0;
+  for (const user of list(root)) {
+    for (const folder of list(join(root, user.name))) {
+      if (folder.isDirectory() && folder.name.startsWith('.')) for (const sub of ['new', 'cur']) count += list(join(root, user.name, folder.name, sub)).length;
+    }
+  }
+  return count;
+}
 const stageScript = fileURLToPath(new URL('./stage.js', import.meta.url));
 
 interface Row {
@@ -70,6 +89,8 @@ interface Row {
   userCpu: number;
   systemCpu: number;
   peakRssMB: number;
+  /** The IMAP rows: CPU seconds the local Dovecot used meanwhile (all its processes). */
+  serverCpu?: number;
 }
 
 const rows: { size: number; archiveMB: number; row: Row }[] = [];
@@ -163,35 +184,42 @@ if (imapEvents > 0) {
   const { startDovecot, removeDovecot, ADMIN_PASSWORD } = await import('../test/helpers/dovecot.js');
   // probe=: open() proves the credentials with a real login (no 2 s failed-login delay in every row).
   const specOf = (port: number, extra = '') => `imap://archiver@127.0.0.1:${port}/?tls=none&probe=${users[0]}${imapWindow ? `&window=${imapWindow}` : ''}${extra}`;
-  const imapRow = (label: string, port: number, extra = '') => {
+  const imapRow = (label: string, server: { port: number; dir: string }, extra = '') => {
     process.stderr.write(`${imapEvents} events, ${users.length} mailboxes: ${label} (local Dovecot) ...\n`);
-    const row = runStage('imap', archive, '', { PIVOT_BENCH_SINK: specOf(port, extra), PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD });
-    rows.push({ size: imapEvents, archiveMB, row: { ...row, stage: label } });
+    const cpuBefore = serverCpuSeconds(join(server.dir, 'run'));
+    const row = runStage('imap', archive, '', { PIVOT_BENCH_SINK: specOf(server.port, extra), PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD });
+    const serverCpu = serverCpuSeconds(join(server.dir, 'run')) - cpuBefore;
+    rows.push({ size: imapEvents, archiveMB, row: { ...row, stage: label, serverCpu } });
     return row;
   };
-  let firstSeconds = 0;
+  let firstDeliveries = 0;
+  // Both servers' mail is kept until the last IMAP row: removing one's 21,000 files slows every
+  // file the other creates for about 36 s (ext4's recently_deleted(), see `settled`). Measured
+  // 2026-12-03: the resume row right after the first server's removal took 29.5 s with Dovecot
+  // using 49-54 s of CPU; with nothing removed, 17-23 s with 18-28 s.
   const dovecot = await startDovecot(users);
+  let restarted: Awaited<ReturnType<typeof startDovecot>> | undefined;
   try {
-    firstSeconds = imapRow('imap first run', dovecot.port).seconds;
-    imapRow('imap re-run (all present)', dovecot.port);
-  } finally {
-    await removeDovecot(dovecot);
-  }
-  const restarted = await startDovecot(users);
-  try {
+    firstDeliveries = imapRow('imap first run', dovecot).deliveries;
+    imapRow('imap re-run (all present)', dovecot);
+    await dovecot.stop();
+    restarted = await startDovecot(users);
     process.stderr.write(`${imapEvents} events: imap run stopped halfway: the server stopped ...\n`);
     // retries=0: the items in flight when the server goes fail at once, and that run ends.
     const interrupted = startStage('imap', archive, '', { PIVOT_BENCH_SINK: specOf(restarted.port, '&retries=0'), PIVOT_IMAP_PASSWORD: ADMIN_PASSWORD });
-    await new Promise((resolve) => setTimeout(resolve, (firstSeconds * 1000) / 2));
+    // Stopped once half the first run's messages are stored, whatever this machine's pace.
+    while (storedMessages(restarted.mailRoot) < firstDeliveries / 2) await new Promise((resolve) => setTimeout(resolve, 100));
     // A graceful stop (what a restart does): after a kill (SIGKILL) Dovecot 2.3 met a stale lock
     // of a mailbox's index on restart and held that mailbox for 166 s (2026-11-28), which
     // measures Dovecot's recovery, not the sink. The outage tests kill it (test/e2e-imap.test.ts).
     await restarted.stop();
     await interrupted;
     await restarted.start();
-    imapRow('imap resume after server restart', restarted.port);
+    imapRow('imap resume after server restart', restarted);
   } finally {
-    await removeDovecot(restarted);
+    if (restarted) await removeDovecot(restarted);
+    await removeDovecot(dovecot);
+    lastRemoval = Date.now();
   }
 }
 
@@ -288,6 +316,14 @@ for (const size of sizes) {
   const source = rows.find((r) => r.size === size && r.row.stage === 'source')?.row.seconds;
   const parse = rows.find((r) => r.size === size && r.row.stage === 'naive-json-parse')?.row.seconds;
   if (source !== undefined && parse !== undefined) console.log(`${size} events: the source reads at ${(parse / source).toFixed(2)} of whole-file JSON.parse's speed`);
+}
+// The IMAP rows: the re-run and the resume against the first run (settled deliveries a second:
+// a skip is settled too), and what the local Dovecot spent beside the sink on this machine's two cores.
+const imapFirst = rows.find((r) => r.row.stage === 'imap first run')?.row;
+for (const { row } of rows) {
+  if (row.serverCpu === undefined) continue;
+  const pace = imapFirst && row !== imapFirst ? `, ${(row.deliveries / row.seconds / (imapFirst.deliveries / imapFirst.seconds)).toFixed(2)}x the first run's deliveries/s` : '';
+  console.log(`${row.stage}: Dovecot used ${row.serverCpu.toFixed(1)} s of CPU beside the sink's ${(row.userCpu + row.systemCpu).toFixed(1)} s${pace}`);
 }
 // Memory as the day grows: each stage's peak at the largest size over its peak at the smallest.
 if (sizes.length > 1) {
