@@ -10,8 +10,9 @@
 // The IMAP rows deliver into a throwaway local Dovecot, the staging row into a local Azurite (in
 // memory), both started as the tests start them, on smaller archives. IMAP: a first run into
 // empty mailboxes, a re-run of the same archive (everything present), and a resume: a first run
-// into a new server stopped halfway through (the items in flight fail), the server started again
-// on the same mail, then the archive run again. The graph rows deliver into the Graph stand-in
+// into a second server stopped once half the first run's messages are stored (the items in flight
+// fail), the server started again on the same mail, then the archive run again. Each IMAP row also
+// prints the CPU Dovecot used, and the re-run's and resume's pace against the first run. The graph rows deliver into the Graph stand-in
 // (test/helpers/graph-standin.ts, in this process) with Outlook's limits (4 requests in flight
 // per mailbox) and a fixed delay on every request; their ratio to the most those limits allow
 // (mailboxes worked at once x 4 / delay) is printed under the table (the target is 0.8 or more).
