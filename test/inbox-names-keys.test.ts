@@ -102,6 +102,28 @@ test('--inbox: an archive completed, then dropped again with the user map change
   t.true((await readMaildir(join(dir, 'mail'))).some((m) => m.mailbox === 'archive-one@acme.example'), 'the corrected map delivered');
 });
 
+test('--inbox: a refused archive that cannot be moved to failed/ is said to be left in place, never "moved"', async (t) => {
+  t.timeout(60_000);
+  const { inbox, state, args } = await dropFolder(t);
+  await writeFile(join(inbox, 'broken.zip'), 'not a zip at all');
+  await utimes(join(inbox, 'broken.zip'), old(30), old(30));
+  // failed/ cannot be made: a file stands at its name.
+  await writeFile(join(inbox, 'failed'), 'in the way');
+  const result = await cli(args('mail'));
+  t.is(result.code, 2, result.stderr);
+  t.regex(result.log, /broken\.zip: cannot be moved to .*failed/);
+  t.regex(result.log, /broken\.zip: E_ARCHIVE_UNREADABLE: .*; not moved to failed\/ \(said above\)/);
+  t.notRegex(result.log, /; moved to failed\//);
+  t.deepEqual((await readdir(inbox)).sort(), ['broken.zip', 'failed']);
+  t.like((await runRecords(state)).find((r) => r.record === 'failure'), { code: 'E_ARCHIVE_UNREADABLE', exitCode: 2 });
+  // Once failed/ can be made, the next run moves it there and says where.
+  await rm(join(inbox, 'failed'));
+  const again = await cli(args('mail'));
+  t.is(again.code, 2, again.stderr);
+  t.regex(again.log, /broken\.zip: E_ARCHIVE_UNREADABLE: .*; moved to failed\/broken\.zip/);
+  t.deepEqual((await readdir(join(inbox, 'failed'))).sort(), ['broken.zip', 'broken.zip.reason.txt']);
+});
+
 test('--inbox: a completion recorded by an earlier version (by the sha256 alone) still counts for the sink and options its run log shows, not for another sink', async (t) => {
   t.timeout(90_000);
   const { dir, state, args, sample } = await dropFolder(t);

@@ -622,9 +622,18 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         }
         const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
         // A shard leaves it in place too: moved, it would be gone from the other shards' runs with only a warning.
-        const where = dry ? 'a run would move it to failed/ (dry run: left in place)' : config.shard ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced' : inDone !== undefined ? 'left in done/, where another run put it' : 'moved to failed/';
-        logger.error(`${name}: ${reason}; ${where}`);
+        // Said once the move is done: a move that fails (or finds the file gone or replaced) says why, just before.
         const moved = dry || config.shard || inDone !== undefined ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
+        const where = dry
+          ? 'a run would move it to failed/ (dry run: left in place)'
+          : config.shard
+            ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced'
+            : inDone !== undefined
+              ? 'left in done/, where another run put it'
+              : moved
+                ? `moved to failed/${basename(moved)}`
+                : 'not moved to failed/ (said above)';
+        logger.error(`${name}: ${reason}; ${where}`);
         const movedAs = read ? `\nfile when moved here: ${read.size} bytes, mtimeMs ${read.mtimeMs}` : '';
         if (moved) {
           const movedName = basename(moved);
