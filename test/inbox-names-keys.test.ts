@@ -149,6 +149,26 @@ test('--inbox: a completion recorded by an earlier version (by the sha256 alone)
   t.is((await readMaildir(join(dir, 'mail-b'))).length, (await readMaildir(join(dir, 'mail-a'))).length);
 });
 
+test('--inbox: a long name that is not UTF-8 (each bad byte as %XX past 255 bytes) is renamed cut short, its .zip kept, and delivered', async (t) => {
+  t.timeout(60_000);
+  const { dir, inbox, state, args } = await dropFolder(t);
+  // 200 Latin-1 bytes: 204 bytes as the host names it, 604 as %XX, past what a file system takes (255).
+  const raw = Buffer.concat([Buffer.from(`${inbox}${sep}`), Buffer.alloc(200, 0xe9), Buffer.from('.zip')]);
+  await generateSample(join(dir, 'long.zip'), { events: 40, seed: 3, edgeCases: false });
+  await writeFile(raw, await readFile(join(dir, 'long.zip')));
+  await utimes(raw, old(30), old(30));
+  const result = await cli(args('mail'));
+  t.is(result.code, 0, result.stderr);
+  const [renamed, ...more] = await readdir(join(inbox, 'done'));
+  t.deepEqual(more, []);
+  t.true(Buffer.byteLength(renamed!) <= 255, renamed);
+  t.regex(renamed!, /^(%E9)+~[0-9a-f]{12}\.zip$/);
+  t.regex(result.log, new RegExp(`its name is not UTF-8 .*: renamed ${renamed!.replace('.', '\\.')}, and read`));
+  t.is((await summaries(state)).length, 1);
+  t.true((await readMaildir(join(dir, 'mail'))).length > 0);
+  t.deepEqual(await readdir(inbox), ['done'], 'nothing left behind');
+});
+
 test('--inbox: a dangling symbolic link is failed as one, recorded and moved to failed/', async (t) => {
   t.timeout(60_000);
   const { dir, inbox, state, args } = await dropFolder(t);

@@ -93,14 +93,17 @@ export function textName(raw: Buffer): string {
 }
 
 /**
- * Gives the file at `from` the name `name` in `dir`, or `name` with `-1`, `-2`... before its
- * `.zip` where that is taken, never over another file: by a hard link, which fails on a name
+ * Gives the file at `from` the name `name` in `dir` (cut short past NAME_MAX bytes), or `name`
+ * with `-1`, `-2`... before its `.zip` where that is taken, never over another file: by a hard link, which fails on a name
  * taken; where hard links are refused (some SMB and FUSE mounts), by a rename once the name is
  * seen free, as moveInto does. Returns the name it got.
  */
 async function renameFree(from: Buffer, dir: string, name: string): Promise<string> {
+  // Each byte written as %XX takes three: a name of 86 such bytes or more is cut short (besideName,
+  // never inside a %XX), keeping its .zip.
+  const fitted = (candidate: string) => (Buffer.byteLength(candidate) <= NAME_MAX ? candidate : besideName(candidate.slice(0, -4), candidate.slice(-4)).replace(/%[0-9A-F]?(?=~[0-9a-f]{12}\.zip$)/i, ''));
   for (let n = 0; ; n++) {
-    const free = n === 0 ? name : name.replace(/(\.zip)$/i, `-${n}$1`);
+    const free = fitted(n === 0 ? name : name.replace(/(\.zip)$/i, `-${n}$1`));
     const to = join(dir, free);
     const linked = await link(from, to).then(
       () => true,
