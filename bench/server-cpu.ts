@@ -1,28 +1,39 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+/** `/proc/PID/stat`'s ppid, utime, stime, cutime and cstime (clock ticks), or undefined once the process is gone. */
+function times(pid: string | number): { ppid: number; own: number; reaped: number } | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // pid (comm) state ppid ... utime stime cutime cstime: comm may hold spaces, so read after its ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  return { ppid: fields[1]!, own: fields[11]! + fields[12]!, reaped: fields[13]! + fields[14]! };
+}
+
 /**
  * CPU seconds (user + system) a server run by a master process has used so far: the master's own,
  * its children's reaped (Linux adds them to the master's cutime and cstime when it waits for
  * them: Dovecot's per-login `imap` processes) and those still running (its login, auth, config,
- * stats and log processes). Read from /proc, in clock ticks of 1/100 s.
+ * stats and log processes). Read from /proc in clock ticks (USER_HZ, 100 a second on Linux). A
+ * child reaped during the scan would be counted nowhere (or twice): the scan is made again until
+ * the master's reaped time is the same before and after it.
  */
 export function serverCpuSeconds(runDir: string): number {
   const master = Number(readFileSync(join(runDir, 'master.pid'), 'utf8'));
-  let ticks = 0;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // Exited meanwhile: its time is in the master's cutime once reaped.
+  for (let attempt = 0; ; attempt++) {
+    const before = times(master);
+    if (!before) throw new Error(`the server's master process ${master} is gone`);
+    let children = 0;
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry) || Number(entry) === master) continue;
+      const child = times(entry);
+      if (child?.ppid === master) children += child.own;
     }
-    // pid (comm) state ppid ... utime stime cutime cstime: comm may hold spaces, so read after its ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-    const [ppid, utime, stime, cutime, cstime] = [fields[1]!, fields[11]!, fields[12]!, fields[13]!, fields[14]!];
-    if (Number(entry) === master) ticks += utime + stime + cutime + cstime;
-    else if (ppid === master) ticks += utime + stime;
+    const after = times(master);
+    if (after && (after.reaped === before.reaped || attempt === 9)) return (after.own + after.reaped + children) / 100;
   }
-  return ticks / 100;
 }

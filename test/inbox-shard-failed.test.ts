@@ -23,3 +23,15 @@ test('the drop folder with --shard: an archive refused as a whole is failed by e
     t.deepEqual((await readdir(inbox)).sort(), ['a-good.zip', 'b-poison.zip'], `both still there after shard ${k}/2`);
   }
 });
+
+test('the drop folder with --shard and --dry-run: a refused archive is said to be left in place, as a real run of a shard leaves it (not "a run would move it")', async (t) => {
+  const dir = await tempDir(t);
+  const inbox = join(dir, 'inbox');
+  await mkdir(inbox);
+  await writeFile(join(inbox, 'b-poison.zip'), 'not a zip at all');
+  const r = await cli(['run', '--inbox', inbox, '--settle', '0', '--sink', `maildir:${join(dir, 'mail')}`, '--domain', 'acme.example', '--rejects', join(dir, 'rejects'), '--quiet', '--dry-run', '--shard', '1/2', '--state-dir', join(dir, 'state')]);
+  t.not(r.code, 0, r.log);
+  t.regex(r.log, /b-poison\.zip: E_ARCHIVE_\w+: .*left in place: every shard reads it \(--shard\)/);
+  t.notRegex(r.log, /a run would move it to failed/);
+  t.deepEqual(await readdir(inbox), ['b-poison.zip']);
+});

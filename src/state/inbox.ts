@@ -627,12 +627,12 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         // A shard leaves it in place too: moved, it would be gone from the other shards' runs with only a warning.
         // Said once the move is done: a move that fails (or finds the file gone or replaced) says why, just before.
         const moved = dry || config.shard || inDone !== undefined ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
-        const where = dry
-          ? 'a run would move it to failed/ (dry run: left in place)'
-          : config.shard
-            ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced'
-            : inDone !== undefined
-              ? 'left in done/, where another run put it'
+        const where = config.shard
+          ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced'
+          : inDone !== undefined
+            ? 'left in done/, where another run put it'
+            : dry
+              ? 'a run would move it to failed/ (dry run: left in place)'
               : moved
                 ? `moved to failed/${basename(moved)}`
                 : 'not moved to failed/ (said above)';
