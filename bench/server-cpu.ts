@@ -1,17 +1,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { processStatFields } from '../src/process-util.js';
 
-/** `/proc/PID/stat`'s ppid, utime, stime, cutime and cstime (clock ticks), or undefined once the process is gone. */
+/** A process's ppid and CPU clock ticks, its own (utime + stime) and its reaped children's (cutime + cstime); undefined once it is gone. */
 function times(pid: string | number): { ppid: number; own: number; reaped: number } | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // pid (comm) state ppid ... utime stime cutime cstime: comm may hold spaces, so read after its ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-  return { ppid: fields[1]!, own: fields[11]! + fields[12]!, reaped: fields[13]! + fields[14]! };
+  const fields = processStatFields(pid)?.map(Number);
+  return fields && { ppid: fields[1]!, own: fields[11]! + fields[12]!, reaped: fields[13]! + fields[14]! };
 }
 
 /**

@@ -33,10 +33,18 @@ export function processGone(pid: number): boolean {
  * given the same pid. Undefined where /proc cannot tell (not Linux, no such process).
  */
 export function processStartTicks(pid: number | 'self'): string | undefined {
+  return processStatFields(pid)?.[19];
+}
+
+/**
+ * Fields 3 on of /proc/PID/stat (state, ppid, ... utime at [11], stime [12], cutime [13], cstime
+ * [14], starttime [19]); undefined where there is no such process (or no /proc).
+ */
+export function processStatFields(pid: number | string): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) is in parentheses and may hold spaces and ')': fields 3 on follow the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }

@@ -625,18 +625,17 @@ export async function runInbox(config: RunConfig, logger: Logger, options: Omit<
         }
         const reason = internal ? `E_INTERNAL: a bug in pivot-archive while reading this archive: ${errorMessage(err)}` : `${code}: ${errorMessage(err)}`;
         // A shard leaves it in place too: moved, it would be gone from the other shards' runs with only a warning.
-        // Said once the move is done: a move that fails (or finds the file gone or replaced) says why, just before.
-        const moved = dry || config.shard || inDone !== undefined ? undefined : await moveSafely(logger, path, join(inbox, 'failed'), name, read);
-        const where = config.shard
+        // Where a run leaves it without a move (a dry run says what a run would do); else it is moved to failed/.
+        const stays = config.shard
           ? 'left in place: every shard reads it (--shard), and each run fails it until it is removed or replaced'
           : inDone !== undefined
             ? 'left in done/, where another run put it'
             : dry
               ? 'a run would move it to failed/ (dry run: left in place)'
-              : moved
-                ? `moved to failed/${basename(moved)}`
-                : 'not moved to failed/ (said above)';
-        logger.error(`${name}: ${reason}; ${where}`);
+              : undefined;
+        const moved = stays === undefined ? await moveSafely(logger, path, join(inbox, 'failed'), name, read) : undefined;
+        // Said once the move is done: a move that fails (or finds the file gone or replaced) says why, just before.
+        logger.error(`${name}: ${reason}; ${stays ?? (moved ? `moved to failed/${basename(moved)}` : 'not moved to failed/ (said above)')}`);
         const movedAs = read ? `\nfile when moved here: ${read.size} bytes, mtimeMs ${read.mtimeMs}` : '';
         if (moved) {
           const movedName = basename(moved);

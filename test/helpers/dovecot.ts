@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
 import { ImapFlow } from 'imapflow';
+import { processStatFields } from '../../src/process-util.js';
 import { freePort, selfSignedCertificate, waitFor } from './net.js';
 
 const run = promisify(execFile);
@@ -280,10 +281,7 @@ service stats {
       const children: number[] = [];
       for (const entry of await readdir('/proc').catch(() => [] as string[])) {
         if (!/^\d+$/.test(entry)) continue;
-        const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-        // pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis.
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        if (ppid === pid) children.push(Number(entry));
+        if (Number(processStatFields(entry)?.[1]) === pid) children.push(Number(entry));
       }
       for (const child of [pid, ...children]) {
         try {
