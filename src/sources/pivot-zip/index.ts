@@ -219,7 +219,7 @@ export class PivotExportArchive implements ExportContext {
     // A join/leave that reuses an earlier event's id is rejected duplicate-id: it must not count either.
     const suspects = new Set(changes.filter((c) => duplicateCandidates.has(c.key)).map((c) => c.id));
     const firstOf = suspects.size > 0 ? await firstPositions(path, messageFiles, blockCrcs, maxEventBytes, suspects) : new Map<string, EventPosition>();
-    const membership = new MembershipTimeline((id) => conversations.get(id)?.members ?? []);
+    const membership = new MembershipTimeline(listedMembers(conversations));
     for (const c of changes) {
       const first = firstOf.get(c.id);
       if (first && (first.file !== c.position.file || first.index !== c.position.index)) continue;
@@ -659,6 +659,15 @@ function parseManifest(path: string, value: unknown): Manifest {
 }
 
 /** Freezes a parsed JSON value and every object in it; a loop, not recursion: the nesting may be deep. */
+/**
+ * conversations.json's members of a conversation, for the membership timeline, made out here: a
+ * closure made inside `read` would keep that function's whole scope alive with the timeline, and
+ * with it the first pass's list of join/leave events (O(events): about 3 MB at a million events).
+ */
+function listedMembers(conversations: ReadonlyMap<string, Conversation>): (conversationId: string) => readonly string[] {
+  return (id) => conversations.get(id)?.members ?? [];
+}
+
 function freezeAll(value: unknown): void {
   const pending = [value];
   while (pending.length > 0) {
