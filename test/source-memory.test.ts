@@ -16,13 +16,13 @@ async function heapText(): Promise<string> {
 }
 
 /**
- * The strings matching `pattern` that stay reachable, looked for until none is or for about 2 s:
+ * The strings matching `pattern` that stay reachable, looked for until none is or for about 4 s:
  * what the code that just ran left in V8's handles, or a stream's callbacks not yet let go on a
  * busy machine, goes within a few turns of the event loop; what is kept for the run does not.
  */
 async function reachable(pattern: RegExp): Promise<string[]> {
   let found: string[] = [];
-  for (let look = 0; look < 20; look++) {
+  for (let look = 0; look < 40; look++) {
     await sleep(look === 0 ? 20 : 100);
     found = (await heapText()).match(pattern) ?? [];
     if (found.length === 0) break;
