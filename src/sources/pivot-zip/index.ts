@@ -658,7 +658,6 @@ function parseManifest(path: string, value: unknown): Manifest {
   return m as unknown as Manifest;
 }
 
-/** Freezes a parsed JSON value and every object in it; a loop, not recursion: the nesting may be deep. */
 /**
  * conversations.json's members of a conversation, for the membership timeline, made out here: a
  * closure made inside `read` would keep that function's whole scope alive with the timeline, and
@@ -668,6 +667,7 @@ function listedMembers(conversations: ReadonlyMap<string, Conversation>): (conve
   return (id) => conversations.get(id)?.members ?? [];
 }
 
+/** Freezes a parsed JSON value and every object in it; a loop, not recursion: the nesting may be deep. */
 function freezeAll(value: unknown): void {
   const pending = [value];
   while (pending.length > 0) {
