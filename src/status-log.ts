@@ -347,9 +347,18 @@ export class StatusLog {
     return new StatusLog(files, runId, ledger);
   }
 
+  /** The time a record written now is stamped with. */
+  now(): string {
+    return recordTime(Date.now());
+  }
+
   async write(unstamped: Unstamped<LogRecord>): Promise<void> {
     // `record` stays the first key: assigning the fields sets it again in its place.
-    const record = Object.assign({ record: unstamped.record, runId: this.runId, at: recordTime(Date.now()) }, unstamped) as LogRecord;
+    await this.writeStamped(Object.assign({ record: unstamped.record, runId: this.runId, at: this.now() }, unstamped) as LogRecord);
+  }
+
+  /** A record already stamped with this log's `runId` and `now()`: a delivery's line is built whole, in one object (one a delivery). */
+  async writeStamped(record: LogRecord): Promise<void> {
     const json = redactedJson(record);
     const line = json + '\n';
     // Every file that still works (and the ledger) gets the record, whichever failed: a status log

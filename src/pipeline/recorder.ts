@@ -4,7 +4,7 @@ import type { Logger } from '../logger.js';
 import { positionText, type EventPosition } from '../model.js';
 import type { Source } from '../sources/source.js';
 import { REJECTS_SHARD, formatShard, type Shard } from '../transforms/shard/index.js';
-import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary, type Unstamped } from '../status-log.js';
+import { StatusLog, emptyCounters, isBalanced, rejectedTotal, type Counters, type OutcomeRecord, type RunSummary } from '../status-log.js';
 
 /** How far a run is, for the progress line. */
 export interface Progress {
@@ -111,14 +111,14 @@ export class Recorder {
 
   async delivered(line: OutcomeLine, outcome: 'delivered' | 'skipped'): Promise<void> {
     this.counters[outcome]++;
-    await this.statusLog.write(this.outcome(line, outcome));
+    await this.statusLog.writeStamped(this.outcome(line, outcome));
   }
 
   /** `storageLost`: the sink's error says what it stored before may be gone too (a folder deleted, a failing disk): the ledger's account then stops counting earlier deliveries as there. */
   async failed(line: OutcomeLine, reason: FailReasonValue, detail: string, storageLost = false): Promise<void> {
     this.counters.failed++;
     this.logger.error(`delivery of item ${JSON.stringify(line.itemId)} to ${line.mailbox} failed: ${detail}`);
-    await this.statusLog.write({ ...this.outcome(line, 'failed'), reason, detail, ...(storageLost ? { storageLost: true } : {}) });
+    await this.statusLog.writeStamped({ ...this.outcome(line, 'failed'), reason, detail, ...(storageLost ? { storageLost: true } : {}) });
   }
 
   async rejected(line: Omit<OutcomeLine, 'mailbox'>, reason: RejectReasonValue, detail: string, kept: string): Promise<void> {
@@ -127,7 +127,7 @@ export class Recorder {
     const [file, index] = line.position?.split('.').map(Number) ?? [];
     const where = index === undefined ? '' : ` at ${positionText({ file: file!, index })}`;
     this.logger.warn(`rejected item ${JSON.stringify(line.itemId)}${where} (${reason}): ${detail}${kept ? `; kept in ${kept}` : ''}`);
-    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }, 'rejected'), reason, detail, kept });
+    await this.statusLog.writeStamped({ ...this.outcome({ ...line, mailbox: null }, 'rejected'), reason, detail, kept });
   }
 
   /**
@@ -138,7 +138,7 @@ export class Recorder {
     this.countRejected(rejectReason);
     this.counters.rejectedNotKept++;
     this.logger.error(`item ${JSON.stringify(line.itemId)}: ${detail}`);
-    await this.statusLog.write({ ...this.outcome({ ...line, mailbox: null }, 'failed'), reason, rejectReason, detail });
+    await this.statusLog.writeStamped({ ...this.outcome({ ...line, mailbox: null }, 'failed'), reason, rejectReason, detail });
   }
 
   progress(source: Source): Progress {
@@ -213,10 +213,12 @@ export class Recorder {
     this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
   }
 
-  // Field by field, not by spreading: it runs for every delivery (JSON.stringify leaves out what is undefined).
-  private outcome(line: OutcomeLine, outcome: OutcomeRecord['outcome']): Unstamped<OutcomeRecord> {
+  // Field by field, stamped here, not by spreading: it runs for every delivery (JSON.stringify leaves out what is undefined).
+  private outcome(line: OutcomeLine, outcome: OutcomeRecord['outcome']): OutcomeRecord {
     return {
       record: 'outcome',
+      runId: this.statusLog.runId,
+      at: this.statusLog.now(),
       exportId: line.exportId ?? this.exportId,
       itemId: line.itemId,
       conversationId: line.conversationId,
