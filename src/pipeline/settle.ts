@@ -7,6 +7,7 @@ import { type Sink, type Stored, storageLost } from '../sinks/sink.js';
 import type { InFlightLimit } from './in-order.js';
 import type { OutcomeLine, Recorder } from './recorder.js';
 import { isoTimes } from '../status-log.js';
+import { InFlight } from '../in-flight.js';
 import type { Unit, UnitOf } from './unit.js';
 import { parseZonedTime } from '../formats/pivot-export/time.js';
 
@@ -45,22 +46,16 @@ export class Settler {
   }
 
   /** Settles begun and not yet ended. */
-  private readonly pending = new Set<Promise<Settled>>();
+  private readonly pending = new InFlight();
 
-  readonly settle = (unit: Unit): Promise<Settled> => {
-    const settling = this.settleOne(unit);
-    this.pending.add(settling);
-    const done = () => void this.pending.delete(settling);
-    settling.then(done, done);
-    return settling;
-  };
+  readonly settle = (unit: Unit): Promise<Settled> => this.pending.track(this.settleOne(unit));
 
   /**
    * Resolves once every settle begun has ended: a chain stopped by an error leaves some in flight,
    * and the summary must count them, with no outcome line after it.
    */
   async idle(): Promise<void> {
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    await this.pending.idle();
   }
 
   /** The first record (status log, run log, ledger) that could not be written: the run stops, and nothing more begins. */

@@ -1,4 +1,5 @@
 import { ErrorCode, PivotArchiveError } from '../errors.js';
+import { InFlight } from '../in-flight.js';
 import type { Delivery } from '../model.js';
 import type { Stored } from './sink.js';
 
@@ -28,7 +29,7 @@ export function closedError(kind: string, when: 'write before open()' | 'write a
  */
 export class SinkLifecycle {
   private state: 'new' | 'open' | 'closed' = 'new';
-  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly inFlight = new InFlight();
   private closing: Promise<void> | null = null;
 
   constructor(
@@ -53,11 +54,7 @@ export class SinkLifecycle {
   /** Runs one write while open, tracked until it settles; rejects with the shared error otherwise. */
   write<T>(store: () => Promise<T>): Promise<T> {
     if (this.state !== 'open') return Promise.reject(closedError(this.kind, this.state === 'new' ? 'write before open()' : 'write after close()'));
-    const work = store();
-    this.inFlight.add(work);
-    const forget = () => this.inFlight.delete(work);
-    work.then(forget, forget);
-    return work;
+    return this.inFlight.track(store());
   }
 
   close(): Promise<void> {
@@ -66,7 +63,7 @@ export class SinkLifecycle {
       this.state = 'closed';
       if (!wasOpen) return;
       this.steps.drain?.();
-      await Promise.allSettled([...this.inFlight]);
+      await this.inFlight.idle();
       await this.steps.flush?.();
     })();
     return this.closing;
