@@ -9,7 +9,7 @@ export class InFlight {
 
   /** Settled (either way): one fewer; the waiters told once none is left. Shared by every promise tracked. */
   private readonly settled = (): void => {
-    if (--this.count > 0) return;
+    if (--this.count > 0 || this.waiting.length === 0) return;
     const waiting = this.waiting;
     this.waiting = [];
     for (const resolve of waiting) resolve();
