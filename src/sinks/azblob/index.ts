@@ -12,6 +12,7 @@ import { stagingIndex, stagingIndexName, stagingIndexText, type StagedBatchRecor
 import { RUN_FORMAT, STAGED_BY_RECORDING_RUN, stagingLockName, stagingRunName, stagingRunText, type StagingRun } from '../../formats/staged-batch/staging-run.js';
 import { parseAzureBlobSpec, type AzureBlobSinkConfig } from './config.js';
 import { createAzureBlobReader } from './reader.js';
+import { InFlight } from '../../in-flight.js';
 
 /** `<file>/<window>-`: the blob names of one window of events start with this. */
 function windowPrefix(location: AzureBlobLocation, d: Delivery, windowEvents: number): string {
@@ -255,7 +256,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
   /** By export, the giving up of its last lease: a new one is taken after it. */
   private readonly releasing = new Map<string, Promise<void>>();
   private readonly idleMs: number;
-  private readonly commits = new Set<Promise<void>>();
+  private readonly commits = new InFlight();
   /** Uploads running, and those waiting for one of the `concurrency` slots. */
   private uploading = 0;
   private readonly uploadQueue: (() => void)[] = [];
@@ -474,7 +475,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
 
   /** Every commit started has ended (a commit settles its writes before it lets go of its upload slot). */
   private async committed(): Promise<void> {
-    while (this.commits.size > 0) await Promise.allSettled([...this.commits]);
+    await this.commits.idle();
   }
 
   private newBatch(window: string, exportId: string): OpenBatch {
@@ -497,12 +498,7 @@ export class AzureBlobSink extends LifecycleSink implements Sink {
     this.batch = null;
     clearTimeout(batch.timer);
     if (this.window?.prefix !== batch.window) this.window = this.loadWindow(batch.window, batch.waiters[0]!.delivery.exportId);
-    const commit = this.commit(this.window, batch.waiters);
-    this.commits.add(commit);
-    void commit.finally(() => {
-      this.commits.delete(commit);
-      this.busyWith(batch.exportId, -1);
-    });
+    void this.commits.track(this.commit(this.window, batch.waiters)).finally(() => this.busyWith(batch.exportId, -1));
   }
 
   private async commit(window: WindowIndex, waiters: Waiter[]): Promise<void> {
