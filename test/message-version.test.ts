@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { messageVersion, withoutExportId } from '../src/formats/message/export-id.js';
+import { exportIdOf, messageVersion, withoutExportId } from '../src/formats/message/export-id.js';
 
 // The version is what the Maildir sink's `.C<hash>` names, the IMAP sink's X-Pivot-Version and
 // the Graph sink's stamp are made of, in folders written by every earlier release: the bytes it
@@ -16,10 +16,19 @@ function reference(message: Buffer): Buffer {
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
+/** The field's value as the first definition read it. */
+function referenceExportId(message: Buffer): string | undefined {
+  let end = message.indexOf('\r\n\r\n');
+  if (end < 0) end = message.indexOf('\n\n');
+  if (end < 0) end = message.length;
+  return /(?:^|\n)x-pivot-export-id:[ \t]*([^\r\n]*)/i.exec(message.toString('latin1', 0, end))?.[1]?.trimEnd();
+}
+
 function check(t: import('ava').ExecutionContext, message: Buffer, label: string): void {
   const expected = reference(message);
   t.true(withoutExportId(message).equals(expected), label);
   t.is(messageVersion(Buffer.from(message)), sha256(expected), label);
+  t.is(exportIdOf(message), referenceExportId(message), label);
 }
 
 test('the field is taken out as the first definition took it: first field only, any case, folded lines, header only', (t) => {
@@ -50,7 +59,7 @@ test('random headers from a small alphabet: the same bytes taken out as the firs
   // Seeded, so a failure shows again; the alphabet makes names, folds and blank lines common.
   let seed = 0x2545f491;
   const next = () => ((seed = Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0);
-  const pieces = ['X-Pivot-Export-Id:', 'x-pivot-export-id:', 'X-PIVOT-EXPORT-ID: e', '\r\n', '\n', ' ', '\t', 'a', ':', '\r', 'From: x', '\r\n\r\n', '\n\n', '\u00e9'];
+  const pieces = ['X-Pivot-Export-Id:', 'x-pivot-export-id:', 'X-PIVOT-EXPORT-ID: e', ' e\u00a0', 'acme-1', '\r\n', '\n', ' ', '\t', 'a', ':', '\r', 'From: x', '\r\n\r\n', '\n\n', '\u00e9'];
   for (let n = 0; n < 3000; n++) {
     let text = '';
     const count = next() % 14;

@@ -58,7 +58,8 @@ export function withoutExportId(message: Buffer): Buffer {
 
 /** The value of a message's X-Pivot-Export-Id field (its first line), or undefined when it has none. */
 export function exportIdOf(message: Buffer): string | undefined {
-  return /(?:^|\n)x-pivot-export-id:[ \t]*([^\r\n]*)/i.exec(message.toString('latin1', 0, headerEnd(message)))?.[1]?.trimEnd();
+  const field = exportIdField(message, headerEnd(message));
+  return field && /^[ \t]*([^\r\n]*)/.exec(message.toString('latin1', field[0] + FIELD_NAME.length, field[1]))![1]!.trimEnd();
 }
 
 /** Versions worked out, by message buffer: an item's copies (one buffer) are hashed once for the ledger and the sink alike. */
