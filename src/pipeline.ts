@@ -69,35 +69,41 @@ export async function runPipeline(source: Source, o: PipelineOptions): Promise<R
   const ticker = o.progress && setInterval(() => o.progress!(recorder.progress(source)), o.progressEveryMs ?? 1000);
   // Units the source had read ahead when reading stopped: left for the next run, never sent through the chain (a plugin that hangs would take its time limit for each).
   let leftAtStop = 0;
-  const chainFailure = await finish(async () => {
-    for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
-    await drain(
-      _<Unit>(source.read(stopReading))
-        .reject(() => stopReading.aborted && ++leftAtStop > 0)
-        .doto((unit) => recorder.read(unit.kind))
-        .through(step('event', archive && validateStage(archive, recorder)))
-        .through(step('item', archive && pluginStage(o.plugins, archive, recorder, o.logger, o.checkpoint?.idsGivenEarlier)))
-        .through(step('item', archive && sizeBoundStage(archive, o.maxItemSize)))
-        .through(step('item', archive && buildStage(archive, o.maxItemSize, recorder)))
-        .through(step('built', sizeLimitStage(o.maxItemSize)))
-        .through(step('built', archive && fanOutStage(o.fanOut, archive.exportId, recorder)))
-        .through(shardStage(o.shard, recorder))
-        .through(inOrder(settler.limit, settler.settle, () => o.sink.writesEnded?.()))
-        .through(inTurn((settled) => source.settled(settled.position, settled.ok, settled.storageFault))),
-    );
-  });
-  // A chain stopped by an error may leave settles in flight: counted before the summary, never recorded after it.
-  await settler.idle();
+  let chainFailure: Awaited<ReturnType<typeof finish>>;
+  let look: Awaited<ReturnType<NonNullable<Sink['lostSinceWritten']>>>;
+  try {
+    chainFailure = await finish(async () => {
+      for (const n of source.notes) await recorder.note(n.reason, n.detail, { conversationId: n.conversationId });
+      await drain(
+        _<Unit>(source.read(stopReading))
+          .reject(() => stopReading.aborted && ++leftAtStop > 0)
+          .doto((unit) => recorder.read(unit.kind))
+          .through(step('event', archive && validateStage(archive, recorder)))
+          .through(step('item', archive && pluginStage(o.plugins, archive, recorder, o.logger, o.checkpoint?.idsGivenEarlier)))
+          .through(step('item', archive && sizeBoundStage(archive, o.maxItemSize)))
+          .through(step('item', archive && buildStage(archive, o.maxItemSize, recorder)))
+          .through(step('built', sizeLimitStage(o.maxItemSize)))
+          .through(step('built', archive && fanOutStage(o.fanOut, archive.exportId, recorder)))
+          .through(shardStage(o.shard, recorder))
+          .through(inOrder(settler.limit, settler.settle, () => o.sink.writesEnded?.()))
+          .through(inTurn((settled) => source.settled(settled.position, settled.ok, settled.storageFault))),
+      );
+    });
+    // A chain stopped by an error may leave settles in flight: counted before the summary, never recorded after it.
+    await settler.idle();
+    // A folder removed after its mailbox's last write: no write was left to find it, the sink looks once (see Sink.lostSinceWritten).
+    look = await o.sink.lostSinceWritten?.();
+  } finally {
+    // Whatever threw: a ticker left running would keep the process alive, a listener its run's archive.
+    clearInterval(ticker);
+    o.stop?.removeEventListener('abort', atStop);
+  }
   // A halt (a sink refusing its own spec) or a fault outside the chain (a promise nobody handled) stops reading as SIGTERM does, and is the run's error.
   const stopped = halt.signal.aborted ? halt.signal.reason : o.stop?.reason;
-  // A folder removed after its mailbox's last write: no write was left to find it, the sink looks once (see Sink.lostSinceWritten).
-  const look = await o.sink.lostSinceWritten?.();
   const lost = typeof look === 'object' ? look : undefined;
   const error = chainFailure ?? (stopped instanceof PivotArchiveError ? chainError(stopped) : undefined) ?? (lost ? { code: ErrorCode.SINK_WRITE, message: lost.reason } : undefined);
-  clearInterval(ticker);
   o.progress?.(recorder.progress(source));
   if (error) o.logger.error(`run stopped: ${error.code}: ${error.message}`);
-  o.stop?.removeEventListener('abort', atStop);
   const failedOnStop = o.stop?.aborted ? recorder.progress(source).failed - failedAtStop : 0;
   const cutShort = (o.stop?.aborted ?? false) && (!source.exhausted || failedOnStop > 0 || leftAtStop > 0);
   // A stop that cut short only the sink's look (every item settled) leaves folders unconfirmed: exit 0 says every item is there.

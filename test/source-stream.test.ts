@@ -3,6 +3,7 @@
 import test, { type ExecutionContext } from 'ava';
 import _ from 'highland';
 import { execFileSync } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RejectsFolder } from '../src/formats/rejects/index.js';
@@ -188,4 +189,19 @@ test('the chain tells the sink `writesEnded` once, after its last write call and
   t.is(calls.filter((c) => c === 'write').length, summary.delivered);
   t.deepEqual(calls.slice(-2), ['ended', 'look']);
   t.is(calls.filter((c) => c === 'ended').length, 1);
+});
+
+test('a sink whose end-of-run look throws: the run rejects with that error, and leaves no progress ticker running and no listener on the stop signal', async (t) => {
+  const { dir, stop, source } = await stoppable(t);
+  const statusLog = await StatusLog.open([join(dir, 'status.jsonl')], 'test-run');
+  t.teardown(() => statusLog.close());
+  let ticks = 0;
+  const sink: Sink = { kind: 'maildir', description: 'look fails', maxInFlight: 8, open: async () => undefined, close: async () => undefined, write: async () => ({ outcome: 'delivered' }), lostSinceWritten: () => Promise.reject(new Error('look failed')) };
+  const running = runPipeline(source, { sink, plugins: new PluginRegistry(), fanOut: { domains: [], userMap: new Map() }, maxItemSize: 1e7, maxRejected: 1, rejects: new RejectsFolder(join(dir, 'rejects')), statusLog, logger: createLogger({ level: 'error', json: false }), stop: stop.signal, progress: () => ticks++, progressEveryMs: 5 });
+  t.is(getEventListeners(stop.signal, 'abort').length, 1, 'listening while it runs');
+  await t.throwsAsync(running, { message: 'look failed' });
+  const at = ticks;
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  t.is(ticks, at, 'no progress after the run ended');
+  t.is(getEventListeners(stop.signal, 'abort').length, 0);
 });
