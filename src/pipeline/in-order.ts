@@ -8,6 +8,9 @@ export interface InFlightLimit<A> {
   maxWeight?: number;
 }
 
+/** One function for every result's `catch`, not a closure each. */
+const ignore = (): void => undefined;
+
 /**
  * An async stage with bounded work in flight, results in input order: how the chain overlaps
  * sink writes. One highland stream per stage, not one per item (`flatMap(x => _(promise))` costs
@@ -60,7 +63,7 @@ export function inOrder<A, B>(limit: InFlightLimit<A>, fn: (x: A) => Promise<B>,
         return;
       }
       const result = fn(x as A);
-      result.catch(() => undefined); // reported when its turn comes, not as unhandled
+      result.catch(ignore); // reported when its turn comes, not as unhandled
       const w = limit.weight?.(x as A) ?? 0;
       pending.push({ result, weight: w });
       weight += w;

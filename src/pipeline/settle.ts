@@ -48,7 +48,8 @@ export class Settler {
   /** Settles begun and not yet ended. */
   private readonly pending = new InFlight();
 
-  readonly settle = (unit: Unit): Promise<Settled> => this.pending.track(this.settleOne(unit));
+  // A delivery settles in one async step (most units are deliveries, and each step's frame and promise live while the sink writes).
+  readonly settle = (unit: Unit): Promise<Settled> => this.pending.track(unit.kind === 'delivery' ? this.deliver(unit) : this.settleOther(unit));
 
   /**
    * Resolves once every settle begun has ended: a chain stopped by an error leaves some in flight,
@@ -61,40 +62,48 @@ export class Settler {
   /** The first record (status log, run log, ledger) that could not be written: the run stops, and nothing more begins. */
   private recordFailure: unknown;
 
-  private readonly settleOne = async (unit: Unit): Promise<Settled> => {
-    // A unit that reaches here after a record failed is not begun (its delivery would go unrecorded where the record failed); what is in flight settles.
+  // A unit that reaches a settle after a record failed is not begun (its delivery would go unrecorded where the record failed); what is in flight settles.
+  private async settleOther(unit: Exclude<Unit, UnitOf<'delivery'>>): Promise<Settled> {
     if (this.recordFailure !== undefined) throw this.recordFailure;
     try {
-      const ok =
-        unit.kind === 'delivery' ? await this.deliver(unit) : unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'failedInShard' ? await this.failInShard(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
-      return ok === 'storage-fault' ? { position: unit.position, ok: false, storageFault: true } : { position: unit.position, ok };
+      const ok = unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'failedInShard' ? await this.failInShard(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
+      return { position: unit.position, ok };
     } catch (err) {
-      const code = errorCodeOf(err);
-      if (code === ErrorCode.STATUS_LOG || code === ErrorCode.LEDGER) {
-        // Stops reading at once, not when this unit's turn comes (a window of thousands may be ahead of it).
-        if (this.recordFailure === undefined) this.halt(err as Error);
-        this.recordFailure ??= err;
-      }
-      throw err;
+      throw this.recordFailed(err);
     }
-  };
+  }
 
-  /** False (or `storage-fault`) when the sink did not store it. A status log that cannot be written stops the run. */
-  private async deliver({ delivery: d }: UnitOf<'delivery'>): Promise<boolean | 'storage-fault'> {
-    let stored: Stored;
-    try {
-      stored = await this.sink.write(d);
-    } catch (err) {
-      const lost = storageLost(err);
-      if (lost) this.storageLostNow();
-      await this.recorder.failed(this.outcomeLine(d), FailReason.SINK_ERROR, errorMessage(err), lost);
-      // The sink refuses its own spec (a folder name the server will never take): every write would
-      // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).
-      if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) this.halt(err as Error);
-      return lost ? 'storage-fault' : false;
+  /** A record (status log, run log, ledger) that could not be written stops reading at once, not when this unit's turn comes (a window of thousands may be ahead of it). */
+  private recordFailed(err: unknown): unknown {
+    const code = errorCodeOf(err);
+    if (code === ErrorCode.STATUS_LOG || code === ErrorCode.LEDGER) {
+      if (this.recordFailure === undefined) this.halt(err as Error);
+      this.recordFailure ??= err;
     }
-    await this.recorder.delivered(this.outcomeLine(d, stored.location), stored.outcome);
-    return true;
+    return err;
+  }
+
+  /** Not ok (a `storageFault` too when the store may have lost what it held) when the sink did not store it. A status log that cannot be written stops the run. */
+  private async deliver({ delivery: d, position }: UnitOf<'delivery'>): Promise<Settled> {
+    if (this.recordFailure !== undefined) throw this.recordFailure;
+    try {
+      let stored: Stored;
+      try {
+        stored = await this.sink.write(d);
+      } catch (err) {
+        const lost = storageLost(err);
+        if (lost) this.storageLostNow();
+        await this.recorder.failed(this.outcomeLine(d), FailReason.SINK_ERROR, errorMessage(err), lost);
+        // The sink refuses its own spec (a folder name the server will never take): every write would
+        // fail alike, so nothing more is read and the run ends with that error (exit 2 when nothing was delivered).
+        if (errorCodeOf(err) === ErrorCode.SINK_CONFIG) this.halt(err as Error);
+        return lost ? { position, ok: false, storageFault: true } : { position, ok: false };
+      }
+      await this.recorder.delivered(this.outcomeLine(d, stored.location), stored.outcome);
+      return { position, ok: true };
+    } catch (err) {
+      throw this.recordFailed(err);
+    }
   }
 
   /** Built once the sink has answered: a line held through the write would outlive the young generation with every slow delivery. */

@@ -760,35 +760,38 @@ export class MaildirSink extends LifecycleSink implements Sink {
    * ours is replaced whole by `rename()`. The file worker does both halves of a new file in one
    * round trip.
    */
-  protected async store(delivery: Delivery): Promise<Stored> {
-    // Out of descriptors (EMFILE: this process's `ulimit -n`; ENFILE: the system's): a passing
-    // shortage, not the message's failure. What failed left nothing to undo (a file not created,
-    // a name not compared); the delivery waits and starts over, and finds whatever it did publish.
-    const since = Date.now();
-    for (let tries = 0; ; tries++) {
-      try {
-        return await this.storeOnce(delivery, tries > 0);
-      } catch (err) {
-        if (!descriptorShortage(err) || Date.now() - since > SHORTAGE_PATIENCE_MS || this.stop?.aborted) throw err;
-      }
-      await new Promise((resolve) => setTimeout(resolve, shortageDelay(tries)));
-    }
+  protected store(delivery: Delivery): Promise<Stored> {
+    return this.storeOnce(delivery, 0, Date.now());
   }
 
-  /** One try of `store`; `again`: an earlier try may have published the message (its directory is then made durable here). */
-  private async storeOnce(delivery: Delivery, again: boolean): Promise<Stored> {
-    const folder = await this.folderOf(delivery.mailbox, dayOfTime(delivery.internalDate));
+  /**
+   * One try of `store` (`tries` before it since `since`: one may have published the message, its
+   * directory is then made durable here). Out of descriptors (EMFILE: this process's `ulimit -n`;
+   * ENFILE: the system's): a passing shortage, not the message's failure. What failed left nothing
+   * to undo (a file not created, a name not compared); the delivery waits and starts over, and
+   * finds whatever it did publish. One async step for the usual delivery, not one for the retry
+   * and one for the try: each step's frame and promise live as long as the delivery is in flight.
+   */
+  private async storeOnce(delivery: Delivery, tries: number, since: number): Promise<Stored> {
     try {
-      return await this.storeIn(folder, delivery, again);
-    } catch (err) {
-      if (!isCode(err, 'ENOENT') || !(await this.tmpThere(folder))) throw (await this.lostFolder(delivery.mailbox, folder, err)) ?? err;
-      // `cur/` the one prepared, `tmp/` there (made again if a cleaner took the empty directory): nothing of ours went; tried once more.
+      const known = this.folderOf(delivery.mailbox, dayOfTime(delivery.internalDate));
+      const folder = known instanceof Promise ? await known : known;
       try {
-        return await this.storeIn(folder, delivery, true);
-      } catch (again) {
-        throw (await this.lostFolder(delivery.mailbox, folder, again)) ?? again;
+        return await this.storeIn(folder, delivery, tries > 0);
+      } catch (err) {
+        if (!isCode(err, 'ENOENT') || !(await this.tmpThere(folder))) throw (await this.lostFolder(delivery.mailbox, folder, err)) ?? err;
+        // `cur/` the one prepared, `tmp/` there (made again if a cleaner took the empty directory): nothing of ours went; tried once more.
+        try {
+          return await this.storeIn(folder, delivery, true);
+        } catch (again) {
+          throw (await this.lostFolder(delivery.mailbox, folder, again)) ?? again;
+        }
       }
+    } catch (err) {
+      if (!descriptorShortage(err) || Date.now() - since > SHORTAGE_PATIENCE_MS || this.stop?.aborted) throw err;
     }
+    await new Promise((resolve) => setTimeout(resolve, shortageDelay(tries)));
+    return this.storeOnce(delivery, tries + 1, since);
   }
 
   /** The folders the end-of-run look would look at now: the identity of each one's `cur/`, by mailbox. */
@@ -907,20 +910,23 @@ export class MaildirSink extends LifecycleSink implements Sink {
     );
   }
 
+  /**
+   * Where the message is, as the ledger records it: relative to the root. Every name a delivery
+   * stores or finds is in its folder (concatenated: path.relative costs more than the rest of a
+   * delivery's path work). A method, not a closure in `storeIn`: that would live as long as each delivery.
+   */
+  private storedAt(folder: Folder, outcome: Stored['outcome'], path: string): Stored {
+    return { outcome, location: path.startsWith(`${folder.path}/`) ? folder.location + path.slice(folder.path.length) : relative(this.config.root, path) };
+  }
+
   /** `storeOnce` in its mailbox's folder, as prepared. */
   private async storeIn(folder: Folder, delivery: Delivery, again: boolean): Promise<Stored> {
-    // Where the message is, as the ledger records it: relative to the root.
-    // Every name it stores or finds is in the folder (concatenated: path.relative costs more than the rest of a delivery's path work).
-    const at = (outcome: Stored['outcome'], path: string): Stored => ({
-      outcome,
-      location: path.startsWith(`${folder.path}/`) ? folder.location + path.slice(folder.path.length) : relative(this.config.root, path),
-    });
     // A folder that held nothing of ours when listed: the link below finds any name taken since.
     let place: Place = folder.listing.heldOurs ? await this.place(folder, delivery) : { kind: 'free', name: maildirBaseName(delivery) };
     if (place.kind === 'held') {
       // Found after a try that may have linked it itself: its directory entry made durable first.
       if (again) await this.syncOf(dirname(place.path)).sync();
-      return at('skipped', place.path);
+      return this.storedAt(folder, 'skipped', place.path);
     }
     let linkFrom: string | undefined;
     let becomeFirst: ((path: string | undefined) => void) | undefined;
@@ -936,7 +942,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
         if (place.kind === 'held') {
           // Another writer published it while we wrote: ours is not needed, theirs made durable.
           if (raced) await this.syncOf(dirname(place.path)).sync();
-          return at('skipped', place.path);
+          return this.storedAt(folder, 'skipped', place.path);
         }
         if (place.kind === 'torn') {
           temporary ??= await this.writeTemporary(folder, delivery);
@@ -949,7 +955,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
           }
           temporary = undefined;
           becomeFirst?.(place.path);
-          return at('delivered', place.path);
+          return this.storedAt(folder, 'delivered', place.path);
         }
         const final = `${folder.path}/cur/${place.name}:2,S`;
         const writing = (linkFrom ?? temporary) === undefined;
@@ -986,7 +992,7 @@ export class MaildirSink extends LifecycleSink implements Sink {
         }
         temporary = undefined;
         if (source !== linkFrom) becomeFirst?.(final);
-        return at('delivered', final);
+        return this.storedAt(folder, 'delivered', final);
       }
       throw new PivotArchiveError(ErrorCode.SINK_WRITE, `maildir: other writers kept taking the name of ${delivery.messageId} in ${folder.path}, or its tmp/ file (${MAX_TRIES} tries)`);
     } finally {
