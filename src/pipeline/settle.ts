@@ -48,8 +48,10 @@ export class Settler {
   /** Settles begun and not yet ended. */
   private readonly pending = new InFlight();
 
+  // A unit that reaches a settle after a record failed is not begun (its delivery would go unrecorded where the record failed); what is in flight settles.
   // A delivery settles in one async step (most units are deliveries, and each step's frame and promise live while the sink writes).
-  readonly settle = (unit: Unit): Promise<Settled> => this.pending.track(unit.kind === 'delivery' ? this.deliver(unit) : this.settleOther(unit));
+  readonly settle = (unit: Unit): Promise<Settled> =>
+    this.pending.track(this.recordFailure !== undefined ? Promise.reject(this.recordFailure) : unit.kind === 'delivery' ? this.deliver(unit) : this.settleOther(unit));
 
   /**
    * Resolves once every settle begun has ended: a chain stopped by an error leaves some in flight,
@@ -62,9 +64,7 @@ export class Settler {
   /** The first record (status log, run log, ledger) that could not be written: the run stops, and nothing more begins. */
   private recordFailure: unknown;
 
-  // A unit that reaches a settle after a record failed is not begun (its delivery would go unrecorded where the record failed); what is in flight settles.
   private async settleOther(unit: Exclude<Unit, UnitOf<'delivery'>>): Promise<Settled> {
-    if (this.recordFailure !== undefined) throw this.recordFailure;
     try {
       const ok = unit.kind === 'rejected' ? await this.keep(unit) : unit.kind === 'failed' ? await this.fail(unit) : unit.kind === 'failedInShard' ? await this.failInShard(unit) : unit.kind === 'elsewhere' || unsettleable(unit);
       return { position: unit.position, ok };
@@ -85,7 +85,6 @@ export class Settler {
 
   /** Not ok (a `storageFault` too when the store may have lost what it held) when the sink did not store it. A status log that cannot be written stops the run. */
   private async deliver({ delivery: d, position }: UnitOf<'delivery'>): Promise<Settled> {
-    if (this.recordFailure !== undefined) throw this.recordFailure;
     try {
       let stored: Stored;
       try {
