@@ -116,7 +116,8 @@ function startStage(stage: string, archive: string, out: string, env: Record<str
       if (line.startsWith('  imap:')) process.stderr.write(`${line}\n`);
     });
     child.on('close', (code) => {
-      process.stderr.write(`  (the interrupted run ended with exit code ${code})\n`);
+      // Its summary line above carries the CLI's exit code; a non-zero here is the script failing.
+      if (code !== 0) process.stderr.write(`  (the interrupted run's stage script failed: exit code ${code})\n`);
       resolve();
     });
   });

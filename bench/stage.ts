@@ -11,6 +11,7 @@ import type { Sink } from '../src/sinks/sink.js';
 import { StatusLog } from '../src/status-log.js';
 import { PluginRegistry } from '../src/transforms/plugins/index.js';
 import { DEFAULT_MAX_ITEM_SIZE } from '../src/options/index.js';
+import { runExitCode } from '../src/exit-policy.js';
 import { RejectsFolder } from '../src/formats/rejects/index.js';
 import { LedgerWriter } from '../src/ledger/writer.js';
 import { formatVerify, verify } from '../src/verify.js';
@@ -142,7 +143,8 @@ async function measure(): Promise<{ events: number; deliveries: number; bytes?: 
         // A re-run or a resume skips what the server holds: a skip is a delivery settled too.
         const inner = (sink as unknown as { inner?: { stats?: unknown; client?: { stats?: unknown } } }).inner;
         const stats = inner?.stats ?? inner?.client?.stats;
-        process.stderr.write(`  ${stage}: delivered ${summary.delivered}, skipped ${summary.skipped}, failed ${summary.failed}; ${JSON.stringify(stats ?? {})}\n`);
+        // The exit code the CLI's policy gives this summary (this script's own exit says only that it ran).
+        process.stderr.write(`  ${stage}: delivered ${summary.delivered}, skipped ${summary.skipped}, failed ${summary.failed}; a CLI run would exit ${runExitCode(summary)}; ${JSON.stringify(stats ?? {})}\n`);
         return { events: summary.itemsFromSource, deliveries: summary.delivered + summary.skipped, bytes };
       }
       return { events: summary.itemsFromSource, deliveries: summary.delivered, bytes };
